@@ -1,0 +1,185 @@
+"""The request-time user context: how a caller views stored state at read time.
+
+The same stored state answers "saves on search in the last hour, without these items" and
+"all engagements of the last 28 days": filters, windows and limits are applied when reading,
+not when writing. Parsing from strings (query parameters, CLI options) lives here too, so the
+CLI and the HTTP API reject bad input with the same message naming the parameter.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TypeVar
+
+from usersignals.errors import ContextError
+from usersignals.durations import parse_duration
+
+CONTEXT_PARAMETERS = (
+    "window",
+    "actions",
+    "surfaces",
+    "since",
+    "until",
+    "limit",
+    "dedupe",
+    "exclude",
+    "as_of",
+)
+MAX_LIMIT = 10_000
+MAX_LIST_ITEMS = 1_000
+
+_T = TypeVar("_T")
+
+
+@dataclass(frozen=True)
+class ReadContext:
+    """A view over stored state. Times are milliseconds since the epoch (UTC).
+
+    ``as_of`` is the "now" of the view (default: the wall clock at read time); the window
+    ends there. ``since``/``until`` bound event times further; ``limit`` caps list results;
+    ``dedupe`` keeps one entry per item; ``exclude`` drops item ids (or keys, for scores).
+    """
+
+    window_ms: int | None = None
+    actions: frozenset[str] | None = None
+    surfaces: frozenset[str] | None = None
+    since_ms: int | None = None
+    until_ms: int | None = None
+    limit: int | None = None
+    dedupe: bool = False
+    exclude: frozenset[str] = field(default_factory=frozenset)
+    as_of_ms: int | None = None
+    now_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
+
+    @property
+    def end_ms(self) -> int:
+        """The last event time the view includes (inclusive)."""
+        end = self.as_of_ms if self.as_of_ms is not None else self.now_ms
+        if self.until_ms is not None:
+            end = min(end, self.until_ms)
+        return end
+
+    @property
+    def start_ms(self) -> int | None:
+        """The first event time the view includes (inclusive), or ``None`` for unbounded."""
+        start = self.since_ms
+        if self.window_ms is not None:
+            window_start = self.end_ms - self.window_ms + 1
+            start = window_start if start is None else max(start, window_start)
+        return start
+
+    @property
+    def reference_ms(self) -> int:
+        """The time at which decayed values are evaluated."""
+        return self.as_of_ms if self.as_of_ms is not None else self.now_ms
+
+    def given(self) -> set[str]:
+        """The names of the parameters this context sets (used to report ignored ones)."""
+        names: set[str] = set()
+        for name, value in (
+            ("window", self.window_ms),
+            ("actions", self.actions),
+            ("surfaces", self.surfaces),
+            ("since", self.since_ms),
+            ("until", self.until_ms),
+            ("limit", self.limit),
+            ("as_of", self.as_of_ms),
+        ):
+            if value is not None:
+                names.add(name)
+        if self.dedupe:
+            names.add("dedupe")
+        if self.exclude:
+            names.add("exclude")
+        return names
+
+    @classmethod
+    def parse(cls, params: Mapping[str, str | None], now_ms: int | None = None) -> ReadContext:
+        """Build a context from string parameters; unknown or bad ones raise ContextError."""
+        for name in params:
+            if name not in CONTEXT_PARAMETERS:
+                raise ContextError(name, f"unknown parameter; known: {', '.join(CONTEXT_PARAMETERS)}")
+        now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
+        window = _optional(params, "window", _parse_window)
+        since = _optional(params, "since", _parse_time)
+        until = _optional(params, "until", _parse_time)
+        if since is not None and until is not None and since > until:
+            raise ContextError("since", "must not be after `until`")
+        return cls(
+            window_ms=window,
+            actions=_optional(params, "actions", _parse_set),
+            surfaces=_optional(params, "surfaces", _parse_set),
+            since_ms=since,
+            until_ms=until,
+            limit=_optional(params, "limit", _parse_limit),
+            dedupe=_optional(params, "dedupe", _parse_bool) or False,
+            exclude=_optional(params, "exclude", _parse_set) or frozenset(),
+            as_of_ms=_optional(params, "as_of", _parse_time),
+            now_ms=now,
+        )
+
+
+def _optional(
+    params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]
+) -> _T | None:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return None
+    try:
+        return parse(raw)
+    except ValueError as exc:
+        raise ContextError(name, str(exc)) from None
+
+
+def _parse_window(text: str) -> int:
+    window = parse_duration(text)
+    if window <= 0:
+        raise ValueError("must be a positive duration")
+    return window
+
+
+def _parse_time(text: str) -> int:
+    """Milliseconds since the epoch, or an ISO-8601 time that names its time zone."""
+    if text.lstrip("-").isdigit():
+        return int(text)
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"{text!r} is not a time; use milliseconds since the epoch or ISO 8601 "
+            "with a zone, e.g. 2026-11-25T10:00:00Z"
+        ) from None
+    if moment.tzinfo is None:
+        raise ValueError(f"{text!r} has no time zone; add Z or an offset such as +01:00")
+    return int(moment.timestamp() * 1000)
+
+
+def _parse_set(text: str) -> frozenset[str]:
+    values = frozenset(part.strip() for part in text.split(",") if part.strip())
+    if not values:
+        raise ValueError("must list at least one value, comma-separated")
+    if len(values) > MAX_LIST_ITEMS:
+        raise ValueError(f"at most {MAX_LIST_ITEMS} values")
+    return values
+
+
+def _parse_limit(text: str) -> int:
+    try:
+        limit = int(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a whole number") from None
+    if not 1 <= limit <= MAX_LIMIT:
+        raise ValueError(f"must be between 1 and {MAX_LIMIT}")
+    return limit
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"{text!r} is not a boolean; use true or false")

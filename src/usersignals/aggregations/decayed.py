@@ -1,0 +1,356 @@
+"""Time-decayed aggregations: ``DecayedScores`` (a top-k interest profile) and ``MeanVector``.
+
+A decayed sum at time ``T`` is ``Σ w_i · 2^(-(T - t_i) / half_life)``. Kept naively as a float
+rescaled at every update, its last bits would depend on the order of the additions, so a replay
+with other batch boundaries would not reproduce the state exactly. Instead, time is cut into
+*epochs* of 16 half-lives, and each event adds the integer ``round(w · 2^F · 2^((t - e)/h))``
+to the sum of its epoch (``e`` the epoch's start): integer addition is exact and associative,
+and the decay to ``T`` is applied only when reading. Each term stays below ``|w| · 2^(F + 16)``.
+
+Retention works a whole epoch at a time: an epoch is dropped once it ends more than the
+retention before the newest event, and an event is accepted only into a kept epoch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
+from usersignals.aggregations.context import ReadContext
+from usersignals.durations import DAY_MS, format_duration
+from usersignals.aggregations.rows import FieldResolver, Row
+
+EPOCH_HALF_LIVES = 16
+# Fixed-point fraction bits. With |weight| <= 1000 (2^10) and growth < 2^16, a score term is
+# below 2^46 and a vector term (components of magnitude <= 8) below 2^45: an epoch's sum holds
+# more than 2^17 events of the largest weight before it leaves the int64 range of the codec.
+_SCORE_BITS = 20
+_VECTOR_BITS = 16
+_MAX_WEIGHT = 1_000
+_NUMPY_MIN_ROWS = 4  # below this a Python loop beats numpy's call overhead
+
+
+@dataclass(frozen=True)
+class _Decay:
+    half_life: int
+    retention_ms: int
+
+    @property
+    def epoch_ms(self) -> int:
+        return EPOCH_HALF_LIVES * self.half_life
+
+    def first_kept_epoch(self, newest: int) -> int:
+        """Epochs ending at or before ``newest - retention`` are gone."""
+        return (newest - self.retention_ms) // self.epoch_ms
+
+    def growth(self, ts: int, epoch: int) -> float:
+        """``2^((ts - epoch start) / half_life)``, in [1, 2^16).
+
+        ``epoch`` must be the epoch holding ``ts``; the growth is then bounded."""
+        return float(2.0 ** ((ts - epoch * self.epoch_ms) / self.half_life))
+
+    def decay_to(self, epoch: int, reference_ms: int) -> float:
+        """The factor that turns an epoch's integer sum into its value at ``reference_ms``."""
+        return float(2.0 ** ((epoch * self.epoch_ms - reference_ms) / self.half_life))
+
+
+def _weight_problems(weights: Mapping[str, float], default: float) -> list[str]:
+    problems = []
+    for name, weight in (*weights.items(), ("default_weight", default)):
+        if not -_MAX_WEIGHT <= weight <= _MAX_WEIGHT:
+            problems.append(f"weight of {name!r} must be within ±{_MAX_WEIGHT}")
+    return problems
+
+
+def _half_life_problems(half_life_ms: int) -> list[str]:
+    if half_life_ms < 1000:
+        return ["half_life must be at least 1s"]
+    return []
+
+
+# --------------------------------------------------------------------------- DecayedScores
+
+
+ScoreCells = dict[tuple[Any, int], int]  # (key, epoch) -> fixed-point sum
+
+
+class ScoresState(msgspec.Struct, gc=False):
+    newest: int
+    cells: ScoreCells
+
+
+class _EncodedScores(msgspec.Struct, array_like=True):
+    newest: int
+    first_epoch: int
+    keys: list[Any]
+    pairs: list[int]  # (key index, epoch - first_epoch, sum) triples, flattened
+
+
+@dataclass(frozen=True)
+class DecayedScores(Aggregation):
+    """Per-key decayed scores (``key`` e.g. ``"category"``), read as a top-k profile."""
+
+    key: str
+    half_life: int = 7 * DAY_MS  # milliseconds
+    weights: Mapping[str, float] = field(default_factory=dict)
+    default_weight: float = 1.0
+    top_k: int = 20
+
+    kind = "decayed_scores"
+
+    def problems(self) -> list[str]:
+        problems = _half_life_problems(self.half_life)
+        problems += _weight_problems(self.weights, self.default_weight)
+        if not 1 <= self.top_k <= 10_000:
+            problems.append("DecayedScores top_k must be between 1 and 10000")
+        return problems
+
+    def fields(self) -> set[str]:
+        return {self.key, "action"}
+
+    def context_parameters(self) -> frozenset[str]:
+        return frozenset({"limit", "exclude", "as_of"})
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "key": self.key,
+            "half_life": format_duration(self.half_life),
+            "weights": dict(sorted(self.weights.items())),
+            "default_weight": self.default_weight,
+            "top_k": self.top_k,
+        }
+
+    def compile(self, resolve: FieldResolver, retention_ms: int) -> ScoresRuntime:
+        return ScoresRuntime(self, resolve, retention_ms)
+
+
+class ScoresRuntime(AggregationRuntime[ScoresState]):
+    def __init__(self, spec: DecayedScores, resolve: FieldResolver, retention_ms: int) -> None:
+        self.spec = spec
+        self.decay = _Decay(spec.half_life, retention_ms)
+        self._key = resolve(spec.key)
+        self._weights = dict(spec.weights)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(_EncodedScores)
+
+    def apply(self, state: ScoresState | None, rows: Sequence[Row]) -> ApplyOut[ScoresState]:
+        decay = self.decay
+        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        first = decay.first_kept_epoch(newest)
+        cells = {k: v for k, v in state.cells.items() if k[1] >= first} if state else {}
+        epoch_ms = decay.epoch_ms
+        weights, default = self._weights, self.spec.default_weight
+        expired = 0
+        for row in rows:
+            event = row[0]
+            epoch = event.ts // epoch_ms
+            if epoch < first:
+                expired += 1
+                continue
+            key = self._key(row)
+            weight = weights.get(event.action, default)
+            if key is None or not weight:
+                continue
+            term = round(math.ldexp(weight * decay.growth(event.ts, epoch), _SCORE_BITS))
+            cell = (key, epoch)
+            cells[cell] = cells.get(cell, 0) + term
+        return ApplyOut(ScoresState(newest, cells), expired)
+
+    def merge(self, a: ScoresState, b: ScoresState) -> ScoresState:
+        newest = max(a.newest, b.newest)
+        first = self.decay.first_kept_epoch(newest)
+        cells = {k: v for k, v in a.cells.items() if k[1] >= first}
+        for cell, value in b.cells.items():
+            if cell[1] >= first:
+                cells[cell] = cells.get(cell, 0) + value
+        return ScoresState(newest, cells)
+
+    def scores(self, state: ScoresState, reference_ms: int) -> dict[Any, float]:
+        factors: dict[int, float] = {}
+        scores: dict[Any, float] = {}
+        for (key, epoch), value in state.cells.items():
+            factor = factors.get(epoch)
+            if factor is None:
+                factor = factors[epoch] = math.ldexp(
+                    self.decay.decay_to(epoch, reference_ms), -_SCORE_BITS
+                )
+            scores[key] = scores.get(key, 0.0) + value * factor
+        return scores
+
+    def read(self, state: ScoresState | None, context: ReadContext) -> ReadOut:
+        if state is None:
+            return ReadOut([], None)
+        scores = self.scores(state, context.reference_ms)
+        ranked = sorted(
+            ((key, score) for key, score in scores.items() if key not in context.exclude),
+            key=lambda pair: (-pair[1], str(pair[0])),
+        )
+        limit = context.limit or self.spec.top_k
+        return ReadOut(
+            [{"key": key, "score": round(score, 6)} for key, score in ranked[:limit]],
+            min(state.newest, context.end_ms),
+        )
+
+    def encode(self, state: ScoresState) -> bytes:
+        cells = sorted(state.cells.items(), key=lambda item: (item[0][1], repr(item[0][0])))
+        first = min((cell[1] for cell, _ in cells), default=0)
+        index: dict[Any, int] = {}
+        pairs: list[int] = []
+        for (key, epoch), value in cells:
+            pairs += (index.setdefault(key, len(index)), epoch - first, value)
+        return self._encoder.encode(_EncodedScores(state.newest, first, list(index), pairs))
+
+    def decode(self, data: bytes) -> ScoresState:
+        encoded = self._decoder.decode(data)
+        keys, pairs, first = encoded.keys, encoded.pairs, encoded.first_epoch
+        cells: ScoreCells = {
+            (keys[pairs[i]], first + pairs[i + 1]): pairs[i + 2] for i in range(0, len(pairs), 3)
+        }
+        return ScoresState(encoded.newest, cells)
+
+
+# ------------------------------------------------------------------------------ MeanVector
+
+
+class VectorState(msgspec.Struct, gc=False, array_like=True):
+    newest: int
+    # epoch -> [weight sum, component sums...], all fixed-point integers
+    epochs: dict[int, list[int]]
+
+
+@dataclass(frozen=True)
+class MeanVector(Aggregation):
+    """The decayed, weighted mean of a vector field: a user embedding from engaged items."""
+
+    of: str
+    dim: int
+    half_life: int = 7 * DAY_MS  # milliseconds
+    weights: Mapping[str, float] = field(default_factory=dict)
+    default_weight: float = 1.0
+
+    kind = "mean_vector"
+
+    def problems(self) -> list[str]:
+        problems = _half_life_problems(self.half_life)
+        problems += _weight_problems(self.weights, self.default_weight)
+        if not 1 <= self.dim <= 4096:
+            problems.append("MeanVector dim must be between 1 and 4096")
+        return problems
+
+    def fields(self) -> set[str]:
+        return {self.of, "action"}
+
+    def context_parameters(self) -> frozenset[str]:
+        return frozenset({"as_of"})
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "of": self.of,
+            "dim": self.dim,
+            "half_life": format_duration(self.half_life),
+            "weights": dict(sorted(self.weights.items())),
+            "default_weight": self.default_weight,
+        }
+
+    def compile(self, resolve: FieldResolver, retention_ms: int) -> VectorRuntime:
+        return VectorRuntime(self, resolve, retention_ms)
+
+
+class VectorRuntime(AggregationRuntime[VectorState]):
+    def __init__(self, spec: MeanVector, resolve: FieldResolver, retention_ms: int) -> None:
+        self.spec = spec
+        self.decay = _Decay(spec.half_life, retention_ms)
+        self._vector = resolve(spec.of)
+        self._weights = dict(spec.weights)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(VectorState)
+
+    def apply(self, state: VectorState | None, rows: Sequence[Row]) -> ApplyOut[VectorState]:
+        decay = self.decay
+        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        first = decay.first_kept_epoch(newest)
+        epochs = (
+            {e: list(sums) for e, sums in state.epochs.items() if e >= first} if state else {}
+        )
+        epoch_ms, dim = decay.epoch_ms, self.spec.dim
+        weights, default = self._weights, self.spec.default_weight
+        expired = 0
+        # Group the usable rows per epoch: (scale factor, vector) pairs.
+        pending: dict[int, tuple[list[float], list[Any]]] = {}
+        for row in rows:
+            event = row[0]
+            epoch = event.ts // epoch_ms
+            if epoch < first:
+                expired += 1
+                continue
+            vector = self._vector(row)
+            weight = weights.get(event.action, default)
+            if not weight or not isinstance(vector, list | tuple) or len(vector) != dim:
+                continue
+            factor = math.ldexp(weight * decay.growth(event.ts, epoch), _VECTOR_BITS)
+            factors, vectors = pending.setdefault(epoch, ([], []))
+            factors.append(factor)
+            vectors.append(vector)
+        for epoch, (factors, vectors) in pending.items():
+            sums = epochs.get(epoch) or [0] * (dim + 1)
+            terms = _fixed_point_terms(factors, vectors)
+            epochs[epoch] = [total + term for total, term in zip(sums, terms, strict=True)]
+        return ApplyOut(VectorState(newest, epochs), expired)
+
+    def merge(self, a: VectorState, b: VectorState) -> VectorState:
+        newest = max(a.newest, b.newest)
+        first = self.decay.first_kept_epoch(newest)
+        epochs = {e: list(sums) for e, sums in a.epochs.items() if e >= first}
+        for epoch, sums in b.epochs.items():
+            if epoch >= first:
+                have = epochs.get(epoch)
+                epochs[epoch] = (
+                    list(sums) if have is None else [x + y for x, y in zip(have, sums, strict=True)]
+                )
+        return VectorState(newest, epochs)
+
+    def read(self, state: VectorState | None, context: ReadContext) -> ReadOut:
+        if state is None or not state.epochs:
+            return ReadOut({"vector": None, "weight": 0.0}, None)
+        reference = context.reference_ms
+        dim = self.spec.dim
+        totals = [0.0] * (dim + 1)
+        for epoch, sums in state.epochs.items():
+            factor = math.ldexp(self.decay.decay_to(epoch, reference), -_VECTOR_BITS)
+            totals = [total + value * factor for total, value in zip(totals, sums, strict=True)]
+        weight = totals[0]
+        vector = [round(value / weight, 6) for value in totals[1:]] if weight else None
+        return ReadOut(
+            {"vector": vector, "weight": round(weight, 6)}, min(state.newest, context.end_ms)
+        )
+
+    def encode(self, state: VectorState) -> bytes:
+        return self._encoder.encode(VectorState(state.newest, dict(sorted(state.epochs.items()))))
+
+    def decode(self, data: bytes) -> VectorState:
+        return self._decoder.decode(data)
+
+
+def _fixed_point_terms(factors: list[float], vectors: list[Any]) -> list[int]:
+    """``Σ_i round(factor_i · [1, v_i...])`` as integers.
+
+    numpy's ``rint`` and Python's ``round`` both round half to even on the same IEEE products,
+    so both paths give identical integers; numpy only pays off for several rows.
+    """
+    if len(factors) < _NUMPY_MIN_ROWS:
+        sums = [0] * (len(vectors[0]) + 1)
+        for factor, vector in zip(factors, vectors, strict=True):
+            sums[0] += round(factor)
+            for index, component in enumerate(vector, 1):
+                sums[index] += round(component * factor)
+        return sums
+    scale = np.asarray(factors, dtype=np.float64)
+    matrix = np.asarray(vectors, dtype=np.float64) * scale[:, None]
+    column_sums = np.rint(matrix).astype(np.int64).sum(axis=0)
+    return [int(np.rint(scale).astype(np.int64).sum()), *(int(x) for x in column_sums)]

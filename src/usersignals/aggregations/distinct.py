@@ -1,0 +1,182 @@
+"""``Distinct``: approximate distinct count of a field's values over request-time windows.
+
+Each bucket of time (a day by default) holds a HyperLogLog sketch of ``2^precision``
+registers; a window's count is the estimate of the union (register-wise max) of its buckets.
+Standard error is about ``1.04 / sqrt(2^precision)``: 6.5 % at precision 8, 3.3 % at 10,
+1.6 % at 12; below ~2.5 · 2^precision values, linear counting makes small counts near exact.
+A window counts the buckets that start inside it (edge error: up to one bucket).
+
+Why not Apache DataSketches' HLL: its sketches carry an estimator accumulator (HIP) whose
+value and serialized bytes depend on the order of the updates. usersignals needs a state that
+is byte-identical whatever the batch boundaries (that is how replay after a crash is checked),
+and plain registers — a max per register — are exactly that. Registers are kept sparse
+(3 bytes per set register) until dense is smaller.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import xxhash
+
+from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
+from usersignals.aggregations.context import ReadContext
+from usersignals.durations import DAY_MS, MINUTE_MS, format_duration
+from usersignals.aggregations.rows import FieldResolver, Row
+
+_HASH_SEED = 0x5EED
+
+
+class DistinctState(msgspec.Struct, gc=False, array_like=True):
+    newest: int
+    buckets: dict[int, bytes]  # bucket start -> registers (dense: 2^p bytes; sparse: triples)
+
+
+@dataclass(frozen=True)
+class Distinct(Aggregation):
+    """Approximate number of distinct values of ``of`` (e.g. ``"creator_id"``) per window."""
+
+    of: str
+    precision: int = 10
+    bucket: int = DAY_MS  # milliseconds
+
+    kind = "distinct"
+
+    def problems(self) -> list[str]:
+        problems = []
+        if not 4 <= self.precision <= 16:
+            problems.append("Distinct precision must be between 4 and 16")
+        if self.bucket < MINUTE_MS or self.bucket % MINUTE_MS:
+            problems.append("Distinct bucket must be a whole number of minutes")
+        return problems
+
+    def fields(self) -> set[str]:
+        return {self.of}
+
+    def context_parameters(self) -> frozenset[str]:
+        return frozenset({"window", "since", "until", "as_of"})
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "of": self.of,
+            "precision": self.precision,
+            "bucket": format_duration(self.bucket),
+            "standard_error": round(1.04 / math.sqrt(1 << self.precision), 4),
+        }
+
+    def compile(self, resolve: FieldResolver, retention_ms: int) -> DistinctRuntime:
+        return DistinctRuntime(self, resolve, retention_ms)
+
+
+class DistinctRuntime(AggregationRuntime[DistinctState]):
+    def __init__(self, spec: Distinct, resolve: FieldResolver, retention_ms: int) -> None:
+        self.spec = spec
+        self.retention_ms = retention_ms
+        self.registers = 1 << spec.precision
+        self._value = resolve(spec.of)
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(DistinctState)
+
+    def _first_kept(self, newest: int) -> int:
+        size = self.spec.bucket
+        return newest - newest % size - self.retention_ms
+
+    def apply(self, state: DistinctState | None, rows: Sequence[Row]) -> ApplyOut[DistinctState]:
+        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        first = self._first_kept(newest)
+        buckets = {b: r for b, r in state.buckets.items() if b >= first} if state else {}
+        size, precision = self.spec.bucket, self.spec.precision
+        shift, low_bits = 64 - precision, (1 << (64 - precision)) - 1
+        open_buckets: dict[int, bytearray] = {}
+        expired = 0
+        for row in rows:
+            ts = row[0].ts
+            bucket = ts - ts % size
+            if bucket < first:
+                expired += 1
+                continue
+            value = self._value(row)
+            if value is None:
+                continue
+            registers = open_buckets.get(bucket)
+            if registers is None:
+                registers = open_buckets[bucket] = self._dense(buckets.get(bucket))
+            hashed = xxhash.xxh3_64_intdigest(str(value).encode(), _HASH_SEED)
+            index = hashed >> shift
+            rank = shift - (hashed & low_bits).bit_length() + 1
+            if rank > registers[index]:
+                registers[index] = rank
+        for bucket, registers in open_buckets.items():
+            buckets[bucket] = self._compact(registers)
+        return ApplyOut(DistinctState(newest, buckets), expired)
+
+    def merge(self, a: DistinctState, b: DistinctState) -> DistinctState:
+        newest = max(a.newest, b.newest)
+        first = self._first_kept(newest)
+        buckets = {k: v for k, v in a.buckets.items() if k >= first}
+        for bucket, registers in b.buckets.items():
+            if bucket < first:
+                continue
+            have = buckets.get(bucket)
+            buckets[bucket] = (
+                registers if have is None else self._compact(self._union([have, registers]))
+            )
+        return DistinctState(newest, buckets)
+
+    def read(self, state: DistinctState | None, context: ReadContext) -> ReadOut:
+        if state is None or not state.buckets:
+            return ReadOut({"estimate": 0}, None)
+        start, end = context.start_ms, context.end_ms
+        chosen = [
+            registers
+            for bucket, registers in state.buckets.items()
+            if bucket <= end and (start is None or bucket >= start)
+        ]
+        estimate = self.estimate(self._union(chosen)) if chosen else 0.0
+        return ReadOut({"estimate": round(estimate)}, min(state.newest, end))
+
+    def estimate(self, registers: bytearray) -> float:
+        m = self.registers
+        zeros = registers.count(0)
+        harmonic = math.fsum(2.0 ** -rank for rank in registers)
+        alpha = 0.7213 / (1 + 1.079 / m) if m >= 128 else {16: 0.673, 32: 0.697, 64: 0.709}[m]
+        raw = alpha * m * m / harmonic
+        if raw <= 2.5 * m and zeros:
+            return m * math.log(m / zeros)
+        return raw
+
+    def _dense(self, packed: bytes | None) -> bytearray:
+        registers = bytearray(self.registers)
+        if packed is None:
+            return registers
+        if len(packed) == self.registers:
+            registers[:] = packed
+            return registers
+        for offset in range(0, len(packed), 3):
+            index = packed[offset] << 8 | packed[offset + 1]
+            registers[index] = packed[offset + 2]
+        return registers
+
+    def _compact(self, registers: bytearray) -> bytes:
+        used = [(index, rank) for index, rank in enumerate(registers) if rank]
+        if 3 * len(used) >= self.registers:
+            return bytes(registers)
+        return bytes(x for index, rank in used for x in (index >> 8, index & 0xFF, rank))
+
+    def _union(self, packed: Iterable[bytes]) -> bytearray:
+        union = bytearray(self.registers)
+        for registers in packed:
+            union = bytearray(map(max, union, self._dense(registers)))
+        return union
+
+    def encode(self, state: DistinctState) -> bytes:
+        return self._encoder.encode(
+            DistinctState(state.newest, dict(sorted(state.buckets.items())))
+        )
+
+    def decode(self, data: bytes) -> DistinctState:
+        return self._decoder.decode(data)

@@ -1,0 +1,12 @@
+"""What aggregations see of an event: a row, and typed accessors for its fields."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+# A row is one event and, per lookup source of the signal, the record the Materializer joined
+# onto it (an empty dict when the source has no record for the event's key).
+Row = tuple[Any, tuple[dict[str, Any], ...]]
+Getter = Callable[[Row], Any]
+FieldResolver = Callable[[str], Getter]

@@ -1,0 +1,122 @@
+"""``FirstSeen`` / ``LastSeen``: the earliest / latest event time, overall or per group.
+
+State: ``group -> time``. A group whose time is older than the retention (counted back from
+the newest event) is dropped, and an event older than that is not applied, so ``FirstSeen``
+means "first seen within the retention": the same rule for every batch makes it canonical.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+
+from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
+from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.rows import FieldResolver, Row
+
+
+class SeenState(msgspec.Struct, gc=False, array_like=True):
+    newest: int
+    times: dict[str, int]  # str(group value) -> time; "" is the whole-user group
+
+
+@dataclass(frozen=True)
+class LastSeen(Aggregation):
+    """The latest event time, per value of ``by`` (e.g. ``"action"``) or overall."""
+
+    by: str | None = None
+
+    kind = "last_seen"
+    _latest = True
+
+    def problems(self) -> list[str]:
+        return []
+
+    def fields(self) -> set[str]:
+        return {self.by} if self.by else set()
+
+    def context_parameters(self) -> frozenset[str]:
+        names = {"until", "as_of"}
+        if self.by == "action":
+            names.add("actions")
+        if self.by == "surface":
+            names.add("surfaces")
+        return frozenset(names)
+
+    def params(self) -> dict[str, Any]:
+        return {"by": self.by}
+
+    def compile(self, resolve: FieldResolver, retention_ms: int) -> SeenRuntime:
+        return SeenRuntime(self, resolve, retention_ms, latest=self._latest)
+
+
+@dataclass(frozen=True)
+class FirstSeen(LastSeen):
+    """The earliest event time within the retention, per value of ``by`` or overall."""
+
+    kind = "first_seen"
+    _latest = False
+
+
+class SeenRuntime(AggregationRuntime[SeenState]):
+    def __init__(
+        self, spec: LastSeen, resolve: FieldResolver, retention_ms: int, latest: bool
+    ) -> None:
+        self.spec = spec
+        self.retention_ms = retention_ms
+        self.latest = latest
+        self._group = resolve(spec.by) if spec.by else None
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder = msgspec.msgpack.Decoder(SeenState)
+
+    def apply(self, state: SeenState | None, rows: Sequence[Row]) -> ApplyOut[SeenState]:
+        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        cutoff = newest - self.retention_ms
+        times = {g: t for g, t in state.times.items() if t >= cutoff} if state else {}
+        expired = 0
+        pick = max if self.latest else min
+        for row in rows:
+            ts = row[0].ts
+            if ts < cutoff:
+                expired += 1
+                continue
+            group = "" if self._group is None else str(self._group(row))
+            have = times.get(group)
+            times[group] = ts if have is None else pick(have, ts)
+        return ApplyOut(SeenState(newest, times), expired)
+
+    def merge(self, a: SeenState, b: SeenState) -> SeenState:
+        newest = max(a.newest, b.newest)
+        cutoff = newest - self.retention_ms
+        pick = max if self.latest else min
+        times = {g: t for g, t in a.times.items() if t >= cutoff}
+        for group, ts in b.times.items():
+            if ts >= cutoff:
+                have = times.get(group)
+                times[group] = ts if have is None else pick(have, ts)
+        return SeenState(newest, times)
+
+    def read(self, state: SeenState | None, context: ReadContext) -> ReadOut:
+        if state is None:
+            return ReadOut({}, None)
+        end = context.end_ms
+        allowed = context.actions if self.spec.by == "action" else None
+        if self.spec.by == "surface":
+            allowed = context.surfaces
+        # Times after the view's end are unknown to a LastSeen (it keeps only the latest), so
+        # they are left out rather than guessed; FirstSeen times after the end are left out too.
+        values = {
+            group: ts
+            for group, ts in sorted(state.times.items())
+            if ts <= end and (allowed is None or group in allowed)
+        }
+        return ReadOut(values, min(state.newest, end))
+
+    def encode(self, state: SeenState) -> bytes:
+        return self._encoder.encode(SeenState(state.newest, dict(sorted(state.times.items()))))
+
+    def decode(self, data: bytes) -> SeenState:
+        return self._decoder.decode(data)

@@ -1,0 +1,99 @@
+"""Time tiles: the multi-resolution bucket layout behind every windowed aggregation.
+
+Recent events sit in fine buckets, older ones in coarser ones, so any window up to the
+retention is answered from a few buckets while a user's state stays small. A layout is a list
+of tiers ``(resolution, span)``, finest first. With ``M`` the newest event time of the state,
+tier ``i`` holds the events from ``floor(M, next resolution) - span`` on; the last tier's span
+is the retention. Because every cutoff is aligned to the next tier's resolution, buckets nest,
+and the bucket of an event is a function of its time and ``M`` alone: the state is the same
+whatever the batches, and compaction (re-bucketing as ``M`` advances) is exact.
+
+Error at a window's edge: a window ``[as_of - w, as_of]`` counts every bucket that starts
+inside it. The bucket that straddles the window's start is left out, so up to one bucket of
+the tier at that age is missed (with the default layout: < 1 min at 1 h, < 1 h at 1 d and
+7 d, < 1 day beyond 8 days). When ``as_of`` falls inside a bucket, that whole bucket counts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from usersignals.durations import DAY_MS, HOUR_MS, MINUTE_MS, format_duration
+
+Tier = tuple[int, int]  # (resolution_ms, span_ms); the last tier's span is the retention
+Group = tuple[Any, ...]
+Cells = dict[tuple[int, Group], int]  # (bucket start, group) -> integer value
+
+
+@dataclass(frozen=True)
+class TileLayout:
+    """Tier resolutions and spans; ``tiers`` is finest first, the last span is ignored."""
+
+    tiers: tuple[Tier, ...] = ((MINUTE_MS, 2 * HOUR_MS), (HOUR_MS, 8 * DAY_MS), (DAY_MS, 0))
+
+    def problems(self) -> list[str]:
+        problems = []
+        resolutions = [resolution for resolution, _ in self.tiers]
+        if not resolutions:
+            return ["a tile layout needs at least one tier"]
+        for finer, coarser in zip(resolutions, resolutions[1:], strict=False):
+            if coarser <= finer or coarser % finer:
+                problems.append(
+                    f"tile resolution {format_duration(coarser)} must be a multiple of the "
+                    f"finer {format_duration(finer)}"
+                )
+        for (_, span), (coarser, _) in zip(self.tiers, self.tiers[1:], strict=False):
+            if span <= 0 or span % coarser:
+                problems.append(
+                    f"tile span {format_duration(span)} must be a positive multiple of "
+                    f"{format_duration(coarser)}"
+                )
+        return problems
+
+    def cutoffs(self, newest: int, retention_ms: int) -> list[int]:
+        """The first time each tier holds, for a state whose newest event is at ``newest``."""
+        cutoffs = []
+        tiers = self.tiers
+        for index, (resolution, span) in enumerate(tiers):
+            if index + 1 < len(tiers):
+                align = tiers[index + 1][0]
+                cutoffs.append(newest - newest % align - span)
+            else:
+                cutoffs.append(newest - newest % resolution - retention_ms)
+        return cutoffs
+
+    def to_json(self) -> list[dict[str, str]]:
+        return [
+            {"resolution": format_duration(resolution), "span": format_duration(span)}
+            for resolution, span in self.tiers[:-1]
+        ] + [{"resolution": format_duration(self.tiers[-1][0]), "span": "retention"}]
+
+
+class Bucketer:
+    """Maps event times to bucket starts for one ``M`` (newest time) of a state."""
+
+    __slots__ = ("cutoffs", "resolutions")
+
+    def __init__(self, layout: TileLayout, newest: int, retention_ms: int) -> None:
+        self.cutoffs = layout.cutoffs(newest, retention_ms)
+        self.resolutions = [resolution for resolution, _ in layout.tiers]
+
+    def bucket(self, ts: int) -> int | None:
+        """The start of the bucket that holds ``ts``, or ``None`` when it is past retention."""
+        for cutoff, resolution in zip(self.cutoffs, self.resolutions, strict=True):
+            if ts >= cutoff:
+                return ts - ts % resolution
+        return None
+
+
+def rebucket(cells: Cells, bucketer: Bucketer) -> Cells:
+    """Move every cell to its bucket under ``bucketer`` (coarser as time advances)."""
+    out: Cells = {}
+    for (start, group), value in cells.items():
+        bucket = bucketer.bucket(start)
+        if bucket is None:
+            continue
+        key = (bucket, group)
+        out[key] = out.get(key, 0) + value
+    return out

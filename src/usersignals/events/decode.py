@@ -1,0 +1,145 @@
+"""Decoding and validation of raw event bytes, with a reason for every rejection.
+
+Decoding uses a typed msgspec decoder, which parses and type-checks in one C pass; the checks
+msgspec cannot express (size, time range, allowed actions, empty ids) follow in Python.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import msgspec
+
+from usersignals.events.model import BadEvent, Event, Position
+
+# Reasons are stable identifiers: they label metrics and dead-letter records.
+REASON_OVERSIZED = "oversized"
+REASON_MALFORMED = "malformed_json"
+REASON_MISSING_FIELD = "missing_field"
+REASON_WRONG_TYPE = "wrong_type"
+REASON_UNKNOWN_ACTION = "unknown_action"
+REASON_TIME_OUT_OF_RANGE = "time_out_of_range"
+REASON_INVALID_VALUE = "invalid_value"
+
+REASONS = (
+    REASON_OVERSIZED,
+    REASON_MALFORMED,
+    REASON_MISSING_FIELD,
+    REASON_WRONG_TYPE,
+    REASON_UNKNOWN_ACTION,
+    REASON_TIME_OUT_OF_RANGE,
+    REASON_INVALID_VALUE,
+)
+
+_YEAR_2000_MS = 946_684_800_000
+_DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class EventPolicy:
+    """What counts as a valid event.
+
+    ``allowed_actions`` of ``None`` accepts any action name. ``max_future_ms`` bounds how far
+    ahead of the wall clock an event time may be: clocks on phones drift, but an event a year
+    in the future would pin every window and decay to a wrong "now".
+    """
+
+    allowed_actions: frozenset[str] | None = None
+    max_event_bytes: int = 8192
+    max_id_chars: int = 256
+    min_ts_ms: int = _YEAR_2000_MS
+    max_future_ms: int = _DAY_MS
+
+
+@dataclass
+class DecodeResult:
+    """The good events of a block, each with its position, and the bad ones with reasons."""
+
+    events: list[Event] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+    bad: list[BadEvent] = field(default_factory=list)
+
+
+class EventDecoder:
+    """Decodes raw JSON events and validates them against an :class:`EventPolicy`."""
+
+    def __init__(self, policy: EventPolicy | None = None) -> None:
+        self.policy = policy or EventPolicy()
+        self._decoder = msgspec.json.Decoder(Event)
+
+    def decode_one(self, raw: bytes, now_ms: int | None = None) -> Event | BadEvent:
+        """Decode one event; return the event, or a :class:`BadEvent` naming what is wrong."""
+        policy = self.policy
+        if len(raw) > policy.max_event_bytes:
+            return BadEvent(
+                REASON_OVERSIZED, f"{len(raw)} bytes > limit {policy.max_event_bytes}", raw
+            )
+        try:
+            event = self._decoder.decode(raw)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            if message.startswith("Object missing required field"):
+                return BadEvent(REASON_MISSING_FIELD, message, raw)
+            return BadEvent(REASON_WRONG_TYPE, message, raw)
+        except msgspec.DecodeError as exc:
+            return BadEvent(REASON_MALFORMED, str(exc), raw)
+        problem = self.check(event, now_ms if now_ms is not None else _wall_clock_ms())
+        if problem is not None:
+            return BadEvent(problem[0], problem[1], raw)
+        return event
+
+    def check(self, event: Event, now_ms: int) -> tuple[str, str] | None:
+        """Semantic checks msgspec cannot express; ``None`` when the event is valid."""
+        policy = self.policy
+        for name in ("event_id", "user_id", "item_id", "action", "surface"):
+            value: str = getattr(event, name)
+            if not value:
+                return REASON_INVALID_VALUE, f"`{name}` must not be empty"
+            if len(value) > policy.max_id_chars:
+                return REASON_INVALID_VALUE, f"`{name}` longer than {policy.max_id_chars} chars"
+        if policy.allowed_actions is not None and event.action not in policy.allowed_actions:
+            allowed = ", ".join(sorted(policy.allowed_actions))
+            return REASON_UNKNOWN_ACTION, f"action {event.action!r} is not one of: {allowed}"
+        if event.ts < policy.min_ts_ms:
+            return REASON_TIME_OUT_OF_RANGE, f"ts {event.ts} is before {policy.min_ts_ms}"
+        if event.ts > now_ms + policy.max_future_ms:
+            return (
+                REASON_TIME_OUT_OF_RANGE,
+                f"ts {event.ts} is more than {policy.max_future_ms} ms in the future",
+            )
+        return None
+
+    def decode_block(
+        self,
+        lines: Sequence[bytes],
+        positions: Sequence[Position] | None = None,
+        now_ms: int | None = None,
+    ) -> DecodeResult:
+        """Decode many raw events; blank lines are skipped, bad ones are reported, never raised."""
+        now = now_ms if now_ms is not None else _wall_clock_ms()
+        result = DecodeResult()
+        for index, raw in enumerate(lines):
+            if not raw.strip():
+                continue
+            position = positions[index] if positions is not None else Position("", index)
+            outcome = self.decode_one(raw, now)
+            if isinstance(outcome, Event):
+                result.events.append(outcome)
+                result.positions.append(position)
+            else:
+                result.bad.append(
+                    BadEvent(outcome.reason, outcome.detail, outcome.raw, position)
+                )
+        return result
+
+
+def encode_events(events: Iterable[Event]) -> bytes:
+    """Events as newline-delimited JSON (the format every file source and test reads)."""
+    encoder = msgspec.json.Encoder()
+    return b"".join(encoder.encode(event) + b"\n" for event in events)
+
+
+def _wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000

@@ -1,0 +1,1 @@
+"""Example signal modules."""

@@ -1,0 +1,187 @@
+"""``Signal``: one declarative, named, versioned definition of a per-user signal."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from usersignals.aggregations.base import Aggregation, AggregationRuntime
+from usersignals.errors import SignalDefinitionError
+from usersignals.durations import DAY_MS, format_duration
+from usersignals.signals.fields import (
+    ATTR_PREFIX,
+    BASE_FIELDS,
+    Getter,
+    Predicate,
+    RowPredicate,
+)
+from usersignals.signals.lookups import Enrichment, Lookup
+
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_MAX_RETENTION_MS = 3 * 365 * DAY_MS
+
+
+@dataclass(frozen=True)
+class Signal:
+    """A per-user signal: which events, which external fields, one aggregation, a retention.
+
+    The ``version`` is part of the state's identity: change what a signal means, bump it, and
+    the new version starts from empty state instead of silently mixing two meanings.
+    """
+
+    name: str
+    version: int
+    aggregate: Aggregation
+    where: Predicate | None = None
+    enrich: Sequence[Enrichment] = ()
+    retention: int = 90 * DAY_MS  # milliseconds; days(90)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        problems = self.problems()
+        if problems:
+            raise SignalDefinitionError(str(self.name), problems)
+
+    @property
+    def key(self) -> str:
+        """The identity of the signal's state: ``name@version``."""
+        return f"{self.name}@{self.version}"
+
+    @property
+    def lookups(self) -> tuple[Lookup, ...]:
+        """The distinct lookup sources this signal needs, in declaration order."""
+        seen: dict[str, Lookup] = {}
+        for enrichment in self.enrich:
+            seen.setdefault(enrichment.lookup.name, enrichment.lookup)
+        return tuple(seen.values())
+
+    def problems(self) -> list[str]:
+        """Every problem of the definition at once (empty when valid)."""
+        problems: list[str] = []
+        if not isinstance(self.name, str) or not _NAME.match(self.name):
+            problems.append(
+                "name must be lowercase letters, digits and _, starting with a letter"
+            )
+        if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
+            problems.append("version must be a whole number >= 1")
+        if not isinstance(self.aggregate, Aggregation):
+            problems.append("aggregate must be an aggregation such as LastN(...) or Count(...)")
+            return problems
+        if not isinstance(self.retention, int) or not 0 < self.retention <= _MAX_RETENTION_MS:
+            problems.append("retention must be a positive duration of at most 3 years")
+        if self.where is not None and not isinstance(self.where, Predicate):
+            problems.append("where must be a predicate such as action.isin({...})")
+        problems += self.aggregate.problems()
+        provided: dict[str, str] = {}
+        for enrichment in self.enrich:
+            problems += enrichment.problems()
+            key = enrichment.lookup.key
+            if key not in BASE_FIELDS and not key.startswith(ATTR_PREFIX):
+                problems.append(
+                    f"lookup {enrichment.lookup.name!r} must be keyed by an event field or "
+                    f"attribute, not {key!r}"
+                )
+            for name in enrichment.names:
+                if name in BASE_FIELDS or name.startswith(ATTR_PREFIX):
+                    problems.append(f"enriched field {name!r} shadows an event field")
+                elif name in provided and provided[name] != enrichment.lookup.name:
+                    problems.append(f"enriched field {name!r} comes from two sources")
+                provided[name] = enrichment.lookup.name
+        used = set(self.aggregate.fields())
+        if self.where is not None and isinstance(self.where, Predicate):
+            used |= self.where.fields()
+        for name in sorted(used):
+            if name in BASE_FIELDS or name in provided:
+                continue
+            if name.startswith(ATTR_PREFIX) and len(name) > len(ATTR_PREFIX):
+                continue
+            problems.append(
+                f"field {name!r} is neither an event field ({', '.join(BASE_FIELDS)}), "
+                f"an attribute (attrs.NAME), nor provided by a declared enrichment"
+            )
+        return problems
+
+    def to_json(self) -> dict[str, Any]:
+        """The compiled definition: stable, sorted, diffable JSON-ready data."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "key": self.key,
+            "description": self.description,
+            "where": self.where.to_json() if self.where is not None else None,
+            "enrich": [enrichment.to_json() for enrichment in self.enrich],
+            "aggregate": self.aggregate.to_json(),
+            "context": sorted(self.aggregate.context_parameters()),
+            "retention": format_duration(self.retention),
+        }
+
+    @cached_property
+    def compiled(self) -> CompiledSignal:
+        return CompiledSignal(self)
+
+
+class CompiledSignal:
+    """A signal bound to its field accessors: the filter and the aggregation runtime.
+
+    Rows carry one record per *lookup source of this signal*, in ``signal.lookups`` order.
+    """
+
+    def __init__(self, signal: Signal) -> None:
+        self.signal = signal
+        self.key = signal.key
+        self._source_of: dict[str, int] = {}
+        for position, lookup in enumerate(signal.lookups):
+            for enrichment in signal.enrich:
+                if enrichment.lookup.name == lookup.name:
+                    for name in enrichment.names:
+                        self._source_of[name] = position
+        self.accepts: RowPredicate | None = (
+            signal.where.compile(self.getter) if signal.where is not None else None
+        )
+        self.runtime: AggregationRuntime[Any] = signal.aggregate.compile(
+            self.getter, signal.retention
+        )
+
+    def getter(self, name: str) -> Getter:
+        """A fast accessor for a field by name (see :mod:`usersignals.signals.fields`)."""
+        if name in BASE_FIELDS:
+            return _base_getter(name)
+        if name.startswith(ATTR_PREFIX):
+            attribute = name[len(ATTR_PREFIX) :]
+            return lambda row: row[0].attrs.get(attribute) if row[0].attrs else None
+        position = self._source_of[name]
+        return lambda row: row[1][position].get(name)
+
+
+def _base_getter(name: str) -> Getter:
+    getters: dict[str, Getter] = {
+        "event_id": lambda row: row[0].event_id,
+        "user_id": lambda row: row[0].user_id,
+        "item_id": lambda row: row[0].item_id,
+        "action": lambda row: row[0].action,
+        "surface": lambda row: row[0].surface,
+        "ts": lambda row: row[0].ts,
+    }
+    return getters[name]
+
+
+def validate_signals(signals: Sequence[Signal]) -> None:
+    """Checks across signals: unique names and one meaning per lookup source name."""
+    problems: list[str] = []
+    names: dict[str, int] = {}
+    for signal in signals:
+        names[signal.name] = names.get(signal.name, 0) + 1
+    problems += [f"signal name {name!r} is defined {n} times" for name, n in names.items() if n > 1]
+    sources: dict[str, Lookup] = {}
+    for signal in signals:
+        for lookup in signal.lookups:
+            known = sources.setdefault(lookup.name, lookup)
+            if known.key != lookup.key:
+                problems.append(
+                    f"lookup source {lookup.name!r} is keyed by both {known.key!r} and {lookup.key!r}"
+                )
+    if problems:
+        raise SignalDefinitionError("<module>", problems)

@@ -1,0 +1,178 @@
+"""Field references and the event filter language of signal definitions.
+
+A field name is one of the event's own fields (``user_id``, ``item_id``, ``action``,
+``surface``, ``ts``, ``event_id``), an attribute (``attrs.NAME``), or a field that a declared
+enrichment provides (its bare name, e.g. ``category``). Predicates compose with ``&``, ``|``
+and ``~`` and compile to plain Python callables, so filtering costs one call per event.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from usersignals.aggregations.rows import FieldResolver, Getter, Row
+from usersignals.events import AttrValue
+
+BASE_FIELDS = ("event_id", "user_id", "item_id", "action", "surface", "ts")
+ATTR_PREFIX = "attrs."
+
+RowPredicate = Callable[[Row], bool]
+
+Scalar = AttrValue
+
+
+class Predicate(ABC):
+    """A boolean condition on an event, used in ``Signal(where=...)``."""
+
+    @abstractmethod
+    def compile(self, resolve: FieldResolver) -> RowPredicate: ...
+
+    @abstractmethod
+    def to_json(self) -> Any: ...
+
+    @abstractmethod
+    def fields(self) -> set[str]: ...
+
+    def __and__(self, other: Predicate) -> Predicate:
+        return _Combined("and", (self, other))
+
+    def __or__(self, other: Predicate) -> Predicate:
+        return _Combined("or", (self, other))
+
+    def __invert__(self) -> Predicate:
+        return _Not(self)
+
+
+@dataclass(frozen=True)
+class Field:
+    """A reference to an event field, an attribute or an enriched field, by name."""
+
+    name: str
+
+    def isin(self, values: Iterable[Scalar]) -> Predicate:
+        return _Compare(self.name, "in", frozenset(values))
+
+    def notin(self, values: Iterable[Scalar]) -> Predicate:
+        return _Compare(self.name, "not_in", frozenset(values))
+
+    def eq(self, value: Scalar) -> Predicate:
+        return _Compare(self.name, "==", value)
+
+    def ne(self, value: Scalar) -> Predicate:
+        return _Compare(self.name, "!=", value)
+
+    def gt(self, value: float) -> Predicate:
+        return _Compare(self.name, ">", value)
+
+    def ge(self, value: float) -> Predicate:
+        return _Compare(self.name, ">=", value)
+
+    def lt(self, value: float) -> Predicate:
+        return _Compare(self.name, "<", value)
+
+    def le(self, value: float) -> Predicate:
+        return _Compare(self.name, "<=", value)
+
+    def exists(self) -> Predicate:
+        return _Compare(self.name, "exists", None)
+
+
+def field(name: str) -> Field:
+    """``field("attrs.dwell_ms").ge(5000)``: a reference to any field by name."""
+    return Field(name)
+
+
+def attr(name: str) -> Field:
+    """``attr("dwell_ms")`` is ``field("attrs.dwell_ms")``."""
+    return Field(ATTR_PREFIX + name)
+
+
+action = Field("action")
+surface = Field("surface")
+item_id = Field("item_id")
+
+
+def _safe_order(op: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+    # A missing or mistyped value never matches an ordering comparison (rather than raising
+    # in the middle of a batch): a filter must not be able to stop the pipeline.
+    def compare(left: Any, right: Any) -> bool:
+        try:
+            return left is not None and op(left, right)
+        except TypeError:
+            return False
+
+    return compare
+
+
+_ORDERINGS: dict[str, Callable[[Any, Any], bool]] = {
+    ">": _safe_order(lambda a, b: a > b),
+    ">=": _safe_order(lambda a, b: a >= b),
+    "<": _safe_order(lambda a, b: a < b),
+    "<=": _safe_order(lambda a, b: a <= b),
+}
+
+
+@dataclass(frozen=True)
+class _Compare(Predicate):
+    name: str
+    op: str
+    value: Any
+
+    def compile(self, resolve: FieldResolver) -> RowPredicate:
+        get = resolve(self.name)
+        value = self.value
+        if self.op == "in":
+            return lambda row: get(row) in value
+        if self.op == "not_in":
+            return lambda row: get(row) not in value
+        if self.op == "==":
+            return lambda row: get(row) == value
+        if self.op == "!=":
+            return lambda row: get(row) != value
+        if self.op == "exists":
+            return lambda row: get(row) is not None
+        order = _ORDERINGS[self.op]
+        return lambda row: order(get(row), value)
+
+    def to_json(self) -> Any:
+        value = sorted(self.value, key=repr) if isinstance(self.value, frozenset) else self.value
+        return {"field": self.name, "op": self.op, "value": value}
+
+    def fields(self) -> set[str]:
+        return {self.name}
+
+
+@dataclass(frozen=True)
+class _Combined(Predicate):
+    op: str
+    parts: tuple[Predicate, ...]
+
+    def compile(self, resolve: FieldResolver) -> RowPredicate:
+        compiled = [part.compile(resolve) for part in self.parts]
+        if self.op == "and":
+            return lambda row: all(check(row) for check in compiled)
+        return lambda row: any(check(row) for check in compiled)
+
+    def to_json(self) -> Any:
+        return {self.op: [part.to_json() for part in self.parts]}
+
+    def fields(self) -> set[str]:
+        return set().union(*(part.fields() for part in self.parts))
+
+
+@dataclass(frozen=True)
+class _Not(Predicate):
+    inner: Predicate
+
+    def compile(self, resolve: FieldResolver) -> RowPredicate:
+        check = self.inner.compile(resolve)
+        return lambda row: not check(row)
+
+    def to_json(self) -> Any:
+        return {"not": self.inner.to_json()}
+
+    def fields(self) -> set[str]:
+        return self.inner.fields()

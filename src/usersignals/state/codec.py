@@ -1,0 +1,42 @@
+"""The binary codec of a user record: a version byte, then msgpack.
+
+A record holds the user's progress (highest applied offset per source partition) and each
+signal's state as opaque bytes keyed by ``name@version``. States are decoded lazily: a
+micro-batch decodes only the states its events touch and writes the others back untouched.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from usersignals.errors import StateCodecError
+
+CODEC_VERSION = 1
+_HEADER = bytes([CODEC_VERSION])
+
+
+class UserRecord(msgspec.Struct, array_like=True, gc=False):
+    progress: dict[str, int]
+    states: dict[str, msgspec.Raw]
+
+
+_encoder = msgspec.msgpack.Encoder()
+_decoder = msgspec.msgpack.Decoder(UserRecord)
+
+
+def encode_record(record: UserRecord) -> bytes:
+    return _HEADER + _encoder.encode(record)
+
+
+def decode_record(key: bytes, data: bytes) -> UserRecord:
+    if not data or data[0] != CODEC_VERSION:
+        version = data[0] if data else None
+        raise StateCodecError(key, f"unknown codec version {version!r}, expected {CODEC_VERSION}")
+    try:
+        return _decoder.decode(memoryview(data)[1:])
+    except msgspec.DecodeError as exc:
+        raise StateCodecError(key, str(exc)) from exc
+
+
+def empty_record() -> UserRecord:
+    return UserRecord({}, {})

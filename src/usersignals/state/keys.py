@@ -1,0 +1,29 @@
+"""The key layout of the state store, in one place.
+
+One record per user holds every signal's state and the user's progress, so a micro-batch does
+one read and one write per user, and serving answers any set of a user's signals with one
+read. Keys are ``u:`` + the UTF-8 user id; other prefixes are reserved for metadata.
+"""
+
+from __future__ import annotations
+
+USER_PREFIX = b"u:"
+META_PREFIX = b"m:"
+TABLE_PREFIX = "table."
+
+
+def user_key(user_id: str) -> bytes:
+    return USER_PREFIX + user_id.encode()
+
+
+def user_of(key: bytes) -> str:
+    return key[len(USER_PREFIX) :].decode()
+
+
+def meta_key(name: str) -> bytes:
+    return META_PREFIX + name.encode()
+
+
+def table_column(name: str) -> str:
+    """The column family (RocksDB) or key namespace of an enrichment table."""
+    return TABLE_PREFIX + name

@@ -1,0 +1,153 @@
+"""The embedded default backend: RocksDB through rocksdict.
+
+One writer process opens the store read-write; readers in other processes (serving workers)
+open it as RocksDB *secondary* instances and call ``refresh`` to catch up with the writer's
+WAL and flushed files — that is how new state becomes visible to them within milliseconds.
+
+Durability: every write is one atomic WriteBatch through the WAL. ``sync=False`` (default)
+survives a crash of the process, which is what offset commits need; ``sync=True`` also
+survives a crash of the machine, at a cost per write.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+
+from usersignals.errors import StoreError
+from usersignals.state.keys import table_column
+
+logger = logging.getLogger(__name__)
+
+_BACKEND = "rocksdb"
+
+
+def _options() -> Options:
+    options = Options(raw_mode=True)
+    options.create_if_missing(True)
+    options.create_missing_column_families(True)
+    options.set_max_background_jobs(2)
+    return options
+
+
+class _RocksTable:
+    """One column family of the database as a :class:`KeyValueTable`."""
+
+    def __init__(self, db: Rdict, name: str, sync: bool) -> None:
+        self._db = db
+        self._name = name
+        # Reads go through the family's own view; writes through the database, so that one
+        # WriteBatch could span families.
+        self._view: Rdict = db if name == "default" else db.get_column_family(name)
+        self._write_options = WriteOptions()
+        self._write_options.sync = sync
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        if not keys:
+            return []
+        try:
+            values: list[bytes | None] = self._view[list(keys)]
+        except Exception as exc:
+            raise StoreError(_BACKEND, "read", str(exc)) from exc
+        return values
+
+    def get(self, key: bytes) -> bytes | None:
+        return self.get_many([key])[0]
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
+        batch = WriteBatch(raw_mode=True)
+        handle = self._db.get_column_family_handle(self._name)
+        batch.set_default_column_family(handle)
+        for key, value in puts.items():
+            batch.put(key, value)
+        for key in deletes:
+            batch.delete(key)
+        try:
+            self._db.write(batch, self._write_options)
+        except Exception as exc:
+            raise StoreError(_BACKEND, "write", str(exc)) from exc
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        iterator = self._view.iter()
+        iterator.seek(prefix)
+        while iterator.valid():
+            key: bytes = iterator.key()
+            if not key.startswith(prefix):
+                break
+            yield key, iterator.value()
+            iterator.next()
+
+
+class RocksStore(_RocksTable):
+    """User states in the default column family; enrichment tables in their own families."""
+
+    backend = _BACKEND
+
+    def __init__(self, path: str | Path, *, sync: bool = False, read_only: bool = False) -> None:
+        self.path = Path(path)
+        self.read_only = read_only
+        self._secondary_dir: tempfile.TemporaryDirectory[str] | None = None
+        try:
+            if read_only:
+                # A secondary instance follows a live writer; it needs a private directory
+                # for its own info log.
+                self._secondary_dir = tempfile.TemporaryDirectory(prefix="usersignals-reader-")
+                access = AccessType.secondary(self._secondary_dir.name)
+                db = Rdict(str(self.path), _options(), access_type=access)
+                db.try_catch_up_with_primary()
+            else:
+                self.path.mkdir(parents=True, exist_ok=True)
+                db = Rdict(str(self.path), _options())
+        except Exception as exc:
+            mode = "read-only" if read_only else "read-write"
+            raise StoreError(_BACKEND, "open", f"{self.path} ({mode}): {exc}") from exc
+        super().__init__(db, "default", sync)
+        self._sync = sync
+        self._tables: dict[str, _RocksTable] = {}
+
+    def table(self, name: str) -> _RocksTable:
+        column = table_column(name)
+        table = self._tables.get(column)
+        if table is None:
+            try:
+                self._db.get_column_family_handle(column)
+            except Exception:
+                if self.read_only:
+                    raise StoreError(_BACKEND, "open", f"no table {name!r} in {self.path}") from None
+                self._db.create_column_family(column, _options())
+            table = self._tables[column] = _RocksTable(self._db, column, self._sync)
+        return table
+
+    def table_names(self) -> list[str]:
+        prefix = table_column("")
+        return [
+            name[len(prefix) :]
+            for name in Rdict.list_cf(str(self.path), _options())
+            if name.startswith(prefix)
+        ]
+
+    def refresh(self) -> None:
+        if self.read_only:
+            try:
+                self._db.try_catch_up_with_primary()
+            except Exception as exc:
+                raise StoreError(_BACKEND, "refresh", str(exc)) from exc
+
+    def flush(self) -> None:
+        """Write memtables to files (makes the on-disk size meaningful for measurements)."""
+        self._db.flush()
+
+    def property(self, name: str) -> Any:
+        return self._db.property_int_value(name)
+
+    def close(self) -> None:
+        try:
+            self._db.close()
+        finally:
+            if self._secondary_dir is not None:
+                self._secondary_dir.cleanup()
