@@ -1,0 +1,294 @@
+"""The ``usersignals`` command. Each command parses its options and calls the library."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import msgspec
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
+from rich.table import Table
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.app import build_processor, open_store_reader
+from usersignals.config import Settings
+from usersignals.errors import UserSignalsError
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.files import JsonlSource
+from usersignals.ingest.synthetic import write_workload
+from usersignals.processing.replay import ReplaySummary, replay_file
+from usersignals.serving.reader import UserSignals
+from usersignals.signals.registry import SignalRegistry
+
+app = typer.Typer(
+    help="Real-time user signals for ML feature engineering.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+signals_app = typer.Typer(help="Work with signal definitions.", no_args_is_help=True)
+tables_app = typer.Typer(help="Embedded enrichment tables.", no_args_is_help=True)
+app.add_typer(signals_app, name="signals")
+app.add_typer(tables_app, name="tables")
+
+console = Console(stderr=True)
+out = Console()
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="A TOML settings file (see the README).")
+]
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="The state store directory [default: data/store].")
+]
+SignalsOption = Annotated[
+    str | None,
+    typer.Option("--signals", help="Signals module: dotted name or .py file."),
+]
+
+
+def _settings(config: Path | None, **overrides: Any) -> Settings:
+    nested: dict[str, Any] = {}
+    if overrides.get("store") is not None:
+        nested["store"] = {"path": overrides.pop("store")}
+    if overrides.get("batch") is not None:
+        nested["processing"] = {"batch_size": overrides.pop("batch")}
+    nested.update({k: v for k, v in overrides.items() if v is not None and k not in nested})
+    return Settings.load(config, overrides=nested)
+
+
+@app.command()
+def generate(
+    out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
+        "data/workload"
+    ),
+    events: Annotated[int, typer.Option(help="Number of events.")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    end: Annotated[
+        int | None,
+        typer.Option(help="Event time of the end, ms since the epoch [default: now]."),
+    ] = None,
+) -> None:
+    """Write the seeded reference workload: events.jsonl and items.jsonl."""
+    from usersignals.demo import workload_spec
+
+    spec = workload_spec(events, seed, end)
+    with _progress() as progress:
+        task = progress.add_task("generate", total=events)
+        files = write_workload(spec, out_dir, progress=lambda n: progress.update(task, completed=n))
+    console.print(
+        f"wrote {files.events:,} events to {files.events_path} and "
+        f"{files.items:,} items to {files.items_path}"
+    )
+
+
+@tables_app.command("load")
+def tables_load(
+    name: Annotated[str, typer.Argument(help="Table name, as in Lookup(NAME, ...).")],
+    file: Annotated[Path, typer.Argument(help="A .jsonl or .csv file.")],
+    key: Annotated[str, typer.Option(help="The field that keys the records.")] = "item_id",
+    store: StoreOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Load records into an embedded table that signals can enrich from."""
+    from usersignals.enrich.tables import load_table
+    from usersignals.state.rocks import RocksStore
+
+    settings = _settings(config, store=store)
+    state = RocksStore(Path(settings.store.path), sync=settings.store.sync)
+    try:
+        count = load_table(state.table(name), file, key)
+    finally:
+        state.close()
+    console.print(f"loaded {count:,} records into table {name!r}")
+
+
+@app.command()
+def replay(
+    events: Annotated[Path, typer.Argument(help="A JSONL file of events.")],
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    batch: Annotated[int | None, typer.Option(help="Micro-batch size [default: 20000].")] = None,
+    dead_letter: Annotated[
+        Path | None,
+        typer.Option(help="Where bad events go [default: STORE/dead-letter.jsonl]."),
+    ] = None,
+    source_id: Annotated[
+        str | None, typer.Option(help="Source id for idempotent replays [default: file:NAME].")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Process a file of events into the store; bad events are reported and dead-lettered."""
+    settings = _settings(config, store=store, batch=batch, signals=signals)
+    processor = build_processor(settings)
+    source = JsonlSource(events, source_id, block_size=settings.processing.batch_size)
+    path = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
+    try:
+        with _progress(bytes_=True) as progress, DeadLetterFile(path) as dead_letters:
+            task = progress.add_task("replay", total=source.size_bytes)
+            summary = replay_file(
+                source,
+                processor.decoder,
+                processor.engine,
+                dead_letters,
+                progress=lambda done: progress.update(task, completed=done),
+            )
+    finally:
+        processor.close()
+    _print_replay(summary, path)
+
+
+@app.command()
+def get(
+    user: Annotated[str, typer.Argument(help="The user id.")],
+    signal: Annotated[
+        list[str] | None, typer.Option("--signal", "-s", help="Signal name (repeatable).")
+    ] = None,
+    window: Annotated[str | None, typer.Option(help="e.g. 1h, 7d.")] = None,
+    actions: Annotated[str | None, typer.Option(help="Comma-separated actions.")] = None,
+    surfaces: Annotated[str | None, typer.Option(help="Comma-separated surfaces.")] = None,
+    since: Annotated[str | None, typer.Option(help="ISO time with zone, or ms.")] = None,
+    until: Annotated[str | None, typer.Option(help="ISO time with zone, or ms.")] = None,
+    limit: Annotated[str | None, typer.Option(help="Max entries.")] = None,
+    dedupe: Annotated[bool, typer.Option(help="One entry per item.")] = False,
+    exclude: Annotated[str | None, typer.Option(help="Comma-separated item ids.")] = None,
+    as_of: Annotated[str | None, typer.Option(help="Read as of this time.")] = None,
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Print one user's signals as JSON, with a request-time context."""
+    context = ReadContext.parse(
+        {
+            "window": window,
+            "actions": actions,
+            "surfaces": surfaces,
+            "since": since,
+            "until": until,
+            "limit": limit,
+            "dedupe": "true" if dedupe else None,
+            "exclude": exclude,
+            "as_of": as_of,
+        }
+    )
+    settings = _settings(config, store=store)
+    reader = open_store_reader(settings, signals)
+    try:
+        result = reader.read(user, signal or None, context)
+    finally:
+        reader.store.close()
+    out.print_json(msgspec.json.encode(result).decode())
+
+
+@signals_app.command("compile")
+def signals_compile(
+    module: Annotated[str, typer.Argument(help="Dotted module name or .py file.")],
+    output: Annotated[Path | None, typer.Option("--out", help="Write here, not stdout.")] = None,
+) -> None:
+    """Validate a module's signals and write their compiled definitions as stable JSON."""
+    text = SignalRegistry.from_module(module).to_json()
+    if output is None:
+        sys.stdout.write(text)
+    else:
+        output.write_text(text)
+        console.print(f"wrote {output}")
+
+
+@app.command()
+def demo(
+    directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path(
+        "data/demo"
+    ),
+    events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+) -> None:
+    """The quick start: generate the reference workload, replay it, print some signals."""
+    import shutil
+
+    from usersignals.demo import run_demo
+
+    if directory.exists():
+        shutil.rmtree(directory)
+    started = time.perf_counter()
+    with _progress() as progress:
+        tasks: dict[str, Any] = {}
+
+        def advance(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(stage, total=total)
+            progress.update(tasks[stage], completed=done)
+
+        result = run_demo(directory, events, seed, advance)
+    console.print(
+        f"generated {result.workload.events:,} events and {result.workload.items:,} items; "
+        f"loaded {result.items_loaded:,} items into the embedded table"
+    )
+    _print_replay(result.replay, directory / "dead-letter.jsonl")
+    for why, context, signals in result.samples:
+        _print_user(why, context, signals)
+    store = directory / "store"
+    user = result.samples[0][2].user_id
+    console.print(
+        f"\ndone in {time.perf_counter() - started:.1f} s. Try:\n"
+        f"  .venv/bin/usersignals get {user} --store {store} --signal action_counts --window 1h\n"
+        f"  .venv/bin/usersignals get {user} --store {store} --signal recent_engagements "
+        f"--actions save --limit 3\n"
+        f"  .venv/bin/usersignals signals compile usersignals.examples.reference"
+    )
+
+
+def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
+    report = summary.report
+    console.print(
+        f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
+        f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
+        f"{report.events:,} good events, {report.duplicates:,} already applied, "
+        f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad"
+    )
+    expired = {k: v for k, v in report.expired.items() if v}
+    if expired:
+        console.print(f"older than retention, dropped: {expired}")
+    if report.missing_enrichment:
+        console.print(f"events with no enrichment record: {report.missing_enrichment}")
+    if summary.bad:
+        table = Table(title=f"bad events (all written to {dead_letter})")
+        for column in ("where", "reason", "detail"):
+            table.add_column(column)
+        for bad in summary.bad[:20]:
+            where = f"{bad.position.partition}:{bad.position.offset}" if bad.position else "?"
+            table.add_row(where, bad.reason, bad.detail)
+        console.print(table)
+        console.print(f"bad events by reason: {summary.bad_by_reason}")
+
+
+def _print_user(why: str, context: str, signals: UserSignals) -> None:
+    table = Table(title=f"{signals.user_id}: {why}" + (f"  [{context}]" if context else ""))
+    table.add_column("signal")
+    table.add_column("age")
+    table.add_column("value (abridged)")
+    for name, result in signals.signals.items():
+        age = "-" if result.age_ms is None else f"{result.age_ms / 1000:,.0f} s"
+        text = json.dumps(result.value)
+        table.add_row(name, age, text if len(text) <= 160 else text[:157] + "...")
+    out.print(table)
+
+
+def _progress(bytes_: bool = False) -> Progress:
+    columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
+    if bytes_:
+        columns.append(TransferSpeedColumn())
+    else:
+        columns.append(TextColumn("{task.completed:,.0f}/{task.total:,.0f}"))
+    return Progress(*columns, console=console, transient=False)
+
+
+def main() -> None:
+    """Entry point: run the app, turning usersignals errors into one clear line and exit 2."""
+    try:
+        app()
+    except UserSignalsError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise SystemExit(2) from None

@@ -1,0 +1,86 @@
+"""The one typed settings object usersignals is built from.
+
+Settings come from code, from a TOML file (``usersignals ... --config FILE``) or from
+``USERSIGNALS_*`` environment variables (nested names joined with ``__``, e.g.
+``USERSIGNALS_PROCESSING__BATCH_SIZE=50000``); later sources override earlier ones.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from usersignals.errors import ConfigurationError
+
+
+class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
+    path: str = "data/store"
+    #: fsync every write: survives a machine crash, not only a process crash.
+    sync: bool = False
+
+
+class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Accept only these actions (empty: any action).
+    allowed_actions: list[str] = []
+    max_event_bytes: int = 8192
+    #: How far ahead of the wall clock an event time may be, in milliseconds.
+    max_future_ms: int = 86_400_000
+
+
+class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    batch_size: int = 20_000
+
+
+class Settings(msgspec.Struct, forbid_unknown_fields=True):
+    #: The module that defines the signals (dotted name or a .py path).
+    signals: str = "usersignals.examples.reference"
+    store: StoreSettings = msgspec.field(default_factory=StoreSettings)
+    events: EventSettings = msgspec.field(default_factory=EventSettings)
+    processing: ProcessingSettings = msgspec.field(default_factory=ProcessingSettings)
+
+    @classmethod
+    def load(
+        cls,
+        path: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        overrides: Mapping[str, Any] | None = None,
+    ) -> Settings:
+        data: dict[str, Any] = {}
+        if path is not None:
+            try:
+                data = tomllib.loads(path.read_text())
+            except (OSError, tomllib.TOMLDecodeError) as exc:
+                raise ConfigurationError(f"cannot read settings file {path}: {exc}") from exc
+        _merge(data, _from_environment(os.environ if environ is None else environ))
+        _merge(data, dict(overrides or {}))
+        try:
+            return msgspec.convert(data, cls, strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigurationError(f"invalid settings: {exc}") from exc
+
+
+def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
+    prefix = "USERSIGNALS_"
+    data: dict[str, Any] = {}
+    for name, value in environ.items():
+        if not name.startswith(prefix):
+            continue
+        path = name[len(prefix) :].lower().split("__")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+        node[path[-1]] = value.split(",") if path[-1] == "allowed_actions" else value
+    return data
+
+
+def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
+    for key, value in other.items():
+        if isinstance(value, Mapping) and isinstance(into.get(key), dict):
+            _merge(into[key], value)
+        elif value is not None:
+            into[key] = value

@@ -1,0 +1,56 @@
+"""A newline-delimited JSON file as an event source.
+
+Each line is one event; its position is ``(source id, line number)``. The source id defaults
+to ``file:<file name>``, so replaying the same file into the same store changes nothing, and
+lines appended to it later are new events (their line numbers are higher). Two different
+files with the same name need distinct ``source_id`` values.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from usersignals.errors import ConfigurationError
+from usersignals.events.model import Position
+
+
+@dataclass
+class RawBlock:
+    """Raw event lines and their positions."""
+
+    lines: list[bytes]
+    positions: list[Position]
+
+
+class JsonlSource:
+    def __init__(self, path: Path, source_id: str | None = None, block_size: int = 20_000):
+        if not path.is_file():
+            raise ConfigurationError(f"events file {str(path)!r} does not exist")
+        if block_size < 1:
+            raise ConfigurationError("block size must be at least 1")
+        self.path = path
+        self.source_id = source_id or f"file:{path.name}"
+        self.block_size = block_size
+
+    @property
+    def size_bytes(self) -> int:
+        return self.path.stat().st_size
+
+    def blocks(self) -> Iterator[tuple[RawBlock, int]]:
+        """Blocks of lines, each with the number of bytes read so far (for progress bars)."""
+        source = self.source_id
+        lines: list[bytes] = []
+        positions: list[Position] = []
+        consumed = 0
+        with self.path.open("rb") as handle:
+            for number, line in enumerate(handle, 1):
+                consumed += len(line)
+                lines.append(line)
+                positions.append(Position(source, number))
+                if len(lines) >= self.block_size:
+                    yield RawBlock(lines, positions), consumed
+                    lines, positions = [], []
+        if lines:
+            yield RawBlock(lines, positions), consumed

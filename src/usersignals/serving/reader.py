@@ -1,0 +1,93 @@
+"""Reading a user's signals: one store read, then each signal's ``read`` with the context.
+
+Used by the HTTP API and by ``usersignals get``. Each result carries its freshness — the
+newest event time it includes and its age at read time — and names the context parameters
+that do not apply to that signal's aggregation (they are ignored, not an error, so that one
+context can be sent for many signals at once).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.codec import UserRecord, decode_record
+from usersignals.state.keys import user_key
+from usersignals.state.store import StateStore
+
+
+class SignalResult(msgspec.Struct, omit_defaults=True):
+    """One signal of one user, as served."""
+
+    name: str
+    version: int
+    kind: str
+    value: Any
+    newest_event_ms: int | None
+    newest_event_time: str | None
+    age_ms: int | None
+    ignored: list[str] = []
+
+
+class UserSignals(msgspec.Struct):
+    user_id: str
+    signals: dict[str, SignalResult]
+
+
+class SignalReader:
+    def __init__(self, registry: SignalRegistry, store: StateStore) -> None:
+        self.registry = registry
+        self.store = store
+
+    def read(
+        self, user_id: str, names: Sequence[str] | None, context: ReadContext
+    ) -> UserSignals:
+        return self.read_many([user_id], names, context)[0]
+
+    def read_many(
+        self, user_ids: Sequence[str], names: Sequence[str] | None, context: ReadContext
+    ) -> list[UserSignals]:
+        """Many users, one context, one batched store read."""
+        signals = [self.registry.get(name) for name in names] if names else list(self.registry)
+        keys = [user_key(user_id) for user_id in user_ids]
+        stored = self.store.get_many(keys)
+        out = []
+        for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
+            record = decode_record(key, raw) if raw else None
+            out.append(
+                UserSignals(
+                    user_id, {s.name: read_signal(s, record, context) for s in signals}
+                )
+            )
+        return out
+
+
+def read_signal(signal: Signal, record: UserRecord | None, context: ReadContext) -> SignalResult:
+    runtime = signal.compiled.runtime
+    raw = record.states.get(signal.key) if record is not None else None
+    state = runtime.decode(raw) if raw is not None else None
+    answer = runtime.read(state, context)
+    newest = answer.newest_ms
+    ignored = sorted(context.given() - signal.aggregate.context_parameters())
+    return SignalResult(
+        name=signal.name,
+        version=signal.version,
+        kind=signal.aggregate.kind,
+        value=answer.value,
+        newest_event_ms=newest,
+        newest_event_time=_iso(newest),
+        age_ms=None if newest is None else max(0, context.now_ms - newest),
+        ignored=ignored,
+    )
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
