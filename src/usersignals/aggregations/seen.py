@@ -1,8 +1,10 @@
 """``FirstSeen`` / ``LastSeen``: the earliest / latest event time, overall or per group.
 
-State: ``group -> time``. A group whose time is older than the retention (counted back from
-the newest event) is dropped, and an event older than that is not applied, so ``FirstSeen``
-means "first seen within the retention": the same rule for every batch makes it canonical.
+State: ``group -> time``. For ``LastSeen``, a group whose latest time is older than the
+retention (counted back from the newest event) is dropped and older events are not applied:
+the group is there exactly when its latest event is within retention, whatever the batches.
+``FirstSeen`` keeps the earliest time ever seen: the retention does not apply to it, because
+forgetting an expired minimum would also forget the events that came after it.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ class LastSeen(Aggregation):
 
 @dataclass(frozen=True)
 class FirstSeen(LastSeen):
-    """The earliest event time within the retention, per value of ``by`` or overall."""
+    """The earliest event time ever seen, per value of ``by`` or overall."""
 
     kind = "first_seen"
     _latest = False
@@ -74,7 +76,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
 
     def apply(self, state: SeenState | None, rows: Sequence[Row]) -> ApplyOut[SeenState]:
         newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
-        cutoff = newest - self.retention_ms
+        cutoff = newest - self.retention_ms if self.latest else -1
         times = {g: t for g, t in state.times.items() if t >= cutoff} if state else {}
         expired = 0
         pick = max if self.latest else min
@@ -90,7 +92,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
 
     def merge(self, a: SeenState, b: SeenState) -> SeenState:
         newest = max(a.newest, b.newest)
-        cutoff = newest - self.retention_ms
+        cutoff = newest - self.retention_ms if self.latest else -1
         pick = max if self.latest else min
         times = {g: t for g, t in a.times.items() if t >= cutoff}
         for group, ts in b.times.items():

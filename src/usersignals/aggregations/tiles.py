@@ -52,15 +52,19 @@ class TileLayout:
         return problems
 
     def cutoffs(self, newest: int, retention_ms: int) -> list[int]:
-        """The first time each tier holds, for a state whose newest event is at ``newest``."""
-        cutoffs = []
+        """The first time each tier holds, for a state whose newest event is at ``newest``.
+
+        No tier reaches back past the retention cutoff (aligned to the coarsest resolution,
+        hence to every tier): a fine tier longer than the retention is cut short.
+        """
         tiers = self.tiers
-        for index, (resolution, span) in enumerate(tiers):
-            if index + 1 < len(tiers):
-                align = tiers[index + 1][0]
-                cutoffs.append(newest - newest % align - span)
-            else:
-                cutoffs.append(newest - newest % resolution - retention_ms)
+        coarsest = tiers[-1][0]
+        oldest = newest - newest % coarsest - retention_ms
+        cutoffs = []
+        for index, (_, span) in enumerate(tiers[:-1]):
+            align = tiers[index + 1][0]
+            cutoffs.append(max(newest - newest % align - span, oldest))
+        cutoffs.append(oldest)
         return cutoffs
 
     def to_json(self) -> list[dict[str, str]]:

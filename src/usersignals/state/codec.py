@@ -25,7 +25,9 @@ _decoder = msgspec.msgpack.Decoder(UserRecord)
 
 
 def encode_record(record: UserRecord) -> bytes:
-    return _HEADER + _encoder.encode(record)
+    """Canonical bytes: states and progress in key order, whatever order they were touched."""
+    canonical = UserRecord(dict(sorted(record.progress.items())), dict(sorted(record.states.items())))
+    return _HEADER + _encoder.encode(canonical)
 
 
 def decode_record(key: bytes, data: bytes) -> UserRecord:

@@ -1,0 +1,126 @@
+"""The store contract: every state backend must pass this suite unchanged.
+
+Backends are listed in the ``store`` fixture; each test gets a fresh, empty store.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from usersignals import RocksStore, StateStore
+from usersignals.state.store import KeyValueTable
+
+
+@pytest.fixture(params=["rocksdb"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    if request.param == "rocksdb":
+        backend = RocksStore(tmp_path / "store")
+    yield backend
+    backend.close()
+
+
+def test_satisfies_the_protocol(store: StateStore) -> None:
+    assert isinstance(store, StateStore)
+    assert isinstance(store.table("t"), KeyValueTable)
+
+
+def test_get_many_keeps_order_and_reports_absent_keys(store: StateStore) -> None:
+    store.write({b"u:a": b"1", b"u:b": b"2"})
+    assert store.get_many([b"u:b", b"u:missing", b"u:a"]) == [b"2", None, b"1"]
+    assert store.get_many([]) == []
+
+
+def test_write_applies_puts_and_deletes_together(store: StateStore) -> None:
+    store.write({b"u:a": b"1", b"u:b": b"2"})
+    store.write({b"u:c": b"3", b"u:a": b"1b"}, deletes=[b"u:b"])
+    assert store.get_many([b"u:a", b"u:b", b"u:c"]) == [b"1b", None, b"3"]
+
+
+def test_values_are_arbitrary_bytes(store: StateStore) -> None:
+    blob = bytes(range(256)) * 64
+    store.write({b"u:\x00\xff": blob, b"u:empty": b""})
+    assert store.get_many([b"u:\x00\xff", b"u:empty"]) == [blob, b""]
+
+
+def test_scan_returns_a_prefix_in_key_order(store: StateStore) -> None:
+    store.write({b"u:2": b"b", b"u:1": b"a", b"m:x": b"meta", b"u:3": b"c"})
+    assert list(store.scan(b"u:")) == [(b"u:1", b"a"), (b"u:2", b"b"), (b"u:3", b"c")]
+
+
+def test_tables_are_separate_namespaces(store: StateStore) -> None:
+    store.write({b"k": b"state"})
+    items = store.table("items")
+    items.write({b"k": b"item"})
+    assert store.get_many([b"k"]) == [b"state"]
+    assert items.get_many([b"k"]) == [b"item"]
+    assert store.table("items").get_many([b"k"]) == [b"item"]
+    assert store.table("other").get_many([b"k"]) == [None]
+
+
+def test_large_batches_round_trip(store: StateStore) -> None:
+    puts = {f"u:{i:06d}".encode(): f"{i}".encode() * 10 for i in range(20_000)}
+    store.write(puts)
+    keys = list(puts)
+    assert store.get_many(keys) == [puts[key] for key in keys]
+
+
+READER = textwrap.dedent(
+    """
+    import sys, time
+    from usersignals import RocksStore
+    reader = RocksStore(sys.argv[1], read_only=True)
+    print("ready", flush=True)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        reader.refresh()
+        if reader.get_many([b"u:new"])[0] == b"fresh":
+            print("seen", flush=True)
+            break
+        time.sleep(0.005)
+    reader.close()
+    """
+)
+
+
+def test_a_reader_in_another_process_sees_new_writes_quickly(tmp_path: Path) -> None:
+    """Serving workers run in other processes: they must see committed state in well under
+    the 1 s freshness budget."""
+    path = tmp_path / "store"
+    writer = RocksStore(path)
+    writer.write({b"u:old": b"x"})
+    reader = subprocess.Popen(
+        [sys.executable, "-c", READER, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert reader.stdout is not None
+        assert reader.stdout.readline().strip() == "ready"
+        written = time.monotonic()
+        writer.write({b"u:new": b"fresh"})
+        assert reader.stdout.readline().strip() == "seen"
+        assert time.monotonic() - written < 1.0
+        assert reader.wait(timeout=10) == 0
+    finally:
+        if reader.poll() is None:
+            reader.kill()
+            reader.wait()
+        writer.close()
+
+
+def test_a_reader_cannot_open_a_missing_table(tmp_path: Path) -> None:
+    from usersignals import StoreError
+
+    writer = RocksStore(tmp_path / "store")
+    reader = RocksStore(tmp_path / "store", read_only=True)
+    try:
+        with pytest.raises(StoreError, match="no table 'nope'"):
+            reader.table("nope")
+    finally:
+        reader.close()
+        writer.close()
