@@ -90,18 +90,19 @@ def main() -> None:
         )
         print(f"  user writes: {total.users:,}; applied per signal: {total.applied}")
         print(f"  expired: {total.expired}; missing enrichment: {total.missing_enrichment}")
-        report_sizes(store)
+        report_sizes(store, registry)
         store.close()
 
 
-def report_sizes(store: RocksStore) -> None:
+def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
+    last_n = registry.get("recent_engagements").compiled.runtime
     sizes = []
     full = []
     for key, value in store.scan(b"u:"):
         sizes.append(len(value))
         record = decode_record(key, value)
         raw = record.states.get("recent_engagements@1")
-        if raw is not None and _last_n_length(bytes(raw)) >= 500:
+        if raw is not None and len(last_n.decode(raw)) >= 500:
             full.append(len(value))
     sizes.sort()
     print(
@@ -115,13 +116,6 @@ def report_sizes(store: RocksStore) -> None:
             f"  users with a full LastN(500): {len(full):,}, median {statistics.median(full):,.0f} B, "
             f"max {full[-1]:,} B"
         )
-
-
-def _last_n_length(raw: bytes) -> int:
-    import msgspec
-
-    encoded = msgspec.msgpack.decode(raw)
-    return len(encoded[1])
 
 
 if __name__ == "__main__":

@@ -452,12 +452,19 @@ def test_distinct_error_is_within_the_documented_bound() -> None:
     assert abs(estimate - truth) / truth < 4 * 1.04 / 32
 
 
-def test_encoded_state_round_trips_through_msgpack_types() -> None:
-    """Codecs produce plain msgpack: any msgpack reader can inspect stored state."""
-    signal = SIGNALS["last_n"]
+def test_last_n_codec_round_trips_small_and_large_states_as_plain_msgpack() -> None:
+    """Codecs produce plain msgpack (any msgpack reader can inspect stored state); LastN
+    switches to its columnar form past 16 entries."""
+    signal = _signal(LastN(40, keep=("item_id", "action", "category")), days(6))
     runtime = signal.compiled.runtime
-    events = [Event(f"e{i}", "u1", ITEMS[i % 12], "click", "home", BASE + i) for i in range(10)]
-    state = runtime.apply(None, rows(events)).state
-    decoded = msgspec.msgpack.decode(runtime.encode(state))
-    assert decoded[0] == BASE + 9  # newest first
-    assert len(runtime.decode(runtime.encode(state))) == 7
+    for count, tag in ((10, 0), (40, 1)):
+        events = [
+            Event(f"e{i}", "u1", ITEMS[i % 12], ACTIONS[i % 6], "home", BASE + i * 1000)
+            for i in range(count)
+        ]
+        state = runtime.apply(None, rows(events)).state
+        plain = msgspec.msgpack.decode(runtime.encode(state))
+        assert plain[0] == tag
+        again = runtime.decode(runtime.encode(state))
+        assert [list(entry) for entry in again] == [list(entry) for entry in state]
+        assert again[0][0] == BASE + (count - 1) * 1000  # newest first

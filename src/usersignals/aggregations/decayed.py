@@ -9,6 +9,9 @@ and the decay to ``T`` is applied only when reading. Each term stays below ``|w|
 
 Retention works a whole epoch at a time: an epoch is dropped once it ends more than the
 retention before the newest event, and an event is accepted only into a kept epoch.
+
+Sums are Python integers and never overflow; the codec writes one that leaves the 64-bit range
+of msgpack integers as signed big-endian bytes instead.
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-import numpy as np
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
@@ -27,13 +29,30 @@ from usersignals.durations import DAY_MS, format_duration
 from usersignals.aggregations.rows import FieldResolver, Row
 
 EPOCH_HALF_LIVES = 16
-# Fixed-point fraction bits. With |weight| <= 1000 (2^10) and growth < 2^16, a score term is
-# below 2^46 and a vector term (components of magnitude <= 8) below 2^45: an epoch's sum holds
-# more than 2^17 events of the largest weight before it leaves the int64 range of the codec.
+# Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times
+# growth), and of the vector components, each quantized once per distinct vector.
 _SCORE_BITS = 20
-_VECTOR_BITS = 16
+_SCALE_BITS = 16
+_COMPONENT_BITS = 16
 _MAX_WEIGHT = 1_000
-_NUMPY_MIN_ROWS = 4  # below this a Python loop beats numpy's call overhead
+_INT64 = 1 << 63
+_QUANTIZED_CACHE = 100_000
+
+
+def needs_packing(values: list[int]) -> bool:
+    return bool(values) and (max(values) >= _INT64 or min(values) < -_INT64)
+
+
+def pack_ints(values: list[int]) -> list[int | bytes]:
+    """Integers for msgpack: any outside the int64 range as signed big-endian bytes."""
+    return [
+        v if -_INT64 <= v < _INT64 else v.to_bytes((v.bit_length() + 8) // 8, "big", signed=True)
+        for v in values
+    ]
+
+
+def unpack_ints(values: list[int | bytes]) -> list[int]:
+    return [v if isinstance(v, int) else int.from_bytes(v, "big", signed=True) for v in values]
 
 
 @dataclass(frozen=True)
@@ -89,7 +108,8 @@ class _EncodedScores(msgspec.Struct, array_like=True):
     newest: int
     first_epoch: int
     keys: list[Any]
-    pairs: list[int]  # (key index, epoch - first_epoch, sum) triples, flattened
+    pairs: list[int | bytes]  # (key index, epoch - first_epoch, sum) triples, flattened
+    big: bool = False  # some sums are bytes (outside int64)
 
 
 @dataclass(frozen=True)
@@ -198,17 +218,26 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
         )
 
     def encode(self, state: ScoresState) -> bytes:
-        cells = sorted(state.cells.items(), key=lambda item: (item[0][1], repr(item[0][0])))
+        try:
+            cells = sorted(state.cells.items(), key=lambda item: (item[0][1], item[0][0]))
+        except TypeError:  # keys of mixed types: order them by their reprs
+            cells = sorted(state.cells.items(), key=lambda item: (item[0][1], repr(item[0][0])))
         first = min((cell[1] for cell, _ in cells), default=0)
         index: dict[Any, int] = {}
         pairs: list[int] = []
         for (key, epoch), value in cells:
             pairs += (index.setdefault(key, len(index)), epoch - first, value)
-        return self._encoder.encode(_EncodedScores(state.newest, first, list(index), pairs))
+        if needs_packing(pairs):
+            return self._encoder.encode(
+                _EncodedScores(state.newest, first, list(index), pack_ints(pairs), big=True)
+            )
+        encoded = _EncodedScores(state.newest, first, list(index), pairs)  # type: ignore[arg-type]
+        return self._encoder.encode(encoded)
 
     def decode(self, data: bytes) -> ScoresState:
         encoded = self._decoder.decode(data)
-        keys, pairs, first = encoded.keys, encoded.pairs, encoded.first_epoch
+        keys, first = encoded.keys, encoded.first_epoch
+        pairs: list[Any] = unpack_ints(encoded.pairs) if encoded.big else encoded.pairs
         cells: ScoreCells = {
             (keys[pairs[i]], first + pairs[i + 1]): pairs[i + 2] for i in range(0, len(pairs), 3)
         }
@@ -218,15 +247,25 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
 # ------------------------------------------------------------------------------ MeanVector
 
 
-class VectorState(msgspec.Struct, gc=False, array_like=True):
+class VectorState(msgspec.Struct, gc=False):
     newest: int
-    # epoch -> [weight sum, component sums...], all fixed-point integers
+    # epoch -> [Σ scale, Σ scale · quantized component...]: exact integers
     epochs: dict[int, list[int]]
+
+
+class _EncodedVector(msgspec.Struct, array_like=True):
+    newest: int
+    epochs: dict[int, list[int | bytes]]
+    big: bool = False
 
 
 @dataclass(frozen=True)
 class MeanVector(Aggregation):
-    """The decayed, weighted mean of a vector field: a user embedding from engaged items."""
+    """The decayed, weighted mean of a vector field: a user embedding from engaged items.
+
+    Components are quantized to 2^-16 and each event's scale to 2^-16 of itself; the mean is
+    exact over those, so it is within ~1e-5 of the float mean for unit-scale embeddings.
+    """
 
     of: str
     dim: int
@@ -268,50 +307,66 @@ class VectorRuntime(AggregationRuntime[VectorState]):
         self.decay = _Decay(spec.half_life, retention_ms)
         self._vector = resolve(spec.of)
         self._weights = dict(spec.weights)
+        # id(vector) -> (vector, quantized): the same item's vector object comes back for every
+        # event of a micro-batch, so each is quantized once. Holding the vector keeps its id
+        # from being reused while cached.
+        self._quantized: dict[int, tuple[Any, list[int]]] = {}
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(VectorState)
+        self._decoder = msgspec.msgpack.Decoder(_EncodedVector)
+
+    def _quantize(self, vector: Any) -> list[int] | None:
+        cached = self._quantized.get(id(vector))
+        if cached is not None and cached[0] is vector:
+            return cached[1]
+        if not isinstance(vector, list | tuple) or len(vector) != self.spec.dim:
+            return None
+        try:
+            quantized = [round(math.ldexp(component, _COMPONENT_BITS)) for component in vector]
+        except (TypeError, ValueError, OverflowError):
+            return None  # not numbers, or not finite: the event adds nothing
+        if len(self._quantized) >= _QUANTIZED_CACHE:
+            self._quantized.clear()
+        self._quantized[id(vector)] = (vector, quantized)
+        return quantized
 
     def apply(self, state: VectorState | None, rows: Sequence[Row]) -> ApplyOut[VectorState]:
         decay = self.decay
         newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
         first = decay.first_kept_epoch(newest)
-        epochs = (
-            {e: list(sums) for e, sums in state.epochs.items() if e >= first} if state else {}
-        )
-        epoch_ms, dim = decay.epoch_ms, self.spec.dim
+        epochs = {e: sums for e, sums in state.epochs.items() if e >= first} if state else {}
+        epoch_ms = decay.epoch_ms
         weights, default = self._weights, self.spec.default_weight
         expired = 0
-        # Group the usable rows per epoch: (scale factor, vector) pairs.
-        pending: dict[int, tuple[list[float], list[Any]]] = {}
         for row in rows:
             event = row[0]
             epoch = event.ts // epoch_ms
             if epoch < first:
                 expired += 1
                 continue
-            vector = self._vector(row)
             weight = weights.get(event.action, default)
-            if not weight or not isinstance(vector, list | tuple) or len(vector) != dim:
+            quantized = self._quantize(self._vector(row)) if weight else None
+            if quantized is None:
                 continue
-            factor = math.ldexp(weight * decay.growth(event.ts, epoch), _VECTOR_BITS)
-            factors, vectors = pending.setdefault(epoch, ([], []))
-            factors.append(factor)
-            vectors.append(vector)
-        for epoch, (factors, vectors) in pending.items():
-            sums = epochs.get(epoch) or [0] * (dim + 1)
-            terms = _fixed_point_terms(factors, vectors)
-            epochs[epoch] = [total + term for total, term in zip(sums, terms, strict=True)]
+            scale = round(math.ldexp(weight * decay.growth(event.ts, epoch), _SCALE_BITS))
+            sums = epochs.get(epoch)
+            if sums is None:
+                epochs[epoch] = [scale, *[q * scale for q in quantized]]
+            else:
+                epochs[epoch] = [
+                    sums[0] + scale,
+                    *[s + q * scale for s, q in zip(sums[1:], quantized, strict=True)],
+                ]
         return ApplyOut(VectorState(newest, epochs), expired)
 
     def merge(self, a: VectorState, b: VectorState) -> VectorState:
         newest = max(a.newest, b.newest)
         first = self.decay.first_kept_epoch(newest)
-        epochs = {e: list(sums) for e, sums in a.epochs.items() if e >= first}
+        epochs = {e: sums for e, sums in a.epochs.items() if e >= first}
         for epoch, sums in b.epochs.items():
             if epoch >= first:
                 have = epochs.get(epoch)
                 epochs[epoch] = (
-                    list(sums) if have is None else [x + y for x, y in zip(have, sums, strict=True)]
+                    sums if have is None else [x + y for x, y in zip(have, sums, strict=True)]
                 )
         return VectorState(newest, epochs)
 
@@ -319,38 +374,31 @@ class VectorRuntime(AggregationRuntime[VectorState]):
         if state is None or not state.epochs:
             return ReadOut({"vector": None, "weight": 0.0}, None)
         reference = context.reference_ms
-        dim = self.spec.dim
-        totals = [0.0] * (dim + 1)
+        totals = [0.0] * (self.spec.dim + 1)
         for epoch, sums in state.epochs.items():
-            factor = math.ldexp(self.decay.decay_to(epoch, reference), -_VECTOR_BITS)
+            factor = math.ldexp(self.decay.decay_to(epoch, reference), -_SCALE_BITS)
             totals = [total + value * factor for total, value in zip(totals, sums, strict=True)]
         weight = totals[0]
-        vector = [round(value / weight, 6) for value in totals[1:]] if weight else None
+        vector = (
+            [round(math.ldexp(value / weight, -_COMPONENT_BITS), 6) for value in totals[1:]]
+            if weight
+            else None
+        )
         return ReadOut(
             {"vector": vector, "weight": round(weight, 6)}, min(state.newest, context.end_ms)
         )
 
     def encode(self, state: VectorState) -> bytes:
-        return self._encoder.encode(VectorState(state.newest, dict(sorted(state.epochs.items()))))
+        epochs = dict(sorted(state.epochs.items()))
+        if any(needs_packing(sums) for sums in epochs.values()):
+            packed = {epoch: pack_ints(sums) for epoch, sums in epochs.items()}
+            return self._encoder.encode(_EncodedVector(state.newest, packed, big=True))
+        return self._encoder.encode(_EncodedVector(state.newest, epochs))  # type: ignore[arg-type]
 
     def decode(self, data: bytes) -> VectorState:
-        return self._decoder.decode(data)
-
-
-def _fixed_point_terms(factors: list[float], vectors: list[Any]) -> list[int]:
-    """``Σ_i round(factor_i · [1, v_i...])`` as integers.
-
-    numpy's ``rint`` and Python's ``round`` both round half to even on the same IEEE products,
-    so both paths give identical integers; numpy only pays off for several rows.
-    """
-    if len(factors) < _NUMPY_MIN_ROWS:
-        sums = [0] * (len(vectors[0]) + 1)
-        for factor, vector in zip(factors, vectors, strict=True):
-            sums[0] += round(factor)
-            for index, component in enumerate(vector, 1):
-                sums[index] += round(component * factor)
-        return sums
-    scale = np.asarray(factors, dtype=np.float64)
-    matrix = np.asarray(vectors, dtype=np.float64) * scale[:, None]
-    column_sums = np.rint(matrix).astype(np.int64).sum(axis=0)
-    return [int(np.rint(scale).astype(np.int64).sum()), *(int(x) for x in column_sums)]
+        encoded = self._decoder.decode(data)
+        if encoded.big:
+            return VectorState(
+                encoded.newest, {e: unpack_ints(sums) for e, sums in encoded.epochs.items()}
+            )
+        return VectorState(encoded.newest, encoded.epochs)  # type: ignore[arg-type]

@@ -91,7 +91,7 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         buckets = {b: r for b, r in state.buckets.items() if b >= first} if state else {}
         size, precision = self.spec.bucket, self.spec.precision
         shift, low_bits = 64 - precision, (1 << (64 - precision)) - 1
-        open_buckets: dict[int, bytearray] = {}
+        touched: dict[int, dict[int, int]] = {}
         expired = 0
         for row in rows:
             ts = row[0].ts
@@ -102,16 +102,16 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
             value = self._value(row)
             if value is None:
                 continue
-            registers = open_buckets.get(bucket)
+            registers = touched.get(bucket)
             if registers is None:
-                registers = open_buckets[bucket] = self._dense(buckets.get(bucket))
+                registers = touched[bucket] = self._sparse(buckets.get(bucket))
             hashed = xxhash.xxh3_64_intdigest(str(value).encode(), _HASH_SEED)
             index = hashed >> shift
             rank = shift - (hashed & low_bits).bit_length() + 1
-            if rank > registers[index]:
+            if rank > registers.get(index, 0):
                 registers[index] = rank
-        for bucket, registers in open_buckets.items():
-            buckets[bucket] = self._compact(registers)
+        for bucket, registers in touched.items():
+            buckets[bucket] = self._pack(registers)
         return ApplyOut(DistinctState(newest, buckets), expired)
 
     def merge(self, a: DistinctState, b: DistinctState) -> DistinctState:
@@ -149,6 +149,17 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
             return m * math.log(m / zeros)
         return raw
 
+    def _sparse(self, packed: bytes | None) -> dict[int, int]:
+        """Set registers as ``{index: rank}``: cheap to update while a user has few values."""
+        if not packed:
+            return {}
+        if len(packed) == self.registers:
+            return {index: rank for index, rank in enumerate(packed) if rank}
+        return {
+            packed[offset] << 8 | packed[offset + 1]: packed[offset + 2]
+            for offset in range(0, len(packed), 3)
+        }
+
     def _dense(self, packed: bytes | None) -> bytearray:
         registers = bytearray(self.registers)
         if packed is None:
@@ -157,15 +168,22 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
             registers[:] = packed
             return registers
         for offset in range(0, len(packed), 3):
-            index = packed[offset] << 8 | packed[offset + 1]
-            registers[index] = packed[offset + 2]
+            registers[packed[offset] << 8 | packed[offset + 1]] = packed[offset + 2]
         return registers
 
+    def _pack(self, registers: dict[int, int]) -> bytes:
+        """Sparse triples (index high, index low, rank) in index order, or dense when smaller."""
+        if 3 * len(registers) >= self.registers:
+            dense = bytearray(self.registers)
+            for index, rank in registers.items():
+                dense[index] = rank
+            return bytes(dense)
+        return bytes(
+            [x for index in sorted(registers) for x in (index >> 8, index & 0xFF, registers[index])]
+        )
+
     def _compact(self, registers: bytearray) -> bytes:
-        used = [(index, rank) for index, rank in enumerate(registers) if rank]
-        if 3 * len(used) >= self.registers:
-            return bytes(registers)
-        return bytes(x for index, rank in used for x in (index >> 8, index & 0xFF, rank))
+        return self._pack({index: rank for index, rank in enumerate(registers) if rank})
 
     def _union(self, packed: Iterable[bytes]) -> bytearray:
         union = bytearray(self.registers)

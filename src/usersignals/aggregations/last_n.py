@@ -80,11 +80,20 @@ class _Column(msgspec.Struct, array_like=True, omit_defaults=True):
     values: list[Any] = []
 
 
-class _Encoded(msgspec.Struct, array_like=True):
+class _Small(msgspec.Struct, array_like=True, tag=0):
+    """Few entries: stored as they are, which is smaller and faster below ~16 entries."""
+
+    entries: list[list[Any]]
+
+
+class _Large(msgspec.Struct, array_like=True, tag=1):
     newest: int
     gaps: list[int]  # ts[i-1] - ts[i], newest first; gaps[0] == 0
     ties: list[int]
     columns: list[_Column]
+
+
+_SMALL_MAX = 16
 
 
 class LastNRuntime(AggregationRuntime[list[Entry]]):
@@ -95,7 +104,7 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
         self._dedupe_index = spec.keep.index(spec.dedupe_by) + 2 if spec.dedupe_by else None
         self._index = {name: position + 2 for position, name in enumerate(spec.keep)}
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder = msgspec.msgpack.Decoder(_Encoded)
+        self._decoder = msgspec.msgpack.Decoder(_Small | _Large)
 
     # -- state functions -------------------------------------------------------------------
 
@@ -174,23 +183,22 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
     # -- codec -----------------------------------------------------------------------------
 
     def encode(self, state: list[Entry]) -> bytes:
-        if not state:
-            return self._encoder.encode(_Encoded(0, [], [], []))
+        if len(state) <= _SMALL_MAX:
+            return self._encoder.encode(_Small(state))  # type: ignore[arg-type]
         columns = list(zip(*state, strict=True))
         times: tuple[int, ...] = columns[0]
         gaps = [0, *(a - b for a, b in zip(times, times[1:], strict=False))]
         return self._encoder.encode(
-            _Encoded(times[0], gaps, list(columns[1]), [_encode_column(c) for c in columns[2:]])
+            _Large(times[0], gaps, list(columns[1]), [_encode_column(c) for c in columns[2:]])
         )
 
     def decode(self, data: bytes) -> list[Entry]:
         encoded = self._decoder.decode(data)
-        if not encoded.gaps:
-            return []
-        newest = encoded.newest
-        times = list(accumulate(encoded.gaps, lambda ts, gap: ts - gap, initial=newest))[1:]
+        if isinstance(encoded, _Small):
+            return encoded.entries  # type: ignore[return-value]
+        times = list(accumulate(encoded.gaps, lambda ts, gap: ts - gap, initial=encoded.newest))
         columns = [_decode_column(column) for column in encoded.columns]
-        return list(zip(times, encoded.ties, *columns, strict=True))
+        return list(zip(times[1:], encoded.ties, *columns, strict=True))
 
 
 def _order(entry: Entry) -> tuple[int, int]:

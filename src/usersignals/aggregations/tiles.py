@@ -77,18 +77,51 @@ class TileLayout:
 class Bucketer:
     """Maps event times to bucket starts for one ``M`` (newest time) of a state."""
 
-    __slots__ = ("cutoffs", "resolutions")
+    __slots__ = ("cutoffs", "pairs", "resolutions")
 
     def __init__(self, layout: TileLayout, newest: int, retention_ms: int) -> None:
         self.cutoffs = layout.cutoffs(newest, retention_ms)
         self.resolutions = [resolution for resolution, _ in layout.tiers]
+        self.pairs = list(zip(self.cutoffs, self.resolutions, strict=True))
 
     def bucket(self, ts: int) -> int | None:
         """The start of the bucket that holds ``ts``, or ``None`` when it is past retention."""
-        for cutoff, resolution in zip(self.cutoffs, self.resolutions, strict=True):
+        for cutoff, resolution in self.pairs:
             if ts >= cutoff:
                 return ts - ts % resolution
         return None
+
+
+class BucketerCache:
+    """Bucketers by the part of ``M`` they depend on, shared by all users of a runtime.
+
+    Every cutoff is a floor of ``M`` to a resolution of the second tier or coarser, so users
+    whose newest events fall in the same such interval share one bucketer: most of a
+    micro-batch's users do.
+    """
+
+    __slots__ = ("_by_epoch", "_granule", "layout", "retention_ms")
+
+    def __init__(self, layout: TileLayout, retention_ms: int) -> None:
+        self.layout = layout
+        self.retention_ms = retention_ms
+        tiers = layout.tiers
+        self._granule = tiers[1][0] if len(tiers) > 1 else tiers[0][0]
+        self._by_epoch: dict[int, Bucketer] = {}
+
+    def key(self, newest: int) -> int:
+        return newest // self._granule
+
+    def get(self, newest: int) -> Bucketer:
+        key = newest // self._granule
+        bucketer = self._by_epoch.get(key)
+        if bucketer is None:
+            if len(self._by_epoch) > 4096:  # bounded: replays sweep through time
+                self._by_epoch.clear()
+            bucketer = self._by_epoch[key] = Bucketer(
+                self.layout, key * self._granule, self.retention_ms
+            )
+        return bucketer
 
 
 def rebucket(cells: Cells, bucketer: Bucketer) -> Cells:

@@ -20,7 +20,7 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
-from usersignals.aggregations.tiles import Bucketer, Cells, Group, TileLayout, rebucket
+from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
 from usersignals.durations import MINUTE_MS
 from usersignals.aggregations.rows import FieldResolver, Getter, Row
 
@@ -116,6 +116,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         self.spec = spec
         self.layout = spec.tiles
         self.retention_ms = retention_ms
+        self._bucketers = BucketerCache(spec.tiles, retention_ms)
         self._group_getters = [resolve(name) for name in spec.by]
         self._measure = measure
         self._scale = scale
@@ -135,28 +136,32 @@ class TileRuntime(AggregationRuntime[TileState]):
     def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
         old_newest = state.newest if state else 0
         newest = max(old_newest, max(row[0].ts for row in rows))
-        bucketer = Bucketer(self.layout, newest, self.retention_ms)
+        bucketers = self._bucketers
+        bucketer = bucketers.get(newest)
         cells: Cells = {}
         if state is not None:
-            unchanged = bucketer.cutoffs == self.layout.cutoffs(old_newest, self.retention_ms)
+            unchanged = bucketers.key(old_newest) == bucketers.key(newest)
             cells = dict(state.cells) if unchanged else rebucket(state.cells, bucketer)
         getters = self._group_getters
+        single = getters[0] if len(getters) == 1 else None
+        bucket_of = bucketer.bucket
         expired = 0
         for row in rows:
-            bucket = bucketer.bucket(row[0].ts)
-            value = self._value(row)
+            bucket = bucket_of(row[0].ts)
             if bucket is None:
                 expired += 1
                 continue
+            value = 1 if self._measure is None else self._value(row)
             if value is None:
                 continue
-            key = (bucket, tuple([get(row) for get in getters]))
+            group = (single(row),) if single is not None else tuple([get(row) for get in getters])
+            key = (bucket, group)
             cells[key] = cells.get(key, 0) + value
         return ApplyOut(TileState(newest, cells), expired)
 
     def merge(self, a: TileState, b: TileState) -> TileState:
         newest = max(a.newest, b.newest)
-        bucketer = Bucketer(self.layout, newest, self.retention_ms)
+        bucketer = self._bucketers.get(newest)
         cells = rebucket(a.cells, bucketer)
         for key, value in rebucket(b.cells, bucketer).items():
             cells[key] = cells.get(key, 0) + value
@@ -197,9 +202,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         group_index: dict[Group, int] = {}
         triples: list[int] = []
         previous = state.newest - state.newest % MINUTE_MS
-        for (start, group), value in sorted(
-            state.cells.items(), key=lambda item: (-item[0][0], repr(item[0][1]))
-        ):
+        for (start, group), value in _canonical_order(state.cells):
             index = group_index.setdefault(group, len(group_index))
             triples += ((previous - start) // MINUTE_MS, index, value)
             previous = start
@@ -210,9 +213,19 @@ class TileRuntime(AggregationRuntime[TileState]):
         encoded = self._decoder.decode(data)
         groups = [tuple(group) for group in encoded.groups]
         triples = encoded.triples
-        start = encoded.newest - encoded.newest % MINUTE_MS
-        cells: Cells = {}
-        for position in range(0, len(triples), 3):
-            start -= triples[position] * MINUTE_MS
-            cells[(start, groups[triples[position + 1]])] = triples[position + 2]
-        return TileState(encoded.newest, cells)
+        minute = MINUTE_MS
+        start = encoded.newest - encoded.newest % minute
+        starts = []
+        for gap in triples[0::3]:
+            start -= gap * minute
+            starts.append(start)
+        keys = zip(starts, [groups[index] for index in triples[1::3]], strict=True)
+        return TileState(encoded.newest, dict(zip(keys, triples[2::3], strict=True)))
+
+
+def _canonical_order(cells: Cells) -> list[tuple[tuple[int, Group], int]]:
+    """Cells newest bucket first, then by group: one order for equal states, always."""
+    try:
+        return sorted(cells.items(), reverse=True)
+    except TypeError:  # groups mixing None and strings do not compare; their reprs do
+        return sorted(cells.items(), key=lambda item: (item[0][0], repr(item[0][1])), reverse=True)

@@ -52,8 +52,12 @@ action_counts = Signal(
     description="Events per action (filterable by surface) over any window up to 28 days.",
     aggregate=Count(
         by=("action", "surface"),
-        # 5-minute tiles for the last 2-3 hours, hourly for 8 days, daily beyond.
-        tiles=TileLayout(((minutes(5), hours(2)), (hours(1), days(8)), (days(1), 0))),
+        # 5-minute tiles for the last 2-3 hours, hourly for a day or two, 6-hourly for 8 days,
+        # daily beyond: the edge of a 1 h / 1 d / 7 d / 28 d window is within 5 min / 1 h /
+        # 6 h / 1 d, and a busy user's state stays a few KB.
+        tiles=TileLayout(
+            ((minutes(5), hours(2)), (hours(1), days(1)), (hours(6), days(8)), (days(1), 0))
+        ),
     ),
     retention=days(28),
 )

@@ -66,7 +66,7 @@ class WorkloadSpec:
     events: int = 1_000_000
     users: int = 1_000_000
     items: int = 10_000_000
-    user_zipf: float = 0.9
+    user_zipf: float = 1.0
     item_zipf: float = 1.05
     categories: int = 500
     creators: int = 200_000

@@ -17,6 +17,7 @@ leaves them consistent, and the consumer may commit its offsets once ``process``
 from __future__ import annotations
 
 import logging
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
@@ -71,6 +72,7 @@ class Engine:
         self.store = store
         self.materializer = materializer
         self._plans = [_Plan(signal.compiled) for signal in registry]
+        self._hot = HotStates()
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry}
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
@@ -105,29 +107,43 @@ class Engine:
         if not work:
             return report
 
-        live = [i for _, _, fresh in work for i in fresh]
-        rows_by_layout = self._rows(events, live, report)
+        records = self._lookups(events, work)
+        joins = {
+            plan.layout: [(name, records[name], plan.lookup_keys[name]) for name in plan.layout]
+            for plan in self._plans
+        }
+        missing = report.missing_enrichment
         puts: dict[bytes, bytes] = {}
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
         newest = 0
         for key, record, fresh in work:
+            user_events = [events[i] for i in fresh]
+            rows_by_layout: dict[tuple[str, ...], list[Row]] = {}
             states = record.states
             for plan in self._plans:
-                layout_rows = rows_by_layout[plan.layout]
+                layout_rows = rows_by_layout.get(plan.layout)
+                if layout_rows is None:
+                    layout_rows = rows_by_layout[plan.layout] = _join(
+                        user_events, joins[plan.layout], missing
+                    )
                 accepts = plan.accepts
-                rows: list[Row] = (
-                    [layout_rows[i] for i in fresh]
+                rows = (
+                    layout_rows
                     if accepts is None
-                    else [layout_rows[i] for i in fresh if accepts(layout_rows[i])]
+                    else [row for row in layout_rows if accepts(row)]
                 )
                 if not rows:
                     continue
                 raw_state = states.get(plan.key)
                 runtime = plan.runtime
-                state = runtime.decode(raw_state) if raw_state is not None else None
+                state = self._hot.get(key, plan.key, raw_state)
+                if state is None and raw_state is not None:
+                    state = runtime.decode(raw_state)
                 outcome = runtime.apply(state, rows)
-                states[plan.key] = msgspec.Raw(runtime.encode(outcome.state))
+                encoded = runtime.encode(outcome.state)
+                self._hot.put(key, plan.key, encoded, outcome.state)
+                states[plan.key] = msgspec.Raw(encoded)
                 applied[plan.key] += len(rows) - outcome.expired
                 expired[plan.key] += outcome.expired
             progress = record.progress
@@ -135,7 +151,7 @@ class Engine:
                 position = positions[i]
                 if position.offset > progress.get(position.partition, -1):
                     progress[position.partition] = position.offset
-            last_ts = events[fresh[-1]].ts
+            last_ts = user_events[-1].ts
             if last_ts > newest:
                 newest = last_ts
             self._drop_stale_versions(states)
@@ -147,58 +163,92 @@ class Engine:
         report.newest_event_ms = newest
         return report
 
-    def _rows(
-        self, events: Sequence[Event], live: list[int], report: BatchReport
-    ) -> dict[tuple[str, ...], dict[int, Row]]:
-        """Per lookup layout, the row (event, records...) of every live event index."""
-        records = {source: self._fetch(source, events, live) for source in self._sources}
-        out: dict[tuple[str, ...], dict[int, Row]] = {}
-        for plan in self._plans:
-            if plan.layout in out:
-                continue
-            if not plan.layout:
-                out[plan.layout] = {i: (events[i], ()) for i in live}
-                continue
-            joins = [(name, records[name], plan.lookup_keys[name]) for name in plan.layout]
-            rows: dict[int, Row] = {}
-            for i in live:
-                event = events[i]
-                joined = []
-                for name, table, field_name in joins:
-                    record = table.get(_key_value(event, field_name) or "")
-                    if record is None:
-                        # Signals see the fields as missing (None); the miss is counted.
-                        report.missing_enrichment[name] = (
-                            report.missing_enrichment.get(name, 0) + 1
-                        )
-                        record = _MISSING
-                    joined.append(record)
-                rows[i] = (event, tuple(joined))
-            out[plan.layout] = rows
-        return out
-
-    def _fetch(self, source: str, events: Sequence[Event], live: list[int]) -> dict[str, Record]:
-        wanted: set[str] = set()
-        for plan in self._plans:
-            if source not in plan.layout:
-                continue
-            field_name = plan.lookup_keys[source]
-            accepts = plan.accepts if plan.prefilter else None
-            for i in live:
-                event = events[i]
-                if accepts is None or accepts((event, ())):
-                    value = _key_value(event, field_name)
-                    if value is not None:
-                        wanted.add(value)
-        if self.materializer is None:  # __init__ refuses this; kept for the type checker
-            raise ConfigurationError(f"no materializer for lookup source {source!r}")
-        return self.materializer.lookup(source, wanted)
+    def _lookups(
+        self, events: Sequence[Event], work: list[tuple[bytes, UserRecord, list[int]]]
+    ) -> dict[str, dict[str, Record]]:
+        """One batched lookup per source, of the distinct keys that interested events carry."""
+        records: dict[str, dict[str, Record]] = {}
+        for source in self._sources:
+            wanted: set[str] = set()
+            for plan in self._plans:
+                if source not in plan.layout:
+                    continue
+                field_name = plan.lookup_keys[source]
+                accepts = plan.accepts if plan.prefilter else None
+                for _, _, fresh in work:
+                    for i in fresh:
+                        event = events[i]
+                        if accepts is None or accepts((event, ())):
+                            value = _key_value(event, field_name)
+                            if value is not None:
+                                wanted.add(value)
+                if accepts is None:
+                    break  # this plan wants every event: no other plan can add a key
+            if self.materializer is None:  # __init__ refuses this; kept for the type checker
+                raise ConfigurationError(f"no materializer for lookup source {source!r}")
+            records[source] = self.materializer.lookup(source, wanted)
+        return records
 
     def _drop_stale_versions(self, states: dict[str, Any]) -> None:
         """Forget states of older (or newer) versions of registered signals."""
         for key in [key for key in states if key not in self._keys]:
             if key.partition("@")[0] in self._names:
                 del states[key]
+
+
+class HotStates:
+    """Decoded states of the busiest users, kept between micro-batches.
+
+    A heavy user is in every micro-batch, and decoding a large state (a full LastN, a month
+    of tiles) costs far more than the events it absorbs. The engine keeps the state object it
+    just encoded, and reuses it next time only if the stored bytes are still exactly the bytes
+    it wrote — so another writer, a restart or a rebalance can never make it stale. Aggregation
+    functions never mutate their input state, which is what makes sharing it safe.
+    """
+
+    def __init__(self, min_bytes: int = 2_048, capacity: int = 2_000) -> None:
+        self.min_bytes = min_bytes
+        self.capacity = capacity
+        self._entries: OrderedDict[tuple[bytes, str], tuple[bytes, Any]] = OrderedDict()
+
+    def get(self, user: bytes, signal: str, stored: msgspec.Raw | None) -> Any:
+        if stored is None or len(stored) < self.min_bytes:
+            return None
+        entry = self._entries.get((user, signal))
+        if entry is None or entry[0] != stored:
+            return None
+        self._entries.move_to_end((user, signal))
+        return entry[1]
+
+    def put(self, user: bytes, signal: str, encoded: bytes, state: Any) -> None:
+        if len(encoded) < self.min_bytes:
+            return
+        self._entries[(user, signal)] = (encoded, state)
+        self._entries.move_to_end((user, signal))
+        if len(self._entries) > self.capacity:
+            self._entries.popitem(last=False)
+
+
+def _join(
+    events: list[Event],
+    joins: list[tuple[str, dict[str, Record], str]],
+    missing: dict[str, int],
+) -> list[Row]:
+    """Rows of ``events`` with the record of each lookup joined on (an empty dict if none)."""
+    if not joins:
+        return [(event, ()) for event in events]
+    rows: list[Row] = []
+    for event in events:
+        joined = []
+        for name, table, field_name in joins:
+            record = table.get(_key_value(event, field_name) or "")
+            if record is None:
+                # Signals see the fields as missing (None); the miss is counted.
+                missing[name] = missing.get(name, 0) + 1
+                record = _MISSING
+            joined.append(record)
+        rows.append((event, tuple(joined)))
+    return rows
 
 
 def _unapplied(
