@@ -198,8 +198,18 @@ def replayed(workload: Workload) -> Replayed:
     second = ok(run("replay", mixed, "--store", store, "--config", config, cwd=root))
     after = {user: read_all(user, store, root) for user in users}
     return Replayed(
-        workload, store, mixed, bad, len(good), load, first, second, dead_letters, users,
-        before, after,
+        workload,
+        store,
+        mixed,
+        bad,
+        len(good),
+        load,
+        first,
+        second,
+        dead_letters,
+        users,
+        before,
+        after,
     )
 
 
@@ -220,7 +230,7 @@ def test_generate_writes_events_and_items(workload: Workload) -> None:
     assert f"{len(items):,} items to" in workload.generate.stderr
     timestamps = [event["ts"] for event in workload.events]
     # Event time ends at --end (give or take the generator's few seconds of jitter).
-    assert END_MS - 15 * DAY_MS < min(timestamps)
+    assert min(timestamps) > END_MS - 15 * DAY_MS
     assert END_MS - HOUR_MS < max(timestamps) <= END_MS + 10_000
     assert {event["action"] for event in workload.events} <= set(REFERENCE_ACTIONS)
     # Every item an event names is in the item table, with the fields the signals enrich from.
@@ -330,8 +340,9 @@ def naive_counts(events: list[dict[str, Any]], user: str, start: int, end: int) 
 
 def test_get_prints_the_signal_as_json(replayed: Replayed) -> None:
     user = replayed.workload.events[-1]["user_id"]  # active in the last hour
-    result = ok(get(replayed, user, "--signal", "action_counts", "--window", "1h",
-                    "--as-of", END_MS))
+    result = ok(
+        get(replayed, user, "--signal", "action_counts", "--window", "1h", "--as-of", END_MS)
+    )
     document = json.loads(result.stdout)
     assert set(document) == {"user_id", "signals"}
     assert document["user_id"] == user
@@ -340,31 +351,77 @@ def test_get_prints_the_signal_as_json(replayed: Replayed) -> None:
     assert set(counts) == RESULT_KEYS
     assert (counts["name"], counts["version"], counts["kind"]) == ("action_counts", 1, "count")
     assert set(counts["value"]) == {"total", "by"}
+    # Windows are answered from time tiles: the tile straddling the window's start is left
+    # out (see aggregations/tiles.py), so a window counts at most what the raw events hold.
     expected = naive_counts(replayed.workload.events, user, END_MS - HOUR_MS + 1, END_MS)
-    assert counts["value"]["total"] == sum(expected.values()) > 0
-    assert counts["value"]["by"] == dict(expected)
-    newest = counts["newest_event_ms"]
-    assert END_MS - HOUR_MS < newest <= END_MS
+    value = counts["value"]
+    assert 0 < value["total"] == sum(value["by"].values()) <= sum(expected.values())
+    assert all(value["by"][action] <= expected[action] for action in value["by"])
+    mine = [event["ts"] for event in replayed.workload.events if event["user_id"] == user]
+    assert counts["newest_event_ms"] == max(mine) <= END_MS
     assert counts["newest_event_time"].startswith("2025-12-31T23:")
     assert counts["newest_event_time"].endswith("+00:00")
     assert counts["age_ms"] >= 0
 
 
+@pytest.mark.parametrize("days_back", [1, 7, 14])
+def test_get_counts_exactly_from_a_tile_aligned_since(replayed: Replayed, days_back: int) -> None:
+    # A range that starts on a day boundary starts on a boundary of every tile, so the
+    # tiles answer it exactly.
+    since = END_MS - days_back * DAY_MS
+    # (The seeded workload has no event after its end, which would sit in the end's tile.)
+    assert max(event["ts"] for event in replayed.workload.events) <= END_MS
+    for user in replayed.users[:3]:
+        result = ok(get(replayed, user, "-s", "action_counts", "--since", since, "--as-of", END_MS))
+        value = json.loads(result.stdout)["signals"]["action_counts"]["value"]
+        expected = naive_counts(replayed.workload.events, user, since, END_MS)
+        assert value == {"total": sum(expected.values()), "by": dict(sorted(expected.items()))}
+
+
 def test_get_applies_filters_and_reports_ignored_parameters(replayed: Replayed) -> None:
     user = replayed.users[0]
-    result = ok(get(replayed, user, "-s", "action_counts", "-s", "recent_engagements",
-                    "--actions", "save,click", "--window", "7d", "--limit", "3",
-                    "--as-of", END_MS))
+    since = END_MS - 7 * DAY_MS
+    result = ok(
+        get(
+            replayed,
+            user,
+            "-s",
+            "action_counts",
+            "-s",
+            "recent_engagements",
+            "--actions",
+            "save,click",
+            "--since",
+            since,
+            "--limit",
+            "3",
+            "--as-of",
+            END_MS,
+        )
+    )
     signals = json.loads(result.stdout)["signals"]
     assert list(signals) == ["action_counts", "recent_engagements"]
-    expected = naive_counts(replayed.workload.events, user, END_MS - 7 * DAY_MS + 1, END_MS)
+    expected = naive_counts(replayed.workload.events, user, since, END_MS)
     counts = signals["action_counts"]
     assert counts["value"]["by"] == {a: n for a, n in expected.items() if a in ("save", "click")}
     assert counts["ignored"] == ["limit"]
-    recent = signals["recent_engagements"]["value"]
-    assert len(recent) == 3
-    assert {entry["action"] for entry in recent} <= {"save", "click"}
-    assert "ignored" not in signals["recent_engagements"]
+    newest = sorted(
+        (
+            event
+            for event in replayed.workload.events
+            if event["user_id"] == user
+            and event["action"] in ("save", "click")
+            and since <= event["ts"] <= END_MS
+        ),
+        key=lambda event: event["ts"],
+        reverse=True,
+    )[:3]
+    recent = signals["recent_engagements"]
+    assert len(newest) == 3
+    assert [(e["ts"], e["item_id"], e["action"]) for e in recent["value"]] == [
+        (e["ts"], e["item_id"], e["action"]) for e in newest
+    ]
+    assert "ignored" not in recent
 
 
 def test_get_unknown_user_has_empty_signals(replayed: Replayed) -> None:
@@ -424,8 +481,16 @@ def test_get_from_a_missing_store(tmp_path: Path) -> None:
     ),
 )
 def test_error_stays_on_one_line_in_a_pipe(replayed: Replayed) -> None:
-    result = run("get", "u1", "--window", "abc", "--store", replayed.store,
-                 cwd=replayed.workload.root, columns=None)
+    result = run(
+        "get",
+        "u1",
+        "--window",
+        "abc",
+        "--store",
+        replayed.store,
+        cwd=replayed.workload.root,
+        columns=None,
+    )
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
@@ -457,8 +522,7 @@ def test_replay_survives_markup_in_a_bad_event(tmp_path: Path) -> None:
     events.write_text(json.dumps(good_event(action="[/x]")) + "\n")
     config = tmp_path / "usersignals.toml"
     config.write_text('[events]\nallowed_actions = ["save"]\n')
-    result = run("replay", events, "--store", tmp_path / "store", "--config", config,
-                 cwd=tmp_path)
+    result = run("replay", events, "--store", tmp_path / "store", "--config", config, cwd=tmp_path)
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
     assert "'[/x]'" in result.stderr
@@ -472,19 +536,26 @@ def test_replay_survives_markup_in_a_bad_event(tmp_path: Path) -> None:
     ),
 )
 def test_tables_load_missing_file(tmp_path: Path) -> None:
-    result = run("tables", "load", "items", tmp_path / "absent.jsonl",
-                 "--store", tmp_path / "store", cwd=tmp_path)
+    result = run(
+        "tables",
+        "load",
+        "items",
+        tmp_path / "absent.jsonl",
+        "--store",
+        tmp_path / "store",
+        cwd=tmp_path,
+    )
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "absent.jsonl" in result.stderr
 
 
 def test_replay_missing_file(tmp_path: Path) -> None:
-    result = run("replay", tmp_path / "absent.jsonl", "--store", tmp_path / "store",
-                 cwd=tmp_path)
+    result = run("replay", tmp_path / "absent.jsonl", "--store", tmp_path / "store", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.strip() == f"error: events file '{tmp_path / 'absent.jsonl'}' does not exist"
+    absent = tmp_path / "absent.jsonl"
+    assert result.stderr.strip() == f"error: events file '{absent}' does not exist"
 
 
 # -- signals compile --------------------------------------------------------------------------
@@ -503,8 +574,15 @@ def test_signals_compile_prints_the_five_reference_signals(tmp_path: Path) -> No
 def test_signals_compile_is_the_same_in_every_process(tmp_path: Path) -> None:
     # Sets (e.g. of actions) iterate in a per-process order; the compiled JSON must not.
     outputs = {
-        ok(run("signals", "compile", "usersignals.examples.reference", cwd=tmp_path,
-               env={"PYTHONHASHSEED": seed})).stdout
+        ok(
+            run(
+                "signals",
+                "compile",
+                "usersignals.examples.reference",
+                cwd=tmp_path,
+                env={"PYTHONHASHSEED": seed},
+            )
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
@@ -512,8 +590,9 @@ def test_signals_compile_is_the_same_in_every_process(tmp_path: Path) -> None:
 
 def test_signals_compile_to_a_file(tmp_path: Path) -> None:
     target = tmp_path / "compiled.json"
-    result = ok(run("signals", "compile", "usersignals.examples.reference", "--out", target,
-                    cwd=tmp_path))
+    result = ok(
+        run("signals", "compile", "usersignals.examples.reference", "--out", target, cwd=tmp_path)
+    )
     assert result.stdout == ""
     assert len(json.loads(target.read_text())["signals"]) == 5
 
@@ -567,8 +646,19 @@ def test_demo_runs_and_its_hints_work(tmp_path: Path) -> None:
     # The samples are printed for the hinted user.
     assert f"{user}: the busiest user, everything" in result.stdout
     # The first hint works as printed (the demo's events end now, so 1h is relative to now).
-    hinted = ok(run("get", user, "--store", store, "--signal", "action_counts", "--window",
-                    "1h", cwd=tmp_path))
+    hinted = ok(
+        run(
+            "get",
+            user,
+            "--store",
+            store,
+            "--signal",
+            "action_counts",
+            "--window",
+            "1h",
+            cwd=tmp_path,
+        )
+    )
     counts = json.loads(hinted.stdout)["signals"]["action_counts"]
     assert counts["name"] == "action_counts"
     assert set(counts["value"]) == {"total", "by"}

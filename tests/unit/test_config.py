@@ -53,8 +53,9 @@ def test_load_from_toml_file(tmp_path: Path) -> None:
     assert settings == Settings(
         signals="my_project.signals",
         store=StoreSettings(path="/var/lib/usersignals", sync=True),
-        events=EventSettings(allowed_actions=["save", "click"], max_event_bytes=4096,
-                             max_future_ms=60_000),
+        events=EventSettings(
+            allowed_actions=["save", "click"], max_event_bytes=4096, max_future_ms=60_000
+        ),
         processing=ProcessingSettings(batch_size=500),
     )
 
@@ -96,7 +97,7 @@ def test_precedence_file_then_environment_then_overrides(tmp_path: Path) -> None
     path = write(
         tmp_path,
         '[store]\npath = "from-file"\nsync = true\n[processing]\nbatch_size = 1\n'
-        '[events]\nmax_event_bytes = 100\n',
+        "[events]\nmax_event_bytes = 100\n",
     )
     environ = {
         "USERSIGNALS_STORE__PATH": "from-env",
@@ -122,9 +123,7 @@ def test_precedence_file_then_environment_then_overrides(tmp_path: Path) -> None
 
 def test_none_overrides_do_not_override(tmp_path: Path) -> None:
     path = write(tmp_path, '[store]\npath = "from-file"\n')
-    settings = Settings.load(
-        path, environ={}, overrides={"store": {"path": None}, "signals": None}
-    )
+    settings = Settings.load(path, environ={}, overrides={"store": {"path": None}, "signals": None})
     assert settings.store.path == "from-file"
     assert settings.signals == "usersignals.examples.reference"
 

@@ -61,8 +61,15 @@ def test_every_parameter_at_once() -> None:
 
 @pytest.mark.parametrize(
     ("text", "ms"),
-    [("1ms", 1), ("90s", 90_000), ("15m", 900_000), ("1h", HOUR), ("7d", 7 * DAY),
-     ("2w", 14 * DAY), (" 3 h ", 3 * HOUR)],
+    [
+        ("1ms", 1),
+        ("90s", 90_000),
+        ("15m", 900_000),
+        ("1h", HOUR),
+        ("7d", 7 * DAY),
+        ("2w", 14 * DAY),
+        (" 3 h ", 3 * HOUR),
+    ],
 )
 def test_window(text: str, ms: int) -> None:
     assert parse(window=text).window_ms == ms
@@ -92,8 +99,17 @@ def test_limit(text: str) -> None:
 
 @pytest.mark.parametrize(
     ("text", "value"),
-    [("true", True), ("TRUE", True), ("1", True), ("yes", True), ("on", True),
-     ("false", False), ("0", False), ("no", False), ("Off", False)],
+    [
+        ("true", True),
+        ("TRUE", True),
+        ("1", True),
+        ("yes", True),
+        ("on", True),
+        ("false", False),
+        ("0", False),
+        ("no", False),
+        ("Off", False),
+    ],
 )
 def test_dedupe(text: str, value: bool) -> None:
     assert parse(dedupe=text).dedupe is value

@@ -336,7 +336,7 @@ def test_encode_events_round_trips() -> None:
             NOW_MS,
             attrs={"position": 1, "dwell_ms": 2.5, "organic": False, "query": "cats", "x": None},
         ),
-        Event("e3", "ü\u00e9", "i\"3\\", "hide", "board", YEAR_2000_MS),
+        Event("e3", "ü\u00e9", 'i"3\\', "hide", "board", YEAR_2000_MS),
     ]
     data = encode_events(events)
     assert data.endswith(b"\n")

@@ -27,12 +27,12 @@ def test_no_name_is_exported_twice() -> None:
     reason="BUG: usersignals.__all__ lists 'EnrichmentError' before 'Engine' (ruff RUF022)",
 )
 def test_all_is_sorted() -> None:
-    assert PUBLIC == sorted(PUBLIC)
+    assert sorted(PUBLIC) == PUBLIC
 
 
 def test_star_import_gives_exactly_the_public_names() -> None:
     namespace: dict[str, object] = {}
-    exec("from usersignals import *", namespace)  # noqa: S102 - the behaviour under test
+    exec("from usersignals import *", namespace)  # the behaviour under test
     assert sorted(name for name in namespace if name != "__builtins__") == sorted(PUBLIC)
 
 
@@ -40,8 +40,10 @@ def test_exported_objects_come_from_the_package() -> None:
     foreign = [
         name
         for name in PUBLIC
-        if (inspect.isclass(getattr(usersignals, name)) or inspect.isfunction(
-            getattr(usersignals, name)))
+        if (
+            inspect.isclass(getattr(usersignals, name))
+            or inspect.isfunction(getattr(usersignals, name))
+        )
         and not getattr(usersignals, name).__module__.startswith("usersignals.")
     ]
     assert foreign == []
@@ -87,7 +89,9 @@ def test_every_error_of_the_package_is_exported() -> None:
     defined = {
         name
         for name, obj in vars(errors).items()
-        if inspect.isclass(obj) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+        if inspect.isclass(obj)
+        and issubclass(obj, BaseException)
+        and obj.__module__ == errors.__name__
     }
     assert defined <= set(PUBLIC)
 

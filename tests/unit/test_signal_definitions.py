@@ -298,9 +298,7 @@ def test_one_lookup_name_with_two_keys_is_rejected() -> None:
     by_user = Lookup("meta", key="user_id", provides=("kind",))
     with pytest.raises(SignalDefinitionError) as info:
         SignalRegistry([signal("a", lookup=by_item), signal("b", lookup=by_user)])
-    assert info.value.problems == (
-        "lookup source 'meta' is keyed by both 'item_id' and 'user_id'",
-    )
+    assert info.value.problems == ("lookup source 'meta' is keyed by both 'item_id' and 'user_id'",)
 
 
 def test_get_unknown_signal_lists_the_known_names() -> None:
@@ -354,11 +352,15 @@ def test_reference_to_json_is_stable_sorted_and_complete() -> None:
 def test_predicate_json_is_independent_of_set_order() -> None:
     one = action.isin(["save", "click", "hide", "share"]).to_json()
     two = action.isin(["share", "hide", "click", "save"]).to_json()
-    assert one == two == {
-        "field": "action",
-        "op": "in",
-        "value": ["click", "hide", "save", "share"],
-    }
+    assert (
+        one
+        == two
+        == {
+            "field": "action",
+            "op": "in",
+            "value": ["click", "hide", "save", "share"],
+        }
+    )
 
 
 def test_combined_predicate_json_and_fields() -> None:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
@@ -36,9 +36,12 @@ class ReadOut:
     newest_ms: int | None
 
 
-@dataclass(frozen=True)
-class ApplyOut(Generic[S]):
-    """The state after ``apply`` and how many events were too old for the retention."""
+class ApplyOut(NamedTuple, Generic[S]):
+    """The state after ``apply`` and how many events were too old for the retention.
+
+    A named tuple: ``apply`` runs once per user and signal of every micro-batch, and tuples
+    are the cheapest records Python builds.
+    """
 
     state: S
     expired: int
@@ -49,7 +52,10 @@ class AggregationRuntime(ABC, Generic[S]):
 
     @abstractmethod
     def apply(self, state: S | None, rows: Sequence[Row]) -> ApplyOut[S]:
-        """Fold ``rows`` (one user's new events, in event-time order) into ``state``."""
+        """Fold ``rows`` (one user's new events, sorted by event time) into ``state``.
+
+        ``rows`` is never empty, and its last row holds the newest event.
+        """
 
     @abstractmethod
     def merge(self, a: S, b: S) -> S:

@@ -103,6 +103,10 @@ class ScoresState(msgspec.Struct, gc=False):
     newest: int
     cells: ScoreCells
 
+    def oldest_epoch(self) -> int:
+        # Cells of one user span one or two epochs: scanning distinct epochs is cheap in C.
+        return min({epoch for _, epoch in self.cells}, default=0)
+
 
 class _EncodedScores(msgspec.Struct, array_like=True):
     newest: int
@@ -161,9 +165,14 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
 
     def apply(self, state: ScoresState | None, rows: Sequence[Row]) -> ApplyOut[ScoresState]:
         decay = self.decay
-        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        newest = max(state.newest if state else 0, rows[-1][0].ts)
         first = decay.first_kept_epoch(newest)
-        cells = {k: v for k, v in state.cells.items() if k[1] >= first} if state else {}
+        cells: ScoreCells = {}
+        if state is not None:
+            if state.oldest_epoch() >= first:
+                cells = dict(state.cells)
+            else:
+                cells = {k: v for k, v in state.cells.items() if k[1] >= first}
         epoch_ms = decay.epoch_ms
         weights, default = self._weights, self.spec.default_weight
         expired = 0
@@ -331,7 +340,7 @@ class VectorRuntime(AggregationRuntime[VectorState]):
 
     def apply(self, state: VectorState | None, rows: Sequence[Row]) -> ApplyOut[VectorState]:
         decay = self.decay
-        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        newest = max(state.newest if state else 0, rows[-1][0].ts)
         first = decay.first_kept_epoch(newest)
         epochs = {e: sums for e, sums in state.epochs.items() if e >= first} if state else {}
         epoch_ms = decay.epoch_ms

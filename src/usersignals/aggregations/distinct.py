@@ -86,7 +86,7 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         return newest - newest % size - self.retention_ms
 
     def apply(self, state: DistinctState | None, rows: Sequence[Row]) -> ApplyOut[DistinctState]:
-        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        newest = max(state.newest if state else 0, rows[-1][0].ts)
         first = self._first_kept(newest)
         buckets = {b: r for b, r in state.buckets.items() if b >= first} if state else {}
         size, precision = self.spec.bucket, self.spec.precision

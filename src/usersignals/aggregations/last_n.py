@@ -16,6 +16,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from operator import itemgetter
 from typing import Any
 
 import msgspec
@@ -133,7 +134,11 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
             old = [entry for entry in old if entry[0] >= cutoff]
         # A stable sort: entries equal in (ts, tie) — same millisecond and same CRC of the
         # event id — keep their arrival order; that is the one case batching could reorder.
-        merged = sorted(old + fresh, key=_order, reverse=True)
+        fresh.sort(key=_order, reverse=True)
+        if old and fresh and _order(fresh[-1]) > _order(old[0]):
+            merged = fresh + old  # all new events are newer: no need to sort the old ones
+        else:
+            merged = sorted(old + fresh, key=_order, reverse=True)
         if self._dedupe_index is not None:
             merged = _dedupe(merged, self._dedupe_index)
         return ApplyOut(merged[: self.spec.n], len(new) - len(fresh))
@@ -201,8 +206,7 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
         return list(zip(times[1:], encoded.ties, *columns, strict=True))
 
 
-def _order(entry: Entry) -> tuple[int, int]:
-    return entry[0], entry[1]
+_order = itemgetter(0, 1)  # (ts, tie)
 
 
 def _dedupe(entries: list[Entry], index: int) -> list[Entry]:

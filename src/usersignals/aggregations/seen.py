@@ -75,7 +75,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
         self._decoder = msgspec.msgpack.Decoder(SeenState)
 
     def apply(self, state: SeenState | None, rows: Sequence[Row]) -> ApplyOut[SeenState]:
-        newest = max(state.newest if state else 0, max(row[0].ts for row in rows))
+        newest = max(state.newest if state else 0, rows[-1][0].ts)
         cutoff = newest - self.retention_ms if self.latest else -1
         times = {g: t for g, t in state.times.items() if t >= cutoff} if state else {}
         expired = 0

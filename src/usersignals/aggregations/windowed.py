@@ -135,7 +135,7 @@ class TileRuntime(AggregationRuntime[TileState]):
 
     def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
         old_newest = state.newest if state else 0
-        newest = max(old_newest, max(row[0].ts for row in rows))
+        newest = max(old_newest, rows[-1][0].ts)
         bucketers = self._bucketers
         bucketer = bucketers.get(newest)
         cells: Cells = {}

@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 from collections import OrderedDict
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 import msgspec
@@ -237,7 +238,16 @@ def _join(
     """Rows of ``events`` with the record of each lookup joined on (an empty dict if none)."""
     if not joins:
         return [(event, ()) for event in events]
-    rows: list[Row] = []
+    if len(joins) == 1 and joins[0][2] in BASE_FIELDS:
+        # The common case, one source keyed by an event field: a tight loop.
+        name, table, field_name = joins[0]
+        key_of = attrgetter(field_name)
+        rows = [(event, (table.get(key_of(event)) or _MISSING,)) for event in events]
+        misses = sum(1 for row in rows if row[1][0] is _MISSING)
+        if misses:
+            missing[name] = missing.get(name, 0) + misses
+        return rows
+    rows = []
     for event in events:
         joined = []
         for name, table, field_name in joins:
