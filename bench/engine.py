@@ -37,9 +37,7 @@ def main() -> None:
     spec = WorkloadSpec(events=args.events)
     decoder = EventDecoder(EventPolicy())
     started = time.perf_counter()
-    lines = [
-        line for block in iter_event_json_lines(spec) for line in block.splitlines() if line
-    ]
+    lines = [line for block in iter_event_json_lines(spec) for line in block.splitlines() if line]
     generated = time.perf_counter() - started
     started = time.perf_counter()
     decoded = decoder.decode_block(lines, now_ms=spec.start_ms + spec.span_ms)
@@ -113,8 +111,8 @@ def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
     if full:
         full.sort()
         print(
-            f"  users with a full LastN(500): {len(full):,}, median {statistics.median(full):,.0f} B, "
-            f"max {full[-1]:,} B"
+            f"  users with a full LastN(500): {len(full):,}, "
+            f"median {statistics.median(full):,.0f} B, max {full[-1]:,} B"
         )
 
 

@@ -13,6 +13,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
+from rich.text import Text
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.app import build_processor, open_store_reader
@@ -123,8 +124,8 @@ def replay(
 ) -> None:
     """Process a file of events into the store; bad events are reported and dead-lettered."""
     settings = _settings(config, store=store, batch=batch, signals=signals)
-    processor = build_processor(settings)
     source = JsonlSource(events, source_id, block_size=settings.processing.batch_size)
+    processor = build_processor(settings)
     path = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
     try:
         with _progress(bytes_=True) as progress, DeadLetterFile(path) as dead_letters:
@@ -250,18 +251,20 @@ def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
     )
     expired = {k: v for k, v in report.expired.items() if v}
     if expired:
-        console.print(f"older than retention, dropped: {expired}")
+        console.print(f"older than retention, dropped: {expired}", markup=False)
     if report.missing_enrichment:
-        console.print(f"events with no enrichment record: {report.missing_enrichment}")
+        console.print(
+            f"events with no enrichment record: {report.missing_enrichment}", markup=False
+        )
     if summary.bad:
         table = Table(title=f"bad events (all written to {dead_letter})")
         for column in ("where", "reason", "detail"):
             table.add_column(column)
         for bad in summary.bad[:20]:
             where = f"{bad.position.partition}:{bad.position.offset}" if bad.position else "?"
-            table.add_row(where, bad.reason, bad.detail)
+            table.add_row(Text(where), Text(bad.reason), Text(bad.detail))
         console.print(table)
-        console.print(f"bad events by reason: {summary.bad_by_reason}")
+        console.print(f"bad events by reason: {summary.bad_by_reason}", markup=False)
 
 
 def _print_user(why: str, context: str, signals: UserSignals) -> None:
@@ -272,7 +275,7 @@ def _print_user(why: str, context: str, signals: UserSignals) -> None:
     for name, result in signals.signals.items():
         age = "-" if result.age_ms is None else f"{result.age_ms / 1000:,.0f} s"
         text = json.dumps(result.value)
-        table.add_row(name, age, text if len(text) <= 160 else text[:157] + "...")
+        table.add_row(name, age, Text(text if len(text) <= 160 else text[:157] + "..."))
     out.print(table)
 
 
@@ -290,5 +293,7 @@ def main() -> None:
     try:
         app()
     except UserSignalsError as exc:
-        console.print(f"[red]error:[/red] {exc}")
+        # One line, whatever the terminal width, and never read as markup: messages quote
+        # user input.
+        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         raise SystemExit(2) from None

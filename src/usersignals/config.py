@@ -73,8 +73,19 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
         path = name[len(prefix) :].lower().split("__")
         node = data
         for part in path[:-1]:
-            node = node.setdefault(part, {})
-        node[path[-1]] = value.split(",") if path[-1] == "allowed_actions" else value
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigurationError(
+                    f"{name} sets a field inside {prefix}{part.upper()}, which is also set "
+                    "as a whole; use one or the other"
+                )
+            node = child
+        if isinstance(node.get(path[-1]), dict):
+            raise ConfigurationError(f"{name} is a section: set its fields with __ instead")
+        if path[-1] == "allowed_actions":
+            node[path[-1]] = [part.strip() for part in value.split(",") if part.strip()]
+        else:
+            node[path[-1]] = value
     return data
 
 

@@ -1,4 +1,4 @@
-"""Durations in milliseconds, and their parsing from strings such as ``"90s"``, ``"1h"``, ``"7d"``."""
+"""Durations in milliseconds, and their parsing from strings such as ``"90s"`` or ``"7d"``."""
 
 from __future__ import annotations
 

@@ -473,13 +473,6 @@ def test_get_from_a_missing_store(tmp_path: Path) -> None:
     assert result.stderr.startswith("error: rocksdb store open failed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: cli.main prints the error through a rich Console that wraps at the terminal "
-        "width (80 columns when stderr is a pipe), so the 'one clear line' is split in two"
-    ),
-)
 def test_error_stays_on_one_line_in_a_pipe(replayed: Replayed) -> None:
     result = run(
         "get",
@@ -495,13 +488,6 @@ def test_error_stays_on_one_line_in_a_pipe(replayed: Replayed) -> None:
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: cli.main passes the error message to rich as markup: user text such as "
-        "'[/x]' raises rich.errors.MarkupError (traceback, exit 1) and '[bold]' is swallowed"
-    ),
-)
 @pytest.mark.parametrize("window", ["[/x]", "[bold]1"])
 def test_error_with_brackets_is_printed_verbatim(replayed: Replayed, window: str) -> None:
     result = get(replayed, "u1", "--window", window)
@@ -510,13 +496,6 @@ def test_error_with_brackets_is_printed_verbatim(replayed: Replayed, window: str
     assert window in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: replay prints bad events' details in a rich Table as markup; an unknown action "
-        "such as '[/x]' raises rich.errors.MarkupError after processing (traceback, exit 1)"
-    ),
-)
 def test_replay_survives_markup_in_a_bad_event(tmp_path: Path) -> None:
     events = tmp_path / "events.jsonl"
     events.write_text(json.dumps(good_event(action="[/x]")) + "\n")
@@ -528,13 +507,6 @@ def test_replay_survives_markup_in_a_bad_event(tmp_path: Path) -> None:
     assert "'[/x]'" in result.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: `tables load` of a missing file raises a bare FileNotFoundError (traceback, "
-        "exit 1) instead of a ConfigurationError (one line, exit 2)"
-    ),
-)
 def test_tables_load_missing_file(tmp_path: Path) -> None:
     result = run(
         "tables",

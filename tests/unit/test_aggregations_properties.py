@@ -11,6 +11,7 @@ splits and random request-time contexts, each aggregation is checked three ways:
 
 from __future__ import annotations
 
+import itertools
 import math
 import zlib
 from collections.abc import Sequence
@@ -34,7 +35,6 @@ from usersignals import (
     Signal,
     Sum,
     TileLayout,
-    attr,
     days,
     hours,
     minutes,
@@ -82,7 +82,9 @@ SIGNALS = {
     "scores": _signal(
         DecayedScores(key="category", half_life=hours(20), weights=WEIGHTS, top_k=3), days(4)
     ),
-    "vector": _signal(MeanVector(of="embedding", dim=4, half_life=hours(30), weights=WEIGHTS), days(4)),
+    "vector": _signal(
+        MeanVector(of="embedding", dim=4, half_life=hours(30), weights=WEIGHTS), days(4)
+    ),
     "distinct": _signal(Distinct(of="creator_id", precision=6, bucket=hours(12)), days(3)),
     "last_seen": _signal(LastSeen(by="action"), days(3), enrich=False),
     "first_seen": _signal(FirstSeen(by="surface"), days(3), enrich=False),
@@ -123,8 +125,8 @@ def apply_in_batches(signal: Signal, events: Sequence[Event], cuts: Sequence[int
     """Apply ``events`` (arrival order) in batches split at ``cuts``, each sorted by time."""
     runtime = signal.compiled.runtime
     state = None
-    bounds = [0, *sorted(set(c for c in cuts if 0 < c < len(events))), len(events)]
-    for start, end in zip(bounds, bounds[1:], strict=False):
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
+    for start, end in itertools.pairwise(bounds):
         batch = sorted(events[start:end], key=lambda e: e.ts)
         if batch:
             state = runtime.apply(state, rows(batch)).state
@@ -144,12 +146,14 @@ contexts = st.builds(
         as_of_ms=None,
         now_ms=BASE + 12 * 86_400_000 + as_of_shift,
     ),
-    st.one_of(st.none(), st.sampled_from([minutes(30), hours(1), hours(7), days(1), days(3), days(9)])),
+    st.one_of(
+        st.none(), st.sampled_from([minutes(30), hours(1), hours(7), days(1), days(3), days(9)])
+    ),
     st.one_of(st.none(), st.sets(st.sampled_from(ACTIONS), min_size=1).map(frozenset)),
     st.one_of(st.none(), st.sets(st.sampled_from(SURFACES), min_size=1).map(frozenset)),
     st.one_of(st.none(), st.integers(1, 10)),
     st.booleans(),
-    st.sets(st.sampled_from(ITEMS + ["c1", "c2"]), max_size=3).map(frozenset),
+    st.sets(st.sampled_from([*ITEMS, "c1", "c2"]), max_size=3).map(frozenset),
     st.integers(-10 * 86_400_000, 3 * 86_400_000),
 )
 
@@ -161,7 +165,9 @@ splits = st.lists(st.integers(0, 40), max_size=6)
 
 @settings(max_examples=60, deadline=None)
 @given(events=event_lists(), cuts=splits, name=st.sampled_from(sorted(SIGNALS)))
-def test_any_batching_gives_byte_identical_state(events: list[Event], cuts: list[int], name: str) -> None:
+def test_any_batching_gives_byte_identical_state(
+    events: list[Event], cuts: list[int], name: str
+) -> None:
     signal = SIGNALS[name]
     runtime = signal.compiled.runtime
     once = apply_in_batches(signal, events, [])

@@ -180,40 +180,17 @@ def test_allowed_actions_reach_the_decoder() -> None:
     assert build_decoder(Settings.load(environ={})).policy.allowed_actions is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: USERSIGNALS_EVENTS__ALLOWED_ACTIONS='' becomes allowed_actions=[''] instead of "
-        "[] ('empty: any action'), so the decoder then rejects every event as unknown_action"
-    ),
-)
 def test_empty_allowed_actions_variable_means_any_action() -> None:
     settings = Settings.load(environ={"USERSIGNALS_EVENTS__ALLOWED_ACTIONS": ""})
     assert settings.events.allowed_actions == []
     assert build_decoder(settings).policy.allowed_actions is None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: USERSIGNALS_EVENTS__ALLOWED_ACTIONS='save, click' keeps the space (' click'), "
-        "so events with action 'click' are rejected; the request-time lists strip spaces"
-    ),
-)
 def test_allowed_actions_variable_is_trimmed() -> None:
     settings = Settings.load(environ={"USERSIGNALS_EVENTS__ALLOWED_ACTIONS": "save, click"})
     assert settings.events.allowed_actions == ["save", "click"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason=(
-        "BUG: USERSIGNALS_STORE=x together with USERSIGNALS_STORE__PATH=y raises a bare "
-        "TypeError ('str' object does not support item assignment) from _from_environment "
-        "instead of a ConfigurationError"
-    ),
-)
 def test_conflicting_environment_variables_are_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         Settings.load(environ={"USERSIGNALS_STORE": "x", "USERSIGNALS_STORE__PATH": "/p"})

@@ -273,14 +273,6 @@ def test_given_names_only_set_parameters() -> None:
     assert context.given() == {"window", "limit"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: _parse_time computes int(datetime.timestamp() * 1000) in floating point, which "
-        "loses a millisecond for some times after 2038 (here 2039-07-06T01:24:33.693Z -> "
-        "...692)"
-    ),
-)
 def test_iso_times_are_exact_to_the_millisecond() -> None:
     context = parse(as_of="2039-07-06T01:24:33.693Z")
     assert context.as_of_ms == 2_193_528_273_693

@@ -304,14 +304,6 @@ def test_decode_block_uses_one_now_for_the_whole_block() -> None:
     assert [bad.reason for bad in result.bad] == ["time_out_of_range"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: decode_block counts the line's trailing newline against max_event_bytes, so an "
-        "event of exactly the limit is accepted from decode_one (e.g. Kafka) but rejected as "
-        "oversized when it comes from a JSONL file"
-    ),
-)
 def test_newline_does_not_count_against_the_size_limit() -> None:
     raw = raw_event()
     policy = EventPolicy(max_event_bytes=len(raw))

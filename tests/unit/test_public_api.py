@@ -22,10 +22,6 @@ def test_no_name_is_exported_twice() -> None:
     assert len(set(PUBLIC)) == len(PUBLIC)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: usersignals.__all__ lists 'EnrichmentError' before 'Engine' (ruff RUF022)",
-)
 def test_all_is_sorted() -> None:
     assert sorted(PUBLIC) == PUBLIC
 

@@ -120,14 +120,6 @@ def test_enrichment_problems_are_collected_with_the_others() -> None:
     assert len(problems) == 4
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "BUG: Signal.problems() returns early when `aggregate` is not an Aggregation, so the "
-        "retention, `where` and enrichment problems of the same definition are not reported "
-        "(validation is meant to collect every problem at once)"
-    ),
-)
 def test_a_bad_aggregate_does_not_hide_the_other_problems() -> None:
     problems = problems_of(
         aggregate="LastN(500)",

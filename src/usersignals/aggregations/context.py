@@ -11,11 +11,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from usersignals.errors import ContextError
 from usersignals.durations import parse_duration
+from usersignals.errors import ContextError
 
 CONTEXT_PARAMETERS = (
     "window",
@@ -32,14 +32,16 @@ MAX_LIMIT = 10_000
 MAX_LIST_ITEMS = 1_000
 
 _T = TypeVar("_T")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
 class ReadContext:
     """A view over stored state. Times are milliseconds since the epoch (UTC).
 
-    ``as_of`` is the "now" of the view (default: the wall clock at read time); the window
-    ends there. ``since``/``until`` bound event times further; ``limit`` caps list results;
+    ``as_of`` is the "now" of the view (default: the wall clock at read time). The view ends
+    at ``until`` if given (and not after ``as_of``), else at ``as_of``; a ``window`` reaches back
+    from that end, and ``since`` bounds the start too. ``limit`` caps list results;
     ``dedupe`` keeps one entry per item; ``exclude`` drops item ids (or keys, for scores).
     """
 
@@ -101,7 +103,9 @@ class ReadContext:
         """Build a context from string parameters; unknown or bad ones raise ContextError."""
         for name in params:
             if name not in CONTEXT_PARAMETERS:
-                raise ContextError(name, f"unknown parameter; known: {', '.join(CONTEXT_PARAMETERS)}")
+                raise ContextError(
+                    name, f"unknown parameter; known: {', '.join(CONTEXT_PARAMETERS)}"
+                )
         now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         window = _optional(params, "window", _parse_window)
         since = _optional(params, "since", _parse_time)
@@ -122,9 +126,7 @@ class ReadContext:
         )
 
 
-def _optional(
-    params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]
-) -> _T | None:
+def _optional(params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]) -> _T | None:
     raw = params.get(name)
     if raw is None or raw == "":
         return None
@@ -154,7 +156,8 @@ def _parse_time(text: str) -> int:
         ) from None
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; add Z or an offset such as +01:00")
-    return int(moment.timestamp() * 1000)
+    # Integer arithmetic: float seconds lose a millisecond for some times after 2038.
+    return (moment - _EPOCH) // timedelta(milliseconds=1)
 
 
 def _parse_set(text: str) -> frozenset[str]:

@@ -25,8 +25,8 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
-from usersignals.durations import DAY_MS, format_duration
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.durations import DAY_MS, format_duration
 
 EPOCH_HALF_LIVES = 16
 # Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times

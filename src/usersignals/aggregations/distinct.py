@@ -25,8 +25,8 @@ import xxhash
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
-from usersignals.durations import DAY_MS, MINUTE_MS, format_duration
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.durations import DAY_MS, MINUTE_MS, format_duration
 
 _HASH_SEED = 0x5EED
 
@@ -142,7 +142,7 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
     def estimate(self, registers: bytearray) -> float:
         m = self.registers
         zeros = registers.count(0)
-        harmonic = math.fsum(2.0 ** -rank for rank in registers)
+        harmonic = math.fsum(2.0**-rank for rank in registers)
         alpha = 0.7213 / (1 + 1.079 / m) if m >= 128 else {16: 0.673, 32: 0.697, 64: 0.709}[m]
         raw = alpha * m * m / harmonic
         if raw <= 2.5 * m and zeros:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import accumulate
+from itertools import accumulate, pairwise
 from operator import itemgetter
 from typing import Any
 
@@ -164,12 +164,18 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
                 newest = ts
             if start is not None and ts < start:
                 break
-            if context.actions is not None and action_i is not None:
-                if entry[action_i] not in context.actions:
-                    continue
-            if context.surfaces is not None and surface_i is not None:
-                if entry[surface_i] not in context.surfaces:
-                    continue
+            if (
+                context.actions is not None
+                and action_i is not None
+                and entry[action_i] not in context.actions
+            ):
+                continue
+            if (
+                context.surfaces is not None
+                and surface_i is not None
+                and entry[surface_i] not in context.surfaces
+            ):
+                continue
             if item_i is not None:
                 item = entry[item_i]
                 if item in context.exclude:
@@ -192,7 +198,7 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
             return self._encoder.encode(_Small(state))  # type: ignore[arg-type]
         columns = list(zip(*state, strict=True))
         times: tuple[int, ...] = columns[0]
-        gaps = [0, *(a - b for a, b in zip(times, times[1:], strict=False))]
+        gaps = [0, *(a - b for a, b in pairwise(times))]
         return self._encoder.encode(
             _Large(times[0], gaps, list(columns[1]), [_encode_column(c) for c in columns[2:]])
         )

@@ -16,6 +16,7 @@ the tier at that age is missed (with the default layout: < 1 min at 1 h, < 1 h a
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +38,7 @@ class TileLayout:
         resolutions = [resolution for resolution, _ in self.tiers]
         if not resolutions:
             return ["a tile layout needs at least one tier"]
-        for finer, coarser in zip(resolutions, resolutions[1:], strict=False):
+        for finer, coarser in itertools.pairwise(resolutions):
             if coarser <= finer or coarser % finer:
                 problems.append(
                     f"tile resolution {format_duration(coarser)} must be a multiple of the "

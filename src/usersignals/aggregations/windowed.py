@@ -20,9 +20,9 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.rows import FieldResolver, Getter, Row
 from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
 from usersignals.durations import MINUTE_MS
-from usersignals.aggregations.rows import FieldResolver, Getter, Row
 
 
 class TileState(msgspec.Struct, gc=False):

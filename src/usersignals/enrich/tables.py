@@ -28,6 +28,8 @@ def load_table(
     JSONL records keep their types (an embedding stays a list of floats); CSV values are
     strings, except that cells holding a JSON number or array are decoded.
     """
+    if not path.is_file():
+        raise ConfigurationError(f"table file {str(path)!r} does not exist")
     if path.suffix == ".jsonl":
         records = _jsonl(path)
     elif path.suffix == ".csv":

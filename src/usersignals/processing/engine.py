@@ -24,13 +24,14 @@ from typing import Any
 
 import msgspec
 
+from usersignals.aggregations.rows import Row
 from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.signals.definition import CompiledSignal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, Row
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import user_key
@@ -130,9 +131,7 @@ class Engine:
                     )
                 accepts = plan.accepts
                 rows = (
-                    layout_rows
-                    if accepts is None
-                    else [row for row in layout_rows if accepts(row)]
+                    layout_rows if accepts is None else [row for row in layout_rows if accepts(row)]
                 )
                 if not rows:
                     continue
@@ -236,6 +235,7 @@ def _join(
     missing: dict[str, int],
 ) -> list[Row]:
     """Rows of ``events`` with the record of each lookup joined on (an empty dict if none)."""
+    rows: list[Row]
     if not joins:
         return [(event, ()) for event in events]
     if len(joins) == 1 and joins[0][2] in BASE_FIELDS:

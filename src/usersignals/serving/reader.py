@@ -45,9 +45,7 @@ class SignalReader:
         self.registry = registry
         self.store = store
 
-    def read(
-        self, user_id: str, names: Sequence[str] | None, context: ReadContext
-    ) -> UserSignals:
+    def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_many([user_id], names, context)[0]
 
     def read_many(
@@ -61,9 +59,7 @@ class SignalReader:
         for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
             record = decode_record(key, raw) if raw else None
             out.append(
-                UserSignals(
-                    user_id, {s.name: read_signal(s, record, context) for s in signals}
-                )
+                UserSignals(user_id, {s.name: read_signal(s, record, context) for s in signals})
             )
         return out
 

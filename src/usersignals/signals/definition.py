@@ -9,15 +9,10 @@ from functools import cached_property
 from typing import Any
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime
-from usersignals.errors import SignalDefinitionError
+from usersignals.aggregations.rows import Getter
 from usersignals.durations import DAY_MS, format_duration
-from usersignals.signals.fields import (
-    ATTR_PREFIX,
-    BASE_FIELDS,
-    Getter,
-    Predicate,
-    RowPredicate,
-)
+from usersignals.errors import SignalDefinitionError
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, Predicate, RowPredicate
 from usersignals.signals.lookups import Enrichment, Lookup
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -62,19 +57,22 @@ class Signal:
         """Every problem of the definition at once (empty when valid)."""
         problems: list[str] = []
         if not isinstance(self.name, str) or not _NAME.match(self.name):
-            problems.append(
-                "name must be lowercase letters, digits and _, starting with a letter"
-            )
+            problems.append("name must be lowercase letters, digits and _, starting with a letter")
         if isinstance(self.version, bool) or not isinstance(self.version, int) or self.version < 1:
             problems.append("version must be a whole number >= 1")
-        if not isinstance(self.aggregate, Aggregation):
+        aggregate = self.aggregate if isinstance(self.aggregate, Aggregation) else None
+        if aggregate is None:
             problems.append("aggregate must be an aggregation such as LastN(...) or Count(...)")
-            return problems
-        if not isinstance(self.retention, int) or not 0 < self.retention <= _MAX_RETENTION_MS:
+        if (
+            isinstance(self.retention, bool)
+            or not isinstance(self.retention, int)
+            or not 0 < self.retention <= _MAX_RETENTION_MS
+        ):
             problems.append("retention must be a positive duration of at most 3 years")
         if self.where is not None and not isinstance(self.where, Predicate):
             problems.append("where must be a predicate such as action.isin({...})")
-        problems += self.aggregate.problems()
+        if aggregate is not None:
+            problems += aggregate.problems()
         provided: dict[str, str] = {}
         for enrichment in self.enrich:
             problems += enrichment.problems()
@@ -90,7 +88,7 @@ class Signal:
                 elif name in provided and provided[name] != enrichment.lookup.name:
                     problems.append(f"enriched field {name!r} comes from two sources")
                 provided[name] = enrichment.lookup.name
-        used = set(self.aggregate.fields())
+        used = set(aggregate.fields()) if aggregate is not None else set()
         if self.where is not None and isinstance(self.where, Predicate):
             used |= self.where.fields()
         for name in sorted(used):
@@ -181,7 +179,8 @@ def validate_signals(signals: Sequence[Signal]) -> None:
             known = sources.setdefault(lookup.name, lookup)
             if known.key != lookup.key:
                 problems.append(
-                    f"lookup source {lookup.name!r} is keyed by both {known.key!r} and {lookup.key!r}"
+                    f"lookup source {lookup.name!r} is keyed by both {known.key!r} "
+                    f"and {lookup.key!r}"
                 )
     if problems:
         raise SignalDefinitionError("<module>", problems)

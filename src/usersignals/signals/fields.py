@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from usersignals.aggregations.rows import FieldResolver, Getter, Row
+from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.events import AttrValue
 
 BASE_FIELDS = ("event_id", "user_id", "item_id", "action", "surface", "ts")

@@ -65,6 +65,11 @@ def load_module(target: str) -> ModuleType:
         return importlib.import_module(target)
     except ModuleNotFoundError as exc:
         raise ConfigurationError(f"cannot import signals module {target!r}: {exc}") from exc
+    except SyntaxError as exc:
+        raise ConfigurationError(
+            f"signals module {target!r} has a syntax error: {exc.msg} "
+            f"({exc.filename}, line {exc.lineno})"
+        ) from exc
 
 
 def signals_of(module: ModuleType) -> list[Signal]:

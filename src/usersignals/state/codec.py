@@ -26,7 +26,9 @@ _decoder = msgspec.msgpack.Decoder(UserRecord)
 
 def encode_record(record: UserRecord) -> bytes:
     """Canonical bytes: states and progress in key order, whatever order they were touched."""
-    canonical = UserRecord(dict(sorted(record.progress.items())), dict(sorted(record.states.items())))
+    canonical = UserRecord(
+        dict(sorted(record.progress.items())), dict(sorted(record.states.items()))
+    )
     return _HEADER + _encoder.encode(canonical)
 
 

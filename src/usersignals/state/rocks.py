@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
@@ -51,7 +51,7 @@ class _RocksTable:
         if not keys:
             return []
         try:
-            values: list[bytes | None] = self._view[list(keys)]
+            values = cast(list[bytes | None], self._view[list(keys)])
         except Exception as exc:
             raise StoreError(_BACKEND, "read", str(exc)) from exc
         return values
@@ -118,7 +118,9 @@ class RocksStore(_RocksTable):
                 self._db.get_column_family_handle(column)
             except Exception:
                 if self.read_only:
-                    raise StoreError(_BACKEND, "open", f"no table {name!r} in {self.path}") from None
+                    raise StoreError(
+                        _BACKEND, "open", f"no table {name!r} in {self.path}"
+                    ) from None
                 self._db.create_column_family(column, _options())
             table = self._tables[column] = _RocksTable(self._db, column, self._sync)
         return table
