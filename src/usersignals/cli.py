@@ -112,7 +112,7 @@ def replay(
     events: Annotated[Path, typer.Argument(help="A JSONL file of events.")],
     signals: SignalsOption = None,
     store: StoreOption = None,
-    batch: Annotated[int | None, typer.Option(help="Micro-batch size [default: 20000].")] = None,
+    batch: Annotated[int | None, typer.Option(help="Micro-batch size [default: 50000].")] = None,
     dead_letter: Annotated[
         Path | None,
         typer.Option(help="Where bad events go [default: STORE/dead-letter.jsonl]."),

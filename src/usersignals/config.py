@@ -33,7 +33,7 @@ class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
-    batch_size: int = 20_000
+    batch_size: int = 50_000
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
