@@ -4,6 +4,7 @@ Engagement events in; fresh per-user signals out — enriched engagement sequenc
 counts, decayed interest profiles, pooled embeddings — read with the caller's context.
 """
 
+from usersignals._version import __version__
 from usersignals.aggregations import (
     Count,
     DecayedScores,
@@ -17,6 +18,7 @@ from usersignals.aggregations import (
     TileLayout,
 )
 from usersignals.errors import (
+    ApiError,
     ConfigurationError,
     ContextError,
     EnrichmentError,
@@ -28,6 +30,7 @@ from usersignals.errors import (
 )
 from usersignals.events import BadEvent, Event, EventDecoder, EventPolicy, Position
 from usersignals.processing import BatchReport, Engine, MicroBatch
+from usersignals.serving.client import Client
 from usersignals.signals import (
     Lookup,
     Signal,
@@ -44,11 +47,11 @@ from usersignals.signals import (
 )
 from usersignals.state import RocksStore, StateStore
 
-__version__ = "0.1.0"
-
 __all__ = [
+    "ApiError",
     "BadEvent",
     "BatchReport",
+    "Client",
     "ConfigurationError",
     "ContextError",
     "Count",

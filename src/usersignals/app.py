@@ -8,8 +8,14 @@ from pathlib import Path
 from usersignals.config import Settings
 from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import TableSource
+from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder, EventPolicy
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.spool import SpoolReader, SpoolWriter
 from usersignals.processing.engine import Engine
+from usersignals.processing.runner import SpoolRunner
+from usersignals.serving.http import ServingState, worker_name
+from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import meta_key
@@ -65,9 +71,64 @@ def build_processor(settings: Settings) -> Processor:
     return Processor(settings, store, registry, engine, build_decoder(settings))
 
 
+def build_processor_with_raw(settings: Settings) -> Processor:
+    """A processor; also keeps raw events per user when the settings ask for it."""
+    processor = build_processor(settings)
+    if settings.processing.keep_raw_events:
+        processor.engine = Engine(
+            processor.registry,
+            processor.store,
+            processor.engine.materializer,
+            keep_raw_events=True,
+        )
+    return processor
+
+
+def build_spool_runner(processor: Processor) -> SpoolRunner:
+    settings = processor.settings
+    spool = Path(settings.spool.path)
+    return SpoolRunner(
+        processor.engine,
+        processor.decoder,
+        SpoolReader(spool),
+        DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
+        batch_size=settings.processing.batch_size,
+    )
+
+
+def build_serving_state(settings: Settings) -> ServingState:
+    """What one serving worker needs: a reader of the store, the spool, the settings."""
+    reader = open_store_reader(settings)
+    spool = Path(settings.spool.path)
+    name = worker_name()
+    raw = None
+    if settings.serving.mode == "raw":
+        raw = RawRecomputer(reader.registry, reader.store)
+    elif settings.serving.mode != "stateful":
+        raise ConfigurationError(
+            f"serving.mode must be 'stateful' or 'raw', not {settings.serving.mode!r}"
+        )
+    return ServingState(
+        registry=reader.registry,
+        reader=reader,
+        decoder=build_decoder(settings),
+        spool=SpoolWriter(spool, name),
+        dead_letters=DeadLetterFile(spool / "dead-letter" / f"{name}.jsonl"),
+        admin_token=settings.serving.admin_token,
+        refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
+        raw=raw,
+    )
+
+
 def open_store_reader(settings: Settings, signals: str | None = None) -> SignalReader:
     """A reader over a store another process may be writing (a RocksDB secondary)."""
-    store = RocksStore(Path(settings.store.path), read_only=True)
+    path = Path(settings.store.path)
+    if not (path / "CURRENT").exists():
+        raise ConfigurationError(
+            f"no state store at {path}: start the processor first (usersignals run), "
+            "or replay events into it (usersignals replay)"
+        )
+    store = RocksStore(path, read_only=True)
     module = signals
     if module is None:
         stored = store.get_many([_SIGNALS_MODULE_KEY])[0]

@@ -53,11 +53,13 @@ SignalsOption = Annotated[
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     nested: dict[str, Any] = {}
-    if overrides.get("store") is not None:
-        nested["store"] = {"path": overrides.pop("store")}
-    if overrides.get("batch") is not None:
-        nested["processing"] = {"batch_size": overrides.pop("batch")}
-    nested.update({k: v for k, v in overrides.items() if v is not None and k not in nested})
+    store = overrides.pop("store", None)
+    if store is not None:
+        nested["store"] = {"path": store}
+    batch = overrides.pop("batch", None)
+    if batch is not None:
+        nested["processing"] = {"batch_size": batch}
+    nested.update({k: v for k, v in overrides.items() if v is not None})
     return Settings.load(config, overrides=nested)
 
 
@@ -140,6 +142,108 @@ def replay(
     finally:
         processor.close()
     _print_replay(summary, path)
+
+
+@app.command()
+def run(
+    store: StoreOption = None,
+    spool: Annotated[
+        str | None, typer.Option(help="The HTTP ingest spool directory [default: data/spool].")
+    ] = None,
+    signals: SignalsOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Run the processor: apply every event spooled by the serving workers, until stopped.
+
+    SIGTERM or Ctrl-C: the batch in hand is finished and written, then the command exits 0.
+    """
+    import signal as signals_module
+    import threading
+
+    from usersignals.app import build_processor_with_raw, build_spool_runner
+
+    overrides: dict[str, Any] = {"store": store, "signals": signals}
+    if spool is not None:
+        overrides["spool"] = {"path": spool}
+    settings = _settings(config, **overrides)
+    processor = build_processor_with_raw(settings)
+    runner = build_spool_runner(processor)
+    stop = threading.Event()
+    for name in (signals_module.SIGTERM, signals_module.SIGINT):
+        signals_module.signal(name, lambda *_: stop.set())
+    console.print(
+        f"processing {settings.spool.path} into {settings.store.path} "
+        f"(signals: {settings.signals}); stop with Ctrl-C",
+        markup=False,
+    )
+    try:
+        runner.run(stop)
+    finally:
+        runner.dead_letters.close()
+        processor.close()
+    stats = runner.stats
+    console.print(
+        f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied "
+        f"({stats.report.duplicates:,} already applied), {stats.bad:,} bad, "
+        f"{stats.deleted_users:,} users deleted",
+        markup=False,
+    )
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
+    port: Annotated[int | None, typer.Option(help="Port [default: 8080].")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1].")] = None,
+    mode: Annotated[
+        str | None, typer.Option(help="stateful (default) or raw (recompute, for comparison).")
+    ] = None,
+    store: StoreOption = None,
+    spool: Annotated[str | None, typer.Option(help="The HTTP ingest spool directory.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve the HTTP API (granian + Starlette) over the store the processor writes."""
+    import os
+    import shutil
+
+    from usersignals.app import open_store_reader
+
+    overrides: dict[str, Any] = {"store": store}
+    serving = {"host": host, "port": port, "workers": workers, "mode": mode}
+    overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
+    if spool is not None:
+        overrides["spool"] = {"path": spool}
+    settings = _settings(config, **overrides)
+    open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    environment = dict(os.environ)
+    if config is not None:
+        environment["USERSIGNALS_CONFIG"] = str(config.resolve())
+    environment.update(
+        {
+            "USERSIGNALS_STORE__PATH": str(Path(settings.store.path).resolve()),
+            "USERSIGNALS_SPOOL__PATH": str(Path(settings.spool.path).resolve()),
+            "USERSIGNALS_SERVING__MODE": settings.serving.mode,
+            "USERSIGNALS_SERVING__ADMIN_TOKEN": settings.serving.admin_token,
+        }
+    )
+    granian = shutil.which("granian", path=str(Path(sys.executable).parent)) or "granian"
+    arguments = [
+        granian,
+        "--interface", "asgi",
+        "--factory",
+        "--loop", "uvloop",
+        "--host", settings.serving.host,
+        "--port", str(settings.serving.port),
+        "--workers", str(settings.serving.workers),
+        "--log-level", "warning",
+        "usersignals.serving.worker:create",
+    ]  # fmt: skip
+    console.print(
+        f"serving on http://{settings.serving.host}:{settings.serving.port} "
+        f"({settings.serving.workers} worker(s), {settings.serving.mode}); docs at /docs",
+        markup=False,
+    )
+    os.execve(granian, arguments, environment)
 
 
 @app.command()

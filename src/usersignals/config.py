@@ -34,6 +34,25 @@ class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: int = 50_000
+    #: Also store every raw event per user (only needed for the serving raw mode).
+    keep_raw_events: bool = False
+
+
+class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Where events accepted over HTTP are logged durably before the processor applies them.
+    path: str = "data/spool"
+
+
+class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
+    host: str = "127.0.0.1"
+    port: int = 8080
+    workers: int = 1
+    #: Bearer token for DELETE /v1/users/{id}; empty disables the endpoint (403).
+    admin_token: str = ""
+    #: How often a worker catches up with the processor's writes, in milliseconds.
+    refresh_interval_ms: int = 100
+    #: "stateful" (read stored states) or "raw" (recompute from raw events; for comparison).
+    mode: str = "stateful"
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -42,6 +61,8 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     store: StoreSettings = msgspec.field(default_factory=StoreSettings)
     events: EventSettings = msgspec.field(default_factory=EventSettings)
     processing: ProcessingSettings = msgspec.field(default_factory=ProcessingSettings)
+    spool: SpoolSettings = msgspec.field(default_factory=SpoolSettings)
+    serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
 
     @classmethod
     def load(
@@ -51,12 +72,15 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         overrides: Mapping[str, Any] | None = None,
     ) -> Settings:
         data: dict[str, Any] = {}
+        env = os.environ if environ is None else environ
+        if path is None and env.get("USERSIGNALS_CONFIG"):
+            path = Path(env["USERSIGNALS_CONFIG"])
         if path is not None:
             try:
                 data = tomllib.loads(path.read_text())
             except (OSError, tomllib.TOMLDecodeError) as exc:
                 raise ConfigurationError(f"cannot read settings file {path}: {exc}") from exc
-        _merge(data, _from_environment(os.environ if environ is None else environ))
+        _merge(data, _from_environment(env))
         _merge(data, dict(overrides or {}))
         try:
             return msgspec.convert(data, cls, strict=False)
@@ -68,7 +92,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
     prefix = "USERSIGNALS_"
     data: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(prefix):
+        if not name.startswith(prefix) or name == "USERSIGNALS_CONFIG":
             continue
         path = name[len(prefix) :].lower().split("__")
         node = data

@@ -71,3 +71,13 @@ class EnrichmentError(UserSignalsError):
     def __init__(self, source: str, message: str) -> None:
         self.source = source
         super().__init__(f"enrichment source {source!r}: {message}")
+
+
+class ApiError(UserSignalsError):
+    """The HTTP API answered with an error (raised by :class:`usersignals.Client`)."""
+
+    def __init__(self, status: int, code: str, message: str, parameter: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.parameter = parameter
+        super().__init__(f"HTTP {status} {code}: {message}")

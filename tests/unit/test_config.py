@@ -44,7 +44,7 @@ def test_defaults() -> None:
         signals="usersignals.examples.reference",
         store=StoreSettings(path="data/store", sync=False),
         events=EventSettings(allowed_actions=[], max_event_bytes=8192, max_future_ms=86_400_000),
-        processing=ProcessingSettings(batch_size=20_000),
+        processing=ProcessingSettings(batch_size=50_000),
     )
 
 
@@ -63,7 +63,7 @@ def test_load_from_toml_file(tmp_path: Path) -> None:
 def test_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:
     settings = Settings.load(write(tmp_path, "[store]\nsync = true\n"), environ={})
     assert settings.store == StoreSettings(path="data/store", sync=True)
-    assert settings.processing.batch_size == 20_000
+    assert settings.processing.batch_size == 50_000
     assert settings.signals == "usersignals.examples.reference"
 
 

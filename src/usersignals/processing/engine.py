@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
 
@@ -34,12 +34,13 @@ from usersignals.signals.definition import CompiledSignal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import UserRecord, decode_record, encode_record
-from usersignals.state.keys import user_key
+from usersignals.state.keys import RAW_EVENTS_TABLE, raw_event_key, raw_events_prefix, user_key
 from usersignals.state.store import StateStore
 
 logger = logging.getLogger(__name__)
 
 _MISSING: Record = {}
+_raw_encoder = msgspec.msgpack.Encoder()
 
 
 class _Plan:
@@ -69,10 +70,14 @@ class Engine:
         registry: SignalRegistry,
         store: StateStore,
         materializer: Materializer | None = None,
+        keep_raw_events: bool = False,
     ) -> None:
         self.registry = registry
         self.store = store
         self.materializer = materializer
+        # Raw events per user, only for answering by recomputation (the serving raw mode
+        # that stateful aggregation is measured against); off by default.
+        self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
         self._plans = [_Plan(signal.compiled) for signal in registry]
         self._hot = HotStates()
         self._keys = {plan.key for plan in self._plans}
@@ -86,10 +91,13 @@ class Engine:
                 )
             materializer.require(self._sources)
 
-    def process(self, batch: MicroBatch) -> BatchReport:
+    def process(self, batch: MicroBatch, marks: Mapping[bytes, bytes] | None = None) -> BatchReport:
+        """Apply ``batch``; ``marks`` (source read positions) are written atomically with it."""
         events, positions = batch.events, batch.positions
         report = BatchReport(events=len(events))
         if not events:
+            if marks:
+                self.store.write(dict(marks))
             return report
         by_user: dict[str, list[int]] = {}
         for index, event in enumerate(events):
@@ -107,7 +115,20 @@ class Engine:
                 fresh.sort(key=lambda i: events[i].ts)
                 work.append((key, record, fresh))
         if not work:
+            if marks:
+                self.store.write(dict(marks))
             return report
+        if self._raw is not None:
+            # Before the states: a crash in between re-writes the same raw keys on replay.
+            self._raw.write(
+                {
+                    raw_event_key(
+                        events[i].user_id, events[i].ts, events[i].event_id
+                    ): _raw_encoder.encode(events[i])
+                    for _, _, fresh in work
+                    for i in fresh
+                }
+            )
 
         records = self._lookups(events, work)
         joins = {
@@ -156,8 +177,10 @@ class Engine:
                 newest = last_ts
             self._drop_stale_versions(states)
             puts[key] = encode_record(record)
-        self.store.write(puts)
         report.users = len(puts)
+        if marks:
+            puts.update(marks)
+        self.store.write(puts)
         report.applied = applied
         report.expired = expired
         report.newest_event_ms = newest
@@ -188,6 +211,17 @@ class Engine:
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
             records[source] = self.materializer.lookup(source, wanted)
         return records
+
+    def delete_users(
+        self, user_ids: Sequence[str], marks: Mapping[bytes, bytes] | None = None
+    ) -> None:
+        """Forget users: their record (states and progress) and any raw events."""
+        self.store.write(dict(marks or {}), deletes=[user_key(user) for user in user_ids])
+        if self._raw is not None:
+            for user in user_ids:
+                keys = [key for key, _ in self._raw.scan(raw_events_prefix(user))]
+                if keys:
+                    self._raw.write({}, deletes=keys)
 
     def _drop_stale_versions(self, states: dict[str, Any]) -> None:
         """Forget states of older (or newer) versions of registered signals."""

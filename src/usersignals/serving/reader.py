@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 
+from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -63,12 +64,28 @@ class SignalReader:
             )
         return out
 
+    def read_each(
+        self, user_ids: Sequence[str], plan: Sequence[tuple[Signal, ReadContext]]
+    ) -> list[UserSignals]:
+        """Many users, a context per signal, one batched store read."""
+        keys = [user_key(user_id) for user_id in user_ids]
+        stored = self.store.get_many(keys)
+        out = []
+        for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
+            record = decode_record(key, raw) if raw else None
+            out.append(UserSignals(user_id, {s.name: read_signal(s, record, c) for s, c in plan}))
+        return out
+
 
 def read_signal(signal: Signal, record: UserRecord | None, context: ReadContext) -> SignalResult:
     runtime = signal.compiled.runtime
     raw = record.states.get(signal.key) if record is not None else None
     state = runtime.decode(raw) if raw is not None else None
-    answer = runtime.read(state, context)
+    return result_of(signal, runtime.read(state, context), context)
+
+
+def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:
+    """A signal's answer as served, with its freshness and the ignored context parameters."""
     newest = answer.newest_ms
     ignored = sorted(context.given() - signal.aggregate.context_parameters())
     return SignalResult(

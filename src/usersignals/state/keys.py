@@ -20,6 +20,18 @@ def user_of(key: bytes) -> str:
     return key[len(USER_PREFIX) :].decode()
 
 
+RAW_EVENTS_TABLE = "raw_events"
+
+
+def raw_events_prefix(user_id: str) -> bytes:
+    return user_id.encode() + b"\x00"
+
+
+def raw_event_key(user_id: str, ts: int, event_id: str) -> bytes:
+    """``user \\0 time (8 bytes, big-endian) event id``: a user's raw events in time order."""
+    return raw_events_prefix(user_id) + ts.to_bytes(8, "big") + event_id.encode()
+
+
 def meta_key(name: str) -> bytes:
     return META_PREFIX + name.encode()
 

@@ -72,6 +72,10 @@ class _RocksTable:
         except Exception as exc:
             raise StoreError(_BACKEND, "write", str(exc)) from exc
 
+    def close_view(self) -> None:
+        if self._view is not self._db:
+            self._view.close()
+
     def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         iterator = self._view.iter()
         iterator.seek(prefix)
@@ -148,6 +152,10 @@ class RocksStore(_RocksTable):
         return self._db.property_int_value(name)
 
     def close(self) -> None:
+        # Column-family views hold the database open (and its lock) until closed themselves.
+        for table in self._tables.values():
+            table.close_view()
+        self._tables.clear()
         try:
             self._db.close()
         finally:

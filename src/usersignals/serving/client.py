@@ -1,0 +1,150 @@
+"""``usersignals.Client``: a typed Python client of the HTTP API, with connection reuse."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from types import TracebackType
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from usersignals.errors import ApiError
+from usersignals.events.model import Event
+from usersignals.serving.reader import UserSignals
+from usersignals.serving.schemas import ContextValue, DeleteResponse, IngestResponse
+
+_user_signals = msgspec.json.Decoder(UserSignals)
+_batch = msgspec.json.Decoder(dict[str, list[UserSignals]])
+_ingest = msgspec.json.Decoder(IngestResponse)
+_delete = msgspec.json.Decoder(DeleteResponse)
+_encode = msgspec.json.Encoder().encode
+
+
+class Client:
+    """``Client("http://127.0.0.1:8080").signals("u1", ["recent_engagements"], window="1h")``.
+
+    One pooled HTTP/1.1 connection set per client; ``timeout`` (seconds) bounds each call.
+    Errors come back as :class:`usersignals.ApiError` with the server's code and parameter.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        timeout: float = 2.0,
+        admin_token: str | None = None,
+        max_connections: int = 16,
+    ) -> None:
+        self._http = httpx.Client(
+            base_url=base_url,
+            timeout=timeout,
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+        )
+        self._admin_token = admin_token
+
+    def signals(
+        self, user_id: str, names: Sequence[str] | None = None, **context: ContextValue
+    ) -> UserSignals:
+        params = _query(context)
+        if names:
+            params["names"] = ",".join(names)
+        response = self._http.get(f"/v1/users/{_path(user_id)}/signals", params=params)
+        return _user_signals.decode(_checked(response))
+
+    def batch(
+        self,
+        users: Sequence[str],
+        names: Sequence[str] | None = None,
+        context: Mapping[str, ContextValue] | None = None,
+        contexts: Mapping[str, Mapping[str, ContextValue]] | None = None,
+    ) -> list[UserSignals]:
+        body = {
+            "users": list(users),
+            "signals": list(names) if names else None,
+            "context": dict(context or {}),
+            "contexts": {name: dict(c) for name, c in (contexts or {}).items()},
+        }
+        response = self._http.post(
+            "/v1/signals/batch", content=_encode(body), headers=_JSON_HEADERS
+        )
+        return _batch.decode(_checked(response))["results"]
+
+    def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> IngestResponse:
+        """Send events; the answer lists the rejected ones. Raises only if none was valid."""
+        response = self._http.post(
+            "/v1/events", content=_encode(list(events)), headers=_JSON_HEADERS
+        )
+        if response.status_code == 422:
+            decoded = msgspec.json.decode(response.content)
+            if isinstance(decoded, dict) and "rejected" in decoded:
+                return _ingest.decode(response.content)
+        return _ingest.decode(_checked(response))
+
+    def delete_user(self, user_id: str) -> DeleteResponse:
+        headers = {"authorization": f"Bearer {self._admin_token}"} if self._admin_token else {}
+        response = self._http.delete(f"/v1/users/{_path(user_id)}", headers=headers)
+        return _delete.decode(_checked(response))
+
+    def definitions(self) -> dict[str, Any]:
+        result: dict[str, Any] = msgspec.json.decode(_checked(self._http.get("/v1/signals")))
+        return result
+
+    def ready(self) -> bool:
+        try:
+            return self._http.get("/readyz").status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.close()
+
+
+_JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _path(user_id: str) -> str:
+    # Every reserved character escaped, "/" included: a user id is one path segment.
+    return quote(user_id, safe="")
+
+
+def _query(context: Mapping[str, ContextValue]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for name, value in context.items():
+        if isinstance(value, bool):
+            out[name] = "true" if value else "false"
+        elif isinstance(value, list | tuple | set | frozenset):
+            out[name] = ",".join(sorted(value) if isinstance(value, set | frozenset) else value)
+        else:
+            out[name] = str(value)
+    return out
+
+
+def _checked(response: httpx.Response) -> bytes:
+    if response.status_code < 400:
+        return response.content
+    try:
+        body = msgspec.json.decode(response.content)
+    except msgspec.DecodeError:
+        body = {}
+    if not isinstance(body, dict):
+        body = {}
+    raise ApiError(
+        response.status_code,
+        str(body.get("error", "http_error")),
+        str(body.get("message", response.text[:200])),
+        body.get("parameter"),
+    )

@@ -1,0 +1,201 @@
+"""The OpenAPI document of the HTTP API, and a self-contained page that browses it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from usersignals._version import __version__
+from usersignals.serving.reader import UserSignals
+from usersignals.serving.schemas import BatchRequest, DeleteResponse, ErrorBody, IngestResponse
+from usersignals.signals.registry import SignalRegistry
+
+_CONTEXT_DOCS = {
+    "window": "Only events in this duration before the end of the view: 90s, 15m, 1h, 7d, 2w.",
+    "actions": "Comma-separated actions to keep, e.g. save,click.",
+    "surfaces": "Comma-separated surfaces to keep, e.g. home,search.",
+    "since": "Only events at or after this time (ms since the epoch, or ISO 8601 with a zone).",
+    "until": "Only events at or before this time (ms since the epoch, or ISO 8601 with a zone).",
+    "limit": "At most this many entries (1..10000).",
+    "dedupe": "One entry per item (true/false).",
+    "exclude": "Comma-separated item ids (or keys, for scores) to leave out.",
+    "as_of": "Read as of this time (default: now).",
+}
+
+
+def _error_responses(*codes: int) -> dict[str, Any]:
+    reasons = {
+        400: "A parameter or the body is invalid; the message names it.",
+        401: "Missing bearer token.",
+        403: "Wrong bearer token, or the endpoint is disabled.",
+        404: "Unknown signal.",
+        413: "Body too large.",
+        422: "The body does not match its schema, or no event was valid.",
+    }
+    return {
+        str(code): {
+            "description": reasons[code],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for code in codes
+    }
+
+
+def _json_content(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def openapi_document(registry: SignalRegistry) -> dict[str, Any]:
+    (_, components) = msgspec.json.schema_components(
+        [UserSignals, BatchRequest, ErrorBody, IngestResponse, DeleteResponse],
+        ref_template="#/components/schemas/{name}",
+    )
+    names = registry.names
+    query = [
+        {
+            "name": "names",
+            "in": "query",
+            "required": False,
+            "description": f"Comma-separated signal names (default: all): {', '.join(names)}.",
+            "schema": {"type": "string"},
+        },
+        *(
+            {
+                "name": name,
+                "in": "query",
+                "required": False,
+                "description": text,
+                "schema": {"type": "string"},
+            }
+            for name, text in _CONTEXT_DOCS.items()
+        ),
+    ]
+    user_path = {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "usersignals",
+            "version": __version__,
+            "description": "Fresh per-user signals, read with a request-time context.",
+        },
+        "paths": {
+            "/v1/users/{user_id}/signals": {
+                "get": {
+                    "summary": "One user's signals, with a request-time context",
+                    "parameters": [user_path, *query],
+                    "responses": {
+                        "200": {
+                            "description": "The signals",
+                            "content": _json_content("UserSignals"),
+                        },
+                        **_error_responses(400, 404),
+                    },
+                }
+            },
+            "/v1/signals/batch": {
+                "post": {
+                    "summary": "Many users x many signals, one context or one per signal",
+                    "requestBody": {"required": True, "content": _json_content("BatchRequest")},
+                    "responses": {
+                        "200": {"description": "One result per user, in order"},
+                        **_error_responses(400, 404, 413, 422),
+                    },
+                }
+            },
+            "/v1/signals": {
+                "get": {
+                    "summary": "The registered signals and their compiled definitions",
+                    "responses": {"200": {"description": "Compiled definitions"}},
+                }
+            },
+            "/v1/events": {
+                "post": {
+                    "summary": "Ingest one event or an array of events (durable before 202)",
+                    "requestBody": {
+                        "required": True,
+                        "content": {"application/json": {"schema": {}}},
+                    },
+                    "responses": {
+                        "202": {
+                            "description": "Accepted",
+                            "content": _json_content("IngestResponse"),
+                        },
+                        **_error_responses(400, 413, 422),
+                    },
+                }
+            },
+            "/v1/users/{user_id}": {
+                "delete": {
+                    "summary": "Forget a user's state (admin token required)",
+                    "parameters": [user_path],
+                    "security": [{"bearer": []}],
+                    "responses": {
+                        "202": {
+                            "description": "Queued",
+                            "content": _json_content("DeleteResponse"),
+                        },
+                        **_error_responses(400, 401, 403),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
+            },
+            "/readyz": {
+                "get": {
+                    "summary": "Readiness: the store view is fresh",
+                    "responses": {
+                        "200": {"description": "Ready"},
+                        "503": {"description": "Stale view of the store"},
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "summary": "Prometheus metrics",
+                    "responses": {"200": {"description": "Metrics"}},
+                }
+            },
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+# A page with no external assets (the machines it runs on may have no internet access).
+DOCS_HTML = """<!doctype html>
+<html><head><meta charset="utf-8"><title>usersignals API</title>
+<style>body{font:15px/1.5 system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
+code{background:#f3f3f3;padding:0 .25rem}
+.op{margin:1.2rem 0;padding:.6rem 1rem;border:1px solid #ddd;border-radius:6px}
+.m{font-weight:bold;text-transform:uppercase;margin-right:.5rem}
+td{padding:.1rem .6rem;vertical-align:top}</style></head>
+<body><h1>usersignals API</h1><p>The machine-readable document is at
+<a href="/openapi.json"><code>/openapi.json</code></a>.</p><div id="ops">loading…</div>
+<script>
+fetch('/openapi.json').then(r => r.json()).then(doc => {
+  const out = [];
+  for (const [path, ops] of Object.entries(doc.paths)) {
+    for (const [method, op] of Object.entries(ops)) {
+      const params = (op.parameters || []).map(p =>
+        `<tr><td><code>${p.name}</code></td><td>${p.in}</td><td>${p.description || ''}</td></tr>`
+      ).join('');
+      const codes = Object.entries(op.responses)
+        .map(([c, r]) => `<code>${c}</code> ${r.description}`).join('<br>');
+      const table = params ? '<table>' + params + '</table>' : '';
+      out.push(`<div class="op"><span class="m">${method}</span><code>${path}</code>
+        <p>${op.summary || ''}</p>${table}<p>${codes}</p></div>`);
+    }
+  }
+  document.getElementById('ops').innerHTML = out.join('');
+});
+</script></body></html>
+"""

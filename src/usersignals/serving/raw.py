@@ -1,0 +1,64 @@
+"""Raw mode: answer by recomputing every signal from the user's stored raw events.
+
+This is how the original system answered before stateful aggregation, kept here only to
+measure what stateful aggregation buys (``bench/serving.py``). It needs the processor to run
+with ``processing.keep_raw_events = true``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.enrich.sources import TableSource
+from usersignals.events.model import Event
+from usersignals.serving.reader import SignalResult, UserSignals, result_of
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.keys import RAW_EVENTS_TABLE, raw_events_prefix
+from usersignals.state.store import StateStore
+
+_decoder = msgspec.msgpack.Decoder(Event)
+
+
+class RawRecomputer:
+    def __init__(self, registry: SignalRegistry, store: StateStore) -> None:
+        self.registry = registry
+        self.store = store
+        self._raw = store.table(RAW_EVENTS_TABLE)
+        self._sources = {
+            lookup.name: TableSource(lookup.name, store.table(lookup.name))
+            for signal in registry
+            for lookup in signal.lookups
+        }
+
+    def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
+        signals = [self.registry.get(name) for name in names] if names else list(self.registry)
+        events = [_decoder.decode(value) for _, value in self._raw.scan(raw_events_prefix(user_id))]
+        return UserSignals(user_id, {s.name: self._recompute(s, events, context) for s in signals})
+
+    def _recompute(self, signal: Signal, events: list[Event], context: ReadContext) -> SignalResult:
+        compiled = signal.compiled
+        lookups = signal.lookups
+        records = {
+            lookup.name: self._sources[lookup.name].fetch(
+                list({str(getattr(event, lookup.key)) for event in events})
+            )
+            for lookup in lookups
+        }
+        rows = [
+            (
+                event,
+                tuple(
+                    records[lookup.name].get(str(getattr(event, lookup.key)), {})
+                    for lookup in lookups
+                ),
+            )
+            for event in events
+        ]
+        if compiled.accepts is not None:
+            rows = [row for row in rows if compiled.accepts(row)]
+        state = compiled.runtime.apply(None, rows).state if rows else None
+        return result_of(signal, compiled.runtime.read(state, context), context)

@@ -1,0 +1,241 @@
+"""The HTTP API over real HTTP on loopback, against a store written by the engine."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from service_helpers import ADMIN_TOKEN, Service
+
+from usersignals import ApiError, Client, Event
+from usersignals.signals import SignalRegistry
+
+REFERENCE = SignalRegistry.from_module("usersignals.examples.reference")
+
+
+def get(service: Service, path: str, **params: Any) -> httpx.Response:
+    return httpx.get(service.base_url + path, params=params, timeout=5)
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def test_one_user_all_signals_with_freshness(service: Service) -> None:
+    response = get(service, f"/v1/users/{service.busiest_user}/signals")
+    assert response.status_code == 200
+    body = response.json()
+    assert body["user_id"] == service.busiest_user
+    assert set(body["signals"]) == set(REFERENCE.names)
+    for result in body["signals"].values():
+        assert result["newest_event_ms"] is not None
+        assert result["age_ms"] >= 0
+        assert result["newest_event_time"].endswith("+00:00")
+
+
+def test_request_time_context_filters_the_view(service: Service) -> None:
+    user = service.busiest_user
+    everything = get(service, f"/v1/users/{user}/signals", names="recent_engagements").json()
+    saves = get(
+        service,
+        f"/v1/users/{user}/signals",
+        names="recent_engagements,action_counts",
+        actions="save",
+        limit="3",
+        window="14d",
+    ).json()["signals"]
+    entries = saves["recent_engagements"]["value"]
+    assert 0 < len(entries) <= 3
+    assert all(entry["action"] == "save" for entry in entries)
+    assert set(saves["action_counts"]["value"]["by"]) <= {"save"}
+    assert saves["action_counts"]["ignored"] == ["limit"]
+    all_entries = everything["signals"]["recent_engagements"]["value"]
+    first = all_entries[0]["item_id"]
+    excluded = get(
+        service, f"/v1/users/{user}/signals", names="recent_engagements", exclude=first
+    ).json()["signals"]["recent_engagements"]["value"]
+    assert first not in [entry["item_id"] for entry in excluded]
+
+
+def test_a_user_with_no_events_gets_an_empty_well_formed_result(service: Service) -> None:
+    body = get(service, "/v1/users/nobody-at-all/signals").json()
+    assert body["signals"]["recent_engagements"]["value"] == []
+    assert body["signals"]["action_counts"]["value"] == {"total": 0, "by": {}}
+    assert body["signals"]["recent_engagements"]["newest_event_ms"] is None
+
+
+@pytest.mark.parametrize(
+    ("params", "parameter"),
+    [
+        ({"window": "abc"}, "window"),
+        ({"limit": "0"}, "limit"),
+        ({"since": "2026-01-01T00:00:00"}, "since"),
+        ({"colour": "red"}, "colour"),
+        ({"dedupe": "perhaps"}, "dedupe"),
+    ],
+)
+def test_bad_parameters_get_a_400_naming_them(
+    service: Service, params: dict[str, str], parameter: str
+) -> None:
+    response = get(service, "/v1/users/u1/signals", **params)
+    assert response.status_code == 400
+    body = response.json()
+    assert body["error"] == "invalid_parameter"
+    assert body["parameter"] == parameter
+    assert parameter in body["message"]
+
+
+def test_unknown_signal_is_a_404_listing_the_known_ones(service: Service) -> None:
+    response = get(service, "/v1/users/u1/signals", names="recent_engagements,nope")
+    assert response.status_code == 404
+    assert response.json()["error"] == "unknown_signal"
+    assert "recent_engagements" in response.json()["known"]
+
+
+def test_batch_with_a_context_per_signal(service: Service) -> None:
+    response = httpx.post(
+        service.base_url + "/v1/signals/batch",
+        json={
+            "users": [service.busiest_user, "nobody"],
+            "signals": ["action_counts", "recent_engagements"],
+            "context": {"window": "14d"},
+            "contexts": {"recent_engagements": {"limit": 2, "actions": ["click"]}},
+        },
+        timeout=5,
+    )
+    assert response.status_code == 200
+    results = response.json()["results"]
+    assert [r["user_id"] for r in results] == [service.busiest_user, "nobody"]
+    entries = results[0]["signals"]["recent_engagements"]["value"]
+    assert len(entries) <= 2
+    assert all(e["action"] == "click" for e in entries)
+    assert results[0]["signals"]["action_counts"]["value"]["total"] > 0
+
+
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        (b"{not json", 400),
+        (b'{"users": "u1"}', 422),
+        (b'{"users": []}', 400),
+        (b'{"users": ["u1"], "signals": ["nope"]}', 404),
+        (b'{"users": ["u1"], "context": {"window": "x"}}', 400),
+        (b'{"users": ["u1"], "surprise": 1}', 422),
+    ],
+)
+def test_bad_batch_bodies_get_a_4xx(service: Service, body: bytes, status: int) -> None:
+    response = httpx.post(service.base_url + "/v1/signals/batch", content=body, timeout=5)
+    assert response.status_code == status
+    assert response.json()["error"]
+
+
+def test_ingested_events_are_visible_within_the_freshness_budget(service: Service) -> None:
+    user = f"fresh-{now_ms()}"
+    sent = now_ms()
+    response = httpx.post(
+        service.base_url + "/v1/events",
+        json=[
+            {"event_id": f"{user}-1", "user_id": user, "item_id": "i1", "action": "save",
+             "surface": "home", "ts": sent},
+            {"event_id": f"{user}-2", "user_id": user, "action": "save"},
+        ],
+        timeout=5,
+    )  # fmt: skip
+    assert response.status_code == 202
+    assert response.json() == {
+        "accepted": 1,
+        "rejected": [
+            {
+                "index": 1,
+                "reason": "missing_field",
+                "detail": "Object missing required field `item_id`",
+            }
+        ],
+    }
+    deadline = time.monotonic() + 1.0
+    total = 0
+    while time.monotonic() < deadline and total == 0:
+        body = get(service, f"/v1/users/{user}/signals", names="action_counts").json()
+        total = body["signals"]["action_counts"]["value"]["total"]
+    assert total == 1, "not visible within 1 s"
+    dead = list((service.spool / "dead-letter").glob("worker-*.jsonl"))
+    assert any(
+        f"{user}" in path.read_text() or "missing_field" in path.read_text() for path in dead
+    )
+
+
+def test_all_bad_events_get_a_422_and_bodies_are_bounded(service: Service) -> None:
+    response = httpx.post(service.base_url + "/v1/events", json={"user_id": "x"}, timeout=5)
+    assert response.status_code == 422
+    assert response.json()["rejected"][0]["reason"] == "missing_field"
+    huge = httpx.post(service.base_url + "/v1/events", content=b"[" + b" " * (2 << 20) + b"]")
+    assert huge.status_code == 413
+
+
+def test_delete_needs_the_admin_token_and_forgets_the_user(service: Service) -> None:
+    user = f"forget-{now_ms()}"
+    event = {"event_id": f"{user}-1", "user_id": user, "item_id": "i1", "action": "click",
+             "surface": "home", "ts": now_ms()}  # fmt: skip
+    assert httpx.post(service.base_url + "/v1/events", json=event).status_code == 202
+    url = f"{service.base_url}/v1/users/{user}"
+    assert httpx.delete(url).status_code == 401
+    wrong = httpx.delete(url, headers={"authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    ok = httpx.delete(url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
+    assert ok.status_code == 202
+    deadline = time.monotonic() + 2.0
+    total = None
+    while time.monotonic() < deadline and total != 0:
+        body = get(service, f"/v1/users/{user}/signals", names="action_counts").json()
+        total = body["signals"]["action_counts"]["value"]["total"]
+        time.sleep(0.05)
+    assert total == 0
+
+
+def test_definitions_health_metrics_and_docs(service: Service) -> None:
+    definitions = get(service, "/v1/signals").json()
+    assert [s["name"] for s in definitions["signals"]] == REFERENCE.names
+    assert get(service, "/healthz").json() == {"status": "ok"}
+    assert get(service, "/readyz").json()["status"] == "ready"
+    metrics = get(service, "/metrics").text
+    assert "usersignals_http_requests_total" in metrics
+    assert "usersignals_http_request_seconds_bucket" in metrics
+    document = get(service, "/openapi.json").json()
+    assert document["openapi"].startswith("3.")
+    assert "/v1/users/{user_id}/signals" in document["paths"]
+    docs = get(service, "/docs")
+    assert docs.status_code == 200
+    assert "/openapi.json" in docs.text
+    missing = get(service, "/nowhere")
+    assert missing.status_code == 404
+    assert missing.json()["error"] == "not_found"
+
+
+def test_the_python_client(service: Service) -> None:
+    with Client(service.base_url, timeout=5, admin_token=ADMIN_TOKEN) as client:
+        assert client.ready()
+        one = client.signals(service.busiest_user, ["action_counts"], window="14d")
+        assert one.signals["action_counts"].value["total"] > 0
+        many = client.batch([service.busiest_user, "nobody"], ["recent_engagements"],
+                            context={"limit": 1})  # fmt: skip
+        assert len(many) == 2
+        assert len(many[0].signals["recent_engagements"].value) == 1
+        user = f"client-{now_ms()}"
+        answer = client.ingest(
+            [Event(f"{user}-1", user, "i1", "save", "home", now_ms()), {"user_id": user}]
+        )
+        assert answer.accepted == 1
+        assert answer.rejected[0].reason == "missing_field"
+        with pytest.raises(ApiError) as error:
+            client.signals("u1", window="forever")
+        assert error.value.status == 400
+        assert error.value.parameter == "window"
+        with pytest.raises(ApiError) as missing:
+            client.signals("u1", ["nope"])
+        assert missing.value.status == 404
+        assert client.delete_user(user).status == "deletion queued"
+        assert "signals" in client.definitions()
+        odd = client.signals("a user/with?odd#chars", ["action_counts"])
+        assert odd.user_id == "a user/with?odd#chars"
