@@ -118,5 +118,32 @@ def start_service(root: Path, events: int = 5_000, mode: str = "stateful") -> Se
     raise RuntimeError("the service did not become ready within 30 s")
 
 
+def start_server(service: Service, mode: str) -> tuple[str, subprocess.Popen[bytes]]:
+    """Another server over the same store (a second reader, e.g. in raw mode)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__PATH": str(service.store),
+        "USERSIGNALS_SPOOL__PATH": str(service.spool),
+    }
+    command = [str(BIN / "usersignals"), "serve", "--port", str(port), "--mode", mode]
+    server = subprocess.Popen(command, env=env, cwd=service.root)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and server.poll() is None:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return url, server
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    _stop(server)
+    raise RuntimeError("the server did not become ready within 30 s")
+
+
+def stop_process(process: subprocess.Popen[bytes]) -> int:
+    return _stop(process)
+
+
 def stop_service(service: Service) -> tuple[int, int]:
     return _stop(service.server), _stop(service.processor)

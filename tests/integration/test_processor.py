@@ -1,0 +1,68 @@
+"""The processor over the spool: graceful shutdown, resuming, and the raw mode's equivalence."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+from service_helpers import Service, start_server, stop_process
+
+from usersignals import Event
+from usersignals.ingest.spool import SpoolWriter
+
+BIN = Path(sys.executable).parent
+
+
+def test_raw_mode_answers_the_same_as_stateful(service: Service) -> None:
+    raw_url, raw_server = start_server(service, "raw")
+    try:
+        params = {"as_of": str(time.time_ns() // 1_000_000), "window": "14d", "limit": "50"}
+        path = f"/v1/users/{service.busiest_user}/signals"
+        stateful = httpx.get(service.base_url + path, params=params, timeout=10).json()
+        raw = httpx.get(raw_url + path, params=params, timeout=10).json()
+        for name, result in stateful["signals"].items():
+            assert raw["signals"][name]["value"] == result["value"], name
+            assert raw["signals"][name]["newest_event_ms"] == result["newest_event_ms"]
+    finally:
+        assert stop_process(raw_server) in (0, -signal.SIGTERM)
+
+
+def test_sigterm_finishes_writes_exits_zero_and_a_restart_resumes(tmp_path: Path) -> None:
+    store, spool = tmp_path / "store", tmp_path / "spool"
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__PATH": str(store),
+        "USERSIGNALS_SPOOL__PATH": str(spool),
+    }
+    writer = SpoolWriter(spool, "w1")
+    now = time.time_ns() // 1_000_000
+    encoder = msgspec.json.Encoder()
+    writer.append(
+        [
+            encoder.encode(Event(f"e{i}", f"u{i % 7}", "i1", "click", "home", now))
+            for i in range(500)
+        ]
+    )
+
+    def run_until_idle() -> str:
+        process = subprocess.Popen(
+            [str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.PIPE, text=True
+        )
+        time.sleep(2.5)
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=20)
+        assert process.returncode == 0, err
+        return err
+
+    first = run_until_idle()
+    assert "500 lines, 500 events applied" in first
+    writer.append([encoder.encode(Event("late", "u1", "i1", "save", "home", now))])
+    writer.close()
+    second = run_until_idle()
+    assert "1 lines, 1 events applied (0 already applied)" in second
