@@ -17,7 +17,6 @@ leaves them consistent, and the consumer may commit its offsets once ``process``
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
@@ -33,6 +32,7 @@ from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.signals.definition import CompiledSignal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import RAW_EVENTS_TABLE, raw_event_key, raw_events_prefix, user_key
 from usersignals.state.store import StateStore
@@ -79,7 +79,7 @@ class Engine:
         # that stateful aggregation is measured against); off by default.
         self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
         self._plans = [_Plan(signal.compiled) for signal in registry]
-        self._hot = HotStates()
+        self._hot = DecodedStateCache()
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry}
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
@@ -162,9 +162,9 @@ class Engine:
                 if state is None and raw_state is not None:
                     state = runtime.decode(raw_state)
                 outcome = runtime.apply(state, rows)
-                encoded = runtime.encode(outcome.state)
+                encoded = msgspec.Raw(runtime.encode(outcome.state))
                 self._hot.put(key, plan.key, encoded, outcome.state)
-                states[plan.key] = msgspec.Raw(encoded)
+                states[plan.key] = encoded
                 applied[plan.key] += len(rows) - outcome.expired
                 expired[plan.key] += outcome.expired
             progress = record.progress
@@ -228,39 +228,6 @@ class Engine:
         for key in [key for key in states if key not in self._keys]:
             if key.partition("@")[0] in self._names:
                 del states[key]
-
-
-class HotStates:
-    """Decoded states of the busiest users, kept between micro-batches.
-
-    A heavy user is in every micro-batch, and decoding a large state (a full LastN, a month
-    of tiles) costs far more than the events it absorbs. The engine keeps the state object it
-    just encoded, and reuses it next time only if the stored bytes are still exactly the bytes
-    it wrote — so another writer, a restart or a rebalance can never make it stale. Aggregation
-    functions never mutate their input state, which is what makes sharing it safe.
-    """
-
-    def __init__(self, min_bytes: int = 2_048, capacity: int = 2_000) -> None:
-        self.min_bytes = min_bytes
-        self.capacity = capacity
-        self._entries: OrderedDict[tuple[bytes, str], tuple[bytes, Any]] = OrderedDict()
-
-    def get(self, user: bytes, signal: str, stored: msgspec.Raw | None) -> Any:
-        if stored is None or len(stored) < self.min_bytes:
-            return None
-        entry = self._entries.get((user, signal))
-        if entry is None or entry[0] != stored:
-            return None
-        self._entries.move_to_end((user, signal))
-        return entry[1]
-
-    def put(self, user: bytes, signal: str, encoded: bytes, state: Any) -> None:
-        if len(encoded) < self.min_bytes:
-            return
-        self._entries[(user, signal)] = (encoded, state)
-        self._entries.move_to_end((user, signal))
-        if len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
 
 
 def _join(

@@ -18,6 +18,7 @@ from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
@@ -45,6 +46,7 @@ class SignalReader:
     def __init__(self, registry: SignalRegistry, store: StateStore) -> None:
         self.registry = registry
         self.store = store
+        self.cache = DecodedStateCache(min_bytes=512, capacity=20_000)
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_many([user_id], names, context)[0]
@@ -60,7 +62,10 @@ class SignalReader:
         for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
             record = decode_record(key, raw) if raw else None
             out.append(
-                UserSignals(user_id, {s.name: read_signal(s, record, context) for s in signals})
+                UserSignals(
+                    user_id,
+                    {s.name: read_signal(s, record, context, key, self.cache) for s in signals},
+                )
             )
         return out
 
@@ -73,14 +78,31 @@ class SignalReader:
         out = []
         for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
             record = decode_record(key, raw) if raw else None
-            out.append(UserSignals(user_id, {s.name: read_signal(s, record, c) for s, c in plan}))
+            out.append(
+                UserSignals(
+                    user_id,
+                    {s.name: read_signal(s, record, c, key, self.cache) for s, c in plan},
+                )
+            )
         return out
 
 
-def read_signal(signal: Signal, record: UserRecord | None, context: ReadContext) -> SignalResult:
+def read_signal(
+    signal: Signal,
+    record: UserRecord | None,
+    context: ReadContext,
+    key: bytes = b"",
+    cache: DecodedStateCache | None = None,
+) -> SignalResult:
     runtime = signal.compiled.runtime
     raw = record.states.get(signal.key) if record is not None else None
-    state = runtime.decode(raw) if raw is not None else None
+    state = None
+    if raw is not None:
+        state = cache.get(key, signal.key, raw) if cache is not None else None
+        if state is None:
+            state = runtime.decode(raw)
+            if cache is not None:
+                cache.put(key, signal.key, raw, state)
     return result_of(signal, runtime.read(state, context), context)
 
 

@@ -1,0 +1,242 @@
+"""Serving latency and throughput: stateful vs a bare hello vs recomputing from raw events.
+
+Method, in one run on this machine:
+1. generate the reference workload (N events ending now) and replay it into RocksDB with the
+   five reference signals, keeping raw events too (for the raw mode);
+2. start the processor (``usersignals run``) and a steady ingest of new reference events into
+   the spool (R events/s), so requests are served while state is being written;
+3. with wrk (1 thread, C connections, D seconds, after a warm-up), request
+   ``GET /v1/users/{user}/signals`` for the five signals with a context
+   (window=1d, actions=click,save,closeup, limit=50), rotating over the most active users
+   (the ones whose states are largest) against, in turn:
+   a. usersignals serve (granian + Starlette, 1 worker, stateful),
+   b. a bare Starlette hello app on the same granian flags (the ceiling),
+   c. usersignals serve --mode raw (recompute from the user's raw events each request);
+4. print p50/p99/requests/s of each and the ratios.
+
+    .venv/bin/python bench/serving.py                  # needs wrk (apt-get install wrk)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+
+from usersignals.app import build_processor_with_raw
+from usersignals.config import Settings, SpoolSettings, StoreSettings
+from usersignals.demo import workload_spec
+from usersignals.enrich.tables import load_table
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.files import JsonlSource
+from usersignals.ingest.spool import SpoolWriter
+from usersignals.ingest.synthetic import WorkloadSpec, iter_event_chunks, write_workload
+from usersignals.processing.replay import replay_file
+
+BIN = Path(sys.executable).parent
+HERE = Path(__file__).resolve().parent
+QUERY = "names=recent_engagements,action_counts,category_interest,taste_embedding,distinct_creators&window=1d&actions=click,save,closeup&limit=50"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def wait_ready(url: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and process.poll() is None:
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready")
+
+
+def stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def wrk(
+    base: str, users: list[str], connections: int, seconds: int, root: Path
+) -> dict[str, float]:
+    script = root / "users.lua"
+    listing = ",".join(f'"{u}"' for u in users)
+    script.write_text(
+        f"local users = {{{listing}}}\nlocal i = 0\n"
+        "request = function()\n  i = i % #users + 1\n"
+        f'  return wrk.format("GET", "/v1/users/" .. users[i] .. "/signals?{QUERY}")\nend\n'
+    )
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{seconds}s",
+        "--latency",
+        "-s",
+        str(script),
+        base,
+    ]
+    subprocess.run([*command[:3], "-d2s", *command[4:]], capture_output=True, check=True)  # warm-up
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    return {
+        "rps": float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1)),  # type: ignore[union-attr]
+        "p50": _ms(re.search(r"50%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "p99": _ms(re.search(r"99%\s+([\d.]+\w+)", out).group(1)),  # type: ignore[union-attr]
+        "non2xx": float(m.group(1)) if (m := re.search(r"Non-2xx.*?(\d+)", out)) else 0.0,
+    }
+
+
+def _ms(text: str) -> float:
+    value, unit = re.match(r"([\d.]+)(\w+)", text).groups()  # type: ignore[union-attr]
+    return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
+
+
+def ingest_forever(spool: Path, spec: WorkloadSpec, rate: int, stop_flag: threading.Event) -> int:
+    """Append fresh reference events (times = now) to the spool at ``rate`` events/s."""
+    writer = SpoolWriter(spool, "bench-ingest")
+    encoder = msgspec.json.Encoder()
+    sent = 0
+    started = time.monotonic()
+    for chunk in iter_event_chunks(spec, chunk_size=max(rate // 10, 1)):
+        if stop_flag.is_set():
+            break
+        now = time.time_ns() // 1_000_000
+        lines = [
+            encoder.encode({**event, "ts": now, "event_id": f"live-{sent + i}"})
+            for i, event in enumerate(chunk)
+        ]
+        writer.append(lines)
+        sent += len(lines)
+        delay = started + sent / rate - time.monotonic()
+        if delay > 0:
+            stop_flag.wait(delay)
+    writer.close()
+    return sent
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--users", type=int, default=1_000, help="distinct users requested")
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=10)
+    parser.add_argument("--ingest-rate", type=int, default=2_000)
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("bench/serving.py needs wrk: apt-get install -y wrk")
+
+    root = Path(tempfile.mkdtemp(prefix="usersignals-serving-"))
+    store, spool = root / "store", root / "spool"
+    settings = Settings(store=StoreSettings(path=str(store)), spool=SpoolSettings(path=str(spool)))
+    settings.processing.keep_raw_events = True
+    workload = write_workload(workload_spec(args.events, seed=7), root / "workload")
+    processor = build_processor_with_raw(settings)
+    load_table(processor.store.table("items"), workload.items_path, key="item_id")
+    with DeadLetterFile(root / "dead.jsonl") as dead:
+        replay_file(JsonlSource(workload.events_path), processor.decoder, processor.engine, dead)
+    processor.close()
+    counts: dict[str, int] = {}
+    for line in workload.events_path.read_bytes().splitlines():
+        user = line.split(b'"user_id":"', 1)[1].split(b'"', 1)[0].decode()
+        counts[user] = counts.get(user, 0) + 1
+    users = sorted(counts, key=counts.__getitem__, reverse=True)[: args.users]
+    print(
+        f"workload: {args.events:,} reference events replayed; requesting the {len(users):,} most active users"
+    )
+    print(f"request: GET /v1/users/{{user}}/signals?{QUERY}")
+
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__PATH": str(store),
+        "USERSIGNALS_SPOOL__PATH": str(spool),
+        "USERSIGNALS_PROCESSING__KEEP_RAW_EVENTS": "true",
+    }
+    running: list[subprocess.Popen[bytes]] = []
+    stop_flag = threading.Event()
+    try:
+        running.append(
+            subprocess.Popen([str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.DEVNULL)
+        )
+        live = WorkloadSpec(events=10**9, seed=99, start_ms=0)
+        feeder = threading.Thread(
+            target=ingest_forever, args=(spool, live, args.ingest_rate, stop_flag), daemon=True
+        )
+        feeder.start()
+        results: dict[str, dict[str, float]] = {}
+        for name, command in (
+            ("stateful", [str(BIN / "usersignals"), "serve", "--mode", "stateful"]),
+            (
+                "hello",
+                [
+                    str(BIN / "granian"),
+                    "--interface",
+                    "asgi",
+                    "--loop",
+                    "uvloop",
+                    "--workers",
+                    "1",
+                    "--log-level",
+                    "warning",
+                    "hello_app:app",
+                ],
+            ),
+            ("raw", [str(BIN / "usersignals"), "serve", "--mode", "raw"]),
+        ):
+            port = free_port()
+            if name == "hello":
+                command += ["--port", str(port)]
+                server = subprocess.Popen(command, env=env, cwd=HERE)
+                ready = f"http://127.0.0.1:{port}/v1/users/x/signals"
+            else:
+                command += ["--port", str(port)]
+                server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                ready = f"http://127.0.0.1:{port}/readyz"
+            running.append(server)
+            wait_ready(ready, server)
+            results[name] = wrk(
+                f"http://127.0.0.1:{port}", users, args.connections, args.seconds, root
+            )
+            stop(server)
+        stop_flag.set()
+    finally:
+        stop_flag.set()
+        for process in running:
+            stop(process)
+    print(
+        f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, ingest of {args.ingest_rate:,} events/s running, 1 server worker, 2 cores shared by all"
+    )
+    print(f"{'server':10s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
+    for name, figures in results.items():
+        print(
+            f"{name:10s} {figures['rps']:>10,.0f} {figures['p50']:>8.2f} {figures['p99']:>8.2f} {figures['non2xx']:>8.0f}"
+        )
+    stateful, hello, raw = results["stateful"], results["hello"], results["raw"]
+    print(f"\nstateful p99: {stateful['p99']:.2f} ms (target <= 5 ms)")
+    print(f"stateful / hello throughput: {stateful['rps'] / hello['rps']:.0%} (target >= 70%)")
+    print(f"raw p99 / stateful p99: {raw['p99'] / stateful['p99']:.1f}x (target >= 10x)")
+    shutil.rmtree(root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
