@@ -470,7 +470,8 @@ def test_get_from_a_missing_store(tmp_path: Path) -> None:
     result = run("get", "u1", "--store", tmp_path / "absent", cwd=tmp_path)
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
-    assert result.stderr.startswith("error: rocksdb store open failed")
+    assert result.stderr.startswith("error: no state store at")
+    assert "absent" in result.stderr
 
 
 def test_error_stays_on_one_line_in_a_pipe(replayed: Replayed) -> None:

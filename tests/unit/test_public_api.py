@@ -55,6 +55,7 @@ def exported_errors() -> list[tuple[str, type[BaseException]]]:
 
 def test_errors_are_exported() -> None:
     assert [name for name, _ in exported_errors()] == [
+        "ApiError",
         "ConfigurationError",
         "ContextError",
         "EnrichmentError",
