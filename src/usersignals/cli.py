@@ -307,13 +307,20 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path(
         "data/demo"
     ),
-    events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
+    events: Annotated[int, typer.Option(help="Reference events to replay first.")] = 200_000,
     seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    port: Annotated[int, typer.Option(help="HTTP port of the API.")] = 8080,
+    rate: Annotated[int, typer.Option(help="Live events per second while serving.")] = 1_000,
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds [default: Ctrl-C].")
+    ] = None,
 ) -> None:
-    """The quick start: generate the reference workload, replay it, print some signals."""
+    """The quick start: replay the reference workload, then serve it with live events flowing."""
     import shutil
+    import signal as signals_module
+    import threading
 
-    from usersignals.demo import run_demo
+    from usersignals.demo import live_service, run_demo
 
     if directory.exists():
         shutil.rmtree(directory)
@@ -334,14 +341,35 @@ def demo(
     _print_replay(result.replay, directory / "dead-letter.jsonl")
     for why, context, signals in result.samples:
         _print_user(why, context, signals)
-    store = directory / "store"
     user = result.samples[0][2].user_id
+    stop = threading.Event()
+    for name in (signals_module.SIGTERM, signals_module.SIGINT):
+        signals_module.signal(name, lambda *_: stop.set())
+    with live_service(directory, port, rate) as live:
+        base = live.base_url
+        console.print(
+            f"\nready in {time.perf_counter() - started:.1f} s. The API is serving on {base} "
+            f"(docs: {base}/docs) while {rate:,} reference events/s flow in. Try:\n"
+            f"  curl '{base}/v1/users/{user}/signals?names=action_counts&window=1h'\n"
+            f"  curl '{base}/v1/users/{user}/signals?names=recent_engagements"
+            f"&actions=save,click&surfaces=search&dedupe=true&limit=5'\n"
+            f'  curl -X POST {base}/v1/events -d \'{{"event_id":"e1","user_id":"me",'
+            f'"item_id":"i00000001","action":"save","surface":"home",'
+            f"\"ts\":'$(date +%s%3N)'}}'\n"
+            f"  curl '{base}/v1/users/me/signals?names=recent_engagements'\n"
+            f"  .venv/bin/usersignals get {user} --store {directory / 'store'} "
+            f"--signal action_counts --window 1h\n"
+            f"Stop with Ctrl-C.",
+            markup=False,
+            soft_wrap=True,
+        )
+        until = None if duration is None else time.monotonic() + duration
+        while not stop.is_set() and (until is None or time.monotonic() < until):
+            stop.wait(1.0 if until is None else max(0.0, min(1.0, until - time.monotonic())))
+        produced, applied = live.produced[0], live.runner.stats.report.events
     console.print(
-        f"\ndone in {time.perf_counter() - started:.1f} s. Try:\n"
-        f"  .venv/bin/usersignals get {user} --store {store} --signal action_counts --window 1h\n"
-        f"  .venv/bin/usersignals get {user} --store {store} --signal recent_engagements "
-        f"--actions save --limit 3\n"
-        f"  .venv/bin/usersignals signals compile usersignals.examples.reference"
+        f"stopped: {produced:,} live events produced, {applied:,} applied by the processor",
+        markup=False,
     )
 
 

@@ -1,24 +1,41 @@
-"""The quick-start job: generate the reference workload, load its items, replay, read back.
+"""The quick-start job: generate the reference workload, load its items, replay, read back,
+then serve the API over HTTP while fresh reference events keep flowing in.
 
 Composes the public pieces the way a user would; the CLI's ``demo`` command calls it.
 """
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
+
 from usersignals.aggregations.context import ReadContext
-from usersignals.app import build_processor, open_store_reader
-from usersignals.config import Settings, StoreSettings
+from usersignals.app import build_processor, build_spool_runner, open_store_reader
+from usersignals.config import Settings, SpoolSettings, StoreSettings
 from usersignals.durations import DAY_MS
 from usersignals.enrich.tables import load_table
+from usersignals.errors import ConfigurationError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.synthetic import WorkloadFiles, WorkloadSpec, write_workload
+from usersignals.ingest.spool import SpoolWriter
+from usersignals.ingest.synthetic import (
+    WorkloadFiles,
+    WorkloadSpec,
+    iter_event_chunks,
+    write_workload,
+)
 from usersignals.processing.replay import ReplaySummary, replay_file
+from usersignals.processing.runner import SpoolRunner
+from usersignals.serving.client import Client
 from usersignals.serving.reader import UserSignals
 
 
@@ -100,3 +117,96 @@ def _busiest_user(workload: WorkloadFiles) -> str:
             user = line[start : line.find(b'"', start)]
             counts[user] = counts.get(user, 0) + 1
     return max(counts, key=lambda user: counts[user]).decode()
+
+
+@dataclass
+class LiveService:
+    """The running service of the demo: processor thread, server process, live producer."""
+
+    base_url: str
+    produced: list[int]  # one cell, updated by the producer thread
+    runner: SpoolRunner
+
+
+@contextmanager
+def live_service(directory: Path, port: int, rate: int, seed: int = 99) -> Iterator[LiveService]:
+    """Serve the demo store over HTTP while fresh reference events flow in at ``rate``/s.
+
+    The processor applies the spool in a thread of this process; the API runs as
+    ``usersignals serve`` (granian) in its own process, reading the store as a RocksDB
+    secondary — the same layout as a deployment, on one machine.
+    """
+    settings = Settings(
+        store=StoreSettings(path=str(directory / "store")),
+        spool=SpoolSettings(path=str(directory / "spool")),
+    )
+    processor = build_processor(settings)
+    runner = build_spool_runner(processor)
+    stop = threading.Event()
+    produced = [0]
+    threads = [
+        threading.Thread(target=runner.run, args=(stop,), name="processor", daemon=True),
+        threading.Thread(
+            target=_produce,
+            args=(Path(settings.spool.path), rate, seed, stop, produced),
+            name="producer",
+            daemon=True,
+        ),
+    ]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "usersignals"),
+            "serve",
+            "--store", settings.store.path,
+            "--spool", settings.spool.path,
+            "--port", str(port),
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base_url = f"http://127.0.0.1:{port}"
+    try:
+        for thread in threads:
+            thread.start()
+        with Client(base_url, timeout=1.0) as client:
+            deadline = time.monotonic() + 30
+            while not client.ready():
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise ConfigurationError(f"the demo server did not start on port {port}")
+                time.sleep(0.1)
+        yield LiveService(base_url, produced, runner)
+    finally:
+        stop.set()
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        for thread in threads:
+            thread.join(timeout=15)
+        runner.dead_letters.close()
+        processor.close()
+
+
+def _produce(spool: Path, rate: int, seed: int, stop: threading.Event, produced: list[int]) -> None:
+    """Fresh reference events, stamped with the wall clock, into the spool at ``rate``/s."""
+    writer = SpoolWriter(spool, "demo-producer")
+    encoder = msgspec.json.Encoder()
+    spec = WorkloadSpec(events=10**12, seed=seed)
+    started = time.monotonic()
+    try:
+        for chunk in iter_event_chunks(spec, chunk_size=max(rate // 20, 1)):
+            if stop.is_set():
+                return
+            now = time.time_ns() // 1_000_000
+            lines = [
+                encoder.encode({**event, "ts": now, "event_id": f"live-{seed}-{produced[0] + i}"})
+                for i, event in enumerate(chunk)
+            ]
+            writer.append(lines)
+            produced[0] += len(lines)
+            delay = started + produced[0] / rate - time.monotonic()
+            if delay > 0 and stop.wait(delay):
+                return
+    finally:
+        writer.close()

@@ -594,44 +594,55 @@ def test_signals_compile_unknown_module(tmp_path: Path) -> None:
 # -- demo -------------------------------------------------------------------------------------
 
 
-def test_demo_runs_and_its_hints_work(tmp_path: Path) -> None:
+def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
     directory = tmp_path / "demo"
-    result = ok(run("demo", "--events", 20_000, "--dir", directory, cwd=tmp_path))
-    output = result.stderr
-    assert "generated 20,000 events" in output
-    assert "20,000 good events" in output
-    assert "0 bad" in output
-    assert "Try:" in output
-    hints = [line.strip() for line in output.split("Try:", 1)[1].splitlines() if line.strip()]
-    assert len(hints) == 3
-    assert hints[2] == ".venv/bin/usersignals signals compile usersignals.examples.reference"
-    match = re.fullmatch(
-        r"\.venv/bin/usersignals get (\S+) --store (\S+) --signal action_counts --window 1h",
-        hints[0],
+    command = [
+        str(Path(sys.executable).parent / "usersignals"),
+        "demo", "--events", "20000", "--dir", str(directory),
+        "--port", str(port), "--duration", "6", "--rate", "500",
+    ]  # fmt: skip
+    process = subprocess.Popen(
+        command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
-    assert match, hints[0]
-    user, store = match.groups()
-    assert Path(store) == directory / "store"
-    assert hints[1] == (
-        f".venv/bin/usersignals get {user} --store {store} --signal recent_engagements "
-        "--actions save --limit 3"
-    )
-    # The samples are printed for the hinted user.
-    assert f"{user}: the busiest user, everything" in result.stdout
-    # The first hint works as printed (the demo's events end now, so 1h is relative to now).
-    hinted = ok(
-        run(
-            "get",
-            user,
-            "--store",
-            store,
-            "--signal",
-            "action_counts",
-            "--window",
-            "1h",
-            cwd=tmp_path,
+    try:
+        assert process.stderr is not None
+        lines: list[str] = []
+        for line in process.stderr:
+            lines.append(line)
+            if line.startswith("Stop with Ctrl-C"):
+                break
+        output = "".join(lines)
+        assert "generated 20,000 events" in output
+        assert "20,000 good events" in output
+        assert "0 bad" in output
+        hints = [h.strip() for h in output.split("Try:", 1)[1].splitlines() if h.strip()]
+        first = re.fullmatch(r"curl '(\S+)'", hints[0])
+        assert first, hints[0]
+        # The first hint works as printed while the demo runs, with live events flowing in.
+        response = httpx.get(first.group(1), timeout=5)
+        assert response.status_code == 200
+        counts = response.json()["signals"]["action_counts"]
+        assert set(counts["value"]) == {"total", "by"}
+        user = response.json()["user_id"]
+        cli_hint = hints[-2]
+        assert cli_hint == (
+            f".venv/bin/usersignals get {user} --store {directory / 'store'} "
+            "--signal action_counts --window 1h"
         )
-    )
-    counts = json.loads(hinted.stdout)["signals"]["action_counts"]
-    assert counts["name"] == "action_counts"
-    assert set(counts["value"]) == {"total", "by"}
+        rest, stopped = process.communicate(timeout=60)
+        assert process.returncode == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert "Traceback" not in stopped
+    assert "live events produced" in stopped
+    assert f"{user}: the busiest user, everything" in rest
