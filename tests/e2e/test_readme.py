@@ -1,11 +1,21 @@
-"""The README's Python examples run, in order, in one namespace, as a reader would paste them."""
+"""The README's Python examples run, as a reader would paste them.
+
+The in-process examples run in order in one namespace; the client example runs against a
+real service (processor + HTTP server on a loopback port), at the address it names.
+"""
 
 from __future__ import annotations
 
 import re
+import sys
 from pathlib import Path
 
+import pytest
+
 README = Path(__file__).resolve().parents[2] / "README.md"
+sys.path.insert(0, str(README.parent / "tests" / "integration"))
+
+from service_helpers import start_service, stop_service  # noqa: E402
 
 
 def python_blocks() -> list[str]:
@@ -13,14 +23,30 @@ def python_blocks() -> list[str]:
 
 
 def test_readme_has_python_examples() -> None:
-    assert len(python_blocks()) >= 2
+    assert len(python_blocks()) >= 3
 
 
-def test_readme_python_examples_run() -> None:
+def test_readme_in_process_examples_run() -> None:
     namespace: dict[str, object] = {"__name__": "readme"}
     for block in python_blocks():
-        exec(compile(block, str(README), "exec"), namespace)  # the examples are the test
+        if "Client(" not in block:
+            exec(compile(block, str(README), "exec"), namespace)  # the examples are the test
     assert "answer" in namespace
+
+
+def test_readme_client_example_runs_against_a_live_service(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (block,) = [block for block in python_blocks() if "Client(" in block]
+    service = start_service(tmp_path)
+    try:
+        port_free_block = block.replace("http://127.0.0.1:8080", service.base_url)
+        namespace: dict[str, object] = {"__name__": "readme"}
+        exec(compile(port_free_block, str(README), "exec"), namespace)
+    finally:
+        stop_service(service)
+    assert len(namespace["users"]) == 2  # type: ignore[arg-type]
+    assert "'total'" in capsys.readouterr().out
 
 
 def test_quick_start_is_exactly_two_commands() -> None:

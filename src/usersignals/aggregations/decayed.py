@@ -16,6 +16,7 @@ of msgpack integers as signed big-endian bytes instead.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -216,13 +217,18 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
         if state is None:
             return ReadOut([], None)
         scores = self.scores(state, context.reference_ms)
-        ranked = sorted(
-            ((key, score) for key, score in scores.items() if key not in context.exclude),
-            key=lambda pair: (-pair[1], str(pair[0])),
-        )
+        exclude = context.exclude
         limit = context.limit or self.spec.top_k
+        # The top k without sorting every key (a busy user has hundreds). Equal scores are
+        # ordered by key, descending; keys of mixed types fall back to their reprs.
+        candidates = [(score, key) for key, score in scores.items() if key not in exclude]
+        try:
+            top = heapq.nlargest(limit, candidates)
+        except TypeError:
+            top = heapq.nlargest(limit, candidates, key=lambda pair: (pair[0], repr(pair[1])))
+        ranked = [(key, score) for score, key in top]
         return ReadOut(
-            [{"key": key, "score": round(score, 6)} for key, score in ranked[:limit]],
+            [{"key": key, "score": round(score, 6)} for key, score in ranked],
             min(state.newest, context.end_ms),
         )
 
@@ -388,11 +394,8 @@ class VectorRuntime(AggregationRuntime[VectorState]):
             factor = math.ldexp(self.decay.decay_to(epoch, reference), -_SCALE_BITS)
             totals = [total + value * factor for total, value in zip(totals, sums, strict=True)]
         weight = totals[0]
-        vector = (
-            [round(math.ldexp(value / weight, -_COMPONENT_BITS), 6) for value in totals[1:]]
-            if weight
-            else None
-        )
+        scale = math.ldexp(1.0, -_COMPONENT_BITS) / weight if weight else 0.0
+        vector = [value * scale for value in totals[1:]] if weight else None
         return ReadOut(
             {"vector": vector, "weight": round(weight, 6)}, min(state.newest, context.end_ms)
         )

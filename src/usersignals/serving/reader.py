@@ -109,7 +109,8 @@ def read_signal(
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:
     """A signal's answer as served, with its freshness and the ignored context parameters."""
     newest = answer.newest_ms
-    ignored = sorted(context.given() - signal.aggregate.context_parameters())
+    given = context.given()
+    ignored = sorted(given - signal.aggregate.context_parameters()) if given else []
     return SignalResult(
         name=signal.name,
         version=signal.version,
