@@ -34,7 +34,6 @@ import time
 from pathlib import Path
 
 import httpx
-import msgspec
 
 from usersignals.app import build_processor_with_raw
 from usersignals.config import Settings, SpoolSettings, StoreSettings
@@ -42,8 +41,8 @@ from usersignals.demo import workload_spec
 from usersignals.enrich.tables import load_table
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.spool import SpoolWriter
-from usersignals.ingest.synthetic import WorkloadSpec, iter_event_chunks, write_workload
+from usersignals.ingest.live import feed_spool
+from usersignals.ingest.synthetic import write_workload
 from usersignals.processing.replay import replay_file
 
 BIN = Path(sys.executable).parent
@@ -116,29 +115,6 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
-def ingest_forever(spool: Path, spec: WorkloadSpec, rate: int, stop_flag: threading.Event) -> int:
-    """Append fresh reference events (times = now) to the spool at ``rate`` events/s."""
-    writer = SpoolWriter(spool, "bench-ingest")
-    encoder = msgspec.json.Encoder()
-    sent = 0
-    started = time.monotonic()
-    for chunk in iter_event_chunks(spec, chunk_size=max(rate // 10, 1)):
-        if stop_flag.is_set():
-            break
-        now = time.time_ns() // 1_000_000
-        lines = [
-            encoder.encode({**event, "ts": now, "event_id": f"live-{sent + i}"})
-            for i, event in enumerate(chunk)
-        ]
-        writer.append(lines)
-        sent += len(lines)
-        delay = started + sent / rate - time.monotonic()
-        if delay > 0:
-            stop_flag.wait(delay)
-    writer.close()
-    return sent
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -184,9 +160,8 @@ def main() -> None:
         running.append(
             subprocess.Popen([str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.DEVNULL)
         )
-        live = WorkloadSpec(events=10**9, seed=99, start_ms=0)
         feeder = threading.Thread(
-            target=ingest_forever, args=(spool, live, args.ingest_rate, stop_flag), daemon=True
+            target=feed_spool, args=(spool, args.ingest_rate, 99, stop_flag, [0]), daemon=True
         )
         feeder.start()
         results: dict[str, dict[str, float]] = {}

@@ -16,8 +16,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import msgspec
-
 from usersignals.aggregations.context import ReadContext
 from usersignals.app import build_processor, build_spool_runner, open_store_reader
 from usersignals.config import Settings, SpoolSettings, StoreSettings
@@ -26,11 +24,10 @@ from usersignals.enrich.tables import load_table
 from usersignals.errors import ConfigurationError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.spool import SpoolWriter
+from usersignals.ingest.live import feed_spool
 from usersignals.ingest.synthetic import (
     WorkloadFiles,
     WorkloadSpec,
-    iter_event_chunks,
     write_workload,
 )
 from usersignals.processing.replay import ReplaySummary, replay_file
@@ -147,7 +144,7 @@ def live_service(directory: Path, port: int, rate: int, seed: int = 99) -> Itera
     threads = [
         threading.Thread(target=runner.run, args=(stop,), name="processor", daemon=True),
         threading.Thread(
-            target=_produce,
+            target=feed_spool,
             args=(Path(settings.spool.path), rate, seed, stop, produced),
             name="producer",
             daemon=True,
@@ -186,27 +183,3 @@ def live_service(directory: Path, port: int, rate: int, seed: int = 99) -> Itera
             thread.join(timeout=15)
         runner.dead_letters.close()
         processor.close()
-
-
-def _produce(spool: Path, rate: int, seed: int, stop: threading.Event, produced: list[int]) -> None:
-    """Fresh reference events, stamped with the wall clock, into the spool at ``rate``/s."""
-    writer = SpoolWriter(spool, "demo-producer")
-    encoder = msgspec.json.Encoder()
-    spec = WorkloadSpec(events=10**12, seed=seed)
-    started = time.monotonic()
-    try:
-        for chunk in iter_event_chunks(spec, chunk_size=max(rate // 20, 1)):
-            if stop.is_set():
-                return
-            now = time.time_ns() // 1_000_000
-            lines = [
-                encoder.encode({**event, "ts": now, "event_id": f"live-{seed}-{produced[0] + i}"})
-                for i, event in enumerate(chunk)
-            ]
-            writer.append(lines)
-            produced[0] += len(lines)
-            delay = started + produced[0] / rate - time.monotonic()
-            if delay > 0 and stop.wait(delay):
-                return
-    finally:
-        writer.close()

@@ -80,18 +80,20 @@ class _Decay:
         return float(2.0 ** ((epoch * self.epoch_ms - reference_ms) / self.half_life))
 
 
-def _weight_problems(weights: Mapping[str, float], default: float) -> list[str]:
-    problems = []
+def _decay_problems(half_life: int, weights: Mapping[str, float], default: float) -> list[str]:
+    problems = [] if half_life >= 1000 else ["half_life must be at least 1s"]
     for name, weight in (*weights.items(), ("default_weight", default)):
         if not -_MAX_WEIGHT <= weight <= _MAX_WEIGHT:
             problems.append(f"weight of {name!r} must be within ±{_MAX_WEIGHT}")
     return problems
 
 
-def _half_life_problems(half_life_ms: int) -> list[str]:
-    if half_life_ms < 1000:
-        return ["half_life must be at least 1s"]
-    return []
+def _decay_params(half_life: int, weights: Mapping[str, float], default: float) -> dict[str, Any]:
+    return {
+        "half_life": format_duration(half_life),
+        "weights": dict(sorted(weights.items())),
+        "default_weight": default,
+    }
 
 
 # --------------------------------------------------------------------------- DecayedScores
@@ -130,8 +132,7 @@ class DecayedScores(Aggregation):
     kind = "decayed_scores"
 
     def problems(self) -> list[str]:
-        problems = _half_life_problems(self.half_life)
-        problems += _weight_problems(self.weights, self.default_weight)
+        problems = _decay_problems(self.half_life, self.weights, self.default_weight)
         if not 1 <= self.top_k <= 10_000:
             problems.append("DecayedScores top_k must be between 1 and 10000")
         return problems
@@ -145,9 +146,7 @@ class DecayedScores(Aggregation):
     def params(self) -> dict[str, Any]:
         return {
             "key": self.key,
-            "half_life": format_duration(self.half_life),
-            "weights": dict(sorted(self.weights.items())),
-            "default_weight": self.default_weight,
+            **_decay_params(self.half_life, self.weights, self.default_weight),
             "top_k": self.top_k,
         }
 
@@ -291,8 +290,7 @@ class MeanVector(Aggregation):
     kind = "mean_vector"
 
     def problems(self) -> list[str]:
-        problems = _half_life_problems(self.half_life)
-        problems += _weight_problems(self.weights, self.default_weight)
+        problems = _decay_problems(self.half_life, self.weights, self.default_weight)
         if not 1 <= self.dim <= 4096:
             problems.append("MeanVector dim must be between 1 and 4096")
         return problems
@@ -307,9 +305,7 @@ class MeanVector(Aggregation):
         return {
             "of": self.of,
             "dim": self.dim,
-            "half_life": format_duration(self.half_life),
-            "weights": dict(sorted(self.weights.items())),
-            "default_weight": self.default_weight,
+            **_decay_params(self.half_life, self.weights, self.default_weight),
         }
 
     def compile(self, resolve: FieldResolver, retention_ms: int) -> VectorRuntime:

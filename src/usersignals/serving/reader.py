@@ -56,18 +56,7 @@ class SignalReader:
     ) -> list[UserSignals]:
         """Many users, one context, one batched store read."""
         signals = [self.registry.get(name) for name in names] if names else list(self.registry)
-        keys = [user_key(user_id) for user_id in user_ids]
-        stored = self.store.get_many(keys)
-        out = []
-        for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
-            record = decode_record(key, raw) if raw else None
-            out.append(
-                UserSignals(
-                    user_id,
-                    {s.name: read_signal(s, record, context, key, self.cache) for s in signals},
-                )
-            )
-        return out
+        return self.read_each(user_ids, [(signal, context) for signal in signals])
 
     def read_each(
         self, user_ids: Sequence[str], plan: Sequence[tuple[Signal, ReadContext]]
