@@ -11,8 +11,11 @@ from usersignals.enrich.sources import TableSource
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder, EventPolicy
 from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.kafka import DeadLetterTopic, KafkaSource
 from usersignals.ingest.spool import SpoolReader, SpoolWriter
 from usersignals.processing.engine import Engine
+from usersignals.processing.kafka_runner import KafkaRunner
+from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
@@ -94,6 +97,27 @@ def build_spool_runner(processor: Processor) -> SpoolRunner:
         DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
         batch_size=settings.processing.batch_size,
     )
+
+
+def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> KafkaRunner:
+    """The Kafka processor; a revocation waits for the batches in flight to be committed."""
+    kafka = processor.settings.kafka
+    holder: list[KafkaRunner] = []
+
+    def revoked(partitions: list[str]) -> None:
+        if holder:
+            holder[0].wait_for_drain()
+
+    source = KafkaSource(kafka, on_revoke=revoked)
+    runner = KafkaRunner(
+        processor.engine,
+        processor.decoder,
+        source,
+        DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
+        metrics,
+    )
+    holder.append(runner)
+    return runner
 
 
 def build_serving_state(settings: Settings) -> ServingState:

@@ -150,44 +150,103 @@ def run(
     spool: Annotated[
         str | None, typer.Option(help="The HTTP ingest spool directory [default: data/spool].")
     ] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers: consume kafka.topic instead of the spool."),
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic [default: engagements].")] = None,
+    metrics_port: Annotated[
+        int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")
+    ] = 0,
     signals: SignalsOption = None,
     config: ConfigOption = None,
 ) -> None:
-    """Run the processor: apply every event spooled by the serving workers, until stopped.
+    """Run the processor until stopped: from Kafka when configured, else the HTTP spool.
 
-    SIGTERM or Ctrl-C: the batch in hand is finished and written, then the command exits 0.
+    SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
     import signal as signals_module
     import threading
 
-    from usersignals.app import build_processor_with_raw, build_spool_runner
+    from prometheus_client import start_http_server
+
+    from usersignals.app import build_kafka_runner, build_processor_with_raw, build_spool_runner
+    from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
     if spool is not None:
         overrides["spool"] = {"path": spool}
+    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
+    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     processor = build_processor_with_raw(settings)
-    runner = build_spool_runner(processor)
+    metrics = ProcessorMetrics()
+    if metrics_port:
+        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
-    console.print(
-        f"processing {settings.spool.path} into {settings.store.path} "
-        f"(signals: {settings.signals}); stop with Ctrl-C",
-        markup=False,
-    )
     try:
-        runner.run(stop)
+        if settings.kafka.bootstrap_servers:
+            kafka_runner = build_kafka_runner(processor, metrics)
+            console.print(
+                f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
+                f"into {settings.store.path}; stop with Ctrl-C",
+                markup=False,
+            )
+            try:
+                kafka_runner.run(stop)
+            finally:
+                kafka_runner.source.close()
+                kafka_runner.dead_letters.close()
+            stats = kafka_runner.stats
+            console.print(
+                f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
+                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters",
+                markup=False,
+            )
+            return
+        runner = build_spool_runner(processor)
+        console.print(
+            f"processing {settings.spool.path} into {settings.store.path} "
+            f"(signals: {settings.signals}); stop with Ctrl-C",
+            markup=False,
+        )
+        try:
+            runner.run(stop)
+        finally:
+            runner.dead_letters.close()
+        spool_stats = runner.stats
+        console.print(
+            f"stopped: {spool_stats.lines:,} lines, {spool_stats.report.events:,} events applied "
+            f"({spool_stats.report.duplicates:,} already applied), {spool_stats.bad:,} bad, "
+            f"{spool_stats.deleted_users:,} users deleted",
+            markup=False,
+        )
     finally:
-        runner.dead_letters.close()
         processor.close()
-    stats = runner.stats
-    console.print(
-        f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied "
-        f"({stats.report.duplicates:,} already applied), {stats.bad:,} bad, "
-        f"{stats.deleted_users:,} users deleted",
-        markup=False,
-    )
+
+
+@app.command()
+def produce(
+    kafka: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
+    topic: Annotated[str, typer.Option(help="Topic to write.")] = "engagements",
+    events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
+    rate: Annotated[int, typer.Option(help="Events per second (0: as fast as possible).")] = 0,
+    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 6,
+) -> None:
+    """Write the reference workload into a Kafka topic, keyed by user id."""
+    from usersignals.demo import workload_spec
+    from usersignals.ingest.kafka_produce import produce_workload
+
+    with _progress() as progress:
+        task = progress.add_task("produce", total=events)
+        sent = produce_workload(
+            kafka, topic, workload_spec(events, seed), rate, partitions,
+            progress=lambda n: progress.update(task, completed=n),
+        )  # fmt: skip
+    console.print(f"produced {sent:,} events to {topic}", markup=False)
 
 
 @app.command()

@@ -43,6 +43,21 @@ class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "data/spool"
 
 
+class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Empty: no Kafka; ``usersignals run`` then processes the HTTP spool only.
+    bootstrap_servers: str = ""
+    topic: str = "engagements"
+    group_id: str = "usersignals"
+    #: Where undecodable or invalid events go, with the reason and source in headers.
+    dead_letter_topic: str = "engagements.dead-letter"
+    #: A micro-batch closes at this many events or after this wait, whichever comes first.
+    batch_max_events: int = 20_000
+    batch_max_wait_ms: int = 250
+    session_timeout_ms: int = 10_000
+    #: Any other librdkafka consumer settings (security, fetch sizes...).
+    consumer: dict[str, str] = {}
+
+
 class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -62,6 +77,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     events: EventSettings = msgspec.field(default_factory=EventSettings)
     processing: ProcessingSettings = msgspec.field(default_factory=ProcessingSettings)
     spool: SpoolSettings = msgspec.field(default_factory=SpoolSettings)
+    kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
 
     @classmethod

@@ -1,0 +1,1 @@
+"""Tools for development, tests, demos and benchmarks (not needed in production)."""

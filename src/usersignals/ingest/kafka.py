@@ -1,0 +1,197 @@
+"""Kafka as an event source: a consumer group, micro-batches, commits after durable writes.
+
+The topic is keyed by user id, so each user's events stay in one partition, in order. A
+micro-batch closes at ``batch_max_events`` events or after ``batch_max_wait_ms``. Offsets are
+never committed automatically: the processor commits a batch's offsets only after the state
+write that includes the batch has returned (see :mod:`usersignals.processing.kafka_runner`).
+Nothing here is specific to one broker: the same settings work against Apache Kafka.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
+
+from usersignals.config import KafkaSettings
+from usersignals.errors import ConfigurationError
+from usersignals.events.model import BadEvent, Position
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class KafkaBatch:
+    """Raw values of one micro-batch, their positions, and the offsets to commit after it."""
+
+    lines: list[bytes] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+    next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
+    first_received: float = 0.0
+
+
+def partition_id(topic: str, partition: int) -> str:
+    """The id of a partition in positions and per-user progress: ``topic/partition``."""
+    return f"{topic}/{partition}"
+
+
+class KafkaSource:
+    """A consumer-group member reading micro-batches from one topic."""
+
+    def __init__(
+        self,
+        settings: KafkaSettings,
+        on_assign: Callable[[list[str]], None] | None = None,
+        on_revoke: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        if not settings.bootstrap_servers:
+            raise ConfigurationError("kafka.bootstrap_servers is not set")
+        self.settings = settings
+        config = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "group.id": settings.group_id,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": settings.session_timeout_ms,
+            # librdkafka otherwise idles ~1 s whenever its local queue fills (measured).
+            "fetch.queue.backoff.ms": 10,
+            "partition.assignment.strategy": "cooperative-sticky",
+            **settings.consumer,
+        }
+        self._consumer = Consumer(config)
+        self._on_assign = on_assign
+        self._on_revoke = on_revoke
+        self._consumer.subscribe(
+            [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
+            on_lost=self._revoked,
+        )  # fmt: skip
+
+    def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [partition_id(p.topic, p.partition) for p in partitions]
+        logger.info("assigned %s", names)
+        if self._on_assign is not None:
+            self._on_assign(names)
+
+    def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        names = [partition_id(p.topic, p.partition) for p in partitions]
+        logger.info("revoked %s", names)
+        if self._on_revoke is not None:
+            self._on_revoke(names)
+
+    def next_batch(self) -> KafkaBatch:
+        """Up to ``batch_max_events`` events, waiting at most ``batch_max_wait_ms``."""
+        settings = self.settings
+        batch = KafkaBatch()
+        deadline = time.monotonic() + settings.batch_max_wait_ms / 1000
+        while len(batch.lines) < settings.batch_max_events:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            messages = self._consumer.consume(
+                min(settings.batch_max_events - len(batch.lines), 10_000), remaining
+            )
+            if messages and not batch.first_received:
+                batch.first_received = time.time()
+            for message in messages:
+                self._add(batch, message)
+        return batch
+
+    @staticmethod
+    def _add(batch: KafkaBatch, message: Message) -> None:
+        error = message.error()
+        if error is not None:
+            if error.code() == KafkaError._PARTITION_EOF:
+                return
+            raise KafkaException(error)
+        topic, partition, offset = message.topic(), message.partition(), message.offset()
+        if topic is None or partition is None or offset is None:
+            return
+        batch.lines.append(message.value() or b"")
+        batch.positions.append(Position(partition_id(topic, partition), offset))
+        batch.next_offsets[(topic, partition)] = offset + 1
+
+    def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
+        """Commit synchronously; partitions no longer ours are skipped by the broker."""
+        if not next_offsets:
+            return
+        offsets = [TopicPartition(t, p, o) for (t, p), o in next_offsets.items()]
+        try:
+            self._consumer.commit(offsets=offsets, asynchronous=False)
+        except KafkaException as exc:
+            # After a rebalance the new owner re-reads from the last commit; per-user progress
+            # in the store makes that re-read change nothing. Not worth stopping for.
+            logger.warning("offset commit failed (rebalance?): %s", exc)
+
+    def committed(self) -> dict[str, int]:
+        partitions = self._consumer.assignment()
+        if not partitions:
+            return {}
+        return {
+            partition_id(p.topic, p.partition): p.offset
+            for p in self._consumer.committed(partitions, timeout=10)
+        }
+
+    def high_watermarks(self) -> dict[str, int]:
+        marks = {}
+        for p in self._consumer.assignment():
+            _, high = self._consumer.get_watermark_offsets(p, timeout=5, cached=True)
+            marks[partition_id(p.topic, p.partition)] = high
+        return marks
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class DeadLetterTopic:
+    """Bad events to a topic: the raw value, the reason, and where it came from in headers."""
+
+    def __init__(self, bootstrap_servers: str, topic: str) -> None:
+        self.topic = topic
+        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 20})
+
+    def write(self, bad: list[BadEvent]) -> None:
+        for event in bad:
+            headers: list[tuple[str, str | bytes | None]] = [
+                ("reason", event.reason.encode()),
+                ("detail", event.detail.encode()),
+            ]
+            if event.position is not None:
+                topic, _, partition = event.position.partition.rpartition("/")
+                headers += [
+                    ("source.topic", topic.encode()),
+                    ("source.partition", partition.encode()),
+                    ("source.offset", str(event.position.offset).encode()),
+                ]
+            self._producer.produce(self.topic, value=event.raw, headers=headers)
+        # Durable before the batch's offsets are committed: a dead letter is never lost.
+        remaining = self._producer.flush(30)
+        if remaining:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "dead letters not delivered"))
+
+    def close(self) -> None:
+        self._producer.flush(30)
+
+
+def create_topic(
+    bootstrap: str, name: str, partitions: int, retention_ms: int = 7 * 86_400_000
+) -> None:
+    """Create a topic (no-op if it exists). ``retention.ms`` is set explicitly: some brokers
+    report no default, and clients that read it (Quix Streams) then fail."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    topic = NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=1,
+        config={"retention.ms": str(retention_ms), "retention.bytes": "-1"},
+    )
+    for future in admin.create_topics([topic]).values():
+        try:
+            future.result(timeout=10)
+        except Exception as exc:  # already exists is fine; anything else is not
+            if "TOPIC_ALREADY_EXISTS" not in str(exc):
+                raise ConfigurationError(f"cannot create topic {name!r}: {exc}") from exc

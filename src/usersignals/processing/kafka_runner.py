@@ -1,0 +1,116 @@
+"""The Kafka processor: fetch and decode in one thread, apply and commit in another.
+
+The fetch thread assembles and decodes the next micro-batch while the main thread writes the
+current one (a queue of one batch: backpressure). For each batch, in order: bad events to the
+dead-letter topic (flushed), the engine's atomic state write, then the offset commit. So a
+crash at any point leaves offsets at or behind the state; the re-delivered events are found
+in each user's progress and change nothing: an exactly-once effect.
+
+On a partition revocation the fetch thread waits, inside the callback, until every batch in
+flight has been written and committed, so the next owner starts from committed offsets.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+
+from usersignals.errors import StoreError
+from usersignals.events.decode import DecodeResult, EventDecoder
+from usersignals.ingest.kafka import DeadLetterTopic, KafkaBatch, KafkaSource
+from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.engine import Engine
+from usersignals.processing.metrics import ProcessorMetrics
+
+logger = logging.getLogger(__name__)
+
+_STORE_RETRIES = 5
+
+
+@dataclass
+class KafkaRunnerStats:
+    batches: int = 0
+    bad: int = 0
+    report: BatchReport = field(default_factory=BatchReport)
+
+
+class KafkaRunner:
+    def __init__(
+        self,
+        engine: Engine,
+        decoder: EventDecoder,
+        source: KafkaSource,
+        dead_letters: DeadLetterTopic,
+        metrics: ProcessorMetrics,
+    ) -> None:
+        self.engine = engine
+        self.decoder = decoder
+        self.source = source
+        self.dead_letters = dead_letters
+        self.metrics = metrics
+        self.stats = KafkaRunnerStats()
+        self._queue: queue.Queue[tuple[KafkaBatch, DecodeResult] | None] = queue.Queue(maxsize=1)
+        self._in_flight = 0
+        self._drained = threading.Condition()
+        self._failure: BaseException | None = None
+
+    def wait_for_drain(self, timeout_s: float = 30.0) -> None:
+        """Block until every fetched batch has been written and committed (rebalances)."""
+        with self._drained:
+            self._drained.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+
+    def run(self, stop: threading.Event) -> None:
+        fetcher = threading.Thread(target=self._fetch, args=(stop,), name="kafka-fetch")
+        fetcher.start()
+        try:
+            while True:
+                item = self._queue.get()
+                if item is None:
+                    break
+                self._apply(*item)
+        finally:
+            stop.set()
+            fetcher.join()
+        if self._failure is not None:
+            raise self._failure
+
+    def _fetch(self, stop: threading.Event) -> None:
+        try:
+            while not stop.is_set():
+                batch = self.source.next_batch()
+                if not batch.lines:
+                    continue
+                decoded = self.decoder.decode_block(batch.lines, batch.positions)
+                with self._drained:
+                    self._in_flight += 1
+                self._queue.put((batch, decoded))
+        except BaseException as exc:  # surfaced by run() in the main thread
+            self._failure = exc
+        finally:
+            self._queue.put(None)
+
+    def _apply(self, batch: KafkaBatch, decoded: DecodeResult) -> None:
+        started = time.perf_counter()
+        if decoded.bad:
+            self.dead_letters.write(decoded.bad)
+            self.stats.bad += len(decoded.bad)
+        micro = MicroBatch(decoded.events, decoded.positions)
+        for attempt in range(1, _STORE_RETRIES + 1):
+            try:
+                report = self.engine.process(micro)
+                break
+            except StoreError:
+                if attempt == _STORE_RETRIES:
+                    raise
+                logger.warning("state write failed (attempt %d), retrying", attempt, exc_info=True)
+                time.sleep(0.2 * 2**attempt)
+        self.source.commit(batch.next_offsets)
+        self.stats.batches += 1
+        self.stats.report.add(report)
+        self.metrics.observe_batch(decoded.events, decoded.bad, time.perf_counter() - started)
+        with self._drained:
+            self._in_flight -= 1
+            self._drained.notify_all()

@@ -1,0 +1,54 @@
+"""Prometheus metrics of the processor (served by ``usersignals run --metrics-port``)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from usersignals.events.model import BadEvent, Event
+
+_FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+_SAMPLE_EVERY = 8  # freshness is observed on every 8th event: cheap, and plenty for p99
+
+
+class ProcessorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        self.events = Counter(
+            "usersignals_events_processed", "Events applied or skipped as replays",
+            registry=self.registry,
+        )  # fmt: skip
+        self.batches = Histogram(
+            "usersignals_batch_events", "Events per micro-batch",
+            buckets=(1, 10, 100, 1_000, 5_000, 20_000, 50_000, 100_000), registry=self.registry,
+        )  # fmt: skip
+        self.freshness = Histogram(
+            "usersignals_freshness_seconds", "State write time minus event time",
+            buckets=_FRESHNESS_BUCKETS, registry=self.registry,
+        )  # fmt: skip
+        self.dead_letters = Counter(
+            "usersignals_dead_letters", "Rejected events, by reason", ["reason"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            "usersignals_consumer_lag", "Events behind the end of the partition", ["partition"],
+            registry=self.registry,
+        )  # fmt: skip
+        self.write_seconds = Histogram(
+            "usersignals_batch_seconds", "Time to process and write one micro-batch",
+            registry=self.registry,
+        )  # fmt: skip
+
+    def observe_batch(
+        self, events: Sequence[Event], bad: Sequence[BadEvent], seconds: float
+    ) -> None:
+        self.events.inc(len(events))
+        self.batches.observe(len(events) + len(bad))
+        self.write_seconds.observe(seconds)
+        now = time.time()
+        for event in events[::_SAMPLE_EVERY]:
+            self.freshness.observe(max(0.0, now - event.ts / 1000))
+        for rejected in bad:
+            self.dead_letters.labels(rejected.reason).inc()
