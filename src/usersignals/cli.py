@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -481,6 +483,10 @@ def _progress(bytes_: bool = False) -> Progress:
 
 def main() -> None:
     """Entry point: run the app, turning usersignals errors into one clear line and exit 2."""
+    logging.basicConfig(
+        level=os.environ.get("USERSIGNALS_LOG_LEVEL", "WARNING").upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     try:
         app()
     except UserSignalsError as exc:

@@ -6,8 +6,12 @@ dead-letter topic (flushed), the engine's atomic state write, then the offset co
 crash at any point leaves offsets at or behind the state; the re-delivered events are found
 in each user's progress and change nothing: an exactly-once effect.
 
+Commits are made by the fetch thread, between its fetches: the consumer serves a synchronous
+commit from the thread that polls it, and a commit from another thread waits (measured) until
+polling stops. The main thread hands over the offsets of each batch once it is written.
+
 On a partition revocation the fetch thread waits, inside the callback, until every batch in
-flight has been written and committed, so the next owner starts from committed offsets.
+flight has been written, and commits them, so the next owner starts from committed offsets.
 """
 
 from __future__ import annotations
@@ -53,14 +57,25 @@ class KafkaRunner:
         self.metrics = metrics
         self.stats = KafkaRunnerStats()
         self._queue: queue.Queue[tuple[KafkaBatch, DecodeResult] | None] = queue.Queue(maxsize=1)
+        self._written: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._in_flight = 0
         self._drained = threading.Condition()
         self._failure: BaseException | None = None
 
     def wait_for_drain(self, timeout_s: float = 30.0) -> None:
-        """Block until every fetched batch has been written and committed (rebalances)."""
+        """On the fetch thread: wait until every fetched batch is written, then commit them."""
         with self._drained:
             self._drained.wait_for(lambda: self._in_flight == 0, timeout=timeout_s)
+        self._commit_written()
+
+    def _commit_written(self) -> None:
+        offsets: dict[tuple[str, int], int] = {}
+        while True:
+            try:
+                offsets.update(self._written.get_nowait())
+            except queue.Empty:
+                break
+        self.source.commit(offsets)
 
     def run(self, stop: threading.Event) -> None:
         fetcher = threading.Thread(target=self._fetch, args=(stop,), name="kafka-fetch")
@@ -71,6 +86,15 @@ class KafkaRunner:
                 if item is None:
                     break
                 self._apply(*item)
+        except BaseException as exc:
+            self._failure = exc
+            stop.set()
+            with self._drained:  # release a fetch thread waiting for a drain
+                self._in_flight = 0
+                self._drained.notify_all()
+            while self._queue.get() is not None:  # unblock its put, wait for its end
+                pass
+            raise
         finally:
             stop.set()
             fetcher.join()
@@ -79,7 +103,8 @@ class KafkaRunner:
 
     def _fetch(self, stop: threading.Event) -> None:
         try:
-            while not stop.is_set():
+            while not stop.is_set() and self._failure is None:
+                self._commit_written()
                 batch = self.source.next_batch()
                 if not batch.lines:
                     continue
@@ -87,6 +112,8 @@ class KafkaRunner:
                 with self._drained:
                     self._in_flight += 1
                 self._queue.put((batch, decoded))
+            if self._failure is None:
+                self.wait_for_drain()  # graceful stop: the batches in hand, written, committed
         except BaseException as exc:  # surfaced by run() in the main thread
             self._failure = exc
         finally:
@@ -107,7 +134,7 @@ class KafkaRunner:
                     raise
                 logger.warning("state write failed (attempt %d), retrying", attempt, exc_info=True)
                 time.sleep(0.2 * 2**attempt)
-        self.source.commit(batch.next_offsets)
+        self._written.put(batch.next_offsets)  # committed by the fetch thread
         self.stats.batches += 1
         self.stats.report.add(report)
         self.metrics.observe_batch(decoded.events, decoded.bad, time.perf_counter() - started)

@@ -1,0 +1,215 @@
+"""Kafka ingestion against a real Kafka-protocol broker (Tansu) on loopback.
+
+The processor is the real ``usersignals run --kafka`` command. "Caught up" is decided from the
+group's committed offsets against the offsets the producer was told it wrote (the test broker
+under-reports its high watermark, so that is not used).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    Message,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from usersignals.demo import workload_spec
+from usersignals.devtools.broker import LocalBroker
+from usersignals.enrich.tables import load_table
+from usersignals.ingest.kafka import create_topic
+from usersignals.ingest.synthetic import item_records, iter_event_chunks
+from usersignals.state import RocksStore
+
+BIN = Path(sys.executable).parent
+PARTITIONS = 3
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[LocalBroker]:
+    with LocalBroker() as running:
+        yield running
+
+
+def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> dict[int, int]:
+    """Produce keyed values; returns the next offset of every partition written."""
+    create_topic(bootstrap, topic, PARTITIONS)
+    ends: dict[int, int] = {}
+
+    def delivered(error: object, message: Message) -> None:
+        assert error is None, error
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None
+        assert offset is not None
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
+    for key, value in values:
+        while True:
+            try:
+                producer.produce(topic, key=key, value=value, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    assert producer.flush(60) == 0
+    return ends
+
+
+def reference_values(events: int, seed: int) -> tuple[list[tuple[bytes, bytes]], list[dict]]:
+    spec = workload_spec(events, seed)
+    encoder = msgspec.json.Encoder()
+    records = [record for chunk in iter_event_chunks(spec) for record in chunk]
+    values = [(str(r["user_id"]).encode(), encoder.encode(r)) for r in records]
+    items = list(item_records(spec, sorted({str(r["item_id"]) for r in records})))
+    return values, items
+
+
+def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
+    """The group's committed offsets, read with the admin API (a consumer would join it)."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    request = ConsumerGroupTopicPartitions(
+        group, [TopicPartition(topic, p) for p in range(PARTITIONS)]
+    )
+    result = admin.list_consumer_group_offsets([request])[group].result(timeout=10)
+    return {p.partition: p.offset for p in result.topic_partitions}
+
+
+def prepare_store(path: Path, items: list[dict]) -> None:
+    store = RocksStore(path)
+    try:
+        jsonl = path.parent / f"{path.name}-items.jsonl"
+        jsonl.write_bytes(msgspec.json.Encoder().encode_lines(items))
+        load_table(store.table("items"), jsonl, key="item_id")
+    finally:
+        store.close()
+
+
+def start_processor(bootstrap: str, topic: str, group: str, store: Path) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "USERSIGNALS_KAFKA__GROUP_ID": group,
+        "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "5000",
+        "USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dead",
+    }
+    return subprocess.Popen(
+        [str(BIN / "usersignals"), "run", "--kafka", bootstrap, "--topic", topic,
+         "--store", str(store)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_caught_up(
+    bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout_s: float
+) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        offsets = committed(bootstrap, group, topic)
+        if all(offsets.get(p, -1) >= end for p, end in ends.items()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"not caught up: committed {committed(bootstrap, group, topic)}, {ends}")
+
+
+def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
+    process.send_signal(signal.SIGTERM)
+    _, err = process.communicate(timeout=60)
+    return process.returncode, err
+
+
+def records(path: Path) -> dict[bytes, bytes]:
+    store = RocksStore(path)
+    try:
+        return dict(store.scan(b"u:"))
+    finally:
+        store.close()
+
+
+def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = "consume"
+    values, items = reference_values(3_000, seed=5)
+    bad = [
+        (b"u-bad", b"{not json"),
+        (b"u-bad", b'{"event_id": "x", "user_id": "u-bad"}'),
+        (b"u-bad", b'{"event_id":"x","user_id":"u-bad","item_id":"i","action":"click",'
+                   b'"surface":"home","ts":"soon"}'),
+    ]  # fmt: skip
+    mixed = values[:1000] + bad[:1] + values[1000:2000] + bad[1:] + values[2000:]
+    ends = produce(broker.bootstrap, topic, mixed)
+    store = tmp_path / "store"
+    prepare_store(store, items)
+    process = start_processor(broker.bootstrap, topic, "g-consume", store)
+    wait_caught_up(broker.bootstrap, "g-consume", topic, ends, timeout_s=60)
+    code, err = stop(process)
+    assert code == 0, err
+    assert "3,000 events" in err
+    assert "3 dead letters" in err
+    users = {key for key, _ in values}
+    stored = records(store)
+    assert {key[2:] for key in stored} == users  # every user with a good event has state
+
+    dead = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-reader",
+                     "auto.offset.reset": "earliest"})  # fmt: skip
+    dead.subscribe([f"{topic}.dead"])
+    letters: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < 3 and time.monotonic() < deadline:
+        letters += [m for m in dead.consume(10, 1.0) if m.error() is None]
+    dead.close()
+    assert sorted(m.value() for m in letters) == sorted(value for _, value in bad)
+    reasons = sorted(dict(m.headers())["reason"].decode() for m in letters)
+    assert reasons == ["malformed_json", "missing_field", "wrong_type"]
+    for message in letters:
+        headers = dict(message.headers())
+        assert headers["source.topic"] == topic.encode()
+        assert int(headers["source.offset"]) >= 0
+
+
+def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = "crash"
+    values, items = reference_values(200_000, seed=9)
+    ends = produce(broker.bootstrap, topic, values)
+
+    clean_store = tmp_path / "clean"
+    prepare_store(clean_store, items)
+    clean = start_processor(broker.bootstrap, topic, "g-clean", clean_store)
+    wait_caught_up(broker.bootstrap, "g-clean", topic, ends, timeout_s=300)
+    assert stop(clean)[0] == 0
+
+    crash_store = tmp_path / "crashed"
+    prepare_store(crash_store, items)
+    rng = random.Random(13)
+    kills = 0
+    for _ in range(3):
+        process = start_processor(broker.bootstrap, topic, "g-crash", crash_store)
+        time.sleep(rng.uniform(4.0, 9.0))  # joined (~3 s) and somewhere mid-stream
+        process.kill()  # SIGKILL: no chance to finish anything
+        process.communicate(timeout=30)
+        kills += 1
+    survivor = start_processor(broker.bootstrap, topic, "g-crash", crash_store)
+    wait_caught_up(broker.bootstrap, "g-crash", topic, ends, timeout_s=300)
+    assert stop(survivor)[0] == 0
+    assert kills == 3
+
+    expected, got = records(clean_store), records(crash_store)
+    assert len(got) == len(expected)
+    assert got.keys() == expected.keys()
+    different = [key for key in expected if got[key] != expected[key]]
+    assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
