@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 from confluent_kafka import (
@@ -28,7 +29,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from usersignals.demo import workload_spec
-from usersignals.devtools.broker import LocalBroker
+from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.enrich.tables import load_table
 from usersignals.ingest.kafka import create_topic
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
@@ -97,7 +98,9 @@ def prepare_store(path: Path, items: list[dict]) -> None:
         store.close()
 
 
-def start_processor(bootstrap: str, topic: str, group: str, store: Path) -> subprocess.Popen[str]:
+def start_processor(
+    bootstrap: str, topic: str, group: str, store: Path, *extra: str
+) -> subprocess.Popen[str]:
     env = {
         **os.environ,
         "USERSIGNALS_KAFKA__GROUP_ID": group,
@@ -107,7 +110,7 @@ def start_processor(bootstrap: str, topic: str, group: str, store: Path) -> subp
     }
     return subprocess.Popen(
         [str(BIN / "usersignals"), "run", "--kafka", bootstrap, "--topic", topic,
-         "--store", str(store)],
+         "--store", str(store), *extra],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -153,12 +156,24 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
     ends = produce(broker.bootstrap, topic, mixed)
     store = tmp_path / "store"
     prepare_store(store, items)
-    process = start_processor(broker.bootstrap, topic, "g-consume", store)
+    metrics_port = free_port()
+    process = start_processor(
+        broker.bootstrap, topic, "g-consume", store, "--metrics-port", str(metrics_port)
+    )
     wait_caught_up(broker.bootstrap, "g-consume", topic, ends, timeout_s=60)
+    time.sleep(1.5)  # one more position update
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
     code, err = stop(process)
     assert code == 0, err
     assert "3,000 events" in err
     assert "3 dead letters" in err
+    assert 'usersignals_dead_letters_total{reason="malformed_json"} 1.0' in metrics
+    assert "usersignals_events_processed_total 3000.0" in metrics
+    assert "usersignals_freshness_seconds_bucket" in metrics
+    for partition, end in ends.items():
+        assert (
+            f'usersignals_consumer_position{{partition="{topic}/{partition}"}} {end}.0' in metrics
+        )
     users = {key for key, _ in values}
     stored = records(store)
     assert {key[2:] for key in stored} == users  # every user with a good event has state

@@ -136,12 +136,19 @@ class KafkaSource:
             for p in self._consumer.committed(partitions, timeout=10)
         }
 
-    def high_watermarks(self) -> dict[str, int]:
-        marks = {}
-        for p in self._consumer.assignment():
-            _, high = self._consumer.get_watermark_offsets(p, timeout=5, cached=True)
-            marks[partition_id(p.topic, p.partition)] = high
-        return marks
+    def positions(self) -> dict[str, tuple[int, int]]:
+        """Per assigned partition: (next offset to consume, high watermark).
+
+        The watermark comes from the fetch responses (no extra request); some brokers report it
+        a little low, so the lag computed from it is a lower bound and the position is
+        exported too.
+        """
+        out: dict[str, tuple[int, int]] = {}
+        assignment = self._consumer.assignment()
+        for p in self._consumer.position(assignment) if assignment else []:
+            _, high = self._consumer.get_watermark_offsets(p, cached=True)
+            out[partition_id(p.topic, p.partition)] = (p.offset, high)
+        return out
 
     def close(self) -> None:
         self._consumer.close()

@@ -103,9 +103,13 @@ class KafkaRunner:
 
     def _fetch(self, stop: threading.Event) -> None:
         try:
+            next_positions = 0.0
             while not stop.is_set() and self._failure is None:
                 self._commit_written()
                 batch = self.source.next_batch()
+                if time.monotonic() >= next_positions:  # lag metrics, once a second
+                    self.metrics.observe_positions(self.source.positions())
+                    next_positions = time.monotonic() + 1.0
                 if not batch.lines:
                     continue
                 decoded = self.decoder.decode_block(batch.lines, batch.positions)

@@ -33,13 +33,25 @@ class ProcessorMetrics:
             registry=self.registry,
         )  # fmt: skip
         self.lag = Gauge(
-            "usersignals_consumer_lag", "Events behind the end of the partition", ["partition"],
+            "usersignals_consumer_lag",
+            "Events behind the partition's high watermark (a lower bound where the broker "
+            "reports the watermark low)", ["partition"], registry=self.registry,
+        )  # fmt: skip
+        self.position = Gauge(
+            "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
         )  # fmt: skip
         self.write_seconds = Histogram(
             "usersignals_batch_seconds", "Time to process and write one micro-batch",
             registry=self.registry,
         )  # fmt: skip
+
+    def observe_positions(self, positions: dict[str, tuple[int, int]]) -> None:
+        for partition, (position, high) in positions.items():
+            if position >= 0:
+                self.position.labels(partition).set(position)
+                if high >= 0:
+                    self.lag.labels(partition).set(max(0, high - position))
 
     def observe_batch(
         self, events: Sequence[Event], bad: Sequence[BadEvent], seconds: float
