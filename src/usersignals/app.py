@@ -22,7 +22,9 @@ from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import meta_key
+from usersignals.state.redis import RedisStore
 from usersignals.state.rocks import RocksStore
+from usersignals.state.store import StateStore
 
 _SIGNALS_MODULE_KEY = meta_key("signals_module")
 
@@ -32,13 +34,33 @@ class Processor:
     """What a writer process holds: the store, the engine and the event decoder."""
 
     settings: Settings
-    store: RocksStore
+    store: StateStore
     registry: SignalRegistry
     engine: Engine
     decoder: EventDecoder
 
     def close(self) -> None:
         self.store.close()
+
+
+def open_store(settings: Settings, read_only: bool = False) -> StateStore:
+    """The configured state store: embedded RocksDB (default) or Redis."""
+    store = settings.store
+    if store.backend == "redis":
+        return RedisStore(store.redis_url, store.redis_namespace)
+    if store.backend != "rocksdb":
+        raise ConfigurationError(
+            f"store.backend must be 'rocksdb' or 'redis', not {store.backend!r}"
+        )
+    if read_only:
+        path = Path(store.path)
+        if not (path / "CURRENT").exists():
+            raise ConfigurationError(
+                f"no state store at {path}: start the processor first (usersignals run), "
+                "or replay events into it (usersignals replay)"
+            )
+        return RocksStore(path, read_only=True)
+    return RocksStore(Path(store.path), sync=store.sync)
 
 
 def build_registry(settings: Settings) -> SignalRegistry:
@@ -58,7 +80,7 @@ def build_decoder(settings: Settings) -> EventDecoder:
 
 def build_processor(settings: Settings) -> Processor:
     registry = build_registry(settings)
-    store = RocksStore(Path(settings.store.path), sync=settings.store.sync)
+    store = open_store(settings)
     try:
         sources = {
             lookup.name: TableSource(lookup.name, store.table(lookup.name))
@@ -146,13 +168,7 @@ def build_serving_state(settings: Settings) -> ServingState:
 
 def open_store_reader(settings: Settings, signals: str | None = None) -> SignalReader:
     """A reader over a store another process may be writing (a RocksDB secondary)."""
-    path = Path(settings.store.path)
-    if not (path / "CURRENT").exists():
-        raise ConfigurationError(
-            f"no state store at {path}: start the processor first (usersignals run), "
-            "or replay events into it (usersignals replay)"
-        )
-    store = RocksStore(path, read_only=True)
+    store = open_store(settings, read_only=True)
     module = signals
     if module is None:
         stored = store.get_many([_SIGNALS_MODULE_KEY])[0]

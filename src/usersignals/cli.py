@@ -99,11 +99,11 @@ def tables_load(
     config: ConfigOption = None,
 ) -> None:
     """Load records into an embedded table that signals can enrich from."""
+    from usersignals.app import open_store
     from usersignals.enrich.tables import load_table
-    from usersignals.state.rocks import RocksStore
 
     settings = _settings(config, store=store)
-    state = RocksStore(Path(settings.store.path), sync=settings.store.sync)
+    state = open_store(settings)
     try:
         count = load_table(state.table(name), file, key)
     finally:

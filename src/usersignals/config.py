@@ -19,7 +19,11 @@ from usersignals.errors import ConfigurationError
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: "rocksdb" (embedded, the default) or "redis" (shared by processors and replicas).
+    backend: str = "rocksdb"
     path: str = "data/store"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_namespace: str = "us"
     #: fsync every write: survives a machine crash, not only a process crash.
     sync: bool = False
 

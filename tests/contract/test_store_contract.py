@@ -9,19 +9,26 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from usersignals import RocksStore, StateStore
+from usersignals.state.redis import RedisStore
 from usersignals.state.store import KeyValueTable
 
 
-@pytest.fixture(params=["rocksdb"])
+@pytest.fixture(params=["rocksdb", "redis"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
+    backend: StateStore
     if request.param == "rocksdb":
         backend = RocksStore(tmp_path / "store")
+    else:
+        # A namespace per test: one server, no test sees another's keys.
+        url = request.getfixturevalue("redis_url")
+        backend = RedisStore(url, namespace=f"t{uuid.uuid4().hex[:12]}")
     yield backend
     backend.close()
 

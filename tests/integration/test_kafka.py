@@ -34,6 +34,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.ingest.kafka import create_topic
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
 from usersignals.state import RocksStore
+from usersignals.state.redis import RedisStore
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 3
@@ -99,10 +100,16 @@ def prepare_store(path: Path, items: list[dict]) -> None:
 
 
 def start_processor(
-    bootstrap: str, topic: str, group: str, store: Path, *extra: str
+    bootstrap: str,
+    topic: str,
+    group: str,
+    store: Path,
+    *extra: str,
+    env_extra: dict[str, str] | None = None,
 ) -> subprocess.Popen[str]:
     env = {
         **os.environ,
+        **(env_extra or {}),
         "USERSIGNALS_KAFKA__GROUP_ID": group,
         "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
         "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "5000",
@@ -225,6 +232,56 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
 
     expected, got = records(clean_store), records(crash_store)
     assert len(got) == len(expected)
+    assert got.keys() == expected.keys()
+    different = [key for key in expected if got[key] != expected[key]]
+    assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
+
+
+def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twice(
+    broker: LocalBroker, redis_url: str, tmp_path: Path
+) -> None:
+    """Two processors in one group over a shared Redis store: one joins mid-stream, the other
+    leaves mid-stream; the result equals one clean replay, byte for byte."""
+    topic = "rebalance"
+    values, items = reference_values(150_000, seed=17)
+    ends = produce(broker.bootstrap, topic, values)
+
+    clean_store = tmp_path / "clean"
+    prepare_store(clean_store, items)
+    clean = start_processor(broker.bootstrap, topic, "g-clean-r", clean_store)
+    wait_caught_up(broker.bootstrap, "g-clean-r", topic, ends, timeout_s=300)
+    assert stop(clean)[0] == 0
+
+    shared = RedisStore(redis_url, namespace="rebalance")
+    jsonl = tmp_path / "items.jsonl"
+    jsonl.write_bytes(msgspec.json.Encoder().encode_lines(items))
+    load_table(shared.table("items"), jsonl, key="item_id")
+    redis_env = {
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_url,
+        "USERSIGNALS_STORE__REDIS_NAMESPACE": "rebalance",
+        "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "2000",
+    }
+    first = start_processor(
+        broker.bootstrap, topic, "g-shared", tmp_path / "unused-a", env_extra=redis_env
+    )
+    time.sleep(5)  # joined, part of the way through
+    second = start_processor(
+        broker.bootstrap, topic, "g-shared", tmp_path / "unused-b", env_extra=redis_env
+    )
+    time.sleep(6)  # the group rebalanced: both consume
+    first_code, first_err = stop(first)  # leaves mid-stream: a second rebalance
+    assert first_code == 0, first_err
+    wait_caught_up(broker.bootstrap, "g-shared", topic, ends, timeout_s=300)
+    second_code, second_err = stop(second)
+    assert second_code == 0, second_err
+    # Both did part of the work.
+    assert " 0 events in" not in first_err
+    assert " 0 events in" not in second_err
+
+    expected = records(clean_store)
+    got = dict(shared.scan(b"u:"))
+    shared.close()
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
