@@ -135,7 +135,12 @@ def test_unknown_key_in_file(tmp_path: Path) -> None:
 
 
 def test_unknown_section_in_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="unknown field `kafka`"):
+    with pytest.raises(ConfigurationError, match="unknown field `flink`"):
+        Settings.load(write(tmp_path, "[flink]\nbrokers = 'x'\n"), environ={})
+
+
+def test_unknown_field_in_a_known_section(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match=r"unknown field `brokers` - at `\$.kafka`"):
         Settings.load(write(tmp_path, "[kafka]\nbrokers = 'x'\n"), environ={})
 
 
