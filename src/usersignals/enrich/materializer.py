@@ -8,9 +8,10 @@ and signals need it, and the records come back for the engine to join onto rows.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
+from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.sources import LookupSource, Record
 from usersignals.errors import ConfigurationError, EnrichmentError
 
@@ -20,6 +21,7 @@ logger = logging.getLogger(__name__)
 @dataclass
 class MaterializerStats:
     keys_requested: int = 0
+    cache_hits: int = 0
     keys_fetched: int = 0
     keys_missing: int = 0
     fetch_calls: int = 0
@@ -27,8 +29,14 @@ class MaterializerStats:
 
 
 class Materializer:
-    def __init__(self, sources: Mapping[str, LookupSource]) -> None:
+    def __init__(
+        self,
+        sources: Mapping[str, LookupSource],
+        cache_factory: Callable[[], RecordCache] = RecordCache,
+    ) -> None:
         self._sources = dict(sources)
+        # A cache per source: two sources may use the same keys for different records.
+        self._caches = {name: cache_factory() for name in self._sources}
         self.stats = MaterializerStats()
 
     def require(self, names: Iterable[str]) -> None:
@@ -48,13 +56,20 @@ class Materializer:
         if not unique:
             return {}
         try:
-            records = dict(self._sources[source].fetch(unique))
+            cache, fetcher = self._caches[source], self._sources[source]
         except KeyError:
             raise ConfigurationError(f"no lookup source named {source!r}") from None
-        except Exception as exc:
-            raise EnrichmentError(source, str(exc)) from exc
-        stats.fetch_calls += 1
-        stats.keys_fetched += len(unique)
-        stats.keys_missing += len(unique) - len(records)
+        records, _, fetch = cache.get_many(unique)
+        stats.cache_hits += len(unique) - len(fetch)
+        if fetch:
+            try:
+                fetched = dict(fetcher.fetch(fetch))
+            except Exception as exc:
+                raise EnrichmentError(source, str(exc)) from exc
+            cache.put_many(fetched, [key for key in fetch if key not in fetched])
+            records.update(fetched)
+            stats.fetch_calls += 1
+            stats.keys_fetched += len(fetch)
+            stats.keys_missing += len(fetch) - len(fetched)
         stats.by_source[source] = stats.by_source.get(source, 0) + len(unique)
         return records
