@@ -9,7 +9,8 @@ import pytest
 
 from usersignals.enrich import Materializer
 from usersignals.enrich.cache import RecordCache
-from usersignals.errors import ConfigurationError, EnrichmentError
+from usersignals.enrich.materializer import SourcePolicy
+from usersignals.errors import ConfigurationError
 
 
 class CountingSource:
@@ -87,13 +88,52 @@ def test_the_least_recently_used_records_leave_a_full_cache() -> None:
     assert source.calls == [["b"]]
 
 
-def test_a_failing_source_raises_a_typed_error_and_an_unknown_one_a_configuration_error() -> None:
-    source = CountingSource({})
-    source.fail = True
-    m = materializer(source, Clock())
-    with pytest.raises(EnrichmentError, match="source down"):
-        m.lookup("items", ["a"])
+class FlakySource(CountingSource):
+    """Fails its first ``failures`` fetches, then serves."""
+
+    def __init__(self, records: dict[str, dict[str, Any]], failures: int) -> None:
+        super().__init__(records)
+        self.failures = failures
+
+    def fetch(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        if self.failures > 0:
+            self.failures -= 1
+            raise TimeoutError("source timed out")
+        return super().fetch(keys)
+
+
+def test_hold_policy_retries_until_the_source_recovers_and_loses_nothing() -> None:
+    source = FlakySource({"a": {"c": 1}}, failures=6)
+    slept: list[float] = []
+    m = Materializer(
+        {"items": source},
+        policies={"items": SourcePolicy("hold", retries=2, backoff_s=0.1, max_backoff_s=0.4)},
+        sleep=slept.append,
+    )
+    assert m.lookup("items", ["a"]) == {"a": {"c": 1}}
+    assert slept == [0.1, 0.2, 0.4, 0.4, 0.4, 0.4]  # exponential, capped
+    assert m.stats.failures == {"TimeoutError": 6}
+    assert m.stats.keys_failed == 0
+
+
+def test_missing_policy_goes_on_without_the_fields_and_asks_again_next_time() -> None:
+    source = FlakySource({"a": {"c": 1}}, failures=3)
+    m = Materializer(
+        {"items": source},
+        policies={"items": SourcePolicy("missing", retries=2, backoff_s=0.01)},
+        sleep=lambda _: None,
+    )
+    assert m.lookup("items", ["a"]) == {}
+    assert m.stats.keys_failed == 1
+    assert m.stats.failures == {"TimeoutError": 3}
+    assert m.lookup("items", ["a"]) == {"a": {"c": 1}}  # not negatively cached
+
+
+def test_an_unknown_source_or_policy_is_a_configuration_error() -> None:
+    m = materializer(CountingSource({}), Clock())
     with pytest.raises(ConfigurationError, match="no lookup source named 'nope'"):
         m.lookup("nope", ["a"])
     with pytest.raises(ConfigurationError, match="no lookup source configured for other"):
         m.require(["items", "other"])
+    with pytest.raises(ConfigurationError, match="on_failure must be"):
+        Materializer({"items": CountingSource({})}, policies={"items": SourcePolicy("drop")})

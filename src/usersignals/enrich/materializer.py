@@ -8,14 +8,36 @@ and signals need it, and the records come back for the engine to join onto rows.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.sources import LookupSource, Record
-from usersignals.errors import ConfigurationError, EnrichmentError
+from usersignals.errors import ConfigurationError
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SourcePolicy:
+    """What to do when a source fails (raises or times out), after ``retries`` retries.
+
+    ``on_failure="hold"``: keep retrying (backoff capped at ``max_backoff_s``) until the source
+    recovers; the micro-batch, and so the offset commit, waits. ``on_failure="missing"``: go
+    on with the keys not found — signals see their fields as missing (None), the engine
+    counts them, nothing is cached for them, and the next batch asks again.
+    """
+
+    on_failure: str = "hold"
+    retries: int = 3
+    backoff_s: float = 0.05
+    max_backoff_s: float = 2.0
+
+    def problems(self) -> list[str]:
+        if self.on_failure not in ("hold", "missing"):
+            return [f"on_failure must be 'hold' or 'missing', not {self.on_failure!r}"]
+        return []
 
 
 @dataclass
@@ -25,6 +47,8 @@ class MaterializerStats:
     keys_fetched: int = 0
     keys_missing: int = 0
     fetch_calls: int = 0
+    failures: dict[str, int] = field(default_factory=dict)  # by exception kind
+    keys_failed: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
 
 
@@ -33,8 +57,15 @@ class Materializer:
         self,
         sources: Mapping[str, LookupSource],
         cache_factory: Callable[[], RecordCache] = RecordCache,
+        policies: Mapping[str, SourcePolicy] | None = None,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self._sources = dict(sources)
+        self._policies = dict(policies or {})
+        for name, policy in self._policies.items():
+            if policy.problems():
+                raise ConfigurationError(f"source {name!r}: {'; '.join(policy.problems())}")
+        self._sleep = sleep
         # A cache per source: two sources may use the same keys for different records.
         self._caches = {name: cache_factory() for name in self._sources}
         self.stats = MaterializerStats()
@@ -62,10 +93,10 @@ class Materializer:
         records, _, fetch = cache.get_many(unique)
         stats.cache_hits += len(unique) - len(fetch)
         if fetch:
-            try:
-                fetched = dict(fetcher.fetch(fetch))
-            except Exception as exc:
-                raise EnrichmentError(source, str(exc)) from exc
+            fetched = self._fetch_with_policy(source, fetcher, fetch)
+            if fetched is None:  # failed under the "missing" policy: nothing to cache
+                stats.keys_failed += len(fetch)
+                return records
             cache.put_many(fetched, [key for key in fetch if key not in fetched])
             records.update(fetched)
             stats.fetch_calls += 1
@@ -73,3 +104,26 @@ class Materializer:
             stats.keys_missing += len(fetch) - len(fetched)
         stats.by_source[source] = stats.by_source.get(source, 0) + len(unique)
         return records
+
+    def _fetch_with_policy(
+        self, source: str, fetcher: LookupSource, keys: list[str]
+    ) -> dict[str, Record] | None:
+        policy = self._policies.get(source, SourcePolicy())
+        attempt = 0
+        while True:
+            try:
+                return dict(fetcher.fetch(keys))
+            except Exception as exc:
+                kind = type(exc).__name__
+                self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
+                attempt += 1
+                if attempt > policy.retries:
+                    if policy.on_failure == "missing":
+                        logger.warning("source %s failed (%s): fields marked missing", source, exc)
+                        return None
+                    if attempt == policy.retries + 1:
+                        logger.error(
+                            "source %s failed (%s): holding until it recovers", source, exc
+                        )
+                delay = min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s)
+                self._sleep(delay)

@@ -39,3 +39,100 @@ class TableSource:
         values = self._table.get_many([key.encode() for key in keys])
         decode = _record_decoder.decode
         return {key: decode(value) for key, value in zip(keys, values, strict=True) if value}
+
+
+class RedisHashSource:
+    """Records as Redis hashes, one per key (``<prefix><key>``), fetched with one pipeline.
+
+    Hash fields are strings; a field holding JSON (a number, a list such as an embedding) is
+    decoded, anything else is kept as a string.
+    """
+
+    def __init__(self, name: str, url: str, prefix: str = "", timeout_s: float = 1.0) -> None:
+        import redis
+
+        self.name = name
+        self.prefix = prefix
+        self._client = redis.Redis.from_url(
+            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
+        )
+
+    def fetch(self, keys: Sequence[str]) -> dict[str, Record]:
+        pipeline = self._client.pipeline(transaction=False)
+        for key in keys:
+            pipeline.hgetall(self.prefix + key)
+        out: dict[str, Record] = {}
+        for key, fields in zip(keys, pipeline.execute(), strict=True):
+            if fields:
+                out[key] = {name.decode(): _field_value(value) for name, value in fields.items()}
+        return out
+
+    def close(self) -> None:
+        self._client.close()
+
+
+def _field_value(raw: bytes) -> Any:
+    if raw[:1] in b"[{-0123456789" or raw in (b"true", b"false", b"null"):
+        try:
+            return _json_decoder.decode(raw)
+        except msgspec.DecodeError:
+            pass
+    return raw.decode()
+
+
+_json_decoder = msgspec.json.Decoder()
+
+
+class HttpBatchSource:
+    """Records from an HTTP service, many keys per request.
+
+    Contract: ``POST <url>`` with ``{"keys": ["k1", "k2", ...]}`` answers ``200`` with
+    ``{"records": {"k1": {...fields...}, ...}}``; keys it does not know are left out. Requests
+    carry at most ``max_batch`` keys; up to ``concurrency`` run at once; each has ``timeout_s``.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        url: str,
+        timeout_s: float = 1.0,
+        max_batch: int = 1_000,
+        concurrency: int = 4,
+    ) -> None:
+        import httpx
+
+        self.name = name
+        self.url = url
+        self.max_batch = max_batch
+        self.concurrency = concurrency
+        self._client = httpx.Client(
+            timeout=timeout_s, limits=httpx.Limits(max_connections=concurrency)
+        )
+        self._decoder = msgspec.json.Decoder(_HttpAnswer)
+
+    def fetch(self, keys: Sequence[str]) -> dict[str, Record]:
+        from concurrent.futures import ThreadPoolExecutor
+
+        chunks = [keys[i : i + self.max_batch] for i in range(0, len(keys), self.max_batch)]
+        if len(chunks) == 1:
+            return self._fetch_chunk(chunks[0])
+        out: dict[str, Record] = {}
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            for records in pool.map(self._fetch_chunk, chunks):
+                out.update(records)
+        return out
+
+    def _fetch_chunk(self, keys: Sequence[str]) -> dict[str, Record]:
+        response = self._client.post(self.url, content=_json_encoder.encode({"keys": list(keys)}))
+        response.raise_for_status()
+        return self._decoder.decode(response.content).records
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _HttpAnswer(msgspec.Struct):
+    records: dict[str, dict[str, Any]]
+
+
+_json_encoder = msgspec.json.Encoder()
