@@ -5,9 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from usersignals.config import Settings
-from usersignals.enrich.materializer import Materializer
-from usersignals.enrich.sources import TableSource
+from prometheus_client import CollectorRegistry
+
+from usersignals.config import Settings, SourceSettings
+from usersignals.enrich.cache import RecordCache
+from usersignals.enrich.materializer import Materializer, SourcePolicy
+from usersignals.enrich.metrics import EnrichmentMetrics
+from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder, EventPolicy
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -63,6 +67,44 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     return RocksStore(Path(store.path), sync=store.sync)
 
 
+def build_materializer(
+    settings: Settings,
+    registry: SignalRegistry,
+    store: StateStore,
+    metrics: CollectorRegistry | None = None,
+) -> Materializer:
+    """The lookup sources the signals name, each with its cache and failure policy."""
+    sources: dict[str, LookupSource] = {}
+    policies: dict[str, SourcePolicy] = {}
+    caches: dict[str, SourceSettings] = {}
+    for name in sorted({lookup.name for signal in registry for lookup in signal.lookups}):
+        config = settings.enrich.sources.get(name, SourceSettings())
+        timeout = config.timeout_ms / 1000
+        if config.kind == "table":
+            sources[name] = TableSource(name, store.table(name))
+        elif config.kind == "redis":
+            sources[name] = RedisHashSource(name, config.url, config.prefix, timeout)
+        elif config.kind == "http":
+            sources[name] = HttpBatchSource(
+                name, config.url, timeout, config.max_batch, config.concurrency
+            )
+        else:
+            raise ConfigurationError(
+                f"enrich.sources.{name}.kind must be table, redis or http, not {config.kind!r}"
+            )
+        policies[name] = SourcePolicy(config.on_failure, config.retries)
+        caches[name] = config
+    return Materializer(
+        sources,
+        caches={
+            name: RecordCache(c.cache_capacity, c.cache_ttl_s, c.negative_ttl_s)
+            for name, c in caches.items()
+        },
+        policies=policies,
+        metrics=EnrichmentMetrics(metrics) if metrics is not None else None,
+    )
+
+
 def build_registry(settings: Settings) -> SignalRegistry:
     return SignalRegistry.from_module(settings.signals)
 
@@ -78,16 +120,11 @@ def build_decoder(settings: Settings) -> EventDecoder:
     )
 
 
-def build_processor(settings: Settings) -> Processor:
+def build_processor(settings: Settings, metrics: CollectorRegistry | None = None) -> Processor:
     registry = build_registry(settings)
     store = open_store(settings)
     try:
-        sources = {
-            lookup.name: TableSource(lookup.name, store.table(lookup.name))
-            for signal in registry
-            for lookup in signal.lookups
-        }
-        engine = Engine(registry, store, Materializer(sources))
+        engine = Engine(registry, store, build_materializer(settings, registry, store, metrics))
         # Remember which module wrote this store, so readers need not be told again.
         store.write({_SIGNALS_MODULE_KEY: settings.signals.encode()})
     except Exception:
@@ -96,9 +133,11 @@ def build_processor(settings: Settings) -> Processor:
     return Processor(settings, store, registry, engine, build_decoder(settings))
 
 
-def build_processor_with_raw(settings: Settings) -> Processor:
+def build_processor_with_raw(
+    settings: Settings, metrics: CollectorRegistry | None = None
+) -> Processor:
     """A processor; also keeps raw events per user when the settings ask for it."""
-    processor = build_processor(settings)
+    processor = build_processor(settings, metrics)
     if settings.processing.keep_raw_events:
         processor.engine = Engine(
             processor.registry,

@@ -181,8 +181,8 @@ def run(
     kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
-    processor = build_processor_with_raw(settings)
     metrics = ProcessorMetrics()
+    processor = build_processor_with_raw(settings, metrics.registry)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     stop = threading.Event()

@@ -47,6 +47,31 @@ class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "data/spool"
 
 
+class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Where one lookup source's records come from (the signals name the source)."""
+
+    #: "table" (embedded, `usersignals tables load`), "redis" (hashes) or "http" (batch API).
+    kind: str = "table"
+    #: redis://... for "redis"; the POST endpoint for "http".
+    url: str = ""
+    #: Redis key prefix of the hashes ("items:" → items:<key>).
+    prefix: str = ""
+    timeout_ms: int = 1_000
+    max_batch: int = 1_000
+    concurrency: int = 4
+    #: "hold" (retry until the source recovers) or "missing" (go on, fields missing).
+    on_failure: str = "hold"
+    retries: int = 3
+    cache_capacity: int = 200_000
+    cache_ttl_s: float = 300.0
+    negative_ttl_s: float = 60.0
+
+
+class EnrichSettings(msgspec.Struct, forbid_unknown_fields=True):
+    #: Per lookup source name; a source not listed is the embedded table of that name.
+    sources: dict[str, SourceSettings] = {}
+
+
 class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Empty: no Kafka; ``usersignals run`` then processes the HTTP spool only.
     bootstrap_servers: str = ""
@@ -82,6 +107,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
     processing: ProcessingSettings = msgspec.field(default_factory=ProcessingSettings)
     spool: SpoolSettings = msgspec.field(default_factory=SpoolSettings)
     kafka: KafkaSettings = msgspec.field(default_factory=KafkaSettings)
+    enrich: EnrichSettings = msgspec.field(default_factory=EnrichSettings)
     serving: ServingSettings = msgspec.field(default_factory=ServingSettings)
 
     @classmethod

@@ -40,7 +40,7 @@ class Clock:
 def materializer(source: CountingSource, clock: Clock, capacity: int = 100) -> Materializer:
     return Materializer(
         {"items": source},
-        cache_factory=lambda: RecordCache(capacity, ttl_s=60, negative_ttl_s=10, clock=clock),
+        caches={"items": RecordCache(capacity, ttl_s=60, negative_ttl_s=10, clock=clock)},
     )
 
 

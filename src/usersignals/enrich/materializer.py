@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
 from usersignals.enrich.cache import RecordCache
+from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import LookupSource, Record
 from usersignals.errors import ConfigurationError
 
@@ -56,10 +57,12 @@ class Materializer:
     def __init__(
         self,
         sources: Mapping[str, LookupSource],
-        cache_factory: Callable[[], RecordCache] = RecordCache,
+        caches: Mapping[str, RecordCache] | None = None,
         policies: Mapping[str, SourcePolicy] | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        metrics: EnrichmentMetrics | None = None,
     ) -> None:
+        self.metrics = metrics
         self._sources = dict(sources)
         self._policies = dict(policies or {})
         for name, policy in self._policies.items():
@@ -67,7 +70,10 @@ class Materializer:
                 raise ConfigurationError(f"source {name!r}: {'; '.join(policy.problems())}")
         self._sleep = sleep
         # A cache per source: two sources may use the same keys for different records.
-        self._caches = {name: cache_factory() for name in self._sources}
+        given = dict(caches or {})
+        self._caches = {
+            name: given[name] if name in given else RecordCache() for name in self._sources
+        }
         self.stats = MaterializerStats()
 
     def require(self, names: Iterable[str]) -> None:
@@ -92,6 +98,10 @@ class Materializer:
             raise ConfigurationError(f"no lookup source named {source!r}") from None
         records, _, fetch = cache.get_many(unique)
         stats.cache_hits += len(unique) - len(fetch)
+        if self.metrics is not None:
+            self.metrics.keys_requested.labels(source).inc(len(unique))
+            self.metrics.cache_hits.labels(source).inc(len(unique) - len(fetch))
+            self.metrics.keys_fetched.labels(source).inc(len(fetch))
         if fetch:
             fetched = self._fetch_with_policy(source, fetcher, fetch)
             if fetched is None:  # failed under the "missing" policy: nothing to cache
@@ -111,11 +121,17 @@ class Materializer:
         policy = self._policies.get(source, SourcePolicy())
         attempt = 0
         while True:
+            started = time.perf_counter()
             try:
-                return dict(fetcher.fetch(keys))
+                fetched = dict(fetcher.fetch(keys))
+                if self.metrics is not None:
+                    self.metrics.fetch_seconds.labels(source).observe(time.perf_counter() - started)
+                return fetched
             except Exception as exc:
                 kind = type(exc).__name__
                 self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
+                if self.metrics is not None:
+                    self.metrics.failures.labels(source, kind).inc()
                 attempt += 1
                 if attempt > policy.retries:
                     if policy.on_failure == "missing":

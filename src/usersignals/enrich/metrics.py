@@ -1,0 +1,29 @@
+"""Prometheus metrics of the Materializer, per lookup source."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+class EnrichmentMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.keys_requested = Counter(
+            "usersignals_lookup_keys_requested", "Distinct keys asked for, per micro-batch",
+            ["source"], registry=registry,
+        )  # fmt: skip
+        self.keys_fetched = Counter(
+            "usersignals_lookup_keys_fetched", "Keys fetched from the source (cache misses)",
+            ["source"], registry=registry,
+        )  # fmt: skip
+        self.cache_hits = Counter(
+            "usersignals_lookup_cache_hits", "Keys served by the cache", ["source"],
+            registry=registry,
+        )  # fmt: skip
+        self.fetch_seconds = Histogram(
+            "usersignals_lookup_fetch_seconds", "Latency of one batched fetch", ["source"],
+            buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=registry,
+        )  # fmt: skip
+        self.failures = Counter(
+            "usersignals_lookup_failures", "Failed fetches, by kind", ["source", "kind"],
+            registry=registry,
+        )  # fmt: skip
