@@ -25,8 +25,8 @@ def load_table(
 ) -> int:
     """Write every record of ``path`` into ``table`` under its ``key`` field; returns the count.
 
-    JSONL records keep their types (an embedding stays a list of floats); CSV values are
-    strings, except that cells holding a JSON number or array are decoded.
+    JSONL and Parquet records keep their types (an embedding stays a list of floats); CSV
+    values are strings, except that cells holding a JSON number or array are decoded.
     """
     if not path.is_file():
         raise ConfigurationError(f"table file {str(path)!r} does not exist")
@@ -34,8 +34,10 @@ def load_table(
         records = _jsonl(path)
     elif path.suffix == ".csv":
         records = _csv(path)
+    elif path.suffix == ".parquet":
+        records = _parquet(path)
     else:
-        raise ConfigurationError(f"{path}: tables load from .jsonl or .csv files")
+        raise ConfigurationError(f"{path}: tables load from .jsonl, .csv or .parquet files")
     count = 0
     puts: dict[bytes, bytes] = {}
     for line, record in enumerate(records, 1):
@@ -82,3 +84,14 @@ def _cell(value: str) -> Any:
         except ValueError:
             return value
     return value
+
+
+def _parquet(path: Path) -> Iterator[dict[str, Any]]:
+    try:
+        import pyarrow.parquet as parquet
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            "loading Parquet needs pyarrow: pip install 'usersignals[parquet]'"
+        ) from None
+    for batch in parquet.ParquetFile(path).iter_batches(batch_size=_BATCH):
+        yield from batch.to_pylist()
