@@ -13,10 +13,12 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import pytest
+from prometheus_client import CollectorRegistry
 
 from usersignals import Engine, Event, MicroBatch, Position, ReadContext, RocksStore, SignalRegistry
 from usersignals.enrich import Materializer
 from usersignals.enrich.materializer import SourcePolicy
+from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import HttpBatchSource
 from usersignals.serving import SignalReader
 
@@ -68,17 +70,25 @@ def events(n: int) -> tuple[list[Event], list[Position]]:
     return evs, [Position("p", i) for i in range(n)]
 
 
-def engine(tmp_path: Path, url: str, policy: SourcePolicy) -> Engine:
+def engine(
+    tmp_path: Path, url: str, policy: SourcePolicy, metrics: CollectorRegistry | None = None
+) -> Engine:
     registry = SignalRegistry.from_module("usersignals.examples.reference")
     source = HttpBatchSource("items", url, timeout_s=0.1)
-    materializer = Materializer({"items": source}, policies={"items": policy}, sleep=lambda _: None)
+    materializer = Materializer(
+        {"items": source},
+        policies={"items": policy},
+        sleep=lambda _: None,
+        metrics=EnrichmentMetrics(metrics) if metrics is not None else None,
+    )
     return Engine(registry, RocksStore(tmp_path / "store"), materializer)
 
 
 def test_one_deduplicated_fetch_serves_every_signal_and_event(
     tmp_path: Path, lookup_url: str
 ) -> None:
-    e = engine(tmp_path, lookup_url, SourcePolicy())
+    metrics = CollectorRegistry()
+    e = engine(tmp_path, lookup_url, SourcePolicy(), metrics)
     try:
         batch_events, positions = events(60)
         e.process(MicroBatch(batch_events, positions))
@@ -88,6 +98,12 @@ def test_one_deduplicated_fetch_serves_every_signal_and_event(
         more, more_positions = events(120)
         e.process(MicroBatch(more[60:], more_positions[60:]))
         assert len(Lookup.requests) == 1  # every item is in the cache now
+        sample = metrics.get_sample_value
+        labels = {"source": "items"}
+        assert sample("usersignals_lookup_keys_requested_total", labels) == 20
+        assert sample("usersignals_lookup_keys_fetched_total", labels) == 10
+        assert sample("usersignals_lookup_cache_hits_total", labels) == 10
+        assert sample("usersignals_lookup_fetch_seconds_count", labels) == 1
     finally:
         e.store.close()
 
