@@ -1,8 +1,8 @@
 """The Generic Materializer against a naive lookup per event per signal, over HTTP.
 
-Method, in one run: a real HTTP batch lookup service (bench/lookup_server.py, its own process,
-the documented POST contract) serves the reference item table. The reference workload's
-events go through, in micro-batches:
+Method, in one run: a real HTTP batch lookup service (usersignals.devtools.lookup_server,
+in its own process, speaking the documented contract) serves the reference item table. The
+reference workload's events go through, in micro-batches:
 - batched: per micro-batch, the distinct item ids of the events any signal wants, fetched once
   through the Materializer (HttpBatchSource: up to 1,000 keys a request, 4 at once, LRU cache
   with TTL across batches), then joined onto every event;
@@ -34,8 +34,6 @@ from usersignals.events import Event
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
 from usersignals.signals import SignalRegistry
 
-HERE = Path(__file__).resolve().parent
-
 
 class CountingHttpSource(HttpBatchSource):
     requests = 0
@@ -63,7 +61,7 @@ def main() -> None:
     accepts = [s.compiled.accepts for s in wanting]
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, str(HERE / "lookup_server.py"), str(items), str(port)],
+        [sys.executable, "-m", "usersignals.devtools.lookup_server", str(items), str(port)],
         stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
     assert server.stdout is not None

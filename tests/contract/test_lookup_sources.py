@@ -10,13 +10,13 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 
+from usersignals.devtools.lookup_server import serve
 from usersignals.enrich.sources import (
     HttpBatchSource,
     RedisHashSource,
@@ -37,24 +37,9 @@ RECORDS: dict[str, dict[str, Any]] = {
 }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    def do_POST(self) -> None:
-        length = int(self.headers["content-length"])
-        keys = json.loads(self.rfile.read(length))["keys"]
-        body = json.dumps({"records": {k: RECORDS[k] for k in keys if k in RECORDS}}).encode()
-        self.send_response(200)
-        self.send_header("content-type", "application/json")
-        self.send_header("content-length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        return None
-
-
 @pytest.fixture(scope="module")
 def http_url() -> Iterator[str]:
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server = serve(RECORDS)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}/lookup"

@@ -140,6 +140,22 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return process.returncode, err
 
 
+def clean_replay(
+    broker: LocalBroker,
+    topic: str,
+    group: str,
+    store: Path,
+    items: list[dict],
+    ends: dict[int, int],
+) -> Path:
+    """One uninterrupted processor over the whole topic: the reference result."""
+    prepare_store(store, items)
+    clean = start_processor(broker.bootstrap, topic, group, store)
+    wait_caught_up(broker.bootstrap, group, topic, ends, timeout_s=300)
+    assert stop(clean)[0] == 0
+    return store
+
+
 def records(path: Path) -> dict[bytes, bytes]:
     store = RocksStore(path)
     try:
@@ -209,11 +225,7 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
     values, items = reference_values(200_000, seed=9)
     ends = produce(broker.bootstrap, topic, values)
 
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, "g-clean", clean_store)
-    wait_caught_up(broker.bootstrap, "g-clean", topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
+    clean_store = clean_replay(broker, topic, "g-clean", tmp_path / "clean", items, ends)
 
     crash_store = tmp_path / "crashed"
     prepare_store(crash_store, items)
@@ -246,11 +258,7 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
     values, items = reference_values(150_000, seed=17)
     ends = produce(broker.bootstrap, topic, values)
 
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, "g-clean-r", clean_store)
-    wait_caught_up(broker.bootstrap, "g-clean-r", topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
+    clean_store = clean_replay(broker, topic, "g-clean-r", tmp_path / "clean", items, ends)
 
     shared = RedisStore(redis_url, namespace="rebalance")
     jsonl = tmp_path / "items.jsonl"

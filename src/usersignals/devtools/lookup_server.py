@@ -9,12 +9,23 @@ import json
 import socket
 import sys
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
-
-RECORDS: dict[str, Any] = {}
+from typing import Any, ClassVar
 
 
-class Handler(BaseHTTPRequestHandler):
+def make_handler(records: dict[str, Any]) -> type[BaseHTTPRequestHandler]:
+    class Handler(_LookupHandler):
+        table = records
+
+    return Handler
+
+
+def serve(records: dict[str, Any], port: int = 0) -> ThreadingHTTPServer:
+    """A server (not yet serving: call ``serve_forever``) on 127.0.0.1 for ``records``."""
+    return ThreadingHTTPServer(("127.0.0.1", port), make_handler(records))
+
+
+class _LookupHandler(BaseHTTPRequestHandler):
+    table: ClassVar[dict[str, Any]] = {}
     protocol_version = "HTTP/1.1"  # keep-alive, as a real service would
 
     def setup(self) -> None:
@@ -25,7 +36,8 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self) -> None:
         keys = json.loads(self.rfile.read(int(self.headers["content-length"])))["keys"]
-        body = json.dumps({"records": {k: RECORDS[k] for k in keys if k in RECORDS}}).encode()
+        table = self.table
+        body = json.dumps({"records": {k: table[k] for k in keys if k in table}}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
         self.send_header("content-length", str(len(body)))
@@ -38,11 +50,13 @@ class Handler(BaseHTTPRequestHandler):
 
 def main() -> None:
     items, port = sys.argv[1], int(sys.argv[2])
+    key = sys.argv[3] if len(sys.argv) > 3 else "item_id"
+    records: dict[str, Any] = {}
     with open(items, "rb") as handle:
         for line in handle:
             record = json.loads(line)
-            RECORDS[record["item_id"]] = record
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+            records[str(record[key])] = record
+    server = serve(records, port)
     print("ready", flush=True)
     server.serve_forever()
 
