@@ -26,7 +26,7 @@ from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import meta_key
-from usersignals.state.redis import RedisStore
+from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
 
@@ -52,9 +52,13 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
     store = settings.store
     if store.backend == "redis":
         return RedisStore(store.redis_url, store.redis_namespace)
+    if store.backend == "redis-cluster":
+        return RedisClusterStore(
+            store.redis_url, store.redis_namespace, wait_replicas=store.redis_wait_replicas
+        )
     if store.backend != "rocksdb":
         raise ConfigurationError(
-            f"store.backend must be 'rocksdb' or 'redis', not {store.backend!r}"
+            f"store.backend must be rocksdb, redis or redis-cluster, not {store.backend!r}"
         )
     if read_only:
         path = Path(store.path)

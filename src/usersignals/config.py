@@ -19,11 +19,14 @@ from usersignals.errors import ConfigurationError
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
-    #: "rocksdb" (embedded, the default) or "redis" (shared by processors and replicas).
+    #: "rocksdb" (embedded, the default), "redis" or "redis-cluster" (shared by processors
+    #: and serving replicas; ``redis_url`` names one node of the cluster).
     backend: str = "rocksdb"
     path: str = "data/store"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "us"
+    #: Redis Cluster: replicas that must acknowledge each batch before it counts as written.
+    redis_wait_replicas: int = 1
     #: fsync every write: survives a machine crash, not only a process crash.
     sync: bool = False
 

@@ -16,19 +16,22 @@ from pathlib import Path
 import pytest
 
 from usersignals import RocksStore, StateStore
-from usersignals.state.redis import RedisStore
+from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.store import KeyValueTable
 
 
-@pytest.fixture(params=["rocksdb", "redis"])
+@pytest.fixture(params=["rocksdb", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     backend: StateStore
     if request.param == "rocksdb":
         backend = RocksStore(tmp_path / "store")
-    else:
+    elif request.param == "redis":
         # A namespace per test: one server, no test sees another's keys.
         url = request.getfixturevalue("redis_url")
         backend = RedisStore(url, namespace=f"t{uuid.uuid4().hex[:12]}")
+    else:
+        url = request.getfixturevalue("redis_cluster_url")
+        backend = RedisClusterStore(url, namespace=f"t{uuid.uuid4().hex[:12]}")
     yield backend
     backend.close()
 

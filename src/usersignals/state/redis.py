@@ -28,8 +28,9 @@ def _escape_glob(prefix: bytes) -> bytes:
 
 
 class _RedisTable:
-    def __init__(self, client: redis.Redis, prefix: bytes) -> None:
-        self._client = client
+    def __init__(self, client: Any, prefix: bytes) -> None:
+        # Any: a redis.Redis here, a redis.cluster.RedisCluster in the cluster subclass.
+        self._client: Any = client
         self._prefix = prefix
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
@@ -101,6 +102,122 @@ class RedisStore(_RedisTable):
     def info(self) -> dict[str, Any]:
         result: dict[str, Any] = self._client.info()
         return result
+
+    def close(self) -> None:
+        self._client.close()
+
+
+class _ClusterTable(_RedisTable):
+    """The same table on Redis Cluster: reads and writes grouped per slot by the client.
+
+    Keys carry a hash tag (``{...}``) around the store key, so everything of one user — its
+    one record — maps to one slot, and a batch becomes one pipeline per primary.
+    """
+
+    def __init__(self, client: Any, prefix: bytes, wait_replicas: int, wait_ms: int) -> None:
+        super().__init__(client, prefix)
+        self._wait_replicas = wait_replicas
+        self._wait_ms = wait_ms
+
+    def _key(self, key: bytes) -> bytes:
+        return self._prefix + b"{" + key + b"}"
+
+    def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
+        try:
+            return cast(
+                list[bytes | None], self._client.mget_nonatomic([self._key(k) for k in keys])
+            )
+        except redis.RedisError as exc:
+            raise StoreError(_BACKEND_CLUSTER, "read", str(exc)) from exc
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
+        try:
+            pipeline = self._client.pipeline()
+            for key, value in puts.items():
+                pipeline.set(self._key(key), value)
+            for key in deletes:
+                pipeline.delete(self._key(key))
+            pipeline.execute()
+            if self._wait_replicas:
+                self._wait()
+        except redis.RedisError as exc:
+            raise StoreError(_BACKEND_CLUSTER, "write", str(exc)) from exc
+
+    def _wait(self) -> None:
+        """Acknowledged by replicas too, so a write survives a primary failover (WAIT)."""
+        from redis.cluster import RedisCluster
+
+        acks = self._client.execute_command(
+            "WAIT", self._wait_replicas, self._wait_ms, target_nodes=RedisCluster.PRIMARIES
+        )
+        counts = acks.values() if isinstance(acks, dict) else [acks]
+        if min(int(count) for count in counts) < self._wait_replicas:
+            raise StoreError(
+                _BACKEND_CLUSTER, "write", f"not acknowledged by {self._wait_replicas} replica(s)"
+            )
+
+    def scan(self, prefix: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        from redis.cluster import RedisCluster
+
+        pattern = _escape_glob(self._prefix + b"{" + prefix) + b"*"
+        try:
+            keys = sorted(
+                self._client.scan_iter(
+                    match=pattern, count=1_000, target_nodes=RedisCluster.PRIMARIES
+                )
+            )
+            cut = len(self._prefix) + 1
+            for start in range(0, len(keys), _CHUNK):
+                chunk = keys[start : start + _CHUNK]
+                values = cast(list[bytes | None], self._client.mget_nonatomic(chunk))
+                for key, value in zip(chunk, values, strict=True):
+                    if value is not None:
+                        yield key[cut:-1], value
+        except redis.RedisError as exc:
+            raise StoreError(_BACKEND_CLUSTER, "scan", str(exc)) from exc
+
+
+_BACKEND_CLUSTER = "redis-cluster"
+
+
+class RedisClusterStore(_ClusterTable):
+    """User states in Redis Cluster; MOVED/ASK redirections and failovers are retried by the
+    client. ``wait_replicas`` (default 1) makes each batch wait for replica acknowledgement."""
+
+    backend = _BACKEND_CLUSTER
+
+    def __init__(
+        self,
+        url: str,
+        namespace: str = "us",
+        timeout_s: float = 2.0,
+        wait_replicas: int = 1,
+        wait_ms: int = 1_000,
+    ) -> None:
+        from redis.cluster import RedisCluster
+
+        self.url = url
+        self.namespace = namespace
+        try:
+            client = RedisCluster.from_url(
+                url,
+                socket_timeout=timeout_s,
+                socket_connect_timeout=timeout_s,
+                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+            )
+            client.ping()
+        except redis.RedisError as exc:
+            raise StoreError(_BACKEND_CLUSTER, "open", f"{url}: {exc}") from exc
+        super().__init__(client, f"{namespace}:s:".encode(), wait_replicas, wait_ms)
+
+    def table(self, name: str) -> _ClusterTable:
+        return _ClusterTable(
+            self._client, f"{self.namespace}:t:{name}:".encode(), self._wait_replicas,
+            self._wait_ms,
+        )  # fmt: skip
+
+    def refresh(self) -> None:
+        """Nothing to catch up with: reads go to the primaries."""
 
     def close(self) -> None:
         self._client.close()

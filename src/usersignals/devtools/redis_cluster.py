@@ -1,0 +1,152 @@
+"""A real Redis Cluster on 127.0.0.1 (3 primaries, 3 replicas) for tests and benchmarks.
+
+Debian's redis-server in cluster mode, one process per node, each in its own directory;
+``redis-cli --cluster create`` assigns the slots and the replicas.
+
+    python -m usersignals.devtools.redis_cluster        # until Ctrl-C
+"""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+import redis
+
+from usersignals.errors import ConfigurationError
+
+
+def _free_node_port() -> int:
+    """A port whose cluster-bus companion (port + 10000) is also free and valid."""
+    for _ in range(200):
+        port = random.randint(20_000, 40_000)
+        if _is_free(port) and _is_free(port + 10_000):
+            return port
+    raise ConfigurationError("no free port pair for a Redis Cluster node")
+
+
+def _is_free(port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+class LocalRedisCluster:
+    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1) -> None:
+        self.size = primaries * (1 + replicas_per_primary)
+        self.replicas_per_primary = replicas_per_primary
+        self.ports = [_free_node_port() for _ in range(self.size)]
+        self._root = Path(tempfile.mkdtemp(prefix="usersignals-cluster-"))
+        self._processes: dict[int, subprocess.Popen[bytes]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.ports[0]}"
+
+    def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
+        binary = shutil.which("redis-server")
+        cli = shutil.which("redis-cli")
+        if binary is None or cli is None:
+            raise ConfigurationError("a local Redis Cluster needs redis-server and redis-cli")
+        for port in self.ports:
+            node = self._root / str(port)
+            node.mkdir()
+            self._processes[port] = subprocess.Popen(
+                [binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+                 "--save", "", "--appendonly", "no", "--dir", str(node)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+        for port in self.ports:
+            self._wait_ping(port, timeout_s)
+        subprocess.run(
+            [cli, "--cluster", "create", *[f"127.0.0.1:{p}" for p in self.ports],
+             "--cluster-replicas", str(self.replicas_per_primary), "--cluster-yes"],
+            check=True, capture_output=True, timeout=timeout_s,
+        )  # fmt: skip
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            info = redis.Redis(port=self.ports[0], decode_responses=True).cluster("info")
+            if isinstance(info, dict) and info.get("cluster_state") == "ok" and self._replicated():
+                return self
+            time.sleep(0.1)
+        self.stop()
+        raise ConfigurationError("the Redis Cluster did not reach cluster_state:ok")
+
+    def _replicated(self) -> bool:
+        """Every primary has its replicas connected (else a WAIT right away would fail)."""
+        primaries = 0
+        for port in self.ports:
+            info = redis.Redis(port=port).info("replication")
+            if info.get("role") == "master":
+                primaries += 1
+                if int(info.get("connected_slaves", 0)) < self.replicas_per_primary:
+                    return False
+            elif info.get("master_link_status") != "up":
+                return False
+        return primaries == self.size // (1 + self.replicas_per_primary)
+
+    def _wait_ping(self, port: int, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            try:
+                redis.Redis(port=port).ping()
+                return
+            except redis.ConnectionError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise ConfigurationError(f"redis node {port} did not start") from None
+                time.sleep(0.02)
+
+    def kill(self, port: int) -> None:
+        """SIGKILL one node (a failover test's fault)."""
+        process = self._processes.get(port)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait()
+
+    def stop(self) -> None:
+        for process in self._processes.values():
+            if process.poll() is None:
+                process.terminate()
+        for process in self._processes.values():
+            try:
+                process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        self._processes.clear()
+        shutil.rmtree(self._root, ignore_errors=True)
+
+    def __enter__(self) -> LocalRedisCluster:
+        return self.start()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def main() -> None:
+    with LocalRedisCluster() as cluster:
+        print(f"Redis Cluster on {', '.join(map(str, cluster.ports))}; stop with Ctrl-C")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+
+
+if __name__ == "__main__":
+    main()
