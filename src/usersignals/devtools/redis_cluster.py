@@ -45,6 +45,7 @@ def _is_free(port: int) -> bool:
 class LocalRedisCluster:
     def __init__(self, primaries: int = 3, replicas_per_primary: int = 1) -> None:
         self.size = primaries * (1 + replicas_per_primary)
+        self._binary = ""
         self.replicas_per_primary = replicas_per_primary
         self.ports = [_free_node_port() for _ in range(self.size)]
         self._root = Path(tempfile.mkdtemp(prefix="usersignals-cluster-"))
@@ -59,15 +60,10 @@ class LocalRedisCluster:
         cli = shutil.which("redis-cli")
         if binary is None or cli is None:
             raise ConfigurationError("a local Redis Cluster needs redis-server and redis-cli")
+        self._binary = binary
         for port in self.ports:
-            node = self._root / str(port)
-            node.mkdir()
-            self._processes[port] = subprocess.Popen(
-                [binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
-                 "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-                 "--save", "", "--appendonly", "no", "--dir", str(node)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-            )  # fmt: skip
+            (self._root / str(port)).mkdir()
+            self._launch(port)
         for port in self.ports:
             self._wait_ping(port, timeout_s)
         subprocess.run(
@@ -83,6 +79,27 @@ class LocalRedisCluster:
             time.sleep(0.1)
         self.stop()
         raise ConfigurationError("the Redis Cluster did not reach cluster_state:ok")
+
+    def _launch(self, port: int) -> None:
+        self._processes[port] = subprocess.Popen(
+            [self._binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
+             "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
+             "--save", "", "--appendonly", "no", "--dir", str(self._root / str(port))],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+
+    def primaries(self) -> list[int]:
+        return [
+            port
+            for port in self.ports
+            if self._processes[port].poll() is None
+            and redis.Redis(port=port).info("replication").get("role") == "master"
+        ]
+
+    def restart(self, port: int) -> None:
+        """Start a killed node again: it rejoins the cluster (as a replica after a failover)."""
+        self._launch(port)
+        self._wait_ping(port, 30)
 
     def _replicated(self) -> bool:
         """Every primary has its replicas connected (else a WAIT right away would fail)."""
