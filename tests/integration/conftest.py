@@ -7,6 +7,15 @@ from collections.abc import Iterator
 import pytest
 from service_helpers import Service, start_service, stop_service
 
+from usersignals.devtools.broker import LocalBroker
+
+
+@pytest.fixture(scope="module")
+def broker() -> Iterator[LocalBroker]:
+    """A real Kafka-protocol broker (Tansu) on a loopback port, for one test module."""
+    with LocalBroker() as running:
+        yield running
+
 
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:

@@ -13,12 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import msgspec
-import pytest
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -38,12 +36,6 @@ from usersignals.state.redis import RedisStore
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 3
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[LocalBroker]:
-    with LocalBroker() as running:
-        yield running
 
 
 def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> dict[int, int]:

@@ -7,12 +7,10 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import msgspec
-import pytest
 from test_kafka import (
     clean_replay,
     produce,
@@ -29,12 +27,6 @@ from usersignals.enrich.tables import load_table
 from usersignals.state.redis import RedisClusterStore
 
 BIN = Path(sys.executable).parent
-
-
-@pytest.fixture(scope="module")
-def broker() -> Iterator[LocalBroker]:
-    with LocalBroker() as running:
-        yield running
 
 
 def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
