@@ -35,7 +35,7 @@ from pathlib import Path
 
 import httpx
 
-from usersignals.app import build_processor_with_raw
+from usersignals.app import build_processor
 from usersignals.config import Settings, SpoolSettings, StoreSettings
 from usersignals.demo import workload_spec
 from usersignals.enrich.tables import load_table
@@ -131,7 +131,7 @@ def main() -> None:
     settings = Settings(store=StoreSettings(path=str(store)), spool=SpoolSettings(path=str(spool)))
     settings.processing.keep_raw_events = True
     workload = write_workload(workload_spec(args.events, seed=7), root / "workload")
-    processor = build_processor_with_raw(settings)
+    processor = build_processor(settings)
     load_table(processor.store.table("items"), workload.items_path, key="item_id")
     with DeadLetterFile(root / "dead.jsonl") as dead:
         replay_file(JsonlSource(workload.events_path), processor.decoder, processor.engine, dead)

@@ -128,28 +128,18 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
     registry = build_registry(settings)
     store = open_store(settings)
     try:
-        engine = Engine(registry, store, build_materializer(settings, registry, store, metrics))
+        engine = Engine(
+            registry,
+            store,
+            build_materializer(settings, registry, store, metrics),
+            keep_raw_events=settings.processing.keep_raw_events,
+        )
         # Remember which module wrote this store, so readers need not be told again.
         store.write({_SIGNALS_MODULE_KEY: settings.signals.encode()})
     except Exception:
         store.close()
         raise
     return Processor(settings, store, registry, engine, build_decoder(settings))
-
-
-def build_processor_with_raw(
-    settings: Settings, metrics: CollectorRegistry | None = None
-) -> Processor:
-    """A processor; also keeps raw events per user when the settings ask for it."""
-    processor = build_processor(settings, metrics)
-    if settings.processing.keep_raw_events:
-        processor.engine = Engine(
-            processor.registry,
-            processor.store,
-            processor.engine.materializer,
-            keep_raw_events=True,
-        )
-    return processor
 
 
 def build_spool_runner(processor: Processor) -> SpoolRunner:

@@ -172,7 +172,7 @@ def run(
 
     from prometheus_client import start_http_server
 
-    from usersignals.app import build_kafka_runner, build_processor_with_raw, build_spool_runner
+    from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
     from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
@@ -182,7 +182,7 @@ def run(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     metrics = ProcessorMetrics()
-    processor = build_processor_with_raw(settings, metrics.registry)
+    processor = build_processor(settings, metrics.registry)
     if metrics_port:
         start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
     stop = threading.Event()

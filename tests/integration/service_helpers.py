@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from usersignals.app import build_processor_with_raw
+from usersignals.app import build_processor
 from usersignals.config import Settings, SpoolSettings, StoreSettings
 from usersignals.demo import workload_spec
 from usersignals.enrich.tables import load_table
@@ -67,7 +67,7 @@ def start_service(root: Path, events: int = 5_000, mode: str = "stateful") -> Se
     )
     settings.processing.keep_raw_events = True
     workload = write_workload(workload_spec(events, seed=11), root / "workload")
-    processor = build_processor_with_raw(settings)
+    processor = build_processor(settings)
     try:
         load_table(processor.store.table("items"), workload.items_path, key="item_id")
         with DeadLetterFile(root / "dead.jsonl") as dead:

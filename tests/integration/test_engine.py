@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from usersignals import (
-    Count,
     Engine,
     Event,
-    LastN,
     MicroBatch,
     Position,
     ReadContext,
     RocksStore,
-    Signal,
     SignalRegistry,
     days,
 )
@@ -68,20 +64,6 @@ def records(store: RocksStore) -> dict[bytes, bytes]:
 def workload() -> tuple[list[Event], list[Position]]:
     events = reference_events(6_000)
     return events, [Position("topic/0", offset) for offset in range(len(events))]
-
-
-@pytest.fixture
-def engines(tmp_path: Path, workload: tuple[list[Event], list[Position]]) -> Iterator[list[Engine]]:
-    made: list[Engine] = []
-
-    def make(name: str) -> Engine:
-        engine = open_engine(tmp_path / name, workload[0])
-        made.append(engine)
-        return engine
-
-    yield made
-    for engine in made:
-        engine.store.close()
 
 
 def test_replaying_a_batch_changes_nothing(tmp_path: Path, workload) -> None:  # type: ignore[no-untyped-def]
@@ -145,15 +127,6 @@ def test_reads_reflect_every_event_and_missing_enrichment_is_counted(
         assert entries[0]["ts"] == max(event.ts for event in engaged)
     finally:
         engine.store.close()
-
-
-LATE = Signal(
-    name="late",
-    version=1,
-    aggregate=Count(by=("action",)),
-    retention=days(2),
-)
-SEQ = Signal(name="seq", version=1, aggregate=LastN(10), retention=days(2))
 
 
 def test_late_events_land_in_their_bucket_and_too_old_ones_are_dropped(tmp_path: Path) -> None:

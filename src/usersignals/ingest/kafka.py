@@ -127,15 +127,6 @@ class KafkaSource:
             # in the store makes that re-read change nothing. Not worth stopping for.
             logger.warning("offset commit failed (rebalance?): %s", exc)
 
-    def committed(self) -> dict[str, int]:
-        partitions = self._consumer.assignment()
-        if not partitions:
-            return {}
-        return {
-            partition_id(p.topic, p.partition): p.offset
-            for p in self._consumer.committed(partitions, timeout=10)
-        }
-
     def positions(self) -> dict[str, tuple[int, int]]:
         """Per assigned partition: (next offset to consume, high watermark).
 

@@ -191,22 +191,15 @@ class Engine:
     ) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that interested events carry."""
         records: dict[str, dict[str, Record]] = {}
+        live = [events[i] for _, _, fresh in work for i in fresh]
         for source in self._sources:
-            wanted: set[str] = set()
-            for plan in self._plans:
-                if source not in plan.layout:
-                    continue
-                field_name = plan.lookup_keys[source]
-                accepts = plan.accepts if plan.prefilter else None
-                for _, _, fresh in work:
-                    for i in fresh:
-                        event = events[i]
-                        if accepts is None or accepts((event, ())):
-                            value = _key_value(event, field_name)
-                            if value is not None:
-                                wanted.add(value)
-                if accepts is None:
-                    break  # this plan wants every event: no other plan can add a key
+            plans = [plan for plan in self._plans if source in plan.layout]
+            field_name = plans[0].lookup_keys[source]  # one key per source (validated)
+            checks = [plan.accepts for plan in plans if plan.prefilter and plan.accepts]
+            candidates = live
+            if len(checks) == len(plans):  # every signal filters on event fields first
+                candidates = [e for e in live if any(check((e, ())) for check in checks)]
+            wanted = {value for event in candidates if (value := _key_value(event, field_name))}
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
             records[source] = self.materializer.lookup(source, wanted)

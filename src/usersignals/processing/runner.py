@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 
 import msgspec
@@ -29,7 +28,6 @@ class RunnerStats:
     bad: int = 0
     deleted_users: int = 0
     report: BatchReport = field(default_factory=BatchReport)
-    last_batch_at: float = 0.0
 
 
 class SpoolRunner:
@@ -99,7 +97,6 @@ class SpoolRunner:
         self.stats.report.add(report)
         self.stats.batches += 1
         self.stats.lines += end - start
-        self.stats.last_batch_at = time.time()
 
     def _marks(self) -> dict[bytes, bytes]:
         return {SPOOL_MARKS_KEY: msgspec.msgpack.encode(self.reader.marks)}

@@ -31,7 +31,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from usersignals.aggregations.context import CONTEXT_PARAMETERS, ReadContext
+from usersignals.aggregations.context import ReadContext
 from usersignals.errors import ContextError, SignalNotFoundError, UserSignalsError
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
@@ -359,6 +359,3 @@ def _same(given: str, expected: str) -> bool:
 
 def worker_name() -> str:
     return f"worker-{os.getpid()}"
-
-
-CONTEXT_QUERY_PARAMETERS = ("names", *CONTEXT_PARAMETERS)

@@ -21,8 +21,6 @@ ATTR_PREFIX = "attrs."
 
 RowPredicate = Callable[[Row], bool]
 
-Scalar = AttrValue
-
 
 class Predicate(ABC):
     """A boolean condition on an event, used in ``Signal(where=...)``."""
@@ -52,16 +50,16 @@ class Field:
 
     name: str
 
-    def isin(self, values: Iterable[Scalar]) -> Predicate:
+    def isin(self, values: Iterable[AttrValue]) -> Predicate:
         return _Compare(self.name, "in", frozenset(values))
 
-    def notin(self, values: Iterable[Scalar]) -> Predicate:
+    def notin(self, values: Iterable[AttrValue]) -> Predicate:
         return _Compare(self.name, "not_in", frozenset(values))
 
-    def eq(self, value: Scalar) -> Predicate:
+    def eq(self, value: AttrValue) -> Predicate:
         return _Compare(self.name, "==", value)
 
-    def ne(self, value: Scalar) -> Predicate:
+    def ne(self, value: AttrValue) -> Predicate:
         return _Compare(self.name, "!=", value)
 
     def gt(self, value: float) -> Predicate:

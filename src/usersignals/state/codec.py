@@ -40,7 +40,3 @@ def decode_record(key: bytes, data: bytes) -> UserRecord:
         return _decoder.decode(memoryview(data)[1:])
     except msgspec.DecodeError as exc:
         raise StateCodecError(key, str(exc)) from exc
-
-
-def empty_record() -> UserRecord:
-    return UserRecord({}, {})

@@ -99,10 +99,6 @@ class RedisStore(_RedisTable):
     def refresh(self) -> None:
         """Nothing to catch up with: every reader sees each write when it is acknowledged."""
 
-    def info(self) -> dict[str, Any]:
-        result: dict[str, Any] = self._client.info()
-        return result
-
     def close(self) -> None:
         self._client.close()
 

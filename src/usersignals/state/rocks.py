@@ -15,7 +15,7 @@ import logging
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, cast
+from typing import cast
 
 from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
 
@@ -129,27 +129,12 @@ class RocksStore(_RocksTable):
             table = self._tables[column] = _RocksTable(self._db, column, self._sync)
         return table
 
-    def table_names(self) -> list[str]:
-        prefix = table_column("")
-        return [
-            name[len(prefix) :]
-            for name in Rdict.list_cf(str(self.path), _options())
-            if name.startswith(prefix)
-        ]
-
     def refresh(self) -> None:
         if self.read_only:
             try:
                 self._db.try_catch_up_with_primary()
             except Exception as exc:
                 raise StoreError(_BACKEND, "refresh", str(exc)) from exc
-
-    def flush(self) -> None:
-        """Write memtables to files (makes the on-disk size meaningful for measurements)."""
-        self._db.flush()
-
-    def property(self, name: str) -> Any:
-        return self._db.property_int_value(name)
 
     def close(self) -> None:
         # Column-family views hold the database open (and its lock) until closed themselves.
