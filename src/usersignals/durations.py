@@ -1,8 +1,19 @@
-"""Durations in milliseconds, and their parsing from strings such as ``"90s"`` or ``"7d"``."""
+"""Durations: written with a unit, kept in milliseconds.
+
+A signal author writes a duration as a ``datetime.timedelta``, a string such as ``"7d"``,
+``"90m"`` or ``"1h30m"``, or with ``days(7)`` / ``hours(2)``. A bare number is refused: in
+``retention=90`` nobody can tell whether 90 seconds, minutes or days were meant, and the old
+silent reading (90 milliseconds) threw a signal's state away almost at once.
+
+:class:`Duration` is an ``int`` of milliseconds that remembers it was written with a unit, so
+``days(1)`` still adds to an epoch time in milliseconds, while ``retention=90`` can be told
+apart from ``retention=days(90)`` and refused with a message that says how to write it.
+"""
 
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -11,33 +22,90 @@ DAY_MS = 24 * HOUR_MS
 WEEK_MS = 7 * DAY_MS
 
 _UNITS = {"ms": 1, "s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": WEEK_MS}
-_PATTERN = re.compile(r"^\s*(\d+)\s*(ms|s|m|h|d|w)\s*$")
+# "ms" before "m" so that "90ms" is 90 milliseconds, not 90 minutes and a stray "s".
+_PART = r"(\d+)(ms|s|m|h|d|w)"
+_PATTERN = re.compile(rf"^(?:{_PART})+$")
+_PARTS = re.compile(_PART)
+_FORMS = 'a whole number and a unit (ms, s, m, h, d, w), e.g. "90s", "15m", "1h30m", "7d"'
 
 
-def seconds(n: float) -> int:
-    return int(n * SECOND_MS)
+class Duration(int):
+    """Milliseconds written with a unit (``days(7)``, ``"7d"``, ``timedelta(days=7)``).
+
+    Arithmetic gives plain ints (``now - days(1)`` is an epoch time, not a duration), so a
+    computed length is written as a ``timedelta`` or a string: ``timedelta(weeks=2)``.
+    """
+
+    def __repr__(self) -> str:
+        return f"Duration({format_duration(self)!r})"
 
 
-def minutes(n: float) -> int:
-    return int(n * MINUTE_MS)
+#: What the DSL accepts wherever it asks for a length of time.
+DurationLike = Duration | timedelta | str
 
 
-def hours(n: float) -> int:
-    return int(n * HOUR_MS)
+def seconds(n: float) -> Duration:
+    return Duration(round(n * SECOND_MS))
 
 
-def days(n: float) -> int:
-    return int(n * DAY_MS)
+def minutes(n: float) -> Duration:
+    return Duration(round(n * MINUTE_MS))
+
+
+def hours(n: float) -> Duration:
+    return Duration(round(n * HOUR_MS))
+
+
+def days(n: float) -> Duration:
+    return Duration(round(n * DAY_MS))
 
 
 def parse_duration(text: str) -> int:
-    """``"1h"`` → 3_600_000. Raises ``ValueError`` with the accepted forms on anything else."""
-    match = _PATTERN.match(text)
-    if match is None:
+    """``"1h30m"`` → 5_400_000. Raises ``ValueError`` with the accepted forms on anything else."""
+    compact = text.strip().replace(" ", "")
+    if not _PATTERN.match(compact):
+        raise ValueError(f"{text!r} is not a duration; use {_FORMS}")
+    return sum(int(n) * _UNITS[unit] for n, unit in _PARTS.findall(compact))
+
+
+def to_duration(value: object) -> Duration:
+    """A duration from any accepted form; ``ValueError`` saying how to write it otherwise."""
+    if isinstance(value, Duration):
+        return value
+    if isinstance(value, timedelta):
+        micros = (value.days * 86_400 + value.seconds) * 1_000_000 + value.microseconds
+        if micros % 1_000:
+            raise ValueError(f"{value!r} is not a whole number of milliseconds")
+        return Duration(micros // 1_000)
+    if isinstance(value, str):
+        return Duration(parse_duration(value))
+    if isinstance(value, int | float) and not isinstance(value, bool):
         raise ValueError(
-            f"{text!r} is not a duration; use a whole number and a unit, e.g. 90s, 15m, 1h, 7d, 2w"
+            f"{value!r} is a number without a unit; write a duration such as "
+            f'"{value}d", "{value}h", timedelta(days={value}) or days({value})'
         )
-    return int(match.group(1)) * _UNITS[match.group(2)]
+    raise ValueError(f"{value!r} is not a duration; use a timedelta or {_FORMS}")
+
+
+def coerce_duration(value: object) -> object:
+    """``value`` as a :class:`Duration` when it is a valid one, else unchanged.
+
+    Definitions normalize in ``__post_init__`` with this and report the unchanged, invalid
+    value among their problems, so every problem of a definition is listed at once.
+    """
+    try:
+        return to_duration(value)
+    except ValueError:
+        return value
+
+
+def duration_problem(name: str, value: object) -> str | None:
+    """Why ``value`` is not a duration, prefixed by the parameter's ``name``; None if it is."""
+    try:
+        to_duration(value)
+    except ValueError as exc:
+        return f"{name}: {exc}"
+    return None
 
 
 def format_duration(ms: int) -> str:

@@ -27,7 +27,13 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
-from usersignals.durations import DAY_MS, format_duration
+from usersignals.durations import (
+    DurationLike,
+    coerce_duration,
+    duration_problem,
+    format_duration,
+    to_duration,
+)
 
 EPOCH_HALF_LIVES = 16
 # Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times
@@ -80,17 +86,25 @@ class _Decay:
         return float(2.0 ** ((epoch * self.epoch_ms - reference_ms) / self.half_life))
 
 
-def _decay_problems(half_life: int, weights: Mapping[str, float], default: float) -> list[str]:
-    problems = [] if half_life >= 1000 else ["half_life must be at least 1s"]
+def _decay_problems(
+    kind: str, half_life: object, weights: Mapping[str, float], default: float
+) -> list[str]:
+    unreadable = duration_problem(f"{kind} half_life", half_life)
+    if unreadable:
+        problems = [unreadable]
+    else:
+        problems = [] if to_duration(half_life) >= 1000 else ["half_life must be at least 1s"]
     for name, weight in (*weights.items(), ("default_weight", default)):
         if not -_MAX_WEIGHT <= weight <= _MAX_WEIGHT:
             problems.append(f"weight of {name!r} must be within ±{_MAX_WEIGHT}")
     return problems
 
 
-def _decay_params(half_life: int, weights: Mapping[str, float], default: float) -> dict[str, Any]:
+def _decay_params(
+    half_life: DurationLike, weights: Mapping[str, float], default: float
+) -> dict[str, Any]:
     return {
-        "half_life": format_duration(half_life),
+        "half_life": format_duration(to_duration(half_life)),
         "weights": dict(sorted(weights.items())),
         "default_weight": default,
     }
@@ -124,15 +138,21 @@ class DecayedScores(Aggregation):
     """Per-key decayed scores (``key`` e.g. ``"category"``), read as a top-k profile."""
 
     key: str
-    half_life: int = 7 * DAY_MS  # milliseconds
+    #: ``timedelta(days=7)``, ``"7d"`` or ``days(7)``.
+    half_life: DurationLike = "7d"
     weights: Mapping[str, float] = field(default_factory=dict)
     default_weight: float = 1.0
     top_k: int = 20
 
     kind = "decayed_scores"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "half_life", coerce_duration(self.half_life))
+
     def problems(self) -> list[str]:
-        problems = _decay_problems(self.half_life, self.weights, self.default_weight)
+        problems = _decay_problems(
+            "DecayedScores", self.half_life, self.weights, self.default_weight
+        )
         if not 1 <= self.top_k <= 10_000:
             problems.append("DecayedScores top_k must be between 1 and 10000")
         return problems
@@ -157,7 +177,7 @@ class DecayedScores(Aggregation):
 class ScoresRuntime(AggregationRuntime[ScoresState]):
     def __init__(self, spec: DecayedScores, resolve: FieldResolver, retention_ms: int) -> None:
         self.spec = spec
-        self.decay = _Decay(spec.half_life, retention_ms)
+        self.decay = _Decay(int(to_duration(spec.half_life)), retention_ms)
         self._key = resolve(spec.key)
         self._weights = dict(spec.weights)
         self._encoder = msgspec.msgpack.Encoder()
@@ -283,14 +303,18 @@ class MeanVector(Aggregation):
 
     of: str
     dim: int
-    half_life: int = 7 * DAY_MS  # milliseconds
+    #: ``timedelta(days=7)``, ``"7d"`` or ``days(7)``.
+    half_life: DurationLike = "7d"
     weights: Mapping[str, float] = field(default_factory=dict)
     default_weight: float = 1.0
 
     kind = "mean_vector"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "half_life", coerce_duration(self.half_life))
+
     def problems(self) -> list[str]:
-        problems = _decay_problems(self.half_life, self.weights, self.default_weight)
+        problems = _decay_problems("MeanVector", self.half_life, self.weights, self.default_weight)
         if not 1 <= self.dim <= 4096:
             problems.append("MeanVector dim must be between 1 and 4096")
         return problems
@@ -315,7 +339,7 @@ class MeanVector(Aggregation):
 class VectorRuntime(AggregationRuntime[VectorState]):
     def __init__(self, spec: MeanVector, resolve: FieldResolver, retention_ms: int) -> None:
         self.spec = spec
-        self.decay = _Decay(spec.half_life, retention_ms)
+        self.decay = _Decay(int(to_duration(spec.half_life)), retention_ms)
         self._vector = resolve(spec.of)
         self._weights = dict(spec.weights)
         # id(vector) -> (vector, quantized): the same item's vector object comes back for every

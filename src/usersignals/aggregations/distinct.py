@@ -26,7 +26,14 @@ import xxhash
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
-from usersignals.durations import DAY_MS, MINUTE_MS, format_duration
+from usersignals.durations import (
+    MINUTE_MS,
+    DurationLike,
+    coerce_duration,
+    duration_problem,
+    format_duration,
+    to_duration,
+)
 
 _HASH_SEED = 0x5EED
 _INVERSE_POWERS = tuple(2.0**-rank for rank in range(66))  # 2^-rank for every register value
@@ -43,15 +50,26 @@ class Distinct(Aggregation):
 
     of: str
     precision: int = 10
-    bucket: int = DAY_MS  # milliseconds
+    #: The time each sketch covers: ``"1d"``, ``timedelta(hours=12)``, ``hours(12)``.
+    bucket: DurationLike = "1d"
 
     kind = "distinct"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "bucket", coerce_duration(self.bucket))
+
+    @property
+    def bucket_ms(self) -> int:
+        return int(to_duration(self.bucket))
 
     def problems(self) -> list[str]:
         problems = []
         if not 4 <= self.precision <= 16:
             problems.append("Distinct precision must be between 4 and 16")
-        if self.bucket < MINUTE_MS or self.bucket % MINUTE_MS:
+        unreadable = duration_problem("Distinct bucket", self.bucket)
+        if unreadable:
+            problems.append(unreadable)
+        elif self.bucket_ms < MINUTE_MS or self.bucket_ms % MINUTE_MS:
             problems.append("Distinct bucket must be a whole number of minutes")
         return problems
 
@@ -65,7 +83,7 @@ class Distinct(Aggregation):
         return {
             "of": self.of,
             "precision": self.precision,
-            "bucket": format_duration(self.bucket),
+            "bucket": format_duration(self.bucket_ms),
             "standard_error": round(1.04 / math.sqrt(1 << self.precision), 4),
         }
 
@@ -77,20 +95,21 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
     def __init__(self, spec: Distinct, resolve: FieldResolver, retention_ms: int) -> None:
         self.spec = spec
         self.retention_ms = retention_ms
+        self.bucket_ms = spec.bucket_ms
         self.registers = 1 << spec.precision
         self._value = resolve(spec.of)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(DistinctState)
 
     def _first_kept(self, newest: int) -> int:
-        size = self.spec.bucket
+        size = self.bucket_ms
         return newest - newest % size - self.retention_ms
 
     def apply(self, state: DistinctState | None, rows: Sequence[Row]) -> ApplyOut[DistinctState]:
         newest = max(state.newest if state else 0, rows[-1][0].ts)
         first = self._first_kept(newest)
         buckets = {b: r for b, r in state.buckets.items() if b >= first} if state else {}
-        size, precision = self.spec.bucket, self.spec.precision
+        size, precision = self.bucket_ms, self.spec.precision
         shift, low_bits = 64 - precision, (1 << (64 - precision)) - 1
         touched: dict[int, dict[int, int]] = {}
         expired = 0

@@ -24,6 +24,7 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.field_names import coerce_names, names_problem
 
 Entry = tuple[Any, ...]  # (ts, tie, *kept values)
 
@@ -41,7 +42,13 @@ class LastN(Aggregation):
 
     kind = "last_n"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "keep", coerce_names(self.keep))
+
     def problems(self) -> list[str]:
+        unreadable = names_problem("LastN keep", self.keep)
+        if unreadable:
+            return [unreadable]
         problems = []
         if not 1 <= self.n <= _MAX_N:
             problems.append(f"LastN n must be between 1 and {_MAX_N}, got {self.n}")

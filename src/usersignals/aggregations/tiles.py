@@ -20,7 +20,14 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from usersignals.durations import DAY_MS, HOUR_MS, MINUTE_MS, format_duration
+from usersignals.durations import (
+    coerce_duration,
+    days,
+    duration_problem,
+    format_duration,
+    hours,
+    minutes,
+)
 
 Tier = tuple[int, int]  # (resolution_ms, span_ms); the last tier's span is the retention
 Group = tuple[Any, ...]
@@ -29,11 +36,28 @@ Cells = dict[tuple[int, Group], int]  # (bucket start, group) -> integer value
 
 @dataclass(frozen=True)
 class TileLayout:
-    """Tier resolutions and spans; ``tiers`` is finest first, the last span is ignored."""
+    """Tier resolutions and spans; ``tiers`` is finest first, the last span is ignored.
 
-    tiers: tuple[Tier, ...] = ((MINUTE_MS, 2 * HOUR_MS), (HOUR_MS, 8 * DAY_MS), (DAY_MS, 0))
+    Each resolution and span is a duration (``"1m"``, ``timedelta(hours=2)``, ``hours(2)``).
+    """
+
+    tiers: tuple[Tier, ...] = ((minutes(1), hours(2)), (hours(1), days(8)), (days(1), 0))
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tiers, tuple | list):
+            last = len(self.tiers) - 1
+            tiers = tuple(
+                (coerce_duration(tier[0]), tier[1] if i == last else coerce_duration(tier[1]))
+                if isinstance(tier, tuple | list) and len(tier) == 2
+                else tier
+                for i, tier in enumerate(self.tiers)
+            )
+            object.__setattr__(self, "tiers", tiers)
 
     def problems(self) -> list[str]:
+        unreadable = self._unreadable()
+        if unreadable:
+            return unreadable
         problems = []
         resolutions = [resolution for resolution, _ in self.tiers]
         if not resolutions:
@@ -51,6 +75,19 @@ class TileLayout:
                     f"{format_duration(coarser)}"
                 )
         return problems
+
+    def _unreadable(self) -> list[str]:
+        """Tiers that are not (duration, duration) pairs; the last span is not read."""
+        if not isinstance(self.tiers, tuple) or not all(
+            isinstance(tier, tuple) and len(tier) == 2 for tier in self.tiers
+        ):
+            return [f"tiles must be a tuple of (resolution, span) pairs, not {self.tiers!r}"]
+        problems = []
+        for index, (resolution, span) in enumerate(self.tiers):
+            problems.append(duration_problem("tile resolution", resolution))
+            if index < len(self.tiers) - 1:
+                problems.append(duration_problem("tile span", span))
+        return [problem for problem in problems if problem]
 
     def cutoffs(self, newest: int, retention_ms: int) -> list[int]:
         """The first time each tier holds, for a state whose newest event is at ``newest``.
@@ -82,7 +119,7 @@ class Bucketer:
 
     def __init__(self, layout: TileLayout, newest: int, retention_ms: int) -> None:
         self.cutoffs = layout.cutoffs(newest, retention_ms)
-        self.resolutions = [resolution for resolution, _ in layout.tiers]
+        self.resolutions = [int(resolution) for resolution, _ in layout.tiers]
         self.pairs = list(zip(self.cutoffs, self.resolutions, strict=True))
 
     def bucket(self, ts: int) -> int | None:
@@ -107,7 +144,7 @@ class BucketerCache:
         self.layout = layout
         self.retention_ms = retention_ms
         tiers = layout.tiers
-        self._granule = tiers[1][0] if len(tiers) > 1 else tiers[0][0]
+        self._granule = int(tiers[1][0] if len(tiers) > 1 else tiers[0][0])
         self._by_epoch: dict[int, Bucketer] = {}
 
     def key(self, newest: int) -> int:

@@ -23,6 +23,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Getter, Row
 from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
 from usersignals.durations import MINUTE_MS
+from usersignals.field_names import coerce_names, names_problem
 
 
 class TileState(msgspec.Struct, gc=False):
@@ -49,7 +50,13 @@ class Count(Aggregation):
 
     kind = "count"
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by", coerce_names(self.by))
+
     def problems(self) -> list[str]:
+        unreadable = names_problem(f"{type(self).__name__} by", self.by)
+        if unreadable:
+            return [unreadable]
         problems = list(self.tiles.problems())
         if len(set(self.by)) != len(self.by):
             problems.append(f"{type(self).__name__} by lists a field twice")

@@ -10,7 +10,14 @@ from typing import Any
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime
 from usersignals.aggregations.rows import Getter
-from usersignals.durations import DAY_MS, format_duration
+from usersignals.durations import (
+    DAY_MS,
+    DurationLike,
+    coerce_duration,
+    duration_problem,
+    format_duration,
+    to_duration,
+)
 from usersignals.errors import SignalDefinitionError
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, Predicate, RowPredicate
 from usersignals.signals.lookups import Enrichment, Lookup
@@ -32,10 +39,12 @@ class Signal:
     aggregate: Aggregation
     where: Predicate | None = None
     enrich: Sequence[Enrichment] = ()
-    retention: int = 90 * DAY_MS  # milliseconds; days(90)
+    #: How far back events count: ``timedelta(days=90)``, ``"90d"`` or ``days(90)``.
+    retention: DurationLike = "90d"
     description: str = ""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "retention", coerce_duration(self.retention))
         problems = self.problems()
         if problems:
             raise SignalDefinitionError(str(self.name), problems)
@@ -44,6 +53,10 @@ class Signal:
     def key(self) -> str:
         """The identity of the signal's state: ``name@version``."""
         return f"{self.name}@{self.version}"
+
+    @property
+    def retention_ms(self) -> int:
+        return int(to_duration(self.retention))
 
     @property
     def lookups(self) -> tuple[Lookup, ...]:
@@ -63,11 +76,10 @@ class Signal:
         aggregate = self.aggregate if isinstance(self.aggregate, Aggregation) else None
         if aggregate is None:
             problems.append("aggregate must be an aggregation such as LastN(...) or Count(...)")
-        if (
-            isinstance(self.retention, bool)
-            or not isinstance(self.retention, int)
-            or not 0 < self.retention <= _MAX_RETENTION_MS
-        ):
+        unreadable = duration_problem("retention", self.retention)
+        if unreadable:
+            problems.append(unreadable)
+        elif not 0 < self.retention_ms <= _MAX_RETENTION_MS:
             problems.append("retention must be a positive duration of at most 3 years")
         if self.where is not None and not isinstance(self.where, Predicate):
             problems.append("where must be a predicate such as action.isin({...})")
@@ -91,7 +103,8 @@ class Signal:
         used = set(aggregate.fields()) if aggregate is not None else set()
         if self.where is not None and isinstance(self.where, Predicate):
             used |= self.where.fields()
-        for name in sorted(used):
+        # Names that are not strings are already reported by the aggregation's problems.
+        for name in sorted(name for name in used if isinstance(name, str)):
             if name in BASE_FIELDS or name in provided:
                 continue
             if name.startswith(ATTR_PREFIX) and len(name) > len(ATTR_PREFIX):
@@ -113,7 +126,7 @@ class Signal:
             "enrich": [enrichment.to_json() for enrichment in self.enrich],
             "aggregate": self.aggregate.to_json(),
             "context": sorted(self.aggregate.context_parameters()),
-            "retention": format_duration(self.retention),
+            "retention": format_duration(self.retention_ms),
         }
 
     @cached_property
@@ -140,7 +153,7 @@ class CompiledSignal:
             signal.where.compile(self.getter) if signal.where is not None else None
         )
         self.runtime: AggregationRuntime[Any] = signal.aggregate.compile(
-            self.getter, signal.retention
+            self.getter, signal.retention_ms
         )
 
     def getter(self, name: str) -> Getter:

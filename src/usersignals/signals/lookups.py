@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from usersignals.field_names import coerce_names, names_problem
+
 
 @dataclass(frozen=True)
 class Lookup:
@@ -18,6 +20,9 @@ class Lookup:
     name: str
     key: str
     provides: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "provides", coerce_names(self.provides))
 
     def fields(self, *names: str) -> Enrichment:
         return Enrichment(self, tuple(names))
@@ -34,6 +39,9 @@ class Enrichment:
     names: tuple[str, ...]
 
     def problems(self) -> list[str]:
+        unreadable = names_problem(f"lookup {self.lookup.name!r} provides", self.lookup.provides)
+        if unreadable:
+            return [unreadable]
         unknown = [name for name in self.names if name not in self.lookup.provides]
         if not self.names:
             return [f"enrichment from {self.lookup.name!r} lists no fields"]
