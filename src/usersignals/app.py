@@ -56,10 +56,6 @@ def open_store(settings: Settings, read_only: bool = False) -> StateStore:
         return RedisClusterStore(
             store.redis_url, store.redis_namespace, wait_replicas=store.redis_wait_replicas
         )
-    if store.backend != "rocksdb":
-        raise ConfigurationError(
-            f"store.backend must be rocksdb, redis or redis-cluster, not {store.backend!r}"
-        )
     if read_only:
         path = Path(store.path)
         if not (path / "CURRENT").exists():
@@ -88,13 +84,9 @@ def build_materializer(
             sources[name] = TableSource(name, store.table(name))
         elif config.kind == "redis":
             sources[name] = RedisHashSource(name, config.url, config.prefix, timeout)
-        elif config.kind == "http":
+        else:  # "http": the settings' Literal type admits nothing else
             sources[name] = HttpBatchSource(
                 name, config.url, timeout, config.max_batch, config.concurrency
-            )
-        else:
-            raise ConfigurationError(
-                f"enrich.sources.{name}.kind must be table, redis or http, not {config.kind!r}"
             )
         policies[name] = SourcePolicy(config.on_failure, config.retries)
         caches[name] = config
@@ -180,13 +172,7 @@ def build_serving_state(settings: Settings) -> ServingState:
     reader = open_store_reader(settings)
     spool = Path(settings.spool.path)
     name = worker_name()
-    raw = None
-    if settings.serving.mode == "raw":
-        raw = RawRecomputer(reader.registry, reader.store)
-    elif settings.serving.mode != "stateful":
-        raise ConfigurationError(
-            f"serving.mode must be 'stateful' or 'raw', not {settings.serving.mode!r}"
-        )
+    raw = RawRecomputer(reader.registry, reader.store) if settings.serving.mode == "raw" else None
     return ServingState(
         registry=reader.registry,
         reader=reader,

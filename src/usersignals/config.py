@@ -11,22 +11,32 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from usersignals.config_validation import convert_settings
 from usersignals.errors import ConfigurationError
+
+# Types with bounds: a bad value is refused at load time, naming the setting, the value and
+# what is allowed. Durations (``unit`` in the metadata) also take "250ms", "10s" or a timedelta.
+Count = Annotated[int, msgspec.Meta(ge=0)]
+PositiveCount = Annotated[int, msgspec.Meta(ge=1)]
+Milliseconds = Annotated[int, msgspec.Meta(ge=0, extra={"unit": "ms"})]
+PositiveMilliseconds = Annotated[int, msgspec.Meta(ge=1, extra={"unit": "ms"})]
+Seconds = Annotated[float, msgspec.Meta(ge=0, extra={"unit": "s"})]
+Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: "rocksdb" (embedded, the default), "redis" or "redis-cluster" (shared by processors
     #: and serving replicas; ``redis_url`` names one node of the cluster).
-    backend: str = "rocksdb"
+    backend: Literal["rocksdb", "redis", "redis-cluster"] = "rocksdb"
     path: str = "data/store"
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_namespace: str = "us"
     #: Redis Cluster: replicas that must acknowledge each batch before it counts as written.
-    redis_wait_replicas: int = 1
+    redis_wait_replicas: Count = 1
     #: fsync every write: survives a machine crash, not only a process crash.
     sync: bool = False
 
@@ -34,13 +44,13 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
 class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Accept only these actions (empty: any action).
     allowed_actions: list[str] = []
-    max_event_bytes: int = 8192
+    max_event_bytes: PositiveCount = 8192
     #: How far ahead of the wall clock an event time may be, in milliseconds.
-    max_future_ms: int = 86_400_000
+    max_future_ms: Milliseconds = 86_400_000
 
 
 class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
-    batch_size: int = 50_000
+    batch_size: PositiveCount = 50_000
     #: Also store every raw event per user (only needed for the serving raw mode).
     keep_raw_events: bool = False
 
@@ -54,20 +64,20 @@ class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
     """Where one lookup source's records come from (the signals name the source)."""
 
     #: "table" (embedded, `usersignals tables load`), "redis" (hashes) or "http" (batch API).
-    kind: str = "table"
+    kind: Literal["table", "redis", "http"] = "table"
     #: redis://... for "redis"; the POST endpoint for "http".
     url: str = ""
     #: Redis key prefix of the hashes ("items:" → items:<key>).
     prefix: str = ""
-    timeout_ms: int = 1_000
-    max_batch: int = 1_000
-    concurrency: int = 4
+    timeout_ms: PositiveMilliseconds = 1_000
+    max_batch: PositiveCount = 1_000
+    concurrency: PositiveCount = 4
     #: "hold" (retry until the source recovers) or "missing" (go on, fields missing).
-    on_failure: str = "hold"
-    retries: int = 3
-    cache_capacity: int = 200_000
-    cache_ttl_s: float = 300.0
-    negative_ttl_s: float = 60.0
+    on_failure: Literal["hold", "missing"] = "hold"
+    retries: Count = 3
+    cache_capacity: Count = 200_000
+    cache_ttl_s: Seconds = 300.0
+    negative_ttl_s: Seconds = 60.0
 
 
 class EnrichSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -83,23 +93,23 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Where undecodable or invalid events go, with the reason and source in headers.
     dead_letter_topic: str = "engagements.dead-letter"
     #: A micro-batch closes at this many events or after this wait, whichever comes first.
-    batch_max_events: int = 20_000
-    batch_max_wait_ms: int = 250
-    session_timeout_ms: int = 10_000
+    batch_max_events: PositiveCount = 20_000
+    batch_max_wait_ms: PositiveMilliseconds = 250
+    session_timeout_ms: PositiveMilliseconds = 10_000
     #: Any other librdkafka consumer settings (security, fetch sizes...).
     consumer: dict[str, str] = {}
 
 
 class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
-    port: int = 8080
-    workers: int = 1
+    port: Port = 8080
+    workers: PositiveCount = 1
     #: Bearer token for DELETE /v1/users/{id}; empty disables the endpoint (403).
     admin_token: str = ""
     #: How often a worker catches up with the processor's writes, in milliseconds.
-    refresh_interval_ms: int = 100
+    refresh_interval_ms: PositiveMilliseconds = 100
     #: "stateful" (read stored states) or "raw" (recompute from raw events; for comparison).
-    mode: str = "stateful"
+    mode: Literal["stateful", "raw"] = "stateful"
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,10 +141,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
                 raise ConfigurationError(f"cannot read settings file {path}: {exc}") from exc
         _merge(data, _from_environment(env))
         _merge(data, dict(overrides or {}))
-        try:
-            return msgspec.convert(data, cls, strict=False)
-        except msgspec.ValidationError as exc:
-            raise ConfigurationError(f"invalid settings: {exc}") from exc
+        return convert_settings(data, cls)
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:

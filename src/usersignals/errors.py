@@ -18,6 +18,16 @@ class ConfigurationError(UserSignalsError):
     """A setting, a flag or a module given to usersignals is not usable."""
 
 
+class InvalidSettingError(ConfigurationError):
+    """One setting has a value it does not allow: names the setting, the value, what is allowed."""
+
+    def __init__(self, setting: str, value: object, allowed: str) -> None:
+        self.setting = setting
+        self.value = value
+        self.allowed = allowed
+        super().__init__(f"setting {setting} = {value!r} is not allowed: expected {allowed}")
+
+
 class SignalDefinitionError(UserSignalsError):
     """One or more signal definitions are invalid.
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -14,6 +16,7 @@ from usersignals.config import (
     Settings,
     StoreSettings,
 )
+from usersignals.errors import InvalidSettingError
 
 FULL_FILE = """\
 signals = "my_project.signals"
@@ -155,14 +158,104 @@ def test_unknown_override() -> None:
 
 
 def test_wrong_type_names_the_setting() -> None:
-    with pytest.raises(ConfigurationError) as info:
+    with pytest.raises(InvalidSettingError) as info:
         Settings.load(environ={"USERSIGNALS_PROCESSING__BATCH_SIZE": "many"})
-    assert "$.processing.batch_size" in str(info.value)
+    assert (info.value.setting, info.value.value) == ("processing.batch_size", "many")
 
 
 def test_wrong_type_in_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match=r"\$\.store\.sync"):
+    with pytest.raises(InvalidSettingError) as info:
         Settings.load(write(tmp_path, "[store]\nsync = 'sometimes'\n"), environ={})
+    assert (info.value.setting, info.value.allowed) == ("store.sync", "true or false")
+
+
+# -- values out of bounds are refused at load time, naming setting, value and what is allowed
+
+
+@pytest.mark.parametrize(
+    ("overrides", "setting", "value", "allowed"),
+    [
+        ({"processing": {"batch_size": -5}}, "processing.batch_size", -5, "an integer >= 1"),
+        ({"serving": {"port": -1}}, "serving.port", -1, "an integer >= 1 and <= 65535"),
+        ({"serving": {"port": 70_000}}, "serving.port", 70_000, "an integer >= 1 and <= 65535"),
+        ({"serving": {"mode": "bogus"}}, "serving.mode", "bogus", "one of 'raw', 'stateful'"),
+        ({"serving": {"workers": 0}}, "serving.workers", 0, "an integer >= 1"),
+        (
+            {"store": {"backend": "nope"}},
+            "store.backend",
+            "nope",
+            "one of 'redis', 'redis-cluster', 'rocksdb'",
+        ),
+        ({"kafka": {"batch_max_events": 0}}, "kafka.batch_max_events", 0, "an integer >= 1"),
+        ({"events": {"max_event_bytes": -1}}, "events.max_event_bytes", -1, "an integer >= 1"),
+        (
+            {"enrich": {"sources": {"items": {"kind": "ftp"}}}},
+            "enrich.sources.items.kind",
+            "ftp",
+            "one of 'http', 'redis', 'table'",
+        ),
+        (
+            {"enrich": {"sources": {"items": {"on_failure": "ignore"}}}},
+            "enrich.sources.items.on_failure",
+            "ignore",
+            "one of 'hold', 'missing'",
+        ),
+        (
+            {"enrich": {"sources": {"items": {"retries": -1}}}},
+            "enrich.sources.items.retries",
+            -1,
+            "an integer >= 0",
+        ),
+    ],
+)
+def test_bad_values_name_the_setting_the_value_and_what_is_allowed(
+    overrides: dict[str, Any], setting: str, value: object, allowed: str
+) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        Settings.load(environ={}, overrides=overrides)
+    error = info.value
+    assert (error.setting, error.value, error.allowed) == (setting, value, allowed)
+    assert str(error) == f"setting {setting} = {value!r} is not allowed: expected {allowed}"
+
+
+def test_bad_environment_values_are_refused_too() -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        Settings.load(environ={"USERSIGNALS_PROCESSING__BATCH_SIZE": "-5"})
+    assert info.value.setting == "processing.batch_size"
+    with pytest.raises(InvalidSettingError, match=r"serving\.mode = 'bogus'"):
+        Settings.load(environ={"USERSIGNALS_SERVING__MODE": "bogus"})
+
+
+def test_bad_file_values_are_refused_too(tmp_path: Path) -> None:
+    with pytest.raises(InvalidSettingError, match=r"store\.backend = 'nope'"):
+        Settings.load(write(tmp_path, "[store]\nbackend = 'nope'\n"), environ={})
+
+
+def test_duration_settings_take_a_unit_or_a_number_in_the_named_unit() -> None:
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "2s",
+            "USERSIGNALS_SERVING__REFRESH_INTERVAL_MS": "50",
+        },
+        overrides={
+            "events": {"max_future_ms": timedelta(hours=1)},
+            "enrich": {"sources": {"items": {"cache_ttl_s": "5m", "negative_ttl_s": "1500ms"}}},
+        },
+    )
+    assert settings.kafka.batch_max_wait_ms == 2_000
+    assert settings.serving.refresh_interval_ms == 50
+    assert settings.events.max_future_ms == 3_600_000
+    assert settings.enrich.sources["items"].cache_ttl_s == 300
+    assert settings.enrich.sources["items"].negative_ttl_s == 1.5
+
+
+def test_a_bad_duration_setting_says_how_to_write_one() -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        Settings.load(environ={"USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "soon"})
+    assert info.value.setting == "kafka.batch_max_wait_ms"
+    assert info.value.allowed == (
+        'an integer >= 1 of milliseconds, or a duration such as "250ms", "10s", "1m"'
+    )
 
 
 def test_invalid_toml(tmp_path: Path) -> None:

@@ -129,11 +129,9 @@ def test_missing_policy_goes_on_without_the_fields_and_asks_again_next_time() ->
     assert m.lookup("items", ["a"]) == {"a": {"c": 1}}  # not negatively cached
 
 
-def test_an_unknown_source_or_policy_is_a_configuration_error() -> None:
+def test_an_unknown_source_is_a_configuration_error() -> None:
     m = materializer(CountingSource({}), Clock())
     with pytest.raises(ConfigurationError, match="no lookup source named 'nope'"):
         m.lookup("nope", ["a"])
     with pytest.raises(ConfigurationError, match="no lookup source configured for other"):
         m.require(["items", "other"])
-    with pytest.raises(ConfigurationError, match="on_failure must be"):
-        Materializer({"items": CountingSource({})}, policies={"items": SourcePolicy("drop")})

@@ -11,6 +11,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Literal
 
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.metrics import EnrichmentMetrics
@@ -30,15 +31,10 @@ class SourcePolicy:
     counts them, nothing is cached for them, and the next batch asks again.
     """
 
-    on_failure: str = "hold"
+    on_failure: Literal["hold", "missing"] = "hold"
     retries: int = 3
     backoff_s: float = 0.05
     max_backoff_s: float = 2.0
-
-    def problems(self) -> list[str]:
-        if self.on_failure not in ("hold", "missing"):
-            return [f"on_failure must be 'hold' or 'missing', not {self.on_failure!r}"]
-        return []
 
 
 @dataclass
@@ -65,9 +61,6 @@ class Materializer:
         self.metrics = metrics
         self._sources = dict(sources)
         self._policies = dict(policies or {})
-        for name, policy in self._policies.items():
-            if policy.problems():
-                raise ConfigurationError(f"source {name!r}: {'; '.join(policy.problems())}")
         self._sleep = sleep
         # A cache per source: two sources may use the same keys for different records.
         given = dict(caches or {})
