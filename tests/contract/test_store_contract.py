@@ -16,15 +16,18 @@ from pathlib import Path
 import pytest
 
 from usersignals import RocksStore, StateStore
+from usersignals.state.memory import MemoryStore
 from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.store import KeyValueTable
 
 
-@pytest.fixture(params=["rocksdb", "redis", "redis-cluster"])
+@pytest.fixture(params=["rocksdb", "memory", "redis", "redis-cluster"])
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StateStore]:
     backend: StateStore
     if request.param == "rocksdb":
         backend = RocksStore(tmp_path / "store")
+    elif request.param == "memory":
+        backend = MemoryStore()
     elif request.param == "redis":
         # A namespace per test: one server, no test sees another's keys.
         url = request.getfixturevalue("redis_url")
@@ -134,3 +137,22 @@ def test_a_reader_cannot_open_a_missing_table(tmp_path: Path) -> None:
     finally:
         reader.close()
         writer.close()
+
+
+def test_a_memory_store_refuses_use_after_close() -> None:
+    from usersignals import StoreError
+
+    store = MemoryStore()
+    store.write({b"u:a": b"1"})
+    store.close()
+    with pytest.raises(StoreError, match="memory store read failed: the store is closed"):
+        store.get_many([b"u:a"])
+
+
+def test_a_memory_store_write_with_a_bad_value_changes_nothing() -> None:
+    from usersignals import StoreError
+
+    store = MemoryStore()
+    with pytest.raises(StoreError, match="values must be bytes"):
+        store.write({b"u:a": b"1", b"u:b": "text"}, deletes=[b"u:c"])  # type: ignore[dict-item]
+    assert store.get_many([b"u:a"]) == [None]

@@ -1,0 +1,191 @@
+"""Test a signal in a few lines: events in, every user's answers out, all in memory.
+
+In the spirit of Bytewax's ``TestingSource`` / ``run_main``::
+
+    from usersignals.testing import assert_signal, event, run_signals
+
+    answers = run_signals([clicks], [event("u1", "i1", "click", ts=now)])
+    assert answers["u1"]["clicks"] == {"total": 1, "by": {"home": 1}}
+    assert_signal(clicks, [event("u1", "i1", "click", ts=now)], {"total": 1, "by": {"home": 1}})
+
+The events go through the real engine (filters, the Materializer, aggregations, the record
+codec) into a :class:`MemoryStore`, and are read back by the real reader: only the store is
+in memory. Unless told otherwise, answers are read as of the newest event's time, so a test
+gives the same result whenever it runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.enrich.materializer import Materializer
+from usersignals.enrich.sources import LookupSource, TableSource, encode_table_record
+from usersignals.errors import ConfigurationError
+from usersignals.events.model import AttrValue, Event, Position
+from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.engine import Engine
+from usersignals.serving.reader import SignalReader, SignalResult
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.memory import MemoryStore
+
+__all__ = ["Answers", "MemoryStore", "assert_signal", "event", "run_signals"]
+
+_PARTITION = "testing"
+_ids = itertools.count(1)
+
+#: Records of an enrichment table by key: ``{"i1": {"category": "cats"}}``.
+Table = Mapping[str, Mapping[str, Any]]
+
+
+def event(
+    user_id: str,
+    item_id: str,
+    action: str,
+    ts: int | datetime,
+    surface: str = "home",
+    attrs: Mapping[str, AttrValue] | None = None,
+    event_id: str | None = None,
+) -> Event:
+    """An engagement event; ``ts`` in ms since the epoch or a time-zone-aware datetime."""
+    if isinstance(ts, datetime):
+        if ts.tzinfo is None:
+            raise ConfigurationError(f"event time {ts!r} has no time zone; use tz=UTC")
+        ts = round(ts.timestamp() * 1000)
+    return Event(
+        event_id=event_id if event_id is not None else f"test-{next(_ids)}",
+        user_id=user_id,
+        item_id=item_id,
+        action=action,
+        surface=surface,
+        ts=ts,
+        attrs=dict(attrs) if attrs is not None else None,
+    )
+
+
+class Answers(Mapping[str, Mapping[str, Any]]):
+    """Every user's answers: ``answers[user][signal]`` is the signal's value.
+
+    ``answers.result(user, signal)`` is the whole result as served (freshness, ignored
+    context parameters); ``answers.report`` is what the engine did with the events.
+    """
+
+    def __init__(self, results: Mapping[str, Mapping[str, SignalResult]], report: BatchReport):
+        self._results = results
+        self.report = report
+
+    def __getitem__(self, user_id: str) -> Mapping[str, Any]:
+        return {name: result.value for name, result in self._results[user_id].items()}
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._results)
+
+    def __len__(self) -> int:
+        return len(self._results)
+
+    def result(self, user_id: str, signal: str) -> SignalResult:
+        return self._results[user_id][signal]
+
+
+def run_signals(
+    signals: Sequence[Signal],
+    events: Sequence[Event],
+    tables: Mapping[str, Table] | None = None,
+    context: ReadContext | Mapping[str, str] | None = None,
+    batch_size: int | None = None,
+) -> Answers:
+    """Process ``events`` for ``signals`` in memory and read back every user's answers.
+
+    ``tables`` holds the enrichment tables the signals' lookups name, by source name.
+    ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``),
+    read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
+    the events into micro-batches (default: one), as a processor would.
+    """
+    registry = SignalRegistry(list(signals))
+    store = MemoryStore()
+    try:
+        engine = Engine(registry, store, _materializer(registry, store, tables or {}))
+        report = BatchReport()
+        size = batch_size or max(len(events), 1)
+        for start in range(0, len(events), size):
+            chunk = list(events[start : start + size])
+            positions = [Position(_PARTITION, start + i + 1) for i in range(len(chunk))]
+            report.add(engine.process(MicroBatch(chunk, positions)))
+        users = list(dict.fromkeys(e.user_id for e in events))
+        newest = max((e.ts for e in events), default=0)
+        read = _context(context, newest)
+        answers = SignalReader(registry, store).read_many(users, None, read)
+    finally:
+        store.close()
+    return Answers({answer.user_id: answer.signals for answer in answers}, report)
+
+
+def assert_signal(
+    signal: Signal,
+    events: Sequence[Event],
+    expected: Any,
+    user_id: str | None = None,
+    tables: Mapping[str, Table] | None = None,
+    context: ReadContext | Mapping[str, str] | None = None,
+) -> None:
+    """Assert that ``signal``'s answer for ``user_id`` is ``expected``.
+
+    ``user_id`` may be left out when the events are all one user's. ``expected`` is compared
+    with ``==`` (so ``pytest.approx`` works for numbers); a mismatch shows both as JSON.
+    """
+    users = list(dict.fromkeys(e.user_id for e in events))
+    if user_id is None:
+        if len(users) != 1:
+            raise ConfigurationError(
+                f"the events are of {len(users)} users ({', '.join(users[:5])}); "
+                "say which with user_id="
+            )
+        user_id = users[0]
+    answers = run_signals([signal], events, tables=tables, context=context)
+    got = answers[user_id][signal.name] if user_id in answers else None
+    if not got == expected:
+        raise AssertionError(
+            f"signal {signal.name!r} for user {user_id!r}:\n"
+            f"  expected: {_show(expected)}\n"
+            f"  got:      {_show(got)}"
+        )
+
+
+def _materializer(
+    registry: SignalRegistry, store: MemoryStore, tables: Mapping[str, Table]
+) -> Materializer | None:
+    needed = sorted({lookup.name for signal in registry for lookup in signal.lookups})
+    missing = [name for name in needed if name not in tables]
+    if missing:
+        raise ConfigurationError(
+            f"the signals look up {', '.join(missing)}: pass its records as "
+            f"tables={{{missing[0]!r}: {{key: {{field: value}}}}}}"
+        )
+    if not needed:
+        return None
+    sources: dict[str, LookupSource] = {}
+    for name in needed:
+        table = store.table(name)
+        table.write(
+            {key.encode(): encode_table_record(record) for key, record in tables[name].items()}
+        )
+        sources[name] = TableSource(name, table)
+    return Materializer(sources)
+
+
+def _context(context: ReadContext | Mapping[str, str] | None, newest: int) -> ReadContext:
+    if isinstance(context, ReadContext):
+        return context
+    return ReadContext.parse(dict(context or {}), now_ms=newest)
+
+
+def _show(value: Any) -> str:
+    try:
+        return json.dumps(value, sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        return repr(value)

@@ -1,0 +1,119 @@
+"""usersignals.testing: a signal tested in a few lines, through the real engine, in memory."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from usersignals import Count, DecayedScores, LastN, Lookup, Signal, action
+from usersignals.errors import ConfigurationError
+from usersignals.testing import assert_signal, event, run_signals
+
+NOW = 1_767_225_600_000
+items = Lookup("items", key="item_id", provides=("category",))
+
+clicks = Signal(
+    name="clicks",
+    version=1,
+    where=action.eq("click"),
+    aggregate=Count(by="surface"),
+    retention="28d",
+)
+saves = Signal(
+    name="saves",
+    version=1,
+    where=action.isin({"save"}),
+    enrich=[items.fields("category")],
+    aggregate=LastN(10, keep=("item_id", "category"), dedupe_by="item_id"),
+    retention=timedelta(days=90),
+)
+interests = Signal(
+    name="interests",
+    version=1,
+    enrich=[items.fields("category")],
+    aggregate=DecayedScores(key="category", half_life="7d", weights={"save": 4}, top_k=3),
+    retention="60d",
+)
+TABLES = {"items": {"i1": {"category": "cats"}, "i2": {"category": "dogs"}}}
+
+
+def test_run_signals_returns_every_users_answers() -> None:
+    events = [
+        event("u1", "i1", "click", ts=NOW - 60_000, surface="search"),
+        event("u1", "i2", "save", ts=NOW - 30_000),
+        event("u1", "i1", "save", ts=NOW),
+        event("u2", "i2", "click", ts=NOW - 10_000),
+    ]
+    answers = run_signals([clicks, saves], events, tables=TABLES)
+    assert sorted(answers) == ["u1", "u2"]
+    assert answers["u1"]["clicks"] == {"total": 1, "by": {"search": 1}}
+    assert answers["u2"]["clicks"] == {"total": 1, "by": {"home": 1}}
+    assert [entry["category"] for entry in answers["u1"]["saves"]] == ["cats", "dogs"]
+    assert answers["u2"]["saves"] == []
+    assert answers.report.events == 4
+
+
+def test_answers_are_read_as_of_the_newest_event() -> None:
+    answers = run_signals(
+        [clicks], [event("u1", "i1", "click", ts=NOW - 5_000), event("u2", "i1", "click", ts=NOW)]
+    )
+    assert answers.result("u1", "clicks").age_ms == 5_000
+    assert answers.result("u2", "clicks").age_ms == 0
+
+
+def test_the_context_is_the_apis_parameters() -> None:
+    events = [
+        event("u1", "i1", "click", ts=NOW - 2 * 3_600_000),
+        event("u1", "i1", "click", ts=NOW),
+    ]
+    assert run_signals([clicks], events, context={"window": "1h"})["u1"]["clicks"]["total"] == 1
+    assert run_signals([clicks], events, context={"window": "1d"})["u1"]["clicks"]["total"] == 2
+
+
+def test_micro_batches_give_the_same_answers_as_one_batch() -> None:
+    events = [
+        event("u1", f"i{n % 2 + 1}", ("save", "click")[n % 2], ts=NOW - n * 60_000)
+        for n in range(20)
+    ]
+    one = run_signals([clicks, saves, interests], events, tables=TABLES)
+    many = run_signals([clicks, saves, interests], events, tables=TABLES, batch_size=3)
+    assert dict(many["u1"]) == dict(one["u1"])
+
+
+def test_events_take_aware_datetimes_and_refuse_naive_ones() -> None:
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+    assert event("u1", "i1", "click", ts=at).ts == NOW
+    with pytest.raises(ConfigurationError, match="has no time zone"):
+        event("u1", "i1", "click", ts=datetime(2026, 1, 1))
+
+
+def test_a_missing_table_is_named() -> None:
+    with pytest.raises(ConfigurationError, match=r"the signals look up items: pass its records"):
+        run_signals([saves], [event("u1", "i1", "save", ts=NOW)])
+
+
+def test_assert_signal_passes_on_the_expected_value() -> None:
+    assert_signal(
+        interests,
+        [event("u1", "i1", "save", ts=NOW), event("u1", "i2", "click", ts=NOW)],
+        [{"key": "cats", "score": 4.0}, {"key": "dogs", "score": 1.0}],
+        tables=TABLES,
+    )
+
+
+def test_assert_signal_shows_expected_and_got() -> None:
+    with pytest.raises(AssertionError) as info:
+        assert_signal(clicks, [event("u1", "i1", "click", ts=NOW)], {"total": 2, "by": {}})
+    assert str(info.value) == (
+        "signal 'clicks' for user 'u1':\n"
+        '  expected: {"by": {}, "total": 2}\n'
+        '  got:      {"by": {"home": 1}, "total": 1}'
+    )
+
+
+def test_assert_signal_needs_the_user_when_there_are_several() -> None:
+    events = [event("u1", "i1", "click", ts=NOW), event("u2", "i1", "click", ts=NOW)]
+    with pytest.raises(ConfigurationError, match="say which with user_id="):
+        assert_signal(clicks, events, {"total": 1, "by": {"home": 1}})
+    assert_signal(clicks, events, {"total": 1, "by": {"home": 1}}, user_id="u2")
