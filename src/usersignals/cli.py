@@ -363,6 +363,52 @@ def signals_compile(
         console.print(f"wrote {output}")
 
 
+@signals_app.command("preview")
+def signals_preview(
+    module: Annotated[str, typer.Argument(help="Dotted module name or .py file.")],
+    events: Annotated[Path, typer.Option("--events", help="A JSONL file of sample events.")],
+    user: Annotated[
+        list[str] | None,
+        typer.Option("--user", "-u", help="Show this user (repeatable) [default: the busiest]."),
+    ] = None,
+    context: Annotated[
+        list[str] | None,
+        typer.Option("--context", "-c", help="A request parameter, e.g. window=1h (repeatable)."),
+    ] = None,
+    table: Annotated[
+        list[str] | None,
+        typer.Option("--table", "-t", help="An enrichment table: NAME=FILE (repeatable)."),
+    ] = None,
+    max_events: Annotated[
+        int, typer.Option(min=1, help="Read at most this many events.")
+    ] = 100_000,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not tables.")] = False,
+) -> None:
+    """Run a module's signals over a sample of events in memory and print each answer."""
+    from usersignals.preview import parse_pairs, preview
+
+    tables = {name: Path(file) for name, file in parse_pairs(table or [], "--table").items()}
+    result = preview(
+        module,
+        events,
+        tables,
+        users=user or [],
+        context=parse_pairs(context or [], "--context"),
+        max_events=max_events,
+    )
+    if as_json:
+        document = {"events": result.events, "bad": result.bad, "users": result.users}
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+        return
+    bad = sum(result.bad.values())
+    console.print(f"{result.events:,} events read ({bad:,} bad: {result.bad}); as of the newest")
+    for user_id, answers in result.users.items():
+        if not answers:
+            console.print(f"{user_id}: no events in the sample", markup=False)
+            continue
+        _print_user("preview", ", ".join(context or []), UserSignals(user_id, answers))
+
+
 @app.command()
 def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path(

@@ -33,6 +33,7 @@ from usersignals.serving.reader import SignalReader, SignalResult
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.memory import MemoryStore
+from usersignals.state.store import KeyValueTable
 
 __all__ = ["Answers", "MemoryStore", "assert_signal", "event", "run_signals"]
 
@@ -95,13 +96,14 @@ class Answers(Mapping[str, Mapping[str, Any]]):
 def run_signals(
     signals: Sequence[Signal],
     events: Sequence[Event],
-    tables: Mapping[str, Table] | None = None,
+    tables: Mapping[str, Table | KeyValueTable] | None = None,
     context: ReadContext | Mapping[str, str] | None = None,
     batch_size: int | None = None,
 ) -> Answers:
     """Process ``events`` for ``signals`` in memory and read back every user's answers.
 
-    ``tables`` holds the enrichment tables the signals' lookups name, by source name.
+    ``tables`` holds the enrichment tables the signals' lookups name, by source name: the
+    records by key, or a table already loaded (``usersignals.enrich.tables.load_table``).
     ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``),
     read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
     the events into micro-batches (default: one), as a processor would.
@@ -130,7 +132,7 @@ def assert_signal(
     events: Sequence[Event],
     expected: Any,
     user_id: str | None = None,
-    tables: Mapping[str, Table] | None = None,
+    tables: Mapping[str, Table | KeyValueTable] | None = None,
     context: ReadContext | Mapping[str, str] | None = None,
 ) -> None:
     """Assert that ``signal``'s answer for ``user_id`` is ``expected``.
@@ -157,7 +159,7 @@ def assert_signal(
 
 
 def _materializer(
-    registry: SignalRegistry, store: MemoryStore, tables: Mapping[str, Table]
+    registry: SignalRegistry, store: MemoryStore, tables: Mapping[str, Table | KeyValueTable]
 ) -> Materializer | None:
     needed = sorted({lookup.name for signal in registry for lookup in signal.lookups})
     missing = [name for name in needed if name not in tables]
@@ -170,10 +172,12 @@ def _materializer(
         return None
     sources: dict[str, LookupSource] = {}
     for name in needed:
+        given = tables[name]
+        if isinstance(given, KeyValueTable):
+            sources[name] = TableSource(name, given)
+            continue
         table = store.table(name)
-        table.write(
-            {key.encode(): encode_table_record(record) for key, record in tables[name].items()}
-        )
+        table.write({key.encode(): encode_table_record(record) for key, record in given.items()})
         sources[name] = TableSource(name, table)
     return Materializer(sources)
 
