@@ -6,9 +6,10 @@ import json
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
@@ -27,6 +28,9 @@ from usersignals.ingest.synthetic import write_workload
 from usersignals.processing.replay import ReplaySummary, replay_file
 from usersignals.serving.reader import UserSignals
 from usersignals.signals.registry import SignalRegistry
+
+if TYPE_CHECKING:
+    from usersignals.demo import LiveService
 
 app = typer.Typer(
     help="Real-time user signals for ML feature engineering.",
@@ -93,7 +97,7 @@ def generate(
 @tables_app.command("load")
 def tables_load(
     name: Annotated[str, typer.Argument(help="Table name, as in Lookup(NAME, ...).")],
-    file: Annotated[Path, typer.Argument(help="A .jsonl or .csv file.")],
+    file: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file.")],
     key: Annotated[str, typer.Option(help="The field that keys the records.")] = "item_id",
     store: StoreOption = None,
     config: ConfigOption = None,
@@ -425,20 +429,24 @@ def demo(
     """The quick start: replay the reference workload, then serve it with live events flowing."""
     import shutil
     import signal as signals_module
-    import threading
 
     from usersignals.demo import live_service, run_demo
 
     if directory.exists():
         shutil.rmtree(directory)
     started = time.perf_counter()
-    with _progress() as progress:
+    with _progress(shown=True) as progress:
         tasks: dict[str, Any] = {}
 
         def advance(stage: str, done: int, total: int) -> None:
             if stage not in tasks:
-                tasks[stage] = progress.add_task(stage, total=total)
-            progress.update(tasks[stage], completed=done)
+                tasks[stage] = progress.add_task(stage, total=total, shown="")
+            # Generating counts events; the replay reads the file, and counts its bytes.
+            unit = "MB read" if stage == "replay" else "events"
+            scale = 1e6 if stage == "replay" else 1
+            fmt = ",.1f" if stage == "replay" else ",.0f"
+            shown = f"{done / scale:{fmt}}/{total / scale:{fmt}} {unit}"
+            progress.update(tasks[stage], completed=done, shown=shown)
 
         result = run_demo(directory, events, seed, advance)
     console.print(
@@ -452,7 +460,7 @@ def demo(
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
-    with live_service(directory, port, rate) as live:
+    with live_service(directory, port, rate, seed) as live:
         base = live.base_url
         console.print(
             f"\nready in {time.perf_counter() - started:.1f} s. The API is serving on {base} "
@@ -470,14 +478,42 @@ def demo(
             markup=False,
             soft_wrap=True,
         )
-        until = None if duration is None else time.monotonic() + duration
-        while not stop.is_set() and (until is None or time.monotonic() < until):
-            stop.wait(1.0 if until is None else max(0.0, min(1.0, until - time.monotonic())))
+        _watch_live(live, user, stop, duration)
         produced, applied = live.produced[0], live.runner.stats.report.events
     console.print(
         f"stopped: {produced:,} live events produced, {applied:,} applied by the processor",
         markup=False,
     )
+
+
+_PULSE_EVERY_S = 5.0
+
+
+def _watch_live(
+    live: LiveService, user: str, stop: threading.Event, duration: float | None
+) -> None:
+    """Until stopped: every few seconds, the featured user's counts as the API serves them."""
+    from usersignals.demo import pulse
+    from usersignals.serving.client import Client
+
+    until = None if duration is None else time.monotonic() + duration
+    previous: int | None = None
+    with Client(live.base_url, timeout=2.0) as client:
+        while not stop.is_set() and (until is None or time.monotonic() < until):
+            now = pulse(client, user)
+            age = "-" if now.age_ms is None else f"{now.age_ms / 1000:.1f} s"
+            change = "" if previous is None else f" ({now.events_last_hour - previous:+,})"
+            console.print(
+                f"live: {user} has {now.events_last_hour:,} events in the last hour{change}, "
+                f"the newest {age} old; {live.produced[0]:,} live events so far",
+                markup=False,
+                soft_wrap=True,
+            )
+            previous = now.events_last_hour
+            left = (
+                _PULSE_EVERY_S if until is None else min(_PULSE_EVERY_S, until - time.monotonic())
+            )
+            stop.wait(max(0.0, left))
 
 
 def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
@@ -518,10 +554,13 @@ def _print_user(why: str, context: str, signals: UserSignals) -> None:
     out.print(table)
 
 
-def _progress(bytes_: bool = False) -> Progress:
+def _progress(bytes_: bool = False, shown: bool = False) -> Progress:
+    """``shown``: each task says what it counts, in a ``shown`` field (events, MB read...)."""
     columns: list[Any] = [TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()]
     if bytes_:
         columns.append(TransferSpeedColumn())
+    elif shown:
+        columns.append(TextColumn("{task.fields[shown]}"))
     else:
         columns.append(TextColumn("{task.completed:,.0f}/{task.total:,.0f}"))
     return Progress(*columns, console=console, transient=False)

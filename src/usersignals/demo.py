@@ -117,6 +117,20 @@ def _busiest_user(workload: WorkloadFiles) -> str:
 
 
 @dataclass
+class Pulse:
+    """The featured user's live counts: events in the last hour, and the newest one's age."""
+
+    events_last_hour: int
+    age_ms: int | None
+
+
+def pulse(client: Client, user_id: str) -> Pulse:
+    """What the demo prints every few seconds, to show a user's signals moving."""
+    counts = client.signals(user_id, ["action_counts"], window="1h").signals["action_counts"]
+    return Pulse(int(counts.value["total"]), counts.age_ms)
+
+
+@dataclass
 class LiveService:
     """The running service of the demo: processor thread, server process, live producer."""
 
@@ -126,8 +140,11 @@ class LiveService:
 
 
 @contextmanager
-def live_service(directory: Path, port: int, rate: int, seed: int = 99) -> Iterator[LiveService]:
+def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[LiveService]:
     """Serve the demo store over HTTP while fresh reference events flow in at ``rate``/s.
+
+    ``seed`` is the replayed workload's: users are placed by the seed, so the live feed's
+    busiest users are the replay's — the users the demo features get live events.
 
     The processor applies the spool in a thread of this process; the API runs as
     ``usersignals serve`` (granian) in its own process, reading the store as a RocksDB

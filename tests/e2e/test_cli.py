@@ -607,7 +607,7 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
     command = [
         str(Path(sys.executable).parent / "usersignals"),
         "demo", "--events", "20000", "--dir", str(directory),
-        "--port", str(port), "--duration", "6", "--rate", "500",
+        "--port", str(port), "--duration", "12", "--rate", "500",
     ]  # fmt: skip
     process = subprocess.Popen(
         command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -646,3 +646,15 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
     assert "Traceback" not in stopped
     assert "live events produced" in stopped
     assert f"{user}: the busiest user, everything" in rest
+    # The replay's progress says what it counts (bytes of the file, as MB read).
+    assert re.search(r"^replay .* [\d.]+/[\d.]+ MB read *$", output, flags=re.MULTILINE), output
+    assert re.search(r"^generate .* 20,000/20,000 events *$", output, flags=re.MULTILINE), output
+    # The featured user gets live events: the counts printed while serving go up.
+    pulses = [
+        int(match.group(1).replace(",", ""))
+        for match in re.finditer(
+            rf"^live: {user} has ([\d,]+) events in the last hour", stopped, flags=re.MULTILINE
+        )
+    ]
+    assert len(pulses) >= 2, stopped
+    assert pulses[-1] > pulses[0], stopped

@@ -61,3 +61,29 @@ def test_quick_start_is_exactly_two_commands() -> None:
     assert block is not None
     commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
     assert [c for c in commands if c] == ["./dev demo", "./dev test"]
+
+
+def test_readme_says_what_the_processor_consumes_today() -> None:
+    """Kafka ingestion exists: the README must not announce it as coming "next"."""
+    text = README.read_text()
+    serving = text.split("## Serving over HTTP", 1)[1].split("\n## ", 1)[0]
+    assert "next" not in serving
+    assert "--kafka" in serving
+
+
+def test_readme_lists_every_table_format_that_tables_load_reads(tmp_path: Path) -> None:
+    from usersignals.enrich.tables import load_table
+    from usersignals.errors import ConfigurationError
+    from usersignals.state.memory import MemoryStore
+
+    (row,) = [
+        line for line in README.read_text().splitlines() if "`usersignals tables load" in line
+    ]
+    unsupported = tmp_path / "items.xml"
+    unsupported.write_text("<items/>")
+    with pytest.raises(ConfigurationError) as info:
+        load_table(MemoryStore().table("items"), unsupported, key="item_id")
+    formats = re.findall(r"\.(\w+)", str(info.value).split(":", 1)[1])
+    assert formats == ["jsonl", "csv", "parquet"]
+    for name in formats:
+        assert {"jsonl": "JSONL", "csv": "CSV", "parquet": "Parquet"}[name] in row
