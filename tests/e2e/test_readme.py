@@ -77,7 +77,9 @@ def test_readme_lists_every_table_format_that_tables_load_reads(tmp_path: Path) 
     from usersignals.state.memory import MemoryStore
 
     (row,) = [
-        line for line in README.read_text().splitlines() if "`usersignals tables load" in line
+        line
+        for line in README.read_text().splitlines()
+        if line.startswith("| `usersignals tables load")
     ]
     unsupported = tmp_path / "items.xml"
     unsupported.write_text("<items/>")
