@@ -123,6 +123,8 @@ def test_a_reader_in_another_process_sees_new_writes_quickly(tmp_path: Path) -> 
         if reader.poll() is None:
             reader.kill()
             reader.wait()
+        if reader.stdout is not None:
+            reader.stdout.close()  # an unclosed pipe is a ResourceWarning, an error here
         writer.close()
 
 

@@ -33,6 +33,7 @@ from usersignals.ingest.kafka import create_topic
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
 from usersignals.state import RocksStore
 from usersignals.state.redis import RedisStore
+from waiting import wait_for
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 3
@@ -81,6 +82,11 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
     return {p.partition: p.offset for p in result.topic_partitions}
 
 
+def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    """Events the group has committed, over all partitions (no commit yet counts 0)."""
+    return sum(max(offset, 0) for offset in committed(bootstrap, group, topic).values())
+
+
 def prepare_store(path: Path, items: list[dict]) -> None:
     store = RocksStore(path)
     try:
@@ -117,13 +123,35 @@ def start_processor(
 def wait_caught_up(
     bootstrap: str, group: str, topic: str, ends: dict[int, int], timeout_s: float
 ) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+    def caught_up() -> bool:
         offsets = committed(bootstrap, group, topic)
-        if all(offsets.get(p, -1) >= end for p, end in ends.items()):
-            return
-        time.sleep(0.5)
-    raise AssertionError(f"not caught up: committed {committed(bootstrap, group, topic)}, {ends}")
+        return all(offsets.get(p, -1) >= end for p, end in ends.items())
+
+    wait_for(caught_up, timeout_s, f"group {group} to commit up to {ends}", poll_s=0.2)
+
+
+def wait_committed(
+    bootstrap: str, group: str, topic: str, at_least: int, process: subprocess.Popen[str]
+) -> int:
+    """Wait until ``group`` has committed ``at_least`` events; returns how many it has."""
+    return wait_for(
+        lambda: (n := committed_total(bootstrap, group, topic)) >= at_least and n,
+        300,
+        f"group {group} to commit {at_least:,} events",
+        alive=process,
+    )
+
+
+def metric(port: int, name: str) -> float:
+    """One unlabelled sample of the processor's Prometheus metrics (0 before it exists)."""
+    try:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    except httpx.TransportError:  # the processor has not opened its metrics port yet
+        return 0.0
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return 0.0
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
@@ -176,8 +204,16 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
         broker.bootstrap, topic, "g-consume", store, "--metrics-port", str(metrics_port)
     )
     wait_caught_up(broker.bootstrap, "g-consume", topic, ends, timeout_s=60)
-    time.sleep(1.5)  # one more position update
-    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    positions = [
+        f'usersignals_consumer_position{{partition="{topic}/{partition}"}} {end}.0'
+        for partition, end in ends.items()
+    ]
+
+    def every_position_reported() -> str | None:
+        text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        return text if all(position in text for position in positions) else None
+
+    metrics = wait_for(every_position_reported, 30, "the consumer positions in /metrics")
     code, err = stop(process)
     assert code == 0, err
     assert "3,000 events" in err
@@ -185,10 +221,6 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
     assert 'usersignals_dead_letters_total{reason="malformed_json"} 1.0' in metrics
     assert "usersignals_events_processed_total 3000.0" in metrics
     assert "usersignals_freshness_seconds_bucket" in metrics
-    for partition, end in ends.items():
-        assert (
-            f'usersignals_consumer_position{{partition="{topic}/{partition}"}} {end}.0' in metrics
-        )
     users = {key for key, _ in values}
     stored = records(store)
     assert {key[2:] for key in stored} == users  # every user with a good event has state
@@ -221,18 +253,25 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
 
     crash_store = tmp_path / "crashed"
     prepare_store(crash_store, items)
+    total = sum(ends.values())
     rng = random.Random(13)
-    kills = 0
-    for _ in range(3):
+    # Kill points by events committed, not by wall-clock time (which, on a loaded machine,
+    # may fall before the group join or after the end): one in each of the first three
+    # quarters of the stream, between 5 % and 70 % of it.
+    targets = [int(total * (quarter + 0.2 + 0.6 * rng.random()) / 4) for quarter in range(3)]
+    landed: list[int] = []
+    for target in targets:
         process = start_processor(broker.bootstrap, topic, "g-crash", crash_store)
-        time.sleep(rng.uniform(4.0, 9.0))  # joined (~3 s) and somewhere mid-stream
+        wait_committed(broker.bootstrap, "g-crash", topic, target, process)
         process.kill()  # SIGKILL: no chance to finish anything
         process.communicate(timeout=30)
-        kills += 1
+        landed.append(committed_total(broker.bootstrap, "g-crash", topic))
+    # Each kill landed mid-stream: past its target, before the end, later than the last.
+    assert all(target <= at <= total - 1 for target, at in zip(targets, landed, strict=True))
+    assert landed == sorted(set(landed)), landed
     survivor = start_processor(broker.bootstrap, topic, "g-crash", crash_store)
     wait_caught_up(broker.bootstrap, "g-crash", topic, ends, timeout_s=300)
     assert stop(survivor)[0] == 0
-    assert kills == 3
 
     expected, got = records(clean_store), records(crash_store)
     assert len(got) == len(expected)
@@ -262,16 +301,28 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
         "USERSIGNALS_STORE__REDIS_NAMESPACE": "rebalance",
         "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "2000",
     }
+    total = sum(ends.values())
     first = start_processor(
         broker.bootstrap, topic, "g-shared", tmp_path / "unused-a", env_extra=redis_env
     )
-    time.sleep(5)  # joined, part of the way through
+    wait_committed(broker.bootstrap, "g-shared", topic, total // 10, first)  # part of the way
+    second_metrics = free_port()
     second = start_processor(
-        broker.bootstrap, topic, "g-shared", tmp_path / "unused-b", env_extra=redis_env
+        broker.bootstrap, topic, "g-shared", tmp_path / "unused-b",
+        "--metrics-port", str(second_metrics), env_extra=redis_env,
+    )  # fmt: skip
+    # The group rebalanced: the second processor has applied events of its own.
+    wait_for(
+        lambda: metric(second_metrics, "usersignals_events_processed_total") > 0,
+        120,
+        "the second processor to apply events",
+        poll_s=0.1,
+        alive=second,
     )
-    time.sleep(6)  # the group rebalanced: both consume
+    left_at = committed_total(broker.bootstrap, "g-shared", topic)
     first_code, first_err = stop(first)  # leaves mid-stream: a second rebalance
     assert first_code == 0, first_err
+    assert left_at < total, "the first processor left after the end, not mid-stream"
     wait_caught_up(broker.bootstrap, "g-shared", topic, ends, timeout_s=300)
     second_code, second_err = stop(second)
     assert second_code == 0, second_err

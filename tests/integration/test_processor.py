@@ -13,10 +13,27 @@ import httpx
 import msgspec
 from service_helpers import Service, start_server, stop_process
 
-from usersignals import Event
+from usersignals import Event, ReadContext, RocksStore, SignalRegistry
 from usersignals.ingest.spool import SpoolWriter
+from usersignals.serving.reader import SignalReader
+from waiting import wait_for
 
 BIN = Path(sys.executable).parent
+
+
+def events_applied(store: Path, users: list[str], now_ms: int) -> int:
+    """All-time event counts of ``users``, read as a serving worker would (a secondary)."""
+    if not (store / "CURRENT").exists():
+        return 0  # the processor has not created the store yet
+    reader = SignalReader(
+        SignalRegistry.from_module("usersignals.examples.reference"),
+        RocksStore(store, read_only=True),
+    )
+    try:
+        answers = reader.read_many(users, ["action_counts"], ReadContext(now_ms=now_ms))
+    finally:
+        reader.store.close()
+    return sum(answer.signals["action_counts"].value["total"] for answer in answers)
 
 
 def test_raw_mode_answers_the_same_as_stateful(service: Service) -> None:
@@ -50,19 +67,27 @@ def test_sigterm_finishes_writes_exits_zero_and_a_restart_resumes(tmp_path: Path
         ]
     )
 
-    def run_until_idle() -> str:
+    users = [f"u{i}" for i in range(7)]
+
+    def run_until_idle(expected_total: int) -> str:
         process = subprocess.Popen(
             [str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.PIPE, text=True
         )
-        time.sleep(2.5)
+        wait_for(
+            lambda: events_applied(store, users, now + 1) == expected_total,
+            60,
+            f"{expected_total} events applied",
+            poll_s=0.1,
+            alive=process,
+        )
         process.send_signal(signal.SIGTERM)
         _, err = process.communicate(timeout=20)
         assert process.returncode == 0, err
         return err
 
-    first = run_until_idle()
+    first = run_until_idle(500)
     assert "500 lines, 500 events applied" in first
     writer.append([encoder.encode(Event("late", "u1", "i1", "save", "home", now))])
     writer.close()
-    second = run_until_idle()
+    second = run_until_idle(501)
     assert "1 lines, 1 events applied (0 already applied)" in second

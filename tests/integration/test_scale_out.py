@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import redis
 from test_kafka import (
     clean_replay,
+    committed_total,
+    metric,
     produce,
     records,
     reference_values,
@@ -25,6 +28,7 @@ from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.devtools.redis_cluster import LocalRedisCluster
 from usersignals.enrich.tables import load_table
 from usersignals.state.redis import RedisClusterStore
+from waiting import wait_for
 
 BIN = Path(sys.executable).parent
 
@@ -49,18 +53,29 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
             "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "2000",
         }
 
-        def processor(name: str) -> subprocess.Popen[str]:
+        def processor(name: str, metrics_port: int = 0) -> subprocess.Popen[str]:
             return start_processor(
-                broker.bootstrap, topic, "g-fault", tmp_path / name, env_extra=env
-            )
+                broker.bootstrap, topic, "g-fault", tmp_path / name,
+                "--metrics-port", str(metrics_port), env_extra=env,
+            )  # fmt: skip
 
-        first, second = processor("a"), processor("b")
-        time.sleep(6)  # both joined, mid-stream
+        ports = free_port(), free_port()
+        first, second = processor("a", ports[0]), processor("b", ports[1])
+        for port, process in zip(ports, (first, second), strict=True):  # both joined
+            wait_for(
+                lambda port=port: metric(port, "usersignals_events_processed_total") > 0,
+                120,
+                "both processors to apply events",
+                poll_s=0.1,
+                alive=process,
+            )
+        killed_at = committed_total(broker.bootstrap, "g-fault", topic)
         first.kill()  # SIGKILL one processor
         first.communicate(timeout=30)
+        assert killed_at < sum(ends.values()), "the kill came after the end, not mid-stream"
         victim = cluster.primaries()[0]
         cluster.kill(victim)  # a primary dies; its replica takes over
-        time.sleep(5)
+        wait_for(lambda: taken_over(cluster), 60, "a replica to take over", poll_s=0.1)
         cluster.restart(victim)  # it comes back as a replica of the new primary
         if second.poll() is not None:  # it may have failed loudly during the failover
             second.communicate(timeout=30)
@@ -75,6 +90,16 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
+
+
+def taken_over(cluster: LocalRedisCluster) -> bool:
+    """The cluster has all its primaries again, and says its state is ok."""
+    primaries = cluster.primaries()
+    if len(primaries) != 3:
+        return False
+    info = redis.Redis(port=primaries[0]).execute_command("CLUSTER INFO")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    return "cluster_state:ok" in text
 
 
 def test_two_stateless_serving_replicas_read_the_cluster(
