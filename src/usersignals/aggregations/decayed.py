@@ -76,8 +76,16 @@ class _Decay:
         return float(2.0 ** ((ts - epoch * self.epoch_ms) / self.half_life))
 
     def decay_to(self, epoch: int, reference_ms: int) -> float:
-        """The factor that turns an epoch's integer sum into its value at ``reference_ms``."""
-        return float(2.0 ** ((epoch * self.epoch_ms - reference_ms) / self.half_life))
+        """The factor that turns an epoch's integer sum into its value at ``reference_ms``.
+
+        An epoch that starts after ``reference_ms`` holds only events after it, which a view
+        as of that time does not include: 0. (Scaling them would also overflow a float when
+        the reference is many half-lives earlier, e.g. ``as_of=2000-01-01``.)
+        """
+        start = epoch * self.epoch_ms
+        if start > reference_ms:
+            return 0.0
+        return float(2.0 ** ((start - reference_ms) / self.half_life))
 
 
 def _decay_problems(half_life: int, weights: Mapping[str, float], default: float) -> list[str]:

@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from usersignals.config import KafkaSettings
 from usersignals.errors import ConfigurationError
+from usersignals.events.decode import REASON_EMPTY_VALUE, REASON_NULL_VALUE
 from usersignals.events.model import BadEvent, Position
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class KafkaBatch:
     positions: list[Position] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     first_received: float = 0.0
+    #: Messages that carry no event at all (an empty or null value): dead letters as they are.
+    bad: list[BadEvent] = field(default_factory=list)
 
 
 def partition_id(topic: str, partition: int) -> str:
@@ -111,9 +114,20 @@ class KafkaSource:
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             return
-        batch.lines.append(message.value() or b"")
-        batch.positions.append(Position(partition_id(topic, partition), offset))
+        position = Position(partition_id(topic, partition), offset)
         batch.next_offsets[(topic, partition)] = offset + 1
+        value = message.value()
+        if value is None or not value.strip():
+            # Not an event, but not to be skipped silently either: the producer has a bug.
+            reason, detail = (
+                (REASON_NULL_VALUE, "the message has no value (null)")
+                if value is None
+                else (REASON_EMPTY_VALUE, "the message value is empty")
+            )
+            batch.bad.append(BadEvent(reason, detail, value or b"", position))
+            return
+        batch.lines.append(value)
+        batch.positions.append(position)
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """Commit synchronously; partitions no longer ours are skipped by the broker."""
