@@ -19,6 +19,7 @@ from usersignals.aggregations import (
 )
 from usersignals.errors import (
     ApiError,
+    BrokerError,
     ConfigurationError,
     ContextError,
     EnrichmentError,
@@ -51,6 +52,7 @@ __all__ = [
     "ApiError",
     "BadEvent",
     "BatchReport",
+    "BrokerError",
     "Client",
     "ConfigurationError",
     "ContextError",

@@ -28,6 +28,7 @@ from usersignals.aggregations.base import Aggregation, AggregationRuntime, Apply
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import DAY_MS, format_duration
+from usersignals.values import KEY, FieldKind, vector
 
 EPOCH_HALF_LIVES = 16
 # Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times
@@ -147,6 +148,9 @@ class DecayedScores(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.key, "action"}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.key: KEY}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"limit", "exclude", "as_of"})
@@ -305,6 +309,9 @@ class MeanVector(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.of, "action"}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.of: vector(self.dim)}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"as_of"})

@@ -27,6 +27,7 @@ from usersignals.aggregations.base import Aggregation, AggregationRuntime, Apply
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import DAY_MS, MINUTE_MS, format_duration
+from usersignals.values import KEY, FieldKind
 
 _HASH_SEED = 0x5EED
 _INVERSE_POWERS = tuple(2.0**-rank for rank in range(66))  # 2^-rank for every register value
@@ -57,6 +58,9 @@ class Distinct(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.of}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.of: KEY}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"window", "since", "until", "as_of"})
