@@ -19,6 +19,7 @@ from usersignals.aggregations import (
 )
 from usersignals.errors import (
     ApiError,
+    BrokerError,
     ConfigurationError,
     ContextError,
     EnrichmentError,
@@ -52,6 +53,7 @@ __all__ = [
     "ApiError",
     "BadEvent",
     "BatchReport",
+    "BrokerError",
     "Client",
     "ConfigurationError",
     "ContextError",

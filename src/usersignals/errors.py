@@ -76,11 +76,31 @@ class StoreError(UserSignalsError):
 
 
 class EnrichmentError(UserSignalsError):
-    """An enrichment lookup source failed and its failure policy says to stop."""
+    """A lookup source could not answer (down, timed out, answered garbage).
 
-    def __init__(self, source: str, message: str) -> None:
+    Sources raise only this for a failure of the source; the Materializer retries only this,
+    so a programming error is never retried forever. ``kind`` names the underlying error
+    (``ReadTimeout``, ``ConnectionError``...), which labels the failure metrics.
+    """
+
+    def __init__(self, source: str, message: str, kind: str = "EnrichmentError") -> None:
         self.source = source
+        self.kind = kind
         super().__init__(f"enrichment source {source!r}: {message}")
+
+
+class BrokerError(UserSignalsError):
+    """The Kafka client (librdkafka) reported an error; ``code`` is librdkafka's name for it.
+
+    ``retriable`` is librdkafka's own verdict: a retriable error may pass by itself (a broker
+    restarting), a fatal one will not.
+    """
+
+    def __init__(self, operation: str, code: str, message: str, retriable: bool = False) -> None:
+        self.operation = operation
+        self.code = code
+        self.retriable = retriable
+        super().__init__(f"kafka {operation} failed ({code}): {message}")
 
 
 class ApiError(UserSignalsError):

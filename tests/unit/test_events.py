@@ -243,6 +243,7 @@ def test_every_reason_is_reachable() -> None:
         raw_event(action="like"),
         raw_event(ts=NOW_MS + 2 * DAY_MS),
         raw_event(user_id=""),
+        raw_event(surface="X").replace(b'"X"', b'"\xff"'),
     ]
     reasons = [rejected(raw, policy).reason for raw in samples]
     assert reasons == list(REASONS)

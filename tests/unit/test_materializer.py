@@ -10,7 +10,7 @@ import pytest
 from usersignals.enrich import Materializer
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.materializer import SourcePolicy
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, EnrichmentError
 
 
 class CountingSource:
@@ -98,8 +98,32 @@ class FlakySource(CountingSource):
     def fetch(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         if self.failures > 0:
             self.failures -= 1
-            raise TimeoutError("source timed out")
+            raise EnrichmentError("items", "source timed out", kind="TimeoutError")
         return super().fetch(keys)
+
+
+class BuggySource(CountingSource):
+    """A source with a programming error: it raises something other than EnrichmentError."""
+
+    def fetch(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
+        self.calls.append(list(keys))
+        return {key: self.records[key] for key in keys}  # KeyError for an unknown key
+
+
+@pytest.mark.parametrize("policy", ["hold", "missing"])
+def test_a_programming_error_in_a_source_is_not_retried(policy: str) -> None:
+    source = BuggySource({"a": {"c": 1}})
+    slept: list[float] = []
+    m = Materializer(
+        {"items": source},
+        policies={"items": SourcePolicy(policy, retries=3)},
+        sleep=slept.append,
+    )
+    with pytest.raises(KeyError):
+        m.lookup("items", ["a", "unknown"])
+    assert source.calls == [["a", "unknown"]]  # once: not retried, under "hold" either
+    assert slept == []
+    assert m.stats.failures == {}
 
 
 def test_hold_policy_retries_until_the_source_recovers_and_loses_nothing() -> None:

@@ -56,6 +56,7 @@ def exported_errors() -> list[tuple[str, type[BaseException]]]:
 def test_errors_are_exported() -> None:
     assert [name for name, _ in exported_errors()] == [
         "ApiError",
+        "BrokerError",
         "ConfigurationError",
         "ContextError",
         "EnrichmentError",

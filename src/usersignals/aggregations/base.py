@@ -24,6 +24,7 @@ from typing import Any, ClassVar, Generic, NamedTuple, TypeVar
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.values import FieldKind
 
 S = TypeVar("S")
 
@@ -84,6 +85,14 @@ class Aggregation(ABC):
     @abstractmethod
     def fields(self) -> set[str]:
         """The event / attribute / enriched fields this aggregation reads."""
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        """What this aggregation needs of the fields it reads (``usersignals.values``).
+
+        Checked on enriched fields as they enter (a field that does not fit is missing for
+        the event, and counted); a field not listed may hold any value.
+        """
+        return {}
 
     @abstractmethod
     def context_parameters(self) -> frozenset[str]:

@@ -33,6 +33,10 @@ MAX_LIST_ITEMS = 1_000
 
 _T = TypeVar("_T")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Times a view may name. The last millisecond of year 9999 is the latest time a response can
+# render; an as-of time before 2000-01-01 is before any accepted event (see EventPolicy).
+MAX_TIME_MS = 253_402_300_799_999
+MIN_AS_OF_MS = 946_684_800_000
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,9 @@ class ReadContext:
         window = _optional(params, "window", _parse_window)
         since = _optional(params, "since", _parse_time)
         until = _optional(params, "until", _parse_time)
+        as_of = _optional(params, "as_of", _parse_time)
+        if as_of is not None and as_of < MIN_AS_OF_MS:
+            raise ContextError("as_of", "must not be before 2000-01-01T00:00:00Z")
         if since is not None and until is not None and since > until:
             raise ContextError("since", "must not be after `until`")
         return cls(
@@ -121,7 +128,7 @@ class ReadContext:
             limit=_optional(params, "limit", _parse_limit),
             dedupe=_optional(params, "dedupe", _parse_bool) or False,
             exclude=_optional(params, "exclude", _parse_set) or frozenset(),
-            as_of_ms=_optional(params, "as_of", _parse_time),
+            as_of_ms=as_of,
             now_ms=now,
         )
 
@@ -146,7 +153,7 @@ def _parse_window(text: str) -> int:
 def _parse_time(text: str) -> int:
     """Milliseconds since the epoch, or an ISO-8601 time that names its time zone."""
     if text.lstrip("-").isdigit():
-        return int(text)
+        return _in_range(int(text))
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
@@ -157,7 +164,13 @@ def _parse_time(text: str) -> int:
     if moment.tzinfo is None:
         raise ValueError(f"{text!r} has no time zone; add Z or an offset such as +01:00")
     # Integer arithmetic: float seconds lose a millisecond for some times after 2038.
-    return (moment - _EPOCH) // timedelta(milliseconds=1)
+    return _in_range((moment - _EPOCH) // timedelta(milliseconds=1))
+
+
+def _in_range(ms: int) -> int:
+    if not 0 <= ms <= MAX_TIME_MS:
+        raise ValueError("must be between 1970-01-01T00:00:00Z and 9999-12-31T23:59:59.999Z")
+    return ms
 
 
 def _parse_set(text: str) -> frozenset[str]:

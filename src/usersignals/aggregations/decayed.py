@@ -34,6 +34,7 @@ from usersignals.durations import (
     format_duration,
     to_duration,
 )
+from usersignals.values import KEY, FieldKind, vector
 
 EPOCH_HALF_LIVES = 16
 # Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times
@@ -82,8 +83,16 @@ class _Decay:
         return float(2.0 ** ((ts - epoch * self.epoch_ms) / self.half_life))
 
     def decay_to(self, epoch: int, reference_ms: int) -> float:
-        """The factor that turns an epoch's integer sum into its value at ``reference_ms``."""
-        return float(2.0 ** ((epoch * self.epoch_ms - reference_ms) / self.half_life))
+        """The factor that turns an epoch's integer sum into its value at ``reference_ms``.
+
+        An epoch that starts after ``reference_ms`` holds only events after it, which a view
+        as of that time does not include: 0. (Scaling them would also overflow a float when
+        the reference is many half-lives earlier, e.g. ``as_of=2000-01-01``.)
+        """
+        start = epoch * self.epoch_ms
+        if start > reference_ms:
+            return 0.0
+        return float(2.0 ** ((start - reference_ms) / self.half_life))
 
 
 def _decay_problems(
@@ -159,6 +168,9 @@ class DecayedScores(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.key, "action"}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.key: KEY}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"limit", "exclude", "as_of"})
@@ -321,6 +333,9 @@ class MeanVector(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.of, "action"}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.of: vector(self.dim)}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"as_of"})

@@ -34,6 +34,7 @@ from usersignals.durations import (
     format_duration,
     to_duration,
 )
+from usersignals.values import KEY, FieldKind
 
 _HASH_SEED = 0x5EED
 _INVERSE_POWERS = tuple(2.0**-rank for rank in range(66))  # 2^-rank for every register value
@@ -75,6 +76,9 @@ class Distinct(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.of}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.of: KEY}
 
     def context_parameters(self) -> frozenset[str]:
         return frozenset({"window", "since", "until", "as_of"})

@@ -25,6 +25,7 @@ from usersignals.aggregations.base import Aggregation, AggregationRuntime, Apply
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.field_names import coerce_names, names_problem
+from usersignals.values import KEY, FieldKind
 
 Entry = tuple[Any, ...]  # (ts, tie, *kept values)
 
@@ -63,6 +64,10 @@ class LastN(Aggregation):
 
     def fields(self) -> set[str]:
         return set(self.keep)
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        # Kept fields are stored as they come; only the dedupe key is compared.
+        return {self.dedupe_by: KEY} if self.dedupe_by else {}
 
     def context_parameters(self) -> frozenset[str]:
         names = {"window", "since", "until", "limit", "as_of"}

@@ -18,6 +18,7 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.values import KEY, FieldKind
 
 
 class SeenState(msgspec.Struct, gc=False, array_like=True):
@@ -39,6 +40,9 @@ class LastSeen(Aggregation):
 
     def fields(self) -> set[str]:
         return {self.by} if self.by else set()
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {self.by: KEY} if self.by else {}
 
     def context_parameters(self) -> frozenset[str]:
         names = {"until", "as_of"}

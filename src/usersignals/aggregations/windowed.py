@@ -24,6 +24,7 @@ from usersignals.aggregations.rows import FieldResolver, Getter, Row
 from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
 from usersignals.durations import MINUTE_MS
 from usersignals.field_names import coerce_names, names_problem
+from usersignals.values import KEY, NUMBER, FieldKind
 
 
 class TileState(msgspec.Struct, gc=False):
@@ -67,6 +68,9 @@ class Count(Aggregation):
     def fields(self) -> set[str]:
         return set(self.by)
 
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return dict.fromkeys(self.by, KEY)
+
     def context_parameters(self) -> frozenset[str]:
         names = {"window", "since", "until", "as_of"}
         if "action" in self.by:
@@ -101,6 +105,9 @@ class Sum(Count):
 
     def fields(self) -> set[str]:
         return super().fields() | {self.of}
+
+    def field_kinds(self) -> dict[str, FieldKind]:
+        return {**super().field_kinds(), self.of: NUMBER}
 
     def params(self) -> dict[str, Any]:
         return {"of": self.of, "decimals": self.decimals, **super().params()}

@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
+from usersignals.backoff import Backoff
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import LookupSource, Record
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, EnrichmentError
+from usersignals.values import NOT_AN_OBJECT, FieldKind
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +49,8 @@ class MaterializerStats:
     failures: dict[str, int] = field(default_factory=dict)  # by exception kind
     keys_failed: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
+    #: Fields removed from fetched records because they did not fit: (source, field, reason).
+    bad_fields: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
 
 class Materializer:
@@ -68,6 +72,19 @@ class Materializer:
             name: given[name] if name in given else RecordCache() for name in self._sources
         }
         self.stats = MaterializerStats()
+        self._expected: dict[str, dict[str, tuple[FieldKind, ...]]] = {}
+
+    def expect(self, source: str, kinds: Mapping[str, Sequence[FieldKind]]) -> None:
+        """Check ``source``'s records for these field kinds as they are fetched.
+
+        A field that does not fit is removed from the record (signals see it as missing) and
+        counted per source, field and reason; a value that is not a record at all counts as
+        an absent key. Checked once per fetch, before caching, so the cost is per record,
+        not per event.
+        """
+        merged = self._expected.setdefault(source, {})
+        for name, field_kinds in kinds.items():
+            merged[name] = tuple(dict.fromkeys((*merged.get(name, ()), *field_kinds)))
 
     def require(self, names: Iterable[str]) -> None:
         """Fail early, at start-up, when a signal needs a source nobody configured."""
@@ -96,7 +113,8 @@ class Materializer:
             self.metrics.cache_hits.labels(source).inc(len(unique) - len(fetch))
             self.metrics.keys_fetched.labels(source).inc(len(fetch))
         if fetch:
-            fetched = self._fetch_with_policy(source, fetcher, fetch)
+            answer = self._fetch_with_policy(source, fetcher, fetch)
+            fetched = None if answer is None else self._checked(source, answer)
             if fetched is None:  # failed under the "missing" policy: nothing to cache
                 stats.keys_failed += len(fetch)
                 return records
@@ -110,29 +128,60 @@ class Materializer:
 
     def _fetch_with_policy(
         self, source: str, fetcher: LookupSource, keys: list[str]
-    ) -> dict[str, Record] | None:
+    ) -> dict[str, Any] | None:
+        """Fetch, retrying only :class:`EnrichmentError` (a bug propagates at once)."""
         policy = self._policies.get(source, SourcePolicy())
-        attempt = 0
-        while True:
+        backoff = Backoff(policy.backoff_s, policy.max_backoff_s, sleep=self._sleep)
+
+        def fetch() -> dict[str, Any]:
             started = time.perf_counter()
             try:
                 fetched = dict(fetcher.fetch(keys))
-                if self.metrics is not None:
-                    self.metrics.fetch_seconds.labels(source).observe(time.perf_counter() - started)
-                return fetched
-            except Exception as exc:
-                kind = type(exc).__name__
-                self.stats.failures[kind] = self.stats.failures.get(kind, 0) + 1
-                if self.metrics is not None:
-                    self.metrics.failures.labels(source, kind).inc()
-                attempt += 1
-                if attempt > policy.retries:
-                    if policy.on_failure == "missing":
-                        logger.warning("source %s failed (%s): fields marked missing", source, exc)
-                        return None
-                    if attempt == policy.retries + 1:
-                        logger.error(
-                            "source %s failed (%s): holding until it recovers", source, exc
-                        )
-                delay = min(policy.backoff_s * 2 ** (attempt - 1), policy.max_backoff_s)
-                self._sleep(delay)
+            except EnrichmentError as exc:
+                self._count_failure(source, exc)
+                raise
+            if self.metrics is not None:
+                self.metrics.fetch_seconds.labels(source).observe(time.perf_counter() - started)
+            return fetched
+
+        def retrying(attempt: int, error: BaseException) -> None:
+            if attempt == policy.retries + 1:
+                logger.error("source %s failed (%s): holding until it recovers", source, error)
+
+        if policy.on_failure == "hold":
+            return backoff.call(fetch, (EnrichmentError,), on_retry=retrying)
+        try:
+            return backoff.call(fetch, (EnrichmentError,), attempts=policy.retries + 1)
+        except EnrichmentError as exc:
+            logger.warning("source %s failed (%s): fields marked missing", source, exc)
+            return None
+
+    def _count_failure(self, source: str, error: EnrichmentError) -> None:
+        self.stats.failures[error.kind] = self.stats.failures.get(error.kind, 0) + 1
+        if self.metrics is not None:
+            self.metrics.failures.labels(source, error.kind).inc()
+
+    def _checked(self, source: str, fetched: dict[str, Any]) -> dict[str, Record]:
+        """The records that are records, without the fields that do not fit their kinds."""
+        expected = self._expected.get(source, {})
+        out: dict[str, Record] = {}
+        for key, record in fetched.items():
+            if not isinstance(record, dict):
+                self._count_bad(source, "*", NOT_AN_OBJECT)
+                continue
+            for name, kinds in expected.items():
+                value = record.get(name)
+                if value is None:
+                    continue
+                reason = next((r for kind in kinds if (r := kind.problem(value))), None)
+                if reason is not None:
+                    record = {k: v for k, v in record.items() if k != name}
+                    self._count_bad(source, name, reason)
+            out[key] = record
+        return out
+
+    def _count_bad(self, source: str, name: str, reason: str) -> None:
+        bad = self.stats.bad_fields
+        bad[(source, name, reason)] = bad.get((source, name, reason), 0) + 1
+        if self.metrics is not None:
+            self.metrics.bad_fields.labels(source, name, reason).inc()

@@ -23,6 +23,12 @@ class EnrichmentMetrics:
             "usersignals_lookup_fetch_seconds", "Latency of one batched fetch", ["source"],
             buckets=(0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0), registry=registry,
         )  # fmt: skip
+        self.bad_fields = Counter(
+            "usersignals_lookup_bad_fields",
+            "Fetched fields that did not fit what the signals need (treated as missing), by "
+            "field (* for a value that is not a record) and reason",
+            ["source", "field", "reason"], registry=registry,
+        )  # fmt: skip
         self.failures = Counter(
             "usersignals_lookup_failures", "Failed fetches, by kind", ["source", "kind"],
             registry=registry,

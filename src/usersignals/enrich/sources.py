@@ -7,17 +7,23 @@ from typing import Any, Protocol
 
 import msgspec
 
+from usersignals.errors import EnrichmentError, StoreError
 from usersignals.state.store import KeyValueTable
 
 Record = dict[str, Any]
 
 
 class LookupSource(Protocol):
-    """Fetches records by key, many at a time. Absent keys are simply not in the result."""
+    """Fetches records by key, many at a time. Absent keys are simply not in the result.
+
+    A source raises :class:`EnrichmentError` when it cannot answer (and only then: anything
+    else is a bug, and is not retried). A value that is not a record (a dict) is passed on as
+    it is: the Materializer counts it and treats the key as absent.
+    """
 
     name: str
 
-    def fetch(self, keys: Sequence[str]) -> Mapping[str, Record]: ...
+    def fetch(self, keys: Sequence[str]) -> Mapping[str, Any]: ...
 
 
 _record_encoder = msgspec.msgpack.Encoder()
@@ -35,10 +41,19 @@ class TableSource:
         self.name = name
         self._table = table
 
-    def fetch(self, keys: Sequence[str]) -> dict[str, Record]:
-        values = self._table.get_many([key.encode() for key in keys])
-        decode = _record_decoder.decode
-        return {key: decode(value) for key, value in zip(keys, values, strict=True) if value}
+    def fetch(self, keys: Sequence[str]) -> dict[str, Any]:
+        try:
+            values = self._table.get_many([key.encode() for key in keys])
+        except StoreError as exc:
+            raise EnrichmentError(self.name, str(exc), type(exc).__name__) from exc
+        return {key: _table_record(value) for key, value in zip(keys, values, strict=True) if value}
+
+
+def _table_record(value: bytes) -> Any:
+    try:
+        return _record_decoder.decode(value)
+    except msgspec.DecodeError:
+        return value  # not a record: counted by the Materializer, the key is absent
 
 
 class RedisHashSource:
@@ -58,11 +73,17 @@ class RedisHashSource:
         )
 
     def fetch(self, keys: Sequence[str]) -> dict[str, Record]:
+        import redis
+
         pipeline = self._client.pipeline(transaction=False)
         for key in keys:
             pipeline.hgetall(self.prefix + key)
+        try:
+            answers = pipeline.execute()
+        except redis.RedisError as exc:
+            raise EnrichmentError(self.name, str(exc), type(exc).__name__) from exc
         out: dict[str, Record] = {}
-        for key, fields in zip(keys, pipeline.execute(), strict=True):
+        for key, fields in zip(keys, answers, strict=True):
             if fields:
                 out[key] = {name.decode(): _field_value(value) for name, value in fields.items()}
         return out
@@ -110,29 +131,40 @@ class HttpBatchSource:
         )
         self._decoder = msgspec.json.Decoder(_HttpAnswer)
 
-    def fetch(self, keys: Sequence[str]) -> dict[str, Record]:
+    def fetch(self, keys: Sequence[str]) -> dict[str, Any]:
         from concurrent.futures import ThreadPoolExecutor
 
         chunks = [keys[i : i + self.max_batch] for i in range(0, len(keys), self.max_batch)]
         if len(chunks) == 1:
             return self._fetch_chunk(chunks[0])
-        out: dict[str, Record] = {}
+        out: dict[str, Any] = {}
         with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
             for records in pool.map(self._fetch_chunk, chunks):
                 out.update(records)
         return out
 
-    def _fetch_chunk(self, keys: Sequence[str]) -> dict[str, Record]:
-        response = self._client.post(self.url, content=_json_encoder.encode({"keys": list(keys)}))
-        response.raise_for_status()
-        return self._decoder.decode(response.content).records
+    def _fetch_chunk(self, keys: Sequence[str]) -> dict[str, Any]:
+        import httpx
+
+        body = _json_encoder.encode({"keys": list(keys)})
+        try:
+            response = self._client.post(self.url, content=body)
+            response.raise_for_status()
+            return self._decoder.decode(response.content).records
+        except httpx.HTTPError as exc:
+            raise EnrichmentError(self.name, str(exc), type(exc).__name__) from exc
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+            # The answer as a whole breaks the contract: the service is broken, not one record.
+            message = f"the answer breaks the batch contract: {exc}"
+            raise EnrichmentError(self.name, message, "InvalidAnswer") from exc
 
     def close(self) -> None:
         self._client.close()
 
 
 class _HttpAnswer(msgspec.Struct):
-    records: dict[str, dict[str, Any]]
+    # Any: one record of the wrong shape is counted by the Materializer, not a failed fetch.
+    records: dict[str, Any]
 
 
 _json_encoder = msgspec.json.Encoder()

@@ -22,6 +22,10 @@ REASON_WRONG_TYPE = "wrong_type"
 REASON_UNKNOWN_ACTION = "unknown_action"
 REASON_TIME_OUT_OF_RANGE = "time_out_of_range"
 REASON_INVALID_VALUE = "invalid_value"
+REASON_INVALID_UTF8 = "invalid_utf8"
+# Transport-level: a Kafka message with an empty value, or none at all (a tombstone).
+REASON_EMPTY_VALUE = "empty_value"
+REASON_NULL_VALUE = "null_value"
 
 REASONS = (
     REASON_OVERSIZED,
@@ -31,6 +35,7 @@ REASONS = (
     REASON_UNKNOWN_ACTION,
     REASON_TIME_OUT_OF_RANGE,
     REASON_INVALID_VALUE,
+    REASON_INVALID_UTF8,
 )
 
 _YEAR_2000_MS = 946_684_800_000
@@ -85,6 +90,12 @@ class EventDecoder:
             return BadEvent(REASON_WRONG_TYPE, message, raw)
         except msgspec.DecodeError as exc:
             return BadEvent(REASON_MALFORMED, str(exc), raw)
+        except UnicodeDecodeError as exc:
+            # msgspec checks UTF-8 only when it builds a string, and raises this (a ValueError,
+            # not a DecodeError) for a byte that is not UTF-8 inside one.
+            return BadEvent(REASON_INVALID_UTF8, f"a string is not valid UTF-8: {exc}", raw)
+        except RecursionError:
+            return BadEvent(REASON_MALFORMED, "the JSON is nested too deeply", raw)
         problem = self.check(event, now_ms if now_ms is not None else _wall_clock_ms())
         if problem is not None:
             return BadEvent(problem[0], problem[1], raw)

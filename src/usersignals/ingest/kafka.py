@@ -18,7 +18,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from usersignals.config import KafkaSettings
-from usersignals.errors import ConfigurationError
+from usersignals.errors import BrokerError, ConfigurationError
+from usersignals.events.decode import REASON_EMPTY_VALUE, REASON_NULL_VALUE
 from usersignals.events.model import BadEvent, Position
 
 logger = logging.getLogger(__name__)
@@ -32,11 +33,28 @@ class KafkaBatch:
     positions: list[Position] = field(default_factory=list)
     next_offsets: dict[tuple[str, int], int] = field(default_factory=dict)
     first_received: float = 0.0
+    #: Messages that carry no event at all (an empty or null value): dead letters as they are.
+    bad: list[BadEvent] = field(default_factory=list)
 
 
 def partition_id(topic: str, partition: int) -> str:
     """The id of a partition in positions and per-user progress: ``topic/partition``."""
     return f"{topic}/{partition}"
+
+
+def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
+    """``kafka.consumer`` as librdkafka property names: ``fetch_max_bytes`` → ``fetch.max.bytes``.
+
+    Environment variable names cannot hold dots, so ``USERSIGNALS_KAFKA__CONSUMER__FETCH_MAX_BYTES``
+    arrives as ``fetch_max_bytes``; librdkafka's names use dots and never underscores, so every
+    underscore is a dot. Dotted names (from a TOML file) pass unchanged.
+    """
+    return {name.replace("_", "."): value for name, value in consumer.items()}
+
+
+def broker_error(operation: str, error: KafkaError) -> BrokerError:
+    """librdkafka's error, in the package's error tree."""
+    return BrokerError(operation, error.name(), error.str(), retriable=error.retriable())
 
 
 class KafkaSource:
@@ -61,9 +79,12 @@ class KafkaSource:
             # librdkafka otherwise idles ~1 s whenever its local queue fills (measured).
             "fetch.queue.backoff.ms": 10,
             "partition.assignment.strategy": "cooperative-sticky",
-            **settings.consumer,
+            **librdkafka_settings(settings.consumer),
         }
-        self._consumer = Consumer(config)
+        try:
+            self._consumer = Consumer(config)
+        except KafkaException as exc:  # an unknown or invalid property
+            raise ConfigurationError(f"kafka.consumer: {exc.args[0].str()}") from exc
         self._on_assign = on_assign
         self._on_revoke = on_revoke
         self._consumer.subscribe(
@@ -92,9 +113,12 @@ class KafkaSource:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 break
-            messages = self._consumer.consume(
-                min(settings.batch_max_events - len(batch.lines), 10_000), remaining
-            )
+            try:
+                messages = self._consumer.consume(
+                    min(settings.batch_max_events - len(batch.lines), 10_000), remaining
+                )
+            except KafkaException as exc:
+                raise broker_error("consume", exc.args[0]) from exc
             if messages and not batch.first_received:
                 batch.first_received = time.time()
             for message in messages:
@@ -107,13 +131,24 @@ class KafkaSource:
         if error is not None:
             if error.code() == KafkaError._PARTITION_EOF:
                 return
-            raise KafkaException(error)
+            raise broker_error("consume", error)
         topic, partition, offset = message.topic(), message.partition(), message.offset()
         if topic is None or partition is None or offset is None:
             return
-        batch.lines.append(message.value() or b"")
-        batch.positions.append(Position(partition_id(topic, partition), offset))
+        position = Position(partition_id(topic, partition), offset)
         batch.next_offsets[(topic, partition)] = offset + 1
+        value = message.value()
+        if value is None or not value.strip():
+            # Not an event, but not to be skipped silently either: the producer has a bug.
+            reason, detail = (
+                (REASON_NULL_VALUE, "the message has no value (null)")
+                if value is None
+                else (REASON_EMPTY_VALUE, "the message value is empty")
+            )
+            batch.bad.append(BadEvent(reason, detail, value or b"", position))
+            return
+        batch.lines.append(value)
+        batch.positions.append(position)
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """Commit synchronously; partitions no longer ours are skipped by the broker."""
@@ -165,11 +200,16 @@ class DeadLetterTopic:
                     ("source.partition", partition.encode()),
                     ("source.offset", str(event.position.offset).encode()),
                 ]
-            self._producer.produce(self.topic, value=event.raw, headers=headers)
+            try:
+                self._producer.produce(self.topic, value=event.raw, headers=headers)
+            except KafkaException as exc:
+                raise broker_error("produce dead letter", exc.args[0]) from exc
         # Durable before the batch's offsets are committed: a dead letter is never lost.
         remaining = self._producer.flush(30)
         if remaining:
-            raise KafkaException(KafkaError(KafkaError._TIMED_OUT, "dead letters not delivered"))
+            raise BrokerError(
+                "produce dead letter", "_TIMED_OUT", f"{remaining} not delivered in 30 s", True
+            )
 
     def close(self) -> None:
         self._producer.flush(30)

@@ -36,6 +36,7 @@ from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import RAW_EVENTS_TABLE, raw_event_key, raw_events_prefix, user_key
 from usersignals.state.store import StateStore
+from usersignals.values import SCALAR, FieldKind
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,8 @@ class Engine:
                     "materializer was given"
                 )
             materializer.require(self._sources)
+            for source, kinds in enriched_field_kinds(registry).items():
+                materializer.expect(source, kinds)
 
     def process(self, batch: MicroBatch, marks: Mapping[bytes, bytes] | None = None) -> BatchReport:
         """Apply ``batch``; ``marks`` (source read positions) are written atomically with it."""
@@ -221,6 +224,27 @@ class Engine:
         for key in [key for key in states if key not in self._keys]:
             if key.partition("@")[0] in self._names:
                 del states[key]
+
+
+def enriched_field_kinds(registry: SignalRegistry) -> dict[str, dict[str, list[FieldKind]]]:
+    """Per lookup source, what the signals need of each enriched field they read.
+
+    The aggregation declares its needs; a field a filter compares must be a JSON scalar (a
+    list in ``category.isin(...)`` would raise in the middle of a batch).
+    """
+    out: dict[str, dict[str, list[FieldKind]]] = {}
+    for signal in registry:
+        needs = signal.aggregate.field_kinds()
+        filtered = signal.where.fields() if signal.where is not None else set()
+        for enrichment in signal.enrich:
+            fields = out.setdefault(enrichment.lookup.name, {})
+            for name in enrichment.names:
+                kinds = fields.setdefault(name, [])
+                if name in needs:
+                    kinds.append(needs[name])
+                if name in filtered:
+                    kinds.append(SCALAR)
+    return out
 
 
 def _join(

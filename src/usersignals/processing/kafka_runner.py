@@ -110,9 +110,10 @@ class KafkaRunner:
                 if time.monotonic() >= next_positions:  # lag metrics, once a second
                     self.metrics.observe_positions(self.source.positions())
                     next_positions = time.monotonic() + 1.0
-                if not batch.lines:
+                if not batch.lines and not batch.bad:
                     continue
                 decoded = self.decoder.decode_block(batch.lines, batch.positions)
+                decoded.bad[:0] = batch.bad  # empty and null values: dead letters too
                 with self._drained:
                     self._in_flight += 1
                 self._queue.put((batch, decoded))

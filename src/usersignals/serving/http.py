@@ -130,6 +130,13 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
             response = _error(422, "invalid_body", str(exc))
         except msgspec.DecodeError as exc:
             response = _error(400, "malformed_json", f"the body is not valid JSON: {exc}")
+        except UnicodeDecodeError as exc:
+            # msgspec raises this (not a DecodeError) for a string that is not UTF-8.
+            message = f"the body holds a string that is not valid UTF-8: {exc}"
+            response = _error(400, "invalid_utf8", message, parameter="body")
+        except RecursionError:
+            message = "the body's JSON is nested too deeply"
+            response = _error(400, "malformed_json", message, parameter="body")
         except HTTPException as exc:
             response = _error(
                 exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)

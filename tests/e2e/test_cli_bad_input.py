@@ -1,0 +1,58 @@
+"""The command line given undecodable events and out-of-range times (issue 9, items 1 and 8)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_cli import END_MS, good_event, ok, run
+
+
+def test_replay_dead_letters_a_line_that_is_not_utf8_and_applies_the_rest(
+    tmp_path: Path,
+) -> None:
+    good = [json.dumps(good_event(event_id=f"e{n}", ts=END_MS - n)).encode() for n in range(3)]
+    bad = json.dumps(good_event(event_id="eX")).encode().replace(b'"eX"', b'"e\xffX"')
+    events = tmp_path / "events.jsonl"
+    events.write_bytes(b"\n".join([good[0], bad, good[1], good[2]]) + b"\n")
+    store = tmp_path / "store"
+    result = ok(run("replay", events, "--store", store, cwd=tmp_path))
+    assert "invalid_utf8" in result.stderr
+    letters = [json.loads(line) for line in (store / "dead-letter.jsonl").read_text().splitlines()]
+    assert [(letter["reason"], letter["offset"]) for letter in letters] == [("invalid_utf8", 2)]
+    answer = json.loads(
+        ok(run("get", "u-bad", "--signal", "action_counts", "--store", store, cwd=tmp_path)).stdout
+    )
+    assert answer["signals"]["action_counts"]["value"]["total"] == 3
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "parameter"),
+    [
+        ("--as-of", "0", "as_of"),
+        ("--until", "99999999999999999", "until"),
+        ("--since", "-5", "since"),
+    ],
+)
+def test_get_with_a_time_out_of_range_prints_one_line(
+    tmp_path: Path, option: str, value: str, parameter: str
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n")
+    store = tmp_path / "store"
+    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    result = run(
+        "get", "u-bad", "--signal", "category_interest", option, value, "--store", store,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {parameter}: ")
+    decayed = run(
+        "get", "u-bad", "--signal", "category_interest", "--as-of", "2000-01-01T00:00:00Z",
+        "--store", store, cwd=tmp_path,
+    )  # fmt: skip
+    assert decayed.returncode == 0, decayed.stderr

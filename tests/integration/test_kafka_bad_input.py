@@ -1,0 +1,78 @@
+"""Kafka messages that carry no decodable event, against a real broker (issue 9, item 1).
+
+A value holding a byte that is not UTF-8, an empty value and a null value must each become a
+dead letter with its reason; the processor must neither exit nor skip them silently, and the
+good events around them must be applied.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+from confluent_kafka import Consumer, Message
+from test_kafka import (
+    prepare_store,
+    produce,
+    records,
+    reference_values,
+    start_processor,
+    stop,
+    wait_caught_up,
+)
+
+from usersignals.devtools.broker import LocalBroker, free_port
+
+
+def dead_letters(bootstrap: str, topic: str, count: int) -> list[Message]:
+    reader = Consumer(
+        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
+         "auto.offset.reset": "earliest"}
+    )  # fmt: skip
+    reader.subscribe([topic])
+    letters: list[Message] = []
+    deadline = time.monotonic() + 30
+    while len(letters) < count and time.monotonic() < deadline:
+        letters += [m for m in reader.consume(10, 1.0) if m.error() is None]
+    reader.close()
+    return letters
+
+
+def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = "undecodable"
+    values, items = reference_values(1_000, seed=9)
+    not_utf8 = values[0][1].replace(b'"event_id":"', b'"event_id":"\xff', 1)
+    bad: list[tuple[bytes, bytes | None]] = [
+        (b"u-bad", not_utf8),
+        (b"u-bad", b""),
+        (b"u-bad", None),
+    ]
+    mixed = values[:300] + bad[:1] + values[300:600] + bad[1:] + values[600:]
+    ends = produce(broker.bootstrap, topic, mixed)  # type: ignore[arg-type]
+    store = tmp_path / "store"
+    prepare_store(store, items)
+    metrics_port = free_port()
+    process = start_processor(
+        broker.bootstrap, topic, "g-undecodable", store, "--metrics-port", str(metrics_port)
+    )
+    wait_caught_up(broker.bootstrap, "g-undecodable", topic, ends, timeout_s=90)
+    assert process.poll() is None, "the processor stopped on bad input"
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    code, err = stop(process)
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "1,000 events" in err
+    assert "3 dead letters" in err
+    for reason in ("invalid_utf8", "empty_value", "null_value"):
+        assert f'usersignals_dead_letters_total{{reason="{reason}"}} 1.0' in metrics
+    assert {key[2:] for key in records(store)} == {key for key, _ in values}
+
+    letters = dead_letters(broker.bootstrap, f"{topic}.dead", 3)
+    by_reason = {dict(m.headers())["reason"].decode(): m for m in letters}
+    assert sorted(by_reason) == ["empty_value", "invalid_utf8", "null_value"]
+    assert by_reason["invalid_utf8"].value() == not_utf8
+    for message in letters:
+        assert int(dict(message.headers())["source.offset"]) >= 0

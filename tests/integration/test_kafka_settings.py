@@ -1,0 +1,95 @@
+"""Kafka consumer settings from the environment, and librdkafka's errors in our error tree
+(issue 9 item 11, issue 12 item 7), against a real Kafka-protocol broker."""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+import pytest
+from test_kafka import produce
+
+from usersignals.config import Settings
+from usersignals.devtools.broker import LocalBroker
+from usersignals.errors import BrokerError, ConfigurationError
+from usersignals.ingest.kafka import KafkaSource, librdkafka_settings
+
+
+def test_underscored_names_become_librdkafka_names() -> None:
+    assert librdkafka_settings({"fetch_max_bytes": "1024", "security.protocol": "plaintext"}) == {
+        "fetch.max.bytes": "1024",
+        "security.protocol": "plaintext",
+    }
+
+
+def test_consumer_settings_from_environment_variables_reach_librdkafka(
+    broker: LocalBroker,
+) -> None:
+    topic = "env-settings"
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "save",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    produce(broker.bootstrap, topic, [(b"u1", msgspec.json.encode(event))])
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "USERSIGNALS_KAFKA__TOPIC": topic,
+            "USERSIGNALS_KAFKA__GROUP_ID": "g-env-settings",
+            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "USERSIGNALS_KAFKA__CONSUMER__FETCH_MAX_BYTES": "1048576",
+            "USERSIGNALS_KAFKA__CONSUMER__CLIENT_ID": "usersignals-env-test",
+        }
+    )
+    assert settings.kafka.consumer == {
+        "fetch_max_bytes": "1048576",
+        "client_id": "usersignals-env-test",
+    }
+    source = KafkaSource(settings.kafka)
+    try:
+        lines: list[bytes] = []
+        deadline = time.monotonic() + 30
+        while not lines and time.monotonic() < deadline:
+            lines = source.next_batch().lines
+        assert lines == [msgspec.json.encode(event)]
+    finally:
+        source.close()
+
+
+def test_an_unknown_consumer_property_is_a_configuration_error_naming_it(
+    broker: LocalBroker,
+) -> None:
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "USERSIGNALS_KAFKA__CONSUMER__NO_SUCH_PROPERTY": "1",
+        }
+    )
+    with pytest.raises(ConfigurationError, match=r"no\.such\.property"):
+        KafkaSource(settings.kafka)
+
+
+def consume_for(source: KafkaSource, seconds: float) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        source.next_batch()
+
+
+def test_an_error_librdkafka_reports_while_consuming_is_a_broker_error(
+    broker: LocalBroker,
+) -> None:
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "USERSIGNALS_KAFKA__TOPIC": "no-such-topic",
+            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "2000",
+        }
+    )
+    source = KafkaSource(settings.kafka)
+    try:
+        with pytest.raises(BrokerError) as raised:
+            consume_for(source, seconds=30)
+        assert raised.value.code == "UNKNOWN_TOPIC_OR_PART"
+        assert raised.value.operation == "consume"
+        assert not raised.value.retriable
+    finally:
+        source.close()
