@@ -118,7 +118,9 @@ def build_decoder(settings: Settings) -> EventDecoder:
     return EventDecoder(
         EventPolicy(
             allowed_actions=frozenset(events.allowed_actions) or None,
+            allowed_surfaces=frozenset(events.allowed_surfaces) or None,
             max_event_bytes=events.max_event_bytes,
+            max_user_id_chars=events.max_user_id_chars,
             max_future_ms=events.max_future_ms,
         )
     )

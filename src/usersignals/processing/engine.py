@@ -30,7 +30,7 @@ from usersignals.errors import ConfigurationError
 from usersignals.events.model import Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.signals.definition import CompiledSignal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
@@ -267,7 +267,7 @@ def _key_value(event: Event, field_name: str) -> str | None:
     if field_name in BASE_FIELDS:
         value = getattr(event, field_name)
     elif field_name.startswith(ATTR_PREFIX):
-        value = event.attrs.get(field_name[len(ATTR_PREFIX) :]) if event.attrs else None
+        value = attrs_reader(field_name[len(ATTR_PREFIX) :])(event.attrs)
     else:
         return None
     return None if value is None else str(value)
