@@ -19,6 +19,7 @@ from usersignals.aggregations import (
 )
 from usersignals.errors import (
     ApiError,
+    AsOfError,
     ConfigurationError,
     ContextError,
     EnrichmentError,
@@ -49,6 +50,7 @@ from usersignals.state import RocksStore, StateStore
 
 __all__ = [
     "ApiError",
+    "AsOfError",
     "BadEvent",
     "BatchReport",
     "Client",

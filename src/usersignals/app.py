@@ -135,6 +135,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             store,
             build_materializer(settings, registry, store, metrics),
             keep_raw_events=settings.processing.keep_raw_events,
+            dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
         # Remember which module wrote this store, so readers need not be told again.
         store.write({_SIGNALS_MODULE_KEY: settings.signals.encode()})

@@ -47,6 +47,9 @@ class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: int = 50_000
     #: Also store every raw event per user (only needed for the serving raw mode).
     keep_raw_events: bool = False
+    #: A repeat of an ``event_id`` within this many milliseconds (behind the user's newest
+    #: event) is dropped and counted; 0 turns the check off. See processing/dedupe.py.
+    dedupe_horizon_ms: int = 86_400_000
 
 
 class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
