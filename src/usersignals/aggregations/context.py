@@ -34,6 +34,13 @@ MAX_LIST_ITEMS = 1_000
 _T = TypeVar("_T")
 
 
+#: How far before a user's newest event an ``as_of`` may lie and still be answered from the
+#: stored state (exactly, or within the aggregation's stated bound): states keep this much
+#: history beyond their retention. Earlier, an aggregation that would need it refuses
+#: (:class:`usersignals.errors.AsOfError`, HTTP 422).
+AS_OF_LOOKBACK_MS = 2 * 86_400_000
+
+
 def retention_start(view_time: int, retention_ms: int, granule: int = 1) -> int:
     """The first event time an answer at ``view_time`` may include.
 
