@@ -19,6 +19,7 @@ from usersignals.aggregations import (
 )
 from usersignals.errors import (
     ApiError,
+    AsOfError,
     BrokerError,
     ConfigurationError,
     ContextError,
@@ -51,6 +52,7 @@ from usersignals.state import RocksStore, StateStore
 
 __all__ = [
     "ApiError",
+    "AsOfError",
     "BadEvent",
     "BatchReport",
     "BrokerError",

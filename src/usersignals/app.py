@@ -110,7 +110,9 @@ def build_decoder(settings: Settings) -> EventDecoder:
     return EventDecoder(
         EventPolicy(
             allowed_actions=frozenset(events.allowed_actions) or None,
+            allowed_surfaces=frozenset(events.allowed_surfaces) or None,
             max_event_bytes=events.max_event_bytes,
+            max_user_id_chars=events.max_user_id_chars,
             max_future_ms=events.max_future_ms,
         )
     )
@@ -125,6 +127,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             store,
             build_materializer(settings, registry, store, metrics),
             keep_raw_events=settings.processing.keep_raw_events,
+            dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
         # Remember which module wrote this store, so readers need not be told again.
         store.write({_SIGNALS_MODULE_KEY: settings.signals.encode()})

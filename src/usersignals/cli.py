@@ -208,7 +208,8 @@ def run(
             stats = kafka_runner.stats
             console.print(
                 f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
-                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters",
+                f"({stats.report.duplicates:,} already applied, {stats.report.repeats:,} repeated "
+                f"event ids dropped), {stats.bad:,} dead letters",
                 markup=False,
             )
             return
@@ -225,7 +226,8 @@ def run(
         spool_stats = runner.stats
         console.print(
             f"stopped: {spool_stats.lines:,} lines, {spool_stats.report.events:,} events applied "
-            f"({spool_stats.report.duplicates:,} already applied), {spool_stats.bad:,} bad, "
+            f"({spool_stats.report.duplicates:,} already applied, {spool_stats.report.repeats:,} "
+            f"repeated event ids dropped), {spool_stats.bad:,} bad, "
             f"{spool_stats.deleted_users:,} users deleted",
             markup=False,
         )
@@ -522,7 +524,9 @@ def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
         f"{report.events:,} good events, {report.duplicates:,} already applied, "
-        f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad"
+        f"{report.repeats:,} repeated event ids dropped, "
+        f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad, "
+        f"{summary.blank:,} blank lines skipped"
     )
     expired = {k: v for k, v in report.expired.items() if v}
     if expired:

@@ -44,7 +44,11 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
 class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Accept only these actions (empty: any action).
     allowed_actions: list[str] = []
+    #: Accept only these surfaces (empty: any surface).
+    allowed_surfaces: list[str] = []
     max_event_bytes: PositiveCount = 8192
+    #: The longest user id, in Unicode code points (not bytes): it is part of every state key.
+    max_user_id_chars: PositiveCount = 128
     #: How far ahead of the wall clock an event time may be, in milliseconds.
     max_future_ms: Milliseconds = 86_400_000
 
@@ -53,6 +57,9 @@ class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_size: PositiveCount = 50_000
     #: Also store every raw event per user (only needed for the serving raw mode).
     keep_raw_events: bool = False
+    #: A repeat of an ``event_id`` within this many milliseconds (behind the user's newest
+    #: event) is dropped and counted; 0 turns the check off. See processing/dedupe.py.
+    dedupe_horizon_ms: Milliseconds = 86_400_000
 
 
 class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -162,7 +169,7 @@ def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
             node = child
         if isinstance(node.get(path[-1]), dict):
             raise ConfigurationError(f"{name} is a section: set its fields with __ instead")
-        if path[-1] == "allowed_actions":
+        if path[-1] in ("allowed_actions", "allowed_surfaces"):
             node[path[-1]] = [part.strip() for part in value.split(",") if part.strip()]
         else:
             node[path[-1]] = value

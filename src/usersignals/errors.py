@@ -58,6 +58,30 @@ class ContextError(UserSignalsError):
         super().__init__(f"{parameter}: {message}")
 
 
+class AsOfError(ContextError):
+    """A signal's stored state cannot answer exactly as of the requested time.
+
+    ``earliest_ms`` is the earliest ``as_of`` at or after the requested one that this signal
+    can answer exactly for this user (``None`` when no earlier answer is possible). The
+    aggregation that raises it does not know the signal's name; the reader fills it in.
+    """
+
+    def __init__(self, signal: str, as_of_ms: int, earliest_ms: int | None, why: str) -> None:
+        self.signal = signal
+        self.as_of_ms = as_of_ms
+        self.earliest_ms = earliest_ms
+        self.why = why
+        earliest = (
+            "" if earliest_ms is None else f"; the earliest as_of it answers is {earliest_ms}"
+        )
+        super().__init__(
+            "as_of", f"signal {signal!r} cannot answer exactly as of {as_of_ms}: {why}{earliest}"
+        )
+
+    def for_signal(self, signal: str) -> AsOfError:
+        return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why)
+
+
 class StateCodecError(UserSignalsError):
     """Stored bytes could not be decoded into a state (corrupt or from an unknown codec)."""
 

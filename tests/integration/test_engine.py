@@ -143,7 +143,8 @@ def test_late_events_land_in_their_bucket_and_too_old_ones_are_dropped(tmp_path:
         now = BASE + days(10)
         on_time = Event("e1", "u", "i1", "click", "home", now)
         late = Event("e2", "u", "i2", "save", "home", now - days(1))  # late, within retention
-        too_old = Event("e3", "u", "i3", "save", "home", now - days(3))
+        # Beyond the retention and the 2-day as_of look-back: not even stored.
+        too_old = Event("e3", "u", "i3", "save", "home", now - days(5))
         report = engine.process(MicroBatch([on_time], [Position("p", 1)]))
         report = engine.process(MicroBatch([late, too_old], [Position("p", 2), Position("p", 3)]))
         assert report.expired == {"late@1": 1, "seq@1": 1}

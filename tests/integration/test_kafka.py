@@ -336,3 +336,72 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
+
+
+def test_the_same_events_on_two_partitions_are_applied_once(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """``event_id`` is an idempotency key across partitions: a producer that wrote a batch
+    twice, the second time to other partitions, changes no state."""
+    from usersignals.app import build_registry
+    from usersignals.config import Settings
+    from usersignals.enrich import Materializer, TableSource
+    from usersignals.events import EventDecoder
+    from usersignals.events.model import Position
+    from usersignals.processing.batch import MicroBatch
+    from usersignals.processing.engine import Engine
+    from usersignals.state.codec import decode_record
+
+    topic = "repeats"
+    values, items = reference_values(1_500, seed=11)
+    create_topic(broker.bootstrap, topic, PARTITIONS)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 5})
+    ends: dict[int, int] = {}
+
+    def delivered(error: object, message: Message) -> None:
+        assert error is None, error
+        partition, offset = message.partition(), message.offset()
+        assert partition is not None
+        assert offset is not None
+        ends[partition] = max(ends.get(partition, 0), offset + 1)
+
+    for copy in range(2):
+        for n, (key, value) in enumerate(values):
+            producer.produce(topic, value=value, key=key, partition=(n + copy) % PARTITIONS,
+                             on_delivery=delivered)  # fmt: skip
+            producer.poll(0)
+    assert producer.flush(60) == 0
+
+    store = tmp_path / "store"
+    prepare_store(store, items)
+    metrics_port = free_port()
+    # The workload spans 14 days: a horizon that covers it makes every copy a repeat.
+    process = start_processor(
+        broker.bootstrap, topic, "g-repeats", store, "--metrics-port", str(metrics_port),
+        env_extra={"USERSIGNALS_PROCESSING__DEDUPE_HORIZON_MS": str(20 * 86_400_000)},
+    )  # fmt: skip
+    wait_caught_up(broker.bootstrap, "g-repeats", topic, ends, timeout_s=120)
+    metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+    code, err = stop(process)
+    assert code == 0, err
+    assert "usersignals_repeated_event_ids_total 1500.0" in metrics
+    assert "1,500 repeated event ids dropped" in " ".join(err.split())
+
+    # The same events once, in-process: every signal's state is byte-identical.
+    clean_path = tmp_path / "clean"
+    prepare_store(clean_path, items)
+    clean = RocksStore(clean_path)
+    try:
+        engine = Engine(
+            build_registry(Settings.load(environ={})),
+            clean,
+            Materializer({"items": TableSource("items", clean.table("items"))}),
+        )
+        decoded = EventDecoder().decode_block([value for _, value in values])
+        positions = [Position("once", n) for n in range(len(decoded.events))]
+        engine.process(MicroBatch(decoded.events, positions))
+        expected = {key: decode_record(key, raw).states for key, raw in clean.scan(b"u:")}
+    finally:
+        clean.close()
+    got = {key: decode_record(key, raw).states for key, raw in records(store).items()}
+    assert got == expected

@@ -239,3 +239,25 @@ def test_the_python_client(service: Service) -> None:
         assert "signals" in client.definitions()
         odd = client.signals("a user/with?odd#chars", ["action_counts"])
         assert odd.user_id == "a user/with?odd#chars"
+
+
+def test_a_client_retrying_a_post_counts_once(service: Service) -> None:
+    user = f"retry-{now_ms()}"
+    event = {"event_id": f"{user}-1", "user_id": user, "item_id": "i1", "action": "click",
+             "surface": "home", "ts": now_ms()}  # fmt: skip
+    for _ in range(3):  # the first answer was lost; the client tried again, twice
+        assert httpx.post(service.base_url + "/v1/events", json=event, timeout=5).status_code == 202
+    marker = {**event, "event_id": f"{user}-2", "item_id": "marker", "ts": event["ts"] + 1}
+    assert httpx.post(service.base_url + "/v1/events", json=marker, timeout=5).status_code == 202
+    # The spool is applied in order: once the marker is visible, so are the retries.
+    deadline = time.monotonic() + 10.0
+    body: dict[str, Any] = {}
+    items: list[str] = []
+    while time.monotonic() < deadline and "marker" not in items:
+        body = get(
+            service, f"/v1/users/{user}/signals", names="action_counts,recent_engagements"
+        ).json()
+        items = [entry["item_id"] for entry in body["signals"]["recent_engagements"]["value"]]
+        time.sleep(0.05)
+    assert items == ["marker", "i1"]
+    assert body["signals"]["action_counts"]["value"]["total"] == 2

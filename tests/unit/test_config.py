@@ -292,3 +292,16 @@ def test_allowed_actions_variable_is_trimmed() -> None:
 def test_conflicting_environment_variables_are_a_configuration_error() -> None:
     with pytest.raises(ConfigurationError):
         Settings.load(environ={"USERSIGNALS_STORE": "x", "USERSIGNALS_STORE__PATH": "/p"})
+
+
+def test_allowed_surfaces_and_user_id_limit_reach_the_decoder() -> None:
+    environ = {
+        "USERSIGNALS_EVENTS__ALLOWED_SURFACES": " home, search ",
+        "USERSIGNALS_EVENTS__MAX_USER_ID_CHARS": "64",
+    }
+    policy = build_decoder(Settings.load(environ=environ)).policy
+    assert policy.allowed_surfaces == frozenset({"home", "search"})
+    assert policy.max_user_id_chars == 64
+    defaults = build_decoder(Settings.load(environ={})).policy
+    assert defaults.allowed_surfaces is None
+    assert defaults.max_user_id_chars == 128

@@ -215,16 +215,15 @@ def test_default_view_ends_now_and_is_unbounded_before() -> None:
 def test_window_ends_now_inclusive_of_both_ends() -> None:
     context = ReadContext(window_ms=HOUR, now_ms=NOW)
     assert context.end_ms == NOW
-    assert context.start_ms == NOW - HOUR + 1
-    # Exactly one window's worth of milliseconds is inside the view.
-    assert context.end_ms - context.start_ms + 1 == HOUR
+    # [A - W, A]: both edges are inside the view (issue 10).
+    assert context.start_ms == NOW - HOUR
 
 
 def test_window_ends_at_as_of() -> None:
     as_of = NOW - 5 * DAY
     context = ReadContext(window_ms=DAY, as_of_ms=as_of, now_ms=NOW)
     assert context.end_ms == as_of
-    assert context.start_ms == as_of - DAY + 1
+    assert context.start_ms == as_of - DAY
     assert context.reference_ms == as_of
 
 
@@ -247,7 +246,7 @@ def test_since_inside_the_window_narrows_it() -> None:
 
 def test_since_before_the_window_does_not_widen_it() -> None:
     context = ReadContext(window_ms=HOUR, since_ms=NOW - DAY, now_ms=NOW)
-    assert context.start_ms == NOW - HOUR + 1
+    assert context.start_ms == NOW - HOUR
 
 
 def test_until_before_now_bounds_the_end() -> None:
@@ -278,3 +277,13 @@ def test_given_names_only_set_parameters() -> None:
 def test_iso_times_are_exact_to_the_millisecond() -> None:
     context = parse(as_of="2039-07-06T01:24:33.693Z")
     assert context.as_of_ms == 2_193_528_273_693
+
+
+def test_without_as_of_the_view_time_is_now_or_a_newer_event() -> None:
+    context = ReadContext(window_ms=HOUR, now_ms=NOW)
+    assert context.view_time(NOW - DAY) == NOW
+    # A producer clock ahead of ours: the view is as of the newest event applied.
+    assert context.view_time(NOW + 5) == NOW + 5
+    assert context.start(NOW + 5) == NOW + 5 - HOUR
+    explicit = ReadContext(as_of_ms=NOW - DAY, now_ms=NOW)
+    assert explicit.view_time(NOW + 5) == NOW - DAY

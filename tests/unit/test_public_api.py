@@ -56,6 +56,7 @@ def exported_errors() -> list[tuple[str, type[BaseException]]]:
 def test_errors_are_exported() -> None:
     assert [name for name, _ in exported_errors()] == [
         "ApiError",
+        "AsOfError",
         "BrokerError",
         "ConfigurationError",
         "ContextError",
@@ -113,6 +114,9 @@ def test_errors_carry_structured_fields() -> None:
     assert codec.key == b"k"
     enrichment = usersignals.EnrichmentError("items", "timeout")
     assert enrichment.source == "items"
+    as_of = usersignals.AsOfError("", 5, 9, "newer events").for_signal("interests")
+    assert (as_of.signal, as_of.as_of_ms, as_of.earliest_ms) == ("interests", 5, 9)
+    assert as_of.parameter == "as_of"
     not_found = usersignals.SignalNotFoundError("x", ["a", "b"])
     assert (not_found.name, not_found.known) == ("x", ("a", "b"))
 

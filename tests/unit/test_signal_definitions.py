@@ -544,3 +544,29 @@ def test_module_with_an_invalid_signal_reports_its_problems(tmp_path: Path) -> N
     with pytest.raises(SignalDefinitionError) as info:
         load_module(str(module_file))
     assert len(info.value.problems) == 2
+
+
+def test_filters_and_aggregations_read_nested_attrs_by_path() -> None:
+    from usersignals import Count, Signal, SignalRegistry, field
+    from usersignals.aggregations.rows import Row
+    from usersignals.events import Event
+
+    signal = Signal(
+        name="ios_clicks",
+        version=1,
+        where=field("attrs.device.os").eq("ios"),
+        aggregate=Count(by=("attrs.device.model",)),
+    )
+    compiled = SignalRegistry([signal]).get("ios_clicks").compiled
+
+    def row(attrs: dict[str, object] | None) -> Row:
+        return (Event("e", "u", "i", "click", "home", 1, attrs), ())
+
+    accepts = compiled.accepts
+    assert accepts is not None
+    assert accepts(row({"device": {"os": "ios", "model": "15"}}))
+    assert not accepts(row({"device": {"os": "android"}}))
+    assert not accepts(row({"device": ["ios"]}))  # not an object on the path: absent
+    assert not accepts(row(None))
+    assert compiled.getter("attrs.device.model")(row({"device": {"model": "15"}})) == "15"
+    assert compiled.getter("attrs.device.model")(row({"device": 3})) is None

@@ -32,6 +32,25 @@ MAX_LIMIT = 10_000
 MAX_LIST_ITEMS = 1_000
 
 _T = TypeVar("_T")
+
+
+#: How far before a user's newest event an ``as_of`` may lie and still be answered from the
+#: stored state (exactly, or within the aggregation's stated bound): states keep this much
+#: history beyond their retention. Earlier, an aggregation that would need it refuses
+#: (:class:`usersignals.errors.AsOfError`, HTTP 422).
+AS_OF_LOOKBACK_MS = 2 * 86_400_000
+
+
+def retention_start(view_time: int, retention_ms: int, granule: int = 1) -> int:
+    """The first event time an answer at ``view_time`` may include.
+
+    Nothing older than the retention counts: the edge is ``view_time - retention``, rounded
+    *up* to ``granule`` (the aggregation's bucket, 1 ms when it keeps exact times).
+    """
+    edge = view_time - retention_ms
+    return -(-edge // granule) * granule
+
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Times a view may name. The last millisecond of year 9999 is the latest time a response can
 # render; an as-of time before 2000-01-01 is before any accepted event (see EventPolicy).
@@ -43,10 +62,13 @@ MIN_AS_OF_MS = 946_684_800_000
 class ReadContext:
     """A view over stored state. Times are milliseconds since the epoch (UTC).
 
-    ``as_of`` is the "now" of the view (default: the wall clock at read time). The view ends
-    at ``until`` if given (and not after ``as_of``), else at ``as_of``; a ``window`` reaches back
-    from that end, and ``since`` bounds the start too. ``limit`` caps list results;
-    ``dedupe`` keeps one entry per item; ``exclude`` drops item ids (or keys, for scores).
+    ``as_of`` is the "now" of the view. Without it, the view's time is the wall clock at read
+    time, or the newest event of the state read if that is later (a producer's clock ahead of
+    ours, by at most ``events.max_future_ms``): see :meth:`view_time`. The view ends at
+    ``until`` if given (and not after that time); a ``window`` ``W`` reaches back from the end
+    ``E`` and includes both edges, ``[E - W, E]``; ``since`` bounds the start too. ``limit``
+    caps list results; ``dedupe`` keeps one entry per item; ``exclude`` drops item ids (or
+    keys, for scores).
     """
 
     window_ms: int | None = None
@@ -60,27 +82,41 @@ class ReadContext:
     as_of_ms: int | None = None
     now_ms: int = field(default_factory=lambda: time.time_ns() // 1_000_000)
 
-    @property
-    def end_ms(self) -> int:
+    def view_time(self, newest_ms: int = 0) -> int:
+        """The "now" of the view over a state whose newest event is at ``newest_ms``."""
+        if self.as_of_ms is not None:
+            return self.as_of_ms
+        return max(self.now_ms, newest_ms)
+
+    def end(self, newest_ms: int = 0) -> int:
         """The last event time the view includes (inclusive)."""
-        end = self.as_of_ms if self.as_of_ms is not None else self.now_ms
+        end = self.view_time(newest_ms)
         if self.until_ms is not None:
             end = min(end, self.until_ms)
         return end
 
-    @property
-    def start_ms(self) -> int | None:
+    def start(self, newest_ms: int = 0) -> int | None:
         """The first event time the view includes (inclusive), or ``None`` for unbounded."""
         start = self.since_ms
         if self.window_ms is not None:
-            window_start = self.end_ms - self.window_ms + 1
+            window_start = self.end(newest_ms) - self.window_ms
             start = window_start if start is None else max(start, window_start)
         return start
 
     @property
     def reference_ms(self) -> int:
-        """The time at which decayed values are evaluated."""
-        return self.as_of_ms if self.as_of_ms is not None else self.now_ms
+        """:meth:`view_time` for a state with no events after the wall clock."""
+        return self.view_time()
+
+    @property
+    def end_ms(self) -> int:
+        """:meth:`end` for a state with no events after the wall clock."""
+        return self.end()
+
+    @property
+    def start_ms(self) -> int | None:
+        """:meth:`start` for a state with no events after the wall clock."""
+        return self.start()
 
     def given(self) -> set[str]:
         """The names of the parameters this context sets (used to report ignored ones)."""

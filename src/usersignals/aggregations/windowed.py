@@ -1,13 +1,22 @@
 """``Count`` and ``Sum`` grouped by fields, over any window the tiles cover.
 
-State: the newest event time ``M`` and integer cells ``(bucket start, group) -> value`` laid
-out by :mod:`usersignals.aggregations.tiles`. ``Sum`` stores its values as integers scaled by
-``10**decimals``: integer addition is associative, so the total never depends on the order in
-which batches arrive (float addition would, in its last bits).
+State: the newest event time ``M``; the events of the last :data:`EXACT_SPAN_MS` before ``M``
+at their exact times, ``(time, group) -> value``; and older events in integer tile cells
+``(bucket start, group) -> value`` laid out by :mod:`usersignals.aggregations.tiles`. ``Sum``
+stores its values as integers scaled by ``10**decimals``: integer addition is associative, so
+the total never depends on the order in which batches arrive (float addition would, in its
+last bits).
 
-Reading sums the cells of the window whose group passes the context's ``actions`` /
-``surfaces`` filters (when those fields are grouping fields) and reports the total and the
-values per value of the first grouping field.
+Reading a window ``[S, E]`` (both edges included; ``S`` no earlier than the retention edge,
+``as_of - retention`` rounded up to the coarsest tile) sums the exact entries inside it and
+every tile that overlaps it, for the groups that pass the context's ``actions`` / ``surfaces``
+filters (when those are grouping fields). Hence:
+
+- exact whenever ``S`` is within :data:`EXACT_SPAN_MS` of ``M`` — every window of at most one
+  day read at any ``as_of`` at or after ``M - 1 day``;
+- otherwise never less than the exact value, and more by at most the events of the tile that
+  straddles ``S`` (and of the one that straddles ``E`` when ``E`` is older than the exact span):
+  never 0 when the window holds events.
 """
 
 from __future__ import annotations
@@ -19,19 +28,30 @@ from typing import Any
 import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
 from usersignals.aggregations.rows import FieldResolver, Getter, Row
 from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
-from usersignals.durations import MINUTE_MS
+from usersignals.durations import DAY_MS, MINUTE_MS
+from usersignals.errors import AsOfError
 from usersignals.field_names import coerce_names, names_problem
 from usersignals.values import KEY, NUMBER, FieldKind
 
+#: Events this recent (before the newest) keep their exact times: two days, so that a window
+#: of up to one day read at any ``as_of`` within the last day is exact.
+EXACT_SPAN_MS = 2 * DAY_MS
+
+Exact = dict[tuple[int, Group], int]  # (event time, group) -> value
+
 
 class TileState(msgspec.Struct, gc=False):
-    """The newest event time and the cells. ``newest`` is 0 only for an empty state."""
+    """The newest event time, the recent exact entries and the older tile cells.
+
+    ``newest`` is 0 only for an empty state.
+    """
 
     newest: int
     cells: Cells
+    exact: Exact = {}
 
 
 class _Encoded(msgspec.Struct, array_like=True):
@@ -40,6 +60,9 @@ class _Encoded(msgspec.Struct, array_like=True):
     # Flat triples (start gap in minutes from the previous cell, group index, value),
     # cells newest first: small integers, one or two bytes each in msgpack.
     triples: list[int]
+    # Format 2: the exact entries as flat triples (time gap in ms from the previous entry,
+    # group index, value), newest first. Format 1 records have none (read as empty).
+    exact: list[int] = []
 
 
 @dataclass(frozen=True)
@@ -130,7 +153,9 @@ class TileRuntime(AggregationRuntime[TileState]):
         self.spec = spec
         self.layout = spec.tiles
         self.retention_ms = retention_ms
-        self._bucketers = BucketerCache(spec.tiles, retention_ms)
+        # Tiles reach back the retention and the as_of look-back before the newest event.
+        self._bucketers = BucketerCache(spec.tiles, retention_ms + AS_OF_LOOKBACK_MS)
+        self._coarsest = spec.tiles.tiers[-1][0]
         self._group_getters = [resolve(name) for name in spec.by]
         self._measure = measure
         self._scale = scale
@@ -147,70 +172,118 @@ class TileRuntime(AggregationRuntime[TileState]):
             return None  # a missing or non-numeric value adds nothing; it is not an error
         return round(raw * self._scale)
 
-    def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
-        old_newest = state.newest if state else 0
-        newest = max(old_newest, rows[-1][0].ts)
+    def _settle(self, state: TileState | None, newest: int) -> tuple[Cells, Exact]:
+        """``state``'s cells and exact entries laid out for ``newest``."""
+        if state is None:
+            return {}, {}
         bucketers = self._bucketers
         bucketer = bucketers.get(newest)
-        cells: Cells = {}
-        if state is not None:
-            unchanged = bucketers.key(old_newest) == bucketers.key(newest)
-            cells = dict(state.cells) if unchanged else rebucket(state.cells, bucketer)
+        unchanged = bucketers.key(state.newest) == bucketers.key(newest)
+        cells = dict(state.cells) if unchanged else rebucket(state.cells, bucketer)
+        exact_from = newest - EXACT_SPAN_MS
+        exact: Exact = {}
+        for (ts, group), value in state.exact.items():
+            if ts >= exact_from:
+                exact[ts, group] = value
+                continue
+            bucket = bucketer.bucket(ts)  # aged out of the exact span: into its tile
+            if bucket is not None:
+                cells[bucket, group] = cells.get((bucket, group), 0) + value
+        return cells, exact
+
+    def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
+        newest = max(state.newest if state else 0, rows[-1][0].ts)
+        cells, exact = self._settle(state, newest)
+        bucket_of = self._bucketers.get(newest).bucket
+        exact_from = newest - EXACT_SPAN_MS
         getters = self._group_getters
         single = getters[0] if len(getters) == 1 else None
-        bucket_of = bucketer.bucket
         expired = 0
         for row in rows:
-            bucket = bucket_of(row[0].ts)
+            ts = row[0].ts
+            value = 1 if self._measure is None else self._value(row)
+            group = (single(row),) if single is not None else tuple([get(row) for get in getters])
+            if ts >= exact_from:
+                if value is not None:
+                    exact[ts, group] = exact.get((ts, group), 0) + value
+                continue
+            bucket = bucket_of(ts)
             if bucket is None:
                 expired += 1
-                continue
-            value = 1 if self._measure is None else self._value(row)
-            if value is None:
-                continue
-            group = (single(row),) if single is not None else tuple([get(row) for get in getters])
-            key = (bucket, group)
-            cells[key] = cells.get(key, 0) + value
-        return ApplyOut(TileState(newest, cells), expired)
+            elif value is not None:
+                cells[bucket, group] = cells.get((bucket, group), 0) + value
+        return ApplyOut(TileState(newest, cells, exact), expired)
 
     def merge(self, a: TileState, b: TileState) -> TileState:
         newest = max(a.newest, b.newest)
-        bucketer = self._bucketers.get(newest)
-        cells = rebucket(a.cells, bucketer)
-        for key, value in rebucket(b.cells, bucketer).items():
+        cells, exact = self._settle(a, newest)
+        other_cells, other_exact = self._settle(b, newest)
+        for key, value in other_cells.items():
             cells[key] = cells.get(key, 0) + value
-        return TileState(newest, cells)
+        for entry, value in other_exact.items():
+            exact[entry] = exact.get(entry, 0) + value
+        return TileState(newest, cells, exact)
+
+    def _wanted(self, group: Group, context: ReadContext) -> bool:
+        action_at, surface_at = self._action_at, self._surface_at
+        if (
+            context.actions is not None
+            and action_at is not None
+            and group[action_at] not in context.actions
+        ):
+            return False
+        if context.surfaces is not None and surface_at is not None:
+            return group[surface_at] in context.surfaces
+        return True
+
+    def _span(self, state: TileState, context: ReadContext) -> tuple[int, int]:
+        """The view's ``[start, end]``, the start no earlier than the retention edge."""
+        newest = state.newest
+        view = context.view_time(newest)
+        start = retention_start(view, self.retention_ms, self._coarsest)
+        window_start = context.start(newest)
+        if window_start is not None:
+            start = max(start, window_start)
+        oldest = self._bucketers.get(newest).cutoffs[-1]
+        if start < oldest:
+            # Tiles this old were dropped: they could be missing from the answer.
+            raise AsOfError("", view, oldest + self.retention_ms, "its tiles from then expired")
+        return start, context.end(newest)
 
     def read(self, state: TileState | None, context: ReadContext) -> ReadOut:
-        if state is None or not state.cells:
+        if state is None or not (state.cells or state.exact):
             return ReadOut({"total": 0, "by": {}}, None)
-        start = context.start_ms
-        end = context.end_ms
-        actions, surfaces = context.actions, context.surfaces
-        action_at, surface_at = self._action_at, self._surface_at
-        by: dict[str, int | float] = {}
+        start, end = self._span(state, context)
+        by: dict[str, int] = {}
         total = 0
-        for (bucket, group), value in state.cells.items():
-            if bucket > end or (start is not None and bucket < start):
-                continue
-            if actions is not None and action_at is not None and group[action_at] not in actions:
-                continue
-            if (
-                surfaces is not None
-                and surface_at is not None
-                and group[surface_at] not in surfaces
-            ):
-                continue
-            total += value
-            label = str(group[0]) if group else "all"
-            by[label] = by.get(label, 0) + value
+        wanted = self._wanted
+        for (ts, group), value in state.exact.items():
+            if start <= ts <= end and wanted(group, context):
+                total += value
+                label = str(group[0]) if group else "all"
+                by[label] = by.get(label, 0) + value
+        if state.cells:
+            bucketer = self._bucketers.get(state.newest)
+            # Tiles hold only events older than the exact span: that bounds their last time.
+            exact_from = state.newest - EXACT_SPAN_MS
+            pairs = bucketer.pairs
+            for (bucket, group), value in state.cells.items():
+                if bucket > end:
+                    continue
+                width = next((res for cutoff, res in pairs if bucket >= cutoff), pairs[-1][1])
+                if min(bucket + width, exact_from) <= start or not wanted(group, context):
+                    continue
+                total += value
+                label = str(group[0]) if group else "all"
+                by[label] = by.get(label, 0) + value
+        newest_ms = min(state.newest, end)
         scale = self._scale
         if scale != 1:
             return ReadOut(
                 {"total": total / scale, "by": {k: v / scale for k, v in sorted(by.items())}},
-                min(state.newest, end),
+                newest_ms,
             )
-        return ReadOut({"total": total, "by": dict(sorted(by.items()))}, min(state.newest, end))
+        return ReadOut({"total": total, "by": dict(sorted(by.items()))}, newest_ms)
 
     def encode(self, state: TileState) -> bytes:
         group_index: dict[Group, int] = {}
@@ -220,8 +293,14 @@ class TileRuntime(AggregationRuntime[TileState]):
             index = group_index.setdefault(group, len(group_index))
             triples += ((previous - start) // MINUTE_MS, index, value)
             previous = start
+        exact: list[int] = []
+        previous = state.newest
+        for (ts, group), value in _canonical_order(state.exact):
+            index = group_index.setdefault(group, len(group_index))
+            exact += (previous - ts, index, value)
+            previous = ts
         groups = [list(group) for group in group_index]
-        return self._encoder.encode(_Encoded(state.newest, groups, triples))
+        return self._encoder.encode(_Encoded(state.newest, groups, triples, exact))
 
     def decode(self, data: bytes) -> TileState:
         encoded = self._decoder.decode(data)
@@ -234,11 +313,18 @@ class TileRuntime(AggregationRuntime[TileState]):
             start -= gap * minute
             starts.append(start)
         keys = zip(starts, [groups[index] for index in triples[1::3]], strict=True)
-        return TileState(encoded.newest, dict(zip(keys, triples[2::3], strict=True)))
+        cells = dict(zip(keys, triples[2::3], strict=True))
+        exact: Exact = {}
+        ts = encoded.newest
+        flat = encoded.exact
+        for i in range(0, len(flat), 3):
+            ts -= flat[i]
+            exact[ts, groups[flat[i + 1]]] = flat[i + 2]
+        return TileState(encoded.newest, cells, exact)
 
 
-def _canonical_order(cells: Cells) -> list[tuple[tuple[int, Group], int]]:
-    """Cells newest bucket first, then by group: one order for equal states, always."""
+def _canonical_order(cells: dict[tuple[int, Group], int]) -> list[tuple[tuple[int, Group], int]]:
+    """Cells newest first, then by group: one order for equal states, always."""
     try:
         return sorted(cells.items(), reverse=True)
     except TypeError:  # groups mixing None and strings do not compare; their reprs do

@@ -20,6 +20,7 @@ REASON_MALFORMED = "malformed_json"
 REASON_MISSING_FIELD = "missing_field"
 REASON_WRONG_TYPE = "wrong_type"
 REASON_UNKNOWN_ACTION = "unknown_action"
+REASON_UNKNOWN_SURFACE = "unknown_surface"
 REASON_TIME_OUT_OF_RANGE = "time_out_of_range"
 REASON_INVALID_VALUE = "invalid_value"
 REASON_INVALID_UTF8 = "invalid_utf8"
@@ -36,6 +37,7 @@ REASONS = (
     REASON_TIME_OUT_OF_RANGE,
     REASON_INVALID_VALUE,
     REASON_INVALID_UTF8,
+    REASON_UNKNOWN_SURFACE,
 )
 
 _YEAR_2000_MS = 946_684_800_000
@@ -46,25 +48,34 @@ _DAY_MS = 86_400_000
 class EventPolicy:
     """What counts as a valid event.
 
-    ``allowed_actions`` of ``None`` accepts any action name. ``max_future_ms`` bounds how far
+    ``allowed_actions`` / ``allowed_surfaces`` of ``None`` accept any name. Ids are limited
+    in code points (not bytes): ``max_user_id_chars`` for the user id, which is part of every
+    state key, ``max_id_chars`` for the others. ``max_future_ms`` bounds how far
     ahead of the wall clock an event time may be: clocks on phones drift, but an event a year
     in the future would pin every window and decay to a wrong "now".
     """
 
     allowed_actions: frozenset[str] | None = None
+    allowed_surfaces: frozenset[str] | None = None
     max_event_bytes: int = 8192
     max_id_chars: int = 256
+    max_user_id_chars: int = 128
     min_ts_ms: int = _YEAR_2000_MS
     max_future_ms: int = _DAY_MS
 
 
 @dataclass
 class DecodeResult:
-    """The good events of a block, each with its position, and the bad ones with reasons."""
+    """The good events of a block, each with its position, and the bad ones with reasons.
+
+    ``blank`` counts the empty or whitespace-only lines skipped: they carry no event, but an
+    operator should see that they were there.
+    """
 
     events: list[Event] = field(default_factory=list)
     positions: list[Position] = field(default_factory=list)
     bad: list[BadEvent] = field(default_factory=list)
+    blank: int = 0
 
 
 class EventDecoder:
@@ -108,11 +119,15 @@ class EventDecoder:
             value: str = getattr(event, name)
             if not value:
                 return REASON_INVALID_VALUE, f"`{name}` must not be empty"
-            if len(value) > policy.max_id_chars:
-                return REASON_INVALID_VALUE, f"`{name}` longer than {policy.max_id_chars} chars"
+            limit = policy.max_user_id_chars if name == "user_id" else policy.max_id_chars
+            if len(value) > limit:  # len() of a str counts code points
+                return REASON_INVALID_VALUE, f"`{name}` longer than {limit} code points"
         if policy.allowed_actions is not None and event.action not in policy.allowed_actions:
             allowed = ", ".join(sorted(policy.allowed_actions))
             return REASON_UNKNOWN_ACTION, f"action {event.action!r} is not one of: {allowed}"
+        if policy.allowed_surfaces is not None and event.surface not in policy.allowed_surfaces:
+            allowed = ", ".join(sorted(policy.allowed_surfaces))
+            return REASON_UNKNOWN_SURFACE, f"surface {event.surface!r} is not one of: {allowed}"
         if event.ts < policy.min_ts_ms:
             return REASON_TIME_OUT_OF_RANGE, f"ts {event.ts} is before {policy.min_ts_ms}"
         if event.ts > now_ms + policy.max_future_ms:
@@ -128,11 +143,12 @@ class EventDecoder:
         positions: Sequence[Position] | None = None,
         now_ms: int | None = None,
     ) -> DecodeResult:
-        """Decode many raw events; blank lines are skipped, bad ones are reported, never raised."""
+        """Decode many raw events; blank lines are skipped and counted, bad ones are reported."""
         now = now_ms if now_ms is not None else _wall_clock_ms()
         result = DecodeResult()
         for index, raw in enumerate(lines):
             if not raw.strip():
+                result.blank += 1
                 continue
             position = positions[index] if positions is not None else Position("", index)
             # The line terminator is framing, not part of the event: it does not count

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 AttrValue = str | int | float | bool | None
@@ -11,8 +13,9 @@ class Event(msgspec.Struct, gc=False):
     """One user engagement.
 
     ``ts`` is the event time in milliseconds since the Unix epoch (UTC). ``attrs`` holds optional
-    producer-defined attributes (position, dwell time...) that filters and aggregations can read
-    by name. ``gc=False``: events never form reference cycles, and skipping the garbage collector
+    producer-defined attributes (position, dwell time, a nested ``device`` object...) that
+    filters and aggregations read by path (``attrs.device.os``): any JSON object.
+    ``gc=False``: events never form reference cycles, and skipping the garbage collector
     for the millions of them in flight is a measurable saving.
     """
 
@@ -22,7 +25,7 @@ class Event(msgspec.Struct, gc=False):
     action: str
     surface: str
     ts: int
-    attrs: dict[str, AttrValue] | None = None
+    attrs: dict[str, Any] | None = None
 
 
 class Position(msgspec.Struct, frozen=True, gc=False):

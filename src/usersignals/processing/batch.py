@@ -20,10 +20,15 @@ class MicroBatch:
 
 @dataclass
 class BatchReport:
-    """What one micro-batch did. ``duplicates`` were already applied (a replay)."""
+    """What one micro-batch did.
+
+    ``duplicates`` were already applied (a replay: offset not above the user's progress);
+    ``repeats`` carried an ``event_id`` the user had applied within the dedupe horizon.
+    """
 
     events: int = 0
     duplicates: int = 0
+    repeats: int = 0
     users: int = 0
     applied: dict[str, int] = field(default_factory=dict)
     expired: dict[str, int] = field(default_factory=dict)
@@ -33,6 +38,7 @@ class BatchReport:
     def add(self, other: BatchReport) -> None:
         self.events += other.events
         self.duplicates += other.duplicates
+        self.repeats += other.repeats
         self.users += other.users
         for mine, theirs in (
             (self.applied, other.applied),

@@ -4,7 +4,9 @@ Per micro-batch:
 
 1. group the events by user, and read every user's record with one ``get_many``;
 2. drop the events the user's progress shows as already applied (offset ≤ the highest
-   applied offset of their partition) — this is what makes a replay change nothing;
+   applied offset of their partition) — this is what makes a replay change nothing — and
+   the repeats of an ``event_id`` applied within the dedupe horizon (every ingest path comes
+   through here, so every path gets it);
 3. for each lookup source, fetch the distinct keys that interested events carry, once;
 4. per user: sort the new events by event time, and for each signal whose filter accepts
    some of them, decode its state, apply, encode;
@@ -29,8 +31,9 @@ from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.signals.definition import CompiledSignal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
@@ -41,6 +44,7 @@ from usersignals.values import SCALAR, FieldKind
 logger = logging.getLogger(__name__)
 
 _MISSING: Record = {}
+DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 _raw_encoder = msgspec.msgpack.Encoder()
 
 
@@ -72,8 +76,10 @@ class Engine:
         store: StateStore,
         materializer: Materializer | None = None,
         keep_raw_events: bool = False,
+        dedupe_horizon_ms: int | None = DEFAULT_DEDUPE_HORIZON_MS,
     ) -> None:
         self.registry = registry
+        self._dedupe = EventIdDedupe(dedupe_horizon_ms) if dedupe_horizon_ms else None
         self.store = store
         self.materializer = materializer
         # Raw events per user, only for answering by recomputation (the serving raw mode
@@ -110,16 +116,29 @@ class Engine:
         stored = self.store.get_many(keys)
 
         work: list[tuple[bytes, UserRecord, list[int]]] = []
+        # Users whose new events were all repeats: only their progress and ids change.
+        puts_only_progress: list[tuple[bytes, UserRecord]] = []
         for key, raw, user in zip(keys, stored, users, strict=True):
             record = decode_record(key, raw) if raw else UserRecord({}, {})
             fresh = _unapplied(by_user[user], positions, record.progress)
             report.duplicates += len(by_user[user]) - len(fresh)
+            if fresh and self._dedupe is not None:
+                admitted, record.seen = self._dedupe.admit(record.seen, events, fresh)
+                report.repeats += len(fresh) - len(admitted)
+                _advance(record.progress, positions, fresh)  # repeats are consumed too
+                fresh = admitted
+                if not fresh:
+                    puts_only_progress.append((key, record))
             if fresh:
                 fresh.sort(key=lambda i: events[i].ts)
                 work.append((key, record, fresh))
         if not work:
+            puts = {key: encode_record(record) for key, record in puts_only_progress}
             if marks:
-                self.store.write(dict(marks))
+                puts.update(marks)
+            if puts:
+                self.store.write(puts)
+            report.users = len(puts_only_progress)
             return report
         if self._raw is not None:
             # Before the states: a crash in between re-writes the same raw keys on replay.
@@ -139,7 +158,7 @@ class Engine:
             for plan in self._plans
         }
         missing = report.missing_enrichment
-        puts: dict[bytes, bytes] = {}
+        puts = {key: encode_record(record) for key, record in puts_only_progress}
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
         newest = 0
@@ -170,11 +189,7 @@ class Engine:
                 states[plan.key] = encoded
                 applied[plan.key] += len(rows) - outcome.expired
                 expired[plan.key] += outcome.expired
-            progress = record.progress
-            for i in fresh:
-                position = positions[i]
-                if position.offset > progress.get(position.partition, -1):
-                    progress[position.partition] = position.offset
+            _advance(record.progress, positions, fresh)
             last_ts = user_events[-1].ts
             if last_ts > newest:
                 newest = last_ts
@@ -279,6 +294,13 @@ def _join(
     return rows
 
 
+def _advance(progress: dict[str, int], positions: Sequence[Position], indices: list[int]) -> None:
+    for i in indices:
+        position = positions[i]
+        if position.offset > progress.get(position.partition, -1):
+            progress[position.partition] = position.offset
+
+
 def _unapplied(
     indices: list[int], positions: Sequence[Position], progress: dict[str, int]
 ) -> list[int]:
@@ -291,7 +313,7 @@ def _key_value(event: Event, field_name: str) -> str | None:
     if field_name in BASE_FIELDS:
         value = getattr(event, field_name)
     elif field_name.startswith(ATTR_PREFIX):
-        value = event.attrs.get(field_name[len(ATTR_PREFIX) :]) if event.attrs else None
+        value = attrs_reader(field_name[len(ATTR_PREFIX) :])(event.attrs)
     else:
         return None
     return None if value is None else str(value)

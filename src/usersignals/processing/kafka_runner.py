@@ -143,6 +143,7 @@ class KafkaRunner:
         self.stats.batches += 1
         self.stats.report.add(report)
         self.metrics.observe_batch(decoded.events, decoded.bad, time.perf_counter() - started)
+        self.metrics.observe_report(report)
         with self._drained:
             self._in_flight -= 1
             self._drained.notify_all()

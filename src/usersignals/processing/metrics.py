@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from usersignals.events.model import BadEvent, Event
+from usersignals.processing.batch import BatchReport
 
 _FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _SAMPLE_EVERY = 8  # freshness is observed on every 8th event: cheap, and plenty for p99
@@ -41,6 +42,11 @@ class ProcessorMetrics:
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
         )  # fmt: skip
+        self.repeats = Counter(
+            "usersignals_repeated_event_ids",
+            "Events dropped because the user applied their event_id within the dedupe horizon",
+            registry=self.registry,
+        )
         self.write_seconds = Histogram(
             "usersignals_batch_seconds", "Time to process and write one micro-batch",
             registry=self.registry,
@@ -52,6 +58,11 @@ class ProcessorMetrics:
                 self.position.labels(partition).set(position)
                 if high >= 0:
                     self.lag.labels(partition).set(max(0, high - position))
+
+    def observe_report(self, report: BatchReport) -> None:
+        """What the engine reports of a batch: repeated event ids dropped."""
+        if report.repeats:
+            self.repeats.inc(report.repeats)
 
     def observe_batch(
         self, events: Sequence[Event], bad: Sequence[BadEvent], seconds: float

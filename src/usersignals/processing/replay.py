@@ -17,6 +17,7 @@ from usersignals.processing.engine import Engine
 @dataclass
 class ReplaySummary:
     lines: int = 0
+    blank: int = 0  # empty lines: skipped, but counted
     seconds: float = 0.0
     report: BatchReport = field(default_factory=BatchReport)
     bad: list[BadEvent] = field(default_factory=list)
@@ -52,6 +53,7 @@ def replay_file(
             summary.bad.extend(decoded.bad[: max(room, 0)])
         summary.report.add(engine.process(MicroBatch(decoded.events, decoded.positions)))
         summary.lines += len(block.lines)
+        summary.blank += decoded.blank
         if progress is not None:
             progress(consumed)
     summary.seconds = time.perf_counter() - started

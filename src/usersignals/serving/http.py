@@ -32,7 +32,12 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from usersignals.aggregations.context import ReadContext
-from usersignals.errors import ContextError, SignalNotFoundError, UserSignalsError
+from usersignals.errors import (
+    AsOfError,
+    ContextError,
+    SignalNotFoundError,
+    UserSignalsError,
+)
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -122,6 +127,15 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
         started = time.perf_counter()
         try:
             response = await handler(request)
+        except AsOfError as exc:
+            response = _error(
+                422,
+                "as_of_unavailable",
+                str(exc),
+                parameter="as_of",
+                signal=exc.signal,
+                earliest_as_of_ms=exc.earliest_ms,
+            )
         except ContextError as exc:
             response = _error(400, "invalid_parameter", str(exc), parameter=exc.parameter)
         except SignalNotFoundError as exc:

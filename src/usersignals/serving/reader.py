@@ -16,6 +16,7 @@ import msgspec
 
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.errors import AsOfError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -92,7 +93,11 @@ def read_signal(
             state = runtime.decode(raw)
             if cache is not None:
                 cache.put(key, signal.key, raw, state)
-    return result_of(signal, runtime.read(state, context), context)
+    try:
+        answer = runtime.read(state, context)
+    except AsOfError as exc:
+        raise exc.for_signal(signal.name) from None
+    return result_of(signal, answer, context)
 
 
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:

@@ -19,7 +19,13 @@ from usersignals.durations import (
     to_duration,
 )
 from usersignals.errors import SignalDefinitionError
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, Predicate, RowPredicate
+from usersignals.signals.fields import (
+    ATTR_PREFIX,
+    BASE_FIELDS,
+    Predicate,
+    RowPredicate,
+    attrs_reader,
+)
 from usersignals.signals.lookups import Enrichment, Lookup
 
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
@@ -161,8 +167,8 @@ class CompiledSignal:
         if name in BASE_FIELDS:
             return _base_getter(name)
         if name.startswith(ATTR_PREFIX):
-            attribute = name[len(ATTR_PREFIX) :]
-            return lambda row: row[0].attrs.get(attribute) if row[0].attrs else None
+            read_attrs = attrs_reader(name[len(ATTR_PREFIX) :])
+            return lambda row: read_attrs(row[0].attrs)
         position = self._source_of[name]
         return lambda row: row[1][position].get(name)
 

@@ -1,8 +1,9 @@
 """Field references and the event filter language of signal definitions.
 
 A field name is one of the event's own fields (``user_id``, ``item_id``, ``action``,
-``surface``, ``ts``, ``event_id``), an attribute (``attrs.NAME``), or a field that a declared
-enrichment provides (its bare name, e.g. ``category``). Predicates compose with ``&``, ``|``
+``surface``, ``ts``, ``event_id``), an attribute by path (``attrs.NAME``, or into nested objects
+``attrs.device.os``), or a field that a declared enrichment provides (its bare name, e.g.
+``category``). Predicates compose with ``&``, ``|``
 and ``~`` and compile to plain Python callables, so filtering costs one call per event.
 """
 
@@ -20,6 +21,27 @@ BASE_FIELDS = ("event_id", "user_id", "item_id", "action", "surface", "ts")
 ATTR_PREFIX = "attrs."
 
 RowPredicate = Callable[[Row], bool]
+
+
+def attrs_reader(path: str) -> Callable[[dict[str, Any] | None], Any]:
+    """A reader of ``attrs`` at a dotted ``path`` ("device.os"); ``None`` when absent.
+
+    A value on the way that is not an object (a list, a number) means the path is absent: a
+    producer's odd attribute must not be able to stop the pipeline.
+    """
+    parts = path.split(".")
+    if len(parts) == 1:
+        return lambda attrs: attrs.get(path) if attrs else None
+
+    def read(attrs: dict[str, Any] | None) -> Any:
+        node: Any = attrs
+        for part in parts:
+            if not isinstance(node, dict):
+                return None
+            node = node.get(part)
+        return node
+
+    return read
 
 
 class Predicate(ABC):

@@ -1,0 +1,75 @@
+"""``event_id`` as an idempotency key: a repeat within a horizon is dropped, once per user.
+
+Each user's record keeps the fingerprints of the event ids it applied recently: hour of the
+event time → the sorted, distinct 32-bit fingerprints (CRC-32 of the id) of that hour, as
+big-endian bytes. An event is a repeat when its fingerprint was applied within the horizon;
+the horizon reaches back ``horizon`` (rounded up to whole hours) from the newest event time
+applied before it, in arrival order — so whether a line is a repeat depends only on the lines
+before it, never on how they were split into micro-batches, and the kept fingerprints depend
+only on the set of events applied: the state stays canonical.
+
+Memory is bounded by the user's events within the horizon (4 bytes each). Fingerprints can
+collide: a new event is taken for a repeat with probability ``k / 2**32`` when the user has
+``k`` events within the horizon (2.3e-7 for 1,000 events a day, 2.3e-5 for a bot's 100,000).
+A repeat of an event older than the horizon (behind the newest event seen before it) is not
+recognised and is applied again.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+from usersignals.durations import HOUR_MS
+from usersignals.events.model import Event
+
+Seen = dict[int, bytes]  # hour (ts // 1 h) -> sorted distinct 4-byte big-endian fingerprints
+
+
+class EventIdDedupe:
+    """Drops repeated event ids of one user; see the module docstring for the guarantees."""
+
+    def __init__(self, horizon_ms: int) -> None:
+        self.horizon_hours = -(-horizon_ms // HOUR_MS)
+
+    def admit(
+        self, seen: Seen, events: Sequence[Event], indices: Sequence[int]
+    ) -> tuple[list[int], Seen]:
+        """The indices (arrival order) that are not repeats, and the user's new ``seen``."""
+        horizon = self.horizon_hours
+        newest_hour = max(seen, default=-(1 << 62))
+        known: dict[int, int] = {}  # fingerprint -> newest hour it was applied in
+        for hour, blob in sorted(seen.items()):
+            for offset in range(0, len(blob), 4):
+                known[int.from_bytes(blob[offset : offset + 4], "big")] = hour
+        admitted: list[int] = []
+        added: dict[int, set[int]] = {}
+        for index in indices:
+            event = events[index]
+            hour = event.ts // HOUR_MS
+            first = newest_hour - horizon
+            if hour >= first:
+                fingerprint = zlib.crc32(event.event_id.encode())
+                have = known.get(fingerprint)
+                if have is not None and have >= first:
+                    continue  # a repeat within the horizon
+                if have is None or have < hour:
+                    known[fingerprint] = hour
+                added.setdefault(hour, set()).add(fingerprint)
+            admitted.append(index)
+            newest_hour = max(newest_hour, hour)
+        if not added and not seen:
+            return admitted, seen
+        first = newest_hour - horizon
+        merged: Seen = {}
+        for hour in sorted(set(seen) | set(added)):
+            if hour < first:
+                continue
+            fingerprints = set(added.get(hour, ()))
+            blob = seen.get(hour, b"")
+            fingerprints.update(
+                int.from_bytes(blob[offset : offset + 4], "big")
+                for offset in range(0, len(blob), 4)
+            )
+            merged[hour] = b"".join(f.to_bytes(4, "big") for f in sorted(fingerprints))
+        return admitted, merged

@@ -1,0 +1,178 @@
+"""``event_id`` is an idempotency key: a repeat within the horizon is dropped and counted."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from pathlib import Path
+
+import msgspec
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usersignals import (
+    Count,
+    Engine,
+    Event,
+    LastN,
+    MicroBatch,
+    Position,
+    ReadContext,
+    RocksStore,
+    Signal,
+    SignalRegistry,
+    days,
+)
+from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.state.codec import UserRecord, decode_record, encode_record
+from usersignals.state.keys import user_key
+
+BASE = 1_767_225_600_000
+HOUR = 3_600_000
+
+SIGNALS = [
+    Signal(name="recent", version=1, aggregate=LastN(50), retention=days(30)),
+    Signal(name="counts", version=1, aggregate=Count(by=("action",)), retention=days(30)),
+]
+
+
+def engine_at(path: Path, horizon_ms: int = 24 * HOUR) -> Engine:
+    return Engine(SignalRegistry(SIGNALS), RocksStore(path), dedupe_horizon_ms=horizon_ms)
+
+
+def event(event_id: str, ts: int, user: str = "u1", action: str = "click") -> Event:
+    return Event(event_id, user, "i" + event_id, action, "home", ts)
+
+
+def batch(events: list[Event], first_offset: int = 0, partition: str = "p/0") -> MicroBatch:
+    positions = [Position(partition, first_offset + n) for n in range(len(events))]
+    return MicroBatch(events, positions)
+
+
+def total_clicks(engine: Engine, user: str = "u1", doubles: bool = False) -> int:
+    from usersignals.serving import SignalReader
+
+    answer = SignalReader(engine.registry, engine.store).read(
+        user, ["counts", "recent"], ReadContext(as_of_ms=BASE + 48 * HOUR)
+    )
+    recent = answer.signals["recent"].value
+    if not doubles:
+        assert len({entry["item_id"] for entry in recent}) == len(recent), "a doubled entry"
+    return int(answer.signals["counts"].value["total"])
+
+
+def test_a_repeat_within_one_batch_is_dropped_and_counted(tmp_path: Path) -> None:
+    engine = engine_at(tmp_path)
+    try:
+        report = engine.process(batch([event("a", BASE), event("b", BASE + 1), event("a", BASE)]))
+        assert report.repeats == 1
+        assert total_clicks(engine) == 2
+    finally:
+        engine.store.close()
+
+
+def test_a_repeat_in_a_later_batch_is_dropped_and_still_advances_progress(
+    tmp_path: Path,
+) -> None:
+    engine = engine_at(tmp_path)
+    try:
+        engine.process(batch([event("a", BASE), event("b", BASE + HOUR)]))
+        retry = engine.process(batch([event("a", BASE)], first_offset=2))
+        assert (retry.repeats, retry.duplicates) == (1, 0)
+        assert total_clicks(engine) == 2
+        record = decode_record(user_key("u1"), engine.store.get_many([user_key("u1")])[0] or b"")
+        assert record.progress == {"p/0": 2}  # the repeat was consumed
+    finally:
+        engine.store.close()
+
+
+def test_a_repeat_on_another_partition_is_dropped(tmp_path: Path) -> None:
+    engine = engine_at(tmp_path)
+    try:
+        engine.process(batch([event("a", BASE)], partition="t/0"))
+        report = engine.process(batch([event("a", BASE)], partition="t/1"))
+        assert report.repeats == 1
+        assert total_clicks(engine) == 1
+    finally:
+        engine.store.close()
+
+
+def test_a_repeat_beyond_the_horizon_is_applied_again(tmp_path: Path) -> None:
+    engine = engine_at(tmp_path, horizon_ms=2 * HOUR)
+    try:
+        engine.process(batch([event("a", BASE), event("b", BASE + 5 * HOUR)]))
+        report = engine.process(batch([event("a", BASE)], first_offset=2))
+        assert report.repeats == 0
+        assert total_clicks(engine, doubles=True) == 3
+    finally:
+        engine.store.close()
+
+
+def test_the_horizon_can_be_turned_off(tmp_path: Path) -> None:
+    engine = engine_at(tmp_path, horizon_ms=0)
+    try:
+        report = engine.process(batch([event("a", BASE), event("a", BASE)]))
+        assert report.repeats == 0
+        assert total_clicks(engine, doubles=True) == 2
+    finally:
+        engine.store.close()
+
+
+def test_old_fingerprints_are_pruned_so_memory_stays_bounded() -> None:
+    dedupe = EventIdDedupe(24 * HOUR)
+    seen: dict[int, bytes] = {}
+    events = [event(f"e{n}", BASE + n * HOUR) for n in range(24 * 10)]
+    for start in range(0, len(events), 7):
+        _, seen = dedupe.admit(seen, events, range(start, min(start + 7, len(events))))
+    assert len(seen) == 25  # the newest hour and the 24 before it
+    assert all(len(blob) == 4 for blob in seen.values())
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40 * HOUR)), min_size=1, max_size=40),
+    st.lists(st.integers(1, 39), max_size=5),
+)
+def test_dedupe_state_is_canonical_whatever_the_batch_split(
+    lines: list[tuple[int, int]], cuts: list[int]
+) -> None:
+    """Same lines in arrival order, any split: the same admitted events, the same bytes."""
+    dedupe = EventIdDedupe(6 * HOUR)
+    # A repeated id is a repeated line: the same event, so the same time.
+    times: dict[int, int] = {}
+    events = [event(f"e{n}", BASE + times.setdefault(n, ts)) for n, ts in lines]
+
+    def run(bounds: list[int]) -> tuple[list[int], bytes]:
+        seen: dict[int, bytes] = {}
+        admitted: list[int] = []
+        for start, end in itertools.pairwise(bounds):
+            kept, seen = dedupe.admit(seen, events, range(start, end))
+            admitted += kept
+        return admitted, encode_record(UserRecord({}, {}, seen))
+
+    whole = run([0, len(events)])
+    split = run([0, *sorted({c for c in cuts if c < len(events)}), len(events)])
+    assert split == whole
+
+
+def test_version_1_records_are_read_with_no_fingerprints() -> None:
+    old = bytes([1]) + msgspec.msgpack.encode([{"p/0": 7}, {}])
+    record = decode_record(b"u:x", old)
+    assert (record.progress, record.seen) == ({"p/0": 7}, {})
+
+
+def test_random_duplicated_lines_leave_the_same_state_as_no_duplicates(tmp_path: Path) -> None:
+    rng = random.Random(5)
+    unique = [event(f"e{n}", BASE + rng.randrange(20 * HOUR), user=f"u{n % 3}") for n in range(300)]
+    noisy = unique + [rng.choice(unique) for _ in range(100)]
+    rng.shuffle(noisy)
+    clean, dirty = engine_at(tmp_path / "clean"), engine_at(tmp_path / "dirty")
+    try:
+        clean.process(batch(sorted(unique, key=lambda e: e.ts)))
+        for start in range(0, len(noisy), 37):
+            dirty.process(batch(noisy[start : start + 37], first_offset=start))
+        for user in ("u0", "u1", "u2"):
+            assert total_clicks(dirty, user) == total_clicks(clean, user)
+    finally:
+        clean.store.close()
+        dirty.store.close()
