@@ -21,6 +21,7 @@ from usersignals.processing.engine import Engine
 from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
+from usersignals.processing.store_retry import StoreRetry
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
@@ -142,7 +143,9 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
     return Processor(settings, store, registry, engine, build_decoder(settings))
 
 
-def build_spool_runner(processor: Processor) -> SpoolRunner:
+def build_spool_runner(
+    processor: Processor, metrics: ProcessorMetrics | None = None
+) -> SpoolRunner:
     settings = processor.settings
     spool = Path(settings.spool.path)
     return SpoolRunner(
@@ -151,6 +154,7 @@ def build_spool_runner(processor: Processor) -> SpoolRunner:
         SpoolReader(spool),
         DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
         batch_size=settings.processing.batch_size,
+        retry=StoreRetry(metrics=metrics),
     )
 
 

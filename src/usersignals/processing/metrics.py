@@ -41,6 +41,20 @@ class ProcessorMetrics:
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
         )  # fmt: skip
+        self.store_available = Gauge(
+            "usersignals_store_available",
+            "1 while state store writes succeed, 0 while they fail and are being retried",
+            registry=self.registry,
+        )
+        self.store_available.set(1)
+        self.store_failures = Counter(
+            "usersignals_store_failures", "Failed state store operations (each retried)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.spool_retired = Counter(
+            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
+            registry=self.registry,
+        )  # fmt: skip
         self.write_seconds = Histogram(
             "usersignals_batch_seconds", "Time to process and write one micro-batch",
             registry=self.registry,
