@@ -174,6 +174,7 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
         source,
         DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
         metrics,
+        StoreRetry(metrics=metrics),
     )
     holder.append(runner)
     return runner

@@ -170,9 +170,8 @@ def run(
     import signal as signals_module
     import threading
 
-    from prometheus_client import start_http_server
-
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.processing.health import HealthServer
     from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
@@ -183,8 +182,8 @@ def run(
     settings = _settings(config, **overrides)
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
+        HealthServer(metrics, "127.0.0.1", metrics_port).start()
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
@@ -204,11 +203,12 @@ def run(
             stats = kafka_runner.stats
             console.print(
                 f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
-                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters",
+                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters, "
+                f"{stats.deleted_users:,} users deleted",
                 markup=False,
             )
             return
-        runner = build_spool_runner(processor)
+        runner = build_spool_runner(processor, metrics)
         console.print(
             f"processing {settings.spool.path} into {settings.store.path} "
             f"(signals: {settings.signals}); stop with Ctrl-C",

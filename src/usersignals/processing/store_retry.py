@@ -72,7 +72,6 @@ class StoreRetry:
             return result
 
     def _set_available(self, available: bool) -> None:
-        if available != self.available:
-            self.available = available
+        self.available = available
         if self.metrics is not None:
-            self.metrics.store_available.set(1 if available else 0)
+            self.metrics.set_store_available(available)
