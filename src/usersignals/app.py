@@ -14,9 +14,10 @@ from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder, EventPolicy
+from usersignals.ingest.accepted import AcceptedLog, SpoolLimits, SpoolLog
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaSource
-from usersignals.ingest.spool import SpoolReader, SpoolWriter
+from usersignals.ingest.spool import SpoolReader, SpoolWriter, decode_mark, mark_key
 from usersignals.processing.engine import Engine
 from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
@@ -196,12 +197,30 @@ def build_serving_state(settings: Settings) -> ServingState:
         registry=reader.registry,
         reader=reader,
         decoder=build_decoder(settings),
-        spool=SpoolWriter(spool, name),
+        log=build_accepted_log(settings, reader.store, name),
         dead_letters=DeadLetterFile(spool / "dead-letter" / f"{name}.jsonl"),
         admin_token=settings.serving.admin_token,
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
     )
+
+
+def build_accepted_log(settings: Settings, store: StateStore, name: str) -> AcceptedLog:
+    """Kafka when configured (events produced to the topic), else the bounded spool."""
+    if settings.kafka.bootstrap_servers:
+        from usersignals.ingest.kafka_log import KafkaLog
+
+        return KafkaLog(settings.kafka)
+    spool = settings.spool
+
+    def applied(partitions: list[str]) -> list[int]:
+        # The processor's marks: what of each file is applied. A RocksDB secondary sees them
+        # as of its last refresh, which only overstates the backlog a little.
+        stored = store.get_many([mark_key(partition) for partition in partitions])
+        return [decode_mark(value)[0] for value in stored]
+
+    limits = SpoolLimits(spool.max_backlog_bytes, spool.min_free_bytes, spool.retry_after_s)
+    return SpoolLog(SpoolWriter(Path(spool.path), name, spool.segment_bytes), limits, applied)
 
 
 def open_store_reader(settings: Settings, signals: str | None = None) -> SignalReader:

@@ -261,9 +261,18 @@ def serve(
     ] = None,
     store: StoreOption = None,
     spool: Annotated[str | None, typer.Option(help="The HTTP ingest spool directory.")] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers: produce accepted events to kafka.topic."),
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic [default: engagements].")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the HTTP API (granian + Starlette) over the store the processor writes."""
+    """Serve the HTTP API (granian + Starlette) over the store the processor writes.
+
+    Accepted events go to the spool (read by `usersignals run`), or with --kafka to the topic
+    (read by `usersignals run --kafka`), acknowledged before the API answers 202.
+    """
     import os
     import shutil
 
@@ -274,6 +283,8 @@ def serve(
     overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
     if spool is not None:
         overrides["spool"] = {"path": spool}
+    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
+    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
     environment = dict(os.environ)
@@ -285,6 +296,8 @@ def serve(
             "USERSIGNALS_SPOOL__PATH": str(Path(settings.spool.path).resolve()),
             "USERSIGNALS_SERVING__MODE": settings.serving.mode,
             "USERSIGNALS_SERVING__ADMIN_TOKEN": settings.serving.admin_token,
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "USERSIGNALS_KAFKA__TOPIC": settings.kafka.topic,
         }
     )
     granian = shutil.which("granian", path=str(Path(sys.executable).parent)) or "granian"
@@ -299,9 +312,11 @@ def serve(
         "--log-level", "warning",
         "usersignals.serving.worker:create",
     ]  # fmt: skip
+    accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(
         f"serving on http://{settings.serving.host}:{settings.serving.port} "
-        f"({settings.serving.workers} worker(s), {settings.serving.mode}); docs at /docs",
+        f"({settings.serving.workers} worker(s), {settings.serving.mode}; events to "
+        f"{accepted}); docs at /docs",
         markup=False,
     )
     os.execve(granian, arguments, environment)

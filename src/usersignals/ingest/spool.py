@@ -45,6 +45,7 @@ import msgspec
 
 from usersignals.errors import SpoolWriteError
 from usersignals.events.model import Position
+from usersignals.state.keys import meta_key
 
 logger = logging.getLogger(__name__)
 
@@ -62,6 +63,20 @@ _control_encoder = msgspec.json.Encoder()
 def encode_delete(user_id: str) -> bytes:
     """The control line that deletes ``user_id`` (in the spool and on a Kafka topic)."""
     return _control_encoder.encode(DeleteUser(user_id))
+
+
+def mark_key(partition: str) -> bytes:
+    """The store key of one file's progress mark (``partition`` is ``spool:<file stem>``)."""
+    return meta_key("spool_mark:" + partition.removeprefix("spool:"))
+
+
+def decode_mark(stored: bytes | None) -> tuple[int, int]:
+    """(byte offset, line number) applied so far; (0, 0) for a file not yet started."""
+    return msgspec.msgpack.decode(stored, type=tuple[int, int]) if stored else (0, 0)
+
+
+def encode_mark(mark: tuple[int, int]) -> bytes:
+    return msgspec.msgpack.encode(mark)
 
 
 def unique_name(prefix: str) -> str:
@@ -257,18 +272,18 @@ def _read_lines(
     return SpoolChunk(partition, lines, positions, offset, line_number)
 
 
-def spool_bytes(directory: Path) -> int:
-    """Bytes of every spool file in ``directory`` (what is not yet retired)."""
-    total = 0
+def spool_files(directory: Path) -> dict[str, int]:
+    """Size of every spool file in ``directory`` (those not yet retired), by partition."""
+    sizes: dict[str, int] = {}
     try:
         with os.scandir(directory) as entries:
             for entry in entries:
                 if entry.name.endswith(SUFFIX):
                     with contextlib.suppress(FileNotFoundError):  # retired meanwhile
-                        total += entry.stat().st_size
+                        sizes[f"spool:{entry.name[: -len(SUFFIX)]}"] = entry.stat().st_size
     except FileNotFoundError:
-        return 0
-    return total
+        pass
+    return sizes
 
 
 def parse_control(line: bytes) -> DeleteUser | None:

@@ -16,7 +16,15 @@ import msgspec
 
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.ingest.spool import FinishedFile, SpoolChunk, SpoolReader, parse_control
+from usersignals.ingest.spool import (
+    FinishedFile,
+    SpoolChunk,
+    SpoolReader,
+    decode_mark,
+    encode_mark,
+    mark_key,
+    parse_control,
+)
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
@@ -27,13 +35,7 @@ logger = logging.getLogger(__name__)
 
 #: Where every file's marks were kept together before one key per file; migrated on start.
 LEGACY_MARKS_KEY = meta_key("spool_marks")
-_mark_type = tuple[int, int]
 _legacy_type = dict[str, tuple[int, int]]
-
-
-def mark_key(partition: str) -> bytes:
-    """The progress key of one spool file (``partition`` is ``spool:<file stem>``)."""
-    return meta_key("spool_mark:" + partition.removeprefix("spool:"))
 
 
 @dataclass
@@ -77,7 +79,7 @@ class SpoolRunner:
     def _load_mark(self, partition: str) -> tuple[int, int]:
         key = mark_key(partition)
         stored = self.retry.call(lambda: self.engine.store.get_many([key])[0], "reading marks")
-        return msgspec.msgpack.decode(stored, type=_mark_type) if stored else (0, 0)
+        return decode_mark(stored)
 
     def _migrate_legacy_marks(self) -> None:
         store = self.engine.store
@@ -85,7 +87,7 @@ class SpoolRunner:
         if not stored:
             return
         legacy = msgspec.msgpack.decode(stored, type=_legacy_type)
-        puts = {mark_key(p): msgspec.msgpack.encode(mark) for p, mark in legacy.items()}
+        puts = {mark_key(p): encode_mark(mark) for p, mark in legacy.items()}
         store.write(puts, deletes=[LEGACY_MARKS_KEY])
 
     def run_once(self) -> int:
@@ -156,7 +158,7 @@ class SpoolRunner:
             self.metrics.spool_retired.inc()
 
     def _marks(self, partition: str) -> dict[bytes, bytes]:
-        return {mark_key(partition): msgspec.msgpack.encode(self.reader.marks[partition])}
+        return {mark_key(partition): encode_mark(self.reader.marks[partition])}
 
     @staticmethod
     def _offset_after(chunk: SpoolChunk, index: int) -> int:
