@@ -19,16 +19,27 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self) -> None:
+    """``persistent``: every write is fsynced to an append-only file, so the server can be
+    killed and started again (same port, same data) to test an outage."""
+
+    def __init__(self, persistent: bool = False) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is needed: apt-get install redis-server")
+        self._binary = binary
+        self.persistent = persistent
         self.port = free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self._dir = tempfile.mkdtemp(prefix="usersignals-redis-")
+        self.start()
+
+    def start(self) -> None:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"]
+        if not self.persistent:
+            durability = ["--appendonly", "no"]
         self._process = subprocess.Popen(
-            [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
-             "--appendonly", "no", "--dir", self._dir],
+            [self._binary, "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             *durability, "--dir", self._dir],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
         client = redis.Redis(port=self.port)
@@ -43,6 +54,11 @@ class RedisServer:
                     raise RuntimeError("redis-server did not start") from None
                 time.sleep(0.02)
         client.close()
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or an OOM kill would; ``start`` brings it back."""
+        self._process.kill()
+        self._process.wait()
 
     def stop(self) -> None:
         if self._process.poll() is None:

@@ -14,13 +14,15 @@ from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder, EventPolicy
+from usersignals.ingest.accepted import AcceptedLog, SpoolLimits, SpoolLog
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaSource
-from usersignals.ingest.spool import SpoolReader, SpoolWriter
+from usersignals.ingest.spool import SpoolReader, SpoolWriter, decode_mark, mark_key
 from usersignals.processing.engine import Engine
 from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
+from usersignals.processing.store_retry import StoreRetry
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
@@ -137,7 +139,9 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
     return Processor(settings, store, registry, engine, build_decoder(settings))
 
 
-def build_spool_runner(processor: Processor) -> SpoolRunner:
+def build_spool_runner(
+    processor: Processor, metrics: ProcessorMetrics | None = None
+) -> SpoolRunner:
     settings = processor.settings
     spool = Path(settings.spool.path)
     return SpoolRunner(
@@ -146,6 +150,7 @@ def build_spool_runner(processor: Processor) -> SpoolRunner:
         SpoolReader(spool),
         DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
         batch_size=settings.processing.batch_size,
+        retry=StoreRetry(metrics=metrics),
     )
 
 
@@ -165,6 +170,7 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
         source,
         DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
         metrics,
+        StoreRetry(metrics=metrics),
     )
     holder.append(runner)
     return runner
@@ -180,12 +186,30 @@ def build_serving_state(settings: Settings) -> ServingState:
         registry=reader.registry,
         reader=reader,
         decoder=build_decoder(settings),
-        spool=SpoolWriter(spool, name),
+        log=build_accepted_log(settings, reader.store, name),
         dead_letters=DeadLetterFile(spool / "dead-letter" / f"{name}.jsonl"),
         admin_token=settings.serving.admin_token,
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
     )
+
+
+def build_accepted_log(settings: Settings, store: StateStore, name: str) -> AcceptedLog:
+    """Kafka when configured (events produced to the topic), else the bounded spool."""
+    if settings.kafka.bootstrap_servers:
+        from usersignals.ingest.kafka_log import KafkaLog
+
+        return KafkaLog(settings.kafka)
+    spool = settings.spool
+
+    def applied(partitions: list[str]) -> list[int]:
+        # The processor's marks: what of each file is applied. A RocksDB secondary sees them
+        # as of its last refresh, which only overstates the backlog a little.
+        stored = store.get_many([mark_key(partition) for partition in partitions])
+        return [decode_mark(value)[0] for value in stored]
+
+    limits = SpoolLimits(spool.max_backlog_bytes, spool.min_free_bytes, spool.retry_after_s)
+    return SpoolLog(SpoolWriter(Path(spool.path), name, spool.segment_bytes), limits, applied)
 
 
 def open_store_reader(settings: Settings, signals: str | None = None) -> SignalReader:

@@ -174,9 +174,8 @@ def run(
     import signal as signals_module
     import threading
 
-    from prometheus_client import start_http_server
-
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.processing.health import HealthServer
     from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
@@ -187,8 +186,8 @@ def run(
     settings = _settings(config, **overrides)
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
-    if metrics_port:
-        start_http_server(metrics_port, addr="127.0.0.1", registry=metrics.registry)
+    if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
+        HealthServer(metrics, "127.0.0.1", metrics_port).start()
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
@@ -209,11 +208,12 @@ def run(
             console.print(
                 f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
                 f"({stats.report.duplicates:,} already applied, {stats.report.repeats:,} repeated "
-                f"event ids dropped), {stats.bad:,} dead letters",
+                f"event ids dropped), {stats.bad:,} dead letters, "
+                f"{stats.deleted_users:,} users deleted",
                 markup=False,
             )
             return
-        runner = build_spool_runner(processor)
+        runner = build_spool_runner(processor, metrics)
         console.print(
             f"processing {settings.spool.path} into {settings.store.path} "
             f"(signals: {settings.signals}); stop with Ctrl-C",
@@ -267,9 +267,18 @@ def serve(
     ] = None,
     store: StoreOption = None,
     spool: Annotated[str | None, typer.Option(help="The HTTP ingest spool directory.")] = None,
+    kafka: Annotated[
+        str | None,
+        typer.Option(help="Kafka bootstrap servers: produce accepted events to kafka.topic."),
+    ] = None,
+    topic: Annotated[str | None, typer.Option(help="Kafka topic [default: engagements].")] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Serve the HTTP API (granian + Starlette) over the store the processor writes."""
+    """Serve the HTTP API (granian + Starlette) over the store the processor writes.
+
+    Accepted events go to the spool (read by `usersignals run`), or with --kafka to the topic
+    (read by `usersignals run --kafka`), acknowledged before the API answers 202.
+    """
     import os
     import shutil
 
@@ -280,6 +289,8 @@ def serve(
     overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
     if spool is not None:
         overrides["spool"] = {"path": spool}
+    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
+    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
     environment = dict(os.environ)
@@ -291,6 +302,8 @@ def serve(
             "USERSIGNALS_SPOOL__PATH": str(Path(settings.spool.path).resolve()),
             "USERSIGNALS_SERVING__MODE": settings.serving.mode,
             "USERSIGNALS_SERVING__ADMIN_TOKEN": settings.serving.admin_token,
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": settings.kafka.bootstrap_servers,
+            "USERSIGNALS_KAFKA__TOPIC": settings.kafka.topic,
         }
     )
     granian = shutil.which("granian", path=str(Path(sys.executable).parent)) or "granian"
@@ -305,9 +318,11 @@ def serve(
         "--log-level", "warning",
         "usersignals.serving.worker:create",
     ]  # fmt: skip
+    accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(
         f"serving on http://{settings.serving.host}:{settings.serving.port} "
-        f"({settings.serving.workers} worker(s), {settings.serving.mode}); docs at /docs",
+        f"({settings.serving.workers} worker(s), {settings.serving.mode}; events to "
+        f"{accepted}); docs at /docs",
         markup=False,
     )
     os.execve(granian, arguments, environment)

@@ -65,6 +65,15 @@ class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
 class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Where events accepted over HTTP are logged durably before the processor applies them.
     path: str = "data/spool"
+    #: The API answers 503 (Retry-After) and /readyz 503 once this many spooled bytes are not
+    #: yet applied by the processor: a stopped processor cannot make the disk fill up.
+    max_backlog_bytes: int = 1 << 30
+    #: ... and when the spool's filesystem has less free space than this.
+    min_free_bytes: int = 64 << 20
+    #: A writer starts a new file after this many bytes, so applied files can be deleted.
+    segment_bytes: int = 64 << 20
+    #: Retry-After of those 503s, and how long a failed spool write keeps a worker not-ready.
+    retry_after_s: int = 5
 
 
 class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -93,7 +102,8 @@ class EnrichSettings(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
-    #: Empty: no Kafka; ``usersignals run`` then processes the HTTP spool only.
+    #: Empty: no Kafka; ``usersignals run`` then processes the HTTP spool only. Set for
+    #: ``usersignals serve`` too: the API then produces accepted events to ``topic``.
     bootstrap_servers: str = ""
     topic: str = "engagements"
     group_id: str = "usersignals"
@@ -105,6 +115,10 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     session_timeout_ms: PositiveMilliseconds = 10_000
     #: Any other librdkafka consumer settings (security, fetch sizes...).
     consumer: dict[str, str] = {}
+    #: The API (in Kafka mode) answers 503 when the broker has not acknowledged by then.
+    produce_timeout_ms: int = 5_000
+    #: Any other librdkafka settings of the API's producer.
+    producer: dict[str, str] = {}
 
 
 class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -135,3 +135,28 @@ class ApiError(UserSignalsError):
         self.code = code
         self.parameter = parameter
         super().__init__(f"HTTP {status} {code}: {message}")
+
+
+class SpoolWriteError(UserSignalsError):
+    """Appending to the HTTP spool failed; the append was rolled back.
+
+    ``reason`` is ``disk_full`` (no space, quota or file-size limit) or ``io_error``.
+    """
+
+    def __init__(self, path: str, reason: str, message: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"cannot append to spool file {path} ({reason}): {message}")
+
+
+class IngestUnavailableError(UserSignalsError):
+    """An accepted-write path cannot take more events now; the client should retry later.
+
+    ``reason``: ``backlog_full``, ``disk_full``, ``spool_error`` or ``broker_unavailable``;
+    ``retry_after_s`` is what the API sends as ``Retry-After``.
+    """
+
+    def __init__(self, reason: str, message: str, retry_after_s: int = 5) -> None:
+        self.reason = reason
+        self.retry_after_s = retry_after_s
+        super().__init__(message)

@@ -12,6 +12,14 @@ polling stops. The main thread hands over the offsets of each batch once it is w
 
 On a partition revocation the fetch thread waits, inside the callback, until every batch in
 flight has been written, and commits them, so the next owner starts from committed offsets.
+
+A state store outage does not stop the processor: the batch in hand is written again with
+capped backoff until the store is back (:class:`StoreRetry`), nothing is committed meanwhile,
+and ``/readyz`` reports 503.
+
+A user deletion travels on the topic like the user's events (a ``{"op": "delete"}`` value on
+the user's key, so in the same partition, in order): a batch is split at each deletion, the
+events before it are written first, then the deletion, then the rest.
 """
 
 from __future__ import annotations
@@ -22,23 +30,49 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-from usersignals.errors import StoreError
 from usersignals.events.decode import DecodeResult, EventDecoder
+from usersignals.events.model import Position
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaBatch, KafkaSource
+from usersignals.ingest.spool import parse_control
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
+from usersignals.processing.store_retry import StoreRetry
 
 logger = logging.getLogger(__name__)
-
-_STORE_RETRIES = 5
 
 
 @dataclass
 class KafkaRunnerStats:
     batches: int = 0
     bad: int = 0
+    deleted_users: int = 0
     report: BatchReport = field(default_factory=BatchReport)
+
+
+@dataclass
+class Segment:
+    """Decoded events of a batch up to a deletion (``delete``: the user to forget after them)."""
+
+    decoded: DecodeResult
+    delete: str | None = None
+
+
+def split_at_deletions(
+    decoder: EventDecoder, lines: list[bytes], positions: list[Position]
+) -> list[Segment]:
+    """Decode ``lines``, cut at every deletion record; one segment when there is none."""
+    segments: list[Segment] = []
+    start = 0
+    for index, line in enumerate(lines):
+        control = parse_control(line)
+        if control is not None:
+            decoded = decoder.decode_block(lines[start:index], positions[start:index])
+            segments.append(Segment(decoded, control.user_id))
+            start = index + 1
+    if start < len(lines) or not segments:
+        segments.append(Segment(decoder.decode_block(lines[start:], positions[start:])))
+    return segments
 
 
 class KafkaRunner:
@@ -49,14 +83,16 @@ class KafkaRunner:
         source: KafkaSource,
         dead_letters: DeadLetterTopic,
         metrics: ProcessorMetrics,
+        retry: StoreRetry | None = None,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
         self.source = source
         self.dead_letters = dead_letters
         self.metrics = metrics
+        self.retry = retry or StoreRetry(metrics=metrics)
         self.stats = KafkaRunnerStats()
-        self._queue: queue.Queue[tuple[KafkaBatch, DecodeResult] | None] = queue.Queue(maxsize=1)
+        self._queue: queue.Queue[tuple[KafkaBatch, list[Segment]] | None] = queue.Queue(maxsize=1)
         self._written: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._in_flight = 0
         self._drained = threading.Condition()
@@ -78,6 +114,7 @@ class KafkaRunner:
         self.source.commit(offsets)
 
     def run(self, stop: threading.Event) -> None:
+        self.retry.stop = stop
         fetcher = threading.Thread(target=self._fetch, args=(stop,), name="kafka-fetch")
         fetcher.start()
         try:
@@ -101,6 +138,15 @@ class KafkaRunner:
         if self._failure is not None:
             raise self._failure
 
+    def _write(self, micro: MicroBatch) -> None:
+        report = self.retry.call(lambda: self.engine.process(micro), "writing a batch")
+        self.stats.report.add(report)
+        self.metrics.observe_report(report)
+
+    def _delete_user(self, user_id: str) -> None:
+        self.retry.call(lambda: self.engine.delete_users([user_id]), "deleting a user")
+        self.stats.deleted_users += 1
+
     def _fetch(self, stop: threading.Event) -> None:
         try:
             next_positions = 0.0
@@ -112,11 +158,11 @@ class KafkaRunner:
                     next_positions = time.monotonic() + 1.0
                 if not batch.lines and not batch.bad:
                     continue
-                decoded = self.decoder.decode_block(batch.lines, batch.positions)
-                decoded.bad[:0] = batch.bad  # empty and null values: dead letters too
+                segments = split_at_deletions(self.decoder, batch.lines, batch.positions)
+                segments[0].decoded.bad[:0] = batch.bad  # empty and null values: dead letters
                 with self._drained:
                     self._in_flight += 1
-                self._queue.put((batch, decoded))
+                self._queue.put((batch, segments))
             if self._failure is None:
                 self.wait_for_drain()  # graceful stop: the batches in hand, written, committed
         except BaseException as exc:  # surfaced by run() in the main thread
@@ -124,26 +170,20 @@ class KafkaRunner:
         finally:
             self._queue.put(None)
 
-    def _apply(self, batch: KafkaBatch, decoded: DecodeResult) -> None:
+    def _apply(self, batch: KafkaBatch, segments: list[Segment]) -> None:
         started = time.perf_counter()
-        if decoded.bad:
-            self.dead_letters.write(decoded.bad)
-            self.stats.bad += len(decoded.bad)
-        micro = MicroBatch(decoded.events, decoded.positions)
-        for attempt in range(1, _STORE_RETRIES + 1):
-            try:
-                report = self.engine.process(micro)
-                break
-            except StoreError:
-                if attempt == _STORE_RETRIES:
-                    raise
-                logger.warning("state write failed (attempt %d), retrying", attempt, exc_info=True)
-                time.sleep(0.2 * 2**attempt)
+        bad = [event for segment in segments for event in segment.decoded.bad]
+        if bad:
+            self.dead_letters.write(bad)
+            self.stats.bad += len(bad)
+        for segment in segments:
+            self._write(MicroBatch(segment.decoded.events, segment.decoded.positions))
+            if segment.delete is not None:
+                self._delete_user(segment.delete)
         self._written.put(batch.next_offsets)  # committed by the fetch thread
         self.stats.batches += 1
-        self.stats.report.add(report)
-        self.metrics.observe_batch(decoded.events, decoded.bad, time.perf_counter() - started)
-        self.metrics.observe_report(report)
+        events = [event for segment in segments for event in segment.decoded.events]
+        self.metrics.observe_batch(events, bad, time.perf_counter() - started)
         with self._drained:
             self._in_flight -= 1
             self._drained.notify_all()

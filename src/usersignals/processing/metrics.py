@@ -47,10 +47,30 @@ class ProcessorMetrics:
             "Events dropped because the user applied their event_id within the dedupe horizon",
             registry=self.registry,
         )
+        self.store_available = Gauge(
+            "usersignals_store_available",
+            "1 while state store writes succeed, 0 while they fail and are being retried",
+            registry=self.registry,
+        )
+        self.store_up = True
+        self.store_available.set(1)
+        self.store_failures = Counter(
+            "usersignals_store_failures", "Failed state store operations (each retried)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.spool_retired = Counter(
+            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
+            registry=self.registry,
+        )  # fmt: skip
         self.write_seconds = Histogram(
             "usersignals_batch_seconds", "Time to process and write one micro-batch",
             registry=self.registry,
         )  # fmt: skip
+
+    def set_store_available(self, available: bool) -> None:
+        """Store writes succeed (True) or fail and are being retried (False): /readyz."""
+        self.store_up = available
+        self.store_available.set(1 if available else 0)
 
     def observe_positions(self, positions: dict[str, tuple[int, int]]) -> None:
         for partition, (position, high) in positions.items():

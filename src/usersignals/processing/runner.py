@@ -1,4 +1,10 @@
-"""The processor loop over the HTTP spool: tail, decode, process, remember where it stopped."""
+"""The processor loop over the HTTP spool: tail, decode, process, remember where it stopped.
+
+Each spool file has its own progress key (``m:spool_mark:<file>``), written atomically with
+the state its lines produced. A file whose writer is gone and whose lines are all applied is
+deleted, then its key: a crash in between leaves a key without a file, which is harmless
+(names are never reused).
+"""
 
 from __future__ import annotations
 
@@ -10,15 +16,26 @@ import msgspec
 
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.ingest.spool import SpoolChunk, SpoolReader, parse_control
+from usersignals.ingest.spool import (
+    FinishedFile,
+    SpoolChunk,
+    SpoolReader,
+    decode_mark,
+    encode_mark,
+    mark_key,
+    parse_control,
+)
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
+from usersignals.processing.metrics import ProcessorMetrics
+from usersignals.processing.store_retry import StoreRetry
 from usersignals.state.keys import meta_key
 
 logger = logging.getLogger(__name__)
 
-SPOOL_MARKS_KEY = meta_key("spool_marks")
-_marks_type = dict[str, tuple[int, int]]
+#: Where every file's marks were kept together before one key per file; migrated on start.
+LEGACY_MARKS_KEY = meta_key("spool_marks")
+_legacy_type = dict[str, tuple[int, int]]
 
 
 @dataclass
@@ -27,6 +44,7 @@ class RunnerStats:
     lines: int = 0
     bad: int = 0
     deleted_users: int = 0
+    retired_files: int = 0
     report: BatchReport = field(default_factory=BatchReport)
 
 
@@ -41,6 +59,7 @@ class SpoolRunner:
         dead_letters: DeadLetterFile,
         batch_size: int = 50_000,
         idle_sleep_s: float = 0.02,
+        retry: StoreRetry | None = None,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
@@ -48,10 +67,28 @@ class SpoolRunner:
         self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.idle_sleep_s = idle_sleep_s
+        self.retry = retry or StoreRetry()
         self.stats = RunnerStats()
-        stored = engine.store.get_many([SPOOL_MARKS_KEY])[0]
-        if stored:
-            reader.marks.update(msgspec.msgpack.decode(stored, type=_marks_type))
+        reader.load_mark = self._load_mark
+        self._migrate_legacy_marks()
+
+    @property
+    def metrics(self) -> ProcessorMetrics | None:
+        return self.retry.metrics
+
+    def _load_mark(self, partition: str) -> tuple[int, int]:
+        key = mark_key(partition)
+        stored = self.retry.call(lambda: self.engine.store.get_many([key])[0], "reading marks")
+        return decode_mark(stored)
+
+    def _migrate_legacy_marks(self) -> None:
+        store = self.engine.store
+        stored = store.get_many([LEGACY_MARKS_KEY])[0]
+        if not stored:
+            return
+        legacy = msgspec.msgpack.decode(stored, type=_legacy_type)
+        puts = {mark_key(p): encode_mark(mark) for p, mark in legacy.items()}
+        store.write(puts, deletes=[LEGACY_MARKS_KEY])
 
     def run_once(self) -> int:
         """Process what is available now; returns the number of lines consumed."""
@@ -59,9 +96,13 @@ class SpoolRunner:
         for chunk in self.reader.poll(self.batch_size):
             self._process(chunk)
             consumed += len(chunk.lines)
+        finished, self.reader.finished = self.reader.finished, []
+        for done in finished:
+            self._retire(done)
         return consumed
 
     def run(self, stop: threading.Event) -> None:
+        self.retry.stop = stop
         while not stop.is_set():
             if not self.run_once():
                 stop.wait(self.idle_sleep_s)
@@ -78,11 +119,14 @@ class SpoolRunner:
                 self._offset_after(chunk, index),
                 chunk.positions[index].offset,
             )
-            self.engine.delete_users([control.user_id], self._marks())
-            self.stats.deleted_users += 1
+            self._delete_user(control.user_id, self._marks(chunk.partition))
             start = index + 1
         self.reader.advance(chunk)
         self._events(chunk, start, len(chunk.lines), final=True)
+
+    def _delete_user(self, user_id: str, marks: dict[bytes, bytes]) -> None:
+        self.retry.call(lambda: self.engine.delete_users([user_id], marks), "deleting a user")
+        self.stats.deleted_users += 1
 
     def _events(self, chunk: SpoolChunk, start: int, end: int, final: bool = False) -> None:
         if start >= end and not final:
@@ -91,15 +135,30 @@ class SpoolRunner:
         if decoded.bad:
             self.dead_letters.write(decoded.bad)
             self.stats.bad += len(decoded.bad)
-        report = self.engine.process(
-            MicroBatch(decoded.events, decoded.positions), self._marks() if final else None
-        )
+        batch = MicroBatch(decoded.events, decoded.positions)
+        marks = self._marks(chunk.partition) if final else None
+        report = self.retry.call(lambda: self.engine.process(batch, marks), "writing a batch")
         self.stats.report.add(report)
         self.stats.batches += 1
         self.stats.lines += end - start
 
-    def _marks(self) -> dict[bytes, bytes]:
-        return {SPOOL_MARKS_KEY: msgspec.msgpack.encode(self.reader.marks)}
+    def _retire(self, done: FinishedFile) -> None:
+        """Delete a fully applied file whose writer is gone, then its progress key."""
+        if done.torn_tail_bytes:
+            logger.warning(
+                "%s: skipping a torn last line of %d bytes (its writer died before "
+                "acknowledging it)", done.path, done.torn_tail_bytes,
+            )  # fmt: skip
+        done.path.unlink(missing_ok=True)
+        key = mark_key(done.partition)
+        self.retry.call(lambda: self.engine.store.write({}, deletes=[key]), "retiring a file")
+        self.reader.forget(done)
+        self.stats.retired_files += 1
+        if self.metrics is not None:
+            self.metrics.spool_retired.inc()
+
+    def _marks(self, partition: str) -> dict[bytes, bytes]:
+        return {mark_key(partition): encode_mark(self.reader.marks[partition])}
 
     @staticmethod
     def _offset_after(chunk: SpoolChunk, index: int) -> int:

@@ -22,6 +22,7 @@ from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
 )
@@ -35,13 +36,14 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.errors import (
     AsOfError,
     ContextError,
+    IngestUnavailableError,
     SignalNotFoundError,
     UserSignalsError,
 )
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
+from usersignals.ingest.accepted import AcceptedLog
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.ingest.spool import SpoolWriter
 from usersignals.serving.openapi import DOCS_HTML, openapi_document
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader, UserSignals
@@ -64,7 +66,6 @@ MAX_USER_ID_CHARS = 256
 
 _HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 _encode = msgspec.json.Encoder().encode
-_event_encoder = msgspec.json.Encoder()
 _batch_decoder = msgspec.json.Decoder(BatchRequest)
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
 
@@ -76,7 +77,8 @@ class ServingState:
     registry: SignalRegistry
     reader: SignalReader
     decoder: EventDecoder
-    spool: SpoolWriter
+    #: Where accepted events and deletions go before the 2xx: the spool, or Kafka.
+    log: AcceptedLog
     dead_letters: DeadLetterFile
     admin_token: str = ""
     refresh_interval_s: float = 0.1
@@ -101,6 +103,18 @@ class ServingState:
         self.events_accepted = Counter(
             "usersignals_http_events_accepted", "Events accepted over HTTP", registry=self.metrics
         )
+        self.events_refused = Counter(
+            "usersignals_http_events_refused",
+            "Requests to ingest refused with 503, by reason (backlog_full, disk_full, ...)",
+            ["reason"],
+            registry=self.metrics,
+        )
+        self.backlog = Gauge(
+            "usersignals_ingest_backlog_bytes",
+            "Spooled bytes not yet applied by the processor (0 in Kafka mode)",
+            registry=self.metrics,
+        )
+        self.backlog.set_function(lambda: self.log.status().backlog_bytes)
         self.events_rejected = Counter(
             "usersignals_http_events_rejected",
             "Events rejected over HTTP, by reason",
@@ -155,6 +169,11 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
             response = _error(
                 exc.status_code, _HTTP_CODES.get(exc.status_code, "http_error"), str(exc.detail)
             )
+        except IngestUnavailableError as exc:
+            # Not accepted, not kept: the client retries after the pause it is told.
+            state.events_refused.labels(exc.reason).inc()
+            response = _error(503, exc.reason, str(exc))
+            response.headers["Retry-After"] = str(exc.retry_after_s)
         except UserSignalsError as exc:
             logger.warning("request failed: %s", exc)
             response = _error(503, "unavailable", str(exc))
@@ -259,6 +278,7 @@ def create_app(state: ServingState) -> Starlette:
         return Response(registry.to_json(), media_type="application/json")
 
     async def ingest(request: Request) -> Response:
+        state.log.check()  # a full backlog or disk: 503 before reading anything
         body = await _body(request)
         stripped = body.lstrip()
         raws = _raw_list_decoder.decode(body) if stripped[:1] == b"[" else [msgspec.Raw(body)]
@@ -266,14 +286,14 @@ def create_app(state: ServingState) -> Starlette:
             raise ContextError("body", "lists no events")
         if len(raws) > MAX_EVENTS_PER_REQUEST:
             raise ContextError("body", f"at most {MAX_EVENTS_PER_REQUEST} events per request")
-        accepted: list[bytes] = []
+        accepted: list[Event] = []
         rejected: list[Rejected] = []
         bad: list[BadEvent] = []
         now_ms = time.time_ns() // 1_000_000
         for index, raw in enumerate(raws):
             outcome = state.decoder.decode_one(bytes(raw), now_ms)
             if isinstance(outcome, Event):
-                accepted.append(_event_encoder.encode(outcome))
+                accepted.append(outcome)
             else:
                 rejected.append(Rejected(index, outcome.reason, outcome.detail))
                 bad.append(outcome)
@@ -281,8 +301,9 @@ def create_app(state: ServingState) -> Starlette:
         if bad:
             await asyncio.to_thread(state.dead_letters.write, bad)
         if accepted:
-            # Durable (fsynced) before the answer: an accepted event is never lost.
-            await asyncio.to_thread(state.spool.append, accepted)
+            # Durable (fsynced, or acknowledged by the broker) before the answer: an accepted
+            # event is never lost.
+            await asyncio.to_thread(state.log.append_events, accepted)
             state.events_accepted.inc(len(accepted))
         status = 202 if accepted else 422
         return _json(IngestResponse(len(accepted), rejected), status)
@@ -302,7 +323,7 @@ def create_app(state: ServingState) -> Starlette:
             return _error(403, "forbidden", "the admin endpoint is disabled (no admin token)")
         if not _same(token, state.admin_token):
             return _error(403, "forbidden", "wrong admin token")
-        await asyncio.to_thread(state.spool.delete_user, user_id)
+        await asyncio.to_thread(state.log.delete_user, user_id)
         return _json(DeleteResponse(user_id, "deletion queued"), 202)
 
     async def healthz(request: Request) -> Response:
@@ -310,9 +331,13 @@ def create_app(state: ServingState) -> Starlette:
 
     async def readyz(request: Request) -> Response:
         lag = time.monotonic() - state.last_refresh
+        log = await asyncio.to_thread(state.log.status)
+        body = {"seconds_since_refresh": round(lag, 3), "backlog_bytes": log.backlog_bytes}
         if lag > max(5 * state.refresh_interval_s, 1.0):
-            return _json({"status": "stale", "seconds_since_refresh": round(lag, 3)}, 503)
-        return _json({"status": "ready", "seconds_since_refresh": round(lag, 3)})
+            return _json({"status": "stale", **body}, 503)
+        if not log.ready:  # backlog_full, disk_full, spool_error or broker_unavailable
+            return _json({"status": log.reason, **body}, 503)
+        return _json({"status": "ready", **body})
 
     async def metrics(request: Request) -> Response:
         return Response(generate_latest(state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,109 @@
+"""Kafka as the API's accepted-write path (``usersignals serve --kafka``).
+
+Each accepted event is produced to the events topic keyed by its user id, and the API answers
+2xx only once the broker has acknowledged every event of the request (``acks=all``, an
+idempotent producer). A deletion is a ``{"op": "delete", "user_id": ...}`` value on the same
+key, so it lands in the user's partition behind every event accepted before it — by any API
+worker — and the processor applies it in that order. A broker that does not acknowledge within
+``kafka.produce_timeout_ms`` makes the request a 503 with ``Retry-After``.
+
+A request that timed out may still have reached the topic (the acknowledgement, not the write,
+was lost); a client that retries it sends the same ``event_id``s again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+
+import msgspec
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
+
+from usersignals.config import KafkaSettings
+from usersignals.errors import IngestUnavailableError
+from usersignals.events.model import Event
+from usersignals.ingest.accepted import LogStatus
+from usersignals.ingest.spool import encode_delete
+
+logger = logging.getLogger(__name__)
+
+_encode_event = msgspec.json.Encoder().encode
+_RETRY_AFTER_S = 5
+
+
+class _Pending:
+    """The deliveries one request waits for."""
+
+    def __init__(self, count: int) -> None:
+        self.remaining = count
+        self.errors: list[str] = []
+        self.done = threading.Event()
+        self._lock = threading.Lock()
+
+    def delivered(self, error: KafkaError | None, message: Message) -> None:
+        with self._lock:
+            if error is not None:
+                self.errors.append(str(error))
+            self.remaining -= 1
+            if self.remaining <= 0:
+                self.done.set()
+
+
+class KafkaLog:
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.topic = settings.topic
+        self.timeout_s = settings.produce_timeout_ms / 1000
+        self._producer = Producer(
+            {
+                "bootstrap.servers": settings.bootstrap_servers,
+                "acks": "all",
+                "enable.idempotence": True,
+                "linger.ms": 2,
+                # librdkafka gives up on a message after this: the request's 503.
+                "message.timeout.ms": settings.produce_timeout_ms,
+                **settings.producer,
+            }
+        )
+        self._failed_at = -1e9
+
+    def check(self) -> None:
+        """Nothing to check ahead: the broker's acknowledgement is the check."""
+
+    def append_events(self, events: Sequence[Event]) -> None:
+        self._produce([(event.user_id, _encode_event(event)) for event in events])
+
+    def delete_user(self, user_id: str) -> None:
+        self._produce([(user_id, encode_delete(user_id))])
+
+    def _produce(self, records: list[tuple[str, bytes]]) -> None:
+        pending = _Pending(len(records))
+        deadline = time.monotonic() + self.timeout_s + 1.0
+        try:
+            for key, value in records:
+                self._producer.produce(
+                    self.topic, key=key.encode(), value=value, on_delivery=pending.delivered
+                )
+        except (BufferError, KafkaException) as exc:
+            self._refuse(f"cannot queue the events for the broker: {exc}")
+        # Serve delivery callbacks (of any request) until ours are all in, or time is up.
+        while not pending.done.is_set() and time.monotonic() < deadline:
+            self._producer.poll(0.01)
+        if not pending.done.is_set():
+            self._refuse(f"the broker did not acknowledge within {self.timeout_s:.1f} s")
+        if pending.errors:
+            self._refuse(f"the broker refused the events: {pending.errors[0]}")
+
+    def _refuse(self, message: str) -> None:
+        self._failed_at = time.monotonic()
+        logger.error("%s", message)
+        raise IngestUnavailableError("broker_unavailable", message, _RETRY_AFTER_S)
+
+    def status(self) -> LogStatus:
+        if time.monotonic() - self._failed_at < _RETRY_AFTER_S:
+            return LogStatus(False, "broker_unavailable")
+        return LogStatus(True)
+
+    def close(self) -> None:
+        self._producer.flush(self.timeout_s)

@@ -1,0 +1,62 @@
+"""The processor's own small HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz``.
+
+``/readyz`` answers 503 while the state store is failing (its writes are being retried), so
+an orchestrator can see the processor is waiting, not dead; ``/healthz`` stays 200 as long as
+the process runs, so nothing restarts a processor that is only waiting for its store.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterable
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import msgspec
+from prometheus_client import make_wsgi_app
+
+from usersignals.processing.metrics import ProcessorMetrics
+
+_encode = msgspec.json.Encoder().encode
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Probes every few seconds would flood stderr; metrics count what matters."""
+
+
+class HealthServer:
+    """Serves the processor's metrics and readiness on ``host:port`` in a daemon thread."""
+
+    def __init__(self, metrics: ProcessorMetrics, host: str, port: int) -> None:
+        self.metrics = metrics
+        self._metrics_app = make_wsgi_app(metrics.registry)
+        self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, name="processor-health", daemon=True
+        )
+
+    def start(self) -> HealthServer:
+        self._thread.start()
+        return self
+
+    def _app(self, environ: dict[str, Any], respond: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path == "/healthz":
+            return _json(respond, "200 OK", {"status": "ok"})
+        if path == "/readyz":
+            if not self.metrics.store_up:
+                return _json(respond, "503 Service Unavailable", {"status": "store_unavailable"})
+            return _json(respond, "200 OK", {"status": "ready"})
+        result: Iterable[bytes] = self._metrics_app(environ, respond)
+        return result
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+
+def _json(respond: Callable[..., Any], status: str, body: dict[str, str]) -> list[bytes]:
+    payload = _encode(body)
+    respond(status, [("Content-Type", "application/json"), ("Content-Length", str(len(payload)))])
+    return [payload]

@@ -1,0 +1,154 @@
+"""The HTTP spool: every acknowledged line is applied once, whatever happens to its file.
+
+Real RocksDB on a temp dir, real files; the processor is the real ``SpoolRunner``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from usersignals import Event, ReadContext, RocksStore, SignalRegistry
+from usersignals.events.decode import EventDecoder
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.spool import SpoolReader, SpoolWriter
+from usersignals.processing.engine import Engine
+from usersignals.processing.runner import SpoolRunner
+from usersignals.serving.reader import SignalReader
+from usersignals.state.keys import META_PREFIX
+
+_encode = msgspec.json.Encoder().encode
+NOW = time.time_ns() // 1_000_000
+
+
+@pytest.fixture
+def registry(tmp_path: Path) -> SignalRegistry:
+    module = tmp_path / "spool_signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count())\n"
+    )
+    return SignalRegistry.from_module(str(module))
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[RocksStore]:
+    opened = RocksStore(tmp_path / "store")
+    yield opened
+    opened.close()
+
+
+def runner_for(registry: SignalRegistry, store: RocksStore, spool: Path) -> SpoolRunner:
+    return SpoolRunner(
+        Engine(registry, store),
+        EventDecoder(),
+        SpoolReader(spool),
+        DeadLetterFile(spool.parent / "dead" / "processor.jsonl"),
+    )
+
+
+def events(prefix: str, count: int, users: int = 10) -> list[bytes]:
+    return [
+        _encode(Event(f"{prefix}-{i}", f"u{i % users}", "i1", "click", "home", NOW))
+        for i in range(count)
+    ]
+
+
+def applied(registry: SignalRegistry, store: RocksStore, users: int = 10) -> int:
+    reader = SignalReader(registry, store)
+    context = ReadContext(window_ms=86_400_000, now_ms=NOW + 1)
+    answers = reader.read_many([f"u{i}" for i in range(users)], ["clicks"], context)
+    return sum(answer.signals["clicks"].value["total"] for answer in answers)
+
+
+def test_a_writer_name_reused_after_the_file_was_removed_loses_nothing(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    """Containers reuse process ids: the same writer name must never hide a new file."""
+    spool = tmp_path / "spool"
+    runner = runner_for(registry, store, spool)
+    first = SpoolWriter(spool, "worker-1")
+    first.append(events("a", 1_000))
+    first.close()
+    runner.run_once()
+    assert applied(registry, store) == 1_000
+    for path in spool.glob("*.jsonl"):  # an operator tidies up processed files
+        path.unlink()
+
+    second = SpoolWriter(spool, "worker-1")  # pid 1 again, in the next container
+    second.append(events("b", 1_000))
+    second.close()
+    runner.run_once()
+    assert applied(registry, store) == 2_000
+
+
+def test_a_torn_last_line_does_not_cost_the_next_writer_its_first_event(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    """A writer SIGKILLed mid-line leaves a torn tail; a writer of the same name follows."""
+    spool = tmp_path / "spool"
+    crashed = SpoolWriter(spool, "worker-7")
+    crashed.append(events("a", 100))
+    torn = events("torn", 1)[0]
+    with crashed.path.open("ab") as handle:  # what a kill between two write calls leaves
+        handle.write(torn[: len(torn) // 2])
+    crashed.close()
+
+    restarted = SpoolWriter(spool, "worker-7")
+    restarted.append(events("b", 1))  # acknowledged: must be applied
+    restarted.close()
+    runner = runner_for(registry, store, spool)
+    runner.run_once()
+    runner.run_once()
+    assert applied(registry, store) == 101
+    assert runner.dead_letters.count == 0
+
+
+def test_fully_applied_files_are_deleted_with_their_progress_key(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    runner = runner_for(registry, store, spool)
+    open_writer = SpoolWriter(spool, "live")
+    closed_writer = SpoolWriter(spool, "gone")
+    open_writer.append(events("a", 50))
+    closed_writer.append(events("b", 50))
+    closed_writer.close()
+    runner.run_once()
+    runner.run_once()
+    assert applied(registry, store) == 100
+    # The closed writer's file is applied and retired; the open one stays, with one
+    # progress key of its own.
+    assert [p.name for p in spool.glob("*.jsonl")] == [open_writer.path.name]
+    marks = [key for key, _ in store.scan(META_PREFIX) if b"spool" in key]
+    assert len(marks) == 1
+    assert open_writer.path.stem.encode() in marks[0]
+
+    open_writer.append(events("c", 10))
+    open_writer.close()
+    runner.run_once()
+    runner.run_once()
+    assert applied(registry, store) == 110
+    assert list(spool.glob("*.jsonl")) == []
+    assert [key for key, _ in store.scan(META_PREFIX) if b"spool" in key] == []
+
+
+def test_a_restarted_processor_resumes_from_each_files_progress_key(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    spool = tmp_path / "spool"
+    writer = SpoolWriter(spool, "w")
+    writer.append(events("a", 30))
+    runner_for(registry, store, spool).run_once()
+    writer.append(events("b", 20))
+    writer.close()
+    again = runner_for(registry, store, spool)
+    again.run_once()
+    again.run_once()
+    assert applied(registry, store) == 50
+    assert again.stats.lines == 20
+    assert list(spool.glob("*.jsonl")) == []

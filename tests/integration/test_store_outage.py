@@ -1,0 +1,158 @@
+"""A state store outage mid-stream: the processor waits it out and loses or doubles nothing.
+
+A real redis-server (append-only, fsync always) is SIGKILLed while the real
+``usersignals run --kafka`` processor writes to it, and started again on the same port a few
+seconds later. The processor must stay up, answer 503 on ``/readyz`` during the outage, and
+end with exactly the state of one clean replay.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+from test_kafka import (
+    clean_replay,
+    committed,
+    produce,
+    records,
+    reference_values,
+    start_processor,
+    stop,
+    wait_caught_up,
+)
+
+from redis_server import RedisServer
+from usersignals import Event, ReadContext, SignalRegistry
+from usersignals.devtools.broker import LocalBroker, free_port
+from usersignals.enrich.tables import load_table
+from usersignals.events.decode import EventDecoder
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.spool import SpoolReader, SpoolWriter
+from usersignals.processing.engine import Engine
+from usersignals.processing.runner import SpoolRunner
+from usersignals.serving.reader import SignalReader
+from usersignals.state.redis import RedisStore
+
+
+def readiness(port: int) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+def wait_for(condition: object, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if callable(condition) and condition():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+
+
+def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = "outage"
+    values, items = reference_values(60_000, seed=31)
+    ends = produce(broker.bootstrap, topic, values)
+    clean_store = clean_replay(broker, topic, "g-clean-o", tmp_path / "clean", items, ends)
+
+    server = RedisServer(persistent=True)
+    try:
+        store = RedisStore(server.url, namespace="outage")
+        jsonl = tmp_path / "items.jsonl"
+        jsonl.write_bytes(msgspec.json.Encoder().encode_lines(items))
+        load_table(store.table("items"), jsonl, key="item_id")
+        store.close()
+        env = {
+            "USERSIGNALS_STORE__BACKEND": "redis",
+            "USERSIGNALS_STORE__REDIS_URL": server.url,
+            "USERSIGNALS_STORE__REDIS_NAMESPACE": "outage",
+            "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "1000",
+        }
+        port = free_port()
+        process = start_processor(
+            broker.bootstrap, topic, "g-outage", tmp_path / "unused",
+            "--metrics-port", str(port), env_extra=env,
+        )  # fmt: skip
+        wait_for(
+            lambda: sum(committed(broker.bootstrap, "g-outage", topic).values()) > 5_000,
+            120, "the processor to be mid-stream",
+        )  # fmt: skip
+        assert readiness(port) == 200
+        server.kill()
+        wait_for(lambda: readiness(port) == 503, 30, "/readyz to report the outage")
+        time.sleep(25)  # longer than the old bounded retries (~21 s) could bridge
+        assert process.poll() is None, "the processor exited during the outage"
+        server.start()
+        wait_for(lambda: readiness(port) == 200, 60, "/readyz to recover")
+        wait_caught_up(broker.bootstrap, "g-outage", topic, ends, timeout_s=300)
+        code, err = stop(process)
+        assert code == 0, err
+        store = RedisStore(server.url, namespace="outage")
+        got = dict(store.scan(b"u:"))
+        store.close()
+    finally:
+        server.stop()
+    expected = records(clean_store)
+    assert got.keys() == expected.keys()
+    different = [key for key in expected if got[key] != expected[key]]
+    assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
+
+
+def test_spool_processor_waits_out_a_redis_outage(tmp_path: Path) -> None:
+    module = tmp_path / "outage_signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count())\n"
+    )
+    registry = SignalRegistry.from_module(str(module))
+    encode = msgspec.json.Encoder().encode
+    now = time.time_ns() // 1_000_000
+    server = RedisServer(persistent=True)
+    stop_event = threading.Event()
+    try:
+        store = RedisStore(server.url, namespace="spool-outage")
+        runner = SpoolRunner(
+            Engine(registry, store), EventDecoder(), SpoolReader(tmp_path / "spool"),
+            DeadLetterFile(tmp_path / "dead.jsonl"), idle_sleep_s=0.01,
+        )  # fmt: skip
+        failures: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                runner.run(stop_event)
+            except BaseException as exc:  # surfaced by the assertion below
+                failures.append(exc)
+
+        thread = threading.Thread(target=run)
+        thread.start()
+        writer = SpoolWriter(tmp_path / "spool", "w")
+        writer.append([encode(Event(f"a{i}", "u1", "i", "click", "home", now)) for i in range(50)])
+        wait_for(lambda: runner.stats.lines == 50, 30, "the first lines")
+        server.kill()
+        writer.append([encode(Event(f"b{i}", "u1", "i", "click", "home", now)) for i in range(50)])
+        wait_for(lambda: runner.retry.failures > 0, 30, "a failed write")
+        assert not runner.retry.available
+        time.sleep(2)
+        assert thread.is_alive()
+        assert not failures
+        server.start()
+        wait_for(lambda: runner.stats.lines == 100, 60, "the lines written during the outage")
+        assert runner.retry.available
+        writer.close()
+        stop_event.set()
+        thread.join(timeout=30)
+        assert failures == []
+        context = ReadContext(window_ms=86_400_000, now_ms=now + 1)
+        answer = SignalReader(registry, store).read("u1", ["clicks"], context)
+        store.close()
+    finally:
+        stop_event.set()
+        server.stop()
+    assert answer.signals["clicks"].value["total"] == 100  # every event, once
