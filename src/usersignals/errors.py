@@ -81,3 +81,11 @@ class ApiError(UserSignalsError):
         self.code = code
         self.parameter = parameter
         super().__init__(f"HTTP {status} {code}: {message}")
+
+
+class NativeCoreError(UserSignalsError):
+    """The native core refused a plan or a batch: a bug in the glue, never bad input."""
+
+    def __init__(self, operation: str, message: str) -> None:
+        self.operation = operation
+        super().__init__(f"native core {operation}: {message}")

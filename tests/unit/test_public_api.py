@@ -59,6 +59,7 @@ def test_errors_are_exported() -> None:
         "ConfigurationError",
         "ContextError",
         "EnrichmentError",
+        "NativeCoreError",
         "SignalDefinitionError",
         "SignalNotFoundError",
         "StateCodecError",
