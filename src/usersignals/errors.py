@@ -160,3 +160,11 @@ class IngestUnavailableError(UserSignalsError):
         self.reason = reason
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+
+class NativeCoreError(UserSignalsError):
+    """The native core refused a plan or a batch: a bug in the glue, never bad input."""
+
+    def __init__(self, operation: str, message: str) -> None:
+        self.operation = operation
+        super().__init__(f"native core {operation}: {message}")

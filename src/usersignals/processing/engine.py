@@ -32,6 +32,7 @@ from usersignals.errors import ConfigurationError
 from usersignals.events.model import Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.processing.native import NativeSignals
 from usersignals.signals.definition import CompiledSignal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
@@ -86,6 +87,12 @@ class Engine:
         # that stateful aggregation is measured against); off by default.
         self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
         self._plans = [_Plan(signal.compiled) for signal in registry]
+        # The signals the native core runs, one call per batch (processing/native.py); the
+        # others, user-defined aggregations included, stay on the per-user Python path.
+        self._native = NativeSignals(list(registry))
+        self._python_plans = [plan for plan in self._plans if plan.key not in self._native.keys]
+        python_layouts = {plan.layout for plan in self._python_plans}
+        self._native_counts_misses = bool(self._native.layouts - python_layouts)
         self._hot = DecodedStateCache()
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry}
@@ -153,6 +160,12 @@ class Engine:
             )
 
         records = self._lookups(events, work)
+        native_states: list[list[bytes | None]] = []
+        if self._native:
+            missing_native = report.missing_enrichment if self._native_counts_misses else None
+            native_states, native_applied, native_expired = self._native.apply(
+                events, work, records, missing_native
+            )
         joins = {
             plan.layout: [(name, records[name], plan.lookup_keys[name]) for name in plan.layout]
             for plan in self._plans
@@ -161,12 +174,15 @@ class Engine:
         puts = {key: encode_record(record) for key, record in puts_only_progress}
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
+        if self._native:
+            applied.update(native_applied)
+            expired.update(native_expired)
         newest = 0
-        for key, record, fresh in work:
+        for index, (key, record, fresh) in enumerate(work):
             user_events = [events[i] for i in fresh]
             rows_by_layout: dict[tuple[str, ...], list[Row]] = {}
             states = record.states
-            for plan in self._plans:
+            for plan in self._python_plans:
                 layout_rows = rows_by_layout.get(plan.layout)
                 if layout_rows is None:
                     layout_rows = rows_by_layout[plan.layout] = _join(
@@ -189,6 +205,8 @@ class Engine:
                 states[plan.key] = encoded
                 applied[plan.key] += len(rows) - outcome.expired
                 expired[plan.key] += outcome.expired
+            if native_states:
+                self._native.place(states, native_states[index])
             _advance(record.progress, positions, fresh)
             last_ts = user_events[-1].ts
             if last_ts > newest:

@@ -17,6 +17,7 @@ import msgspec
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.errors import AsOfError
+from usersignals.processing.native import NativeSignals
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -48,6 +49,8 @@ class SignalReader:
         self.registry = registry
         self.store = store
         self.cache = DecodedStateCache(min_bytes=512, capacity=20_000)
+        # Native signals are read by the core straight from the stored bytes.
+        self.native = NativeSignals(list(registry))
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_many([user_id], names, context)[0]
@@ -71,10 +74,19 @@ class SignalReader:
             out.append(
                 UserSignals(
                     user_id,
-                    {s.name: read_signal(s, record, c, key, self.cache) for s, c in plan},
+                    {s.name: self._read(s, record, c, key) for s, c in plan},
                 )
             )
         return out
+
+    def _read(
+        self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
+    ) -> SignalResult:
+        raw = record.states.get(signal.key) if record is not None else None
+        answer = self.native.read(signal, raw, context, key)
+        if answer is None:
+            return read_signal(signal, record, context, key, self.cache)
+        return result_of(signal, answer, context)
 
 
 def read_signal(

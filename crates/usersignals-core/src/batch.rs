@@ -1,0 +1,143 @@
+//! The batch executor: one call per micro-batch, events as columns, states as bytes.
+//!
+//! Events are grouped by user and applied in event-time order (stable: equal times keep
+//! batch order, as the Python engine's sort does). For each user and plan the core decodes
+//! the stored state once, folds in the events the plan's filter accepts, and encodes the new
+//! state; a plan that accepts none of a user's events leaves that state untouched (`None`).
+
+use std::collections::HashMap;
+
+use crate::error::CoreError;
+use crate::last_n::{self, tie_of, Entry};
+use crate::plan::{Aggregation, Plan, Predicate};
+use crate::value::Value;
+
+/// A micro-batch as columns, index for index. `user[i]` indexes the batch's users.
+#[derive(Debug, Clone, Default)]
+pub struct Batch {
+    pub users: usize,
+    pub user: Vec<u32>,
+    pub ts: Vec<i64>,
+    pub event_id: Vec<String>,
+    /// The fields the plans read (event fields, attributes, enriched fields), by name.
+    pub names: Vec<String>,
+    pub columns: Vec<Vec<Value>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BatchOutput {
+    /// `states[user][plan]`: the new state bytes, or `None` where nothing changed.
+    pub states: Vec<Vec<Option<Vec<u8>>>>,
+    /// Per plan: events applied, and events already older than the retention.
+    pub applied: Vec<u64>,
+    pub expired: Vec<u64>,
+}
+
+struct Bound<'p> {
+    plan: &'p Plan,
+    filter: Option<Predicate<usize>>,
+    keep: Vec<usize>,
+}
+
+impl Batch {
+    fn check(&self, stored: &[Vec<Option<&[u8]>>], plans: usize) -> Result<(), CoreError> {
+        let n = self.ts.len();
+        if self.user.len() != n || self.event_id.len() != n {
+            return Err(CoreError::Batch("user, ts and event_id differ in length".into()));
+        }
+        if self.names.len() != self.columns.len() || self.columns.iter().any(|c| c.len() != n) {
+            return Err(CoreError::Batch("a field column differs in length".into()));
+        }
+        if self.user.iter().any(|u| *u as usize >= self.users) {
+            return Err(CoreError::Batch("a user index is out of range".into()));
+        }
+        if stored.len() != self.users || stored.iter().any(|s| s.len() != plans) {
+            return Err(CoreError::Batch("stored states are not users x plans".into()));
+        }
+        Ok(())
+    }
+}
+
+pub fn execute(
+    plans: &[Plan],
+    batch: &Batch,
+    stored: &[Vec<Option<&[u8]>>],
+) -> Result<BatchOutput, CoreError> {
+    batch.check(stored, plans.len())?;
+    let names: HashMap<&str, usize> =
+        batch.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
+    let bound = plans.iter().map(|plan| bind(plan, &names)).collect::<Result<Vec<_>, _>>()?;
+    // Filters once per event and plan, up front: a tight loop over the columns.
+    let accepted: Vec<Vec<bool>> = bound
+        .iter()
+        .map(|b| match &b.filter {
+            None => vec![true; batch.ts.len()],
+            Some(f) => (0..batch.ts.len()).map(|row| f.accepts(&batch.columns, row)).collect(),
+        })
+        .collect();
+    let mut order: Vec<usize> = (0..batch.ts.len()).collect();
+    order.sort_by_key(|&i| (batch.user[i], batch.ts[i]));
+    let mut out = BatchOutput {
+        states: vec![vec![None; plans.len()]; batch.users],
+        applied: vec![0; plans.len()],
+        expired: vec![0; plans.len()],
+    };
+    for group in order.chunk_by(|a, b| batch.user[*a] == batch.user[*b]) {
+        let user = batch.user[group[0]] as usize;
+        for (p, b) in bound.iter().enumerate() {
+            let rows: Vec<usize> = group.iter().copied().filter(|&i| accepted[p][i]).collect();
+            if rows.is_empty() {
+                continue;
+            }
+            let old = stored[user][p];
+            let (state, expired) = apply(b, batch, old, &rows).map_err(|e| {
+                CoreError::UserState { user, plan: b.plan.key.clone(), message: e.to_string() }
+            })?;
+            out.applied[p] += (rows.len() - expired) as u64;
+            out.expired[p] += expired as u64;
+            out.states[user][p] = Some(state);
+        }
+    }
+    Ok(out)
+}
+
+fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, CoreError> {
+    let filter = plan.filter.as_ref().map(|f| f.bind(names)).transpose()?;
+    let keep = match &plan.aggregate {
+        Aggregation::LastN(spec) => spec
+            .keep
+            .iter()
+            .map(|k| {
+                names.get(k.as_str()).copied().ok_or_else(|| {
+                    CoreError::Batch(format!("no column for kept field {k:?}"))
+                })
+            })
+            .collect::<Result<_, _>>()?,
+    };
+    Ok(Bound { plan, filter, keep })
+}
+
+fn apply(
+    bound: &Bound<'_>,
+    batch: &Batch,
+    old: Option<&[u8]>,
+    rows: &[usize],
+) -> Result<(Vec<u8>, usize), CoreError> {
+    match &bound.plan.aggregate {
+        Aggregation::LastN(spec) => {
+            let columns = spec.keep.len();
+            let old = old.map(|bytes| last_n::decode(bytes, columns)).transpose()?;
+            let new = rows
+                .iter()
+                .map(|&i| Entry {
+                    ts: batch.ts[i],
+                    tie: tie_of(&batch.event_id[i]),
+                    values: bound.keep.iter().map(|&c| batch.columns[c][i].clone()).collect(),
+                })
+                .collect();
+            let (state, expired) =
+                last_n::combine(spec, bound.plan.retention_ms, old.unwrap_or_default(), new);
+            Ok((last_n::encode(&state, columns), expired))
+        }
+    }
+}

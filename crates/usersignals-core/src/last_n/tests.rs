@@ -1,0 +1,156 @@
+use proptest::prelude::*;
+
+use super::*;
+
+fn spec(n: usize, dedupe: bool) -> LastNSpec {
+    LastNSpec {
+        n,
+        keep: vec!["item_id".into(), "action".into(), "score".into()],
+        dedupe_by: dedupe.then_some(0),
+    }
+}
+
+fn entry(ts: i64, id: u32, item: u8, action: &str, score: Value) -> Entry {
+    Entry {
+        ts,
+        tie: tie_of(&format!("e{id}")),
+        values: vec![Value::Str(format!("i{item}")), Value::Str(action.into()), score],
+    }
+}
+
+fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
+    let score = prop_oneof![
+        Just(Value::Null),
+        any::<i64>().prop_map(Value::Int),
+        (-1e6f64..1e6).prop_map(Value::Float),
+        any::<bool>().prop_map(Value::Bool),
+    ];
+    let one = (0i64..5_000, 0u32..40, 0u8..12, prop::sample::select(vec!["click", "save"]), score)
+        .prop_map(|(ts, id, item, action, score)| entry(ts, id, item, action, score));
+    prop::collection::vec(one, 0..120)
+}
+
+/// The naive reference: every event at once, from scratch.
+fn recompute(spec: &LastNSpec, retention: i64, events: &[Entry]) -> Vec<Entry> {
+    let Some(newest) = events.iter().map(|e| e.ts).max() else { return vec![] };
+    let mut all: Vec<Entry> =
+        events.iter().filter(|e| e.ts >= newest - retention).cloned().collect();
+    all.sort_by_key(|e| std::cmp::Reverse(e.order()));
+    if let Some(i) = spec.dedupe_by {
+        let mut seen = HashSet::new();
+        let first: Vec<bool> = all.iter().map(|e| seen.insert(e.values[i].py_key())).collect();
+        all = all.iter().zip(first).filter(|(_, f)| *f).map(|(e, _)| e.clone()).collect();
+    }
+    all.truncate(spec.n);
+    all
+}
+
+/// Apply `events` in batches cut at `cuts`, through the stored bytes each time.
+fn incremental(spec: &LastNSpec, retention: i64, events: &[Entry], cuts: &[usize]) -> Vec<u8> {
+    let mut bytes: Option<Vec<u8>> = None;
+    let mut start = 0;
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+    bounds.push(events.len());
+    bounds.sort_unstable();
+    for end in bounds {
+        if end <= start {
+            continue;
+        }
+        // Each batch arrives sorted by time (stable), as the executor sorts a user's rows.
+        let mut batch = events[start..end].to_vec();
+        batch.sort_by_key(|e| e.ts);
+        let old = bytes.as_deref().map(|b| decode(b, 3).unwrap()).unwrap_or_default();
+        let (state, _) = combine(spec, retention, old, batch);
+        bytes = Some(encode(&state, 3));
+        start = end;
+    }
+    bytes.unwrap_or_else(|| encode(&[], 3))
+}
+
+proptest! {
+    #[test]
+    fn any_batching_equals_the_naive_recompute(
+        events in arb_events(),
+        cuts in prop::collection::vec(any::<usize>(), 0..6),
+        n in 1usize..30,
+        dedupe in any::<bool>(),
+        retention in prop_oneof![Just(100i64), Just(1_000), Just(1_000_000)],
+    ) {
+        let spec = spec(n, dedupe);
+        // Arrival order among equal (ts, tie) is part of the state; the naive recompute sees
+        // the events in arrival order too, so batching must not change it.
+        let got = incremental(&spec, retention, &events, &cuts);
+        let whole = incremental(&spec, retention, &events, &[]);
+        prop_assert_eq!(&got, &whole);
+        let expected = recompute(&spec, retention, &{
+            let mut sorted = events.clone();
+            sorted.sort_by_key(|e| e.ts);
+            sorted
+        });
+        prop_assert_eq!(decode(&got, 3).unwrap(), expected);
+    }
+
+    #[test]
+    fn encode_decode_round_trips(events in arb_events()) {
+        let (state, _) = combine(&spec(10_000, false), i64::MAX / 2, vec![], events);
+        let bytes = encode(&state, 3);
+        prop_assert_eq!(decode(&bytes, 3).unwrap(), state);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode(&bytes, 3);
+    }
+}
+
+#[test]
+fn wrong_version_and_column_count_are_codec_errors() {
+    let bytes = encode(&[entry(1, 1, 1, "click", Value::Null)], 3);
+    assert!(matches!(decode(&bytes, 2), Err(CoreError::Codec(_))));
+    let mut old = bytes.clone();
+    old[0] = 0x92; // what a msgpack state of the Python codec starts with
+    assert!(matches!(decode(&old, 3), Err(CoreError::Codec(_))));
+}
+
+#[test]
+fn a_full_last_500_with_four_fields_is_well_under_16_kb() {
+    let entries: Vec<Entry> = (0..500)
+        .map(|i| Entry {
+            ts: 1_764_000_000_000 - i64::from(i) * 7_000,
+            tie: tie_of(&format!("evt-{i:012}")),
+            values: vec![
+                Value::Str(format!("item-{:07}", (i * 7919) % 10_000_000)),
+                Value::Str(["closeup", "click", "save", "share", "hide"][i as usize % 5].into()),
+                Value::Str(["home", "search", "related", "board"][i as usize % 4].into()),
+                Value::Str(format!("category-{}", (i * 31) % 500)),
+            ],
+        })
+        .collect();
+    let bytes = encode(&entries, 4);
+    println!("LastN(500), four kept fields: {} bytes", bytes.len());
+    assert!(bytes.len() < 12_000, "{} bytes", bytes.len());
+    assert_eq!(decode(&bytes, 4).unwrap(), entries);
+}
+
+#[test]
+fn read_applies_the_context_like_the_reference() {
+    let spec = spec(10, false);
+    let entries = vec![
+        entry(50, 1, 1, "click", Value::Null),
+        entry(40, 2, 2, "save", Value::Null),
+        entry(30, 3, 1, "click", Value::Null),
+        entry(20, 4, 3, "click", Value::Null),
+    ];
+    let context = ReadContext {
+        end_ms: 45,
+        start_ms: Some(25),
+        actions: Some(["click".to_string()].into()),
+        dedupe: true,
+        ..ReadContext::default()
+    };
+    let (got, newest) = read(&spec, &entries, &context);
+    assert_eq!(newest, Some(40));
+    assert_eq!(got.iter().map(|e| e.ts).collect::<Vec<_>>(), [30]);
+    let everything = ReadContext { end_ms: 100, limit: Some(2), ..ReadContext::default() };
+    assert_eq!(read(&spec, &entries, &everything).0.len(), 2);
+}

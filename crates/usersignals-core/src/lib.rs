@@ -1,0 +1,24 @@
+//! The batch-native core of usersignals.
+//!
+//! Pure Rust, no I/O and no Python: signal plans compiled from the Python DSL's JSON
+//! ([`plan`]), scalar values with Python's equality ([`value`]), the compact state codecs
+//! ([`varint`], [`last_n`]), the batch executor that turns one micro-batch of column-shaped
+//! events plus the stored states into new state bytes ([`batch`]), and the read kernels that
+//! evaluate a stored state with a request-time context ([`context`]).
+//!
+//! The Python implementations in `usersignals.aggregations` are the reference model this
+//! crate is property-tested against.
+
+pub mod batch;
+pub mod context;
+pub mod error;
+pub mod last_n;
+pub mod plan;
+pub mod value;
+pub mod varint;
+
+pub use batch::{execute, Batch, BatchOutput};
+pub use context::ReadContext;
+pub use error::CoreError;
+pub use plan::{Aggregation, Plan};
+pub use value::Value;

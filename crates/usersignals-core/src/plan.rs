@@ -1,0 +1,250 @@
+//! Signal plans: what the Python DSL compiles a signal to, parsed once and then executed.
+//!
+//! The JSON is `{"key", "where", "aggregate", "retention_ms"}` where `where` and `aggregate`
+//! are exactly `Signal.to_json()`'s parts (see `usersignals.processing.native`).
+
+use std::collections::HashMap;
+
+use serde_json::Value as Json;
+
+use crate::error::CoreError;
+use crate::value::Value;
+
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub key: String,
+    pub filter: Option<Predicate<String>>,
+    pub aggregate: Aggregation,
+    pub retention_ms: i64,
+}
+
+#[derive(Debug, Clone)]
+pub enum Aggregation {
+    LastN(LastNSpec),
+}
+
+#[derive(Debug, Clone)]
+pub struct LastNSpec {
+    pub n: usize,
+    pub keep: Vec<String>,
+    /// Position in `keep` of the field entries are deduplicated by.
+    pub dedupe_by: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    In,
+    NotIn,
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+    Exists,
+}
+
+/// A filter over one event; `F` names a field (a name when parsed, a column once bound).
+#[derive(Debug, Clone)]
+pub enum Predicate<F> {
+    Compare { field: F, op: Op, operand: Vec<Value> },
+    And(Vec<Predicate<F>>),
+    Or(Vec<Predicate<F>>),
+    Not(Box<Predicate<F>>),
+}
+
+impl Plan {
+    pub fn from_json(text: &str) -> Result<Plan, CoreError> {
+        let json: Json = serde_json::from_str(text)
+            .map_err(|e| CoreError::Plan(format!("plan is not JSON: {e}")))?;
+        let key = json["key"].as_str().ok_or_else(|| missing("key"))?.to_owned();
+        let retention_ms = json["retention_ms"]
+            .as_i64()
+            .filter(|ms| *ms > 0)
+            .ok_or_else(|| missing("retention_ms"))?;
+        let filter = match &json["where"] {
+            Json::Null => None,
+            w => Some(Predicate::from_json(w)?),
+        };
+        let aggregate = Aggregation::from_json(&json["aggregate"])?;
+        Ok(Plan { key, filter, aggregate, retention_ms })
+    }
+
+    /// Every field the plan reads, filter and aggregation, each once, in a fixed order.
+    pub fn fields(&self) -> Vec<String> {
+        let mut names: Vec<String> = Vec::new();
+        if let Some(filter) = &self.filter {
+            filter.collect_fields(&mut names);
+        }
+        match &self.aggregate {
+            Aggregation::LastN(spec) => names.extend(spec.keep.iter().cloned()),
+        }
+        let mut seen = std::collections::HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        names
+    }
+}
+
+fn missing(what: &str) -> CoreError {
+    CoreError::Plan(format!("missing or invalid {what:?}"))
+}
+
+impl Aggregation {
+    fn from_json(json: &Json) -> Result<Aggregation, CoreError> {
+        match json["kind"].as_str() {
+            Some("last_n") => {
+                let n = json["n"].as_u64().filter(|n| *n >= 1).ok_or_else(|| missing("n"))?;
+                let keep: Vec<String> = json["keep"]
+                    .as_array()
+                    .ok_or_else(|| missing("keep"))?
+                    .iter()
+                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| missing("keep")))
+                    .collect::<Result<_, _>>()?;
+                let dedupe_by = match &json["dedupe_by"] {
+                    Json::Null => None,
+                    Json::String(name) => Some(
+                        keep.iter()
+                            .position(|k| k == name)
+                            .ok_or_else(|| CoreError::Plan(format!("dedupe_by {name:?} not kept")))?,
+                    ),
+                    _ => return Err(missing("dedupe_by")),
+                };
+                Ok(Aggregation::LastN(LastNSpec { n: n as usize, keep, dedupe_by }))
+            }
+            other => Err(CoreError::Plan(format!("aggregation {other:?} is not native"))),
+        }
+    }
+}
+
+impl Predicate<String> {
+    pub fn from_json(json: &Json) -> Result<Self, CoreError> {
+        let obj = json.as_object().ok_or_else(|| missing("where"))?;
+        for (name, build) in [("and", Predicate::And as fn(_) -> _), ("or", Predicate::Or)] {
+            if let Some(parts) = obj.get(name) {
+                let parts = parts.as_array().ok_or_else(|| missing(name))?;
+                return Ok(build(parts.iter().map(Self::from_json).collect::<Result<_, _>>()?));
+            }
+        }
+        if let Some(inner) = obj.get("not") {
+            return Ok(Predicate::Not(Box::new(Self::from_json(inner)?)));
+        }
+        let field = obj.get("field").and_then(Json::as_str).ok_or_else(|| missing("field"))?;
+        let op = match obj.get("op").and_then(Json::as_str) {
+            Some("in") => Op::In,
+            Some("not_in") => Op::NotIn,
+            Some("==") => Op::Eq,
+            Some("!=") => Op::Ne,
+            Some(">") => Op::Gt,
+            Some(">=") => Op::Ge,
+            Some("<") => Op::Lt,
+            Some("<=") => Op::Le,
+            Some("exists") => Op::Exists,
+            other => return Err(CoreError::Plan(format!("unknown operator {other:?}"))),
+        };
+        let value = obj.get("value").unwrap_or(&Json::Null);
+        let operand = match (op, value) {
+            (Op::In | Op::NotIn, Json::Array(values)) => {
+                values.iter().map(Value::from_json).collect::<Result<_, _>>()?
+            }
+            (Op::In | Op::NotIn, _) => return Err(missing("value list")),
+            (_, v) => vec![Value::from_json(v)?],
+        };
+        Ok(Predicate::Compare { field: field.to_owned(), op, operand })
+    }
+
+    fn collect_fields(&self, out: &mut Vec<String>) {
+        match self {
+            Predicate::Compare { field, .. } => out.push(field.clone()),
+            Predicate::And(parts) | Predicate::Or(parts) => {
+                parts.iter().for_each(|p| p.collect_fields(out))
+            }
+            Predicate::Not(inner) => inner.collect_fields(out),
+        }
+    }
+
+    /// The same predicate with each field name replaced by its column position.
+    pub fn bind(&self, columns: &HashMap<&str, usize>) -> Result<Predicate<usize>, CoreError> {
+        Ok(match self {
+            Predicate::Compare { field, op, operand } => Predicate::Compare {
+                field: *columns
+                    .get(field.as_str())
+                    .ok_or_else(|| CoreError::Batch(format!("no column for field {field:?}")))?,
+                op: *op,
+                operand: operand.clone(),
+            },
+            Predicate::And(parts) => {
+                Predicate::And(parts.iter().map(|p| p.bind(columns)).collect::<Result<_, _>>()?)
+            }
+            Predicate::Or(parts) => {
+                Predicate::Or(parts.iter().map(|p| p.bind(columns)).collect::<Result<_, _>>()?)
+            }
+            Predicate::Not(inner) => Predicate::Not(Box::new(inner.bind(columns)?)),
+        })
+    }
+}
+
+impl Predicate<usize> {
+    /// Whether event `row` passes, with the same outcome as the Python predicate.
+    pub fn accepts(&self, columns: &[Vec<Value>], row: usize) -> bool {
+        match self {
+            Predicate::Compare { field, op, operand } => {
+                let v = &columns[*field][row];
+                match op {
+                    Op::In => operand.iter().any(|o| v.py_eq(o)),
+                    Op::NotIn => !operand.iter().any(|o| v.py_eq(o)),
+                    Op::Eq => v.py_eq(&operand[0]),
+                    Op::Ne => !v.py_eq(&operand[0]),
+                    Op::Exists => *v != Value::Null,
+                    Op::Gt => v.py_cmp(&operand[0]).is_some_and(|o| o.is_gt()),
+                    Op::Ge => v.py_cmp(&operand[0]).is_some_and(|o| o.is_ge()),
+                    Op::Lt => v.py_cmp(&operand[0]).is_some_and(|o| o.is_lt()),
+                    Op::Le => v.py_cmp(&operand[0]).is_some_and(|o| o.is_le()),
+                }
+            }
+            Predicate::And(parts) => parts.iter().all(|p| p.accepts(columns, row)),
+            Predicate::Or(parts) => parts.iter().any(|p| p.accepts(columns, row)),
+            Predicate::Not(inner) => !inner.accepts(columns, row),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PLAN: &str = r#"{"key": "recent@1", "retention_ms": 1000,
+        "where": {"and": [{"field": "action", "op": "in", "value": ["click", "save"]},
+                          {"not": {"field": "attrs.dwell", "op": "<", "value": 5}}]},
+        "aggregate": {"kind": "last_n", "n": 3, "keep": ["item_id", "action"],
+                      "dedupe_by": "item_id"}}"#;
+
+    #[test]
+    fn parses_and_lists_fields_once() {
+        let plan = Plan::from_json(PLAN).unwrap();
+        assert_eq!(plan.fields(), ["action", "attrs.dwell", "item_id"]);
+        let Aggregation::LastN(spec) = &plan.aggregate;
+        assert_eq!(spec.dedupe_by, Some(0));
+    }
+
+    #[test]
+    fn filters_like_python() {
+        let plan = Plan::from_json(PLAN).unwrap();
+        let names: HashMap<&str, usize> = [("action", 0), ("attrs.dwell", 1)].into();
+        let filter = plan.filter.unwrap().bind(&names).unwrap();
+        let columns = vec![
+            vec![Value::Str("click".into()), Value::Str("click".into()), Value::Str("hide".into())],
+            // a missing or mistyped dwell never matches "<": so `not` accepts the event
+            vec![Value::Int(2), Value::Str("x".into()), Value::Null],
+        ];
+        let got: Vec<bool> = (0..3).map(|row| filter.accepts(&columns, row)).collect();
+        assert_eq!(got, [false, true, false]);
+    }
+
+    #[test]
+    fn unknown_aggregation_is_a_plan_error() {
+        let err = Plan::from_json(r#"{"key": "k", "retention_ms": 1, "where": null,
+            "aggregate": {"kind": "count"}}"#)
+        .unwrap_err();
+        assert!(matches!(err, CoreError::Plan(_)));
+    }
+}

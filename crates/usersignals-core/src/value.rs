@@ -1,0 +1,217 @@
+//! Scalar values as the Python side sees them, with Python's equality and ordering.
+//!
+//! Filters and dedupe must agree with the Python reference, where `1 == 1.0 == True` and
+//! comparing a string with a number is "no match" rather than an error.
+
+use std::cmp::Ordering;
+
+use crate::error::CoreError;
+use crate::varint::{put_i64, put_u64, Reader};
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(String),
+}
+
+/// A hashable key under Python's equality: numbers that compare equal share a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum PyKey<'a> {
+    Null,
+    Num(i64),
+    FloatBits(u64),
+    Str(&'a str),
+}
+
+/// A hashable key under exact identity (type and bits): what the codec's dictionaries use,
+/// so that a stored `1.0` never comes back as `1`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ExactKey<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(u64),
+    Str(&'a str),
+}
+
+const TAG_NULL: u8 = 0;
+const TAG_FALSE: u8 = 1;
+const TAG_TRUE: u8 = 2;
+const TAG_INT: u8 = 3;
+const TAG_FLOAT: u8 = 4;
+const TAG_STR: u8 = 5;
+
+impl Value {
+    pub fn py_key(&self) -> PyKey<'_> {
+        match self {
+            Value::Null => PyKey::Null,
+            Value::Bool(b) => PyKey::Num(i64::from(*b)),
+            Value::Int(i) => PyKey::Num(*i),
+            Value::Float(f) => {
+                // 2^63 as f64; integral floats inside i64's range equal that integer in Python.
+                if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 {
+                    PyKey::Num(*f as i64)
+                } else {
+                    PyKey::FloatBits(f.to_bits())
+                }
+            }
+            Value::Str(s) => PyKey::Str(s),
+        }
+    }
+
+    pub fn exact_key(&self) -> ExactKey<'_> {
+        match self {
+            Value::Null => ExactKey::Null,
+            Value::Bool(b) => ExactKey::Bool(*b),
+            Value::Int(i) => ExactKey::Int(*i),
+            Value::Float(f) => ExactKey::Float(f.to_bits()),
+            Value::Str(s) => ExactKey::Str(s),
+        }
+    }
+
+    pub fn py_eq(&self, other: &Value) -> bool {
+        match (self, other) {
+            (Value::Float(a), Value::Float(b)) => a == b,
+            (Value::Float(a), b) | (b, Value::Float(a)) => match b.as_number() {
+                Some(Num::Int(i)) => *a == i as f64 && a.fract() == 0.0,
+                _ => false,
+            },
+            _ => self.py_key() == other.py_key(),
+        }
+    }
+
+    fn as_number(&self) -> Option<Num> {
+        match self {
+            Value::Bool(b) => Some(Num::Int(i64::from(*b))),
+            Value::Int(i) => Some(Num::Int(*i)),
+            Value::Float(f) => Some(Num::Float(*f)),
+            _ => None,
+        }
+    }
+
+    /// Python's `<`/`>` between two values, or `None` where Python raises TypeError (or the
+    /// left side is None): such a comparison never matches a filter.
+    pub fn py_cmp(&self, other: &Value) -> Option<Ordering> {
+        match (self, other) {
+            (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+            _ => match (self.as_number()?, other.as_number()?) {
+                (Num::Int(a), Num::Int(b)) => Some(a.cmp(&b)),
+                (a, b) => a.as_f64().partial_cmp(&b.as_f64()),
+            },
+        }
+    }
+
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match self {
+            Value::Null => out.push(TAG_NULL),
+            Value::Bool(false) => out.push(TAG_FALSE),
+            Value::Bool(true) => out.push(TAG_TRUE),
+            Value::Int(i) => {
+                out.push(TAG_INT);
+                put_i64(out, *i);
+            }
+            Value::Float(f) => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            Value::Str(s) => {
+                out.push(TAG_STR);
+                put_u64(out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
+        }
+    }
+
+    pub fn decode(r: &mut Reader<'_>) -> Result<Value, CoreError> {
+        Ok(match r.u8()? {
+            TAG_NULL => Value::Null,
+            TAG_FALSE => Value::Bool(false),
+            TAG_TRUE => Value::Bool(true),
+            TAG_INT => Value::Int(r.i64()?),
+            TAG_FLOAT => {
+                let bytes: [u8; 8] = r.bytes(8)?.try_into().expect("8 bytes were read");
+                Value::Float(f64::from_le_bytes(bytes))
+            }
+            TAG_STR => {
+                let n = r.len(1)?;
+                let text = std::str::from_utf8(r.bytes(n)?)
+                    .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
+                Value::Str(text.to_owned())
+            }
+            tag => return Err(CoreError::Codec(format!("unknown value tag {tag}"))),
+        })
+    }
+
+    pub fn from_json(json: &serde_json::Value) -> Result<Value, CoreError> {
+        Ok(match json {
+            serde_json::Value::Null => Value::Null,
+            serde_json::Value::Bool(b) => Value::Bool(*b),
+            serde_json::Value::Number(n) => match n.as_i64() {
+                Some(i) => Value::Int(i),
+                None => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+            },
+            serde_json::Value::String(s) => Value::Str(s.clone()),
+            other => return Err(CoreError::Plan(format!("not a scalar value: {other}"))),
+        })
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Num {
+    Int(i64),
+    Float(f64),
+}
+
+impl Num {
+    fn as_f64(self) -> f64 {
+        match self {
+            Num::Int(i) => i as f64,
+            Num::Float(f) => f,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    pub fn any_value() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(Value::Int),
+            any::<f64>().prop_map(Value::Float),
+            ".{0,12}".prop_map(Value::Str),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn values_round_trip_exactly(v in any_value()) {
+            let mut out = Vec::new();
+            v.encode(&mut out);
+            let back = Value::decode(&mut Reader::new(&out)).unwrap();
+            prop_assert_eq!(back.exact_key(), v.exact_key());
+        }
+    }
+
+    #[test]
+    fn python_equality_across_number_types() {
+        assert!(Value::Int(1).py_eq(&Value::Float(1.0)));
+        assert!(Value::Bool(true).py_eq(&Value::Int(1)));
+        assert!(!Value::Int(1).py_eq(&Value::Str("1".into())));
+        assert_eq!(Value::Float(2.0).py_key(), Value::Int(2).py_key());
+        assert_ne!(Value::Float(2.5).py_key(), Value::Int(2).py_key());
+    }
+
+    #[test]
+    fn ordering_across_types_is_no_match() {
+        assert_eq!(Value::Str("a".into()).py_cmp(&Value::Int(1)), None);
+        assert_eq!(Value::Null.py_cmp(&Value::Int(1)), None);
+        assert_eq!(Value::Int(1).py_cmp(&Value::Float(1.5)), Some(Ordering::Less));
+    }
+}

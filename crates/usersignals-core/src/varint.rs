@@ -1,0 +1,119 @@
+//! LEB128 varints and zigzag: small numbers in few bytes, the base of every state codec.
+
+use crate::error::CoreError;
+
+pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn put_i64(out: &mut Vec<u8>, v: i64) {
+    put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
+}
+
+/// A cursor over encoded bytes; every read checks bounds and reports what was truncated.
+pub struct Reader<'a> {
+    data: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(data: &'a [u8]) -> Self {
+        Reader { data, pos: 0 }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.pos == self.data.len()
+    }
+
+    pub fn u8(&mut self) -> Result<u8, CoreError> {
+        let b = *self
+            .data
+            .get(self.pos)
+            .ok_or_else(|| CoreError::Codec(format!("truncated at byte {}", self.pos)))?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.data.len())
+            .ok_or_else(|| CoreError::Codec(format!("truncated: {n} bytes at {}", self.pos)))?;
+        let out = &self.data[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    pub fn u64(&mut self) -> Result<u64, CoreError> {
+        let mut v: u64 = 0;
+        for shift in (0..64).step_by(7) {
+            let b = self.u8()?;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(CoreError::Codec(format!("varint too long at {}", self.pos)))
+    }
+
+    pub fn i64(&mut self) -> Result<i64, CoreError> {
+        let v = self.u64()?;
+        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+    }
+
+    /// A count that must be plausible for the bytes left (guards allocations on bad input).
+    pub fn len(&mut self, min_bytes_each: usize) -> Result<usize, CoreError> {
+        let n = self.u64()?;
+        let left = (self.data.len() - self.pos) as u64;
+        if n.saturating_mul(min_bytes_each as u64) > left {
+            return Err(CoreError::Codec(format!("count {n} exceeds the {left} bytes left")));
+        }
+        Ok(n as usize)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn u64_round_trips(v in any::<u64>()) {
+            let mut out = Vec::new();
+            put_u64(&mut out, v);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(r.u64().unwrap(), v);
+            prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn i64_round_trips(v in any::<i64>()) {
+            let mut out = Vec::new();
+            put_i64(&mut out, v);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(r.i64().unwrap(), v);
+        }
+    }
+
+    #[test]
+    fn small_numbers_take_one_byte() {
+        let mut out = Vec::new();
+        put_u64(&mut out, 127);
+        put_i64(&mut out, -64);
+        assert_eq!(out.len(), 2);
+    }
+
+    #[test]
+    fn truncated_input_is_an_error_not_a_panic() {
+        let mut r = Reader::new(&[0x80, 0x80]);
+        assert!(matches!(r.u64(), Err(CoreError::Codec(_))));
+        let mut r = Reader::new(&[5]);
+        assert!(r.len(1).is_err());
+    }
+}

@@ -1,0 +1,214 @@
+//! `usersignals._core`: the thin PyO3 binding of `usersignals-core`.
+//!
+//! Only conversion lives here: Python columns and bytes in, bytes and JSON-ready objects
+//! out. The executor runs with the GIL released, so serving threads are not held up by a
+//! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
+//! (`usersignals.processing.native`) wraps into the project's error tree.
+
+use std::collections::HashSet;
+
+use pyo3::create_exception;
+use pyo3::exceptions::PyException;
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use usersignals_core::batch::{execute, Batch};
+use usersignals_core::context::ReadContext;
+use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
+use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
+use usersignals_core::{CoreError as Error, Value};
+
+create_exception!(_core, CoreError, PyException, "A plan, batch or state the core refused.");
+create_exception!(
+    _core,
+    CoreStateError,
+    CoreError,
+    "A stored state that did not decode; args: (batch user index, plan key, message)."
+);
+
+fn raise(error: Error) -> PyErr {
+    match error {
+        Error::UserState { user, plan, message } => CoreStateError::new_err((user, plan, message)),
+        other => CoreError::new_err(other.to_string()),
+    }
+}
+
+/// A Python scalar as a core value. Values the core cannot hold (lists, maps, integers
+/// beyond 64 bits) become null: documented in docs/native.md.
+fn to_value(obj: &Bound<'_, PyAny>) -> Value {
+    if obj.is_none() {
+        Value::Null
+    } else if let Ok(s) = obj.cast::<PyString>() {
+        s.to_str().map_or(Value::Null, |s| Value::Str(s.to_owned()))
+    } else if let Ok(b) = obj.cast::<PyBool>() {
+        Value::Bool(b.is_true())
+    } else if obj.is_instance_of::<PyInt>() {
+        obj.extract::<i64>().map_or(Value::Null, Value::Int)
+    } else if let Ok(f) = obj.cast::<PyFloat>() {
+        Value::Float(f.value())
+    } else {
+        Value::Null
+    }
+}
+
+fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Int(i) => i.into_pyobject(py)?.into_any(),
+        Value::Float(f) => PyFloat::new(py, *f).into_any(),
+        Value::Str(s) => PyString::new(py, s).into_any(),
+    })
+}
+
+/// The compiled plans of the native signals, parsed once at Engine construction.
+#[pyclass(frozen, module = "usersignals._core")]
+struct NativePlans {
+    plans: Vec<Plan>,
+}
+
+impl NativePlans {
+    fn last_n(&self, plan: usize) -> PyResult<(&Plan, &LastNSpec)> {
+        let found = self.plans.get(plan).ok_or_else(|| CoreError::new_err("no such plan"))?;
+        match &found.aggregate {
+            Aggregation::LastN(spec) => Ok((found, spec)),
+        }
+    }
+}
+
+#[pymethods]
+impl NativePlans {
+    #[new]
+    fn new(plans: Vec<String>) -> PyResult<Self> {
+        let plans = plans.iter().map(|p| Plan::from_json(p)).collect::<Result<_, _>>();
+        Ok(NativePlans { plans: plans.map_err(raise)? })
+    }
+
+    /// The fields each plan reads, in the order the plans were given.
+    fn fields(&self) -> Vec<Vec<String>> {
+        self.plans.iter().map(Plan::fields).collect()
+    }
+
+    /// Apply one micro-batch; see `usersignals.processing.native.NativeBatch.apply`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (users, user, ts, event_id, columns, stored))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        users: usize,
+        user: Vec<u32>,
+        ts: Vec<i64>,
+        event_id: Vec<String>,
+        columns: Vec<(String, Bound<'py, PyList>)>,
+        stored: Vec<Vec<Option<Bound<'py, PyBytes>>>>,
+    ) -> PyResult<(Bound<'py, PyList>, Vec<u64>, Vec<u64>)> {
+        let (names, columns): (Vec<String>, Vec<Vec<Value>>) = columns
+            .into_iter()
+            .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
+            .unzip();
+        let batch = Batch { users, user, ts, event_id, names, columns };
+        let slices: Vec<Vec<Option<&[u8]>>> = stored
+            .iter()
+            .map(|row| row.iter().map(|s| s.as_ref().map(|b| b.as_bytes())).collect())
+            .collect();
+        let out = py.detach(|| execute(&self.plans, &batch, &slices)).map_err(raise)?;
+        let states = PyList::empty(py);
+        for row in out.states {
+            let row: Vec<Option<Bound<'py, PyBytes>>> =
+                row.iter().map(|s| s.as_ref().map(|b| PyBytes::new(py, b))).collect();
+            states.append(row)?;
+        }
+        Ok((states, out.applied, out.expired))
+    }
+
+    /// Evaluate a stored LastN state with a resolved context: `(entries as dicts, newest)`.
+    #[allow(clippy::too_many_arguments)]
+    #[pyo3(signature = (plan, state, end_ms, start_ms, actions, surfaces, exclude, dedupe, limit))]
+    fn read_last_n<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+        end_ms: i64,
+        start_ms: Option<i64>,
+        actions: Option<HashSet<String>>,
+        surfaces: Option<HashSet<String>>,
+        exclude: HashSet<String>,
+        dedupe: bool,
+        limit: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
+        let (_, spec) = self.last_n(plan)?;
+        let entries = last_n::decode(state, spec.keep.len()).map_err(raise)?;
+        let context = ReadContext { end_ms, start_ms, actions, surfaces, exclude, dedupe, limit };
+        let (selected, newest) = last_n::read(spec, &entries, &context);
+        let ts_key = PyString::intern(py, "ts");
+        let keys: Vec<Bound<'py, PyString>> =
+            spec.keep.iter().map(|k| PyString::intern(py, k)).collect();
+        let out = PyList::empty(py);
+        for entry in selected {
+            let record = PyDict::new(py);
+            record.set_item(&ts_key, entry.ts)?;
+            for (key, value) in keys.iter().zip(&entry.values) {
+                record.set_item(key, to_py(py, value)?)?;
+            }
+            out.append(record)?;
+        }
+        Ok((out, newest))
+    }
+
+    /// A stored LastN state as the Python reference's entries `(ts, tie, *kept values)`.
+    fn decode_last_n<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+    ) -> PyResult<Bound<'py, PyList>> {
+        let (_, spec) = self.last_n(plan)?;
+        let entries = last_n::decode(state, spec.keep.len()).map_err(raise)?;
+        let out = PyList::empty(py);
+        for entry in entries {
+            let mut items = vec![entry.ts.into_pyobject(py)?.into_any()];
+            items.push(entry.tie.into_pyobject(py)?.into_any());
+            for value in &entry.values {
+                items.push(to_py(py, value)?);
+            }
+            out.append(PyTuple::new(py, items)?)?;
+        }
+        Ok(out)
+    }
+
+    /// The stored bytes of reference entries (newest first): migrates states of the old
+    /// Python codec, and lets tests compare the two implementations.
+    fn encode_last_n<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        entries: Vec<Bound<'py, PyTuple>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (_, spec) = self.last_n(plan)?;
+        let columns = spec.keep.len();
+        let entries = entries
+            .iter()
+            .map(|t| {
+                if t.len() != columns + 2 {
+                    return Err(CoreError::new_err("entry length differs from the plan's keep"));
+                }
+                let values = (2..columns + 2).map(|i| Ok(to_value(&t.get_item(i)?)));
+                Ok(Entry {
+                    ts: t.get_item(0)?.extract()?,
+                    tie: t.get_item(1)?.extract()?,
+                    values: values.collect::<PyResult<_>>()?,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        Ok(PyBytes::new(py, &last_n::encode(&entries, columns)))
+    }
+}
+
+#[pymodule]
+fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<NativePlans>()?;
+    m.add("CoreError", m.py().get_type::<CoreError>())?;
+    m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
+    m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
+    Ok(())
+}

@@ -1,0 +1,44 @@
+"""Type stubs of the native extension ``usersignals._core`` (crates/usersignals-py).
+
+Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_core.py`` checks
+that every name declared here exists in the built module.
+"""
+
+from collections.abc import Sequence
+
+LAST_N_FORMAT_VERSION: int
+
+class CoreError(Exception):
+    """A plan, batch or state the core refused."""
+
+class CoreStateError(CoreError):
+    """A stored state that did not decode; args: (batch user index, plan key, message)."""
+
+class NativePlans:
+    """The compiled plans of the native signals, parsed once."""
+
+    def __init__(self, plans: Sequence[str]) -> None: ...
+    def fields(self) -> list[list[str]]: ...
+    def apply(
+        self,
+        users: int,
+        user: Sequence[int],
+        ts: Sequence[int],
+        event_id: Sequence[str],
+        columns: Sequence[tuple[str, list[object]]],
+        stored: Sequence[Sequence[bytes | None]],
+    ) -> tuple[list[list[bytes | None]], list[int], list[int]]: ...
+    def read_last_n(
+        self,
+        plan: int,
+        state: bytes,
+        end_ms: int,
+        start_ms: int | None,
+        actions: frozenset[str] | set[str] | None,
+        surfaces: frozenset[str] | set[str] | None,
+        exclude: frozenset[str] | set[str],
+        dedupe: bool,
+        limit: int | None,
+    ) -> tuple[list[dict[str, object]], int | None]: ...
+    def decode_last_n(self, plan: int, state: bytes) -> list[tuple[object, ...]]: ...
+    def encode_last_n(self, plan: int, entries: Sequence[tuple[object, ...]]) -> bytes: ...

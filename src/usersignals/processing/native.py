@@ -1,0 +1,245 @@
+"""The seam between the Python engine and reader and the native core (``usersignals._core``).
+
+The signals whose aggregation the core implements (today: ``LastN``) run natively: their
+compiled plans go to the core once, at construction; then each micro-batch hands the core the
+batch's fresh events as columns — event fields, attributes, and the enriched fields the
+Materializer fetched, aligned with the events — plus every affected user's stored state of
+those signals, in one call. The core filters (``where``), groups by user, applies and encodes;
+Python only places the returned bytes into the user records. Every other signal, including
+user-defined aggregations, stays on the engine's per-user Python path beside this one.
+
+The Python ``LastN`` stays the reference model the core is tested against; its old stored
+form (msgpack) is migrated to the native form the first time a state is touched.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from operator import attrgetter
+from typing import Any
+
+import msgspec
+
+from usersignals._core import LAST_N_FORMAT_VERSION, CoreError, CoreStateError, NativePlans
+from usersignals.aggregations.base import ReadOut
+from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.last_n import LastN
+from usersignals.enrich.sources import Record
+from usersignals.errors import NativeCoreError, StateCodecError
+from usersignals.events.model import Event
+from usersignals.signals.definition import Signal
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
+from usersignals.state.codec import UserRecord
+
+# (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
+Work = Sequence[tuple[bytes, UserRecord, list[int]]]
+
+
+def is_native(signal: Signal) -> bool:
+    """Whether the core runs this signal. Exact type: a user's subclass of LastN stays Python."""
+    return type(signal.aggregate) is LastN
+
+
+def plan_json(signal: Signal) -> str:
+    """The plan the core executes: the signal's compiled JSON parts and its retention."""
+    return json.dumps(
+        {
+            "key": signal.key,
+            "where": signal.where.to_json() if signal.where is not None else None,
+            "aggregate": signal.aggregate.to_json(),
+            "retention_ms": signal.retention,
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _Enriched:
+    source: str
+    key_field: str
+
+
+class NativeSignals:
+    """The native signals of a registry: one core call per batch, one per state read."""
+
+    def __init__(self, signals: Sequence[Signal]) -> None:
+        self.signals: list[Signal] = []
+        self._enriched: dict[str, _Enriched] = {}
+        for signal in signals:
+            if is_native(signal) and self._claim_fields(signal):
+                self.signals.append(signal)
+        self.keys = [signal.key for signal in self.signals]
+        self._index = {key: i for i, key in enumerate(self.keys)}
+        self.layouts = {tuple(lookup.name for lookup in s.lookups) for s in self.signals}
+        try:
+            self._core = NativePlans([plan_json(signal) for signal in self.signals])
+        except CoreError as exc:
+            raise NativeCoreError("plan", str(exc)) from exc
+        self._fields = sorted({name for names in self._core.fields() for name in names})
+
+    def _claim_fields(self, signal: Signal) -> bool:
+        """Record where the signal's enriched fields come from; False on a clash with an
+        earlier native signal (the same name from another source), which keeps the signal
+        on the Python path rather than mixing two fields in one column."""
+        claims = {
+            name: _Enriched(e.lookup.name, e.lookup.key) for e in signal.enrich for name in e.names
+        }
+        if any(self._enriched.get(name, claim) != claim for name, claim in claims.items()):
+            return False
+        self._enriched.update(claims)
+        return True
+
+    def __bool__(self) -> bool:
+        return bool(self.signals)
+
+    def apply(
+        self,
+        events: Sequence[Event],
+        work: Work,
+        records: Mapping[str, Mapping[str, Record]],
+        missing: Counts | None = None,
+    ) -> tuple[list[list[bytes | None]], Counts, Counts]:
+        """New state bytes per work item and native signal (``None``: unchanged), and the
+        applied and expired counts per signal key. With ``missing``, lookup misses of the
+        native signals' sources are counted into it (once per event and source)."""
+        live = [events[i] for _, _, fresh in work for i in fresh]
+        users = [u for u, (_, _, fresh) in enumerate(work) for _ in fresh]
+        stored = [
+            [self._stored(key, record.states.get(k), i) for i, k in enumerate(self.keys)]
+            for key, record, _ in work
+        ]
+        joined = _Joined(live, records)
+        columns = [(name, self._column(name, joined)) for name in self._fields]
+        if missing is not None:
+            for source, misses in joined.misses().items():
+                if misses:
+                    missing[source] = missing.get(source, 0) + misses
+        try:
+            states, applied, expired = self._core.apply(
+                len(work),
+                users,
+                [event.ts for event in live],
+                [event.event_id for event in live],
+                columns,
+                stored,
+            )
+        except CoreStateError as exc:
+            user, plan, message = exc.args
+            raise StateCodecError(work[user][0], f"{plan}: {message}") from exc
+        except CoreError as exc:
+            raise NativeCoreError("apply", str(exc)) from exc
+        return (
+            states,
+            dict(zip(self.keys, applied, strict=True)),
+            dict(zip(self.keys, expired, strict=True)),
+        )
+
+    def place(self, states: dict[str, msgspec.Raw], new: Sequence[bytes | None]) -> None:
+        """Put one user's new native states into their record's states.
+
+        The record embeds each state as msgpack; a native state goes in as a msgpack *bin*,
+        which no state of the old Python codec (a msgpack array) can be mistaken for.
+        """
+        for key, data in zip(self.keys, new, strict=True):
+            if data is not None:
+                states[key] = msgspec.Raw(_bin.encode(data))
+
+    def read(
+        self, signal: Signal, raw: bytes | None, context: ReadContext, key: bytes
+    ) -> ReadOut | None:
+        """The signal's answer evaluated by the core, or ``None`` when it is not native."""
+        index = self._index.get(signal.key)
+        if index is None:
+            return None
+        if raw is None:
+            return ReadOut([], None)
+        try:
+            value, newest = self._core.read_last_n(
+                index,
+                self._native_form(key, raw, index),
+                context.end_ms,
+                context.start_ms,
+                context.actions,
+                context.surfaces,
+                context.exclude,
+                context.dedupe,
+                context.limit,
+            )
+        except CoreError as exc:
+            raise StateCodecError(key, f"{signal.key}: {exc}") from exc
+        return ReadOut(value, newest)
+
+    def _column(self, name: str, joined: _Joined) -> list[Any]:
+        if name in BASE_FIELDS:
+            return list(map(attrgetter(name), joined.events))
+        if name.startswith(ATTR_PREFIX):
+            attribute = name[len(ATTR_PREFIX) :]
+            return [e.attrs.get(attribute) if e.attrs else None for e in joined.events]
+        enriched = self._enriched[name]
+        rows = joined.records(enriched.source, enriched.key_field)
+        return [row.get(name) if row is not None else None for row in rows]
+
+    def _stored(self, key: bytes, raw: Any, index: int) -> bytes | None:
+        return None if raw is None else self._native_form(key, raw, index)
+
+    def _native_form(self, key: bytes, raw: Any, index: int) -> bytes:
+        data = bytes(raw)
+        if not data or data[0] not in _BIN_HEADERS:
+            return self._migrate(key, data, index)
+        try:
+            state = _unbin.decode(data)
+        except msgspec.DecodeError as exc:
+            raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
+        if not state or state[0] != LAST_N_FORMAT_VERSION:
+            version = state[0] if state else None
+            raise StateCodecError(
+                key, f"{self.keys[index]}: format version {version}, not {LAST_N_FORMAT_VERSION}"
+            )
+        return state
+
+    def _migrate(self, key: bytes, data: bytes, index: int) -> bytes:
+        """A state of the Python codec (msgpack; it starts 0x92 or 0x95, never the native
+        version byte), decoded by the reference and re-encoded in the native form."""
+        runtime = self.signals[index].compiled.runtime
+        try:
+            entries = runtime.decode(data)
+        except msgspec.DecodeError as exc:
+            raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
+        return self._core.encode_last_n(index, [tuple(entry) for entry in entries])
+
+
+Counts = dict[str, int]
+_bin = msgspec.msgpack.Encoder()
+_unbin = msgspec.msgpack.Decoder(bytes)
+_BIN_HEADERS = frozenset({0xC4, 0xC5, 0xC6})  # msgpack bin 8 / 16 / 32
+
+
+class _Joined:
+    """A batch's live events and, per lookup source, the record joined onto each event."""
+
+    def __init__(self, events: list[Event], records: Mapping[str, Mapping[str, Record]]) -> None:
+        self.events = events
+        self._tables = records
+        self._joined: dict[str, list[Record | None]] = {}
+
+    def records(self, source: str, key_field: str) -> list[Record | None]:
+        rows = self._joined.get(source)
+        if rows is None:
+            table = self._tables.get(source, {})
+            rows = self._joined[source] = [
+                table.get(key) for key in _key_values(self.events, key_field)
+            ]
+        return rows
+
+    def misses(self) -> Counts:
+        return {source: rows.count(None) for source, rows in self._joined.items()}
+
+
+def _key_values(events: list[Event], field_name: str) -> list[str]:
+    """Each event's lookup key, as the engine's lookups collect them (text; "" if absent)."""
+    if field_name in BASE_FIELDS:
+        return [str(value) for value in map(attrgetter(field_name), events)]
+    attribute = field_name[len(ATTR_PREFIX) :]
+    values = [e.attrs.get(attribute) if e.attrs else None for e in events]
+    return ["" if value is None else str(value) for value in values]

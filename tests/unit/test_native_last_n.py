@@ -1,0 +1,276 @@
+"""The native LastN against the Python reference and a naive recompute from the raw events.
+
+For random events of several users (late, duplicated items, mixed-type and missing fields),
+random filters, random batch splits and random request-time contexts:
+
+- the state the core builds through ``NativeSignals.apply`` (the engine's seam: columns in,
+  state bytes out) holds exactly the entries the Python reference ``LastN`` holds;
+- its bytes are the same whatever the batch boundaries (canonical state);
+- the core's read of it equals the reference's read, and a naive recompute's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import zlib
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import usersignals._core as core
+from usersignals import Event, LastN, Lookup, ReadContext, Signal, action, attr, days, field
+from usersignals.errors import StateCodecError
+from usersignals.processing.native import NativeSignals, plan_json
+from usersignals.signals.fields import Predicate
+from usersignals.state.codec import UserRecord
+
+BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
+ITEMS = [f"i{n}" for n in range(10)]
+ACTIONS = ["impression", "click", "save", "hide"]
+SURFACES = ["home", "search", "board"]
+USERS = ["u1", "u2", "u3"]
+# Mixed types on purpose (str, int, float, None, missing): the core must keep each exactly.
+TABLE: dict[str, dict[str, Any]] = {
+    item: {"category": [f"c{n % 3}", n, n / 2, None][n % 4]}
+    for n, item in enumerate(ITEMS)
+    if n != 9  # the last item has no record: its events have the field missing
+}
+items = Lookup("items", key="item_id", provides=("category",))
+FILTERS: list[Predicate | None] = [
+    None,
+    action.isin({"click", "save"}),
+    ~action.eq("impression") & field("category").exists(),
+    attr("dwell").ge(10) | field("surface").eq("board"),
+    field("category").isin({"c1", 2, 4.5}),
+]
+
+
+def signal_for(n: int, dedupe: bool, where: Predicate | None, retention: int) -> Signal:
+    keep = ("item_id", "action", "surface", "category", "attrs.dwell")
+    return Signal(
+        name="recent",
+        version=1,
+        aggregate=LastN(n, keep=keep, dedupe_by="item_id" if dedupe else None),
+        where=where,
+        enrich=[items.fields("category")],
+        retention=retention,
+    )
+
+
+_STEPS = [0, 3_600_000, 86_400_000, 3 * 86_400_000]
+
+
+@st.composite
+def event_lists(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
+    events = []
+    clock = BASE
+    for i in range(draw(st.integers(1, max_size))):
+        # Steps of whole hours and days make events land exactly on a retention's edge.
+        clock += draw(st.one_of(st.integers(0, 8 * 3_600_000), st.sampled_from(_STEPS)))
+        late = draw(st.sampled_from([0, 0, 0, 1]))
+        ts = clock - late * draw(st.one_of(st.integers(0, 3 * 86_400_000), st.sampled_from(_STEPS)))
+        dwell = draw(st.one_of(st.none(), st.integers(-5, 50), st.floats(0, 99, allow_nan=False)))
+        events.append(
+            Event(
+                event_id=draw(st.sampled_from([f"e{i}", f"e{i}", "dup"])),
+                user_id=draw(st.sampled_from(USERS)),
+                item_id=draw(st.sampled_from(ITEMS)),
+                action=draw(st.sampled_from(ACTIONS)),
+                surface=draw(st.sampled_from(SURFACES)),
+                ts=ts,
+                attrs={"dwell": dwell} if dwell is not None else None,
+            )
+        )
+    return events
+
+
+signals = st.builds(
+    signal_for,
+    n=st.integers(1, 12),
+    dedupe=st.booleans(),
+    where=st.sampled_from(FILTERS),
+    retention=st.sampled_from([days(1), days(3), days(30)]),
+)
+splits = st.lists(st.integers(0, 60), max_size=6)
+contexts = st.builds(
+    ReadContext,
+    window_ms=st.one_of(st.none(), st.sampled_from([3_600_000, 86_400_000, 5 * 86_400_000])),
+    actions=st.one_of(st.none(), st.sets(st.sampled_from(ACTIONS), min_size=1).map(frozenset)),
+    surfaces=st.one_of(st.none(), st.sets(st.sampled_from(SURFACES), min_size=1).map(frozenset)),
+    limit=st.one_of(st.none(), st.integers(1, 8)),
+    dedupe=st.booleans(),
+    exclude=st.sets(st.sampled_from(ITEMS), max_size=3).map(frozenset),
+    until_ms=st.one_of(st.none(), st.integers(BASE, BASE + 20 * 86_400_000)),
+    now_ms=st.integers(BASE, BASE + 25 * 86_400_000),
+)
+
+
+def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
+    return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def native_states(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
+    """Run the batches through the engine's seam, as the engine does, per user record."""
+    native = NativeSignals([signal])
+    records = {user: UserRecord({}, {}) for user in USERS}
+    for part in parts:
+        by_user: dict[str, list[int]] = {}
+        for i, event in enumerate(part):
+            by_user.setdefault(event.user_id, []).append(i)
+        work = [
+            (user.encode(), records[user], sorted(ix, key=lambda i: part[i].ts))
+            for user, ix in by_user.items()
+        ]
+        states, _, _ = native.apply(part, work, {"items": TABLE})
+        for (_, record, _), new in zip(work, states, strict=True):
+            native.place(record.states, new)
+    return {user: bytes(r.states[signal.key]) for user, r in records.items() if r.states}
+
+
+def reference_state(signal: Signal, parts: list[list[Event]], user: str) -> Any:
+    """The Python reference, fed per batch the user's accepted rows sorted by time."""
+    runtime, accepts = signal.compiled.runtime, signal.compiled.accepts
+    state = None
+    for part in parts:
+        rows = [(e, (TABLE.get(e.item_id, {}),)) for e in part if e.user_id == user]
+        rows = sorted(rows, key=lambda row: row[0].ts)
+        rows = [row for row in rows if accepts is None or accepts(row)]
+        if rows:
+            state = runtime.decode(runtime.encode(runtime.apply(state, rows).state))
+    return state
+
+
+def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any, ...]]:
+    """From scratch: the accepted events within retention of the newest, top n by (ts, tie)."""
+    accepts = signal.compiled.accepts
+    spec = signal.aggregate
+    assert isinstance(spec, LastN)
+    mine = [
+        (e.ts, zlib.crc32(e.event_id.encode()), e.item_id, e.action, e.surface,
+         TABLE.get(e.item_id, {}).get("category"), (e.attrs or {}).get("dwell"))
+        for e in sorted(events, key=lambda e: e.ts)
+        if e.user_id == user and (accepts is None or accepts((e, (TABLE.get(e.item_id, {}),))))
+    ]  # fmt: skip
+    if not mine:
+        return []
+    newest = max(entry[0] for entry in mine)
+    kept = sorted(
+        (e for e in mine if e[0] >= newest - signal.retention),
+        key=lambda e: (e[0], e[1]),
+        reverse=True,
+    )
+    if spec.dedupe_by:
+        seen: set[str] = set()
+        kept = [e for e in kept if not (e[2] in seen or seen.add(e[2]))]
+    return kept[: spec.n]
+
+
+def typed(entries: Sequence[Sequence[Any]]) -> list[tuple[Any, ...]]:
+    # 1 == 1.0 == True in Python: compare with the types, so a stored 2.0 cannot become 2.
+    return [tuple((type(v), v) for v in entry) for entry in entries]
+
+
+# An event exactly one retention older than the newest is kept (the edge is inclusive).
+_EDGE = [
+    Event("a", "u1", "i1", "click", "home", BASE),
+    Event("b", "u1", "i2", "click", "home", BASE + days(1)),
+]
+
+
+@settings(max_examples=120, deadline=None)
+@given(events=event_lists(), cuts=splits, signal=signals)
+@example(events=_EDGE, cuts=[], signal=signal_for(5, False, None, days(1)))
+@example(events=_EDGE, cuts=[1], signal=signal_for(5, False, None, days(1)))
+def test_native_state_equals_reference_and_naive_whatever_the_batches(
+    events: list[Event], cuts: list[int], signal: Signal
+) -> None:
+    core_plans = core.NativePlans([plan_json(signal)])
+    once = native_states(signal, [events])
+    batched = native_states(signal, batches(events, cuts))
+    assert batched == once
+    for user in USERS:
+        reference = reference_state(signal, batches(events, cuts), user)
+        if reference is None:
+            assert user not in once
+            continue
+        stored = msgspec.msgpack.decode(once[user], type=bytes)
+        entries = core_plans.decode_last_n(0, stored)
+        assert typed(entries) == typed(reference)
+        assert typed(entries) == typed(naive(signal, events, user))
+
+
+@settings(max_examples=120, deadline=None)
+@given(events=event_lists(), cuts=splits, signal=signals, context=contexts)
+def test_native_read_equals_reference_read(
+    events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
+) -> None:
+    native = NativeSignals([signal])
+    stored = native_states(signal, batches(events, cuts))
+    for user in USERS:
+        reference = reference_state(signal, batches(events, cuts), user)
+        expected = signal.compiled.runtime.read(reference, context)
+        got = native.read(signal, stored.get(user), context, user.encode())
+        assert got is not None
+        assert got.newest_ms == expected.newest_ms
+        assert [typed([e.values()]) for e in got.value] == [
+            typed([e.values()]) for e in expected.value
+        ]
+        assert got.value == expected.value
+
+
+def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
+    """Stores written before the native core hold msgpack LastN states: they are read, and
+    the next batch rewrites them in the native form with the same entries."""
+    signal = signal_for(5, dedupe=False, where=None, retention=days(30))
+    runtime = signal.compiled.runtime
+    events = [
+        Event(f"e{i}", "u1", ITEMS[i], "click", "home", BASE + i * 1000, {"dwell": i})
+        for i in range(8)
+    ]
+    legacy = runtime.encode(
+        runtime.apply(None, [(e, (TABLE.get(e.item_id, {}),)) for e in events[:6]]).state
+    )
+    assert legacy[0] in (0x92, 0x95)  # a msgpack array: the old form
+    native = NativeSignals([signal])
+    context = ReadContext(now_ms=BASE + 86_400_000)
+    got = native.read(signal, legacy, context, b"u1")
+    expected = runtime.read(runtime.decode(legacy), context)
+    assert got == expected
+
+    record = UserRecord({}, {signal.key: msgspec.Raw(legacy)})
+    states, applied, _ = native.apply(events[6:], [(b"u1", record, [0, 1])], {"items": TABLE})
+    native.place(record.states, states[0])
+    assert applied == {signal.key: 2}
+    assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        msgspec.msgpack.encode(b"\x07rest"),  # a future format version
+        msgspec.msgpack.encode(b"\x01\x05\xff"),  # truncated
+        b"\xc1",  # not msgpack at all
+    ],
+)
+def test_a_corrupt_state_is_a_codec_error_naming_the_key(stored: bytes) -> None:
+    signal = signal_for(5, dedupe=False, where=None, retention=days(30))
+    native = NativeSignals([signal])
+    event = Event("e1", "u1", "i1", "click", "home", BASE)
+    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
+    with pytest.raises(StateCodecError) as caught:
+        native.apply([event], [(b"u:u1", record, [0])], {"items": TABLE})
+    assert caught.value.key == b"u:u1"
+    with pytest.raises(StateCodecError):
+        native.read(signal, stored, ReadContext(), b"u:u1")
+
+
+def test_the_stub_declares_what_the_module_has() -> None:
+    declared = {"LAST_N_FORMAT_VERSION", "CoreError", "CoreStateError", "NativePlans"}
+    assert declared <= set(dir(core))
+    methods = {"fields", "apply", "read_last_n", "decode_last_n", "encode_last_n"}
+    assert methods <= set(dir(core.NativePlans))
