@@ -181,17 +181,24 @@ def compute_features(
             done[user] = end
         engine.process(MicroBatch(batch, positions))
         for row, user, ts in current:
-            plan = [
-                (column.signal, dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts))
-                for column in columns
-            ]
-            answer = reader.read_each([user], plan)[0]
-            values = [
-                _encoder.encode(answer.signals[column.signal.name].value).decode()
-                for column in columns
-            ]
+            values = _read_label(reader, columns, user, ts)
             out.append((row, values))
     return out
+
+
+def _read_label(
+    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, ts: int
+) -> list[str]:
+    """The columns' values for one label: one read per context (the reader answers a signal
+    once per call), with "now" and ``as_of`` at the label's time."""
+    answers: dict[int, dict[str, Any]] = {}
+    for column in columns:
+        group = id(column.context)
+        if group not in answers:
+            at = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
+            plan = [(c.signal, at) for c in columns if c.context is column.context]
+            answers[group] = reader.read_each([user], plan)[0].signals
+    return [_encoder.encode(answers[id(c.context)][c.signal.name].value).decode() for c in columns]
 
 
 def write_features(
