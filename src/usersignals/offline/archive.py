@@ -1,0 +1,245 @@
+"""An event archive: history as a data lake export of the topic holds it.
+
+An archive is a file, a directory (searched recursively, Hive-style partition folders such
+as ``dt=2026-11-24/`` included) or a glob, of JSONL and/or Parquet files. Each record is one
+event, in one of two shapes:
+
+- the event itself: a JSON object per line, or a Parquet row with the event's columns
+  (``event_id``, ``user_id``, ``item_id``, ``action``, ``surface``, ``ts``, optional ``attrs``);
+- a Kafka export envelope: ``topic``, ``partition``, ``offset`` and ``value`` (the message
+  bytes, or the event object). Parquet rows may also carry ``topic``/``partition``/``offset``
+  beside the event columns.
+
+Records with Kafka coordinates get the position the live Kafka source gives the same message
+(``topic/partition``, offset), so the engine's per-user progress is the same offline and
+online; that is what lets a backfill hand over to the stream without a gap or a double count.
+Records without coordinates are positioned by file and row (``archive:<relative path>``).
+
+The archive yields raw JSON lines: validation is the live path's own
+(:meth:`EventDecoder.decode_block`), and bad records go to the same dead letters.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from usersignals.errors import ConfigurationError
+from usersignals.events.decode import DecodeResult, EventDecoder
+from usersignals.events.model import Position
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.ingest.files import RawBlock
+from usersignals.ingest.kafka import partition_id
+
+JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+COORDINATES = ("topic", "partition", "offset")
+_encoder = msgspec.json.Encoder()
+
+
+class _Envelope(msgspec.Struct):
+    """One Kafka message as a JSONL export writes it."""
+
+    topic: str
+    partition: int
+    offset: int
+    value: msgspec.Raw
+
+
+@dataclass(frozen=True)
+class ArchiveFile:
+    path: Path
+    #: The path relative to the archive's root: stable wherever the archive is mounted.
+    name: str
+
+    @property
+    def is_parquet(self) -> bool:
+        return self.path.suffix.lower() in PARQUET_SUFFIXES
+
+
+class EventArchive:
+    """The files of an archive, read as blocks of raw events with their positions."""
+
+    def __init__(self, location: str | Path, block_size: int = 20_000) -> None:
+        if block_size < 1:
+            raise ConfigurationError("archive block size must be at least 1")
+        self.location = str(location)
+        self.block_size = block_size
+        self.files = _resolve(self.location)
+
+    def blocks(self) -> Iterator[RawBlock]:
+        for file in self.files:
+            if file.is_parquet:
+                yield from _parquet_blocks(file, self.block_size)
+            else:
+                yield from _jsonl_blocks(file, self.block_size)
+
+    def decoded(
+        self, decoder: EventDecoder, dead_letters: DeadLetterFile | None
+    ) -> Iterator[DecodeResult]:
+        """Validated blocks; bad records go to ``dead_letters`` with their reason."""
+        for block in self.blocks():
+            result = decoder.decode_block(block.lines, block.positions)
+            if result.bad and dead_letters is not None:
+                dead_letters.write(result.bad)
+            yield result
+
+
+def _resolve(location: str) -> list[ArchiveFile]:
+    path = Path(location)
+    if path.is_file():
+        return [ArchiveFile(path, path.name)]
+    if path.is_dir():
+        root = path
+        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+    else:
+        root = Path(_glob_root(location))
+        candidates = sorted(Path(p) for p in glob.glob(location, recursive=True))
+        candidates = [p for p in candidates if p.is_file()]
+    files = [
+        ArchiveFile(p, p.relative_to(root).as_posix())
+        for p in candidates
+        if p.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES and not _hidden(p, root)
+    ]
+    if not files:
+        raise ConfigurationError(
+            f"event archive {location!r} has no .jsonl, .json, .ndjson or .parquet files"
+        )
+    return files
+
+
+def _glob_root(pattern: str) -> str:
+    """The directory part of a glob before its first wildcard."""
+    parts = Path(pattern).parts
+    fixed = []
+    for part in parts:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return str(Path(*fixed)) if fixed else "."
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    # Spark and Hadoop leave _SUCCESS, _temporary/ and .crc files beside the data.
+    return any(part.startswith((".", "_")) for part in path.relative_to(root).parts)
+
+
+def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
+    source = f"archive:{file.name}"
+    lines: list[bytes] = []
+    positions: list[Position] = []
+    envelope: bool | None = None
+    with file.path.open("rb") as handle:
+        for number, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            if envelope is None:
+                envelope = _looks_like_envelope(line)
+            if envelope:
+                raw, position = _open_envelope(line, source, number)
+                lines.append(raw)
+                positions.append(position)
+            else:
+                lines.append(line)
+                positions.append(Position(source, number))
+            if len(lines) >= block_size:
+                yield RawBlock(lines, positions)
+                lines, positions = [], []
+    if lines:
+        yield RawBlock(lines, positions)
+
+
+def _looks_like_envelope(line: bytes) -> bool:
+    try:
+        first = msgspec.json.decode(line)
+    except msgspec.DecodeError:
+        return False
+    return isinstance(first, dict) and "value" in first and "offset" in first
+
+
+def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Position]:
+    """The message bytes and Kafka position; an unreadable envelope is passed on as it is,
+    positioned by file and line, so that the decoder rejects it with a reason."""
+    try:
+        envelope = msgspec.json.decode(line, type=_Envelope)
+    except msgspec.DecodeError:
+        return line, Position(source, number)
+    value = bytes(envelope.value)
+    if value.startswith(b'"'):
+        # The message bytes exported as a JSON string.
+        value = msgspec.json.decode(value, type=str).encode()
+    return value, Position(partition_id(envelope.topic, envelope.partition), envelope.offset)
+
+
+def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
+    import pyarrow.parquet as pq
+
+    source = f"archive:{file.name}"
+    row = 0
+    handle = pq.ParquetFile(file.path)
+    names = set(handle.schema_arrow.names)
+    coordinates = all(name in names for name in COORDINATES)
+    for batch in handle.iter_batches(batch_size=block_size):
+        batch = _times_as_ms(batch)
+        rows = batch.to_pylist()
+        lines: list[bytes] = []
+        positions: list[Position] = []
+        for record in rows:
+            row += 1
+            lines.append(_row_bytes(record, coordinates))
+            if coordinates and _has_coordinates(record):
+                positions.append(
+                    Position(partition_id(record["topic"], record["partition"]), record["offset"])
+                )
+            else:
+                positions.append(Position(source, row))
+        yield RawBlock(lines, positions)
+
+
+def _has_coordinates(record: dict[str, Any]) -> bool:
+    return (
+        isinstance(record.get("topic"), str)
+        and isinstance(record.get("partition"), int)
+        and isinstance(record.get("offset"), int)
+    )
+
+
+def _row_bytes(record: dict[str, Any], coordinates: bool) -> bytes:
+    """A Parquet row as the JSON event the live path would have received."""
+    if "value" in record:
+        value = record["value"]
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, str):
+            return value.encode()
+        return _encoder.encode(value)
+    if coordinates:
+        record = {k: v for k, v in record.items() if k not in COORDINATES}
+    if record.get("attrs") is None:
+        record.pop("attrs", None)
+    elif isinstance(record["attrs"], list):
+        # A Parquet map column reads as a list of (key, value) pairs.
+        record["attrs"] = dict(record["attrs"])
+    elif isinstance(record["attrs"], str):
+        # Attributes exported as JSON text.
+        record["attrs"] = msgspec.Raw(record["attrs"].encode())
+    return _encoder.encode(record)
+
+
+def _times_as_ms(batch: Any) -> Any:
+    """Timestamp columns as milliseconds since the epoch, the event schema's unit."""
+    import pyarrow as pa
+
+    if "ts" not in batch.schema.names:
+        return batch
+    index = batch.schema.get_field_index("ts")
+    column = batch.column(index)
+    if not pa.types.is_timestamp(column.type):
+        return batch
+    millis = column.cast(pa.timestamp("ms", tz=column.type.tz)).cast(pa.int64())
+    return batch.set_column(index, "ts", millis)

@@ -1,0 +1,67 @@
+"""What backfill and training-set generation share: signal selection, user shards, engines."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import xxhash
+
+from usersignals.app import build_decoder, build_materializer, open_store
+from usersignals.config import Settings
+from usersignals.errors import ConfigurationError
+from usersignals.events.decode import EventDecoder
+from usersignals.processing.engine import Engine
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.store import StateStore
+
+
+def shard_of(user_id: str, shards: int) -> int:
+    """The shard of a user: a stable hash, the same in every process and on every machine
+    (Python's own ``hash`` of a string changes with each interpreter)."""
+    return xxhash.xxh64_intdigest(user_id.encode()) % shards
+
+
+def select_signals(registry: SignalRegistry, only: Sequence[str]) -> SignalRegistry:
+    """The signals named ``NAME@VERSION`` in ``only`` (all of them when it is empty)."""
+    if not only:
+        return registry
+    chosen = []
+    for spec in only:
+        name, _, version = spec.partition("@")
+        signal = registry.get(name)
+        if version and version != str(signal.version):
+            raise ConfigurationError(
+                f"--only {spec}: the module defines {signal.key}, not version {version}"
+            )
+        chosen.append(signal)
+    return SignalRegistry(chosen)
+
+
+def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStore | None:
+    """The deployment's store, read-only, when the signals enrich from its embedded tables."""
+    tables = [
+        lookup.name
+        for signal in registry
+        for lookup in signal.lookups
+        if settings.enrich.sources.get(lookup.name) is None
+        or settings.enrich.sources[lookup.name].kind == "table"
+    ]
+    if not tables:
+        return None
+    if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
+        raise ConfigurationError(
+            f"signals enrich from embedded tables ({', '.join(sorted(set(tables)))}) but there is "
+            f"no store at {settings.store.path}: load them first (usersignals tables load)"
+        )
+    return open_store(settings, read_only=True)
+
+
+def build_engine(
+    settings: Settings, registry: SignalRegistry, store: StateStore, lookups: StateStore | None
+) -> tuple[Engine, EventDecoder]:
+    """The service's engine and decoder over ``store``, enriching from ``lookups``."""
+    materializer = None
+    if any(signal.lookups for signal in registry):
+        materializer = build_materializer(settings, registry, lookups or store)
+    return Engine(registry, store, materializer), build_decoder(settings)

@@ -1,0 +1,273 @@
+"""Point-in-time training data: each label row's signals as they would have been served then.
+
+For every label row (a user id, a time, any other columns), every signal is read with the
+API's own reader (:class:`~usersignals.serving.reader.SignalReader`) and context
+(:class:`~usersignals.aggregations.context.ReadContext`, with ``as_of`` and "now" set to the
+label's time) over the state the service's engine builds from that user's events at or before
+the label's time — never a later one. Per shard of users, the events are applied in rounds:
+round k applies every user's events up to their k-th label time, in one micro-batch, then
+reads the k-th labels. The states live in memory and are dropped at the end.
+
+The values are JSON text, one column per signal (and per context when several are given),
+appended to the label columns in the label file's row order. The Spark runner
+(:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition and writes
+with :func:`write_features`: the same bytes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing
+import time
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.config import Settings
+from usersignals.errors import ConfigurationError, ContextError
+from usersignals.events.model import Event, Position
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.offline.archive import EventArchive
+from usersignals.offline.common import build_engine, open_lookup_store, shard_of
+from usersignals.offline.memory import MemoryStore
+from usersignals.processing.batch import MicroBatch
+from usersignals.serving.reader import SignalReader
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+
+#: A label row: its index in the label file, the user id, the label time (ms).
+Label = tuple[int, str, int]
+_encoder = msgspec.json.Encoder()
+
+
+@dataclass(frozen=True)
+class FeatureColumn:
+    """One output column: a signal read with a context (``as_of`` comes from each label)."""
+
+    name: str
+    signal: Signal
+    context: ReadContext
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    labels: Path
+    archive: str
+    settings: Settings
+    out: Path
+    contexts: tuple[str, ...] = ()
+    workers: int = 1
+    user_column: str = "user_id"
+    time_column: str = "ts"
+    dead_letter: Path | None = None
+
+
+@dataclass
+class TrainingSummary:
+    rows: int = 0
+    events: int = 0
+    bad: int = 0
+    seconds: float = 0.0
+
+    @property
+    def events_per_second(self) -> float:
+        return self.events / self.seconds if self.seconds else 0.0
+
+
+def parse_context_option(text: str) -> dict[str, str]:
+    """``window=7d,actions=save,click`` → ``{"window": "7d", "actions": "save,click"}``."""
+    params: dict[str, str] = {}
+    last: str | None = None
+    for part in text.split(","):
+        name, equals, value = part.partition("=")
+        if equals:
+            last = name.strip()
+            params[last] = value.strip()
+        elif last is not None and part.strip():
+            # A comma inside a list value: actions=save,click.
+            params[last] += "," + part.strip()
+        elif part.strip():
+            raise ContextError(part.strip(), "expected NAME=VALUE, e.g. window=7d")
+    return params
+
+
+def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[FeatureColumn]:
+    """A column per signal and context; named by the signal alone when there is one context."""
+    parsed: list[tuple[str, ReadContext]] = []
+    for text in contexts or ("",):
+        params = parse_context_option(text)
+        if "as_of" in params:
+            raise ContextError("as_of", "is each label row's time; do not set it in --context")
+        parsed.append((text, ReadContext.parse(params, now_ms=0)))
+    return [
+        FeatureColumn(signal.name if len(parsed) == 1 else f"{signal.name}[{text}]", signal, ctx)
+        for text, ctx in parsed
+        for signal in registry
+    ]
+
+
+def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, list[Label]]:
+    """The label table as read, and its valid rows; rows without a user or time get nulls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowInvalid) as exc:
+        raise ConfigurationError(f"cannot read labels {str(path)!r}: {exc}") from exc
+    for column in (user_column, time_column):
+        if column not in table.column_names:
+            raise ConfigurationError(
+                f"labels {str(path)!r} have no column {column!r} "
+                f"(columns: {', '.join(table.column_names)})"
+            )
+    times = table.column(time_column)
+    if pa.types.is_timestamp(times.type):
+        times = times.cast(pa.timestamp("ms", tz=times.type.tz)).cast(pa.int64())
+    elif not pa.types.is_integer(times.type):
+        raise ConfigurationError(
+            f"label column {time_column!r} must be a timestamp or ms since the epoch, "
+            f"not {times.type}"
+        )
+    users = table.column(user_column).to_pylist()
+    labels = [
+        (row, str(user), int(ts))
+        for row, (user, ts) in enumerate(zip(users, times.to_pylist(), strict=True))
+        if user is not None and ts is not None
+    ]
+    return table, labels
+
+
+def compute_features(
+    engine_parts: tuple[Any, SignalReader],
+    columns: Sequence[FeatureColumn],
+    events: Iterable[tuple[Event, Position]],
+    labels: Sequence[Label],
+) -> list[tuple[int, list[str]]]:
+    """Each label's column values, from ``events`` (any order) of the labels' users."""
+    engine, reader = engine_parts
+    by_user: dict[str, list[tuple[Event, Position]]] = {}
+    for event, position in events:
+        by_user.setdefault(event.user_id, []).append((event, position))
+    for user_events in by_user.values():
+        # A total order, the same whatever order the events came in.
+        user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
+    label_lists: dict[str, list[Label]] = {}
+    for label in sorted(labels, key=lambda label: (label[2], label[0])):
+        label_lists.setdefault(label[1], []).append(label)
+    done = dict.fromkeys(label_lists, 0)
+    out: list[tuple[int, list[str]]] = []
+    sequence = 0
+    for k in range(max((len(v) for v in label_lists.values()), default=0)):
+        batch: list[Event] = []
+        positions: list[Position] = []
+        current = [lists[k] for lists in label_lists.values() if len(lists) > k]
+        for _, user, ts in current:
+            user_events = by_user.get(user, [])
+            start = done[user]
+            end = start
+            while end < len(user_events) and user_events[end][0].ts <= ts:
+                end += 1
+            for event, _ in user_events[start:end]:
+                # Positions in feeding order: progress plays no part in a training set.
+                sequence += 1
+                batch.append(event)
+                positions.append(Position("training", sequence))
+            done[user] = end
+        engine.process(MicroBatch(batch, positions))
+        for row, user, ts in current:
+            values = _read_label(reader, columns, user, ts)
+            out.append((row, values))
+    return out
+
+
+def _read_label(
+    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, ts: int
+) -> list[str]:
+    """The columns' values for one label: one read per context (the reader answers a signal
+    once per call), with "now" and ``as_of`` at the label's time."""
+    answers: dict[int, dict[str, Any]] = {}
+    for column in columns:
+        group = id(column.context)
+        if group not in answers:
+            at = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
+            plan = [(c.signal, at) for c in columns if c.context is column.context]
+            answers[group] = reader.read_each([user], plan)[0].signals
+    return [_encoder.encode(answers[id(c.context)][c.signal.name].value).decode() for c in columns]
+
+
+def write_features(
+    table: Any, columns: Sequence[FeatureColumn], values: dict[int, list[str]], out: Path
+) -> None:
+    """The label table with a JSON text column per feature, in the label file's row order."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = table.num_rows
+    for index, column in enumerate(columns):
+        cells = [values[row][index] if row in values else None for row in range(rows)]
+        table = table.append_column(column.name, pa.array(cells, pa.string()))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, out)
+
+
+def training_set(job: TrainingJob) -> TrainingSummary:
+    """Write ``job.out``: the label rows with each signal's point-in-time value."""
+    started = time.perf_counter()
+    registry = SignalRegistry.from_module(job.settings.signals)
+    columns = feature_columns(registry, job.contexts)
+    table, labels = read_labels(job.labels, job.user_column, job.time_column)
+    shards = max(1, job.workers)
+    tasks = [(job, i, shards) for i in range(shards)]
+    if shards == 1:
+        results = [_training_shard(tasks[0])]
+    else:
+        context = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(shards, mp_context=context) as pool:
+            results = list(pool.map(_training_shard, tasks))
+    values: dict[int, list[str]] = {}
+    summary = TrainingSummary(rows=len(labels))
+    for part_values, events, bad in results:
+        values.update(part_values)
+        summary.events += events
+        summary.bad += bad
+    write_features(table, columns, values, job.out)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _training_shard(task: tuple[TrainingJob, int, int]) -> tuple[dict[int, list[str]], int, int]:
+    job, index, shards = task
+    settings = job.settings
+    registry = SignalRegistry.from_module(settings.signals)
+    columns = feature_columns(registry, job.contexts)
+    _, labels = read_labels(job.labels, job.user_column, job.time_column)
+    mine = [label for label in labels if shard_of(label[1], shards) == index]
+    users = {label[1] for label in mine}
+    lookups = open_lookup_store(settings, registry)
+    store = MemoryStore()
+    dead_letters = DeadLetterFile(job.dead_letter) if index == 0 and job.dead_letter else None
+    try:
+        engine, decoder = build_engine(settings, registry, store, lookups)
+        events: list[tuple[Event, Position]] = []
+        bad = 0
+        archive = EventArchive(job.archive, settings.processing.batch_size)
+        for block in archive.decoded(decoder, dead_letters):
+            bad += len(block.bad)
+            events.extend(
+                (event, position)
+                for event, position in zip(block.events, block.positions, strict=True)
+                if event.user_id in users
+            )
+        rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
+        return dict(rows), len(events), bad if index == 0 else 0
+    finally:
+        if lookups is not None:
+            lookups.close()
+        if dead_letters is not None:
+            dead_letters.close()

@@ -1,0 +1,138 @@
+"""Random event histories, archives of them, and the streaming path they are compared with."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from usersignals import Engine, Event, MicroBatch, Position, SignalRegistry
+from usersignals.config import Settings
+from usersignals.enrich import Materializer, TableSource
+from usersignals.enrich.sources import encode_table_record
+from usersignals.ingest.synthetic import WorkloadSpec, item_records, iter_event_chunks
+from usersignals.offline.common import shard_of
+from usersignals.state.rocks import RocksStore
+from usersignals.state.store import StateStore
+
+REFERENCE = "usersignals.examples.reference"
+TOPIC = "engagements"
+PARTITIONS = 3
+DAY_MS = 86_400_000
+
+
+@dataclass
+class History:
+    """A random history in stream order, with the Kafka coordinates each event got."""
+
+    spec: WorkloadSpec
+    events: list[Event]
+    positions: list[Position]
+    items: list[dict[str, object]]
+
+
+def random_history(seed: int, events: int = 1_500, users: int = 40) -> History:
+    """Seeded, Pinterest-like, spread over 40 days with many late events (retention, expiry and
+    decay all matter), keyed to partitions by user as a producer keyed by user does."""
+    spec = WorkloadSpec(
+        events=events, seed=seed, users=users, items=400, span_ms=40 * DAY_MS,
+        late_fraction=0.2, max_late_ms=3 * DAY_MS,
+    )  # fmt: skip
+    decoded = [
+        msgspec.convert(record, Event)
+        for chunk in iter_event_chunks(spec, chunk_size=5_000)
+        for record in chunk
+    ]
+    offsets = [0] * PARTITIONS
+    positions = []
+    for event in decoded:
+        partition = shard_of(event.user_id, PARTITIONS)
+        positions.append(Position(f"{TOPIC}/{partition}", offsets[partition]))
+        offsets[partition] += 1
+    items = list(item_records(spec, sorted({event.item_id for event in decoded})))
+    return History(spec, decoded, positions, items)
+
+
+def load_items(store: StateStore, items: Sequence[dict[str, object]]) -> None:
+    """The item table, less a few items (their events must still count, fields missing)."""
+    store.table("items").write(
+        {str(r["item_id"]).encode(): encode_table_record(r) for r in items[3:]}
+    )
+
+
+def new_store(path: Path, history: History) -> RocksStore:
+    store = RocksStore(path)
+    load_items(store, history.items)
+    return store
+
+
+def stream(
+    store: StateStore,
+    history: History,
+    batch: int,
+    registry: SignalRegistry | None = None,
+    upto: int | None = None,
+) -> None:
+    """The live path: events in stream order, micro-batch after micro-batch, with their offsets."""
+    registry = registry or SignalRegistry.from_module(REFERENCE)
+    engine = Engine(
+        registry, store, Materializer({"items": TableSource("items", store.table("items"))})
+    )
+    end = len(history.events) if upto is None else upto
+    for start in range(0, end, batch):
+        stop = min(start + batch, end)
+        engine.process(MicroBatch(history.events[start:stop], history.positions[start:stop]))
+
+
+def user_states(store: StateStore) -> dict[bytes, bytes]:
+    return dict(store.scan(b"u:"))
+
+
+def write_parquet_archive(root: Path, history: History, bad: Sequence[bytes] = ()) -> Path:
+    """A data lake export of the topic: Hive partitions by event day, the Kafka coordinates
+    on every row, ``value`` holding the message bytes (as the topic carried them)."""
+    by_day: dict[str, list[dict[str, object]]] = {}
+    for event, position in zip(history.events, history.positions, strict=True):
+        topic, partition = position.partition.split("/")
+        day = datetime.fromtimestamp(event.ts / 1000, tz=UTC).strftime("%Y-%m-%d")
+        by_day.setdefault(day, []).append(
+            {
+                "topic": topic,
+                "partition": int(partition),
+                "offset": position.offset,
+                "value": msgspec.json.encode(event),
+            }
+        )
+    first = min(by_day)
+    for number, raw in enumerate(bad):
+        # Bad messages on a partition of their own, so the good offsets stay as streamed.
+        by_day[first].append({"topic": TOPIC, "partition": 99, "offset": number, "value": raw})
+    for day, rows in by_day.items():
+        folder = root / f"dt={day}"
+        folder.mkdir(parents=True)
+        pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
+    return root
+
+
+def write_jsonl_archive(root: Path, history: History, files: int = 3) -> Path:
+    """A plain export without coordinates: JSONL files of events."""
+    root.mkdir(parents=True)
+    size = -(-len(history.events) // files)
+    for number in range(files):
+        chunk = history.events[number * size : (number + 1) * size]
+        (root / f"events-{number}.jsonl").write_bytes(
+            b"".join(msgspec.json.encode(event) + b"\n" for event in chunk)
+        )
+    return root
+
+
+def settings_for(store: Path, **processing: object) -> Settings:
+    return Settings.load(
+        environ={},
+        overrides={"signals": REFERENCE, "store": {"path": str(store)}, "processing": processing},
+    )
