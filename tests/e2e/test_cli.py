@@ -34,10 +34,6 @@ REFERENCE_SIGNALS = [
 ]
 ENGAGEMENTS = {"closeup", "click", "save", "share", "hide"}
 RESULT_KEYS = {"name", "version", "kind", "value", "newest_event_ms", "newest_event_time", "age_ms"}
-SUMMARY = re.compile(
-    r"replayed ([\d,]+) lines in .*?: ([\d,]+) good events, ([\d,]+) already applied, "
-    r"([\d,]+) user writes, ([\d,]+) bad"
-)
 
 
 def run(
