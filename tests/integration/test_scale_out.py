@@ -21,6 +21,7 @@ from test_kafka import (
     reference_values,
     start_processor,
     stop,
+    stop_leftover_processors,  # noqa: F401 (an autouse fixture: stops what a failure leaves)
     wait_caught_up,
 )
 
