@@ -128,6 +128,7 @@ def replay(
     source_id: Annotated[
         str | None, typer.Option(help="Source id for idempotent replays [default: file:NAME].")
     ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
     """Process a file of events into the store; bad events are reported and dead-lettered."""
@@ -147,7 +148,10 @@ def replay(
             )
     finally:
         processor.close()
-    _print_replay(summary, path)
+    if as_json:
+        sys.stdout.write(msgspec.json.encode(_replay_document(summary, path)).decode() + "\n")
+    else:
+        _print_replay(summary, path)
 
 
 @app.command()
@@ -531,6 +535,32 @@ def _watch_live(
                 _PULSE_EVERY_S if until is None else min(_PULSE_EVERY_S, until - time.monotonic())
             )
             stop.wait(max(0.0, left))
+
+
+def _replay_document(summary: ReplaySummary, dead_letter: Path) -> dict[str, Any]:
+    """The replay summary for programs: what ``_print_replay`` shows people."""
+    report = summary.report
+    return {
+        "lines": summary.lines,
+        "seconds": round(summary.seconds, 3),
+        "events": report.events,
+        "duplicates": report.duplicates,
+        "user_writes": report.users,
+        "expired": {k: v for k, v in report.expired.items() if v},
+        "missing_enrichment": report.missing_enrichment,
+        "bad": sum(summary.bad_by_reason.values()),
+        "bad_by_reason": summary.bad_by_reason,
+        "bad_events": [
+            {
+                "partition": bad.position.partition if bad.position else None,
+                "offset": bad.position.offset if bad.position else None,
+                "reason": bad.reason,
+                "detail": bad.detail,
+            }
+            for bad in summary.bad
+        ],
+        "dead_letter": str(dead_letter),
+    }
 
 
 def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:

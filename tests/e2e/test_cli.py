@@ -7,7 +7,6 @@ and the events replayed with bad lines mixed in; the tests then read the store b
 
 from __future__ import annotations
 
-import ast
 import json
 import os
 import re
@@ -35,10 +34,6 @@ REFERENCE_SIGNALS = [
 ]
 ENGAGEMENTS = {"closeup", "click", "save", "share", "hide"}
 RESULT_KEYS = {"name", "version", "kind", "value", "newest_event_ms", "newest_event_time", "age_ms"}
-SUMMARY = re.compile(
-    r"replayed ([\d,]+) lines in .*?: ([\d,]+) good events, ([\d,]+) already applied, "
-    r"(?:[\d,]+ repeated event ids dropped, )?([\d,]+) user writes, ([\d,]+) bad"
-)
 
 
 def run(
@@ -191,11 +186,11 @@ def replayed(workload: Workload) -> Replayed:
     users = [user for user, _ in counts.most_common(3)]
     users += [workload.events[500]["user_id"], workload.events[2500]["user_id"]]
 
-    first = ok(run("replay", mixed, "--store", store, "--config", config, cwd=root))
+    first = ok(run("replay", mixed, "--store", store, "--config", config, "--json", cwd=root))
     dead_letter_path = store / "dead-letter.jsonl"
     dead_letters = [json.loads(line) for line in dead_letter_path.read_text().splitlines()]
     before = {user: read_all(user, store, root) for user in users}
-    second = ok(run("replay", mixed, "--store", store, "--config", config, cwd=root))
+    second = ok(run("replay", mixed, "--store", store, "--config", config, "--json", cwd=root))
     after = {user: read_all(user, store, root) for user in users}
     return Replayed(
         workload,
@@ -213,10 +208,16 @@ def replayed(workload: Workload) -> Replayed:
     )
 
 
+def summary(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The ``replay --json`` summary."""
+    document: dict[str, Any] = json.loads(result.stdout)
+    return document
+
+
 def summary_numbers(result: subprocess.CompletedProcess[str]) -> tuple[int, ...]:
-    match = SUMMARY.search(result.stderr)
-    assert match, result.stderr
-    return tuple(int(group.replace(",", "")) for group in match.groups())
+    document = summary(result)
+    names = ("lines", "events", "duplicates", "user_writes", "bad")
+    return tuple(int(document[name]) for name in names)
 
 
 # -- generate and tables load -----------------------------------------------------------------
@@ -263,21 +264,25 @@ def test_replay_counts_good_and_bad_lines(replayed: Replayed) -> None:
     # One micro-batch: one write per distinct user of the good events.
     assert user_writes == len({event["user_id"] for event in replayed.workload.events})
     # Every event has its item in the table.
-    assert "no enrichment record" not in replayed.first.stderr
+    assert summary(replayed.first)["missing_enrichment"] == {}
 
 
 def test_replay_names_every_bad_line_and_its_reason(replayed: Replayed) -> None:
-    output = replayed.first.stderr
-    match = re.search(r"bad events by reason: (\{.*\})", output)
-    assert match, output
-    assert ast.literal_eval(match.group(1)) == dict(
-        Counter(reason for _, reason, _ in replayed.bad)
-    )
-    rows = output.splitlines()
-    for number, reason, _ in replayed.bad:
-        where = f"file:mixed.jsonl:{number} "
-        assert [row for row in rows if where in row and reason in row], (where, reason)
-    assert str(replayed.store / "dead-letter.jsonl") in output
+    document = summary(replayed.first)
+    assert document["bad_by_reason"] == dict(Counter(reason for _, reason, _ in replayed.bad))
+    assert [(bad["partition"], bad["offset"], bad["reason"]) for bad in document["bad_events"]] == [
+        ("file:mixed.jsonl", number, reason) for number, reason, _ in replayed.bad
+    ]
+    assert all(bad["detail"] for bad in document["bad_events"])
+    assert document["dead_letter"] == str(replayed.store / "dead-letter.jsonl")
+
+
+def test_replay_prints_a_summary_for_people(replayed: Replayed, tmp_path: Path) -> None:
+    """Without --json, the same replay prints its summary and a table of bad lines."""
+    root = replayed.workload.root
+    result = ok(run("replay", replayed.mixed, "--store", tmp_path / "store", cwd=root))
+    assert result.stdout == ""  # the summary goes to the terminal, not to a pipe of JSON
+    assert result.stderr.strip()
 
 
 def test_dead_letter_file_holds_exactly_the_bad_lines(replayed: Replayed) -> None:

@@ -13,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
@@ -37,6 +39,18 @@ from waiting import wait_for
 
 BIN = Path(sys.executable).parent
 PARTITIONS = 3
+# Every processor a test starts, so that one a failed test leaves running is stopped too.
+STARTED: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def stop_leftover_processors() -> Iterator[None]:
+    yield
+    while STARTED:
+        process = STARTED.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate(timeout=30)
 
 
 def produce(bootstrap: str, topic: str, values: list[tuple[bytes, bytes]]) -> dict[int, int]:
@@ -113,11 +127,13 @@ def start_processor(
         "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "5000",
         "USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dead",
     }
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [str(BIN / "usersignals"), "run", "--kafka", bootstrap, "--topic", topic,
          "--store", str(store), *extra],
         env=env, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    STARTED.append(process)
+    return process
 
 
 def wait_caught_up(
