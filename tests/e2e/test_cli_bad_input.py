@@ -22,8 +22,13 @@ def test_replay_dead_letters_a_line_that_is_not_utf8_and_applies_the_rest(
     letters = [json.loads(line) for line in (store / "dead-letter.jsonl").read_text().splitlines()]
     assert [(letter["reason"], letter["offset"]) for letter in letters] == [("invalid_utf8", 2)]
     answer = json.loads(
-        ok(run("get", "u-bad", "--signal", "action_counts", "--store", store, cwd=tmp_path)).stdout
-    )
+        ok(
+            run(
+                "get", "u-bad", "--signal", "action_counts", "--as-of", str(END_MS),
+                "--store", store, cwd=tmp_path,
+            )
+        ).stdout
+    )  # fmt: skip
     assert answer["signals"]["action_counts"]["value"]["total"] == 3
 
 
