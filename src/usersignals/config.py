@@ -100,6 +100,21 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     refresh_interval_ms: int = 100
     #: "stateful" (read stored states) or "raw" (recompute from raw events; for comparison).
     mode: str = "stateful"
+    #: Bearer token for reads (GET /v1/users/{id}/signals, POST /v1/signals/batch,
+    #: GET /v1/signals); empty: reads are open.
+    read_token: str = ""
+    #: Bearer token for POST /v1/events; empty: ingest is open.
+    ingest_token: str = ""
+    #: Serve /metrics on this port of ``host`` only (not on the API port); 0: on the API port.
+    metrics_port: int = 0
+    #: A store read slower than this answers 503; reads run off the event loop.
+    read_timeout_ms: int = 1_000
+    #: A connection whose request headers do not arrive within this is closed (granian).
+    header_timeout_ms: int = 5_000
+    #: A request body not received within this answers 408 and the connection is closed.
+    body_timeout_ms: int = 10_000
+    #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
+    state_cache_bytes: int = 64 << 20
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
