@@ -44,6 +44,11 @@ class RedisServer:
                 time.sleep(0.02)
         client.close()
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (to freeze it with SIGSTOP, say)."""
+        return self._process.pid
+
     def stop(self) -> None:
         if self._process.poll() is None:
             # A shutdown drops the connection: that error is the success.
