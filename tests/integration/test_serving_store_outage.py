@@ -14,9 +14,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from redis_server import RedisServer
 from service_helpers import BIN, free_port, stop_process
 
+from redis_server import RedisServer
 from usersignals import Event, MicroBatch, Position
 from usersignals.app import build_processor
 from usersignals.config import Settings, StoreSettings
