@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import msgspec
 
+from usersignals import Event, MicroBatch, Position, ReadContext
+from usersignals.app import build_processor, open_store_reader
+from usersignals.config import Settings, StoreSettings
 from usersignals.state.cache import DECODED_BYTES_PER_STORED_BYTE, DecodedStateCache
 
 PER_BYTE = DECODED_BYTES_PER_STORED_BYTE
@@ -41,3 +46,30 @@ def test_small_states_and_states_larger_than_the_budget_are_not_cached() -> None
     cache.put(b"small", "s", raw(99), "small")
     cache.put(b"huge", "s", raw(1_001), "huge")
     assert (len(cache), cache.bytes) == (0, 0)
+
+
+def test_a_serving_reader_keeps_its_cache_within_the_configured_bytes(tmp_path: Path) -> None:
+    budget = 200_000
+    settings = Settings(store=StoreSettings(path=str(tmp_path / "store")))
+    settings.serving.state_cache_bytes = budget
+    processor = build_processor(settings)
+    try:
+        now = 1_767_225_600_000
+        # 60 users with a few hundred engagements each: LastN states of several KB.
+        events = [
+            Event(f"e{u}-{n}", f"u{u}", f"i{n}", "click", "home", now - n)
+            for u in range(60)
+            for n in range(300)
+        ]
+        positions = [Position("p", i) for i in range(len(events))]
+        processor.engine.process(MicroBatch(events, positions))
+    finally:
+        processor.close()
+    reader = open_store_reader(settings)
+    try:
+        for user in range(60):
+            reader.read(f"u{user}", ["recent_engagements"], ReadContext(now_ms=now))
+            assert reader.cache.bytes <= budget
+        assert 0 < len(reader.cache) < 60  # some are cached; the budget holds no more
+    finally:
+        reader.store.close()
