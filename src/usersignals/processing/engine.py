@@ -80,7 +80,9 @@ class Engine:
         # that stateful aggregation is measured against); off by default.
         self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
         self._plans = [_Plan(signal.compiled) for signal in registry]
-        self._hot = DecodedStateCache()
+        # The processor's budget for busy users' decoded states (about what 2,000 large users
+        # took when the cache counted entries); serving workers set their own.
+        self._hot = DecodedStateCache(max_bytes=256 << 20)
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry}
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
