@@ -60,6 +60,11 @@ class RedisServer:
         self._process.kill()
         self._process.wait()
 
+    @property
+    def pid(self) -> int:
+        """The server's process id (to freeze it with SIGSTOP, say)."""
+        return self._process.pid
+
     def stop(self) -> None:
         if self._process.poll() is None:
             # A shutdown drops the connection: that error is the success.

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
+from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
@@ -32,7 +35,14 @@ from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
 
-_SIGNALS_MODULE_KEY = meta_key("signals_module")
+_SIGNALS_KEY = meta_key("signals")
+
+
+def signals_identity(module: str, registry: SignalRegistry) -> bytes:
+    """What a writer records about the signals it applies: the module and a digest of the
+    compiled definitions (names, versions, filters, aggregations)."""
+    digest = hashlib.sha256(registry.to_json().encode()).hexdigest()
+    return json.dumps({"module": module, "sha256": digest}, sort_keys=True).encode()
 
 
 @dataclass
@@ -131,8 +141,8 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             keep_raw_events=settings.processing.keep_raw_events,
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
-        # Remember which module wrote this store, so readers need not be told again.
-        store.write({_SIGNALS_MODULE_KEY: settings.signals.encode()})
+        # Record which signals write this store: readers refuse to serve other ones.
+        store.write({_SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:
         store.close()
         raise
@@ -191,6 +201,18 @@ def build_serving_state(settings: Settings) -> ServingState:
         admin_token=settings.serving.admin_token,
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
+        front=front_door(settings),
+    )
+
+
+def front_door(settings: Settings) -> FrontDoor:
+    serving = settings.serving
+    return FrontDoor(
+        tokens=Tokens(read=serving.read_token, ingest=serving.ingest_token),
+        read_timeout_s=serving.read_timeout_ms / 1000,
+        body_timeout_s=serving.body_timeout_ms / 1000,
+        metrics_port=serving.metrics_port,
+        metrics_host=serving.host,
     )
 
 
@@ -213,15 +235,39 @@ def build_accepted_log(settings: Settings, store: StateStore, name: str) -> Acce
 
 
 def open_store_reader(settings: Settings, signals: str | None = None) -> SignalReader:
-    """A reader over a store another process may be writing (a RocksDB secondary)."""
+    """A reader over a store another process may be writing (a RocksDB secondary).
+
+    The signals module comes from configuration (or ``signals``) only, never from the store:
+    whoever can write the store must not be able to choose code a reader imports. A store
+    whose writer recorded other signals (another module, or other definitions or versions)
+    is refused, clearly, rather than misread.
+    """
+    module = signals or settings.signals
     store = open_store(settings, read_only=True)
-    module = signals
-    if module is None:
-        stored = store.get_many([_SIGNALS_MODULE_KEY])[0]
-        module = stored.decode() if stored else settings.signals
     try:
         registry = SignalRegistry.from_module(module)
+        check_signals_identity(store, module, registry)
     except Exception:
         store.close()
         raise
-    return SignalReader(registry, store)
+    return SignalReader(registry, store, cache_bytes=settings.serving.state_cache_bytes)
+
+
+def check_signals_identity(store: StateStore, module: str, registry: SignalRegistry) -> None:
+    recorded = store.get_many([_SIGNALS_KEY])[0]
+    if recorded is None:
+        return  # nothing written yet: no writer to disagree with
+    ours = signals_identity(module, registry)
+    if recorded == ours:
+        return
+    try:
+        theirs = json.loads(recorded)
+        described = f"module {theirs['module']!r} (definitions {theirs['sha256'][:12]})"
+    except (ValueError, KeyError, TypeError):
+        described = "signals this version cannot read"
+    mine = json.loads(ours)
+    raise ConfigurationError(
+        f"the store was written with {described}, but this reader is configured with module "
+        f"{module!r} (definitions {mine['sha256'][:12]}); serve the signals the processor "
+        "runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
+    )

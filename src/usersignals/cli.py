@@ -319,6 +319,8 @@ def serve(
         "--host", settings.serving.host,
         "--port", str(settings.serving.port),
         "--workers", str(settings.serving.workers),
+        # Closes connections whose headers stall; bodies are bounded in the app (408).
+        "--http1-header-read-timeout", str(settings.serving.header_timeout_ms),
         "--log-level", "warning",
         "usersignals.serving.worker:create",
     ]  # fmt: skip

@@ -26,6 +26,7 @@ Milliseconds = Annotated[int, msgspec.Meta(ge=0, extra={"unit": "ms"})]
 PositiveMilliseconds = Annotated[int, msgspec.Meta(ge=1, extra={"unit": "ms"})]
 Seconds = Annotated[float, msgspec.Meta(ge=0, extra={"unit": "s"})]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+PortOrZero = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,13 +68,13 @@ class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):
     path: str = "data/spool"
     #: The API answers 503 (Retry-After) and /readyz 503 once this many spooled bytes are not
     #: yet applied by the processor: a stopped processor cannot make the disk fill up.
-    max_backlog_bytes: int = 1 << 30
+    max_backlog_bytes: PositiveCount = 1 << 30
     #: ... and when the spool's filesystem has less free space than this.
-    min_free_bytes: int = 64 << 20
+    min_free_bytes: Count = 64 << 20
     #: A writer starts a new file after this many bytes, so applied files can be deleted.
-    segment_bytes: int = 64 << 20
+    segment_bytes: PositiveCount = 64 << 20
     #: Retry-After of those 503s, and how long a failed spool write keeps a worker not-ready.
-    retry_after_s: int = 5
+    retry_after_s: PositiveCount = 5
 
 
 class SourceSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -116,7 +117,7 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Any other librdkafka consumer settings (security, fetch sizes...).
     consumer: dict[str, str] = {}
     #: The API (in Kafka mode) answers 503 when the broker has not acknowledged by then.
-    produce_timeout_ms: int = 5_000
+    produce_timeout_ms: PositiveMilliseconds = 5_000
     #: Any other librdkafka settings of the API's producer.
     producer: dict[str, str] = {}
 
@@ -131,6 +132,21 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     refresh_interval_ms: PositiveMilliseconds = 100
     #: "stateful" (read stored states) or "raw" (recompute from raw events; for comparison).
     mode: Literal["stateful", "raw"] = "stateful"
+    #: Bearer token for reads (GET /v1/users/{id}/signals, POST /v1/signals/batch,
+    #: GET /v1/signals); empty: reads are open.
+    read_token: str = ""
+    #: Bearer token for POST /v1/events; empty: ingest is open.
+    ingest_token: str = ""
+    #: Serve /metrics on this port of ``host`` only (not on the API port); 0: on the API port.
+    metrics_port: PortOrZero = 0
+    #: A store read slower than this answers 503; reads run off the event loop.
+    read_timeout_ms: PositiveMilliseconds = 1_000
+    #: A connection whose request headers do not arrive within this is closed (granian).
+    header_timeout_ms: PositiveMilliseconds = 5_000
+    #: A request body not received within this answers 408 and the connection is closed.
+    body_timeout_ms: PositiveMilliseconds = 10_000
+    #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
+    state_cache_bytes: Count = 64 << 20
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -59,7 +59,9 @@ def _stop(process: subprocess.Popen[bytes]) -> int:
     return process.returncode
 
 
-def start_service(root: Path, events: int = 5_000, mode: str = "stateful") -> Service:
+def start_service(
+    root: Path, events: int = 5_000, mode: str = "stateful", env_extra: dict[str, str] | None = None
+) -> Service:
     store, spool = root / "store", root / "spool"
     settings = Settings(
         store=StoreSettings(path=str(store)),
@@ -88,6 +90,7 @@ def start_service(root: Path, events: int = 5_000, mode: str = "stateful") -> Se
         "USERSIGNALS_PROCESSING__KEEP_RAW_EVENTS": "true",
         "USERSIGNALS_SERVING__ADMIN_TOKEN": ADMIN_TOKEN,
         "USERSIGNALS_SERVING__REFRESH_INTERVAL_MS": "50",
+        **(env_extra or {}),
     }
     run = subprocess.Popen([str(BIN / "usersignals"), "run"], env=env, cwd=root)
     serve = subprocess.Popen(

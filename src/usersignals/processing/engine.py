@@ -93,7 +93,9 @@ class Engine:
         self._python_plans = [plan for plan in self._plans if plan.key not in self._native.keys]
         python_layouts = {plan.layout for plan in self._python_plans}
         self._native_counts_misses = bool(self._native.layouts - python_layouts)
-        self._hot = DecodedStateCache()
+        # The processor's budget for busy users' decoded states (about what 2,000 large users
+        # took when the cache counted entries); serving workers set their own.
+        self._hot = DecodedStateCache(max_bytes=256 << 20)
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry}
         self._sources = sorted({name for plan in self._plans for name in plan.layout})

@@ -28,7 +28,7 @@ from prometheus_client import (
 )
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
@@ -44,6 +44,15 @@ from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
 from usersignals.ingest.accepted import AcceptedLog
 from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.serving.guards import (
+    FrontDoor,
+    StoreReads,
+    check_reads,
+    distinct_names,
+    token_problem,
+    unauthorized,
+)
+from usersignals.serving.metrics_port import MetricsServer
 from usersignals.serving.openapi import DOCS_HTML, openapi_document
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader, UserSignals
@@ -64,7 +73,12 @@ MAX_EVENTS_PER_REQUEST = 10_000
 MAX_BATCH_USERS = 1_000
 MAX_USER_ID_CHARS = 256
 
-_HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+_HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    408: "request_timeout",
+    413: "too_large",
+}
 _encode = msgspec.json.Encoder().encode
 _batch_decoder = msgspec.json.Decoder(BatchRequest)
 _raw_list_decoder = msgspec.json.Decoder(list[msgspec.Raw])
@@ -85,8 +99,16 @@ class ServingState:
     raw: RawRecomputer | None = None
     last_refresh: float = field(default_factory=time.monotonic)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
+    front: FrontDoor = field(default_factory=FrontDoor)
 
     def __post_init__(self) -> None:
+        self.reads = StoreReads(self.front.read_timeout_s)
+        self.client_disconnects = Counter(
+            "usersignals_http_client_disconnects",
+            "Requests whose client went away before the body was read, by route",
+            ["route"],
+            registry=self.metrics,
+        )
         self.requests = Counter(
             "usersignals_http_requests",
             "HTTP requests by route and status",
@@ -150,6 +172,10 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
                 signal=exc.signal,
                 earliest_as_of_ms=exc.earliest_ms,
             )
+        except ClientDisconnect:
+            # The client went away mid-upload: nothing to answer, nothing wrong with us.
+            state.client_disconnects.labels(route).inc()
+            return Response(status_code=499)
         except ContextError as exc:
             response = _error(400, "invalid_parameter", str(exc), parameter=exc.parameter)
         except SignalNotFoundError as exc:
@@ -203,42 +229,62 @@ def _names(text: str | None) -> list[str] | None:
     return names
 
 
-async def _body(request: Request) -> bytes:
+async def _body(request: Request, timeout_s: float = 10.0) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:  # stop reading: never buffer more than the limit
-            raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
+    try:
+        # A stalled upload would hold its connection (and memory) for ever.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:  # stop reading: never buffer more than the limit
+                    raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"the body did not arrive within {timeout_s:g} s") from None
     body = b"".join(chunks)
     if not body.strip():
         raise ContextError("body", "is empty")
     return body
 
 
+def _guarded(expected: str, scope: str, handler: Handler) -> Handler:
+    """``handler`` behind a bearer token (open when ``expected`` is empty)."""
+    if not expected:
+        return handler
+
+    async def guarded(request: Request) -> Response:
+        problem = token_problem(request, expected, scope)
+        if problem is not None:
+            return unauthorized(*problem)
+        return await handler(request)
+
+    return guarded
+
+
 def create_app(state: ServingState) -> Starlette:
     registry = state.registry
+    front = state.front
 
     async def user_signals(request: Request) -> Response:
         user_id = _user_id(request)
         params = dict(request.query_params)
         names = _names(params.pop("names", None))
         if names:
+            names = distinct_names(names, "names")
             for name in names:
                 registry.get(name)  # 404 for an unknown name before any work
         context = ReadContext.parse(params)
-        if state.raw is not None:
-            result = state.raw.read(user_id, names, context)
-        else:
-            result = state.reader.read(user_id, names, context)
-        return _json(result)
+        raw = state.raw
+        if raw is not None:
+            return _json(await state.reads.run(lambda: raw.read(user_id, names, context)))
+        return _json(await state.reads.run(lambda: state.reader.read(user_id, names, context)))
 
     async def batch(request: Request) -> Response:
-        body = _batch_decoder.decode(await _body(request))
+        body = _batch_decoder.decode(await _body(request, front.body_timeout_s))
         if not body.users:
             raise ContextError("users", "must list at least one user id")
         if len(body.users) > MAX_BATCH_USERS:
@@ -246,7 +292,9 @@ def create_app(state: ServingState) -> Starlette:
         for user in body.users:
             if not user or len(user) > MAX_USER_ID_CHARS:
                 raise ContextError("users", f"ids must be 1 to {MAX_USER_ID_CHARS} characters")
-        signals = [registry.get(name) for name in body.signals] if body.signals else list(registry)
+        names = distinct_names(body.signals, "signals") if body.signals else None
+        signals = [registry.get(name) for name in names] if names else list(registry)
+        check_reads(len(body.users), len(signals))
         unknown = set(body.contexts) - {signal.name for signal in signals}
         if unknown:
             raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
@@ -261,17 +309,22 @@ def create_app(state: ServingState) -> Starlette:
             )
             for signal in signals
         ]
-        results: list[UserSignals]
-        if state.raw is not None:
-            results = [
-                UserSignals(
-                    user,
-                    {s.name: state.raw.read(user, [s.name], c).signals[s.name] for s, c in plan},
-                )
-                for user in body.users
-            ]
+        users = body.users
+        raw = state.raw
+        if raw is not None:
+
+            def recompute() -> list[UserSignals]:
+                return [
+                    UserSignals(
+                        user,
+                        {s.name: raw.read(user, [s.name], c).signals[s.name] for s, c in plan},
+                    )
+                    for user in users
+                ]
+
+            results = await state.reads.run(recompute)
         else:
-            results = state.reader.read_each(body.users, plan)
+            results = await state.reads.run(lambda: state.reader.read_each(users, plan))
         return _json({"results": results})
 
     async def list_signals(request: Request) -> Response:
@@ -279,7 +332,7 @@ def create_app(state: ServingState) -> Starlette:
 
     async def ingest(request: Request) -> Response:
         state.log.check()  # a full backlog or disk: 503 before reading anything
-        body = await _body(request)
+        body = await _body(request, front.body_timeout_s)
         stripped = body.lstrip()
         raws = _raw_list_decoder.decode(body) if stripped[:1] == b"[" else [msgspec.Raw(body)]
         if not raws:
@@ -362,25 +415,38 @@ def create_app(state: ServingState) -> Starlette:
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         task = asyncio.create_task(_refresh_forever(state))
+        exporter = None
+        if front.metrics_port:
+            exporter = MetricsServer(state.metrics, front.metrics_host, front.metrics_port)
         try:
             yield
         finally:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+            if exporter is not None:
+                exporter.close()
+            state.reads.close()
 
+    read, ingest_token = front.tokens.read, front.tokens.ingest
     routes = [
-        route("/v1/users/{user_id:path}/signals", "user_signals", user_signals, ["GET"]),
-        route("/v1/signals/batch", "batch", batch, ["POST"]),
-        route("/v1/signals", "signals", list_signals, ["GET"]),
-        route("/v1/events", "events", ingest, ["POST"]),
+        route(
+            "/v1/users/{user_id:path}/signals",
+            "user_signals",
+            _guarded(read, "read", user_signals),
+            ["GET"],
+        ),
+        route("/v1/signals/batch", "batch", _guarded(read, "read", batch), ["POST"]),
+        route("/v1/signals", "signals", _guarded(read, "read", list_signals), ["GET"]),
+        route("/v1/events", "events", _guarded(ingest_token, "ingest", ingest), ["POST"]),
         route("/v1/users/{user_id:path}", "delete_user", delete_user, ["DELETE"]),
         route("/healthz", "healthz", healthz, ["GET"]),
         route("/readyz", "readyz", readyz, ["GET"]),
-        route("/metrics", "metrics", metrics, ["GET"]),
         route("/openapi.json", "openapi", openapi, ["GET"]),
         route("/docs", "docs", docs, ["GET"]),
     ]
+    if not front.metrics_port:  # else only on its own port, never beside the API
+        routes.append(route("/metrics", "metrics", metrics, ["GET"]))
     return Starlette(
         routes=routes, exception_handlers={HTTPException: not_found}, lifespan=lifespan
     )

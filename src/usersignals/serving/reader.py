@@ -45,10 +45,12 @@ class UserSignals(msgspec.Struct):
 
 
 class SignalReader:
-    def __init__(self, registry: SignalRegistry, store: StateStore) -> None:
+    def __init__(
+        self, registry: SignalRegistry, store: StateStore, cache_bytes: int = 64 << 20
+    ) -> None:
         self.registry = registry
         self.store = store
-        self.cache = DecodedStateCache(min_bytes=512, capacity=20_000)
+        self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(list(registry))
 

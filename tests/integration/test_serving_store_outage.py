@@ -1,0 +1,99 @@
+"""A store outage must not stall a serving worker (issue 9, item 9): reads answer 503 within
+the read timeout, /healthz answers at once, and reads recover by themselves. The store is a
+real redis-server, frozen with SIGSTOP (a hung server, the worst case for a client)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from service_helpers import BIN, free_port, stop_process
+
+from redis_server import RedisServer
+from usersignals import Event, MicroBatch, Position
+from usersignals.app import build_processor
+from usersignals.config import Settings, StoreSettings
+
+READ_TIMEOUT_MS = 300
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    yield server
+    os.kill(server.pid, signal.SIGCONT)  # a frozen server cannot shut down
+    server.stop()
+
+
+def wait_status(url: str, status: int, timeout_s: float) -> httpx.Response:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            response = httpx.get(url, timeout=5)
+            if response.status_code == status or time.monotonic() > deadline:
+                return response
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(0.05)
+
+
+def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    store = StoreSettings(backend="redis", redis_url=redis_server.url)
+    processor = build_processor(Settings(store=store, signals="usersignals.examples.reference"))
+    try:
+        now = time.time_ns() // 1_000_000
+        events = [Event(f"e{n}", "u1", f"i{n}", "click", "home", now - n) for n in range(10)]
+        processor.engine.process(MicroBatch(events, [Position("p", n) for n in range(10)]))
+    finally:
+        processor.close()
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+        "USERSIGNALS_SERVING__READ_TIMEOUT_MS": str(READ_TIMEOUT_MS),
+    }
+    server = subprocess.Popen(
+        [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
+    )
+    base = f"http://127.0.0.1:{port}"
+    signals_url = f"{base}/v1/users/u1/signals?names=action_counts"
+    try:
+        assert (
+            wait_status(signals_url, 200, timeout_s=30).json()["signals"]["action_counts"]["value"][
+                "total"
+            ]
+            == 10
+        )
+        os.kill(redis_server.pid, signal.SIGSTOP)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            started = time.monotonic()
+            reads = [pool.submit(httpx.get, signals_url, timeout=30) for _ in range(5)]
+            health = httpx.get(f"{base}/healthz", timeout=30)
+            health_s = time.monotonic() - started
+            answers = [read.result() for read in reads]
+            reads_s = time.monotonic() - started
+        assert health.status_code == 200
+        assert health_s < 1.0, f"/healthz waited {health_s:.2f} s behind the store reads"
+        assert [answer.status_code for answer in answers] == [503] * 5
+        assert all(answer.json()["error"] == "unavailable" for answer in answers)
+        # Each read gives up after its timeout (they queue behind the hung one): well under
+        # the seconds a hung client call takes.
+        assert reads_s < 5 * READ_TIMEOUT_MS / 1000 + 1.5, reads_s
+        os.kill(redis_server.pid, signal.SIGCONT)
+        recovered = wait_status(signals_url, 200, timeout_s=30)
+        assert recovered.status_code == 200
+    finally:
+        os.kill(redis_server.pid, signal.SIGCONT)
+        stop_process(server)
