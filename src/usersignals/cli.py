@@ -309,6 +309,8 @@ def serve(
         "--host", settings.serving.host,
         "--port", str(settings.serving.port),
         "--workers", str(settings.serving.workers),
+        # A worker that dies (OOM, SIGKILL) comes back; what it acknowledged is durable.
+        "--respawn-failed-workers", "--respawn-interval", "0.5",
         "--log-level", "warning",
         "usersignals.serving.worker:create",
     ]  # fmt: skip

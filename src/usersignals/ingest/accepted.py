@@ -38,8 +38,10 @@ class LogStatus:
 class AcceptedLog(Protocol):
     """A durable, ordered path for accepted events and deletions."""
 
-    def check(self) -> None:
-        """Raise :class:`IngestUnavailableError` if a write now would be refused."""
+    def check(self) -> LogStatus:
+        """The status; raises :class:`IngestUnavailableError` if a write now would be refused.
+
+        May read the store (the spool's progress): call it off the event loop."""
 
     def append_events(self, events: Sequence[Event]) -> None:
         """Durable when this returns; raises :class:`IngestUnavailableError` otherwise."""
@@ -117,7 +119,7 @@ class SpoolLog:
             return LogStatus(False, "backlog_full", self._backlog)
         return LogStatus(True, "ready", self._backlog)
 
-    def check(self) -> None:
+    def check(self) -> LogStatus:
         status = self.status()
         if status.reason in ("backlog_full", "disk_full"):
             raise IngestUnavailableError(
@@ -126,6 +128,7 @@ class SpoolLog:
                 f", {status.backlog_bytes:,} bytes not yet applied); retry later",
                 self.limits.retry_after_s,
             )
+        return status
 
     def append_events(self, events: Sequence[Event]) -> None:
         self.check()
