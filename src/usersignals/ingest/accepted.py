@@ -19,7 +19,7 @@ import msgspec
 
 from usersignals.errors import IngestUnavailableError, SpoolWriteError
 from usersignals.events.model import Event
-from usersignals.ingest.spool import SpoolWriter, encode_delete, spool_files
+from usersignals.ingest.spool import SpoolWriter, spool_files
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +136,7 @@ class SpoolLog:
 
     def delete_user(self, user_id: str) -> None:
         # Not held back by the backlog bound: a deletion is small and must not wait behind it.
-        self._append([encode_delete(user_id)])
+        self._append([self.writer.deletion_line(user_id)])
 
     def _append(self, lines: list[bytes]) -> None:
         try:
