@@ -321,6 +321,8 @@ def serve(
         "--workers", str(settings.serving.workers),
         # Closes connections whose headers stall; bodies are bounded in the app (408).
         "--http1-header-read-timeout", str(settings.serving.header_timeout_ms),
+        # A worker that dies (OOM, SIGKILL) comes back; what it acknowledged is durable.
+        "--respawn-failed-workers", "--respawn-interval", "0.5",
         "--log-level", "warning",
         "usersignals.serving.worker:create",
     ]  # fmt: skip

@@ -152,3 +152,26 @@ def test_a_restarted_processor_resumes_from_each_files_progress_key(
     assert applied(registry, store) == 50
     assert again.stats.lines == 20
     assert list(spool.glob("*.jsonl")) == []
+
+
+def test_an_event_accepted_by_another_worker_before_a_delete_never_survives_it(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    """Worker B accepts a deletion after worker A acknowledged u1's events; the processor
+    happens to read B's file first. A's earlier events must not bring u1 back; u1's events
+    accepted after the deletion count."""
+    spool = tmp_path / "spool"
+    worker_a = SpoolWriter(spool, "b-worker")  # sorts after worker B's file
+    worker_b = SpoolWriter(spool, "a-worker")
+    worker_a.append(events("before", 30, users=1))  # all for u0
+    worker_b.delete_user("u0")
+    worker_a.append(events("after", 4, users=1))
+    runner = runner_for(registry, store, spool)
+    runner.run_once()
+    runner.run_once()
+    assert runner.stats.deleted_users == 1
+    reader = SignalReader(registry, store)
+    context = ReadContext(window_ms=86_400_000, now_ms=NOW + 1)
+    assert reader.read("u0", ["clicks"], context).signals["clicks"].value["total"] == 4
+    worker_a.close()
+    worker_b.close()

@@ -19,7 +19,7 @@ import msgspec
 
 from usersignals.errors import IngestUnavailableError, SpoolWriteError
 from usersignals.events.model import Event
-from usersignals.ingest.spool import SpoolWriter, encode_delete, spool_files
+from usersignals.ingest.spool import SpoolWriter, spool_files
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +38,10 @@ class LogStatus:
 class AcceptedLog(Protocol):
     """A durable, ordered path for accepted events and deletions."""
 
-    def check(self) -> None:
-        """Raise :class:`IngestUnavailableError` if a write now would be refused."""
+    def check(self) -> LogStatus:
+        """The status; raises :class:`IngestUnavailableError` if a write now would be refused.
+
+        May read the store (the spool's progress): call it off the event loop."""
 
     def append_events(self, events: Sequence[Event]) -> None:
         """Durable when this returns; raises :class:`IngestUnavailableError` otherwise."""
@@ -117,7 +119,7 @@ class SpoolLog:
             return LogStatus(False, "backlog_full", self._backlog)
         return LogStatus(True, "ready", self._backlog)
 
-    def check(self) -> None:
+    def check(self) -> LogStatus:
         status = self.status()
         if status.reason in ("backlog_full", "disk_full"):
             raise IngestUnavailableError(
@@ -126,6 +128,7 @@ class SpoolLog:
                 f", {status.backlog_bytes:,} bytes not yet applied); retry later",
                 self.limits.retry_after_s,
             )
+        return status
 
     def append_events(self, events: Sequence[Event]) -> None:
         self.check()
@@ -133,7 +136,7 @@ class SpoolLog:
 
     def delete_user(self, user_id: str) -> None:
         # Not held back by the backlog bound: a deletion is small and must not wait behind it.
-        self._append([encode_delete(user_id)])
+        self._append([self.writer.deletion_line(user_id)])
 
     def _append(self, lines: list[bytes]) -> None:
         try:

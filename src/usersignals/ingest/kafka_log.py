@@ -68,8 +68,9 @@ class KafkaLog:
         )
         self._failed_at = -1e9
 
-    def check(self) -> None:
-        """Nothing to check ahead: the broker's acknowledgement is the check."""
+    def check(self) -> LogStatus:
+        """Nothing to refuse ahead: the broker's acknowledgement is the check."""
+        return self.status()
 
     def append_events(self, events: Sequence[Event]) -> None:
         self._produce([(event.user_id, _encode_event(event)) for event in events])

@@ -55,14 +55,18 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 
 class DeleteUser(msgspec.Struct, tag_field="op", tag="delete"):
     user_id: str
+    #: Byte size of every other spool file when the deletion was accepted: the lines of this
+    #: user acknowledged before it, which the deletion must outrank in whatever order the
+    #: processor reads the files.
+    before: dict[str, int] = {}
 
 
 _control_encoder = msgspec.json.Encoder()
 
 
-def encode_delete(user_id: str) -> bytes:
+def encode_delete(user_id: str, before: dict[str, int] | None = None) -> bytes:
     """The control line that deletes ``user_id`` (in the spool and on a Kafka topic)."""
-    return _control_encoder.encode(DeleteUser(user_id))
+    return _control_encoder.encode(DeleteUser(user_id, before or {}))
 
 
 def mark_key(partition: str) -> bytes:
@@ -146,8 +150,15 @@ class SpoolWriter:
             logger.exception("cannot roll back %s; retiring it", self.path)
             self._release()
 
+    def deletion_line(self, user_id: str) -> bytes:
+        """The control line deleting ``user_id``, with the size of every other spool file now:
+        every line acknowledged before this deletion lies within those sizes."""
+        before = {p.removeprefix("spool:"): n for p, n in spool_files(self.directory).items()}
+        before.pop(self.path.stem, None)
+        return encode_delete(user_id, before)
+
     def delete_user(self, user_id: str) -> None:
-        self.append([encode_delete(user_id)])
+        self.append([self.deletion_line(user_id)])
 
     def _release(self) -> None:
         if self._fd >= 0:
@@ -245,6 +256,27 @@ class SpoolReader:
         with path.open("rb") as handle:
             handle.seek(offset)
             return b"\n" not in handle.read(size - offset)
+
+    def lines_before(self, cutoffs: dict[str, int]) -> dict[str, int]:
+        """Per file, the number of complete lines within its first ``cutoffs[stem]`` bytes:
+        the read positions of every line a writer had acknowledged at the time."""
+        counts: dict[str, int] = {}
+        for stem, size in cutoffs.items():
+            partition = f"spool:{stem}"
+            if partition not in self.marks:
+                self.marks[partition] = self.load_mark(partition)
+            offset, line_number = self.marks[partition]
+            if offset > size:  # read past the cutoff already: count from the start
+                offset, line_number = 0, 0
+            try:
+                with (self.directory / f"{stem}{SUFFIX}").open("rb") as handle:
+                    handle.seek(offset)
+                    line_number += handle.read(size - offset).count(b"\n")
+            except FileNotFoundError:
+                continue  # retired: every line of it was applied before the deletion
+            if line_number:
+                counts[partition] = line_number
+        return counts
 
     def advance(self, chunk: SpoolChunk) -> None:
         self.marks[chunk.partition] = (chunk.end_offset, chunk.end_line)

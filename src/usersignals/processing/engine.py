@@ -244,10 +244,24 @@ class Engine:
         return records
 
     def delete_users(
-        self, user_ids: Sequence[str], marks: Mapping[bytes, bytes] | None = None
+        self,
+        user_ids: Sequence[str],
+        marks: Mapping[bytes, bytes] | None = None,
+        applied_before: Mapping[str, int] | None = None,
     ) -> None:
-        """Forget users: their record (states and progress) and any raw events."""
-        self.store.write(dict(marks or {}), deletes=[user_key(user) for user in user_ids])
+        """Forget users: their record (states and progress) and any raw events.
+
+        ``applied_before`` (read positions): keep only these as the users' progress, so
+        events accepted before the deletion but read after it, from another source
+        partition, count as applied and never bring the user back.
+        """
+        puts = dict(marks or {})
+        deletes = [user_key(user) for user in user_ids]
+        if applied_before:
+            tombstone = encode_record(UserRecord(dict(applied_before), {}))
+            puts.update(dict.fromkeys(deletes, tombstone))
+            deletes = []
+        self.store.write(puts, deletes=deletes)
         if self._raw is not None:
             for user in user_ids:
                 keys = [key for key, _ in self._raw.scan(raw_events_prefix(user))]

@@ -119,13 +119,23 @@ class SpoolRunner:
                 self._offset_after(chunk, index),
                 chunk.positions[index].offset,
             )
-            self._delete_user(control.user_id, self._marks(chunk.partition))
+            # Events of this user in other files, acknowledged before this deletion but not
+            # read yet, must not bring the user back: they count as applied.
+            # (Only then does the user keep a record: these read positions, no states.)
+            applied_before = self.reader.lines_before(control.before)
+            if applied_before:
+                applied_before[chunk.partition] = chunk.positions[index].offset
+            self._delete_user(control.user_id, self._marks(chunk.partition), applied_before)
             start = index + 1
         self.reader.advance(chunk)
         self._events(chunk, start, len(chunk.lines), final=True)
 
-    def _delete_user(self, user_id: str, marks: dict[bytes, bytes]) -> None:
-        self.retry.call(lambda: self.engine.delete_users([user_id], marks), "deleting a user")
+    def _delete_user(
+        self, user_id: str, marks: dict[bytes, bytes], applied_before: dict[str, int]
+    ) -> None:
+        self.retry.call(
+            lambda: self.engine.delete_users([user_id], marks, applied_before), "deleting a user"
+        )
         self.stats.deleted_users += 1
 
     def _events(self, chunk: SpoolChunk, start: int, end: int, final: bool = False) -> None:

@@ -133,10 +133,10 @@ class ServingState:
         )
         self.backlog = Gauge(
             "usersignals_ingest_backlog_bytes",
-            "Spooled bytes not yet applied by the processor (0 in Kafka mode)",
+            "Spooled bytes not yet applied by the processor, as of the last ingest request or "
+            "readiness probe (0 in Kafka mode)",
             registry=self.metrics,
         )
-        self.backlog.set_function(lambda: self.log.status().backlog_bytes)
         self.events_rejected = Counter(
             "usersignals_http_events_rejected",
             "Events rejected over HTTP, by reason",
@@ -331,7 +331,9 @@ def create_app(state: ServingState) -> Starlette:
         return Response(registry.to_json(), media_type="application/json")
 
     async def ingest(request: Request) -> Response:
-        state.log.check()  # a full backlog or disk: 503 before reading anything
+        # A full backlog or disk: 503 before reading anything (off the loop: it may read the
+        # store for the processor's progress).
+        state.backlog.set((await asyncio.to_thread(state.log.check)).backlog_bytes)
         body = await _body(request, front.body_timeout_s)
         stripped = body.lstrip()
         raws = _raw_list_decoder.decode(body) if stripped[:1] == b"[" else [msgspec.Raw(body)]
@@ -385,6 +387,7 @@ def create_app(state: ServingState) -> Starlette:
     async def readyz(request: Request) -> Response:
         lag = time.monotonic() - state.last_refresh
         log = await asyncio.to_thread(state.log.status)
+        state.backlog.set(log.backlog_bytes)
         body = {"seconds_since_refresh": round(lag, 3), "backlog_bytes": log.backlog_bytes}
         if lag > max(5 * state.refresh_interval_s, 1.0):
             return _json({"status": "stale", **body}, 503)
