@@ -160,6 +160,14 @@ contexts = st.builds(
 )
 
 splits = st.lists(st.integers(0, 40), max_size=6)
+DAY = 86_400_000
+as_of_shifts = st.one_of(st.none(), st.integers(-3 * DAY, DAY))
+
+
+def with_as_of(context: ReadContext, events: Sequence[Event], shift: int | None) -> ReadContext:
+    if shift is None:
+        return context
+    return dataclasses.replace(context, as_of_ms=max(event.ts for event in events) + shift)
 
 
 # ----------------------------------------------------------------------------- canonical
@@ -196,22 +204,35 @@ def newest(events: Sequence[Event]) -> int:
     return max(event.ts for event in events)
 
 
-@settings(max_examples=80, deadline=None)
-@given(events=event_lists(), cuts=splits, context=contexts, dedupe_kind=st.booleans())
+@settings(max_examples=150, deadline=None)
+@given(
+    events=event_lists(),
+    cuts=splits,
+    context=contexts,
+    dedupe_kind=st.booleans(),
+    shift=as_of_shifts,
+)
 def test_last_n_read_matches_reference(
-    events: list[Event], cuts: list[int], context: ReadContext, dedupe_kind: bool
+    events: list[Event],
+    cuts: list[int],
+    context: ReadContext,
+    dedupe_kind: bool,
+    shift: int | None,
 ) -> None:
+    """Whenever LastN answers, its answer is the exact one; it always answers when no event
+    is later than the view time."""
     signal = SIGNALS["last_n_dedupe" if dedupe_kind else "last_n"]
     spec = signal.aggregate
     assert isinstance(spec, LastN)
     state = apply_in_batches(signal, events, cuts)
-    got = signal.compiled.runtime.read(state, context)
-
-    # Reference: the top n by (ts, crc32(event id)) of the events within retention of the
-    # newest one (after keeping the newest per item when deduping), then the context.
+    context = with_as_of(context, events, shift)
     m = newest(events)
+    view, end, window_start = context.view_time(m), context.end(m), context.start(m)
+
+    # Reference: the last n events at or before the view time, within the retention back from
+    # it, by (ts, crc32(event id)) (the newest per item when deduping); then the context.
     kept = sorted(
-        (e for e in events if e.ts >= m - signal.retention),
+        (e for e in events if view - signal.retention <= e.ts <= view),
         key=lambda e: (e.ts, zlib.crc32(e.event_id.encode())),
         reverse=True,
     )
@@ -219,12 +240,11 @@ def test_last_n_read_matches_reference(
         seen: set[str] = set()
         kept = [e for e in kept if not (e.item_id in seen or seen.add(e.item_id))]
     kept = kept[: spec.n]
-    end, start = context.end_ms, context.start_ms
     expected: list[dict[str, Any]] = []
     seen_items: set[str] = set()
     visible = [e for e in kept if e.ts <= end]
     for e in visible:
-        if start is not None and e.ts < start:
+        if window_start is not None and e.ts < window_start:
             break
         if context.actions is not None and e.action not in context.actions:
             continue
@@ -242,8 +262,12 @@ def test_last_n_read_matches_reference(
         expected.append(record)
         if len(expected) >= (context.limit or spec.n):
             break
+    try:
+        got = signal.compiled.runtime.read(state, context)
+    except AsOfError:
+        assert m > view, "refused although no event is later than the view time"
+        return
     assert got.value == expected
-    assert got.newest_ms == (visible[0].ts if visible else None)
 
 
 EXACT_SPAN = 2 * 86_400_000  # windowed.EXACT_SPAN_MS, as documented
@@ -378,9 +402,6 @@ def test_an_hour_aligned_window_counts_its_edges() -> None:
     assert read(state, inside).value["total"] >= 3
 
 
-DAY = 86_400_000
-
-
 def decayed_reference(
     signal: Signal, events: Sequence[Event], view: int
 ) -> tuple[dict[str, float], int, bool]:
@@ -413,15 +434,6 @@ def decayed_reference(
             for d, component in enumerate(record["embedding"]):
                 out[f"v{d}"] = out.get(f"v{d}", 0.0) + decay * component
     return out, counted, refuse
-
-
-as_of_shifts = st.one_of(st.none(), st.integers(-3 * DAY, DAY))
-
-
-def with_as_of(context: ReadContext, events: Sequence[Event], shift: int | None) -> ReadContext:
-    if shift is None:
-        return context
-    return dataclasses.replace(context, as_of_ms=newest(events) + shift)
 
 
 @settings(max_examples=120, deadline=None)
@@ -535,12 +547,21 @@ def test_distinct_matches_a_sketch_built_from_the_raw_values(
     runtime = signal.compiled.runtime
     assert isinstance(runtime, DistinctRuntime)
     state = apply_in_batches(signal, events, cuts)
-    got = runtime.read(state, context).value["estimate"]
-
-    # Reference: one sketch over every raw value whose bucket is kept and inside the window.
+    # Reference: one sketch over every raw value whose bucket starts within the retention of
+    # the view time and inside the window.
     m = newest(events)
-    first = m - m % spec.bucket - signal.retention
-    start, end = context.start_ms, context.end_ms
+    view = context.view_time(m)
+    end = context.end(m)
+    window_start = context.start(m)
+    start = view - signal.retention
+    start = start if window_start is None else max(start, window_start)
+    kept = m - m % spec.bucket - signal.retention - LOOKBACK
+    if start < kept:
+        with pytest.raises(AsOfError):
+            runtime.read(state, context)
+        return
+    got = runtime.read(state, context).value["estimate"]
+    first = kept
     values = {
         TABLE[e.item_id]["creator_id"]
         for e in events
@@ -567,22 +588,30 @@ def test_seen_matches_reference(
 ) -> None:
     signal = SIGNALS["first_seen" if first else "last_seen"]
     state = apply_in_batches(signal, events, cuts)
-    got = signal.compiled.runtime.read(state, context).value
     m = newest(events)
-    expected: dict[str, int] = {}
-    for e in events:
-        if not first and e.ts < m - signal.retention:
-            continue  # LastSeen forgets groups idle past retention; FirstSeen is all-time
-        group = e.surface if first else e.action
-        pick = min if first else max
-        expected[group] = pick(expected.get(group, e.ts), e.ts)
+    view, end = context.view_time(m), context.end(m)
     allowed = context.surfaces if first else context.actions
-    expected = {
-        g: t
-        for g, t in sorted(expected.items())
-        if t <= context.end_ms and (allowed is None or g in allowed)
-    }
-    assert got == expected
+    pick = min if first else max
+    expected: dict[str, int] = {}
+    later = False
+    for e in events:
+        group = e.surface if first else e.action
+        if allowed is not None and group not in allowed:
+            continue
+        if e.ts > end:
+            later = later or not first
+            continue
+        # FirstSeen is all-time; LastSeen counts the retention back from the view time.
+        if first or e.ts >= view - signal.retention:
+            expected[group] = pick(expected.get(group, e.ts), e.ts)
+    # LastSeen refuses when a requested group has a later event than the view's end (its
+    # latest time before then is unknown), or the retention reaches past the look-back.
+    if later or (not first and view < m - LOOKBACK):
+        with pytest.raises(AsOfError):
+            signal.compiled.runtime.read(state, context)
+        return
+    got = signal.compiled.runtime.read(state, context).value
+    assert got == dict(sorted(expected.items()))
 
 
 def test_distinct_error_is_within_the_documented_bound() -> None:
