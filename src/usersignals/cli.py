@@ -95,6 +95,13 @@ def tables_load(
     name: Annotated[str, typer.Argument(help="Table name, as in Lookup(NAME, ...).")],
     file: Annotated[Path, typer.Argument(help="A .jsonl or .csv file.")],
     key: Annotated[str, typer.Option(help="The field that keys the records.")] = "item_id",
+    type_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            help="CSV: a column's kind, COLUMN=string|number|vector|json (repeatable).",
+        ),
+    ] = None,
     store: StoreOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -102,10 +109,16 @@ def tables_load(
     from usersignals.app import open_store
     from usersignals.enrich.tables import load_table
 
+    types: dict[str, str] = {}
+    for declared in type_ or []:
+        column, _, kind = declared.partition("=")
+        if not column or not kind:
+            raise typer.BadParameter(f"{declared!r}: use COLUMN=KIND", param_hint="--type")
+        types[column] = kind
     settings = _settings(config, store=store)
     state = open_store(settings)
     try:
-        count = load_table(state.table(name), file, key)
+        count = load_table(state.table(name), file, key, types=types)
     finally:
         state.close()
     console.print(f"loaded {count:,} records into table {name!r}")
