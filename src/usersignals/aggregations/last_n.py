@@ -11,8 +11,9 @@ Reading as of ``V`` answers from the last ``n`` events at or before ``V`` and wi
 retention (``ts >= V - retention``). When the state holds events after ``V``, older events it
 dropped to make room (or, with ``dedupe_by``, the older entries of an item engaged again) may
 belong to that answer: the read is exact when it fills its ``limit``, reaches the start of its
-window, or nothing was dropped; otherwise it is refused (:class:`AsOfError`) with the newest
-event time as the earliest ``as_of`` it answers.
+window, or nothing was dropped; otherwise (and always with ``dedupe_by``, whose dropped entries
+may belong anywhere in the answer) it is refused (:class:`AsOfError`) with the newest event
+time as the earliest ``as_of`` it answers.
 
 Codec: columns, newest first; times delta-encoded; string columns with few distinct values are
 dictionary-coded to one byte per entry. A full LastN(500) of the reference workload is ~12 KB.
@@ -187,14 +188,18 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
             if len(out) >= limit:
                 complete = True
                 break
-        if later and not complete:
+        if later and (not complete or self.spec.dedupe_by is not None):
             self._check_nothing_dropped(entries, view, start, newest_ts)
         return ReadOut(out, newest)
 
     def _check_nothing_dropped(
         self, entries: list[Entry], view: int, start: int, newest_ts: int
     ) -> None:
-        """Raise AsOfError when events this read needs may have been dropped."""
+        """Raise AsOfError when events this read needs may have been dropped.
+
+        With ``dedupe_by``, an item engaged again after the view time dropped its older entry,
+        which may belong anywhere in the answer: such a read is always refused.
+        """
         dropped_by_room = len(entries) >= self.spec.n or self.spec.dedupe_by is not None
         dropped_by_age = start < newest_ts - self.retention_ms - AS_OF_LOOKBACK_MS
         if dropped_by_room or dropped_by_age:
