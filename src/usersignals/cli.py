@@ -455,9 +455,8 @@ def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
         f"{report.events:,} good events, {report.duplicates:,} already applied, "
-        f"{report.repeats:,} repeated event ids dropped, "
         f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad, "
-        f"{summary.blank:,} blank lines skipped"
+        f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )
     expired = {k: v for k, v in report.expired.items() if v}
     if expired:
