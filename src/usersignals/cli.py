@@ -217,8 +217,8 @@ def run(
             stats = kafka_runner.stats
             console.print(
                 f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
-                f"({stats.report.duplicates:,} already applied, {stats.report.repeats:,} repeated "
-                f"event ids dropped), {stats.bad:,} dead letters",
+                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters, "
+                f"{stats.report.repeats:,} repeated event ids dropped",
                 markup=False,
             )
             return
@@ -235,8 +235,8 @@ def run(
         spool_stats = runner.stats
         console.print(
             f"stopped: {spool_stats.lines:,} lines, {spool_stats.report.events:,} events applied "
-            f"({spool_stats.report.duplicates:,} already applied, {spool_stats.report.repeats:,} "
-            f"repeated event ids dropped), {spool_stats.bad:,} bad, "
+            f"({spool_stats.report.duplicates:,} already applied), {spool_stats.bad:,} bad, "
+            f"{spool_stats.report.repeats:,} repeated event ids dropped, "
             f"{spool_stats.deleted_users:,} users deleted",
             markup=False,
         )
