@@ -391,13 +391,15 @@ def test_an_hour_aligned_window_counts_its_edges() -> None:
         Event("a", "u", "i", "click", "home", at - 3_600_000),
         Event("b", "u", "i", "click", "home", at - 1_800_000),
         Event("c", "u", "i", "click", "home", at),
+        # Three hours later: at `at`, tiles of the old layout were an hour wide.
+        Event("d", "u", "i", "click", "home", at + 3 * 3_600_000),
     ]
     state = apply_in_batches(signal, events, [])
     read = signal.compiled.runtime.read
     assert read(state, ReadContext(window_ms=hours(1), as_of_ms=at)).value["total"] == 3
     # Two days back the tiles are 6 h... here 1 h wide: a 1 h window inside one is not 0.
     old = [Event(f"o{n}", "u", "i", "click", "home", at - 3 * 86_400_000 + n) for n in range(3)]
-    state = apply_in_batches(signal, old + events, [])
+    state = apply_in_batches(signal, old + events[:3], [])
     inside = ReadContext(window_ms=minutes(10), as_of_ms=at - 3 * 86_400_000 + 60_000)
     assert read(state, inside).value["total"] >= 3
 
