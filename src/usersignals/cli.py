@@ -99,6 +99,13 @@ def tables_load(
     name: Annotated[str, typer.Argument(help="Table name, as in Lookup(NAME, ...).")],
     file: Annotated[Path, typer.Argument(help="A .jsonl, .csv or .parquet file.")],
     key: Annotated[str, typer.Option(help="The field that keys the records.")] = "item_id",
+    type_: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--type",
+            help="CSV: a column's kind, COLUMN=string|number|vector|json (repeatable).",
+        ),
+    ] = None,
     store: StoreOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -106,10 +113,16 @@ def tables_load(
     from usersignals.app import open_store
     from usersignals.enrich.tables import load_table
 
+    types: dict[str, str] = {}
+    for declared in type_ or []:
+        column, _, kind = declared.partition("=")
+        if not column or not kind:
+            raise typer.BadParameter(f"{declared!r}: use COLUMN=KIND", param_hint="--type")
+        types[column] = kind
     settings = _settings(config, store=store)
     state = open_store(settings)
     try:
-        count = load_table(state.table(name), file, key)
+        count = load_table(state.table(name), file, key, types=types)
     finally:
         state.close()
     console.print(f"loaded {count:,} records into table {name!r}")
@@ -211,8 +224,8 @@ def run(
             stats = kafka_runner.stats
             console.print(
                 f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
-                f"({stats.report.duplicates:,} already applied, {stats.report.repeats:,} repeated "
-                f"event ids dropped), {stats.bad:,} dead letters, "
+                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters, "
+                f"{stats.report.repeats:,} repeated event ids dropped, "
                 f"{stats.deleted_users:,} users deleted",
                 markup=False,
             )
@@ -230,8 +243,8 @@ def run(
         spool_stats = runner.stats
         console.print(
             f"stopped: {spool_stats.lines:,} lines, {spool_stats.report.events:,} events applied "
-            f"({spool_stats.report.duplicates:,} already applied, {spool_stats.report.repeats:,} "
-            f"repeated event ids dropped), {spool_stats.bad:,} bad, "
+            f"({spool_stats.report.duplicates:,} already applied), {spool_stats.bad:,} bad, "
+            f"{spool_stats.report.repeats:,} repeated event ids dropped, "
             f"{spool_stats.deleted_users:,} users deleted",
             markup=False,
         )
@@ -573,9 +586,8 @@ def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
         f"{report.events:,} good events, {report.duplicates:,} already applied, "
-        f"{report.repeats:,} repeated event ids dropped, "
         f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad, "
-        f"{summary.blank:,} blank lines skipped"
+        f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )
     expired = {k: v for k, v in report.expired.items() if v}
     if expired:

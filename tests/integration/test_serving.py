@@ -261,3 +261,36 @@ def test_a_client_retrying_a_post_counts_once(service: Service) -> None:
         time.sleep(0.05)
     assert items == ["marker", "i1"]
     assert body["signals"]["action_counts"]["value"]["total"] == 2
+
+
+def test_an_as_of_a_signal_cannot_answer_is_a_422_naming_it(service: Service) -> None:
+    user = f"as-of-{now_ms()}"
+    ts = now_ms()
+    event = {"event_id": f"{user}-1", "user_id": user, "item_id": "i1", "action": "click",
+             "surface": "home", "ts": ts}  # fmt: skip
+    assert httpx.post(service.base_url + "/v1/events", json=event, timeout=5).status_code == 202
+    deadline = time.monotonic() + 10.0
+    total = 0
+    while time.monotonic() < deadline and total == 0:
+        body = get(service, f"/v1/users/{user}/signals", names="action_counts").json()
+        total = body["signals"]["action_counts"]["value"]["total"]
+        time.sleep(0.05)
+    assert total == 1
+    # Ten days before its newest event, the retention reaches past what the state keeps.
+    response = get(
+        service, f"/v1/users/{user}/signals", names="action_counts", as_of=str(ts - 10 * 86_400_000)
+    )
+    assert response.status_code == 422
+    body = response.json()
+    assert body["error"] == "as_of_unavailable"
+    assert body["parameter"] == "as_of"
+    assert body["signal"] == "action_counts"
+    assert ts - 3 * 86_400_000 <= body["earliest_as_of_ms"] <= ts
+    # At the earliest as_of it names, it answers.
+    again = get(
+        service,
+        f"/v1/users/{user}/signals",
+        names="action_counts",
+        as_of=str(body["earliest_as_of_ms"]),
+    )
+    assert again.status_code == 200

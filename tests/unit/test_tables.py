@@ -61,3 +61,41 @@ def test_bad_files_are_clear_errors(store: RocksStore, tmp_path: Path) -> None:
     keyless.write_text('{"category": "cats"}\n')
     with pytest.raises(ConfigurationError, match="no key field 'item_id'"):
         load_table(store.table("items"), keyless, key="item_id")
+
+
+def test_csv_with_numpy_style_arrays_is_refused_naming_the_column(
+    store: RocksStore, tmp_path: Path
+) -> None:
+    """``str(numpy_array)`` is not JSON: kept as a string, a MeanVector over it was silently
+    empty. The file is refused, naming the column and the line."""
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,category,embedding\ni1,cats,"[0.5 -0.25]"\n')
+    with pytest.raises(ConfigurationError) as refused:
+        load_table(store.table("items"), path, key="item_id")
+    assert "embedding" in str(refused.value)
+    assert ":2" in str(refused.value)
+
+
+def test_csv_cells_with_spaces_around_arrays_and_numbers_are_typed(
+    store: RocksStore, tmp_path: Path
+) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,embedding,price,code\ni1," [0.5, -0.25] ", 3.5 ,007\n')
+    load_table(store.table("items"), path, key="item_id")
+    record = TableSource("items", store.table("items")).fetch(["i1"])["i1"]
+    assert record == {"item_id": "i1", "embedding": [0.5, -0.25], "price": 3.5, "code": "007"}
+
+
+def test_csv_declared_types_are_enforced(store: RocksStore, tmp_path: Path) -> None:
+    path = tmp_path / "items.csv"
+    path.write_text('item_id,embedding,zip\ni1,"[1, 2]",01234\n')
+    types = {"embedding": "vector", "zip": "string", "item_id": "string"}
+    load_table(store.table("items"), path, key="item_id", types=types)
+    record = TableSource("items", store.table("items")).fetch(["i1"])["i1"]
+    assert record == {"item_id": "i1", "embedding": [1, 2], "zip": "01234"}
+    bad = tmp_path / "bad.csv"
+    bad.write_text('item_id,embedding\ni1,"[1, ""x""]"\n')
+    with pytest.raises(ConfigurationError, match="embedding"):
+        load_table(store.table("items"), bad, key="item_id", types={"embedding": "vector"})
+    with pytest.raises(ConfigurationError, match="kind"):
+        load_table(store.table("items"), path, key="item_id", types={"zip": "date"})

@@ -1,14 +1,11 @@
 """Time-decayed aggregations: ``DecayedScores`` (a top-k interest profile) and ``MeanVector``.
 
-A decayed sum at time ``T`` is ``Σ w_i · 2^(-(T - t_i) / half_life)``. Kept naively as a float
-rescaled at every update, its last bits would depend on the order of the additions, so a replay
-with other batch boundaries would not reproduce the state exactly. Instead, time is cut into
-*epochs* of 16 half-lives, and each event adds the integer ``round(w · 2^F · 2^((t - e)/h))``
-to the sum of its epoch (``e`` the epoch's start): integer addition is exact and associative,
-and the decay to ``T`` is applied only when reading. Each term stays below ``|w| · 2^(F + 16)``.
-
-Retention works a whole epoch at a time: an epoch is dropped once it ends more than the
-retention before the newest event, and an event is accepted only into a kept epoch.
+Both keep exact fixed-point integer sums per time bucket (:mod:`usersignals.aggregations.decay`
+explains the buckets, retention and ``as_of``). Stored format 2 (buckets, with each bucket's
+newest event time) replaced format 1 (epochs of 16 half-lives, no per-bucket times); a format
+1 state is migrated when read: each epoch's sum moves to the last bucket of the epoch up to the
+state's newest event, and that bucket's newest time is taken as the state's newest event (so
+an earlier ``as_of`` refuses rather than guesses).
 
 Sums are Python integers and never overflow; the codec writes one that leaves the 64-bit range
 of msgpack integers as signed big-endian bytes instead.
@@ -26,6 +23,7 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.decay import DecayBuckets, Tops
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     DurationLike,
@@ -36,7 +34,7 @@ from usersignals.durations import (
 )
 from usersignals.values import KEY, FieldKind, vector
 
-EPOCH_HALF_LIVES = 16
+EPOCH_HALF_LIVES = 16  # format 1 only: the epoch its sums were relative to
 # Fixed-point fraction bits: of score terms, of MeanVector's per-event scale (weight times
 # growth), and of the vector components, each quantized once per distinct vector.
 _SCORE_BITS = 20
@@ -61,38 +59,6 @@ def pack_ints(values: list[int]) -> list[int | bytes]:
 
 def unpack_ints(values: list[int | bytes]) -> list[int]:
     return [v if isinstance(v, int) else int.from_bytes(v, "big", signed=True) for v in values]
-
-
-@dataclass(frozen=True)
-class _Decay:
-    half_life: int
-    retention_ms: int
-
-    @property
-    def epoch_ms(self) -> int:
-        return EPOCH_HALF_LIVES * self.half_life
-
-    def first_kept_epoch(self, newest: int) -> int:
-        """Epochs ending at or before ``newest - retention`` are gone."""
-        return (newest - self.retention_ms) // self.epoch_ms
-
-    def growth(self, ts: int, epoch: int) -> float:
-        """``2^((ts - epoch start) / half_life)``, in [1, 2^16).
-
-        ``epoch`` must be the epoch holding ``ts``; the growth is then bounded."""
-        return float(2.0 ** ((ts - epoch * self.epoch_ms) / self.half_life))
-
-    def decay_to(self, epoch: int, reference_ms: int) -> float:
-        """The factor that turns an epoch's integer sum into its value at ``reference_ms``.
-
-        An epoch that starts after ``reference_ms`` holds only events after it, which a view
-        as of that time does not include: 0. (Scaling them would also overflow a float when
-        the reference is many half-lives earlier, e.g. ``as_of=2000-01-01``.)
-        """
-        start = epoch * self.epoch_ms
-        if start > reference_ms:
-            return 0.0
-        return float(2.0 ** ((start - reference_ms) / self.half_life))
 
 
 def _decay_problems(
@@ -122,24 +88,32 @@ def _decay_params(
 # --------------------------------------------------------------------------- DecayedScores
 
 
-ScoreCells = dict[tuple[Any, int], int]  # (key, epoch) -> fixed-point sum
+ScoreCells = dict[tuple[Any, int], int]  # (key, bucket) -> fixed-point sum
 
 
 class ScoresState(msgspec.Struct, gc=False):
     newest: int
     cells: ScoreCells
-
-    def oldest_epoch(self) -> int:
-        # Cells of one user span one or two epochs: scanning distinct epochs is cheap in C.
-        return min({epoch for _, epoch in self.cells}, default=0)
+    tops: Tops = {}
 
 
-class _EncodedScores(msgspec.Struct, array_like=True):
+class _EncodedScores(msgspec.Struct, array_like=True, tag="b2"):
+    """Format 2: sums per (key, bucket) and each bucket's newest event time."""
+
+    newest: int
+    first_bucket: int
+    keys: list[Any]
+    triples: list[int | bytes]  # (key index, bucket - first_bucket, sum), flattened
+    tops: list[int]  # (bucket - first_bucket, newest time - bucket start), flattened
+    big: bool = False  # some sums are bytes (outside int64)
+
+
+class _EncodedScoresV1(msgspec.Struct, array_like=True):
     newest: int
     first_epoch: int
     keys: list[Any]
     pairs: list[int | bytes]  # (key index, epoch - first_epoch, sum) triples, flattened
-    big: bool = False  # some sums are bytes (outside int64)
+    big: bool = False
 
 
 @dataclass(frozen=True)
@@ -189,57 +163,71 @@ class DecayedScores(Aggregation):
 class ScoresRuntime(AggregationRuntime[ScoresState]):
     def __init__(self, spec: DecayedScores, resolve: FieldResolver, retention_ms: int) -> None:
         self.spec = spec
-        self.decay = _Decay(int(to_duration(spec.half_life)), retention_ms)
+        self.decay = DecayBuckets(int(to_duration(spec.half_life)), retention_ms)
         self._key = resolve(spec.key)
         self._weights = dict(spec.weights)
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(_EncodedScores)
+        self._decoder_v1 = msgspec.msgpack.Decoder(_EncodedScoresV1)
 
     def apply(self, state: ScoresState | None, rows: Sequence[Row]) -> ApplyOut[ScoresState]:
         decay = self.decay
         newest = max(state.newest if state else 0, rows[-1][0].ts)
-        first = decay.first_kept_epoch(newest)
+        first = decay.first_kept(newest)
         cells: ScoreCells = {}
+        tops: Tops = {}
         if state is not None:
-            if state.oldest_epoch() >= first:
+            tops = {b: t for b, t in state.tops.items() if b >= first}
+            if len(tops) == len(state.tops):
                 cells = dict(state.cells)
             else:
                 cells = {k: v for k, v in state.cells.items() if k[1] >= first}
-        epoch_ms = decay.epoch_ms
+        size = decay.bucket_ms
         weights, default = self._weights, self.spec.default_weight
         expired = 0
         for row in rows:
             event = row[0]
-            epoch = event.ts // epoch_ms
-            if epoch < first:
+            ts = event.ts
+            bucket = ts // size
+            if bucket < first:
                 expired += 1
                 continue
             key = self._key(row)
             weight = weights.get(event.action, default)
             if key is None or not weight:
                 continue
-            term = round(math.ldexp(weight * decay.growth(event.ts, epoch), _SCORE_BITS))
-            cell = (key, epoch)
+            term = round(math.ldexp(weight * decay.growth(ts, bucket), _SCORE_BITS))
+            cell = (key, bucket)
             cells[cell] = cells.get(cell, 0) + term
-        return ApplyOut(ScoresState(newest, cells), expired)
+            if tops.get(bucket, -1) < ts:
+                tops[bucket] = ts
+        return ApplyOut(ScoresState(newest, cells, tops), expired)
 
     def merge(self, a: ScoresState, b: ScoresState) -> ScoresState:
         newest = max(a.newest, b.newest)
-        first = self.decay.first_kept_epoch(newest)
+        first = self.decay.first_kept(newest)
         cells = {k: v for k, v in a.cells.items() if k[1] >= first}
         for cell, value in b.cells.items():
             if cell[1] >= first:
                 cells[cell] = cells.get(cell, 0) + value
-        return ScoresState(newest, cells)
+        tops = {k: v for k, v in a.tops.items() if k >= first}
+        for bucket, top in b.tops.items():
+            if bucket >= first and tops.get(bucket, -1) < top:
+                tops[bucket] = top
+        return ScoresState(newest, cells, tops)
 
-    def scores(self, state: ScoresState, reference_ms: int) -> dict[Any, float]:
+    def scores(self, state: ScoresState, view_ms: int) -> dict[Any, float]:
+        """Every key's score at ``view_ms`` (raises AsOfError when that cannot be exact)."""
+        first, last = self.decay.counted(state.newest, state.tops, view_ms)
         factors: dict[int, float] = {}
         scores: dict[Any, float] = {}
-        for (key, epoch), value in state.cells.items():
-            factor = factors.get(epoch)
+        for (key, bucket), value in state.cells.items():
+            if not first <= bucket <= last:
+                continue
+            factor = factors.get(bucket)
             if factor is None:
-                factor = factors[epoch] = math.ldexp(
-                    self.decay.decay_to(epoch, reference_ms), -_SCORE_BITS
+                factor = factors[bucket] = math.ldexp(
+                    self.decay.decay_to(bucket, view_ms), -_SCORE_BITS
                 )
             scores[key] = scores.get(key, 0.0) + value * factor
         return scores
@@ -247,7 +235,8 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
     def read(self, state: ScoresState | None, context: ReadContext) -> ReadOut:
         if state is None:
             return ReadOut([], None)
-        scores = self.scores(state, context.reference_ms)
+        view = context.view_time(state.newest)
+        scores = self.scores(state, view)
         exclude = context.exclude
         limit = context.limit or self.spec.top_k
         # The top k without sorting every key (a busy user has hundreds). Equal scores are
@@ -257,10 +246,10 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
             top = heapq.nlargest(limit, candidates)
         except TypeError:
             top = heapq.nlargest(limit, candidates, key=lambda pair: (pair[0], repr(pair[1])))
-        ranked = [(key, score) for score, key in top]
+        # Full precision: JSON carries the shortest repr that round-trips the float.
         return ReadOut(
-            [{"key": key, "score": round(score, 6)} for key, score in ranked],
-            min(state.newest, context.end_ms),
+            [{"key": key, "score": score} for score, key in top],
+            min(state.newest, context.end(state.newest)),
         )
 
     def encode(self, state: ScoresState) -> bytes:
@@ -268,26 +257,63 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
             cells = sorted(state.cells.items(), key=lambda item: (item[0][1], item[0][0]))
         except TypeError:  # keys of mixed types: order them by their reprs
             cells = sorted(state.cells.items(), key=lambda item: (item[0][1], repr(item[0][0])))
-        first = min((cell[1] for cell, _ in cells), default=0)
+        first = min(state.tops, default=0)
+        size = self.decay.bucket_ms
         index: dict[Any, int] = {}
-        pairs: list[int] = []
-        for (key, epoch), value in cells:
-            pairs += (index.setdefault(key, len(index)), epoch - first, value)
-        if needs_packing(pairs):
-            return self._encoder.encode(
-                _EncodedScores(state.newest, first, list(index), pack_ints(pairs), big=True)
-            )
-        encoded = _EncodedScores(state.newest, first, list(index), pairs)  # type: ignore[arg-type]
-        return self._encoder.encode(encoded)
+        triples: list[int] = []
+        for (key, bucket), value in cells:
+            triples += (index.setdefault(key, len(index)), bucket - first, value)
+        tops: list[int] = []
+        for bucket, top in sorted(state.tops.items()):
+            tops += (bucket - first, top - bucket * size)
+        big = needs_packing(triples)
+        packed: list[int | bytes] = pack_ints(triples) if big else triples  # type: ignore[assignment]
+        return self._encoder.encode(
+            _EncodedScores(state.newest, first, list(index), packed, tops, big)
+        )
 
     def decode(self, data: bytes) -> ScoresState:
-        encoded = self._decoder.decode(data)
-        keys, first = encoded.keys, encoded.first_epoch
-        pairs: list[Any] = unpack_ints(encoded.pairs) if encoded.big else encoded.pairs
+        try:
+            encoded = self._decoder.decode(data)
+        except msgspec.ValidationError:
+            return self._migrate(self._decoder_v1.decode(data))
+        keys, first, size = encoded.keys, encoded.first_bucket, self.decay.bucket_ms
+        triples: list[Any] = unpack_ints(encoded.triples) if encoded.big else encoded.triples
         cells: ScoreCells = {
-            (keys[pairs[i]], first + pairs[i + 1]): pairs[i + 2] for i in range(0, len(pairs), 3)
+            (keys[triples[i]], first + triples[i + 1]): triples[i + 2]
+            for i in range(0, len(triples), 3)
         }
-        return ScoresState(encoded.newest, cells)
+        flat = encoded.tops
+        tops = {
+            first + flat[i]: (first + flat[i]) * size + flat[i + 1] for i in range(0, len(flat), 2)
+        }
+        return ScoresState(encoded.newest, cells, tops)
+
+    def _migrate(self, old: _EncodedScoresV1) -> ScoresState:
+        """A format 1 state: each epoch's sum moves to the bucket holding the epoch's start."""
+        pairs: list[Any] = unpack_ints(old.pairs) if old.big else old.pairs
+        cells: ScoreCells = {}
+        tops: Tops = {}
+        for i in range(0, len(pairs), 3):
+            bucket, value = _epoch_to_bucket(
+                self.decay, old.first_epoch + pairs[i + 1], pairs[i + 2], old.newest
+            )
+            cell = (old.keys[pairs[i]], bucket)
+            cells[cell] = cells.get(cell, 0) + value
+            tops[bucket] = old.newest
+        return ScoresState(old.newest, cells, tops)
+
+
+def _epoch_to_bucket(decay: DecayBuckets, epoch: int, value: int, newest: int) -> tuple[int, int]:
+    """A format 1 epoch sum (relative to the epoch's start) as the sum of one bucket.
+
+    The epoch's events are taken to be in its last bucket up to the state's newest event: a
+    format 1 read counted the whole epoch, and this keeps counting it as long as possible.
+    """
+    epoch_ms = EPOCH_HALF_LIVES * decay.half_life
+    start = epoch * epoch_ms
+    bucket = min(newest, start + epoch_ms - 1) // decay.bucket_ms
+    return bucket, round(value * decay.growth(start, bucket))
 
 
 # ------------------------------------------------------------------------------ MeanVector
@@ -295,11 +321,21 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
 
 class VectorState(msgspec.Struct, gc=False):
     newest: int
-    # epoch -> [Σ scale, Σ scale · quantized component...]: exact integers
-    epochs: dict[int, list[int]]
+    # bucket -> [Σ scale, Σ scale · quantized component...]: exact integers
+    buckets: dict[int, list[int]]
+    tops: Tops = {}
 
 
-class _EncodedVector(msgspec.Struct, array_like=True):
+class _EncodedVector(msgspec.Struct, array_like=True, tag="b2"):
+    """Format 2: sums per bucket and each bucket's newest event time (ms after its start)."""
+
+    newest: int
+    buckets: dict[int, list[int | bytes]]
+    tops: dict[int, int]
+    big: bool = False
+
+
+class _EncodedVectorV1(msgspec.Struct, array_like=True):
     newest: int
     epochs: dict[int, list[int | bytes]]
     big: bool = False
@@ -309,8 +345,10 @@ class _EncodedVector(msgspec.Struct, array_like=True):
 class MeanVector(Aggregation):
     """The decayed, weighted mean of a vector field: a user embedding from engaged items.
 
-    Components are quantized to 2^-16 and each event's scale to 2^-16 of itself; the mean is
-    exact over those, so it is within ~1e-5 of the float mean for unit-scale embeddings.
+    Components are quantized to 2^-16 and each event's scale (weight times decay) to 2^-16;
+    the sums over those are exact. With ``n`` events of positive weights counted, the reported
+    weight is within ``n · 2^-17`` of the exact decayed weight ``W``, and each component within
+    ``2^-17 + n · 2^-16 · max|component| / W`` of the exact weighted mean.
     """
 
     of: str
@@ -354,7 +392,7 @@ class MeanVector(Aggregation):
 class VectorRuntime(AggregationRuntime[VectorState]):
     def __init__(self, spec: MeanVector, resolve: FieldResolver, retention_ms: int) -> None:
         self.spec = spec
-        self.decay = _Decay(int(to_duration(spec.half_life)), retention_ms)
+        self.decay = DecayBuckets(int(to_duration(spec.half_life)), retention_ms)
         self._vector = resolve(spec.of)
         self._weights = dict(spec.weights)
         # id(vector) -> (vector, quantized): the same item's vector object comes back for every
@@ -363,6 +401,7 @@ class VectorRuntime(AggregationRuntime[VectorState]):
         self._quantized: dict[int, tuple[Any, list[int]]] = {}
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder = msgspec.msgpack.Decoder(_EncodedVector)
+        self._decoder_v1 = msgspec.msgpack.Decoder(_EncodedVectorV1)
 
     def _quantize(self, vector: Any) -> list[int] | None:
         cached = self._quantized.get(id(vector))
@@ -382,70 +421,103 @@ class VectorRuntime(AggregationRuntime[VectorState]):
     def apply(self, state: VectorState | None, rows: Sequence[Row]) -> ApplyOut[VectorState]:
         decay = self.decay
         newest = max(state.newest if state else 0, rows[-1][0].ts)
-        first = decay.first_kept_epoch(newest)
-        epochs = {e: sums for e, sums in state.epochs.items() if e >= first} if state else {}
-        epoch_ms = decay.epoch_ms
+        first = decay.first_kept(newest)
+        buckets: dict[int, list[int]] = {}
+        tops: Tops = {}
+        if state is not None:
+            buckets = {b: sums for b, sums in state.buckets.items() if b >= first}
+            tops = {b: top for b, top in state.tops.items() if b >= first}
+        size = decay.bucket_ms
         weights, default = self._weights, self.spec.default_weight
         expired = 0
         for row in rows:
             event = row[0]
-            epoch = event.ts // epoch_ms
-            if epoch < first:
+            ts = event.ts
+            bucket = ts // size
+            if bucket < first:
                 expired += 1
                 continue
             weight = weights.get(event.action, default)
             quantized = self._quantize(self._vector(row)) if weight else None
             if quantized is None:
                 continue
-            scale = round(math.ldexp(weight * decay.growth(event.ts, epoch), _SCALE_BITS))
-            sums = epochs.get(epoch)
+            scale = round(math.ldexp(weight * decay.growth(ts, bucket), _SCALE_BITS))
+            sums = buckets.get(bucket)
             if sums is None:
-                epochs[epoch] = [scale, *[q * scale for q in quantized]]
+                buckets[bucket] = [scale, *[q * scale for q in quantized]]
             else:
-                epochs[epoch] = [
+                buckets[bucket] = [
                     sums[0] + scale,
                     *[s + q * scale for s, q in zip(sums[1:], quantized, strict=True)],
                 ]
-        return ApplyOut(VectorState(newest, epochs), expired)
+            if tops.get(bucket, -1) < ts:
+                tops[bucket] = ts
+        return ApplyOut(VectorState(newest, buckets, tops), expired)
 
     def merge(self, a: VectorState, b: VectorState) -> VectorState:
         newest = max(a.newest, b.newest)
-        first = self.decay.first_kept_epoch(newest)
-        epochs = {e: sums for e, sums in a.epochs.items() if e >= first}
-        for epoch, sums in b.epochs.items():
-            if epoch >= first:
-                have = epochs.get(epoch)
-                epochs[epoch] = (
+        first = self.decay.first_kept(newest)
+        buckets = {e: sums for e, sums in a.buckets.items() if e >= first}
+        for bucket, sums in b.buckets.items():
+            if bucket >= first:
+                have = buckets.get(bucket)
+                buckets[bucket] = (
                     sums if have is None else [x + y for x, y in zip(have, sums, strict=True)]
                 )
-        return VectorState(newest, epochs)
+        tops = {k: v for k, v in a.tops.items() if k >= first}
+        for bucket, top in b.tops.items():
+            if bucket >= first and tops.get(bucket, -1) < top:
+                tops[bucket] = top
+        return VectorState(newest, buckets, tops)
 
     def read(self, state: VectorState | None, context: ReadContext) -> ReadOut:
-        if state is None or not state.epochs:
+        if state is None or not state.buckets:
             return ReadOut({"vector": None, "weight": 0.0}, None)
-        reference = context.reference_ms
+        view = context.view_time(state.newest)
+        first, last = self.decay.counted(state.newest, state.tops, view)
         totals = [0.0] * (self.spec.dim + 1)
-        for epoch, sums in state.epochs.items():
-            factor = math.ldexp(self.decay.decay_to(epoch, reference), -_SCALE_BITS)
-            totals = [total + value * factor for total, value in zip(totals, sums, strict=True)]
+        for bucket, sums in state.buckets.items():
+            if first <= bucket <= last:
+                factor = math.ldexp(self.decay.decay_to(bucket, view), -_SCALE_BITS)
+                totals = [total + value * factor for total, value in zip(totals, sums, strict=True)]
         weight = totals[0]
         scale = math.ldexp(1.0, -_COMPONENT_BITS) / weight if weight else 0.0
         vector = [value * scale for value in totals[1:]] if weight else None
+        # Full precision: JSON carries the shortest repr that round-trips the float.
         return ReadOut(
-            {"vector": vector, "weight": round(weight, 6)}, min(state.newest, context.end_ms)
+            {"vector": vector, "weight": weight}, min(state.newest, context.end(state.newest))
         )
 
     def encode(self, state: VectorState) -> bytes:
-        epochs = dict(sorted(state.epochs.items()))
-        if any(needs_packing(sums) for sums in epochs.values()):
-            packed = {epoch: pack_ints(sums) for epoch, sums in epochs.items()}
-            return self._encoder.encode(_EncodedVector(state.newest, packed, big=True))
-        return self._encoder.encode(_EncodedVector(state.newest, epochs))  # type: ignore[arg-type]
+        buckets = dict(sorted(state.buckets.items()))
+        size = self.decay.bucket_ms
+        tops = {bucket: top - bucket * size for bucket, top in sorted(state.tops.items())}
+        if any(needs_packing(sums) for sums in buckets.values()):
+            packed = {bucket: pack_ints(sums) for bucket, sums in buckets.items()}
+            return self._encoder.encode(_EncodedVector(state.newest, packed, tops, big=True))
+        return self._encoder.encode(_EncodedVector(state.newest, buckets, tops))  # type: ignore[arg-type]
 
     def decode(self, data: bytes) -> VectorState:
-        encoded = self._decoder.decode(data)
+        try:
+            encoded = self._decoder.decode(data)
+        except msgspec.ValidationError:
+            return self._migrate(self._decoder_v1.decode(data))
+        size = self.decay.bucket_ms
+        tops = {bucket: bucket * size + offset for bucket, offset in encoded.tops.items()}
         if encoded.big:
-            return VectorState(
-                encoded.newest, {e: unpack_ints(sums) for e, sums in encoded.epochs.items()}
-            )
-        return VectorState(encoded.newest, encoded.epochs)  # type: ignore[arg-type]
+            buckets = {b: unpack_ints(sums) for b, sums in encoded.buckets.items()}
+            return VectorState(encoded.newest, buckets, tops)
+        return VectorState(encoded.newest, encoded.buckets, tops)  # type: ignore[arg-type]
+
+    def _migrate(self, old: _EncodedVectorV1) -> VectorState:
+        """A format 1 state: each epoch's sums move to the bucket holding the epoch's start."""
+        buckets: dict[int, list[int]] = {}
+        tops: Tops = {}
+        for epoch, packed in old.epochs.items():
+            sums = unpack_ints(packed) if old.big else packed
+            moved = [_epoch_to_bucket(self.decay, epoch, value, old.newest) for value in sums]  # type: ignore[arg-type]
+            bucket = moved[0][0]
+            have = buckets.get(bucket, [0] * len(moved))
+            buckets[bucket] = [x + value for x, (_, value) in zip(have, moved, strict=True)]
+            tops[bucket] = old.newest
+        return VectorState(old.newest, buckets, tops)

@@ -4,7 +4,9 @@ Each bucket of time (a day by default) holds a HyperLogLog sketch of ``2^precisi
 registers; a window's count is the estimate of the union (register-wise max) of its buckets.
 Standard error is about ``1.04 / sqrt(2^precision)``: 6.5 % at precision 8, 3.3 % at 10,
 1.6 % at 12; below ~2.5 · 2^precision values, linear counting makes small counts near exact.
-A window counts the buckets that start inside it (edge error: up to one bucket).
+A window counts the buckets that start inside it (edge error: up to one bucket at each edge);
+nothing older than the retention counts: the buckets counted start at or after ``as_of -
+retention``. The state keeps the buckets of the retention and the ``as_of`` look-back.
 
 Why not Apache DataSketches' HLL: its sketches carry an estimator accumulator (HIP) whose
 value and serialized bytes depend on the order of the updates. usersignals needs a state that
@@ -24,7 +26,7 @@ import msgspec
 import xxhash
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     MINUTE_MS,
@@ -34,6 +36,7 @@ from usersignals.durations import (
     format_duration,
     to_duration,
 )
+from usersignals.errors import AsOfError
 from usersignals.values import KEY, FieldKind
 
 _HASH_SEED = 0x5EED
@@ -107,7 +110,7 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
 
     def _first_kept(self, newest: int) -> int:
         size = self.bucket_ms
-        return newest - newest % size - self.retention_ms
+        return newest - newest % size - self.retention_ms - AS_OF_LOOKBACK_MS
 
     def apply(self, state: DistinctState | None, rows: Sequence[Row]) -> ApplyOut[DistinctState]:
         newest = max(state.newest if state else 0, rows[-1][0].ts)
@@ -154,11 +157,18 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
     def read(self, state: DistinctState | None, context: ReadContext) -> ReadOut:
         if state is None or not state.buckets:
             return ReadOut({"estimate": 0}, None)
-        start, end = context.start_ms, context.end_ms
+        newest = state.newest
+        end = context.end(newest)
+        view = context.view_time(newest)
+        start = retention_start(view, self.retention_ms)
+        window_start = context.start(newest)
+        if window_start is not None:
+            start = max(start, window_start)
+        if start < self._first_kept(newest):
+            earliest = self._first_kept(newest) + self.retention_ms
+            raise AsOfError("", view, earliest, "its buckets from then expired")
         chosen = [
-            registers
-            for bucket, registers in state.buckets.items()
-            if bucket <= end and (start is None or bucket >= start)
+            registers for bucket, registers in state.buckets.items() if start <= bucket <= end
         ]
         estimate = self.estimate(self._union(chosen)) if chosen else 0.0
         return ReadOut({"estimate": round(estimate)}, min(state.newest, end))

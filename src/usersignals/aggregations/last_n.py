@@ -4,7 +4,16 @@ State: entries ``(ts, tie, *kept values)`` newest first. ``tie`` is the CRC-32 o
 so that events with equal times have one fixed order whatever the batches: the state is the
 top n of the user's events by ``(ts, tie)``, which no batching can change. With ``dedupe_by``
 the state keeps only the newest event per value of that field (an item engaged twice appears
-once, at its latest time).
+once, at its latest time). The state keeps events back to the retention plus the ``as_of``
+look-back before its newest event.
+
+Reading as of ``V`` answers from the last ``n`` events at or before ``V`` and within the
+retention (``ts >= V - retention``). When the state holds events after ``V``, older events it
+dropped to make room (or, with ``dedupe_by``, the older entries of an item engaged again) may
+belong to that answer: the read is exact when it fills its ``limit``, reaches the start of its
+window, or nothing was dropped; otherwise (and always with ``dedupe_by``, whose dropped entries
+may belong anywhere in the answer) it is refused (:class:`AsOfError`) with the newest event
+time as the earliest ``as_of`` it answers.
 
 Codec: columns, newest first; times delta-encoded; string columns with few distinct values are
 dictionary-coded to one byte per entry. A full LastN(500) of the reference workload is ~12 KB.
@@ -13,7 +22,7 @@ dictionary-coded to one byte per entry. A full LastN(500) of the reference workl
 from __future__ import annotations
 
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from operator import itemgetter
@@ -22,8 +31,9 @@ from typing import Any
 import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.errors import AsOfError
 from usersignals.field_names import coerce_names, names_problem
 from usersignals.values import KEY, FieldKind
 
@@ -140,7 +150,7 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
         newest = max(old[0][0] if old else new[0][0], max(entry[0] for entry in new))
         # Expiry is by each event's own time against the newest time seen, which gives the
         # same result whichever batch an old event arrives in.
-        cutoff = newest - self.retention_ms
+        cutoff = newest - self.retention_ms - AS_OF_LOOKBACK_MS
         fresh = [entry for entry in new if entry[0] >= cutoff]
         if old and old[-1][0] < cutoff:
             old = [entry for entry in old if entry[0] >= cutoff]
@@ -157,51 +167,89 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
 
     def read(self, state: list[Entry] | None, context: ReadContext) -> ReadOut:
         entries = state or []
-        end = context.end_ms
-        start = context.start_ms
-        idx = self._index
-        action_i = idx.get("action")
-        surface_i = idx.get("surface")
-        item_i = idx.get("item_id")
+        newest_ts = entries[0][0] if entries else 0
+        view = context.view_time(newest_ts)
+        end = context.end(newest_ts)
+        start = view - self.retention_ms
+        window_start = context.start(newest_ts)
+        if window_start is not None:
+            start = max(start, window_start)
         limit = context.limit or self.spec.n
-        seen: set[Any] = set()
         out: list[dict[str, Any]] = []
         newest: int | None = None
+        later = 0  # entries after the view time: they may have pushed older ones out
         keep = self.spec.keep
+        matches = self._matcher(context)
+        complete = False
         for entry in entries:
             ts = entry[0]
+            if ts > view:
+                later += 1
             if ts > end:
                 continue
             if newest is None:
                 newest = ts
-            if start is not None and ts < start:
+            if ts < start:
+                complete = True
                 break
+            if not matches(entry):
+                continue
+            record = {"ts": ts}
+            record.update(zip(keep, entry[2:], strict=True))
+            out.append(record)
+            if len(out) >= limit:
+                complete = True
+                break
+        if later and (not complete or self.spec.dedupe_by is not None):
+            self._check_nothing_dropped(entries, view, start, newest_ts)
+        return ReadOut(out, newest)
+
+    def _check_nothing_dropped(
+        self, entries: list[Entry], view: int, start: int, newest_ts: int
+    ) -> None:
+        """Raise AsOfError when events this read needs may have been dropped.
+
+        With ``dedupe_by``, an item engaged again after the view time dropped its older entry,
+        which may belong anywhere in the answer: such a read is always refused.
+        """
+        dropped_by_room = len(entries) >= self.spec.n or self.spec.dedupe_by is not None
+        dropped_by_age = start < newest_ts - self.retention_ms - AS_OF_LOOKBACK_MS
+        if dropped_by_room or dropped_by_age:
+            why = "newer events took the room of older ones it needs"
+            raise AsOfError("", view, newest_ts, why)
+
+    def _matcher(self, context: ReadContext) -> Callable[[Entry], bool]:
+        """The context's filters (actions, surfaces, exclude, dedupe) as one predicate."""
+        idx = self._index
+        action_i = idx.get("action")
+        surface_i = idx.get("surface")
+        item_i = idx.get("item_id")
+        seen: set[Any] = set()
+
+        def matches(entry: Entry) -> bool:
             if (
                 context.actions is not None
                 and action_i is not None
                 and entry[action_i] not in context.actions
             ):
-                continue
+                return False
             if (
                 context.surfaces is not None
                 and surface_i is not None
                 and entry[surface_i] not in context.surfaces
             ):
-                continue
+                return False
             if item_i is not None:
                 item = entry[item_i]
                 if item in context.exclude:
-                    continue
+                    return False
                 if context.dedupe:
                     if item in seen:
-                        continue
+                        return False
                     seen.add(item)
-            record = {"ts": ts}
-            record.update(zip(keep, entry[2:], strict=True))
-            out.append(record)
-            if len(out) >= limit:
-                break
-        return ReadOut(out, newest)
+            return True
+
+        return matches
 
     # -- codec -----------------------------------------------------------------------------
 

@@ -1,10 +1,16 @@
 """``FirstSeen`` / ``LastSeen``: the earliest / latest event time, overall or per group.
 
 State: ``group -> time``. For ``LastSeen``, a group whose latest time is older than the
-retention (counted back from the newest event) is dropped and older events are not applied:
-the group is there exactly when its latest event is within retention, whatever the batches.
-``FirstSeen`` keeps the earliest time ever seen: the retention does not apply to it, because
-forgetting an expired minimum would also forget the events that came after it.
+retention and the ``as_of`` look-back (counted back from the newest event) is dropped and older
+events are not applied: the group is there exactly when its latest event is that recent,
+whatever the batches. Read as of ``V``, a group answers its latest time when that is within
+``[V - retention, V]``; a requested group whose latest time is after the view's end has an
+unknown latest time before it, so the read is refused (:class:`AsOfError`) naming that time.
+
+``FirstSeen`` keeps the earliest time ever seen and is the one aggregation the retention does
+not apply to — "first seen" means all-time — because forgetting an expired minimum would also
+forget the events that came after it. Read as of ``V`` it is exact: the first time, when it is
+not after the view's end.
 """
 
 from __future__ import annotations
@@ -16,8 +22,9 @@ from typing import Any
 import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.errors import AsOfError
 from usersignals.values import KEY, FieldKind
 
 
@@ -80,7 +87,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
 
     def apply(self, state: SeenState | None, rows: Sequence[Row]) -> ApplyOut[SeenState]:
         newest = max(state.newest if state else 0, rows[-1][0].ts)
-        cutoff = newest - self.retention_ms if self.latest else -1
+        cutoff = newest - self.retention_ms - AS_OF_LOOKBACK_MS if self.latest else -1
         times = {g: t for g, t in state.times.items() if t >= cutoff} if state else {}
         expired = 0
         pick = max if self.latest else min
@@ -96,7 +103,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
 
     def merge(self, a: SeenState, b: SeenState) -> SeenState:
         newest = max(a.newest, b.newest)
-        cutoff = newest - self.retention_ms if self.latest else -1
+        cutoff = newest - self.retention_ms - AS_OF_LOOKBACK_MS if self.latest else -1
         pick = max if self.latest else min
         times = {g: t for g, t in a.times.items() if t >= cutoff}
         for group, ts in b.times.items():
@@ -108,17 +115,28 @@ class SeenRuntime(AggregationRuntime[SeenState]):
     def read(self, state: SeenState | None, context: ReadContext) -> ReadOut:
         if state is None:
             return ReadOut({}, None)
-        end = context.end_ms
+        end = context.end(state.newest)
         allowed = context.actions if self.spec.by == "action" else None
         if self.spec.by == "surface":
             allowed = context.surfaces
-        # Times after the view's end are unknown to a LastSeen (it keeps only the latest), so
-        # they are left out rather than guessed; FirstSeen times after the end are left out too.
-        values = {
+        wanted = {
             group: ts
             for group, ts in sorted(state.times.items())
-            if ts <= end and (allowed is None or group in allowed)
+            if allowed is None or group in allowed
         }
+        if not self.latest:  # FirstSeen: all-time, exact at any end
+            values = {group: ts for group, ts in wanted.items() if ts <= end}
+            return ReadOut(values, min(state.newest, end))
+        view = context.view_time(state.newest)
+        later = [ts for ts in wanted.values() if ts > end]
+        if later:
+            why = "a newer event hides the latest one before it"
+            raise AsOfError("", view, max(later), why)
+        if view - self.retention_ms < state.newest - self.retention_ms - AS_OF_LOOKBACK_MS:
+            earliest = state.newest - AS_OF_LOOKBACK_MS
+            raise AsOfError("", view, earliest, "its retention reaches past the look-back")
+        cutoff = view - self.retention_ms
+        values = {group: ts for group, ts in wanted.items() if ts >= cutoff}
         return ReadOut(values, min(state.newest, end))
 
     def encode(self, state: SeenState) -> bytes:

@@ -8,10 +8,11 @@ is the retention. Because every cutoff is aligned to the next tier's resolution,
 and the bucket of an event is a function of its time and ``M`` alone: the state is the same
 whatever the batches, and compaction (re-bucketing as ``M`` advances) is exact.
 
-Error at a window's edge: a window ``[as_of - w, as_of]`` counts every bucket that starts
-inside it. The bucket that straddles the window's start is left out, so up to one bucket of
-the tier at that age is missed (with the default layout: < 1 min at 1 h, < 1 h at 1 d and
-7 d, < 1 day beyond 8 days). When ``as_of`` falls inside a bucket, that whole bucket counts.
+Tiles hold only the events older than the exact span of :mod:`usersignals.aggregations.
+windowed` (the last two days are kept at their exact times). A window counts every tile that
+overlaps it, so the tiles straddling its edges can add events just outside it (never remove
+any): at most one tile of the tier at that age (default layout: 1 min within 2 h, 1 h within
+8 days, 1 day beyond).
 """
 
 from __future__ import annotations

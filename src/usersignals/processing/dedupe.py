@@ -17,13 +17,33 @@ recognised and is applied again.
 
 from __future__ import annotations
 
+import sys
 import zlib
-from collections.abc import Sequence
+from array import array
+from collections.abc import Iterable, Sequence
 
 from usersignals.durations import HOUR_MS
 from usersignals.events.model import Event
 
 Seen = dict[int, bytes]  # hour (ts // 1 h) -> sorted distinct 4-byte big-endian fingerprints
+_SWAP = sys.byteorder == "little"
+if array("I").itemsize != 4:  # C unsigned int: 4 bytes on every platform Python supports
+    raise ImportError("usersignals needs 4-byte unsigned ints in array('I')")
+
+
+def _unpack(blob: bytes) -> array[int]:
+    """4-byte big-endian fingerprints, decoded in C (an array, not a Python loop)."""
+    values = array("I", blob)
+    if _SWAP:
+        values.byteswap()
+    return values
+
+
+def _pack(fingerprints: Iterable[int]) -> bytes:
+    values = array("I", sorted(fingerprints))
+    if _SWAP:
+        values.byteswap()
+    return values.tobytes()
 
 
 class EventIdDedupe:
@@ -40,8 +60,7 @@ class EventIdDedupe:
         newest_hour = max(seen, default=-(1 << 62))
         known: dict[int, int] = {}  # fingerprint -> newest hour it was applied in
         for hour, blob in sorted(seen.items()):
-            for offset in range(0, len(blob), 4):
-                known[int.from_bytes(blob[offset : offset + 4], "big")] = hour
+            known.update(dict.fromkeys(_unpack(blob), hour))
         admitted: list[int] = []
         added: dict[int, set[int]] = {}
         for index in indices:

@@ -117,30 +117,7 @@ class Engine:
             if marks:
                 self.store.write(dict(marks))
             return report
-        by_user: dict[str, list[int]] = {}
-        for index, event in enumerate(events):
-            by_user.setdefault(event.user_id, []).append(index)
-        users = list(by_user)
-        keys = [user_key(user) for user in users]
-        stored = self.store.get_many(keys)
-
-        work: list[tuple[bytes, UserRecord, list[int]]] = []
-        # Users whose new events were all repeats: only their progress and ids change.
-        puts_only_progress: list[tuple[bytes, UserRecord]] = []
-        for key, raw, user in zip(keys, stored, users, strict=True):
-            record = decode_record(key, raw) if raw else UserRecord({}, {})
-            fresh = _unapplied(by_user[user], positions, record.progress)
-            report.duplicates += len(by_user[user]) - len(fresh)
-            if fresh and self._dedupe is not None:
-                admitted, record.seen = self._dedupe.admit(record.seen, events, fresh)
-                report.repeats += len(fresh) - len(admitted)
-                _advance(record.progress, positions, fresh)  # repeats are consumed too
-                fresh = admitted
-                if not fresh:
-                    puts_only_progress.append((key, record))
-            if fresh:
-                fresh.sort(key=lambda i: events[i].ts)
-                work.append((key, record, fresh))
+        work, puts_only_progress = self._select(batch, report)
         if not work:
             puts = {key: encode_record(record) for key, record in puts_only_progress}
             if marks:
@@ -223,6 +200,36 @@ class Engine:
         report.expired = expired
         report.newest_event_ms = newest
         return report
+
+    def _select(
+        self, batch: MicroBatch, report: BatchReport
+    ) -> tuple[list[tuple[bytes, UserRecord, list[int]]], list[tuple[bytes, UserRecord]]]:
+        """Each user's record and new events (by event time); and the users whose new events
+        were all repeats of applied event ids (only their progress and fingerprints change)."""
+        events, positions = batch.events, batch.positions
+        by_user: dict[str, list[int]] = {}
+        for index, event in enumerate(events):
+            by_user.setdefault(event.user_id, []).append(index)
+        users = list(by_user)
+        keys = [user_key(user) for user in users]
+        stored = self.store.get_many(keys)
+        work: list[tuple[bytes, UserRecord, list[int]]] = []
+        puts_only_progress: list[tuple[bytes, UserRecord]] = []
+        for key, raw, user in zip(keys, stored, users, strict=True):
+            record = decode_record(key, raw) if raw else UserRecord({}, {})
+            fresh = _unapplied(by_user[user], positions, record.progress)
+            report.duplicates += len(by_user[user]) - len(fresh)
+            if fresh and self._dedupe is not None:
+                admitted, record.seen = self._dedupe.admit(record.seen, events, fresh)
+                report.repeats += len(fresh) - len(admitted)
+                _advance(record.progress, positions, fresh)  # repeats are consumed too
+                fresh = admitted
+                if not fresh:
+                    puts_only_progress.append((key, record))
+            if fresh:
+                fresh.sort(key=lambda i: events[i].ts)
+                work.append((key, record, fresh))
+        return work, puts_only_progress
 
     def _lookups(
         self, events: Sequence[Event], work: list[tuple[bytes, UserRecord, list[int]]]

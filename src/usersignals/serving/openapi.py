@@ -31,7 +31,9 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         403: "Wrong bearer token, or the endpoint is disabled.",
         404: "Unknown signal.",
         413: "Body too large.",
-        422: "The body does not match its schema, or no event was valid.",
+        422: "The body does not match its schema, no event was valid, or a signal cannot "
+        "answer the as_of exactly (as_of_unavailable: names the signal and the earliest "
+        "as_of it answers).",
     }
     return {
         str(code): {
@@ -94,7 +96,7 @@ def openapi_document(registry: SignalRegistry) -> dict[str, Any]:
                             "description": "The signals",
                             "content": _json_content("UserSignals"),
                         },
-                        **_error_responses(400, 404),
+                        **_error_responses(400, 404, 422),
                     },
                 }
             },
