@@ -170,6 +170,11 @@ class NativeSignals:
             raise StateCodecError(key, f"{signal.key}: {exc}") from exc
         return ReadOut(value, newest)
 
+    def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
+        """How many entries a stored LastN state holds (for size reports and tests)."""
+        index = self._index[signal.key]
+        return len(self._core.decode_last_n(index, self._native_form(key, raw, index)))
+
     def _column(self, name: str, joined: _Joined) -> list[Any]:
         if name in BASE_FIELDS:
             return list(map(attrgetter(name), joined.events))
