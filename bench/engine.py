@@ -23,6 +23,7 @@ from usersignals.enrich.sources import encode_table_record
 from usersignals.events import EventDecoder, EventPolicy, Position
 from usersignals.ingest.synthetic import WorkloadSpec, item_records, iter_event_json_lines
 from usersignals.processing import BatchReport, Engine, MicroBatch
+from usersignals.processing.native import NativeSignals
 from usersignals.signals import SignalRegistry
 from usersignals.state import RocksStore, decode_record
 
@@ -93,15 +94,18 @@ def main() -> None:
 
 
 def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
-    last_n = registry.get("recent_engagements").compiled.runtime
+    signal = registry.get("recent_engagements")
+    native = NativeSignals([signal])
     sizes = []
     full = []
+    full_last_n = []
     for key, value in store.scan(b"u:"):
         sizes.append(len(value))
         record = decode_record(key, value)
-        raw = record.states.get("recent_engagements@1")
-        if raw is not None and len(last_n.decode(raw)) >= 500:
+        raw = record.states.get(signal.key)
+        if raw is not None and native.entries(signal, raw, key) >= 500:
             full.append(len(value))
+            full_last_n.append(len(raw))
     sizes.sort()
     print(
         f"state per user (all five signals + progress): users {len(sizes):,}, "
@@ -112,7 +116,9 @@ def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
         full.sort()
         print(
             f"  users with a full LastN(500): {len(full):,}, "
-            f"median {statistics.median(full):,.0f} B, max {full[-1]:,} B"
+            f"median {statistics.median(full):,.0f} B, max {full[-1]:,} B; their "
+            f"LastN(500) state alone (four kept fields): median "
+            f"{statistics.median(full_last_n):,.0f} B, max {max(full_last_n):,} B"
         )
 
 

@@ -7,9 +7,10 @@
 
 use std::collections::HashMap;
 
+use crate::distinct;
 use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
-use crate::plan::{Aggregation, Plan, Predicate};
+use crate::plan::{text_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
 
 /// A micro-batch as columns, index for index. `user[i]` indexes the batch's users.
@@ -36,14 +37,17 @@ pub struct BatchOutput {
 struct Bound<'p> {
     plan: &'p Plan,
     filter: Option<Predicate<usize>>,
-    keep: Vec<usize>,
+    /// The columns the aggregation reads (LastN: the kept fields; Distinct: the text column).
+    columns: Vec<usize>,
 }
 
 impl Batch {
     fn check(&self, stored: &[Vec<Option<&[u8]>>], plans: usize) -> Result<(), CoreError> {
         let n = self.ts.len();
         if self.user.len() != n || self.event_id.len() != n {
-            return Err(CoreError::Batch("user, ts and event_id differ in length".into()));
+            return Err(CoreError::Batch(
+                "user, ts and event_id differ in length".into(),
+            ));
         }
         if self.names.len() != self.columns.len() || self.columns.iter().any(|c| c.len() != n) {
             return Err(CoreError::Batch("a field column differs in length".into()));
@@ -52,7 +56,9 @@ impl Batch {
             return Err(CoreError::Batch("a user index is out of range".into()));
         }
         if stored.len() != self.users || stored.iter().any(|s| s.len() != plans) {
-            return Err(CoreError::Batch("stored states are not users x plans".into()));
+            return Err(CoreError::Batch(
+                "stored states are not users x plans".into(),
+            ));
         }
         Ok(())
     }
@@ -64,15 +70,24 @@ pub fn execute(
     stored: &[Vec<Option<&[u8]>>],
 ) -> Result<BatchOutput, CoreError> {
     batch.check(stored, plans.len())?;
-    let names: HashMap<&str, usize> =
-        batch.names.iter().enumerate().map(|(i, n)| (n.as_str(), i)).collect();
-    let bound = plans.iter().map(|plan| bind(plan, &names)).collect::<Result<Vec<_>, _>>()?;
+    let names: HashMap<&str, usize> = batch
+        .names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| (n.as_str(), i))
+        .collect();
+    let bound = plans
+        .iter()
+        .map(|plan| bind(plan, &names))
+        .collect::<Result<Vec<_>, _>>()?;
     // Filters once per event and plan, up front: a tight loop over the columns.
     let accepted: Vec<Vec<bool>> = bound
         .iter()
         .map(|b| match &b.filter {
             None => vec![true; batch.ts.len()],
-            Some(f) => (0..batch.ts.len()).map(|row| f.accepts(&batch.columns, row)).collect(),
+            Some(f) => (0..batch.ts.len())
+                .map(|row| f.accepts(&batch.columns, row))
+                .collect(),
         })
         .collect();
     let mut order: Vec<usize> = (0..batch.ts.len()).collect();
@@ -90,9 +105,12 @@ pub fn execute(
                 continue;
             }
             let old = stored[user][p];
-            let (state, expired) = apply(b, batch, old, &rows).map_err(|e| {
-                CoreError::UserState { user, plan: b.plan.key.clone(), message: e.to_string() }
-            })?;
+            let (state, expired) =
+                apply(b, batch, old, &rows).map_err(|e| CoreError::UserState {
+                    user,
+                    plan: b.plan.key.clone(),
+                    message: e.to_string(),
+                })?;
             out.applied[p] += (rows.len() - expired) as u64;
             out.expired[p] += expired as u64;
             out.states[user][p] = Some(state);
@@ -103,18 +121,24 @@ pub fn execute(
 
 fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, CoreError> {
     let filter = plan.filter.as_ref().map(|f| f.bind(names)).transpose()?;
-    let keep = match &plan.aggregate {
-        Aggregation::LastN(spec) => spec
-            .keep
-            .iter()
-            .map(|k| {
-                names.get(k.as_str()).copied().ok_or_else(|| {
-                    CoreError::Batch(format!("no column for kept field {k:?}"))
-                })
-            })
-            .collect::<Result<_, _>>()?,
+    let wanted = match &plan.aggregate {
+        Aggregation::LastN(spec) => spec.keep.clone(),
+        Aggregation::Distinct(_, of) => vec![text_column(of)],
     };
-    Ok(Bound { plan, filter, keep })
+    let columns = wanted
+        .iter()
+        .map(|k| {
+            names
+                .get(k.as_str())
+                .copied()
+                .ok_or_else(|| CoreError::Batch(format!("no column for field {k:?}")))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Bound {
+        plan,
+        filter,
+        columns,
+    })
 }
 
 fn apply(
@@ -126,18 +150,37 @@ fn apply(
     match &bound.plan.aggregate {
         Aggregation::LastN(spec) => {
             let columns = spec.keep.len();
-            let old = old.map(|bytes| last_n::decode(bytes, columns)).transpose()?;
+            let old = old
+                .map(|bytes| last_n::decode(bytes, columns))
+                .transpose()?;
             let new = rows
                 .iter()
                 .map(|&i| Entry {
                     ts: batch.ts[i],
                     tie: tie_of(&batch.event_id[i]),
-                    values: bound.keep.iter().map(|&c| batch.columns[c][i].clone()).collect(),
+                    values: bound
+                        .columns
+                        .iter()
+                        .map(|&c| batch.columns[c][i].clone())
+                        .collect(),
                 })
                 .collect();
             let (state, expired) =
                 last_n::combine(spec, bound.plan.retention_ms, old.unwrap_or_default(), new);
             Ok((last_n::encode(&state, columns), expired))
+        }
+        Aggregation::Distinct(spec, _) => {
+            let old = old.map(|bytes| distinct::decode(bytes, spec)).transpose()?;
+            let text = &batch.columns[bound.columns[0]];
+            let rows: Vec<(i64, Option<&str>)> = rows
+                .iter()
+                .map(|&i| match &text[i] {
+                    Value::Str(s) => (batch.ts[i], Some(s.as_str())),
+                    _ => (batch.ts[i], None),
+                })
+                .collect();
+            let (state, expired) = spec.apply(bound.plan.retention_ms, old, &rows);
+            Ok((distinct::encode(&state), expired))
         }
     }
 }

@@ -11,7 +11,11 @@ pub enum CoreError {
     /// A batch whose columns disagree with each other or with the plans.
     Batch(String),
     /// One user's stored state for one plan did not decode; the batch is not applied.
-    UserState { user: usize, plan: String, message: String },
+    UserState {
+        user: usize,
+        plan: String,
+        message: String,
+    },
 }
 
 impl fmt::Display for CoreError {
@@ -20,7 +24,11 @@ impl fmt::Display for CoreError {
             CoreError::Plan(m) => write!(f, "plan: {m}"),
             CoreError::Codec(m) => write!(f, "state codec: {m}"),
             CoreError::Batch(m) => write!(f, "batch: {m}"),
-            CoreError::UserState { user, plan, message } => {
+            CoreError::UserState {
+                user,
+                plan,
+                message,
+            } => {
                 write!(f, "stored state of {plan} for batch user {user}: {message}")
             }
         }

@@ -85,7 +85,10 @@ pub fn combine(
     }
     if let Some(index) = spec.dedupe_by {
         let mut seen: HashSet<PyKey<'_>> = HashSet::new();
-        let keep: Vec<bool> = merged.iter().map(|e| seen.insert(e.values[index].py_key())).collect();
+        let keep: Vec<bool> = merged
+            .iter()
+            .map(|e| seen.insert(e.values[index].py_key()))
+            .collect();
         let mut flags = keep.into_iter();
         merged.retain(|_| flags.next().unwrap_or(false));
     }
@@ -120,7 +123,10 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
     // choice, so the bytes stay canonical.
     let mut best = vec![PLAIN];
     values.iter().for_each(|v| v.encode(&mut best));
-    for candidate in [dictionary_form(&values), prefixed_form(&values)].into_iter().flatten() {
+    for candidate in [dictionary_form(&values), prefixed_form(&values)]
+        .into_iter()
+        .flatten()
+    {
         if candidate.len() < best.len() {
             best = candidate;
         }
@@ -207,10 +213,18 @@ pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
     let mut entries: Vec<Entry> = Vec::with_capacity(count);
     if count > 0 {
         let mut ts = r.i64()?;
-        entries.push(Entry { ts, tie: 0, values: Vec::with_capacity(columns) });
+        entries.push(Entry {
+            ts,
+            tie: 0,
+            values: Vec::with_capacity(columns),
+        });
         for _ in 1..count {
             ts = ts.wrapping_sub(r.u64()? as i64);
-            entries.push(Entry { ts, tie: 0, values: Vec::with_capacity(columns) });
+            entries.push(Entry {
+                ts,
+                tie: 0,
+                values: Vec::with_capacity(columns),
+            });
         }
         for entry in entries.iter_mut() {
             let bytes: [u8; 4] = r.bytes(4)?.try_into().expect("4 bytes were read");
@@ -230,7 +244,9 @@ fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreEr
     match r.u8()? {
         DICTIONARY => {
             let size = r.len(1)?;
-            let vocab: Vec<Value> = (0..size).map(|_| Value::decode(r)).collect::<Result<_, _>>()?;
+            let vocab: Vec<Value> = (0..size)
+                .map(|_| Value::decode(r))
+                .collect::<Result<_, _>>()?;
             for entry in entries.iter_mut() {
                 let code = if size <= MAX_BYTE_CODES {
                     u64::from(r.u8()?)
@@ -276,7 +292,11 @@ pub struct ReadFields {
 impl ReadFields {
     pub fn of(spec: &LastNSpec) -> Self {
         let find = |name: &str| spec.keep.iter().position(|k| k == name);
-        ReadFields { action: find("action"), surface: find("surface"), item_id: find("item_id") }
+        ReadFields {
+            action: find("action"),
+            surface: find("surface"),
+            item_id: find("item_id"),
+        }
     }
 }
 

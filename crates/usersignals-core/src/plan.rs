@@ -7,6 +7,7 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
+use crate::distinct::DistinctSpec;
 use crate::error::CoreError;
 use crate::value::Value;
 
@@ -21,6 +22,14 @@ pub struct Plan {
 #[derive(Debug, Clone)]
 pub enum Aggregation {
     LastN(LastNSpec),
+    /// The spec, and the field whose Python `str()` is hashed.
+    Distinct(DistinctSpec, String),
+}
+
+/// The column a Distinct reads: the field's values as Python's `str()` renders them (the
+/// hash input of the reference), which the binding's caller provides under this name.
+pub fn text_column(field: &str) -> String {
+    format!("str:{field}")
 }
 
 #[derive(Debug, Clone)]
@@ -47,7 +56,11 @@ pub enum Op {
 /// A filter over one event; `F` names a field (a name when parsed, a column once bound).
 #[derive(Debug, Clone)]
 pub enum Predicate<F> {
-    Compare { field: F, op: Op, operand: Vec<Value> },
+    Compare {
+        field: F,
+        op: Op,
+        operand: Vec<Value>,
+    },
     And(Vec<Predicate<F>>),
     Or(Vec<Predicate<F>>),
     Not(Box<Predicate<F>>),
@@ -57,7 +70,10 @@ impl Plan {
     pub fn from_json(text: &str) -> Result<Plan, CoreError> {
         let json: Json = serde_json::from_str(text)
             .map_err(|e| CoreError::Plan(format!("plan is not JSON: {e}")))?;
-        let key = json["key"].as_str().ok_or_else(|| missing("key"))?.to_owned();
+        let key = json["key"]
+            .as_str()
+            .ok_or_else(|| missing("key"))?
+            .to_owned();
         let retention_ms = json["retention_ms"]
             .as_i64()
             .filter(|ms| *ms > 0)
@@ -67,7 +83,12 @@ impl Plan {
             w => Some(Predicate::from_json(w)?),
         };
         let aggregate = Aggregation::from_json(&json["aggregate"])?;
-        Ok(Plan { key, filter, aggregate, retention_ms })
+        Ok(Plan {
+            key,
+            filter,
+            aggregate,
+            retention_ms,
+        })
     }
 
     /// Every field the plan reads, filter and aggregation, each once, in a fixed order.
@@ -78,6 +99,7 @@ impl Plan {
         }
         match &self.aggregate {
             Aggregation::LastN(spec) => names.extend(spec.keep.iter().cloned()),
+            Aggregation::Distinct(_, of) => names.push(text_column(of)),
         }
         let mut seen = std::collections::HashSet::new();
         names.retain(|n| seen.insert(n.clone()));
@@ -93,7 +115,10 @@ impl Aggregation {
     fn from_json(json: &Json) -> Result<Aggregation, CoreError> {
         match json["kind"].as_str() {
             Some("last_n") => {
-                let n = json["n"].as_u64().filter(|n| *n >= 1).ok_or_else(|| missing("n"))?;
+                let n = json["n"]
+                    .as_u64()
+                    .filter(|n| *n >= 1)
+                    .ok_or_else(|| missing("n"))?;
                 let keep: Vec<String> = json["keep"]
                     .as_array()
                     .ok_or_else(|| missing("keep"))?
@@ -102,16 +127,40 @@ impl Aggregation {
                     .collect::<Result<_, _>>()?;
                 let dedupe_by = match &json["dedupe_by"] {
                     Json::Null => None,
-                    Json::String(name) => Some(
-                        keep.iter()
-                            .position(|k| k == name)
-                            .ok_or_else(|| CoreError::Plan(format!("dedupe_by {name:?} not kept")))?,
-                    ),
+                    Json::String(name) => {
+                        Some(keep.iter().position(|k| k == name).ok_or_else(|| {
+                            CoreError::Plan(format!("dedupe_by {name:?} not kept"))
+                        })?)
+                    }
                     _ => return Err(missing("dedupe_by")),
                 };
-                Ok(Aggregation::LastN(LastNSpec { n: n as usize, keep, dedupe_by }))
+                Ok(Aggregation::LastN(LastNSpec {
+                    n: n as usize,
+                    keep,
+                    dedupe_by,
+                }))
             }
-            other => Err(CoreError::Plan(format!("aggregation {other:?} is not native"))),
+            Some("distinct") => {
+                let of = json["of"].as_str().ok_or_else(|| missing("of"))?.to_owned();
+                let precision = json["precision"]
+                    .as_u64()
+                    .filter(|p| (4..=16).contains(p))
+                    .ok_or_else(|| missing("precision"))?;
+                let bucket_ms = json["bucket_ms"]
+                    .as_i64()
+                    .filter(|b| *b > 0)
+                    .ok_or_else(|| missing("bucket_ms"))?;
+                Ok(Aggregation::Distinct(
+                    DistinctSpec {
+                        precision: precision as u32,
+                        bucket_ms,
+                    },
+                    of,
+                ))
+            }
+            other => Err(CoreError::Plan(format!(
+                "aggregation {other:?} is not native"
+            ))),
         }
     }
 }
@@ -122,13 +171,21 @@ impl Predicate<String> {
         for (name, build) in [("and", Predicate::And as fn(_) -> _), ("or", Predicate::Or)] {
             if let Some(parts) = obj.get(name) {
                 let parts = parts.as_array().ok_or_else(|| missing(name))?;
-                return Ok(build(parts.iter().map(Self::from_json).collect::<Result<_, _>>()?));
+                return Ok(build(
+                    parts
+                        .iter()
+                        .map(Self::from_json)
+                        .collect::<Result<_, _>>()?,
+                ));
             }
         }
         if let Some(inner) = obj.get("not") {
             return Ok(Predicate::Not(Box::new(Self::from_json(inner)?)));
         }
-        let field = obj.get("field").and_then(Json::as_str).ok_or_else(|| missing("field"))?;
+        let field = obj
+            .get("field")
+            .and_then(Json::as_str)
+            .ok_or_else(|| missing("field"))?;
         let op = match obj.get("op").and_then(Json::as_str) {
             Some("in") => Op::In,
             Some("not_in") => Op::NotIn,
@@ -143,13 +200,18 @@ impl Predicate<String> {
         };
         let value = obj.get("value").unwrap_or(&Json::Null);
         let operand = match (op, value) {
-            (Op::In | Op::NotIn, Json::Array(values)) => {
-                values.iter().map(Value::from_json).collect::<Result<_, _>>()?
-            }
+            (Op::In | Op::NotIn, Json::Array(values)) => values
+                .iter()
+                .map(Value::from_json)
+                .collect::<Result<_, _>>()?,
             (Op::In | Op::NotIn, _) => return Err(missing("value list")),
             (_, v) => vec![Value::from_json(v)?],
         };
-        Ok(Predicate::Compare { field: field.to_owned(), op, operand })
+        Ok(Predicate::Compare {
+            field: field.to_owned(),
+            op,
+            operand,
+        })
     }
 
     fn collect_fields(&self, out: &mut Vec<String>) {
@@ -172,12 +234,18 @@ impl Predicate<String> {
                 op: *op,
                 operand: operand.clone(),
             },
-            Predicate::And(parts) => {
-                Predicate::And(parts.iter().map(|p| p.bind(columns)).collect::<Result<_, _>>()?)
-            }
-            Predicate::Or(parts) => {
-                Predicate::Or(parts.iter().map(|p| p.bind(columns)).collect::<Result<_, _>>()?)
-            }
+            Predicate::And(parts) => Predicate::And(
+                parts
+                    .iter()
+                    .map(|p| p.bind(columns))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Predicate::Or(parts) => Predicate::Or(
+                parts
+                    .iter()
+                    .map(|p| p.bind(columns))
+                    .collect::<Result<_, _>>()?,
+            ),
             Predicate::Not(inner) => Predicate::Not(Box::new(inner.bind(columns)?)),
         })
     }
@@ -222,7 +290,9 @@ mod tests {
     fn parses_and_lists_fields_once() {
         let plan = Plan::from_json(PLAN).unwrap();
         assert_eq!(plan.fields(), ["action", "attrs.dwell", "item_id"]);
-        let Aggregation::LastN(spec) = &plan.aggregate;
+        let Aggregation::LastN(spec) = &plan.aggregate else {
+            panic!("not a LastN plan")
+        };
         assert_eq!(spec.dedupe_by, Some(0));
     }
 
@@ -232,7 +302,11 @@ mod tests {
         let names: HashMap<&str, usize> = [("action", 0), ("attrs.dwell", 1)].into();
         let filter = plan.filter.unwrap().bind(&names).unwrap();
         let columns = vec![
-            vec![Value::Str("click".into()), Value::Str("click".into()), Value::Str("hide".into())],
+            vec![
+                Value::Str("click".into()),
+                Value::Str("click".into()),
+                Value::Str("hide".into()),
+            ],
             // a missing or mistyped dwell never matches "<": so `not` accepts the event
             vec![Value::Int(2), Value::Str("x".into()), Value::Null],
         ];
@@ -242,8 +316,10 @@ mod tests {
 
     #[test]
     fn unknown_aggregation_is_a_plan_error() {
-        let err = Plan::from_json(r#"{"key": "k", "retention_ms": 1, "where": null,
-            "aggregate": {"kind": "count"}}"#)
+        let err = Plan::from_json(
+            r#"{"key": "k", "retention_ms": 1, "where": null,
+            "aggregate": {"kind": "count"}}"#,
+        )
         .unwrap_err();
         assert!(matches!(err, CoreError::Plan(_)));
     }

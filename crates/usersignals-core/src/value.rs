@@ -212,6 +212,9 @@ mod tests {
     fn ordering_across_types_is_no_match() {
         assert_eq!(Value::Str("a".into()).py_cmp(&Value::Int(1)), None);
         assert_eq!(Value::Null.py_cmp(&Value::Int(1)), None);
-        assert_eq!(Value::Int(1).py_cmp(&Value::Float(1.5)), Some(Ordering::Less));
+        assert_eq!(
+            Value::Int(1).py_cmp(&Value::Float(1.5)),
+            Some(Ordering::Less)
+        );
     }
 }

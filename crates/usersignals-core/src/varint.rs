@@ -71,7 +71,9 @@ impl<'a> Reader<'a> {
         let n = self.u64()?;
         let left = (self.data.len() - self.pos) as u64;
         if n.saturating_mul(min_bytes_each as u64) > left {
-            return Err(CoreError::Codec(format!("count {n} exceeds the {left} bytes left")));
+            return Err(CoreError::Codec(format!(
+                "count {n} exceeds the {left} bytes left"
+            )));
         }
         Ok(n as usize)
     }

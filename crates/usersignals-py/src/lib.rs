@@ -5,7 +5,7 @@
 //! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -13,11 +13,17 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use usersignals_core::batch::{execute, Batch};
 use usersignals_core::context::ReadContext;
+use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
 use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
 use usersignals_core::{CoreError as Error, Value};
 
-create_exception!(_core, CoreError, PyException, "A plan, batch or state the core refused.");
+create_exception!(
+    _core,
+    CoreError,
+    PyException,
+    "A plan, batch or state the core refused."
+);
 create_exception!(
     _core,
     CoreStateError,
@@ -27,7 +33,11 @@ create_exception!(
 
 fn raise(error: Error) -> PyErr {
     match error {
-        Error::UserState { user, plan, message } => CoreStateError::new_err((user, plan, message)),
+        Error::UserState {
+            user,
+            plan,
+            message,
+        } => CoreStateError::new_err((user, plan, message)),
         other => CoreError::new_err(other.to_string()),
     }
 }
@@ -68,9 +78,30 @@ struct NativePlans {
 
 impl NativePlans {
     fn last_n(&self, plan: usize) -> PyResult<(&Plan, &LastNSpec)> {
-        let found = self.plans.get(plan).ok_or_else(|| CoreError::new_err("no such plan"))?;
+        let found = self
+            .plans
+            .get(plan)
+            .ok_or_else(|| CoreError::new_err("no such plan"))?;
         match &found.aggregate {
             Aggregation::LastN(spec) => Ok((found, spec)),
+            _ => Err(CoreError::new_err(format!(
+                "{} is not a LastN plan",
+                found.key
+            ))),
+        }
+    }
+
+    fn distinct(&self, plan: usize) -> PyResult<&DistinctSpec> {
+        let found = self
+            .plans
+            .get(plan)
+            .ok_or_else(|| CoreError::new_err("no such plan"))?;
+        match &found.aggregate {
+            Aggregation::Distinct(spec, _) => Ok(spec),
+            _ => Err(CoreError::new_err(format!(
+                "{} is not a Distinct plan",
+                found.key
+            ))),
         }
     }
 }
@@ -79,8 +110,13 @@ impl NativePlans {
 impl NativePlans {
     #[new]
     fn new(plans: Vec<String>) -> PyResult<Self> {
-        let plans = plans.iter().map(|p| Plan::from_json(p)).collect::<Result<_, _>>();
-        Ok(NativePlans { plans: plans.map_err(raise)? })
+        let plans = plans
+            .iter()
+            .map(|p| Plan::from_json(p))
+            .collect::<Result<_, _>>();
+        Ok(NativePlans {
+            plans: plans.map_err(raise)?,
+        })
     }
 
     /// The fields each plan reads, in the order the plans were given.
@@ -105,16 +141,31 @@ impl NativePlans {
             .into_iter()
             .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
             .unzip();
-        let batch = Batch { users, user, ts, event_id, names, columns };
+        let batch = Batch {
+            users,
+            user,
+            ts,
+            event_id,
+            names,
+            columns,
+        };
         let slices: Vec<Vec<Option<&[u8]>>> = stored
             .iter()
-            .map(|row| row.iter().map(|s| s.as_ref().map(|b| b.as_bytes())).collect())
+            .map(|row| {
+                row.iter()
+                    .map(|s| s.as_ref().map(|b| b.as_bytes()))
+                    .collect()
+            })
             .collect();
-        let out = py.detach(|| execute(&self.plans, &batch, &slices)).map_err(raise)?;
+        let out = py
+            .detach(|| execute(&self.plans, &batch, &slices))
+            .map_err(raise)?;
         let states = PyList::empty(py);
         for row in out.states {
-            let row: Vec<Option<Bound<'py, PyBytes>>> =
-                row.iter().map(|s| s.as_ref().map(|b| PyBytes::new(py, b))).collect();
+            let row: Vec<Option<Bound<'py, PyBytes>>> = row
+                .iter()
+                .map(|s| s.as_ref().map(|b| PyBytes::new(py, b)))
+                .collect();
             states.append(row)?;
         }
         Ok((states, out.applied, out.expired))
@@ -138,7 +189,15 @@ impl NativePlans {
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
         let (_, spec) = self.last_n(plan)?;
         let entries = last_n::decode(state, spec.keep.len()).map_err(raise)?;
-        let context = ReadContext { end_ms, start_ms, actions, surfaces, exclude, dedupe, limit };
+        let context = ReadContext {
+            end_ms,
+            start_ms,
+            actions,
+            surfaces,
+            exclude,
+            dedupe,
+            limit,
+        };
         let (selected, newest) = last_n::read(spec, &entries, &context);
         let ts_key = PyString::intern(py, "ts");
         let keys: Vec<Bound<'py, PyString>> =
@@ -153,6 +212,50 @@ impl NativePlans {
             out.append(record)?;
         }
         Ok((out, newest))
+    }
+
+    /// Evaluate a stored Distinct state over `[start_ms, end_ms]`: `(estimate, newest)`.
+    fn read_distinct(
+        &self,
+        plan: usize,
+        state: &[u8],
+        end_ms: i64,
+        start_ms: Option<i64>,
+    ) -> PyResult<(i64, Option<i64>)> {
+        let spec = self.distinct(plan)?;
+        let state = distinct::decode(state, spec).map_err(raise)?;
+        let context = ReadContext {
+            end_ms,
+            start_ms,
+            ..ReadContext::default()
+        };
+        Ok(spec.read(&state, &context))
+    }
+
+    /// A stored Distinct state as the reference's `(newest, {bucket start: registers})`.
+    fn decode_distinct(
+        &self,
+        plan: usize,
+        state: &[u8],
+    ) -> PyResult<(i64, BTreeMap<i64, Vec<u8>>)> {
+        let spec = self.distinct(plan)?;
+        let state = distinct::decode(state, spec).map_err(raise)?;
+        Ok((state.newest, state.buckets))
+    }
+
+    /// The stored bytes of a reference Distinct state (migration of the old codec, tests).
+    fn encode_distinct<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        newest: i64,
+        buckets: BTreeMap<i64, Vec<u8>>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.distinct(plan)?;
+        Ok(PyBytes::new(
+            py,
+            &distinct::encode(&DistinctState { newest, buckets }),
+        ))
     }
 
     /// A stored LastN state as the Python reference's entries `(ts, tie, *kept values)`.
@@ -190,7 +293,9 @@ impl NativePlans {
             .iter()
             .map(|t| {
                 if t.len() != columns + 2 {
-                    return Err(CoreError::new_err("entry length differs from the plan's keep"));
+                    return Err(CoreError::new_err(
+                        "entry length differs from the plan's keep",
+                    ));
                 }
                 let values = (2..columns + 2).map(|i| Ok(to_value(&t.get_item(i)?)));
                 Ok(Entry {
@@ -210,5 +315,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
+    m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
     Ok(())
 }

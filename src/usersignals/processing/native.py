@@ -1,15 +1,16 @@
 """The seam between the Python engine and reader and the native core (``usersignals._core``).
 
-The signals whose aggregation the core implements (today: ``LastN``) run natively: their
-compiled plans go to the core once, at construction; then each micro-batch hands the core the
-batch's fresh events as columns — event fields, attributes, and the enriched fields the
-Materializer fetched, aligned with the events — plus every affected user's stored state of
-those signals, in one call. The core filters (``where``), groups by user, applies and encodes;
-Python only places the returned bytes into the user records. Every other signal, including
-user-defined aggregations, stays on the engine's per-user Python path beside this one.
+The signals whose aggregation the core implements (today: ``LastN`` and ``Distinct``) run
+natively: their compiled plans go to the core once, at construction; then each micro-batch
+hands the core the batch's fresh events as columns — event fields, attributes, and the
+enriched fields the Materializer fetched, aligned with the events — plus every affected
+user's stored state of those signals, in one call. The core filters (``where``), groups by
+user, applies and encodes; Python only places the returned bytes into the user records.
+Every other signal, including user-defined aggregations, stays on the engine's per-user
+Python path beside this one.
 
-The Python ``LastN`` stays the reference model the core is tested against; its old stored
-form (msgpack) is migrated to the native form the first time a state is touched.
+The Python implementations stay the reference models the core is tested against; their old
+stored form (msgpack) is migrated to the native form the first time a state is touched.
 """
 
 from __future__ import annotations
@@ -22,9 +23,16 @@ from typing import Any
 
 import msgspec
 
-from usersignals._core import LAST_N_FORMAT_VERSION, CoreError, CoreStateError, NativePlans
+from usersignals._core import (
+    DISTINCT_FORMAT_VERSION,
+    LAST_N_FORMAT_VERSION,
+    CoreError,
+    CoreStateError,
+    NativePlans,
+)
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
 from usersignals.enrich.sources import Record
 from usersignals.errors import NativeCoreError, StateCodecError
@@ -37,18 +45,28 @@ from usersignals.state.codec import UserRecord
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 
 
+# The format version byte each native aggregation's states start with.
+_VERSIONS = {LastN: LAST_N_FORMAT_VERSION, Distinct: DISTINCT_FORMAT_VERSION}
+# The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
+# hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
+TEXT_PREFIX = "str:"
+
+
 def is_native(signal: Signal) -> bool:
-    """Whether the core runs this signal. Exact type: a user's subclass of LastN stays Python."""
-    return type(signal.aggregate) is LastN
+    """Whether the core runs this signal. Exact type: a user's subclass stays Python."""
+    return type(signal.aggregate) in _VERSIONS
 
 
 def plan_json(signal: Signal) -> str:
     """The plan the core executes: the signal's compiled JSON parts and its retention."""
+    aggregate = signal.aggregate.to_json()
+    if isinstance(signal.aggregate, Distinct):
+        aggregate["bucket_ms"] = signal.aggregate.bucket  # the JSON shows it as a duration
     return json.dumps(
         {
             "key": signal.key,
             "where": signal.where.to_json() if signal.where is not None else None,
-            "aggregate": signal.aggregate.to_json(),
+            "aggregate": aggregate,
             "retention_ms": signal.retention,
         }
     )
@@ -70,6 +88,7 @@ class NativeSignals:
             if is_native(signal) and self._claim_fields(signal):
                 self.signals.append(signal)
         self.keys = [signal.key for signal in self.signals]
+        self._versions = [_VERSIONS[type(signal.aggregate)] for signal in self.signals]
         self._index = {key: i for i, key in enumerate(self.keys)}
         self.layouts = {tuple(lookup.name for lookup in s.lookups) for s in self.signals}
         try:
@@ -152,12 +171,19 @@ class NativeSignals:
         index = self._index.get(signal.key)
         if index is None:
             return None
+        distinct = isinstance(signal.aggregate, Distinct)
         if raw is None:
-            return ReadOut([], None)
+            return ReadOut({"estimate": 0} if distinct else [], None)
+        data = self._native_form(key, raw, index)
         try:
+            if distinct:
+                estimate, newest = self._core.read_distinct(
+                    index, data, context.end_ms, context.start_ms
+                )
+                return ReadOut({"estimate": estimate}, newest)
             value, newest = self._core.read_last_n(
                 index,
-                self._native_form(key, raw, index),
+                data,
                 context.end_ms,
                 context.start_ms,
                 context.actions,
@@ -170,7 +196,15 @@ class NativeSignals:
             raise StateCodecError(key, f"{signal.key}: {exc}") from exc
         return ReadOut(value, newest)
 
+    def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
+        """How many entries a stored LastN state holds (for size reports and tests)."""
+        index = self._index[signal.key]
+        return len(self._core.decode_last_n(index, self._native_form(key, raw, index)))
+
     def _column(self, name: str, joined: _Joined) -> list[Any]:
+        if name.startswith(TEXT_PREFIX):
+            values = self._column(name[len(TEXT_PREFIX) :], joined)
+            return [None if value is None else str(value) for value in values]
         if name in BASE_FIELDS:
             return list(map(attrgetter(name), joined.events))
         if name.startswith(ATTR_PREFIX):
@@ -191,10 +225,11 @@ class NativeSignals:
             state = _unbin.decode(data)
         except msgspec.DecodeError as exc:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
-        if not state or state[0] != LAST_N_FORMAT_VERSION:
+        expected = self._versions[index]
+        if not state or state[0] != expected:
             version = state[0] if state else None
             raise StateCodecError(
-                key, f"{self.keys[index]}: format version {version}, not {LAST_N_FORMAT_VERSION}"
+                key, f"{self.keys[index]}: format version {version}, not {expected}"
             )
         return state
 
@@ -203,10 +238,12 @@ class NativeSignals:
         version byte), decoded by the reference and re-encoded in the native form."""
         runtime = self.signals[index].compiled.runtime
         try:
-            entries = runtime.decode(data)
+            state = runtime.decode(data)
         except msgspec.DecodeError as exc:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
-        return self._core.encode_last_n(index, [tuple(entry) for entry in entries])
+        if isinstance(state, DistinctState):
+            return self._core.encode_distinct(index, state.newest, state.buckets)
+        return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 
 Counts = dict[str, int]

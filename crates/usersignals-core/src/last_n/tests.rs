@@ -14,7 +14,11 @@ fn entry(ts: i64, id: u32, item: u8, action: &str, score: Value) -> Entry {
     Entry {
         ts,
         tie: tie_of(&format!("e{id}")),
-        values: vec![Value::Str(format!("i{item}")), Value::Str(action.into()), score],
+        values: vec![
+            Value::Str(format!("i{item}")),
+            Value::Str(action.into()),
+            score,
+        ],
     }
 }
 
@@ -25,21 +29,40 @@ fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
         (-1e6f64..1e6).prop_map(Value::Float),
         any::<bool>().prop_map(Value::Bool),
     ];
-    let one = (0i64..5_000, 0u32..40, 0u8..12, prop::sample::select(vec!["click", "save"]), score)
+    let one = (
+        0i64..5_000,
+        0u32..40,
+        0u8..12,
+        prop::sample::select(vec!["click", "save"]),
+        score,
+    )
         .prop_map(|(ts, id, item, action, score)| entry(ts, id, item, action, score));
     prop::collection::vec(one, 0..120)
 }
 
 /// The naive reference: every event at once, from scratch.
 fn recompute(spec: &LastNSpec, retention: i64, events: &[Entry]) -> Vec<Entry> {
-    let Some(newest) = events.iter().map(|e| e.ts).max() else { return vec![] };
-    let mut all: Vec<Entry> =
-        events.iter().filter(|e| e.ts >= newest - retention).cloned().collect();
+    let Some(newest) = events.iter().map(|e| e.ts).max() else {
+        return vec![];
+    };
+    let mut all: Vec<Entry> = events
+        .iter()
+        .filter(|e| e.ts >= newest - retention)
+        .cloned()
+        .collect();
     all.sort_by_key(|e| std::cmp::Reverse(e.order()));
     if let Some(i) = spec.dedupe_by {
         let mut seen = HashSet::new();
-        let first: Vec<bool> = all.iter().map(|e| seen.insert(e.values[i].py_key())).collect();
-        all = all.iter().zip(first).filter(|(_, f)| *f).map(|(e, _)| e.clone()).collect();
+        let first: Vec<bool> = all
+            .iter()
+            .map(|e| seen.insert(e.values[i].py_key()))
+            .collect();
+        all = all
+            .iter()
+            .zip(first)
+            .filter(|(_, f)| *f)
+            .map(|(e, _)| e.clone())
+            .collect();
     }
     all.truncate(spec.n);
     all
@@ -59,7 +82,10 @@ fn incremental(spec: &LastNSpec, retention: i64, events: &[Entry], cuts: &[usize
         // Each batch arrives sorted by time (stable), as the executor sorts a user's rows.
         let mut batch = events[start..end].to_vec();
         batch.sort_by_key(|e| e.ts);
-        let old = bytes.as_deref().map(|b| decode(b, 3).unwrap()).unwrap_or_default();
+        let old = bytes
+            .as_deref()
+            .map(|b| decode(b, 3).unwrap())
+            .unwrap_or_default();
         let (state, _) = combine(spec, retention, old, batch);
         bytes = Some(encode(&state, 3));
         start = end;
@@ -151,6 +177,10 @@ fn read_applies_the_context_like_the_reference() {
     let (got, newest) = read(&spec, &entries, &context);
     assert_eq!(newest, Some(40));
     assert_eq!(got.iter().map(|e| e.ts).collect::<Vec<_>>(), [30]);
-    let everything = ReadContext { end_ms: 100, limit: Some(2), ..ReadContext::default() };
+    let everything = ReadContext {
+        end_ms: 100,
+        limit: Some(2),
+        ..ReadContext::default()
+    };
     assert_eq!(read(&spec, &entries, &everything).0.len(), 2);
 }
