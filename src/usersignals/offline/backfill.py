@@ -153,7 +153,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     settings = job.settings
     registry = select_signals(SignalRegistry.from_module(settings.signals), job.only)
     lookups = open_lookup_store(settings, registry)
-    existing = lookups if lookups is not None else _open_existing(settings)
+    existing = lookups if lookups is not None else open_existing(settings)
     store = RocksStore(shard.directory)
     dead_letters = None
     if shard.index == 0 and job.dead_letter is not None:
@@ -161,13 +161,13 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        taker = _Taker(shard, existing)
+        taker = Taker(shard.boundary, existing, (shard.index, shard.shards))
         for block in archive.decoded(decoder, dead_letters):
             if shard.index == 0:
                 taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
-            _drain(engine, taker, settings.processing.batch_size)
-        _drain(engine, taker, 1)
+            drain(engine, taker, settings.processing.batch_size)
+        drain(engine, taker, 1)
         taker.finish(store)
         return _ShardResult(taker.summary, taker.highest)
     finally:
@@ -180,7 +180,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             dead_letters.close()
 
 
-def _drain(engine: Engine, taker: _Taker, at_least: int) -> None:
+def drain(engine: Engine, taker: Taker, at_least: int) -> None:
     if len(taker.events) >= at_least:
         batch = MicroBatch(taker.events, taker.positions)
         taker.summary.report.add(engine.process(batch))
@@ -188,10 +188,17 @@ def _drain(engine: Engine, taker: _Taker, at_least: int) -> None:
         taker.events, taker.positions = [], []
 
 
-class _Taker:
+class Taker:
     """Selects a shard's events inside the boundary, and not past the stored progress."""
 
-    def __init__(self, shard: _Shard, existing: StateStore | None) -> None:
+    def __init__(
+        self,
+        boundary: Boundary,
+        existing: StateStore | None,
+        shard: tuple[int, int] | None = None,
+    ) -> None:
+        self.boundary = boundary
+        #: (index, count): keep only this shard's users; ``None``: every user given.
         self.shard = shard
         self.existing = existing
         self.summary = BackfillSummary()
@@ -203,12 +210,13 @@ class _Taker:
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
-        shard, boundary = self.shard, self.shard.boundary
-        mine = [
-            (event, position)
-            for event, position in zip(events, positions, strict=True)
-            if shard_of(event.user_id, shard.shards) == shard.index
-        ]
+        boundary, shard = self.boundary, self.shard
+        pairs = zip(events, positions, strict=True)
+        if shard is None:
+            mine = list(pairs)
+        else:
+            index, count = shard
+            mine = [pair for pair in pairs if shard_of(pair[0].user_id, count) == index]
         self._load_progress({event.user_id for event, _ in mine})
         for event, position in mine:
             if not boundary.includes(event, position):
@@ -254,7 +262,7 @@ class _Taker:
             self._progress[user] = decode_record(key, raw).progress if raw else {}
 
 
-def _open_existing(settings: Settings) -> StateStore | None:
+def open_existing(settings: Settings) -> StateStore | None:
     """The deployment's store, read-only, if it exists yet (to respect stored progress)."""
     if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
         return None
