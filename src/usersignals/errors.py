@@ -81,3 +81,11 @@ class ApiError(UserSignalsError):
         self.code = code
         self.parameter = parameter
         super().__init__(f"HTTP {status} {code}: {message}")
+
+
+class HandoverError(UserSignalsError):
+    """A backfill's offsets could not be handed to the processor's consumer group."""
+
+    def __init__(self, group: str, message: str) -> None:
+        self.group = group
+        super().__init__(f"consumer group {group!r}: {message}")

@@ -81,6 +81,16 @@ def backfill_command(
     spark: SparkOption = None,
     store: StoreOption = None,
     dead_letter: DeadLetterOption = None,
+    commit_offsets: Annotated[
+        bool,
+        typer.Option(
+            help="Commit the hand-over offsets for the processor's consumer group "
+            "(kafka.group_id) if it has none yet, so it starts where the backfill stopped."
+        ),
+    ] = False,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (for --commit-offsets).")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
@@ -113,6 +123,20 @@ def backfill_command(
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)
+    if commit_offsets:
+        from usersignals.offline.handover import commit_backfill_offsets
+
+        if kafka is not None:
+            settings.kafka.bootstrap_servers = kafka
+        group = settings.kafka.group_id
+        if commit_backfill_offsets(settings.kafka, summary.offsets):
+            console.print(f"committed them for consumer group {group}", markup=False)
+        else:
+            console.print(
+                f"consumer group {group} keeps its own offsets (it has some, or there are "
+                "none to hand over); per-user progress drops what the backfill covered",
+                markup=False,
+            )
 
 
 def training_set_command(
