@@ -58,6 +58,10 @@ class BackfillJob:
     until_ms: int | None = None
     workers: int = 1
     dead_letter: Path | None = None
+    #: Events per engine micro-batch. Larger than the stream's: a user's states are decoded
+    #: and encoded once per batch, and offline nothing waits for a batch to close. The
+    #: states do not depend on it (they are canonical).
+    batch_size: int = 200_000
 
 
 @dataclass
@@ -166,7 +170,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             if shard.index == 0:
                 taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
-            drain(engine, taker, settings.processing.batch_size)
+            drain(engine, taker, job.batch_size)
         drain(engine, taker, 1)
         taker.finish(store)
         return _ShardResult(taker.summary, taker.highest)

@@ -157,7 +157,7 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary) -> Any:
             taker = Taker(boundary, existing)
             for batch in batches:
                 taker.take(*_events_of(batch))
-                drain(engine, taker, settings.processing.batch_size)
+                drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.finish(store)
         finally:
