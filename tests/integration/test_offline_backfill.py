@@ -51,8 +51,9 @@ def test_backfill_equals_streaming_byte_for_byte(tmp_path: Path, history: Histor
     new_store(tmp_path / "store", history).close()
     dead = tmp_path / "dead.jsonl"
     summary = backfill(
+        # Micro-batches of 500: the backfill's batch boundaries differ from the stream's.
         BackfillJob(
-            str(archive), settings_for(tmp_path / "store", batch_size=500), dead_letter=dead
+            str(archive), settings_for(tmp_path / "store"), dead_letter=dead, batch_size=500
         )
     )
     store = RocksStore(tmp_path / "store")
