@@ -81,3 +81,40 @@ def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
     assert [row["clicked"] for row in rows] == [1, 0, 0]
     assert json.loads(rows[1]["recent_engagements"]) == []
     assert json.loads(rows[0]["recent_engagements"])  # the user engaged before the label time
+
+
+def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "events.jsonl").write_text("")
+    pq.write_table(pa.table({"user": ["u1"], "ts": [1]}), tmp_path / "labels.parquet")
+    cli = str(BIN / "usersignals")
+    reference = ["--signals", "usersignals.examples.reference", "--store", str(tmp_path / "s")]
+    cases = [
+        ([cli, "backfill", "--events", str(tmp_path / "nothing"), *reference], "has no .jsonl"),
+        ([cli, "backfill", "--events", str(tmp_path), "--until", "soon", *reference], "until:"),
+        ([cli, "backfill", "--events", str(tmp_path), "--only", "nope@1", *reference], "nope"),
+        (
+            [cli, "backfill", "--events", str(tmp_path), "--only", "action_counts@9", *reference],
+            "defines action_counts@1, not version 9",
+        ),
+        (
+            [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
+             str(tmp_path), "--out", str(tmp_path / "f.parquet"), *reference],
+            "no column 'user_id'",
+        ),
+        (
+            [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
+             str(tmp_path), "--out", str(tmp_path / "f.parquet"), "--user-column", "user",
+             "--context", "window=soon", *reference],
+            "window:",
+        ),
+    ]  # fmt: skip
+    for command, message in cases:
+        done = subprocess.run(
+            command, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ")
+        assert message in lines[0]
