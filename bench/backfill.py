@@ -169,9 +169,8 @@ def run_spark(
                 contexts=("window=7d",), workers=args.workers,
             )  # fmt: skip
             result = training_set_spark(spark, job)
-            report(
-                f"training set on Spark, run {run} of 2", result.events, result.seconds, baseline
-            )
+            what = f"training set on Spark, run {run} of 2"
+            report(what, result.events, result.seconds, None, baseline)
     finally:
         spark.stop()
     same = (root / "features-1.parquet").read_bytes() == (
