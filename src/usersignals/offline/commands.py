@@ -16,6 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
+from usersignals.offline.backfill import BackfillSummary
 
 console = Console(stderr=True)
 
@@ -124,19 +125,32 @@ def backfill_command(
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)
     if commit_offsets:
-        from usersignals.offline.handover import commit_backfill_offsets
+        _hand_over(settings, summary, kafka)
 
-        if kafka is not None:
-            settings.kafka.bootstrap_servers = kafka
-        group = settings.kafka.group_id
-        if commit_backfill_offsets(settings.kafka, summary.offsets):
-            console.print(f"committed them for consumer group {group}", markup=False)
-        else:
-            console.print(
-                f"consumer group {group} keeps its own offsets (it has some, or there are "
-                "none to hand over); per-user progress drops what the backfill covered",
-                markup=False,
-            )
+
+def _hand_over(settings: Settings, summary: BackfillSummary, kafka: str | None) -> None:
+    """Commit the backfill's offsets for the processor's group, when that is safe."""
+    from usersignals.offline.handover import commit_backfill_offsets
+
+    if kafka is not None:
+        settings.kafka.bootstrap_servers = kafka
+    group = settings.kafka.group_id
+    if summary.left_to_stream:
+        # Some users' stored progress is below the hand-over offsets: the stream must
+        # still apply their events from there, so it may not skip ahead.
+        console.print(
+            f"not committing offsets for {group}: {summary.left_to_stream:,} events are "
+            "left to the stream below them",
+            markup=False,
+        )
+    elif commit_backfill_offsets(settings.kafka, summary.offsets):
+        console.print(f"committed them for consumer group {group}", markup=False)
+    else:
+        console.print(
+            f"consumer group {group} keeps its own offsets (it has some, or there are "
+            "none to hand over); per-user progress drops what the backfill covered",
+            markup=False,
+        )
 
 
 def training_set_command(
