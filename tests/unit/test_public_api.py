@@ -59,6 +59,7 @@ def test_errors_are_exported() -> None:
         "ConfigurationError",
         "ContextError",
         "EnrichmentError",
+        "HandoverError",
         "SignalDefinitionError",
         "SignalNotFoundError",
         "StateCodecError",
@@ -111,6 +112,8 @@ def test_errors_carry_structured_fields() -> None:
     assert codec.key == b"k"
     enrichment = usersignals.EnrichmentError("items", "timeout")
     assert enrichment.source == "items"
+    handover = usersignals.HandoverError("usersignals", "broker down")
+    assert handover.group == "usersignals"
     not_found = usersignals.SignalNotFoundError("x", ["a", "b"])
     assert (not_found.name, not_found.known) == ("x", ("a", "b"))
 
