@@ -9,6 +9,7 @@ import pytest
 from offline_helpers import (
     REFERENCE,
     History,
+    load_items,
     new_store,
     random_history,
     settings_for,
@@ -19,6 +20,8 @@ from offline_helpers import (
 )
 
 from usersignals import SignalRegistry
+from usersignals.app import open_store
+from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
@@ -133,6 +136,37 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
             assert {k: v for k, v in new.states.items() if k != "category_interest@1"} == old.states
             assert new.progress == old.progress
         stream(store, history, 89)
+        assert user_states(store) == expected
+    finally:
+        store.close()
+
+
+def test_backfill_into_redis_cluster_equals_streaming(
+    tmp_path: Path, history: History, redis_cluster_url: str
+) -> None:
+    """The distributed store: shards bulk-load into Redis Cluster, the item table read there."""
+    expected = streamed(tmp_path / "streamed", history)
+    namespace = f"offline{history.spec.seed}"
+    settings = Settings.load(
+        environ={},
+        overrides={
+            "signals": REFERENCE,
+            "store": {
+                "backend": "redis-cluster",
+                "redis_url": redis_cluster_url,
+                "redis_namespace": namespace,
+            },
+        },
+    )
+    store = open_store(settings)
+    try:
+        load_items(store, history.items)
+    finally:
+        store.close()
+    archive = write_parquet_archive(tmp_path / "archive", history)
+    backfill(BackfillJob(str(archive), settings, workers=2))
+    store = open_store(settings)
+    try:
         assert user_states(store) == expected
     finally:
         store.close()
