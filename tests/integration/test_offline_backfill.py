@@ -123,10 +123,17 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
     finally:
         store.close()
     archive = write_parquet_archive(tmp_path / "archive", history)
+    # An --until below where the stream stands does not apply to users it has reached: their
+    # new state must cover exactly what their record says was applied.
+    early = min(event.ts for event in history.events) + 86_400_000
     summary = backfill(
-        BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
-    )
+        BackfillJob(
+            str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",),
+            until_ms=early,
+        )
+    )  # fmt: skip
     assert summary.left_to_stream > 0
+    assert summary.behind_stream == 0
     store = RocksStore(tmp_path / "store")
     try:
         after = user_states(store)
@@ -170,3 +177,28 @@ def test_backfill_into_redis_cluster_equals_streaming(
         assert user_states(store) == expected
     finally:
         store.close()
+
+
+def test_an_archive_that_ends_before_the_stream_is_reported(
+    tmp_path: Path, history: History
+) -> None:
+    """The stream has applied everything; the archive holds only the first half: the users
+    whose progress is beyond the archive's end are counted, not silently left short."""
+    store = new_store(tmp_path / "store", history)
+    try:
+        stream(store, history, 200)
+    finally:
+        store.close()
+    half = len(history.events) // 2
+    short = History(history.spec, history.events[:half], history.positions[:half], history.items)
+    archive = write_parquet_archive(tmp_path / "archive", short)
+    summary = backfill(
+        BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
+    )
+    late_users = {
+        (event.user_id, position.partition)
+        for event, position in zip(history.events[half:], history.positions[half:], strict=True)
+    }
+    early_users = {event.user_id for event in short.events}
+    assert summary.behind_stream == len({(u, p) for u, p in late_users if u in early_users})
+    assert summary.behind_stream > 0

@@ -70,8 +70,12 @@ class BackfillSummary:
     bad: int = 0
     #: Valid events past the boundary, left to the stream.
     after_boundary: int = 0
-    #: Events the stored progress shows the stream has already applied past.
+    #: Events past a user's stored progress: the stream applies them.
     left_to_stream: int = 0
+    #: Users (per partition) whose stored progress is beyond the archive's last offset: the
+    #: events in between are in no state the backfill wrote. Export more history, or expect
+    #: the backfilled signals to miss them.
+    behind_stream: int = 0
     users: int = 0
     seconds: float = 0.0
     #: Per Kafka partition, the next offset the stream must apply.
@@ -143,6 +147,7 @@ def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary
         summary.bad += part.bad
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
+        summary.behind_stream += part.behind_stream
         summary.report.add(part.report)
         for partition, offset in result.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
@@ -193,15 +198,21 @@ def drain(engine: Engine, taker: Taker, at_least: int) -> None:
 
 
 class Taker:
-    """Selects a shard's events inside the boundary, and not past the stored progress."""
+    """Selects a shard's events: up to a user's stored progress where the store has one (so
+    every state of the record covers the same events), else inside the boundary."""
 
     def __init__(
         self,
         boundary: Boundary,
         existing: StateStore | None,
         shard: tuple[int, int] | None = None,
+        ends: dict[str, int] | None = None,
     ) -> None:
         self.boundary = boundary
+        #: The archive's highest offset per Kafka partition: given, or (when every record
+        #: passes through this taker, as in a local shard) tracked while reading.
+        self.ends: dict[str, int] = dict(ends or {})
+        self._track_ends = ends is None
         #: (index, count): keep only this shard's users; ``None``: every user given.
         self.shard = shard
         self.existing = existing
@@ -221,14 +232,24 @@ class Taker:
         else:
             index, count = shard
             mine = [pair for pair in pairs if shard_of(pair[0].user_id, count) == index]
+        if self._track_ends:
+            for position in positions:
+                if is_kafka(position):
+                    end = self.ends.get(position.partition, -1)
+                    self.ends[position.partition] = max(end, position.offset)
         self._load_progress({event.user_id for event, _ in mine})
         for event, position in mine:
-            if not boundary.includes(event, position):
+            applied = None
+            if is_kafka(position):
+                applied = self._progress.get(event.user_id, {}).get(position.partition)
+            if applied is not None:
+                # The stream stands at ``applied`` for this user: the states must cover
+                # exactly the events up to it, whatever --until says.
+                if position.offset > applied:
+                    self.summary.left_to_stream += 1
+                    continue
+            elif not boundary.includes(event, position):
                 self.summary.after_boundary += 1
-                continue
-            applied = self._progress.get(event.user_id, {}).get(position.partition)
-            if applied is not None and is_kafka(position) and position.offset > applied:
-                self.summary.left_to_stream += 1
                 continue
             self.events.append(event)
             # The engine sees positions in the order it is fed: an archive need not be in
@@ -244,7 +265,14 @@ class Taker:
                 progress[partition] = max(progress.get(partition, -1), offset)
 
     def finish(self, store: StateStore) -> None:
-        """Replace the feeding order in each computed record by the real Kafka progress."""
+        """Replace the feeding order in each computed record by the real Kafka progress, and
+        count the users whose stored progress is beyond the archive's end (a gap)."""
+        self.summary.behind_stream = sum(
+            1
+            for progress in self._progress.values()
+            for partition, offset in progress.items()
+            if partition in self.ends and offset > self.ends[partition]
+        )
         puts: dict[bytes, bytes] = {}
         for key, raw in list(user_records(store)):
             record = decode_record(key, raw)

@@ -121,6 +121,13 @@ def backfill_command(
         f"stored progress left to the stream; {summary.bad:,} bad",
         markup=False,
     )
+    if summary.behind_stream:
+        console.print(
+            f"warning: for {summary.behind_stream:,} users the stored progress is beyond the "
+            "archive's last offset: the events in between are in no backfilled state "
+            "(export more history to close the gap)",
+            markup=False,
+        )
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)

@@ -143,7 +143,7 @@ def _events_of(batch: Any) -> tuple[list[Event], list[Position]]:
     return events, positions
 
 
-def _backfill_partition(job: BackfillJob, boundary: Boundary) -> Any:
+def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, int]) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
@@ -154,7 +154,7 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary) -> Any:
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            taker = Taker(boundary, existing)
+            taker = Taker(boundary, existing, ends=ends)
             for batch in batches:
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
@@ -180,13 +180,15 @@ class _PartSummary(msgspec.Struct):
     events: int
     after_boundary: int
     left_to_stream: int
+    behind_stream: int
     highest: dict[str, int]
 
 
 def _summary_bytes(summary: BackfillSummary, taker: Taker) -> bytes:
     part = _PartSummary(
-        summary.events, summary.after_boundary, summary.left_to_stream, taker.highest
-    )
+        summary.events, summary.after_boundary, summary.left_to_stream, summary.behind_stream,
+        taker.highest,
+    )  # fmt: skip
     return msgspec.msgpack.encode(part)
 
 
@@ -200,12 +202,19 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
     boundary = _boundary(frame, job.until_ms)
+    kafka = frame.filter((f.col("kind") == _EVENT) & ~f.col("source").startswith(ARCHIVE_PREFIX))
+    ends = {
+        row.source: row.end
+        for row in kafka.groupBy("source").agg(f.max("offset").alias("end")).collect()
+    }
     events = (
         frame.filter(f.col("kind") == _EVENT)
         .repartition(shards, "shard")
         .sortWithinPartitions("user_id", "ts", "source", "offset")
     )
-    records = events.mapInArrow(_backfill_partition(job, boundary), "key binary, value binary")
+    records = events.mapInArrow(
+        _backfill_partition(job, boundary, ends), "key binary, value binary"
+    )
     records.write.mode("overwrite").parquet(str(states_dir))
     frame.unpersist()
     highest: dict[str, int] = {}
@@ -216,6 +225,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         summary.events += part.events
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
+        summary.behind_stream += part.behind_stream
         for partition, offset in part.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
     summary.offsets = {p: boundary.cuts.get(p, o + 1) for p, o in highest.items()}
