@@ -25,6 +25,7 @@ from usersignals.errors import UserSignalsError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
 from usersignals.ingest.synthetic import write_workload
+from usersignals.offline.commands import backfill_command, training_set_command
 from usersignals.processing.replay import ReplaySummary, replay_file
 from usersignals.serving.reader import UserSignals
 from usersignals.signals.registry import SignalRegistry
@@ -41,6 +42,9 @@ signals_app = typer.Typer(help="Work with signal definitions.", no_args_is_help=
 tables_app = typer.Typer(help="Embedded enrichment tables.", no_args_is_help=True)
 app.add_typer(signals_app, name="signals")
 app.add_typer(tables_app, name="tables")
+# Offline: backfill from an event archive, point-in-time training sets.
+app.command("backfill")(backfill_command)
+app.command("training-set")(training_set_command)
 
 console = Console(stderr=True)
 out = Console()

@@ -168,3 +168,11 @@ class NativeCoreError(UserSignalsError):
     def __init__(self, operation: str, message: str) -> None:
         self.operation = operation
         super().__init__(f"native core {operation}: {message}")
+
+
+class HandoverError(UserSignalsError):
+    """A backfill's offsets could not be handed to the processor's consumer group."""
+
+    def __init__(self, group: str, message: str) -> None:
+        self.group = group
+        super().__init__(f"consumer group {group!r}: {message}")

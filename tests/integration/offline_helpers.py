@@ -93,13 +93,16 @@ def user_states(store: StateStore) -> dict[bytes, bytes]:
     return dict(store.scan(b"u:"))
 
 
-def write_parquet_archive(root: Path, history: History, bad: Sequence[bytes] = ()) -> Path:
+def write_parquet_archive(
+    root: Path, history: History, bad: Sequence[bytes] = (), period: str = "%Y-%m-%d"
+) -> Path:
     """A data lake export of the topic: Hive partitions by event day, the Kafka coordinates
-    on every row, ``value`` holding the message bytes (as the topic carried them)."""
+    on every row, ``value`` holding the message bytes (as the topic carried them).
+    ``period`` formats the partition value (by month: fewer files, for the Spark tests)."""
     by_day: dict[str, list[dict[str, object]]] = {}
     for event, position in zip(history.events, history.positions, strict=True):
         topic, partition = position.partition.split("/")
-        day = datetime.fromtimestamp(event.ts / 1000, tz=UTC).strftime("%Y-%m-%d")
+        day = datetime.fromtimestamp(event.ts / 1000, tz=UTC).strftime(period)
         by_day.setdefault(day, []).append(
             {
                 "topic": topic,

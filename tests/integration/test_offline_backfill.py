@@ -9,6 +9,7 @@ import pytest
 from offline_helpers import (
     REFERENCE,
     History,
+    load_items,
     new_store,
     random_history,
     settings_for,
@@ -19,6 +20,8 @@ from offline_helpers import (
 )
 
 from usersignals import SignalRegistry
+from usersignals.app import open_store
+from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
@@ -51,8 +54,9 @@ def test_backfill_equals_streaming_byte_for_byte(tmp_path: Path, history: Histor
     new_store(tmp_path / "store", history).close()
     dead = tmp_path / "dead.jsonl"
     summary = backfill(
+        # Micro-batches of 500: the backfill's batch boundaries differ from the stream's.
         BackfillJob(
-            str(archive), settings_for(tmp_path / "store", batch_size=500), dead_letter=dead
+            str(archive), settings_for(tmp_path / "store"), dead_letter=dead, batch_size=500
         )
     )
     store = RocksStore(tmp_path / "store")
@@ -119,10 +123,17 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
     finally:
         store.close()
     archive = write_parquet_archive(tmp_path / "archive", history)
+    # An --until below where the stream stands does not apply to users it has reached: their
+    # new state must cover exactly what their record says was applied.
+    early = min(event.ts for event in history.events) + 86_400_000
     summary = backfill(
-        BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
-    )
+        BackfillJob(
+            str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",),
+            until_ms=early,
+        )
+    )  # fmt: skip
     assert summary.left_to_stream > 0
+    assert summary.behind_stream == 0
     store = RocksStore(tmp_path / "store")
     try:
         after = user_states(store)
@@ -135,3 +146,59 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
         assert user_states(store) == expected
     finally:
         store.close()
+
+
+def test_backfill_into_redis_cluster_equals_streaming(
+    tmp_path: Path, history: History, redis_cluster_url: str
+) -> None:
+    """The distributed store: shards bulk-load into Redis Cluster, the item table read there."""
+    expected = streamed(tmp_path / "streamed", history)
+    namespace = f"offline{history.spec.seed}"
+    settings = Settings.load(
+        environ={},
+        overrides={
+            "signals": REFERENCE,
+            "store": {
+                "backend": "redis-cluster",
+                "redis_url": redis_cluster_url,
+                "redis_namespace": namespace,
+            },
+        },
+    )
+    store = open_store(settings)
+    try:
+        load_items(store, history.items)
+    finally:
+        store.close()
+    archive = write_parquet_archive(tmp_path / "archive", history)
+    backfill(BackfillJob(str(archive), settings, workers=2))
+    store = open_store(settings)
+    try:
+        assert user_states(store) == expected
+    finally:
+        store.close()
+
+
+def test_an_archive_that_ends_before_the_stream_is_reported(
+    tmp_path: Path, history: History
+) -> None:
+    """The stream has applied everything; the archive holds only the first half: the users
+    whose progress is beyond the archive's end are counted, not silently left short."""
+    store = new_store(tmp_path / "store", history)
+    try:
+        stream(store, history, 200)
+    finally:
+        store.close()
+    half = len(history.events) // 2
+    short = History(history.spec, history.events[:half], history.positions[:half], history.items)
+    archive = write_parquet_archive(tmp_path / "archive", short)
+    summary = backfill(
+        BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
+    )
+    late_users = {
+        (event.user_id, position.partition)
+        for event, position in zip(history.events[half:], history.positions[half:], strict=True)
+    }
+    early_users = {event.user_id for event in short.events}
+    assert summary.behind_stream == len({(u, p) for u, p in late_users if u in early_users})
+    assert summary.behind_stream > 0

@@ -61,6 +61,7 @@ def test_errors_are_exported() -> None:
         "ConfigurationError",
         "ContextError",
         "EnrichmentError",
+        "HandoverError",
         "IngestUnavailableError",
         "InvalidSettingError",
         "NativeCoreError",
@@ -120,6 +121,8 @@ def test_errors_carry_structured_fields() -> None:
     as_of = usersignals.AsOfError("", 5, 9, "newer events").for_signal("interests")
     assert (as_of.signal, as_of.as_of_ms, as_of.earliest_ms) == ("interests", 5, 9)
     assert as_of.parameter == "as_of"
+    handover = usersignals.HandoverError("usersignals", "broker down")
+    assert handover.group == "usersignals"
     not_found = usersignals.SignalNotFoundError("x", ["a", "b"])
     assert (not_found.name, not_found.known) == ("x", ("a", "b"))
 

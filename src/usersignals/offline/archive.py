@@ -74,10 +74,7 @@ class EventArchive:
 
     def blocks(self) -> Iterator[RawBlock]:
         for file in self.files:
-            if file.is_parquet:
-                yield from _parquet_blocks(file, self.block_size)
-            else:
-                yield from _jsonl_blocks(file, self.block_size)
+            yield from file_blocks(file, self.block_size)
 
     def decoded(
         self, decoder: EventDecoder, dead_letters: DeadLetterFile | None
@@ -88,6 +85,13 @@ class EventArchive:
             if result.bad and dead_letters is not None:
                 dead_letters.write(result.bad)
             yield result
+
+
+def file_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
+    """One file's raw events and positions (a Spark task reads one file with this)."""
+    if file.is_parquet:
+        return _parquet_blocks(file, block_size)
+    return _jsonl_blocks(file, block_size)
 
 
 def _resolve(location: str) -> list[ArchiveFile]:

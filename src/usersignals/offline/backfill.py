@@ -58,6 +58,10 @@ class BackfillJob:
     until_ms: int | None = None
     workers: int = 1
     dead_letter: Path | None = None
+    #: Events per engine micro-batch. Larger than the stream's: a user's states are decoded
+    #: and encoded once per batch, and offline nothing waits for a batch to close. The
+    #: states do not depend on it (they are canonical).
+    batch_size: int = 200_000
 
 
 @dataclass
@@ -66,8 +70,12 @@ class BackfillSummary:
     bad: int = 0
     #: Valid events past the boundary, left to the stream.
     after_boundary: int = 0
-    #: Events the stored progress shows the stream has already applied past.
+    #: Events past a user's stored progress: the stream applies them.
     left_to_stream: int = 0
+    #: Users (per partition) whose stored progress is beyond the archive's last offset: the
+    #: events in between are in no state the backfill wrote. Export more history, or expect
+    #: the backfilled signals to miss them.
+    behind_stream: int = 0
     users: int = 0
     seconds: float = 0.0
     #: Per Kafka partition, the next offset the stream must apply.
@@ -139,6 +147,7 @@ def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary
         summary.bad += part.bad
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
+        summary.behind_stream += part.behind_stream
         summary.report.add(part.report)
         for partition, offset in result.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
@@ -153,7 +162,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     settings = job.settings
     registry = select_signals(SignalRegistry.from_module(settings.signals), job.only)
     lookups = open_lookup_store(settings, registry)
-    existing = lookups if lookups is not None else _open_existing(settings)
+    existing = lookups if lookups is not None else open_existing(settings)
     store = RocksStore(shard.directory)
     dead_letters = None
     if shard.index == 0 and job.dead_letter is not None:
@@ -161,13 +170,13 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        taker = _Taker(shard, existing)
+        taker = Taker(shard.boundary, existing, (shard.index, shard.shards))
         for block in archive.decoded(decoder, dead_letters):
             if shard.index == 0:
                 taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
-            _drain(engine, taker, settings.processing.batch_size)
-        _drain(engine, taker, 1)
+            drain(engine, taker, job.batch_size)
+        drain(engine, taker, 1)
         taker.finish(store)
         return _ShardResult(taker.summary, taker.highest)
     finally:
@@ -180,7 +189,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             dead_letters.close()
 
 
-def _drain(engine: Engine, taker: _Taker, at_least: int) -> None:
+def drain(engine: Engine, taker: Taker, at_least: int) -> None:
     if len(taker.events) >= at_least:
         batch = MicroBatch(taker.events, taker.positions)
         taker.summary.report.add(engine.process(batch))
@@ -188,10 +197,23 @@ def _drain(engine: Engine, taker: _Taker, at_least: int) -> None:
         taker.events, taker.positions = [], []
 
 
-class _Taker:
-    """Selects a shard's events inside the boundary, and not past the stored progress."""
+class Taker:
+    """Selects a shard's events: up to a user's stored progress where the store has one (so
+    every state of the record covers the same events), else inside the boundary."""
 
-    def __init__(self, shard: _Shard, existing: StateStore | None) -> None:
+    def __init__(
+        self,
+        boundary: Boundary,
+        existing: StateStore | None,
+        shard: tuple[int, int] | None = None,
+        ends: dict[str, int] | None = None,
+    ) -> None:
+        self.boundary = boundary
+        #: The archive's highest offset per Kafka partition: given, or (when every record
+        #: passes through this taker, as in a local shard) tracked while reading.
+        self.ends: dict[str, int] = dict(ends or {})
+        self._track_ends = ends is None
+        #: (index, count): keep only this shard's users; ``None``: every user given.
         self.shard = shard
         self.existing = existing
         self.summary = BackfillSummary()
@@ -203,20 +225,31 @@ class _Taker:
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
-        shard, boundary = self.shard, self.shard.boundary
-        mine = [
-            (event, position)
-            for event, position in zip(events, positions, strict=True)
-            if shard_of(event.user_id, shard.shards) == shard.index
-        ]
+        boundary, shard = self.boundary, self.shard
+        pairs = zip(events, positions, strict=True)
+        if shard is None:
+            mine = list(pairs)
+        else:
+            index, count = shard
+            mine = [pair for pair in pairs if shard_of(pair[0].user_id, count) == index]
+        if self._track_ends:
+            for position in positions:
+                if is_kafka(position):
+                    end = self.ends.get(position.partition, -1)
+                    self.ends[position.partition] = max(end, position.offset)
         self._load_progress({event.user_id for event, _ in mine})
         for event, position in mine:
-            if not boundary.includes(event, position):
+            applied = None
+            if is_kafka(position):
+                applied = self._progress.get(event.user_id, {}).get(position.partition)
+            if applied is not None:
+                # The stream stands at ``applied`` for this user: the states must cover
+                # exactly the events up to it, whatever --until says.
+                if position.offset > applied:
+                    self.summary.left_to_stream += 1
+                    continue
+            elif not boundary.includes(event, position):
                 self.summary.after_boundary += 1
-                continue
-            applied = self._progress.get(event.user_id, {}).get(position.partition)
-            if applied is not None and is_kafka(position) and position.offset > applied:
-                self.summary.left_to_stream += 1
                 continue
             self.events.append(event)
             # The engine sees positions in the order it is fed: an archive need not be in
@@ -232,7 +265,14 @@ class _Taker:
                 progress[partition] = max(progress.get(partition, -1), offset)
 
     def finish(self, store: StateStore) -> None:
-        """Replace the feeding order in each computed record by the real Kafka progress."""
+        """Replace the feeding order in each computed record by the real Kafka progress, and
+        count the users whose stored progress is beyond the archive's end (a gap)."""
+        self.summary.behind_stream = sum(
+            1
+            for progress in self._progress.values()
+            for partition, offset in progress.items()
+            if partition in self.ends and offset > self.ends[partition]
+        )
         puts: dict[bytes, bytes] = {}
         for key, raw in list(user_records(store)):
             record = decode_record(key, raw)
@@ -254,7 +294,7 @@ class _Taker:
             self._progress[user] = decode_record(key, raw).progress if raw else {}
 
 
-def _open_existing(settings: Settings) -> StateStore | None:
+def open_existing(settings: Settings) -> StateStore | None:
     """The deployment's store, read-only, if it exists yet (to respect stored progress)."""
     if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
         return None

@@ -70,6 +70,7 @@ class TrainingJob:
 @dataclass
 class TrainingSummary:
     rows: int = 0
+    #: Valid events in the archive.
     events: int = 0
     bad: int = 0
     seconds: float = 0.0
@@ -257,15 +258,18 @@ def _training_shard(task: tuple[TrainingJob, int, int]) -> tuple[dict[int, list[
         events: list[tuple[Event, Position]] = []
         bad = 0
         archive = EventArchive(job.archive, settings.processing.batch_size)
+        read = 0
         for block in archive.decoded(decoder, dead_letters):
             bad += len(block.bad)
+            read += len(block.events)
             events.extend(
                 (event, position)
                 for event, position in zip(block.events, block.positions, strict=True)
                 if event.user_id in users
             )
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        return dict(rows), len(events), bad if index == 0 else 0
+        # Every shard reads the whole archive: count it once.
+        return dict(rows), read if index == 0 else 0, bad if index == 0 else 0
     finally:
         if lookups is not None:
             lookups.close()

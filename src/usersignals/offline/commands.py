@@ -1,0 +1,207 @@
+"""The ``usersignals backfill`` and ``usersignals training-set`` commands: options in, jobs out.
+
+Registered on the main app in :mod:`usersignals.cli`; each parses its options into a job and
+calls the library (local processes by default, Spark with ``--spark MASTER``).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.config import Settings
+from usersignals.offline.backfill import BackfillSummary
+
+console = Console(stderr=True)
+
+EventsOption = Annotated[
+    str,
+    typer.Option(
+        "--events",
+        help="The event archive: JSONL/Parquet file, directory (Hive partitions too) or glob.",
+    ),
+]
+SignalsOption = Annotated[
+    str | None, typer.Option("--signals", help="Signals module: dotted name or .py file.")
+]
+StoreOption = Annotated[
+    str | None, typer.Option("--store", help="The state store directory [default: data/store].")
+]
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="A TOML settings file (see the README).")
+]
+WorkersOption = Annotated[
+    int | None, typer.Option(help="Processes, each a shard of the users (default: the CPU count).")
+]
+SparkOption = Annotated[
+    str | None,
+    typer.Option("--spark", help="Run on Apache Spark at this master, e.g. local[4]."),
+]
+DeadLetterOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where bad records go, with the reason "
+        "(backfill: STORE/dead-letter.jsonl; training-set: OUT.dead-letter.jsonl)."
+    ),
+]
+
+
+def _settings(config: Path | None, store: str | None, signals: str | None) -> Settings:
+    overrides: dict[str, Any] = {"signals": signals}
+    if store is not None:
+        overrides["store"] = {"path": store}
+    return Settings.load(config, overrides=overrides)
+
+
+def _spark(master: str, partitions: int) -> Any:
+    from usersignals.offline.spark import spark_session
+
+    return spark_session(master, partitions)
+
+
+def backfill_command(
+    events: EventsOption,
+    signals: SignalsOption = None,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--only", help="NAME@VERSION (repeatable): only these; other states are kept."
+        ),
+    ] = None,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Last event time to take: ISO 8601 with a zone, or ms since the epoch."),
+    ] = None,
+    workers: WorkersOption = None,
+    spark: SparkOption = None,
+    store: StoreOption = None,
+    dead_letter: DeadLetterOption = None,
+    commit_offsets: Annotated[
+        bool,
+        typer.Option(
+            help="Commit the hand-over offsets for the processor's consumer group "
+            "(kafka.group_id) if it has none yet, so it starts where the backfill stopped."
+        ),
+    ] = False,
+    kafka: Annotated[
+        str | None, typer.Option(help="Kafka bootstrap servers (for --commit-offsets).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Compute signals' states from an event archive and merge them into the store."""
+    from usersignals.offline.backfill import BackfillJob, backfill
+
+    settings = _settings(config, store, signals)
+    until_ms = ReadContext.parse({"until": until}).until_ms if until else None
+    dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
+    job = BackfillJob(
+        events, settings, tuple(only or ()), until_ms, workers or os.cpu_count() or 1, dead
+    )
+    if spark is None:
+        summary = backfill(job)
+    else:
+        from usersignals.offline.spark import backfill_spark
+
+        session = _spark(spark, job.workers)
+        try:
+            with tempfile.TemporaryDirectory(prefix="usersignals-states-") as states:
+                summary = backfill_spark(session, job, Path(states) / "states")
+        finally:
+            session.stop()
+    console.print(
+        f"backfilled {summary.events:,} events into {summary.users:,} users in "
+        f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
+        f"{summary.after_boundary:,} after the boundary and {summary.left_to_stream:,} past the "
+        f"stored progress left to the stream; {summary.bad:,} bad",
+        markup=False,
+    )
+    if summary.behind_stream:
+        console.print(
+            f"warning: for {summary.behind_stream:,} users the stored progress is beyond the "
+            "archive's last offset: the events in between are in no backfilled state "
+            "(export more history to close the gap)",
+            markup=False,
+        )
+    if summary.offsets:
+        listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
+        console.print(f"the stream continues at: {listing}", markup=False)
+    if commit_offsets:
+        _hand_over(settings, summary, kafka)
+
+
+def _hand_over(settings: Settings, summary: BackfillSummary, kafka: str | None) -> None:
+    """Commit the backfill's offsets for the processor's group, when that is safe."""
+    from usersignals.offline.handover import commit_backfill_offsets
+
+    if kafka is not None:
+        settings.kafka.bootstrap_servers = kafka
+    group = settings.kafka.group_id
+    if summary.left_to_stream:
+        # Some users' stored progress is below the hand-over offsets: the stream must
+        # still apply their events from there, so it may not skip ahead.
+        console.print(
+            f"not committing offsets for {group}: {summary.left_to_stream:,} events are "
+            "left to the stream below them",
+            markup=False,
+        )
+    elif commit_backfill_offsets(settings.kafka, summary.offsets):
+        console.print(f"committed them for consumer group {group}", markup=False)
+    else:
+        console.print(
+            f"consumer group {group} keeps its own offsets (it has some, or there are "
+            "none to hand over); per-user progress drops what the backfill covered",
+            markup=False,
+        )
+
+
+def training_set_command(
+    labels: Annotated[
+        Path, typer.Option("--labels", help="Parquet: a user id and a time per row, and more.")
+    ],
+    events: EventsOption,
+    out: Annotated[Path, typer.Option("--out", help="The Parquet file to write.")],
+    signals: SignalsOption = None,
+    context: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--context", help="Request context, e.g. window=7d,actions=save (repeatable)."
+        ),
+    ] = None,
+    user_column: Annotated[str, typer.Option(help="The labels' user id column.")] = "user_id",
+    time_column: Annotated[str, typer.Option(help="The labels' time column.")] = "ts",
+    workers: WorkersOption = None,
+    spark: SparkOption = None,
+    store: StoreOption = None,
+    dead_letter: DeadLetterOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Each label row's signals as they would have been served at its time (point in time)."""
+    from usersignals.offline.training import TrainingJob, training_set
+
+    settings = _settings(config, store, signals)
+    dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
+    job = TrainingJob(
+        labels, events, settings, out, tuple(context or ()), workers or os.cpu_count() or 1,
+        user_column, time_column, dead,
+    )  # fmt: skip
+    if spark is None:
+        summary = training_set(job)
+    else:
+        from usersignals.offline.spark import training_set_spark
+
+        session = _spark(spark, job.workers)
+        try:
+            summary = training_set_spark(session, job)
+        finally:
+            session.stop()
+    console.print(
+        f"wrote {summary.rows:,} label rows to {out} in {summary.seconds:.1f} s "
+        f"({summary.events:,} events, {summary.bad:,} bad)",
+        markup=False,
+    )

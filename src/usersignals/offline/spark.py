@@ -1,0 +1,319 @@
+"""Backfill and training sets on Apache Spark, for archives that outgrow one machine.
+
+The plan, for both: one Spark task per archive file decodes and validates it with the live
+path's decoder (bad records are collected as dead letters); the valid events are partitioned
+by user (the same stable hash as the local shards) and sorted by time within a partition;
+``mapInArrow`` then runs, per partition, the very code the local runner runs — the backfill's
+:class:`~usersignals.offline.backfill.Taker` and the service's Engine, or
+:func:`~usersignals.offline.training.compute_features` — over an in-memory store.
+
+A backfill writes each partition's user records as Parquet files (``key``, ``value``) that
+:func:`~usersignals.offline.bulk_load.load_states` merges into the store (RocksDB or Redis
+Cluster). A training set's values come back to the driver, which writes them with
+:func:`~usersignals.offline.training.write_features`: the same file, byte for byte, as the
+local runner's. Lookups read the store's embedded tables (reachable in local mode and on a
+shared volume) or the Redis / HTTP sources the settings name.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from usersignals.app import build_decoder, open_store
+from usersignals.config import Settings
+from usersignals.events.model import BadEvent, Event, Position
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
+from usersignals.offline.backfill import BackfillJob, BackfillSummary, Taker, drain, open_existing
+from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
+from usersignals.offline.bulk_load import load_states, state_files, user_records
+from usersignals.offline.common import build_engine, open_lookup_store, select_signals, shard_of
+from usersignals.offline.memory import MemoryStore
+from usersignals.offline.training import (
+    TrainingJob,
+    TrainingSummary,
+    compute_features,
+    feature_columns,
+    read_labels,
+    write_features,
+)
+from usersignals.serving.reader import SignalReader
+from usersignals.signals.registry import SignalRegistry
+
+EVENT_SCHEMA = (
+    "shard int, kind int, user_id string, ts long, source string, offset long, "
+    "payload binary, row long, reason string, detail string"
+)
+_EVENT, _LABEL, _BAD = 0, 1, 2
+
+
+def spark_session(master: str = "local[2]", partitions: int = 4) -> Any:
+    """A SparkSession for usersignals jobs (``master``: ``local[N]`` or a cluster URL)."""
+    from pyspark.sql import SparkSession
+
+    # Executors run this interpreter, so they import the same usersignals and signals module.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    return (
+        SparkSession.builder.master(master)
+        .appName("usersignals-offline")
+        .config("spark.ui.enabled", "false")
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.shuffle.partitions", str(partitions))
+        .config("spark.default.parallelism", str(partitions))
+        .config("spark.sql.execution.arrow.pyspark.enabled", "true")
+        .getOrCreate()
+    )
+
+
+def _decode_files(settings: Settings, shards: int) -> Any:
+    def run(files: Iterator[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
+        decoder = build_decoder(settings)
+        # Built here, in the task: closures travel by value, and an encoder does not pickle.
+        pack = msgspec.msgpack.Encoder().encode
+        for path, name in files:
+            for block in file_blocks(ArchiveFile(Path(path), name), settings.processing.batch_size):
+                result = decoder.decode_block(block.lines, block.positions)
+                for event, position in zip(result.events, result.positions, strict=True):
+                    yield (
+                        shard_of(event.user_id, shards), _EVENT, event.user_id, event.ts,
+                        position.partition, position.offset, pack(event), None,
+                        None, None,
+                    )  # fmt: skip
+                for bad in result.bad:
+                    where = bad.position or Position("", -1)
+                    yield (
+                        -1, _BAD, None, None, where.partition, where.offset, bad.raw, None,
+                        bad.reason, bad.detail,
+                    )  # fmt: skip
+
+    return run
+
+
+def archive_frame(spark: Any, location: str, settings: Settings, shards: int) -> Any:
+    """The archive as a DataFrame (:data:`EVENT_SCHEMA`): one task per file, validated."""
+    files = [(str(f.path), f.name) for f in EventArchive(location).files]
+    rdd = spark.sparkContext.parallelize(files, len(files))
+    return spark.createDataFrame(rdd.mapPartitions(_decode_files(settings, shards)), EVENT_SCHEMA)
+
+
+def _dead_letters(frame: Any, path: Path | None) -> int:
+    from pyspark.sql import functions as f
+
+    bad = frame.filter(f.col("kind") == _BAD).orderBy("source", "offset").collect()
+    if path is not None and bad:
+        with DeadLetterFile(path) as dead:
+            dead.write(
+                [
+                    BadEvent(r.reason, r.detail, bytes(r.payload), Position(r.source, r.offset))
+                    for r in bad
+                ]
+            )
+    return len(bad)
+
+
+def _boundary(frame: Any, until_ms: int | None) -> Boundary:
+    from pyspark.sql import functions as f
+
+    if until_ms is None:
+        return Boundary()
+    late = frame.filter(
+        (f.col("kind") == _EVENT)
+        & (f.col("ts") > until_ms)
+        & ~f.col("source").startswith(ARCHIVE_PREFIX)
+    )
+    rows = late.groupBy("source").agg(f.min("offset").alias("cut")).collect()
+    return Boundary(until_ms, {row.source: row.cut for row in rows})
+
+
+def _events_of(batch: Any) -> tuple[list[Event], list[Position]]:
+    unpack = msgspec.msgpack.Decoder(Event).decode
+    columns = batch.to_pydict()
+    events = [unpack(payload) for payload in columns["payload"]]
+    positions = [
+        Position(source, offset)
+        for source, offset in zip(columns["source"], columns["offset"], strict=True)
+    ]
+    return events, positions
+
+
+def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, int]) -> Any:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        settings = job.settings
+        registry = select_signals(SignalRegistry.from_module(settings.signals), job.only)
+        lookups = open_lookup_store(settings, registry)
+        existing = lookups if lookups is not None else open_existing(settings)
+        store = MemoryStore()
+        try:
+            engine, _ = build_engine(settings, registry, store, lookups)
+            taker = Taker(boundary, existing, ends=ends)
+            for batch in batches:
+                taker.take(*_events_of(batch))
+                drain(engine, taker, job.batch_size)
+            drain(engine, taker, 1)
+            taker.finish(store)
+        finally:
+            for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
+                opened.close()
+        records = list(user_records(store))
+        summary = taker.summary
+        yield pa.RecordBatch.from_pydict(
+            {
+                "key": [key for key, _ in records] + [b""],
+                "value": [value for _, value in records] + [_summary_bytes(summary, taker)],
+            },
+            schema=pa.schema([("key", pa.binary()), ("value", pa.binary())]),
+        )
+
+    return run
+
+
+class _PartSummary(msgspec.Struct):
+    events: int
+    after_boundary: int
+    left_to_stream: int
+    behind_stream: int
+    highest: dict[str, int]
+
+
+def _summary_bytes(summary: BackfillSummary, taker: Taker) -> bytes:
+    part = _PartSummary(
+        summary.events, summary.after_boundary, summary.left_to_stream, summary.behind_stream,
+        taker.highest,
+    )  # fmt: skip
+    return msgspec.msgpack.encode(part)
+
+
+def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSummary:
+    """The backfill on Spark: states as Parquet files in ``states_dir``, then bulk-loaded."""
+    from pyspark.sql import functions as f
+
+    started = time.perf_counter()
+    select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
+    shards = max(1, job.workers)
+    frame = archive_frame(spark, job.archive, job.settings, shards).cache()
+    summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
+    boundary = _boundary(frame, job.until_ms)
+    kafka = frame.filter((f.col("kind") == _EVENT) & ~f.col("source").startswith(ARCHIVE_PREFIX))
+    ends = {
+        row.source: row.end
+        for row in kafka.groupBy("source").agg(f.max("offset").alias("end")).collect()
+    }
+    events = (
+        frame.filter(f.col("kind") == _EVENT)
+        .repartition(shards, "shard")
+        .sortWithinPartitions("user_id", "ts", "source", "offset")
+    )
+    records = events.mapInArrow(
+        _backfill_partition(job, boundary, ends), "key binary, value binary"
+    )
+    records.write.mode("overwrite").parquet(str(states_dir))
+    frame.unpersist()
+    highest: dict[str, int] = {}
+    for key, value in state_files(states_dir):
+        if key:
+            continue
+        part = msgspec.msgpack.decode(value, type=_PartSummary)
+        summary.events += part.events
+        summary.after_boundary += part.after_boundary
+        summary.left_to_stream += part.left_to_stream
+        summary.behind_stream += part.behind_stream
+        for partition, offset in part.highest.items():
+            highest[partition] = max(highest.get(partition, -1), offset)
+    summary.offsets = {p: boundary.cuts.get(p, o + 1) for p, o in highest.items()}
+    summary.offsets.update({p: c for p, c in boundary.cuts.items() if p not in highest})
+    store = open_store(job.settings)
+    try:
+        users = ((key, value) for key, value in state_files(states_dir) if key)
+        summary.users = load_states(users, store, summary.offsets)
+    finally:
+        store.close()
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _training_partition(job: TrainingJob) -> Any:
+    def run(batches: Iterator[Any]) -> Iterator[Any]:
+        import pyarrow as pa
+
+        settings = job.settings
+        registry = SignalRegistry.from_module(settings.signals)
+        columns = feature_columns(registry, job.contexts)
+        events: list[tuple[Event, Position]] = []
+        labels: list[tuple[int, str, int]] = []
+        unpack = msgspec.msgpack.Decoder(Event).decode
+        for batch in batches:
+            data = batch.to_pydict()
+            for kind, user, ts, source, offset, payload, row in zip(
+                data["kind"], data["user_id"], data["ts"], data["source"], data["offset"],
+                data["payload"], data["row"], strict=True,
+            ):  # fmt: skip
+                if kind == _LABEL:
+                    labels.append((row, user, ts))
+                else:
+                    events.append((unpack(payload), Position(source, offset)))
+        lookups = open_lookup_store(settings, registry)
+        store = MemoryStore()
+        try:
+            engine, _ = build_engine(settings, registry, store, lookups)
+            rows = compute_features(
+                (engine, SignalReader(registry, store)), columns, events, labels
+            )
+        finally:
+            if lookups is not None:
+                lookups.close()
+        yield pa.RecordBatch.from_pydict(
+            {"row": [row for row, _ in rows], "values": [values for _, values in rows]},
+            schema=pa.schema([("row", pa.int64()), ("values", pa.list_(pa.string()))]),
+        )
+
+    return run
+
+
+def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
+    """The training set on Spark; the driver writes the file as the local runner does."""
+    import pyarrow as pa
+    from pyspark.sql import functions as f
+
+    started = time.perf_counter()
+    registry = SignalRegistry.from_module(job.settings.signals)
+    columns = feature_columns(registry, job.contexts)
+    table, labels = read_labels(job.labels, job.user_column, job.time_column)
+    shards = max(1, job.workers)
+    frame = archive_frame(spark, job.archive, job.settings, shards).cache()
+    summary = TrainingSummary(rows=len(labels), bad=_dead_letters(frame, job.dead_letter))
+    summary.events = frame.filter(f.col("kind") == _EVENT).count()
+    label_rows = pa.table(
+        {
+            "shard": pa.array([shard_of(user, shards) for _, user, _ in labels], pa.int32()),
+            "kind": pa.array([_LABEL] * len(labels), pa.int32()),
+            "user_id": [user for _, user, _ in labels],
+            "ts": pa.array([ts for _, _, ts in labels], pa.int64()),
+            "row": pa.array([row for row, _, _ in labels], pa.int64()),
+        }
+    )
+    label_frame = spark.createDataFrame(label_rows)
+    users = label_frame.select("user_id").distinct()
+    events = frame.filter(f.col("kind") == _EVENT).join(f.broadcast(users), "user_id", "left_semi")
+    both = events.unionByName(label_frame, allowMissingColumns=True)
+    result = (
+        both.repartition(shards, "shard")
+        .sortWithinPartitions("user_id", "ts", "kind")
+        .mapInArrow(_training_partition(job), "row long, values array<string>")
+        .toArrow()
+    )
+    frame.unpersist()
+    values = dict(
+        zip(result.column("row").to_pylist(), result.column("values").to_pylist(), strict=True)
+    )
+    write_features(table, columns, values, job.out)
+    summary.seconds = time.perf_counter() - started
+    return summary

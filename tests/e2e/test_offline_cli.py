@@ -1,0 +1,120 @@
+"""The README's offline workflow, run as a user runs it: archive → backfill; labels → training
+set. The commands are taken from the README; only the event count is made smaller."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+README = Path(__file__).resolve().parents[2] / "README.md"
+BIN = Path(sys.executable).parent
+UNTIL_MS = 1_768_348_800_000  # 2026-01-14T00:00:00Z, the README's --until
+
+
+def readme_commands() -> list[list[str]]:
+    section = README.read_text().split("## Offline: backfill", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```bash\n(.*?)```", section, flags=re.DOTALL)
+    assert block is not None
+    commands = [shlex.split(line) for line in block.group(1).splitlines() if line.strip()]
+    for command in commands:
+        command[0] = str(BIN / Path(command[0]).name)
+        if "--events" in command and command[1] == "generate":
+            command[command.index("--events") + 1] = "4000"
+    return commands
+
+
+def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "COLUMNS": "400"}
+    done = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done
+
+
+def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
+    commands = readme_commands()
+    assert [c[1] for c in commands] == ["generate", "tables", "backfill", "get", "training-set"]
+    run(commands[0], tmp_path)
+    run(commands[1], tmp_path)
+    backfilled = run(commands[2], tmp_path)
+    events = [
+        msgspec.json.decode(line)
+        for line in (tmp_path / "history/events.jsonl").read_bytes().splitlines()
+    ]
+    taken = sum(1 for event in events if event["ts"] <= UNTIL_MS)
+    assert f"backfilled {taken:,} events" in backfilled.stderr
+    user = max({e["user_id"] for e in events}, key=[e["user_id"] for e in events].count)
+    commands[3][2] = user
+    served = json.loads(run(commands[3], tmp_path).stdout)
+    counts = served["signals"]["action_counts"]
+    mine = [e for e in events if e["user_id"] == user]
+    week = [e for e in mine if UNTIL_MS - 7 * 86_400_000 < e["ts"] <= UNTIL_MS]
+    # Nothing after --until was taken; the 7-day window holds the week (give or take the
+    # oldest tile at the window's edge).
+    assert counts["newest_event_ms"] == max(e["ts"] for e in mine if e["ts"] <= UNTIL_MS)
+    assert len(week) * 0.8 <= counts["value"]["total"] <= len(week) + 0.2 * len(week) + 1
+
+    labels = [(user, UNTIL_MS, 1), ("nobody", UNTIL_MS, 0), (user, UNTIL_MS - 86_400_000, 0)]
+    pq.write_table(
+        pa.table(
+            {
+                "user_id": [u for u, _, _ in labels],
+                "ts": pa.array([t for _, t, _ in labels], pa.timestamp("ms", tz="UTC")),
+                "clicked": [c for _, _, c in labels],
+            }
+        ),
+        tmp_path / "labels.parquet",
+    )
+    run(commands[4], tmp_path)
+    features = pq.read_table(tmp_path / "features.parquet")
+    assert features.column_names[:3] == ["user_id", "ts", "clicked"]
+    assert "action_counts" in features.column_names
+    rows = features.to_pylist()
+    assert [row["clicked"] for row in rows] == [1, 0, 0]
+    assert json.loads(rows[1]["recent_engagements"]) == []
+    assert json.loads(rows[0]["recent_engagements"])  # the user engaged before the label time
+
+
+def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> None:
+    (tmp_path / "events.jsonl").write_text("")
+    pq.write_table(pa.table({"user": ["u1"], "ts": [1]}), tmp_path / "labels.parquet")
+    cli = str(BIN / "usersignals")
+    reference = ["--signals", "usersignals.examples.reference", "--store", str(tmp_path / "s")]
+    cases = [
+        ([cli, "backfill", "--events", str(tmp_path / "nothing"), *reference], "has no .jsonl"),
+        ([cli, "backfill", "--events", str(tmp_path), "--until", "soon", *reference], "until:"),
+        ([cli, "backfill", "--events", str(tmp_path), "--only", "nope@1", *reference], "nope"),
+        (
+            [cli, "backfill", "--events", str(tmp_path), "--only", "action_counts@9", *reference],
+            "defines action_counts@1, not version 9",
+        ),
+        (
+            [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
+             str(tmp_path), "--out", str(tmp_path / "f.parquet"), *reference],
+            "no column 'user_id'",
+        ),
+        (
+            [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
+             str(tmp_path), "--out", str(tmp_path / "f.parquet"), "--user-column", "user",
+             "--context", "window=soon", *reference],
+            "window:",
+        ),
+    ]  # fmt: skip
+    for command, message in cases:
+        done = subprocess.run(
+            command, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"},
+            capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert done.returncode == 2, (command, done.stderr)
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith("error: ")
+        assert message in lines[0]

@@ -1,0 +1,109 @@
+"""The Spark runners in local mode: the same states and the same training file as locally.
+
+One SparkSession for the module (a JVM start costs seconds); few, small cases.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from offline_helpers import (
+    History,
+    new_store,
+    random_history,
+    settings_for,
+    user_states,
+    write_jsonl_archive,
+    write_parquet_archive,
+)
+from test_offline_training import CONTEXTS, write_labels
+
+from usersignals.offline import BackfillJob, backfill
+from usersignals.offline.bulk_load import read_backfill_offsets
+from usersignals.offline.training import TrainingJob, training_set
+from usersignals.state.rocks import RocksStore
+
+JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
+pyspark = pytest.importorskip("pyspark")
+BAD = [b"not json", b'{"event_id": "x"}']
+
+
+@pytest.fixture(scope="module")
+def spark() -> Iterator[object]:
+    if "JAVA_HOME" not in os.environ and JAVA_17.exists():
+        os.environ["JAVA_HOME"] = str(JAVA_17)
+    from usersignals.offline.spark import spark_session
+
+    session = spark_session("local[2]", partitions=3)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return random_history(31, events=1_200, users=30)
+
+
+def stored(path: Path) -> tuple[dict[bytes, bytes], dict[str, int]]:
+    store = RocksStore(path)
+    try:
+        return user_states(store), read_backfill_offsets(store)
+    finally:
+        store.close()
+
+
+def test_spark_backfill_equals_local(tmp_path: Path, history: History, spark: object) -> None:
+    from usersignals.offline.spark import backfill_spark
+
+    archive = write_parquet_archive(tmp_path / "archive", history, BAD, period="%Y-%m")
+    until = sorted(event.ts for event in history.events)[900]
+    results = []
+    for runner in ("local", "spark"):
+        path = tmp_path / runner
+        new_store(path, history).close()
+        job = BackfillJob(
+            str(archive), settings_for(path), until_ms=until, workers=3,
+            dead_letter=tmp_path / f"{runner}-dead.jsonl",
+        )  # fmt: skip
+        if runner == "local":
+            summary = backfill(job)
+        else:
+            summary = backfill_spark(spark, job, tmp_path / "states")
+        results.append((stored(path), summary.events, summary.bad, summary.after_boundary))
+    assert results[0] == results[1]
+    (states, offsets), events, bad, after = results[1]
+    assert 0 < len(states) <= len({e.user_id for e in history.events})
+    assert bad == len(BAD)
+    assert events > 0
+    assert after > 0
+    assert events + after == len(history.events)
+    assert sorted(offsets) == ["engagements/0", "engagements/1", "engagements/2"]
+    assert (tmp_path / "local-dead.jsonl").read_bytes() == (
+        tmp_path / "spark-dead.jsonl"
+    ).read_bytes()
+
+
+def test_spark_training_set_is_the_local_file_byte_for_byte(
+    tmp_path: Path, history: History, spark: object
+) -> None:
+    from usersignals.offline.spark import training_set_spark
+
+    new_store(tmp_path / "store", history).close()
+    archive = write_jsonl_archive(tmp_path / "archive", history, files=2)
+    write_labels(tmp_path / "labels.parquet", history, 50, seed=5)
+    outputs = []
+    for runner in ("local", "spark"):
+        out = tmp_path / f"{runner}.parquet"
+        job = TrainingJob(
+            tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
+            contexts=CONTEXTS, workers=2,
+        )  # fmt: skip
+        if runner == "local":
+            training_set(job)
+        else:
+            training_set_spark(spark, job)
+        outputs.append(out.read_bytes())
+    assert outputs[0] == outputs[1]

@@ -1,0 +1,127 @@
+"""The event archive reader: every shape a data lake export takes, the live path's validation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from usersignals import ConfigurationError, Event, EventDecoder, Position
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.offline.archive import EventArchive
+
+TS = 1_767_225_600_000
+EVENT = {
+    "event_id": "e1",
+    "user_id": "u1",
+    "item_id": "i1",
+    "action": "save",
+    "surface": "home",
+    "ts": TS,
+}
+
+
+def read(location: Path | str, dead: Path | None = None) -> list[tuple[Event, Position]]:
+    letters = DeadLetterFile(dead) if dead else None
+    try:
+        return [
+            pair
+            for block in EventArchive(location).decoded(EventDecoder(), letters)
+            for pair in zip(block.events, block.positions, strict=True)
+        ]
+    finally:
+        if letters is not None:
+            letters.close()
+
+
+def test_parquet_event_columns_with_timestamps_and_map_attrs(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            "event_id": ["e1", "e2"],
+            "user_id": ["u1", "u2"],
+            "item_id": ["i1", "i2"],
+            "action": ["save", "click"],
+            "surface": ["home", "search"],
+            "ts": pa.array(
+                [datetime.fromtimestamp(TS / 1000, UTC)] * 2, pa.timestamp("us", tz="UTC")
+            ),
+            "attrs": pa.array([[("dwell", "5")], None], pa.map_(pa.string(), pa.string())),
+            "exported_at": ["x", "y"],  # extra columns are ignored, as by the live decoder
+        }
+    )
+    (tmp_path / "dt=2026-01-01").mkdir()
+    pq.write_table(table, tmp_path / "dt=2026-01-01" / "part-0.parquet")
+    (tmp_path / "_SUCCESS").write_text("")  # Spark's marker files are not data
+    pairs = read(tmp_path)
+    assert [e.event_id for e, _ in pairs] == ["e1", "e2"]
+    assert pairs[0][0].ts == TS
+    assert pairs[0][0].attrs == {"dwell": "5"}
+    assert pairs[1][0].attrs is None
+    assert [p for _, p in pairs] == [
+        Position("archive:dt=2026-01-01/part-0.parquet", 1),
+        Position("archive:dt=2026-01-01/part-0.parquet", 2),
+    ]
+
+
+def test_parquet_with_kafka_coordinates_gets_the_live_positions(tmp_path: Path) -> None:
+    table = pa.table(
+        {
+            **{k: [v] for k, v in EVENT.items()},
+            "topic": ["engagements"],
+            "partition": [4],
+            "offset": [1234],
+        }
+    )
+    pq.write_table(table, tmp_path / "a.parquet")
+    ((event, position),) = read(tmp_path / "a.parquet")
+    assert event == msgspec.convert(EVENT, Event)
+    assert position == Position("engagements/4", 1234)
+
+
+def test_jsonl_envelopes_with_object_or_string_values_and_bad_records(tmp_path: Path) -> None:
+    lines = [
+        {"topic": "t", "partition": 0, "offset": 7, "value": EVENT},
+        {
+            "topic": "t",
+            "partition": 0,
+            "offset": 8,
+            "value": json.dumps({**EVENT, "event_id": "e2"}),
+        },
+        {"topic": "t", "partition": 1, "offset": 3, "value": {**EVENT, "action": 5}},
+        {"topic": "t", "partition": 1, "offset": "four", "value": EVENT},
+    ]
+    (tmp_path / "export.jsonl").write_text("\n".join(json.dumps(line) for line in lines) + "\n\n")
+    pairs = read(tmp_path / "export.jsonl", tmp_path / "dead.jsonl")
+    assert [(e.event_id, p) for e, p in pairs] == [
+        ("e1", Position("t/0", 7)),
+        ("e2", Position("t/0", 8)),
+    ]
+    dead = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(d["reason"], d["partition"], d["offset"]) for d in dead] == [
+        ("wrong_type", "t/1", 3),
+        # An unreadable envelope is passed to the decoder whole, positioned by file and line.
+        ("missing_field", "archive:export.jsonl", 4),
+    ]
+
+
+def test_glob_of_plain_jsonl_files_in_path_order(tmp_path: Path) -> None:
+    for name, event_id in (("b.jsonl", "e2"), ("a.jsonl", "e1"), ("c.txt", "e3")):
+        (tmp_path / name).write_text(json.dumps({**EVENT, "event_id": event_id}) + "\n")
+    pairs = read(str(tmp_path / "*.jsonl"))
+    assert [(e.event_id, p) for e, p in pairs] == [
+        ("e1", Position("archive:a.jsonl", 1)),
+        ("e2", Position("archive:b.jsonl", 1)),
+    ]
+
+
+def test_an_archive_without_event_files_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ConfigurationError, match=r"no \.jsonl"):
+        EventArchive(tmp_path)
+    with pytest.raises(ConfigurationError, match=r"no \.jsonl"):
+        EventArchive(tmp_path / "missing" / "*.parquet")
