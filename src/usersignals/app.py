@@ -79,7 +79,7 @@ def build_materializer(
     sources: dict[str, LookupSource] = {}
     policies: dict[str, SourcePolicy] = {}
     caches: dict[str, SourceSettings] = {}
-    for name in sorted({lookup.name for signal in registry for lookup in signal.lookups}):
+    for name in sorted({lookup.name for signal in registry.computed for lookup in signal.lookups}):
         config = settings.enrich.sources.get(name, SourceSettings())
         timeout = config.timeout_ms / 1000
         if config.kind == "table":

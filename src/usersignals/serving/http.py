@@ -390,7 +390,7 @@ async def _refresh_forever(state: ServingState) -> None:
     """Catch up with the processor's writes every interval (RocksDB secondary)."""
     while True:
         try:
-            await asyncio.to_thread(state.reader.store.refresh)
+            await asyncio.to_thread(state.reader.refresh)
             state.last_refresh = time.monotonic()
         except UserSignalsError as exc:
             logger.warning("store refresh failed: %s", exc)
