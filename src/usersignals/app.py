@@ -23,6 +23,7 @@ from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
+from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
@@ -191,7 +192,15 @@ def build_serving_state(settings: Settings) -> ServingState:
         admin_token=settings.serving.admin_token,
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
+        feature_log=build_feature_log(settings),
     )
+
+
+def build_feature_log(settings: Settings) -> FeatureLog | None:
+    serving = settings.serving
+    if not serving.feature_log_path or serving.feature_log_rate == 0:
+        return None
+    return FeatureLog(Path(serving.feature_log_path), serving.feature_log_rate)
 
 
 def build_accepted_log(settings: Settings, store: StateStore, name: str) -> AcceptedLog:

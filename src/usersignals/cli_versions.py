@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -20,6 +21,7 @@ from usersignals.cli import (
     SignalsOption,
     StoreOption,
     _settings,
+    app,
     out,
     signals_app,
 )
@@ -171,3 +173,40 @@ def _print_plan(plan: Any, as_json: bool) -> None:
         backfill = "yes" if change.needs_backfill else ""
         table.add_row(change.key, change.kind, backfill, change.serving, change.detail)
     out.print(table)
+
+
+@app.command()
+def consistency(
+    log: Annotated[Path, typer.Option("--log", help="A feature log file or directory.")],
+    events: Annotated[str, typer.Option("--events", help="The event archive (as backfill).")],
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Recompute logged API answers offline and report the share that agree.
+
+    Exactly, and within each aggregation's stated error.
+    """
+    from usersignals.errors import ConfigurationError
+    from usersignals.offline.consistency import check_consistency
+
+    if not log.exists():
+        raise ConfigurationError(f"--log {str(log)!r} does not exist")
+    settings = _settings(config, store=store, signals=signals)
+    report = check_consistency(log, events, settings)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
+        return
+    table = Table("signal", "answers", "exact", "within stated error")
+    for key, agreement in sorted(report.per_signal.items()):
+        table.add_row(
+            key, f"{agreement.answers:,}", f"{agreement.exact:,}", f"{agreement.within_error:,}"
+        )
+    out.print(table)
+    out.print(
+        f"{report.answers:,} answers from {report.records:,} logged requests "
+        f"({report.skipped:,} with as_of skipped): {report.exact_share:.2%} exact, "
+        f"{report.within_error_share:.2%} within the stated error",
+        markup=False,
+    )

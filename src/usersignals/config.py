@@ -26,6 +26,7 @@ Milliseconds = Annotated[int, msgspec.Meta(ge=0, extra={"unit": "ms"})]
 PositiveMilliseconds = Annotated[int, msgspec.Meta(ge=1, extra={"unit": "ms"})]
 Seconds = Annotated[float, msgspec.Meta(ge=0, extra={"unit": "s"})]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -131,6 +132,10 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     refresh_interval_ms: PositiveMilliseconds = 100
     #: "stateful" (read stored states) or "raw" (recompute from raw events; for comparison).
     mode: Literal["stateful", "raw"] = "stateful"
+    #: Log what the API answers (a sampled share, 0 to 1, of GET /v1/users/{id}/signals) as
+    #: JSON lines in this directory, for ``usersignals consistency``; empty: no logging.
+    feature_log_path: str = ""
+    feature_log_rate: Fraction = 0.01
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -44,6 +44,7 @@ from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
 from usersignals.ingest.accepted import AcceptedLog
 from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.openapi import DOCS_HTML, openapi_document
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader, UserSignals
@@ -83,6 +84,8 @@ class ServingState:
     admin_token: str = ""
     refresh_interval_s: float = 0.1
     raw: RawRecomputer | None = None
+    #: A sample of the answers, logged for the online/offline consistency check.
+    feature_log: FeatureLog | None = None
     last_refresh: float = field(default_factory=time.monotonic)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
 
@@ -226,6 +229,7 @@ def create_app(state: ServingState) -> Starlette:
     async def user_signals(request: Request) -> Response:
         user_id = _user_id(request)
         params = dict(request.query_params)
+        given = dict(params)
         names = _names(params.pop("names", None))
         if names:
             for name in names:
@@ -235,6 +239,8 @@ def create_app(state: ServingState) -> Starlette:
             result = state.raw.read(user_id, names, context)
         else:
             result = state.reader.read(user_id, names, context)
+        if state.feature_log is not None and state.feature_log.sampled():
+            state.feature_log.record(given, context.now_ms, result)
         return _json(result)
 
     async def batch(request: Request) -> Response:
