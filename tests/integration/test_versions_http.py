@@ -63,6 +63,14 @@ def test_shadow_served_by_name_and_cutover_reaches_every_worker(tmp_path: Path) 
             both = client.get(path, params={"names": "interests,interests@2"}).json()["signals"]
             assert both["interests"]["version"] == 1
             assert both["interests@2"]["version"] == 2
+            body = {
+                "users": [user],
+                "signals": ["interests", "interests@2"],
+                "contexts": {"interests@2": {"limit": 1}},
+            }
+            (batch,) = client.post("/v1/signals/batch", json=body).json()["results"]
+            assert len(batch["signals"]["interests@2"]["value"]) == 1
+            assert batch["signals"]["interests"]["version"] == 1
             unknown = client.get(path, params={"names": "interests@3"})
             assert unknown.status_code == 404
             assert "interests@2" in unknown.json()["known"]

@@ -253,7 +253,8 @@ def create_app(state: ServingState) -> Starlette:
             if not user or len(user) > MAX_USER_ID_CHARS:
                 raise ContextError("users", f"ids must be 1 to {MAX_USER_ID_CHARS} characters")
         signals = [registry.get(name) for name in body.signals] if body.signals else list(registry)
-        unknown = set(body.contexts) - {signal.name for signal in signals}
+        # Keyed as the answers are: a shadow version by its name@version.
+        unknown = set(body.contexts) - {registry.label(signal) for signal in signals}
         if unknown:
             raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
         now_ms = time.time_ns() // 1_000_000
@@ -262,7 +263,8 @@ def create_app(state: ServingState) -> Starlette:
             (
                 signal,
                 ReadContext.parse(
-                    {**shared, **context_strings(body.contexts.get(signal.name, {}))}, now_ms
+                    {**shared, **context_strings(body.contexts.get(registry.label(signal), {}))},
+                    now_ms,
                 ),
             )
             for signal in signals
