@@ -193,3 +193,26 @@ def test_old_version_state_is_dropped_after_the_grace_period(
         assert load_versions(store).expired(2) == {"interests@1"}
     finally:
         store.close()
+
+
+def test_a_reader_opened_before_any_cutover_sees_the_first_one(
+    tmp_path: Path, history: History
+) -> None:
+    """A serving worker (a RocksDB secondary) may start before the store has any version
+    table, even before the processor's first batch; the first cut-over still reaches it."""
+    _, both, _, _ = registries(tmp_path)
+    writer = new_store(tmp_path / "store", history)  # tables only: no batch processed yet
+    reader_store = RocksStore(tmp_path / "store", read_only=True)
+    try:
+        reader = SignalReader(SignalRegistry(both.computed), reader_store)
+        assert reader.registry.get("interests").version == 1
+        stream(writer, history, 97, registry=both)
+        cut_over(writer, both, both.get("interests@2"), grace_ms=HOUR_MS)
+        reader.refresh()
+        assert reader.registry.get("interests").version == 2
+        user = history.events[0].user_id
+        answer = reader.read(user, None, ReadContext.parse({}, now_ms=history.events[-1].ts))
+        assert answer.signals["interests"].version == 2
+    finally:
+        reader_store.close()
+        writer.close()

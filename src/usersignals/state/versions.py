@@ -1,9 +1,10 @@
 """The deployment's version table: which version of each signal is served by default, which
 old versions are retired (and when their state goes), and what ``signals apply`` recorded.
 
-It is one small record in the store's ``versions`` table, so that a cut-over is one atomic
-write that every serving worker sees on its next refresh (RocksDB secondaries and Redis
-replicas alike), and the processor on its next micro-batch. The module declares the default
+It is one small record under a meta key of the store's main table (not a table of its own: a
+RocksDB secondary does not see a column family created after it opened), so that a cut-over
+is one atomic write that every serving worker sees on its next refresh (RocksDB secondaries
+and Redis alike), and the processor on its next micro-batch. The module declares the default
 (its version not marked ``shadow=True``); the table overrides it.
 """
 
@@ -16,10 +17,10 @@ import msgspec
 from usersignals.errors import ConfigurationError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.store import KeyValueTable, StateStore
+from usersignals.state.keys import meta_key
+from usersignals.state.store import StateStore
 
-VERSIONS_TABLE = "versions"
-_KEY = b"deployment"
+VERSIONS_KEY = meta_key("signal_versions")
 
 
 class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -38,12 +39,8 @@ class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
 _decoder = msgspec.json.Decoder(VersionTable)
 
 
-def _table(store: StateStore) -> KeyValueTable:
-    return store.table(VERSIONS_TABLE)
-
-
 def load_versions(store: StateStore) -> VersionTable:
-    raw = _table(store).get_many([_KEY])[0]
+    raw = store.get_many([VERSIONS_KEY])[0]
     if raw is None:
         return VersionTable()
     try:
@@ -53,7 +50,7 @@ def load_versions(store: StateStore) -> VersionTable:
 
 
 def save_versions(store: StateStore, table: VersionTable) -> None:
-    _table(store).write({_KEY: msgspec.json.encode(table)})
+    store.write({VERSIONS_KEY: msgspec.json.encode(table)})
 
 
 def cut_over(
