@@ -25,6 +25,7 @@ from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
+from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
@@ -89,7 +90,7 @@ def build_materializer(
     sources: dict[str, LookupSource] = {}
     policies: dict[str, SourcePolicy] = {}
     caches: dict[str, SourceSettings] = {}
-    for name in sorted({lookup.name for signal in registry for lookup in signal.lookups}):
+    for name in sorted({lookup.name for signal in registry.computed for lookup in signal.lookups}):
         config = settings.enrich.sources.get(name, SourceSettings())
         timeout = config.timeout_ms / 1000
         if config.kind == "table":
@@ -202,6 +203,7 @@ def build_serving_state(settings: Settings) -> ServingState:
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
         front=front_door(settings),
+        feature_log=build_feature_log(settings),
     )
 
 
@@ -214,6 +216,13 @@ def front_door(settings: Settings) -> FrontDoor:
         metrics_port=serving.metrics_port,
         metrics_host=serving.host,
     )
+
+
+def build_feature_log(settings: Settings) -> FeatureLog | None:
+    serving = settings.serving
+    if not serving.feature_log_path or serving.feature_log_rate == 0:
+        return None
+    return FeatureLog(Path(serving.feature_log_path), serving.feature_log_rate)
 
 
 def build_accepted_log(settings: Settings, store: StateStore, name: str) -> AcceptedLog:

@@ -648,3 +648,8 @@ def main() -> None:
         # user input.
         console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
         raise SystemExit(2) from None
+
+
+# The version commands (plan, apply, cutover, diff) and consistency live in their own module,
+# which adds them to ``signals_app`` and ``app``: imported last, when both exist.
+from usersignals import cli_versions  # noqa: E402, F401

@@ -27,6 +27,7 @@ PositiveMilliseconds = Annotated[int, msgspec.Meta(ge=1, extra={"unit": "ms"})]
 Seconds = Annotated[float, msgspec.Meta(ge=0, extra={"unit": "s"})]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65_535)]
 PortOrZero = Annotated[int, msgspec.Meta(ge=0, le=65_535)]
+Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
@@ -147,6 +148,10 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     body_timeout_ms: PositiveMilliseconds = 10_000
     #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
     state_cache_bytes: Count = 64 << 20
+    #: Log what the API answers (a sampled share, 0 to 1, of GET /v1/users/{id}/signals) as
+    #: JSON lines in this directory, for ``usersignals consistency``; empty: no logging.
+    feature_log_path: str = ""
+    feature_log_rate: Fraction = 0.01
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

@@ -84,7 +84,7 @@ def _read_events(path: Path, max_events: int) -> tuple[list[Event], dict[str, in
 def _load_tables(
     registry: SignalRegistry, tables: Mapping[str, Path], store: MemoryStore
 ) -> dict[str, KeyValueTable]:
-    keys = {lookup.name: lookup.key for signal in registry for lookup in signal.lookups}
+    keys = {lookup.name: lookup.key for signal in registry.computed for lookup in signal.lookups}
     missing = sorted(set(keys) - set(tables))
     if missing:
         raise ConfigurationError(

@@ -161,7 +161,7 @@ def assert_signal(
 def _materializer(
     registry: SignalRegistry, store: MemoryStore, tables: Mapping[str, Table | KeyValueTable]
 ) -> Materializer | None:
-    needed = sorted({lookup.name for signal in registry for lookup in signal.lookups})
+    needed = sorted({lookup.name for signal in registry.computed for lookup in signal.lookups})
     missing = [name for name in needed if name not in tables]
     if missing:
         raise ConfigurationError(

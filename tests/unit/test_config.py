@@ -206,6 +206,12 @@ def test_wrong_type_in_file(tmp_path: Path) -> None:
             -1,
             "an integer >= 0",
         ),
+        (
+            {"serving": {"feature_log_rate": 1.5}},
+            "serving.feature_log_rate",
+            1.5,
+            "a number >= 0 and <= 1",
+        ),
     ],
 )
 def test_bad_values_name_the_setting_the_value_and_what_is_allowed(

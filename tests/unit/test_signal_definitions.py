@@ -295,9 +295,25 @@ def test_duplicate_signal_names_are_rejected() -> None:
     with pytest.raises(SignalDefinitionError) as info:
         SignalRegistry([signal("x"), signal("y"), signal("x", version=2), signal("y")])
     assert info.value.problems == (
-        "signal name 'x' is defined 2 times",
-        "signal name 'y' is defined 2 times",
+        "signal 'y@1' is defined 2 times",
+        "signal name 'x' is served by default 2 times: mark all versions but one shadow=True",
+        "signal name 'y' is served by default 2 times: mark all versions but one shadow=True",
     )
+
+
+def test_a_shadow_version_beside_the_served_one_is_accepted() -> None:
+    shadow = Signal(name="x", version=2, shadow=True, aggregate=LastN(5, keep=("item_id",)))
+    registry = SignalRegistry([signal("x"), shadow])
+    assert registry.names == ["x"]
+    assert registry.get("x").version == 1
+    assert registry.get("x@2") is shadow
+    assert [s.key for s in registry.computed] == ["x@1", "x@2"]
+    assert registry.label(shadow) == "x@2"
+    registry.serve({"x": 2})
+    assert registry.get("x") is shadow
+    assert registry.label(shadow) == "x"
+    registry.serve({"x": 7})  # a version the module no longer declares: the module decides
+    assert registry.get("x").version == 1
 
 
 def test_one_lookup_name_with_two_keys_is_rejected() -> None:

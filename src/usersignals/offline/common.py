@@ -29,10 +29,17 @@ def select_signals(registry: SignalRegistry, only: Sequence[str]) -> SignalRegis
     chosen = []
     for spec in only:
         name, _, version = spec.partition("@")
-        signal = registry.get(name)
-        if version and version != str(signal.version):
+        signal = registry.get(name) if name in registry.names else None
+        # A shadow version (not served by default) is named with its version.
+        declared = [s for s in registry.computed if s.name == name]
+        if version:
+            signal = next((s for s in declared if str(s.version) == version), None)
+        if signal is None:
+            if not declared:
+                registry.get(name)  # raises SignalNotFoundError, listing the known signals
+            versions = ", ".join(s.key for s in declared)
             raise ConfigurationError(
-                f"--only {spec}: the module defines {signal.key}, not version {version}"
+                f"--only {spec}: the module defines {versions}, not version {version}"
             )
         chosen.append(signal)
     return SignalRegistry(chosen)
@@ -42,7 +49,7 @@ def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStor
     """The deployment's store, read-only, when the signals enrich from its embedded tables."""
     tables = [
         lookup.name
-        for signal in registry
+        for signal in registry.computed
         for lookup in signal.lookups
         if settings.enrich.sources.get(lookup.name) is None
         or settings.enrich.sources[lookup.name].kind == "table"
@@ -62,6 +69,6 @@ def build_engine(
 ) -> tuple[Engine, EventDecoder]:
     """The service's engine and decoder over ``store``, enriching from ``lookups``."""
     materializer = None
-    if any(signal.lookups for signal in registry):
+    if any(signal.lookups for signal in registry.computed):
         materializer = build_materializer(settings, registry, lookups or store)
     return Engine(registry, store, materializer), build_decoder(settings)

@@ -19,6 +19,7 @@ leaves them consistent, and the consumer may commit its offsets once ``process``
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from operator import attrgetter
 from typing import Any
@@ -40,6 +41,7 @@ from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import RAW_EVENTS_TABLE, raw_event_key, raw_events_prefix, user_key
 from usersignals.state.store import StateStore
+from usersignals.state.versions import load_versions
 from usersignals.values import SCALAR, FieldKind
 
 logger = logging.getLogger(__name__)
@@ -86,10 +88,11 @@ class Engine:
         # Raw events per user, only for answering by recomputation (the serving raw mode
         # that stateful aggregation is measured against); off by default.
         self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
-        self._plans = [_Plan(signal.compiled) for signal in registry]
+        # Every declared version, shadow versions included (signals/registry.py).
+        self._plans = [_Plan(signal.compiled) for signal in registry.computed]
         # The signals the native core runs, one call per batch (processing/native.py); the
         # others, user-defined aggregations included, stay on the per-user Python path.
-        self._native = NativeSignals(list(registry))
+        self._native = NativeSignals(registry.computed)
         self._python_plans = [plan for plan in self._plans if plan.key not in self._native.keys]
         python_layouts = {plan.layout for plan in self._python_plans}
         self._native_counts_misses = bool(self._native.layouts - python_layouts)
@@ -97,7 +100,9 @@ class Engine:
         # took when the cache counted entries); serving workers set their own.
         self._hot = DecodedStateCache(max_bytes=256 << 20)
         self._keys = {plan.key for plan in self._plans}
-        self._names = {signal.name for signal in registry}
+        self._names = {signal.name for signal in registry.computed}
+        #: Retired versions past their grace period (state/versions.py), read per batch.
+        self._expired: set[str] = set()
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
         if self._sources:
             if materializer is None:
@@ -117,6 +122,7 @@ class Engine:
             if marks:
                 self.store.write(dict(marks))
             return report
+        self._expired = load_versions(self.store).expired(time.time_ns() // 1_000_000)
         work, puts_only_progress = self._select(batch, report)
         if not work:
             puts = {key: encode_record(record) for key, record in puts_only_progress}
@@ -276,8 +282,9 @@ class Engine:
                     self._raw.write({}, deletes=keys)
 
     def _drop_stale_versions(self, states: dict[str, Any]) -> None:
-        """Forget states of older (or newer) versions of registered signals."""
-        for key in [key for key in states if key not in self._keys]:
+        """Forget states of versions of registered signals that the module no longer declares,
+        or that a cut-over retired and whose grace period is over."""
+        for key in [key for key in states if key not in self._keys or key in self._expired]:
             if key.partition("@")[0] in self._names:
                 del states[key]
 
@@ -289,7 +296,7 @@ def enriched_field_kinds(registry: SignalRegistry) -> dict[str, dict[str, list[F
     list in ``category.isin(...)`` would raise in the middle of a batch).
     """
     out: dict[str, dict[str, list[FieldKind]]] = {}
-    for signal in registry:
+    for signal in registry.computed:
         needs = signal.aggregate.field_kinds()
         filtered = signal.where.fields() if signal.where is not None else set()
         for enrichment in signal.enrich:

@@ -44,6 +44,7 @@ from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
 from usersignals.ingest.accepted import AcceptedLog
 from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import (
     FrontDoor,
     StoreReads,
@@ -97,6 +98,8 @@ class ServingState:
     admin_token: str = ""
     refresh_interval_s: float = 0.1
     raw: RawRecomputer | None = None
+    #: A sample of the answers, logged for the online/offline consistency check.
+    feature_log: FeatureLog | None = None
     last_refresh: float = field(default_factory=time.monotonic)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     front: FrontDoor = field(default_factory=FrontDoor)
@@ -272,6 +275,7 @@ def create_app(state: ServingState) -> Starlette:
     async def user_signals(request: Request) -> Response:
         user_id = _user_id(request)
         params = dict(request.query_params)
+        given = dict(params)
         names = _names(params.pop("names", None))
         if names:
             names = distinct_names(names, "names")
@@ -280,8 +284,12 @@ def create_app(state: ServingState) -> Starlette:
         context = ReadContext.parse(params)
         raw = state.raw
         if raw is not None:
-            return _json(await state.reads.run(lambda: raw.read(user_id, names, context)))
-        return _json(await state.reads.run(lambda: state.reader.read(user_id, names, context)))
+            result = await state.reads.run(lambda: raw.read(user_id, names, context))
+        else:
+            result = await state.reads.run(lambda: state.reader.read(user_id, names, context))
+        if state.feature_log is not None and state.feature_log.sampled():
+            state.feature_log.record(given, context.now_ms, result)
+        return _json(result)
 
     async def batch(request: Request) -> Response:
         body = _batch_decoder.decode(await _body(request, front.body_timeout_s))
@@ -295,7 +303,8 @@ def create_app(state: ServingState) -> Starlette:
         names = distinct_names(body.signals, "signals") if body.signals else None
         signals = [registry.get(name) for name in names] if names else list(registry)
         check_reads(len(body.users), len(signals))
-        unknown = set(body.contexts) - {signal.name for signal in signals}
+        # Keyed as the answers are: a shadow version by its name@version.
+        unknown = set(body.contexts) - {registry.label(signal) for signal in signals}
         if unknown:
             raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
         now_ms = time.time_ns() // 1_000_000
@@ -304,7 +313,8 @@ def create_app(state: ServingState) -> Starlette:
             (
                 signal,
                 ReadContext.parse(
-                    {**shared, **context_strings(body.contexts.get(signal.name, {}))}, now_ms
+                    {**shared, **context_strings(body.contexts.get(registry.label(signal), {}))},
+                    now_ms,
                 ),
             )
             for signal in signals
@@ -459,7 +469,7 @@ async def _refresh_forever(state: ServingState) -> None:
     """Catch up with the processor's writes every interval (RocksDB secondary)."""
     while True:
         try:
-            await asyncio.to_thread(state.reader.store.refresh)
+            await asyncio.to_thread(state.reader.refresh)
             state.last_refresh = time.monotonic()
         except UserSignalsError as exc:
             logger.warning("store refresh failed: %s", exc)

@@ -24,6 +24,7 @@ from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
+from usersignals.state.versions import load_versions
 
 
 class SignalResult(msgspec.Struct, omit_defaults=True):
@@ -52,7 +53,16 @@ class SignalReader:
         self.store = store
         self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
-        self.native = NativeSignals(list(registry))
+        self.native = NativeSignals(registry.computed)
+        self._serve_table()
+
+    def refresh(self) -> None:
+        """Catch up with the store, and with the served versions a cut-over set there."""
+        self.store.refresh()
+        self._serve_table()
+
+    def _serve_table(self) -> None:
+        self.registry.serve(load_versions(self.store).served)
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_many([user_id], names, context)[0]
@@ -76,7 +86,7 @@ class SignalReader:
             out.append(
                 UserSignals(
                     user_id,
-                    {s.name: self._read(s, record, c, key) for s, c in plan},
+                    {self.registry.label(s): self._read(s, record, c, key) for s, c in plan},
                 )
             )
         return out

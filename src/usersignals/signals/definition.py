@@ -48,6 +48,9 @@ class Signal:
     #: How far back events count: ``timedelta(days=90)``, ``"90d"`` or ``days(90)``.
     retention: DurationLike = "90d"
     description: str = ""
+    #: Computed live but served only when a request names this version (``names=x@2``):
+    #: how a new version runs beside the served one until ``usersignals signals cutover``.
+    shadow: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "retention", coerce_duration(self.retention))
@@ -87,6 +90,8 @@ class Signal:
             problems.append(unreadable)
         elif not 0 < self.retention_ms <= _MAX_RETENTION_MS:
             problems.append("retention must be a positive duration of at most 3 years")
+        if not isinstance(self.shadow, bool):
+            problems.append("shadow must be True or False")
         if self.where is not None and not isinstance(self.where, Predicate):
             problems.append("where must be a predicate such as action.isin({...})")
         if aggregate is not None:
@@ -123,6 +128,14 @@ class Signal:
 
     def to_json(self) -> dict[str, Any]:
         """The compiled definition: stable, sorted, diffable JSON-ready data."""
+        compiled = self.definition_json()
+        if self.shadow:  # only then, so a module of one version per name compiles as before
+            compiled["shadow"] = True
+        return compiled
+
+    def definition_json(self) -> dict[str, Any]:
+        """What the signal computes, without how it is deployed (``shadow``): two versions
+        with equal definitions hold equal state."""
         return {
             "name": self.name,
             "version": self.version,
@@ -186,12 +199,22 @@ def _base_getter(name: str) -> Getter:
 
 
 def validate_signals(signals: Sequence[Signal]) -> None:
-    """Checks across signals: unique names and one meaning per lookup source name."""
+    """Checks across signals: one definition per ``name@version``, at most one version of a
+    name served by default (the others ``shadow=True``), one meaning per lookup source name."""
     problems: list[str] = []
-    names: dict[str, int] = {}
+    keys: dict[str, int] = {}
+    served: dict[str, int] = {}
     for signal in signals:
-        names[signal.name] = names.get(signal.name, 0) + 1
-    problems += [f"signal name {name!r} is defined {n} times" for name, n in names.items() if n > 1]
+        keys[signal.key] = keys.get(signal.key, 0) + 1
+        if not signal.shadow:
+            served[signal.name] = served.get(signal.name, 0) + 1
+    problems += [f"signal {key!r} is defined {n} times" for key, n in keys.items() if n > 1]
+    problems += [
+        f"signal name {name!r} is served by default {n} times: mark all versions but one "
+        "shadow=True"
+        for name, n in served.items()
+        if n > 1
+    ]
     sources: dict[str, Lookup] = {}
     for signal in signals:
         for lookup in signal.lookups:

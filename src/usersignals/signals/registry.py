@@ -6,7 +6,7 @@ import importlib
 import importlib.util
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -15,31 +15,71 @@ from usersignals.signals.definition import Signal, validate_signals
 
 
 class SignalRegistry:
-    """The signals one deployment computes and serves, by name."""
+    """The signals one deployment computes and serves.
+
+    Iterating, ``names`` and ``get(name)`` give the version of each name served by default;
+    ``computed`` gives every version the engine runs, shadow versions included, and
+    ``get("name@version")`` any one of them. The module declares the default (the version not
+    marked ``shadow=True``); ``serve`` moves it (the cut-over, read from the store's version
+    table by every worker — see :mod:`usersignals.state.versions`).
+    """
 
     def __init__(self, signals: Sequence[Signal]) -> None:
         validate_signals(signals)
-        self._by_name = {signal.name: signal for signal in signals}
+        self._by_key = {signal.key: signal for signal in signals}
+        self._declared = {signal.name: signal for signal in signals if not signal.shadow}
+        self._served = self._order(self._declared)
+
+    def _order(self, chosen: dict[str, Signal]) -> dict[str, Signal]:
+        """``chosen`` in the module's order of names (a name's first version decides)."""
+        names = dict.fromkeys(signal.name for signal in self._by_key.values())
+        return {name: chosen[name] for name in names if name in chosen}
 
     def __iter__(self) -> Iterator[Signal]:
-        return iter(self._by_name.values())
+        return iter(self._served.values())
 
     def __len__(self) -> int:
-        return len(self._by_name)
+        return len(self._served)
 
     @property
     def names(self) -> list[str]:
-        return list(self._by_name)
+        return list(self._served)
+
+    @property
+    def computed(self) -> list[Signal]:
+        """Every declared version, served or shadow: what the engine computes."""
+        return list(self._by_key.values())
+
+    @property
+    def known(self) -> list[str]:
+        """What a request may name: the served names and every ``name@version``."""
+        return self.names + [key for key in self._by_key if self.label(self._by_key[key]) == key]
 
     def get(self, name: str) -> Signal:
-        try:
-            return self._by_name[name]
-        except KeyError:
-            raise SignalNotFoundError(name, self.names) from None
+        """The served version of ``name``, or exactly ``name@version``."""
+        found = self._by_key.get(name) if "@" in name else self._served.get(name)
+        if found is None:
+            raise SignalNotFoundError(name, self.known)
+        return found
+
+    def label(self, signal: Signal) -> str:
+        """How answers name ``signal``: its name when it is served by default, else its key."""
+        return signal.name if self._served.get(signal.name) is signal else signal.key
+
+    def serve(self, versions: Mapping[str, int]) -> None:
+        """Serve these versions by default (name → version) over the module's defaults;
+        versions the module does not declare are ignored, so an old table cannot break it."""
+        chosen = dict(self._declared)
+        for name, version in versions.items():
+            signal = self._by_key.get(f"{name}@{version}")
+            if signal is not None:
+                chosen[name] = signal
+        # One assignment: a reader thread sees the old or the new mapping, never a mix.
+        self._served = self._order(chosen)
 
     def to_json(self) -> str:
         """Every signal's compiled definition, as stable, diffable JSON text."""
-        document = {"signals": [signal.to_json() for signal in self]}
+        document = {"signals": [signal.to_json() for signal in self.computed]}
         return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
     @classmethod

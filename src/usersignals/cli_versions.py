@@ -1,0 +1,212 @@
+"""The ``usersignals signals plan|apply|cutover|diff`` and ``usersignals consistency``
+commands: reviewing and rolling out new signal versions, and checking online against offline.
+
+Imported by :mod:`usersignals.cli`, whose ``app`` and ``signals_app`` they join.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.app import open_store, open_store_reader
+from usersignals.cli import (
+    ConfigOption,
+    SignalsOption,
+    StoreOption,
+    _settings,
+    app,
+    out,
+    signals_app,
+)
+from usersignals.signals.registry import SignalRegistry
+
+
+@signals_app.command("plan")
+def signals_plan(
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Show what the module would do to stored state: new, changed, removed, needs backfill.
+
+    Compared with what `signals apply` last recorded in the store's version table.
+    """
+    from usersignals.offline.plan import make_plan, stored_state_keys
+    from usersignals.state.versions import load_versions
+
+    settings = _settings(config, store=store, signals=signals)
+    registry = SignalRegistry.from_module(settings.signals)
+    state = open_store(settings, read_only=True)
+    try:
+        plan = make_plan(registry, load_versions(state), stored_state_keys(state))
+    finally:
+        state.close()
+    _print_plan(plan, as_json)
+
+
+@signals_app.command("apply")
+def signals_apply(
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Record the module's definitions in the store's version table.
+
+    Refused when a definition changed without a new version.
+    """
+    from usersignals.offline.plan import apply_plan
+
+    settings = _settings(config, store=store, signals=signals)
+    registry = SignalRegistry.from_module(settings.signals)
+    state = open_store(settings)
+    try:
+        plan = apply_plan(state, registry)
+    finally:
+        state.close()
+    _print_plan(plan, as_json)
+
+
+@signals_app.command("cutover")
+def signals_cutover(
+    target: Annotated[str, typer.Argument(help="The version to serve by default: NAME@VERSION.")],
+    grace: Annotated[
+        str, typer.Option(help="Keep computing the old version this long, e.g. 1d.")
+    ] = "1d",
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve NAME@VERSION by default from now on: one write, seen by every reader.
+
+    The old version is still computed for the grace period, then its state is dropped.
+    """
+    from usersignals.durations import parse_duration
+    from usersignals.errors import ConfigurationError
+    from usersignals.state.versions import cut_over
+
+    if "@" not in target:
+        raise ConfigurationError(f"cutover {target!r}: name the version, e.g. {target}@2")
+    try:
+        grace_ms = parse_duration(grace)
+    except ValueError as exc:
+        raise ConfigurationError(f"--grace {grace!r}: {exc}") from None
+    settings = _settings(config, store=store, signals=signals)
+    registry = SignalRegistry.from_module(settings.signals)
+    signal = registry.get(target)
+    state = open_store(settings)
+    try:
+        previous, table = cut_over(state, registry, signal, grace_ms)
+    finally:
+        state.close()
+    old = previous.key if previous is not None and previous is not signal else None
+    document = {
+        "served": signal.key,
+        "previous": old,
+        "drop_after_ms": table.retired.get(old or ""),
+    }
+    sys.stdout.write(json.dumps(document) + "\n")
+
+
+@signals_app.command("diff")
+def signals_diff(
+    old: Annotated[str, typer.Argument(help="NAME@VERSION, e.g. interests@1.")],
+    new: Annotated[str, typer.Argument(help="NAME@VERSION, e.g. interests@2.")],
+    sample: Annotated[int, typer.Option(min=1, help="Compare this many users.")] = 1_000,
+    context: Annotated[
+        list[str] | None,
+        typer.Option("--context", "-c", help="A request parameter, e.g. window=1h (repeatable)."),
+    ] = None,
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Compare two versions of a signal over a sample of stored users."""
+    from usersignals.offline.diff import diff_signals
+    from usersignals.preview import parse_pairs
+
+    read_context = ReadContext.parse(parse_pairs(context or [], "--context"))
+    settings = _settings(config, store=store)
+    reader = open_store_reader(settings, signals)
+    try:
+        report = diff_signals(
+            reader, reader.registry.get(old), reader.registry.get(new), sample, read_context
+        )
+    finally:
+        reader.store.close()
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
+        return
+    table = Table("", report.old, report.new)
+    for label, a, b in (
+        ("users", report.old_distribution.users, report.new_distribution.users),
+        ("mean size", report.old_distribution.mean, report.new_distribution.mean),
+        ("p50 size", report.old_distribution.p50, report.new_distribution.p50),
+        ("p90 size", report.old_distribution.p90, report.new_distribution.p90),
+        ("max size", report.old_distribution.max, report.new_distribution.max),
+    ):
+        table.add_row(label, str(a), str(b))
+    out.print(table)
+    out.print(
+        f"{report.changed:,} of {report.users:,} users changed ({report.changed_share:.1%}); "
+        f"first entry the same for {report.same_first_entry:,}; only in {report.old}: "
+        f"{report.only_old:,}, only in {report.new}: {report.only_new:,}",
+        markup=False,
+    )
+
+
+def _print_plan(plan: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_json(), sort_keys=True) + "\n")
+        return
+    table = Table("signal", "change", "needs backfill", "served", "detail")
+    for change in plan.changes:
+        backfill = "yes" if change.needs_backfill else ""
+        table.add_row(change.key, change.kind, backfill, change.serving, change.detail)
+    out.print(table)
+
+
+@app.command()
+def consistency(
+    log: Annotated[Path, typer.Option("--log", help="A feature log file or directory.")],
+    events: Annotated[str, typer.Option("--events", help="The event archive (as backfill).")],
+    signals: SignalsOption = None,
+    store: StoreOption = None,
+    config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Recompute logged API answers offline and report the share that agree.
+
+    Exactly, and within each aggregation's stated error.
+    """
+    from usersignals.errors import ConfigurationError
+    from usersignals.offline.consistency import check_consistency
+
+    if not log.exists():
+        raise ConfigurationError(f"--log {str(log)!r} does not exist")
+    settings = _settings(config, store=store, signals=signals)
+    report = check_consistency(log, events, settings)
+    if as_json:
+        sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
+        return
+    table = Table("signal", "answers", "exact", "within stated error")
+    for key, agreement in sorted(report.per_signal.items()):
+        table.add_row(
+            key, f"{agreement.answers:,}", f"{agreement.exact:,}", f"{agreement.within_error:,}"
+        )
+    out.print(table)
+    out.print(
+        f"{report.answers:,} answers from {report.records:,} logged requests "
+        f"({report.skipped:,} with as_of skipped): {report.exact_share:.2%} exact, "
+        f"{report.within_error_share:.2%} within the stated error",
+        markup=False,
+    )

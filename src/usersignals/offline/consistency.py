@@ -1,0 +1,217 @@
+"""``usersignals consistency``: the answers the API logged, recomputed offline, compared.
+
+For every logged answer (:mod:`usersignals.serving.feature_log`) the same signal version is
+computed from the event archive with the training-set machinery
+(:func:`usersignals.offline.training.compute_features`): the service's engine over the
+user's events at or before the request's time, read with the logged context at that time.
+The report gives the share of answers that agree exactly, and the share that agree within
+the aggregation's stated error (a HyperLogLog's standard error, the fixed-point quantum of
+decayed sums and mean vectors; zero for exact aggregations) — the online/offline consistency
+figure Chronon reports.
+
+Requests that named an ``as_of`` are counted apart (``skipped``): the training machinery reads
+as of the request's time, which is what they asked only when ``as_of`` was absent.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.decayed import DecayedScores, MeanVector
+from usersignals.aggregations.distinct import Distinct
+from usersignals.config import Settings
+from usersignals.events.model import Event, Position
+from usersignals.offline.archive import EventArchive
+from usersignals.offline.common import build_engine, open_lookup_store
+from usersignals.offline.memory import MemoryStore
+from usersignals.offline.training import FeatureColumn, Label, compute_features
+from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
+from usersignals.serving.reader import SignalReader
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.store import StateStore
+
+_SHOWN_MISMATCHES = 5
+
+
+@dataclass
+class SignalAgreement:
+    answers: int = 0
+    exact: int = 0
+    within_error: int = 0
+
+
+@dataclass
+class ConsistencyReport:
+    records: int = 0
+    skipped: int = 0
+    answers: int = 0
+    exact: int = 0
+    within_error: int = 0
+    per_signal: dict[str, SignalAgreement] = field(default_factory=dict)
+    mismatches: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, key: str, online: Any, offline: Any, tolerance: float, where: str) -> None:
+        agreement = self.per_signal.setdefault(key, SignalAgreement())
+        exact = online == offline
+        close = exact or _close(online, offline, tolerance)
+        for counts in (self, agreement):
+            counts.answers += 1
+            counts.exact += exact
+            counts.within_error += close
+        if not exact and len(self.mismatches) < _SHOWN_MISMATCHES:
+            self.mismatches.append(
+                {"signal": key, "where": where, "online": online, "offline": offline}
+            )
+
+    @property
+    def exact_share(self) -> float:
+        return self.exact / self.answers if self.answers else 1.0
+
+    @property
+    def within_error_share(self) -> float:
+        return self.within_error / self.answers if self.answers else 1.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "records": self.records,
+            "skipped": self.skipped,
+            "answers": self.answers,
+            "exact": self.exact,
+            "within_error": self.within_error,
+            "exact_share": round(self.exact_share, 6),
+            "within_error_share": round(self.within_error_share, 6),
+            "per_signal": {key: vars(value) for key, value in sorted(self.per_signal.items())},
+            "mismatches": self.mismatches,
+        }
+
+
+def stated_error(signal: Signal) -> float:
+    """The error an aggregation states for its answers: relative for a distinct count,
+    absolute per component for fixed-point sums, zero for exact aggregations."""
+    aggregate = signal.aggregate
+    if isinstance(aggregate, Distinct):
+        return float(1.04 / (2**aggregate.precision) ** 0.5)
+    if isinstance(aggregate, DecayedScores):
+        return float(max((abs(w) for w in aggregate.weights.values()), default=1.0)) * 2**-20
+    if isinstance(aggregate, MeanVector):
+        return float(2**-16)
+    return 0.0
+
+
+def check_consistency(log: Path, archive: str, settings: Settings) -> ConsistencyReport:
+    records = read_feature_log(log)
+    registry = SignalRegistry.from_module(settings.signals)
+    report = ConsistencyReport(records=len(records))
+    usable = [record for record in records if "as_of" not in record.params]
+    report.skipped = len(records) - len(usable)
+    lookups = open_lookup_store(settings, registry)
+    try:
+        events = _archive_events(archive, settings, {record.user_id for record in usable}, lookups)
+        groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
+        for index, record in enumerate(usable):
+            context = tuple(sorted((k, v) for k, v in record.params.items() if k != "names"))
+            groups.setdefault(context, []).append(index)
+        for context, indices in groups.items():
+            _check_group(
+                report,
+                registry,
+                settings,
+                lookups,
+                events,
+                dict(context),
+                [usable[i] for i in indices],
+            )
+    finally:
+        if lookups is not None:
+            lookups.close()
+    return report
+
+
+def _check_group(
+    report: ConsistencyReport,
+    registry: SignalRegistry,
+    settings: Settings,
+    lookups: StateStore | None,
+    events: Sequence[tuple[Event, Position]],
+    params: dict[str, str],
+    records: Sequence[FeatureLogRecord],
+) -> None:
+    """Records read with one context. A request may have named two versions of a signal;
+    each pass serves one version of each name, so the reader answers every column by name."""
+    versions: dict[str, set[int]] = {}
+    for record in records:
+        for answer in record.signals.values():
+            versions.setdefault(answer.name, set()).add(answer.version)
+    passes = max((len(found) for found in versions.values()), default=0)
+    labels: list[Label] = [(row, record.user_id, record.ts) for row, record in enumerate(records)]
+    for number in range(passes):
+        served = {
+            name: sorted(found)[number] for name, found in versions.items() if number < len(found)
+        }
+        registry.serve(served)
+        context = ReadContext.parse(params, now_ms=0)
+        signals = [registry.get(f"{name}@{version}") for name, version in served.items()]
+        columns = [FeatureColumn(signal.name, signal, context) for signal in signals]
+        store = MemoryStore()
+        engine, _ = build_engine(settings, registry, store, lookups)
+        rows = dict(
+            compute_features((engine, SignalReader(registry, store)), columns, events, labels)
+        )
+        for row, record in enumerate(records):
+            for column, text in zip(columns, rows[row], strict=True):
+                signal = column.signal
+                logged = [
+                    a
+                    for a in record.signals.values()
+                    if a.name == signal.name and a.version == signal.version
+                ]
+                for answer in logged:
+                    where = f"{record.user_id} at {record.ts}"
+                    report.add(
+                        signal.key,
+                        answer.value,
+                        msgspec.json.decode(text),
+                        stated_error(signal),
+                        where,
+                    )
+
+
+def _archive_events(
+    archive: str, settings: Settings, users: set[str], lookups: StateStore | None
+) -> list[tuple[Event, Position]]:
+    registry = SignalRegistry.from_module(settings.signals)
+    _, decoder = build_engine(settings, registry, MemoryStore(), lookups)
+    events: list[tuple[Event, Position]] = []
+    for block in EventArchive(archive, settings.processing.batch_size).decoded(decoder, None):
+        events.extend(
+            (event, position)
+            for event, position in zip(block.events, block.positions, strict=True)
+            if event.user_id in users
+        )
+    return events
+
+
+def _close(online: Any, offline: Any, tolerance: float) -> bool:
+    """Equal up to ``tolerance`` in every number (relative above 1, absolute below)."""
+    if tolerance <= 0:
+        return False
+    if isinstance(online, bool) or isinstance(offline, bool):
+        return bool(online == offline)
+    if isinstance(online, int | float) and isinstance(offline, int | float):
+        return abs(online - offline) <= tolerance * max(1.0, abs(online), abs(offline))
+    if isinstance(online, list) and isinstance(offline, list):
+        return len(online) == len(offline) and all(
+            _close(a, b, tolerance) or a == b for a, b in zip(online, offline, strict=True)
+        )
+    if isinstance(online, dict) and isinstance(offline, dict):
+        return online.keys() == offline.keys() and all(
+            online[k] == offline[k] or _close(online[k], offline[k], tolerance) for k in online
+        )
+    return bool(online == offline)

@@ -1,0 +1,135 @@
+"""``usersignals signals diff OLD NEW``: two versions of a signal read side by side over a
+sample of users from the store — how many answers changed, and how the values are distributed
+under each — before a cut-over makes NEW the served default."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import asdict, dataclass
+from itertools import islice
+from typing import Any
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.serving.reader import SignalReader
+from usersignals.signals.definition import Signal
+from usersignals.state.codec import decode_record
+from usersignals.state.keys import USER_PREFIX, user_of
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Of a per-user magnitude: a count's total, a list's length, a number itself."""
+
+    users: int
+    mean: float
+    p50: float
+    p90: float
+    max: float
+
+
+@dataclass(frozen=True)
+class DiffReport:
+    old: str
+    new: str
+    users: int
+    changed: int
+    only_old: int
+    only_new: int
+    #: Users whose first entry (top interest, newest engagement) is the same in both.
+    same_first_entry: int
+    old_distribution: Distribution
+    new_distribution: Distribution
+    #: A few changed users, with both values, to look at.
+    examples: list[dict[str, Any]]
+
+    @property
+    def changed_share(self) -> float:
+        return self.changed / self.users if self.users else 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {**asdict(self), "changed_share": round(self.changed_share, 6)}
+
+
+def sample_users(reader: SignalReader, signals: list[Signal], sample: int) -> list[str]:
+    """The first ``sample`` users (in key order) holding a state of any of ``signals``."""
+    keys = {signal.key for signal in signals}
+    users = (
+        user_of(key)
+        for key, raw in reader.store.scan(USER_PREFIX)
+        if keys & decode_record(key, raw).states.keys()
+    )
+    return list(islice(users, sample))
+
+
+def diff_signals(
+    reader: SignalReader, old: Signal, new: Signal, sample: int, context: ReadContext
+) -> DiffReport:
+    users = sample_users(reader, [old, new], sample)
+    answers = reader.read_each(users, [(old, context), (new, context)])
+    old_label, new_label = reader.registry.label(old), reader.registry.label(new)
+    changed = only_old = only_new = same_first = 0
+    old_sizes: list[float] = []
+    new_sizes: list[float] = []
+    examples: list[dict[str, Any]] = []
+    for answer in answers:
+        before = answer.signals[old_label]
+        after = answer.signals[new_label]
+        old_sizes.append(magnitude(before.value))
+        new_sizes.append(magnitude(after.value))
+        if before.newest_event_ms is None and after.newest_event_ms is not None:
+            only_new += 1
+        elif after.newest_event_ms is None and before.newest_event_ms is not None:
+            only_old += 1
+        if first_entry(before.value) == first_entry(after.value):
+            same_first += 1
+        if before.value != after.value:
+            changed += 1
+            if len(examples) < 5:
+                examples.append(
+                    {"user_id": answer.user_id, "old": before.value, "new": after.value}
+                )
+    return DiffReport(
+        old.key,
+        new.key,
+        len(users),
+        changed,
+        only_old,
+        only_new,
+        same_first,
+        distribution(old_sizes),
+        distribution(new_sizes),
+        examples,
+    )
+
+
+def magnitude(value: Any) -> float:
+    if isinstance(value, bool) or value is None:
+        return 0.0
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, dict):
+        total = value.get("total")
+        return float(total) if isinstance(total, int | float) else float(len(value))
+    if isinstance(value, list):
+        return float(len(value))
+    return 0.0
+
+
+def first_entry(value: Any) -> Any:
+    if isinstance(value, list) and value:
+        head = value[0]
+        return head.get("key", head) if isinstance(head, dict) else head
+    return value
+
+
+def distribution(sizes: list[float]) -> Distribution:
+    if not sizes:
+        return Distribution(0, 0.0, 0.0, 0.0, 0.0)
+    ordered = sorted(sizes)
+    return Distribution(
+        len(ordered),
+        round(statistics.fmean(ordered), 6),
+        ordered[len(ordered) // 2],
+        ordered[min(len(ordered) - 1, int(len(ordered) * 0.9))],
+        ordered[-1],
+    )

@@ -1,0 +1,106 @@
+"""``usersignals signals plan`` / ``apply``: what a change of the signals module does to the
+stored state, reviewed before it runs, and recorded once accepted.
+
+The store's version table (:mod:`usersignals.state.versions`) records, per ``name@version``,
+the compiled definition that was applied. Against it, each version the module declares is:
+
+- ``new``: never applied. Its state starts empty, so it needs a backfill to start warm —
+  unless a sample of stored records already holds it (a deployment from before the table);
+- ``changed``: applied with another definition under the same key. The stored state would mix
+  two meanings: ``apply`` refuses it, bump the version instead;
+- ``unchanged``;
+
+and each recorded version the module no longer declares is ``removed``: the engine drops its
+state as users' events arrive.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from itertools import islice
+from typing import Any, Literal
+
+from usersignals.errors import ConfigurationError
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.codec import decode_record
+from usersignals.state.keys import USER_PREFIX
+from usersignals.state.store import StateStore
+from usersignals.state.versions import VersionTable, load_versions, save_versions
+
+Kind = Literal["new", "changed", "unchanged", "removed"]
+#: How many stored user records ``plan`` looks at to see which states exist already.
+SAMPLE_RECORDS = 1_000
+
+
+@dataclass(frozen=True)
+class Change:
+    key: str
+    kind: Kind
+    needs_backfill: bool
+    #: How the version is served: "default", "shadow" (only by name@version) or "" (removed).
+    serving: str
+    detail: str = ""
+
+
+@dataclass
+class Plan:
+    changes: list[Change] = field(default_factory=list)
+
+    @property
+    def refused(self) -> list[Change]:
+        return [change for change in self.changes if change.kind == "changed"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"changes": [asdict(change) for change in self.changes]}
+
+
+def definition_text(signal: Signal) -> str:
+    return json.dumps(signal.definition_json(), sort_keys=True, separators=(",", ":"))
+
+
+def stored_state_keys(store: StateStore, sample: int = SAMPLE_RECORDS) -> set[str]:
+    """The state keys held by the first ``sample`` user records of the store."""
+    keys: set[str] = set()
+    for key, raw in islice(store.scan(USER_PREFIX), sample):
+        keys.update(decode_record(key, raw).states)
+    return keys
+
+
+def make_plan(registry: SignalRegistry, table: VersionTable, stored: set[str]) -> Plan:
+    registry.serve(table.served)
+    plan = Plan()
+    for signal in registry.computed:
+        serving = "default" if registry.label(signal) == signal.name else "shadow"
+        recorded = table.applied.get(signal.key)
+        if recorded is None:
+            warm = signal.key in stored
+            detail = "state already in the store" if warm else "starts empty: backfill it"
+            plan.changes.append(Change(signal.key, "new", not warm, serving, detail))
+        elif recorded != definition_text(signal):
+            detail = "definition changed under the same version: bump the version"
+            plan.changes.append(Change(signal.key, "changed", True, serving, detail))
+        else:
+            plan.changes.append(Change(signal.key, "unchanged", False, serving))
+    declared = {signal.key for signal in registry.computed}
+    for key in sorted(table.applied.keys() - declared):
+        detail = "no longer declared: its state is dropped as users' events arrive"
+        plan.changes.append(Change(key, "removed", False, "", detail))
+    return plan
+
+
+def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
+    """Record the module's definitions in the version table (one write); refuses a plan
+    that changes a definition under an existing version."""
+    table = load_versions(store)
+    plan = make_plan(registry, table, stored_state_keys(store))
+    if plan.refused:
+        keys = ", ".join(change.key for change in plan.refused)
+        raise ConfigurationError(
+            f"signals {keys} changed their definition without a new version: stored state "
+            "would mix both meanings; bump the version (and backfill it) instead"
+        )
+    table.applied = {signal.key: definition_text(signal) for signal in registry.computed}
+    save_versions(store, table)
+    return plan

@@ -1,0 +1,80 @@
+"""The deployment's version table: which version of each signal is served by default, which
+old versions are retired (and when their state goes), and what ``signals apply`` recorded.
+
+It is one small record under a meta key of the store's main table (not a table of its own: a
+RocksDB secondary does not see a column family created after it opened), so that a cut-over
+is one atomic write that every serving worker sees on its next refresh (RocksDB secondaries
+and Redis alike), and the processor on its next micro-batch. The module declares the default
+(its version not marked ``shadow=True``); the table overrides it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+
+from usersignals.errors import ConfigurationError
+from usersignals.signals.definition import Signal
+from usersignals.signals.registry import SignalRegistry
+from usersignals.state.keys import meta_key
+from usersignals.state.store import StateStore
+
+VERSIONS_KEY = meta_key("signal_versions")
+
+
+class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    #: name → the version served by default (set by a cut-over).
+    served: dict[str, int] = {}
+    #: ``name@version`` → the time (ms) after which its stored state is dropped.
+    retired: dict[str, int] = {}
+    #: ``name@version`` → the compiled definition ``signals apply`` recorded for it.
+    applied: dict[str, str] = {}
+
+    def expired(self, now_ms: int) -> set[str]:
+        """The retired versions whose grace period is over."""
+        return {key for key, drop_at in self.retired.items() if drop_at <= now_ms}
+
+
+_decoder = msgspec.json.Decoder(VersionTable)
+
+
+def load_versions(store: StateStore) -> VersionTable:
+    raw = store.get_many([VERSIONS_KEY])[0]
+    if raw is None:
+        return VersionTable()
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(f"the store's version table cannot be read: {exc}") from exc
+
+
+def save_versions(store: StateStore, table: VersionTable) -> None:
+    store.write({VERSIONS_KEY: msgspec.json.encode(table)})
+
+
+def cut_over(
+    store: StateStore,
+    registry: SignalRegistry,
+    target: Signal,
+    grace_ms: int,
+    now_ms: int | None = None,
+) -> tuple[Signal | None, VersionTable]:
+    """Serve ``target`` by default from now on, in one write; the version served until now is
+    retired: computed for ``grace_ms`` more (a cut-over back is still instant), then dropped.
+
+    Returns the version served before, and the new table.
+    """
+    if grace_ms < 0:
+        raise ConfigurationError("the grace period must not be negative")
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    table = load_versions(store)
+    registry.serve(table.served)
+    previous = registry.get(target.name) if target.name in registry.names else None
+    table.served[target.name] = target.version
+    table.retired.pop(target.key, None)  # cutting back to a retired version keeps it
+    if previous is not None and previous is not target:
+        table.retired[previous.key] = now + grace_ms
+    save_versions(store, table)
+    registry.serve(table.served)
+    return previous, table

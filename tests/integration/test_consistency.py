@@ -1,0 +1,88 @@
+"""Online/offline consistency: a real HTTP server logs what it answered; the log is recomputed
+offline from the event archive with the training-set machinery, and agrees."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from service_helpers import start_service, stop_service
+
+from usersignals.serving.feature_log import read_feature_log
+
+BIN = Path(sys.executable).parent / "usersignals"
+CONTEXTS = [
+    {},
+    {"window": "1h"},
+    {"names": "recent_engagements,action_counts", "actions": "save,click", "limit": "5"},
+    {"window": "1d", "surfaces": "home,search", "dedupe": "true"},
+]
+
+
+def test_logged_answers_recomputed_offline_agree_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = tmp_path / "feature-log"
+    monkeypatch.setenv("USERSIGNALS_SERVING__FEATURE_LOG_PATH", str(log))
+    monkeypatch.setenv("USERSIGNALS_SERVING__FEATURE_LOG_RATE", "1")
+    service = start_service(tmp_path / "service", events=3_000)
+    try:
+        events = next((service.root / "workload").glob("events*.jsonl"))
+        users = sorted(
+            {json.loads(line)["user_id"] for line in events.read_text().splitlines()[:400]}
+        )[:25]
+        requests = 0
+        with httpx.Client(base_url=service.base_url, timeout=10) as client:
+            for user in [service.busiest_user, *users]:
+                for params in CONTEXTS:
+                    response = client.get(f"/v1/users/{user}/signals", params=params)
+                    assert response.status_code == 200, response.text
+                    requests += 1
+    finally:
+        stop_service(service)
+    records = read_feature_log(log)
+    assert len(records) == requests  # rate 1: every answer is logged
+
+    report = consistency(log, events, service.store)
+    assert report["records"] == requests
+    assert report["skipped"] == 0
+    # Five reference signals for three of the contexts, two for the other.
+    assert report["answers"] == requests // len(CONTEXTS) * (5 * 3 + 2)
+    assert report["mismatches"] == []
+    assert report["exact_share"] == 1.0
+    for key in ("recent_engagements@1", "action_counts@1"):
+        agreement = report["per_signal"][key]
+        assert agreement["exact"] == agreement["answers"] > 0
+
+    # A served answer that differs from the recomputation is caught, and shown.
+    (path,) = log.glob("*.jsonl")
+    lines = path.read_text().splitlines()
+    first = json.loads(lines[0])
+    first["signals"]["action_counts"]["value"]["total"] += 1
+    path.write_text("\n".join([json.dumps(first), *lines[1:]]) + "\n")
+    tampered = consistency(log, events, service.store)
+    assert tampered["exact"] == report["exact"] - 1
+    assert tampered["per_signal"]["action_counts@1"]["within_error"] == (
+        report["per_signal"]["action_counts@1"]["answers"] - 1
+    )
+    (shown,) = tampered["mismatches"]
+    assert shown["signal"] == "action_counts@1"
+    assert shown["online"]["total"] == shown["offline"]["total"] + 1
+
+
+def consistency(log: Path, events: Path, store: Path) -> dict[str, Any]:
+    done = subprocess.run(
+        [
+            str(BIN), "consistency", "--log", str(log), "--events", str(events),
+            "--store", str(store), "--json",
+        ],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout)
+    return report

@@ -1,0 +1,106 @@
+"""The version commands as a user runs them: signals plan / apply / diff / cutover."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from offline_helpers import History, new_store, random_history, stream
+from test_versions import module
+
+from usersignals import SignalRegistry
+
+BIN = Path(sys.executable).parent / "usersignals"
+V1 = 'SIGNALS = [clicks, interests(1, "7d")]\n'
+SHADOWED = 'SIGNALS = [clicks, interests(1, "7d"), interests(2, "3d", True)]\n'
+
+
+@pytest.fixture(scope="module")
+def history() -> History:
+    return random_history(23, events=800, users=30)
+
+
+def cli(*args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run([str(BIN), *args], capture_output=True, text=True, timeout=120)
+    assert done.returncode == code, done.stderr
+    return done
+
+
+def plan(store: Path, signals: str) -> dict[str, dict[str, Any]]:
+    done = cli("signals", "plan", "--signals", signals, "--store", str(store), "--json")
+    return {change["key"]: change for change in json.loads(done.stdout)["changes"]}
+
+
+def streamed(path: Path, history: History, signals: str) -> Path:
+    store = new_store(path, history)
+    try:
+        stream(store, history, 71, registry=SignalRegistry.from_module(signals))
+    finally:
+        store.close()
+    return path
+
+
+def test_plan_and_apply_show_and_record_what_a_module_change_does(
+    tmp_path: Path, history: History
+) -> None:
+    v1 = module(tmp_path, "v1", V1)
+    store = streamed(tmp_path / "store", history, v1)
+    # Nothing recorded yet: the deployed signals' states are already there.
+    first = plan(store, v1)
+    assert first["clicks@1"]["kind"] == "new"
+    assert first["clicks@1"]["needs_backfill"] is False
+    assert first["interests@1"]["serving"] == "default"
+    cli("signals", "apply", "--signals", v1, "--store", str(store))
+    assert {c["kind"] for c in plan(store, v1).values()} == {"unchanged"}
+
+    shadowed = plan(store, module(tmp_path, "shadowed", SHADOWED))
+    assert shadowed["interests@2"]["kind"] == "new"
+    assert shadowed["interests@2"]["needs_backfill"] is True
+    assert shadowed["interests@2"]["serving"] == "shadow"
+    assert shadowed["interests@1"]["kind"] == "unchanged"
+
+    edited = module(tmp_path, "edited", 'SIGNALS = [interests(1, "5d")]\n')
+    changes = plan(store, edited)
+    assert changes["interests@1"]["kind"] == "changed"
+    assert changes["clicks@1"]["kind"] == "removed"
+    refused = cli("signals", "apply", "--signals", edited, "--store", str(store), code=2)
+    assert "bump the version" in refused.stderr
+    # The refused apply recorded nothing.
+    assert {c["kind"] for c in plan(store, v1).values()} == {"unchanged"}
+
+
+def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_new(
+    tmp_path: Path, history: History
+) -> None:
+    shadowed = module(tmp_path, "shadowed", SHADOWED)
+    store = streamed(tmp_path / "store", history, shadowed)
+    common = ["--signals", shadowed, "--store", str(store), "--json"]
+    done = cli("signals", "diff", "interests@1", "interests@2", "--sample", "20", *common)
+    report = json.loads(done.stdout)
+    assert report["users"] == 20
+    assert 0 < report["changed"] <= 20  # a 3 d half-life reorders or rescales some profiles
+    assert report["old_distribution"]["users"] == report["new_distribution"]["users"] == 20
+    assert report["examples"][0]["old"] != report["examples"][0]["new"]
+    same = json.loads(cli("signals", "diff", "interests@1", "interests@1", *common).stdout)
+    assert same["changed"] == 0
+    # Every user of the history holds an interests state (weight 0 for other actions).
+    assert same["users"] == len({event.user_id for event in history.events})
+
+    user = report["examples"][0]["user_id"]
+    get = ["get", user, "--signal", "interests", "--signals", shadowed, "--store", str(store)]
+    assert json.loads(cli(*get).stdout)["signals"]["interests"]["version"] == 1
+    moved = json.loads(
+        cli("signals", "cutover", "interests@2", "--grace", "1h", *common[:-1]).stdout
+    )
+    assert moved["served"] == "interests@2"
+    assert moved["previous"] == "interests@1"
+    served = json.loads(cli(*get).stdout)["signals"]["interests"]
+    assert served["version"] == 2
+    # The same profile as v2 in the diff (scores decay with the clock between the two reads).
+    assert [entry["key"] for entry in served["value"]] == [
+        entry["key"] for entry in report["examples"][0]["new"]
+    ]
