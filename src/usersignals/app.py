@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +28,7 @@ from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
+from usersignals.signals.identity import identity_problem, signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import meta_key
 from usersignals.state.redis import RedisClusterStore, RedisStore
@@ -37,13 +36,6 @@ from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
 
 _SIGNALS_KEY = meta_key("signals")
-
-
-def signals_identity(module: str, registry: SignalRegistry) -> bytes:
-    """What a writer records about the signals it applies: the module and a digest of the
-    compiled definitions (names, versions, filters, aggregations)."""
-    digest = hashlib.sha256(registry.to_json().encode()).hexdigest()
-    return json.dumps({"module": module, "sha256": digest}, sort_keys=True).encode()
 
 
 @dataclass
@@ -266,17 +258,6 @@ def check_signals_identity(store: StateStore, module: str, registry: SignalRegis
     recorded = store.get_many([_SIGNALS_KEY])[0]
     if recorded is None:
         return  # nothing written yet: no writer to disagree with
-    ours = signals_identity(module, registry)
-    if recorded == ours:
-        return
-    try:
-        theirs = json.loads(recorded)
-        described = f"module {theirs['module']!r} (definitions {theirs['sha256'][:12]})"
-    except (ValueError, KeyError, TypeError):
-        described = "signals this version cannot read"
-    mine = json.loads(ours)
-    raise ConfigurationError(
-        f"the store was written with {described}, but this reader is configured with module "
-        f"{module!r} (definitions {mine['sha256'][:12]}); serve the signals the processor "
-        "runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
-    )
+    problem = identity_problem(recorded, module, registry)
+    if problem is not None:
+        raise ConfigurationError(problem)

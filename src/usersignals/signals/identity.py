@@ -1,0 +1,66 @@
+"""What a writer records about the signals it applies, and whether a reader may serve them.
+
+The processor records its module's name and a digest of each signal version's compiled
+definition. A serving worker (or an admin command) configured with a module of its own checks
+that record before it reads: it never imports a module named by the store (whoever can write
+the store must not choose the code a reader runs), and it refuses to read what it would
+misread. A reader may declare shadow versions the writer does not compute yet (their states
+are simply absent), and the writer may compute signals the reader does not serve.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+from usersignals.signals.registry import SignalRegistry
+
+
+def definition_digests(registry: SignalRegistry) -> dict[str, str]:
+    """``name@version`` → a digest of that version's compiled definition."""
+    return {
+        signal.key: hashlib.sha256(
+            json.dumps(signal.to_json(), sort_keys=True).encode()
+        ).hexdigest()
+        for signal in registry.computed
+    }
+
+
+def signals_identity(module: str, registry: SignalRegistry) -> bytes:
+    return json.dumps(
+        {"module": module, "signals": definition_digests(registry)}, sort_keys=True
+    ).encode()
+
+
+def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> str | None:
+    """Why a reader configured with ``module`` must not read a store whose writer recorded
+    ``recorded``; ``None`` when it may."""
+    try:
+        theirs = json.loads(recorded)
+    except ValueError:
+        theirs = None
+    if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
+        written_by = theirs.get("module") if isinstance(theirs, dict) else None
+        return (
+            f"the store was written with module {written_by!r}, whose record of its signal "
+            f"definitions this version cannot read; this reader is configured with module "
+            f"{module!r}: serve the signals the processor runs"
+        )
+    written_by = str(theirs.get("module"))
+    written = {str(key): str(value) for key, value in theirs["signals"].items()}
+    ours = definition_digests(registry)
+    changed = sorted(key for key in ours.keys() & written.keys() if ours[key] != written[key])
+    missing = sorted(signal.key for signal in registry if signal.key not in written)
+    if not changed and not missing:
+        return None
+    reasons = []
+    if changed:
+        reasons.append(f"other definitions under the same version: {', '.join(changed)}")
+    if missing:
+        reasons.append(f"served here but not computed by the writer: {', '.join(missing)}")
+    return (
+        f"the store was written with module {written_by!r}, and this reader, configured with "
+        f"module {module!r}, does not match its signal definitions ({'; '.join(reasons)}); "
+        "serve the signals the "
+        "processor runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
+    )

@@ -1,0 +1,45 @@
+"""Which stores a reader may serve: the writer's recorded signal definitions against its own."""
+
+from __future__ import annotations
+
+from usersignals import Count, Signal, SignalRegistry, days
+from usersignals.signals.identity import identity_problem, signals_identity
+
+
+def clicks(version: int, by: str = "action", shadow: bool = False) -> Signal:
+    return Signal(
+        name="clicks", version=version, aggregate=Count(by=by), retention=days(7), shadow=shadow
+    )
+
+
+def test_the_same_definitions_under_another_module_name_are_served() -> None:
+    recorded = signals_identity("deployed.py", SignalRegistry([clicks(1)]))
+    assert identity_problem(recorded, "my_signals.py", SignalRegistry([clicks(1)])) is None
+
+
+def test_a_shadow_version_the_writer_does_not_compute_yet_is_allowed() -> None:
+    recorded = signals_identity("deployed.py", SignalRegistry([clicks(1)]))
+    reader = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    assert identity_problem(recorded, "next.py", reader) is None
+
+
+def test_another_definition_under_the_same_version_is_refused_naming_it() -> None:
+    recorded = signals_identity("deployed.py", SignalRegistry([clicks(1)]))
+    problem = identity_problem(recorded, "edited.py", SignalRegistry([clicks(1, by="surface")]))
+    assert problem is not None
+    assert "clicks@1" in problem
+    assert "deployed.py" in problem
+    assert "edited.py" in problem
+
+
+def test_a_served_version_the_writer_does_not_compute_is_refused() -> None:
+    recorded = signals_identity("deployed.py", SignalRegistry([clicks(1)]))
+    problem = identity_problem(recorded, "ahead.py", SignalRegistry([clicks(2)]))
+    assert problem is not None
+    assert "not computed by the writer: clicks@2" in problem
+
+
+def test_an_unreadable_record_is_refused() -> None:
+    problem = identity_problem(b"\xff not json", "mine.py", SignalRegistry([clicks(1)]))
+    assert problem is not None
+    assert "cannot read" in problem
