@@ -60,4 +60,9 @@ def test_get_with_a_time_out_of_range_prints_one_line(
         "get", "u-bad", "--signal", "category_interest", "--as-of", "2000-01-01T00:00:00Z",
         "--store", store, cwd=tmp_path,
     )  # fmt: skip
-    assert decayed.returncode == 0, decayed.stderr
+    # Decayed sums cannot take back later events: one line naming the signal, exit 2.
+    assert decayed.returncode == 2, decayed.stderr
+    assert "Traceback" not in decayed.stderr
+    refused = decayed.stderr.strip().splitlines()
+    assert len(refused) == 1, decayed.stderr
+    assert refused[0].startswith("error: as_of: signal 'category_interest' cannot answer")

@@ -91,17 +91,26 @@ def test_times_out_of_range_are_a_400_naming_the_parameter(
     assert batch.json()["parameter"] == parameter
 
 
-@pytest.mark.parametrize("as_of", ["2000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"])
-def test_decayed_signals_read_at_a_far_as_of_answer_without_overflow(
-    service: Service, as_of: str
+def test_decayed_signals_read_long_before_their_events_are_a_422_naming_the_signal(
+    service: Service,
 ) -> None:
     url = f"{service.base_url}/v1/users/{service.busiest_user}/signals"
     names = "category_interest,taste_embedding"
-    response = httpx.get(url, params={"names": names, "as_of": as_of}, timeout=10)
+    response = httpx.get(url, params={"names": names, "as_of": "2000-01-01T00:00:00Z"}, timeout=10)
+    # Decayed sums cannot take back the events after 2000: refused, never an overflow or a 500.
+    assert response.status_code == 422, response.text
+    body = response.json()
+    assert (body["error"], body["parameter"]) == ("as_of_unavailable", "as_of")
+    assert body["signal"] in {"category_interest", "taste_embedding"}
+    assert body["earliest_as_of_ms"] > 946_684_800_000
+
+
+def test_decayed_signals_read_far_in_the_future_answer_without_overflow(service: Service) -> None:
+    url = f"{service.base_url}/v1/users/{service.busiest_user}/signals"
+    names = "category_interest,taste_embedding"
+    response = httpx.get(url, params={"names": names, "as_of": "9999-12-31T23:59:59Z"}, timeout=10)
     assert response.status_code == 200, response.text
     signals = response.json()["signals"]
-    # In 2000 every event is after the view's time, and none counts; by 9999 every score has
-    # decayed to nothing.
-    assert signals["category_interest"]["value"]
-    assert all(entry["score"] == 0 for entry in signals["category_interest"]["value"])
-    assert signals["taste_embedding"]["value"] == {"vector": None, "weight": 0.0}
+    # By 9999 every event is far past the retention: nothing counts.
+    assert signals["category_interest"]["value"] == []
+    assert signals["taste_embedding"]["value"]["vector"] is None

@@ -55,9 +55,10 @@ def test_a_serving_reader_keeps_its_cache_within_the_configured_bytes(tmp_path: 
     processor = build_processor(settings)
     try:
         now = 1_767_225_600_000
-        # 60 users with a few hundred engagements each: LastN states of several KB.
+        # 60 users with a few hundred engagements each, a minute apart: count states of
+        # several KB (LastN is read natively, from the stored bytes, and never cached).
         events = [
-            Event(f"e{u}-{n}", f"u{u}", f"i{n}", "click", "home", now - n)
+            Event(f"e{u}-{n}", f"u{u}", f"i{n}", "click", "home", now - n * 60_000)
             for u in range(60)
             for n in range(300)
         ]
@@ -68,7 +69,7 @@ def test_a_serving_reader_keeps_its_cache_within_the_configured_bytes(tmp_path: 
     reader = open_store_reader(settings)
     try:
         for user in range(60):
-            reader.read(f"u{user}", ["recent_engagements"], ReadContext(now_ms=now))
+            reader.read(f"u{user}", ["action_counts"], ReadContext(now_ms=now))
             assert reader.cache.bytes <= budget
         assert 0 < len(reader.cache) < 60  # some are cached; the budget holds no more
     finally:
