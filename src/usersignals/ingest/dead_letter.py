@@ -19,16 +19,22 @@ class DeadLetterRecord(msgspec.Struct):
 
 
 class DeadLetterFile:
-    """Appends rejected events to a JSONL file, one record per event."""
+    """Appends rejected events to a JSONL file, one record per event.
+
+    The file is opened for each write and closed after it: dead letters are rare, and a
+    runner that holds no open handle has nothing to leak when it stops without closing.
+    """
 
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
-        self._handle = path.open("ab")
         self._encoder = msgspec.json.Encoder()
         self.count = 0
 
     def write(self, bad: list[BadEvent]) -> None:
+        if not bad:
+            return
+        lines = []
         for event in bad:
             position = event.position
             record = DeadLetterRecord(
@@ -38,12 +44,13 @@ class DeadLetterFile:
                 offset=position.offset if position else None,
                 raw=event.raw.decode("utf-8", errors="replace").rstrip("\n"),
             )
-            self._handle.write(self._encoder.encode(record) + b"\n")
+            lines.append(self._encoder.encode(record) + b"\n")
+        with self.path.open("ab") as handle:
+            handle.write(b"".join(lines))
         self.count += len(bad)
-        self._handle.flush()
 
     def close(self) -> None:
-        self._handle.close()
+        """Nothing is held open between writes; kept so callers can close what they own."""
 
     def __enter__(self) -> DeadLetterFile:
         return self
