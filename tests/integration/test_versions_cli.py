@@ -79,19 +79,31 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     shadowed = module(tmp_path, "shadowed", SHADOWED)
     store = streamed(tmp_path / "store", history, shadowed)
     common = ["--signals", shadowed, "--store", str(store), "--json"]
-    done = cli("signals", "diff", "interests@1", "interests@2", "--sample", "20", *common)
+    # As of the history's end: it lies months back, past the retention from today.
+    end = str(max(event.ts for event in history.events))
+    done = cli(
+        "signals", "diff", "interests@1", "interests@2", "--sample", "20",
+        "--context", f"as_of={end}", *common,
+    )  # fmt: skip
     report = json.loads(done.stdout)
     assert report["users"] == 20
     assert 0 < report["changed"] <= 20  # a 3 d half-life reorders or rescales some profiles
     assert report["old_distribution"]["users"] == report["new_distribution"]["users"] == 20
     assert report["examples"][0]["old"] != report["examples"][0]["new"]
-    same = json.loads(cli("signals", "diff", "interests@1", "interests@1", *common).stdout)
+    same = json.loads(
+        cli(
+            "signals", "diff", "interests@1", "interests@1", "--context", f"as_of={end}", *common
+        ).stdout
+    )
     assert same["changed"] == 0
     # Every user of the history holds an interests state (weight 0 for other actions).
     assert same["users"] == len({event.user_id for event in history.events})
 
     user = report["examples"][0]["user_id"]
-    get = ["get", user, "--signal", "interests", "--signals", shadowed, "--store", str(store)]
+    get = [
+        "get", user, "--signal", "interests", "--as-of", end, "--signals", shadowed,
+        "--store", str(store),
+    ]  # fmt: skip
     assert json.loads(cli(*get).stdout)["signals"]["interests"]["version"] == 1
     moved = json.loads(
         cli("signals", "cutover", "interests@2", "--grace", "1h", *common[:-1]).stdout
@@ -100,7 +112,7 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     assert moved["previous"] == "interests@1"
     served = json.loads(cli(*get).stdout)["signals"]["interests"]
     assert served["version"] == 2
-    # The same profile as v2 in the diff (scores decay with the clock between the two reads).
+    # The same profile as v2 in the diff.
     assert [entry["key"] for entry in served["value"]] == [
         entry["key"] for entry in report["examples"][0]["new"]
     ]

@@ -53,6 +53,8 @@ def test_shadow_served_by_name_and_cutover_reaches_every_worker(tmp_path: Path) 
     finally:
         store.close()
     user = history.events[0].user_id
+    # Read as of the history's end: it lies months back, past the retention from today.
+    end = max(event.ts for event in history.events)
     url, server = serve(tmp_path, signals, workers=2)
     try:
         with httpx.Client(base_url=url, timeout=10) as client:
@@ -66,7 +68,8 @@ def test_shadow_served_by_name_and_cutover_reaches_every_worker(tmp_path: Path) 
             body = {
                 "users": [user],
                 "signals": ["interests", "interests@2"],
-                "contexts": {"interests@2": {"limit": 1}},
+                "context": {"as_of": end},
+                "contexts": {"interests@2": {"limit": 1, "as_of": end}},
             }
             (batch,) = client.post("/v1/signals/batch", json=body).json()["results"]
             assert len(batch["signals"]["interests@2"]["value"]) == 1
