@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -65,8 +66,16 @@ class RedisServer:
         """The server's process id (to freeze it with SIGSTOP, say)."""
         return self._process.pid
 
+    def pause(self) -> None:
+        """SIGSTOP: the server keeps its connections but answers nothing (hung, or cut off)."""
+        self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._process.send_signal(signal.SIGCONT)
+
     def stop(self) -> None:
         if self._process.poll() is None:
+            self.resume()  # a paused server would never answer the shutdown
             # A shutdown drops the connection: that error is the success.
             with contextlib.suppress(redis.RedisError):
                 redis.Redis(port=self.port).shutdown(nosave=True)

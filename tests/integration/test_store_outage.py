@@ -14,6 +14,7 @@ from pathlib import Path
 
 import httpx
 import msgspec
+import pytest
 from test_kafka import (
     clean_replay,
     committed,
@@ -54,15 +55,19 @@ def wait_for(condition: object, timeout_s: float, what: str) -> None:
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
+@pytest.mark.parametrize("fault", ["kill", "pause"])
 def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
-    broker: LocalBroker, tmp_path: Path
+    broker: LocalBroker, tmp_path: Path, fault: str
 ) -> None:
-    topic = "outage"
+    """``kill``: SIGKILL, then a restart from its append-only file; ``pause``: SIGSTOP (a hung
+    server: connections stay open, nothing answers), then SIGCONT."""
+    topic = f"outage-{fault}"
     values, items = reference_values(60_000, seed=31)
     ends = produce(broker.bootstrap, topic, values)
-    clean_store = clean_replay(broker, topic, "g-clean-o", tmp_path / "clean", items, ends)
+    clean_store = clean_replay(broker, topic, f"g-clean-{topic}", tmp_path / "clean", items, ends)
 
     server = RedisServer(persistent=True)
+    process = None
     try:
         store = RedisStore(server.url, namespace="outage")
         jsonl = tmp_path / "items.jsonl"
@@ -77,27 +82,36 @@ def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
         }
         port = free_port()
         process = start_processor(
-            broker.bootstrap, topic, "g-outage", tmp_path / "unused",
+            broker.bootstrap, topic, f"g-{topic}", tmp_path / "unused",
             "--metrics-port", str(port), env_extra=env,
         )  # fmt: skip
         wait_for(
-            lambda: sum(committed(broker.bootstrap, "g-outage", topic).values()) > 5_000,
+            lambda: sum(committed(broker.bootstrap, f"g-{topic}", topic).values()) > 5_000,
             120, "the processor to be mid-stream",
         )  # fmt: skip
         assert readiness(port) == 200
-        server.kill()
-        wait_for(lambda: readiness(port) == 503, 30, "/readyz to report the outage")
+        if fault == "kill":
+            server.kill()
+        else:
+            server.pause()
+        wait_for(lambda: readiness(port) == 503, 60, "/readyz to report the outage")
         time.sleep(25)  # longer than the old bounded retries (~21 s) could bridge
         assert process.poll() is None, "the processor exited during the outage"
-        server.start()
+        if fault == "kill":
+            server.start()
+        else:
+            server.resume()
         wait_for(lambda: readiness(port) == 200, 60, "/readyz to recover")
-        wait_caught_up(broker.bootstrap, "g-outage", topic, ends, timeout_s=300)
+        wait_caught_up(broker.bootstrap, f"g-{topic}", topic, ends, timeout_s=300)
         code, err = stop(process)
         assert code == 0, err
         store = RedisStore(server.url, namespace="outage")
         got = dict(store.scan(b"u:"))
         store.close()
     finally:
+        if process is not None and process.poll() is None:
+            process.kill()  # only on a failure above: the happy path stopped it
+            process.communicate(timeout=30)
         server.stop()
     expected = records(clean_store)
     assert got.keys() == expected.keys()

@@ -85,7 +85,10 @@ class RedisStore(_RedisTable):
                 url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=5),
+                # One quick retry, for a dropped connection. Outages are retried by the
+                # processor (StoreRetry), which also reports them; more retries here multiply
+                # (redis-py retries the reconnect too) and hid a hung server for over a minute.
+                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=1),
                 retry_on_timeout=True,
             )
             client.ping()
