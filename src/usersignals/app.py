@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,22 +23,13 @@ from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.http import ServingState, worker_name
+from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch, signals_identity
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import meta_key
 from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
-
-_SIGNALS_KEY = meta_key("signals")
-
-
-def signals_identity(module: str, registry: SignalRegistry) -> bytes:
-    """What a writer records about the signals it applies: the module and a digest of the
-    compiled definitions (names, versions, filters, aggregations)."""
-    digest = hashlib.sha256(registry.to_json().encode()).hexdigest()
-    return json.dumps({"module": module, "sha256": digest}, sort_keys=True).encode()
 
 
 @dataclass
@@ -145,7 +134,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             keep_raw_events=settings.processing.keep_raw_events,
         )
         # Record which signals write this store: readers refuse to serve other ones.
-        store.write({_SIGNALS_KEY: signals_identity(settings.signals, registry)})
+        store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:
         store.close()
         raise
@@ -207,6 +196,7 @@ def build_serving_state(settings: Settings) -> ServingState:
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
         raw=raw,
         front=front_door(settings),
+        writer=WriterCheck(signals_identity(settings.signals, reader.registry)),
     )
 
 
@@ -233,28 +223,10 @@ def open_store_reader(settings: Settings, signals: str | None = None) -> SignalR
     store = open_store(settings, read_only=True)
     try:
         registry = SignalRegistry.from_module(module)
-        check_signals_identity(store, module, registry)
+        problem = mismatch(store.get_many([SIGNALS_KEY])[0], signals_identity(module, registry))
+        if problem is not None:
+            raise ConfigurationError(problem)
     except Exception:
         store.close()
         raise
     return SignalReader(registry, store, cache_bytes=settings.serving.state_cache_bytes)
-
-
-def check_signals_identity(store: StateStore, module: str, registry: SignalRegistry) -> None:
-    recorded = store.get_many([_SIGNALS_KEY])[0]
-    if recorded is None:
-        return  # nothing written yet: no writer to disagree with
-    ours = signals_identity(module, registry)
-    if recorded == ours:
-        return
-    try:
-        theirs = json.loads(recorded)
-        described = f"module {theirs['module']!r} (definitions {theirs['sha256'][:12]})"
-    except (ValueError, KeyError, TypeError):
-        described = "signals this version cannot read"
-    mine = json.loads(ours)
-    raise ConfigurationError(
-        f"the store was written with {described}, but this reader is configured with module "
-        f"{module!r} (definitions {mine['sha256'][:12]}); serve the signals the processor "
-        "runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
-    )

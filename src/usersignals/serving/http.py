@@ -32,7 +32,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from usersignals.aggregations.context import ReadContext
-from usersignals.errors import ContextError, SignalNotFoundError, UserSignalsError
+from usersignals.errors import ContextError, SignalNotFoundError, StoreError, UserSignalsError
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import BadEvent, Event
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -45,6 +45,7 @@ from usersignals.serving.guards import (
     token_problem,
     unauthorized,
 )
+from usersignals.serving.identity import SIGNALS_KEY, WriterCheck
 from usersignals.serving.metrics_port import MetricsServer
 from usersignals.serving.openapi import DOCS_HTML, openapi_document
 from usersignals.serving.raw import RawRecomputer
@@ -93,6 +94,8 @@ class ServingState:
     last_refresh: float = field(default_factory=time.monotonic)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     front: FrontDoor = field(default_factory=FrontDoor)
+    #: None: do not watch which signals write the store (e.g. a test over a bare store).
+    writer: WriterCheck | None = None
 
     def __post_init__(self) -> None:
         self.reads = StoreReads(self.front.read_timeout_s)
@@ -245,6 +248,7 @@ def create_app(state: ServingState) -> Starlette:
             for name in names:
                 registry.get(name)  # 404 for an unknown name before any work
         context = ReadContext.parse(params)
+        _check_writer(state)
         raw = state.raw
         if raw is not None:
             return _json(await state.reads.run(lambda: raw.read(user_id, names, context)))
@@ -277,6 +281,7 @@ def create_app(state: ServingState) -> Starlette:
             for signal in signals
         ]
         users = body.users
+        _check_writer(state)
         raw = state.raw
         if raw is not None:
 
@@ -348,6 +353,8 @@ def create_app(state: ServingState) -> Starlette:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if state.writer is not None and state.writer.problem is not None:
+            return _json({"status": "other_signals", "message": state.writer.problem}, 503)
         lag = time.monotonic() - state.last_refresh
         if lag > max(5 * state.refresh_interval_s, 1.0):
             return _json({"status": "stale", "seconds_since_refresh": round(lag, 3)}, 503)
@@ -414,14 +421,25 @@ def create_app(state: ServingState) -> Starlette:
 
 
 async def _refresh_forever(state: ServingState) -> None:
-    """Catch up with the processor's writes every interval (RocksDB secondary)."""
+    """Catch up with the processor's writes every interval (RocksDB secondary), and watch
+    which signals write the store."""
+    store = state.reader.store
     while True:
         try:
             await asyncio.to_thread(state.reader.store.refresh)
+            if state.writer is not None:
+                recorded = await state.reads.run(lambda: store.get_many([SIGNALS_KEY])[0])
+                state.writer.observe(recorded)
             state.last_refresh = time.monotonic()
         except UserSignalsError as exc:
             logger.warning("store refresh failed: %s", exc)
         await asyncio.sleep(state.refresh_interval_s)
+
+
+def _check_writer(state: ServingState) -> None:
+    """Refuse to read a store that a processor with other signals now writes (503)."""
+    if state.writer is not None and state.writer.problem is not None:
+        raise StoreError("state", "read", state.writer.problem)
 
 
 def _same(given: str, expected: str) -> bool:
