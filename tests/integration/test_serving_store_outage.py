@@ -64,8 +64,12 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
         "USERSIGNALS_SERVING__READ_TIMEOUT_MS": str(READ_TIMEOUT_MS),
     }
+    log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
+        [str(BIN / "usersignals"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=log.open("wb"),
     )
     base = f"http://127.0.0.1:{port}"
     signals_url = f"{base}/v1/users/u1/signals?names=action_counts"
@@ -94,6 +98,7 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         os.kill(redis_server.pid, signal.SIGCONT)
         recovered = wait_status(signals_url, 200, timeout_s=30)
         assert recovered.status_code == 200
+        assert "Traceback" not in log.read_text()
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
         stop_process(server)

@@ -101,7 +101,7 @@ class ServingState:
         self.reads = StoreReads(self.front.read_timeout_s)
         self.client_disconnects = Counter(
             "usersignals_http_client_disconnects",
-            "Requests whose client went away before the body was read, by route",
+            "Requests whose client went away before they were answered, by route",
             ["route"],
             registry=self.metrics,
         )
@@ -147,8 +147,10 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
         started = time.perf_counter()
         try:
             response = await handler(request)
-        except ClientDisconnect:
-            # The client went away mid-upload: nothing to answer, nothing wrong with us.
+        except (ClientDisconnect, asyncio.CancelledError):
+            # The client went away: mid-upload (Starlette says so), or while its answer was
+            # read off the loop (the server cancels the request). Nothing to answer, nothing
+            # wrong with us: counted, not logged as an error.
             state.client_disconnects.labels(route).inc()
             return Response(status_code=499)
         except ContextError as exc:
@@ -424,6 +426,7 @@ async def _refresh_forever(state: ServingState) -> None:
     """Catch up with the processor's writes every interval (RocksDB secondary), and watch
     which signals write the store."""
     store = state.reader.store
+    failing = False
     while True:
         try:
             await asyncio.to_thread(state.reader.store.refresh)
@@ -431,8 +434,13 @@ async def _refresh_forever(state: ServingState) -> None:
                 recorded = await state.reads.run(lambda: store.get_many([SIGNALS_KEY])[0])
                 state.writer.observe(recorded)
             state.last_refresh = time.monotonic()
+            if failing:
+                logger.warning("store refresh works again")
+            failing = False
         except UserSignalsError as exc:
-            logger.warning("store refresh failed: %s", exc)
+            if not failing:  # once per outage, not every interval
+                logger.warning("store refresh failed (not ready until it works): %s", exc)
+            failing = True
         await asyncio.sleep(state.refresh_interval_s)
 
 
