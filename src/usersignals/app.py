@@ -204,6 +204,7 @@ def front_door(settings: Settings) -> FrontDoor:
     serving = settings.serving
     return FrontDoor(
         tokens=Tokens(read=serving.read_token, ingest=serving.ingest_token),
+        offload_reads=settings.store.backend != "rocksdb",
         read_timeout_s=serving.read_timeout_ms / 1000,
         body_timeout_s=serving.body_timeout_ms / 1000,
         metrics_port=serving.metrics_port,

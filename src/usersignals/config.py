@@ -114,7 +114,7 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A request body not received within this answers 408 and the connection is closed.
     body_timeout_ms: int = 10_000
     #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
-    state_cache_bytes: int = 64 << 20
+    state_cache_bytes: int = 256 << 20
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

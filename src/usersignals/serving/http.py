@@ -98,7 +98,7 @@ class ServingState:
     writer: WriterCheck | None = None
 
     def __post_init__(self) -> None:
-        self.reads = StoreReads(self.front.read_timeout_s)
+        self.reads = StoreReads(self.front.read_timeout_s, self.front.offload_reads)
         self.client_disconnects = Counter(
             "usersignals_http_client_disconnects",
             "Requests whose client went away before they were answered, by route",
