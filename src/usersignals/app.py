@@ -26,16 +26,14 @@ from usersignals.processing.store_retry import StoreRetry
 from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.http import ServingState, worker_name
+from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import SignalReader
-from usersignals.signals.identity import identity_problem, signals_identity
+from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import meta_key
 from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
-
-_SIGNALS_KEY = meta_key("signals")
 
 
 @dataclass
@@ -135,7 +133,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
         # Record which signals write this store: readers refuse to serve other ones.
-        store.write({_SIGNALS_KEY: signals_identity(settings.signals, registry)})
+        store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:
         store.close()
         raise
@@ -196,6 +194,7 @@ def build_serving_state(settings: Settings) -> ServingState:
         raw=raw,
         front=front_door(settings),
         feature_log=build_feature_log(settings),
+        writer=WriterCheck(settings.signals, reader.registry),
     )
 
 
@@ -203,6 +202,7 @@ def front_door(settings: Settings) -> FrontDoor:
     serving = settings.serving
     return FrontDoor(
         tokens=Tokens(read=serving.read_token, ingest=serving.ingest_token),
+        offload_reads=settings.store.backend != "rocksdb",
         read_timeout_s=serving.read_timeout_ms / 1000,
         body_timeout_s=serving.body_timeout_ms / 1000,
         metrics_port=serving.metrics_port,
@@ -247,17 +247,10 @@ def open_store_reader(settings: Settings, signals: str | None = None) -> SignalR
     store = open_store(settings, read_only=True)
     try:
         registry = SignalRegistry.from_module(module)
-        check_signals_identity(store, module, registry)
+        problem = mismatch(store.get_many([SIGNALS_KEY])[0], module, registry)
+        if problem is not None:
+            raise ConfigurationError(problem)
     except Exception:
         store.close()
         raise
     return SignalReader(registry, store, cache_bytes=settings.serving.state_cache_bytes)
-
-
-def check_signals_identity(store: StateStore, module: str, registry: SignalRegistry) -> None:
-    recorded = store.get_many([_SIGNALS_KEY])[0]
-    if recorded is None:
-        return  # nothing written yet: no writer to disagree with
-    problem = identity_problem(recorded, module, registry)
-    if problem is not None:
-        raise ConfigurationError(problem)

@@ -147,7 +147,7 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A request body not received within this answers 408 and the connection is closed.
     body_timeout_ms: PositiveMilliseconds = 10_000
     #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
-    state_cache_bytes: Count = 64 << 20
+    state_cache_bytes: Count = 256 << 20
     #: Log what the API answers (a sampled share, 0 to 1, of GET /v1/users/{id}/signals) as
     #: JSON lines in this directory, for ``usersignals consistency``; empty: no logging.
     feature_log_path: str = ""

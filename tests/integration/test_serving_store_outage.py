@@ -64,8 +64,12 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
         "USERSIGNALS_SERVING__READ_TIMEOUT_MS": str(READ_TIMEOUT_MS),
     }
+    log = tmp_path / "server.log"
     server = subprocess.Popen(
-        [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
+        [str(BIN / "usersignals"), "serve", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stderr=log.open("wb"),
     )
     base = f"http://127.0.0.1:{port}"
     signals_url = f"{base}/v1/users/u1/signals?names=action_counts"
@@ -94,6 +98,44 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         os.kill(redis_server.pid, signal.SIGCONT)
         recovered = wait_status(signals_url, 200, timeout_s=30)
         assert recovered.status_code == 200
+        assert "Traceback" not in log.read_text()
     finally:
         os.kill(redis_server.pid, signal.SIGCONT)
+        stop_process(server)
+
+
+def test_a_worker_goes_not_ready_when_other_signals_start_writing_its_store(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    store = StoreSettings(backend="redis", redis_url=redis_server.url)
+    build_processor(Settings(store=store)).close()  # the reference signals write the store
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    server = subprocess.Popen(
+        [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_status(f"{base}/readyz", 200, timeout_s=30).status_code == 200
+        # A processor with the next version of the signals starts writing the same store.
+        module = tmp_path / "next_version.py"
+        module.write_text(
+            "from usersignals import Count, Signal, days\n"
+            'clicks = Signal(name="clicks", version=2, aggregate=Count(), retention=days(7))\n'
+        )
+        build_processor(Settings(signals=str(module), store=store)).close()
+        not_ready = wait_status(f"{base}/readyz", 503, timeout_s=30)
+        assert not_ready.json()["status"] == "other_signals"
+        assert "next_version.py" in not_ready.json()["message"]
+        read = httpx.get(f"{base}/v1/users/u1/signals", timeout=10)
+        assert read.status_code == 503
+        assert "next_version.py" in read.json()["message"]
+        build_processor(Settings(store=store)).close()  # rolled back
+        assert wait_status(f"{base}/readyz", 200, timeout_s=30).status_code == 200
+    finally:
         stop_process(server)

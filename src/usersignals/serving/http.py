@@ -38,6 +38,7 @@ from usersignals.errors import (
     ContextError,
     IngestUnavailableError,
     SignalNotFoundError,
+    StoreError,
     UserSignalsError,
 )
 from usersignals.events.decode import EventDecoder
@@ -53,6 +54,7 @@ from usersignals.serving.guards import (
     token_problem,
     unauthorized,
 )
+from usersignals.serving.identity import SIGNALS_KEY, WriterCheck
 from usersignals.serving.metrics_port import MetricsServer
 from usersignals.serving.openapi import DOCS_HTML, openapi_document
 from usersignals.serving.raw import RawRecomputer
@@ -103,12 +105,14 @@ class ServingState:
     last_refresh: float = field(default_factory=time.monotonic)
     metrics: CollectorRegistry = field(default_factory=CollectorRegistry)
     front: FrontDoor = field(default_factory=FrontDoor)
+    #: None: do not watch which signals write the store (e.g. a test over a bare store).
+    writer: WriterCheck | None = None
 
     def __post_init__(self) -> None:
-        self.reads = StoreReads(self.front.read_timeout_s)
+        self.reads = StoreReads(self.front.read_timeout_s, self.front.offload_reads)
         self.client_disconnects = Counter(
             "usersignals_http_client_disconnects",
-            "Requests whose client went away before the body was read, by route",
+            "Requests whose client went away before they were answered, by route",
             ["route"],
             registry=self.metrics,
         )
@@ -175,8 +179,10 @@ def _endpoint(state: ServingState, route: str, handler: Handler) -> Handler:
                 signal=exc.signal,
                 earliest_as_of_ms=exc.earliest_ms,
             )
-        except ClientDisconnect:
-            # The client went away mid-upload: nothing to answer, nothing wrong with us.
+        except (ClientDisconnect, asyncio.CancelledError):
+            # The client went away: mid-upload (Starlette says so), or while its answer was
+            # read off the loop (the server cancels the request). Nothing to answer, nothing
+            # wrong with us: counted, not logged as an error.
             state.client_disconnects.labels(route).inc()
             return Response(status_code=499)
         except ContextError as exc:
@@ -282,6 +288,7 @@ def create_app(state: ServingState) -> Starlette:
             for name in names:
                 registry.get(name)  # 404 for an unknown name before any work
         context = ReadContext.parse(params)
+        _check_writer(state)
         raw = state.raw
         if raw is not None:
             result = await state.reads.run(lambda: raw.read(user_id, names, context))
@@ -320,6 +327,7 @@ def create_app(state: ServingState) -> Starlette:
             for signal in signals
         ]
         users = body.users
+        _check_writer(state)
         raw = state.raw
         if raw is not None:
 
@@ -395,6 +403,8 @@ def create_app(state: ServingState) -> Starlette:
         return _json({"status": "ok"})
 
     async def readyz(request: Request) -> Response:
+        if state.writer is not None and state.writer.problem is not None:
+            return _json({"status": "other_signals", "message": state.writer.problem}, 503)
         lag = time.monotonic() - state.last_refresh
         log = await asyncio.to_thread(state.log.status)
         state.backlog.set(log.backlog_bytes)
@@ -466,14 +476,31 @@ def create_app(state: ServingState) -> Starlette:
 
 
 async def _refresh_forever(state: ServingState) -> None:
-    """Catch up with the processor's writes every interval (RocksDB secondary)."""
+    """Catch up with the processor's writes every interval (RocksDB secondary), and watch
+    which signals write the store."""
+    store = state.reader.store
+    failing = False
     while True:
         try:
             await asyncio.to_thread(state.reader.refresh)
+            if state.writer is not None:
+                recorded = await state.reads.run(lambda: store.get_many([SIGNALS_KEY])[0])
+                state.writer.observe(recorded)
             state.last_refresh = time.monotonic()
+            if failing:
+                logger.warning("store refresh works again")
+            failing = False
         except UserSignalsError as exc:
-            logger.warning("store refresh failed: %s", exc)
+            if not failing:  # once per outage, not every interval
+                logger.warning("store refresh failed (not ready until it works): %s", exc)
+            failing = True
         await asyncio.sleep(state.refresh_interval_s)
+
+
+def _check_writer(state: ServingState) -> None:
+    """Refuse to read a store that a processor with other signals now writes (503)."""
+    if state.writer is not None and state.writer.problem is not None:
+        raise StoreError("state", "read", state.writer.problem)
 
 
 def _same(given: str, expected: str) -> bool:

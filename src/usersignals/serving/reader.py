@@ -47,7 +47,7 @@ class UserSignals(msgspec.Struct):
 
 class SignalReader:
     def __init__(
-        self, registry: SignalRegistry, store: StateStore, cache_bytes: int = 64 << 20
+        self, registry: SignalRegistry, store: StateStore, cache_bytes: int = 256 << 20
     ) -> None:
         self.registry = registry
         self.store = store
