@@ -16,7 +16,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::context::ReadContext;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
@@ -195,8 +194,8 @@ fn common_prefix(a: &str, b: &str) -> usize {
         .map_or(a.len().min(b.len()), |((i, _), _)| i)
 }
 
-pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
-    let mut r = Reader::new(data);
+/// Version, field count and entry count, then the times: what `decode` and the view share.
+fn decode_header(r: &mut Reader<'_>, columns: usize) -> Result<(usize, Vec<i64>), CoreError> {
     let version = r.u8()?;
     if version != FORMAT_VERSION {
         return Err(CoreError::Codec(format!(
@@ -210,26 +209,30 @@ pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
         )));
     }
     let count = r.len(5)?;
-    let mut entries: Vec<Entry> = Vec::with_capacity(count);
+    let mut times = Vec::with_capacity(count);
     if count > 0 {
         let mut ts = r.i64()?;
-        entries.push(Entry {
-            ts,
-            tie: 0,
-            values: Vec::with_capacity(columns),
-        });
+        times.push(ts);
         for _ in 1..count {
             ts = ts.wrapping_sub(r.u64()? as i64);
-            entries.push(Entry {
-                ts,
-                tie: 0,
-                values: Vec::with_capacity(columns),
-            });
+            times.push(ts);
         }
-        for entry in entries.iter_mut() {
-            let bytes: [u8; 4] = r.bytes(4)?.try_into().expect("4 bytes were read");
-            entry.tie = u32::from_le_bytes(bytes);
-        }
+    }
+    Ok((count, times))
+}
+
+pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
+    let mut r = Reader::new(data);
+    let (_, times) = decode_header(&mut r, columns)?;
+    let mut entries = Vec::with_capacity(times.len());
+    for ts in times {
+        let bytes: [u8; 4] = r.bytes(4)?.try_into().expect("4 bytes were read");
+        let tie = u32::from_le_bytes(bytes);
+        entries.push(Entry {
+            ts,
+            tie,
+            values: Vec::with_capacity(columns),
+        });
     }
     for _ in 0..columns {
         decode_column(&mut r, &mut entries)?;
@@ -300,55 +303,7 @@ impl ReadFields {
     }
 }
 
-fn in_set(set: &HashSet<String>, value: &Value) -> bool {
-    matches!(value, Value::Str(s) if set.contains(s))
-}
-
-/// The entries a context selects, newest first, and the newest time the view includes.
-pub fn read<'a>(
-    spec: &LastNSpec,
-    entries: &'a [Entry],
-    context: &ReadContext,
-) -> (Vec<&'a Entry>, Option<i64>) {
-    let fields = ReadFields::of(spec);
-    let limit = context.limit.unwrap_or(spec.n);
-    let mut seen: HashSet<PyKey<'_>> = HashSet::new();
-    let mut out = Vec::new();
-    let mut newest = None;
-    for entry in entries {
-        if entry.ts > context.end_ms {
-            continue;
-        }
-        newest.get_or_insert(entry.ts);
-        if context.start_ms.is_some_and(|start| entry.ts < start) {
-            break;
-        }
-        if let (Some(actions), Some(i)) = (&context.actions, fields.action) {
-            if !in_set(actions, &entry.values[i]) {
-                continue;
-            }
-        }
-        if let (Some(surfaces), Some(i)) = (&context.surfaces, fields.surface) {
-            if !in_set(surfaces, &entry.values[i]) {
-                continue;
-            }
-        }
-        if let Some(i) = fields.item_id {
-            let item = &entry.values[i];
-            if in_set(&context.exclude, item) {
-                continue;
-            }
-            if context.dedupe && !seen.insert(item.py_key()) {
-                continue;
-            }
-        }
-        out.push(entry);
-        if out.len() >= limit {
-            break;
-        }
-    }
-    (out, newest)
-}
+pub mod view;
 
 #[cfg(test)]
 mod tests;

@@ -50,14 +50,7 @@ impl Value {
             Value::Null => PyKey::Null,
             Value::Bool(b) => PyKey::Num(i64::from(*b)),
             Value::Int(i) => PyKey::Num(*i),
-            Value::Float(f) => {
-                // 2^63 as f64; integral floats inside i64's range equal that integer in Python.
-                if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 {
-                    PyKey::Num(*f as i64)
-                } else {
-                    PyKey::FloatBits(f.to_bits())
-                }
-            }
+            Value::Float(f) => float_key(*f),
             Value::Str(s) => PyKey::Str(s),
         }
     }
@@ -156,6 +149,80 @@ impl Value {
             serde_json::Value::String(s) => Value::Str(s.clone()),
             other => return Err(CoreError::Plan(format!("not a scalar value: {other}"))),
         })
+    }
+}
+
+fn float_key(f: f64) -> PyKey<'static> {
+    // 2^63 as f64; integral floats inside i64's range equal that integer in Python.
+    if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 {
+        PyKey::Num(f as i64)
+    } else {
+        PyKey::FloatBits(f.to_bits())
+    }
+}
+
+/// A value borrowed from stored bytes (see `last_n::view`): no allocation per value.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum ValueRef<'a> {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    Str(&'a str),
+    /// A string of a prefixed column: the column's shared prefix and this entry's suffix.
+    Prefixed(&'a str, &'a str),
+}
+
+impl<'a> ValueRef<'a> {
+    /// Decode one tagged value (the format of `Value::encode`), strings as slices.
+    pub fn decode(r: &mut Reader<'a>) -> Result<Self, CoreError> {
+        Ok(match r.u8()? {
+            TAG_NULL => ValueRef::Null,
+            TAG_FALSE => ValueRef::Bool(false),
+            TAG_TRUE => ValueRef::Bool(true),
+            TAG_INT => ValueRef::Int(r.i64()?),
+            TAG_FLOAT => {
+                let bytes: [u8; 8] = r.bytes(8)?.try_into().expect("8 bytes were read");
+                ValueRef::Float(f64::from_le_bytes(bytes))
+            }
+            TAG_STR => {
+                let n = r.len(1)?;
+                ValueRef::Str(
+                    std::str::from_utf8(r.bytes(n)?)
+                        .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?,
+                )
+            }
+            tag => return Err(CoreError::Codec(format!("unknown value tag {tag}"))),
+        })
+    }
+
+    /// Python's equality key. Within one column every string shares the prefix, so the
+    /// suffix alone is the key of a prefixed string.
+    pub fn py_key(&self) -> PyKey<'a> {
+        match *self {
+            ValueRef::Null => PyKey::Null,
+            ValueRef::Bool(b) => PyKey::Num(i64::from(b)),
+            ValueRef::Int(i) => PyKey::Num(i),
+            ValueRef::Float(f) => float_key(f),
+            ValueRef::Str(s) | ValueRef::Prefixed(_, s) => PyKey::Str(s),
+        }
+    }
+
+    /// The value's text if it is a string, joined into `buf` when it has a prefix.
+    pub fn text<'b>(&self, buf: &'b mut String) -> Option<&'b str>
+    where
+        'a: 'b,
+    {
+        match *self {
+            ValueRef::Str(s) => Some(s),
+            ValueRef::Prefixed(prefix, suffix) => {
+                buf.clear();
+                buf.push_str(prefix);
+                buf.push_str(suffix);
+                Some(buf.as_str())
+            }
+            _ => None,
+        }
     }
 }
 

@@ -14,8 +14,10 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use usersignals_core::batch::{execute, Batch};
 use usersignals_core::context::ReadContext;
 use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
+use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
 use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
+use usersignals_core::value::ValueRef;
 use usersignals_core::{CoreError as Error, Value};
 
 create_exception!(
@@ -67,6 +69,20 @@ fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(f) => PyFloat::new(py, *f).into_any(),
         Value::Str(s) => PyString::new(py, s).into_any(),
+    })
+}
+
+fn ref_to_py<'py>(
+    py: Python<'py>,
+    value: ValueRef<'_>,
+    text: &mut String,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        ValueRef::Null => py.None().into_bound(py),
+        ValueRef::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
+        ValueRef::Int(i) => i.into_pyobject(py)?.into_any(),
+        ValueRef::Float(f) => PyFloat::new(py, f).into_any(),
+        other => PyString::new(py, other.text(text).unwrap_or_default()).into_any(),
     })
 }
 
@@ -188,7 +204,7 @@ impl NativePlans {
         limit: Option<usize>,
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
         let (_, spec) = self.last_n(plan)?;
-        let entries = last_n::decode(state, spec.keep.len()).map_err(raise)?;
+        let view = LastNView::parse(state, spec.keep.len()).map_err(raise)?;
         let context = ReadContext {
             end_ms,
             start_ms,
@@ -198,16 +214,17 @@ impl NativePlans {
             dedupe,
             limit,
         };
-        let (selected, newest) = last_n::read(spec, &entries, &context);
+        let (rows, newest) = view.select(spec, &context);
         let ts_key = PyString::intern(py, "ts");
         let keys: Vec<Bound<'py, PyString>> =
             spec.keep.iter().map(|k| PyString::intern(py, k)).collect();
         let out = PyList::empty(py);
-        for entry in selected {
+        let mut text = String::new();
+        for row in rows {
             let record = PyDict::new(py);
-            record.set_item(&ts_key, entry.ts)?;
-            for (key, value) in keys.iter().zip(&entry.values) {
-                record.set_item(key, to_py(py, value)?)?;
+            record.set_item(&ts_key, view.ts[row])?;
+            for (column, key) in keys.iter().enumerate() {
+                record.set_item(key, ref_to_py(py, view.get(column, row), &mut text)?)?;
             }
             out.append(record)?;
         }

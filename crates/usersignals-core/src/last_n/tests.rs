@@ -1,6 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::context::ReadContext;
 
 fn spec(n: usize, dedupe: bool) -> LastNSpec {
     LastNSpec {
@@ -174,13 +175,21 @@ fn read_applies_the_context_like_the_reference() {
         dedupe: true,
         ..ReadContext::default()
     };
-    let (got, newest) = read(&spec, &entries, &context);
+    let bytes = encode(&entries, 3);
+    let view = view::LastNView::parse(&bytes, 3).unwrap();
+    let (rows, newest) = view.select(&spec, &context);
     assert_eq!(newest, Some(40));
-    assert_eq!(got.iter().map(|e| e.ts).collect::<Vec<_>>(), [30]);
+    assert_eq!(rows.iter().map(|r| view.ts[*r]).collect::<Vec<_>>(), [30]);
     let everything = ReadContext {
         end_ms: 100,
         limit: Some(2),
         ..ReadContext::default()
     };
-    assert_eq!(read(&spec, &entries, &everything).0.len(), 2);
+    assert_eq!(view.select(&spec, &everything).0, [0, 1]);
+    let not_these = ReadContext {
+        end_ms: 100,
+        exclude: ["i1".into()].into(),
+        ..everything
+    };
+    assert_eq!(view.select(&spec, &not_these).0, [1, 3]);
 }
