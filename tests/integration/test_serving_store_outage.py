@@ -65,12 +65,13 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         "USERSIGNALS_SERVING__READ_TIMEOUT_MS": str(READ_TIMEOUT_MS),
     }
     log = tmp_path / "server.log"
-    server = subprocess.Popen(
-        [str(BIN / "usersignals"), "serve", "--port", str(port)],
-        env=env,
-        cwd=tmp_path,
-        stderr=log.open("wb"),
-    )
+    with log.open("wb") as log_file:  # the child keeps its own descriptor
+        server = subprocess.Popen(
+            [str(BIN / "usersignals"), "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stderr=log_file,
+        )
     base = f"http://127.0.0.1:{port}"
     signals_url = f"{base}/v1/users/u1/signals?names=action_counts"
     try:
