@@ -32,8 +32,8 @@ class FieldKind:
     def problem(self, value: Any) -> str | None:
         """``None`` when ``value`` fits this kind, else the reason it does not."""
         if self.name == "key":
-            ok = isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool))
-            return None if ok else WRONG_TYPE
+            kind = type(value)  # exact types: a bool is an int subclass, and not a key
+            return None if kind is str or kind is int else WRONG_TYPE
         if self.name == "scalar":
             if isinstance(value, float):
                 return None if math.isfinite(value) else NOT_FINITE
@@ -43,15 +43,21 @@ class FieldKind:
         return self._vector_problem(value)
 
     def _vector_problem(self, value: Any) -> str | None:
+        # Checked per fetched record, so kept to C-level passes over the components.
         if not isinstance(value, list | tuple):
             return WRONG_TYPE
         if len(value) != self.dim:
             return WRONG_LENGTH
-        for component in value:
-            problem = _number_problem(component)
-            if problem is not None:
-                return problem
-        return None
+        if not set(map(type, value)) <= _NUMBER_TYPES:
+            return WRONG_TYPE
+        try:
+            total = math.fsum(value)  # nan or inf if any component is
+        except OverflowError:
+            return NOT_FINITE
+        return None if math.isfinite(total) else NOT_FINITE
+
+
+_NUMBER_TYPES = frozenset({int, float})
 
 
 def _number_problem(value: Any) -> str | None:

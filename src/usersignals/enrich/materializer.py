@@ -173,10 +173,12 @@ class Materializer:
                 value = record.get(name)
                 if value is None:
                     continue
-                reason = next((r for kind in kinds if (r := kind.problem(value))), None)
-                if reason is not None:
-                    record = {k: v for k, v in record.items() if k != name}
-                    self._count_bad(source, name, reason)
+                for kind in kinds:
+                    reason = kind.problem(value)
+                    if reason is not None:
+                        record = {k: v for k, v in record.items() if k != name}
+                        self._count_bad(source, name, reason)
+                        break
             out[key] = record
         return out
 
