@@ -299,14 +299,22 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
 def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twice(
     broker: LocalBroker, redis_url: str, tmp_path: Path
 ) -> None:
-    """Two processors in one group over a shared Redis store: one joins mid-stream, the other
-    leaves mid-stream; the result equals one clean replay, byte for byte."""
+    """Two processors in one group over a shared Redis store share the stream, then one leaves
+    mid-stream; the result equals one clean replay, byte for byte.
+
+    The stream is produced in two parts, each only once the group is where the test needs it,
+    so "mid-stream" holds however fast the processors run: the first part once both
+    processors hold partitions, the second once one of them has left.
+    """
     topic = "rebalance"
     values, items = reference_values(150_000, seed=17)
-    ends = produce(broker.bootstrap, topic, values)
+    ends: dict[int, int] = {}
 
-    clean_store = clean_replay(broker, topic, "g-clean-r", tmp_path / "clean", items, ends)
+    def produce_part(part: list[tuple[bytes, bytes]]) -> None:
+        for partition, end in produce(broker.bootstrap, topic, part).items():
+            ends[partition] = max(ends.get(partition, 0), end)
 
+    create_topic(broker.bootstrap, topic, PARTITIONS)
     shared = RedisStore(redis_url, namespace="rebalance")
     jsonl = tmp_path / "items.jsonl"
     jsonl.write_bytes(msgspec.json.Encoder().encode_lines(items))
@@ -317,35 +325,39 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
         "USERSIGNALS_STORE__REDIS_NAMESPACE": "rebalance",
         "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "2000",
     }
-    total = sum(ends.values())
-    first = start_processor(
-        broker.bootstrap, topic, "g-shared", tmp_path / "unused-a", env_extra=redis_env
-    )
-    wait_committed(broker.bootstrap, "g-shared", topic, total // 10, first)  # part of the way
-    second_metrics = free_port()
-    second = start_processor(
-        broker.bootstrap, topic, "g-shared", tmp_path / "unused-b",
-        "--metrics-port", str(second_metrics), env_extra=redis_env,
+    ports = free_port(), free_port()
+    first, second = (
+        start_processor(broker.bootstrap, topic, "g-shared", tmp_path / f"unused-{name}",
+                        "--metrics-port", str(port), env_extra=redis_env)
+        for name, port in zip("ab", ports, strict=True)
     )  # fmt: skip
-    # The group rebalanced: the second processor has applied events of its own.
-    wait_for(
-        lambda: metric(second_metrics, "usersignals_events_processed_total") > 0,
-        120,
-        "the second processor to apply events",
-        poll_s=0.1,
-        alive=second,
-    )
-    left_at = committed_total(broker.bootstrap, "g-shared", topic)
-    first_code, first_err = stop(first)  # leaves mid-stream: a second rebalance
+    for port, process in zip(ports, (first, second), strict=True):
+        wait_for(
+            lambda port=port: metric(port, "usersignals_consumer_assigned_partitions") > 0,
+            120,
+            "both processors to hold partitions",
+            poll_s=0.2,
+            alive=process,
+        )
+    produce_part(values[:100_000])
+    for port, process in zip(ports, (first, second), strict=True):  # both share the work
+        wait_for(
+            lambda port=port: metric(port, "usersignals_events_processed_total") > 0,
+            120,
+            "both processors to apply events",
+            poll_s=0.1,
+            alive=process,
+        )
+    first_code, first_err = stop(first)  # leaves mid-stream: a rebalance
     assert first_code == 0, first_err
-    assert left_at < total, "the first processor left after the end, not mid-stream"
+    produce_part(values[100_000:])
     wait_caught_up(broker.bootstrap, "g-shared", topic, ends, timeout_s=300)
     second_code, second_err = stop(second)
     assert second_code == 0, second_err
-    # Both did part of the work.
     assert " 0 events in" not in first_err
     assert " 0 events in" not in second_err
 
+    clean_store = clean_replay(broker, topic, "g-clean-r", tmp_path / "clean", items, ends)
     expected = records(clean_store)
     got = dict(shared.scan(b"u:"))
     shared.close()

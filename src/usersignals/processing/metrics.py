@@ -38,6 +38,11 @@ class ProcessorMetrics:
             "Events behind the partition's high watermark (a lower bound where the broker "
             "reports the watermark low)", ["partition"], registry=self.registry,
         )  # fmt: skip
+        self.assigned = Gauge(
+            "usersignals_consumer_assigned_partitions",
+            "Partitions assigned to this processor by its consumer group",
+            registry=self.registry,
+        )
         self.position = Gauge(
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
@@ -73,6 +78,7 @@ class ProcessorMetrics:
         self.store_available.set(1 if available else 0)
 
     def observe_positions(self, positions: dict[str, tuple[int, int]]) -> None:
+        self.assigned.set(len(positions))
         for partition, (position, high) in positions.items():
             if position >= 0:
                 self.position.labels(partition).set(position)
