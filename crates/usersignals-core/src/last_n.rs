@@ -16,6 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::context::AS_OF_LOOKBACK_MS;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
@@ -45,7 +46,7 @@ pub fn tie_of(event_id: &str) -> u32 {
 }
 
 /// The state after folding `new` (in arrival order) into `old`, and how many new entries
-/// were already older than the retention.
+/// were already older than the retention plus the `as_of` look-back.
 pub fn combine(
     spec: &LastNSpec,
     retention_ms: i64,
@@ -58,8 +59,9 @@ pub fn combine(
     let newest_new = new.iter().map(|e| e.ts).max().unwrap_or(i64::MIN);
     let newest = old.first().map_or(newest_new, |e| e.ts.max(newest_new));
     // Expiry is by each event's own time against the newest time seen: the same result
-    // whichever batch an old event arrives in.
-    let cutoff = newest.saturating_sub(retention_ms);
+    // whichever batch an old event arrives in. The look-back keeps what an earlier `as_of`
+    // needs.
+    let cutoff = newest.saturating_sub(retention_ms.saturating_add(AS_OF_LOOKBACK_MS));
     let arrived = new.len();
     new.retain(|e| e.ts >= cutoff);
     let expired = arrived - new.len();

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::context::ReadContext;
+use crate::context::{ReadContext, Refusal, Times, AS_OF_LOOKBACK_MS};
 
 fn spec(n: usize, dedupe: bool) -> LastNSpec {
     LastNSpec {
@@ -30,8 +30,11 @@ fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
         (-1e6f64..1e6).prop_map(Value::Float),
         any::<bool>().prop_map(Value::Bool),
     ];
+    // Times over ~7 days (coarse steps of ~2.8 h) with frequent equal times, so retentions of
+    // an hour to a day plus the two-day look-back expire some events.
+    let ts = (0i64..60, 0i64..50).prop_map(|(coarse, fine)| coarse * 10_000_000 + fine);
     let one = (
-        0i64..5_000,
+        ts,
         0u32..40,
         0u8..12,
         prop::sample::select(vec!["click", "save"]),
@@ -48,7 +51,7 @@ fn recompute(spec: &LastNSpec, retention: i64, events: &[Entry]) -> Vec<Entry> {
     };
     let mut all: Vec<Entry> = events
         .iter()
-        .filter(|e| e.ts >= newest - retention)
+        .filter(|e| e.ts >= newest - retention - AS_OF_LOOKBACK_MS)
         .cloned()
         .collect();
     all.sort_by_key(|e| std::cmp::Reverse(e.order()));
@@ -101,7 +104,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..6),
         n in 1usize..30,
         dedupe in any::<bool>(),
-        retention in prop_oneof![Just(100i64), Just(1_000), Just(1_000_000)],
+        retention in prop_oneof![Just(3_600_000i64), Just(86_400_000), Just(1_000_000_000)],
     ) {
         let spec = spec(n, dedupe);
         // Arrival order among equal (ts, tie) is part of the state; the naive recompute sees
@@ -169,27 +172,101 @@ fn read_applies_the_context_like_the_reference() {
         entry(20, 4, 3, "click", Value::Null),
     ];
     let context = ReadContext {
-        end_ms: 45,
-        start_ms: Some(25),
+        times: Times {
+            now_ms: 100,
+            until_ms: Some(45),
+            since_ms: Some(25),
+            ..Times::default()
+        },
         actions: Some(["click".to_string()].into()),
         dedupe: true,
         ..ReadContext::default()
     };
     let bytes = encode(&entries, 3);
     let view = view::LastNView::parse(&bytes, 3).unwrap();
-    let (rows, newest) = view.select(&spec, &context);
+    let (rows, newest) = view.select(&spec, 1_000, &context).unwrap();
     assert_eq!(newest, Some(40));
     assert_eq!(rows.iter().map(|r| view.ts[*r]).collect::<Vec<_>>(), [30]);
     let everything = ReadContext {
-        end_ms: 100,
+        times: Times {
+            now_ms: 100,
+            ..Times::default()
+        },
         limit: Some(2),
         ..ReadContext::default()
     };
-    assert_eq!(view.select(&spec, &everything).0, [0, 1]);
+    assert_eq!(view.select(&spec, 1_000, &everything).unwrap().0, [0, 1]);
     let not_these = ReadContext {
-        end_ms: 100,
         exclude: ["i1".into()].into(),
-        ..everything
+        ..everything.clone()
     };
-    assert_eq!(view.select(&spec, &not_these).0, [1, 3]);
+    assert_eq!(view.select(&spec, 1_000, &not_these).unwrap().0, [1, 3]);
+    // The retention counts back from the view time, inclusive: 100 - 60 = 40.
+    let unlimited = ReadContext {
+        limit: None,
+        ..everything.clone()
+    };
+    assert_eq!(view.select(&spec, 60, &unlimited).unwrap().0, [0, 1]);
+    assert_eq!(
+        view.select(&spec, 1_000, &unlimited).unwrap().0,
+        [0, 1, 2, 3]
+    );
+    let window = ReadContext {
+        times: Times {
+            now_ms: 100,
+            window_ms: Some(60),
+            ..Times::default()
+        },
+        ..ReadContext::default()
+    };
+    assert_eq!(view.select(&spec, 1_000, &window).unwrap().0, [0, 1]);
+}
+
+#[test]
+fn an_as_of_before_newer_events_that_took_the_room_is_refused() {
+    let full = spec(2, false);
+    let entries = vec![
+        entry(300, 1, 1, "click", Value::Null),
+        entry(200, 2, 2, "click", Value::Null),
+    ];
+    let bytes = encode(&entries, 3);
+    let view = view::LastNView::parse(&bytes, 3).unwrap();
+    let as_of = |ms: i64, limit: Option<usize>| ReadContext {
+        times: Times {
+            as_of_ms: Some(ms),
+            now_ms: 10_000,
+            ..Times::default()
+        },
+        limit,
+        ..ReadContext::default()
+    };
+    // Older events may have been dropped to make room for the one at 300.
+    let refusal = view.select(&full, 1_000, &as_of(250, None)).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal {
+            view_ms: 250,
+            earliest_ms: 300,
+            why: "newer events took the room of older ones it needs",
+        }
+    );
+    // A read that fills its limit needs nothing older: answered.
+    assert_eq!(
+        view.select(&full, 1_000, &as_of(250, Some(1))).unwrap().0,
+        [1]
+    );
+    // A state that is not full dropped nothing: answered.
+    let roomy = spec(3, false);
+    assert_eq!(
+        view.select(&roomy, 1_000, &as_of(250, None)).unwrap().0,
+        [1]
+    );
+    // With dedupe_by, an item engaged again may have dropped an entry anywhere: refused.
+    let deduped = spec(3, true);
+    assert!(view.select(&deduped, 1_000, &as_of(250, Some(1))).is_err());
+    // At or after the newest event, nothing is newer: answered.
+    assert_eq!(
+        view.select(&full, 1_000, &as_of(300, None)).unwrap().0,
+        [0, 1]
+    );
 }
