@@ -13,6 +13,7 @@ Times = tuple[int | None, int, int | None, int | None, int | None]
 Refusal = tuple[int, int, str]
 
 LAST_N_FORMAT_VERSION: int
+LAST_N_READABLE_VERSIONS: list[int]
 DISTINCT_FORMAT_VERSION: int
 
 class CoreError(Exception):

@@ -294,6 +294,48 @@ def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
     assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
 
 
+# A LastN(5) state keeping item_id, action, surface, as the format version 1 encoder wrote
+# it (main before the digits and packed dictionary forms): five clicks and saves of
+# i00000000..i00000008, one second apart, ties 1000..1004.
+_V1_STATE = bytes.fromhex(
+    "010305c0ded5edee66e807e807e807e807e8030000e9030000ea030000eb030000ec0300000208"
+    "69303030303030300130013701340131013800020505636c69636b05047361766500010001000204"
+    "686f6d650000000000"
+)
+
+
+def test_a_state_of_format_version_1_is_read_and_rewritten_as_version_2() -> None:
+    signal = Signal(
+        name="recent",
+        version=1,
+        aggregate=LastN(5, keep=("item_id", "action", "surface")),
+        retention=days(30),
+    )
+    native = NativeSignals([signal])
+    stored = msgspec.msgpack.encode(_V1_STATE)  # as the record embeds it: a msgpack bin
+    got = native.read(signal, stored, ReadContext(now_ms=BASE + days(1)), b"u1")
+    assert got is not None
+    assert [(e["ts"] - BASE, e["item_id"], e["action"]) for e in got.value] == [
+        (4000, "i00000000", "click"),
+        (3000, "i00000007", "save"),
+        (2000, "i00000004", "click"),
+        (1000, "i00000001", "save"),
+        (0, "i00000008", "click"),
+    ]
+    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
+    later = Event("e9", "u1", "i00000009", "save", "home", BASE + 5000)
+    states, _, _ = native.apply([later], [(b"u1", record, [0])], {})
+    native.place(record.states, states[0])
+    rewritten = msgspec.msgpack.decode(bytes(record.states[signal.key]), type=bytes)
+    assert rewritten[0] == core.LAST_N_FORMAT_VERSION == 2
+    plans = core.NativePlans([plan_json(signal)])
+    entries = plans.decode_last_n(0, rewritten)
+    assert [entry[2] for entry in entries] == [
+        "i00000009", "i00000000", "i00000007", "i00000004", "i00000001"
+    ]  # fmt: skip
+    assert entries[1:] == plans.decode_last_n(0, _V1_STATE)[:4]
+
+
 @pytest.mark.parametrize(
     "stored",
     [

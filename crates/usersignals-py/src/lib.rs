@@ -355,6 +355,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
+    m.add(
+        "LAST_N_READABLE_VERSIONS",
+        last_n::READABLE_VERSIONS.to_vec(),
+    )?;
     m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
     Ok(())
 }

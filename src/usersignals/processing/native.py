@@ -25,7 +25,7 @@ import msgspec
 
 from usersignals._core import (
     DISTINCT_FORMAT_VERSION,
-    LAST_N_FORMAT_VERSION,
+    LAST_N_READABLE_VERSIONS,
     CoreError,
     CoreStateError,
     NativePlans,
@@ -45,8 +45,12 @@ from usersignals.state.codec import UserRecord
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 
 
-# The format version byte each native aggregation's states start with.
-_VERSIONS = {LastN: LAST_N_FORMAT_VERSION, Distinct: DISTINCT_FORMAT_VERSION}
+# The format version bytes each native aggregation's states may start with (a state of an
+# older version is rewritten in the current one when a batch touches it).
+_READABLE = {
+    LastN: frozenset(LAST_N_READABLE_VERSIONS),
+    Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
+}
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
 TEXT_PREFIX = "str:"
@@ -54,7 +58,7 @@ TEXT_PREFIX = "str:"
 
 def is_native(signal: Signal) -> bool:
     """Whether the core runs this signal. Exact type: a user's subclass stays Python."""
-    return type(signal.aggregate) in _VERSIONS
+    return type(signal.aggregate) in _READABLE
 
 
 def plan_json(signal: Signal) -> str:
@@ -88,7 +92,7 @@ class NativeSignals:
             if is_native(signal) and self._claim_fields(signal):
                 self.signals.append(signal)
         self.keys = [signal.key for signal in self.signals]
-        self._versions = [_VERSIONS[type(signal.aggregate)] for signal in self.signals]
+        self._readable = [_READABLE[type(signal.aggregate)] for signal in self.signals]
         self._index = {key: i for i, key in enumerate(self.keys)}
         self.layouts = {tuple(lookup.name for lookup in s.lookups) for s in self.signals}
         try:
@@ -239,11 +243,11 @@ class NativeSignals:
             state = _unbin.decode(data)
         except msgspec.DecodeError as exc:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
-        expected = self._versions[index]
-        if not state or state[0] != expected:
+        readable = self._readable[index]
+        if not state or state[0] not in readable:
             version = state[0] if state else None
             raise StateCodecError(
-                key, f"{self.keys[index]}: format version {version}, not {expected}"
+                key, f"{self.keys[index]}: format version {version}, not one of {sorted(readable)}"
             )
         return state
 

@@ -270,3 +270,139 @@ fn an_as_of_before_newer_events_that_took_the_room_is_refused() {
         [0, 1]
     );
 }
+
+fn text_entry(ts: i64, values: [&str; 3]) -> Entry {
+    Entry {
+        ts,
+        tie: 7,
+        values: values.iter().map(|v| Value::Str((*v).into())).collect(),
+    }
+}
+
+/// The text of every value of a state, as the read view sees it.
+fn viewed(bytes: &[u8], rows: usize) -> Vec<Vec<Option<String>>> {
+    let view = view::LastNView::parse(bytes, 3).unwrap();
+    let mut buf = String::new();
+    (0..rows)
+        .map(|row| {
+            (0..3)
+                .map(|c| view.get(c, row).text(&mut buf).map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| {
+            let item = format!("i{:08}", (i * 7_919) % 100_000);
+            let action = ["click", "save", "share"][i % 3];
+            text_entry(1_000 - i as i64, [&item, action, "home"])
+        })
+        .collect();
+    let bytes = encode(&entries, 3);
+    assert_eq!(bytes[0], FORMAT_VERSION);
+    assert_eq!(decode(&bytes, 3).unwrap(), entries);
+    let texts: Vec<Vec<Option<String>>> = entries
+        .iter()
+        .map(|e| {
+            e.values
+                .iter()
+                .map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(viewed(&bytes, entries.len()), texts);
+    // Digits: prefix and width once, then a varint of at most 3 bytes per id (< 2^21).
+    let values: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
+    let digits = digits_form(&values).unwrap();
+    assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
+    // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
+    let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
+    let packed = packed_form(&actions).unwrap();
+    // Mode, size, three tagged strings (tag, length, text), 40 x 2 bits.
+    assert_eq!(packed.len(), 1 + 1 + (7 + 6 + 7) + 10);
+}
+
+#[test]
+fn a_digits_number_wider_than_its_width_is_a_codec_error() {
+    let entries = vec![
+        text_entry(2, ["i01", "a", "x"]),
+        text_entry(1, ["i02", "b", "y"]),
+    ];
+    let mut bytes = encode(&entries, 3);
+    // Column 0 (after the header, two gaps, ties) in the digits form: numbers 1 and 2.
+    let column = 1 + 1 + 1 + 1 + 1 + 2 * 4; // version, columns, count, newest, gap, ties
+    assert_eq!(&bytes[column..column + 6], [DIGITS, 2, b'i', b'0', 1, 1]);
+    bytes[column + 6] = 10; // "10" does not fit 1 digit
+    assert!(matches!(decode(&bytes, 3), Err(CoreError::Codec(_))));
+    assert!(view::LastNView::parse(&bytes, 3).is_err());
+}
+
+#[test]
+fn a_state_of_format_version_1_is_read() {
+    // Written by the version 1 encoder: five entries, digits ids in the prefixed form and
+    // actions in the byte dictionary (forms 2 and 0, which version 2 still reads).
+    let v1 = "010305c0ded5edee66e807e807e807e807e8030000e9030000ea030000eb030000ec0300000208\
+              69303030303030300130013701340131013800020505636c69636b05047361766500010001000204\
+              686f6d650000000000";
+    let bytes: Vec<u8> = (0..v1.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&v1[i..i + 2], 16).unwrap())
+        .collect();
+    let entries = decode(&bytes, 3).unwrap();
+    let items: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
+    assert_eq!(
+        items,
+        [
+            "i00000000",
+            "i00000007",
+            "i00000004",
+            "i00000001",
+            "i00000008"
+        ]
+        .map(|s| Value::Str(s.into()))
+        .iter()
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(entries[0].ts, 1_767_225_604_000);
+    assert_eq!(entries[4].tie, 1004);
+    assert_eq!(viewed(&bytes, 5)[1][1].as_deref(), Some("save"));
+    // Written again, it is version 2 with the same entries.
+    let again = encode(&entries, 3);
+    assert_eq!(again[0], 2);
+    assert_eq!(decode(&again, 3).unwrap(), entries);
+}
+
+proptest! {
+    #[test]
+    fn text_columns_round_trip_through_every_form(
+        ids in prop::collection::vec((0u64..1_000, 1usize..6, any::<bool>()), 1..40),
+    ) {
+        // Fixed-width digits (the digits form), mixed widths and a non-digit (not), a
+        // handful of values (dictionaries) or many.
+        let entries: Vec<Entry> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (n, width, odd))| {
+                let item = if *odd { format!("x{n:0width$}y") } else { format!("i{n:05}") };
+                let few = format!("a{}", n % 3);
+                text_entry(1_000 - i as i64, [&item, &few, &format!("{n}")])
+            })
+            .collect();
+        let bytes = encode(&entries, 3);
+        prop_assert_eq!(&decode(&bytes, 3).unwrap(), &entries);
+        let texts: Vec<Vec<Option<String>>> = entries
+            .iter()
+            .map(|e| e.values.iter().map(|v| match v {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            }).collect())
+            .collect();
+        prop_assert_eq!(viewed(&bytes, entries.len()), texts);
+    }
+}

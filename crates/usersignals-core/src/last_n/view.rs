@@ -7,7 +7,7 @@
 
 use std::collections::HashSet;
 
-use super::{DICTIONARY, MAX_BYTE_CODES, PLAIN, PREFIXED};
+use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
 use crate::context::{ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
@@ -24,6 +24,11 @@ enum Column<'a> {
         prefix: &'a str,
         suffixes: Vec<&'a str>,
     },
+    Digits {
+        prefix: &'a str,
+        width: usize,
+        numbers: Vec<u64>,
+    },
 }
 
 impl<'a> Column<'a> {
@@ -32,6 +37,11 @@ impl<'a> Column<'a> {
             Column::Dictionary { vocab, codes } => vocab[codes[row] as usize],
             Column::Plain(values) => values[row],
             Column::Prefixed { prefix, suffixes } => ValueRef::Prefixed(prefix, suffixes[row]),
+            Column::Digits {
+                prefix,
+                width,
+                numbers,
+            } => ValueRef::Digits(prefix, *width, numbers[row]),
         }
     }
 }
@@ -99,6 +109,34 @@ impl<'a> LastNView<'a> {
                     })
                     .collect::<Result<Vec<_>, _>>()?;
                 Column::Prefixed { prefix, suffixes }
+            }
+            DIGITS => {
+                let (prefix, width) = super::digits_header(r)?;
+                let limit = 10u64.pow(width as u32);
+                let numbers = (0..count)
+                    .map(|_| {
+                        let number = r.u64()?;
+                        if number >= limit {
+                            return Err(CoreError::Codec(format!(
+                                "{number} does not fit {width} digits"
+                            )));
+                        }
+                        Ok(number)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Column::Digits {
+                    prefix,
+                    width,
+                    numbers,
+                }
+            }
+            PACKED => {
+                let size = r.len(1)?;
+                let vocab = (0..size)
+                    .map(|_| ValueRef::decode(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let codes = super::unpack_codes(r, count, size)?;
+                Column::Dictionary { vocab, codes }
             }
             mode => return Err(CoreError::Codec(format!("unknown column mode {mode}"))),
         })
