@@ -33,7 +33,7 @@ from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
 
 BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
-ITEMS = [f"i{n}" for n in range(10)]
+ITEMS = [f"i{n:03}" for n in range(10)]  # fixed-width digits: the digits form
 ACTIONS = ["impression", "click", "save", "hide"]
 SURFACES = ["home", "search", "board"]
 USERS = ["u1", "u2", "u3"]

@@ -274,11 +274,12 @@ fn digits_header<'r>(r: &mut Reader<'r>) -> Result<(&'r str, usize), CoreError> 
     let shared = r.len(1)?;
     let prefix = std::str::from_utf8(r.bytes(shared)?)
         .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
-    let width = r.len(1)?;
-    if !(1..=MAX_DIGITS).contains(&width) {
+    // A count of digits, not of bytes that follow: checked against the u64's digits.
+    let width = r.u64()?;
+    if !(1..=MAX_DIGITS as u64).contains(&width) {
         return Err(CoreError::Codec(format!("{width} digits do not fit a u64")));
     }
-    Ok((prefix, width))
+    Ok((prefix, width as usize))
 }
 
 fn strings<'v>(values: &[&'v Value]) -> Option<Vec<&'v str>> {

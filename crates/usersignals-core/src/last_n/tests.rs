@@ -391,7 +391,8 @@ proptest! {
             .map(|(i, (n, width, odd))| {
                 let item = if *odd { format!("x{n:0width$}y") } else { format!("i{n:05}") };
                 let few = format!("a{}", n % 3);
-                text_entry(1_000 - i as i64, [&item, &few, &format!("{n}")])
+                // Last: fixed-width digits, whose width is no count of bytes that follow.
+                text_entry(1_000 - i as i64, [&item, &few, &format!("c{n:03}")])
             })
             .collect();
         let bytes = encode(&entries, 3);
@@ -405,4 +406,17 @@ proptest! {
             .collect();
         prop_assert_eq!(viewed(&bytes, entries.len()), texts);
     }
+}
+
+#[test]
+fn a_digits_column_last_in_the_state_decodes() {
+    // Regression: the width was read as a length of bytes to follow, so a last column of
+    // two 3-digit ids (two 1-byte numbers left) failed to decode.
+    let entries = vec![
+        text_entry(2, ["a", "x", "c123"]),
+        text_entry(1, ["a", "x", "c045"]),
+    ];
+    let bytes = encode(&entries, 3);
+    assert_eq!(decode(&bytes, 3).unwrap(), entries);
+    assert_eq!(viewed(&bytes, 2)[1][2].as_deref(), Some("c045"));
 }
