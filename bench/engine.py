@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+import msgspec
+
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.events import EventDecoder, EventPolicy, Position
@@ -26,6 +28,7 @@ from usersignals.processing import BatchReport, Engine, MicroBatch
 from usersignals.processing.native import NativeSignals
 from usersignals.signals import SignalRegistry
 from usersignals.state import RocksStore, decode_record
+from usersignals.state.codec import UserRecord
 
 
 def main() -> None:
@@ -98,14 +101,16 @@ def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
     native = NativeSignals([signal])
     sizes = []
     full = []
-    full_last_n = []
+    # Per part of the record, the bytes of each user with a full LastN(500): where they go.
+    parts: dict[str, list[int]] = {}
     for key, value in store.scan(b"u:"):
         sizes.append(len(value))
         record = decode_record(key, value)
         raw = record.states.get(signal.key)
         if raw is not None and native.entries(signal, raw, key) >= 500:
             full.append(len(value))
-            full_last_n.append(len(raw))
+            for name, size in record_parts(record).items():
+                parts.setdefault(name, []).append(size)
     sizes.sort()
     print(
         f"state per user (all five signals + progress): users {len(sizes):,}, "
@@ -116,10 +121,19 @@ def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:
         full.sort()
         print(
             f"  users with a full LastN(500): {len(full):,}, "
-            f"median {statistics.median(full):,.0f} B, max {full[-1]:,} B; their "
-            f"LastN(500) state alone (four kept fields): median "
-            f"{statistics.median(full_last_n):,.0f} B, max {max(full_last_n):,} B"
+            f"median {statistics.median(full):,.0f} B, max {full[-1]:,} B; median (max) per part:"
         )
+        for name, part in sorted(parts.items(), key=lambda item: -statistics.median(item[1])):
+            print(f"    {name}: {statistics.median(part):,.0f} B ({max(part):,} B)")
+
+
+def record_parts(record: UserRecord) -> dict[str, int]:
+    """The stored bytes of each state of a user record, its progress and its event-id
+    fingerprints (each as msgpack encodes it inside the record)."""
+    parts = {key: len(raw) for key, raw in record.states.items()}
+    parts["progress"] = len(msgspec.msgpack.encode(record.progress))
+    parts["event-id fingerprints"] = len(msgspec.msgpack.encode(record.seen))
+    return parts
 
 
 if __name__ == "__main__":

@@ -6,7 +6,14 @@ that every name declared here exists in the built module.
 
 from collections.abc import Sequence
 
+# A request's times: (as_of, now, until, window, since), resolved by the core against the
+# state read (the view time depends on the state's newest event).
+Times = tuple[int | None, int, int | None, int | None, int | None]
+# A read the state cannot answer exactly: (view time, earliest as_of it answers, why).
+Refusal = tuple[int, int, str]
+
 LAST_N_FORMAT_VERSION: int
+LAST_N_READABLE_VERSIONS: list[int]
 DISTINCT_FORMAT_VERSION: int
 
 class CoreError(Exception):
@@ -33,17 +40,16 @@ class NativePlans:
         self,
         plan: int,
         state: bytes,
-        end_ms: int,
-        start_ms: int | None,
+        times: Times,
         actions: frozenset[str] | set[str] | None,
         surfaces: frozenset[str] | set[str] | None,
         exclude: frozenset[str] | set[str],
         dedupe: bool,
         limit: int | None,
-    ) -> tuple[list[dict[str, object]], int | None]: ...
+    ) -> tuple[list[dict[str, object]], int | None, Refusal | None]: ...
     def read_distinct(
-        self, plan: int, state: bytes, end_ms: int, start_ms: int | None
-    ) -> tuple[int, int | None]: ...
+        self, plan: int, state: bytes, times: Times
+    ) -> tuple[int, int | None, Refusal | None]: ...
     def decode_distinct(self, plan: int, state: bytes) -> tuple[int, dict[int, bytes]]: ...
     def encode_distinct(self, plan: int, newest: int, buckets: dict[int, bytes]) -> bytes: ...
     def decode_last_n(self, plan: int, state: bytes) -> list[tuple[object, ...]]: ...

@@ -13,11 +13,13 @@ from collections.abc import Sequence
 from typing import Any
 
 import msgspec
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
 from usersignals import Distinct, Event, Lookup, ReadContext, Signal, action, days, field, hours
+from usersignals.aggregations.base import ReadOut
+from usersignals.errors import AsOfError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -81,6 +83,8 @@ windows = st.builds(
     ReadContext,
     window_ms=st.one_of(st.none(), st.sampled_from([hours(1), days(1), days(4)])),
     until_ms=st.one_of(st.none(), st.integers(BASE, BASE + 15 * 86_400_000)),
+    # Earlier than the newest events too: the same estimates or the reference's refusals.
+    as_of_ms=st.one_of(st.none(), st.integers(BASE, BASE + 15 * 86_400_000)),
     now_ms=st.integers(BASE, BASE + 20 * 86_400_000),
 )
 
@@ -138,16 +142,40 @@ def test_native_registers_equal_the_reference_whatever_the_batches(
         assert (newest, buckets) == (reference.newest, reference.buckets)
 
 
+def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
+    """``read(*args)``, or its refusal as (as_of, earliest as_of, why)."""
+    try:
+        out = read(*args)
+    except AsOfError as exc:
+        return (exc.as_of_ms, exc.earliest_ms, exc.why)
+    assert isinstance(out, ReadOut)
+    return out
+
+
+# Buckets of the first day expired (a day's retention and the two-day look-back before the
+# newest event, five days later): an as_of on the first day is refused.
+_EXPIRED = [
+    Event("a", "u1", "i0", "click", "home", BASE),
+    Event("b", "u1", "i1", "click", "home", BASE + days(5)),
+]
+
+
 @settings(max_examples=100, deadline=None)
 @given(events=event_lists(), signal=signals, context=windows)
+@example(
+    events=_EXPIRED,
+    signal=signal_for(6, days(1), None, days(1)),
+    context=ReadContext(as_of_ms=BASE + hours(12), now_ms=BASE + days(6)),
+)
 def test_native_estimate_equals_the_reference(
     events: list[Event], signal: Signal, context: ReadContext
 ) -> None:
     native = NativeSignals([signal])
     stored = native_states(signal, [events])
     for user in USERS:
-        expected = signal.compiled.runtime.read(reference_state(signal, [events], user), context)
-        got = native.read(signal, stored.get(user), context, user.encode())
+        state = reference_state(signal, [events], user)
+        expected = answer(signal.compiled.runtime.read, state, context)
+        got = answer(native.read, signal, stored.get(user), context, user.encode())
         assert got == expected
 
 

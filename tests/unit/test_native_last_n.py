@@ -25,13 +25,15 @@ from hypothesis import strategies as st
 
 import usersignals._core as core
 from usersignals import Event, LastN, Lookup, ReadContext, Signal, action, attr, days, field
-from usersignals.errors import StateCodecError
+from usersignals.aggregations.base import ReadOut
+from usersignals.aggregations.context import AS_OF_LOOKBACK_MS
+from usersignals.errors import AsOfError, StateCodecError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
 
 BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
-ITEMS = [f"i{n}" for n in range(10)]
+ITEMS = [f"i{n:03}" for n in range(10)]  # fixed-width digits: the digits form
 ACTIONS = ["impression", "click", "save", "hide"]
 SURFACES = ["home", "search", "board"]
 USERS = ["u1", "u2", "u3"]
@@ -107,6 +109,8 @@ contexts = st.builds(
     dedupe=st.booleans(),
     exclude=st.sets(st.sampled_from(ITEMS), max_size=3).map(frozenset),
     until_ms=st.one_of(st.none(), st.integers(BASE, BASE + 20 * 86_400_000)),
+    # Earlier than the newest events too: exact answers or the reference's refusals.
+    as_of_ms=st.one_of(st.none(), st.integers(BASE, BASE + 20 * 86_400_000)),
     now_ms=st.integers(BASE, BASE + 25 * 86_400_000),
 )
 
@@ -148,7 +152,8 @@ def reference_state(signal: Signal, parts: list[list[Event]], user: str) -> Any:
 
 
 def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any, ...]]:
-    """From scratch: the accepted events within retention of the newest, top n by (ts, tie)."""
+    """From scratch: the accepted events within the retention and the as_of look-back of the
+    newest, top n by (ts, tie)."""
     accepts = signal.compiled.accepts
     spec = signal.aggregate
     assert isinstance(spec, LastN)
@@ -162,7 +167,7 @@ def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any,
         return []
     newest = max(entry[0] for entry in mine)
     kept = sorted(
-        (e for e in mine if e[0] >= newest - signal.retention),
+        (e for e in mine if e[0] >= newest - signal.retention - AS_OF_LOOKBACK_MS),
         key=lambda e: (e[0], e[1]),
         reverse=True,
     )
@@ -206,8 +211,33 @@ def test_native_state_equals_reference_and_naive_whatever_the_batches(
         assert typed(entries) == typed(naive(signal, events, user))
 
 
+def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
+    """``read(*args)``, or its refusal as (as_of, earliest as_of, why)."""
+    try:
+        out = read(*args)
+    except AsOfError as exc:
+        return (exc.as_of_ms, exc.earliest_ms, exc.why)
+    assert isinstance(out, ReadOut)
+    return out
+
+
+# A full LastN(2) read as of a time before its newest event, which took the room of older
+# events the answer needs: refused, naming the newest event's time.
+_CROWDED = [
+    Event("a", "u1", "i1", "click", "home", BASE),
+    Event("b", "u1", "i2", "click", "home", BASE + 3_600_000),
+    Event("c", "u1", "i3", "click", "home", BASE + 7_200_000),
+]
+
+
 @settings(max_examples=120, deadline=None)
 @given(events=event_lists(), cuts=splits, signal=signals, context=contexts)
+@example(
+    events=_CROWDED,
+    cuts=[],
+    signal=signal_for(2, False, None, days(30)),
+    context=ReadContext(as_of_ms=BASE + 5_400_000, now_ms=BASE + 86_400_000),
+)
 def test_native_read_equals_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
@@ -215,14 +245,27 @@ def test_native_read_equals_reference_read(
     stored = native_states(signal, batches(events, cuts))
     for user in USERS:
         reference = reference_state(signal, batches(events, cuts), user)
-        expected = signal.compiled.runtime.read(reference, context)
-        got = native.read(signal, stored.get(user), context, user.encode())
-        assert got is not None
+        expected = answer(signal.compiled.runtime.read, reference, context)
+        got = answer(native.read, signal, stored.get(user), context, user.encode())
+        if not isinstance(expected, ReadOut) or not isinstance(got, ReadOut):
+            assert got == expected
+            continue
         assert got.newest_ms == expected.newest_ms
         assert [typed([e.values()]) for e in got.value] == [
             typed([e.values()]) for e in expected.value
         ]
         assert got.value == expected.value
+
+
+def test_a_refused_native_read_names_the_signal() -> None:
+    """The reader shows the native refusal as the reference's, with the signal's name."""
+    signal = signal_for(2, dedupe=False, where=None, retention=days(30))
+    stored = native_states(signal, [_CROWDED])["u1"]
+    context = ReadContext(as_of_ms=BASE + 5_400_000, now_ms=BASE + 86_400_000)
+    with pytest.raises(AsOfError) as caught:
+        NativeSignals([signal]).read(signal, stored, context, b"u1")
+    assert caught.value.signal == signal.name
+    assert (caught.value.as_of_ms, caught.value.earliest_ms) == (BASE + 5_400_000, BASE + 7_200_000)
 
 
 def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
@@ -249,6 +292,48 @@ def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
     native.place(record.states, states[0])
     assert applied == {signal.key: 2}
     assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
+
+
+# A LastN(5) state keeping item_id, action, surface, as the format version 1 encoder wrote
+# it (main before the digits and packed dictionary forms): five clicks and saves of
+# i00000000..i00000008, one second apart, ties 1000..1004.
+_V1_STATE = bytes.fromhex(
+    "010305c0ded5edee66e807e807e807e807e8030000e9030000ea030000eb030000ec0300000208"
+    "69303030303030300130013701340131013800020505636c69636b05047361766500010001000204"
+    "686f6d650000000000"
+)
+
+
+def test_a_state_of_format_version_1_is_read_and_rewritten_as_version_2() -> None:
+    signal = Signal(
+        name="recent",
+        version=1,
+        aggregate=LastN(5, keep=("item_id", "action", "surface")),
+        retention=days(30),
+    )
+    native = NativeSignals([signal])
+    stored = msgspec.msgpack.encode(_V1_STATE)  # as the record embeds it: a msgpack bin
+    got = native.read(signal, stored, ReadContext(now_ms=BASE + days(1)), b"u1")
+    assert got is not None
+    assert [(e["ts"] - BASE, e["item_id"], e["action"]) for e in got.value] == [
+        (4000, "i00000000", "click"),
+        (3000, "i00000007", "save"),
+        (2000, "i00000004", "click"),
+        (1000, "i00000001", "save"),
+        (0, "i00000008", "click"),
+    ]
+    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
+    later = Event("e9", "u1", "i00000009", "save", "home", BASE + 5000)
+    states, _, _ = native.apply([later], [(b"u1", record, [0])], {})
+    native.place(record.states, states[0])
+    rewritten = msgspec.msgpack.decode(bytes(record.states[signal.key]), type=bytes)
+    assert rewritten[0] == core.LAST_N_FORMAT_VERSION == 2
+    plans = core.NativePlans([plan_json(signal)])
+    entries = plans.decode_last_n(0, rewritten)
+    assert [entry[2] for entry in entries] == [
+        "i00000009", "i00000000", "i00000007", "i00000004", "i00000001"
+    ]  # fmt: skip
+    assert entries[1:] == plans.decode_last_n(0, _V1_STATE)[:4]
 
 
 @pytest.mark.parametrize(

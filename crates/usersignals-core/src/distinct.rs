@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::context::ReadContext;
+use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::varint::{put_i64, put_u64, Reader};
 
@@ -40,8 +40,10 @@ impl DistinctSpec {
         1 << self.precision
     }
 
+    /// The first bucket the state keeps: the retention and the `as_of` look-back before the
+    /// newest event's bucket.
     fn first_kept(&self, newest: i64, retention_ms: i64) -> i64 {
-        newest - newest.rem_euclid(self.bucket_ms) - retention_ms
+        newest - newest.rem_euclid(self.bucket_ms) - retention_ms - AS_OF_LOOKBACK_MS
     }
 
     /// Fold `(ts, value)` rows (sorted by time; `None`: the field is missing) into `state`.
@@ -148,15 +150,37 @@ impl DistinctSpec {
         raw
     }
 
-    /// The estimate over the buckets a context selects, and the newest time it includes.
-    pub fn read(&self, state: &DistinctState, context: &ReadContext) -> (i64, Option<i64>) {
+    /// The estimate over the buckets a context selects, and the newest time it includes:
+    /// the buckets starting in `[max(V - retention, window start), end]` for the view time
+    /// `V`. Refused when that reaches before the buckets the state keeps.
+    pub fn read(
+        &self,
+        retention_ms: i64,
+        state: &DistinctState,
+        times: &Times,
+    ) -> Result<(i64, Option<i64>), Refusal> {
         if state.buckets.is_empty() {
-            return (0, None);
+            return Ok((0, None));
+        }
+        let newest = state.newest;
+        let end = times.end(newest);
+        let view = times.view_time(newest);
+        let mut start = view.saturating_sub(retention_ms);
+        if let Some(window_start) = times.start(newest) {
+            start = start.max(window_start);
+        }
+        let first_kept = self.first_kept(newest, retention_ms);
+        if start < first_kept {
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: first_kept + retention_ms,
+                why: "its buckets from then expired",
+            });
         }
         let mut union = vec![0u8; self.registers()];
         let mut chosen = false;
-        for (bucket, packed) in &state.buckets {
-            if *bucket <= context.end_ms && context.start_ms.is_none_or(|s| *bucket >= s) {
+        if start <= end {
+            for (_, packed) in state.buckets.range(start..=end) {
                 self.union_into(&mut union, packed);
                 chosen = true;
             }
@@ -166,7 +190,7 @@ impl DistinctSpec {
         } else {
             0
         };
-        (estimate, Some(state.newest.min(context.end_ms)))
+        Ok((estimate, Some(newest.min(end))))
     }
 }
 
@@ -259,7 +283,9 @@ mod tests {
                 .map(|(t, v)| (*t, v.as_deref()))
                 .collect();
             batch.sort_by_key(|r| r.0);
-            let (next, _) = SPEC.apply(5_000, state, &batch);
+            // A day's retention (plus the two-day look-back) over times spread across ~4.6
+            // days: some buckets expire.
+            let (next, _) = SPEC.apply(86_400_000, state, &batch);
             state = Some(decode(&encode(&next), &SPEC).unwrap());
             start = end;
         }
@@ -269,7 +295,10 @@ mod tests {
     proptest! {
         #[test]
         fn any_batching_gives_the_same_bytes(
-            rows in prop::collection::vec((0i64..20_000, prop::option::of("[a-z]{1,3}")), 1..80),
+            rows in prop::collection::vec(
+                ((0i64..20_000).prop_map(|t| t * 20_000), prop::option::of("[a-z]{1,3}")),
+                1..80,
+            ),
             cuts in prop::collection::vec(any::<usize>(), 0..5),
         ) {
             prop_assert_eq!(apply_in_batches(&rows, &cuts), apply_in_batches(&rows, &[]));
@@ -300,11 +329,11 @@ mod tests {
         let rows: Vec<(i64, Option<&str>)> =
             values.iter().map(|v| (10, Some(v.as_str()))).collect();
         let (state, _) = spec.apply(1_000_000, None, &rows);
-        let context = ReadContext {
-            end_ms: 100,
-            ..ReadContext::default()
+        let times = Times {
+            now_ms: 100,
+            ..Times::default()
         };
-        let (estimate, newest) = spec.read(&state, &context);
+        let (estimate, newest) = spec.read(1_000_000, &state, &times).unwrap();
         assert!((285..=315).contains(&estimate), "{estimate}");
         assert_eq!(newest, Some(10));
     }

@@ -7,25 +7,39 @@
 //! Stored format (version byte first, so a new layout is a new version, never a misread):
 //!
 //! ```text
-//! 0x01 | varint columns | varint count | zigzag newest ts | count-1 varint gaps (newest first)
-//!      | count x u32 LE ties | per kept column, the smallest of:
-//!          0 dictionary: varint size, values, codes (u8 while size <= 256, else varints)
+//! 0x02 | varint columns | varint count | zigzag newest ts | count-1 varint gaps (newest first)
+//!      | count x u32 LE ties | per kept column, the smallest of (earliest on a tie):
 //!          1 plain: count values
+//!          0 dictionary: varint size, values, codes (u8 while size <= 256, else varints)
 //!          2 prefixed strings: varint len, shared prefix, then per entry varint len + suffix
+//!          3 digits (version 2): varint len, shared prefix, varint width, then per entry
+//!            the varint number its fixed-width digits spell (`i00012345` -> 12345)
+//!          4 packed dictionary (version 2): varint size, values, then the codes packed
+//!            at ceil(log2(size)) bits each, least significant bit first
 //! ```
+//!
+//! Version 1 is version 2 without forms 3 and 4: it is still read, and written as version
+//! 2 the next time a batch touches the state.
 
 use std::collections::{HashMap, HashSet};
 
+use crate::context::AS_OF_LOOKBACK_MS;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
 use crate::varint::{put_i64, put_u64, Reader};
 
-pub const FORMAT_VERSION: u8 = 0x01;
+pub const FORMAT_VERSION: u8 = 0x02;
+/// The format versions `decode` reads: 1 lacks the digits and packed dictionary forms.
+pub const READABLE_VERSIONS: [u8; 2] = [0x01, 0x02];
 const DICTIONARY: u8 = 0;
 const PLAIN: u8 = 1;
 const PREFIXED: u8 = 2;
+const DIGITS: u8 = 3;
+const PACKED: u8 = 4;
 const MAX_BYTE_CODES: usize = 256;
+/// Digits a u64 always holds (10^19 - 1 < 2^64).
+const MAX_DIGITS: usize = 19;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
@@ -45,7 +59,7 @@ pub fn tie_of(event_id: &str) -> u32 {
 }
 
 /// The state after folding `new` (in arrival order) into `old`, and how many new entries
-/// were already older than the retention.
+/// were already older than the retention plus the `as_of` look-back.
 pub fn combine(
     spec: &LastNSpec,
     retention_ms: i64,
@@ -58,8 +72,9 @@ pub fn combine(
     let newest_new = new.iter().map(|e| e.ts).max().unwrap_or(i64::MIN);
     let newest = old.first().map_or(newest_new, |e| e.ts.max(newest_new));
     // Expiry is by each event's own time against the newest time seen: the same result
-    // whichever batch an old event arrives in.
-    let cutoff = newest.saturating_sub(retention_ms);
+    // whichever batch an old event arrives in. The look-back keeps what an earlier `as_of`
+    // needs.
+    let cutoff = newest.saturating_sub(retention_ms.saturating_add(AS_OF_LOOKBACK_MS));
     let arrived = new.len();
     new.retain(|e| e.ts >= cutoff);
     let expired = arrived - new.len();
@@ -122,10 +137,13 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
     // choice, so the bytes stay canonical.
     let mut best = vec![PLAIN];
     values.iter().for_each(|v| v.encode(&mut best));
-    for candidate in [dictionary_form(&values), prefixed_form(&values)]
-        .into_iter()
-        .flatten()
-    {
+    let candidates = [
+        dictionary_form(&values),
+        prefixed_form(&values),
+        digits_form(&values),
+        packed_form(&values),
+    ];
+    for candidate in candidates.into_iter().flatten() {
         if candidate.len() < best.len() {
             best = candidate;
         }
@@ -133,8 +151,9 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
     out.extend_from_slice(&best);
 }
 
-/// Distinct values once, then a code per entry (one byte while there are at most 256).
-fn dictionary_form(values: &[&Value]) -> Option<Vec<u8>> {
+/// The distinct values in order of first appearance and each entry's code; `None` when
+/// every value is distinct (a dictionary is then never smaller than plain values).
+fn vocabulary<'v>(values: &[&'v Value]) -> Option<(Vec<&'v Value>, Vec<usize>)> {
     let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::new();
     let mut order: Vec<&Value> = Vec::new();
     let codes: Vec<usize> = values
@@ -147,8 +166,14 @@ fn dictionary_form(values: &[&Value]) -> Option<Vec<u8>> {
         })
         .collect();
     if order.len() == values.len() && values.len() > 1 {
-        return None; // all distinct: never smaller than plain
+        return None;
     }
+    Some((order, codes))
+}
+
+/// Distinct values once, then a code per entry (one byte while there are at most 256).
+fn dictionary_form(values: &[&Value]) -> Option<Vec<u8>> {
+    let (order, codes) = vocabulary(values)?;
     let mut out = vec![DICTIONARY];
     put_u64(&mut out, order.len() as u64);
     order.iter().for_each(|v| v.encode(&mut out));
@@ -162,23 +187,126 @@ fn dictionary_form(values: &[&Value]) -> Option<Vec<u8>> {
     Some(out)
 }
 
-/// Strings sharing a prefix (`i00012345`, `category-7`): the prefix once, then suffixes.
-fn prefixed_form(values: &[&Value]) -> Option<Vec<u8>> {
-    let texts: Vec<&str> = values
+/// Bits a code of a dictionary of `size` values takes (0 for a single value).
+fn code_bits(size: usize) -> u32 {
+    usize::BITS - size.saturating_sub(1).leading_zeros()
+}
+
+/// Distinct values once, then the codes packed at the fewest bits that hold them: five
+/// actions take 3 bits an entry rather than a byte.
+fn packed_form(values: &[&Value]) -> Option<Vec<u8>> {
+    let (order, codes) = vocabulary(values)?;
+    let bits = code_bits(order.len());
+    let mut out = vec![PACKED];
+    put_u64(&mut out, order.len() as u64);
+    order.iter().for_each(|v| v.encode(&mut out));
+    let start = out.len();
+    out.resize(start + (codes.len() * bits as usize).div_ceil(8), 0);
+    for (i, code) in codes.into_iter().enumerate() {
+        for bit in 0..bits as usize {
+            if code >> bit & 1 == 1 {
+                let at = i * bits as usize + bit;
+                out[start + at / 8] |= 1 << (at % 8);
+            }
+        }
+    }
+    Some(out)
+}
+
+/// Codes packed by `packed_form`, checked against the dictionary's size.
+fn unpack_codes(r: &mut Reader<'_>, count: usize, size: usize) -> Result<Vec<u32>, CoreError> {
+    let bits = code_bits(size) as usize;
+    let packed = r.bytes((count * bits).div_ceil(8))?;
+    (0..count)
+        .map(|i| {
+            let code = (0..bits).fold(0usize, |code, bit| {
+                let at = i * bits + bit;
+                code | usize::from(packed[at / 8] >> (at % 8) & 1) << bit
+            });
+            if code >= size {
+                return Err(CoreError::Codec(format!(
+                    "code {code} outside a dictionary of {size}"
+                )));
+            }
+            Ok(code as u32)
+        })
+        .collect()
+}
+
+/// Strings that are a shared prefix then a fixed number of digits (`i00012345`): the
+/// prefix and width once, then each entry's number as a varint (3-4 bytes for 8 digits).
+fn digits_form(values: &[&Value]) -> Option<Vec<u8>> {
+    let texts = strings(values)?;
+    let shared = shared_prefix(&texts)?;
+    let width = texts[0].len() - shared;
+    if !(1..=MAX_DIGITS).contains(&width) {
+        return None;
+    }
+    let mut out = vec![DIGITS];
+    put_u64(&mut out, shared as u64);
+    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
+    put_u64(&mut out, width as u64);
+    for text in texts {
+        let digits = &text.as_bytes()[shared..];
+        if digits.len() != width || !digits.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        let number = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
+        put_u64(&mut out, number);
+    }
+    Some(out)
+}
+
+/// The digits form's text of `number`, checked to fit `width` (else it would misread).
+fn digits_text(prefix: &str, width: usize, number: u64) -> Result<String, CoreError> {
+    if number >= 10u64.pow(width as u32) {
+        return Err(CoreError::Codec(format!(
+            "{number} does not fit {width} digits"
+        )));
+    }
+    Ok(format!("{prefix}{number:0width$}"))
+}
+
+/// Read the digits form's prefix and width.
+fn digits_header<'r>(r: &mut Reader<'r>) -> Result<(&'r str, usize), CoreError> {
+    let shared = r.len(1)?;
+    let prefix = std::str::from_utf8(r.bytes(shared)?)
+        .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
+    // A count of digits, not of bytes that follow: checked against the u64's digits.
+    let width = r.u64()?;
+    if !(1..=MAX_DIGITS as u64).contains(&width) {
+        return Err(CoreError::Codec(format!("{width} digits do not fit a u64")));
+    }
+    Ok((prefix, width as usize))
+}
+
+fn strings<'v>(values: &[&'v Value]) -> Option<Vec<&'v str>> {
+    values
         .iter()
         .map(|v| match v {
             Value::Str(s) => Some(s.as_str()),
             _ => None,
         })
-        .collect::<Option<_>>()?;
+        .collect()
+}
+
+/// Length in bytes of the prefix all `texts` share (on a character boundary).
+fn shared_prefix(texts: &[&str]) -> Option<usize> {
     let first = texts.first()?;
-    let mut shared = first.len();
-    for text in &texts[1..] {
-        shared = shared.min(common_prefix(first, text));
-    }
+    Some(texts[1..].iter().fold(first.len(), |shared, text| {
+        shared.min(common_prefix(first, text))
+    }))
+}
+
+/// Strings sharing a prefix (`i00012345`, `category-7`): the prefix once, then suffixes.
+fn prefixed_form(values: &[&Value]) -> Option<Vec<u8>> {
+    let texts = strings(values)?;
+    let shared = shared_prefix(&texts)?;
     let mut out = vec![PREFIXED];
     put_u64(&mut out, shared as u64);
-    out.extend_from_slice(&first.as_bytes()[..shared]);
+    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
     for text in texts {
         put_u64(&mut out, (text.len() - shared) as u64);
         out.extend_from_slice(&text.as_bytes()[shared..]);
@@ -197,9 +325,9 @@ fn common_prefix(a: &str, b: &str) -> usize {
 /// Version, field count and entry count, then the times: what `decode` and the view share.
 fn decode_header(r: &mut Reader<'_>, columns: usize) -> Result<(usize, Vec<i64>), CoreError> {
     let version = r.u8()?;
-    if version != FORMAT_VERSION {
+    if !READABLE_VERSIONS.contains(&version) {
         return Err(CoreError::Codec(format!(
-            "LastN format version {version}, expected {FORMAT_VERSION}"
+            "LastN format version {version}, expected one of {READABLE_VERSIONS:?}"
         )));
     }
     let stored_columns = r.u64()?;
@@ -277,6 +405,25 @@ fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreEr
                 let text = String::from_utf8(text)
                     .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
                 entry.values.push(Value::Str(text));
+            }
+        }
+        DIGITS => {
+            let (prefix, width) = digits_header(r)?;
+            for entry in entries.iter_mut() {
+                let number = r.u64()?;
+                entry
+                    .values
+                    .push(Value::Str(digits_text(prefix, width, number)?));
+            }
+        }
+        PACKED => {
+            let size = r.len(1)?;
+            let vocab: Vec<Value> = (0..size)
+                .map(|_| Value::decode(r))
+                .collect::<Result<_, _>>()?;
+            let codes = unpack_codes(r, entries.len(), size)?;
+            for (entry, code) in entries.iter_mut().zip(codes) {
+                entry.values.push(vocab[code as usize].clone());
             }
         }
         mode => return Err(CoreError::Codec(format!("unknown column mode {mode}"))),

@@ -4,6 +4,7 @@
 //! comparing a string with a number is "no match" rather than an error.
 
 use std::cmp::Ordering;
+use std::fmt::Write;
 
 use crate::error::CoreError;
 use crate::varint::{put_i64, put_u64, Reader};
@@ -24,6 +25,8 @@ pub enum PyKey<'a> {
     Num(i64),
     FloatBits(u64),
     Str(&'a str),
+    /// A string of a digits column (see `ValueRef::Digits`), by its number.
+    Digits(u64),
 }
 
 /// A hashable key under exact identity (type and bits): what the codec's dictionaries use,
@@ -171,6 +174,9 @@ pub enum ValueRef<'a> {
     Str(&'a str),
     /// A string of a prefixed column: the column's shared prefix and this entry's suffix.
     Prefixed(&'a str, &'a str),
+    /// A string of a digits column: the column's shared prefix, then this entry's number
+    /// zero-padded to the column's width (`i00012345`).
+    Digits(&'a str, usize, u64),
 }
 
 impl<'a> ValueRef<'a> {
@@ -196,8 +202,9 @@ impl<'a> ValueRef<'a> {
         })
     }
 
-    /// Python's equality key. Within one column every string shares the prefix, so the
-    /// suffix alone is the key of a prefixed string.
+    /// Python's equality key. Within one column every string shares the prefix (and a
+    /// digits column the width), so the suffix alone is the key of a prefixed string and
+    /// the number alone that of a digits string.
     pub fn py_key(&self) -> PyKey<'a> {
         match *self {
             ValueRef::Null => PyKey::Null,
@@ -205,6 +212,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Int(i) => PyKey::Num(i),
             ValueRef::Float(f) => float_key(f),
             ValueRef::Str(s) | ValueRef::Prefixed(_, s) => PyKey::Str(s),
+            ValueRef::Digits(_, _, number) => PyKey::Digits(number),
         }
     }
 
@@ -219,6 +227,12 @@ impl<'a> ValueRef<'a> {
                 buf.clear();
                 buf.push_str(prefix);
                 buf.push_str(suffix);
+                Some(buf.as_str())
+            }
+            ValueRef::Digits(prefix, width, number) => {
+                buf.clear();
+                buf.push_str(prefix);
+                write!(buf, "{number:0width$}").expect("writing to a String cannot fail");
                 Some(buf.as_str())
             }
             _ => None,

@@ -12,7 +12,7 @@ use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use usersignals_core::batch::{execute, Batch};
-use usersignals_core::context::ReadContext;
+use usersignals_core::context::{ReadContext, Refusal, Times};
 use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
@@ -32,6 +32,25 @@ create_exception!(
     CoreError,
     "A stored state that did not decode; args: (batch user index, plan key, message)."
 );
+
+/// A request's times as Python passes them: `(as_of, now, until, window, since)`.
+type TimesArg = (Option<i64>, i64, Option<i64>, Option<i64>, Option<i64>);
+/// A refused read as Python receives it: `(view time, earliest as_of, why)`.
+type RefusalOut = (i64, i64, &'static str);
+
+fn times_of((as_of_ms, now_ms, until_ms, window_ms, since_ms): TimesArg) -> Times {
+    Times {
+        as_of_ms,
+        now_ms,
+        until_ms,
+        window_ms,
+        since_ms,
+    }
+}
+
+fn refusal_out(refusal: &Refusal) -> RefusalOut {
+    (refusal.view_ms, refusal.earliest_ms, refusal.why)
+}
 
 fn raise(error: Error) -> PyErr {
     match error {
@@ -107,13 +126,13 @@ impl NativePlans {
         }
     }
 
-    fn distinct(&self, plan: usize) -> PyResult<&DistinctSpec> {
+    fn distinct(&self, plan: usize) -> PyResult<(&Plan, &DistinctSpec)> {
         let found = self
             .plans
             .get(plan)
             .ok_or_else(|| CoreError::new_err("no such plan"))?;
         match &found.aggregate {
-            Aggregation::Distinct(spec, _) => Ok(spec),
+            Aggregation::Distinct(spec, _) => Ok((found, spec)),
             _ => Err(CoreError::new_err(format!(
                 "{} is not a Distinct plan",
                 found.key
@@ -187,38 +206,42 @@ impl NativePlans {
         Ok((states, out.applied, out.expired))
     }
 
-    /// Evaluate a stored LastN state with a resolved context: `(entries as dicts, newest)`.
+    /// Evaluate a stored LastN state with a request's context: `(entries as dicts, newest,
+    /// refusal)`. `times` is `(as_of, now, until, window, since)`, resolved against the
+    /// state (see `context::Times`); a refusal is `(view time, earliest as_of, why)`, which
+    /// the glue raises as `AsOfError`, and comes with no entries.
     #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (plan, state, end_ms, start_ms, actions, surfaces, exclude, dedupe, limit))]
+    #[pyo3(signature = (plan, state, times, actions, surfaces, exclude, dedupe, limit))]
     fn read_last_n<'py>(
         &self,
         py: Python<'py>,
         plan: usize,
         state: &[u8],
-        end_ms: i64,
-        start_ms: Option<i64>,
+        times: TimesArg,
         actions: Option<HashSet<String>>,
         surfaces: Option<HashSet<String>>,
         exclude: HashSet<String>,
         dedupe: bool,
         limit: Option<usize>,
-    ) -> PyResult<(Bound<'py, PyList>, Option<i64>)> {
-        let (_, spec) = self.last_n(plan)?;
+    ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
+        let (found, spec) = self.last_n(plan)?;
         let view = LastNView::parse(state, spec.keep.len()).map_err(raise)?;
         let context = ReadContext {
-            end_ms,
-            start_ms,
+            times: times_of(times),
             actions,
             surfaces,
             exclude,
             dedupe,
             limit,
         };
-        let (rows, newest) = view.select(spec, &context);
+        let out = PyList::empty(py);
+        let (rows, newest) = match view.select(spec, found.retention_ms, &context) {
+            Ok(selected) => selected,
+            Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
+        };
         let ts_key = PyString::intern(py, "ts");
         let keys: Vec<Bound<'py, PyString>> =
             spec.keep.iter().map(|k| PyString::intern(py, k)).collect();
-        let out = PyList::empty(py);
         let mut text = String::new();
         for row in rows {
             let record = PyDict::new(py);
@@ -228,25 +251,25 @@ impl NativePlans {
             }
             out.append(record)?;
         }
-        Ok((out, newest))
+        Ok((out, newest, None))
     }
 
-    /// Evaluate a stored Distinct state over `[start_ms, end_ms]`: `(estimate, newest)`.
+    /// Evaluate a stored Distinct state with a request's `times` (as for `read_last_n`):
+    /// `(estimate, newest, refusal)`.
     fn read_distinct(
         &self,
         plan: usize,
         state: &[u8],
-        end_ms: i64,
-        start_ms: Option<i64>,
-    ) -> PyResult<(i64, Option<i64>)> {
-        let spec = self.distinct(plan)?;
+        times: TimesArg,
+    ) -> PyResult<(i64, Option<i64>, Option<RefusalOut>)> {
+        let (found, spec) = self.distinct(plan)?;
         let state = distinct::decode(state, spec).map_err(raise)?;
-        let context = ReadContext {
-            end_ms,
-            start_ms,
-            ..ReadContext::default()
-        };
-        Ok(spec.read(&state, &context))
+        Ok(
+            match spec.read(found.retention_ms, &state, &times_of(times)) {
+                Ok((estimate, newest)) => (estimate, newest, None),
+                Err(refusal) => (0, None, Some(refusal_out(&refusal))),
+            },
+        )
     }
 
     /// A stored Distinct state as the reference's `(newest, {bucket start: registers})`.
@@ -255,7 +278,7 @@ impl NativePlans {
         plan: usize,
         state: &[u8],
     ) -> PyResult<(i64, BTreeMap<i64, Vec<u8>>)> {
-        let spec = self.distinct(plan)?;
+        let (_, spec) = self.distinct(plan)?;
         let state = distinct::decode(state, spec).map_err(raise)?;
         Ok((state.newest, state.buckets))
     }
@@ -332,6 +355,10 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
+    m.add(
+        "LAST_N_READABLE_VERSIONS",
+        last_n::READABLE_VERSIONS.to_vec(),
+    )?;
     m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
     Ok(())
 }

@@ -25,7 +25,7 @@ import msgspec
 
 from usersignals._core import (
     DISTINCT_FORMAT_VERSION,
-    LAST_N_FORMAT_VERSION,
+    LAST_N_READABLE_VERSIONS,
     CoreError,
     CoreStateError,
     NativePlans,
@@ -35,7 +35,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
 from usersignals.enrich.sources import Record
-from usersignals.errors import NativeCoreError, StateCodecError
+from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
@@ -45,8 +45,12 @@ from usersignals.state.codec import UserRecord
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 
 
-# The format version byte each native aggregation's states start with.
-_VERSIONS = {LastN: LAST_N_FORMAT_VERSION, Distinct: DISTINCT_FORMAT_VERSION}
+# The format version bytes each native aggregation's states may start with (a state of an
+# older version is rewritten in the current one when a batch touches it).
+_READABLE = {
+    LastN: frozenset(LAST_N_READABLE_VERSIONS),
+    Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
+}
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
 TEXT_PREFIX = "str:"
@@ -54,14 +58,14 @@ TEXT_PREFIX = "str:"
 
 def is_native(signal: Signal) -> bool:
     """Whether the core runs this signal. Exact type: a user's subclass stays Python."""
-    return type(signal.aggregate) in _VERSIONS
+    return type(signal.aggregate) in _READABLE
 
 
 def plan_json(signal: Signal) -> str:
     """The plan the core executes: the signal's compiled JSON parts and its retention."""
     aggregate = signal.aggregate.to_json()
     if isinstance(signal.aggregate, Distinct):
-        aggregate["bucket_ms"] = signal.aggregate.bucket  # the JSON shows it as a duration
+        aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
     return json.dumps(
         {
             "key": signal.key,
@@ -88,7 +92,7 @@ class NativeSignals:
             if is_native(signal) and self._claim_fields(signal):
                 self.signals.append(signal)
         self.keys = [signal.key for signal in self.signals]
-        self._versions = [_VERSIONS[type(signal.aggregate)] for signal in self.signals]
+        self._readable = [_READABLE[type(signal.aggregate)] for signal in self.signals]
         self._index = {key: i for i, key in enumerate(self.keys)}
         self.layouts = {tuple(lookup.name for lookup in s.lookups) for s in self.signals}
         try:
@@ -167,7 +171,10 @@ class NativeSignals:
     def read(
         self, signal: Signal, raw: bytes | None, context: ReadContext, key: bytes
     ) -> ReadOut | None:
-        """The signal's answer evaluated by the core, or ``None`` when it is not native."""
+        """The signal's answer evaluated by the core, or ``None`` when it is not native.
+
+        Raises :class:`AsOfError` (naming the signal) where the reference refuses: an
+        ``as_of`` the stored state cannot answer exactly."""
         index = self._index.get(signal.key)
         if index is None:
             return None
@@ -175,26 +182,37 @@ class NativeSignals:
         if raw is None:
             return ReadOut({"estimate": 0} if distinct else [], None)
         data = self._native_form(key, raw, index)
+        # Unresolved: the core resolves them against the state's newest event, as
+        # ReadContext.view_time/end/start do.
+        times = (
+            context.as_of_ms,
+            context.now_ms,
+            context.until_ms,
+            context.window_ms,
+            context.since_ms,
+        )
         try:
             if distinct:
-                estimate, newest = self._core.read_distinct(
-                    index, data, context.end_ms, context.start_ms
+                estimate, newest, refusal = self._core.read_distinct(index, data, times)
+                answer = ReadOut({"estimate": estimate}, newest)
+            else:
+                value, newest, refusal = self._core.read_last_n(
+                    index,
+                    data,
+                    times,
+                    context.actions,
+                    context.surfaces,
+                    context.exclude,
+                    context.dedupe,
+                    context.limit,
                 )
-                return ReadOut({"estimate": estimate}, newest)
-            value, newest = self._core.read_last_n(
-                index,
-                data,
-                context.end_ms,
-                context.start_ms,
-                context.actions,
-                context.surfaces,
-                context.exclude,
-                context.dedupe,
-                context.limit,
-            )
+                answer = ReadOut(value, newest)
         except CoreError as exc:
             raise StateCodecError(key, f"{signal.key}: {exc}") from exc
-        return ReadOut(value, newest)
+        if refusal is not None:
+            view_ms, earliest_ms, why = refusal
+            raise AsOfError(signal.name, view_ms, earliest_ms, why)
+        return answer
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
@@ -225,11 +243,11 @@ class NativeSignals:
             state = _unbin.decode(data)
         except msgspec.DecodeError as exc:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
-        expected = self._versions[index]
-        if not state or state[0] != expected:
+        readable = self._readable[index]
+        if not state or state[0] not in readable:
             version = state[0] if state else None
             raise StateCodecError(
-                key, f"{self.keys[index]}: format version {version}, not {expected}"
+                key, f"{self.keys[index]}: format version {version}, not one of {sorted(readable)}"
             )
         return state
 

@@ -1,7 +1,7 @@
 use proptest::prelude::*;
 
 use super::*;
-use crate::context::ReadContext;
+use crate::context::{ReadContext, Refusal, Times, AS_OF_LOOKBACK_MS};
 
 fn spec(n: usize, dedupe: bool) -> LastNSpec {
     LastNSpec {
@@ -30,8 +30,11 @@ fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
         (-1e6f64..1e6).prop_map(Value::Float),
         any::<bool>().prop_map(Value::Bool),
     ];
+    // Times over ~7 days (coarse steps of ~2.8 h) with frequent equal times, so retentions of
+    // an hour to a day plus the two-day look-back expire some events.
+    let ts = (0i64..60, 0i64..50).prop_map(|(coarse, fine)| coarse * 10_000_000 + fine);
     let one = (
-        0i64..5_000,
+        ts,
         0u32..40,
         0u8..12,
         prop::sample::select(vec!["click", "save"]),
@@ -48,7 +51,7 @@ fn recompute(spec: &LastNSpec, retention: i64, events: &[Entry]) -> Vec<Entry> {
     };
     let mut all: Vec<Entry> = events
         .iter()
-        .filter(|e| e.ts >= newest - retention)
+        .filter(|e| e.ts >= newest - retention - AS_OF_LOOKBACK_MS)
         .cloned()
         .collect();
     all.sort_by_key(|e| std::cmp::Reverse(e.order()));
@@ -101,7 +104,7 @@ proptest! {
         cuts in prop::collection::vec(any::<usize>(), 0..6),
         n in 1usize..30,
         dedupe in any::<bool>(),
-        retention in prop_oneof![Just(100i64), Just(1_000), Just(1_000_000)],
+        retention in prop_oneof![Just(3_600_000i64), Just(86_400_000), Just(1_000_000_000)],
     ) {
         let spec = spec(n, dedupe);
         // Arrival order among equal (ts, tie) is part of the state; the naive recompute sees
@@ -169,27 +172,251 @@ fn read_applies_the_context_like_the_reference() {
         entry(20, 4, 3, "click", Value::Null),
     ];
     let context = ReadContext {
-        end_ms: 45,
-        start_ms: Some(25),
+        times: Times {
+            now_ms: 100,
+            until_ms: Some(45),
+            since_ms: Some(25),
+            ..Times::default()
+        },
         actions: Some(["click".to_string()].into()),
         dedupe: true,
         ..ReadContext::default()
     };
     let bytes = encode(&entries, 3);
     let view = view::LastNView::parse(&bytes, 3).unwrap();
-    let (rows, newest) = view.select(&spec, &context);
+    let (rows, newest) = view.select(&spec, 1_000, &context).unwrap();
     assert_eq!(newest, Some(40));
     assert_eq!(rows.iter().map(|r| view.ts[*r]).collect::<Vec<_>>(), [30]);
     let everything = ReadContext {
-        end_ms: 100,
+        times: Times {
+            now_ms: 100,
+            ..Times::default()
+        },
         limit: Some(2),
         ..ReadContext::default()
     };
-    assert_eq!(view.select(&spec, &everything).0, [0, 1]);
+    assert_eq!(view.select(&spec, 1_000, &everything).unwrap().0, [0, 1]);
     let not_these = ReadContext {
-        end_ms: 100,
         exclude: ["i1".into()].into(),
-        ..everything
+        ..everything.clone()
     };
-    assert_eq!(view.select(&spec, &not_these).0, [1, 3]);
+    assert_eq!(view.select(&spec, 1_000, &not_these).unwrap().0, [1, 3]);
+    // The retention counts back from the view time, inclusive: 100 - 60 = 40.
+    let unlimited = ReadContext {
+        limit: None,
+        ..everything.clone()
+    };
+    assert_eq!(view.select(&spec, 60, &unlimited).unwrap().0, [0, 1]);
+    assert_eq!(
+        view.select(&spec, 1_000, &unlimited).unwrap().0,
+        [0, 1, 2, 3]
+    );
+    let window = ReadContext {
+        times: Times {
+            now_ms: 100,
+            window_ms: Some(60),
+            ..Times::default()
+        },
+        ..ReadContext::default()
+    };
+    assert_eq!(view.select(&spec, 1_000, &window).unwrap().0, [0, 1]);
+}
+
+#[test]
+fn an_as_of_before_newer_events_that_took_the_room_is_refused() {
+    let full = spec(2, false);
+    let entries = vec![
+        entry(300, 1, 1, "click", Value::Null),
+        entry(200, 2, 2, "click", Value::Null),
+    ];
+    let bytes = encode(&entries, 3);
+    let view = view::LastNView::parse(&bytes, 3).unwrap();
+    let as_of = |ms: i64, limit: Option<usize>| ReadContext {
+        times: Times {
+            as_of_ms: Some(ms),
+            now_ms: 10_000,
+            ..Times::default()
+        },
+        limit,
+        ..ReadContext::default()
+    };
+    // Older events may have been dropped to make room for the one at 300.
+    let refusal = view.select(&full, 1_000, &as_of(250, None)).unwrap_err();
+    assert_eq!(
+        refusal,
+        Refusal {
+            view_ms: 250,
+            earliest_ms: 300,
+            why: "newer events took the room of older ones it needs",
+        }
+    );
+    // A read that fills its limit needs nothing older: answered.
+    assert_eq!(
+        view.select(&full, 1_000, &as_of(250, Some(1))).unwrap().0,
+        [1]
+    );
+    // A state that is not full dropped nothing: answered.
+    let roomy = spec(3, false);
+    assert_eq!(
+        view.select(&roomy, 1_000, &as_of(250, None)).unwrap().0,
+        [1]
+    );
+    // With dedupe_by, an item engaged again may have dropped an entry anywhere: refused.
+    let deduped = spec(3, true);
+    assert!(view.select(&deduped, 1_000, &as_of(250, Some(1))).is_err());
+    // At or after the newest event, nothing is newer: answered.
+    assert_eq!(
+        view.select(&full, 1_000, &as_of(300, None)).unwrap().0,
+        [0, 1]
+    );
+}
+
+fn text_entry(ts: i64, values: [&str; 3]) -> Entry {
+    Entry {
+        ts,
+        tie: 7,
+        values: values.iter().map(|v| Value::Str((*v).into())).collect(),
+    }
+}
+
+/// The text of every value of a state, as the read view sees it.
+fn viewed(bytes: &[u8], rows: usize) -> Vec<Vec<Option<String>>> {
+    let view = view::LastNView::parse(bytes, 3).unwrap();
+    let mut buf = String::new();
+    (0..rows)
+        .map(|row| {
+            (0..3)
+                .map(|c| view.get(c, row).text(&mut buf).map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
+    let entries: Vec<Entry> = (0..40)
+        .map(|i| {
+            let item = format!("i{:08}", (i * 7_919) % 100_000);
+            let action = ["click", "save", "share"][i % 3];
+            text_entry(1_000 - i as i64, [&item, action, "home"])
+        })
+        .collect();
+    let bytes = encode(&entries, 3);
+    assert_eq!(bytes[0], FORMAT_VERSION);
+    assert_eq!(decode(&bytes, 3).unwrap(), entries);
+    let texts: Vec<Vec<Option<String>>> = entries
+        .iter()
+        .map(|e| {
+            e.values
+                .iter()
+                .map(|v| match v {
+                    Value::Str(s) => Some(s.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+        .collect();
+    assert_eq!(viewed(&bytes, entries.len()), texts);
+    // Digits: prefix and width once, then a varint of at most 3 bytes per id (< 2^21).
+    let values: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
+    let digits = digits_form(&values).unwrap();
+    assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
+    // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
+    let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
+    let packed = packed_form(&actions).unwrap();
+    // Mode, size, three tagged strings (tag, length, text), 40 x 2 bits.
+    assert_eq!(packed.len(), 1 + 1 + (7 + 6 + 7) + 10);
+}
+
+#[test]
+fn a_digits_number_wider_than_its_width_is_a_codec_error() {
+    let entries = vec![
+        text_entry(2, ["i01", "a", "x"]),
+        text_entry(1, ["i02", "b", "y"]),
+    ];
+    let mut bytes = encode(&entries, 3);
+    // Column 0 (after the header, two gaps, ties) in the digits form: numbers 1 and 2.
+    let column = 1 + 1 + 1 + 1 + 1 + 2 * 4; // version, columns, count, newest, gap, ties
+    assert_eq!(&bytes[column..column + 6], [DIGITS, 2, b'i', b'0', 1, 1]);
+    bytes[column + 6] = 10; // "10" does not fit 1 digit
+    assert!(matches!(decode(&bytes, 3), Err(CoreError::Codec(_))));
+    assert!(view::LastNView::parse(&bytes, 3).is_err());
+}
+
+#[test]
+fn a_state_of_format_version_1_is_read() {
+    // Written by the version 1 encoder: five entries, digits ids in the prefixed form and
+    // actions in the byte dictionary (forms 2 and 0, which version 2 still reads).
+    let v1 = "010305c0ded5edee66e807e807e807e807e8030000e9030000ea030000eb030000ec0300000208\
+              69303030303030300130013701340131013800020505636c69636b05047361766500010001000204\
+              686f6d650000000000";
+    let bytes: Vec<u8> = (0..v1.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&v1[i..i + 2], 16).unwrap())
+        .collect();
+    let entries = decode(&bytes, 3).unwrap();
+    let items: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
+    assert_eq!(
+        items,
+        [
+            "i00000000",
+            "i00000007",
+            "i00000004",
+            "i00000001",
+            "i00000008"
+        ]
+        .map(|s| Value::Str(s.into()))
+        .iter()
+        .collect::<Vec<_>>()
+    );
+    assert_eq!(entries[0].ts, 1_767_225_604_000);
+    assert_eq!(entries[4].tie, 1004);
+    assert_eq!(viewed(&bytes, 5)[1][1].as_deref(), Some("save"));
+    // Written again, it is version 2 with the same entries.
+    let again = encode(&entries, 3);
+    assert_eq!(again[0], 2);
+    assert_eq!(decode(&again, 3).unwrap(), entries);
+}
+
+proptest! {
+    #[test]
+    fn text_columns_round_trip_through_every_form(
+        ids in prop::collection::vec((0u64..1_000, 1usize..6, any::<bool>()), 1..40),
+    ) {
+        // Fixed-width digits (the digits form), mixed widths and a non-digit (not), a
+        // handful of values (dictionaries) or many.
+        let entries: Vec<Entry> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, (n, width, odd))| {
+                let item = if *odd { format!("x{n:0width$}y") } else { format!("i{n:05}") };
+                let few = format!("a{}", n % 3);
+                // Last: fixed-width digits, whose width is no count of bytes that follow.
+                text_entry(1_000 - i as i64, [&item, &few, &format!("c{n:03}")])
+            })
+            .collect();
+        let bytes = encode(&entries, 3);
+        prop_assert_eq!(&decode(&bytes, 3).unwrap(), &entries);
+        let texts: Vec<Vec<Option<String>>> = entries
+            .iter()
+            .map(|e| e.values.iter().map(|v| match v {
+                Value::Str(s) => Some(s.clone()),
+                _ => None,
+            }).collect())
+            .collect();
+        prop_assert_eq!(viewed(&bytes, entries.len()), texts);
+    }
+}
+
+#[test]
+fn a_digits_column_last_in_the_state_decodes() {
+    // Regression: the width was read as a length of bytes to follow, so a last column of
+    // two 3-digit ids (two 1-byte numbers left) failed to decode.
+    let entries = vec![
+        text_entry(2, ["a", "x", "c123"]),
+        text_entry(1, ["a", "x", "c045"]),
+    ];
+    let bytes = encode(&entries, 3);
+    assert_eq!(decode(&bytes, 3).unwrap(), entries);
+    assert_eq!(viewed(&bytes, 2)[1][2].as_deref(), Some("c045"));
 }

@@ -7,8 +7,8 @@
 
 use std::collections::HashSet;
 
-use super::{DICTIONARY, MAX_BYTE_CODES, PLAIN, PREFIXED};
-use crate::context::ReadContext;
+use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
+use crate::context::{ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{PyKey, ValueRef};
@@ -24,6 +24,11 @@ enum Column<'a> {
         prefix: &'a str,
         suffixes: Vec<&'a str>,
     },
+    Digits {
+        prefix: &'a str,
+        width: usize,
+        numbers: Vec<u64>,
+    },
 }
 
 impl<'a> Column<'a> {
@@ -32,6 +37,11 @@ impl<'a> Column<'a> {
             Column::Dictionary { vocab, codes } => vocab[codes[row] as usize],
             Column::Plain(values) => values[row],
             Column::Prefixed { prefix, suffixes } => ValueRef::Prefixed(prefix, suffixes[row]),
+            Column::Digits {
+                prefix,
+                width,
+                numbers,
+            } => ValueRef::Digits(prefix, *width, numbers[row]),
         }
     }
 }
@@ -100,6 +110,34 @@ impl<'a> LastNView<'a> {
                     .collect::<Result<Vec<_>, _>>()?;
                 Column::Prefixed { prefix, suffixes }
             }
+            DIGITS => {
+                let (prefix, width) = super::digits_header(r)?;
+                let limit = 10u64.pow(width as u32);
+                let numbers = (0..count)
+                    .map(|_| {
+                        let number = r.u64()?;
+                        if number >= limit {
+                            return Err(CoreError::Codec(format!(
+                                "{number} does not fit {width} digits"
+                            )));
+                        }
+                        Ok(number)
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Column::Digits {
+                    prefix,
+                    width,
+                    numbers,
+                }
+            }
+            PACKED => {
+                let size = r.len(1)?;
+                let vocab = (0..size)
+                    .map(|_| ValueRef::decode(r))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let codes = super::unpack_codes(r, count, size)?;
+                Column::Dictionary { vocab, codes }
+            }
             mode => return Err(CoreError::Codec(format!("unknown column mode {mode}"))),
         })
     }
@@ -108,11 +146,29 @@ impl<'a> LastNView<'a> {
         self.columns[column].get(row)
     }
 
-    /// The rows a context selects, newest first, and the newest time the view includes:
-    /// the same rules as `last_n::read` (and the Python reference).
-    pub fn select(&self, spec: &LastNSpec, context: &ReadContext) -> (Vec<usize>, Option<i64>) {
+    /// The rows a context selects, newest first, and the newest time the view includes: the
+    /// same rules as `LastNRuntime.read` in the Python reference, refusals included.
+    ///
+    /// The view's time `V` is the `as_of` (or the wall clock, or the newest event if later);
+    /// nothing older than `V - retention` counts. When the state holds events after `V`,
+    /// older events they pushed out may belong to the answer: see [`Self::check_nothing_dropped`].
+    pub fn select(
+        &self,
+        spec: &LastNSpec,
+        retention_ms: i64,
+        context: &ReadContext,
+    ) -> Result<(Vec<usize>, Option<i64>), Refusal> {
         let fields = super::ReadFields::of(spec);
-        let limit = context.limit.unwrap_or(spec.n);
+        let newest_ts = self.ts.first().copied().unwrap_or(0);
+        let times = &context.times;
+        let view = times.view_time(newest_ts);
+        let end = times.end(newest_ts);
+        let mut start = view.saturating_sub(retention_ms);
+        if let Some(window_start) = times.start(newest_ts) {
+            start = start.max(window_start);
+        }
+        // `limit or n`, as the reference reads it: a zero limit means none.
+        let limit = context.limit.filter(|l| *l > 0).unwrap_or(spec.n);
         let mut seen: HashSet<PyKey<'a>> = HashSet::new();
         let mut buf = String::new();
         let mut in_set = |set: &HashSet<String>, value: ValueRef<'a>| {
@@ -120,12 +176,16 @@ impl<'a> LastNView<'a> {
         };
         let mut out = Vec::new();
         let mut newest = None;
+        // Entries after the view time: they may have pushed older ones out.
+        let later = self.ts.iter().take_while(|ts| **ts > view).count();
+        let mut complete = false;
         for (row, ts) in self.ts.iter().enumerate() {
-            if *ts > context.end_ms {
+            if *ts > end {
                 continue;
             }
             newest.get_or_insert(*ts);
-            if context.start_ms.is_some_and(|start| *ts < start) {
+            if *ts < start {
+                complete = true;
                 break;
             }
             if let (Some(actions), Some(i)) = (&context.actions, fields.action) {
@@ -149,9 +209,39 @@ impl<'a> LastNView<'a> {
             }
             out.push(row);
             if out.len() >= limit {
+                complete = true;
                 break;
             }
         }
-        (out, newest)
+        if later > 0 && (!complete || spec.dedupe_by.is_some()) {
+            self.check_nothing_dropped(spec, retention_ms, view, start)?;
+        }
+        Ok((out, newest))
+    }
+
+    /// Refuse when events the read needs may have been dropped: to make room for newer ones
+    /// (a full state, or with `dedupe_by` an item engaged again after the view time, whose
+    /// older entry may belong anywhere in the answer), or by age (the read starts before what
+    /// the state keeps). The earliest `as_of` answered is then the newest event's time.
+    fn check_nothing_dropped(
+        &self,
+        spec: &LastNSpec,
+        retention_ms: i64,
+        view: i64,
+        start: i64,
+    ) -> Result<(), Refusal> {
+        let newest_ts = self.ts.first().copied().unwrap_or(0);
+        let dropped_by_room = self.ts.len() >= spec.n || spec.dedupe_by.is_some();
+        let kept_from = newest_ts
+            .saturating_sub(retention_ms)
+            .saturating_sub(AS_OF_LOOKBACK_MS);
+        if dropped_by_room || start < kept_from {
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: newest_ts,
+                why: "newer events took the room of older ones it needs",
+            });
+        }
+        Ok(())
     }
 }
