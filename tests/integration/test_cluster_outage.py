@@ -1,0 +1,102 @@
+"""A whole Redis Cluster shard out mid-stream: the processor waits it out, loses or doubles
+nothing.
+
+The real ``usersignals run --kafka`` processor writes to a local Redis Cluster (append-only,
+fsync always) while one shard — a primary and its replica — is SIGKILLed and restarted ~10 s
+later (``kill``), or SIGSTOPped and resumed (``pause``: a hung shard, connections open). The
+processor must stay up, answer 503 on ``/readyz`` during the outage, and end with exactly the
+state of one clean replay.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import msgspec
+import pytest
+from test_kafka import (
+    clean_replay,
+    committed_total,
+    produce,
+    records,
+    reference_values,
+    start_processor,
+    stop,
+    stop_leftover_processors,  # noqa: F401 (an autouse fixture: stops what a failure leaves)
+    wait_caught_up,
+)
+
+from usersignals.devtools.broker import LocalBroker, free_port
+from usersignals.devtools.redis_cluster import LocalRedisCluster
+from usersignals.enrich.tables import load_table
+from usersignals.state.redis import RedisClusterStore
+from waiting import wait_for
+
+OUTAGE_S = 10.0
+
+
+def readiness(port: int) -> int:
+    try:
+        return httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=2).status_code
+    except httpx.HTTPError:
+        return 0
+
+
+@pytest.mark.parametrize("fault", ["kill", "pause"])
+def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_doubled(
+    broker: LocalBroker, tmp_path: Path, fault: str
+) -> None:
+    topic = f"shard-{fault}"
+    values, items = reference_values(40_000, seed=37)
+    ends = produce(broker.bootstrap, topic, values)
+    clean_store = clean_replay(broker, topic, f"g-clean-{topic}", tmp_path / "clean", items, ends)
+
+    with LocalRedisCluster(persistent=True) as cluster:
+        store = RedisClusterStore(cluster.url, namespace="shard")
+        jsonl = tmp_path / "items.jsonl"
+        jsonl.write_bytes(msgspec.json.Encoder().encode_lines(items))
+        load_table(store.table("items"), jsonl, key="item_id")
+        env = {
+            "USERSIGNALS_STORE__BACKEND": "redis-cluster",
+            "USERSIGNALS_STORE__REDIS_URL": cluster.url,
+            "USERSIGNALS_STORE__REDIS_NAMESPACE": "shard",
+            "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "500",
+        }
+        port = free_port()
+        process = start_processor(
+            broker.bootstrap, topic, f"g-{topic}", tmp_path / "p",
+            "--metrics-port", str(port), env_extra=env,
+        )  # fmt: skip
+        wait_for(
+            lambda: committed_total(broker.bootstrap, f"g-{topic}", topic) > 2_000,
+            120, "the processor to be mid-stream", poll_s=0.05, alive=process,
+        )  # fmt: skip
+        assert committed_total(broker.bootstrap, f"g-{topic}", topic) < sum(ends.values())
+        primary = cluster.primaries()[0]
+        shard = [primary, *cluster.replicas_of(primary)]
+        assert len(shard) == 2
+        for node in shard:
+            if fault == "kill":
+                cluster.kill(node)
+            else:
+                cluster.pause(node)
+        wait_for(lambda: readiness(port) == 503, 60, "/readyz to report the outage", alive=process)
+        time.sleep(OUTAGE_S)  # the fault's length, not a wait for a condition
+        assert process.poll() is None, "the processor exited during the outage"
+        for node in shard:
+            if fault == "kill":
+                cluster.restart(node)
+            else:
+                cluster.resume(node)
+        wait_for(lambda: readiness(port) == 200, 120, "/readyz to recover", alive=process)
+        wait_caught_up(broker.bootstrap, f"g-{topic}", topic, ends, timeout_s=300)
+        code, err = stop(process)
+        assert code == 0, err
+        got = dict(store.scan(b"u:"))
+        store.close()
+    expected = records(clean_store)
+    assert got.keys() == expected.keys()
+    different = [key for key in expected if got[key] != expected[key]]
+    assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
