@@ -10,6 +10,7 @@ state of one clean replay.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -17,6 +18,7 @@ from pathlib import Path
 import httpx
 import msgspec
 import pytest
+import redis
 from test_kafka import (
     clean_replay,
     committed_total,
@@ -32,6 +34,7 @@ from usersignals.demo import workload_spec
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.devtools.redis_cluster import LocalRedisCluster
 from usersignals.enrich.tables import load_table
+from usersignals.errors import StoreError
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
 from usersignals.state.redis import RedisClusterStore
 from waiting import wait_for
@@ -131,3 +134,24 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
+
+
+def test_a_cluster_that_does_not_cover_every_slot_gives_store_errors() -> None:
+    """redis-py's RedisClusterException (not a RedisError) becomes a StoreError too, so a
+    whole-cluster failure is retried and reported like any outage, not a crash."""
+    with LocalRedisCluster(replicas_per_primary=0) as cluster:
+        store = RedisClusterStore(cluster.url, namespace="slots", wait_replicas=0)
+        try:
+            store.write({b"u1": b"x"})
+            slot = redis.RedisCluster.from_url(cluster.url).keyslot(b"slots:s:{u1}")
+            for port in cluster.ports:  # unassign the slot everywhere: nobody serves it
+                with contextlib.suppress(redis.ResponseError):
+                    redis.Redis(port=port).execute_command("CLUSTER", "DELSLOTS", slot)
+            with pytest.raises(StoreError, match="not covered"):
+                RedisClusterStore(cluster.url, namespace="slots", wait_replicas=0)
+            with pytest.raises(StoreError, match="read failed"):
+                store.get_many([b"u1"])
+            with pytest.raises(StoreError, match="write failed"):
+                store.write({b"u1": b"y"})
+        finally:
+            store.close()
