@@ -105,7 +105,8 @@ class LocalRedisCluster:
 
     def replicas_of(self, primary: int) -> list[int]:
         """The ports of the replicas of one primary: with it, one shard."""
-        info = redis.Redis(port=primary).info("replication")
+        with redis.Redis(port=primary) as node:
+            info = node.info("replication")
         count = int(info.get("connected_slaves", 0))
         return [int(info[f"slave{i}"]["port"]) for i in range(count)]
 
