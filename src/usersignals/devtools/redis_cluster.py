@@ -43,7 +43,12 @@ def _is_free(port: int) -> bool:
 
 
 class LocalRedisCluster:
-    def __init__(self, primaries: int = 3, replicas_per_primary: int = 1) -> None:
+    def __init__(
+        self, primaries: int = 3, replicas_per_primary: int = 1, persistent: bool = False
+    ) -> None:
+        # persistent: an append-only file fsynced on every write, so a node killed and
+        # restarted keeps every acknowledged write (a whole-shard outage test needs it).
+        self.persistent = persistent
         self.size = primaries * (1 + replicas_per_primary)
         self._binary = ""
         self.replicas_per_primary = replicas_per_primary
@@ -81,10 +86,12 @@ class LocalRedisCluster:
         raise ConfigurationError("the Redis Cluster did not reach cluster_state:ok")
 
     def _launch(self, port: int) -> None:
+        durability = ["--appendonly", "yes", "--appendfsync", "always"] if self.persistent else [
+            "--appendonly", "no"]  # fmt: skip
         self._processes[port] = subprocess.Popen(
             [self._binary, "--bind", "127.0.0.1", "--port", str(port), "--cluster-enabled", "yes",
              "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "2000",
-             "--save", "", "--appendonly", "no", "--dir", str(self._root / str(port))],
+             "--save", "", *durability, "--dir", str(self._root / str(port))],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )  # fmt: skip
 
@@ -95,6 +102,20 @@ class LocalRedisCluster:
             if self._processes[port].poll() is None
             and redis.Redis(port=port).info("replication").get("role") == "master"
         ]
+
+    def replicas_of(self, primary: int) -> list[int]:
+        """The ports of the replicas of one primary: with it, one shard."""
+        with redis.Redis(port=primary) as node:
+            info = node.info("replication")
+        count = int(info.get("connected_slaves", 0))
+        return [int(info[f"slave{i}"]["port"]) for i in range(count)]
+
+    def pause(self, port: int) -> None:
+        """SIGSTOP one node: a hung node, its connections open and nothing answering."""
+        self._processes[port].send_signal(signal.SIGSTOP)
+
+    def resume(self, port: int) -> None:
+        self._processes[port].send_signal(signal.SIGCONT)
 
     def restart(self, port: int) -> None:
         """Start a killed node again: it rejoins the cluster (as a replica after a failover)."""
@@ -136,6 +157,7 @@ class LocalRedisCluster:
     def stop(self) -> None:
         for process in self._processes.values():
             if process.poll() is None:
+                process.send_signal(signal.SIGCONT)  # a paused node cannot act on SIGTERM
                 process.terminate()
         for process in self._processes.values():
             try:

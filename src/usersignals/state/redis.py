@@ -9,6 +9,7 @@ metadata, ``<namespace>:t:<table>:<key>`` for enrichment tables.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, cast
 
@@ -19,6 +20,10 @@ from redis.retry import Retry
 from usersignals.errors import StoreError
 
 _BACKEND = "redis"
+_BACKEND_CLUSTER = "redis-cluster"
+# redis-py raises RedisClusterException (and SlotNotCoveredError, one of them) for some
+# whole-cluster failures; they are not RedisErrors, and must become StoreErrors all the same.
+_CLUSTER_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 _CHUNK = 5_000
 _GLOB_SPECIAL = b"*?[]\\"
 
@@ -122,25 +127,64 @@ class _ClusterTable(_RedisTable):
         return self._prefix + b"{" + key + b"}"
 
     def get_many(self, keys: Sequence[bytes]) -> list[bytes | None]:
-        try:
-            return cast(
-                list[bytes | None], self._client.mget_nonatomic([self._key(k) for k in keys])
-            )
-        except redis.RedisError as exc:
+        # One MGET per slot in one pipeline (what mget_nonatomic does), sent through _send so
+        # that a shard outage fails the call in seconds instead of blocking it.
+        by_slot: dict[int, list[int]] = {}
+        full = [self._key(key) for key in keys]
+        for index, key in enumerate(full):
+            by_slot.setdefault(self._client.keyslot(key), []).append(index)
+        pipeline = self._client.pipeline()
+        try:  # an uncovered slot raises here (SlotNotCoveredError)
+            node_of = self._client.nodes_manager.get_node_from_slot
+            for slot, indexes in by_slot.items():
+                keys_of_slot = [full[i] for i in indexes]
+                pipeline.execute_command("MGET", *keys_of_slot, target_nodes=[node_of(slot)])
+        except _CLUSTER_ERRORS as exc:
             raise StoreError(_BACKEND_CLUSTER, "read", str(exc)) from exc
+        replies = self._send(pipeline, "read")
+        out: list[bytes | None] = [None] * len(keys)
+        for indexes, values in zip(by_slot.values(), replies, strict=True):
+            for index, value in zip(indexes, values, strict=True):
+                out[index] = value
+        return out
 
     def write(self, puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
-        try:
-            pipeline = self._client.pipeline()
-            for key, value in puts.items():
-                pipeline.set(self._key(key), value)
-            for key in deletes:
-                pipeline.delete(self._key(key))
-            pipeline.execute()
-            if self._wait_replicas:
+        pipeline = self._client.pipeline()
+        for key, value in puts.items():
+            pipeline.set(self._key(key), value)
+        for key in deletes:
+            pipeline.delete(self._key(key))
+        self._send(pipeline, "write")
+        if self._wait_replicas:
+            try:
                 self._wait()
-        except redis.RedisError as exc:
-            raise StoreError(_BACKEND_CLUSTER, "write", str(exc)) from exc
+            except _CLUSTER_ERRORS as exc:
+                raise StoreError(_BACKEND_CLUSTER, "write", str(exc)) from exc
+
+    def _send(self, pipeline: Any, operation: str) -> list[Any]:
+        """Send a pipeline once (the client retries the whole of it ``retries`` times).
+
+        ``pipeline.execute()`` re-sends each failed command on its own, each with the client's
+        full retries and socket timeouts: with a shard down or hung, one batch blocked for
+        over ten minutes. Without redirections a failed batch raises at once, as StoreError;
+        the processor's StoreRetry waits out the outage and sends it again (writes are
+        idempotent per user).
+        """
+        stack = pipeline._execution_strategy.command_queue  # the pinned redis-py's queue
+        try:
+            return cast(list[Any], pipeline.send_cluster_commands(stack, allow_redirections=False))
+        except _CLUSTER_ERRORS as exc:
+            if isinstance(exc, redis.exceptions.MovedError):
+                self._refresh_slots()  # followed by the next attempt, not by redis-py
+            raise StoreError(_BACKEND_CLUSTER, operation, str(exc)) from exc
+        finally:
+            pipeline.reset()
+
+    def _refresh_slots(self) -> None:
+        """Reload the slot map after a failover moved slots (best effort: the next attempt
+        fails and retries again if the cluster cannot answer yet)."""
+        with contextlib.suppress(*_CLUSTER_ERRORS):
+            self._client.nodes_manager.initialize()
 
     def _wait(self) -> None:
         """Acknowledged by replicas too, so a write survives a primary failover (WAIT)."""
@@ -172,11 +216,8 @@ class _ClusterTable(_RedisTable):
                 for key, value in zip(chunk, values, strict=True):
                     if value is not None:
                         yield key[cut:-1], value
-        except redis.RedisError as exc:
+        except _CLUSTER_ERRORS as exc:
             raise StoreError(_BACKEND_CLUSTER, "scan", str(exc)) from exc
-
-
-_BACKEND_CLUSTER = "redis-cluster"
 
 
 class RedisClusterStore(_ClusterTable):
@@ -202,10 +243,13 @@ class RedisClusterStore(_ClusterTable):
                 url,
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
-                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=8),
+                # One retry of a call (and of a whole pipeline), as for a single server: the
+                # processor's StoreRetry waits out outages and reports them; eight retries
+                # here, multiplied by reconnects and socket timeouts, hid a hung shard.
+                retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=1),
             )
             client.ping()
-        except redis.RedisError as exc:
+        except _CLUSTER_ERRORS as exc:
             raise StoreError(_BACKEND_CLUSTER, "open", f"{url}: {exc}") from exc
         super().__init__(client, f"{namespace}:s:".encode(), wait_replicas, wait_ms)
 
