@@ -131,6 +131,11 @@ def start_server(service: Service, mode: str) -> tuple[str, subprocess.Popen[byt
     }
     command = [str(BIN / "usersignals"), "serve", "--port", str(port), "--mode", mode]
     server = subprocess.Popen(command, env=env, cwd=service.root)
+    return wait_ready(port, server)
+
+
+def wait_ready(port: int, server: subprocess.Popen[bytes]) -> tuple[str, subprocess.Popen[bytes]]:
+    """The server's URL once its /readyz answers 200 (within 30 s; else it is stopped)."""
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline and server.poll() is None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 from offline_helpers import new_store, random_history, stream
-from service_helpers import free_port, stop_process
+from service_helpers import free_port, stop_process, wait_ready
 from test_versions import module
 
 from usersignals import SignalRegistry
@@ -30,18 +30,7 @@ def serve(root: Path, signals: str, workers: int) -> tuple[str, subprocess.Popen
         "USERSIGNALS_SERVING__REFRESH_INTERVAL_MS": "50",
     }
     command = [str(BIN), "serve", "--port", str(port), "--workers", str(workers)]
-    server = subprocess.Popen(command, env=env, cwd=root)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline and server.poll() is None:
-        try:
-            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                return url, server
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    stop_process(server)
-    raise RuntimeError("the server did not become ready within 30 s")
+    return wait_ready(port, subprocess.Popen(command, env=env, cwd=root))
 
 
 def test_shadow_served_by_name_and_cutover_reaches_every_worker(tmp_path: Path) -> None:
