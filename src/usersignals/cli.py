@@ -208,7 +208,11 @@ def run(
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
     if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
-        HealthServer(metrics, "127.0.0.1", metrics_port).start()
+        materializer = processor.engine.materializer
+        HealthServer(
+            metrics, "127.0.0.1", metrics_port,
+            holding=lambda: materializer is not None and bool(materializer.holding),
+        ).start()  # fmt: skip
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())

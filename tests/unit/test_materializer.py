@@ -140,6 +140,20 @@ def test_hold_policy_retries_until_the_source_recovers_and_loses_nothing() -> No
     assert m.stats.keys_failed == 0
 
 
+def test_a_held_source_is_reported_until_it_recovers() -> None:
+    """The processor's /readyz reads ``holding``: not-ready while a held source is down."""
+    source = FlakySource({"a": {"c": 1}}, failures=4)
+    seen: list[set[str]] = []
+    m = Materializer(
+        {"items": source},
+        policies={"items": SourcePolicy("hold", retries=1, backoff_s=0.1, max_backoff_s=0.4)},
+        sleep=lambda _: seen.append(set(m.holding)),
+    )
+    assert m.lookup("items", ["a"]) == {"a": {"c": 1}}
+    assert seen == [set(), {"items"}, {"items"}, {"items"}]  # held after its retries ran out
+    assert m.holding == set()
+
+
 def test_missing_policy_goes_on_without_the_fields_and_asks_again_next_time() -> None:
     source = FlakySource({"a": {"c": 1}}, failures=3)
     m = Materializer(

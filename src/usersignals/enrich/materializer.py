@@ -63,6 +63,9 @@ class Materializer:
         metrics: EnrichmentMetrics | None = None,
     ) -> None:
         self.metrics = metrics
+        #: Sources whose failure is being held (retried until they recover): the processor
+        #: reports not-ready meanwhile, as it does while its store is down.
+        self.holding: set[str] = set()
         self._sources = dict(sources)
         self._policies = dict(policies or {})
         self._sleep = sleep
@@ -147,9 +150,13 @@ class Materializer:
         def retrying(attempt: int, error: BaseException) -> None:
             if attempt == policy.retries + 1:
                 logger.error("source %s failed (%s): holding until it recovers", source, error)
+                self.holding.add(source)
 
         if policy.on_failure == "hold":
-            return backoff.call(fetch, (EnrichmentError,), on_retry=retrying)
+            try:
+                return backoff.call(fetch, (EnrichmentError,), on_retry=retrying)
+            finally:
+                self.holding.discard(source)
         try:
             return backoff.call(fetch, (EnrichmentError,), attempts=policy.retries + 1)
         except EnrichmentError as exc:

@@ -28,8 +28,16 @@ class _QuietHandler(WSGIRequestHandler):
 class HealthServer:
     """Serves the processor's metrics and readiness on ``host:port`` in a daemon thread."""
 
-    def __init__(self, metrics: ProcessorMetrics, host: str, port: int) -> None:
+    def __init__(
+        self,
+        metrics: ProcessorMetrics,
+        host: str,
+        port: int,
+        holding: Callable[[], bool] = lambda: False,
+    ) -> None:
         self.metrics = metrics
+        #: True while a lookup source's failure is held (often the same store, down).
+        self._holding = holding
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
         self._thread = threading.Thread(
@@ -47,6 +55,8 @@ class HealthServer:
         if path == "/readyz":
             if not self.metrics.store_up:
                 return _json(respond, "503 Service Unavailable", {"status": "store_unavailable"})
+            if self._holding():
+                return _json(respond, "503 Service Unavailable", {"status": "source_unavailable"})
             return _json(respond, "200 OK", {"status": "ready"})
         result: Iterable[bytes] = self._metrics_app(environ, respond)
         return result
