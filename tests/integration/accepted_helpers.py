@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +18,7 @@ import msgspec
 from usersignals import Event
 from usersignals.devtools.broker import free_port
 from usersignals.state import RocksStore
+from waiting import wait_for
 
 BIN = Path(sys.executable).parent
 ADMIN = "accepted-admin-token"
@@ -47,15 +47,6 @@ def environment(root: Path, **extra: str) -> dict[str, str]:
         "USERSIGNALS_SERVING__REFRESH_INTERVAL_MS": "50",
         **extra,
     }
-
-
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
 
 
 def status(url: str) -> int:

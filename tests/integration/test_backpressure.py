@@ -23,8 +23,9 @@ from accepted_helpers import (
     start_server,
     status,
     stop,
-    wait_for,
 )
+
+from waiting import wait_for
 
 PER_REQUEST = 100
 

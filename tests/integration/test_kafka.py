@@ -262,7 +262,7 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
     topic = "crash"
-    values, items = reference_values(200_000, seed=9)
+    values, items = reference_values(100_000, seed=9)
     ends = produce(broker.bootstrap, topic, values)
 
     clean_store = clean_replay(broker, topic, "g-clean", tmp_path / "clean", items, ends)
@@ -307,7 +307,7 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
     processors hold partitions, the second once one of them has left.
     """
     topic = "rebalance"
-    values, items = reference_values(150_000, seed=17)
+    values, items = reference_values(90_000, seed=17)
     ends: dict[int, int] = {}
 
     def produce_part(part: list[tuple[bytes, bytes]]) -> None:
@@ -339,7 +339,7 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
             poll_s=0.2,
             alive=process,
         )
-    produce_part(values[:100_000])
+    produce_part(values[:60_000])
     for port, process in zip(ports, (first, second), strict=True):  # both share the work
         wait_for(
             lambda port=port: metric(port, "usersignals_events_processed_total") > 0,
@@ -350,7 +350,7 @@ def test_a_rebalance_between_two_processors_loses_nothing_and_counts_nothing_twi
         )
     first_code, first_err = stop(first)  # leaves mid-stream: a rebalance
     assert first_code == 0, first_err
-    produce_part(values[100_000:])
+    produce_part(values[60_000:])
     wait_caught_up(broker.bootstrap, "g-shared", topic, ends, timeout_s=300)
     second_code, second_err = stop(second)
     assert second_code == 0, second_err

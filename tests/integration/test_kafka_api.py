@@ -19,11 +19,11 @@ from accepted_helpers import (
     start_server,
     status,
     stop,
-    wait_for,
 )
 
 from usersignals.devtools.broker import LocalBroker
 from usersignals.ingest.kafka import create_topic
+from waiting import wait_for
 
 
 def test_events_and_deletions_posted_in_kafka_mode_are_applied_in_order(
