@@ -46,34 +46,24 @@ def create_app(state: ServingState) -> Starlette:
     return app
 
 
+#: The routes behind a bearer token: path, name (it labels the metrics), handler, method and
+#: which token (``serving.read_token`` or ``serving.ingest_token``).
+_GUARDED: list[tuple[str, str, Handler, str, str]] = [
+    ("/v1/users/{user_id:path}/signals", "user_signals", read_routes.user_signals, "GET", "read"),
+    ("/v1/signals/batch", "batch", read_routes.batch, "POST", "read"),
+    ("/v1/signals", "signals", read_routes.list_signals, "GET", "read"),
+    ("/v1/events", "events", ingest_routes.ingest, "POST", "ingest"),
+]
+
+
 def routes(front: FrontDoor) -> list[Route]:
     """The API's routes; each route's name labels its metrics."""
-    read, ingest = front.tokens.read, front.tokens.ingest
+    tokens = {"read": front.tokens.read, "ingest": front.tokens.ingest}
     table = [
-        Route(
-            "/v1/users/{user_id:path}/signals",
-            guarded(read, "read", read_routes.user_signals),
-            methods=["GET"],
-            name="user_signals",
-        ),
-        Route(
-            "/v1/signals/batch",
-            guarded(read, "read", read_routes.batch),
-            methods=["POST"],
-            name="batch",
-        ),
-        Route(
-            "/v1/signals",
-            guarded(read, "read", read_routes.list_signals),
-            methods=["GET"],
-            name="signals",
-        ),
-        Route(
-            "/v1/events",
-            guarded(ingest, "ingest", ingest_routes.ingest),
-            methods=["POST"],
-            name="events",
-        ),
+        Route(path, guarded(tokens[scope], scope, handler), methods=[method], name=name)
+        for path, name, handler, method, scope in _GUARDED
+    ]
+    table += [
         Route("/v1/users/{user_id:path}", admin_routes.delete_user, methods=["DELETE"]),
         Route("/healthz", admin_routes.healthz, methods=["GET"]),
         Route("/readyz", admin_routes.readyz, methods=["GET"]),
