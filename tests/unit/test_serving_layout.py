@@ -1,5 +1,5 @@
-"""Serving is built by the composition root and never imports it (no import cycle): read
-from the source with ``ast``, following every usersignals module serving imports."""
+"""Serving is built by the composition root and never imports it (no import cycle), and is
+made of small functions: read from the source with ``ast``."""
 
 from __future__ import annotations
 
@@ -78,3 +78,15 @@ def test_the_walk_sees_the_composition_root_where_it_is_imported() -> None:
     # The check above is only as good as the walk: the worker entry point imports the root.
     assert ROOT in reachable_from(["usersignals.worker"])
     assert len(serving_modules()) >= 10
+
+
+def test_no_function_in_serving_is_over_60_lines() -> None:
+    long = [
+        f"{path.name}:{node.name} ({node.end_lineno - node.lineno + 1} lines)"
+        for path in sorted((PACKAGE / "serving").glob("*.py"))
+        for node in ast.walk(ast.parse(path.read_text(), str(path)))
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+        and node.end_lineno is not None
+        and node.end_lineno - node.lineno + 1 > 60
+    ]
+    assert long == []
