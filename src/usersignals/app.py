@@ -12,7 +12,7 @@ from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.materializer import Materializer, SourcePolicy
 from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, SignalsMismatchError
 from usersignals.events.decode import EventDecoder, EventPolicy
 from usersignals.ingest.accepted import AcceptedLog, SpoolLimits, SpoolLog
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -25,10 +25,10 @@ from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
 from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, Tokens
-from usersignals.serving.http import ServingState, worker_name
 from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
-from usersignals.serving.reader import SignalReader
+from usersignals.serving.reader import Reader, SignalReader
+from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.redis import RedisClusterStore, RedisStore
@@ -182,16 +182,17 @@ def build_serving_state(settings: Settings) -> ServingState:
     reader = open_store_reader(settings)
     spool = Path(settings.spool.path)
     name = worker_name()
-    raw = RawRecomputer(reader.registry, reader.store) if settings.serving.mode == "raw" else None
+    served: Reader = reader
+    if settings.serving.mode == "raw":
+        served = RawRecomputer(reader.registry, reader.store)
     return ServingState(
         registry=reader.registry,
-        reader=reader,
+        reader=served,
         decoder=build_decoder(settings),
         log=build_accepted_log(settings, reader.store, name),
         dead_letters=DeadLetterFile(spool / "dead-letter" / f"{name}.jsonl"),
         admin_token=settings.serving.admin_token,
         refresh_interval_s=settings.serving.refresh_interval_ms / 1000,
-        raw=raw,
         front=front_door(settings),
         feature_log=build_feature_log(settings),
         writer=WriterCheck(settings.signals, reader.registry),
@@ -249,7 +250,7 @@ def open_store_reader(settings: Settings, signals: str | None = None) -> SignalR
         registry = SignalRegistry.from_module(module)
         problem = mismatch(store.get_many([SIGNALS_KEY])[0], module, registry)
         if problem is not None:
-            raise ConfigurationError(problem)
+            raise SignalsMismatchError(problem)
     except Exception:
         store.close()
         raise

@@ -345,7 +345,7 @@ def serve(
         # A worker that dies (OOM, SIGKILL) comes back; what it acknowledged is durable.
         "--respawn-failed-workers", "--respawn-interval", "0.5",
         "--log-level", "warning",
-        "usersignals.serving.worker:create",
+        "usersignals.worker:create",
     ]  # fmt: skip
     accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(

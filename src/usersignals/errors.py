@@ -8,10 +8,27 @@ without parsing messages. Third-party errors are wrapped where they enter the pa
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
+
+#: What a client reads of an error that is not about its request: the server log has the rest.
+UNAVAILABLE_MESSAGE = "the service cannot answer now; try again later"
 
 
 class UserSignalsError(Exception):
-    """Base of every error usersignals raises on purpose."""
+    """Base of every error usersignals raises on purpose.
+
+    Each class carries the HTTP status and ``error`` code the API answers with when it ends a
+    request (as Feast's ``http_status_code()``): 503 ``unavailable`` unless a class says the
+    request itself is at fault. The serving layer maps the whole tree in one place.
+    """
+
+    http_status: ClassVar[int] = 503
+    http_code: ClassVar[str] = "unavailable"
+
+    def public_message(self) -> str:
+        """What a client may read. By default nothing of the message: it can hold a path, a
+        host or a library's words, which are for the server log, not for clients."""
+        return UNAVAILABLE_MESSAGE
 
 
 class ConfigurationError(UserSignalsError):
@@ -26,6 +43,20 @@ class InvalidSettingError(ConfigurationError):
         self.value = value
         self.allowed = allowed
         super().__init__(f"setting {setting} = {value!r} is not allowed: expected {allowed}")
+
+
+class SignalsMismatchError(ConfigurationError):
+    """The store is written with other signals (module, definitions or versions) than the
+    ones this reader was configured with: it is refused rather than misread."""
+
+    def __init__(self, problem: str) -> None:
+        self.problem = problem
+        super().__init__(problem)
+
+    def public_message(self) -> str:
+        # Written by the identity check for operators and clients alike: names the module and
+        # the versions, nothing internal.
+        return self.problem
 
 
 class SignalDefinitionError(UserSignalsError):
@@ -44,18 +75,30 @@ class SignalDefinitionError(UserSignalsError):
 class SignalNotFoundError(UserSignalsError):
     """A caller asked for a signal that is not registered."""
 
+    http_status = 404
+    http_code = "unknown_signal"
+
     def __init__(self, name: str, known: Sequence[str]) -> None:
         self.name = name
         self.known = tuple(known)
         super().__init__(f"unknown signal {name!r}; known signals: {', '.join(self.known)}")
 
+    def public_message(self) -> str:
+        return str(self)
+
 
 class ContextError(UserSignalsError):
     """A request-time context parameter is invalid; ``parameter`` names it."""
 
+    http_status = 400
+    http_code = "invalid_parameter"
+
     def __init__(self, parameter: str, message: str) -> None:
         self.parameter = parameter
         super().__init__(f"{parameter}: {message}")
+
+    def public_message(self) -> str:
+        return str(self)
 
 
 class AsOfError(ContextError):
@@ -65,6 +108,9 @@ class AsOfError(ContextError):
     can answer exactly for this user (``None`` when no earlier answer is possible). The
     aggregation that raises it does not know the signal's name; the reader fills it in.
     """
+
+    http_status = 422
+    http_code = "as_of_unavailable"
 
     def __init__(self, signal: str, as_of_ms: int, earliest_ms: int | None, why: str) -> None:
         self.signal = signal
@@ -97,6 +143,9 @@ class StoreError(UserSignalsError):
         self.backend = backend
         self.operation = operation
         super().__init__(f"{backend} store {operation} failed: {message}")
+
+    def public_message(self) -> str:
+        return f"the state store {self.operation} failed; try again later"
 
 
 class EnrichmentError(UserSignalsError):
@@ -153,13 +202,19 @@ class IngestUnavailableError(UserSignalsError):
     """An accepted-write path cannot take more events now; the client should retry later.
 
     ``reason``: ``backlog_full``, ``disk_full``, ``spool_error`` or ``broker_unavailable``;
-    ``retry_after_s`` is what the API sends as ``Retry-After``.
+    ``retry_after_s`` is what the API sends as ``Retry-After``; the API's ``error`` code is
+    the reason.
     """
 
     def __init__(self, reason: str, message: str, retry_after_s: int = 5) -> None:
         self.reason = reason
         self.retry_after_s = retry_after_s
         super().__init__(message)
+
+    def public_message(self) -> str:
+        # The message may name the spool's path or the broker's error: not for clients.
+        why = self.reason.replace("_", " ")
+        return f"the events were not accepted ({why}); retry after {self.retry_after_s} s"
 
 
 class NativeCoreError(UserSignalsError):

@@ -46,6 +46,18 @@ def test_raw_mode_answers_the_same_as_stateful(service: Service) -> None:
         for name, result in stateful["signals"].items():
             assert raw["signals"][name]["value"] == result["value"], name
             assert raw["signals"][name]["newest_event_ms"] == result["newest_event_ms"]
+        # The batch reads through the same reader interface: same answers, same keys.
+        body = {"users": [service.busiest_user, "nobody"], "context": params,
+                "contexts": {"recent_engagements": {"limit": 3}}}  # fmt: skip
+        batches = [
+            httpx.post(url + "/v1/signals/batch", json=body, timeout=10).json()["results"]
+            for url in (service.base_url, raw_url)
+        ]
+        for stateful_user, raw_user in zip(*batches, strict=True):
+            assert raw_user["user_id"] == stateful_user["user_id"]
+            assert raw_user["signals"].keys() == stateful_user["signals"].keys()
+            for name, result in stateful_user["signals"].items():
+                assert raw_user["signals"][name]["value"] == result["value"], name
     finally:
         assert stop_process(raw_server) in (0, -signal.SIGTERM)
 

@@ -132,6 +132,25 @@ def test_bad_batch_bodies_get_a_4xx(service: Service, body: bytes, status: int) 
     assert response.json()["error"]
 
 
+def test_reads_refuse_a_user_id_that_ingest_would_refuse_naming_it(service: Service) -> None:
+    # events.max_user_id_chars (128 code points by default) bounds reads as it bounds ingest.
+    longest, too_long = "é" * 128, "é" * 129
+    event = {"event_id": f"long-{now_ms()}", "user_id": too_long, "item_id": "i1",
+             "action": "click", "surface": "home", "ts": now_ms()}  # fmt: skip
+    refused = httpx.post(service.base_url + "/v1/events", json=event, timeout=5)
+    assert refused.json()["rejected"][0]["reason"] == "invalid_value"
+    assert get(service, f"/v1/users/{longest}/signals").status_code == 200
+    read = get(service, f"/v1/users/{too_long}/signals")
+    assert read.status_code == 400
+    assert (read.json()["error"], read.json()["parameter"]) == ("invalid_parameter", "user_id")
+    assert "128" in read.json()["message"]
+    batch = httpx.post(
+        service.base_url + "/v1/signals/batch", json={"users": ["u1", too_long]}, timeout=5
+    )
+    assert batch.status_code == 400
+    assert (batch.json()["parameter"], "128" in batch.json()["message"]) == ("users", True)
+
+
 def test_ingested_events_are_visible_within_the_freshness_budget(service: Service) -> None:
     user = f"fresh-{now_ms()}"
     sent = now_ms()

@@ -28,8 +28,7 @@ READ_TIMEOUT_MS = 300
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer()
     yield server
-    os.kill(server.pid, signal.SIGCONT)  # a frozen server cannot shut down
-    server.stop()
+    server.stop()  # resumes a frozen server first: it could not shut down
 
 
 def wait_status(url: str, status: int, timeout_s: float) -> httpx.Response:
@@ -99,9 +98,17 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         os.kill(redis_server.pid, signal.SIGCONT)
         recovered = wait_status(signals_url, 200, timeout_s=30)
         assert recovered.status_code == 200
+        # A store that refuses connections: the client's error names the host and port; the
+        # 503 names the problem and nothing of that (it is for the server log).
+        redis_server.kill()
+        refused = wait_status(signals_url, 503, timeout_s=30)
+        assert refused.json() == {
+            "error": "unavailable",
+            "message": "the state store read failed; try again later",
+        }
         assert "Traceback" not in log.read_text()
     finally:
-        os.kill(redis_server.pid, signal.SIGCONT)
+        redis_server.resume()
         stop_process(server)
 
 

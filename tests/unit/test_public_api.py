@@ -67,6 +67,7 @@ def test_errors_are_exported() -> None:
         "NativeCoreError",
         "SignalDefinitionError",
         "SignalNotFoundError",
+        "SignalsMismatchError",
         "SpoolWriteError",
         "StateCodecError",
         "StoreError",

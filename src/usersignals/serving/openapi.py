@@ -48,13 +48,40 @@ def _json_content(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
 
-def openapi_document(registry: SignalRegistry) -> dict[str, Any]:
+def openapi_document(registry: SignalRegistry, max_user_id_chars: int = 128) -> dict[str, Any]:
+    """The document; user ids are bounded as ingest bounds them (``events.max_user_id_chars``)."""
     (_, components) = msgspec.json.schema_components(
         [UserSignals, BatchRequest, ErrorBody, IngestResponse, DeleteResponse],
         ref_template="#/components/schemas/{name}",
     )
-    names = registry.names
-    query = [
+    user_path = {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "schema": {"type": "string", "minLength": 1, "maxLength": max_user_id_chars},
+    }
+    return {
+        "openapi": "3.0.3",
+        "info": {
+            "title": "usersignals",
+            "version": __version__,
+            "description": "Fresh per-user signals, read with a request-time context.",
+        },
+        "paths": {
+            **_read_paths(registry.names, user_path),
+            **_write_paths(user_path),
+            **_service_paths(),
+        },
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+    }
+
+
+def _query(names: list[str]) -> list[dict[str, Any]]:
+    """The query parameters of a read: the signal names, then the context."""
+    return [
         {
             "name": "names",
             "in": "query",
@@ -73,101 +100,87 @@ def openapi_document(registry: SignalRegistry) -> dict[str, Any]:
             for name, text in _CONTEXT_DOCS.items()
         ),
     ]
-    user_path = {
-        "name": "user_id",
-        "in": "path",
-        "required": True,
-        "schema": {"type": "string", "minLength": 1, "maxLength": 256},
-    }
+
+
+def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
     return {
-        "openapi": "3.0.3",
-        "info": {
-            "title": "usersignals",
-            "version": __version__,
-            "description": "Fresh per-user signals, read with a request-time context.",
+        "/v1/users/{user_id}/signals": {
+            "get": {
+                "summary": "One user's signals, with a request-time context",
+                "parameters": [user_path, *_query(names)],
+                "responses": {
+                    "200": {"description": "The signals", "content": _json_content("UserSignals")},
+                    **_error_responses(400, 404, 422),
+                },
+            }
         },
-        "paths": {
-            "/v1/users/{user_id}/signals": {
-                "get": {
-                    "summary": "One user's signals, with a request-time context",
-                    "parameters": [user_path, *query],
-                    "responses": {
-                        "200": {
-                            "description": "The signals",
-                            "content": _json_content("UserSignals"),
-                        },
-                        **_error_responses(400, 404, 422),
-                    },
-                }
-            },
-            "/v1/signals/batch": {
-                "post": {
-                    "summary": "Many users x many signals, one context or one per signal",
-                    "requestBody": {"required": True, "content": _json_content("BatchRequest")},
-                    "responses": {
-                        "200": {"description": "One result per user, in order"},
-                        **_error_responses(400, 404, 413, 422),
-                    },
-                }
-            },
-            "/v1/signals": {
-                "get": {
-                    "summary": "The registered signals and their compiled definitions",
-                    "responses": {"200": {"description": "Compiled definitions"}},
-                }
-            },
-            "/v1/events": {
-                "post": {
-                    "summary": "Ingest one event or an array of events (durable before 202)",
-                    "requestBody": {
-                        "required": True,
-                        "content": {"application/json": {"schema": {}}},
-                    },
-                    "responses": {
-                        "202": {
-                            "description": "Accepted",
-                            "content": _json_content("IngestResponse"),
-                        },
-                        **_error_responses(400, 413, 422),
-                    },
-                }
-            },
-            "/v1/users/{user_id}": {
-                "delete": {
-                    "summary": "Forget a user's state (admin token required)",
-                    "parameters": [user_path],
-                    "security": [{"bearer": []}],
-                    "responses": {
-                        "202": {
-                            "description": "Queued",
-                            "content": _json_content("DeleteResponse"),
-                        },
-                        **_error_responses(400, 401, 403),
-                    },
-                }
-            },
-            "/healthz": {
-                "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
-            },
-            "/readyz": {
-                "get": {
-                    "summary": "Readiness: the store view is fresh",
-                    "responses": {
-                        "200": {"description": "Ready"},
-                        "503": {"description": "Stale view of the store"},
-                    },
-                }
-            },
-            "/metrics": {
-                "get": {
-                    "summary": "Prometheus metrics",
-                    "responses": {"200": {"description": "Metrics"}},
-                }
-            },
+        "/v1/signals/batch": {
+            "post": {
+                "summary": "Many users x many signals, one context or one per signal",
+                "requestBody": {"required": True, "content": _json_content("BatchRequest")},
+                "responses": {
+                    "200": {"description": "One result per user, in order"},
+                    **_error_responses(400, 404, 413, 422),
+                },
+            }
         },
-        "components": {
-            "schemas": components,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "/v1/signals": {
+            "get": {
+                "summary": "The registered signals and their compiled definitions",
+                "responses": {"200": {"description": "Compiled definitions"}},
+            }
+        },
+    }
+
+
+def _write_paths(user_path: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "/v1/events": {
+            "post": {
+                "summary": "Ingest one event or an array of events (durable before 202)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {}}},
+                },
+                "responses": {
+                    "202": {"description": "Accepted", "content": _json_content("IngestResponse")},
+                    **_error_responses(400, 413, 422),
+                },
+            }
+        },
+        "/v1/users/{user_id}": {
+            "delete": {
+                "summary": "Forget a user's state (admin token required)",
+                "parameters": [user_path],
+                "security": [{"bearer": []}],
+                "responses": {
+                    "202": {"description": "Queued", "content": _json_content("DeleteResponse")},
+                    **_error_responses(400, 401, 403),
+                },
+            }
+        },
+    }
+
+
+def _service_paths() -> dict[str, Any]:
+    return {
+        "/healthz": {
+            "get": {"summary": "Liveness", "responses": {"200": {"description": "Alive"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness: the store view is fresh",
+                "responses": {
+                    "200": {"description": "Ready"},
+                    "503": {"description": "Stale view of the store"},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {"200": {"description": "Metrics"}},
+            }
         },
     }
 

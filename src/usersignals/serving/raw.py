@@ -2,7 +2,8 @@
 
 This is how the original system answered before stateful aggregation, kept here only to
 measure what stateful aggregation buys (``bench/serving.py``). It needs the processor to run
-with ``processing.keep_raw_events = true``.
+with ``processing.keep_raw_events = true``. It is a :class:`~usersignals.serving.reader.Reader`
+like the stateful one, so the HTTP handlers do not know which mode they serve.
 """
 
 from __future__ import annotations
@@ -14,7 +15,14 @@ import msgspec
 from usersignals.aggregations.context import ReadContext
 from usersignals.enrich.sources import TableSource
 from usersignals.events.model import Event
-from usersignals.serving.reader import SignalResult, UserSignals, result_of
+from usersignals.serving.reader import (
+    ReadPlan,
+    SignalResult,
+    UserSignals,
+    plan_of,
+    result_of,
+    serve_stored_versions,
+)
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import RAW_EVENTS_TABLE, raw_events_prefix
@@ -33,11 +41,25 @@ class RawRecomputer:
             for signal in registry
             for lookup in signal.lookups
         }
+        serve_stored_versions(registry, store)
+
+    def refresh(self) -> None:
+        """Catch up with the store, and with the served versions a cut-over set there."""
+        self.store.refresh()
+        serve_stored_versions(self.registry, self.store)
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
-        signals = [self.registry.get(name) for name in names] if names else list(self.registry)
-        events = [_decoder.decode(value) for _, value in self._raw.scan(raw_events_prefix(user_id))]
-        return UserSignals(user_id, {s.name: self._recompute(s, events, context) for s in signals})
+        return self.read_each([user_id], plan_of(self.registry, names, context))[0]
+
+    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
+        """Each user's events read once, then every signal recomputed with its context."""
+        out = []
+        for user_id in user_ids:
+            scan = self._raw.scan(raw_events_prefix(user_id))
+            events = [_decoder.decode(value) for _, value in scan]
+            answers = {self.registry.label(s): self._recompute(s, events, c) for s, c in plan}
+            out.append(UserSignals(user_id, answers))
+        return out
 
     def _recompute(self, signal: Signal, events: list[Event], context: ReadContext) -> SignalResult:
         compiled = signal.compiled

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -45,6 +45,43 @@ class UserSignals(msgspec.Struct):
     signals: dict[str, SignalResult]
 
 
+#: What to read for each user: each signal with its own context.
+ReadPlan = Sequence[tuple[Signal, ReadContext]]
+
+
+class Reader(Protocol):
+    """What the HTTP API reads through: the stateful :class:`SignalReader`, or the raw mode's
+    recomputer (:mod:`usersignals.serving.raw`). Answers are keyed as
+    :meth:`SignalRegistry.label` names them."""
+
+    registry: SignalRegistry
+    store: StateStore
+
+    def refresh(self) -> None:
+        """Catch up with the store, and with the served versions a cut-over set there."""
+
+    def read(
+        self, user_id: str, names: Sequence[str] | None, context: ReadContext
+    ) -> UserSignals: ...
+
+    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
+        """Many users, a context per signal."""
+        ...
+
+
+def serve_stored_versions(registry: SignalRegistry, store: StateStore) -> None:
+    """Serve by default the versions a cut-over recorded in the store."""
+    registry.serve(load_versions(store).served)
+
+
+def plan_of(
+    registry: SignalRegistry, names: Sequence[str] | None, context: ReadContext
+) -> list[tuple[Signal, ReadContext]]:
+    """The named signals (all of them without names), each read with ``context``."""
+    signals = [registry.get(name) for name in names] if names else list(registry)
+    return [(signal, context) for signal in signals]
+
+
 class SignalReader:
     def __init__(
         self, registry: SignalRegistry, store: StateStore, cache_bytes: int = 256 << 20
@@ -54,15 +91,12 @@ class SignalReader:
         self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(registry.computed)
-        self._serve_table()
+        serve_stored_versions(registry, store)
 
     def refresh(self) -> None:
         """Catch up with the store, and with the served versions a cut-over set there."""
         self.store.refresh()
-        self._serve_table()
-
-    def _serve_table(self) -> None:
-        self.registry.serve(load_versions(self.store).served)
+        serve_stored_versions(self.registry, self.store)
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_many([user_id], names, context)[0]
@@ -71,12 +105,9 @@ class SignalReader:
         self, user_ids: Sequence[str], names: Sequence[str] | None, context: ReadContext
     ) -> list[UserSignals]:
         """Many users, one context, one batched store read."""
-        signals = [self.registry.get(name) for name in names] if names else list(self.registry)
-        return self.read_each(user_ids, [(signal, context) for signal in signals])
+        return self.read_each(user_ids, plan_of(self.registry, names, context))
 
-    def read_each(
-        self, user_ids: Sequence[str], plan: Sequence[tuple[Signal, ReadContext]]
-    ) -> list[UserSignals]:
+    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
         """Many users, a context per signal, one batched store read."""
         keys = [user_key(user_id) for user_id in user_ids]
         stored = self.store.get_many(keys)

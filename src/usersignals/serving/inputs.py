@@ -1,0 +1,70 @@
+"""Reading a request's inputs: path parameters, signal names, a bounded body.
+
+Each refuses what it cannot use with an error naming the parameter (a 4xx once the app's
+exception handlers map it), never by answering itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+
+from usersignals.errors import ContextError
+
+MAX_BODY_BYTES = 1 << 20
+MAX_EVENTS_PER_REQUEST = 10_000
+MAX_BATCH_USERS = 1_000
+
+
+def user_id_of(request: Request, max_chars: int) -> str:
+    """The ``user_id`` path parameter, refused as ingest refuses it (in code points)."""
+    user_id: str = request.path_params["user_id"]
+    if not user_id or len(user_id) > max_chars:
+        raise ContextError("user_id", f"must be 1 to {max_chars} characters")
+    return user_id
+
+
+def check_users(users: list[str], max_chars: int) -> None:
+    """A batch's ``users``: some, not too many, each an id ingest would accept."""
+    if not users:
+        raise ContextError("users", "must list at least one user id")
+    if len(users) > MAX_BATCH_USERS:
+        raise ContextError("users", f"at most {MAX_BATCH_USERS} users per request")
+    for user in users:
+        if not user or len(user) > max_chars:
+            raise ContextError("users", f"ids must be 1 to {max_chars} characters")
+
+
+def names_of(text: str | None) -> list[str] | None:
+    """The comma-separated ``names`` parameter; ``None`` (every signal) when absent."""
+    if text is None or text == "":
+        return None
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        raise ContextError("names", "must list at least one signal name, comma-separated")
+    return names
+
+
+async def body_of(request: Request, timeout_s: float = 10.0) -> bytes:
+    """The whole body: at most :data:`MAX_BODY_BYTES`, arrived within ``timeout_s``."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        # A stalled upload would hold its connection (and memory) for ever.
+        async with asyncio.timeout(timeout_s):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > MAX_BODY_BYTES:  # stop reading: never buffer more than the limit
+                    raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")
+                chunks.append(chunk)
+    except TimeoutError:
+        raise HTTPException(408, f"the body did not arrive within {timeout_s:g} s") from None
+    body = b"".join(chunks)
+    if not body.strip():
+        raise ContextError("body", "is empty")
+    return body

@@ -1,0 +1,84 @@
+"""The read endpoints: one user's signals, a batch of users, the signal definitions.
+
+Plain functions of the request over the worker's :class:`ServingState`; whatever they raise,
+the app's exception handlers answer.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+
+from usersignals.aggregations.context import ReadContext
+from usersignals.errors import ContextError
+from usersignals.serving.error_handlers import json_response
+from usersignals.serving.guards import check_reads, distinct_names
+from usersignals.serving.inputs import body_of, check_users, names_of, user_id_of
+from usersignals.serving.reader import ReadPlan
+from usersignals.serving.refresh import check_writer
+from usersignals.serving.schemas import BatchRequest, context_strings
+from usersignals.serving.state import serving_state
+from usersignals.signals.registry import SignalRegistry
+
+_batch_decoder = msgspec.json.Decoder(BatchRequest)
+
+
+async def user_signals(request: Request) -> Response:
+    state = serving_state(request)
+    user_id = user_id_of(request, state.max_user_id_chars)
+    params = dict(request.query_params)
+    given = dict(params)
+    names = names_of(params.pop("names", None))
+    if names:
+        names = distinct_names(names, "names")
+        for name in names:
+            state.registry.get(name)  # 404 for an unknown name before any work
+    context = ReadContext.parse(params)
+    check_writer(state)
+    reader = state.reader
+    result = await state.reads.run(lambda: reader.read(user_id, names, context))
+    if state.feature_log is not None and state.feature_log.sampled():
+        state.feature_log.record(given, context.now_ms, result)
+    return json_response(result)
+
+
+async def batch(request: Request) -> Response:
+    state = serving_state(request)
+    body = _batch_decoder.decode(await body_of(request, state.front.body_timeout_s))
+    check_users(body.users, state.max_user_id_chars)
+    plan = batch_plan(state.registry, body)
+    check_writer(state)
+    reader, users = state.reader, body.users
+    results = await state.reads.run(lambda: reader.read_each(users, plan))
+    return json_response({"results": results})
+
+
+def batch_plan(registry: SignalRegistry, body: BatchRequest) -> ReadPlan:
+    """Each requested signal with its context: the shared one, overridden per signal."""
+    names = distinct_names(body.signals, "signals") if body.signals else None
+    signals = [registry.get(name) for name in names] if names else list(registry)
+    check_reads(len(body.users), len(signals))
+    # Keyed as the answers are: a shadow version by its name@version.
+    unknown = set(body.contexts) - {registry.label(signal) for signal in signals}
+    if unknown:
+        raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
+    now_ms = time.time_ns() // 1_000_000
+    shared = context_strings(body.context)
+    return [
+        (
+            signal,
+            ReadContext.parse(
+                {**shared, **context_strings(body.contexts.get(registry.label(signal), {}))},
+                now_ms,
+            ),
+        )
+        for signal in signals
+    ]
+
+
+async def list_signals(request: Request) -> Response:
+    registry = serving_state(request).registry
+    return Response(registry.to_json(), media_type="application/json")

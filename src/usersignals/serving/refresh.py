@@ -1,0 +1,41 @@
+"""Keeping a worker's view of the store current, and refusing a store it must not read."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from usersignals.errors import SignalsMismatchError, UserSignalsError
+from usersignals.serving.identity import SIGNALS_KEY
+from usersignals.serving.state import ServingState
+
+logger = logging.getLogger(__name__)
+
+
+async def refresh_forever(state: ServingState) -> None:
+    """Catch up with the processor's writes every interval (RocksDB secondary), and watch
+    which signals write the store."""
+    store = state.reader.store
+    failing = False
+    while True:
+        try:
+            await asyncio.to_thread(state.reader.refresh)
+            if state.writer is not None:
+                recorded = await state.reads.run(lambda: store.get_many([SIGNALS_KEY])[0])
+                state.writer.observe(recorded)
+            state.last_refresh = time.monotonic()
+            if failing:
+                logger.warning("store refresh works again")
+            failing = False
+        except UserSignalsError as exc:
+            if not failing:  # once per outage, not every interval
+                logger.warning("store refresh failed (not ready until it works): %s", exc)
+            failing = True
+        await asyncio.sleep(state.refresh_interval_s)
+
+
+def check_writer(state: ServingState) -> None:
+    """Refuse to read a store that a processor with other signals now writes (503)."""
+    if state.writer is not None and state.writer.problem is not None:
+        raise SignalsMismatchError(state.writer.problem)
