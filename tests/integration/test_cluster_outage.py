@@ -23,7 +23,7 @@ from redis.crc import key_slot
 from test_kafka import (
     clean_replay,
     committed_total,
-    metric,
+    failed_store_operations,
     produce,
     records,
     start_processor,
@@ -116,7 +116,7 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
                 cluster.pause(node)
         wait_for(lambda: status(readyz) == 503, 60, "/readyz to report the outage", alive=process)
         wait_for(
-            lambda: metric(port, "usersignals_store_failures_total") >= FAILURES_TO_SURVIVE,
+            lambda: failed_store_operations(port) >= FAILURES_TO_SURVIVE,
             120, "the processor to retry through several failed operations", alive=process,
         )  # fmt: skip
         assert process.poll() is None, "the processor exited during the outage"

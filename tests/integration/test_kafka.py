@@ -159,15 +159,25 @@ def wait_committed(
 
 
 def metric(port: int, name: str) -> float:
-    """One unlabelled sample of the processor's Prometheus metrics (0 before it exists)."""
+    """A metric of the processor's Prometheus metrics, summed over its labels (0 before it
+    exists)."""
     try:
         text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     except httpx.TransportError:  # the processor has not opened its metrics port yet
         return 0.0
-    for line in text.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[1])
-    return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith((name + " ", name + "{"))
+    )
+
+
+def failed_store_operations(port: int) -> float:
+    """Failed operations on the state store, retried: its writes (the engine) and its reads as
+    a lookup source (the Materializer holds the batch), whichever the outage hit."""
+    return metric(port, "usersignals_store_failures_total") + metric(
+        port, "usersignals_lookup_failures_total"
+    )
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:

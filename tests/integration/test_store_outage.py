@@ -18,7 +18,7 @@ from accepted_helpers import status
 from test_kafka import (
     clean_replay,
     committed,
-    metric,
+    failed_store_operations,
     produce,
     records,
     reference_values,
@@ -40,10 +40,10 @@ from usersignals.serving.reader import SignalReader
 from usersignals.state.redis import RedisStore
 from waiting import wait_for
 
-# Failed store writes the processor must ride out before the store comes back: with the
+# Failed store operations the processor must ride out before the store comes back: with the
 # retry's capped backoff (50 ms doubling) that is several seconds of outage, each attempt a
 # real failure the old bounded client retries ended the process on.
-FAILED_WRITES_TO_SURVIVE = 8
+FAILURES_TO_SURVIVE = 8
 
 
 @pytest.mark.parametrize("fault", ["kill", "pause"])
@@ -88,7 +88,7 @@ def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
             server.pause()
         wait_for(lambda: status(readyz) == 503, 60, "/readyz to report the outage", alive=process)
         wait_for(
-            lambda: metric(port, "usersignals_store_failures_total") >= FAILED_WRITES_TO_SURVIVE,
+            lambda: failed_store_operations(port) >= FAILURES_TO_SURVIVE,
             120, "the processor to retry through several failed writes", alive=process,
         )  # fmt: skip
         assert process.poll() is None, "the processor exited during the outage"
