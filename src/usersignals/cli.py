@@ -60,6 +60,7 @@ ConfigOption = Annotated[
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="The state store directory [default: data/store].")
 ]
+SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 SignalsOption = Annotated[
     str | None,
     typer.Option("--signals", help="Signals module: dotted name or .py file."),
@@ -84,7 +85,7 @@ def generate(
         "data/workload"
     ),
     events: Annotated[int, typer.Option(help="Number of events.")] = 1_000_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     end: Annotated[
         int | None,
         typer.Option(help="Event time of the end, ms since the epoch [default: now]."),
@@ -262,7 +263,7 @@ def produce(
     topic: Annotated[str, typer.Option(help="Topic to write.")] = "engagements",
     events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
     rate: Annotated[int, typer.Option(help="Events per second (0: as fast as possible).")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 6,
 ) -> None:
     """Write the reference workload into a Kafka topic, keyed by user id."""
@@ -471,7 +472,7 @@ def demo(
         "data/demo"
     ),
     events: Annotated[int, typer.Option(help="Reference events to replay first.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     port: Annotated[int, typer.Option(help="HTTP port of the API.")] = 8080,
     rate: Annotated[int, typer.Option(help="Live events per second while serving.")] = 1_000,
     duration: Annotated[

@@ -11,7 +11,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from usersignals import Event, ReadContext, SignalRegistry
+from usersignals import Count, Event, ReadContext, Signal, SignalRegistry
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Position
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -26,13 +26,8 @@ MARK = b"m:test_mark"
 
 
 @pytest.fixture
-def registry(tmp_path: Path) -> SignalRegistry:
-    module = tmp_path / "pipeline_signals.py"
-    module.write_text(
-        "from usersignals import Count, Signal\n"
-        "clicks = Signal(name='clicks', version=1, aggregate=Count())\n"
-    )
-    return SignalRegistry.from_module(str(module))
+def registry() -> SignalRegistry:
+    return SignalRegistry([Signal(name="clicks", version=1, aggregate=Count())])
 
 
 def click(event_id: str, user_id: str) -> bytes:

@@ -30,23 +30,19 @@ import threading
 import time
 from collections.abc import Sequence
 
-from usersignals.closing import Closing, SupportsClose, close_all
+from usersignals.closing import SupportsClose
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaBatch, KafkaSource
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
-from usersignals.processing.pipeline import Block, DeadLetterSink, PipelineStep
+from usersignals.processing.pipeline import Block, PipelineRunner, PipelineStep
 from usersignals.processing.store_retry import StoreRetry
 
 logger = logging.getLogger(__name__)
 
 
-class KafkaRunner(Closing):
-    """Consumes the topic into the store until stopped.
-
-    It owns its consumer, its dead-letter producer and whatever it is handed in ``owns`` (the
-    composition root hands it the processor, so the store): ``with runner:`` closes them all.
-    """
+class KafkaRunner(PipelineRunner):
+    """Consumes the topic into the store until stopped; it owns its consumer too."""
 
     def __init__(
         self,
@@ -58,25 +54,17 @@ class KafkaRunner(Closing):
         retry: StoreRetry | None = None,
         owns: Sequence[SupportsClose] = (),
     ) -> None:
+        self.retry = retry or StoreRetry(metrics=metrics)
+        step = PipelineStep(engine, decoder, dead_letters, self.retry)
+        super().__init__(step, [source, *owns])
         self.engine = engine
         self.source = source
         self.metrics = metrics
-        self.retry = retry or StoreRetry(metrics=metrics)
-        self.step = PipelineStep(engine, decoder, dead_letters, self.retry)
-        self.stats = self.step.stats
-        self._owned = owns
         self._queue: queue.Queue[tuple[KafkaBatch, Block] | None] = queue.Queue(maxsize=1)
         self._written: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._in_flight = 0
         self._drained = threading.Condition()
         self._failure: BaseException | None = None
-
-    @property
-    def dead_letters(self) -> DeadLetterSink:
-        return self.step.dead_letters
-
-    def close(self) -> None:
-        close_all([self.source, self.step, *self._owned])
 
     def wait_for_drain(self, timeout_s: float = 30.0) -> None:
         """On the fetch thread: wait until every fetched batch is written, then commit them."""

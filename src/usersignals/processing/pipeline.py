@@ -17,10 +17,11 @@ block of lines is the same, and lives here once:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from usersignals.closing import Closing, SupportsClose, close_all
 from usersignals.events.decode import DecodeResult, EventDecoder
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.spool import DeleteUser, parse_control
@@ -196,3 +197,24 @@ class PipelineStep:
 
     def close(self) -> None:
         self.dead_letters.close()
+
+
+class PipelineRunner(Closing):
+    """What the spool and Kafka runners share: their step, its stats, and what they own.
+
+    A runner owns its step's dead-letter sink and whatever it is handed in ``owns`` (its
+    consumer; the processor, so the store, that the composition root hands over): ``with
+    runner:`` closes them all, whether the runner stopped or failed.
+    """
+
+    def __init__(self, step: PipelineStep, owns: Sequence[SupportsClose] = ()) -> None:
+        self.step = step
+        self.stats = step.stats
+        self._owned = list(owns)
+
+    @property
+    def dead_letters(self) -> DeadLetterSink:
+        return self.step.dead_letters
+
+    def close(self) -> None:
+        close_all([self.step, *self._owned])

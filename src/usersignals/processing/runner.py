@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import msgspec
 
-from usersignals.closing import Closing, SupportsClose, close_all
+from usersignals.closing import SupportsClose
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.spool import (
@@ -27,7 +27,7 @@ from usersignals.ingest.spool import (
 )
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
-from usersignals.processing.pipeline import DeadLetterSink, PipelineStep, Segment
+from usersignals.processing.pipeline import PipelineRunner, PipelineStep, Segment
 from usersignals.processing.store_retry import StoreRetry
 from usersignals.state.keys import meta_key
 
@@ -38,12 +38,8 @@ LEGACY_MARKS_KEY = meta_key("spool_marks")
 _legacy_type = dict[str, tuple[int, int]]
 
 
-class SpoolRunner(Closing):
-    """Processes everything the serving workers spool, in micro-batches.
-
-    It owns its dead-letter sink and whatever it is handed in ``owns`` (the composition root
-    hands it the processor, so the store): ``with runner:`` closes them all.
-    """
+class SpoolRunner(PipelineRunner):
+    """Processes everything the serving workers spool, in micro-batches."""
 
     def __init__(
         self,
@@ -56,23 +52,14 @@ class SpoolRunner(Closing):
         retry: StoreRetry | None = None,
         owns: Sequence[SupportsClose] = (),
     ) -> None:
+        self.retry = retry or StoreRetry()
+        super().__init__(PipelineStep(engine, decoder, dead_letters, self.retry), owns)
         self.engine = engine
         self.reader = reader
         self.batch_size = batch_size
         self.idle_sleep_s = idle_sleep_s
-        self.retry = retry or StoreRetry()
-        self.step = PipelineStep(engine, decoder, dead_letters, self.retry)
-        self.stats = self.step.stats
-        self._owned = owns
         reader.load_mark = self._load_mark
         self._migrate_legacy_marks()
-
-    @property
-    def dead_letters(self) -> DeadLetterSink:
-        return self.step.dead_letters
-
-    def close(self) -> None:
-        close_all([self.step, *self._owned])
 
     @property
     def metrics(self) -> ProcessorMetrics | None:
