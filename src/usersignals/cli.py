@@ -217,24 +217,33 @@ def run(
     runner: KafkaRunner | SpoolRunner
     if settings.kafka.bootstrap_servers:
         runner = build_kafka_runner(processor, metrics)
-        source = f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers}"
+        started = (
+            f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
+            f"into {settings.store.path}; stop with Ctrl-C"
+        )
     else:
         runner = build_spool_runner(processor, metrics)
-        source = f"processing {settings.spool.path}"
-    with runner:
-        console.print(
-            f"{source} into {settings.store.path} (signals: {settings.signals}); stop with Ctrl-C",
-            markup=False,
+        started = (
+            f"processing {settings.spool.path} into {settings.store.path} "
+            f"(signals: {settings.signals}); stop with Ctrl-C"
         )
+    with runner:
+        console.print(started, markup=False)
         runner.run(stop)
-    stats = runner.stats
     console.print(
-        f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied in "
-        f"{stats.batches:,} batches ({stats.report.duplicates:,} already applied), "
-        f"{stats.bad:,} dead letters, {stats.report.repeats:,} repeated event ids dropped, "
-        f"{stats.deleted_users:,} users deleted",
-        markup=False,
+        _stopped(runner.stats, kafka=bool(settings.kafka.bootstrap_servers)), markup=False
     )
+
+
+def _stopped(stats: PipelineStats, kafka: bool) -> str:
+    common = (
+        f"({stats.report.duplicates:,} already applied), {stats.bad:,} "
+        f"{'dead letters' if kafka else 'bad'}, {stats.report.repeats:,} repeated event ids "
+        f"dropped, {stats.deleted_users:,} users deleted"
+    )
+    if kafka:
+        return f"stopped: {stats.report.events:,} events in {stats.batches:,} batches {common}"
+    return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
 
 
 def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> None:
