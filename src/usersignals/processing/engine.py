@@ -195,7 +195,8 @@ class Engine:
         newest = 0
         for index, (key, record, fresh) in enumerate(work):
             user_events = [events[i] for i in fresh]
-            self._apply_python(key, record.states, user_events, tally)
+            if self._python_plans:
+                self._apply_python(key, record.states, user_events, tally)
             if native_states:
                 self._native.place(record.states, native_states[index])
             _advance(record.progress, positions, fresh)

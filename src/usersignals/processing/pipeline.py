@@ -54,8 +54,8 @@ class PipelineStats:
     bad_by_reason: dict[str, int] = field(default_factory=dict)
     bad_kept: list[BadEvent] = field(default_factory=list)  # the first KEEP_BAD, for display
     deleted_users: int = 0
-    retired_files: int = 0
-    seconds: float = 0.0
+    retired_files: int = 0  # spool files applied in full and removed
+    seconds: float = 0.0  # a file replay's wall time (decode + process + write)
     report: BatchReport = field(default_factory=BatchReport)
 
     @property
@@ -85,7 +85,7 @@ class Segment:
 
 @dataclass
 class Block:
-    """A block of decoded segments, and what the step did with it."""
+    """A block of raw lines, decoded and cut at its deletions; ``lines`` counts them all."""
 
     segments: list[Segment]
     lines: int
