@@ -174,23 +174,22 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
         if holder:
             holder[0].wait_for_drain()
 
-    owned: list[SupportsClose] = [processor]
+    owned: list[SupportsClose] = [processor]  # closed here if the runner cannot be built
     try:
         source = KafkaSource(kafka, on_revoke=revoked)
         owned.insert(0, source)
-        dead_letters = DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic)
+        runner = KafkaRunner(
+            processor.engine,
+            processor.decoder,
+            source,
+            DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
+            metrics,
+            StoreRetry(metrics=metrics),
+            owns=[processor],
+        )
     except BaseException:
         close_all(owned)
         raise
-    runner = KafkaRunner(
-        processor.engine,
-        processor.decoder,
-        source,
-        dead_letters,
-        metrics,
-        StoreRetry(metrics=metrics),
-        owns=[processor],
-    )
     holder.append(runner)
     return runner
 
