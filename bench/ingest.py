@@ -98,8 +98,7 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     seconds = time.perf_counter() - first
     stop.set()
     thread.join()
-    runner.source.close()
-    processor.close()
+    runner.close()  # the consumer, the dead-letter producer and the processor it took over
     return (total - first_events) / seconds
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 
+from usersignals.closing import Closing, SupportsClose, close_all
 from usersignals.config import Settings, SourceSettings
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.materializer import Materializer, SourcePolicy
@@ -37,7 +38,7 @@ from usersignals.state.store import StateStore
 
 
 @dataclass
-class Processor:
+class Processor(Closing):
     """What a writer process holds: the store, the engine and the event decoder."""
 
     settings: Settings
@@ -143,20 +144,29 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
 def build_spool_runner(
     processor: Processor, metrics: ProcessorMetrics | None = None
 ) -> SpoolRunner:
+    """The spool processor; it takes ``processor`` over and closes it when closed."""
     settings = processor.settings
     spool = Path(settings.spool.path)
-    return SpoolRunner(
-        processor.engine,
-        processor.decoder,
-        SpoolReader(spool),
-        DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
-        batch_size=settings.processing.batch_size,
-        retry=StoreRetry(metrics=metrics),
-    )
+    try:
+        return SpoolRunner(
+            processor.engine,
+            processor.decoder,
+            SpoolReader(spool),
+            DeadLetterFile(spool / "dead-letter" / "processor.jsonl"),
+            batch_size=settings.processing.batch_size,
+            retry=StoreRetry(metrics=metrics),
+            owns=[processor],
+        )
+    except BaseException:
+        processor.close()
+        raise
 
 
 def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> KafkaRunner:
-    """The Kafka processor; a revocation waits for the batches in flight to be committed."""
+    """The Kafka processor; it takes ``processor`` over and closes it when closed.
+
+    A revocation waits for the batches in flight to be committed.
+    """
     kafka = processor.settings.kafka
     holder: list[KafkaRunner] = []
 
@@ -164,15 +174,22 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
         if holder:
             holder[0].wait_for_drain()
 
-    source = KafkaSource(kafka, on_revoke=revoked)
-    runner = KafkaRunner(
-        processor.engine,
-        processor.decoder,
-        source,
-        DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
-        metrics,
-        StoreRetry(metrics=metrics),
-    )
+    owned: list[SupportsClose] = [processor]  # closed here if the runner cannot be built
+    try:
+        source = KafkaSource(kafka, on_revoke=revoked)
+        owned.insert(0, source)
+        runner = KafkaRunner(
+            processor.engine,
+            processor.decoder,
+            source,
+            DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
+            metrics,
+            StoreRetry(metrics=metrics),
+            owns=[processor],
+        )
+    except BaseException:
+        close_all(owned)
+        raise
     holder.append(runner)
     return runner
 

@@ -26,12 +26,17 @@ from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
 from usersignals.ingest.synthetic import write_workload
 from usersignals.offline.commands import backfill_command, training_set_command
-from usersignals.processing.replay import ReplaySummary, replay_file
+from usersignals.processing.pipeline import PipelineStats
+from usersignals.processing.replay import replay_file
 from usersignals.serving.reader import UserSignals
 from usersignals.signals.registry import SignalRegistry
 
 if TYPE_CHECKING:
-    from usersignals.demo import LiveService
+    from usersignals.app import Processor
+    from usersignals.demo import DemoResult, LiveService
+    from usersignals.processing.kafka_runner import KafkaRunner
+    from usersignals.processing.metrics import ProcessorMetrics
+    from usersignals.processing.runner import SpoolRunner
 
 app = typer.Typer(
     help="Real-time user signals for ML feature engineering.",
@@ -55,6 +60,7 @@ ConfigOption = Annotated[
 StoreOption = Annotated[
     str | None, typer.Option("--store", help="The state store directory [default: data/store].")
 ]
+SeedOption = Annotated[int, typer.Option(help="Random seed.")]
 SignalsOption = Annotated[
     str | None,
     typer.Option("--signals", help="Signals module: dotted name or .py file."),
@@ -79,7 +85,7 @@ def generate(
         "data/workload"
     ),
     events: Annotated[int, typer.Option(help="Number of events.")] = 1_000_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     end: Annotated[
         int | None,
         typer.Option(help="Event time of the end, ms since the epoch [default: now]."),
@@ -151,20 +157,20 @@ def replay(
     """Process a file of events into the store; bad events are reported and dead-lettered."""
     settings = _settings(config, store=store, batch=batch, signals=signals)
     source = JsonlSource(events, source_id, block_size=settings.processing.batch_size)
-    processor = build_processor(settings)
     path = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
-    try:
-        with _progress(bytes_=True) as progress, DeadLetterFile(path) as dead_letters:
-            task = progress.add_task("replay", total=source.size_bytes)
-            summary = replay_file(
-                source,
-                processor.decoder,
-                processor.engine,
-                dead_letters,
-                progress=lambda done: progress.update(task, completed=done),
-            )
-    finally:
-        processor.close()
+    with (
+        build_processor(settings) as processor,
+        DeadLetterFile(path) as dead_letters,
+        _progress(bytes_=True) as progress,
+    ):
+        task = progress.add_task("replay", total=source.size_bytes)
+        summary = replay_file(
+            source,
+            processor.decoder,
+            processor.engine,
+            dead_letters,
+            progress=lambda done: progress.update(task, completed=done),
+        )
     if as_json:
         sys.stdout.write(msgspec.json.encode(_replay_document(summary, path)).decode() + "\n")
     else:
@@ -192,11 +198,7 @@ def run(
 
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
-    import signal as signals_module
-    import threading
-
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
-    from usersignals.processing.health import HealthServer
     from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
@@ -208,56 +210,60 @@ def run(
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
     if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
-        materializer = processor.engine.materializer
-        HealthServer(
-            metrics, "127.0.0.1", metrics_port,
-            holding=lambda: materializer is not None and bool(materializer.holding),
-        ).start()  # fmt: skip
+        _serve_health(processor, metrics, metrics_port)
+    stop = _stop_on_signals()
+    # The runner owns the processor from here: leaving ``with`` closes the store, the
+    # consumer and the dead-letter sink, whether the runner stopped or failed.
+    runner: KafkaRunner | SpoolRunner
+    if settings.kafka.bootstrap_servers:
+        runner = build_kafka_runner(processor, metrics)
+        started = (
+            f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
+            f"into {settings.store.path}; stop with Ctrl-C"
+        )
+    else:
+        runner = build_spool_runner(processor, metrics)
+        started = (
+            f"processing {settings.spool.path} into {settings.store.path} "
+            f"(signals: {settings.signals}); stop with Ctrl-C"
+        )
+    with runner:
+        console.print(started, markup=False)
+        runner.run(stop)
+    console.print(
+        _stopped(runner.stats, kafka=bool(settings.kafka.bootstrap_servers)), markup=False
+    )
+
+
+def _stopped(stats: PipelineStats, kafka: bool) -> str:
+    common = (
+        f"({stats.report.duplicates:,} already applied), {stats.bad:,} "
+        f"{'dead letters' if kafka else 'bad'}, {stats.report.repeats:,} repeated event ids "
+        f"dropped, {stats.deleted_users:,} users deleted"
+    )
+    if kafka:
+        return f"stopped: {stats.report.events:,} events in {stats.batches:,} batches {common}"
+    return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
+
+
+def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> None:
+    from usersignals.processing.health import HealthServer
+
+    materializer = processor.engine.materializer
+    HealthServer(
+        metrics, "127.0.0.1", port,
+        holding=lambda: materializer is not None and bool(materializer.holding),
+    ).start()  # fmt: skip
+
+
+def _stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or Ctrl-C: the runner finishes the batch in hand, then stops."""
+    import signal as signals_module
+
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
-    try:
-        if settings.kafka.bootstrap_servers:
-            kafka_runner = build_kafka_runner(processor, metrics)
-            console.print(
-                f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
-                f"into {settings.store.path}; stop with Ctrl-C",
-                markup=False,
-            )
-            try:
-                kafka_runner.run(stop)
-            finally:
-                kafka_runner.source.close()
-                kafka_runner.dead_letters.close()
-            stats = kafka_runner.stats
-            console.print(
-                f"stopped: {stats.report.events:,} events in {stats.batches:,} batches "
-                f"({stats.report.duplicates:,} already applied), {stats.bad:,} dead letters, "
-                f"{stats.report.repeats:,} repeated event ids dropped, "
-                f"{stats.deleted_users:,} users deleted",
-                markup=False,
-            )
-            return
-        runner = build_spool_runner(processor, metrics)
-        console.print(
-            f"processing {settings.spool.path} into {settings.store.path} "
-            f"(signals: {settings.signals}); stop with Ctrl-C",
-            markup=False,
-        )
-        try:
-            runner.run(stop)
-        finally:
-            runner.dead_letters.close()
-        spool_stats = runner.stats
-        console.print(
-            f"stopped: {spool_stats.lines:,} lines, {spool_stats.report.events:,} events applied "
-            f"({spool_stats.report.duplicates:,} already applied), {spool_stats.bad:,} bad, "
-            f"{spool_stats.report.repeats:,} repeated event ids dropped, "
-            f"{spool_stats.deleted_users:,} users deleted",
-            markup=False,
-        )
-    finally:
-        processor.close()
+    return stop
 
 
 @app.command()
@@ -266,7 +272,7 @@ def produce(
     topic: Annotated[str, typer.Option(help="Topic to write.")] = "engagements",
     events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
     rate: Annotated[int, typer.Option(help="Events per second (0: as fast as possible).")] = 0,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 6,
 ) -> None:
     """Write the reference workload into a Kafka topic, keyed by user id."""
@@ -304,9 +310,6 @@ def serve(
     Accepted events go to the spool (read by `usersignals run`), or with --kafka to the topic
     (read by `usersignals run --kafka`), acknowledged before the API answers 202.
     """
-    import os
-    import shutil
-
     from usersignals.app import open_store_reader
 
     overrides: dict[str, Any] = {"store": store}
@@ -318,6 +321,20 @@ def serve(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    arguments = _granian_arguments(settings)
+    accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
+    console.print(
+        f"serving on http://{settings.serving.host}:{settings.serving.port} "
+        f"({settings.serving.workers} worker(s), {settings.serving.mode}; events to "
+        f"{accepted}); docs at /docs",
+        markup=False,
+    )
+    os.execve(arguments[0], arguments, _serving_environment(settings, config))
+
+
+def _serving_environment(settings: Settings, config: Path | None) -> dict[str, str]:
+    """The workers' environment: the settings as resolved here, so relative paths and
+    command-line overrides mean the same in every worker."""
     environment = dict(os.environ)
     if config is not None:
         environment["USERSIGNALS_CONFIG"] = str(config.resolve())
@@ -331,6 +348,12 @@ def serve(
             "USERSIGNALS_KAFKA__TOPIC": settings.kafka.topic,
         }
     )
+    return environment
+
+
+def _granian_arguments(settings: Settings) -> list[str]:
+    import shutil
+
     granian = shutil.which("granian", path=str(Path(sys.executable).parent)) or "granian"
     arguments = [
         granian,
@@ -347,14 +370,7 @@ def serve(
         "--log-level", "warning",
         "usersignals.worker:create",
     ]  # fmt: skip
-    accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
-    console.print(
-        f"serving on http://{settings.serving.host}:{settings.serving.port} "
-        f"({settings.serving.workers} worker(s), {settings.serving.mode}; events to "
-        f"{accepted}); docs at /docs",
-        markup=False,
-    )
-    os.execve(granian, arguments, environment)
+    return arguments
 
 
 @app.command()
@@ -465,7 +481,7 @@ def demo(
         "data/demo"
     ),
     events: Annotated[int, typer.Option(help="Reference events to replay first.")] = 200_000,
-    seed: Annotated[int, typer.Option(help="Random seed.")] = 7,
+    seed: SeedOption = 7,
     port: Annotated[int, typer.Option(help="HTTP port of the API.")] = 8080,
     rate: Annotated[int, typer.Option(help="Live events per second while serving.")] = 1_000,
     duration: Annotated[
@@ -474,13 +490,29 @@ def demo(
 ) -> None:
     """The quick start: replay the reference workload, then serve it with live events flowing."""
     import shutil
-    import signal as signals_module
 
-    from usersignals.demo import live_service, run_demo
+    from usersignals.demo import live_service
 
     if directory.exists():
         shutil.rmtree(directory)
     started = time.perf_counter()
+    result = _demo_replay(directory, events, seed)
+    user = result.samples[0][2].user_id
+    stop = _stop_on_signals()
+    with live_service(directory, port, rate, seed) as live:
+        _print_demo_ready(live.base_url, user, rate, directory, time.perf_counter() - started)
+        _watch_live(live, user, stop, duration)
+        produced, applied = live.produced[0], live.runner.stats.report.events
+    console.print(
+        f"stopped: {produced:,} live events produced, {applied:,} applied by the processor",
+        markup=False,
+    )
+
+
+def _demo_replay(directory: Path, events: int, seed: int) -> DemoResult:
+    """Generate and replay the demo workload with progress bars; print what it did."""
+    from usersignals.demo import run_demo
+
     with _progress(shown=True) as progress:
         tasks: dict[str, Any] = {}
 
@@ -502,33 +534,25 @@ def demo(
     _print_replay(result.replay, directory / "dead-letter.jsonl")
     for why, context, signals in result.samples:
         _print_user(why, context, signals)
-    user = result.samples[0][2].user_id
-    stop = threading.Event()
-    for name in (signals_module.SIGTERM, signals_module.SIGINT):
-        signals_module.signal(name, lambda *_: stop.set())
-    with live_service(directory, port, rate, seed) as live:
-        base = live.base_url
-        console.print(
-            f"\nready in {time.perf_counter() - started:.1f} s. The API is serving on {base} "
-            f"(docs: {base}/docs) while {rate:,} reference events/s flow in. Try:\n"
-            f"  curl '{base}/v1/users/{user}/signals?names=action_counts&window=1h'\n"
-            f"  curl '{base}/v1/users/{user}/signals?names=recent_engagements"
-            f"&actions=save,click&surfaces=search&dedupe=true&limit=5'\n"
-            f'  curl -X POST {base}/v1/events -d \'{{"event_id":"e1","user_id":"me",'
-            f'"item_id":"i00000001","action":"save","surface":"home",'
-            f"\"ts\":'$(date +%s%3N)'}}'\n"
-            f"  curl '{base}/v1/users/me/signals?names=recent_engagements'\n"
-            f"  .venv/bin/usersignals get {user} --store {directory / 'store'} "
-            f"--signal action_counts --window 1h\n"
-            f"Stop with Ctrl-C.",
-            markup=False,
-            soft_wrap=True,
-        )
-        _watch_live(live, user, stop, duration)
-        produced, applied = live.produced[0], live.runner.stats.report.events
+    return result
+
+
+def _print_demo_ready(base: str, user: str, rate: int, directory: Path, seconds: float) -> None:
     console.print(
-        f"stopped: {produced:,} live events produced, {applied:,} applied by the processor",
+        f"\nready in {seconds:.1f} s. The API is serving on {base} "
+        f"(docs: {base}/docs) while {rate:,} reference events/s flow in. Try:\n"
+        f"  curl '{base}/v1/users/{user}/signals?names=action_counts&window=1h'\n"
+        f"  curl '{base}/v1/users/{user}/signals?names=recent_engagements"
+        f"&actions=save,click&surfaces=search&dedupe=true&limit=5'\n"
+        f'  curl -X POST {base}/v1/events -d \'{{"event_id":"e1","user_id":"me",'
+        f'"item_id":"i00000001","action":"save","surface":"home",'
+        f"\"ts\":'$(date +%s%3N)'}}'\n"
+        f"  curl '{base}/v1/users/me/signals?names=recent_engagements'\n"
+        f"  .venv/bin/usersignals get {user} --store {directory / 'store'} "
+        f"--signal action_counts --window 1h\n"
+        f"Stop with Ctrl-C.",
         markup=False,
+        soft_wrap=True,
     )
 
 
@@ -562,7 +586,7 @@ def _watch_live(
             stop.wait(max(0.0, left))
 
 
-def _replay_document(summary: ReplaySummary, dead_letter: Path) -> dict[str, Any]:
+def _replay_document(summary: PipelineStats, dead_letter: Path) -> dict[str, Any]:
     """The replay summary for programs: what ``_print_replay`` shows people."""
     report = summary.report
     return {
@@ -573,7 +597,7 @@ def _replay_document(summary: ReplaySummary, dead_letter: Path) -> dict[str, Any
         "user_writes": report.users,
         "expired": {k: v for k, v in report.expired.items() if v},
         "missing_enrichment": report.missing_enrichment,
-        "bad": sum(summary.bad_by_reason.values()),
+        "bad": summary.bad,
         "bad_by_reason": summary.bad_by_reason,
         "bad_events": [
             {
@@ -582,19 +606,19 @@ def _replay_document(summary: ReplaySummary, dead_letter: Path) -> dict[str, Any
                 "reason": bad.reason,
                 "detail": bad.detail,
             }
-            for bad in summary.bad
+            for bad in summary.bad_kept
         ],
         "dead_letter": str(dead_letter),
     }
 
 
-def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
+def _print_replay(summary: PipelineStats, dead_letter: Path) -> None:
     report = summary.report
     console.print(
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
         f"{report.events:,} good events, {report.duplicates:,} already applied, "
-        f"{report.users:,} user writes, {sum(summary.bad_by_reason.values()):,} bad, "
+        f"{report.users:,} user writes, {summary.bad:,} bad, "
         f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )
     expired = {k: v for k, v in report.expired.items() if v}
@@ -604,11 +628,11 @@ def _print_replay(summary: ReplaySummary, dead_letter: Path) -> None:
         console.print(
             f"events with no enrichment record: {report.missing_enrichment}", markup=False
         )
-    if summary.bad:
+    if summary.bad_kept:
         table = Table(title=f"bad events (all written to {dead_letter})")
         for column in ("where", "reason", "detail"):
             table.add_column(column)
-        for bad in summary.bad[:20]:
+        for bad in summary.bad_kept[:20]:
             where = f"{bad.position.partition}:{bad.position.offset}" if bad.position else "?"
             table.add_row(Text(where), Text(bad.reason), Text(bad.detail))
         console.print(table)

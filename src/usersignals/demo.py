@@ -30,7 +30,8 @@ from usersignals.ingest.synthetic import (
     WorkloadSpec,
     write_workload,
 )
-from usersignals.processing.replay import ReplaySummary, replay_file
+from usersignals.processing.pipeline import PipelineStats
+from usersignals.processing.replay import replay_file
 from usersignals.processing.runner import SpoolRunner
 from usersignals.serving.client import Client
 from usersignals.serving.reader import UserSignals
@@ -40,7 +41,7 @@ from usersignals.serving.reader import UserSignals
 class DemoResult:
     workload: WorkloadFiles
     items_loaded: int
-    replay: ReplaySummary
+    replay: PipelineStats
     samples: list[tuple[str, str, UserSignals]]  # (why this user, context, signals)
 
 
@@ -198,5 +199,4 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
                 server.kill()
         for thread in threads:
             thread.join(timeout=15)
-        runner.dead_letters.close()
-        processor.close()
+        runner.close()  # its dead letters and the processor it took over

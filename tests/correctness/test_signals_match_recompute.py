@@ -46,7 +46,8 @@ from usersignals.errors import AsOfError
 from usersignals.events import EventDecoder
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.processing.replay import ReplaySummary, replay_file
+from usersignals.processing.pipeline import PipelineStats
+from usersignals.processing.replay import replay_file
 from usersignals.serving import SignalReader
 
 LOOKBACK = 2 * DAY  # the README: states answer as_of down to 2 days before their newest event
@@ -90,7 +91,7 @@ BY_NAME = {signal.name: signal for signal in SIGNALS}
 
 
 class Replayed:
-    def __init__(self, log: Log, reader: SignalReader, summary: ReplaySummary) -> None:
+    def __init__(self, log: Log, reader: SignalReader, summary: PipelineStats) -> None:
         self.log = log
         self.reader = reader
         self.summary = summary

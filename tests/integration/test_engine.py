@@ -233,7 +233,7 @@ def test_a_replay_with_bad_events_applies_every_good_one_and_reports_every_bad_o
             "invalid_value": 1,
         }
         bad_line_numbers = [n for n, line in enumerate(lines, 1) if line in bad_lines.values()]
-        assert sorted(bad.position.offset for bad in summary.bad if bad.position) == (
+        assert sorted(bad.position.offset for bad in summary.bad_kept if bad.position) == (
             bad_line_numbers
         )
         reader = SignalReader(engine.registry, store)

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import threading
+
 import pytest
 
 from usersignals.backoff import Backoff
+from usersignals.errors import StoreError
+from usersignals.processing.store_retry import StoreRetry
 
 
 class FakeTime:
@@ -73,3 +77,45 @@ def test_gives_up_after_the_attempts_or_the_time_budget() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError, match="initial_s"):
         Backoff(initial_s=2.0, max_s=1.0)
+
+
+def test_the_store_retry_paces_its_attempts_with_the_injected_backoff() -> None:
+    # The store retry has no loop of its own: its waits are the Backoff's, on its clock.
+    time = FakeTime()
+    retry = StoreRetry(backoff=Backoff(0.05, 0.2, sleep=time.sleep, clock=time.clock))
+    outage: list[bool] = []
+
+    def write() -> str:
+        outage.append(True)
+        if len(outage) < 5:
+            raise StoreError("redis", "write", "connection refused")
+        return "written"
+
+    assert retry.call(write, "writing a batch") == "written"
+    assert time.sleeps == [0.05, 0.1, 0.2, 0.2]
+    assert retry.failures == 4
+    assert retry.available
+
+
+def test_the_store_retry_gives_up_when_stopped_during_an_outage() -> None:
+    stop = threading.Event()
+    time = FakeTime()
+    retry = StoreRetry(stop, backoff=Backoff(0.05, 0.2, sleep=time.sleep, clock=time.clock))
+
+    def write() -> None:
+        stop.set()  # a SIGTERM arrives while the store is down
+        raise StoreError("redis", "write", "connection refused")
+
+    with pytest.raises(StoreError, match="connection refused"):
+        retry.call(write, "writing a batch")
+    assert time.sleeps == []  # no wait once stopping: nothing was committed
+    assert not retry.available
+
+
+def test_a_bug_is_not_retried_by_the_store_retry() -> None:
+    time = FakeTime()
+    retry = StoreRetry(backoff=Backoff(0.05, 0.2, sleep=time.sleep, clock=time.clock))
+    with pytest.raises(KeyError):
+        retry.call(lambda: {}["missing"], "writing a batch")
+    assert time.sleeps == []
+    assert retry.failures == 0

@@ -19,7 +19,6 @@ import subprocess
 import time
 from importlib import resources
 from pathlib import Path
-from types import TracebackType
 
 from usersignals.errors import ConfigurationError
 from usersignals.ingest.kafka import create_topic
@@ -93,12 +92,7 @@ class LocalBroker:
     def __enter__(self) -> LocalBroker:
         return self.start()
 
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.stop()
 
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 
 import msgspec
 
+from usersignals.closing import Closing
 from usersignals.events.model import BadEvent
 
 
@@ -18,7 +18,7 @@ class DeadLetterRecord(msgspec.Struct):
     raw: str
 
 
-class DeadLetterFile:
+class DeadLetterFile(Closing):
     """Appends rejected events to a JSONL file, one record per event.
 
     The file is opened for each write and closed after it: dead letters are rare, and a
@@ -51,14 +51,3 @@ class DeadLetterFile:
 
     def close(self) -> None:
         """Nothing is held open between writes; kept so callers can close what they own."""
-
-    def __enter__(self) -> DeadLetterFile:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()

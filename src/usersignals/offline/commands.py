@@ -16,7 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
-from usersignals.offline.backfill import BackfillSummary
+from usersignals.offline.backfill import BackfillJob, BackfillSummary
 
 console = Console(stderr=True)
 
@@ -95,25 +95,35 @@ def backfill_command(
     config: ConfigOption = None,
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
-    from usersignals.offline.backfill import BackfillJob, backfill
-
     settings = _settings(config, store, signals)
     until_ms = ReadContext.parse({"until": until}).until_ms if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
     job = BackfillJob(
         events, settings, tuple(only or ()), until_ms, workers or os.cpu_count() or 1, dead
     )
-    if spark is None:
-        summary = backfill(job)
-    else:
-        from usersignals.offline.spark import backfill_spark
+    summary = _run_backfill(job, spark)
+    _print_backfill(summary)
+    if commit_offsets:
+        _hand_over(settings, summary, kafka)
 
-        session = _spark(spark, job.workers)
-        try:
-            with tempfile.TemporaryDirectory(prefix="usersignals-states-") as states:
-                summary = backfill_spark(session, job, Path(states) / "states")
-        finally:
-            session.stop()
+
+def _run_backfill(job: BackfillJob, spark: str | None) -> BackfillSummary:
+    """The backfill in this process's workers, or on a Spark cluster when one is named."""
+    from usersignals.offline.backfill import backfill
+
+    if spark is None:
+        return backfill(job)
+    from usersignals.offline.spark import backfill_spark
+
+    session = _spark(spark, job.workers)
+    try:
+        with tempfile.TemporaryDirectory(prefix="usersignals-states-") as states:
+            return backfill_spark(session, job, Path(states) / "states")
+    finally:
+        session.stop()
+
+
+def _print_backfill(summary: BackfillSummary) -> None:
     console.print(
         f"backfilled {summary.events:,} events into {summary.users:,} users in "
         f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
@@ -131,8 +141,6 @@ def backfill_command(
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)
-    if commit_offsets:
-        _hand_over(settings, summary, kafka)
 
 
 def _hand_over(settings: Settings, summary: BackfillSummary, kafka: str | None) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from operator import attrgetter
 from typing import Any
 
@@ -49,6 +50,21 @@ logger = logging.getLogger(__name__)
 _MISSING: Record = {}
 DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 _raw_encoder = msgspec.msgpack.Encoder()
+
+
+#: A user with new events: their key, their stored record, and the indices of the events
+#: (in event-time order) that the batch applies to them.
+_Work = tuple[bytes, UserRecord, list[int]]
+
+
+@dataclass
+class _Tally:
+    """What the per-user loop reads and counts across one batch."""
+
+    joins: dict[tuple[str, ...], list[tuple[str, dict[str, Record], str]]]
+    missing: dict[str, int]  # events whose lookup found no record, per source
+    applied: dict[str, int]  # events applied, per signal key
+    expired: dict[str, int]  # events older than the retention, per signal key
 
 
 class _Plan:
@@ -116,100 +132,111 @@ class Engine:
 
     def process(self, batch: MicroBatch, marks: Mapping[bytes, bytes] | None = None) -> BatchReport:
         """Apply ``batch``; ``marks`` (source read positions) are written atomically with it."""
-        events, positions = batch.events, batch.positions
-        report = BatchReport(events=len(events))
-        if not events:
+        report = BatchReport(events=len(batch.events))
+        if not batch.events:
             if marks:
                 self.store.write(dict(marks))
             return report
         self._expired = load_versions(self.store).expired(time.time_ns() // 1_000_000)
         work, puts_only_progress = self._select(batch, report)
+        puts = {key: encode_record(record) for key, record in puts_only_progress}
         if not work:
-            puts = {key: encode_record(record) for key, record in puts_only_progress}
+            report.users = len(puts)
             if marks:
                 puts.update(marks)
             if puts:
                 self.store.write(puts)
-            report.users = len(puts_only_progress)
             return report
-        if self._raw is not None:
-            # Before the states: a crash in between re-writes the same raw keys on replay.
-            self._raw.write(
-                {
-                    raw_event_key(
-                        events[i].user_id, events[i].ts, events[i].event_id
-                    ): _raw_encoder.encode(events[i])
-                    for _, _, fresh in work
-                    for i in fresh
-                }
-            )
+        self._keep_raw(batch.events, work)
+        self._apply_users(batch, work, puts, report)
+        report.users = len(puts)
+        if marks:
+            puts.update(marks)
+        self.store.write(puts)
+        return report
 
+    def _keep_raw(self, events: list[Event], work: list[_Work]) -> None:
+        """Store the new events as they came, when answering by recomputation is on."""
+        if self._raw is None:
+            return
+        # Before the states: a crash in between re-writes the same raw keys on replay.
+        self._raw.write(
+            {
+                raw_event_key(events[i].user_id, events[i].ts, events[i].event_id): (
+                    _raw_encoder.encode(events[i])
+                )
+                for _, _, fresh in work
+                for i in fresh
+            }
+        )
+
+    def _apply_users(
+        self, batch: MicroBatch, work: list[_Work], puts: dict[bytes, bytes], report: BatchReport
+    ) -> None:
+        """Enrich, then apply each user's new events to every signal; the records to write go
+        into ``puts`` and the counts into ``report``."""
+        events, positions = batch.events, batch.positions
         records = self._lookups(events, work)
+        applied = {plan.key: 0 for plan in self._plans}
+        expired = {plan.key: 0 for plan in self._plans}
         native_states: list[list[bytes | None]] = []
         if self._native:
             missing_native = report.missing_enrichment if self._native_counts_misses else None
             native_states, native_applied, native_expired = self._native.apply(
                 events, work, records, missing_native
             )
+            applied.update(native_applied)
+            expired.update(native_expired)
         joins = {
             plan.layout: [(name, records[name], plan.lookup_keys[name]) for name in plan.layout]
             for plan in self._plans
         }
-        missing = report.missing_enrichment
-        puts = {key: encode_record(record) for key, record in puts_only_progress}
-        applied = {plan.key: 0 for plan in self._plans}
-        expired = {plan.key: 0 for plan in self._plans}
-        if self._native:
-            applied.update(native_applied)
-            expired.update(native_expired)
+        tally = _Tally(joins, report.missing_enrichment, applied, expired)
         newest = 0
         for index, (key, record, fresh) in enumerate(work):
             user_events = [events[i] for i in fresh]
-            rows_by_layout: dict[tuple[str, ...], list[Row]] = {}
-            states = record.states
-            for plan in self._python_plans:
-                layout_rows = rows_by_layout.get(plan.layout)
-                if layout_rows is None:
-                    layout_rows = rows_by_layout[plan.layout] = _join(
-                        user_events, joins[plan.layout], missing
-                    )
-                accepts = plan.accepts
-                rows = (
-                    layout_rows if accepts is None else [row for row in layout_rows if accepts(row)]
-                )
-                if not rows:
-                    continue
-                raw_state = states.get(plan.key)
-                runtime = plan.runtime
-                state = self._hot.get(key, plan.key, raw_state)
-                if state is None and raw_state is not None:
-                    state = runtime.decode(raw_state)
-                outcome = runtime.apply(state, rows)
-                encoded = msgspec.Raw(runtime.encode(outcome.state))
-                self._hot.put(key, plan.key, encoded, outcome.state)
-                states[plan.key] = encoded
-                applied[plan.key] += len(rows) - outcome.expired
-                expired[plan.key] += outcome.expired
+            if self._python_plans:
+                self._apply_python(key, record.states, user_events, tally)
             if native_states:
-                self._native.place(states, native_states[index])
+                self._native.place(record.states, native_states[index])
             _advance(record.progress, positions, fresh)
-            last_ts = user_events[-1].ts
-            if last_ts > newest:
-                newest = last_ts
-            self._drop_stale_versions(states)
+            newest = max(newest, user_events[-1].ts)
+            self._drop_stale_versions(record.states)
             puts[key] = encode_record(record)
-        report.users = len(puts)
-        if marks:
-            puts.update(marks)
-        self.store.write(puts)
         report.applied = applied
         report.expired = expired
         report.newest_event_ms = newest
-        return report
+
+    def _apply_python(
+        self, key: bytes, states: dict[str, Any], user_events: list[Event], tally: _Tally
+    ) -> None:
+        """One user's events through the signals the native core does not run."""
+        rows_by_layout: dict[tuple[str, ...], list[Row]] = {}
+        for plan in self._python_plans:
+            layout_rows = rows_by_layout.get(plan.layout)
+            if layout_rows is None:
+                layout_rows = rows_by_layout[plan.layout] = _join(
+                    user_events, tally.joins[plan.layout], tally.missing
+                )
+            accepts = plan.accepts
+            rows = layout_rows if accepts is None else [row for row in layout_rows if accepts(row)]
+            if not rows:
+                continue
+            raw_state = states.get(plan.key)
+            runtime = plan.runtime
+            state = self._hot.get(key, plan.key, raw_state)
+            if state is None and raw_state is not None:
+                state = runtime.decode(raw_state)
+            outcome = runtime.apply(state, rows)
+            encoded = msgspec.Raw(runtime.encode(outcome.state))
+            self._hot.put(key, plan.key, encoded, outcome.state)
+            states[plan.key] = encoded
+            tally.applied[plan.key] += len(rows) - outcome.expired
+            tally.expired[plan.key] += outcome.expired
 
     def _select(
         self, batch: MicroBatch, report: BatchReport
-    ) -> tuple[list[tuple[bytes, UserRecord, list[int]]], list[tuple[bytes, UserRecord]]]:
+    ) -> tuple[list[_Work], list[tuple[bytes, UserRecord]]]:
         """Each user's record and new events (by event time); and the users whose new events
         were all repeats of applied event ids (only their progress and fingerprints change)."""
         events, positions = batch.events, batch.positions
@@ -219,7 +246,7 @@ class Engine:
         users = list(by_user)
         keys = [user_key(user) for user in users]
         stored = self.store.get_many(keys)
-        work: list[tuple[bytes, UserRecord, list[int]]] = []
+        work: list[_Work] = []
         puts_only_progress: list[tuple[bytes, UserRecord]] = []
         for key, raw, user in zip(keys, stored, users, strict=True):
             record = decode_record(key, raw) if raw else UserRecord({}, {})
@@ -237,9 +264,7 @@ class Engine:
                 work.append((key, record, fresh))
         return work, puts_only_progress
 
-    def _lookups(
-        self, events: Sequence[Event], work: list[tuple[bytes, UserRecord, list[int]]]
-    ) -> dict[str, dict[str, Record]]:
+    def _lookups(self, events: Sequence[Event], work: list[_Work]) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that interested events carry."""
         records: dict[str, dict[str, Record]] = {}
         live = [events[i] for _, _, fresh in work for i in fresh]

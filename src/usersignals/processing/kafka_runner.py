@@ -28,54 +28,22 @@ import logging
 import queue
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
-from usersignals.events.decode import DecodeResult, EventDecoder
-from usersignals.events.model import Position
+from usersignals.closing import SupportsClose
+from usersignals.events.decode import EventDecoder
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaBatch, KafkaSource
-from usersignals.ingest.spool import parse_control
-from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
+from usersignals.processing.pipeline import Block, PipelineRunner, PipelineStep
 from usersignals.processing.store_retry import StoreRetry
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass
-class KafkaRunnerStats:
-    batches: int = 0
-    bad: int = 0
-    deleted_users: int = 0
-    report: BatchReport = field(default_factory=BatchReport)
+class KafkaRunner(PipelineRunner):
+    """Consumes the topic into the store until stopped; it owns its consumer too."""
 
-
-@dataclass
-class Segment:
-    """Decoded events of a batch up to a deletion (``delete``: the user to forget after them)."""
-
-    decoded: DecodeResult
-    delete: str | None = None
-
-
-def split_at_deletions(
-    decoder: EventDecoder, lines: list[bytes], positions: list[Position]
-) -> list[Segment]:
-    """Decode ``lines``, cut at every deletion record; one segment when there is none."""
-    segments: list[Segment] = []
-    start = 0
-    for index, line in enumerate(lines):
-        control = parse_control(line)
-        if control is not None:
-            decoded = decoder.decode_block(lines[start:index], positions[start:index])
-            segments.append(Segment(decoded, control.user_id))
-            start = index + 1
-    if start < len(lines) or not segments:
-        segments.append(Segment(decoder.decode_block(lines[start:], positions[start:])))
-    return segments
-
-
-class KafkaRunner:
     def __init__(
         self,
         engine: Engine,
@@ -84,15 +52,15 @@ class KafkaRunner:
         dead_letters: DeadLetterTopic,
         metrics: ProcessorMetrics,
         retry: StoreRetry | None = None,
+        owns: Sequence[SupportsClose] = (),
     ) -> None:
-        self.engine = engine
-        self.decoder = decoder
-        self.source = source
-        self.dead_letters = dead_letters
-        self.metrics = metrics
         self.retry = retry or StoreRetry(metrics=metrics)
-        self.stats = KafkaRunnerStats()
-        self._queue: queue.Queue[tuple[KafkaBatch, list[Segment]] | None] = queue.Queue(maxsize=1)
+        step = PipelineStep(engine, decoder, dead_letters, self.retry)
+        super().__init__(step, [source, *owns])
+        self.engine = engine
+        self.source = source
+        self.metrics = metrics
+        self._queue: queue.Queue[tuple[KafkaBatch, Block] | None] = queue.Queue(maxsize=1)
         self._written: queue.SimpleQueue[dict[tuple[str, int], int]] = queue.SimpleQueue()
         self._in_flight = 0
         self._drained = threading.Condition()
@@ -138,15 +106,6 @@ class KafkaRunner:
         if self._failure is not None:
             raise self._failure
 
-    def _write(self, micro: MicroBatch) -> None:
-        report = self.retry.call(lambda: self.engine.process(micro), "writing a batch")
-        self.stats.report.add(report)
-        self.metrics.observe_report(report)
-
-    def _delete_user(self, user_id: str) -> None:
-        self.retry.call(lambda: self.engine.delete_users([user_id]), "deleting a user")
-        self.stats.deleted_users += 1
-
     def _fetch(self, stop: threading.Event) -> None:
         try:
             next_positions = 0.0
@@ -158,11 +117,11 @@ class KafkaRunner:
                     next_positions = time.monotonic() + 1.0
                 if not batch.lines and not batch.bad:
                     continue
-                segments = split_at_deletions(self.decoder, batch.lines, batch.positions)
-                segments[0].decoded.bad[:0] = batch.bad  # empty and null values: dead letters
+                block = self.step.decode(batch.lines, batch.positions)
+                block.segments[0].decoded.bad[:0] = batch.bad  # empty and null values
                 with self._drained:
                     self._in_flight += 1
-                self._queue.put((batch, segments))
+                self._queue.put((batch, block))
             if self._failure is None:
                 self.wait_for_drain()  # graceful stop: the batches in hand, written, committed
         except BaseException as exc:  # surfaced by run() in the main thread
@@ -170,20 +129,11 @@ class KafkaRunner:
         finally:
             self._queue.put(None)
 
-    def _apply(self, batch: KafkaBatch, segments: list[Segment]) -> None:
+    def _apply(self, batch: KafkaBatch, block: Block) -> None:
         started = time.perf_counter()
-        bad = [event for segment in segments for event in segment.decoded.bad]
-        if bad:
-            self.dead_letters.write(bad)
-            self.stats.bad += len(bad)
-        for segment in segments:
-            self._write(MicroBatch(segment.decoded.events, segment.decoded.positions))
-            if segment.delete is not None:
-                self._delete_user(segment.delete)
+        self.metrics.observe_report(self.step.apply(block))
         self._written.put(batch.next_offsets)  # committed by the fetch thread
-        self.stats.batches += 1
-        events = [event for segment in segments for event in segment.decoded.events]
-        self.metrics.observe_batch(events, bad, time.perf_counter() - started)
+        self.metrics.observe_batch(block.events, block.bad, time.perf_counter() - started)
         with self._drained:
             self._in_flight -= 1
             self._drained.notify_all()

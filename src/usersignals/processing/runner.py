@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 
 import msgspec
 
+from usersignals.closing import SupportsClose
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.spool import (
@@ -23,11 +24,10 @@ from usersignals.ingest.spool import (
     decode_mark,
     encode_mark,
     mark_key,
-    parse_control,
 )
-from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
+from usersignals.processing.pipeline import PipelineRunner, PipelineStep, Segment
 from usersignals.processing.store_retry import StoreRetry
 from usersignals.state.keys import meta_key
 
@@ -38,17 +38,7 @@ LEGACY_MARKS_KEY = meta_key("spool_marks")
 _legacy_type = dict[str, tuple[int, int]]
 
 
-@dataclass
-class RunnerStats:
-    batches: int = 0
-    lines: int = 0
-    bad: int = 0
-    deleted_users: int = 0
-    retired_files: int = 0
-    report: BatchReport = field(default_factory=BatchReport)
-
-
-class SpoolRunner:
+class SpoolRunner(PipelineRunner):
     """Processes everything the serving workers spool, in micro-batches."""
 
     def __init__(
@@ -60,15 +50,14 @@ class SpoolRunner:
         batch_size: int = 50_000,
         idle_sleep_s: float = 0.02,
         retry: StoreRetry | None = None,
+        owns: Sequence[SupportsClose] = (),
     ) -> None:
+        self.retry = retry or StoreRetry()
+        super().__init__(PipelineStep(engine, decoder, dead_letters, self.retry), owns)
         self.engine = engine
-        self.decoder = decoder
         self.reader = reader
-        self.dead_letters = dead_letters
         self.batch_size = batch_size
         self.idle_sleep_s = idle_sleep_s
-        self.retry = retry or StoreRetry()
-        self.stats = RunnerStats()
         reader.load_mark = self._load_mark
         self._migrate_legacy_marks()
 
@@ -108,49 +97,31 @@ class SpoolRunner:
                 stop.wait(self.idle_sleep_s)
 
     def _process(self, chunk: SpoolChunk) -> None:
-        # Control records split the chunk: the events before a delete are applied first.
-        start = 0
-        for index, line in enumerate(chunk.lines):
-            control = parse_control(line)
-            if control is None:
-                continue
-            self._events(chunk, start, index)
-            self.reader.marks[chunk.partition] = (
-                self._offset_after(chunk, index),
-                chunk.positions[index].offset,
-            )
-            # Events of this user in other files, acknowledged before this deletion but not
-            # read yet, must not bring the user back: they count as applied.
-            # (Only then does the user keep a record: these read positions, no states.)
-            applied_before = self.reader.lines_before(control.before)
-            if applied_before:
-                applied_before[chunk.partition] = chunk.positions[index].offset
-            self._delete_user(control.user_id, self._marks(chunk.partition), applied_before)
-            start = index + 1
-        self.reader.advance(chunk)
-        self._events(chunk, start, len(chunk.lines), final=True)
-
-    def _delete_user(
-        self, user_id: str, marks: dict[bytes, bytes], applied_before: dict[str, int]
-    ) -> None:
-        self.retry.call(
-            lambda: self.engine.delete_users([user_id], marks, applied_before), "deleting a user"
+        # Control records split the chunk: the events before a delete are applied first,
+        # and the chunk's mark goes with its last events, after every deletion in it.
+        self.step.apply(
+            self.step.decode(chunk.lines, chunk.positions),
+            marks=lambda: self._advance(chunk),
+            delete=lambda segment: self._delete_user(chunk, segment),
         )
-        self.stats.deleted_users += 1
 
-    def _events(self, chunk: SpoolChunk, start: int, end: int, final: bool = False) -> None:
-        if start >= end and not final:
+    def _advance(self, chunk: SpoolChunk) -> dict[bytes, bytes]:
+        self.reader.advance(chunk)
+        return self._marks(chunk.partition)
+
+    def _delete_user(self, chunk: SpoolChunk, segment: Segment) -> None:
+        if segment.control is None:
             return
-        decoded = self.decoder.decode_block(chunk.lines[start:end], chunk.positions[start:end])
-        if decoded.bad:
-            self.dead_letters.write(decoded.bad)
-            self.stats.bad += len(decoded.bad)
-        batch = MicroBatch(decoded.events, decoded.positions)
-        marks = self._marks(chunk.partition) if final else None
-        report = self.retry.call(lambda: self.engine.process(batch, marks), "writing a batch")
-        self.stats.report.add(report)
-        self.stats.batches += 1
-        self.stats.lines += end - start
+        index = segment.end  # the deletion record's line
+        offset = chunk.positions[index].offset
+        self.reader.marks[chunk.partition] = (self._offset_after(chunk, index), offset)
+        # Events of this user in other files, acknowledged before this deletion but not
+        # read yet, must not bring the user back: they count as applied.
+        # (Only then does the user keep a record: these read positions, no states.)
+        applied_before = self.reader.lines_before(segment.control.before)
+        if applied_before:
+            applied_before[chunk.partition] = offset
+        self.step.delete_user(segment, self._marks(chunk.partition), applied_before)
 
     def _retire(self, done: FinishedFile) -> None:
         """Delete a fully applied file whose writer is gone, then its progress key."""
