@@ -12,7 +12,6 @@ random filters, random batch splits and random request-time contexts:
 from __future__ import annotations
 
 import ast
-import itertools
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,6 +23,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
+from native_batching import answer, batches, native_states, reference_state
 from usersignals import Event, LastN, Lookup, ReadContext, Signal, action, attr, days, field
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS
@@ -115,42 +115,6 @@ contexts = st.builds(
 )
 
 
-def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
-    return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
-
-
-def native_states(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
-    """Run the batches through the engine's seam, as the engine does, per user record."""
-    native = NativeSignals([signal])
-    records = {user: UserRecord({}, {}) for user in USERS}
-    for part in parts:
-        by_user: dict[str, list[int]] = {}
-        for i, event in enumerate(part):
-            by_user.setdefault(event.user_id, []).append(i)
-        work = [
-            (user.encode(), records[user], sorted(ix, key=lambda i: part[i].ts))
-            for user, ix in by_user.items()
-        ]
-        states, _, _ = native.apply(part, work, {"items": TABLE})
-        for (_, record, _), new in zip(work, states, strict=True):
-            native.place(record.states, new)
-    return {user: bytes(r.states[signal.key]) for user, r in records.items() if r.states}
-
-
-def reference_state(signal: Signal, parts: list[list[Event]], user: str) -> Any:
-    """The Python reference, fed per batch the user's accepted rows sorted by time."""
-    runtime, accepts = signal.compiled.runtime, signal.compiled.accepts
-    state = None
-    for part in parts:
-        rows = [(e, (TABLE.get(e.item_id, {}),)) for e in part if e.user_id == user]
-        rows = sorted(rows, key=lambda row: row[0].ts)
-        rows = [row for row in rows if accepts is None or accepts(row)]
-        if rows:
-            state = runtime.decode(runtime.encode(runtime.apply(state, rows).state))
-    return state
-
-
 def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any, ...]]:
     """From scratch: the accepted events within the retention and the as_of look-back of the
     newest, top n by (ts, tie)."""
@@ -197,11 +161,11 @@ def test_native_state_equals_reference_and_naive_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
     core_plans = core.NativePlans([plan_json(signal)])
-    once = native_states(signal, [events])
-    batched = native_states(signal, batches(events, cuts))
+    once = native_states(signal, [events], USERS, TABLE)
+    batched = native_states(signal, batches(events, cuts), USERS, TABLE)
     assert batched == once
     for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user)
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
         if reference is None:
             assert user not in once
             continue
@@ -209,16 +173,6 @@ def test_native_state_equals_reference_and_naive_whatever_the_batches(
         entries = core_plans.decode_last_n(0, stored)
         assert typed(entries) == typed(reference)
         assert typed(entries) == typed(naive(signal, events, user))
-
-
-def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
-    """``read(*args)``, or its refusal as (as_of, earliest as_of, why)."""
-    try:
-        out = read(*args)
-    except AsOfError as exc:
-        return (exc.as_of_ms, exc.earliest_ms, exc.why)
-    assert isinstance(out, ReadOut)
-    return out
 
 
 # A full LastN(2) read as of a time before its newest event, which took the room of older
@@ -242,9 +196,9 @@ def test_native_read_equals_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
     native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts))
+    stored = native_states(signal, batches(events, cuts), USERS, TABLE)
     for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user)
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
         expected = answer(signal.compiled.runtime.read, reference, context)
         got = answer(native.read, signal, stored.get(user), context, user.encode())
         if not isinstance(expected, ReadOut) or not isinstance(got, ReadOut):
@@ -260,7 +214,7 @@ def test_native_read_equals_reference_read(
 def test_a_refused_native_read_names_the_signal() -> None:
     """The reader shows the native refusal as the reference's, with the signal's name."""
     signal = signal_for(2, dedupe=False, where=None, retention=days(30))
-    stored = native_states(signal, [_CROWDED])["u1"]
+    stored = native_states(signal, [_CROWDED], USERS, TABLE)["u1"]
     context = ReadContext(as_of_ms=BASE + 5_400_000, now_ms=BASE + 86_400_000)
     with pytest.raises(AsOfError) as caught:
         NativeSignals([signal]).read(signal, stored, context, b"u1")
@@ -291,7 +245,7 @@ def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
     states, applied, _ = native.apply(events[6:], [(b"u1", record, [0, 1])], {"items": TABLE})
     native.place(record.states, states[0])
     assert applied == {signal.key: 2}
-    assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
+    assert bytes(record.states[signal.key]) == native_states(signal, [events], USERS, TABLE)["u1"]
 
 
 # A LastN(5) state keeping item_id, action, surface, as the format version 1 encoder wrote

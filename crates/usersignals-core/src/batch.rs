@@ -12,6 +12,7 @@ use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
 use crate::plan::{text_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
+use crate::{seen, tiles};
 
 /// A micro-batch as columns, index for index. `user[i]` indexes the batch's users.
 #[derive(Debug, Clone, Default)]
@@ -124,6 +125,7 @@ fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, C
     let wanted = match &plan.aggregate {
         Aggregation::LastN(spec) => spec.keep.clone(),
         Aggregation::Distinct(_, of) => vec![text_column(of)],
+        other @ (Aggregation::Tiles(_) | Aggregation::Seen(_)) => other.columns(),
     };
     let columns = wanted
         .iter()
@@ -181,6 +183,36 @@ fn apply(
                 .collect();
             let (state, expired) = spec.apply(bound.plan.retention_ms, old, &rows);
             Ok((distinct::encode(&state), expired))
+        }
+        Aggregation::Tiles(spec) => {
+            let columns: Vec<&[Value]> = bound
+                .columns
+                .iter()
+                .map(|&c| &batch.columns[c][..])
+                .collect();
+            tiles::apply_encoded(
+                spec,
+                bound.plan.retention_ms,
+                old,
+                &batch.ts,
+                &columns,
+                rows,
+            )
+        }
+        Aggregation::Seen(spec) => {
+            let columns: Vec<&[Value]> = bound
+                .columns
+                .iter()
+                .map(|&c| &batch.columns[c][..])
+                .collect();
+            seen::apply_encoded(
+                spec,
+                bound.plan.retention_ms,
+                old,
+                &batch.ts,
+                &columns,
+                rows,
+            )
         }
     }
 }

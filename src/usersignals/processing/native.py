@@ -19,13 +19,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from usersignals._core import (
     DISTINCT_FORMAT_VERSION,
     LAST_N_READABLE_VERSIONS,
+    SEEN_FORMAT_VERSION,
+    TILES_FORMAT_VERSION,
     CoreError,
     CoreStateError,
     NativePlans,
@@ -34,12 +36,17 @@ from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
+from usersignals.aggregations.seen import FirstSeen, LastSeen, SeenState
+from usersignals.aggregations.windowed import Count, Sum, TileState
 from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
 from usersignals.state.codec import UserRecord
+
+if TYPE_CHECKING:  # names of the stub only: the module has no such objects
+    from usersignals._core import Refusal, Times
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -50,6 +57,18 @@ Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 _READABLE = {
     LastN: frozenset(LAST_N_READABLE_VERSIONS),
     Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
+    Count: frozenset({TILES_FORMAT_VERSION}),
+    Sum: frozenset({TILES_FORMAT_VERSION}),
+    FirstSeen: frozenset({SEEN_FORMAT_VERSION}),
+    LastSeen: frozenset({SEEN_FORMAT_VERSION}),
+}
+# What a native signal answers for a user without state (the reference's answers to None).
+_EMPTY: dict[type, Any] = {
+    Distinct: {"estimate": 0},
+    Count: {"total": 0, "by": {}},
+    Sum: {"total": 0, "by": {}},
+    FirstSeen: {},
+    LastSeen: {},
 }
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
@@ -66,6 +85,8 @@ def plan_json(signal: Signal) -> str:
     aggregate = signal.aggregate.to_json()
     if isinstance(signal.aggregate, Distinct):
         aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
+    if isinstance(signal.aggregate, Count):  # and Sum: the tiers in ms, for the same reason
+        aggregate["tiers_ms"] = [list(tier) for tier in signal.aggregate.tiles.tiers]
     return json.dumps(
         {
             "key": signal.key,
@@ -180,7 +201,7 @@ class NativeSignals:
             return None
         distinct = isinstance(signal.aggregate, Distinct)
         if raw is None:
-            return ReadOut({"estimate": 0} if distinct else [], None)
+            return ReadOut(_EMPTY.get(type(signal.aggregate), []), None)
         data = self._native_form(key, raw, index)
         # Unresolved: the core resolves them against the state's newest event, as
         # ReadContext.view_time/end/start do.
@@ -191,8 +212,14 @@ class NativeSignals:
             context.window_ms,
             context.since_ms,
         )
+        aggregate = signal.aggregate
         try:
-            if distinct:
+            if isinstance(aggregate, Count | LastSeen):  # and Sum, FirstSeen
+                grouped, newest, refusal = self._read_grouped(
+                    aggregate, index, data, times, context
+                )
+                answer = ReadOut(grouped, newest)
+            elif distinct:
                 estimate, newest, refusal = self._core.read_distinct(index, data, times)
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
@@ -213,6 +240,18 @@ class NativeSignals:
             view_ms, earliest_ms, why = refusal
             raise AsOfError(signal.name, view_ms, earliest_ms, why)
         return answer
+
+    def _read_grouped(
+        self,
+        aggregate: Count | LastSeen,
+        index: int,
+        data: bytes,
+        times: Times,
+        context: ReadContext,
+    ) -> tuple[Any, int | None, Refusal | None]:
+        """A Count/Sum or FirstSeen/LastSeen read: the JSON-ready value, newest, refusal."""
+        read = self._core.read_tiles if isinstance(aggregate, Count) else self._core.read_seen
+        return read(index, data, times, context.actions, context.surfaces)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
@@ -261,6 +300,12 @@ class NativeSignals:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
         if isinstance(state, DistinctState):
             return self._core.encode_distinct(index, state.newest, state.buckets)
+        if isinstance(state, TileState):
+            cells = [(start, group, value) for (start, group), value in state.cells.items()]
+            exact = [(ts, group, value) for (ts, group), value in state.exact.items()]
+            return self._core.encode_tiles(index, state.newest, cells, exact)
+        if isinstance(state, SeenState):
+            return self._core.encode_seen(index, state.newest, state.times)
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 

@@ -1,0 +1,271 @@
+"""The native Count/Sum tiles against the Python reference and a naive recompute.
+
+For random events of several users (late events, equal times, mixed-type and missing group
+and summed values), random tile layouts, filters, batch splits and request-time contexts
+(windows, since/until, actions/surfaces, as_of earlier than the newest events):
+
+- the state the core builds through ``NativeSignals.apply`` holds exactly the reference's
+  cells and exact entries, and its bytes do not depend on the batches;
+- the core's read equals the reference's (values, types, refusals), and a naive recompute
+  from the raw events bounds it: never less, and equal when the window starts within the
+  exact span.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import example, given, settings
+from hypothesis import strategies as st
+
+import usersignals._core as core
+from native_batching import answer, batches, native_states, reference_state
+from usersignals import (
+    Count,
+    Event,
+    Lookup,
+    ReadContext,
+    Signal,
+    Sum,
+    TileLayout,
+    action,
+    days,
+    hours,
+    minutes,
+)
+from usersignals.aggregations.base import ReadOut
+from usersignals.aggregations.context import retention_start
+from usersignals.aggregations.windowed import EXACT_SPAN_MS
+from usersignals.errors import StateCodecError
+from usersignals.processing.native import NativeSignals, plan_json
+from usersignals.signals.fields import Predicate
+from usersignals.state.codec import UserRecord
+
+BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
+ITEMS = [f"i{n}" for n in range(12)]
+ACTIONS = ["impression", "click", "save"]
+SURFACES = ["home", "search"]
+USERS = ["u1", "u2"]
+# Group values of several types (str, int, a non-integral float, None, missing): the labels
+# are Python's str() of them, and 1 / 1.0 / True are never mixed (see docs/native.md).
+TABLE: dict[str, dict[str, Any]] = {
+    item: {"category": [f"c{n % 3}", n % 4, n + 0.5, None][n % 4]}
+    for n, item in enumerate(ITEMS)
+    if n != 11
+}
+items = Lookup("items", key="item_id", provides=("category",))
+LAYOUTS = [
+    TileLayout(),
+    TileLayout(((minutes(5), hours(2)), (hours(1), days(1)), (hours(6), days(8)), (days(1), 0))),
+    TileLayout(((minutes(1), hours(1)), (days(1), 0))),
+]
+AGGREGATES: list[Any] = [
+    lambda tiles: Count(by=("action",), tiles=tiles),
+    lambda tiles: Count(by=("action", "surface"), tiles=tiles),
+    lambda tiles: Count(by=("category", "action"), tiles=tiles),
+    lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles),
+    lambda tiles: Sum(of="attrs.amount", decimals=0, by=("action", "category"), tiles=tiles),
+]
+FILTERS: list[Predicate | None] = [None, action.isin({"click", "save"})]
+
+
+def signal_for(aggregate: int, layout: int, where: Predicate | None, retention: int) -> Signal:
+    return Signal(
+        name="counts",
+        version=1,
+        aggregate=AGGREGATES[aggregate](LAYOUTS[layout]),
+        where=where,
+        enrich=[items.fields("category")],
+        retention=retention,
+    )
+
+
+_STEPS = [0, hours(1), days(1), days(2)]
+
+
+@st.composite
+def event_lists(draw: st.DrawFn) -> list[Event]:
+    events = []
+    clock = BASE
+    for i in range(draw(st.integers(1, 60))):
+        clock += draw(st.one_of(st.integers(0, 10 * 3_600_000), st.sampled_from(_STEPS)))
+        late = draw(st.sampled_from([0, 0, 0, 1]))
+        amount = draw(
+            st.one_of(
+                st.none(),
+                st.integers(-50, 1_000),
+                st.floats(-10, 100, allow_nan=False),
+                st.sampled_from([0.125, 2.5, 0.005, "7", True]),
+            )
+        )
+        events.append(
+            Event(
+                event_id=f"e{i}",
+                user_id=draw(st.sampled_from(USERS)),
+                item_id=draw(st.sampled_from(ITEMS)),
+                action=draw(st.sampled_from(ACTIONS)),
+                surface=draw(st.sampled_from(SURFACES)),
+                ts=clock - late * draw(st.one_of(st.integers(0, days(4)), st.sampled_from(_STEPS))),
+                attrs={"amount": amount} if amount is not None else None,
+            )
+        )
+    return events
+
+
+signals = st.builds(
+    signal_for,
+    aggregate=st.integers(0, len(AGGREGATES) - 1),
+    layout=st.integers(0, len(LAYOUTS) - 1),
+    where=st.sampled_from(FILTERS),
+    retention=st.sampled_from([days(1), days(3), days(28)]),
+)
+splits = st.lists(st.integers(0, 60), max_size=5)
+contexts = st.builds(
+    ReadContext,
+    window_ms=st.one_of(st.none(), st.sampled_from([hours(1), days(1), days(7)])),
+    actions=st.one_of(st.none(), st.sets(st.sampled_from(ACTIONS), min_size=1).map(frozenset)),
+    surfaces=st.one_of(st.none(), st.sets(st.sampled_from(SURFACES), min_size=1).map(frozenset)),
+    since_ms=st.one_of(st.none(), st.integers(BASE, BASE + days(20))),
+    until_ms=st.one_of(st.none(), st.integers(BASE, BASE + days(20))),
+    as_of_ms=st.one_of(st.none(), st.integers(BASE, BASE + days(20))),
+    now_ms=st.integers(BASE, BASE + days(25)),
+)
+
+
+def cells_of(entries: list[tuple[int, tuple[Any, ...], int]]) -> dict[Any, int]:
+    # Keys with their types: 1 == 1.0 in Python, and a stored 2.5 must not come back as "2.5".
+    return {(at, tuple((type(v), v) for v in group)): value for at, group, value in entries}
+
+
+def typed_cells(cells: dict[tuple[int, tuple[Any, ...]], int]) -> dict[Any, int]:
+    return cells_of([(at, group, value) for (at, group), value in cells.items()])
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), cuts=splits, signal=signals)
+def test_native_state_equals_the_reference_whatever_the_batches(
+    events: list[Event], cuts: list[int], signal: Signal
+) -> None:
+    once = native_states(signal, [events], USERS, TABLE)
+    assert native_states(signal, batches(events, cuts), USERS, TABLE) == once
+    plans = core.NativePlans([plan_json(signal)])
+    for user in USERS:
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
+        if reference is None:
+            assert user not in once
+            continue
+        stored = msgspec.msgpack.decode(once[user], type=bytes)
+        assert stored[0] == core.TILES_FORMAT_VERSION
+        newest, cells, exact = plans.decode_tiles(0, stored)
+        assert newest == reference.newest
+        assert cells_of(cells) == typed_cells(reference.cells)
+        assert cells_of(exact) == typed_cells(reference.exact)
+
+
+def naive_total(signal: Signal, events: list[Event], user: str, start: int, end: int) -> int:
+    """From the raw events: the scaled sum (or count) of the accepted events in [start, end]."""
+    spec = signal.aggregate
+    assert isinstance(spec, Count)
+    accepts = signal.compiled.accepts
+    total = 0
+    for e in events:
+        row = (e, (TABLE.get(e.item_id, {}),))
+        if e.user_id != user or not start <= e.ts <= end or not (accepts is None or accepts(row)):
+            continue
+        if not isinstance(spec, Sum):
+            total += 1
+            continue
+        amount = (e.attrs or {}).get("amount")
+        if isinstance(amount, int | float) and not isinstance(amount, bool):
+            total += round(amount * 10**spec.decimals)
+    return total
+
+
+_LATE = [
+    Event("a", "u1", "i1", "click", "home", BASE),
+    Event("b", "u1", "i2", "click", "home", BASE + days(6)),
+    Event("c", "u1", "i3", "save", "home", BASE + days(1), {"amount": 2.5}),
+]
+
+
+@settings(max_examples=100, deadline=None)
+@given(events=event_lists(), cuts=splits, signal=signals, context=contexts)
+@example(
+    events=_LATE,
+    cuts=[2],
+    signal=signal_for(0, 1, None, days(1)),
+    context=ReadContext(as_of_ms=BASE + days(1), now_ms=BASE + days(7)),
+)
+def test_native_read_equals_the_reference_and_bounds_the_naive_count(
+    events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
+) -> None:
+    native = NativeSignals([signal])
+    stored = native_states(signal, batches(events, cuts), USERS, TABLE)
+    for user in USERS:
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
+        expected = answer(signal.compiled.runtime.read, reference, context)
+        got = answer(native.read, signal, stored.get(user), context, user.encode())
+        assert got == expected
+        if isinstance(got, ReadOut):
+            assert {type(v) for v in got.value["by"].values()} <= {type(got.value["total"])}
+    # Without the group filters, against the raw events: a window that starts within the
+    # exact span is exact; older, the tiles straddling its start can only add events.
+    plain = replace(context, actions=None, surfaces=None)
+    for user in USERS:
+        got = answer(native.read, signal, stored.get(user), plain, user.encode())
+        reference = reference_state(signal, [events], user, TABLE)
+        if not isinstance(got, ReadOut) or reference is None:
+            continue
+        newest = reference.newest
+        start = retention_start(plain.view_time(newest), signal.retention, days(1))
+        start = max(start, plain.start(newest) or start)
+        exact = naive_total(signal, events, user, start, plain.end(newest))
+        scale = 10 ** getattr(signal.aggregate, "decimals", 0)
+        total = round(got.value["total"] * scale)
+        assert total >= exact
+        if start >= newest - EXACT_SPAN_MS:
+            assert total == exact
+
+
+def test_a_tiles_state_of_the_python_codec_is_migrated() -> None:
+    signal = signal_for(2, 0, None, days(28))
+    runtime = signal.compiled.runtime
+    events = [
+        Event(f"e{i}", "u1", ITEMS[i], "click", "home", BASE + i * hours(9)) for i in range(10)
+    ]
+    rows = [(e, (TABLE.get(e.item_id, {}),)) for e in events[:7]]
+    legacy = runtime.encode(runtime.apply(None, rows).state)
+    assert legacy[0] in (0x93, 0x94)  # a msgpack array: the old form
+    native = NativeSignals([signal])
+    context = ReadContext(window_ms=days(2), now_ms=BASE + days(4))
+    assert native.read(signal, legacy, context, b"u1") == runtime.read(
+        runtime.decode(legacy), context
+    )
+    record = UserRecord({}, {signal.key: msgspec.Raw(legacy)})
+    states, applied, _ = native.apply(events[7:], [(b"u1", record, [0, 1, 2])], {"items": TABLE})
+    native.place(record.states, states[0])
+    assert applied == {signal.key: 3}
+    assert bytes(record.states[signal.key]) == native_states(signal, [events], USERS, TABLE)["u1"]
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        msgspec.msgpack.encode(b"\x07rest"),  # a future format version
+        msgspec.msgpack.encode(b"\x01\x80"),  # truncated
+        msgspec.msgpack.encode(b"\x01\x02\x00\x01\x00\x05\x01\x00"),  # group 5 of 0
+    ],
+)
+def test_a_corrupt_tiles_state_is_a_codec_error_naming_the_key(stored: bytes) -> None:
+    signal = signal_for(0, 0, None, days(3))
+    native = NativeSignals([signal])
+    event = Event("e1", "u1", "i1", "click", "home", BASE)
+    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
+    with pytest.raises(StateCodecError) as caught:
+        native.apply([event], [(b"u:u1", record, [0])], {"items": TABLE})
+    assert caught.value.key == b"u:u1"
+    with pytest.raises(StateCodecError):
+        native.read(signal, stored, ReadContext(), b"u:u1")
