@@ -321,3 +321,27 @@ def test_the_stub_declares_what_the_module_has() -> None:
             for member in node.body:
                 if isinstance(member, ast.FunctionDef):
                     assert hasattr(cls, member.name), f"{node.name}.{member.name}"
+
+
+def test_a_nested_attribute_path_reads_as_in_the_reference() -> None:
+    """``attrs.device.os`` reaches into the nested object, in filters and kept fields alike
+    (the native glue read the top-level key "device.os": nothing matched)."""
+    signal = Signal(
+        name="ios",
+        version=1,
+        aggregate=LastN(5, keep=("item_id", "attrs.device.os")),
+        where=field("attrs.device.os").eq("ios"),
+        retention=days(30),
+    )
+    events = [
+        Event("a", "u1", "i1", "click", "home", BASE, {"device": {"os": "ios"}}),
+        Event("b", "u1", "i2", "click", "home", BASE + 1, {"device": {"os": "android"}}),
+        Event("c", "u1", "i3", "click", "home", BASE + 2, {"device": ["ios"]}),
+    ]
+    context = ReadContext(now_ms=BASE + days(1))
+    stored = native_states(signal, [events], ["u1"], {})["u1"]
+    got = NativeSignals([signal]).read(signal, stored, context, b"u1")
+    expected = signal.compiled.runtime.read(reference_state(signal, [events], "u1", {}), context)
+    assert got == expected
+    assert got is not None
+    assert got.value == [{"ts": BASE, "item_id": "i1", "attrs.device.os": "ios"}]

@@ -277,3 +277,28 @@ def test_a_corrupt_tiles_state_is_a_codec_error_naming_the_key(stored: bytes) ->
     assert caught.value.key == b"u:u1"
     with pytest.raises(StateCodecError):
         native.read(signal, stored, ReadContext(), b"u:u1")
+
+
+def test_a_lookup_keyed_by_a_nested_attribute_joins_as_in_the_reference() -> None:
+    """A lookup key at ``attrs.ref.item`` is read from the nested object (the native glue
+    looked up the top-level key "ref.item", so every event missed its record)."""
+    nested = Lookup("items", key="attrs.ref.item", provides=("category",))
+    signal = Signal(
+        name="by_category",
+        version=1,
+        aggregate=Count(by=("category",)),
+        enrich=[nested.fields("category")],
+        retention=days(3),
+    )
+    events = [
+        Event(f"e{i}", "u1", "x", "click", "home", BASE + i, {"ref": {"item": ITEMS[i]}})
+        for i in range(4)
+    ]
+    native = NativeSignals([signal])
+    record = UserRecord({}, {})
+    states, _, _ = native.apply(events, [(b"u1", record, [0, 1, 2, 3])], {"items": TABLE})
+    native.place(record.states, states[0])
+    context = ReadContext(now_ms=BASE + days(1))
+    got = native.read(signal, bytes(record.states[signal.key]), context, b"u1")
+    assert got is not None
+    assert got.value == {"total": 4, "by": {"1": 1, "2.5": 1, "None": 1, "c0": 1}}

@@ -42,7 +42,7 @@ from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:  # names of the stub only: the module has no such objects
@@ -265,8 +265,9 @@ class NativeSignals:
         if name in BASE_FIELDS:
             return list(map(attrgetter(name), joined.events))
         if name.startswith(ATTR_PREFIX):
-            attribute = name[len(ATTR_PREFIX) :]
-            return [e.attrs.get(attribute) if e.attrs else None for e in joined.events]
+            # A dotted path reaches into nested objects, as the reference's resolver does.
+            read = attrs_reader(name[len(ATTR_PREFIX) :])
+            return [read(e.attrs) for e in joined.events]
         enriched = self._enriched[name]
         rows = joined.records(enriched.source, enriched.key_field)
         return [row.get(name) if row is not None else None for row in rows]
@@ -340,6 +341,6 @@ def _key_values(events: list[Event], field_name: str) -> list[str]:
     """Each event's lookup key, as the engine's lookups collect them (text; "" if absent)."""
     if field_name in BASE_FIELDS:
         return [str(value) for value in map(attrgetter(field_name), events)]
-    attribute = field_name[len(ATTR_PREFIX) :]
-    values = [e.attrs.get(attribute) if e.attrs else None for e in events]
+    read = attrs_reader(field_name[len(ATTR_PREFIX) :])  # a dotted path: nested objects
+    values = [read(e.attrs) for e in events]
     return ["" if value is None else str(value) for value in values]
