@@ -9,16 +9,30 @@ Every test's signals take their enriched fields from one lookup of an item table
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-from usersignals import Event, Signal
+import msgspec
+import pytest
+
+from usersignals import Event, ReadContext, Signal
 from usersignals.aggregations.base import ReadOut
-from usersignals.errors import AsOfError
+from usersignals.errors import AsOfError, StateCodecError
 from usersignals.processing.native import NativeSignals
 from usersignals.state.codec import UserRecord
 
 Table = Mapping[str, Mapping[str, Any]]
+BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
+
+
+def category_table(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """An item table whose ``category`` is of several types: str, int, a non-integral float
+    (1 / 1.0 / True are never mixed, see docs/native.md) and None; the last item has no
+    record, so its events miss the field."""
+    return {
+        item: {"category": [f"c{n % 3}", n % 4, n + 0.5, None][n % 4]}
+        for n, item in enumerate(items[:-1])
+    }
 
 
 def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
@@ -70,3 +84,47 @@ def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
         return (exc.as_of_ms, exc.earliest_ms, exc.why)
     assert isinstance(out, ReadOut)
     return out
+
+
+def states_whatever_the_batches(
+    signal: Signal, events: list[Event], cuts: Sequence[int], users: Sequence[str], table: Table
+) -> Iterator[tuple[str, Any, bytes]]:
+    """Per user with state: the reference's state after the batches split at ``cuts`` and
+    the native state's bytes (unwrapped from the record's msgpack bin), having checked that
+    the native bytes are the same in one batch as in those."""
+    once = native_states(signal, [events], users, table)
+    assert native_states(signal, batches(events, cuts), users, table) == once
+    for user in users:
+        reference = reference_state(signal, batches(events, cuts), user, table)
+        if reference is None:
+            assert user not in once
+            continue
+        yield user, reference, msgspec.msgpack.decode(once[user], type=bytes)
+
+
+def reads(
+    signal: Signal,
+    parts: list[list[Event]],
+    context: ReadContext,
+    users: Sequence[str],
+    table: Table,
+) -> Iterator[tuple[Any, Any]]:
+    """Per user: the reference's answer (or refusal) after ``parts``, and the native one."""
+    native = NativeSignals([signal])
+    stored = native_states(signal, parts, users, table)
+    for user in users:
+        reference = reference_state(signal, parts, user, table)
+        expected = answer(signal.compiled.runtime.read, reference, context)
+        yield expected, answer(native.read, signal, stored.get(user), context, user.encode())
+
+
+def assert_a_codec_error_naming_the_key(signal: Signal, stored: bytes, table: Table) -> None:
+    """A batch over ``stored`` and a read of it both fail with the key's StateCodecError."""
+    native = NativeSignals([signal])
+    event = Event("e1", "u1", "i1", "click", "home", 1_767_225_600_000)
+    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
+    with pytest.raises(StateCodecError) as caught:
+        native.apply([event], [(b"u:u1", record, [0])], {"items": table})
+    assert caught.value.key == b"u:u1"
+    with pytest.raises(StateCodecError):
+        native.read(signal, stored, ReadContext(), b"u:u1")

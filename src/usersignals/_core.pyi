@@ -56,7 +56,7 @@ class NativePlans:
     ) -> tuple[int, int | None, Refusal | None]: ...
     def decode_distinct(self, plan: int, state: bytes) -> tuple[int, dict[int, bytes]]: ...
     def encode_distinct(self, plan: int, newest: int, buckets: dict[int, bytes]) -> bytes: ...
-    def read_tiles(
+    def read_grouped(
         self,
         plan: int,
         state: bytes,
@@ -64,14 +64,6 @@ class NativePlans:
         actions: frozenset[str] | set[str] | None,
         surfaces: frozenset[str] | set[str] | None,
     ) -> tuple[dict[str, object], int | None, Refusal | None]: ...
-    def read_seen(
-        self,
-        plan: int,
-        state: bytes,
-        times: Times,
-        actions: frozenset[str] | set[str] | None,
-        surfaces: frozenset[str] | set[str] | None,
-    ) -> tuple[dict[str, int], int | None, Refusal | None]: ...
     def decode_tiles(
         self, plan: int, state: bytes
     ) -> tuple[int, list[TileEntry], list[TileEntry]]: ...

@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
-from native_batching import answer, batches, native_states, reference_state
+from native_batching import native_states, reads, states_whatever_the_batches
 from usersignals import Distinct, Event, Lookup, ReadContext, Signal, action, days, field, hours
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
@@ -91,15 +91,9 @@ windows = st.builds(
 def test_native_registers_equal_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
-    once = native_states(signal, [events], USERS, TABLE)
-    assert native_states(signal, batches(events, cuts), USERS, TABLE) == once
     plans = core.NativePlans([plan_json(signal)])
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        if reference is None:
-            assert user not in once
-            continue
-        newest, buckets = plans.decode_distinct(0, msgspec.msgpack.decode(once[user], type=bytes))
+    for _, reference, stored in states_whatever_the_batches(signal, events, cuts, USERS, TABLE):
+        newest, buckets = plans.decode_distinct(0, stored)
         assert (newest, buckets) == (reference.newest, reference.buckets)
 
 
@@ -121,12 +115,7 @@ _EXPIRED = [
 def test_native_estimate_equals_the_reference(
     events: list[Event], signal: Signal, context: ReadContext
 ) -> None:
-    native = NativeSignals([signal])
-    stored = native_states(signal, [events], USERS, TABLE)
-    for user in USERS:
-        state = reference_state(signal, [events], user, TABLE)
-        expected = answer(signal.compiled.runtime.read, state, context)
-        got = answer(native.read, signal, stored.get(user), context, user.encode())
+    for expected, got in reads(signal, [events], context, USERS, TABLE):
         assert got == expected
 
 

@@ -23,11 +23,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
-from native_batching import answer, batches, native_states, reference_state
+from native_batching import (
+    answer,
+    assert_a_codec_error_naming_the_key,
+    batches,
+    native_states,
+    reference_state,
+)
 from usersignals import Event, LastN, Lookup, ReadContext, Signal, action, attr, days, field
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS
-from usersignals.errors import AsOfError, StateCodecError
+from usersignals.errors import AsOfError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -300,14 +306,7 @@ def test_a_state_of_format_version_1_is_read_and_rewritten_as_version_2() -> Non
 )
 def test_a_corrupt_state_is_a_codec_error_naming_the_key(stored: bytes) -> None:
     signal = signal_for(5, dedupe=False, where=None, retention=days(30))
-    native = NativeSignals([signal])
-    event = Event("e1", "u1", "i1", "click", "home", BASE)
-    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
-    with pytest.raises(StateCodecError) as caught:
-        native.apply([event], [(b"u:u1", record, [0])], {"items": TABLE})
-    assert caught.value.key == b"u:u1"
-    with pytest.raises(StateCodecError):
-        native.read(signal, stored, ReadContext(), b"u:u1")
+    assert_a_codec_error_naming_the_key(signal, stored, TABLE)
 
 
 def test_the_stub_declares_what_the_module_has() -> None:

@@ -9,31 +9,31 @@ reference's, refusals included.
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
-from native_batching import answer, batches, native_states, reference_state
+from native_batching import (
+    BASE,
+    batches,
+    category_table,
+    native_states,
+    reads,
+    states_whatever_the_batches,
+)
 from usersignals import Event, FirstSeen, LastSeen, Lookup, ReadContext, Signal, action, days, hours
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
 
-BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
 ITEMS = [f"i{n}" for n in range(10)]
 ACTIONS = ["impression", "click", "save"]
 SURFACES = ["home", "search"]
 USERS = ["u1", "u2"]
 # The group is str() of the value: "c1", "2", "2.5", "None" (and "None" when missing too).
-TABLE: dict[str, dict[str, Any]] = {
-    item: {"category": [f"c{n % 3}", n % 4, n + 0.5, None][n % 4]}
-    for n, item in enumerate(ITEMS)
-    if n != 9
-}
+TABLE = category_table(ITEMS)
 items = Lookup("items", key="item_id", provides=("category",))
 FILTERS: list[Predicate | None] = [None, action.isin({"click", "save"})]
 
@@ -120,15 +120,8 @@ def naive(signal: Signal, events: list[Event], user: str) -> tuple[int, dict[str
 def test_native_state_equals_the_reference_and_naive_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
-    once = native_states(signal, [events], USERS, TABLE)
-    assert native_states(signal, batches(events, cuts), USERS, TABLE) == once
     plans = core.NativePlans([plan_json(signal)])
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        if reference is None:
-            assert user not in once
-            continue
-        stored = msgspec.msgpack.decode(once[user], type=bytes)
+    for user, reference, stored in states_whatever_the_batches(signal, events, cuts, USERS, TABLE):
         assert stored[0] == core.SEEN_FORMAT_VERSION
         assert plans.decode_seen(0, stored) == (reference.newest, reference.times)
         assert plans.decode_seen(0, stored) == naive(signal, events, user)
@@ -158,12 +151,7 @@ _HIDDEN = [
 def test_native_read_equals_the_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
-    native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts), USERS, TABLE)
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        expected = answer(signal.compiled.runtime.read, reference, context)
-        got = answer(native.read, signal, stored.get(user), context, user.encode())
+    for expected, got in reads(signal, batches(events, cuts), context, USERS, TABLE):
         assert got == expected
 
 

@@ -22,7 +22,16 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
-from native_batching import answer, batches, native_states, reference_state
+from native_batching import (
+    BASE,
+    assert_a_codec_error_naming_the_key,
+    batches,
+    category_table,
+    native_states,
+    reads,
+    reference_state,
+    states_whatever_the_batches,
+)
 from usersignals import (
     Count,
     Event,
@@ -39,23 +48,17 @@ from usersignals import (
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import retention_start
 from usersignals.aggregations.windowed import EXACT_SPAN_MS
-from usersignals.errors import StateCodecError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
 
-BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
 ITEMS = [f"i{n}" for n in range(12)]
 ACTIONS = ["impression", "click", "save"]
 SURFACES = ["home", "search"]
 USERS = ["u1", "u2"]
 # Group values of several types (str, int, a non-integral float, None, missing): the labels
 # are Python's str() of them, and 1 / 1.0 / True are never mixed (see docs/native.md).
-TABLE: dict[str, dict[str, Any]] = {
-    item: {"category": [f"c{n % 3}", n % 4, n + 0.5, None][n % 4]}
-    for n, item in enumerate(ITEMS)
-    if n != 11
-}
+TABLE = category_table(ITEMS)
 items = Lookup("items", key="item_id", provides=("category",))
 LAYOUTS = [
     TileLayout(),
@@ -157,15 +160,8 @@ def typed_cells(cells: dict[tuple[int, tuple[Any, ...]], int]) -> dict[Any, int]
 def test_native_state_equals_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
-    once = native_states(signal, [events], USERS, TABLE)
-    assert native_states(signal, batches(events, cuts), USERS, TABLE) == once
     plans = core.NativePlans([plan_json(signal)])
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        if reference is None:
-            assert user not in once
-            continue
-        stored = msgspec.msgpack.decode(once[user], type=bytes)
+    for _, reference, stored in states_whatever_the_batches(signal, events, cuts, USERS, TABLE):
         assert stored[0] == core.TILES_FORMAT_VERSION
         newest, cells, exact = plans.decode_tiles(0, stored)
         assert newest == reference.newest
@@ -210,20 +206,15 @@ _LATE = [
 def test_native_read_equals_the_reference_and_bounds_the_naive_count(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
-    native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts), USERS, TABLE)
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        expected = answer(signal.compiled.runtime.read, reference, context)
-        got = answer(native.read, signal, stored.get(user), context, user.encode())
+    for expected, got in reads(signal, batches(events, cuts), context, USERS, TABLE):
         assert got == expected
         if isinstance(got, ReadOut):
             assert {type(v) for v in got.value["by"].values()} <= {type(got.value["total"])}
     # Without the group filters, against the raw events: a window that starts within the
     # exact span is exact; older, the tiles straddling its start can only add events.
     plain = replace(context, actions=None, surfaces=None)
-    for user in USERS:
-        got = answer(native.read, signal, stored.get(user), plain, user.encode())
+    answers = reads(signal, [events], plain, USERS, TABLE)
+    for user, (_, got) in zip(USERS, answers, strict=True):
         reference = reference_state(signal, [events], user, TABLE)
         if not isinstance(got, ReadOut) or reference is None:
             continue
@@ -268,15 +259,7 @@ def test_a_tiles_state_of_the_python_codec_is_migrated() -> None:
     ],
 )
 def test_a_corrupt_tiles_state_is_a_codec_error_naming_the_key(stored: bytes) -> None:
-    signal = signal_for(0, 0, None, days(3))
-    native = NativeSignals([signal])
-    event = Event("e1", "u1", "i1", "click", "home", BASE)
-    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
-    with pytest.raises(StateCodecError) as caught:
-        native.apply([event], [(b"u:u1", record, [0])], {"items": TABLE})
-    assert caught.value.key == b"u:u1"
-    with pytest.raises(StateCodecError):
-        native.read(signal, stored, ReadContext(), b"u:u1")
+    assert_a_codec_error_naming_the_key(signal_for(0, 0, None, days(3)), stored, TABLE)
 
 
 def test_a_lookup_keyed_by_a_nested_attribute_joins_as_in_the_reference() -> None:

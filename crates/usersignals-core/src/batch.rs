@@ -120,6 +120,32 @@ pub fn execute(
     Ok(out)
 }
 
+/// One user's accepted events for one plan, as the tiles and seen batch steps take them.
+pub struct UserRows<'b> {
+    pub retention_ms: i64,
+    /// The batch's event times, by event index.
+    pub ts: &'b [i64],
+    /// The aggregation's columns (`Aggregation::columns`), by event index.
+    pub columns: Vec<&'b [Value]>,
+    /// The user's accepted events (indices), sorted by time.
+    pub rows: &'b [usize],
+}
+
+impl Bound<'_> {
+    fn user_rows<'b>(&self, batch: &'b Batch, rows: &'b [usize]) -> UserRows<'b> {
+        UserRows {
+            retention_ms: self.plan.retention_ms,
+            ts: &batch.ts,
+            columns: self
+                .columns
+                .iter()
+                .map(|&c| &batch.columns[c][..])
+                .collect(),
+            rows,
+        }
+    }
+}
+
 fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, CoreError> {
     let filter = plan.filter.as_ref().map(|f| f.bind(names)).transpose()?;
     let wanted = match &plan.aggregate {
@@ -184,35 +210,7 @@ fn apply(
             let (state, expired) = spec.apply(bound.plan.retention_ms, old, &rows);
             Ok((distinct::encode(&state), expired))
         }
-        Aggregation::Tiles(spec) => {
-            let columns: Vec<&[Value]> = bound
-                .columns
-                .iter()
-                .map(|&c| &batch.columns[c][..])
-                .collect();
-            tiles::apply_encoded(
-                spec,
-                bound.plan.retention_ms,
-                old,
-                &batch.ts,
-                &columns,
-                rows,
-            )
-        }
-        Aggregation::Seen(spec) => {
-            let columns: Vec<&[Value]> = bound
-                .columns
-                .iter()
-                .map(|&c| &batch.columns[c][..])
-                .collect();
-            seen::apply_encoded(
-                spec,
-                bound.plan.retention_ms,
-                old,
-                &batch.ts,
-                &columns,
-                rows,
-            )
-        }
+        Aggregation::Tiles(spec) => tiles::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
+        Aggregation::Seen(spec) => seen::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
     }
 }

@@ -15,6 +15,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use crate::batch::UserRows;
 use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::value::Value;
@@ -130,14 +131,13 @@ impl SeenSpec {
 /// Python `str()` texts, or nothing for the whole-user group.
 pub fn apply_encoded(
     spec: &SeenSpec,
-    retention_ms: i64,
     old: Option<&[u8]>,
-    ts: &[i64],
-    columns: &[&[Value]],
-    rows: &[usize],
+    user: &UserRows<'_>,
 ) -> Result<(Vec<u8>, usize), CoreError> {
+    let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
     let old = old.map(decode).transpose()?;
-    let rows: Vec<(i64, &str)> = rows
+    let rows: Vec<(i64, &str)> = user
+        .rows
         .iter()
         .map(|&i| {
             let group = match columns.first().map(|column| &column[i]) {

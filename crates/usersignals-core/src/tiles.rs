@@ -13,10 +13,12 @@
 //!      its `by` values (tagged, see `value.rs`)
 //!      | varint cell count | per cell, newest start first, then by group:
 //!          varint gap to the previous start in finest resolutions (the first from `M`
-//!          floored to the finest resolution) | varint group | zigzag value
+//!          floored to the finest resolution) | group and value
 //!      | varint exact count | per exact entry, newest first, then by group:
-//!          varint gap in ms to the previous time (the first from `M`) | varint group
-//!          | zigzag value
+//!          varint gap in ms to the previous time (the first from `M`) | group and value
+//!
+//! group and value = varint (group index << 1 | 1) when the value is 1 (most exact entries
+//!          of a `Count`), else varint (group index << 1) | zigzag value
 //! ```
 //!
 //! Groups are told apart by exact identity (type and value): a field holding both `1` and
@@ -24,6 +26,7 @@
 
 use std::collections::{HashMap, HashSet};
 
+use crate::batch::UserRows;
 use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::missing;
@@ -393,15 +396,14 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
 /// the summed one.
 pub fn apply_encoded(
     spec: &TileSpec,
-    retention_ms: i64,
     old: Option<&[u8]>,
-    ts: &[i64],
-    columns: &[&[Value]],
-    rows: &[usize],
+    user: &UserRows<'_>,
 ) -> Result<(Vec<u8>, usize), CoreError> {
+    let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
     let old = old.map(|bytes| decode(spec, bytes)).transpose()?;
     let (by, measured) = columns.split_at(spec.by.len());
-    let rows: Vec<TileRow> = rows
+    let rows: Vec<TileRow> = user
+        .rows
         .iter()
         .map(|&i| TileRow {
             ts: ts[i],
@@ -443,6 +445,16 @@ fn canonical(cells: &Cells, rank: &[u32]) -> Vec<(i64, u32, i64)> {
     out
 }
 
+/// The group index shifted left once, its low bit set when the value is 1 (then omitted):
+/// most exact entries of a `Count` are one event each, so this saves a byte per entry.
+fn put_group_value(out: &mut Vec<u8>, group: u32, value: i64) {
+    let one = u64::from(value == 1);
+    put_u64(out, (u64::from(group) << 1) | one);
+    if value != 1 {
+        put_i64(out, value);
+    }
+}
+
 pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     // Only the groups still referenced, ordered by their bytes: one form for equal states.
     let mut used: Vec<u32> = state
@@ -470,8 +482,7 @@ pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     put_u64(&mut out, cells.len() as u64);
     for (start, group, value) in cells {
         put_u64(&mut out, (previous.wrapping_sub(start) / finest) as u64);
-        put_u64(&mut out, u64::from(group));
-        put_i64(&mut out, value);
+        put_group_value(&mut out, group, value);
         previous = start;
     }
     let exact = canonical(&state.exact, &rank);
@@ -479,8 +490,7 @@ pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     previous = state.newest;
     for (ts, group, value) in exact {
         put_u64(&mut out, previous.wrapping_sub(ts) as u64);
-        put_u64(&mut out, u64::from(group));
-        put_i64(&mut out, value);
+        put_group_value(&mut out, group, value);
         previous = ts;
     }
     out
@@ -505,16 +515,18 @@ pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
     }
     let finest = spec.finest();
     let mut read_entries = |first: i64, unit: i64| -> Result<Cells, CoreError> {
-        let n = r.len(3)?;
+        let n = r.len(2)?;
         let mut cells = Cells::with_capacity(n);
         let mut previous = first;
         for _ in 0..n {
             let at = previous.wrapping_sub((r.u64()? as i64).wrapping_mul(unit));
-            let group = r.u64()?;
+            let tagged = r.u64()?;
+            let group = tagged >> 1;
             if group >= count as u64 {
                 return Err(CoreError::Codec(format!("group {group} of {count}")));
             }
-            cells.insert((at, group as u32), r.i64()?);
+            let value = if tagged & 1 == 1 { 1 } else { r.i64()? };
+            cells.insert((at, group as u32), value);
             previous = at;
         }
         Ok(cells)

@@ -344,9 +344,10 @@ impl NativePlans {
         ))
     }
 
-    /// Evaluate a stored Count/Sum state with a request's `times` (as for `read_last_n`) and
-    /// its actions / surfaces: `({"total", "by"}, newest, refusal)`.
-    fn read_tiles<'py>(
+    /// Evaluate a stored Count/Sum or FirstSeen/LastSeen state with a request's `times` (as
+    /// for `read_last_n`) and its actions / surfaces: `(value, newest, refusal)`, the value
+    /// `{"total", "by"}` or `{group: time}` as the reference answers.
+    fn read_grouped<'py>(
         &self,
         py: Python<'py>,
         plan: usize,
@@ -355,46 +356,30 @@ impl NativePlans {
         actions: Option<HashSet<String>>,
         surfaces: Option<HashSet<String>>,
     ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
-        let (found, spec) = self.tiles(plan)?;
-        let state = tiles::decode(spec, state).map_err(raise)?;
-        let times = times_of(times);
-        let answer = spec.read(
-            found.retention_ms,
-            &state,
-            &times,
-            actions.as_ref(),
-            surfaces.as_ref(),
-        );
+        let found = self.found(plan)?;
+        let (times, retention) = (times_of(times), found.retention_ms);
+        let answer = match &found.aggregate {
+            Aggregation::Tiles(spec) => {
+                let state = tiles::decode(spec, state).map_err(raise)?;
+                spec.read(
+                    retention,
+                    &state,
+                    &times,
+                    actions.as_ref(),
+                    surfaces.as_ref(),
+                )
+                .map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
+            }
+            Aggregation::Seen(spec) => {
+                let state = seen::decode(state).map_err(raise)?;
+                let allowed = seen_allowed(spec, actions, surfaces);
+                spec.read(retention, &state, &times, allowed.as_ref())
+                    .map(|(values, newest)| (tiles_seen::seen_value(py, &values), newest))
+            }
+            _ => return Err(not_a(found, "Count/Sum or FirstSeen/LastSeen")),
+        };
         match answer {
-            Ok(answer) => Ok((
-                tiles_seen::tiles_value(py, spec, &answer)?,
-                answer.newest,
-                None,
-            )),
-            Err(refusal) => Ok((PyDict::new(py), None, Some(refusal_out(&refusal)))),
-        }
-    }
-
-    /// Evaluate a stored FirstSeen/LastSeen state: `({group: time}, newest, refusal)`.
-    fn read_seen<'py>(
-        &self,
-        py: Python<'py>,
-        plan: usize,
-        state: &[u8],
-        times: TimesArg,
-        actions: Option<HashSet<String>>,
-        surfaces: Option<HashSet<String>>,
-    ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
-        let (found, spec) = self.seen(plan)?;
-        let state = seen::decode(state).map_err(raise)?;
-        let allowed = seen_allowed(spec, actions, surfaces);
-        match spec.read(
-            found.retention_ms,
-            &state,
-            &times_of(times),
-            allowed.as_ref(),
-        ) {
-            Ok((values, newest)) => Ok((tiles_seen::seen_value(py, &values)?, newest, None)),
+            Ok((value, newest)) => Ok((value?, newest, None)),
             Err(refusal) => Ok((PyDict::new(py), None, Some(refusal_out(&refusal)))),
         }
     }

@@ -19,7 +19,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
@@ -44,9 +44,6 @@ from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.state.codec import UserRecord
-
-if TYPE_CHECKING:  # names of the stub only: the module has no such objects
-    from usersignals._core import Refusal, Times
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -212,11 +209,10 @@ class NativeSignals:
             context.window_ms,
             context.since_ms,
         )
-        aggregate = signal.aggregate
         try:
-            if isinstance(aggregate, Count | LastSeen):  # and Sum, FirstSeen
-                grouped, newest, refusal = self._read_grouped(
-                    aggregate, index, data, times, context
+            if isinstance(signal.aggregate, Count | LastSeen):  # and Sum, FirstSeen
+                grouped, newest, refusal = self._core.read_grouped(
+                    index, data, times, context.actions, context.surfaces
                 )
                 answer = ReadOut(grouped, newest)
             elif distinct:
@@ -240,18 +236,6 @@ class NativeSignals:
             view_ms, earliest_ms, why = refusal
             raise AsOfError(signal.name, view_ms, earliest_ms, why)
         return answer
-
-    def _read_grouped(
-        self,
-        aggregate: Count | LastSeen,
-        index: int,
-        data: bytes,
-        times: Times,
-        context: ReadContext,
-    ) -> tuple[Any, int | None, Refusal | None]:
-        """A Count/Sum or FirstSeen/LastSeen read: the JSON-ready value, newest, refusal."""
-        read = self._core.read_tiles if isinstance(aggregate, Count) else self._core.read_seen
-        return read(index, data, times, context.actions, context.surfaces)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
