@@ -208,7 +208,9 @@ def test_native_read_equals_the_reference_and_bounds_the_naive_count(
 ) -> None:
     for expected, got in reads(signal, batches(events, cuts), context, USERS, TABLE):
         assert got == expected
-        if isinstance(got, ReadOut):
+        if isinstance(got, ReadOut) and isinstance(expected, ReadOut):
+            # int for Count, float for Sum (JSON shows 0 and 0.0 apart), as the reference's
+            assert type(got.value["total"]) is type(expected.value["total"])
             assert {type(v) for v in got.value["by"].values()} <= {type(got.value["total"])}
     # Without the group filters, against the raw events: a window that starts within the
     # exact span is exact; older, the tiles straddling its start can only add events.

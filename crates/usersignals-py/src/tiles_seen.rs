@@ -14,7 +14,7 @@ use crate::{raise, to_py, to_value};
 
 /// `{"total", "by"}` as the reference answers: labels are the first `by` value's Python
 /// `str()` ("all" without `by` fields), sorted; amounts are divided by the scale (floats)
-/// for `Sum`, plain integers for `Count`.
+/// for `Sum`, plain integers for `Count` (and for a state without entries).
 pub fn tiles_value<'py>(
     py: Python<'py>,
     spec: &TileSpec,
@@ -30,7 +30,8 @@ pub fn tiles_value<'py>(
     }
     let out = PyDict::new(py);
     let by = PyDict::new(py);
-    if spec.scale == 1 {
+    // An empty state answers integer zeros, as the reference's early return does.
+    if spec.scale == 1 || answer.newest.is_none() {
         out.set_item("total", answer.total)?;
         for (label, amount) in labelled {
             by.set_item(label, amount)?;
