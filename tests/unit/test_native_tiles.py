@@ -287,3 +287,20 @@ def test_a_lookup_keyed_by_a_nested_attribute_joins_as_in_the_reference() -> Non
     got = native.read(signal, bytes(record.states[signal.key]), context, b"u1")
     assert got is not None
     assert got.value == {"total": 4, "by": {"1": 1, "2.5": 1, "None": 1, "c0": 1}}
+
+
+def test_groups_whose_labels_read_alike_add_up_under_one_label() -> None:
+    """``1`` and ``"1"`` are two groups (as in the reference's dict) with one label, "1"."""
+    table = {"i1": {"category": 1}, "i2": {"category": "1"}, "i3": {"category": None}}
+    signal = Signal(
+        name="by_category",
+        version=1,
+        aggregate=Count(by=("category",)),
+        enrich=[items.fields("category")],
+        retention=days(3),
+    )
+    events = [Event(f"e{i}", "u1", f"i{i}", "click", "home", BASE + i) for i in (1, 2, 3)]
+    context = ReadContext(now_ms=BASE + days(1))
+    [(expected, got)] = reads(signal, [events], context, ["u1"], table)
+    assert got == expected
+    assert got.value == {"total": 3, "by": {"1": 2, "None": 1}}
