@@ -119,8 +119,8 @@ pub(crate) fn missing(what: &str) -> CoreError {
 }
 
 impl Aggregation {
-    /// The columns a tiles or seen aggregation reads, in the order its kernel takes them
-    /// (tiles: the `by` fields, then the summed field; seen: the `by` field's text).
+    /// The columns an aggregation reads, in the order its kernel takes them (tiles: the `by`
+    /// fields, then the summed field; seen: the `by` field's text, if any).
     pub fn columns(&self) -> Vec<String> {
         match self {
             Aggregation::Tiles(spec) => spec.by.iter().chain(&spec.of).cloned().collect(),
@@ -346,7 +346,7 @@ mod tests {
     fn unknown_aggregation_is_a_plan_error() {
         let err = Plan::from_json(
             r#"{"key": "k", "retention_ms": 1, "where": null,
-            "aggregate": {"kind": "mean_vector"}}"#,
+            "aggregate": {"kind": "user_defined"}}"#,
         )
         .unwrap_err();
         assert!(matches!(err, CoreError::Plan(_)));
