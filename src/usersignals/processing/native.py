@@ -1,6 +1,6 @@
 """The seam between the Python engine and reader and the native core (``usersignals._core``).
 
-The signals whose aggregation the core implements (today: ``LastN`` and ``Distinct``) run
+The signals whose aggregation the core implements (the ``_READABLE`` classes below) run
 natively: their compiled plans go to the core once, at construction; then each micro-batch
 hands the core the batch's fresh events as columns — event fields, attributes, and the
 enriched fields the Materializer fetched, aligned with the events — plus every affected
