@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from hypothesis import strategies as st
 
 from usersignals import Event, ReadContext, Signal
 from usersignals.aggregations.base import ReadOut
@@ -128,3 +129,36 @@ def assert_a_codec_error_naming_the_key(signal: Signal, stored: bytes, table: Ta
     assert caught.value.key == b"u:u1"
     with pytest.raises(StateCodecError):
         native.read(signal, stored, ReadContext(), b"u:u1")
+
+
+@st.composite
+def event_lists(
+    draw: st.DrawFn,
+    users: Sequence[str],
+    items: Sequence[str],
+    actions: Sequence[str],
+    surfaces: Sequence[str],
+    steps: st.SearchStrategy[int],
+    lateness: st.SearchStrategy[int],
+    attrs: st.SearchStrategy[dict[str, Any] | None] | None = None,
+    max_size: int = 60,
+) -> list[Event]:
+    """Events in arrival order: a clock advancing by ``steps``, one event in four late by
+    ``lateness`` (so times repeat, and arrive out of order), each with random fields."""
+    events = []
+    clock = BASE
+    for i in range(draw(st.integers(1, max_size))):
+        clock += draw(steps)
+        late = draw(st.sampled_from([0, 0, 0, 1]))
+        events.append(
+            Event(
+                event_id=f"e{i}",
+                user_id=draw(st.sampled_from(users)),
+                item_id=draw(st.sampled_from(items)),
+                action=draw(st.sampled_from(actions)),
+                surface=draw(st.sampled_from(surfaces)),
+                ts=clock - late * draw(lateness),
+                attrs=None if attrs is None else draw(attrs),
+            )
+        )
+    return events

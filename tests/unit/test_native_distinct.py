@@ -15,7 +15,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
-from native_batching import native_states, reads, states_whatever_the_batches
+from native_batching import event_lists, native_states, reads, states_whatever_the_batches
 from usersignals import Distinct, Event, Lookup, ReadContext, Signal, action, days, field, hours
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
@@ -49,24 +49,15 @@ def signal_for(precision: int, bucket: int, where: Predicate | None, retention: 
     )
 
 
-@st.composite
-def event_lists(draw: st.DrawFn) -> list[Event]:
-    events = []
-    clock = BASE
-    for i in range(draw(st.integers(1, 80))):
-        clock += draw(st.one_of(st.integers(0, 6 * 3_600_000), st.sampled_from([0, hours(12)])))
-        late = draw(st.sampled_from([0, 0, 0, 1]))
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                user_id=draw(st.sampled_from(USERS)),
-                item_id=draw(st.sampled_from(ITEMS)),
-                action=draw(st.sampled_from(["impression", "click", "save"])),
-                surface="home",
-                ts=clock - late * draw(st.integers(0, 2 * 86_400_000)),
-            )
-        )
-    return events
+events = event_lists(
+    USERS,
+    ITEMS,
+    ["impression", "click", "save"],
+    ["home"],
+    steps=st.one_of(st.integers(0, 6 * 3_600_000), st.sampled_from([0, hours(12)])),
+    lateness=st.integers(0, 2 * 86_400_000),
+    max_size=80,
+)
 
 
 signals = st.builds(
@@ -87,7 +78,7 @@ windows = st.builds(
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=st.lists(st.integers(0, 80), max_size=5), signal=signals)
+@given(events=events, cuts=st.lists(st.integers(0, 80), max_size=5), signal=signals)
 def test_native_registers_equal_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
@@ -106,7 +97,7 @@ _EXPIRED = [
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), signal=signals, context=windows)
+@given(events=events, signal=signals, context=windows)
 @example(
     events=_EXPIRED,
     signal=signal_for(6, days(1), None, days(1)),

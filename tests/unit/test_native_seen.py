@@ -18,6 +18,7 @@ from native_batching import (
     BASE,
     batches,
     category_table,
+    event_lists,
     native_states,
     reads,
     states_whatever_the_batches,
@@ -50,24 +51,15 @@ def signal_for(latest: bool, by: str | None, where: Predicate | None, retention:
     )
 
 
-@st.composite
-def event_lists(draw: st.DrawFn) -> list[Event]:
-    events = []
-    clock = BASE
-    for i in range(draw(st.integers(1, 50))):
-        clock += draw(st.one_of(st.integers(0, 12 * 3_600_000), st.sampled_from([0, days(1)])))
-        late = draw(st.sampled_from([0, 0, 0, 1]))
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                user_id=draw(st.sampled_from(USERS)),
-                item_id=draw(st.sampled_from(ITEMS)),
-                action=draw(st.sampled_from(ACTIONS)),
-                surface=draw(st.sampled_from(SURFACES)),
-                ts=clock - late * draw(st.integers(0, days(5))),
-            )
-        )
-    return events
+events = event_lists(
+    USERS,
+    ITEMS,
+    ACTIONS,
+    SURFACES,
+    steps=st.one_of(st.integers(0, 12 * 3_600_000), st.sampled_from([0, days(1)])),
+    lateness=st.integers(0, days(5)),
+    max_size=50,
+)
 
 
 signals = st.builds(
@@ -116,7 +108,7 @@ def naive(signal: Signal, events: list[Event], user: str) -> tuple[int, dict[str
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=splits, signal=signals)
+@given(events=events, cuts=splits, signal=signals)
 def test_native_state_equals_the_reference_and_naive_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
@@ -135,7 +127,7 @@ _HIDDEN = [
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=splits, signal=signals, context=contexts)
+@given(events=events, cuts=splits, signal=signals, context=contexts)
 @example(
     events=_HIDDEN,
     cuts=[1],

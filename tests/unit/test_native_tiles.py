@@ -27,6 +27,7 @@ from native_batching import (
     assert_a_codec_error_naming_the_key,
     batches,
     category_table,
+    event_lists,
     native_states,
     reads,
     reference_state,
@@ -89,33 +90,21 @@ def signal_for(aggregate: int, layout: int, where: Predicate | None, retention: 
 _STEPS = [0, hours(1), days(1), days(2)]
 
 
-@st.composite
-def event_lists(draw: st.DrawFn) -> list[Event]:
-    events = []
-    clock = BASE
-    for i in range(draw(st.integers(1, 60))):
-        clock += draw(st.one_of(st.integers(0, 10 * 3_600_000), st.sampled_from(_STEPS)))
-        late = draw(st.sampled_from([0, 0, 0, 1]))
-        amount = draw(
-            st.one_of(
-                st.none(),
-                st.integers(-50, 1_000),
-                st.floats(-10, 100, allow_nan=False),
-                st.sampled_from([0.125, 2.5, 0.005, "7", True]),
-            )
-        )
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                user_id=draw(st.sampled_from(USERS)),
-                item_id=draw(st.sampled_from(ITEMS)),
-                action=draw(st.sampled_from(ACTIONS)),
-                surface=draw(st.sampled_from(SURFACES)),
-                ts=clock - late * draw(st.one_of(st.integers(0, days(4)), st.sampled_from(_STEPS))),
-                attrs={"amount": amount} if amount is not None else None,
-            )
-        )
-    return events
+_AMOUNTS = st.one_of(
+    st.none(),
+    st.integers(-50, 1_000),
+    st.floats(-10, 100, allow_nan=False),
+    st.sampled_from([0.125, 2.5, 0.005, "7", True]),
+)
+events = event_lists(
+    USERS,
+    ITEMS,
+    ACTIONS,
+    SURFACES,
+    steps=st.one_of(st.integers(0, 10 * 3_600_000), st.sampled_from(_STEPS)),
+    lateness=st.one_of(st.integers(0, days(4)), st.sampled_from(_STEPS)),
+    attrs=_AMOUNTS.map(lambda amount: None if amount is None else {"amount": amount}),
+)
 
 
 signals = st.builds(
@@ -156,7 +145,7 @@ def typed_cells(cells: dict[tuple[int, tuple[Any, ...]], int]) -> dict[Any, int]
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=splits, signal=signals)
+@given(events=events, cuts=splits, signal=signals)
 def test_native_state_equals_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
@@ -196,7 +185,7 @@ _LATE = [
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=splits, signal=signals, context=contexts)
+@given(events=events, cuts=splits, signal=signals, context=contexts)
 @example(
     events=_LATE,
     cuts=[2],
