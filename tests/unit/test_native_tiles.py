@@ -192,6 +192,15 @@ _LATE = [
     signal=signal_for(0, 1, None, days(1)),
     context=ReadContext(as_of_ms=BASE + days(1), now_ms=BASE + days(7)),
 )
+@example(  # the hour tile just before the retention edge ends on it: not counted
+    events=[
+        Event("a", "u1", "i1", "click", "home", BASE + days(1) - minutes(30)),
+        Event("b", "u1", "i2", "click", "home", BASE + days(4)),
+    ],
+    cuts=[],
+    signal=signal_for(0, 0, None, days(3)),
+    context=ReadContext(now_ms=BASE + days(4)),
+)
 def test_native_read_equals_the_reference_and_bounds_the_naive_count(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
