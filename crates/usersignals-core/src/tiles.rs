@@ -208,10 +208,16 @@ impl TileSpec {
                 }
             };
             let Some(value) = row.value else { continue };
-            let group = *index.entry(row.group.clone()).or_insert_with(|| {
-                state.groups.push(row.group.clone());
-                (state.groups.len() - 1) as u32
-            });
+            // Looked up before inserting: a key is cloned once per new group, not per event.
+            let group = match index.get(&row.group) {
+                Some(group) => *group,
+                None => {
+                    let group = state.groups.len() as u32;
+                    state.groups.push(row.group.clone());
+                    index.insert(row.group.clone(), group);
+                    group
+                }
+            };
             let slot = target.1.entry((target.0, group)).or_insert(0);
             *slot = slot.saturating_add(value);
         }
