@@ -15,6 +15,10 @@ Refusal = tuple[int, int, str]
 LAST_N_FORMAT_VERSION: int
 LAST_N_READABLE_VERSIONS: list[int]
 DISTINCT_FORMAT_VERSION: int
+TILES_FORMAT_VERSION: int
+SEEN_FORMAT_VERSION: int
+# A Count/Sum entry as the reference holds it: (time or bucket start, group values, value).
+TileEntry = tuple[int, tuple[object, ...], int]
 
 class CoreError(Exception):
     """A plan, batch or state the core refused."""
@@ -52,5 +56,25 @@ class NativePlans:
     ) -> tuple[int, int | None, Refusal | None]: ...
     def decode_distinct(self, plan: int, state: bytes) -> tuple[int, dict[int, bytes]]: ...
     def encode_distinct(self, plan: int, newest: int, buckets: dict[int, bytes]) -> bytes: ...
+    def read_grouped(
+        self,
+        plan: int,
+        state: bytes,
+        times: Times,
+        actions: frozenset[str] | set[str] | None,
+        surfaces: frozenset[str] | set[str] | None,
+    ) -> tuple[dict[str, object], int | None, Refusal | None]: ...
+    def decode_tiles(
+        self, plan: int, state: bytes
+    ) -> tuple[int, list[TileEntry], list[TileEntry]]: ...
+    def encode_tiles(
+        self,
+        plan: int,
+        newest: int,
+        cells: Sequence[tuple[int, tuple[object, ...], int]],
+        exact: Sequence[tuple[int, tuple[object, ...], int]],
+    ) -> bytes: ...
+    def decode_seen(self, plan: int, state: bytes) -> tuple[int, dict[str, int]]: ...
+    def encode_seen(self, plan: int, newest: int, times: dict[str, int]) -> bytes: ...
     def decode_last_n(self, plan: int, state: bytes) -> list[tuple[object, ...]]: ...
     def encode_last_n(self, plan: int, entries: Sequence[tuple[object, ...]]) -> bytes: ...

@@ -8,8 +8,6 @@ do not depend on the batches, and the core's estimate equals the reference's.
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -17,9 +15,8 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
+from native_batching import event_lists, native_states, reads, states_whatever_the_batches
 from usersignals import Distinct, Event, Lookup, ReadContext, Signal, action, days, field, hours
-from usersignals.aggregations.base import ReadOut
-from usersignals.errors import AsOfError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -52,24 +49,15 @@ def signal_for(precision: int, bucket: int, where: Predicate | None, retention: 
     )
 
 
-@st.composite
-def event_lists(draw: st.DrawFn) -> list[Event]:
-    events = []
-    clock = BASE
-    for i in range(draw(st.integers(1, 80))):
-        clock += draw(st.one_of(st.integers(0, 6 * 3_600_000), st.sampled_from([0, hours(12)])))
-        late = draw(st.sampled_from([0, 0, 0, 1]))
-        events.append(
-            Event(
-                event_id=f"e{i}",
-                user_id=draw(st.sampled_from(USERS)),
-                item_id=draw(st.sampled_from(ITEMS)),
-                action=draw(st.sampled_from(["impression", "click", "save"])),
-                surface="home",
-                ts=clock - late * draw(st.integers(0, 2 * 86_400_000)),
-            )
-        )
-    return events
+events = event_lists(
+    USERS,
+    ITEMS,
+    ["impression", "click", "save"],
+    ["home"],
+    steps=st.one_of(st.integers(0, 6 * 3_600_000), st.sampled_from([0, hours(12)])),
+    lateness=st.integers(0, 2 * 86_400_000),
+    max_size=80,
+)
 
 
 signals = st.builds(
@@ -89,67 +77,15 @@ windows = st.builds(
 )
 
 
-def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
-    return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
-
-
-def native_states(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
-    native = NativeSignals([signal])
-    records = {user: UserRecord({}, {}) for user in USERS}
-    for part in parts:
-        by_user: dict[str, list[int]] = {}
-        for i, event in enumerate(part):
-            by_user.setdefault(event.user_id, []).append(i)
-        work = [
-            (user.encode(), records[user], sorted(ix, key=lambda i: part[i].ts))
-            for user, ix in by_user.items()
-        ]
-        states, _, _ = native.apply(part, work, {"items": TABLE})
-        for (_, record, _), new in zip(work, states, strict=True):
-            native.place(record.states, new)
-    return {user: bytes(r.states[signal.key]) for user, r in records.items() if r.states}
-
-
-def reference_state(signal: Signal, parts: list[list[Event]], user: str) -> Any:
-    runtime, accepts = signal.compiled.runtime, signal.compiled.accepts
-    state = None
-    for part in parts:
-        rows = sorted(
-            ((e, (TABLE.get(e.item_id, {}),)) for e in part if e.user_id == user),
-            key=lambda row: row[0].ts,
-        )
-        rows = [row for row in rows if accepts is None or accepts(row)]
-        if rows:
-            state = runtime.decode(runtime.encode(runtime.apply(state, rows).state))
-    return state
-
-
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), cuts=st.lists(st.integers(0, 80), max_size=5), signal=signals)
+@given(events=events, cuts=st.lists(st.integers(0, 80), max_size=5), signal=signals)
 def test_native_registers_equal_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
-    once = native_states(signal, [events])
-    assert native_states(signal, batches(events, cuts)) == once
     plans = core.NativePlans([plan_json(signal)])
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user)
-        if reference is None:
-            assert user not in once
-            continue
-        newest, buckets = plans.decode_distinct(0, msgspec.msgpack.decode(once[user], type=bytes))
+    for _, reference, stored in states_whatever_the_batches(signal, events, cuts, USERS, TABLE):
+        newest, buckets = plans.decode_distinct(0, stored)
         assert (newest, buckets) == (reference.newest, reference.buckets)
-
-
-def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
-    """``read(*args)``, or its refusal as (as_of, earliest as_of, why)."""
-    try:
-        out = read(*args)
-    except AsOfError as exc:
-        return (exc.as_of_ms, exc.earliest_ms, exc.why)
-    assert isinstance(out, ReadOut)
-    return out
 
 
 # Buckets of the first day expired (a day's retention and the two-day look-back before the
@@ -161,7 +97,7 @@ _EXPIRED = [
 
 
 @settings(max_examples=100, deadline=None)
-@given(events=event_lists(), signal=signals, context=windows)
+@given(events=events, signal=signals, context=windows)
 @example(
     events=_EXPIRED,
     signal=signal_for(6, days(1), None, days(1)),
@@ -170,12 +106,7 @@ _EXPIRED = [
 def test_native_estimate_equals_the_reference(
     events: list[Event], signal: Signal, context: ReadContext
 ) -> None:
-    native = NativeSignals([signal])
-    stored = native_states(signal, [events])
-    for user in USERS:
-        state = reference_state(signal, [events], user)
-        expected = answer(signal.compiled.runtime.read, state, context)
-        got = answer(native.read, signal, stored.get(user), context, user.encode())
+    for expected, got in reads(signal, [events], context, USERS, TABLE):
         assert got == expected
 
 
@@ -195,4 +126,4 @@ def test_a_distinct_state_of_the_python_codec_is_migrated() -> None:
     record = UserRecord({}, {signal.key: msgspec.Raw(legacy)})
     states, _, _ = native.apply(events[6:], [(b"u1", record, [0, 1, 2])], {"items": TABLE})
     native.place(record.states, states[0])
-    assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
+    assert bytes(record.states[signal.key]) == native_states(signal, [events], USERS, TABLE)["u1"]

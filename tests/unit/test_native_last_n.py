@@ -12,7 +12,6 @@ random filters, random batch splits and random request-time contexts:
 from __future__ import annotations
 
 import ast
-import itertools
 import zlib
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,10 +23,17 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import usersignals._core as core
+from native_batching import (
+    answer,
+    assert_a_codec_error_naming_the_key,
+    batches,
+    native_states,
+    reference_state,
+)
 from usersignals import Event, LastN, Lookup, ReadContext, Signal, action, attr, days, field
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS
-from usersignals.errors import AsOfError, StateCodecError
+from usersignals.errors import AsOfError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -115,42 +121,6 @@ contexts = st.builds(
 )
 
 
-def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
-    return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
-
-
-def native_states(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
-    """Run the batches through the engine's seam, as the engine does, per user record."""
-    native = NativeSignals([signal])
-    records = {user: UserRecord({}, {}) for user in USERS}
-    for part in parts:
-        by_user: dict[str, list[int]] = {}
-        for i, event in enumerate(part):
-            by_user.setdefault(event.user_id, []).append(i)
-        work = [
-            (user.encode(), records[user], sorted(ix, key=lambda i: part[i].ts))
-            for user, ix in by_user.items()
-        ]
-        states, _, _ = native.apply(part, work, {"items": TABLE})
-        for (_, record, _), new in zip(work, states, strict=True):
-            native.place(record.states, new)
-    return {user: bytes(r.states[signal.key]) for user, r in records.items() if r.states}
-
-
-def reference_state(signal: Signal, parts: list[list[Event]], user: str) -> Any:
-    """The Python reference, fed per batch the user's accepted rows sorted by time."""
-    runtime, accepts = signal.compiled.runtime, signal.compiled.accepts
-    state = None
-    for part in parts:
-        rows = [(e, (TABLE.get(e.item_id, {}),)) for e in part if e.user_id == user]
-        rows = sorted(rows, key=lambda row: row[0].ts)
-        rows = [row for row in rows if accepts is None or accepts(row)]
-        if rows:
-            state = runtime.decode(runtime.encode(runtime.apply(state, rows).state))
-    return state
-
-
 def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any, ...]]:
     """From scratch: the accepted events within the retention and the as_of look-back of the
     newest, top n by (ts, tie)."""
@@ -197,11 +167,11 @@ def test_native_state_equals_reference_and_naive_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
     core_plans = core.NativePlans([plan_json(signal)])
-    once = native_states(signal, [events])
-    batched = native_states(signal, batches(events, cuts))
+    once = native_states(signal, [events], USERS, TABLE)
+    batched = native_states(signal, batches(events, cuts), USERS, TABLE)
     assert batched == once
     for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user)
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
         if reference is None:
             assert user not in once
             continue
@@ -209,16 +179,6 @@ def test_native_state_equals_reference_and_naive_whatever_the_batches(
         entries = core_plans.decode_last_n(0, stored)
         assert typed(entries) == typed(reference)
         assert typed(entries) == typed(naive(signal, events, user))
-
-
-def answer(read: Any, *args: Any) -> ReadOut | tuple[int, int | None, str]:
-    """``read(*args)``, or its refusal as (as_of, earliest as_of, why)."""
-    try:
-        out = read(*args)
-    except AsOfError as exc:
-        return (exc.as_of_ms, exc.earliest_ms, exc.why)
-    assert isinstance(out, ReadOut)
-    return out
 
 
 # A full LastN(2) read as of a time before its newest event, which took the room of older
@@ -242,9 +202,9 @@ def test_native_read_equals_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
     native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts))
+    stored = native_states(signal, batches(events, cuts), USERS, TABLE)
     for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user)
+        reference = reference_state(signal, batches(events, cuts), user, TABLE)
         expected = answer(signal.compiled.runtime.read, reference, context)
         got = answer(native.read, signal, stored.get(user), context, user.encode())
         if not isinstance(expected, ReadOut) or not isinstance(got, ReadOut):
@@ -260,7 +220,7 @@ def test_native_read_equals_reference_read(
 def test_a_refused_native_read_names_the_signal() -> None:
     """The reader shows the native refusal as the reference's, with the signal's name."""
     signal = signal_for(2, dedupe=False, where=None, retention=days(30))
-    stored = native_states(signal, [_CROWDED])["u1"]
+    stored = native_states(signal, [_CROWDED], USERS, TABLE)["u1"]
     context = ReadContext(as_of_ms=BASE + 5_400_000, now_ms=BASE + 86_400_000)
     with pytest.raises(AsOfError) as caught:
         NativeSignals([signal]).read(signal, stored, context, b"u1")
@@ -291,7 +251,7 @@ def test_a_state_of_the_python_codec_is_migrated_not_misread() -> None:
     states, applied, _ = native.apply(events[6:], [(b"u1", record, [0, 1])], {"items": TABLE})
     native.place(record.states, states[0])
     assert applied == {signal.key: 2}
-    assert bytes(record.states[signal.key]) == native_states(signal, [events])["u1"]
+    assert bytes(record.states[signal.key]) == native_states(signal, [events], USERS, TABLE)["u1"]
 
 
 # A LastN(5) state keeping item_id, action, surface, as the format version 1 encoder wrote
@@ -346,14 +306,7 @@ def test_a_state_of_format_version_1_is_read_and_rewritten_as_version_2() -> Non
 )
 def test_a_corrupt_state_is_a_codec_error_naming_the_key(stored: bytes) -> None:
     signal = signal_for(5, dedupe=False, where=None, retention=days(30))
-    native = NativeSignals([signal])
-    event = Event("e1", "u1", "i1", "click", "home", BASE)
-    record = UserRecord({}, {signal.key: msgspec.Raw(stored)})
-    with pytest.raises(StateCodecError) as caught:
-        native.apply([event], [(b"u:u1", record, [0])], {"items": TABLE})
-    assert caught.value.key == b"u:u1"
-    with pytest.raises(StateCodecError):
-        native.read(signal, stored, ReadContext(), b"u:u1")
+    assert_a_codec_error_naming_the_key(signal, stored, TABLE)
 
 
 def test_the_stub_declares_what_the_module_has() -> None:
@@ -367,3 +320,27 @@ def test_the_stub_declares_what_the_module_has() -> None:
             for member in node.body:
                 if isinstance(member, ast.FunctionDef):
                     assert hasattr(cls, member.name), f"{node.name}.{member.name}"
+
+
+def test_a_nested_attribute_path_reads_as_in_the_reference() -> None:
+    """``attrs.device.os`` reaches into the nested object, in filters and kept fields alike
+    (the native glue read the top-level key "device.os": nothing matched)."""
+    signal = Signal(
+        name="ios",
+        version=1,
+        aggregate=LastN(5, keep=("item_id", "attrs.device.os")),
+        where=field("attrs.device.os").eq("ios"),
+        retention=days(30),
+    )
+    events = [
+        Event("a", "u1", "i1", "click", "home", BASE, {"device": {"os": "ios"}}),
+        Event("b", "u1", "i2", "click", "home", BASE + 1, {"device": {"os": "android"}}),
+        Event("c", "u1", "i3", "click", "home", BASE + 2, {"device": ["ios"]}),
+    ]
+    context = ReadContext(now_ms=BASE + days(1))
+    stored = native_states(signal, [events], ["u1"], {})["u1"]
+    got = NativeSignals([signal]).read(signal, stored, context, b"u1")
+    expected = signal.compiled.runtime.read(reference_state(signal, [events], "u1", {}), context)
+    assert got == expected
+    assert got is not None
+    assert got.value == [{"ts": BASE, "item_id": "i1", "attrs.device.os": "ios"}]

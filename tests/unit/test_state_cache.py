@@ -48,15 +48,35 @@ def test_small_states_and_states_larger_than_the_budget_are_not_cached() -> None
     assert (len(cache), cache.bytes) == (0, 0)
 
 
+# The cache holds the states the per-user Python path decodes: every reference signal that
+# counts is native now (read from the stored bytes, never cached), so this test's signal is a
+# user-defined aggregation, which that path runs.
+PYTHON_PATH_SIGNALS = """
+from usersignals import Count, Signal, days
+
+
+class PythonCount(Count):
+    \"\"\"Count as a user-defined aggregation: not its exact type, so not native.\"\"\"
+
+
+SIGNALS = [
+    Signal(name="action_counts", version=1, aggregate=PythonCount(by=("action", "surface")),
+           retention=days(28)),
+]
+"""
+
+
 def test_a_serving_reader_keeps_its_cache_within_the_configured_bytes(tmp_path: Path) -> None:
     budget = 200_000
-    settings = Settings(store=StoreSettings(path=str(tmp_path / "store")))
+    module = tmp_path / "python_path_signals.py"
+    module.write_text(PYTHON_PATH_SIGNALS)
+    settings = Settings(store=StoreSettings(path=str(tmp_path / "store")), signals=str(module))
     settings.serving.state_cache_bytes = budget
     processor = build_processor(settings)
     try:
         now = 1_767_225_600_000
         # 60 users with a few hundred engagements each, a minute apart: count states of
-        # several KB (LastN is read natively, from the stored bytes, and never cached).
+        # several KB.
         events = [
             Event(f"e{u}-{n}", f"u{u}", f"i{n}", "click", "home", now - n * 60_000)
             for u in range(60)

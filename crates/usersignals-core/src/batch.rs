@@ -12,6 +12,7 @@ use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
 use crate::plan::{text_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
+use crate::{seen, tiles};
 
 /// A micro-batch as columns, index for index. `user[i]` indexes the batch's users.
 #[derive(Debug, Clone, Default)]
@@ -119,11 +120,38 @@ pub fn execute(
     Ok(out)
 }
 
+/// One user's accepted events for one plan, as the tiles and seen batch steps take them.
+pub struct UserRows<'b> {
+    pub retention_ms: i64,
+    /// The batch's event times, by event index.
+    pub ts: &'b [i64],
+    /// The aggregation's columns (`Aggregation::columns`), by event index.
+    pub columns: Vec<&'b [Value]>,
+    /// The user's accepted events (indices), sorted by time.
+    pub rows: &'b [usize],
+}
+
+impl Bound<'_> {
+    fn user_rows<'b>(&self, batch: &'b Batch, rows: &'b [usize]) -> UserRows<'b> {
+        UserRows {
+            retention_ms: self.plan.retention_ms,
+            ts: &batch.ts,
+            columns: self
+                .columns
+                .iter()
+                .map(|&c| &batch.columns[c][..])
+                .collect(),
+            rows,
+        }
+    }
+}
+
 fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, CoreError> {
     let filter = plan.filter.as_ref().map(|f| f.bind(names)).transpose()?;
     let wanted = match &plan.aggregate {
         Aggregation::LastN(spec) => spec.keep.clone(),
         Aggregation::Distinct(_, of) => vec![text_column(of)],
+        other @ (Aggregation::Tiles(_) | Aggregation::Seen(_)) => other.columns(),
     };
     let columns = wanted
         .iter()
@@ -182,5 +210,7 @@ fn apply(
             let (state, expired) = spec.apply(bound.plan.retention_ms, old, &rows);
             Ok((distinct::encode(&state), expired))
         }
+        Aggregation::Tiles(spec) => tiles::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
+        Aggregation::Seen(spec) => seen::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
     }
 }

@@ -15,6 +15,8 @@ pub mod distinct;
 pub mod error;
 pub mod last_n;
 pub mod plan;
+pub mod seen;
+pub mod tiles;
 pub mod value;
 pub mod varint;
 

@@ -9,6 +9,8 @@ use serde_json::Value as Json;
 
 use crate::distinct::DistinctSpec;
 use crate::error::CoreError;
+use crate::seen::SeenSpec;
+use crate::tiles::TileSpec;
 use crate::value::Value;
 
 #[derive(Debug, Clone)]
@@ -24,6 +26,10 @@ pub enum Aggregation {
     LastN(LastNSpec),
     /// The spec, and the field whose Python `str()` is hashed.
     Distinct(DistinctSpec, String),
+    /// `Count` / `Sum` (see `tiles.rs`).
+    Tiles(TileSpec),
+    /// `FirstSeen` / `LastSeen`; the group is the `by` field's Python `str()` (a text column).
+    Seen(SeenSpec),
 }
 
 /// The column a Distinct reads: the field's values as Python's `str()` renders them (the
@@ -100,6 +106,7 @@ impl Plan {
         match &self.aggregate {
             Aggregation::LastN(spec) => names.extend(spec.keep.iter().cloned()),
             Aggregation::Distinct(_, of) => names.push(text_column(of)),
+            Aggregation::Tiles(_) | Aggregation::Seen(_) => names.extend(self.aggregate.columns()),
         }
         let mut seen = std::collections::HashSet::new();
         names.retain(|n| seen.insert(n.clone()));
@@ -107,11 +114,22 @@ impl Plan {
     }
 }
 
-fn missing(what: &str) -> CoreError {
+pub(crate) fn missing(what: &str) -> CoreError {
     CoreError::Plan(format!("missing or invalid {what:?}"))
 }
 
 impl Aggregation {
+    /// The columns an aggregation reads, in the order its kernel takes them (tiles: the `by`
+    /// fields, then the summed field; seen: the `by` field's text, if any).
+    pub fn columns(&self) -> Vec<String> {
+        match self {
+            Aggregation::Tiles(spec) => spec.by.iter().chain(&spec.of).cloned().collect(),
+            Aggregation::Seen(spec) => spec.by.iter().map(|by| text_column(by)).collect(),
+            Aggregation::LastN(spec) => spec.keep.clone(),
+            Aggregation::Distinct(_, of) => vec![text_column(of)],
+        }
+    }
+
     fn from_json(json: &Json) -> Result<Aggregation, CoreError> {
         match json["kind"].as_str() {
             Some("last_n") => {
@@ -157,6 +175,16 @@ impl Aggregation {
                     },
                     of,
                 ))
+            }
+            Some("count" | "sum") => crate::tiles::spec_from_json(json).map(Aggregation::Tiles),
+            Some(kind @ ("first_seen" | "last_seen")) => {
+                let by = match &json["by"] {
+                    Json::Null => None,
+                    Json::String(name) => Some(name.clone()),
+                    _ => return Err(missing("by")),
+                };
+                let latest = kind == "last_seen";
+                Ok(Aggregation::Seen(SeenSpec { by, latest }))
             }
             other => Err(CoreError::Plan(format!(
                 "aggregation {other:?} is not native"
@@ -318,7 +346,7 @@ mod tests {
     fn unknown_aggregation_is_a_plan_error() {
         let err = Plan::from_json(
             r#"{"key": "k", "retention_ms": 1, "where": null,
-            "aggregate": {"kind": "count"}}"#,
+            "aggregate": {"kind": "user_defined"}}"#,
         )
         .unwrap_err();
         assert!(matches!(err, CoreError::Plan(_)));

@@ -5,6 +5,8 @@
 //! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
+mod tiles_seen;
+
 use std::collections::{BTreeMap, HashSet};
 
 use pyo3::create_exception;
@@ -17,6 +19,8 @@ use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
 use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
+use usersignals_core::seen::{self, SeenSpec};
+use usersignals_core::tiles::{self, TileSpec};
 use usersignals_core::value::ValueRef;
 use usersignals_core::{CoreError as Error, Value};
 
@@ -138,6 +142,48 @@ impl NativePlans {
                 found.key
             ))),
         }
+    }
+}
+
+/// Accessors of the tiles and seen plans (one lookup, one "not a ..." error).
+impl NativePlans {
+    fn found(&self, plan: usize) -> PyResult<&Plan> {
+        self.plans
+            .get(plan)
+            .ok_or_else(|| CoreError::new_err("no such plan"))
+    }
+
+    fn tiles(&self, plan: usize) -> PyResult<(&Plan, &TileSpec)> {
+        let found = self.found(plan)?;
+        match &found.aggregate {
+            Aggregation::Tiles(spec) => Ok((found, spec)),
+            _ => Err(not_a(found, "Count/Sum")),
+        }
+    }
+
+    fn seen(&self, plan: usize) -> PyResult<(&Plan, &SeenSpec)> {
+        let found = self.found(plan)?;
+        match &found.aggregate {
+            Aggregation::Seen(spec) => Ok((found, spec)),
+            _ => Err(not_a(found, "FirstSeen/LastSeen")),
+        }
+    }
+}
+
+fn not_a(found: &Plan, what: &str) -> PyErr {
+    CoreError::new_err(format!("{} is not a {what} plan", found.key))
+}
+
+/// The context's actions or surfaces when the seen plan groups by that field.
+fn seen_allowed(
+    spec: &SeenSpec,
+    actions: Option<HashSet<String>>,
+    surfaces: Option<HashSet<String>>,
+) -> Option<HashSet<String>> {
+    match spec.by.as_deref() {
+        Some("action") => actions,
+        Some("surface") => surfaces,
+        _ => None,
     }
 }
 
@@ -298,6 +344,88 @@ impl NativePlans {
         ))
     }
 
+    /// Evaluate a stored Count/Sum or FirstSeen/LastSeen state with a request's `times` (as
+    /// for `read_last_n`) and its actions / surfaces: `(value, newest, refusal)`, the value
+    /// `{"total", "by"}` or `{group: time}` as the reference answers.
+    fn read_grouped<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+        times: TimesArg,
+        actions: Option<HashSet<String>>,
+        surfaces: Option<HashSet<String>>,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
+        let found = self.found(plan)?;
+        let (times, retention) = (times_of(times), found.retention_ms);
+        let answer = match &found.aggregate {
+            Aggregation::Tiles(spec) => {
+                let state = tiles::decode(spec, state).map_err(raise)?;
+                spec.read(
+                    retention,
+                    &state,
+                    &times,
+                    actions.as_ref(),
+                    surfaces.as_ref(),
+                )
+                .map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
+            }
+            Aggregation::Seen(spec) => {
+                let state = seen::decode(state).map_err(raise)?;
+                let allowed = seen_allowed(spec, actions, surfaces);
+                spec.read(retention, &state, &times, allowed.as_ref())
+                    .map(|(values, newest)| (tiles_seen::seen_value(py, &values), newest))
+            }
+            _ => return Err(not_a(found, "Count/Sum or FirstSeen/LastSeen")),
+        };
+        match answer {
+            Ok((value, newest)) => Ok((value?, newest, None)),
+            Err(refusal) => Ok((PyDict::new(py), None, Some(refusal_out(&refusal)))),
+        }
+    }
+
+    /// A stored Count/Sum state as the reference's `(newest, cells, exact)`, each entry
+    /// `(time or bucket start, group tuple, value)`, newest first.
+    fn decode_tiles<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+    ) -> PyResult<(i64, Bound<'py, PyList>, Bound<'py, PyList>)> {
+        tiles_seen::decode_tiles(py, self.tiles(plan)?.1, state)
+    }
+
+    /// The stored bytes of a reference Count/Sum state (migration of the old codec, tests).
+    fn encode_tiles<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        newest: i64,
+        cells: Vec<(i64, Bound<'py, PyTuple>, i64)>,
+        exact: Vec<(i64, Bound<'py, PyTuple>, i64)>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let data = tiles_seen::encode_tiles(self.tiles(plan)?.1, newest, cells, exact)?;
+        Ok(PyBytes::new(py, &data))
+    }
+
+    /// A stored FirstSeen/LastSeen state as the reference's `(newest, {group: time})`.
+    fn decode_seen(&self, plan: usize, state: &[u8]) -> PyResult<(i64, BTreeMap<String, i64>)> {
+        self.seen(plan)?;
+        tiles_seen::decode_seen(state)
+    }
+
+    /// The stored bytes of a reference FirstSeen/LastSeen state.
+    fn encode_seen<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        newest: i64,
+        times: BTreeMap<String, i64>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        self.seen(plan)?;
+        Ok(PyBytes::new(py, &tiles_seen::encode_seen(newest, times)))
+    }
+
     /// A stored LastN state as the Python reference's entries `(ts, tie, *kept values)`.
     fn decode_last_n<'py>(
         &self,
@@ -360,5 +488,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
         last_n::READABLE_VERSIONS.to_vec(),
     )?;
     m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
+    m.add("TILES_FORMAT_VERSION", tiles::FORMAT_VERSION)?;
+    m.add("SEEN_FORMAT_VERSION", seen::FORMAT_VERSION)?;
     Ok(())
 }

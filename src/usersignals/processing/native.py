@@ -1,6 +1,6 @@
 """The seam between the Python engine and reader and the native core (``usersignals._core``).
 
-The signals whose aggregation the core implements (today: ``LastN`` and ``Distinct``) run
+The signals whose aggregation the core implements (the ``_READABLE`` classes below) run
 natively: their compiled plans go to the core once, at construction; then each micro-batch
 hands the core the batch's fresh events as columns — event fields, attributes, and the
 enriched fields the Materializer fetched, aligned with the events — plus every affected
@@ -26,6 +26,8 @@ import msgspec
 from usersignals._core import (
     DISTINCT_FORMAT_VERSION,
     LAST_N_READABLE_VERSIONS,
+    SEEN_FORMAT_VERSION,
+    TILES_FORMAT_VERSION,
     CoreError,
     CoreStateError,
     NativePlans,
@@ -34,11 +36,13 @@ from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
+from usersignals.aggregations.seen import FirstSeen, LastSeen, SeenState
+from usersignals.aggregations.windowed import Count, Sum, TileState
 from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.state.codec import UserRecord
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
@@ -50,6 +54,18 @@ Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 _READABLE = {
     LastN: frozenset(LAST_N_READABLE_VERSIONS),
     Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
+    Count: frozenset({TILES_FORMAT_VERSION}),
+    Sum: frozenset({TILES_FORMAT_VERSION}),
+    FirstSeen: frozenset({SEEN_FORMAT_VERSION}),
+    LastSeen: frozenset({SEEN_FORMAT_VERSION}),
+}
+# What a native signal answers for a user without state (the reference's answers to None).
+_EMPTY: dict[type, Any] = {
+    Distinct: {"estimate": 0},
+    Count: {"total": 0, "by": {}},
+    Sum: {"total": 0, "by": {}},
+    FirstSeen: {},
+    LastSeen: {},
 }
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
@@ -66,6 +82,8 @@ def plan_json(signal: Signal) -> str:
     aggregate = signal.aggregate.to_json()
     if isinstance(signal.aggregate, Distinct):
         aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
+    if isinstance(signal.aggregate, Count):  # and Sum: the tiers in ms, for the same reason
+        aggregate["tiers_ms"] = [list(tier) for tier in signal.aggregate.tiles.tiers]
     return json.dumps(
         {
             "key": signal.key,
@@ -180,7 +198,7 @@ class NativeSignals:
             return None
         distinct = isinstance(signal.aggregate, Distinct)
         if raw is None:
-            return ReadOut({"estimate": 0} if distinct else [], None)
+            return ReadOut(_EMPTY.get(type(signal.aggregate), []), None)
         data = self._native_form(key, raw, index)
         # Unresolved: the core resolves them against the state's newest event, as
         # ReadContext.view_time/end/start do.
@@ -192,7 +210,12 @@ class NativeSignals:
             context.since_ms,
         )
         try:
-            if distinct:
+            if isinstance(signal.aggregate, Count | LastSeen):  # and Sum, FirstSeen
+                grouped, newest, refusal = self._core.read_grouped(
+                    index, data, times, context.actions, context.surfaces
+                )
+                answer = ReadOut(grouped, newest)
+            elif distinct:
                 estimate, newest, refusal = self._core.read_distinct(index, data, times)
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
@@ -226,8 +249,9 @@ class NativeSignals:
         if name in BASE_FIELDS:
             return list(map(attrgetter(name), joined.events))
         if name.startswith(ATTR_PREFIX):
-            attribute = name[len(ATTR_PREFIX) :]
-            return [e.attrs.get(attribute) if e.attrs else None for e in joined.events]
+            # A dotted path reaches into nested objects, as the reference's resolver does.
+            read = attrs_reader(name[len(ATTR_PREFIX) :])
+            return [read(e.attrs) for e in joined.events]
         enriched = self._enriched[name]
         rows = joined.records(enriched.source, enriched.key_field)
         return [row.get(name) if row is not None else None for row in rows]
@@ -261,6 +285,12 @@ class NativeSignals:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
         if isinstance(state, DistinctState):
             return self._core.encode_distinct(index, state.newest, state.buckets)
+        if isinstance(state, TileState):
+            cells = [(start, group, value) for (start, group), value in state.cells.items()]
+            exact = [(ts, group, value) for (ts, group), value in state.exact.items()]
+            return self._core.encode_tiles(index, state.newest, cells, exact)
+        if isinstance(state, SeenState):
+            return self._core.encode_seen(index, state.newest, state.times)
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 
@@ -295,6 +325,6 @@ def _key_values(events: list[Event], field_name: str) -> list[str]:
     """Each event's lookup key, as the engine's lookups collect them (text; "" if absent)."""
     if field_name in BASE_FIELDS:
         return [str(value) for value in map(attrgetter(field_name), events)]
-    attribute = field_name[len(ATTR_PREFIX) :]
-    values = [e.attrs.get(attribute) if e.attrs else None for e in events]
+    read = attrs_reader(field_name[len(ATTR_PREFIX) :])  # a dotted path: nested objects
+    values = [read(e.attrs) for e in events]
     return ["" if value is None else str(value) for value in values]

@@ -1,0 +1,554 @@
+//! `Count` / `Sum` over time tiles, grouped by fields: combine, codec and read kernel.
+//!
+//! Mirrors `usersignals.aggregations.windowed` and `usersignals.aggregations.tiles` (the
+//! reference models) cell for cell. The state is the newest event time `M`, the events of the
+//! last [`EXACT_SPAN_MS`] before `M` at their exact times, and older events in integer cells
+//! `(bucket start, group)` whose layout is a function of the event time and `M` alone, so the
+//! state is the same whatever the batches. `Sum` keeps integers scaled by `10^decimals`.
+//!
+//! Stored format (version byte first):
+//!
+//! ```text
+//! 0x01 | zigzag newest | varint group count | per group (ordered by its encoded bytes):
+//!      its `by` values (tagged, see `value.rs`)
+//!      | varint cell count | per cell, newest start first, then by group:
+//!          varint gap to the previous start in finest resolutions (the first from `M`
+//!          floored to the finest resolution) | group and value
+//!      | varint exact count | per exact entry, newest first, then by group:
+//!          varint gap in ms to the previous time (the first from `M`) | group and value
+//!
+//! group and value = varint (group index << 1 | 1) when the value is 1 (most exact entries
+//!          of a `Count`), else varint (group index << 1) | zigzag value
+//! ```
+//!
+//! Groups are told apart by exact identity (type and value): a field holding both `1` and
+//! `1.0` counts two groups, where the reference's dict would merge them (docs/native.md).
+
+use std::collections::{HashMap, HashSet};
+
+use crate::batch::UserRows;
+use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
+use crate::error::CoreError;
+use crate::plan::missing;
+use crate::value::Value;
+use crate::varint::{put_i64, put_u64, Reader};
+
+pub const FORMAT_VERSION: u8 = 0x01;
+/// Events this recent (before the newest) keep their exact times (`EXACT_SPAN_MS` in Python).
+pub const EXACT_SPAN_MS: i64 = 2 * 86_400_000;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileSpec {
+    /// `(resolution, span)` per tier in ms, finest first; the last span is unused (retention).
+    pub tiers: Vec<(i64, i64)>,
+    pub by: Vec<String>,
+    /// `Sum`: the field added up; `Count`: `None`.
+    pub of: Option<String>,
+    /// `10^decimals` for `Sum`, 1 for `Count`.
+    pub scale: i64,
+}
+
+/// A group: its `by` values in the value codec's bytes (exact identity, orderable).
+pub type GroupKey = Vec<u8>;
+/// `(time or bucket start, group index)` -> integer value.
+pub type Cells = HashMap<(i64, u32), i64>;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TileState {
+    /// The newest event time; 0 only for a state with no events.
+    pub newest: i64,
+    /// Interned groups; cells and exact entries refer to them by index.
+    pub groups: Vec<GroupKey>,
+    pub cells: Cells,
+    pub exact: Cells,
+}
+
+/// One accepted event: its time, group and value (`None`: a missing or non-numeric measure).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TileRow {
+    pub ts: i64,
+    pub group: GroupKey,
+    pub value: Option<i64>,
+}
+
+/// A read's answer: the total and the sum per first `by` value (`None`: no `by` fields,
+/// labelled "all"), in group order; the caller labels them with Python's `str()`.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TileAnswer {
+    pub total: i64,
+    pub by: Vec<(Option<Value>, i64)>,
+    pub newest: Option<i64>,
+}
+
+/// Maps event times to bucket starts for one newest time `M` of a state.
+pub struct Bucketer {
+    /// `(cutoff, resolution)` per tier: tier `i` holds the times from its cutoff on.
+    pub pairs: Vec<(i64, i64)>,
+}
+
+impl Bucketer {
+    pub fn bucket(&self, ts: i64) -> Option<i64> {
+        self.pairs
+            .iter()
+            .find(|(cutoff, _)| ts >= *cutoff)
+            .map(|(_, resolution)| floor(ts, *resolution))
+    }
+
+    /// The width of the tier a bucket start lies in (the coarsest when before every cutoff).
+    fn width(&self, bucket: i64) -> i64 {
+        self.pairs
+            .iter()
+            .find(|(cutoff, _)| bucket >= *cutoff)
+            .or(self.pairs.last())
+            .map_or(1, |(_, resolution)| *resolution)
+    }
+
+    fn oldest(&self) -> i64 {
+        self.pairs.last().map_or(i64::MIN, |(cutoff, _)| *cutoff)
+    }
+}
+
+fn floor(ts: i64, resolution: i64) -> i64 {
+    ts - ts.rem_euclid(resolution)
+}
+
+impl TileSpec {
+    fn finest(&self) -> i64 {
+        self.tiers[0].0
+    }
+
+    fn coarsest(&self) -> i64 {
+        self.tiers[self.tiers.len() - 1].0
+    }
+
+    /// The part of `M` the cutoffs depend on: the second tier's resolution (the reference's
+    /// `BucketerCache` granule), so users in one such interval share a layout.
+    fn granule(&self) -> i64 {
+        self.tiers.get(1).unwrap_or(&self.tiers[0]).0
+    }
+
+    /// The bucketer for a state whose newest event is at `newest`: tiles reach back the
+    /// retention and the `as_of` look-back, as the reference's do.
+    pub fn bucketer(&self, newest: i64, retention_ms: i64) -> Bucketer {
+        let granule = self.granule();
+        let newest = newest.div_euclid(granule) * granule;
+        let oldest = floor(newest, self.coarsest()) - (retention_ms + AS_OF_LOOKBACK_MS);
+        let mut pairs = Vec::with_capacity(self.tiers.len());
+        for (index, (resolution, span)) in self.tiers.iter().enumerate() {
+            let cutoff = match self.tiers.get(index + 1) {
+                Some((align, _)) => (floor(newest, *align) - span).max(oldest),
+                None => oldest,
+            };
+            pairs.push((cutoff, *resolution));
+        }
+        Bucketer { pairs }
+    }
+
+    /// The state's cells and exact entries laid out for a new newest time `newest`.
+    fn settle(&self, state: TileState, newest: i64, bucketer: &Bucketer) -> TileState {
+        let granule = self.granule();
+        let unchanged = state.newest.div_euclid(granule) == newest.div_euclid(granule);
+        let mut cells = if unchanged {
+            state.cells
+        } else {
+            let mut moved = Cells::with_capacity(state.cells.len());
+            for ((start, group), value) in state.cells {
+                if let Some(bucket) = bucketer.bucket(start) {
+                    *moved.entry((bucket, group)).or_insert(0) += value;
+                }
+            }
+            moved
+        };
+        let exact_from = newest - EXACT_SPAN_MS;
+        let mut exact = Cells::with_capacity(state.exact.len());
+        for ((ts, group), value) in state.exact {
+            if ts >= exact_from {
+                exact.insert((ts, group), value);
+            } else if let Some(bucket) = bucketer.bucket(ts) {
+                *cells.entry((bucket, group)).or_insert(0) += value;
+            }
+        }
+        TileState {
+            newest,
+            groups: state.groups,
+            cells,
+            exact,
+        }
+    }
+
+    /// Fold `rows` (sorted by time) into `state`; also how many were past the retention.
+    pub fn apply(
+        &self,
+        retention_ms: i64,
+        state: Option<TileState>,
+        rows: &[TileRow],
+    ) -> (TileState, usize) {
+        let last = rows.last().map_or(0, |row| row.ts);
+        let newest = state.as_ref().map_or(0, |s| s.newest).max(last);
+        let bucketer = self.bucketer(newest, retention_ms);
+        let mut state = self.settle(state.unwrap_or_default(), newest, &bucketer);
+        let mut index: HashMap<GroupKey, u32> = state
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(i, g)| (g.clone(), i as u32))
+            .collect();
+        let exact_from = newest - EXACT_SPAN_MS;
+        let mut expired = 0;
+        for row in rows {
+            let target = if row.ts >= exact_from {
+                (row.ts, &mut state.exact)
+            } else {
+                match bucketer.bucket(row.ts) {
+                    Some(bucket) => (bucket, &mut state.cells),
+                    None => {
+                        expired += 1;
+                        continue;
+                    }
+                }
+            };
+            let Some(value) = row.value else { continue };
+            // Looked up before inserting: a key is cloned once per new group, not per event.
+            let group = match index.get(&row.group) {
+                Some(group) => *group,
+                None => {
+                    let group = state.groups.len() as u32;
+                    state.groups.push(row.group.clone());
+                    index.insert(row.group.clone(), group);
+                    group
+                }
+            };
+            let slot = target.1.entry((target.0, group)).or_insert(0);
+            *slot = slot.saturating_add(value);
+        }
+        (state, expired)
+    }
+
+    /// The view's `[start, end]`, the start no earlier than the retention edge (rounded up
+    /// to the coarsest tile); refused when the tiles it needs expired.
+    fn span(
+        &self,
+        retention_ms: i64,
+        state: &TileState,
+        times: &Times,
+    ) -> Result<(i64, i64), Refusal> {
+        let newest = state.newest;
+        let view = times.view_time(newest);
+        let coarsest = self.coarsest();
+        let edge = view.saturating_sub(retention_ms);
+        let mut start = -(-edge).div_euclid(coarsest) * coarsest;
+        if let Some(window_start) = times.start(newest) {
+            start = start.max(window_start);
+        }
+        let oldest = self.bucketer(newest, retention_ms).oldest();
+        if start < oldest {
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: oldest + retention_ms,
+                why: "its tiles from then expired",
+            });
+        }
+        Ok((start, times.end(newest)))
+    }
+
+    /// The reference's `TileRuntime.read`: the total and per-label sums over the view.
+    /// `actions` / `surfaces` filter the groups when those are `by` fields.
+    pub fn read(
+        &self,
+        retention_ms: i64,
+        state: &TileState,
+        times: &Times,
+        actions: Option<&HashSet<String>>,
+        surfaces: Option<&HashSet<String>>,
+    ) -> Result<TileAnswer, Refusal> {
+        if state.cells.is_empty() && state.exact.is_empty() {
+            return Ok(TileAnswer::default());
+        }
+        let (start, end) = self.span(retention_ms, state, times)?;
+        let labels = self.labels(state, actions, surfaces);
+        let mut sums: HashMap<u32, i64> = HashMap::new();
+        for ((ts, group), value) in &state.exact {
+            if start <= *ts && *ts <= end && labels[*group as usize].1 {
+                *sums.entry(*group).or_insert(0) += value;
+            }
+        }
+        let bucketer = self.bucketer(state.newest, retention_ms);
+        // Tiles hold only events older than the exact span: that bounds their last time.
+        let exact_from = state.newest - EXACT_SPAN_MS;
+        for ((bucket, group), value) in &state.cells {
+            if *bucket > end || !labels[*group as usize].1 {
+                continue;
+            }
+            if (bucket + bucketer.width(*bucket)).min(exact_from) > start {
+                *sums.entry(*group).or_insert(0) += value;
+            }
+        }
+        let mut by: Vec<(Option<Value>, i64)> = Vec::new();
+        let mut total: i64 = 0;
+        let mut groups: Vec<(&GroupKey, u32)> = sums
+            .keys()
+            .map(|g| (&state.groups[*g as usize], *g))
+            .collect();
+        groups.sort();
+        for (_, group) in groups {
+            let amount = sums[&group];
+            total = total.saturating_add(amount);
+            let label = &labels[group as usize].0;
+            match by.last_mut() {
+                Some((last, sum)) if same(last, label) => *sum = sum.saturating_add(amount),
+                _ => by.push((label.clone(), amount)),
+            }
+        }
+        Ok(TileAnswer {
+            total,
+            by,
+            newest: Some(state.newest.min(end)),
+        })
+    }
+
+    /// Per group: its first `by` value (its label) and whether the context's filters want it.
+    fn labels(
+        &self,
+        state: &TileState,
+        actions: Option<&HashSet<String>>,
+        surfaces: Option<&HashSet<String>>,
+    ) -> Vec<(Option<Value>, bool)> {
+        let action_at = self.by.iter().position(|b| b == "action");
+        let surface_at = self.by.iter().position(|b| b == "surface");
+        let allows = |values: &[Value], at: Option<usize>, allowed: Option<&HashSet<String>>| match (
+            at, allowed,
+        ) {
+            (Some(at), Some(allowed)) => {
+                matches!(&values[at], Value::Str(s) if allowed.contains(s))
+            }
+            _ => true,
+        };
+        state
+            .groups
+            .iter()
+            .map(|key| {
+                let values = self.group_values(key).unwrap_or_default();
+                let wanted = values.len() == self.by.len()
+                    && allows(&values, action_at, actions)
+                    && allows(&values, surface_at, surfaces);
+                (values.into_iter().next(), wanted)
+            })
+            .collect()
+    }
+
+    /// The `by` values of a group key.
+    pub fn group_values(&self, key: &[u8]) -> Result<Vec<Value>, CoreError> {
+        let mut r = Reader::new(key);
+        let values = (0..self.by.len())
+            .map(|_| Value::decode(&mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        if !r.is_done() {
+            return Err(CoreError::Codec("trailing bytes after a group".into()));
+        }
+        Ok(values)
+    }
+}
+
+/// Whether two first values are one group label: exact identity, as the group keys are.
+fn same(a: &Option<Value>, b: &Option<Value>) -> bool {
+    match (a, b) {
+        (Some(a), Some(b)) => a.exact_key() == b.exact_key(),
+        (None, None) => true,
+        _ => false,
+    }
+}
+
+/// A `Count` / `Sum` plan from its `to_json()` and the tiers in ms (`tiers_ms`, which the
+/// glue adds: the JSON shows them as durations).
+pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
+    let names = |j: &serde_json::Value| -> Option<Vec<String>> {
+        j.as_array()?
+            .iter()
+            .map(|v| v.as_str().map(str::to_owned))
+            .collect()
+    };
+    let by = names(&json["by"]).ok_or_else(|| missing("by"))?;
+    let tiers: Vec<(i64, i64)> = json["tiers_ms"]
+        .as_array()
+        .and_then(|tiers| {
+            tiers
+                .iter()
+                .map(|t| Some((t.get(0)?.as_i64()?, t.get(1)?.as_i64()?)))
+                .collect()
+        })
+        .filter(|tiers: &Vec<(i64, i64)>| !tiers.is_empty() && tiers.iter().all(|t| t.0 > 0))
+        .ok_or_else(|| missing("tiers_ms"))?;
+    let (of, scale) = match json["kind"].as_str() {
+        Some("sum") => {
+            let of = json["of"].as_str().ok_or_else(|| missing("of"))?;
+            let decimals = json["decimals"]
+                .as_u64()
+                .filter(|d| *d <= 9)
+                .ok_or_else(|| missing("decimals"))?;
+            (Some(of.to_owned()), 10i64.pow(decimals as u32))
+        }
+        _ => (None, 1),
+    };
+    Ok(TileSpec {
+        tiers,
+        by,
+        of,
+        scale,
+    })
+}
+
+/// The batch executor's step for one user and plan: decode, apply the accepted `rows`
+/// (indices into the batch, sorted by time), encode. `columns` are the `by` columns, then
+/// the summed one.
+pub fn apply_encoded(
+    spec: &TileSpec,
+    old: Option<&[u8]>,
+    user: &UserRows<'_>,
+) -> Result<(Vec<u8>, usize), CoreError> {
+    let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
+    let old = old.map(|bytes| decode(spec, bytes)).transpose()?;
+    let (by, measured) = columns.split_at(spec.by.len());
+    let rows: Vec<TileRow> = user
+        .rows
+        .iter()
+        .map(|&i| TileRow {
+            ts: ts[i],
+            group: group_key(by.iter().map(|column| &column[i])),
+            value: match measured.first() {
+                Some(column) => measure(spec.scale, &column[i]),
+                None => Some(1),
+            },
+        })
+        .collect();
+    let (state, expired) = spec.apply(retention_ms, old, &rows);
+    Ok((encode(spec, &state), expired))
+}
+
+/// The group key of values (the value codec's bytes, concatenated).
+pub fn group_key<'a>(values: impl IntoIterator<Item = &'a Value>) -> GroupKey {
+    let mut key = Vec::new();
+    values.into_iter().for_each(|v| v.encode(&mut key));
+    key
+}
+
+/// The reference's `_value`: 1 for `Count`; for `Sum` an int or float times the scale,
+/// rounded half to even as Python's `round` does. Anything else adds nothing.
+pub fn measure(scale: i64, raw: &Value) -> Option<i64> {
+    match raw {
+        Value::Int(i) => Some(i.saturating_mul(scale)),
+        Value::Float(f) if f.is_finite() => Some((f * scale as f64).round_ties_even() as i64),
+        _ => None,
+    }
+}
+
+/// Entries in the canonical order: newest time first, then by group bytes.
+fn canonical(cells: &Cells, rank: &[u32]) -> Vec<(i64, u32, i64)> {
+    let mut out: Vec<(i64, u32, i64)> = cells
+        .iter()
+        .map(|((t, g), v)| (*t, rank[*g as usize], *v))
+        .collect();
+    out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    out
+}
+
+/// The group index shifted left once, its low bit set when the value is 1 (then omitted):
+/// most exact entries of a `Count` are one event each, so this saves a byte per entry.
+fn put_group_value(out: &mut Vec<u8>, group: u32, value: i64) {
+    let one = u64::from(value == 1);
+    put_u64(out, (u64::from(group) << 1) | one);
+    if value != 1 {
+        put_i64(out, value);
+    }
+}
+
+pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
+    // Only the groups still referenced, ordered by their bytes: one form for equal states.
+    let mut used: Vec<u32> = state
+        .cells
+        .keys()
+        .chain(state.exact.keys())
+        .map(|(_, g)| *g)
+        .collect::<HashSet<u32>>()
+        .into_iter()
+        .collect();
+    used.sort_by(|a, b| state.groups[*a as usize].cmp(&state.groups[*b as usize]));
+    let mut rank = vec![u32::MAX; state.groups.len()];
+    used.iter()
+        .enumerate()
+        .for_each(|(r, g)| rank[*g as usize] = r as u32);
+    let mut out = vec![FORMAT_VERSION];
+    put_i64(&mut out, state.newest);
+    put_u64(&mut out, used.len() as u64);
+    for g in &used {
+        out.extend_from_slice(&state.groups[*g as usize]);
+    }
+    let finest = spec.finest();
+    let mut previous = floor(state.newest, finest);
+    let cells = canonical(&state.cells, &rank);
+    put_u64(&mut out, cells.len() as u64);
+    for (start, group, value) in cells {
+        put_u64(&mut out, (previous.wrapping_sub(start) / finest) as u64);
+        put_group_value(&mut out, group, value);
+        previous = start;
+    }
+    let exact = canonical(&state.exact, &rank);
+    put_u64(&mut out, exact.len() as u64);
+    previous = state.newest;
+    for (ts, group, value) in exact {
+        put_u64(&mut out, previous.wrapping_sub(ts) as u64);
+        put_group_value(&mut out, group, value);
+        previous = ts;
+    }
+    out
+}
+
+pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
+    let mut r = Reader::new(data);
+    let version = r.u8()?;
+    if version != FORMAT_VERSION {
+        return Err(CoreError::Codec(format!(
+            "tiles format version {version}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let newest = r.i64()?;
+    let count = r.len(spec.by.len())?;
+    let mut groups = Vec::with_capacity(count);
+    for _ in 0..count {
+        let values = (0..spec.by.len())
+            .map(|_| Value::decode(&mut r))
+            .collect::<Result<Vec<_>, _>>()?;
+        groups.push(group_key(&values));
+    }
+    let finest = spec.finest();
+    let mut read_entries = |first: i64, unit: i64| -> Result<Cells, CoreError> {
+        let n = r.len(2)?;
+        let mut cells = Cells::with_capacity(n);
+        let mut previous = first;
+        for _ in 0..n {
+            let at = previous.wrapping_sub((r.u64()? as i64).wrapping_mul(unit));
+            let tagged = r.u64()?;
+            let group = tagged >> 1;
+            if group >= count as u64 {
+                return Err(CoreError::Codec(format!("group {group} of {count}")));
+            }
+            let value = if tagged & 1 == 1 { 1 } else { r.i64()? };
+            cells.insert((at, group as u32), value);
+            previous = at;
+        }
+        Ok(cells)
+    };
+    let cells = read_entries(floor(newest, finest), finest)?;
+    let exact = read_entries(newest, 1)?;
+    if !r.is_done() {
+        return Err(CoreError::Codec("trailing bytes after tiles state".into()));
+    }
+    Ok(TileState {
+        newest,
+        groups,
+        cells,
+        exact,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,170 @@
+use proptest::prelude::*;
+
+use super::*;
+
+const MINUTE: i64 = 60_000;
+const HOUR: i64 = 60 * MINUTE;
+const DAY: i64 = 24 * HOUR;
+const RETENTION: i64 = 3 * DAY;
+
+fn spec() -> TileSpec {
+    TileSpec {
+        tiers: vec![
+            (5 * MINUTE, 2 * HOUR),
+            (HOUR, DAY),
+            (6 * HOUR, 8 * DAY),
+            (DAY, 0),
+        ],
+        by: vec!["action".into(), "surface".into()],
+        of: None,
+        scale: 1,
+    }
+}
+
+fn row(ts: i64, action: &str, surface: &str, value: Option<i64>) -> TileRow {
+    let values = [Value::Str(action.into()), Value::Str(surface.into())];
+    TileRow {
+        ts,
+        group: group_key(&values),
+        value,
+    }
+}
+
+fn in_batches(rows: &[TileRow], cuts: &[usize]) -> Vec<u8> {
+    let spec = spec();
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (rows.len() + 1)).collect();
+    bounds.push(rows.len());
+    bounds.sort_unstable();
+    let (mut state, mut start) = (None, 0);
+    for end in bounds {
+        if end <= start {
+            continue;
+        }
+        let mut batch = rows[start..end].to_vec();
+        batch.sort_by_key(|r| r.ts);
+        let (next, _) = spec.apply(RETENTION, state, &batch);
+        state = Some(decode(&spec, &encode(&spec, &next)).unwrap());
+        start = end;
+    }
+    state.map(|s| encode(&spec, &s)).unwrap_or_default()
+}
+
+fn rows_strategy() -> impl Strategy<Value = Vec<TileRow>> {
+    prop::collection::vec(
+        (
+            (0i64..12 * 24 * 12).prop_map(|t| 1_000 * DAY + t * 5 * MINUTE + 7),
+            prop::sample::select(vec!["click", "save"]),
+            prop::sample::select(vec!["home", "search"]),
+            prop::option::of(-3i64..5),
+        )
+            .prop_map(|(ts, a, s, v)| row(ts, a, s, v)),
+        1..80,
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_batching_gives_the_same_bytes(
+        rows in rows_strategy(),
+        cuts in prop::collection::vec(any::<usize>(), 0..5),
+    ) {
+        prop_assert_eq!(in_batches(&rows, &cuts), in_batches(&rows, &[]));
+    }
+
+    /// Windows that start inside the exact span are exact: the naive count of the events in
+    /// `[start, end]`, per action.
+    #[test]
+    fn recent_windows_equal_a_naive_recompute(
+        rows in rows_strategy(),
+        window in prop::sample::select(vec![HOUR, DAY]),
+        back in 0i64..DAY,
+    ) {
+        let spec = spec();
+        let mut sorted = rows.clone();
+        sorted.sort_by_key(|r| r.ts);
+        let (state, _) = spec.apply(RETENTION, None, &sorted);
+        let as_of = state.newest - back;
+        let times = Times { as_of_ms: Some(as_of), now_ms: as_of, window_ms: Some(window), ..Times::default() };
+        let answer = spec.read(RETENTION, &state, &times, None, None).unwrap();
+        let inside = sorted.iter().filter(|r| (as_of - window..=as_of).contains(&r.ts));
+        let expected: i64 = inside.filter_map(|r| r.value).sum();
+        prop_assert_eq!(answer.total, expected);
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode(&spec(), &bytes);
+    }
+}
+
+#[test]
+fn old_events_fold_into_coarser_tiles_and_expire() {
+    let spec = spec();
+    let newest = 1_000 * DAY;
+    let rows = [
+        row(newest - 9 * DAY, "click", "home", Some(1)), // past retention + look-back
+        row(newest - 4 * DAY + 7, "click", "home", Some(1)),
+        row(newest - 4 * DAY + HOUR, "click", "home", Some(1)),
+        row(newest, "save", "home", Some(1)),
+    ];
+    let (state, expired) = spec.apply(RETENTION, None, &rows);
+    assert_eq!(expired, 1);
+    assert_eq!(state.exact.len(), 1);
+    // both 4-day-old events share one 6-hour tile
+    assert_eq!(state.cells.values().copied().collect::<Vec<_>>(), [2]);
+    // Read as of a day and a half back: the retention reaches back to the 4-day-old tile.
+    let times = Times {
+        as_of_ms: Some(newest - DAY - DAY / 2),
+        now_ms: newest,
+        ..Times::default()
+    };
+    let actions: HashSet<String> = ["click".to_owned()].into();
+    let answer = spec
+        .read(RETENTION, &state, &times, Some(&actions), None)
+        .unwrap();
+    assert_eq!(answer.total, 2);
+    assert_eq!(answer.by, [(Some(Value::Str("click".into())), 2)]);
+    let far = Times {
+        as_of_ms: Some(newest - 3 * DAY),
+        ..times
+    };
+    let refusal = spec.read(RETENTION, &state, &far, None, None).unwrap_err();
+    assert_eq!(refusal.why, "its tiles from then expired");
+}
+
+#[test]
+fn sums_round_half_to_even_like_python() {
+    assert_eq!(measure(1_000, &Value::Float(0.0025)), Some(2));
+    assert_eq!(measure(1, &Value::Float(2.5)), Some(2));
+    assert_eq!(measure(1, &Value::Float(3.5)), Some(4));
+    assert_eq!(measure(100, &Value::Int(-7)), Some(-700));
+    assert_eq!(measure(100, &Value::Bool(true)), None);
+    assert_eq!(measure(100, &Value::Str("1".into())), None);
+}
+
+#[test]
+fn a_busy_user_state_stays_small() {
+    // Two weeks of an event every 10 minutes over 4 groups: fine tiles recently, coarse older.
+    let spec = spec();
+    let actions = ["click", "save"];
+    let surfaces = ["home", "search"];
+    let rows: Vec<TileRow> = (0..2_016)
+        .map(|i| {
+            row(
+                1_000 * DAY + i * 10 * MINUTE,
+                actions[i as usize % 2],
+                surfaces[i as usize / 2 % 2],
+                Some(1),
+            )
+        })
+        .collect();
+    let (state, expired) = spec.apply(RETENTION, None, &rows);
+    let bytes = encode(&spec, &state);
+    let back = decode(&spec, &bytes).unwrap();
+    assert_eq!(encode(&spec, &back), bytes);
+    assert_eq!(
+        back.cells.values().sum::<i64>() + back.exact.values().sum::<i64>(),
+        2_016 - expired as i64
+    );
+    assert!(bytes.len() < 2_000, "{} bytes", bytes.len());
+}
