@@ -167,6 +167,17 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         if start < self._first_kept(newest):
             earliest = self._first_kept(newest) + self.retention_ms
             raise AsOfError("", view, earliest, "its buckets from then expired")
+        straddled = end - end % self.bucket_ms
+        if (
+            context.as_of_ms is not None
+            and view < newest
+            and end < straddled + self.bucket_ms - 1
+            and straddled in state.buckets
+        ):
+            # The bucket holding the view's end may hold events after it: the answer served
+            # then did not count them, and this one cannot leave them out.
+            earliest = straddled + self.bucket_ms - 1
+            raise AsOfError("", view, earliest, "events later than as_of may share its bucket")
         chosen = [
             registers for bucket, registers in state.buckets.items() if start <= bucket <= end
         ]

@@ -267,12 +267,23 @@ class TileRuntime(AggregationRuntime[TileState]):
             # Tiles hold only events older than the exact span: that bounds their last time.
             exact_from = state.newest - EXACT_SPAN_MS
             pairs = bucketer.pairs
+            earlier = context.as_of_ms is not None and context.view_time(state.newest) < (
+                state.newest
+            )
             for (bucket, group), value in state.cells.items():
                 if bucket > end:
                     continue
                 width = next((res for cutoff, res in pairs if bucket >= cutoff), pairs[-1][1])
-                if min(bucket + width, exact_from) <= start or not wanted(group, context):
+                last = min(bucket + width, exact_from) - 1
+                if last < start or not wanted(group, context):
                     continue
+                if earlier and (bucket < start or last > end):
+                    raise AsOfError(
+                        "",
+                        context.view_time(state.newest),
+                        state.newest,
+                        "a tile straddling the window's edge holds events of other times",
+                    )
                 total += value
                 label = str(group[0]) if group else "all"
                 by[label] = by.get(label, 0) + value

@@ -450,6 +450,7 @@ def create_app(state: ServingState) -> Starlette:
             if exporter is not None:
                 exporter.close()
             state.reads.close()
+            FeatureLog.close_if_any(state.feature_log)  # Parquet: the buffer and file finished
 
     read, ingest_token = front.tokens.read, front.tokens.ingest
     routes = [
