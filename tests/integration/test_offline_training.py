@@ -197,7 +197,7 @@ def test_training_value_equals_the_api_answer_as_of_the_label_time(
     """After a full replay, the HTTP API with ``as_of=t`` answers what the training set holds
     wherever it answers, for label times anywhere in the users' histories. Where it refuses
     (422 ``as_of_unavailable``: the stored state holds later events it cannot take back), the
-    training set holds the value the API served at ``t`` live (docs/offline.md)."""
+    training set holds the value the API served at ``t`` live (docs/deploy.md)."""
     rng = random.Random(3)
     by_user: dict[str, list[int]] = {}
     for event in history.events:
