@@ -13,8 +13,9 @@ from a fresh store holding only the item table, wall clock, archive events / sec
 
 Then the issue's target, per job: its events/s against the streaming engine's events/s on one
 core times the cores the job used (its processes, at most the machine's cores), and the same
-ratio per CPU-second. The default (200k events, 20k labels, 2 workers) takes about 4 minutes
-on a quiet 2-core machine; ``--events 50000 --labels 2000`` about a minute.
+ratio per CPU-second. Duration: ``--events 50000 --labels 2000`` took 1 min 45 s of wall
+clock (16 s of CPU) on the shared 2-core machine at load average 10; the default (200k
+events, 20k labels, 2 workers; 4x the events, 10x the labels) takes about five times that.
 
     .venv/bin/python bench/backfill.py                       # 200k events, 2 workers
     .venv/bin/python bench/backfill.py --events 500000 --spark
