@@ -158,7 +158,7 @@ def label_times_across(times: list[int], rng: random.Random) -> list[int]:
     for before, after in rng.sample(list(itertools.pairwise(times)), min(2, len(times) - 1)):
         picks.add((before + after) // 2)
     for ts in (newest, rng.choice(times)):
-        for edge in (DAY_MS, HOUR_MS, 5 * 60_000):
+        for edge in (DAY_MS, 6 * HOUR_MS, HOUR_MS, 5 * 60_000):  # the reference tiles
             start = ts - ts % edge
             picks |= {start, start - 1}
     return sorted(picks)
