@@ -14,6 +14,7 @@ from usersignals.serving.feature_log import FeatureLog, build_sink, read_feature
 from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
 from usersignals.serving.feature_sinks import JsonlSink, ParquetSink
 from usersignals.serving.reader import SignalResult, UserSignals
+from waiting import wait_for
 
 
 def answer(number: int) -> UserSignals:
@@ -48,8 +49,12 @@ def test_parquet_files_rotate_by_rows_and_hold_at_most_the_buffer_in_memory(
 ) -> None:
     sink = ParquetSink(tmp_path, buffer_rows=3, rows_per_file=5)
     log = FeatureLog(sink, rate=1.0)
-    log_answers(log, range(14))
-    # Flushed at 3, 6, 9, 12 rows: two files of 5 finished, 2 rows in an unfinished file
+    for chunk in (range(0, 6), range(6, 12), range(12, 14)):
+        log_answers(log, chunk)
+        # The writer thread is handed each full buffer (of 3); requests never wait for it.
+        done = min(chunk.stop, 12)
+        wait_for(lambda done=done: sink.counts.written == done, 10, "the rows written")
+    # Written at 3, 6, 9, 12 rows: two files of 5 finished, 2 rows in an unfinished file
     # (not read: no footer yet), 2 in memory.
     finished = sorted(tmp_path.glob("*.parquet"))
     assert len(finished) == 2

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Mapping
@@ -24,6 +25,9 @@ from usersignals.serving.feature_records import FeatureLogRecord
 
 logger = logging.getLogger(__name__)
 _encoder = msgspec.json.Encoder()
+
+#: Full Parquet buffers that may wait for the writer thread (see :class:`ParquetSink`).
+PENDING_BUFFERS = 8
 
 
 class LogCounts:
@@ -109,14 +113,16 @@ class JsonlSink:
 
 
 class ParquetSink:
-    """Buffers up to ``buffer_rows`` records, then writes them as a row group; after
-    ``rows_per_file`` rows the file is finished and the next one started.
+    """Buffers up to ``buffer_rows`` records, then hands them to a writer thread, which writes
+    them as a row group; after ``rows_per_file`` rows the file is finished and the next one
+    started. The request that fills a buffer never waits for the disk.
 
     A file being written is named ``*.parquet.tmp`` and renamed to ``*.parquet`` when finished
     (its footer written): readers of the directory only ever see whole files. Memory is
-    bounded by the buffer; a crash loses the buffer and the unfinished file.
-    Columns: ``user_id``, ``ts`` (timestamp, ms, UTC), ``params`` (map of strings) and
-    ``signals`` (the answers as JSON text, as in a JSONL line: values are any JSON).
+    bounded: the buffer, :data:`PENDING_BUFFERS` full ones waiting for the writer (more are
+    counted as failed, not held) and the one being written. A crash loses those and the
+    unfinished file. Columns: ``user_id``, ``ts`` (timestamp, ms, UTC), ``params`` (map of
+    strings) and ``signals`` (the answers as JSON text, as in a JSONL line: any JSON values).
     """
 
     def __init__(self, directory: Path, buffer_rows: int, rows_per_file: int) -> None:
@@ -152,20 +158,45 @@ class ParquetSink:
         self._in_file = 0
         self._buffer: list[FeatureLogRecord] = []
         self._lock = threading.Lock()
+        self._pending: queue.Queue[list[FeatureLogRecord] | None] = queue.Queue(PENDING_BUFFERS)
+        self._writer_thread = threading.Thread(
+            target=self._write_pending, name="feature-log-parquet", daemon=True
+        )
+        self._writer_thread.start()
 
     def write(self, record: FeatureLogRecord, line: bytes) -> None:
         with self._lock:
             self._buffer.append(record)
-            if len(self._buffer) >= self.buffer_rows:
-                self._flush()
+            if len(self._buffer) < self.buffer_rows:
+                return
+            rows, self._buffer = self._buffer, []
+        try:
+            self._pending.put_nowait(rows)
+        except queue.Full:
+            self.counts.count_failed(len(rows), "the writer is behind; a buffer was dropped")
 
     def close(self) -> None:
+        """Write what is buffered, finish the file, stop the writer (a worker's shutdown)."""
         with self._lock:
-            self._flush()
-            self._finish()
+            rows, self._buffer = self._buffer, []
+        if rows:
+            self._pending.put(rows)
+        self._pending.put(None)
+        self._writer_thread.join()
 
-    def _flush(self) -> None:
-        rows, self._buffer = self._buffer, []
+    def _write_pending(self) -> None:
+        while (rows := self._pending.get()) is not None:
+            try:
+                self._write_rows(rows)
+            except Exception:
+                # Not an I/O error (those are counted below): a bug. The thread must live on,
+                # or close() would wait on it forever; the rows are counted and it is logged.
+                logger.exception("feature log: writing %d Parquet rows failed", len(rows))
+                self.counts.count_failed(len(rows), "unexpected error")
+                self._abandon()
+        self._finish()
+
+    def _write_rows(self, rows: list[FeatureLogRecord]) -> None:
         while rows:
             room = self.rows_per_file - self._in_file
             part, rows = rows[:room], rows[room:]
