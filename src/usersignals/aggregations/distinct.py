@@ -6,7 +6,10 @@ Standard error is about ``1.04 / sqrt(2^precision)``: 6.5 % at precision 8, 3.3 
 1.6 % at 12; below ~2.5 · 2^precision values, linear counting makes small counts near exact.
 A window counts the buckets that start inside it (edge error: up to one bucket at each edge);
 nothing older than the retention counts: the buckets counted start at or after ``as_of -
-retention``. The state keeps the buckets of the retention and the ``as_of`` look-back.
+retention``. The state keeps the buckets of the retention and the ``as_of`` look-back. An
+``as_of`` before the newest event is refused when the bucket holding the view's end holds
+events and the end is not the bucket's last millisecond: some may be later than the view,
+and the answer served then did not count them.
 
 Why not Apache DataSketches' HLL: its sketches carry an estimator accumulator (HIP) whose
 value and serialized bytes depend on the order of the updates. usersignals needs a state that

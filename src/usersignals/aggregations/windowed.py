@@ -16,7 +16,12 @@ filters (when those are grouping fields). Hence:
   day read at any ``as_of`` at or after ``M - 1 day``;
 - otherwise never less than the exact value, and more by at most the events of the tile that
   straddles ``S`` (and of the one that straddles ``E`` when ``E`` is older than the exact span):
-  never 0 when the window holds events.
+  never 0 when the window holds events;
+- with an ``as_of`` before ``M`` (the state holds later events), refused (:class:`AsOfError`)
+  when a tile straddling ``S`` or ``E`` holds events the filters want: it may hold events
+  after ``as_of``, or a share before ``S`` other than the finer tile the answer served at
+  ``as_of`` counted. Otherwise the answer is exact, and equal to the one served then (what a
+  point-in-time training set holds).
 """
 
 from __future__ import annotations
