@@ -24,7 +24,7 @@ from usersignals.processing.kafka_runner import KafkaRunner
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
-from usersignals.serving.feature_log import FeatureLog
+from usersignals.serving.feature_log import FeatureLog, build_sink
 from usersignals.serving.guards import FrontDoor, Tokens
 from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
@@ -202,7 +202,7 @@ def build_serving_state(settings: Settings) -> ServingState:
     served: Reader = reader
     if settings.serving.mode == "raw":
         served = RawRecomputer(reader.registry, reader.store)
-    return ServingState(
+    state = ServingState(
         registry=reader.registry,
         reader=served,
         decoder=build_decoder(settings),
@@ -214,6 +214,9 @@ def build_serving_state(settings: Settings) -> ServingState:
         feature_log=build_feature_log(settings),
         writer=WriterCheck(settings.signals, reader.registry),
     )
+    if state.feature_log is not None:
+        state.feature_log.bind_metrics(state.metrics)
+    return state
 
 
 def front_door(settings: Settings) -> FrontDoor:
@@ -229,10 +232,8 @@ def front_door(settings: Settings) -> FrontDoor:
 
 
 def build_feature_log(settings: Settings) -> FeatureLog | None:
-    serving = settings.serving
-    if not serving.feature_log_path or serving.feature_log_rate == 0:
-        return None
-    return FeatureLog(Path(serving.feature_log_path), serving.feature_log_rate)
+    sink = build_sink(settings)
+    return None if sink is None else FeatureLog(sink, settings.serving.feature_log_rate)
 
 
 def build_accepted_log(settings: Settings, store: StateStore, name: str) -> AcceptedLog:

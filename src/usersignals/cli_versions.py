@@ -177,7 +177,7 @@ def _print_plan(plan: Any, as_json: bool) -> None:
 
 @app.command()
 def consistency(
-    log: Annotated[Path, typer.Option("--log", help="A feature log file or directory.")],
+    log: Annotated[Path, typer.Option("--log", help="A JSONL or Parquet log, or a folder.")],
     events: Annotated[str, typer.Option("--events", help="The event archive (as backfill).")],
     signals: SignalsOption = None,
     store: StoreOption = None,

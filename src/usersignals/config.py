@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from usersignals.config_validation import convert_settings
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, InvalidSettingError
 
 # Types with bounds: a bad value is refused at load time, naming the setting, the value and
 # what is allowed. Durations (``unit`` in the metadata) also take "250ms", "10s" or a timedelta.
@@ -148,10 +148,20 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     body_timeout_ms: PositiveMilliseconds = 10_000
     #: Memory budget of each worker's decoded-state cache (an estimate; see state/cache.py).
     state_cache_bytes: Count = 256 << 20
-    #: Log what the API answers (a sampled share, 0 to 1, of GET /v1/users/{id}/signals) as
-    #: JSON lines in this directory, for ``usersignals consistency``; empty: no logging.
+    #: Log what the API answers (a sampled share, 0 to 1, of GET /v1/users/{id}/signals), for
+    #: ``usersignals consistency`` and training on served values. ``feature_log_sink``:
+    #: "jsonl" or "parquet" files in ``feature_log_path`` (empty: no logging), or "kafka": the
+    #: topic ``feature_log_topic`` on ``feature_log_bootstrap_servers`` (empty: the
+    #: ``kafka.bootstrap_servers``). See docs/offline.md.
     feature_log_path: str = ""
     feature_log_rate: Fraction = 0.01
+    feature_log_sink: Literal["jsonl", "parquet", "kafka"] = "jsonl"
+    feature_log_topic: str = ""
+    feature_log_bootstrap_servers: str = ""
+    #: Parquet: records held in memory before they are written as a row group (bounds the
+    #: memory, and what a crash loses); a file is finished after ``feature_log_rows_per_file``.
+    feature_log_buffer_rows: PositiveCount = 1_000
+    feature_log_rows_per_file: PositiveCount = 100_000
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):
@@ -183,7 +193,9 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
                 raise ConfigurationError(f"cannot read settings file {path}: {exc}") from exc
         _merge(data, _from_environment(env))
         _merge(data, dict(overrides or {}))
-        return convert_settings(data, cls)
+        settings = convert_settings(data, cls)
+        check_feature_log(settings)
+        return settings
 
 
 def _from_environment(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -217,3 +229,24 @@ def _merge(into: dict[str, Any], other: Mapping[str, Any]) -> None:
             _merge(into[key], value)
         elif value is not None:
             into[key] = value
+
+
+def check_feature_log(settings: Settings) -> None:
+    """The feature log settings that only make sense together (each alone is checked by type)."""
+    serving = settings.serving
+    if serving.feature_log_sink == "kafka" and serving.feature_log_rate > 0:
+        if not serving.feature_log_topic:
+            allowed = "a topic name when serving.feature_log_sink is kafka"
+            raise InvalidSettingError("serving.feature_log_topic", "", allowed)
+        if not (serving.feature_log_bootstrap_servers or settings.kafka.bootstrap_servers):
+            raise InvalidSettingError(
+                "serving.feature_log_bootstrap_servers",
+                "",
+                "a broker list (or kafka.bootstrap_servers) when serving.feature_log_sink is kafka",
+            )
+    if serving.feature_log_buffer_rows > serving.feature_log_rows_per_file:
+        raise InvalidSettingError(
+            "serving.feature_log_buffer_rows",
+            serving.feature_log_buffer_rows,
+            f"at most serving.feature_log_rows_per_file ({serving.feature_log_rows_per_file})",
+        )

@@ -14,6 +14,7 @@ import pytest
 from service_helpers import start_service, stop_service
 
 from usersignals.serving.feature_log import read_feature_log
+from usersignals.serving.feature_sinks import ParquetSink
 
 BIN = Path(sys.executable).parent / "usersignals"
 CONTEXTS = [
@@ -58,6 +59,15 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     for key in ("recent_engagements@1", "action_counts@1"):
         agreement = report["per_signal"][key]
         assert agreement["exact"] == agreement["answers"] > 0
+
+    # The same answers in a Parquet log (the parquet sink's rotated files) read the same.
+    parquet_log = tmp_path / "parquet-log"
+    sink = ParquetSink(parquet_log, buffer_rows=25, rows_per_file=40)
+    for record in records:
+        sink.write(record, b"")
+    sink.close()
+    assert len(list(parquet_log.glob("*.parquet"))) == -(-requests // 40)
+    assert consistency(parquet_log, events, service.store) == report
 
     # A served answer that differs from the recomputation is caught, and shown.
     (path,) = log.glob("*.jsonl")

@@ -28,7 +28,12 @@ from test_kafka import (
     wait_caught_up,
 )
 
-from usersignals.devtools.broker import LocalBroker
+from usersignals.config import Settings
+from usersignals.devtools.broker import LocalBroker, create_topic, free_port
+from usersignals.serving.feature_log import FeatureLog, build_sink, read_feature_log
+from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
+from usersignals.serving.feature_sinks import KafkaSink
+from usersignals.serving.reader import SignalResult, UserSignals
 
 
 class Envelope(msgspec.Struct):
@@ -95,3 +100,64 @@ def test_backfill_then_the_kafka_processor_equals_one_clean_run(
     # It started at the hand-over offsets: nothing was read twice.
     assert "(0 already applied)" in err
     assert records(store) == reference
+
+
+def logged(number: int) -> tuple[UserSignals, FeatureLogRecord]:
+    counts = {"total": number, "by": {"save": number}}
+    result = SignalResult("action_counts", 1, "count", counts, None, None, None)
+    answer = UserSignals(f"u{number % 3}", {"action_counts": result})
+    signals = {"action_counts": LoggedAnswer("action_counts", 1, counts)}
+    params = {"window": "7d"} if number % 2 else {}
+    return answer, FeatureLogRecord(answer.user_id, 1_700_000_000_000 + number, params, signals)
+
+
+def test_feature_log_on_a_kafka_topic_is_a_jsonl_log_and_counts_what_it_could_not_send(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    topic = "served-features"
+    create_topic(broker.bootstrap, topic, 1)
+    settings = Settings.load(
+        environ={},
+        overrides={
+            "kafka": {"bootstrap_servers": broker.bootstrap},
+            "serving": {"feature_log_sink": "kafka", "feature_log_topic": topic},
+        },
+    )
+    sink = build_sink(settings)
+    assert isinstance(sink, KafkaSink)
+    log = FeatureLog(sink, rate=1.0)
+    for number in range(20):
+        answer, record = logged(number)
+        log.record(record.params, record.ts, answer)
+    log.close()
+    assert (sink.counts.written, sink.counts.failed) == (20, 0)
+    consumer = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "feature-log"})
+    consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
+    messages: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + 30
+    try:
+        while len(messages) < 20 and time.monotonic() < deadline:
+            message = consumer.poll(0.5)
+            if message is not None and not message.error():
+                messages.append((message.key() or b"", message.value() or b""))
+    finally:
+        consumer.close()
+    expected = [logged(number)[1] for number in range(20)]
+    assert [key.decode() for key, _ in messages] == [record.user_id for record in expected]
+    # A dump of the topic's values is a JSONL feature log, as `usersignals consistency` reads.
+    (tmp_path / "dump.jsonl").write_bytes(b"".join(value + b"\n" for _, value in messages))
+    assert read_feature_log(tmp_path / "dump.jsonl") == expected
+
+    # No broker: the requests go on; what could not be queued or was never acknowledged counts.
+    gone = KafkaSink(
+        f"127.0.0.1:{free_port()}",
+        topic,
+        {"message.timeout.ms": "300", "queue.buffering.max.messages": "2"},
+    )
+    unsent = FeatureLog(gone, rate=1.0)
+    for number in range(5):
+        answer, record = logged(number)
+        unsent.record(record.params, record.ts, answer)
+    assert gone.counts.failed >= 3  # the queue holds two; the others failed at once
+    unsent.close()
+    assert (gone.counts.written, gone.counts.failed) == (0, 5)

@@ -4,18 +4,21 @@ and what the HTTP API answers with ``as_of`` after a full replay."""
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import random
 import subprocess
-import time
+from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from offline_helpers import (
+    DAY_MS,
     REFERENCE,
     History,
     load_items,
@@ -25,14 +28,17 @@ from offline_helpers import (
     stream,
     write_parquet_archive,
 )
-from service_helpers import BIN, _stop, free_port
+from service_helpers import BIN, _stop, free_port, wait_ready
 
-from usersignals import Engine, MicroBatch, ReadContext, SignalRegistry
+from usersignals import Engine, MicroBatch, Position, ReadContext, SignalRegistry
 from usersignals.enrich import Materializer, TableSource
 from usersignals.errors import ContextError
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import TrainingJob, parse_context_option, training_set
 from usersignals.serving import SignalReader
+from usersignals.serving.feature_log import read_feature_log
+
+HOUR_MS = 3_600_000
 
 CONTEXTS = (
     "",
@@ -141,18 +147,63 @@ def test_training_set_in_two_processes_is_the_same_file(tmp_path: Path, history:
     assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
 
 
+def label_times_across(times: list[int], rng: random.Random) -> list[int]:
+    """Label times anywhere in a user's history: before the first event, at events, between
+    them, after the newest; on UTC day and tile edges; at the edge of the ``as_of`` look-back."""
+    first, newest = times[0], times[-1]
+    picks = {first - DAY_MS, first - 1, newest, newest + 1, newest + HOUR_MS, newest + 5 * DAY_MS}
+    picks |= {newest - 2 * DAY_MS, newest - 2 * DAY_MS - 1, newest - 1}
+    for ts in rng.sample(times, min(3, len(times))):
+        picks |= {ts, ts - 1}
+    for before, after in rng.sample(list(itertools.pairwise(times)), min(2, len(times) - 1)):
+        picks.add((before + after) // 2)
+    for ts in (newest, rng.choice(times)):
+        for edge in (DAY_MS, 6 * HOUR_MS, HOUR_MS, 5 * 60_000):  # the reference tiles
+            start = ts - ts % edge
+            picks |= {start, start - 1}
+    return sorted(picks)
+
+
+class LiveAnswers:
+    """What the API answered at ``ts`` live: the user's events at or before it, read then."""
+
+    def __init__(self, history: History) -> None:
+        self.history = history
+        self.registry = SignalRegistry.from_module(REFERENCE)
+        self._readers: dict[tuple[str, int], SignalReader] = {}
+
+    def value(self, user: str, ts: int, text: str, name: str) -> Any:
+        reader = self._readers.get((user, ts))
+        if reader is None:
+            reader = self._readers[user, ts] = self._replay(user, ts)
+        context = ReadContext.parse(parse_context_option(text), now_ms=0)
+        at = dataclasses.replace(context, as_of_ms=ts, now_ms=ts)
+        return reader.read(user, None, at).signals[name].value
+
+    def _replay(self, user: str, ts: int) -> SignalReader:
+        events = [e for e in self.history.events if e.user_id == user and e.ts <= ts]
+        store = MemoryStore()
+        load_items(store, self.history.items)
+        source = TableSource("items", store.table("items"))
+        engine = Engine(self.registry, store, Materializer({"items": source}))
+        if events:
+            engine.process(MicroBatch(events, [Position("live", i) for i in range(len(events))]))
+        return SignalReader(self.registry, store)
+
+
 def test_training_value_equals_the_api_answer_as_of_the_label_time(
     tmp_path: Path, history: History
 ) -> None:
-    """After a full replay, the HTTP API with ``as_of=t`` answers what the training set holds,
-    for labels at or after the user's newest event (earlier, stored state already includes
-    later events that some aggregations cannot take back, e.g. decayed scores)."""
-    newest: dict[str, int] = {}
-    for event in history.events:
-        newest[event.user_id] = max(newest.get(event.user_id, 0), event.ts)
+    """After a full replay, the HTTP API with ``as_of=t`` answers what the training set holds
+    wherever it answers, for label times anywhere in the users' histories. Where it refuses
+    (422 ``as_of_unavailable``: the stored state holds later events it cannot take back), the
+    training set holds the value the API served at ``t`` live (docs/deploy.md)."""
     rng = random.Random(3)
-    users = sorted(newest)[:12]
-    rows = [(user, newest[user] + rng.choice([0, 1, 3_600_000, 5 * 86_400_000])) for user in users]
+    by_user: dict[str, list[int]] = {}
+    for event in history.events:
+        by_user.setdefault(event.user_id, []).append(event.ts)
+    users = rng.sample(sorted(by_user), 5)
+    rows = [(u, ts) for u in users for ts in label_times_across(sorted(by_user[u]), rng)]
     pq.write_table(
         pa.table({"user_id": [u for u, _ in rows], "ts": [t for _, t in rows]}),
         tmp_path / "labels.parquet",
@@ -167,29 +218,84 @@ def test_training_value_equals_the_api_answer_as_of_the_label_time(
         **os.environ,
         "USERSIGNALS_STORE__PATH": str(tmp_path / "served"),
         "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+        # Every answer logged to Parquet files: the worker finishes them when it stops.
+        "USERSIGNALS_SERVING__FEATURE_LOG_PATH": str(tmp_path / "feature-log"),
+        "USERSIGNALS_SERVING__FEATURE_LOG_SINK": "parquet",
+        "USERSIGNALS_SERVING__FEATURE_LOG_RATE": "1",
+        "USERSIGNALS_SERVING__FEATURE_LOG_BUFFER_ROWS": "100",
+        "USERSIGNALS_SERVING__FEATURE_LOG_ROWS_PER_FILE": "250",
     }
     server = subprocess.Popen(
         [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
     )
-    base = f"http://127.0.0.1:{port}"
+    live = LiveAnswers(history)
+    served_ok: list[httpx.Response] = []
+
+    def keep_answers(response: httpx.Response) -> None:
+        if response.status_code == 200:
+            served_ok.append(response)
+
+    answered: Counter[str] = Counter()
+    refused: Counter[str] = Counter()
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and server.poll() is None:
-            try:
-                if httpx.get(f"{base}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
-        for row, (user, ts) in zip(features, rows, strict=True):
-            for text in CONTEXTS:
-                params = {**parse_context_option(text), "as_of": str(ts)}
-                answer = httpx.get(f"{base}/v1/users/{user}/signals", params=params, timeout=10)
-                assert answer.status_code == 200, answer.text
-                served = answer.json()["signals"]
-                for name, result in served.items():
-                    assert json.loads(row[f"{name}[{text}]"]) == result["value"], (name, text)
+        base, _ = wait_ready(port, server)
+        hooks = {"response": [keep_answers]}
+        with httpx.Client(base_url=base, timeout=10, event_hooks=hooks) as client:
+            for row, (user, ts) in zip(features, rows, strict=True):
+                for text in CONTEXTS:
+                    params = {**parse_context_option(text), "as_of": str(ts)}
+                    served = served_per_signal(client, user, params, live.registry)
+                    for name, value in served.items():
+                        trained = json.loads(row[f"{name}[{text}]"])
+                        if value is None:  # refused: the training set holds the live answer
+                            assert trained == live.value(user, ts, text, name), (name, text, ts)
+                            refused[name] += 1
+                        else:
+                            assert trained == value[0], (name, text, user, ts)
+                            answered[name] += 1
     finally:
         _stop(server)
+    # Both cases are reached, for every signal.
+    names = {signal.name for signal in live.registry}
+    assert set(answered) == set(refused) == names, (answered, refused)
+    # The Parquet feature log holds every answer given, in files of at most 250 rows.
+    records = read_feature_log(tmp_path / "feature-log")
+    assert len(records) == len(served_ok) > 250
+    files = list((tmp_path / "feature-log").glob("*.parquet"))
+    assert len(files) == -(-len(served_ok) // 250)
+    assert not list((tmp_path / "feature-log").glob("*.tmp"))
+    # One record per answer: its user, its request's parameters and the values given.
+    logged = [(r.user_id, r.params, {k: a.value for k, a in r.signals.items()}) for r in records]
+    given = [
+        (
+            answer.json()["user_id"],
+            dict(answer.request.url.params),
+            {k: result["value"] for k, result in answer.json()["signals"].items()},
+        )
+        for answer in served_ok
+    ]
+    assert logged == given
+
+
+def served_per_signal(
+    client: httpx.Client, user: str, params: dict[str, str], registry: SignalRegistry
+) -> dict[str, tuple[Any] | None]:
+    """Each signal's value (in a 1-tuple) as the API answers ``params``, or None where it
+    refuses with 422 ``as_of_unavailable`` (asked one signal at a time after a refusal)."""
+    answer = client.get(f"/v1/users/{user}/signals", params=params)
+    if answer.status_code == 200:
+        return {name: (result["value"],) for name, result in answer.json()["signals"].items()}
+    out: dict[str, tuple[Any] | None] = {}
+    for signal in registry:
+        one = client.get(f"/v1/users/{user}/signals", params={**params, "names": signal.name})
+        if one.status_code == 200:
+            out[signal.name] = (one.json()["signals"][signal.name]["value"],)
+            continue
+        assert one.status_code == 422, one.text
+        assert one.json()["error"] == "as_of_unavailable", one.text
+        assert one.json()["signal"] == signal.name, one.text
+        out[signal.name] = None
+    return out
 
 
 def test_as_of_in_the_context_is_refused(tmp_path: Path, history: History) -> None:

@@ -397,11 +397,17 @@ def test_an_hour_aligned_window_counts_its_edges() -> None:
     state = apply_in_batches(signal, events, [])
     read = signal.compiled.runtime.read
     assert read(state, ReadContext(window_ms=hours(1), as_of_ms=at)).value["total"] == 3
-    # Two days back the tiles are 6 h... here 1 h wide: a 1 h window inside one is not 0.
+    # Two days back the tiles are 6 h... here 1 h wide: a 10 min span inside one is not 0.
     old = [Event(f"o{n}", "u", "i", "click", "home", at - 3 * 86_400_000 + n) for n in range(3)]
     state = apply_in_batches(signal, old + events[:3], [])
-    inside = ReadContext(window_ms=minutes(10), as_of_ms=at - 3 * 86_400_000 + 60_000)
+    end = at - 3 * 86_400_000 + 60_000
+    inside = ReadContext(as_of_ms=at, since_ms=end - minutes(10), until_ms=end)
     assert read(state, inside).value["total"] >= 3
+    # As of that time (before newer events) the tile may hold events of other times: refused,
+    # rather than an answer that differs from the one served then.
+    with pytest.raises(AsOfError) as refused:
+        read(state, ReadContext(window_ms=minutes(10), as_of_ms=end))
+    assert refused.value.earliest_ms == at
 
 
 def decayed_reference(

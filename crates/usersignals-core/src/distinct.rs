@@ -152,7 +152,8 @@ impl DistinctSpec {
 
     /// The estimate over the buckets a context selects, and the newest time it includes:
     /// the buckets starting in `[max(V - retention, window start), end]` for the view time
-    /// `V`. Refused when that reaches before the buckets the state keeps.
+    /// `V`. Refused when that reaches before the buckets the state keeps, and, for an `as_of`
+    /// before the newest event, when the bucket holding the view's end may hold later events.
     pub fn read(
         &self,
         retention_ms: i64,
@@ -175,6 +176,20 @@ impl DistinctSpec {
                 view_ms: view,
                 earliest_ms: first_kept + retention_ms,
                 why: "its buckets from then expired",
+            });
+        }
+        let straddled = end - end.rem_euclid(self.bucket_ms);
+        if times.as_of_ms.is_some()
+            && view < newest
+            && end < straddled + self.bucket_ms - 1
+            && state.buckets.contains_key(&straddled)
+        {
+            // The bucket holding the view's end may hold events after it: the answer served
+            // then did not count them, and this one cannot leave them out.
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: straddled + self.bucket_ms - 1,
+                why: "events later than as_of may share its bucket",
             });
         }
         let mut union = vec![0u8; self.registers()];

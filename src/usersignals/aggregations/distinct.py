@@ -6,7 +6,10 @@ Standard error is about ``1.04 / sqrt(2^precision)``: 6.5 % at precision 8, 3.3 
 1.6 % at 12; below ~2.5 · 2^precision values, linear counting makes small counts near exact.
 A window counts the buckets that start inside it (edge error: up to one bucket at each edge);
 nothing older than the retention counts: the buckets counted start at or after ``as_of -
-retention``. The state keeps the buckets of the retention and the ``as_of`` look-back.
+retention``. The state keeps the buckets of the retention and the ``as_of`` look-back. An
+``as_of`` before the newest event is refused when the bucket holding the view's end holds
+events and the end is not the bucket's last millisecond: some may be later than the view,
+and the answer served then did not count them.
 
 Why not Apache DataSketches' HLL: its sketches carry an estimator accumulator (HIP) whose
 value and serialized bytes depend on the order of the updates. usersignals needs a state that
@@ -167,6 +170,17 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         if start < self._first_kept(newest):
             earliest = self._first_kept(newest) + self.retention_ms
             raise AsOfError("", view, earliest, "its buckets from then expired")
+        straddled = end - end % self.bucket_ms
+        if (
+            context.as_of_ms is not None
+            and view < newest
+            and end < straddled + self.bucket_ms - 1
+            and straddled in state.buckets
+        ):
+            # The bucket holding the view's end may hold events after it: the answer served
+            # then did not count them, and this one cannot leave them out.
+            earliest = straddled + self.bucket_ms - 1
+            raise AsOfError("", view, earliest, "events later than as_of may share its bucket")
         chosen = [
             registers for bucket, registers in state.buckets.items() if start <= bucket <= end
         ]

@@ -16,7 +16,12 @@ filters (when those are grouping fields). Hence:
   day read at any ``as_of`` at or after ``M - 1 day``;
 - otherwise never less than the exact value, and more by at most the events of the tile that
   straddles ``S`` (and of the one that straddles ``E`` when ``E`` is older than the exact span):
-  never 0 when the window holds events.
+  never 0 when the window holds events;
+- with an ``as_of`` before ``M`` (the state holds later events), refused (:class:`AsOfError`)
+  when a tile straddling ``S`` or ``E`` holds events the filters want: it may hold events
+  after ``as_of``, or a share before ``S`` other than the finer tile the answer served at
+  ``as_of`` counted. Otherwise the answer is exact, and equal to the one served then (what a
+  point-in-time training set holds).
 """
 
 from __future__ import annotations
@@ -267,12 +272,23 @@ class TileRuntime(AggregationRuntime[TileState]):
             # Tiles hold only events older than the exact span: that bounds their last time.
             exact_from = state.newest - EXACT_SPAN_MS
             pairs = bucketer.pairs
+            earlier = context.as_of_ms is not None and context.view_time(state.newest) < (
+                state.newest
+            )
             for (bucket, group), value in state.cells.items():
                 if bucket > end:
                     continue
                 width = next((res for cutoff, res in pairs if bucket >= cutoff), pairs[-1][1])
-                if min(bucket + width, exact_from) <= start or not wanted(group, context):
+                last = min(bucket + width, exact_from) - 1
+                if last < start or not wanted(group, context):
                     continue
+                if earlier and (bucket < start or last > end):
+                    raise AsOfError(
+                        "",
+                        context.view_time(state.newest),
+                        state.newest,
+                        "a tile straddling the window's edge holds events of other times",
+                    )
                 total += value
                 label = str(group[0]) if group else "all"
                 by[label] = by.get(label, 0) + value

@@ -1,56 +1,50 @@
 """Feature logging: a sampled record of what the API answered, for the online/offline
 consistency check (``usersignals consistency``) and for training on served values.
 
-Each serving worker appends JSON lines to a file of its own in the configured directory
-(``features-<pid>.jsonl``: several workers never interleave partial lines). A line holds the
-user, the request's time ("now" of the view), its query parameters, and each signal's
-version and value as served. Lines are flushed, not fsynced: a crash may lose the last few
-lines of a sample, never corrupt the ones before.
+A record holds the user, the request's time ("now" of the view), its query parameters, and
+each signal's version and value as served. Where records go is a setting
+(``serving.feature_log_sink``, :mod:`usersignals.serving.feature_sinks`): JSON lines or Parquet
+files in ``serving.feature_log_path`` (a file of its own per worker), or a Kafka topic
+(``serving.feature_log_topic``, one JSON line per message, keyed by user). Logging never fails
+a request: what a sink cannot write is counted and logged.
 """
 
 from __future__ import annotations
 
-import os
 import random
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import msgspec
+from prometheus_client import CollectorRegistry
 
+from usersignals.config import Settings
+from usersignals.errors import ConfigurationError
+from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
+from usersignals.serving.feature_sinks import FeatureSink, JsonlSink, KafkaSink, ParquetSink
 from usersignals.serving.reader import UserSignals
 
-
-class LoggedAnswer(msgspec.Struct):
-    name: str
-    version: int
-    value: Any
-
-
-class FeatureLogRecord(msgspec.Struct):
-    user_id: str
-    #: The request's time: the "now" the context was read at (ms since the epoch).
-    ts: int
-    #: The request's query parameters as given (``names`` included).
-    params: dict[str, str]
-    #: Per signal as the answer names it (``interests``, ``interests@2``).
-    signals: dict[str, LoggedAnswer]
-
+__all__ = [
+    "FeatureLog",
+    "FeatureLogRecord",
+    "LoggedAnswer",
+    "build_sink",
+    "read_feature_log",
+]
 
 _encoder = msgspec.json.Encoder()
 
 
 class FeatureLog:
-    """Appends a sampled share (``rate``, 0 to 1) of answers to ``directory``."""
+    """Hands a sampled share (``rate``, 0 to 1) of answers to ``sink``."""
 
-    def __init__(self, directory: Path, rate: float, seed: int | None = None) -> None:
-        directory.mkdir(parents=True, exist_ok=True)
-        self.path = directory / f"features-{os.getpid()}.jsonl"
+    def __init__(self, sink: FeatureSink, rate: float, seed: int | None = None) -> None:
+        self.sink = sink
         self.rate = rate
         self._random = random.Random(seed)
-        self._file = self.path.open("ab")
-        self._lock = threading.Lock()
+
+    def bind_metrics(self, registry: CollectorRegistry) -> None:
+        self.sink.counts.bind(registry)
 
     def sampled(self) -> bool:
         return self.rate >= 1.0 or (self.rate > 0.0 and self._random.random() < self.rate)
@@ -60,23 +54,83 @@ class FeatureLog:
             label: LoggedAnswer(result.name, result.version, result.value)
             for label, result in answer.signals.items()
         }
-        line = _encoder.encode(FeatureLogRecord(answer.user_id, now_ms, dict(params), signals))
-        with self._lock:
-            self._file.write(line + b"\n")
-            self._file.flush()
+        record = FeatureLogRecord(answer.user_id, now_ms, dict(params), signals)
+        self.sink.write(record, _encoder.encode(record))
 
     def close(self) -> None:
-        with self._lock:
-            self._file.close()
+        self.sink.close()
+
+    @staticmethod
+    def close_if_any(log: FeatureLog | None) -> None:
+        """Close ``log`` when there is one: a worker's shutdown, logging configured or not."""
+        if log is not None:
+            log.close()
+
+
+def build_sink(settings: Settings) -> FeatureSink | None:
+    """The configured sink, or None when feature logging is off (no path / topic, or rate 0).
+
+    Settings were checked when loaded (:meth:`Settings.load`); the sink's own requirements
+    (pyarrow for Parquet) are checked here, at the worker's start.
+    """
+    serving = settings.serving
+    if serving.feature_log_rate == 0:
+        return None
+    if serving.feature_log_sink == "kafka":
+        servers = serving.feature_log_bootstrap_servers or settings.kafka.bootstrap_servers
+        return KafkaSink(servers, serving.feature_log_topic, settings.kafka.producer)
+    if not serving.feature_log_path:
+        return None
+    directory = Path(serving.feature_log_path)
+    if serving.feature_log_sink == "parquet":
+        return ParquetSink(
+            directory, serving.feature_log_buffer_rows, serving.feature_log_rows_per_file
+        )
+    return JsonlSink(directory)
 
 
 def read_feature_log(path: Path) -> list[FeatureLogRecord]:
-    """Every record of a log file, or of every ``*.jsonl`` file of a log directory."""
-    files = sorted(path.glob("*.jsonl")) if path.is_dir() else [path]
-    decoder = msgspec.json.Decoder(FeatureLogRecord)
+    """Every record of a log file, or of every ``*.jsonl`` and ``*.parquet`` file of a log
+    directory (a Parquet file still being written, ``*.parquet.tmp``, is not read)."""
+    if path.is_dir():
+        files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")])
+    elif path.exists():
+        files = [path]
+    else:
+        raise ConfigurationError(f"no feature log at {str(path)!r}")
+    records: list[FeatureLogRecord] = []
+    for file in files:
+        if file.suffix == ".parquet":
+            records.extend(_parquet_records(file))
+        else:
+            decoder = msgspec.json.Decoder(FeatureLogRecord)
+            lines = file.read_bytes().splitlines()
+            records.extend(decoder.decode(line) for line in lines if line.strip())
+    return records
+
+
+def _parquet_records(file: Path) -> list[FeatureLogRecord]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            f"reading the Parquet feature log {str(file)!r} needs pyarrow: "
+            "pip install 'usersignals[parquet]'"
+        ) from None
+    try:
+        table = pq.read_table(file, columns=["user_id", "ts", "params", "signals"])
+    except (OSError, pa.ArrowException) as exc:
+        raise ConfigurationError(f"cannot read the feature log {str(file)!r}: {exc}") from exc
+    times = table.column("ts").cast(pa.int64()).to_pylist()
+    signals = msgspec.json.Decoder(dict[str, LoggedAnswer])
     return [
-        decoder.decode(line)
-        for file in files
-        for line in file.read_bytes().splitlines()
-        if line.strip()
+        FeatureLogRecord(user, ts, dict(params), signals.decode(answers))
+        for user, ts, params, answers in zip(
+            table.column("user_id").to_pylist(),
+            times,
+            table.column("params").to_pylist(),
+            table.column("signals").to_pylist(),
+            strict=True,
+        )
     ]

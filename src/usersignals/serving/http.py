@@ -23,6 +23,7 @@ from starlette.routing import Route
 
 from usersignals.serving import admin_routes, ingest_routes, read_routes
 from usersignals.serving.error_handlers import EXCEPTION_HANDLERS
+from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, token_problem, unauthorized
 from usersignals.serving.metrics_port import MetricsServer
 from usersignals.serving.openapi import openapi_document
@@ -107,6 +108,7 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         if exporter is not None:
             exporter.close()
         state.reads.close()
+        FeatureLog.close_if_any(state.feature_log)  # Parquet: the buffer and file finished
 
 
 __all__ = ["ServingState", "create_app"]

@@ -1,0 +1,23 @@
+"""The record of one logged answer, as every feature log sink and reader holds it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+
+class LoggedAnswer(msgspec.Struct):
+    name: str
+    version: int
+    value: Any
+
+
+class FeatureLogRecord(msgspec.Struct):
+    user_id: str
+    #: The request's time: the "now" the context was read at (ms since the epoch).
+    ts: int
+    #: The request's query parameters as given (``names`` included).
+    params: dict[str, str]
+    #: Per signal as the answer names it (``interests``, ``interests@2``).
+    signals: dict[str, LoggedAnswer]

@@ -1,0 +1,146 @@
+"""Feature log sinks on real files: JSON lines and Parquet (bounded buffer, rotation), what the
+reader gives back, and settings that only make sense together."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from usersignals.config import Settings
+from usersignals.errors import ConfigurationError, InvalidSettingError
+from usersignals.serving.feature_log import FeatureLog, build_sink, read_feature_log
+from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
+from usersignals.serving.feature_sinks import JsonlSink, ParquetSink
+from usersignals.serving.reader import SignalResult, UserSignals
+from waiting import wait_for
+
+
+def answer(number: int) -> UserSignals:
+    """An answer with values of several JSON shapes (a count, a list of objects, a float)."""
+    counts = {"total": number, "by": {"save": number}}
+    recent = [{"item_id": f"i{number}", "action": "save", "category": None}]
+    return UserSignals(
+        f"u{number % 4}",
+        {
+            "action_counts": SignalResult("action_counts", 1, "count", counts, None, None, None),
+            "recent@2": SignalResult("recent", 2, "last_n", recent, 5, "t", 1),
+            "taste": SignalResult("taste", 1, "mean_vector", [0.5, -1.25e-3], 5, "t", 1),
+        },
+    )
+
+
+def expected(number: int) -> FeatureLogRecord:
+    served = answer(number)
+    signals = {k: LoggedAnswer(v.name, v.version, v.value) for k, v in served.signals.items()}
+    params = {"window": "7d", "as_of": str(number)} if number % 2 else {}
+    return FeatureLogRecord(served.user_id, 1_700_000_000_000 + number, params, signals)
+
+
+def log_answers(log: FeatureLog, numbers: range) -> None:
+    for number in numbers:
+        record = expected(number)
+        log.record(record.params, record.ts, answer(number))
+
+
+def test_parquet_files_rotate_by_rows_and_hold_at_most_the_buffer_in_memory(
+    tmp_path: Path,
+) -> None:
+    sink = ParquetSink(tmp_path, buffer_rows=3, rows_per_file=5)
+    log = FeatureLog(sink, rate=1.0)
+    for chunk in (range(0, 6), range(6, 12), range(12, 14)):
+        log_answers(log, chunk)
+        # The writer thread is handed each full buffer (of 3); requests never wait for it.
+        done = min(chunk.stop, 12)
+        wait_for(lambda done=done: sink.counts.written == done, 10, "the rows written")
+    # Written at 3, 6, 9, 12 rows: two files of 5 finished, 2 rows in an unfinished file
+    # (not read: no footer yet), 2 in memory.
+    finished = sorted(tmp_path.glob("*.parquet"))
+    assert len(finished) == 2
+    assert len(list(tmp_path.glob("*.parquet.tmp"))) == 1
+    assert read_feature_log(tmp_path) == [expected(n) for n in range(10)]
+    assert (sink.counts.written, sink.counts.failed) == (12, 0)
+    log.close()
+    assert not list(tmp_path.glob("*.tmp"))
+    assert read_feature_log(tmp_path) == [expected(n) for n in range(14)]
+    assert read_feature_log(finished[0]) == [expected(n) for n in range(5)]
+    assert sink.counts.written == 14
+
+
+def test_jsonl_and_parquet_logs_in_one_directory_are_read_together(tmp_path: Path) -> None:
+    jsonl = FeatureLog(JsonlSink(tmp_path), rate=1.0)
+    log_answers(jsonl, range(3))
+    jsonl.close()
+    parquet = FeatureLog(ParquetSink(tmp_path, buffer_rows=10, rows_per_file=10), rate=1.0)
+    log_answers(parquet, range(3, 5))
+    parquet.close()
+    records = read_feature_log(tmp_path)
+    assert sorted(records, key=lambda r: r.ts) == [expected(n) for n in range(5)]
+
+
+def test_a_sink_that_cannot_write_counts_the_records_and_never_raises(tmp_path: Path) -> None:
+    directory = tmp_path / "log"
+    parquet = ParquetSink(directory, buffer_rows=2, rows_per_file=4)
+    shutil.rmtree(directory)  # the disk is gone from under the worker
+    log = FeatureLog(parquet, rate=1.0)
+    log_answers(log, range(5))
+    log.close()
+    assert (parquet.counts.written, parquet.counts.failed) == (0, 5)
+
+    jsonl = JsonlSink(tmp_path / "closed")
+    jsonl.close()
+    FeatureLog(jsonl, rate=1.0).record({}, 1, answer(1))
+    assert (jsonl.counts.written, jsonl.counts.failed) == (0, 1)
+
+
+def test_a_missing_log_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigurationError, match="no feature log"):
+        read_feature_log(tmp_path / "nothing")
+
+
+def settings(**serving: object) -> Settings:
+    return Settings.load(environ={}, overrides={"serving": serving})
+
+
+def test_the_sink_follows_the_settings(tmp_path: Path) -> None:
+    assert build_sink(settings()) is None  # no path: no logging
+    assert build_sink(settings(feature_log_path=str(tmp_path), feature_log_rate=0)) is None
+    jsonl = build_sink(settings(feature_log_path=str(tmp_path)))
+    assert isinstance(jsonl, JsonlSink)
+    jsonl.close()
+    parquet = build_sink(
+        settings(
+            feature_log_path=str(tmp_path),
+            feature_log_sink="parquet",
+            feature_log_buffer_rows=7,
+            feature_log_rows_per_file=70,
+        )
+    )
+    assert isinstance(parquet, ParquetSink)
+    assert (parquet.buffer_rows, parquet.rows_per_file) == (7, 70)
+    parquet.close()
+
+
+@pytest.mark.parametrize(
+    ("serving", "setting"),
+    [
+        ({"feature_log_sink": "csv"}, "serving.feature_log_sink"),
+        ({"feature_log_sink": "kafka"}, "serving.feature_log_topic"),
+        (
+            {"feature_log_sink": "kafka", "feature_log_topic": "served"},
+            "serving.feature_log_bootstrap_servers",
+        ),
+        (
+            {"feature_log_buffer_rows": 11, "feature_log_rows_per_file": 10},
+            "serving.feature_log_buffer_rows",
+        ),
+        ({"feature_log_rows_per_file": 0}, "serving.feature_log_rows_per_file"),
+    ],
+)
+def test_feature_log_settings_that_cannot_work_are_refused_by_name(
+    serving: dict[str, object], setting: str
+) -> None:
+    with pytest.raises(InvalidSettingError) as caught:
+        settings(**serving)
+    assert caught.value.setting == setting
