@@ -275,13 +275,27 @@ impl TileSpec {
         let bucketer = self.bucketer(state.newest, retention_ms);
         // Tiles hold only events older than the exact span: that bounds their last time.
         let exact_from = state.newest - EXACT_SPAN_MS;
+        // An as_of before the newest event: a tile straddling the view's edges may hold
+        // events after as_of, or another share before the start than the finer tile the
+        // answer served at as_of counted; such a read is refused, the others are exact.
+        let view = times.view_time(state.newest);
+        let earlier = view < state.newest;
         for ((bucket, group), value) in &state.cells {
             if *bucket > end || !labels[*group as usize].1 {
                 continue;
             }
-            if (bucket + bucketer.width(*bucket)).min(exact_from) > start {
-                *sums.entry(*group).or_insert(0) += value;
+            let last = (bucket + bucketer.width(*bucket)).min(exact_from) - 1;
+            if last < start {
+                continue;
             }
+            if earlier && (*bucket < start || last > end) {
+                return Err(Refusal {
+                    view_ms: view,
+                    earliest_ms: state.newest,
+                    why: "a tile straddling the window's edge holds events of other times",
+                });
+            }
+            *sums.entry(*group).or_insert(0) += value;
         }
         let mut by: Vec<(Option<Value>, i64)> = Vec::new();
         let mut total: i64 = 0;
