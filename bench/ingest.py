@@ -10,7 +10,8 @@ Method, in one run, against a local Kafka-protocol broker (Tansu) on 127.0.0.1:
    bench/reference_signals.py, in each framework's per-key state; the item table in memory)
    from the same topic, each in its own venv with pinned versions (bench/.venv-quix,
    bench/.venv-pathway, bench/.venv-bytewax, created on first use), one process, one worker:
-   events/s from the first message (Pathway: the first output) to the last event folded;
+   events/s from the first message to the last event folded (Pathway, which reports per
+   batch: from the end of its first batch, without that batch's events, as usersignals);
 5. freshness: usersignals consumes a live topic fed at half of its rate with events stamped
    now; a probe event for a new user is produced every 100 ms and a reader in this process
    (a RocksDB secondary refreshed every 100 ms, as a serving worker) polls until the probe
@@ -93,7 +94,7 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()
-    first = 0.0
+    first, first_events = 0.0, 0
     while runner.stats.report.events + runner.stats.bad < total:
         if not first and runner.stats.batches:
             first = time.perf_counter()  # end of the first batch: join time excluded
@@ -104,6 +105,8 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     thread.join()
     runner.source.close()
     processor.close()
+    if not first:  # timed from the end of the first batch, so it needs a second one
+        sys.exit(f"usersignals took all {total:,} events in its first batch: use more --events")
     return (total - first_events) / seconds
 
 
@@ -165,7 +168,12 @@ def framework_rate(
     if int(figures["events"]) != total:
         print(f"{framework.name} folded {figures['events']} events of {total}")
         return None
-    return float(figures["events"]) / float(figures["seconds"])
+    # "timed_events": those after the first batch, for a job timed from the end of it.
+    timed = int(figures.get("timed_events", total))
+    if timed <= 0:
+        print(f"{framework.name} took all {total:,} events in its first batch: use more --events")
+        return None
+    return timed / float(figures["seconds"])
 
 
 def freshness(root: Path, bootstrap: str, items: Path, rate: float, seconds: int) -> list[float]:
