@@ -73,6 +73,7 @@ def test_a_due_full_collection_waits_for_an_idle_worker_up_to_twice_the_interval
     policy.in_flight = 0  # due and idle: collects, between requests
     policy.after_request()
     assert full_collections("no") == 1
+    assert gc.get_freeze_count() == 0  # freeze off: nothing moved to the permanent generation
     policy.last_full = time.monotonic() - 2.5  # never idle: collects anyway past twice
     policy.in_flight = 3
     policy.after_request()
@@ -89,3 +90,15 @@ def test_gc_settings_come_from_the_environment() -> None:
         }
     )
     assert settings.serving.gc == GcSettings(freeze=False, young_threshold=700, full_interval_ms=0)
+
+
+@pytest.mark.usefixtures("collector")
+def test_what_survives_a_timed_full_collection_is_frozen_too() -> None:
+    policy = GcPolicy(GcSettings(full_interval_ms=1_000), CollectorRegistry())
+    policy.start()
+    frozen_at_start = gc.get_freeze_count()
+    survivors = [[index] for index in range(5_000)]  # long-lived containers, made after start
+    policy.last_full = time.monotonic() - 1.5
+    policy.after_request()
+    assert gc.get_freeze_count() >= frozen_at_start + len(survivors)
+    policy.stop()
