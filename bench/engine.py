@@ -132,7 +132,8 @@ def rss_run(total: int, batch: int, every: int) -> None:
     ids = sorted(item_ids)
     del item_ids
     print(f"workload: {total:,} reference events, {len(ids):,} distinct items (first pass "
-          f"{time.perf_counter() - started:.0f} s); batches of {batch:,}, streamed")  # fmt: skip
+          f"{time.perf_counter() - started:.0f} s); batches of {batch:,}, streamed; "
+          "events/s below includes generating and decoding each batch")  # fmt: skip
     registry = SignalRegistry.from_module("usersignals.examples.reference")
     decoder = EventDecoder(EventPolicy())
     with tempfile.TemporaryDirectory(prefix="usersignals-bench-") as directory:
