@@ -3,10 +3,10 @@
 Pathway is a Rust (differential dataflow) engine with a Python API: its Kafka reader parses
 the JSON events in Rust, the table is grouped by user, and a ``stateful_many`` reducer folds
 each user's events of a batch into the user's state with the shared fold of
-bench/reference_signals.py (the item table in memory for enrichment); a count per user rides
-along. A subscriber to the result sums the counts and reports when every event is folded,
-timed from the end of the first batch as usersignals is.
-One process, one worker thread, as the other consumers of the bench.
+bench/reference_signals.py (the item table in memory for enrichment); the reducer's value is
+the count of events folded. A subscriber to the result sums the counts and reports when
+every event is folded, timed from the end of the first batch as usersignals is. One
+process, one worker thread, as the other consumers of the bench.
 
     bench/.venv-pathway/bin/python bench/pathway_reference.py BOOTSTRAP TOPIC EVENTS ITEMS.jsonl
 """
@@ -37,16 +37,22 @@ def main() -> None:
     expected = int(total)
     items = load_items(items_path)
     seen = {"count": 0, "folded": 0, "first": 0.0, "first_events": 0}
+    # The users' states live here, not as the reducer's values: Pathway hashes and compares
+    # every value it holds, and a Python dict (unhashable) is pickled to be hashed — on each
+    # update, a cost growing with the state that would be ours, not Pathway's. Held in
+    # memory, as Pathway's own reducer states (and Bytewax's) are.
+    states: dict[str, dict[str, Any]] = {}
 
     @pw.reducers.stateful_many
-    def fold(state: Any, rows: list[tuple[list[Any], int]]) -> Any:
-        user = {} if state is None else state.value
-        for (item_id, action, surface, ts), count in rows:
+    def fold(folded: int | None, rows: list[tuple[list[Any], int]]) -> int:
+        """Folds a batch's events of one user; its value is how many it has folded."""
+        for (user_id, item_id, action, surface, ts), count in rows:
+            user = states.setdefault(user_id, {})
             event = {"item_id": item_id, "action": action, "surface": surface, "ts": ts}
             for _ in range(count):  # a row seen twice in a batch comes once, counted twice
                 apply(user, event, items.get(item_id, {}))
-                seen["folded"] += 1
-        return pw.wrap_py_object(user)
+            seen["folded"] += count
+        return (folded or 0) + sum(count for _, count in rows)
 
     events = pw.io.kafka.read(
         {
@@ -62,8 +68,7 @@ def main() -> None:
     )
     users = events.groupby(pw.this.user_id).reduce(
         pw.this.user_id,
-        events=pw.reducers.count(),
-        state=fold(pw.this.item_id, pw.this.action, pw.this.surface, pw.this.ts),
+        events=fold(pw.this.user_id, pw.this.item_id, pw.this.action, pw.this.surface, pw.this.ts),
     )
 
     def on_change(key: Any, row: dict[str, Any], time: int, is_addition: bool) -> None:

@@ -12,6 +12,7 @@ Standard library only: it is imported from each framework's venv, not from users
 
 from __future__ import annotations
 
+import bisect
 import json
 from typing import Any
 
@@ -61,25 +62,48 @@ def _decay(ts: int, at: int) -> float:
 
 
 def _last_n(state: State, event: dict[str, Any], item: Item) -> None:
+    """Newest first, at most 500; an entry goes after those with the same or a newer time
+    (as a stable sort of the list with the entry appended would place it), found from the
+    front: events come mostly in time order, so that is usually at once."""
     last = state.setdefault("last_n", [])
-    last.append([event["ts"], event["item_id"], event["action"], event["surface"],
-                 item.get("category")])  # fmt: skip
-    last.sort(key=lambda entry: entry[0], reverse=True)
+    ts = event["ts"]
+    at = 0
+    while at < len(last) and last[at][0] >= ts:
+        at += 1
+    last.insert(at, [ts, event["item_id"], event["action"], event["surface"],
+                     item.get("category")])  # fmt: skip
     del last[500:]
 
 
 def _creators(state: State, ts: int, item: Item) -> None:
-    days = state.get("creators", {})
-    day = str(ts - ts % DAY_MS)
-    creators = set(days.get(day, []))
-    creators.add(item.get("creator_id"))
-    days[day] = sorted(c for c in creators if c)
-    state["creators"] = {d: v for d, v in days.items() if int(d) >= ts - 7 * DAY_MS}
+    """Distinct creators per day, days older than 7 days before the event dropped."""
+    days = state.setdefault("creators", {})
+    day = ts - ts % DAY_MS
+    creator = item.get("creator_id")
+    creators = days.setdefault(str(day), [])
+    if creator and creator not in creators:
+        bisect.insort(creators, creator)
+    _expire(days, state, "creators_oldest", day, ts - 7 * DAY_MS)
 
 
 def _counts(state: State, ts: int, action: str, surface: str) -> None:
-    counts = state.get("counts", {})
-    cell = f"{ts - ts % HOUR_MS}|{action}|{surface}"
+    """Counts per (hour, action, surface), cells older than 28 days before the event dropped."""
+    counts = state.setdefault("counts", {})
+    hour = ts - ts % HOUR_MS
+    cell = f"{hour}|{action}|{surface}"
     counts[cell] = counts.get(cell, 0) + 1
-    cutoff = ts - 28 * DAY_MS
-    state["counts"] = {k: v for k, v in counts.items() if int(k.split("|")[0]) >= cutoff}
+    _expire(counts, state, "counts_oldest", hour, ts - 28 * DAY_MS)
+
+
+def _expire(
+    cells: dict[str, Any], state: State, oldest_key: str, touched: int, cutoff: int
+) -> None:
+    """Drop the cells (keyed by their start time, then ``|``...) that start before
+    ``cutoff``. The oldest start is kept in the state, so the cells are walked only when
+    that one has expired: most events expire nothing."""
+    oldest = min(state.get(oldest_key, touched), touched)
+    if oldest < cutoff:
+        for key in [key for key in cells if int(key.split("|")[0]) < cutoff]:
+            del cells[key]
+        oldest = min((int(key.split("|")[0]) for key in cells), default=touched)
+    state[oldest_key] = oldest
