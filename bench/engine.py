@@ -7,11 +7,19 @@ the progress, as written: the value bytes of each user's record).
 
     .venv/bin/python bench/engine.py                 # 1M events, batches of 20k
     .venv/bin/python bench/engine.py --events 200000 --profile   # where the time goes
+    .venv/bin/python bench/engine.py --rss --events 10000000     # memory over a long run
+
+``--rss`` streams the workload instead (generate a batch, decode it, process it, drop it: the
+harness holds no events), after loading the item table of all its events in a first pass,
+and prints this process's resident set size every ``--rss-every`` events, so "RSS flat over
+10 M events" can be read off: the engine, the Materializer and RocksDB, nothing else growing.
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import os
 import statistics
 import sys
 import tempfile
@@ -23,7 +31,12 @@ import msgspec
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.events import EventDecoder, EventPolicy, Position
-from usersignals.ingest.synthetic import WorkloadSpec, item_records, iter_event_json_lines
+from usersignals.ingest.synthetic import (
+    WorkloadSpec,
+    item_records,
+    iter_event_chunks,
+    iter_event_json_lines,
+)
 from usersignals.processing import BatchReport, Engine, MicroBatch
 from usersignals.processing.native import NativeSignals
 from usersignals.signals import SignalRegistry
@@ -36,7 +49,11 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--batch", type=int, default=20_000)
     parser.add_argument("--profile", action="store_true", help="profile with pyinstrument")
+    parser.add_argument("--rss", action="store_true", help="stream the events, print the RSS")
+    parser.add_argument("--rss-every", type=int, default=1_000_000, help="events between prints")
     args = parser.parse_args()
+    if args.rss:
+        return rss_run(args.events, args.batch, args.rss_every)
 
     spec = WorkloadSpec(events=args.events)
     decoder = EventDecoder(EventPolicy())
@@ -55,14 +72,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="usersignals-bench-") as directory:
         store = RocksStore(Path(directory) / "store")
         items = store.table("items")
-        distinct_items = sorted({event.item_id for event in events})
-        puts = {}
-        for record in item_records(spec, distinct_items):
-            puts[str(record["item_id"]).encode()] = encode_table_record(record)
-            if len(puts) >= 20_000:
-                items.write(puts)
-                puts = {}
-        items.write(puts)
+        load_items(spec, sorted({event.item_id for event in events}), store)
         engine = Engine(registry, store, Materializer({"items": TableSource("items", items)}))
 
         batches = [
@@ -94,6 +104,69 @@ def main() -> None:
         print(f"  expired: {total.expired}; missing enrichment: {total.missing_enrichment}")
         report_sizes(store, registry)
         store.close()
+
+
+def load_items(spec: WorkloadSpec, item_ids: list[str], store: RocksStore) -> None:
+    items = store.table("items")
+    puts = {}
+    for record in item_records(spec, item_ids):
+        puts[str(record["item_id"]).encode()] = encode_table_record(record)
+        if len(puts) >= 20_000:
+            items.write(puts)
+            puts = {}
+    items.write(puts)
+
+
+def rss_bytes() -> int:
+    """This process's resident set size now (Linux: /proc/self/statm, in pages)."""
+    with open("/proc/self/statm", "rb") as statm:
+        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def rss_run(total: int, batch: int, every: int) -> None:
+    spec = WorkloadSpec(events=total)
+    started = time.perf_counter()
+    item_ids: set[str] = set()
+    for chunk in iter_event_chunks(spec, chunk_size=batch):
+        item_ids.update(str(event["item_id"]) for event in chunk)
+    ids = sorted(item_ids)
+    del item_ids
+    print(f"workload: {total:,} reference events, {len(ids):,} distinct items (first pass "
+          f"{time.perf_counter() - started:.0f} s); batches of {batch:,}, streamed; "
+          "events/s below includes generating and decoding each batch")  # fmt: skip
+    registry = SignalRegistry.from_module("usersignals.examples.reference")
+    decoder = EventDecoder(EventPolicy())
+    with tempfile.TemporaryDirectory(prefix="usersignals-bench-") as directory:
+        store = RocksStore(Path(directory) / "store")
+        load_items(spec, ids, store)
+        del ids
+        gc.collect()
+        items = TableSource("items", store.table("items"))
+        engine = Engine(registry, store, Materializer({"items": items}))
+        print(f"{'events':>12s} {'seconds':>8s} {'events/s':>9s} {'RSS MB':>8s}")
+        print(f"{0:>12,} {0:>8.0f} {'':>9s} {rss_bytes() / 2**20:>8,.0f}", flush=True)
+        done, offset, next_print, samples = 0, 0, every, []
+        started = time.perf_counter()
+        for block in iter_event_json_lines(spec, chunk_size=batch):
+            lines = block.splitlines()
+            decoded = decoder.decode_block(lines, now_ms=spec.start_ms + spec.span_ms)
+            positions = [Position("bench/0", offset + i) for i in range(len(decoded.events))]
+            engine.process(MicroBatch(decoded.events, positions))
+            offset += len(lines)
+            done += len(decoded.events)
+            if done >= next_print or offset >= total:
+                seconds = time.perf_counter() - started
+                samples.append(rss_bytes())
+                print(f"{done:>12,} {seconds:>8.0f} {done / seconds:>9,.0f} "
+                      f"{samples[-1] / 2**20:>8,.0f}", flush=True)  # fmt: skip
+                next_print += every
+        store.close()
+    if len(samples) >= 3:
+        later = samples[len(samples) // 2 :]
+        low, high, first = min(later) / 2**20, max(later) / 2**20, samples[0] / 2**20
+        print(
+            f"RSS over the second half of the run: {low:,.0f}-{high:,.0f} MB (first {first:,.0f})"
+        )
 
 
 def report_sizes(store: RocksStore, registry: SignalRegistry) -> None:

@@ -1,19 +1,24 @@
-"""Ingest from Kafka: bare consumer vs usersignals vs Quix Streams, and freshness.
+"""Ingest from Kafka: bare consumer vs usersignals vs Quix Streams, Pathway and Bytewax.
 
 Method, in one run, against a local Kafka-protocol broker (Tansu) on 127.0.0.1:
 1. produce N reference events (keyed by user id, 6 partitions) and write their item table;
-2. (a) a bare confluent-kafka consumer reads the topic (new group): events/s from the first
-   message to the last;
-3. (b) usersignals (KafkaRunner: decode, enrich, five reference signals, RocksDB, commits)
+2. the bare consumer: confluent-kafka reads the topic (new group), events/s from the first
+   message to the last — the ceiling;
+3. usersignals (KafkaRunner: decode, enrich, five reference signals, RocksDB, commits)
    consumes the same topic with a new group: events/s from the first batch to the last;
-4. (c) Quix Streams computes the same five signals with its stateful ``update`` (its own
-   venv, bench/.venv-quix, created on first use): events/s from the first message;
-5. freshness: usersignals consumes a live topic fed at half of (b)'s rate with events stamped
+4. Quix Streams, Pathway and Bytewax each compute the same five signals (one shared fold,
+   bench/reference_signals.py, in each framework's per-key state; the item table in memory)
+   from the same topic, each in its own venv with pinned versions (bench/.venv-quix,
+   bench/.venv-pathway, bench/.venv-bytewax, created on first use), one process, one worker:
+   events/s from the first message to the last event folded (Pathway, which reports per
+   batch: from the end of its first batch, without that batch's events, as usersignals);
+5. freshness: usersignals consumes a live topic fed at half of its rate with events stamped
    now; a probe event for a new user is produced every 100 ms and a reader in this process
    (a RocksDB secondary refreshed every 100 ms, as a serving worker) polls until the probe
    is visible; p50/p99 of produce → visible.
 
-    .venv/bin/python bench/ingest.py --events 200000
+    .venv/bin/python bench/ingest.py --events 300000
+    .venv/bin/python bench/ingest.py --events 300000 --skip pathway --skip bytewax
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import msgspec
@@ -48,7 +54,6 @@ from usersignals.signals.registry import SignalRegistry
 from usersignals.state.rocks import RocksStore
 
 HERE = Path(__file__).resolve().parent
-QUIX_VENV = HERE / ".venv-quix"
 PARTITIONS = 6
 
 
@@ -89,7 +94,7 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()
-    first = 0.0
+    first, first_events = 0.0, 0
     while runner.stats.report.events + runner.stats.bad < total:
         if not first and runner.stats.batches:
             first = time.perf_counter()  # end of the first batch: join time excluded
@@ -99,27 +104,75 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     stop.set()
     thread.join()
     runner.close()  # the consumer, the dead-letter producer and the processor it took over
+    if not first:  # timed from the end of the first batch, so it needs a second one
+        sys.exit(f"usersignals took all {total:,} events in its first batch: use more --events")
     return (total - first_events) / seconds
 
 
-def quix_rate(root: Path, bootstrap: str, topic: str, items: Path, total: int) -> float | None:
-    python = QUIX_VENV / "bin" / "python"
-    if not python.exists():
-        print("creating bench/.venv-quix (quixstreams==3.28.1) ...", flush=True)
-        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
-        subprocess.run(
-            [str(QUIX_VENV / "bin" / "pip"), "install", "-q", "quixstreams==3.28.1"], check=True
-        )
+@dataclass(frozen=True)
+class Framework:
+    """Another stream processor computing the reference signals, in a venv of its own."""
+
+    name: str
+    label: str
+    packages: tuple[str, ...]  # pinned: the figures are for these versions
+    script: str
+
+    @property
+    def venv(self) -> Path:
+        return HERE / f".venv-{self.name}"
+
+
+FRAMEWORKS = (
+    # Quix's confluent-kafka pin differs from ours, hence venvs of their own.
+    Framework("quix", "Quix Streams 3.28.1", ("quixstreams==3.28.1",), "quix_reference.py"),
+    Framework("pathway", "Pathway 0.33.0", ("pathway==0.33.0",), "pathway_reference.py"),
+    Framework(
+        "bytewax",
+        "Bytewax 0.21.1",
+        ("bytewax==0.21.1", "confluent-kafka==2.16.1"),
+        "bytewax_reference.py",
+    ),
+)
+
+
+def ensure_venv(framework: Framework) -> Path:
+    """The framework's python, its venv created (or brought to the pins) on first use."""
+    python = framework.venv / "bin" / "python"
+    marker = framework.venv / "installed.txt"
+    wanted = "\n".join(framework.packages)
+    if python.exists() and marker.exists() and marker.read_text() == wanted:
+        return python
+    print(f"creating bench/.venv-{framework.name} ({', '.join(framework.packages)}) ...")
+    subprocess.run([sys.executable, "-m", "venv", str(framework.venv)], check=True)
+    pip = [str(framework.venv / "bin" / "pip"), "install", "-q", *framework.packages]
+    subprocess.run(pip, check=True)
+    marker.write_text(wanted)
+    return python
+
+
+def framework_rate(
+    framework: Framework, root: Path, bootstrap: str, topic: str, items: Path, total: int
+) -> float | None:
+    python = ensure_venv(framework)
     result = subprocess.run(
-        [str(python), str(HERE / "quix_reference.py"), bootstrap, topic, str(total),
-         str(items), str(root / "quix-state")],
+        [str(python), str(HERE / framework.script), bootstrap, topic, str(total), str(items),
+         str(root / f"{framework.name}-state")],
         capture_output=True, text=True, timeout=3600,
     )  # fmt: skip
     if result.returncode != 0:
-        print(f"quix failed: {result.stderr[-2000:]}")
+        print(f"{framework.name} failed: {result.stderr[-2000:]}")
         return None
     figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return float(figures["events"]) / float(figures["seconds"])
+    if int(figures["events"]) != total:
+        print(f"{framework.name} folded {figures['events']} events of {total}")
+        return None
+    # "timed_events": those after the first batch, for a job timed from the end of it.
+    timed = int(figures.get("timed_events", total))
+    if timed <= 0:
+        print(f"{framework.name} took all {total:,} events in its first batch: use more --events")
+        return None
+    return timed / float(figures["seconds"])
 
 
 def freshness(root: Path, bootstrap: str, items: Path, rate: float, seconds: int) -> list[float]:
@@ -205,7 +258,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--freshness-seconds", type=int, default=20)
-    parser.add_argument("--skip-quix", action="store_true")
+    names = [framework.name for framework in FRAMEWORKS]
+    parser.add_argument("--skip", action="append", default=[], choices=names, metavar="NAME",
+                        help=f"leave out a framework ({', '.join(names)}); repeatable")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="usersignals-ingest-"))
     with LocalBroker() as broker:
@@ -215,30 +270,51 @@ def main() -> None:
         items = root / "items.jsonl"
         items.write_bytes(msgspec.json.Encoder().encode_lines(list(item_records(spec, ids))))
         print(f"topic: {args.events:,} reference events, {PARTITIONS} partitions, Tansu broker")
-        bare = bare_consumer(broker.bootstrap, "bench", args.events)
-        print(f"(a) bare confluent-kafka consumer: {bare:,.0f} events/s", flush=True)
-        ours = usersignals_rate(root, broker.bootstrap, "bench", items, args.events)
-        print(f"(b) usersignals (5 reference signals, RocksDB, commits): {ours:,.0f} events/s")
-        quix = (
-            None
-            if args.skip_quix
-            else quix_rate(root, broker.bootstrap, "bench", items, args.events)
-        )
-        if quix is not None:
-            print(f"(c) Quix Streams, same signals, stateful update: {quix:,.0f} events/s")
+        rates = {"bare": bare_consumer(broker.bootstrap, "bench", args.events)}
+        print(f"bare consumer: {rates['bare']:,.0f} events/s", flush=True)
+        rates["usersignals"] = usersignals_rate(root, broker.bootstrap, "bench", items, args.events)
+        print(f"usersignals: {rates['usersignals']:,.0f} events/s", flush=True)
+        for framework in FRAMEWORKS:
+            if framework.name in args.skip:
+                continue
+            rate = framework_rate(framework, root, broker.bootstrap, "bench", items, args.events)
+            if rate is not None:
+                rates[framework.name] = rate
+                print(f"{framework.label}: {rate:,.0f} events/s", flush=True)
         latencies = sorted(
-            freshness(root, broker.bootstrap, items, ours / 2, args.freshness_seconds)
+            freshness(
+                root, broker.bootstrap, items, rates["usersignals"] / 2, args.freshness_seconds
+            )
         )
-    print(f"\n(b)/(a) = {ours / bare:.1%} (target >= 50%)")
-    if quix is not None:
-        print(f"(b)/(c) = {ours / quix:.1f}x (target >= 10x)")
+    print_rates(rates)
     if latencies:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(
-            f"freshness at {ours / 2:,.0f} events/s (half of (b)), produce -> visible to a "
-            f"reader, {len(latencies)} probes: p50 {statistics.median(latencies) * 1000:.0f} ms, "
+            f"freshness at {rates['usersignals'] / 2:,.0f} events/s (half of usersignals'), "
+            f"produce -> visible to a reader, {len(latencies)} probes: "
+            f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
             f"p99 {p99 * 1000:.0f} ms (target p99 <= 1000 ms)"
         )
+
+
+def print_rates(rates: dict[str, float]) -> None:
+    labels = {
+        "bare": "bare confluent-kafka consumer (the ceiling)",
+        "usersignals": "usersignals (decode, enrich, 5 signals, RocksDB, commits)",
+        **{f.name: f"{f.label} (same 5 signals)" for f in FRAMEWORKS},
+    }
+    ours = rates["usersignals"]
+    print(f"\n{'consumer':60s} {'events/s':>10s} {'of bare':>8s}")
+    for name, rate in rates.items():
+        print(f"{labels[name]:60s} {rate:>10,.0f} {rate / rates['bare']:>8.1%}")
+    print(f"\nusersignals / bare consumer = {ours / rates['bare']:.1%} (target >= 25%)")
+    fastest = max((rates[n] for n in ("pathway", "bytewax") if n in rates), default=None)
+    if fastest is not None:
+        print(
+            f"usersignals / fastest of Pathway and Bytewax = {ours / fastest:.2f}x (target >= 5x)"
+        )
+    if "quix" in rates:
+        print(f"usersignals / Quix Streams = {ours / rates['quix']:.1f}x")
 
 
 if __name__ == "__main__":

@@ -10,9 +10,14 @@ Method, in one run on this machine:
    (window=1d, actions=click,save,closeup, limit=50), rotating over the most active users
    (the ones whose states are largest) against, in turn:
    a. usersignals serve (granian + Starlette, 1 worker, stateful),
-   b. a bare Starlette hello app on the same granian flags (the ceiling),
-   c. usersignals serve --mode raw (recompute from the user's raw events each request);
-4. print p50/p99/requests/s of each and the ratios.
+   b. the same with the GC policy off (``serving.gc``: no freeze, CPython's thresholds and
+      automatic old-generation collection) — the before of issue 11's GC item,
+   c. a bare Starlette hello app on the same granian flags (the ceiling),
+   d. usersignals serve --mode raw (recompute from the user's raw events each request);
+4. print p50/p99/requests/s of each and the ratios, and from each usersignals server's
+   /metrics the handler's own time per request (the mean of its request-latency histogram:
+   from the request reaching Starlette to the response built) and the collection pauses
+   that landed inside a request and between requests.
 
     .venv/bin/python bench/serving.py                  # needs wrk (apt-get install wrk)
 """
@@ -34,6 +39,7 @@ import time
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from usersignals.app import build_processor
 from usersignals.config import Settings, SpoolSettings, StoreSettings
@@ -115,6 +121,53 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[unit]
 
 
+# The GC policy of issue 11 off: CPython's collector as it comes, for the before/after.
+GC_OFF = {
+    "USERSIGNALS_SERVING__GC__FREEZE": "false",
+    "USERSIGNALS_SERVING__GC__YOUNG_THRESHOLD": "700",
+    "USERSIGNALS_SERVING__GC__FULL_INTERVAL_MS": "0",
+}
+
+
+def servers() -> list[tuple[str, list[str], dict[str, str]]]:
+    """(name, command without --port, extra environment) of each server measured."""
+    serve = str(BIN / "usersignals")
+    hello = [str(BIN / "granian"), "--interface", "asgi", "--loop", "uvloop", "--workers", "1",
+             "--log-level", "warning", "hello_app:app"]  # fmt: skip
+    return [
+        ("stateful", [serve, "serve", "--mode", "stateful"], {}),
+        ("stateful, gc off", [serve, "serve", "--mode", "stateful"], GC_OFF),
+        ("hello", hello, {}),
+        ("raw", [serve, "serve", "--mode", "raw"], {}),
+    ]
+
+
+def server_figures(base: str) -> dict[str, float]:
+    """From the server's /metrics: the handler's own time per signals request (mean), and
+    the collection pauses inside requests and between them."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    figures = {"gc_in": 0.0, "gc_in_ms": 0.0, "gc_out": 0.0, "gc_out_ms": 0.0}
+    handler_sum = handler_count = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = sample.labels
+            if family.name == "usersignals_http_request_seconds" and (
+                labels.get("route") == "user_signals"
+            ):
+                if sample.name.endswith("_sum"):
+                    handler_sum = sample.value
+                elif sample.name.endswith("_count"):
+                    handler_count = sample.value
+            elif family.name == "usersignals_gc_pause_seconds":
+                where = "gc_in" if labels["in_request"] == "yes" else "gc_out"
+                if sample.name.endswith("_count"):
+                    figures[where] += sample.value
+                elif sample.name.endswith("_sum"):
+                    figures[f"{where}_ms"] += sample.value * 1000
+    figures["handler_us"] = handler_sum / max(handler_count, 1) * 1e6
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -165,39 +218,22 @@ def main() -> None:
         )
         feeder.start()
         results: dict[str, dict[str, float]] = {}
-        for name, command in (
-            ("stateful", [str(BIN / "usersignals"), "serve", "--mode", "stateful"]),
-            (
-                "hello",
-                [
-                    str(BIN / "granian"),
-                    "--interface",
-                    "asgi",
-                    "--loop",
-                    "uvloop",
-                    "--workers",
-                    "1",
-                    "--log-level",
-                    "warning",
-                    "hello_app:app",
-                ],
-            ),
-            ("raw", [str(BIN / "usersignals"), "serve", "--mode", "raw"]),
-        ):
+        for name, command, extra_env in servers():
             port = free_port()
+            command += ["--port", str(port)]
             if name == "hello":
-                command += ["--port", str(port)]
                 server = subprocess.Popen(command, env=env, cwd=HERE)
                 ready = f"http://127.0.0.1:{port}/v1/users/x/signals"
             else:
-                command += ["--port", str(port)]
-                server = subprocess.Popen(command, env=env, stderr=subprocess.DEVNULL)
+                server_env = {**env, **extra_env}
+                server = subprocess.Popen(command, env=server_env, stderr=subprocess.DEVNULL)
                 ready = f"http://127.0.0.1:{port}/readyz"
             running.append(server)
             wait_ready(ready, server)
             base = f"http://127.0.0.1:{port}"
             results[name] = wrk(base, users, args.connections, args.seconds, root)
             if name != "hello":
+                results[name].update(server_figures(base))
                 results[f"{name}/uniform"] = wrk(
                     base, typical, args.connections, args.seconds, root
                 )
@@ -211,11 +247,19 @@ def main() -> None:
         f"\nwrk -t1 -c{args.connections} -d{args.seconds}s, ingest of {args.ingest_rate:,} "
         "events/s running, 1 server worker, 2 cores shared by all"
     )
-    print(f"{'server/users':18s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
+    print(f"{'server/users':22s} {'req/s':>10s} {'p50 ms':>8s} {'p99 ms':>8s} {'non-2xx':>8s}")
     for name, f in results.items():
         print(
-            f"{name:18s} {f['rps']:>10,.0f} {f['p50']:>8.2f} {f['p99']:>8.2f} {f['non2xx']:>8.0f}"
+            f"{name:22s} {f['rps']:>10,.0f} {f['p50']:>8.2f} {f['p99']:>8.2f} {f['non2xx']:>8.0f}"
         )
+    print("\nin the server (its /metrics, both wrk runs and the warm-ups):")
+    for name, f in results.items():
+        if "handler_us" in f:
+            print(
+                f"  {name:18s} handler {f['handler_us']:,.0f} us/request; GC pauses in a request "
+                f"{f['gc_in']:,.0f} ({f['gc_in_ms']:,.1f} ms), between requests "
+                f"{f['gc_out']:,.0f} ({f['gc_out_ms']:,.1f} ms)"
+            )
     stateful, hello, raw = results["stateful"], results["hello"], results["raw"]
     uniform = results["stateful/uniform"]
     print(f"\nmost active users: stateful p99 {stateful['p99']:.2f} ms (target <= 5 ms)")
@@ -225,6 +269,12 @@ def main() -> None:
         f"uniform users: stateful p99 {uniform['p99']:.2f} ms, "
         f"{uniform['rps'] / hello['rps']:.0%} of hello's throughput, "
         f"raw/stateful p99 {results['raw/uniform']['p99'] / uniform['p99']:.1f}x"
+    )
+    off = results["stateful, gc off"]
+    print(
+        f"GC policy (most active users): p99 {stateful['p99']:.2f} ms with it, "
+        f"{off['p99']:.2f} ms without; handler {stateful['handler_us']:,.0f} us with it, "
+        f"{off['handler_us']:,.0f} us without (target <= 30 us)"
     )
     shutil.rmtree(root, ignore_errors=True)
 

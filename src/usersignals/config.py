@@ -123,6 +123,20 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     producer: dict[str, str] = {}
 
 
+class GcSettings(msgspec.Struct, forbid_unknown_fields=True):
+    """Garbage collection in each serving worker (serving/gc_policy.py says why)."""
+
+    #: Freeze the heap once the worker is built: collections never walk it again.
+    freeze: bool = True
+    #: Young-generation threshold (CPython's default is 700): young collections stay
+    #: automatic, but run less often.
+    young_threshold: PositiveCount = 50_000
+    #: > 0: old generations are never collected automatically; a full collection runs after a
+    #: response, when no other request is in flight, at most this often (after twice this
+    #: even when the worker is never idle). 0: CPython's automatic old-generation collection.
+    full_interval_ms: Milliseconds = 5_000
+
+
 class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: Port = 8080
@@ -162,6 +176,7 @@ class ServingSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: memory, and what a crash loses); a file is finished after ``feature_log_rows_per_file``.
     feature_log_buffer_rows: PositiveCount = 1_000
     feature_log_rows_per_file: PositiveCount = 100_000
+    gc: GcSettings = msgspec.field(default_factory=GcSettings)
 
 
 class Settings(msgspec.Struct, forbid_unknown_fields=True):

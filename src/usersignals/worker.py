@@ -11,8 +11,13 @@ from starlette.applications import Starlette
 
 from usersignals.app import build_serving_state
 from usersignals.config import Settings
+from usersignals.serving.gc_policy import install_gc_policy
 from usersignals.serving.http import create_app
 
 
 def create() -> Starlette:
-    return create_app(build_serving_state(Settings.load()))
+    settings = Settings.load()
+    state = build_serving_state(settings)
+    app = create_app(state)
+    install_gc_policy(app, settings.serving.gc, state.metrics)  # last: freezes what was built
+    return app

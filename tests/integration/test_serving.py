@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any
 
@@ -313,3 +314,13 @@ def test_an_as_of_a_signal_cannot_answer_is_a_422_naming_it(service: Service) ->
         as_of=str(body["earliest_as_of_ms"]),
     )
     assert again.status_code == 200
+
+
+def test_a_started_worker_has_frozen_its_heap(service: Service) -> None:
+    """The worker froze its start-up heap (gc.freeze) and reports its collection pauses."""
+    metrics = get(service, "/metrics").text
+    frozen = re.search(r"^usersignals_gc_frozen_objects (\S+)$", metrics, re.MULTILINE)
+    assert frozen is not None, "no usersignals_gc_frozen_objects metric"
+    # The registry, the app, the imported modules: tens of thousands of objects, not a few.
+    assert float(frozen.group(1)) > 10_000
+    assert "# TYPE usersignals_gc_pause_seconds histogram" in metrics

@@ -207,6 +207,18 @@ def test_wrong_type_in_file(tmp_path: Path) -> None:
             "an integer >= 0",
         ),
         (
+            {"serving": {"gc": {"young_threshold": 0}}},
+            "serving.gc.young_threshold",
+            0,
+            "an integer >= 1",
+        ),
+        (
+            {"serving": {"gc": {"full_interval_ms": -1}}},
+            "serving.gc.full_interval_ms",
+            -1,
+            'an integer >= 0 of milliseconds, or a duration such as "250ms", "10s", "1m"',
+        ),
+        (
             {"serving": {"feature_log_rate": 1.5}},
             "serving.feature_log_rate",
             1.5,
