@@ -7,8 +7,11 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
+use crate::decay::DecayParams;
+use crate::decayed::DecayedSpec;
 use crate::distinct::DistinctSpec;
 use crate::error::CoreError;
+use crate::mean_vector::MeanVectorSpec;
 use crate::value::Value;
 
 #[derive(Debug, Clone)]
@@ -24,12 +27,20 @@ pub enum Aggregation {
     LastN(LastNSpec),
     /// The spec, and the field whose Python `str()` is hashed.
     Distinct(DistinctSpec, String),
+    DecayedScores(DecayedSpec),
+    MeanVector(MeanVectorSpec),
 }
 
 /// The column a Distinct reads: the field's values as Python's `str()` renders them (the
 /// hash input of the reference), which the binding's caller provides under this name.
 pub fn text_column(field: &str) -> String {
     format!("str:{field}")
+}
+
+/// The column a MeanVector reads: the field's values as vectors of floats (Python's
+/// `float()` of each component), which the binding builds from the column of this name.
+pub fn vector_column(field: &str) -> String {
+    format!("vec:{field}")
 }
 
 #[derive(Debug, Clone)]
@@ -100,6 +111,10 @@ impl Plan {
         match &self.aggregate {
             Aggregation::LastN(spec) => names.extend(spec.keep.iter().cloned()),
             Aggregation::Distinct(_, of) => names.push(text_column(of)),
+            Aggregation::DecayedScores(spec) => names.extend([spec.key.clone(), "action".into()]),
+            Aggregation::MeanVector(spec) => {
+                names.extend(["action".into(), vector_column(&spec.of)])
+            }
         }
         let mut seen = std::collections::HashSet::new();
         names.retain(|n| seen.insert(n.clone()));
@@ -158,6 +173,25 @@ impl Aggregation {
                     of,
                 ))
             }
+            Some("decayed_scores") => Ok(Aggregation::DecayedScores(DecayedSpec {
+                key: json["key"]
+                    .as_str()
+                    .ok_or_else(|| missing("key"))?
+                    .to_owned(),
+                decay: DecayParams::from_json(json)?,
+                top_k: json["top_k"]
+                    .as_u64()
+                    .filter(|k| *k >= 1)
+                    .ok_or_else(|| missing("top_k"))? as usize,
+            })),
+            Some("mean_vector") => Ok(Aggregation::MeanVector(MeanVectorSpec {
+                of: json["of"].as_str().ok_or_else(|| missing("of"))?.to_owned(),
+                dim: json["dim"]
+                    .as_u64()
+                    .filter(|d| *d >= 1)
+                    .ok_or_else(|| missing("dim"))? as usize,
+                decay: DecayParams::from_json(json)?,
+            })),
             other => Err(CoreError::Plan(format!(
                 "aggregation {other:?} is not native"
             ))),

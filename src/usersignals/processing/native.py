@@ -19,19 +19,22 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from usersignals._core import (
+    DECAYED_SCORES_FORMAT_VERSION,
     DISTINCT_FORMAT_VERSION,
     LAST_N_READABLE_VERSIONS,
+    MEAN_VECTOR_FORMAT_VERSION,
     CoreError,
     CoreStateError,
     NativePlans,
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.decayed import DecayedScores, MeanVector, ScoresState, VectorState
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
 from usersignals.enrich.sources import Record
@@ -40,6 +43,9 @@ from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS
 from usersignals.state.codec import UserRecord
+
+if TYPE_CHECKING:
+    from usersignals._core import Refusal, Times
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -50,10 +56,17 @@ Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 _READABLE = {
     LastN: frozenset(LAST_N_READABLE_VERSIONS),
     Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
+    DecayedScores: frozenset({DECAYED_SCORES_FORMAT_VERSION}),
+    MeanVector: frozenset({MEAN_VECTOR_FORMAT_VERSION}),
 }
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
 TEXT_PREFIX = "str:"
+# The prefix of a column holding a field's values as they are (MeanVector's vectors), which
+# the binding converts to floats; see ``vector_column`` in plan.rs.
+VECTOR_PREFIX = "vec:"
+# What a native signal answers for a user without state (the reference's ``read(None, ...)``).
+_EMPTY: dict[type, Any] = {DecayedScores: [], MeanVector: {"vector": None, "weight": 0.0}}
 
 
 def is_native(signal: Signal) -> bool:
@@ -66,6 +79,8 @@ def plan_json(signal: Signal) -> str:
     aggregate = signal.aggregate.to_json()
     if isinstance(signal.aggregate, Distinct):
         aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
+    if isinstance(signal.aggregate, DecayedScores | MeanVector):
+        aggregate["half_life_ms"] = int(signal.aggregate.half_life)  # also shown as a duration
     return json.dumps(
         {
             "key": signal.key,
@@ -179,7 +194,10 @@ class NativeSignals:
         if index is None:
             return None
         distinct = isinstance(signal.aggregate, Distinct)
+        decayed = type(signal.aggregate) in _EMPTY
         if raw is None:
+            if decayed:
+                return ReadOut(_EMPTY[type(signal.aggregate)], None)
             return ReadOut({"estimate": 0} if distinct else [], None)
         data = self._native_form(key, raw, index)
         # Unresolved: the core resolves them against the state's newest event, as
@@ -192,7 +210,10 @@ class NativeSignals:
             context.since_ms,
         )
         try:
-            if distinct:
+            if decayed:
+                value, newest, refusal = self._read_decayed(signal, index, data, times, context)
+                answer = ReadOut(value, newest)
+            elif distinct:
                 estimate, newest, refusal = self._core.read_distinct(index, data, times)
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
@@ -214,12 +235,22 @@ class NativeSignals:
             raise AsOfError(signal.name, view_ms, earliest_ms, why)
         return answer
 
+    def _read_decayed(
+        self, signal: Signal, index: int, data: bytes, times: Times, context: ReadContext
+    ) -> tuple[Any, int | None, Refusal | None]:
+        """A DecayedScores or MeanVector read by the core: (value, newest, refusal)."""
+        if isinstance(signal.aggregate, MeanVector):
+            return self._core.read_mean_vector(index, data, times)
+        return self._core.read_decayed_scores(index, data, times, context.exclude, context.limit)
+
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
         index = self._index[signal.key]
         return len(self._core.decode_last_n(index, self._native_form(key, raw, index)))
 
     def _column(self, name: str, joined: _Joined) -> list[Any]:
+        if name.startswith(VECTOR_PREFIX):
+            return self._column(name[len(VECTOR_PREFIX) :], joined)
         if name.startswith(TEXT_PREFIX):
             values = self._column(name[len(TEXT_PREFIX) :], joined)
             return [None if value is None else str(value) for value in values]
@@ -261,6 +292,11 @@ class NativeSignals:
             raise StateCodecError(key, f"{self.keys[index]}: {exc}") from exc
         if isinstance(state, DistinctState):
             return self._core.encode_distinct(index, state.newest, state.buckets)
+        if isinstance(state, ScoresState):
+            cells = [(k, bucket, total) for (k, bucket), total in state.cells.items()]
+            return self._core.encode_decayed_scores(index, (state.newest, cells, state.tops))
+        if isinstance(state, VectorState):
+            return self._core.encode_mean_vector(index, (state.newest, state.buckets, state.tops))
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 
