@@ -269,10 +269,10 @@ def _naive_scores(signal: Signal, events: list[Event], user: str, view: int) -> 
         key = row[1][0].get("category")
         weight = WEIGHTS.get(event.action, spec.default_weight)
         accepted = signal.compiled.accepts is None or signal.compiled.accepts(row)
-        if event.user_id == user and accepted and key is not None and weight:
-            if edge <= event.ts <= view:
-                decay = 2.0 ** ((event.ts - view) / half_life)
-                scores[key] = scores.get(key, 0.0) + weight * decay
+        counted = accepted and key is not None and weight and edge <= event.ts <= view
+        if event.user_id == user and counted:
+            decay = 2.0 ** ((event.ts - view) / half_life)
+            scores[key] = scores.get(key, 0.0) + weight * decay
     return scores
 
 

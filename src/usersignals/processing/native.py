@@ -37,6 +37,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.decayed import DecayedScores, MeanVector, ScoresState, VectorState
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
+from usersignals.durations import to_duration
 from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
@@ -80,7 +81,8 @@ def plan_json(signal: Signal) -> str:
     if isinstance(signal.aggregate, Distinct):
         aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
     if isinstance(signal.aggregate, DecayedScores | MeanVector):
-        aggregate["half_life_ms"] = int(signal.aggregate.half_life)  # also shown as a duration
+        # Also shown as a duration text in the JSON.
+        aggregate["half_life_ms"] = int(to_duration(signal.aggregate.half_life))
     return json.dumps(
         {
             "key": signal.key,
