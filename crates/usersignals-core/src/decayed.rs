@@ -9,7 +9,8 @@
 //! Stored format (version byte first):
 //!
 //! ```text
-//! 0x01 | zigzag newest | varint key count | keys (tagged values, canonical order)
+//! 0x01 | zigzag newest | varint key count | keys in canonical order, as a LastN column
+//!        (the smallest of its forms: ids such as `c042` as numbers)
 //!      | flags (bit 0: some sum is negative, so sums are zigzag) | varint bucket count
 //!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
 //!        | varint (cell count << 1 | bitmap) | the bucket's keys: a bitmap over the key
@@ -28,6 +29,7 @@ use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_i128, get_u128, put_bucket, put_i128, put_u128};
 use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
 use crate::error::CoreError;
+use crate::last_n;
 use crate::value::Value;
 use crate::varint::{put_i64, put_u64, Reader};
 
@@ -296,15 +298,10 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
     let mut out = vec![FORMAT_VERSION];
     put_i64(&mut out, state.newest);
     put_u64(&mut out, state.keys.len() as u64);
-    let index: BTreeMap<&KeyClass, usize> = state
-        .keys
-        .iter()
-        .enumerate()
-        .map(|(i, (class, value))| {
-            value.encode(&mut out);
-            (class, i)
-        })
-        .collect();
+    let values: Vec<Value> = state.keys.values().cloned().collect();
+    last_n::encode_values(&mut out, &values);
+    let index: BTreeMap<&KeyClass, usize> =
+        state.keys.keys().enumerate().map(|(i, c)| (c, i)).collect();
     let signed = state
         .cells
         .values()
@@ -373,8 +370,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
     };
     let key_count = r.len(1)?;
     let mut classes = Vec::with_capacity(key_count);
-    for _ in 0..key_count {
-        let value = Value::decode(&mut r)?;
+    for value in last_n::decode_values(&mut r, key_count)? {
         let class = KeyClass::of(&value)
             .filter(|c| classes.last().is_none_or(|last| last < c))
             .ok_or_else(|| CoreError::Codec("keys out of order or not keys".into()))?;
