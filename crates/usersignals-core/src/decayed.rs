@@ -161,7 +161,8 @@ impl DecayedSpec {
                 continue;
             }
             let weight = self.decay.weight(row.action);
-            if *row.key == Value::Null || weight == 0.0 || KeyClass::of(row.key).is_none() {
+            // The reference skips a missing key and a zero weight (`not weight`).
+            if weight == 0.0 || KeyClass::of(row.key).is_none() {
                 continue;
             }
             state.add(
