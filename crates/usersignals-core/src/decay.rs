@@ -174,7 +174,7 @@ pub fn scale_down(x: f64, bits: i32) -> f64 {
 }
 
 pub fn put_i128(out: &mut Vec<u8>, v: i128) {
-    put_u128(out, ((v << 1) ^ (v >> 127)) as u128);
+    put_u128(out, zigzag(v));
 }
 
 pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
@@ -202,8 +202,73 @@ pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
 }
 
 pub fn get_i128(r: &mut Reader<'_>) -> Result<i128, CoreError> {
-    let v = get_u128(r)?;
-    Ok(((v >> 1) as i128) ^ -((v & 1) as i128))
+    Ok(unzigzag(get_u128(r)?))
+}
+
+/// The marker of a run written as varints (else the byte is the packed width in bits).
+const RUN_OF_VARINTS: u8 = 0xFF;
+
+/// Unsigned values whose count the reader knows, in the smaller of two forms (varints on a
+/// tie, so the choice is a function of the values): `0xFF` then varints, or the bit width
+/// `w` of the largest value then every value in `w` bits, least significant bit first.
+/// Sums of 17–23 bits take 3 bytes either way below 2^21 and 4 as varints above it; packed
+/// at the run's width they take its width.
+pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
+    let mut varints = vec![RUN_OF_VARINTS];
+    values.iter().for_each(|v| put_u128(&mut varints, *v));
+    let width = values
+        .iter()
+        .map(|v| 128 - v.leading_zeros())
+        .max()
+        .unwrap_or(0);
+    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
+    if packed_len >= varints.len() {
+        out.extend_from_slice(&varints);
+        return;
+    }
+    out.push(width as u8);
+    let start = out.len();
+    out.resize(start + packed_len - 1, 0);
+    let mut bit = 0usize;
+    for v in values {
+        for i in 0..width {
+            if (v >> i) & 1 == 1 {
+                out[start + bit / 8] |= 1 << (bit % 8);
+            }
+            bit += 1;
+        }
+    }
+}
+
+/// Reads `count` values written by `put_run`.
+pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError> {
+    let width = r.u8()?;
+    if width == RUN_OF_VARINTS {
+        return (0..count).map(|_| get_u128(r)).collect();
+    }
+    if width > 128 {
+        return Err(CoreError::Codec(format!("packed width {width}")));
+    }
+    let width = usize::from(width);
+    let bytes = r.bytes(count.saturating_mul(width).div_ceil(8))?;
+    let mut values = vec![0u128; count];
+    for (n, value) in values.iter_mut().enumerate() {
+        for i in 0..width {
+            let bit = n * width + i;
+            if (bytes[bit / 8] >> (bit % 8)) & 1 == 1 {
+                *value |= 1 << i;
+            }
+        }
+    }
+    Ok(values)
+}
+
+pub fn zigzag(v: i128) -> u128 {
+    ((v << 1) ^ (v >> 127)) as u128
+}
+
+pub fn unzigzag(v: u128) -> i128 {
+    ((v >> 1) as i128) ^ -((v & 1) as i128)
 }
 
 /// The bucket list header both states share: each bucket (zigzag first, then the varint
@@ -270,6 +335,26 @@ mod tests {
             let mut r = Reader::new(&out);
             prop_assert_eq!(get_i128(&mut r).unwrap(), v);
             prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn runs_round_trip_in_the_smaller_form(
+            values in prop::collection::vec(
+                prop_oneof![0u128..300_000, any::<u128>(), Just(0u128)], 0..40)
+        ) {
+            let mut out = Vec::new();
+            put_run(&mut out, &values);
+            let mut varints = Vec::new();
+            values.iter().for_each(|v| put_u128(&mut varints, *v));
+            prop_assert!(out.len() <= varints.len() + 1);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(get_run(&mut r, values.len()).unwrap(), values);
+            prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn bad_runs_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..40), n in 0usize..20) {
+            let _ = get_run(&mut Reader::new(&bytes), n);
         }
 
         #[test]

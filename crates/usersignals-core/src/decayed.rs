@@ -15,7 +15,8 @@
 //!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
 //!        | varint (cell count << 1 | bitmap) | the bucket's keys: a bitmap over the key
 //!          dictionary, or varint gaps between key indices (the smaller, list on a tie)
-//!        | per key, in index order: varint sum (zigzag if flagged)
+//!        | the sums in key index order (zigzag if flagged), as a run: varints, or bit-packed
+//!          at the width of the largest (the smaller; see `decay::put_run`)
 //! ```
 //!
 //! The key dictionary is shared by every bucket (a category appears once, not once a day),
@@ -26,7 +27,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::context::{Refusal, Times};
-use crate::decay::{get_bucket, get_i128, get_u128, put_bucket, put_i128, put_u128};
+use crate::decay::{get_bucket, get_run, put_bucket, put_run, unzigzag, zigzag};
 use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
 use crate::error::CoreError;
 use crate::last_n;
@@ -333,13 +334,11 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
         } else {
             out.extend_from_slice(&gaps);
         }
-        for value in cells.values() {
-            if signed {
-                put_i128(&mut out, *value);
-            } else {
-                put_u128(&mut out, *value as u128);
-            }
-        }
+        let sums: Vec<u128> = cells
+            .values()
+            .map(|v| if signed { zigzag(*v) } else { *v as u128 })
+            .collect();
+        put_run(&mut out, &sums);
     }
     out
 }
@@ -418,13 +417,13 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
                 "bitmap disagrees with the cell count".into(),
             ));
         }
+        let sums = get_run(&mut r, count)?;
         let cells = state.cells.entry(bucket).or_default();
-        for i in indices {
+        for (i, sum) in indices.into_iter().zip(sums) {
             let value = if signed {
-                get_i128(&mut r)?
+                unzigzag(sum)
             } else {
-                i128::try_from(get_u128(&mut r)?)
-                    .map_err(|_| CoreError::Codec("sum out of range".into()))?
+                i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
             };
             cells.insert(classes[i].clone(), value);
         }

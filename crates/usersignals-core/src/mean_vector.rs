@@ -14,7 +14,8 @@
 //! ```text
 //! 0x01 | zigzag newest | varint dim | varint bucket count
 //!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
-//!        | zigzag Σ scale | varint d | dim × zigzag (component sum / d)
+//!        | zigzag Σ scale | varint d | the dim zigzag (component sum / d) as a run:
+//!          varints, or bit-packed at the width of the largest (see `decay::put_run`)
 //! ```
 //!
 //! `d` is the greatest common divisor of the bucket's component sums (0 when all are 0).
@@ -23,8 +24,11 @@
 //! divisor is a function of the sums, so the bytes stay canonical and the sums exact.
 
 use crate::context::{Refusal, Times};
-use crate::decay::{get_bucket, get_i128, get_u128, put_bucket, put_i128, put_u128};
+use crate::decay::{
+    get_bucket, get_i128, get_run, get_u128, put_bucket, put_i128, put_run, put_u128,
+};
 use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
+use crate::decay::{unzigzag, zigzag};
 use crate::error::CoreError;
 use crate::value::Value;
 use crate::varint::{put_i64, put_u64, Reader};
@@ -188,10 +192,12 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         put_i128(&mut out, sums[0]);
         let d = sums[1..].iter().fold(0, |d, s| gcd(d, s.unsigned_abs()));
         put_u128(&mut out, d);
-        for sum in &sums[1..] {
-            // d divides every sum, and |sum| / d fits i128 unless d is 1 and sum is MIN.
-            put_i128(&mut out, if d > 1 { *sum / d as i128 } else { *sum });
-        }
+        // d divides every sum; a quotient of d > 1 always fits i128.
+        let quotients: Vec<u128> = sums[1..]
+            .iter()
+            .map(|sum| zigzag(if d > 1 { *sum / d as i128 } else { *sum }))
+            .collect();
+        put_run(&mut out, &quotients);
     }
     out
 }
@@ -239,8 +245,8 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
         sums.push(get_i128(&mut r)?);
         let d = i128::try_from(get_u128(&mut r)?)
             .map_err(|_| CoreError::Codec("divisor out of range".into()))?;
-        for _ in 0..dim {
-            let quotient = get_i128(&mut r)?;
+        for quotient in get_run(&mut r, dim)? {
+            let quotient = unzigzag(quotient);
             let sum = if d > 1 {
                 quotient.checked_mul(d)
             } else {
