@@ -49,9 +49,11 @@ ACTIONS = ["impression", "click", "save", "hide", "other"]
 WEIGHTS = {"impression": 0.1, "click": 2.0, "save": 4.0, "hide": -4.0, "other": 0.0}
 DIM = 3
 # Keys: strings and whole numbers (what the key field kind admits), and some items with
-# none. Vectors: lists and tuples, ints and bools among floats, and malformed ones (wrong
+# none. Single-digit numbers: where tied keys mix strings and numbers, the reference orders
+# them by repr, and a heap that never compared them does not (docs/native.md, known
+# differences); for these keys both orders agree. Vectors: lists and tuples, ints and bools among floats, and malformed ones (wrong
 # length, a string component, not finite, not a list) that add nothing.
-_KEYS: list[Any] = ["sports", "news", "art", 7, 12, None]
+_KEYS: list[Any] = ["sports", "news", "art", 7, 8, None]
 _VECTORS: list[Any] = [
     [0.25, -0.5, 1.0],
     (1, 0.0, -0.75),

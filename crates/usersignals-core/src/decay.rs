@@ -214,30 +214,11 @@ const RUN_OF_VARINTS: u8 = 0xFF;
 /// Sums of 17–23 bits take 3 bytes either way below 2^21 and 4 as varints above it; packed
 /// at the run's width they take its width.
 pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
-    let mut varints = vec![RUN_OF_VARINTS];
-    values.iter().for_each(|v| put_u128(&mut varints, *v));
-    let width = values
-        .iter()
-        .map(|v| 128 - v.leading_zeros())
-        .max()
-        .unwrap_or(0);
-    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
-    if packed_len >= varints.len() {
-        out.extend_from_slice(&varints);
-        return;
+    let (packed, bytes) = run_form(values);
+    if !packed {
+        out.push(RUN_OF_VARINTS);
     }
-    out.push(width as u8);
-    let start = out.len();
-    out.resize(start + packed_len - 1, 0);
-    let mut bit = 0usize;
-    for v in values {
-        for i in 0..width {
-            if (v >> i) & 1 == 1 {
-                out[start + bit / 8] |= 1 << (bit % 8);
-            }
-            bit += 1;
-        }
-    }
+    out.extend_from_slice(&bytes);
 }
 
 /// Reads `count` values written by `put_run`.
@@ -246,6 +227,51 @@ pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError>
     if width == RUN_OF_VARINTS {
         return (0..count).map(|_| get_u128(r)).collect();
     }
+    unpack_run(r, count, width)
+}
+
+/// `put_run`'s smaller form, for a caller that flags it elsewhere: `(true, width byte and
+/// packed bits)` or `(false, varints)`.
+pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
+    let mut varints = Vec::new();
+    values.iter().for_each(|v| put_u128(&mut varints, *v));
+    let width = values
+        .iter()
+        .map(|v| 128 - v.leading_zeros())
+        .max()
+        .unwrap_or(0);
+    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
+    if packed_len >= varints.len() {
+        return (false, varints);
+    }
+    let mut out = vec![0u8; packed_len];
+    out[0] = width as u8;
+    let mut bit = 8usize;
+    for v in values {
+        for i in 0..width {
+            if (v >> i) & 1 == 1 {
+                out[bit / 8] |= 1 << (bit % 8);
+            }
+            bit += 1;
+        }
+    }
+    (true, out)
+}
+
+/// Reads what `run_form` wrote: packed (`width` already read) or varints.
+pub fn get_run_form(
+    r: &mut Reader<'_>,
+    count: usize,
+    packed: bool,
+) -> Result<Vec<u128>, CoreError> {
+    if !packed {
+        return (0..count).map(|_| get_u128(r)).collect();
+    }
+    let width = r.u8()?;
+    unpack_run(r, count, width)
+}
+
+fn unpack_run(r: &mut Reader<'_>, count: usize, width: u8) -> Result<Vec<u128>, CoreError> {
     if width > 128 {
         return Err(CoreError::Codec(format!("packed width {width}")));
     }

@@ -13,10 +13,10 @@
 //!        (the smallest of its forms: ids such as `c042` as numbers)
 //!      | flags (bit 0: some sum is negative, so sums are zigzag) | varint bucket count
 //!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
-//!        | varint (cell count << 1 | bitmap) | the bucket's keys: a bitmap over the key
+//!        | varint (cell count << 2 | packed << 1 | bitmap) | the keys: a bitmap over the key
 //!          dictionary, or varint gaps between key indices (the smaller, list on a tie)
-//!        | the sums in key index order (zigzag if flagged), as a run: varints, or bit-packed
-//!          at the width of the largest (the smaller; see `decay::put_run`)
+//!        | the sums in key index order (zigzag if flagged): varints, or (packed) the bit
+//!          width of the largest and every sum in that many bits (the smaller; `run_form`)
 //! ```
 //!
 //! The key dictionary is shared by every bucket (a category appears once, not once a day),
@@ -27,7 +27,7 @@ use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
 
 use crate::context::{Refusal, Times};
-use crate::decay::{get_bucket, get_run, put_bucket, put_run, unzigzag, zigzag};
+use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
 use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
 use crate::error::CoreError;
 use crate::last_n;
@@ -326,7 +326,13 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
         }
         let bitmap_len = size.div_ceil(8);
         let bitmap = bitmap_len < gaps.len();
-        put_u64(&mut out, ((indices.len() as u64) << 1) | u64::from(bitmap));
+        let sums: Vec<u128> = cells
+            .values()
+            .map(|v| if signed { zigzag(*v) } else { *v as u128 })
+            .collect();
+        let (packed, sums) = run_form(&sums);
+        let flags = u64::from(packed) << 1 | u64::from(bitmap);
+        put_u64(&mut out, ((indices.len() as u64) << 2) | flags);
         if bitmap {
             let mut bits = vec![0u8; bitmap_len];
             indices.iter().for_each(|i| bits[i / 8] |= 1 << (i % 8));
@@ -334,11 +340,7 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
         } else {
             out.extend_from_slice(&gaps);
         }
-        let sums: Vec<u128> = cells
-            .values()
-            .map(|v| if signed { zigzag(*v) } else { *v as u128 })
-            .collect();
-        put_run(&mut out, &sums);
+        out.extend_from_slice(&sums);
     }
     out
 }
@@ -389,7 +391,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         previous = Some(bucket);
         state.tops.insert(bucket, top);
         let header = r.u64()?;
-        let count = usize::try_from(header >> 1).unwrap_or(usize::MAX);
+        let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
         if count > key_count {
             return Err(CoreError::Codec("more cells than keys".into()));
         }
@@ -417,7 +419,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
                 "bitmap disagrees with the cell count".into(),
             ));
         }
-        let sums = get_run(&mut r, count)?;
+        let sums = get_run_form(&mut r, count, header & 2 == 2)?;
         let cells = state.cells.entry(bucket).or_default();
         for (i, sum) in indices.into_iter().zip(sums) {
             let value = if signed {
