@@ -235,7 +235,8 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
             "MeanVector of dimension {stored_dim}, expected {dim}"
         )));
     }
-    let count = r.len(dim + 4)?;
+    // A bucket is at least 5 bytes: gap, newest, scale, divisor, and a run (1 when packed 0).
+    let count = r.len(5)?;
     let mut previous = None;
     for _ in 0..count {
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;

@@ -155,3 +155,17 @@ fn a_single_event_bucket_stores_the_components() {
     assert!(bytes.len() < 92 * 32 * 3, "{}", bytes.len());
     assert_eq!(decode(&bytes, 32, DAY).unwrap(), state);
 }
+
+/// A bucket packs into fewer bytes than its dimension (all components 0: a width of 0).
+#[test]
+fn a_bucket_smaller_than_its_dimension_round_trips() {
+    let spec = MeanVectorSpec {
+        dim: 32,
+        ..spec(7 * DAY)
+    };
+    let raw: Vec<Raw> = vec![(BASE, Value::Str("click".into()), Some(vec![0.0; 32]))];
+    let (state, _) = spec.apply(90 * DAY, None, &rows_of(&raw));
+    let bytes = encode(&state, 32, DAY);
+    assert!(bytes.len() < 32, "{}", bytes.len());
+    assert_eq!(decode(&bytes, 32, DAY).unwrap(), state);
+}
