@@ -51,8 +51,9 @@ DIM = 3
 # Keys: strings and whole numbers (what the key field kind admits), and some items with
 # none. Single-digit numbers: where tied keys mix strings and numbers, the reference orders
 # them by repr, and a heap that never compared them does not (docs/native.md, known
-# differences); for these keys both orders agree. Vectors: lists and tuples, ints and bools among floats, and malformed ones (wrong
-# length, a string component, not finite, not a list) that add nothing.
+# differences); for these keys both orders agree. Vectors: lists and tuples, ints and bools
+# among floats, and malformed ones (wrong length, a string component, not finite, not a
+# list) that add nothing.
 _KEYS: list[Any] = ["sports", "news", "art", 7, 8, None]
 _VECTORS: list[Any] = [
     [0.25, -0.5, 1.0],
