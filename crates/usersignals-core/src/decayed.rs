@@ -392,33 +392,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         state.tops.insert(bucket, top);
         let header = r.u64()?;
         let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
-        if count > key_count {
-            return Err(CoreError::Codec("more cells than keys".into()));
-        }
-        let indices = if header & 1 == 1 {
-            let bits = r.bytes(key_count.div_ceil(8))?;
-            (0..key_count)
-                .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
-                .collect::<Vec<_>>()
-        } else {
-            let mut at = 0usize;
-            let mut indices = Vec::with_capacity(count);
-            for _ in 0..count {
-                let i = usize::try_from(r.u64()?)
-                    .ok()
-                    .and_then(|gap| at.checked_add(gap))
-                    .filter(|i| *i < key_count)
-                    .ok_or_else(|| CoreError::Codec("key index out of range".into()))?;
-                indices.push(i);
-                at = i + 1;
-            }
-            indices
-        };
-        if indices.len() != count {
-            return Err(CoreError::Codec(
-                "bitmap disagrees with the cell count".into(),
-            ));
-        }
+        let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
         let sums = get_run_form(&mut r, count, header & 2 == 2)?;
         let cells = state.cells.entry(bucket).or_default();
         for (i, sum) in indices.into_iter().zip(sums) {
@@ -436,6 +410,43 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         ));
     }
     Ok(state)
+}
+
+/// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.
+fn decode_key_indices(
+    r: &mut Reader<'_>,
+    count: usize,
+    bitmap: bool,
+    key_count: usize,
+) -> Result<Vec<usize>, CoreError> {
+    if count > key_count {
+        return Err(CoreError::Codec("more cells than keys".into()));
+    }
+    let indices = if bitmap {
+        let bits = r.bytes(key_count.div_ceil(8))?;
+        (0..key_count)
+            .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+            .collect::<Vec<_>>()
+    } else {
+        let mut at = 0usize;
+        let mut indices = Vec::with_capacity(count);
+        for _ in 0..count {
+            let i = usize::try_from(r.u64()?)
+                .ok()
+                .and_then(|gap| at.checked_add(gap))
+                .filter(|i| *i < key_count)
+                .ok_or_else(|| CoreError::Codec("key index out of range".into()))?;
+            indices.push(i);
+            at = i + 1;
+        }
+        indices
+    };
+    if indices.len() != count {
+        return Err(CoreError::Codec(
+            "bitmap disagrees with the cell count".into(),
+        ));
+    }
+    Ok(indices)
 }
 
 #[cfg(test)]
