@@ -19,6 +19,12 @@ TILES_FORMAT_VERSION: int
 SEEN_FORMAT_VERSION: int
 # A Count/Sum entry as the reference holds it: (time or bucket start, group values, value).
 TileEntry = tuple[int, tuple[object, ...], int]
+DECAYED_SCORES_FORMAT_VERSION: int
+MEAN_VECTOR_FORMAT_VERSION: int
+# A DecayedScores state: (newest, [(key, bucket, fixed-point sum)], {bucket: newest time}).
+ScoresParts = tuple[int, list[tuple[object, int, int]], dict[int, int]]
+# A MeanVector state: (newest, {bucket: [sum of scales, sums of scale x component...]}, tops).
+VectorParts = tuple[int, dict[int, list[int]], dict[int, int]]
 
 class CoreError(Exception):
     """A plan, batch or state the core refused."""
@@ -78,3 +84,18 @@ class NativePlans:
     def encode_seen(self, plan: int, newest: int, times: dict[str, int]) -> bytes: ...
     def decode_last_n(self, plan: int, state: bytes) -> list[tuple[object, ...]]: ...
     def encode_last_n(self, plan: int, entries: Sequence[tuple[object, ...]]) -> bytes: ...
+    def read_decayed_scores(
+        self,
+        plan: int,
+        state: bytes,
+        times: Times,
+        exclude: frozenset[str] | set[str],
+        limit: int | None,
+    ) -> tuple[list[dict[str, object]], int | None, Refusal | None]: ...
+    def read_mean_vector(
+        self, plan: int, state: bytes, times: Times
+    ) -> tuple[dict[str, object], int | None, Refusal | None]: ...
+    def decode_decayed_scores(self, plan: int, state: bytes) -> ScoresParts: ...
+    def encode_decayed_scores(self, plan: int, parts: ScoresParts) -> bytes: ...
+    def decode_mean_vector(self, plan: int, state: bytes) -> VectorParts: ...
+    def encode_mean_vector(self, plan: int, parts: VectorParts) -> bytes: ...

@@ -7,10 +7,12 @@
 
 use std::collections::HashMap;
 
+use crate::decayed::{self, ScoresRow};
 use crate::distinct;
 use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
-use crate::plan::{text_column, Aggregation, Plan, Predicate};
+use crate::mean_vector::{self, VectorRow};
+use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
 use crate::{seen, tiles};
 
@@ -24,6 +26,9 @@ pub struct Batch {
     /// The fields the plans read (event fields, attributes, enriched fields), by name.
     pub names: Vec<String>,
     pub columns: Vec<Vec<Value>>,
+    /// Vector fields (MeanVector), by `vec:` column name: per event the components as
+    /// floats, or `None` where the value is not a list of numbers.
+    pub vectors: Vec<(String, Vec<Option<Vec<f64>>>)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -38,7 +43,8 @@ pub struct BatchOutput {
 struct Bound<'p> {
     plan: &'p Plan,
     filter: Option<Predicate<usize>>,
-    /// The columns the aggregation reads (LastN: the kept fields; Distinct: the text column).
+    /// The columns the aggregation reads (LastN: the kept fields; Distinct: the text column;
+    /// DecayedScores: key, action; MeanVector: action, then its index in `Batch::vectors`).
     columns: Vec<usize>,
 }
 
@@ -50,7 +56,10 @@ impl Batch {
                 "user, ts and event_id differ in length".into(),
             ));
         }
-        if self.names.len() != self.columns.len() || self.columns.iter().any(|c| c.len() != n) {
+        if self.names.len() != self.columns.len()
+            || self.columns.iter().any(|c| c.len() != n)
+            || self.vectors.iter().any(|(_, v)| v.len() != n)
+        {
             return Err(CoreError::Batch("a field column differs in length".into()));
         }
         if self.user.iter().any(|u| *u as usize >= self.users) {
@@ -79,7 +88,7 @@ pub fn execute(
         .collect();
     let bound = plans
         .iter()
-        .map(|plan| bind(plan, &names))
+        .map(|plan| bind(plan, &names, batch))
         .collect::<Result<Vec<_>, _>>()?;
     // Filters once per event and plan, up front: a tight loop over the columns.
     let accepted: Vec<Vec<bool>> = bound
@@ -146,14 +155,18 @@ impl Bound<'_> {
     }
 }
 
-fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, CoreError> {
+fn bind<'p>(
+    plan: &'p Plan,
+    names: &HashMap<&str, usize>,
+    batch: &Batch,
+) -> Result<Bound<'p>, CoreError> {
     let filter = plan.filter.as_ref().map(|f| f.bind(names)).transpose()?;
     let wanted = match &plan.aggregate {
-        Aggregation::LastN(spec) => spec.keep.clone(),
-        Aggregation::Distinct(_, of) => vec![text_column(of)],
-        other @ (Aggregation::Tiles(_) | Aggregation::Seen(_)) => other.columns(),
+        // Its vector column is not a scalar column: it is found in `batch.vectors` below.
+        Aggregation::MeanVector(_) => vec!["action".into()],
+        other => other.columns(),
     };
-    let columns = wanted
+    let mut columns: Vec<usize> = wanted
         .iter()
         .map(|k| {
             names
@@ -162,6 +175,11 @@ fn bind<'p>(plan: &'p Plan, names: &HashMap<&str, usize>) -> Result<Bound<'p>, C
                 .ok_or_else(|| CoreError::Batch(format!("no column for field {k:?}")))
         })
         .collect::<Result<_, _>>()?;
+    if let Aggregation::MeanVector(spec) = &plan.aggregate {
+        let name = vector_column(&spec.of);
+        let index = batch.vectors.iter().position(|(n, _)| *n == name);
+        columns.push(index.ok_or_else(|| CoreError::Batch(format!("no column for {name:?}")))?);
+    }
     Ok(Bound {
         plan,
         filter,
@@ -212,5 +230,33 @@ fn apply(
         }
         Aggregation::Tiles(spec) => tiles::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
         Aggregation::Seen(spec) => seen::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
+        Aggregation::DecayedScores(spec) => {
+            let (key, action) = (
+                &batch.columns[bound.columns[0]],
+                &batch.columns[bound.columns[1]],
+            );
+            let rows: Vec<ScoresRow<'_>> = rows
+                .iter()
+                .map(|&i| ScoresRow {
+                    ts: batch.ts[i],
+                    key: &key[i],
+                    action: &action[i],
+                })
+                .collect();
+            decayed::apply_stored(spec, bound.plan.retention_ms, old, &rows)
+        }
+        Aggregation::MeanVector(spec) => {
+            let action = &batch.columns[bound.columns[0]];
+            let vectors = &batch.vectors[bound.columns[1]].1;
+            let rows: Vec<VectorRow<'_>> = rows
+                .iter()
+                .map(|&i| VectorRow {
+                    ts: batch.ts[i],
+                    action: &action[i],
+                    vector: vectors[i].as_deref(),
+                })
+                .collect();
+            mean_vector::apply_stored(spec, bound.plan.retention_ms, old, &rows)
+        }
     }
 }

@@ -431,6 +431,34 @@ fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreEr
     Ok(())
 }
 
+/// `values` in the smallest of the column forms above: also the DecayedScores key dictionary
+/// (category ids `c001`, `c002` … as numbers, like LastN's item ids).
+pub(crate) fn encode_values(out: &mut Vec<u8>, values: &[Value]) {
+    let entries: Vec<Entry> = values
+        .iter()
+        .map(|v| Entry {
+            ts: 0,
+            tie: 0,
+            values: vec![v.clone()],
+        })
+        .collect();
+    encode_column(out, &entries, 0);
+}
+
+/// Reads `count` values written by `encode_values`.
+pub(crate) fn decode_values(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
+    let mut entries = vec![
+        Entry {
+            ts: 0,
+            tie: 0,
+            values: Vec::with_capacity(1),
+        };
+        count
+    ];
+    decode_column(r, &mut entries)?;
+    Ok(entries.into_iter().flat_map(|e| e.values).collect())
+}
+
 /// Positions of kept fields the read filters use (by name, as in the Python reference).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ReadFields {

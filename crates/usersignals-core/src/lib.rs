@@ -2,7 +2,7 @@
 //!
 //! Pure Rust, no I/O and no Python: signal plans compiled from the Python DSL's JSON
 //! ([`plan`]), scalar values with Python's equality ([`value`]), the compact state codecs
-//! ([`varint`], [`last_n`], [`distinct`]), the batch executor that turns one micro-batch of column-shaped
+//! ([`varint`], [`last_n`], [`distinct`], [`decayed`], [`mean_vector`]), the batch executor that turns one micro-batch of column-shaped
 //! events plus the stored states into new state bytes ([`batch`]), and the read kernels that
 //! evaluate a stored state with a request-time context ([`context`]).
 //!
@@ -11,9 +11,12 @@
 
 pub mod batch;
 pub mod context;
+pub mod decay;
+pub mod decayed;
 pub mod distinct;
 pub mod error;
 pub mod last_n;
+pub mod mean_vector;
 pub mod plan;
 pub mod seen;
 pub mod tiles;

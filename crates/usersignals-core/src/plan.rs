@@ -7,8 +7,11 @@ use std::collections::HashMap;
 
 use serde_json::Value as Json;
 
+use crate::decay::DecayParams;
+use crate::decayed::DecayedSpec;
 use crate::distinct::DistinctSpec;
 use crate::error::CoreError;
+use crate::mean_vector::MeanVectorSpec;
 use crate::seen::SeenSpec;
 use crate::tiles::TileSpec;
 use crate::value::Value;
@@ -30,12 +33,22 @@ pub enum Aggregation {
     Tiles(TileSpec),
     /// `FirstSeen` / `LastSeen`; the group is the `by` field's Python `str()` (a text column).
     Seen(SeenSpec),
+    /// `DecayedScores` (see `decayed.rs`).
+    DecayedScores(DecayedSpec),
+    /// `MeanVector`; its vector field is read as a column of floats (see `mean_vector.rs`).
+    MeanVector(MeanVectorSpec),
 }
 
 /// The column a Distinct reads: the field's values as Python's `str()` renders them (the
 /// hash input of the reference), which the binding's caller provides under this name.
 pub fn text_column(field: &str) -> String {
     format!("str:{field}")
+}
+
+/// The column a MeanVector reads: the field's values as vectors of floats (Python's
+/// `float()` of each component), which the binding builds from the column of this name.
+pub fn vector_column(field: &str) -> String {
+    format!("vec:{field}")
 }
 
 #[derive(Debug, Clone)]
@@ -103,11 +116,7 @@ impl Plan {
         if let Some(filter) = &self.filter {
             filter.collect_fields(&mut names);
         }
-        match &self.aggregate {
-            Aggregation::LastN(spec) => names.extend(spec.keep.iter().cloned()),
-            Aggregation::Distinct(_, of) => names.push(text_column(of)),
-            Aggregation::Tiles(_) | Aggregation::Seen(_) => names.extend(self.aggregate.columns()),
-        }
+        names.extend(self.aggregate.columns());
         let mut seen = std::collections::HashSet::new();
         names.retain(|n| seen.insert(n.clone()));
         names
@@ -127,6 +136,8 @@ impl Aggregation {
             Aggregation::Seen(spec) => spec.by.iter().map(|by| text_column(by)).collect(),
             Aggregation::LastN(spec) => spec.keep.clone(),
             Aggregation::Distinct(_, of) => vec![text_column(of)],
+            Aggregation::DecayedScores(spec) => vec![spec.key.clone(), "action".into()],
+            Aggregation::MeanVector(spec) => vec!["action".into(), vector_column(&spec.of)],
         }
     }
 
@@ -186,6 +197,25 @@ impl Aggregation {
                 let latest = kind == "last_seen";
                 Ok(Aggregation::Seen(SeenSpec { by, latest }))
             }
+            Some("decayed_scores") => Ok(Aggregation::DecayedScores(DecayedSpec {
+                key: json["key"]
+                    .as_str()
+                    .ok_or_else(|| missing("key"))?
+                    .to_owned(),
+                decay: DecayParams::from_json(json)?,
+                top_k: json["top_k"]
+                    .as_u64()
+                    .filter(|k| *k >= 1)
+                    .ok_or_else(|| missing("top_k"))? as usize,
+            })),
+            Some("mean_vector") => Ok(Aggregation::MeanVector(MeanVectorSpec {
+                of: json["of"].as_str().ok_or_else(|| missing("of"))?.to_owned(),
+                dim: json["dim"]
+                    .as_u64()
+                    .filter(|d| *d >= 1)
+                    .ok_or_else(|| missing("dim"))? as usize,
+                decay: DecayParams::from_json(json)?,
+            })),
             other => Err(CoreError::Plan(format!(
                 "aggregation {other:?} is not native"
             ))),

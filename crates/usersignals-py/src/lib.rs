@@ -15,13 +15,16 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use usersignals_core::batch::{execute, Batch};
 use usersignals_core::context::{ReadContext, Refusal, Times};
+use usersignals_core::decayed::{DecayedSpec, ScoresState};
 use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
+use usersignals_core::mean_vector::{MeanVectorSpec, VectorState};
 use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
 use usersignals_core::seen::{self, SeenSpec};
 use usersignals_core::tiles::{self, TileSpec};
 use usersignals_core::value::ValueRef;
+use usersignals_core::{decayed, mean_vector};
 use usersignals_core::{CoreError as Error, Value};
 
 create_exception!(
@@ -109,6 +112,18 @@ fn ref_to_py<'py>(
     })
 }
 
+/// A `vec:` column's value as the core takes it: each component as Python's `float()` of it
+/// (what the reference's `math.ldexp` takes), or `None` when the value is not a list or
+/// tuple or a component is not a number.
+fn to_vector(obj: &Bound<'_, PyAny>) -> Option<Vec<f64>> {
+    let items = if let Ok(list) = obj.cast::<PyList>() {
+        list.iter().collect::<Vec<_>>()
+    } else {
+        obj.cast::<PyTuple>().ok()?.iter().collect()
+    };
+    items.iter().map(|c| c.extract::<f64>().ok()).collect()
+}
+
 /// The compiled plans of the native signals, parsed once at Engine construction.
 #[pyclass(frozen, module = "usersignals._core")]
 struct NativePlans {
@@ -145,7 +160,7 @@ impl NativePlans {
     }
 }
 
-/// Accessors of the tiles and seen plans (one lookup, one "not a ..." error).
+/// Accessors of the plans by aggregation (one lookup, one "not a ..." error).
 impl NativePlans {
     fn found(&self, plan: usize) -> PyResult<&Plan> {
         self.plans
@@ -168,6 +183,26 @@ impl NativePlans {
             _ => Err(not_a(found, "FirstSeen/LastSeen")),
         }
     }
+
+    fn decayed(&self, plan: usize) -> PyResult<(&Plan, &DecayedSpec, i64)> {
+        let found = self.found(plan)?;
+        match &found.aggregate {
+            Aggregation::DecayedScores(spec) => {
+                Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
+            }
+            _ => Err(not_a(found, "DecayedScores")),
+        }
+    }
+
+    fn mean_vector(&self, plan: usize) -> PyResult<(&Plan, &MeanVectorSpec, i64)> {
+        let found = self.found(plan)?;
+        match &found.aggregate {
+            Aggregation::MeanVector(spec) => {
+                Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
+            }
+            _ => Err(not_a(found, "MeanVector")),
+        }
+    }
 }
 
 fn not_a(found: &Plan, what: &str) -> PyErr {
@@ -186,6 +221,11 @@ fn seen_allowed(
         _ => None,
     }
 }
+
+/// A DecayedScores state as Python passes it: `(newest, [(key, bucket, sum)], {bucket: top})`.
+type ScoresParts<'py> = (i64, Vec<(Bound<'py, PyAny>, i64, i128)>, BTreeMap<i64, i64>);
+/// A MeanVector state as Python passes it: `(newest, {bucket: sums}, {bucket: top})`.
+type VectorParts = (i64, BTreeMap<i64, Vec<i128>>, BTreeMap<i64, i64>);
 
 #[pymethods]
 impl NativePlans {
@@ -218,6 +258,13 @@ impl NativePlans {
         columns: Vec<(String, Bound<'py, PyList>)>,
         stored: Vec<Vec<Option<Bound<'py, PyBytes>>>>,
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>, Vec<u64>)> {
+        let (vectors, columns): (Vec<_>, Vec<_>) = columns
+            .into_iter()
+            .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
+        let vectors = vectors
+            .into_iter()
+            .map(|(name, values)| (name, values.iter().map(|v| to_vector(&v)).collect()))
+            .collect();
         let (names, columns): (Vec<String>, Vec<Vec<Value>>) = columns
             .into_iter()
             .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
@@ -229,6 +276,7 @@ impl NativePlans {
             event_id,
             names,
             columns,
+            vectors,
         };
         let slices: Vec<Vec<Option<&[u8]>>> = stored
             .iter()
@@ -426,6 +474,130 @@ impl NativePlans {
         Ok(PyBytes::new(py, &tiles_seen::encode_seen(newest, times)))
     }
 
+    /// Evaluate a stored DecayedScores state (`times` as for `read_last_n`): `([{"key",
+    /// "score"}], newest, refusal)`, the top `limit` (or the plan's `top_k`) keys not in
+    /// `exclude`.
+    fn read_decayed_scores<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+        times: TimesArg,
+        exclude: HashSet<String>,
+        limit: Option<usize>,
+    ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
+        let (found, spec, bucket_ms) = self.decayed(plan)?;
+        let state = decayed::decode(state, bucket_ms).map_err(raise)?;
+        let out = PyList::empty(py);
+        let read = spec.read(
+            found.retention_ms,
+            &state,
+            &times_of(times),
+            &exclude,
+            limit,
+        );
+        let (top, newest) = match read {
+            Ok(answer) => answer,
+            Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
+        };
+        let (key, score) = (PyString::intern(py, "key"), PyString::intern(py, "score"));
+        for (value, s) in top {
+            let entry = PyDict::new(py);
+            entry.set_item(&key, to_py(py, &value)?)?;
+            entry.set_item(&score, s)?;
+            out.append(entry)?;
+        }
+        Ok((out, newest, None))
+    }
+
+    /// Evaluate a stored MeanVector state: `({"vector", "weight"}, newest, refusal)`.
+    fn read_mean_vector<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+        times: TimesArg,
+    ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
+        let (found, spec, bucket_ms) = self.mean_vector(plan)?;
+        let state = mean_vector::decode(state, spec.dim, bucket_ms).map_err(raise)?;
+        let out = PyDict::new(py);
+        let (answer, newest) = match spec.read(found.retention_ms, &state, &times_of(times)) {
+            Ok(answer) => answer,
+            Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
+        };
+        out.set_item("vector", answer.vector)?;
+        out.set_item("weight", answer.weight)?;
+        Ok((out, newest, None))
+    }
+
+    /// A stored DecayedScores state as `(newest, [(key, bucket, sum)], {bucket: top})`.
+    fn decode_decayed_scores<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        state: &[u8],
+    ) -> PyResult<ScoresParts<'py>> {
+        let (_, _, bucket_ms) = self.decayed(plan)?;
+        let state = decayed::decode(state, bucket_ms).map_err(raise)?;
+        let mut cells = Vec::new();
+        for (bucket, row) in &state.cells {
+            for (class, sum) in row {
+                cells.push((to_py(py, &state.keys[class])?, *bucket, *sum));
+            }
+        }
+        Ok((state.newest, cells, state.tops))
+    }
+
+    /// The stored bytes of a reference DecayedScores state (migration of the old codec).
+    fn encode_decayed_scores<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        parts: ScoresParts<'py>,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (_, _, bucket_ms) = self.decayed(plan)?;
+        let (newest, cells, tops) = parts;
+        let mut state = ScoresState {
+            newest,
+            tops,
+            ..ScoresState::default()
+        };
+        for (key, bucket, sum) in cells {
+            state.add(&to_value(&key), bucket, sum);
+        }
+        Ok(PyBytes::new(py, &decayed::encode(&state, bucket_ms)))
+    }
+
+    /// A stored MeanVector state as `(newest, {bucket: sums}, {bucket: top})`.
+    fn decode_mean_vector(&self, plan: usize, state: &[u8]) -> PyResult<VectorParts> {
+        let (_, spec, bucket_ms) = self.mean_vector(plan)?;
+        let state = mean_vector::decode(state, spec.dim, bucket_ms).map_err(raise)?;
+        Ok((state.newest, state.buckets, state.tops))
+    }
+
+    /// The stored bytes of a reference MeanVector state (migration of the old codec).
+    fn encode_mean_vector<'py>(
+        &self,
+        py: Python<'py>,
+        plan: usize,
+        parts: VectorParts,
+    ) -> PyResult<Bound<'py, PyBytes>> {
+        let (_, spec, bucket_ms) = self.mean_vector(plan)?;
+        let (newest, buckets, tops) = parts;
+        if buckets.values().any(|sums| sums.len() != spec.dim + 1) {
+            return Err(CoreError::new_err("bucket sums differ from the plan's dim"));
+        }
+        let state = VectorState {
+            newest,
+            buckets,
+            tops,
+        };
+        Ok(PyBytes::new(
+            py,
+            &mean_vector::encode(&state, spec.dim, bucket_ms),
+        ))
+    }
+
     /// A stored LastN state as the Python reference's entries `(ts, tie, *kept values)`.
     fn decode_last_n<'py>(
         &self,
@@ -477,6 +649,9 @@ impl NativePlans {
     }
 }
 
+/// The prefix of a column holding a MeanVector field's vectors (`vec:` + the field).
+const VECTOR_PREFIX: &str = "vec:";
+
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
@@ -490,5 +665,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
     m.add("TILES_FORMAT_VERSION", tiles::FORMAT_VERSION)?;
     m.add("SEEN_FORMAT_VERSION", seen::FORMAT_VERSION)?;
+    m.add("DECAYED_SCORES_FORMAT_VERSION", decayed::FORMAT_VERSION)?;
+    m.add("MEAN_VECTOR_FORMAT_VERSION", mean_vector::FORMAT_VERSION)?;
     Ok(())
 }

@@ -19,13 +19,15 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from usersignals._core import (
+    DECAYED_SCORES_FORMAT_VERSION,
     DISTINCT_FORMAT_VERSION,
     LAST_N_READABLE_VERSIONS,
+    MEAN_VECTOR_FORMAT_VERSION,
     SEEN_FORMAT_VERSION,
     TILES_FORMAT_VERSION,
     CoreError,
@@ -34,16 +36,21 @@ from usersignals._core import (
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.decayed import DecayedScores, MeanVector, ScoresState, VectorState
 from usersignals.aggregations.distinct import Distinct, DistinctState
 from usersignals.aggregations.last_n import LastN
 from usersignals.aggregations.seen import FirstSeen, LastSeen, SeenState
 from usersignals.aggregations.windowed import Count, Sum, TileState
+from usersignals.durations import to_duration
 from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.state.codec import UserRecord
+
+if TYPE_CHECKING:
+    from usersignals._core import Refusal, Times
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -58,6 +65,8 @@ _READABLE = {
     Sum: frozenset({TILES_FORMAT_VERSION}),
     FirstSeen: frozenset({SEEN_FORMAT_VERSION}),
     LastSeen: frozenset({SEEN_FORMAT_VERSION}),
+    DecayedScores: frozenset({DECAYED_SCORES_FORMAT_VERSION}),
+    MeanVector: frozenset({MEAN_VECTOR_FORMAT_VERSION}),
 }
 # What a native signal answers for a user without state (the reference's answers to None).
 _EMPTY: dict[type, Any] = {
@@ -66,10 +75,15 @@ _EMPTY: dict[type, Any] = {
     Sum: {"total": 0, "by": {}},
     FirstSeen: {},
     LastSeen: {},
+    DecayedScores: [],
+    MeanVector: {"vector": None, "weight": 0.0},
 }
 # The prefix of a column holding a field's values as ``str()`` renders them (what Distinct
 # hashes, as its reference does); see ``text_column`` in crates/usersignals-core/src/plan.rs.
 TEXT_PREFIX = "str:"
+# The prefix of a column holding a field's values as they are (MeanVector's vectors), which
+# the binding converts to floats; see ``vector_column`` in plan.rs.
+VECTOR_PREFIX = "vec:"
 
 
 def is_native(signal: Signal) -> bool:
@@ -84,6 +98,9 @@ def plan_json(signal: Signal) -> str:
         aggregate["bucket_ms"] = signal.aggregate.bucket_ms  # the JSON shows it as a duration
     if isinstance(signal.aggregate, Count):  # and Sum: the tiers in ms, for the same reason
         aggregate["tiers_ms"] = [list(tier) for tier in signal.aggregate.tiles.tiers]
+    if isinstance(signal.aggregate, DecayedScores | MeanVector):
+        # Also shown as a duration text in the JSON.
+        aggregate["half_life_ms"] = int(to_duration(signal.aggregate.half_life))
     return json.dumps(
         {
             "key": signal.key,
@@ -197,6 +214,7 @@ class NativeSignals:
         if index is None:
             return None
         distinct = isinstance(signal.aggregate, Distinct)
+        decayed = isinstance(signal.aggregate, DecayedScores | MeanVector)
         if raw is None:
             return ReadOut(_EMPTY.get(type(signal.aggregate), []), None)
         data = self._native_form(key, raw, index)
@@ -215,6 +233,9 @@ class NativeSignals:
                     index, data, times, context.actions, context.surfaces
                 )
                 answer = ReadOut(grouped, newest)
+            elif decayed:
+                value, newest, refusal = self._read_decayed(signal, index, data, times, context)
+                answer = ReadOut(value, newest)
             elif distinct:
                 estimate, newest, refusal = self._core.read_distinct(index, data, times)
                 answer = ReadOut({"estimate": estimate}, newest)
@@ -237,12 +258,22 @@ class NativeSignals:
             raise AsOfError(signal.name, view_ms, earliest_ms, why)
         return answer
 
+    def _read_decayed(
+        self, signal: Signal, index: int, data: bytes, times: Times, context: ReadContext
+    ) -> tuple[Any, int | None, Refusal | None]:
+        """A DecayedScores or MeanVector read by the core: (value, newest, refusal)."""
+        if isinstance(signal.aggregate, MeanVector):
+            return self._core.read_mean_vector(index, data, times)
+        return self._core.read_decayed_scores(index, data, times, context.exclude, context.limit)
+
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
         index = self._index[signal.key]
         return len(self._core.decode_last_n(index, self._native_form(key, raw, index)))
 
     def _column(self, name: str, joined: _Joined) -> list[Any]:
+        if name.startswith(VECTOR_PREFIX):
+            return self._column(name[len(VECTOR_PREFIX) :], joined)
         if name.startswith(TEXT_PREFIX):
             values = self._column(name[len(TEXT_PREFIX) :], joined)
             return [None if value is None else str(value) for value in values]
@@ -291,6 +322,11 @@ class NativeSignals:
             return self._core.encode_tiles(index, state.newest, cells, exact)
         if isinstance(state, SeenState):
             return self._core.encode_seen(index, state.newest, state.times)
+        if isinstance(state, ScoresState):
+            scores = [(k, bucket, total) for (k, bucket), total in state.cells.items()]
+            return self._core.encode_decayed_scores(index, (state.newest, scores, state.tops))
+        if isinstance(state, VectorState):
+            return self._core.encode_mean_vector(index, (state.newest, state.buckets, state.tops))
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 

@@ -1,0 +1,391 @@
+//! Time buckets for decayed sums, shared by `DecayedScores` and `MeanVector`.
+//!
+//! Mirrors `usersignals.aggregations.decay.DecayBuckets` (the reference model): each event
+//! adds the integer `round(w · 2^F · 2^((t − b) / h))` to its bucket (`b` the bucket's start),
+//! so sums are exact and independent of the batches; the decay to the view time is applied
+//! when reading. A bucket is a UTC day, or an hour / minute / second when 16 half-lives are
+//! shorter. Each bucket keeps its newest event time (`tops`), which is what makes an
+//! `as_of` inside a bucket answerable or refusable.
+//!
+//! Float bit-equality with the reference: every float here is computed with the same
+//! operations in the same order as the Python code. `(a − b) / h` divides two integers below
+//! 2^53, which are exact as `f64`, so the IEEE quotient is the correctly rounded one Python's
+//! `int / int` gives; `2.0 ** x` is the C library's `pow` on both sides (the base goes
+//! through `black_box` so LLVM cannot rewrite `pow(2, x)` as `exp2(x)`, whose last bit may
+//! differ); `ldexp` by a constant is a multiplication by an exact power of two; `round` is
+//! round-half-even in both; integer → float conversion rounds to nearest-even in both.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value as Json;
+
+use crate::context::{Refusal, AS_OF_LOOKBACK_MS};
+use crate::error::CoreError;
+use crate::value::Value;
+use crate::varint::{put_i64, put_u64, Reader};
+
+const DAY_MS: i64 = 86_400_000;
+const HOUR_MS: i64 = 3_600_000;
+const MINUTE_MS: i64 = 60_000;
+const SECOND_MS: i64 = 1_000;
+/// A bucket spans at most this many half-lives (so each term's growth is below 2^16).
+const MAX_BUCKET_HALF_LIVES: i64 = 16;
+
+/// Bucket index → the newest event time in it.
+pub type Tops = BTreeMap<i64, i64>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecayBuckets {
+    pub half_life: i64,
+    pub retention_ms: i64,
+    pub bucket_ms: i64,
+}
+
+/// The parameters both decayed aggregations share, parsed from their `to_json()` plus
+/// `half_life_ms` (the JSON shows the half-life as a duration text).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecayParams {
+    pub half_life_ms: i64,
+    pub weights: HashMap<String, f64>,
+    pub default_weight: f64,
+}
+
+impl DecayParams {
+    pub fn from_json(json: &Json) -> Result<Self, CoreError> {
+        let bad = |what: &str| CoreError::Plan(format!("missing or invalid {what:?}"));
+        let half_life_ms = json["half_life_ms"]
+            .as_i64()
+            .filter(|h| *h > 0)
+            .ok_or_else(|| bad("half_life_ms"))?;
+        let weights = json["weights"]
+            .as_object()
+            .ok_or_else(|| bad("weights"))?
+            .iter()
+            .map(|(action, w)| Ok((action.clone(), w.as_f64().ok_or_else(|| bad("weights"))?)))
+            .collect::<Result<_, CoreError>>()?;
+        let default_weight = json["default_weight"]
+            .as_f64()
+            .ok_or_else(|| bad("default_weight"))?;
+        Ok(DecayParams {
+            half_life_ms,
+            weights,
+            default_weight,
+        })
+    }
+
+    /// `weights.get(event.action, default_weight)`.
+    pub fn weight(&self, action: &Value) -> f64 {
+        match action {
+            Value::Str(a) => self.weights.get(a).copied(),
+            _ => None,
+        }
+        .unwrap_or(self.default_weight)
+    }
+
+    pub fn buckets(&self, retention_ms: i64) -> DecayBuckets {
+        DecayBuckets::new(self.half_life_ms, retention_ms)
+    }
+}
+
+/// `2^x` with the C library's `pow`, as Python's `2.0 ** x`.
+fn two_to(x: f64) -> f64 {
+    std::hint::black_box(2.0f64).powf(x)
+}
+
+/// The first event time an answer at `view` may include: `view − retention` rounded up to
+/// `granule` (`retention_start` in Python).
+pub fn retention_start(view: i64, retention_ms: i64, granule: i64) -> i64 {
+    let edge = view.saturating_sub(retention_ms);
+    -((-edge).div_euclid(granule)) * granule
+}
+
+impl DecayBuckets {
+    pub fn new(half_life: i64, retention_ms: i64) -> Self {
+        let longest = MAX_BUCKET_HALF_LIVES.saturating_mul(half_life);
+        let bucket_ms = [DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS]
+            .into_iter()
+            .find(|size| *size <= longest)
+            .unwrap_or(SECOND_MS);
+        DecayBuckets {
+            half_life,
+            retention_ms,
+            bucket_ms,
+        }
+    }
+
+    pub fn bucket_of(&self, ts: i64) -> i64 {
+        ts.div_euclid(self.bucket_ms)
+    }
+
+    /// The oldest bucket a state whose newest event is at `newest` keeps.
+    pub fn first_kept(&self, newest: i64) -> i64 {
+        let start = retention_start(
+            newest.saturating_sub(AS_OF_LOOKBACK_MS),
+            self.retention_ms,
+            self.bucket_ms,
+        );
+        start.div_euclid(self.bucket_ms)
+    }
+
+    /// `2^((ts − bucket start) / half_life)`.
+    pub fn growth(&self, ts: i64, bucket: i64) -> f64 {
+        two_to((ts - bucket * self.bucket_ms) as f64 / self.half_life as f64)
+    }
+
+    /// The factor that turns a bucket's sum into its value at `view`.
+    pub fn decay_to(&self, bucket: i64, view: i64) -> f64 {
+        two_to((bucket * self.bucket_ms - view) as f64 / self.half_life as f64)
+    }
+
+    /// The first and last bucket an answer at `view` counts, or the reference's refusal.
+    pub fn counted(&self, newest: i64, tops: &Tops, view: i64) -> Result<(i64, i64), Refusal> {
+        let size = self.bucket_ms;
+        let first = retention_start(view, self.retention_ms, size).div_euclid(size);
+        let kept = self.first_kept(newest);
+        if first < kept {
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: (kept - 1) * size + self.retention_ms + 1,
+                why: "its retention reaches past the look-back",
+            });
+        }
+        let last = view.div_euclid(size);
+        if let Some(top) = tops.get(&last).filter(|top| **top > view) {
+            return Err(Refusal {
+                view_ms: view,
+                earliest_ms: *top,
+                why: "events later than as_of share its bucket (UTC day)",
+            });
+        }
+        Ok((first, last))
+    }
+
+    /// `round(ldexp(weight · growth, bits))`, the integer one event adds.
+    pub fn term(&self, weight: f64, ts: i64, bucket: i64, bits: i32) -> i128 {
+        // weight is within ±1000 and growth below 2^16: the product times 2^bits is far
+        // inside i128 (and exact as a multiplication by a power of two).
+        ((weight * self.growth(ts, bucket)) * 2f64.powi(bits)).round_ties_even() as i128
+    }
+}
+
+/// `math.ldexp(x, -bits)`: exact scaling by a power of two (correctly rounded if subnormal).
+pub fn scale_down(x: f64, bits: i32) -> f64 {
+    x * 2f64.powi(-bits)
+}
+
+pub fn put_i128(out: &mut Vec<u8>, v: i128) {
+    put_u128(out, zigzag(v));
+}
+
+pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
+    let mut v: u128 = 0;
+    for shift in (0..128).step_by(7) {
+        let b = r.u8()?;
+        let bits = u128::from(b & 0x7f);
+        if shift == 126 && bits > 0b11 {
+            break;
+        }
+        v |= bits << shift;
+        if b & 0x80 == 0 {
+            return Ok(v);
+        }
+    }
+    Err(CoreError::Codec("128-bit varint too long".into()))
+}
+
+pub fn get_i128(r: &mut Reader<'_>) -> Result<i128, CoreError> {
+    Ok(unzigzag(get_u128(r)?))
+}
+
+/// The marker of a run written as varints (else the byte is the packed width in bits).
+const RUN_OF_VARINTS: u8 = 0xFF;
+
+/// Unsigned values whose count the reader knows, in the smaller of two forms (varints on a
+/// tie, so the choice is a function of the values): `0xFF` then varints, or the bit width
+/// `w` of the largest value then every value in `w` bits, least significant bit first.
+/// Sums of 17–23 bits take 3 bytes either way below 2^21 and 4 as varints above it; packed
+/// at the run's width they take its width.
+pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
+    let (packed, bytes) = run_form(values);
+    if !packed {
+        out.push(RUN_OF_VARINTS);
+    }
+    out.extend_from_slice(&bytes);
+}
+
+/// Reads `count` values written by `put_run`.
+pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError> {
+    let width = r.u8()?;
+    if width == RUN_OF_VARINTS {
+        return (0..count).map(|_| get_u128(r)).collect();
+    }
+    unpack_run(r, count, width)
+}
+
+/// `put_run`'s smaller form, for a caller that flags it elsewhere: `(true, width byte and
+/// packed bits)` or `(false, varints)`.
+pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
+    let mut varints = Vec::new();
+    values.iter().for_each(|v| put_u128(&mut varints, *v));
+    let width = values
+        .iter()
+        .map(|v| 128 - v.leading_zeros())
+        .max()
+        .unwrap_or(0);
+    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
+    if packed_len >= varints.len() {
+        return (false, varints);
+    }
+    let mut out = vec![0u8; packed_len];
+    out[0] = width as u8;
+    let mut bit = 8usize;
+    for v in values {
+        for i in 0..width {
+            if (v >> i) & 1 == 1 {
+                out[bit / 8] |= 1 << (bit % 8);
+            }
+            bit += 1;
+        }
+    }
+    (true, out)
+}
+
+/// Reads what `run_form` wrote: packed (`width` already read) or varints.
+pub fn get_run_form(
+    r: &mut Reader<'_>,
+    count: usize,
+    packed: bool,
+) -> Result<Vec<u128>, CoreError> {
+    if !packed {
+        return (0..count).map(|_| get_u128(r)).collect();
+    }
+    let width = r.u8()?;
+    unpack_run(r, count, width)
+}
+
+fn unpack_run(r: &mut Reader<'_>, count: usize, width: u8) -> Result<Vec<u128>, CoreError> {
+    if width > 128 {
+        return Err(CoreError::Codec(format!("packed width {width}")));
+    }
+    let width = usize::from(width);
+    let bytes = r.bytes(count.saturating_mul(width).div_ceil(8))?;
+    let mut values = vec![0u128; count];
+    for (n, value) in values.iter_mut().enumerate() {
+        for i in 0..width {
+            let bit = n * width + i;
+            if (bytes[bit / 8] >> (bit % 8)) & 1 == 1 {
+                *value |= 1 << i;
+            }
+        }
+    }
+    Ok(values)
+}
+
+pub fn zigzag(v: i128) -> u128 {
+    ((v << 1) ^ (v >> 127)) as u128
+}
+
+pub fn unzigzag(v: u128) -> i128 {
+    ((v >> 1) as i128) ^ -((v & 1) as i128)
+}
+
+/// The bucket list header both states share: each bucket (zigzag first, then the varint
+/// gap to the previous one, ascending) and its newest time as an offset from its start.
+pub fn put_bucket(out: &mut Vec<u8>, previous: Option<i64>, bucket: i64, top_offset: i64) {
+    match previous {
+        None => put_i64(out, bucket),
+        Some(p) => put_u64(out, (bucket - p) as u64),
+    }
+    put_u64(out, top_offset as u64);
+}
+
+/// Reads what `put_bucket` wrote: the bucket and its newest time.
+pub fn get_bucket(
+    r: &mut Reader<'_>,
+    previous: Option<i64>,
+    bucket_ms: i64,
+) -> Result<(i64, i64), CoreError> {
+    let bucket = match previous {
+        None => r.i64()?,
+        Some(p) => {
+            let gap = r.u64()?;
+            if gap == 0 {
+                return Err(CoreError::Codec("buckets out of order".into()));
+            }
+            p.checked_add_unsigned(gap)
+                .ok_or_else(|| CoreError::Codec("bucket out of range".into()))?
+        }
+    };
+    let offset = r.u64()?;
+    let top = bucket
+        .checked_mul(bucket_ms)
+        .and_then(|start| start.checked_add_unsigned(offset))
+        .ok_or_else(|| CoreError::Codec("bucket time out of range".into()))?;
+    Ok((bucket, top))
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[test]
+    fn bucket_sizes_follow_the_half_life() {
+        assert_eq!(DecayBuckets::new(7 * DAY_MS, DAY_MS).bucket_ms, DAY_MS);
+        assert_eq!(DecayBuckets::new(HOUR_MS, DAY_MS).bucket_ms, HOUR_MS);
+        assert_eq!(DecayBuckets::new(1_000, DAY_MS).bucket_ms, SECOND_MS);
+    }
+
+    #[test]
+    fn retention_start_rounds_up() {
+        assert_eq!(retention_start(10_500, 1_000, 1_000), 10_000);
+        assert_eq!(retention_start(10_001, 1_000, 1_000), 10_000);
+        assert_eq!(retention_start(10_000, 1_000, 1_000), 9_000);
+        assert_eq!(retention_start(-1_500, 0, 1_000), -1_000);
+    }
+
+    proptest! {
+        #[test]
+        fn i128_round_trips(v in any::<i128>()) {
+            let mut out = Vec::new();
+            put_i128(&mut out, v);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(get_i128(&mut r).unwrap(), v);
+            prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn runs_round_trip_in_the_smaller_form(
+            values in prop::collection::vec(
+                prop_oneof![0u128..300_000, any::<u128>(), Just(0u128)], 0..40)
+        ) {
+            let mut out = Vec::new();
+            put_run(&mut out, &values);
+            let mut varints = Vec::new();
+            values.iter().for_each(|v| put_u128(&mut varints, *v));
+            prop_assert!(out.len() <= varints.len() + 1);
+            let mut r = Reader::new(&out);
+            prop_assert_eq!(get_run(&mut r, values.len()).unwrap(), values);
+            prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn bad_runs_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..40), n in 0usize..20) {
+            let _ = get_run(&mut Reader::new(&bytes), n);
+        }
+
+        #[test]
+        fn bad_varints_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..24)) {
+            let _ = get_i128(&mut Reader::new(&bytes));
+        }
+    }
+}

@@ -1,0 +1,454 @@
+//! `DecayedScores`: per-key decayed scores in exact fixed-point sums per time bucket, read
+//! as a top-k profile.
+//!
+//! Mirrors `ScoresRuntime` in `usersignals.aggregations.decayed` (the reference model): the
+//! same buckets, terms, retention, `as_of` rules, scores and order; only the stored format
+//! differs. Sums are `i128` (the reference's are unbounded Python integers: a term is below
+//! 1000 · 2^36, so 2^80 events would be needed to overflow).
+//!
+//! Stored format (version byte first):
+//!
+//! ```text
+//! 0x01 | zigzag newest | varint key count | keys in canonical order, as a LastN column
+//!        (the smallest of its forms: ids such as `c042` as numbers)
+//!      | flags (bit 0: some sum is negative, so sums are zigzag) | varint bucket count
+//!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
+//!        | varint (cell count << 2 | packed << 1 | bitmap) | the keys: a bitmap over the key
+//!          dictionary, or varint gaps between key indices (the smaller, list on a tie)
+//!        | the sums in key index order (zigzag if flagged): varints, or (packed) the bit
+//!          width of the largest and every sum in that many bits (the smaller; `run_form`)
+//! ```
+//!
+//! The key dictionary is shared by every bucket (a category appears once, not once a day),
+//! and a bucket with most keys spends a bit per key on which it holds. The form is a
+//! function of the state, so the bytes are canonical whatever the batches.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashSet};
+
+use crate::context::{Refusal, Times};
+use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
+use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
+use crate::error::CoreError;
+use crate::last_n;
+use crate::value::Value;
+use crate::varint::{put_i64, put_u64, Reader};
+
+pub const FORMAT_VERSION: u8 = 0x01;
+/// Fixed-point fraction bits of score terms (`_SCORE_BITS` in Python).
+const SCORE_BITS: i32 = 20;
+const SIGNED_SUMS: u8 = 1;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct DecayedSpec {
+    pub key: String,
+    pub decay: DecayParams,
+    pub top_k: usize,
+}
+
+/// A key under Python's equality (`1 == 1.0 == True`), totally ordered for the codec.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum KeyClass {
+    Num(i64),
+    /// A non-integral (or out-of-i64) float, by its total-order bits.
+    Float(i64),
+    Str(String),
+}
+
+impl KeyClass {
+    /// `None` for what the reference skips (a missing key) and for NaN, which no Python
+    /// dict lookup ever finds again.
+    pub fn of(value: &Value) -> Option<KeyClass> {
+        Some(match value {
+            Value::Null => return None,
+            Value::Bool(b) => KeyClass::Num(i64::from(*b)),
+            Value::Int(i) => KeyClass::Num(*i),
+            Value::Float(f) if f.is_nan() => return None,
+            Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 => {
+                KeyClass::Num(*f as i64)
+            }
+            Value::Float(f) => {
+                let bits = f.to_bits() as i64;
+                KeyClass::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
+            }
+            Value::Str(s) => KeyClass::Str(s.clone()),
+        })
+    }
+}
+
+/// Which of two Python-equal keys names the class: ints before floats before bools, so the
+/// choice does not depend on the order events came in (the reference keeps the first seen).
+fn exact_rank(value: &Value) -> u8 {
+    match value {
+        Value::Int(_) => 0,
+        Value::Float(_) => 1,
+        _ => 2,
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ScoresState {
+    pub newest: i64,
+    /// Each key class's value as answers show it.
+    pub keys: BTreeMap<KeyClass, Value>,
+    /// Bucket → key → fixed-point sum.
+    pub cells: BTreeMap<i64, BTreeMap<KeyClass, i128>>,
+    pub tops: Tops,
+}
+
+impl ScoresState {
+    /// Adds `value` to the cell `(key, bucket)`, as the reference's `cells[cell] += value`.
+    pub fn add(&mut self, key: &Value, bucket: i64, value: i128) {
+        let Some(class) = KeyClass::of(key) else {
+            return;
+        };
+        match self.keys.get_mut(&class) {
+            Some(shown) if exact_rank(key) < exact_rank(shown) => *shown = key.clone(),
+            Some(_) => {}
+            None => {
+                self.keys.insert(class.clone(), key.clone());
+            }
+        }
+        *self
+            .cells
+            .entry(bucket)
+            .or_default()
+            .entry(class)
+            .or_insert(0) += value;
+    }
+
+    fn drop_before(&mut self, first: i64) {
+        self.cells = self.cells.split_off(&first);
+        self.tops = self.tops.split_off(&first);
+        let used: HashSet<&KeyClass> = self.cells.values().flat_map(|c| c.keys()).collect();
+        self.keys.retain(|class, _| used.contains(class));
+    }
+}
+
+/// A read's answer: `(key, score)`, best first.
+pub type Profile = Vec<(Value, f64)>;
+
+/// One event as `apply` takes it: its time, its key value and its action.
+pub struct ScoresRow<'a> {
+    pub ts: i64,
+    pub key: &'a Value,
+    pub action: &'a Value,
+}
+
+impl DecayedSpec {
+    pub fn buckets(&self, retention_ms: i64) -> DecayBuckets {
+        self.decay.buckets(retention_ms)
+    }
+
+    /// Fold one user's rows (sorted by time) into `state`: the new state and how many rows
+    /// were older than the buckets it keeps.
+    pub fn apply(
+        &self,
+        retention_ms: i64,
+        state: Option<ScoresState>,
+        rows: &[ScoresRow<'_>],
+    ) -> (ScoresState, usize) {
+        let decay = self.buckets(retention_ms);
+        let last = rows.last().map_or(0, |row| row.ts);
+        let mut state = state.unwrap_or_default();
+        state.newest = state.newest.max(last).max(0);
+        let first = decay.first_kept(state.newest);
+        state.drop_before(first);
+        let mut expired = 0;
+        for row in rows {
+            let bucket = decay.bucket_of(row.ts);
+            if bucket < first {
+                expired += 1;
+                continue;
+            }
+            let weight = self.decay.weight(row.action);
+            // The reference skips a missing key and a zero weight (`not weight`).
+            if weight == 0.0 || KeyClass::of(row.key).is_none() {
+                continue;
+            }
+            state.add(
+                row.key,
+                bucket,
+                decay.term(weight, row.ts, bucket, SCORE_BITS),
+            );
+            let top = state.tops.entry(bucket).or_insert(row.ts);
+            *top = (*top).max(row.ts);
+        }
+        (state, expired)
+    }
+
+    /// Every key's score at the view time, summed over its buckets in ascending order (the
+    /// reference's order after a decode), so each float is bit-equal to the reference's.
+    pub fn scores<'s>(
+        &self,
+        retention_ms: i64,
+        state: &'s ScoresState,
+        view: i64,
+    ) -> Result<BTreeMap<&'s KeyClass, f64>, Refusal> {
+        let decay = self.buckets(retention_ms);
+        let (first, last) = decay.counted(state.newest, &state.tops, view)?;
+        let mut scores: BTreeMap<&KeyClass, f64> = BTreeMap::new();
+        if first > last {
+            return Ok(scores);
+        }
+        for (bucket, cells) in state.cells.range(first..=last) {
+            let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
+            for (class, value) in cells {
+                let score = scores.entry(class).or_insert(0.0);
+                *score += *value as f64 * factor;
+            }
+        }
+        Ok(scores)
+    }
+
+    /// The top-k profile `[(key, score)]` and the newest time it includes, or the refusal.
+    pub fn read(
+        &self,
+        retention_ms: i64,
+        state: &ScoresState,
+        times: &Times,
+        exclude: &HashSet<String>,
+        limit: Option<usize>,
+    ) -> Result<(Profile, Option<i64>), Refusal> {
+        let view = times.view_time(state.newest);
+        let scores = self.scores(retention_ms, state, view)?;
+        let mut candidates: Vec<(f64, &Value)> = scores
+            .into_iter()
+            .filter(|(class, _)| !matches!(class, KeyClass::Str(s) if exclude.contains(s)))
+            .map(|(class, score)| (score, &state.keys[class]))
+            .collect();
+        top_k(
+            &mut candidates,
+            limit.filter(|l| *l > 0).unwrap_or(self.top_k),
+        );
+        let top = candidates
+            .into_iter()
+            .map(|(s, k)| (k.clone(), s))
+            .collect();
+        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+    }
+}
+
+/// Sorts `candidates` as `heapq.nlargest` orders `(score, key)` pairs — score descending,
+/// then key descending — and keeps the first `k`. Where keys tied on a score do not compare
+/// in Python (a string and a number), the reference falls back to ordering every key by
+/// its `repr`; so does this.
+fn top_k(candidates: &mut Vec<(f64, &Value)>, k: usize) {
+    let mut incomparable = false;
+    candidates.sort_by(|a, b| {
+        b.0.partial_cmp(&a.0)
+            .unwrap_or(Ordering::Equal)
+            .then_with(|| {
+                b.1.py_cmp(a.1).unwrap_or_else(|| {
+                    incomparable = true;
+                    Ordering::Equal
+                })
+            })
+    });
+    if incomparable {
+        candidates.sort_by(|a, b| {
+            b.0.partial_cmp(&a.0)
+                .unwrap_or(Ordering::Equal)
+                .then_with(|| py_repr(b.1).cmp(&py_repr(a.1)))
+        });
+    }
+    candidates.truncate(k);
+}
+
+/// Python's `repr` of a key, for the reference's fallback order. Exact for ints, bools and
+/// strings of printable characters (every key the `key` field kind admits in practice).
+fn py_repr(value: &Value) -> String {
+    match value {
+        Value::Null => "None".into(),
+        Value::Bool(true) => "True".into(),
+        Value::Bool(false) => "False".into(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(f) => format!("{f:?}"),
+        Value::Str(s) => {
+            let quote = if s.contains('\'') && !s.contains('"') {
+                '"'
+            } else {
+                '\''
+            };
+            let mut out = String::with_capacity(s.len() + 2);
+            out.push(quote);
+            for c in s.chars() {
+                match c {
+                    '\\' => out.push_str("\\\\"),
+                    '\n' => out.push_str("\\n"),
+                    '\r' => out.push_str("\\r"),
+                    '\t' => out.push_str("\\t"),
+                    c if c == quote => {
+                        out.push('\\');
+                        out.push(c);
+                    }
+                    c if (c as u32) < 0x20 || c as u32 == 0x7f => {
+                        out.push_str(&format!("\\x{:02x}", c as u32));
+                    }
+                    c => out.push(c),
+                }
+            }
+            out.push(quote);
+            out
+        }
+    }
+}
+
+/// The stored bytes of `state`; tops are stored as offsets from their bucket's start
+/// (`bucket_ms` wide, the spec's).
+pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    put_i64(&mut out, state.newest);
+    put_u64(&mut out, state.keys.len() as u64);
+    let values: Vec<Value> = state.keys.values().cloned().collect();
+    last_n::encode_values(&mut out, &values);
+    let index: BTreeMap<&KeyClass, usize> =
+        state.keys.keys().enumerate().map(|(i, c)| (c, i)).collect();
+    let signed = state
+        .cells
+        .values()
+        .flat_map(|c| c.values())
+        .any(|v| *v < 0);
+    out.push(if signed { SIGNED_SUMS } else { 0 });
+    put_u64(&mut out, state.cells.len() as u64);
+    let size = state.keys.len();
+    let mut previous = None;
+    for (bucket, cells) in &state.cells {
+        let top = state.tops.get(bucket).copied().unwrap_or(0);
+        put_bucket(&mut out, previous, *bucket, top - bucket * bucket_ms);
+        previous = Some(*bucket);
+        let indices: Vec<usize> = cells.keys().map(|class| index[class]).collect();
+        let mut gaps = Vec::new();
+        let mut at = 0;
+        for i in &indices {
+            put_u64(&mut gaps, (i - at) as u64);
+            at = i + 1;
+        }
+        let bitmap_len = size.div_ceil(8);
+        let bitmap = bitmap_len < gaps.len();
+        let sums: Vec<u128> = cells
+            .values()
+            .map(|v| if signed { zigzag(*v) } else { *v as u128 })
+            .collect();
+        let (packed, sums) = run_form(&sums);
+        let flags = u64::from(packed) << 1 | u64::from(bitmap);
+        put_u64(&mut out, ((indices.len() as u64) << 2) | flags);
+        if bitmap {
+            let mut bits = vec![0u8; bitmap_len];
+            indices.iter().for_each(|i| bits[i / 8] |= 1 << (i % 8));
+            out.extend_from_slice(&bits);
+        } else {
+            out.extend_from_slice(&gaps);
+        }
+        out.extend_from_slice(&sums);
+    }
+    out
+}
+
+/// `apply` over stored bytes: decode `old`, fold in `rows`, encode (the batch executor's arm).
+pub fn apply_stored(
+    spec: &DecayedSpec,
+    retention_ms: i64,
+    old: Option<&[u8]>,
+    rows: &[ScoresRow<'_>],
+) -> Result<(Vec<u8>, usize), CoreError> {
+    let bucket_ms = spec.buckets(retention_ms).bucket_ms;
+    let old = old.map(|bytes| decode(bytes, bucket_ms)).transpose()?;
+    let (state, expired) = spec.apply(retention_ms, old, rows);
+    Ok((encode(&state, bucket_ms), expired))
+}
+
+pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
+    let mut r = Reader::new(data);
+    let version = r.u8()?;
+    if version != FORMAT_VERSION {
+        return Err(CoreError::Codec(format!(
+            "DecayedScores format version {version}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let mut state = ScoresState {
+        newest: r.i64()?,
+        ..ScoresState::default()
+    };
+    let key_count = r.len(1)?;
+    let mut classes = Vec::with_capacity(key_count);
+    for value in last_n::decode_values(&mut r, key_count)? {
+        let class = KeyClass::of(&value)
+            .filter(|c| classes.last().is_none_or(|last| last < c))
+            .ok_or_else(|| CoreError::Codec("keys out of order or not keys".into()))?;
+        state.keys.insert(class.clone(), value);
+        classes.push(class);
+    }
+    let signed = match r.u8()? {
+        0 => false,
+        SIGNED_SUMS => true,
+        flags => return Err(CoreError::Codec(format!("unknown flags {flags}"))),
+    };
+    let bucket_count = r.len(3)?;
+    let mut previous = None;
+    for _ in 0..bucket_count {
+        let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
+        previous = Some(bucket);
+        state.tops.insert(bucket, top);
+        let header = r.u64()?;
+        let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
+        let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
+        let sums = get_run_form(&mut r, count, header & 2 == 2)?;
+        let cells = state.cells.entry(bucket).or_default();
+        for (i, sum) in indices.into_iter().zip(sums) {
+            let value = if signed {
+                unzigzag(sum)
+            } else {
+                i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
+            };
+            cells.insert(classes[i].clone(), value);
+        }
+    }
+    if !r.is_done() {
+        return Err(CoreError::Codec(
+            "trailing bytes after DecayedScores state".into(),
+        ));
+    }
+    Ok(state)
+}
+
+/// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.
+fn decode_key_indices(
+    r: &mut Reader<'_>,
+    count: usize,
+    bitmap: bool,
+    key_count: usize,
+) -> Result<Vec<usize>, CoreError> {
+    if count > key_count {
+        return Err(CoreError::Codec("more cells than keys".into()));
+    }
+    let indices = if bitmap {
+        let bits = r.bytes(key_count.div_ceil(8))?;
+        (0..key_count)
+            .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
+            .collect::<Vec<_>>()
+    } else {
+        let mut at = 0usize;
+        let mut indices = Vec::with_capacity(count);
+        for _ in 0..count {
+            let i = usize::try_from(r.u64()?)
+                .ok()
+                .and_then(|gap| at.checked_add(gap))
+                .filter(|i| *i < key_count)
+                .ok_or_else(|| CoreError::Codec("key index out of range".into()))?;
+            indices.push(i);
+            at = i + 1;
+        }
+        indices
+    };
+    if indices.len() != count {
+        return Err(CoreError::Codec(
+            "bitmap disagrees with the cell count".into(),
+        ));
+    }
+    Ok(indices)
+}
+
+#[cfg(test)]
+#[path = "decayed_tests.rs"]
+mod tests;

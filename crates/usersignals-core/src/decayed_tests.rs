@@ -1,0 +1,202 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
+
+fn spec(half_life: i64) -> DecayedSpec {
+    DecayedSpec {
+        key: "category".into(),
+        decay: DecayParams {
+            half_life_ms: half_life,
+            weights: HashMap::from([("click".into(), 2.0), ("hide".into(), -4.0)]),
+            default_weight: 0.5,
+        },
+        top_k: 5,
+    }
+}
+
+/// `(ts, key, action)` rows.
+type Raw = (i64, Value, Value);
+
+fn rows_of(raw: &[Raw]) -> Vec<ScoresRow<'_>> {
+    raw.iter()
+        .map(|(ts, key, action)| ScoresRow {
+            ts: *ts,
+            key,
+            action,
+        })
+        .collect()
+}
+
+fn apply_in_batches(spec: &DecayedSpec, retention: i64, raw: &[Raw], cuts: &[usize]) -> Vec<u8> {
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
+    bounds.push(raw.len());
+    bounds.sort_unstable();
+    let (mut stored, mut start) = (None::<Vec<u8>>, 0);
+    for end in bounds {
+        if end <= start {
+            continue;
+        }
+        let mut part = raw[start..end].to_vec();
+        part.sort_by_key(|r| r.0);
+        let (bytes, _) = apply_stored(spec, retention, stored.as_deref(), &rows_of(&part)).unwrap();
+        stored = Some(bytes);
+        start = end;
+    }
+    stored.unwrap_or_default()
+}
+
+fn raw_rows() -> impl Strategy<Value = Vec<Raw>> {
+    let key = prop_oneof![
+        Just(Value::Null),
+        (0i64..4).prop_map(Value::Int),
+        "[ab]{1,2}".prop_map(Value::Str),
+    ];
+    let action =
+        prop::sample::select(vec!["click", "hide", "view"]).prop_map(|a| Value::Str(a.to_owned()));
+    prop::collection::vec(
+        ((0i64..400).prop_map(|h| BASE + h * HOUR), key, action),
+        1..60,
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_batching_gives_the_same_bytes(
+        raw in raw_rows(),
+        cuts in prop::collection::vec(any::<usize>(), 0..5),
+        half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
+        retention in prop::sample::select(vec![DAY, 10 * DAY]),
+    ) {
+        let spec = spec(half_life);
+        prop_assert_eq!(
+            apply_in_batches(&spec, retention, &raw, &cuts),
+            apply_in_batches(&spec, retention, &raw, &[])
+        );
+    }
+
+    /// The scores equal a naive float recompute over the events the view counts, within the
+    /// fixed-point rounding: half of 2^-20 per event (decayed, so at most that).
+    #[test]
+    fn scores_equal_a_naive_recompute(raw in raw_rows(), after in 0i64..(3 * DAY)) {
+        let (spec, retention) = (spec(7 * DAY), 90 * DAY);
+        let mut sorted = raw.clone();
+        sorted.sort_by_key(|r| r.0);
+        let (state, _) = spec.apply(retention, None, &rows_of(&sorted));
+        let view = state.newest + after;
+        let scores = spec.scores(retention, &state, view).unwrap();
+        let mut naive: HashMap<KeyClass, f64> = HashMap::new();
+        for (ts, key, action) in &sorted {
+            let weight = spec.decay.weight(action);
+            if let (Some(class), true) = (KeyClass::of(key), weight != 0.0) {
+                *naive.entry(class).or_default() +=
+                    weight * 2f64.powf((ts - view) as f64 / spec.decay.half_life_ms as f64);
+            }
+        }
+        prop_assert_eq!(scores.len(), naive.len());
+        let bound = sorted.len() as f64 * 2f64.powi(-20);
+        for (class, score) in scores {
+            prop_assert!((score - naive[class]).abs() <= bound, "{score} vs {}", naive[class]);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode(&bytes, DAY);
+    }
+}
+
+#[test]
+fn a_read_inside_a_bucket_with_later_events_is_refused() {
+    let (spec, retention) = (spec(7 * DAY), 90 * DAY);
+    let raw = [
+        (
+            BASE + HOUR,
+            Value::Str("a".into()),
+            Value::Str("click".into()),
+        ),
+        (
+            BASE + 5 * HOUR,
+            Value::Str("b".into()),
+            Value::Str("click".into()),
+        ),
+    ];
+    let (state, _) = spec.apply(retention, None, &rows_of(&raw));
+    let times = Times {
+        as_of_ms: Some(BASE + 2 * HOUR),
+        ..Times::default()
+    };
+    let refusal = spec
+        .read(retention, &state, &times, &HashSet::new(), None)
+        .unwrap_err();
+    assert_eq!(refusal.earliest_ms, BASE + 5 * HOUR);
+}
+
+#[test]
+fn ties_order_by_key_descending_and_mixed_types_by_repr() {
+    let (a, b, seven) = (
+        Value::Str("a".into()),
+        Value::Str("b".into()),
+        Value::Int(7),
+    );
+    let mut same_type = vec![(1.0, &a), (2.0, &a), (1.0, &b)];
+    top_k(&mut same_type, 10);
+    assert_eq!(same_type, [(2.0, &a), (1.0, &b), (1.0, &a)]);
+    // repr: "7" > "'b'" > "'a'" (a quote sorts before a digit)
+    let mut mixed = vec![(1.0, &a), (1.0, &seven), (1.0, &b)];
+    top_k(&mut mixed, 2);
+    assert_eq!(mixed, [(1.0, &seven), (1.0, &b)]);
+}
+
+#[test]
+fn python_equal_keys_share_a_cell_named_by_the_int() {
+    let mut state = ScoresState::default();
+    state.add(&Value::Bool(true), 1, 5);
+    state.add(&Value::Int(1), 1, 2);
+    state.add(&Value::Float(1.0), 1, 1);
+    assert_eq!(state.keys.values().collect::<Vec<_>>(), [&Value::Int(1)]);
+    assert_eq!(state.cells[&1][&KeyClass::Num(1)], 8);
+}
+
+#[test]
+fn sums_beyond_64_bits_round_trip() {
+    let mut state = ScoresState {
+        newest: BASE,
+        ..ScoresState::default()
+    };
+    state.add(
+        &Value::Str("a".into()),
+        BASE / DAY,
+        i128::from(i64::MAX) * 4,
+    );
+    state.add(&Value::Str("b".into()), BASE / DAY, -3);
+    state.tops.insert(BASE / DAY, BASE);
+    assert_eq!(decode(&encode(&state, DAY), DAY).unwrap(), state);
+}
+
+/// 92 days (90-day retention, 2-day look-back) of 40 categories a day, one event each: the
+/// shape of the reference workload's busiest `category_interest` states.
+#[test]
+fn a_busy_profile_is_compact() {
+    let spec = spec(7 * DAY);
+    let raw: Vec<Raw> = (0..92 * 40)
+        .map(|i| {
+            let key = Value::Str(format!("category_{:02}", (i * 7) % 50));
+            (
+                BASE + (i / 40) * DAY + (i % 40) * 1000,
+                key,
+                Value::Str("view".into()),
+            )
+        })
+        .collect();
+    let (state, _) = spec.apply(90 * DAY, None, &rows_of(&raw));
+    let bytes = encode(&state, DAY);
+    // 3,680 cells: a byte of key position and 3 of sum each, plus the dictionary.
+    assert!(bytes.len() < 92 * 40 * 5, "{}", bytes.len());
+    assert_eq!(decode(&bytes, DAY).unwrap(), state);
+}

@@ -1,0 +1,270 @@
+//! `MeanVector`: the decayed, weighted mean of a vector field, in exact fixed-point sums per
+//! time bucket.
+//!
+//! Mirrors `VectorRuntime` in `usersignals.aggregations.decayed` (the reference model): per
+//! bucket `[Σ scale, Σ scale · q_1, …, Σ scale · q_dim]` with `scale = round(w · growth ·
+//! 2^16)` and `q_i = round(component_i · 2^16)`; the read decays each bucket to the view
+//! time and divides. Sums are `i128`: a component must be within ±2^46 (|q| < 2^62) for the
+//! event to count natively (the reference's unbounded integers take any finite one; such
+//! an event adds nothing here — see docs/native.md), which leaves room for 2^22 events of
+//! the largest weight in one bucket.
+//!
+//! Stored format (version byte first):
+//!
+//! ```text
+//! 0x01 | zigzag newest | varint dim | varint bucket count
+//!      | per bucket, ascending: zigzag bucket (first) or varint gap | varint newest − start
+//!        | zigzag Σ scale | varint d | the dim zigzag (component sum / d) as a run:
+//!          varints, or bit-packed at the width of the largest (see `decay::put_run`)
+//! ```
+//!
+//! `d` is the greatest common divisor of the bucket's component sums (0 when all are 0).
+//! A bucket of one event holds `scale · q_i`, so `d` is a multiple of `scale` and the
+//! quotients are the quantized components themselves: 2–3 bytes each instead of 5. The
+//! divisor is a function of the sums, so the bytes stay canonical and the sums exact.
+
+use crate::context::{Refusal, Times};
+use crate::decay::{
+    get_bucket, get_i128, get_run, get_u128, put_bucket, put_i128, put_run, put_u128,
+};
+use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
+use crate::decay::{unzigzag, zigzag};
+use crate::error::CoreError;
+use crate::value::Value;
+use crate::varint::{put_i64, put_u64, Reader};
+use std::collections::BTreeMap;
+
+pub const FORMAT_VERSION: u8 = 0x01;
+/// Fixed-point fraction bits of each event's scale and of the components (Python's
+/// `_SCALE_BITS`, `_COMPONENT_BITS`).
+const SCALE_BITS: i32 = 16;
+const COMPONENT_BITS: i32 = 16;
+/// The largest |q| counted natively (see the module doc).
+const MAX_QUANTIZED: f64 = (1u64 << 62) as f64;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MeanVectorSpec {
+    pub of: String,
+    pub dim: usize,
+    pub decay: DecayParams,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct VectorState {
+    pub newest: i64,
+    /// Bucket → `[Σ scale, Σ scale · q_i …]`.
+    pub buckets: BTreeMap<i64, Vec<i128>>,
+    pub tops: Tops,
+}
+
+/// A read's answer: the mean vector (`None` when the weight is 0) and the decayed weight.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct MeanAnswer {
+    pub vector: Option<Vec<f64>>,
+    pub weight: f64,
+}
+
+/// One event as `apply` takes it. `vector` is `None` when the field is not a list or tuple
+/// or a component is not a number (Python's `float()` of it failed).
+pub struct VectorRow<'a> {
+    pub ts: i64,
+    pub action: &'a Value,
+    pub vector: Option<&'a [f64]>,
+}
+
+/// The reference's `_quantize`: `round(ldexp(component, 16))` per component, or `None`
+/// where it adds nothing (wrong length, not finite).
+pub fn quantize(vector: &[f64], dim: usize) -> Option<Vec<i128>> {
+    if vector.len() != dim {
+        return None;
+    }
+    vector
+        .iter()
+        .map(|c| {
+            let q = (c * 2f64.powi(COMPONENT_BITS)).round_ties_even();
+            (q.abs() < MAX_QUANTIZED).then_some(q as i128)
+        })
+        .collect()
+}
+
+impl MeanVectorSpec {
+    pub fn buckets(&self, retention_ms: i64) -> DecayBuckets {
+        self.decay.buckets(retention_ms)
+    }
+
+    /// Fold one user's rows (sorted by time) into `state`: the new state and how many rows
+    /// were older than the buckets it keeps.
+    pub fn apply(
+        &self,
+        retention_ms: i64,
+        state: Option<VectorState>,
+        rows: &[VectorRow<'_>],
+    ) -> (VectorState, usize) {
+        let decay = self.buckets(retention_ms);
+        let last = rows.last().map_or(0, |row| row.ts);
+        let mut state = state.unwrap_or_default();
+        state.newest = state.newest.max(last).max(0);
+        let first = decay.first_kept(state.newest);
+        state.buckets = state.buckets.split_off(&first);
+        state.tops = state.tops.split_off(&first);
+        let mut expired = 0;
+        for row in rows {
+            let bucket = decay.bucket_of(row.ts);
+            if bucket < first {
+                expired += 1;
+                continue;
+            }
+            let weight = self.decay.weight(row.action);
+            if weight == 0.0 {
+                continue;
+            }
+            let Some(quantized) = row.vector.and_then(|v| quantize(v, self.dim)) else {
+                continue;
+            };
+            let scale = decay.term(weight, row.ts, bucket, SCALE_BITS);
+            let sums = state
+                .buckets
+                .entry(bucket)
+                .or_insert_with(|| vec![0; self.dim + 1]);
+            // Saturating: beyond i128 needs 2^22 events of extreme components in one bucket.
+            sums[0] = sums[0].saturating_add(scale);
+            for (sum, q) in sums[1..].iter_mut().zip(&quantized) {
+                *sum = sum.saturating_add(q.saturating_mul(scale));
+            }
+            let top = state.tops.entry(bucket).or_insert(row.ts);
+            *top = (*top).max(row.ts);
+        }
+        (state, expired)
+    }
+
+    /// `({"vector", "weight"}, newest)` at the view time, or the reference's refusal.
+    /// Buckets are summed in ascending order and each float op is the reference's, so the
+    /// answer is bit-equal to it.
+    pub fn read(
+        &self,
+        retention_ms: i64,
+        state: &VectorState,
+        times: &Times,
+    ) -> Result<(MeanAnswer, Option<i64>), Refusal> {
+        if state.buckets.is_empty() {
+            return Ok((MeanAnswer::default(), None));
+        }
+        let decay = self.buckets(retention_ms);
+        let view = times.view_time(state.newest);
+        let (first, last) = decay.counted(state.newest, &state.tops, view)?;
+        let mut totals = vec![0.0f64; self.dim + 1];
+        if first <= last {
+            for (bucket, sums) in state.buckets.range(first..=last) {
+                let factor = scale_down(decay.decay_to(*bucket, view), SCALE_BITS);
+                for (total, value) in totals.iter_mut().zip(sums) {
+                    *total += *value as f64 * factor;
+                }
+            }
+        }
+        let weight = totals[0];
+        let vector = (weight != 0.0).then(|| {
+            let scale = scale_down(1.0, COMPONENT_BITS) / weight;
+            totals[1..].iter().map(|v| v * scale).collect()
+        });
+        let newest = state.newest.min(times.end(state.newest));
+        Ok((MeanAnswer { vector, weight }, Some(newest)))
+    }
+}
+
+fn gcd(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+/// The stored bytes of `state` (tops as offsets from their `bucket_ms`-wide bucket).
+pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
+    let mut out = vec![FORMAT_VERSION];
+    put_i64(&mut out, state.newest);
+    put_u64(&mut out, dim as u64);
+    put_u64(&mut out, state.buckets.len() as u64);
+    let mut previous = None;
+    for (bucket, sums) in &state.buckets {
+        let top = state.tops.get(bucket).copied().unwrap_or(0);
+        put_bucket(&mut out, previous, *bucket, top - bucket * bucket_ms);
+        previous = Some(*bucket);
+        put_i128(&mut out, sums[0]);
+        let d = sums[1..].iter().fold(0, |d, s| gcd(d, s.unsigned_abs()));
+        put_u128(&mut out, d);
+        // d divides every sum; a quotient of d > 1 always fits i128.
+        let quotients: Vec<u128> = sums[1..]
+            .iter()
+            .map(|sum| zigzag(if d > 1 { *sum / d as i128 } else { *sum }))
+            .collect();
+        put_run(&mut out, &quotients);
+    }
+    out
+}
+
+/// `apply` over stored bytes: decode `old`, fold in `rows`, encode (the batch executor's arm).
+pub fn apply_stored(
+    spec: &MeanVectorSpec,
+    retention_ms: i64,
+    old: Option<&[u8]>,
+    rows: &[VectorRow<'_>],
+) -> Result<(Vec<u8>, usize), CoreError> {
+    let bucket_ms = spec.buckets(retention_ms).bucket_ms;
+    let old = old
+        .map(|bytes| decode(bytes, spec.dim, bucket_ms))
+        .transpose()?;
+    let (state, expired) = spec.apply(retention_ms, old, rows);
+    Ok((encode(&state, spec.dim, bucket_ms), expired))
+}
+
+pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, CoreError> {
+    let mut r = Reader::new(data);
+    let version = r.u8()?;
+    if version != FORMAT_VERSION {
+        return Err(CoreError::Codec(format!(
+            "MeanVector format version {version}, expected {FORMAT_VERSION}"
+        )));
+    }
+    let mut state = VectorState {
+        newest: r.i64()?,
+        ..VectorState::default()
+    };
+    let stored_dim = r.u64()?;
+    if stored_dim != dim as u64 {
+        return Err(CoreError::Codec(format!(
+            "MeanVector of dimension {stored_dim}, expected {dim}"
+        )));
+    }
+    // A bucket is at least 5 bytes: gap, newest, scale, divisor, and a run (1 when packed 0).
+    let count = r.len(5)?;
+    let mut previous = None;
+    for _ in 0..count {
+        let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
+        previous = Some(bucket);
+        state.tops.insert(bucket, top);
+        let mut sums = Vec::with_capacity(dim + 1);
+        sums.push(get_i128(&mut r)?);
+        let d = i128::try_from(get_u128(&mut r)?)
+            .map_err(|_| CoreError::Codec("divisor out of range".into()))?;
+        for quotient in get_run(&mut r, dim)? {
+            let quotient = unzigzag(quotient);
+            let sum = if d > 1 {
+                quotient.checked_mul(d)
+            } else {
+                Some(quotient)
+            };
+            sums.push(sum.ok_or_else(|| CoreError::Codec("sum out of range".into()))?);
+        }
+        state.buckets.insert(bucket, sums);
+    }
+    if !r.is_done() {
+        return Err(CoreError::Codec(
+            "trailing bytes after MeanVector state".into(),
+        ));
+    }
+    Ok(state)
+}
+
+#[cfg(test)]
+#[path = "mean_vector_tests.rs"]
+mod tests;

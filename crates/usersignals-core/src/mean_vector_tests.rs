@@ -1,0 +1,171 @@
+use std::collections::HashMap;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
+const DIM: usize = 3;
+
+fn spec(half_life: i64) -> MeanVectorSpec {
+    MeanVectorSpec {
+        of: "embedding".into(),
+        dim: DIM,
+        decay: DecayParams {
+            half_life_ms: half_life,
+            weights: HashMap::from([("click".into(), 2.0), ("hide".into(), -1.0)]),
+            default_weight: 1.0,
+        },
+    }
+}
+
+/// `(ts, action, vector)` rows.
+type Raw = (i64, Value, Option<Vec<f64>>);
+
+fn rows_of(raw: &[Raw]) -> Vec<VectorRow<'_>> {
+    raw.iter()
+        .map(|(ts, action, vector)| VectorRow {
+            ts: *ts,
+            action,
+            vector: vector.as_deref(),
+        })
+        .collect()
+}
+
+fn apply_in_batches(spec: &MeanVectorSpec, retention: i64, raw: &[Raw], cuts: &[usize]) -> Vec<u8> {
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (raw.len() + 1)).collect();
+    bounds.push(raw.len());
+    bounds.sort_unstable();
+    let (mut stored, mut start) = (None::<Vec<u8>>, 0);
+    for end in bounds {
+        if end <= start {
+            continue;
+        }
+        let mut part = raw[start..end].to_vec();
+        part.sort_by_key(|r| r.0);
+        let (bytes, _) = apply_stored(spec, retention, stored.as_deref(), &rows_of(&part)).unwrap();
+        stored = Some(bytes);
+        start = end;
+    }
+    stored.unwrap_or_default()
+}
+
+fn raw_rows() -> impl Strategy<Value = Vec<Raw>> {
+    let component = prop_oneof![
+        (-1000i32..1000).prop_map(|c| f64::from(c) / 997.0),
+        Just(f64::NAN),
+    ];
+    let vector = prop::option::of(prop::collection::vec(component, DIM - 1..=DIM));
+    let action =
+        prop::sample::select(vec!["click", "hide", "view"]).prop_map(|a| Value::Str(a.to_owned()));
+    prop::collection::vec(
+        ((0i64..400).prop_map(|h| BASE + h * HOUR), action, vector),
+        1..50,
+    )
+}
+
+proptest! {
+    #[test]
+    fn any_batching_gives_the_same_bytes(
+        raw in raw_rows(),
+        cuts in prop::collection::vec(any::<usize>(), 0..5),
+        half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
+        retention in prop::sample::select(vec![DAY, 10 * DAY]),
+    ) {
+        let spec = spec(half_life);
+        prop_assert_eq!(
+            apply_in_batches(&spec, retention, &raw, &cuts),
+            apply_in_batches(&spec, retention, &raw, &[])
+        );
+    }
+
+    /// The weight and mean equal a naive float recompute within the documented bound of
+    /// `MeanVector` (2^-17 per event on the weight; on a component, 2^-17 plus
+    /// n · 2^-16 · max|component| / W).
+    #[test]
+    fn the_mean_equals_a_naive_recompute(raw in raw_rows(), after in 0i64..(3 * DAY)) {
+        let (spec, retention) = (spec(7 * DAY), 90 * DAY);
+        let mut sorted: Vec<Raw> = raw
+            .into_iter()
+            .filter(|(_, _, v)| v.as_ref().is_some_and(|v| quantize(v, DIM).is_some()))
+            .filter(|(_, action, _)| spec.decay.weight(action) > 0.0)
+            .collect();
+        sorted.sort_by_key(|r| r.0);
+        prop_assume!(!sorted.is_empty());
+        let (state, _) = spec.apply(retention, None, &rows_of(&sorted));
+        let view = state.newest + after;
+        let times = Times { as_of_ms: Some(view), ..Times::default() };
+        let (answer, _) = spec.read(retention, &state, &times).unwrap();
+        let (mut weight, mut sums) = (0.0, [0.0; DIM]);
+        for (ts, action, vector) in &sorted {
+            let w = spec.decay.weight(action)
+                * 2f64.powf((ts - view) as f64 / spec.decay.half_life_ms as f64);
+            weight += w;
+            for (sum, c) in sums.iter_mut().zip(vector.as_ref().unwrap()) {
+                *sum += w * c;
+            }
+        }
+        let n = sorted.len() as f64;
+        prop_assert!((answer.weight - weight).abs() <= n * 2f64.powi(-17) + 1e-12);
+        let bound = 2f64.powi(-17) + n * 2f64.powi(-16) * 1.01 / weight;
+        for (got, sum) in answer.vector.unwrap().iter().zip(sums) {
+            prop_assert!((got - sum / weight).abs() <= bound, "{got} vs {}", sum / weight);
+        }
+    }
+
+    #[test]
+    fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
+        let _ = decode(&bytes, DIM, DAY);
+    }
+}
+
+#[test]
+fn components_beyond_the_bound_or_not_finite_add_nothing() {
+    assert_eq!(
+        quantize(&[0.5, -1.0, 3.0], 3),
+        Some(vec![32_768, -65_536, 196_608])
+    );
+    assert_eq!(quantize(&[0.5, f64::INFINITY, 3.0], 3), None);
+    assert_eq!(quantize(&[0.5, 1e300, 3.0], 3), None);
+    assert_eq!(quantize(&[0.5, 3.0], 3), None);
+}
+
+/// A bucket of one event stores the quantized components (divided by the event's scale),
+/// not their products with it: about 3 bytes a component instead of 5.
+#[test]
+fn a_single_event_bucket_stores_the_components() {
+    let spec = MeanVectorSpec {
+        dim: 32,
+        ..spec(7 * DAY)
+    };
+    let vector: Vec<f64> = (0..32).map(|i| f64::from(i) / 40.0 - 0.4).collect();
+    let raw: Vec<Raw> = (0..92)
+        .map(|d| {
+            (
+                BASE + d * DAY + 1000,
+                Value::Str("click".into()),
+                Some(vector.clone()),
+            )
+        })
+        .collect();
+    let (state, _) = spec.apply(90 * DAY, None, &rows_of(&raw));
+    let bytes = encode(&state, 32, DAY);
+    assert!(bytes.len() < 92 * 32 * 3, "{}", bytes.len());
+    assert_eq!(decode(&bytes, 32, DAY).unwrap(), state);
+}
+
+/// A bucket packs into fewer bytes than its dimension (all components 0: a width of 0).
+#[test]
+fn a_bucket_smaller_than_its_dimension_round_trips() {
+    let spec = MeanVectorSpec {
+        dim: 32,
+        ..spec(7 * DAY)
+    };
+    let raw: Vec<Raw> = vec![(BASE, Value::Str("click".into()), Some(vec![0.0; 32]))];
+    let (state, _) = spec.apply(90 * DAY, None, &rows_of(&raw));
+    let bytes = encode(&state, 32, DAY);
+    assert!(bytes.len() < 32, "{}", bytes.len());
+    assert_eq!(decode(&bytes, 32, DAY).unwrap(), state);
+}
