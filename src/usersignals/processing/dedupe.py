@@ -84,11 +84,10 @@ class EventIdDedupe:
         for hour in sorted(set(seen) | set(added)):
             if hour < first:
                 continue
-            fingerprints = set(added.get(hour, ()))
-            blob = seen.get(hour, b"")
-            fingerprints.update(
-                int.from_bytes(blob[offset : offset + 4], "big")
-                for offset in range(0, len(blob), 4)
-            )
-            merged[hour] = b"".join(f.to_bytes(4, "big") for f in sorted(fingerprints))
+            fresh, blob = added.get(hour), seen.get(hour, b"")
+            if not fresh:
+                merged[hour] = blob  # unchanged: already sorted and distinct
+                continue
+            fresh.update(_unpack(blob))
+            merged[hour] = _pack(fresh)
         return admitted, merged
