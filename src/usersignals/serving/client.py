@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from types import TracebackType
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import msgspec
 
+from usersignals.closing import Closing
 from usersignals.errors import ApiError
 from usersignals.events.model import Event
 from usersignals.serving.reader import UserSignals
@@ -22,7 +22,7 @@ _delete = msgspec.json.Decoder(DeleteResponse)
 _encode = msgspec.json.Encoder().encode
 
 
-class Client:
+class Client(Closing):
     """``Client("http://127.0.0.1:8080").signals("u1", ["recent_engagements"], window="1h")``.
 
     One pooled HTTP/1.1 connection set per client; ``timeout`` (seconds) bounds each call.
@@ -100,17 +100,6 @@ class Client:
 
     def close(self) -> None:
         self._http.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        kind: type[BaseException] | None,
-        error: BaseException | None,
-        trace: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
