@@ -42,6 +42,11 @@ def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
     return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
+def users_of(parts: Sequence[Sequence[Event]]) -> list[str]:
+    """The users the batches hold events of, in first-seen order."""
+    return list(dict.fromkeys(event.user_id for part in parts for event in part))
+
+
 def native_states(
     signal: Signal, parts: list[list[Event]], users: Sequence[str], table: Table
 ) -> dict[str, bytes]:

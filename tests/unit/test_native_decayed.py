@@ -20,9 +20,9 @@ import msgspec
 import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
-from native_helpers import answer, batches, native_states, reference_state
 
 import usersignals._core as core
+from native_batching import answer, batches, native_states, reference_state, users_of
 from usersignals import (
     DecayedScores,
     Event,
@@ -148,7 +148,7 @@ contexts = st.builds(
 
 def stored_native(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
     """Each user's native state bytes (the msgpack bin unwrapped)."""
-    states = native_states(signal, parts, TABLE)
+    states = native_states(signal, parts, users_of(parts), TABLE)
     return {user: msgspec.msgpack.decode(data, type=bytes) for user, data in states.items()}
 
 
@@ -221,7 +221,7 @@ def test_native_scores_read_equals_the_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
     native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts), TABLE)
+    stored = native_states(signal, batches(events, cuts), users_of([events]), TABLE)
     for user in USERS:
         reference = reference_state(signal, batches(events, cuts), user, TABLE)
         expected = answer(signal.compiled.runtime.read, reference, context)
@@ -246,7 +246,7 @@ def test_native_vector_read_equals_the_reference_read(
     events: list[Event], cuts: list[int], signal: Signal, context: ReadContext
 ) -> None:
     native = NativeSignals([signal])
-    stored = native_states(signal, batches(events, cuts), TABLE)
+    stored = native_states(signal, batches(events, cuts), users_of([events]), TABLE)
     for user in USERS:
         reference = reference_state(signal, batches(events, cuts), user, TABLE)
         expected = answer(signal.compiled.runtime.read, reference, context)
@@ -285,7 +285,7 @@ def test_native_scores_are_within_the_fixed_point_bound_of_a_naive_recompute(
     events: list[Event], signal: Signal, after: int
 ) -> None:
     native = NativeSignals([signal])
-    stored = native_states(signal, [events], TABLE)
+    stored = native_states(signal, [events], users_of([events]), TABLE)
     for user, data in stored.items():
         newest = max(e.ts for e in events if e.user_id == user)
         view = newest + after
@@ -319,7 +319,8 @@ def test_states_of_the_python_codec_are_migrated() -> None:
         record = UserRecord({}, {signal.key: msgspec.Raw(legacy)})
         states, _, _ = native.apply(events[6:], [(b"u1", record, [0, 1, 2])], {"items": TABLE})
         native.place(record.states, states[0])
-        assert bytes(record.states[signal.key]) == native_states(signal, [events], TABLE)["u1"]
+        whole = native_states(signal, [events], users_of([events]), TABLE)
+        assert bytes(record.states[signal.key]) == whole["u1"]
 
 
 def test_a_vector_component_beyond_the_native_bound_adds_nothing() -> None:
@@ -332,7 +333,7 @@ def test_a_vector_component_beyond_the_native_bound_adds_nothing() -> None:
         Event("b", "u1", "i1", "click", "home", BASE + 1),
     ]
     native = NativeSignals([signal])
-    stored = native_states(signal, [events], table)
+    stored = native_states(signal, [events], users_of([events]), table)
     got = native.read(signal, stored["u1"], ReadContext(now_ms=BASE + 1), b"u1")
     assert got is not None
     assert got.value["vector"] == [0.5, 0.5, 0.5]

@@ -130,37 +130,7 @@ struct NativePlans {
     plans: Vec<Plan>,
 }
 
-impl NativePlans {
-    fn last_n(&self, plan: usize) -> PyResult<(&Plan, &LastNSpec)> {
-        let found = self
-            .plans
-            .get(plan)
-            .ok_or_else(|| CoreError::new_err("no such plan"))?;
-        match &found.aggregate {
-            Aggregation::LastN(spec) => Ok((found, spec)),
-            _ => Err(CoreError::new_err(format!(
-                "{} is not a LastN plan",
-                found.key
-            ))),
-        }
-    }
-
-    fn distinct(&self, plan: usize) -> PyResult<(&Plan, &DistinctSpec)> {
-        let found = self
-            .plans
-            .get(plan)
-            .ok_or_else(|| CoreError::new_err("no such plan"))?;
-        match &found.aggregate {
-            Aggregation::Distinct(spec, _) => Ok((found, spec)),
-            _ => Err(CoreError::new_err(format!(
-                "{} is not a Distinct plan",
-                found.key
-            ))),
-        }
-    }
-}
-
-/// Accessors of the plans by aggregation (one lookup, one "not a ..." error).
+/// Accessors of the plans by aggregation: one lookup, one "not a ..." error.
 impl NativePlans {
     fn found(&self, plan: usize) -> PyResult<&Plan> {
         self.plans
@@ -168,45 +138,64 @@ impl NativePlans {
             .ok_or_else(|| CoreError::new_err("no such plan"))
     }
 
-    fn tiles(&self, plan: usize) -> PyResult<(&Plan, &TileSpec)> {
+    /// The plan at `plan` and its spec, when `pick` finds the aggregation it expects.
+    fn spec_of<'s, T>(
+        &'s self,
+        plan: usize,
+        kind: &str,
+        pick: impl Fn(&'s Aggregation) -> Option<&'s T>,
+    ) -> PyResult<(&'s Plan, &'s T)> {
         let found = self.found(plan)?;
-        match &found.aggregate {
-            Aggregation::Tiles(spec) => Ok((found, spec)),
-            _ => Err(not_a(found, "Count/Sum")),
-        }
+        let spec = pick(&found.aggregate)
+            .ok_or_else(|| CoreError::new_err(format!("{} is not a {kind} plan", found.key)))?;
+        Ok((found, spec))
+    }
+
+    fn last_n(&self, plan: usize) -> PyResult<(&Plan, &LastNSpec)> {
+        self.spec_of(plan, "LastN", |a| match a {
+            Aggregation::LastN(spec) => Some(spec),
+            _ => None,
+        })
+    }
+
+    fn distinct(&self, plan: usize) -> PyResult<(&Plan, &DistinctSpec)> {
+        self.spec_of(plan, "Distinct", |a| match a {
+            Aggregation::Distinct(spec, _) => Some(spec),
+            _ => None,
+        })
+    }
+
+    fn tiles(&self, plan: usize) -> PyResult<(&Plan, &TileSpec)> {
+        self.spec_of(plan, "Count/Sum", |a| match a {
+            Aggregation::Tiles(spec) => Some(spec),
+            _ => None,
+        })
     }
 
     fn seen(&self, plan: usize) -> PyResult<(&Plan, &SeenSpec)> {
-        let found = self.found(plan)?;
-        match &found.aggregate {
-            Aggregation::Seen(spec) => Ok((found, spec)),
-            _ => Err(not_a(found, "FirstSeen/LastSeen")),
-        }
+        self.spec_of(plan, "FirstSeen/LastSeen", |a| match a {
+            Aggregation::Seen(spec) => Some(spec),
+            _ => None,
+        })
     }
 
+    /// A DecayedScores plan, its spec and its bucket width.
     fn decayed(&self, plan: usize) -> PyResult<(&Plan, &DecayedSpec, i64)> {
-        let found = self.found(plan)?;
-        match &found.aggregate {
-            Aggregation::DecayedScores(spec) => {
-                Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
-            }
-            _ => Err(not_a(found, "DecayedScores")),
-        }
+        let (found, spec) = self.spec_of(plan, "DecayedScores", |a| match a {
+            Aggregation::DecayedScores(spec) => Some(spec),
+            _ => None,
+        })?;
+        Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
     }
 
+    /// A MeanVector plan, its spec and its bucket width.
     fn mean_vector(&self, plan: usize) -> PyResult<(&Plan, &MeanVectorSpec, i64)> {
-        let found = self.found(plan)?;
-        match &found.aggregate {
-            Aggregation::MeanVector(spec) => {
-                Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
-            }
-            _ => Err(not_a(found, "MeanVector")),
-        }
+        let (found, spec) = self.spec_of(plan, "MeanVector", |a| match a {
+            Aggregation::MeanVector(spec) => Some(spec),
+            _ => None,
+        })?;
+        Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
     }
-}
-
-fn not_a(found: &Plan, what: &str) -> PyErr {
-    CoreError::new_err(format!("{} is not a {what} plan", found.key))
 }
 
 /// The context's actions or surfaces when the seen plan groups by that field.
@@ -424,7 +413,12 @@ impl NativePlans {
                 spec.read(retention, &state, &times, allowed.as_ref())
                     .map(|(values, newest)| (tiles_seen::seen_value(py, &values), newest))
             }
-            _ => return Err(not_a(found, "Count/Sum or FirstSeen/LastSeen")),
+            _ => {
+                return Err(CoreError::new_err(format!(
+                    "{} is not a Count/Sum or FirstSeen/LastSeen plan",
+                    found.key
+                )))
+            }
         };
         match answer {
             Ok((value, newest)) => Ok((value?, newest, None)),
