@@ -7,6 +7,7 @@ error closing the consumer does not leave the store's lock held.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterable
 from contextlib import ExitStack
 from typing import Protocol, Self
@@ -16,11 +17,12 @@ class SupportsClose(Protocol):
     def close(self) -> None: ...
 
 
-class Closing:
+class Closing(ABC):
     """Base for a resource owner: ``with owner:`` calls ``owner.close()`` on the way out."""
 
+    @abstractmethod
     def close(self) -> None:
-        raise NotImplementedError
+        """Release what the owner holds."""
 
     def __enter__(self) -> Self:
         return self
