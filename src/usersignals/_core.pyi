@@ -32,6 +32,33 @@ class CoreError(Exception):
 class CoreStateError(CoreError):
     """A stored state that did not decode; args: (batch user index, plan key, message)."""
 
+class BatchSession:
+    """One micro-batch through the core's pipeline (processing/native_batch.py)."""
+
+    @staticmethod
+    def select(
+        plans: NativePlans,
+        user: Sequence[int],
+        ts: Sequence[int],
+        event_id: Sequence[str],
+        partitions: Sequence[str],
+        partition: Sequence[int],
+        offset: Sequence[int],
+        stored: Sequence[bytes | None],
+        horizon_hours: int | None,
+    ) -> BatchSession: ...
+    def live(self) -> list[int]: ...
+    def dropped(self) -> tuple[int, int]: ...
+    def foreign_states(self) -> list[tuple[int, int, bytes]]: ...
+    def set_migrated(self, user: int, plan: int, state: bytes) -> None: ...
+    def apply(
+        self,
+        columns: Sequence[tuple[str, list[object]]],
+        declared: set[str],
+        expired: set[str],
+        names: set[str],
+    ) -> tuple[list[tuple[int, bytes]], tuple[list[int], list[int], int | None]]: ...
+
 class NativePlans:
     """The compiled plans of the native signals, parsed once."""
 

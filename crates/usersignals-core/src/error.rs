@@ -16,6 +16,8 @@ pub enum CoreError {
         plan: String,
         message: String,
     },
+    /// One user's stored record did not decode; the batch is not applied.
+    UserRecord { user: usize, message: String },
 }
 
 impl fmt::Display for CoreError {
@@ -30,6 +32,9 @@ impl fmt::Display for CoreError {
                 message,
             } => {
                 write!(f, "stored state of {plan} for batch user {user}: {message}")
+            }
+            CoreError::UserRecord { user, message } => {
+                write!(f, "stored record of batch user {user}: {message}")
             }
         }
     }

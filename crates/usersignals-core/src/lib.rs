@@ -4,7 +4,9 @@
 //! ([`plan`]), scalar values with Python's equality ([`value`]), the compact state codecs
 //! ([`varint`], [`last_n`], [`distinct`], [`decayed`], [`mean_vector`]), the batch executor that turns one micro-batch of column-shaped
 //! events plus the stored states into new state bytes ([`batch`]), and the read kernels that
-//! evaluate a stored state with a request-time context ([`context`]).
+//! evaluate a stored state with a request-time context ([`context`]); and, for registries
+//! whose signals are all native, the whole per-batch pipeline: the user record codec
+//! ([`record`]), event-id deduplication ([`dedupe`]) and progress ([`pipeline`]).
 //!
 //! The Python implementations in `usersignals.aggregations` are the reference model this
 //! crate is property-tested against.
@@ -13,11 +15,14 @@ pub mod batch;
 pub mod context;
 pub mod decay;
 pub mod decayed;
+pub mod dedupe;
 pub mod distinct;
 pub mod error;
 pub mod last_n;
 pub mod mean_vector;
+pub mod pipeline;
 pub mod plan;
+pub mod record;
 pub mod seen;
 pub mod tiles;
 pub mod value;

@@ -5,6 +5,7 @@
 //! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
+mod session;
 mod tiles_seen;
 
 use std::collections::{BTreeMap, HashSet};
@@ -20,6 +21,7 @@ use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
 use usersignals_core::mean_vector::{MeanVectorSpec, VectorState};
+use usersignals_core::pipeline::LiveColumns;
 use usersignals_core::plan::{Aggregation, LastNSpec, Plan};
 use usersignals_core::seen::{self, SeenSpec};
 use usersignals_core::tiles::{self, TileSpec};
@@ -37,7 +39,7 @@ create_exception!(
     _core,
     CoreStateError,
     CoreError,
-    "A stored state that did not decode; args: (batch user index, plan key, message)."
+    "A stored state or record that did not decode; args: (batch user index, plan key or \"\" for the whole record, message)."
 );
 
 /// A request's times as Python passes them: `(as_of, now, until, window, since)`.
@@ -59,13 +61,15 @@ fn refusal_out(refusal: &Refusal) -> RefusalOut {
     (refusal.view_ms, refusal.earliest_ms, refusal.why)
 }
 
-fn raise(error: Error) -> PyErr {
+pub(crate) fn raise(error: Error) -> PyErr {
     match error {
         Error::UserState {
             user,
             plan,
             message,
         } => CoreStateError::new_err((user, plan, message)),
+        // A whole record: no plan.
+        Error::UserRecord { user, message } => CoreStateError::new_err((user, "", message)),
         other => CoreError::new_err(other.to_string()),
     }
 }
@@ -124,10 +128,31 @@ fn to_vector(obj: &Bound<'_, PyAny>) -> Option<Vec<f64>> {
     items.iter().map(|c| c.extract::<f64>().ok()).collect()
 }
 
+/// Field columns as Python passes them (name, values), converted: `vec:` columns to
+/// vectors of floats, every other column to core values.
+pub(crate) fn live_columns(columns: Vec<(String, Bound<'_, PyList>)>) -> LiveColumns {
+    let (vectors, columns): (Vec<_>, Vec<_>) = columns
+        .into_iter()
+        .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
+    let vectors = vectors
+        .into_iter()
+        .map(|(name, values)| (name, values.iter().map(|v| to_vector(&v)).collect()))
+        .collect();
+    let (names, columns) = columns
+        .into_iter()
+        .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
+        .unzip();
+    LiveColumns {
+        names,
+        columns,
+        vectors,
+    }
+}
+
 /// The compiled plans of the native signals, parsed once at Engine construction.
 #[pyclass(frozen, module = "usersignals._core")]
-struct NativePlans {
-    plans: Vec<Plan>,
+pub struct NativePlans {
+    pub(crate) plans: Vec<Plan>,
 }
 
 /// Accessors of the plans by aggregation: one lookup, one "not a ..." error.
@@ -247,17 +272,11 @@ impl NativePlans {
         columns: Vec<(String, Bound<'py, PyList>)>,
         stored: Vec<Vec<Option<Bound<'py, PyBytes>>>>,
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>, Vec<u64>)> {
-        let (vectors, columns): (Vec<_>, Vec<_>) = columns
-            .into_iter()
-            .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
-        let vectors = vectors
-            .into_iter()
-            .map(|(name, values)| (name, values.iter().map(|v| to_vector(&v)).collect()))
-            .collect();
-        let (names, columns): (Vec<String>, Vec<Vec<Value>>) = columns
-            .into_iter()
-            .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
-            .unzip();
+        let LiveColumns {
+            names,
+            columns,
+            vectors,
+        } = live_columns(columns);
         let batch = Batch {
             users,
             user,
@@ -649,6 +668,7 @@ const VECTOR_PREFIX: &str = "vec:";
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
+    m.add_class::<session::BatchSession>()?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;

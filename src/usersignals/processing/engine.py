@@ -35,6 +35,7 @@ from usersignals.events.model import Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.native import NativeSignals
+from usersignals.processing.native_batch import NativeBatches
 from usersignals.signals.definition import CompiledSignal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
@@ -96,7 +97,11 @@ class Engine:
         materializer: Materializer | None = None,
         keep_raw_events: bool = False,
         dedupe_horizon_ms: int | None = DEFAULT_DEDUPE_HORIZON_MS,
+        native_pipeline: bool = True,
     ) -> None:
+        """``native_pipeline=False`` keeps every batch on the per-user Python steps (the
+        reference model the core's pipeline is tested against) even when all signals are
+        native."""
         self.registry = registry
         self._dedupe = EventIdDedupe(dedupe_horizon_ms) if dedupe_horizon_ms else None
         self.store = store
@@ -112,6 +117,13 @@ class Engine:
         self._python_plans = [plan for plan in self._plans if plan.key not in self._native.keys]
         python_layouts = {plan.layout for plan in self._python_plans}
         self._native_counts_misses = bool(self._native.layouts - python_layouts)
+        # When every signal is native (and raw events are not kept), the core runs the
+        # whole batch: records, progress, dedupe, apply, encode (processing/native_batch.py).
+        self._batches: NativeBatches | None = None
+        if native_pipeline and self._native and not self._python_plans and self._raw is None:
+            self._batches = NativeBatches(
+                self._native, dedupe_horizon_ms, self._native_counts_misses
+            )
         # The processor's budget for busy users' decoded states (about what 2,000 large users
         # took when the cache counted entries); serving workers set their own.
         self._hot = DecodedStateCache(max_bytes=256 << 20)
@@ -138,6 +150,15 @@ class Engine:
                 self.store.write(dict(marks))
             return report
         self._expired = load_versions(self.store).expired(time.time_ns() // 1_000_000)
+        if self._batches is not None:
+            versions = (self._keys, self._expired, self._names)
+            puts = self._batches.process(batch, self.store, self._lookups, versions, report)
+            report.users = len(puts)
+            if marks:
+                puts.update(marks)
+            if puts:
+                self.store.write(puts)
+            return report
         work, puts_only_progress = self._select(batch, report)
         puts = {key: encode_record(record) for key, record in puts_only_progress}
         if not work:
@@ -176,7 +197,7 @@ class Engine:
         """Enrich, then apply each user's new events to every signal; the records to write go
         into ``puts`` and the counts into ``report``."""
         events, positions = batch.events, batch.positions
-        records = self._lookups(events, work)
+        records = self._lookups([events[i] for _, _, fresh in work for i in fresh])
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
         native_states: list[list[bytes | None]] = []
@@ -264,10 +285,10 @@ class Engine:
                 work.append((key, record, fresh))
         return work, puts_only_progress
 
-    def _lookups(self, events: Sequence[Event], work: list[_Work]) -> dict[str, dict[str, Record]]:
-        """One batched lookup per source, of the distinct keys that interested events carry."""
+    def _lookups(self, live: list[Event]) -> dict[str, dict[str, Record]]:
+        """One batched lookup per source, of the distinct keys that the ``live`` events (the
+        ones to apply) carry, where a signal interested in them reads the source."""
         records: dict[str, dict[str, Record]] = {}
-        live = [events[i] for _, _, fresh in work for i in fresh]
         for source in self._sources:
             plans = [plan for plan in self._plans if source in plan.layout]
             field_name = plans[0].lookup_keys[source]  # one key per source (validated)

@@ -151,6 +151,11 @@ class NativeSignals:
     def __bool__(self) -> bool:
         return bool(self.signals)
 
+    @property
+    def plans(self) -> NativePlans:
+        """The compiled plans in the core (what a ``BatchSession`` runs)."""
+        return self._core
+
     def apply(
         self,
         events: Sequence[Event],
@@ -167,12 +172,7 @@ class NativeSignals:
             [self._stored(key, record.states.get(k), i) for i, k in enumerate(self.keys)]
             for key, record, _ in work
         ]
-        joined = _Joined(live, records)
-        columns = [(name, self._column(name, joined)) for name in self._fields]
-        if missing is not None:
-            for source, misses in joined.misses().items():
-                if misses:
-                    missing[source] = missing.get(source, 0) + misses
+        columns = self.live_columns(live, records, missing)
         try:
             states, applied, expired = self._core.apply(
                 len(work),
@@ -192,6 +192,23 @@ class NativeSignals:
             dict(zip(self.keys, applied, strict=True)),
             dict(zip(self.keys, expired, strict=True)),
         )
+
+    def live_columns(
+        self,
+        live: list[Event],
+        records: Mapping[str, Mapping[str, Record]],
+        missing: Counts | None = None,
+    ) -> list[tuple[str, list[Any]]]:
+        """The columns the plans read, aligned with ``live``; with ``missing``, the lookup
+        misses of the native signals' sources are counted into it (once per event and
+        source)."""
+        joined = _Joined(live, records)
+        columns = [(name, self._column(name, joined)) for name in self._fields]
+        if missing is not None:
+            for source, misses in joined.misses().items():
+                if misses:
+                    missing[source] = missing.get(source, 0) + misses
+        return columns
 
     def place(self, states: dict[str, msgspec.Raw], new: Sequence[bytes | None]) -> None:
         """Put one user's new native states into their record's states.
@@ -293,7 +310,7 @@ class NativeSignals:
     def _native_form(self, key: bytes, raw: Any, index: int) -> bytes:
         data = bytes(raw)
         if not data or data[0] not in _BIN_HEADERS:
-            return self._migrate(key, data, index)
+            return self.migrate(key, data, index)
         try:
             state = _unbin.decode(data)
         except msgspec.DecodeError as exc:
@@ -306,7 +323,7 @@ class NativeSignals:
             )
         return state
 
-    def _migrate(self, key: bytes, data: bytes, index: int) -> bytes:
+    def migrate(self, key: bytes, data: bytes, index: int) -> bytes:
         """A state of the Python codec (msgpack; it starts 0x92 or 0x95, never the native
         version byte), decoded by the reference and re-encoded in the native form."""
         runtime = self.signals[index].compiled.runtime

@@ -1,0 +1,270 @@
+//! The micro-batch pipeline around the executor, for a registry whose signals all run
+//! natively: the port of the Python engine's per-user steps (`processing/engine.py`, the
+//! reference model), in two calls per batch with the enrichment lookups in between.
+//!
+//! 1. [`select`]: decode each user's record, drop the events their progress shows as
+//!    applied (a replay) and the repeats of applied event ids ([`crate::dedupe`]), advance
+//!    the progress, and order each user's remaining events by time (stable).
+//! 2. [`finish`]: run the plans over those events ([`crate::batch::execute`]), place the new
+//!    states, forget stale versions, and encode every record that changed.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::batch::{execute, Batch};
+use crate::dedupe;
+use crate::error::CoreError;
+use crate::plan::Plan;
+use crate::record::{self, UserRecord};
+use crate::value::Value;
+
+/// A micro-batch's events as the pipeline reads them, index for index.
+#[derive(Debug, Clone, Default)]
+pub struct Arrivals {
+    /// How many distinct users the batch has; `user[i]` indexes them.
+    pub users: usize,
+    pub user: Vec<u32>,
+    pub ts: Vec<i64>,
+    pub event_id: Vec<String>,
+    /// Source partitions by name; `partition[i]` indexes them.
+    pub partitions: Vec<String>,
+    pub partition: Vec<u32>,
+    pub offset: Vec<i64>,
+}
+
+/// What [`select`] found, kept for [`finish`].
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Per batch user: the stored record (empty for a new user), progress advanced.
+    pub records: Vec<UserRecord>,
+    /// Per batch user: the events to apply, by event time (batch indices).
+    pub fresh: Vec<Vec<usize>>,
+    /// Per batch user: whether the record is written (some event was not applied before).
+    pub changed: Vec<bool>,
+    /// Events already applied (offset not above the user's progress).
+    pub duplicates: u64,
+    /// Events whose `event_id` the user applied within the dedupe horizon.
+    pub repeats: u64,
+    /// Native states that the Python codec wrote, re-encoded by the glue (user, plan).
+    pub migrated: HashMap<(usize, usize), Vec<u8>>,
+}
+
+/// What a finished batch writes and counts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Outcome {
+    /// (batch user, new record bytes) for every changed record.
+    pub puts: Vec<(usize, Vec<u8>)>,
+    pub applied: Vec<u64>,
+    pub expired: Vec<u64>,
+    /// The newest event time applied, if any event was.
+    pub newest_ms: Option<i64>,
+}
+
+/// The signal keys the record keeps: states of a registered signal's version that the
+/// module no longer declares, or that a cut-over retired past its grace, are dropped.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    pub declared: HashSet<String>,
+    pub expired: HashSet<String>,
+    pub names: HashSet<String>,
+}
+
+impl Versions {
+    fn stale(&self, key: &str) -> bool {
+        let name = key.split_once('@').map_or(key, |(name, _)| name);
+        (!self.declared.contains(key) || self.expired.contains(key)) && self.names.contains(name)
+    }
+}
+
+impl Arrivals {
+    fn check(&self, stored: usize) -> Result<(), CoreError> {
+        let n = self.ts.len();
+        let lengths = [self.user.len(), self.event_id.len(), self.partition.len()];
+        if lengths.iter().any(|l| *l != n) || self.offset.len() != n {
+            return Err(CoreError::Batch("event columns differ in length".into()));
+        }
+        if stored != self.users || self.user.iter().any(|u| *u as usize >= self.users) {
+            return Err(CoreError::Batch("users and stored records disagree".into()));
+        }
+        if self
+            .partition
+            .iter()
+            .any(|p| *p as usize >= self.partitions.len())
+        {
+            return Err(CoreError::Batch("a partition index is out of range".into()));
+        }
+        Ok(())
+    }
+
+    fn not_applied(&self, i: usize, progress: &BTreeMap<String, i64>) -> bool {
+        let partition = &self.partitions[self.partition[i] as usize];
+        self.offset[i] > progress.get(partition).copied().unwrap_or(-1)
+    }
+
+    fn advance(&self, progress: &mut BTreeMap<String, i64>, events: &[usize]) {
+        for &i in events {
+            let partition = &self.partitions[self.partition[i] as usize];
+            let offset = self.offset[i];
+            match progress.get_mut(partition) {
+                Some(applied) if *applied >= offset => {}
+                Some(applied) => *applied = offset,
+                None => {
+                    progress.insert(partition.clone(), offset);
+                }
+            }
+        }
+    }
+}
+
+pub fn select(
+    arrivals: &Arrivals,
+    stored: &[Option<&[u8]>],
+    horizon_hours: Option<i64>,
+) -> Result<Selection, CoreError> {
+    arrivals.check(stored.len())?;
+    let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); arrivals.users];
+    for (i, &u) in arrivals.user.iter().enumerate() {
+        by_user[u as usize].push(i);
+    }
+    let mut out = Selection {
+        records: Vec::with_capacity(arrivals.users),
+        fresh: Vec::with_capacity(arrivals.users),
+        changed: Vec::with_capacity(arrivals.users),
+        ..Selection::default()
+    };
+    for (user, (events, raw)) in by_user.into_iter().zip(stored).enumerate() {
+        let mut record = match raw {
+            Some(data) => record::decode(data).map_err(|e| CoreError::UserRecord {
+                user,
+                message: e.to_string(),
+            })?,
+            None => UserRecord::default(),
+        };
+        let unapplied: Vec<usize> = events
+            .iter()
+            .copied()
+            .filter(|&i| arrivals.not_applied(i, &record.progress))
+            .collect();
+        out.duplicates += (events.len() - unapplied.len()) as u64;
+        arrivals.advance(&mut record.progress, &unapplied);
+        out.changed.push(!unapplied.is_empty());
+        let mut fresh = match horizon_hours {
+            Some(hours) if !unapplied.is_empty() => {
+                let keys: Vec<(i64, &str)> = unapplied
+                    .iter()
+                    .map(|&i| (arrivals.ts[i], arrivals.event_id[i].as_str()))
+                    .collect();
+                let admitted = dedupe::admit(hours, &mut record.seen, &keys);
+                out.repeats += (unapplied.len() - admitted.len()) as u64;
+                admitted.into_iter().map(|k| unapplied[k]).collect()
+            }
+            _ => unapplied,
+        };
+        fresh.sort_by_key(|&i| arrivals.ts[i]);
+        out.records.push(record);
+        out.fresh.push(fresh);
+    }
+    Ok(out)
+}
+
+impl Selection {
+    /// The events to apply, user by user, each user's by time: the order of [`finish`]'s
+    /// columns.
+    pub fn live(&self) -> Vec<usize> {
+        self.fresh.iter().flatten().copied().collect()
+    }
+
+    /// The stored states of `plans` that are not in native form (user, plan, stored value),
+    /// for users with events to apply: the glue migrates them with the reference codec.
+    pub fn foreign_states<'s>(&'s self, plans: &[Plan]) -> Vec<(usize, usize, &'s [u8])> {
+        let mut out = Vec::new();
+        for (user, record) in self.records.iter().enumerate() {
+            if self.fresh[user].is_empty() {
+                continue;
+            }
+            for (p, plan) in plans.iter().enumerate() {
+                if let Some(value) = record.states.get(&plan.key) {
+                    if record::unwrap_native(value).is_none() {
+                        out.push((user, p, value.as_slice()));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn stored_states(&self, plans: &[Plan]) -> Result<Vec<Vec<Option<&[u8]>>>, CoreError> {
+        let mut stored = vec![vec![None; plans.len()]; self.records.len()];
+        for (user, record) in self.records.iter().enumerate() {
+            if self.fresh[user].is_empty() {
+                continue;
+            }
+            for (p, plan) in plans.iter().enumerate() {
+                let Some(value) = record.states.get(&plan.key) else {
+                    continue;
+                };
+                let native = match self.migrated.get(&(user, p)) {
+                    Some(state) => state.as_slice(),
+                    None => record::unwrap_native(value).ok_or_else(|| CoreError::UserState {
+                        user,
+                        plan: plan.key.clone(),
+                        message: "a state in the Python codec's form was not migrated".into(),
+                    })?,
+                };
+                stored[user][p] = Some(native);
+            }
+        }
+        Ok(stored)
+    }
+}
+
+/// The live events' field columns, aligned with [`Selection::live`].
+#[derive(Debug, Clone, Default)]
+pub struct LiveColumns {
+    pub names: Vec<String>,
+    pub columns: Vec<Vec<Value>>,
+    pub vectors: Vec<(String, Vec<Option<Vec<f64>>>)>,
+}
+
+pub fn finish(
+    plans: &[Plan],
+    arrivals: &Arrivals,
+    selection: &mut Selection,
+    columns: LiveColumns,
+    versions: &Versions,
+) -> Result<Outcome, CoreError> {
+    let live = selection.live();
+    let batch = Batch {
+        users: selection.records.len(),
+        user: live.iter().map(|&i| arrivals.user[i]).collect(),
+        ts: live.iter().map(|&i| arrivals.ts[i]).collect(),
+        event_id: live.iter().map(|&i| arrivals.event_id[i].clone()).collect(),
+        names: columns.names,
+        columns: columns.columns,
+        vectors: columns.vectors,
+    };
+    let executed = execute(plans, &batch, &selection.stored_states(plans)?)?;
+    let mut out = Outcome {
+        newest_ms: batch.ts.iter().copied().max(),
+        applied: executed.applied,
+        expired: executed.expired,
+        puts: Vec::new(),
+    };
+    let states = executed.states.into_iter();
+    for (user, (record, new)) in selection.records.iter_mut().zip(states).enumerate() {
+        if !selection.changed[user] {
+            continue;
+        }
+        if !selection.fresh[user].is_empty() {
+            for (plan, state) in plans.iter().zip(new) {
+                if let Some(state) = state {
+                    record
+                        .states
+                        .insert(plan.key.clone(), record::wrap_native(&state));
+                }
+            }
+            record.states.retain(|key, _| !versions.stale(key));
+        }
+        out.puts.push((user, record::encode(record)));
+    }
+    Ok(out)
+}

@@ -1,0 +1,89 @@
+"""The whole micro-batch in the core, for a registry whose signals all run natively.
+
+The engine's per-user steps — decode each record, drop what its progress shows as applied
+and the repeats of applied event ids, order by event time, apply, forget stale versions,
+encode — are the Python reference model (``processing/engine.py``); here the core does them
+in two calls per batch (``usersignals._core.BatchSession``), with the Materializer's lookups
+in between. Python keeps the edges: grouping the events into columns, the store, the
+lookups, and migrating states an older release wrote in the Python codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from usersignals._core import BatchSession, CoreError, CoreStateError
+from usersignals.enrich.sources import Record
+from usersignals.errors import NativeCoreError, StateCodecError
+from usersignals.events.model import Event
+from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.native import NativeSignals
+from usersignals.state.keys import user_key
+from usersignals.state.store import StateStore
+
+#: The engine's lookups: the live events in, per source the records of their keys out.
+Lookups = Callable[[list[Event]], dict[str, dict[str, Record]]]
+
+
+class NativeBatches:
+    """Runs micro-batches through the core's pipeline; one instance per engine."""
+
+    def __init__(self, native: NativeSignals, horizon_ms: int | None, counts_misses: bool) -> None:
+        self._native = native
+        # The reference rounds the horizon up to whole hours (processing/dedupe.py).
+        self._horizon_hours = -(-horizon_ms // 3_600_000) if horizon_ms else None
+        self._counts_misses = counts_misses
+
+    def process(
+        self,
+        batch: MicroBatch,
+        store: StateStore,
+        lookups: Lookups,
+        versions: tuple[set[str], set[str], set[str]],
+        report: BatchReport,
+    ) -> dict[bytes, bytes]:
+        """The records to write for ``batch`` (counts go into ``report``); ``versions`` is
+        (declared keys, expired keys, signal names), for dropping stale versions."""
+        events = batch.events
+        index: dict[str, int] = {}
+        user = [index.setdefault(event.user_id, len(index)) for event in events]
+        keys = [user_key(user_id) for user_id in index]
+        partitions: dict[str, int] = {}
+        partition = [partitions.setdefault(p.partition, len(partitions)) for p in batch.positions]
+        try:
+            session = BatchSession.select(
+                self._native.plans,
+                user,
+                [event.ts for event in events],
+                [event.event_id for event in events],
+                list(partitions),
+                partition,
+                [position.offset for position in batch.positions],
+                store.get_many(keys),
+                self._horizon_hours,
+            )
+            report.duplicates, report.repeats = session.dropped()
+            self._migrate(session, keys)
+            live = [events[i] for i in session.live()]
+            records = lookups(live) if live else {}
+            missing = report.missing_enrichment if self._counts_misses else None
+            columns = self._native.live_columns(live, records, missing)
+            puts, (applied, expired, newest) = session.apply(columns, *versions)
+        except CoreStateError as exc:
+            user_index, plan, message = exc.args
+            detail = f"{plan}: {message}" if plan else message
+            raise StateCodecError(keys[user_index], detail) from exc
+        except CoreError as exc:
+            raise NativeCoreError("batch", str(exc)) from exc
+        if live:
+            report.applied = dict(zip(self._native.keys, applied, strict=True))
+            report.expired = dict(zip(self._native.keys, expired, strict=True))
+            report.newest_event_ms = newest
+        return {keys[user_index]: data for user_index, data in puts}
+
+    def _migrate(self, session: BatchSession, keys: Sequence[bytes]) -> None:
+        """States the Python codec wrote (before the native form existed), re-encoded."""
+        for user_index, plan, value in session.foreign_states():
+            session.set_migrated(
+                user_index, plan, self._native.migrate(keys[user_index], value, plan)
+            )
