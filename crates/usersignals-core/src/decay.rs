@@ -248,14 +248,24 @@ pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
     out[0] = width as u8;
     let mut bit = 8usize;
     for v in values {
-        for i in 0..width {
-            if (v >> i) & 1 == 1 {
-                out[bit / 8] |= 1 << (bit % 8);
-            }
-            bit += 1;
+        // A byte's worth of bits at a time (LSB first), not bit by bit: the hot loop of
+        // encoding a busy user's scores.
+        let mut done = 0u32;
+        while done < width {
+            let shift = (bit % 8) as u32;
+            let take = (8 - shift).min(width - done);
+            let chunk = ((v >> done) as u8) & low_bits(take);
+            out[bit / 8] |= chunk << shift;
+            bit += take as usize;
+            done += take;
         }
     }
     (true, out)
+}
+
+/// A byte with its lowest `n` (1 to 8) bits set.
+fn low_bits(n: u32) -> u8 {
+    (0xFFu16 >> (8 - n)) as u8
 }
 
 /// Reads what `run_form` wrote: packed (`width` already read) or varints.
@@ -278,12 +288,16 @@ fn unpack_run(r: &mut Reader<'_>, count: usize, width: u8) -> Result<Vec<u128>, 
     let width = usize::from(width);
     let bytes = r.bytes(count.saturating_mul(width).div_ceil(8))?;
     let mut values = vec![0u128; count];
-    for (n, value) in values.iter_mut().enumerate() {
-        for i in 0..width {
-            let bit = n * width + i;
-            if (bytes[bit / 8] >> (bit % 8)) & 1 == 1 {
-                *value |= 1 << i;
-            }
+    let mut bit = 0usize;
+    for value in values.iter_mut() {
+        let mut done = 0usize;
+        while done < width {
+            let shift = bit % 8;
+            let take = (8 - shift).min(width - done);
+            let chunk = (bytes[bit / 8] >> shift) & low_bits(take as u32);
+            *value |= u128::from(chunk) << done;
+            bit += take;
+            done += take;
         }
     }
     Ok(values)
@@ -376,6 +390,29 @@ mod tests {
             let mut r = Reader::new(&out);
             prop_assert_eq!(get_run(&mut r, values.len()).unwrap(), values);
             prop_assert!(r.is_done());
+        }
+
+        #[test]
+        fn packed_runs_keep_the_bit_by_bit_layout(
+            values in prop::collection::vec(any::<u128>(), 1..20), width in 1u32..=128
+        ) {
+            // The stored layout: value n's bit i at bit 8 + n * width + i, LSB first.
+            let values: Vec<u128> = values.iter().map(|v| v & (u128::MAX >> (128 - width))).collect();
+            let width = values.iter().map(|v| 128 - v.leading_zeros()).max().unwrap_or(0);
+            let mut expected = vec![0u8; 1 + (values.len() * width as usize).div_ceil(8)];
+            let mut bit = 8;
+            for v in &values {
+                for i in 0..width {
+                    expected[bit / 8] |= (((v >> i) & 1) as u8) << (bit % 8);
+                    bit += 1;
+                }
+            }
+            let (packed, out) = run_form(&values);
+            if packed {
+                prop_assert_eq!(&out[1..], &expected[1..]);
+                let mut r = Reader::new(&out);
+                prop_assert_eq!(get_run_form(&mut r, values.len(), true).unwrap(), values);
+            }
         }
 
         #[test]
