@@ -49,6 +49,8 @@ from usersignals.values import SCALAR, FieldKind
 logger = logging.getLogger(__name__)
 
 _MISSING: Record = {}
+# The event fields that are text already (a lookup key is the field's text).
+_TEXT_FIELDS = frozenset(BASE_FIELDS) - {"ts"}
 DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 _raw_encoder = msgspec.msgpack.Encoder()
 
@@ -296,7 +298,11 @@ class Engine:
             candidates = live
             if len(checks) == len(plans):  # every signal filters on event fields first
                 candidates = [e for e in live if any(check((e, ())) for check in checks)]
-            wanted = {value for event in candidates if (value := _key_value(event, field_name))}
+            if field_name in _TEXT_FIELDS:  # the common case: a tight loop in C
+                wanted = set(map(attrgetter(field_name), candidates))
+                wanted.discard("")
+            else:
+                wanted = {v for event in candidates if (v := _key_value(event, field_name))}
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
             records[source] = self.materializer.lookup(source, wanted)
