@@ -29,6 +29,11 @@ use usersignals_core::value::ValueRef;
 use usersignals_core::{decayed, mean_vector};
 use usersignals_core::{CoreError as Error, Value};
 
+/// mimalloc for every allocation the core makes (states, values, records): measured
+/// faster than the system allocator on the batch path (see the workspace Cargo.toml).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 create_exception!(
     _core,
     CoreError,
