@@ -48,6 +48,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.ingest.kafka import create_topic
 from usersignals.ingest.kafka_produce import produce_workload
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
+from usersignals.processing.gc_tuning import tune_collector
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
@@ -91,6 +92,7 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
     processor = build_processor(settings)
     load_table(processor.store.table("items"), items, key="item_id")
     runner = build_kafka_runner(processor, ProcessorMetrics())
+    tune_collector()  # as `usersignals run` does once the processor is built
     stop = threading.Event()
     thread = threading.Thread(target=runner.run, args=(stop,))
     thread.start()

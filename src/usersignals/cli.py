@@ -199,6 +199,7 @@ def run(
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.processing.gc_tuning import tune_collector
     from usersignals.processing.metrics import ProcessorMetrics
 
     overrides: dict[str, Any] = {"store": store, "signals": signals}
@@ -227,6 +228,7 @@ def run(
             f"processing {settings.spool.path} into {settings.store.path} "
             f"(signals: {settings.signals}); stop with Ctrl-C"
         )
+    tune_collector()  # last before running: freezes what was built (processing/gc_tuning.py)
     with runner:
         console.print(started, markup=False)
         runner.run(stop)
