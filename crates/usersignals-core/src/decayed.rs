@@ -25,6 +25,7 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
+use std::rc::Rc;
 
 use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
@@ -52,7 +53,9 @@ pub enum KeyClass {
     Num(i64),
     /// A non-integral (or out-of-i64) float, by its total-order bits.
     Float(i64),
-    Str(String),
+    /// Shared: every cell of a key holds the class, and a busy user's state has a cell per
+    /// key and day — a string each was most of decoding one.
+    Str(Rc<str>),
 }
 
 impl KeyClass {
@@ -71,7 +74,7 @@ impl KeyClass {
                 let bits = f.to_bits() as i64;
                 KeyClass::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
             }
-            Value::Str(s) => KeyClass::Str(s.clone()),
+            Value::Str(s) => KeyClass::Str(Rc::from(s.as_str())),
         })
     }
 }
@@ -101,6 +104,11 @@ impl ScoresState {
     pub fn add(&mut self, key: &Value, bucket: i64, value: i128) {
         let Some(class) = KeyClass::of(key) else {
             return;
+        };
+        // The class as the state holds it already, when it does: its string is shared.
+        let class = match self.keys.get_key_value(&class) {
+            Some((held, _)) => held.clone(),
+            None => class,
         };
         match self.keys.get_mut(&class) {
             Some(shown) if exact_rank(key) < exact_rank(shown) => *shown = key.clone(),
@@ -214,7 +222,7 @@ impl DecayedSpec {
         let scores = self.scores(retention_ms, state, view)?;
         let mut candidates: Vec<(f64, &Value)> = scores
             .into_iter()
-            .filter(|(class, _)| !matches!(class, KeyClass::Str(s) if exclude.contains(s)))
+            .filter(|(class, _)| !matches!(class, KeyClass::Str(s) if exclude.contains(&**s)))
             .map(|(class, score)| (score, &state.keys[class]))
             .collect();
         top_k(
