@@ -37,7 +37,7 @@ from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
 from usersignals.signals.definition import CompiledSignal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
@@ -49,8 +49,6 @@ from usersignals.values import SCALAR, FieldKind
 logger = logging.getLogger(__name__)
 
 _MISSING: Record = {}
-# The event fields that are text already (a lookup key is the field's text).
-_TEXT_FIELDS = frozenset(BASE_FIELDS) - {"ts"}
 DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 _raw_encoder = msgspec.msgpack.Encoder()
 
@@ -298,7 +296,7 @@ class Engine:
             candidates = live
             if len(checks) == len(plans):  # every signal filters on event fields first
                 candidates = [e for e in live if any(check((e, ())) for check in checks)]
-            if field_name in _TEXT_FIELDS:  # the common case: a tight loop in C
+            if field_name in TEXT_FIELDS:  # the common case: a tight loop in C
                 wanted = set(map(attrgetter(field_name), candidates))
                 wanted.discard("")
             else:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -46,7 +47,7 @@ from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, attrs_reader
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
@@ -302,7 +303,7 @@ class NativeSignals:
             return [read(e.attrs) for e in joined.events]
         enriched = self._enriched[name]
         rows = joined.records(enriched.source, enriched.key_field)
-        return [row.get(name) if row is not None else None for row in rows]
+        return list(map(dict.get, rows, repeat(name)))  # a miss is the empty record: None
 
     def _stored(self, key: bytes, raw: Any, index: int) -> bytes | None:
         return None if raw is None else self._native_form(key, raw, index)
@@ -359,23 +360,32 @@ class _Joined:
     def __init__(self, events: list[Event], records: Mapping[str, Mapping[str, Record]]) -> None:
         self.events = events
         self._tables = records
-        self._joined: dict[str, list[Record | None]] = {}
+        self._joined: dict[str, list[Record]] = {}
 
-    def records(self, source: str, key_field: str) -> list[Record | None]:
+    def records(self, source: str, key_field: str) -> list[Record]:
+        """Each event's record of ``source``; ``_NO_RECORD`` (empty) where the key has none."""
         rows = self._joined.get(source)
         if rows is None:
             table = self._tables.get(source, {})
-            rows = self._joined[source] = [
-                table.get(key) for key in _key_values(self.events, key_field)
-            ]
+            keys = _key_values(self.events, key_field)
+            rows = self._joined[source] = list(map(table.get, keys, repeat(_NO_RECORD)))
         return rows
 
     def misses(self) -> Counts:
-        return {source: rows.count(None) for source, rows in self._joined.items()}
+        return {
+            source: sum(1 for row in rows if row is _NO_RECORD)
+            for source, rows in self._joined.items()
+        }
+
+
+# What a lookup miss joins: no fields (one shared object, so misses count by identity).
+_NO_RECORD: Record = {}
 
 
 def _key_values(events: list[Event], field_name: str) -> list[str]:
     """Each event's lookup key, as the engine's lookups collect them (text; "" if absent)."""
+    if field_name in TEXT_FIELDS:
+        return list(map(attrgetter(field_name), events))
     if field_name in BASE_FIELDS:
         return [str(value) for value in map(attrgetter(field_name), events)]
     read = attrs_reader(field_name[len(ATTR_PREFIX) :])  # a dotted path: nested objects

@@ -18,6 +18,8 @@ from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.events import AttrValue
 
 BASE_FIELDS = ("event_id", "user_id", "item_id", "action", "surface", "ts")
+#: The event fields that are text already (a lookup key is the field's text as it is).
+TEXT_FIELDS = frozenset(BASE_FIELDS) - {"ts"}
 ATTR_PREFIX = "attrs."
 
 RowPredicate = Callable[[Row], bool]
