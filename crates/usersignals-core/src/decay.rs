@@ -22,7 +22,7 @@ use serde_json::Value as Json;
 use crate::context::{Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::value::Value;
-use crate::varint::{put_i64, put_u64, Reader};
+use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, Reader};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -246,26 +246,8 @@ pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
     }
     let mut out = vec![0u8; packed_len];
     out[0] = width as u8;
-    let mut bit = 8usize;
-    for v in values {
-        // A byte's worth of bits at a time (LSB first), not bit by bit: the hot loop of
-        // encoding a busy user's scores.
-        let mut done = 0u32;
-        while done < width {
-            let shift = (bit % 8) as u32;
-            let take = (8 - shift).min(width - done);
-            let chunk = ((v >> done) as u8) & low_bits(take);
-            out[bit / 8] |= chunk << shift;
-            bit += take as usize;
-            done += take;
-        }
-    }
+    pack_bits(&mut out[1..], values.iter().copied(), width);
     (true, out)
-}
-
-/// A byte with its lowest `n` (1 to 8) bits set.
-fn low_bits(n: u32) -> u8 {
-    (0xFFu16 >> (8 - n)) as u8
 }
 
 /// Reads what `run_form` wrote: packed (`width` already read) or varints.
@@ -285,22 +267,8 @@ fn unpack_run(r: &mut Reader<'_>, count: usize, width: u8) -> Result<Vec<u128>, 
     if width > 128 {
         return Err(CoreError::Codec(format!("packed width {width}")));
     }
-    let width = usize::from(width);
-    let bytes = r.bytes(count.saturating_mul(width).div_ceil(8))?;
-    let mut values = vec![0u128; count];
-    let mut bit = 0usize;
-    for value in values.iter_mut() {
-        let mut done = 0usize;
-        while done < width {
-            let shift = bit % 8;
-            let take = (8 - shift).min(width - done);
-            let chunk = (bytes[bit / 8] >> shift) & low_bits(take as u32);
-            *value |= u128::from(chunk) << done;
-            bit += take;
-            done += take;
-        }
-    }
-    Ok(values)
+    let bytes = r.bytes(count.saturating_mul(usize::from(width)).div_ceil(8))?;
+    Ok(unpack_bits(bytes, count, u32::from(width)))
 }
 
 pub fn zigzag(v: i128) -> u128 {

@@ -27,7 +27,7 @@ use crate::context::AS_OF_LOOKBACK_MS;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
-use crate::varint::{put_i64, put_u64, Reader};
+use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, Reader};
 
 pub const FORMAT_VERSION: u8 = 0x02;
 /// The format versions `decode` reads: 1 lacks the digits and packed dictionary forms.
@@ -137,11 +137,13 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
     // choice, so the bytes stay canonical.
     let mut best = vec![PLAIN];
     values.iter().for_each(|v| v.encode(&mut best));
+    // One dictionary for the two forms that use it.
+    let vocab = vocabulary(&values);
     let candidates = [
-        dictionary_form(&values),
+        vocab.as_ref().map(dictionary_form),
         prefixed_form(&values),
         digits_form(&values),
-        packed_form(&values),
+        vocab.as_ref().map(packed_form),
     ];
     for candidate in candidates.into_iter().flatten() {
         if candidate.len() < best.len() {
@@ -153,7 +155,7 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
 
 /// The distinct values in order of first appearance and each entry's code; `None` when
 /// every value is distinct (a dictionary is then never smaller than plain values).
-fn vocabulary<'v>(values: &[&'v Value]) -> Option<(Vec<&'v Value>, Vec<usize>)> {
+fn vocabulary<'v>(values: &[&'v Value]) -> Option<Vocabulary<'v>> {
     let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::new();
     let mut order: Vec<&Value> = Vec::new();
     let codes: Vec<usize> = values
@@ -171,20 +173,22 @@ fn vocabulary<'v>(values: &[&'v Value]) -> Option<(Vec<&'v Value>, Vec<usize>)> 
     Some((order, codes))
 }
 
+/// A column's distinct values in order of first appearance, and each entry's code.
+type Vocabulary<'v> = (Vec<&'v Value>, Vec<usize>);
+
 /// Distinct values once, then a code per entry (one byte while there are at most 256).
-fn dictionary_form(values: &[&Value]) -> Option<Vec<u8>> {
-    let (order, codes) = vocabulary(values)?;
+fn dictionary_form((order, codes): &Vocabulary<'_>) -> Vec<u8> {
     let mut out = vec![DICTIONARY];
     put_u64(&mut out, order.len() as u64);
     order.iter().for_each(|v| v.encode(&mut out));
-    for code in codes {
+    for &code in codes {
         if order.len() <= MAX_BYTE_CODES {
             out.push(code as u8);
         } else {
             put_u64(&mut out, code as u64);
         }
     }
-    Some(out)
+    out
 }
 
 /// Bits a code of a dictionary of `size` values takes (0 for a single value).
@@ -194,41 +198,28 @@ fn code_bits(size: usize) -> u32 {
 
 /// Distinct values once, then the codes packed at the fewest bits that hold them: five
 /// actions take 3 bits an entry rather than a byte.
-fn packed_form(values: &[&Value]) -> Option<Vec<u8>> {
-    let (order, codes) = vocabulary(values)?;
+fn packed_form((order, codes): &Vocabulary<'_>) -> Vec<u8> {
     let bits = code_bits(order.len());
     let mut out = vec![PACKED];
     put_u64(&mut out, order.len() as u64);
     order.iter().for_each(|v| v.encode(&mut out));
     let start = out.len();
     out.resize(start + (codes.len() * bits as usize).div_ceil(8), 0);
-    for (i, code) in codes.into_iter().enumerate() {
-        for bit in 0..bits as usize {
-            if code >> bit & 1 == 1 {
-                let at = i * bits as usize + bit;
-                out[start + at / 8] |= 1 << (at % 8);
-            }
-        }
-    }
-    Some(out)
+    pack_bits(&mut out[start..], codes.iter().map(|&c| c as u128), bits);
+    out
 }
 
 /// Codes packed by `packed_form`, checked against the dictionary's size.
 fn unpack_codes(r: &mut Reader<'_>, count: usize, size: usize) -> Result<Vec<u32>, CoreError> {
-    let bits = code_bits(size) as usize;
-    let packed = r.bytes((count * bits).div_ceil(8))?;
-    (0..count)
-        .map(|i| {
-            let code = (0..bits).fold(0usize, |code, bit| {
-                let at = i * bits + bit;
-                code | usize::from(packed[at / 8] >> (at % 8) & 1) << bit
-            });
-            if code >= size {
-                return Err(CoreError::Codec(format!(
-                    "code {code} outside a dictionary of {size}"
-                )));
-            }
-            Ok(code as u32)
+    let bits = code_bits(size);
+    let packed = r.bytes((count * bits as usize).div_ceil(8))?;
+    unpack_bits(packed, count, bits)
+        .into_iter()
+        .map(|code| match u32::try_from(code) {
+            Ok(code) if (code as usize) < size => Ok(code),
+            _ => Err(CoreError::Codec(format!(
+                "code {code} outside a dictionary of {size}"
+            ))),
         })
         .collect()
 }

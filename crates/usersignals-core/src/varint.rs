@@ -14,6 +14,45 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
+/// Writes `values` at `width` bits each (value n's bit i at bit n·width + i, least
+/// significant first) into `out`, which holds enough zeroed bytes; a byte's worth of bits
+/// at a time.
+pub fn pack_bits(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
+    let mut bit = 0usize;
+    for v in values {
+        let mut done = 0u32;
+        while done < width {
+            let shift = (bit % 8) as u32;
+            let take = (8 - shift).min(width - done);
+            out[bit / 8] |= (((v >> done) as u8) & low_bits(take)) << shift;
+            bit += take as usize;
+            done += take;
+        }
+    }
+}
+
+/// Reads `count` values of `width` bits each, as `pack_bits` wrote them.
+pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
+    let mut values = vec![0u128; count];
+    let mut bit = 0usize;
+    for value in values.iter_mut() {
+        let mut done = 0u32;
+        while done < width {
+            let shift = (bit % 8) as u32;
+            let take = (8 - shift).min(width - done);
+            *value |= u128::from((bytes[bit / 8] >> shift) & low_bits(take)) << done;
+            bit += take as usize;
+            done += take;
+        }
+    }
+    values
+}
+
+/// A byte with its lowest `n` (1 to 8) bits set.
+fn low_bits(n: u32) -> u8 {
+    (0xFFu16 >> (8 - n)) as u8
+}
+
 /// A cursor over encoded bytes; every read checks bounds and reports what was truncated.
 pub struct Reader<'a> {
     data: &'a [u8],

@@ -323,7 +323,7 @@ fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
     assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
     // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
     let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
-    let packed = packed_form(&actions).unwrap();
+    let packed = packed_form(&vocabulary(&actions).unwrap());
     // Mode, size, three tagged strings (tag, length, text), 40 x 2 bits.
     assert_eq!(packed.len(), 1 + 1 + (7 + 6 + 7) + 10);
 }
