@@ -153,28 +153,24 @@ class Engine:
         if self._batches is not None:
             versions = (self._keys, self._expired, self._names)
             puts = self._batches.process(batch, self.store, self._lookups, versions, report)
-            report.users = len(puts)
-            if marks:
-                puts.update(marks)
-            if puts:
-                self.store.write(puts)
-            return report
-        work, puts_only_progress = self._select(batch, report)
-        puts = {key: encode_record(record) for key, record in puts_only_progress}
-        if not work:
-            report.users = len(puts)
-            if marks:
-                puts.update(marks)
-            if puts:
-                self.store.write(puts)
-            return report
-        self._keep_raw(batch.events, work)
-        self._apply_users(batch, work, puts, report)
+        else:
+            puts = self._process_per_user(batch, report)
         report.users = len(puts)
         if marks:
             puts.update(marks)
-        self.store.write(puts)
+        if puts:
+            self.store.write(puts)
         return report
+
+    def _process_per_user(self, batch: MicroBatch, report: BatchReport) -> dict[bytes, bytes]:
+        """The per-user Python steps (the reference model of the native pipeline): the
+        records to write, counts into ``report``."""
+        work, puts_only_progress = self._select(batch, report)
+        puts = {key: encode_record(record) for key, record in puts_only_progress}
+        if work:
+            self._keep_raw(batch.events, work)
+            self._apply_users(batch, work, puts, report)
+        return puts
 
     def _keep_raw(self, events: list[Event], work: list[_Work]) -> None:
         """Store the new events as they came, when answering by recomputation is on."""
