@@ -10,8 +10,8 @@ reads the k-th labels. The states live in memory and are dropped at the end.
 
 The values are JSON text, one column per signal (and per context when several are given),
 appended to the label columns in the label file's row order. The Spark runner
-(:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition and writes
-with :func:`write_features`: the same bytes.
+(:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition, and both
+write with :func:`~usersignals.offline.features_file.write_features`: the same bytes.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, shard_of
+from usersignals.offline.features_file import value_batch, write_features
 from usersignals.offline.memory import MemoryStore
 from usersignals.processing.batch import MicroBatch
 from usersignals.serving.reader import SignalReader
@@ -202,21 +203,6 @@ def _read_label(
     return [_encoder.encode(answers[id(c.context)][c.signal.name].value).decode() for c in columns]
 
 
-def write_features(
-    table: Any, columns: Sequence[FeatureColumn], values: dict[int, list[str]], out: Path
-) -> None:
-    """The label table with a JSON text column per feature, in the label file's row order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = table.num_rows
-    for index, column in enumerate(columns):
-        cells = [values[row][index] if row in values else None for row in range(rows)]
-        table = table.append_column(column.name, pa.array(cells, pa.string()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
-
-
 def training_set(job: TrainingJob) -> TrainingSummary:
     """Write ``job.out``: the label rows with each signal's point-in-time value."""
     started = time.perf_counter()
@@ -237,7 +223,9 @@ def training_set(job: TrainingJob) -> TrainingSummary:
         values.update(part_values)
         summary.events += events
         summary.bad += bad
-    write_features(table, columns, values, job.out)
+    ordered = sorted(values.items())
+    names = [column.name for column in columns]
+    write_features(table, names, [value_batch(ordered, len(names))], job.out)
     summary.seconds = time.perf_counter() - started
     return summary
 
