@@ -35,7 +35,14 @@ from usersignals.config import Settings
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
-from usersignals.offline.backfill import BackfillJob, BackfillSummary, Taker, drain, open_existing
+from usersignals.offline.backfill import (
+    BackfillJob,
+    BackfillSummary,
+    Taker,
+    count_behind,
+    drain,
+    open_existing,
+)
 from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
 from usersignals.offline.bulk_load import load_states, state_files, user_records
 from usersignals.offline.common import build_engine, open_lookup_store, select_signals, shard_of
@@ -174,12 +181,13 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, in
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            taker = Taker(boundary, existing, ends=ends)
+            taker = Taker(boundary, existing)
             for batch in batches:
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.finish(store)
+            taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
                 opened.close()

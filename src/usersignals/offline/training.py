@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import multiprocessing
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -36,6 +37,7 @@ from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, shard_of
 from usersignals.offline.features_file import value_batch, write_features
 from usersignals.offline.memory import MemoryStore
+from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
@@ -210,19 +212,30 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
     shards = max(1, job.workers)
-    tasks = [(job, i, shards) for i in range(shards)]
-    if shards == 1:
-        results = [_training_shard(tasks[0])]
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(shards, mp_context=context) as pool:
-            results = list(pool.map(_training_shard, tasks))
+    with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
+        tasks = [
+            _Shard(job, i, shards, _shard_dead_letters(job, i, Path(scratch)))
+            for i in range(shards)
+        ]
+        if shards == 1:
+            results = [_training_shard(tasks[0])]
+        else:
+            context = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(shards, mp_context=context) as pool:
+                results = list(pool.map(_training_shard, tasks))
+        if shards > 1 and job.dead_letter is not None:
+            parts = [
+                (t.dead_letter, r.bad_places)
+                for t, r in zip(tasks, results, strict=True)
+                if t.dead_letter
+            ]
+            merge_dead_letters(parts, job.dead_letter)
     values: dict[int, list[str]] = {}
     summary = TrainingSummary(rows=len(labels))
-    for part_values, events, bad in results:
-        values.update(part_values)
-        summary.events += events
-        summary.bad += bad
+    for result in results:
+        values.update(result.values)
+        summary.events += result.events
+        summary.bad += result.bad
     ordered = sorted(values.items())
     names = [column.name for column in columns]
     write_features(table, names, [value_batch(ordered, len(names))], job.out)
@@ -230,34 +243,57 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     return summary
 
 
-def _training_shard(task: tuple[TrainingJob, int, int]) -> tuple[dict[int, list[str]], int, int]:
-    job, index, shards = task
+@dataclass(frozen=True)
+class _Shard:
+    job: TrainingJob
+    index: int
+    shards: int
+    #: Where this shard writes its dead letters (the job's own file when it is the only one).
+    dead_letter: Path | None
+
+
+@dataclass
+class _ShardResult:
+    values: dict[int, list[str]]
+    #: Valid events and bad records among the shard's share of the archive.
+    events: int
+    bad: int
+    bad_places: list[int]
+
+
+def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
+    if job.dead_letter is None or job.workers <= 1:
+        return job.dead_letter
+    return scratch / f"dead-{index}.jsonl"
+
+
+def _training_shard(shard: _Shard) -> _ShardResult:
+    job = shard.job
     settings = job.settings
     registry = SignalRegistry.from_module(settings.signals)
     columns = feature_columns(registry, job.contexts)
     _, labels = read_labels(job.labels, job.user_column, job.time_column)
-    mine = [label for label in labels if shard_of(label[1], shards) == index]
+    mine = [label for label in labels if shard_of(label[1], shard.shards) == shard.index]
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)
     store = MemoryStore()
-    dead_letters = DeadLetterFile(job.dead_letter) if index == 0 and job.dead_letter else None
+    dead_letters = DeadLetterFile(shard.dead_letter) if shard.dead_letter else None
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
-        events: list[tuple[Event, Position]] = []
-        bad = 0
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        read = 0
-        for block in archive.decoded(decoder, dead_letters):
+        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters)
+        events: list[tuple[Event, Position]] = []
+        valid = bad = 0
+        for block in share.results(decoder):
             bad += len(block.bad)
-            read += len(block.events)
+            valid += len(block.events)
             events.extend(
                 (event, position)
                 for event, position in zip(block.events, block.positions, strict=True)
                 if event.user_id in users
             )
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        # Every shard reads the whole archive: count it once.
-        return dict(rows), read if index == 0 else 0, bad if index == 0 else 0
+        return _ShardResult(dict(rows), valid, bad, share.bad_places)
     finally:
         if lookups is not None:
             lookups.close()
