@@ -20,11 +20,9 @@ stopped: the merge needs the store's single writer.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,7 +33,12 @@ from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka
 from usersignals.offline.bulk_load import load_states, user_records
-from usersignals.offline.common import build_engine, open_lookup_store, select_signals
+from usersignals.offline.common import (
+    build_engine,
+    open_lookup_store,
+    run_shards,
+    select_signals,
+)
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
@@ -128,12 +131,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         tasks = [
             _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}") for i in range(shards)
         ]
-        if shards == 1:
-            results = [_run_shard(tasks[0])]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(shards, mp_context=context) as pool:
-                results = list(pool.map(_run_shard, tasks))
+        results = run_shards(_run_shard, tasks)
         summary = _combine(results, boundary)
         if shards > 1 and job.dead_letter is not None:
             parts = [

@@ -17,11 +17,9 @@ write with :func:`~usersignals.offline.features_file.write_features`: the same b
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing
 import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,7 @@ from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.common import build_engine, open_lookup_store, shard_of
+from usersignals.offline.common import build_engine, open_lookup_store, run_shards, shard_of
 from usersignals.offline.features_file import value_batch, write_features
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
@@ -217,12 +215,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
             _Shard(job, i, shards, _shard_dead_letters(job, i, Path(scratch)))
             for i in range(shards)
         ]
-        if shards == 1:
-            results = [_training_shard(tasks[0])]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(shards, mp_context=context) as pool:
-                results = list(pool.map(_training_shard, tasks))
+        results = run_shards(_training_shard, tasks)
         if shards > 1 and job.dead_letter is not None:
             parts = [
                 (t.dead_letter, r.bad_places)
