@@ -28,11 +28,11 @@ def expected(rows: int, valued: list[int]) -> dict[str, list[str | None]]:
     }
 
 
-def values_of(rows: list[int]) -> list[tuple[int, list[str]]]:
-    return [(row, [f"{index}:{row}" for index in range(len(NAMES))]) for row in rows]
+def values_of(rows: list[int]) -> list[tuple[int, list[bytes]]]:
+    return [(row, [f"{index}:{row}".encode() for index in range(len(NAMES))]) for row in rows]
 
 
-def split(items: list[tuple[int, list[str]]], cuts: list[int]) -> list[pa.RecordBatch]:
+def split(items: list[tuple[int, list[bytes]]], cuts: list[int]) -> list[pa.RecordBatch]:
     bounds = [0, *sorted({c % (len(items) + 1) for c in cuts}), len(items)]
     return [value_batch(items[a:b], len(NAMES)) for a, b in itertools.pairwise(bounds)]
 

@@ -16,6 +16,7 @@ write with :func:`~usersignals.offline.features_file.write_features`: the same b
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
 import tempfile
 import time
@@ -33,13 +34,15 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards, shard_of
-from usersignals.offline.features_file import value_batch, write_features
+from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write_features
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.codec import decode_record
+from usersignals.state.keys import user_key
 
 #: A label row: its index in the label file, the user id, the label time (ms).
 Label = tuple[int, str, int]
@@ -150,8 +153,9 @@ def compute_features(
     columns: Sequence[FeatureColumn],
     events: Iterable[tuple[Event, Position]],
     labels: Sequence[Label],
-) -> list[tuple[int, list[str]]]:
-    """Each label's column values, from ``events`` (any order) of the labels' users."""
+) -> list[tuple[int, list[bytes]]]:
+    """Each label's column values (JSON, UTF-8), from ``events`` (any order) of the labels'
+    users."""
     engine, reader = engine_parts
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
@@ -159,48 +163,70 @@ def compute_features(
     for user_events in by_user.values():
         # A total order, the same whatever order the events came in.
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
-    label_lists: dict[str, list[Label]] = {}
-    for label in sorted(labels, key=lambda label: (label[2], label[0])):
-        label_lists.setdefault(label[1], []).append(label)
-    done = dict.fromkeys(label_lists, 0)
-    out: list[tuple[int, list[str]]] = []
+    groups = _label_groups(by_user, labels)
+    # Users with the most groups first: round k's users are a prefix of this order.
+    users = sorted(groups, key=lambda user: -len(groups[user]))
+    done = dict.fromkeys(groups, 0)
+    out: list[tuple[int, list[bytes]]] = []
     sequence = 0
-    for k in range(max((len(v) for v in label_lists.values()), default=0)):
+    for k in range(len(groups[users[0]]) if users else 0):
         batch: list[Event] = []
         positions: list[Position] = []
-        current = [lists[k] for lists in label_lists.values() if len(lists) > k]
-        for _, user, ts in current:
-            user_events = by_user.get(user, [])
-            start = done[user]
-            end = start
-            while end < len(user_events) and user_events[end][0].ts <= ts:
-                end += 1
-            for event, _ in user_events[start:end]:
+        while len(groups[users[-1]]) <= k:
+            users.pop()
+        current = [(user, groups[user][k]) for user in users]
+        for user, (end, _) in current:
+            for event, _ in by_user.get(user, [])[done[user] : end]:
                 # Positions in feeding order: progress plays no part in a training set.
                 sequence += 1
                 batch.append(event)
                 positions.append(Position("training", sequence))
             done[user] = end
         engine.process(MicroBatch(batch, positions))
-        for row, user, ts in current:
-            values = _read_label(reader, columns, user, ts)
-            out.append((row, values))
+        for user, (_, group) in current:
+            out.extend(_read_group(reader, columns, user, group))
     return out
 
 
-def _read_label(
-    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, ts: int
-) -> list[str]:
-    """The columns' values for one label: one read per context (the reader answers a signal
-    once per call), with "now" and ``as_of`` at the label's time."""
-    answers: dict[int, dict[str, Any]] = {}
-    for column in columns:
-        group = id(column.context)
-        if group not in answers:
-            at = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
-            plan = [(c.signal, at) for c in columns if c.context is column.context]
-            answers[group] = reader.read_each([user], plan)[0].signals
-    return [_encoder.encode(answers[id(c.context)][c.signal.name].value).decode() for c in columns]
+def _label_groups(
+    by_user: dict[str, list[tuple[Event, Position]]], labels: Sequence[Label]
+) -> dict[str, list[tuple[int, list[Label]]]]:
+    """Per user, its labels in time order, grouped where no event falls between them (they
+    read the same state): each group with the number of the user's events it includes."""
+    groups: dict[str, list[tuple[int, list[Label]]]] = {}
+    times = {user: [event.ts for event, _ in pairs] for user, pairs in by_user.items()}
+    for label in sorted(labels, key=lambda label: (label[2], label[0])):
+        user = label[1]
+        end = bisect.bisect_right(times.get(user, ()), label[2])
+        lists = groups.setdefault(user, [])
+        if lists and lists[-1][0] == end:
+            lists[-1][1].append(label)
+        else:
+            lists.append((end, [label]))
+    return groups
+
+
+def _read_group(
+    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, group: Sequence[Label]
+) -> list[tuple[int, list[bytes]]]:
+    """The columns' values for labels of one user that read the same state: one store read,
+    then each column with "now" and ``as_of`` at each label's time."""
+    key = user_key(user)
+    raw = reader.store.get_many([key])[0]
+    record = decode_record(key, raw) if raw else None
+    out = []
+    for row, _, ts in group:
+        at: dict[int, ReadContext] = {}
+        values = []
+        for column in columns:
+            context = at.get(id(column.context))
+            if context is None:
+                context = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
+                at[id(column.context)] = context
+            answer = reader.answer(column.signal, record, context, key)
+            values.append(_encoder.encode(answer.value))
+        out.append((row, values))
+    return out
 
 
 def training_set(job: TrainingJob) -> TrainingSummary:
@@ -223,7 +249,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
                 if t.dead_letter
             ]
             merge_dead_letters(parts, job.dead_letter)
-    values: dict[int, list[str]] = {}
+    values: dict[int, list[bytes]] = {}
     summary = TrainingSummary(rows=len(labels))
     for result in results:
         values.update(result.values)
@@ -231,7 +257,11 @@ def training_set(job: TrainingJob) -> TrainingSummary:
         summary.bad += result.bad
     ordered = sorted(values.items())
     names = [column.name for column in columns]
-    write_features(table, names, [value_batch(ordered, len(names))], job.out)
+    batches = (
+        value_batch(ordered[start : start + ROW_GROUP_ROWS], len(names))
+        for start in range(0, len(ordered), ROW_GROUP_ROWS)
+    )
+    write_features(table, names, batches, job.out)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -247,7 +277,7 @@ class _Shard:
 
 @dataclass
 class _ShardResult:
-    values: dict[int, list[str]]
+    values: dict[int, list[bytes]]
     #: Valid events and bad records among the shard's share of the archive.
     events: int
     bad: int
