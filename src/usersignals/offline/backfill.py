@@ -74,7 +74,8 @@ class BackfillJob:
 class BackfillSummary:
     events: int = 0
     bad: int = 0
-    #: Archive records the shards decoded (valid and bad), over all shards.
+    #: Archive records the local shards decoded (valid and bad): each record once, by the
+    #: shard of its user (not counted on Spark, where one task per file decodes it).
     decoded: int = 0
     #: Valid events past the boundary, left to the stream.
     after_boundary: int = 0
