@@ -132,26 +132,48 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         tasks = [
             _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}") for i in range(shards)
         ]
-        results = run_shards(_run_shard, tasks)
-        summary = _combine(results, boundary)
-        if shards > 1 and job.dead_letter is not None:
-            parts = [
-                (_dead_letters(task), r.bad_places) for task, r in zip(tasks, results, strict=True)
-            ]
-            merge_dead_letters(parts, job.dead_letter)
-        store = open_store(settings)
+        loader = _Loader(settings)
         try:
-            for task in tasks:
-                shard_store = RocksStore(task.directory)
-                try:
-                    offsets = summary.offsets if task is tasks[-1] else None
-                    summary.users += load_states(user_records(shard_store), store, offsets)
-                finally:
-                    shard_store.close()
+            # The first shard runs here: its states are merged while the others still run
+            # (they read the store as RocksDB secondaries, or Redis; their users differ).
+            first = (lambda _: loader.load(tasks[0])) if shards > 1 else None
+            results = run_shards(_run_shard, tasks, then=first)
+            summary = _combine(results, boundary)
+            if shards > 1 and job.dead_letter is not None:
+                parts = [
+                    (_dead_letters(t), r.bad_places) for t, r in zip(tasks, results, strict=True)
+                ]
+                merge_dead_letters(parts, job.dead_letter)
+            for task in tasks[1:] if shards > 1 else tasks:
+                loader.load(task, summary.offsets if task is tasks[-1] else None)
+            summary.users = loader.users
         finally:
-            store.close()
+            loader.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Loader:
+    """Merges shards' computed states into the store (opened at the first shard)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.users = 0
+        self._store: StateStore | None = None
+
+    def load(self, shard: _Shard, offsets: dict[str, int] | None = None) -> None:
+        """One shard's records; ``offsets`` (the hand-over) go with the last one's."""
+        if self._store is None:
+            self._store = open_store(self.settings)
+        computed = RocksStore(shard.directory)
+        try:
+            self.users += load_states(user_records(computed), self._store, offsets)
+        finally:
+            computed.close()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary:
