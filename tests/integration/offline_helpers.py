@@ -24,6 +24,12 @@ REFERENCE = "usersignals.examples.reference"
 TOPIC = "engagements"
 PARTITIONS = 3
 DAY_MS = 86_400_000
+#: Bad records, for the dead letters: two name a user (they fall to that user's shard).
+BAD = [
+    b'{"event_id": "x", "user_id": "u1"}',
+    b"not json",
+    b'{"event_id":"","user_id":"u","item_id":"i","action":"save","surface":"home","ts":1767225600000}',
+]
 
 
 @dataclass

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 from offline_helpers import (
+    BAD,
     REFERENCE,
     History,
     load_items,
@@ -26,12 +27,6 @@ from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
 from usersignals.state.rocks import RocksStore
-
-BAD = [
-    b'{"event_id": "x", "user_id": "u1"}',
-    b"not json",
-    b'{"event_id":"","user_id":"u","item_id":"i","action":"save","surface":"home","ts":1767225600000}',
-]
 
 
 @pytest.fixture(scope="module", params=[11, 12])
@@ -202,3 +197,42 @@ def test_an_archive_that_ends_before_the_stream_is_reported(
     early_users = {event.user_id for event in short.events}
     assert summary.behind_stream == len({(u, p) for u, p in late_users if u in early_users})
     assert summary.behind_stream > 0
+
+
+def test_two_processes_decode_each_record_once_and_give_what_one_gives(
+    tmp_path: Path, history: History
+) -> None:
+    """Each shard reads and decodes only its users' records (each record once in all), and
+    two processes give what one gives: the states, the counts, the offsets, and the dead
+    letters in archive order (bad records fall to different shards: some have a user id)."""
+    half = len(history.events) // 2
+    short = History(history.spec, history.events[:half], history.positions[:half], history.items)
+    archive = write_parquet_archive(tmp_path / "archive", short, BAD)
+    results = []
+    for workers in (1, 2):
+        path = tmp_path / f"store-{workers}"
+        store = new_store(path, history)
+        try:
+            # The stream stands beyond the archive for some users: counted as behind it.
+            stream(store, history, 200, upto=len(history.events) * 3 // 4)
+        finally:
+            store.close()
+        dead = tmp_path / f"dead-{workers}.jsonl"
+        job = BackfillJob(
+            str(archive), settings_for(path), only=("category_interest@1",), workers=workers,
+            dead_letter=dead, until_ms=max(event.ts for event in short.events) - 86_400_000,
+        )  # fmt: skip
+        summary = backfill(job)
+        assert summary.decoded == half + len(BAD)
+        store = RocksStore(path)
+        try:
+            states = user_states(store)
+        finally:
+            store.close()
+        counts = (summary.events, summary.bad, summary.after_boundary, summary.left_to_stream)
+        results.append((states, counts, summary.behind_stream, summary.offsets, dead.read_bytes()))
+    assert results[0] == results[1]
+    _, counts, behind, _, dead_letters = results[1]
+    assert counts[1] == len(BAD)
+    assert len(dead_letters.splitlines()) == len(BAD)
+    assert behind > 0

@@ -29,6 +29,7 @@ from usersignals.state.rocks import RocksStore
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 pyspark = pytest.importorskip("pyspark")
 BAD = [b"not json", b'{"event_id": "x"}']
+DRIVER_RESULTS = "1m"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,11 @@ def spark() -> Iterator[object]:
         os.environ["JAVA_HOME"] = str(JAVA_17)
     from usersignals.offline.spark import spark_session
 
-    session = spark_session("local[2]", partitions=3)
+    # A small cap on what tasks may send to the driver: a job that brings the features back
+    # to the driver (rather than writing them from the executors) fails on it.
+    session = spark_session(
+        "local[2]", partitions=3, conf={"spark.driver.maxResultSize": DRIVER_RESULTS}
+    )
     yield session
     session.stop()
 
@@ -107,3 +112,33 @@ def test_spark_training_set_is_the_local_file_byte_for_byte(
             training_set_spark(spark, job)
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1]
+
+
+def test_spark_training_set_values_never_pass_through_the_driver(
+    tmp_path: Path, history: History, spark: object
+) -> None:
+    """The features (here about 2 MB of JSON) are written by the executors: the job stays
+    within the session's 1 MB cap on task results sent to the driver."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from usersignals.offline.spark import training_set_spark
+
+    new_store(tmp_path / "store", history).close()
+    archive = write_jsonl_archive(tmp_path / "archive", history, files=2)
+    labels = write_labels(tmp_path / "labels.parquet", history, 400, seed=8)
+    out = tmp_path / "features.parquet"
+    job = TrainingJob(
+        tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
+        contexts=CONTEXTS, workers=2,
+    )  # fmt: skip
+    summary = training_set_spark(spark, job)
+    table = pq.read_table(out)
+    features = table.column_names[3:]
+    size = sum(len(value or "") for name in features for value in table.column(name).to_pylist())
+    assert size > 1_500_000  # well over the cap: the check means something
+    assert summary.rows == table.num_rows == len(labels)
+    times = table.column("ts").cast(pa.int64()).to_pylist()
+    assert list(zip(table.column("user_id").to_pylist(), times, strict=True)) == labels
+    assert all(table.column(name).null_count == 0 for name in features)
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from offline_helpers import (
+    BAD,
     DAY_MS,
     REFERENCE,
     History,
@@ -139,12 +140,23 @@ def test_training_values_are_what_streaming_up_to_the_label_time_serves(
 
 
 def test_training_set_in_two_processes_is_the_same_file(tmp_path: Path, history: History) -> None:
+    """Two shards, each decoding only its share of the archive: the same file, counts and dead
+    letters (in archive order; bad records fall to different shards) as one process."""
     write_labels(tmp_path / "labels.parquet", history, 40, seed=2)
-    run_training(tmp_path, history, tmp_path / "labels.parquet", tmp_path / "one.parquet")
-    run_training(
-        tmp_path, history, tmp_path / "labels.parquet", tmp_path / "two.parquet", workers=2
-    )
-    assert (tmp_path / "one.parquet").read_bytes() == (tmp_path / "two.parquet").read_bytes()
+    archive = write_parquet_archive(tmp_path / "archive", history, BAD)
+    new_store(tmp_path / "store", history).close()
+    results = []
+    for workers in (1, 2):
+        out, dead = tmp_path / f"out-{workers}.parquet", tmp_path / f"dead-{workers}.jsonl"
+        summary = training_set(
+            TrainingJob(
+                tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
+                contexts=CONTEXTS, workers=workers, dead_letter=dead,
+            )
+        )  # fmt: skip
+        results.append((out.read_bytes(), summary.events, summary.bad, dead.read_bytes()))
+    assert results[0] == results[1]
+    assert results[0][1:3] == (len(history.events), len(BAD))
 
 
 def label_times_across(times: list[int], rng: random.Random) -> list[int]:

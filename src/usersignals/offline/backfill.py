@@ -1,7 +1,8 @@
 """Backfill: the signals' states computed from history, by the service's own engine.
 
 The archive is split by user (a stable hash of the user id) into shards, one process each.
-Every shard reads the archive, keeps its users' valid events inside the boundary, and runs
+Every shard reads the archive, decodes only its users' records (see
+:mod:`usersignals.offline.share`), keeps their valid events inside the boundary, and runs
 them through the same :class:`~usersignals.processing.engine.Engine` the processor runs, in
 micro-batches, into a private RocksDB on a temporary directory. The parent then merges the
 shards' records into the store (see :mod:`usersignals.offline.bulk_load`): the backfilled
@@ -19,10 +20,9 @@ stopped: the merge needs the store's single writer.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +33,13 @@ from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka
 from usersignals.offline.bulk_load import load_states, user_records
-from usersignals.offline.common import build_engine, open_lookup_store, select_signals, shard_of
+from usersignals.offline.common import (
+    build_engine,
+    open_lookup_store,
+    run_shards,
+    select_signals,
+)
+from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.signals.registry import SignalRegistry
@@ -68,6 +74,9 @@ class BackfillJob:
 class BackfillSummary:
     events: int = 0
     bad: int = 0
+    #: Archive records the local shards decoded (valid and bad): each record once, by the
+    #: shard of its user (not counted on Spark, where one task per file decodes it).
+    decoded: int = 0
     #: Valid events past the boundary, left to the stream.
     after_boundary: int = 0
     #: Events past a user's stored progress: the stream applies them.
@@ -101,6 +110,13 @@ class _ShardResult:
     summary: BackfillSummary
     #: The highest offset taken per Kafka partition.
     highest: dict[str, int]
+    #: The highest offset of the shard's valid events per Kafka partition.
+    ends: dict[str, int]
+    #: Stored progress (partition, offset) that may lie beyond the archive's end: beyond the
+    #: shard's own end, or on a partition it has no events of.
+    beyond: list[tuple[str, int]]
+    #: The places in the archive of the records in the shard's dead letters.
+    bad_places: list[int]
 
 
 def backfill(job: BackfillJob) -> BackfillSummary:
@@ -116,44 +132,79 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         tasks = [
             _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}") for i in range(shards)
         ]
-        if shards == 1:
-            results = [_run_shard(tasks[0])]
-        else:
-            context = multiprocessing.get_context("spawn")
-            with ProcessPoolExecutor(shards, mp_context=context) as pool:
-                results = list(pool.map(_run_shard, tasks))
-        summary = _combine(results, boundary)
-        store = open_store(settings)
+        loader = _Loader(settings)
         try:
-            for task in tasks:
-                shard_store = RocksStore(task.directory)
-                try:
-                    offsets = summary.offsets if task is tasks[-1] else None
-                    summary.users += load_states(user_records(shard_store), store, offsets)
-                finally:
-                    shard_store.close()
+            # The first shard runs here: its states are merged while the others still run
+            # (they read the store as RocksDB secondaries, or Redis; their users differ).
+            first = (lambda _: loader.load(tasks[0])) if shards > 1 else None
+            results = run_shards(_run_shard, tasks, then=first)
+            summary = _combine(results, boundary)
+            if shards > 1 and job.dead_letter is not None:
+                parts = [
+                    (_dead_letters(t), r.bad_places) for t, r in zip(tasks, results, strict=True)
+                ]
+                merge_dead_letters(parts, job.dead_letter)
+            for task in tasks[1:] if shards > 1 else tasks:
+                loader.load(task, summary.offsets if task is tasks[-1] else None)
+            summary.users = loader.users
         finally:
-            store.close()
+            loader.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+class _Loader:
+    """Merges shards' computed states into the store (opened at the first shard)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.users = 0
+        self._store: StateStore | None = None
+
+    def load(self, shard: _Shard, offsets: dict[str, int] | None = None) -> None:
+        """One shard's records; ``offsets`` (the hand-over) go with the last one's."""
+        if self._store is None:
+            self._store = open_store(self.settings)
+        computed = RocksStore(shard.directory)
+        try:
+            self.users += load_states(user_records(computed), self._store, offsets)
+        finally:
+            computed.close()
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
 
 
 def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary:
     summary = BackfillSummary()
     highest: dict[str, int] = {}
+    ends: dict[str, int] = {}
     for result in results:
+        for partition, offset in result.ends.items():
+            ends[partition] = max(ends.get(partition, -1), offset)
         part = result.summary
         summary.events += part.events
         summary.bad += part.bad
+        summary.decoded += part.decoded
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
-        summary.behind_stream += part.behind_stream
         summary.report.add(part.report)
         for partition, offset in result.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
     summary.offsets = {p: boundary.cuts.get(p, offset + 1) for p, offset in highest.items()}
     summary.offsets.update({p: cut for p, cut in boundary.cuts.items() if p not in highest})
+    summary.behind_stream = count_behind((pair for r in results for pair in r.beyond), ends)
     return summary
+
+
+def count_behind(progress: Iterable[tuple[str, int]], ends: dict[str, int]) -> int:
+    """Stored progress (per user and partition) beyond the archive's last offset there."""
+    return sum(1 for partition, offset in progress if offset > ends.get(partition, offset))
+
+
+def _dead_letters(shard: _Shard) -> Path:
+    return shard.directory.with_name(f"{shard.directory.name}-dead.jsonl")
 
 
 def _run_shard(shard: _Shard) -> _ShardResult:
@@ -165,20 +216,29 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     existing = lookups if lookups is not None else open_existing(settings)
     store = RocksStore(shard.directory)
     dead_letters = None
-    if shard.index == 0 and job.dead_letter is not None:
-        dead_letters = DeadLetterFile(job.dead_letter)
+    if job.dead_letter is not None:
+        # One shard writes the final file; several write theirs, merged in archive order.
+        dead_letters = DeadLetterFile(
+            job.dead_letter if shard.shards == 1 else _dead_letters(shard)
+        )
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        taker = Taker(shard.boundary, existing, (shard.index, shard.shards))
-        for block in archive.decoded(decoder, dead_letters):
-            if shard.index == 0:
-                taker.summary.bad += len(block.bad)
+        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters)
+        taker = Taker(shard.boundary, existing)
+        for block in share.results(decoder):
+            taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
             drain(engine, taker, job.batch_size)
         drain(engine, taker, 1)
         taker.finish(store)
-        return _ShardResult(taker.summary, taker.highest)
+        taker.summary.decoded = share.decoded
+        beyond = [
+            (partition, offset)
+            for partition, offset in taker.stored_progress()
+            if offset > taker.ends.get(partition, -1)
+        ]
+        return _ShardResult(taker.summary, taker.highest, taker.ends, beyond, share.bad_places)
     finally:
         store.close()
         if existing is not None and existing is not lookups:
@@ -201,22 +261,12 @@ class Taker:
     """Selects a shard's events: up to a user's stored progress where the store has one (so
     every state of the record covers the same events), else inside the boundary."""
 
-    def __init__(
-        self,
-        boundary: Boundary,
-        existing: StateStore | None,
-        shard: tuple[int, int] | None = None,
-        ends: dict[str, int] | None = None,
-    ) -> None:
+    def __init__(self, boundary: Boundary, existing: StateStore | None) -> None:
         self.boundary = boundary
-        #: The archive's highest offset per Kafka partition: given, or (when every record
-        #: passes through this taker, as in a local shard) tracked while reading.
-        self.ends: dict[str, int] = dict(ends or {})
-        self._track_ends = ends is None
-        #: (index, count): keep only this shard's users; ``None``: every user given.
-        self.shard = shard
         self.existing = existing
         self.summary = BackfillSummary()
+        #: The highest offset per Kafka partition of the valid events given, and of those taken.
+        self.ends: dict[str, int] = {}
         self.highest: dict[str, int] = {}
         self.events: list[Event] = []
         self.positions: list[Position] = []
@@ -225,20 +275,13 @@ class Taker:
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
-        boundary, shard = self.boundary, self.shard
-        pairs = zip(events, positions, strict=True)
-        if shard is None:
-            mine = list(pairs)
-        else:
-            index, count = shard
-            mine = [pair for pair in pairs if shard_of(pair[0].user_id, count) == index]
-        if self._track_ends:
-            for position in positions:
-                if is_kafka(position):
-                    end = self.ends.get(position.partition, -1)
-                    self.ends[position.partition] = max(end, position.offset)
-        self._load_progress({event.user_id for event, _ in mine})
-        for event, position in mine:
+        boundary = self.boundary
+        for position in positions:
+            if is_kafka(position):
+                end = self.ends.get(position.partition, -1)
+                self.ends[position.partition] = max(end, position.offset)
+        self._load_progress({event.user_id for event in events})
+        for event, position in zip(events, positions, strict=True):
             applied = None
             if is_kafka(position):
                 applied = self._progress.get(event.user_id, {}).get(position.partition)
@@ -264,15 +307,13 @@ class Taker:
                 progress = self._real.setdefault(event.user_id, {})
                 progress[partition] = max(progress.get(partition, -1), offset)
 
+    def stored_progress(self) -> Iterator[tuple[str, int]]:
+        """The stored progress of the users seen, per partition (see :func:`count_behind`)."""
+        for progress in self._progress.values():
+            yield from progress.items()
+
     def finish(self, store: StateStore) -> None:
-        """Replace the feeding order in each computed record by the real Kafka progress, and
-        count the users whose stored progress is beyond the archive's end (a gap)."""
-        self.summary.behind_stream = sum(
-            1
-            for progress in self._progress.values()
-            for partition, offset in progress.items()
-            if partition in self.ends and offset > self.ends[partition]
-        )
+        """Replace the feeding order in each computed record by the real Kafka progress."""
         puts: dict[bytes, bytes] = {}
         for key, raw in list(user_records(store)):
             record = decode_record(key, raw)

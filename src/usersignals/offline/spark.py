@@ -9,18 +9,22 @@ by user (the same stable hash as the local shards) and sorted by time within a p
 
 A backfill writes each partition's user records as Parquet files (``key``, ``value``) that
 :func:`~usersignals.offline.bulk_load.load_states` merges into the store (RocksDB or Redis
-Cluster). A training set's values come back to the driver, which writes them with
-:func:`~usersignals.offline.training.write_features`: the same file, byte for byte, as the
-local runner's. Lookups read the store's embedded tables (reachable in local mode and on a
-shared volume) or the Redis / HTTP sources the settings name.
+Cluster). A training set's values are written by the executors too, as Parquet parts sorted
+by label row (a Spark ``orderBy``); the driver then streams them, a row group at a time, into
+the output with :func:`~usersignals.offline.features_file.write_features` — the same file,
+byte for byte, as the local runner's — and never holds the whole result. Lookups read the
+store's embedded tables (reachable in local mode and on a shared volume) or the Redis / HTTP
+sources the settings name.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,18 +35,32 @@ from usersignals.config import Settings
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
-from usersignals.offline.backfill import BackfillJob, BackfillSummary, Taker, drain, open_existing
+from usersignals.offline.backfill import (
+    BackfillJob,
+    BackfillSummary,
+    Taker,
+    count_behind,
+    drain,
+    open_existing,
+)
 from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
 from usersignals.offline.bulk_load import load_states, state_files, user_records
 from usersignals.offline.common import build_engine, open_lookup_store, select_signals, shard_of
+from usersignals.offline.features_file import (
+    ROW,
+    read_parts,
+    value_batch,
+    value_names,
+    write_features,
+)
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import (
+    Label,
     TrainingJob,
     TrainingSummary,
     compute_features,
     feature_columns,
     read_labels,
-    write_features,
 )
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
@@ -52,16 +70,25 @@ EVENT_SCHEMA = (
     "payload binary, row long, reason string, detail string"
 )
 _EVENT, _LABEL, _BAD = 0, 1, 2
+#: Label rows per Arrow batch a training task hands to its executor: bounded, whatever the
+#: partition's size (a value can be tens of KB of JSON).
+_VALUE_BATCH_ROWS = 1_024
 
 
-def spark_session(master: str = "local[2]", partitions: int = 4) -> Any:
-    """A SparkSession for usersignals jobs (``master``: ``local[N]`` or a cluster URL)."""
+def spark_session(
+    master: str = "local[2]", partitions: int = 4, conf: Mapping[str, str] | None = None
+) -> Any:
+    """A SparkSession for usersignals jobs (``master``: ``local[N]`` or a cluster URL; ``conf``:
+    further Spark settings, e.g. ``spark.driver.memory``)."""
     from pyspark.sql import SparkSession
 
     # Executors run this interpreter, so they import the same usersignals and signals module.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    for key, value in (conf or {}).items():
+        builder = builder.config(key, value)
     return (
-        SparkSession.builder.master(master)
+        builder.master(master)
         .appName("usersignals-offline")
         .config("spark.ui.enabled", "false")
         .config("spark.ui.showConsoleProgress", "false")
@@ -154,12 +181,13 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, in
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            taker = Taker(boundary, existing, ends=ends)
+            taker = Taker(boundary, existing)
             for batch in batches:
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.finish(store)
+            taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
                 opened.close()
@@ -242,8 +270,6 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
 
 def _training_partition(job: TrainingJob) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
-        import pyarrow as pa
-
         settings = job.settings
         registry = SignalRegistry.from_module(settings.signals)
         columns = feature_columns(registry, job.contexts)
@@ -270,17 +296,15 @@ def _training_partition(job: TrainingJob) -> Any:
         finally:
             if lookups is not None:
                 lookups.close()
-        yield pa.RecordBatch.from_pydict(
-            {"row": [row for row, _ in rows], "values": [values for _, values in rows]},
-            schema=pa.schema([("row", pa.int64()), ("values", pa.list_(pa.string()))]),
-        )
+        for start in range(0, len(rows), _VALUE_BATCH_ROWS):
+            yield value_batch(rows[start : start + _VALUE_BATCH_ROWS], len(columns))
 
     return run
 
 
 def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
-    """The training set on Spark; the driver writes the file as the local runner does."""
-    import pyarrow as pa
+    """The training set on Spark: the executors write the values, sorted by label row, as
+    Parquet parts beside ``job.out``; the driver streams them into the file."""
     from pyspark.sql import functions as f
 
     started = time.perf_counter()
@@ -291,29 +315,38 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = TrainingSummary(rows=len(labels), bad=_dead_letters(frame, job.dead_letter))
     summary.events = frame.filter(f.col("kind") == _EVENT).count()
-    label_rows = pa.table(
+    label_frame = spark.createDataFrame(_label_rows(labels, shards))
+    users = label_frame.select("user_id").distinct()
+    events = frame.filter(f.col("kind") == _EVENT).join(f.broadcast(users), "user_id", "left_semi")
+    both = events.unionByName(label_frame, allowMissingColumns=True)
+    names = ", ".join(f"{name} string" for name in value_names(len(columns)))
+    values = (
+        both.repartition(shards, "shard")
+        .sortWithinPartitions("user_id", "ts", "kind")
+        .mapInArrow(_training_partition(job), f"{ROW} long, {names}")
+    )
+    job.out.parent.mkdir(parents=True, exist_ok=True)
+    # Beside the output: a path the executors and the driver both reach.
+    parts = Path(tempfile.mkdtemp(prefix=f".{job.out.name}.parts-", dir=job.out.parent))
+    try:
+        values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
+        frame.unpersist()
+        write_features(table, [c.name for c in columns], read_parts(parts), job.out)
+    finally:
+        shutil.rmtree(parts, ignore_errors=True)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _label_rows(labels: list[Label], shards: int) -> Any:
+    import pyarrow as pa
+
+    return pa.table(
         {
             "shard": pa.array([shard_of(user, shards) for _, user, _ in labels], pa.int32()),
             "kind": pa.array([_LABEL] * len(labels), pa.int32()),
             "user_id": [user for _, user, _ in labels],
             "ts": pa.array([ts for _, _, ts in labels], pa.int64()),
-            "row": pa.array([row for row, _, _ in labels], pa.int64()),
+            ROW: pa.array([row for row, _, _ in labels], pa.int64()),
         }
     )
-    label_frame = spark.createDataFrame(label_rows)
-    users = label_frame.select("user_id").distinct()
-    events = frame.filter(f.col("kind") == _EVENT).join(f.broadcast(users), "user_id", "left_semi")
-    both = events.unionByName(label_frame, allowMissingColumns=True)
-    result = (
-        both.repartition(shards, "shard")
-        .sortWithinPartitions("user_id", "ts", "kind")
-        .mapInArrow(_training_partition(job), "row long, values array<string>")
-        .toArrow()
-    )
-    frame.unpersist()
-    values = dict(
-        zip(result.column("row").to_pylist(), result.column("values").to_pylist(), strict=True)
-    )
-    write_features(table, columns, values, job.out)
-    summary.seconds = time.perf_counter() - started
-    return summary

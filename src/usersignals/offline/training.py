@@ -10,17 +10,17 @@ reads the k-th labels. The states live in memory and are dropped at the end.
 
 The values are JSON text, one column per signal (and per context when several are given),
 appended to the label columns in the label file's row order. The Spark runner
-(:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition and writes
-with :func:`write_features`: the same bytes.
+(:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition, and both
+write with :func:`~usersignals.offline.features_file.write_features`: the same bytes.
 """
 
 from __future__ import annotations
 
+import bisect
 import dataclasses
-import multiprocessing
+import tempfile
 import time
 from collections.abc import Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,12 +33,16 @@ from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.common import build_engine, open_lookup_store, shard_of
+from usersignals.offline.common import build_engine, open_lookup_store, run_shards, shard_of
+from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write_features
 from usersignals.offline.memory import MemoryStore
+from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.codec import decode_record
+from usersignals.state.keys import user_key
 
 #: A label row: its index in the label file, the user id, the label time (ms).
 Label = tuple[int, str, int]
@@ -149,8 +153,9 @@ def compute_features(
     columns: Sequence[FeatureColumn],
     events: Iterable[tuple[Event, Position]],
     labels: Sequence[Label],
-) -> list[tuple[int, list[str]]]:
-    """Each label's column values, from ``events`` (any order) of the labels' users."""
+) -> list[tuple[int, list[bytes]]]:
+    """Each label's column values (JSON, UTF-8), from ``events`` (any order) of the labels'
+    users."""
     engine, reader = engine_parts
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
@@ -158,63 +163,70 @@ def compute_features(
     for user_events in by_user.values():
         # A total order, the same whatever order the events came in.
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
-    label_lists: dict[str, list[Label]] = {}
-    for label in sorted(labels, key=lambda label: (label[2], label[0])):
-        label_lists.setdefault(label[1], []).append(label)
-    done = dict.fromkeys(label_lists, 0)
-    out: list[tuple[int, list[str]]] = []
+    groups = _label_groups(by_user, labels)
+    # Users with the most groups first: round k's users are a prefix of this order.
+    users = sorted(groups, key=lambda user: -len(groups[user]))
+    done = dict.fromkeys(groups, 0)
+    out: list[tuple[int, list[bytes]]] = []
     sequence = 0
-    for k in range(max((len(v) for v in label_lists.values()), default=0)):
+    for k in range(len(groups[users[0]]) if users else 0):
         batch: list[Event] = []
         positions: list[Position] = []
-        current = [lists[k] for lists in label_lists.values() if len(lists) > k]
-        for _, user, ts in current:
-            user_events = by_user.get(user, [])
-            start = done[user]
-            end = start
-            while end < len(user_events) and user_events[end][0].ts <= ts:
-                end += 1
-            for event, _ in user_events[start:end]:
+        while len(groups[users[-1]]) <= k:
+            users.pop()
+        current = [(user, groups[user][k]) for user in users]
+        for user, (end, _) in current:
+            for event, _ in by_user.get(user, [])[done[user] : end]:
                 # Positions in feeding order: progress plays no part in a training set.
                 sequence += 1
                 batch.append(event)
                 positions.append(Position("training", sequence))
             done[user] = end
         engine.process(MicroBatch(batch, positions))
-        for row, user, ts in current:
-            values = _read_label(reader, columns, user, ts)
-            out.append((row, values))
+        for user, (_, group) in current:
+            out.extend(_read_group(reader, columns, user, group))
     return out
 
 
-def _read_label(
-    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, ts: int
-) -> list[str]:
-    """The columns' values for one label: one read per context (the reader answers a signal
-    once per call), with "now" and ``as_of`` at the label's time."""
-    answers: dict[int, dict[str, Any]] = {}
-    for column in columns:
-        group = id(column.context)
-        if group not in answers:
-            at = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
-            plan = [(c.signal, at) for c in columns if c.context is column.context]
-            answers[group] = reader.read_each([user], plan)[0].signals
-    return [_encoder.encode(answers[id(c.context)][c.signal.name].value).decode() for c in columns]
+def _label_groups(
+    by_user: dict[str, list[tuple[Event, Position]]], labels: Sequence[Label]
+) -> dict[str, list[tuple[int, list[Label]]]]:
+    """Per user, its labels in time order, grouped where no event falls between them (they
+    read the same state): each group with the number of the user's events it includes."""
+    groups: dict[str, list[tuple[int, list[Label]]]] = {}
+    times = {user: [event.ts for event, _ in pairs] for user, pairs in by_user.items()}
+    for label in sorted(labels, key=lambda label: (label[2], label[0])):
+        user = label[1]
+        end = bisect.bisect_right(times.get(user, ()), label[2])
+        lists = groups.setdefault(user, [])
+        if lists and lists[-1][0] == end:
+            lists[-1][1].append(label)
+        else:
+            lists.append((end, [label]))
+    return groups
 
 
-def write_features(
-    table: Any, columns: Sequence[FeatureColumn], values: dict[int, list[str]], out: Path
-) -> None:
-    """The label table with a JSON text column per feature, in the label file's row order."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    rows = table.num_rows
-    for index, column in enumerate(columns):
-        cells = [values[row][index] if row in values else None for row in range(rows)]
-        table = table.append_column(column.name, pa.array(cells, pa.string()))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    pq.write_table(table, out)
+def _read_group(
+    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, group: Sequence[Label]
+) -> list[tuple[int, list[bytes]]]:
+    """The columns' values for labels of one user that read the same state: one store read,
+    then each column with "now" and ``as_of`` at each label's time."""
+    key = user_key(user)
+    raw = reader.store.get_many([key])[0]
+    record = decode_record(key, raw) if raw else None
+    out = []
+    for row, _, ts in group:
+        at: dict[int, ReadContext] = {}
+        values = []
+        for column in columns:
+            context = at.get(id(column.context))
+            if context is None:
+                context = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
+                at[id(column.context)] = context
+            answer = reader.answer(column.signal, record, context, key)
+            values.append(_encoder.encode(answer.value))
+        out.append((row, values))
+    return out
 
 
 def training_set(job: TrainingJob) -> TrainingSummary:
@@ -224,52 +236,87 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
     shards = max(1, job.workers)
-    tasks = [(job, i, shards) for i in range(shards)]
-    if shards == 1:
-        results = [_training_shard(tasks[0])]
-    else:
-        context = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(shards, mp_context=context) as pool:
-            results = list(pool.map(_training_shard, tasks))
-    values: dict[int, list[str]] = {}
+    with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
+        tasks = [
+            _Shard(job, i, shards, _shard_dead_letters(job, i, Path(scratch)))
+            for i in range(shards)
+        ]
+        results = run_shards(_training_shard, tasks)
+        if shards > 1 and job.dead_letter is not None:
+            parts = [
+                (t.dead_letter, r.bad_places)
+                for t, r in zip(tasks, results, strict=True)
+                if t.dead_letter
+            ]
+            merge_dead_letters(parts, job.dead_letter)
+    values: dict[int, list[bytes]] = {}
     summary = TrainingSummary(rows=len(labels))
-    for part_values, events, bad in results:
-        values.update(part_values)
-        summary.events += events
-        summary.bad += bad
-    write_features(table, columns, values, job.out)
+    for result in results:
+        values.update(result.values)
+        summary.events += result.events
+        summary.bad += result.bad
+    ordered = sorted(values.items())
+    names = [column.name for column in columns]
+    batches = (
+        value_batch(ordered[start : start + ROW_GROUP_ROWS], len(names))
+        for start in range(0, len(ordered), ROW_GROUP_ROWS)
+    )
+    write_features(table, names, batches, job.out)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _training_shard(task: tuple[TrainingJob, int, int]) -> tuple[dict[int, list[str]], int, int]:
-    job, index, shards = task
+@dataclass(frozen=True)
+class _Shard:
+    job: TrainingJob
+    index: int
+    shards: int
+    #: Where this shard writes its dead letters (the job's own file when it is the only one).
+    dead_letter: Path | None
+
+
+@dataclass
+class _ShardResult:
+    values: dict[int, list[bytes]]
+    #: Valid events and bad records among the shard's share of the archive.
+    events: int
+    bad: int
+    bad_places: list[int]
+
+
+def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
+    if job.dead_letter is None or job.workers <= 1:
+        return job.dead_letter
+    return scratch / f"dead-{index}.jsonl"
+
+
+def _training_shard(shard: _Shard) -> _ShardResult:
+    job = shard.job
     settings = job.settings
     registry = SignalRegistry.from_module(settings.signals)
     columns = feature_columns(registry, job.contexts)
     _, labels = read_labels(job.labels, job.user_column, job.time_column)
-    mine = [label for label in labels if shard_of(label[1], shards) == index]
+    mine = [label for label in labels if shard_of(label[1], shard.shards) == shard.index]
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)
     store = MemoryStore()
-    dead_letters = DeadLetterFile(job.dead_letter) if index == 0 and job.dead_letter else None
+    dead_letters = DeadLetterFile(shard.dead_letter) if shard.dead_letter else None
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
-        events: list[tuple[Event, Position]] = []
-        bad = 0
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        read = 0
-        for block in archive.decoded(decoder, dead_letters):
+        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters)
+        events: list[tuple[Event, Position]] = []
+        valid = bad = 0
+        for block in share.results(decoder):
             bad += len(block.bad)
-            read += len(block.events)
+            valid += len(block.events)
             events.extend(
                 (event, position)
                 for event, position in zip(block.events, block.positions, strict=True)
                 if event.user_id in users
             )
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        # Every shard reads the whole archive: count it once.
-        return dict(rows), read if index == 0 else 0, bad if index == 0 else 0
+        return _ShardResult(dict(rows), valid, bad, share.bad_places)
     finally:
         if lookups is not None:
             lookups.close()

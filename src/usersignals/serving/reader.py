@@ -125,20 +125,28 @@ class SignalReader:
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
+        return result_of(signal, self.answer(signal, record, context, key), context)
+
+    def answer(
+        self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
+    ) -> ReadOut:
+        """One signal's answer from a user's decoded record (``None``: the user has none),
+        without the freshness a served result adds: what a training set reads."""
         raw = record.states.get(signal.key) if record is not None else None
         answer = self.native.read(signal, raw, context, key)
         if answer is None:
-            return read_signal(signal, record, context, key, self.cache)
-        return result_of(signal, answer, context)
+            return read_answer(signal, record, context, key, self.cache)
+        return answer
 
 
-def read_signal(
+def read_answer(
     signal: Signal,
     record: UserRecord | None,
     context: ReadContext,
     key: bytes = b"",
     cache: DecodedStateCache | None = None,
-) -> SignalResult:
+) -> ReadOut:
+    """A signal's answer by its Python runtime (the reference path)."""
     runtime = signal.compiled.runtime
     raw = record.states.get(signal.key) if record is not None else None
     state = None
@@ -149,10 +157,9 @@ def read_signal(
             if cache is not None:
                 cache.put(key, signal.key, raw, state)
     try:
-        answer = runtime.read(state, context)
+        return runtime.read(state, context)
     except AsOfError as exc:
         raise exc.for_signal(signal.name) from None
-    return result_of(signal, answer, context)
 
 
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:

@@ -1,0 +1,124 @@
+"""The training set's output file, written one row group at a time.
+
+The feature values arrive as Arrow record batches — a ``row`` column (the label's index in
+the label file) and one JSON text column per feature, in ascending row order — from
+wherever they were computed: the local runner's shards, or the Parquet parts that Spark's
+executors wrote (:func:`read_parts`). :func:`write_features` lines them up with the label
+table's rows one row group at a time, so it never holds more than a row group's values, and
+both runners go through it: they write the same file, byte for byte.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+#: Label rows per row group of the output (and per batch read back from Spark's parts).
+ROW_GROUP_ROWS = 16_384
+ROW = "row"
+
+
+def value_names(count: int) -> list[str]:
+    """The value columns' names in transit (the real names may be any text: ``a[window=7d]``)."""
+    return [f"f{index}" for index in range(count)]
+
+
+def value_batch(rows: Sequence[tuple[int, Sequence[bytes]]], count: int) -> Any:
+    """A record batch of label rows and their ``count`` values (JSON as UTF-8 bytes), in the
+    order given."""
+    import pyarrow as pa
+
+    arrays = [pa.array([row for row, _ in rows], pa.int64())]
+    # Bytes to Arrow binary, then one validating cast to text: a fraction of the cost of
+    # building a Python str per value.
+    arrays += [
+        pa.array([values[i] for _, values in rows], pa.binary()).cast(pa.string())
+        for i in range(count)
+    ]
+    return pa.RecordBatch.from_arrays(arrays, names=[ROW, *value_names(count)])
+
+
+def write_features(
+    table: Any,
+    names: Sequence[str],
+    batches: Iterable[Any],
+    out: Path,
+    row_group_rows: int = ROW_GROUP_ROWS,
+) -> None:
+    """The label table with a JSON text column per feature (``names``), in the label file's
+    row order.
+
+    ``batches`` hold each valid label's values (see :func:`value_batch`), rows ascending;
+    a row without values (no user or no time in the label file) gets nulls."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    fields = [pa.field(name, pa.string()) for name in names]
+    schema = pa.schema([*table.schema, *fields], metadata=table.schema.metadata)
+    cursor = _RowCursor(iter(batches))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with pq.ParquetWriter(out, schema) as writer:
+        for start in range(0, table.num_rows, row_group_rows):
+            labels = table.slice(start, row_group_rows).combine_chunks()
+            values = cursor.aligned(start, labels.num_rows, len(names))
+            group = pa.Table.from_arrays([*labels.columns, *values], schema=schema)
+            writer.write_table(group, row_group_size=row_group_rows)
+
+
+class _RowCursor:
+    """Walks the value batches in row order, one span of label rows at a time."""
+
+    def __init__(self, batches: Iterator[Any]) -> None:
+        self._batches = batches
+        self._pending: Any = None
+
+    def aligned(self, start: int, count: int, columns: int) -> list[Any]:
+        """Each value column for label rows ``start`` to ``start + count``, nulls where a
+        row has no values."""
+        import numpy as np
+        import pyarrow as pa
+
+        taken = self._take_below(start + count)
+        if not taken:
+            return [pa.nulls(count, pa.string()) for _ in range(columns)]
+        values = pa.Table.from_batches(taken).combine_chunks()
+        rows = values.column(ROW).to_numpy()
+        # Where each label row's values are, or -1 (a null in ``take``) for none.
+        where = np.full(count, -1, dtype=np.int64)
+        where[rows - start] = np.arange(len(rows), dtype=np.int64)
+        indices = pa.array(where, mask=where < 0)
+        return [values.column(name).take(indices).combine_chunks() for name in value_names(columns)]
+
+    def _take_below(self, end: int) -> list[Any]:
+        import numpy as np
+
+        taken: list[Any] = []
+        while True:
+            batch = self._pending if self._pending is not None else next(self._batches, None)
+            self._pending = None
+            if batch is None:
+                return taken
+            cut = int(np.searchsorted(batch.column(ROW).to_numpy(), end))
+            if cut:
+                taken.append(batch.slice(0, cut))
+            if cut < batch.num_rows:
+                self._pending = batch.slice(cut)
+                return taken
+
+
+def read_parts(directory: Path) -> Iterator[Any]:
+    """The value batches of a directory of Parquet parts, each sorted by row and holding a
+    range of rows (as a Spark ``orderBy`` writes them), in row order: a row group at a time."""
+    import pyarrow.parquet as pq
+
+    parts = []
+    for path in sorted(directory.glob("*.parquet")):
+        if path.name.startswith((".", "_")):
+            continue
+        handle = pq.ParquetFile(path)
+        if handle.metadata.num_rows:
+            first = handle.read_row_group(0, columns=[ROW]).column(0)[0].as_py()
+            parts.append((first, path, handle))
+    for _, _, handle in sorted(parts, key=lambda part: part[0]):
+        yield from handle.iter_batches(batch_size=ROW_GROUP_ROWS)

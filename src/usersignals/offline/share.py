@@ -1,0 +1,98 @@
+"""A shard's share of an event archive: its users' records, routed before they are decoded.
+
+Validating an event costs about three times what reading its line and finding its user id
+does (~2 µs against ~0.7 µs on the reference workload), so a shard of a local backfill or
+training set reads every record but decodes only those of its users
+(:func:`~usersignals.offline.common.shard_of` of the user id). The user id is read alone, as
+the decoder would read it (the same JSON decoder, a struct of that one field); a record whose
+user id cannot be read is bad whatever else it holds, and shard 0 decodes it, so that the
+decoder names the reason.
+
+Dead letters are kept in archive order: each shard writes its bad records to a file of its
+own and remembers their places in the archive; :func:`merge_dead_letters` interleaves the
+shards' files back into that order.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import msgspec
+
+from usersignals.events.decode import DecodeResult, EventDecoder
+from usersignals.events.model import Position
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.offline.archive import EventArchive
+from usersignals.offline.common import shard_of
+
+
+class _UserOnly(msgspec.Struct):
+    user_id: str
+
+
+_user_only = msgspec.json.Decoder(_UserOnly).decode
+
+
+def route(line: bytes, shards: int) -> int:
+    """The shard that decodes a raw record: its user's, or 0 when it names no readable user."""
+    try:
+        user = _user_only(line).user_id
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return 0
+    return shard_of(user, shards)
+
+
+@dataclass
+class ArchiveShare:
+    """Shard ``index`` of ``shards``: its records of ``archive``, decoded, bad ones written to
+    ``dead_letters`` (their places in the archive kept in :attr:`bad_places`)."""
+
+    archive: EventArchive
+    index: int
+    shards: int
+    dead_letters: DeadLetterFile | None = None
+    #: Records decoded (valid and bad).
+    decoded: int = 0
+    bad_places: list[int] = field(default_factory=list)
+
+    def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
+        place = 0
+        for block in self.archive.blocks():
+            lines: list[bytes] = []
+            positions: list[Position] = []
+            places: dict[int, int] = {}
+            for line, position in zip(block.lines, block.positions, strict=True):
+                if self.shards == 1 or route(line, self.shards) == self.index:
+                    lines.append(line)
+                    positions.append(position)
+                    # decode_block hands back each bad record's own Position object.
+                    places[id(position)] = place
+                place += 1
+            if not lines:
+                continue
+            result = decoder.decode_block(lines, positions)
+            self.decoded += len(result.events) + len(result.bad)
+            if result.bad:
+                self.bad_places.extend(places[id(bad.position)] for bad in result.bad)
+                if self.dead_letters is not None:
+                    self.dead_letters.write(result.bad)
+            yield result
+
+
+def merge_dead_letters(parts: Sequence[tuple[Path, Sequence[int]]], out: Path) -> None:
+    """Append the shards' dead-letter files to ``out`` in archive order (``parts``: each file
+    with its records' places, ascending; one JSON line per record)."""
+
+    def placed(path: Path, places: Sequence[int]) -> Iterator[tuple[int, bytes]]:
+        if not places:
+            return
+        with path.open("rb") as handle:
+            yield from zip(places, handle, strict=True)
+
+    merged = heapq.merge(*(placed(path, places) for path, places in parts))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with out.open("ab") as handle:
+        handle.writelines(line for _, line in merged)

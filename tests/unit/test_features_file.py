@@ -1,0 +1,80 @@
+"""The training set's file writer: values streamed in any batch split, a row group at a time,
+land on their label rows; rows without values get nulls; Spark-like parts read in row order."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from usersignals.offline.features_file import read_parts, value_batch, write_features
+
+NAMES = ["count", "recent[window=7d]"]
+
+
+def labels(rows: int) -> pa.Table:
+    return pa.table({"user_id": [f"u{i % 7}" for i in range(rows)], "ts": list(range(rows))})
+
+
+def expected(rows: int, valued: list[int]) -> dict[str, list[str | None]]:
+    return {
+        name: [f"{index}:{row}" if row in valued else None for row in range(rows)]
+        for index, name in enumerate(NAMES)
+    }
+
+
+def values_of(rows: list[int]) -> list[tuple[int, list[bytes]]]:
+    return [(row, [f"{index}:{row}".encode() for index in range(len(NAMES))]) for row in rows]
+
+
+def split(items: list[tuple[int, list[bytes]]], cuts: list[int]) -> list[pa.RecordBatch]:
+    bounds = [0, *sorted({c % (len(items) + 1) for c in cuts}), len(items)]
+    return [value_batch(items[a:b], len(NAMES)) for a, b in itertools.pairwise(bounds)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.integers(0, 60),
+    keep=st.data(),
+    cuts=st.lists(st.integers(0, 60), max_size=6),
+    group=st.integers(1, 17),
+)
+def test_values_land_on_their_rows_whatever_the_batches_and_row_groups(
+    tmp_path_factory: pytest.TempPathFactory,
+    rows: int,
+    keep: st.DataObject,
+    cuts: list[int],
+    group: int,
+) -> None:
+    valued = sorted(keep.draw(st.sets(st.integers(0, max(rows - 1, 0)))) if rows else [])
+    out = tmp_path_factory.mktemp("features") / "out.parquet"
+    table = labels(rows)
+    write_features(table, NAMES, split(values_of(valued), cuts), out, row_group_rows=group)
+    written = pq.read_table(out)
+    assert written.column_names == ["user_id", "ts", *NAMES]
+    assert written.select(["user_id", "ts"]).equals(table)
+    assert {name: written.column(name).to_pylist() for name in NAMES} == expected(rows, valued)
+    assert pq.ParquetFile(out).metadata.num_row_groups == -(-rows // group)
+
+
+def test_the_same_values_in_other_batches_make_the_same_bytes(tmp_path: Path) -> None:
+    items = values_of([0, 2, 3, 4, 9, 10, 11])
+    write_features(labels(12), NAMES, [value_batch(items, 2)], tmp_path / "a", row_group_rows=5)
+    write_features(labels(12), NAMES, split(items, [1, 2, 5]), tmp_path / "b", row_group_rows=5)
+    assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
+
+
+def test_parts_are_read_in_row_order_whatever_their_names(tmp_path: Path) -> None:
+    # As an orderBy writes them: each part a range of rows, sorted; names say nothing of it.
+    ranges = {"part-00000-b.parquet": [7, 8, 11], "part-00001-a.parquet": [0, 1, 5]}
+    for name, rows in ranges.items():
+        pq.write_table(pa.Table.from_batches([value_batch(values_of(rows), 2)]), tmp_path / name)
+    pq.write_table(pa.Table.from_batches([value_batch([], 2)]), tmp_path / "part-00002.parquet")
+    (tmp_path / "_SUCCESS").write_bytes(b"")
+    read = [row for batch in read_parts(tmp_path) for row in batch.column("row").to_pylist()]
+    assert read == [0, 1, 5, 7, 8, 11]
