@@ -59,19 +59,38 @@ impl KeyClass {
     /// `None` for what the reference skips (a missing key) and for NaN, which no Python
     /// dict lookup ever finds again.
     pub fn of(value: &Value) -> Option<KeyClass> {
+        ClassRef::of(value).map(|class| match class {
+            ClassRef::Num(n) => KeyClass::Num(n),
+            ClassRef::Float(bits) => KeyClass::Float(bits),
+            ClassRef::Str(s) => KeyClass::Str(s.to_owned()),
+        })
+    }
+}
+
+/// A [`KeyClass`] borrowed from its value: the same variants in the same order, so it orders
+/// as `KeyClass` does, without copying a string (a read checks every key's order).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ClassRef<'a> {
+    Num(i64),
+    Float(i64),
+    Str(&'a str),
+}
+
+impl<'a> ClassRef<'a> {
+    fn of(value: &'a Value) -> Option<ClassRef<'a>> {
         Some(match value {
             Value::Null => return None,
-            Value::Bool(b) => KeyClass::Num(i64::from(*b)),
-            Value::Int(i) => KeyClass::Num(*i),
+            Value::Bool(b) => ClassRef::Num(i64::from(*b)),
+            Value::Int(i) => ClassRef::Num(*i),
             Value::Float(f) if f.is_nan() => return None,
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 => {
-                KeyClass::Num(*f as i64)
+                ClassRef::Num(*f as i64)
             }
             Value::Float(f) => {
                 let bits = f.to_bits() as i64;
-                KeyClass::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
+                ClassRef::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
             }
-            Value::Str(s) => KeyClass::Str(s.clone()),
+            Value::Str(s) => ClassRef::Str(s),
         })
     }
 }
@@ -229,6 +248,56 @@ impl DecayedSpec {
     }
 }
 
+impl DecayedSpec {
+    /// `read` straight from the stored bytes, without building the state's maps (the
+    /// serving path): each key's score is summed by key index, over the same buckets in the
+    /// same ascending order, so every float and the order are `read`'s. A state that does
+    /// not decode is an error, as for `decode`.
+    pub fn read_stored(
+        &self,
+        retention_ms: i64,
+        data: &[u8],
+        times: &Times,
+        exclude: &HashSet<String>,
+        limit: Option<usize>,
+    ) -> Result<Result<(Profile, Option<i64>), Refusal>, CoreError> {
+        let decay = self.buckets(retention_ms);
+        let parsed = parse(data, decay.bucket_ms)?;
+        let view = times.view_time(parsed.newest);
+        let (first, last) = match decay.counted(parsed.newest, &parsed.tops, view) {
+            Ok(counted) => counted,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut scores: Vec<Option<f64>> = vec![None; parsed.keys.len()];
+        for (bucket, cells) in parsed
+            .cells
+            .iter()
+            .filter(|(b, _)| first <= *b && *b <= last)
+        {
+            let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
+            for (index, value) in cells {
+                *scores[*index].get_or_insert(0.0) += *value as f64 * factor;
+            }
+        }
+        let mut candidates: Vec<(f64, &Value)> = scores
+            .iter()
+            .zip(&parsed.keys)
+            .filter_map(|(score, key)| Some(((*score)?, key)))
+            .filter(|(_, key)| !matches!(key, Value::Str(s) if exclude.contains(s)))
+            .collect();
+        top_k(
+            &mut candidates,
+            limit.filter(|l| *l > 0).unwrap_or(self.top_k),
+        );
+        let top = candidates
+            .into_iter()
+            .map(|(s, k)| (k.clone(), s))
+            .collect();
+        let newest = parsed.newest;
+        Ok(Ok((top, Some(newest.min(times.end(newest))))))
+    }
+}
+
 /// Sorts `candidates` as `heapq.nlargest` orders `(score, key)` pairs — score descending,
 /// then key descending — and keeps the first `k`. Where keys tied on a score do not compare
 /// in Python (a string and a number), the reference falls back to ordering every key by
@@ -359,6 +428,37 @@ pub fn apply_stored(
 }
 
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
+    let parsed = parse(data, bucket_ms)?;
+    // `parse` checked that every key has a class.
+    let classes: Vec<KeyClass> = parsed.keys.iter().filter_map(KeyClass::of).collect();
+    let mut state = ScoresState {
+        newest: parsed.newest,
+        tops: parsed.tops,
+        ..ScoresState::default()
+    };
+    for (class, value) in classes.iter().zip(parsed.keys) {
+        state.keys.insert(class.clone(), value);
+    }
+    for (bucket, cells) in parsed.cells {
+        let row = state.cells.entry(bucket).or_default();
+        for (index, sum) in cells {
+            row.insert(classes[index].clone(), sum);
+        }
+    }
+    Ok(state)
+}
+
+/// A stored state as laid out: its keys in index (canonical) order, and each bucket's cells
+/// by key index. `decode` builds the maps `apply` needs from it; `read_stored` reads it as is.
+struct Parsed {
+    newest: i64,
+    keys: Vec<Value>,
+    /// Bucket (ascending) → `(key index, fixed-point sum)`.
+    cells: Vec<(i64, Vec<(usize, i128)>)>,
+    tops: Tops,
+}
+
+fn parse(data: &[u8], bucket_ms: i64) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     if version != FORMAT_VERSION {
@@ -366,18 +466,15 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
             "DecayedScores format version {version}, expected {FORMAT_VERSION}"
         )));
     }
-    let mut state = ScoresState {
-        newest: r.i64()?,
-        ..ScoresState::default()
-    };
+    let newest = r.i64()?;
     let key_count = r.len(1)?;
-    let mut classes = Vec::with_capacity(key_count);
-    for value in last_n::decode_values(&mut r, key_count)? {
-        let class = KeyClass::of(&value)
-            .filter(|c| classes.last().is_none_or(|last| last < c))
+    let keys = last_n::decode_values(&mut r, key_count)?;
+    let mut previous_class = None;
+    for value in &keys {
+        let class = ClassRef::of(value)
+            .filter(|c| previous_class.as_ref().is_none_or(|last| last < c))
             .ok_or_else(|| CoreError::Codec("keys out of order or not keys".into()))?;
-        state.keys.insert(class.clone(), value);
-        classes.push(class);
+        previous_class = Some(class);
     }
     let signed = match r.u8()? {
         0 => false,
@@ -385,31 +482,41 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         flags => return Err(CoreError::Codec(format!("unknown flags {flags}"))),
     };
     let bucket_count = r.len(3)?;
+    let mut parsed = Parsed {
+        newest,
+        keys,
+        cells: Vec::with_capacity(bucket_count),
+        tops: Tops::new(),
+    };
     let mut previous = None;
     for _ in 0..bucket_count {
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
         previous = Some(bucket);
-        state.tops.insert(bucket, top);
+        parsed.tops.insert(bucket, top);
         let header = r.u64()?;
         let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
         let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
         let sums = get_run_form(&mut r, count, header & 2 == 2)?;
-        let cells = state.cells.entry(bucket).or_default();
-        for (i, sum) in indices.into_iter().zip(sums) {
-            let value = if signed {
-                unzigzag(sum)
-            } else {
-                i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
-            };
-            cells.insert(classes[i].clone(), value);
-        }
+        let cells = indices
+            .into_iter()
+            .zip(sums)
+            .map(|(i, sum)| {
+                let value = if signed {
+                    unzigzag(sum)
+                } else {
+                    i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
+                };
+                Ok((i, value))
+            })
+            .collect::<Result<_, CoreError>>()?;
+        parsed.cells.push((bucket, cells));
     }
     if !r.is_done() {
         return Err(CoreError::Codec(
             "trailing bytes after DecayedScores state".into(),
         ));
     }
-    Ok(state)
+    Ok(parsed)
 }
 
 /// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.

@@ -480,16 +480,11 @@ impl NativePlans {
         exclude: HashSet<String>,
         limit: Option<usize>,
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
-        let (found, spec, bucket_ms) = self.decayed(plan)?;
-        let state = decayed::decode(state, bucket_ms).map_err(raise)?;
+        let (found, spec, _) = self.decayed(plan)?;
         let out = PyList::empty(py);
-        let read = spec.read(
-            found.retention_ms,
-            &state,
-            &times_of(times),
-            &exclude,
-            limit,
-        );
+        let read = spec
+            .read_stored(found.retention_ms, state, &times_of(times), &exclude, limit)
+            .map_err(raise)?;
         let (top, newest) = match read {
             Ok(answer) => answer,
             Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
