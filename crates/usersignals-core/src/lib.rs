@@ -15,6 +15,7 @@ pub mod decay;
 pub mod decayed;
 pub mod distinct;
 pub mod error;
+pub mod json_body;
 pub mod last_n;
 pub mod mean_vector;
 pub mod plan;

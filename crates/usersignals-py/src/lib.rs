@@ -5,6 +5,7 @@
 //! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
+mod reads;
 mod tiles_seen;
 
 use std::collections::{BTreeMap, HashSet};
@@ -195,19 +196,6 @@ impl NativePlans {
             _ => None,
         })?;
         Ok((found, spec, spec.buckets(found.retention_ms).bucket_ms))
-    }
-}
-
-/// The context's actions or surfaces when the seen plan groups by that field.
-fn seen_allowed(
-    spec: &SeenSpec,
-    actions: Option<HashSet<String>>,
-    surfaces: Option<HashSet<String>>,
-) -> Option<HashSet<String>> {
-    match spec.by.as_deref() {
-        Some("action") => actions,
-        Some("surface") => surfaces,
-        _ => None,
     }
 }
 
@@ -409,8 +397,13 @@ impl NativePlans {
             }
             Aggregation::Seen(spec) => {
                 let state = seen::decode(state).map_err(raise)?;
-                let allowed = seen_allowed(spec, actions, surfaces);
-                spec.read(retention, &state, &times, allowed.as_ref())
+                let context = ReadContext {
+                    actions,
+                    surfaces,
+                    ..ReadContext::default()
+                };
+                let allowed = context.allowed_by(spec.by.as_deref());
+                spec.read(retention, &state, &times, allowed)
                     .map(|(values, newest)| (tiles_seen::seen_value(py, &values), newest))
             }
             _ => {
@@ -644,6 +637,7 @@ const VECTOR_PREFIX: &str = "vec:";
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
+    m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
