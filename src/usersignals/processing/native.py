@@ -272,11 +272,13 @@ class NativeSignals:
         user: bytes,
         slots: Sequence[tuple[Signal, bytes, bytes, Any]],
         context: ReadContext,
+        now_ms: int,
     ) -> bytes | None:
         """A user's answers written by the core as the JSON body ``UserSignals`` encodes to
         (``user``: the id as JSON text; per signal its answer's opening and closing and its
         stored state or ``None``), or ``None`` when a signal is not native or the core
-        leaves the request to the object path (see ``json_body.rs``).
+        leaves the request to the object path (see ``json_body.rs``). ``now_ms`` stands for
+        the context's clock (a request's context is otherwise the same from one to the next).
 
         Raises :class:`AsOfError` (naming the signal) where :meth:`read` does."""
         index = self._index
@@ -286,13 +288,7 @@ class NativeSignals:
             if plan is None:
                 return None
             native.append((plan, head, tail, None if raw is None else bytes(raw)))
-        times = (
-            context.as_of_ms,
-            context.now_ms,
-            context.until_ms,
-            context.window_ms,
-            context.since_ms,
-        )
+        times = (context.as_of_ms, now_ms, context.until_ms, context.window_ms, context.since_ms)
         out = read_body(
             self._core,
             user,

@@ -55,7 +55,7 @@ class RawRecomputer:
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_each([user_id], plan_of(self.registry, names, context))[0]
 
-    def read_body(self, user_id: str, query: Query, context: ReadContext) -> bytes | None:
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
         """Always ``None``: raw mode recomputes on the object path."""
         return None
 

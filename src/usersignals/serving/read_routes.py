@@ -31,16 +31,17 @@ async def user_signals(request: Request) -> Response:
     user_id = user_id_of(request, state.max_user_id_chars)
     query = state.queries.get(request.scope["query_string"])
     check_writer(state)
-    context = query.at(time.time_ns() // 1_000_000)
+    now_ms = time.time_ns() // 1_000_000
     reader, log = state.reader, state.feature_log
     sampled = log is not None and log.sampled()
     if not sampled:  # the logged answer needs the objects
-        body = await state.reads.run(lambda: reader.read_body(user_id, query, context))
+        body = await state.reads.run(lambda: reader.read_body(user_id, query, now_ms))
         if body is not None:
             return Response(body, media_type="application/json")
+    context = query.at(now_ms)
     result = await state.reads.run(lambda: reader.read(user_id, query.names, context))
     if log is not None and sampled:
-        log.record(query.params, context.now_ms, result)
+        log.record(query.params, now_ms, result)
     return json_response(result)
 
 

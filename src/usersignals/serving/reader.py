@@ -73,9 +73,9 @@ class Reader(Protocol):
         """Many users, a context per signal."""
         ...
 
-    def read_body(self, user_id: str, query: Query, context: ReadContext) -> bytes | None:
-        """``read``'s answer as its JSON body, written without building it (the GET route's
-        path), or ``None``: answer with ``read``."""
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
+        """``read``'s answer (with ``query.at(now_ms)``) as its JSON body, written without
+        building it (the GET route's path), or ``None``: answer with ``read``."""
         ...
 
 
@@ -132,7 +132,7 @@ class SignalReader:
             )
         return out
 
-    def read_body(self, user_id: str, query: Query, context: ReadContext) -> bytes | None:
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
         """The core writes the body when every signal asked is native (see
         ``NativeSignals.read_body``); its JSON equals ``read``'s, encoded."""
         key = user_key(user_id)
@@ -142,7 +142,7 @@ class SignalReader:
             (signal, head, tail, states.get(signal.key))
             for signal, head, tail in zip(query.signals, query.heads, query.tails, strict=True)
         ]
-        return self.native.read_body(_encode(user_id), slots, context)
+        return self.native.read_body(_encode(user_id), slots, query.context, now_ms)
 
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
