@@ -196,9 +196,9 @@ fn write_answer(
                 }))
         }
         Aggregation::Tiles(spec) => {
-            let state = tiles::decode(spec, data).map_err(|_| Unserved)?;
-            let actions = context.actions.as_ref();
-            match spec.read(retention, &state, times, actions, context.surfaces.as_ref()) {
+            let (actions, surfaces) = (context.actions.as_ref(), context.surfaces.as_ref());
+            let read = spec.read_stored(retention, data, times, actions, surfaces);
+            match read.map_err(|_| Unserved)? {
                 Ok(answer) => write_tiles(spec.scale, &answer, out).map(|()| Ok(answer.newest)),
                 Err(refusal) => Ok(Err(refusal)),
             }
