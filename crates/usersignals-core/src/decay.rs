@@ -187,7 +187,9 @@ pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
 
 pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
     let mut v: u128 = 0;
-    for shift in (0..128).step_by(7) {
+    let mut shift = 0;
+    // Up to 19 groups of 7 bits; the 19th may hold only the 2 bits left of 128.
+    while shift < 128 {
         let b = r.u8()?;
         let bits = u128::from(b & 0x7f);
         if shift == 126 && bits > 0b11 {
@@ -197,6 +199,7 @@ pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
         if b & 0x80 == 0 {
             return Ok(v);
         }
+        shift += 7;
     }
     Err(CoreError::Codec("128-bit varint too long".into()))
 }
@@ -265,7 +268,11 @@ pub fn get_run_form(
     packed: bool,
 ) -> Result<Vec<u128>, CoreError> {
     if !packed {
-        return (0..count).map(|_| get_u128(r)).collect();
+        let mut values = Vec::new();
+        for _ in 0..count {
+            values.push(get_u128(r)?);
+        }
+        return Ok(values);
     }
     let width = r.u8()?;
     unpack_run(r, count, width)

@@ -262,7 +262,7 @@ impl DecayedSpec {
         limit: Option<usize>,
     ) -> Result<Result<(Profile, Option<i64>), Refusal>, CoreError> {
         let decay = self.buckets(retention_ms);
-        let parsed = parse(data, decay.bucket_ms)?;
+        let parsed = parse(data, decay.bucket_ms, last_n::view::column_values)?;
         let view = times.view_time(parsed.newest);
         let (first, last) = match decay.counted(parsed.newest, &parsed.tops, view) {
             Ok(counted) => counted,
@@ -276,7 +276,7 @@ impl DecayedSpec {
         {
             let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
             for (index, value) in cells {
-                *scores[*index].get_or_insert(0.0) += *value as f64 * factor;
+                *scores[*index].get_or_insert(0.0) += to_f64(*value) * factor;
             }
         }
         let mut candidates: Vec<(f64, &Value)> = scores
@@ -427,8 +427,18 @@ pub fn apply_stored(
     Ok((encode(&state, bucket_ms), expired))
 }
 
+/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
+/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
+/// that both arms are the same conversion and merging them back into the slow one.
+fn to_f64(v: i128) -> f64 {
+    match i64::try_from(v) {
+        Ok(small) => small as f64,
+        Err(_) => std::hint::black_box(v) as f64,
+    }
+}
+
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
-    let parsed = parse(data, bucket_ms)?;
+    let parsed = parse(data, bucket_ms, last_n::decode_values)?;
     // `parse` checked that every key has a class.
     let classes: Vec<KeyClass> = parsed.keys.iter().filter_map(KeyClass::of).collect();
     let mut state = ScoresState {
@@ -458,7 +468,12 @@ struct Parsed {
     tops: Tops,
 }
 
-fn parse(data: &[u8], bucket_ms: i64) -> Result<Parsed, CoreError> {
+/// `keys` reads the key dictionary (`last_n::decode_values`, or the view's borrowed form).
+fn parse(
+    data: &[u8],
+    bucket_ms: i64,
+    keys: impl FnOnce(&mut Reader<'_>, usize) -> Result<Vec<Value>, CoreError>,
+) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     if version != FORMAT_VERSION {
@@ -468,7 +483,7 @@ fn parse(data: &[u8], bucket_ms: i64) -> Result<Parsed, CoreError> {
     }
     let newest = r.i64()?;
     let key_count = r.len(1)?;
-    let keys = last_n::decode_values(&mut r, key_count)?;
+    let keys = keys(&mut r, key_count)?;
     let mut previous_class = None;
     for value in &keys {
         let class = ClassRef::of(value)
@@ -497,18 +512,15 @@ fn parse(data: &[u8], bucket_ms: i64) -> Result<Parsed, CoreError> {
         let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
         let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
         let sums = get_run_form(&mut r, count, header & 2 == 2)?;
-        let cells = indices
-            .into_iter()
-            .zip(sums)
-            .map(|(i, sum)| {
-                let value = if signed {
-                    unzigzag(sum)
-                } else {
-                    i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
-                };
-                Ok((i, value))
-            })
-            .collect::<Result<_, CoreError>>()?;
+        let mut cells = Vec::with_capacity(count);
+        for (i, sum) in indices.into_iter().zip(sums) {
+            let value = if signed {
+                unzigzag(sum)
+            } else {
+                i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
+            };
+            cells.push((i, value));
+        }
         parsed.cells.push((bucket, cells));
     }
     if !r.is_done() {
@@ -531,9 +543,19 @@ fn decode_key_indices(
     }
     let indices = if bitmap {
         let bits = r.bytes(key_count.div_ceil(8))?;
-        (0..key_count)
-            .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
-            .collect::<Vec<_>>()
+        // The set bits, a byte at a time; bits past the key count (padding) do not count.
+        let mut indices = Vec::with_capacity(count);
+        for (at, byte) in bits.iter().enumerate() {
+            let mut byte = *byte;
+            while byte != 0 {
+                let i = at * 8 + byte.trailing_zeros() as usize;
+                if i < key_count {
+                    indices.push(i);
+                }
+                byte &= byte - 1;
+            }
+        }
+        indices
     } else {
         let mut at = 0usize;
         let mut indices = Vec::with_capacity(count);

@@ -136,6 +136,14 @@ proptest! {
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode(&bytes, DAY);
         let _ = spec(DAY).read_stored(DAY, &bytes, &Times::default(), &HashSet::new(), None);
+        // What the serving path reads, it reads as `decode` does.
+        if let Ok(Ok((profile, _))) =
+            spec(DAY).read_stored(DAY, &bytes, &Times::default(), &HashSet::new(), None)
+        {
+            let state = decode(&bytes, DAY).unwrap();
+            let read = spec(DAY).read(DAY, &state, &Times::default(), &HashSet::new(), None);
+            prop_assert_eq!(read.map(|(p, _)| p), Ok(profile));
+        }
     }
 }
 
