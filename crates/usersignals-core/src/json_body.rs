@@ -15,7 +15,7 @@
 //! and Python answers that request on the object path.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
+use std::io::Write as _;
 
 use crate::context::{ReadContext, Refusal};
 use crate::last_n::view::LastNView;
@@ -86,9 +86,11 @@ fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Resul
     };
     let iso = iso_ms(newest).ok_or(Unserved)?;
     let age = now_ms.saturating_sub(newest).max(0);
-    let text =
-        format!(",\"newest_event_ms\":{newest},\"newest_event_time\":\"{iso}\",\"age_ms\":{age}");
-    out.extend_from_slice(text.as_bytes());
+    write!(
+        out,
+        ",\"newest_event_ms\":{newest},\"newest_event_time\":\"{iso}\",\"age_ms\":{age}"
+    )
+    .expect("writing to a Vec cannot fail");
     Ok(())
 }
 
@@ -191,7 +193,8 @@ fn write_answer(
             Ok(spec
                 .read(retention, &state, times)
                 .map(|(estimate, newest)| {
-                    out.extend_from_slice(format!("{{\"estimate\":{estimate}}}").as_bytes());
+                    write!(out, "{{\"estimate\":{estimate}}}")
+                        .expect("writing to a Vec cannot fail");
                     newest
                 }))
         }
@@ -251,14 +254,21 @@ fn empty_answer(aggregate: &Aggregation) -> &'static [u8] {
 
 /// LastN entries as `{"ts": …, <kept field>: …}`, newest first.
 fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut Vec<u8>) {
-    let keys: Vec<Vec<u8>> = keep.iter().map(|k| json_text(k)).collect();
+    let keys: Vec<Vec<u8>> = keep
+        .iter()
+        .map(|k| {
+            let mut key = Vec::new();
+            write_text(k, &mut key);
+            key
+        })
+        .collect();
     let mut text = String::new();
     out.push(b'[');
     for (i, row) in rows.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(format!("{{\"ts\":{}", view.ts[*row]).as_bytes());
+        write!(out, "{{\"ts\":{}", view.ts[*row]).expect("writing to a Vec cannot fail");
         for (column, key) in keys.iter().enumerate() {
             out.push(b',');
             out.extend_from_slice(key);
@@ -283,7 +293,7 @@ fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(),
     }
     let amount = |value: i64, out: &mut Vec<u8>| {
         if scale == 1 || answer.newest.is_none() {
-            out.extend_from_slice(value.to_string().as_bytes());
+            write!(out, "{value}").expect("writing to a Vec cannot fail");
         } else {
             // Python's int / int: correctly rounded, as this division is for |x| < 2^53.
             write_float(value as f64 / scale as f64, out);
@@ -296,7 +306,7 @@ fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(),
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&json_text(label));
+        write_text(label, out);
         out.push(b':');
         amount(*value, out);
     }
@@ -322,8 +332,8 @@ fn write_seen(values: &[(String, i64)], out: &mut Vec<u8>) {
         if i > 0 {
             out.push(b',');
         }
-        out.extend_from_slice(&json_text(group));
-        out.extend_from_slice(format!(":{ts}").as_bytes());
+        write_text(group, out);
+        write!(out, ":{ts}").expect("writing to a Vec cannot fail");
     }
     out.push(b'}');
 }
@@ -347,9 +357,9 @@ fn write_value(value: &Value, out: &mut Vec<u8>) {
     match value {
         Value::Null => out.extend_from_slice(b"null"),
         Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => out.extend_from_slice(i.to_string().as_bytes()),
+        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
         Value::Float(f) => write_float(*f, out),
-        Value::Str(s) => out.extend_from_slice(&json_text(s)),
+        Value::Str(s) => write_text(s, out),
     }
 }
 
@@ -357,16 +367,9 @@ fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
     match value {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        ValueRef::Int(i) => {
-            text.clear();
-            write!(text, "{i}").expect("writing to a String cannot fail");
-            out.extend_from_slice(text.as_bytes());
-        }
+        ValueRef::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
         ValueRef::Float(f) => write_float(f, out),
-        other => {
-            let s = other.text(text).unwrap_or_default();
-            out.extend_from_slice(&json_text(s));
-        }
+        other => write_text(other.text(text).unwrap_or_default(), out),
     }
 }
 
@@ -388,8 +391,8 @@ fn write_floats(values: &[f64], out: &mut Vec<u8>) {
 }
 
 /// A string as JSON text (quoted and escaped).
-fn json_text(s: &str) -> Vec<u8> {
-    serde_json::to_vec(s).expect("a string always serializes")
+fn write_text(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
 }
 
 #[cfg(test)]
