@@ -26,19 +26,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from usersignals.app import build_processor
+from serving import QUERY, replay_workload  # bench/serving.py, beside this script
 from usersignals.config import Settings, SpoolSettings, StoreSettings
-from usersignals.demo import workload_spec
-from usersignals.enrich.tables import load_table
-from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.synthetic import write_workload
-from usersignals.processing.replay import replay_file
-
-QUERY = (
-    "names=recent_engagements,action_counts,category_interest,taste_embedding,"
-    "distinct_creators&window=1d&actions=click,save,closeup&limit=50"
-)
 
 
 def build_store(root: Path, events: int) -> list[str]:
@@ -49,16 +38,7 @@ def build_store(root: Path, events: int) -> list[str]:
     settings = Settings(
         store=StoreSettings(path=str(root / "store")), spool=SpoolSettings(path=str(root / "sp"))
     )
-    workload = write_workload(workload_spec(events, seed=7), root / "workload")
-    processor = build_processor(settings)
-    load_table(processor.store.table("items"), workload.items_path, key="item_id")
-    with DeadLetterFile(root / "dead.jsonl") as dead:
-        replay_file(JsonlSource(workload.events_path), processor.decoder, processor.engine, dead)
-    processor.close()
-    counts: dict[str, int] = {}
-    for line in workload.events_path.read_bytes().splitlines():
-        user = line.split(b'"user_id":"', 1)[1].split(b'"', 1)[0].decode()
-        counts[user] = counts.get(user, 0) + 1
+    counts = replay_workload(settings, events, root)
     users = sorted(counts, key=counts.__getitem__, reverse=True)
     users_file.write_text("\n".join(users))
     return users

@@ -231,20 +231,32 @@ impl DecayedSpec {
     ) -> Result<(Profile, Option<i64>), Refusal> {
         let view = times.view_time(state.newest);
         let scores = self.scores(retention_ms, state, view)?;
-        let mut candidates: Vec<(f64, &Value)> = scores
+        let scored = scores
             .into_iter()
-            .filter(|(class, _)| !matches!(class, KeyClass::Str(s) if exclude.contains(s)))
-            .map(|(class, score)| (score, &state.keys[class]))
+            .map(|(class, score)| (score, &state.keys[class]));
+        let top = self.profile(scored, exclude, limit);
+        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+    }
+
+    /// The top `limit` (or `top_k`) of the scored keys not in `exclude`, best first; a
+    /// key's class is a string exactly when its value is.
+    fn profile<'k>(
+        &self,
+        scored: impl Iterator<Item = (f64, &'k Value)>,
+        exclude: &HashSet<String>,
+        limit: Option<usize>,
+    ) -> Profile {
+        let mut candidates: Vec<(f64, &Value)> = scored
+            .filter(|(_, key)| !matches!(key, Value::Str(s) if exclude.contains(s)))
             .collect();
         top_k(
             &mut candidates,
             limit.filter(|l| *l > 0).unwrap_or(self.top_k),
         );
-        let top = candidates
+        candidates
             .into_iter()
             .map(|(s, k)| (k.clone(), s))
-            .collect();
-        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+            .collect()
     }
 }
 
@@ -279,20 +291,11 @@ impl DecayedSpec {
                 *scores[*index].get_or_insert(0.0) += to_f64(*value) * factor;
             }
         }
-        let mut candidates: Vec<(f64, &Value)> = scores
+        let scored = scores
             .iter()
             .zip(&parsed.keys)
-            .filter_map(|(score, key)| Some(((*score)?, key)))
-            .filter(|(_, key)| !matches!(key, Value::Str(s) if exclude.contains(s)))
-            .collect();
-        top_k(
-            &mut candidates,
-            limit.filter(|l| *l > 0).unwrap_or(self.top_k),
-        );
-        let top = candidates
-            .into_iter()
-            .map(|(s, k)| (k.clone(), s))
-            .collect();
+            .filter_map(|(score, key)| Some(((*score)?, key)));
+        let top = self.profile(scored, exclude, limit);
         let newest = parsed.newest;
         Ok(Ok((top, Some(newest.min(times.end(newest))))))
     }

@@ -56,6 +56,25 @@ fn times_of((as_of_ms, now_ms, until_ms, window_ms, since_ms): TimesArg) -> Time
     }
 }
 
+/// A request's context as Python passes it, for the core.
+fn read_context(
+    times: TimesArg,
+    actions: Option<HashSet<String>>,
+    surfaces: Option<HashSet<String>>,
+    exclude: HashSet<String>,
+    dedupe: bool,
+    limit: Option<usize>,
+) -> ReadContext {
+    ReadContext {
+        times: times_of(times),
+        actions,
+        surfaces,
+        exclude,
+        dedupe,
+        limit,
+    }
+}
+
 fn refusal_out(refusal: &Refusal) -> RefusalOut {
     (refusal.view_ms, refusal.earliest_ms, refusal.why)
 }
@@ -297,14 +316,7 @@ impl NativePlans {
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
         let (found, spec) = self.last_n(plan)?;
         let view = LastNView::parse(state, spec.keep.len()).map_err(raise)?;
-        let context = ReadContext {
-            times: times_of(times),
-            actions,
-            surfaces,
-            exclude,
-            dedupe,
-            limit,
-        };
+        let context = read_context(times, actions, surfaces, exclude, dedupe, limit);
         let out = PyList::empty(py);
         let (rows, newest) = match view.select(spec, found.retention_ms, &context) {
             Ok(selected) => selected,

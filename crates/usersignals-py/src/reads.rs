@@ -5,10 +5,9 @@ use std::collections::HashSet;
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use usersignals_core::context::ReadContext;
 use usersignals_core::json_body::{user_body, Body, Slot};
 
-use crate::{refusal_out, times_of, NativePlans, RefusalOut, TimesArg};
+use crate::{read_context, refusal_out, NativePlans, RefusalOut, TimesArg};
 
 /// One requested signal as Python passes it: `(plan index, the answer's opening, its
 /// closing, the stored state as the record embeds it or None)`.
@@ -44,14 +43,7 @@ pub fn read_body<'py>(
     dedupe: bool,
     limit: Option<usize>,
 ) -> Option<BodyOut<'py>> {
-    let context = ReadContext {
-        times: times_of(times),
-        actions,
-        surfaces,
-        exclude,
-        dedupe,
-        limit,
-    };
+    let context = read_context(times, actions, surfaces, exclude, dedupe, limit);
     let slots: Vec<Slot<'_>> = slots
         .iter()
         .map(|(plan, head, tail, state)| Slot {

@@ -242,14 +242,7 @@ class NativeSignals:
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
                 value, newest, refusal = self._core.read_last_n(
-                    index,
-                    data,
-                    times,
-                    context.actions,
-                    context.surfaces,
-                    context.exclude,
-                    context.dedupe,
-                    context.limit,
+                    index, data, times, *_filters(context)
                 )
                 answer = ReadOut(value, newest)
         except CoreError as exc:
@@ -289,17 +282,7 @@ class NativeSignals:
                 return None
             native.append((plan, head, tail, None if raw is None else bytes(raw)))
         times = (context.as_of_ms, now_ms, context.until_ms, context.window_ms, context.since_ms)
-        out = read_body(
-            self._core,
-            user,
-            native,
-            times,
-            context.actions,
-            context.surfaces,
-            context.exclude,
-            context.dedupe,
-            context.limit,
-        )
+        out = read_body(self._core, user, native, times, *_filters(context))
         if out is None or isinstance(out, bytes):
             return out
         slot, (view_ms, earliest_ms, why) = out
@@ -367,6 +350,14 @@ class NativeSignals:
         if isinstance(state, VectorState):
             return self._core.encode_mean_vector(index, (state.newest, state.buckets, state.tops))
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
+
+
+def _filters(
+    context: ReadContext,
+) -> tuple[frozenset[str] | None, frozenset[str] | None, frozenset[str], bool, int | None]:
+    """The context's actions, surfaces, exclude, dedupe and limit, as the core's reads take
+    them."""
+    return context.actions, context.surfaces, context.exclude, context.dedupe, context.limit
 
 
 Counts = dict[str, int]
