@@ -397,15 +397,17 @@ impl NativePlans {
         let (times, retention) = (times_of(times), found.retention_ms);
         let answer = match &found.aggregate {
             Aggregation::Tiles(spec) => {
-                let state = tiles::decode(spec, state).map_err(raise)?;
-                spec.read(
-                    retention,
-                    &state,
-                    &times,
-                    actions.as_ref(),
-                    surfaces.as_ref(),
-                )
-                .map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
+                let (actions, surfaces) = (actions.as_ref(), surfaces.as_ref());
+                // From the stored entries; entries out of the encoder's order (never
+                // written) are read as `decode` reads them.
+                let read = match spec.read_stored(retention, state, &times, actions, surfaces) {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let state = tiles::decode(spec, state).map_err(raise)?;
+                        spec.read(retention, &state, &times, actions, surfaces)
+                    }
+                };
+                read.map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
             }
             Aggregation::Seen(spec) => {
                 let state = seen::decode(state).map_err(raise)?;
