@@ -168,6 +168,22 @@ def server_figures(base: str) -> dict[str, float]:
     return figures
 
 
+def replay_workload(settings: Settings, events: int, root: Path) -> dict[str, int]:
+    """The reference workload of ``events`` events (in ``root``) replayed into the settings'
+    store with its item table; each user's event count."""
+    workload = write_workload(workload_spec(events, seed=7), root / "workload")
+    processor = build_processor(settings)
+    load_table(processor.store.table("items"), workload.items_path, key="item_id")
+    with DeadLetterFile(root / "dead.jsonl") as dead:
+        replay_file(JsonlSource(workload.events_path), processor.decoder, processor.engine, dead)
+    processor.close()
+    counts: dict[str, int] = {}
+    for line in workload.events_path.read_bytes().splitlines():
+        user = line.split(b'"user_id":"', 1)[1].split(b'"', 1)[0].decode()
+        counts[user] = counts.get(user, 0) + 1
+    return counts
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -183,16 +199,7 @@ def main() -> None:
     store, spool = root / "store", root / "spool"
     settings = Settings(store=StoreSettings(path=str(store)), spool=SpoolSettings(path=str(spool)))
     settings.processing.keep_raw_events = True
-    workload = write_workload(workload_spec(args.events, seed=7), root / "workload")
-    processor = build_processor(settings)
-    load_table(processor.store.table("items"), workload.items_path, key="item_id")
-    with DeadLetterFile(root / "dead.jsonl") as dead:
-        replay_file(JsonlSource(workload.events_path), processor.decoder, processor.engine, dead)
-    processor.close()
-    counts: dict[str, int] = {}
-    for line in workload.events_path.read_bytes().splitlines():
-        user = line.split(b'"user_id":"', 1)[1].split(b'"', 1)[0].decode()
-        counts[user] = counts.get(user, 0) + 1
+    counts = replay_workload(settings, args.events, root)
     users = sorted(counts, key=counts.__getitem__, reverse=True)[: args.users]
     typical = random.Random(1).sample(sorted(counts), min(args.users, len(counts)))
     print(

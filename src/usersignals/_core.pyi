@@ -126,3 +126,21 @@ class NativePlans:
     def encode_decayed_scores(self, plan: int, parts: ScoresParts) -> bytes: ...
     def decode_mean_vector(self, plan: int, state: bytes) -> VectorParts: ...
     def encode_mean_vector(self, plan: int, parts: VectorParts) -> bytes: ...
+
+# One requested signal of read_body: (plan index, the answer's opening, its closing, the
+# stored state as the user record embeds it, or None).
+BodySlot = tuple[int, bytes, bytes, bytes | None]
+
+def read_body(
+    plans: NativePlans,
+    user: bytes,
+    slots: Sequence[BodySlot],
+    times: Times,
+    actions: frozenset[str] | set[str] | None,
+    surfaces: frozenset[str] | set[str] | None,
+    exclude: frozenset[str] | set[str],
+    dedupe: bool,
+    limit: int | None,
+) -> bytes | tuple[int, Refusal] | None:
+    """A user's answers as the JSON body; (slot, refusal) when a slot's state refuses the
+    context; None when the request must be answered on the object path."""

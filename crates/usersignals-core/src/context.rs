@@ -67,3 +67,15 @@ pub struct ReadContext {
     pub dedupe: bool,
     pub limit: Option<usize>,
 }
+
+impl ReadContext {
+    /// The context's filter of a grouping field's values: its actions when grouped by
+    /// `action`, its surfaces by `surface`, none otherwise.
+    pub fn allowed_by(&self, by: Option<&str>) -> Option<&HashSet<String>> {
+        match by {
+            Some("action") => self.actions.as_ref(),
+            Some("surface") => self.surfaces.as_ref(),
+            _ => None,
+        }
+    }
+}

@@ -187,7 +187,9 @@ pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
 
 pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
     let mut v: u128 = 0;
-    for shift in (0..128).step_by(7) {
+    let mut shift = 0;
+    // Up to 19 groups of 7 bits; the 19th may hold only the 2 bits left of 128.
+    while shift < 128 {
         let b = r.u8()?;
         let bits = u128::from(b & 0x7f);
         if shift == 126 && bits > 0b11 {
@@ -197,6 +199,7 @@ pub fn get_u128(r: &mut Reader<'_>) -> Result<u128, CoreError> {
         if b & 0x80 == 0 {
             return Ok(v);
         }
+        shift += 7;
     }
     Err(CoreError::Codec("128-bit varint too long".into()))
 }
@@ -257,7 +260,11 @@ pub fn get_run_form(
     packed: bool,
 ) -> Result<Vec<u128>, CoreError> {
     if !packed {
-        return (0..count).map(|_| get_u128(r)).collect();
+        let mut values = Vec::new();
+        for _ in 0..count {
+            values.push(get_u128(r)?);
+        }
+        return Ok(values);
     }
     let width = r.u8()?;
     unpack_run(r, count, width)
@@ -335,6 +342,22 @@ mod tests {
         assert_eq!(retention_start(-1_500, 0, 1_000), -1_000);
     }
 
+    /// The packed-run reader as it was first written, bit by bit: the reference.
+    fn bit_at_a_time(bytes: &[u8], count: usize, width: u8) -> Option<Vec<u128>> {
+        let width = usize::from(width);
+        let bytes = bytes.get(..count.saturating_mul(width).div_ceil(8))?;
+        let mut values = vec![0u128; count];
+        for (n, value) in values.iter_mut().enumerate() {
+            for i in 0..width {
+                let bit = n * width + i;
+                if (bytes[bit / 8] >> (bit % 8)) & 1 == 1 {
+                    *value |= 1 << i;
+                }
+            }
+        }
+        Some(values)
+    }
+
     proptest! {
         #[test]
         fn i128_round_trips(v in any::<i128>()) {
@@ -381,6 +404,16 @@ mod tests {
                 let mut r = Reader::new(&out);
                 prop_assert_eq!(get_run_form(&mut r, values.len(), true).unwrap(), values);
             }
+        }
+
+        #[test]
+        fn unpacking_matches_the_bit_at_a_time_reference(
+            bytes in prop::collection::vec(any::<u8>(), 0..200),
+            count in 0usize..24,
+            width in 0u8..=128,
+        ) {
+            let fast = unpack_run(&mut Reader::new(&bytes), count, width).ok();
+            prop_assert_eq!(fast, bit_at_a_time(&bytes, count, width));
         }
 
         #[test]

@@ -25,7 +25,6 @@
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashSet};
-use std::rc::Rc;
 
 use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
@@ -53,28 +52,45 @@ pub enum KeyClass {
     Num(i64),
     /// A non-integral (or out-of-i64) float, by its total-order bits.
     Float(i64),
-    /// Shared: every cell of a key holds the class, and a busy user's state has a cell per
-    /// key and day — a string each was most of decoding one.
-    Str(Rc<str>),
+    Str(String),
 }
 
 impl KeyClass {
     /// `None` for what the reference skips (a missing key) and for NaN, which no Python
     /// dict lookup ever finds again.
     pub fn of(value: &Value) -> Option<KeyClass> {
+        ClassRef::of(value).map(|class| match class {
+            ClassRef::Num(n) => KeyClass::Num(n),
+            ClassRef::Float(bits) => KeyClass::Float(bits),
+            ClassRef::Str(s) => KeyClass::Str(s.to_owned()),
+        })
+    }
+}
+
+/// A [`KeyClass`] borrowed from its value: the same variants in the same order, so it orders
+/// as `KeyClass` does, without copying a string (a read checks every key's order).
+#[derive(Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum ClassRef<'a> {
+    Num(i64),
+    Float(i64),
+    Str(&'a str),
+}
+
+impl<'a> ClassRef<'a> {
+    fn of(value: &'a Value) -> Option<ClassRef<'a>> {
         Some(match value {
             Value::Null => return None,
-            Value::Bool(b) => KeyClass::Num(i64::from(*b)),
-            Value::Int(i) => KeyClass::Num(*i),
+            Value::Bool(b) => ClassRef::Num(i64::from(*b)),
+            Value::Int(i) => ClassRef::Num(*i),
             Value::Float(f) if f.is_nan() => return None,
             Value::Float(f) if f.fract() == 0.0 && f.abs() < 9.223_372_036_854_776e18 => {
-                KeyClass::Num(*f as i64)
+                ClassRef::Num(*f as i64)
             }
             Value::Float(f) => {
                 let bits = f.to_bits() as i64;
-                KeyClass::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
+                ClassRef::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
             }
-            Value::Str(s) => KeyClass::Str(Rc::from(s.as_str())),
+            Value::Str(s) => ClassRef::Str(s),
         })
     }
 }
@@ -104,11 +120,6 @@ impl ScoresState {
     pub fn add(&mut self, key: &Value, bucket: i64, value: i128) {
         let Some(class) = KeyClass::of(key) else {
             return;
-        };
-        // The class as the state holds it already, when it does: its string is shared.
-        let class = match self.keys.get_key_value(&class) {
-            Some((held, _)) => held.clone(),
-            None => class,
         };
         match self.keys.get_mut(&class) {
             Some(shown) if exact_rank(key) < exact_rank(shown) => *shown = key.clone(),
@@ -220,20 +231,73 @@ impl DecayedSpec {
     ) -> Result<(Profile, Option<i64>), Refusal> {
         let view = times.view_time(state.newest);
         let scores = self.scores(retention_ms, state, view)?;
-        let mut candidates: Vec<(f64, &Value)> = scores
+        let scored = scores
             .into_iter()
-            .filter(|(class, _)| !matches!(class, KeyClass::Str(s) if exclude.contains(&**s)))
-            .map(|(class, score)| (score, &state.keys[class]))
+            .map(|(class, score)| (score, &state.keys[class]));
+        let top = self.profile(scored, exclude, limit);
+        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+    }
+
+    /// The top `limit` (or `top_k`) of the scored keys not in `exclude`, best first; a
+    /// key's class is a string exactly when its value is.
+    fn profile<'k>(
+        &self,
+        scored: impl Iterator<Item = (f64, &'k Value)>,
+        exclude: &HashSet<String>,
+        limit: Option<usize>,
+    ) -> Profile {
+        let mut candidates: Vec<(f64, &Value)> = scored
+            .filter(|(_, key)| !matches!(key, Value::Str(s) if exclude.contains(s)))
             .collect();
         top_k(
             &mut candidates,
             limit.filter(|l| *l > 0).unwrap_or(self.top_k),
         );
-        let top = candidates
+        candidates
             .into_iter()
             .map(|(s, k)| (k.clone(), s))
-            .collect();
-        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+            .collect()
+    }
+}
+
+impl DecayedSpec {
+    /// `read` straight from the stored bytes, without building the state's maps (the
+    /// serving path): each key's score is summed by key index, over the same buckets in the
+    /// same ascending order, so every float and the order are `read`'s. A state that does
+    /// not decode is an error, as for `decode`.
+    pub fn read_stored(
+        &self,
+        retention_ms: i64,
+        data: &[u8],
+        times: &Times,
+        exclude: &HashSet<String>,
+        limit: Option<usize>,
+    ) -> Result<Result<(Profile, Option<i64>), Refusal>, CoreError> {
+        let decay = self.buckets(retention_ms);
+        let parsed = parse(data, decay.bucket_ms, last_n::view::column_values)?;
+        let view = times.view_time(parsed.newest);
+        let (first, last) = match decay.counted(parsed.newest, &parsed.tops, view) {
+            Ok(counted) => counted,
+            Err(refusal) => return Ok(Err(refusal)),
+        };
+        let mut scores: Vec<Option<f64>> = vec![None; parsed.keys.len()];
+        for (bucket, cells) in parsed
+            .cells
+            .iter()
+            .filter(|(b, _)| first <= *b && *b <= last)
+        {
+            let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
+            for (index, value) in cells {
+                *scores[*index].get_or_insert(0.0) += to_f64(*value) * factor;
+            }
+        }
+        let scored = scores
+            .iter()
+            .zip(&parsed.keys)
+            .filter_map(|(score, key)| Some(((*score)?, key)));
+        let top = self.profile(scored, exclude, limit);
+        let newest = parsed.newest;
+        Ok(Ok((top, Some(newest.min(times.end(newest))))))
     }
 }
 
@@ -366,7 +430,53 @@ pub fn apply_stored(
     Ok((encode(&state, bucket_ms), expired))
 }
 
+/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
+/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
+/// that both arms are the same conversion and merging them back into the slow one.
+fn to_f64(v: i128) -> f64 {
+    match i64::try_from(v) {
+        Ok(small) => small as f64,
+        Err(_) => std::hint::black_box(v) as f64,
+    }
+}
+
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
+    let parsed = parse(data, bucket_ms, last_n::decode_values)?;
+    // `parse` checked that every key has a class.
+    let classes: Vec<KeyClass> = parsed.keys.iter().filter_map(KeyClass::of).collect();
+    let mut state = ScoresState {
+        newest: parsed.newest,
+        tops: parsed.tops,
+        ..ScoresState::default()
+    };
+    for (class, value) in classes.iter().zip(parsed.keys) {
+        state.keys.insert(class.clone(), value);
+    }
+    for (bucket, cells) in parsed.cells {
+        let row = state.cells.entry(bucket).or_default();
+        for (index, sum) in cells {
+            row.insert(classes[index].clone(), sum);
+        }
+    }
+    Ok(state)
+}
+
+/// A stored state as laid out: its keys in index (canonical) order, and each bucket's cells
+/// by key index. `decode` builds the maps `apply` needs from it; `read_stored` reads it as is.
+struct Parsed {
+    newest: i64,
+    keys: Vec<Value>,
+    /// Bucket (ascending) → `(key index, fixed-point sum)`.
+    cells: Vec<(i64, Vec<(usize, i128)>)>,
+    tops: Tops,
+}
+
+/// `keys` reads the key dictionary (`last_n::decode_values`, or the view's borrowed form).
+fn parse(
+    data: &[u8],
+    bucket_ms: i64,
+    keys: impl FnOnce(&mut Reader<'_>, usize) -> Result<Vec<Value>, CoreError>,
+) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     if version != FORMAT_VERSION {
@@ -374,18 +484,15 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
             "DecayedScores format version {version}, expected {FORMAT_VERSION}"
         )));
     }
-    let mut state = ScoresState {
-        newest: r.i64()?,
-        ..ScoresState::default()
-    };
+    let newest = r.i64()?;
     let key_count = r.len(1)?;
-    let mut classes = Vec::with_capacity(key_count);
-    for value in last_n::decode_values(&mut r, key_count)? {
-        let class = KeyClass::of(&value)
-            .filter(|c| classes.last().is_none_or(|last| last < c))
+    let keys = keys(&mut r, key_count)?;
+    let mut previous_class = None;
+    for value in &keys {
+        let class = ClassRef::of(value)
+            .filter(|c| previous_class.as_ref().is_none_or(|last| last < c))
             .ok_or_else(|| CoreError::Codec("keys out of order or not keys".into()))?;
-        state.keys.insert(class.clone(), value);
-        classes.push(class);
+        previous_class = Some(class);
     }
     let signed = match r.u8()? {
         0 => false,
@@ -393,31 +500,38 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         flags => return Err(CoreError::Codec(format!("unknown flags {flags}"))),
     };
     let bucket_count = r.len(3)?;
+    let mut parsed = Parsed {
+        newest,
+        keys,
+        cells: Vec::with_capacity(bucket_count),
+        tops: Tops::new(),
+    };
     let mut previous = None;
     for _ in 0..bucket_count {
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
         previous = Some(bucket);
-        state.tops.insert(bucket, top);
+        parsed.tops.insert(bucket, top);
         let header = r.u64()?;
         let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
         let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
         let sums = get_run_form(&mut r, count, header & 2 == 2)?;
-        let cells = state.cells.entry(bucket).or_default();
+        let mut cells = Vec::with_capacity(count);
         for (i, sum) in indices.into_iter().zip(sums) {
             let value = if signed {
                 unzigzag(sum)
             } else {
                 i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
             };
-            cells.insert(classes[i].clone(), value);
+            cells.push((i, value));
         }
+        parsed.cells.push((bucket, cells));
     }
     if !r.is_done() {
         return Err(CoreError::Codec(
             "trailing bytes after DecayedScores state".into(),
         ));
     }
-    Ok(state)
+    Ok(parsed)
 }
 
 /// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.
@@ -432,9 +546,19 @@ fn decode_key_indices(
     }
     let indices = if bitmap {
         let bits = r.bytes(key_count.div_ceil(8))?;
-        (0..key_count)
-            .filter(|i| bits[i / 8] & (1 << (i % 8)) != 0)
-            .collect::<Vec<_>>()
+        // The set bits, a byte at a time; bits past the key count (padding) do not count.
+        let mut indices = Vec::with_capacity(count);
+        for (at, byte) in bits.iter().enumerate() {
+            let mut byte = *byte;
+            while byte != 0 {
+                let i = at * 8 + byte.trailing_zeros() as usize;
+                if i < key_count {
+                    indices.push(i);
+                }
+                byte &= byte - 1;
+            }
+        }
+        indices
     } else {
         let mut at = 0usize;
         let mut indices = Vec::with_capacity(count);

@@ -105,9 +105,45 @@ proptest! {
         }
     }
 
+    /// The serving path (`read_stored`, over the bytes) answers exactly as `read` over the
+    /// decoded state: the same keys, bit-equal scores, the same order and refusals.
+    #[test]
+    fn reading_the_bytes_equals_reading_the_decoded_state(
+        raw in raw_rows(),
+        half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
+        retention in prop::sample::select(vec![DAY, 10 * DAY]),
+        view_offset in -(3 * DAY)..(3 * DAY),
+        as_of in any::<bool>(),
+        exclude in prop::collection::hash_set("[ab]{1,2}", 0..3),
+        limit in prop::option::of(0usize..8),
+    ) {
+        let spec = spec(half_life);
+        let bytes = apply_in_batches(&spec, retention, &raw, &[]);
+        let state = decode(&bytes, spec.buckets(retention).bucket_ms).unwrap();
+        let at = state.newest + view_offset;
+        let times = Times {
+            as_of_ms: as_of.then_some(at),
+            now_ms: at,
+            ..Times::default()
+        };
+        prop_assert_eq!(
+            spec.read_stored(retention, &bytes, &times, &exclude, limit).unwrap(),
+            spec.read(retention, &state, &times, &exclude, limit)
+        );
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode(&bytes, DAY);
+        let _ = spec(DAY).read_stored(DAY, &bytes, &Times::default(), &HashSet::new(), None);
+        // What the serving path reads, it reads as `decode` does.
+        if let Ok(Ok((profile, _))) =
+            spec(DAY).read_stored(DAY, &bytes, &Times::default(), &HashSet::new(), None)
+        {
+            let state = decode(&bytes, DAY).unwrap();
+            let read = spec(DAY).read(DAY, &state, &Times::default(), &HashSet::new(), None);
+            prop_assert_eq!(read.map(|(p, _)| p), Ok(profile));
+        }
     }
 }
 

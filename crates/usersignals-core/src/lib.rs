@@ -18,6 +18,7 @@ pub mod decayed;
 pub mod dedupe;
 pub mod distinct;
 pub mod error;
+pub mod json_body;
 pub mod last_n;
 pub mod mean_vector;
 pub mod pipeline;

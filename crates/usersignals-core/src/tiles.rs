@@ -226,13 +226,7 @@ impl TileSpec {
 
     /// The view's `[start, end]`, the start no earlier than the retention edge (rounded up
     /// to the coarsest tile); refused when the tiles it needs expired.
-    fn span(
-        &self,
-        retention_ms: i64,
-        state: &TileState,
-        times: &Times,
-    ) -> Result<(i64, i64), Refusal> {
-        let newest = state.newest;
+    fn span(&self, retention_ms: i64, newest: i64, times: &Times) -> Result<(i64, i64), Refusal> {
         let view = times.view_time(newest);
         let coarsest = self.coarsest();
         let edge = view.saturating_sub(retention_ms);
@@ -261,15 +255,65 @@ impl TileSpec {
         actions: Option<&HashSet<String>>,
         surfaces: Option<&HashSet<String>>,
     ) -> Result<TileAnswer, Refusal> {
-        if state.cells.is_empty() && state.exact.is_empty() {
+        let entries = EntriesRef {
+            newest: state.newest,
+            groups: &state.groups,
+            exact: state.exact.iter().map(|((t, g), v)| (*t, *g, *v)),
+            cells: state.cells.iter().map(|((t, g), v)| (*t, *g, *v)),
+        };
+        self.read_entries(retention_ms, entries, times, actions, surfaces)
+    }
+
+    /// `read` straight from the stored bytes, without building the state's maps (the
+    /// serving path): the same sums over the same entries. A state that does not decode is
+    /// an error, as for `decode`, and so is one whose entries are not in the encoder's
+    /// order (newest first, then by group), which `decode` would read with a repeated entry
+    /// overwriting the earlier one.
+    pub fn read_stored(
+        &self,
+        retention_ms: i64,
+        data: &[u8],
+        times: &Times,
+        actions: Option<&HashSet<String>>,
+        surfaces: Option<&HashSet<String>>,
+    ) -> Result<Result<TileAnswer, Refusal>, CoreError> {
+        let parsed = parse(self, data)?;
+        let ordered = |entries: &[Entry]| {
+            entries
+                .windows(2)
+                .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1))
+        };
+        if !ordered(&parsed.cells) || !ordered(&parsed.exact) {
+            return Err(CoreError::Codec("tiles entries out of order".into()));
+        }
+        let entries = EntriesRef {
+            newest: parsed.newest,
+            groups: &parsed.groups,
+            exact: parsed.exact.iter().copied(),
+            cells: parsed.cells.iter().copied(),
+        };
+        Ok(self.read_entries(retention_ms, entries, times, actions, surfaces))
+    }
+
+    fn read_entries(
+        &self,
+        retention_ms: i64,
+        state: EntriesRef<'_, impl Iterator<Item = Entry>, impl Iterator<Item = Entry>>,
+        times: &Times,
+        actions: Option<&HashSet<String>>,
+        surfaces: Option<&HashSet<String>>,
+    ) -> Result<TileAnswer, Refusal> {
+        let (mut exact, mut cells) = (state.exact.peekable(), state.cells.peekable());
+        if exact.peek().is_none() && cells.peek().is_none() {
             return Ok(TileAnswer::default());
         }
-        let (start, end) = self.span(retention_ms, state, times)?;
-        let labels = self.labels(state, actions, surfaces);
-        let mut sums: HashMap<u32, i64> = HashMap::new();
-        for ((ts, group), value) in &state.exact {
-            if start <= *ts && *ts <= end && labels[*group as usize].1 {
-                *sums.entry(*group).or_insert(0) += value;
+        let (start, end) = self.span(retention_ms, state.newest, times)?;
+        let labels = self.labels(state.groups, actions, surfaces);
+        // Per group index: its sum, if any entry of the view holds it.
+        let mut sums: Vec<Option<i64>> = vec![None; state.groups.len()];
+        for (ts, group, value) in exact {
+            if start <= ts && ts <= end && labels[group as usize].1 {
+                *sums[group as usize].get_or_insert(0) += value;
             }
         }
         let bucketer = self.bucketer(state.newest, retention_ms);
@@ -280,32 +324,32 @@ impl TileSpec {
         // answer served at as_of counted; such a read is refused, the others are exact.
         let view = times.view_time(state.newest);
         let earlier = view < state.newest;
-        for ((bucket, group), value) in &state.cells {
-            if *bucket > end || !labels[*group as usize].1 {
+        for (bucket, group, value) in cells {
+            if bucket > end || !labels[group as usize].1 {
                 continue;
             }
-            let last = (bucket + bucketer.width(*bucket)).min(exact_from) - 1;
+            let last = (bucket + bucketer.width(bucket)).min(exact_from) - 1;
             if last < start {
                 continue;
             }
-            if earlier && (*bucket < start || last > end) {
+            if earlier && (bucket < start || last > end) {
                 return Err(Refusal {
                     view_ms: view,
                     earliest_ms: state.newest,
                     why: "a tile straddling the window's edge holds events of other times",
                 });
             }
-            *sums.entry(*group).or_insert(0) += value;
+            *sums[group as usize].get_or_insert(0) += value;
         }
         let mut by: Vec<(Option<Value>, i64)> = Vec::new();
         let mut total: i64 = 0;
-        let mut groups: Vec<(&GroupKey, u32)> = sums
-            .keys()
-            .map(|g| (&state.groups[*g as usize], *g))
+        let mut groups: Vec<(&GroupKey, u32, i64)> = sums
+            .iter()
+            .enumerate()
+            .filter_map(|(g, sum)| Some((&state.groups[g], g as u32, (*sum)?)))
             .collect();
         groups.sort();
-        for (_, group) in groups {
-            let amount = sums[&group];
+        for (_, group, amount) in groups {
             total = total.saturating_add(amount);
             let label = &labels[group as usize].0;
             match by.last_mut() {
@@ -323,7 +367,7 @@ impl TileSpec {
     /// Per group: its first `by` value (its label) and whether the context's filters want it.
     fn labels(
         &self,
-        state: &TileState,
+        groups: &[GroupKey],
         actions: Option<&HashSet<String>>,
         surfaces: Option<&HashSet<String>>,
     ) -> Vec<(Option<Value>, bool)> {
@@ -337,8 +381,7 @@ impl TileSpec {
             }
             _ => true,
         };
-        state
-            .groups
+        groups
             .iter()
             .map(|key| {
                 let values = self.group_values(key).unwrap_or_default();
@@ -517,6 +560,43 @@ pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
 }
 
 pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
+    let parsed = parse(spec, data)?;
+    // A repeated entry overwrites the earlier one (the encoder never writes one).
+    let cells = |entries: Vec<Entry>| -> Cells {
+        entries
+            .into_iter()
+            .map(|(at, group, value)| ((at, group), value))
+            .collect()
+    };
+    Ok(TileState {
+        newest: parsed.newest,
+        groups: parsed.groups,
+        cells: cells(parsed.cells),
+        exact: cells(parsed.exact),
+    })
+}
+
+/// A stored entry: `(time or tile start, group index, value)`.
+type Entry = (i64, u32, i64);
+
+/// A stored state as laid out: its groups, and its entries in the stored order (newest
+/// first). `decode` collects them into maps; `read_stored` reads them as they are.
+struct Parsed {
+    newest: i64,
+    groups: Vec<GroupKey>,
+    cells: Vec<Entry>,
+    exact: Vec<Entry>,
+}
+
+/// What `read_entries` reads: a state's newest time, its groups and its entries.
+struct EntriesRef<'a, E, C> {
+    newest: i64,
+    groups: &'a [GroupKey],
+    exact: E,
+    cells: C,
+}
+
+fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     if version != FORMAT_VERSION {
@@ -534,9 +614,9 @@ pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
         groups.push(group_key(&values));
     }
     let finest = spec.finest();
-    let mut read_entries = |first: i64, unit: i64| -> Result<Cells, CoreError> {
+    let mut read_entries = |first: i64, unit: i64| -> Result<Vec<Entry>, CoreError> {
         let n = r.len(2)?;
-        let mut cells = Cells::with_capacity(n);
+        let mut entries = Vec::with_capacity(n);
         let mut previous = first;
         for _ in 0..n {
             let at = previous.wrapping_sub((r.u64()? as i64).wrapping_mul(unit));
@@ -546,17 +626,17 @@ pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
                 return Err(CoreError::Codec(format!("group {group} of {count}")));
             }
             let value = if tagged & 1 == 1 { 1 } else { r.i64()? };
-            cells.insert((at, group as u32), value);
+            entries.push((at, group as u32, value));
             previous = at;
         }
-        Ok(cells)
+        Ok(entries)
     };
     let cells = read_entries(floor(newest, finest), finest)?;
     let exact = read_entries(newest, 1)?;
     if !r.is_done() {
         return Err(CoreError::Codec("trailing bytes after tiles state".into()));
     }
-    Ok(TileState {
+    Ok(Parsed {
         newest,
         groups,
         cells,

@@ -216,6 +216,21 @@ impl<'a> ValueRef<'a> {
         }
     }
 
+    /// The owned value.
+    pub fn to_value(self) -> Value {
+        match self {
+            ValueRef::Null => Value::Null,
+            ValueRef::Bool(b) => Value::Bool(b),
+            ValueRef::Int(i) => Value::Int(i),
+            ValueRef::Float(f) => Value::Float(f),
+            ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Prefixed(prefix, suffix) => Value::Str([prefix, suffix].concat()),
+            ValueRef::Digits(prefix, width, number) => {
+                Value::Str(format!("{prefix}{number:0width$}"))
+            }
+        }
+    }
+
     /// The value's text if it is a string, joined into `buf` when it has a prefix.
     pub fn text<'b>(&self, buf: &'b mut String) -> Option<&'b str>
     where

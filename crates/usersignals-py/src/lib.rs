@@ -5,6 +5,7 @@
 //! batch. Errors surface as `CoreError` / `CoreStateError`, which the Python glue
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
+mod reads;
 mod session;
 mod tiles_seen;
 
@@ -59,6 +60,25 @@ fn times_of((as_of_ms, now_ms, until_ms, window_ms, since_ms): TimesArg) -> Time
         until_ms,
         window_ms,
         since_ms,
+    }
+}
+
+/// A request's context as Python passes it, for the core.
+fn read_context(
+    times: TimesArg,
+    actions: Option<HashSet<String>>,
+    surfaces: Option<HashSet<String>>,
+    exclude: HashSet<String>,
+    dedupe: bool,
+    limit: Option<usize>,
+) -> ReadContext {
+    ReadContext {
+        times: times_of(times),
+        actions,
+        surfaces,
+        exclude,
+        dedupe,
+        limit,
     }
 }
 
@@ -228,19 +248,6 @@ impl NativePlans {
     }
 }
 
-/// The context's actions or surfaces when the seen plan groups by that field.
-fn seen_allowed(
-    spec: &SeenSpec,
-    actions: Option<HashSet<String>>,
-    surfaces: Option<HashSet<String>>,
-) -> Option<HashSet<String>> {
-    match spec.by.as_deref() {
-        Some("action") => actions,
-        Some("surface") => surfaces,
-        _ => None,
-    }
-}
-
 /// A DecayedScores state as Python passes it: `(newest, [(key, bucket, sum)], {bucket: top})`.
 type ScoresParts<'py> = (i64, Vec<(Bound<'py, PyAny>, i64, i128)>, BTreeMap<i64, i64>);
 /// A MeanVector state as Python passes it: `(newest, {bucket: sums}, {bucket: top})`.
@@ -333,14 +340,7 @@ impl NativePlans {
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
         let (found, spec) = self.last_n(plan)?;
         let view = LastNView::parse(state, spec.keep.len()).map_err(raise)?;
-        let context = ReadContext {
-            times: times_of(times),
-            actions,
-            surfaces,
-            exclude,
-            dedupe,
-            limit,
-        };
+        let context = read_context(times, actions, surfaces, exclude, dedupe, limit);
         let out = PyList::empty(py);
         let (rows, newest) = match view.select(spec, found.retention_ms, &context) {
             Ok(selected) => selected,
@@ -421,20 +421,27 @@ impl NativePlans {
         let (times, retention) = (times_of(times), found.retention_ms);
         let answer = match &found.aggregate {
             Aggregation::Tiles(spec) => {
-                let state = tiles::decode(spec, state).map_err(raise)?;
-                spec.read(
-                    retention,
-                    &state,
-                    &times,
-                    actions.as_ref(),
-                    surfaces.as_ref(),
-                )
-                .map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
+                let (actions, surfaces) = (actions.as_ref(), surfaces.as_ref());
+                // From the stored entries; entries out of the encoder's order (never
+                // written) are read as `decode` reads them.
+                let read = match spec.read_stored(retention, state, &times, actions, surfaces) {
+                    Ok(read) => read,
+                    Err(_) => {
+                        let state = tiles::decode(spec, state).map_err(raise)?;
+                        spec.read(retention, &state, &times, actions, surfaces)
+                    }
+                };
+                read.map(|answer| (tiles_seen::tiles_value(py, spec, &answer), answer.newest))
             }
             Aggregation::Seen(spec) => {
                 let state = seen::decode(state).map_err(raise)?;
-                let allowed = seen_allowed(spec, actions, surfaces);
-                spec.read(retention, &state, &times, allowed.as_ref())
+                let context = ReadContext {
+                    actions,
+                    surfaces,
+                    ..ReadContext::default()
+                };
+                let allowed = context.allowed_by(spec.by.as_deref());
+                spec.read(retention, &state, &times, allowed)
                     .map(|(values, newest)| (tiles_seen::seen_value(py, &values), newest))
             }
             _ => {
@@ -504,16 +511,11 @@ impl NativePlans {
         exclude: HashSet<String>,
         limit: Option<usize>,
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
-        let (found, spec, bucket_ms) = self.decayed(plan)?;
-        let state = decayed::decode(state, bucket_ms).map_err(raise)?;
+        let (found, spec, _) = self.decayed(plan)?;
         let out = PyList::empty(py);
-        let read = spec.read(
-            found.retention_ms,
-            &state,
-            &times_of(times),
-            &exclude,
-            limit,
-        );
+        let read = spec
+            .read_stored(found.retention_ms, state, &times_of(times), &exclude, limit)
+            .map_err(raise)?;
         let (top, newest) = match read {
             Ok(answer) => answer,
             Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
@@ -674,6 +676,7 @@ const VECTOR_PREFIX: &str = "vec:";
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
     m.add_class::<session::BatchSession>()?;
+    m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;

@@ -34,6 +34,7 @@ from usersignals._core import (
     CoreError,
     CoreStateError,
     NativePlans,
+    read_body,
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
@@ -259,14 +260,7 @@ class NativeSignals:
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
                 value, newest, refusal = self._core.read_last_n(
-                    index,
-                    data,
-                    times,
-                    context.actions,
-                    context.surfaces,
-                    context.exclude,
-                    context.dedupe,
-                    context.limit,
+                    index, data, times, *_filters(context)
                 )
                 answer = ReadOut(value, newest)
         except CoreError as exc:
@@ -283,6 +277,34 @@ class NativeSignals:
         if isinstance(signal.aggregate, MeanVector):
             return self._core.read_mean_vector(index, data, times)
         return self._core.read_decayed_scores(index, data, times, context.exclude, context.limit)
+
+    def read_body(
+        self,
+        user: bytes,
+        slots: Sequence[tuple[Signal, bytes, bytes, Any]],
+        context: ReadContext,
+        now_ms: int,
+    ) -> bytes | None:
+        """A user's answers written by the core as the JSON body ``UserSignals`` encodes to
+        (``user``: the id as JSON text; per signal its answer's opening and closing and its
+        stored state or ``None``), or ``None`` when a signal is not native or the core
+        leaves the request to the object path (see ``json_body.rs``). ``now_ms`` stands for
+        the context's clock (a request's context is otherwise the same from one to the next).
+
+        Raises :class:`AsOfError` (naming the signal) where :meth:`read` does."""
+        index = self._index
+        native = []
+        for signal, head, tail, raw in slots:
+            plan = index.get(signal.key)
+            if plan is None:
+                return None
+            native.append((plan, head, tail, None if raw is None else bytes(raw)))
+        times = (context.as_of_ms, now_ms, context.until_ms, context.window_ms, context.since_ms)
+        out = read_body(self._core, user, native, times, *_filters(context))
+        if out is None or isinstance(out, bytes):
+            return out
+        slot, (view_ms, earliest_ms, why) = out
+        raise AsOfError(slots[slot][0].name, view_ms, earliest_ms, why)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
@@ -346,6 +368,14 @@ class NativeSignals:
         if isinstance(state, VectorState):
             return self._core.encode_mean_vector(index, (state.newest, state.buckets, state.tops))
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
+
+
+def _filters(
+    context: ReadContext,
+) -> tuple[frozenset[str] | None, frozenset[str] | None, frozenset[str], bool, int | None]:
+    """The context's actions, surfaces, exclude, dedupe and limit, as the core's reads take
+    them."""
+    return context.actions, context.surfaces, context.exclude, context.dedupe, context.limit
 
 
 Counts = dict[str, int]

@@ -9,6 +9,7 @@ like the stateful one, so the HTTP handlers do not know which mode they serve.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -27,6 +28,9 @@ from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import RAW_EVENTS_TABLE, raw_events_prefix
 from usersignals.state.store import StateStore
+
+if TYPE_CHECKING:
+    from usersignals.serving.queries import Query
 
 _decoder = msgspec.msgpack.Decoder(Event)
 
@@ -50,6 +54,10 @@ class RawRecomputer:
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
         return self.read_each([user_id], plan_of(self.registry, names, context))[0]
+
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
+        """Always ``None``: raw mode recomputes on the object path."""
+        return None
 
     def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
         """Each user's events read once, then every signal recomputed with its context."""

@@ -16,7 +16,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.errors import ContextError
 from usersignals.serving.error_handlers import json_response
 from usersignals.serving.guards import check_reads, distinct_names
-from usersignals.serving.inputs import body_of, check_users, names_of, user_id_of
+from usersignals.serving.inputs import body_of, check_users, user_id_of
 from usersignals.serving.reader import ReadPlan
 from usersignals.serving.refresh import check_writer
 from usersignals.serving.schemas import BatchRequest, context_strings
@@ -29,19 +29,19 @@ _batch_decoder = msgspec.json.Decoder(BatchRequest)
 async def user_signals(request: Request) -> Response:
     state = serving_state(request)
     user_id = user_id_of(request, state.max_user_id_chars)
-    params = dict(request.query_params)
-    given = dict(params)
-    names = names_of(params.pop("names", None))
-    if names:
-        names = distinct_names(names, "names")
-        for name in names:
-            state.registry.get(name)  # 404 for an unknown name before any work
-    context = ReadContext.parse(params)
+    query = state.queries.get(request.scope["query_string"])
     check_writer(state)
-    reader = state.reader
-    result = await state.reads.run(lambda: reader.read(user_id, names, context))
-    if state.feature_log is not None and state.feature_log.sampled():
-        state.feature_log.record(given, context.now_ms, result)
+    now_ms = time.time_ns() // 1_000_000
+    reader, log = state.reader, state.feature_log
+    sampled = log is not None and log.sampled()
+    if not sampled:  # the logged answer needs the objects
+        body = await state.reads.run(lambda: reader.read_body(user_id, query, now_ms))
+        if body is not None:
+            return Response(body, media_type="application/json")
+    context = query.at(now_ms)
+    result = await state.reads.run(lambda: reader.read(user_id, query.names, context))
+    if log is not None and sampled:
+        log.record(query.params, now_ms, result)
     return json_response(result)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 
@@ -25,6 +25,11 @@ from usersignals.state.codec import UserRecord, decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
 from usersignals.state.versions import load_versions
+
+if TYPE_CHECKING:
+    from usersignals.serving.queries import Query
+
+_encode = msgspec.json.encode
 
 
 class SignalResult(msgspec.Struct, omit_defaults=True):
@@ -66,6 +71,11 @@ class Reader(Protocol):
 
     def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
         """Many users, a context per signal."""
+        ...
+
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
+        """``read``'s answer (with ``query.at(now_ms)``) as its JSON body, written without
+        building it (the GET route's path), or ``None``: answer with ``read``."""
         ...
 
 
@@ -121,6 +131,18 @@ class SignalReader:
                 )
             )
         return out
+
+    def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
+        """The core writes the body when every signal asked is native (see
+        ``NativeSignals.read_body``); its JSON equals ``read``'s, encoded."""
+        key = user_key(user_id)
+        raw = self.store.get_many([key])[0]
+        states = decode_record(key, raw).states if raw else {}
+        slots = [
+            (signal, head, tail, states.get(signal.key))
+            for signal, head, tail in zip(query.signals, query.heads, query.tails, strict=True)
+        ]
+        return self.native.read_body(_encode(user_id), slots, query.context, now_ms)
 
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes

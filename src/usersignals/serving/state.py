@@ -20,6 +20,7 @@ from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, StoreReads
 from usersignals.serving.identity import WriterCheck
+from usersignals.serving.queries import Queries
 from usersignals.serving.reader import Reader
 from usersignals.signals.registry import SignalRegistry
 
@@ -47,6 +48,7 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.reads = StoreReads(self.front.read_timeout_s, self.front.offload_reads)
+        self.queries = Queries(self.registry)
         self.http = HttpMetrics(self.metrics)
 
     @property

@@ -46,6 +46,12 @@ class SignalRegistry:
         return list(self._served)
 
     @property
+    def served(self) -> Mapping[str, Signal]:
+        """The served version of each name. :meth:`serve` replaces the mapping, never changes
+        it in place, so a cache holding it can tell by identity that nothing moved."""
+        return self._served
+
+    @property
     def computed(self) -> list[Signal]:
         """Every declared version, served or shadow: what the engine computes."""
         return list(self._by_key.values())
@@ -74,8 +80,13 @@ class SignalRegistry:
             signal = self._by_key.get(f"{name}@{version}")
             if signal is not None:
                 chosen[name] = signal
+        served = self._order(chosen)
+        if served.keys() == self._served.keys() and all(
+            served[name] is self._served[name] for name in served
+        ):
+            return  # unchanged: keep the mapping, which caches of served queries key on
         # One assignment: a reader thread sees the old or the new mapping, never a mix.
-        self._served = self._order(chosen)
+        self._served = served
 
     def to_json(self) -> str:
         """Every signal's compiled definition, as stable, diffable JSON text."""

@@ -92,8 +92,34 @@ proptest! {
     }
 
     #[test]
+    fn reading_the_bytes_equals_reading_the_decoded_state(
+        rows in rows_strategy(),
+        view_offset in -(5 * DAY)..DAY,
+        as_of in any::<bool>(),
+        window in prop::option::of(prop::sample::select(vec![HOUR, DAY, 7 * DAY])),
+        actions in prop::option::of(prop::sample::select(vec!["click", "save"])),
+    ) {
+        let spec = spec();
+        let bytes = in_batches(&rows, &[]);
+        let state = decode(&spec, &bytes).unwrap();
+        let at = state.newest + view_offset;
+        let times = Times {
+            as_of_ms: as_of.then_some(at),
+            now_ms: at,
+            window_ms: window,
+            ..Times::default()
+        };
+        let actions: Option<HashSet<String>> = actions.map(|a| HashSet::from([a.to_owned()]));
+        prop_assert_eq!(
+            spec.read_stored(RETENTION, &bytes, &times, actions.as_ref(), None).unwrap(),
+            spec.read(RETENTION, &state, &times, actions.as_ref(), None)
+        );
+    }
+
+    #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode(&spec(), &bytes);
+        let _ = spec().read_stored(RETENTION, &bytes, &Times::default(), None, None);
     }
 }
 

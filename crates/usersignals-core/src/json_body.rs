@@ -1,0 +1,400 @@
+//! A user's answers written straight to the JSON body the HTTP API serves.
+//!
+//! The serving path's one call per request: each requested signal's stored state is read
+//! with the request's context by the same kernels the per-signal reads use, and its answer
+//! written as JSON text — no Python object per entry, no second encoding. Python supplies
+//! what depends only on the signal and the request's shape (each answer's opening, `"name":
+//! {"name":…,"version":…,"kind":…,"value":`, and its closing, the ignored parameters and
+//! `}`); this module writes the value and the freshness between them.
+//!
+//! Python's object path (`SignalResult`, encoded by msgspec) stays the reference: the two
+//! give equal JSON values, which the tests check. What this path cannot write exactly as
+//! the reference would — a state in the old Python codec (migrated on the object path), a
+//! state that does not decode (an error there), a `Count` label from a float (Python's
+//! `str()` of a float) or a time outside the years 1–9999 — comes back [`Body::Unserved`],
+//! and Python answers that request on the object path.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+
+use crate::context::{ReadContext, Refusal};
+use crate::last_n::view::LastNView;
+use crate::plan::{Aggregation, Plan};
+use crate::tiles::TileAnswer;
+use crate::value::{Value, ValueRef};
+use crate::{decayed, distinct, last_n, mean_vector, seen, tiles};
+
+/// One requested signal: its plan, the answer's opening and closing text, and its stored
+/// state as the user record embeds it (a msgpack bin), `None` when the user has none.
+pub struct Slot<'a> {
+    pub plan: usize,
+    pub head: &'a [u8],
+    pub tail: &'a [u8],
+    pub state: Option<&'a [u8]>,
+}
+
+#[derive(Debug, PartialEq)]
+pub enum Body {
+    /// `{"user_id":…,"signals":{…}}`.
+    Written(Vec<u8>),
+    /// The first slot (in request order) whose state cannot answer the context exactly.
+    Refused { slot: usize, refusal: Refusal },
+    /// Answer this request on the object path (see the module's note).
+    Unserved,
+}
+
+/// Why an answer is not written here.
+struct Unserved;
+
+type Answer = Result<Result<Option<i64>, Refusal>, Unserved>;
+
+/// The body of one user's answers; `user` is the user id already as JSON text.
+pub fn user_body(plans: &[Plan], user: &[u8], slots: &[Slot<'_>], context: &ReadContext) -> Body {
+    let mut out = Vec::with_capacity(4096);
+    out.extend_from_slice(b"{\"user_id\":");
+    out.extend_from_slice(user);
+    out.extend_from_slice(b",\"signals\":{");
+    for (i, slot) in slots.iter().enumerate() {
+        let Some(plan) = plans.get(slot.plan) else {
+            return Body::Unserved;
+        };
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(slot.head);
+        let newest = match write_answer(plan, slot.state, context, &mut out) {
+            Ok(Ok(newest)) => newest,
+            Ok(Err(refusal)) => return Body::Refused { slot: i, refusal },
+            Err(Unserved) => return Body::Unserved,
+        };
+        if write_freshness(newest, context.times.now_ms, &mut out).is_err() {
+            return Body::Unserved;
+        }
+        out.extend_from_slice(slot.tail);
+    }
+    out.extend_from_slice(b"}}");
+    Body::Written(out)
+}
+
+/// `,"newest_event_ms":…,"newest_event_time":…,"age_ms":…` as `result_of` computes them.
+fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Result<(), Unserved> {
+    let Some(newest) = newest else {
+        out.extend_from_slice(
+            b",\"newest_event_ms\":null,\"newest_event_time\":null,\"age_ms\":null",
+        );
+        return Ok(());
+    };
+    let iso = iso_ms(newest).ok_or(Unserved)?;
+    let age = now_ms.saturating_sub(newest).max(0);
+    write!(
+        out,
+        ",\"newest_event_ms\":{newest},\"newest_event_time\":\"{iso}\",\"age_ms\":{age}"
+    )
+    .expect("writing to a Vec cannot fail");
+    Ok(())
+}
+
+/// Python's `datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")`,
+/// with its float arithmetic: the seconds as a float, the fraction rounded half-even to
+/// microseconds (CPython's `_PyTime_DoubleToDenominator`), then truncated to milliseconds.
+/// `None` outside the years 1–9999, which Python refuses.
+pub fn iso_ms(ms: i64) -> Option<String> {
+    let t = ms as f64 / 1000.0;
+    let mut seconds = t.trunc();
+    let mut micros = ((t - seconds) * 1e6).round_ties_even();
+    if micros >= 1e6 {
+        micros -= 1e6;
+        seconds += 1.0;
+    } else if micros < 0.0 {
+        micros += 1e6;
+        seconds -= 1.0;
+    }
+    let seconds = seconds as i64;
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if !(1..=9999).contains(&year) {
+        return None;
+    }
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    let millis = micros as i64 / 1000;
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00"
+    ))
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
+/// `civil_from_days`).
+fn civil_from_days(days: i64) -> (i64, i64, i64) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (year, month, day)
+}
+
+/// The state inside the record's msgpack bin (8, 16 or 32), or `None` for anything else
+/// (a state of the old Python codec is a msgpack array) or trailing bytes.
+fn unbin(stored: &[u8]) -> Option<&[u8]> {
+    let (&header, rest) = stored.split_first()?;
+    let width = match header {
+        0xC4 => 1,
+        0xC5 => 2,
+        0xC6 => 4,
+        _ => return None,
+    };
+    let (length, data) = rest.split_at_checked(width)?;
+    let length = length.iter().fold(0usize, |n, b| n << 8 | usize::from(*b));
+    (data.len() == length).then_some(data)
+}
+
+/// Whether `version` is one this plan's aggregation reads (`_READABLE` in Python).
+fn readable(aggregate: &Aggregation, version: u8) -> bool {
+    match aggregate {
+        Aggregation::LastN(_) => last_n::READABLE_VERSIONS.contains(&version),
+        Aggregation::Distinct(..) => version == distinct::FORMAT_VERSION,
+        Aggregation::Tiles(_) => version == tiles::FORMAT_VERSION,
+        Aggregation::Seen(_) => version == seen::FORMAT_VERSION,
+        Aggregation::DecayedScores(_) => version == decayed::FORMAT_VERSION,
+        Aggregation::MeanVector(_) => version == mean_vector::FORMAT_VERSION,
+    }
+}
+
+/// One signal's value (as `NativeSignals.read` answers it), and the newest time it includes.
+fn write_answer(
+    plan: &Plan,
+    stored: Option<&[u8]>,
+    context: &ReadContext,
+    out: &mut Vec<u8>,
+) -> Answer {
+    let Some(stored) = stored else {
+        out.extend_from_slice(empty_answer(&plan.aggregate));
+        return Ok(Ok(None));
+    };
+    let data = unbin(stored).ok_or(Unserved)?;
+    if !data.first().is_some_and(|v| readable(&plan.aggregate, *v)) {
+        return Err(Unserved);
+    }
+    let (times, retention) = (&context.times, plan.retention_ms);
+    match &plan.aggregate {
+        Aggregation::LastN(spec) => {
+            let view = LastNView::parse(data, spec.keep.len()).map_err(|_| Unserved)?;
+            Ok(view.select(spec, retention, context).map(|(rows, newest)| {
+                write_rows(&view, &spec.keep, &rows, out);
+                newest
+            }))
+        }
+        Aggregation::Distinct(spec, _) => {
+            let state = distinct::decode(data, spec).map_err(|_| Unserved)?;
+            Ok(spec
+                .read(retention, &state, times)
+                .map(|(estimate, newest)| {
+                    write!(out, "{{\"estimate\":{estimate}}}")
+                        .expect("writing to a Vec cannot fail");
+                    newest
+                }))
+        }
+        Aggregation::Tiles(spec) => {
+            let (actions, surfaces) = (context.actions.as_ref(), context.surfaces.as_ref());
+            let read = spec.read_stored(retention, data, times, actions, surfaces);
+            match read.map_err(|_| Unserved)? {
+                Ok(answer) => write_tiles(spec.scale, &answer, out).map(|()| Ok(answer.newest)),
+                Err(refusal) => Ok(Err(refusal)),
+            }
+        }
+        Aggregation::Seen(spec) => {
+            let state = seen::decode(data).map_err(|_| Unserved)?;
+            let allowed = context.allowed_by(spec.by.as_deref());
+            Ok(spec
+                .read(retention, &state, times, allowed)
+                .map(|(values, newest)| {
+                    write_seen(&values, out);
+                    newest
+                }))
+        }
+        Aggregation::DecayedScores(spec) => {
+            let read = spec.read_stored(retention, data, times, &context.exclude, context.limit);
+            Ok(read.map_err(|_| Unserved)?.map(|(top, newest)| {
+                write_profile(&top, out);
+                newest
+            }))
+        }
+        Aggregation::MeanVector(spec) => {
+            let bucket_ms = spec.buckets(retention).bucket_ms;
+            let state = mean_vector::decode(data, spec.dim, bucket_ms).map_err(|_| Unserved)?;
+            Ok(spec.read(retention, &state, times).map(|(answer, newest)| {
+                out.extend_from_slice(b"{\"vector\":");
+                match &answer.vector {
+                    None => out.extend_from_slice(b"null"),
+                    Some(vector) => write_floats(vector, out),
+                }
+                out.extend_from_slice(b",\"weight\":");
+                write_float(answer.weight, out);
+                out.push(b'}');
+                newest
+            }))
+        }
+    }
+}
+
+/// What a native signal answers for a user without state (`_EMPTY` in Python).
+fn empty_answer(aggregate: &Aggregation) -> &'static [u8] {
+    match aggregate {
+        Aggregation::LastN(_) | Aggregation::DecayedScores(_) => b"[]",
+        Aggregation::Distinct(..) => b"{\"estimate\":0}",
+        Aggregation::Tiles(_) => b"{\"total\":0,\"by\":{}}",
+        Aggregation::Seen(_) => b"{}",
+        Aggregation::MeanVector(_) => b"{\"vector\":null,\"weight\":0.0}",
+    }
+}
+
+/// LastN entries as `{"ts": …, <kept field>: …}`, newest first.
+fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut Vec<u8>) {
+    let keys: Vec<Vec<u8>> = keep
+        .iter()
+        .map(|k| {
+            let mut key = Vec::new();
+            write_text(k, &mut key);
+            key
+        })
+        .collect();
+    let mut text = String::new();
+    out.push(b'[');
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write!(out, "{{\"ts\":{}", view.ts[*row]).expect("writing to a Vec cannot fail");
+        for (column, key) in keys.iter().enumerate() {
+            out.push(b',');
+            out.extend_from_slice(key);
+            out.push(b':');
+            write_ref(view.get(column, *row), &mut text, out);
+        }
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+/// `{"total", "by"}` as `tiles_value` in the binding builds it: labels are the first `by`
+/// value's Python `str()`, summed and sorted; amounts are divided by the scale for `Sum`.
+fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(), Unserved> {
+    let mut labelled: BTreeMap<String, i64> = BTreeMap::new();
+    for (first, amount) in &answer.by {
+        let label = match first {
+            None => "all".to_owned(),
+            Some(value) => python_str(value).ok_or(Unserved)?,
+        };
+        *labelled.entry(label).or_insert(0) += amount;
+    }
+    let amount = |value: i64, out: &mut Vec<u8>| {
+        if scale == 1 || answer.newest.is_none() {
+            write!(out, "{value}").expect("writing to a Vec cannot fail");
+        } else {
+            // Python's int / int: correctly rounded, as this division is for |x| < 2^53.
+            write_float(value as f64 / scale as f64, out);
+        }
+    };
+    out.extend_from_slice(b"{\"total\":");
+    amount(answer.total, out);
+    out.extend_from_slice(b",\"by\":{");
+    for (i, (label, value)) in labelled.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_text(label, out);
+        out.push(b':');
+        amount(*value, out);
+    }
+    out.extend_from_slice(b"}}");
+    Ok(())
+}
+
+/// Python's `str()` of a label value, where it is exact here (not for floats).
+fn python_str(value: &Value) -> Option<String> {
+    Some(match value {
+        Value::Null => "None".to_owned(),
+        Value::Bool(true) => "True".to_owned(),
+        Value::Bool(false) => "False".to_owned(),
+        Value::Int(i) => i.to_string(),
+        Value::Float(_) => return None,
+        Value::Str(s) => s.clone(),
+    })
+}
+
+fn write_seen(values: &[(String, i64)], out: &mut Vec<u8>) {
+    out.push(b'{');
+    for (i, (group, ts)) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_text(group, out);
+        write!(out, ":{ts}").expect("writing to a Vec cannot fail");
+    }
+    out.push(b'}');
+}
+
+fn write_profile(top: &[(Value, f64)], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, (key, score)) in top.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(b"{\"key\":");
+        write_value(key, out);
+        out.extend_from_slice(b",\"score\":");
+        write_float(*score, out);
+        out.push(b'}');
+    }
+    out.push(b']');
+}
+
+fn write_value(value: &Value, out: &mut Vec<u8>) {
+    match value {
+        Value::Null => out.extend_from_slice(b"null"),
+        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
+        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        Value::Float(f) => write_float(*f, out),
+        Value::Str(s) => write_text(s, out),
+    }
+}
+
+fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
+    match value {
+        ValueRef::Null => out.extend_from_slice(b"null"),
+        ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
+        ValueRef::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        ValueRef::Float(f) => write_float(f, out),
+        other => write_text(other.text(text).unwrap_or_default(), out),
+    }
+}
+
+/// A float as the shortest text that reads back the same number (as msgspec writes it, but
+/// for the exponent's sign: `1e+16` here, `1e16` there), `null` for NaN and the infinities.
+fn write_float(f: f64, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, &f).expect("writing to a Vec cannot fail");
+}
+
+fn write_floats(values: &[f64], out: &mut Vec<u8>) {
+    out.push(b'[');
+    for (i, v) in values.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write_float(*v, out);
+    }
+    out.push(b']');
+}
+
+/// A string as JSON text (quoted and escaped).
+fn write_text(s: &str, out: &mut Vec<u8>) {
+    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+}
+
+#[cfg(test)]
+#[path = "json_body_tests.rs"]
+mod tests;

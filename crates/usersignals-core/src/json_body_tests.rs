@@ -1,0 +1,61 @@
+use super::*;
+
+/// Python's own answers (`datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec=
+/// "milliseconds")`), the far-future ones a millisecond short through float rounding.
+#[test]
+fn times_render_as_python_renders_them() {
+    let cases = [
+        (0, "1970-01-01T00:00:00.000+00:00"),
+        (999, "1970-01-01T00:00:00.999+00:00"),
+        (1_795_670_425_233, "2026-11-26T05:20:25.233+00:00"),
+        (951_782_400_000, "2000-02-29T00:00:00.000+00:00"),
+        (4_102_444_800_123, "2100-01-01T00:00:00.123+00:00"),
+        (253_402_300_799_999, "9999-12-31T23:59:59.998+00:00"),
+        (165_279_854_824_517, "7207-07-06T06:47:04.516+00:00"),
+        (36_711_422_925_642, "3133-05-04T17:28:45.641+00:00"),
+    ];
+    for (ms, expected) in cases {
+        assert_eq!(iso_ms(ms).as_deref(), Some(expected), "{ms}");
+    }
+    assert_eq!(iso_ms(253_402_300_800_000 + 86_400_000), None);
+}
+
+#[test]
+fn only_a_whole_msgpack_bin_is_a_native_state() {
+    assert_eq!(unbin(&[0xC4, 2, 7, 8]), Some(&[7u8, 8][..]));
+    assert_eq!(unbin(&[0xC5, 0, 1, 9]), Some(&[9u8][..]));
+    assert_eq!(unbin(&[0xC6, 0, 0, 0, 0]), Some(&[][..]));
+    assert_eq!(unbin(&[0xC4, 2, 7]), None, "short");
+    assert_eq!(unbin(&[0xC4, 1, 7, 8]), None, "trailing bytes");
+    assert_eq!(unbin(&[0x92, 1, 2]), None, "the old codec's msgpack array");
+    assert_eq!(unbin(&[]), None);
+}
+
+#[test]
+fn floats_read_back_as_the_numbers_msgspec_writes() {
+    // msgspec writes `1e16` where serde_json writes `1e+16`: the same number.
+    let mut out = Vec::new();
+    write_floats(&[f64::NAN, f64::INFINITY, 1e16, 1e-7, 2.0, -0.5], &mut out);
+    assert_eq!(out, b"[null,null,1e+16,1e-7,2.0,-0.5]");
+}
+
+#[test]
+fn strings_are_escaped() {
+    let mut out = Vec::new();
+    write_text("é\u{1}\"\\", &mut out);
+    assert_eq!(out, "\"é\\u0001\\\"\\\\\"".as_bytes());
+}
+
+#[test]
+fn an_unknown_plan_or_a_foreign_state_is_left_to_the_object_path() {
+    let slot = Slot {
+        plan: 0,
+        head: b"\"x\":{\"value\":",
+        tail: b"}",
+        state: None,
+    };
+    assert_eq!(
+        user_body(&[], b"\"u\"", &[slot], &ReadContext::default()),
+        Body::Unserved
+    );
+}
