@@ -24,6 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 
 from usersignals.app import build_decoder, open_store
@@ -275,6 +276,10 @@ class Taker:
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
+        if not any(map(is_kafka, positions)):
+            self._load_progress({event.user_id for event in events})  # for count_behind
+            self._take_rows(events)
+            return
         boundary = self.boundary
         for position in positions:
             if is_kafka(position):
@@ -306,6 +311,17 @@ class Taker:
                 self.highest[partition] = max(self.highest.get(partition, -1), offset)
                 progress = self._real.setdefault(event.user_id, {})
                 progress[partition] = max(progress.get(partition, -1), offset)
+
+    def _take_rows(self, events: list[Event]) -> None:
+        """``take`` for a block without Kafka coordinates (an archive's rows): no stored
+        progress applies, only the time boundary (in C-level loops; a backfill's hot path)."""
+        until = self.boundary.until_ms
+        taken = events if until is None else [event for event in events if event.ts <= until]
+        self.summary.after_boundary += len(events) - len(taken)
+        first = self._sequence + 1
+        self._sequence += len(taken)
+        self.events.extend(taken)
+        self.positions.extend(map(Position, repeat(_SEQUENCE), range(first, self._sequence + 1)))
 
     def stored_progress(self) -> Iterator[tuple[str, int]]:
         """The stored progress of the users seen, per partition (see :func:`count_behind`)."""
