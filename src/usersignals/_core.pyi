@@ -11,6 +11,14 @@ from collections.abc import Sequence
 Times = tuple[int | None, int, int | None, int | None, int | None]
 # A read the state cannot answer exactly: (view time, earliest as_of it answers, why).
 Refusal = tuple[int, int, str]
+# A request's filters: (actions, surfaces, exclude, dedupe, limit).
+Filters = tuple[
+    frozenset[str] | set[str] | None,
+    frozenset[str] | set[str] | None,
+    frozenset[str] | set[str],
+    bool,
+    int | None,
+]
 
 LAST_N_FORMAT_VERSION: int
 LAST_N_READABLE_VERSIONS: list[int]
@@ -78,11 +86,7 @@ class NativePlans:
         plan: int,
         state: bytes,
         times: Times,
-        actions: frozenset[str] | set[str] | None,
-        surfaces: frozenset[str] | set[str] | None,
-        exclude: frozenset[str] | set[str],
-        dedupe: bool,
-        limit: int | None,
+        filters: Filters,
     ) -> tuple[list[dict[str, object]], int | None, Refusal | None]: ...
     def read_distinct(
         self, plan: int, state: bytes, times: Times
@@ -136,11 +140,7 @@ def read_body(
     user: bytes,
     slots: Sequence[BodySlot],
     times: Times,
-    actions: frozenset[str] | set[str] | None,
-    surfaces: frozenset[str] | set[str] | None,
-    exclude: frozenset[str] | set[str],
-    dedupe: bool,
-    limit: int | None,
+    filters: Filters,
 ) -> bytes | tuple[int, Refusal] | None:
     """A user's answers as the JSON body; (slot, refusal) when a slot's state refuses the
     context; None when the request must be answered on the object path."""

@@ -63,14 +63,20 @@ fn times_of((as_of_ms, now_ms, until_ms, window_ms, since_ms): TimesArg) -> Time
     }
 }
 
+/// A request's filters as Python passes them: `(actions, surfaces, exclude, dedupe,
+/// limit)` (`_filters` in `usersignals.processing.native`).
+pub(crate) type FiltersArg = (
+    Option<HashSet<String>>,
+    Option<HashSet<String>>,
+    HashSet<String>,
+    bool,
+    Option<usize>,
+);
+
 /// A request's context as Python passes it, for the core.
-fn read_context(
+pub(crate) fn read_context(
     times: TimesArg,
-    actions: Option<HashSet<String>>,
-    surfaces: Option<HashSet<String>>,
-    exclude: HashSet<String>,
-    dedupe: bool,
-    limit: Option<usize>,
+    (actions, surfaces, exclude, dedupe, limit): FiltersArg,
 ) -> ReadContext {
     ReadContext {
         times: times_of(times),
@@ -324,23 +330,18 @@ impl NativePlans {
     /// refusal)`. `times` is `(as_of, now, until, window, since)`, resolved against the
     /// state (see `context::Times`); a refusal is `(view time, earliest as_of, why)`, which
     /// the glue raises as `AsOfError`, and comes with no entries.
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (plan, state, times, actions, surfaces, exclude, dedupe, limit))]
+    #[pyo3(signature = (plan, state, times, filters))]
     fn read_last_n<'py>(
         &self,
         py: Python<'py>,
         plan: usize,
         state: &[u8],
         times: TimesArg,
-        actions: Option<HashSet<String>>,
-        surfaces: Option<HashSet<String>>,
-        exclude: HashSet<String>,
-        dedupe: bool,
-        limit: Option<usize>,
+        filters: FiltersArg,
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
         let (found, spec) = self.last_n(plan)?;
         let view = LastNView::parse(state, spec.keep.len()).map_err(raise)?;
-        let context = read_context(times, actions, surfaces, exclude, dedupe, limit);
+        let context = read_context(times, filters);
         let out = PyList::empty(py);
         let (rows, newest) = match view.select(spec, found.retention_ms, &context) {
             Ok(selected) => selected,

@@ -1,13 +1,11 @@
 //! The serving path's binding: one call per request writes a user's answers as the JSON
 //! body (`usersignals_core::json_body`), so no Python object is built per entry.
 
-use std::collections::HashSet;
-
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use usersignals_core::json_body::{user_body, Body, Slot};
 
-use crate::{read_context, refusal_out, NativePlans, RefusalOut, TimesArg};
+use crate::{read_context, refusal_out, FiltersArg, NativePlans, RefusalOut, TimesArg};
 
 /// One requested signal as Python passes it: `(plan index, the answer's opening, its
 /// closing, the stored state as the record embeds it or None)`.
@@ -29,21 +27,16 @@ pub enum BodyOut<'py> {
 /// `{"user_id": …, "signals": {…}}` for one user; see `usersignals.serving.bodies`. `user`
 /// is the user id as JSON text; `times` as for `read_last_n`.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (plans, user, slots, times, actions, surfaces, exclude, dedupe, limit))]
+#[pyo3(signature = (plans, user, slots, times, filters))]
 pub fn read_body<'py>(
     py: Python<'py>,
     plans: PyRef<'py, NativePlans>,
     user: &[u8],
     slots: Vec<SlotArg<'py>>,
     times: TimesArg,
-    actions: Option<HashSet<String>>,
-    surfaces: Option<HashSet<String>>,
-    exclude: HashSet<String>,
-    dedupe: bool,
-    limit: Option<usize>,
+    filters: FiltersArg,
 ) -> Option<BodyOut<'py>> {
-    let context = read_context(times, actions, surfaces, exclude, dedupe, limit);
+    let context = read_context(times, filters);
     let slots: Vec<Slot<'_>> = slots
         .iter()
         .map(|(plan, head, tail, state)| Slot {

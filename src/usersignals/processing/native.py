@@ -52,7 +52,7 @@ from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, at
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
-    from usersignals._core import Refusal, Times
+    from usersignals._core import Filters, Refusal, Times
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -260,7 +260,7 @@ class NativeSignals:
                 answer = ReadOut({"estimate": estimate}, newest)
             else:
                 value, newest, refusal = self._core.read_last_n(
-                    index, data, times, *_filters(context)
+                    index, data, times, _filters(context)
                 )
                 answer = ReadOut(value, newest)
         except CoreError as exc:
@@ -300,7 +300,7 @@ class NativeSignals:
                 return None
             native.append((plan, head, tail, None if raw is None else bytes(raw)))
         times = (context.as_of_ms, now_ms, context.until_ms, context.window_ms, context.since_ms)
-        out = read_body(self._core, user, native, times, *_filters(context))
+        out = read_body(self._core, user, native, times, _filters(context))
         if out is None or isinstance(out, bytes):
             return out
         slot, (view_ms, earliest_ms, why) = out
@@ -370,9 +370,7 @@ class NativeSignals:
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 
-def _filters(
-    context: ReadContext,
-) -> tuple[frozenset[str] | None, frozenset[str] | None, frozenset[str], bool, int | None]:
+def _filters(context: ReadContext) -> Filters:
     """The context's actions, surfaces, exclude, dedupe and limit, as the core's reads take
     them."""
     return context.actions, context.surfaces, context.exclude, context.dedupe, context.limit
