@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from usersignals._core import BatchSession, CoreError, CoreStateError
+from usersignals.durations import HOUR_MS
 from usersignals.enrich.sources import Record
 from usersignals.errors import NativeCoreError, StateCodecError
 from usersignals.events.model import Event
@@ -31,7 +32,7 @@ class NativeBatches:
     def __init__(self, native: NativeSignals, horizon_ms: int | None, counts_misses: bool) -> None:
         self._native = native
         # The reference rounds the horizon up to whole hours (processing/dedupe.py).
-        self._horizon_hours = -(-horizon_ms // 3_600_000) if horizon_ms else None
+        self._horizon_hours = -(-horizon_ms // HOUR_MS) if horizon_ms else None
         self._counts_misses = counts_misses
 
     def process(
