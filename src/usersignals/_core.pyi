@@ -40,6 +40,9 @@ class CoreError(Exception):
 class CoreStateError(CoreError):
     """A stored state that did not decode; args: (batch user index, plan key, message)."""
 
+def replace_progress(data: bytes, progress: dict[str, int]) -> bytes:
+    """A user record with its progress replaced (states and fingerprints kept)."""
+
 class BatchSession:
     """One micro-batch through the core's pipeline (processing/native_batch.py)."""
 

@@ -32,6 +32,7 @@ from usersignals import (
     action,
     days,
 )
+from usersignals._core import replace_progress
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.processing.batch import BatchReport
@@ -172,3 +173,30 @@ def test_stale_versions_and_python_codec_states_are_handled_as_the_reference_doe
     assert "other@1" in states
     assert bytes(states["recent@2"]) == old_state  # untouched: not rewritten
     assert bytes(states["counts@1"])[0] in (0xC4, 0xC5, 0xC6)  # migrated to the native form
+
+
+_TEXT = st.text(min_size=1, max_size=12)
+_RECORDS = st.builds(
+    UserRecord,
+    st.dictionaries(_TEXT, st.integers(0, 2**62), max_size=4),
+    st.dictionaries(
+        _TEXT,
+        st.one_of(st.binary(max_size=40), st.lists(st.integers(), max_size=5)).map(
+            lambda state: msgspec.Raw(msgspec.msgpack.encode(state))
+        ),
+        max_size=4,
+    ),
+    st.dictionaries(st.integers(-(2**40), 2**40), st.binary(max_size=16), max_size=3),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(record=_RECORDS, progress=st.dictionaries(_TEXT, st.integers(0, 2**62), max_size=4))
+def test_replace_progress_writes_what_the_python_codec_writes(
+    record: UserRecord, progress: dict[str, int]
+) -> None:
+    """The backfill's hand-over rewrites each record's progress in the core (no Python
+    objects): the bytes are the Python codec's, and the states and fingerprints stay."""
+    data = encode_record(record)
+    expected = encode_record(UserRecord(progress, record.states, record.seen))
+    assert replace_progress(data, progress) == expected

@@ -677,6 +677,7 @@ const VECTOR_PREFIX: &str = "vec:";
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
     m.add_class::<session::BatchSession>()?;
+    m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;

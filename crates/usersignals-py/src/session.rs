@@ -3,11 +3,12 @@
 //! between: `NativePlans.select` (records, progress, event-id dedupe) and
 //! `BatchSession.apply` (the plans, stale versions, the encoded records).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
 use usersignals_core::pipeline::{finish, select, Arrivals, Selection, Versions};
+use usersignals_core::record;
 
 use crate::{live_columns, raise, NativePlans};
 
@@ -121,4 +122,17 @@ impl BatchSession {
             .collect();
         Ok((puts, (outcome.applied, outcome.expired, outcome.newest_ms)))
     }
+}
+
+/// A user record's bytes with its progress replaced (a backfill hands the real Kafka progress
+/// over in place of its feeding order); the states and fingerprints are kept as they are.
+#[pyfunction]
+pub fn replace_progress<'py>(
+    py: Python<'py>,
+    data: &[u8],
+    progress: BTreeMap<String, i64>,
+) -> PyResult<Bound<'py, PyBytes>> {
+    let mut decoded = record::decode(data).map_err(raise)?;
+    decoded.progress = progress;
+    Ok(PyBytes::new(py, &record::encode(&decoded)))
 }

@@ -27,8 +27,10 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from pathlib import Path
 
+from usersignals._core import CoreError, replace_progress
 from usersignals.app import build_decoder, open_store
 from usersignals.config import Settings
+from usersignals.errors import StateCodecError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -44,7 +46,7 @@ from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.codec import decode_record, encode_record
+from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key, user_of
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
@@ -332,9 +334,10 @@ class Taker:
         """Replace the feeding order in each computed record by the real Kafka progress."""
         puts: dict[bytes, bytes] = {}
         for key, raw in list(user_records(store)):
-            record = decode_record(key, raw)
-            record.progress = dict(self._real.get(user_of(key), {}))
-            puts[key] = encode_record(record)
+            try:  # in the core: the record is not decoded into Python objects
+                puts[key] = replace_progress(raw, self._real.get(user_of(key), {}))
+            except CoreError as exc:
+                raise StateCodecError(key, str(exc)) from exc
             if len(puts) >= _CHUNK:
                 store.write(puts)
                 puts = {}
