@@ -176,12 +176,13 @@ def test_stale_versions_and_python_codec_states_are_handled_as_the_reference_doe
 
 
 _TEXT = st.text(min_size=1, max_size=12)
+_I64 = st.integers(-(2**63), 2**63 - 1)  # what msgpack holds
 _RECORDS = st.builds(
     UserRecord,
     st.dictionaries(_TEXT, st.integers(0, 2**62), max_size=4),
     st.dictionaries(
         _TEXT,
-        st.one_of(st.binary(max_size=40), st.lists(st.integers(), max_size=5)).map(
+        st.one_of(st.binary(max_size=40), st.lists(_I64, max_size=5)).map(
             lambda state: msgspec.Raw(msgspec.msgpack.encode(state))
         ),
         max_size=4,

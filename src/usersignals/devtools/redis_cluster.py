@@ -17,6 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
@@ -30,6 +31,13 @@ def _free_node_port() -> int:
         if _is_free(port) and _is_free(port + 10_000):
             return port
     raise ConfigurationError("no free port pair for a Redis Cluster node")
+
+
+def _replication(port: int) -> dict[str, Any]:
+    """A node's ``INFO replication``, on a connection closed right after."""
+    with redis.Redis(port=port) as node:
+        info: dict[str, Any] = node.info("replication")
+    return info
 
 
 def _is_free(port: int) -> bool:
@@ -77,7 +85,8 @@ class LocalRedisCluster:
         )  # fmt: skip
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            info = redis.Redis(port=self.ports[0], decode_responses=True).cluster("info")
+            with redis.Redis(port=self.ports[0], decode_responses=True) as node:
+                info = node.cluster("info")
             if isinstance(info, dict) and info.get("cluster_state") == "ok" and self._replicated():
                 return self
             time.sleep(0.1)
@@ -98,8 +107,7 @@ class LocalRedisCluster:
         return [
             port
             for port in self.ports
-            if self._processes[port].poll() is None
-            and redis.Redis(port=port).info("replication").get("role") == "master"
+            if self._processes[port].poll() is None and _replication(port).get("role") == "master"
         ]
 
     def replicas_of(self, primary: int) -> list[int]:
@@ -125,7 +133,7 @@ class LocalRedisCluster:
         """Every primary has its replicas connected (else a WAIT right away would fail)."""
         primaries = 0
         for port in self.ports:
-            info = redis.Redis(port=port).info("replication")
+            info = _replication(port)
             if info.get("role") == "master":
                 primaries += 1
                 if int(info.get("connected_slaves", 0)) < self.replicas_per_primary:
@@ -138,7 +146,8 @@ class LocalRedisCluster:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
-                redis.Redis(port=port).ping()
+                with redis.Redis(port=port) as node:
+                    node.ping()
                 return
             except redis.ConnectionError:
                 if time.monotonic() > deadline:
