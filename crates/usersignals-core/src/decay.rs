@@ -99,7 +99,57 @@ pub fn retention_start(view: i64, retention_ms: i64, granule: i64) -> i64 {
     -((-edge).div_euclid(granule)) * granule
 }
 
+/// What the shared fold needs of a decayed state (`ScoresState`, `VectorState`).
+pub trait DecayedState: Default {
+    fn newest_mut(&mut self) -> &mut i64;
+    fn tops_mut(&mut self) -> &mut Tops;
+    /// Forget every bucket before `first` (and what only they used).
+    fn drop_before(&mut self, first: i64);
+}
+
+/// What the shared fold needs of an event row.
+pub trait DecayedRow {
+    fn ts(&self) -> i64;
+    fn action(&self) -> &Value;
+}
+
 impl DecayBuckets {
+    /// The fold both decayed aggregations share, as their references do: the newest time
+    /// advances to the last row's (rows are sorted by time), buckets before the first kept
+    /// one are dropped, a row older than them counts as expired, a row whose action weighs 0
+    /// is skipped; each other row goes to `add(state, row, bucket, weight)`, and when that
+    /// took it (`true`) its bucket's newest time moves up to the row's. Returns the state
+    /// and the number of expired rows.
+    pub fn fold<S: DecayedState, R: DecayedRow>(
+        &self,
+        params: &DecayParams,
+        state: Option<S>,
+        rows: &[R],
+        mut add: impl FnMut(&mut S, &R, i64, f64) -> bool,
+    ) -> (S, usize) {
+        let mut state = state.unwrap_or_default();
+        let last = rows.last().map_or(0, DecayedRow::ts);
+        let newest = state.newest_mut();
+        *newest = (*newest).max(last).max(0);
+        let first = self.first_kept(*newest);
+        state.drop_before(first);
+        let mut expired = 0;
+        for row in rows {
+            let bucket = self.bucket_of(row.ts());
+            if bucket < first {
+                expired += 1;
+                continue;
+            }
+            let weight = params.weight(row.action());
+            if weight == 0.0 || !add(&mut state, row, bucket, weight) {
+                continue;
+            }
+            let top = state.tops_mut().entry(bucket).or_insert(row.ts());
+            *top = (*top).max(row.ts());
+        }
+        (state, expired)
+    }
+
     pub fn new(half_life: i64, retention_ms: i64) -> Self {
         let longest = MAX_BUCKET_HALF_LIVES.saturating_mul(half_life);
         let bucket_ms = [DAY_MS, HOUR_MS, MINUTE_MS, SECOND_MS]

@@ -28,7 +28,7 @@ use std::collections::{BTreeMap, HashSet};
 
 use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
-use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
+use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::error::CoreError;
 use crate::last_n;
 use crate::value::Value;
@@ -135,12 +135,32 @@ impl ScoresState {
             .entry(class)
             .or_insert(0) += value;
     }
+}
+
+impl DecayedState for ScoresState {
+    fn newest_mut(&mut self) -> &mut i64 {
+        &mut self.newest
+    }
+
+    fn tops_mut(&mut self) -> &mut Tops {
+        &mut self.tops
+    }
 
     fn drop_before(&mut self, first: i64) {
         self.cells = self.cells.split_off(&first);
         self.tops = self.tops.split_off(&first);
         let used: HashSet<&KeyClass> = self.cells.values().flat_map(|c| c.keys()).collect();
         self.keys.retain(|class, _| used.contains(class));
+    }
+}
+
+impl DecayedRow for ScoresRow<'_> {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+
+    fn action(&self) -> &Value {
+        self.action
     }
 }
 
@@ -168,32 +188,15 @@ impl DecayedSpec {
         rows: &[ScoresRow<'_>],
     ) -> (ScoresState, usize) {
         let decay = self.buckets(retention_ms);
-        let last = rows.last().map_or(0, |row| row.ts);
-        let mut state = state.unwrap_or_default();
-        state.newest = state.newest.max(last).max(0);
-        let first = decay.first_kept(state.newest);
-        state.drop_before(first);
-        let mut expired = 0;
-        for row in rows {
-            let bucket = decay.bucket_of(row.ts);
-            if bucket < first {
-                expired += 1;
-                continue;
+        decay.fold(&self.decay, state, rows, |state, row, bucket, weight| {
+            // The reference skips a missing key (and, in the fold, a zero weight).
+            if KeyClass::of(row.key).is_none() {
+                return false;
             }
-            let weight = self.decay.weight(row.action);
-            // The reference skips a missing key and a zero weight (`not weight`).
-            if weight == 0.0 || KeyClass::of(row.key).is_none() {
-                continue;
-            }
-            state.add(
-                row.key,
-                bucket,
-                decay.term(weight, row.ts, bucket, SCORE_BITS),
-            );
-            let top = state.tops.entry(bucket).or_insert(row.ts);
-            *top = (*top).max(row.ts);
-        }
-        (state, expired)
+            let term = decay.term(weight, row.ts, bucket, SCORE_BITS);
+            state.add(row.key, bucket, term);
+            true
+        })
     }
 
     /// Every key's score at the view time, summed over its buckets in ascending order (the

@@ -27,7 +27,7 @@ use crate::context::{Refusal, Times};
 use crate::decay::{
     get_bucket, get_i128, get_run, get_u128, put_bucket, put_i128, put_run, put_u128,
 };
-use crate::decay::{scale_down, DecayBuckets, DecayParams, Tops};
+use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::decay::{unzigzag, zigzag};
 use crate::error::CoreError;
 use crate::value::Value;
@@ -55,6 +55,31 @@ pub struct VectorState {
     /// Bucket → `[Σ scale, Σ scale · q_i …]`.
     pub buckets: BTreeMap<i64, Vec<i128>>,
     pub tops: Tops,
+}
+
+impl DecayedState for VectorState {
+    fn newest_mut(&mut self) -> &mut i64 {
+        &mut self.newest
+    }
+
+    fn tops_mut(&mut self) -> &mut Tops {
+        &mut self.tops
+    }
+
+    fn drop_before(&mut self, first: i64) {
+        self.buckets = self.buckets.split_off(&first);
+        self.tops = self.tops.split_off(&first);
+    }
+}
+
+impl DecayedRow for VectorRow<'_> {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+
+    fn action(&self) -> &Value {
+        self.action
+    }
 }
 
 /// A read's answer: the mean vector (`None` when the weight is 0) and the decayed weight.
@@ -101,25 +126,9 @@ impl MeanVectorSpec {
         rows: &[VectorRow<'_>],
     ) -> (VectorState, usize) {
         let decay = self.buckets(retention_ms);
-        let last = rows.last().map_or(0, |row| row.ts);
-        let mut state = state.unwrap_or_default();
-        state.newest = state.newest.max(last).max(0);
-        let first = decay.first_kept(state.newest);
-        state.buckets = state.buckets.split_off(&first);
-        state.tops = state.tops.split_off(&first);
-        let mut expired = 0;
-        for row in rows {
-            let bucket = decay.bucket_of(row.ts);
-            if bucket < first {
-                expired += 1;
-                continue;
-            }
-            let weight = self.decay.weight(row.action);
-            if weight == 0.0 {
-                continue;
-            }
+        decay.fold(&self.decay, state, rows, |state, row, bucket, weight| {
             let Some(quantized) = row.vector.and_then(|v| quantize(v, self.dim)) else {
-                continue;
+                return false;
             };
             let scale = decay.term(weight, row.ts, bucket, SCALE_BITS);
             let sums = state
@@ -131,10 +140,8 @@ impl MeanVectorSpec {
             for (sum, q) in sums[1..].iter_mut().zip(&quantized) {
                 *sum = sum.saturating_add(q.saturating_mul(scale));
             }
-            let top = state.tops.entry(bucket).or_insert(row.ts);
-            *top = (*top).max(row.ts);
-        }
-        (state, expired)
+            true
+        })
     }
 
     /// `({"vector", "weight"}, newest)` at the view time, or the reference's refusal.
