@@ -14,6 +14,7 @@ request-time contexts (``as_of`` earlier than the newest events included):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -152,11 +153,15 @@ def stored_native(signal: Signal, parts: list[list[Event]]) -> dict[str, bytes]:
     return {user: msgspec.msgpack.decode(data, type=bytes) for user, data in states.items()}
 
 
-@settings(max_examples=40, deadline=None)
-@given(events=event_lists(), cuts=splits, signal=score_signals)
-def test_native_scores_state_equals_the_reference_whatever_the_batches(
-    events: list[Event], cuts: list[int], signal: Signal
+def assert_states_equal_the_reference(
+    signal: Signal,
+    events: list[Event],
+    cuts: list[int],
+    parts: Callable[[core.NativePlans, bytes], tuple[Any, ...]],
+    reference_parts: Callable[[Any], tuple[Any, ...]],
 ) -> None:
+    """Each user's native state is the same bytes whatever the batches, and its decoded
+    ``parts`` equal the reference state's (or neither has a state)."""
     once = stored_native(signal, [events])
     assert stored_native(signal, batches(events, cuts)) == once
     plans = core.NativePlans([plan_json(signal)])
@@ -165,10 +170,21 @@ def test_native_scores_state_equals_the_reference_whatever_the_batches(
         if reference is None:
             assert user not in once
             continue
-        newest, cells, tops = plans.decode_decayed_scores(0, once[user])
-        assert newest == reference.newest
-        assert tops == reference.tops
-        assert {(key, bucket): total for key, bucket, total in cells} == reference.cells
+        assert parts(plans, once[user]) == reference_parts(reference)
+
+
+@settings(max_examples=40, deadline=None)
+@given(events=event_lists(), cuts=splits, signal=score_signals)
+def test_native_scores_state_equals_the_reference_whatever_the_batches(
+    events: list[Event], cuts: list[int], signal: Signal
+) -> None:
+    def parts(plans: core.NativePlans, data: bytes) -> tuple[Any, ...]:
+        newest, cells, tops = plans.decode_decayed_scores(0, data)
+        return newest, tops, {(key, bucket): total for key, bucket, total in cells}
+
+    assert_states_equal_the_reference(
+        signal, events, cuts, parts, lambda ref: (ref.newest, ref.tops, ref.cells)
+    )
 
 
 @settings(max_examples=40, deadline=None)
@@ -176,19 +192,13 @@ def test_native_scores_state_equals_the_reference_whatever_the_batches(
 def test_native_vector_state_equals_the_reference_whatever_the_batches(
     events: list[Event], cuts: list[int], signal: Signal
 ) -> None:
-    once = stored_native(signal, [events])
-    assert stored_native(signal, batches(events, cuts)) == once
-    plans = core.NativePlans([plan_json(signal)])
-    for user in USERS:
-        reference = reference_state(signal, batches(events, cuts), user, TABLE)
-        if reference is None:
-            assert user not in once
-            continue
-        assert plans.decode_mean_vector(0, once[user]) == (
-            reference.newest,
-            reference.buckets,
-            reference.tops,
-        )
+    assert_states_equal_the_reference(
+        signal,
+        events,
+        cuts,
+        lambda plans, data: plans.decode_mean_vector(0, data),
+        lambda ref: (ref.newest, ref.buckets, ref.tops),
+    )
 
 
 # The bucket of the as_of holds a later event: refused, naming that event's time. And a
