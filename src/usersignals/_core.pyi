@@ -147,3 +147,15 @@ def read_body(
 ) -> bytes | tuple[int, Refusal] | None:
     """A user's answers as the JSON body; (slot, refusal) when a slot's state refuses the
     context; None when the request must be answered on the object path."""
+
+# One user's labels for read_label_values: their record as stored (or None), and their times.
+LabelGroup = tuple[bytes | None, Sequence[int]]
+
+def read_label_values(
+    plans: NativePlans,
+    groups: Sequence[LabelGroup],
+    columns: Sequence[tuple[int, Times, Filters]],
+) -> list[list[bytes] | None]:
+    """Per label (groups in order, each group's times in order): each column's value as JSON
+    text, with as_of and now at the label's time; None for a label to read on the object
+    path."""

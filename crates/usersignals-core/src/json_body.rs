@@ -76,6 +76,37 @@ pub fn user_body(plans: &[Plan], user: &[u8], slots: &[Slot<'_>], context: &Read
     Body::Written(out)
 }
 
+/// One column of a training set: a plan read with a context whose `as_of` and "now" are each
+/// label's time (`usersignals.offline.training`).
+pub struct LabelColumn {
+    pub plan: usize,
+    pub context: ReadContext,
+}
+
+/// The values of `columns` over a user's states at label time `ts`, each as the JSON text
+/// of the answer's value (no freshness: a training set keeps the value alone). `None` when
+/// one of them is for the object path: a refusal, or what [`user_body`] leaves unserved.
+pub fn label_values(
+    plans: &[Plan],
+    states: &BTreeMap<String, Vec<u8>>,
+    columns: &mut [LabelColumn],
+    ts: i64,
+) -> Option<Vec<Vec<u8>>> {
+    let mut values = Vec::with_capacity(columns.len());
+    for column in columns.iter_mut() {
+        let plan = plans.get(column.plan)?;
+        column.context.times.as_of_ms = Some(ts);
+        column.context.times.now_ms = ts;
+        let stored = states.get(&plan.key).map(Vec::as_slice);
+        let mut value = Vec::new();
+        match write_answer(plan, stored, &column.context, &mut value) {
+            Ok(Ok(_)) => values.push(value),
+            Ok(Err(_)) | Err(Unserved) => return None,
+        }
+    }
+    Some(values)
+}
+
 /// `,"newest_event_ms":…,"newest_event_time":…,"age_ms":…` as `result_of` computes them.
 fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Result<(), Unserved> {
     let Some(newest) = newest else {

@@ -8,6 +8,7 @@
 mod reads;
 mod session;
 mod tiles_seen;
+mod training;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -679,6 +680,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::BatchSession>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
+    m.add_function(wrap_pyfunction!(training::read_label_values, m)?)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;

@@ -38,6 +38,7 @@ from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
+from usersignals.processing.native import LabelReader
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -157,6 +158,7 @@ def compute_features(
     """Each label's column values (JSON, UTF-8), from ``events`` (any order) of the labels'
     users."""
     engine, reader = engine_parts
+    native = reader.native.label_values([(column.signal, column.context) for column in columns])
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
@@ -183,8 +185,32 @@ def compute_features(
                 positions.append(Position("training", sequence))
             done[user] = end
         engine.process(MicroBatch(batch, positions))
-        for user, (_, group) in current:
-            out.extend(_read_group(reader, columns, user, group))
+        out.extend(_read_round(reader, native, columns, [(u, g) for u, (_, g) in current]))
+    return out
+
+
+def _read_round(
+    reader: SignalReader,
+    native: LabelReader | None,
+    columns: Sequence[FeatureColumn],
+    groups: Sequence[tuple[str, Sequence[Label]]],
+) -> list[tuple[int, list[bytes]]]:
+    """A round's labels: read by the core in one call when every column is native; a label
+    the core leaves to the object path (a refusal, an undecodable record) goes there."""
+    if native is None:
+        return [row for user, group in groups for row in _read_group(reader, columns, user, group)]
+    stored = reader.store.get_many([user_key(user) for user, _ in groups])
+    asked = [
+        (raw, [ts for _, _, ts in group]) for raw, (_, group) in zip(stored, groups, strict=True)
+    ]
+    values = iter(native(asked))
+    out: list[tuple[int, list[bytes]]] = []
+    for user, group in groups:
+        for label, written in zip(group, values, strict=False):  # values: all groups'
+            if written is None:
+                out.extend(_read_group(reader, columns, user, [label]))
+            else:
+                out.append((label[0], written))
     return out
 
 

@@ -16,7 +16,7 @@ stored form (msgpack) is migrated to the native form the first time a state is t
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -35,6 +35,7 @@ from usersignals._core import (
     CoreStateError,
     NativePlans,
     read_body,
+    read_label_values,
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
@@ -52,7 +53,10 @@ from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, at
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
-    from usersignals._core import Filters, Refusal, Times
+    from usersignals._core import Filters, LabelGroup, Refusal, Times
+
+#: Reads a round of training-set labels (see ``NativeSignals.label_values``).
+LabelReader = Callable[[Sequence["LabelGroup"]], list[list[bytes] | None]]
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -305,6 +309,19 @@ class NativeSignals:
             return out
         slot, (view_ms, earliest_ms, why) = out
         raise AsOfError(slots[slot][0].name, view_ms, earliest_ms, why)
+
+    def label_values(self, columns: Sequence[tuple[Signal, ReadContext]]) -> LabelReader | None:
+        """A reader of training-set labels for ``columns`` (a signal and its context, whose
+        ``as_of`` and "now" each label sets), or ``None`` when a signal is not native."""
+        plans = [self._index.get(signal.key) for signal, _ in columns]
+        if any(plan is None for plan in plans):
+            return None
+        specs = [
+            (plan, (None, 0, c.until_ms, c.window_ms, c.since_ms), _filters(c))
+            for plan, (_, c) in zip(plans, columns, strict=True)
+            if plan is not None
+        ]
+        return lambda groups: read_label_values(self._core, groups, specs)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
