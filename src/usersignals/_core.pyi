@@ -5,6 +5,7 @@ that every name declared here exists in the built module.
 """
 
 from collections.abc import Sequence
+from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
 # state read (the view time depends on the state's newest event).
@@ -150,12 +151,30 @@ def read_body(
 
 # One user's labels for read_label_values: their record as stored (or None), and their times.
 LabelGroup = tuple[bytes | None, Sequence[int]]
+# A training-set column: (plan index, the context's times (as_of and now set per label), its
+# filters).
+LabelColumn = tuple[int, Times, Filters]
+# A labelled user for label_rows: their events (indices, in feeding order), and per label
+# group (in time order) how many of those events it includes and its labels' times.
+LabelledUser = tuple[Sequence[int], Sequence[tuple[int, Sequence[int]]]]
 
 def read_label_values(
     plans: NativePlans,
     groups: Sequence[LabelGroup],
-    columns: Sequence[tuple[int, Times, Filters]],
+    columns: Sequence[LabelColumn],
 ) -> list[list[bytes] | None]:
     """Per label (groups in order, each group's times in order): each column's value as JSON
     text, with as_of and now at the label's time; None for a label to read on the object
     path."""
+
+def label_rows(
+    plans: NativePlans,
+    ts: Sequence[int],
+    event_id: Sequence[str],
+    columns: Sequence[tuple[str, list[Any]]],
+    users: Sequence[LabelledUser],
+    horizon_hours: int | None,
+    label_columns_arg: Sequence[LabelColumn],
+) -> list[list[bytes] | None]:
+    """The training set's loop: each user's events applied group by group through the
+    pipeline's steps, each label read in between (values as for read_label_values)."""

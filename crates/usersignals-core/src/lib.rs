@@ -26,6 +26,7 @@ pub mod plan;
 pub mod record;
 pub mod seen;
 pub mod tiles;
+pub mod training;
 pub mod value;
 pub mod varint;
 

@@ -121,6 +121,27 @@ pub fn select(
     horizon_hours: Option<i64>,
 ) -> Result<Selection, CoreError> {
     arrivals.check(stored.len())?;
+    let records = stored
+        .iter()
+        .enumerate()
+        .map(|(user, raw)| match raw {
+            Some(data) => record::decode(data).map_err(|e| CoreError::UserRecord {
+                user,
+                message: e.to_string(),
+            }),
+            None => Ok(UserRecord::default()),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    select_records(arrivals, records, horizon_hours)
+}
+
+/// [`select`] over records already decoded (one per batch user).
+pub fn select_records(
+    arrivals: &Arrivals,
+    records: Vec<UserRecord>,
+    horizon_hours: Option<i64>,
+) -> Result<Selection, CoreError> {
+    arrivals.check(records.len())?;
     let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); arrivals.users];
     for (i, &u) in arrivals.user.iter().enumerate() {
         by_user[u as usize].push(i);
@@ -131,14 +152,7 @@ pub fn select(
         changed: Vec::with_capacity(arrivals.users),
         ..Selection::default()
     };
-    for (user, (events, raw)) in by_user.into_iter().zip(stored).enumerate() {
-        let mut record = match raw {
-            Some(data) => record::decode(data).map_err(|e| CoreError::UserRecord {
-                user,
-                message: e.to_string(),
-            })?,
-            None => UserRecord::default(),
-        };
+    for (events, mut record) in by_user.into_iter().zip(records) {
         let unapplied: Vec<usize> = events
             .iter()
             .copied()
@@ -232,6 +246,23 @@ pub fn finish(
     columns: LiveColumns,
     versions: &Versions,
 ) -> Result<Outcome, CoreError> {
+    let mut out = place(plans, arrivals, selection, columns, versions)?;
+    out.puts = (selection.records.iter().enumerate())
+        .filter(|(user, _)| selection.changed[*user])
+        .map(|(user, record)| (user, record::encode(record)))
+        .collect();
+    Ok(out)
+}
+
+/// [`finish`] without the encoding: the new states placed in `selection.records`, the
+/// outcome's counts (its `puts` empty).
+pub fn place(
+    plans: &[Plan],
+    arrivals: &Arrivals,
+    selection: &mut Selection,
+    columns: LiveColumns,
+    versions: &Versions,
+) -> Result<Outcome, CoreError> {
     let live = selection.live();
     let batch = Batch {
         users: selection.records.len(),
@@ -243,7 +274,7 @@ pub fn finish(
         vectors: columns.vectors,
     };
     let executed = execute(plans, &batch, &selection.stored_states(plans)?)?;
-    let mut out = Outcome {
+    let out = Outcome {
         newest_ms: batch.ts.iter().copied().max(),
         applied: executed.applied,
         expired: executed.expired,
@@ -251,20 +282,17 @@ pub fn finish(
     };
     let states = executed.states.into_iter();
     for (user, (record, new)) in selection.records.iter_mut().zip(states).enumerate() {
-        if !selection.changed[user] {
+        if !selection.changed[user] || selection.fresh[user].is_empty() {
             continue;
         }
-        if !selection.fresh[user].is_empty() {
-            for (plan, state) in plans.iter().zip(new) {
-                if let Some(state) = state {
-                    record
-                        .states
-                        .insert(plan.key.clone(), record::wrap_native(&state));
-                }
+        for (plan, state) in plans.iter().zip(new) {
+            if let Some(state) = state {
+                record
+                    .states
+                    .insert(plan.key.clone(), record::wrap_native(&state));
             }
-            record.states.retain(|key, _| !versions.stale(key));
         }
-        out.puts.push((user, record::encode(record)));
+        record.states.retain(|key, _| !versions.stale(key));
     }
     Ok(out)
 }

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 
@@ -38,6 +38,7 @@ from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
+from usersignals.processing.engine import Engine
 from usersignals.processing.native import LabelReader
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
@@ -157,8 +158,6 @@ def compute_features(
 ) -> list[tuple[int, list[bytes]]]:
     """Each label's column values (JSON, UTF-8), from ``events`` (any order) of the labels'
     users."""
-    engine, reader = engine_parts
-    native = reader.native.label_values([(column.signal, column.context) for column in columns])
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
@@ -166,6 +165,47 @@ def compute_features(
         # A total order, the same whatever order the events came in.
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
     groups = _label_groups(by_user, labels)
+    in_core = _in_core(engine_parts[0], columns, by_user, groups)
+    if in_core is not None:
+        return in_core
+    return _in_rounds(engine_parts, columns, by_user, groups)
+
+
+def _in_core(
+    engine: Engine,
+    columns: Sequence[FeatureColumn],
+    by_user: dict[str, list[tuple[Event, Position]]],
+    groups: dict[str, list[tuple[int, list[Label]]]],
+) -> list[tuple[int, list[bytes]]] | None:
+    """Every user's labels in one core call, when every signal is native; ``None`` when
+    not, or when the core leaves a label to the object path (then the rounds answer all)."""
+    flat: list[Event] = []
+    users: list[tuple[list[int], list[tuple[int, list[int]]]]] = []
+    for user, user_groups in groups.items():
+        first = len(flat)
+        flat.extend(event for event, _ in by_user.get(user, ()))
+        times = [(end, [ts for _, _, ts in group]) for end, group in user_groups]
+        users.append((list(range(first, len(flat))), times))
+    asked = [(column.signal, column.context) for column in columns]
+    values = engine.label_rows(flat, users, asked)
+    if values is None or None in values:
+        return None
+    rows = (
+        label[0] for user_groups in groups.values() for _, group in user_groups for label in group
+    )
+    return list(zip(rows, cast("list[list[bytes]]", values), strict=True))
+
+
+def _in_rounds(
+    engine_parts: tuple[Any, SignalReader],
+    columns: Sequence[FeatureColumn],
+    by_user: dict[str, list[tuple[Event, Position]]],
+    groups: dict[str, list[tuple[int, list[Label]]]],
+) -> list[tuple[int, list[bytes]]]:
+    """The labels by rounds of micro-batches through the engine: round k applies every
+    user's events up to their k-th label group, then reads that group."""
+    engine, reader = engine_parts
+    native = reader.native.label_values([(column.signal, column.context) for column in columns])
     # Users with the most groups first: round k's users are a prefix of this order.
     users = sorted(groups, key=lambda user: -len(groups[user]))
     done = dict.fromkeys(groups, 0)

@@ -23,10 +23,11 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from operator import attrgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import Row
 from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import Record
@@ -36,7 +37,7 @@ from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
-from usersignals.signals.definition import CompiledSignal
+from usersignals.signals.definition import CompiledSignal, Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -45,6 +46,9 @@ from usersignals.state.keys import RAW_EVENTS_TABLE, raw_event_key, raw_events_p
 from usersignals.state.store import StateStore
 from usersignals.state.versions import load_versions
 from usersignals.values import SCALAR, FieldKind
+
+if TYPE_CHECKING:
+    from usersignals._core import LabelledUser
 
 logger = logging.getLogger(__name__)
 
@@ -161,6 +165,20 @@ class Engine:
         if puts:
             self.store.write(puts)
         return report
+
+    def label_rows(
+        self,
+        events: list[Event],
+        users: Sequence[LabelledUser],
+        columns: Sequence[tuple[Signal, ReadContext]],
+    ) -> list[list[bytes] | None] | None:
+        """A training set's labels computed and read by the core's pipeline in one call
+        (see ``NativeBatches.label_rows``), or ``None`` when a signal runs in Python: then
+        the training set feeds the engine round by round. The store is not touched."""
+        specs = self._native.label_columns(columns)
+        if self._batches is None or specs is None:
+            return None
+        return self._batches.label_rows(events, self._lookups, users, specs)
 
     def _process_per_user(self, batch: MicroBatch, report: BatchReport) -> dict[bytes, bytes]:
         """The per-user Python steps (the reference model of the native pipeline): the

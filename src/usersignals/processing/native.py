@@ -53,7 +53,7 @@ from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, at
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
-    from usersignals._core import Filters, LabelGroup, Refusal, Times
+    from usersignals._core import Filters, LabelColumn, LabelGroup, Refusal, Times
 
 #: Reads a round of training-set labels (see ``NativeSignals.label_values``).
 LabelReader = Callable[[Sequence["LabelGroup"]], list[list[bytes] | None]]
@@ -310,17 +310,26 @@ class NativeSignals:
         slot, (view_ms, earliest_ms, why) = out
         raise AsOfError(slots[slot][0].name, view_ms, earliest_ms, why)
 
-    def label_values(self, columns: Sequence[tuple[Signal, ReadContext]]) -> LabelReader | None:
-        """A reader of training-set labels for ``columns`` (a signal and its context, whose
-        ``as_of`` and "now" each label sets), or ``None`` when a signal is not native."""
+    def label_columns(
+        self, columns: Sequence[tuple[Signal, ReadContext]]
+    ) -> list[LabelColumn] | None:
+        """Training-set columns (a signal and its context, whose ``as_of`` and "now" each
+        label sets) as the core reads them, or ``None`` when a signal is not native."""
         plans = [self._index.get(signal.key) for signal, _ in columns]
         if any(plan is None for plan in plans):
             return None
-        specs = [
+        return [
             (plan, (None, 0, c.until_ms, c.window_ms, c.since_ms), _filters(c))
             for plan, (_, c) in zip(plans, columns, strict=True)
             if plan is not None
         ]
+
+    def label_values(self, columns: Sequence[tuple[Signal, ReadContext]]) -> LabelReader | None:
+        """A reader of rounds of training-set labels over stored records (see
+        :meth:`label_columns`), or ``None`` when a signal is not native."""
+        specs = self.label_columns(columns)
+        if specs is None:
+            return None
         return lambda groups: read_label_values(self._core, groups, specs)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:

@@ -11,8 +11,9 @@ lookups, and migrating states an older release wrote in the Python codec.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
-from usersignals._core import BatchSession, CoreError, CoreStateError
+from usersignals._core import BatchSession, CoreError, CoreStateError, label_rows
 from usersignals.durations import HOUR_MS
 from usersignals.enrich.sources import Record
 from usersignals.errors import NativeCoreError, StateCodecError
@@ -21,6 +22,9 @@ from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.native import NativeSignals
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
+
+if TYPE_CHECKING:
+    from usersignals._core import LabelColumn, LabelledUser
 
 #: The engine's lookups: the live events in, per source the records of their keys out.
 Lookups = Callable[[list[Event]], dict[str, dict[str, Record]]]
@@ -81,6 +85,32 @@ class NativeBatches:
             report.expired = dict(zip(self._native.keys, expired, strict=True))
             report.newest_event_ms = newest
         return {keys[user_index]: data for user_index, data in puts}
+
+    def label_rows(
+        self,
+        events: list[Event],
+        lookups: Lookups,
+        users: Sequence[LabelledUser],
+        columns: Sequence[LabelColumn],
+    ) -> list[list[bytes] | None]:
+        """A training set's labels (``usersignals.offline.training``), computed and read in
+        one core call: ``users`` index ``events`` (each user's in feeding order) and group
+        them by label; ``columns`` as ``NativeSignals.label_columns`` gives them. The
+        lookups run once, for all the events."""
+        records = lookups(events) if events else {}
+        fields = self._native.live_columns(events, records)
+        try:
+            return label_rows(
+                self._native.plans,
+                [event.ts for event in events],
+                [event.event_id for event in events],
+                fields,
+                users,
+                self._horizon_hours,
+                columns,
+            )
+        except CoreError as exc:
+            raise NativeCoreError("training", str(exc)) from exc
 
     def _migrate(self, session: BatchSession, keys: Sequence[bytes]) -> None:
         """States the Python codec wrote (before the native form existed), re-encoded."""

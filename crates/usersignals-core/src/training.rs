@@ -1,0 +1,100 @@
+//! The training set's loop: each labelled user's events applied group by group, with each
+//! label read in between, in one call (`usersignals.offline.training`).
+//!
+//! A user's labels are grouped where no event of the user falls between them (they read the
+//! same state). For each group, the user's events up to it go through the micro-batch
+//! pipeline's own steps ([`select_records`], [`place`]: progress, event-id dedupe, the
+//! plans), on the record kept in memory from the group before; then each label of the group
+//! is read with every column's context at the label's time ([`label_values`]). The same
+//! states as the engine's rounds of micro-batches, without a Python step per round.
+
+use crate::error::CoreError;
+use crate::json_body::{label_values, LabelColumn};
+use crate::pipeline::{place, select_records, Arrivals, LiveColumns, Versions};
+use crate::plan::Plan;
+use crate::record::UserRecord;
+
+/// One labelled user: their events (indices into the call's event columns, in feeding
+/// order), and per label group, in time order, how many of those events it includes and
+/// its labels' times.
+#[derive(Debug, Clone, Default)]
+pub struct LabelledUser {
+    pub events: Vec<usize>,
+    pub groups: Vec<(usize, Vec<i64>)>,
+}
+
+/// The events of a training set's users: times, event ids, and the plans' field columns,
+/// index for index.
+pub struct TrainingEvents<'e> {
+    pub ts: &'e [i64],
+    pub event_id: &'e [String],
+    pub columns: &'e LiveColumns,
+}
+
+/// Per label (users in order, their groups in order, each group's times in order): each
+/// column's value as JSON text, or `None` for a label the object path must read.
+pub fn label_rows(
+    plans: &[Plan],
+    events: &TrainingEvents<'_>,
+    users: &[LabelledUser],
+    horizon_hours: Option<i64>,
+    columns: &mut [LabelColumn],
+) -> Result<Vec<Option<Vec<Vec<u8>>>>, CoreError> {
+    // A fresh record holds only these plans' states: no version of theirs is stale.
+    let versions = Versions::default();
+    let mut out = Vec::new();
+    for user in users {
+        let mut record = UserRecord::default();
+        let mut done = 0;
+        for (end, times) in &user.groups {
+            let span = user.events.get(done..*end).ok_or_else(|| {
+                CoreError::Batch("a label group ends outside its user's events".into())
+            })?;
+            if !span.is_empty() {
+                let arrivals = arrivals_of(events, span, done);
+                let mut selection = select_records(&arrivals, vec![record], horizon_hours)?;
+                let live: Vec<usize> = selection.live().iter().map(|&i| span[i]).collect();
+                let columns = gather(events.columns, &live);
+                place(plans, &arrivals, &mut selection, columns, &versions)?;
+                record = selection.records.pop().unwrap_or_default();
+            }
+            done = *end;
+            for &ts in times {
+                out.push(label_values(plans, &record.states, columns, ts));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// A span of one user's events as a micro-batch, `first` the span's place among them: the
+/// offsets follow the feeding order, so no event reads as applied.
+fn arrivals_of(events: &TrainingEvents<'_>, span: &[usize], first: usize) -> Arrivals {
+    Arrivals {
+        users: 1,
+        user: vec![0; span.len()],
+        ts: span.iter().map(|&i| events.ts[i]).collect(),
+        event_id: span.iter().map(|&i| events.event_id[i].clone()).collect(),
+        partitions: vec!["training".into()],
+        partition: vec![0; span.len()],
+        offset: (first..first + span.len()).map(|k| k as i64).collect(),
+    }
+}
+
+/// The rows `live` of every column, in that order.
+fn gather(columns: &LiveColumns, live: &[usize]) -> LiveColumns {
+    LiveColumns {
+        names: columns.names.clone(),
+        columns: (columns.columns.iter())
+            .map(|column| live.iter().map(|&i| column[i].clone()).collect())
+            .collect(),
+        vectors: (columns.vectors.iter())
+            .map(|(name, column)| {
+                (
+                    name.clone(),
+                    live.iter().map(|&i| column[i].clone()).collect(),
+                )
+            })
+            .collect(),
+    }
+}
