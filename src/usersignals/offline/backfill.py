@@ -54,7 +54,6 @@ from usersignals.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 _SEQUENCE = "backfill"
-_CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -120,6 +119,9 @@ class _ShardResult:
     beyond: list[tuple[str, int]]
     #: The places in the archive of the records in the shard's dead letters.
     bad_places: list[int]
+    #: Per user, the real Kafka progress of the events taken (the records carry the
+    #: feeding order until the load puts this in its place).
+    progress: dict[str, dict[str, int]]
 
 
 def backfill(job: BackfillJob) -> BackfillSummary:
@@ -139,7 +141,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         try:
             # The first shard runs here: its states are merged while the others still run
             # (they read the store as RocksDB secondaries, or Redis; their users differ).
-            first = (lambda _: loader.load(tasks[0])) if shards > 1 else None
+            first = (lambda result: loader.load(tasks[0], result)) if shards > 1 else None
             results = run_shards(_run_shard, tasks, then=first)
             summary = _combine(results, boundary)
             if shards > 1 and job.dead_letter is not None:
@@ -147,8 +149,9 @@ def backfill(job: BackfillJob) -> BackfillSummary:
                     (_dead_letters(t), r.bad_places) for t, r in zip(tasks, results, strict=True)
                 ]
                 merge_dead_letters(parts, job.dead_letter)
-            for task in tasks[1:] if shards > 1 else tasks:
-                loader.load(task, summary.offsets if task is tasks[-1] else None)
+            pending = list(zip(tasks, results, strict=True))[1 if shards > 1 else 0 :]
+            for task, result in pending:
+                loader.load(task, result, summary.offsets if task is tasks[-1] else None)
             summary.users = loader.users
         finally:
             loader.close()
@@ -164,19 +167,36 @@ class _Loader:
         self.users = 0
         self._store: StateStore | None = None
 
-    def load(self, shard: _Shard, offsets: dict[str, int] | None = None) -> None:
-        """One shard's records; ``offsets`` (the hand-over) go with the last one's."""
+    def load(
+        self, shard: _Shard, result: _ShardResult, offsets: dict[str, int] | None = None
+    ) -> None:
+        """One shard's records, each with its real progress in place of the feeding order;
+        ``offsets`` (the hand-over) go with the last shard's."""
         if self._store is None:
             self._store = open_store(self.settings)
         computed = RocksStore(shard.directory)
         try:
-            self.users += load_states(user_records(computed), self._store, offsets)
+            records = with_progress(user_records(computed), result.progress)
+            self.users += load_states(records, self._store, offsets)
         finally:
             computed.close()
 
     def close(self) -> None:
         if self._store is not None:
             self._store.close()
+
+
+def with_progress(
+    records: Iterable[tuple[bytes, bytes]], progress: dict[str, dict[str, int]]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Each computed record with the real Kafka progress of its user's events (none for an
+    archive without coordinates) in place of the feeding order, rewritten in the core: the
+    record is not decoded into Python objects."""
+    for key, raw in records:
+        try:
+            yield key, replace_progress(raw, progress.get(user_of(key), {}))
+        except CoreError as exc:
+            raise StateCodecError(key, str(exc)) from exc
 
 
 def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary:
@@ -234,14 +254,15 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             taker.take(block.events, block.positions)
             drain(engine, taker, job.batch_size)
         drain(engine, taker, 1)
-        taker.finish(store)
         taker.summary.decoded = share.decoded
         beyond = [
             (partition, offset)
             for partition, offset in taker.stored_progress()
             if offset > taker.ends.get(partition, -1)
         ]
-        return _ShardResult(taker.summary, taker.highest, taker.ends, beyond, share.bad_places)
+        return _ShardResult(
+            taker.summary, taker.highest, taker.ends, beyond, share.bad_places, taker.progress
+        )
     finally:
         store.close()
         if existing is not None and existing is not lookups:
@@ -274,7 +295,9 @@ class Taker:
         self.events: list[Event] = []
         self.positions: list[Position] = []
         self._progress: dict[str, dict[str, int]] = {}
-        self._real: dict[str, dict[str, int]] = {}
+        #: Per user, the highest offset taken per Kafka partition: the progress the load
+        #: writes into the user's record.
+        self.progress: dict[str, dict[str, int]] = {}
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
@@ -305,13 +328,13 @@ class Taker:
             # The engine sees positions in the order it is fed: an archive need not be in
             # offset order (a late event sits in an earlier time partition), and the engine
             # would take a lower offset after a higher one for a replay. The real progress is
-            # tracked here and written into the records at the end (``finish``).
+            # tracked here and written into the records as they are loaded.
             self._sequence += 1
             self.positions.append(Position(_SEQUENCE, self._sequence))
             if is_kafka(position):
                 partition, offset = position.partition, position.offset
                 self.highest[partition] = max(self.highest.get(partition, -1), offset)
-                progress = self._real.setdefault(event.user_id, {})
+                progress = self.progress.setdefault(event.user_id, {})
                 progress[partition] = max(progress.get(partition, -1), offset)
 
     def _take_rows(self, events: list[Event]) -> None:
@@ -329,20 +352,6 @@ class Taker:
         """The stored progress of the users seen, per partition (see :func:`count_behind`)."""
         for progress in self._progress.values():
             yield from progress.items()
-
-    def finish(self, store: StateStore) -> None:
-        """Replace the feeding order in each computed record by the real Kafka progress."""
-        puts: dict[bytes, bytes] = {}
-        for key, raw in list(user_records(store)):
-            try:  # in the core: the record is not decoded into Python objects
-                puts[key] = replace_progress(raw, self._real.get(user_of(key), {}))
-            except CoreError as exc:
-                raise StateCodecError(key, str(exc)) from exc
-            if len(puts) >= _CHUNK:
-                store.write(puts)
-                puts = {}
-        if puts:
-            store.write(puts)
 
     def _load_progress(self, users: set[str]) -> None:
         """The stored progress of users not seen yet (read once per user)."""

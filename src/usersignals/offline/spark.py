@@ -42,6 +42,7 @@ from usersignals.offline.backfill import (
     count_behind,
     drain,
     open_existing,
+    with_progress,
 )
 from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
 from usersignals.offline.bulk_load import load_states, state_files, user_records
@@ -186,12 +187,11 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, in
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
-            taker.finish(store)
             taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
                 opened.close()
-        records = list(user_records(store))
+        records = list(with_progress(user_records(store), taker.progress))
         summary = taker.summary
         yield pa.RecordBatch.from_pydict(
             {
