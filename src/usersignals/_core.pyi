@@ -178,3 +178,9 @@ def label_rows(
 ) -> list[list[bytes] | None]:
     """The training set's loop: each user's events applied group by group through the
     pipeline's steps, each label read in between (values as for read_label_values)."""
+
+VECTOR_UNSURE: str
+
+def check_vector(value: object, dim: int) -> str | None:
+    """A fetched vector field's problem (wrong_type, wrong_length) or None when it fits;
+    VECTOR_UNSURE for what Python's check decides (NaN, infinity, near overflow)."""

@@ -14,6 +14,8 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from usersignals._core import VECTOR_UNSURE, check_vector
+
 # Reasons: stable identifiers, they label metrics.
 WRONG_TYPE = "wrong_type"
 WRONG_LENGTH = "wrong_length"
@@ -43,7 +45,14 @@ class FieldKind:
         return self._vector_problem(value)
 
     def _vector_problem(self, value: Any) -> str | None:
-        # Checked per fetched record, so kept to C-level passes over the components.
+        # Checked per fetched record: the core decides in one pass what it can be sure of
+        # (every case but a NaN, an infinity or a component near overflow).
+        verdict = check_vector(value, self.dim)
+        return self.vector_problem_exactly(value) if verdict == VECTOR_UNSURE else verdict
+
+    def vector_problem_exactly(self, value: Any) -> str | None:
+        """The vector check in Python: the reference the core's one pass is tested against,
+        and the verdict where that pass is unsure."""
         if not isinstance(value, list | tuple):
             return WRONG_TYPE
         if len(value) != self.dim:

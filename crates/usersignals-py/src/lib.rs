@@ -9,6 +9,7 @@ mod reads;
 mod session;
 mod tiles_seen;
 mod training;
+mod values;
 
 use std::collections::{BTreeMap, HashSet};
 
@@ -682,6 +683,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add_function(wrap_pyfunction!(training::read_label_values, m)?)?;
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
+    m.add_function(wrap_pyfunction!(values::check_vector, m)?)?;
+    m.add("VECTOR_UNSURE", values::UNSURE)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
