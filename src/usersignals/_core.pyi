@@ -179,8 +179,12 @@ def label_rows(
     """The training set's loop: each user's events applied group by group through the
     pipeline's steps, each label read in between (values as for read_label_values)."""
 
-VECTOR_UNSURE: str
+CHECK_UNSURE: str
 
-def check_vector(value: object, dim: int) -> str | None:
-    """A fetched vector field's problem (wrong_type, wrong_length) or None when it fits;
-    VECTOR_UNSURE for what Python's check decides (NaN, infinity, near overflow)."""
+def check_records(
+    records: list[object], expected: Sequence[tuple[str, Sequence[tuple[int, int]]]]
+) -> list[tuple[int, str, str]]:
+    """The problems of fetched records against their fields' kinds (codes: 0 key, 1 scalar,
+    2 number, 3 vector; the dimension): (index, "*", "not_an_object") for a record that is not
+    a dict, (index, field, first reason) for a field that does not fit, CHECK_UNSURE where
+    Python's check must decide."""

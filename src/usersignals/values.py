@@ -6,6 +6,8 @@ strings. Each aggregation declares what it needs of the fields it reads
 (``Aggregation.field_kinds``), the engine collects that per lookup source, and the
 Materializer checks every fetched record once, where it enters: a field that does not fit is
 removed from the record (signals see it as missing) and counted per source, field and reason.
+The checks here are the reference; the Materializer runs them in the core, a batch of records
+at a time (``_core.check_records``), and here only where the core is unsure.
 """
 
 from __future__ import annotations
@@ -13,8 +15,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from typing import Any
-
-from usersignals._core import VECTOR_UNSURE, check_vector
 
 # Reasons: stable identifiers, they label metrics.
 WRONG_TYPE = "wrong_type"
@@ -45,14 +45,6 @@ class FieldKind:
         return self._vector_problem(value)
 
     def _vector_problem(self, value: Any) -> str | None:
-        # Checked per fetched record: the core decides in one pass what it can be sure of
-        # (every case but a NaN, an infinity or a component near overflow).
-        verdict = check_vector(value, self.dim)
-        return self.vector_problem_exactly(value) if verdict == VECTOR_UNSURE else verdict
-
-    def vector_problem_exactly(self, value: Any) -> str | None:
-        """The vector check in Python: the reference the core's one pass is tested against,
-        and the verdict where that pass is unsure."""
         if not isinstance(value, list | tuple):
             return WRONG_TYPE
         if len(value) != self.dim:
@@ -65,7 +57,13 @@ class FieldKind:
             return NOT_FINITE
         return None if math.isfinite(total) else NOT_FINITE
 
+    @property
+    def code(self) -> tuple[int, int]:
+        """The kind as the core's batch check takes it (``_core.check_records``)."""
+        return _CODES[self.name], self.dim
 
+
+_CODES = {"key": 0, "scalar": 1, "number": 2, "vector": 3}
 _NUMBER_TYPES = frozenset({int, float})
 
 

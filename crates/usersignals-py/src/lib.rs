@@ -683,8 +683,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add_function(wrap_pyfunction!(training::read_label_values, m)?)?;
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(values::check_vector, m)?)?;
-    m.add("VECTOR_UNSURE", values::UNSURE)?;
+    m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
+    m.add("CHECK_UNSURE", values::UNSURE)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from usersignals._core import CHECK_UNSURE, check_records
 from usersignals.backoff import Backoff
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.metrics import EnrichmentMetrics
@@ -169,24 +170,28 @@ class Materializer:
             self.metrics.failures.labels(source, error.kind).inc()
 
     def _checked(self, source: str, fetched: dict[str, Any]) -> dict[str, Record]:
-        """The records that are records, without the fields that do not fit their kinds."""
+        """The records that are records, without the fields that do not fit their kinds.
+
+        The core checks the batch in one call and names only the records with a problem
+        (``FieldKind.problem`` is the reference; it decides where the core is unsure)."""
         expected = self._expected.get(source, {})
-        out: dict[str, Record] = {}
-        for key, record in fetched.items():
-            if not isinstance(record, dict):
+        keys = list(fetched)
+        codes = [(name, [kind.code for kind in kinds]) for name, kinds in expected.items()]
+        out: dict[str, Record] = dict(fetched)
+        for index, name, reason in check_records(list(fetched.values()), codes):
+            key = keys[index]
+            if name == "*":  # not a record: the key counts as absent
                 self._count_bad(source, "*", NOT_AN_OBJECT)
+                del out[key]
                 continue
-            for name, kinds in expected.items():
-                value = record.get(name)
-                if value is None:
-                    continue
-                for kind in kinds:
-                    reason = kind.problem(value)
-                    if reason is not None:
-                        record = {k: v for k, v in record.items() if k != name}
-                        self._count_bad(source, name, reason)
-                        break
-            out[key] = record
+            record = out[key]
+            found: str | None = reason
+            if reason == CHECK_UNSURE:
+                reasons = (kind.problem(record[name]) for kind in expected[name])
+                found = next((r for r in reasons if r is not None), None)
+            if found is not None:
+                out[key] = {k: v for k, v in record.items() if k != name}
+                self._count_bad(source, name, found)
         return out
 
     def _count_bad(self, source: str, name: str, reason: str) -> None:
