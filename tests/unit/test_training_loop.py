@@ -78,3 +78,18 @@ def test_the_core_loop_gives_each_label_what_the_rounds_give(
 
     assert len(in_core) == len(labels)
     assert values(in_core) == values(in_rounds)
+
+
+def test_the_shards_balance_the_labelled_users() -> None:
+    """The busiest user gets a shard to themselves when their work (labels squared) outweighs
+    the rest; every labelled user has a shard, the same in every process."""
+    counts = {"busy": 10, "b": 6, "c": 5, "d": 3, "e": 1}
+    labels = [
+        (row, user, row) for row, user in enumerate(u for u, n in counts.items() for _ in range(n))
+    ]
+    assigned = training.balanced_shards(labels, 2)
+    assert set(assigned) == set(counts)
+    assert assigned == training.balanced_shards(list(reversed(labels)), 2)
+    assert [user for user, shard in assigned.items() if shard == assigned["busy"]] == ["busy"]
+    loads = [sum(counts[u] ** 2 for u, s in assigned.items() if s == shard) for shard in (0, 1)]
+    assert sorted(loads) == [36 + 25 + 9 + 1, 100]

@@ -16,7 +16,7 @@ shards' files back into that order.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,12 +36,15 @@ class _UserOnly(msgspec.Struct):
 _user_only = msgspec.json.Decoder(_UserOnly).decode
 
 
-def route(line: bytes, shards: int) -> int:
-    """The shard that decodes a raw record: its user's, or 0 when it names no readable user."""
+def route(line: bytes, shards: int, assigned: Mapping[str, int] | None = None) -> int:
+    """The shard that decodes a raw record: its user's (``assigned`` to one, or by the
+    stable hash), or 0 when it names no readable user."""
     try:
         user = _user_only(line).user_id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
         return 0
+    if assigned is not None and user in assigned:
+        return assigned[user]
     return shard_of(user, shards)
 
 
@@ -54,6 +57,9 @@ class ArchiveShare:
     index: int
     shards: int
     dead_letters: DeadLetterFile | None = None
+    #: Users placed on a shard by the job (a training set balances its labelled users);
+    #: every other user goes by the stable hash.
+    assigned: Mapping[str, int] | None = None
     #: Records decoded (valid and bad).
     decoded: int = 0
     bad_places: list[int] = field(default_factory=list)
@@ -65,7 +71,7 @@ class ArchiveShare:
             positions: list[Position] = []
             places: dict[int, int] = {}
             for line, position in zip(block.lines, block.positions, strict=True):
-                if self.shards == 1 or route(line, self.shards) == self.index:
+                if self.shards == 1 or route(line, self.shards, self.assigned) == self.index:
                     lines.append(line)
                     positions.append(position)
                     # decode_block hands back each bad record's own Position object.
