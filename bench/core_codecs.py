@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 
 import msgspec
-from engine import load_items
 
+from engine import load_items
 from usersignals.enrich import Materializer, TableSource
 from usersignals.events import Event, EventDecoder, EventPolicy, Position
 from usersignals.ingest.synthetic import WorkloadSpec, iter_event_json_lines
