@@ -17,6 +17,7 @@ are largest, where the codecs' cost per user is highest.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import statistics
 import tempfile
 import time
@@ -63,6 +64,11 @@ def main() -> None:
             f"history: {len(history):,} reference events through the engine "
             f"({time.perf_counter() - started:.1f} s); timed: the next batch"
         )
+        # A codec change that must not change one stored byte compares these across builds.
+        digest = hashlib.sha256()
+        for key, value in store.scan(b"u:"):
+            digest.update(key + b"\0" + value)
+        print(f"stored records' sha256: {digest.hexdigest()}")
         user_ids = list(dict.fromkeys(event.user_id for event in timed))
         stored = dict(zip(user_ids, store.get_many([user_key(u) for u in user_ids]), strict=True))
         if args.busiest:
@@ -78,7 +84,12 @@ def main() -> None:
               f"{'MB/s':>6s}")  # fmt: skip
         for signal in registry:
             time_plan(NativeSignals([signal]), timed, stored, records, args.repeat)
+        print(f"the timed batch's new states' sha256: {_outputs.hexdigest()}")
         store.close()
+
+
+#: Every plan's new states of the timed batch, hashed (compared across builds, as above).
+_outputs = hashlib.sha256()
 
 
 def time_plan(
@@ -107,6 +118,8 @@ def time_plan(
         started = time.perf_counter()
         new, _, _ = native.plans.apply(len(users), user, ts, ids, columns, states)
         seconds.append(time.perf_counter() - started)
+    for state in new:
+        _outputs.update(state[0] or b"-")
     read = sum(len(s[0] or b"") for s in states)
     written = sum(len(s[0] or b"") for s in new)
     best = min(seconds)

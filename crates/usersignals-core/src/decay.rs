@@ -267,11 +267,11 @@ const RUN_OF_VARINTS: u8 = 0xFF;
 /// Sums of 17–23 bits take 3 bytes either way below 2^21 and 4 as varints above it; packed
 /// at the run's width they take its width.
 pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
-    let (packed, bytes) = run_form(values);
-    if !packed {
+    let form = RunForm::of(values.iter().copied());
+    if !form.packed {
         out.push(RUN_OF_VARINTS);
     }
-    out.extend_from_slice(&bytes);
+    form.write(out, values.iter().copied());
 }
 
 /// Reads `count` values written by `put_run`.
@@ -283,34 +283,55 @@ pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError>
     unpack_run(r, count, width)
 }
 
-/// `put_run`'s smaller form, for a caller that flags it elsewhere: `(true, width byte and
-/// packed bits)` or `(false, varints)`.
-pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
-    let mut varints = Vec::new();
-    values.iter().for_each(|v| put_u128(&mut varints, *v));
-    let width = values
-        .iter()
-        .map(|v| 128 - v.leading_zeros())
-        .max()
-        .unwrap_or(0);
-    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
-    if packed_len >= varints.len() {
-        return (false, varints);
-    }
-    let mut out = vec![0u8; packed_len];
-    out[0] = width as u8;
-    pack_bits(&mut out[1..], values.iter().copied(), width);
-    (true, out)
+/// `put_run`'s smaller form of a run, chosen from the values' sizes alone (nothing is
+/// written twice), for a caller that flags the form elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunForm {
+    /// Packed at `width` bits (after a width byte), else varints.
+    pub packed: bool,
+    width: u32,
 }
 
-/// Reads what `run_form` wrote: packed (`width` already read) or varints.
+impl RunForm {
+    pub fn of(values: impl Iterator<Item = u128>) -> Self {
+        let (mut count, mut varint_bytes, mut width) = (0usize, 0usize, 0u32);
+        for v in values {
+            let bits = 128 - v.leading_zeros();
+            count += 1;
+            // A varint is a byte per 7 bits, and one byte for 0.
+            varint_bytes += bits.max(1).div_ceil(7) as usize;
+            width = width.max(bits);
+        }
+        let packed_len = 1 + (count * width as usize).div_ceil(8);
+        RunForm {
+            packed: packed_len < varint_bytes,
+            width,
+        }
+    }
+
+    /// Writes `values` (those `of` saw) in this form: the width byte and the packed bits,
+    /// or the varints.
+    pub fn write(self, out: &mut Vec<u8>, values: impl ExactSizeIterator<Item = u128>) {
+        if !self.packed {
+            values.for_each(|v| put_u128(out, v));
+            return;
+        }
+        out.push(self.width as u8);
+        let start = out.len();
+        out.resize(start + (values.len() * self.width as usize).div_ceil(8), 0);
+        pack_bits(&mut out[start..], values, self.width);
+    }
+}
+
+/// Reads what `RunForm::write` wrote: packed (`width` not yet read) or varints.
 pub fn get_run_form(
     r: &mut Reader<'_>,
     count: usize,
     packed: bool,
 ) -> Result<Vec<u128>, CoreError> {
     if !packed {
-        let mut values = Vec::new();
+        // Each varint is at least a byte: the bytes left bound a count read from the input.
+        let mut values = Vec::with_capacity(count.min(r.left()));
         for _ in 0..count {
             values.push(get_u128(r)?);
         }
@@ -448,8 +469,10 @@ mod tests {
                     bit += 1;
                 }
             }
-            let (packed, out) = run_form(&values);
-            if packed {
+            let form = RunForm::of(values.iter().copied());
+            if form.packed {
+                let mut out = Vec::new();
+                form.write(&mut out, values.iter().copied());
                 prop_assert_eq!(&out[1..], &expected[1..]);
                 let mut r = Reader::new(&out);
                 prop_assert_eq!(get_run_form(&mut r, values.len(), true).unwrap(), values);
