@@ -228,6 +228,10 @@ pub fn put_i128(out: &mut Vec<u8>, v: i128) {
 }
 
 pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
+    // The same bytes as the loop below, in 64-bit arithmetic, where most values fit.
+    if let Ok(small) = u64::try_from(v) {
+        return put_u64(out, small);
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

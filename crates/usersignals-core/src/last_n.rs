@@ -142,8 +142,8 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
 /// choice, so the bytes stay canonical). Each form's size is worked out first and only the
 /// chosen one is written.
 fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
-    // One dictionary for the two forms that use it; one shared prefix for the two that do.
-    let vocab = vocabulary(values);
+    // One shared prefix for the two forms that use it; one dictionary for the other two,
+    // built last, as far as it could still beat the others.
     let texts = strings(values);
     let shared = texts.as_deref().and_then(shared_prefix);
     let digits = texts
@@ -151,14 +151,15 @@ fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
         .zip(shared)
         .and_then(|(texts, shared)| digits_width(texts, shared));
     let plain = 1 + values.iter().map(|v| encoded_len(v)).sum::<usize>();
+    let prefixed = texts.as_deref().zip(shared).map(prefixed_len);
+    let digits_len = digits.map(|(shared, width, len)| len + header_len(shared, width));
+    let others = [prefixed, digits_len].into_iter().flatten();
+    let vocab = vocabulary(values, others.fold(plain, usize::min));
     let sizes = [
         (PLAIN, Some(plain)),
         (DICTIONARY, vocab.as_ref().map(dictionary_len)),
-        (PREFIXED, texts.as_deref().zip(shared).map(prefixed_len)),
-        (
-            DIGITS,
-            digits.map(|(shared, width, len)| len + header_len(shared, width)),
-        ),
+        (PREFIXED, prefixed),
+        (DIGITS, digits_len),
         (PACKED, vocab.as_ref().map(packed_len)),
     ];
     let mut best = (PLAIN, plain);
@@ -194,19 +195,26 @@ fn encoded_len(value: &Value) -> usize {
 }
 
 /// The distinct values in order of first appearance and each entry's code; `None` when
-/// every value is distinct (a dictionary is then never smaller than plain values).
-fn vocabulary<'v>(values: &[&'v Value]) -> Option<Vocabulary<'v>> {
+/// every value is distinct (a dictionary is then never smaller than plain values), or as
+/// soon as the distinct values alone take more than `beat` bytes: both dictionary forms
+/// are larger than that, so neither could be chosen over a form of `beat` bytes.
+fn vocabulary<'v>(values: &[&'v Value], beat: usize) -> Option<Vocabulary<'v>> {
     let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::new();
     let mut order: Vec<&Value> = Vec::new();
-    let codes: Vec<usize> = values
-        .iter()
-        .map(|v| {
-            *vocab.entry(v.exact_key()).or_insert_with(|| {
-                order.push(v);
-                order.len() - 1
-            })
-        })
-        .collect();
+    let mut codes = Vec::with_capacity(values.len());
+    // The form byte and at least a byte of size, then the distinct values.
+    let mut least = 2;
+    for v in values {
+        let code = *vocab.entry(v.exact_key()).or_insert_with(|| {
+            order.push(v);
+            least += encoded_len(v);
+            order.len() - 1
+        });
+        if least > beat {
+            return None;
+        }
+        codes.push(code);
+    }
     if order.len() == values.len() && values.len() > 1 {
         return None;
     }

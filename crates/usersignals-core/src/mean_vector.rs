@@ -178,11 +178,32 @@ impl MeanVectorSpec {
     }
 }
 
-fn gcd(mut a: u128, mut b: u128) -> u128 {
-    while b != 0 {
-        (a, b) = (b, a % b);
+/// Euclid's gcd, in 64 bits while both fit: most sums do, and a 128-bit remainder is a
+/// software routine.
+fn gcd(a: u128, b: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(mut a), Ok(mut b)) => {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            u128::from(a)
+        }
+        _ => {
+            let (mut a, mut b) = (a, b);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        }
     }
-    a
+}
+
+/// `sum / d` (exact: `d` divides `sum`), in 64 bits when both fit.
+fn divide(sum: i128, d: u128) -> i128 {
+    match (i64::try_from(sum), i64::try_from(d)) {
+        (Ok(sum), Ok(d)) => i128::from(sum / d),
+        _ => sum / d as i128,
+    }
 }
 
 /// The stored bytes of `state` (tops as offsets from their `bucket_ms`-wide bucket).
@@ -202,7 +223,7 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         // d divides every sum; a quotient of d > 1 always fits i128.
         let quotients: Vec<u128> = sums[1..]
             .iter()
-            .map(|sum| zigzag(if d > 1 { *sum / d as i128 } else { *sum }))
+            .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum }))
             .collect();
         put_run(&mut out, &quotients);
     }

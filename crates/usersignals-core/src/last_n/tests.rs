@@ -329,7 +329,7 @@ fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
     assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
     // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
     let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
-    let vocab = vocabulary(&actions).unwrap();
+    let vocab = vocabulary(&actions, usize::MAX).unwrap();
     let mut packed = Vec::new();
     packed_form(&mut packed, &vocab);
     assert_eq!(packed.len(), packed_len(&vocab));
@@ -441,7 +441,7 @@ fn every_form_then_the_smallest(values: &[&Value]) -> Vec<u8> {
         write(&mut out);
         out
     };
-    let vocab = vocabulary(values);
+    let vocab = vocabulary(values, usize::MAX);
     let texts = strings(values);
     let shared = texts.as_deref().and_then(shared_prefix);
     let candidates = [
