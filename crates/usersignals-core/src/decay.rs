@@ -15,7 +15,9 @@
 //! differ); `ldexp` by a constant is a multiplication by an exact power of two; `round` is
 //! round-half-even in both; integer → float conversion rounds to nearest-even in both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use serde_json::Value as Json;
 
@@ -28,6 +30,8 @@ const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: i64 = 60_000;
 const SECOND_MS: i64 = 1_000;
+/// 2^63: floats below it in magnitude convert to i64 exactly as to i128.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
 /// A bucket spans at most this many half-lives (so each term's growth is below 2^16).
 const MAX_BUCKET_HALF_LIVES: i64 = 16;
 
@@ -46,6 +50,7 @@ pub struct DecayBuckets {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecayParams {
     pub half_life_ms: i64,
+    /// Looked up once per event: foldhash rather than SipHash (see the workspace Cargo.toml).
     pub weights: HashMap<String, f64>,
     pub default_weight: f64,
 }
@@ -214,7 +219,14 @@ impl DecayBuckets {
     pub fn term(&self, weight: f64, ts: i64, bucket: i64, bits: i32) -> i128 {
         // weight is within ±1000 and growth below 2^16: the product times 2^bits is far
         // inside i128 (and exact as a multiplication by a power of two).
-        ((weight * self.growth(ts, bucket)) * 2f64.powi(bits)).round_ties_even() as i128
+        let term = ((weight * self.growth(ts, bucket)) * 2f64.powi(bits)).round_ties_even();
+        // The same value as `term as i128`, through i64 where it fits: the float to i128
+        // cast is a software routine.
+        if term.abs() < I64_LIMIT {
+            i128::from(term as i64)
+        } else {
+            term as i128
+        }
     }
 }
 

@@ -107,7 +107,8 @@ pub fn quantize(vector: &[f64], dim: usize) -> Option<Vec<i128>> {
         .iter()
         .map(|c| {
             let q = (c * 2f64.powi(COMPONENT_BITS)).round_ties_even();
-            (q.abs() < MAX_QUANTIZED).then_some(q as i128)
+            // Below 2^62 in magnitude, so exact as i64 (a float to i128 cast is a software routine).
+            (q.abs() < MAX_QUANTIZED).then_some(i128::from(q as i64))
         })
         .collect()
 }
