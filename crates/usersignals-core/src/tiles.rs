@@ -163,11 +163,10 @@ impl TileSpec {
             moved
         };
         let exact_from = newest - EXACT_SPAN_MS;
-        let mut exact = Cells::with_capacity(state.exact.len());
-        for ((ts, group), value) in state.exact {
-            if ts >= exact_from {
-                exact.insert((ts, group), value);
-            } else if let Some(bucket) = bucketer.bucket(ts) {
+        // In place: only the entries that left the exact span move (most stay).
+        let mut exact = state.exact;
+        for ((ts, group), value) in exact.extract_if(|(ts, _), _| *ts < exact_from) {
+            if let Some(bucket) = bucketer.bucket(ts) {
                 *cells.entry((bucket, group)).or_insert(0) += value;
             }
         }
