@@ -16,7 +16,7 @@
 //!        | varint (cell count << 2 | packed << 1 | bitmap) | the keys: a bitmap over the key
 //!          dictionary, or varint gaps between key indices (the smaller, list on a tie)
 //!        | the sums in key index order (zigzag if flagged): varints, or (packed) the bit
-//!          width of the largest and every sum in that many bits (the smaller; `run_form`)
+//!          width of the largest and every sum in that many bits (the smaller; `RunForm`)
 //! ```
 //!
 //! The key dictionary is shared by every bucket (a category appears once, not once a day),

@@ -209,7 +209,10 @@ fn divide(sum: i128, d: u128) -> i128 {
 
 /// The stored bytes of `state` (tops as offsets from their `bucket_ms`-wide bucket).
 pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    // Most sums take 2-3 bytes; one buffer of quotients serves every bucket.
+    let mut out = Vec::with_capacity(8 + state.buckets.len() * (8 + 3 * dim));
+    out.push(FORMAT_VERSION);
+    let mut quotients: Vec<u128> = Vec::with_capacity(dim);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, dim as u64);
     put_u64(&mut out, state.buckets.len() as u64);
@@ -222,10 +225,12 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         let d = sums[1..].iter().fold(0, |d, s| gcd(d, s.unsigned_abs()));
         put_u128(&mut out, d);
         // d divides every sum; a quotient of d > 1 always fits i128.
-        let quotients: Vec<u128> = sums[1..]
-            .iter()
-            .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum }))
-            .collect();
+        quotients.clear();
+        quotients.extend(
+            sums[1..]
+                .iter()
+                .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum })),
+        );
         put_run(&mut out, &quotients);
     }
     out
