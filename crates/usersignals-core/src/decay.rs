@@ -15,7 +15,9 @@
 //! differ); `ldexp` by a constant is a multiplication by an exact power of two; `round` is
 //! round-half-even in both; integer → float conversion rounds to nearest-even in both.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use hashbrown::HashMap;
 
 use serde_json::Value as Json;
 
@@ -28,6 +30,8 @@ const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
 const MINUTE_MS: i64 = 60_000;
 const SECOND_MS: i64 = 1_000;
+/// 2^63: floats below it in magnitude convert to i64 exactly as to i128.
+const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
 /// A bucket spans at most this many half-lives (so each term's growth is below 2^16).
 const MAX_BUCKET_HALF_LIVES: i64 = 16;
 
@@ -46,6 +50,7 @@ pub struct DecayBuckets {
 #[derive(Debug, Clone, PartialEq)]
 pub struct DecayParams {
     pub half_life_ms: i64,
+    /// Looked up once per event: foldhash rather than SipHash (see the workspace Cargo.toml).
     pub weights: HashMap<String, f64>,
     pub default_weight: f64,
 }
@@ -214,7 +219,14 @@ impl DecayBuckets {
     pub fn term(&self, weight: f64, ts: i64, bucket: i64, bits: i32) -> i128 {
         // weight is within ±1000 and growth below 2^16: the product times 2^bits is far
         // inside i128 (and exact as a multiplication by a power of two).
-        ((weight * self.growth(ts, bucket)) * 2f64.powi(bits)).round_ties_even() as i128
+        let term = ((weight * self.growth(ts, bucket)) * 2f64.powi(bits)).round_ties_even();
+        // The same value as `term as i128`, through i64 where it fits: the float to i128
+        // cast is a software routine.
+        if term.abs() < I64_LIMIT {
+            i128::from(term as i64)
+        } else {
+            term as i128
+        }
     }
 }
 
@@ -228,6 +240,10 @@ pub fn put_i128(out: &mut Vec<u8>, v: i128) {
 }
 
 pub fn put_u128(out: &mut Vec<u8>, mut v: u128) {
+    // The same bytes as the loop below, in 64-bit arithmetic, where most values fit.
+    if let Ok(small) = u64::try_from(v) {
+        return put_u64(out, small);
+    }
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;
@@ -267,11 +283,11 @@ const RUN_OF_VARINTS: u8 = 0xFF;
 /// Sums of 17–23 bits take 3 bytes either way below 2^21 and 4 as varints above it; packed
 /// at the run's width they take its width.
 pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
-    let (packed, bytes) = run_form(values);
-    if !packed {
+    let form = RunForm::of(values.iter().copied());
+    if !form.packed {
         out.push(RUN_OF_VARINTS);
     }
-    out.extend_from_slice(&bytes);
+    form.write(out, values.iter().copied());
 }
 
 /// Reads `count` values written by `put_run`.
@@ -283,34 +299,55 @@ pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError>
     unpack_run(r, count, width)
 }
 
-/// `put_run`'s smaller form, for a caller that flags it elsewhere: `(true, width byte and
-/// packed bits)` or `(false, varints)`.
-pub fn run_form(values: &[u128]) -> (bool, Vec<u8>) {
-    let mut varints = Vec::new();
-    values.iter().for_each(|v| put_u128(&mut varints, *v));
-    let width = values
-        .iter()
-        .map(|v| 128 - v.leading_zeros())
-        .max()
-        .unwrap_or(0);
-    let packed_len = 1 + (values.len() * width as usize).div_ceil(8);
-    if packed_len >= varints.len() {
-        return (false, varints);
-    }
-    let mut out = vec![0u8; packed_len];
-    out[0] = width as u8;
-    pack_bits(&mut out[1..], values.iter().copied(), width);
-    (true, out)
+/// `put_run`'s smaller form of a run, chosen from the values' sizes alone (nothing is
+/// written twice), for a caller that flags the form elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RunForm {
+    /// Packed at `width` bits (after a width byte), else varints.
+    pub packed: bool,
+    width: u32,
 }
 
-/// Reads what `run_form` wrote: packed (`width` already read) or varints.
+impl RunForm {
+    pub fn of(values: impl Iterator<Item = u128>) -> Self {
+        let (mut count, mut varint_bytes, mut width) = (0usize, 0usize, 0u32);
+        for v in values {
+            let bits = 128 - v.leading_zeros();
+            count += 1;
+            // A varint is a byte per 7 bits, and one byte for 0.
+            varint_bytes += bits.max(1).div_ceil(7) as usize;
+            width = width.max(bits);
+        }
+        let packed_len = 1 + (count * width as usize).div_ceil(8);
+        RunForm {
+            packed: packed_len < varint_bytes,
+            width,
+        }
+    }
+
+    /// Writes `values` (those `of` saw) in this form: the width byte and the packed bits,
+    /// or the varints.
+    pub fn write(self, out: &mut Vec<u8>, values: impl ExactSizeIterator<Item = u128>) {
+        if !self.packed {
+            values.for_each(|v| put_u128(out, v));
+            return;
+        }
+        out.push(self.width as u8);
+        let start = out.len();
+        out.resize(start + (values.len() * self.width as usize).div_ceil(8), 0);
+        pack_bits(&mut out[start..], values, self.width);
+    }
+}
+
+/// Reads what `RunForm::write` wrote: packed (`width` not yet read) or varints.
 pub fn get_run_form(
     r: &mut Reader<'_>,
     count: usize,
     packed: bool,
 ) -> Result<Vec<u128>, CoreError> {
     if !packed {
-        let mut values = Vec::new();
+        // Each varint is at least a byte: the bytes left bound a count read from the input.
+        let mut values = Vec::with_capacity(count.min(r.left()));
         for _ in 0..count {
             values.push(get_u128(r)?);
         }
@@ -448,8 +485,10 @@ mod tests {
                     bit += 1;
                 }
             }
-            let (packed, out) = run_form(&values);
-            if packed {
+            let form = RunForm::of(values.iter().copied());
+            if form.packed {
+                let mut out = Vec::new();
+                form.write(&mut out, values.iter().copied());
                 prop_assert_eq!(&out[1..], &expected[1..]);
                 let mut r = Reader::new(&out);
                 prop_assert_eq!(get_run_form(&mut r, values.len(), true).unwrap(), values);

@@ -16,7 +16,7 @@
 //!        | varint (cell count << 2 | packed << 1 | bitmap) | the keys: a bitmap over the key
 //!          dictionary, or varint gaps between key indices (the smaller, list on a tie)
 //!        | the sums in key index order (zigzag if flagged): varints, or (packed) the bit
-//!          width of the largest and every sum in that many bits (the smaller; `run_form`)
+//!          width of the largest and every sum in that many bits (the smaller; `RunForm`)
 //! ```
 //!
 //! The key dictionary is shared by every bucket (a category appears once, not once a day),
@@ -24,15 +24,15 @@
 //! function of the state, so the bytes are canonical whatever the batches.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use crate::context::{Refusal, Times};
-use crate::decay::{get_bucket, get_run_form, put_bucket, run_form, unzigzag, zigzag};
+use crate::decay::{get_bucket, get_run_form, put_bucket, unzigzag, zigzag, RunForm};
 use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::error::CoreError;
 use crate::last_n;
 use crate::value::Value;
-use crate::varint::{put_i64, put_u64, Reader};
+use crate::varint::{put_i64, put_u64, varint_len, Reader};
 
 pub const FORMAT_VERSION: u8 = 0x01;
 /// Fixed-point fraction bits of score terms (`_SCORE_BITS` in Python).
@@ -105,35 +105,113 @@ fn exact_rank(value: &Value) -> u8 {
     }
 }
 
+/// One time bucket's cells: key indices (into `ScoresState::keys`) ascending, and each
+/// key's fixed-point sum, index for index.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Cells {
+    pub bucket: i64,
+    pub keys: Vec<u32>,
+    pub sums: Vec<i128>,
+}
+
+/// The state as it is stored, so decode and encode are a walk over it: the key dictionary
+/// once, in canonical order, and each bucket's cells by key index. (A map of maps keyed by
+/// the key itself allocated a copy of the key per cell on every decode.)
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ScoresState {
     pub newest: i64,
-    /// Each key class's value as answers show it.
-    pub keys: BTreeMap<KeyClass, Value>,
-    /// Bucket → key → fixed-point sum.
-    pub cells: BTreeMap<i64, BTreeMap<KeyClass, i128>>,
+    /// Each key class's value as answers show it, ordered by class (`ClassRef`).
+    pub keys: Vec<Value>,
+    /// Buckets ascending.
+    pub buckets: Vec<Cells>,
     pub tops: Tops,
 }
 
 impl ScoresState {
     /// Adds `value` to the cell `(key, bucket)`, as the reference's `cells[cell] += value`.
     pub fn add(&mut self, key: &Value, bucket: i64, value: i128) {
-        let Some(class) = KeyClass::of(key) else {
+        let Some(index) = self.key_index(key) else {
             return;
         };
-        match self.keys.get_mut(&class) {
-            Some(shown) if exact_rank(key) < exact_rank(shown) => *shown = key.clone(),
-            Some(_) => {}
-            None => {
-                self.keys.insert(class.clone(), key.clone());
+        let cells = self.bucket_mut(bucket);
+        match cells.keys.binary_search(&index) {
+            Ok(at) => cells.sums[at] += value,
+            Err(at) => {
+                cells.keys.insert(at, index);
+                cells.sums.insert(at, value);
             }
         }
-        *self
-            .cells
-            .entry(bucket)
-            .or_default()
-            .entry(class)
-            .or_insert(0) += value;
+    }
+
+    /// Every cell as `(key, bucket, sum)`: buckets ascending, then keys in class order.
+    pub fn cells(&self) -> impl Iterator<Item = (&Value, i64, i128)> + '_ {
+        self.buckets.iter().flat_map(move |cells| {
+            let keys = cells.keys.iter().map(|k| &self.keys[*k as usize]);
+            keys.zip(&cells.sums)
+                .map(|(key, sum)| (key, cells.bucket, *sum))
+        })
+    }
+
+    /// The index of `key`'s class, added in class order if new (later indices move up);
+    /// `None` for a value that is not a key.
+    fn key_index(&mut self, key: &Value) -> Option<u32> {
+        let class = Some(ClassRef::of(key)?);
+        let at = match self.keys.binary_search_by(|k| ClassRef::of(k).cmp(&class)) {
+            Ok(at) => {
+                if exact_rank(key) < exact_rank(&self.keys[at]) {
+                    self.keys[at] = key.clone();
+                }
+                at
+            }
+            Err(at) => {
+                self.keys.insert(at, key.clone());
+                let moved = at as u32;
+                for cells in &mut self.buckets {
+                    let from = cells.keys.partition_point(|k| *k < moved);
+                    cells.keys[from..].iter_mut().for_each(|k| *k += 1);
+                }
+                at
+            }
+        };
+        Some(at as u32)
+    }
+
+    /// The cells of `bucket`, added empty in order if new.
+    fn bucket_mut(&mut self, bucket: i64) -> &mut Cells {
+        let at = self.buckets.partition_point(|c| c.bucket < bucket);
+        if self.buckets.get(at).is_none_or(|c| c.bucket != bucket) {
+            let cells = Cells {
+                bucket,
+                ..Cells::default()
+            };
+            self.buckets.insert(at, cells);
+        }
+        &mut self.buckets[at]
+    }
+
+    /// Drops the keys no cell holds; the others keep their order (and so their cells').
+    fn forget_unused_keys(&mut self) {
+        let mut used = vec![false; self.keys.len()];
+        for cells in &self.buckets {
+            cells.keys.iter().for_each(|k| used[*k as usize] = true);
+        }
+        if used.iter().all(|u| *u) {
+            return;
+        }
+        let mut renumbered = Vec::with_capacity(used.len());
+        let mut next = 0u32;
+        for u in &used {
+            renumbered.push(next);
+            next += u32::from(*u);
+        }
+        let mut flags = used.iter();
+        self.keys.retain(|_| flags.next().copied().unwrap_or(false));
+        for cells in &mut self.buckets {
+            cells
+                .keys
+                .iter_mut()
+                .for_each(|k| *k = renumbered[*k as usize]);
+        }
     }
 }
 
@@ -147,10 +225,10 @@ impl DecayedState for ScoresState {
     }
 
     fn drop_before(&mut self, first: i64) {
-        self.cells = self.cells.split_off(&first);
+        let dropped = self.buckets.partition_point(|c| c.bucket < first);
+        self.buckets.drain(..dropped);
         self.tops = self.tops.split_off(&first);
-        let used: HashSet<&KeyClass> = self.cells.values().flat_map(|c| c.keys()).collect();
-        self.keys.retain(|class, _| used.contains(class));
+        self.forget_unused_keys();
     }
 }
 
@@ -190,7 +268,7 @@ impl DecayedSpec {
         let decay = self.buckets(retention_ms);
         decay.fold(&self.decay, state, rows, |state, row, bucket, weight| {
             // The reference skips a missing key (and, in the fold, a zero weight).
-            if KeyClass::of(row.key).is_none() {
+            if ClassRef::of(row.key).is_none() {
                 return false;
             }
             let term = decay.term(weight, row.ts, bucket, SCORE_BITS);
@@ -199,28 +277,35 @@ impl DecayedSpec {
         })
     }
 
-    /// Every key's score at the view time, summed over its buckets in ascending order (the
-    /// reference's order after a decode), so each float is bit-equal to the reference's.
+    /// Every scored key and its score at the view time, in class order; each score is
+    /// summed over its buckets in ascending order (the reference's order after a decode),
+    /// so each float is bit-equal to the reference's.
     pub fn scores<'s>(
         &self,
         retention_ms: i64,
         state: &'s ScoresState,
         view: i64,
-    ) -> Result<BTreeMap<&'s KeyClass, f64>, Refusal> {
+    ) -> Result<Vec<(&'s Value, f64)>, Refusal> {
         let decay = self.buckets(retention_ms);
         let (first, last) = decay.counted(state.newest, &state.tops, view)?;
-        let mut scores: BTreeMap<&KeyClass, f64> = BTreeMap::new();
-        if first > last {
-            return Ok(scores);
-        }
-        for (bucket, cells) in state.cells.range(first..=last) {
-            let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
-            for (class, value) in cells {
-                let score = scores.entry(class).or_insert(0.0);
-                *score += *value as f64 * factor;
+        // Per key index: its score, if a counted bucket holds the key.
+        let mut scores: Vec<Option<f64>> = vec![None; state.keys.len()];
+        for cells in state
+            .buckets
+            .iter()
+            .filter(|c| first <= c.bucket && c.bucket <= last)
+        {
+            let factor = scale_down(decay.decay_to(cells.bucket, view), SCORE_BITS);
+            for (index, value) in cells.keys.iter().zip(&cells.sums) {
+                *scores[*index as usize].get_or_insert(0.0) += to_f64(*value) * factor;
             }
         }
-        Ok(scores)
+        Ok(state
+            .keys
+            .iter()
+            .zip(scores)
+            .filter_map(|(key, score)| Some((key, score?)))
+            .collect())
     }
 
     /// The top-k profile `[(key, score)]` and the newest time it includes, or the refusal.
@@ -234,9 +319,7 @@ impl DecayedSpec {
     ) -> Result<(Profile, Option<i64>), Refusal> {
         let view = times.view_time(state.newest);
         let scores = self.scores(retention_ms, state, view)?;
-        let scored = scores
-            .into_iter()
-            .map(|(class, score)| (score, &state.keys[class]));
+        let scored = scores.into_iter().map(|(key, score)| (score, key));
         let top = self.profile(scored, exclude, limit);
         Ok((top, Some(state.newest.min(times.end(state.newest)))))
     }
@@ -264,10 +347,9 @@ impl DecayedSpec {
 }
 
 impl DecayedSpec {
-    /// `read` straight from the stored bytes, without building the state's maps (the
-    /// serving path): each key's score is summed by key index, over the same buckets in the
-    /// same ascending order, so every float and the order are `read`'s. A state that does
-    /// not decode is an error, as for `decode`.
+    /// `read` straight from the stored bytes (the serving path), the key dictionary read
+    /// through the view's borrowed column. A state that does not decode is an error, as for
+    /// `decode`.
     pub fn read_stored(
         &self,
         retention_ms: i64,
@@ -276,31 +358,9 @@ impl DecayedSpec {
         exclude: &HashSet<String>,
         limit: Option<usize>,
     ) -> Result<Result<(Profile, Option<i64>), Refusal>, CoreError> {
-        let decay = self.buckets(retention_ms);
-        let parsed = parse(data, decay.bucket_ms, last_n::view::column_values)?;
-        let view = times.view_time(parsed.newest);
-        let (first, last) = match decay.counted(parsed.newest, &parsed.tops, view) {
-            Ok(counted) => counted,
-            Err(refusal) => return Ok(Err(refusal)),
-        };
-        let mut scores: Vec<Option<f64>> = vec![None; parsed.keys.len()];
-        for (bucket, cells) in parsed
-            .cells
-            .iter()
-            .filter(|(b, _)| first <= *b && *b <= last)
-        {
-            let factor = scale_down(decay.decay_to(*bucket, view), SCORE_BITS);
-            for (index, value) in cells {
-                *scores[*index].get_or_insert(0.0) += to_f64(*value) * factor;
-            }
-        }
-        let scored = scores
-            .iter()
-            .zip(&parsed.keys)
-            .filter_map(|(score, key)| Some(((*score)?, key)));
-        let top = self.profile(scored, exclude, limit);
-        let newest = parsed.newest;
-        Ok(Ok((top, Some(newest.min(times.end(newest))))))
+        let bucket_ms = self.buckets(retention_ms).bucket_ms;
+        let state = parse(data, bucket_ms, last_n::view::column_values)?;
+        Ok(self.read(retention_ms, &state, times, exclude, limit))
     }
 }
 
@@ -370,54 +430,60 @@ fn py_repr(value: &Value) -> String {
 }
 
 /// The stored bytes of `state`; tops are stored as offsets from their bucket's start
-/// (`bucket_ms` wide, the spec's).
+/// (`bucket_ms` wide, the spec's). Each bucket's forms are chosen from their sizes, then
+/// only the chosen ones are written.
 pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    let cells: usize = state.buckets.iter().map(|c| c.keys.len()).sum();
+    let mut out =
+        Vec::with_capacity(16 + 6 * state.keys.len() + 8 * state.buckets.len() + 4 * cells);
+    out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, state.keys.len() as u64);
-    let values: Vec<Value> = state.keys.values().cloned().collect();
-    last_n::encode_values(&mut out, &values);
-    let index: BTreeMap<&KeyClass, usize> =
-        state.keys.keys().enumerate().map(|(i, c)| (c, i)).collect();
-    let signed = state
-        .cells
-        .values()
-        .flat_map(|c| c.values())
-        .any(|v| *v < 0);
+    last_n::encode_values(&mut out, &state.keys);
+    let signed = state.buckets.iter().any(|c| c.sums.iter().any(|v| *v < 0));
     out.push(if signed { SIGNED_SUMS } else { 0 });
-    put_u64(&mut out, state.cells.len() as u64);
-    let size = state.keys.len();
+    put_u64(&mut out, state.buckets.len() as u64);
+    let bitmap_len = state.keys.len().div_ceil(8);
     let mut previous = None;
-    for (bucket, cells) in &state.cells {
-        let top = state.tops.get(bucket).copied().unwrap_or(0);
-        put_bucket(&mut out, previous, *bucket, top - bucket * bucket_ms);
-        previous = Some(*bucket);
-        let indices: Vec<usize> = cells.keys().map(|class| index[class]).collect();
-        let mut gaps = Vec::new();
-        let mut at = 0;
-        for i in &indices {
-            put_u64(&mut gaps, (i - at) as u64);
-            at = i + 1;
-        }
-        let bitmap_len = size.div_ceil(8);
-        let bitmap = bitmap_len < gaps.len();
-        let sums: Vec<u128> = cells
-            .values()
-            .map(|v| if signed { zigzag(*v) } else { *v as u128 })
-            .collect();
-        let (packed, sums) = run_form(&sums);
-        let flags = u64::from(packed) << 1 | u64::from(bitmap);
-        put_u64(&mut out, ((indices.len() as u64) << 2) | flags);
+    for cells in &state.buckets {
+        let bucket = cells.bucket;
+        let top = state.tops.get(&bucket).copied().unwrap_or(0);
+        put_bucket(&mut out, previous, bucket, top - bucket * bucket_ms);
+        previous = Some(bucket);
+        let gaps_len: usize = key_gaps(&cells.keys).map(varint_len).sum();
+        let bitmap = bitmap_len < gaps_len;
+        let sums = || {
+            cells
+                .sums
+                .iter()
+                .map(move |v| if signed { zigzag(*v) } else { *v as u128 })
+        };
+        let form = RunForm::of(sums());
+        let flags = u64::from(form.packed) << 1 | u64::from(bitmap);
+        put_u64(&mut out, ((cells.keys.len() as u64) << 2) | flags);
         if bitmap {
-            let mut bits = vec![0u8; bitmap_len];
-            indices.iter().for_each(|i| bits[i / 8] |= 1 << (i % 8));
-            out.extend_from_slice(&bits);
+            let start = out.len();
+            out.resize(start + bitmap_len, 0);
+            for i in &cells.keys {
+                out[start + *i as usize / 8] |= 1 << (i % 8);
+            }
         } else {
-            out.extend_from_slice(&gaps);
+            key_gaps(&cells.keys).for_each(|gap| put_u64(&mut out, gap));
         }
-        out.extend_from_slice(&sums);
+        form.write(&mut out, sums());
     }
     out
+}
+
+/// The gaps between ascending key indices, as stored: the first from 0, each next from
+/// one past the previous.
+fn key_gaps(keys: &[u32]) -> impl Iterator<Item = u64> + '_ {
+    let mut at = 0;
+    keys.iter().map(move |i| {
+        let gap = i - at;
+        at = i + 1;
+        u64::from(gap)
+    })
 }
 
 /// `apply` over stored bytes: decode `old`, fold in `rows`, encode (the batch executor's arm).
@@ -444,34 +510,7 @@ fn to_f64(v: i128) -> f64 {
 }
 
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
-    let parsed = parse(data, bucket_ms, last_n::decode_values)?;
-    // `parse` checked that every key has a class.
-    let classes: Vec<KeyClass> = parsed.keys.iter().filter_map(KeyClass::of).collect();
-    let mut state = ScoresState {
-        newest: parsed.newest,
-        tops: parsed.tops,
-        ..ScoresState::default()
-    };
-    for (class, value) in classes.iter().zip(parsed.keys) {
-        state.keys.insert(class.clone(), value);
-    }
-    for (bucket, cells) in parsed.cells {
-        let row = state.cells.entry(bucket).or_default();
-        for (index, sum) in cells {
-            row.insert(classes[index].clone(), sum);
-        }
-    }
-    Ok(state)
-}
-
-/// A stored state as laid out: its keys in index (canonical) order, and each bucket's cells
-/// by key index. `decode` builds the maps `apply` needs from it; `read_stored` reads it as is.
-struct Parsed {
-    newest: i64,
-    keys: Vec<Value>,
-    /// Bucket (ascending) → `(key index, fixed-point sum)`.
-    cells: Vec<(i64, Vec<(usize, i128)>)>,
-    tops: Tops,
+    parse(data, bucket_ms, last_n::decode_values)
 }
 
 /// `keys` reads the key dictionary (`last_n::decode_values`, or the view's borrowed form).
@@ -479,7 +518,7 @@ fn parse(
     data: &[u8],
     bucket_ms: i64,
     keys: impl FnOnce(&mut Reader<'_>, usize) -> Result<Vec<Value>, CoreError>,
-) -> Result<Parsed, CoreError> {
+) -> Result<ScoresState, CoreError> {
     let mut r = Reader::new(data);
     let version = r.u8()?;
     if version != FORMAT_VERSION {
@@ -503,38 +542,37 @@ fn parse(
         flags => return Err(CoreError::Codec(format!("unknown flags {flags}"))),
     };
     let bucket_count = r.len(3)?;
-    let mut parsed = Parsed {
+    let mut state = ScoresState {
         newest,
         keys,
-        cells: Vec::with_capacity(bucket_count),
+        buckets: Vec::with_capacity(bucket_count),
         tops: Tops::new(),
     };
     let mut previous = None;
     for _ in 0..bucket_count {
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
         previous = Some(bucket);
-        parsed.tops.insert(bucket, top);
+        state.tops.insert(bucket, top);
         let header = r.u64()?;
         let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
-        let indices = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
-        let sums = get_run_form(&mut r, count, header & 2 == 2)?;
-        let mut cells = Vec::with_capacity(count);
-        for (i, sum) in indices.into_iter().zip(sums) {
-            let value = if signed {
-                unzigzag(sum)
-            } else {
-                i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))?
-            };
-            cells.push((i, value));
-        }
-        parsed.cells.push((bucket, cells));
+        let keys = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
+        let sums = get_run_form(&mut r, count, header & 2 == 2)?
+            .into_iter()
+            .map(|sum| match signed {
+                true => Ok(unzigzag(sum)),
+                false => {
+                    i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))
+                }
+            })
+            .collect::<Result<Vec<i128>, CoreError>>()?;
+        state.buckets.push(Cells { bucket, keys, sums });
     }
     if !r.is_done() {
         return Err(CoreError::Codec(
             "trailing bytes after DecayedScores state".into(),
         ));
     }
-    Ok(parsed)
+    Ok(state)
 }
 
 /// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.
@@ -543,8 +581,9 @@ fn decode_key_indices(
     count: usize,
     bitmap: bool,
     key_count: usize,
-) -> Result<Vec<usize>, CoreError> {
-    if count > key_count {
+) -> Result<Vec<u32>, CoreError> {
+    // Key indices are u32 in memory: a dictionary beyond that is not a state this writes.
+    if count > key_count || u32::try_from(key_count).is_err() {
         return Err(CoreError::Codec("more cells than keys".into()));
     }
     let indices = if bitmap {
@@ -556,7 +595,7 @@ fn decode_key_indices(
             while byte != 0 {
                 let i = at * 8 + byte.trailing_zeros() as usize;
                 if i < key_count {
-                    indices.push(i);
+                    indices.push(i as u32);
                 }
                 byte &= byte - 1;
             }
@@ -571,7 +610,7 @@ fn decode_key_indices(
                 .and_then(|gap| at.checked_add(gap))
                 .filter(|i| *i < key_count)
                 .ok_or_else(|| CoreError::Codec("key index out of range".into()))?;
-            indices.push(i);
+            indices.push(i as u32);
             at = i + 1;
         }
         indices

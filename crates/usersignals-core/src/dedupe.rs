@@ -3,7 +3,9 @@
 //! event time, the sorted distinct CRC-32 fingerprints of the ids applied in that hour, as
 //! big-endian u32s; an event whose fingerprint was applied within the horizon is a repeat.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
+
+use hashbrown::HashMap;
 
 pub const HOUR_MS: i64 = 3_600_000;
 
@@ -20,6 +22,7 @@ fn unpack(blob: &[u8]) -> impl Iterator<Item = u32> + '_ {
 pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, &str)]) -> Vec<usize> {
     let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
     // Fingerprint → the newest hour it was applied in (hours ascend, so later ones win).
+    // Rebuilt for every touched user of every batch: foldhash, not SipHash.
     let mut known: HashMap<u32, i64> = HashMap::new();
     for (hour, blob) in seen.iter() {
         for fingerprint in unpack(blob) {

@@ -21,13 +21,13 @@
 //! Version 1 is version 2 without forms 3 and 4: it is still read, and written as version
 //! 2 the next time a batch touches the state.
 
-use std::collections::{HashMap, HashSet};
+use hashbrown::{HashMap, HashSet};
 
 use crate::context::AS_OF_LOOKBACK_MS;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
-use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, Reader};
+use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, varint_len, Reader};
 
 pub const FORMAT_VERSION: u8 = 0x02;
 /// The format versions `decode` reads: 1 lacks the digits and packed dictionary forms.
@@ -98,11 +98,13 @@ pub fn combine(
         }
     }
     if let Some(index) = spec.dedupe_by {
-        let mut seen: HashSet<PyKey<'_>> = HashSet::new();
-        let keep: Vec<bool> = merged
-            .iter()
-            .map(|e| seen.insert(e.values[index].py_key()))
-            .collect();
+        let keep: Vec<bool> = {
+            let mut seen: HashSet<PyKey<'_>> = HashSet::new();
+            merged
+                .iter()
+                .map(|e| seen.insert(e.values[index].py_key()))
+                .collect()
+        };
         let mut flags = keep.into_iter();
         merged.retain(|_| flags.next().unwrap_or(false));
     }
@@ -133,40 +135,86 @@ pub fn encode(entries: &[Entry], columns: usize) -> Vec<u8> {
 
 fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
     let values: Vec<&Value> = entries.iter().map(|e| &e.values[column]).collect();
-    // Every applicable form, then the smallest (earliest on a tie): a deterministic
-    // choice, so the bytes stay canonical.
-    let mut best = vec![PLAIN];
-    values.iter().for_each(|v| v.encode(&mut best));
-    // One dictionary for the two forms that use it.
-    let vocab = vocabulary(&values);
-    let candidates = [
-        vocab.as_ref().map(dictionary_form),
-        prefixed_form(&values),
-        digits_form(&values),
-        vocab.as_ref().map(packed_form),
+    encode_refs(out, &values);
+}
+
+/// One column in the smallest of its forms (the earliest on a tie: a deterministic
+/// choice, so the bytes stay canonical). Each form's size is worked out first and only the
+/// chosen one is written.
+fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
+    // One shared prefix for the two forms that use it; one dictionary for the other two,
+    // built last, as far as it could still beat the others.
+    let texts = strings(values);
+    let shared = texts.as_deref().and_then(shared_prefix);
+    let digits = texts
+        .as_deref()
+        .zip(shared)
+        .and_then(|(texts, shared)| digits_width(texts, shared));
+    let plain = 1 + values.iter().map(|v| encoded_len(v)).sum::<usize>();
+    let prefixed = texts.as_deref().zip(shared).map(prefixed_len);
+    let digits_len = digits.map(|(shared, width, len)| len + header_len(shared, width));
+    let others = [prefixed, digits_len].into_iter().flatten();
+    let vocab = vocabulary(values, others.fold(plain, usize::min));
+    let sizes = [
+        (PLAIN, Some(plain)),
+        (DICTIONARY, vocab.as_ref().map(dictionary_len)),
+        (PREFIXED, prefixed),
+        (DIGITS, digits_len),
+        (PACKED, vocab.as_ref().map(packed_len)),
     ];
-    for candidate in candidates.into_iter().flatten() {
-        if candidate.len() < best.len() {
-            best = candidate;
+    let mut best = (PLAIN, plain);
+    for (form, size) in sizes {
+        if let Some(size) = size.filter(|size| *size < best.1) {
+            best = (form, size);
         }
     }
-    out.extend_from_slice(&best);
+    out.reserve(best.1);
+    // The forms whose sizes were worked out are the ones that apply.
+    match (best.0, vocab, texts, shared, digits) {
+        (DICTIONARY, Some(vocab), ..) => dictionary_form(out, &vocab),
+        (PACKED, Some(vocab), ..) => packed_form(out, &vocab),
+        (PREFIXED, _, Some(texts), Some(shared), _) => prefixed_form(out, &texts, shared),
+        (DIGITS, _, Some(texts), _, Some((shared, width, _))) => {
+            digits_form(out, &texts, shared, width)
+        }
+        _ => {
+            out.push(PLAIN);
+            values.iter().for_each(|v| v.encode(out));
+        }
+    }
+}
+
+/// The bytes `Value::encode` writes for `value`.
+fn encoded_len(value: &Value) -> usize {
+    match value {
+        Value::Null | Value::Bool(_) => 1,
+        Value::Int(i) => 1 + varint_len(((i << 1) ^ (i >> 63)) as u64),
+        Value::Float(_) => 9,
+        Value::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+    }
 }
 
 /// The distinct values in order of first appearance and each entry's code; `None` when
-/// every value is distinct (a dictionary is then never smaller than plain values).
-fn vocabulary<'v>(values: &[&'v Value]) -> Option<Vocabulary<'v>> {
+/// every value is distinct (a dictionary is then never smaller than plain values), or as
+/// soon as the distinct values alone take more than `beat` bytes: both dictionary forms
+/// are larger than that, so neither could be chosen over a form of `beat` bytes.
+fn vocabulary<'v>(values: &[&'v Value], beat: usize) -> Option<Vocabulary<'v>> {
     let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::new();
     let mut order: Vec<&Value> = Vec::new();
-    let codes: Vec<usize> = values
-        .iter()
-        .map(|v| {
-            *vocab.entry(v.exact_key()).or_insert_with(|| {
-                order.push(v);
-                order.len() - 1
-            })
-        })
-        .collect();
+    let mut codes = Vec::with_capacity(values.len());
+    // The form byte and at least a byte of size, then the distinct values.
+    let mut least = 2;
+    for v in values {
+        let code = *vocab.entry(v.exact_key()).or_insert_with(|| {
+            order.push(v);
+            least += encoded_len(v);
+            order.len() - 1
+        });
+        if least > beat {
+            return None;
+        }
+        codes.push(code);
+    }
     if order.len() == values.len() && values.len() > 1 {
         return None;
     }
@@ -176,19 +224,32 @@ fn vocabulary<'v>(values: &[&'v Value]) -> Option<Vocabulary<'v>> {
 /// A column's distinct values in order of first appearance, and each entry's code.
 type Vocabulary<'v> = (Vec<&'v Value>, Vec<usize>);
 
+/// The dictionary forms' shared head: the form byte, the size and the values.
+fn vocabulary_len(order: &[&Value]) -> usize {
+    1 + varint_len(order.len() as u64) + order.iter().map(|v| encoded_len(v)).sum::<usize>()
+}
+
+fn dictionary_len((order, codes): &Vocabulary<'_>) -> usize {
+    let codes = if order.len() <= MAX_BYTE_CODES {
+        codes.len()
+    } else {
+        codes.iter().map(|c| varint_len(*c as u64)).sum()
+    };
+    vocabulary_len(order) + codes
+}
+
 /// Distinct values once, then a code per entry (one byte while there are at most 256).
-fn dictionary_form((order, codes): &Vocabulary<'_>) -> Vec<u8> {
-    let mut out = vec![DICTIONARY];
-    put_u64(&mut out, order.len() as u64);
-    order.iter().for_each(|v| v.encode(&mut out));
+fn dictionary_form(out: &mut Vec<u8>, (order, codes): &Vocabulary<'_>) {
+    out.push(DICTIONARY);
+    put_u64(out, order.len() as u64);
+    order.iter().for_each(|v| v.encode(out));
     for &code in codes {
         if order.len() <= MAX_BYTE_CODES {
             out.push(code as u8);
         } else {
-            put_u64(&mut out, code as u64);
+            put_u64(out, code as u64);
         }
     }
-    out
 }
 
 /// Bits a code of a dictionary of `size` values takes (0 for a single value).
@@ -196,17 +257,20 @@ fn code_bits(size: usize) -> u32 {
     usize::BITS - size.saturating_sub(1).leading_zeros()
 }
 
+fn packed_len((order, codes): &Vocabulary<'_>) -> usize {
+    vocabulary_len(order) + (codes.len() * code_bits(order.len()) as usize).div_ceil(8)
+}
+
 /// Distinct values once, then the codes packed at the fewest bits that hold them: five
 /// actions take 3 bits an entry rather than a byte.
-fn packed_form((order, codes): &Vocabulary<'_>) -> Vec<u8> {
+fn packed_form(out: &mut Vec<u8>, (order, codes): &Vocabulary<'_>) {
     let bits = code_bits(order.len());
-    let mut out = vec![PACKED];
-    put_u64(&mut out, order.len() as u64);
-    order.iter().for_each(|v| v.encode(&mut out));
+    out.push(PACKED);
+    put_u64(out, order.len() as u64);
+    order.iter().for_each(|v| v.encode(out));
     let start = out.len();
     out.resize(start + (codes.len() * bits as usize).div_ceil(8), 0);
     pack_bits(&mut out[start..], codes.iter().map(|&c| c as u128), bits);
-    out
 }
 
 /// Codes packed by `packed_form`, checked against the dictionary's size.
@@ -224,30 +288,54 @@ fn unpack_codes(r: &mut Reader<'_>, count: usize, size: usize) -> Result<Vec<u32
         .collect()
 }
 
+/// The prefixed and digits forms' head: the form byte and the shared prefix.
+fn header_len(shared: usize, width: usize) -> usize {
+    1 + varint_len(shared as u64)
+        + shared
+        + if width > 0 {
+            varint_len(width as u64)
+        } else {
+            0
+        }
+}
+
 /// Strings that are a shared prefix then a fixed number of digits (`i00012345`): the
 /// prefix and width once, then each entry's number as a varint (3-4 bytes for 8 digits).
-fn digits_form(values: &[&Value]) -> Option<Vec<u8>> {
-    let texts = strings(values)?;
-    let shared = shared_prefix(&texts)?;
+/// `Some((shared, width, bytes of the numbers))` when every text has that shape.
+fn digits_width(texts: &[&str], shared: usize) -> Option<(usize, usize, usize)> {
     let width = texts[0].len() - shared;
     if !(1..=MAX_DIGITS).contains(&width) {
         return None;
     }
-    let mut out = vec![DIGITS];
-    put_u64(&mut out, shared as u64);
-    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
-    put_u64(&mut out, width as u64);
+    let mut len = 0;
     for text in texts {
-        let digits = &text.as_bytes()[shared..];
-        if digits.len() != width || !digits.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        let number = digits
-            .iter()
-            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0'));
-        put_u64(&mut out, number);
+        len += varint_len(digits_number(text, shared, width)?);
     }
-    Some(out)
+    Some((shared, width, len))
+}
+
+/// The number `text`'s digits after `shared` spell, if they are `width` ASCII digits.
+fn digits_number(text: &str, shared: usize, width: usize) -> Option<u64> {
+    let digits = &text.as_bytes()[shared..];
+    if digits.len() != width || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(
+        digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')),
+    )
+}
+
+/// Writes the digits form (`digits_width` checked that it applies).
+fn digits_form(out: &mut Vec<u8>, texts: &[&str], shared: usize, width: usize) {
+    out.push(DIGITS);
+    put_u64(out, shared as u64);
+    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
+    put_u64(out, width as u64);
+    for text in texts {
+        put_u64(out, digits_number(text, shared, width).unwrap_or(0));
+    }
 }
 
 /// The digits form's text of `number`, checked to fit `width` (else it would misread).
@@ -257,7 +345,16 @@ fn digits_text(prefix: &str, width: usize, number: u64) -> Result<String, CoreEr
             "{number} does not fit {width} digits"
         )));
     }
-    Ok(format!("{prefix}{number:0width$}"))
+    let mut text = String::with_capacity(prefix.len() + width);
+    text.push_str(prefix);
+    let mut digits = [b'0'; MAX_DIGITS];
+    let mut rest = number;
+    for digit in digits[..width].iter_mut().rev() {
+        *digit = b'0' + (rest % 10) as u8;
+        rest /= 10;
+    }
+    text.extend(digits[..width].iter().map(|d| char::from(*d)));
+    Ok(text)
 }
 
 /// Read the digits form's prefix and width.
@@ -287,30 +384,39 @@ fn strings<'v>(values: &[&'v Value]) -> Option<Vec<&'v str>> {
 fn shared_prefix(texts: &[&str]) -> Option<usize> {
     let first = texts.first()?;
     Some(texts[1..].iter().fold(first.len(), |shared, text| {
-        shared.min(common_prefix(first, text))
+        common_prefix(&first[..shared], text)
     }))
 }
 
-/// Strings sharing a prefix (`i00012345`, `category-7`): the prefix once, then suffixes.
-fn prefixed_form(values: &[&Value]) -> Option<Vec<u8>> {
-    let texts = strings(values)?;
-    let shared = shared_prefix(&texts)?;
-    let mut out = vec![PREFIXED];
-    put_u64(&mut out, shared as u64);
-    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
-    for text in texts {
-        put_u64(&mut out, (text.len() - shared) as u64);
-        out.extend_from_slice(&text.as_bytes()[shared..]);
-    }
-    Some(out)
+fn prefixed_len((texts, shared): (&[&str], usize)) -> usize {
+    let suffixes: usize = texts
+        .iter()
+        .map(|t| varint_len((t.len() - shared) as u64) + t.len() - shared)
+        .sum();
+    header_len(shared, 0) + suffixes
 }
 
-/// Length in bytes of the common prefix, ending on a character boundary.
+/// Strings sharing a prefix (`i00012345`, `category-7`): the prefix once, then suffixes.
+fn prefixed_form(out: &mut Vec<u8>, texts: &[&str], shared: usize) {
+    out.push(PREFIXED);
+    put_u64(out, shared as u64);
+    out.extend_from_slice(&texts[0].as_bytes()[..shared]);
+    for text in texts {
+        put_u64(out, (text.len() - shared) as u64);
+        out.extend_from_slice(&text.as_bytes()[shared..]);
+    }
+}
+
+/// Length in bytes of the common prefix, ending on a character boundary: the first
+/// differing byte, moved back to the start of the character it falls in (equal bytes up
+/// to a boundary are equal characters).
 fn common_prefix(a: &str, b: &str) -> usize {
-    a.char_indices()
-        .zip(b.chars())
-        .find(|((_, ca), cb)| ca != cb)
-        .map_or(a.len().min(b.len()), |((i, _), _)| i)
+    let (x, y) = (a.as_bytes(), b.as_bytes());
+    let mut at = x.iter().zip(y).take_while(|(p, q)| p == q).count();
+    while !a.is_char_boundary(at) {
+        at -= 1;
+    }
+    at
 }
 
 /// Version, field count and entry count, then the times: what `decode` and the view share.
@@ -342,34 +448,38 @@ fn decode_header(r: &mut Reader<'_>, columns: usize) -> Result<(usize, Vec<i64>)
 
 pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
     let mut r = Reader::new(data);
-    let (_, times) = decode_header(&mut r, columns)?;
-    let mut entries = Vec::with_capacity(times.len());
-    for ts in times {
-        let bytes: [u8; 4] = r.bytes(4)?.try_into().expect("4 bytes were read");
-        let tie = u32::from_le_bytes(bytes);
-        entries.push(Entry {
-            ts,
-            tie,
-            values: Vec::with_capacity(columns),
-        });
-    }
-    for _ in 0..columns {
-        decode_column(&mut r, &mut entries)?;
-    }
+    let (count, times) = decode_header(&mut r, columns)?;
+    let ties = r.bytes(4 * count)?;
+    let columns = (0..columns)
+        .map(|_| decode_column(&mut r, count))
+        .collect::<Result<Vec<_>, _>>()?;
     if !r.is_done() {
         return Err(CoreError::Codec("trailing bytes after LastN state".into()));
     }
+    // Column by column as stored, then entry by entry: each value moves, none is copied.
+    let mut columns: Vec<_> = columns.into_iter().map(Vec::into_iter).collect();
+    let entries = times
+        .into_iter()
+        .zip(ties.chunks_exact(4))
+        .map(|(ts, tie)| Entry {
+            ts,
+            tie: u32::from_le_bytes([tie[0], tie[1], tie[2], tie[3]]),
+            values: columns.iter_mut().filter_map(Iterator::next).collect(),
+        })
+        .collect();
     Ok(entries)
 }
 
-fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreError> {
+/// One column of `count` entries, in whichever form it was written.
+fn decode_column(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
+    let mut values = Vec::with_capacity(count);
     match r.u8()? {
         DICTIONARY => {
             let size = r.len(1)?;
             let vocab: Vec<Value> = (0..size)
                 .map(|_| Value::decode(r))
                 .collect::<Result<_, _>>()?;
-            for entry in entries.iter_mut() {
+            for _ in 0..count {
                 let code = if size <= MAX_BYTE_CODES {
                     u64::from(r.u8()?)
                 } else {
@@ -378,33 +488,31 @@ fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreEr
                 let value = vocab.get(code as usize).ok_or_else(|| {
                     CoreError::Codec(format!("code {code} outside a dictionary of {size}"))
                 })?;
-                entry.values.push(value.clone());
+                values.push(value.clone());
             }
         }
         PLAIN => {
-            for entry in entries.iter_mut() {
-                entry.values.push(Value::decode(r)?);
+            for _ in 0..count {
+                values.push(Value::decode(r)?);
             }
         }
         PREFIXED => {
             let shared = r.len(1)?;
             let prefix = r.bytes(shared)?;
-            for entry in entries.iter_mut() {
+            for _ in 0..count {
                 let n = r.len(1)?;
-                let mut text = prefix.to_vec();
+                let mut text = Vec::with_capacity(shared + n);
+                text.extend_from_slice(prefix);
                 text.extend_from_slice(r.bytes(n)?);
                 let text = String::from_utf8(text)
                     .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
-                entry.values.push(Value::Str(text));
+                values.push(Value::Str(text));
             }
         }
         DIGITS => {
             let (prefix, width) = digits_header(r)?;
-            for entry in entries.iter_mut() {
-                let number = r.u64()?;
-                entry
-                    .values
-                    .push(Value::Str(digits_text(prefix, width, number)?));
+            for _ in 0..count {
+                values.push(Value::Str(digits_text(prefix, width, r.u64()?)?));
             }
         }
         PACKED => {
@@ -412,42 +520,23 @@ fn decode_column(r: &mut Reader<'_>, entries: &mut [Entry]) -> Result<(), CoreEr
             let vocab: Vec<Value> = (0..size)
                 .map(|_| Value::decode(r))
                 .collect::<Result<_, _>>()?;
-            let codes = unpack_codes(r, entries.len(), size)?;
-            for (entry, code) in entries.iter_mut().zip(codes) {
-                entry.values.push(vocab[code as usize].clone());
-            }
+            let codes = unpack_codes(r, count, size)?;
+            values.extend(codes.into_iter().map(|code| vocab[code as usize].clone()));
         }
         mode => return Err(CoreError::Codec(format!("unknown column mode {mode}"))),
     }
-    Ok(())
+    Ok(values)
 }
 
 /// `values` in the smallest of the column forms above: also the DecayedScores key dictionary
 /// (category ids `c001`, `c002` … as numbers, like LastN's item ids).
 pub(crate) fn encode_values(out: &mut Vec<u8>, values: &[Value]) {
-    let entries: Vec<Entry> = values
-        .iter()
-        .map(|v| Entry {
-            ts: 0,
-            tie: 0,
-            values: vec![v.clone()],
-        })
-        .collect();
-    encode_column(out, &entries, 0);
+    encode_refs(out, &values.iter().collect::<Vec<_>>());
 }
 
 /// Reads `count` values written by `encode_values`.
 pub(crate) fn decode_values(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
-    let mut entries = vec![
-        Entry {
-            ts: 0,
-            tie: 0,
-            values: Vec::with_capacity(1),
-        };
-        count
-    ];
-    decode_column(r, &mut entries)?;
-    Ok(entries.into_iter().flat_map(|e| e.values).collect())
+    decode_column(r, count)
 }
 
 /// Positions of kept fields the read filters use (by name, as in the Python reference).

@@ -107,7 +107,8 @@ pub fn quantize(vector: &[f64], dim: usize) -> Option<Vec<i128>> {
         .iter()
         .map(|c| {
             let q = (c * 2f64.powi(COMPONENT_BITS)).round_ties_even();
-            (q.abs() < MAX_QUANTIZED).then_some(q as i128)
+            // Below 2^62 in magnitude, so exact as i64 (a float to i128 cast is a software routine).
+            (q.abs() < MAX_QUANTIZED).then_some(i128::from(q as i64))
         })
         .collect()
 }
@@ -178,16 +179,40 @@ impl MeanVectorSpec {
     }
 }
 
-fn gcd(mut a: u128, mut b: u128) -> u128 {
-    while b != 0 {
-        (a, b) = (b, a % b);
+/// Euclid's gcd, in 64 bits while both fit: most sums do, and a 128-bit remainder is a
+/// software routine.
+fn gcd(a: u128, b: u128) -> u128 {
+    match (u64::try_from(a), u64::try_from(b)) {
+        (Ok(mut a), Ok(mut b)) => {
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            u128::from(a)
+        }
+        _ => {
+            let (mut a, mut b) = (a, b);
+            while b != 0 {
+                (a, b) = (b, a % b);
+            }
+            a
+        }
     }
-    a
+}
+
+/// `sum / d` (exact: `d` divides `sum`), in 64 bits when both fit.
+fn divide(sum: i128, d: u128) -> i128 {
+    match (i64::try_from(sum), i64::try_from(d)) {
+        (Ok(sum), Ok(d)) => i128::from(sum / d),
+        _ => sum / d as i128,
+    }
 }
 
 /// The stored bytes of `state` (tops as offsets from their `bucket_ms`-wide bucket).
 pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    // Most sums take 2-3 bytes; one buffer of quotients serves every bucket.
+    let mut out = Vec::with_capacity(8 + state.buckets.len() * (8 + 3 * dim));
+    out.push(FORMAT_VERSION);
+    let mut quotients: Vec<u128> = Vec::with_capacity(dim);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, dim as u64);
     put_u64(&mut out, state.buckets.len() as u64);
@@ -200,10 +225,12 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         let d = sums[1..].iter().fold(0, |d, s| gcd(d, s.unsigned_abs()));
         put_u128(&mut out, d);
         // d divides every sum; a quotient of d > 1 always fits i128.
-        let quotients: Vec<u128> = sums[1..]
-            .iter()
-            .map(|sum| zigzag(if d > 1 { *sum / d as i128 } else { *sum }))
-            .collect();
+        quotients.clear();
+        quotients.extend(
+            sums[1..]
+                .iter()
+                .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum })),
+        );
         put_run(&mut out, &quotients);
     }
     out

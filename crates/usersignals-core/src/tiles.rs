@@ -24,7 +24,10 @@
 //! Groups are told apart by exact identity (type and value): a field holding both `1` and
 //! `1.0` counts two groups, where the reference's dict would merge them (docs/native.md).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
+use std::hash::BuildHasher;
+
+use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::batch::UserRows;
 use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
@@ -160,11 +163,10 @@ impl TileSpec {
             moved
         };
         let exact_from = newest - EXACT_SPAN_MS;
-        let mut exact = Cells::with_capacity(state.exact.len());
-        for ((ts, group), value) in state.exact {
-            if ts >= exact_from {
-                exact.insert((ts, group), value);
-            } else if let Some(bucket) = bucketer.bucket(ts) {
+        // In place: only the entries that left the exact span move (most stay).
+        let mut exact = state.exact;
+        for ((ts, group), value) in exact.extract_if(|(ts, _), _| *ts < exact_from) {
+            if let Some(bucket) = bucketer.bucket(ts) {
                 *cells.entry((bucket, group)).or_insert(0) += value;
             }
         }
@@ -187,12 +189,13 @@ impl TileSpec {
         let newest = state.as_ref().map_or(0, |s| s.newest).max(last);
         let bucketer = self.bucketer(newest, retention_ms);
         let mut state = self.settle(state.unwrap_or_default(), newest, &bucketer);
-        let mut index: HashMap<GroupKey, u32> = state
-            .groups
-            .iter()
-            .enumerate()
-            .map(|(i, g)| (g.clone(), i as u32))
-            .collect();
+        // Group bytes -> index, as a table of indices into `state.groups` (no key copied).
+        let hasher = DefaultHashBuilder::default();
+        let hash = |group: &[u8]| hasher.hash_one(group);
+        let mut index: HashTable<u32> = HashTable::with_capacity(state.groups.len());
+        for (i, group) in state.groups.iter().enumerate() {
+            index.insert_unique(hash(group), i as u32, |j| hash(&state.groups[*j as usize]));
+        }
         let exact_from = newest - EXACT_SPAN_MS;
         let mut expired = 0;
         for row in rows {
@@ -209,12 +212,13 @@ impl TileSpec {
             };
             let Some(value) = row.value else { continue };
             // Looked up before inserting: a key is cloned once per new group, not per event.
-            let group = match index.get(&row.group) {
+            let h = hash(&row.group);
+            let group = match index.find(h, |j| state.groups[*j as usize] == row.group) {
                 Some(group) => *group,
                 None => {
                     let group = state.groups.len() as u32;
+                    index.insert_unique(h, group, |j| hash(&state.groups[*j as usize]));
                     state.groups.push(row.group.clone());
-                    index.insert(row.group.clone(), group);
                     group
                 }
             };
@@ -520,20 +524,21 @@ fn put_group_value(out: &mut Vec<u8>, group: u32, value: i64) {
 
 pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     // Only the groups still referenced, ordered by their bytes: one form for equal states.
-    let mut used: Vec<u32> = state
-        .cells
-        .keys()
-        .chain(state.exact.keys())
-        .map(|(_, g)| *g)
-        .collect::<HashSet<u32>>()
-        .into_iter()
+    let mut referenced = vec![false; state.groups.len()];
+    for (_, g) in state.cells.keys().chain(state.exact.keys()) {
+        referenced[*g as usize] = true;
+    }
+    let mut used: Vec<u32> = (0..state.groups.len() as u32)
+        .filter(|g| referenced[*g as usize])
         .collect();
     used.sort_by(|a, b| state.groups[*a as usize].cmp(&state.groups[*b as usize]));
     let mut rank = vec![u32::MAX; state.groups.len()];
     used.iter()
         .enumerate()
         .for_each(|(r, g)| rank[*g as usize] = r as u32);
-    let mut out = vec![FORMAT_VERSION];
+    let entries = state.cells.len() + state.exact.len();
+    let mut out = Vec::with_capacity(16 + 16 * used.len() + 4 * entries);
+    out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, used.len() as u64);
     for g in &used {
@@ -608,10 +613,12 @@ fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     let count = r.len(spec.by.len())?;
     let mut groups = Vec::with_capacity(count);
     for _ in 0..count {
-        let values = (0..spec.by.len())
-            .map(|_| Value::decode(&mut r))
-            .collect::<Result<Vec<_>, _>>()?;
-        groups.push(group_key(&values));
+        // Decoded and written again: the key is the canonical form of the values.
+        let mut key = Vec::new();
+        for _ in 0..spec.by.len() {
+            Value::decode(&mut r)?.encode(&mut key);
+        }
+        groups.push(key);
     }
     let finest = spec.finest();
     let mut read_entries = |first: i64, unit: i64| -> Result<Vec<Entry>, CoreError> {

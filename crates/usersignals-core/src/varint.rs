@@ -10,14 +10,41 @@ pub fn put_u64(out: &mut Vec<u8>, mut v: u64) {
     out.push(v as u8);
 }
 
+/// The bytes `put_u64` writes for `v`: one per 7 bits, one for 0.
+pub fn varint_len(v: u64) -> usize {
+    (64 - v.leading_zeros()).max(1).div_ceil(7) as usize
+}
+
 pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
 
 /// Writes `values` at `width` bits each (value n's bit i at bit n·width + i, least
-/// significant first) into `out`, which holds enough zeroed bytes; a byte's worth of bits
-/// at a time.
+/// significant first) into `out`, which holds enough zeroed bytes. Widths up to 64 go
+/// through a 128-bit accumulator a whole value at a time; wider ones a byte's worth of
+/// bits at a time.
 pub fn pack_bits(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
+    if width > 64 {
+        return pack_wide(out, values, width);
+    }
+    let mask = low_mask(width);
+    let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
+    for v in values {
+        acc |= (v & mask) << filled;
+        filled += width;
+        while filled >= 8 {
+            out[at] |= acc as u8;
+            at += 1;
+            acc >>= 8;
+            filled -= 8;
+        }
+    }
+    if filled > 0 {
+        out[at] |= acc as u8;
+    }
+}
+
+fn pack_wide(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
     let mut bit = 0usize;
     for v in values {
         let mut done = 0u32;
@@ -31,8 +58,29 @@ pub fn pack_bits(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: 
     }
 }
 
-/// Reads `count` values of `width` bits each, as `pack_bits` wrote them.
+/// Reads `count` values of `width` bits each, as `pack_bits` wrote them (`bytes` holds at
+/// least `count · width` bits).
 pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
+    if width > 64 {
+        return unpack_wide(bytes, count, width);
+    }
+    let mask = low_mask(width);
+    let mut values = Vec::with_capacity(count);
+    let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
+    for _ in 0..count {
+        while filled < width {
+            acc |= u128::from(bytes[at]) << filled;
+            at += 1;
+            filled += 8;
+        }
+        values.push(acc & mask);
+        acc >>= width;
+        filled -= width;
+    }
+    values
+}
+
+fn unpack_wide(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
     let mut values = vec![0u128; count];
     let mut bit = 0usize;
     for value in values.iter_mut() {
@@ -46,6 +94,11 @@ pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
         }
     }
     values
+}
+
+/// The lowest `width` (0 to 64) bits set.
+fn low_mask(width: u32) -> u128 {
+    (1u128 << width) - 1
 }
 
 /// A byte with its lowest `n` (1 to 8) bits set.
@@ -75,6 +128,11 @@ impl<'a> Reader<'a> {
             .ok_or_else(|| CoreError::Codec(format!("truncated at byte {}", self.pos)))?;
         self.pos += 1;
         Ok(b)
+    }
+
+    /// The bytes not read yet.
+    pub fn left(&self) -> usize {
+        self.data.len() - self.pos
     }
 
     pub fn bytes(&mut self, n: usize) -> Result<&'a [u8], CoreError> {

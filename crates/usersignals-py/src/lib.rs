@@ -559,10 +559,8 @@ impl NativePlans {
         let (_, _, bucket_ms) = self.decayed(plan)?;
         let state = decayed::decode(state, bucket_ms).map_err(raise)?;
         let mut cells = Vec::new();
-        for (bucket, row) in &state.cells {
-            for (class, sum) in row {
-                cells.push((to_py(py, &state.keys[class])?, *bucket, *sum));
-            }
+        for (key, bucket, sum) in state.cells() {
+            cells.push((to_py(py, key)?, bucket, sum));
         }
         Ok((state.newest, cells, state.tops))
     }

@@ -1,3 +1,5 @@
+use std::collections::HashSet;
+
 use proptest::prelude::*;
 
 use super::*;
@@ -319,11 +321,18 @@ fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
     assert_eq!(viewed(&bytes, entries.len()), texts);
     // Digits: prefix and width once, then a varint of at most 3 bytes per id (< 2^21).
     let values: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
-    let digits = digits_form(&values).unwrap();
+    let texts = strings(&values).unwrap();
+    let shared = shared_prefix(&texts).unwrap();
+    let (_, width, _) = digits_width(&texts, shared).unwrap();
+    let mut digits = Vec::new();
+    digits_form(&mut digits, &texts, shared, width);
     assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
     // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
     let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
-    let packed = packed_form(&vocabulary(&actions).unwrap());
+    let vocab = vocabulary(&actions, usize::MAX).unwrap();
+    let mut packed = Vec::new();
+    packed_form(&mut packed, &vocab);
+    assert_eq!(packed.len(), packed_len(&vocab));
     // Mode, size, three tagged strings (tag, length, text), 40 x 2 bits.
     assert_eq!(packed.len(), 1 + 1 + (7 + 6 + 7) + 10);
 }
@@ -419,4 +428,76 @@ fn a_digits_column_last_in_the_state_decodes() {
     let bytes = encode(&entries, 3);
     assert_eq!(decode(&bytes, 3).unwrap(), entries);
     assert_eq!(viewed(&bytes, 2)[1][2].as_deref(), Some("c045"));
+}
+
+/// The column encoder as it was first written: every applicable form written out, then
+/// the smallest (the earliest on a tie). The reference for `encode_refs`, which sizes the
+/// forms first and writes only the chosen one.
+fn every_form_then_the_smallest(values: &[&Value]) -> Vec<u8> {
+    let mut best = vec![PLAIN];
+    values.iter().for_each(|v| v.encode(&mut best));
+    let written = |write: &dyn Fn(&mut Vec<u8>)| {
+        let mut out = Vec::new();
+        write(&mut out);
+        out
+    };
+    let vocab = vocabulary(values, usize::MAX);
+    let texts = strings(values);
+    let shared = texts.as_deref().and_then(shared_prefix);
+    let candidates = [
+        vocab
+            .as_ref()
+            .map(|v| written(&|out| dictionary_form(out, v))),
+        texts
+            .as_deref()
+            .zip(shared)
+            .map(|(t, s)| written(&|out| prefixed_form(out, t, s))),
+        texts.as_deref().zip(shared).and_then(|(t, s)| {
+            let (_, width, _) = digits_width(t, s)?;
+            Some(written(&|out| digits_form(out, t, s, width)))
+        }),
+        vocab.as_ref().map(|v| written(&|out| packed_form(out, v))),
+    ];
+    for candidate in candidates.into_iter().flatten() {
+        if candidate.len() < best.len() {
+            best = candidate;
+        }
+    }
+    best
+}
+
+/// Columns that reach each form: fixed-width ids (digits), ids of varied width (prefixed),
+/// a few distinct values (dictionary, packed), anything (plain), and a little of each.
+fn arb_column() -> impl Strategy<Value = Vec<Value>> {
+    let text = |f: fn(u64) -> String| (0u64..100_000).prop_map(move |n| Value::Str(f(n)));
+    let mixed = prop_oneof![
+        text(|n| format!("i{n:06}")),
+        text(|n| format!("cat{}", n % 5)),
+        "[aé€]{0,3}".prop_map(Value::Str),
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-300i64..300).prop_map(Value::Int),
+        prop::sample::select(vec![0.5, 1.0, -2.25]).prop_map(Value::Float),
+    ];
+    let column = |values: BoxedStrategy<Value>| prop::collection::vec(values, 0..300);
+    prop_oneof![
+        column(text(|n| format!("i{n:08}")).boxed()),
+        column(text(|n| format!("item-{n}")).boxed()),
+        column(text(|n| format!("c{:03}", n % 7)).boxed()),
+        column(text(|n| format!("é{}", n % 300)).boxed()),
+        column(mixed.boxed()),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn sizing_the_forms_first_chooses_and_writes_what_writing_them_all_did(
+        values in arb_column(),
+    ) {
+        let refs: Vec<&Value> = values.iter().collect();
+        let mut out = Vec::new();
+        encode_refs(&mut out, &refs);
+        prop_assert_eq!(&out, &every_form_then_the_smallest(&refs));
+        prop_assert_eq!(decode_values(&mut Reader::new(&out), values.len()).unwrap(), values);
+    }
 }
