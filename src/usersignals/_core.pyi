@@ -178,3 +178,18 @@ def label_rows(
 ) -> list[list[bytes] | None]:
     """The training set's loop: each user's events applied group by group through the
     pipeline's steps, each label read in between (values as for read_label_values)."""
+
+class BodyQuery:
+    """A GET route's query as the core keeps it between requests: per signal (plan index,
+    the answer's opening, its closing, the state's key in a user record), the context's
+    times (its "now" given per request) and filters."""
+
+    def __init__(
+        self, slots: Sequence[tuple[int, bytes, bytes, str]], times: Times, filters: Filters
+    ) -> None: ...
+
+def read_record_body(
+    plans: NativePlans, query: BodyQuery, user: bytes, record: bytes | None, now_ms: int
+) -> bytes | tuple[int, Refusal] | None:
+    """read_body for a prepared query, from the user's whole stored record (None: the user
+    has none); None also when the record does not decode (the object path raises)."""
