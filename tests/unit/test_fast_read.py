@@ -1,4 +1,5 @@
-"""The hot read route's fast path (serving/fast_read.py) answers as the full Starlette stack.
+"""The hot read route's fast path (serving/fast_read.py) answers as the full Starlette stack;
+the store's refresh beside it runs where it stalls the worker least.
 
 A serving worker's app, built as ``usersignals serve`` builds it (``worker.create``) over a
 real RocksDB written with the reference signals' states, is called in-process as a server
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import random
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from usersignals.examples import reference
 from usersignals.serving.feature_log import FeatureLog, read_feature_log
 from usersignals.serving.feature_sinks import JsonlSink
 from usersignals.serving.http import ServingApp
+from usersignals.serving.refresh import refresh_forever
 from usersignals.state.codec import UserRecord, encode_record
 from usersignals.state.keys import user_key
 
@@ -249,3 +252,36 @@ def test_the_feature_log_draws_once_per_request(make_app: Any, tmp_path: Path) -
     app.state.serving.feature_log.close()
     assert 0 < expected < 40
     assert len(read_feature_log(tmp_path / "log")) == expected
+
+
+def test_the_embedded_stores_refresh_runs_on_the_event_loop(make_app: Any) -> None:
+    """rocksdict holds the GIL through a catch-up: on a thread it would stall the event loop
+    as long, plus the GIL's hand-offs (up to the 5 ms switch interval each) — so the
+    embedded store is refreshed on the loop itself."""
+    app = make_app()
+    state = app.state.serving
+    threads: list[int] = []
+    catch_up = state.reader.refresh
+
+    def refresh() -> None:
+        threads.append(threading.get_ident())
+        catch_up()
+
+    state.reader.refresh = refresh
+
+    async def run() -> None:
+        task = asyncio.create_task(refresh_forever(state))
+        try:
+            await wait_until(lambda: len(threads) >= 2)
+        finally:
+            task.cancel()
+
+    asyncio.run(run())
+    assert set(threads) == {threading.get_ident()}
+
+
+async def wait_until(condition: Any, timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "not within the timeout"
+        await asyncio.sleep(0.01)
