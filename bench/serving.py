@@ -20,7 +20,7 @@ Method, in one run on this machine:
    that landed inside a request and between requests.
 
     .venv/bin/python bench/serving.py                  # needs wrk (apt-get install wrk)
-    .venv/bin/python bench/serving.py --servers stateful,hello   # only those two
+    .venv/bin/python bench/serving.py --server stateful --server hello   # only those two
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def replay_workload(settings: Settings, events: int, root: Path) -> dict[str, in
 
 
 def targets(results: dict[str, dict[str, float]]) -> None:
-    """The issue's ratios, from the servers measured (``--servers`` may leave some out)."""
+    """The issue's ratios, from the servers measured (``--server`` may leave some out)."""
     stateful, hello, raw = (results.get(name) for name in ("stateful", "hello", "raw"))
     if stateful is None:
         return
@@ -220,10 +220,10 @@ def main() -> None:
     parser.add_argument("--ingest-rate", type=int, default=2_000)
     names = [name for name, _, _ in servers()]
     parser.add_argument(
-        "--servers", default=",".join(names), help=f"which, comma-separated, of {names}"
+        "--server", action="append", choices=names, help="measure this one (repeatable; all)"
     )
     args = parser.parse_args()
-    chosen = args.servers.split(",")
+    chosen = args.server or names
     if shutil.which("wrk") is None:
         sys.exit("bench/serving.py needs wrk: apt-get install -y wrk")
 
