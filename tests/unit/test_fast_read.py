@@ -247,6 +247,9 @@ def test_the_feature_log_draws_once_per_request(make_app: Any, tmp_path: Path) -
         for n in range(40):
             answer = await call(app, scope_of(f"/v1/users/{USERS[n % 3]}/signals"))
             assert answer[0] == 200
+            # A request the route refuses before its draw is not drawn either.
+            refused = await call(app, scope_of(f"/v1/users/{USERS[n % 3]}/signals", b"limit=0"))
+            assert refused[0] == 400
 
     asyncio.run(run())
     app.state.serving.feature_log.close()

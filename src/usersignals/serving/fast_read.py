@@ -84,6 +84,11 @@ class FastRead:
             return None
         if not valid_user_id(user_id, state.max_user_id_chars) or state.reads.offload:
             return None
+        # The route's order: the query, the writer, then the feature log's draw.
+        try:
+            query = state.queries.get(scope["query_string"])
+        except Exception:  # the full stack answers it, from the same error
+            return None
         if state.writer is not None and state.writer.problem is not None:
             return None
         log = state.feature_log
@@ -91,9 +96,8 @@ class FastRead:
             scope[SAMPLED] = True  # the logged answer needs the objects: the route's path
             return None
         try:
-            query = state.queries.get(scope["query_string"])
             return state.reader.read_body(user_id, query, time.time_ns() // 1_000_000)
-        except Exception:  # the full stack answers it, from the same error
+        except Exception:  # as above
             return None
 
     def _authorized(self, scope: Scope) -> bool:
