@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -100,6 +101,7 @@ def main() -> None:
     finally:
         stop_flag.set()
         stop(processor)
+        shutil.rmtree(root, ignore_errors=True)
     sys.stdout.flush()
 
 
