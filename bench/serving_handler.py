@@ -6,13 +6,13 @@ serving worker's app exactly as ``usersignals serve`` does (settings, state, app
 then call the ASGI app directly — no socket, no server — with
 ``GET /v1/users/{user}/signals`` and bench/serving.py's query (five signals, window=1d,
 actions=click,save,closeup, limit=50), rotating over the most active users. Each request
-runs the whole Starlette stack the metrics middleware times (routing, the handler, the
-response body), so the mean here is the figure bench/serving.py reads from /metrics, minus
+runs the app as a server calls it (the route's fast path, serving/fast_read.py, or the whole
+Starlette stack), so the mean here is the figure bench/serving.py reads from /metrics, minus
 the server and the load. Prints the mean and p50/p99 per request, in wall-clock time and in
 the thread's CPU time (which leaves out waits for a core on a shared machine);
 ``--profile`` writes a pyinstrument profile of the loop instead.
 
-    .venv/bin/python bench/serving_handler.py [--store DIR] [--profile]
+    .venv/bin/python bench/serving_handler.py [--store DIR] [--profile FILE.html]
 """
 
 from __future__ import annotations

@@ -188,3 +188,18 @@ def check_records(
     2 number, 3 vector; the dimension): (index, "*", "not_an_object") for a record that is not
     a dict, (index, field, first reason) for a field that does not fit, CHECK_UNSURE where
     Python's check must decide."""
+
+class BodyQuery:
+    """A GET route's query as the core keeps it between requests: per signal (plan index,
+    the answer's opening, its closing, the state's key in a user record), the context's
+    times (its "now" given per request) and filters."""
+
+    def __init__(
+        self, slots: Sequence[tuple[int, bytes, bytes, str]], times: Times, filters: Filters
+    ) -> None: ...
+
+def read_record_body(
+    plans: NativePlans, query: BodyQuery, user: bytes, record: bytes | None, now_ms: int
+) -> bytes | tuple[int, Refusal] | None:
+    """read_body for a prepared query, from the user's whole stored record (None: the user
+    has none); None also when the record does not decode (the object path raises)."""

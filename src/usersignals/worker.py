@@ -7,17 +7,16 @@ root, not in ``usersignals.serving``: serving is built by the root and never imp
 
 from __future__ import annotations
 
-from starlette.applications import Starlette
-
 from usersignals.app import build_serving_state
 from usersignals.config import Settings
 from usersignals.serving.gc_policy import install_gc_policy
-from usersignals.serving.http import create_app
+from usersignals.serving.http import ServingApp, create_app
 
 
-def create() -> Starlette:
+def create() -> ServingApp:
     settings = Settings.load()
     state = build_serving_state(settings)
     app = create_app(state)
-    install_gc_policy(app, settings.serving.gc, state.metrics)  # last: freezes what was built
+    # Last: it freezes what was built. The fast path keeps the policy's books too.
+    app.fast_read.policy = install_gc_policy(app, settings.serving.gc, state.metrics)
     return app

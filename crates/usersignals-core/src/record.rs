@@ -50,10 +50,10 @@ impl<'a> Cursor<'a> {
         Ok(decode::read_map_len(&mut self.rest).map_err(codec)? as usize)
     }
 
-    fn text(&mut self) -> Result<String, CoreError> {
+    fn text(&mut self) -> Result<&'a str, CoreError> {
         let n = decode::read_str_len(&mut self.rest).map_err(codec)? as usize;
         let bytes = self.take(n)?;
-        String::from_utf8(bytes.to_vec()).map_err(codec)
+        std::str::from_utf8(bytes).map_err(codec)
     }
 
     fn int(&mut self) -> Result<i64, CoreError> {
@@ -121,7 +121,14 @@ impl<'a> Cursor<'a> {
     }
 }
 
-pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
+/// A record's parts, borrowed from its bytes, in stored order.
+struct Parts<'a> {
+    progress: Vec<(&'a str, i64)>,
+    states: Vec<(&'a str, &'a [u8])>,
+    seen: Vec<(i64, &'a [u8])>,
+}
+
+fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
     match data.first() {
         Some(v) if READABLE.contains(v) => {}
         other => {
@@ -136,25 +143,56 @@ pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
     if !(2..=3).contains(&fields) {
         return Err(codec(format!("{fields} fields, expected 2 or 3")));
     }
-    let mut record = UserRecord::default();
+    let mut parts = Parts {
+        progress: Vec::new(),
+        states: Vec::new(),
+        seen: Vec::new(),
+    };
     for _ in 0..cursor.map_len()? {
         let partition = cursor.text()?;
-        record.progress.insert(partition, cursor.int()?);
+        parts.progress.push((partition, cursor.int()?));
     }
     for _ in 0..cursor.map_len()? {
         let key = cursor.text()?;
-        record.states.insert(key, cursor.value()?.to_vec());
+        parts.states.push((key, cursor.value()?));
     }
     if fields == 3 {
         for _ in 0..cursor.map_len()? {
             let hour = cursor.int()?;
-            record.seen.insert(hour, cursor.bin()?.to_vec());
+            parts.seen.push((hour, cursor.bin()?));
         }
     }
     if !cursor.rest.is_empty() {
         return Err(codec("trailing bytes"));
     }
-    Ok(record)
+    Ok(parts)
+}
+
+pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
+    let parts = parts(data)?;
+    Ok(UserRecord {
+        progress: parts
+            .progress
+            .into_iter()
+            .map(|(partition, offset)| (partition.to_string(), offset))
+            .collect(),
+        states: parts
+            .states
+            .into_iter()
+            .map(|(key, state)| (key.to_string(), state.to_vec()))
+            .collect(),
+        seen: parts
+            .seen
+            .into_iter()
+            .map(|(hour, blob)| (hour, blob.to_vec()))
+            .collect(),
+    })
+}
+
+/// A record's states keyed by `name@version`, borrowed from its bytes (the whole record is
+/// checked as `decode` checks it): what a serving read answers from, no state copied.
+pub fn states_of(data: &[u8]) -> Result<Vec<(&str, &[u8])>, CoreError> {
+    Ok(parts(data)?.states)
 }
 
 pub fn encode(record: &UserRecord) -> Vec<u8> {
@@ -234,6 +272,9 @@ mod tests {
         #[test]
         fn a_record_round_trips(record in record()) {
             let bytes = encode(&record);
+            let states: Vec<(&str, &[u8])> =
+                record.states.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
+            prop_assert_eq!(states_of(&bytes).unwrap(), states);
             prop_assert_eq!(decode(&bytes).unwrap(), record);
         }
     }
@@ -259,6 +300,7 @@ mod tests {
         assert!(decode(&[3, 0x93, 0x80, 0x80, 0x80]).is_err());
         assert!(decode(&[2, 0x93, 0x80, 0x81]).is_err());
         assert!(decode(&[2, 0x93, 0x80, 0x80, 0x80, 0x00]).is_err());
+        assert!(states_of(&[2, 0x93, 0x80, 0x80, 0x80, 0x00]).is_err());
         // A version 1 record has no `seen`.
         assert_eq!(
             decode(&[1, 0x92, 0x80, 0x80]).unwrap(),

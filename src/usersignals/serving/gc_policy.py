@@ -122,8 +122,11 @@ class BetweenRequests:
             self.policy.after_request()
 
 
-def install_gc_policy(app: Starlette, settings: GcSettings, registry: CollectorRegistry) -> None:
+def install_gc_policy(
+    app: Starlette, settings: GcSettings, registry: CollectorRegistry
+) -> GcPolicy:
     """Apply the policy to this worker process, once its app is built."""
     policy = GcPolicy(settings, registry)
     app.add_middleware(BetweenRequests, policy=policy)
     policy.start()
+    return policy

@@ -57,7 +57,11 @@ class FrontDoor:
 
 def bearer(request: Request) -> str | None:
     """The bearer token of ``request``; ``None`` without an Authorization header."""
-    header = request.headers.get("authorization")
+    return bearer_of(request.headers.get("authorization"))
+
+
+def bearer_of(header: str | None) -> str | None:
+    """The bearer token of an Authorization header's value; ``None`` without the header."""
     if header is None:
         return None
     return header[7:] if header.lower().startswith("bearer ") else ""
@@ -67,7 +71,11 @@ def token_problem(request: Request, expected: str, scope: str) -> tuple[int, str
     """``None`` if ``request`` may use an endpoint guarded by ``expected``; else (status, why)."""
     if not expected:
         return None
-    given = bearer(request)
+    return given_token_problem(bearer(request), expected, scope)
+
+
+def given_token_problem(given: str | None, expected: str, scope: str) -> tuple[int, str] | None:
+    """As :func:`token_problem`, for the bearer token given (``None``: no header)."""
     if given is None:
         return 401, f"missing bearer token ({scope} token)"
     if not hmac.compare_digest(given.encode(), expected.encode()):

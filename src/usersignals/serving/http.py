@@ -20,9 +20,11 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from usersignals.serving import admin_routes, ingest_routes, read_routes
 from usersignals.serving.error_handlers import EXCEPTION_HANDLERS
+from usersignals.serving.fast_read import ROUTE, FastRead
 from usersignals.serving.feature_log import FeatureLog
 from usersignals.serving.guards import FrontDoor, token_problem, unauthorized
 from usersignals.serving.metrics_port import MetricsServer
@@ -34,14 +36,28 @@ from usersignals.serving.state import ServingState
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def create_app(state: ServingState) -> Starlette:
-    app = Starlette(
+class ServingApp(Starlette):
+    """The Starlette app, with the hot read route's 200 answers served first by
+    :class:`FastRead` (every other request, and every error, by the full stack)."""
+
+    fast_read: FastRead
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if not await self.fast_read.answer(scope, send):
+            await super().__call__(scope, receive, send)
+
+
+def create_app(state: ServingState) -> ServingApp:
+    app = ServingApp(
         routes=routes(state.front),
         middleware=[Middleware(RequestMetrics, metrics=state.http)],
         exception_handlers=EXCEPTION_HANDLERS,
         lifespan=lifespan,
     )
     app.state.serving = state
+    # The same pattern the router matches the route with.
+    route = next(r for r in app.routes if isinstance(r, Route) and r.name == ROUTE)
+    app.fast_read = FastRead(state, route.path_regex, state.front.tokens.read)
     document = openapi_document(state.registry, state.max_user_id_chars)
     app.state.openapi = msgspec.json.encode(document)
     return app
@@ -50,7 +66,7 @@ def create_app(state: ServingState) -> Starlette:
 #: The routes behind a bearer token: path, name (it labels the metrics), handler, method and
 #: which token (``serving.read_token`` or ``serving.ingest_token``).
 _GUARDED: list[tuple[str, str, Handler, str, str]] = [
-    ("/v1/users/{user_id:path}/signals", "user_signals", read_routes.user_signals, "GET", "read"),
+    ("/v1/users/{user_id:path}/signals", ROUTE, read_routes.user_signals, "GET", "read"),
     ("/v1/signals/batch", "batch", read_routes.batch, "POST", "read"),
     ("/v1/signals", "signals", read_routes.list_signals, "GET", "read"),
     ("/v1/events", "events", ingest_routes.ingest, "POST", "ingest"),
@@ -111,4 +127,4 @@ async def lifespan(app: Starlette) -> AsyncIterator[None]:
         FeatureLog.close_if_any(state.feature_log)  # Parquet: the buffer and file finished
 
 
-__all__ = ["ServingState", "create_app"]
+__all__ = ["ServingApp", "ServingState", "create_app"]

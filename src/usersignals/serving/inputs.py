@@ -21,9 +21,13 @@ MAX_BATCH_USERS = 1_000
 def user_id_of(request: Request, max_chars: int) -> str:
     """The ``user_id`` path parameter, refused as ingest refuses it (in code points)."""
     user_id: str = request.path_params["user_id"]
-    if not user_id or len(user_id) > max_chars:
+    if not valid_user_id(user_id, max_chars):
         raise ContextError("user_id", f"must be 1 to {max_chars} characters")
     return user_id
+
+
+def valid_user_id(user_id: str, max_chars: int) -> bool:
+    return 0 < len(user_id) <= max_chars
 
 
 def check_users(users: list[str], max_chars: int) -> None:

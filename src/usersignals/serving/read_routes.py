@@ -15,6 +15,7 @@ from starlette.responses import Response
 from usersignals.aggregations.context import ReadContext
 from usersignals.errors import ContextError
 from usersignals.serving.error_handlers import json_response
+from usersignals.serving.fast_read import SAMPLED
 from usersignals.serving.guards import check_reads, distinct_names
 from usersignals.serving.inputs import body_of, check_users, user_id_of
 from usersignals.serving.reader import ReadPlan
@@ -33,7 +34,8 @@ async def user_signals(request: Request) -> Response:
     check_writer(state)
     now_ms = time.time_ns() // 1_000_000
     reader, log = state.reader, state.feature_log
-    sampled = log is not None and log.sampled()
+    # Drawn once: by the fast path, which then hands the request over, or here.
+    sampled = request.scope.get(SAMPLED) or (log is not None and log.sampled())
     if not sampled:  # the logged answer needs the objects
         body = await state.reads.run(lambda: reader.read_body(user_id, query, now_ms))
         if body is not None:

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
 
+from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.errors import AsOfError
-from usersignals.processing.native import NativeSignals
+from usersignals.processing.native import NativeSignals, plan_json
+from usersignals.serving.queries import MAX_QUERIES
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -101,6 +103,10 @@ class SignalReader:
         self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(registry.computed)
+        # The GET route's bodies (read_body): the same plans, and each query prepared once.
+        self._plans = NativePlans([plan_json(signal) for signal in self.native.signals])
+        self._plan_index = {signal.key: i for i, signal in enumerate(self.native.signals)}
+        self._bodies: dict[int, tuple[Query, BodyQuery | None]] = {}
         serve_stored_versions(registry, store)
 
     def refresh(self) -> None:
@@ -133,16 +139,38 @@ class SignalReader:
         return out
 
     def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
-        """The core writes the body when every signal asked is native (see
-        ``NativeSignals.read_body``); its JSON equals ``read``'s, encoded."""
-        key = user_key(user_id)
-        raw = self.store.get_many([key])[0]
-        states = decode_record(key, raw).states if raw else {}
-        slots = [
-            (signal, head, tail, states.get(signal.key))
-            for signal, head, tail in zip(query.signals, query.heads, query.tails, strict=True)
-        ]
-        return self.native.read_body(_encode(user_id), slots, query.context, now_ms)
+        """The core writes the body when every signal asked is native, in one call from the
+        user's stored record (``read_record_body``); its JSON equals ``read``'s, encoded."""
+        prepared = self._body_query(query)
+        if prepared is None:
+            return None
+        raw = self.store.get_many([user_key(user_id)])[0]
+        out = read_record_body(self._plans, prepared, _encode(user_id), raw or None, now_ms)
+        if out is None or isinstance(out, bytes):
+            return out
+        slot, (view_ms, earliest_ms, why) = out
+        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why)
+
+    def _body_query(self, query: Query) -> BodyQuery | None:
+        """``query`` as the core keeps it between requests (``None``: a signal asked is not
+        native); made once per query, whose context is the same but for the clock."""
+        cached = self._bodies.get(id(query))
+        if cached is not None and cached[0] is query:  # the query is held: its id is its own
+            return cached[1]
+        plans = [self._plan_index.get(signal.key) for signal in query.signals]
+        prepared = None
+        if None not in plans:
+            c = query.context
+            slots = zip(plans, query.heads, query.tails, query.signals, strict=True)
+            prepared = BodyQuery(
+                [(cast(int, plan), head, tail, signal.key) for plan, head, tail, signal in slots],
+                (c.as_of_ms, 0, c.until_ms, c.window_ms, c.since_ms),
+                (c.actions, c.surfaces, c.exclude, c.dedupe, c.limit),  # as NativeSignals reads
+            )
+        if len(self._bodies) >= MAX_QUERIES:
+            self._bodies.clear()
+        self._bodies[id(query)] = (query, prepared)
+        return prepared
 
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes

@@ -20,7 +20,13 @@ async def refresh_forever(state: ServingState) -> None:
     failing = False
     while True:
         try:
-            await asyncio.to_thread(state.reader.refresh)
+            if state.reads.offload:  # a store over the network may hang: off the loop
+                await asyncio.to_thread(state.reader.refresh)
+            else:
+                # The embedded store's catch-up holds the GIL throughout (rocksdict), so a
+                # thread would not free the loop; it would only add the GIL's hand-offs,
+                # each up to the 5 ms switch interval while the loop waits for it back.
+                state.reader.refresh()
             if state.writer is not None:
                 recorded = await state.reads.run(lambda: store.get_many([SIGNALS_KEY])[0])
                 state.writer.observe(recorded)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-from prometheus_client import Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from usersignals.serving.error_handlers import CLIENT_CLOSED
@@ -20,8 +19,6 @@ class RequestMetrics:
     def __init__(self, app: ASGIApp, metrics: HttpMetrics) -> None:
         self.app = app
         self.metrics = metrics
-        # Each (route, status)'s series, found once: ``labels()`` costs microseconds a request.
-        self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -54,12 +51,4 @@ class RequestMetrics:
         if status == CLIENT_CLOSED:
             self.metrics.client_disconnects.labels(name).inc()
             return
-        series = self._series.get((name, status))
-        if series is None:
-            series = self._series[(name, status)] = (
-                self.metrics.requests.labels(name, str(status)),
-                self.metrics.latency.labels(name),
-            )
-        requests, latency = series
-        requests.inc()
-        latency.observe(seconds)
+        self.metrics.answered(name, status, seconds)

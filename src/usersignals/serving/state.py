@@ -102,6 +102,20 @@ class HttpMetrics:
             ["reason"],
             registry=registry,
         )
+        # Each (route, status)'s series, found once: ``labels()`` costs microseconds a request.
+        self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
+
+    def answered(self, route: str, status: int, seconds: float) -> None:
+        """Count an answer of ``route`` and its latency."""
+        series = self._series.get((route, status))
+        if series is None:
+            series = self._series[(route, status)] = (
+                self.requests.labels(route, str(status)),
+                self.latency.labels(route),
+            )
+        requests, latency = series
+        requests.inc()
+        latency.observe(seconds)
 
 
 def serving_state(request: Request) -> ServingState:
