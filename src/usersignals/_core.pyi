@@ -135,20 +135,6 @@ class NativePlans:
     def decode_mean_vector(self, plan: int, state: bytes) -> VectorParts: ...
     def encode_mean_vector(self, plan: int, parts: VectorParts) -> bytes: ...
 
-# One requested signal of read_body: (plan index, the answer's opening, its closing, the
-# stored state as the user record embeds it, or None).
-BodySlot = tuple[int, bytes, bytes, bytes | None]
-
-def read_body(
-    plans: NativePlans,
-    user: bytes,
-    slots: Sequence[BodySlot],
-    times: Times,
-    filters: Filters,
-) -> bytes | tuple[int, Refusal] | None:
-    """A user's answers as the JSON body; (slot, refusal) when a slot's state refuses the
-    context; None when the request must be answered on the object path."""
-
 # One user's labels for read_label_values: their record as stored (or None), and their times.
 LabelGroup = tuple[bytes | None, Sequence[int]]
 # A training-set column: (plan index, the context's times (as_of and now set per label), its
@@ -201,5 +187,6 @@ class BodyQuery:
 def read_record_body(
     plans: NativePlans, query: BodyQuery, user: bytes, record: bytes | None, now_ms: int
 ) -> bytes | tuple[int, Refusal] | None:
-    """read_body for a prepared query, from the user's whole stored record (None: the user
-    has none); None also when the record does not decode (the object path raises)."""
+    """A user's answers as the JSON body for a prepared query, from their whole stored
+    record (None: the user has none); None also when the record does not decode (the object
+    path raises); (slot, refusal) when a slot's state refuses the context."""

@@ -675,7 +675,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativePlans>()?;
     m.add_class::<session::BatchSession>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
-    m.add_function(wrap_pyfunction!(reads::read_body, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;
     m.add_function(wrap_pyfunction!(training::read_label_values, m)?)?;

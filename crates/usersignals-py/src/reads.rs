@@ -9,46 +9,12 @@ use usersignals_core::record::states_of;
 
 use crate::{read_context, refusal_out, FiltersArg, NativePlans, RefusalOut, TimesArg};
 
-/// One requested signal as Python passes it: `(plan index, the answer's opening, its
-/// closing, the stored state as the record embeds it or None)`.
-type SlotArg<'py> = (
-    usize,
-    Bound<'py, PyBytes>,
-    Bound<'py, PyBytes>,
-    Option<Bound<'py, PyBytes>>,
-);
-
 /// What Python gets back: the body, or the first refusing slot and its refusal, or `None`
 /// (answer this request on the object path).
 #[derive(IntoPyObject)]
 pub enum BodyOut<'py> {
     Body(Bound<'py, PyBytes>),
     Refused((usize, RefusalOut)),
-}
-
-/// `{"user_id": …, "signals": {…}}` for one user; see `usersignals.serving.bodies`. `user`
-/// is the user id as JSON text; `times` as for `read_last_n`.
-#[pyfunction]
-#[pyo3(signature = (plans, user, slots, times, filters))]
-pub fn read_body<'py>(
-    py: Python<'py>,
-    plans: PyRef<'py, NativePlans>,
-    user: &[u8],
-    slots: Vec<SlotArg<'py>>,
-    times: TimesArg,
-    filters: FiltersArg,
-) -> Option<BodyOut<'py>> {
-    let context = read_context(times, filters);
-    let slots: Vec<Slot<'_>> = slots
-        .iter()
-        .map(|(plan, head, tail, state)| Slot {
-            plan: *plan,
-            head: head.as_bytes(),
-            tail: tail.as_bytes(),
-            state: state.as_ref().map(|s| s.as_bytes()),
-        })
-        .collect();
-    body_out(py, user_body(&plans.plans, user, &slots, &context))
 }
 
 fn body_out(py: Python<'_>, body: Body) -> Option<BodyOut<'_>> {
@@ -84,7 +50,8 @@ impl BodyQuery {
     }
 }
 
-/// `read_body` for a prepared query, from the user's whole stored record (`None`: the user
+/// `{"user_id": …, "signals": {…}}` for one user and a prepared query (`user` is the user
+/// id as JSON text), from the user's whole stored record (`None`: the user
 /// has none): the record's states are found in its bytes, none copied. `None` also when the
 /// record does not decode: the object path raises its error.
 #[pyfunction]

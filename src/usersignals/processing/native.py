@@ -34,7 +34,6 @@ from usersignals._core import (
     CoreError,
     CoreStateError,
     NativePlans,
-    read_body,
     read_label_values,
 )
 from usersignals.aggregations.base import ReadOut
@@ -281,34 +280,6 @@ class NativeSignals:
         if isinstance(signal.aggregate, MeanVector):
             return self._core.read_mean_vector(index, data, times)
         return self._core.read_decayed_scores(index, data, times, context.exclude, context.limit)
-
-    def read_body(
-        self,
-        user: bytes,
-        slots: Sequence[tuple[Signal, bytes, bytes, Any]],
-        context: ReadContext,
-        now_ms: int,
-    ) -> bytes | None:
-        """A user's answers written by the core as the JSON body ``UserSignals`` encodes to
-        (``user``: the id as JSON text; per signal its answer's opening and closing and its
-        stored state or ``None``), or ``None`` when a signal is not native or the core
-        leaves the request to the object path (see ``json_body.rs``). ``now_ms`` stands for
-        the context's clock (a request's context is otherwise the same from one to the next).
-
-        Raises :class:`AsOfError` (naming the signal) where :meth:`read` does."""
-        index = self._index
-        native = []
-        for signal, head, tail, raw in slots:
-            plan = index.get(signal.key)
-            if plan is None:
-                return None
-            native.append((plan, head, tail, None if raw is None else bytes(raw)))
-        times = (context.as_of_ms, now_ms, context.until_ms, context.window_ms, context.since_ms)
-        out = read_body(self._core, user, native, times, _filters(context))
-        if out is None or isinstance(out, bytes):
-            return out
-        slot, (view_ms, earliest_ms, why) = out
-        raise AsOfError(slots[slot][0].name, view_ms, earliest_ms, why)
 
     def label_columns(
         self, columns: Sequence[tuple[Signal, ReadContext]]
