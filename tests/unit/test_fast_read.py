@@ -39,8 +39,9 @@ TABLE = {
     f"i{n}": {"category": f"c{n % 3}", "creator_id": f"k{n % 4}", "embedding": [n / 8] * 32}
     for n in range(6)
 }
-# The view's time is fixed (``as_of``): decayed scores move with the clock.
-NOW = time.time_ns() // 1_000_000
+# The view's time is fixed (``as_of``): decayed scores move with the clock. A constant, not
+# the clock: the parameters below name it, and xdist's workers must collect the same tests.
+NOW = 1_767_225_600_000
 AS_OF = f"as_of={NOW}".encode()
 QUERY = b"names=recent_engagements,action_counts,category_interest&window=1d&actions=click,save&"
 QUERY += AS_OF
