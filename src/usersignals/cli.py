@@ -24,7 +24,6 @@ from usersignals.config import Settings
 from usersignals.errors import UserSignalsError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.synthetic import write_workload
 from usersignals.offline.commands import backfill_command, training_set_command
 from usersignals.processing.pipeline import PipelineStats
 from usersignals.processing.replay import replay_file
@@ -92,7 +91,10 @@ def generate(
     ] = None,
 ) -> None:
     """Write the seeded reference workload: events.jsonl and items.jsonl."""
+    # Here, not at the top: the workload generator pulls in numpy, which the processor and
+    # the API workers (started through this CLI) never use.
     from usersignals.demo import workload_spec
+    from usersignals.ingest.synthetic import write_workload
 
     spec = workload_spec(events, seed, end)
     with _progress() as progress:
