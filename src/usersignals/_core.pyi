@@ -135,23 +135,12 @@ class NativePlans:
     def decode_mean_vector(self, plan: int, state: bytes) -> VectorParts: ...
     def encode_mean_vector(self, plan: int, parts: VectorParts) -> bytes: ...
 
-# One user's labels for read_label_values: their record as stored (or None), and their times.
-LabelGroup = tuple[bytes | None, Sequence[int]]
 # A training-set column: (plan index, the context's times (as_of and now set per label), its
 # filters).
 LabelColumn = tuple[int, Times, Filters]
 # A labelled user for label_rows: their events (indices, in feeding order), and per label
 # group (in time order) how many of those events it includes and its labels' times.
 LabelledUser = tuple[Sequence[int], Sequence[tuple[int, Sequence[int]]]]
-
-def read_label_values(
-    plans: NativePlans,
-    groups: Sequence[LabelGroup],
-    columns: Sequence[LabelColumn],
-) -> list[list[bytes] | None]:
-    """Per label (groups in order, each group's times in order): each column's value as JSON
-    text, with as_of and now at the label's time; None for a label to read on the object
-    path."""
 
 def label_rows(
     plans: NativePlans,
@@ -163,7 +152,8 @@ def label_rows(
     label_columns_arg: Sequence[LabelColumn],
 ) -> list[list[bytes] | None]:
     """The training set's loop: each user's events applied group by group through the
-    pipeline's steps, each label read in between (values as for read_label_values)."""
+    pipeline's steps, each label read in between: each column's value as JSON text, or None
+    for a label the object path must read."""
 
 CHECK_UNSURE: str
 

@@ -20,7 +20,6 @@ from native_batching import BASE, event_lists, native_states
 from usersignals import Event, FirstSeen, LastSeen, Signal, Sum, days, hours
 from usersignals.errors import AsOfError
 from usersignals.examples import reference
-from usersignals.offline import training
 from usersignals.serving.queries import Queries, resolve
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
@@ -142,35 +141,3 @@ def test_a_bad_query_string_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(Exception, match="limit"):
             queries.get(b"limit=0")
-
-
-@settings(max_examples=40, deadline=None)
-@given(
-    event_list=events,
-    params=parameters,
-    times=st.lists(st.integers(0, 60).map(lambda h: BASE + h * hours(4)), min_size=1, max_size=4),
-)
-def test_training_label_values_written_by_the_core_equal_the_object_paths(
-    event_list: list[Event], params: dict[str, str], times: list[int]
-) -> None:
-    """A training set's round of labels, read in one core call, gives each label the values
-    the object path gives it (``as_of`` and "now" at the label), or leaves to it the labels
-    it refuses."""
-    reader = reader_over(event_list)
-    text = ",".join(f"{k}={v}" for k, v in params.items() if k not in {"names", "as_of", "until"})
-    columns = training.feature_columns(reader.registry, [text])
-    native = reader.native.label_values([(column.signal, column.context) for column in columns])
-    assert native is not None, "every signal here is native"
-    for user in [*USERS, "nobody"]:
-        labels = [(row, user, ts) for row, ts in enumerate(times)]
-        written = native([(reader.store.get_many([user_key(user)])[0], times)])
-        for label, values in zip(labels, written, strict=True):
-            try:
-                [(_, expected)] = training._read_group(reader, columns, user, [label])
-            except AsOfError:
-                assert values is None, "the object path refuses this label"
-                continue
-            assert values is not None
-            assert [msgspec.json.decode(v) for v in values] == [
-                msgspec.json.decode(v) for v in expected
-            ]

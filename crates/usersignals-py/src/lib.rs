@@ -677,7 +677,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;
-    m.add_function(wrap_pyfunction!(training::read_label_values, m)?)?;
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
     m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
     m.add("CHECK_UNSURE", values::UNSURE)?;

@@ -1,12 +1,10 @@
 //! The training set's binding: a shard's labelled users computed and read in one call
-//! (`label_rows`, `usersignals_core::training`), or, when a signal runs in Python, a round
-//! of labels read in one call (`read_label_values`). Each column's value is written as JSON
-//! text by the serving path's kernels (`json_body`): no Python object per entry.
+//! (`label_rows`, `usersignals_core::training`). Each column's value is written as JSON text
+//! by the serving path's kernels (`json_body`): no Python object per entry.
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use usersignals_core::json_body::{label_values, LabelColumn};
-use usersignals_core::record;
+use usersignals_core::json_body::LabelColumn;
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
 use crate::{live_columns, raise, read_context, FiltersArg, NativePlans, TimesArg};
@@ -72,35 +70,4 @@ pub fn label_rows<'py>(
         .detach(|| training::label_rows(plans, &events, &users, horizon_hours, &mut wanted))
         .map_err(raise)?;
     Ok(values_out(py, values))
-}
-
-/// A user's label times and their record as stored (`None`: the user has none).
-type GroupArg<'py> = (Option<Bound<'py, PyBytes>>, Vec<i64>);
-
-/// Per label, in the order of `groups` and their times: each column's value (JSON), or
-/// `None` for a label to answer on the object path (a refusal, a record that does not
-/// decode, a state the core leaves unserved). `columns`: (plan index, the context's times,
-/// whose `as_of` and "now" each label sets, and its filters).
-#[pyfunction]
-pub fn read_label_values<'py>(
-    py: Python<'py>,
-    plans: PyRef<'py, NativePlans>,
-    groups: Vec<GroupArg<'py>>,
-    columns: Vec<ColumnArg>,
-) -> LabelValues<'py> {
-    let mut columns = label_columns(columns);
-    let mut out = Vec::new();
-    for (raw, times) in &groups {
-        let decoded = match raw {
-            Some(data) => record::decode(data.as_bytes()).ok(),
-            None => Some(record::UserRecord::default()),
-        };
-        for &ts in times {
-            let values = decoded
-                .as_ref()
-                .and_then(|r| label_values(&plans.plans, &r.states, &mut columns, ts));
-            out.push(values);
-        }
-    }
-    values_out(py, out)
 }

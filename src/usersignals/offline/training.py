@@ -39,7 +39,6 @@ from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
 from usersignals.processing.engine import Engine
-from usersignals.processing.native import LabelReader
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -205,7 +204,6 @@ def _in_rounds(
     """The labels by rounds of micro-batches through the engine: round k applies every
     user's events up to their k-th label group, then reads that group."""
     engine, reader = engine_parts
-    native = reader.native.label_values([(column.signal, column.context) for column in columns])
     # Users with the most groups first: round k's users are a prefix of this order.
     users = sorted(groups, key=lambda user: -len(groups[user]))
     done = dict.fromkeys(groups, 0)
@@ -225,32 +223,8 @@ def _in_rounds(
                 positions.append(Position("training", sequence))
             done[user] = end
         engine.process(MicroBatch(batch, positions))
-        out.extend(_read_round(reader, native, columns, [(u, g) for u, (_, g) in current]))
-    return out
-
-
-def _read_round(
-    reader: SignalReader,
-    native: LabelReader | None,
-    columns: Sequence[FeatureColumn],
-    groups: Sequence[tuple[str, Sequence[Label]]],
-) -> list[tuple[int, list[bytes]]]:
-    """A round's labels: read by the core in one call when every column is native; a label
-    the core leaves to the object path (a refusal, an undecodable record) goes there."""
-    if native is None:
-        return [row for user, group in groups for row in _read_group(reader, columns, user, group)]
-    stored = reader.store.get_many([user_key(user) for user, _ in groups])
-    asked = [
-        (raw, [ts for _, _, ts in group]) for raw, (_, group) in zip(stored, groups, strict=True)
-    ]
-    values = iter(native(asked))
-    out: list[tuple[int, list[bytes]]] = []
-    for user, group in groups:
-        for label, written in zip(group, values, strict=False):  # values: all groups'
-            if written is None:
-                out.extend(_read_group(reader, columns, user, [label]))
-            else:
-                out.append((label[0], written))
+        for user, (_, group) in current:
+            out.extend(_read_group(reader, columns, user, group))
     return out
 
 

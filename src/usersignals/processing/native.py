@@ -16,7 +16,7 @@ stored form (msgpack) is migrated to the native form the first time a state is t
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from operator import attrgetter
@@ -34,7 +34,6 @@ from usersignals._core import (
     CoreError,
     CoreStateError,
     NativePlans,
-    read_label_values,
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
@@ -52,10 +51,8 @@ from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, at
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
-    from usersignals._core import Filters, LabelColumn, LabelGroup, Refusal, Times
+    from usersignals._core import Filters, LabelColumn, Refusal, Times
 
-#: Reads a round of training-set labels (see ``NativeSignals.label_values``).
-LabelReader = Callable[[Sequence["LabelGroup"]], list[list[bytes] | None]]
 
 # (user key, record, indices of the user's fresh events sorted by time): the engine's work list.
 Work = Sequence[tuple[bytes, UserRecord, list[int]]]
@@ -294,14 +291,6 @@ class NativeSignals:
             for plan, (_, c) in zip(plans, columns, strict=True)
             if plan is not None
         ]
-
-    def label_values(self, columns: Sequence[tuple[Signal, ReadContext]]) -> LabelReader | None:
-        """A reader of rounds of training-set labels over stored records (see
-        :meth:`label_columns`), or ``None`` when a signal is not native."""
-        specs = self.label_columns(columns)
-        if specs is None:
-            return None
-        return lambda groups: read_label_values(self._core, groups, specs)
 
     def entries(self, signal: Signal, raw: Any, key: bytes) -> int:
         """How many entries a stored LastN state holds (for size reports and tests)."""
