@@ -14,6 +14,8 @@ mod values;
 
 use std::collections::{BTreeMap, HashSet};
 
+use hashbrown::HashMap;
+
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
@@ -157,6 +159,22 @@ fn to_vector(obj: &Bound<'_, PyAny>) -> Option<Vec<f64>> {
     items.iter().map(|c| c.extract::<f64>().ok()).collect()
 }
 
+/// A `vec:` column, each distinct object converted once. The Materializer joins one record,
+/// and so one list object, onto every event of an item: converting a 32-component embedding
+/// per event was most of this call. Identity is safe here: the column holds every object
+/// for the whole call, so no address is reused while the map lives.
+fn vector_column(values: &Bound<'_, PyList>) -> Vec<Option<Vec<f64>>> {
+    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<Vec<f64>>> = HashMap::new();
+    values
+        .iter()
+        .map(|value| {
+            (converted.entry(value.as_ptr()))
+                .or_insert_with(|| to_vector(&value))
+                .clone()
+        })
+        .collect()
+}
+
 /// Field columns as Python passes them (name, values), converted: `vec:` columns to
 /// vectors of floats, every other column to core values.
 pub(crate) fn live_columns(columns: Vec<(String, Bound<'_, PyList>)>) -> LiveColumns {
@@ -165,7 +183,7 @@ pub(crate) fn live_columns(columns: Vec<(String, Bound<'_, PyList>)>) -> LiveCol
         .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
     let vectors = vectors
         .into_iter()
-        .map(|(name, values)| (name, values.iter().map(|v| to_vector(&v)).collect()))
+        .map(|(name, values)| (name, vector_column(&values)))
         .collect();
     let (names, columns) = columns
         .into_iter()
