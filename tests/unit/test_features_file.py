@@ -62,6 +62,19 @@ def test_values_land_on_their_rows_whatever_the_batches_and_row_groups(
     assert pq.ParquetFile(out).metadata.num_row_groups == -(-rows // group)
 
 
+@pytest.mark.parametrize(("rows", "group", "cuts"), [(40, 16, [5, 21]), (33, 33, []), (7, 3, [1])])
+def test_rows_that_all_have_values_are_written_as_they_came(
+    tmp_path: Path, rows: int, group: int, cuts: list[int]
+) -> None:
+    """The common case (every label row has values, in order), which skips the row lookup."""
+    out = tmp_path / "out.parquet"
+    write_features(labels(rows), NAMES, split(values_of(list(range(rows))), cuts), out, group)
+    written = pq.read_table(out)
+    assert {name: written.column(name).to_pylist() for name in NAMES} == expected(
+        rows, list(range(rows))
+    )
+
+
 def test_the_same_values_in_other_batches_make_the_same_bytes(tmp_path: Path) -> None:
     items = values_of([0, 2, 3, 4, 9, 10, 11])
     write_features(labels(12), NAMES, [value_batch(items, 2)], tmp_path / "a", row_group_rows=5)

@@ -84,6 +84,11 @@ class _RowCursor:
             return [pa.nulls(count, pa.string()) for _ in range(columns)]
         values = pa.Table.from_batches(taken).combine_chunks()
         rows = values.column(ROW).to_numpy()
+        if len(rows) == count and rows[0] == start and rows[-1] == start + count - 1:
+            # Every row has values, in order (rows ascend without repeats): the columns are
+            # the answer as they are. The common case, and ``take`` copied every JSON text
+            # (a tenth of a training set's time, measured with py-spy).
+            return [values.column(name).chunk(0) for name in value_names(columns)]
         # Where each label row's values are, or -1 (a null in ``take``) for none.
         where = np.full(count, -1, dtype=np.int64)
         where[rows - start] = np.arange(len(rows), dtype=np.int64)
