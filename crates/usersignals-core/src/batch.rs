@@ -4,14 +4,15 @@
 //! batch order, as the Python engine's sort does). For each user and plan the core decodes
 //! the stored state once, folds in the events the plan's filter accepts, and encodes the new
 //! state; a plan that accepts none of a user's events leaves that state untouched (`None`).
+//! [`execute_decoded`] does the same on states kept decoded by its caller.
 
 use std::collections::HashMap;
 
-use crate::decayed::{self, ScoresRow};
-use crate::distinct;
+use crate::decayed::ScoresRow;
+use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
-use crate::mean_vector::{self, VectorRow};
+use crate::mean_vector::VectorRow;
 use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
 use crate::{seen, tiles};
@@ -49,7 +50,8 @@ struct Bound<'p> {
 }
 
 impl Batch {
-    fn check(&self, stored: &[Vec<Option<&[u8]>>], plans: usize) -> Result<(), CoreError> {
+    /// The columns agree in length, and `states` (per user, per plan) has this batch's shape.
+    fn check<S>(&self, states: &[Vec<S>], plans: usize) -> Result<(), CoreError> {
         let n = self.ts.len();
         if self.user.len() != n || self.event_id.len() != n {
             return Err(CoreError::Batch(
@@ -65,7 +67,7 @@ impl Batch {
         if self.user.iter().any(|u| *u as usize >= self.users) {
             return Err(CoreError::Batch("a user index is out of range".into()));
         }
-        if stored.len() != self.users || stored.iter().any(|s| s.len() != plans) {
+        if states.len() != self.users || states.iter().any(|s| s.len() != plans) {
             return Err(CoreError::Batch(
                 "stored states are not users x plans".into(),
             ));
@@ -80,6 +82,42 @@ pub fn execute(
     stored: &[Vec<Option<&[u8]>>],
 ) -> Result<BatchOutput, CoreError> {
     batch.check(stored, plans.len())?;
+    run(plans, batch, |user, p, step| {
+        let old = (stored[user][p].map(|bytes| Decoded::decode(&plans[p], bytes))).transpose()?;
+        let (state, expired) = step(old)?;
+        Ok((state.encode(&plans[p])?, expired))
+    })
+}
+
+/// [`execute`] on decoded states, which it updates in place (`states[user][plan]`, `None`
+/// for no state yet): nothing is decoded. The output holds the new states' bytes as
+/// [`execute`] would have written them.
+pub fn execute_decoded(
+    plans: &[Plan],
+    batch: &Batch,
+    states: &mut [Vec<Option<Decoded>>],
+) -> Result<BatchOutput, CoreError> {
+    batch.check(states, plans.len())?;
+    run(plans, batch, |user, p, step| {
+        let (state, expired) = step(states[user][p].take())?;
+        let bytes = state.encode(&plans[p])?;
+        states[user][p] = Some(state);
+        Ok((bytes, expired))
+    })
+}
+
+/// The one application step [`run`] hands its caller: the old decoded state in, the new one
+/// and the count of expired events out.
+type Step<'s> = &'s mut dyn FnMut(Option<Decoded>) -> Result<(Decoded, usize), CoreError>;
+
+/// Groups the events by user and applies them in event-time order, user by user and plan by
+/// plan. `each(user, plan, step)` gets the old state, runs `step` on it and gives the new
+/// state's bytes; a plan that accepts none of a user's events is not called.
+fn run(
+    plans: &[Plan],
+    batch: &Batch,
+    mut each: impl FnMut(usize, usize, Step<'_>) -> Result<(Vec<u8>, usize), CoreError>,
+) -> Result<BatchOutput, CoreError> {
     let names: HashMap<&str, usize> = batch
         .names
         .iter()
@@ -114,13 +152,12 @@ pub fn execute(
             if rows.is_empty() {
                 continue;
             }
-            let old = stored[user][p];
-            let (state, expired) =
-                apply(b, batch, old, &rows).map_err(|e| CoreError::UserState {
-                    user,
-                    plan: b.plan.key.clone(),
-                    message: e.to_string(),
-                })?;
+            let mut step = |old| apply(b, batch, old, &rows);
+            let (state, expired) = each(user, p, &mut step).map_err(|e| CoreError::UserState {
+                user,
+                plan: b.plan.key.clone(),
+                message: e.to_string(),
+            })?;
             out.applied[p] += (rows.len() - expired) as u64;
             out.expired[p] += expired as u64;
             out.states[user][p] = Some(state);
@@ -187,18 +224,22 @@ fn bind<'p>(
     })
 }
 
+/// `old` (of the plan's aggregation, `None` for no state yet) with the accepted `rows`
+/// applied, and how many of them were already older than the retention.
 fn apply(
     bound: &Bound<'_>,
     batch: &Batch,
-    old: Option<&[u8]>,
+    old: Option<Decoded>,
     rows: &[usize],
-) -> Result<(Vec<u8>, usize), CoreError> {
-    match &bound.plan.aggregate {
+) -> Result<(Decoded, usize), CoreError> {
+    let plan = bound.plan;
+    let retention_ms = plan.retention_ms;
+    Ok(match &plan.aggregate {
         Aggregation::LastN(spec) => {
-            let columns = spec.keep.len();
-            let old = old
-                .map(|bytes| last_n::decode(bytes, columns))
-                .transpose()?;
+            let old = picked(plan, old, |d| match d {
+                Decoded::LastN(entries) => Some(entries),
+                _ => None,
+            })?;
             let new = rows
                 .iter()
                 .map(|&i| Entry {
@@ -212,11 +253,14 @@ fn apply(
                 })
                 .collect();
             let (state, expired) =
-                last_n::combine(spec, bound.plan.retention_ms, old.unwrap_or_default(), new);
-            Ok((last_n::encode(&state, columns), expired))
+                last_n::combine(spec, retention_ms, old.unwrap_or_default(), new);
+            (Decoded::LastN(state), expired)
         }
         Aggregation::Distinct(spec, _) => {
-            let old = old.map(|bytes| distinct::decode(bytes, spec)).transpose()?;
+            let old = picked(plan, old, |d| match d {
+                Decoded::Distinct(state) => Some(state),
+                _ => None,
+            })?;
             let text = &batch.columns[bound.columns[0]];
             let rows: Vec<(i64, Option<&str>)> = rows
                 .iter()
@@ -225,12 +269,30 @@ fn apply(
                     _ => (batch.ts[i], None),
                 })
                 .collect();
-            let (state, expired) = spec.apply(bound.plan.retention_ms, old, &rows);
-            Ok((distinct::encode(&state), expired))
+            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            (Decoded::Distinct(state), expired)
         }
-        Aggregation::Tiles(spec) => tiles::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
-        Aggregation::Seen(spec) => seen::apply_encoded(spec, old, &bound.user_rows(batch, rows)),
+        Aggregation::Tiles(spec) => {
+            let old = picked(plan, old, |d| match d {
+                Decoded::Tiles(state) => Some(state),
+                _ => None,
+            })?;
+            let (state, expired) = tiles::apply_rows(spec, old, &bound.user_rows(batch, rows));
+            (Decoded::Tiles(state), expired)
+        }
+        Aggregation::Seen(spec) => {
+            let old = picked(plan, old, |d| match d {
+                Decoded::Seen(state) => Some(state),
+                _ => None,
+            })?;
+            let (state, expired) = seen::apply_rows(spec, old, &bound.user_rows(batch, rows));
+            (Decoded::Seen(state), expired)
+        }
         Aggregation::DecayedScores(spec) => {
+            let old = picked(plan, old, |d| match d {
+                Decoded::Scores(state) => Some(state),
+                _ => None,
+            })?;
             let (key, action) = (
                 &batch.columns[bound.columns[0]],
                 &batch.columns[bound.columns[1]],
@@ -243,9 +305,14 @@ fn apply(
                     action: &action[i],
                 })
                 .collect();
-            decayed::apply_stored(spec, bound.plan.retention_ms, old, &rows)
+            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            (Decoded::Scores(state), expired)
         }
         Aggregation::MeanVector(spec) => {
+            let old = picked(plan, old, |d| match d {
+                Decoded::Vector(state) => Some(state),
+                _ => None,
+            })?;
             let action = &batch.columns[bound.columns[0]];
             let vectors = &batch.vectors[bound.columns[1]].1;
             let rows: Vec<VectorRow<'_>> = rows
@@ -256,7 +323,22 @@ fn apply(
                     vector: vectors[i].as_deref(),
                 })
                 .collect();
-            mean_vector::apply_stored(spec, bound.plan.retention_ms, old, &rows)
+            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            (Decoded::Vector(state), expired)
         }
-    }
+    })
 }
+
+/// The aggregation's own state out of `old`, which `pick` recognises.
+fn picked<T>(
+    plan: &Plan,
+    old: Option<Decoded>,
+    pick: impl FnOnce(Decoded) -> Option<T>,
+) -> Result<Option<T>, CoreError> {
+    old.map(|state| pick(state).ok_or_else(|| mismatch(plan)))
+        .transpose()
+}
+
+#[cfg(test)]
+#[path = "batch_tests.rs"]
+mod tests;

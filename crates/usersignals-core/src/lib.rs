@@ -15,6 +15,7 @@ pub mod batch;
 pub mod context;
 pub mod decay;
 pub mod decayed;
+pub mod decoded;
 pub mod dedupe;
 pub mod distinct;
 pub mod error;

@@ -10,7 +10,8 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::batch::{execute, Batch};
+use crate::batch::{execute, execute_decoded, Batch, BatchOutput};
+use crate::decoded::Decoded;
 use crate::dedupe;
 use crate::error::CoreError;
 use crate::plan::Plan;
@@ -263,8 +264,47 @@ pub fn place(
     columns: LiveColumns,
     versions: &Versions,
 ) -> Result<Outcome, CoreError> {
+    let batch = live_batch(arrivals, selection, columns);
+    let executed = execute(plans, &batch, &selection.stored_states(plans)?)?;
+    Ok(put_states(plans, selection, &batch, executed, versions))
+}
+
+/// [`place`] for a caller that keeps its users' states decoded (`decoded[user][plan]`,
+/// updated in place) from one call to the next, starting from empty records: nothing is
+/// decoded. A record holding a state its `decoded` lacks is refused.
+pub fn place_decoded(
+    plans: &[Plan],
+    arrivals: &Arrivals,
+    selection: &mut Selection,
+    columns: LiveColumns,
+    decoded: &mut [Vec<Option<Decoded>>],
+) -> Result<Outcome, CoreError> {
+    for (user, (record, states)) in selection.records.iter().zip(decoded.iter()).enumerate() {
+        let lacking = (plans.iter().zip(states))
+            .find(|(plan, state)| state.is_none() && record.states.contains_key(&plan.key));
+        if let Some((plan, _)) = lacking {
+            return Err(CoreError::UserState {
+                user,
+                plan: plan.key.clone(),
+                message: "a stored state was not handed over decoded".into(),
+            });
+        }
+    }
+    let batch = live_batch(arrivals, selection, columns);
+    let executed = execute_decoded(plans, &batch, decoded)?;
+    Ok(put_states(
+        plans,
+        selection,
+        &batch,
+        executed,
+        &Versions::default(),
+    ))
+}
+
+/// The live events as the executor takes them, user by user, each user's by time.
+fn live_batch(arrivals: &Arrivals, selection: &Selection, columns: LiveColumns) -> Batch {
     let live = selection.live();
-    let batch = Batch {
+    Batch {
         users: selection.records.len(),
         user: live.iter().map(|&i| arrivals.user[i]).collect(),
         ts: live.iter().map(|&i| arrivals.ts[i]).collect(),
@@ -272,8 +312,17 @@ pub fn place(
         names: columns.names,
         columns: columns.columns,
         vectors: columns.vectors,
-    };
-    let executed = execute(plans, &batch, &selection.stored_states(plans)?)?;
+    }
+}
+
+/// The executed states placed in the records, stale versions dropped; the counts.
+fn put_states(
+    plans: &[Plan],
+    selection: &mut Selection,
+    batch: &Batch,
+    executed: BatchOutput,
+    versions: &Versions,
+) -> Outcome {
     let out = Outcome {
         newest_ms: batch.ts.iter().copied().max(),
         applied: executed.applied,
@@ -294,5 +343,5 @@ pub fn place(
         }
         record.states.retain(|key, _| !versions.stale(key));
     }
-    Ok(out)
+    out
 }

@@ -126,16 +126,15 @@ impl SeenSpec {
     }
 }
 
-/// The batch executor's step for one user and plan: decode, apply the accepted `rows`
-/// (indices into the batch, sorted by time), encode. `columns` holds the `by` field's
+/// The batch executor's step for one user and plan: apply the accepted `rows` (indices
+/// into the batch, sorted by time) to the decoded state. `columns` holds the `by` field's
 /// Python `str()` texts, or nothing for the whole-user group.
-pub fn apply_encoded(
+pub fn apply_rows(
     spec: &SeenSpec,
-    old: Option<&[u8]>,
+    old: Option<SeenState>,
     user: &UserRows<'_>,
-) -> Result<(Vec<u8>, usize), CoreError> {
+) -> (SeenState, usize) {
     let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
-    let old = old.map(decode).transpose()?;
     let rows: Vec<(i64, &str)> = user
         .rows
         .iter()
@@ -149,8 +148,7 @@ pub fn apply_encoded(
             (ts[i], group)
         })
         .collect();
-    let (state, expired) = spec.apply(retention_ms, old, &rows);
-    Ok((encode(&state), expired))
+    spec.apply(retention_ms, old, &rows)
 }
 
 pub fn encode(state: &SeenState) -> Vec<u8> {

@@ -458,16 +458,15 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
     })
 }
 
-/// The batch executor's step for one user and plan: decode, apply the accepted `rows`
-/// (indices into the batch, sorted by time), encode. `columns` are the `by` columns, then
-/// the summed one.
-pub fn apply_encoded(
+/// The batch executor's step for one user and plan: apply the accepted `rows` (indices
+/// into the batch, sorted by time) to the decoded state. `columns` are the `by` columns,
+/// then the summed one.
+pub fn apply_rows(
     spec: &TileSpec,
-    old: Option<&[u8]>,
+    old: Option<TileState>,
     user: &UserRows<'_>,
-) -> Result<(Vec<u8>, usize), CoreError> {
+) -> (TileState, usize) {
     let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
-    let old = old.map(|bytes| decode(spec, bytes)).transpose()?;
     let (by, measured) = columns.split_at(spec.by.len());
     let rows: Vec<TileRow> = user
         .rows
@@ -481,8 +480,7 @@ pub fn apply_encoded(
             },
         })
         .collect();
-    let (state, expired) = spec.apply(retention_ms, old, &rows);
-    Ok((encode(spec, &state), expired))
+    spec.apply(retention_ms, old, &rows)
 }
 
 /// The group key of values (the value codec's bytes, concatenated).

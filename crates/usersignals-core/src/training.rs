@@ -3,14 +3,15 @@
 //!
 //! A user's labels are grouped where no event of the user falls between them (they read the
 //! same state). For each group, the user's events up to it go through the micro-batch
-//! pipeline's own steps ([`select_records`], [`place`]: progress, event-id dedupe, the
-//! plans), on the record kept in memory from the group before; then each label of the group
-//! is read with every column's context at the label's time ([`label_values`]). The same
-//! states as the engine's rounds of micro-batches, without a Python step per round.
+//! pipeline's own steps ([`select_records`], [`place_decoded`]: progress, event-id dedupe,
+//! the plans), on the record kept in memory from the group before, its states kept decoded
+//! too; then each label of the group is read with every column's context at the label's
+//! time ([`label_values`]). The same states as the engine's rounds of micro-batches, without
+//! a Python step per round, and without decoding a state per group.
 
 use crate::error::CoreError;
 use crate::json_body::{label_values, LabelColumn};
-use crate::pipeline::{place, select_records, Arrivals, LiveColumns, Versions};
+use crate::pipeline::{place_decoded, select_records, Arrivals, LiveColumns};
 use crate::plan::Plan;
 use crate::record::UserRecord;
 
@@ -40,11 +41,12 @@ pub fn label_rows(
     horizon_hours: Option<i64>,
     columns: &mut [LabelColumn],
 ) -> Result<Vec<Option<Vec<Vec<u8>>>>, CoreError> {
-    // A fresh record holds only these plans' states: no version of theirs is stale.
-    let versions = Versions::default();
     let mut out = Vec::new();
     for user in users {
         let mut record = UserRecord::default();
+        // The user's states stay decoded from one group to the next: each group decodes
+        // nothing, it applies its events and encodes the states it changed (for the reads).
+        let mut decoded = vec![vec![None; plans.len()]];
         let mut done = 0;
         for (end, times) in &user.groups {
             let span = user.events.get(done..*end).ok_or_else(|| {
@@ -55,7 +57,7 @@ pub fn label_rows(
                 let mut selection = select_records(&arrivals, vec![record], horizon_hours)?;
                 let live: Vec<usize> = selection.live().iter().map(|&i| span[i]).collect();
                 let columns = gather(events.columns, &live);
-                place(plans, &arrivals, &mut selection, columns, &versions)?;
+                place_decoded(plans, &arrivals, &mut selection, columns, &mut decoded)?;
                 record = selection.records.pop().unwrap_or_default();
             }
             done = *end;

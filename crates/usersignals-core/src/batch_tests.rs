@@ -1,0 +1,128 @@
+use proptest::prelude::*;
+
+use super::*;
+
+/// The reference signals' plans as the DSL compiles them, and a LastSeen by surface: every
+/// aggregation.
+const PLANS: [&str; 6] = [
+    r#"{"key": "recent@1", "where": {"field": "action", "op": "in", "value": ["click", "save"]}, "aggregate": {"kind": "last_n", "n": 6, "keep": ["item_id", "action", "surface", "category"], "dedupe_by": null}, "retention_ms": 7776000000}"#,
+    r#"{"key": "counts@1", "where": null, "aggregate": {"kind": "count", "by": ["action", "surface"], "tiles": [{"resolution": "5m", "span": "2h"}, {"resolution": "1d", "span": "retention"}], "tiers_ms": [[300000, 7200000], [86400000, 0]]}, "retention_ms": 2419200000}"#,
+    r#"{"key": "interest@1", "where": null, "aggregate": {"kind": "decayed_scores", "key": "category", "half_life": "1w", "weights": {"click": 2.0, "save": 4.0, "hide": -4.0}, "default_weight": 0.0, "top_k": 3, "half_life_ms": 604800000}, "retention_ms": 7776000000}"#,
+    r#"{"key": "taste@1", "where": null, "aggregate": {"kind": "mean_vector", "of": "embedding", "dim": 2, "half_life": "1w", "weights": {"click": 2.0, "save": 4.0}, "default_weight": 1.0, "half_life_ms": 604800000}, "retention_ms": 7776000000}"#,
+    r#"{"key": "creators@1", "where": null, "aggregate": {"kind": "distinct", "of": "creator_id", "precision": 8, "bucket": "1d", "standard_error": 0.065, "bucket_ms": 86400000}, "retention_ms": 604800000}"#,
+    r#"{"key": "seen@1", "where": null, "aggregate": {"kind": "last_seen", "by": "surface"}, "retention_ms": 604800000}"#,
+];
+
+/// The Distinct and LastSeen plans read their field's Python `str()`: a `str:` column.
+const FIELDS: [&str; 6] = [
+    "item_id",
+    "action",
+    "surface",
+    "category",
+    "str:creator_id",
+    "str:surface",
+];
+const DAY_MS: i64 = 86_400_000;
+
+/// One event: (user, time, action, surface, category, item, vector or not).
+type Event = (u32, i64, usize, usize, usize, u8, Option<(i8, i8)>);
+
+fn arb_event() -> impl Strategy<Value = Event> {
+    (
+        0u32..3,
+        0..40 * DAY_MS,
+        0usize..3,
+        0usize..2,
+        0usize..4,
+        any::<u8>(),
+        proptest::option::of((any::<i8>(), any::<i8>())),
+    )
+}
+
+fn batch_of(events: &[Event], users: usize, first_id: usize) -> Batch {
+    let text = |s: &str| Value::Str(s.to_owned());
+    let column = |field: usize| -> Vec<Value> {
+        events
+            .iter()
+            .map(|&(_, _, action, surface, category, item, _)| match field {
+                0 => text(&format!("i{item}")),
+                1 => text(["click", "save", "hide"][action]),
+                2 | 5 => text(["home", "search"][surface]),
+                3 => text(["art", "food", "sport", "travel"][category]),
+                _ => text(&format!("c{}", item % 7)),
+            })
+            .collect()
+    };
+    Batch {
+        users,
+        user: events.iter().map(|e| e.0).collect(),
+        ts: events.iter().map(|e| 1_700_000_000_000 + e.1).collect(),
+        event_id: (first_id..first_id + events.len())
+            .map(|i| format!("e{i}"))
+            .collect(),
+        names: FIELDS.iter().map(|name| (*name).to_owned()).collect(),
+        columns: (0..FIELDS.len()).map(column).collect(),
+        vectors: vec![(
+            crate::plan::vector_column("embedding"),
+            events
+                .iter()
+                .map(|e| {
+                    e.6.map(|(a, b)| vec![f64::from(a) / 8.0, f64::from(b) / 8.0])
+                })
+                .collect(),
+        )],
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// States kept decoded from batch to batch end in the bytes that decoding each batch's
+    /// stored bytes ends in, batch after batch, with the same counts.
+    #[test]
+    fn decoded_states_write_the_bytes_stored_states_write(
+        events in proptest::collection::vec(arb_event(), 1..60),
+        cuts in proptest::collection::vec(0usize..60, 0..5),
+    ) {
+        let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
+        let users = 3;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+        bounds.extend([0, events.len()]);
+        bounds.sort_unstable();
+        let mut stored: Vec<Vec<Option<Vec<u8>>>> = vec![vec![None; plans.len()]; users];
+        let mut decoded: Vec<Vec<Option<Decoded>>> = vec![vec![None; plans.len()]; users];
+        for span in bounds.windows(2) {
+            let batch = batch_of(&events[span[0]..span[1]], users, span[0]);
+            let slices: Vec<Vec<Option<&[u8]>>> = stored
+                .iter()
+                .map(|user| user.iter().map(Option::as_deref).collect())
+                .collect();
+            let from_bytes = execute(&plans, &batch, &slices).unwrap();
+            let from_decoded = execute_decoded(&plans, &batch, &mut decoded).unwrap();
+            prop_assert_eq!(&from_decoded, &from_bytes);
+            for (user, states) in from_bytes.states.into_iter().enumerate() {
+                for (plan, state) in states.into_iter().enumerate() {
+                    if let Some(bytes) = state {
+                        stored[user][plan] = Some(bytes);
+                    }
+                }
+            }
+        }
+        for (user, states) in decoded.iter().enumerate() {
+            for (plan, state) in states.iter().enumerate() {
+                let encoded = state.as_ref().map(|s| s.encode(&plans[plan]).unwrap());
+                prop_assert_eq!(&encoded, &stored[user][plan]);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_decoded_state_of_another_aggregation_is_refused() {
+    let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
+    let batch = batch_of(&[(0, 0, 0, 0, 0, 1, None)], 1, 0);
+    let mut decoded = vec![vec![None; plans.len()]];
+    decoded[0][1] = Some(Decoded::LastN(Vec::new()));
+    let error = execute_decoded(&plans, &batch, &mut decoded).unwrap_err();
+    assert!(error.to_string().contains("another aggregation"), "{error}");
+}
