@@ -37,6 +37,7 @@ from usersignals.ingest.synthetic import (
     iter_event_chunks,
     iter_event_json_lines,
 )
+from usersignals.malloc_tuning import return_large_blocks
 from usersignals.processing import BatchReport, Engine, MicroBatch
 from usersignals.processing.gc_tuning import tune_collector
 from usersignals.processing.native import NativeSignals
@@ -53,6 +54,7 @@ def main() -> None:
     parser.add_argument("--rss", action="store_true", help="stream the events, print the RSS")
     parser.add_argument("--rss-every", type=int, default=1_000_000, help="events between prints")
     args = parser.parse_args()
+    return_large_blocks()  # as `usersignals run` does before its store opens
     if args.rss:
         return rss_run(args.events, args.batch, args.rss_every)
 
@@ -149,7 +151,8 @@ def rss_run(total: int, batch: int, every: int) -> None:
         items = TableSource("items", store.table("items"))
         engine = Engine(registry, store, Materializer({"items": items}))
         tune_collector()  # as the processor does once built
-        print(f"{'events':>12s} {'seconds':>8s} {'events/s':>9s} {'RSS MB':>8s}")
+        print(f"{'events':>12s} {'seconds':>8s} {'events/s':>9s} {'RSS MB':>8s} "
+              f"{'of it, RocksDB write buffers MB':>32s}")  # fmt: skip
         print(f"{0:>12,} {0:>8.0f} {'':>9s} {rss_bytes() / 2**20:>8,.0f}", flush=True)
         done, offset, next_print, samples = 0, 0, every, []
         started = time.perf_counter()
@@ -163,8 +166,9 @@ def rss_run(total: int, batch: int, every: int) -> None:
             if done >= next_print or offset >= total:
                 seconds = time.perf_counter() - started
                 samples.append(rss_bytes())
+                buffers = store.write_buffer_bytes() / 2**20
                 print(f"{done:>12,} {seconds:>8.0f} {done / seconds:>9,.0f} "
-                      f"{samples[-1] / 2**20:>8,.0f}", flush=True)  # fmt: skip
+                      f"{samples[-1] / 2**20:>8,.0f} {buffers:>32,.0f}", flush=True)  # fmt: skip
                 next_print += every
         store.close()
     if len(samples) >= 3:

@@ -48,6 +48,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.ingest.kafka import create_topic
 from usersignals.ingest.kafka_produce import produce_workload
 from usersignals.ingest.synthetic import item_records, iter_event_chunks
+from usersignals.malloc_tuning import return_large_blocks
 from usersignals.processing.gc_tuning import tune_collector
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.serving.reader import SignalReader
@@ -89,6 +90,7 @@ def usersignals_rate(root: Path, bootstrap: str, topic: str, items: Path, total:
             session_timeout_ms=6000, dead_letter_topic=f"{topic}.dead",
         ),
     )  # fmt: skip
+    return_large_blocks()  # as `usersignals run` does before its store opens
     processor = build_processor(settings)
     load_table(processor.store.table("items"), items, key="item_id")
     runner = build_kafka_runner(processor, ProcessorMetrics())

@@ -201,9 +201,11 @@ def run(
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.malloc_tuning import return_large_blocks
     from usersignals.processing.gc_tuning import tune_collector
     from usersignals.processing.metrics import ProcessorMetrics
 
+    return_large_blocks()  # before the store opens: RocksDB's freed write buffers leave
     overrides: dict[str, Any] = {"store": store, "signals": signals}
     if spool is not None:
         overrides["spool"] = {"path": spool}

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from usersignals.app import build_serving_state
 from usersignals.config import Settings
+from usersignals.malloc_tuning import return_large_blocks
 from usersignals.serving.gc_policy import install_gc_policy
 from usersignals.serving.http import ServingApp, create_app
 
 
 def create() -> ServingApp:
+    # First: a worker's RocksDB secondary replays the writer's log into memtables it frees.
+    return_large_blocks()
     settings = Settings.load()
     state = build_serving_state(settings)
     app = create_app(state)

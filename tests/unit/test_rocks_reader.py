@@ -1,4 +1,5 @@
-"""A serving worker's view of the embedded store: a RocksDB secondary on a temp dir."""
+"""The embedded store: a serving worker's view of it (a RocksDB secondary on a temp dir), the
+writer's memory report."""
 
 from __future__ import annotations
 
@@ -27,3 +28,15 @@ def test_a_reader_opens_table_files_on_its_catching_up_thread(tmp_path: Path) ->
     finally:
         reader.close()
         writer.close()
+
+
+def test_the_writer_reports_what_its_write_buffers_hold(tmp_path: Path) -> None:
+    """bench/engine.py --rss prints it beside the RSS: the write buffers are RocksDB's
+    largest moving part of a processor's memory."""
+    store = RocksStore(tmp_path / "store")
+    try:
+        empty = store.write_buffer_bytes()
+        store.write({f"u:{i}".encode(): bytes(1000) for i in range(2000)})
+        assert store.write_buffer_bytes() >= empty + 2000 * 1000
+    finally:
+        store.close()

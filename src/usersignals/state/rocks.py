@@ -152,6 +152,11 @@ class RocksStore(_RocksTable):
             table = self._tables[column] = _RocksTable(self._db, column, self._sync)
         return table
 
+    def write_buffer_bytes(self) -> int:
+        """The user records' write buffers (memtables) now, in bytes: RocksDB's largest moving
+        part of a processor's memory (at most two of 64 MB by default)."""
+        return int(self._db.property_int_value("rocksdb.cur-size-all-mem-tables") or 0)
+
     def refresh(self) -> None:
         if self.read_only:
             try:
