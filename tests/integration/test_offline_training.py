@@ -34,8 +34,14 @@ from service_helpers import BIN, _stop, free_port, wait_ready
 from usersignals import Engine, MicroBatch, Position, ReadContext, SignalRegistry
 from usersignals.enrich import Materializer, TableSource
 from usersignals.errors import ContextError
+from usersignals.offline.label_shards import plan_label_shards
 from usersignals.offline.memory import MemoryStore
-from usersignals.offline.training import TrainingJob, parse_context_option, training_set
+from usersignals.offline.training import (
+    TrainingJob,
+    parse_context_option,
+    read_labels,
+    training_set,
+)
 from usersignals.serving import SignalReader
 from usersignals.serving.feature_log import read_feature_log
 
@@ -54,8 +60,11 @@ def history() -> History:
     return random_history(21)
 
 
-def write_labels(path: Path, history: History, count: int, seed: int) -> list[tuple[str, int]]:
-    """Labels at random times, some at a time shared by many users, a few at exact event times."""
+def write_labels(
+    path: Path, history: History, count: int, seed: int, busy: str | None = None
+) -> list[tuple[str, int]]:
+    """Labels at random times, some at a time shared by many users, a few at exact event times
+    (with ``busy``, four in five of them that user's)."""
     rng = random.Random(seed)
     users = sorted({event.user_id for event in history.events})
     times = [event.ts for event in history.events]
@@ -69,7 +78,8 @@ def write_labels(path: Path, history: History, count: int, seed: int) -> list[tu
             ts = rng.choice(times)  # a label exactly at an event's time includes that event
         else:
             ts = rng.randint(min(times), max(times) + 86_400_000)
-        rows.append((rng.choice([*users, "nobody"]), ts))
+        user = busy if busy is not None and rng.random() < 0.8 else rng.choice([*users, "nobody"])
+        rows.append((user, ts))
     table = pa.table(
         {
             "user_id": [user for user, _ in rows],
@@ -139,10 +149,18 @@ def test_training_values_are_what_streaming_up_to_the_label_time_serves(
     assert checked == 60 * len(CONTEXTS) * len(registry)
 
 
-def test_training_set_in_two_processes_is_the_same_file(tmp_path: Path, history: History) -> None:
+@pytest.mark.parametrize("busy", [False, True])
+def test_training_set_in_two_processes_is_the_same_file(
+    tmp_path: Path, history: History, busy: bool
+) -> None:
     """Two shards, each decoding only its share of the archive: the same file, counts and dead
-    letters (in archive order; bad records fall to different shards) as one process."""
-    write_labels(tmp_path / "labels.parquet", history, 40, seed=2)
+    letters (in archive order; bad records fall to different shards) as one process. With
+    one user's labels outweighing the rest, that user is cut between the two shards."""
+    busiest = Counter(event.user_id for event in history.events).most_common(1)[0][0]
+    write_labels(tmp_path / "labels.parquet", history, 40, seed=2, busy=busiest if busy else None)
+    _, labels = read_labels(tmp_path / "labels.parquet", "user_id", "ts")
+    cut = plan_label_shards(labels, 2).borrowed != [frozenset(), frozenset()]
+    assert cut == busy
     archive = write_parquet_archive(tmp_path / "archive", history, BAD)
     new_store(tmp_path / "store", history).close()
     results = []

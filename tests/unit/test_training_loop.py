@@ -9,6 +9,8 @@ and redelivered event ids, random label times and contexts, both give the same v
 
 from __future__ import annotations
 
+import math
+
 import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,6 +21,7 @@ from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.examples import reference
 from usersignals.offline import MemoryStore, training
+from usersignals.offline.label_shards import plan_label_shards
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 
@@ -81,15 +84,45 @@ def test_the_core_loop_gives_each_label_what_the_rounds_give(
 
 
 def test_the_shards_balance_the_labelled_users() -> None:
-    """The busiest user gets a shard to themselves when their work (labels squared) outweighs
-    the rest; every labelled user has a shard, the same in every process."""
-    counts = {"busy": 10, "b": 6, "c": 5, "d": 3, "e": 1}
-    labels = [
-        (row, user, row) for row, user in enumerate(u for u, n in counts.items() for _ in range(n))
-    ]
-    assigned = training.balanced_shards(labels, 2)
-    assert set(assigned) == set(counts)
-    assert assigned == training.balanced_shards(list(reversed(labels)), 2)
-    assert [user for user, shard in assigned.items() if shard == assigned["busy"]] == ["busy"]
-    loads = [sum(counts[u] ** 2 for u, s in assigned.items() if s == shard) for shard in (0, 1)]
-    assert sorted(loads) == [36 + 25 + 9 + 1, 100]
+    """No user outweighs the others here: each goes whole to the least loaded shard, the
+    heaviest first; the same plan whatever the labels' order."""
+    counts = {"a": 7, "b": 6, "c": 5, "d": 3, "e": 1}
+    labels = labelled(counts)
+    plan = plan_label_shards(labels, 2)
+    assert plan == plan_label_shards(list(reversed(labels)), 2)
+    assert set(plan.owner) == set(counts)
+    assert plan.borrowed == [frozenset(), frozenset()]
+    for user, shard in plan.owner.items():  # every label of a user on its owner's shard
+        assert {label for label in labels if label[1] == user} <= set(plan.labels[shard])
+    loads = [sum(work(counts[u]) for u, s in plan.owner.items() if s == i) for i in (0, 1)]
+    assert sorted(loads) == [28 + 6 + 1, 21 + 15]
+
+
+def test_a_user_who_outweighs_the_rest_is_cut_by_label_time() -> None:
+    """The busiest user's labels are cut into one run per shard, of about equal work (later
+    labels cost more: the state has grown), each run on its own shard; the first run's shard
+    owns the user's records and the other borrows them. Every label lands exactly once."""
+    counts = {"busy": 40, "b": 6, "c": 5}
+    labels = labelled(counts)
+    plan = plan_label_shards(labels, 2)
+    assert sorted(label for shard in plan.labels for label in shard) == sorted(labels)
+    busy = [sorted(label[2] for label in shard if label[1] == "busy") for shard in plan.labels]
+    first, second = sorted(busy)
+    assert first
+    assert second
+    assert max(first) < min(second)  # runs in time order
+    assert abs(len(first) - 40 / math.sqrt(2)) <= 1  # equal work: k(k+1)/2 = half of the whole
+    owned = plan.labels[plan.owner["busy"]]
+    assert min(first) in {label[2] for label in owned if label[1] == "busy"}
+    assert plan.borrowed[1 - plan.owner["busy"]] == frozenset({"busy"})
+    assert plan.borrowed[plan.owner["busy"]] == frozenset()
+
+
+def labelled(counts: dict[str, int]) -> list[tuple[int, str, int]]:
+    """Label rows (row, user, time): each user's at times 0, 1, 2..."""
+    rows = [(user, k) for user, n in counts.items() for k in range(n)]
+    return [(row, user, k) for row, (user, k) in enumerate(rows)]
+
+
+def work(count: int) -> int:
+    return count * (count + 1) // 2

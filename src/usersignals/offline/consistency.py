@@ -29,8 +29,9 @@ from usersignals.config import Settings
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store
+from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
-from usersignals.offline.training import FeatureColumn, Label, compute_features
+from usersignals.offline.training import FeatureColumn, compute_features
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal

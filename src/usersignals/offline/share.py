@@ -23,7 +23,7 @@ from pathlib import Path
 import msgspec
 
 from usersignals.events.decode import DecodeResult, EventDecoder
-from usersignals.events.model import Position
+from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import shard_of
@@ -39,9 +39,18 @@ _user_only = msgspec.json.Decoder(_UserOnly).decode
 def route(line: bytes, shards: int, assigned: Mapping[str, int] | None = None) -> int:
     """The shard that decodes a raw record: its user's (``assigned`` to one, or by the
     stable hash), or 0 when it names no readable user."""
+    return _owner(_user_of(line), shards, assigned)
+
+
+def _user_of(line: bytes) -> str | None:
     try:
-        user = _user_only(line).user_id
+        return _user_only(line).user_id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+        return None
+
+
+def _owner(user: str | None, shards: int, assigned: Mapping[str, int] | None) -> int:
+    if user is None:
         return 0
     if assigned is not None and user in assigned:
         return assigned[user]
@@ -60,9 +69,14 @@ class ArchiveShare:
     #: Users placed on a shard by the job (a training set balances its labelled users);
     #: every other user goes by the stable hash.
     assigned: Mapping[str, int] | None = None
+    #: Users of another shard whose valid events this one needs too (a training set's user
+    #: cut into pieces); they land in :attr:`borrowed_events`, neither counted nor
+    #: dead-lettered here.
+    borrowed: frozenset[str] = frozenset()
     #: Records decoded (valid and bad).
     decoded: int = 0
     bad_places: list[int] = field(default_factory=list)
+    borrowed_events: list[tuple[Event, Position]] = field(default_factory=list)
 
     def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
         place = 0
@@ -70,13 +84,20 @@ class ArchiveShare:
             lines: list[bytes] = []
             positions: list[Position] = []
             places: dict[int, int] = {}
+            borrowed = _Lines()
             for line, position in zip(block.lines, block.positions, strict=True):
-                if self.shards == 1 or route(line, self.shards, self.assigned) == self.index:
+                user = _user_of(line) if self.shards > 1 else None
+                if self.shards == 1 or _owner(user, self.shards, self.assigned) == self.index:
                     lines.append(line)
                     positions.append(position)
                     # decode_block hands back each bad record's own Position object.
                     places[id(position)] = place
+                elif user in self.borrowed:
+                    borrowed.add(line, position)
                 place += 1
+            if borrowed.lines:
+                valid = decoder.decode_block(borrowed.lines, borrowed.positions)
+                self.borrowed_events.extend(zip(valid.events, valid.positions, strict=True))
             if not lines:
                 continue
             result = decoder.decode_block(lines, positions)
@@ -86,6 +107,16 @@ class ArchiveShare:
                 if self.dead_letters is not None:
                     self.dead_letters.write(result.bad)
             yield result
+
+
+@dataclass
+class _Lines:
+    lines: list[bytes] = field(default_factory=list)
+    positions: list[Position] = field(default_factory=list)
+
+    def add(self, line: bytes, position: Position) -> None:
+        self.lines.append(line)
+        self.positions.append(position)
 
 
 def merge_dead_letters(parts: Sequence[tuple[Path, Sequence[int]]], out: Path) -> None:

@@ -54,9 +54,9 @@ from usersignals.offline.features_file import (
     value_names,
     write_features,
 )
+from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import (
-    Label,
     TrainingJob,
     TrainingSummary,
     compute_features,

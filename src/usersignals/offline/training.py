@@ -35,6 +35,7 @@ from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
 from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write_features
+from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
@@ -45,8 +46,6 @@ from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 
-#: A label row: its index in the label file, the user id, the label time (ms).
-Label = tuple[int, str, int]
 _encoder = msgspec.json.Encoder()
 
 
@@ -324,26 +323,6 @@ class _ShardResult:
     bad_places: list[int]
 
 
-def balanced_shards(labels: Sequence[Label], shards: int) -> dict[str, int]:
-    """Each labelled user's shard, the heaviest users first, each to the shard with the least
-    work so far (longest-processing-time first).
-
-    A user's work is about their label groups times their state, and both grow with their
-    events, which are not read yet: the square of their label count stands for it. By the
-    stable hash alone, one of two shards got 92 % of the reference workload's training-set
-    work (its busiest user alone is 60 %); this way, the busiest user's share at most."""
-    counts: dict[str, int] = {}
-    for _, user, _ in labels:
-        counts[user] = counts.get(user, 0) + 1
-    load = [0] * shards
-    assigned: dict[str, int] = {}
-    for user, count in sorted(counts.items(), key=lambda item: (-item[1], item[0])):
-        lightest = load.index(min(load))
-        assigned[user] = lightest
-        load[lightest] += count * count
-    return assigned
-
-
 def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
     if job.dead_letter is None or job.workers <= 1:
         return job.dead_letter
@@ -356,8 +335,8 @@ def _training_shard(shard: _Shard) -> _ShardResult:
     registry = SignalRegistry.from_module(settings.signals)
     columns = feature_columns(registry, job.contexts)
     _, labels = read_labels(job.labels, job.user_column, job.time_column)
-    assigned = balanced_shards(labels, shard.shards)
-    mine = [label for label in labels if assigned[label[1]] == shard.index]
+    plan = plan_label_shards(labels, shard.shards)
+    mine = plan.labels[shard.index]
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)
     store = MemoryStore()
@@ -365,7 +344,9 @@ def _training_shard(shard: _Shard) -> _ShardResult:
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters, assigned)
+        share = ArchiveShare(
+            archive, shard.index, shard.shards, dead_letters, plan.owner, plan.borrowed[shard.index]
+        )
         events: list[tuple[Event, Position]] = []
         valid = bad = 0
         for block in share.results(decoder):
@@ -376,6 +357,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
                 for event, position in zip(block.events, block.positions, strict=True)
                 if event.user_id in users
             )
+        events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
         return _ShardResult(dict(rows), valid, bad, share.bad_places)
     finally:
