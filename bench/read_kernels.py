@@ -36,7 +36,6 @@ from pathlib import Path
 
 from serving import QUERY  # bench/serving.py, beside this script
 from serving_handler import build_store  # the same store, built the same way
-
 from usersignals._core import BodyQuery, read_record_body
 from usersignals.app import open_store_reader
 from usersignals.config import Settings, SpoolSettings, StoreSettings
