@@ -134,6 +134,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=30, help="timed passes (best kept)")
     parser.add_argument("--store", type=Path, help="where the store is kept (reused)")
     parser.add_argument("--case", choices=CASES, help="only this case (no report)")
+    parser.add_argument("--only", choices=CASES, action="append", help="report these cases")
     parser.add_argument("--callgrind", action="store_true", help="count instructions too")
     parser.add_argument("--keep", type=Path, help="keep the callgrind files here")
     args = parser.parse_args()
@@ -148,7 +149,7 @@ def main() -> None:
     keep = args.keep or Path(tempfile.mkdtemp(prefix="usersignals-callgrind-"))
     keep.mkdir(parents=True, exist_ok=True)
     print(f"{'case':<20} {'us/call (best of ' + str(args.repeat) + ')':>24} {'instr/call':>12}")
-    for case in CASES:
+    for case in args.only or CASES:
         micros = run_case(root, users, case, args.repeat)
         counted = f"{instructions(args, root, case, keep):>12,.0f}" if args.callgrind else ""
         print(f"{case:<20} {micros:>24.2f} {counted}")

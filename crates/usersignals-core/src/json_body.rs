@@ -369,29 +369,20 @@ fn write_seen(values: &[(String, i64)], out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn write_profile(top: &[(Value, f64)], out: &mut Vec<u8>) {
+fn write_profile(top: &[(ValueRef<'_>, f64)], out: &mut Vec<u8>) {
+    let mut text = String::new();
     out.push(b'[');
     for (i, (key, score)) in top.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"key\":");
-        write_value(key, out);
+        write_ref(*key, &mut text, out);
         out.extend_from_slice(b",\"score\":");
         write_float(*score, out);
         out.push(b'}');
     }
     out.push(b']');
-}
-
-fn write_value(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
-        Value::Float(f) => write_float(*f, out),
-        Value::Str(s) => write_text(s, out),
-    }
 }
 
 fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {

@@ -61,11 +61,19 @@ fn pack_wide(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32)
 /// Reads `count` values of `width` bits each, as `pack_bits` wrote them (`bytes` holds at
 /// least `count · width` bits).
 pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
+    let mut values = Vec::new();
+    unpack_bits_into(bytes, count, width, &mut values);
+    values
+}
+
+/// `unpack_bits` into `values` (cleared first), so a reader reuses one buffer.
+pub fn unpack_bits_into(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.clear();
     if width > 64 {
-        return unpack_wide(bytes, count, width);
+        return unpack_wide(bytes, count, width, values);
     }
     let mask = low_mask(width);
-    let mut values = Vec::with_capacity(count);
+    values.reserve(count);
     let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
     for _ in 0..count {
         while filled < width {
@@ -77,11 +85,10 @@ pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
         acc >>= width;
         filled -= width;
     }
-    values
 }
 
-fn unpack_wide(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
-    let mut values = vec![0u128; count];
+fn unpack_wide(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.resize(count, 0);
     let mut bit = 0usize;
     for value in values.iter_mut() {
         let mut done = 0u32;
@@ -93,7 +100,6 @@ fn unpack_wide(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
             done += take;
         }
     }
-    values
 }
 
 /// The lowest `width` (0 to 64) bits set.

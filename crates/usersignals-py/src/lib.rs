@@ -522,7 +522,7 @@ impl NativePlans {
         let (key, score) = (PyString::intern(py, "key"), PyString::intern(py, "score"));
         for (value, s) in top {
             let entry = PyDict::new(py);
-            entry.set_item(&key, to_py(py, &value)?)?;
+            entry.set_item(&key, to_py(py, &value.to_value())?)?;
             entry.set_item(&score, s)?;
             out.append(entry)?;
         }

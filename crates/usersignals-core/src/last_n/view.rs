@@ -11,7 +11,7 @@ use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
 use crate::context::{ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
-use crate::value::{PyKey, Value, ValueRef};
+use crate::value::{PyKey, ValueRef};
 use crate::varint::Reader;
 
 enum Column<'a> {
@@ -55,12 +55,15 @@ fn utf8(bytes: &[u8]) -> Result<&str, CoreError> {
     std::str::from_utf8(bytes).map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))
 }
 
-/// `count` values of one column as `encode_values` wrote them, owned, built from the view's
-/// borrowed column (one allocation per string, none per entry): a DecayedScores read's keys.
-/// A column the view parses also decodes (`decode_values`), with the same values.
-pub(crate) fn column_values(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
+/// `count` values of one column as `encode_values` wrote them, borrowed from the bytes (no
+/// allocation per value): a DecayedScores read's keys. A column the view parses also
+/// decodes (`decode_values`), with the same values.
+pub(crate) fn column_refs<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+) -> Result<Vec<ValueRef<'a>>, CoreError> {
     let column = LastNView::column(r, count)?;
-    Ok((0..count).map(|row| column.get(row).to_value()).collect())
+    Ok((0..count).map(|row| column.get(row)).collect())
 }
 
 impl<'a> LastNView<'a> {
