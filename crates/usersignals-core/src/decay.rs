@@ -243,6 +243,16 @@ impl DecayBuckets {
     }
 }
 
+/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
+/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
+/// that both arms are the same conversion and merging them back into the slow one.
+pub fn to_f64(v: i128) -> f64 {
+    match i64::try_from(v) {
+        Ok(small) => small as f64,
+        Err(_) => std::hint::black_box(v) as f64,
+    }
+}
+
 /// `math.ldexp(x, -bits)`: exact scaling by a power of two (correctly rounded if subnormal).
 pub fn scale_down(x: f64, bits: i32) -> f64 {
     x * 2f64.powi(-bits)

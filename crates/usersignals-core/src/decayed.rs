@@ -28,7 +28,7 @@ use std::collections::HashSet;
 
 use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, unzigzag, zigzag, RunForm};
-use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
+use crate::decay::{scale_down, to_f64, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::error::CoreError;
 use crate::last_n;
 use crate::value::Value;
@@ -480,16 +480,6 @@ pub fn apply_stored(
     let old = old.map(|bytes| decode(bytes, bucket_ms)).transpose()?;
     let (state, expired) = spec.apply(retention_ms, old, rows);
     Ok((encode(&state, bucket_ms), expired))
-}
-
-/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
-/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
-/// that both arms are the same conversion and merging them back into the slow one.
-fn to_f64(v: i128) -> f64 {
-    match i64::try_from(v) {
-        Ok(small) => small as f64,
-        Err(_) => std::hint::black_box(v) as f64,
-    }
 }
 
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {

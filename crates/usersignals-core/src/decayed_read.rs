@@ -9,10 +9,10 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use super::{decode_key_indices_into, to_f64, top_k, ClassRef, DecayedSpec};
+use super::{decode_key_indices_into, top_k, ClassRef, DecayedSpec};
 use super::{FORMAT_VERSION, SCORE_BITS, SIGNED_SUMS};
 use crate::context::{Refusal, Times};
-use crate::decay::{get_bucket, get_run_form_into, scale_down, unzigzag, DecayBuckets};
+use crate::decay::{get_bucket, get_run_form_into, scale_down, to_f64, unzigzag, DecayBuckets};
 use crate::error::CoreError;
 use crate::last_n::view::column_refs;
 use crate::value::{Value, ValueRef};

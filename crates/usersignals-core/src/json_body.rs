@@ -255,9 +255,8 @@ fn write_answer(
             }))
         }
         Aggregation::MeanVector(spec) => {
-            let bucket_ms = spec.buckets(retention).bucket_ms;
-            let state = mean_vector::decode(data, spec.dim, bucket_ms).map_err(|_| Unserved)?;
-            Ok(spec.read(retention, &state, times).map(|(answer, newest)| {
+            let read = spec.read_stored(retention, data, times);
+            Ok(read.map_err(|_| Unserved)?.map(|(answer, newest)| {
                 out.extend_from_slice(b"{\"vector\":");
                 match &answer.vector {
                     None => out.extend_from_slice(b"null"),
