@@ -72,6 +72,9 @@ pub fn unpack_bits_into(bytes: &[u8], count: usize, width: u32, values: &mut Vec
     if width > 64 {
         return unpack_wide(bytes, count, width, values);
     }
+    if width <= 56 {
+        return unpack_narrow(bytes, count, width, values);
+    }
     let mask = low_mask(width);
     values.reserve(count);
     let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
@@ -84,6 +87,29 @@ pub fn unpack_bits_into(bytes: &[u8], count: usize, width: u32, values: &mut Vec
         values.push(acc & mask);
         acc >>= width;
         filled -= width;
+    }
+}
+
+/// Widths up to 56: each value is within the 8 bytes from its first one, so it is one
+/// little-endian load, a shift and a mask (no carried accumulator). Bytes past the end
+/// read as 0; the mask drops them, as it drops the next value's bits.
+fn unpack_narrow(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    let mask = (1u64 << width) - 1;
+    let width = width as usize;
+    values.reserve(count);
+    for n in 0..count {
+        let bit = n * width;
+        let at = bit / 8;
+        let word = match bytes.get(at..at + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().expect("8 bytes")),
+            None => {
+                let mut tail = [0u8; 8];
+                let rest = bytes.get(at..).unwrap_or_default();
+                tail[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(tail)
+            }
+        };
+        values.push(u128::from((word >> (bit % 8)) & mask));
     }
 }
 
