@@ -14,6 +14,7 @@
 //! `str()` of a float) or a time outside the years 1–9999 — comes back [`Body::Unserved`],
 //! and Python answers that request on the object path.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
@@ -313,14 +314,24 @@ fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut V
 /// `{"total", "by"}` as `tiles_value` in the binding builds it: labels are the first `by`
 /// value's Python `str()`, summed and sorted; amounts are divided by the scale for `Sum`.
 fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(), Unserved> {
-    let mut labelled: BTreeMap<String, i64> = BTreeMap::new();
+    // Sorted by label, equal labels summed (as a map by label would): a few entries.
+    let mut labelled: Vec<(Cow<'_, str>, i64)> = Vec::with_capacity(answer.by.len());
     for (first, amount) in &answer.by {
         let label = match first {
-            None => "all".to_owned(),
+            None => Cow::Borrowed("all"),
             Some(value) => python_str(value).ok_or(Unserved)?,
         };
-        *labelled.entry(label).or_insert(0) += amount;
+        labelled.push((label, *amount));
     }
+    labelled.sort_by(|a, b| a.0.cmp(&b.0));
+    labelled.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            // As `+=` on a map's entry (wrapping in a release build).
+            kept.1 = kept.1.wrapping_add(later.1);
+        }
+        same
+    });
     let amount = |value: i64, out: &mut Vec<u8>| {
         if scale == 1 || answer.newest.is_none() {
             write!(out, "{value}").expect("writing to a Vec cannot fail");
@@ -345,14 +356,14 @@ fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// Python's `str()` of a label value, where it is exact here (not for floats).
-fn python_str(value: &Value) -> Option<String> {
+fn python_str(value: &Value) -> Option<Cow<'_, str>> {
     Some(match value {
-        Value::Null => "None".to_owned(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        Value::Int(i) => i.to_string(),
+        Value::Null => Cow::Borrowed("None"),
+        Value::Bool(true) => Cow::Borrowed("True"),
+        Value::Bool(false) => Cow::Borrowed("False"),
+        Value::Int(i) => Cow::Owned(i.to_string()),
         Value::Float(_) => return None,
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => Cow::Borrowed(s),
     })
 }
 

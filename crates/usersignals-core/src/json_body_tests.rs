@@ -59,3 +59,31 @@ fn an_unknown_plan_or_a_foreign_state_is_left_to_the_object_path() {
         Body::Unserved
     );
 }
+
+/// Labels are Python's `str()` of the first `by` value, sorted, and equal ones summed (the
+/// `tiles_value` dict): `1` and `"1"` are one label, `None` and `True` sort as their text.
+#[test]
+fn tile_labels_merge_and_sort_as_their_text() {
+    let answer = TileAnswer {
+        total: 9,
+        by: vec![
+            (Some(Value::Str("b".into())), 1),
+            (Some(Value::Int(1)), 2),
+            (Some(Value::Null), 3),
+            (Some(Value::Str("1".into())), 1),
+            (Some(Value::Bool(true)), 2),
+        ],
+        newest: Some(5),
+    };
+    let mut out = Vec::new();
+    write_tiles(1, &answer, &mut out).unwrap_or_else(|_| panic!("unserved"));
+    assert_eq!(
+        out,
+        b"{\"total\":9,\"by\":{\"1\":3,\"None\":3,\"True\":2,\"b\":1}}"
+    );
+    let float = TileAnswer {
+        by: vec![(Some(Value::Float(1.5)), 1)],
+        ..answer
+    };
+    assert!(write_tiles(1, &float, &mut Vec::new()).is_err());
+}
