@@ -22,7 +22,7 @@ use crate::context::{ReadContext, Refusal};
 use crate::last_n::view::LastNView;
 use crate::plan::{Aggregation, Plan};
 use crate::tiles::TileAnswer;
-use crate::value::{Value, ValueRef};
+use crate::value::{decimal, Value, ValueRef};
 use crate::{decayed, distinct, last_n, mean_vector, seen, tiles};
 
 /// One requested signal: its plan, the answer's opening and closing text, and its stored
@@ -116,13 +116,12 @@ fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Resul
         );
         return Ok(());
     };
-    let iso = iso_ms(newest).ok_or(Unserved)?;
-    let age = now_ms.saturating_sub(newest).max(0);
-    write!(
-        out,
-        ",\"newest_event_ms\":{newest},\"newest_event_time\":\"{iso}\",\"age_ms\":{age}"
-    )
-    .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"newest_event_ms\":");
+    write_int(newest, out);
+    out.extend_from_slice(b",\"newest_event_time\":\"");
+    write_iso_ms(newest, out).ok_or(Unserved)?;
+    out.extend_from_slice(b"\",\"age_ms\":");
+    write_int(now_ms.saturating_sub(newest).max(0), out);
     Ok(())
 }
 
@@ -131,6 +130,13 @@ fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Resul
 /// microseconds (CPython's `_PyTime_DoubleToDenominator`), then truncated to milliseconds.
 /// `None` outside the years 1–9999, which Python refuses.
 pub fn iso_ms(ms: i64) -> Option<String> {
+    let mut out = Vec::with_capacity(29);
+    write_iso_ms(ms, &mut out)?;
+    Some(String::from_utf8(out).expect("ASCII"))
+}
+
+/// [`iso_ms`] written into `out` (nothing written when `None`).
+fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
     let t = ms as f64 / 1000.0;
     let mut seconds = t.trunc();
     let mut micros = ((t - seconds) * 1e6).round_ties_even();
@@ -149,9 +155,42 @@ pub fn iso_ms(ms: i64) -> Option<String> {
     }
     let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
     let millis = micros as i64 / 1000;
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00"
-    ))
+    // `{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00`
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (hour, 2, b':'),
+        (minute, 2, b':'),
+        (second, 2, b'.'),
+    ];
+    for (value, width, then) in fields {
+        write_padded(value, width, out);
+        out.push(then);
+    }
+    write_padded(millis, 3, out);
+    out.extend_from_slice(b"+00:00");
+    Some(())
+}
+
+/// A non-negative `value` of at most `width` digits, zero-padded to `width`.
+fn write_padded(value: i64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let digits = decimal(value.unsigned_abs(), &mut digits);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits);
+}
+
+/// An integer as `Display` writes it, without the formatting machinery.
+fn write_int(value: i64, out: &mut Vec<u8>) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(value.unsigned_abs(), &mut digits));
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
@@ -299,7 +338,8 @@ fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut V
         if i > 0 {
             out.push(b',');
         }
-        write!(out, "{{\"ts\":{}", view.ts[*row]).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b"{\"ts\":");
+        write_int(view.ts[*row], out);
         for (column, key) in keys.iter().enumerate() {
             out.push(b',');
             out.extend_from_slice(key);
@@ -334,7 +374,7 @@ fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(),
     });
     let amount = |value: i64, out: &mut Vec<u8>| {
         if scale == 1 || answer.newest.is_none() {
-            write!(out, "{value}").expect("writing to a Vec cannot fail");
+            write_int(value, out);
         } else {
             // Python's int / int: correctly rounded, as this division is for |x| < 2^53.
             write_float(value as f64 / scale as f64, out);
@@ -399,7 +439,7 @@ fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
     match value {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        ValueRef::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        ValueRef::Int(i) => write_int(i, out),
         ValueRef::Float(f) => write_float(f, out),
         other => write_text(other.text(text).unwrap_or_default(), out),
     }

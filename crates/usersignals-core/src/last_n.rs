@@ -277,15 +277,18 @@ fn packed_form(out: &mut Vec<u8>, (order, codes): &Vocabulary<'_>) {
 fn unpack_codes(r: &mut Reader<'_>, count: usize, size: usize) -> Result<Vec<u32>, CoreError> {
     let bits = code_bits(size);
     let packed = r.bytes((count * bits as usize).div_ceil(8))?;
-    unpack_bits(packed, count, bits)
-        .into_iter()
-        .map(|code| match u32::try_from(code) {
-            Ok(code) if (code as usize) < size => Ok(code),
-            _ => Err(CoreError::Codec(format!(
-                "code {code} outside a dictionary of {size}"
-            ))),
-        })
-        .collect()
+    let mut codes = Vec::with_capacity(count);
+    for code in unpack_bits(packed, count, bits) {
+        match u32::try_from(code) {
+            Ok(code) if (code as usize) < size => codes.push(code),
+            _ => {
+                return Err(CoreError::Codec(format!(
+                    "code {code} outside a dictionary of {size}"
+                )))
+            }
+        }
+    }
+    Ok(codes)
 }
 
 /// The prefixed and digits forms' head: the form byte and the shared prefix.

@@ -278,19 +278,24 @@ impl<'a> ValueRef<'a> {
 /// id of a digits column per entry it answers).
 fn push_padded(buf: &mut String, number: u64, width: usize) {
     let mut digits = [0u8; 20];
-    let mut at = digits.len();
+    let digits = decimal(number, &mut digits);
+    buf.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    buf.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
+}
+
+/// `number`'s decimal digits (as `Display` writes them), in the end of `buf`.
+pub(crate) fn decimal(number: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
     let mut rest = number;
     loop {
         at -= 1;
-        digits[at] = b'0' + (rest % 10) as u8;
+        buf[at] = b'0' + (rest % 10) as u8;
         rest /= 10;
         if rest == 0 {
             break;
         }
     }
-    let len = digits.len() - at;
-    buf.extend(std::iter::repeat_n('0', width.saturating_sub(len)));
-    buf.push_str(std::str::from_utf8(&digits[at..]).expect("ASCII digits"));
+    &buf[at..]
 }
 
 #[derive(Clone, Copy)]

@@ -66,6 +66,20 @@ pub(crate) fn column_refs<'a>(
     Ok((0..count).map(|row| column.get(row)).collect())
 }
 
+/// `count` results of `next`, or its first error: collected into a vector sized once
+/// (`count` was checked against the bytes left), where collecting an iterator of results
+/// grows it by doubling.
+fn collect_n<T>(
+    count: usize,
+    mut next: impl FnMut() -> Result<T, CoreError>,
+) -> Result<Vec<T>, CoreError> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(next()?);
+    }
+    Ok(out)
+}
+
 impl<'a> LastNView<'a> {
     /// Parse `data` (the same checks as `decode`, so a state that decodes also views).
     pub fn parse(data: &'a [u8], columns: usize) -> Result<Self, CoreError> {
@@ -85,56 +99,44 @@ impl<'a> LastNView<'a> {
         Ok(match r.u8()? {
             DICTIONARY => {
                 let size = r.len(1)?;
-                let vocab = (0..size)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let codes = (0..count)
-                    .map(|_| {
-                        let code = if size <= MAX_BYTE_CODES {
-                            u64::from(r.u8()?)
-                        } else {
-                            r.u64()?
-                        };
-                        if code >= size as u64 {
-                            return Err(CoreError::Codec(format!(
-                                "code {code} outside a dictionary of {size}"
-                            )));
-                        }
-                        Ok(code as u32)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let vocab = collect_n(size, || ValueRef::decode(r))?;
+                let codes = collect_n(count, || {
+                    let code = if size <= MAX_BYTE_CODES {
+                        u64::from(r.u8()?)
+                    } else {
+                        r.u64()?
+                    };
+                    if code >= size as u64 {
+                        return Err(CoreError::Codec(format!(
+                            "code {code} outside a dictionary of {size}"
+                        )));
+                    }
+                    Ok(code as u32)
+                })?;
                 Column::Dictionary { vocab, codes }
             }
-            PLAIN => Column::Plain(
-                (0..count)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<_, _>>()?,
-            ),
+            PLAIN => Column::Plain(collect_n(count, || ValueRef::decode(r))?),
             PREFIXED => {
                 let shared = r.len(1)?;
                 let prefix = utf8(r.bytes(shared)?)?;
-                let suffixes = (0..count)
-                    .map(|_| {
-                        let n = r.len(1)?;
-                        utf8(r.bytes(n)?)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let suffixes = collect_n(count, || {
+                    let n = r.len(1)?;
+                    utf8(r.bytes(n)?)
+                })?;
                 Column::Prefixed { prefix, suffixes }
             }
             DIGITS => {
                 let (prefix, width) = super::digits_header(r)?;
                 let limit = 10u64.pow(width as u32);
-                let numbers = (0..count)
-                    .map(|_| {
-                        let number = r.u64()?;
-                        if number >= limit {
-                            return Err(CoreError::Codec(format!(
-                                "{number} does not fit {width} digits"
-                            )));
-                        }
-                        Ok(number)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let numbers = collect_n(count, || {
+                    let number = r.u64()?;
+                    if number >= limit {
+                        return Err(CoreError::Codec(format!(
+                            "{number} does not fit {width} digits"
+                        )));
+                    }
+                    Ok(number)
+                })?;
                 Column::Digits {
                     prefix,
                     width,
@@ -143,9 +145,7 @@ impl<'a> LastNView<'a> {
             }
             PACKED => {
                 let size = r.len(1)?;
-                let vocab = (0..size)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let vocab = collect_n(size, || ValueRef::decode(r))?;
                 let codes = super::unpack_codes(r, count, size)?;
                 Column::Dictionary { vocab, codes }
             }
