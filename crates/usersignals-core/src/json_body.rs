@@ -164,19 +164,20 @@ fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
         (minute, 2, b':'),
         (second, 2, b'.'),
     ];
+    // Each field is within 0 and 9999 here.
     for (value, width, then) in fields {
-        write_padded(value, width, out);
+        write_padded(value.unsigned_abs(), width, out);
         out.push(then);
     }
-    write_padded(millis, 3, out);
+    write_padded(millis.unsigned_abs(), 3, out);
     out.extend_from_slice(b"+00:00");
     Some(())
 }
 
-/// A non-negative `value` of at most `width` digits, zero-padded to `width`.
-fn write_padded(value: i64, width: usize, out: &mut Vec<u8>) {
+/// `value` zero-padded to `width` digits (as `{value:0width$}`).
+fn write_padded(value: u64, width: usize, out: &mut Vec<u8>) {
     let mut digits = [0u8; 20];
-    let digits = decimal(value.unsigned_abs(), &mut digits);
+    let digits = decimal(value, &mut digits);
     out.extend(std::iter::repeat_n(
         b'0',
         width.saturating_sub(digits.len()),
@@ -441,6 +442,13 @@ fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
         ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         ValueRef::Int(i) => write_int(i, out),
         ValueRef::Float(f) => write_float(f, out),
+        // An id of a digits column: its prefix, then the number, which needs no escape.
+        ValueRef::Digits(prefix, width, number) if plain(prefix) => {
+            out.push(b'"');
+            out.extend_from_slice(prefix.as_bytes());
+            write_padded(number, width, out);
+            out.push(b'"');
+        }
         other => write_text(other.text(text).unwrap_or_default(), out),
     }
 }
@@ -462,9 +470,22 @@ fn write_floats(values: &[f64], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// A string as JSON text (quoted and escaped).
+/// A string as JSON text (quoted and escaped, as serde_json writes it). Most strings
+/// need no escape, and are copied between quotes.
 fn write_text(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    if plain(s) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// Whether serde_json writes `s` as it is: no control character, quote or backslash (it
+/// leaves the rest of UTF-8 unescaped).
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]

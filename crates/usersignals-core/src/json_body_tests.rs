@@ -124,3 +124,21 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out, ms.to_string().into_bytes());
     }
 }
+
+proptest::proptest! {
+    /// Strings as serde_json writes them; digits ids as their text would be.
+    #[test]
+    fn texts_are_written_as_serde_json_writes_them(
+        s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é]{0,6}",
+        number in proptest::prelude::any::<u64>(),
+        width in 0usize..22,
+    ) {
+        let mut out = Vec::new();
+        write_text(&s, &mut out);
+        proptest::prop_assert_eq!(&out, &serde_json::to_vec(&s).unwrap());
+        let (mut out, mut text) = (Vec::new(), String::new());
+        write_ref(ValueRef::Digits(&s, width, number), &mut text, &mut out);
+        let expected = serde_json::to_vec(&format!("{s}{number:0width$}")).unwrap();
+        proptest::prop_assert_eq!(out, expected);
+    }
+}
