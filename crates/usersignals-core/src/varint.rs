@@ -90,13 +90,19 @@ pub fn unpack_bits_into(bytes: &[u8], count: usize, width: u32, values: &mut Vec
     }
 }
 
-/// Widths up to 56: each value is within the 8 bytes from its first one, so it is one
-/// little-endian load, a shift and a mask (no carried accumulator). Bytes past the end
-/// read as 0; the mask drops them, as it drops the next value's bits.
 fn unpack_narrow(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.reserve(count);
+    for_each_narrow(bytes, count, width, |v| values.push(u128::from(v)));
+}
+
+/// Each of `count` values of `width` (at most 56) bits, as `unpack_bits` reads them. Each
+/// value is within the 8 bytes from its first one, so it is one little-endian load, a shift
+/// and a mask (no carried accumulator). Bytes past the end read as 0; the mask drops them,
+/// as it drops the next value's bits.
+pub fn for_each_narrow(bytes: &[u8], count: usize, width: u32, mut f: impl FnMut(u64)) {
+    debug_assert!(width <= 56);
     let mask = (1u64 << width) - 1;
     let width = width as usize;
-    values.reserve(count);
     for n in 0..count {
         let bit = n * width;
         let at = bit / 8;
@@ -109,7 +115,7 @@ fn unpack_narrow(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>)
                 u64::from_le_bytes(tail)
             }
         };
-        values.push(u128::from((word >> (bit % 8)) & mask));
+        f((word >> (bit % 8)) & mask);
     }
 }
 
@@ -179,6 +185,21 @@ impl<'a> Reader<'a> {
     }
 
     pub fn u64(&mut self) -> Result<u64, CoreError> {
+        // The common case, a varint ending within the bytes left, without a bounds check
+        // per byte; anything else (truncated, too long) reads as before, error included.
+        let rest = &self.data[self.pos..];
+        let mut v: u64 = 0;
+        for (i, b) in rest.iter().take(10).enumerate() {
+            v |= u64::from(b & 0x7f) << (7 * i);
+            if b & 0x80 == 0 {
+                self.pos += i + 1;
+                return Ok(v);
+            }
+        }
+        self.u64_byte_at_a_time()
+    }
+
+    fn u64_byte_at_a_time(&mut self) -> Result<u64, CoreError> {
         let mut v: u64 = 0;
         for shift in (0..64).step_by(7) {
             let b = self.u8()?;
@@ -221,6 +242,18 @@ mod tests {
             let mut r = Reader::new(&out);
             prop_assert_eq!(r.u64().unwrap(), v);
             prop_assert!(r.is_done());
+        }
+
+        /// The fast path reads what the byte-at-a-time loop reads, and fails where it does.
+        #[test]
+        fn varints_read_as_byte_at_a_time(bytes in prop::collection::vec(
+            prop_oneof![any::<u8>(), 0x80u8..=0xFF], 0..14)
+        ) {
+            let (mut fast, mut slow) = (Reader::new(&bytes), Reader::new(&bytes));
+            let (a, b) = (fast.u64(), slow.u64_byte_at_a_time());
+            prop_assert_eq!(a.is_ok(), b.is_ok());
+            prop_assert_eq!(a.ok(), b.ok());
+            prop_assert_eq!(fast.pos, slow.pos);
         }
 
         #[test]
