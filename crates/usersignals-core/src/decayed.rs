@@ -484,12 +484,7 @@ pub fn apply_stored(
 
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "DecayedScores format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("DecayedScores", FORMAT_VERSION)?;
     let newest = r.i64()?;
     let key_count = r.len(1)?;
     let keys = last_n::decode_values(&mut r, key_count)?;

@@ -34,12 +34,7 @@ impl DecayedSpec {
     ) -> Result<Result<(StoredProfile<'a>, Option<i64>), Refusal>, CoreError> {
         let decay = self.buckets(retention_ms);
         let mut r = Reader::new(data);
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(CoreError::Codec(format!(
-                "DecayedScores format version {version}, expected {FORMAT_VERSION}"
-            )));
-        }
+        r.expect_version("DecayedScores", FORMAT_VERSION)?;
         let newest = r.i64()?;
         let key_count = r.len(1)?;
         let keys = column_refs(&mut r, key_count)?;

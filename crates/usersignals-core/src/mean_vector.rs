@@ -271,12 +271,7 @@ fn component_sum(quotient: u128, d: i128) -> Result<i128, CoreError> {
 
 pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "MeanVector format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("MeanVector", FORMAT_VERSION)?;
     let mut state = VectorState {
         newest: r.i64()?,
         ..VectorState::default()

@@ -26,12 +26,7 @@ impl MeanVectorSpec {
     ) -> Result<Result<(MeanAnswer, Option<i64>), Refusal>, CoreError> {
         let decay = self.buckets(retention_ms);
         let mut r = Reader::new(data);
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(CoreError::Codec(format!(
-                "MeanVector format version {version}, expected {FORMAT_VERSION}"
-            )));
-        }
+        r.expect_version("MeanVector", FORMAT_VERSION)?;
         let newest = r.i64()?;
         let stored_dim = r.u64()?;
         if stored_dim != self.dim as u64 {

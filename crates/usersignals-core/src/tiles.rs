@@ -572,12 +572,7 @@ struct EntriesRef<'a, E, C> {
 
 fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "tiles format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("tiles", FORMAT_VERSION)?;
     let newest = r.i64()?;
     let count = r.len(spec.by.len())?;
     let mut groups = Vec::with_capacity(count);

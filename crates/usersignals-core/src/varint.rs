@@ -159,6 +159,18 @@ impl<'a> Reader<'a> {
         self.pos == self.data.len()
     }
 
+    /// A state's leading format version byte, which must be `expected`; `what` names the
+    /// state in the error.
+    pub fn expect_version(&mut self, what: &str, expected: u8) -> Result<(), CoreError> {
+        let version = self.u8()?;
+        if version != expected {
+            return Err(CoreError::Codec(format!(
+                "{what} format version {version}, expected {expected}"
+            )));
+        }
+        Ok(())
+    }
+
     pub fn u8(&mut self) -> Result<u8, CoreError> {
         let b = *self
             .data

@@ -47,12 +47,7 @@ impl TileSpec {
         surfaces: Option<&HashSet<String>>,
     ) -> Result<Result<TileAnswer, Refusal>, CoreError> {
         let mut r = Reader::new(data);
-        let version = r.u8()?;
-        if version != FORMAT_VERSION {
-            return Err(CoreError::Codec(format!(
-                "tiles format version {version}, expected {FORMAT_VERSION}"
-            )));
-        }
+        r.expect_version("tiles", FORMAT_VERSION)?;
         let newest = r.i64()?;
         let mut keys = Vec::new();
         let mut groups = self.read_groups(&mut r, &mut keys, actions, surfaces)?;
