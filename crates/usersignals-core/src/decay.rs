@@ -24,7 +24,7 @@ use serde_json::Value as Json;
 use crate::context::{Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::value::Value;
-use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, Reader};
+use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits_into, Reader};
 
 const DAY_MS: i64 = 86_400_000;
 const HOUR_MS: i64 = 3_600_000;
@@ -194,6 +194,14 @@ impl DecayBuckets {
 
     /// The first and last bucket an answer at `view` counts, or the reference's refusal.
     pub fn counted(&self, newest: i64, tops: &Tops, view: i64) -> Result<(i64, i64), Refusal> {
+        let (first, last) = self.counted_range(newest, view)?;
+        Self::check_last_top(tops.get(&last).copied(), view)?;
+        Ok((first, last))
+    }
+
+    /// `counted`'s buckets before the check of the last one's newest time: what a read over
+    /// the stored bytes knows before it meets that bucket.
+    pub fn counted_range(&self, newest: i64, view: i64) -> Result<(i64, i64), Refusal> {
         let size = self.bucket_ms;
         let first = retention_start(view, self.retention_ms, size).div_euclid(size);
         let kept = self.first_kept(newest);
@@ -204,15 +212,20 @@ impl DecayBuckets {
                 why: "its retention reaches past the look-back",
             });
         }
-        let last = view.div_euclid(size);
-        if let Some(top) = tops.get(&last).filter(|top| **top > view) {
-            return Err(Refusal {
+        Ok((first, view.div_euclid(size)))
+    }
+
+    /// `counted`'s refusal when the last counted bucket (whose newest time is `top`, if the
+    /// state has it) holds events after the view time.
+    pub fn check_last_top(top: Option<i64>, view: i64) -> Result<(), Refusal> {
+        match top.filter(|top| *top > view) {
+            Some(top) => Err(Refusal {
                 view_ms: view,
-                earliest_ms: *top,
+                earliest_ms: top,
                 why: "events later than as_of share its bucket (UTC day)",
-            });
+            }),
+            None => Ok(()),
         }
-        Ok((first, last))
     }
 
     /// `round(ldexp(weight · growth, bits))`, the integer one event adds.
@@ -227,6 +240,16 @@ impl DecayBuckets {
         } else {
             term as i128
         }
+    }
+}
+
+/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
+/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
+/// that both arms are the same conversion and merging them back into the slow one.
+pub fn to_f64(v: i128) -> f64 {
+    match i64::try_from(v) {
+        Ok(small) => small as f64,
+        Err(_) => std::hint::black_box(v) as f64,
     }
 }
 
@@ -292,11 +315,26 @@ pub fn put_run(out: &mut Vec<u8>, values: &[u128]) {
 
 /// Reads `count` values written by `put_run`.
 pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError> {
+    let mut values = Vec::new();
+    get_run_into(r, count, &mut values)?;
+    Ok(values)
+}
+
+/// `get_run` into `values` (cleared first): a read reuses one buffer for every run.
+pub fn get_run_into(
+    r: &mut Reader<'_>,
+    count: usize,
+    values: &mut Vec<u128>,
+) -> Result<(), CoreError> {
     let width = r.u8()?;
     if width == RUN_OF_VARINTS {
-        return (0..count).map(|_| get_u128(r)).collect();
+        values.clear();
+        for _ in 0..count {
+            values.push(get_u128(r)?);
+        }
+        return Ok(());
     }
-    unpack_run(r, count, width)
+    unpack_run_into(r, count, width, values)
 }
 
 /// `put_run`'s smaller form of a run, chosen from the values' sizes alone (nothing is
@@ -345,24 +383,50 @@ pub fn get_run_form(
     count: usize,
     packed: bool,
 ) -> Result<Vec<u128>, CoreError> {
+    let mut values = Vec::new();
+    get_run_form_into(r, count, packed, &mut values)?;
+    Ok(values)
+}
+
+/// `get_run_form` into `values` (cleared first): a read reuses one buffer for every run.
+pub fn get_run_form_into(
+    r: &mut Reader<'_>,
+    count: usize,
+    packed: bool,
+    values: &mut Vec<u128>,
+) -> Result<(), CoreError> {
     if !packed {
+        values.clear();
         // Each varint is at least a byte: the bytes left bound a count read from the input.
-        let mut values = Vec::with_capacity(count.min(r.left()));
+        values.reserve(count.min(r.left()));
         for _ in 0..count {
             values.push(get_u128(r)?);
         }
-        return Ok(values);
+        return Ok(());
     }
     let width = r.u8()?;
-    unpack_run(r, count, width)
+    unpack_run_into(r, count, width, values)
 }
 
+#[cfg(test)]
 fn unpack_run(r: &mut Reader<'_>, count: usize, width: u8) -> Result<Vec<u128>, CoreError> {
+    let mut values = Vec::new();
+    unpack_run_into(r, count, width, &mut values)?;
+    Ok(values)
+}
+
+fn unpack_run_into(
+    r: &mut Reader<'_>,
+    count: usize,
+    width: u8,
+    values: &mut Vec<u128>,
+) -> Result<(), CoreError> {
     if width > 128 {
         return Err(CoreError::Codec(format!("packed width {width}")));
     }
     let bytes = r.bytes(count.saturating_mul(usize::from(width)).div_ceil(8))?;
-    Ok(unpack_bits(bytes, count, u32::from(width)))
+    unpack_bits_into(bytes, count, u32::from(width), values);
+    Ok(())
 }
 
 pub fn zigzag(v: i128) -> u128 {

@@ -28,7 +28,7 @@ use std::collections::HashSet;
 
 use crate::context::{Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, unzigzag, zigzag, RunForm};
-use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
+use crate::decay::{scale_down, to_f64, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::error::CoreError;
 use crate::last_n;
 use crate::value::Value;
@@ -332,8 +332,9 @@ impl DecayedSpec {
         exclude: &HashSet<String>,
         limit: Option<usize>,
     ) -> Profile {
-        let mut candidates: Vec<(f64, &Value)> = scored
+        let mut candidates: Vec<(f64, &Value, ())> = scored
             .filter(|(_, key)| !matches!(key, Value::Str(s) if exclude.contains(s)))
+            .map(|(score, key)| (score, key, ()))
             .collect();
         top_k(
             &mut candidates,
@@ -341,34 +342,16 @@ impl DecayedSpec {
         );
         candidates
             .into_iter()
-            .map(|(s, k)| (k.clone(), s))
+            .map(|(s, k, ())| (k.clone(), s))
             .collect()
-    }
-}
-
-impl DecayedSpec {
-    /// `read` straight from the stored bytes (the serving path), the key dictionary read
-    /// through the view's borrowed column. A state that does not decode is an error, as for
-    /// `decode`.
-    pub fn read_stored(
-        &self,
-        retention_ms: i64,
-        data: &[u8],
-        times: &Times,
-        exclude: &HashSet<String>,
-        limit: Option<usize>,
-    ) -> Result<Result<(Profile, Option<i64>), Refusal>, CoreError> {
-        let bucket_ms = self.buckets(retention_ms).bucket_ms;
-        let state = parse(data, bucket_ms, last_n::view::column_values)?;
-        Ok(self.read(retention_ms, &state, times, exclude, limit))
     }
 }
 
 /// Sorts `candidates` as `heapq.nlargest` orders `(score, key)` pairs — score descending,
 /// then key descending — and keeps the first `k`. Where keys tied on a score do not compare
 /// in Python (a string and a number), the reference falls back to ordering every key by
-/// its `repr`; so does this.
-fn top_k(candidates: &mut Vec<(f64, &Value)>, k: usize) {
+/// its `repr`; so does this. Each candidate carries a `T` along.
+fn top_k<T>(candidates: &mut Vec<(f64, &Value, T)>, k: usize) {
     let mut incomparable = false;
     candidates.sort_by(|a, b| {
         b.0.partial_cmp(&a.0)
@@ -499,36 +482,12 @@ pub fn apply_stored(
     Ok((encode(&state, bucket_ms), expired))
 }
 
-/// `v as f64`, through `i64` when it fits: the same correctly rounded conversion, without
-/// the 128-bit one's software routine (most sums fit). `black_box` keeps LLVM from seeing
-/// that both arms are the same conversion and merging them back into the slow one.
-fn to_f64(v: i128) -> f64 {
-    match i64::try_from(v) {
-        Ok(small) => small as f64,
-        Err(_) => std::hint::black_box(v) as f64,
-    }
-}
-
 pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
-    parse(data, bucket_ms, last_n::decode_values)
-}
-
-/// `keys` reads the key dictionary (`last_n::decode_values`, or the view's borrowed form).
-fn parse(
-    data: &[u8],
-    bucket_ms: i64,
-    keys: impl FnOnce(&mut Reader<'_>, usize) -> Result<Vec<Value>, CoreError>,
-) -> Result<ScoresState, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "DecayedScores format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("DecayedScores", FORMAT_VERSION)?;
     let newest = r.i64()?;
     let key_count = r.len(1)?;
-    let keys = keys(&mut r, key_count)?;
+    let keys = last_n::decode_values(&mut r, key_count)?;
     let mut previous_class = None;
     for value in &keys {
         let class = ClassRef::of(value)
@@ -582,14 +541,28 @@ fn decode_key_indices(
     bitmap: bool,
     key_count: usize,
 ) -> Result<Vec<u32>, CoreError> {
+    let mut indices = Vec::new();
+    decode_key_indices_into(r, count, bitmap, key_count, &mut indices)?;
+    Ok(indices)
+}
+
+/// `decode_key_indices` into `indices` (cleared first): a read reuses one buffer.
+pub(crate) fn decode_key_indices_into(
+    r: &mut Reader<'_>,
+    count: usize,
+    bitmap: bool,
+    key_count: usize,
+    indices: &mut Vec<u32>,
+) -> Result<(), CoreError> {
     // Key indices are u32 in memory: a dictionary beyond that is not a state this writes.
     if count > key_count || u32::try_from(key_count).is_err() {
         return Err(CoreError::Codec("more cells than keys".into()));
     }
-    let indices = if bitmap {
+    indices.clear();
+    indices.reserve(count);
+    if bitmap {
         let bits = r.bytes(key_count.div_ceil(8))?;
         // The set bits, a byte at a time; bits past the key count (padding) do not count.
-        let mut indices = Vec::with_capacity(count);
         for (at, byte) in bits.iter().enumerate() {
             let mut byte = *byte;
             while byte != 0 {
@@ -600,10 +573,8 @@ fn decode_key_indices(
                 byte &= byte - 1;
             }
         }
-        indices
     } else {
         let mut at = 0usize;
-        let mut indices = Vec::with_capacity(count);
         for _ in 0..count {
             let i = usize::try_from(r.u64()?)
                 .ok()
@@ -613,15 +584,18 @@ fn decode_key_indices(
             indices.push(i as u32);
             at = i + 1;
         }
-        indices
-    };
+    }
     if indices.len() != count {
         return Err(CoreError::Codec(
             "bitmap disagrees with the cell count".into(),
         ));
     }
-    Ok(indices)
+    Ok(())
 }
+
+#[path = "decayed_read.rs"]
+mod stored_read;
+pub use stored_read::StoredProfile;
 
 #[cfg(test)]
 #[path = "decayed_tests.rs"]

@@ -14,6 +14,7 @@
 //! `str()` of a float) or a time outside the years 1–9999 — comes back [`Body::Unserved`],
 //! and Python answers that request on the object path.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write as _;
 
@@ -21,7 +22,7 @@ use crate::context::{ReadContext, Refusal};
 use crate::last_n::view::LastNView;
 use crate::plan::{Aggregation, Plan};
 use crate::tiles::TileAnswer;
-use crate::value::{Value, ValueRef};
+use crate::value::{decimal, Value, ValueRef};
 use crate::{decayed, distinct, last_n, mean_vector, seen, tiles};
 
 /// One requested signal: its plan, the answer's opening and closing text, and its stored
@@ -115,13 +116,12 @@ fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Resul
         );
         return Ok(());
     };
-    let iso = iso_ms(newest).ok_or(Unserved)?;
-    let age = now_ms.saturating_sub(newest).max(0);
-    write!(
-        out,
-        ",\"newest_event_ms\":{newest},\"newest_event_time\":\"{iso}\",\"age_ms\":{age}"
-    )
-    .expect("writing to a Vec cannot fail");
+    out.extend_from_slice(b",\"newest_event_ms\":");
+    write_int(newest, out);
+    out.extend_from_slice(b",\"newest_event_time\":\"");
+    write_iso_ms(newest, out).ok_or(Unserved)?;
+    out.extend_from_slice(b"\",\"age_ms\":");
+    write_int(now_ms.saturating_sub(newest).max(0), out);
     Ok(())
 }
 
@@ -130,6 +130,13 @@ fn write_freshness(newest: Option<i64>, now_ms: i64, out: &mut Vec<u8>) -> Resul
 /// microseconds (CPython's `_PyTime_DoubleToDenominator`), then truncated to milliseconds.
 /// `None` outside the years 1–9999, which Python refuses.
 pub fn iso_ms(ms: i64) -> Option<String> {
+    let mut out = Vec::with_capacity(29);
+    write_iso_ms(ms, &mut out)?;
+    Some(String::from_utf8(out).expect("ASCII"))
+}
+
+/// [`iso_ms`] written into `out` (nothing written when `None`).
+fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
     let t = ms as f64 / 1000.0;
     let mut seconds = t.trunc();
     let mut micros = ((t - seconds) * 1e6).round_ties_even();
@@ -148,9 +155,43 @@ pub fn iso_ms(ms: i64) -> Option<String> {
     }
     let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
     let millis = micros as i64 / 1000;
-    Some(format!(
-        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00"
-    ))
+    // `{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00`
+    let fields = [
+        (year, 4, b'-'),
+        (month, 2, b'-'),
+        (day, 2, b'T'),
+        (hour, 2, b':'),
+        (minute, 2, b':'),
+        (second, 2, b'.'),
+    ];
+    // Each field is within 0 and 9999 here.
+    for (value, width, then) in fields {
+        write_padded(value.unsigned_abs(), width, out);
+        out.push(then);
+    }
+    write_padded(millis.unsigned_abs(), 3, out);
+    out.extend_from_slice(b"+00:00");
+    Some(())
+}
+
+/// `value` zero-padded to `width` digits (as `{value:0width$}`).
+fn write_padded(value: u64, width: usize, out: &mut Vec<u8>) {
+    let mut digits = [0u8; 20];
+    let digits = decimal(value, &mut digits);
+    out.extend(std::iter::repeat_n(
+        b'0',
+        width.saturating_sub(digits.len()),
+    ));
+    out.extend_from_slice(digits);
+}
+
+/// An integer as `Display` writes it, without the formatting machinery.
+fn write_int(value: i64, out: &mut Vec<u8>) {
+    if value < 0 {
+        out.push(b'-');
+    }
+    let mut digits = [0u8; 20];
+    out.extend_from_slice(decimal(value.unsigned_abs(), &mut digits));
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
@@ -255,9 +296,8 @@ fn write_answer(
             }))
         }
         Aggregation::MeanVector(spec) => {
-            let bucket_ms = spec.buckets(retention).bucket_ms;
-            let state = mean_vector::decode(data, spec.dim, bucket_ms).map_err(|_| Unserved)?;
-            Ok(spec.read(retention, &state, times).map(|(answer, newest)| {
+            let read = spec.read_stored(retention, data, times);
+            Ok(read.map_err(|_| Unserved)?.map(|(answer, newest)| {
                 out.extend_from_slice(b"{\"vector\":");
                 match &answer.vector {
                     None => out.extend_from_slice(b"null"),
@@ -299,7 +339,8 @@ fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut V
         if i > 0 {
             out.push(b',');
         }
-        write!(out, "{{\"ts\":{}", view.ts[*row]).expect("writing to a Vec cannot fail");
+        out.extend_from_slice(b"{\"ts\":");
+        write_int(view.ts[*row], out);
         for (column, key) in keys.iter().enumerate() {
             out.push(b',');
             out.extend_from_slice(key);
@@ -314,17 +355,27 @@ fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut V
 /// `{"total", "by"}` as `tiles_value` in the binding builds it: labels are the first `by`
 /// value's Python `str()`, summed and sorted; amounts are divided by the scale for `Sum`.
 fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(), Unserved> {
-    let mut labelled: BTreeMap<String, i64> = BTreeMap::new();
+    // Sorted by label, equal labels summed (as a map by label would): a few entries.
+    let mut labelled: Vec<(Cow<'_, str>, i64)> = Vec::with_capacity(answer.by.len());
     for (first, amount) in &answer.by {
         let label = match first {
-            None => "all".to_owned(),
+            None => Cow::Borrowed("all"),
             Some(value) => python_str(value).ok_or(Unserved)?,
         };
-        *labelled.entry(label).or_insert(0) += amount;
+        labelled.push((label, *amount));
     }
+    labelled.sort_by(|a, b| a.0.cmp(&b.0));
+    labelled.dedup_by(|later, kept| {
+        let same = later.0 == kept.0;
+        if same {
+            // As `+=` on a map's entry (wrapping in a release build).
+            kept.1 = kept.1.wrapping_add(later.1);
+        }
+        same
+    });
     let amount = |value: i64, out: &mut Vec<u8>| {
         if scale == 1 || answer.newest.is_none() {
-            write!(out, "{value}").expect("writing to a Vec cannot fail");
+            write_int(value, out);
         } else {
             // Python's int / int: correctly rounded, as this division is for |x| < 2^53.
             write_float(value as f64 / scale as f64, out);
@@ -346,14 +397,14 @@ fn write_tiles(scale: i64, answer: &TileAnswer, out: &mut Vec<u8>) -> Result<(),
 }
 
 /// Python's `str()` of a label value, where it is exact here (not for floats).
-fn python_str(value: &Value) -> Option<String> {
+fn python_str(value: &Value) -> Option<Cow<'_, str>> {
     Some(match value {
-        Value::Null => "None".to_owned(),
-        Value::Bool(true) => "True".to_owned(),
-        Value::Bool(false) => "False".to_owned(),
-        Value::Int(i) => i.to_string(),
+        Value::Null => Cow::Borrowed("None"),
+        Value::Bool(true) => Cow::Borrowed("True"),
+        Value::Bool(false) => Cow::Borrowed("False"),
+        Value::Int(i) => Cow::Owned(i.to_string()),
         Value::Float(_) => return None,
-        Value::Str(s) => s.clone(),
+        Value::Str(s) => Cow::Borrowed(s),
     })
 }
 
@@ -369,14 +420,15 @@ fn write_seen(values: &[(String, i64)], out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn write_profile(top: &[(Value, f64)], out: &mut Vec<u8>) {
+fn write_profile(top: &[(ValueRef<'_>, f64)], out: &mut Vec<u8>) {
+    let mut text = String::new();
     out.push(b'[');
     for (i, (key, score)) in top.iter().enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"key\":");
-        write_value(key, out);
+        write_ref(*key, &mut text, out);
         out.extend_from_slice(b",\"score\":");
         write_float(*score, out);
         out.push(b'}');
@@ -384,22 +436,19 @@ fn write_profile(top: &[(Value, f64)], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-fn write_value(value: &Value, out: &mut Vec<u8>) {
-    match value {
-        Value::Null => out.extend_from_slice(b"null"),
-        Value::Bool(b) => out.extend_from_slice(if *b { b"true" } else { b"false" }),
-        Value::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
-        Value::Float(f) => write_float(*f, out),
-        Value::Str(s) => write_text(s, out),
-    }
-}
-
 fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
     match value {
         ValueRef::Null => out.extend_from_slice(b"null"),
         ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
-        ValueRef::Int(i) => write!(out, "{i}").expect("writing to a Vec cannot fail"),
+        ValueRef::Int(i) => write_int(i, out),
         ValueRef::Float(f) => write_float(f, out),
+        // An id of a digits column: its prefix, then the number, which needs no escape.
+        ValueRef::Digits(prefix, width, number) if plain(prefix) => {
+            out.push(b'"');
+            out.extend_from_slice(prefix.as_bytes());
+            write_padded(number, width, out);
+            out.push(b'"');
+        }
         other => write_text(other.text(text).unwrap_or_default(), out),
     }
 }
@@ -421,9 +470,22 @@ fn write_floats(values: &[f64], out: &mut Vec<u8>) {
     out.push(b']');
 }
 
-/// A string as JSON text (quoted and escaped).
+/// A string as JSON text (quoted and escaped, as serde_json writes it). Most strings
+/// need no escape, and are copied between quotes.
 fn write_text(s: &str, out: &mut Vec<u8>) {
-    serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    if plain(s) {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        serde_json::to_writer(out, s).expect("writing to a Vec cannot fail");
+    }
+}
+
+/// Whether serde_json writes `s` as it is: no control character, quote or backslash (it
+/// leaves the rest of UTF-8 unescaped).
+fn plain(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 #[cfg(test)]

@@ -59,3 +59,86 @@ fn an_unknown_plan_or_a_foreign_state_is_left_to_the_object_path() {
         Body::Unserved
     );
 }
+
+/// Labels are Python's `str()` of the first `by` value, sorted, and equal ones summed (the
+/// `tiles_value` dict): `1` and `"1"` are one label, `None` and `True` sort as their text.
+#[test]
+fn tile_labels_merge_and_sort_as_their_text() {
+    let answer = TileAnswer {
+        total: 9,
+        by: vec![
+            (Some(Value::Str("b".into())), 1),
+            (Some(Value::Int(1)), 2),
+            (Some(Value::Null), 3),
+            (Some(Value::Str("1".into())), 1),
+            (Some(Value::Bool(true)), 2),
+        ],
+        newest: Some(5),
+    };
+    let mut out = Vec::new();
+    write_tiles(1, &answer, &mut out).unwrap_or_else(|_| panic!("unserved"));
+    assert_eq!(
+        out,
+        b"{\"total\":9,\"by\":{\"1\":3,\"None\":3,\"True\":2,\"b\":1}}"
+    );
+    let float = TileAnswer {
+        by: vec![(Some(Value::Float(1.5)), 1)],
+        ..answer
+    };
+    assert!(write_tiles(1, &float, &mut Vec::new()).is_err());
+}
+
+/// `iso_ms` as it was first written, with `format!`: the reference of the hand-written one.
+fn iso_ms_by_format(ms: i64) -> Option<String> {
+    let t = ms as f64 / 1000.0;
+    let mut seconds = t.trunc();
+    let mut micros = ((t - seconds) * 1e6).round_ties_even();
+    if micros >= 1e6 {
+        micros -= 1e6;
+        seconds += 1.0;
+    } else if micros < 0.0 {
+        micros += 1e6;
+        seconds -= 1.0;
+    }
+    let seconds = seconds as i64;
+    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
+    let (year, month, day) = civil_from_days(days);
+    if !(1..=9999).contains(&year) {
+        return None;
+    }
+    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
+    let millis = micros as i64 / 1000;
+    Some(format!(
+        "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00"
+    ))
+}
+
+proptest::proptest! {
+    #[test]
+    fn times_and_ints_are_written_as_format_writes_them(
+        ms in proptest::prop_oneof![-62_135_596_800_000i64..253_402_300_800_000, proptest::prelude::any::<i64>()],
+    ) {
+        proptest::prop_assert_eq!(iso_ms(ms), iso_ms_by_format(ms));
+        let mut out = Vec::new();
+        write_int(ms, &mut out);
+        proptest::prop_assert_eq!(out, ms.to_string().into_bytes());
+    }
+}
+
+proptest::proptest! {
+    /// Strings as serde_json writes them; digits ids as their text would be.
+    #[test]
+    fn texts_are_written_as_serde_json_writes_them(
+        s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é]{0,6}",
+        number in proptest::prelude::any::<u64>(),
+        width in 0usize..22,
+    ) {
+        let mut out = Vec::new();
+        write_text(&s, &mut out);
+        proptest::prop_assert_eq!(&out, &serde_json::to_vec(&s).unwrap());
+        let (mut out, mut text) = (Vec::new(), String::new());
+        write_ref(ValueRef::Digits(&s, width, number), &mut text, &mut out);
+        let expected = serde_json::to_vec(&format!("{s}{number:0width$}")).unwrap();
+        proptest::prop_assert_eq!(out, expected);
+    }
+}

@@ -27,7 +27,9 @@ use crate::context::AS_OF_LOOKBACK_MS;
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
-use crate::varint::{pack_bits, put_i64, put_u64, unpack_bits, varint_len, Reader};
+use crate::varint::{
+    for_each_narrow, pack_bits, put_i64, put_u64, unpack_bits, varint_len, Reader,
+};
 
 pub const FORMAT_VERSION: u8 = 0x02;
 /// The format versions `decode` reads: 1 lacks the digits and packed dictionary forms.
@@ -277,15 +279,30 @@ fn packed_form(out: &mut Vec<u8>, (order, codes): &Vocabulary<'_>) {
 fn unpack_codes(r: &mut Reader<'_>, count: usize, size: usize) -> Result<Vec<u32>, CoreError> {
     let bits = code_bits(size);
     let packed = r.bytes((count * bits as usize).div_ceil(8))?;
-    unpack_bits(packed, count, bits)
-        .into_iter()
-        .map(|code| match u32::try_from(code) {
-            Ok(code) if (code as usize) < size => Ok(code),
-            _ => Err(CoreError::Codec(format!(
-                "code {code} outside a dictionary of {size}"
-            ))),
-        })
-        .collect()
+    let mut codes = Vec::with_capacity(count);
+    let outside =
+        |code: u128| CoreError::Codec(format!("code {code} outside a dictionary of {size}"));
+    if bits <= 56 {
+        // Read in place (no vector of 128-bit values); the first code outside is the error.
+        let mut bad = None;
+        for_each_narrow(packed, count, bits, |code| {
+            if code >= size as u64 || u32::try_from(code).is_err() {
+                bad.get_or_insert(code);
+            }
+            codes.push(code as u32);
+        });
+        return match bad {
+            Some(code) => Err(outside(u128::from(code))),
+            None => Ok(codes),
+        };
+    }
+    for code in unpack_bits(packed, count, bits) {
+        match u32::try_from(code) {
+            Ok(code) if (code as usize) < size => codes.push(code),
+            _ => return Err(outside(code)),
+        }
+    }
+    Ok(codes)
 }
 
 /// The prefixed and digits forms' head: the form byte and the shared prefix.

@@ -251,14 +251,27 @@ pub fn apply_stored(
     Ok((encode(&state, spec.dim, bucket_ms), expired))
 }
 
+/// A component's sum from its stored quotient (zigzag) and the bucket's divisor `d`; an
+/// error when it leaves i128. In 64 bits when both fit (a 128-bit multiply is a software
+/// routine): the same product.
+fn component_sum(quotient: u128, d: i128) -> Result<i128, CoreError> {
+    let quotient = unzigzag(quotient);
+    if d <= 1 {
+        return Ok(quotient);
+    }
+    if let (Ok(q), Ok(d)) = (i64::try_from(quotient), i64::try_from(d)) {
+        if let Some(sum) = q.checked_mul(d) {
+            return Ok(i128::from(sum));
+        }
+    }
+    quotient
+        .checked_mul(d)
+        .ok_or_else(|| CoreError::Codec("sum out of range".into()))
+}
+
 pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "MeanVector format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("MeanVector", FORMAT_VERSION)?;
     let mut state = VectorState {
         newest: r.i64()?,
         ..VectorState::default()
@@ -281,13 +294,7 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
         let d = i128::try_from(get_u128(&mut r)?)
             .map_err(|_| CoreError::Codec("divisor out of range".into()))?;
         for quotient in get_run(&mut r, dim)? {
-            let quotient = unzigzag(quotient);
-            let sum = if d > 1 {
-                quotient.checked_mul(d)
-            } else {
-                Some(quotient)
-            };
-            sums.push(sum.ok_or_else(|| CoreError::Codec("sum out of range".into()))?);
+            sums.push(component_sum(quotient, d)?);
         }
         state.buckets.insert(bucket, sums);
     }
@@ -298,6 +305,9 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
     }
     Ok(state)
 }
+
+#[path = "mean_vector_read.rs"]
+mod stored_read;
 
 #[cfg(test)]
 #[path = "mean_vector_tests.rs"]

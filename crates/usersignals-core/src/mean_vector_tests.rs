@@ -52,6 +52,18 @@ fn apply_in_batches(spec: &MeanVectorSpec, retention: i64, raw: &[Raw], cuts: &[
     stored.unwrap_or_default()
 }
 
+/// A read's answer with its floats as bits: bit-equality, NaN included.
+type Bits = Result<(Option<Vec<u64>>, u64, Option<i64>), Refusal>;
+
+fn bits(read: Result<(MeanAnswer, Option<i64>), Refusal>) -> Bits {
+    read.map(|(answer, newest)| {
+        let vector = answer
+            .vector
+            .map(|v| v.iter().map(|c| c.to_bits()).collect());
+        (vector, answer.weight.to_bits(), newest)
+    })
+}
+
 fn raw_rows() -> impl Strategy<Value = Vec<Raw>> {
     let component = prop_oneof![
         (-1000i32..1000).prop_map(|c| f64::from(c) / 997.0),
@@ -115,9 +127,36 @@ proptest! {
         }
     }
 
+    /// The serving path (`read_stored`, over the bytes) answers exactly as `read` over the
+    /// decoded state: bit-equal floats, the same refusals.
+    #[test]
+    fn reading_the_bytes_equals_reading_the_decoded_state(
+        raw in raw_rows(),
+        half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
+        retention in prop::sample::select(vec![DAY, 10 * DAY]),
+        view_offset in -(3 * DAY)..(3 * DAY),
+        as_of in any::<bool>(),
+    ) {
+        let spec = spec(half_life);
+        let bytes = apply_in_batches(&spec, retention, &raw, &[]);
+        let bucket_ms = spec.buckets(retention).bucket_ms;
+        let state = decode(&bytes, DIM, bucket_ms).unwrap();
+        let at = state.newest + view_offset;
+        let times = Times { as_of_ms: as_of.then_some(at), now_ms: at, ..Times::default() };
+        let stored = spec.read_stored(retention, &bytes, &times).unwrap();
+        let decoded = spec.read(retention, &state, &times);
+        prop_assert_eq!(bits(stored), bits(decoded));
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
-        let _ = decode(&bytes, DIM, DAY);
+        let decoded = decode(&bytes, DIM, DAY);
+        // What the serving path reads, it reads as `decode` does.
+        let stored = spec(DAY).read_stored(DAY, &bytes, &Times::default());
+        prop_assert_eq!(stored.is_ok(), decoded.is_ok());
+        if let (Ok(stored), Ok(state)) = (stored, decoded) {
+            prop_assert_eq!(bits(stored), bits(spec(DAY).read(DAY, &state, &Times::default())));
+        }
     }
 }
 

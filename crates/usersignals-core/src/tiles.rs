@@ -268,37 +268,6 @@ impl TileSpec {
         self.read_entries(retention_ms, entries, times, actions, surfaces)
     }
 
-    /// `read` straight from the stored bytes, without building the state's maps (the
-    /// serving path): the same sums over the same entries. A state that does not decode is
-    /// an error, as for `decode`, and so is one whose entries are not in the encoder's
-    /// order (newest first, then by group), which `decode` would read with a repeated entry
-    /// overwriting the earlier one.
-    pub fn read_stored(
-        &self,
-        retention_ms: i64,
-        data: &[u8],
-        times: &Times,
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
-    ) -> Result<Result<TileAnswer, Refusal>, CoreError> {
-        let parsed = parse(self, data)?;
-        let ordered = |entries: &[Entry]| {
-            entries
-                .windows(2)
-                .all(|w| w[0].0 > w[1].0 || (w[0].0 == w[1].0 && w[0].1 < w[1].1))
-        };
-        if !ordered(&parsed.cells) || !ordered(&parsed.exact) {
-            return Err(CoreError::Codec("tiles entries out of order".into()));
-        }
-        let entries = EntriesRef {
-            newest: parsed.newest,
-            groups: &parsed.groups,
-            exact: parsed.exact.iter().copied(),
-            cells: parsed.cells.iter().copied(),
-        };
-        Ok(self.read_entries(retention_ms, entries, times, actions, surfaces))
-    }
-
     fn read_entries(
         &self,
         retention_ms: i64,
@@ -601,12 +570,7 @@ struct EntriesRef<'a, E, C> {
 
 fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
-    let version = r.u8()?;
-    if version != FORMAT_VERSION {
-        return Err(CoreError::Codec(format!(
-            "tiles format version {version}, expected {FORMAT_VERSION}"
-        )));
-    }
+    r.expect_version("tiles", FORMAT_VERSION)?;
     let newest = r.i64()?;
     let count = r.len(spec.by.len())?;
     let mut groups = Vec::with_capacity(count);
@@ -648,6 +612,8 @@ fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
         exact,
     })
 }
+
+mod stored_read;
 
 #[cfg(test)]
 mod tests;

@@ -4,7 +4,6 @@
 //! comparing a string with a number is "no match" rather than an error.
 
 use std::cmp::Ordering;
-use std::fmt::Write;
 
 use crate::error::CoreError;
 use crate::varint::{put_i64, put_u64, Reader};
@@ -101,23 +100,17 @@ impl Value {
     }
 
     pub fn encode(&self, out: &mut Vec<u8>) {
+        self.as_ref().encode(out);
+    }
+
+    /// The value borrowed.
+    pub fn as_ref(&self) -> ValueRef<'_> {
         match self {
-            Value::Null => out.push(TAG_NULL),
-            Value::Bool(false) => out.push(TAG_FALSE),
-            Value::Bool(true) => out.push(TAG_TRUE),
-            Value::Int(i) => {
-                out.push(TAG_INT);
-                put_i64(out, *i);
-            }
-            Value::Float(f) => {
-                out.push(TAG_FLOAT);
-                out.extend_from_slice(&f.to_le_bytes());
-            }
-            Value::Str(s) => {
-                out.push(TAG_STR);
-                put_u64(out, s.len() as u64);
-                out.extend_from_slice(s.as_bytes());
-            }
+            Value::Null => ValueRef::Null,
+            Value::Bool(b) => ValueRef::Bool(*b),
+            Value::Int(i) => ValueRef::Int(*i),
+            Value::Float(f) => ValueRef::Float(*f),
+            Value::Str(s) => ValueRef::Str(s),
         }
     }
 
@@ -202,6 +195,29 @@ impl<'a> ValueRef<'a> {
         })
     }
 
+    /// The tagged bytes of the value (`Value::encode`'s format).
+    pub fn encode(&self, out: &mut Vec<u8>) {
+        match *self {
+            ValueRef::Null => out.push(TAG_NULL),
+            ValueRef::Bool(false) => out.push(TAG_FALSE),
+            ValueRef::Bool(true) => out.push(TAG_TRUE),
+            ValueRef::Int(i) => {
+                out.push(TAG_INT);
+                put_i64(out, i);
+            }
+            ValueRef::Float(f) => {
+                out.push(TAG_FLOAT);
+                out.extend_from_slice(&f.to_le_bytes());
+            }
+            ValueRef::Str(s) => {
+                out.push(TAG_STR);
+                put_u64(out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
+            ValueRef::Prefixed(..) | ValueRef::Digits(..) => self.to_value().encode(out),
+        }
+    }
+
     /// Python's equality key. Within one column every string shares the prefix (and a
     /// digits column the width), so the suffix alone is the key of a prefixed string and
     /// the number alone that of a digits string.
@@ -226,7 +242,10 @@ impl<'a> ValueRef<'a> {
             ValueRef::Str(s) => Value::Str(s.to_owned()),
             ValueRef::Prefixed(prefix, suffix) => Value::Str([prefix, suffix].concat()),
             ValueRef::Digits(prefix, width, number) => {
-                Value::Str(format!("{prefix}{number:0width$}"))
+                let mut text = String::with_capacity(prefix.len() + width.max(1));
+                text.push_str(prefix);
+                push_padded(&mut text, number, width);
+                Value::Str(text)
             }
         }
     }
@@ -247,12 +266,36 @@ impl<'a> ValueRef<'a> {
             ValueRef::Digits(prefix, width, number) => {
                 buf.clear();
                 buf.push_str(prefix);
-                write!(buf, "{number:0width$}").expect("writing to a String cannot fail");
+                push_padded(buf, number, width);
                 Some(buf.as_str())
             }
             _ => None,
         }
     }
+}
+
+/// `write!(buf, "{number:0width$}")` without the formatting machinery (a read writes an
+/// id of a digits column per entry it answers).
+fn push_padded(buf: &mut String, number: u64, width: usize) {
+    let mut digits = [0u8; 20];
+    let digits = decimal(number, &mut digits);
+    buf.extend(std::iter::repeat_n('0', width.saturating_sub(digits.len())));
+    buf.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
+}
+
+/// `number`'s decimal digits (as `Display` writes them), in the end of `buf`.
+pub(crate) fn decimal(number: u64, buf: &mut [u8; 20]) -> &[u8] {
+    let mut at = buf.len();
+    let mut rest = number;
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (rest % 10) as u8;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buf[at..]
 }
 
 #[derive(Clone, Copy)]
@@ -286,6 +329,13 @@ mod tests {
     }
 
     proptest! {
+        #[test]
+        fn padded_numbers_are_written_as_format_writes_them(number in any::<u64>(), width in 0usize..25) {
+            let mut buf = String::from("x");
+            push_padded(&mut buf, number, width);
+            prop_assert_eq!(buf, format!("x{number:0width$}"));
+        }
+
         #[test]
         fn values_round_trip_exactly(v in any_value()) {
             let mut out = Vec::new();

@@ -61,11 +61,22 @@ fn pack_wide(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32)
 /// Reads `count` values of `width` bits each, as `pack_bits` wrote them (`bytes` holds at
 /// least `count · width` bits).
 pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
+    let mut values = Vec::new();
+    unpack_bits_into(bytes, count, width, &mut values);
+    values
+}
+
+/// `unpack_bits` into `values` (cleared first), so a reader reuses one buffer.
+pub fn unpack_bits_into(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.clear();
     if width > 64 {
-        return unpack_wide(bytes, count, width);
+        return unpack_wide(bytes, count, width, values);
+    }
+    if width <= 56 {
+        return unpack_narrow(bytes, count, width, values);
     }
     let mask = low_mask(width);
-    let mut values = Vec::with_capacity(count);
+    values.reserve(count);
     let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
     for _ in 0..count {
         while filled < width {
@@ -77,11 +88,39 @@ pub fn unpack_bits(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
         acc >>= width;
         filled -= width;
     }
-    values
 }
 
-fn unpack_wide(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
-    let mut values = vec![0u128; count];
+fn unpack_narrow(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.reserve(count);
+    for_each_narrow(bytes, count, width, |v| values.push(u128::from(v)));
+}
+
+/// Each of `count` values of `width` (at most 56) bits, as `unpack_bits` reads them. Each
+/// value is within the 8 bytes from its first one, so it is one little-endian load, a shift
+/// and a mask (no carried accumulator). Bytes past the end read as 0; the mask drops them,
+/// as it drops the next value's bits.
+pub fn for_each_narrow(bytes: &[u8], count: usize, width: u32, mut f: impl FnMut(u64)) {
+    debug_assert!(width <= 56);
+    let mask = (1u64 << width) - 1;
+    let width = width as usize;
+    for n in 0..count {
+        let bit = n * width;
+        let at = bit / 8;
+        let word = match bytes.get(at..at + 8) {
+            Some(word) => u64::from_le_bytes(word.try_into().expect("8 bytes")),
+            None => {
+                let mut tail = [0u8; 8];
+                let rest = bytes.get(at..).unwrap_or_default();
+                tail[..rest.len()].copy_from_slice(rest);
+                u64::from_le_bytes(tail)
+            }
+        };
+        f((word >> (bit % 8)) & mask);
+    }
+}
+
+fn unpack_wide(bytes: &[u8], count: usize, width: u32, values: &mut Vec<u128>) {
+    values.resize(count, 0);
     let mut bit = 0usize;
     for value in values.iter_mut() {
         let mut done = 0u32;
@@ -93,7 +132,6 @@ fn unpack_wide(bytes: &[u8], count: usize, width: u32) -> Vec<u128> {
             done += take;
         }
     }
-    values
 }
 
 /// The lowest `width` (0 to 64) bits set.
@@ -119,6 +157,18 @@ impl<'a> Reader<'a> {
 
     pub fn is_done(&self) -> bool {
         self.pos == self.data.len()
+    }
+
+    /// A state's leading format version byte, which must be `expected`; `what` names the
+    /// state in the error.
+    pub fn expect_version(&mut self, what: &str, expected: u8) -> Result<(), CoreError> {
+        let version = self.u8()?;
+        if version != expected {
+            return Err(CoreError::Codec(format!(
+                "{what} format version {version}, expected {expected}"
+            )));
+        }
+        Ok(())
     }
 
     pub fn u8(&mut self) -> Result<u8, CoreError> {

@@ -540,7 +540,7 @@ impl NativePlans {
         let (key, score) = (PyString::intern(py, "key"), PyString::intern(py, "score"));
         for (value, s) in top {
             let entry = PyDict::new(py);
-            entry.set_item(&key, to_py(py, &value)?)?;
+            entry.set_item(&key, to_py(py, &value.to_value())?)?;
             entry.set_item(&score, s)?;
             out.append(entry)?;
         }
@@ -555,10 +555,10 @@ impl NativePlans {
         state: &[u8],
         times: TimesArg,
     ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
-        let (found, spec, bucket_ms) = self.mean_vector(plan)?;
-        let state = mean_vector::decode(state, spec.dim, bucket_ms).map_err(raise)?;
+        let (found, spec, _) = self.mean_vector(plan)?;
+        let read = spec.read_stored(found.retention_ms, state, &times_of(times));
         let out = PyDict::new(py);
-        let (answer, newest) = match spec.read(found.retention_ms, &state, &times_of(times)) {
+        let (answer, newest) = match read.map_err(raise)? {
             Ok(answer) => answer,
             Err(refusal) => return Ok((out, None, Some(refusal_out(&refusal)))),
         };

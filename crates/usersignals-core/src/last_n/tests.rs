@@ -501,3 +501,27 @@ proptest! {
         prop_assert_eq!(decode_values(&mut Reader::new(&out), values.len()).unwrap(), values);
     }
 }
+
+/// `unpack_codes` as it was: every code unpacked as a 128-bit value, then checked.
+fn unpack_codes_reference(bytes: &[u8], count: usize, size: usize) -> Option<Vec<u32>> {
+    let mut r = Reader::new(bytes);
+    let packed = r
+        .bytes((count * code_bits(size) as usize).div_ceil(8))
+        .ok()?;
+    crate::varint::unpack_bits(packed, count, code_bits(size))
+        .into_iter()
+        .map(|code| u32::try_from(code).ok().filter(|c| (*c as usize) < size))
+        .collect()
+}
+
+proptest! {
+    #[test]
+    fn codes_unpack_as_they_did(
+        bytes in prop::collection::vec(any::<u8>(), 0..40),
+        count in 0usize..40,
+        size in prop_oneof![1usize..300, Just(1usize << 33)],
+    ) {
+        let fast = unpack_codes(&mut Reader::new(&bytes), count, size).ok();
+        prop_assert_eq!(fast, unpack_codes_reference(&bytes, count, size));
+    }
+}

@@ -11,7 +11,7 @@ use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
 use crate::context::{ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
-use crate::value::{PyKey, Value, ValueRef};
+use crate::value::{PyKey, ValueRef};
 use crate::varint::Reader;
 
 enum Column<'a> {
@@ -55,12 +55,29 @@ fn utf8(bytes: &[u8]) -> Result<&str, CoreError> {
     std::str::from_utf8(bytes).map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))
 }
 
-/// `count` values of one column as `encode_values` wrote them, owned, built from the view's
-/// borrowed column (one allocation per string, none per entry): a DecayedScores read's keys.
-/// A column the view parses also decodes (`decode_values`), with the same values.
-pub(crate) fn column_values(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
+/// `count` values of one column as `encode_values` wrote them, borrowed from the bytes (no
+/// allocation per value): a DecayedScores read's keys. A column the view parses also
+/// decodes (`decode_values`), with the same values.
+pub(crate) fn column_refs<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+) -> Result<Vec<ValueRef<'a>>, CoreError> {
     let column = LastNView::column(r, count)?;
-    Ok((0..count).map(|row| column.get(row).to_value()).collect())
+    Ok((0..count).map(|row| column.get(row)).collect())
+}
+
+/// `count` results of `next`, or its first error: collected into a vector sized once
+/// (`count` was checked against the bytes left), where collecting an iterator of results
+/// grows it by doubling.
+fn collect_n<T>(
+    count: usize,
+    mut next: impl FnMut() -> Result<T, CoreError>,
+) -> Result<Vec<T>, CoreError> {
+    let mut out = Vec::with_capacity(count);
+    for _ in 0..count {
+        out.push(next()?);
+    }
+    Ok(out)
 }
 
 impl<'a> LastNView<'a> {
@@ -82,56 +99,44 @@ impl<'a> LastNView<'a> {
         Ok(match r.u8()? {
             DICTIONARY => {
                 let size = r.len(1)?;
-                let vocab = (0..size)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let codes = (0..count)
-                    .map(|_| {
-                        let code = if size <= MAX_BYTE_CODES {
-                            u64::from(r.u8()?)
-                        } else {
-                            r.u64()?
-                        };
-                        if code >= size as u64 {
-                            return Err(CoreError::Codec(format!(
-                                "code {code} outside a dictionary of {size}"
-                            )));
-                        }
-                        Ok(code as u32)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let vocab = collect_n(size, || ValueRef::decode(r))?;
+                let codes = collect_n(count, || {
+                    let code = if size <= MAX_BYTE_CODES {
+                        u64::from(r.u8()?)
+                    } else {
+                        r.u64()?
+                    };
+                    if code >= size as u64 {
+                        return Err(CoreError::Codec(format!(
+                            "code {code} outside a dictionary of {size}"
+                        )));
+                    }
+                    Ok(code as u32)
+                })?;
                 Column::Dictionary { vocab, codes }
             }
-            PLAIN => Column::Plain(
-                (0..count)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<_, _>>()?,
-            ),
+            PLAIN => Column::Plain(collect_n(count, || ValueRef::decode(r))?),
             PREFIXED => {
                 let shared = r.len(1)?;
                 let prefix = utf8(r.bytes(shared)?)?;
-                let suffixes = (0..count)
-                    .map(|_| {
-                        let n = r.len(1)?;
-                        utf8(r.bytes(n)?)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let suffixes = collect_n(count, || {
+                    let n = r.len(1)?;
+                    utf8(r.bytes(n)?)
+                })?;
                 Column::Prefixed { prefix, suffixes }
             }
             DIGITS => {
                 let (prefix, width) = super::digits_header(r)?;
                 let limit = 10u64.pow(width as u32);
-                let numbers = (0..count)
-                    .map(|_| {
-                        let number = r.u64()?;
-                        if number >= limit {
-                            return Err(CoreError::Codec(format!(
-                                "{number} does not fit {width} digits"
-                            )));
-                        }
-                        Ok(number)
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
+                let numbers = collect_n(count, || {
+                    let number = r.u64()?;
+                    if number >= limit {
+                        return Err(CoreError::Codec(format!(
+                            "{number} does not fit {width} digits"
+                        )));
+                    }
+                    Ok(number)
+                })?;
                 Column::Digits {
                     prefix,
                     width,
@@ -140,9 +145,7 @@ impl<'a> LastNView<'a> {
             }
             PACKED => {
                 let size = r.len(1)?;
-                let vocab = (0..size)
-                    .map(|_| ValueRef::decode(r))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let vocab = collect_n(size, || ValueRef::decode(r))?;
                 let codes = super::unpack_codes(r, count, size)?;
                 Column::Dictionary { vocab, codes }
             }

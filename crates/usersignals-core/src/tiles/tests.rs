@@ -116,6 +116,45 @@ proptest! {
         );
     }
 
+    /// Groups of mixed value types (labels that merge, or order otherwise than their
+    /// keys), filtered by surface: the bytes read as the decoded state.
+    #[test]
+    fn mixed_groups_read_from_the_bytes_as_decoded(
+        rows in prop::collection::vec(
+            (0i64..(4 * 24 * 12), 0usize..7, prop::sample::select(vec!["home", "search"])),
+            1..60,
+        ),
+        view_offset in -DAY..DAY,
+        as_of in any::<bool>(),
+        window in prop::option::of(prop::sample::select(vec![HOUR, DAY])),
+        surfaces in prop::option::of(prop::sample::select(vec!["home", "search"])),
+    ) {
+        let spec = TileSpec { by: vec!["kind".into(), "surface".into()], ..spec() };
+        let kinds = [
+            Value::Int(1), Value::Str("1".into()), Value::Float(1.0), Value::Bool(true),
+            Value::Str("a".into()), Value::Str("bb".into()), Value::Null,
+        ];
+        let mut rows: Vec<TileRow> = rows
+            .into_iter()
+            .map(|(t, kind, surface)| TileRow {
+                ts: 1_000 * DAY + t * 5 * MINUTE,
+                group: group_key(&[kinds[kind].clone(), Value::Str(surface.into())]),
+                value: Some(1),
+            })
+            .collect();
+        rows.sort_by_key(|r| r.ts);
+        let (state, _) = spec.apply(RETENTION, None, &rows);
+        let bytes = encode(&spec, &state);
+        let state = decode(&spec, &bytes).unwrap();
+        let at = state.newest + view_offset;
+        let times = Times { as_of_ms: as_of.then_some(at), now_ms: at, window_ms: window, ..Times::default() };
+        let surfaces: Option<HashSet<String>> = surfaces.map(|s| HashSet::from([s.to_owned()]));
+        prop_assert_eq!(
+            spec.read_stored(RETENTION, &bytes, &times, None, surfaces.as_ref()).unwrap(),
+            spec.read(RETENTION, &state, &times, None, surfaces.as_ref())
+        );
+    }
+
     #[test]
     fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..64)) {
         let _ = decode(&spec(), &bytes);
