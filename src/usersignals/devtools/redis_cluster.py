@@ -68,11 +68,20 @@ class LocalRedisCluster:
         return f"redis://127.0.0.1:{self.ports[0]}"
 
     def start(self, timeout_s: float = 30.0) -> LocalRedisCluster:
+        """Launch the nodes and form the cluster; on any failure, the nodes launched are
+        stopped before the error goes on (``__exit__`` does not run for a failed start)."""
         binary = shutil.which("redis-server")
         cli = shutil.which("redis-cli")
         if binary is None or cli is None:
             raise ConfigurationError("a local Redis Cluster needs redis-server and redis-cli")
         self._binary = binary
+        try:
+            return self._form(cli, timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _form(self, cli: str, timeout_s: float) -> LocalRedisCluster:
         for port in self.ports:
             (self._root / str(port)).mkdir()
             self._launch(port)
@@ -90,7 +99,6 @@ class LocalRedisCluster:
             if isinstance(info, dict) and info.get("cluster_state") == "ok" and self._replicated():
                 return self
             time.sleep(0.1)
-        self.stop()
         raise ConfigurationError("the Redis Cluster did not reach cluster_state:ok")
 
     def _launch(self, port: int) -> None:
