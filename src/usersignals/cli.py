@@ -357,6 +357,11 @@ def _serving_environment(settings: Settings, config: Path | None) -> dict[str, s
     return environment
 
 
+#: Seconds a serving worker has to stop on SIGTERM before granian kills it (its requests
+#: are short; what it acknowledged is already durable).
+WORKERS_KILL_TIMEOUT_S = 5
+
+
 def _granian_arguments(settings: Settings) -> list[str]:
     import shutil
 
@@ -373,6 +378,10 @@ def _granian_arguments(settings: Settings) -> list[str]:
         "--http1-header-read-timeout", str(settings.serving.header_timeout_ms),
         # A worker that dies (OOM, SIGKILL) comes back; what it acknowledged is durable.
         "--respawn-failed-workers", "--respawn-interval", "0.5",
+        # On SIGTERM, a worker that has not stopped after this many seconds is killed.
+        # Without it granian waits for it forever, and a worker that missed the signal
+        # kept the server up (tests/integration/test_serve_shutdown.py).
+        "--workers-kill-timeout", str(WORKERS_KILL_TIMEOUT_S),
         "--log-level", "warning",
         "usersignals.worker:create",
     ]  # fmt: skip
