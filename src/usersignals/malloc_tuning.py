@@ -8,7 +8,7 @@ processor's RSS therefore kept the high-water mark of its write buffers and crep
 ``bench/engine.py --rss`` went from 822 MB at 1 M events to 922 MB at 4 M, while the write
 buffers themselves held 45-96 MB throughout. A fixed threshold turns the dynamic one off:
 blocks of :data:`MMAP_THRESHOLD_BYTES` and more are mapped and unmapped, and the RSS
-follows what is in use (780-838 MB from 1 M to 5 M events, the same run otherwise).
+follows what is in use.
 
 Python's objects (pymalloc arenas) and the core's (mimalloc) do not go through glibc's
 malloc and are not concerned; smaller blocks keep glibc's usual heap.
@@ -20,8 +20,11 @@ import ctypes
 import os
 
 #: Blocks this large or larger are mapped on their own: RocksDB's arena blocks (8 MB with
-#: the default 64 MB write buffer) are, Python's lists and the core's records rarely are.
-MMAP_THRESHOLD_BYTES = 1 << 20
+#: the default 64 MB write buffer) are. Not much lower: at 1 MiB, blocks that a batch
+#: allocates and frees every time (a write batch growing, say) were mapped and faulted in
+#: again each batch, and the engine ran about 5 % slower (bench/engine.py, 1 M events:
+#: 18.1-18.3 s of CPU against 16.9-17.7 s at 4 and 8 MiB and under glibc's default).
+MMAP_THRESHOLD_BYTES = 4 << 20
 _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 _ENVIRONMENT = "MALLOC_MMAP_THRESHOLD_"
 

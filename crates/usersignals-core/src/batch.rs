@@ -224,6 +224,18 @@ fn bind<'p>(
     })
 }
 
+/// The aggregation's own state out of `old` (variant `$variant` of [`Decoded`]); a state of
+/// another aggregation is refused.
+macro_rules! picked {
+    ($plan:expr, $old:expr, $variant:path) => {
+        $old.map(|state| match state {
+            $variant(inner) => Ok(inner),
+            _ => Err(mismatch($plan)),
+        })
+        .transpose()
+    };
+}
+
 /// `old` (of the plan's aggregation, `None` for no state yet) with the accepted `rows`
 /// applied, and how many of them were already older than the retention.
 fn apply(
@@ -236,10 +248,7 @@ fn apply(
     let retention_ms = plan.retention_ms;
     Ok(match &plan.aggregate {
         Aggregation::LastN(spec) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::LastN(entries) => Some(entries),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::LastN)?;
             let new = rows
                 .iter()
                 .map(|&i| Entry {
@@ -257,10 +266,7 @@ fn apply(
             (Decoded::LastN(state), expired)
         }
         Aggregation::Distinct(spec, _) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::Distinct(state) => Some(state),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::Distinct)?;
             let text = &batch.columns[bound.columns[0]];
             let rows: Vec<(i64, Option<&str>)> = rows
                 .iter()
@@ -273,26 +279,17 @@ fn apply(
             (Decoded::Distinct(state), expired)
         }
         Aggregation::Tiles(spec) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::Tiles(state) => Some(state),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::Tiles)?;
             let (state, expired) = tiles::apply_rows(spec, old, &bound.user_rows(batch, rows));
             (Decoded::Tiles(state), expired)
         }
         Aggregation::Seen(spec) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::Seen(state) => Some(state),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::Seen)?;
             let (state, expired) = seen::apply_rows(spec, old, &bound.user_rows(batch, rows));
             (Decoded::Seen(state), expired)
         }
         Aggregation::DecayedScores(spec) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::Scores(state) => Some(state),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::Scores)?;
             let (key, action) = (
                 &batch.columns[bound.columns[0]],
                 &batch.columns[bound.columns[1]],
@@ -309,10 +306,7 @@ fn apply(
             (Decoded::Scores(state), expired)
         }
         Aggregation::MeanVector(spec) => {
-            let old = picked(plan, old, |d| match d {
-                Decoded::Vector(state) => Some(state),
-                _ => None,
-            })?;
+            let old = picked!(plan, old, Decoded::Vector)?;
             let action = &batch.columns[bound.columns[0]];
             let vectors = &batch.vectors[bound.columns[1]].1;
             let rows: Vec<VectorRow<'_>> = rows
@@ -327,16 +321,6 @@ fn apply(
             (Decoded::Vector(state), expired)
         }
     })
-}
-
-/// The aggregation's own state out of `old`, which `pick` recognises.
-fn picked<T>(
-    plan: &Plan,
-    old: Option<Decoded>,
-    pick: impl FnOnce(Decoded) -> Option<T>,
-) -> Result<Option<T>, CoreError> {
-    old.map(|state| pick(state).ok_or_else(|| mismatch(plan)))
-        .transpose()
 }
 
 #[cfg(test)]
