@@ -271,7 +271,8 @@ pub fn place(
 
 /// [`place`] for a caller that keeps its users' states decoded (`decoded[user][plan]`,
 /// updated in place) from one call to the next, starting from empty records: nothing is
-/// decoded. A record holding a state its `decoded` lacks is refused.
+/// decoded, and no version is stale (the records hold only these plans' states). A record
+/// holding a state its `decoded` lacks is refused.
 pub fn place_decoded(
     plans: &[Plan],
     arrivals: &Arrivals,
