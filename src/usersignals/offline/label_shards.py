@@ -43,25 +43,28 @@ def plan_label_shards(labels: Sequence[Label], shards: int) -> LabelShards:
     for label in sorted(labels, key=lambda label: (label[2], label[0])):
         by_user.setdefault(label[1], []).append(label)
     fair = sum(_work(len(user_labels)) for user_labels in by_user.values()) / shards
+    # (work, user, first label's place among the user's, labels): a user's runs, each once.
     pieces = [
-        (user, piece)
+        (_work(start + len(piece)) - _work(start), user, start, piece)
         for user, user_labels in by_user.items()
-        for piece in _cut(user_labels, min(shards, math.ceil(_work(len(user_labels)) / fair)))
+        for start, piece in _cut(
+            user_labels, min(shards, math.ceil(_work(len(user_labels)) / fair))
+        )
     ]
-    pieces.sort(key=lambda item: (-_piece_work(item[1], by_user[item[0]]), item[0], item[1][0]))
+    pieces.sort(key=lambda item: (-item[0], item[1], item[2]))
     load = [0] * shards
     owner: dict[str, int] = {}
     out: list[list[Label]] = [[] for _ in range(shards)]
     holders: dict[str, set[int]] = {}
     # Each user's pieces go to distinct shards: two on one shard would replay twice.
-    for user, piece in pieces:
+    for work, user, start, piece in pieces:
         taken = holders.setdefault(user, set())
         free = [shard for shard in range(shards) if shard not in taken]
         lightest = min(free, key=lambda shard: (load[shard], shard))
         taken.add(lightest)
-        load[lightest] += _piece_work(piece, by_user[user])
+        load[lightest] += work
         out[lightest].extend(piece)
-        if piece[0] == by_user[user][0]:
+        if start == 0:
             owner[user] = lightest
     borrowed = [
         frozenset(user for user, held in holders.items() if shard in held and owner[user] != shard)
@@ -75,18 +78,14 @@ def _work(count: int) -> int:
     return count * (count + 1) // 2
 
 
-def _piece_work(piece: Sequence[Label], user_labels: Sequence[Label]) -> int:
-    start = user_labels.index(piece[0])
-    return _work(start + len(piece)) - _work(start)
-
-
-def _cut(user_labels: list[Label], pieces: int) -> list[list[Label]]:
-    """``user_labels`` (in time order) in ``pieces`` runs of about equal work."""
+def _cut(user_labels: list[Label], pieces: int) -> list[tuple[int, list[Label]]]:
+    """``user_labels`` (in time order) in ``pieces`` runs of about equal work, each with its
+    first label's place."""
     if pieces <= 1:
-        return [user_labels]
+        return [(0, user_labels)]
     total = _work(len(user_labels))
     # The j-th cut where the work so far reaches j/pieces of the whole: k(k+1)/2 = total·j/p.
     cuts = [round((math.sqrt(1 + 8 * total * j / pieces) - 1) / 2) for j in range(1, pieces)]
     inner = sorted({min(max(cut, 1), len(user_labels) - 1) for cut in cuts})
     bounds = [0, *inner, len(user_labels)]
-    return [user_labels[a:b] for a, b in itertools.pairwise(bounds) if a < b]
+    return [(a, user_labels[a:b]) for a, b in itertools.pairwise(bounds) if a < b]
