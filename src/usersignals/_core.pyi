@@ -4,7 +4,7 @@ Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_cor
 that every name declared here exists in the built module.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
@@ -50,15 +50,12 @@ class BatchSession:
     @staticmethod
     def select(
         plans: NativePlans,
-        user: Sequence[int],
-        ts: Sequence[int],
-        event_id: Sequence[str],
-        partitions: Sequence[str],
-        partition: Sequence[int],
-        offset: Sequence[int],
-        stored: Sequence[bytes | None],
+        events: list[Any],
+        positions: list[Any],
+        key_prefix: bytes,
+        get_many: Callable[[list[bytes]], Sequence[bytes | None]],
         horizon_hours: int | None,
-    ) -> BatchSession: ...
+    ) -> tuple[BatchSession, list[bytes]]: ...
     def live(self) -> list[int]: ...
     def dropped(self) -> tuple[int, int]: ...
     def foreign_states(self) -> list[tuple[int, int, bytes]]: ...

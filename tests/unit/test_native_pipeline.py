@@ -11,6 +11,7 @@ import random
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -35,6 +36,7 @@ from usersignals import (
 from usersignals._core import replace_progress
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
+from usersignals.errors import StateCodecError
 from usersignals.processing.batch import BatchReport
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import user_key
@@ -201,3 +203,17 @@ def test_replace_progress_writes_what_the_python_codec_writes(
     data = encode_record(record)
     expected = encode_record(UserRecord(progress, record.states, record.seen))
     assert replace_progress(data, progress) == expected
+
+
+def test_a_record_the_core_cannot_decode_is_named_by_its_key() -> None:
+    """The core numbers the batch's users itself; the error still names the right record."""
+    engine = open_engine(native_pipeline=True, horizon_ms=None)
+    engine.store.write({user_key("u2"): b"\xc1 not a record"})
+    events = [
+        Event(f"e{n}", user, ITEMS[0], "click", "home", BASE + n)
+        for n, user in enumerate(["u1", "u2", "u1"])
+    ]
+    positions = [Position("t/0", n) for n in range(len(events))]
+    with pytest.raises(StateCodecError) as caught:
+        engine.process(MicroBatch(events, positions))
+    assert caught.value.key == user_key("u2")

@@ -5,12 +5,73 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use hashbrown::HashMap;
+use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::{PyBytes, PyList, PyString};
 use usersignals_core::pipeline::{finish, select, Arrivals, Selection, Versions};
 use usersignals_core::record;
 
-use crate::{live_columns, raise, NativePlans};
+use crate::{live_columns, raise, CoreError, NativePlans};
+
+/// A batch's arrivals read from its `Event` and `Position` objects, and its distinct user
+/// ids (indexed by `Arrivals::user`, in order of first appearance).
+fn arrivals_of(
+    events: &Bound<'_, PyList>,
+    positions: &Bound<'_, PyList>,
+) -> PyResult<(Arrivals, Vec<String>)> {
+    let py = events.py();
+    if events.len() != positions.len() {
+        return Err(CoreError::new_err("events and positions differ in length"));
+    }
+    let count = events.len();
+    let mut users: HashMap<String, u32> = HashMap::new();
+    let mut partitions: HashMap<String, u32> = HashMap::new();
+    let mut arrivals = Arrivals {
+        users: 0,
+        user: Vec::with_capacity(count),
+        ts: Vec::with_capacity(count),
+        event_id: Vec::with_capacity(count),
+        partitions: Vec::new(),
+        partition: Vec::with_capacity(count),
+        offset: Vec::with_capacity(count),
+    };
+    for (event, position) in events.iter().zip(positions.iter()) {
+        let user = event.getattr(intern!(py, "user_id"))?;
+        arrivals
+            .user
+            .push(index_of(&mut users, user.cast::<PyString>()?.to_str()?));
+        arrivals
+            .ts
+            .push(event.getattr(intern!(py, "ts"))?.extract()?);
+        arrivals
+            .event_id
+            .push(event.getattr(intern!(py, "event_id"))?.extract()?);
+        let partition = position.getattr(intern!(py, "partition"))?;
+        let partition = partition.cast::<PyString>()?.to_str()?;
+        arrivals
+            .partition
+            .push(index_of(&mut partitions, partition));
+        arrivals
+            .offset
+            .push(position.getattr(intern!(py, "offset"))?.extract()?);
+    }
+    arrivals.users = users.len();
+    arrivals.partitions = in_index_order(partitions);
+    Ok((arrivals, in_index_order(users)))
+}
+
+/// `name`'s index in `names`, given the next one when it is new.
+fn index_of(names: &mut HashMap<String, u32>, name: &str) -> u32 {
+    let next = names.len() as u32;
+    *names.entry_ref(name).or_insert(next)
+}
+
+fn in_index_order(names: HashMap<String, u32>) -> Vec<String> {
+    let mut ordered: Vec<(String, u32)> = names.into_iter().collect();
+    ordered.sort_unstable_by_key(|(_, index)| *index);
+    ordered.into_iter().map(|(name, _)| name).collect()
+}
 
 /// Per plan key: (applied, expired) events, and the newest event time applied.
 type Applied = (Vec<u64>, Vec<u64>, Option<i64>);
@@ -26,33 +87,43 @@ pub struct BatchSession {
 
 #[pymethods]
 impl BatchSession {
-    /// Decode the batch users' records (`stored`, one per user, `None` for a new user), drop
-    /// applied events and repeated event ids (`horizon_hours`: `None` turns that off), and
-    /// advance the progress. See `usersignals.processing.native_batch`.
+    /// Read the batch from its events and their positions (`usersignals.events.model`'s
+    /// `Event` and `Position`, in one pass), fetch the users' records with `get_many` (their
+    /// keys: `key_prefix` + user id, distinct users in order of first appearance), decode
+    /// them, drop applied events and repeated event ids (`horizon_hours`: `None` turns that
+    /// off), and advance the progress. Returns the session and the users' keys. See
+    /// `usersignals.processing.native_batch`.
     #[staticmethod]
-    #[allow(clippy::too_many_arguments)]
-    #[pyo3(signature = (plans, user, ts, event_id, partitions, partition, offset, stored, horizon_hours))]
-    fn select(
-        py: Python<'_>,
+    #[pyo3(signature = (plans, events, positions, key_prefix, get_many, horizon_hours))]
+    fn select<'py>(
+        py: Python<'py>,
         plans: Py<NativePlans>,
-        user: Vec<u32>,
-        ts: Vec<i64>,
-        event_id: Vec<String>,
-        partitions: Vec<String>,
-        partition: Vec<u32>,
-        offset: Vec<i64>,
-        stored: Vec<Option<Bound<'_, PyBytes>>>,
+        events: &Bound<'py, PyList>,
+        positions: &Bound<'py, PyList>,
+        key_prefix: &[u8],
+        get_many: &Bound<'py, PyAny>,
         horizon_hours: Option<i64>,
-    ) -> PyResult<Self> {
-        let arrivals = Arrivals {
-            users: stored.len(),
-            user,
-            ts,
-            event_id,
-            partitions,
-            partition,
-            offset,
-        };
+    ) -> PyResult<(Self, Bound<'py, PyList>)> {
+        let (arrivals, users) = arrivals_of(events, positions)?;
+        let keys = PyList::new(
+            py,
+            users
+                .iter()
+                .map(|user| {
+                    PyBytes::new_with(py, key_prefix.len() + user.len(), |key| {
+                        key[..key_prefix.len()].copy_from_slice(key_prefix);
+                        key[key_prefix.len()..].copy_from_slice(user.as_bytes());
+                        Ok(())
+                    })
+                })
+                .collect::<PyResult<Vec<_>>>()?,
+        )?;
+        let stored: Vec<Option<Bound<'py, PyBytes>>> = get_many.call1((&keys,))?.extract()?;
+        if stored.len() != arrivals.users {
+            return Err(CoreError::new_err(
+                "get_many answered a different number of records",
+            ));
+        }
         let slices: Vec<Option<&[u8]>> = stored
             .iter()
             .map(|s| s.as_ref().map(|b| b.as_bytes()))
@@ -60,11 +131,12 @@ impl BatchSession {
         let selection = py
             .detach(|| select(&arrivals, &slices, horizon_hours))
             .map_err(raise)?;
-        Ok(BatchSession {
+        let session = BatchSession {
             plans,
             arrivals,
             selection,
-        })
+        };
+        Ok((session, keys))
     }
 
     /// The events to apply (batch indices), user by user and each user's by event time: the

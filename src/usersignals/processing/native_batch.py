@@ -20,7 +20,7 @@ from usersignals.errors import NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.native import NativeSignals
-from usersignals.state.keys import user_key
+from usersignals.state.keys import USER_PREFIX, user_key
 from usersignals.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -50,21 +50,14 @@ class NativeBatches:
         """The records to write for ``batch`` (counts go into ``report``); ``versions`` is
         (declared keys, expired keys, signal names), for dropping stale versions."""
         events = batch.events
-        index: dict[str, int] = {}
-        user = [index.setdefault(event.user_id, len(index)) for event in events]
-        keys = [user_key(user_id) for user_id in index]
-        partitions: dict[str, int] = {}
-        partition = [partitions.setdefault(p.partition, len(partitions)) for p in batch.positions]
         try:
-            session = BatchSession.select(
+            # The core reads the events and positions itself, and asks for the records.
+            session, keys = BatchSession.select(
                 self._native.plans,
-                user,
-                [event.ts for event in events],
-                [event.event_id for event in events],
-                list(partitions),
-                partition,
-                [position.offset for position in batch.positions],
-                store.get_many(keys),
+                events,
+                batch.positions,
+                USER_PREFIX,
+                store.get_many,
                 self._horizon_hours,
             )
             report.duplicates, report.repeats = session.dropped()
@@ -77,7 +70,7 @@ class NativeBatches:
         except CoreStateError as exc:
             user_index, plan, message = exc.args
             detail = f"{plan}: {message}" if plan else message
-            raise StateCodecError(keys[user_index], detail) from exc
+            raise StateCodecError(_batch_user_key(events, user_index), detail) from exc
         except CoreError as exc:
             raise NativeCoreError("batch", str(exc)) from exc
         if live:
@@ -118,3 +111,9 @@ class NativeBatches:
             session.set_migrated(
                 user_index, plan, self._native.migrate(keys[user_index], value, plan)
             )
+
+
+def _batch_user_key(events: Sequence[Event], index: int) -> bytes:
+    """The key of the batch's ``index``-th distinct user, as the core numbers them (in order
+    of first appearance); for naming a record the core refused."""
+    return user_key(list(dict.fromkeys(event.user_id for event in events))[index])
