@@ -12,7 +12,12 @@ from test_kafka import produce
 from usersignals.config import Settings
 from usersignals.devtools.broker import LocalBroker
 from usersignals.errors import BrokerError, ConfigurationError
-from usersignals.ingest.kafka import KafkaSource, librdkafka_settings
+from usersignals.ingest.kafka import (
+    FETCH_WAIT_MAX_MS,
+    KafkaSource,
+    consumer_config,
+    librdkafka_settings,
+)
 
 
 def test_underscored_names_become_librdkafka_names() -> None:
@@ -20,6 +25,20 @@ def test_underscored_names_become_librdkafka_names() -> None:
         "fetch.max.bytes": "1024",
         "security.protocol": "plaintext",
     }
+
+
+def test_a_fetch_waits_at_most_fetch_wait_max_ms_unless_the_settings_say_otherwise() -> None:
+    """librdkafka's 500 ms default added up to 500 ms to every event's freshness against a
+    broker that holds fetches to their limit (see FETCH_WAIT_MAX_MS)."""
+    default = Settings.load(environ={"USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9"})
+    assert consumer_config(default.kafka)["fetch.wait.max.ms"] == FETCH_WAIT_MAX_MS < 500
+    chosen = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": "127.0.0.1:9",
+            "USERSIGNALS_KAFKA__CONSUMER__FETCH_WAIT_MAX_MS": "200",
+        }
+    )
+    assert consumer_config(chosen.kafka)["fetch.wait.max.ms"] == "200"
 
 
 def test_consumer_settings_from_environment_variables_reach_librdkafka(

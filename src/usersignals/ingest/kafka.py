@@ -52,6 +52,31 @@ def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
     return {name.replace("_", "."): value for name, value in consumer.items()}
 
 
+#: How long a broker may hold a fetch that has no data yet (librdkafka's default: 500 ms).
+#: Kafka answers as soon as there is data, so this only bounds idle fetches there; a broker
+#: that holds every fetch to its limit (Tansu, the tests' broker) adds up to this much to
+#: each event's freshness. Measured against it at 33,000 events/s (scratch probe, bare
+#: consumer): produce -> consume p50 140 ms, p99 260 ms at 500 ms; 17 ms, 69 ms at 20 ms.
+FETCH_WAIT_MAX_MS = 50
+
+
+def consumer_config(settings: KafkaSettings) -> dict[str, object]:
+    """The processor's librdkafka consumer settings; ``kafka.consumer`` overrides them."""
+    return {
+        "bootstrap.servers": settings.bootstrap_servers,
+        "group.id": settings.group_id,
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        "auto.offset.reset": "earliest",
+        "session.timeout.ms": settings.session_timeout_ms,
+        # librdkafka otherwise idles ~1 s whenever its local queue fills (measured).
+        "fetch.queue.backoff.ms": 10,
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
+        "partition.assignment.strategy": "cooperative-sticky",
+        **librdkafka_settings(settings.consumer),
+    }
+
+
 def broker_error(operation: str, error: KafkaError) -> BrokerError:
     """librdkafka's error, in the package's error tree."""
     return BrokerError(operation, error.name(), error.str(), retriable=error.retriable())
@@ -69,20 +94,8 @@ class KafkaSource:
         if not settings.bootstrap_servers:
             raise ConfigurationError("kafka.bootstrap_servers is not set")
         self.settings = settings
-        config = {
-            "bootstrap.servers": settings.bootstrap_servers,
-            "group.id": settings.group_id,
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": settings.session_timeout_ms,
-            # librdkafka otherwise idles ~1 s whenever its local queue fills (measured).
-            "fetch.queue.backoff.ms": 10,
-            "partition.assignment.strategy": "cooperative-sticky",
-            **librdkafka_settings(settings.consumer),
-        }
         try:
-            self._consumer = Consumer(config)
+            self._consumer = Consumer(consumer_config(settings))
         except KafkaException as exc:  # an unknown or invalid property
             raise ConfigurationError(f"kafka.consumer: {exc.args[0].str()}") from exc
         self._on_assign = on_assign
