@@ -55,8 +55,8 @@ def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
 #: How long a broker may hold a fetch that has no data yet (librdkafka's default: 500 ms).
 #: Kafka answers as soon as there is data, so this only bounds idle fetches there; a broker
 #: that holds every fetch to its limit (Tansu, the tests' broker) adds up to this much to
-#: each event's freshness. Measured against it at 33,000 events/s (scratch probe, bare
-#: consumer): produce -> consume p50 140 ms, p99 260 ms at 500 ms; 17 ms, 69 ms at 20 ms.
+#: each event's freshness. Measured against it at 33,000 events/s (bench/kafka_fetch_wait.py,
+#: a bare consumer): produce -> consume p50 142 ms, p99 262 ms at 500 ms; 11 ms, 63 ms at 50 ms.
 FETCH_WAIT_MAX_MS = 50
 
 
