@@ -117,12 +117,13 @@ def time_plan(
         data = stored[user_id]
         raw = None if data is None else decode_record(b"", data).states.get(key)
         states.append([None if raw is None else _unbin.decode(bytes(raw))])
-    columns = native.live_columns(timed, records)
     ts = [event.ts for event in timed]
     ids = [event.event_id for event in timed]
     seconds = []
     for _ in range(repeat):
         started = time.perf_counter()
+        # The core reads the columns from the events and records (each read is applied once).
+        columns = native.live_columns(timed, records)
         new, _, _ = native.plans.apply(len(users), user, ts, ids, columns, states)
         seconds.append(time.perf_counter() - started)
     for state in new:

@@ -4,7 +4,7 @@ Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_cor
 that every name declared here exists in the built module.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
@@ -62,11 +62,30 @@ class BatchSession:
     def set_migrated(self, user: int, plan: int, state: bytes) -> None: ...
     def apply(
         self,
-        columns: Sequence[tuple[str, list[object]]],
+        columns: Columns,
         declared: set[str],
         expired: set[str],
         names: set[str],
     ) -> tuple[list[tuple[int, bytes]], tuple[list[int], list[int], int | None]]: ...
+
+class Columns:
+    """A batch's live columns as ``ColumnReader.read`` built them; applied once."""
+
+# Where a column's values come from: ("event", [field]), ("attrs", dotted path's parts), or
+# ("record", [join index, field]).
+Origin = tuple[str, list[str]]
+
+class ColumnReader:
+    """Reads the plans' field columns from live events and their joined records."""
+
+    def __init__(
+        self,
+        columns: Sequence[tuple[str, str, Origin]],
+        joins: Sequence[tuple[str, Origin, bool]],
+    ) -> None: ...
+    def read(
+        self, live: list[Any], records: dict[str, Mapping[str, Any]]
+    ) -> tuple[Columns, list[int]]: ...
 
 class NativePlans:
     """The compiled plans of the native signals, parsed once."""
@@ -79,7 +98,7 @@ class NativePlans:
         user: Sequence[int],
         ts: Sequence[int],
         event_id: Sequence[str],
-        columns: Sequence[tuple[str, list[object]]],
+        columns: Columns,
         stored: Sequence[Sequence[bytes | None]],
     ) -> tuple[list[list[bytes | None]], list[int], list[int]]: ...
     def read_last_n(
@@ -143,7 +162,7 @@ def label_rows(
     plans: NativePlans,
     ts: Sequence[int],
     event_id: Sequence[str],
-    columns: Sequence[tuple[str, list[Any]]],
+    columns: Columns,
     users: Sequence[LabelledUser],
     horizon_hours: int | None,
     label_columns_arg: Sequence[LabelColumn],

@@ -6,6 +6,7 @@
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
 mod allocator;
+mod columns;
 mod reads;
 mod session;
 mod tiles_seen;
@@ -13,8 +14,6 @@ mod training;
 mod values;
 
 use std::collections::{BTreeMap, HashSet};
-
-use hashbrown::HashMap;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
@@ -159,43 +158,6 @@ fn to_vector(obj: &Bound<'_, PyAny>) -> Option<Vec<f64>> {
     items.iter().map(|c| c.extract::<f64>().ok()).collect()
 }
 
-/// A `vec:` column, each distinct object converted once. The Materializer joins one record,
-/// and so one list object, onto every event of an item: converting a 32-component embedding
-/// per event was most of this call. Identity is safe here: the column holds every object
-/// for the whole call, so no address is reused while the map lives.
-fn vector_column(values: &Bound<'_, PyList>) -> Vec<Option<Vec<f64>>> {
-    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<Vec<f64>>> = HashMap::new();
-    values
-        .iter()
-        .map(|value| {
-            (converted.entry(value.as_ptr()))
-                .or_insert_with(|| to_vector(&value))
-                .clone()
-        })
-        .collect()
-}
-
-/// Field columns as Python passes them (name, values), converted: `vec:` columns to
-/// vectors of floats, every other column to core values.
-pub(crate) fn live_columns(columns: Vec<(String, Bound<'_, PyList>)>) -> LiveColumns {
-    let (vectors, columns): (Vec<_>, Vec<_>) = columns
-        .into_iter()
-        .partition(|(name, _)| name.starts_with(VECTOR_PREFIX));
-    let vectors = vectors
-        .into_iter()
-        .map(|(name, values)| (name, vector_column(&values)))
-        .collect();
-    let (names, columns) = columns
-        .into_iter()
-        .map(|(name, values)| (name, values.iter().map(|v| to_value(&v)).collect()))
-        .unzip();
-    LiveColumns {
-        names,
-        columns,
-        vectors,
-    }
-}
-
 /// The compiled plans of the native signals, parsed once at Engine construction.
 #[pyclass(frozen, module = "usersignals._core")]
 pub struct NativePlans {
@@ -303,14 +265,14 @@ impl NativePlans {
         user: Vec<u32>,
         ts: Vec<i64>,
         event_id: Vec<String>,
-        columns: Vec<(String, Bound<'py, PyList>)>,
+        mut columns: PyRefMut<'py, columns::Columns>,
         stored: Vec<Vec<Option<Bound<'py, PyBytes>>>>,
     ) -> PyResult<(Bound<'py, PyList>, Vec<u64>, Vec<u64>)> {
         let LiveColumns {
             names,
             columns,
             vectors,
-        } = live_columns(columns);
+        } = columns.take()?;
         let batch = Batch {
             users,
             user,
@@ -684,14 +646,13 @@ impl NativePlans {
     }
 }
 
-/// The prefix of a column holding a MeanVector field's vectors (`vec:` + the field).
-const VECTOR_PREFIX: &str = "vec:";
-
 #[pymodule]
 fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     allocator::configure();
     m.add_class::<NativePlans>()?;
     m.add_class::<session::BatchSession>()?;
+    m.add_class::<columns::ColumnReader>()?;
+    m.add_class::<columns::Columns>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;

@@ -12,7 +12,8 @@ use pyo3::types::{PyBytes, PyList, PyString};
 use usersignals_core::pipeline::{finish, select, Arrivals, Selection, Versions};
 use usersignals_core::record;
 
-use crate::{live_columns, raise, CoreError, NativePlans};
+use crate::columns::Columns;
+use crate::{raise, CoreError, NativePlans};
 
 /// A batch's arrivals read from its `Event` and `Position` objects, and its distinct user
 /// ids (indexed by `Arrivals::user`, in order of first appearance).
@@ -171,12 +172,12 @@ impl BatchSession {
     fn apply<'py>(
         &mut self,
         py: Python<'py>,
-        columns: Vec<(String, Bound<'py, PyList>)>,
+        mut columns: PyRefMut<'py, Columns>,
         declared: HashSet<String>,
         expired: HashSet<String>,
         names: HashSet<String>,
     ) -> PyResult<(Puts<'py>, Applied)> {
-        let columns = live_columns(columns);
+        let columns = columns.take()?;
         let versions = Versions {
             declared,
             expired,

@@ -3,11 +3,12 @@
 //! by the serving path's kernels (`json_body`): no Python object per entry.
 
 use pyo3::prelude::*;
-use pyo3::types::{PyBytes, PyList};
+use pyo3::types::PyBytes;
 use usersignals_core::json_body::LabelColumn;
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
-use crate::{live_columns, raise, read_context, FiltersArg, NativePlans, TimesArg};
+use crate::columns::Columns;
+use crate::{raise, read_context, FiltersArg, NativePlans, TimesArg};
 
 /// A column of the training set: (plan index, the context's times, whose `as_of` and "now"
 /// each label sets, and its filters).
@@ -45,12 +46,12 @@ pub fn label_rows<'py>(
     plans: PyRef<'py, NativePlans>,
     ts: Vec<i64>,
     event_id: Vec<String>,
-    columns: Vec<(String, Bound<'py, PyList>)>,
+    mut columns: PyRefMut<'py, Columns>,
     users: Vec<UserArg>,
     horizon_hours: Option<i64>,
     label_columns_arg: Vec<ColumnArg>,
 ) -> PyResult<LabelValues<'py>> {
-    let columns = live_columns(columns);
+    let columns = columns.take()?;
     let users: Vec<LabelledUser> = (users.into_iter())
         .map(|(events, groups)| LabelledUser { events, groups })
         .collect();

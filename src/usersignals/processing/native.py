@@ -18,8 +18,6 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from itertools import repeat
-from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -31,6 +29,8 @@ from usersignals._core import (
     MEAN_VECTOR_FORMAT_VERSION,
     SEEN_FORMAT_VERSION,
     TILES_FORMAT_VERSION,
+    ColumnReader,
+    Columns,
     CoreError,
     CoreStateError,
     NativePlans,
@@ -47,7 +47,7 @@ from usersignals.enrich.sources import Record
 from usersignals.errors import AsOfError, NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.signals.definition import Signal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
+from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS
 from usersignals.state.codec import UserRecord
 
 if TYPE_CHECKING:
@@ -136,7 +136,37 @@ class NativeSignals:
             self._core = NativePlans([plan_json(signal) for signal in self.signals])
         except CoreError as exc:
             raise NativeCoreError("plan", str(exc)) from exc
-        self._fields = sorted({name for names in self._core.fields() for name in names})
+        fields = sorted({name for names in self._core.fields() for name in names})
+        #: The sources the columns join, in the order the reader counts their misses.
+        self._joins: list[str] = []
+        self._columns = self._column_reader(fields)
+
+    def _column_reader(self, fields: Sequence[str]) -> ColumnReader:
+        """Where each column the plans read comes from, for the core to read them: an event
+        field, a path into ``attrs``, or a field of the record a lookup joined on."""
+        joins: list[tuple[str, tuple[str, list[str]], bool]] = []
+        columns = []
+        for name in fields:
+            rendering, field_name = "value", name
+            if name.startswith(VECTOR_PREFIX):
+                rendering, field_name = "vector", name[len(VECTOR_PREFIX) :]
+            elif name.startswith(TEXT_PREFIX):
+                rendering, field_name = "text", name[len(TEXT_PREFIX) :]
+            if field_name in BASE_FIELDS or field_name.startswith(ATTR_PREFIX):
+                columns.append((name, rendering, _event_origin(field_name)))
+                continue
+            enriched = self._enriched[field_name]
+            if enriched.source not in self._joins:
+                self._joins.append(enriched.source)
+                # A lookup key is its field's text; "" (an absent attribute) finds nothing.
+                text = enriched.key_field in TEXT_FIELDS
+                joins.append((enriched.source, _event_origin(enriched.key_field), text))
+            join = str(self._joins.index(enriched.source))
+            columns.append((name, rendering, ("record", [join, field_name])))
+        try:
+            return ColumnReader(columns, joins)
+        except CoreError as exc:
+            raise NativeCoreError("plan", str(exc)) from exc
 
     def _claim_fields(self, signal: Signal) -> bool:
         """Record where the signal's enriched fields come from; False on a clash with an
@@ -200,16 +230,15 @@ class NativeSignals:
         live: list[Event],
         records: Mapping[str, Mapping[str, Record]],
         missing: Counts | None = None,
-    ) -> list[tuple[str, list[Any]]]:
-        """The columns the plans read, aligned with ``live``; with ``missing``, the lookup
-        misses of the native signals' sources are counted into it (once per event and
-        source)."""
-        joined = _Joined(live, records)
-        columns = [(name, self._column(name, joined)) for name in self._fields]
+    ) -> Columns:
+        """The columns the plans read, aligned with ``live``, read by the core; with
+        ``missing``, the lookup misses of the native signals' sources are counted into it
+        (once per event and source)."""
+        columns, misses = self._columns.read(live, dict(records))
         if missing is not None:
-            for source, misses in joined.misses().items():
-                if misses:
-                    missing[source] = missing.get(source, 0) + misses
+            for source, count in zip(self._joins, misses, strict=True):
+                if count:
+                    missing[source] = missing.get(source, 0) + count
         return columns
 
     def place(self, states: dict[str, msgspec.Raw], new: Sequence[bytes | None]) -> None:
@@ -297,22 +326,6 @@ class NativeSignals:
         index = self._index[signal.key]
         return len(self._core.decode_last_n(index, self._native_form(key, raw, index)))
 
-    def _column(self, name: str, joined: _Joined) -> list[Any]:
-        if name.startswith(VECTOR_PREFIX):
-            return self._column(name[len(VECTOR_PREFIX) :], joined)
-        if name.startswith(TEXT_PREFIX):
-            values = self._column(name[len(TEXT_PREFIX) :], joined)
-            return [None if value is None else str(value) for value in values]
-        if name in BASE_FIELDS:
-            return list(map(attrgetter(name), joined.events))
-        if name.startswith(ATTR_PREFIX):
-            # A dotted path reaches into nested objects, as the reference's resolver does.
-            read = attrs_reader(name[len(ATTR_PREFIX) :])
-            return [read(e.attrs) for e in joined.events]
-        enriched = self._enriched[name]
-        rows = joined.records(enriched.source, enriched.key_field)
-        return list(map(dict.get, rows, repeat(name)))  # a miss is the empty record: None
-
     def _stored(self, key: bytes, raw: Any, index: int) -> bytes | None:
         return None if raw is None else self._native_form(key, raw, index)
 
@@ -356,6 +369,13 @@ class NativeSignals:
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
 
 
+def _event_origin(field_name: str) -> tuple[str, list[str]]:
+    """An event field, or a dotted path into its ``attrs``, as the core's reader names it."""
+    if field_name.startswith(ATTR_PREFIX):
+        return "attrs", field_name[len(ATTR_PREFIX) :].split(".")
+    return "event", [field_name]
+
+
 def _filters(context: ReadContext) -> Filters:
     """The context's actions, surfaces, exclude, dedupe and limit, as the core's reads take
     them."""
@@ -366,42 +386,3 @@ Counts = dict[str, int]
 _bin = msgspec.msgpack.Encoder()
 _unbin = msgspec.msgpack.Decoder(bytes)
 _BIN_HEADERS = frozenset({0xC4, 0xC5, 0xC6})  # msgpack bin 8 / 16 / 32
-
-
-class _Joined:
-    """A batch's live events and, per lookup source, the record joined onto each event."""
-
-    def __init__(self, events: list[Event], records: Mapping[str, Mapping[str, Record]]) -> None:
-        self.events = events
-        self._tables = records
-        self._joined: dict[str, list[Record]] = {}
-
-    def records(self, source: str, key_field: str) -> list[Record]:
-        """Each event's record of ``source``; ``_NO_RECORD`` (empty) where the key has none."""
-        rows = self._joined.get(source)
-        if rows is None:
-            table = self._tables.get(source, {})
-            keys = _key_values(self.events, key_field)
-            rows = self._joined[source] = list(map(table.get, keys, repeat(_NO_RECORD)))
-        return rows
-
-    def misses(self) -> Counts:
-        return {
-            source: sum(1 for row in rows if row is _NO_RECORD)
-            for source, rows in self._joined.items()
-        }
-
-
-# What a lookup miss joins: no fields (one shared object, so misses count by identity).
-_NO_RECORD: Record = {}
-
-
-def _key_values(events: list[Event], field_name: str) -> list[str]:
-    """Each event's lookup key, as the engine's lookups collect them (text; "" if absent)."""
-    if field_name in TEXT_FIELDS:
-        return list(map(attrgetter(field_name), events))
-    if field_name in BASE_FIELDS:
-        return [str(value) for value in map(attrgetter(field_name), events)]
-    read = attrs_reader(field_name[len(ATTR_PREFIX) :])  # a dotted path: nested objects
-    values = [read(e.attrs) for e in events]
-    return ["" if value is None else str(value) for value in values]

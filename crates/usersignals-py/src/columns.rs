@@ -1,0 +1,274 @@
+//! `ColumnReader`: the plans' field columns read from a batch's live events and the records
+//! the Materializer joined onto them, in one pass per column, without a Python list per
+//! column. The Python glue (`usersignals.processing.native`) describes once where each
+//! column comes from; the reference for what a column holds is the engine's per-user Python
+//! path (`aggregations/rows.py` and the signals' field resolution), which the pipeline's
+//! property tests hold the core to.
+
+use hashbrown::HashMap;
+use pyo3::intern;
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList, PyString};
+use usersignals_core::pipeline::LiveColumns;
+use usersignals_core::Value;
+
+use crate::{to_value, to_vector, CoreError};
+
+/// Where a value is read from an event.
+enum Origin {
+    /// An attribute of the event (`Event.<name>`).
+    Event(Py<PyString>),
+    /// A dotted path into `Event.attrs`: `None` where a step is absent or not an object.
+    Attrs(Vec<Py<PyString>>),
+    /// A field of the record the `source`-th join found for the event (`None` on a miss).
+    Record(usize, Py<PyString>),
+}
+
+/// How a column hands its values to the core.
+#[derive(Clone, Copy)]
+enum Render {
+    /// As core values (`to_value`).
+    Value,
+    /// As Python's `str()` of the value (`None` stays null): what Distinct hashes.
+    Text,
+    /// As vectors of floats (MeanVector's input), each distinct object converted once.
+    Vector,
+}
+
+struct Column {
+    name: String,
+    origin: Origin,
+    render: Render,
+}
+
+/// A lookup source's join: its name in the records handed to `read`, and where each
+/// event's key is read; `text` when the key is text already, else it is `str()` of the value
+/// (`""` for `None`, which no record has).
+struct Join {
+    source: Py<PyString>,
+    key: Origin,
+    text: bool,
+}
+
+/// The live columns `read` built, handed to the core call that applies them (once).
+#[pyclass(module = "usersignals._core")]
+pub struct Columns {
+    columns: Option<LiveColumns>,
+}
+
+impl Columns {
+    pub(crate) fn take(&mut self) -> PyResult<LiveColumns> {
+        self.columns
+            .take()
+            .ok_or_else(|| CoreError::new_err("these columns were already applied"))
+    }
+}
+
+#[pyclass(frozen, module = "usersignals._core")]
+pub struct ColumnReader {
+    columns: Vec<Column>,
+    joins: Vec<Join>,
+}
+
+/// `(kind, parts)` as Python describes an origin: `("event", [name])`, `("attrs", path)`,
+/// or `("record", [join index, field])`.
+type OriginArg = (String, Vec<String>);
+
+fn origin(py: Python<'_>, (kind, parts): OriginArg) -> PyResult<Origin> {
+    let name = |i: usize| -> PyResult<Py<PyString>> {
+        let part = parts
+            .get(i)
+            .ok_or_else(|| CoreError::new_err(format!("a {kind} origin lacks a part")))?;
+        Ok(PyString::intern(py, part).unbind())
+    };
+    Ok(match kind.as_str() {
+        "event" => Origin::Event(name(0)?),
+        "attrs" => Origin::Attrs((0..parts.len()).map(name).collect::<PyResult<_>>()?),
+        "record" => {
+            let join = parts[0]
+                .parse()
+                .map_err(|_| CoreError::new_err("a record origin's join is not an index"))?;
+            Origin::Record(join, name(1)?)
+        }
+        other => return Err(CoreError::new_err(format!("no column origin {other:?}"))),
+    })
+}
+
+fn render(name: &str) -> PyResult<Render> {
+    Ok(match name {
+        "value" => Render::Value,
+        "text" => Render::Text,
+        "vector" => Render::Vector,
+        other => return Err(CoreError::new_err(format!("no column rendering {other:?}"))),
+    })
+}
+
+#[pymethods]
+impl ColumnReader {
+    /// `columns`: (name, rendering, origin) per column; `joins`: (source, key origin, key is
+    /// text) per lookup source, the index a `record` origin names.
+    #[new]
+    fn new(
+        py: Python<'_>,
+        columns: Vec<(String, String, OriginArg)>,
+        joins: Vec<(String, OriginArg, bool)>,
+    ) -> PyResult<Self> {
+        let joins = (joins.into_iter())
+            .map(|(source, key, text)| {
+                Ok(Join {
+                    source: PyString::intern(py, &source).unbind(),
+                    key: origin(py, key)?,
+                    text,
+                })
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let columns = (columns.into_iter())
+            .map(|(name, rendering, from)| {
+                let origin = origin(py, from)?;
+                if matches!(origin, Origin::Record(join, _) if join >= joins.len()) {
+                    return Err(CoreError::new_err(format!("{name}: no such join")));
+                }
+                Ok(Column {
+                    name,
+                    origin,
+                    render: render(&rendering)?,
+                })
+            })
+            .collect::<PyResult<_>>()?;
+        Ok(ColumnReader { columns, joins })
+    }
+
+    /// The columns of `live` (the events to apply, in order), with `records` (per source,
+    /// the records by key), and per join the events whose key found no record.
+    fn read<'py>(
+        &self,
+        live: &Bound<'py, PyList>,
+        records: &Bound<'py, PyDict>,
+    ) -> PyResult<(Columns, Vec<u64>)> {
+        let py = live.py();
+        let events: Vec<Bound<'py, PyAny>> = live.iter().collect();
+        let mut misses = Vec::with_capacity(self.joins.len());
+        let mut joined: Vec<Vec<Option<Bound<'py, PyDict>>>> = Vec::new();
+        for join in &self.joins {
+            let table = records.get_item(join.source.bind(py))?;
+            let table = table.as_ref().and_then(|t| t.cast::<PyDict>().ok());
+            let rows = (events.iter())
+                .map(|event| join_row(py, event, join, table))
+                .collect::<PyResult<Vec<_>>>()?;
+            misses.push(rows.iter().filter(|row| row.is_none()).count() as u64);
+            joined.push(rows);
+        }
+        let mut out = LiveColumns {
+            names: Vec::new(),
+            columns: Vec::new(),
+            vectors: Vec::new(),
+        };
+        for column in &self.columns {
+            let values =
+                (0..events.len()).map(|i| read_value(py, &events[i], i, &column.origin, &joined));
+            match column.render {
+                Render::Vector => {
+                    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<Vec<f64>>> =
+                        HashMap::new();
+                    // Identity is safe: `held` keeps every object for the whole call, so no
+                    // address is reused while the map lives. The Materializer joins one
+                    // record, and so one list object, onto every event of an item.
+                    let mut held = Vec::new();
+                    let mut vectors = Vec::with_capacity(events.len());
+                    for value in values {
+                        let value = value?;
+                        let vector = (converted.entry(value.as_ptr()))
+                            .or_insert_with(|| to_vector(&value))
+                            .clone();
+                        held.push(value);
+                        vectors.push(vector);
+                    }
+                    out.vectors.push((column.name.clone(), vectors));
+                }
+                rendering => {
+                    let converted = values
+                        .map(|value| as_value(&value?, rendering))
+                        .collect::<PyResult<Vec<_>>>()?;
+                    out.names.push(column.name.clone());
+                    out.columns.push(converted);
+                }
+            }
+        }
+        Ok((Columns { columns: Some(out) }, misses))
+    }
+}
+
+/// The record `join` finds for `event` in `table`, if any.
+fn join_row<'py>(
+    py: Python<'py>,
+    event: &Bound<'py, PyAny>,
+    join: &Join,
+    table: Option<&Bound<'py, PyDict>>,
+) -> PyResult<Option<Bound<'py, PyDict>>> {
+    let Some(table) = table else {
+        return Ok(None);
+    };
+    let key = read_origin(py, event, &join.key)?;
+    let key = if join.text {
+        key
+    } else if key.is_none() {
+        return Ok(None); // "" is never fetched
+    } else {
+        key.str()?.into_any()
+    };
+    Ok(table
+        .get_item(key)?
+        .and_then(|r| r.cast_into::<PyDict>().ok()))
+}
+
+fn read_value<'py>(
+    py: Python<'py>,
+    event: &Bound<'py, PyAny>,
+    index: usize,
+    origin: &Origin,
+    joined: &[Vec<Option<Bound<'py, PyDict>>>],
+) -> PyResult<Bound<'py, PyAny>> {
+    match origin {
+        Origin::Record(join, field) => Ok(match &joined[*join][index] {
+            Some(record) => record
+                .get_item(field.bind(py))?
+                .unwrap_or_else(|| py.None().into_bound(py)),
+            None => py.None().into_bound(py),
+        }),
+        other => read_origin(py, event, other),
+    }
+}
+
+/// An event-side origin's value (`None` where an attribute path is absent).
+fn read_origin<'py>(
+    py: Python<'py>,
+    event: &Bound<'py, PyAny>,
+    origin: &Origin,
+) -> PyResult<Bound<'py, PyAny>> {
+    match origin {
+        Origin::Event(name) => event.getattr(name.bind(py)),
+        Origin::Attrs(path) => {
+            let mut node = event.getattr(intern!(py, "attrs"))?;
+            for part in path {
+                let Ok(object) = node.cast::<PyDict>() else {
+                    return Ok(py.None().into_bound(py));
+                };
+                node = object
+                    .get_item(part.bind(py))?
+                    .unwrap_or_else(|| py.None().into_bound(py));
+            }
+            Ok(node)
+        }
+        Origin::Record(..) => Err(CoreError::new_err("a record field is not an event's")),
+    }
+}
+
+/// A value as the core takes it; a text column's non-text values as `str()` renders them.
+fn as_value(value: &Bound<'_, PyAny>, rendering: Render) -> PyResult<Value> {
+    Ok(match rendering {
+        Render::Text if !value.is_none() && !value.is_instance_of::<PyString>() => {
+            to_value(value.str()?.as_any())
+        }
+        _ => to_value(value),
+    })
+}
