@@ -85,9 +85,8 @@ fn origin(py: Python<'_>, (kind, parts): OriginArg) -> PyResult<Origin> {
         "event" => Origin::Event(name(0)?),
         "attrs" => Origin::Attrs((0..parts.len()).map(name).collect::<PyResult<_>>()?),
         "record" => {
-            let join = parts[0]
-                .parse()
-                .map_err(|_| CoreError::new_err("a record origin's join is not an index"))?;
+            let join = (parts.first().and_then(|join| join.parse().ok()))
+                .ok_or_else(|| CoreError::new_err("a record origin's join is not an index"))?;
             Origin::Record(join, name(1)?)
         }
         other => return Err(CoreError::new_err(format!("no column origin {other:?}"))),

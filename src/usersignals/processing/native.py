@@ -1,11 +1,12 @@
 """The seam between the Python engine and reader and the native core (``usersignals._core``).
 
 The signals whose aggregation the core implements (the ``_READABLE`` classes below) run
-natively: their compiled plans go to the core once, at construction; then each micro-batch
-hands the core the batch's fresh events as columns — event fields, attributes, and the
-enriched fields the Materializer fetched, aligned with the events — plus every affected
-user's stored state of those signals, in one call. The core filters (``where``), groups by
-user, applies and encodes; Python only places the returned bytes into the user records.
+natively: their compiled plans go to the core once, at construction, with where each field
+column comes from; then the core reads each micro-batch's columns from the fresh events and
+the records the Materializer fetched (event fields, attributes, enriched fields, aligned with
+the events), and applies them to every affected user's stored state of those signals: it
+filters (``where``), groups by user, applies and encodes; Python only places the returned
+bytes into the user records.
 Every other signal, including user-defined aggregations, stays on the engine's per-user
 Python path beside this one.
 
@@ -137,36 +138,8 @@ class NativeSignals:
         except CoreError as exc:
             raise NativeCoreError("plan", str(exc)) from exc
         fields = sorted({name for names in self._core.fields() for name in names})
-        #: The sources the columns join, in the order the reader counts their misses.
-        self._joins: list[str] = []
-        self._columns = self._column_reader(fields)
-
-    def _column_reader(self, fields: Sequence[str]) -> ColumnReader:
-        """Where each column the plans read comes from, for the core to read them: an event
-        field, a path into ``attrs``, or a field of the record a lookup joined on."""
-        joins: list[tuple[str, tuple[str, list[str]], bool]] = []
-        columns = []
-        for name in fields:
-            rendering, field_name = "value", name
-            if name.startswith(VECTOR_PREFIX):
-                rendering, field_name = "vector", name[len(VECTOR_PREFIX) :]
-            elif name.startswith(TEXT_PREFIX):
-                rendering, field_name = "text", name[len(TEXT_PREFIX) :]
-            if field_name in BASE_FIELDS or field_name.startswith(ATTR_PREFIX):
-                columns.append((name, rendering, _event_origin(field_name)))
-                continue
-            enriched = self._enriched[field_name]
-            if enriched.source not in self._joins:
-                self._joins.append(enriched.source)
-                # A lookup key is its field's text; "" (an absent attribute) finds nothing.
-                text = enriched.key_field in TEXT_FIELDS
-                joins.append((enriched.source, _event_origin(enriched.key_field), text))
-            join = str(self._joins.index(enriched.source))
-            columns.append((name, rendering, ("record", [join, field_name])))
-        try:
-            return ColumnReader(columns, joins)
-        except CoreError as exc:
-            raise NativeCoreError("plan", str(exc)) from exc
+        # ``_joins``: the sources the columns join, in the order the reader counts misses.
+        self._columns, self._joins = _column_reader(fields, self._enriched)
 
     def _claim_fields(self, signal: Signal) -> bool:
         """Record where the signal's enriched fields come from; False on a clash with an
@@ -367,6 +340,36 @@ class NativeSignals:
         if isinstance(state, VectorState):
             return self._core.encode_mean_vector(index, (state.newest, state.buckets, state.tops))
         return self._core.encode_last_n(index, [tuple(entry) for entry in state])
+
+
+def _column_reader(
+    fields: Sequence[str], enriched: Mapping[str, _Enriched]
+) -> tuple[ColumnReader, list[str]]:
+    """The core's reader of the plans' columns, and the sources it joins (in its order): each
+    column is an event field, a path into ``attrs``, or a field of the record a lookup joined
+    on (``enriched`` says which)."""
+    sources: list[str] = []
+    joins: list[tuple[str, tuple[str, list[str]], bool]] = []
+    columns = []
+    for name in fields:
+        rendering, field_name = "value", name
+        if name.startswith(VECTOR_PREFIX):
+            rendering, field_name = "vector", name[len(VECTOR_PREFIX) :]
+        elif name.startswith(TEXT_PREFIX):
+            rendering, field_name = "text", name[len(TEXT_PREFIX) :]
+        if field_name in BASE_FIELDS or field_name.startswith(ATTR_PREFIX):
+            columns.append((name, rendering, _event_origin(field_name)))
+            continue
+        source, key_field = enriched[field_name].source, enriched[field_name].key_field
+        if source not in sources:
+            sources.append(source)
+            # A lookup key is its field's text; "" (an absent attribute) finds nothing.
+            joins.append((source, _event_origin(key_field), key_field in TEXT_FIELDS))
+        columns.append((name, rendering, ("record", [str(sources.index(source)), field_name])))
+    try:
+        return ColumnReader(columns, joins), sources
+    except CoreError as exc:
+        raise NativeCoreError("plan", str(exc)) from exc
 
 
 def _event_origin(field_name: str) -> tuple[str, list[str]]:
