@@ -9,6 +9,15 @@ the progress, as written: the value bytes of each user's record).
     .venv/bin/python bench/engine.py --events 200000 --profile   # where the time goes
     .venv/bin/python bench/engine.py --rss --events 10000000     # memory over a long run
 
+Instructions, which do not move with the machine's load: callgrind's total for a run with
+``--no-report`` minus its total for the same run with ``--setup-only`` (everything but
+``Engine.process``):
+
+    valgrind --tool=callgrind .venv/bin/python bench/engine.py --events 50000 --batch 10000 \
+        --no-report
+    valgrind --tool=callgrind .venv/bin/python bench/engine.py --events 50000 --batch 10000 \
+        --setup-only
+
 ``--rss`` streams the workload instead (generate a batch, decode it, process it, drop it: the
 harness holds no events), after loading the item table of all its events in a first pass,
 and prints this process's resident set size every ``--rss-every`` events, so "RSS flat over
@@ -53,6 +62,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true", help="profile with pyinstrument")
     parser.add_argument("--rss", action="store_true", help="stream the events, print the RSS")
     parser.add_argument("--rss-every", type=int, default=1_000_000, help="events between prints")
+    parser.add_argument("--no-report", action="store_true", help="skip the state size report")
+    parser.add_argument("--setup-only", action="store_true", help="stop before processing")
     args = parser.parse_args()
     return_large_blocks()  # as `usersignals run` does before its store opens
     if args.rss:
@@ -86,6 +97,9 @@ def main() -> None:
         # harness's own million events, which a processor never holds, out of the collector's
         # way.
         tune_collector()
+        if args.setup_only:
+            store.close()
+            return
         profiler = None
         if args.profile:
             from pyinstrument import Profiler
@@ -109,7 +123,8 @@ def main() -> None:
         )
         print(f"  user writes: {total.users:,}; applied per signal: {total.applied}")
         print(f"  expired: {total.expired}; missing enrichment: {total.missing_enrichment}")
-        report_sizes(store, registry)
+        if not args.no_report:
+            report_sizes(store, registry)
         store.close()
 
 
