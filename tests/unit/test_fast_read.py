@@ -233,6 +233,11 @@ def test_fast_answers_are_counted_and_timed_and_keep_the_gc_policy_books(make_ap
     assert samples(text, "usersignals_http_requests_total", {**route, "status": "200"}) == 9
     assert samples(text, "usersignals_http_requests_total", {**route, "status": "400"}) == 1
     assert samples(text, "usersignals_http_request_seconds_count", route) == 10
+    # The handler's own part of each (answer built, before the server sends it): the fast
+    # path's answers and the full stack's alike.
+    assert samples(text, "usersignals_http_answer_built_seconds_count", route) == 10
+    built = samples(text, "usersignals_http_answer_built_seconds_sum", route)
+    assert 0 < built <= samples(text, "usersignals_http_request_seconds_sum", route)
     assert policy.in_flight == 0
 
 

@@ -69,6 +69,7 @@ class FastRead:
             body = self._body(scope, match["user_id"])
             if body is None:
                 return False
+            self.state.http.answer_built(ROUTE, time.perf_counter() - started)
             await self._send(body, send, started)
             return True
         finally:

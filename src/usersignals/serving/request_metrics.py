@@ -31,6 +31,9 @@ class RequestMetrics:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                name = getattr(scope.get("route"), "name", None)
+                if name is not None:
+                    self.metrics.answer_built(name, time.perf_counter() - started)
             await send(message)
 
         try:
