@@ -135,8 +135,10 @@ pub fn iso_ms(ms: i64) -> Option<String> {
     Some(String::from_utf8(out).expect("ASCII"))
 }
 
-/// [`iso_ms`] written into `out` (nothing written when `None`).
-fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
+/// The UTC calendar fields of `ms` as [`iso_ms`] renders them: `[year, month, day, hour,
+/// minute, second, millisecond]`, with Python's float arithmetic; `None` outside the years
+/// 1–9999.
+pub(crate) fn iso_fields(ms: i64) -> Option<[i64; 7]> {
     let t = ms as f64 / 1000.0;
     let mut seconds = t.trunc();
     let mut micros = ((t - seconds) * 1e6).round_ties_even();
@@ -154,7 +156,12 @@ fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
         return None;
     }
     let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    let millis = micros as i64 / 1000;
+    Some([year, month, day, hour, minute, second, micros as i64 / 1000])
+}
+
+/// [`iso_ms`] written into `out` (nothing written when `None`).
+fn write_iso_ms(ms: i64, out: &mut Vec<u8>) -> Option<()> {
+    let [year, month, day, hour, minute, second, millis] = iso_fields(ms)?;
     // `{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00`
     let fields = [
         (year, 4, b'-'),

@@ -88,26 +88,12 @@ fn tile_labels_merge_and_sort_as_their_text() {
     assert!(write_tiles(1, &float, &mut Vec::new()).is_err());
 }
 
-/// `iso_ms` as it was first written, with `format!`: the reference of the hand-written one.
+/// `iso_ms`'s rendering as it was first written, with `format!`: the reference of the
+/// hand-written digits. The calendar fields are shared (`iso_fields`); they are checked
+/// against Python's `datetime` by tests/unit/test_native_bodies.py, which compares the
+/// core's body with the object path's answer.
 fn iso_ms_by_format(ms: i64) -> Option<String> {
-    let t = ms as f64 / 1000.0;
-    let mut seconds = t.trunc();
-    let mut micros = ((t - seconds) * 1e6).round_ties_even();
-    if micros >= 1e6 {
-        micros -= 1e6;
-        seconds += 1.0;
-    } else if micros < 0.0 {
-        micros += 1e6;
-        seconds -= 1.0;
-    }
-    let seconds = seconds as i64;
-    let (days, of_day) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
-    let (year, month, day) = civil_from_days(days);
-    if !(1..=9999).contains(&year) {
-        return None;
-    }
-    let (hour, minute, second) = (of_day / 3600, of_day % 3600 / 60, of_day % 60);
-    let millis = micros as i64 / 1000;
+    let [year, month, day, hour, minute, second, millis] = iso_fields(ms)?;
     Some(format!(
         "{year:04}-{month:02}-{day:02}T{hour:02}:{minute:02}:{second:02}.{millis:03}+00:00"
     ))
