@@ -36,25 +36,18 @@ class _UserOnly(msgspec.Struct):
 _user_only = msgspec.json.Decoder(_UserOnly).decode
 
 
-def route(line: bytes, shards: int, assigned: Mapping[str, int] | None = None) -> int:
-    """The shard that decodes a raw record: its user's (``assigned`` to one, or by the
-    stable hash), or 0 when it names no readable user."""
-    return _owner(_user_of(line), shards, assigned)
-
-
-def _user_of(line: bytes) -> str | None:
+def route(
+    line: bytes, shards: int, assigned: Mapping[str, int] | None = None
+) -> tuple[int, str | None]:
+    """The shard that decodes a raw record — its user's (``assigned`` to one, or by the
+    stable hash), or 0 when it names no readable user — and that user id."""
     try:
-        return _user_only(line).user_id
+        user = _user_only(line).user_id
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-        return None
-
-
-def _owner(user: str | None, shards: int, assigned: Mapping[str, int] | None) -> int:
-    if user is None:
-        return 0
+        return 0, None
     if assigned is not None and user in assigned:
-        return assigned[user]
-    return shard_of(user, shards)
+        return assigned[user], user
+    return shard_of(user, shards), user
 
 
 @dataclass
@@ -86,8 +79,9 @@ class ArchiveShare:
             places: dict[int, int] = {}
             borrowed = _Lines()
             for line, position in zip(block.lines, block.positions, strict=True):
-                user = _user_of(line) if self.shards > 1 else None
-                if self.shards == 1 or _owner(user, self.shards, self.assigned) == self.index:
+                one = self.shards == 1  # then every record is this shard's, unread
+                shard, user = (0, None) if one else route(line, self.shards, self.assigned)
+                if shard == self.index:
                     lines.append(line)
                     positions.append(position)
                     # decode_block hands back each bad record's own Position object.
