@@ -41,6 +41,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
 from usersignals.ingest.synthetic import WorkloadSpec, write_workload
+from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
 from usersignals.processing.replay import replay_file
@@ -142,6 +143,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--spark", action="store_true", help="also run on Spark local mode")
     args = parser.parse_args()
+    no_huge_pages()  # as `usersignals backfill` and `training-set` do
 
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as scratch:
         root = Path(scratch)

@@ -8,6 +8,7 @@ RocksDB allocates: C ``malloc``/``free`` of 8 MB blocks, touched, in a fresh pro
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -67,3 +68,45 @@ def test_without_the_tuning_glibc_keeps_them() -> None:
 def test_an_explicit_threshold_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "65536")
     assert malloc_tuning.return_large_blocks() is False
+
+
+# A fresh interpreter again: the setting is process-wide and cannot be undone by a test.
+_THP_PROBE = """
+import subprocess, sys
+from usersignals import malloc_tuning
+
+def thp(status: str) -> str:
+    return next(line.split()[1] for line in status.splitlines() if line.startswith("THP_enabled"))
+
+before = thp(open("/proc/self/status").read())
+done = malloc_tuning.no_huge_pages()
+child = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True, check=True)
+print(before, done, thp(open("/proc/self/status").read()), thp(child.stdout))
+"""
+
+
+def _thp_probe(environment: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _THP_PROBE],
+        capture_output=True, text=True, check=True, env=environment,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
+def _has_thp_status() -> bool:
+    try:
+        with open("/proc/self/status") as status:
+            return "THP_enabled" in status.read()
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(not _has_thp_status(), reason="Linux's per-process THP setting")
+def test_the_offline_jobs_turn_huge_pages_off_for_themselves_and_their_children() -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "MIMALLOC_ALLOW_THP"}
+    assert _thp_probe(environment) == ["1", "True", "0", "0"]
+
+
+@pytest.mark.skipif(not _has_thp_status(), reason="Linux's per-process THP setting")
+def test_mimallocs_own_setting_in_the_environment_wins() -> None:
+    assert _thp_probe({**os.environ, "MIMALLOC_ALLOW_THP": "1"}) == ["1", "False", "1", "1"]

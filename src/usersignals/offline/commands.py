@@ -16,6 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
+from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 
 console = Console(stderr=True)
@@ -95,6 +96,7 @@ def backfill_command(
     config: ConfigOption = None,
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
+    no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     until_ms = ReadContext.parse({"until": until}).until_ms if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
@@ -192,6 +194,7 @@ def training_set_command(
     """Each label row's signals as they would have been served at its time (point in time)."""
     from usersignals.offline.training import TrainingJob, training_set
 
+    no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
     job = TrainingJob(
