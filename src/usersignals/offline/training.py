@@ -34,7 +34,7 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
-from usersignals.offline.features_file import ROW_GROUP_ROWS, value_batch, write_features
+from usersignals.offline.features_file import in_row_order, write_features, write_values
 from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
@@ -277,9 +277,12 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     shards = max(1, job.workers)
     with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
         tasks = [
-            _Shard(job, i, shards, _shard_dead_letters(job, i, Path(scratch)))
+            _Shard(
+                job, i, shards, _shard_dead_letters(job, i, Path(scratch)),
+                Path(scratch) / f"values-{i}.arrow",
+            )
             for i in range(shards)
-        ]
+        ]  # fmt: skip
         results = run_shards(_training_shard, tasks)
         if shards > 1 and job.dead_letter is not None:
             parts = [
@@ -288,19 +291,13 @@ def training_set(job: TrainingJob) -> TrainingSummary:
                 if t.dead_letter
             ]
             merge_dead_letters(parts, job.dead_letter)
-    values: dict[int, list[bytes]] = {}
-    summary = TrainingSummary(rows=len(labels))
-    for result in results:
-        values.update(result.values)
-        summary.events += result.events
-        summary.bad += result.bad
-    ordered = sorted(values.items())
-    names = [column.name for column in columns]
-    batches = (
-        value_batch(ordered[start : start + ROW_GROUP_ROWS], len(names))
-        for start in range(0, len(ordered), ROW_GROUP_ROWS)
-    )
-    write_features(table, names, batches, job.out)
+        summary = TrainingSummary(rows=len(labels))
+        for result in results:
+            summary.events += result.events
+            summary.bad += result.bad
+        names = [column.name for column in columns]
+        values = in_row_order([task.values for task in tasks])
+        write_features(table, names, values, job.out)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -312,11 +309,12 @@ class _Shard:
     shards: int
     #: Where this shard writes its dead letters (the job's own file when it is the only one).
     dead_letter: Path | None
+    #: Where it writes its label rows' values (:func:`write_values`).
+    values: Path
 
 
 @dataclass
 class _ShardResult:
-    values: dict[int, list[bytes]]
     #: Valid events and bad records among the shard's share of the archive.
     events: int
     bad: int
@@ -359,7 +357,8 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        return _ShardResult(dict(rows), valid, bad, share.bad_places)
+        write_values(rows, len(columns), shard.values)
+        return _ShardResult(valid, bad, share.bad_places)
     finally:
         if lookups is not None:
             lookups.close()
