@@ -14,6 +14,8 @@ pauses out of requests.)
 from __future__ import annotations
 
 import gc
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 #: Young-generation threshold for the processor (CPython's default is 700).
 YOUNG_THRESHOLD = 50_000
@@ -25,3 +27,17 @@ def tune_collector() -> None:
     gc.freeze()
     _, middle, old = gc.get_threshold()
     gc.set_threshold(YOUNG_THRESHOLD, middle, old)
+
+
+@contextmanager
+def collector_tuned() -> Iterator[None]:
+    """:func:`tune_collector` for a bounded job in a process that may go on afterwards (an
+    offline job's shard: in a notebook's process, say), which gets its collector back as it
+    was: the frozen objects return to the oldest generation, the thresholds are restored."""
+    thresholds = gc.get_threshold()
+    tune_collector()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
