@@ -4,7 +4,8 @@ Method: write the seeded reference workload (``--events`` events, the published 
 distributions) as a JSONL archive, and its item table into a RocksDB store. Then time, each
 from a fresh store holding only the item table, wall clock, archive events / seconds:
 
-1. the streaming engine on one core (``replay_file``: decode + engine + write), the yardstick;
+1. the streaming engine on one core (``replay_file``: decode + engine + write, with the
+   collector tuning of ``usersignals run``), the yardstick;
 2. ``backfill`` with 1 and with ``--workers`` processes (user shards, merged into the store);
 3. ``training_set`` for ``--labels`` label rows at random times over random active users,
    the five reference signals, one context, with 1 and ``--workers`` processes;
@@ -44,6 +45,7 @@ from usersignals.ingest.synthetic import WorkloadSpec, write_workload
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
+from usersignals.processing.gc_tuning import collector_tuned
 from usersignals.processing.replay import replay_file
 
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
@@ -158,7 +160,8 @@ def main() -> None:
         )
         settings = fresh_store(root, "streamed", files.items_path)
         processor = build_processor(settings)
-        with DeadLetterFile(root / "dead.jsonl") as dead:
+        # With the collector tuning `usersignals run` applies (the offline shards have it too).
+        with DeadLetterFile(root / "dead.jsonl") as dead, collector_tuned():
             started, cpu = time.perf_counter(), cpu_seconds()
             source = JsonlSource(files.events_path, block_size=settings.processing.batch_size)
             replay_file(source, processor.decoder, processor.engine, dead)
