@@ -341,3 +341,19 @@ def test_as_of_in_the_context_is_refused(tmp_path: Path, history: History) -> No
             )
         )
     assert caught.value.parameter == "as_of"
+
+
+def test_labels_in_a_directory_of_parts_read_as_the_one_file(
+    tmp_path: Path, history: History
+) -> None:
+    """A file is read on its own, a directory (as Spark writes labels) as a dataset of parts:
+    the same rows either way, in the parts' order."""
+    write_labels(tmp_path / "labels.parquet", history, 30, seed=4)
+    whole = pq.read_table(tmp_path / "labels.parquet")
+    (tmp_path / "parts").mkdir()
+    pq.write_table(whole.slice(0, 12), tmp_path / "parts" / "part-0.parquet")
+    pq.write_table(whole.slice(12), tmp_path / "parts" / "part-1.parquet")
+    from_file = read_labels(tmp_path / "labels.parquet", "user_id", "ts")
+    from_parts = read_labels(tmp_path / "parts", "user_id", "ts")
+    assert from_parts[1] == from_file[1]
+    assert from_parts[0].to_pylist() == from_file[0].to_pylist() == whole.to_pylist()
