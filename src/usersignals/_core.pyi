@@ -166,10 +166,17 @@ def label_rows(
     users: Sequence[LabelledUser],
     horizon_hours: int | None,
     label_columns_arg: Sequence[LabelColumn],
-) -> list[list[bytes] | None]:
+) -> list[tuple[bytes, TextBuffer]] | None:
     """The training set's loop: each user's events applied group by group through the
-    pipeline's steps, each label read in between: each column's value as JSON text, or None
-    for a label the object path must read."""
+    pipeline's steps, each label read in between. Per column, its values as JSON text in an
+    Arrow string column's buffers: (labels + 1 native-endian int64 offsets, the texts one
+    after another, lent without a copy); None when a label is for the object path to read."""
+
+class TextBuffer:
+    """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``)."""
+
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __len__(self) -> int: ...
 
 CHECK_UNSURE: str
 

@@ -10,6 +10,7 @@ and redelivered event ids, random label times and contexts, both give the same v
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 
 import msgspec
 from hypothesis import given, settings
@@ -21,6 +22,7 @@ from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.examples import reference
 from usersignals.offline import MemoryStore, training
+from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import plan_label_shards
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
@@ -69,15 +71,15 @@ def test_the_core_loop_gives_each_label_what_the_rounds_give(
     labels = [(row, user, base + h * hours(1)) for row, (user, h) in enumerate(label_hours)]
     columns = training.feature_columns(REGISTRY, [context])
 
-    in_core = training.compute_features(engine_parts(), columns, pairs, labels)
+    in_core = value_rows(training.compute_features(engine_parts(), columns, pairs, labels))
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in sorted(pairs, key=lambda p: (p[0].ts, p[1].partition, p[1].offset)):
         by_user.setdefault(event.user_id, []).append((event, position))
     groups = training._label_groups(by_user, labels)
-    in_rounds = training._in_rounds(engine_parts(), columns, by_user, groups)
+    in_rounds = dict(training._in_rounds(engine_parts(), columns, by_user, groups))
 
-    def values(rows: list[tuple[int, list[bytes]]]) -> dict[int, list[object]]:
-        return {row: [msgspec.json.decode(v) for v in written] for row, written in rows}
+    def values(rows: Mapping[int, Sequence[str | bytes]]) -> dict[int, list[object]]:
+        return {row: [msgspec.json.decode(v) for v in written] for row, written in rows.items()}
 
     assert len(in_core) == len(labels)
     assert values(in_core) == values(in_rounds)

@@ -84,28 +84,71 @@ pub struct LabelColumn {
     pub context: ReadContext,
 }
 
-/// The values of `columns` over a user's states at label time `ts`, each as the JSON text
-/// of the answer's value (no freshness: a training set keeps the value alone). `None` when
-/// one of them is for the object path: a refusal, or what [`user_body`] leaves unserved.
+/// A training set's values as JSON text, column by column: label `i`'s value in column `c`
+/// is `data[c][offsets[c][i]..offsets[c][i + 1]]` (Arrow's layout of a string column, which
+/// the glue wraps without a copy).
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsonColumns {
+    pub offsets: Vec<Vec<i64>>,
+    pub data: Vec<Vec<u8>>,
+}
+
+impl JsonColumns {
+    pub fn new(columns: usize) -> Self {
+        JsonColumns {
+            offsets: vec![vec![0]; columns],
+            data: vec![Vec::new(); columns],
+        }
+    }
+
+    /// How many labels the columns hold.
+    pub fn len(&self) -> usize {
+        self.offsets.first().map_or(0, |o| o.len() - 1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Label `label`'s value in column `column`.
+    pub fn value(&self, column: usize, label: usize) -> &[u8] {
+        let offsets = &self.offsets[column];
+        &self.data[column][offsets[label] as usize..offsets[label + 1] as usize]
+    }
+}
+
+/// Append the values of `columns` over a user's states at label time `ts` to `out`, each as
+/// the JSON text of the answer's value (no freshness: a training set keeps the value alone).
+/// `false`, and `out` as it was, when one of them is for the object path: a refusal, or what
+/// [`user_body`] leaves unserved.
 pub fn label_values(
     plans: &[Plan],
     states: &BTreeMap<String, Vec<u8>>,
     columns: &mut [LabelColumn],
     ts: i64,
-) -> Option<Vec<Vec<u8>>> {
-    let mut values = Vec::with_capacity(columns.len());
-    for column in columns.iter_mut() {
-        let plan = plans.get(column.plan)?;
-        column.context.times.as_of_ms = Some(ts);
-        column.context.times.now_ms = ts;
-        let stored = states.get(&plan.key).map(Vec::as_slice);
-        let mut value = Vec::new();
-        match write_answer(plan, stored, &column.context, &mut value) {
-            Ok(Ok(_)) => values.push(value),
-            Ok(Err(_)) | Err(Unserved) => return None,
+    out: &mut JsonColumns,
+) -> bool {
+    for (c, column) in columns.iter_mut().enumerate() {
+        let answered = plans.get(column.plan).is_some_and(|plan| {
+            column.context.times.as_of_ms = Some(ts);
+            column.context.times.now_ms = ts;
+            let stored = states.get(&plan.key).map(Vec::as_slice);
+            matches!(
+                write_answer(plan, stored, &column.context, &mut out.data[c]),
+                Ok(Ok(_))
+            )
+        });
+        if !answered {
+            for (written, offsets) in out.data.iter_mut().zip(&out.offsets).take(c + 1) {
+                written.truncate(offsets.last().copied().unwrap_or(0) as usize);
+            }
+            return false;
         }
     }
-    Some(values)
+    for (offsets, written) in out.offsets.iter_mut().zip(&out.data) {
+        offsets.push(written.len() as i64);
+    }
+    true
 }
 
 /// `,"newest_event_ms":…,"newest_event_time":…,"age_ms":…` as `result_of` computes them.

@@ -128,3 +128,35 @@ proptest::proptest! {
         proptest::prop_assert_eq!(out, expected);
     }
 }
+
+#[test]
+fn a_label_left_to_the_object_path_leaves_the_columns_as_they_were() {
+    let seen = r#"{"key": "seen@1", "where": null, "aggregate": {"kind": "last_seen", "by": "surface"}, "retention_ms": 604800000}"#;
+    let plans = [Plan::from_json(seen).unwrap()];
+    let column = |plan| LabelColumn {
+        plan,
+        context: ReadContext::default(),
+    };
+    let states = BTreeMap::new();
+    let mut out = JsonColumns::new(2);
+    assert!(label_values(
+        &plans,
+        &states,
+        &mut [column(0), column(0)],
+        5,
+        &mut out
+    ));
+    let first = out.clone();
+    assert_eq!(first.len(), 1);
+    assert_eq!(first.value(0, 0), first.value(1, 0));
+    assert!(!first.value(0, 0).is_empty());
+    // The first column answers, the second names no plan: nothing of the label stays.
+    assert!(!label_values(
+        &plans,
+        &states,
+        &mut [column(0), column(1)],
+        6,
+        &mut out
+    ));
+    assert_eq!(out, first);
+}

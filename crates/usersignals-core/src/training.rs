@@ -10,7 +10,7 @@
 //! a Python step per round, and without decoding a state per group.
 
 use crate::error::CoreError;
-use crate::json_body::{label_values, LabelColumn};
+use crate::json_body::{label_values, JsonColumns, LabelColumn};
 use crate::pipeline::{place_decoded, select_records, Arrivals, LiveColumns};
 use crate::plan::Plan;
 use crate::record::UserRecord;
@@ -33,15 +33,16 @@ pub struct TrainingEvents<'e> {
 }
 
 /// Per label (users in order, their groups in order, each group's times in order): each
-/// column's value as JSON text, or `None` for a label the object path must read.
+/// column's value as JSON text; `None` when a label is for the object path to read (then
+/// the caller reads them all there).
 pub fn label_rows(
     plans: &[Plan],
     events: &TrainingEvents<'_>,
     users: &[LabelledUser],
     horizon_hours: Option<i64>,
     columns: &mut [LabelColumn],
-) -> Result<Vec<Option<Vec<Vec<u8>>>>, CoreError> {
-    let mut out = Vec::new();
+) -> Result<Option<JsonColumns>, CoreError> {
+    let mut out = JsonColumns::new(columns.len());
     for user in users {
         let mut record = UserRecord::default();
         // The user's states stay decoded from one group to the next: each group decodes
@@ -62,11 +63,13 @@ pub fn label_rows(
             }
             done = *end;
             for &ts in times {
-                out.push(label_values(plans, &record.states, columns, ts));
+                if !label_values(plans, &record.states, columns, ts, &mut out) {
+                    return Ok(None);
+                }
             }
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// A span of one user's events as a micro-batch, `first` the span's place among them: the

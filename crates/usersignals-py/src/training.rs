@@ -1,10 +1,14 @@
 //! The training set's binding: a shard's labelled users computed and read in one call
 //! (`label_rows`, `usersignals_core::training`). Each column's value is written as JSON text
-//! by the serving path's kernels (`json_body`): no Python object per entry.
+//! by the serving path's kernels (`json_body`) into one buffer per column: no Python object
+//! per entry, nor per value.
 
+use std::os::raw::{c_int, c_void};
+
+use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use usersignals_core::json_body::LabelColumn;
+use usersignals_core::json_body::{JsonColumns, LabelColumn};
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
 use crate::columns::Columns;
@@ -15,8 +19,51 @@ use crate::{raise, read_context, FiltersArg, NativePlans, TimesArg};
 type ColumnArg = (usize, TimesArg, FiltersArg);
 /// A labelled user: their events (indices), their label groups (events included, times).
 type UserArg = (Vec<usize>, Vec<(usize, Vec<i64>)>);
-/// Per label: each column's value (JSON), or `None` for a label to read on the object path.
-type LabelValues<'py> = Vec<Option<Vec<Bound<'py, PyBytes>>>>;
+/// Per column: the offsets of its labels' values (`labels + 1` native-endian i64s), and the
+/// values' JSON texts one after another (an Arrow string column's buffers).
+type LabelValues<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, TextBuffer>)>;
+
+/// A column's JSON texts, lent to Python through the buffer protocol (read-only bytes):
+/// `pyarrow.py_buffer` wraps them as an Arrow buffer without copying them. A training set's
+/// texts run to hundreds of MB (a LastN of 500 entries is several KB a label).
+#[pyclass(frozen, module = "usersignals._core")]
+pub struct TextBuffer {
+    data: Vec<u8>,
+}
+
+#[pymethods]
+impl TextBuffer {
+    /// # Safety
+    /// `view` is the buffer Python asks to fill; the texts live as long as this object,
+    /// which the view holds a reference to, and never change.
+    unsafe fn __getbuffer__(
+        slf: Bound<'_, Self>,
+        view: *mut ffi::Py_buffer,
+        flags: c_int,
+    ) -> PyResult<()> {
+        let data = &slf.get().data;
+        // SAFETY: as above; a read-only view (`readonly` 1), which a writable request is
+        // refused by PyBuffer_FillInfo itself.
+        let filled = unsafe {
+            ffi::PyBuffer_FillInfo(
+                view,
+                slf.as_ptr(),
+                data.as_ptr() as *mut c_void,
+                data.len() as ffi::Py_ssize_t,
+                1,
+                flags,
+            )
+        };
+        if filled == -1 {
+            return Err(PyErr::fetch(slf.py()));
+        }
+        Ok(())
+    }
+
+    fn __len__(&self) -> usize {
+        self.data.len()
+    }
+}
 
 fn label_columns(columns: Vec<ColumnArg>) -> Vec<LabelColumn> {
     columns
@@ -28,16 +75,25 @@ fn label_columns(columns: Vec<ColumnArg>) -> Vec<LabelColumn> {
         .collect()
 }
 
-fn values_out<'py>(py: Python<'py>, values: Vec<Option<Vec<Vec<u8>>>>) -> LabelValues<'py> {
-    (values.into_iter())
-        .map(|label| label.map(|v| v.iter().map(|b| PyBytes::new(py, b)).collect()))
+fn values_out<'py>(py: Python<'py>, values: JsonColumns) -> PyResult<LabelValues<'py>> {
+    (values.offsets.iter().zip(values.data))
+        .map(|(offsets, data)| {
+            let offsets = PyBytes::new_with(py, offsets.len() * 8, |out| {
+                for (place, offset) in out.chunks_exact_mut(8).zip(offsets) {
+                    place.copy_from_slice(&offset.to_ne_bytes());
+                }
+                Ok(())
+            })?;
+            Ok((offsets, Bound::new(py, TextBuffer { data })?))
+        })
         .collect()
 }
 
 /// The labels of `users` (each: their events as indices into `ts`, `event_id` and
 /// `columns`, in feeding order; their label groups as (events included, label times)),
-/// per label in that order. `columns` are the plans' field columns of every event, as the
-/// engine's pipeline builds them for its live events.
+/// per label in that order, as column buffers (`None` when a label is for the object path).
+/// `columns` are the plans' field columns of every event, as the engine's pipeline builds
+/// them for its live events.
 #[pyfunction]
 #[allow(clippy::too_many_arguments)]
 #[pyo3(signature = (plans, ts, event_id, columns, users, horizon_hours, label_columns_arg))]
@@ -50,7 +106,7 @@ pub fn label_rows<'py>(
     users: Vec<UserArg>,
     horizon_hours: Option<i64>,
     label_columns_arg: Vec<ColumnArg>,
-) -> PyResult<LabelValues<'py>> {
+) -> PyResult<Option<LabelValues<'py>>> {
     let columns = columns.take()?;
     let users: Vec<LabelledUser> = (users.into_iter())
         .map(|(events, groups)| LabelledUser { events, groups })
@@ -70,5 +126,5 @@ pub fn label_rows<'py>(
     let values = py
         .detach(|| training::label_rows(plans, &events, &users, horizon_hours, &mut wanted))
         .map_err(raise)?;
-    Ok(values_out(py, values))
+    values.map(|values| values_out(py, values)).transpose()
 }

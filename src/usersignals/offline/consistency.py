@@ -29,6 +29,7 @@ from usersignals.config import Settings
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store
+from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import FeatureColumn, compute_features
@@ -162,7 +163,7 @@ def _check_group(
         columns = [FeatureColumn(signal.name, signal, context) for signal in signals]
         store = MemoryStore()
         engine, _ = build_engine(settings, registry, store, lookups)
-        rows = dict(
+        rows = value_rows(
             compute_features((engine, SignalReader(registry, store)), columns, events, labels)
         )
         for row, record in enumerate(records):

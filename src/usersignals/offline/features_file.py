@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from usersignals._core import TextBuffer
 
 #: Label rows per row group of the output (and per batch read back from Spark's parts).
 ROW_GROUP_ROWS = 16_384
@@ -34,28 +37,85 @@ def value_batch(rows: Sequence[tuple[int, Sequence[bytes]]], count: int) -> Any:
     # Bytes to Arrow binary, then one validating cast to text: a fraction of the cost of
     # building a Python str per value.
     arrays += [
-        pa.array([values[i] for _, values in rows], pa.binary()).cast(pa.string())
+        pa.array([values[i] for _, values in rows], pa.large_binary()).cast(pa.large_string())
         for i in range(count)
     ]
     return pa.RecordBatch.from_arrays(arrays, names=[ROW, *value_names(count)])
 
 
-def write_values(rows: Iterable[tuple[int, Sequence[bytes]]], count: int, path: Path) -> None:
-    """One shard's label rows and their values as an Arrow IPC file at ``path``, rows
-    ascending (a shard's rows are distinct), for :func:`in_row_order`.
+def rows_table(rows: Sequence[tuple[int, Sequence[bytes]]], count: int) -> Any:
+    """A table of label rows and their ``count`` values (JSON as UTF-8 bytes)."""
+    import pyarrow as pa
 
-    A file, not the values handed back: the JSON texts are large (a LastN of 500 entries is
+    batches = [
+        value_batch(rows[start : start + ROW_GROUP_ROWS], count)
+        for start in range(0, len(rows), ROW_GROUP_ROWS)
+    ]
+    return pa.Table.from_batches(batches, schema=value_batch([], count).schema)
+
+
+def text_columns_table(rows: Sequence[int], columns: Sequence[tuple[bytes, TextBuffer]]) -> Any:
+    """A table of label rows and the value columns the core wrote: per column, (its
+    ``len(rows) + 1`` native-endian int64 offsets, its JSON texts one after another), an
+    Arrow string column's buffers, wrapped as they are: no copy (the core writes valid
+    UTF-8)."""
+    import pyarrow as pa
+
+    arrays = [pa.array(rows, pa.int64())]
+    for offsets, data in columns:
+        array = pa.Array.from_buffers(
+            pa.large_string(), len(rows), [None, pa.py_buffer(offsets), pa.py_buffer(data)]
+        )
+        array.validate()  # the offsets' count and bounds; not the texts (full=True would)
+        arrays.append(array)
+    return pa.Table.from_arrays(arrays, names=[ROW, *value_names(len(columns))])
+
+
+def sorted_batches(values: Any) -> Iterator[Any]:
+    """A value table's batches in ascending row order (the rows distinct), a row group's
+    worth at a time."""
+    import pyarrow.compute as pc
+
+    order = pc.sort_indices(values.column(ROW))
+    for start in range(0, len(order), ROW_GROUP_ROWS):
+        yield from values.take(order.slice(start, ROW_GROUP_ROWS)).to_batches()
+
+
+def text_batches(values: Any, rows: int) -> Iterator[Any]:
+    """A value table's batches of at most ``rows`` rows, its texts as Arrow ``string`` (not
+    ``large_string``): the type a Spark schema's ``string`` takes."""
+    import pyarrow as pa
+
+    schema = pa.schema(
+        [
+            pa.field(ROW, pa.int64()),
+            *(pa.field(name, pa.string()) for name in values.column_names[1:]),
+        ]
+    )
+    for batch in values.to_batches(rows):
+        yield batch.cast(schema)
+
+
+def value_rows(values: Any) -> dict[int, list[str]]:
+    """A value table's texts by label row, as Python strings: for small tables."""
+    columns = [values.column(name).to_pylist() for name in values.column_names]
+    return {row: list(texts) for row, *texts in zip(*columns, strict=True)}
+
+
+def write_values(values: Any, path: Path) -> None:
+    """One shard's value table as an Arrow IPC file at ``path``, rows ascending, for
+    :func:`in_row_order`.
+
+    A file, not the table handed back: the JSON texts are large (a LastN of 500 entries is
     several KB), and a shard in a process of its own returned 117 MB through the process
     pool's pipe at about 150 MB/s, as Python bytes or as an Arrow table alike (0.7-0.8 s
     with the parent waiting, about as long as the output file's whole write). Written to
     the scratch directory and memory-mapped back, the same takes a tenth of that."""
     import pyarrow as pa
 
-    ordered = sorted(rows, key=lambda pair: pair[0])
-    schema = value_batch([], count).schema
-    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, schema) as writer:
-        for start in range(0, len(ordered), ROW_GROUP_ROWS):
-            writer.write_batch(value_batch(ordered[start : start + ROW_GROUP_ROWS], count))
+    with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, values.schema) as writer:
+        for batch in sorted_batches(values):
+            writer.write_batch(batch)
 
 
 def in_row_order(paths: Sequence[Path]) -> Iterator[Any]:
@@ -63,17 +123,13 @@ def in_row_order(paths: Sequence[Path]) -> Iterator[Any]:
     files distinct), memory-mapped, in ascending row order as :func:`write_features` takes
     them."""
     import pyarrow as pa
-    import pyarrow.compute as pc
 
     tables = [pa.ipc.open_file(pa.memory_map(str(path))).read_all() for path in paths]
     filled = [table for table in tables if table.num_rows]
     if len(filled) <= 1:
         yield from (filled[0].to_batches(ROW_GROUP_ROWS) if filled else ())
         return
-    merged = pa.concat_tables(filled)
-    order = pc.sort_indices(merged.column(ROW))
-    for start in range(0, len(order), ROW_GROUP_ROWS):
-        yield from merged.take(order.slice(start, ROW_GROUP_ROWS)).to_batches()
+    yield from sorted_batches(pa.concat_tables(filled))
 
 
 def write_features(
@@ -125,12 +181,15 @@ class _RowCursor:
             # Every row has values, in order (rows ascend without repeats): the columns are
             # the answer as they are. The common case, and ``take`` copied every JSON text
             # (a tenth of a training set's time, measured with py-spy).
-            return [values.column(name).chunk(0) for name in value_names(columns)]
+            return [values.column(name).chunk(0).cast(pa.string()) for name in value_names(columns)]
         # Where each label row's values are, or -1 (a null in ``take``) for none.
         where = np.full(count, -1, dtype=np.int64)
         where[rows - start] = np.arange(len(rows), dtype=np.int64)
         indices = pa.array(where, mask=where < 0)
-        return [values.column(name).take(indices).combine_chunks() for name in value_names(columns)]
+        return [
+            values.column(name).take(indices).combine_chunks().cast(pa.string())
+            for name in value_names(columns)
+        ]
 
     def _take_below(self, end: int) -> list[Any]:
         import numpy as np

@@ -50,7 +50,7 @@ from usersignals.offline.common import build_engine, open_lookup_store, select_s
 from usersignals.offline.features_file import (
     ROW,
     read_parts,
-    value_batch,
+    text_batches,
     value_names,
     write_features,
 )
@@ -290,14 +290,13 @@ def _training_partition(job: TrainingJob) -> Any:
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            rows = compute_features(
+            values = compute_features(
                 (engine, SignalReader(registry, store)), columns, events, labels
             )
         finally:
             if lookups is not None:
                 lookups.close()
-        for start in range(0, len(rows), _VALUE_BATCH_ROWS):
-            yield value_batch(rows[start : start + _VALUE_BATCH_ROWS], len(columns))
+        yield from text_batches(values, _VALUE_BATCH_ROWS)
 
     return run
 

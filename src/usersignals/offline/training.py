@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 
@@ -34,7 +34,13 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
-from usersignals.offline.features_file import in_row_order, write_features, write_values
+from usersignals.offline.features_file import (
+    in_row_order,
+    rows_table,
+    text_columns_table,
+    write_features,
+    write_values,
+)
 from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
@@ -155,9 +161,10 @@ def compute_features(
     columns: Sequence[FeatureColumn],
     events: Iterable[tuple[Event, Position]],
     labels: Sequence[Label],
-) -> list[tuple[int, list[bytes]]]:
-    """Each label's column values (JSON, UTF-8), from ``events`` (any order) of the labels'
-    users."""
+) -> Any:
+    """Each label's column values (JSON text), from ``events`` (any order) of the labels'
+    users: a table of value columns and the labels' rows, in no particular row order (see
+    :mod:`usersignals.offline.features_file`)."""
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
@@ -168,7 +175,7 @@ def compute_features(
     in_core = _in_core(engine_parts[0], columns, by_user, groups)
     if in_core is not None:
         return in_core
-    return _in_rounds(engine_parts, columns, by_user, groups)
+    return rows_table(_in_rounds(engine_parts, columns, by_user, groups), len(columns))
 
 
 def _in_core(
@@ -176,7 +183,7 @@ def _in_core(
     columns: Sequence[FeatureColumn],
     by_user: dict[str, list[tuple[Event, Position]]],
     groups: dict[str, list[tuple[int, list[Label]]]],
-) -> list[tuple[int, list[bytes]]] | None:
+) -> Any | None:
     """Every user's labels in one core call, when every signal is native; ``None`` when
     not, or when the core leaves a label to the object path (then the rounds answer all)."""
     flat: list[Event] = []
@@ -188,12 +195,12 @@ def _in_core(
         users.append((list(range(first, len(flat))), times))
     asked = [(column.signal, column.context) for column in columns]
     values = engine.label_rows(flat, users, asked)
-    if values is None or None in values:
+    if values is None:
         return None
-    rows = (
+    rows = [
         label[0] for user_groups in groups.values() for _, group in user_groups for label in group
-    )
-    return list(zip(rows, cast("list[list[bytes]]", values), strict=True))
+    ]
+    return text_columns_table(rows, values)
 
 
 def _in_rounds(
@@ -359,7 +366,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        write_values(rows, len(columns), shard.values)
+        write_values(rows, shard.values)
         return _ShardResult(valid, bad, share.bad_places)
     finally:
         if lookups is not None:

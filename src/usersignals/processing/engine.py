@@ -48,7 +48,7 @@ from usersignals.state.versions import load_versions
 from usersignals.values import SCALAR, FieldKind
 
 if TYPE_CHECKING:
-    from usersignals._core import LabelledUser
+    from usersignals._core import LabelledUser, TextBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -171,10 +171,11 @@ class Engine:
         events: list[Event],
         users: Sequence[LabelledUser],
         columns: Sequence[tuple[Signal, ReadContext]],
-    ) -> list[list[bytes] | None] | None:
+    ) -> list[tuple[bytes, TextBuffer]] | None:
         """A training set's labels computed and read by the core's pipeline in one call
-        (see ``NativeBatches.label_rows``), or ``None`` when a signal runs in Python: then
-        the training set feeds the engine round by round. The store is not touched."""
+        (see ``NativeBatches.label_rows``), or ``None`` when a signal runs in Python or a
+        label is for the object path: then the training set feeds the engine round by
+        round. The store is not touched."""
         specs = self._native.label_columns(columns)
         if self._batches is None or specs is None:
             return None

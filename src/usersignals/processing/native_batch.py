@@ -24,7 +24,7 @@ from usersignals.state.keys import USER_PREFIX, user_key
 from usersignals.state.store import StateStore
 
 if TYPE_CHECKING:
-    from usersignals._core import LabelColumn, LabelledUser
+    from usersignals._core import LabelColumn, LabelledUser, TextBuffer
 
 #: The engine's lookups: the live events in, per source the records of their keys out.
 Lookups = Callable[[list[Event]], dict[str, dict[str, Record]]]
@@ -85,11 +85,12 @@ class NativeBatches:
         lookups: Lookups,
         users: Sequence[LabelledUser],
         columns: Sequence[LabelColumn],
-    ) -> list[list[bytes] | None]:
+    ) -> list[tuple[bytes, TextBuffer]] | None:
         """A training set's labels (``usersignals.offline.training``), computed and read in
         one core call: ``users`` index ``events`` (each user's in feeding order) and group
         them by label; ``columns`` as ``NativeSignals.label_columns`` gives them. The
-        lookups run once, for all the events."""
+        lookups run once, for all the events. Per column, the values' buffers (see
+        ``usersignals._core.label_rows``); ``None`` when a label is for the object path."""
         records = lookups(events) if events else {}
         fields = self._native.live_columns(events, records)
         try:
