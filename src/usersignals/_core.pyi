@@ -173,9 +173,9 @@ def label_rows(
     after another, lent without a copy); None when a label is for the object path to read."""
 
 class TextBuffer:
-    """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``)."""
+    """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``;
+    a C slot, with no ``__buffer__`` attribute before Python 3.12)."""
 
-    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __len__(self) -> int: ...
 
 CHECK_UNSURE: str

@@ -6,8 +6,6 @@
 //! against the state, with the same rules as `ReadContext.view_time`/`end`/`start` in
 //! `usersignals.aggregations.context`.
 
-use std::collections::HashSet;
-
 /// How far before a state's newest event an `as_of` may lie and still be answered: states
 /// keep this much history beyond their retention (`AS_OF_LOOKBACK_MS` in Python).
 pub const AS_OF_LOOKBACK_MS: i64 = 2 * 86_400_000;
@@ -58,12 +56,18 @@ pub struct Refusal {
     pub why: &'static str,
 }
 
+/// A request's set of names (actions, surfaces, excluded keys). hashbrown's hasher, not
+/// std's SipHash: a read looks up every stored group or entry in it, and SipHash was a
+/// tenth of a Count read's instructions (`bench/read_kernels.py`). Request values are short
+/// and a request's sets are small; nothing stored is keyed by them.
+pub type NameSet = hashbrown::HashSet<String>;
+
 #[derive(Debug, Clone, Default)]
 pub struct ReadContext {
     pub times: Times,
-    pub actions: Option<HashSet<String>>,
-    pub surfaces: Option<HashSet<String>>,
-    pub exclude: HashSet<String>,
+    pub actions: Option<NameSet>,
+    pub surfaces: Option<NameSet>,
+    pub exclude: NameSet,
     pub dedupe: bool,
     pub limit: Option<usize>,
 }
@@ -71,7 +75,7 @@ pub struct ReadContext {
 impl ReadContext {
     /// The context's filter of a grouping field's values: its actions when grouped by
     /// `action`, its surfaces by `surface`, none otherwise.
-    pub fn allowed_by(&self, by: Option<&str>) -> Option<&HashSet<String>> {
+    pub fn allowed_by(&self, by: Option<&str>) -> Option<&NameSet> {
         match by {
             Some("action") => self.actions.as_ref(),
             Some("surface") => self.surfaces.as_ref(),

@@ -24,9 +24,8 @@
 //! function of the state, so the bytes are canonical whatever the batches.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
-use crate::context::{Refusal, Times};
+use crate::context::{NameSet, Refusal, Times};
 use crate::decay::{get_bucket, get_run_form, put_bucket, unzigzag, zigzag, RunForm};
 use crate::decay::{scale_down, to_f64, DecayBuckets, DecayParams, DecayedRow, DecayedState, Tops};
 use crate::error::CoreError;
@@ -314,7 +313,7 @@ impl DecayedSpec {
         retention_ms: i64,
         state: &ScoresState,
         times: &Times,
-        exclude: &HashSet<String>,
+        exclude: &NameSet,
         limit: Option<usize>,
     ) -> Result<(Profile, Option<i64>), Refusal> {
         let view = times.view_time(state.newest);
@@ -329,7 +328,7 @@ impl DecayedSpec {
     fn profile<'k>(
         &self,
         scored: impl Iterator<Item = (f64, &'k Value)>,
-        exclude: &HashSet<String>,
+        exclude: &NameSet,
         limit: Option<usize>,
     ) -> Profile {
         let mut candidates: Vec<(f64, &Value, ())> = scored

@@ -7,11 +7,10 @@
 //! reused across buckets, and the top k is selected, not the whole list sorted.
 
 use std::cmp::Ordering;
-use std::collections::HashSet;
 
 use super::{decode_key_indices_into, top_k, ClassRef, DecayedSpec};
 use super::{FORMAT_VERSION, SCORE_BITS, SIGNED_SUMS};
-use crate::context::{Refusal, Times};
+use crate::context::{NameSet, Refusal, Times};
 use crate::decay::{get_bucket, get_run_form_into, scale_down, to_f64, unzigzag, DecayBuckets};
 use crate::error::CoreError;
 use crate::last_n::view::column_refs;
@@ -29,7 +28,7 @@ impl DecayedSpec {
         retention_ms: i64,
         data: &'a [u8],
         times: &Times,
-        exclude: &HashSet<String>,
+        exclude: &NameSet,
         limit: Option<usize>,
     ) -> Result<Result<(StoredProfile<'a>, Option<i64>), Refusal>, CoreError> {
         let decay = self.buckets(retention_ms);
@@ -74,7 +73,7 @@ impl DecayedSpec {
         &self,
         keys: &[ValueRef<'a>],
         scores: &[Option<f64>],
-        exclude: &HashSet<String>,
+        exclude: &NameSet,
         limit: Option<usize>,
     ) -> StoredProfile<'a> {
         let k = limit.filter(|l| *l > 0).unwrap_or(self.top_k);

@@ -133,10 +133,12 @@ impl DistinctSpec {
     pub fn estimate(&self, registers: &[u8]) -> f64 {
         let m = self.registers() as f64;
         let zeros = registers.iter().filter(|r| **r == 0).count();
-        // Summed in register order, as the reference does, for the same rounding.
-        let harmonic: f64 = registers
-            .iter()
-            .fold(0.0, |sum, r| sum + 2f64.powi(-i32::from(*r)));
+        // Summed in register order, as the reference does, for the same rounding. Each term
+        // is 2^-r, built from its exponent bits: exact (a register is at most 255), and a
+        // call to `powi` per register was a third of a Distinct read's instructions.
+        let harmonic: f64 = registers.iter().fold(0.0, |sum, r| {
+            sum + f64::from_bits((1023 - u64::from(*r)) << 52)
+        });
         let alpha = match self.registers() {
             16 => 0.673,
             32 => 0.697,
@@ -332,6 +334,22 @@ mod tests {
             xxhash_rust::xxh3::xxh3_64_with_seed(b"cr000123", HASH_SEED),
             2_879_287_466_696_840_138
         );
+    }
+
+    #[test]
+    fn the_estimate_sums_the_terms_powi_gives() {
+        // Every register value at once, in an order that makes the sum's rounding matter.
+        let registers: Vec<u8> = (0..=255u8).rev().chain(0..=255u8).collect();
+        let by_powi = registers
+            .iter()
+            .fold(0.0, |sum, r| sum + 2f64.powi(-i32::from(*r)));
+        let spec = DistinctSpec {
+            precision: 9,
+            bucket_ms: 1_000,
+        };
+        let m = 512.0;
+        let raw = 0.7213 / (1.0 + 1.079 / m) * m * m / by_powi;
+        assert_eq!(spec.estimate(&registers).to_bits(), raw.to_bits());
     }
 
     #[test]

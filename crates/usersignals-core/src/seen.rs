@@ -13,10 +13,10 @@
 //!      varint length | UTF-8 name | zigzag (newest - time)
 //! ```
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::batch::UserRows;
-use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
+use crate::context::{NameSet, Refusal, Times, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::value::Value;
 use crate::varint::{put_i64, put_u64, Reader};
@@ -88,7 +88,7 @@ impl SeenSpec {
         retention_ms: i64,
         state: &SeenState,
         times: &Times,
-        allowed: Option<&HashSet<String>>,
+        allowed: Option<&NameSet>,
     ) -> Result<SeenAnswer, Refusal> {
         let end = times.end(state.newest);
         let wanted = state

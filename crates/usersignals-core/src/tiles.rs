@@ -24,13 +24,12 @@
 //! Groups are told apart by exact identity (type and value): a field holding both `1` and
 //! `1.0` counts two groups, where the reference's dict would merge them (docs/native.md).
 
-use std::collections::HashSet;
 use std::hash::BuildHasher;
 
 use hashbrown::{DefaultHashBuilder, HashMap, HashTable};
 
 use crate::batch::UserRows;
-use crate::context::{Refusal, Times, AS_OF_LOOKBACK_MS};
+use crate::context::{NameSet, Refusal, Times, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::missing;
 use crate::value::Value;
@@ -256,8 +255,8 @@ impl TileSpec {
         retention_ms: i64,
         state: &TileState,
         times: &Times,
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
+        actions: Option<&NameSet>,
+        surfaces: Option<&NameSet>,
     ) -> Result<TileAnswer, Refusal> {
         let entries = EntriesRef {
             newest: state.newest,
@@ -273,8 +272,8 @@ impl TileSpec {
         retention_ms: i64,
         state: EntriesRef<'_, impl Iterator<Item = Entry>, impl Iterator<Item = Entry>>,
         times: &Times,
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
+        actions: Option<&NameSet>,
+        surfaces: Option<&NameSet>,
     ) -> Result<TileAnswer, Refusal> {
         let (mut exact, mut cells) = (state.exact.peekable(), state.cells.peekable());
         if exact.peek().is_none() && cells.peek().is_none() {
@@ -341,19 +340,18 @@ impl TileSpec {
     fn labels(
         &self,
         groups: &[GroupKey],
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
+        actions: Option<&NameSet>,
+        surfaces: Option<&NameSet>,
     ) -> Vec<(Option<Value>, bool)> {
         let action_at = self.by.iter().position(|b| b == "action");
         let surface_at = self.by.iter().position(|b| b == "surface");
-        let allows = |values: &[Value], at: Option<usize>, allowed: Option<&HashSet<String>>| match (
-            at, allowed,
-        ) {
-            (Some(at), Some(allowed)) => {
-                matches!(&values[at], Value::Str(s) if allowed.contains(s))
-            }
-            _ => true,
-        };
+        let allows =
+            |values: &[Value], at: Option<usize>, allowed: Option<&NameSet>| match (at, allowed) {
+                (Some(at), Some(allowed)) => {
+                    matches!(&values[at], Value::Str(s) if allowed.contains(s))
+                }
+                _ => true,
+            };
         groups
             .iter()
             .map(|key| {

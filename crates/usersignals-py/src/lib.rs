@@ -13,14 +13,14 @@ mod tiles_seen;
 mod training;
 mod values;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::BTreeMap;
 
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use usersignals_core::batch::{execute, Batch};
-use usersignals_core::context::{ReadContext, Refusal, Times};
+use usersignals_core::context::{NameSet, ReadContext, Refusal, Times};
 use usersignals_core::decayed::{DecayedSpec, ScoresState};
 use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
@@ -65,9 +65,9 @@ fn times_of((as_of_ms, now_ms, until_ms, window_ms, since_ms): TimesArg) -> Time
 /// A request's filters as Python passes them: `(actions, surfaces, exclude, dedupe,
 /// limit)` (`_filters` in `usersignals.processing.native`).
 pub(crate) type FiltersArg = (
-    Option<HashSet<String>>,
-    Option<HashSet<String>>,
-    HashSet<String>,
+    Option<NameSet>,
+    Option<NameSet>,
+    NameSet,
     bool,
     Option<usize>,
 );
@@ -393,8 +393,8 @@ impl NativePlans {
         plan: usize,
         state: &[u8],
         times: TimesArg,
-        actions: Option<HashSet<String>>,
-        surfaces: Option<HashSet<String>>,
+        actions: Option<NameSet>,
+        surfaces: Option<NameSet>,
     ) -> PyResult<(Bound<'py, PyDict>, Option<i64>, Option<RefusalOut>)> {
         let found = self.found(plan)?;
         let (times, retention) = (times_of(times), found.retention_ms);
@@ -487,7 +487,7 @@ impl NativePlans {
         plan: usize,
         state: &[u8],
         times: TimesArg,
-        exclude: HashSet<String>,
+        exclude: NameSet,
         limit: Option<usize>,
     ) -> PyResult<(Bound<'py, PyList>, Option<i64>, Option<RefusalOut>)> {
         let (found, spec, _) = self.decayed(plan)?;

@@ -8,7 +8,7 @@
 use std::collections::HashSet;
 
 use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
-use crate::context::{ReadContext, Refusal, AS_OF_LOOKBACK_MS};
+use crate::context::{NameSet, ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{PyKey, ValueRef};
@@ -182,7 +182,7 @@ impl<'a> LastNView<'a> {
         let limit = context.limit.filter(|l| *l > 0).unwrap_or(spec.n);
         let mut seen: HashSet<PyKey<'a>> = HashSet::new();
         let mut buf = String::new();
-        let mut in_set = |set: &HashSet<String>, value: ValueRef<'a>| {
+        let mut in_set = |set: &NameSet, value: ValueRef<'a>| {
             value.text(&mut buf).is_some_and(|text| set.contains(text))
         };
         let mut out = Vec::new();

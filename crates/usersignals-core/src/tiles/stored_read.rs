@@ -5,10 +5,8 @@
 //! answer's groups, go into one buffer), and each entry is added to its group's sum as it
 //! is read, so no entry is kept.
 
-use std::collections::HashSet;
-
 use super::{floor, TileAnswer, TileSpec, EXACT_SPAN_MS, FORMAT_VERSION};
-use crate::context::{Refusal, Times};
+use crate::context::{NameSet, Refusal, Times};
 use crate::error::CoreError;
 use crate::value::ValueRef;
 use crate::varint::Reader;
@@ -43,8 +41,8 @@ impl TileSpec {
         retention_ms: i64,
         data: &[u8],
         times: &Times,
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
+        actions: Option<&NameSet>,
+        surfaces: Option<&NameSet>,
     ) -> Result<Result<TileAnswer, Refusal>, CoreError> {
         let mut r = Reader::new(data);
         r.expect_version("tiles", FORMAT_VERSION)?;
@@ -94,20 +92,19 @@ impl TileSpec {
         &self,
         r: &mut Reader<'a>,
         keys: &mut Vec<u8>,
-        actions: Option<&HashSet<String>>,
-        surfaces: Option<&HashSet<String>>,
+        actions: Option<&NameSet>,
+        surfaces: Option<&NameSet>,
     ) -> Result<Vec<Group<'a>>, CoreError> {
         let count = r.len(self.by.len())?;
         let action_at = self.by.iter().position(|b| b == "action");
         let surface_at = self.by.iter().position(|b| b == "surface");
-        let allows =
-            |value: Option<ValueRef<'_>>, allowed: Option<&HashSet<String>>| match (value, allowed)
-            {
-                (Some(value), Some(allowed)) => {
-                    matches!(value, ValueRef::Str(s) if allowed.contains(s))
-                }
-                _ => true,
-            };
+        let allows = |value: Option<ValueRef<'_>>, allowed: Option<&NameSet>| match (value, allowed)
+        {
+            (Some(value), Some(allowed)) => {
+                matches!(value, ValueRef::Str(s) if allowed.contains(s))
+            }
+            _ => true,
+        };
         let mut groups = Vec::with_capacity(count);
         for _ in 0..count {
             let start = keys.len();

@@ -109,7 +109,7 @@ proptest! {
             window_ms: window,
             ..Times::default()
         };
-        let actions: Option<HashSet<String>> = actions.map(|a| HashSet::from([a.to_owned()]));
+        let actions: Option<NameSet> = actions.map(|a| NameSet::from([a.to_owned()]));
         prop_assert_eq!(
             spec.read_stored(RETENTION, &bytes, &times, actions.as_ref(), None).unwrap(),
             spec.read(RETENTION, &state, &times, actions.as_ref(), None)
@@ -148,7 +148,7 @@ proptest! {
         let state = decode(&spec, &bytes).unwrap();
         let at = state.newest + view_offset;
         let times = Times { as_of_ms: as_of.then_some(at), now_ms: at, window_ms: window, ..Times::default() };
-        let surfaces: Option<HashSet<String>> = surfaces.map(|s| HashSet::from([s.to_owned()]));
+        let surfaces: Option<NameSet> = surfaces.map(|s| NameSet::from([s.to_owned()]));
         prop_assert_eq!(
             spec.read_stored(RETENTION, &bytes, &times, None, surfaces.as_ref()).unwrap(),
             spec.read(RETENTION, &state, &times, None, surfaces.as_ref())
@@ -183,7 +183,7 @@ fn old_events_fold_into_coarser_tiles_and_expire() {
         now_ms: newest,
         ..Times::default()
     };
-    let actions: HashSet<String> = ["click".to_owned()].into();
+    let actions: NameSet = ["click".to_owned()].into();
     let answer = spec
         .read(RETENTION, &state, &times, Some(&actions), None)
         .unwrap();
