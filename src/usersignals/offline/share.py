@@ -72,35 +72,56 @@ class ArchiveShare:
     borrowed_events: list[tuple[Event, Position]] = field(default_factory=list)
 
     def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
-        place = 0
+        first = 0  # the block's first record's place in the archive
         for block in self.archive.blocks():
-            lines: list[bytes] = []
-            positions: list[Position] = []
-            places: dict[int, int] = {}
-            borrowed = _Lines()
-            for line, position in zip(block.lines, block.positions, strict=True):
-                one = self.shards == 1  # then every record is this shard's, unread
-                shard, user = (0, None) if one else route(line, self.shards, self.assigned)
-                if shard == self.index:
-                    lines.append(line)
-                    positions.append(position)
-                    # decode_block hands back each bad record's own Position object.
-                    places[id(position)] = place
-                elif user in self.borrowed:
-                    borrowed.add(line, position)
-                place += 1
-            if borrowed.lines:
-                valid = decoder.decode_block(borrowed.lines, borrowed.positions)
-                self.borrowed_events.extend(zip(valid.events, valid.positions, strict=True))
+            if self.shards == 1:  # every record is this shard's: none is read twice
+                lines, positions, places = block.lines, block.positions, None
+            else:
+                lines, positions, places = self._route(decoder, block.lines, block.positions, first)
+            first += len(block.lines)
             if not lines:
                 continue
             result = decoder.decode_block(lines, positions)
             self.decoded += len(result.events) + len(result.bad)
             if result.bad:
-                self.bad_places.extend(places[id(bad.position)] for bad in result.bad)
+                # decode_block hands back each bad record's own Position object.
+                if places is None:
+                    places = [first - len(block.lines) + i for i in range(len(lines))]
+                at = {
+                    id(position): place for position, place in zip(positions, places, strict=True)
+                }
+                self.bad_places.extend(at[id(bad.position)] for bad in result.bad)
                 if self.dead_letters is not None:
                     self.dead_letters.write(result.bad)
             yield result
+
+    def _route(
+        self,
+        decoder: EventDecoder,
+        block_lines: Sequence[bytes],
+        block_positions: Sequence[Position],
+        first: int,
+    ) -> tuple[list[bytes], list[Position], list[int]]:
+        """A block's records of this shard, with their places in the archive; the valid
+        events of the users it borrows go to :attr:`borrowed_events`."""
+        lines: list[bytes] = []
+        positions: list[Position] = []
+        places: list[int] = []
+        borrowed = _Lines()
+        for place, (line, position) in enumerate(
+            zip(block_lines, block_positions, strict=True), first
+        ):
+            shard, user = route(line, self.shards, self.assigned)
+            if shard == self.index:
+                lines.append(line)
+                positions.append(position)
+                places.append(place)
+            elif user in self.borrowed:
+                borrowed.add(line, position)
+        if borrowed.lines:
+            valid = decoder.decode_block(borrowed.lines, borrowed.positions)
+            self.borrowed_events.extend(zip(valid.events, valid.positions, strict=True))
+        return lines, positions, places
 
 
 @dataclass
