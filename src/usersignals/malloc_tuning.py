@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+from typing import Any
 
 #: Blocks this large or larger are mapped on their own: RocksDB's arena blocks (8 MB with
 #: the default 64 MB write buffer) are. Not much lower: at 1 MiB, blocks that a batch
@@ -47,15 +48,8 @@ def return_large_blocks() -> bool:
     False, and nothing changed, when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator's
     setting wins; glibc read it at start) or the C library has no ``mallopt`` (not glibc).
     """
-    if _ENVIRONMENT in os.environ:
-        return False
-    try:
-        mallopt = ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
-    mallopt.restype = ctypes.c_int
-    return bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
+    mallopt = None if _ENVIRONMENT in os.environ else _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
 def no_huge_pages() -> bool:
@@ -64,12 +58,17 @@ def no_huge_pages() -> bool:
     False, and nothing changed, when ``MIMALLOC_ALLOW_THP`` is set (the operator's setting
     wins; mimalloc read it at start) or the system has no such ``prctl`` (not Linux).
     """
-    if _THP_ENVIRONMENT in os.environ:
-        return False
+    ulong = ctypes.c_ulong
+    prctl = None if _THP_ENVIRONMENT in os.environ else _libc("prctl", ctypes.c_int, *[ulong] * 4)
+    return prctl is not None and prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+
+
+def _libc(name: str, *argtypes: Any) -> Any:
+    """The C library's function ``name`` (returning an int), or None where it has none."""
     try:
-        prctl = ctypes.CDLL(None).prctl
+        function = getattr(ctypes.CDLL(None), name)
     except (OSError, AttributeError):
-        return False
-    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong]
-    prctl.restype = ctypes.c_int
-    return bool(prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0)
+        return None
+    function.argtypes = list(argtypes)
+    function.restype = ctypes.c_int
+    return function
