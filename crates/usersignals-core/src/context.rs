@@ -57,8 +57,8 @@ pub struct Refusal {
 }
 
 /// A request's set of names (actions, surfaces, excluded keys). hashbrown's hasher, not
-/// std's SipHash: a read looks up every stored group or entry in it, and SipHash was a
-/// tenth of a Count read's instructions (`bench/read_kernels.py`). Request values are short
+/// std's SipHash: a read looks up every stored group or entry in it, and SipHash was about
+/// 7 % of a Count read's instructions (`bench/read_kernels.py`). Request values are short
 /// and a request's sets are small; nothing stored is keyed by them.
 pub type NameSet = hashbrown::HashSet<String>;
 

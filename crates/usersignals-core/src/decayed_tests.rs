@@ -5,14 +5,13 @@ use proptest::prelude::*;
 use super::*;
 
 const HOUR: i64 = 3_600_000;
+const DAY: i64 = 24 * HOUR;
+const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
 
 /// proptest's generated set as the context's.
 fn names(set: &std::collections::HashSet<String>) -> NameSet {
     set.iter().cloned().collect()
 }
-
-const DAY: i64 = 24 * HOUR;
-const BASE: i64 = 1_767_225_600_000; // 2026-01-01T00:00Z
 
 fn spec(half_life: i64) -> DecayedSpec {
     DecayedSpec {

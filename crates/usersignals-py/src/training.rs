@@ -42,8 +42,8 @@ impl TextBuffer {
         flags: c_int,
     ) -> PyResult<()> {
         let data = &slf.get().data;
-        // SAFETY: as above; a read-only view (`readonly` 1), which a writable request is
-        // refused by PyBuffer_FillInfo itself.
+        // SAFETY: as above. `readonly` is 1: PyBuffer_FillInfo itself refuses a request for
+        // a writable view.
         let filled = unsafe {
             ffi::PyBuffer_FillInfo(
                 view,

@@ -365,8 +365,8 @@ def _training_shard(shard: _Shard) -> _ShardResult:
                 if event.user_id in users
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
-        rows = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        write_values(rows, shard.values)
+        values = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
+        write_values(values, shard.values)
         return _ShardResult(valid, bad, share.bad_places)
     finally:
         if lookups is not None:
