@@ -72,21 +72,20 @@ class ArchiveShare:
     borrowed_events: list[tuple[Event, Position]] = field(default_factory=list)
 
     def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
-        first = 0  # the block's first record's place in the archive
+        end = 0  # the places in the archive of the records before this block
         for block in self.archive.blocks():
+            first, end = end, end + len(block.lines)
+            places: Sequence[int]
             if self.shards == 1:  # every record is this shard's: none is read twice
-                lines, positions, places = block.lines, block.positions, None
+                lines, positions, places = block.lines, block.positions, range(first, end)
             else:
                 lines, positions, places = self._route(decoder, block.lines, block.positions, first)
-            first += len(block.lines)
             if not lines:
                 continue
             result = decoder.decode_block(lines, positions)
             self.decoded += len(result.events) + len(result.bad)
             if result.bad:
                 # decode_block hands back each bad record's own Position object.
-                if places is None:
-                    places = [first - len(block.lines) + i for i in range(len(lines))]
                 at = {
                     id(position): place for position, place in zip(positions, places, strict=True)
                 }
