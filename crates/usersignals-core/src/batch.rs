@@ -4,7 +4,8 @@
 //! batch order, as the Python engine's sort does). For each user and plan the core decodes
 //! the stored state once, folds in the events the plan's filter accepts, and encodes the new
 //! state; a plan that accepts none of a user's events leaves that state untouched (`None`).
-//! [`execute_decoded`] does the same on states kept decoded by its caller.
+//! [`apply_decoded`] applies the same events to states kept decoded by its caller, and
+//! encodes nothing.
 
 use std::collections::HashMap;
 
@@ -33,9 +34,10 @@ pub struct Batch {
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
-pub struct BatchOutput {
-    /// `states[user][plan]`: the new state bytes, or `None` where nothing changed.
-    pub states: Vec<Vec<Option<Vec<u8>>>>,
+pub struct BatchOutput<S = Vec<u8>> {
+    /// `states[user][plan]`: the new state's bytes ([`execute`]) or `()` ([`apply_decoded`]:
+    /// the state changed in place), `None` where nothing changed.
+    pub states: Vec<Vec<Option<S>>>,
     /// Per plan: events applied, and events already older than the retention.
     pub applied: Vec<u64>,
     pub expired: Vec<u64>,
@@ -89,20 +91,21 @@ pub fn execute(
     })
 }
 
-/// [`execute`] on decoded states, which it updates in place (`states[user][plan]`, `None`
-/// for no state yet): nothing is decoded. The output holds the new states' bytes as
-/// [`execute`] would have written them.
-pub fn execute_decoded(
+/// [`execute`]'s application on decoded states, which it updates in place
+/// (`states[user][plan]`, `None` for no state yet): nothing is decoded and nothing encoded.
+/// Encoding a state it leaves gives the bytes [`execute`] would have written (a proptest
+/// holds them equal); a caller that reads the states decoded never encodes them (the
+/// training set's loop).
+pub fn apply_decoded(
     plans: &[Plan],
     batch: &Batch,
     states: &mut [Vec<Option<Decoded>>],
-) -> Result<BatchOutput, CoreError> {
+) -> Result<BatchOutput<()>, CoreError> {
     batch.check(states, plans.len())?;
     run(plans, batch, |user, p, step| {
         let (state, expired) = step(states[user][p].take())?;
-        let bytes = state.encode(&plans[p])?;
         states[user][p] = Some(state);
-        Ok((bytes, expired))
+        Ok(((), expired))
     })
 }
 
@@ -112,12 +115,13 @@ type Step<'s> = &'s mut dyn FnMut(Option<Decoded>) -> Result<(Decoded, usize), C
 
 /// Groups the events by user and applies them in event-time order, user by user and plan by
 /// plan. `each(user, plan, step)` gets the old state, runs `step` on it and gives the new
-/// state's bytes; a plan that accepts none of a user's events is not called.
-fn run(
+/// state's output (its bytes, or nothing); a plan that accepts none of a user's events is not
+/// called.
+fn run<S: Clone>(
     plans: &[Plan],
     batch: &Batch,
-    mut each: impl FnMut(usize, usize, Step<'_>) -> Result<(Vec<u8>, usize), CoreError>,
-) -> Result<BatchOutput, CoreError> {
+    mut each: impl FnMut(usize, usize, Step<'_>) -> Result<(S, usize), CoreError>,
+) -> Result<BatchOutput<S>, CoreError> {
     let names: HashMap<&str, usize> = batch
         .names
         .iter()

@@ -1,6 +1,9 @@
 use proptest::prelude::*;
 
 use super::*;
+use crate::context::{NameSet, ReadContext};
+use crate::json_body::{write_answer, write_decoded_answer};
+use crate::record;
 
 /// The reference signals' plans as the DSL compiles them, and a LastSeen by surface: every
 /// aggregation.
@@ -98,8 +101,18 @@ proptest! {
                 .map(|user| user.iter().map(Option::as_deref).collect())
                 .collect();
             let from_bytes = execute(&plans, &batch, &slices).unwrap();
-            let from_decoded = execute_decoded(&plans, &batch, &mut decoded).unwrap();
-            prop_assert_eq!(&from_decoded, &from_bytes);
+            let from_decoded = apply_decoded(&plans, &batch, &mut decoded).unwrap();
+            prop_assert_eq!(&from_decoded.applied, &from_bytes.applied);
+            prop_assert_eq!(&from_decoded.expired, &from_bytes.expired);
+            for (user, states) in from_bytes.states.iter().enumerate() {
+                for (plan, bytes) in states.iter().enumerate() {
+                    prop_assert_eq!(from_decoded.states[user][plan].is_some(), bytes.is_some());
+                    if let Some(bytes) = bytes {
+                        let state = decoded[user][plan].as_ref().unwrap();
+                        prop_assert_eq!(&state.encode(&plans[plan]).unwrap(), bytes);
+                    }
+                }
+            }
             for (user, states) in from_bytes.states.into_iter().enumerate() {
                 for (plan, state) in states.into_iter().enumerate() {
                     if let Some(bytes) = state {
@@ -117,12 +130,87 @@ proptest! {
     }
 }
 
+/// A read's context: (as_of days back from the newest event or none, window in days or
+/// none, actions, surfaces, exclude a category or item, dedupe, limit).
+type Context = (Option<i64>, Option<i64>, bool, bool, bool, bool, Option<usize>);
+
+fn arb_context() -> impl Strategy<Value = Context> {
+    (
+        proptest::option::of(-1i64..45),
+        proptest::option::of(1i64..10),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        any::<bool>(),
+        proptest::option::of(0usize..4),
+    )
+}
+
+fn read_context(context: Context, newest_ms: i64) -> ReadContext {
+    let (as_of, window, actions, surfaces, exclude, dedupe, limit) = context;
+    let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<NameSet>();
+    let mut read = ReadContext {
+        actions: actions.then(|| names(&["click"])),
+        surfaces: surfaces.then(|| names(&["home"])),
+        exclude: if exclude { names(&["art", "i3"]) } else { NameSet::default() },
+        dedupe,
+        limit,
+        ..ReadContext::default()
+    };
+    read.times.as_of_ms = as_of.map(|days| newest_ms - days * DAY_MS);
+    read.times.now_ms = read.times.as_of_ms.unwrap_or(newest_ms);
+    read.times.window_ms = window.map(|days| days * DAY_MS);
+    read
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// A state kept decoded reads as its stored bytes read, for every aggregation and
+    /// random contexts (refusals included), after each of random batch splits: the training
+    /// set's loop reads its states decoded where serving reads bytes.
+    #[test]
+    fn decoded_states_read_as_their_bytes_read(
+        events in proptest::collection::vec(arb_event(), 1..60),
+        cuts in proptest::collection::vec(0usize..60, 0..4),
+        contexts in proptest::collection::vec(arb_context(), 1..4),
+    ) {
+        let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
+        let users = 3;
+        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
+        bounds.extend([0, events.len()]);
+        bounds.sort_unstable();
+        let mut decoded: Vec<Vec<Option<Decoded>>> = vec![vec![None; plans.len()]; users];
+        let mut newest_ms = 1_700_000_000_000;
+        for span in bounds.windows(2) {
+            let batch = batch_of(&events[span[0]..span[1]], users, span[0]);
+            newest_ms = batch.ts.iter().copied().chain([newest_ms]).max().unwrap();
+            apply_decoded(&plans, &batch, &mut decoded).unwrap();
+            for (states, context) in decoded.iter().zip(contexts.iter().cycle()) {
+                let context = read_context(*context, newest_ms);
+                for (plan, state) in plans.iter().zip(states) {
+                    let stored = state.as_ref().map(|s| record::wrap_native(&s.encode(plan).unwrap()));
+                    let (mut from_bytes, mut from_decoded) = (Vec::new(), Vec::new());
+                    let bytes_answer = write_answer(plan, stored.as_deref(), &context, &mut from_bytes);
+                    let decoded_answer = write_decoded_answer(plan, state.as_ref(), &context, &mut from_decoded);
+                    prop_assert_eq!(&decoded_answer, &bytes_answer, "{}", plan.key);
+                    prop_assert_eq!(
+                        String::from_utf8(from_decoded).unwrap(),
+                        String::from_utf8(from_bytes).unwrap(),
+                        "{}", plan.key
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn a_decoded_state_of_another_aggregation_is_refused() {
     let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
     let batch = batch_of(&[(0, 0, 0, 0, 0, 1, None)], 1, 0);
     let mut decoded = vec![vec![None; plans.len()]];
     decoded[0][1] = Some(Decoded::LastN(Vec::new()));
-    let error = execute_decoded(&plans, &batch, &mut decoded).unwrap_err();
+    let error = apply_decoded(&plans, &batch, &mut decoded).unwrap_err();
     assert!(error.to_string().contains("another aggregation"), "{error}");
 }

@@ -15,12 +15,13 @@
 //! and Python answers that request on the object path.
 
 use std::borrow::Cow;
-use std::collections::BTreeMap;
 use std::io::Write as _;
 
 use crate::context::{ReadContext, Refusal};
+use crate::decoded::Decoded;
 use crate::last_n::view::LastNView;
-use crate::plan::{Aggregation, Plan};
+use crate::mean_vector::MeanAnswer;
+use crate::plan::{Aggregation, LastNSpec, Plan};
 use crate::tiles::TileAnswer;
 use crate::value::{decimal, Value, ValueRef};
 use crate::{decayed, distinct, last_n, mean_vector, seen, tiles};
@@ -45,9 +46,10 @@ pub enum Body {
 }
 
 /// Why an answer is not written here.
-struct Unserved;
+#[derive(Debug, PartialEq)]
+pub(crate) struct Unserved;
 
-type Answer = Result<Result<Option<i64>, Refusal>, Unserved>;
+pub(crate) type Answer = Result<Result<Option<i64>, Refusal>, Unserved>;
 
 /// The body of one user's answers; `user` is the user id already as JSON text.
 pub fn user_body(plans: &[Plan], user: &[u8], slots: &[Slot<'_>], context: &ReadContext) -> Body {
@@ -117,13 +119,14 @@ impl JsonColumns {
     }
 }
 
-/// Append the values of `columns` over a user's states at label time `ts` to `out`, each as
+/// Append the values of `columns` over a user's states (decoded, by plan: `None` for no
+/// state) at label time `ts` to `out`, each as
 /// the JSON text of the answer's value (no freshness: a training set keeps the value alone).
 /// `false`, and `out` as it was, when one of them is for the object path: a refusal, or what
 /// [`user_body`] leaves unserved.
 pub fn label_values(
     plans: &[Plan],
-    states: &BTreeMap<String, Vec<u8>>,
+    states: &[Option<Decoded>],
     columns: &mut [LabelColumn],
     ts: i64,
     out: &mut JsonColumns,
@@ -132,9 +135,9 @@ pub fn label_values(
         let answered = plans.get(column.plan).is_some_and(|plan| {
             column.context.times.as_of_ms = Some(ts);
             column.context.times.now_ms = ts;
-            let stored = states.get(&plan.key).map(Vec::as_slice);
+            let state = states.get(column.plan).and_then(Option::as_ref);
             matches!(
-                write_answer(plan, stored, &column.context, &mut out.data[c]),
+                write_decoded_answer(plan, state, &column.context, &mut out.data[c]),
                 Ok(Ok(_))
             )
         });
@@ -287,7 +290,7 @@ fn readable(aggregate: &Aggregation, version: u8) -> bool {
 }
 
 /// One signal's value (as `NativeSignals.read` answers it), and the newest time it includes.
-fn write_answer(
+pub(crate) fn write_answer(
     plan: &Plan,
     stored: Option<&[u8]>,
     context: &ReadContext,
@@ -305,38 +308,21 @@ fn write_answer(
     match &plan.aggregate {
         Aggregation::LastN(spec) => {
             let view = LastNView::parse(data, spec.keep.len()).map_err(|_| Unserved)?;
-            Ok(view.select(spec, retention, context).map(|(rows, newest)| {
-                write_rows(&view, &spec.keep, &rows, out);
-                newest
-            }))
+            Ok(write_last_n(&view, spec, retention, context, out))
         }
         Aggregation::Distinct(spec, _) => {
             let state = distinct::decode(data, spec).map_err(|_| Unserved)?;
-            Ok(spec
-                .read(retention, &state, times)
-                .map(|(estimate, newest)| {
-                    write!(out, "{{\"estimate\":{estimate}}}")
-                        .expect("writing to a Vec cannot fail");
-                    newest
-                }))
+            Ok(write_estimate(spec.read(retention, &state, times), out))
         }
         Aggregation::Tiles(spec) => {
             let (actions, surfaces) = (context.actions.as_ref(), context.surfaces.as_ref());
             let read = spec.read_stored(retention, data, times, actions, surfaces);
-            match read.map_err(|_| Unserved)? {
-                Ok(answer) => write_tiles(spec.scale, &answer, out).map(|()| Ok(answer.newest)),
-                Err(refusal) => Ok(Err(refusal)),
-            }
+            write_tile_answer(spec.scale, read.map_err(|_| Unserved)?, out)
         }
         Aggregation::Seen(spec) => {
             let state = seen::decode(data).map_err(|_| Unserved)?;
             let allowed = context.allowed_by(spec.by.as_deref());
-            Ok(spec
-                .read(retention, &state, times, allowed)
-                .map(|(values, newest)| {
-                    write_seen(&values, out);
-                    newest
-                }))
+            Ok(write_seen_answer(spec.read(retention, &state, times, allowed), out))
         }
         Aggregation::DecayedScores(spec) => {
             let read = spec.read_stored(retention, data, times, &context.exclude, context.limit);
@@ -347,19 +333,115 @@ fn write_answer(
         }
         Aggregation::MeanVector(spec) => {
             let read = spec.read_stored(retention, data, times);
-            Ok(read.map_err(|_| Unserved)?.map(|(answer, newest)| {
-                out.extend_from_slice(b"{\"vector\":");
-                match &answer.vector {
-                    None => out.extend_from_slice(b"null"),
-                    Some(vector) => write_floats(vector, out),
-                }
-                out.extend_from_slice(b",\"weight\":");
-                write_float(answer.weight, out);
-                out.push(b'}');
+            Ok(write_mean(read.map_err(|_| Unserved)?, out))
+        }
+    }
+}
+
+/// [`write_answer`] over a state kept decoded (the training set's loop): the same kernels
+/// on the decoded form, the same text (a proptest holds the two equal).
+pub(crate) fn write_decoded_answer(
+    plan: &Plan,
+    state: Option<&Decoded>,
+    context: &ReadContext,
+    out: &mut Vec<u8>,
+) -> Answer {
+    let Some(state) = state else {
+        out.extend_from_slice(empty_answer(&plan.aggregate));
+        return Ok(Ok(None));
+    };
+    let (times, retention) = (&context.times, plan.retention_ms);
+    match (&plan.aggregate, state) {
+        (Aggregation::LastN(spec), Decoded::LastN(entries)) => {
+            let view = LastNView::of_entries(entries, spec.keep.len());
+            Ok(write_last_n(&view, spec, retention, context, out))
+        }
+        (Aggregation::Distinct(spec, _), Decoded::Distinct(state)) => {
+            Ok(write_estimate(spec.read(retention, state, times), out))
+        }
+        (Aggregation::Tiles(spec), Decoded::Tiles(state)) => {
+            let (actions, surfaces) = (context.actions.as_ref(), context.surfaces.as_ref());
+            let read = spec.read(retention, state, times, actions, surfaces);
+            write_tile_answer(spec.scale, read, out)
+        }
+        (Aggregation::Seen(spec), Decoded::Seen(state)) => {
+            let allowed = context.allowed_by(spec.by.as_deref());
+            Ok(write_seen_answer(spec.read(retention, state, times, allowed), out))
+        }
+        (Aggregation::DecayedScores(spec), Decoded::Scores(state)) => {
+            let read = spec.read(retention, state, times, &context.exclude, context.limit);
+            Ok(read.map(|(top, newest)| {
+                let top: Vec<(ValueRef<'_>, f64)> =
+                    top.iter().map(|(key, score)| (key.as_ref(), *score)).collect();
+                write_profile(&top, out);
                 newest
             }))
         }
+        (Aggregation::MeanVector(spec), Decoded::Vector(state)) => {
+            Ok(write_mean(spec.read(retention, state, times), out))
+        }
+        _ => Err(Unserved),
     }
+}
+
+type Read<T> = Result<(T, Option<i64>), Refusal>;
+
+/// A LastN's rows the context selects, as [`write_rows`] writes them.
+fn write_last_n(
+    view: &LastNView<'_>,
+    spec: &LastNSpec,
+    retention_ms: i64,
+    context: &ReadContext,
+    out: &mut Vec<u8>,
+) -> Result<Option<i64>, Refusal> {
+    view.select(spec, retention_ms, context).map(|(rows, newest)| {
+        write_rows(view, &spec.keep, &rows, out);
+        newest
+    })
+}
+
+/// A Distinct's `{"estimate": …}`.
+fn write_estimate(read: Read<i64>, out: &mut Vec<u8>) -> Result<Option<i64>, Refusal> {
+    read.map(|(estimate, newest)| {
+        write!(out, "{{\"estimate\":{estimate}}}").expect("writing to a Vec cannot fail");
+        newest
+    })
+}
+
+fn write_tile_answer(
+    scale: i64,
+    read: Result<TileAnswer, Refusal>,
+    out: &mut Vec<u8>,
+) -> Answer {
+    match read {
+        Ok(answer) => write_tiles(scale, &answer, out).map(|()| Ok(answer.newest)),
+        Err(refusal) => Ok(Err(refusal)),
+    }
+}
+
+fn write_seen_answer(
+    read: Read<Vec<(String, i64)>>,
+    out: &mut Vec<u8>,
+) -> Result<Option<i64>, Refusal> {
+    read.map(|(values, newest)| {
+        write_seen(&values, out);
+        newest
+    })
+}
+
+/// A MeanVector's `{"vector": …, "weight": …}`.
+fn write_mean(read: Read<MeanAnswer>, out: &mut Vec<u8>) -> Result<Option<i64>, Refusal> {
+    read.map(|(answer, newest)| {
+        out.extend_from_slice(b"{\"vector\":");
+        match &answer.vector {
+            None => out.extend_from_slice(b"null"),
+            Some(vector) => write_floats(vector, out),
+        }
+        out.extend_from_slice(b",\"weight\":");
+        write_float(answer.weight, out);
+        out.push(b'}');
+        newest
+    })
 }
 
 /// What a native signal answers for a user without state (`_EMPTY` in Python).

@@ -137,7 +137,7 @@ fn a_label_left_to_the_object_path_leaves_the_columns_as_they_were() {
         plan,
         context: ReadContext::default(),
     };
-    let states = BTreeMap::new();
+    let states = [None];
     let mut out = JsonColumns::new(2);
     assert!(label_values(
         &plans,

@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::batch::{execute, execute_decoded, Batch, BatchOutput};
+use crate::batch::{apply_decoded, execute, Batch, BatchOutput};
 use crate::decoded::Decoded;
 use crate::dedupe;
 use crate::error::CoreError;
@@ -271,15 +271,16 @@ pub fn place(
 
 /// [`place`] for a caller that keeps its users' states decoded (`decoded[user][plan]`,
 /// updated in place) from one call to the next, starting from empty records: nothing is
-/// decoded, and no version is stale (the records hold only these plans' states). A record
-/// holding a state its `decoded` lacks is refused.
-pub fn place_decoded(
+/// decoded and nothing encoded. The records keep their progress and seen event ids; their
+/// states stay in `decoded` (a caller that writes them encodes them; the training set's
+/// loop only reads them). A record holding a state its `decoded` lacks is refused.
+pub fn apply_to_decoded(
     plans: &[Plan],
     arrivals: &Arrivals,
-    selection: &mut Selection,
+    selection: &Selection,
     columns: LiveColumns,
     decoded: &mut [Vec<Option<Decoded>>],
-) -> Result<Outcome, CoreError> {
+) -> Result<(), CoreError> {
     for (user, (record, states)) in selection.records.iter().zip(decoded.iter()).enumerate() {
         let lacking = (plans.iter().zip(states))
             .find(|(plan, state)| state.is_none() && record.states.contains_key(&plan.key));
@@ -292,14 +293,8 @@ pub fn place_decoded(
         }
     }
     let batch = live_batch(arrivals, selection, columns);
-    let executed = execute_decoded(plans, &batch, decoded)?;
-    Ok(put_states(
-        plans,
-        selection,
-        &batch,
-        executed,
-        &Versions::default(),
-    ))
+    apply_decoded(plans, &batch, decoded)?;
+    Ok(())
 }
 
 /// The live events as the executor takes them, user by user, each user's by time.

@@ -3,15 +3,16 @@
 //!
 //! A user's labels are grouped where no event of the user falls between them (they read the
 //! same state). For each group, the user's events up to it go through the micro-batch
-//! pipeline's own steps ([`select_records`], [`place_decoded`]: progress, event-id dedupe,
-//! the plans), on the record kept in memory from the group before, its states kept decoded
-//! too; then each label of the group is read with every column's context at the label's
-//! time ([`label_values`]). The same states as the engine's rounds of micro-batches, without
-//! a Python step per round, and without decoding a state per group.
+//! pipeline's own steps ([`select_records`], [`apply_to_decoded`]: progress, event-id
+//! dedupe, the plans), on the record kept in memory from the group before, its states kept
+//! decoded; then each label of the group is read from the decoded states with every
+//! column's context at the label's time ([`label_values`]). The same states as the engine's
+//! rounds of micro-batches, without a Python step per round, and with no state decoded or
+//! encoded: a training set never stores them.
 
 use crate::error::CoreError;
 use crate::json_body::{label_values, JsonColumns, LabelColumn};
-use crate::pipeline::{place_decoded, select_records, Arrivals, LiveColumns};
+use crate::pipeline::{apply_to_decoded, select_records, Arrivals, LiveColumns};
 use crate::plan::Plan;
 use crate::record::UserRecord;
 
@@ -45,8 +46,8 @@ pub fn label_rows(
     let mut out = JsonColumns::new(columns.len());
     for user in users {
         let mut record = UserRecord::default();
-        // The user's states stay decoded from one group to the next: each group decodes
-        // nothing, it applies its events and encodes the states it changed (for the reads).
+        // The user's states stay decoded from one group to the next, and the labels read
+        // them so: the record keeps only the progress and the seen event ids.
         let mut decoded = vec![vec![None; plans.len()]];
         let mut done = 0;
         for (end, times) in &user.groups {
@@ -58,12 +59,12 @@ pub fn label_rows(
                 let mut selection = select_records(&arrivals, vec![record], horizon_hours)?;
                 let live: Vec<usize> = selection.live().iter().map(|&i| span[i]).collect();
                 let columns = gather(events.columns, &live);
-                place_decoded(plans, &arrivals, &mut selection, columns, &mut decoded)?;
+                apply_to_decoded(plans, &arrivals, &selection, columns, &mut decoded)?;
                 record = selection.records.pop().unwrap_or_default();
             }
             done = *end;
             for &ts in times {
-                if !label_values(plans, &record.states, columns, ts, &mut out) {
+                if !label_values(plans, &decoded[0], columns, ts, &mut out) {
                     return Ok(None);
                 }
             }

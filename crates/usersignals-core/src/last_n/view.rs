@@ -3,11 +3,13 @@
 //! Reads touch a few fields of the newest entries; decoding every entry into owned values
 //! (as `apply` must) costs an allocation per string. The view parses the same bytes into
 //! slices of the input: dictionary columns keep their codes, prefixed strings keep
-//! `(prefix, suffix)`, and a value becomes text only when it is compared or returned.
+//! `(prefix, suffix)`, and a value becomes text only when it is compared or returned. A
+//! state kept decoded (the training set's loop) reads through the same view, borrowing its
+//! entries ([`LastNView::of_entries`]).
 
 use std::collections::HashSet;
 
-use super::{DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
+use super::{Entry, DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
 use crate::context::{NameSet, ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
@@ -29,6 +31,11 @@ enum Column<'a> {
         width: usize,
         numbers: Vec<u64>,
     },
+    /// Field `index` of decoded entries (a state kept decoded, not stored).
+    Entries {
+        entries: &'a [Entry],
+        index: usize,
+    },
 }
 
 impl<'a> Column<'a> {
@@ -42,6 +49,7 @@ impl<'a> Column<'a> {
                 width,
                 numbers,
             } => ValueRef::Digits(prefix, *width, numbers[row]),
+            Column::Entries { entries, index } => entries[row].values[*index].as_ref(),
         }
     }
 }
@@ -93,6 +101,17 @@ impl<'a> LastNView<'a> {
             return Err(CoreError::Codec("trailing bytes after LastN state".into()));
         }
         Ok(LastNView { ts, columns })
+    }
+
+    /// The view of decoded entries (newest first, as `decode` gives them): what a state kept
+    /// decoded reads through, with the rows and values its bytes would give.
+    pub fn of_entries(entries: &'a [Entry], columns: usize) -> Self {
+        LastNView {
+            ts: entries.iter().map(|entry| entry.ts).collect(),
+            columns: (0..columns)
+                .map(|index| Column::Entries { entries, index })
+                .collect(),
+        }
     }
 
     fn column(r: &mut Reader<'a>, count: usize) -> Result<Column<'a>, CoreError> {
