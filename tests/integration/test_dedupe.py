@@ -23,7 +23,7 @@ from usersignals import (
     SignalRegistry,
     days,
 )
-from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.processing.dedupe import EventIdDedupe, merge_seen
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import user_key
 
@@ -153,6 +153,32 @@ def test_dedupe_state_is_canonical_whatever_the_batch_split(
     whole = run([0, len(events)])
     split = run([0, *sorted({c for c in cuts if c < len(events)}), len(events)])
     assert split == whole
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40 * HOUR)), max_size=30),
+    st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40 * HOUR)), max_size=30),
+    st.sampled_from([0, 6 * HOUR, 24 * HOUR]),
+)
+def test_merged_fingerprints_are_what_one_engine_applying_both_keeps(
+    first: list[tuple[int, int]], second: list[tuple[int, int]], horizon_ms: int
+) -> None:
+    """A backfill's fingerprints merged into the stored record's: the same as one engine
+    applying the stored events, then the backfill's (the ids both carry are the same events)."""
+    times: dict[int, int] = {}
+    events = [event(f"e{n}", BASE + times.setdefault(n, ts)) for n, ts in first + second]
+    one, other = range(len(first)), range(len(first), len(events))
+    if not horizon_ms:  # the engine without a horizon keeps no fingerprints; a store may
+        stored = EventIdDedupe(6 * HOUR).admit({}, events, one)[1]  # hold some from before
+        assert merge_seen(stored, {}, 0) == stored
+        return
+    dedupe = EventIdDedupe(horizon_ms)
+    stored = dedupe.admit({}, events, one)[1]
+    computed = dedupe.admit({}, events, other)[1]
+    both = dedupe.admit(stored, events, other)[1]
+    assert merge_seen(stored, computed, horizon_ms) == both
+    assert merge_seen(computed, stored, horizon_ms) == both
 
 
 def test_version_1_records_are_read_with_no_fingerprints() -> None:

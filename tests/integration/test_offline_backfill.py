@@ -20,12 +20,14 @@ from offline_helpers import (
     write_parquet_archive,
 )
 
-from usersignals import SignalRegistry
+from usersignals import Engine, MicroBatch, Position, SignalRegistry
 from usersignals.app import open_store
 from usersignals.config import Settings
+from usersignals.enrich import Materializer, TableSource
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
+from usersignals.state.keys import user_key
 from usersignals.state.rocks import RocksStore
 
 
@@ -134,11 +136,47 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
         after = user_states(store)
         for key, raw in before.items():
             old, new = decode_record(key, raw), decode_record(key, after[key])
-            # The other signals' states and the progress are untouched.
+            # The other signals' states, the progress and the event-id fingerprints are
+            # untouched (the backfill covered the same events).
             assert {k: v for k, v in new.states.items() if k != "category_interest@1"} == old.states
             assert new.progress == old.progress
+            assert new.seen == old.seen
         stream(store, history, 89)
         assert user_states(store) == expected
+    finally:
+        store.close()
+
+
+def test_a_repeat_after_a_backfill_is_still_dropped(tmp_path: Path, history: History) -> None:
+    """A backfill merged into users the stream has records of keeps their event-id
+    fingerprints: an event redelivered afterwards (the same id at a new offset, as a producer
+    retry writes it) is a repeat, applied to no state a second time."""
+    registry = SignalRegistry.from_module(REFERENCE)
+    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
+    store = new_store(tmp_path / "store", history)
+    try:
+        stream(store, history, 89, registry=four)
+        before = user_states(store)
+    finally:
+        store.close()
+    archive = write_parquet_archive(tmp_path / "archive", history)
+    job = BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
+    backfill(job)
+    store = RocksStore(tmp_path / "store")
+    try:
+        merged = user_states(store)
+        last = history.events[-1]
+        partition = history.positions[-1].partition
+        next_offset = max(p.offset for p in history.positions if p.partition == partition) + 1
+        engine = Engine(
+            registry, store, Materializer({"items": TableSource("items", store.table("items"))})
+        )
+        report = engine.process(MicroBatch([last], [Position(partition, next_offset)]))
+        assert report.repeats == 1
+        after = user_states(store)
+        key = user_key(last.user_id)
+        assert decode_record(key, after[key]).states == decode_record(key, merged[key]).states
+        assert set(after) == set(before)
     finally:
         store.close()
 

@@ -177,7 +177,8 @@ class _Loader:
         computed = RocksStore(shard.directory)
         try:
             records = with_progress(user_records(computed), result.progress)
-            self.users += load_states(records, self._store, offsets)
+            horizon_ms = self.settings.processing.dedupe_horizon_ms
+            self.users += load_states(records, self._store, horizon_ms, offsets)
         finally:
             computed.close()
 

@@ -3,7 +3,9 @@
 A backfill computes some signals of some users; the store may already hold other signals of
 the same users (a running deployment, a backfill of one new version with ``--only``). Each
 computed record is merged into the stored one: the computed signals' states replace theirs,
-every other state is kept, and the progress keeps, per partition, the higher offset.
+every other state is kept, the progress keeps, per partition, the higher offset, and the
+event-id fingerprints are united (:func:`~usersignals.processing.dedupe.merge_seen`), so a
+repeat of an event either side applied is still dropped afterwards.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 import msgspec
 
+from usersignals.processing.dedupe import merge_seen
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import USER_PREFIX, meta_key
 from usersignals.state.store import StateStore
@@ -22,7 +25,11 @@ BACKFILL_OFFSETS_KEY = meta_key("backfill_offsets")
 _CHUNK = 5_000
 
 
-def merge_record(key: bytes, stored: bytes | None, computed: bytes) -> bytes:
+def merge_record(
+    key: bytes, stored: bytes | None, computed: bytes, horizon_ms: int | None
+) -> bytes:
+    """``computed`` merged into ``stored`` (see the module's note); ``horizon_ms``: the
+    deployment's ``processing.dedupe_horizon_ms``."""
     if not stored:
         return computed
     old = decode_record(key, stored)
@@ -32,34 +39,42 @@ def merge_record(key: bytes, stored: bytes | None, computed: bytes) -> bytes:
     progress = dict(old.progress)
     for partition, offset in new.progress.items():
         progress[partition] = max(progress.get(partition, -1), offset)
-    return encode_record(UserRecord(progress, states))
+    return encode_record(UserRecord(progress, states, merge_seen(old.seen, new.seen, horizon_ms)))
 
 
 def load_states(
     records: Iterable[tuple[bytes, bytes]],
     store: StateStore,
+    horizon_ms: int | None,
     offsets: Mapping[str, int] | None = None,
 ) -> int:
     """Merge ``(user key, record)`` pairs into ``store`` in batches; returns the user count.
 
-    ``offsets`` (the backfill's hand-over offsets) are written with the last batch.
+    ``horizon_ms`` is the deployment's dedupe horizon (:func:`merge_record`); ``offsets``
+    (the backfill's hand-over offsets) are written with the last batch.
     """
     count = 0
     chunk: list[tuple[bytes, bytes]] = []
     for key, value in records:
         chunk.append((key, value))
         if len(chunk) >= _CHUNK:
-            count += _write(chunk, store, None)
+            count += _write(chunk, store, horizon_ms, None)
             chunk = []
-    count += _write(chunk, store, offsets)
+    count += _write(chunk, store, horizon_ms, offsets)
     return count
 
 
 def _write(
-    chunk: list[tuple[bytes, bytes]], store: StateStore, offsets: Mapping[str, int] | None
+    chunk: list[tuple[bytes, bytes]],
+    store: StateStore,
+    horizon_ms: int | None,
+    offsets: Mapping[str, int] | None,
 ) -> int:
     stored = store.get_many([key for key, _ in chunk]) if chunk else []
-    puts = {key: merge_record(key, old, new) for (key, new), old in zip(chunk, stored, strict=True)}
+    puts = {
+        key: merge_record(key, old, new, horizon_ms)
+        for (key, new), old in zip(chunk, stored, strict=True)
+    }
     if offsets:
         puts[BACKFILL_OFFSETS_KEY] = msgspec.json.encode(dict(sorted(offsets.items())))
     if puts:

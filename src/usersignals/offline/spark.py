@@ -261,7 +261,8 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
     store = open_store(job.settings)
     try:
         users = ((key, value) for key, value in state_files(states_dir) if key)
-        summary.users = load_states(users, store, summary.offsets)
+        horizon_ms = job.settings.processing.dedupe_horizon_ms
+        summary.users = load_states(users, store, horizon_ms, summary.offsets)
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started

@@ -91,3 +91,23 @@ class EventIdDedupe:
             fresh.update(_unpack(blob))
             merged[hour] = _pack(fresh)
         return admitted, merged
+
+
+def merge_seen(first: Seen, second: Seen, horizon_ms: int | None) -> Seen:
+    """Two records' fingerprints of one user as one record keeps them (a backfill's merged
+    into the stored record): each hour's union, without the hours older than the horizon
+    before the newest (none dropped when ``horizon_ms`` is 0 or ``None``: the engine then
+    keeps what is stored as it is). Each side kept every fingerprint within the horizon of
+    its own newest hour, so the result is what one engine applying both sides' events keeps."""
+    hours = sorted(set(first) | set(second))
+    if horizon_ms and hours:
+        oldest = hours[-1] - EventIdDedupe(horizon_ms).horizon_hours
+        hours = [hour for hour in hours if hour >= oldest]
+    merged: Seen = {}
+    for hour in hours:
+        one, other = first.get(hour, b""), second.get(hour, b"")
+        if not one or not other or one == other:
+            merged[hour] = one or other  # each already sorted and distinct
+        else:
+            merged[hour] = _pack(set(_unpack(one)) | set(_unpack(other)))
+    return merged
