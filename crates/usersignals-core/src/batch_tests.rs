@@ -132,7 +132,15 @@ proptest! {
 
 /// A read's context: (as_of days back from the newest event or none, window in days or
 /// none, actions, surfaces, exclude a category or item, dedupe, limit).
-type Context = (Option<i64>, Option<i64>, bool, bool, bool, bool, Option<usize>);
+type Context = (
+    Option<i64>,
+    Option<i64>,
+    bool,
+    bool,
+    bool,
+    bool,
+    Option<usize>,
+);
 
 fn arb_context() -> impl Strategy<Value = Context> {
     (
@@ -152,7 +160,11 @@ fn read_context(context: Context, newest_ms: i64) -> ReadContext {
     let mut read = ReadContext {
         actions: actions.then(|| names(&["click"])),
         surfaces: surfaces.then(|| names(&["home"])),
-        exclude: if exclude { names(&["art", "i3"]) } else { NameSet::default() },
+        exclude: if exclude {
+            names(&["art", "i3"])
+        } else {
+            NameSet::default()
+        },
         dedupe,
         limit,
         ..ReadContext::default()

@@ -4,8 +4,10 @@
 //! The batch executor decodes a stored state, applies the events and encodes the result
 //! ([`crate::batch::execute`]). A caller that applies a user's events in several steps can
 //! keep the decoded state between them instead of decoding the bytes it just wrote
-//! ([`crate::batch::execute_decoded`]): the training set's loop does, from one label group
-//! to the next. The bytes are the same either way: encoding is the same function.
+//! ([`crate::batch::apply_decoded`]), and read it decoded
+//! ([`crate::json_body::label_values`]): the training set's loop does both, from one label
+//! group to the next, and never encodes. Encoding such a state gives the bytes `execute`
+//! writes, and reading it gives what reading those bytes gives (proptests in `batch`).
 
 use crate::error::CoreError;
 use crate::last_n::{self, Entry};

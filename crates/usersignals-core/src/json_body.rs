@@ -322,7 +322,10 @@ pub(crate) fn write_answer(
         Aggregation::Seen(spec) => {
             let state = seen::decode(data).map_err(|_| Unserved)?;
             let allowed = context.allowed_by(spec.by.as_deref());
-            Ok(write_seen_answer(spec.read(retention, &state, times, allowed), out))
+            Ok(write_seen_answer(
+                spec.read(retention, &state, times, allowed),
+                out,
+            ))
         }
         Aggregation::DecayedScores(spec) => {
             let read = spec.read_stored(retention, data, times, &context.exclude, context.limit);
@@ -366,13 +369,18 @@ pub(crate) fn write_decoded_answer(
         }
         (Aggregation::Seen(spec), Decoded::Seen(state)) => {
             let allowed = context.allowed_by(spec.by.as_deref());
-            Ok(write_seen_answer(spec.read(retention, state, times, allowed), out))
+            Ok(write_seen_answer(
+                spec.read(retention, state, times, allowed),
+                out,
+            ))
         }
         (Aggregation::DecayedScores(spec), Decoded::Scores(state)) => {
             let read = spec.read(retention, state, times, &context.exclude, context.limit);
             Ok(read.map(|(top, newest)| {
-                let top: Vec<(ValueRef<'_>, f64)> =
-                    top.iter().map(|(key, score)| (key.as_ref(), *score)).collect();
+                let top: Vec<(ValueRef<'_>, f64)> = top
+                    .iter()
+                    .map(|(key, score)| (key.as_ref(), *score))
+                    .collect();
                 write_profile(&top, out);
                 newest
             }))
@@ -394,10 +402,11 @@ fn write_last_n(
     context: &ReadContext,
     out: &mut Vec<u8>,
 ) -> Result<Option<i64>, Refusal> {
-    view.select(spec, retention_ms, context).map(|(rows, newest)| {
-        write_rows(view, &spec.keep, &rows, out);
-        newest
-    })
+    view.select(spec, retention_ms, context)
+        .map(|(rows, newest)| {
+            write_rows(view, &spec.keep, &rows, out);
+            newest
+        })
 }
 
 /// A Distinct's `{"estimate": …}`.
@@ -408,11 +417,7 @@ fn write_estimate(read: Read<i64>, out: &mut Vec<u8>) -> Result<Option<i64>, Ref
     })
 }
 
-fn write_tile_answer(
-    scale: i64,
-    read: Result<TileAnswer, Refusal>,
-    out: &mut Vec<u8>,
-) -> Answer {
+fn write_tile_answer(scale: i64, read: Result<TileAnswer, Refusal>, out: &mut Vec<u8>) -> Answer {
     match read {
         Ok(answer) => write_tiles(scale, &answer, out).map(|()| Ok(answer.newest)),
         Err(refusal) => Ok(Err(refusal)),
