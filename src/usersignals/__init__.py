@@ -4,6 +4,8 @@ Engagement events in; fresh per-user signals out — enriched engagement sequenc
 counts, decayed interest profiles, pooled embeddings — read with the caller's context.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from usersignals._version import __version__
 from usersignals.aggregations import (
     Count,
@@ -38,7 +40,6 @@ from usersignals.errors import (
 )
 from usersignals.events import BadEvent, Event, EventDecoder, EventPolicy, Position
 from usersignals.processing import BatchReport, Engine, MicroBatch
-from usersignals.serving.client import Client
 from usersignals.signals import (
     Lookup,
     Signal,
@@ -54,6 +55,9 @@ from usersignals.signals import (
     surface,
 )
 from usersignals.state import RocksStore, StateStore
+
+if TYPE_CHECKING:
+    from usersignals.serving.client import Client
 
 __all__ = [
     "ApiError",
@@ -108,3 +112,13 @@ __all__ = [
     "seconds",
     "surface",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """``Client`` on first use: the HTTP client library takes 55 ms to import, which every
+    process importing the package (a processor, an offline job's shard) would pay."""
+    if name == "Client":
+        from usersignals.serving.client import Client
+
+        return Client
+    raise AttributeError(f"module 'usersignals' has no attribute {name!r}")

@@ -39,6 +39,11 @@ class Position(msgspec.Struct, frozen=True, gc=False):
     offset: int
 
 
+def partition_id(topic: str, partition: int) -> str:
+    """The id of a Kafka partition in positions and per-user progress: ``topic/partition``."""
+    return f"{topic}/{partition}"
+
+
 class BadEvent(msgspec.Struct, frozen=True):
     """An input record that was rejected, with a machine-readable reason and a human detail."""
 

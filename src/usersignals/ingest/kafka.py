@@ -20,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 from usersignals.config import KafkaSettings
 from usersignals.errors import BrokerError, ConfigurationError
 from usersignals.events.decode import REASON_EMPTY_VALUE, REASON_NULL_VALUE
-from usersignals.events.model import BadEvent, Position
+from usersignals.events.model import BadEvent, Position, partition_id
 
 logger = logging.getLogger(__name__)
 
@@ -35,11 +35,6 @@ class KafkaBatch:
     first_received: float = 0.0
     #: Messages that carry no event at all (an empty or null value): dead letters as they are.
     bad: list[BadEvent] = field(default_factory=list)
-
-
-def partition_id(topic: str, partition: int) -> str:
-    """The id of a partition in positions and per-user progress: ``topic/partition``."""
-    return f"{topic}/{partition}"
 
 
 def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:

@@ -31,10 +31,9 @@ import msgspec
 
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import DecodeResult, EventDecoder
-from usersignals.events.model import Position
+from usersignals.events.model import Position, partition_id
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import RawBlock
-from usersignals.ingest.kafka import partition_id
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")

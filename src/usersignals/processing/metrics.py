@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from typing import TYPE_CHECKING
 
 from usersignals.events.model import BadEvent, Event
 from usersignals.processing.batch import BatchReport
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
 
 _FRESHNESS_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
 _SAMPLE_EVERY = 8  # freshness is observed on every 8th event: cheap, and plenty for p99
@@ -16,6 +18,10 @@ _SAMPLE_EVERY = 8  # freshness is observed on every 8th event: cheap, and plenty
 
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        # Imported here: prometheus_client takes 50 ms to import, which every process that
+        # imports the processing package (an offline shard, a CLI command) would pay.
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
         self.registry = registry or CollectorRegistry()
         self.events = Counter(
             "usersignals_events_processed", "Events applied or skipped as replays",
