@@ -41,8 +41,9 @@ class CoreError(Exception):
 class CoreStateError(CoreError):
     """A stored state that did not decode; args: (batch user index, plan key, message)."""
 
-def replace_progress(data: bytes, progress: dict[str, int]) -> bytes:
-    """A user record with its progress replaced (states and fingerprints kept)."""
+def replace_progress(records: list[bytes], progress: list[dict[str, int]]) -> list[bytes]:
+    """User records with their progress replaced (states and fingerprints kept); a record
+    that does not decode raises ``CoreError`` with args ``(its index, message)``."""
 
 class BatchSession:
     """One micro-batch through the core's pipeline (processing/native_batch.py)."""

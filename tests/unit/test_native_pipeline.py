@@ -37,6 +37,7 @@ from usersignals._core import replace_progress
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.errors import StateCodecError
+from usersignals.offline.backfill import with_progress
 from usersignals.processing.batch import BatchReport
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import user_key
@@ -194,15 +195,32 @@ _RECORDS = st.builds(
 
 
 @settings(max_examples=60, deadline=None)
-@given(record=_RECORDS, progress=st.dictionaries(_TEXT, st.integers(0, 2**62), max_size=4))
+@given(
+    st.lists(
+        st.tuples(_RECORDS, st.dictionaries(_TEXT, st.integers(0, 2**62), max_size=4)),
+        max_size=4,
+    )
+)
 def test_replace_progress_writes_what_the_python_codec_writes(
-    record: UserRecord, progress: dict[str, int]
+    records: list[tuple[UserRecord, dict[str, int]]],
 ) -> None:
-    """The backfill's hand-over rewrites each record's progress in the core (no Python
-    objects): the bytes are the Python codec's, and the states and fingerprints stay."""
-    data = encode_record(record)
-    expected = encode_record(UserRecord(progress, record.states, record.seen))
-    assert replace_progress(data, progress) == expected
+    """The backfill's hand-over rewrites the records' progress in the core, a chunk a call
+    (no Python objects): the bytes are the Python codec's, and the states and fingerprints
+    stay."""
+    data = [encode_record(record) for record, _ in records]
+    expected = [
+        encode_record(UserRecord(progress, record.states, record.seen))
+        for record, progress in records
+    ]
+    assert replace_progress(data, [progress for _, progress in records]) == expected
+
+
+def test_a_record_that_does_not_decode_is_named_by_its_key_in_the_load() -> None:
+    good = encode_record(UserRecord({"p/0": 3}, {}, {}))
+    records = [(user_key("a"), good), (user_key("b"), b"not a record"), (user_key("c"), good)]
+    with pytest.raises(StateCodecError) as raised:
+        list(with_progress(records, {"a": {"t/0": 1}}))
+    assert user_key("b").decode() in str(raised.value)
 
 
 def test_a_record_the_core_cannot_decode_is_named_by_its_key() -> None:

@@ -197,15 +197,25 @@ impl BatchSession {
     }
 }
 
-/// A user record's bytes with its progress replaced (a backfill hands the real Kafka progress
-/// over in place of its feeding order); the states and fingerprints are kept as they are.
+/// User records' bytes with their progress replaced, record for record (a backfill hands the
+/// real Kafka progress over in place of its feeding order; one call per chunk of its load);
+/// the states and fingerprints are kept as they are. A record that does not decode raises
+/// `CoreError` with args `(its index, message)`.
 #[pyfunction]
 pub fn replace_progress<'py>(
     py: Python<'py>,
-    data: &[u8],
-    progress: BTreeMap<String, i64>,
-) -> PyResult<Bound<'py, PyBytes>> {
-    let mut decoded = record::decode(data).map_err(raise)?;
-    decoded.progress = progress;
-    Ok(PyBytes::new(py, &record::encode(&decoded)))
+    records: Vec<Bound<'py, PyBytes>>,
+    progress: Vec<BTreeMap<String, i64>>,
+) -> PyResult<Vec<Bound<'py, PyBytes>>> {
+    if records.len() != progress.len() {
+        return Err(CoreError::new_err("records and progress differ in length"));
+    }
+    (records.iter().zip(progress).enumerate())
+        .map(|(index, (data, progress))| {
+            let mut decoded = record::decode(data.as_bytes())
+                .map_err(|e| CoreError::new_err((index, e.to_string())))?;
+            decoded.progress = progress;
+            Ok(PyBytes::new(py, &record::encode(&decoded)))
+        })
+        .collect()
 }

@@ -24,7 +24,7 @@ import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
+from itertools import islice, repeat
 from pathlib import Path
 
 from usersignals._core import CoreError, replace_progress
@@ -54,6 +54,8 @@ from usersignals.state.store import StateStore
 logger = logging.getLogger(__name__)
 
 _SEQUENCE = "backfill"
+#: Records rewritten per core call when a shard's states are loaded.
+_PROGRESS_CHUNK = 5_000
 
 
 @dataclass(frozen=True)
@@ -191,13 +193,19 @@ def with_progress(
     records: Iterable[tuple[bytes, bytes]], progress: dict[str, dict[str, int]]
 ) -> Iterator[tuple[bytes, bytes]]:
     """Each computed record with the real Kafka progress of its user's events (none for an
-    archive without coordinates) in place of the feeding order, rewritten in the core: the
-    record is not decoded into Python objects."""
-    for key, raw in records:
+    archive without coordinates) in place of the feeding order, rewritten in the core (one
+    call per chunk of records): the record is not decoded into Python objects."""
+    pending = iter(records)
+    while chunk := list(islice(pending, _PROGRESS_CHUNK)):
+        keys = [key for key, _ in chunk]
         try:
-            yield key, replace_progress(raw, progress.get(user_of(key), {}))
+            rewritten = replace_progress(
+                [raw for _, raw in chunk], [progress.get(user_of(key), {}) for key in keys]
+            )
         except CoreError as exc:
-            raise StateCodecError(key, str(exc)) from exc
+            index, message = exc.args
+            raise StateCodecError(keys[index], message) from exc
+        yield from zip(keys, rewritten, strict=True)
 
 
 def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary:
