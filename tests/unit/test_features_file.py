@@ -14,7 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from usersignals.offline.features_file import read_parts, value_batch, write_features
+from usersignals.offline.features_file import in_row_order, read_parts, value_batch, write_features
 
 NAMES = ["count", "recent[window=7d]"]
 
@@ -124,3 +124,20 @@ def test_writing_a_training_set_leaves_pandas_unimported(tmp_path: Path) -> None
     )
     assert probe.stdout.strip() == "False", probe.stderr
     assert pq.read_table(out).column("f").to_pylist() == ["2", "3", "1"]
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.permutations(list(range(12))), cut=st.integers(0, 12), sort_first=st.booleans())
+def test_shard_tables_come_out_in_row_order(rows: list[int], cut: int, sort_first: bool) -> None:
+    """The first shard's table as computed (any row order) and another shard's from its
+    file (ascending): one stream of batches in ascending row order, each row's values kept."""
+    first, second = rows[:cut], sorted(rows[cut:])
+    if sort_first:
+        first = sorted(first)
+    tables = [
+        pa.Table.from_batches([value_batch(values_of(part), len(NAMES))])
+        for part in (first, second)
+    ]
+    merged = pa.Table.from_batches(list(in_row_order(tables)))
+    assert merged.column("row").to_pylist() == list(range(12))
+    assert merged.column(1).to_pylist() == [f"0:{row}" for row in range(12)]

@@ -109,7 +109,8 @@ def value_rows(values: Any) -> dict[int, list[str]]:
 
 def write_values(values: Any, path: Path) -> None:
     """One shard's value table as an Arrow IPC file at ``path``, rows ascending, for
-    :func:`in_row_order`.
+    :func:`read_values` (a shard in a process of its own; the first shard runs in the
+    parent's process and hands its table over as it is).
 
     A file, not the table handed back: the JSON texts are large (a LastN of 500 entries is
     several KB), and a shard in a process of its own returned 117 MB through the process
@@ -123,17 +124,28 @@ def write_values(values: Any, path: Path) -> None:
             writer.write_batch(batch)
 
 
-def in_row_order(paths: Sequence[Path]) -> Iterator[Any]:
-    """The value batches of the shards' files (:func:`write_values`; the rows of different
-    files distinct), memory-mapped, in ascending row order as :func:`write_features` takes
-    them."""
+def read_values(path: Path) -> Any:
+    """A shard's value table from its file (:func:`write_values`), memory-mapped."""
     import pyarrow as pa
 
-    tables = [pa.ipc.open_file(pa.memory_map(str(path))).read_all() for path in paths]
+    return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
+
+
+def in_row_order(tables: Sequence[Any]) -> Iterator[Any]:
+    """The value batches of the shards' tables (the rows of different tables distinct) in
+    ascending row order, as :func:`write_features` takes them: a lone table whose rows
+    ascend already (a shard's file) as it is, any other mix sorted."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
     filled = [table for table in tables if table.num_rows]
-    if len(filled) <= 1:
-        yield from (filled[0].to_batches(ROW_GROUP_ROWS) if filled else ())
+    if not filled:
         return
+    if len(filled) == 1:
+        rows = filled[0].column(ROW)
+        if pc.all(pc.less(rows[:-1], rows[1:])).as_py() in (True, None):
+            yield from filled[0].to_batches(ROW_GROUP_ROWS)
+            return
     yield from sorted_batches(pa.concat_tables(filled))
 
 

@@ -36,6 +36,7 @@ from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
 from usersignals.offline.features_file import (
     in_row_order,
+    read_values,
     rows_table,
     text_columns_table,
     write_features,
@@ -305,7 +306,12 @@ def training_set(job: TrainingJob) -> TrainingSummary:
             summary.events += result.events
             summary.bad += result.bad
         names = [column.name for column in columns]
-        values = in_row_order([task.values for task in tasks])
+        values = in_row_order(
+            [
+                result.values if result.values is not None else read_values(task.values)
+                for task, result in zip(tasks, results, strict=True)
+            ]
+        )
         write_features(table, names, values, job.out)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -318,7 +324,7 @@ class _Shard:
     shards: int
     #: Where this shard writes its dead letters (the job's own file when it is the only one).
     dead_letter: Path | None
-    #: Where it writes its label rows' values (:func:`write_values`).
+    #: Where it writes its label rows' values (:func:`write_values`), unless it is the first.
     values: Path
 
 
@@ -328,6 +334,9 @@ class _ShardResult:
     events: int
     bad: int
     bad_places: list[int]
+    #: The first shard's value table: :func:`run_shards` runs it in this process, so its
+    #: table stays in memory (the others come back through :func:`write_values`' files).
+    values: Any = None
 
 
 def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
@@ -366,6 +375,8 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
+        if shard.index == 0:
+            return _ShardResult(valid, bad, share.bad_places, values)
         write_values(values, shard.values)
         return _ShardResult(valid, bad, share.bad_places)
     finally:
