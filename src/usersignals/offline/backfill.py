@@ -311,7 +311,7 @@ class Taker:
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
         if not any(map(is_kafka, positions)):
-            self._load_progress({event.user_id for event in events})  # for count_behind
+            self._load_progress(events)  # for count_behind
             self._take_rows(events)
             return
         boundary = self.boundary
@@ -319,7 +319,7 @@ class Taker:
             if is_kafka(position):
                 end = self.ends.get(position.partition, -1)
                 self.ends[position.partition] = max(end, position.offset)
-        self._load_progress({event.user_id for event in events})
+        self._load_progress(events)
         for event, position in zip(events, positions, strict=True):
             applied = None
             if is_kafka(position):
@@ -362,11 +362,11 @@ class Taker:
         for progress in self._progress.values():
             yield from progress.items()
 
-    def _load_progress(self, users: set[str]) -> None:
-        """The stored progress of users not seen yet (read once per user)."""
+    def _load_progress(self, events: list[Event]) -> None:
+        """The stored progress of the events' users not seen yet (read once per user)."""
         if self.existing is None:
             return
-        new = sorted(users - self._progress.keys())
+        new = sorted({event.user_id for event in events} - self._progress.keys())
         keys = [user_key(user) for user in new]
         for user, key, raw in zip(new, keys, self.existing.get_many(keys), strict=True):
             self._progress[user] = decode_record(key, raw).progress if raw else {}
