@@ -83,12 +83,13 @@ def stream(
     batch: int,
     registry: SignalRegistry | None = None,
     upto: int | None = None,
+    horizon_ms: int = 86_400_000,
 ) -> None:
-    """The live path: events in stream order, micro-batch after micro-batch, with their offsets."""
+    """The live path: events in stream order, micro-batch after micro-batch, with their
+    offsets; ``horizon_ms``: the processor's ``dedupe_horizon_ms``."""
     registry = registry or SignalRegistry.from_module(REFERENCE)
-    engine = Engine(
-        registry, store, Materializer({"items": TableSource("items", store.table("items"))})
-    )
+    materializer = Materializer({"items": TableSource("items", store.table("items"))})
+    engine = Engine(registry, store, materializer, dedupe_horizon_ms=horizon_ms)
     end = len(history.events) if upto is None else upto
     for start in range(0, end, batch):
         stop = min(start + batch, end)

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from offline_helpers import (
     BAD,
+    PARTITIONS,
     REFERENCE,
+    TOPIC,
     History,
     load_items,
     new_store,
@@ -26,6 +28,7 @@ from usersignals.config import Settings
 from usersignals.enrich import Materializer, TableSource
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
+from usersignals.offline.common import shard_of
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.rocks import RocksStore
@@ -70,6 +73,35 @@ def test_backfill_equals_streaming_byte_for_byte(tmp_path: Path, history: Histor
     for position in history.positions:
         ends[position.partition] = max(ends.get(position.partition, 0), position.offset + 1)
     assert offsets == ends
+
+
+def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: History) -> None:
+    """A deployment with event-id dedupe off applies a redelivered event again; so does its
+    backfill (it used the default horizon of 24 h, whatever the deployment's was)."""
+    horizon_ms = 0
+    events, positions = list(history.events), list(history.positions)
+    ends = {p.partition: p.offset for p in positions}
+    for event in history.events[::40]:
+        partition = f"{TOPIC}/{shard_of(event.user_id, PARTITIONS)}"
+        ends[partition] += 1
+        events.append(event)  # the same event again, at a later offset: a producer's retry
+        positions.append(Position(partition, ends[partition]))
+    redelivered = History(history.spec, events, positions, history.items)
+    store = new_store(tmp_path / "streamed", redelivered)
+    try:
+        stream(store, redelivered, 97, horizon_ms=horizon_ms)
+        expected = user_states(store)
+    finally:
+        store.close()
+    archive = write_parquet_archive(tmp_path / "archive", redelivered)
+    new_store(tmp_path / "store", redelivered).close()
+    settings = settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms)
+    backfill(BackfillJob(str(archive), settings))
+    store = RocksStore(tmp_path / "store")
+    try:
+        assert user_states(store) == expected
+    finally:
+        store.close()
 
 
 def test_backfill_in_two_processes_equals_one(tmp_path: Path, history: History) -> None:

@@ -110,8 +110,11 @@ def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStor
 def build_engine(
     settings: Settings, registry: SignalRegistry, store: StateStore, lookups: StateStore | None
 ) -> tuple[Engine, EventDecoder]:
-    """The service's engine and decoder over ``store``, enriching from ``lookups``."""
+    """The service's engine and decoder over ``store``, enriching from ``lookups``, with the
+    deployment's event-id dedupe horizon (as the processor's)."""
     materializer = None
     if any(signal.lookups for signal in registry.computed):
         materializer = build_materializer(settings, registry, lookups or store)
-    return Engine(registry, store, materializer), build_decoder(settings)
+    horizon_ms = settings.processing.dedupe_horizon_ms
+    engine = Engine(registry, store, materializer, dedupe_horizon_ms=horizon_ms)
+    return engine, build_decoder(settings)
