@@ -58,6 +58,23 @@ from usersignals.state import RocksStore, StateStore
 
 if TYPE_CHECKING:
     from usersignals.serving.client import Client
+else:
+
+    def __getattr__(name: str) -> Any:
+        """``Client`` on first use: the HTTP client library takes 55 ms to import, which a
+        process that never calls the API (a processor, an offline job's shard) need not pay.
+        Outside the type checker's view, so a misspelt name is still an error there."""
+        if name == "Client":
+            from usersignals.serving.client import Client
+
+            globals()["Client"] = Client
+            return Client
+        raise AttributeError(f"module 'usersignals' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})
+
 
 __all__ = [
     "ApiError",
@@ -112,13 +129,3 @@ __all__ = [
     "seconds",
     "surface",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    """``Client`` on first use: the HTTP client library takes 55 ms to import, which every
-    process importing the package (a processor, an offline job's shard) would pay."""
-    if name == "Client":
-        from usersignals.serving.client import Client
-
-        return Client
-    raise AttributeError(f"module 'usersignals' has no attribute {name!r}")

@@ -169,9 +169,15 @@ def test_merged_fingerprints_are_what_one_engine_applying_both_keeps(
     times: dict[int, int] = {}
     events = [event(f"e{n}", BASE + times.setdefault(n, ts)) for n, ts in first + second]
     one, other = range(len(first)), range(len(first), len(events))
-    if not horizon_ms:  # the engine without a horizon keeps no fingerprints; a store may
-        stored = EventIdDedupe(6 * HOUR).admit({}, events, one)[1]  # hold some from before
-        assert merge_seen(stored, {}, 0) == stored
+    if not horizon_ms:  # dedupe off: the engine keeps what is stored, so does the merge
+        stored = EventIdDedupe(6 * HOUR).admit({}, events, one)[1]  # (kept from before)
+        computed = EventIdDedupe(6 * HOUR).admit({}, events, other)[1]
+        merged = merge_seen(stored, computed, 0)
+        for hour in {*stored, *computed}:
+            union = _fingerprints(stored.get(hour, b"")) | _fingerprints(computed.get(hour, b""))
+            assert _fingerprints(merged[hour]) == union
+            assert merged[hour] == b"".join(sorted(f.to_bytes(4, "big") for f in union))
+        assert set(merged) == {*stored, *computed}
         return
     dedupe = EventIdDedupe(horizon_ms)
     stored = dedupe.admit({}, events, one)[1]
@@ -179,6 +185,10 @@ def test_merged_fingerprints_are_what_one_engine_applying_both_keeps(
     both = dedupe.admit(stored, events, other)[1]
     assert merge_seen(stored, computed, horizon_ms) == both
     assert merge_seen(computed, stored, horizon_ms) == both
+
+
+def _fingerprints(blob: bytes) -> set[int]:
+    return {int.from_bytes(blob[i : i + 4], "big") for i in range(0, len(blob), 4)}
 
 
 def test_version_1_records_are_read_with_no_fingerprints() -> None:

@@ -330,7 +330,7 @@ pub(crate) fn write_answer(
         Aggregation::DecayedScores(spec) => {
             let read = spec.read_stored(retention, data, times, &context.exclude, context.limit);
             Ok(read.map_err(|_| Unserved)?.map(|(top, newest)| {
-                write_profile(&top, out);
+                write_profile(top.iter().copied(), out);
                 newest
             }))
         }
@@ -377,11 +377,7 @@ pub(crate) fn write_decoded_answer(
         (Aggregation::DecayedScores(spec), Decoded::Scores(state)) => {
             let read = spec.read(retention, state, times, &context.exclude, context.limit);
             Ok(read.map(|(top, newest)| {
-                let top: Vec<(ValueRef<'_>, f64)> = top
-                    .iter()
-                    .map(|(key, score)| (key.as_ref(), *score))
-                    .collect();
-                write_profile(&top, out);
+                write_profile(top.iter().map(|(key, score)| (key.as_ref(), *score)), out);
                 newest
             }))
         }
@@ -557,17 +553,17 @@ fn write_seen(values: &[(String, i64)], out: &mut Vec<u8>) {
     out.push(b'}');
 }
 
-fn write_profile(top: &[(ValueRef<'_>, f64)], out: &mut Vec<u8>) {
+fn write_profile<'v>(top: impl Iterator<Item = (ValueRef<'v>, f64)>, out: &mut Vec<u8>) {
     let mut text = String::new();
     out.push(b'[');
-    for (i, (key, score)) in top.iter().enumerate() {
+    for (i, (key, score)) in top.enumerate() {
         if i > 0 {
             out.push(b',');
         }
         out.extend_from_slice(b"{\"key\":");
-        write_ref(*key, &mut text, out);
+        write_ref(key, &mut text, out);
         out.extend_from_slice(b",\"score\":");
-        write_float(*score, out);
+        write_float(score, out);
         out.push(b'}');
     }
     out.push(b']');

@@ -10,7 +10,7 @@ if TYPE_CHECKING:
 
 class EnrichmentMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
-        # Imported here, as in ProcessorMetrics: 50 ms that a process without metrics skips.
+        # Imported here, as in ProcessorMetrics: 50 ms only a process with metrics needs.
         from prometheus_client import Counter, Histogram
 
         self.keys_requested = Counter(

@@ -203,6 +203,8 @@ def with_progress(
                 [raw for _, raw in chunk], [progress.get(user_of(key), {}) for key in keys]
             )
         except CoreError as exc:
+            if len(exc.args) != 2:  # not a record's: a bug in the call, raised as it is
+                raise
             index, message = exc.args
             raise StateCodecError(keys[index], message) from exc
         yield from zip(keys, rewritten, strict=True)

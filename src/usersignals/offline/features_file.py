@@ -2,11 +2,12 @@
 
 The feature values arrive as Arrow record batches — a ``row`` column (the label's index in
 the label file) and one JSON text column per feature, in ascending row order — from
-wherever they were computed: the Arrow files the local runner's shards wrote
-(:func:`write_values`, :func:`in_row_order`), or the Parquet parts that Spark's executors wrote
-(:func:`read_parts`). :func:`write_features` lines them up with the label
-table's rows one row group at a time, so it never holds more than a row group's values, and
-both runners go through it: they write the same file, byte for byte.
+wherever they were computed: the local runner's shards (the first one's table in memory,
+the others' Arrow files, :func:`write_values`; merged by :func:`in_row_order`), or the
+Parquet parts that Spark's executors wrote (:func:`read_parts`). :func:`write_features`
+lines them up with the label table's rows one row group at a time, so it never holds more
+than a row group's values, and both runners go through it: they write the same file, byte
+for byte.
 """
 
 from __future__ import annotations

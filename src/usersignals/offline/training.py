@@ -375,7 +375,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
-        if shard.index == 0:
+        if shard.index == 0:  # run_shards runs the first task in the calling process
             return _ShardResult(valid, bad, share.bad_places, values)
         write_values(values, shard.values)
         return _ShardResult(valid, bad, share.bad_places)

@@ -18,8 +18,8 @@ _SAMPLE_EVERY = 8  # freshness is observed on every 8th event: cheap, and plenty
 
 class ProcessorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        # Imported here: prometheus_client takes 50 ms to import, which every process that
-        # imports the processing package (an offline shard, a CLI command) would pay.
+        # Imported here: prometheus_client takes 50 ms to import, and only a process that
+        # keeps metrics needs it (not the engine's users: replay, a notebook, a test).
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
         self.registry = registry or CollectorRegistry()
