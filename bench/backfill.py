@@ -12,11 +12,15 @@ from a fresh store holding only the item table, wall clock, archive events / sec
 4. with ``--spark``: both on Spark ``local[workers]`` (the session start is not counted; the
    first job of a session pays for Python worker start-up and is reported as run 1 of 2).
 
-Then the issue's target, per job: its events/s against the streaming engine's events/s on one
-core times the cores the job used (its processes, at most the machine's cores), and the same
-ratio per CPU-second. Duration: ``--events 50000 --labels 2000`` took 1 min 45 s of wall
-clock (16 s of CPU) on the shared 2-core machine at load average 10; the default (200k
-events, 20k labels, 2 workers; 4x the events, 10x the labels) takes about five times that.
+The local jobs (1-3) run in ``--rounds`` rounds (3 by default), one job after the other in
+each round, so a slow spell of the shared machine falls on every job alike; each job's figure
+is its median over the rounds, with the lowest and highest beside it.
+
+Then the issue's target, per job: its median events/s against the streaming engine's median
+events/s on one core times the cores the job used (its processes, at most the machine's
+cores), and the same ratio per CPU-second. Duration on the 2-core machine, otherwise idle:
+about 1 min for the default (200k events, 20k labels, 2 workers, 3 rounds), and 1 min more
+with ``--spark``.
 
     .venv/bin/python bench/backfill.py                       # 200k events, 2 workers
     .venv/bin/python bench/backfill.py --events 500000 --spark
@@ -28,8 +32,10 @@ import argparse
 import os
 import random
 import resource
+import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,7 +47,7 @@ from usersignals.config import Settings
 from usersignals.enrich.tables import load_table
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
-from usersignals.ingest.synthetic import WorkloadSpec, write_workload
+from usersignals.ingest.synthetic import WorkloadFiles, WorkloadSpec, write_workload
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
@@ -92,6 +98,15 @@ def cpu_seconds() -> float:
 
 
 @dataclass(frozen=True)
+class Run:
+    """One timed run of a job: the events it took, wall-clock and CPU seconds."""
+
+    events: int
+    seconds: float
+    cpu: float
+
+
+@dataclass(frozen=True)
 class Rate:
     what: str
     #: Processes (local) or Spark task slots the job ran with; the cores it could use.
@@ -111,6 +126,18 @@ def measured(what: str, cores: int, events: int, seconds: float, cpu: float | No
         else "(JVM CPU not counted)"
     )
     print(f"  {what:<40} {seconds:7.1f} s  {rate.per_second:>9,.0f} events/s  {per_cpu}")
+    return rate
+
+
+def measured_rounds(what: str, cores: int, runs: list[Run]) -> Rate:
+    """A local job's median rates over its rounds, printed with their range."""
+    walls = sorted(run.events / run.seconds for run in runs)
+    cpus = sorted(run.events / run.cpu for run in runs)
+    rate = Rate(what, cores, statistics.median(walls), statistics.median(cpus))
+    print(
+        f"  {what:<40} {rate.per_second:>9,.0f} events/s ({walls[0]:,.0f}-{walls[-1]:,.0f})  "
+        f"{rate.per_cpu_second:>9,.0f} events/CPU-s ({cpus[0]:,.0f}-{cpus[-1]:,.0f})"
+    )
     return rate
 
 
@@ -144,6 +171,7 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=20_000)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2)
     parser.add_argument("--spark", action="store_true", help="also run on Spark local mode")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of the local jobs")
     args = parser.parse_args()
     no_huge_pages()  # as `usersignals backfill` and `training-set` do
 
@@ -158,40 +186,67 @@ def main() -> None:
             f"{args.labels:,} labels; 5 reference signals; {os.cpu_count()} cores "
             "(shared; figures move ±30 % between runs)"
         )
-        settings = fresh_store(root, "streamed", files.items_path)
-        processor = build_processor(settings)
-        # With the collector tuning `usersignals run` applies (the offline shards have it too).
-        with DeadLetterFile(root / "dead.jsonl") as dead, collector_tuned():
-            started, cpu = time.perf_counter(), cpu_seconds()
-            source = JsonlSource(files.events_path, block_size=settings.processing.batch_size)
-            replay_file(source, processor.decoder, processor.engine, dead)
-            seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu
-        processor.close()
-        streaming = measured("streaming engine (replay, 1 process)", 1, files.events, seconds, cpu)
-
-        jobs: list[Rate] = []
         runs = [1, args.workers] if args.workers > 1 else [1]
-        for workers in runs:
-            settings = fresh_store(root, f"backfill-{workers}", files.items_path)
-            cpu = cpu_seconds()
-            summary = backfill(BackfillJob(archive, settings, workers=workers))
-            cpu = cpu_seconds() - cpu
-            what = f"backfill, {workers} process(es)"
-            jobs.append(measured(what, workers, summary.events, summary.seconds, cpu))
-        settings = fresh_store(root, "training", files.items_path)
-        for workers in runs:
-            job = TrainingJob(
-                labels, archive, settings, root / f"features-{workers}.parquet",
-                contexts=("window=7d",), workers=workers,
-            )  # fmt: skip
-            cpu = cpu_seconds()
-            result = training_set(job)
-            cpu = cpu_seconds() - cpu
-            what = f"training set, {workers} process(es)"
-            jobs.append(measured(what, workers, result.events, result.seconds, cpu))
+        timed: dict[str, tuple[int, list[Run]]] = {}
+        for round_number in range(args.rounds):
+            for what, cores, job in local_jobs(root, files, labels, runs, round_number):
+                timed.setdefault(what, (cores, []))[1].append(job())
+        print(f"local jobs: median of {args.rounds} rounds (lowest-highest)")
+        rates = [measured_rounds(what, cores, done) for what, (cores, done) in timed.items()]
+        streaming, jobs = rates[0], rates[1:]
         if args.spark:
             jobs += run_spark(args, root, archive, labels, files.items_path)
         print_targets(streaming, jobs)
+
+
+def local_jobs(
+    root: Path, files: WorkloadFiles, labels: Path, runs: list[int], round_number: int
+) -> list[tuple[str, int, Callable[[], Run]]]:
+    """The local jobs of one round: (name, cores, a function that sets the job up from a
+    fresh store, then runs and times it)."""
+    archive = str(files.events_path)
+
+    def timed(job: Callable[[], int]) -> Run:
+        started, cpu = time.perf_counter(), cpu_seconds()
+        events = job()
+        return Run(events, time.perf_counter() - started, cpu_seconds() - cpu)
+
+    def streaming() -> Run:
+        settings = fresh_store(root, f"streamed-{round_number}", files.items_path)
+        processor = build_processor(settings)
+        source = JsonlSource(files.events_path, block_size=settings.processing.batch_size)
+        # With the collector tuning `usersignals run` applies (the offline shards have it too).
+        with DeadLetterFile(root / "dead.jsonl") as dead, collector_tuned():
+
+            def replay() -> int:
+                replay_file(source, processor.decoder, processor.engine, dead)
+                return files.events
+
+            run = timed(replay)
+        processor.close()
+        return run
+
+    def backfilling(workers: int) -> Callable[[], Run]:
+        def job() -> Run:
+            settings = fresh_store(root, f"backfill-{workers}-{round_number}", files.items_path)
+            return timed(lambda: backfill(BackfillJob(archive, settings, workers=workers)).events)
+
+        return job
+
+    def training(workers: int) -> Callable[[], Run]:
+        def job() -> Run:
+            settings = fresh_store(root, f"training-{workers}-{round_number}", files.items_path)
+            out = root / f"features-{workers}.parquet"
+            job = TrainingJob(labels, archive, settings, out, ("window=7d",), workers=workers)
+            return timed(lambda: training_set(job).events)
+
+        return job
+
+    return [
+        ("streaming engine (replay, 1 process)", 1, streaming),
+        *((f"backfill, {w} process(es)", w, backfilling(w)) for w in runs),
+        *((f"training set, {w} process(es)", w, training(w)) for w in runs),
+    ]
 
 
 def run_spark(
