@@ -109,9 +109,10 @@ def value_rows(values: Any) -> dict[int, list[str]]:
 
 
 def write_values(values: Any, path: Path) -> None:
-    """One shard's value table as an Arrow IPC file at ``path``, rows ascending, for
+    """One shard's value table as an Arrow IPC file at ``path``, in the order computed, for
     :func:`read_values` (a shard in a process of its own; the first shard runs in the
-    parent's process and hands its table over as it is).
+    parent's process and hands its table over as it is). Not sorted here: the parent sorts
+    the shards' rows together (:func:`in_row_order`), so a sort here was done twice.
 
     A file, not the table handed back: the JSON texts are large (a LastN of 500 entries is
     several KB), and a shard in a process of its own returned 117 MB through the process
@@ -121,8 +122,7 @@ def write_values(values: Any, path: Path) -> None:
     import pyarrow as pa
 
     with pa.OSFile(str(path), "wb") as sink, pa.ipc.new_file(sink, values.schema) as writer:
-        for batch in sorted_batches(values):
-            writer.write_batch(batch)
+        writer.write_table(values)
 
 
 def read_values(path: Path) -> Any:
@@ -135,7 +135,7 @@ def read_values(path: Path) -> Any:
 def in_row_order(tables: Sequence[Any]) -> Iterator[Any]:
     """The value batches of the shards' tables (the rows of different tables distinct) in
     ascending row order, as :func:`write_features` takes them: a lone table whose rows
-    ascend already (a shard's file) as it is, any other mix sorted."""
+    ascend already as it is, anything else sorted (one ``take``, whatever the shards)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
