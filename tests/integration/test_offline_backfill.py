@@ -39,10 +39,12 @@ def history(request: pytest.FixtureRequest) -> History:
     return random_history(request.param)
 
 
-def streamed(path: Path, history: History, batch: int = 97) -> dict[bytes, bytes]:
+def streamed(
+    path: Path, history: History, batch: int = 97, horizon_ms: int = 86_400_000
+) -> dict[bytes, bytes]:
     store = new_store(path, history)
     try:
-        stream(store, history, batch)
+        stream(store, history, batch, horizon_ms=horizon_ms)
         return user_states(store)
     finally:
         store.close()
@@ -87,12 +89,7 @@ def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: 
         events.append(event)  # the same event again, at a later offset: a producer's retry
         positions.append(Position(partition, ends[partition]))
     redelivered = History(history.spec, events, positions, history.items)
-    store = new_store(tmp_path / "streamed", redelivered)
-    try:
-        stream(store, redelivered, 97, horizon_ms=horizon_ms)
-        expected = user_states(store)
-    finally:
-        store.close()
+    expected = streamed(tmp_path / "streamed", redelivered, horizon_ms=horizon_ms)
     archive = write_parquet_archive(tmp_path / "archive", redelivered)
     new_store(tmp_path / "store", redelivered).close()
     settings = settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms)
