@@ -77,6 +77,14 @@ fn batch_of(events: &[Event], users: usize, first_id: usize) -> Batch {
     }
 }
 
+/// Batch boundaries over `len` events: 0, the cuts (wrapped into range), `len`, ascending.
+fn bounds(len: usize, cuts: &[usize]) -> Vec<usize> {
+    let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (len + 1)).collect();
+    bounds.extend([0, len]);
+    bounds.sort_unstable();
+    bounds
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(48))]
 
@@ -89,9 +97,7 @@ proptest! {
     ) {
         let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
         let users = 3;
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
-        bounds.extend([0, events.len()]);
-        bounds.sort_unstable();
+        let bounds = bounds(events.len(), &cuts);
         let mut stored: Vec<Vec<Option<Vec<u8>>>> = vec![vec![None; plans.len()]; users];
         let mut decoded: Vec<Vec<Option<Decoded>>> = vec![vec![None; plans.len()]; users];
         for span in bounds.windows(2) {
@@ -189,9 +195,7 @@ proptest! {
     ) {
         let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
         let users = 3;
-        let mut bounds: Vec<usize> = cuts.iter().map(|c| c % (events.len() + 1)).collect();
-        bounds.extend([0, events.len()]);
-        bounds.sort_unstable();
+        let bounds = bounds(events.len(), &cuts);
         let mut decoded: Vec<Vec<Option<Decoded>>> = vec![vec![None; plans.len()]; users];
         let mut newest_ms = 1_700_000_000_000;
         for span in bounds.windows(2) {
