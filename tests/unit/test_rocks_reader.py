@@ -1,5 +1,5 @@
 """The embedded store: a serving worker's view of it (a RocksDB secondary on a temp dir), the
-writer's memory report."""
+writer's memory report, a scratch store."""
 
 from __future__ import annotations
 
@@ -40,3 +40,21 @@ def test_the_writer_reports_what_its_write_buffers_hold(tmp_path: Path) -> None:
         assert store.write_buffer_bytes() >= empty + 2000 * 1000
     finally:
         store.close()
+
+
+def test_a_scratch_store_skips_the_log_and_keeps_its_writes_once_closed(tmp_path: Path) -> None:
+    """A backfill shard's store writes without the WAL (no log file grows); closing it
+    writes the records out, so the loader that opens it next reads every one."""
+    store = RocksStore(tmp_path / "shard", scratch=True)
+    store.write({b"u:a": b"1", b"u:b": b"2"})
+    store.table("t").write({b"k": b"v"})
+    logs = list((tmp_path / "shard").glob("*.log"))
+    assert logs
+    assert all(log.stat().st_size == 0 for log in logs)
+    store.close()
+    reopened = RocksStore(tmp_path / "shard")
+    try:
+        assert reopened.get_many([b"u:a", b"u:b"]) == [b"1", b"2"]
+        assert reopened.table("t").get(b"k") == b"v"
+    finally:
+        reopened.close()

@@ -248,7 +248,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     registry = select_signals(SignalRegistry.from_module(settings.signals), job.only)
     lookups = open_lookup_store(settings, registry)
     existing = lookups if lookups is not None else open_existing(settings)
-    store = RocksStore(shard.directory)
+    store = RocksStore(shard.directory, scratch=True)  # deleted after the load: no WAL
     dead_letters = None
     if job.dead_letter is not None:
         # One shard writes the final file; several write theirs, merged in archive order.
