@@ -6,14 +6,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from usersignals.assembly import build_decoder, build_materializer, build_registry, open_store
 from usersignals.closing import Closing, SupportsClose, close_all
-from usersignals.config import Settings, SourceSettings
-from usersignals.enrich.cache import RecordCache
-from usersignals.enrich.materializer import Materializer, SourcePolicy
-from usersignals.enrich.metrics import EnrichmentMetrics
-from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
-from usersignals.errors import ConfigurationError, SignalsMismatchError
-from usersignals.events.decode import EventDecoder, EventPolicy
+from usersignals.config import Settings
+from usersignals.errors import SignalsMismatchError
+from usersignals.events.decode import EventDecoder
 from usersignals.ingest.accepted import AcceptedLog, SpoolLimits, SpoolLog
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.kafka import DeadLetterTopic, KafkaSource
@@ -31,7 +28,6 @@ from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
 
 if TYPE_CHECKING:
@@ -50,80 +46,6 @@ class Processor(Closing):
 
     def close(self) -> None:
         self.store.close()
-
-
-def open_store(settings: Settings, read_only: bool = False) -> StateStore:
-    """The configured state store: embedded RocksDB (default) or Redis."""
-    store = settings.store
-    if store.backend in ("redis", "redis-cluster"):
-        # Imported only for Redis: the client library takes 65 ms to import.
-        from usersignals.state.redis import RedisClusterStore, RedisStore
-
-        if store.backend == "redis":
-            return RedisStore(store.redis_url, store.redis_namespace)
-        return RedisClusterStore(
-            store.redis_url, store.redis_namespace, wait_replicas=store.redis_wait_replicas
-        )
-    if read_only:
-        path = Path(store.path)
-        if not (path / "CURRENT").exists():
-            raise ConfigurationError(
-                f"no state store at {path}: start the processor first (usersignals run), "
-                "or replay events into it (usersignals replay)"
-            )
-        return RocksStore(path, read_only=True)
-    return RocksStore(Path(store.path), sync=store.sync)
-
-
-def build_materializer(
-    settings: Settings,
-    registry: SignalRegistry,
-    store: StateStore,
-    metrics: CollectorRegistry | None = None,
-) -> Materializer:
-    """The lookup sources the signals name, each with its cache and failure policy."""
-    sources: dict[str, LookupSource] = {}
-    policies: dict[str, SourcePolicy] = {}
-    caches: dict[str, SourceSettings] = {}
-    for name in sorted({lookup.name for signal in registry.computed for lookup in signal.lookups}):
-        config = settings.enrich.sources.get(name, SourceSettings())
-        timeout = config.timeout_ms / 1000
-        if config.kind == "table":
-            sources[name] = TableSource(name, store.table(name))
-        elif config.kind == "redis":
-            sources[name] = RedisHashSource(name, config.url, config.prefix, timeout)
-        else:  # "http": the settings' Literal type admits nothing else
-            sources[name] = HttpBatchSource(
-                name, config.url, timeout, config.max_batch, config.concurrency
-            )
-        policies[name] = SourcePolicy(config.on_failure, config.retries)
-        caches[name] = config
-    return Materializer(
-        sources,
-        caches={
-            name: RecordCache(c.cache_capacity, c.cache_ttl_s, c.negative_ttl_s)
-            for name, c in caches.items()
-        },
-        policies=policies,
-        metrics=EnrichmentMetrics(metrics) if metrics is not None else None,
-    )
-
-
-def build_registry(settings: Settings) -> SignalRegistry:
-    return SignalRegistry.from_module(settings.signals)
-
-
-def build_decoder(settings: Settings) -> EventDecoder:
-    events = settings.events
-    return EventDecoder(
-        EventPolicy(
-            allowed_actions=frozenset(events.allowed_actions) or None,
-            allowed_surfaces=frozenset(events.allowed_surfaces) or None,
-            max_event_bytes=events.max_event_bytes,
-            max_user_id_chars=events.max_user_id_chars,
-            max_future_ms=events.max_future_ms,
-        )
-    )
 
 
 def build_processor(settings: Settings, metrics: CollectorRegistry | None = None) -> Processor:

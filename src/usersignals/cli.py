@@ -122,7 +122,7 @@ def tables_load(
     config: ConfigOption = None,
 ) -> None:
     """Load records into an embedded table that signals can enrich from."""
-    from usersignals.app import open_store
+    from usersignals.assembly import open_store
     from usersignals.enrich.tables import load_table
 
     types: dict[str, str] = {}

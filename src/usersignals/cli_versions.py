@@ -15,7 +15,8 @@ import typer
 from rich.table import Table
 
 from usersignals.aggregations.context import ReadContext
-from usersignals.app import open_store, open_store_reader
+from usersignals.app import open_store_reader
+from usersignals.assembly import open_store
 from usersignals.cli import (
     ConfigOption,
     SignalsOption,

@@ -381,7 +381,7 @@ def test_the_same_events_on_two_partitions_are_applied_once(
 ) -> None:
     """``event_id`` is an idempotency key across partitions: a producer that wrote a batch
     twice, the second time to other partitions, changes no state."""
-    from usersignals.app import build_registry
+    from usersignals.assembly import build_registry
     from usersignals.config import Settings
     from usersignals.enrich import Materializer, TableSource
     from usersignals.events import EventDecoder

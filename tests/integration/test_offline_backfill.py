@@ -23,7 +23,7 @@ from offline_helpers import (
 )
 
 from usersignals import Engine, MicroBatch, Position, SignalRegistry
-from usersignals.app import open_store
+from usersignals.assembly import open_store
 from usersignals.config import Settings
 from usersignals.enrich import Materializer, TableSource
 from usersignals.offline import BackfillJob, backfill

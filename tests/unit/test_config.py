@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from usersignals import ConfigurationError
-from usersignals.app import build_decoder
+from usersignals.assembly import build_decoder
 from usersignals.config import (
     EventSettings,
     ProcessingSettings,

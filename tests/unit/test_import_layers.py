@@ -34,7 +34,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     ("processing", frozenset({"processing"})),
     ("serving", frozenset({"serving"})),
     ("testing", frozenset({"testing", "preview"})),
-    ("app", frozenset({"app", "worker"})),
+    ("app", frozenset({"app", "assembly", "worker"})),
     ("offline", frozenset({"offline"})),
     # What a person runs, and the public façade (``usersignals/__init__.py``) with the
     # example signal modules that import it the way a user's module does.

@@ -28,7 +28,7 @@ from itertools import islice, repeat
 from pathlib import Path
 
 from usersignals._core import CoreError, replace_progress
-from usersignals.app import build_decoder, open_store
+from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.errors import StateCodecError
 from usersignals.events.model import Event, Position

@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import xxhash
 
-from usersignals.app import build_decoder, build_materializer, open_store
+from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from usersignals.app import build_decoder, open_store
+from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
