@@ -101,6 +101,32 @@ def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: 
         store.close()
 
 
+def test_backfill_judges_repeats_in_the_streams_order(tmp_path: Path, history: History) -> None:
+    """Redeliveries long after their originals (the same event at a much later offset) with a
+    3-day horizon: the stream applies those whose original fell out of the horizon behind
+    newer arrivals, and drops the others. An archive laid out by event day puts each one
+    beside its original; the backfill still judges them in offset order, as the stream."""
+    horizon_ms = 3 * 86_400_000
+    events, positions = list(history.events), list(history.positions)
+    ends = {p.partition: p.offset for p in positions}
+    for event in history.events[::25]:
+        partition = f"{TOPIC}/{shard_of(event.user_id, PARTITIONS)}"
+        ends[partition] += 1
+        events.append(event)
+        positions.append(Position(partition, ends[partition]))
+    redelivered = History(history.spec, events, positions, history.items)
+    expected = streamed(tmp_path / "streamed", redelivered, horizon_ms=horizon_ms)
+    archive = write_parquet_archive(tmp_path / "archive", redelivered)
+    new_store(tmp_path / "store", redelivered).close()
+    settings = settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms)
+    backfill(BackfillJob(str(archive), settings))
+    store = RocksStore(tmp_path / "store")
+    try:
+        assert user_states(store) == expected
+    finally:
+        store.close()
+
+
 def test_backfill_in_two_processes_equals_one(tmp_path: Path, history: History) -> None:
     archive = write_jsonl_archive(tmp_path / "archive", history)
     results = []

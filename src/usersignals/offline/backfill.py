@@ -286,10 +286,9 @@ def _run_shard(shard: _Shard) -> _ShardResult:
 
 def drain(engine: Engine, taker: Taker, at_least: int) -> None:
     if len(taker.events) >= at_least:
-        batch = MicroBatch(taker.events, taker.positions)
+        batch = taker.take_batch()
         taker.summary.report.add(engine.process(batch))
         taker.summary.events += len(batch)
-        taker.events, taker.positions = [], []
 
 
 class Taker:
@@ -305,6 +304,8 @@ class Taker:
         self.highest: dict[str, int] = {}
         self.events: list[Event] = []
         self.positions: list[Position] = []
+        #: The Kafka coordinates of the events taken, index for index (while all have them).
+        self._arrivals: list[tuple[str, int]] = []
         self._progress: dict[str, dict[str, int]] = {}
         #: Per user, the highest offset taken per Kafka partition: the progress the load
         #: writes into the user's record.
@@ -336,6 +337,8 @@ class Taker:
                 self.summary.after_boundary += 1
                 continue
             self.events.append(event)
+            if is_kafka(position):
+                self._arrivals.append((position.partition, position.offset))
             # The engine sees positions in the order it is fed: an archive need not be in
             # offset order (a late event sits in an earlier time partition), and the engine
             # would take a lower offset after a higher one for a replay. The real progress is
@@ -347,6 +350,21 @@ class Taker:
                 self.highest[partition] = max(self.highest.get(partition, -1), offset)
                 progress = self.progress.setdefault(event.user_id, {})
                 progress[partition] = max(progress.get(partition, -1), offset)
+
+    def take_batch(self) -> MicroBatch:
+        """The events taken so far, as one batch, in the order the stream delivered them when
+        every one carries Kafka coordinates (by partition and offset; a user's events are on
+        one partition when the producer keys by user), else in archive order. An archive laid
+        out by event time holds a late event before events that arrived earlier, and the
+        event-id dedupe judges a repeat by what arrived before it. Exact when a shard's events
+        fit in one batch (``BackfillJob.batch_size``); between batches, archive order."""
+        events = self.events
+        if len(self._arrivals) == len(events):
+            order = sorted(range(len(events)), key=self._arrivals.__getitem__)
+            events = [events[i] for i in order]
+        batch = MicroBatch(events, self.positions)
+        self.events, self.positions, self._arrivals = [], [], []
+        return batch
 
     def _take_rows(self, events: list[Event]) -> None:
         """``take`` for a block without Kafka coordinates (an archive's rows): no stored
