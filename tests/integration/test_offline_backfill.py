@@ -77,54 +77,45 @@ def test_backfill_equals_streaming_byte_for_byte(tmp_path: Path, history: Histor
     assert offsets == ends
 
 
-def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: History) -> None:
-    """A deployment with event-id dedupe off applies a redelivered event again; so does its
-    backfill (it used the default horizon of 24 h, whatever the deployment's was)."""
-    horizon_ms = 0
+def redelivered(history: History, every: int) -> History:
+    """The history with every ``every``-th event delivered again at the end of its
+    partition: the same event at a later offset, as a producer's retry writes it."""
     events, positions = list(history.events), list(history.positions)
     ends = {p.partition: p.offset for p in positions}
-    for event in history.events[::40]:
-        partition = f"{TOPIC}/{shard_of(event.user_id, PARTITIONS)}"
-        ends[partition] += 1
-        events.append(event)  # the same event again, at a later offset: a producer's retry
-        positions.append(Position(partition, ends[partition]))
-    redelivered = History(history.spec, events, positions, history.items)
-    expected = streamed(tmp_path / "streamed", redelivered, horizon_ms=horizon_ms)
-    archive = write_parquet_archive(tmp_path / "archive", redelivered)
-    new_store(tmp_path / "store", redelivered).close()
-    settings = settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms)
-    backfill(BackfillJob(str(archive), settings))
-    store = RocksStore(tmp_path / "store")
-    try:
-        assert user_states(store) == expected
-    finally:
-        store.close()
-
-
-def test_backfill_judges_repeats_in_the_streams_order(tmp_path: Path, history: History) -> None:
-    """Redeliveries long after their originals (the same event at a much later offset) with a
-    3-day horizon: the stream applies those whose original fell out of the horizon behind
-    newer arrivals, and drops the others. An archive laid out by event day puts each one
-    beside its original; the backfill still judges them in offset order, as the stream."""
-    horizon_ms = 3 * 86_400_000
-    events, positions = list(history.events), list(history.positions)
-    ends = {p.partition: p.offset for p in positions}
-    for event in history.events[::25]:
+    for event in history.events[::every]:
         partition = f"{TOPIC}/{shard_of(event.user_id, PARTITIONS)}"
         ends[partition] += 1
         events.append(event)
         positions.append(Position(partition, ends[partition]))
-    redelivered = History(history.spec, events, positions, history.items)
-    expected = streamed(tmp_path / "streamed", redelivered, horizon_ms=horizon_ms)
-    archive = write_parquet_archive(tmp_path / "archive", redelivered)
-    new_store(tmp_path / "store", redelivered).close()
-    settings = settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms)
-    backfill(BackfillJob(str(archive), settings))
-    store = RocksStore(tmp_path / "store")
+    return History(history.spec, events, positions, history.items)
+
+
+def assert_backfill_equals_streaming(root: Path, history: History, horizon_ms: int) -> None:
+    """Streaming ``history`` and backfilling it from an event-day archive (with Kafka
+    coordinates), both with the dedupe horizon ``horizon_ms``, store the same bytes."""
+    expected = streamed(root / "streamed", history, horizon_ms=horizon_ms)
+    archive = write_parquet_archive(root / "archive", history)
+    new_store(root / "store", history).close()
+    backfill(BackfillJob(str(archive), settings_for(root / "store", dedupe_horizon_ms=horizon_ms)))
+    store = RocksStore(root / "store")
     try:
         assert user_states(store) == expected
     finally:
         store.close()
+
+
+def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: History) -> None:
+    """A deployment with event-id dedupe off applies a redelivered event again; so does its
+    backfill (it used the default horizon of 24 h, whatever the deployment's was)."""
+    assert_backfill_equals_streaming(tmp_path, redelivered(history, 40), horizon_ms=0)
+
+
+def test_backfill_judges_repeats_in_the_streams_order(tmp_path: Path, history: History) -> None:
+    """Redeliveries long after their originals with a 3-day horizon: the stream applies those
+    whose original fell out of the horizon behind newer arrivals, and drops the others. An
+    archive laid out by event day puts each one beside its original; the backfill still
+    judges them in offset order, as the stream."""
+    assert_backfill_equals_streaming(tmp_path, redelivered(history, 25), 3 * 86_400_000)
 
 
 def test_backfill_in_two_processes_equals_one(tmp_path: Path, history: History) -> None:
