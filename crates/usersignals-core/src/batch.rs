@@ -13,7 +13,7 @@ use crate::decayed::ScoresRow;
 use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
 use crate::last_n::{self, tie_of, Entry};
-use crate::mean_vector::VectorRow;
+use crate::mean_vector::{SharedVector, VectorRow};
 use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
 use crate::{seen, tiles};
@@ -30,7 +30,7 @@ pub struct Batch {
     pub columns: Vec<Vec<Value>>,
     /// Vector fields (MeanVector), by `vec:` column name: per event the components as
     /// floats, or `None` where the value is not a list of numbers.
-    pub vectors: Vec<(String, Vec<Option<Vec<f64>>>)>,
+    pub vectors: Vec<(String, Vec<Option<SharedVector>>)>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -70,7 +70,7 @@ fn batch_of(events: &[Event], users: usize, first_id: usize) -> Batch {
             events
                 .iter()
                 .map(|e| {
-                    e.6.map(|(a, b)| vec![f64::from(a) / 8.0, f64::from(b) / 8.0])
+                    e.6.map(|(a, b)| [f64::from(a) / 8.0, f64::from(b) / 8.0].into())
                 })
                 .collect(),
         )],

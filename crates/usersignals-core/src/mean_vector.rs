@@ -89,6 +89,11 @@ pub struct MeanAnswer {
     pub weight: f64,
 }
 
+/// A vector field's value as a batch column holds it: shared, since every event of an item
+/// carries the item's one embedding (cloning the components per event was a fresh 256 bytes
+/// per event of the reference workload, and the page faults of a large batch).
+pub type SharedVector = std::sync::Arc<[f64]>;
+
 /// One event as `apply` takes it. `vector` is `None` when the field is not a list or tuple
 /// or a component is not a number (Python's `float()` of it failed).
 pub struct VectorRow<'a> {

@@ -14,6 +14,7 @@ use crate::batch::{apply_decoded, execute, Batch, BatchOutput};
 use crate::decoded::Decoded;
 use crate::dedupe;
 use crate::error::CoreError;
+use crate::mean_vector::SharedVector;
 use crate::plan::Plan;
 use crate::record::{self, UserRecord};
 use crate::value::Value;
@@ -237,7 +238,7 @@ impl Selection {
 pub struct LiveColumns {
     pub names: Vec<String>,
     pub columns: Vec<Vec<Value>>,
-    pub vectors: Vec<(String, Vec<Option<Vec<f64>>>)>,
+    pub vectors: Vec<(String, Vec<Option<SharedVector>>)>,
 }
 
 pub fn finish(

@@ -9,6 +9,7 @@ use hashbrown::HashMap;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
+use usersignals_core::mean_vector::SharedVector;
 use usersignals_core::pipeline::LiveColumns;
 use usersignals_core::Value;
 
@@ -167,7 +168,7 @@ impl ColumnReader {
                 (0..events.len()).map(|i| read_value(py, &events[i], i, &column.origin, &joined));
             match column.render {
                 Render::Vector => {
-                    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<Vec<f64>>> =
+                    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<SharedVector>> =
                         HashMap::new();
                     // Identity is safe: `held` keeps every object for the whole call, so no
                     // address is reused while the map lives. The Materializer joins one
@@ -177,7 +178,7 @@ impl ColumnReader {
                     for value in values {
                         let value = value?;
                         let vector = (converted.entry(value.as_ptr()))
-                            .or_insert_with(|| to_vector(&value))
+                            .or_insert_with(|| to_vector(&value).map(SharedVector::from))
                             .clone();
                         held.push(value);
                         vectors.push(vector);
