@@ -17,6 +17,7 @@ from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.ingest.synthetic import WorkloadSpec, item_records, iter_event_chunks
 from usersignals.offline.common import shard_of
+from usersignals.offline.memory import MemoryStore
 from usersignals.state.rocks import RocksStore
 from usersignals.state.store import StateStore
 
@@ -54,14 +55,35 @@ def random_history(seed: int, events: int = 1_500, users: int = 40) -> History:
         for chunk in iter_event_chunks(spec, chunk_size=5_000)
         for record in chunk
     ]
+    items = list(item_records(spec, sorted({event.item_id for event in decoded})))
+    return History(spec, decoded, keyed_positions(decoded), items)
+
+
+def keyed_positions(events: Sequence[Event]) -> list[Position]:
+    """Kafka coordinates for events in stream order, the partition keyed by user."""
     offsets = [0] * PARTITIONS
     positions = []
-    for event in decoded:
+    for event in events:
         partition = shard_of(event.user_id, PARTITIONS)
         positions.append(Position(f"{TOPIC}/{partition}", offsets[partition]))
         offsets[partition] += 1
-    items = list(item_records(spec, sorted({event.item_id for event in decoded})))
-    return History(spec, decoded, positions, items)
+    return positions
+
+
+def redelivered(history: History, every: int, later: int | None = None) -> History:
+    """The history with every ``every``-th event delivered again, as a producer's retry
+    writes it: the same event at a later offset, ``later`` events after the original in
+    stream order (``None``: at the end)."""
+    copies: dict[int, list[Event]] = {}
+    end = len(history.events) - 1
+    for index in range(0, len(history.events), every):
+        at = end if later is None else min(index + later, end)
+        copies.setdefault(at, []).append(history.events[index])
+    events = []
+    for index, event in enumerate(history.events):
+        events.append(event)
+        events.extend(copies.get(index, ()))
+    return History(history.spec, events, keyed_positions(events), history.items)
 
 
 def load_items(store: StateStore, items: Sequence[dict[str, object]]) -> None:
@@ -94,6 +116,27 @@ def stream(
     for start in range(0, end, batch):
         stop = min(start + batch, end)
         engine.process(MicroBatch(history.events[start:stop], history.positions[start:stop]))
+
+
+def applied_by_the_stream(
+    events: Sequence[Event],
+    positions: Sequence[Position],
+    items: Sequence[dict[str, object]],
+    horizon_ms: int,
+) -> list[int]:
+    """The indices of the events the processor applies (stream order), with the dedupe
+    horizon ``horizon_ms``: one micro-batch per event, so each batch's repeat count names
+    the event it drops."""
+    store = MemoryStore()
+    load_items(store, items)
+    source = TableSource("items", store.table("items"))
+    registry = SignalRegistry.from_module(REFERENCE)
+    engine = Engine(registry, store, Materializer({"items": source}), dedupe_horizon_ms=horizon_ms)
+    return [
+        index
+        for index, (event, position) in enumerate(zip(events, positions, strict=True))
+        if not engine.process(MicroBatch([event], [position])).repeats
+    ]
 
 
 def user_states(store: StateStore) -> dict[bytes, bytes]:

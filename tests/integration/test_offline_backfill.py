@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 from offline_helpers import (
     BAD,
-    PARTITIONS,
     REFERENCE,
-    TOPIC,
     History,
     load_items,
     new_store,
     random_history,
+    redelivered,
     settings_for,
     stream,
     user_states,
@@ -28,7 +27,6 @@ from usersignals.config import Settings
 from usersignals.enrich import Materializer, TableSource
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
-from usersignals.offline.common import shard_of
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.rocks import RocksStore
@@ -75,19 +73,6 @@ def test_backfill_equals_streaming_byte_for_byte(tmp_path: Path, history: Histor
     for position in history.positions:
         ends[position.partition] = max(ends.get(position.partition, 0), position.offset + 1)
     assert offsets == ends
-
-
-def redelivered(history: History, every: int) -> History:
-    """The history with every ``every``-th event delivered again at the end of its
-    partition: the same event at a later offset, as a producer's retry writes it."""
-    events, positions = list(history.events), list(history.positions)
-    ends = {p.partition: p.offset for p in positions}
-    for event in history.events[::every]:
-        partition = f"{TOPIC}/{shard_of(event.user_id, PARTITIONS)}"
-        ends[partition] += 1
-        events.append(event)
-        positions.append(Position(partition, ends[partition]))
-    return History(history.spec, events, positions, history.items)
 
 
 def assert_backfill_equals_streaming(root: Path, history: History, horizon_ms: int) -> None:

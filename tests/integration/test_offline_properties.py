@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from offline_helpers import REFERENCE, load_items, settings_for, user_states
+from offline_helpers import REFERENCE, applied_by_the_stream, load_items, settings_for, user_states
 
 from usersignals import Engine, Event, MicroBatch, Position, ReadContext, SignalRegistry
 from usersignals.enrich import Materializer, TableSource
@@ -45,6 +45,11 @@ def histories(draw: st.DrawFn) -> list[Event]:
     clock = BASE
     events = []
     for number in range(draw(st.integers(1, 60))):
+        if events and draw(st.integers(0, 7)) == 0:
+            # A producer's retry: an earlier event delivered again (a repeat, or not, by the
+            # dedupe horizon behind the newest event before it).
+            events.append(draw(st.sampled_from(events)))
+            continue
         clock += draw(st.sampled_from([0, 0, 1, 60_000, HOUR, 20 * HOUR, 9 * 24 * HOUR]))
         late = draw(st.sampled_from([0, 0, 0, 1])) * draw(st.integers(0, 4 * 24 * HOUR))
         events.append(
@@ -65,13 +70,15 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("properties")
 
 
-def streamed(events: list[Event], sizes: list[int], upto: int | None = None) -> MemoryStore:
-    """The live path: stream order, the given micro-batch sizes, every event ≤ ``upto``."""
+def streamed(
+    events: list[Event], sizes: list[int], upto: int | None = None, horizon_ms: int = 86_400_000
+) -> MemoryStore:
+    """The live path: stream order, the given micro-batch sizes, every event ≤ ``upto``, the
+    event-id dedupe horizon ``horizon_ms`` (0: off)."""
     store = MemoryStore()
     load_items(store, TABLE)
-    engine = Engine(
-        REGISTRY, store, Materializer({"items": TableSource("items", store.table("items"))})
-    )
+    materializer = Materializer({"items": TableSource("items", store.table("items"))})
+    engine = Engine(REGISTRY, store, materializer, dedupe_horizon_ms=horizon_ms)
     chosen = [(e, Position("t/0", i)) for i, e in enumerate(events) if upto is None or e.ts <= upto]
     start, turn = 0, 0
     while start < len(chosen):
@@ -152,8 +159,13 @@ def test_streaming_backfill_and_training_agree(
     )
     rows = pq.read_table(case / "f.parquet").to_pylist()
     parsed = ReadContext.parse(parse_context_option(context), now_ms=0)
+    # What the API serves at t with as_of=t after the replay: the events the stream applied
+    # (a repeat is judged by the events delivered before it, whatever their times), up to t.
+    positions = [Position("t/0", i) for i in range(len(events))]
+    applied = [events[i] for i in applied_by_the_stream(events, positions, TABLE, 86_400_000)]
     for row, user, ts in zip(rows, users, label_times, strict=True):
         at = dataclasses.replace(parsed, as_of_ms=ts, now_ms=ts)
-        answer = SignalReader(REGISTRY, streamed(events, sizes, upto=ts)).read(user, None, at)
+        served = streamed(applied, sizes, upto=ts, horizon_ms=0)
+        answer = SignalReader(REGISTRY, served).read(user, None, at)
         for signal in REGISTRY:
             assert json.loads(row[signal.name]) == answer.signals[signal.name].value, signal.name

@@ -22,9 +22,11 @@ from offline_helpers import (
     DAY_MS,
     REFERENCE,
     History,
+    applied_by_the_stream,
     load_items,
     new_store,
     random_history,
+    redelivered,
     settings_for,
     stream,
     write_parquet_archive,
@@ -197,9 +199,10 @@ def label_times_across(times: list[int], rng: random.Random) -> list[int]:
 class LiveAnswers:
     """What the API answered at ``ts`` live: the user's events at or before it, read then."""
 
-    def __init__(self, history: History) -> None:
+    def __init__(self, history: History, dedupe_horizon_ms: int = DAY_MS) -> None:
         self.history = history
         self.registry = SignalRegistry.from_module(REFERENCE)
+        self.dedupe_horizon_ms = dedupe_horizon_ms
         self._readers: dict[tuple[str, int], SignalReader] = {}
 
     def value(self, user: str, ts: int, text: str, name: str) -> Any:
@@ -215,7 +218,12 @@ class LiveAnswers:
         store = MemoryStore()
         load_items(store, self.history.items)
         source = TableSource("items", store.table("items"))
-        engine = Engine(self.registry, store, Materializer({"items": source}))
+        engine = Engine(
+            self.registry,
+            store,
+            Materializer({"items": source}),
+            dedupe_horizon_ms=self.dedupe_horizon_ms,
+        )
         if events:
             engine.process(MicroBatch(events, [Position("live", i) for i in range(len(events))]))
         return SignalReader(self.registry, store)
@@ -305,6 +313,60 @@ def test_training_value_equals_the_api_answer_as_of_the_label_time(
         for answer in served_ok
     ]
     assert logged == given
+
+
+@pytest.mark.parametrize("horizon_ms", [0, DAY_MS, 3 * DAY_MS])
+def test_training_set_judges_repeats_in_the_streams_order(
+    tmp_path: Path, history: History, horizon_ms: int
+) -> None:
+    """Redelivered events, some soon after their originals, some long after: the stream
+    drops a redelivery whose original it applied within the horizon before it, and applies
+    the others again. The training set holds, at each label time, what the stream's applied
+    events up to that time serve, however an archive laid out by event day orders them."""
+    repeated = redelivered(redelivered(history, 30, later=5), 45)
+    kept = applied_by_the_stream(repeated.events, repeated.positions, repeated.items, horizon_ms)
+    applied = History(
+        repeated.spec,
+        [repeated.events[i] for i in kept],
+        [repeated.positions[i] for i in kept],
+        repeated.items,
+    )
+    dropped = len(repeated.events) - len(applied.events)
+    twice = len(applied.events) - len(history.events)
+    # Both decisions are taken, except with dedupe off (every copy applied).
+    assert (dropped > 0 and twice > 0) if horizon_ms else (dropped == 0 and twice > 0)
+    rng = random.Random(5)
+    copied = sorted(
+        {e.user_id for e in repeated.events[len(history.events) :]}
+        | {e.user_id for e in history.events[::30]}
+    )
+    by_user: dict[str, list[int]] = {}
+    for event in repeated.events:
+        by_user.setdefault(event.user_id, []).append(event.ts)
+    rows = [
+        (u, ts) for u in rng.sample(copied, 4) for ts in label_times_across(sorted(by_user[u]), rng)
+    ]
+    pq.write_table(
+        pa.table({"user_id": [u for u, _ in rows], "ts": [t for _, t in rows]}),
+        tmp_path / "labels.parquet",
+    )
+    new_store(tmp_path / "store", repeated).close()
+    training_set(
+        TrainingJob(
+            tmp_path / "labels.parquet",
+            str(write_parquet_archive(tmp_path / "archive", repeated)),
+            settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms),
+            tmp_path / "features.parquet",
+            contexts=CONTEXTS,
+        )
+    )
+    features = pq.read_table(tmp_path / "features.parquet").to_pylist()
+    live = LiveAnswers(applied, dedupe_horizon_ms=0)  # its events are the applied ones
+    for row, (user, ts) in zip(features, rows, strict=True):
+        for text in CONTEXTS:
+            for name in (signal.name for signal in live.registry):
+                trained = json.loads(row[f"{name}[{text}]"])
+                assert trained == live.value(user, ts, text, name), (name, text, user, ts)
 
 
 def served_per_signal(

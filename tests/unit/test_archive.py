@@ -119,6 +119,19 @@ def test_glob_of_plain_jsonl_files_in_path_order(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize("glob", [False, True])
+def test_files_are_read_in_the_order_of_their_names(tmp_path: Path, glob: bool) -> None:
+    """By relative name as text, so positions sort in the archive's order: ``a-b/`` before
+    ``a/`` ('-' < '/'), though a path comparison, part by part, puts ``a`` first."""
+    for folder, event_id in (("a", "e2"), ("a-b", "e1")):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "x.jsonl").write_text(json.dumps({**EVENT, "event_id": event_id}))
+    pairs = read(str(tmp_path / "*" / "*.jsonl") if glob else tmp_path)
+    assert [e.event_id for e, _ in pairs] == ["e1", "e2"]
+    places = [(p.partition, p.offset) for _, p in pairs]
+    assert places == sorted(places)
+
+
 def test_an_archive_without_event_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("")
     with pytest.raises(ConfigurationError, match=r"no \.jsonl"):

@@ -24,6 +24,8 @@ from usersignals.examples import reference
 from usersignals.offline import MemoryStore, training
 from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import plan_label_shards
+from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.processing.engine import DEFAULT_DEDUPE_HORIZON_MS
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 
@@ -46,12 +48,16 @@ events = event_lists(
 )
 
 
-def engine_parts() -> tuple[Engine, SignalReader]:
+def engine_parts() -> training.FeatureEngine:
+    """As ``FeatureEngine.build`` makes them: the engine without dedupe, the repeats judged
+    before it with the default horizon."""
     store = MemoryStore()
     items = store.table("items")
     items.write({key.encode(): encode_table_record(r) for key, r in TABLE.items()})
-    engine = Engine(REGISTRY, store, Materializer({"items": TableSource("items", items)}))
-    return engine, SignalReader(REGISTRY, store)
+    materializer = Materializer({"items": TableSource("items", items)})
+    engine = Engine(REGISTRY, store, materializer, dedupe_horizon_ms=None)
+    repeats = EventIdDedupe(DEFAULT_DEDUPE_HORIZON_MS)
+    return training.FeatureEngine(engine, SignalReader(REGISTRY, store), repeats)
 
 
 @settings(max_examples=60, deadline=None)
@@ -64,17 +70,23 @@ def engine_parts() -> tuple[Engine, SignalReader]:
 def test_the_core_loop_gives_each_label_what_the_rounds_give(
     history: list[Event], repeats: list[int], label_hours: list[tuple[str, int]], context: str
 ) -> None:
-    # Redelivered events (the same event id again, later in the archive): dedupe drops them.
+    # Redelivered events (the same event id again, later in the archive): dedupe drops those
+    # within its horizon, judged in archive order, before either path applies the rest.
     history = history + [history[i % len(history)] for i in repeats]
     pairs = [(event, Position("a/0", offset)) for offset, event in enumerate(history)]
     base = min(event.ts for event in history)
     labels = [(row, user, base + h * hours(1)) for row, (user, h) in enumerate(label_hours)]
     columns = training.feature_columns(REGISTRY, [context])
 
-    in_core = value_rows(training.compute_features(engine_parts(), columns, pairs, labels))
+    parts = engine_parts()
+    assert parts.repeats is not None
+    in_core = value_rows(training.compute_features(parts, columns, pairs, labels))
     by_user: dict[str, list[tuple[Event, Position]]] = {}
-    for event, position in sorted(pairs, key=lambda p: (p[0].ts, p[1].partition, p[1].offset)):
+    for event, position in pairs:
         by_user.setdefault(event.user_id, []).append((event, position))
+    for user, user_events in by_user.items():
+        applied = training._without_repeats(user_events, parts.repeats)
+        by_user[user] = sorted(applied, key=lambda p: (p[0].ts, p[1].partition, p[1].offset))
     groups = training._label_groups(by_user, labels)
     in_rounds = dict(training._in_rounds(engine_parts(), columns, by_user, groups))
 

@@ -109,6 +109,9 @@ def _resolve(location: str) -> list[ArchiveFile]:
         for p in candidates
         if p.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES and not _hidden(p, root)
     ]
+    # The archive's order is its files' names, as text: so a row's position (``archive:``
+    # name, row) sorts in archive order, the order the training set judges repeats in.
+    files.sort(key=lambda file: file.name)
     if not files:
         raise ConfigurationError(
             f"event archive {location!r} has no .jsonl, .json, .ndjson or .parquet files"

@@ -108,13 +108,18 @@ def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStor
 
 
 def build_engine(
-    settings: Settings, registry: SignalRegistry, store: StateStore, lookups: StateStore | None
+    settings: Settings,
+    registry: SignalRegistry,
+    store: StateStore,
+    lookups: StateStore | None,
+    judges_repeats: bool = True,
 ) -> tuple[Engine, EventDecoder]:
     """The service's engine and decoder over ``store``, enriching from ``lookups``, with the
-    deployment's event-id dedupe horizon (as the processor's)."""
+    deployment's event-id dedupe horizon (as the processor's); without event-id dedupe when
+    not ``judges_repeats`` (the caller drops the repeats itself)."""
     materializer = None
     if any(signal.lookups for signal in registry.computed):
         materializer = build_materializer(settings, registry, lookups or store)
-    horizon_ms = settings.processing.dedupe_horizon_ms
+    horizon_ms = settings.processing.dedupe_horizon_ms if judges_repeats else None
     engine = Engine(registry, store, materializer, dedupe_horizon_ms=horizon_ms)
     return engine, build_decoder(settings)

@@ -25,16 +25,15 @@ import msgspec
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.decayed import DecayedScores, MeanVector
 from usersignals.aggregations.distinct import Distinct
+from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.common import build_engine, open_lookup_store
+from usersignals.offline.common import open_lookup_store
 from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import Label
-from usersignals.offline.memory import MemoryStore
-from usersignals.offline.training import FeatureColumn, compute_features
+from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_features
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
-from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
@@ -115,7 +114,7 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     report.skipped = len(records) - len(usable)
     lookups = open_lookup_store(settings, registry)
     try:
-        events = _archive_events(archive, settings, {record.user_id for record in usable}, lookups)
+        events = _archive_events(archive, settings, {record.user_id for record in usable})
         groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
         for index, record in enumerate(usable):
             context = tuple(sorted((k, v) for k, v in record.params.items() if k != "names"))
@@ -161,11 +160,8 @@ def _check_group(
         context = ReadContext.parse(params, now_ms=0)
         signals = [registry.get(f"{name}@{version}") for name, version in served.items()]
         columns = [FeatureColumn(signal.name, signal, context) for signal in signals]
-        store = MemoryStore()
-        engine, _ = build_engine(settings, registry, store, lookups)
-        rows = value_rows(
-            compute_features((engine, SignalReader(registry, store)), columns, events, labels)
-        )
+        parts = FeatureEngine.build(settings, registry, lookups)
+        rows = value_rows(compute_features(parts, columns, events, labels))
         for row, record in enumerate(records):
             for column, text in zip(columns, rows[row], strict=True):
                 signal = column.signal
@@ -186,10 +182,9 @@ def _check_group(
 
 
 def _archive_events(
-    archive: str, settings: Settings, users: set[str], lookups: StateStore | None
+    archive: str, settings: Settings, users: set[str]
 ) -> list[tuple[Event, Position]]:
-    registry = SignalRegistry.from_module(settings.signals)
-    _, decoder = build_engine(settings, registry, MemoryStore(), lookups)
+    decoder = build_decoder(settings)
     events: list[tuple[Event, Position]] = []
     for block in EventArchive(archive, settings.processing.batch_size).decoded(decoder, None):
         events.extend(

@@ -57,13 +57,13 @@ from usersignals.offline.features_file import (
 from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import (
+    FeatureEngine,
     TrainingJob,
     TrainingSummary,
     compute_features,
     feature_columns,
     read_labels,
 )
-from usersignals.serving.reader import SignalReader
 from usersignals.signals.registry import SignalRegistry
 
 EVENT_SCHEMA = (
@@ -288,12 +288,9 @@ def _training_partition(job: TrainingJob) -> Any:
                 else:
                     events.append((unpack(payload), Position(source, offset)))
         lookups = open_lookup_store(settings, registry)
-        store = MemoryStore()
         try:
-            engine, _ = build_engine(settings, registry, store, lookups)
-            values = compute_features(
-                (engine, SignalReader(registry, store)), columns, events, labels
-            )
+            parts = FeatureEngine.build(settings, registry, lookups)
+            values = compute_features(parts, columns, events, labels)
         finally:
             if lookups is not None:
                 lookups.close()

@@ -8,6 +8,10 @@ the label's time — never a later one. Per shard of users, the events are appli
 round k applies every user's events up to their k-th label time, in one micro-batch, then
 reads the k-th labels. The states live in memory and are dropped at the end.
 
+Repeated event ids are dropped first, judged as the processor judges them: over the user's
+whole history in the order the stream delivered it (:func:`_without_repeats`), since
+whether a redelivery is a repeat depends on what arrived before it, later events included.
+
 The values are JSON text, one column per signal (and per context when several are given),
 appended to the label columns in the label file's row order. The Spark runner
 (:mod:`usersignals.offline.spark`) calls :func:`compute_features` per partition, and both
@@ -20,6 +24,7 @@ import bisect
 import dataclasses
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +33,7 @@ from typing import Any
 import msgspec
 
 from usersignals.aggregations.context import ReadContext
+from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
@@ -46,12 +52,14 @@ from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
+from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.engine import Engine
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
+from usersignals.state.store import StateStore
 
 _encoder = msgspec.json.Encoder()
 
@@ -157,8 +165,30 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
     return table, labels
 
 
+@dataclass(frozen=True)
+class FeatureEngine:
+    """What :func:`compute_features` runs: the service's engine over a store of its own,
+    without event-id dedupe (``repeats`` judges them first, in the stream's order), and the
+    API's reader over that store."""
+
+    engine: Engine
+    reader: SignalReader
+    #: The deployment's event-id dedupe (``None`` when it is off).
+    repeats: EventIdDedupe | None
+
+    @classmethod
+    def build(
+        cls, settings: Settings, registry: SignalRegistry, lookups: StateStore | None
+    ) -> FeatureEngine:
+        store = MemoryStore()
+        engine, _ = build_engine(settings, registry, store, lookups, judges_repeats=False)
+        horizon_ms = settings.processing.dedupe_horizon_ms
+        repeats = EventIdDedupe(horizon_ms) if horizon_ms else None
+        return cls(engine, SignalReader(registry, store), repeats)
+
+
 def compute_features(
-    engine_parts: tuple[Any, SignalReader],
+    parts: FeatureEngine,
     columns: Sequence[FeatureColumn],
     events: Iterable[tuple[Event, Position]],
     labels: Sequence[Label],
@@ -169,14 +199,31 @@ def compute_features(
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
-    for user_events in by_user.values():
+    for user, user_events in by_user.items():
+        if parts.repeats is not None:
+            user_events = by_user[user] = _without_repeats(user_events, parts.repeats)
         # A total order, the same whatever order the events came in.
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
     groups = _label_groups(by_user, labels)
-    in_core = _in_core(engine_parts[0], columns, by_user, groups)
+    in_core = _in_core(parts.engine, columns, by_user, groups)
     if in_core is not None:
         return in_core
-    return rows_table(_in_rounds(engine_parts, columns, by_user, groups), len(columns))
+    return rows_table(_in_rounds(parts, columns, by_user, groups), len(columns))
+
+
+def _without_repeats(
+    pairs: list[tuple[Event, Position]], dedupe: EventIdDedupe
+) -> list[tuple[Event, Position]]:
+    """A user's events less the repeats the processor drops. It judges a repeat by the
+    events delivered before it, so they are judged here in the stream's order, not by time:
+    by position (Kafka partition and offset, or archive file and row, the archive's order),
+    as the backfill feeds them (``Taker.take_batch``)."""
+    fingerprints = {zlib.crc32(event.event_id.encode()) for event, _ in pairs}
+    if len(fingerprints) == len(pairs):
+        return pairs  # no fingerprint twice: no repeat to judge (the common case)
+    arrived = sorted(pairs, key=lambda pair: (pair[1].partition, pair[1].offset))
+    admitted, _ = dedupe.admit({}, [event for event, _ in arrived], range(len(arrived)))
+    return [arrived[index] for index in admitted]
 
 
 def _in_core(
@@ -205,14 +252,14 @@ def _in_core(
 
 
 def _in_rounds(
-    engine_parts: tuple[Any, SignalReader],
+    parts: FeatureEngine,
     columns: Sequence[FeatureColumn],
     by_user: dict[str, list[tuple[Event, Position]]],
     groups: dict[str, list[tuple[int, list[Label]]]],
 ) -> list[tuple[int, list[bytes]]]:
     """The labels by rounds of micro-batches through the engine: round k applies every
     user's events up to their k-th label group, then reads that group."""
-    engine, reader = engine_parts
+    engine, reader = parts.engine, parts.reader
     # Users with the most groups first: round k's users are a prefix of this order.
     users = sorted(groups, key=lambda user: -len(groups[user]))
     done = dict.fromkeys(groups, 0)
@@ -355,10 +402,10 @@ def _training_shard(shard: _Shard) -> _ShardResult:
     mine = plan.labels[shard.index]
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)
-    store = MemoryStore()
     dead_letters = DeadLetterFile(shard.dead_letter) if shard.dead_letter else None
     try:
-        engine, decoder = build_engine(settings, registry, store, lookups)
+        parts = FeatureEngine.build(settings, registry, lookups)
+        decoder = build_decoder(settings)
         archive = EventArchive(job.archive, settings.processing.batch_size)
         share = ArchiveShare(
             archive, shard.index, shard.shards, dead_letters, plan.owner, plan.borrowed[shard.index]
@@ -374,7 +421,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
                 if event.user_id in users
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
-        values = compute_features((engine, SignalReader(registry, store)), columns, events, mine)
+        values = compute_features(parts, columns, events, mine)
         if shard.index == 0:  # run_shards runs the first task in the calling process
             return _ShardResult(valid, bad, share.bad_places, values)
         write_values(values, shard.values)
