@@ -5,6 +5,7 @@
 //! path (`aggregations/rows.py` and the signals' field resolution), which the pipeline's
 //! property tests hold the core to.
 
+use hashbrown::hash_map::Entry;
 use hashbrown::HashMap;
 use pyo3::intern;
 use pyo3::prelude::*;
@@ -140,61 +141,108 @@ impl ColumnReader {
 
     /// The columns of `live` (the events to apply, in order), with `records` (per source,
     /// the records by key), and per join the events whose key found no record.
+    ///
+    /// One pass over the events, each read whole (its joins, then every column) while it is
+    /// in cache: `live` comes user by user, so consecutive events lie far apart in memory,
+    /// and a pass per column missed the cache on every event again (a 200,000-event
+    /// backfill batch: 0.63 s here, against 0.26 s for the same events in arrival order).
     fn read<'py>(
         &self,
         live: &Bound<'py, PyList>,
         records: &Bound<'py, PyDict>,
     ) -> PyResult<(Columns, Vec<u64>)> {
         let py = live.py();
-        let events: Vec<Bound<'py, PyAny>> = live.iter().collect();
-        let mut misses = Vec::with_capacity(self.joins.len());
-        let mut joined: Vec<Vec<Option<Bound<'py, PyDict>>>> = Vec::new();
-        for join in &self.joins {
-            let table = records.get_item(join.source.bind(py))?;
-            let table = table.as_ref().and_then(|t| t.cast::<PyDict>().ok());
-            let rows = (events.iter())
-                .map(|event| join_row(py, event, join, table))
-                .collect::<PyResult<Vec<_>>>()?;
-            misses.push(rows.iter().filter(|row| row.is_none()).count() as u64);
-            joined.push(rows);
+        let tables = (self.joins.iter())
+            .map(|join| {
+                let table = records.get_item(join.source.bind(py))?;
+                Ok(table.and_then(|t| t.cast_into::<PyDict>().ok()))
+            })
+            .collect::<PyResult<Vec<_>>>()?;
+        let mut misses = vec![0u64; self.joins.len()];
+        let mut sinks: Vec<Sink<'py>> = (self.columns.iter())
+            .map(|column| Sink::new(column.render, live.len()))
+            .collect();
+        let mut rows: Vec<Option<Bound<'py, PyDict>>> = Vec::with_capacity(self.joins.len());
+        for event in live.iter() {
+            rows.clear();
+            for ((join, table), missed) in self.joins.iter().zip(&tables).zip(&mut misses) {
+                let row = join_row(py, &event, join, table.as_ref())?;
+                *missed += u64::from(row.is_none());
+                rows.push(row);
+            }
+            for (column, sink) in self.columns.iter().zip(&mut sinks) {
+                sink.push(read_value(py, &event, &column.origin, &rows)?)?;
+            }
         }
         let mut out = LiveColumns {
             names: Vec::new(),
             columns: Vec::new(),
             vectors: Vec::new(),
         };
-        for column in &self.columns {
-            let values =
-                (0..events.len()).map(|i| read_value(py, &events[i], i, &column.origin, &joined));
-            match column.render {
-                Render::Vector => {
-                    let mut converted: HashMap<*mut pyo3::ffi::PyObject, Option<SharedVector>> =
-                        HashMap::new();
-                    // Identity is safe: `held` keeps every object for the whole call, so no
-                    // address is reused while the map lives. The Materializer joins one
-                    // record, and so one list object, onto every event of an item.
-                    let mut held = Vec::new();
-                    let mut vectors = Vec::with_capacity(events.len());
-                    for value in values {
-                        let value = value?;
-                        let vector = (converted.entry(value.as_ptr()))
-                            .or_insert_with(|| to_vector(&value).map(SharedVector::from))
-                            .clone();
-                        held.push(value);
-                        vectors.push(vector);
-                    }
-                    out.vectors.push((column.name.clone(), vectors));
-                }
-                rendering => {
-                    let converted = values
-                        .map(|value| as_value(&value?, rendering))
-                        .collect::<PyResult<Vec<_>>>()?;
+        for (column, sink) in self.columns.iter().zip(sinks) {
+            match sink {
+                Sink::Vectors { vectors, .. } => out.vectors.push((column.name.clone(), vectors)),
+                Sink::Values { values, .. } => {
                     out.names.push(column.name.clone());
-                    out.columns.push(converted);
+                    out.columns.push(values);
                 }
             }
         }
         Ok((Columns { columns: Some(out) }, misses))
+    }
+}
+
+/// One column being filled, event by event.
+enum Sink<'py> {
+    Values {
+        rendering: Render,
+        values: Vec<Value>,
+    },
+    Vectors {
+        vectors: Vec<Option<SharedVector>>,
+        /// Each distinct list object converted once: the Materializer joins one record, and
+        /// so one list object, onto every event of an item. Identity is safe: `held` keeps
+        /// every object in the map alive for the whole call, so no address is reused.
+        converted: HashMap<*mut pyo3::ffi::PyObject, Option<SharedVector>>,
+        held: Vec<Bound<'py, PyAny>>,
+    },
+}
+
+impl<'py> Sink<'py> {
+    fn new(rendering: Render, events: usize) -> Self {
+        match rendering {
+            Render::Vector => Sink::Vectors {
+                vectors: Vec::with_capacity(events),
+                converted: HashMap::new(),
+                held: Vec::new(),
+            },
+            rendering => Sink::Values {
+                rendering,
+                values: Vec::with_capacity(events),
+            },
+        }
+    }
+
+    fn push(&mut self, value: Bound<'py, PyAny>) -> PyResult<()> {
+        match self {
+            Sink::Values { rendering, values } => values.push(as_value(&value, *rendering)?),
+            Sink::Vectors {
+                vectors,
+                converted,
+                held,
+            } => {
+                let vector = match converted.entry(value.as_ptr()) {
+                    Entry::Occupied(known) => known.get().clone(),
+                    Entry::Vacant(slot) => {
+                        let vector = to_vector(&value).map(SharedVector::from);
+                        held.push(value);
+                        slot.insert(vector).clone()
+                    }
+                };
+                vectors.push(vector);
+            }
+        }
+        Ok(())
     }
 }
 
@@ -221,15 +269,16 @@ fn join_row<'py>(
         .and_then(|r| r.cast_into::<PyDict>().ok()))
 }
 
+/// `origin`'s value for `event`, whose joined records (one per join, `None` on a miss) are
+/// `rows`.
 fn read_value<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
-    index: usize,
     origin: &Origin,
-    joined: &[Vec<Option<Bound<'py, PyDict>>>],
+    rows: &[Option<Bound<'py, PyDict>>],
 ) -> PyResult<Bound<'py, PyAny>> {
     match origin {
-        Origin::Record(join, field) => Ok(match &joined[*join][index] {
+        Origin::Record(join, field) => Ok(match &rows[*join] {
             Some(record) => record
                 .get_item(field.bind(py))?
                 .unwrap_or_else(|| py.None().into_bound(py)),
