@@ -61,8 +61,10 @@ def test_freed_large_blocks_leave_the_process() -> None:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc")
 def test_without_the_tuning_glibc_keeps_them() -> None:
     """The reason for the module: glibc's default keeps them (if this fails, a newer glibc
-    no longer does, and the tuning can go)."""
-    assert retained_after_free("default") >= 8 << 20
+    no longer does, and the tuning can go). Most of the 8 MB block, not all: heap pages the
+    interpreter touched before ``before`` was read are reused by the block and not counted
+    (8,241,152 bytes here on 2026-11-26, where the tuned run keeps 0)."""
+    assert retained_after_free("default") >= 6 << 20
 
 
 def test_an_explicit_threshold_in_the_environment_wins(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -110,3 +112,38 @@ def test_the_offline_jobs_turn_huge_pages_off_for_themselves_and_their_children(
 @pytest.mark.skipif(not _has_thp_status(), reason="Linux's per-process THP setting")
 def test_mimallocs_own_setting_in_the_environment_wins() -> None:
     assert _thp_probe({**os.environ, "MIMALLOC_ALLOW_THP": "1"}) == ["1", "False", "1", "1"]
+
+
+# A fresh interpreter: the pool is process-wide. Before and after pyarrow is imported.
+_ARROW_PROBE = """
+import subprocess, sys
+from usersignals import malloc_tuning
+if sys.argv[1] == "imported":
+    import pyarrow
+done = malloc_tuning.arrow_on_glibc()
+import pyarrow
+child = subprocess.run(
+    [sys.executable, "-c", "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"],
+    capture_output=True, text=True, check=True,
+)
+print(done, pyarrow.default_memory_pool().backend_name, child.stdout.strip())
+"""
+
+
+def _arrow_probe(when: str, environment: dict[str, str]) -> list[str]:
+    done = subprocess.run(
+        [sys.executable, "-c", _ARROW_PROBE, when],
+        capture_output=True, text=True, check=True, env=environment,
+    )  # fmt: skip
+    return done.stdout.split()
+
+
+@pytest.mark.parametrize("when", ["imported", "not imported"])
+def test_the_training_set_puts_arrow_on_glibc_for_itself_and_its_shards(when: str) -> None:
+    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
+    assert _arrow_probe(when, environment) == ["True", "system", "system"]
+
+
+def test_an_arrow_pool_named_in_the_environment_wins() -> None:
+    environment = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
+    assert _arrow_probe("imported", environment) == ["False", "mimalloc", "mimalloc"]

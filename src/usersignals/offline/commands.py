@@ -16,7 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
-from usersignals.malloc_tuning import no_huge_pages
+from usersignals.malloc_tuning import arrow_on_glibc, no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 
 console = Console(stderr=True)
@@ -195,6 +195,7 @@ def training_set_command(
     from usersignals.offline.training import TrainingJob, training_set
 
     no_huge_pages()  # before the shards start: they inherit it
+    arrow_on_glibc()  # likewise
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
     job = TrainingJob(
