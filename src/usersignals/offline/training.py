@@ -218,6 +218,8 @@ def _without_repeats(
     events delivered before it, so they are judged here in the stream's order, not by time:
     by position (Kafka partition and offset, or archive file and row, the archive's order),
     as the backfill feeds them (``Taker.take_batch``)."""
+    if len(pairs) < 2:
+        return pairs  # most users of a shard, in a few label rows' worth of history
     fingerprints = {zlib.crc32(event.event_id.encode()) for event, _ in pairs}
     if len(fingerprints) == len(pairs):
         return pairs  # no fingerprint twice: no repeat to judge (the common case)
