@@ -174,7 +174,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the local jobs")
     args = parser.parse_args()
     no_huge_pages()  # as `usersignals backfill` and `training-set` do
-    arrow_on_glibc()  # as `usersignals training-set` does (the backfill does not move with it)
+    arrow_on_glibc()  # as both commands do
 
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as scratch:
         root = Path(scratch)

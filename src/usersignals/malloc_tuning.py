@@ -1,5 +1,5 @@
 """The allocators in our own processes: large freed blocks go back to the OS, the offline
-jobs run without transparent huge pages, and the training set's Arrow buffers come from
+jobs run without transparent huge pages and take their Arrow buffers from
 glibc (:func:`arrow_on_glibc`).
 
 RocksDB allocates its write buffers (memtables) in arena blocks of several MB and frees
@@ -76,7 +76,8 @@ def arrow_on_glibc() -> bool:
     about 1.5 GB/s here; glibc reuses the blocks freed before. Training set of 200,000
     events, 20,000 labels, alternating runs: 1 process 3.17-3.53 -> 2.66-2.68 s, 2 processes
     3.37-3.64 -> 2.61-3.17 s (the Parquet write alone 0.9-1.4 -> 0.7-0.9 s). The backfill
-    did not move either way, so only the training set takes it.
+    did not move either way (a JSONL archive, 1 process); it takes the same setting, so
+    both offline commands, and ``bench/backfill.py`` with them, run one allocator.
 
     False, and nothing changed, when ``ARROW_DEFAULT_MEMORY_POOL`` is set (the operator's
     setting wins).
@@ -84,7 +85,7 @@ def arrow_on_glibc() -> bool:
     if _ARROW_POOL_ENVIRONMENT in os.environ:
         return False
     os.environ[_ARROW_POOL_ENVIRONMENT] = "system"  # read by pyarrow when it first allocates
-    if "pyarrow" in sys.modules:  # allocated already: switch this process's pool too
+    if "pyarrow" in sys.modules:  # imported already, its pool perhaps made: switch it too
         pyarrow = sys.modules["pyarrow"]
         pyarrow.set_memory_pool(pyarrow.system_memory_pool())
     return True

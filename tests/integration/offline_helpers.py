@@ -118,6 +118,25 @@ def stream(
         engine.process(MicroBatch(history.events[start:stop], history.positions[start:stop]))
 
 
+def retried_elsewhere(items: list[dict[str, object]]) -> History:
+    """A user's event, a producer's retry of it written to another partition right after,
+    then the user's next event three days later: the stream drops the retry (its original
+    is within the horizon behind the newest event before it). The archive's partitions put
+    the retry after every event of the user's own partition."""
+    user = next(u for u in (f"u{n}" for n in range(100)) if shard_of(u, PARTITIONS) == 0)
+    first = Event(
+        event_id="e1", user_id=user, item_id=str(items[5]["item_id"]), action="save",
+        surface="home", ts=1_767_225_600_000,
+    )  # fmt: skip
+    later = Event(
+        event_id="e2", user_id=user, item_id=str(items[6]["item_id"]), action="click",
+        surface="search", ts=first.ts + 3 * DAY_MS,
+    )  # fmt: skip
+    positions = [Position(f"{TOPIC}/0", 0), Position(f"{TOPIC}/1", 0), Position(f"{TOPIC}/0", 1)]
+    spec = WorkloadSpec(events=3, seed=1, users=1, items=len(items))
+    return History(spec, [first, first, later], positions, items)
+
+
 def applied_by_the_stream(
     events: Sequence[Event],
     positions: Sequence[Position],

@@ -14,6 +14,7 @@ from offline_helpers import (
     new_store,
     random_history,
     redelivered,
+    retried_elsewhere,
     settings_for,
     stream,
     user_states,
@@ -93,6 +94,14 @@ def test_backfill_takes_the_deployments_dedupe_horizon(tmp_path: Path, history: 
     """A deployment with event-id dedupe off applies a redelivered event again; so does its
     backfill (it used the default horizon of 24 h, whatever the deployment's was)."""
     assert_backfill_equals_streaming(tmp_path, redelivered(history, 40), horizon_ms=0)
+
+
+def test_backfill_judges_a_retry_on_another_partition_beside_its_original(
+    tmp_path: Path, history: History
+) -> None:
+    """The stream drops a retry written to another partition right after its original; the
+    backfill too, though the archive's partitions put it after the user's later events."""
+    assert_backfill_equals_streaming(tmp_path, retried_elsewhere(history.items), 86_400_000)
 
 
 def test_backfill_judges_repeats_in_the_streams_order(tmp_path: Path, history: History) -> None:

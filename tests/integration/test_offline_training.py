@@ -27,6 +27,7 @@ from offline_helpers import (
     new_store,
     random_history,
     redelivered,
+    retried_elsewhere,
     settings_for,
     stream,
     write_parquet_archive,
@@ -367,6 +368,32 @@ def test_training_set_judges_repeats_in_the_streams_order(
             for name in (signal.name for signal in live.registry):
                 trained = json.loads(row[f"{name}[{text}]"])
                 assert trained == live.value(user, ts, text, name), (name, text, user, ts)
+
+
+def test_a_retry_on_another_partition_is_judged_beside_its_original(tmp_path: Path) -> None:
+    """The stream drops the retry; the training set too, though the archive puts it after
+    every event of the user's own partition (judged there, it was three days behind the
+    newest and applied again)."""
+    retried = retried_elsewhere(random_history(21).items)
+    kept = applied_by_the_stream(retried.events, retried.positions, retried.items, DAY_MS)
+    assert kept == [0, 2]
+    user, second = retried.events[0].user_id, retried.events[2].ts
+    pq.write_table(
+        pa.table({"user_id": [user, user], "ts": [second - 1, second]}),
+        tmp_path / "labels.parquet",
+    )
+    new_store(tmp_path / "store", retried).close()
+    training_set(
+        TrainingJob(
+            tmp_path / "labels.parquet",
+            str(write_parquet_archive(tmp_path / "archive", retried)),
+            settings_for(tmp_path / "store"),
+            tmp_path / "features.parquet",
+        )
+    )
+    features = pq.read_table(tmp_path / "features.parquet").to_pylist()
+    counts = [json.loads(row["action_counts"]) for row in features]
+    assert [count["total"] for count in counts] == [1, 2]
 
 
 def served_per_signal(

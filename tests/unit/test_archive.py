@@ -109,7 +109,7 @@ def test_jsonl_envelopes_with_object_or_string_values_and_bad_records(tmp_path: 
     ]
 
 
-def test_glob_of_plain_jsonl_files_in_path_order(tmp_path: Path) -> None:
+def test_glob_of_plain_jsonl_files_in_name_order(tmp_path: Path) -> None:
     for name, event_id in (("b.jsonl", "e2"), ("a.jsonl", "e1"), ("c.txt", "e3")):
         (tmp_path / name).write_text(json.dumps({**EVENT, "event_id": event_id}) + "\n")
     pairs = read(str(tmp_path / "*.jsonl"))

@@ -48,15 +48,20 @@ events = event_lists(
 )
 
 
-def engine_parts() -> training.FeatureEngine:
+def engine_parts(engine_dedupes: bool) -> training.FeatureEngine:
     """As ``FeatureEngine.build`` makes them: the engine without dedupe, the repeats judged
-    before it with the default horizon."""
+    before it with the default horizon; or, with ``engine_dedupes``, nothing judged before
+    and the engine's own dedupe on (``Engine.label_rows`` honours the engine's horizon, in
+    the order it is fed, as ``Engine.process`` does)."""
     store = MemoryStore()
     items = store.table("items")
     items.write({key.encode(): encode_table_record(r) for key, r in TABLE.items()})
     materializer = Materializer({"items": TableSource("items", items)})
-    engine = Engine(REGISTRY, store, materializer, dedupe_horizon_ms=None)
-    repeats = EventIdDedupe(DEFAULT_DEDUPE_HORIZON_MS)
+    horizon = DEFAULT_DEDUPE_HORIZON_MS
+    engine = Engine(
+        REGISTRY, store, materializer, dedupe_horizon_ms=horizon if engine_dedupes else None
+    )
+    repeats = None if engine_dedupes else EventIdDedupe(horizon)
     return training.FeatureEngine(engine, SignalReader(REGISTRY, store), repeats)
 
 
@@ -66,29 +71,35 @@ def engine_parts() -> training.FeatureEngine:
     repeats=st.lists(st.integers(0, 59), max_size=6),
     label_hours=st.lists(st.tuples(st.sampled_from(USERS), st.integers(0, 120)), min_size=1),
     context=st.sampled_from(CONTEXTS),
+    engine_dedupes=st.booleans(),
 )
 def test_the_core_loop_gives_each_label_what_the_rounds_give(
-    history: list[Event], repeats: list[int], label_hours: list[tuple[str, int]], context: str
+    history: list[Event],
+    repeats: list[int],
+    label_hours: list[tuple[str, int]],
+    context: str,
+    engine_dedupes: bool,
 ) -> None:
     # Redelivered events (the same event id again, later in the archive): dedupe drops those
-    # within its horizon, judged in archive order, before either path applies the rest.
+    # within its horizon, judged in archive order before either path applies the rest, or
+    # by each path's engine in the order it is fed.
     history = history + [history[i % len(history)] for i in repeats]
     pairs = [(event, Position("a/0", offset)) for offset, event in enumerate(history)]
     base = min(event.ts for event in history)
     labels = [(row, user, base + h * hours(1)) for row, (user, h) in enumerate(label_hours)]
     columns = training.feature_columns(REGISTRY, [context])
 
-    parts = engine_parts()
-    assert parts.repeats is not None
+    parts = engine_parts(engine_dedupes)
     in_core = value_rows(training.compute_features(parts, columns, pairs, labels))
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in pairs:
         by_user.setdefault(event.user_id, []).append((event, position))
     for user, user_events in by_user.items():
-        applied = training._without_repeats(user_events, parts.repeats)
-        by_user[user] = sorted(applied, key=lambda p: (p[0].ts, p[1].partition, p[1].offset))
+        if parts.repeats is not None:
+            user_events = training._without_repeats(user_events, parts.repeats)
+        by_user[user] = sorted(user_events, key=lambda p: (p[0].ts, p[1].partition, p[1].offset))
     groups = training._label_groups(by_user, labels)
-    in_rounds = dict(training._in_rounds(engine_parts(), columns, by_user, groups))
+    in_rounds = dict(training._in_rounds(engine_parts(engine_dedupes), columns, by_user, groups))
 
     def values(rows: Mapping[int, Sequence[str | bytes]]) -> dict[int, list[object]]:
         return {row: [msgspec.json.decode(v) for v in written] for row, written in rows.items()}

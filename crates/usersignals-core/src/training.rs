@@ -4,7 +4,9 @@
 //! A user's labels are grouped where no event of the user falls between them (they read the
 //! same state). For each group, the user's events up to it go through the micro-batch
 //! pipeline's own steps ([`select_records`], [`apply_to_decoded`]: progress, event-id
-//! dedupe, the plans), on the record kept in memory from the group before, its states kept
+//! dedupe when given a horizon, the plans), on the record kept in memory from the group
+//! before (the training set gives no horizon: it judges repeats first, over each user's
+//! whole history in the stream's order, `offline/arrival.py`), its states kept
 //! decoded; then each label of the group is read from the decoded states with every
 //! column's context at the label's time ([`label_values`]). The same states as the engine's
 //! rounds of micro-batches, without a Python step per round, and with no state decoded or

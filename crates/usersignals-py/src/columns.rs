@@ -1,6 +1,6 @@
 //! `ColumnReader`: the plans' field columns read from a batch's live events and the records
-//! the Materializer joined onto them, in one pass per column, without a Python list per
-//! column. The Python glue (`usersignals.processing.native`) describes once where each
+//! the Materializer joined onto them, in one pass over the events, without a Python list
+//! per column. The Python glue (`usersignals.processing.native`) describes once where each
 //! column comes from; the reference for what a column holds is the engine's per-user Python
 //! path (`aggregations/rows.py` and the signals' field resolution), which the pipeline's
 //! property tests hold the core to.

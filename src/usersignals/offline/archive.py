@@ -99,10 +99,10 @@ def _resolve(location: str) -> list[ArchiveFile]:
         return [ArchiveFile(path, path.name)]
     if path.is_dir():
         root = path
-        candidates = sorted(p for p in path.rglob("*") if p.is_file())
+        candidates = [p for p in path.rglob("*") if p.is_file()]
     else:
         root = Path(_glob_root(location))
-        candidates = sorted(Path(p) for p in glob.glob(location, recursive=True))
+        candidates = [Path(p) for p in glob.glob(location, recursive=True)]
         candidates = [p for p in candidates if p.is_file()]
     files = [
         ArchiveFile(p, p.relative_to(root).as_posix())

@@ -34,6 +34,7 @@ from usersignals.errors import StateCodecError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
+from usersignals.offline.arrival import arrival_order
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka
 from usersignals.offline.bulk_load import load_states, user_records
 from usersignals.offline.common import (
@@ -352,15 +353,15 @@ class Taker:
                 progress[partition] = max(progress.get(partition, -1), offset)
 
     def take_batch(self) -> MicroBatch:
-        """The events taken so far, as one batch, in the order the stream delivered them when
-        every one carries Kafka coordinates (by partition and offset; a user's events are on
-        one partition when the producer keys by user), else in archive order. An archive laid
-        out by event time holds a late event before events that arrived earlier, and the
-        event-id dedupe judges a repeat by what arrived before it. Exact when a shard's events
-        fit in one batch (``BackfillJob.batch_size``); between batches, archive order."""
+        """The events taken so far, as one batch, in the order the stream delivered them
+        (:func:`~usersignals.offline.arrival.arrival_order`) when every one carries Kafka
+        coordinates, else in archive order. An archive laid out by event time holds a late
+        event before events that arrived earlier, and the event-id dedupe judges a repeat by
+        what arrived before it. Exact when a shard's events fit in one batch
+        (``BackfillJob.batch_size``); between batches, archive order."""
         events = self.events
         if len(self._arrivals) == len(events):
-            order = sorted(range(len(events)), key=self._arrivals.__getitem__)
+            order = arrival_order([event.ts for event in events], self._arrivals)
             events = [events[i] for i in order]
         batch = MicroBatch(events, self.positions)
         self.events, self.positions, self._arrivals = [], [], []

@@ -97,6 +97,7 @@ def backfill_command(
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
     no_huge_pages()  # before the shards start: they inherit it
+    arrow_on_glibc()  # likewise
     settings = _settings(config, store, signals)
     until_ms = ReadContext.parse({"until": until}).until_ms if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"

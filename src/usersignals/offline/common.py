@@ -112,6 +112,7 @@ def build_engine(
     registry: SignalRegistry,
     store: StateStore,
     lookups: StateStore | None,
+    *,
     judges_repeats: bool = True,
 ) -> tuple[Engine, EventDecoder]:
     """The service's engine and decoder over ``store``, enriching from ``lookups``, with the

@@ -2,7 +2,9 @@
 
 The plan, for both: one Spark task per archive file decodes and validates it with the live
 path's decoder (bad records are collected as dead letters); the valid events are partitioned
-by user (the same stable hash as the local shards) and sorted by time within a partition;
+by user (the same stable hash as the local shards) and sorted within a partition, each
+user's by position for a backfill (the archive's order, which the Taker puts in the stream's:
+``offline/arrival.py``), by time for a training set (which judges repeats itself first);
 ``mapInArrow`` then runs, per partition, the very code the local runner runs — the backfill's
 :class:`~usersignals.offline.backfill.Taker` and the service's Engine, or
 :func:`~usersignals.offline.training.compute_features` — over an in-memory store.
@@ -238,7 +240,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
     events = (
         frame.filter(f.col("kind") == _EVENT)
         .repartition(shards, "shard")
-        .sortWithinPartitions("user_id", "ts", "source", "offset")
+        .sortWithinPartitions("user_id", "source", "offset")
     )
     records = events.mapInArrow(
         _backfill_partition(job, boundary, ends), "key binary, value binary"

@@ -39,6 +39,7 @@ from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
+from usersignals.offline.arrival import arrival_order
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
 from usersignals.offline.features_file import (
     in_row_order,
@@ -215,15 +216,18 @@ def _without_repeats(
     pairs: list[tuple[Event, Position]], dedupe: EventIdDedupe
 ) -> list[tuple[Event, Position]]:
     """A user's events less the repeats the processor drops. It judges a repeat by the
-    events delivered before it, so they are judged here in the stream's order, not by time:
-    by position (Kafka partition and offset, or archive file and row, the archive's order),
-    as the backfill feeds them (``Taker.take_batch``)."""
+    events delivered before it, so they are judged here in the stream's order
+    (:func:`~usersignals.offline.arrival.arrival_order`), as the backfill feeds them."""
     if len(pairs) < 2:
         return pairs  # most users of a shard, in a few label rows' worth of history
     fingerprints = {zlib.crc32(event.event_id.encode()) for event, _ in pairs}
     if len(fingerprints) == len(pairs):
         return pairs  # no fingerprint twice: no repeat to judge (the common case)
-    arrived = sorted(pairs, key=lambda pair: (pair[1].partition, pair[1].offset))
+    order = arrival_order(
+        [event.ts for event, _ in pairs],
+        [(position.partition, position.offset) for _, position in pairs],
+    )
+    arrived = [pairs[index] for index in order]
     admitted, _ = dedupe.admit({}, [event for event, _ in arrived], range(len(arrived)))
     return [arrived[index] for index in admitted]
 
