@@ -48,7 +48,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
 from usersignals.ingest.synthetic import WorkloadFiles, WorkloadSpec, write_workload
-from usersignals.malloc_tuning import arrow_on_glibc, no_huge_pages
+from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
 from usersignals.processing.gc_tuning import collector_tuned
@@ -174,7 +174,6 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the local jobs")
     args = parser.parse_args()
     no_huge_pages()  # as `usersignals backfill` and `training-set` do
-    arrow_on_glibc()  # as both commands do
 
     with tempfile.TemporaryDirectory(prefix="bench-backfill-") as scratch:
         root = Path(scratch)

@@ -1,6 +1,5 @@
-"""The allocators in our own processes: large freed blocks go back to the OS, the offline
-jobs run without transparent huge pages and take their Arrow buffers from
-glibc (:func:`arrow_on_glibc`).
+"""The allocators in our own processes: large freed blocks go back to the OS, and the offline
+jobs run without transparent huge pages.
 
 RocksDB allocates its write buffers (memtables) in arena blocks of several MB and frees
 them when a memtable is flushed. glibc maps a block that large with mmap at first, but every
@@ -29,7 +28,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import sys
 from typing import Any
 
 #: Blocks this large or larger are mapped on their own: RocksDB's arena blocks (8 MB with
@@ -42,7 +40,6 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 _ENVIRONMENT = "MALLOC_MMAP_THRESHOLD_"
 _PR_SET_THP_DISABLE = 41  # prctl's option number (linux/prctl.h)
 _THP_ENVIRONMENT = "MIMALLOC_ALLOW_THP"
-_ARROW_POOL_ENVIRONMENT = "ARROW_DEFAULT_MEMORY_POOL"
 
 
 def return_large_blocks() -> bool:
@@ -64,31 +61,6 @@ def no_huge_pages() -> bool:
     ulong = ctypes.c_ulong
     prctl = None if _THP_ENVIRONMENT in os.environ else _libc("prctl", ctypes.c_int, *[ulong] * 4)
     return prctl is not None and prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
-
-
-def arrow_on_glibc() -> bool:
-    """pyarrow's buffers from glibc's malloc, not the mimalloc pyarrow bundles, for this
-    process and the processes it starts (they inherit the environment variable).
-
-    A training set's value columns are large (JSON texts, ~220 MB for 20,000 labels of the
-    reference signals), and sorting them into row order and encoding the Parquet file took
-    fresh memory from the OS each time under pyarrow's mimalloc, which the kernel zeroes at
-    about 1.5 GB/s here; glibc reuses the blocks freed before. Training set of 200,000
-    events, 20,000 labels, alternating runs: 1 process 3.17-3.53 -> 2.66-2.68 s, 2 processes
-    3.37-3.64 -> 2.61-3.17 s (the Parquet write alone 0.9-1.4 -> 0.7-0.9 s). The backfill
-    did not move either way (a JSONL archive, 1 process); it takes the same setting, so
-    both offline commands, and ``bench/backfill.py`` with them, run one allocator.
-
-    False, and nothing changed, when ``ARROW_DEFAULT_MEMORY_POOL`` is set (the operator's
-    setting wins).
-    """
-    if _ARROW_POOL_ENVIRONMENT in os.environ:
-        return False
-    os.environ[_ARROW_POOL_ENVIRONMENT] = "system"  # read by pyarrow when it first allocates
-    if "pyarrow" in sys.modules:  # imported already, its pool perhaps made: switch it too
-        pyarrow = sys.modules["pyarrow"]
-        pyarrow.set_memory_pool(pyarrow.system_memory_pool())
-    return True
 
 
 def _libc(name: str, *argtypes: Any) -> Any:

@@ -112,39 +112,3 @@ def test_the_offline_jobs_turn_huge_pages_off_for_themselves_and_their_children(
 @pytest.mark.skipif(not _has_thp_status(), reason="Linux's per-process THP setting")
 def test_mimallocs_own_setting_in_the_environment_wins() -> None:
     assert _thp_probe({**os.environ, "MIMALLOC_ALLOW_THP": "1"}) == ["1", "False", "1", "1"]
-
-
-# A fresh interpreter: the pool is process-wide. Before and after pyarrow is imported.
-_ARROW_PROBE = """
-import subprocess, sys
-from usersignals import malloc_tuning
-if sys.argv[1] == "imported":
-    import pyarrow
-    pyarrow.allocate_buffer(1)  # the default pool exists: only switching it changes it
-done = malloc_tuning.arrow_on_glibc()
-import pyarrow
-child = subprocess.run(
-    [sys.executable, "-c", "import pyarrow; print(pyarrow.default_memory_pool().backend_name)"],
-    capture_output=True, text=True, check=True,
-)
-print(done, pyarrow.default_memory_pool().backend_name, child.stdout.strip())
-"""
-
-
-def _arrow_probe(when: str, environment: dict[str, str]) -> list[str]:
-    done = subprocess.run(
-        [sys.executable, "-c", _ARROW_PROBE, when],
-        capture_output=True, text=True, check=True, env=environment,
-    )  # fmt: skip
-    return done.stdout.split()
-
-
-@pytest.mark.parametrize("when", ["imported", "not imported"])
-def test_the_offline_jobs_put_arrow_on_glibc_for_themselves_and_their_shards(when: str) -> None:
-    environment = {k: v for k, v in os.environ.items() if k != "ARROW_DEFAULT_MEMORY_POOL"}
-    assert _arrow_probe(when, environment) == ["True", "system", "system"]
-
-
-def test_an_arrow_pool_named_in_the_environment_wins() -> None:
-    environment = {**os.environ, "ARROW_DEFAULT_MEMORY_POOL": "mimalloc"}
-    assert _arrow_probe("imported", environment) == ["False", "mimalloc", "mimalloc"]

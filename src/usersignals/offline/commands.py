@@ -16,7 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
-from usersignals.malloc_tuning import arrow_on_glibc, no_huge_pages
+from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 
 console = Console(stderr=True)
@@ -97,7 +97,6 @@ def backfill_command(
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
     no_huge_pages()  # before the shards start: they inherit it
-    arrow_on_glibc()  # likewise
     settings = _settings(config, store, signals)
     until_ms = ReadContext.parse({"until": until}).until_ms if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
@@ -196,7 +195,6 @@ def training_set_command(
     from usersignals.offline.training import TrainingJob, training_set
 
     no_huge_pages()  # before the shards start: they inherit it
-    arrow_on_glibc()  # likewise
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
     job = TrainingJob(
