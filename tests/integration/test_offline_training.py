@@ -125,6 +125,32 @@ def run_training(
     )
 
 
+def features_of(
+    tmp_path: Path,
+    history: History,
+    rows: list[tuple[str, int]],
+    contexts: tuple[str, ...],
+    **processing: object,
+) -> list[dict[str, Any]]:
+    """The training set's rows for labels ``rows`` (user, time) over ``history``, from a
+    Hive day archive with Kafka coordinates, with these ``processing`` settings."""
+    pq.write_table(
+        pa.table({"user_id": [u for u, _ in rows], "ts": [t for _, t in rows]}),
+        tmp_path / "labels.parquet",
+    )
+    new_store(tmp_path / "store", history).close()
+    training_set(
+        TrainingJob(
+            tmp_path / "labels.parquet",
+            str(write_parquet_archive(tmp_path / "archive", history)),
+            settings_for(tmp_path / "store", **processing),
+            tmp_path / "features.parquet",
+            contexts=contexts,
+        )
+    )
+    return pq.read_table(tmp_path / "features.parquet").to_pylist()
+
+
 def test_training_values_are_what_streaming_up_to_the_label_time_serves(
     tmp_path: Path, history: History
 ) -> None:
@@ -347,21 +373,7 @@ def test_training_set_judges_repeats_in_the_streams_order(
     rows = [
         (u, ts) for u in rng.sample(copied, 4) for ts in label_times_across(sorted(by_user[u]), rng)
     ]
-    pq.write_table(
-        pa.table({"user_id": [u for u, _ in rows], "ts": [t for _, t in rows]}),
-        tmp_path / "labels.parquet",
-    )
-    new_store(tmp_path / "store", repeated).close()
-    training_set(
-        TrainingJob(
-            tmp_path / "labels.parquet",
-            str(write_parquet_archive(tmp_path / "archive", repeated)),
-            settings_for(tmp_path / "store", dedupe_horizon_ms=horizon_ms),
-            tmp_path / "features.parquet",
-            contexts=CONTEXTS,
-        )
-    )
-    features = pq.read_table(tmp_path / "features.parquet").to_pylist()
+    features = features_of(tmp_path, repeated, rows, CONTEXTS, dedupe_horizon_ms=horizon_ms)
     live = LiveAnswers(applied, dedupe_horizon_ms=0)  # its events are the applied ones
     for row, (user, ts) in zip(features, rows, strict=True):
         for text in CONTEXTS:
@@ -378,20 +390,7 @@ def test_a_retry_on_another_partition_is_judged_beside_its_original(tmp_path: Pa
     kept = applied_by_the_stream(retried.events, retried.positions, retried.items, DAY_MS)
     assert kept == [0, 2]
     user, second = retried.events[0].user_id, retried.events[2].ts
-    pq.write_table(
-        pa.table({"user_id": [user, user], "ts": [second - 1, second]}),
-        tmp_path / "labels.parquet",
-    )
-    new_store(tmp_path / "store", retried).close()
-    training_set(
-        TrainingJob(
-            tmp_path / "labels.parquet",
-            str(write_parquet_archive(tmp_path / "archive", retried)),
-            settings_for(tmp_path / "store"),
-            tmp_path / "features.parquet",
-        )
-    )
-    features = pq.read_table(tmp_path / "features.parquet").to_pylist()
+    features = features_of(tmp_path, retried, [(user, second - 1), (user, second)], ())
     counts = [json.loads(row["action_counts"]) for row in features]
     assert [count["total"] for count in counts] == [1, 2]
 
