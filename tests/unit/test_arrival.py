@@ -2,36 +2,83 @@
 
 from __future__ import annotations
 
+import zlib
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from usersignals import Event
 from usersignals.offline.arrival import arrival_order
 
-places = st.lists(
-    st.tuples(st.sampled_from(["t/0", "t/1", "t/2"]), st.integers(0, 1_000), st.integers(0, 50)),
+Row = tuple[str, int, int, str, str]  # partition, offset, time, user, event id
+
+rows = st.lists(
+    st.tuples(
+        st.sampled_from(["t/0", "t/1", "t/2"]),
+        st.integers(0, 1_000),
+        st.integers(0, 50),
+        st.sampled_from(["u1", "u2", "u3"]),
+        st.sampled_from(["e1", "e2", "e3", "e4", "e5", "e6"]),
+    ),
     max_size=40,
-    unique_by=lambda place: (place[0], place[1]),
+    unique_by=lambda row: (row[0], row[1]),
 )
 
 
-@given(places)
-def test_each_partition_keeps_its_offset_order_and_every_event_comes_once(
-    events: list[tuple[str, int, int]],
+def event(row: Row) -> Event:
+    _, _, ts, user, event_id = row
+    return Event(event_id, user, "i1", "click", "home", ts)
+
+
+def order_of(got: list[Row]) -> list[int]:
+    return arrival_order([event(row) for row in got], [(p, o) for p, o, *_ in got])
+
+
+def merged(runs: list[list[Row]]) -> list[Row]:
+    """The runs merged by time, each kept in order, a tie to the first run (a reference
+    written apart from ``heapq.merge``)."""
+    out: list[Row] = []
+    while any(runs):
+        first = min((run for run in runs if run), key=lambda run: run[0][2])
+        out.append(first.pop(0))
+    return out
+
+
+@given(rows)
+def test_each_users_events_come_in_the_streams_order_where_it_decides_anything(
+    got: list[Row],
 ) -> None:
-    order = arrival_order([ts for _, _, ts in events], [(p, o) for p, o, _ in events])
-    assert sorted(order) == list(range(len(events)))
-    for partition in {p for p, _, _ in events}:
-        offsets = [events[i][1] for i in order if events[i][0] == partition]
-        assert offsets == sorted(offsets)
+    """Every event once; each user's events keep each partition's offset order; a user
+    whose event ids repeat (by fingerprint) across partitions gets their partitions merged
+    by time."""
+    order = order_of(got)
+    assert sorted(order) == list(range(len(got)))
+    for user in {row[3] for row in got}:
+        mine = [got[i] for i in order if got[i][3] == user]
+        runs = [
+            sorted((row for row in mine if row[0] == partition), key=lambda row: row[1])
+            for partition in sorted({row[0] for row in mine})
+        ]
+        fingerprints = [zlib.crc32(row[4].encode()) for row in mine]
+        if len(runs) > 1 and len(set(fingerprints)) < len(fingerprints):
+            assert mine == merged(runs)
+        else:
+            for run in runs:  # each non-empty: one per partition the user has rows on
+                assert [row for row in mine if row[0] == run[0][0]] == run
 
 
 def test_one_partition_is_offset_order_whatever_the_times() -> None:
-    assert arrival_order([30, 10, 20], [("t/0", 2), ("t/0", 0), ("t/0", 1)]) == [1, 2, 0]
+    got = [("t/0", 2, 30, "u1", "e1"), ("t/0", 0, 10, "u1", "e1"), ("t/0", 1, 20, "u1", "e2")]
+    assert order_of(got) == [1, 2, 0]
 
 
-def test_partitions_merge_by_event_time_a_tie_to_the_first_partition() -> None:
-    """A retry on ``t/1`` carries its original's time: it goes right after it, before the
+def test_a_retry_on_another_partition_goes_beside_its_original() -> None:
+    """The retry on ``t/1`` carries its original's time: it goes right after it, before the
     home partition's later events (a late one included, as its partition keeps it)."""
-    times = [100, 300, 50, 100]
-    places = [("t/0", 0), ("t/0", 1), ("t/0", 2), ("t/1", 0)]
-    assert arrival_order(times, places) == [0, 3, 1, 2]
+    got = [
+        ("t/0", 0, 100, "u1", "e1"),
+        ("t/0", 1, 300, "u1", "e2"),
+        ("t/0", 2, 50, "u1", "e3"),
+        ("t/1", 0, 100, "u1", "e1"),
+    ]
+    assert order_of(got) == [0, 3, 1, 2]

@@ -5,8 +5,8 @@ judge repeats in this order, not by event time (an archive laid out by event day
 late redelivery beside its original).
 
 Within a Kafka partition the order is the offsets'. Across partitions the archive does not
-say how the processor's reads interleaved: they are merged by event time, each partition's
-events kept in offset order. A producer keyed by user puts each user's events on one
+say how the processor's reads interleaved: a user's partitions are merged by event time, each
+partition's events kept in offset order. A producer keyed by user puts each user's events on one
 partition, and this is exact; a retry written to another partition is placed beside its
 original (it carries the original's time), where the processor, reading both partitions at
 once, met it soon after. Rows without coordinates (``archive:<file>``, row) are in the
@@ -16,26 +16,58 @@ archive's order: files by their relative name, then row.
 from __future__ import annotations
 
 import heapq
+import zlib
 from collections.abc import Sequence
-from operator import itemgetter
+from operator import attrgetter, itemgetter
+
+from usersignals.events.model import Event
 
 _TIME = itemgetter(0)
+_PARTITION = itemgetter(0)
+_USER = attrgetter("user_id")
 
 
-def arrival_order(times: Sequence[int], places: Sequence[tuple[str, int]]) -> list[int]:
-    """The indices of events (event ``times``, and ``places``: partition and offset) in the
-    order the stream delivered them."""
-    runs: dict[str, list[tuple[int, int]]] = {}  # partition -> (offset, index)
-    for index, (partition, offset) in enumerate(places):
-        runs.setdefault(partition, []).append((offset, index))
-    if len(runs) == 1:
-        (run,) = runs.values()
-        return [index for _, index in sorted(run)]
-    merged = heapq.merge(
-        *(
-            [(times[index], index) for _, index in sorted(runs[partition])]
-            for partition in sorted(runs)
-        ),
-        key=_TIME,
-    )
-    return [index for _, index in merged]
+def arrival_order(events: Sequence[Event], places: Sequence[tuple[str, int]]) -> list[int]:
+    """The indices of ``events`` (at ``places``: partition and offset) with each user's
+    events in the order the stream delivered them, where that order decides anything.
+
+    Only the event-id dedupe depends on the order (the states are the same in any order),
+    so only a user with an event-id fingerprint twice and events on several partitions
+    needs the merge; everyone else keeps offset order. Across users the order is any."""
+    order = sorted(range(len(places)), key=places.__getitem__)
+    homes = list(zip(map(_USER, events), map(_PARTITION, places), strict=True))
+    home = dict(homes)
+    if len(set(homes)) == len(home):  # a producer keyed by user: offsets alone (C loops)
+        return order
+    spread = {user for user, partition in homes if home[user] != partition}
+    merging = _with_repeats(events, spread)
+    if not merging:  # no repeats to judge: offsets alone
+        return order
+    kept: list[int] = []
+    runs: dict[str, dict[str, list[tuple[int, int]]]] = {}  # user -> partition -> (time, i)
+    for index in order:
+        user = events[index].user_id
+        if user in merging:
+            user_runs = runs.setdefault(user, {})
+            user_runs.setdefault(places[index][0], []).append((events[index].ts, index))
+        else:
+            kept.append(index)
+    for user_runs in runs.values():
+        # The user's partitions merged on their own: a merge of everyone's would let other
+        # users' events decide which of this user's heads comes first.
+        merged = heapq.merge(*(user_runs[partition] for partition in sorted(user_runs)), key=_TIME)
+        kept.extend(index for _, index in merged)
+    return kept
+
+
+def _with_repeats(events: Sequence[Event], users: set[str]) -> set[str]:
+    """Those of ``users`` with an event-id fingerprint (the dedupe's CRC-32) twice."""
+    seen: set[tuple[str, int]] = set()
+    twice: set[str] = set()
+    for event in events:
+        if event.user_id in users:
+            key = (event.user_id, zlib.crc32(event.event_id.encode()))
+            if key in seen:
+                twice.add(event.user_id)
+            seen.add(key)
+    return twice

@@ -361,7 +361,7 @@ class Taker:
         (``BackfillJob.batch_size``); between batches, archive order."""
         events = self.events
         if len(self._arrivals) == len(events):
-            order = arrival_order([event.ts for event in events], self._arrivals)
+            order = arrival_order(events, self._arrivals)
             events = [events[i] for i in order]
         batch = MicroBatch(events, self.positions)
         self.events, self.positions, self._arrivals = [], [], []

@@ -224,7 +224,7 @@ def _without_repeats(
     if len(fingerprints) == len(pairs):
         return pairs  # no fingerprint twice: no repeat to judge (the common case)
     order = arrival_order(
-        [event.ts for event, _ in pairs],
+        [event for event, _ in pairs],
         [(position.partition, position.offset) for _, position in pairs],
     )
     arrived = [pairs[index] for index in order]
