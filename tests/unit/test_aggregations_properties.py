@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from usersignals import (
@@ -476,6 +476,13 @@ def test_decayed_scores_match_reference(
 
 @settings(max_examples=120, deadline=None)
 @given(events=event_lists(), cuts=splits, context=contexts, shift=as_of_shifts)
+@example(  # found by a clean-clone run: one event without an item record, as_of past the
+    # look-back; the reference refused, the state (no bucket) answers
+    events=[Event("e0", "u1", "i11", "impression", "home", BASE + 1)],
+    cuts=[],
+    context=ReadContext(now_ms=BASE + 14 * DAY),
+    shift=-(2 * DAY + 1),
+)
 def test_mean_vector_matches_reference(
     events: list[Event], cuts: list[int], context: ReadContext, shift: int | None
 ) -> None:
@@ -485,6 +492,11 @@ def test_mean_vector_matches_reference(
     runtime = signal.compiled.runtime
     state = apply_in_batches(signal, events, cuts)
     context = with_as_of(context, events, shift)
+    if not state.buckets:
+        # No event reached a bucket (no item record, or a weight of 0): the empty answer at
+        # any time, never a refusal, as the core's `read` and `read_stored` give it too.
+        assert runtime.read(state, context).value == {"vector": None, "weight": 0.0}
+        return
     view = context.view_time(newest(events))
     reference, counted, refuse = decayed_reference(signal, events, view)
     if refuse:
