@@ -53,6 +53,12 @@ def test_each_users_events_come_in_the_streams_order_where_it_decides_anything(
     by time."""
     order = order_of(got)
     assert sorted(order) == list(range(len(got)))
+    # A superset of the spread users (everyone) gives each user the same order.
+    everyone = {row[3] for row in got}
+    places = [(p, o) for p, o, *_ in got]
+    told = arrival_order([event(row) for row in got], places, everyone)
+    for user in everyone:
+        assert [i for i in told if got[i][3] == user] == [i for i in order if got[i][3] == user]
     for user in {row[3] for row in got}:
         mine = [got[i] for i in order if got[i][3] == user]
         runs = [

@@ -27,20 +27,26 @@ _PARTITION = itemgetter(0)
 _USER = attrgetter("user_id")
 
 
-def arrival_order(events: Sequence[Event], places: Sequence[tuple[str, int]]) -> list[int]:
+def arrival_order(
+    events: Sequence[Event],
+    places: Sequence[tuple[str, int]],
+    spread: set[str] | None = None,
+) -> list[int]:
     """The indices of ``events`` (at ``places``: partition and offset) with each user's
     events in the order the stream delivered them, where that order decides anything.
 
     Only the event-id dedupe depends on the order (the states are the same in any order),
     so only a user with an event-id fingerprint twice and events on several partitions
-    needs the merge; everyone else keeps offset order. Across users the order is any."""
+    needs the merge; everyone else keeps offset order. Across users the order is any.
+    ``spread``: the users with events on several partitions (a superset does too), when
+    the caller knows them already (the backfill's ``Taker`` tracks each user's partitions);
+    finding them here is most of this function's time for a producer keyed by user."""
     order = sorted(range(len(places)), key=places.__getitem__)
-    homes = list(zip(map(_USER, events), map(_PARTITION, places), strict=True))
-    home = dict(homes)
-    if len(set(homes)) == len(home):  # a producer keyed by user: offsets alone (C loops)
-        return order
-    spread = {user for user, partition in homes if home[user] != partition}
-    merging = _with_repeats(events, spread)
+    if spread is None:
+        homes = list(zip(map(_USER, events), map(_PARTITION, places), strict=True))
+        home = dict(homes)
+        spread = {user for user, partition in homes if home[user] != partition}
+    merging = _with_repeats(events, spread) if spread else set()
     if not merging:  # no repeats to judge: offsets alone
         return order
     kept: list[int] = []

@@ -361,7 +361,8 @@ class Taker:
         (``BackfillJob.batch_size``); between batches, archive order."""
         events = self.events
         if len(self._arrivals) == len(events):
-            order = arrival_order(events, self._arrivals)
+            spread = {user for user, partitions in self.progress.items() if len(partitions) > 1}
+            order = arrival_order(events, self._arrivals, spread)
             events = [events[i] for i in order]
         batch = MicroBatch(events, self.positions)
         self.events, self.positions, self._arrivals = [], [], []
