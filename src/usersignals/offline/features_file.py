@@ -147,7 +147,10 @@ def in_row_order(tables: Sequence[Any]) -> Iterator[Any]:
         if pc.all(pc.less(rows[:-1], rows[1:])).as_py() in (True, None):
             yield from filled[0].to_batches(ROW_GROUP_ROWS)
             return
-    yield from sorted_batches(pa.concat_tables(filled))
+    # One chunk per column first: a ``take`` from a chunked column joins its chunks anew on
+    # every call, once per row group (1 M events, 100,000 labels, 2 shards: the file took
+    # 9.7 s to write against 3.5 s from one shard's single-chunk table).
+    yield from sorted_batches(pa.concat_tables(filled).combine_chunks())
 
 
 def write_features(
