@@ -24,8 +24,10 @@ Method, in one run, against a local Kafka-protocol broker (Tansu) on 127.0.0.1:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -267,6 +269,7 @@ def main() -> None:
                         help=f"leave out a framework ({', '.join(names)}); repeatable")  # fmt: skip
     args = parser.parse_args()
     root = Path(tempfile.mkdtemp(prefix="usersignals-ingest-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)  # ~200 MB of stores a run
     with LocalBroker() as broker:
         spec = workload_spec(args.events, seed=7)
         produce_workload(broker.bootstrap, "bench", spec, partitions=PARTITIONS)

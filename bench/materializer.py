@@ -17,6 +17,8 @@ events (it is slow) and is reported per event.
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -53,6 +55,7 @@ def main() -> None:
     spec = workload_spec(args.events, seed=7)
     events = [Event(**r) for chunk in iter_event_chunks(spec) for r in chunk]  # type: ignore[arg-type]
     root = Path(tempfile.mkdtemp(prefix="usersignals-materializer-"))
+    atexit.register(shutil.rmtree, root, ignore_errors=True)
     items = root / "items.jsonl"
     ids = sorted({event.item_id for event in events})
     items.write_bytes(msgspec.json.Encoder().encode_lines(list(item_records(spec, ids))))

@@ -26,8 +26,10 @@ For symbols in ``callgrind_annotate``, build the extension with line tables:
 from __future__ import annotations
 
 import argparse
+import atexit
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -139,6 +141,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="keep the callgrind files here")
     args = parser.parse_args()
     root = args.store or Path(tempfile.mkdtemp(prefix="usersignals-handler-"))
+    if args.store is None:  # made here: gone when this run ends (a given one is reused)
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     users = build_store(root, args.events)[: args.users]
     if args.case is not None:
@@ -147,6 +151,8 @@ def main() -> None:
     print(f"workload: {args.events:,} events in {root}; the {len(users):,} most active users")
     print(f"context: {QUERY.split('&', 1)[1]}; now = the newest event")
     keep = args.keep or Path(tempfile.mkdtemp(prefix="usersignals-callgrind-"))
+    if args.keep is None:
+        atexit.register(shutil.rmtree, keep, ignore_errors=True)
     keep.mkdir(parents=True, exist_ok=True)
     print(f"{'case':<20} {'us/call (best of ' + str(args.repeat) + ')':>24} {'instr/call':>12}")
     for case in args.only or CASES:

@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -101,6 +103,8 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write a pyinstrument HTML profile here")
     args = parser.parse_args()
     root = args.store or Path(tempfile.mkdtemp(prefix="usersignals-handler-"))
+    if args.store is None:  # made here: gone when this run ends (a given one is reused)
+        atexit.register(shutil.rmtree, root, ignore_errors=True)
     root.mkdir(parents=True, exist_ok=True)
     users = build_store(root, args.events)[: args.users]
     os.environ["USERSIGNALS_STORE__PATH"] = str(root / "store")
