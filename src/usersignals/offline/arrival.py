@@ -16,11 +16,11 @@ archive's order: files by their relative name, then row.
 from __future__ import annotations
 
 import heapq
-import zlib
 from collections.abc import Sequence
 from operator import attrgetter, itemgetter
 
 from usersignals.events.model import Event
+from usersignals.processing.dedupe import users_with_repeats
 
 _TIME = itemgetter(0)
 _PARTITION = itemgetter(0)
@@ -46,7 +46,7 @@ def arrival_order(
         homes = list(zip(map(_USER, events), map(_PARTITION, places), strict=True))
         home = dict(homes)
         spread = {user for user, partition in homes if home[user] != partition}
-    merging = _with_repeats(events, spread) if spread else set()
+    merging = users_with_repeats(e for e in events if e.user_id in spread) if spread else set()
     if not merging:  # no repeats to judge: offsets alone
         return order
     kept: list[int] = []
@@ -64,16 +64,3 @@ def arrival_order(
         merged = heapq.merge(*(user_runs[partition] for partition in sorted(user_runs)), key=_TIME)
         kept.extend(index for _, index in merged)
     return kept
-
-
-def _with_repeats(events: Sequence[Event], users: set[str]) -> set[str]:
-    """Those of ``users`` with an event-id fingerprint (the dedupe's CRC-32) twice."""
-    seen: set[tuple[str, int]] = set()
-    twice: set[str] = set()
-    for event in events:
-        if event.user_id in users:
-            key = (event.user_id, zlib.crc32(event.event_id.encode()))
-            if key in seen:
-                twice.add(event.user_id)
-            seen.add(key)
-    return twice

@@ -24,7 +24,6 @@ import bisect
 import dataclasses
 import tempfile
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +52,7 @@ from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
-from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.processing.dedupe import EventIdDedupe, users_with_repeats
 from usersignals.processing.engine import Engine
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
@@ -218,10 +217,7 @@ def _without_repeats(
     """A user's events less the repeats the processor drops. It judges a repeat by the
     events delivered before it, so they are judged here in the stream's order
     (:func:`~usersignals.offline.arrival.arrival_order`), as the backfill feeds them."""
-    if len(pairs) < 2:
-        return pairs  # most users of a shard, in a few label rows' worth of history
-    fingerprints = {zlib.crc32(event.event_id.encode()) for event, _ in pairs}
-    if len(fingerprints) == len(pairs):
+    if len(pairs) < 2 or not users_with_repeats(event for event, _ in pairs):
         return pairs  # no fingerprint twice: no repeat to judge (the common case)
     order = arrival_order(
         [event for event, _ in pairs],

@@ -46,11 +46,34 @@ def _pack(fingerprints: Iterable[int]) -> bytes:
     return values.tobytes()
 
 
+def fingerprint(event_id: str) -> int:
+    """What a user's record keeps of an applied event id: its CRC-32."""
+    return zlib.crc32(event_id.encode())
+
+
+def horizon_hours(horizon_ms: int) -> int:
+    """The horizon in whole hours, rounded up: the unit the fingerprints are kept in."""
+    return -(-horizon_ms // HOUR_MS)
+
+
+def users_with_repeats(events: Iterable[Event]) -> set[str]:
+    """The users among ``events`` with a fingerprint twice: the only ones whose events'
+    arrival order can change what the dedupe drops (nothing else depends on the order)."""
+    seen: set[tuple[str, int]] = set()
+    twice: set[str] = set()
+    for event in events:
+        key = (event.user_id, fingerprint(event.event_id))
+        if key in seen:
+            twice.add(event.user_id)
+        seen.add(key)
+    return twice
+
+
 class EventIdDedupe:
     """Drops repeated event ids of one user; see the module docstring for the guarantees."""
 
     def __init__(self, horizon_ms: int) -> None:
-        self.horizon_hours = -(-horizon_ms // HOUR_MS)
+        self.horizon_hours = horizon_hours(horizon_ms)
 
     def admit(
         self, seen: Seen, events: Sequence[Event], indices: Sequence[int]
@@ -68,13 +91,13 @@ class EventIdDedupe:
             hour = event.ts // HOUR_MS
             first = newest_hour - horizon
             if hour >= first:
-                fingerprint = zlib.crc32(event.event_id.encode())
-                have = known.get(fingerprint)
+                key = fingerprint(event.event_id)
+                have = known.get(key)
                 if have is not None and have >= first:
                     continue  # a repeat within the horizon
                 if have is None or have < hour:
-                    known[fingerprint] = hour
-                added.setdefault(hour, set()).add(fingerprint)
+                    known[key] = hour
+                added.setdefault(hour, set()).add(key)
             admitted.append(index)
             newest_hour = max(newest_hour, hour)
         if not added and not seen:
@@ -101,7 +124,7 @@ def merge_seen(first: Seen, second: Seen, horizon_ms: int | None) -> Seen:
     its own newest hour, so the result is what one engine applying both sides' events keeps."""
     hours = sorted(set(first) | set(second))
     if horizon_ms and hours:
-        oldest = hours[-1] - EventIdDedupe(horizon_ms).horizon_hours
+        oldest = hours[-1] - horizon_hours(horizon_ms)
         hours = [hour for hour in hours if hour >= oldest]
     merged: Seen = {}
     for hour in hours:

@@ -14,11 +14,11 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from usersignals._core import BatchSession, CoreError, CoreStateError, label_rows
-from usersignals.durations import HOUR_MS
 from usersignals.enrich.sources import Record
 from usersignals.errors import NativeCoreError, StateCodecError
 from usersignals.events.model import Event
 from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.dedupe import horizon_hours
 from usersignals.processing.native import NativeSignals
 from usersignals.state.keys import USER_PREFIX, user_key
 from usersignals.state.store import StateStore
@@ -35,8 +35,7 @@ class NativeBatches:
 
     def __init__(self, native: NativeSignals, horizon_ms: int | None, counts_misses: bool) -> None:
         self._native = native
-        # The reference rounds the horizon up to whole hours (processing/dedupe.py).
-        self._horizon_hours = -(-horizon_ms // HOUR_MS) if horizon_ms else None
+        self._horizon_hours = horizon_hours(horizon_ms) if horizon_ms else None
         self._counts_misses = counts_misses
 
     def process(
