@@ -5,6 +5,7 @@ that every name declared here exists in the built module.
 """
 
 from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
@@ -178,6 +179,19 @@ class TextBuffer:
     a C slot, with no ``__buffer__`` attribute before Python 3.12)."""
 
     def __len__(self) -> int: ...
+
+class ShareRouter:
+    """One shard's split of a local offline job's users: by the stable hash
+    (``usersignals.offline.common.shard_of``), except the users ``assigned`` to a shard;
+    the ``borrowed`` users' records are needed here too."""
+
+    def __init__(
+        self, index: int, shards: int, assigned: Mapping[str, int], borrowed: AbstractSet[str]
+    ) -> None: ...
+    def split(self, lines: list[bytes]) -> tuple[list[int], list[int], list[int]]:
+        """The indices in ``lines`` of this shard's records, of the borrowed users' records,
+        and of the records the core cannot read for sure (routed by
+        ``usersignals.offline.share.route``), each ascending."""
 
 CHECK_UNSURE: str
 

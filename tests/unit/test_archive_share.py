@@ -9,6 +9,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from usersignals._core import ShareRouter
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Event
 from usersignals.offline.common import shard_of
@@ -43,6 +44,20 @@ def records(draw: st.DrawFn) -> bytes:
     if draw(st.integers(0, 3)) == 0:
         # A repeated key: the decoder and the router must read the same one.
         raw = raw[:-1] + b',"user_id":' + msgspec.json.encode(draw(VALUES)) + b"}"
+    if draw(st.integers(0, 5)) == 0:
+        # The key elsewhere: nested, escaped, or a record that is not an object.
+        raw = draw(
+            st.sampled_from(
+                [
+                    raw[:-1] + b',"attrs":{"user_id":"nested"}}',
+                    raw.replace(b'"user_id"', b'"user\\u005fid"'),
+                    b"[" + raw + b"]",
+                    b'["u1"]',
+                    raw + b" \n",
+                    raw + b"x",
+                ]
+            )
+        )
     if draw(st.integers(0, 9)) == 0:
         raw = raw[: draw(st.integers(0, len(raw)))]  # cut short: malformed
     return raw
@@ -57,6 +72,32 @@ def test_a_valid_event_is_routed_to_its_users_shard(raw: bytes, shards: int) -> 
         assert (shard, user) == (shard_of(outcome.user_id, shards), outcome.user_id)
     else:
         assert 0 <= shard < shards
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    lines=st.lists(records(), max_size=12),
+    shards=st.integers(1, 4),
+    index=st.integers(0, 3),
+    placed=st.dictionaries(st.sampled_from(["u1", "", "nested"]), st.integers(0, 3), max_size=2),
+    borrowed=st.frozensets(st.sampled_from(["u1", "", "nested"]), max_size=2),
+)
+def test_the_core_splits_a_block_as_the_reference_routes_it(
+    lines: list[bytes], shards: int, index: int, placed: dict[str, int], borrowed: frozenset[str]
+) -> None:
+    index %= shards
+    assigned = {user: shard % shards for user, shard in placed.items()}
+    mine, borrowing, unsure = ShareRouter(index, shards, assigned, borrowed).split(lines)
+    for at, raw in enumerate(lines):
+        if at in unsure:
+            continue
+        shard, user = route(raw, shards, assigned)
+        assert (at in mine) == (shard == index)
+        assert (at in borrowing) == (shard != index and user in borrowed)
+    # The core is sure of every valid event that names its user once (escapes included).
+    for at in unsure:
+        outcome = DECODER.decode_one(lines[at], now_ms=1_767_225_600_000)
+        assert not isinstance(outcome, Event) or lines[at].count(b"user") != 1
 
 
 def test_dead_letters_merge_back_into_archive_order(tmp_path: Path) -> None:

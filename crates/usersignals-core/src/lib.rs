@@ -25,6 +25,7 @@ pub mod mean_vector;
 pub mod pipeline;
 pub mod plan;
 pub mod record;
+pub mod route;
 pub mod seen;
 pub mod tiles;
 pub mod training;

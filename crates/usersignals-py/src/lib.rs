@@ -8,6 +8,7 @@
 mod allocator;
 mod columns;
 mod reads;
+mod routing;
 mod session;
 mod tiles_seen;
 mod training;
@@ -654,6 +655,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<columns::ColumnReader>()?;
     m.add_class::<columns::Columns>()?;
     m.add_class::<training::TextBuffer>()?;
+    m.add_class::<routing::ShareRouter>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;

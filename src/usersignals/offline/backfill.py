@@ -1,6 +1,8 @@
 """Backfill: the signals' states computed from history, by the service's own engine.
 
-The archive is split by user (a stable hash of the user id) into shards, one process each.
+The archive is split by user into shards, one process each: the users a sample shows heavy
+are placed to even out the shards' events (see :mod:`usersignals.offline.balance`), the rest
+go by a stable hash of the user id.
 Every shard reads the archive, decodes only its users' records (see
 :mod:`usersignals.offline.share`), keeps their valid events inside the boundary, and runs
 them through the same :class:`~usersignals.processing.engine.Engine` the processor runs, in
@@ -35,6 +37,7 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
+from usersignals.offline.balance import plan_user_shards
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka
 from usersignals.offline.bulk_load import load_states, user_records
 from usersignals.offline.common import (
@@ -108,6 +111,8 @@ class _Shard:
     shards: int
     boundary: Boundary
     directory: Path
+    #: The users the job places on a shard (see :mod:`usersignals.offline.balance`).
+    assigned: dict[str, int]
 
 
 @dataclass
@@ -136,9 +141,11 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     archive = EventArchive(job.archive, settings.processing.batch_size)
     boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
     shards = max(1, job.workers)
+    assigned = plan_user_shards(archive, shards)
     with tempfile.TemporaryDirectory(prefix="usersignals-backfill-") as scratch:
         tasks = [
-            _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}") for i in range(shards)
+            _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}", assigned)
+            for i in range(shards)
         ]
         loader = _Loader(settings)
         try:
@@ -259,7 +266,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
     try:
         engine, decoder = build_engine(settings, registry, store, lookups)
         archive = EventArchive(job.archive, settings.processing.batch_size)
-        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters)
+        share = ArchiveShare(archive, shard.index, shard.shards, dead_letters, shard.assigned)
         taker = Taker(shard.boundary, existing)
         for block in share.results(decoder):
             taker.summary.bad += len(block.bad)
