@@ -146,9 +146,13 @@ def test_backfill_until_hands_over_to_the_stream(tmp_path: Path, history: Histor
         store.close()
 
 
-def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: History) -> None:
+@pytest.mark.parametrize("workers", [1, 2])
+def test_only_adds_one_signal_to_a_running_deployment(
+    tmp_path: Path, history: History, workers: int
+) -> None:
     """The stream computed four signals up to some offset; ``--only`` backfills the fifth up to
-    exactly where each user stands; the stream continues with all five: same as all along."""
+    exactly where each user stands; the stream continues with all five: same as all along.
+    With two processes, each merges its users' stored records itself."""
     expected = streamed(tmp_path / "streamed", history)
     full = SignalRegistry.from_module(REFERENCE)
     four = SignalRegistry([s for s in full if s.name != "category_interest"])
@@ -166,7 +170,7 @@ def test_only_adds_one_signal_to_a_running_deployment(tmp_path: Path, history: H
     summary = backfill(
         BackfillJob(
             str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",),
-            until_ms=early,
+            until_ms=early, workers=workers,
         )
     )  # fmt: skip
     assert summary.left_to_stream > 0

@@ -6,9 +6,11 @@ go by a stable hash of the user id.
 Every shard reads the archive, decodes only its users' records (see
 :mod:`usersignals.offline.share`), keeps their valid events inside the boundary, and runs
 them through the same :class:`~usersignals.processing.engine.Engine` the processor runs, in
-micro-batches, into a private RocksDB on a temporary directory. The parent then merges the
-shards' records into the store (see :mod:`usersignals.offline.bulk_load`): the backfilled
-signals' states replace theirs, other signals' states stay.
+micro-batches, into a private RocksDB on a temporary directory. The shard's records are then
+merged into the store's (see :mod:`usersignals.offline.bulk_load`): the backfilled signals'
+states replace theirs, other signals' states stay. For a RocksDB store each shard merges its
+own, in its process, into a table file the parent moves into the store (a rename); for
+Redis the parent merges them, one shard after the other.
 
 Hand-over (see :mod:`usersignals.offline.boundary`): events carry the position the live
 source gives them, so each user's progress says which offsets the states include, and the
@@ -28,6 +30,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from itertools import islice, repeat
 from pathlib import Path
+from typing import cast
 
 from usersignals._core import CoreError, replace_progress
 from usersignals.assembly import build_decoder, open_store
@@ -39,7 +42,12 @@ from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
 from usersignals.offline.balance import plan_user_shards
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka
-from usersignals.offline.bulk_load import load_states, user_records
+from usersignals.offline.bulk_load import (
+    load_states,
+    merged,
+    user_records,
+    write_backfill_offsets,
+)
 from usersignals.offline.common import (
     build_engine,
     open_lookup_store,
@@ -52,7 +60,7 @@ from usersignals.processing.engine import Engine
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key, user_of
-from usersignals.state.rocks import RocksStore
+from usersignals.state.rocks import RocksStore, write_sorted_file
 from usersignals.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -130,6 +138,10 @@ class _ShardResult:
     #: Per user, the real Kafka progress of the events taken (the records carry the
     #: feeding order until the load puts this in its place).
     progress: dict[str, dict[str, int]]
+    #: For a RocksDB store: the shard's records as the store will hold them (real progress,
+    #: merged with the stored records), a table file the load moves in, and their count.
+    state_file: Path | None = None
+    users: int = 0
 
 
 def backfill(job: BackfillJob) -> BackfillSummary:
@@ -170,7 +182,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
 
 
 class _Loader:
-    """Merges shards' computed states into the store (opened at the first shard)."""
+    """Puts shards' computed states into the store (opened at the first shard)."""
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -180,10 +192,16 @@ class _Loader:
     def load(
         self, shard: _Shard, result: _ShardResult, offsets: dict[str, int] | None = None
     ) -> None:
-        """One shard's records, each with its real progress in place of the feeding order;
-        ``offsets`` (the hand-over) go with the last shard's."""
+        """One shard's records; ``offsets`` (the hand-over) go with the last shard's."""
         if self._store is None:
             self._store = open_store(self.settings)
+        if result.state_file is not None:  # merged by the shard: moved in as they are
+            if result.users:
+                cast(RocksStore, self._store).ingest([result.state_file])
+            self.users += result.users
+            if offsets:
+                write_backfill_offsets(self._store, offsets)
+            return
         computed = RocksStore(shard.directory)
         try:
             records = with_progress(user_records(computed), result.progress)
@@ -279,9 +297,16 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             for partition, offset in taker.stored_progress()
             if offset > taker.ends.get(partition, -1)
         ]
-        return _ShardResult(
+        result = _ShardResult(
             taker.summary, taker.highest, taker.ends, beyond, share.bad_places, taker.progress
         )
+        if settings.store.backend == "rocksdb":
+            result.state_file = shard.directory.with_suffix(".sst")
+            records = with_progress(user_records(store), taker.progress)
+            horizon_ms = settings.processing.dedupe_horizon_ms
+            final = merged(records, existing, horizon_ms)
+            result.users = write_sorted_file(result.state_file, final)
+        return result
     finally:
         store.close()
         if existing is not None and existing is not lookups:

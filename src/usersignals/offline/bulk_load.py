@@ -11,6 +11,7 @@ repeat of an event either side applied is still dropped afterwards.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 from pathlib import Path
 
 import msgspec
@@ -54,32 +55,39 @@ def load_states(
     (the backfill's hand-over offsets) are written with the last batch.
     """
     count = 0
-    chunk: list[tuple[bytes, bytes]] = []
-    for key, value in records:
-        chunk.append((key, value))
-        if len(chunk) >= _CHUNK:
-            count += _write(chunk, store, horizon_ms, None)
-            chunk = []
-    count += _write(chunk, store, horizon_ms, offsets)
+    puts: dict[bytes, bytes] = {}
+    for key, value in merged(records, store, horizon_ms):
+        puts[key] = value
+        count += 1
+        if len(puts) >= _CHUNK:
+            store.write(puts)
+            puts = {}
+    if offsets:
+        puts[BACKFILL_OFFSETS_KEY] = _offsets_value(offsets)
+    if puts:
+        store.write(puts)
     return count
 
 
-def _write(
-    chunk: list[tuple[bytes, bytes]],
-    store: StateStore,
-    horizon_ms: int | None,
-    offsets: Mapping[str, int] | None,
-) -> int:
-    stored = store.get_many([key for key, _ in chunk]) if chunk else []
-    puts = {
-        key: merge_record(key, old, new, horizon_ms)
-        for (key, new), old in zip(chunk, stored, strict=True)
-    }
-    if offsets:
-        puts[BACKFILL_OFFSETS_KEY] = msgspec.json.encode(dict(sorted(offsets.items())))
-    if puts:
-        store.write(puts)
-    return len(chunk)
+def merged(
+    records: Iterable[tuple[bytes, bytes]], store: StateStore | None, horizon_ms: int | None
+) -> Iterator[tuple[bytes, bytes]]:
+    """Each computed ``(user key, record)`` merged into what ``store`` holds for the user
+    (read a chunk of users at a time), in the order given."""
+    pending = iter(records)
+    while chunk := list(islice(pending, _CHUNK)):
+        keys = [key for key, _ in chunk]
+        stored = store.get_many(keys) if store is not None else [None] * len(keys)
+        for (key, new), old in zip(chunk, stored, strict=True):
+            yield key, merge_record(key, old, new, horizon_ms)
+
+
+def write_backfill_offsets(store: StateStore, offsets: Mapping[str, int]) -> None:
+    store.write({BACKFILL_OFFSETS_KEY: _offsets_value(offsets)})
+
+
+def _offsets_value(offsets: Mapping[str, int]) -> bytes:
+    return msgspec.json.encode(dict(sorted(offsets.items())))
 
 
 def user_records(store: StateStore) -> Iterator[tuple[bytes, bytes]]:

@@ -15,11 +15,19 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import cast
 
-from rocksdict import AccessType, Options, Rdict, WriteBatch, WriteOptions
+from rocksdict import (
+    AccessType,
+    IngestExternalFileOptions,
+    Options,
+    Rdict,
+    SstFileWriter,
+    WriteBatch,
+    WriteOptions,
+)
 
 from usersignals.errors import StoreError
 from usersignals.state.keys import table_column
@@ -106,6 +114,31 @@ class _RocksTable:
             iterator.next()
 
 
+def write_sorted_file(path: Path, records: Iterable[tuple[bytes, bytes]]) -> int:
+    """Write ``records`` (keys strictly ascending) as a RocksDB table file for
+    :meth:`RocksStore.ingest`; returns how many. No file is written for none (RocksDB makes
+    no empty table file).
+
+    Why a file: a backfill shard's records went into the store through the WAL and the
+    write buffers, 7.4 µs a 1.5 KB record, all in the one process that holds the store; a
+    shard writes its own file at 1.9 µs a record, in parallel, and the ingestion is a
+    rename (measured, 110,000 records)."""
+    count = 0
+    writer: SstFileWriter | None = None
+    try:
+        for key, value in records:
+            if writer is None:
+                writer = SstFileWriter(options=_options())
+                writer.open(str(path))
+            writer[key] = value
+            count += 1
+        if writer is not None:
+            writer.finish()
+    except Exception as exc:
+        raise StoreError(_BACKEND, "write file", f"{path}: {exc}") from exc
+    return count
+
+
 class RocksStore(_RocksTable):
     """User states in the default column family; enrichment tables in their own families."""
 
@@ -164,6 +197,17 @@ class RocksStore(_RocksTable):
                 self._db.create_column_family(column, _options())
             table = self._tables[column] = _RocksTable(self._db, column, self._write_options)
         return table
+
+    def ingest(self, files: Sequence[Path]) -> None:
+        """Add user-record files (:func:`write_sorted_file`) to the store, each key's value in
+        a file replacing the stored one. A file on the store's file system is moved in (a
+        hard link), one elsewhere copied."""
+        options = IngestExternalFileOptions()
+        options.set_move_files(True)
+        try:
+            self._db.ingest_external_file([str(file) for file in files], options)
+        except Exception as exc:
+            raise StoreError(_BACKEND, "ingest", str(exc)) from exc
 
     def write_buffer_bytes(self) -> int:
         """The user records' write buffers (memtables) now, in bytes: RocksDB's largest moving
