@@ -93,13 +93,42 @@ pub struct LabelColumn {
 pub struct JsonColumns {
     pub offsets: Vec<Vec<i64>>,
     pub data: Vec<Vec<u8>>,
+    /// How many labels are coming, for sizing the columns ahead ([`Self::make_room`]).
+    expected: usize,
 }
 
 impl JsonColumns {
     pub fn new(columns: usize) -> Self {
+        Self::for_labels(columns, 0)
+    }
+
+    /// Columns for `labels` labels (an estimate: more or fewer still fit).
+    pub fn for_labels(columns: usize, labels: usize) -> Self {
+        let mut offsets = Vec::with_capacity(labels + 1);
+        offsets.push(0);
         JsonColumns {
-            offsets: vec![vec![0]; columns],
+            offsets: vec![offsets; columns],
             data: vec![Vec::new(); columns],
+            expected: labels,
+        }
+    }
+
+    /// Room in each column for the labels still to come, at the average size so far (and
+    /// at least double, as growing would): a column grown by doubling copied its texts
+    /// again at every step, hundreds of MB for a `LastN`'s, an eighth of a training set's
+    /// label reads (py-spy). An estimate too large costs address space, not memory: the
+    /// pages are touched only as the texts are written.
+    fn make_room(&mut self) {
+        let done = self.len();
+        let Some(left) = self.expected.checked_sub(done).filter(|&left| left > 0) else {
+            return;
+        };
+        for data in &mut self.data {
+            let average = data.len() / done.max(1) + 1;
+            if data.capacity() - data.len() < 2 * average {
+                let ahead = (average * left).saturating_add(average * left / 4);
+                data.reserve(ahead.max(data.capacity()));
+            }
         }
     }
 
@@ -131,6 +160,7 @@ pub fn label_values(
     ts: i64,
     out: &mut JsonColumns,
 ) -> bool {
+    out.make_room();
     for (c, column) in columns.iter_mut().enumerate() {
         let answered = plans.get(column.plan).is_some_and(|plan| {
             column.context.times.as_of_ms = Some(ts);

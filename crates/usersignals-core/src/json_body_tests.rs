@@ -160,3 +160,24 @@ fn a_label_left_to_the_object_path_leaves_the_columns_as_they_were() {
     ));
     assert_eq!(out, first);
 }
+
+#[test]
+fn columns_sized_ahead_hold_what_growing_columns_hold() {
+    let seen = r#"{"key": "seen@1", "where": null, "aggregate": {"kind": "last_seen", "by": "surface"}, "retention_ms": 604800000}"#;
+    let plans = [Plan::from_json(seen).unwrap()];
+    let mut columns = [LabelColumn {
+        plan: 0,
+        context: ReadContext::default(),
+    }];
+    // Fewer, as many and more labels than announced: the same texts and offsets.
+    let mut filled = |mut out: JsonColumns| {
+        for ts in 0..40 {
+            assert!(label_values(&plans, &[None], &mut columns, ts, &mut out));
+        }
+        (out.offsets, out.data)
+    };
+    let grown = filled(JsonColumns::new(1));
+    for announced in [0, 3, 40, 1_000] {
+        assert_eq!(filled(JsonColumns::for_labels(1, announced)), grown);
+    }
+}

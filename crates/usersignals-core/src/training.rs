@@ -45,7 +45,10 @@ pub fn label_rows(
     horizon_hours: Option<i64>,
     columns: &mut [LabelColumn],
 ) -> Result<Option<JsonColumns>, CoreError> {
-    let mut out = JsonColumns::new(columns.len());
+    let labels = (users.iter())
+        .flat_map(|user| user.groups.iter().map(|(_, times)| times.len()))
+        .sum();
+    let mut out = JsonColumns::for_labels(columns.len(), labels);
     for user in users {
         let mut record = UserRecord::default();
         // The user's states stay decoded from one group to the next, and the labels read
