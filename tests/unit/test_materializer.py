@@ -64,6 +64,18 @@ def test_cached_records_are_not_fetched_again_until_their_ttl_expires() -> None:
     assert len(source.calls) == 2
 
 
+def test_a_lookup_not_remembered_neither_reads_nor_fills_the_cache() -> None:
+    source, clock = CountingSource({"a": {"c": 1}, "b": {"c": 2}}), Clock()
+    cache = RecordCache(100, ttl_s=60, negative_ttl_s=10, clock=clock)
+    m = Materializer({"items": source}, caches={"items": cache})
+    m.lookup("items", ["a"])
+    assert m.lookup("items", ["a", "b", "zz"], remember=False) == {"a": {"c": 1}, "b": {"c": 2}}
+    assert source.calls == [["a"], ["a", "b", "zz"]]  # "a" fetched again, not read cached
+    assert len(cache) == 1
+    assert m.stats.keys_fetched == 4
+    assert m.stats.keys_missing == 1
+
+
 def test_misses_are_cached_for_the_negative_ttl() -> None:
     source, clock = CountingSource({}), Clock()
     m = materializer(source, clock)

@@ -99,8 +99,10 @@ class Materializer:
                 "`usersignals tables load NAME FILE` or configure a source"
             )
 
-    def lookup(self, source: str, keys: Iterable[str]) -> dict[str, Record]:
-        """Records for the distinct ``keys`` of one source; absent keys are left out."""
+    def lookup(self, source: str, keys: Iterable[str], remember: bool = True) -> dict[str, Record]:
+        """Records for the distinct ``keys`` of one source; absent keys are left out. Not
+        ``remember``: the cache is neither read nor filled (a one-off lookup of a whole
+        archive's keys, where filling it cost 1.5 µs a record for nothing)."""
         unique = list(dict.fromkeys(keys))
         stats = self.stats
         stats.keys_requested += len(unique)
@@ -110,7 +112,7 @@ class Materializer:
             cache, fetcher = self._caches[source], self._sources[source]
         except KeyError:
             raise ConfigurationError(f"no lookup source named {source!r}") from None
-        records, _, fetch = cache.get_many(unique)
+        records, _, fetch = cache.get_many(unique) if remember else ({}, set(), unique)
         stats.cache_hits += len(unique) - len(fetch)
         if self.metrics is not None:
             self.metrics.keys_requested.labels(source).inc(len(unique))
@@ -122,7 +124,8 @@ class Materializer:
             if fetched is None:  # failed under the "missing" policy: nothing to cache
                 stats.keys_failed += len(fetch)
                 return records
-            cache.put_many(fetched, [key for key in fetch if key not in fetched])
+            if remember:
+                cache.put_many(fetched, [key for key in fetch if key not in fetched])
             records.update(fetched)
             stats.fetch_calls += 1
             stats.keys_fetched += len(fetch)

@@ -22,6 +22,7 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -179,7 +180,10 @@ class Engine:
         specs = self._native.label_columns(columns)
         if self._batches is None or specs is None:
             return None
-        return self._batches.label_rows(events, self._lookups, users, specs)
+        # Once, for every event of the shard: nothing would ever read a cached record.
+        return self._batches.label_rows(
+            events, partial(self._lookups, remember=False), users, specs
+        )
 
     def _process_per_user(self, batch: MicroBatch, report: BatchReport) -> dict[bytes, bytes]:
         """The per-user Python steps (the reference model of the native pipeline): the
@@ -300,9 +304,10 @@ class Engine:
                 work.append((key, record, fresh))
         return work, puts_only_progress
 
-    def _lookups(self, live: list[Event]) -> dict[str, dict[str, Record]]:
+    def _lookups(self, live: list[Event], remember: bool = True) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that the ``live`` events (the
-        ones to apply) carry, where a signal interested in them reads the source."""
+        ones to apply) carry, where a signal interested in them reads the source; through
+        the Materializer's cache unless not ``remember``."""
         records: dict[str, dict[str, Record]] = {}
         for source in self._sources:
             plans = [plan for plan in self._plans if source in plan.layout]
@@ -318,7 +323,7 @@ class Engine:
                 wanted = {v for event in candidates if (v := _key_value(event, field_name))}
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
-            records[source] = self.materializer.lookup(source, wanted)
+            records[source] = self.materializer.lookup(source, wanted, remember=remember)
         return records
 
     def delete_users(
