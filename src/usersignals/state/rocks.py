@@ -90,8 +90,13 @@ class _RocksTable:
         batch = WriteBatch(raw_mode=True)
         handle = self._db.get_column_family_handle(self._name)
         batch.set_default_column_family(handle)
-        for key, value in puts.items():
-            batch.put(key, value)
+        # In key order: RocksDB's memtable (a skip list) inserts a run of ascending keys
+        # faster than the same keys at random (30 batches of 10,000 records: 1.35-1.41 s
+        # against 1.18 s, the sort included; bench/engine.py at 1 M events, two alternating
+        # pairs: 65,069-65,900 → 66,900-66,967 events/s). Reads stay in the caller's order:
+        # a multi-get of sorted keys made the engine 3-5 % slower (its sort and unsort).
+        for key in sorted(puts):
+            batch.put(key, puts[key])
         for key in deletes:
             batch.delete(key)
         try:
