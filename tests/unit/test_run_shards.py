@@ -1,0 +1,37 @@
+"""The offline jobs' process pool: the tasks' results in order, and workers that do not run
+the parent's main script again (the `usersignals` command's: the whole CLI to import)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = """
+import os, sys
+from pathlib import Path
+
+if __name__ == "__mp_main__":  # what a spawned worker would run the main script as
+    Path(os.environ["RERUN_MARKER"]).write_text("the main script ran again")
+if __name__ == "__main__":
+    from usersignals.offline.common import run_shards
+
+    print(run_shards(abs, [-1, -2, -3]), sys.modules["__main__"].__spec__)
+"""
+
+
+def test_workers_do_not_run_the_parents_main_script_again(tmp_path: Path) -> None:
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    marker = tmp_path / "rerun"
+    done = subprocess.run(
+        [sys.executable, str(script)],
+        env={"RERUN_MARKER": str(marker), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    # The results in the tasks' order; the main module's spec as it was (none, by path).
+    assert done.stdout.split() == ["[1,", "2,", "3]", "None"]
+    assert not marker.exists()
