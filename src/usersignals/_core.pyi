@@ -5,7 +5,6 @@ that every name declared here exists in the built module.
 """
 
 from collections.abc import Callable, Mapping, Sequence
-from collections.abc import Set as AbstractSet
 from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
@@ -186,7 +185,7 @@ class ShareRouter:
     the ``borrowed`` users' records are needed here too."""
 
     def __init__(
-        self, index: int, shards: int, assigned: Mapping[str, int], borrowed: AbstractSet[str]
+        self, index: int, shards: int, assigned: dict[str, int], borrowed: set[str] | frozenset[str]
     ) -> None: ...
     def split(self, lines: list[bytes]) -> tuple[list[int], list[int], list[int]]:
         """The indices in ``lines`` of this shard's records, of the borrowed users' records,

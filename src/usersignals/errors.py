@@ -8,7 +8,7 @@ without parsing messages. Third-party errors are wrapped where they enter the pa
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import ClassVar
+from typing import Any, ClassVar
 
 #: What a client reads of an error that is not about its request: the server log has the rest.
 UNAVAILABLE_MESSAGE = "the service cannot answer now; try again later"
@@ -25,10 +25,25 @@ class UserSignalsError(Exception):
     http_status: ClassVar[int] = 503
     http_code: ClassVar[str] = "unavailable"
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as the error it is, fields and all: an offline job's worker process hands
+        its errors to the parent. By default pickle calls the class with ``args`` (the
+        message alone), which fails for every class whose ``__init__`` takes its fields."""
+        return (_rebuilt, (type(self), self.args, self.__dict__))
+
     def public_message(self) -> str:
         """What a client may read. By default nothing of the message: it can hold a path, a
         host or a library's words, which are for the server log, not for clients."""
         return UNAVAILABLE_MESSAGE
+
+
+def _rebuilt(
+    kind: type[UserSignalsError], args: tuple[Any, ...], fields: dict[str, Any]
+) -> UserSignalsError:
+    error = kind.__new__(kind)
+    error.args = args
+    error.__dict__.update(fields)
+    return error
 
 
 class ConfigurationError(UserSignalsError):

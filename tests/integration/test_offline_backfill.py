@@ -126,6 +126,35 @@ def test_backfill_in_two_processes_equals_one(tmp_path: Path, history: History) 
     assert len(results[0]) == len({event.user_id for event in history.events})
 
 
+def test_shards_without_users_hand_over_as_one_process_does(
+    tmp_path: Path, history: History
+) -> None:
+    """One user's events in 3 processes: two shards have nothing to write, and the states and
+    the hand-over offsets are those of one process."""
+    one_user = history.events[0].user_id
+    picked = [
+        (event, position)
+        for event, position in zip(history.events, history.positions, strict=True)
+        if event.user_id == one_user
+    ]
+    alone = History(history.spec, [e for e, _ in picked], [p for _, p in picked], history.items)
+    archive = write_parquet_archive(tmp_path / "archive", alone)
+    results = []
+    for workers in (1, 3):
+        path = tmp_path / f"store-{workers}"
+        new_store(path, alone).close()
+        summary = backfill(BackfillJob(str(archive), settings_for(path), workers=workers))
+        assert summary.users == 1
+        store = RocksStore(path)
+        try:
+            results.append((user_states(store), read_backfill_offsets(store)))
+        finally:
+            store.close()
+    assert results[0] == results[1]
+    assert list(results[0][0]) == [user_key(one_user)]
+    assert results[0][1]
+
+
 def test_backfill_until_hands_over_to_the_stream(tmp_path: Path, history: History) -> None:
     """Backfill up to T, then the processor reads the topic from the start: the result is the
     same as streaming everything once (no gap, no double count)."""

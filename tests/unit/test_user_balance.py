@@ -36,3 +36,13 @@ def test_the_plan_samples_each_file_and_reads_users_as_the_router(tmp_path: Path
     placed = plan_user_shards(EventArchive(tmp_path), 2)
     assert set(placed) == {"whale", "y", "x"}
     assert placed["whale"] != placed["y"]
+
+
+def test_the_sample_spreads_over_many_files(tmp_path: Path) -> None:
+    # 100 files, one user each: the sample reads 64 of them, from first to last.
+    for number in range(100):
+        line = msgspec.json.encode({"user_id": f"u{number:03d}", "ts": 1})
+        (tmp_path / f"part-{number:03d}.jsonl").write_bytes(line + b"\n")
+    placed = plan_user_shards(EventArchive(tmp_path), 2)
+    assert len(placed) == 64
+    assert {"u000", "u098"} <= set(placed)

@@ -89,7 +89,7 @@ pub struct LabelColumn {
 /// A training set's values as JSON text, column by column: label `i`'s value in column `c`
 /// is `data[c][offsets[c][i]..offsets[c][i + 1]]` (Arrow's layout of a string column, which
 /// the glue wraps without a copy).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct JsonColumns {
     pub offsets: Vec<Vec<i64>>,
     pub data: Vec<Vec<u8>>,
@@ -104,10 +104,13 @@ impl JsonColumns {
 
     /// Columns for `labels` labels (an estimate: more or fewer still fit).
     pub fn for_labels(columns: usize, labels: usize) -> Self {
-        let mut offsets = Vec::with_capacity(labels + 1);
-        offsets.push(0);
+        let offsets = (0..columns).map(|_| {
+            let mut offsets = Vec::with_capacity(labels + 1);
+            offsets.push(0);
+            offsets
+        });
         JsonColumns {
-            offsets: vec![offsets; columns],
+            offsets: offsets.collect(),
             data: vec![Vec::new(); columns],
             expected: labels,
         }
@@ -117,7 +120,8 @@ impl JsonColumns {
     /// at least double, as growing would): a column grown by doubling copied its texts
     /// again at every step, hundreds of MB for a `LastN`'s, an eighth of a training set's
     /// label reads (py-spy). An estimate too large costs address space, not memory: the
-    /// pages are touched only as the texts are written.
+    /// pages are touched only as the texts are written; one the system refuses is dropped,
+    /// and the column grows as it would have.
     fn make_room(&mut self) {
         let done = self.len();
         let Some(left) = self.expected.checked_sub(done).filter(|&left| left > 0) else {
@@ -127,7 +131,9 @@ impl JsonColumns {
             let average = data.len() / done.max(1) + 1;
             if data.capacity() - data.len() < 2 * average {
                 let ahead = (average * left).saturating_add(average * left / 4);
-                data.reserve(ahead.max(data.capacity()));
+                if data.try_reserve(ahead.max(data.capacity())).is_err() {
+                    data.reserve(average);
+                }
             }
         }
     }
@@ -145,6 +151,13 @@ impl JsonColumns {
     pub fn value(&self, column: usize, label: usize) -> &[u8] {
         let offsets = &self.offsets[column];
         &self.data[column][offsets[label] as usize..offsets[label + 1] as usize]
+    }
+}
+
+/// The same labels' values; the sizing estimate plays no part.
+impl PartialEq for JsonColumns {
+    fn eq(&self, other: &Self) -> bool {
+        self.offsets == other.offsets && self.data == other.data
     }
 }
 

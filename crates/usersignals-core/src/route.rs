@@ -8,8 +8,10 @@
 //! The Python reader (`usersignals.offline.share.route`, msgspec decoding a struct of the one
 //! field) stays the reference. This module answers only where it reads the same user id: a
 //! record it parses as a JSON object with exactly one `user_id` key holding a string is a
-//! record msgspec reads the same way. Anything else (not JSON, no or a non-string `user_id`,
-//! the key twice, a lone surrogate) is [`Route::Unsure`], and Python routes it.
+//! record msgspec reads the same way, unless serde skipped in it what msgspec refuses (an
+//! escaped surrogate, deep nesting: see [`user_of`]). Anything else (not JSON, no or a
+//! non-string `user_id`, the key twice, a lone surrogate) is [`Route::Unsure`], and Python
+//! routes it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -17,12 +19,33 @@ use std::fmt;
 use hashbrown::{HashMap, HashSet};
 use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
 
+/// Opening brackets a record may hold before the core leaves it to the reference: serde's
+/// skip of a nested value has no depth limit, where msgspec's refuses one nested past
+/// Python's recursion limit (the reference then reads no user).
+const MAX_OPENINGS: usize = 64;
+
 /// The user id a record names, when it can be read for sure (see the module's note).
 pub fn user_of(line: &[u8]) -> Option<Cow<'_, str>> {
+    if skips_unlike_the_reference(line) {
+        return None;
+    }
     let mut reader = serde_json::Deserializer::from_slice(line);
     let user = reader.deserialize_map(UserOnly).ok()?;
     reader.end().ok()?;
     user
+}
+
+/// Whether serde's skip of the fields other than `user_id` might pass what msgspec's refuses:
+/// a `\u` escape of a surrogate (serde does not check a skipped string's escapes; a lone
+/// one is refused by msgspec), or deep nesting. Conservative: it looks at the bytes, inside
+/// strings too, and a record it flags only goes to the reference.
+fn skips_unlike_the_reference(line: &[u8]) -> bool {
+    let surrogate = memchr::memchr_iter(b'\\', line)
+        .any(|at| line.get(at + 1) == Some(&b'u') && matches!(line.get(at + 2), Some(b'd' | b'D')));
+    surrogate
+        || memchr::memchr2_iter(b'{', b'[', line)
+            .nth(MAX_OPENINGS)
+            .is_some()
 }
 
 /// Reads an object's `user_id` (borrowed from the line unless it holds escapes) and skips
@@ -177,9 +200,24 @@ mod tests {
             b"{\"user_id\":\"a\"",
             b"not json",
             b"{\"user_id\":\"\xff\"}",
+            br#"{"user_id":"u1","item_id":"\udc00"}"#,
+            br#"{"user_id":"u1","item_id":"\uD83D\uDE00"}"#,
         ] {
             assert_eq!(user_of(line), None, "{}", String::from_utf8_lossy(line));
         }
+    }
+
+    #[test]
+    fn leaves_deep_nesting_to_the_reference() {
+        let nested = |depth: usize| {
+            let mut line = br#"{"user_id":"u1","attrs":"#.to_vec();
+            line.extend(std::iter::repeat_n(b'[', depth));
+            line.extend(std::iter::repeat_n(b']', depth));
+            line.push(b'}');
+            line
+        };
+        assert_eq!(user_of(&nested(MAX_OPENINGS - 1)).as_deref(), Some("u1"));
+        assert_eq!(user_of(&nested(MAX_OPENINGS)), None);
     }
 
     #[test]

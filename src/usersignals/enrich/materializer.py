@@ -102,7 +102,8 @@ class Materializer:
     def lookup(self, source: str, keys: Iterable[str], remember: bool = True) -> dict[str, Record]:
         """Records for the distinct ``keys`` of one source; absent keys are left out. Not
         ``remember``: the cache is neither read nor filled (a one-off lookup of a whole
-        archive's keys, where filling it cost 1.5 µs a record for nothing)."""
+        archive's keys, where filling it cost about 1 µs a record for nothing: 0.07 s for
+        67,502 items)."""
         unique = list(dict.fromkeys(keys))
         stats = self.stats
         stats.keys_requested += len(unique)

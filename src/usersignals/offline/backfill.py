@@ -9,8 +9,9 @@ them through the same :class:`~usersignals.processing.engine.Engine` the process
 micro-batches, into a private RocksDB on a temporary directory. The shard's records are then
 merged into the store's (see :mod:`usersignals.offline.bulk_load`): the backfilled signals'
 states replace theirs, other signals' states stay. For a RocksDB store each shard merges its
-own, in its process, into a table file the parent moves into the store (a rename); for
-Redis the parent merges them, one shard after the other.
+own, in its process, into a table file the parent moves into the store (a hard link, or a
+copy when the temporary directory is on another file system than the store); for Redis
+the parent merges them, one shard after the other.
 
 Hand-over (see :mod:`usersignals.offline.boundary`): events carry the position the live
 source gives them, so each user's progress says which offsets the states include, and the
@@ -306,6 +307,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             horizon_ms = settings.processing.dedupe_horizon_ms
             final = merged(records, existing, horizon_ms)
             result.users = write_sorted_file(result.state_file, final)
+            result.progress = {}  # in the file: not pickled back to the parent for nothing
         return result
     finally:
         store.close()

@@ -34,8 +34,9 @@ def plan_user_shards(archive: EventArchive, shards: int) -> dict[str, int]:
     """The users the sample shows heavy, each with the process that computes them."""
     if shards <= 1 or not archive.files:
         return {}
-    step = max(1, len(archive.files) // SAMPLE_FILES)
-    files = archive.files[::step][:SAMPLE_FILES]
+    every = archive.files
+    count = min(len(every), SAMPLE_FILES)  # spread evenly over the archive
+    files = [every[i * len(every) // count] for i in range(count)]
     per_file = max(1, SAMPLE_RECORDS // len(files))
     counts: Counter[str] = Counter()
     for file in files:
@@ -53,11 +54,12 @@ def balanced(counts: Mapping[str, int], shards: int) -> dict[str, int]:
         ((count, user) for user, count in counts.items() if count * HEAVY >= fair),
         key=lambda item: (-item[0], item[1]),
     )
-    placed: dict[str, int] = {user: -1 for _, user in heavy}
+    heavy_users = {user for _, user in heavy}
     loads = [0] * shards
     for user, count in counts.items():
-        if user not in placed:
+        if user not in heavy_users:
             loads[shard_of(user, shards)] += count
+    placed: dict[str, int] = {}
     for count, user in heavy:
         lightest = min(range(shards), key=lambda shard: (loads[shard], shard))
         placed[user] = lightest

@@ -83,6 +83,8 @@ def merged(
 
 
 def write_backfill_offsets(store: StateStore, offsets: Mapping[str, int]) -> None:
+    """The backfill's hand-over offsets (:func:`read_backfill_offsets`), written alone: after
+    the last shard's table file is in (:func:`load_states` writes them with its last batch)."""
     store.write({BACKFILL_OFFSETS_KEY: _offsets_value(offsets)})
 
 

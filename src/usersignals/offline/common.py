@@ -43,8 +43,9 @@ def run_shards(
     as it is there, while the others may still run.
 
     This process would only wait otherwise, and a process of its own costs a start-up (an
-    interpreter importing the package, about 0.15 s) that this one has paid. Spawned, not
-    forked: the parent may hold RocksDB and Arrow threads a fork would not copy.
+    interpreter starting and importing the offline jobs, about 0.15 s) that this one has
+    paid. Spawned, not forked: the parent may hold RocksDB and Arrow threads a fork would
+    not copy.
     """
     if len(tasks) == 1:
         first = _tuned(run, tasks[0])
@@ -70,7 +71,7 @@ def _main_not_rerun() -> Iterator[None]:
     main script is the ``usersignals`` command's (0.45 s of imports: the whole CLI) or a
     caller's, and a worker started 0.67 s after the parent's shard on a 1M-event backfill.
     A main module named ``__main__`` by its spec is one multiprocessing leaves alone (as it
-    does for ``python -m``).
+    does for a package run with ``python -m``).
     """
     main = sys.modules["__main__"]
     spec = getattr(main, "__spec__", None)

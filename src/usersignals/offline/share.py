@@ -62,8 +62,8 @@ class ArchiveShare:
     index: int
     shards: int
     dead_letters: DeadLetterFile | None = None
-    #: Users placed on a shard by the job (a training set balances its labelled users);
-    #: every other user goes by the stable hash.
+    #: Users placed on a shard by the job (a training set balances its labelled users, a
+    #: backfill its heavy users); every other user goes by the stable hash.
     assigned: Mapping[str, int] | None = None
     #: Users of another shard whose valid events this one needs too (a training set's user
     #: cut into pieces); they land in :attr:`borrowed_events`, neither counted nor
@@ -108,7 +108,9 @@ class ArchiveShare:
         """A block's records of this shard, with their places in the archive; the valid
         events of the users it borrows go to :attr:`borrowed_events`."""
         if self._router is None:
-            self._router = ShareRouter(self.index, self.shards, self.assigned or {}, self.borrowed)
+            self._router = ShareRouter(
+                self.index, self.shards, dict(self.assigned or {}), self.borrowed
+            )
         mine, borrowing, unsure = self._router.split(block_lines)
         for index in unsure:  # the records the core could not read for sure
             shard, user = route(block_lines[index], self.shards, self.assigned)

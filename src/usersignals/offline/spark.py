@@ -2,7 +2,8 @@
 
 The plan, for both: one Spark task per archive file decodes and validates it with the live
 path's decoder (bad records are collected as dead letters); the valid events are partitioned
-by user (the same stable hash as the local shards) and sorted within a partition, each
+by user (the stable hash of the local shards; the local backfill's placing of heavy users,
+:mod:`usersignals.offline.balance`, is not applied here) and sorted within a partition, each
 user's by position for a backfill (the archive's order, which the Taker puts in the stream's:
 ``offline/arrival.py``), by time for a training set (which judges repeats itself first);
 ``mapInArrow`` then runs, per partition, the very code the local runner runs — the backfill's

@@ -180,7 +180,8 @@ class Engine:
         specs = self._native.label_columns(columns)
         if self._batches is None or specs is None:
             return None
-        # Once, for every event of the shard: nothing would ever read a cached record.
+        # Once, for every event of the shard: no later batch reads a cached record. (When a
+        # label is left to the object path, the rounds that follow look the keys up again.)
         return self._batches.label_rows(
             events, partial(self._lookups, remember=False), users, specs
         )

@@ -126,21 +126,24 @@ def write_sorted_file(path: Path, records: Iterable[tuple[bytes, bytes]]) -> int
 
     Why a file: a backfill shard's records went into the store through the WAL and the
     write buffers, 7.4 µs a 1.5 KB record, all in the one process that holds the store; a
-    shard writes its own file at 1.9 µs a record, in parallel, and the ingestion is a
-    rename (measured, 110,000 records)."""
+    shard writes its own file at 1.9 µs a record, in parallel, and the ingestion is a hard
+    link (measured, 110,000 records: 4 ms; a file on another file system is copied)."""
     count = 0
     writer: SstFileWriter | None = None
-    try:
-        for key, value in records:
+    for key, value in records:  # the records' own errors pass as they are
+        try:
             if writer is None:
                 writer = SstFileWriter(options=_options())
                 writer.open(str(path))
             writer[key] = value
-            count += 1
-        if writer is not None:
+        except Exception as exc:
+            raise StoreError(_BACKEND, "write file", f"{path}: {exc}") from exc
+        count += 1
+    if writer is not None:
+        try:
             writer.finish()
-    except Exception as exc:
-        raise StoreError(_BACKEND, "write file", f"{path}: {exc}") from exc
+        except Exception as exc:
+            raise StoreError(_BACKEND, "write file", f"{path}: {exc}") from exc
     return count
 
 
