@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from offline_helpers import (
@@ -153,6 +155,27 @@ def test_shards_without_users_hand_over_as_one_process_does(
     assert results[0] == results[1]
     assert list(results[0][0]) == [user_key(one_user)]
     assert results[0][1]
+
+
+def test_shards_work_beside_the_store_and_leave_nothing(
+    tmp_path: Path, history: History, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The shards' scratch stores and table files go beside a RocksDB store (a hard link
+    moves the files in; a tmpfs would hold them in memory), and go away afterwards."""
+    made: list[tuple[str | None, str | None]] = []
+    real = tempfile.TemporaryDirectory
+
+    def recording(*args: Any, **kwargs: Any) -> tempfile.TemporaryDirectory[str]:
+        made.append((kwargs.get("prefix"), kwargs.get("dir")))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", recording)
+    archive = write_jsonl_archive(tmp_path / "archive", history)
+    store = tmp_path / "deploy" / "store"
+    new_store(store, history).close()
+    backfill(BackfillJob(str(archive), settings_for(store), workers=2))
+    assert (".usersignals-backfill-", store.parent) in [(p, d and Path(d)) for p, d in made]
+    assert sorted(path.name for path in store.parent.iterdir()) == ["store"]
 
 
 def test_backfill_until_hands_over_to_the_stream(tmp_path: Path, history: History) -> None:

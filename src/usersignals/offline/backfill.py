@@ -9,9 +9,9 @@ them through the same :class:`~usersignals.processing.engine.Engine` the process
 micro-batches, into a private RocksDB on a temporary directory. The shard's records are then
 merged into the store's (see :mod:`usersignals.offline.bulk_load`): the backfilled signals'
 states replace theirs, other signals' states stay. For a RocksDB store each shard merges its
-own, in its process, into a table file the parent moves into the store (a hard link, or a
-copy when the temporary directory is on another file system than the store); for Redis
-the parent merges them, one shard after the other.
+own, in its process, into a table file the parent moves into the store (a hard link: the
+shards work in a hidden directory beside the store); for Redis the parent merges them, one
+shard after the other.
 
 Hand-over (see :mod:`usersignals.offline.boundary`): events carry the position the live
 source gives them, so each user's progress says which offsets the states include, and the
@@ -25,6 +25,7 @@ stopped: the merge needs the store's single writer.
 from __future__ import annotations
 
 import logging
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -155,7 +156,9 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
     shards = max(1, job.workers)
     assigned = plan_user_shards(archive, shards)
-    with tempfile.TemporaryDirectory(prefix="usersignals-backfill-") as scratch:
+    with tempfile.TemporaryDirectory(
+        prefix=".usersignals-backfill-", dir=_scratch_parent(settings)
+    ) as scratch:
         tasks = [
             _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}", assigned)
             for i in range(shards)
@@ -180,6 +183,18 @@ def backfill(job: BackfillJob) -> BackfillSummary:
             loader.close()
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+def _scratch_parent(settings: Settings) -> Path | None:
+    """Where the shards' scratch stores and table files go: beside a RocksDB store, so that
+    the files move in by a hard link (from another file system RocksDB copies them) and the
+    shards' states take the store's disk, not the system's temporary directory (often a
+    tmpfs, in memory); the system's temporary directory for Redis, or when the store's
+    parent is not writable."""
+    if settings.store.backend != "rocksdb":
+        return None
+    parent = Path(settings.store.path).resolve().parent
+    return parent if os.access(parent, os.W_OK) else None
 
 
 class _Loader:
