@@ -3,6 +3,7 @@ values replace the stored ones, other keys stay, and no records make no file."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,9 @@ def test_keys_out_of_order_are_a_store_error_and_the_records_own_errors_pass(
     with pytest.raises(StoreError, match="ascending"):
         write_sorted_file(tmp_path / "a.sst", [(b"u:b", b"1"), (b"u:a", b"2")])
 
-    def failing() -> list[tuple[bytes, bytes]]:
+    def failing() -> Iterator[tuple[bytes, bytes]]:
+        yield b"u:a", b"1"
         raise ValueError("a record the caller could not make")
 
     with pytest.raises(ValueError, match="could not make"):
-        write_sorted_file(tmp_path / "b.sst", (pair for pair in failing()))
+        write_sorted_file(tmp_path / "b.sst", failing())

@@ -181,3 +181,10 @@ fn columns_sized_ahead_hold_what_growing_columns_hold() {
         assert_eq!(filled(JsonColumns::for_labels(1, announced)), grown);
     }
 }
+
+#[test]
+fn every_column_is_sized_for_the_labels_announced() {
+    let out = JsonColumns::for_labels(3, 100);
+    assert!(out.offsets.iter().all(|offsets| offsets.capacity() > 100));
+    assert!(out.offsets.iter().all(|offsets| offsets == &[0]));
+}
