@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usersignals.events import (
     REASONS,
     BadEvent,
+    DecodeResult,
     Event,
     EventDecoder,
     EventPolicy,
@@ -317,6 +320,80 @@ def test_newline_does_not_count_against_the_size_limit() -> None:
     result = EventDecoder(policy).decode_block([raw + b"\n"], now_ms=NOW_MS)
     assert result.bad == []
     assert len(result.events) == 1
+
+
+def _line_by_line(
+    decoder: EventDecoder, lines: list[bytes], positions: list[Position] | None
+) -> DecodeResult:
+    """What ``decode_block`` documents, spelled out: each line through ``decode_one``."""
+    result = DecodeResult()
+    for index, raw in enumerate(lines):
+        if not raw.strip():
+            result.blank += 1
+            continue
+        position = positions[index] if positions is not None else Position("", index)
+        outcome = decoder.decode_one(raw.rstrip(b"\r\n"), NOW_MS)
+        if isinstance(outcome, Event):
+            result.events.append(outcome)
+            result.positions.append(position)
+        else:
+            result.bad.append(BadEvent(outcome.reason, outcome.detail, raw, position))
+    return result
+
+
+# Lines a block may hold: valid events (some near each limit of the policy below), blank
+# lines, and one of each way to be bad.
+_BLOCK_LINES = [
+    raw_event(event_id="a"),
+    raw_event(event_id="b", user_id="u" * 12, action="click") + b"\n",
+    raw_event(event_id="c", surface="search", ts=NOW_MS + DAY_MS) + b"\r\n",
+    raw_event(event_id="d", item_id="i" * 16, ts=YEAR_2000_MS, attrs={"x": [1, {"y": ""}]}),
+    raw_event(event_id="é" * 16),
+    b"",
+    b"\n",
+    b" \t\r\n",
+    raw_event(event_id=""),
+    raw_event(user_id="u" * 13),
+    raw_event(item_id="i" * 17),
+    raw_event(action="buy"),
+    raw_event(surface="feed"),
+    raw_event(ts=YEAR_2000_MS - 1),
+    raw_event(ts=NOW_MS + DAY_MS + 1),
+    raw_event(ts="x"),
+    without("user_id"),
+    b'{"event_id": ',
+    b"[]",
+    raw_event(attrs={"blob": "y" * 120}),
+    b'{"event_id":"e","user_id":"u","item_id":"i","action":"save","surface":"home","ts":1,'
+    b'"user_id":"\xff"}',
+]
+_POLICIES = [
+    EventPolicy(),
+    EventPolicy(
+        allowed_actions=frozenset({"save", "click"}),
+        allowed_surfaces=frozenset({"home", "search"}),
+        max_event_bytes=170,
+        max_id_chars=16,
+        max_user_id_chars=12,
+    ),
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.sampled_from(_BLOCK_LINES), max_size=12),
+    st.sampled_from(_POLICIES),
+    st.booleans(),
+)
+def test_decode_block_is_each_line_decoded_on_its_own(
+    lines: list[bytes], policy: EventPolicy, with_positions: bool
+) -> None:
+    # decode_block takes a fast path for blocks of valid events and blank lines only; the
+    # outcome must be the same as decoding line by line, whatever the mix.
+    positions = [Position("t/0", 7 + n) for n in range(len(lines))] if with_positions else None
+    decoder = EventDecoder(policy)
+    result = decoder.decode_block(lines, positions, now_ms=NOW_MS)
+    assert result == _line_by_line(decoder, lines, positions)
 
 
 # -- encoding ---------------------------------------------------------------------------------

