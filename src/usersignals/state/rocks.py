@@ -21,6 +21,8 @@ from typing import cast
 
 from rocksdict import (
     AccessType,
+    BlockBasedOptions,
+    DBCompressionType,
     IngestExternalFileOptions,
     Options,
     Rdict,
@@ -37,11 +39,32 @@ logger = logging.getLogger(__name__)
 _BACKEND = "rocksdb"
 
 
+#: Bits per key of each table file's Bloom filter: RocksDB's usual 10 (about 1 % false
+#: positives). A batch reads its users' records by key, and a user new to the store (or a
+#: record in a newer file) no longer costs a block read in every file that cannot hold it.
+BLOOM_BITS_PER_KEY = 10
+#: Levels stored uncompressed, from L0: the newest files, rewritten soon by compaction and
+#: read the most; the deeper levels, which hold most of a large store, keep snappy.
+UNCOMPRESSED_LEVELS = 2
+_LEVELS = 7  # RocksDB's default num_levels
+
+
 def _options() -> Options:
+    """The store's options. Beside RocksDB's defaults, Bloom filters and no compression on
+    the newest levels: the engine's CPU time for 1 M reference events went from 15.2-16.0 s
+    to 14.5-15.1 s (bench/engine.py, three runs each, interleaved), the snappy work and the
+    block reads of point lookups being most of what the store costs a batch."""
     options = Options(raw_mode=True)
     options.create_if_missing(True)
     options.create_missing_column_families(True)
     options.set_max_background_jobs(2)
+    tables = BlockBasedOptions()
+    tables.set_bloom_filter(BLOOM_BITS_PER_KEY, False)  # a full filter per file
+    options.set_block_based_table_factory(tables)
+    plain, snappy = DBCompressionType.none(), DBCompressionType.snappy()
+    options.set_compression_per_level(
+        [plain] * UNCOMPRESSED_LEVELS + [snappy] * (_LEVELS - UNCOMPRESSED_LEVELS)
+    )
     return options
 
 
