@@ -6,7 +6,8 @@ go by a stable hash of the user id.
 Every shard reads the archive, decodes only its users' records (see
 :mod:`usersignals.offline.share`), keeps their valid events inside the boundary, and runs
 them through the same :class:`~usersignals.processing.engine.Engine` the processor runs, in
-micro-batches, into a private RocksDB on a temporary directory. The shard's records are then
+micro-batches, into a private store (:mod:`usersignals.offline.scratch`: in memory, RocksDB
+on a temporary directory when large). The shard's records are then
 merged into the store's (see :mod:`usersignals.offline.bulk_load`): the backfilled signals'
 states replace theirs, other signals' states stay. For a RocksDB store each shard merges its
 own, in its process, into a table file the parent moves into the store (a hard link: the
@@ -56,6 +57,7 @@ from usersignals.offline.common import (
     run_shards,
     select_signals,
 )
+from usersignals.offline.scratch import ScratchStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
@@ -284,13 +286,14 @@ def _dead_letters(shard: _Shard) -> Path:
 
 
 def _run_shard(shard: _Shard) -> _ShardResult:
-    """One shard's users, computed into a private RocksDB at ``shard.directory``."""
+    """One shard's users, computed into a private store (on disk at ``shard.directory`` when
+    large, or for the parent to read: a Redis store's shards)."""
     job = shard.job
     settings = job.settings
     registry = select_signals(SignalRegistry.from_module(settings.signals), job.only)
     lookups = open_lookup_store(settings, registry)
     existing = lookups if lookups is not None else open_existing(settings)
-    store = RocksStore(shard.directory, scratch=True)  # deleted after the load: no WAL
+    store = ScratchStore(shard.directory)
     dead_letters = None
     if job.dead_letter is not None:
         # One shard writes the final file; several write theirs, merged in archive order.
@@ -323,6 +326,8 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             final = merged(records, existing, horizon_ms)
             result.users = write_sorted_file(result.state_file, final)
             result.progress = {}  # in the file: not pickled back to the parent for nothing
+        else:
+            store.persist()  # the parent reads the records from the shard's directory
         return result
     finally:
         store.close()

@@ -43,6 +43,10 @@ class MemoryStore(_MemoryTable):
     def table(self, name: str) -> _MemoryTable:
         return self._tables.setdefault(name, _MemoryTable())
 
+    def tables(self) -> dict[str, _MemoryTable]:
+        """The side tables written or asked for so far, by name."""
+        return dict(self._tables)
+
     def refresh(self) -> None:
         """One process, one dict: every write is visible at once."""
 
