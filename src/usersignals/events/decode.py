@@ -169,6 +169,8 @@ class EventDecoder:
         # decides. (The terminator is at most two bytes.)
         if lines and max(map(len, lines)) > limit:
             return None
+        if positions is not None and len(positions) < len(lines):
+            return None  # the reference fails where a position is missing
         decode = self._decoder.decode
         try:
             events = [decode(raw) for raw in lines]
@@ -184,7 +186,11 @@ class EventDecoder:
         if positions is None:
             held = [Position("", index) for index in lines_kept]
         else:
-            held = list(positions) if kept is None else [positions[index] for index in kept]
+            held = (
+                list(positions[: len(lines)])
+                if kept is None
+                else [positions[index] for index in kept]
+            )
         return DecodeResult(events, held, [], blank)
 
     def _decode_around_blanks(
