@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from usersignals.events import (
     REASONS,
     BadEvent,
-    DecodeResult,
     Event,
     EventDecoder,
     EventPolicy,
@@ -322,25 +321,6 @@ def test_newline_does_not_count_against_the_size_limit() -> None:
     assert len(result.events) == 1
 
 
-def _line_by_line(
-    decoder: EventDecoder, lines: list[bytes], positions: list[Position] | None
-) -> DecodeResult:
-    """What ``decode_block`` documents, spelled out: each line through ``decode_one``."""
-    result = DecodeResult()
-    for index, raw in enumerate(lines):
-        if not raw.strip():
-            result.blank += 1
-            continue
-        position = positions[index] if positions is not None else Position("", index)
-        outcome = decoder.decode_one(raw.rstrip(b"\r\n"), NOW_MS)
-        if isinstance(outcome, Event):
-            result.events.append(outcome)
-            result.positions.append(position)
-        else:
-            result.bad.append(BadEvent(outcome.reason, outcome.detail, raw, position))
-    return result
-
-
 # Lines a block may hold: valid events (some near each limit of the policy below), blank
 # lines, and one of each way to be bad.
 _BLOCK_LINES = [
@@ -389,11 +369,12 @@ def test_decode_block_is_each_line_decoded_on_its_own(
     lines: list[bytes], policy: EventPolicy, with_positions: bool
 ) -> None:
     # decode_block takes a fast path for blocks of valid events and blank lines only; the
-    # outcome must be the same as decoding line by line, whatever the mix.
+    # outcome must be the reference's, each line through decode_one, whatever the mix (the
+    # tests above hold the reference to the documented outcomes).
     positions = [Position("t/0", 7 + n) for n in range(len(lines))] if with_positions else None
     decoder = EventDecoder(policy)
     result = decoder.decode_block(lines, positions, now_ms=NOW_MS)
-    assert result == _line_by_line(decoder, lines, positions)
+    assert result == decoder._decode_each(lines, positions, NOW_MS)
 
 
 # -- encoding ---------------------------------------------------------------------------------
