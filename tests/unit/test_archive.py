@@ -10,10 +10,13 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usersignals import ConfigurationError, Event, EventDecoder, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline.archive import EventArchive
+from usersignals.offline import archive
+from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
 
 TS = 1_767_225_600_000
 EVENT = {
@@ -107,6 +110,57 @@ def test_jsonl_envelopes_with_object_or_string_values_and_bad_records(tmp_path: 
         # An unreadable envelope is passed to the decoder whole, positioned by file and line.
         ("missing_field", "archive:export.jsonl", 4),
     ]
+
+
+# A JSONL file's lines: plain events, blank lines, and (as the first record, which decides
+# the file's shape) a Kafka envelope.
+_PLAIN = json.dumps(EVENT).encode() + b"\n"
+_ENVELOPE = json.dumps({"topic": "t", "partition": 0, "offset": 5, "value": EVENT}).encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.sampled_from([_PLAIN, b"\n", b"  \r\n", _PLAIN.rstrip(b"\n")]), max_size=40),
+    st.booleans(),
+    st.booleans(),
+    st.integers(1, 7),
+    st.integers(1, 300),
+)
+def test_jsonl_blocks_hold_every_record_with_its_line_number(
+    tmp_path_factory: pytest.TempPathFactory,
+    lines: list[bytes],
+    envelope_first: bool,
+    last_unterminated: bool,
+    block_size: int,
+    read_bytes: int,
+) -> None:
+    # Lines end with a newline except, maybe, the file's last; the reader takes the file a
+    # few lines at a time (read_bytes), so blocks and reads cut the lines anywhere.
+    lines = [line if line.endswith(b"\n") else line + b"\n" for line in lines]
+    if envelope_first:
+        lines = [_ENVELOPE + b"\n", *lines]
+    if lines and last_unterminated:
+        lines[-1] = lines[-1].rstrip(b"\r\n")
+    path = tmp_path_factory.mktemp("archive") / "part.jsonl"
+    path.write_bytes(b"".join(lines))
+    expected = [(number, line) for number, line in enumerate(lines, 1) if line.strip()]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(archive, "_READ_BYTES", read_bytes)
+        blocks = list(file_blocks(ArchiveFile(path, "part.jsonl"), block_size))
+    assert all(len(block.lines) == block_size for block in blocks[:-1])
+    assert all(0 < len(block.lines) <= block_size for block in blocks[-1:])
+    got = [pair for block in blocks for pair in zip(block.positions, block.lines, strict=True)]
+    assert len(got) == len(expected)
+    for (position, raw), (number, line) in zip(got, expected, strict=True):
+        if envelope_first and line.startswith(b"{"):
+            # Every record of an export is opened as an envelope: the envelope's event,
+            # at its Kafka position; a plain event line is passed on whole, by its line.
+            if line.startswith(_ENVELOPE):
+                assert (position, msgspec.json.decode(raw)) == (Position("t/0", 5), EVENT)
+            else:
+                assert (position, raw) == (Position("archive:part.jsonl", number), line)
+        else:
+            assert (position, raw) == (Position("archive:part.jsonl", number), line)
 
 
 def test_glob_of_plain_jsonl_files_in_name_order(tmp_path: Path) -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import glob
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,9 @@ from usersignals.ingest.files import RawBlock
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
 COORDINATES = ("topic", "partition", "offset")
+#: Bytes of a JSONL file read at a time at most, in whole lines (``readlines``' hint).
+_READ_BYTES = 1 << 20
+_LINE_BYTES = 256  # about a reference event's line, and more
 _encoder = msgspec.json.Encoder()
 
 
@@ -136,26 +140,42 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
+    """A JSONL file's records, positioned by their line numbers (blank lines skipped), or
+    by the Kafka coordinates of an export's envelopes (its first record decides)."""
     source = f"archive:{file.name}"
     lines: list[bytes] = []
     positions: list[Position] = []
     envelope: bool | None = None
+    last = 0  # the number of the last line read
+    # Not much more than a block at a time: a sample reads only a file's first block.
+    hint = min(_READ_BYTES, block_size * _LINE_BYTES)
     with file.path.open("rb") as handle:
-        for number, line in enumerate(handle, 1):
-            if not line.strip():
-                continue
+        while chunk := handle.readlines(hint):
+            first, last = last + 1, last + len(chunk)
             if envelope is None:
-                envelope = _looks_like_envelope(line)
-            if envelope:
-                raw, position = _open_envelope(line, source, number)
-                lines.append(raw)
-                positions.append(position)
+                envelope = next(
+                    (_looks_like_envelope(line) for line in chunk if line.strip()), None
+                )
+            if envelope is False and all(map(bytes.strip, chunk)):
+                # Events without a blank line among them (the common case), taken in C-level
+                # loops: line by line in Python, the read was 0.18 s of 200,000 lines, which
+                # every shard of a backfill or a training set reads.
+                lines.extend(chunk)
+                positions.extend(map(Position, repeat(source), range(first, last + 1)))
             else:
-                lines.append(line)
-                positions.append(Position(source, number))
-            if len(lines) >= block_size:
-                yield RawBlock(lines, positions)
-                lines, positions = [], []
+                for number, line in enumerate(chunk, first):
+                    if not line.strip():
+                        continue
+                    if envelope:
+                        raw, position = _open_envelope(line, source, number)
+                        lines.append(raw)
+                        positions.append(position)
+                    else:
+                        lines.append(line)
+                        positions.append(Position(source, number))
+            while len(lines) >= block_size:
+                yield RawBlock(lines[:block_size], positions[:block_size])
+                del lines[:block_size], positions[:block_size]
     if lines:
         yield RawBlock(lines, positions)
 
