@@ -120,7 +120,7 @@ _ENVELOPE = json.dumps({"topic": "t", "partition": 0, "offset": 5, "value": EVEN
 
 @settings(max_examples=150, deadline=None)
 @given(
-    st.lists(st.sampled_from([_PLAIN, b"\n", b"  \r\n", _PLAIN.rstrip(b"\n")]), max_size=40),
+    st.lists(st.sampled_from([_PLAIN, b"\n", b"  \r\n"]), max_size=40),
     st.booleans(),
     st.booleans(),
     st.integers(1, 7),
@@ -136,7 +136,6 @@ def test_jsonl_blocks_hold_every_record_with_its_line_number(
 ) -> None:
     # Lines end with a newline except, maybe, the file's last; the reader takes the file a
     # few lines at a time (read_bytes), so blocks and reads cut the lines anywhere.
-    lines = [line if line.endswith(b"\n") else line + b"\n" for line in lines]
     if envelope_first:
         lines = [_ENVELOPE + b"\n", *lines]
     if lines and last_unterminated:

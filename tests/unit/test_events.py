@@ -377,6 +377,19 @@ def test_decode_block_is_each_line_decoded_on_its_own(
     assert result == decoder._decode_each(lines, positions, NOW_MS)
 
 
+def test_decode_block_takes_positions_as_the_reference_when_they_do_not_match_the_lines() -> None:
+    lines = [raw_event(event_id="a"), raw_event(event_id="b")]
+    decoder = EventDecoder()
+    # More positions than lines: the lines' own, the rest unused.
+    longer = [Position("t/0", n) for n in range(5)]
+    result = decoder.decode_block(lines, longer, now_ms=NOW_MS)
+    assert result == decoder._decode_each(lines, longer, NOW_MS)
+    assert result.positions == longer[:2]
+    # Fewer: the line without a position fails, as the reference does.
+    with pytest.raises(IndexError):
+        decoder.decode_block(lines, longer[:1], now_ms=NOW_MS)
+
+
 # -- encoding ---------------------------------------------------------------------------------
 
 
