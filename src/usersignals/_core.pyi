@@ -199,8 +199,8 @@ def check_records(
 ) -> list[tuple[int, str, str]]:
     """The problems of fetched records against their fields' kinds (codes: 0 key, 1 scalar,
     2 number, 3 vector; the dimension): (index, "*", "not_an_object") for a record that is not
-    a dict, (index, field, first reason) for a field that does not fit, CHECK_UNSURE where
-    Python's check must decide."""
+    a dict or a PackedFields, (index, field, first reason) for a field that does not fit,
+    CHECK_UNSURE where Python's check must decide."""
 
 class BodyQuery:
     """A GET route's query as the core keeps it between requests: per signal (plan index,
@@ -217,3 +217,13 @@ def read_record_body(
     """A user's answers as the JSON body for a prepared query, from their whole stored
     record (None: the user has none); None also when the record does not decode (the object
     path raises); (slot, refusal) when a slot's state refuses the context."""
+
+class PackedFields:
+    """A lookup record's msgpack bytes and the fields the core parsed from them (see
+    ``usersignals.enrich.packed``); raises CoreError unless the bytes are one msgpack map
+    with text keys that the core reads as msgspec does."""
+
+    def __new__(cls, data: bytes) -> PackedFields: ...
+    @property
+    def data(self) -> bytes: ...
+    def __len__(self) -> int: ...

@@ -22,6 +22,7 @@ pub mod error;
 pub mod json_body;
 pub mod last_n;
 pub mod mean_vector;
+pub mod packed;
 pub mod pipeline;
 pub mod plan;
 pub mod record;

@@ -11,9 +11,11 @@ use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString};
 use usersignals_core::mean_vector::SharedVector;
+use usersignals_core::packed::Field;
 use usersignals_core::pipeline::LiveColumns;
 use usersignals_core::Value;
 
+use crate::packed::PackedFields;
 use crate::{to_value, to_vector, CoreError};
 
 /// Where a value is read from an event.
@@ -22,8 +24,9 @@ enum Origin {
     Event(Py<PyString>),
     /// A dotted path into `Event.attrs`: `None` where a step is absent or not an object.
     Attrs(Vec<Py<PyString>>),
-    /// A field of the record the `source`-th join found for the event (`None` on a miss).
-    Record(usize, Py<PyString>),
+    /// A field of the record the `source`-th join found for the event (`None` on a miss),
+    /// by name as Python and as the core reads it.
+    Record(usize, Py<PyString>, String),
 }
 
 /// How a column hands its values to the core.
@@ -89,7 +92,7 @@ fn origin(py: Python<'_>, (kind, parts): OriginArg) -> PyResult<Origin> {
         "record" => {
             let join = (parts.first().and_then(|join| join.parse().ok()))
                 .ok_or_else(|| CoreError::new_err("a record origin's join is not an index"))?;
-            Origin::Record(join, name(1)?)
+            Origin::Record(join, name(1)?, parts[1].clone())
         }
         other => return Err(CoreError::new_err(format!("no column origin {other:?}"))),
     })
@@ -126,7 +129,7 @@ impl ColumnReader {
         let columns = (columns.into_iter())
             .map(|(name, rendering, from)| {
                 let origin = origin(py, from)?;
-                if matches!(origin, Origin::Record(join, _) if join >= joins.len()) {
+                if matches!(origin, Origin::Record(join, ..) if join >= joins.len()) {
                     return Err(CoreError::new_err(format!("{name}: no such join")));
                 }
                 Ok(Column {
@@ -162,7 +165,7 @@ impl ColumnReader {
         let mut sinks: Vec<Sink<'py>> = (self.columns.iter())
             .map(|column| Sink::new(column.render, live.len()))
             .collect();
-        let mut rows: Vec<Option<Bound<'py, PyDict>>> = Vec::with_capacity(self.joins.len());
+        let mut rows: Vec<Option<Row<'py>>> = Vec::with_capacity(self.joins.len());
         for event in live.iter() {
             rows.clear();
             for ((join, table), missed) in self.joins.iter().zip(&tables).zip(&mut misses) {
@@ -171,7 +174,17 @@ impl ColumnReader {
                 rows.push(row);
             }
             for (column, sink) in self.columns.iter().zip(&mut sinks) {
-                sink.push(read_value(py, &event, &column.origin, &rows)?)?;
+                match &column.origin {
+                    Origin::Record(join, name, field) => match &rows[*join] {
+                        Some(Row::Packed(record)) => sink.push_packed(record, name, field)?,
+                        Some(Row::Dict(record)) => sink.push(
+                            (record.get_item(name.bind(py))?)
+                                .unwrap_or_else(|| py.None().into_bound(py)),
+                        )?,
+                        None => sink.push(py.None().into_bound(py))?,
+                    },
+                    other => sink.push(read_origin(py, &event, other)?)?,
+                }
             }
         }
         let mut out = LiveColumns {
@@ -244,6 +257,47 @@ impl<'py> Sink<'py> {
         }
         Ok(())
     }
+
+    /// The value of a packed record's field `field` (`name` in Python): the core's parse
+    /// where it models the value, Python's value of it (the mapping's) where it does not.
+    fn push_packed(
+        &mut self,
+        record: &Bound<'py, PackedFields>,
+        name: &Py<PyString>,
+        field: &str,
+    ) -> PyResult<()> {
+        let py = record.py();
+        let python = || record.as_any().get_item(name.bind(py));
+        match self {
+            Sink::Values { rendering, values } => values.push(match record.get().field(field) {
+                None | Some(Field::Scalar(Value::Null)) => Value::Null,
+                Some(Field::Scalar(value)) => match (*rendering, value) {
+                    (Render::Value, value) | (Render::Text, value @ Value::Str(_)) => value.clone(),
+                    (Render::Text, Value::Int(i)) => Value::Str(i.to_string()),
+                    (Render::Text, Value::Bool(b)) => {
+                        Value::Str(if *b { "True" } else { "False" }.to_owned())
+                    }
+                    // Python's repr of a float, which Distinct hashes.
+                    (_, value) => as_value(&crate::to_py(py, value)?, *rendering)?,
+                },
+                // A list or anything else: never a value; its text is Python's.
+                Some(_) if matches!(rendering, Render::Value) => Value::Null,
+                Some(_) => as_value(&python()?, *rendering)?,
+            }),
+            Sink::Vectors { vectors, .. } => vectors.push(match record.get().field(field) {
+                Some(Field::Numbers(numbers)) => Some(numbers.clone()),
+                None | Some(Field::Scalar(_)) => None,
+                Some(Field::Other) => to_vector(&python()?).map(SharedVector::from),
+            }),
+        }
+        Ok(())
+    }
+}
+
+/// A record a join found: a dict as a source returned it, or packed bytes the core parsed.
+enum Row<'py> {
+    Dict(Bound<'py, PyDict>),
+    Packed(Bound<'py, PackedFields>),
 }
 
 /// The record `join` finds for `event` in `table`, if any.
@@ -252,7 +306,7 @@ fn join_row<'py>(
     event: &Bound<'py, PyAny>,
     join: &Join,
     table: Option<&Bound<'py, PyDict>>,
-) -> PyResult<Option<Bound<'py, PyDict>>> {
+) -> PyResult<Option<Row<'py>>> {
     let Some(table) = table else {
         return Ok(None);
     };
@@ -264,28 +318,16 @@ fn join_row<'py>(
     } else {
         key.str()?.into_any()
     };
-    Ok(table
-        .get_item(key)?
-        .and_then(|r| r.cast_into::<PyDict>().ok()))
-}
-
-/// `origin`'s value for `event`, whose joined records (one per join, `None` on a miss) are
-/// `rows`.
-fn read_value<'py>(
-    py: Python<'py>,
-    event: &Bound<'py, PyAny>,
-    origin: &Origin,
-    rows: &[Option<Bound<'py, PyDict>>],
-) -> PyResult<Bound<'py, PyAny>> {
-    match origin {
-        Origin::Record(join, field) => Ok(match &rows[*join] {
-            Some(record) => record
-                .get_item(field.bind(py))?
-                .unwrap_or_else(|| py.None().into_bound(py)),
-            None => py.None().into_bound(py),
-        }),
-        other => read_origin(py, event, other),
-    }
+    let Some(record) = table.get_item(key)? else {
+        return Ok(None);
+    };
+    Ok(match record.cast_into::<PyDict>() {
+        Ok(record) => Some(Row::Dict(record)),
+        Err(other) => (other.into_inner())
+            .cast_into::<PackedFields>()
+            .ok()
+            .map(Row::Packed),
+    })
 }
 
 /// An event-side origin's value (`None` where an attribute path is absent).

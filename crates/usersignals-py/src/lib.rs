@@ -7,6 +7,7 @@
 
 mod allocator;
 mod columns;
+mod packed;
 mod reads;
 mod routing;
 mod session;
@@ -123,7 +124,7 @@ fn to_value(obj: &Bound<'_, PyAny>) -> Value {
     }
 }
 
-fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
+pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
     Ok(match value {
         Value::Null => py.None().into_bound(py),
         Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
@@ -654,6 +655,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::BatchSession>()?;
     m.add_class::<columns::ColumnReader>()?;
     m.add_class::<columns::Columns>()?;
+    m.add_class::<packed::PackedFields>()?;
     m.add_class::<training::TextBuffer>()?;
     m.add_class::<routing::ShareRouter>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;

@@ -4,6 +4,10 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
+use usersignals_core::packed::Field;
+use usersignals_core::Value;
+
+use crate::packed::PackedFields;
 
 /// The reasons, as `usersignals.values` names them; `UNSURE` leaves the verdict to Python.
 const WRONG_TYPE: &str = "wrong_type";
@@ -80,9 +84,35 @@ fn vector_problem(value: &Bound<'_, PyAny>, dim: usize) -> Option<&'static str> 
     (unsure || !safe).then_some(UNSURE)
 }
 
+/// `problem` for a field of a packed record, as Python would see its decoded value: the
+/// core's parse decides scalars and lists of numbers; anything else is `UNSURE`.
+fn packed_problem(kind: KindArg, field: &Field) -> Option<&'static str> {
+    match (kind, field) {
+        (_, Field::Other) => Some(UNSURE),
+        ((0, _), Field::Scalar(value)) => {
+            (!matches!(value, Value::Str(_) | Value::Int(_))).then_some(WRONG_TYPE)
+        }
+        ((1, _), Field::Scalar(Value::Float(f))) | ((2, _), Field::Scalar(Value::Float(f))) => {
+            (!f.is_finite()).then_some(NOT_FINITE)
+        }
+        // A bool is an int to the scalar kind, and not a number.
+        ((1, _), Field::Scalar(_)) => None,
+        ((2, _), Field::Scalar(value)) => (!matches!(value, Value::Int(_))).then_some(WRONG_TYPE),
+        ((0..=2, _), Field::Numbers(_)) | (_, Field::Scalar(_)) => Some(WRONG_TYPE),
+        ((_, dim), Field::Numbers(numbers)) => {
+            if numbers.len() != dim {
+                return Some(WRONG_LENGTH);
+            }
+            let total: f64 = numbers.iter().map(|n| n.abs()).sum();
+            (!(total.is_finite() && total < SAFE_TOTAL)).then_some(UNSURE)
+        }
+    }
+}
+
 /// The problems of fetched `records` against the `expected` kinds of their fields (each
 /// field's kinds in order; a missing or `None` field is not checked): per record that is not
-/// a dict, `(index, "*", "not_an_object")`; per field that does not fit, its first problem
+/// a dict or a packed record, `(index, "*", "not_an_object")`; per field that does not fit,
+/// its first problem
 /// (`"unsure"`: let Python's check decide that field). Records without problems are not
 /// mentioned: the common case costs no Python step.
 #[pyfunction]
@@ -93,6 +123,21 @@ pub fn check_records<'py>(
     let whole = PyString::new(records.py(), "*");
     let mut out = Vec::new();
     for (index, record) in records.iter().enumerate() {
+        if let Ok(packed) = record.cast::<PackedFields>() {
+            for (name, kinds) in &expected {
+                // A name that is not UTF-8 names no field of a msgpack map.
+                let Some(field) = name.to_str().ok().and_then(|n| packed.get().field(n)) else {
+                    continue;
+                };
+                if matches!(field, Field::Scalar(Value::Null)) {
+                    continue;
+                }
+                if let Some(reason) = kinds.iter().find_map(|kind| packed_problem(*kind, field)) {
+                    out.push((index, name.clone(), reason));
+                }
+            }
+            continue;
+        }
         let Ok(record) = record.cast::<PyDict>() else {
             out.push((index, whole.clone(), NOT_AN_OBJECT));
             continue;

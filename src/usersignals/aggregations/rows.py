@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 # A row is one event and, per lookup source of the signal, the record the Materializer joined
-# onto it (an empty dict when the source has no record for the event's key).
-Row = tuple[Any, tuple[dict[str, Any], ...]]
+# onto it (an empty dict when the source has no record for the event's key; a read-only
+# mapping such as a packed record otherwise).
+Row = tuple[Any, tuple[Mapping[str, Any], ...]]
 Getter = Callable[[Row], Any]
 FieldResolver = Callable[[str], Getter]

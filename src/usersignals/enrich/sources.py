@@ -7,18 +7,21 @@ from typing import Any, Protocol
 
 import msgspec
 
+from usersignals.enrich.packed import packed_record
 from usersignals.errors import EnrichmentError, StoreError
 from usersignals.state.store import KeyValueTable
 
-Record = dict[str, Any]
+Record = Mapping[str, Any]
 
 
 class LookupSource(Protocol):
     """Fetches records by key, many at a time. Absent keys are simply not in the result.
 
     A source raises :class:`EnrichmentError` when it cannot answer (and only then: anything
-    else is a bug, and is not retried). A value that is not a record (a dict) is passed on as
-    it is: the Materializer counts it and treats the key as absent.
+    else is a bug, and is not retried). A record is a dict, or a
+    :class:`~usersignals.enrich.packed.PackedRecord` (msgpack bytes the core reads without
+    decoding them into Python objects); any other value is passed on as it is: the
+    Materializer counts it and treats the key as absent.
     """
 
     name: str
@@ -35,7 +38,9 @@ def encode_table_record(record: Mapping[str, Any]) -> bytes:
 
 
 class TableSource:
-    """An embedded table in the state store (loaded with ``usersignals tables load``)."""
+    """An embedded table in the state store (loaded with ``usersignals tables load``); its
+    records come as :class:`~usersignals.enrich.packed.PackedRecord` where the core reads
+    them, else decoded into dicts."""
 
     def __init__(self, name: str, table: KeyValueTable) -> None:
         self.name = name
@@ -50,6 +55,9 @@ class TableSource:
 
 
 def _table_record(value: bytes) -> Any:
+    packed = packed_record(value)
+    if packed is not None:
+        return packed
     try:
         return _record_decoder.decode(value)
     except msgspec.DecodeError:
