@@ -208,3 +208,34 @@ fn a_bucket_smaller_than_its_dimension_round_trips() {
     assert!(bytes.len() < 32, "{}", bytes.len());
     assert_eq!(decode(&bytes, 32, DAY).unwrap(), state);
 }
+
+fn euclid(mut a: u128, mut b: u128) -> u128 {
+    while b != 0 {
+        (a, b) = (b, a % b);
+    }
+    a
+}
+
+proptest! {
+    #[test]
+    fn the_common_divisor_is_euclids(
+        sums in prop::collection::vec(
+            prop_oneof![
+                any::<i64>().prop_map(i128::from),
+                (any::<i32>(), 0u32..40).prop_map(|(v, shift)| i128::from(v) << shift),
+                any::<i128>().prop_map(|v| v >> 2),
+                Just(0i128),
+            ],
+            0..8,
+        ),
+    ) {
+        let expected = sums.iter().fold(0, |d, s| euclid(d, s.unsigned_abs()));
+        prop_assert_eq!(common_divisor(&sums), expected);
+    }
+
+    #[test]
+    fn the_binary_gcd_is_euclids(a in any::<u64>(), b in any::<u64>(), shift in 0u32..20) {
+        let (a, b) = (a >> shift, b >> (shift / 2));
+        prop_assert_eq!(u128::from(binary_gcd(a, b)), euclid(u128::from(a), u128::from(b)));
+    }
+}
