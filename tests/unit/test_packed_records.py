@@ -131,6 +131,22 @@ def test_the_record_checks_of_a_packed_record_are_those_of_its_dict(
     assert same(checked[0], checked[1])
 
 
+#: Per item of the pipeline test but its last (which has no record): category, creator and
+#: embedding, each any of the awkward values.
+item_fields = st.lists(
+    st.tuples(st.sampled_from(TRICKY), st.sampled_from(TRICKY), st.sampled_from(TRICKY)),
+    min_size=7,
+    max_size=7,
+)
+#: A stream of the pipeline test (``stream(seed, size)``) cut into batches, and its items.
+STREAM_CASES = {
+    "seed": st.integers(0, 10_000),
+    "size": st.integers(1, 80),
+    "cuts": st.lists(st.integers(1, 100), max_size=4),
+    "fields": item_fields,
+}
+
+
 def open_engine(source: TableSource | DictSource, native: bool) -> Engine:
     return Engine(
         SignalRegistry(SIGNALS),
@@ -141,16 +157,7 @@ def open_engine(source: TableSource | DictSource, native: bool) -> Engine:
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    size=st.integers(1, 80),
-    cuts=st.lists(st.integers(1, 100), max_size=4),
-    fields=st.lists(
-        st.tuples(st.sampled_from(TRICKY), st.sampled_from(TRICKY), st.sampled_from(TRICKY)),
-        min_size=7,
-        max_size=7,
-    ),
-)
+@given(**STREAM_CASES)
 def test_the_engine_computes_from_packed_records_what_it_computes_from_dicts(
     seed: int, size: int, cuts: list[int], fields: list[tuple[Any, Any, Any]]
 ) -> None:
@@ -178,16 +185,7 @@ def test_the_engine_computes_from_packed_records_what_it_computes_from_dicts(
 
 
 @settings(max_examples=60, deadline=None)
-@given(
-    seed=st.integers(0, 10_000),
-    size=st.integers(1, 60),
-    cuts=st.lists(st.integers(1, 80), max_size=3),
-    fields=st.lists(
-        st.tuples(st.sampled_from(TRICKY), st.sampled_from(TRICKY), st.sampled_from(TRICKY)),
-        min_size=7,
-        max_size=7,
-    ),
-)
+@given(**STREAM_CASES)
 def test_the_columns_read_from_packed_records_are_those_read_from_dicts(
     seed: int, size: int, cuts: list[int], fields: list[tuple[Any, Any, Any]]
 ) -> None:
