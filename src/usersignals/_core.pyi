@@ -218,10 +218,15 @@ def read_record_body(
     record (None: the user has none); None also when the record does not decode (the object
     path raises); (slot, refusal) when a slot's state refuses the context."""
 
+#: A record with more fields is not packed (``usersignals.enrich.packed``).
+PACKED_MAX_FIELDS: int
+
 class PackedFields:
-    """A lookup record's msgpack bytes and the fields the core parsed from them (see
-    ``usersignals.enrich.packed``); raises CoreError unless the bytes are one msgpack map
-    with text keys that the core reads as msgspec does."""
+    """A lookup record's msgpack bytes and the fields the core parsed from them; raises
+    CoreError unless the bytes are one msgpack map with text keys that the core reads as
+    msgspec does. Used through its subclass ``usersignals.enrich.packed.PackedRecord``:
+    ``check_records`` and ``ColumnReader`` ask that mapping for what the core leaves to
+    Python."""
 
     def __new__(cls, data: bytes) -> PackedFields: ...
     @property

@@ -53,7 +53,7 @@ class FieldKind:
             return WRONG_TYPE
         try:
             total = math.fsum(value)  # nan or inf if any component is
-        except OverflowError:
+        except (OverflowError, ValueError):  # a sum past the floats; inf and -inf together
             return NOT_FINITE
         return None if math.isfinite(total) else NOT_FINITE
 

@@ -18,7 +18,7 @@ from tests.unit.test_native_pipeline import SIGNALS, run, stream
 
 from usersignals import Engine, SignalRegistry
 from usersignals.enrich import Materializer, TableSource
-from usersignals.enrich.packed import PackedRecord, packed_record
+from usersignals.enrich.packed import MAX_PACKED_FIELDS, PackedRecord, packed_record
 from usersignals.enrich.sources import encode_table_record
 from usersignals.state.memory import MemoryStore
 from usersignals.values import KEY, NUMBER, SCALAR, FieldKind, vector
@@ -80,6 +80,34 @@ def test_what_the_core_leaves_to_python_is_refused() -> None:
     ext = msgspec.msgpack.encode({"t": msgspec.msgpack.Ext(1, b"x")})
     for data in [b"", b"\xc0", msgspec.msgpack.encode([1]), msgspec.msgpack.encode({1: 2}), ext]:
         assert packed_record(data) is None, data
+
+
+def test_a_record_with_many_fields_is_left_to_msgspec() -> None:
+    """Past a few dozen fields the core's scan by name stops paying: msgspec decodes it."""
+    wide = msgspec.msgpack.encode({f"f{n}": n for n in range(MAX_PACKED_FIELDS + 1)})
+    assert packed_record(wide) is None
+    narrow = msgspec.msgpack.encode({f"f{n}": n for n in range(MAX_PACKED_FIELDS)})
+    assert packed_record(narrow) is not None
+    table = MemoryStore().table("items")
+    table.write({b"wide": wide})
+    assert TableSource("items", table).fetch(["wide"]) == {"wide": decoder.decode(wide)}
+
+
+def test_bytes_msgspec_cannot_decode_are_not_a_record() -> None:
+    """A text of invalid UTF-8 (msgspec raises UnicodeDecodeError, not DecodeError): the
+    value is passed on as it is, and the Materializer counts the key as absent."""
+    bad = b"\x81\xa1a\xa3\xed\xa0\x80"
+    table = MemoryStore().table("items")
+    table.write({b"bad": bad})
+    materializer = Materializer({"items": TableSource("items", table)})
+    assert materializer.lookup("items", ["bad"]) == {}
+    assert materializer.stats.bad_fields == {("items", "*", "not_an_object"): 1}
+
+
+def test_a_buffer_other_than_bytes_is_decoded_by_msgspec() -> None:
+    data = msgspec.msgpack.encode({"a": 1})
+    assert packed_record(bytearray(data)) is None
+    assert packed_record(memoryview(data)) is None
 
 
 class DictSource:

@@ -33,6 +33,7 @@ from usersignals.values import KEY, NUMBER, SCALAR, FieldKind, vector
         (vector(3), [0.5, 1.0], "wrong_length"),
         (vector(3), [0.5, float("nan"), 1.0], "not_finite"),
         (vector(3), [1e308, 1e308, 1e308], "not_finite"),
+        (vector(2), [float("inf"), float("-inf")], "not_finite"),  # fsum raises ValueError
         (vector(3), "abc", "wrong_type"),
     ],
 )

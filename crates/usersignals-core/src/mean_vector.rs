@@ -239,8 +239,8 @@ fn common_divisor(sums: &[i128]) -> u128 {
 /// Whether `d` (not 0) divides `x`, in 64 bits when both fit.
 fn divides(d: u128, x: u128) -> bool {
     match (u64::try_from(d), u64::try_from(x)) {
-        (Ok(d), Ok(x)) => x % d == 0,
-        _ => x % d == 0,
+        (Ok(d), Ok(x)) => x % d == 0, // one hardware division
+        _ => x % d == 0,              // a 128-bit remainder: a software routine
     }
 }
 

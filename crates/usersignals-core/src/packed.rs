@@ -21,6 +21,10 @@ use crate::value::Value;
 /// Nesting deeper than this is left to Python (msgspec's own limit is far higher; no table
 /// row of ours nests at all).
 const MAX_DEPTH: usize = 32;
+/// A record with more fields than this is left to Python: a field is found by a scan of the
+/// names (a handful of fields: cheaper than hashing), which grows with every field, for each
+/// name read and for each name parsed (a repeated name keeps its last value).
+pub const MAX_FIELDS: usize = 64;
 
 /// One field's value as the columns read it.
 #[derive(Debug, Clone, PartialEq)]
@@ -50,7 +54,10 @@ impl PackedFields {
     pub fn parse(data: &[u8]) -> Result<Self, CoreError> {
         let mut rest = data;
         let n = decode::read_map_len(&mut rest).map_err(refused)? as usize;
-        let mut fields: Vec<(Box<str>, Field)> = Vec::with_capacity(n.min(64));
+        if n > MAX_FIELDS {
+            return Err(refused(format!("{n} fields, past {MAX_FIELDS}")));
+        }
+        let mut fields: Vec<(Box<str>, Field)> = Vec::with_capacity(n);
         for _ in 0..n {
             let name = read_text(&mut rest)?;
             let field = read_field(&mut rest)?;
@@ -130,29 +137,28 @@ enum Scalar {
 }
 
 fn scalar(rest: &mut &[u8], marker: Marker) -> Result<Scalar, CoreError> {
-    let e = refused;
     Ok(Scalar::Value(match marker {
         Marker::Null => Value::Null,
         Marker::True => Value::Bool(true),
         Marker::False => Value::Bool(false),
         Marker::FixPos(n) => Value::Int(i64::from(n)),
         Marker::FixNeg(n) => Value::Int(i64::from(n)),
-        Marker::U8 => Value::Int(i64::from(rest.read_data_u8().map_err(e)?)),
-        Marker::U16 => Value::Int(i64::from(rest.read_data_u16().map_err(e)?)),
-        Marker::U32 => Value::Int(i64::from(rest.read_data_u32().map_err(e)?)),
+        Marker::U8 => Value::Int(i64::from(rest.read_data_u8().map_err(refused)?)),
+        Marker::U16 => Value::Int(i64::from(rest.read_data_u16().map_err(refused)?)),
+        Marker::U32 => Value::Int(i64::from(rest.read_data_u32().map_err(refused)?)),
         Marker::U64 => {
-            let n = rest.read_data_u64().map_err(e)?;
+            let n = rest.read_data_u64().map_err(refused)?;
             match i64::try_from(n) {
                 Ok(n) => Value::Int(n),
                 Err(_) => return Ok(Scalar::Big(n)),
             }
         }
-        Marker::I8 => Value::Int(i64::from(rest.read_data_i8().map_err(e)?)),
-        Marker::I16 => Value::Int(i64::from(rest.read_data_i16().map_err(e)?)),
-        Marker::I32 => Value::Int(i64::from(rest.read_data_i32().map_err(e)?)),
-        Marker::I64 => Value::Int(rest.read_data_i64().map_err(e)?),
-        Marker::F32 => Value::Float(f64::from(rest.read_data_f32().map_err(e)?)),
-        Marker::F64 => Value::Float(rest.read_data_f64().map_err(e)?),
+        Marker::I8 => Value::Int(i64::from(rest.read_data_i8().map_err(refused)?)),
+        Marker::I16 => Value::Int(i64::from(rest.read_data_i16().map_err(refused)?)),
+        Marker::I32 => Value::Int(i64::from(rest.read_data_i32().map_err(refused)?)),
+        Marker::I64 => Value::Int(rest.read_data_i64().map_err(refused)?),
+        Marker::F32 => Value::Float(f64::from(rest.read_data_f32().map_err(refused)?)),
+        Marker::F64 => Value::Float(rest.read_data_f64().map_err(refused)?),
         Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
             let n = str_len(rest, marker)?;
             let bytes = take(rest, n)?;
@@ -326,6 +332,24 @@ mod tests {
         for name in ["big", "bin", "bools", "nested"] {
             assert_eq!(fields.get(name), Some(&Field::Other), "{name}");
         }
+    }
+
+    #[test]
+    fn more_fields_than_the_limit_are_refused() {
+        let with = |count: usize| {
+            let mut out = Vec::new();
+            encode::write_map_len(&mut out, count as u32).unwrap();
+            for n in 0..count {
+                encode::write_str(&mut out, &format!("f{n}")).unwrap();
+                encode::write_nil(&mut out).unwrap();
+            }
+            out
+        };
+        assert_eq!(
+            PackedFields::parse(&with(MAX_FIELDS)).unwrap().len(),
+            MAX_FIELDS
+        );
+        assert!(PackedFields::parse(&with(MAX_FIELDS + 1)).is_err());
     }
 
     #[test]

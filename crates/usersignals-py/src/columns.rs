@@ -259,7 +259,8 @@ impl<'py> Sink<'py> {
     }
 
     /// The value of a packed record's field `field` (`name` in Python): the core's parse
-    /// where it models the value, Python's value of it (the mapping's) where it does not.
+    /// where it models the value, Python's value of it where it does not (the mapping that
+    /// `usersignals.enrich.packed.PackedRecord` adds to the parse).
     fn push_packed(
         &mut self,
         record: &Bound<'py, PackedFields>,
@@ -277,10 +278,11 @@ impl<'py> Sink<'py> {
                     (Render::Text, Value::Bool(b)) => {
                         Value::Str(if *b { "True" } else { "False" }.to_owned())
                     }
-                    // Python's repr of a float, which Distinct hashes.
+                    // A float in a text column: Python's `str()` of it, built by Python.
                     (_, value) => as_value(&crate::to_py(py, value)?, *rendering)?,
                 },
-                // A list or anything else: never a value; its text is Python's.
+                // A list of numbers, or what the core leaves to Python (a nested map, bytes,
+                // an integer past i64): never a value (as `to_value`); its text is Python's.
                 Some(_) if matches!(rendering, Render::Value) => Value::Null,
                 Some(_) => as_value(&python()?, *rendering)?,
             }),

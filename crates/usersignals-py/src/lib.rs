@@ -664,6 +664,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
     m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
     m.add("CHECK_UNSURE", values::UNSURE)?;
+    m.add("PACKED_MAX_FIELDS", usersignals_core::packed::MAX_FIELDS)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;

@@ -121,12 +121,13 @@ pub fn check_records<'py>(
     expected: Vec<(Bound<'py, PyString>, Vec<KindArg>)>,
 ) -> Vec<Problem<'py>> {
     let whole = PyString::new(records.py(), "*");
+    // A name that is not UTF-8 (a lone surrogate) names no field of a msgpack map.
+    let texts: Vec<Option<&str>> = expected.iter().map(|(n, _)| n.to_str().ok()).collect();
     let mut out = Vec::new();
     for (index, record) in records.iter().enumerate() {
         if let Ok(packed) = record.cast::<PackedFields>() {
-            for (name, kinds) in &expected {
-                // A name that is not UTF-8 names no field of a msgpack map.
-                let Some(field) = name.to_str().ok().and_then(|n| packed.get().field(n)) else {
+            for ((name, kinds), text) in expected.iter().zip(&texts) {
+                let Some(field) = text.and_then(|n| packed.get().field(n)) else {
                     continue;
                 };
                 if matches!(field, Field::Scalar(Value::Null)) {

@@ -10,7 +10,9 @@ batch fetched.
 To Python code a packed record is a read-only mapping with the dict that msgspec decodes
 from the same bytes (decoded on first use): msgspec's decoding is the reference, and the
 core leaves any value it does not model (a nested map, a list of anything but numbers,
-bytes, an integer past 64 bits) to it.
+bytes, an integer past 64 bits) to it. Once read from Python (a signal on the per-user
+Python path, say), a record keeps that dict beside its bytes for as long as the
+Materializer's cache holds it.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from typing import Any
 
 import msgspec
 
-from usersignals._core import CoreError, PackedFields
+from usersignals._core import PACKED_MAX_FIELDS, CoreError, PackedFields
 
 _decoder = msgspec.msgpack.Decoder(dict[str, Any])
+
+#: Records with more fields are decoded into dicts (the core finds a field by a scan).
+MAX_PACKED_FIELDS = PACKED_MAX_FIELDS
 
 
 class PackedRecord(PackedFields, Mapping[str, Any]):
@@ -43,8 +48,7 @@ class PackedRecord(PackedFields, Mapping[str, Any]):
     def __iter__(self) -> Iterator[str]:
         return iter(self._fields())
 
-    def __len__(self) -> int:
-        return PackedFields.__len__(self)
+    # ``__len__`` is PackedFields' (the parse's field count): first in the MRO.
 
     def __repr__(self) -> str:
         return f"PackedRecord({self._fields()!r})"
@@ -54,8 +58,11 @@ class PackedRecord(PackedFields, Mapping[str, Any]):
 
 
 def packed_record(data: bytes) -> PackedRecord | None:
-    """``data`` as a packed record; ``None`` unless it is one msgpack map with text keys that
-    the core reads exactly as msgspec does (then decode it with msgspec)."""
+    """``data`` as a packed record; ``None`` unless it is ``bytes`` holding one msgpack map
+    of at most :data:`MAX_PACKED_FIELDS` fields with text keys that the core reads exactly as
+    msgspec does (then decode it with msgspec, which takes any buffer)."""
+    if not isinstance(data, bytes):
+        return None
     try:
         return PackedRecord(data)
     except CoreError:

@@ -60,7 +60,7 @@ def _table_record(value: bytes) -> Any:
         return packed
     try:
         return _record_decoder.decode(value)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, UnicodeDecodeError):  # the latter: a text not UTF-8
         return value  # not a record: counted by the Materializer, the key is absent
 
 
