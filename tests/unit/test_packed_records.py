@@ -17,8 +17,9 @@ from tests.native_batching import batches, native_states, users_of
 from tests.unit.test_native_pipeline import SIGNALS, run, stream
 
 from usersignals import Engine, SignalRegistry
+from usersignals._core import PACKED_MAX_FIELDS
 from usersignals.enrich import Materializer, TableSource
-from usersignals.enrich.packed import MAX_PACKED_FIELDS, PackedRecord, packed_record
+from usersignals.enrich.packed import PackedRecord, packed_record
 from usersignals.enrich.sources import encode_table_record
 from usersignals.state.memory import MemoryStore
 from usersignals.values import KEY, NUMBER, SCALAR, FieldKind, vector
@@ -84,9 +85,9 @@ def test_what_the_core_leaves_to_python_is_refused() -> None:
 
 def test_a_record_with_many_fields_is_left_to_msgspec() -> None:
     """Past a few dozen fields the core's scan by name stops paying: msgspec decodes it."""
-    wide = msgspec.msgpack.encode({f"f{n}": n for n in range(MAX_PACKED_FIELDS + 1)})
+    wide = msgspec.msgpack.encode({f"f{n}": n for n in range(PACKED_MAX_FIELDS + 1)})
     assert packed_record(wide) is None
-    narrow = msgspec.msgpack.encode({f"f{n}": n for n in range(MAX_PACKED_FIELDS)})
+    narrow = msgspec.msgpack.encode({f"f{n}": n for n in range(PACKED_MAX_FIELDS)})
     assert packed_record(narrow) is not None
     table = MemoryStore().table("items")
     table.write({b"wide": wide})

@@ -13,6 +13,7 @@
 
 pub mod batch;
 pub mod context;
+pub mod cursor;
 pub mod decay;
 pub mod decayed;
 pub mod decoded;

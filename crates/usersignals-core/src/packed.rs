@@ -11,9 +11,10 @@
 //! something other than text or an integer, trailing bytes, deep nesting) are refused, and
 //! the caller decodes them the Python way.
 
-use rmp::decode::{self, RmpRead};
+use rmp::decode::RmpRead;
 use rmp::Marker;
 
+use crate::cursor::Cursor;
 use crate::error::CoreError;
 use crate::mean_vector::SharedVector;
 use crate::value::Value;
@@ -45,29 +46,28 @@ pub struct PackedFields {
     fields: Vec<(Box<str>, Field)>,
 }
 
-fn refused(message: impl std::fmt::Display) -> CoreError {
-    CoreError::Codec(format!("packed record: {message}"))
-}
+/// What the errors name.
+const WHAT: &str = "packed record";
 
 impl PackedFields {
     /// The fields of `data`, which must be exactly one msgpack map with text keys.
     pub fn parse(data: &[u8]) -> Result<Self, CoreError> {
-        let mut rest = data;
-        let n = decode::read_map_len(&mut rest).map_err(refused)? as usize;
+        let mut c = Cursor::new(data, WHAT);
+        let n = c.map_len()?;
         if n > MAX_FIELDS {
-            return Err(refused(format!("{n} fields, past {MAX_FIELDS}")));
+            return Err(c.fail(format!("{n} fields, past {MAX_FIELDS}")));
         }
         let mut fields: Vec<(Box<str>, Field)> = Vec::with_capacity(n);
         for _ in 0..n {
-            let name = read_text(&mut rest)?;
-            let field = read_field(&mut rest)?;
+            let name = c.text()?;
+            let field = read_field(&mut c)?;
             match fields.iter_mut().find(|(known, _)| &**known == name) {
                 Some(slot) => slot.1 = field,
                 None => fields.push((name.into(), field)),
             }
         }
-        if !rest.is_empty() {
-            return Err(refused("trailing bytes after the map"));
+        if !c.rest.is_empty() {
+            return Err(c.fail("trailing bytes after the map"));
         }
         Ok(PackedFields { fields })
     }
@@ -89,38 +89,16 @@ impl PackedFields {
     }
 }
 
-fn read_text<'a>(rest: &mut &'a [u8]) -> Result<&'a str, CoreError> {
-    let n = decode::read_str_len(rest).map_err(refused)? as usize;
-    let bytes = take(rest, n)?;
-    std::str::from_utf8(bytes).map_err(refused)
-}
-
-fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], CoreError> {
-    if rest.len() < n {
-        return Err(refused("truncated"));
-    }
-    let (head, tail) = rest.split_at(n);
-    *rest = tail;
-    Ok(head)
-}
-
-/// A big-endian length of `bytes` bytes.
-fn length(rest: &mut &[u8], bytes: usize) -> Result<usize, CoreError> {
-    Ok(take(rest, bytes)?
-        .iter()
-        .fold(0usize, |n, &b| (n << 8) | b as usize))
-}
-
 /// A number as a list item: `Some(float)` for an integer or a float, `None` for any other
 /// value (which is read past, checked like any nested value).
-fn read_number(rest: &mut &[u8], marker: Marker, depth: usize) -> Result<Option<f64>, CoreError> {
-    Ok(match scalar(rest, marker)? {
+fn read_number(c: &mut Cursor<'_>, marker: Marker, depth: usize) -> Result<Option<f64>, CoreError> {
+    Ok(match scalar(c, marker)? {
         Scalar::Value(Value::Int(i)) => Some(i as f64),
         Scalar::Value(Value::Float(f)) => Some(f),
         Scalar::Big(u) => Some(u as f64),
         Scalar::Value(_) => None,
         Scalar::Not => {
-            skip(rest, marker, depth)?;
+            skip(c, marker, depth)?;
             None
         }
     })
@@ -136,74 +114,69 @@ enum Scalar {
     Not,
 }
 
-fn scalar(rest: &mut &[u8], marker: Marker) -> Result<Scalar, CoreError> {
+fn scalar(c: &mut Cursor<'_>, marker: Marker) -> Result<Scalar, CoreError> {
     Ok(Scalar::Value(match marker {
         Marker::Null => Value::Null,
         Marker::True => Value::Bool(true),
         Marker::False => Value::Bool(false),
         Marker::FixPos(n) => Value::Int(i64::from(n)),
         Marker::FixNeg(n) => Value::Int(i64::from(n)),
-        Marker::U8 => Value::Int(i64::from(rest.read_data_u8().map_err(refused)?)),
-        Marker::U16 => Value::Int(i64::from(rest.read_data_u16().map_err(refused)?)),
-        Marker::U32 => Value::Int(i64::from(rest.read_data_u32().map_err(refused)?)),
+        Marker::U8 => Value::Int(i64::from(c.rest.read_data_u8().map_err(|e| c.fail(e))?)),
+        Marker::U16 => Value::Int(i64::from(c.rest.read_data_u16().map_err(|e| c.fail(e))?)),
+        Marker::U32 => Value::Int(i64::from(c.rest.read_data_u32().map_err(|e| c.fail(e))?)),
         Marker::U64 => {
-            let n = rest.read_data_u64().map_err(refused)?;
+            let n = c.rest.read_data_u64().map_err(|e| c.fail(e))?;
             match i64::try_from(n) {
                 Ok(n) => Value::Int(n),
                 Err(_) => return Ok(Scalar::Big(n)),
             }
         }
-        Marker::I8 => Value::Int(i64::from(rest.read_data_i8().map_err(refused)?)),
-        Marker::I16 => Value::Int(i64::from(rest.read_data_i16().map_err(refused)?)),
-        Marker::I32 => Value::Int(i64::from(rest.read_data_i32().map_err(refused)?)),
-        Marker::I64 => Value::Int(rest.read_data_i64().map_err(refused)?),
-        Marker::F32 => Value::Float(f64::from(rest.read_data_f32().map_err(refused)?)),
-        Marker::F64 => Value::Float(rest.read_data_f64().map_err(refused)?),
+        Marker::I8 => Value::Int(i64::from(c.rest.read_data_i8().map_err(|e| c.fail(e))?)),
+        Marker::I16 => Value::Int(i64::from(c.rest.read_data_i16().map_err(|e| c.fail(e))?)),
+        Marker::I32 => Value::Int(i64::from(c.rest.read_data_i32().map_err(|e| c.fail(e))?)),
+        Marker::I64 => Value::Int(c.rest.read_data_i64().map_err(|e| c.fail(e))?),
+        Marker::F32 => Value::Float(f64::from(c.rest.read_data_f32().map_err(|e| c.fail(e))?)),
+        Marker::F64 => Value::Float(c.rest.read_data_f64().map_err(|e| c.fail(e))?),
         Marker::FixStr(_) | Marker::Str8 | Marker::Str16 | Marker::Str32 => {
-            let n = str_len(rest, marker)?;
-            let bytes = take(rest, n)?;
-            Value::Str(std::str::from_utf8(bytes).map_err(refused)?.to_owned())
+            let n = match marker {
+                Marker::FixStr(n) => usize::from(n),
+                Marker::Str8 => c.length(1)?,
+                Marker::Str16 => c.length(2)?,
+                _ => c.length(4)?,
+            };
+            let bytes = c.take(n)?;
+            Value::Str(
+                std::str::from_utf8(bytes)
+                    .map_err(|e| c.fail(e))?
+                    .to_owned(),
+            )
         }
         _ => return Ok(Scalar::Not),
     }))
 }
 
-fn str_len(rest: &mut &[u8], marker: Marker) -> Result<usize, CoreError> {
-    match marker {
-        Marker::FixStr(n) => Ok(usize::from(n)),
-        Marker::Str8 => length(rest, 1),
-        Marker::Str16 => length(rest, 2),
-        Marker::Str32 => length(rest, 4),
-        _ => Err(refused("not a text")),
-    }
-}
-
-fn read_marker(rest: &mut &[u8]) -> Result<Marker, CoreError> {
-    decode::read_marker(rest).map_err(|_| refused("truncated"))
-}
-
 /// A top-level field's value.
-fn read_field(rest: &mut &[u8]) -> Result<Field, CoreError> {
-    let marker = read_marker(rest)?;
-    match scalar(rest, marker)? {
+fn read_field(c: &mut Cursor<'_>) -> Result<Field, CoreError> {
+    let marker = c.marker()?;
+    match scalar(c, marker)? {
         Scalar::Value(value) => return Ok(Field::Scalar(value)),
         Scalar::Big(_) => return Ok(Field::Other),
         Scalar::Not => {}
     }
     let items = match marker {
         Marker::FixArray(n) => usize::from(n),
-        Marker::Array16 => length(rest, 2)?,
-        Marker::Array32 => length(rest, 4)?,
+        Marker::Array16 => c.length(2)?,
+        Marker::Array32 => c.length(4)?,
         _ => {
-            skip(rest, marker, 0)?;
+            skip(c, marker, 0)?;
             return Ok(Field::Other);
         }
     };
     let mut numbers = Vec::with_capacity(items.min(4096));
     let mut all_numbers = true;
     for _ in 0..items {
-        let marker = read_marker(rest)?;
-        match read_number(rest, marker, 1)? {
+        let marker = c.marker()?;
+        match read_number(c, marker, 1)? {
             Some(number) if all_numbers => numbers.push(number),
             Some(_) => {}
             None => all_numbers = false,
@@ -217,11 +190,11 @@ fn read_field(rest: &mut &[u8]) -> Result<Field, CoreError> {
 }
 
 /// Read past one value whose marker was read, checking it as Python would decode it.
-fn skip(rest: &mut &[u8], marker: Marker, depth: usize) -> Result<(), CoreError> {
+fn skip(c: &mut Cursor<'_>, marker: Marker, depth: usize) -> Result<(), CoreError> {
     if depth > MAX_DEPTH {
-        return Err(refused("nested too deep"));
+        return Err(c.fail("nested too deep"));
     }
-    if !matches!(scalar(rest, marker)?, Scalar::Not) {
+    if !matches!(scalar(c, marker)?, Scalar::Not) {
         return Ok(());
     }
     let (items, map) = match marker {
@@ -231,29 +204,29 @@ fn skip(rest: &mut &[u8], marker: Marker, depth: usize) -> Result<(), CoreError>
                 Marker::Bin16 => 2,
                 _ => 4,
             };
-            let n = length(rest, width)?;
-            take(rest, n)?;
+            let n = c.length(width)?;
+            c.take(n)?;
             return Ok(());
         }
         Marker::FixArray(n) => (usize::from(n), false),
-        Marker::Array16 => (length(rest, 2)?, false),
-        Marker::Array32 => (length(rest, 4)?, false),
+        Marker::Array16 => (c.length(2)?, false),
+        Marker::Array32 => (c.length(4)?, false),
         Marker::FixMap(n) => (usize::from(n), true),
-        Marker::Map16 => (length(rest, 2)?, true),
-        Marker::Map32 => (length(rest, 4)?, true),
-        other => return Err(refused(format!("{other:?} is left to Python"))),
+        Marker::Map16 => (c.length(2)?, true),
+        Marker::Map32 => (c.length(4)?, true),
+        other => return Err(c.fail(format!("{other:?} is left to Python"))),
     };
     for _ in 0..items {
         if map {
             // A key Python hashes the same way whatever its bytes: text or an integer.
-            let key = read_marker(rest)?;
-            match scalar(rest, key)? {
+            let key = c.marker()?;
+            match scalar(c, key)? {
                 Scalar::Value(Value::Str(_) | Value::Int(_)) | Scalar::Big(_) => {}
-                _ => return Err(refused("a nested map key that is not a text or an integer")),
+                _ => return Err(c.fail("a nested map key that is not a text or an integer")),
             }
         }
-        let marker = read_marker(rest)?;
-        skip(rest, marker, depth + 1)?;
+        let marker = c.marker()?;
+        skip(c, marker, depth + 1)?;
     }
     Ok(())
 }

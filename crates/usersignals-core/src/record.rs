@@ -9,10 +9,10 @@
 
 use std::collections::BTreeMap;
 
-use rmp::decode::{self, RmpRead};
+use rmp::decode;
 use rmp::encode;
-use rmp::Marker;
 
+use crate::cursor::Cursor;
 use crate::error::CoreError;
 
 /// The record format version written; version 1 is version 2 without `seen`.
@@ -27,98 +27,11 @@ pub struct UserRecord {
     pub seen: BTreeMap<i64, Vec<u8>>,
 }
 
+/// What the errors name.
+const WHAT: &str = "user record";
+
 fn codec(message: impl std::fmt::Display) -> CoreError {
-    CoreError::Codec(format!("user record: {message}"))
-}
-
-/// A cursor over the bytes being decoded: rmp reads from it, raw spans are sliced off it.
-struct Cursor<'a> {
-    rest: &'a [u8],
-}
-
-impl<'a> Cursor<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], CoreError> {
-        if self.rest.len() < n {
-            return Err(codec("truncated"));
-        }
-        let (head, tail) = self.rest.split_at(n);
-        self.rest = tail;
-        Ok(head)
-    }
-
-    fn map_len(&mut self) -> Result<usize, CoreError> {
-        Ok(decode::read_map_len(&mut self.rest).map_err(codec)? as usize)
-    }
-
-    fn text(&mut self) -> Result<&'a str, CoreError> {
-        let n = decode::read_str_len(&mut self.rest).map_err(codec)? as usize;
-        let bytes = self.take(n)?;
-        std::str::from_utf8(bytes).map_err(codec)
-    }
-
-    fn int(&mut self) -> Result<i64, CoreError> {
-        decode::read_int(&mut self.rest).map_err(codec)
-    }
-
-    fn bin(&mut self) -> Result<&'a [u8], CoreError> {
-        let n = decode::read_bin_len(&mut self.rest).map_err(codec)? as usize;
-        self.take(n)
-    }
-
-    /// One whole msgpack value, as the bytes it spans.
-    fn value(&mut self) -> Result<&'a [u8], CoreError> {
-        let start = self.rest;
-        self.skip(0)?;
-        Ok(&start[..start.len() - self.rest.len()])
-    }
-
-    fn length(&mut self, bytes: usize) -> Result<usize, CoreError> {
-        let mut n = 0usize;
-        for &b in self.take(bytes)? {
-            n = (n << 8) | b as usize;
-        }
-        Ok(n)
-    }
-
-    fn skip(&mut self, depth: usize) -> Result<(), CoreError> {
-        if depth > 64 {
-            return Err(codec("nested too deep"));
-        }
-        let marker = self.rest.read_u8().map(Marker::from_u8).map_err(codec)?;
-        let (payload, items) = match marker {
-            Marker::FixPos(_) | Marker::FixNeg(_) | Marker::Null | Marker::True | Marker::False => {
-                (0, 0)
-            }
-            Marker::U8 | Marker::I8 => (1, 0),
-            Marker::U16 | Marker::I16 => (2, 0),
-            Marker::U32 | Marker::I32 | Marker::F32 => (4, 0),
-            Marker::U64 | Marker::I64 | Marker::F64 => (8, 0),
-            Marker::FixStr(n) => (n as usize, 0),
-            Marker::Str8 | Marker::Bin8 => (self.length(1)?, 0),
-            Marker::Str16 | Marker::Bin16 => (self.length(2)?, 0),
-            Marker::Str32 | Marker::Bin32 => (self.length(4)?, 0),
-            Marker::FixArray(n) => (0, n as usize),
-            Marker::Array16 => (0, self.length(2)?),
-            Marker::Array32 => (0, self.length(4)?),
-            Marker::FixMap(n) => (0, 2 * n as usize),
-            Marker::Map16 => (0, 2 * self.length(2)?),
-            Marker::Map32 => (0, 2 * self.length(4)?),
-            Marker::FixExt1 => (2, 0),
-            Marker::FixExt2 => (3, 0),
-            Marker::FixExt4 => (5, 0),
-            Marker::FixExt8 => (9, 0),
-            Marker::FixExt16 => (17, 0),
-            Marker::Ext8 => (self.length(1)? + 1, 0),
-            Marker::Ext16 => (self.length(2)? + 1, 0),
-            Marker::Ext32 => (self.length(4)? + 1, 0),
-            Marker::Reserved => return Err(codec("reserved msgpack marker")),
-        };
-        self.take(payload)?;
-        for _ in 0..items {
-            self.skip(depth + 1)?;
-        }
-        Ok(())
-    }
+    CoreError::Codec(format!("{WHAT}: {message}"))
 }
 
 /// A record's parts, borrowed from its bytes, in stored order.
@@ -138,7 +51,7 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
             )));
         }
     }
-    let mut cursor = Cursor { rest: &data[1..] };
+    let mut cursor = Cursor::new(&data[1..], WHAT);
     let fields = decode::read_array_len(&mut cursor.rest).map_err(codec)?;
     if !(2..=3).contains(&fields) {
         return Err(codec(format!("{fields} fields, expected 2 or 3")));
@@ -231,7 +144,7 @@ pub fn wrap_native(state: &[u8]) -> Vec<u8> {
 /// The aggregation's bytes of a native state, or `None` when the stored value is not a bin
 /// (a state the Python codec wrote, which the glue migrates).
 pub fn unwrap_native(value: &[u8]) -> Option<&[u8]> {
-    let mut cursor = Cursor { rest: value };
+    let mut cursor = Cursor::new(value, WHAT);
     match value.first() {
         Some(0xC4..=0xC6) => cursor.bin().ok(),
         _ => None,

@@ -22,12 +22,9 @@ from typing import Any
 
 import msgspec
 
-from usersignals._core import PACKED_MAX_FIELDS, CoreError, PackedFields
+from usersignals._core import CoreError, PackedFields
 
 _decoder = msgspec.msgpack.Decoder(dict[str, Any])
-
-#: Records with more fields are decoded into dicts (the core finds a field by a scan).
-MAX_PACKED_FIELDS = PACKED_MAX_FIELDS
 
 
 class PackedRecord(PackedFields, Mapping[str, Any]):
@@ -59,8 +56,9 @@ class PackedRecord(PackedFields, Mapping[str, Any]):
 
 def packed_record(data: bytes) -> PackedRecord | None:
     """``data`` as a packed record; ``None`` unless it is ``bytes`` holding one msgpack map
-    of at most :data:`MAX_PACKED_FIELDS` fields with text keys that the core reads exactly as
-    msgspec does (then decode it with msgspec, which takes any buffer)."""
+    with text keys that the core reads exactly as msgspec does, of at most
+    ``usersignals._core.PACKED_MAX_FIELDS`` fields (the core finds a field by a scan of the
+    names). Then decode it with msgspec, which takes any buffer."""
     if not isinstance(data, bytes):
         return None
     try:
