@@ -5,7 +5,8 @@ load its item table into the store, then time ``Engine.process`` alone over micr
 one process, on one core. Afterwards, measure the stored state per user (all five signals and
 the progress, as written: the value bytes of each user's record).
 
-    .venv/bin/python bench/engine.py                 # 1M events, batches of 20k
+    .venv/bin/python bench/engine.py                 # 1M events, batches of 100k
+    .venv/bin/python bench/engine.py --batch 20000   # as the figures before 2026-11-27
     .venv/bin/python bench/engine.py --events 200000 --profile   # where the time goes
     .venv/bin/python bench/engine.py --rss --events 10000000     # memory over a long run
 
@@ -37,6 +38,7 @@ from pathlib import Path
 
 import msgspec
 
+from usersignals.config import KafkaSettings
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.sources import encode_table_record
 from usersignals.events import EventDecoder, EventPolicy, Position
@@ -58,7 +60,9 @@ from usersignals.state.codec import UserRecord
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
-    parser.add_argument("--batch", type=int, default=20_000)
+    # The service's largest micro-batch, which it runs at when it is behind (the throughput
+    # this measures): see KafkaSettings.batch_max_events.
+    parser.add_argument("--batch", type=int, default=KafkaSettings().batch_max_events)
     parser.add_argument("--profile", action="store_true", help="profile with pyinstrument")
     parser.add_argument("--rss", action="store_true", help="stream the events, print the RSS")
     parser.add_argument("--rss-every", type=int, default=1_000_000, help="events between prints")
