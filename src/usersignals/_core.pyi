@@ -4,7 +4,7 @@ Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_cor
 that every name declared here exists in the built module.
 """
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
@@ -232,3 +232,20 @@ class PackedFields:
     @property
     def data(self) -> bytes: ...
     def __len__(self) -> int: ...
+
+class RecordCache:
+    """The Materializer's LRU cache of looked-up records, each entry with the time (seconds,
+    the caller's clock) it expires at; ``usersignals.enrich.cache.RecordCache`` wraps it."""
+
+    def __init__(self, capacity: int) -> None: ...
+    def __len__(self) -> int: ...
+    def get_many(
+        self, keys: Iterable[str], now: float
+    ) -> tuple[dict[str, Any], set[str], list[str]]: ...
+    def put_many(
+        self,
+        records: Mapping[str, Any],
+        absent: Iterable[str],
+        expires: float,
+        absent_expires: float,
+    ) -> None: ...

@@ -27,6 +27,7 @@ pub mod packed;
 pub mod pipeline;
 pub mod plan;
 pub mod record;
+pub mod record_cache;
 pub mod route;
 pub mod seen;
 pub mod tiles;

@@ -9,6 +9,7 @@ mod allocator;
 mod columns;
 mod packed;
 mod reads;
+mod record_cache;
 mod routing;
 mod session;
 mod tiles_seen;
@@ -656,6 +657,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<columns::ColumnReader>()?;
     m.add_class::<columns::Columns>()?;
     m.add_class::<packed::PackedFields>()?;
+    m.add_class::<record_cache::RecordCache>()?;
     m.add_class::<training::TextBuffer>()?;
     m.add_class::<routing::ShareRouter>()?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;

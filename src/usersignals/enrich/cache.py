@@ -3,16 +3,20 @@
 Misses are cached too (negative caching, with their own, shorter TTL), so an item unknown to
 the source is not asked for again on every micro-batch. The clock is injectable: tests freeze
 it to check expiry exactly.
+
+The entries live in the core (``usersignals._core.RecordCache``), one call per batch each
+way: kept in an ``OrderedDict``, they cost about 3 µs a key, 0.6 s of the lookups over 1 M
+reference events in batches of 100,000 (bench/engine.py). That ``OrderedDict`` version is
+the reference model the tests hold the core's to (tests/unit/test_record_cache.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-_MISSING: Any = object()
+from usersignals._core import RecordCache as _Entries
 
 
 class RecordCache:
@@ -27,40 +31,15 @@ class RecordCache:
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.clock = clock
-        self._entries: OrderedDict[str, tuple[float, Any]] = OrderedDict()
+        self._entries = _Entries(capacity)
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def get_many(self, keys: Iterable[str]) -> tuple[dict[str, Any], set[str], list[str]]:
         """(records found, keys known to be missing, keys to fetch)."""
-        now = self.clock()
-        found: dict[str, Any] = {}
-        known_missing: set[str] = set()
-        fetch: list[str] = []
-        entries = self._entries
-        for key in keys:
-            entry = entries.get(key)
-            if entry is None or entry[0] <= now:
-                fetch.append(key)
-                continue
-            entries.move_to_end(key)
-            if entry[1] is _MISSING:
-                known_missing.add(key)
-            else:
-                found[key] = entry[1]
-        return found, known_missing, fetch
+        return self._entries.get_many(keys, self.clock())
 
     def put_many(self, records: Mapping[str, Any], missing: Iterable[str]) -> None:
         now = self.clock()
-        entries = self._entries
-        expires = now + self.ttl_s
-        for key, record in records.items():
-            entries[key] = (expires, record)
-            entries.move_to_end(key)
-        negative = now + self.negative_ttl_s
-        for key in missing:
-            entries[key] = (negative, _MISSING)
-            entries.move_to_end(key)
-        while len(entries) > self.capacity:
-            entries.popitem(last=False)
+        self._entries.put_many(records, missing, now + self.ttl_s, now + self.negative_ttl_s)
