@@ -198,9 +198,6 @@ class Feed:
     Why encoded ahead: generating and encoding an event took 6.4 µs of this process's CPU
     (4.9 µs of it generating), a third of a core at 50,000 events/s, taken from the
     processor under test on a 2-core machine; stamping a ready one takes a bytes replace.
-    Generated during the run, the feed left the processor behind it: the probes grew from
-    0.2 s to 2 s over 30 s (p99 2,060 and 2,150 ms in two runs); encoded ahead, p99 159 ms
-    in each of four runs (2026-11-27, README "Performance").
     Why its own items: the feed is another seed's workload, whose items are others; with
     the throughput topic's table, 99.4 % of its events found no item, a lighter workload
     than the one whose rate it runs at half of (the engine took 300,000 events at 127,000
@@ -228,7 +225,16 @@ def encoded_feed(root: Path, rate: float, seconds: float) -> Feed:
     return Feed(events, items)
 
 
-def freshness(root: Path, bootstrap: str, rate: float, seconds: int) -> list[float]:
+@dataclass(frozen=True)
+class Fed:
+    """What the freshness feed produced: events, over seconds (from its start to the end
+    of the probes)."""
+
+    events: int
+    seconds: float
+
+
+def freshness(root: Path, bootstrap: str, rate: float, seconds: int) -> tuple[list[float], Fed]:
     topic = "fresh"
     create_topic(bootstrap, topic, PARTITIONS)
     feed = encoded_feed(root, rate, FRESHNESS_WARM_UP_S + seconds + 10)
@@ -253,22 +259,29 @@ def freshness(root: Path, bootstrap: str, rate: float, seconds: int) -> list[flo
     encoder = msgspec.json.Encoder()
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5})
 
-    def feed() -> None:
-        sent, started = 0, time.monotonic()
-        step = max(int(rate) // 20, 1)
-        for start in range(0, len(feed.events), step):
-            if stop.is_set():
-                return
-            now = b'"ts":%d' % (time.time_ns() // 1_000_000)
-            for key, value in feed.events[start : start + step]:
-                producer.produce(topic, key=key, value=value.replace(_PLACEHOLDER_TS, now))
-            producer.poll(0)
-            sent += step
-            delay = started + sent / rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+    sent = [0]  # the feed's events produced, for the rate it reached
+    failed: list[BaseException] = []
 
-    feeder = threading.Thread(target=feed)
+    def send_feed() -> None:
+        started = time.monotonic()
+        step = max(int(rate) // 20, 1)
+        try:
+            for start in range(0, len(feed.events), step):
+                if stop.is_set():
+                    return
+                now = b'"ts":%d' % (time.time_ns() // 1_000_000)
+                for key, value in feed.events[start : start + step]:
+                    producer.produce(topic, key=key, value=value.replace(_PLACEHOLDER_TS, now))
+                producer.poll(0)
+                sent[0] += len(feed.events[start : start + step])
+                delay = started + sent[0] / rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+        except BaseException as exc:  # reported after the run: no figure without the load
+            failed.append(exc)
+
+    feed_started = time.monotonic()
+    feeder = threading.Thread(target=send_feed)
     feeder.start()
     time.sleep(FRESHNESS_WARM_UP_S)  # group join and warm-up
     reader_store = RocksStore(store, read_only=True)
@@ -299,11 +312,14 @@ def freshness(root: Path, bootstrap: str, rate: float, seconds: int) -> list[flo
         time.sleep(0.05)
     stop.set()
     feeder.join()
+    fed = Fed(sent[0], time.monotonic() - feed_started)
     producer.flush(10)
     processor.send_signal(signal.SIGTERM)
     processor.wait(timeout=60)
     reader_store.close()
-    return latencies
+    if failed:
+        raise RuntimeError("the freshness feed failed: no figure without its load") from failed[0]
+    return latencies, fed
 
 
 def main() -> None:
@@ -334,9 +350,10 @@ def main() -> None:
             if rate is not None:
                 rates[framework.name] = rate
                 print(f"{framework.label}: {rate:,.0f} events/s", flush=True)
-        latencies = sorted(
-            freshness(root, broker.bootstrap, rates["usersignals"] / 2, args.freshness_seconds)
+        latencies, fed = freshness(
+            root, broker.bootstrap, rates["usersignals"] / 2, args.freshness_seconds
         )
+        latencies.sort()
     print_rates(rates)
     if latencies:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
@@ -344,7 +361,8 @@ def main() -> None:
             f"freshness at {rates['usersignals'] / 2:,.0f} events/s (half of usersignals'), "
             f"produce -> visible to a reader, {len(latencies)} probes: "
             f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
-            f"p99 {p99 * 1000:.0f} ms (target p99 <= 1000 ms)"
+            f"p99 {p99 * 1000:.0f} ms (target p99 <= 1000 ms); the feed produced "
+            f"{fed.events:,} events in {fed.seconds:.1f} s ({fed.events / fed.seconds:,.0f}/s)"
         )
 
 
