@@ -112,3 +112,35 @@ def test_an_error_librdkafka_reports_while_consuming_is_a_broker_error(
         assert not raised.value.retriable
     finally:
         source.close()
+
+
+def test_a_batch_behind_the_stream_fills_up_from_what_is_fetched_past_its_wait(
+    broker: LocalBroker,
+) -> None:
+    """The wait bounds the waiting for new events, not the taking of fetched ones: a batch
+    that closed at its wait with events already fetched stayed as small as one thread could
+    take them in that time, so a processor behind the stream never caught up (the freshness
+    probes of bench/ingest.py grew to 2-3 s at half the processor's rate)."""
+    topic = "batch-fills-up"
+    produce(broker.bootstrap, topic, [(b"u%d" % (i % 97), b"x%d" % i) for i in range(60_000)])
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "USERSIGNALS_KAFKA__TOPIC": topic,
+            "USERSIGNALS_KAFKA__GROUP_ID": "g-batch-fills-up",
+            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            "USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "1",
+            "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "25000",
+        }
+    )
+    source = KafkaSource(settings.kafka)
+    try:
+        taken = 0
+        deadline = time.monotonic() + 30
+        while not taken and time.monotonic() < deadline:
+            taken = len(source.next_batch().lines)
+        assert taken, "nothing consumed in 30 s"
+        time.sleep(2)  # librdkafka fetches the rest meanwhile
+        assert len(source.next_batch().lines) == min(25_000, 60_000 - taken)
+    finally:
+        source.close()
