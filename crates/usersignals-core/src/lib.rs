@@ -6,7 +6,8 @@
 //! events plus the stored states into new state bytes ([`batch`]), and the read kernels that
 //! evaluate a stored state with a request-time context ([`context`]); and, for registries
 //! whose signals are all native, the whole per-batch pipeline: the user record codec
-//! ([`record`]), event-id deduplication ([`dedupe`]) and progress ([`pipeline`]).
+//! ([`record`]), event-id deduplication ([`dedupe`]) and progress ([`pipeline`]); and the
+//! Materializer's LRU cache of looked-up records ([`record_cache`]).
 //!
 //! The Python implementations in `usersignals.aggregations` are the reference model this
 //! crate is property-tested against.
