@@ -20,6 +20,20 @@ from usersignals.ingest.kafka import (
 )
 
 
+def topic_settings(broker: LocalBroker, topic: str, **kafka: str) -> Settings:
+    """Settings from environment variables, consuming ``topic`` in a group of its own, with
+    ``kafka`` settings beside (``consumer__client_id``: USERSIGNALS_KAFKA__CONSUMER__CLIENT_ID)."""
+    return Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
+            "USERSIGNALS_KAFKA__TOPIC": topic,
+            "USERSIGNALS_KAFKA__GROUP_ID": f"g-{topic}",
+            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            **{f"USERSIGNALS_KAFKA__{name.upper()}": value for name, value in kafka.items()},
+        }
+    )
+
+
 def test_underscored_names_become_librdkafka_names() -> None:
     assert librdkafka_settings({"fetch_max_bytes": "1024", "security.protocol": "plaintext"}) == {
         "fetch.max.bytes": "1024",
@@ -48,15 +62,11 @@ def test_consumer_settings_from_environment_variables_reach_librdkafka(
     event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "save",
              "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
     produce(broker.bootstrap, topic, [(b"u1", msgspec.json.encode(event))])
-    settings = Settings.load(
-        environ={
-            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-            "USERSIGNALS_KAFKA__TOPIC": topic,
-            "USERSIGNALS_KAFKA__GROUP_ID": "g-env-settings",
-            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "USERSIGNALS_KAFKA__CONSUMER__FETCH_MAX_BYTES": "1048576",
-            "USERSIGNALS_KAFKA__CONSUMER__CLIENT_ID": "usersignals-env-test",
-        }
+    settings = topic_settings(
+        broker,
+        topic,
+        consumer__fetch_max_bytes="1048576",
+        consumer__client_id="usersignals-env-test",
     )
     assert settings.kafka.consumer == {
         "fetch_max_bytes": "1048576",
@@ -123,16 +133,7 @@ def test_a_batch_behind_the_stream_fills_up_from_what_is_fetched_past_its_wait(
     probes of bench/ingest.py grew to 2-3 s at half the processor's rate)."""
     topic = "batch-fills-up"
     produce(broker.bootstrap, topic, [(b"u%d" % (i % 97), b"x%d" % i) for i in range(60_000)])
-    settings = Settings.load(
-        environ={
-            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
-            "USERSIGNALS_KAFKA__TOPIC": topic,
-            "USERSIGNALS_KAFKA__GROUP_ID": "g-batch-fills-up",
-            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
-            "USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "1",
-            "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "25000",
-        }
-    )
+    settings = topic_settings(broker, topic, batch_max_wait_ms="1", batch_max_events="25000")
     source = KafkaSource(settings.kafka)
     try:
         taken = 0
