@@ -49,6 +49,7 @@ def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
         (b"u-bad", not_utf8),
         (b"u-bad", b""),
         (b"u-bad", None),
+        (b"u-bad", b" \r\n\t"),  # blank: empty too
     ]
     mixed = values[:300] + bad[:1] + values[300:600] + bad[1:] + values[600:]
     ends = produce(broker.bootstrap, topic, mixed)  # type: ignore[arg-type]
@@ -65,12 +66,12 @@ def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
     assert code == 0, err
     assert "Traceback" not in err
     assert "1,000 events" in err
-    assert "3 dead letters" in err
-    for reason in ("invalid_utf8", "empty_value", "null_value"):
-        assert f'usersignals_dead_letters_total{{reason="{reason}"}} 1.0' in metrics
+    assert "4 dead letters" in err
+    for reason, count in (("invalid_utf8", 1), ("empty_value", 2), ("null_value", 1)):
+        assert f'usersignals_dead_letters_total{{reason="{reason}"}} {count}.0' in metrics
     assert {key[2:] for key in records(store)} == {key for key, _ in values}
 
-    letters = dead_letters(broker.bootstrap, f"{topic}.dead", 3)
+    letters = dead_letters(broker.bootstrap, f"{topic}.dead", 4)
     by_reason = {dict(m.headers())["reason"].decode(): m for m in letters}
     assert sorted(by_reason) == ["empty_value", "invalid_utf8", "null_value"]
     assert by_reason["invalid_utf8"].value() == not_utf8

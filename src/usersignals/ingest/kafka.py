@@ -97,6 +97,8 @@ class KafkaSource:
             raise ConfigurationError(f"kafka.consumer: {exc.args[0].str()}") from exc
         self._on_assign = on_assign
         self._on_revoke = on_revoke
+        #: "topic/partition" per (topic, partition): the positions' partition ids, made once.
+        self._partition_ids: dict[tuple[str, int], str] = {}
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
             on_lost=self._revoked,
@@ -133,11 +135,35 @@ class KafkaSource:
                 raise broker_error("consume", exc.args[0]) from exc
             if messages and not batch.first_received:
                 batch.first_received = time.time()
-            for message in messages:
-                self._add(batch, message)
+            self._take(batch, messages)
             if not remaining and len(messages) < wanted:
                 break  # past the wait, and what was fetched is all taken
         return batch
+
+    def _take(self, batch: KafkaBatch, messages: list[Message]) -> None:
+        """``messages`` into ``batch``. An event's message takes the short way: one partition
+        id string per partition (kept), no copy of its value to check for blanks; anything
+        else (an error, a blank or null value) goes through :meth:`_add`. Message by
+        message through ``_add``, the consumer side took 1.4 µs an event (bench, a topic
+        of 300,000 reference events read by ``next_batch`` alone: 690,000-740,000 events/s),
+        a fifth of the processor's time per event while it shares the GIL with the engine."""
+        ids = self._partition_ids
+        lines, positions, next_offsets = batch.lines, batch.positions, batch.next_offsets
+        for message in messages:
+            value = message.value()
+            if message.error() is not None or not value or value.isspace():
+                self._add(batch, message)
+                continue
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                continue  # only an error has none: handled above
+            key = (topic, partition)
+            name = ids.get(key)
+            if name is None:
+                name = ids[key] = partition_id(topic, partition)
+            next_offsets[key] = offset + 1
+            lines.append(value)
+            positions.append(Position(name, offset))
 
     @staticmethod
     def _add(batch: KafkaBatch, message: Message) -> None:
