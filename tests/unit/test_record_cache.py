@@ -109,3 +109,19 @@ def test_records_from_any_mapping_are_cached() -> None:
     cache = RecordCache(4, clock=clock)
     cache.put_many(OrderedDict(a=1), ["b"])
     assert cache.get_many(["a", "b", "c"]) == ({"a": 1}, {"b"}, ["c"])
+
+
+def test_records_are_put_in_their_mapping_s_own_order() -> None:
+    """A dict subclass is read through its ``items()``, as the model reads it: that order
+    decides what a full cache evicts first."""
+    records: OrderedDict[str, int] = OrderedDict(a=1, b=2)
+    records.move_to_end("a")
+    clock = Clock()
+    cache, model = RecordCache(1, clock=clock), ReferenceCache(1, 300.0, 60.0)
+    cache.put_many(records, [])
+    model.put_many(records, [], clock.now)
+    assert (
+        cache.get_many(["a", "b"])
+        == model.get_many(["a", "b"], clock.now)
+        == ({"a": 1}, set(), ["b"])
+    )

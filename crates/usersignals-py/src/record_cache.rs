@@ -26,7 +26,9 @@ impl RecordCache {
     }
 
     /// `(records found, keys known to be absent, keys to fetch)` for the text `keys` at time
-    /// `now`; the keys found become the most recently used.
+    /// `now`; the keys found become the most recently used. A key is matched by its text
+    /// (UTF-8): anything but a `str` is a `TypeError`, as a lone surrogate is a
+    /// `UnicodeEncodeError` (the Materializer's keys are text decoded from events).
     #[allow(clippy::type_complexity)]
     fn get_many<'py>(
         &mut self,
@@ -58,7 +60,9 @@ impl RecordCache {
         expires: f64,
         absent_expires: f64,
     ) -> PyResult<()> {
-        if let Ok(dict) = records.cast::<PyDict>() {
+        // An exact dict only: a subclass (an OrderedDict) is read through its own `items()`,
+        // in its own order, which decides what the LRU evicts first.
+        if let Ok(dict) = records.cast_exact::<PyDict>() {
             for (key, record) in dict.iter() {
                 self.cache
                     .put(key.extract()?, Some(record.unbind()), expires);

@@ -126,9 +126,10 @@ class KafkaSource:
         settings = self.settings
         batch = KafkaBatch()
         deadline = time.monotonic() + settings.batch_max_wait_ms / 1000
-        while len(batch.lines) < settings.batch_max_events:
+        taken = 0  # messages, events or not: a backlog of blank values is bounded too
+        while taken < settings.batch_max_events:
             remaining = max(deadline - time.monotonic(), 0.0)
-            wanted = min(settings.batch_max_events - len(batch.lines), _CONSUME_CHUNK)
+            wanted = min(settings.batch_max_events - taken, _CONSUME_CHUNK)
             try:
                 messages = self._consumer.consume(wanted, remaining)
             except KafkaException as exc:
@@ -136,6 +137,7 @@ class KafkaSource:
             if messages and not batch.first_received:
                 batch.first_received = time.time()
             self._take(batch, messages)
+            taken += len(messages)
             if not remaining and len(messages) < wanted:
                 break  # past the wait, and what was fetched is all taken
         return batch

@@ -110,8 +110,10 @@ class KafkaRunner(PipelineRunner):
         try:
             next_positions = 0.0
             while not stop.is_set() and self._failure is None:
-                self._commit_written()
                 self._wait_for_room(stop)
+                self._commit_written()  # what was written meanwhile, before the next fetch
+                if stop.is_set() or self._failure is not None:
+                    break
                 batch = self.source.next_batch()
                 if time.monotonic() >= next_positions:  # lag metrics, once a second
                     self.metrics.observe_positions(self.source.positions())
