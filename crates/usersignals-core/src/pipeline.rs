@@ -10,13 +10,13 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use crate::batch::{apply_decoded, execute, Batch, BatchOutput};
+use crate::batch::{apply_decoded, execute, Batch};
 use crate::decoded::Decoded;
 use crate::dedupe;
 use crate::error::CoreError;
 use crate::mean_vector::SharedVector;
 use crate::plan::Plan;
-use crate::record::{self, UserRecord};
+use crate::record::{self, StateBytes, StoredState, UserRecord};
 use crate::value::Value;
 
 /// A micro-batch's events as the pipeline reads them, index for index.
@@ -36,8 +36,12 @@ pub struct Arrivals {
 /// What [`select`] found, kept for [`finish`].
 #[derive(Debug, Clone, Default)]
 pub struct Selection {
-    /// Per batch user: the stored record (empty for a new user), progress advanced.
+    /// Per batch user: the stored record's progress (advanced) and seen event ids (empty for
+    /// a new user). Its states stay in the stored bytes, where `stored_states` finds them.
     pub records: Vec<UserRecord>,
+    /// Per batch user: the stored record's states, as ranges of its bytes (which the caller
+    /// keeps, and hands to [`finish`] again).
+    pub stored_states: Vec<Vec<StoredState>>,
     /// Per batch user: the events to apply, by event time (batch indices).
     pub fresh: Vec<Vec<usize>>,
     /// Per batch user: whether the record is written (some event was not applied before).
@@ -123,21 +127,25 @@ pub fn select(
     horizon_hours: Option<i64>,
 ) -> Result<Selection, CoreError> {
     arrivals.check(stored.len())?;
-    let records = stored
-        .iter()
+    let (records, states): (Vec<UserRecord>, Vec<Vec<StoredState>>) = (stored.iter())
         .enumerate()
         .map(|(user, raw)| match raw {
-            Some(data) => record::decode(data).map_err(|e| CoreError::UserRecord {
+            Some(data) => record::decode_in_place(data).map_err(|e| CoreError::UserRecord {
                 user,
                 message: e.to_string(),
             }),
-            None => Ok(UserRecord::default()),
+            None => Ok((UserRecord::default(), Vec::new())),
         })
-        .collect::<Result<Vec<_>, _>>()?;
-    select_records(arrivals, records, horizon_hours)
+        .collect::<Result<Vec<_>, _>>()?
+        .into_iter()
+        .unzip();
+    let mut selection = select_records(arrivals, records, horizon_hours)?;
+    selection.stored_states = states;
+    Ok(selection)
 }
 
-/// [`select`] over records already decoded (one per batch user).
+/// [`select`] over records already decoded (one per batch user), for a caller that keeps
+/// their states itself ([`apply_to_decoded`]); [`finish`] writes the states [`select`] found.
 pub fn select_records(
     arrivals: &Arrivals,
     records: Vec<UserRecord>,
@@ -150,6 +158,7 @@ pub fn select_records(
     }
     let mut out = Selection {
         records: Vec::with_capacity(arrivals.users),
+        stored_states: vec![Vec::new(); arrivals.users],
         fresh: Vec::with_capacity(arrivals.users),
         changed: Vec::with_capacity(arrivals.users),
         ..Selection::default()
@@ -182,6 +191,9 @@ pub fn select_records(
     Ok(out)
 }
 
+/// (batch user, plan, the state's stored value).
+type PlanState<'s> = (usize, usize, &'s [u8]);
+
 impl Selection {
     /// The events to apply, user by user, each user's by time: the order of [`finish`]'s
     /// columns.
@@ -191,45 +203,116 @@ impl Selection {
 
     /// The stored states of `plans` that are not in native form (user, plan, stored value),
     /// for users with events to apply: the glue migrates them with the reference codec.
-    pub fn foreign_states<'s>(&'s self, plans: &[Plan]) -> Vec<(usize, usize, &'s [u8])> {
+    /// `stored`: the records [`select`] read.
+    pub fn foreign_states<'s>(
+        &self,
+        plans: &[Plan],
+        stored: &[Option<&'s [u8]>],
+    ) -> Result<Vec<PlanState<'s>>, CoreError> {
+        self.check_stored(stored)?;
         let mut out = Vec::new();
-        for (user, record) in self.records.iter().enumerate() {
-            if self.fresh[user].is_empty() {
+        for (user, p, value) in self.plan_states(plans, stored) {
+            if record::unwrap_native(value).is_none() {
+                out.push((user, p, value));
+            }
+        }
+        Ok(out)
+    }
+
+    /// `stored` holds a record for each user, each long enough for its stored states: the
+    /// records [`select`] read, as far as their lengths tell.
+    fn check_stored(&self, stored: &[Option<&[u8]>]) -> Result<(), CoreError> {
+        let fits = |(states, data): (&Vec<StoredState>, &Option<&[u8]>)| {
+            let len = data.map_or(0, <[u8]>::len);
+            states.iter().all(|state| state.value.end <= len)
+        };
+        if stored.len() != self.records.len() || !self.stored_states.iter().zip(stored).all(fits) {
+            return Err(CoreError::Batch(
+                "the stored records are not the selection's".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// (user, plan, stored value) of every stored state of `plans`, for users with events
+    /// to apply; `stored` checked.
+    fn plan_states<'s>(&self, plans: &[Plan], stored: &[Option<&'s [u8]>]) -> Vec<PlanState<'s>> {
+        let mut out = Vec::new();
+        for (user, states) in self.stored_states.iter().enumerate() {
+            if self.fresh[user].is_empty() || states.is_empty() {
                 continue;
             }
-            for (p, plan) in plans.iter().enumerate() {
-                if let Some(value) = record.states.get(&plan.key) {
-                    if record::unwrap_native(value).is_none() {
-                        out.push((user, p, value.as_slice()));
-                    }
+            let data = stored[user].unwrap_or_default();
+            for state in states {
+                let key = state.key(data);
+                if let Some(p) = plans.iter().position(|plan| plan.key == key) {
+                    out.push((user, p, &data[state.value.clone()]));
                 }
             }
         }
         out
     }
 
-    fn stored_states(&self, plans: &[Plan]) -> Result<Vec<Vec<Option<&[u8]>>>, CoreError> {
-        let mut stored = vec![vec![None; plans.len()]; self.records.len()];
-        for (user, record) in self.records.iter().enumerate() {
-            if self.fresh[user].is_empty() {
-                continue;
-            }
-            for (p, plan) in plans.iter().enumerate() {
-                let Some(value) = record.states.get(&plan.key) else {
-                    continue;
-                };
-                let native = match self.migrated.get(&(user, p)) {
-                    Some(state) => state.as_slice(),
-                    None => record::unwrap_native(value).ok_or_else(|| CoreError::UserState {
-                        user,
-                        plan: plan.key.clone(),
-                        message: "a state in the Python codec's form was not migrated".into(),
-                    })?,
-                };
-                stored[user][p] = Some(native);
+    /// Per user and plan, the native state to apply events to; `stored` checked.
+    fn stored_states<'s>(
+        &'s self,
+        plans: &[Plan],
+        stored: &[Option<&'s [u8]>],
+    ) -> Result<Vec<Vec<Option<&'s [u8]>>>, CoreError> {
+        let mut out = vec![vec![None; plans.len()]; self.records.len()];
+        for (user, p, value) in self.plan_states(plans, stored) {
+            let native = match self.migrated.get(&(user, p)) {
+                Some(state) => state.as_slice(),
+                None => record::unwrap_native(value).ok_or_else(|| CoreError::UserState {
+                    user,
+                    plan: plans[p].key.clone(),
+                    message: "a state in the Python codec's form was not migrated".into(),
+                })?,
+            };
+            out[user][p] = Some(native);
+        }
+        Ok(out)
+    }
+
+    /// A changed user's new record: the progress and seen event ids as the batch left
+    /// them, the plans' new states (`new[plan]`) in place of the stored ones, and the other
+    /// stored states as they are, less stale versions when the user had events to apply.
+    fn encode_user(
+        &self,
+        user: usize,
+        data: &[u8],
+        plans: &[Plan],
+        new: &[Option<Vec<u8>>],
+        versions: &Versions,
+    ) -> Vec<u8> {
+        let applied = !self.fresh[user].is_empty();
+        let mut states: Vec<(&str, StateBytes<'_>)> = Vec::with_capacity(plans.len() + 2);
+        if applied {
+            for (plan, state) in plans.iter().zip(new) {
+                if let Some(state) = state {
+                    states.push((&plan.key, StateBytes::Native(state)));
+                }
             }
         }
-        Ok(stored)
+        // The stored ones last to first: of a key stored twice the last counts, as in a
+        // decoded map.
+        for state in self.stored_states[user].iter().rev() {
+            states.push((
+                state.key(data),
+                StateBytes::Value(&data[state.value.clone()]),
+            ));
+        }
+        // Stable: a new state comes before the stored one of its key, and `dedup` keeps it.
+        states.sort_by(|a, b| a.0.cmp(b.0));
+        states.dedup_by(|later, earlier| later.0 == earlier.0);
+        if applied {
+            states.retain(|(key, _)| !versions.stale(key));
+        }
+        record::encode_parts(
+            &self.records[user].progress,
+            &states,
+            &self.records[user].seen,
+        )
     }
 }
 
@@ -241,36 +324,38 @@ pub struct LiveColumns {
     pub vectors: Vec<(String, Vec<Option<SharedVector>>)>,
 }
 
+/// Run the plans over the live events (`columns`, aligned with [`Selection::live`]) and
+/// encode every changed record; `stored`: the records [`select`] read, as it read them.
 pub fn finish(
     plans: &[Plan],
     arrivals: &Arrivals,
-    selection: &mut Selection,
+    selection: &Selection,
+    stored: &[Option<&[u8]>],
     columns: LiveColumns,
     versions: &Versions,
 ) -> Result<Outcome, CoreError> {
-    let mut out = place(plans, arrivals, selection, columns, versions)?;
-    out.puts = (selection.records.iter().enumerate())
-        .filter(|(user, _)| selection.changed[*user])
-        .map(|(user, record)| (user, record::encode(record)))
-        .collect();
-    Ok(out)
-}
-
-/// [`finish`] without the encoding: the new states placed in `selection.records`, the
-/// outcome's counts (its `puts` empty).
-pub fn place(
-    plans: &[Plan],
-    arrivals: &Arrivals,
-    selection: &mut Selection,
-    columns: LiveColumns,
-    versions: &Versions,
-) -> Result<Outcome, CoreError> {
+    selection.check_stored(stored)?;
     let batch = live_batch(arrivals, selection, columns);
-    let executed = execute(plans, &batch, &selection.stored_states(plans)?)?;
-    Ok(put_states(plans, selection, &batch, executed, versions))
+    let executed = execute(plans, &batch, &selection.stored_states(plans, stored)?)?;
+    let puts = (executed.states.iter().enumerate())
+        .filter(|(user, _)| selection.changed[*user])
+        .map(|(user, new)| {
+            let data = stored[user].unwrap_or_default();
+            (
+                user,
+                selection.encode_user(user, data, plans, new, versions),
+            )
+        })
+        .collect();
+    Ok(Outcome {
+        puts,
+        newest_ms: batch.ts.iter().copied().max(),
+        applied: executed.applied,
+        expired: executed.expired,
+    })
 }
 
-/// [`place`] for a caller that keeps its users' states decoded (`decoded[user][plan]`,
+/// [`finish`]'s application for a caller that keeps its users' states decoded (`decoded[user][plan]`,
 /// updated in place) from one call to the next, starting from empty records: nothing is
 /// decoded and nothing encoded. The records keep their progress and seen event ids; their
 /// states stay in `decoded` (a caller that writes them encodes them; the training set's
@@ -310,35 +395,4 @@ fn live_batch(arrivals: &Arrivals, selection: &Selection, columns: LiveColumns) 
         columns: columns.columns,
         vectors: columns.vectors,
     }
-}
-
-/// The executed states placed in the records, stale versions dropped; the counts.
-fn put_states(
-    plans: &[Plan],
-    selection: &mut Selection,
-    batch: &Batch,
-    executed: BatchOutput,
-    versions: &Versions,
-) -> Outcome {
-    let out = Outcome {
-        newest_ms: batch.ts.iter().copied().max(),
-        applied: executed.applied,
-        expired: executed.expired,
-        puts: Vec::new(),
-    };
-    let states = executed.states.into_iter();
-    for (user, (record, new)) in selection.records.iter_mut().zip(states).enumerate() {
-        if !selection.changed[user] || selection.fresh[user].is_empty() {
-            continue;
-        }
-        for (plan, state) in plans.iter().zip(new) {
-            if let Some(state) = state {
-                record
-                    .states
-                    .insert(plan.key.clone(), record::wrap_native(&state));
-            }
-        }
-        record.states.retain(|key, _| !versions.stale(key));
-    }
-    out
 }

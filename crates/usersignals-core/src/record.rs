@@ -8,6 +8,7 @@
 //! hour (`dedupe.rs`). Maps are written in key order, so the bytes are canonical.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 
 use rmp::decode;
 use rmp::encode;
@@ -82,24 +83,59 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
 }
 
 pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
+    let (mut record, states) = decode_in_place(data)?;
+    record.states = (states.iter())
+        .map(|state| {
+            (
+                state.key(data).to_string(),
+                data[state.value.clone()].to_vec(),
+            )
+        })
+        .collect();
+    Ok(record)
+}
+
+/// Where one stored state lies in its record's bytes: its key's text and its msgpack value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredState {
+    key: Range<usize>,
+    pub value: Range<usize>,
+}
+
+impl StoredState {
+    /// The state's key (`name@version`) in `data`, the record these ranges came from.
+    pub fn key<'d>(&self, data: &'d [u8]) -> &'d str {
+        // `parts` read the key as UTF-8 text; these are the same bytes.
+        std::str::from_utf8(&data[self.key.clone()]).unwrap_or_default()
+    }
+}
+
+/// A record decoded for a micro-batch, which changes its progress and seen event ids (owned
+/// here, `states` left empty) but rewrites only the states it applies events to: the stored
+/// states stay in `data`, as ranges of it, and go into the new record as they are (one copy,
+/// where `decode` and `encode` made three of every state).
+pub fn decode_in_place(data: &[u8]) -> Result<(UserRecord, Vec<StoredState>), CoreError> {
     let parts = parts(data)?;
-    Ok(UserRecord {
-        progress: parts
-            .progress
-            .into_iter()
+    let at = |part: &[u8]| {
+        let start = part.as_ptr() as usize - data.as_ptr() as usize;
+        start..start + part.len()
+    };
+    let states = (parts.states.iter())
+        .map(|(key, value)| StoredState {
+            key: at(key.as_bytes()),
+            value: at(value),
+        })
+        .collect();
+    let record = UserRecord {
+        progress: (parts.progress.into_iter())
             .map(|(partition, offset)| (partition.to_string(), offset))
             .collect(),
-        states: parts
-            .states
-            .into_iter()
-            .map(|(key, state)| (key.to_string(), state.to_vec()))
-            .collect(),
-        seen: parts
-            .seen
-            .into_iter()
+        states: BTreeMap::new(),
+        seen: (parts.seen.into_iter())
             .map(|(hour, blob)| (hour, blob.to_vec()))
             .collect(),
-    })
+    };
+    Ok((record, states))
 }
 
 /// A record's states keyed by `name@version`, borrowed from its bytes (the whole record is
@@ -108,26 +144,69 @@ pub fn states_of(data: &[u8]) -> Result<Vec<(&str, &[u8])>, CoreError> {
     Ok(parts(data)?.states)
 }
 
+/// A state as [`encode_parts`] writes it into a record.
+#[derive(Debug, Clone, Copy)]
+pub enum StateBytes<'a> {
+    /// A whole msgpack value, as a record holds it (a stored state, kept as it is).
+    Value(&'a [u8]),
+    /// A native state's own bytes, written as a msgpack bin ([`wrap_native`]).
+    Native(&'a [u8]),
+}
+
+impl StateBytes<'_> {
+    fn len(&self) -> usize {
+        match self {
+            StateBytes::Value(value) => value.len(),
+            StateBytes::Native(state) => state.len() + 5,
+        }
+    }
+}
+
 pub fn encode(record: &UserRecord) -> Vec<u8> {
-    let size: usize = record.states.values().map(Vec::len).sum::<usize>()
-        + record.seen.values().map(Vec::len).sum::<usize>()
-        + 64;
+    let states: Vec<(&str, StateBytes<'_>)> = (record.states.iter())
+        .map(|(key, value)| (key.as_str(), StateBytes::Value(value)))
+        .collect();
+    encode_parts(&record.progress, &states, &record.seen)
+}
+
+/// A record from its parts; `states` in key order, keys distinct (a map's order: what makes
+/// the bytes canonical).
+pub fn encode_parts(
+    progress: &BTreeMap<String, i64>,
+    states: &[(&str, StateBytes<'_>)],
+    seen: &BTreeMap<i64, Vec<u8>>,
+) -> Vec<u8> {
+    let size: usize = states
+        .iter()
+        .map(|(key, state)| key.len() + state.len() + 5)
+        .sum::<usize>()
+        + seen.values().map(|blob| blob.len() + 14).sum::<usize>()
+        + progress
+            .keys()
+            .map(|partition| partition.len() + 14)
+            .sum::<usize>()
+        + 16;
     let mut out = Vec::with_capacity(size);
     out.push(RECORD_VERSION);
     // Writes to a Vec cannot fail.
     let _ = encode::write_array_len(&mut out, 3);
-    let _ = encode::write_map_len(&mut out, record.progress.len() as u32);
-    for (partition, offset) in &record.progress {
+    let _ = encode::write_map_len(&mut out, progress.len() as u32);
+    for (partition, offset) in progress {
         let _ = encode::write_str(&mut out, partition);
         let _ = encode::write_sint(&mut out, *offset);
     }
-    let _ = encode::write_map_len(&mut out, record.states.len() as u32);
-    for (key, state) in &record.states {
+    let _ = encode::write_map_len(&mut out, states.len() as u32);
+    for (key, state) in states {
         let _ = encode::write_str(&mut out, key);
-        out.extend_from_slice(state);
+        match state {
+            StateBytes::Value(value) => out.extend_from_slice(value),
+            StateBytes::Native(state) => {
+                let _ = encode::write_bin(&mut out, state);
+            }
+        }
     }
-    let _ = encode::write_map_len(&mut out, record.seen.len() as u32);
-    for (hour, blob) in &record.seen {
+    let _ = encode::write_map_len(&mut out, seen.len() as u32);
+    for (hour, blob) in seen {
         let _ = encode::write_sint(&mut out, *hour);
         let _ = encode::write_bin(&mut out, blob);
     }
@@ -187,8 +266,14 @@ mod tests {
             let bytes = encode(&record);
             let states: Vec<(&str, &[u8])> =
                 record.states.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-            prop_assert_eq!(states_of(&bytes).unwrap(), states);
-            prop_assert_eq!(decode(&bytes).unwrap(), record);
+            prop_assert_eq!(states_of(&bytes).unwrap(), &states);
+            prop_assert_eq!(decode(&bytes).unwrap(), record.clone());
+            let (in_place, ranges) = decode_in_place(&bytes).unwrap();
+            let found: Vec<(&str, &[u8])> = (ranges.iter())
+                .map(|state| (state.key(&bytes), &bytes[state.value.clone()]))
+                .collect();
+            prop_assert_eq!(found, states);
+            prop_assert_eq!(in_place, UserRecord { states: BTreeMap::new(), ..record });
         }
     }
 

@@ -83,7 +83,18 @@ type Puts<'py> = Vec<(usize, Bound<'py, PyBytes>)>;
 pub struct BatchSession {
     plans: Py<NativePlans>,
     arrivals: Arrivals,
+    /// The users' stored records as `get_many` answered: the selection's stored states are
+    /// ranges of these, read again when the batch is applied (no copy of them is made).
+    stored: Vec<Option<Py<PyBytes>>>,
     selection: Selection,
+}
+
+impl BatchSession {
+    fn stored<'s>(&'s self, py: Python<'_>) -> Vec<Option<&'s [u8]>> {
+        (self.stored.iter())
+            .map(|data| data.as_ref().map(|data| data.as_bytes(py)))
+            .collect()
+    }
 }
 
 #[pymethods]
@@ -135,6 +146,10 @@ impl BatchSession {
         let session = BatchSession {
             plans,
             arrivals,
+            stored: stored
+                .into_iter()
+                .map(|data| data.map(Bound::unbind))
+                .collect(),
             selection,
         };
         Ok((session, keys))
@@ -153,13 +168,19 @@ impl BatchSession {
 
     /// `(user, plan, stored value)` of the states the Python codec wrote, for the glue to
     /// migrate and hand back with `set_migrated`.
-    fn foreign_states<'py>(&self, py: Python<'py>) -> Vec<(usize, usize, Bound<'py, PyBytes>)> {
+    fn foreign_states<'py>(
+        &self,
+        py: Python<'py>,
+    ) -> PyResult<Vec<(usize, usize, Bound<'py, PyBytes>)>> {
         let plans = self.plans.get();
-        self.selection
-            .foreign_states(&plans.plans)
+        let stored = self.stored(py);
+        let foreign = (self.selection)
+            .foreign_states(&plans.plans, &stored)
+            .map_err(raise)?;
+        Ok(foreign
             .into_iter()
             .map(|(user, plan, value)| (user, plan, PyBytes::new(py, value)))
-            .collect()
+            .collect())
     }
 
     fn set_migrated(&mut self, user: usize, plan: usize, state: Vec<u8>) {
@@ -170,7 +191,7 @@ impl BatchSession {
     /// versions (of `names`, not in `declared` or in `expired`), and encode: `(puts as
     /// (user, record bytes), applied per plan, expired per plan, newest event time)`.
     fn apply<'py>(
-        &mut self,
+        &self,
         py: Python<'py>,
         mut columns: PyRefMut<'py, Columns>,
         declared: HashSet<String>,
@@ -184,9 +205,19 @@ impl BatchSession {
             names,
         };
         let plans = self.plans.get();
-        let (arrivals, selection) = (&self.arrivals, &mut self.selection);
+        let stored = self.stored(py);
+        let (arrivals, selection) = (&self.arrivals, &self.selection);
         let outcome = py
-            .detach(|| finish(&plans.plans, arrivals, selection, columns, &versions))
+            .detach(|| {
+                finish(
+                    &plans.plans,
+                    arrivals,
+                    selection,
+                    &stored,
+                    columns,
+                    &versions,
+                )
+            })
             .map_err(raise)?;
         let puts = outcome
             .puts
