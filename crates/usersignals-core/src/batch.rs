@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::decayed::ScoresRow;
 use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
-use crate::last_n::{self, tie_of, Entry};
+use crate::last_n::{self, Entry};
 use crate::mean_vector::{SharedVector, VectorRow};
 use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
@@ -24,7 +24,8 @@ pub struct Batch {
     pub users: usize,
     pub user: Vec<u32>,
     pub ts: Vec<i64>,
-    pub event_id: Vec<String>,
+    /// Each event id's fingerprint ([`crate::dedupe::fingerprint`]).
+    pub fingerprint: Vec<u32>,
     /// The fields the plans read (event fields, attributes, enriched fields), by name.
     pub names: Vec<String>,
     pub columns: Vec<Vec<Value>>,
@@ -55,9 +56,9 @@ impl Batch {
     /// The columns agree in length, and `states` (per user, per plan) has this batch's shape.
     fn check<S>(&self, states: &[Vec<S>], plans: usize) -> Result<(), CoreError> {
         let n = self.ts.len();
-        if self.user.len() != n || self.event_id.len() != n {
+        if self.user.len() != n || self.fingerprint.len() != n {
             return Err(CoreError::Batch(
-                "user, ts and event_id differ in length".into(),
+                "user, ts and fingerprint differ in length".into(),
             ));
         }
         if self.names.len() != self.columns.len()
@@ -257,7 +258,7 @@ fn apply(
                 .iter()
                 .map(|&i| Entry {
                     ts: batch.ts[i],
-                    tie: tie_of(&batch.event_id[i]),
+                    tie: batch.fingerprint[i],
                     values: bound
                         .columns
                         .iter()

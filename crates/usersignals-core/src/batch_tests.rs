@@ -2,6 +2,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::context::{NameSet, ReadContext};
+use crate::dedupe::fingerprint;
 use crate::json_body::{write_answer, write_decoded_answer};
 use crate::record;
 
@@ -60,8 +61,8 @@ fn batch_of(events: &[Event], users: usize, first_id: usize) -> Batch {
         users,
         user: events.iter().map(|e| e.0).collect(),
         ts: events.iter().map(|e| 1_700_000_000_000 + e.1).collect(),
-        event_id: (first_id..first_id + events.len())
-            .map(|i| format!("e{i}"))
+        fingerprint: (first_id..first_id + events.len())
+            .map(|i| fingerprint(&format!("e{i}")))
             .collect(),
         names: FIELDS.iter().map(|name| (*name).to_owned()).collect(),
         columns: (0..FIELDS.len()).map(column).collect(),

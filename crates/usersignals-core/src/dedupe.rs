@@ -17,9 +17,15 @@ fn unpack(blob: &[u8]) -> impl Iterator<Item = u32> + '_ {
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]))
 }
 
-/// The events (`(ts, event_id)` in arrival order) that are not repeats, by position in
-/// `events`; `seen` becomes the user's new fingerprints.
-pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, &str)]) -> Vec<usize> {
+/// An event id's fingerprint, its CRC-32: what a record keeps of an applied id, and LastN's
+/// tie-break between entries of equal time. Read once per event, when a batch is read.
+pub fn fingerprint(event_id: &str) -> u32 {
+    crc32fast::hash(event_id.as_bytes())
+}
+
+/// The events (`(ts, fingerprint of the event_id)` in arrival order) that are not repeats,
+/// by position in `events`; `seen` becomes the user's new fingerprints.
+pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<usize> {
     let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
     // Fingerprint → the newest hour it was applied in (hours ascend, so later ones win).
     // Rebuilt for every touched user of every batch: foldhash, not SipHash.
@@ -31,11 +37,10 @@ pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, &str)]) -> Vec
     }
     let mut admitted = Vec::with_capacity(events.len());
     let mut added: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
-    for (index, &(ts, event_id)) in events.iter().enumerate() {
+    for (index, &(ts, fingerprint)) in events.iter().enumerate() {
         let hour = ts.div_euclid(HOUR_MS);
         let first = newest_hour - horizon_hours;
         if hour >= first {
-            let fingerprint = crc32fast::hash(event_id.as_bytes());
             let have = known.get(&fingerprint).copied();
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
@@ -75,11 +80,12 @@ mod tests {
     fn a_repeat_within_the_horizon_is_dropped_and_a_later_one_is_not() {
         let mut seen = Seen::new();
         let day = 24 * HOUR_MS;
-        let first = admit(24, &mut seen, &[(0, "a"), (10, "a"), (20, "b")]);
+        let (a, b, c) = (fingerprint("a"), fingerprint("b"), fingerprint("c"));
+        let first = admit(24, &mut seen, &[(0, a), (10, a), (20, b)]);
         assert_eq!(first, vec![0, 2]);
         assert_eq!(seen[&0].len(), 8);
         // Two days on: the hour of "a" has left the horizon, so "a" counts again.
-        let later = admit(24, &mut seen, &[(2 * day, "c"), (2 * day + 1, "a")]);
+        let later = admit(24, &mut seen, &[(2 * day, c), (2 * day + 1, a)]);
         assert_eq!(later, vec![0, 1]);
         assert_eq!(seen.keys().copied().collect::<Vec<_>>(), vec![48]);
     }

@@ -56,10 +56,6 @@ impl Entry {
     }
 }
 
-pub fn tie_of(event_id: &str) -> u32 {
-    crc32fast::hash(event_id.as_bytes())
-}
-
 /// The state after folding `new` (in arrival order) into `old`, and how many new entries
 /// were already older than the retention plus the `as_of` look-back.
 pub fn combine(

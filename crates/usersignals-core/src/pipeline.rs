@@ -26,7 +26,8 @@ pub struct Arrivals {
     pub users: usize,
     pub user: Vec<u32>,
     pub ts: Vec<i64>,
-    pub event_id: Vec<String>,
+    /// Each event id's fingerprint ([`dedupe::fingerprint`]).
+    pub fingerprint: Vec<u32>,
     /// Source partitions by name; `partition[i]` indexes them.
     pub partitions: Vec<String>,
     pub partition: Vec<u32>,
@@ -84,7 +85,11 @@ impl Versions {
 impl Arrivals {
     fn check(&self, stored: usize) -> Result<(), CoreError> {
         let n = self.ts.len();
-        let lengths = [self.user.len(), self.event_id.len(), self.partition.len()];
+        let lengths = [
+            self.user.len(),
+            self.fingerprint.len(),
+            self.partition.len(),
+        ];
         if lengths.iter().any(|l| *l != n) || self.offset.len() != n {
             return Err(CoreError::Batch("event columns differ in length".into()));
         }
@@ -174,9 +179,9 @@ pub fn select_records(
         out.changed.push(!unapplied.is_empty());
         let mut fresh = match horizon_hours {
             Some(hours) if !unapplied.is_empty() => {
-                let keys: Vec<(i64, &str)> = unapplied
+                let keys: Vec<(i64, u32)> = unapplied
                     .iter()
-                    .map(|&i| (arrivals.ts[i], arrivals.event_id[i].as_str()))
+                    .map(|&i| (arrivals.ts[i], arrivals.fingerprint[i]))
                     .collect();
                 let admitted = dedupe::admit(hours, &mut record.seen, &keys);
                 out.repeats += (unapplied.len() - admitted.len()) as u64;
@@ -245,7 +250,7 @@ impl Selection {
             let data = stored[user].unwrap_or_default();
             for state in states {
                 let key = state.key(data);
-                if let Some(p) = plans.iter().position(|plan| plan.key == key) {
+                if let Some(p) = plans.iter().position(|plan| plan.key.as_bytes() == key) {
                     out.push((user, p, &data[state.value.clone()]));
                 }
             }
@@ -286,11 +291,11 @@ impl Selection {
         versions: &Versions,
     ) -> Vec<u8> {
         let applied = !self.fresh[user].is_empty();
-        let mut states: Vec<(&str, StateBytes<'_>)> = Vec::with_capacity(plans.len() + 2);
+        let mut states: Vec<(&[u8], StateBytes<'_>)> = Vec::with_capacity(plans.len() + 2);
         if applied {
             for (plan, state) in plans.iter().zip(new) {
                 if let Some(state) = state {
-                    states.push((&plan.key, StateBytes::Native(state)));
+                    states.push((plan.key.as_bytes(), StateBytes::Native(state)));
                 }
             }
         }
@@ -306,7 +311,9 @@ impl Selection {
         states.sort_by(|a, b| a.0.cmp(b.0));
         states.dedup_by(|later, earlier| later.0 == earlier.0);
         if applied {
-            states.retain(|(key, _)| !versions.stale(key));
+            // Keys are UTF-8 (the record's parse read them as text).
+            states
+                .retain(|(key, _)| !std::str::from_utf8(key).is_ok_and(|key| versions.stale(key)));
         }
         record::encode_parts(
             &self.records[user].progress,
@@ -390,7 +397,7 @@ fn live_batch(arrivals: &Arrivals, selection: &Selection, columns: LiveColumns) 
         users: selection.records.len(),
         user: live.iter().map(|&i| arrivals.user[i]).collect(),
         ts: live.iter().map(|&i| arrivals.ts[i]).collect(),
-        event_id: live.iter().map(|&i| arrivals.event_id[i].clone()).collect(),
+        fingerprint: live.iter().map(|&i| arrivals.fingerprint[i]).collect(),
         names: columns.names,
         columns: columns.columns,
         vectors: columns.vectors,

@@ -83,16 +83,26 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
 }
 
 pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
-    let (mut record, states) = decode_in_place(data)?;
-    record.states = (states.iter())
-        .map(|state| {
-            (
-                state.key(data).to_string(),
-                data[state.value.clone()].to_vec(),
-            )
-        })
-        .collect();
-    Ok(record)
+    let parts = parts(data)?;
+    Ok(UserRecord {
+        states: (parts.states.iter())
+            .map(|(key, state)| (key.to_string(), state.to_vec()))
+            .collect(),
+        ..without_states(parts)
+    })
+}
+
+/// A record's progress and seen event ids, owned; its states left out.
+fn without_states(parts: Parts<'_>) -> UserRecord {
+    UserRecord {
+        progress: (parts.progress.into_iter())
+            .map(|(partition, offset)| (partition.to_string(), offset))
+            .collect(),
+        states: BTreeMap::new(),
+        seen: (parts.seen.into_iter())
+            .map(|(hour, blob)| (hour, blob.to_vec()))
+            .collect(),
+    }
 }
 
 /// Where one stored state lies in its record's bytes: its key's text and its msgpack value.
@@ -103,10 +113,9 @@ pub struct StoredState {
 }
 
 impl StoredState {
-    /// The state's key (`name@version`) in `data`, the record these ranges came from.
-    pub fn key<'d>(&self, data: &'d [u8]) -> &'d str {
-        // `parts` read the key as UTF-8 text; these are the same bytes.
-        std::str::from_utf8(&data[self.key.clone()]).unwrap_or_default()
+    /// The state's key (`name@version`, UTF-8) in `data`, the record these ranges came from.
+    pub fn key<'d>(&self, data: &'d [u8]) -> &'d [u8] {
+        &data[self.key.clone()]
     }
 }
 
@@ -126,16 +135,7 @@ pub fn decode_in_place(data: &[u8]) -> Result<(UserRecord, Vec<StoredState>), Co
             value: at(value),
         })
         .collect();
-    let record = UserRecord {
-        progress: (parts.progress.into_iter())
-            .map(|(partition, offset)| (partition.to_string(), offset))
-            .collect(),
-        states: BTreeMap::new(),
-        seen: (parts.seen.into_iter())
-            .map(|(hour, blob)| (hour, blob.to_vec()))
-            .collect(),
-    };
-    Ok((record, states))
+    Ok((without_states(parts), states))
 }
 
 /// A record's states keyed by `name@version`, borrowed from its bytes (the whole record is
@@ -163,17 +163,17 @@ impl StateBytes<'_> {
 }
 
 pub fn encode(record: &UserRecord) -> Vec<u8> {
-    let states: Vec<(&str, StateBytes<'_>)> = (record.states.iter())
-        .map(|(key, value)| (key.as_str(), StateBytes::Value(value)))
+    let states: Vec<(&[u8], StateBytes<'_>)> = (record.states.iter())
+        .map(|(key, value)| (key.as_bytes(), StateBytes::Value(value)))
         .collect();
     encode_parts(&record.progress, &states, &record.seen)
 }
 
-/// A record from its parts; `states` in key order, keys distinct (a map's order: what makes
-/// the bytes canonical).
+/// A record from its parts; `states` keyed by their keys' UTF-8, in key order, keys distinct
+/// (a map's order: what makes the bytes canonical).
 pub fn encode_parts(
     progress: &BTreeMap<String, i64>,
-    states: &[(&str, StateBytes<'_>)],
+    states: &[(&[u8], StateBytes<'_>)],
     seen: &BTreeMap<i64, Vec<u8>>,
 ) -> Vec<u8> {
     let size: usize = states
@@ -197,7 +197,8 @@ pub fn encode_parts(
     }
     let _ = encode::write_map_len(&mut out, states.len() as u32);
     for (key, state) in states {
-        let _ = encode::write_str(&mut out, key);
+        let _ = encode::write_str_len(&mut out, key.len() as u32);
+        out.extend_from_slice(key);
         match state {
             StateBytes::Value(value) => out.extend_from_slice(value),
             StateBytes::Native(state) => {
@@ -266,11 +267,14 @@ mod tests {
             let bytes = encode(&record);
             let states: Vec<(&str, &[u8])> =
                 record.states.iter().map(|(k, v)| (k.as_str(), v.as_slice())).collect();
-            prop_assert_eq!(states_of(&bytes).unwrap(), &states);
+            prop_assert_eq!(states_of(&bytes).unwrap(), states.clone());
             prop_assert_eq!(decode(&bytes).unwrap(), record.clone());
             let (in_place, ranges) = decode_in_place(&bytes).unwrap();
             let found: Vec<(&str, &[u8])> = (ranges.iter())
-                .map(|state| (state.key(&bytes), &bytes[state.value.clone()]))
+                .map(|state| {
+                    let key = std::str::from_utf8(state.key(&bytes)).unwrap();
+                    (key, &bytes[state.value.clone()])
+                })
                 .collect();
             prop_assert_eq!(found, states);
             prop_assert_eq!(in_place, UserRecord { states: BTreeMap::new(), ..record });

@@ -27,11 +27,11 @@ pub struct LabelledUser {
     pub groups: Vec<(usize, Vec<i64>)>,
 }
 
-/// The events of a training set's users: times, event ids, and the plans' field columns,
-/// index for index.
+/// The events of a training set's users: times, event ids' fingerprints
+/// ([`crate::dedupe::fingerprint`]), and the plans' field columns, index for index.
 pub struct TrainingEvents<'e> {
     pub ts: &'e [i64],
-    pub event_id: &'e [String],
+    pub fingerprint: &'e [u32],
     pub columns: &'e LiveColumns,
 }
 
@@ -85,7 +85,7 @@ fn arrivals_of(events: &TrainingEvents<'_>, span: &[usize], first: usize) -> Arr
         users: 1,
         user: vec![0; span.len()],
         ts: span.iter().map(|&i| events.ts[i]).collect(),
-        event_id: span.iter().map(|&i| events.event_id[i].clone()).collect(),
+        fingerprint: span.iter().map(|&i| events.fingerprint[i]).collect(),
         partitions: vec!["training".into()],
         partition: vec![0; span.len()],
         offset: (first..first + span.len()).map(|k| k as i64).collect(),

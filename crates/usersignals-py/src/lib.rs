@@ -25,6 +25,7 @@ use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyT
 use usersignals_core::batch::{execute, Batch};
 use usersignals_core::context::{NameSet, ReadContext, Refusal, Times};
 use usersignals_core::decayed::{DecayedSpec, ScoresState};
+use usersignals_core::dedupe::fingerprint;
 use usersignals_core::distinct::{self, DistinctSpec, DistinctState};
 use usersignals_core::last_n::view::LastNView;
 use usersignals_core::last_n::{self, Entry, FORMAT_VERSION};
@@ -280,7 +281,7 @@ impl NativePlans {
             users,
             user,
             ts,
-            event_id,
+            fingerprint: event_id.iter().map(|id| fingerprint(id)).collect(),
             names,
             columns,
             vectors,

@@ -9,6 +9,7 @@ use hashbrown::HashMap;
 use pyo3::intern;
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList, PyString};
+use usersignals_core::dedupe::fingerprint;
 use usersignals_core::pipeline::{finish, select, Arrivals, Selection, Versions};
 use usersignals_core::record;
 
@@ -32,7 +33,7 @@ fn arrivals_of(
         users: 0,
         user: Vec::with_capacity(count),
         ts: Vec::with_capacity(count),
-        event_id: Vec::with_capacity(count),
+        fingerprint: Vec::with_capacity(count),
         partitions: Vec::new(),
         partition: Vec::with_capacity(count),
         offset: Vec::with_capacity(count),
@@ -45,9 +46,8 @@ fn arrivals_of(
         arrivals
             .ts
             .push(event.getattr(intern!(py, "ts"))?.extract()?);
-        arrivals
-            .event_id
-            .push(event.getattr(intern!(py, "event_id"))?.extract()?);
+        let event_id = event.getattr(intern!(py, "event_id"))?;
+        (arrivals.fingerprint).push(fingerprint(event_id.cast::<PyString>()?.to_str()?));
         let partition = position.getattr(intern!(py, "partition"))?;
         let partition = partition.cast::<PyString>()?.to_str()?;
         arrivals

@@ -8,6 +8,7 @@ use std::os::raw::{c_int, c_void};
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
+use usersignals_core::dedupe::fingerprint;
 use usersignals_core::json_body::{JsonColumns, LabelColumn};
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
@@ -119,7 +120,10 @@ pub fn label_rows<'py>(
     let mut wanted = label_columns(label_columns_arg);
     let events = TrainingEvents {
         ts: &ts,
-        event_id: &event_id,
+        fingerprint: &event_id
+            .iter()
+            .map(|id| fingerprint(id))
+            .collect::<Vec<_>>(),
         columns: &columns,
     };
     let plans = &plans.plans;

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 
 use super::*;
 use crate::context::{ReadContext, Refusal, Times, AS_OF_LOOKBACK_MS};
+use crate::dedupe::fingerprint;
 
 fn spec(n: usize, dedupe: bool) -> LastNSpec {
     LastNSpec {
@@ -16,7 +17,7 @@ fn spec(n: usize, dedupe: bool) -> LastNSpec {
 fn entry(ts: i64, id: u32, item: u8, action: &str, score: Value) -> Entry {
     Entry {
         ts,
-        tie: tie_of(&format!("e{id}")),
+        tie: fingerprint(&format!("e{id}")),
         values: vec![
             Value::Str(format!("i{item}")),
             Value::Str(action.into()),
@@ -149,7 +150,7 @@ fn a_full_last_500_with_four_fields_is_well_under_16_kb() {
     let entries: Vec<Entry> = (0..500)
         .map(|i| Entry {
             ts: 1_764_000_000_000 - i64::from(i) * 7_000,
-            tie: tie_of(&format!("evt-{i:012}")),
+            tie: fingerprint(&format!("evt-{i:012}")),
             values: vec![
                 Value::Str(format!("item-{:07}", (i * 7919) % 10_000_000)),
                 Value::Str(["closeup", "click", "save", "share", "hide"][i as usize % 5].into()),
