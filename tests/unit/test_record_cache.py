@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import gc
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -125,3 +127,20 @@ def test_records_are_put_in_their_mapping_s_own_order() -> None:
         == model.get_many(["a", "b"], clock.now)
         == ({"a": 1}, set(), ["b"])
     )
+
+
+def test_a_cycle_through_a_cached_record_is_collected() -> None:
+    """The core's entries take part in garbage collection: a record that refers back to the
+    cache holding it (a record object kept with its source, say) does not leak the pair."""
+
+    class Held:
+        cache: RecordCache
+
+    cache = RecordCache(4)
+    record = Held()
+    record.cache = cache
+    cache.put_many({"a": record}, [])
+    alive = weakref.ref(record)
+    del cache, record
+    gc.collect()
+    assert alive() is None

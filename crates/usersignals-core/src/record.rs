@@ -31,10 +31,6 @@ pub struct UserRecord {
 /// What the errors name.
 const WHAT: &str = "user record";
 
-fn codec(message: impl std::fmt::Display) -> CoreError {
-    CoreError::Codec(format!("{WHAT}: {message}"))
-}
-
 /// A record's parts, borrowed from its bytes, in stored order.
 struct Parts<'a> {
     progress: Vec<(&'a str, i64)>,
@@ -53,9 +49,9 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
         }
     }
     let mut cursor = Cursor::new(&data[1..], WHAT);
-    let fields = decode::read_array_len(&mut cursor.rest).map_err(codec)?;
+    let fields = decode::read_array_len(&mut cursor.rest).map_err(|e| cursor.fail(e))?;
     if !(2..=3).contains(&fields) {
-        return Err(codec(format!("{fields} fields, expected 2 or 3")));
+        return Err(cursor.fail(format!("{fields} fields, expected 2 or 3")));
     }
     let mut parts = Parts {
         progress: Vec::new(),
@@ -77,7 +73,7 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
         }
     }
     if !cursor.rest.is_empty() {
-        return Err(codec("trailing bytes"));
+        return Err(cursor.fail("trailing bytes"));
     }
     Ok(parts)
 }
@@ -149,7 +145,8 @@ pub fn states_of(data: &[u8]) -> Result<Vec<(&str, &[u8])>, CoreError> {
 pub enum StateBytes<'a> {
     /// A whole msgpack value, as a record holds it (a stored state, kept as it is).
     Value(&'a [u8]),
-    /// A native state's own bytes, written as a msgpack bin ([`wrap_native`]).
+    /// A native state's own bytes, written as a msgpack bin: how a record embeds a native
+    /// state, which [`unwrap_native`] reads back.
     Native(&'a [u8]),
 }
 
@@ -214,8 +211,10 @@ pub fn encode_parts(
     out
 }
 
-/// A native state as the record embeds it: a msgpack bin around the aggregation's bytes.
-pub fn wrap_native(state: &[u8]) -> Vec<u8> {
+/// A native state as the record embeds it: a msgpack bin around the aggregation's bytes
+/// (what [`encode_parts`] writes for [`StateBytes::Native`]), for tests that build records.
+#[cfg(test)]
+pub(crate) fn wrap_native(state: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(state.len() + 5);
     let _ = encode::write_bin(&mut out, state);
     out

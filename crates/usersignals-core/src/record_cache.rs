@@ -70,6 +70,19 @@ impl<V> RecordCache<V> {
         self.entries.insert(key, Entry { expires, record });
     }
 
+    /// Every record held (live or expired), in no particular order: what a garbage
+    /// collector must see of a cache of Python objects.
+    pub fn records(&self) -> impl Iterator<Item = &V> {
+        self.entries
+            .values()
+            .filter_map(|entry| entry.record.as_ref())
+    }
+
+    /// Every entry out.
+    pub fn clear(&mut self) {
+        self.entries.clear();
+    }
+
     /// The least recently used entries out, down to the capacity.
     pub fn evict(&mut self) {
         while self.entries.len() > self.capacity {
@@ -178,5 +191,14 @@ mod tests {
             2,
             "expired entries stay until replaced or evicted"
         );
+        let mut held: Vec<u32> = cache.records().copied().collect();
+        held.sort_unstable();
+        assert_eq!(
+            held,
+            [1],
+            "an expired record is still held; an absent key holds none"
+        );
+        cache.clear();
+        assert!(cache.is_empty());
     }
 }

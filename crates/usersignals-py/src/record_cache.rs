@@ -5,6 +5,7 @@
 
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PySet, PyString};
+use pyo3::{PyTraverseError, PyVisit};
 use usersignals_core::record_cache::{Lookup, RecordCache as Cache};
 
 #[pyclass(module = "usersignals._core")]
@@ -23,6 +24,19 @@ impl RecordCache {
 
     fn __len__(&self) -> usize {
         self.cache.len()
+    }
+
+    /// The records are Python objects: the collector must see them, or a record that refers
+    /// back to its cache would keep both alive for good.
+    fn __traverse__(&self, visit: PyVisit<'_>) -> Result<(), PyTraverseError> {
+        for record in self.cache.records() {
+            visit.call(record)?;
+        }
+        Ok(())
+    }
+
+    fn __clear__(&mut self) {
+        self.cache.clear();
     }
 
     /// `(records found, keys known to be absent, keys to fetch)` for the text `keys` at time

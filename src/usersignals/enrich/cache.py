@@ -27,7 +27,6 @@ class RecordCache:
         negative_ttl_s: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self.capacity = capacity
         self.ttl_s = ttl_s
         self.negative_ttl_s = negative_ttl_s
         self.clock = clock
