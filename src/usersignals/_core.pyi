@@ -7,6 +7,8 @@ that every name declared here exists in the built module.
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+from typing_extensions import Buffer
+
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
 # state read (the view time depends on the state's newest event).
 Times = tuple[int | None, int, int | None, int | None, int | None]
@@ -172,6 +174,13 @@ def label_rows(
     pipeline's steps, each label read in between. Per column, its values as JSON text in an
     Arrow string column's buffers: (labels + 1 native-endian int64 offsets, the texts one
     after another, lent without a copy); None when a label is for the object path to read."""
+
+def take_texts(chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer) -> tuple[bytes, TextBuffer]:
+    """A text column's chunks (each a ``large_string`` array's buffers: exactly its
+    ``len + 1`` int64 offsets, and its texts) read as one column, gathered in the order of
+    ``order`` (an int64 buffer of indices into that column): the new offsets and texts, as
+    ``label_rows`` returns a column. Raises ``CoreError`` on an index out of range or
+    offsets that do not fit the texts."""
 
 class TextBuffer:
     """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``;

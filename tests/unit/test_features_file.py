@@ -100,12 +100,12 @@ import sys
 from array import array
 from pathlib import Path
 import pyarrow.parquet as pq
-from usersignals.offline.features_file import sorted_batches, text_columns_table, write_features
+from usersignals.offline.features_file import in_row_order, text_columns_table, write_features
 
 labels = pq.ParquetFile(sys.argv[1]).read()
 offsets = array("q", [0, 1, 2, 3]).tobytes()
 values = text_columns_table([2, 0, 1], [(offsets, b"123")])
-write_features(labels, ["f"], sorted_batches(values), Path(sys.argv[2]))
+write_features(labels, ["f"], in_row_order([values]), Path(sys.argv[2]))
 print("pandas" in sys.modules)
 """
 
@@ -128,18 +128,32 @@ def test_writing_a_training_set_leaves_pandas_unimported(tmp_path: Path) -> None
     assert pq.read_table(out).column("f").to_pylist() == ["2", "3", "1"]
 
 
-@settings(max_examples=30, deadline=None)
-@given(rows=st.permutations(list(range(12))), cut=st.integers(0, 12), sort_first=st.booleans())
-def test_shard_tables_come_out_in_row_order(rows: list[int], cut: int, sort_first: bool) -> None:
+@settings(max_examples=60, deadline=None)
+@given(
+    rows=st.permutations(list(range(12))),
+    cut=st.integers(0, 12),
+    sort_first=st.booleans(),
+    split=st.integers(0, 12),
+    group_rows=st.integers(1, 13),
+)
+def test_shard_tables_come_out_in_row_order(
+    rows: list[int], cut: int, sort_first: bool, split: int, group_rows: int
+) -> None:
     """The first shard's table as computed (any row order) and another shard's from its
-    file (ascending): one stream of batches in ascending row order, each row's values kept."""
+    file (ascending), each possibly in several chunks that are slices of one batch: one
+    stream of batches in ascending row order, ``group_rows`` rows a batch, each row's
+    values kept."""
     first, second = rows[:cut], sorted(rows[cut:])
     if sort_first:
         first = sorted(first)
-    tables = [
-        pa.Table.from_batches([value_batch(values_of(part), len(NAMES))])
-        for part in (first, second)
-    ]
-    merged = pa.Table.from_batches(list(in_row_order(tables)))
+    tables = []
+    for part in (first, second):
+        batch = value_batch(values_of(part), len(NAMES))
+        at = min(split, batch.num_rows)
+        tables.append(pa.Table.from_batches([batch.slice(0, at), batch.slice(at)]))
+    batches = list(in_row_order(tables, group_rows))
+    assert all(batch.num_rows <= group_rows for batch in batches)
+    merged = pa.Table.from_batches(batches)
     assert merged.column("row").to_pylist() == list(range(12))
-    assert merged.column(1).to_pylist() == [f"0:{row}" for row in range(12)]
+    for index in range(len(NAMES)):
+        assert merged.column(index + 1).to_pylist() == [f"{index}:{row}" for row in range(12)]

@@ -7,7 +7,8 @@
 //! evaluate a stored state with a request-time context ([`context`]); and, for registries
 //! whose signals are all native, the whole per-batch pipeline: the user record codec
 //! ([`record`]), event-id deduplication ([`dedupe`]) and progress ([`pipeline`]); and the
-//! Materializer's LRU cache of looked-up records ([`record_cache`]).
+//! Materializer's LRU cache of looked-up records ([`record_cache`]); and the training set's
+//! text columns gathered into the label file's row order ([`text_column`]).
 //!
 //! The Python implementations in `usersignals.aggregations` are the reference model this
 //! crate is property-tested against.
@@ -31,6 +32,7 @@ pub mod record;
 pub mod record_cache;
 pub mod route;
 pub mod seen;
+pub mod text_column;
 pub mod tiles;
 pub mod training;
 pub mod value;

@@ -5,11 +5,13 @@
 
 use std::os::raw::{c_int, c_void};
 
+use pyo3::buffer::PyUntypedBuffer;
 use pyo3::ffi;
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
 use usersignals_core::dedupe::fingerprint;
 use usersignals_core::json_body::{JsonColumns, LabelColumn};
+use usersignals_core::text_column::{gather, TextChunk};
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
 use crate::columns::Columns;
@@ -79,15 +81,79 @@ fn label_columns(columns: Vec<ColumnArg>) -> Vec<LabelColumn> {
 fn values_out<'py>(py: Python<'py>, values: JsonColumns) -> PyResult<LabelValues<'py>> {
     (values.offsets.iter().zip(values.data))
         .map(|(offsets, data)| {
-            let offsets = PyBytes::new_with(py, offsets.len() * 8, |out| {
-                for (place, offset) in out.chunks_exact_mut(8).zip(offsets) {
-                    place.copy_from_slice(&offset.to_ne_bytes());
-                }
-                Ok(())
-            })?;
-            Ok((offsets, Bound::new(py, TextBuffer { data })?))
+            Ok((
+                offsets_bytes(py, offsets)?,
+                Bound::new(py, TextBuffer { data })?,
+            ))
         })
         .collect()
+}
+
+/// Offsets as an Arrow offsets buffer holds them: native-endian i64s.
+fn offsets_bytes<'py>(py: Python<'py>, offsets: &[i64]) -> PyResult<Bound<'py, PyBytes>> {
+    PyBytes::new_with(py, offsets.len() * 8, |out| {
+        for (place, offset) in out.chunks_exact_mut(8).zip(offsets) {
+            place.copy_from_slice(&offset.to_ne_bytes());
+        }
+        Ok(())
+    })
+}
+
+/// A buffer's bytes (any object with the buffer protocol, a `pyarrow.Buffer` say), while
+/// `buffer` holds the export.
+fn buffer_bytes(buffer: &PyUntypedBuffer) -> PyResult<&[u8]> {
+    if !buffer.is_c_contiguous() {
+        return Err(crate::CoreError::new_err("a buffer that is not contiguous"));
+    }
+    // SAFETY: a contiguous buffer's `len_bytes` bytes start at `buf_ptr`, and stay there,
+    // unchanged (Arrow buffers are immutable), while the export is held.
+    Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) })
+}
+
+/// Native-endian i64s from a buffer's bytes (an Arrow int64 buffer, which may start at
+/// any byte of a sliced array's).
+fn int64s(bytes: &[u8]) -> PyResult<Vec<i64>> {
+    if bytes.len() % 8 != 0 {
+        return Err(crate::CoreError::new_err(
+            "an int64 buffer of a length not a multiple of 8",
+        ));
+    }
+    Ok((bytes.chunks_exact(8))
+        .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")))
+        .collect())
+}
+
+/// The texts of a column's chunks (each an Arrow `large_string` array's offsets buffer,
+/// exactly its texts' `len + 1` offsets, and its texts buffer) in the order `order` (an
+/// int64 buffer of indices into the chunks read as one column) gives: the new offsets
+/// (from 0) and the texts, as `label_rows` returns a column (`usersignals.offline.
+/// features_file`). See `usersignals_core::text_column`.
+#[pyfunction]
+pub fn take_texts<'py>(
+    py: Python<'py>,
+    chunks: Vec<(Bound<'py, PyAny>, Bound<'py, PyAny>)>,
+    order: Bound<'py, PyAny>,
+) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, TextBuffer>)> {
+    let exports = (chunks.iter())
+        .map(|(offsets, data)| Ok((PyUntypedBuffer::get(offsets)?, PyUntypedBuffer::get(data)?)))
+        .collect::<PyResult<Vec<_>>>()?;
+    let offsets = (exports.iter())
+        .map(|(offsets, _)| int64s(buffer_bytes(offsets)?))
+        .collect::<PyResult<Vec<_>>>()?;
+    let texts = (exports.iter().zip(&offsets))
+        .map(|((_, data), offsets)| {
+            Ok(TextChunk {
+                offsets,
+                data: buffer_bytes(data)?,
+            })
+        })
+        .collect::<PyResult<Vec<_>>>()?;
+    let order = int64s(buffer_bytes(&PyUntypedBuffer::get(&order)?)?)?;
+    let (offsets, data) = py.detach(|| gather(&texts, &order)).map_err(raise)?;
+    Ok((
+        offsets_bytes(py, &offsets)?,
+        Bound::new(py, TextBuffer { data })?,
+    ))
 }
 
 /// The labels of `users` (each: their events as indices into `ts`, `event_id` and

@@ -19,6 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from usersignals._core import take_texts
+
 if TYPE_CHECKING:
     from usersignals._core import TextBuffer
 
@@ -79,14 +81,52 @@ def text_columns_table(rows: Sequence[int], columns: Sequence[tuple[bytes, TextB
     return pa.Table.from_arrays(arrays, names=[ROW, *value_names(len(columns))])
 
 
-def sorted_batches(values: Any) -> Iterator[Any]:
-    """A value table's batches in ascending row order (the rows distinct), a row group's
-    worth at a time."""
+def _sorted_batches(tables: Sequence[Any], group_rows: int) -> Iterator[Any]:
+    """The value tables' batches in ascending row order (the rows distinct), ``group_rows``
+    rows at a time: each text column gathered by the core (``take_texts``), which sizes
+    its output once. Arrow's ``take`` grew it by doubling, each step in fresh pages the
+    kernel zeroed: 0.7-1.1 s of a training set at 1 M events and 50,000 labels (380 MB of
+    texts), against about 0.1 s here."""
+    import pyarrow as pa
     import pyarrow.compute as pc
 
-    order = pc.sort_indices(values.column(ROW))
-    for start in range(0, len(order), ROW_GROUP_ROWS):
-        yield from values.take(order.slice(start, ROW_GROUP_ROWS)).to_batches()
+    row_chunks = [chunk for table in tables for chunk in table.column(ROW).chunks]
+    rows = pa.chunked_array(row_chunks, pa.int64()).combine_chunks()
+    order = pc.sort_indices(rows).cast(pa.int64())
+    names = tables[0].column_names[1:]
+    chunks = {
+        name: [_text_buffers(chunk) for table in tables for chunk in table.column(name).chunks]
+        for name in names
+    }
+    for start in range(0, len(order), group_rows):
+        indices = order.slice(start, group_rows)
+        texts = []
+        for name in names:
+            offsets, data = take_texts(chunks[name], _int64_buffer(indices))
+            texts.append(
+                pa.Array.from_buffers(
+                    pa.large_string(),
+                    len(indices),
+                    [None, pa.py_buffer(offsets), pa.py_buffer(data)],
+                )
+            )
+        yield pa.RecordBatch.from_arrays([rows.take(indices), *texts], names=[ROW, *names])
+
+
+def _text_buffers(texts: Any) -> tuple[Any, Any]:
+    """A ``large_string`` array without nulls (a value column's chunk) as its buffers, the
+    offsets exactly its own (an array may be a slice of its buffers)."""
+    import pyarrow as pa
+
+    if texts.type != pa.large_string() or texts.null_count:
+        raise ValueError(f"value texts must be large_string without nulls, not {texts.type}")
+    _, offsets, data = texts.buffers()
+    return offsets.slice(8 * texts.offset, 8 * (len(texts) + 1)), data
+
+
+def _int64_buffer(numbers: Any) -> Any:
+    """An int64 array without nulls as the buffer of exactly its values."""
+    return numbers.buffers()[1].slice(8 * numbers.offset, 8 * len(numbers))
 
 
 def text_batches(values: Any, rows: int) -> Iterator[Any]:
@@ -134,11 +174,10 @@ def read_values(path: Path) -> Any:
     return pa.ipc.open_file(pa.memory_map(str(path))).read_all()
 
 
-def in_row_order(tables: Sequence[Any]) -> Iterator[Any]:
+def in_row_order(tables: Sequence[Any], group_rows: int = ROW_GROUP_ROWS) -> Iterator[Any]:
     """The value batches of the shards' tables (the rows of different tables distinct) in
-    ascending row order, as :func:`write_features` takes them: a lone table whose rows
-    ascend already as it is, anything else sorted (one ``take``, whatever the shards)."""
-    import pyarrow as pa
+    ascending row order, ``group_rows`` rows a batch, as :func:`write_features` takes them:
+    a lone table whose rows ascend already as it is, anything else gathered into order."""
     import pyarrow.compute as pc
 
     filled = [table for table in tables if table.num_rows]
@@ -147,12 +186,9 @@ def in_row_order(tables: Sequence[Any]) -> Iterator[Any]:
     if len(filled) == 1:
         rows = filled[0].column(ROW)
         if pc.all(pc.less(rows[:-1], rows[1:])).as_py() in (True, None):
-            yield from filled[0].to_batches(ROW_GROUP_ROWS)
+            yield from filled[0].to_batches(group_rows)
             return
-    # One chunk per column first: a ``take`` from a chunked column joins its chunks anew on
-    # every call, once per row group (1 M events, 100,000 labels, 2 shards: the file took
-    # 9.7 s to write against 3.5 s from one shard's single-chunk table).
-    yield from sorted_batches(pa.concat_tables(filled).combine_chunks())
+    yield from _sorted_batches(filled, group_rows)
 
 
 def write_features(
