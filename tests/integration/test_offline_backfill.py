@@ -370,3 +370,18 @@ def test_two_processes_decode_each_record_once_and_give_what_one_gives(
     assert counts[1] == len(BAD)
     assert len(dead_letters.splitlines()) == len(BAD)
     assert behind > 0
+
+
+def test_a_store_with_only_its_tables_holds_no_users(tmp_path: Path) -> None:
+    """A first backfill into a store that holds only its lookup tables reads no user's
+    record (RocksDB: one seek says so); one user record anywhere, and every user is read."""
+    from usersignals.offline.backfill import _may_hold_users
+
+    store = RocksStore(tmp_path / "store")
+    try:
+        store.table("items").write({b"i1": b"{}"})
+        assert not _may_hold_users(store)
+        store.write({user_key("u1"): b"record"})
+        assert _may_hold_users(store)
+    finally:
+        store.close()

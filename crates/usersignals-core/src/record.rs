@@ -88,6 +88,28 @@ pub fn decode(data: &[u8]) -> Result<UserRecord, CoreError> {
     })
 }
 
+/// `data` with its progress replaced by `progress`, its states and seen event ids kept as
+/// they are: the states are copied as bytes, never decoded (a backfill hands the real Kafka
+/// progress over in place of its feeding order, for every record it computed). The same
+/// bytes as `encode` of the decoded record with the new progress: the states in key order,
+/// a key stored twice counted once, its last value.
+pub fn replace_progress(
+    data: &[u8],
+    progress: &BTreeMap<String, i64>,
+) -> Result<Vec<u8>, CoreError> {
+    let parts = parts(data)?;
+    let mut states: Vec<(&[u8], StateBytes<'_>)> = (parts.states.iter())
+        .map(|(key, value)| (key.as_bytes(), StateBytes::Value(value)))
+        .collect();
+    // Stable: of equal keys the last stored stays last, and dedup keeps the first of a run.
+    states.sort_by(|a, b| a.0.cmp(b.0));
+    states.reverse();
+    states.dedup_by(|later, earlier| later.0 == earlier.0);
+    states.reverse();
+    let seen = without_states(parts).seen;
+    Ok(encode_parts(progress, &states, &seen))
+}
+
 /// A record's progress and seen event ids, owned; its states left out.
 fn without_states(parts: Parts<'_>) -> UserRecord {
     UserRecord {
@@ -277,6 +299,25 @@ mod tests {
                 .collect();
             prop_assert_eq!(found, states);
             prop_assert_eq!(in_place, UserRecord { states: BTreeMap::new(), ..record });
+        }
+
+        #[test]
+        fn replacing_the_progress_is_encoding_the_decoded_record_with_it(
+            record in record(),
+            // Keys from a small set, in any order, some twice: the stored order not canonical.
+            stored in prop::collection::vec(
+                ("[ab]@[12]", prop::collection::vec(any::<u8>(), 0..20)),
+                0..6,
+            ),
+            progress in prop::collection::btree_map("[a-z/0-9]{0,12}", any::<i64>(), 0..4),
+        ) {
+            let states: Vec<(&[u8], StateBytes<'_>)> = (stored.iter())
+                .map(|(key, state)| (key.as_bytes(), StateBytes::Native(state)))
+                .collect();
+            let data = encode_parts(&record.progress, &states, &record.seen);
+            let mut expected = decode(&data).unwrap();
+            expected.progress = progress.clone();
+            prop_assert_eq!(replace_progress(&data, &progress).unwrap(), encode(&expected));
         }
     }
 

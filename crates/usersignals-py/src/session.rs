@@ -243,10 +243,9 @@ pub fn replace_progress<'py>(
     }
     (records.iter().zip(progress).enumerate())
         .map(|(index, (data, progress))| {
-            let mut decoded = record::decode(data.as_bytes())
+            let replaced = record::replace_progress(data.as_bytes(), &progress)
                 .map_err(|e| CoreError::new_err((index, e.to_string())))?;
-            decoded.progress = progress;
-            Ok(PyBytes::new(py, &record::encode(&decoded)))
+            Ok(PyBytes::new(py, &replaced))
         })
         .collect()
 }
