@@ -35,3 +35,18 @@ def test_workers_do_not_run_the_parents_main_script_again(tmp_path: Path) -> Non
     # The results in the tasks' order; the main module's spec as it was (none, by path).
     assert done.stdout.split() == ["[1,", "2,", "3]", "None"]
     assert not marker.exists()
+
+
+def test_the_workers_stop_once_the_results_are_in() -> None:
+    """The caller goes on while the workers exit (the pool does not wait for them), and
+    they do exit: none is left running."""
+    import multiprocessing
+    import time
+
+    from usersignals.offline.common import run_shards
+
+    assert run_shards(abs, [-4, -5, -6]) == [4, 5, 6]
+    deadline = time.monotonic() + 30
+    while multiprocessing.active_children() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert multiprocessing.active_children() == []

@@ -53,13 +53,22 @@ def run_shards(
             then(first)
         return [first]
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(len(tasks) - 1, mp_context=context) as pool:
+    pool = ProcessPoolExecutor(len(tasks) - 1, mp_context=context)
+    try:
         with _main_not_rerun():  # the workers start at the first submit
             others = [pool.submit(_tuned, run, task) for task in tasks[1:]]
         first = _tuned(run, tasks[0])
         if then is not None:
             then(first)
-        return [first, *(future.result() for future in others)]
+        results = [first, *(future.result() for future in others)]
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    # With every result in, the workers exit while the caller goes on (a training set
+    # writes its file meanwhile): a worker's exit took 0.06 s of a 2 s training set on 2
+    # cores. The pool's own thread still joins them; nothing is left running.
+    pool.shutdown(wait=False)
+    return results
 
 
 @contextmanager
