@@ -29,6 +29,7 @@ with ``--spark``.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import random
 import resource
@@ -209,7 +210,12 @@ def local_jobs(
     def timed(job: Callable[[], int]) -> Run:
         started, cpu = time.perf_counter(), cpu_seconds()
         events = job()
-        return Run(events, time.perf_counter() - started, cpu_seconds() - cpu)
+        seconds = time.perf_counter() - started
+        # The job returns while its workers exit (run_shards does not wait for them); their
+        # CPU counts once they are reaped.
+        while multiprocessing.active_children():
+            time.sleep(0.01)
+        return Run(events, seconds, cpu_seconds() - cpu)
 
     def streaming() -> Run:
         settings = fresh_store(root, f"streamed-{round_number}", files.items_path)
