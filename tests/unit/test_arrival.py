@@ -88,28 +88,3 @@ def test_a_retry_on_another_partition_goes_beside_its_original() -> None:
         ("t/1", 0, 100, "u1", "e1"),
     ]
     assert order_of(got) == [0, 3, 1, 2]
-
-
-@given(
-    pairs=st.lists(
-        st.tuples(st.sampled_from(["u1", "u2", "u3"]), st.sampled_from(["e1", "e2", "e3", "é4"])),
-        max_size=30,
-    ),
-    as_list=st.booleans(),
-)
-def test_users_with_repeats_are_those_with_a_fingerprint_twice(
-    pairs: list[tuple[str, str]], as_list: bool
-) -> None:
-    """The one-pass finder of the users whose repeats need judging, against a loop."""
-    from usersignals.processing.dedupe import users_with_repeats
-
-    events = [Event(event_id, user, "i1", "click", "home", 0) for user, event_id in pairs]
-    seen: set[tuple[str, int]] = set()
-    expected: set[str] = set()
-    for user, event_id in pairs:
-        key = (user, zlib.crc32(event_id.encode()))
-        if key in seen:
-            expected.add(user)
-        seen.add(key)
-    given_events = events if as_list else iter(events)
-    assert users_with_repeats(given_events) == expected

@@ -199,14 +199,8 @@ def compute_features(
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
-    # Whose repeats to judge, found in one pass over every event (per user it cost more).
-    repeating: set[str] = set()
-    if parts.repeats is not None:
-        repeating = users_with_repeats(
-            [event for user_events in by_user.values() for event, _ in user_events]
-        )
     for user, user_events in by_user.items():
-        if parts.repeats is not None and user in repeating:
+        if parts.repeats is not None:
             user_events = by_user[user] = _without_repeats(user_events, parts.repeats)
         # A total order, the same whatever order the events came in.
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
