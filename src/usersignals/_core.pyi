@@ -182,10 +182,12 @@ def take_texts(chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer) -> tuple[
     ``label_rows`` returns a column. Raises ``CoreError`` on an index out of range or
     offsets that do not fit the texts."""
 
-class TextBuffer:
+class TextBuffer(Buffer):
     """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``;
-    a C slot, with no ``__buffer__`` attribute before Python 3.12)."""
+    a C slot: the ``__buffer__`` below is for the type checker, Python has the attribute
+    only from 3.12)."""
 
+    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __len__(self) -> int: ...
 
 class ShareRouter:

@@ -9,6 +9,7 @@ import json
 import os
 import random
 import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from offline_helpers import (
     retried_elsewhere,
     settings_for,
     stream,
+    write_jsonl_archive,
     write_parquet_archive,
 )
 from service_helpers import BIN, _stop, free_port, wait_ready
@@ -204,6 +206,52 @@ def test_training_set_in_two_processes_is_the_same_file(
         results.append((out.read_bytes(), summary.events, summary.bad, dead.read_bytes()))
     assert results[0] == results[1]
     assert results[0][1:3] == (len(history.events), len(BAD))
+
+
+CHILD_SHARD = """
+import pickle, sys
+from usersignals.offline.training import _training_shard
+
+result = _training_shard(pickle.loads(open(sys.argv[1], "rb").read()))
+print(result.raw, "pyarrow" in sys.modules)
+"""
+
+
+def test_a_shard_in_a_process_of_its_own_imports_no_pyarrow(
+    tmp_path: Path, history: History
+) -> None:
+    """A second shard over a JSONL archive: handed its labels by the job, it writes its
+    values as the core wrote them, and never imports pyarrow (0.13 s of its start-up, on
+    the training set's critical path); the job reads them back into the same file."""
+    import pickle
+
+    from usersignals.offline.training import _Shard
+
+    write_labels(tmp_path / "labels.parquet", history, 40, seed=3)
+    _, labels = read_labels(tmp_path / "labels.parquet", "user_id", "ts")
+    plan = plan_label_shards(labels, 2)
+    archive = write_jsonl_archive(tmp_path / "archive", history)
+    new_store(tmp_path / "store", history).close()
+    job = TrainingJob(
+        tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"),
+        tmp_path / "out.parquet", contexts=CONTEXTS, workers=2,
+    )  # fmt: skip
+    values = tmp_path / "values-1"
+    shard = _Shard(job, 1, 2, None, values, plan.labels[1], plan.owner, plan.borrowed[1])
+    (tmp_path / "shard.pickle").write_bytes(pickle.dumps(shard))
+    probe = subprocess.run(
+        [sys.executable, "-c", CHILD_SHARD, str(tmp_path / "shard.pickle")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert probe.stdout.split() == ["True", "False"], probe.stderr
+    from usersignals.offline.features_file import read_text_columns
+
+    table = read_text_columns(values)
+    assert sorted(table.column("row").to_pylist()) == sorted(row for row, _, _ in plan.labels[1])
+    assert table.num_columns == 1 + len(CONTEXTS) * len(SignalRegistry.from_module(REFERENCE))
 
 
 def label_times_across(times: list[int], rng: random.Random) -> list[int]:

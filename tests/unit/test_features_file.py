@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import subprocess
 import sys
+from array import array
 from pathlib import Path
 
 import pyarrow as pa
@@ -157,3 +158,28 @@ def test_shard_tables_come_out_in_row_order(
     assert merged.column("row").to_pylist() == list(range(12))
     for index in range(len(NAMES)):
         assert merged.column(index + 1).to_pylist() == [f"{index}:{row}" for row in range(12)]
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    rows=st.lists(st.integers(0, 10**12), max_size=20, unique=True),
+    columns=st.integers(0, 3),
+    texts=st.data(),
+)
+def test_text_columns_come_back_from_their_file_as_written(
+    tmp_path_factory: pytest.TempPathFactory, rows: list[int], columns: int, texts: st.DataObject
+) -> None:
+    """A shard's values as the core wrote them, through their file (written without pyarrow,
+    read back memory-mapped): the same table as wrapping them in place."""
+    from usersignals.offline.features_file import TextColumns, read_text_columns, write_text_columns
+
+    written = []
+    for _ in range(columns):
+        values = [texts.draw(st.text(max_size=70)).encode() for _ in rows]
+        offsets = array("q", [0])
+        for value in values:
+            offsets.append(offsets[-1] + len(value))
+        written.append((offsets.tobytes(), b"".join(values)))
+    path = tmp_path_factory.mktemp("values") / "values-1"
+    write_text_columns(TextColumns(rows, written), path)
+    assert read_text_columns(path).equals(TextColumns(rows, written).table())

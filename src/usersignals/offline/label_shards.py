@@ -10,8 +10,8 @@ training set). Such a user is cut, by label time, into pieces of about equal wor
 one per shard: each piece replays the user's events up to its first label in one step, which
 costs little next to reading its labels, then reads its own. The shard that gets a user's
 first piece owns the user's records (decodes, counts and dead-letters them); the shards with
-the other pieces borrow them (decode their valid events only). Every process plans from the
-same labels, so every process gets the same plan.
+the other pieces borrow them (decode their valid events only). The job plans once, in its
+own process, and hands each shard its part.
 """
 
 from __future__ import annotations

@@ -41,11 +41,13 @@ from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
 from usersignals.offline.common import build_engine, open_lookup_store, run_shards
 from usersignals.offline.features_file import (
+    TextColumns,
     in_row_order,
+    read_text_columns,
     read_values,
     rows_table,
-    text_columns_table,
     write_features,
+    write_text_columns,
     write_values,
 )
 from usersignals.offline.label_shards import Label, plan_label_shards
@@ -196,6 +198,18 @@ def compute_features(
     """Each label's column values (JSON text), from ``events`` (any order) of the labels'
     users: a table of value columns and the labels' rows, in no particular row order (see
     :mod:`usersignals.offline.features_file`)."""
+    values = compute_values(parts, columns, events, labels)
+    return values.table() if isinstance(values, TextColumns) else values
+
+
+def compute_values(
+    parts: FeatureEngine,
+    columns: Sequence[FeatureColumn],
+    events: Iterable[tuple[Event, Position]],
+    labels: Sequence[Label],
+) -> TextColumns | Any:
+    """:func:`compute_features`' values: as the core wrote them when it read every label
+    (not wrapped by Arrow), else the object path's table."""
     by_user: dict[str, list[tuple[Event, Position]]] = {}
     for event, position in events:
         by_user.setdefault(event.user_id, []).append((event, position))
@@ -233,7 +247,7 @@ def _in_core(
     columns: Sequence[FeatureColumn],
     by_user: dict[str, list[tuple[Event, Position]]],
     groups: dict[str, list[tuple[int, list[Label]]]],
-) -> Any | None:
+) -> TextColumns | None:
     """Every user's labels in one core call, when every signal is native; ``None`` when
     not, or when the core leaves a label to the object path (then the rounds answer all)."""
     flat: list[Event] = []
@@ -250,7 +264,7 @@ def _in_core(
     rows = [
         label[0] for user_groups in groups.values() for _, group in user_groups for label in group
     ]
-    return text_columns_table(rows, values)
+    return TextColumns(rows, values)
 
 
 def _in_rounds(
@@ -334,11 +348,14 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
     shards = max(1, job.workers)
+    # Planned here, once: a shard in a process of its own then reads no label file (nor
+    # imports pyarrow to read it).
+    plan = plan_label_shards(labels, shards)
     with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
         tasks = [
             _Shard(
                 job, i, shards, _shard_dead_letters(job, i, Path(scratch)),
-                Path(scratch) / f"values-{i}.arrow",
+                Path(scratch) / f"values-{i}", plan.labels[i], plan.owner, plan.borrowed[i],
             )
             for i in range(shards)
         ]  # fmt: skip
@@ -355,12 +372,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
             summary.events += result.events
             summary.bad += result.bad
         names = [column.name for column in columns]
-        values = in_row_order(
-            [
-                result.values if result.values is not None else read_values(task.values)
-                for task, result in zip(tasks, results, strict=True)
-            ]
-        )
+        values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
         write_features(table, names, values, job.out)
     summary.seconds = time.perf_counter() - started
     return summary
@@ -373,8 +385,14 @@ class _Shard:
     shards: int
     #: Where this shard writes its dead letters (the job's own file when it is the only one).
     dead_letter: Path | None
-    #: Where it writes its label rows' values (:func:`write_values`), unless it is the first.
+    #: Where it writes its label rows' values, unless it is the first: as the core wrote
+    #: them (:func:`write_text_columns`), or the object path's table (:func:`write_values`).
     values: Path
+    #: Its labels, the owner of each labelled user's records, and the users it borrows
+    #: (:func:`~usersignals.offline.label_shards.plan_label_shards`, run by the parent).
+    labels: list[Label]
+    owner: dict[str, int]
+    borrowed: frozenset[str]
 
 
 @dataclass
@@ -384,8 +402,17 @@ class _ShardResult:
     bad: int
     bad_places: list[int]
     #: The first shard's value table: :func:`run_shards` runs it in this process, so its
-    #: table stays in memory (the others come back through :func:`write_values`' files).
+    #: table stays in memory (the others come back through their files).
     values: Any = None
+    #: Whether the shard's file holds the core's text columns (else an Arrow IPC table).
+    raw: bool = False
+
+
+def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
+    """A shard's value table: the first's as it came back, the others' from their files."""
+    if result.values is not None:
+        return result.values
+    return read_text_columns(shard.values) if result.raw else read_values(shard.values)
 
 
 def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
@@ -399,9 +426,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
     settings = job.settings
     registry = SignalRegistry.from_module(settings.signals)
     columns = feature_columns(registry, job.contexts)
-    _, labels = read_labels(job.labels, job.user_column, job.time_column)
-    plan = plan_label_shards(labels, shard.shards)
-    mine = plan.labels[shard.index]
+    mine = shard.labels
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)
     dead_letters = DeadLetterFile(shard.dead_letter) if shard.dead_letter else None
@@ -410,7 +435,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
         decoder = build_decoder(settings)
         archive = EventArchive(job.archive, settings.processing.batch_size)
         share = ArchiveShare(
-            archive, shard.index, shard.shards, dead_letters, plan.owner, plan.borrowed[shard.index]
+            archive, shard.index, shard.shards, dead_letters, shard.owner, shard.borrowed
         )
         events: list[tuple[Event, Position]] = []
         valid = bad = 0
@@ -423,9 +448,13 @@ def _training_shard(shard: _Shard) -> _ShardResult:
                 if event.user_id in users
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
-        values = compute_features(parts, columns, events, mine)
+        values = compute_values(parts, columns, events, mine)
         if shard.index == 0:  # run_shards runs the first task in the calling process
-            return _ShardResult(valid, bad, share.bad_places, values)
+            table = values.table() if isinstance(values, TextColumns) else values
+            return _ShardResult(valid, bad, share.bad_places, table)
+        if isinstance(values, TextColumns):
+            write_text_columns(values, shard.values)
+            return _ShardResult(valid, bad, share.bad_places, raw=True)
         write_values(values, shard.values)
         return _ShardResult(valid, bad, share.bad_places)
     finally:
