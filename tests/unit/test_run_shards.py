@@ -50,3 +50,24 @@ def test_the_workers_stop_once_the_results_are_in() -> None:
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert multiprocessing.active_children() == []
+
+
+def test_the_pool_starts_its_workers_on_entering_and_waits_for_them_after_an_error() -> None:
+    """The workers start up while the job still plans (before any task is there); a job
+    that fails meanwhile leaves none running behind it."""
+    import multiprocessing
+
+    import pytest
+
+    from usersignals.offline.common import ShardPool
+
+    def plan_and_fail() -> None:
+        with ShardPool(3, "usersignals.offline.training") as pool:
+            assert len(multiprocessing.active_children()) == 2
+            with pytest.raises(ValueError, match="4 tasks for 2 workers"):
+                pool.run(abs, [-1, -2, -3, -4])
+            raise RuntimeError("planning failed")
+
+    with pytest.raises(RuntimeError, match="planning failed"):
+        plan_and_fail()
+    assert multiprocessing.active_children() == []

@@ -52,9 +52,9 @@ from usersignals.offline.bulk_load import (
     write_backfill_offsets,
 )
 from usersignals.offline.common import (
+    ShardPool,
     build_engine,
     open_lookup_store,
-    run_shards,
     select_signals,
 )
 from usersignals.offline.scratch import ScratchStore
@@ -154,10 +154,23 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     settings = job.settings
     # Fail early, in this process, on an unknown module or --only name.
     select_signals(SignalRegistry.from_module(settings.signals), job.only)
-    archive = EventArchive(job.archive, settings.processing.batch_size)
-    boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
     shards = max(1, job.workers)
-    assigned = plan_user_shards(archive, shards)
+    # The workers start now: they start up while this process samples the archive.
+    with ShardPool(shards, __name__) as pool:
+        archive = EventArchive(job.archive, settings.processing.batch_size)
+        boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
+        assigned = plan_user_shards(archive, shards)
+        summary = _shards_loaded(job, pool, boundary, assigned)
+    summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _shards_loaded(
+    job: BackfillJob, pool: ShardPool, boundary: Boundary, assigned: dict[str, int]
+) -> BackfillSummary:
+    """Every shard computed (the first in this process) and merged into the store."""
+    shards = max(1, job.workers)
+    settings = job.settings
     with tempfile.TemporaryDirectory(
         prefix=".usersignals-backfill-", dir=_scratch_parent(settings)
     ) as scratch:
@@ -170,7 +183,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
             # The first shard runs here: its states are merged while the others still run
             # (they read the store as RocksDB secondaries, or Redis; their users differ).
             first = (lambda result: loader.load(tasks[0], result)) if shards > 1 else None
-            results = run_shards(_run_shard, tasks, then=first)
+            results = pool.run(_run_shard, tasks, then=first)
             summary = _combine(results, boundary)
             if shards > 1 and job.dead_letter is not None:
                 parts = [
@@ -183,7 +196,6 @@ def backfill(job: BackfillJob) -> BackfillSummary:
             summary.users = loader.users
         finally:
             loader.close()
-    summary.seconds = time.perf_counter() - started
     return summary
 
 

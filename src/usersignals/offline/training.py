@@ -39,7 +39,7 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
-from usersignals.offline.common import build_engine, open_lookup_store, run_shards
+from usersignals.offline.common import ShardPool, build_engine, open_lookup_store
 from usersignals.offline.features_file import (
     TextColumns,
     in_row_order,
@@ -344,37 +344,53 @@ def _read_group(
 def training_set(job: TrainingJob) -> TrainingSummary:
     """Write ``job.out``: the label rows with each signal's point-in-time value."""
     started = time.perf_counter()
-    registry = SignalRegistry.from_module(job.settings.signals)
-    columns = feature_columns(registry, job.contexts)
-    table, labels = read_labels(job.labels, job.user_column, job.time_column)
     shards = max(1, job.workers)
-    # Planned here, once: a shard in a process of its own then reads no label file (nor
-    # imports pyarrow to read it).
-    plan = plan_label_shards(labels, shards)
-    with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
-        tasks = [
-            _Shard(
-                job, i, shards, _shard_dead_letters(job, i, Path(scratch)),
-                Path(scratch) / f"values-{i}", plan.labels[i], plan.owner, plan.borrowed[i],
-            )
-            for i in range(shards)
-        ]  # fmt: skip
-        results = run_shards(_training_shard, tasks)
-        if shards > 1 and job.dead_letter is not None:
-            parts = [
-                (t.dead_letter, r.bad_places)
-                for t, r in zip(tasks, results, strict=True)
-                if t.dead_letter
-            ]
-            merge_dead_letters(parts, job.dead_letter)
-        summary = TrainingSummary(rows=len(labels))
-        for result in results:
-            summary.events += result.events
-            summary.bad += result.bad
-        names = [column.name for column in columns]
-        values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
-        write_features(table, names, values, job.out)
+    # The workers start now: they start up while this process reads the labels and plans.
+    with ShardPool(shards, __name__) as pool:
+        registry = SignalRegistry.from_module(job.settings.signals)
+        columns = feature_columns(registry, job.contexts)
+        table, labels = read_labels(job.labels, job.user_column, job.time_column)
+        # Planned here, once: a shard in a process of its own then reads no label file
+        # (nor imports pyarrow to read it).
+        plan = plan_label_shards(labels, shards)
+        with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
+            tasks = [
+                _Shard(
+                    job, i, shards, _shard_dead_letters(job, i, Path(scratch)),
+                    Path(scratch) / f"values-{i}", plan.labels[i], plan.owner, plan.borrowed[i],
+                )
+                for i in range(shards)
+            ]  # fmt: skip
+            results = pool.run(_training_shard, tasks)
+            summary = _written(job, table, len(labels), columns, tasks, results)
     summary.seconds = time.perf_counter() - started
+    return summary
+
+
+def _written(
+    job: TrainingJob,
+    table: Any,
+    rows: int,
+    columns: Sequence[FeatureColumn],
+    tasks: Sequence[_Shard],
+    results: Sequence[_ShardResult],
+) -> TrainingSummary:
+    """The shards' dead letters merged and their values written with the label ``table``
+    (of which ``rows`` have a user and a time)."""
+    if len(tasks) > 1 and job.dead_letter is not None:
+        parts = [
+            (t.dead_letter, r.bad_places)
+            for t, r in zip(tasks, results, strict=True)
+            if t.dead_letter
+        ]
+        merge_dead_letters(parts, job.dead_letter)
+    summary = TrainingSummary(rows=rows)
+    for result in results:
+        summary.events += result.events
+        summary.bad += result.bad
+    names = [column.name for column in columns]
+    values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
+    write_features(table, names, values, job.out)
     return summary
 
 
