@@ -184,10 +184,9 @@ def take_texts(chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer) -> tuple[
 
 class TextBuffer(Buffer):
     """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``;
-    a C slot: the ``__buffer__`` below is for the type checker, Python has the attribute
-    only from 3.12)."""
+    a C slot, with no ``__buffer__`` attribute before Python 3.12: typed as a ``Buffer`` by
+    its base here)."""
 
-    def __buffer__(self, flags: int, /) -> memoryview: ...
     def __len__(self) -> int: ...
 
 class ShareRouter:
