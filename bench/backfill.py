@@ -211,7 +211,7 @@ def local_jobs(
         started, cpu = time.perf_counter(), cpu_seconds()
         events = job()
         seconds = time.perf_counter() - started
-        # The job returns while its workers exit (run_shards does not wait for them); their
+        # The job returns while its workers exit (its ShardPool does not wait for them); their
         # CPU counts once they are reaped.
         while multiprocessing.active_children():
             time.sleep(0.01)

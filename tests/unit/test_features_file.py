@@ -101,11 +101,11 @@ import sys
 from array import array
 from pathlib import Path
 import pyarrow.parquet as pq
-from usersignals.offline.features_file import in_row_order, text_columns_table, write_features
+from usersignals.offline.features_file import TextColumns, in_row_order, write_features
 
 labels = pq.ParquetFile(sys.argv[1]).read()
 offsets = array("q", [0, 1, 2, 3]).tobytes()
-values = text_columns_table([2, 0, 1], [(offsets, b"123")])
+values = TextColumns([2, 0, 1], [(offsets, b"123")]).table()
 write_features(labels, ["f"], in_row_order([values]), Path(sys.argv[2]))
 print("pandas" in sys.modules)
 """

@@ -14,9 +14,10 @@ from pathlib import Path
 if __name__ == "__mp_main__":  # what a spawned worker would run the main script as
     Path(os.environ["RERUN_MARKER"]).write_text("the main script ran again")
 if __name__ == "__main__":
-    from usersignals.offline.common import run_shards
+    from usersignals.offline.common import ShardPool
 
-    print(run_shards(abs, [-1, -2, -3]), sys.modules["__main__"].__spec__)
+    with ShardPool(3, "builtins") as pool:
+        print(pool.run(abs, [-1, -2, -3]), sys.modules["__main__"].__spec__)
 """
 
 
@@ -43,9 +44,10 @@ def test_the_workers_stop_once_the_results_are_in() -> None:
     import multiprocessing
     import time
 
-    from usersignals.offline.common import run_shards
+    from usersignals.offline.common import ShardPool
 
-    assert run_shards(abs, [-4, -5, -6]) == [4, 5, 6]
+    with ShardPool(3, "builtins") as pool:
+        assert pool.run(abs, [-4, -5, -6]) == [4, 5, 6]
     deadline = time.monotonic() + 30
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)

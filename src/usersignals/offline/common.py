@@ -86,16 +86,6 @@ class ShardPool:
         return [first, *(future.result() for future in others)]
 
 
-def run_shards(
-    run: Callable[[Task], Result],
-    tasks: Sequence[Task],
-    then: Callable[[Result], None] | None = None,
-) -> list[Result]:
-    """:meth:`ShardPool.run` in a pool of its own, started for these tasks."""
-    with ShardPool(len(tasks), run.__module__) as pool:
-        return pool.run(run, tasks, then)
-
-
 @contextmanager
 def _main_not_rerun() -> Iterator[None]:
     """Workers spawned meanwhile do not run this process's main script again.

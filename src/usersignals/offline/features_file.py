@@ -81,11 +81,6 @@ class TextColumns:
         return _text_table(array("q", self.rows), len(self.rows), self.columns)
 
 
-def text_columns_table(rows: Sequence[int], columns: Sequence[tuple[bytes, TextBuffer]]) -> Any:
-    """A table of label rows and the value columns the core wrote (see :class:`TextColumns`)."""
-    return TextColumns(rows, columns).table()
-
-
 def _text_table(rows: Buffer, count: int, columns: Sequence[tuple[Buffer, Buffer]]) -> Any:
     """A value table from its buffers: ``count`` rows' int64 numbers, and per column its
     offsets and texts; wrapped as they are."""

@@ -417,7 +417,7 @@ class _ShardResult:
     events: int
     bad: int
     bad_places: list[int]
-    #: The first shard's value table: :func:`run_shards` runs it in this process, so its
+    #: The first shard's value table: :meth:`ShardPool.run` runs it in this process, so its
     #: table stays in memory (the others come back through their files).
     values: Any = None
     #: Whether the shard's file holds the core's text columns (else an Arrow IPC table).
@@ -465,7 +465,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_values(parts, columns, events, mine)
-        if shard.index == 0:  # run_shards runs the first task in the calling process
+        if shard.index == 0:  # ShardPool.run runs the first task in the calling process
             table = values.table() if isinstance(values, TextColumns) else values
             return _ShardResult(valid, bad, share.bad_places, table)
         if isinstance(values, TextColumns):
