@@ -213,7 +213,8 @@ def local_jobs(
         seconds = time.perf_counter() - started
         # The job returns while its workers exit (its ShardPool does not wait for them); their
         # CPU counts once they are reaped.
-        while multiprocessing.active_children():
+        reaped_by = time.monotonic() + 60
+        while multiprocessing.active_children() and time.monotonic() < reaped_by:
             time.sleep(0.01)
         return Run(events, seconds, cpu_seconds() - cpu)
 

@@ -213,7 +213,7 @@ import pickle, sys
 from usersignals.offline.training import _training_shard
 
 result = _training_shard(pickle.loads(open(sys.argv[1], "rb").read()))
-print(result.raw, "pyarrow" in sys.modules)
+print(result.text_columns_file, "pyarrow" in sys.modules)
 """
 
 

@@ -38,20 +38,25 @@ def test_workers_do_not_run_the_parents_main_script_again(tmp_path: Path) -> Non
     assert not marker.exists()
 
 
-def test_the_workers_stop_once_the_results_are_in() -> None:
-    """The caller goes on while the workers exit (the pool does not wait for them), and
-    they do exit: none is left running."""
+def _no_children_left() -> None:
+    """Wait (30 s at most) for this process's child processes to have exited."""
     import multiprocessing
     import time
 
-    from usersignals.offline.common import ShardPool
-
-    with ShardPool(3, "builtins") as pool:
-        assert pool.run(abs, [-4, -5, -6]) == [4, 5, 6]
     deadline = time.monotonic() + 30
     while multiprocessing.active_children() and time.monotonic() < deadline:
         time.sleep(0.05)
     assert multiprocessing.active_children() == []
+
+
+def test_the_workers_stop_once_the_results_are_in() -> None:
+    """The caller goes on while the workers exit (the pool does not wait for them), and
+    they do exit: none is left running."""
+    from usersignals.offline.common import ShardPool
+
+    with ShardPool(3, "builtins") as pool:
+        assert pool.run(abs, [-4, -5, -6]) == [4, 5, 6]
+    _no_children_left()
 
 
 def test_the_pool_starts_its_workers_on_entering_and_waits_for_them_after_an_error() -> None:
@@ -63,6 +68,8 @@ def test_the_pool_starts_its_workers_on_entering_and_waits_for_them_after_an_err
 
     from usersignals.offline.common import ShardPool
 
+    _no_children_left()  # an earlier test's workers may still be exiting
+
     def plan_and_fail() -> None:
         with ShardPool(3, "usersignals.offline.training") as pool:
             assert len(multiprocessing.active_children()) == 2
@@ -73,3 +80,43 @@ def test_the_pool_starts_its_workers_on_entering_and_waits_for_them_after_an_err
     with pytest.raises(RuntimeError, match="planning failed"):
         plan_and_fail()
     assert multiprocessing.active_children() == []
+
+
+def write_late_or_fail(task: tuple[str, str]) -> None:
+    """A shard's task for the test below, ``(kind, directory)``: ``"write"`` says it has
+    started, then writes ``shard-1`` a second later, as a shard writes into the job's
+    scratch; ``"fail"`` waits until the writer has started, then raises."""
+    import time
+
+    kind, directory = task
+    started, written = Path(directory) / "started", Path(directory) / "shard-1"
+    if kind == "write":
+        started.write_text("")
+        time.sleep(1.0)
+        written.write_text("written")
+        return
+    deadline = time.monotonic() + 60
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    raise RuntimeError("the first shard failed")
+
+
+def test_a_failed_shard_returns_only_once_the_others_are_done(tmp_path: Path) -> None:
+    """When the first shard fails, run raises only after the others stopped: the caller
+    removes its scratch directory next, and no worker may still write into it."""
+    import pytest
+
+    from usersignals.offline.common import ShardPool
+
+    seen: list[bool] = []
+
+    def fail_with_a_worker_running() -> None:
+        with ShardPool(2, __name__) as pool:
+            try:
+                pool.run(write_late_or_fail, [("fail", str(tmp_path)), ("write", str(tmp_path))])
+            finally:  # where a job's scratch directory is removed, before the pool's exit
+                seen.append((tmp_path / "shard-1").exists())
+
+    with pytest.raises(RuntimeError, match="the first shard failed"):
+        fail_with_a_worker_running()
+    assert seen == [True]

@@ -98,15 +98,16 @@ pub fn replace_progress(
     progress: &BTreeMap<String, i64>,
 ) -> Result<Vec<u8>, CoreError> {
     let parts = parts(data)?;
-    let mut states: Vec<(&[u8], StateBytes<'_>)> = (parts.states.iter())
-        .map(|(key, value)| (key.as_bytes(), StateBytes::Value(value)))
+    // In key order, a key stored twice holding its last value: as `decode`'s map does.
+    let states: BTreeMap<&[u8], &[u8]> = (parts.states.iter())
+        .map(|(key, value)| (key.as_bytes(), *value))
         .collect();
-    // Stable: of equal keys the last stored stays last, and dedup keeps the first of a run.
-    states.sort_by(|a, b| a.0.cmp(b.0));
-    states.reverse();
-    states.dedup_by(|later, earlier| later.0 == earlier.0);
-    states.reverse();
-    let seen = without_states(parts).seen;
+    let states: Vec<(&[u8], StateBytes<'_>)> = (states.into_iter())
+        .map(|(key, value)| (key, StateBytes::Value(value)))
+        .collect();
+    let seen = (parts.seen.iter())
+        .map(|(hour, blob)| (*hour, blob.to_vec()))
+        .collect();
     Ok(encode_parts(progress, &states, &seen))
 }
 

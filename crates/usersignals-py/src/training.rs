@@ -3,6 +3,7 @@
 //! by the serving path's kernels (`json_body`) into one buffer per column: no Python object
 //! per entry, nor per value.
 
+use std::borrow::Cow;
 use std::os::raw::{c_int, c_void};
 
 use pyo3::buffer::PyUntypedBuffer;
@@ -100,34 +101,48 @@ fn offsets_bytes<'py>(py: Python<'py>, offsets: &[i64]) -> PyResult<Bound<'py, P
 }
 
 /// A buffer's bytes (any object with the buffer protocol, a `pyarrow.Buffer` say), while
-/// `buffer` holds the export.
-fn buffer_bytes(buffer: &PyUntypedBuffer) -> PyResult<&[u8]> {
+/// `buffer` holds the export and the caller holds the GIL.
+fn buffer_bytes<'b>(buffer: &'b PyUntypedBuffer, _gil: Python<'_>) -> PyResult<&'b [u8]> {
     if !buffer.is_c_contiguous() {
         return Err(crate::CoreError::new_err("a buffer that is not contiguous"));
     }
-    // SAFETY: a contiguous buffer's `len_bytes` bytes start at `buf_ptr`, and stay there,
-    // unchanged (Arrow buffers are immutable), while the export is held.
+    if buffer.len_bytes() == 0 {
+        return Ok(&[]); // its pointer may be null, which no slice may hold
+    }
+    // SAFETY: a contiguous buffer's `len_bytes` bytes start at `buf_ptr` and stay there
+    // while the export is held. A writable buffer (pyarrow's own report themselves so)
+    // could change under the slice only through code that runs while this thread holds
+    // the GIL, and none does: `take_texts` never lets the GIL go.
     Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) })
 }
 
-/// Native-endian i64s from a buffer's bytes (an Arrow int64 buffer, which may start at
-/// any byte of a sliced array's).
-fn int64s(bytes: &[u8]) -> PyResult<Vec<i64>> {
+/// Native-endian i64s in a buffer's bytes: borrowed where they are 8-byte aligned (an
+/// Arrow buffer's are, and a sliced array's offsets start at a multiple of 8), else copied.
+fn int64s(bytes: &[u8]) -> PyResult<Cow<'_, [i64]>> {
     if bytes.len() % 8 != 0 {
         return Err(crate::CoreError::new_err(
             "an int64 buffer of a length not a multiple of 8",
         ));
     }
-    Ok((bytes.chunks_exact(8))
-        .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")))
-        .collect())
+    // SAFETY: every bit pattern is a valid i64; `align_to` only borrows what is aligned.
+    let (head, aligned, tail) = unsafe { bytes.align_to::<i64>() };
+    if head.is_empty() && tail.is_empty() {
+        return Ok(Cow::Borrowed(aligned));
+    }
+    Ok(Cow::Owned(
+        (bytes.chunks_exact(8))
+            .map(|b| i64::from_ne_bytes(b.try_into().expect("chunks of 8")))
+            .collect(),
+    ))
 }
 
 /// The texts of a column's chunks (each an Arrow `large_string` array's offsets buffer,
 /// exactly its texts' `len + 1` offsets, and its texts buffer) in the order `order` (an
 /// int64 buffer of indices into the chunks read as one column) gives: the new offsets
 /// (from 0) and the texts, as `label_rows` returns a column (`usersignals.offline.
-/// features_file`). See `usersignals_core::text_column`.
+/// features_file`). Only the picked texts' offsets are read and checked, so a call costs
+/// what it gathers (a call per row group). The GIL stays held: the buffers may be
+/// writable Python objects. See `usersignals_core::text_column`.
 #[pyfunction]
 pub fn take_texts<'py>(
     py: Python<'py>,
@@ -138,18 +153,19 @@ pub fn take_texts<'py>(
         .map(|(offsets, data)| Ok((PyUntypedBuffer::get(offsets)?, PyUntypedBuffer::get(data)?)))
         .collect::<PyResult<Vec<_>>>()?;
     let offsets = (exports.iter())
-        .map(|(offsets, _)| int64s(buffer_bytes(offsets)?))
+        .map(|(offsets, _)| int64s(buffer_bytes(offsets, py)?))
         .collect::<PyResult<Vec<_>>>()?;
     let texts = (exports.iter().zip(&offsets))
         .map(|((_, data), offsets)| {
             Ok(TextChunk {
                 offsets,
-                data: buffer_bytes(data)?,
+                data: buffer_bytes(data, py)?,
             })
         })
         .collect::<PyResult<Vec<_>>>()?;
-    let order = int64s(buffer_bytes(&PyUntypedBuffer::get(&order)?)?)?;
-    let (offsets, data) = py.detach(|| gather(&texts, &order)).map_err(raise)?;
+    let order_export = PyUntypedBuffer::get(&order)?;
+    let order = int64s(buffer_bytes(&order_export, py)?)?;
+    let (offsets, data) = gather(&texts, &order).map_err(raise)?;
     Ok((
         offsets_bytes(py, &offsets)?,
         Bound::new(py, TextBuffer { data })?,

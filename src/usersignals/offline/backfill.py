@@ -160,16 +160,15 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         archive = EventArchive(job.archive, settings.processing.batch_size)
         boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
         assigned = plan_user_shards(archive, shards)
-        summary = _shards_loaded(job, pool, boundary, assigned)
+        summary = _shards_loaded(job, shards, pool, boundary, assigned)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _shards_loaded(
-    job: BackfillJob, pool: ShardPool, boundary: Boundary, assigned: dict[str, int]
+    job: BackfillJob, shards: int, pool: ShardPool, boundary: Boundary, assigned: dict[str, int]
 ) -> BackfillSummary:
     """Every shard computed (the first in this process) and merged into the store."""
-    shards = max(1, job.workers)
     settings = job.settings
     with tempfile.TemporaryDirectory(
         prefix=".usersignals-backfill-", dir=_scratch_parent(settings)

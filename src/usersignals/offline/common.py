@@ -6,7 +6,7 @@ import importlib
 import multiprocessing
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -56,9 +56,13 @@ class ShardPool:
         if self._workers:
             context = multiprocessing.get_context("spawn")
             self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
-            with _main_not_rerun():  # each submit starts a worker while none is idle
-                for _ in range(self._workers):
-                    self._pool.submit(importlib.import_module, self._module)
+            try:
+                with _main_not_rerun():  # each submit starts a worker while none is idle
+                    for _ in range(self._workers):
+                        self._pool.submit(_warm_up, self._module)
+            except BaseException:
+                self._pool.shutdown(wait=True, cancel_futures=True)
+                raise
         return self
 
     def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
@@ -67,23 +71,38 @@ class ShardPool:
 
     def run(
         self,
-        run: Callable[[Task], Result],
+        compute: Callable[[Task], Result],
         tasks: Sequence[Task],
         then: Callable[[Result], None] | None = None,
     ) -> list[Result]:
-        """``run`` over each task: the first in this process, the others in the workers,
-        all at once; the results in the tasks' order. ``then`` gets the first result as
-        soon as it is there, while the others may still run."""
+        """``compute`` over each task: the first in this process, the others in the
+        workers, all at once; the results in the tasks' order. ``then`` gets the first
+        result as soon as it is there, while the others may still run.
+
+        Returns or raises only once no task runs any more: after an error, the tasks not
+        started are cancelled and the running ones waited for, so that nothing writes into
+        the caller's scratch directory after the caller has moved on (and removed it)."""
         if len(tasks) - 1 > self._workers:
             raise ValueError(f"{len(tasks)} tasks for {self._workers} workers and this process")
-        others = []
-        if self._pool is not None:
-            with _main_not_rerun():  # should a worker start only now
-                others = [self._pool.submit(_tuned, run, task) for task in tasks[1:]]
-        first = _tuned(run, tasks[0])
-        if then is not None:
-            then(first)
-        return [first, *(future.result() for future in others)]
+        others: list[Future[Result]] = []
+        try:
+            if self._pool is not None:
+                with _main_not_rerun():  # should a worker start only now
+                    others = [self._pool.submit(_tuned, compute, task) for task in tasks[1:]]
+            first = _tuned(compute, tasks[0])
+            if then is not None:
+                then(first)
+            return [first, *(future.result() for future in others)]
+        except BaseException:
+            for future in others:
+                future.cancel()
+            wait(others)
+            raise
+
+
+def _warm_up(module: str) -> None:
+    """A worker's first task: import the job's module (returning nothing to send back)."""
+    importlib.import_module(module)
 
 
 @contextmanager

@@ -3,7 +3,8 @@
 The feature values arrive as Arrow record batches — a ``row`` column (the label's index in
 the label file) and one JSON text column per feature, in ascending row order — from
 wherever they were computed: the local runner's shards (the first one's table in memory,
-the others' Arrow files, :func:`write_values`; merged by :func:`in_row_order`), or the
+the others' files: the core's text columns as it wrote them, :func:`write_text_columns`, or
+the object path's Arrow table, :func:`write_values`; merged by :func:`in_row_order`), or the
 Parquet parts that Spark's executors wrote (:func:`read_parts`). :func:`write_features`
 lines them up with the label table's rows one row group at a time, so it never holds more
 than a row group's values, and both runners go through it: they write the same file, byte
@@ -70,8 +71,9 @@ class TextColumns:
     """Label rows and the value columns the core wrote for them (``label_rows``): per
     column, its ``len(rows) + 1`` native-endian int64 offsets and its JSON texts one after
     another, an Arrow string column's buffers. Not wrapped by Arrow yet: a shard in a
-    process of its own writes them as they are (:func:`write_text_columns`) and never
-    imports pyarrow, 0.13 s of its start-up on the training set's critical path."""
+    process of its own writes them as they are (:func:`write_text_columns`), so that over a
+    JSONL archive it never imports pyarrow, 0.13 s of its start-up on the training set's
+    critical path (a Parquet archive, or a label left to the object path, still needs it)."""
 
     rows: Sequence[int]
     columns: Sequence[tuple[bytes, TextBuffer]]

@@ -362,12 +362,12 @@ def training_set(job: TrainingJob) -> TrainingSummary:
                 for i in range(shards)
             ]  # fmt: skip
             results = pool.run(_training_shard, tasks)
-            summary = _written(job, table, len(labels), columns, tasks, results)
+            summary = _merged_and_written(job, table, len(labels), columns, tasks, results)
     summary.seconds = time.perf_counter() - started
     return summary
 
 
-def _written(
+def _merged_and_written(
     job: TrainingJob,
     table: Any,
     rows: int,
@@ -421,14 +421,16 @@ class _ShardResult:
     #: table stays in memory (the others come back through their files).
     values: Any = None
     #: Whether the shard's file holds the core's text columns (else an Arrow IPC table).
-    raw: bool = False
+    text_columns_file: bool = False
 
 
 def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
     """A shard's value table: the first's as it came back, the others' from their files."""
     if result.values is not None:
         return result.values
-    return read_text_columns(shard.values) if result.raw else read_values(shard.values)
+    if result.text_columns_file:
+        return read_text_columns(shard.values)
+    return read_values(shard.values)
 
 
 def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | None:
@@ -470,7 +472,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             return _ShardResult(valid, bad, share.bad_places, table)
         if isinstance(values, TextColumns):
             write_text_columns(values, shard.values)
-            return _ShardResult(valid, bad, share.bad_places, raw=True)
+            return _ShardResult(valid, bad, share.bad_places, text_columns_file=True)
         write_values(values, shard.values)
         return _ShardResult(valid, bad, share.bad_places)
     finally:
