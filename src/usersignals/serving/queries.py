@@ -19,12 +19,9 @@ from starlette.datastructures import QueryParams
 from usersignals.aggregations.context import ReadContext
 from usersignals.serving.guards import distinct_names
 from usersignals.serving.inputs import names_of
+from usersignals.serving.reader import MAX_QUERIES
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
-
-#: Distinct query strings kept; past it the cache starts again (a client varying its query
-#: string must not grow a worker's memory).
-MAX_QUERIES = 256
 
 _encode = msgspec.json.encode
 

@@ -19,7 +19,6 @@ from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.errors import AsOfError
 from usersignals.processing.native import NativeSignals, plan_json
-from usersignals.serving.queries import MAX_QUERIES
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -30,6 +29,12 @@ from usersignals.state.versions import load_versions
 
 if TYPE_CHECKING:
     from usersignals.serving.queries import Query
+
+#: Distinct queries a worker keeps (its query cache, ``serving/queries.py``, and the
+#: bodies prepared here for them); past it a cache starts again: a client varying its query
+#: string must not grow a worker's memory. Here rather than with the queries: those import
+#: the HTTP layer (starlette, asyncio: 60 ms), which an offline job's reader never uses.
+MAX_QUERIES = 256
 
 _encode = msgspec.json.encode
 
