@@ -307,9 +307,8 @@ impl Selection {
                 StateBytes::Value(&data[state.value.clone()]),
             ));
         }
-        // Stable: a new state comes before the stored one of its key, and `dedup` keeps it.
-        states.sort_by(|a, b| a.0.cmp(b.0));
-        states.dedup_by(|later, earlier| later.0 == earlier.0);
+        // A new state comes before the stored one of its key, and the first given stays.
+        record::in_key_order(&mut states);
         if applied {
             // Keys are UTF-8 (the record's parse read them as text).
             states

@@ -98,17 +98,23 @@ pub fn replace_progress(
     progress: &BTreeMap<String, i64>,
 ) -> Result<Vec<u8>, CoreError> {
     let parts = parts(data)?;
-    // In key order, a key stored twice holding its last value: as `decode`'s map does.
-    let states: BTreeMap<&[u8], &[u8]> = (parts.states.iter())
-        .map(|(key, value)| (key.as_bytes(), *value))
+    // Last to first: of a key stored twice the last counts, as in `decode`'s map.
+    let mut states: Vec<(&[u8], StateBytes<'_>)> = (parts.states.iter().rev())
+        .map(|(key, value)| (key.as_bytes(), StateBytes::Value(value)))
         .collect();
-    let states: Vec<(&[u8], StateBytes<'_>)> = (states.into_iter())
-        .map(|(key, value)| (key, StateBytes::Value(value)))
-        .collect();
+    in_key_order(&mut states);
     let seen = (parts.seen.iter())
         .map(|(hour, blob)| (*hour, blob.to_vec()))
         .collect();
     Ok(encode_parts(progress, &states, &seen))
+}
+
+/// `states` in key order, each key once: of equal keys the first given stays (the caller
+/// puts first the one that counts). What [`encode_parts`] takes.
+pub fn in_key_order(states: &mut Vec<(&[u8], StateBytes<'_>)>) {
+    // Stable: equal keys keep the order given, and `dedup_by` keeps the first of a run.
+    states.sort_by(|a, b| a.0.cmp(b.0));
+    states.dedup_by(|later, earlier| later.0 == earlier.0);
 }
 
 /// A record's progress and seen event ids, owned; its states left out.

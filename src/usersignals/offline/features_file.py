@@ -162,9 +162,10 @@ def _sorted_batches(tables: Sequence[Any], group_rows: int) -> Iterator[Any]:
     }
     for start in range(0, len(order), group_rows):
         indices = order.slice(start, group_rows)
+        picked = _int64_buffer(indices)
         texts = []
         for name in names:
-            offsets, data = take_texts(chunks[name], _int64_buffer(indices))
+            offsets, data = take_texts(chunks[name], picked)
             texts.append(
                 pa.Array.from_buffers(
                     pa.large_string(),
