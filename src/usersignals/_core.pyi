@@ -5,9 +5,11 @@ that every name declared here exists in the built module.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from typing_extensions import Buffer
+
+_Event = TypeVar("_Event")
 
 # A request's times: (as_of, now, until, window, since), resolved by the core against the
 # state read (the view time depends on the state's newest event).
@@ -59,7 +61,8 @@ class BatchSession:
         get_many: Callable[[list[bytes]], Sequence[bytes | None]],
         horizon_hours: int | None,
     ) -> tuple[BatchSession, list[bytes]]: ...
-    def live(self) -> list[int]: ...
+    def live(self, events: list[_Event]) -> list[_Event]:
+        """The events to apply, taken from the batch's ``events``, in ``apply``'s order."""
     def dropped(self) -> tuple[int, int]: ...
     def foreign_states(self) -> list[tuple[int, int, bytes]]: ...
     def set_migrated(self, user: int, plan: int, state: bytes) -> None: ...
@@ -242,6 +245,14 @@ class PackedFields:
     @property
     def data(self) -> bytes: ...
     def __len__(self) -> int: ...
+
+_Packed = TypeVar("_Packed", bound=PackedFields)
+
+def packed_records(
+    cls: type[_Packed], keys: list[str], values: list[bytes | None]
+) -> tuple[dict[str, _Packed], list[int]]:
+    """(the values that are packed records, as ``cls`` by key; the indices of the other
+    values that are not None, for the caller to decode its own way)."""
 
 class RecordCache:
     """The Materializer's LRU cache of looked-up records, each entry with the time (seconds,

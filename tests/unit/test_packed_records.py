@@ -17,7 +17,7 @@ from tests.native_batching import batches, native_states, users_of
 from tests.unit.test_native_pipeline import SIGNALS, run, stream
 
 from usersignals import Engine, SignalRegistry
-from usersignals._core import PACKED_MAX_FIELDS
+from usersignals._core import PACKED_MAX_FIELDS, CoreError, packed_records
 from usersignals.enrich import Materializer, TableSource
 from usersignals.enrich.packed import PackedRecord, packed_record
 from usersignals.enrich.sources import encode_table_record
@@ -109,6 +109,59 @@ def test_a_buffer_other_than_bytes_is_decoded_by_msgspec() -> None:
     data = msgspec.msgpack.encode({"a": 1})
     assert packed_record(bytearray(data)) is None
     assert packed_record(memoryview(data)) is None
+
+
+def reference_record(value: bytes) -> Any:
+    """What a table's value is to the Materializer, one value at a time (the reference
+    for ``TableSource.fetch``, which does a batch in one core call)."""
+    packed = packed_record(value)
+    if packed is not None:
+        return packed
+    try:
+        return decoder.decode(value)
+    except (msgspec.DecodeError, UnicodeDecodeError):
+        return value
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    stored=st.lists(
+        st.one_of(
+            records.map(msgspec.msgpack.encode),
+            st.binary(max_size=12),
+            st.just(b""),
+            records.map(lambda r: msgspec.msgpack.encode(r) + b"\xc0"),
+        ),
+        max_size=12,
+    ),
+    asked=st.lists(st.integers(0, 15), max_size=16),
+)
+def test_a_table_source_fetches_each_value_as_the_one_value_reference_reads_it(
+    stored: list[bytes], asked: list[int]
+) -> None:
+    """Packed where the core reads the bytes as msgspec does, else decoded by msgspec, else
+    the bytes themselves (not a record); an empty value or an absent key is left out."""
+    table = MemoryStore().table("items")
+    table.write({f"k{n}".encode(): value for n, value in enumerate(stored)})
+    keys = list(dict.fromkeys(f"k{n}" for n in asked))
+    fetched = TableSource("items", table).fetch(keys)
+    expected = {
+        key: reference_record(stored[n])
+        for key in keys
+        if (n := int(key[1:])) < len(stored) and stored[n]
+    }
+    assert list(fetched) == list(expected)
+    for key, record in fetched.items():
+        assert type(record) is type(expected[key])
+        if isinstance(record, PackedRecord):
+            assert record.data == expected[key].data
+        else:
+            assert same(record, expected[key])
+
+
+def test_packed_records_refuses_keys_and_values_of_different_lengths() -> None:
+    with pytest.raises(CoreError, match="2 keys for 1 values"):
+        packed_records(PackedRecord, ["a", "b"], [None])
 
 
 class DictSource:

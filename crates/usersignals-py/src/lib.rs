@@ -658,6 +658,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<columns::ColumnReader>()?;
     m.add_class::<columns::Columns>()?;
     m.add_class::<packed::PackedFields>()?;
+    m.add_function(wrap_pyfunction!(packed::packed_records, m)?)?;
     m.add_class::<record_cache::RecordCache>()?;
     m.add_class::<training::TextBuffer>()?;
     m.add_class::<routing::ShareRouter>()?;

@@ -4,10 +4,10 @@
 //! checks read the parsed fields directly.
 
 use pyo3::prelude::*;
-use pyo3::types::PyBytes;
+use pyo3::types::{PyBytes, PyDict, PyList, PyType};
 use usersignals_core::packed::{Field, PackedFields as Fields};
 
-use crate::raise;
+use crate::{raise, CoreError};
 
 #[pyclass(frozen, subclass, module = "usersignals._core")]
 pub struct PackedFields {
@@ -44,4 +44,45 @@ impl PackedFields {
     fn __len__(&self) -> usize {
         self.fields.len()
     }
+}
+
+/// A batch of table values as records of `cls` (a subclass of `PackedFields`): `(records,
+/// others)`, the records by their `keys`' text, and the indices of the values that are not
+/// packed records (not `bytes`, or bytes the core does not read as Python would), which the
+/// caller decodes its own way. `None` values (absent keys) are skipped.
+///
+/// One call per fetch, for `usersignals.enrich.sources.TableSource`: a Python loop over the
+/// same values (a check, a call and a `try` per value) cost 1.8 µs a record, 0.46 s of the
+/// lookups over 1 M reference events (bench/engine.py, pyinstrument).
+#[pyfunction]
+pub fn packed_records<'py>(
+    cls: &Bound<'py, PyType>,
+    keys: &Bound<'py, PyList>,
+    values: &Bound<'py, PyList>,
+) -> PyResult<(Bound<'py, PyDict>, Vec<usize>)> {
+    let py = cls.py();
+    if keys.len() != values.len() {
+        return Err(CoreError::new_err(format!(
+            "{} keys for {} values",
+            keys.len(),
+            values.len()
+        )));
+    }
+    let records = PyDict::new(py);
+    let mut others = Vec::new();
+    for (index, (key, value)) in keys.iter().zip(values.iter()).enumerate() {
+        if value.is_none() {
+            continue;
+        }
+        if !value.is_exact_instance_of::<PyBytes>() {
+            others.push(index);
+            continue;
+        }
+        match cls.call1((value,)) {
+            Ok(record) => records.set_item(key, record)?,
+            Err(error) if error.is_instance_of::<CoreError>(py) => others.push(index),
+            Err(error) => return Err(error),
+        }
+    }
+    Ok((records, others))
 }

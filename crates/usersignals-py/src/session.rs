@@ -155,10 +155,16 @@ impl BatchSession {
         Ok((session, keys))
     }
 
-    /// The events to apply (batch indices), user by user and each user's by event time: the
-    /// order of `apply`'s columns.
-    fn live(&self) -> Vec<usize> {
-        self.selection.live()
+    /// The events to apply, taken from `events` (the batch's, as given to `select`), user by
+    /// user and each user's by event time: the order of `apply`'s columns. (A list of
+    /// indices for Python to take the events by cost 0.17 s of 1 M reference events.)
+    fn live<'py>(&self, events: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
+        let live = self.selection.live();
+        let mut taken = Vec::with_capacity(live.len());
+        for index in live {
+            taken.push(events.get_item(index)?);
+        }
+        PyList::new(events.py(), taken)
     }
 
     /// (already applied, repeated event ids) among the batch's events.

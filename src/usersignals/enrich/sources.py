@@ -7,7 +7,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from usersignals.enrich.packed import packed_record
+from usersignals._core import packed_records
+from usersignals.enrich.packed import PackedRecord
 from usersignals.errors import EnrichmentError, StoreError
 from usersignals.state.store import KeyValueTable
 
@@ -47,17 +48,23 @@ class TableSource:
         self._table = table
 
     def fetch(self, keys: Sequence[str]) -> dict[str, Any]:
+        keys = list(keys)
         try:
             values = self._table.get_many([key.encode() for key in keys])
         except StoreError as exc:
             raise EnrichmentError(self.name, str(exc), type(exc).__name__) from exc
-        return {key: _table_record(value) for key, value in zip(keys, values, strict=True) if value}
+        records: dict[str, Any]
+        records, others = packed_records(PackedRecord, keys, values)
+        if not others:
+            return records
+        for index in others:  # not packed (rare): decoded the Python way
+            value = values[index]
+            if value:  # an empty value holds no record: the key is absent
+                records[keys[index]] = _unpacked_record(value)
+        return {key: records[key] for key in keys if key in records}  # in the keys' order
 
 
-def _table_record(value: bytes) -> Any:
-    packed = packed_record(value)
-    if packed is not None:
-        return packed
+def _unpacked_record(value: bytes) -> Any:
     try:
         return _record_decoder.decode(value)
     except (msgspec.DecodeError, UnicodeDecodeError):  # the latter: a text not UTF-8

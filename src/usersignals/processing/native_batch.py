@@ -61,7 +61,7 @@ class NativeBatches:
             )
             report.duplicates, report.repeats = session.dropped()
             self._migrate(session, keys)
-            live = [events[i] for i in session.live()]
+            live = session.live(events)
             records = lookups(live) if live else {}
             missing = report.missing_enrichment if self._counts_misses else None
             columns = self._native.live_columns(live, records, missing)
