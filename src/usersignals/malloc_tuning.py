@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import ctypes
 import os
-from typing import Any
+
+from usersignals.libc import libc_function
 
 #: Blocks this large or larger are mapped on their own: RocksDB's arena blocks (8 MB with
 #: the default 64 MB write buffer) are. Not much lower: at 1 MiB, blocks that a batch
@@ -40,6 +41,7 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 _ENVIRONMENT = "MALLOC_MMAP_THRESHOLD_"
 _PR_SET_THP_DISABLE = 41  # prctl's option number (linux/prctl.h)
 _THP_ENVIRONMENT = "MIMALLOC_ALLOW_THP"
+_PRCTL_ARGUMENTS = (ctypes.c_int, *[ctypes.c_ulong] * 4)
 
 
 def return_large_blocks() -> bool:
@@ -48,7 +50,9 @@ def return_large_blocks() -> bool:
     False, and nothing changed, when ``MALLOC_MMAP_THRESHOLD_`` is set (the operator's
     setting wins; glibc read it at start) or the C library has no ``mallopt`` (not glibc).
     """
-    mallopt = None if _ENVIRONMENT in os.environ else _libc("mallopt", ctypes.c_int, ctypes.c_int)
+    if _ENVIRONMENT in os.environ:
+        return False
+    mallopt = libc_function("mallopt", ctypes.c_int, ctypes.c_int)
     return mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES))
 
 
@@ -58,17 +62,5 @@ def no_huge_pages() -> bool:
     False, and nothing changed, when ``MIMALLOC_ALLOW_THP`` is set (the operator's setting
     wins; mimalloc read it at start) or the system has no such ``prctl`` (not Linux).
     """
-    ulong = ctypes.c_ulong
-    prctl = None if _THP_ENVIRONMENT in os.environ else _libc("prctl", ctypes.c_int, *[ulong] * 4)
+    prctl = None if _THP_ENVIRONMENT in os.environ else libc_function("prctl", *_PRCTL_ARGUMENTS)
     return prctl is not None and prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
-
-
-def _libc(name: str, *argtypes: Any) -> Any:
-    """The C library's function ``name`` (returning an int), or None where it has none."""
-    try:
-        function = getattr(ctypes.CDLL(None), name)
-    except (OSError, AttributeError):
-        return None
-    function.argtypes = list(argtypes)
-    function.restype = ctypes.c_int
-    return function

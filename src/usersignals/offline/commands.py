@@ -18,6 +18,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
+from usersignals.offline.stopping import terminated_as_interrupted
 
 console = Console(stderr=True)
 
@@ -103,7 +104,8 @@ def backfill_command(
     job = BackfillJob(
         events, settings, tuple(only or ()), until_ms, workers or os.cpu_count() or 1, dead
     )
-    summary = _run_backfill(job, spark)
+    with terminated_as_interrupted():
+        summary = _run_backfill(job, spark)
     _print_backfill(summary)
     if commit_offsets:
         _hand_over(settings, summary, kafka)
@@ -201,16 +203,17 @@ def training_set_command(
         labels, events, settings, out, tuple(context or ()), workers or os.cpu_count() or 1,
         user_column, time_column, dead,
     )  # fmt: skip
-    if spark is None:
-        summary = training_set(job)
-    else:
-        from usersignals.offline.spark import training_set_spark
+    with terminated_as_interrupted():
+        if spark is None:
+            summary = training_set(job)
+        else:
+            from usersignals.offline.spark import training_set_spark
 
-        session = _spark(spark, job.workers)
-        try:
-            summary = training_set_spark(session, job)
-        finally:
-            session.stop()
+            session = _spark(spark, job.workers)
+            try:
+                summary = training_set_spark(session, job)
+            finally:
+                session.stop()
     console.print(
         f"wrote {summary.rows:,} label rows to {out} in {summary.seconds:.1f} s "
         f"({summary.events:,} events, {summary.bad:,} bad)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, wait
@@ -18,6 +19,7 @@ from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
+from usersignals.offline.stopping import start_worker
 from usersignals.processing.engine import Engine
 from usersignals.processing.gc_tuning import collector_tuned
 from usersignals.signals.registry import SignalRegistry
@@ -55,7 +57,12 @@ class ShardPool:
     def __enter__(self) -> ShardPool:
         if self._workers:
             context = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+            self._pool = ProcessPoolExecutor(
+                self._workers,
+                mp_context=context,
+                initializer=start_worker,
+                initargs=(os.getpid(),),
+            )
             try:
                 with _main_not_rerun():  # each submit starts a worker while none is idle
                     for _ in range(self._workers):

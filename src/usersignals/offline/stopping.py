@@ -1,0 +1,67 @@
+"""How an offline job stops when it is told to from outside.
+
+Ctrl-C reaches the job's whole process group: every process raises ``KeyboardInterrupt``,
+and each cleans up on its way out. SIGTERM (what ``kill``, a scheduler or a container
+runtime sends) reaches the command's process alone; by default it died on the spot,
+leaving its scratch directories behind and its workers running on as orphans, holding its
+output pipes open. :func:`terminated_as_interrupted` makes SIGTERM stop the job as Ctrl-C
+does; :func:`start_worker`, run first in each worker, has it stop the same way, and also when
+the command dies without a word (killed with SIGKILL, or crashing).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import multiprocessing
+import os
+import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from types import FrameType
+
+from usersignals.libc import libc_function
+
+_PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
+
+
+@contextmanager
+def terminated_as_interrupted() -> Iterator[None]:
+    """Within: SIGTERM stops the job's workers at once and exits this process with status
+    143 (128 + SIGTERM) through the usual unwinding, so every ``with`` and ``finally`` on
+    the way out runs (scratch directories removed, stores closed). Only in the main thread,
+    where Python runs signal handlers; elsewhere nothing changes."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _stop)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _stop(signum: int, frame: FrameType | None) -> None:
+    # The workers first: they stop as this process does (see start_worker), and waiting for
+    # a shard's result ends as soon as they have.
+    for worker in multiprocessing.active_children():
+        worker.terminate()
+    raise SystemExit(128 + signum)
+
+
+def _unwind(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+def start_worker(parent: int) -> None:
+    """A worker's first call: SIGTERM unwinds it as it does the parent (its store closed,
+    its scratch removed), and the kernel sends it SIGTERM when its parent dies (Linux).
+
+    Without the second, a parent that dies without stopping its workers (SIGKILL, a crash)
+    left them running their shards to the end, for nobody."""
+    signal.signal(signal.SIGTERM, _unwind)
+    prctl = libc_function("prctl", ctypes.c_int, *[ctypes.c_ulong] * 4)
+    if prctl is not None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before the request took effect
+        raise SystemExit(128 + signal.SIGTERM)
