@@ -37,13 +37,20 @@ if TYPE_CHECKING:
     from usersignals.processing.metrics import ProcessorMetrics
     from usersignals.processing.runner import SpoolRunner
 
+# Help texts are plain text, never markup: they say "[default: data/store]", which rich's
+# markup took for a tag and dropped.
 app = typer.Typer(
     help="Real-time user signals for ML feature engineering.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-signals_app = typer.Typer(help="Work with signal definitions.", no_args_is_help=True)
-tables_app = typer.Typer(help="Embedded enrichment tables.", no_args_is_help=True)
+signals_app = typer.Typer(
+    help="Work with signal definitions.", no_args_is_help=True, rich_markup_mode=None
+)
+tables_app = typer.Typer(
+    help="Embedded enrichment tables.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(signals_app, name="signals")
 app.add_typer(tables_app, name="tables")
 # Offline: backfill from an event archive, point-in-time training sets.

@@ -663,3 +663,22 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
     ]
     assert len(pulses) >= 2, stopped
     assert pulses[-1] > pulses[0], stopped
+
+
+def test_every_help_keeps_its_defaults_and_brackets() -> None:
+    """Help texts say ``[default: data/store]`` and the like; read as markup, the bracketed
+    part vanished and the help said "The state store directory ." (a new user's report)."""
+    commands = [[], ["backfill"], ["training-set"], ["generate"], ["serve"], ["demo"]]
+    said = []
+    for command in commands:
+        done = subprocess.run(
+            [str(CLI), *command, "--help"], capture_output=True, text=True,
+            env={**os.environ, "COLUMNS": "400"}, timeout=60,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        said.append(" ".join(done.stdout.split()))  # lines wrap where the terminal ends
+    assert "[default: data/store]" in said[1]
+    assert "[default: data/store]" in said[2]
+    assert "[default: now]" in said[3]
+    assert "[default: 8080]" in said[4]
+    assert "[default: Ctrl-C]" in said[5]

@@ -89,7 +89,6 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
     cli = str(BIN / "usersignals")
     reference = ["--signals", "usersignals.examples.reference", "--store", str(tmp_path / "s")]
     cases = [
-        ([cli, "backfill", "--events", str(tmp_path / "nothing"), *reference], "has no .jsonl"),
         ([cli, "backfill", "--events", str(tmp_path), "--until", "soon", *reference], "until:"),
         ([cli, "backfill", "--events", str(tmp_path), "--only", "nope@1", *reference], "nope"),
         (
@@ -107,6 +106,49 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
              "--context", "window=soon", *reference],
             "window:",
         ),
+    ]  # fmt: skip
+    pq.write_table(
+        pa.table({"user_id": ["u1"], "ts": [UNTIL_MS], "action_counts": [1]}),
+        tmp_path / "clash.parquet",
+    )
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [UNTIL_MS // 1000]}), tmp_path / "s.parquet")
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [UNTIL_MS]}), tmp_path / "ok.parquet")
+    training = [cli, "training-set", "--events", str(tmp_path), *reference]
+    out = ["--out", str(tmp_path / "f.parquet")]
+    cases += [
+        (
+            [cli, "backfill", "--events", str(tmp_path / "nothing"), *reference],
+            "does not exist",
+        ),
+        (
+            [*training, "--labels", str(tmp_path / "none.parquet"), *out],
+            "does not exist",
+        ),
+        (
+            [*training, "--labels", str(tmp_path / "s.parquet"), "--out",
+             str(tmp_path / "s.parquet")],
+            "is the labels file",
+        ),
+        (
+            [*training, "--labels", str(tmp_path / "clash.parquet"), *out],
+            "column 'action_counts'",
+        ),
+        (
+            [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--context",
+             "window=7d", "--context", "window=7d"],
+            "twice",
+        ),
+        ([*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--workers", "0"], "workers"),
+        (
+            [*training, "--labels", str(tmp_path / "s.parquet"), *out],
+            "before 2000-01-01",
+        ),
+        (
+            [cli, "backfill", "--events", str(tmp_path), "--until", str(UNTIL_MS // 1000),
+             *reference],
+            "before 2000-01-01",
+        ),
+        ([cli, "backfill", "--events", str(tmp_path), "--workers", "-1", *reference], "workers"),
     ]  # fmt: skip
     for command, message in cases:
         done = subprocess.run(

@@ -180,6 +180,33 @@ def test_training_values_are_what_streaming_up_to_the_label_time_serves(
     assert checked == 60 * len(CONTEXTS) * len(registry)
 
 
+@pytest.mark.parametrize("workers", [1, 2])
+def test_rows_without_a_user_or_a_time_are_written_null_and_counted(
+    tmp_path: Path, history: History, workers: int
+) -> None:
+    user, ts = history.events[0].user_id, history.events[-1].ts
+    labels = pa.table(
+        {
+            "user_id": [user, None, user, user],
+            "ts": pa.array([ts, ts, None, ts], pa.int64()),
+        }
+    )
+    pq.write_table(labels, tmp_path / "labels.parquet")
+    archive = write_jsonl_archive(tmp_path / "archive", history)
+    new_store(tmp_path / "store", history).close()
+    out = tmp_path / "features.parquet"
+    summary = training_set(
+        TrainingJob(
+            tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
+            workers=workers,
+        )
+    )  # fmt: skip
+    assert (summary.rows, summary.rows_without_values) == (4, 2)
+    values = pq.read_table(out).column("action_counts").to_pylist()
+    assert values[1] is None and values[2] is None
+    assert values[0] is not None and values[0] == values[3]
+
+
 @pytest.mark.parametrize("busy", [False, True])
 def test_training_set_in_two_processes_is_the_same_file(
     tmp_path: Path, history: History, busy: bool

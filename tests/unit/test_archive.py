@@ -189,5 +189,19 @@ def test_an_archive_without_event_files_is_refused(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("")
     with pytest.raises(ConfigurationError, match=r"no \.jsonl"):
         EventArchive(tmp_path)
-    with pytest.raises(ConfigurationError, match=r"no \.jsonl"):
+    with pytest.raises(ConfigurationError, match=r"matches nothing"):
         EventArchive(tmp_path / "missing" / "*.parquet")
+    with pytest.raises(ConfigurationError, match=r"events\.jsonl' does not exist"):
+        EventArchive(tmp_path / "events.jsonl")
+
+
+def test_a_glob_of_partition_directories_reads_the_files_in_them(tmp_path: Path) -> None:
+    """``dt=2026-01-1*`` names Hive partitions (directories), as a day's files would."""
+    for day, event_id in (("dt=2026-01-12", "e2"), ("dt=2026-01-11", "e1"), ("dt=2026-01-20", "x")):
+        (tmp_path / day).mkdir()
+        (tmp_path / day / "part.jsonl").write_text(json.dumps({**EVENT, "event_id": event_id}))
+    pairs = read(str(tmp_path / "dt=2026-01-1*"))
+    assert [(e.event_id, p) for e, p in pairs] == [
+        ("e1", Position("archive:dt=2026-01-11/part.jsonl", 1)),
+        ("e2", Position("archive:dt=2026-01-12/part.jsonl", 1)),
+    ]

@@ -97,6 +97,9 @@ def file_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
     return _jsonl_blocks(file, block_size)
 
 
+_WILDCARDS = "*?["
+
+
 def _resolve(location: str) -> list[ArchiveFile]:
     path = Path(location)
     if path.is_file():
@@ -104,10 +107,16 @@ def _resolve(location: str) -> list[ArchiveFile]:
     if path.is_dir():
         root = path
         candidates = [p for p in path.rglob("*") if p.is_file()]
+    elif not _is_glob(location):
+        raise ConfigurationError(f"event archive {location!r} does not exist")
     else:
         root = Path(_glob_root(location))
-        candidates = [Path(p) for p in glob.glob(location, recursive=True)]
-        candidates = [p for p in candidates if p.is_file()]
+        matches = [Path(p) for p in glob.glob(location, recursive=True)]
+        if not matches:
+            raise ConfigurationError(f"event archive {location!r} matches nothing")
+        # A match may be a directory: a Hive partition (``dt=2026-01-1*``) holds the files.
+        found = (p.rglob("*") if p.is_dir() else [p] for p in matches)
+        candidates = list(dict.fromkeys(p for paths in found for p in paths if p.is_file()))
     files = [
         ArchiveFile(p, p.relative_to(root).as_posix())
         for p in candidates
@@ -123,12 +132,16 @@ def _resolve(location: str) -> list[ArchiveFile]:
     return files
 
 
+def _is_glob(location: str) -> bool:
+    return any(c in location for c in _WILDCARDS)
+
+
 def _glob_root(pattern: str) -> str:
     """The directory part of a glob before its first wildcard."""
     parts = Path(pattern).parts
     fixed = []
     for part in parts:
-        if any(c in part for c in "*?["):
+        if _is_glob(part):
             break
         fixed.append(part)
     return str(Path(*fixed)) if fixed else "."

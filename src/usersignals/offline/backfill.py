@@ -36,9 +36,10 @@ from pathlib import Path
 from typing import cast
 
 from usersignals._core import CoreError, replace_progress
+from usersignals.aggregations.context import MIN_AS_OF_MS
 from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
-from usersignals.errors import StateCodecError
+from usersignals.errors import ConfigurationError, StateCodecError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -54,6 +55,7 @@ from usersignals.offline.bulk_load import (
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
+    check_workers,
     open_lookup_store,
     select_signals,
 )
@@ -88,6 +90,14 @@ class BackfillJob:
     #: and encoded once per batch, and offline nothing waits for a batch to close. The
     #: states do not depend on it (they are canonical).
     batch_size: int = 200_000
+
+    def __post_init__(self) -> None:
+        check_workers(self.workers)
+        if self.until_ms is not None and self.until_ms < MIN_AS_OF_MS:
+            raise ConfigurationError(
+                f"until: {self.until_ms} is before 2000-01-01T00:00:00Z (before any event the "
+                "service takes); times are ms since the epoch or ISO 8601"
+            )
 
 
 @dataclass

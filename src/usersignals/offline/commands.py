@@ -61,6 +61,11 @@ def _settings(config: Path | None, store: str | None, signals: str | None) -> Se
     return Settings.load(config, overrides=overrides)
 
 
+def _workers(given: int | None) -> int:
+    """``--workers``, or the CPU count when not given (a 0 given is refused by the job)."""
+    return given if given is not None else os.cpu_count() or 1
+
+
 def _spark(master: str, partitions: int) -> Any:
     from usersignals.offline.spark import spark_session
 
@@ -101,9 +106,7 @@ def backfill_command(
     settings = _settings(config, store, signals)
     until_ms = ReadContext.parse({"until": until}).until_ms if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
-    job = BackfillJob(
-        events, settings, tuple(only or ()), until_ms, workers or os.cpu_count() or 1, dead
-    )
+    job = BackfillJob(events, settings, tuple(only or ()), until_ms, _workers(workers), dead)
     with terminated_as_interrupted():
         summary = _run_backfill(job, spark)
     _print_backfill(summary)
@@ -200,7 +203,7 @@ def training_set_command(
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
     job = TrainingJob(
-        labels, events, settings, out, tuple(context or ()), workers or os.cpu_count() or 1,
+        labels, events, settings, out, tuple(context or ()), _workers(workers),
         user_column, time_column, dead,
     )  # fmt: skip
     with terminated_as_interrupted():
@@ -219,3 +222,9 @@ def training_set_command(
         f"({summary.events:,} events, {summary.bad:,} bad)",
         markup=False,
     )
+    if summary.rows_without_values:
+        console.print(
+            f"warning: {summary.rows_without_values:,} label rows have no user or no time: "
+            "their features are null",
+            markup=False,
+        )

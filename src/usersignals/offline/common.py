@@ -32,6 +32,12 @@ def shard_of(user_id: str, shards: int) -> int:
     return xxhash.xxh64_intdigest(user_id.encode()) % shards
 
 
+def check_workers(workers: int) -> None:
+    """An offline job runs in at least one process (``workers``)."""
+    if workers < 1:
+        raise ConfigurationError(f"workers: must be at least 1, not {workers}")
+
+
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 
@@ -95,7 +101,7 @@ class ShardPool:
         try:
             if self._pool is not None:
                 with _main_not_rerun():  # should a worker start only now
-                    others = [self._pool.submit(_tuned, compute, task) for task in tasks[1:]]
+                    others = [self._pool.submit(_in_worker, compute, task) for task in tasks[1:]]
             first = _tuned(compute, tasks[0])
             if then is not None:
                 then(first)
@@ -130,6 +136,16 @@ def _main_not_rerun() -> Iterator[None]:
         yield
     finally:
         main.__spec__ = spec
+
+
+def _in_worker(run: Callable[[Task], Result], task: Task) -> Result:
+    """A task in a worker. Told to stop (SIGTERM, as :func:`start_worker` has it), the
+    worker ends once the task has unwound: the pool would otherwise send the stop back as
+    the task's error and wait for another task, from a parent that may be gone."""
+    try:
+        return _tuned(run, task)
+    except SystemExit as stop:
+        os._exit(stop.code if isinstance(stop.code, int) else 1)
 
 
 def _tuned(run: Callable[[Task], Result], task: Task) -> Result:

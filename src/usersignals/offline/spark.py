@@ -63,6 +63,7 @@ from usersignals.offline.training import (
     FeatureEngine,
     TrainingJob,
     TrainingSummary,
+    check_label_columns,
     compute_features,
     feature_columns,
     read_labels,
@@ -311,9 +312,14 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     registry = SignalRegistry.from_module(job.settings.signals)
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
+    check_label_columns(job.labels, table, columns)
     shards = max(1, job.workers)
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
-    summary = TrainingSummary(rows=len(labels), bad=_dead_letters(frame, job.dead_letter))
+    summary = TrainingSummary(
+        rows=table.num_rows,
+        rows_without_values=table.num_rows - len(labels),
+        bad=_dead_letters(frame, job.dead_letter),
+    )
     summary.events = frame.filter(f.col("kind") == _EVENT).count()
     label_frame = spark.createDataFrame(_label_rows(labels, shards))
     users = label_frame.select("user_id").distinct()

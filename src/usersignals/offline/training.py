@@ -31,7 +31,7 @@ from typing import Any
 
 import msgspec
 
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import MAX_TIME_MS, MIN_AS_OF_MS, ReadContext
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, ContextError
@@ -39,7 +39,7 @@ from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
-from usersignals.offline.common import ShardPool, build_engine, open_lookup_store
+from usersignals.offline.common import ShardPool, build_engine, check_workers, open_lookup_store
 from usersignals.offline.features_file import (
     TextColumns,
     in_row_order,
@@ -87,10 +87,20 @@ class TrainingJob:
     time_column: str = "ts"
     dead_letter: Path | None = None
 
+    def __post_init__(self) -> None:
+        check_workers(self.workers)
+        if self.out.resolve() == self.labels.resolve():
+            raise ConfigurationError(
+                f"the output {str(self.out)!r} is the labels file: write the features elsewhere"
+            )
+
 
 @dataclass
 class TrainingSummary:
+    #: Label rows written: every row of the label file.
     rows: int = 0
+    #: Of them, rows without a user or a time: their features are null.
+    rows_without_values: int = 0
     #: Valid events in the archive.
     events: int = 0
     bad: int = 0
@@ -126,6 +136,11 @@ def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[F
         if "as_of" in params:
             raise ContextError("as_of", "is each label row's time; do not set it in --context")
         parsed.append((text, ReadContext.parse(params, now_ms=0)))
+    seen: set[str] = set()
+    for text, _ in parsed:
+        if text in seen:
+            raise ContextError(text, "given twice: each --context makes its own columns")
+        seen.add(text)
     return [
         FeatureColumn(signal.name if len(parsed) == 1 else f"{signal.name}[{text}]", signal, ctx)
         for text, ctx in parsed
@@ -133,11 +148,23 @@ def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[F
     ]
 
 
+def check_label_columns(path: Path, table: Any, columns: Sequence[FeatureColumn]) -> None:
+    """Refuses a label column named as a feature column: the file written would hold two
+    columns of that name, which Arrow cannot read back by name."""
+    clash = next((c.name for c in columns if c.name in table.column_names), None)
+    if clash is not None:
+        raise ConfigurationError(
+            f"labels {str(path)!r} have a column {clash!r}, the name of a feature column: rename it"
+        )
+
+
 def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, list[Label]]:
     """The label table as read, and its valid rows; rows without a user or time get nulls."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    if not path.exists():
+        raise ConfigurationError(f"labels file {str(path)!r} does not exist")
     try:
         # A file is read without pyarrow's dataset layer (a directory of parts needs it):
         # importing that alone took 0.3 s, in the parent and again in every shard.
@@ -158,6 +185,7 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
             f"label column {time_column!r} must be a timestamp or ms since the epoch, "
             f"not {times.type}"
         )
+    _check_label_times(path, time_column, times)
     users = table.column(user_column).to_pylist()
     labels = [
         (row, str(user), int(ts))
@@ -165,6 +193,24 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
         if user is not None and ts is not None
     ]
     return table, labels
+
+
+def _check_label_times(path: Path, column: str, times: Any) -> None:
+    """Label times are those a request's ``as_of`` may name: from 2000-01-01 (before any
+    event the service takes) to the end of year 9999. A time in seconds is far below."""
+    import pyarrow.compute as pc
+
+    low, high = (value.as_py() for value in pc.min_max(times).values())
+    if low is not None and low < MIN_AS_OF_MS:
+        bad, edge = low, "before 2000-01-01T00:00:00Z"
+    elif high is not None and high > MAX_TIME_MS:
+        bad, edge = high, "after the year 9999"
+    else:
+        return
+    raise ConfigurationError(
+        f"labels {str(path)!r}: time {bad} in column {column!r} is {edge}; label times are "
+        "ms since the epoch (or a timestamp column)"
+    )
 
 
 @dataclass(frozen=True)
@@ -350,6 +396,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
         registry = SignalRegistry.from_module(job.settings.signals)
         columns = feature_columns(registry, job.contexts)
         table, labels = read_labels(job.labels, job.user_column, job.time_column)
+        check_label_columns(job.labels, table, columns)
         # Planned here, once: a shard in a process of its own then reads no label file
         # (nor imports pyarrow to read it).
         plan = plan_label_shards(labels, shards)
@@ -384,7 +431,7 @@ def _merged_and_written(
             if t.dead_letter
         ]
         merge_dead_letters(parts, job.dead_letter)
-    summary = TrainingSummary(rows=rows)
+    summary = TrainingSummary(rows=table.num_rows, rows_without_values=table.num_rows - rows)
     for result in results:
         summary.events += result.events
         summary.bad += result.bad
