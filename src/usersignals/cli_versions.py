@@ -205,6 +205,12 @@ def consistency(
             key, f"{agreement.answers:,}", f"{agreement.exact:,}", f"{agreement.within_error:,}"
         )
     out.print(table)
+    if report.unreadable:
+        out.print(
+            f"warning: {len(report.unreadable):,} log lines unreadable, skipped (the first "
+            f"{report.unreadable[0]})",
+            markup=False,
+        )
     out.print(
         f"{report.answers:,} answers from {report.records:,} logged requests "
         f"({report.skipped:,} with as_of skipped): {report.exact_share:.2%} exact, "

@@ -84,15 +84,35 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     assert shown["signal"] == "action_counts@1"
     assert shown["online"]["total"] == shown["offline"]["total"] + 1
 
+    # A line that is no record, and a last line cut short (a crash mid-write): skipped and
+    # counted, the rest read as before.
+    path.write_text("\n".join([*lines, "not json", lines[0][:40]]) + "\n")
+    damaged = consistency(log, events, service.store)
+    garbage, cut = damaged.pop("unreadable")
+    assert garbage.startswith(f"{path.name}:{len(lines) + 1}: JSON is malformed")
+    assert cut == f"{path.name}:{len(lines) + 2}: Input data was truncated"
+    assert report.pop("unreadable") == []
+    assert damaged == report
 
-def consistency(log: Path, events: Path, store: Path) -> dict[str, Any]:
-    done = subprocess.run(
+    # A log with no answer at all is an error, not 100 % agreement.
+    (tmp_path / "empty-log").mkdir()
+    done = run_consistency(tmp_path / "empty-log", events, service.store)
+    assert done.returncode == 2, done.stderr
+    assert "no logged answers" in done.stderr
+
+
+def run_consistency(log: Path, events: Path, store: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
         [
             str(BIN), "consistency", "--log", str(log), "--events", str(events),
             "--store", str(store), "--json",
         ],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
+
+
+def consistency(log: Path, events: Path, store: Path) -> dict[str, Any]:
+    done = run_consistency(log, events, store)
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report

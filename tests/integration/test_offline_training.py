@@ -203,8 +203,10 @@ def test_rows_without_a_user_or_a_time_are_written_null_and_counted(
     )  # fmt: skip
     assert (summary.rows, summary.rows_without_values) == (4, 2)
     values = pq.read_table(out).column("action_counts").to_pylist()
-    assert values[1] is None and values[2] is None
-    assert values[0] is not None and values[0] == values[3]
+    assert values[1] is None
+    assert values[2] is None
+    assert values[0] is not None
+    assert values[0] == values[3]
 
 
 @pytest.mark.parametrize("busy", [False, True])

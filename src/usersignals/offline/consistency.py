@@ -27,6 +27,7 @@ from usersignals.aggregations.decayed import DecayedScores, MeanVector
 from usersignals.aggregations.distinct import Distinct
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
+from usersignals.errors import ConfigurationError
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import open_lookup_store
@@ -57,6 +58,8 @@ class ConsistencyReport:
     within_error: int = 0
     per_signal: dict[str, SignalAgreement] = field(default_factory=dict)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    #: Log lines skipped, each ``FILE:LINE: reason``.
+    unreadable: list[str] = field(default_factory=list)
 
     def add(self, key: str, online: Any, offline: Any, tolerance: float, where: str) -> None:
         agreement = self.per_signal.setdefault(key, SignalAgreement())
@@ -90,6 +93,7 @@ class ConsistencyReport:
             "within_error_share": round(self.within_error_share, 6),
             "per_signal": {key: vars(value) for key, value in sorted(self.per_signal.items())},
             "mismatches": self.mismatches,
+            "unreadable": self.unreadable,
         }
 
 
@@ -107,9 +111,15 @@ def stated_error(signal: Signal) -> float:
 
 
 def check_consistency(log: Path, archive: str, settings: Settings) -> ConsistencyReport:
-    records = read_feature_log(log)
+    unreadable: list[str] = []
+    records = read_feature_log(log, unreadable)
+    if not records:
+        message = f"no logged answers in {str(log)!r}"
+        if unreadable:
+            message += f" ({len(unreadable):,} unreadable lines, the first {unreadable[0]})"
+        raise ConfigurationError(message)
     registry = SignalRegistry.from_module(settings.signals)
-    report = ConsistencyReport(records=len(records))
+    report = ConsistencyReport(records=len(records), unreadable=unreadable)
     usable = [record for record in records if "as_of" not in record.params]
     report.skipped = len(records) - len(usable)
     lookups = open_lookup_store(settings, registry)

@@ -89,9 +89,12 @@ def build_sink(settings: Settings) -> FeatureSink | None:
     return JsonlSink(directory)
 
 
-def read_feature_log(path: Path) -> list[FeatureLogRecord]:
+def read_feature_log(path: Path, unreadable: list[str] | None = None) -> list[FeatureLogRecord]:
     """Every record of a log file, or of every ``*.jsonl`` and ``*.parquet`` file of a log
-    directory (a Parquet file still being written, ``*.parquet.tmp``, is not read)."""
+    directory (a Parquet file still being written, ``*.parquet.tmp``, is not read).
+
+    A JSONL line that is no record (a last line cut short by a crash, say) is skipped and
+    named in ``unreadable`` (``FILE:LINE: reason``); without that list, it is an error."""
     if path.is_dir():
         files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")])
     elif path.exists():
@@ -103,9 +106,23 @@ def read_feature_log(path: Path) -> list[FeatureLogRecord]:
         if file.suffix == ".parquet":
             records.extend(_parquet_records(file))
         else:
-            decoder = msgspec.json.Decoder(FeatureLogRecord)
-            lines = file.read_bytes().splitlines()
-            records.extend(decoder.decode(line) for line in lines if line.strip())
+            records.extend(_jsonl_records(file, unreadable))
+    return records
+
+
+def _jsonl_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogRecord]:
+    decoder = msgspec.json.Decoder(FeatureLogRecord)
+    records: list[FeatureLogRecord] = []
+    for number, line in enumerate(file.read_bytes().splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(decoder.decode(line))
+        except msgspec.DecodeError as exc:  # a ValidationError too
+            if unreadable is None:
+                where = f"feature log {str(file)!r}, line {number}"
+                raise ConfigurationError(f"{where}: {exc}") from None
+            unreadable.append(f"{file.name}:{number}: {exc}")
     return records
 
 
