@@ -3,8 +3,11 @@ double count, and the old version's state dropped after the grace period."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from offline_helpers import (
     History,
@@ -19,6 +22,7 @@ from offline_helpers import (
 from usersignals import SignalRegistry
 from usersignals.aggregations.context import ReadContext
 from usersignals.offline import BackfillJob, backfill
+from usersignals.offline.training import TrainingJob, training_set
 from usersignals.serving.reader import SignalReader
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_of
@@ -216,3 +220,35 @@ def test_a_reader_opened_before_any_cutover_sees_the_first_one(
     finally:
         reader_store.close()
         writer.close()
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_training_set_after_a_cut_over_gives_the_served_version(
+    tmp_path: Path, history: History, workers: int
+) -> None:
+    """The training set gives each value as the API would serve it: after a cut-over, the
+    column named ``interests`` holds version 2's values (a new user's report: it kept v1's)."""
+    shadowed, both, _, v2 = registries(tmp_path)
+    store = new_store(tmp_path / "store", history)
+    try:
+        cut_over(store, both, both.get("interests@2"), grace_ms=HOUR_MS)
+    finally:
+        store.close()
+    archive = write_parquet_archive(tmp_path / "archive", history)
+    user, ts = history.events[0].user_id, history.events[-1].ts
+    pq.write_table(pa.table({"user_id": [user], "ts": [ts]}), tmp_path / "labels.parquet")
+    settings = settings_for(tmp_path / "store")
+    settings.signals = shadowed
+    out = tmp_path / "features.parquet"
+    training_set(
+        TrainingJob(tmp_path / "labels.parquet", str(archive), settings, out, workers=workers)
+    )
+    (row,) = pq.read_table(out).to_pylist()
+    alone = new_store(tmp_path / "alone", history)
+    try:
+        stream(alone, history, 101, registry=v2)
+        context = ReadContext.parse({}, now_ms=ts)
+        served = SignalReader(v2, alone).read(user, ["interests"], context).signals
+    finally:
+        alone.close()
+    assert json.loads(row["interests"]) == served["interests"].value

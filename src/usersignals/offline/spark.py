@@ -66,7 +66,9 @@ from usersignals.offline.training import (
     check_label_columns,
     compute_features,
     feature_columns,
+    job_registry,
     read_labels,
+    with_served_versions,
 )
 from usersignals.signals.registry import SignalRegistry
 
@@ -276,7 +278,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
 def _training_partition(job: TrainingJob) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         settings = job.settings
-        registry = SignalRegistry.from_module(settings.signals)
+        registry = job_registry(job)
         columns = feature_columns(registry, job.contexts)
         events: list[tuple[Event, Position]] = []
         labels: list[tuple[int, str, int]] = []
@@ -309,7 +311,8 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     from pyspark.sql import functions as f
 
     started = time.perf_counter()
-    registry = SignalRegistry.from_module(job.settings.signals)
+    job = with_served_versions(job)
+    registry = job_registry(job)
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
     check_label_columns(job.labels, table, columns)

@@ -24,7 +24,7 @@ import bisect
 import dataclasses
 import tempfile
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,7 +32,7 @@ from typing import Any
 import msgspec
 
 from usersignals.aggregations.context import MAX_TIME_MS, MIN_AS_OF_MS, ReadContext
-from usersignals.assembly import build_decoder
+from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
@@ -62,6 +62,7 @@ from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
+from usersignals.state.versions import load_versions
 
 _encoder = msgspec.json.Encoder()
 
@@ -86,6 +87,10 @@ class TrainingJob:
     user_column: str = "user_id"
     time_column: str = "ts"
     dead_letter: Path | None = None
+    #: The version of each name a column holds (name → version), as the API serves them by
+    #: default; ``None``: read from the deployment's store when the job starts (a cut-over's
+    #: choice, else the module's defaults). See :func:`served_versions`.
+    served: Mapping[str, int] | None = None
 
     def __post_init__(self) -> None:
         check_workers(self.workers)
@@ -109,6 +114,32 @@ class TrainingSummary:
     @property
     def events_per_second(self) -> float:
         return self.events / self.seconds if self.seconds else 0.0
+
+
+def served_versions(settings: Settings) -> dict[str, int]:
+    """The versions the deployment's API serves by default, as its store records them (a
+    cut-over's choice); none when it has no store yet (then the module's defaults)."""
+    if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
+        return {}
+    store = open_store(settings, read_only=True)
+    try:
+        return dict(load_versions(store).served)
+    finally:
+        store.close()
+
+
+def with_served_versions(job: TrainingJob) -> TrainingJob:
+    """``job`` with the versions to serve resolved, once, before its shards start."""
+    if job.served is not None:
+        return job
+    return dataclasses.replace(job, served=served_versions(job.settings))
+
+
+def job_registry(job: TrainingJob) -> SignalRegistry:
+    """The job's signals, each name's column holding the version the API serves."""
+    registry = SignalRegistry.from_module(job.settings.signals)
+    registry.serve(job.served or {})
+    return registry
 
 
 def parse_context_option(text: str) -> dict[str, str]:
@@ -393,7 +424,8 @@ def training_set(job: TrainingJob) -> TrainingSummary:
     shards = max(1, job.workers)
     # The workers start now: they start up while this process reads the labels and plans.
     with ShardPool(shards, __name__) as pool:
-        registry = SignalRegistry.from_module(job.settings.signals)
+        job = with_served_versions(job)
+        registry = job_registry(job)
         columns = feature_columns(registry, job.contexts)
         table, labels = read_labels(job.labels, job.user_column, job.time_column)
         check_label_columns(job.labels, table, columns)
@@ -489,7 +521,7 @@ def _shard_dead_letters(job: TrainingJob, index: int, scratch: Path) -> Path | N
 def _training_shard(shard: _Shard) -> _ShardResult:
     job = shard.job
     settings = job.settings
-    registry = SignalRegistry.from_module(settings.signals)
+    registry = job_registry(job)
     columns = feature_columns(registry, job.contexts)
     mine = shard.labels
     users = {label[1] for label in mine}
