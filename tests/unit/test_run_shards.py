@@ -59,6 +59,21 @@ def test_the_workers_stop_once_the_results_are_in() -> None:
     _no_children_left()
 
 
+def test_a_command_waits_for_the_workers_of_its_finished_jobs() -> None:
+    """What a command calls before it ends (``wait_for_workers``): every worker of every
+    job it ran has exited when it returns, and it holds no pool any more."""
+    import multiprocessing
+
+    from usersignals.offline import common
+
+    for _ in range(2):
+        with common.ShardPool(2, "builtins") as pool:
+            assert pool.run(abs, [-1, -2]) == [1, 2]
+    common.wait_for_workers()
+    assert multiprocessing.active_children() == []
+    assert common._winding_down == []
+
+
 def test_the_pool_starts_its_workers_on_entering_and_waits_for_them_after_an_error() -> None:
     """The workers start up while the job still plans (before any task is there); a job
     that fails meanwhile leaves none running behind it."""

@@ -18,6 +18,7 @@ from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
+from usersignals.offline.common import wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
 
 console = Console(stderr=True)
@@ -109,6 +110,7 @@ def backfill_command(
     job = BackfillJob(events, settings, tuple(only or ()), until_ms, _workers(workers), dead)
     with terminated_as_interrupted():
         summary = _run_backfill(job, spark)
+        wait_for_workers()
     _print_backfill(summary)
     if commit_offsets:
         _hand_over(settings, summary, kafka)
@@ -217,6 +219,7 @@ def training_set_command(
                 summary = training_set_spark(session, job)
             finally:
                 session.stop()
+        wait_for_workers()
     console.print(
         f"wrote {summary.rows:,} label rows to {out} in {summary.seconds:.1f} s "
         f"({summary.events:,} events, {summary.bad:,} bad)",
