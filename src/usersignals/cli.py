@@ -130,7 +130,7 @@ def tables_load(
 ) -> None:
     """Load records into an embedded table that signals can enrich from."""
     from usersignals.assembly import open_store
-    from usersignals.enrich.tables import load_table
+    from usersignals.enrich.tables import check_table_file, load_table
 
     types: dict[str, str] = {}
     for declared in type_ or []:
@@ -138,6 +138,7 @@ def tables_load(
         if not column or not kind:
             raise typer.BadParameter(f"{declared!r}: use COLUMN=KIND", param_hint="--type")
         types[column] = kind
+    check_table_file(file)  # before the store opens
     settings = _settings(config, store=store)
     state = open_store(settings)
     try:

@@ -526,6 +526,8 @@ def test_tables_load_missing_file(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "Traceback" not in result.stderr
     assert "absent.jsonl" in result.stderr
+    assert "does not exist" in result.stderr
+    assert not (tmp_path / "store").exists()  # no empty store left where none was
 
 
 def test_replay_missing_file(tmp_path: Path) -> None:

@@ -119,3 +119,11 @@ def test_dead_letters_merge_back_into_archive_order(tmp_path: Path) -> None:
     parts = [(tmp_path / "a", [1, 4, 5]), (tmp_path / "b", [2, 3]), (tmp_path / "c", [])]
     merge_dead_letters(parts, out)
     assert out.read_bytes() == b"earlier\na1\nb2\nb3\na4\na5\n"
+
+
+def test_no_dead_letters_make_no_file(tmp_path: Path) -> None:
+    """As one shard's job writes none when nothing was bad, nor do several."""
+    (tmp_path / "a").write_bytes(b"")
+    out = tmp_path / "sub" / "dead.jsonl"
+    merge_dead_letters([(tmp_path / "a", []), (tmp_path / "b", [])], out)
+    assert not out.parent.exists()

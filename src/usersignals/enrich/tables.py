@@ -21,6 +21,13 @@ _BATCH = 10_000
 CSV_KINDS = ("string", "number", "vector", "json")
 
 
+def check_table_file(path: Path) -> None:
+    """Refuses a table file that is not there (a command checks before it opens the store,
+    so that a mistake leaves no empty store behind)."""
+    if not path.is_file():
+        raise ConfigurationError(f"table file {str(path)!r} does not exist")
+
+
 def load_table(
     table: KeyValueTable,
     path: Path,
@@ -43,8 +50,7 @@ def load_table(
             raise ConfigurationError(
                 f"column {column!r}: unknown kind {kind!r}; kinds: {', '.join(CSV_KINDS)}"
             )
-    if not path.is_file():
-        raise ConfigurationError(f"table file {str(path)!r} does not exist")
+    check_table_file(path)
     if path.suffix == ".jsonl":
         records = _jsonl(path)
     elif path.suffix == ".csv":

@@ -133,7 +133,8 @@ class ArchiveShare:
 
 def merge_dead_letters(parts: Sequence[tuple[Path, Sequence[int]]], out: Path) -> None:
     """Append the shards' dead-letter files to ``out`` in archive order (``parts``: each file
-    with its records' places, ascending; one JSON line per record)."""
+    with its records' places, ascending; one JSON line per record); no ``out`` is made
+    when they hold none."""
 
     def placed(path: Path, places: Sequence[int]) -> Iterator[tuple[int, bytes]]:
         if not places:
@@ -141,6 +142,8 @@ def merge_dead_letters(parts: Sequence[tuple[Path, Sequence[int]]], out: Path) -
         with path.open("rb") as handle:
             yield from zip(places, handle, strict=True)
 
+    if not any(places for _, places in parts):
+        return  # nothing bad: no file, as a job in one process writes none
     merged = heapq.merge(*(placed(path, places) for path, places in parts))
     out.parent.mkdir(parents=True, exist_ok=True)
     with out.open("ab") as handle:
