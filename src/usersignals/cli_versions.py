@@ -163,6 +163,13 @@ def signals_diff(
         f"{report.only_old:,}, only in {report.new}: {report.only_new:,}",
         markup=False,
     )
+    if report.users and report.empty_in_both == report.users:
+        out.print(
+            "warning: every sampled user's answers are empty in both versions at this view "
+            "time, so nothing was compared; if the events are older than the signals' "
+            "windows, compare as of their time: --context as_of=2026-01-14T00:00:00Z",
+            markup=False,
+        )
 
 
 def _print_plan(plan: Any, as_json: bool) -> None:

@@ -87,6 +87,7 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     )  # fmt: skip
     report = json.loads(done.stdout)
     assert report["users"] == 20
+    assert report["empty_in_both"] < 20
     assert 0 < report["changed"] <= 20  # a 3 d half-life reorders or rescales some profiles
     assert report["old_distribution"]["users"] == report["new_distribution"]["users"] == 20
     assert report["examples"][0]["old"] != report["examples"][0]["new"]
@@ -98,6 +99,10 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     assert same["changed"] == 0
     # Every user of the history holds an interests state (weight 0 for other actions).
     assert same["users"] == len({event.user_id for event in history.events})
+    # Without as_of, the view is today's, months past the history: every answer is empty,
+    # and a comparison of nothing says so rather than "0 changed".
+    now = cli("signals", "diff", "interests@1", "interests@2", *common[:-1])
+    assert "every sampled user's answers are empty in both" in " ".join(now.stdout.split())
 
     user = report["examples"][0]["user_id"]
     get = [

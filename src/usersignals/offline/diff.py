@@ -41,6 +41,9 @@ class DiffReport:
     new_distribution: Distribution
     #: A few changed users, with both values, to look at.
     examples: list[dict[str, Any]]
+    #: Users whose answer is empty in both versions (at a view time past their events'
+    #: windows, say): a sample of only those compares nothing.
+    empty_in_both: int
 
     @property
     def changed_share(self) -> float:
@@ -99,6 +102,7 @@ def diff_signals(
         distribution(old_sizes),
         distribution(new_sizes),
         examples,
+        sum(1 for a, b in zip(old_sizes, new_sizes, strict=True) if a == b == 0),
     )
 
 
