@@ -18,6 +18,9 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, Tr
 from rich.table import Table
 from rich.text import Text
 
+# typer (pinned) carries its own copy of click, whose exceptions its commands raise.
+from typer._click.exceptions import NoArgsIsHelpError, UsageError
+
 from usersignals.aggregations.context import ReadContext
 from usersignals.app import build_processor, open_store_reader
 from usersignals.config import Settings
@@ -700,12 +703,29 @@ def main() -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     try:
-        app()
+        # Not standalone: click's own handling printed a usage error as a four-line block.
+        code = app(standalone_mode=False)
+    except NoArgsIsHelpError as exc:
+        exc.show()  # the help, as when no command is given
+        raise SystemExit(exc.exit_code) from None
+    except UsageError as exc:
+        where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
+        _print_error(exc.format_message() + where)
+        raise SystemExit(exc.exit_code) from None
+    except typer.Abort:  # Ctrl-C or end of input at a prompt, as click has it
+        console.print("Aborted!", markup=False)
+        raise SystemExit(1) from None
     except UserSignalsError as exc:
-        # One line, whatever the terminal width, and never read as markup: messages quote
-        # user input.
-        console.print(Text.assemble(("error: ", "red"), str(exc)), soft_wrap=True)
+        _print_error(str(exc))
         raise SystemExit(2) from None
+    if isinstance(code, int) and code:  # a command's typer.Exit(code), returned
+        raise SystemExit(code)
+
+
+def _print_error(message: str) -> None:
+    # One line, whatever the terminal width, and never read as markup: messages quote user
+    # input.
+    console.print(Text.assemble(("error: ", "red"), message), soft_wrap=True)
 
 
 # The version commands (plan, apply, cutover, diff) and consistency live in their own module,

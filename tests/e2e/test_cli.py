@@ -684,3 +684,34 @@ def test_every_help_keeps_its_defaults_and_brackets() -> None:
     assert "[default: now]" in said[3]
     assert "[default: 8080]" in said[4]
     assert "[default: Ctrl-C]" in said[5]
+
+
+@pytest.mark.parametrize(
+    ("arguments", "named"),
+    [
+        (["backfill", "--bogus"], "--bogus"),
+        (["backfill"], "--events"),
+        (["get", "u1", "--limit", "many"], "limit"),
+        (["tables", "frobnicate"], "frobnicate"),
+    ],
+)
+def test_a_usage_error_is_one_line_naming_the_parameter(
+    arguments: list[str], named: str, tmp_path: Path
+) -> None:
+    """As the README says of bad options: exit 2 and one line (not click's four-line usage
+    block, nor a box drawn across the terminal)."""
+    done = subprocess.run(
+        [str(CLI), *arguments], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+        env={**os.environ, "COLUMNS": "400"},
+    )  # fmt: skip
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("error: ")
+    assert named in lines[0]
+
+
+def test_no_command_shows_the_help() -> None:
+    done = subprocess.run([str(CLI)], capture_output=True, text=True, timeout=60)
+    assert "Usage: usersignals" in done.stdout + done.stderr
+    assert "backfill" in done.stdout + done.stderr
