@@ -140,6 +140,15 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
         ),
         ([*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--workers", "0"], "workers"),
         (
+            [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--context",
+             "window=7d,window=1d"],
+            "window: given twice",
+        ),
+        (
+            [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--context", "window="],
+            "window: no value",
+        ),
+        (
             [*training, "--labels", str(tmp_path / "s.parquet"), *out],
             "before 2000-01-01",
         ),

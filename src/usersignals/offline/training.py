@@ -150,6 +150,10 @@ def parse_context_option(text: str) -> dict[str, str]:
         name, equals, value = part.partition("=")
         if equals:
             last = name.strip()
+            if last in params:
+                raise ContextError(last, f"given twice in {text!r}")
+            if not value.strip():
+                raise ContextError(last, f"no value in {text!r}")
             params[last] = value.strip()
         elif last is not None and part.strip():
             # A comma inside a list value: actions=save,click.
