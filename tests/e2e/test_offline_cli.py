@@ -169,3 +169,24 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
         assert len(lines) == 1, done.stderr
         assert lines[0].startswith("error: ")
         assert message in lines[0]
+
+
+def test_an_archive_with_no_valid_event_is_said_so(tmp_path: Path) -> None:
+    """Every record bad (times as floats, say): the job still ends as a job does, but it
+    says that nothing was taken and where the reasons are."""
+    (tmp_path / "events.jsonl").write_text('{"event_id": "e1", "ts": 1.5}\n{"nope": 1}\n')
+    (tmp_path / "counts.py").write_text(
+        "from usersignals import Count, Signal\n"
+        'SIGNALS = [Signal(name="n", version=1, aggregate=Count(by="action"), retention="7d")]\n'
+    )
+    done = subprocess.run(
+        [str(BIN / "usersignals"), "backfill", "--events", str(tmp_path / "events.jsonl"),
+         "--signals", str(tmp_path / "counts.py"), "--store", str(tmp_path / "s"),
+         "--workers", "1"],
+        cwd=tmp_path, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "warning: no record of the archive was a valid event (2 bad" in said
+    assert "dead-letter.jsonl" in said

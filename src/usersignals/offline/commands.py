@@ -112,6 +112,7 @@ def backfill_command(
         summary = _run_backfill(job, spark)
         wait_for_workers()
     _print_backfill(summary)
+    _warn_if_nothing_valid(summary.events, summary.bad, dead)
     if commit_offsets:
         _hand_over(settings, summary, kafka)
 
@@ -150,6 +151,17 @@ def _print_backfill(summary: BackfillSummary) -> None:
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)
+
+
+def _warn_if_nothing_valid(events: int, bad: int, dead_letter: Path) -> None:
+    """A job that found no valid event in a non-empty archive (times as floats, another
+    format) ends as any job does, but says so."""
+    if bad and not events:
+        console.print(
+            f"warning: no record of the archive was a valid event ({bad:,} bad; their "
+            f"reasons are in {dead_letter})",
+            markup=False,
+        )
 
 
 def _hand_over(settings: Settings, summary: BackfillSummary, kafka: str | None) -> None:
@@ -225,6 +237,7 @@ def training_set_command(
         f"({summary.events:,} events, {summary.bad:,} bad)",
         markup=False,
     )
+    _warn_if_nothing_valid(summary.events, summary.bad, dead)
     if summary.rows_without_values:
         console.print(
             f"warning: {summary.rows_without_values:,} label rows have no user or no time: "
