@@ -53,7 +53,8 @@ class ShardPool:
     the archive, planning the shards. Spawned, not forked: this process may hold RocksDB
     and Arrow threads a fork would not copy. On leaving, the workers exit while the caller
     goes on (the pool's own thread joins them; a worker's exit took 0.06 s of a 2 s
-    training set), or, after an error, are waited for.
+    training set; a command waits for them at its very end, :func:`wait_for_workers`), or,
+    after an error, are waited for.
     """
 
     def __init__(self, shards: int, module: str) -> None:
