@@ -133,7 +133,7 @@ def tables_load(
 ) -> None:
     """Load records into an embedded table that signals can enrich from."""
     from usersignals.assembly import open_store
-    from usersignals.enrich.tables import check_table_file, load_table
+    from usersignals.enrich.tables import check_table_input, load_table
 
     types: dict[str, str] = {}
     for declared in type_ or []:
@@ -141,7 +141,7 @@ def tables_load(
         if not column or not kind:
             raise typer.BadParameter(f"{declared!r}: use COLUMN=KIND", param_hint="--type")
         types[column] = kind
-    check_table_file(file)  # before the store opens
+    check_table_input(file, types)  # before the store opens
     settings = _settings(config, store=store)
     state = open_store(settings)
     try:
@@ -712,13 +712,13 @@ def main() -> None:
         where = f" (see {exc.ctx.command_path} --help)" if exc.ctx is not None else ""
         _print_error(exc.format_message() + where)
         raise SystemExit(exc.exit_code) from None
-    except typer.Abort:  # Ctrl-C or end of input at a prompt, as click has it
+    except typer.Abort:  # end of input at a prompt, or a command's typer.Abort
         console.print("Aborted!", markup=False)
         raise SystemExit(1) from None
     except UserSignalsError as exc:
         _print_error(str(exc))
         raise SystemExit(2) from None
-    if isinstance(code, int) and code:  # a command's typer.Exit(code), returned
+    if isinstance(code, int) and code:  # typer.Exit(code), returned: Ctrl-C's is 130
         raise SystemExit(code)
 
 

@@ -23,6 +23,7 @@ from usersignals.cli import (
     StoreOption,
     _settings,
     app,
+    console,
     out,
     signals_app,
 )
@@ -164,10 +165,10 @@ def signals_diff(
         markup=False,
     )
     if report.users and report.empty_in_both == report.users:
-        out.print(
+        console.print(
             "warning: every sampled user's answers are empty in both versions at this view "
             "time, so nothing was compared; if the events are older than the signals' "
-            "windows, compare as of their time: --context as_of=2026-01-14T00:00:00Z",
+            "windows, compare as of a time among them: --context as_of=TIME",
             markup=False,
         )
 
@@ -212,9 +213,9 @@ def consistency(
             key, f"{agreement.answers:,}", f"{agreement.exact:,}", f"{agreement.within_error:,}"
         )
     out.print(table)
-    if report.unreadable:
-        out.print(
-            f"warning: {len(report.unreadable):,} log lines unreadable, skipped (the first "
+    if report.unreadable_lines:
+        console.print(
+            f"warning: {report.unreadable_lines:,} log lines unreadable, skipped (the first "
             f"{report.unreadable[0]})",
             markup=False,
         )

@@ -16,3 +16,9 @@ def libc_function(name: str, *argtypes: Any) -> Any:
     function.argtypes = list(argtypes)
     function.restype = ctypes.c_int
     return function
+
+
+def prctl(option: int, argument: int) -> bool:
+    """Linux's ``prctl(option, argument)``; False where there is none or it refused."""
+    function = libc_function("prctl", ctypes.c_int, *[ctypes.c_ulong] * 4)
+    return function is not None and function(option, argument, 0, 0, 0) == 0

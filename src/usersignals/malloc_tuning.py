@@ -29,7 +29,7 @@ from __future__ import annotations
 import ctypes
 import os
 
-from usersignals.libc import libc_function
+from usersignals.libc import libc_function, prctl
 
 #: Blocks this large or larger are mapped on their own: RocksDB's arena blocks (8 MB with
 #: the default 64 MB write buffer) are. Not much lower: at 1 MiB, blocks that a batch
@@ -41,7 +41,6 @@ _M_MMAP_THRESHOLD = -3  # mallopt's parameter number (malloc.h)
 _ENVIRONMENT = "MALLOC_MMAP_THRESHOLD_"
 _PR_SET_THP_DISABLE = 41  # prctl's option number (linux/prctl.h)
 _THP_ENVIRONMENT = "MIMALLOC_ALLOW_THP"
-_PRCTL_ARGUMENTS = (ctypes.c_int, *[ctypes.c_ulong] * 4)
 
 
 def return_large_blocks() -> bool:
@@ -62,5 +61,4 @@ def no_huge_pages() -> bool:
     False, and nothing changed, when ``MIMALLOC_ALLOW_THP`` is set (the operator's setting
     wins; mimalloc read it at start) or the system has no such ``prctl`` (not Linux).
     """
-    prctl = None if _THP_ENVIRONMENT in os.environ else libc_function("prctl", *_PRCTL_ARGUMENTS)
-    return prctl is not None and prctl(_PR_SET_THP_DISABLE, 1, 0, 0, 0) == 0
+    return _THP_ENVIRONMENT not in os.environ and prctl(_PR_SET_THP_DISABLE, 1)

@@ -528,6 +528,14 @@ def test_tables_load_missing_file(tmp_path: Path) -> None:
     assert "absent.jsonl" in result.stderr
     assert "does not exist" in result.stderr
     assert not (tmp_path / "store").exists()  # no empty store left where none was
+    (tmp_path / "t.csv").write_text("item_id,price\ni1,3\n")
+    typo = run(
+        "tables", "load", "items", tmp_path / "t.csv", "--type", "price=numbr",
+        "--store", tmp_path / "store", cwd=tmp_path,
+    )  # fmt: skip
+    assert typo.returncode == 2
+    assert "unknown kind 'numbr'" in typo.stderr
+    assert not (tmp_path / "store").exists()
 
 
 def test_replay_missing_file(tmp_path: Path) -> None:
@@ -713,5 +721,7 @@ def test_a_usage_error_is_one_line_naming_the_parameter(
 
 def test_no_command_shows_the_help() -> None:
     done = subprocess.run([str(CLI)], capture_output=True, text=True, timeout=60)
-    assert "Usage: usersignals" in done.stdout + done.stderr
-    assert "backfill" in done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert done.returncode == 2
+    assert said.startswith("Usage: usersignals")  # the help itself, not an error line
+    assert "backfill" in said

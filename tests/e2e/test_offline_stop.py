@@ -82,11 +82,17 @@ def start(command: list[str], work: Path) -> tuple[subprocess.Popen[bytes], set[
     subprocess.run(load, check=True, capture_output=True, timeout=120)
     env = {**os.environ, "TMPDIR": str(scratch)}
     process = subprocess.Popen(command, cwd=work, env=env, stderr=subprocess.PIPE)
-    wait_for(lambda: children_of(process.pid), 60, "a worker process", alive=process)
-    time.sleep(0.3)  # into the shards' work
-    if process.poll() is not None:
-        raise AssertionError(f"the job ended before it could be stopped: {process.stderr}")
-    return process, children_of(process.pid)
+    try:
+        wait_for(lambda: children_of(process.pid), 60, "a worker process", alive=process)
+        time.sleep(0.3)  # into the shards' work
+        if process.poll() is not None:
+            raise AssertionError(f"the job ended before it could be stopped: {process.stderr}")
+        return process, children_of(process.pid)
+    except BaseException:  # a failed start leaves no job running
+        kill_left(children_of(process.pid))
+        process.kill()
+        process.wait(timeout=30)
+        raise
 
 
 def left_behind(work: Path) -> list[str]:

@@ -86,19 +86,29 @@ def test_logged_answers_recomputed_offline_agree_exactly(
 
     # A line that is no record, and a last line cut short (a crash mid-write): skipped and
     # counted, the rest read as before.
-    path.write_text("\n".join([*lines, "not json", lines[0][:40]]) + "\n")
+    torn = b'{"user_id": "caf\xc3"}'  # a text cut inside a character: not UTF-8
+    path.write_bytes("\n".join([*lines, "not json", lines[0][:40]]).encode() + b"\n" + torn)
     damaged = consistency(log, events, service.store)
-    garbage, cut = damaged.pop("unreadable")
+    assert damaged.pop("unreadable_lines") == 3
+    garbage, cut, mid_character = damaged.pop("unreadable")
     assert garbage.startswith(f"{path.name}:{len(lines) + 1}: JSON is malformed")
     assert cut == f"{path.name}:{len(lines) + 2}: Input data was truncated"
+    assert mid_character.startswith(f"{path.name}:{len(lines) + 3}: ")
     assert report.pop("unreadable") == []
+    assert report.pop("unreadable_lines") == 0
     assert damaged == report
 
-    # A log with no answer at all is an error, not 100 % agreement.
+    # A log with no answer at all is an error, not 100 % agreement; so is one whose every
+    # request named an as_of (skipped: nothing compared).
     (tmp_path / "empty-log").mkdir()
     done = run_consistency(tmp_path / "empty-log", events, service.store)
     assert done.returncode == 2, done.stderr
     assert "no logged answers" in done.stderr
+    as_of = tmp_path / "as-of-log.jsonl"
+    as_of.write_text(json.dumps({**json.loads(lines[0]), "params": {"as_of": "1"}}) + "\n")
+    done = run_consistency(as_of, events, service.store)
+    assert done.returncode == 2, done.stderr
+    assert "none of the 1 logged requests could be compared" in done.stderr
 
 
 def run_consistency(log: Path, events: Path, store: Path) -> subprocess.CompletedProcess[str]:

@@ -102,7 +102,7 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     # Without as_of, the view is today's, months past the history: every answer is empty,
     # and a comparison of nothing says so rather than "0 changed".
     now = cli("signals", "diff", "interests@1", "interests@2", *common[:-1])
-    assert "every sampled user's answers are empty in both" in " ".join(now.stdout.split())
+    assert "every sampled user's answers are empty in both" in " ".join(now.stderr.split())
 
     user = report["examples"][0]["user_id"]
     get = [

@@ -135,3 +135,53 @@ def test_a_failed_shard_returns_only_once_the_others_are_done(tmp_path: Path) ->
     with pytest.raises(RuntimeError, match="the first shard failed"):
         fail_with_a_worker_running()
     assert seen == [True]
+
+
+WARMING = """
+import multiprocessing, sys, time
+sys.path.insert(0, sys.argv[1])
+if __name__ == "__main__":
+    from usersignals.offline.common import ShardPool
+
+    with ShardPool(2, "slow_import") as pool:
+        time.sleep(0.5)  # the worker is up, importing the job's module
+        print(*[child.pid for child in multiprocessing.active_children()], flush=True)
+        time.sleep(60)
+"""
+
+
+def test_a_worker_warming_up_dies_with_its_killed_parent(tmp_path: Path) -> None:
+    """The worker imports the job's module first; its parent killed then (SIGKILL), it must
+    not stay behind waiting for a task (a reviewer's finding: it did, with its parent
+    gone, for good)."""
+    import os
+    import signal
+    import time
+
+    (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(3)\n")
+    script = tmp_path / "job.py"
+    script.write_text(WARMING)
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path)], stdout=subprocess.PIPE, text=True
+    )
+    assert parent.stdout is not None
+    workers = [int(pid) for pid in parent.stdout.readline().split()]
+    assert len(workers) == 1
+    parent.kill()
+    parent.wait(timeout=30)
+    parent.stdout.close()
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+        time.sleep(0.1)
+    left = [pid for pid in workers if _alive(pid)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    assert left == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

@@ -74,7 +74,7 @@ pub fn packed_records<'py>(
         if value.is_none() {
             continue;
         }
-        if !value.is_exact_instance_of::<PyBytes>() {
+        if !value.is_instance_of::<PyBytes>() {
             others.push(index);
             continue;
         }

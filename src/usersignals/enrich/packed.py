@@ -55,7 +55,10 @@ class PackedRecord(PackedFields, Mapping[str, Any]):
 
 
 def packed_record(data: bytes) -> PackedRecord | None:
-    """``data`` as a packed record; ``None`` unless it is ``bytes`` holding one msgpack map
+    """One value's form of ``usersignals._core.packed_records`` (which a table source calls
+    once per fetch; the tests hold it to this one).
+
+    ``data`` as a packed record; ``None`` unless it is ``bytes`` holding one msgpack map
     with text keys that the core reads exactly as msgspec does, of at most
     ``usersignals._core.PACKED_MAX_FIELDS`` fields (the core finds a field by a scan of the
     names). Then decode it with msgspec, which takes any buffer."""

@@ -21,9 +21,14 @@ _BATCH = 10_000
 CSV_KINDS = ("string", "number", "vector", "json")
 
 
-def check_table_file(path: Path) -> None:
-    """Refuses a table file that is not there (a command checks before it opens the store,
-    so that a mistake leaves no empty store behind)."""
+def check_table_input(path: Path, types: Mapping[str, str] | None = None) -> None:
+    """Refuses a table file that is not there, or a column kind that does not exist (a
+    command checks before it opens the store, so that a mistake leaves no empty store)."""
+    for column, kind in (types or {}).items():
+        if kind not in CSV_KINDS:
+            raise ConfigurationError(
+                f"column {column!r}: unknown kind {kind!r}; kinds: {', '.join(CSV_KINDS)}"
+            )
     if not path.is_file():
         raise ConfigurationError(f"table file {str(path)!r} does not exist")
 
@@ -45,12 +50,7 @@ def load_table(
     ``str(numpy_array)`` writes it) refuses the file, naming the column and line: loaded as a
     string, it would make a ``MeanVector`` silently empty.
     """
-    for column, kind in (types or {}).items():
-        if kind not in CSV_KINDS:
-            raise ConfigurationError(
-                f"column {column!r}: unknown kind {kind!r}; kinds: {', '.join(CSV_KINDS)}"
-            )
-    check_table_file(path)
+    check_table_input(path, types)
     if path.suffix == ".jsonl":
         records = _jsonl(path)
     elif path.suffix == ".csv":

@@ -164,7 +164,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     settings = job.settings
     # Fail early, in this process, on an unknown module or --only name.
     select_signals(SignalRegistry.from_module(settings.signals), job.only)
-    shards = max(1, job.workers)
+    shards = job.workers
     # The workers start now: they start up while this process samples the archive.
     with ShardPool(shards, __name__) as pool:
         archive = EventArchive(job.archive, settings.processing.batch_size)

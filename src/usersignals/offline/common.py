@@ -8,7 +8,7 @@ import os
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from importlib.machinery import ModuleSpec
 from pathlib import Path
@@ -74,7 +74,7 @@ class ShardPool:
             try:
                 with _main_not_rerun():  # each submit starts a worker while none is idle
                     for _ in range(self._workers):
-                        self._pool.submit(_warm_up, self._module)
+                        self._pool.submit(_in_worker, _warm_up, self._module)
             except BaseException:
                 self._pool.shutdown(wait=True, cancel_futures=True)
                 raise
@@ -87,7 +87,8 @@ class ShardPool:
             joiner = getattr(self._pool, "_executor_manager_thread", None)
             self._pool.shutdown(wait=failed, cancel_futures=failed)
             if not failed and isinstance(joiner, threading.Thread):
-                _winding_down.append(joiner)
+                # A library caller may never call wait_for_workers: keep only live ones.
+                _winding_down[:] = [*(t for t in _winding_down if t.is_alive()), joiner]
 
     def run(
         self,
@@ -114,9 +115,10 @@ class ShardPool:
                 then(first)
             return [first, *(future.result() for future in others)]
         except BaseException:
-            for future in others:
-                future.cancel()
-            wait(others)
+            # Every worker gone before this raises: a pool broken by one worker's exit
+            # fails the others' futures at once, while they may still be unwinding.
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             raise
 
 

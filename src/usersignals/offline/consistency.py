@@ -40,6 +40,7 @@ from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
 
 _SHOWN_MISMATCHES = 5
+_SHOWN_UNREADABLE = 20
 
 
 @dataclass
@@ -58,7 +59,9 @@ class ConsistencyReport:
     within_error: int = 0
     per_signal: dict[str, SignalAgreement] = field(default_factory=dict)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
-    #: Log lines skipped, each ``FILE:LINE: reason``.
+    #: Log lines skipped, and the first of them (:data:`_SHOWN_UNREADABLE`), each
+    #: ``FILE:LINE: reason``.
+    unreadable_lines: int = 0
     unreadable: list[str] = field(default_factory=list)
 
     def add(self, key: str, online: Any, offline: Any, tolerance: float, where: str) -> None:
@@ -93,6 +96,7 @@ class ConsistencyReport:
             "within_error_share": round(self.within_error_share, 6),
             "per_signal": {key: vars(value) for key, value in sorted(self.per_signal.items())},
             "mismatches": self.mismatches,
+            "unreadable_lines": self.unreadable_lines,
             "unreadable": self.unreadable,
         }
 
@@ -119,9 +123,18 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
             message += f" ({len(unreadable):,} unreadable lines, the first {unreadable[0]})"
         raise ConfigurationError(message)
     registry = SignalRegistry.from_module(settings.signals)
-    report = ConsistencyReport(records=len(records), unreadable=unreadable)
+    report = ConsistencyReport(
+        records=len(records),
+        unreadable_lines=len(unreadable),
+        unreadable=unreadable[:_SHOWN_UNREADABLE],
+    )
     usable = [record for record in records if "as_of" not in record.params]
     report.skipped = len(records) - len(usable)
+    if not usable:
+        raise ConfigurationError(
+            f"none of the {len(records):,} logged requests could be compared: each named an "
+            "as_of, which the recomputation cannot take"
+        )
     lookups = open_lookup_store(settings, registry)
     try:
         events = _archive_events(archive, settings, {record.user_id for record in usable})

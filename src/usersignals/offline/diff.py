@@ -41,8 +41,8 @@ class DiffReport:
     new_distribution: Distribution
     #: A few changed users, with both values, to look at.
     examples: list[dict[str, Any]]
-    #: Users whose answer is empty in both versions (at a view time past their events'
-    #: windows, say): a sample of only those compares nothing.
+    #: Users whose answer is empty in both versions (:func:`is_empty`; a view time past
+    #: their events' windows, say): a sample of only those compares nothing.
     empty_in_both: int
 
     @property
@@ -70,7 +70,7 @@ def diff_signals(
     users = sample_users(reader, [old, new], sample)
     answers = reader.read_each(users, [(old, context), (new, context)])
     old_label, new_label = reader.registry.label(old), reader.registry.label(new)
-    changed = only_old = only_new = same_first = 0
+    changed = only_old = only_new = same_first = empty = 0
     old_sizes: list[float] = []
     new_sizes: list[float] = []
     examples: list[dict[str, Any]] = []
@@ -83,6 +83,7 @@ def diff_signals(
             only_new += 1
         elif after.newest_event_ms is None and before.newest_event_ms is not None:
             only_old += 1
+        empty += is_empty(before.value) and is_empty(after.value)
         if first_entry(before.value) == first_entry(after.value):
             same_first += 1
         if before.value != after.value:
@@ -102,7 +103,7 @@ def diff_signals(
         distribution(old_sizes),
         distribution(new_sizes),
         examples,
-        sum(1 for a, b in zip(old_sizes, new_sizes, strict=True) if a == b == 0),
+        empty,
     )
 
 
@@ -117,6 +118,23 @@ def magnitude(value: Any) -> float:
     if isinstance(value, list):
         return float(len(value))
     return 0.0
+
+
+def is_empty(value: Any) -> bool:
+    """An answer with nothing in it: no entry, a zero count or weight, no vector; a map is
+    empty when all its values are (``{"total": 0, "by": {}}``, ``{"estimate": 0}``,
+    ``{"vector": None, "weight": 0.0}``)."""
+    if value is None:
+        return True
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int | float):
+        return value == 0
+    if isinstance(value, str | list):
+        return not value
+    if isinstance(value, dict):
+        return all(is_empty(item) for item in value.values())
+    return False
 
 
 def first_entry(value: Any) -> Any:

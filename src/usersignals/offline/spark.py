@@ -232,7 +232,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
 
     started = time.perf_counter()
     select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
-    shards = max(1, job.workers)
+    shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
     boundary = _boundary(frame, job.until_ms)
@@ -316,7 +316,7 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     columns = feature_columns(registry, job.contexts)
     table, labels = read_labels(job.labels, job.user_column, job.time_column)
     check_label_columns(job.labels, table, columns)
-    shards = max(1, job.workers)
+    shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = TrainingSummary(
         rows=table.num_rows,

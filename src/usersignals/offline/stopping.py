@@ -11,7 +11,6 @@ the command dies without a word (killed with SIGKILL, or crashing).
 
 from __future__ import annotations
 
-import ctypes
 import multiprocessing
 import os
 import signal
@@ -19,7 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
-from usersignals.libc import libc_function
+from usersignals.libc import prctl
 
 _PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
 
@@ -38,10 +37,14 @@ def terminated_as_interrupted() -> Iterator[None]:
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        if previous is not None:  # None: a handler not set from Python, which stays
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
+    # A second SIGTERM (some schedulers repeat it) ends the process at once, rather than
+    # raising again in the middle of the cleanup this one starts.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     # The workers first: they stop as this process does (see start_worker), and waiting for
     # a shard's result ends as soon as they have.
     for worker in multiprocessing.active_children():
@@ -50,18 +53,18 @@ def _stop(signum: int, frame: FrameType | None) -> None:
 
 
 def _unwind(signum: int, frame: FrameType | None) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     raise SystemExit(128 + signum)
 
 
 def start_worker(parent: int) -> None:
     """A worker's first call: SIGTERM unwinds it as it does the parent (its store closed,
-    its scratch removed), and the kernel sends it SIGTERM when its parent dies (Linux).
+    its scratch removed), and the kernel sends it SIGTERM when its parent dies (Linux;
+    strictly, when the thread that started it ends: the job's main thread).
 
     Without the second, a parent that dies without stopping its workers (SIGKILL, a crash)
     left them running their shards to the end, for nobody."""
     signal.signal(signal.SIGTERM, _unwind)
-    prctl = libc_function("prctl", ctypes.c_int, *[ctypes.c_ulong] * 4)
-    if prctl is not None:
-        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
-        raise SystemExit(128 + signal.SIGTERM)
+        os._exit(128 + signal.SIGTERM)  # nothing to unwind yet

@@ -425,7 +425,7 @@ def _read_group(
 def training_set(job: TrainingJob) -> TrainingSummary:
     """Write ``job.out``: the label rows with each signal's point-in-time value."""
     started = time.perf_counter()
-    shards = max(1, job.workers)
+    shards = job.workers
     # The workers start now: they start up while this process reads the labels and plans.
     with ShardPool(shards, __name__) as pool:
         job = with_served_versions(job)

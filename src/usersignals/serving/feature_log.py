@@ -118,7 +118,7 @@ def _jsonl_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogR
             continue
         try:
             records.append(decoder.decode(line))
-        except msgspec.DecodeError as exc:  # a ValidationError too
+        except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # (a ValidationError too)
             if unreadable is None:
                 where = f"feature log {str(file)!r}, line {number}"
                 raise ConfigurationError(f"{where}: {exc}") from None

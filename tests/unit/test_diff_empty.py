@@ -1,0 +1,29 @@
+"""What ``signals diff`` counts as an empty answer: each aggregation's answer for a user with
+nothing in view, read from the real reader, and nothing else."""
+
+from __future__ import annotations
+
+import pytest
+
+from usersignals import SignalRegistry
+from usersignals.aggregations.context import ReadContext
+from usersignals.offline.diff import is_empty
+from usersignals.serving.reader import SignalReader
+from usersignals.state.memory import MemoryStore
+
+
+def test_every_reference_signal_reads_empty_for_a_user_without_events() -> None:
+    registry = SignalRegistry.from_module("usersignals.examples.reference")
+    answer = SignalReader(registry, MemoryStore()).read("nobody", None, ReadContext.parse({}))
+    assert len(answer.signals) == 5
+    for name, result in answer.signals.items():
+        assert is_empty(result.value), (name, result.value)
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1, 0.5, True, False, "x", [{"key": "c1", "score": 0.0}], {"total": 3, "by": {}},
+     {"estimate": 2}, {"vector": [0.0, 0.0], "weight": 1.0}],
+)  # fmt: skip
+def test_an_answer_with_anything_in_it_is_not_empty(value: object) -> None:
+    assert not is_empty(value)
