@@ -15,7 +15,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.waiting import wait_for
+from tests.waiting import alive, wait_for
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "usersignals")
@@ -53,14 +53,6 @@ def children_of(pid: int) -> set[int]:
         if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
             found.add(int(entry.name))
     return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
 
 
 def job(kind: str, archive: Path, work: Path) -> list[str]:

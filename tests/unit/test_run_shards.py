@@ -158,6 +158,8 @@ def test_a_worker_warming_up_dies_with_its_killed_parent(tmp_path: Path) -> None
     import signal
     import time
 
+    from tests.waiting import alive
+
     (tmp_path / "slow_import.py").write_text("import time\ntime.sleep(3)\n")
     script = tmp_path / "job.py"
     script.write_text(WARMING)
@@ -171,17 +173,9 @@ def test_a_worker_warming_up_dies_with_its_killed_parent(tmp_path: Path) -> None
     parent.wait(timeout=30)
     parent.stdout.close()
     deadline = time.monotonic() + 20
-    while time.monotonic() < deadline and any(_alive(pid) for pid in workers):
+    while time.monotonic() < deadline and any(alive(pid) for pid in workers):
         time.sleep(0.1)
-    left = [pid for pid in workers if _alive(pid)]
+    left = [pid for pid in workers if alive(pid)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
