@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 T = TypeVar("T")
@@ -36,10 +37,23 @@ def wait_for(
 
 def alive(pid: int) -> bool:
     """Whether process ``pid`` runs (a zombie, exited but not reaped, does not)."""
-    from pathlib import Path
+    stat = _stat(Path("/proc") / str(pid))
+    return stat is not None and stat[0] != "Z"
 
+
+def children_of(pid: int) -> set[int]:
+    """The processes whose parent is ``pid`` (from /proc)."""
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (stat := _stat(entry)) is not None and int(stat[1]) == pid:
+            found.add(int(entry.name))
+    return found
+
+
+def _stat(process: Path) -> list[str] | None:
+    """A process's /proc stat fields after its name (state, parent, ...), or None if gone.
+    The name is in parentheses and may hold spaces: the fields follow the last one."""
     try:
-        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        return (process / "stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
-        return False
-    return state != "Z"
+        return None

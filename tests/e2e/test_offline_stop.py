@@ -15,7 +15,7 @@ import msgspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from tests.waiting import alive, wait_for
+from tests.waiting import alive, children_of, wait_for
 
 BIN = Path(sys.executable).parent
 CLI = str(BIN / "usersignals")
@@ -37,22 +37,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
         root / "labels.parquet",
     )
     return root
-
-
-def children_of(pid: int) -> set[int]:
-    """The processes whose parent is ``pid`` (from /proc)."""
-    found = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: the fields follow it.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.add(int(entry.name))
-    return found
 
 
 def job(kind: str, archive: Path, work: Path) -> list[str]:

