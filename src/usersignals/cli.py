@@ -30,7 +30,7 @@ from usersignals.ingest.files import JsonlSource
 from usersignals.offline.commands import backfill_command, training_set_command
 from usersignals.processing.pipeline import PipelineStats
 from usersignals.processing.replay import replay_file
-from usersignals.serving.reader import UserSignals
+from usersignals.serving.reader import UserSignals, check_user_id
 from usersignals.signals.registry import SignalRegistry
 
 if TYPE_CHECKING:
@@ -440,6 +440,7 @@ def get(
         }
     )
     settings = _settings(config, store=store)
+    check_user_id(user, settings.events.max_user_id_chars)
     reader = open_store_reader(settings, signals)
     try:
         result = reader.read(user, signal or None, context)

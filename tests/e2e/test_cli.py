@@ -460,6 +460,16 @@ def test_get_bad_option_is_one_line_naming_it(
     assert lines[0].startswith(f"error: {parameter}: ")
 
 
+@pytest.mark.parametrize("user", ["u" * 129, ""])
+def test_get_refuses_a_user_id_the_api_refuses(replayed: Replayed, user: str) -> None:
+    """As HTTP's 400: an id ingest would refuse (1 to events.max_user_id_chars code points)."""
+    result = get(replayed, user, "--signal", "action_counts")
+    assert result.returncode == 2
+    assert result.stdout == ""
+    lines = result.stderr.strip().splitlines()
+    assert lines == ["error: user_id: must be 1 to 128 characters"], result.stderr
+
+
 def test_get_unknown_signal(replayed: Replayed) -> None:
     result = get(replayed, "u1", "--signal", "nope", "--window", "1h")
     assert result.returncode == 2

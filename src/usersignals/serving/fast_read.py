@@ -30,7 +30,7 @@ from starlette._utils import get_route_path
 from starlette.types import Scope, Send
 
 from usersignals.serving.guards import bearer_of, given_token_problem
-from usersignals.serving.inputs import valid_user_id
+from usersignals.serving.reader import valid_user_id
 from usersignals.serving.state import ServingState
 
 if TYPE_CHECKING:

@@ -12,6 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 
 from usersignals.errors import ContextError
+from usersignals.serving.reader import check_user_id, valid_user_id
 
 MAX_BODY_BYTES = 1 << 20
 MAX_EVENTS_PER_REQUEST = 10_000
@@ -21,13 +22,8 @@ MAX_BATCH_USERS = 1_000
 def user_id_of(request: Request, max_chars: int) -> str:
     """The ``user_id`` path parameter, refused as ingest refuses it (in code points)."""
     user_id: str = request.path_params["user_id"]
-    if not valid_user_id(user_id, max_chars):
-        raise ContextError("user_id", f"must be 1 to {max_chars} characters")
+    check_user_id(user_id, max_chars)
     return user_id
-
-
-def valid_user_id(user_id: str, max_chars: int) -> bool:
-    return 0 < len(user_id) <= max_chars
 
 
 def check_users(users: list[str], max_chars: int) -> None:
@@ -37,7 +33,7 @@ def check_users(users: list[str], max_chars: int) -> None:
     if len(users) > MAX_BATCH_USERS:
         raise ContextError("users", f"at most {MAX_BATCH_USERS} users per request")
     for user in users:
-        if not user or len(user) > max_chars:
+        if not valid_user_id(user, max_chars):
             raise ContextError("users", f"ids must be 1 to {max_chars} characters")
 
 

@@ -17,7 +17,7 @@ import msgspec
 from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
-from usersignals.errors import AsOfError
+from usersignals.errors import AsOfError, ContextError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -37,6 +37,18 @@ if TYPE_CHECKING:
 MAX_QUERIES = 256
 
 _encode = msgspec.json.encode
+
+
+def valid_user_id(user_id: str, max_chars: int) -> bool:
+    """An id ingest would accept: 1 to ``max_chars`` code points (``events.max_user_id_chars``)."""
+    return 0 < len(user_id) <= max_chars
+
+
+def check_user_id(user_id: str, max_chars: int) -> None:
+    """Refuses, naming ``user_id``, an id ingest would refuse: every read path (HTTP, the
+    ``get`` command) answers such an id the same way."""
+    if not valid_user_id(user_id, max_chars):
+        raise ContextError("user_id", f"must be 1 to {max_chars} characters")
 
 
 class SignalResult(msgspec.Struct, omit_defaults=True):
