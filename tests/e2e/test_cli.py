@@ -481,6 +481,26 @@ def test_get_unknown_signal(replayed: Replayed) -> None:
     assert "known signals: " + ", ".join(REFERENCE_SIGNALS) in lines[0]
 
 
+def test_a_store_held_by_another_process_is_named_so(tmp_path: Path) -> None:
+    """A second writer (a processor already running on the store) gets told why, not
+    RocksDB's 'While lock file: ... Resource temporarily unavailable'."""
+    from usersignals.state.rocks import RocksStore
+
+    holder = RocksStore(tmp_path / "store")  # as a running processor holds it
+    try:
+        (tmp_path / "items.jsonl").write_text('{"item_id": "i1"}\n')
+        result = run(
+            "tables", "load", "items", tmp_path / "items.jsonl", "--store", tmp_path / "store",
+            cwd=tmp_path,
+        )  # fmt: skip
+    finally:
+        holder.close()
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "another process has this store open for writing" in lines[0]
+
+
 def test_get_from_a_missing_store(tmp_path: Path) -> None:
     result = run("get", "u1", "--store", tmp_path / "absent", cwd=tmp_path)
     assert result.returncode == 2

@@ -201,7 +201,15 @@ class RocksStore(_RocksTable):
                 db = Rdict(str(self.path), _options())
         except Exception as exc:
             mode = "read-only" if read_only else "read-write"
-            raise StoreError(_BACKEND, "open", f"{self.path} ({mode}): {exc}") from exc
+            detail = str(exc)
+            if not read_only and "LOCK" in detail and "temporarily unavailable" in detail:
+                # RocksDB's own words ("While lock file: .../LOCK: Resource temporarily
+                # unavailable") name no cause a user would recognise.
+                detail = (
+                    "another process has this store open for writing (a processor running "
+                    "on it?): stop it first; serve and get read it alongside"
+                )
+            raise StoreError(_BACKEND, "open", f"{self.path} ({mode}): {detail}") from exc
         write_options = WriteOptions()
         write_options.sync = sync
         # A scratch store's 100,000 records of a backfill shard wrote in 0.08 s without the
