@@ -89,6 +89,21 @@ def test_bad_parameters_get_a_400_naming_them(
     assert parameter in body["message"]
 
 
+@pytest.mark.parametrize("parameter", ["window", "names", "limit"])
+def test_a_parameter_given_twice_gets_a_400_naming_it(service: Service, parameter: str) -> None:
+    """The last value used to win silently (window=1h&window=2h answered for 2 h)."""
+    values = {"window": ["1h", "2h"], "names": ["action_counts", "action_counts"]}
+    response = httpx.get(
+        service.base_url + "/v1/users/u1/signals",
+        params=[(parameter, value) for value in values.get(parameter, ["5", "6"])],
+        timeout=5,
+    )
+    assert response.status_code == 400
+    body = response.json()
+    assert (body["error"], body["parameter"]) == ("invalid_parameter", parameter)
+    assert "more than once" in body["message"]
+
+
 def test_unknown_signal_is_a_404_listing_the_known_ones(service: Service) -> None:
     response = get(service, "/v1/users/u1/signals", names="recent_engagements,nope")
     assert response.status_code == 404

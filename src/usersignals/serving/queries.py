@@ -17,6 +17,7 @@ import msgspec
 from starlette.datastructures import QueryParams
 
 from usersignals.aggregations.context import ReadContext
+from usersignals.errors import ContextError
 from usersignals.serving.guards import distinct_names
 from usersignals.serving.inputs import names_of
 from usersignals.serving.reader import MAX_QUERIES
@@ -49,7 +50,11 @@ class Query:
 def resolve(registry: SignalRegistry, query_string: bytes) -> Query:
     """Parse and check a query string as the GET route always has: an unknown signal name
     (404) before a bad context parameter (400)."""
-    params = dict(QueryParams(query_string))  # as Starlette's request.query_params
+    query = QueryParams(query_string)  # as Starlette's request.query_params
+    for name in query:
+        if len(query.getlist(name)) > 1:  # a dict would keep the last value, silently
+            raise ContextError(name, "given more than once")
+    params = dict(query)
     given = dict(params)
     names = names_of(params.pop("names", None))
     if names:
