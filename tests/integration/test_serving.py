@@ -219,6 +219,11 @@ def test_delete_needs_the_admin_token_and_forgets_the_user(service: Service) -> 
     assert httpx.delete(url).status_code == 401
     wrong = httpx.delete(url, headers={"authorization": "Bearer nope"})
     assert wrong.status_code == 403
+    # The token without its scheme: a malformed header (401 saying so), not a wrong token.
+    bare = httpx.delete(url, headers={"authorization": ADMIN_TOKEN})
+    assert bare.status_code == 401
+    assert "Bearer" in bare.json()["message"]
+    assert bare.headers["www-authenticate"] == "Bearer"
     ok = httpx.delete(url, headers={"authorization": f"Bearer {ADMIN_TOKEN}"})
     assert ok.status_code == 202
 

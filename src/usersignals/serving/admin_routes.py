@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hmac
 import time
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -11,7 +10,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
 from usersignals.serving.error_handlers import error_response, json_response
-from usersignals.serving.guards import bearer
+from usersignals.serving.guards import bearer, given_token_problem, unauthorized
 from usersignals.serving.inputs import user_id_of
 from usersignals.serving.openapi import DOCS_HTML
 from usersignals.serving.schemas import DeleteResponse
@@ -27,9 +26,9 @@ async def delete_user(request: Request) -> Response:
         return error_response(401, "unauthorized", "missing bearer token", headers)
     if not state.admin_token:
         return error_response(403, "forbidden", "the admin endpoint is disabled (no admin token)")
-    token = bearer(request) or ""
-    if not hmac.compare_digest(token.encode(), state.admin_token.encode()):
-        return error_response(403, "forbidden", "wrong admin token")
+    problem = given_token_problem(bearer(request), state.admin_token, "admin")
+    if problem is not None:
+        return unauthorized(*problem)
     await asyncio.to_thread(state.log.delete_user, user_id)
     return json_response(DeleteResponse(user_id, "deletion queued"), 202)
 

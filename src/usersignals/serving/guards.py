@@ -78,6 +78,8 @@ def given_token_problem(given: str | None, expected: str, scope: str) -> tuple[i
     """As :func:`token_problem`, for the bearer token given (``None``: no header)."""
     if given is None:
         return 401, f"missing bearer token ({scope} token)"
+    if not given:  # the header without its scheme (the bare token), or an empty token
+        return 401, f"malformed authorization: expected 'Bearer <{scope} token>'"
     if not hmac.compare_digest(given.encode(), expected.encode()):
         return 403, f"wrong {scope} token"
     return None
