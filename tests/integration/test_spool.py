@@ -175,3 +175,43 @@ def test_an_event_accepted_by_another_worker_before_a_delete_never_survives_it(
     assert reader.read("u0", ["clicks"], context).signals["clicks"].value["total"] == 4
     worker_a.close()
     worker_b.close()
+
+
+def test_the_processor_metrics_count_what_the_spool_runner_applies(
+    registry: SignalRegistry, store: RocksStore, tmp_path: Path
+) -> None:
+    """As the Kafka runner's: events applied, batches, freshness, dead letters (a new
+    user's report: in spool mode, the default `run`, they all stayed at zero)."""
+    from prometheus_client import CollectorRegistry
+
+    from usersignals.processing.metrics import ProcessorMetrics
+    from usersignals.processing.store_retry import StoreRetry
+
+    spool = tmp_path / "spool"
+    collected = CollectorRegistry()
+    metrics = ProcessorMetrics(collected)
+    runner = SpoolRunner(
+        Engine(registry, store),
+        EventDecoder(),
+        SpoolReader(spool),
+        DeadLetterFile(tmp_path / "dead" / "processor.jsonl"),
+        retry=StoreRetry(metrics=metrics),
+    )
+    writer = SpoolWriter(spool, "worker-1")
+    writer.append([*events("m", 30), b'{"not": "an event"}'])
+    writer.close()
+    runner.run_once()
+    assert applied(registry, store) == 30
+    value = collected.get_sample_value
+    assert value("usersignals_events_processed_total") == 30
+    assert value("usersignals_batch_events_count") == 1
+    assert (value("usersignals_freshness_seconds_count") or 0) >= 1  # sampled
+    assert value("usersignals_batch_seconds_count") == 1
+    dead = [
+        sample.value
+        for metric in collected.collect()
+        if metric.name == "usersignals_dead_letters"
+        for sample in metric.samples
+        if sample.name.endswith("_total")
+    ]
+    assert dead == [1]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Sequence
 
 import msgspec
@@ -97,13 +98,18 @@ class SpoolRunner(PipelineRunner):
                 stop.wait(self.idle_sleep_s)
 
     def _process(self, chunk: SpoolChunk) -> None:
+        started = time.perf_counter()
+        block = self.step.decode(chunk.lines, chunk.positions)
         # Control records split the chunk: the events before a delete are applied first,
         # and the chunk's mark goes with its last events, after every deletion in it.
-        self.step.apply(
-            self.step.decode(chunk.lines, chunk.positions),
+        report = self.step.apply(
+            block,
             marks=lambda: self._advance(chunk),
             delete=lambda segment: self._delete_user(chunk, segment),
         )
+        if self.metrics is not None:  # as the Kafka runner counts its batches
+            self.metrics.observe_report(report)
+            self.metrics.observe_batch(block.events, block.bad, time.perf_counter() - started)
 
     def _advance(self, chunk: SpoolChunk) -> dict[bytes, bytes]:
         self.reader.advance(chunk)
