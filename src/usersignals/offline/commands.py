@@ -79,7 +79,9 @@ def backfill_command(
     only: Annotated[
         list[str] | None,
         typer.Option(
-            "--only", help="NAME@VERSION (repeatable): only these; other states are kept."
+            "--only",
+            help="NAME@VERSION, or NAME for its default version (repeatable): only these; "
+            "other states are kept.",
         ),
     ] = None,
     until: Annotated[

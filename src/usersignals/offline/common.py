@@ -180,7 +180,8 @@ def _tuned(run: Callable[[Task], Result], task: Task) -> Result:
 
 
 def select_signals(registry: SignalRegistry, only: Sequence[str]) -> SignalRegistry:
-    """The signals named ``NAME@VERSION`` in ``only`` (all of them when it is empty)."""
+    """The signals named in ``only``, each ``NAME@VERSION`` or ``NAME`` (its default
+    version); all of them when it is empty."""
     if not only:
         return registry
     chosen = []
