@@ -151,8 +151,8 @@ class ReadContext:
         since = _optional(params, "since", _parse_time)
         until = _optional(params, "until", _parse_time)
         as_of = _optional(params, "as_of", _parse_time)
-        if as_of is not None and as_of < MIN_AS_OF_MS:
-            raise ContextError("as_of", "must not be before 2000-01-01T00:00:00Z")
+        if as_of is not None:
+            check_view_time("as_of", as_of)
         if since is not None and until is not None and since > until:
             raise ContextError("since", "must not be after `until`")
         return cls(
@@ -167,6 +167,20 @@ class ReadContext:
             as_of_ms=as_of,
             now_ms=now,
         )
+
+
+def check_view_time(name: str, ms: int) -> None:
+    """Refuses, naming ``name``, a time no view can be read at: before 2000-01-01, before
+    any event the service takes (where a time in seconds lands), or after the year 9999.
+    An ``as_of``, a label's time, a backfill's ``--until``."""
+    if ms < MIN_AS_OF_MS:
+        raise ContextError(
+            name,
+            f"must not be before 2000-01-01T00:00:00Z, before any event the service takes "
+            f"({ms}: times are ms since the epoch)",
+        )
+    if ms > MAX_TIME_MS:
+        raise ContextError(name, f"must not be after the year 9999 ({ms})")
 
 
 def _optional(params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]) -> _T | None:

@@ -36,10 +36,10 @@ from pathlib import Path
 from typing import cast
 
 from usersignals._core import CoreError, replace_progress
-from usersignals.aggregations.context import MIN_AS_OF_MS
+from usersignals.aggregations.context import check_view_time
 from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, StateCodecError
+from usersignals.errors import StateCodecError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -56,6 +56,7 @@ from usersignals.offline.common import (
     ShardPool,
     build_engine,
     check_workers,
+    open_existing,
     open_lookup_store,
     select_signals,
 )
@@ -93,11 +94,8 @@ class BackfillJob:
 
     def __post_init__(self) -> None:
         check_workers(self.workers)
-        if self.until_ms is not None and self.until_ms < MIN_AS_OF_MS:
-            raise ConfigurationError(
-                f"until: {self.until_ms} is before 2000-01-01T00:00:00Z (before any event the "
-                "service takes); times are ms since the epoch or ISO 8601"
-            )
+        if self.until_ms is not None:
+            check_view_time("until", self.until_ms)
 
 
 @dataclass
@@ -480,10 +478,3 @@ def _may_hold_users(store: StateStore) -> bool:
     if isinstance(store, RocksStore):
         return next(store.scan(USER_PREFIX), None) is not None
     return True
-
-
-def open_existing(settings: Settings) -> StateStore | None:
-    """The deployment's store, read-only, if it exists yet (to respect stored progress)."""
-    if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
-        return None
-    return open_store(settings, read_only=True)

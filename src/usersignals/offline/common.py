@@ -203,6 +203,17 @@ def select_signals(registry: SignalRegistry, only: Sequence[str]) -> SignalRegis
     return SignalRegistry(chosen)
 
 
+def open_existing(settings: Settings) -> StateStore | None:
+    """The deployment's store, read-only, if it exists yet: its stored progress (backfill),
+    its served versions (training sets)."""
+    return open_store(settings, read_only=True) if _store_exists(settings) else None
+
+
+def _store_exists(settings: Settings) -> bool:
+    """An embedded store once created (Redis is always there to ask)."""
+    return settings.store.backend != "rocksdb" or (Path(settings.store.path) / "CURRENT").exists()
+
+
 def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStore | None:
     """The deployment's store, read-only, when the signals enrich from its embedded tables."""
     tables = [
@@ -214,7 +225,7 @@ def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStor
     ]
     if not tables:
         return None
-    if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
+    if not _store_exists(settings):
         raise ConfigurationError(
             f"signals enrich from embedded tables ({', '.join(sorted(set(tables)))}) but there is "
             f"no store at {settings.store.path}: load them first (usersignals tables load)"

@@ -44,12 +44,17 @@ from usersignals.offline.backfill import (
     Taker,
     count_behind,
     drain,
-    open_existing,
     with_progress,
 )
 from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
 from usersignals.offline.bulk_load import load_states, state_files, user_records
-from usersignals.offline.common import build_engine, open_lookup_store, select_signals, shard_of
+from usersignals.offline.common import (
+    build_engine,
+    open_existing,
+    open_lookup_store,
+    select_signals,
+    shard_of,
+)
 from usersignals.offline.features_file import (
     ROW,
     read_parts,

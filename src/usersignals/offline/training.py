@@ -31,15 +31,21 @@ from typing import Any
 
 import msgspec
 
-from usersignals.aggregations.context import MAX_TIME_MS, MIN_AS_OF_MS, ReadContext
-from usersignals.assembly import build_decoder, open_store
+from usersignals.aggregations.context import ReadContext, check_view_time
+from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
-from usersignals.offline.common import ShardPool, build_engine, check_workers, open_lookup_store
+from usersignals.offline.common import (
+    ShardPool,
+    build_engine,
+    check_workers,
+    open_existing,
+    open_lookup_store,
+)
 from usersignals.offline.features_file import (
     TextColumns,
     in_row_order,
@@ -119,9 +125,9 @@ class TrainingSummary:
 def served_versions(settings: Settings) -> dict[str, int]:
     """The versions the deployment's API serves by default, as its store records them (a
     cut-over's choice); none when it has no store yet (then the module's defaults)."""
-    if settings.store.backend == "rocksdb" and not (Path(settings.store.path) / "CURRENT").exists():
+    store = open_existing(settings)
+    if store is None:
         return {}
-    store = open_store(settings, read_only=True)
     try:
         return dict(load_versions(store).served)
     finally:
@@ -231,21 +237,15 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
 
 
 def _check_label_times(path: Path, column: str, times: Any) -> None:
-    """Label times are those a request's ``as_of`` may name: from 2000-01-01 (before any
-    event the service takes) to the end of year 9999. A time in seconds is far below."""
+    """Label times are those a request's ``as_of`` may name (:func:`check_view_time`)."""
     import pyarrow.compute as pc
 
-    low, high = (value.as_py() for value in pc.min_max(times).values())
-    if low is not None and low < MIN_AS_OF_MS:
-        bad, edge = low, "before 2000-01-01T00:00:00Z"
-    elif high is not None and high > MAX_TIME_MS:
-        bad, edge = high, "after the year 9999"
-    else:
-        return
-    raise ConfigurationError(
-        f"labels {str(path)!r}: time {bad} in column {column!r} is {edge}; label times are "
-        "ms since the epoch (or a timestamp column)"
-    )
+    for value in pc.min_max(times).values():
+        if (ms := value.as_py()) is not None:
+            try:
+                check_view_time(column, ms)
+            except ContextError as exc:
+                raise ConfigurationError(f"labels {str(path)!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
