@@ -157,7 +157,7 @@ impl BatchSession {
 
     /// The events to apply, taken from `events` (the batch's, as given to `select`), user by
     /// user and each user's by event time: the order of `apply`'s columns. (A list of
-    /// indices for Python to take the events by cost 0.17 s of 1 M reference events.)
+    /// indices for Python to take the events by cost 3.8 ms a 100,000-event batch.)
     fn live<'py>(&self, events: &Bound<'py, PyList>) -> PyResult<Bound<'py, PyList>> {
         let live = self.selection.live();
         let mut taken = Vec::with_capacity(live.len());
