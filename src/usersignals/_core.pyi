@@ -164,6 +164,25 @@ LabelColumn = tuple[int, Times, Filters]
 # group (in time order) how many of those events it includes and its labels' times.
 LabelledUser = tuple[Sequence[int], Sequence[tuple[int, Sequence[int]]]]
 
+def plan_labels(
+    user_id: Sequence[str],
+    ts: Sequence[int],
+    partition: Sequence[str],
+    offset: Sequence[int],
+    event_id: Sequence[str],
+    label_user: Sequence[str],
+    label_ts: Sequence[int],
+    label_row: Sequence[int],
+    horizon_hours: int | None,
+) -> tuple[list[int], list[LabelledUser], list[int]]:
+    """A training set's plan: per labelled user (in order of their first label by time, then
+    row), their events less the repeats an event-id dedupe of ``horizon_hours`` drops
+    (judged in arrival order), by time, partition and offset; and their labels in time order,
+    grouped where no event falls between. Returns the events' indices in feeding order,
+    users one after another; per user, ``label_rows``' argument (events as places in that
+    order; groups with the events they include and the labels' times); and the labels'
+    indices in the order the groups list them."""
+
 def label_rows(
     plans: NativePlans,
     ts: Sequence[int],

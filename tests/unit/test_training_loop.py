@@ -91,14 +91,7 @@ def test_the_core_loop_gives_each_label_what_the_rounds_give(
 
     parts = engine_parts(engine_dedupes)
     in_core = value_rows(training.compute_features(parts, columns, pairs, labels))
-    by_user: dict[str, list[tuple[Event, Position]]] = {}
-    for event, position in pairs:
-        by_user.setdefault(event.user_id, []).append((event, position))
-    for user, user_events in by_user.items():
-        if parts.repeats is not None:
-            user_events = training._without_repeats(user_events, parts.repeats)
-        by_user[user] = sorted(user_events, key=lambda p: (p[0].ts, p[1].partition, p[1].offset))
-    groups = training._label_groups(by_user, labels)
+    by_user, groups = training.LabelPlan.of(pairs, labels, parts.repeats).rounds(pairs, labels)
     in_rounds = dict(training._in_rounds(engine_parts(engine_dedupes), columns, by_user, groups))
 
     def values(rows: Mapping[int, Sequence[str | bytes]]) -> dict[int, list[object]]:

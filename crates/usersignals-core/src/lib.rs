@@ -8,7 +8,8 @@
 //! whose signals are all native, the whole per-batch pipeline: the user record codec
 //! ([`record`]), event-id deduplication ([`dedupe`]) and progress ([`pipeline`]); and the
 //! Materializer's LRU cache of looked-up records ([`record_cache`]); and the training set's
-//! text columns gathered into the label file's row order ([`text_column`]).
+//! text columns gathered into the label file's row order ([`text_column`]), and its plan of
+//! which events feed each labelled user in what order ([`label_plan`]).
 //!
 //! The Python implementations in `usersignals.aggregations` are the reference model this
 //! crate is property-tested against.
@@ -23,6 +24,7 @@ pub mod dedupe;
 pub mod distinct;
 pub mod error;
 pub mod json_body;
+pub mod label_plan;
 pub mod last_n;
 pub mod mean_vector;
 pub mod packed;

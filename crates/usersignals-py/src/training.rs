@@ -1,17 +1,21 @@
-//! The training set's binding: a shard's labelled users computed and read in one call
-//! (`label_rows`, `usersignals_core::training`). Each column's value is written as JSON text
+//! The training set's binding: a shard's plan (`plan_labels`, `usersignals_core::label_plan`),
+//! then its labelled users computed and read in one call (`label_rows`,
+//! `usersignals_core::training`). Each column's value is written as JSON text
 //! by the serving path's kernels (`json_body`) into one buffer per column: no Python object
 //! per entry, nor per value.
 
 use std::borrow::Cow;
 use std::os::raw::{c_int, c_void};
 
+use hashbrown::HashMap;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::ffi;
 use pyo3::prelude::*;
+use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyBytes;
 use usersignals_core::dedupe::fingerprint;
 use usersignals_core::json_body::{JsonColumns, LabelColumn};
+use usersignals_core::label_plan::{self, PlanEvents, PlanLabels};
 use usersignals_core::text_column::{gather, TextChunk};
 use usersignals_core::training::{self, LabelledUser, TrainingEvents};
 
@@ -213,4 +217,86 @@ pub fn label_rows<'py>(
         .detach(|| training::label_rows(plans, &events, &users, horizon_hours, &mut wanted))
         .map_err(raise)?;
     values.map(|values| values_out(py, values)).transpose()
+}
+
+/// A training set's plan (`plan_labels`): the event indices in feeding order, users one
+/// after another; per labelled user, `label_rows`' argument (their events as places in that
+/// order, their label groups with the labels' times); and the labels (indices into the
+/// call's) in the order the groups list them.
+type PlanOut = (Vec<usize>, Vec<UserArg>, Vec<usize>);
+
+/// Each text's index among the distinct texts, and how many there are: in ascending order
+/// of the texts when `sorted`, else of first appearance.
+fn indexed<'t>(texts: impl Iterator<Item = &'t str>, sorted: bool) -> (Vec<usize>, usize) {
+    let texts: Vec<&str> = texts.collect();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for &text in &texts {
+        let next = index.len();
+        index.entry(text).or_insert(next);
+    }
+    if sorted {
+        let mut names: Vec<&str> = index.keys().copied().collect();
+        names.sort_unstable();
+        for (rank, name) in names.into_iter().enumerate() {
+            index.insert(name, rank);
+        }
+    }
+    (texts.iter().map(|text| index[text]).collect(), index.len())
+}
+
+/// Which events feed each labelled user, in what order, and where the labels fall among
+/// them (see `usersignals_core::label_plan`): the events' users, times, partitions,
+/// offsets and ids; the labels' users, times and rows; the event-id dedupe's horizon in
+/// hours (`None`: no dedupe).
+#[pyfunction]
+#[allow(clippy::too_many_arguments)]
+#[pyo3(signature = (user_id, ts, partition, offset, event_id, label_user, label_ts, label_row, horizon_hours))]
+pub fn plan_labels(
+    py: Python<'_>,
+    user_id: Vec<PyBackedStr>,
+    ts: Vec<i64>,
+    partition: Vec<PyBackedStr>,
+    offset: Vec<i64>,
+    event_id: Vec<PyBackedStr>,
+    label_user: Vec<PyBackedStr>,
+    label_ts: Vec<i64>,
+    label_row: Vec<i64>,
+    horizon_hours: Option<i64>,
+) -> PyResult<PlanOut> {
+    let all_users = user_id.iter().chain(&label_user).map(|u| &**u);
+    let (users, count) = indexed(all_users, false);
+    let (event_user, label_user) = users.split_at(user_id.len());
+    let (partition, _) = indexed(partition.iter().map(|p| &**p), true);
+    let fingerprints: Vec<u32> = event_id.iter().map(|id| fingerprint(id)).collect();
+    let events = PlanEvents {
+        user: event_user,
+        ts: &ts,
+        partition: &partition,
+        offset: &offset,
+        fingerprint: &fingerprints,
+    };
+    let labels = PlanLabels {
+        user: label_user,
+        ts: &label_ts,
+        row: &label_row,
+    };
+    let planned = py
+        .detach(|| label_plan::plan_labels(count, &events, &labels, horizon_hours))
+        .map_err(raise)?;
+    let mut order = Vec::with_capacity(ts.len());
+    let mut label_order = Vec::with_capacity(label_ts.len());
+    let mut users_out = Vec::with_capacity(planned.len());
+    for user in planned {
+        let first = order.len();
+        order.extend(&user.events);
+        let groups = (user.groups.into_iter())
+            .map(|(end, group)| {
+                let times = group.iter().map(|&k| label_ts[k]).collect();
+                label_order.extend(group);
+                (end, times)
+            })
+            .collect();
+        users_out.push(((first..order.len()).collect(), groups));
+    }
+    Ok((order, users_out, label_order))
 }

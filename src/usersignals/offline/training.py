@@ -9,7 +9,7 @@ round k applies every user's events up to their k-th label time, in one micro-ba
 reads the k-th labels. The states live in memory and are dropped at the end.
 
 Repeated event ids are dropped first, judged as the processor judges them: over the user's
-whole history in the order the stream delivered it (:func:`_without_repeats`), since
+whole history in the order the stream delivered it (:class:`LabelPlan`), since
 whether a redelivery is a repeat depends on what arrived before it, later events included.
 
 The values are JSON text, one column per signal (and per context when several are given),
@@ -20,17 +20,17 @@ write with :func:`~usersignals.offline.features_file.write_features`: the same b
 
 from __future__ import annotations
 
-import bisect
 import dataclasses
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
+from usersignals._core import plan_labels
 from usersignals.aggregations.context import ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
@@ -38,7 +38,6 @@ from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.arrival import arrival_order
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
@@ -60,7 +59,7 @@ from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
-from usersignals.processing.dedupe import EventIdDedupe, users_with_repeats
+from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.engine import Engine
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
@@ -69,6 +68,9 @@ from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
 from usersignals.state.versions import load_versions
+
+if TYPE_CHECKING:
+    from usersignals._core import LabelledUser
 
 _encoder = msgspec.json.Encoder()
 
@@ -291,61 +293,85 @@ def compute_values(
 ) -> TextColumns | Any:
     """:func:`compute_features`' values: as the core wrote them when it read every label
     (not wrapped by Arrow), else the object path's table."""
-    by_user: dict[str, list[tuple[Event, Position]]] = {}
-    for event, position in events:
-        by_user.setdefault(event.user_id, []).append((event, position))
-    for user, user_events in by_user.items():
-        if parts.repeats is not None:
-            user_events = by_user[user] = _without_repeats(user_events, parts.repeats)
-        # A total order, the same whatever order the events came in.
-        user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
-    groups = _label_groups(by_user, labels)
-    in_core = _in_core(parts.engine, columns, by_user, groups)
+    pairs = events if isinstance(events, list) else list(events)
+    plan = LabelPlan.of(pairs, labels, parts.repeats)
+    in_core = _in_core(parts.engine, columns, pairs, labels, plan)
     if in_core is not None:
         return in_core
+    by_user, groups = plan.rounds(pairs, labels)
     return rows_table(_in_rounds(parts, columns, by_user, groups), len(columns))
 
 
-def _without_repeats(
-    pairs: list[tuple[Event, Position]], dedupe: EventIdDedupe
-) -> list[tuple[Event, Position]]:
-    """A user's events less the repeats the processor drops. It judges a repeat by the
-    events delivered before it, so they are judged here in the stream's order
-    (:func:`~usersignals.offline.arrival.arrival_order`), as the backfill feeds them."""
-    if len(pairs) < 2 or not users_with_repeats(event for event, _ in pairs):
-        return pairs  # no fingerprint twice: no repeat to judge (the common case)
-    order = arrival_order(
-        [event for event, _ in pairs],
-        [(position.partition, position.offset) for _, position in pairs],
-    )
-    arrived = [pairs[index] for index in order]
-    admitted, _ = dedupe.admit({}, [event for event, _ in arrived], range(len(arrived)))
-    return [arrived[index] for index in admitted]
+@dataclass(frozen=True)
+class LabelPlan:
+    """Which events feed each labelled user, in what order, and where the user's labels
+    fall among them (``usersignals._core.plan_labels``): each user's events less the
+    repeats the processor drops, judged in the order the stream delivered them
+    (:mod:`usersignals.offline.arrival`), then by time, partition and offset; their labels
+    grouped where no event falls between (they read the same state). Users come in the
+    order of their first label."""
+
+    #: The events' indices in feeding order, users one after another.
+    order: list[int]
+    #: Per user: their events (places in ``order``), their label groups (the events each
+    #: includes, its labels' times), as ``Engine.label_rows`` takes them.
+    users: list[LabelledUser]
+    #: The labels' indices in the order the groups list them.
+    label_order: list[int]
+
+    @classmethod
+    def of(
+        cls,
+        pairs: Sequence[tuple[Event, Position]],
+        labels: Sequence[Label],
+        repeats: EventIdDedupe | None,
+    ) -> LabelPlan:
+        events, positions = zip(*pairs, strict=True) if pairs else ((), ())
+        rows, label_users, times = zip(*labels, strict=True) if labels else ((), (), ())
+        order, users, label_order = plan_labels(
+            [event.user_id for event in events],
+            [event.ts for event in events],
+            [position.partition for position in positions],
+            [position.offset for position in positions],
+            [event.event_id for event in events],
+            label_users,
+            times,
+            rows,
+            repeats.horizon_hours if repeats is not None else None,
+        )
+        return cls(order, users, label_order)
+
+    def rounds(
+        self, pairs: Sequence[tuple[Event, Position]], labels: Sequence[Label]
+    ) -> tuple[dict[str, list[tuple[Event, Position]]], dict[str, list[tuple[int, list[Label]]]]]:
+        """The plan as :func:`_in_rounds` takes it: per user, their events; and their label
+        groups, each with the number of events it includes."""
+        by_user: dict[str, list[tuple[Event, Position]]] = {}
+        groups: dict[str, list[tuple[int, list[Label]]]] = {}
+        listed = iter(self.label_order)
+        for places, user_groups in self.users:
+            mine = [(end, [labels[next(listed)] for _ in times]) for end, times in user_groups]
+            user = mine[0][1][0][1]
+            by_user[user] = [pairs[self.order[place]] for place in places]
+            groups[user] = mine
+        return by_user, groups
 
 
 def _in_core(
     engine: Engine,
     columns: Sequence[FeatureColumn],
-    by_user: dict[str, list[tuple[Event, Position]]],
-    groups: dict[str, list[tuple[int, list[Label]]]],
+    pairs: Sequence[tuple[Event, Position]],
+    labels: Sequence[Label],
+    plan: LabelPlan,
 ) -> TextColumns | None:
     """Every user's labels in one core call, when every signal is native; ``None`` when
     not, or when the core leaves a label to the object path (then the rounds answer all)."""
-    flat: list[Event] = []
-    users: list[tuple[list[int], list[tuple[int, list[int]]]]] = []
-    for user, user_groups in groups.items():
-        first = len(flat)
-        flat.extend(event for event, _ in by_user.get(user, ()))
-        times = [(end, [ts for _, _, ts in group]) for end, group in user_groups]
-        users.append((list(range(first, len(flat))), times))
+    flat = [pairs[index][0] for index in plan.order]
     asked = [(column.signal, column.context) for column in columns]
-    values = engine.label_rows(flat, users, asked)
+    values = engine.label_rows(flat, plan.users, asked)
     if values is None:
         return None
-    rows = [
-        label[0] for user_groups in groups.values() for _, group in user_groups for label in group
-    ]
-    return TextColumns(rows, values)
+    return TextColumns([labels[index][0] for index in plan.label_order], values)
 
 
 def _in_rounds(
@@ -379,24 +405,6 @@ def _in_rounds(
         for user, (_, group) in current:
             out.extend(_read_group(reader, columns, user, group))
     return out
-
-
-def _label_groups(
-    by_user: dict[str, list[tuple[Event, Position]]], labels: Sequence[Label]
-) -> dict[str, list[tuple[int, list[Label]]]]:
-    """Per user, its labels in time order, grouped where no event falls between them (they
-    read the same state): each group with the number of the user's events it includes."""
-    groups: dict[str, list[tuple[int, list[Label]]]] = {}
-    times = {user: [event.ts for event, _ in pairs] for user, pairs in by_user.items()}
-    for label in sorted(labels, key=lambda label: (label[2], label[0])):
-        user = label[1]
-        end = bisect.bisect_right(times.get(user, ()), label[2])
-        lists = groups.setdefault(user, [])
-        if lists and lists[-1][0] == end:
-            lists[-1][1].append(label)
-        else:
-            lists.append((end, [label]))
-    return groups
 
 
 def _read_group(
