@@ -162,9 +162,6 @@ impl DistinctSpec {
         state: &DistinctState,
         times: &Times,
     ) -> Result<(i64, Option<i64>), Refusal> {
-        if state.buckets.is_empty() {
-            return Ok((0, None));
-        }
         let newest = state.newest;
         let end = times.end(newest);
         let view = times.view_time(newest);
@@ -179,6 +176,9 @@ impl DistinctSpec {
                 earliest_ms: first_kept + retention_ms,
                 why: "its buckets from then expired",
             });
+        }
+        if state.buckets.is_empty() {
+            return Ok((0, None)); // after the check, as the tiles' read
         }
         let straddled = end - end.rem_euclid(self.bucket_ms);
         if times.as_of_ms.is_some()

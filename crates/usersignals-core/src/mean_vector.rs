@@ -159,12 +159,14 @@ impl MeanVectorSpec {
         state: &VectorState,
         times: &Times,
     ) -> Result<(MeanAnswer, Option<i64>), Refusal> {
+        let decay = self.buckets(retention_ms);
+        let view = times.view_time(state.newest);
+        // Before the empty answer, as the tiles' read: an `as_of` the state's expired
+        // buckets covered is refused even when no bucket is left.
+        let (first, last) = decay.counted(state.newest, &state.tops, view)?;
         if state.buckets.is_empty() {
             return Ok((MeanAnswer::default(), None));
         }
-        let decay = self.buckets(retention_ms);
-        let view = times.view_time(state.newest);
-        let (first, last) = decay.counted(state.newest, &state.tops, view)?;
         let mut totals = vec![0.0f64; self.dim + 1];
         if first <= last {
             for (bucket, sums) in state.buckets.range(first..=last) {

@@ -47,11 +47,11 @@ impl MeanVectorSpec {
                 "trailing bytes after MeanVector state".into(),
             ));
         }
-        if count == 0 {
-            return Ok(Ok((MeanAnswer::default(), None)));
-        }
         if let Err(refusal) = counted.and_then(|_| DecayBuckets::check_last_top(last_top, view)) {
             return Ok(Err(refusal));
+        }
+        if count == 0 {
+            return Ok(Ok((MeanAnswer::default(), None))); // after the refusal, as `read`
         }
         let weight = totals[0];
         let vector = (weight != 0.0).then(|| {

@@ -276,10 +276,12 @@ impl TileSpec {
         surfaces: Option<&NameSet>,
     ) -> Result<TileAnswer, Refusal> {
         let (mut exact, mut cells) = (state.exact.peekable(), state.cells.peekable());
+        // Before the empty answer: a state whose counted events all expired still knows its
+        // newest event, and an `as_of` those events covered is refused, not answered 0.
+        let (start, end) = self.span(retention_ms, state.newest, times)?;
         if exact.peek().is_none() && cells.peek().is_none() {
             return Ok(TileAnswer::default());
         }
-        let (start, end) = self.span(retention_ms, state.newest, times)?;
         let labels = self.labels(state.groups, actions, surfaces);
         // Per group index: its sum, if any entry of the view holds it.
         let mut sums: Vec<Option<i64>> = vec![None; state.groups.len()];

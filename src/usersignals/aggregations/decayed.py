@@ -471,10 +471,13 @@ class VectorRuntime(AggregationRuntime[VectorState]):
         return VectorState(newest, buckets, tops)
 
     def read(self, state: VectorState | None, context: ReadContext) -> ReadOut:
-        if state is None or not state.buckets:
+        if state is None:
             return ReadOut({"vector": None, "weight": 0.0}, None)
         view = context.view_time(state.newest)
+        # Before the empty answer, as Count/Sum's read (windowed.py) does.
         first, last = self.decay.counted(state.newest, state.tops, view)
+        if not state.buckets:
+            return ReadOut({"vector": None, "weight": 0.0}, None)
         totals = [0.0] * (self.spec.dim + 1)
         for bucket, sums in state.buckets.items():
             if first <= bucket <= last:

@@ -158,7 +158,7 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         return DistinctState(newest, buckets)
 
     def read(self, state: DistinctState | None, context: ReadContext) -> ReadOut:
-        if state is None or not state.buckets:
+        if state is None:
             return ReadOut({"estimate": 0}, None)
         newest = state.newest
         end = context.end(newest)
@@ -170,6 +170,8 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         if start < self._first_kept(newest):
             earliest = self._first_kept(newest) + self.retention_ms
             raise AsOfError("", view, earliest, "its buckets from then expired")
+        if not state.buckets:  # after the check, as Count/Sum's read (windowed.py)
+            return ReadOut({"estimate": 0}, None)
         straddled = end - end % self.bucket_ms
         if (
             context.as_of_ms is not None

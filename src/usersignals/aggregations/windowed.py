@@ -256,9 +256,13 @@ class TileRuntime(AggregationRuntime[TileState]):
         return start, context.end(newest)
 
     def read(self, state: TileState | None, context: ReadContext) -> ReadOut:
-        if state is None or not (state.cells or state.exact):
+        if state is None:
             return ReadOut({"total": 0, "by": {}}, None)
+        # Before the empty answer: a state whose counted events all expired still knows
+        # its newest event, and an as_of those events covered is refused, not answered 0.
         start, end = self._span(state, context)
+        if not (state.cells or state.exact):
+            return ReadOut({"total": 0, "by": {}}, None)
         by: dict[str, int] = {}
         total = 0
         wanted = self._wanted

@@ -70,13 +70,13 @@ impl TileSpec {
         if !r.is_done() {
             return Err(CoreError::Codec("trailing bytes after tiles state".into()));
         }
-        if cells + exact == 0 {
-            return Ok(Ok(TileAnswer::default()));
-        }
         let (_, end) = match state.span {
             Ok(span) => span,
             Err(refusal) => return Ok(Err(refusal)),
         };
+        if cells + exact == 0 {
+            return Ok(Ok(TileAnswer::default())); // after the span's refusal, as `read`
+        }
         if state.straddled {
             return Ok(Err(Refusal {
                 view_ms: view,
