@@ -156,7 +156,8 @@ impl TileSpec {
             let mut moved = Cells::with_capacity(state.cells.len());
             for ((start, group), value) in state.cells {
                 if let Some(bucket) = bucketer.bucket(start) {
-                    *moved.entry((bucket, group)).or_insert(0) += value;
+                    let sum = moved.entry((bucket, group)).or_insert(0);
+                    *sum = sum.wrapping_add(value);
                 }
             }
             moved
@@ -166,7 +167,8 @@ impl TileSpec {
         let mut exact = state.exact;
         for ((ts, group), value) in exact.extract_if(|(ts, _), _| *ts < exact_from) {
             if let Some(bucket) = bucketer.bucket(ts) {
-                *cells.entry((bucket, group)).or_insert(0) += value;
+                let sum = cells.entry((bucket, group)).or_insert(0);
+                *sum = sum.wrapping_add(value);
             }
         }
         TileState {
@@ -222,7 +224,7 @@ impl TileSpec {
                 }
             };
             let slot = target.1.entry((target.0, group)).or_insert(0);
-            *slot = slot.saturating_add(value);
+            *slot = slot.wrapping_add(value);
         }
         (state, expired)
     }
@@ -287,7 +289,8 @@ impl TileSpec {
         let mut sums: Vec<Option<i64>> = vec![None; state.groups.len()];
         for (ts, group, value) in exact {
             if start <= ts && ts <= end && labels[group as usize].1 {
-                *sums[group as usize].get_or_insert(0) += value;
+                let sum = sums[group as usize].get_or_insert(0);
+                *sum = sum.wrapping_add(value);
             }
         }
         let bucketer = self.bucketer(state.newest, retention_ms);
@@ -313,7 +316,8 @@ impl TileSpec {
                     why: "a tile straddling the window's edge holds events of other times",
                 });
             }
-            *sums[group as usize].get_or_insert(0) += value;
+            let sum = sums[group as usize].get_or_insert(0);
+            *sum = sum.wrapping_add(value);
         }
         let mut by: Vec<(Option<Value>, i64)> = Vec::new();
         let mut total: i64 = 0;
@@ -324,10 +328,10 @@ impl TileSpec {
             .collect();
         groups.sort();
         for (_, group, amount) in groups {
-            total = total.saturating_add(amount);
+            total = total.wrapping_add(amount);
             let label = &labels[group as usize].0;
             match by.last_mut() {
-                Some((last, sum)) if same(last, label) => *sum = sum.saturating_add(amount),
+                Some((last, sum)) if same(last, label) => *sum = sum.wrapping_add(amount),
                 _ => by.push((label.clone(), amount)),
             }
         }
@@ -459,12 +463,23 @@ pub fn group_key<'a>(values: impl IntoIterator<Item = &'a Value>) -> GroupKey {
     key
 }
 
+/// The largest scaled magnitude of a `Sum` value that counts (`MAX_SUM_SCALED` in
+/// `aggregations/windowed.py`, which says why).
+pub const MAX_SUM_SCALED: i64 = 1 << 53;
+
 /// The reference's `_value`: 1 for `Count`; for `Sum` an int or float times the scale,
-/// rounded half to even as Python's `round` does. Anything else adds nothing.
+/// rounded half to even as Python's `round` does, when its magnitude is at most
+/// [`MAX_SUM_SCALED`]. Anything else adds nothing.
 pub fn measure(scale: i64, raw: &Value) -> Option<i64> {
     match raw {
-        Value::Int(i) => Some(i.saturating_mul(scale)),
-        Value::Float(f) if f.is_finite() => Some((f * scale as f64).round_ties_even() as i64),
+        Value::Int(i) => i
+            .checked_mul(scale)
+            .filter(|scaled| scaled.unsigned_abs() <= MAX_SUM_SCALED as u64),
+        Value::Float(f) => {
+            let scaled = f * scale as f64;
+            // NaN and infinities fail the comparison too.
+            (scaled.abs() <= MAX_SUM_SCALED as f64).then(|| scaled.round_ties_even() as i64)
+        }
         _ => None,
     }
 }

@@ -163,6 +163,16 @@ class BucketerCache:
         return bucketer
 
 
+_WRAP = 2**64
+_HALF = 2**63
+
+
+def wrapped(value: int) -> int:
+    """``value`` as a 64-bit two's-complement integer holds it: cells add modulo 2**64, as
+    the stored integers do (``aggregations/windowed.py`` says why)."""
+    return (value + _HALF) % _WRAP - _HALF
+
+
 def rebucket(cells: Cells, bucketer: Bucketer) -> Cells:
     """Move every cell to its bucket under ``bucketer`` (coarser as time advances)."""
     out: Cells = {}
@@ -171,5 +181,5 @@ def rebucket(cells: Cells, bucketer: Bucketer) -> Cells:
         if bucket is None:
             continue
         key = (bucket, group)
-        out[key] = out.get(key, 0) + value
+        out[key] = wrapped(out.get(key, 0) + value)
     return out

@@ -22,10 +22,18 @@ filters (when those are grouping fields). Hence:
   after ``as_of``, or a share before ``S`` other than the finer tile the answer served at
   ``as_of`` counted. Otherwise the answer is exact, and equal to the one served then (what a
   point-in-time training set holds).
+
+A ``Sum`` value counts when it is a finite number whose scaled magnitude is at most
+:data:`MAX_SUM_SCALED`; a larger one adds nothing, as a value that is not a number (past
+2**53 a float has no unit digit, and a few such values would leave the stored integers'
+range). Cells and answers add modulo 2**64, as the stored 64-bit integers do: a sum is
+exact whenever it fits in them, whatever the order of its values (wrapping addition is
+associative and saturating addition is not, and the state must not depend on the batches).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,7 +43,14 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
 from usersignals.aggregations.rows import FieldResolver, Getter, Row
-from usersignals.aggregations.tiles import BucketerCache, Cells, Group, TileLayout, rebucket
+from usersignals.aggregations.tiles import (
+    BucketerCache,
+    Cells,
+    Group,
+    TileLayout,
+    rebucket,
+    wrapped,
+)
 from usersignals.durations import DAY_MS, MINUTE_MS
 from usersignals.errors import AsOfError
 from usersignals.field_names import coerce_names, names_problem
@@ -44,6 +59,8 @@ from usersignals.values import KEY, NUMBER, FieldKind
 #: Events this recent (before the newest) keep their exact times: two days, so that a window
 #: of up to one day read at any ``as_of`` within the last day is exact.
 EXACT_SPAN_MS = 2 * DAY_MS
+#: The largest scaled magnitude (``|value| * 10**decimals``) of a ``Sum`` value that counts.
+MAX_SUM_SCALED = 2**53
 
 Exact = dict[tuple[int, Group], int]  # (event time, group) -> value
 
@@ -175,7 +192,10 @@ class TileRuntime(AggregationRuntime[TileState]):
         raw = self._measure(row)
         if isinstance(raw, bool) or not isinstance(raw, int | float):
             return None  # a missing or non-numeric value adds nothing; it is not an error
-        return round(raw * self._scale)
+        scaled = raw * self._scale
+        if not (isinstance(scaled, int) or math.isfinite(scaled)) or abs(scaled) > MAX_SUM_SCALED:
+            return None  # too large to hold exactly: adds nothing, as a non-number
+        return round(scaled)
 
     def _settle(self, state: TileState | None, newest: int) -> tuple[Cells, Exact]:
         """``state``'s cells and exact entries laid out for ``newest``."""
@@ -193,7 +213,7 @@ class TileRuntime(AggregationRuntime[TileState]):
                 continue
             bucket = bucketer.bucket(ts)  # aged out of the exact span: into its tile
             if bucket is not None:
-                cells[bucket, group] = cells.get((bucket, group), 0) + value
+                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
         return cells, exact
 
     def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
@@ -210,13 +230,13 @@ class TileRuntime(AggregationRuntime[TileState]):
             group = (single(row),) if single is not None else tuple([get(row) for get in getters])
             if ts >= exact_from:
                 if value is not None:
-                    exact[ts, group] = exact.get((ts, group), 0) + value
+                    exact[ts, group] = wrapped(exact.get((ts, group), 0) + value)
                 continue
             bucket = bucket_of(ts)
             if bucket is None:
                 expired += 1
             elif value is not None:
-                cells[bucket, group] = cells.get((bucket, group), 0) + value
+                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
         return ApplyOut(TileState(newest, cells, exact), expired)
 
     def merge(self, a: TileState, b: TileState) -> TileState:
@@ -224,9 +244,9 @@ class TileRuntime(AggregationRuntime[TileState]):
         cells, exact = self._settle(a, newest)
         other_cells, other_exact = self._settle(b, newest)
         for key, value in other_cells.items():
-            cells[key] = cells.get(key, 0) + value
+            cells[key] = wrapped(cells.get(key, 0) + value)
         for entry, value in other_exact.items():
-            exact[entry] = exact.get(entry, 0) + value
+            exact[entry] = wrapped(exact.get(entry, 0) + value)
         return TileState(newest, cells, exact)
 
     def _wanted(self, group: Group, context: ReadContext) -> bool:
@@ -297,6 +317,8 @@ class TileRuntime(AggregationRuntime[TileState]):
                 label = str(group[0]) if group else "all"
                 by[label] = by.get(label, 0) + value
         newest_ms = min(state.newest, end)
+        total = wrapped(total)  # as the core adds: modulo 2**64 (see the module)
+        by = {label: wrapped(value) for label, value in by.items()}
         scale = self._scale
         if scale != 1:
             return ReadOut(

@@ -191,7 +191,7 @@ fn read_entries(
         last = Some((at, index));
         previous = at;
         if counts(at, group) {
-            // As `+=` on the decoded state's sums (wrapping in a release build).
+            // As the decoded state's sums add: modulo 2^64.
             let sum = group.sum.get_or_insert(0);
             *sum = sum.wrapping_add(value);
         }
@@ -211,10 +211,10 @@ fn answer(keys: &[u8], groups: &[Group<'_>], newest: Option<i64>) -> TileAnswer 
     let mut by: Vec<(Option<ValueRef<'_>>, i64)> = Vec::new();
     let mut total: i64 = 0;
     for (_, g, amount) in summed {
-        total = total.saturating_add(amount);
+        total = total.wrapping_add(amount);
         let label = groups[g].label;
         match by.last_mut() {
-            Some((last, sum)) if same(last, &label) => *sum = sum.saturating_add(amount),
+            Some((last, sum)) if same(last, &label) => *sum = sum.wrapping_add(amount),
             _ => by.push((label, amount)),
         }
     }
