@@ -27,6 +27,7 @@ from usersignals.config import Settings
 from usersignals.errors import UserSignalsError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
+from usersignals.listening import check_can_listen
 from usersignals.offline.commands import backfill_command, training_set_command
 from usersignals.processing.pipeline import PipelineStats
 from usersignals.processing.replay import replay_file
@@ -209,7 +210,8 @@ def run(
     ] = None,
     topic: Annotated[str | None, typer.Option(help="Kafka topic [default: engagements].")] = None,
     metrics_port: Annotated[
-        int, typer.Option(help="Serve Prometheus metrics on this port (0: off).")
+        int,
+        typer.Option(help="Serve Prometheus metrics on this port (0: off).", min=0, max=65_535),
     ] = 0,
     signals: SignalsOption = None,
     config: ConfigOption = None,
@@ -230,6 +232,8 @@ def run(
     kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
+    if metrics_port:  # before the store opens
+        check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
     if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
@@ -270,12 +274,16 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
     return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
 
 
+#: Where the processor's metrics and health endpoint listens (``run --metrics-port``).
+HEALTH_HOST = "127.0.0.1"
+
+
 def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> None:
     from usersignals.processing.health import HealthServer
 
     materializer = processor.engine.materializer
     HealthServer(
-        metrics, "127.0.0.1", port,
+        metrics, HEALTH_HOST, port,
         holding=lambda: materializer is not None and bool(materializer.holding),
     ).start()  # fmt: skip
 
@@ -345,6 +353,10 @@ def serve(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    serving = settings.serving
+    check_can_listen(serving.host, serving.port, "serving.port")
+    if serving.metrics_port:
+        check_can_listen(serving.host, serving.metrics_port, "serving.metrics_port")
     arguments = _granian_arguments(settings)
     accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(
