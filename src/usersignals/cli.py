@@ -353,10 +353,10 @@ def serve(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
-    serving = settings.serving
-    check_can_listen(serving.host, serving.port, "serving.port")
-    if serving.metrics_port:
-        check_can_listen(serving.host, serving.metrics_port, "serving.metrics_port")
+    front = settings.serving
+    check_can_listen(front.host, front.port, "serving.port")
+    if front.metrics_port:
+        check_can_listen(front.host, front.metrics_port, "serving.metrics_port")
     arguments = _granian_arguments(settings)
     accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(
