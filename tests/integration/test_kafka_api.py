@@ -88,3 +88,35 @@ def test_a_broker_that_does_not_acknowledge_makes_the_request_a_503(tmp_path: Pa
             stop(server)
     finally:
         own.stop()
+
+
+def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) -> None:
+    """A broker restarted without its state makes the idempotent producer's id unknown to
+    it: librdkafka raises a fatal error and that producer can never produce again. The API
+    answers 503 meanwhile (never 500), and a new producer takes over: once the broker is
+    back, posts are acknowledged again (before: 500, then 503 for good)."""
+    own = LocalBroker().start()
+    topic = "api-restart"
+    try:
+        create_topic(own.bootstrap, topic, 1)
+        env = environment(tmp_path, USERSIGNALS_KAFKA__PRODUCE_TIMEOUT_MS="2000")
+        url, server = start_server(env, "--kafka", own.bootstrap, "--topic", topic)
+        try:
+            assert post(url, event_body("u1", "first", 3)).status_code == 202
+            own.stop()
+            assert post(url, event_body("u1", "down", 3)).status_code == 503
+            own = LocalBroker(own.port).start()
+            create_topic(own.bootstrap, topic, 1)
+            codes: list[int] = []
+
+            def accepted() -> bool:
+                codes.append(post(url, event_body("u1", f"back-{len(codes)}", 3)).status_code)
+                return codes[-1] == 202
+
+            wait_for(accepted, 60, "a post to be acknowledged by the restarted broker")
+            assert set(codes) <= {202, 503}, codes
+            assert status(f"{url}/readyz") == 200
+        finally:
+            stop(server)
+    finally:
+        own.stop()

@@ -9,6 +9,11 @@ worker — and the processor applies it in that order. A broker that does not ac
 
 A request that timed out may still have reached the topic (the acknowledgement, not the write,
 was lost); a client that retries it sends the same ``event_id``s again.
+
+An idempotent producer can fail for good: a broker restarted without its state no longer
+knows the producer's id, and librdkafka raises a *fatal* error, after which that producer
+never produces again. The request that meets it is a 503 like any other broker failure, and
+a new producer replaces the dead one, so the API recovers once the broker is back.
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ class _Pending:
     def __init__(self, count: int) -> None:
         self.remaining = count
         self.errors: list[str] = []
+        #: A delivery failed with an error that leaves the producer unusable.
+        self.fatal = False
         self.done = threading.Event()
         self._lock = threading.Lock()
 
@@ -46,6 +53,7 @@ class _Pending:
         with self._lock:
             if error is not None:
                 self.errors.append(str(error))
+                self.fatal = self.fatal or error.fatal()
             self.remaining -= 1
             if self.remaining <= 0:
                 self.done.set()
@@ -55,17 +63,17 @@ class KafkaLog:
     def __init__(self, settings: KafkaSettings) -> None:
         self.topic = settings.topic
         self.timeout_s = settings.produce_timeout_ms / 1000
-        self._producer = Producer(
-            {
-                "bootstrap.servers": settings.bootstrap_servers,
-                "acks": "all",
-                "enable.idempotence": True,
-                "linger.ms": 2,
-                # librdkafka gives up on a message after this: the request's 503.
-                "message.timeout.ms": settings.produce_timeout_ms,
-                **settings.producer,
-            }
-        )
+        self._config = {
+            "bootstrap.servers": settings.bootstrap_servers,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 2,
+            # librdkafka gives up on a message after this: the request's 503.
+            "message.timeout.ms": settings.produce_timeout_ms,
+            **settings.producer,
+        }
+        self._producer = Producer(self._config)
+        self._replacing = threading.Lock()
         self._failed_at = -1e9
 
     def check(self) -> LogStatus:
@@ -81,20 +89,35 @@ class KafkaLog:
     def _produce(self, records: list[tuple[str, bytes]]) -> None:
         pending = _Pending(len(records))
         deadline = time.monotonic() + self.timeout_s + 1.0
+        producer = self._producer
         try:
             for key, value in records:
-                self._producer.produce(
+                producer.produce(
                     self.topic, key=key.encode(), value=value, on_delivery=pending.delivered
                 )
+            # Serve delivery callbacks (of any request) until ours are all in, or time is up.
+            while not pending.done.is_set() and time.monotonic() < deadline:
+                producer.poll(0.01)
         except (BufferError, KafkaException) as exc:
+            if isinstance(exc, KafkaException) and exc.args[0].fatal():
+                self._replace(producer)
             self._refuse(f"cannot queue the events for the broker: {exc}")
-        # Serve delivery callbacks (of any request) until ours are all in, or time is up.
-        while not pending.done.is_set() and time.monotonic() < deadline:
-            self._producer.poll(0.01)
+        if pending.fatal:
+            self._replace(producer)
         if not pending.done.is_set():
             self._refuse(f"the broker did not acknowledge within {self.timeout_s:.1f} s")
         if pending.errors:
             self._refuse(f"the broker refused the events: {pending.errors[0]}")
+        self._failed_at = -1e9  # acknowledged: the broker is back, whatever failed before
+
+    def _replace(self, dead: Producer) -> None:
+        """A new producer in place of ``dead`` (failed fatally), unless another request has
+        replaced it already. What ``dead`` still held is not delivered: those requests
+        answer 503, and their clients retry."""
+        with self._replacing:
+            if self._producer is dead:
+                logger.error("the Kafka producer failed fatally: starting a new one")
+                self._producer = Producer(self._config)
 
     def _refuse(self, message: str) -> None:
         self._failed_at = time.monotonic()
