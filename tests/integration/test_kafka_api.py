@@ -6,6 +6,7 @@ Real Tansu broker, real ``usersignals serve --kafka`` (two workers) and
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -120,3 +121,30 @@ def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) 
             stop(server)
     finally:
         own.stop()
+
+
+def test_the_processor_waits_for_a_topic_that_does_not_exist_yet(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """`run --kafka` started before its topic exists (the API's first post creates it)
+    waits for it, then applies what is posted. Before: it exited at once, "Subscribed
+    topic not available"."""
+    topic = "api-later"
+    env = environment(
+        tmp_path,
+        USERSIGNALS_KAFKA__GROUP_ID="g-later",
+        USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
+        USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
+    )
+    processor = start_processor(env, "--kafka", broker.bootstrap, "--topic", topic)
+    url, server = start_server(env, "--kafka", broker.bootstrap, "--topic", topic)
+    try:
+        time.sleep(2)  # the processor has asked for the topic and been told it is not there
+        assert processor.poll() is None, "the processor exited"
+        create_topic(broker.bootstrap, topic, 2)
+        assert post(url, event_body("late", "late", 4)).status_code == 202
+        wait_for(lambda: clicks(url, "late") == 4, 120, "the posted events to be applied")
+        assert processor.poll() is None
+    finally:
+        stop(server)
+        stop(processor)

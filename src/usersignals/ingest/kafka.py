@@ -24,6 +24,9 @@ from usersignals.events.model import BadEvent, Position, partition_id
 
 logger = logging.getLogger(__name__)
 
+#: How often a consumer whose topic does not exist yet says it is waiting, in seconds.
+_MISSING_TOPIC_EVERY_S = 60.0
+
 
 @dataclass
 class KafkaBatch:
@@ -106,6 +109,7 @@ class KafkaSource:
         self._on_revoke = on_revoke
         #: "topic/partition" per (topic, partition): the positions' partition ids, made once.
         self._partition_ids: dict[tuple[str, int], str] = {}
+        self._missing_said_at = -_MISSING_TOPIC_EVERY_S
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
             on_lost=self._revoked,
@@ -165,6 +169,9 @@ class KafkaSource:
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
                     continue
+                if error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                    self._topic_missing(error)
+                    continue
                 raise broker_error("consume", error)
             topic, partition, offset = message.topic(), message.partition(), message.offset()
             if topic is None or partition is None or offset is None:
@@ -182,6 +189,15 @@ class KafkaSource:
                 continue
             lines.append(value)
             positions.append(position)
+
+    def _topic_missing(self, error: KafkaError) -> None:
+        """The subscribed topic does not exist (yet): librdkafka keeps asking the broker, and
+        consuming starts once it is created (by an admin, or by the API's first produce on a
+        broker that creates topics). Said once a minute, not once a poll."""
+        now = time.monotonic()
+        if now - self._missing_said_at >= _MISSING_TOPIC_EVERY_S:
+            self._missing_said_at = now
+            logger.warning("waiting for the topic to exist: %s", error.str())
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """Commit synchronously; partitions no longer ours are skipped by the broker."""
