@@ -94,7 +94,7 @@ def generate(
     out_dir: Annotated[Path, typer.Option("--out", help="Output directory.")] = Path(
         "data/workload"
     ),
-    events: Annotated[int, typer.Option(help="Number of events.")] = 1_000_000,
+    events: Annotated[int, typer.Option(min=0, help="Number of events.")] = 1_000_000,
     seed: SeedOption = 7,
     end: Annotated[
         int | None,
@@ -157,7 +157,9 @@ def replay(
     events: Annotated[Path, typer.Argument(help="A JSONL file of events.")],
     signals: SignalsOption = None,
     store: StoreOption = None,
-    batch: Annotated[int | None, typer.Option(help="Micro-batch size [default: 50000].")] = None,
+    batch: Annotated[
+        int | None, typer.Option(min=1, help="Micro-batch size [default: 50000].")
+    ] = None,
     dead_letter: Annotated[
         Path | None,
         typer.Option(help="Where bad events go [default: STORE/dead-letter.jsonl]."),
@@ -302,10 +304,12 @@ def _stop_on_signals() -> threading.Event:
 def produce(
     kafka: Annotated[str, typer.Option(help="Kafka bootstrap servers.")],
     topic: Annotated[str, typer.Option(help="Topic to write.")] = "engagements",
-    events: Annotated[int, typer.Option(help="Number of reference events.")] = 1_000_000,
-    rate: Annotated[int, typer.Option(help="Events per second (0: as fast as possible).")] = 0,
+    events: Annotated[int, typer.Option(min=0, help="Number of reference events.")] = 1_000_000,
+    rate: Annotated[
+        int, typer.Option(min=0, help="Events per second (0: as fast as possible).")
+    ] = 0,
     seed: SeedOption = 7,
-    partitions: Annotated[int, typer.Option(help="Partitions if the topic is created.")] = 6,
+    partitions: Annotated[int, typer.Option(min=1, help="Partitions if the topic is created.")] = 6,
 ) -> None:
     """Write the reference workload into a Kafka topic, keyed by user id."""
     from usersignals.demo import workload_spec
@@ -323,8 +327,12 @@ def produce(
 @app.command()
 def serve(
     host: Annotated[str | None, typer.Option(help="Bind address [default: 127.0.0.1].")] = None,
-    port: Annotated[int | None, typer.Option(help="Port [default: 8080].")] = None,
-    workers: Annotated[int | None, typer.Option(help="Worker processes [default: 1].")] = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65_535, help="Port [default: 8080].")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=1, help="Worker processes [default: 1].")
+    ] = None,
     mode: Annotated[
         str | None, typer.Option(help="stateful (default) or raw (recompute, for comparison).")
     ] = None,
@@ -526,10 +534,10 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path(
         "data/demo"
     ),
-    events: Annotated[int, typer.Option(help="Reference events to replay first.")] = 200_000,
+    events: Annotated[int, typer.Option(min=0, help="Reference events to replay first.")] = 200_000,
     seed: SeedOption = 7,
-    port: Annotated[int, typer.Option(help="HTTP port of the API.")] = 8080,
-    rate: Annotated[int, typer.Option(help="Live events per second while serving.")] = 1_000,
+    port: Annotated[int, typer.Option(min=1, max=65_535, help="HTTP port of the API.")] = 8080,
+    rate: Annotated[int, typer.Option(min=0, help="Live events per second while serving.")] = 1_000,
     duration: Annotated[
         float | None, typer.Option(help="Stop after this many seconds [default: Ctrl-C].")
     ] = None,

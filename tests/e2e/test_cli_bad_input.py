@@ -66,3 +66,34 @@ def test_get_with_a_time_out_of_range_prints_one_line(
     refused = decayed.stderr.strip().splitlines()
     assert len(refused) == 1, decayed.stderr
     assert refused[0].startswith("error: as_of: signal 'category_interest' cannot answer")
+
+
+@pytest.mark.parametrize(
+    ("command", "option", "value"),
+    [
+        ("produce", "--partitions", "0"),
+        ("produce", "--events", "-5"),
+        ("produce", "--rate", "-1"),
+        ("generate", "--events", "-5"),
+        ("demo", "--events", "-1"),
+        ("demo", "--rate", "-1"),
+        ("demo", "--port", "70000"),
+        ("serve", "--workers", "0"),
+        ("serve", "--port", "0"),
+        ("replay", "--batch", "0"),
+    ],
+)
+def test_a_count_out_of_range_is_a_usage_error_naming_the_option(
+    tmp_path: Path, command: str, option: str, value: str
+) -> None:
+    """Before: `produce --partitions 0` hung with no output (a topic of 0 partitions made),
+    `--events -5` named an internal class, `--rate -1` passed."""
+    needs = {
+        "produce": ["--kafka", "127.0.0.1:1"],
+        "generate": ["--out", str(tmp_path / "g")],
+        "replay": [str(tmp_path / "none.jsonl")],
+    }
+    result = run(command, *needs.get(command, []), option, value, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert option in result.stderr, result.stderr
