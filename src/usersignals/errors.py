@@ -81,10 +81,13 @@ class SignalDefinitionError(UserSignalsError):
     """
 
     def __init__(self, signal: str, problems: Sequence[str]) -> None:
+        """``signal``: the one invalid signal's name; empty for problems of the set of
+        signals (a key defined twice, say)."""
         self.signal = signal
         self.problems = tuple(problems)
         listing = "; ".join(self.problems)
-        super().__init__(f"signal {signal!r} is invalid: {listing}")
+        subject = f"signal {signal!r} is" if signal else "the signals are"
+        super().__init__(f"{subject} invalid: {listing}")
 
 
 class SignalNotFoundError(UserSignalsError):

@@ -97,3 +97,34 @@ def test_a_count_out_of_range_is_a_usage_error_naming_the_option(
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr
     assert option in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("source", "expected"),
+    [
+        ("x = 1\n", "error: signals module {path!r} defines no Signal"),
+        (
+            "raise RuntimeError('boom')\n",
+            "error: signals module {path!r} failed to import: RuntimeError: boom (line 1)",
+        ),
+        (
+            "from usersignals import Count, Signal\n"
+            "SIGNALS = [Signal(name='a', version=1, aggregate=Count())] * 2\n",
+            "error: the signals are invalid: signal 'a@1' is defined 2 times",
+        ),
+    ],
+    ids=["no signal", "raises", "twice"],
+)
+def test_a_bad_signals_module_is_named_in_one_line(
+    tmp_path: Path, source: str, expected: str
+) -> None:
+    """Before: the module's internal name (``usersignals_user_signals_<hash>``), a
+    traceback, and "signal '<module>' is invalid"."""
+    module = tmp_path / "badmod.py"
+    module.write_text(source)
+    result = run("signals", "compile", module, cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(expected.format(path=str(module))), lines[0]

@@ -225,4 +225,4 @@ def validate_signals(signals: Sequence[Signal]) -> None:
                     f"and {lookup.key!r}"
                 )
     if problems:
-        raise SignalDefinitionError("<module>", problems)
+        raise SignalDefinitionError("", problems)  # of the set, not of one signal

@@ -6,11 +6,12 @@ import importlib
 import importlib.util
 import json
 import sys
+import traceback
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from usersignals.errors import ConfigurationError, SignalNotFoundError
+from usersignals.errors import ConfigurationError, SignalNotFoundError, UserSignalsError
 from usersignals.signals.definition import Signal, validate_signals
 
 
@@ -105,15 +106,18 @@ def load_module(target: str) -> ModuleType:
             path = Path(target)
             if not path.is_file():
                 raise ConfigurationError(f"signals module file {target!r} does not exist")
-            name = f"usersignals_user_signals_{abs(hash(path.resolve()))}"
+            name = f"{_FILE_MODULE_PREFIX}{abs(hash(path.resolve()))}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
                 raise ConfigurationError(f"cannot load {target!r} as a Python module")
             module = importlib.util.module_from_spec(spec)
+            module.__dict__[_SHOWN_AS] = target
             sys.modules[name] = module
             spec.loader.exec_module(module)
             return module
         return importlib.import_module(target)
+    except UserSignalsError:  # ours, a signal's definition say: already says what is wrong
+        raise
     except ModuleNotFoundError as exc:
         raise ConfigurationError(f"cannot import signals module {target!r}: {exc}") from exc
     except SyntaxError as exc:
@@ -121,6 +125,33 @@ def load_module(target: str) -> ModuleType:
             f"signals module {target!r} has a syntax error: {exc.msg} "
             f"({exc.filename}, line {exc.lineno})"
         ) from exc
+    except Exception as exc:  # the module's own code raised: say what, and where in it
+        raise ConfigurationError(
+            f"signals module {target!r} failed to import: {type(exc).__name__}: {exc}"
+            f"{_line_in(exc, target)}"
+        ) from exc
+
+
+#: The name a module loaded from a file is imported under (a file has no dotted name).
+_FILE_MODULE_PREFIX = "usersignals_user_signals_"
+#: The attribute holding what a module loaded from a file is called in messages: its path.
+_SHOWN_AS = "__usersignals_shown_as__"
+
+
+def _line_in(error: BaseException, target: str) -> str:
+    """`` (line N)``: the last line of the module file ``target`` that the error passed
+    through; nothing for a module imported by dotted name."""
+    if not (target.endswith(".py") or "/" in target):
+        return ""
+    path = Path(target).resolve()
+    frames = traceback.extract_tb(error.__traceback__)
+    own = [frame for frame in frames if Path(frame.filename).resolve() == path]
+    return f" (line {own[-1].lineno})" if own else ""
+
+
+def shown_name(module: ModuleType) -> str:
+    """What messages call ``module``: the path it was loaded from, else its dotted name."""
+    return str(module.__dict__.get(_SHOWN_AS, module.__name__))
 
 
 def signals_of(module: ModuleType) -> list[Signal]:
@@ -131,5 +162,5 @@ def signals_of(module: ModuleType) -> list[Signal]:
     else:
         signals = [value for value in vars(module).values() if isinstance(value, Signal)]
     if not signals or not all(isinstance(signal, Signal) for signal in signals):
-        raise ConfigurationError(f"module {module.__name__!r} defines no Signal")
+        raise ConfigurationError(f"signals module {shown_name(module)!r} defines no Signal")
     return signals
