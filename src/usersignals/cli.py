@@ -228,12 +228,7 @@ def run(
     from usersignals.processing.metrics import ProcessorMetrics
 
     return_large_blocks()  # before the store opens: RocksDB's freed write buffers leave
-    overrides: dict[str, Any] = {"store": store, "signals": signals}
-    if spool is not None:
-        overrides["spool"] = {"path": spool}
-    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
-    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
-    settings = _settings(config, **overrides)
+    settings = _run_settings(config, store, signals, spool, kafka, topic)
     if metrics_port:  # before the store opens
         check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
     metrics = ProcessorMetrics()
@@ -263,6 +258,23 @@ def run(
     console.print(
         _stopped(runner.stats, kafka=bool(settings.kafka.bootstrap_servers)), markup=False
     )
+
+
+def _run_settings(
+    config: Path | None,
+    store: str | None,
+    signals: str | None,
+    spool: str | None,
+    kafka: str | None,
+    topic: str | None,
+) -> Settings:
+    """`run`'s settings: the configuration with its options over it."""
+    overrides: dict[str, Any] = {"store": store, "signals": signals}
+    if spool is not None:
+        overrides["spool"] = {"path": spool}
+    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
+    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
+    return _settings(config, **overrides)
 
 
 def _stopped(stats: PipelineStats, kafka: bool) -> str:

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -12,13 +14,17 @@ import pytest
 
 from usersignals import (
     Count,
+    DecayedScores,
+    Distinct,
     Event,
     LastN,
     Lookup,
+    MeanVector,
     Signal,
     SignalDefinitionError,
     SignalNotFoundError,
     SignalRegistry,
+    Sum,
     action,
     attr,
     days,
@@ -91,7 +97,7 @@ def test_every_problem_is_reported_at_once() -> None:
         "name must be",
         "version must be",
         "retention must be",
-        "LastN n must be between",
+        "LastN n must be a whole number from 1 to",
         "keep lists a field twice",
         "dedupe_by 'action' must also be in keep",
         "field 'nope'",
@@ -586,3 +592,28 @@ def test_filters_and_aggregations_read_nested_attrs_by_path() -> None:
     assert not accepts(row(None))
     assert compiled.getter("attrs.device.model")(row({"device": {"model": "15"}})) == "15"
     assert compiled.getter("attrs.device.model")(row({"device": 3})) is None
+
+
+@pytest.mark.parametrize(
+    ("make", "named"),
+    [
+        (lambda: LastN("10"), "LastN n"),  # type: ignore[arg-type]
+        (lambda: LastN(10.5), "LastN n"),  # type: ignore[arg-type]
+        (lambda: LastN(True), "LastN n"),
+        (lambda: DecayedScores(key="action", top_k="5"), "top_k"),  # type: ignore[arg-type]
+        (lambda: DecayedScores(key="action", weights={"click": "2"}), "weight of 'click'"),  # type: ignore[dict-item]
+        (lambda: Distinct(of="item_id", precision="8"), "precision"),  # type: ignore[arg-type]
+        (lambda: Distinct(of="item_id", precision=8.5), "precision"),  # type: ignore[arg-type]
+        (lambda: MeanVector(of="attrs.v", dim="3"), "MeanVector dim"),  # type: ignore[arg-type]
+        (lambda: Count(by=5), "Count by"),  # type: ignore[arg-type]
+        (lambda: Count(by=None), "Count by"),  # type: ignore[arg-type]
+        (lambda: Sum(of="attrs.v", decimals=2.5), "Sum decimals"),  # type: ignore[arg-type]
+    ],
+)
+def test_a_parameter_of_the_wrong_type_is_a_definition_problem(
+    make: Callable[[], Any], named: str
+) -> None:
+    """Before: a TypeError from a comparison with the bounds (a CLI traceback), or, for a
+    float or True, a plan the core refused when events came."""
+    with pytest.raises(SignalDefinitionError, match=re.escape(named)):
+        Signal(name="a", version=1, aggregate=make())

@@ -24,6 +24,7 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.decay import DecayBuckets, Tops
+from usersignals.aggregations.params import number_problem, whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     DurationLike,
@@ -69,9 +70,12 @@ def _decay_problems(
         problems = [unreadable]
     else:
         problems = [] if to_duration(half_life) >= 1000 else ["half_life must be at least 1s"]
+    if not isinstance(weights, Mapping):
+        return [*problems, f"{kind} weights must map actions to numbers, not {weights!r}"]
     for name, weight in (*weights.items(), ("default_weight", default)):
-        if not -_MAX_WEIGHT <= weight <= _MAX_WEIGHT:
-            problems.append(f"weight of {name!r} must be within ±{_MAX_WEIGHT}")
+        wrong = number_problem(f"{kind} weight of {name!r}", weight, _MAX_WEIGHT)
+        if wrong:
+            problems.append(wrong)
     return problems
 
 
@@ -136,8 +140,9 @@ class DecayedScores(Aggregation):
         problems = _decay_problems(
             "DecayedScores", self.half_life, self.weights, self.default_weight
         )
-        if not 1 <= self.top_k <= 10_000:
-            problems.append("DecayedScores top_k must be between 1 and 10000")
+        wrong_k = whole_number_problem("DecayedScores top_k", self.top_k, 1, 10_000)
+        if wrong_k:
+            problems.append(wrong_k)
         return problems
 
     def fields(self) -> set[str]:
@@ -365,8 +370,9 @@ class MeanVector(Aggregation):
 
     def problems(self) -> list[str]:
         problems = _decay_problems("MeanVector", self.half_life, self.weights, self.default_weight)
-        if not 1 <= self.dim <= 4096:
-            problems.append("MeanVector dim must be between 1 and 4096")
+        wrong_dim = whole_number_problem("MeanVector dim", self.dim, 1, 4096)
+        if wrong_dim:
+            problems.append(wrong_dim)
         return problems
 
     def fields(self) -> set[str]:

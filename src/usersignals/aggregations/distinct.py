@@ -30,6 +30,7 @@ import xxhash
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
+from usersignals.aggregations.params import whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     MINUTE_MS,
@@ -71,8 +72,9 @@ class Distinct(Aggregation):
 
     def problems(self) -> list[str]:
         problems = []
-        if not 4 <= self.precision <= 16:
-            problems.append("Distinct precision must be between 4 and 16")
+        wrong_precision = whole_number_problem("Distinct precision", self.precision, 4, 16)
+        if wrong_precision:
+            problems.append(wrong_precision)
         unreadable = duration_problem("Distinct bucket", self.bucket)
         if unreadable:
             problems.append(unreadable)

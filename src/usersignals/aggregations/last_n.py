@@ -32,6 +32,7 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext
+from usersignals.aggregations.params import whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.errors import AsOfError
 from usersignals.field_names import coerce_names, names_problem
@@ -61,8 +62,9 @@ class LastN(Aggregation):
         if unreadable:
             return [unreadable]
         problems = []
-        if not 1 <= self.n <= _MAX_N:
-            problems.append(f"LastN n must be between 1 and {_MAX_N}, got {self.n}")
+        wrong_n = whole_number_problem("LastN n", self.n, 1, _MAX_N)
+        if wrong_n:
+            problems.append(wrong_n)
         if len(set(self.keep)) != len(self.keep):
             problems.append("LastN keep lists a field twice")
         if self.dedupe_by is not None and self.dedupe_by not in self.keep:

@@ -42,6 +42,7 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
+from usersignals.aggregations.params import whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Getter, Row
 from usersignals.aggregations.tiles import (
     BucketerCache,
@@ -144,8 +145,9 @@ class Sum(Count):
         problems = super().problems()
         if not self.of:
             problems.append("Sum needs the field to add up: Sum(of=...)")
-        if not 0 <= self.decimals <= 9:
-            problems.append("Sum decimals must be between 0 and 9")
+        wrong_decimals = whole_number_problem("Sum decimals", self.decimals, 0, 9)
+        if wrong_decimals:
+            problems.append(wrong_decimals)
         return problems
 
     def fields(self) -> set[str]:

@@ -94,8 +94,8 @@ class Signal:
             problems.append("shadow must be True or False")
         if self.where is not None and not isinstance(self.where, Predicate):
             problems.append("where must be a predicate such as action.isin({...})")
-        if aggregate is not None:
-            problems += aggregate.problems()
+        aggregate_problems = aggregate.problems() if aggregate is not None else []
+        problems += aggregate_problems
         provided: dict[str, str] = {}
         for enrichment in self.enrich:
             problems += enrichment.problems()
@@ -111,7 +111,9 @@ class Signal:
                 elif name in provided and provided[name] != enrichment.lookup.name:
                     problems.append(f"enriched field {name!r} comes from two sources")
                 provided[name] = enrichment.lookup.name
-        used = set(aggregate.fields()) if aggregate is not None else set()
+        # An aggregation with problems may not name its fields (a `by` that is no name).
+        fine = aggregate is not None and not aggregate_problems
+        used = set(aggregate.fields()) if fine else set()
         if self.where is not None and isinstance(self.where, Predicate):
             used |= self.where.fields()
         # Names that are not strings are already reported by the aggregation's problems.
