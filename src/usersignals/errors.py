@@ -146,6 +146,17 @@ class AsOfError(ContextError):
         return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why)
 
 
+class InvalidEventError(UserSignalsError):
+    """An event the service would not apply (it would dead-letter it with ``reason``), met
+    where events are applied directly: the testing helpers (``usersignals.testing``). Never
+    raised while serving: the API answers a bad event itself, in its list of rejected ones."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"invalid event ({reason}): {detail}")
+
+
 class StateCodecError(UserSignalsError):
     """Stored bytes could not be decoded into a state (corrupt or from an unknown codec)."""
 

@@ -11,13 +11,16 @@ In the spirit of Bytewax's ``TestingSource`` / ``run_main``::
 The events go through the real engine (filters, the Materializer, aggregations, the record
 codec) into a :class:`MemoryStore`, and are read back by the real reader: only the store is
 in memory. Unless told otherwise, answers are read as of the newest event's time, so a test
-gives the same result whenever it runs.
+gives the same result whenever it runs. An event the service would dead-letter (a time in
+seconds, an empty id: :meth:`EventDecoder.check`'s rules, with the default policy) raises
+:class:`InvalidEventError`, so a test cannot pass on events production never applies.
 """
 
 from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -25,7 +28,8 @@ from typing import Any
 from usersignals.aggregations.context import ReadContext
 from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import LookupSource, TableSource, encode_table_record
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, InvalidEventError
+from usersignals.events.decode import EventDecoder, EventPolicy
 from usersignals.events.model import AttrValue, Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
@@ -93,6 +97,18 @@ class Answers(Mapping[str, Mapping[str, Any]]):
         return self._results[user_id][signal]
 
 
+def _check(events: Sequence[Event]) -> None:
+    """Refuse an event the service would dead-letter, as the HTTP and Kafka paths judge it."""
+    checker = EventDecoder(EventPolicy())
+    now_ms = time.time_ns() // 1_000_000
+    for one in events:
+        problem = checker.check(one, now_ms)
+        if problem is not None:
+            reason, detail = problem
+            shown = f"event {one.event_id!r} of user {one.user_id!r}"
+            raise InvalidEventError(reason, f"{detail} ({shown})")
+
+
 def run_signals(
     signals: Sequence[Signal],
     events: Sequence[Event],
@@ -108,6 +124,7 @@ def run_signals(
     read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
     the events into micro-batches (default: one), as a processor would.
     """
+    _check(events)
     registry = SignalRegistry(list(signals))
     store = MemoryStore()
     try:

@@ -63,6 +63,7 @@ def test_errors_are_exported() -> None:
         "EnrichmentError",
         "HandoverError",
         "IngestUnavailableError",
+        "InvalidEventError",
         "InvalidSettingError",
         "NativeCoreError",
         "SignalDefinitionError",

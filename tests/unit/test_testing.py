@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from usersignals import Count, DecayedScores, LastN, Lookup, Signal, action
+from usersignals import (
+    Count,
+    DecayedScores,
+    Event,
+    InvalidEventError,
+    LastN,
+    Lookup,
+    Signal,
+    action,
+)
 from usersignals.errors import ConfigurationError
 from usersignals.testing import assert_signal, event, run_signals
 
@@ -117,3 +127,28 @@ def test_assert_signal_needs_the_user_when_there_are_several() -> None:
     with pytest.raises(ConfigurationError, match="say which with user_id="):
         assert_signal(clicks, events, {"total": 1, "by": {"home": 1}})
     assert_signal(clicks, events, {"total": 1, "by": {"home": 1}}, user_id="u2")
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: event("u1", "i1", "click", ts=1_767_225_600), "time_out_of_range"),  # seconds
+        (lambda: event("u1", "i1", "click", ts=_far_future()), "time_out_of_range"),
+        (lambda: event("", "i1", "click", ts=1_767_225_600_000), "invalid_value"),
+        (lambda: Event("e1", "u1", "", "click", "home", 1_767_225_600_000), "invalid_value"),
+    ],
+    ids=["ts in seconds", "400 days ahead", "empty user", "empty item, made directly"],
+)
+def test_an_event_the_service_would_dead_letter_is_refused(
+    make: Callable[[], Event], reason: str
+) -> None:
+    """Before: the helpers applied events the HTTP and Kafka paths dead-letter, so a test
+    could pass for events production never applies."""
+    clicks = Signal(name="clicks", version=1, aggregate=Count(by="surface"), retention="28d")
+    with pytest.raises(InvalidEventError) as refused:
+        run_signals([clicks], [make()])
+    assert refused.value.reason == reason
+
+
+def _far_future() -> int:
+    return int(datetime.now(UTC).timestamp() * 1000) + 400 * 86_400_000
