@@ -194,10 +194,18 @@ def replay(
             dead_letters,
             progress=lambda done: progress.update(task, completed=done),
         )
+    lookups = processor.engine.materializer
+    failed = lookups.stats.failures_by_source if lookups is not None else {}
     if as_json:
-        sys.stdout.write(msgspec.json.encode(_replay_document(summary, path)).decode() + "\n")
+        document = {**_replay_document(summary, path), "lookup_failures": failed}
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
     else:
         _print_replay(summary, path)
+        if failed:  # else a source that failed reads as one that lacked the records
+            console.print(
+                f"lookup source failures (retries included; fields left missing): {failed}",
+                markup=False,
+            )
 
 
 @app.command()

@@ -128,3 +128,22 @@ def test_a_bad_signals_module_is_named_in_one_line(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith(expected.format(path=str(module))), lines[0]
+
+
+def test_a_replay_says_when_a_lookup_source_failed_rather_than_lacked_records(
+    tmp_path: Path,
+) -> None:
+    """With `on_failure = "missing"` an unreachable source leaves fields missing; the
+    summary used to count them as events with no record, as if the source had answered."""
+    config = tmp_path / "usersignals.toml"
+    config.write_text(
+        '[enrich.sources.items]\nkind = "http"\nurl = "http://127.0.0.1:1/lookup"\n'
+        'on_failure = "missing"\nretries = 1\n'
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n")
+    result = ok(
+        run("replay", events, "--store", tmp_path / "store", "--config", config, cwd=tmp_path)
+    )
+    assert "lookup source failures" in result.stderr, result.stderr
+    assert "'items'" in result.stderr.split("lookup source failures", 1)[1]

@@ -48,6 +48,8 @@ class MaterializerStats:
     keys_missing: int = 0
     fetch_calls: int = 0
     failures: dict[str, int] = field(default_factory=dict)  # by exception kind
+    #: Failed fetches (tries) per source, retries included.
+    failures_by_source: dict[str, int] = field(default_factory=dict)
     keys_failed: int = 0
     by_source: dict[str, int] = field(default_factory=dict)
     #: Fields removed from fetched records because they did not fit: (source, field, reason).
@@ -169,7 +171,9 @@ class Materializer:
             return None
 
     def _count_failure(self, source: str, error: EnrichmentError) -> None:
-        self.stats.failures[error.kind] = self.stats.failures.get(error.kind, 0) + 1
+        stats = self.stats
+        stats.failures[error.kind] = stats.failures.get(error.kind, 0) + 1
+        stats.failures_by_source[source] = stats.failures_by_source.get(source, 0) + 1
         if self.metrics is not None:
             self.metrics.failures.labels(source, error.kind).inc()
 
