@@ -37,6 +37,7 @@ from usersignals.signals.registry import SignalRegistry
 if TYPE_CHECKING:
     from usersignals.app import Processor
     from usersignals.demo import DemoResult, LiveService
+    from usersignals.processing.health import HealthServer
     from usersignals.processing.kafka_runner import KafkaRunner
     from usersignals.processing.metrics import ProcessorMetrics
     from usersignals.processing.runner import SpoolRunner
@@ -231,6 +232,7 @@ def run(
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
     from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.ingest.kafka import BrokerProbe
     from usersignals.malloc_tuning import return_large_blocks
     from usersignals.processing.gc_tuning import tune_collector
     from usersignals.processing.metrics import ProcessorMetrics
@@ -241,14 +243,16 @@ def run(
         check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
     metrics = ProcessorMetrics()
     processor = build_processor(settings, metrics.registry)
-    if metrics_port:  # /metrics, /healthz and /readyz (503 while the store is failing)
-        _serve_health(processor, metrics, metrics_port)
+    # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down)
+    health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
     stop = _stop_on_signals()
     # The runner owns the processor from here: leaving ``with`` closes the store, the
     # consumer and the dead-letter sink, whether the runner stopped or failed.
     runner: KafkaRunner | SpoolRunner
     if settings.kafka.bootstrap_servers:
         runner = build_kafka_runner(processor, metrics)
+        if health is not None:
+            health.broker_reachable = BrokerProbe(settings.kafka).reachable
         started = (
             f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
             f"into {settings.store.path}; stop with Ctrl-C"
@@ -300,11 +304,11 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
 HEALTH_HOST = "127.0.0.1"
 
 
-def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> None:
+def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> HealthServer:
     from usersignals.processing.health import HealthServer
 
     materializer = processor.engine.materializer
-    HealthServer(
+    return HealthServer(
         metrics, HEALTH_HOST, port,
         holding=lambda: materializer is not None and bool(materializer.holding),
     ).start()  # fmt: skip

@@ -22,7 +22,7 @@ from accepted_helpers import (
     stop,
 )
 
-from usersignals.devtools.broker import LocalBroker
+from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.ingest.kafka import create_topic
 from waiting import wait_for
 
@@ -148,3 +148,35 @@ def test_the_processor_waits_for_a_topic_that_does_not_exist_yet(
     finally:
         stop(server)
         stop(processor)
+
+
+def test_the_processor_is_not_ready_while_its_broker_is_down(tmp_path: Path) -> None:
+    """`run --kafka --metrics-port`: /readyz answers 503 broker_unavailable while no broker
+    answers, and 200 again once it is back (before: "ready" throughout)."""
+    own = LocalBroker().start()
+    topic = "ready-broker"
+    processor = None
+    try:
+        create_topic(own.bootstrap, topic, 1)
+        env = environment(
+            tmp_path,
+            USERSIGNALS_KAFKA__GROUP_ID="g-ready",
+            USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
+            USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
+        )
+        port = free_port()
+        processor = start_processor(
+            env, "--kafka", own.bootstrap, "--topic", topic, "--metrics-port", str(port)
+        )
+        ready = f"http://127.0.0.1:{port}/readyz"
+        wait_for(lambda: status(ready) == 200, 60, "the processor to be ready")
+        own.stop()
+        wait_for(lambda: status(ready) == 503, 30, "/readyz to say the broker is down")
+        assert httpx.get(ready, timeout=10).json() == {"status": "broker_unavailable"}
+        own = LocalBroker(own.port).start()
+        wait_for(lambda: status(ready) == 200, 60, "/readyz to say ready again")
+        assert processor.poll() is None
+    finally:
+        if processor is not None:
+            stop(processor)
+        own.stop()

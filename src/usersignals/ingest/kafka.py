@@ -26,6 +26,8 @@ logger = logging.getLogger(__name__)
 
 #: How often a consumer whose topic does not exist yet says it is waiting, in seconds.
 _MISSING_TOPIC_EVERY_S = 60.0
+#: How often a consumer whose topic does not exist yet asks the broker for it, in seconds.
+_LOOK_FOR_TOPIC_EVERY_S = 2.0
 
 
 @dataclass
@@ -110,6 +112,8 @@ class KafkaSource:
         #: "topic/partition" per (topic, partition): the positions' partition ids, made once.
         self._partition_ids: dict[tuple[str, int], str] = {}
         self._missing_said_at = -_MISSING_TOPIC_EVERY_S
+        self._awaiting_topic = False
+        self._looked_at = -_LOOK_FOR_TOPIC_EVERY_S
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
             on_lost=self._revoked,
@@ -136,6 +140,8 @@ class KafkaSource:
         events at 100 ms), however far behind it was. Every message counts towards the
         bound, dead letters too."""
         settings = self.settings
+        if self._awaiting_topic:
+            self._look_for_topic()
         batch = KafkaBatch()
         deadline = time.monotonic() + settings.batch_max_wait_ms / 1000
         taken = 0  # messages, events or not: a backlog of blank values is bounded too
@@ -191,13 +197,30 @@ class KafkaSource:
             positions.append(position)
 
     def _topic_missing(self, error: KafkaError) -> None:
-        """The subscribed topic does not exist (yet): librdkafka keeps asking the broker, and
-        consuming starts once it is created (by an admin, or by the API's first produce on a
-        broker that creates topics). Said once a minute, not once a poll."""
+        """The subscribed topic does not exist (yet): consuming starts once it is created
+        (by an admin, or by the API's first produce on a broker that creates topics). Said
+        once a minute, not once a poll."""
+        self._awaiting_topic = True
         now = time.monotonic()
         if now - self._missing_said_at >= _MISSING_TOPIC_EVERY_S:
             self._missing_said_at = now
             logger.warning("waiting for the topic to exist: %s", error.str())
+
+    def _look_for_topic(self) -> None:
+        """Ask for the topic's metadata every few seconds while it is missing: librdkafka
+        itself would look again only at its periodic refresh (5 minutes), and the answer
+        that shows the topic is what makes the group assign its partitions."""
+        now = time.monotonic()
+        if now - self._looked_at < _LOOK_FOR_TOPIC_EVERY_S:
+            return
+        self._looked_at = now
+        try:
+            metadata = self._consumer.list_topics(self.settings.topic, timeout=1.0)
+        except KafkaException:
+            return  # the broker is away: the next batch asks again
+        topic = metadata.topics.get(self.settings.topic)
+        if topic is not None and topic.error is None and topic.partitions:
+            self._awaiting_topic = False
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """Commit synchronously; partitions no longer ours are skipped by the broker."""
@@ -262,6 +285,24 @@ class DeadLetterTopic:
 
     def close(self) -> None:
         self._producer.flush(30)
+
+
+class BrokerProbe:
+    """Whether a broker answers, for the processor's ``/readyz``: a metadata request for the
+    topic on a client of its own. (Asked on the consumer's handle from the health thread,
+    the request waited behind the fetch thread's polls, past the probe's timeout.) Its own
+    connection errors are not logged: the consumer logs them already."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._topic = settings.topic
+        self._admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+
+    def reachable(self, timeout_s: float = 1.0) -> bool:
+        try:
+            self._admin.list_topics(self._topic, timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
 
 
 def create_topic(
