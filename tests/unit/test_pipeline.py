@@ -96,3 +96,21 @@ def test_a_file_replay_step_treats_a_deletion_record_as_an_event(
     assert clicks(registry, store, "u1") == 1
     assert step.stats.deleted_users == 0
     assert step.stats.bad == 1
+
+
+def test_an_event_with_an_op_field_is_an_event_not_a_deletion(
+    registry: SignalRegistry, tmp_path: Path
+) -> None:
+    """A valid event that happens to carry ``"op": "delete"`` (an unknown field, ignored as
+    any other) is applied. Before, the deletion record's decoder ignored the event's own
+    fields and took the line for a deletion: the user's history was wiped, the event lost,
+    and nothing dead-lettered. A deletion record with a field it does not know is not a
+    deletion either: it is dead-lettered, as a line that is no event."""
+    store = MemoryStore()
+    event = msgspec.json.decode(click("a", "u1"))
+    with_op = msgspec.json.encode({**event, "op": "delete"})
+    odd_delete = msgspec.json.encode({"op": "delete", "user_id": "u1", "why": "?"})
+    step = run_block(registry, store, tmp_path, [click("b", "u1"), with_op, odd_delete])
+    assert clicks(registry, store, "u1") == 2
+    assert step.stats.deleted_users == 0
+    assert step.stats.bad == 1

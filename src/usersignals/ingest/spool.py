@@ -53,7 +53,11 @@ SUFFIX = ".jsonl"
 DEFAULT_SEGMENT_BYTES = 64 << 20
 
 
-class DeleteUser(msgspec.Struct, tag_field="op", tag="delete"):
+class DeleteUser(msgspec.Struct, tag_field="op", tag="delete", forbid_unknown_fields=True):
+    """A deletion record. No field beyond its own: an event that carries an ``"op":
+    "delete"`` of its own is an event (its unknown field ignored, as any other), never a
+    deletion that would wipe its user."""
+
     user_id: str
     #: Byte size of every other spool file when the deletion was accepted: the lines of this
     #: user acknowledged before it, which the deletion must outrank in whatever order the
