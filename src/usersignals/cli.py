@@ -237,6 +237,7 @@ def run(
     from usersignals.processing.gc_tuning import tune_collector
     from usersignals.processing.metrics import ProcessorMetrics
 
+    stop = _stop_on_signals()  # first: a SIGTERM as the store opens exits 0, not 143
     return_large_blocks()  # before the store opens: RocksDB's freed write buffers leave
     settings = _run_settings(config, store, signals, spool, kafka, topic)
     if metrics_port:  # before the store opens
@@ -245,7 +246,6 @@ def run(
     processor = build_processor(settings, metrics.registry)
     # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down)
     health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
-    stop = _stop_on_signals()
     # The runner owns the processor from here: leaving ``with`` closes the store, the
     # consumer and the dead-letter sink, whether the runner stopped or failed.
     runner: KafkaRunner | SpoolRunner
@@ -385,6 +385,8 @@ def serve(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    if not settings.kafka.bootstrap_servers:  # every worker appends to the spool
+        Path(settings.spool.path).mkdir(parents=True, exist_ok=True)
     front = settings.serving
     check_can_listen(front.host, front.port, "serving.port")
     if front.metrics_port:
@@ -763,8 +765,21 @@ def main() -> None:
     except UserSignalsError as exc:
         _print_error(str(exc))
         raise SystemExit(2) from None
+    except _PATH_ERRORS as exc:  # a path of the wrong kind: a spool that is a file, say
+        _print_error(f"{exc.strerror}: {exc.filename!r}" if exc.filename else str(exc))
+        raise SystemExit(2) from None
     if isinstance(code, int) and code:  # typer.Exit(code), returned: Ctrl-C's is 130
         raise SystemExit(code)
+
+
+#: What a path given to a command can be wrong with: the user's to fix, in one line.
+_PATH_ERRORS = (
+    FileExistsError,
+    FileNotFoundError,
+    IsADirectoryError,
+    NotADirectoryError,
+    PermissionError,
+)
 
 
 def _print_error(message: str) -> None:

@@ -147,3 +147,27 @@ def test_a_replay_says_when_a_lookup_source_failed_rather_than_lacked_records(
     )
     assert "lookup source failures" in result.stderr, result.stderr
     assert "'items'" in result.stderr.split("lookup source failures", 1)[1]
+
+
+def test_a_path_of_the_wrong_kind_is_one_line(tmp_path: Path) -> None:
+    """helper-32: a spool or dead-letter path that is a file (or under one), or a directory
+    where a file goes, ended in a traceback; a directory given as the events or table file
+    was reported as missing."""
+    (tmp_path / "afile").write_text("")
+    (tmp_path / "adir").mkdir()
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n" + "{oops\n")
+    cases = [
+        (("run", "--store", "s1", "--spool", "afile"), "afile"),
+        (("replay", events, "--store", "s2", "--dead-letter", "afile/x.jsonl"), "afile"),
+        (("replay", events, "--store", "s3", "--dead-letter", "adir"), "adir"),
+        (("replay", "adir", "--store", "s4"), "is a directory"),
+        (("tables", "load", "items", "adir", "--store", "s5"), "is a directory"),
+    ]
+    for args, named in cases:
+        result = run(*args, cwd=tmp_path)
+        assert result.returncode == 2, (args, result.stderr)
+        assert "Traceback" not in result.stderr, args
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, (args, result.stderr)
+        assert named in errors[0], (args, errors[0])

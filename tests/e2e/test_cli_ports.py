@@ -107,3 +107,14 @@ def test_run_with_its_metrics_port_in_use_refuses(
         str(taken_port), cwd=tmp_path,
     )  # fmt: skip
     one_line(result, f"error: --metrics-port {taken_port}: cannot listen on 127.0.0.1")
+
+
+def test_serve_with_a_spool_path_that_is_a_file_refuses(store: Path, tmp_path: Path) -> None:
+    """helper-32: each worker failed to make the spool and granian gave up on a crash loop,
+    after "serving on"."""
+    (tmp_path / "afile").write_text("")
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        api_port = free.getsockname()[1]
+    result = serve("--store", store, "--port", str(api_port), "--spool", "afile", cwd=tmp_path)
+    one_line(result, "error: File exists: 'afile'")

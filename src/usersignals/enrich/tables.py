@@ -29,6 +29,8 @@ def check_table_input(path: Path, types: Mapping[str, str] | None = None) -> Non
             raise ConfigurationError(
                 f"column {column!r}: unknown kind {kind!r}; kinds: {', '.join(CSV_KINDS)}"
             )
+    if path.is_dir():
+        raise ConfigurationError(f"table file {str(path)!r} is a directory")
     if not path.is_file():
         raise ConfigurationError(f"table file {str(path)!r} does not exist")
 

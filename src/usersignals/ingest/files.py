@@ -26,6 +26,8 @@ class RawBlock:
 
 class JsonlSource:
     def __init__(self, path: Path, source_id: str | None = None, block_size: int = 20_000):
+        if path.is_dir():
+            raise ConfigurationError(f"events file {str(path)!r} is a directory")
         if not path.is_file():
             raise ConfigurationError(f"events file {str(path)!r} does not exist")
         if block_size < 1:
