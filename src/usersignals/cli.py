@@ -63,6 +63,7 @@ app.command("backfill")(backfill_command)
 app.command("training-set")(training_set_command)
 
 console = Console(stderr=True)
+logger = logging.getLogger(__name__)
 out = Console()
 
 ConfigOption = Annotated[
@@ -231,7 +232,7 @@ def run(
 
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
-    from usersignals.app import build_kafka_runner, build_processor, build_spool_runner
+    from usersignals.app import build_kafka_runner, build_spool_runner
     from usersignals.ingest.kafka import BrokerProbe
     from usersignals.malloc_tuning import return_large_blocks
     from usersignals.processing.gc_tuning import tune_collector
@@ -243,7 +244,9 @@ def run(
     if metrics_port:  # before the store opens
         check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
     metrics = ProcessorMetrics()
-    processor = build_processor(settings, metrics.registry)
+    processor = _processor_once_the_store_answers(settings, metrics, stop)
+    if processor is None:  # stopped while waiting for the store
+        return
     # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down)
     health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
     # The runner owns the processor from here: leaving ``with`` closes the store, the
@@ -270,6 +273,35 @@ def run(
     console.print(
         _stopped(runner.stats, kafka=bool(settings.kafka.bootstrap_servers)), markup=False
     )
+
+
+#: Seconds between tries to open a networked store that is down when `run` starts: doubling
+#: from the first, up to the last.
+STORE_WAIT_S = (0.5, 10.0)
+
+
+def _processor_once_the_store_answers(
+    settings: Settings, metrics: ProcessorMetrics, stop: threading.Event
+) -> Processor | None:
+    """The processor, once its store opens; ``None`` if ``stop`` is set first. A Redis store
+    that is down at start is waited for, as an outage later is (a processor restarted
+    during one would otherwise stay down); RocksDB's failures to open are mistakes to fix
+    (a path, a lock), and end the command."""
+    from usersignals.errors import StoreError
+
+    delay, longest = STORE_WAIT_S
+    while True:
+        try:
+            return build_processor(settings, metrics.registry)
+        except StoreError as exc:
+            if settings.store.backend == "rocksdb":
+                raise
+            logger.warning(
+                "the state store does not answer (%s); trying again in %.1f s", exc, delay
+            )
+        if stop.wait(delay):
+            return None
+        delay = min(delay * 2, longest)
 
 
 def _run_settings(

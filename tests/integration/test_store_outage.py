@@ -8,13 +8,16 @@ end with exactly the state of one clean replay.
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
 import threading
 import time
 from pathlib import Path
 
 import msgspec
 import pytest
-from accepted_helpers import status
+from accepted_helpers import BIN, status
 from test_kafka import (
     clean_replay,
     committed,
@@ -164,3 +167,50 @@ def test_spool_processor_waits_out_a_redis_outage(tmp_path: Path) -> None:
         stop_event.set()
         server.stop()
     assert answer.signals["clicks"].value["total"] == 100  # every event, once
+
+
+def test_a_processor_started_while_redis_is_down_waits_for_it(tmp_path: Path) -> None:
+    """helper-32: `run` on Redis exited at start when Redis was down ("redis store open
+    failed"), so a processor restarted during an outage stayed down. It now waits, as for
+    an outage later, and applies what was accepted meanwhile."""
+    module = tmp_path / "outage_signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count())\n"
+    )
+    now = time.time_ns() // 1_000_000
+    encode = msgspec.json.Encoder().encode
+    writer = SpoolWriter(tmp_path / "spool", "w")
+    writer.append([encode(Event(f"a{i}", "u1", "i", "click", "home", now)) for i in range(20)])
+    writer.close()
+    server = RedisServer(persistent=True)
+    server.kill()  # its port, free: Redis is down (and `start` brings it back)
+    env = {
+        **os.environ,
+        "USERSIGNALS_SIGNALS": str(module),
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    processor = subprocess.Popen([str(BIN / "usersignals"), "run"], env=env)
+    try:
+        time.sleep(3)
+        assert processor.poll() is None, "the processor exited"
+        server.start()
+        registry = SignalRegistry.from_module(str(module))
+        store = RedisStore(server.url)
+        context = ReadContext(window_ms=86_400_000, now_ms=now + 1)
+
+        def applied() -> int:
+            answer = SignalReader(registry, store).read("u1", ["clicks"], context)
+            return int(answer.signals["clicks"].value["total"])
+
+        wait_for(lambda: applied() == 20, 60, "the spooled events to be applied")
+        store.close()
+        processor.send_signal(signal.SIGTERM)
+        assert processor.wait(timeout=30) == 0
+    finally:
+        if processor.poll() is None:
+            processor.kill()
+            processor.wait()
+        server.stop()
