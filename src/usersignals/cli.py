@@ -232,8 +232,6 @@ def run(
 
     SIGTERM or Ctrl-C: the batch in hand is finished, written and committed, then exit 0.
     """
-    from usersignals.app import build_kafka_runner, build_spool_runner
-    from usersignals.ingest.kafka import BrokerProbe
     from usersignals.malloc_tuning import return_large_blocks
     from usersignals.processing.gc_tuning import tune_collector
     from usersignals.processing.metrics import ProcessorMetrics
@@ -251,27 +249,35 @@ def run(
     health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
     # The runner owns the processor from here: leaving ``with`` closes the store, the
     # consumer and the dead-letter sink, whether the runner stopped or failed.
-    runner: KafkaRunner | SpoolRunner
-    if settings.kafka.bootstrap_servers:
-        runner = build_kafka_runner(processor, metrics)
-        if health is not None:
-            health.broker_reachable = BrokerProbe(settings.kafka).reachable
-        started = (
-            f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
-            f"into {settings.store.path}; stop with Ctrl-C"
-        )
-    else:
-        runner = build_spool_runner(processor, metrics)
-        started = (
-            f"processing {settings.spool.path} into {settings.store.path} "
-            f"(signals: {settings.signals}); stop with Ctrl-C"
-        )
+    runner, started = _runner(processor, metrics, health)
     tune_collector()  # last before running: freezes what was built (processing/gc_tuning.py)
     with runner:
         console.print(started, markup=False)
         runner.run(stop)
     console.print(
         _stopped(runner.stats, kafka=bool(settings.kafka.bootstrap_servers)), markup=False
+    )
+
+
+def _runner(
+    processor: Processor, metrics: ProcessorMetrics, health: HealthServer | None
+) -> tuple[KafkaRunner | SpoolRunner, str]:
+    """`run`'s runner, from Kafka when configured, else the spool; and what it says first."""
+    from usersignals.app import build_kafka_runner, build_spool_runner
+    from usersignals.ingest.kafka import BrokerProbe
+
+    settings = processor.settings
+    if settings.kafka.bootstrap_servers:
+        runner = build_kafka_runner(processor, metrics)
+        if health is not None:
+            health.broker_reachable = BrokerProbe(settings.kafka).reachable
+        return runner, (
+            f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
+            f"into {settings.store.path}; stop with Ctrl-C"
+        )
+    return build_spool_runner(processor, metrics), (
+        f"processing {settings.spool.path} into {settings.store.path} "
+        f"(signals: {settings.signals}); stop with Ctrl-C"
     )
 
 
