@@ -234,17 +234,16 @@ def run(
     """
     from usersignals.malloc_tuning import return_large_blocks
     from usersignals.processing.gc_tuning import tune_collector
-    from usersignals.processing.metrics import ProcessorMetrics
 
     stop = _stop_on_signals()  # first: a SIGTERM as the store opens exits 0, not 143
     return_large_blocks()  # before the store opens: RocksDB's freed write buffers leave
     settings = _run_settings(config, store, signals, spool, kafka, topic)
     if metrics_port:  # before the store opens
         check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
-    metrics = ProcessorMetrics()
-    processor = _processor_once_the_store_answers(settings, metrics, stop)
-    if processor is None:  # stopped while waiting for the store
+    built = _processor_once_the_store_answers(settings, stop)
+    if built is None:  # stopped while waiting for the store
         return
+    processor, metrics = built
     # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down)
     health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
     # The runner owns the processor from here: leaving ``with`` closes the store, the
@@ -287,18 +286,22 @@ STORE_WAIT_S = (0.5, 10.0)
 
 
 def _processor_once_the_store_answers(
-    settings: Settings, metrics: ProcessorMetrics, stop: threading.Event
-) -> Processor | None:
-    """The processor, once its store opens; ``None`` if ``stop`` is set first. A Redis store
-    that is down at start is waited for, as an outage later is (a processor restarted
-    during one would otherwise stay down); RocksDB's failures to open are mistakes to fix
-    (a path, a lock), and end the command."""
+    settings: Settings, stop: threading.Event
+) -> tuple[Processor, ProcessorMetrics] | None:
+    """The processor and its metrics, once its store opens; ``None`` if ``stop`` is set
+    first. A Redis store that is down at start is waited for, as an outage later is (a
+    processor restarted during one would otherwise stay down); RocksDB's failures to open
+    are mistakes to fix (a path, a lock), and end the command. Each try has metrics of its
+    own: a try that failed after the Materializer registered its metrics (Redis answered
+    the ping, then refused the first write) would otherwise register them twice."""
     from usersignals.errors import StoreError
+    from usersignals.processing.metrics import ProcessorMetrics
 
     delay, longest = STORE_WAIT_S
     while True:
+        metrics = ProcessorMetrics()
         try:
-            return build_processor(settings, metrics.registry)
+            return build_processor(settings, metrics.registry), metrics
         except StoreError as exc:
             if settings.store.backend == "rocksdb":
                 raise

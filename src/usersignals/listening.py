@@ -3,8 +3,10 @@
 The API's workers (granian) and their metrics exporters listen with ``SO_REUSEPORT``, so
 that every worker of one server shares its port. The same option let a second server start
 on a port a first one held, and the kernel split the requests between the two deployments.
-A plain bind, which no listener of another program admits (with ``SO_REUSEPORT`` or
-without), tells before anything starts; the socket is closed at once.
+A bind without ``SO_REUSEPORT``, which no listener of another program admits (with that
+option or without), tells before anything starts; the socket is closed at once. It sets
+``SO_REUSEADDR``, as the servers do: without it, the closed connections of a server just
+stopped (in TIME_WAIT for a minute) would refuse a port the restarted server binds fine.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ def check_can_listen(host: str, port: int, setting: str) -> None:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         family, kind, protocol, _, address = infos[0]
         with socket.socket(family, kind, protocol) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             probe.bind(address)
             probe.listen()
     except OSError as exc:

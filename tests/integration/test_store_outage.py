@@ -17,6 +17,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+import redis
 from accepted_helpers import BIN, status
 from test_kafka import (
     clean_replay,
@@ -213,4 +214,49 @@ def test_a_processor_started_while_redis_is_down_waits_for_it(tmp_path: Path) ->
         if processor.poll() is None:
             processor.kill()
             processor.wait()
+        server.stop()
+
+
+def test_a_processor_started_on_a_redis_that_refuses_writes_waits_for_it(
+    tmp_path: Path,
+) -> None:
+    """Redis answers the ping but refuses the first write (a read-only replica here; a
+    server still loading its data does the same): the processor waits, and starts once
+    writes go through. Before, its second try registered the Materializer's metrics twice
+    and ended in a traceback (DuplicateTimeseries)."""
+    module = tmp_path / "outage_signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal, Lookup\n"
+        "items = Lookup('items', key='item_id', provides=('category',))\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count(),\n"
+        "                enrich=[items.fields('category')])\n"
+    )
+    server = RedisServer()
+    client = redis.Redis(port=server.port)
+    client.replicaof("127.0.0.1", free_port())  # read-only: writes answer READONLY
+    env = {
+        **os.environ,
+        "USERSIGNALS_SIGNALS": str(module),
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    processor = subprocess.Popen(
+        [str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        time.sleep(3)
+        assert processor.poll() is None, "the processor exited"
+        client.replicaof("NO", "ONE")  # writable again
+        wait_for(lambda: client.exists(b"m:signals") or bool(client.keys("*signals*")), 60,
+                 "the processor to start and record its signals")  # fmt: skip
+        processor.send_signal(signal.SIGTERM)
+        assert processor.wait(timeout=30) == 0
+        assert processor.stderr is not None
+        assert "Traceback" not in processor.stderr.read()
+    finally:
+        if processor.poll() is None:
+            processor.kill()
+            processor.wait()
+        client.close()
         server.stop()

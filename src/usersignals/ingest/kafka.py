@@ -287,6 +287,10 @@ class DeadLetterTopic:
         self._producer.flush(30)
 
 
+#: The librdkafka properties that say how to reach and authenticate to the brokers.
+_CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "broker.", "client.")
+
+
 class BrokerProbe:
     """Whether a broker answers, for the processor's ``/readyz``: a metadata request for the
     topic on a client of its own. (Asked on the consumer's handle from the health thread,
@@ -295,7 +299,16 @@ class BrokerProbe:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topic
-        self._admin = AdminClient({"bootstrap.servers": settings.bootstrap_servers, "log_level": 0})
+        # The consumer's connection settings (TLS, SASL): without them a secured cluster
+        # never answers the probe. Its fetch and group settings are not a client's.
+        connection = {
+            name: value
+            for name, value in librdkafka_settings(settings.consumer).items()
+            if name.startswith(_CONNECTION_PREFIXES)
+        }
+        self._admin = AdminClient(
+            {**connection, "bootstrap.servers": settings.bootstrap_servers, "log_level": 0}
+        )
 
     def reachable(self, timeout_s: float = 1.0) -> bool:
         try:

@@ -44,8 +44,6 @@ class _Pending:
     def __init__(self, count: int) -> None:
         self.remaining = count
         self.errors: list[str] = []
-        #: A delivery failed with an error that leaves the producer unusable.
-        self.fatal = False
         self.done = threading.Event()
         self._lock = threading.Lock()
 
@@ -53,7 +51,6 @@ class _Pending:
         with self._lock:
             if error is not None:
                 self.errors.append(str(error))
-                self.fatal = self.fatal or error.fatal()
             self.remaining -= 1
             if self.remaining <= 0:
                 self.done.set()
@@ -99,11 +96,10 @@ class KafkaLog:
             while not pending.done.is_set() and time.monotonic() < deadline:
                 producer.poll(0.01)
         except (BufferError, KafkaException) as exc:
+            # A fatal error comes from poll() (a delivery report's error is never marked so).
             if isinstance(exc, KafkaException) and exc.args[0].fatal():
                 self._replace(producer)
             self._refuse(f"cannot queue the events for the broker: {exc}")
-        if pending.fatal:
-            self._replace(producer)
         if not pending.done.is_set():
             self._refuse(f"the broker did not acknowledge within {self.timeout_s:.1f} s")
         if pending.errors:
