@@ -1,4 +1,4 @@
-"""A Sum never serves a wrapped or saturated total.
+"""A Sum never serves a saturated total, nor one wrapped by a single huge value.
 
 A value counts when it is a finite number whose scaled magnitude (``|value| * 10**decimals``)
 is at most 2**53 (:data:`~usersignals.aggregations.windowed.MAX_SUM_SCALED`); a larger one
@@ -6,7 +6,10 @@ adds nothing, as a value that is not a number. Before, the core saturated a valu
 became 2**63 - 1) and wrapped a sum past 2**63 into a negative total. Sums add modulo 2**64,
 as the stored integers do, so a total is exact whenever it fits in them, whatever the
 order of its values (the state stays byte-identical whatever the batches). Checked on the
-core's path (``run_signals``) and on the Python reference.
+core's path (``run_signals``) and on the Python reference. A sum of many values past
+2**63 wraps (documented): the same in the core and the reference, whatever the batches.
+An answer with decimals is the integer total divided by the scale, as a float: exact while
+the scaled total is within 2**53.
 """
 
 from __future__ import annotations
@@ -62,9 +65,27 @@ def test_the_reference_counts_only_values_within_the_bound(
 
 
 def test_sums_past_the_stored_integers_wrap_the_same_in_any_order() -> None:
-    """1,025 values at the bound pass 2**63: the stored sum wraps (documented), the same
-    bytes whichever way the batches cut them."""
+    """1,025 values at the bound pass 2**63: the stored sum wraps (documented), to the same
+    total whichever way the batches cut them, in the core as in the reference."""
     values = [MAX_SUM_SCALED] * 1_025 + [-MAX_SUM_SCALED] * 3
+    wrapped = (1_022 * MAX_SUM_SCALED + 2**63) % 2**64 - 2**63
     one = run_signals([WHOLE], events_of(values))["u1"]["dwell"]
     cut = run_signals([WHOLE], events_of(values), batch_size=7)["u1"]["dwell"]
-    assert one == cut
+    assert one == cut == {"total": wrapped, "by": {"click": wrapped}}
+    assert reference_total(WHOLE, values) == wrapped
+
+
+def test_a_scaled_total_past_2_53_reads_the_same_in_the_core_and_the_reference() -> None:
+    """With decimals, the answer is the integer total divided by the scale, as a float:
+    past 2**53 the reference divided exactly and the core rounded twice (to float, then
+    the quotient): 26853417591063.25 against .246."""
+    values = [8_965_159_297_272.275, 8_978_872_335_113.55, 8_909_385_958_677.424]  # 2.7e16
+    core = run_signals([MILLIS], events_of(values))["u1"]["spend"]["total"]
+    assert core == reference_total(MILLIS, values)
+
+
+def reference_total(signal: Signal, values: list[Any]) -> Any:
+    runtime = signal.compiled.runtime
+    rows = [(one, ()) for one in events_of(values)]
+    state = runtime.decode(runtime.encode(runtime.apply(None, rows).state))
+    return runtime.read(state, ReadContext(now_ms=NOW + len(values))).value["total"]

@@ -323,8 +323,13 @@ class TileRuntime(AggregationRuntime[TileState]):
         by = {label: wrapped(value) for label, value in by.items()}
         scale = self._scale
         if scale != 1:
+            # As floats, then divided, as the core answers: exact while within 2**53 (past
+            # it, int / int rounds once and the core twice, and the answers differed).
             return ReadOut(
-                {"total": total / scale, "by": {k: v / scale for k, v in sorted(by.items())}},
+                {
+                    "total": float(total) / scale,
+                    "by": {k: float(v) / scale for k, v in sorted(by.items())},
+                },
                 newest_ms,
             )
         return ReadOut({"total": total, "by": dict(sorted(by.items()))}, newest_ms)
