@@ -98,7 +98,9 @@ class Answers(Mapping[str, Mapping[str, Any]]):
 
 
 def _check(events: Sequence[Event]) -> None:
-    """Refuse an event the service would dead-letter, as the HTTP and Kafka paths judge it."""
+    """Refuse an event the service would dead-letter, as the HTTP and Kafka paths judge it.
+    Its one rule on the clock, no more than a day ahead of now, can only let a refused test
+    pass later, never refuse one that passed: events grow older, not younger."""
     checker = EventDecoder(EventPolicy())
     now_ms = time.time_ns() // 1_000_000
     for one in events:

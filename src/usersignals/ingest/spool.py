@@ -56,7 +56,9 @@ DEFAULT_SEGMENT_BYTES = 64 << 20
 class DeleteUser(msgspec.Struct, tag_field="op", tag="delete", forbid_unknown_fields=True):
     """A deletion record. No field beyond its own: an event that carries an ``"op":
     "delete"`` of its own is an event (its unknown field ignored, as any other), never a
-    deletion that would wipe its user."""
+    deletion that would wipe its user. So a field added here later must come with a new
+    ``op`` tag (or a format version): a processor of this release dead-letters a deletion
+    with a field it does not know, and would do so during a rolling upgrade."""
 
     user_id: str
     #: Byte size of every other spool file when the deletion was accepted: the lines of this
