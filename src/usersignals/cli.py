@@ -269,7 +269,11 @@ def _runner(
     if settings.kafka.bootstrap_servers:
         runner = build_kafka_runner(processor, metrics)
         if health is not None:
-            health.broker_reachable = BrokerProbe(settings.kafka).reachable
+            probe, source = BrokerProbe(settings.kafka), runner.source
+            health.not_ready_when += [
+                ("broker_unavailable", lambda: not probe.reachable()),
+                ("topic_missing", lambda: source.awaiting_topic),
+            ]
         return runner, (
             f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
             f"into {settings.store.path}; stop with Ctrl-C"

@@ -6,7 +6,6 @@ Real Tansu broker, real ``usersignals serve --kafka`` (two workers) and
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
@@ -136,14 +135,20 @@ def test_the_processor_waits_for_a_topic_that_does_not_exist_yet(
         USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
         USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
     )
-    processor = start_processor(env, "--kafka", broker.bootstrap, "--topic", topic)
+    port = free_port()
+    processor = start_processor(
+        env, "--kafka", broker.bootstrap, "--topic", topic, "--metrics-port", str(port)
+    )
     url, server = start_server(env, "--kafka", broker.bootstrap, "--topic", topic)
+    ready = f"http://127.0.0.1:{port}/readyz"
     try:
-        time.sleep(2)  # the processor has asked for the topic and been told it is not there
+        wait_for(lambda: status(ready) == 503, 30, "/readyz to say the topic is missing")
+        assert httpx.get(ready, timeout=10).json() == {"status": "topic_missing"}
         assert processor.poll() is None, "the processor exited"
         create_topic(broker.bootstrap, topic, 2)
         assert post(url, event_body("late", "late", 4)).status_code == 202
         wait_for(lambda: clicks(url, "late") == 4, 120, "the posted events to be applied")
+        assert status(ready) == 200
         assert processor.poll() is None
     finally:
         stop(server)

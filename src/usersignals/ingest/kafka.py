@@ -112,7 +112,8 @@ class KafkaSource:
         #: "topic/partition" per (topic, partition): the positions' partition ids, made once.
         self._partition_ids: dict[tuple[str, int], str] = {}
         self._missing_said_at = -_MISSING_TOPIC_EVERY_S
-        self._awaiting_topic = False
+        #: The topic does not exist (yet): nothing can be consumed (``/readyz`` says so).
+        self.awaiting_topic = False
         self._looked_at = -_LOOK_FOR_TOPIC_EVERY_S
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
@@ -140,7 +141,7 @@ class KafkaSource:
         events at 100 ms), however far behind it was. Every message counts towards the
         bound, dead letters too."""
         settings = self.settings
-        if self._awaiting_topic:
+        if self.awaiting_topic:
             self._look_for_topic()
         batch = KafkaBatch()
         deadline = time.monotonic() + settings.batch_max_wait_ms / 1000
@@ -200,7 +201,7 @@ class KafkaSource:
         """The subscribed topic does not exist (yet): consuming starts once it is created
         (by an admin, or by the API's first produce on a broker that creates topics). Said
         once a minute, not once a poll."""
-        self._awaiting_topic = True
+        self.awaiting_topic = True
         now = time.monotonic()
         if now - self._missing_said_at >= _MISSING_TOPIC_EVERY_S:
             self._missing_said_at = now
@@ -220,7 +221,7 @@ class KafkaSource:
             return  # the broker is away: the next batch asks again
         topic = metadata.topics.get(self.settings.topic)
         if topic is not None and topic.error is None and topic.partitions:
-            self._awaiting_topic = False
+            self.awaiting_topic = False
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:
         """Commit synchronously; partitions no longer ours are skipped by the broker."""

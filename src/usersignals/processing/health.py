@@ -1,9 +1,10 @@
 """The processor's own small HTTP endpoint: ``/metrics``, ``/healthz`` and ``/readyz``.
 
 ``/readyz`` answers 503 while the state store is failing (its writes are being retried), a
-lookup source's failure is held, or no Kafka broker answers, so an orchestrator can see the
-processor is waiting, not dead; ``/healthz`` stays 200 as long as
-the process runs, so nothing restarts a processor that is only waiting for its store.
+lookup source's failure is held, or (consuming from Kafka) no broker answers or the topic
+does not exist yet, so an orchestrator can see the processor is waiting, not dead;
+``/healthz`` stays 200 as long as the process runs, so nothing restarts a processor that is
+only waiting for its store.
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ class HealthServer:
         self.metrics = metrics
         #: True while a lookup source's failure is held (often the same store, down).
         self._holding = holding
-        #: Whether a Kafka broker answers; ``None`` when not consuming from Kafka.
-        self.broker_reachable: Callable[[], bool] | None = None
+        #: More reasons not to be ready, in order: (the status /readyz names, whether it
+        #: holds now). The Kafka runner adds its own (``cli.py``'s ``_runner``).
+        self.not_ready_when: list[tuple[str, Callable[[], bool]]] = []
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
         self._thread = threading.Thread(
@@ -60,8 +62,9 @@ class HealthServer:
                 return _json(respond, "503 Service Unavailable", {"status": "store_unavailable"})
             if self._holding():
                 return _json(respond, "503 Service Unavailable", {"status": "source_unavailable"})
-            if self.broker_reachable is not None and not self.broker_reachable():
-                return _json(respond, "503 Service Unavailable", {"status": "broker_unavailable"})
+            for status, holds in self.not_ready_when:
+                if holds():
+                    return _json(respond, "503 Service Unavailable", {"status": status})
             return _json(respond, "200 OK", {"status": "ready"})
         result: Iterable[bytes] = self._metrics_app(environ, respond)
         return result
