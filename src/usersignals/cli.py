@@ -24,7 +24,7 @@ from typer._click.exceptions import NoArgsIsHelpError, UsageError
 from usersignals.aggregations.context import ReadContext
 from usersignals.app import build_processor, open_store_reader
 from usersignals.config import Settings
-from usersignals.errors import UserSignalsError
+from usersignals.errors import StoreError, UserSignalsError
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import JsonlSource
 from usersignals.listening import check_can_listen
@@ -298,7 +298,6 @@ def _processor_once_the_store_answers(
     are mistakes to fix (a path, a lock), and end the command. Each try has metrics of its
     own: a try that failed after the Materializer registered its metrics (Redis answered
     the ping, then refused the first write) would otherwise register them twice."""
-    from usersignals.errors import StoreError
     from usersignals.processing.metrics import ProcessorMetrics
 
     delay, longest = STORE_WAIT_S
@@ -307,7 +306,7 @@ def _processor_once_the_store_answers(
         try:
             return build_processor(settings, metrics.registry), metrics
         except StoreError as exc:
-            if settings.store.backend == "rocksdb":
+            if settings.store.backend == "rocksdb" or _refused_us(exc):
                 raise
             logger.warning(
                 "the state store does not answer (%s); trying again in %.1f s", exc, delay
@@ -315,6 +314,14 @@ def _processor_once_the_store_answers(
         if stop.wait(delay):
             return None
         delay = min(delay * 2, longest)
+
+
+def _refused_us(error: StoreError) -> bool:
+    """Whether the store answered and refused this client (a password): a mistake to fix,
+    not an outage to wait out."""
+    from redis.exceptions import AuthenticationError
+
+    return isinstance(error.__cause__, AuthenticationError)
 
 
 def _run_settings(

@@ -9,7 +9,9 @@ end with exactly the state of one clean replay.
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -260,3 +262,39 @@ def test_a_processor_started_on_a_redis_that_refuses_writes_waits_for_it(
             processor.wait()
         client.close()
         server.stop()
+
+
+def test_a_processor_refused_by_redis_ends_in_one_line(tmp_path: Path) -> None:
+    """A wrong password is not an outage: `run` ends at once (exit 2, one line) rather than
+    waiting for a store that will never let it in."""
+    binary = shutil.which("redis-server")
+    assert binary is not None
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--bind", "127.0.0.1", "--port", str(port), "--save", "", "--appendonly", "no",
+         "--requirepass", "right"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        wait_for(lambda: _listening(port), 10, "redis-server to listen")
+        env = {
+            **os.environ,
+            "USERSIGNALS_STORE__BACKEND": "redis",
+            "USERSIGNALS_STORE__REDIS_URL": f"redis://:wrong@127.0.0.1:{port}/0",
+            "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+        }
+        result = subprocess.run(
+            [str(BIN / "usersignals"), "run"], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert result.returncode == 2, result.stderr
+        assert "Traceback" not in result.stderr
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
+        assert len(errors) == 1, result.stderr
+    finally:
+        server.terminate()
+        server.wait()
+
+
+def _listening(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
