@@ -818,6 +818,7 @@ def main() -> None:
         _print_error(str(exc))
         raise SystemExit(2) from None
     except _PATH_ERRORS as exc:  # a path of the wrong kind: a spool that is a file, say
+        logger.debug("the command failed on a path", exc_info=True)  # USERSIGNALS_LOG_LEVEL
         _print_error(f"{exc.strerror}: {exc.filename!r}" if exc.filename else str(exc))
         raise SystemExit(2) from None
     if isinstance(code, int) and code:  # typer.Exit(code), returned: Ctrl-C's is 130

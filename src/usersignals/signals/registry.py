@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 import traceback
 from collections.abc import Iterator, Mapping, Sequence
@@ -13,6 +14,8 @@ from types import ModuleType
 
 from usersignals.errors import ConfigurationError, SignalNotFoundError, UserSignalsError
 from usersignals.signals.definition import Signal, validate_signals
+
+logger = logging.getLogger(__name__)
 
 
 class SignalRegistry:
@@ -126,6 +129,7 @@ def load_module(target: str) -> ModuleType:
             f"({exc.filename}, line {exc.lineno})"
         ) from exc
     except Exception as exc:  # the module's own code raised: say what, and where in it
+        logger.debug("signals module %r failed to import", target, exc_info=True)
         raise ConfigurationError(
             f"signals module {target!r} failed to import: {type(exc).__name__}: {exc}"
             f"{_line_in(exc, target)}"
