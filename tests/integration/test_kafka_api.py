@@ -6,6 +6,7 @@ Real Tansu broker, real ``usersignals serve --kafka`` (two workers) and
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import httpx
@@ -129,18 +130,8 @@ def test_the_processor_waits_for_a_topic_that_does_not_exist_yet(
     waits for it, then applies what is posted. Before: it exited at once, "Subscribed
     topic not available"."""
     topic = "api-later"
-    env = environment(
-        tmp_path,
-        USERSIGNALS_KAFKA__GROUP_ID="g-later",
-        USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
-        USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
-    )
-    port = free_port()
-    processor = start_processor(
-        env, "--kafka", broker.bootstrap, "--topic", topic, "--metrics-port", str(port)
-    )
+    env, processor, ready = start_watched_processor(tmp_path, broker.bootstrap, topic)
     url, server = start_server(env, "--kafka", broker.bootstrap, "--topic", topic)
-    ready = f"http://127.0.0.1:{port}/readyz"
     try:
         wait_for(lambda: status(ready) == 503, 30, "/readyz to say the topic is missing")
         assert httpx.get(ready, timeout=10).json() == {"status": "topic_missing"}
@@ -163,17 +154,7 @@ def test_the_processor_is_not_ready_while_its_broker_is_down(tmp_path: Path) -> 
     processor = None
     try:
         create_topic(own.bootstrap, topic, 1)
-        env = environment(
-            tmp_path,
-            USERSIGNALS_KAFKA__GROUP_ID="g-ready",
-            USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
-            USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
-        )
-        port = free_port()
-        processor = start_processor(
-            env, "--kafka", own.bootstrap, "--topic", topic, "--metrics-port", str(port)
-        )
-        ready = f"http://127.0.0.1:{port}/readyz"
+        _, processor, ready = start_watched_processor(tmp_path, own.bootstrap, topic)
         wait_for(lambda: status(ready) == 200, 60, "the processor to be ready")
         own.stop()
         wait_for(lambda: status(ready) == 503, 30, "/readyz to say the broker is down")
@@ -185,3 +166,21 @@ def test_the_processor_is_not_ready_while_its_broker_is_down(tmp_path: Path) -> 
         if processor is not None:
             stop(processor)
         own.stop()
+
+
+def start_watched_processor(
+    root: Path, bootstrap: str, topic: str
+) -> tuple[dict[str, str], subprocess.Popen[bytes], str]:
+    """`run --kafka` on ``topic`` with its health endpoint: the environment, the process,
+    and its /readyz URL."""
+    env = environment(
+        root,
+        USERSIGNALS_KAFKA__GROUP_ID=f"g-{topic}",
+        USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
+        USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
+    )
+    port = free_port()
+    processor = start_processor(
+        env, "--kafka", bootstrap, "--topic", topic, "--metrics-port", str(port)
+    )
+    return env, processor, f"http://127.0.0.1:{port}/readyz"
