@@ -253,13 +253,13 @@ def test_a_processor_started_on_a_redis_that_refuses_writes_waits_for_it(
         wait_for(lambda: client.exists(b"m:signals") or bool(client.keys("*signals*")), 60,
                  "the processor to start and record its signals")  # fmt: skip
         processor.send_signal(signal.SIGTERM)
-        assert processor.wait(timeout=30) == 0
-        assert processor.stderr is not None
-        assert "Traceback" not in processor.stderr.read()
+        _, stderr = processor.communicate(timeout=30)  # and closes the pipe
+        assert processor.returncode == 0, stderr
+        assert "Traceback" not in stderr
     finally:
         if processor.poll() is None:
             processor.kill()
-            processor.wait()
+            processor.communicate()
         client.close()
         server.stop()
 
