@@ -238,14 +238,16 @@ def run(
     stop = _stop_on_signals()  # first: a SIGTERM as the store opens exits 0, not 143
     return_large_blocks()  # before the store opens: RocksDB's freed write buffers leave
     settings = _run_settings(config, store, signals, spool, kafka, topic)
-    if metrics_port:  # before the store opens
-        check_can_listen(HEALTH_HOST, metrics_port, "--metrics-port")
-    built = _processor_once_the_store_answers(settings, stop)
+    # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down),
+    # from before the store opens: a processor waiting for Redis is alive, not ready.
+    health = _health_server(metrics_port) if metrics_port else None
+    built = _processor_once_the_store_answers(settings, stop, health)
     if built is None:  # stopped while waiting for the store
         return
     processor, metrics = built
-    # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down)
-    health = _serve_health(processor, metrics, metrics_port) if metrics_port else None
+    if health is not None:
+        lookups = processor.engine.materializer
+        health.holding = lambda: lookups is not None and bool(lookups.holding)
     # The runner owns the processor from here: leaving ``with`` closes the store, the
     # consumer and the dead-letter sink, whether the runner stopped or failed.
     runner, started = _runner(processor, metrics, health)
@@ -290,7 +292,7 @@ STORE_WAIT_S = (0.5, 10.0)
 
 
 def _processor_once_the_store_answers(
-    settings: Settings, stop: threading.Event
+    settings: Settings, stop: threading.Event, health: HealthServer | None
 ) -> tuple[Processor, ProcessorMetrics] | None:
     """The processor and its metrics, once its store opens; ``None`` if ``stop`` is set
     first. A Redis store that is down at start is waited for, as an outage later is (a
@@ -303,14 +305,20 @@ def _processor_once_the_store_answers(
     delay, longest = STORE_WAIT_S
     while True:
         metrics = ProcessorMetrics()
+        metrics.set_store_available(False)  # until it opens: /readyz says store_unavailable
+        if health is not None:
+            health.watch(metrics)
         try:
-            return build_processor(settings, metrics.registry), metrics
+            processor = build_processor(settings, metrics.registry)
         except StoreError as exc:
             if settings.store.backend == "rocksdb" or _refused_us(exc):
                 raise
             logger.warning(
                 "the state store does not answer (%s); trying again in %.1f s", exc, delay
             )
+        else:
+            metrics.set_store_available(True)
+            return processor, metrics
         if stop.wait(delay):
             return None
         delay = min(delay * 2, longest)
@@ -356,14 +364,13 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
 HEALTH_HOST = "127.0.0.1"
 
 
-def _serve_health(processor: Processor, metrics: ProcessorMetrics, port: int) -> HealthServer:
+def _health_server(port: int) -> HealthServer:
+    """The processor's health endpoint, started; it serves the metrics `run` hands it."""
     from usersignals.processing.health import HealthServer
+    from usersignals.processing.metrics import ProcessorMetrics
 
-    materializer = processor.engine.materializer
-    return HealthServer(
-        metrics, HEALTH_HOST, port,
-        holding=lambda: materializer is not None and bool(materializer.holding),
-    ).start()  # fmt: skip
+    check_can_listen(HEALTH_HOST, port, "--metrics-port")
+    return HealthServer(ProcessorMetrics(), HEALTH_HOST, port).start()
 
 
 def _stop_on_signals() -> threading.Event:

@@ -195,9 +195,15 @@ def test_a_processor_started_while_redis_is_down_waits_for_it(tmp_path: Path) ->
         "USERSIGNALS_STORE__REDIS_URL": server.url,
         "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
     }
-    processor = subprocess.Popen([str(BIN / "usersignals"), "run"], env=env)
+    port = free_port()
+    processor = subprocess.Popen(
+        [str(BIN / "usersignals"), "run", "--metrics-port", str(port)], env=env
+    )
+    health = f"http://127.0.0.1:{port}"
     try:
-        time.sleep(3)
+        # Alive, not ready, while it waits: a liveness probe must not restart it.
+        wait_for(lambda: status(f"{health}/healthz") == 200, 30, "/healthz while it waits")
+        assert status(f"{health}/readyz") == 503
         assert processor.poll() is None, "the processor exited"
         server.start()
         registry = SignalRegistry.from_module(str(module))
@@ -209,6 +215,7 @@ def test_a_processor_started_while_redis_is_down_waits_for_it(tmp_path: Path) ->
             return int(answer.signals["clicks"].value["total"])
 
         wait_for(lambda: applied() == 20, 60, "the spooled events to be applied")
+        assert status(f"{health}/readyz") == 200
         store.close()
         processor.send_signal(signal.SIGTERM)
         assert processor.wait(timeout=30) == 0

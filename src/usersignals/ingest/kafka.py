@@ -115,6 +115,7 @@ class KafkaSource:
         #: The topic does not exist (yet): nothing can be consumed (``/readyz`` says so).
         self.awaiting_topic = False
         self._looked_at = -_LOOK_FOR_TOPIC_EVERY_S
+        self._assigned_partitions = 0
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
             on_lost=self._revoked,
@@ -123,12 +124,14 @@ class KafkaSource:
     def _assigned(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         names = [partition_id(p.topic, p.partition) for p in partitions]
         logger.info("assigned %s", names)
+        self._assigned_partitions += len(partitions)
         if self._on_assign is not None:
             self._on_assign(names)
 
     def _revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         names = [partition_id(p.topic, p.partition) for p in partitions]
         logger.info("revoked %s", names)
+        self._assigned_partitions = max(self._assigned_partitions - len(partitions), 0)
         if self._on_revoke is not None:
             self._on_revoke(names)
 
@@ -141,7 +144,7 @@ class KafkaSource:
         events at 100 ms), however far behind it was. Every message counts towards the
         bound, dead letters too."""
         settings = self.settings
-        if self.awaiting_topic:
+        if self.awaiting_topic or not self._assigned_partitions:
             self._look_for_topic()
         batch = KafkaBatch()
         deadline = time.monotonic() + settings.batch_max_wait_ms / 1000
@@ -205,12 +208,16 @@ class KafkaSource:
         now = time.monotonic()
         if now - self._missing_said_at >= _MISSING_TOPIC_EVERY_S:
             self._missing_said_at = now
-            logger.warning("waiting for the topic to exist: %s", error.str())
+            logger.warning(
+                "waiting for the topic %r to exist: %s", self.settings.topic, error.str()
+            )
 
     def _look_for_topic(self) -> None:
-        """Ask for the topic's metadata every few seconds while it is missing: librdkafka
-        itself would look again only at its periodic refresh (5 minutes), and the answer
-        that shows the topic is what makes the group assign its partitions."""
+        """While no partition is assigned, ask for the topic's metadata every few seconds:
+        whether it exists is what ``awaiting_topic`` says (librdkafka reports a missing
+        topic once, and not always before a probe asks), and librdkafka itself would look
+        again only at its periodic refresh (5 minutes), where the answer that shows the
+        topic is what makes the group assign its partitions."""
         now = time.monotonic()
         if now - self._looked_at < _LOOK_FOR_TOPIC_EVERY_S:
             return
@@ -220,7 +227,11 @@ class KafkaSource:
         except KafkaException:
             return  # the broker is away: the next batch asks again
         topic = metadata.topics.get(self.settings.topic)
-        if topic is not None and topic.error is None and topic.partitions:
+        found = topic is not None and topic.error is None and bool(topic.partitions)
+        if topic is not None and topic.error is not None:
+            if topic.error.code() == KafkaError.UNKNOWN_TOPIC_OR_PART:
+                self._topic_missing(topic.error)
+        elif found:
             self.awaiting_topic = False
 
     def commit(self, next_offsets: dict[tuple[str, int], int]) -> None:

@@ -38,8 +38,9 @@ class HealthServer:
         holding: Callable[[], bool] = lambda: False,
     ) -> None:
         self.metrics = metrics
-        #: True while a lookup source's failure is held (often the same store, down).
-        self._holding = holding
+        #: True while a lookup source's failure is held (often the same store, down); set
+        #: once the processor is built (the server answers while `run` waits for its store).
+        self.holding = holding
         #: More reasons not to be ready, in order: (the status /readyz names, whether it
         #: holds now). The Kafka runner adds its own (``cli.py``'s ``_runner``).
         self.not_ready_when: list[tuple[str, Callable[[], bool]]] = []
@@ -48,6 +49,11 @@ class HealthServer:
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="processor-health", daemon=True
         )
+
+    def watch(self, metrics: ProcessorMetrics) -> None:
+        """Serve ``metrics`` from now on: each try of `run` to open its store has its own."""
+        self.metrics = metrics
+        self._metrics_app = make_wsgi_app(metrics.registry)
 
     def start(self) -> HealthServer:
         self._thread.start()
@@ -60,7 +66,7 @@ class HealthServer:
         if path == "/readyz":
             if not self.metrics.store_up:
                 return _json(respond, "503 Service Unavailable", {"status": "store_unavailable"})
-            if self._holding():
+            if self.holding():
                 return _json(respond, "503 Service Unavailable", {"status": "source_unavailable"})
             for status, holds in self.not_ready_when:
                 if holds():
