@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     # example signal modules that import it the way a user's module does.
     (
         "entry points",
-        frozenset({"cli", "cli_versions", "demo", "devtools", "examples", "__init__"}),
+        frozenset({"cli", "cli_run", "cli_versions", "demo", "devtools", "examples", "__init__"}),
     ),
 ]
 

@@ -42,7 +42,7 @@ class HealthServer:
         #: once the processor is built (the server answers while `run` waits for its store).
         self.holding = holding
         #: More reasons not to be ready, in order: (the status /readyz names, whether it
-        #: holds now). The Kafka runner adds its own (``cli.py``'s ``_runner``).
+        #: holds now). The Kafka runner adds its own (``cli_run.py``'s ``_runner``).
         self.not_ready_when: list[tuple[str, Callable[[], bool]]] = []
         self._metrics_app = make_wsgi_app(metrics.registry)
         self._server: WSGIServer = make_server(host, port, self._app, handler_class=_QuietHandler)
