@@ -20,7 +20,8 @@ PACKAGE = Path(usersignals.__file__).parent
 #: native core (which imports nothing of the package).
 FOUNDATION = frozenset(
     {"_core", "_version", "backoff", "closing", "config", "config_validation"}
-    | {"durations", "errors", "field_names", "libc", "listening", "malloc_tuning", "values"}
+    | {"durations", "errors", "field_names", "input_files", "libc", "listening"}
+    | {"malloc_tuning", "values"}
 )
 
 #: Bottom to top. A unit is a sub-package (``state``) or a top-level module (``config``).

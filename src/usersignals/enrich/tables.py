@@ -12,6 +12,7 @@ import msgspec
 
 from usersignals.enrich.sources import encode_table_record
 from usersignals.errors import ConfigurationError
+from usersignals.input_files import check_input_file
 from usersignals.state.store import KeyValueTable
 
 _BATCH = 10_000
@@ -29,10 +30,7 @@ def check_table_input(path: Path, types: Mapping[str, str] | None = None) -> Non
             raise ConfigurationError(
                 f"column {column!r}: unknown kind {kind!r}; kinds: {', '.join(CSV_KINDS)}"
             )
-    if path.is_dir():
-        raise ConfigurationError(f"table file {str(path)!r} is a directory")
-    if not path.is_file():
-        raise ConfigurationError(f"table file {str(path)!r} does not exist")
+    check_input_file(path, "table file")
 
 
 def load_table(

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import Position
+from usersignals.input_files import check_input_file
 
 
 @dataclass
@@ -26,10 +27,7 @@ class RawBlock:
 
 class JsonlSource:
     def __init__(self, path: Path, source_id: str | None = None, block_size: int = 20_000):
-        if path.is_dir():
-            raise ConfigurationError(f"events file {str(path)!r} is a directory")
-        if not path.is_file():
-            raise ConfigurationError(f"events file {str(path)!r} does not exist")
+        check_input_file(path, "events file")
         if block_size < 1:
             raise ConfigurationError("block size must be at least 1")
         self.path = path

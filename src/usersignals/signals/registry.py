@@ -13,6 +13,7 @@ from pathlib import Path
 from types import ModuleType
 
 from usersignals.errors import ConfigurationError, SignalNotFoundError, UserSignalsError
+from usersignals.input_files import check_input_file
 from usersignals.signals.definition import Signal, validate_signals
 
 logger = logging.getLogger(__name__)
@@ -107,8 +108,7 @@ def load_module(target: str) -> ModuleType:
     try:
         if target.endswith(".py") or "/" in target:
             path = Path(target)
-            if not path.is_file():
-                raise ConfigurationError(f"signals module file {target!r} does not exist")
+            check_input_file(path, "signals module file")
             name = f"{_FILE_MODULE_PREFIX}{abs(hash(path.resolve()))}"
             spec = importlib.util.spec_from_file_location(name, path)
             if spec is None or spec.loader is None:
