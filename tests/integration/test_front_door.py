@@ -73,6 +73,13 @@ def test_a_batch_body_that_is_not_utf8_is_a_400_naming_the_body(service: Service
         ("until", "99999999999999999"),
         ("since", "-1"),
         ("until", "9" * 5000),  # longer than Python converts to an int
+        ("since", "1795780000"),  # seconds, not ms: 1970, before any event taken
+        ("until", "1795780000"),
+        ("window", "99999999999999999999d"),  # beyond a 64-bit count of milliseconds
+        ("window", "106751991168d"),
+        ("window", "9223372036854775808ms"),
+        ("window", ""),  # empty: refused, never read as "no window"
+        ("actions", ""),
     ],
 )
 def test_times_out_of_range_are_a_400_naming_the_parameter(

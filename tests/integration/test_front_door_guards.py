@@ -11,6 +11,8 @@ import httpx
 import pytest
 from service_helpers import Service, free_port, start_service, stop_service
 
+from usersignals import ApiError, Client
+
 READ_TOKEN = "test-read-token"
 INGEST_TOKEN = "test-ingest-token"
 BODY_TIMEOUT_MS = 1_000
@@ -71,6 +73,24 @@ def test_ingest_needs_the_ingest_token_not_the_read_token(guarded: tuple[Service
     assert httpx.post(url, json=event("g1"), headers=auth(READ_TOKEN), timeout=5).status_code == 403
     accepted = httpx.post(url, json=event("g1"), headers=auth(INGEST_TOKEN), timeout=5)
     assert accepted.status_code == 202, accepted.text
+
+
+def test_the_python_client_sends_the_read_and_ingest_tokens(
+    guarded: tuple[Service, int],
+) -> None:
+    service, _ = guarded
+    with Client(service.base_url, timeout=10) as anonymous:
+        with pytest.raises(ApiError) as refused:
+            anonymous.signals(service.busiest_user, ["action_counts"])
+        assert refused.value.status == 401
+    with Client(
+        service.base_url, timeout=10, read_token=READ_TOKEN, ingest_token=INGEST_TOKEN
+    ) as client:
+        answer = client.signals(service.busiest_user, ["action_counts"])
+        assert answer.signals["action_counts"].value["total"] > 0
+        assert len(client.batch([service.busiest_user], ["action_counts"])) == 1
+        assert "signals" in client.definitions()
+        assert client.ingest([event("client-token-1")]).accepted == 1
 
 
 def test_metrics_are_served_on_their_own_port_only(guarded: tuple[Service, int]) -> None:

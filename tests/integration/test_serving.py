@@ -279,6 +279,10 @@ def test_the_python_client(service: Service) -> None:
         assert "signals" in client.definitions()
         odd = client.signals("a user/with?odd#chars", ["action_counts"])
         assert odd.user_id == "a user/with?odd#chars"
+        # Dot segments, which an HTTP client would otherwise normalise out of the path
+        # (`/v1/users/../signals` is `/v1/signals`): ids the ingest accepts.
+        for dots in (".", ".."):
+            assert client.signals(dots, ["action_counts"]).user_id == dots
 
 
 def test_a_client_retrying_a_post_counts_once(service: Service) -> None:

@@ -320,7 +320,8 @@ impl DecayedSpec {
         let scores = self.scores(retention_ms, state, view)?;
         let scored = scores.into_iter().map(|(key, score)| (score, key));
         let top = self.profile(scored, exclude, limit);
-        Ok((top, Some(state.newest.min(times.end(state.newest)))))
+        // Not capped at `until`: this read ignores it and counts every event up to the view.
+        Ok((top, Some(state.newest.min(view))))
     }
 
     /// The top `limit` (or `top_k`) of the scored keys not in `exclude`, best first; a

@@ -64,7 +64,8 @@ impl DecayedSpec {
             return Ok(Err(refusal));
         }
         let top = self.top(&keys, &scores, exclude, limit);
-        Ok(Ok((top, Some(newest.min(times.end(newest))))))
+        // Not capped at `until`: this read ignores it and counts every event up to the view.
+        Ok(Ok((top, Some(newest.min(view)))))
     }
 
     /// The top `limit` (or `top_k`) of the scored keys not in `exclude`, best first: score

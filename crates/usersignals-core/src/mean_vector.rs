@@ -181,7 +181,8 @@ impl MeanVectorSpec {
             let scale = scale_down(1.0, COMPONENT_BITS) / weight;
             totals[1..].iter().map(|v| v * scale).collect()
         });
-        let newest = state.newest.min(times.end(state.newest));
+        // Not capped at `until`: this read ignores it and counts every event up to the view.
+        let newest = state.newest.min(view);
         Ok((MeanAnswer { vector, weight }, Some(newest)))
     }
 }

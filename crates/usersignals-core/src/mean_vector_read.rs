@@ -58,7 +58,8 @@ impl MeanVectorSpec {
             let scale = scale_down(1.0, COMPONENT_BITS) / weight;
             totals[1..].iter().map(|v| v * scale).collect()
         });
-        let newest = newest.min(times.end(newest));
+        // Not capped at `until`: this read ignores it and counts every event up to the view.
+        let newest = newest.min(view);
         Ok(Ok((MeanAnswer { vector, weight }, Some(newest))))
     }
 

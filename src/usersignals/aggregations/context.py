@@ -151,8 +151,11 @@ class ReadContext:
         since = _optional(params, "since", _parse_time)
         until = _optional(params, "until", _parse_time)
         as_of = _optional(params, "as_of", _parse_time)
-        if as_of is not None:
-            check_view_time("as_of", as_of)
+        # A time in seconds read as ms lands in 1970: refused for all three alike, never
+        # answered as "everything since 1970" or "nothing before January 21st, 1970".
+        for name, moment in (("since", since), ("until", until), ("as_of", as_of)):
+            if moment is not None:
+                check_view_time(name, moment)
         if since is not None and until is not None and since > until:
             raise ContextError("since", "must not be after `until`")
         return cls(
@@ -172,7 +175,7 @@ class ReadContext:
 def check_view_time(name: str, ms: int) -> None:
     """Refuses, naming ``name``, a time no view can be read at: before 2000-01-01, before
     any event the service takes (where a time in seconds lands), or after the year 9999.
-    An ``as_of``, a label's time, a backfill's ``--until``."""
+    An ``as_of``, ``since`` or ``until``, a label's time, a backfill's ``--until``."""
     if ms < MIN_AS_OF_MS:
         raise ContextError(
             name,
@@ -185,8 +188,12 @@ def check_view_time(name: str, ms: int) -> None:
 
 def _optional(params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]) -> _T | None:
     raw = params.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         return None
+    if not raw.strip():
+        # `actions=` (or a JSON `[]`) taken as "not given" answered for every action: what
+        # a client with an empty filter did not ask.
+        raise ContextError(name, "is empty; give a value or leave the parameter out")
     try:
         return parse(raw)
     except ValueError as exc:
@@ -197,6 +204,9 @@ def _parse_window(text: str) -> int:
     window = parse_duration(text)
     if window <= 0:
         raise ValueError("must be a positive duration")
+    if window > MAX_TIME_MS:  # longer than any view reaches; the core counts in 64 bits
+        days = MAX_TIME_MS // 86_400_000
+        raise ValueError(f"must be at most {days}d, the span from 1970 to the year 9999")
     return window
 
 

@@ -252,10 +252,9 @@ class ScoresRuntime(AggregationRuntime[ScoresState]):
         except TypeError:
             top = heapq.nlargest(limit, candidates, key=lambda pair: (pair[0], repr(pair[1])))
         # Full precision: JSON carries the shortest repr that round-trips the float.
-        return ReadOut(
-            [{"key": key, "score": score} for score, key in top],
-            min(state.newest, context.end(state.newest)),
-        )
+        # Not capped at `until`: this read ignores it and counts every event up to the view.
+        profile = [{"key": key, "score": score} for score, key in top]
+        return ReadOut(profile, min(state.newest, view))
 
     def encode(self, state: ScoresState) -> bytes:
         try:
@@ -493,9 +492,8 @@ class VectorRuntime(AggregationRuntime[VectorState]):
         scale = math.ldexp(1.0, -_COMPONENT_BITS) / weight if weight else 0.0
         vector = [value * scale for value in totals[1:]] if weight else None
         # Full precision: JSON carries the shortest repr that round-trips the float.
-        return ReadOut(
-            {"vector": vector, "weight": weight}, min(state.newest, context.end(state.newest))
-        )
+        # Not capped at `until`: this read ignores it and counts every event up to the view.
+        return ReadOut({"vector": vector, "weight": weight}, min(state.newest, view))
 
     def encode(self, state: VectorState) -> bytes:
         buckets = dict(sorted(state.buckets.items()))

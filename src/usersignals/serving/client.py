@@ -27,6 +27,8 @@ class Client(Closing):
 
     One pooled HTTP/1.1 connection set per client; ``timeout`` (seconds) bounds each call.
     Errors come back as :class:`usersignals.ApiError` with the server's code and parameter.
+    The tokens are the server's (``serving.read_token``, ``ingest_token``, ``admin_token``):
+    each is sent as a bearer token with the calls it guards, none when not given.
     """
 
     def __init__(
@@ -35,6 +37,8 @@ class Client(Closing):
         timeout: float = 2.0,
         admin_token: str | None = None,
         max_connections: int = 16,
+        read_token: str | None = None,
+        ingest_token: str | None = None,
     ) -> None:
         self._http = httpx.Client(
             base_url=base_url,
@@ -43,7 +47,9 @@ class Client(Closing):
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
         )
-        self._admin_token = admin_token
+        self._read = _bearer(read_token)
+        self._ingest = {**_JSON_HEADERS, **_bearer(ingest_token)}
+        self._admin = _bearer(admin_token)
 
     def signals(
         self, user_id: str, names: Sequence[str] | None = None, **context: ContextValue
@@ -51,7 +57,9 @@ class Client(Closing):
         params = _query(context)
         if names:
             params["names"] = ",".join(names)
-        response = self._http.get(f"/v1/users/{_path(user_id)}/signals", params=params)
+        response = self._http.get(
+            f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
+        )
         return _user_signals.decode(_checked(response))
 
     def batch(
@@ -68,14 +76,14 @@ class Client(Closing):
             "contexts": {name: dict(c) for name, c in (contexts or {}).items()},
         }
         response = self._http.post(
-            "/v1/signals/batch", content=_encode(body), headers=_JSON_HEADERS
+            "/v1/signals/batch", content=_encode(body), headers={**_JSON_HEADERS, **self._read}
         )
         return _batch.decode(_checked(response))["results"]
 
     def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> IngestResponse:
         """Send events; the answer lists the rejected ones. Raises only if none was valid."""
         response = self._http.post(
-            "/v1/events", content=_encode(list(events)), headers=_JSON_HEADERS
+            "/v1/events", content=_encode(list(events)), headers=self._ingest
         )
         if response.status_code == 422:
             decoded = msgspec.json.decode(response.content)
@@ -84,12 +92,12 @@ class Client(Closing):
         return _ingest.decode(_checked(response))
 
     def delete_user(self, user_id: str) -> DeleteResponse:
-        headers = {"authorization": f"Bearer {self._admin_token}"} if self._admin_token else {}
-        response = self._http.delete(f"/v1/users/{_path(user_id)}", headers=headers)
+        response = self._http.delete(f"/v1/users/{_path(user_id)}", headers=self._admin)
         return _delete.decode(_checked(response))
 
     def definitions(self) -> dict[str, Any]:
-        result: dict[str, Any] = msgspec.json.decode(_checked(self._http.get("/v1/signals")))
+        answer = self._http.get("/v1/signals", headers=self._read)
+        result: dict[str, Any] = msgspec.json.decode(_checked(answer))
         return result
 
     def ready(self) -> bool:
@@ -105,8 +113,15 @@ class Client(Closing):
 _JSON_HEADERS = {"content-type": "application/json"}
 
 
+def _bearer(token: str | None) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"} if token else {}
+
+
 def _path(user_id: str) -> str:
-    # Every reserved character escaped, "/" included: a user id is one path segment.
+    # Every reserved character escaped, "/" included: a user id is one path segment. So are
+    # the dots of "." and "..", which would otherwise be normalised away as dot segments.
+    if user_id in (".", ".."):
+        return user_id.replace(".", "%2E")
     return quote(user_id, safe="")
 
 

@@ -20,8 +20,9 @@ from usersignals.serving.guards import check_reads, distinct_names
 from usersignals.serving.inputs import body_of, check_users, user_id_of
 from usersignals.serving.reader import ReadPlan
 from usersignals.serving.refresh import check_writer
-from usersignals.serving.schemas import BatchRequest, context_strings
+from usersignals.serving.schemas import BatchRequest, ContextValue, context_strings
 from usersignals.serving.state import serving_state
+from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 
 _batch_decoder = msgspec.json.Decoder(BatchRequest)
@@ -63,22 +64,32 @@ def batch_plan(registry: SignalRegistry, body: BatchRequest) -> ReadPlan:
     names = distinct_names(body.signals, "signals") if body.signals else None
     signals = [registry.get(name) for name in names] if names else list(registry)
     check_reads(len(body.users), len(signals))
-    # Keyed as the answers are: a shadow version by its name@version.
-    unknown = set(body.contexts) - {registry.label(signal) for signal in signals}
-    if unknown:
-        raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
+    own = _own_contexts(registry, signals, body.contexts)
     now_ms = time.time_ns() // 1_000_000
     shared = context_strings(body.context)
     return [
-        (
-            signal,
-            ReadContext.parse(
-                {**shared, **context_strings(body.contexts.get(registry.label(signal), {}))},
-                now_ms,
-            ),
-        )
+        (signal, ReadContext.parse({**shared, **context_strings(own.get(signal.key, {}))}, now_ms))
         for signal in signals
     ]
+
+
+def _own_contexts(
+    registry: SignalRegistry, signals: list[Signal], contexts: dict[str, dict[str, ContextValue]]
+) -> dict[str, dict[str, ContextValue]]:
+    """``contexts`` by signal key. A signal's context is keyed as its answer is (a shadow
+    version by its name@version) or by its name@version always: a client that pins versions
+    keys them as it names them, whichever version is served by default."""
+    keys = {registry.label(signal): signal.key for signal in signals}
+    keys.update((signal.key, signal.key) for signal in signals)
+    unknown = set(contexts) - set(keys)
+    if unknown:
+        raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
+    own: dict[str, dict[str, ContextValue]] = {}
+    for given, context in contexts.items():
+        if keys[given] in own:
+            raise ContextError("contexts", f"gives {keys[given]}'s context twice, by two names")
+        own[keys[given]] = context
+    return own
 
 
 async def list_signals(request: Request) -> Response:
