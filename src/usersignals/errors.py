@@ -157,6 +157,19 @@ class InvalidEventError(UserSignalsError):
         super().__init__(f"invalid event ({reason}): {detail}")
 
 
+class SignalFailedError(UserSignalsError):
+    """A signal's own code (a user-defined aggregation's ``apply``, ``encode`` or
+    ``decode``) failed on an event. The service dead-letters such an event (reason
+    ``signal_failed``) and goes on; the testing helpers raise this, from the signal's error,
+    so the author sees it in a unit test."""
+
+    def __init__(self, signal: str, event_id: str, detail: str) -> None:
+        self.signal = signal
+        self.event_id = event_id
+        self.detail = detail
+        super().__init__(f"signal {signal} failed on event {event_id!r}: {detail}")
+
+
 class StateCodecError(UserSignalsError):
     """Stored bytes could not be decoded into a state (corrupt or from an unknown codec)."""
 

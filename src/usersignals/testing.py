@@ -130,7 +130,10 @@ def run_signals(
     registry = SignalRegistry(list(signals))
     store = MemoryStore()
     try:
-        engine = Engine(registry, store, _materializer(registry, store, tables or {}))
+        # A signal's own failure raises here (SignalFailedError), where the service would
+        # dead-letter the event: a test shows it, with the signal's traceback.
+        materializer = _materializer(registry, store, tables or {})
+        engine = Engine(registry, store, materializer, contain_signal_failures=False)
         report = BatchReport()
         size = batch_size or max(len(events), 1)
         for start in range(0, len(events), size):

@@ -67,6 +67,7 @@ def test_errors_are_exported() -> None:
         "InvalidSettingError",
         "NativeCoreError",
         "SignalDefinitionError",
+        "SignalFailedError",
         "SignalNotFoundError",
         "SignalsMismatchError",
         "SpoolWriteError",

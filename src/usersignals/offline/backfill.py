@@ -197,6 +197,8 @@ def _shards_loaded(
                     (_dead_letters(t), r.bad_places) for t, r in zip(tasks, results, strict=True)
                 ]
                 merge_dead_letters(parts, job.dead_letter)
+            if job.dead_letter is not None:  # after the archive's bad records
+                DeadLetterFile(job.dead_letter).write(summary.report.rejected)
             pending = list(zip(tasks, results, strict=True))[1 if shards > 1 else 0 :]
             for task, result in pending:
                 loader.load(task, result, summary.offsets if task is tasks[-1] else None)

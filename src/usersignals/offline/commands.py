@@ -143,6 +143,7 @@ def _print_backfill(summary: BackfillSummary) -> None:
         f"stored progress left to the stream; {summary.bad:,} bad",
         markup=False,
     )
+    _warn_of_signal_failures(len(summary.report.rejected))
     if summary.behind_stream:
         console.print(
             f"warning: for {summary.behind_stream:,} users the stored progress is beyond the "
@@ -240,9 +241,19 @@ def training_set_command(
         markup=False,
     )
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
+    _warn_of_signal_failures(summary.signal_failed)
     if summary.rows_without_values:
         console.print(
             f"warning: {summary.rows_without_values:,} label rows have no user or no time: "
             "their features are null",
+            markup=False,
+        )
+
+
+def _warn_of_signal_failures(count: int) -> None:
+    if count:
+        console.print(
+            f"warning: a signal's own code failed on {count:,} events: each left out of that "
+            "signal only, dead-lettered as signal_failed (--dead-letter keeps them)",
             markup=False,
         )

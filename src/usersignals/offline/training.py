@@ -24,7 +24,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +35,7 @@ from usersignals.aggregations.context import ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, ContextError
-from usersignals.events.model import Event, Position
+from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import (
@@ -117,6 +117,8 @@ class TrainingSummary:
     #: Valid events in the archive.
     events: int = 0
     bad: int = 0
+    #: Events a signal's own code failed on: dead-lettered, left out of that signal only.
+    signal_failed: int = 0
     seconds: float = 0.0
 
     @property
@@ -260,6 +262,9 @@ class FeatureEngine:
     reader: SignalReader
     #: The deployment's event-id dedupe (``None`` when it is off).
     repeats: EventIdDedupe | None
+    #: Events a signal's own code failed on (dead letters ``signal_failed``), at their
+    #: places in the archive.
+    rejected: list[BadEvent] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -394,14 +399,21 @@ def _in_rounds(
         while len(groups[users[-1]]) <= k:
             users.pop()
         current = [(user, groups[user][k]) for user in users]
+        archived: dict[int, Position] = {}  # feeding order -> the event's own place
         for user, (end, _) in current:
-            for event, _ in by_user.get(user, [])[done[user] : end]:
+            for event, position in by_user.get(user, [])[done[user] : end]:
                 # Positions in feeding order: progress plays no part in a training set.
                 sequence += 1
                 batch.append(event)
                 positions.append(Position("training", sequence))
+                archived[sequence] = position
             done[user] = end
-        engine.process(MicroBatch(batch, positions))
+        report = engine.process(MicroBatch(batch, positions))
+        parts.rejected.extend(
+            msgspec.structs.replace(bad, position=archived[bad.position.offset])
+            for bad in report.rejected
+            if bad.position is not None
+        )
         for user, (_, group) in current:
             out.extend(_read_group(reader, columns, user, group))
     return out
@@ -479,6 +491,9 @@ def _merged_and_written(
     for result in results:
         summary.events += result.events
         summary.bad += result.bad
+        summary.signal_failed += len(result.rejected)
+        if job.dead_letter is not None:  # after the archive's bad records
+            DeadLetterFile(job.dead_letter).write(result.rejected)
     names = [column.name for column in columns]
     values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
     write_features(table, names, values, job.out)
@@ -513,6 +528,8 @@ class _ShardResult:
     values: Any = None
     #: Whether the shard's file holds the core's text columns (else an Arrow IPC table).
     text_columns_file: bool = False
+    #: Events a signal's own code failed on (:attr:`FeatureEngine.rejected`).
+    rejected: list[BadEvent] = field(default_factory=list)
 
 
 def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
@@ -558,14 +575,15 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_values(parts, columns, events, mine)
+        result = _ShardResult(valid, bad, share.bad_places, rejected=parts.rejected)
         if shard.index == 0:  # ShardPool.run runs the first task in the calling process
-            table = values.table() if isinstance(values, TextColumns) else values
-            return _ShardResult(valid, bad, share.bad_places, table)
-        if isinstance(values, TextColumns):
+            result.values = values.table() if isinstance(values, TextColumns) else values
+        elif isinstance(values, TextColumns):
             write_text_columns(values, shard.values)
-            return _ShardResult(valid, bad, share.bad_places, text_columns_file=True)
-        write_values(values, shard.values)
-        return _ShardResult(valid, bad, share.bad_places)
+            result.text_columns_file = True
+        else:
+            write_values(values, shard.values)
+        return result
     finally:
         if lookups is not None:
             lookups.close()

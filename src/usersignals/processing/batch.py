@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from usersignals.events.model import Event, Position
+from usersignals.events.model import BadEvent, Event, Position
 
 
 @dataclass
@@ -24,6 +24,8 @@ class BatchReport:
 
     ``duplicates`` were already applied (a replay: offset not above the user's progress);
     ``repeats`` carried an ``event_id`` the user had applied within the dedupe horizon.
+    ``rejected``: events a signal's own code failed on (reason ``signal_failed``), for the
+    dead-letter destination; the other signals applied them.
     """
 
     events: int = 0
@@ -34,6 +36,7 @@ class BatchReport:
     expired: dict[str, int] = field(default_factory=dict)
     missing_enrichment: dict[str, int] = field(default_factory=dict)
     newest_event_ms: int | None = None
+    rejected: list[BadEvent] = field(default_factory=list)
 
     def add(self, other: BatchReport) -> None:
         self.events += other.events
@@ -47,5 +50,6 @@ class BatchReport:
         ):
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
+        self.rejected.extend(other.rejected)
         if other.newest_event_ms is not None:
             self.newest_event_ms = max(self.newest_event_ms or 0, other.newest_event_ms)

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
@@ -33,11 +34,12 @@ from usersignals.aggregations.rows import Row
 from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
-from usersignals.events.model import Event, Position
+from usersignals.events.model import BadEvent, Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
+from usersignals.processing.python_signals import SIGNAL_FAILED, apply_signal
 from usersignals.signals.definition import CompiledSignal, Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
@@ -56,6 +58,7 @@ logger = logging.getLogger(__name__)
 _MISSING: Record = {}
 DEFAULT_DEDUPE_HORIZON_MS = 86_400_000
 _raw_encoder = msgspec.msgpack.Encoder()
+_json_encoder = msgspec.json.Encoder()
 
 
 #: A user with new events: their key, their stored record, and the indices of the events
@@ -71,6 +74,7 @@ class _Tally:
     missing: dict[str, int]  # events whose lookup found no record, per source
     applied: dict[str, int]  # events applied, per signal key
     expired: dict[str, int]  # events older than the retention, per signal key
+    rejected: list[BadEvent] = field(default_factory=list)  # events a signal failed on
 
 
 class _Plan:
@@ -103,10 +107,14 @@ class Engine:
         keep_raw_events: bool = False,
         dedupe_horizon_ms: int | None = DEFAULT_DEDUPE_HORIZON_MS,
         native_pipeline: bool = True,
+        contain_signal_failures: bool = True,
     ) -> None:
         """``native_pipeline=False`` keeps every batch on the per-user Python steps (the
         reference model the core's pipeline is tested against) even when all signals are
-        native."""
+        native. ``contain_signal_failures=False``: a user-defined aggregation that fails
+        raises :class:`SignalFailedError` instead of dead-lettering the event (the testing
+        helpers)."""
+        self._contain = contain_signal_failures
         self.registry = registry
         self._dedupe = EventIdDedupe(dedupe_horizon_ms) if dedupe_horizon_ms else None
         self.store = store
@@ -147,8 +155,17 @@ class Engine:
             for source, kinds in enriched_field_kinds(registry).items():
                 materializer.expect(source, kinds)
 
-    def process(self, batch: MicroBatch, marks: Mapping[bytes, bytes] | None = None) -> BatchReport:
-        """Apply ``batch``; ``marks`` (source read positions) are written atomically with it."""
+    def process(
+        self,
+        batch: MicroBatch,
+        marks: Mapping[bytes, bytes] | None = None,
+        on_rejected: Callable[[list[BadEvent]], None] | None = None,
+    ) -> BatchReport:
+        """Apply ``batch``; ``marks`` (source read positions) are written atomically with it.
+
+        ``on_rejected`` gets the events a signal's own code failed on (``report.rejected``)
+        before anything is written: once the batch's progress is written they are never met
+        again, so their dead letters must be out first."""
         report = BatchReport(events=len(batch.events))
         if not batch.events:
             if marks:
@@ -161,6 +178,8 @@ class Engine:
         else:
             puts = self._process_per_user(batch, report)
         report.users = len(puts)
+        if report.rejected and on_rejected is not None:
+            on_rejected(report.rejected)
         if marks:
             puts.update(marks)
         if puts:
@@ -237,7 +256,7 @@ class Engine:
         for index, (key, record, fresh) in enumerate(work):
             user_events = [events[i] for i in fresh]
             if self._python_plans:
-                self._apply_python(key, record.states, user_events, tally)
+                self._apply_python(key, record.states, fresh, batch, tally)
             if native_states:
                 self._native.place(record.states, native_states[index])
             _advance(record.progress, positions, fresh)
@@ -247,11 +266,17 @@ class Engine:
         report.applied = applied
         report.expired = expired
         report.newest_event_ms = newest
+        if tally.rejected:
+            report.rejected += tally.rejected
+            _log_failures(tally.rejected)
 
     def _apply_python(
-        self, key: bytes, states: dict[str, Any], user_events: list[Event], tally: _Tally
+        self, key: bytes, states: dict[str, Any], fresh: list[int], batch: MicroBatch, tally: _Tally
     ) -> None:
-        """One user's events through the signals the native core does not run."""
+        """One user's events (``fresh``, indices into ``batch``) through the signals the
+        native core does not run; the events a signal fails on go to ``tally.rejected``
+        (processing/python_signals.py)."""
+        user_events = [batch.events[i] for i in fresh]
         rows_by_layout: dict[tuple[str, ...], list[Row]] = {}
         for plan in self._python_plans:
             layout_rows = rows_by_layout.get(plan.layout)
@@ -264,16 +289,19 @@ class Engine:
             if not rows:
                 continue
             raw_state = states.get(plan.key)
-            runtime = plan.runtime
             state = self._hot.get(key, plan.key, raw_state)
-            if state is None and raw_state is not None:
-                state = runtime.decode(raw_state)
-            outcome = runtime.apply(state, rows)
-            encoded = msgspec.Raw(runtime.encode(outcome.state))
-            self._hot.put(key, plan.key, encoded, outcome.state)
-            states[plan.key] = encoded
-            tally.applied[plan.key] += len(rows) - outcome.expired
-            tally.expired[plan.key] += outcome.expired
+            stored = None if raw_state is None else bytes(raw_state)
+            step = apply_signal(plan.key, plan.runtime, stored, state, rows, self._contain)
+            if step.failed:
+                self._hot.discard(key, plan.key)
+                failed = [(rows[i][0], why) for i, why in step.failed]
+                tally.rejected += _rejected(plan.key, failed, fresh, batch)
+            if step.encoded is not None:
+                encoded = msgspec.Raw(step.encoded)
+                self._hot.put(key, plan.key, encoded, step.state)
+                states[plan.key] = encoded
+            tally.applied[plan.key] += step.applied
+            tally.expired[plan.key] += step.expired
 
     def _select(
         self, batch: MicroBatch, report: BatchReport
@@ -411,6 +439,32 @@ def _join(
             joined.append(record)
         rows.append((event, tuple(joined)))
     return rows
+
+
+def _log_failures(rejected: list[BadEvent]) -> None:
+    """One warning per failing signal and batch (its dead letters hold every event)."""
+    first: dict[str, BadEvent] = {}
+    counts: Counter[str] = Counter()
+    for bad in rejected:
+        signal = bad.detail.partition(":")[0]
+        first.setdefault(signal, bad)
+        counts[signal] += 1
+    for signal, count in counts.items():
+        logger.warning(
+            "signal %s failed on %d event(s), dead-lettered as %s; the first: %s",
+            signal, count, SIGNAL_FAILED, first[signal].detail,
+        )  # fmt: skip
+
+
+def _rejected(
+    signal: str, failed: list[tuple[Event, str]], fresh: list[int], batch: MicroBatch
+) -> list[BadEvent]:
+    """Dead letters of the events ``signal`` failed on, with their read positions."""
+    where = {id(batch.events[i]): batch.positions[i] for i in fresh}
+    return [
+        BadEvent(SIGNAL_FAILED, f"{signal}: {why}", _json_encoder.encode(event), where[id(event)])
+        for event, why in failed
+    ]
 
 
 def _advance(progress: dict[str, int], positions: Sequence[Position], indices: list[int]) -> None:

@@ -92,9 +92,12 @@ class ProcessorMetrics:
                     self.lag.labels(partition).set(max(0, high - position))
 
     def observe_report(self, report: BatchReport) -> None:
-        """What the engine reports of a batch: repeated event ids dropped."""
+        """What the engine reports of a batch: repeated event ids dropped, and the events a
+        signal's own code failed on (dead-lettered as ``signal_failed``)."""
         if report.repeats:
             self.repeats.inc(report.repeats)
+        for rejected in report.rejected:
+            self.dead_letters.labels(rejected.reason).inc()
 
     def observe_batch(
         self, events: Sequence[Event], bad: Sequence[BadEvent], seconds: float

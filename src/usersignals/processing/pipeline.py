@@ -7,7 +7,8 @@ block of lines is the same, and lives here once:
 
 1. **decode** the lines, cut at each deletion record (a stream that carries deletions);
 2. **dead letters**: every bad event of the block goes to the dead-letter sink, counted by
-   reason, before any state is written;
+   reason, before any state is written (so are the events a signal's own code fails on,
+   ``BatchReport.rejected``, found while the batch is applied);
 3. **process**: each segment's events through the engine, through a store outage
    (:class:`StoreRetry`), then the deletion that ends it;
 4. **commit**: the runner's marks are written atomically with the block's last segment, and
@@ -174,7 +175,13 @@ class PipelineStep:
         if not decoded.events and not marks:
             return BatchReport()
         batch = MicroBatch(decoded.events, decoded.positions)
-        report = self._call(lambda: self.engine.process(batch, marks), "writing a batch")
+        # Events a signal's own code failed on (the others applied them) are dead-lettered
+        # before the batch is written; a retry after a store outage may write them twice.
+        report = self._call(
+            lambda: self.engine.process(batch, marks, self.dead_letters.write), "writing a batch"
+        )
+        if report.rejected:
+            self.stats.count_bad(report.rejected)
         self.stats.report.add(report)
         return report
 

@@ -63,6 +63,13 @@ class DecodedStateCache:
             _, (evicted, _) = self._entries.popitem(last=False)
             self.bytes -= _cost(evicted)
 
+    def discard(self, user: bytes, signal: str) -> None:
+        """Forget a user's state of ``signal``: its object may no longer match its bytes (a
+        user-defined aggregation that failed may have changed it in place)."""
+        old = self._entries.pop((user, signal), None)
+        if old is not None:
+            self.bytes -= _cost(old[0])
+
 
 def _cost(encoded: msgspec.Raw) -> int:
     return len(encoded) * DECODED_BYTES_PER_STORED_BYTE

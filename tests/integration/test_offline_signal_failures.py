@@ -1,0 +1,82 @@
+"""Offline, a user-defined aggregation's failure is contained as on the live path: backfill
+(one and two processes) and the training set dead-letter the event it fails on with reason
+``signal_failed`` and apply the rest (tests/unit/test_signal_failures.py has the live path
+and the aggregation)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from usersignals.config import Settings
+from usersignals.offline import BackfillJob, backfill
+from usersignals.offline.training import TrainingJob, training_set
+
+NOW = 1_767_225_600_000
+UNIT_TESTS = Path(__file__).resolve().parent.parent / "unit"
+
+
+def faulty_module(root: Path) -> Path:
+    module = root / "faulty_signals.py"
+    module.write_text(
+        f"import sys\nsys.path.insert(0, {str(UNIT_TESTS)!r})\n"
+        "from test_signal_failures import signals\nSIGNALS = signals('apply')\n"
+    )
+    return module
+
+
+def archive(root: Path) -> Path:
+    path = root / "events.jsonl"
+    lines = [
+        json.dumps(
+            {
+                "event_id": f"e{n}",
+                "user_id": "u1",
+                "item_id": f"i{n}",
+                "action": "click",
+                "surface": "home",
+                "ts": NOW + n,
+                "attrs": {"dwell_ms": dwell},
+            }
+        )  # fmt: skip
+        for n, dwell in enumerate([100, 99_999, 200])
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def settings(root: Path) -> Settings:
+    overrides = {"signals": str(faulty_module(root)), "store": {"path": str(root / "store")}}
+    return Settings.load(environ={}, overrides=overrides)
+
+
+def dead_letters(path: Path) -> list[tuple[str, str]]:
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    return [(record["reason"], json.loads(record["raw"])["event_id"]) for record in records]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_backfill_dead_letters_the_event_a_signal_fails_on(tmp_path: Path, workers: int) -> None:
+    job = BackfillJob(str(archive(tmp_path)), settings(tmp_path), until_ms=NOW + 10,
+                      workers=workers, dead_letter=tmp_path / "dead.jsonl")  # fmt: skip
+    summary = backfill(job)
+    assert summary.events == 3
+    assert [bad.reason for bad in summary.report.rejected] == ["signal_failed"]
+    assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
+
+
+def test_the_training_set_dead_letters_it_and_reads_the_rest(tmp_path: Path) -> None:
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [NOW + 10]}), labels)
+    out = tmp_path / "features.parquet"
+    job = TrainingJob(labels, str(archive(tmp_path)), settings(tmp_path), out,
+                      dead_letter=tmp_path / "dead.jsonl")  # fmt: skip
+    summary = training_set(job)
+    assert summary.signal_failed == 1
+    assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
+    row = pq.read_table(out).to_pylist()[0]
+    assert json.loads(row["dwell"]) == 300  # the events it did not fail on

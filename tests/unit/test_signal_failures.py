@@ -1,0 +1,185 @@
+"""A user-defined aggregation that fails is contained: its events are dead-lettered.
+
+A signal written in Python whose ``apply`` raised on one event used to end the processor
+with a traceback; at the restart it met the same event and ended again, so no signal (the
+native ones included) moved past that batch. An ``encode`` that returned a ``str`` wrote it
+into the user's record, which no read could decode again; a ``decode`` of a state another
+layout wrote ended the processor too. Now the engine applies such a signal event by event
+once it fails, dead-letters the events it fails on (reason ``signal_failed``, the signal and
+the error in the detail), applies the rest, and leaves every other signal alone. The testing
+helpers raise :class:`SignalFailedError` instead, from the signal's own error, so an author
+sees it in a unit test.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+import pytest
+
+from usersignals import (
+    Count,
+    Engine,
+    MicroBatch,
+    Position,
+    Signal,
+    SignalFailedError,
+    SignalRegistry,
+)
+from usersignals.aggregations import Aggregation, AggregationRuntime, ApplyOut, ReadContext, ReadOut
+from usersignals.events.decode import EventDecoder, EventPolicy
+from usersignals.events.model import BadEvent, Event
+from usersignals.offline import MemoryStore
+from usersignals.processing.pipeline import PipelineStep
+from usersignals.serving.reader import SignalReader
+from usersignals.state.codec import decode_record
+from usersignals.state.keys import user_key
+from usersignals.testing import event, run_signals
+
+NOW = 1_767_225_600_000
+
+
+@dataclass(frozen=True)
+class Dwell(Aggregation):
+    """The total of ``attrs.dwell_ms``; ``fail`` picks how it misbehaves."""
+
+    fail: str = "apply"
+    kind = "dwell_total"
+
+    def problems(self) -> list[str]:
+        return []
+
+    def fields(self) -> set[str]:
+        return {"attrs.dwell_ms"}
+
+    def context_parameters(self) -> frozenset[str]:
+        return frozenset()
+
+    def params(self) -> dict[str, Any]:
+        return {"fail": self.fail}
+
+    def compile(self, resolve: Any, retention_ms: int) -> DwellRuntime:
+        return DwellRuntime(resolve("attrs.dwell_ms"), self.fail)
+
+
+class DwellRuntime(AggregationRuntime[list[int]]):
+    def __init__(self, dwell: Any, fail: str) -> None:
+        self.dwell = dwell
+        self.fail = fail
+
+    def apply(self, state: list[int] | None, rows: Sequence[Any]) -> ApplyOut[list[int]]:
+        total = list(state or [0, 0])
+        for row in rows:
+            value = self.dwell(row)
+            if self.fail == "apply" and value > 9000:
+                raise ValueError(f"dwell {value} too large for my model")
+            total = [total[0] + value, max(total[1], row[0].ts)]
+        return ApplyOut(total, 0)
+
+    def merge(self, a: list[int], b: list[int]) -> list[int]:
+        return [a[0] + b[0], max(a[1], b[1])]
+
+    def read(self, state: list[int] | None, context: ReadContext) -> ReadOut:
+        return ReadOut(None, None) if state is None else ReadOut(state[0], state[1])
+
+    def encode(self, state: list[int]) -> bytes:
+        if self.fail == "encode" and state[0] > 9000:
+            return repr(state)  # type: ignore[return-value]  # the author's mistake
+        return msgspec.msgpack.encode(state)
+
+    def decode(self, data: bytes) -> list[int]:
+        if self.fail == "decode":
+            raise msgspec.ValidationError("Expected 'object', got 'array'")
+        return msgspec.msgpack.decode(data, type=list[int])
+
+
+def signals(fail: str) -> list[Signal]:
+    return [
+        Signal(name="clicks", version=1, aggregate=Count(by="action")),
+        Signal(name="dwell", version=1, aggregate=Dwell(fail)),
+    ]
+
+
+def dwell_event(user: str, n: int, dwell: int) -> Event:
+    return event(user, f"i{n}", "click", ts=NOW + n, event_id=f"{user}-{n}",
+                 attrs={"dwell_ms": dwell})  # fmt: skip
+
+
+EVENTS = [dwell_event("u1", 1, 100), dwell_event("u1", 2, 99_999), dwell_event("u1", 3, 200)]
+
+
+def run(fail: str, batches: Sequence[Sequence[Event]]) -> tuple[MemoryStore, list[BadEvent]]:
+    registry = SignalRegistry(signals(fail))
+    store = MemoryStore()
+    engine = Engine(registry, store)
+    rejected: list[BadEvent] = []
+    offset = 0
+    for batch in batches:
+        positions = [Position("p", offset + i) for i in range(len(batch))]
+        offset += len(batch)
+        rejected += engine.process(MicroBatch(list(batch), positions)).rejected
+    return store, rejected
+
+
+def answers(store: MemoryStore, fail: str) -> dict[str, Any]:
+    read = SignalReader(SignalRegistry(signals(fail)), store).read(
+        "u1", None, ReadContext(now_ms=NOW + 10)
+    )
+    return {name: result.value for name, result in read.signals.items()}
+
+
+@pytest.mark.parametrize("fail", ["apply", "encode"])
+def test_the_event_a_signal_fails_on_is_dead_lettered_and_the_rest_applied(fail: str) -> None:
+    store, rejected = run(fail, [EVENTS])
+    assert [(bad.reason, bad.position) for bad in rejected] == [("signal_failed", Position("p", 1))]
+    assert "dwell@1" in rejected[0].detail
+    assert msgspec.json.decode(rejected[0].raw)["event_id"] == "u1-2"
+    # The native signal counted every event; the failing one all but the one it failed on.
+    assert answers(store, fail) == {"clicks": {"total": 3, "by": {"click": 3}}, "dwell": 300}
+
+
+def test_a_failing_event_in_a_later_batch_leaves_the_earlier_state_as_it_was() -> None:
+    store, rejected = run("apply", [EVENTS[:1], EVENTS[1:]])
+    assert len(rejected) == 1
+    assert answers(store, "apply")["dwell"] == 300
+
+
+def test_a_stored_state_the_signal_cannot_decode_fails_its_new_events_not_the_batch() -> None:
+    store, _ = run("none", [EVENTS[:1]])
+    registry = SignalRegistry(signals("decode"))
+    engine = Engine(registry, store)
+    report = engine.process(MicroBatch([EVENTS[2]], [Position("p", 2)]))
+    assert [bad.reason for bad in report.rejected] == ["signal_failed"]
+    assert "decoding its stored state" in report.rejected[0].detail
+    record = decode_record(user_key("u1"), store.get_many([user_key("u1")])[0])
+    assert msgspec.msgpack.decode(record.states["dwell@1"]) == [100, NOW + 1]  # kept
+    assert record.progress == {"p": 2}  # the batch is done: never met again at a restart
+
+
+def test_the_pipeline_dead_letters_them_and_counts_them() -> None:
+    written: list[BadEvent] = []
+
+    class Sink:
+        def write(self, bad: list[BadEvent]) -> None:
+            written.extend(bad)
+
+        def close(self) -> None:
+            pass
+
+    step = PipelineStep(Engine(SignalRegistry(signals("apply")), MemoryStore()),
+                        EventDecoder(EventPolicy()), Sink())  # fmt: skip
+    lines = [msgspec.json.encode(one) for one in EVENTS]
+    step.apply(step.decode(lines, [Position("p", i) for i in range(3)]))
+    assert [bad.reason for bad in written] == ["signal_failed"]
+    assert step.stats.bad_by_reason == {"signal_failed": 1}
+
+
+def test_the_testing_helpers_raise_the_signal_s_error() -> None:
+    with pytest.raises(SignalFailedError) as info:
+        run_signals(signals("apply"), EVENTS)
+    assert info.value.signal == "dwell@1"
+    assert isinstance(info.value.__cause__, ValueError)
+    assert "dwell 99999 too large" in str(info.value)
