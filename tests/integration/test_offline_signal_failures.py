@@ -42,7 +42,7 @@ def archive(root: Path) -> Path:
                 "ts": NOW + n,
                 "attrs": {"dwell_ms": dwell},
             }
-        )  # fmt: skip
+        )
         for n, dwell in enumerate([100, 99_999, 200])
     ]
     path.write_text("\n".join(lines) + "\n")
