@@ -24,7 +24,7 @@ import msgspec
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.decay import DecayBuckets, Tops
-from usersignals.aggregations.params import number_problem, whole_number_problem
+from usersignals.aggregations.params import field_name_problem, number_problem, whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     DurationLike,
@@ -141,8 +141,8 @@ class DecayedScores(Aggregation):
             "DecayedScores", self.half_life, self.weights, self.default_weight
         )
         wrong_k = whole_number_problem("DecayedScores top_k", self.top_k, 1, 10_000)
-        if wrong_k:
-            problems.append(wrong_k)
+        wrong_key = field_name_problem("DecayedScores key", self.key)
+        problems += [problem for problem in (wrong_k, wrong_key) if problem]
         return problems
 
     def fields(self) -> set[str]:
@@ -370,8 +370,8 @@ class MeanVector(Aggregation):
     def problems(self) -> list[str]:
         problems = _decay_problems("MeanVector", self.half_life, self.weights, self.default_weight)
         wrong_dim = whole_number_problem("MeanVector dim", self.dim, 1, 4096)
-        if wrong_dim:
-            problems.append(wrong_dim)
+        wrong_of = field_name_problem("MeanVector of", self.of)
+        problems += [problem for problem in (wrong_dim, wrong_of) if problem]
         return problems
 
     def fields(self) -> set[str]:

@@ -30,7 +30,7 @@ import xxhash
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext, retention_start
-from usersignals.aggregations.params import whole_number_problem
+from usersignals.aggregations.params import field_name_problem, whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.durations import (
     MINUTE_MS,
@@ -80,6 +80,9 @@ class Distinct(Aggregation):
             problems.append(unreadable)
         elif self.bucket_ms < MINUTE_MS or self.bucket_ms % MINUTE_MS:
             problems.append("Distinct bucket must be a whole number of minutes")
+        wrong_of = field_name_problem("Distinct of", self.of)
+        if wrong_of:
+            problems.append(wrong_of)
         return problems
 
     def fields(self) -> set[str]:

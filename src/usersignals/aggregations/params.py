@@ -1,4 +1,4 @@
-"""Checks of an aggregation's numeric parameters, as problems a definition lists.
+"""Checks of an aggregation's parameters, as problems a definition lists.
 
 A parameter of the wrong type must be a problem like any other (``SignalDefinitionError``,
 one line from the CLI), not a ``TypeError`` from the comparison with its bounds, nor a float
@@ -27,3 +27,11 @@ def number_problem(label: str, value: object, bound: float) -> str | None:
     ):
         return f"{label} must be a number within ±{bound:g}, not {value!r}"
     return None
+
+
+def field_name_problem(label: str, value: object, optional: bool = False) -> str | None:
+    """Why ``value`` is not one field name (or ``None``, when ``optional``); None if it is.
+    A tuple is the natural mistake: Count's ``by`` takes several fields."""
+    if (optional and value is None) or (isinstance(value, str) and value):
+        return None
+    return f"{label} must be one field name such as 'category', not {value!r}"

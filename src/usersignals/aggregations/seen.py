@@ -23,6 +23,7 @@ import msgspec
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime, ApplyOut, ReadOut
 from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext
+from usersignals.aggregations.params import field_name_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.errors import AsOfError
 from usersignals.values import KEY, FieldKind
@@ -43,7 +44,8 @@ class LastSeen(Aggregation):
     _latest = True
 
     def problems(self) -> list[str]:
-        return []
+        wrong_by = field_name_problem(f"{type(self).__name__} by", self.by, optional=True)
+        return [wrong_by] if wrong_by else []
 
     def fields(self) -> set[str]:
         return {self.by} if self.by else set()

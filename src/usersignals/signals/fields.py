@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from usersignals.aggregations.rows import FieldResolver, Row
+from usersignals.errors import SignalDefinitionError
 from usersignals.events import AttrValue
 
 BASE_FIELDS = ("event_id", "user_id", "item_id", "action", "surface", "ts")
@@ -67,6 +68,12 @@ class Predicate(ABC):
     def __invert__(self) -> Predicate:
         return _Not(self)
 
+    def __bool__(self) -> bool:
+        # `a and b` would be `b` alone, silently: Python's own `and` asks for a truth value.
+        raise SignalDefinitionError(
+            "", ["a filter has no truth value: combine filters with &, | and ~, not and/or/not"]
+        )
+
 
 @dataclass(frozen=True)
 class Field:
@@ -75,10 +82,10 @@ class Field:
     name: str
 
     def isin(self, values: Iterable[AttrValue]) -> Predicate:
-        return _Compare(self.name, "in", frozenset(values))
+        return _Compare(self.name, "in", _values(self.name, "isin", values))
 
     def notin(self, values: Iterable[AttrValue]) -> Predicate:
-        return _Compare(self.name, "not_in", frozenset(values))
+        return _Compare(self.name, "not_in", _values(self.name, "notin", values))
 
     def eq(self, value: AttrValue) -> Predicate:
         return _Compare(self.name, "==", value)
@@ -87,19 +94,36 @@ class Field:
         return _Compare(self.name, "!=", value)
 
     def gt(self, value: float) -> Predicate:
-        return _Compare(self.name, ">", value)
+        return _Compare(self.name, ">", _number(self.name, "gt", value))
 
     def ge(self, value: float) -> Predicate:
-        return _Compare(self.name, ">=", value)
+        return _Compare(self.name, ">=", _number(self.name, "ge", value))
 
     def lt(self, value: float) -> Predicate:
-        return _Compare(self.name, "<", value)
+        return _Compare(self.name, "<", _number(self.name, "lt", value))
 
     def le(self, value: float) -> Predicate:
-        return _Compare(self.name, "<=", value)
+        return _Compare(self.name, "<=", _number(self.name, "le", value))
 
     def exists(self) -> Predicate:
         return _Compare(self.name, "exists", None)
+
+
+def _values(name: str, method: str, values: Iterable[AttrValue]) -> frozenset[AttrValue]:
+    if isinstance(values, str | bytes):  # a string is an iterable of its letters
+        raise SignalDefinitionError(
+            "", [f"{name}.{method}() takes a list of values, e.g. {method}([{values!r}])"]
+        )
+    return frozenset(values)
+
+
+def _number(name: str, method: str, value: object) -> float:
+    # An ordering with a string (or None, or a bool) would match no event, silently.
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise SignalDefinitionError(
+            "", [f"{name}.{method}() compares with a number, not {value!r}"]
+        )
+    return value
 
 
 def field(name: str) -> Field:

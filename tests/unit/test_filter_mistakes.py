@@ -1,0 +1,75 @@
+"""Mistakes an author makes writing a filter or a one-field parameter are refused where they
+are written, naming what to write instead, never accepted to match nothing or to crash later.
+
+Found by the signal-author trial: ``action.isin("save")`` filtered on the letters
+{"s", "a", "v", "e"} and matched nothing; ``action.eq("save") and surface.eq("home")`` was
+Python's ``and`` of two objects, i.e. only the second filter; ``attr("dwell_ms").gt("5000")``
+compared numbers with a string and matched nothing; ``DecayedScores(key=("category",))``
+(the tuple the README shows for ``by``) passed validation and ended a replay with an
+AttributeError; ``FirstSeen(by=["action"])`` with a TypeError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from usersignals import (
+    Count,
+    DecayedScores,
+    Distinct,
+    FirstSeen,
+    LastSeen,
+    Signal,
+    SignalDefinitionError,
+    action,
+    attr,
+    surface,
+)
+
+
+@pytest.mark.parametrize("make", [lambda: action.isin("save"), lambda: action.notin("save")])
+def test_a_string_where_a_list_of_values_belongs_is_refused(make: Any) -> None:
+    with pytest.raises(SignalDefinitionError, match=r"a list of values.*\['save'\]"):
+        make()
+
+
+def test_a_filter_is_not_a_python_truth_value() -> None:
+    with pytest.raises(SignalDefinitionError, match="&"):
+        bool(action.eq("save"))
+    with pytest.raises(SignalDefinitionError, match="&"):
+        _ = action.eq("save") and surface.eq("home")
+
+
+@pytest.mark.parametrize("op", ["gt", "ge", "lt", "le"])
+@pytest.mark.parametrize("value", ["5000", None, True])
+def test_an_ordering_compares_with_a_number(op: str, value: Any) -> None:
+    with pytest.raises(SignalDefinitionError, match="a number"):
+        getattr(attr("dwell_ms"), op)(value)
+
+
+def test_orderings_and_lists_still_take_what_they_should() -> None:
+    assert attr("dwell_ms").gt(5000).to_json()["value"] == 5000
+    assert attr("score").le(0.5).to_json()["value"] == 0.5
+    assert action.isin(["save", "click"]).to_json()["value"] == ["click", "save"]
+    assert action.isin(("save",)).to_json()["value"] == ["save"]
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: DecayedScores(key=("category",)),  # type: ignore[arg-type]
+        lambda: Distinct(of=("item_id",)),  # type: ignore[arg-type]
+        lambda: LastSeen(by=7),  # type: ignore[arg-type]
+        lambda: FirstSeen(by=["action"]),  # type: ignore[arg-type]
+        lambda: LastSeen(by=("action", "surface")),  # type: ignore[arg-type]
+    ],
+)
+def test_a_one_field_parameter_given_something_else_is_a_definition_error(make: Any) -> None:
+    with pytest.raises(SignalDefinitionError, match="one field name"):
+        Signal(name="s", version=1, aggregate=make())
+
+
+def test_count_still_takes_a_tuple_of_fields() -> None:
+    assert Signal(name="s", version=1, aggregate=Count(by=("action", "surface")))
