@@ -18,12 +18,14 @@ seconds, an empty id: :meth:`EventDecoder.check`'s rules, with the default polic
 
 from __future__ import annotations
 
-import itertools
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from typing import Any
+
+import msgspec
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.enrich.materializer import Materializer
@@ -42,7 +44,10 @@ from usersignals.state.store import KeyValueTable
 __all__ = ["Answers", "MemoryStore", "assert_signal", "event", "run_signals"]
 
 _PARTITION = "testing"
-_ids = itertools.count(1)
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+#: How many events of each content ``event`` made: the number in the id of the next one.
+_made: Counter[tuple[str, str, str, str, int]] = Counter()
 
 #: Records of an enrichment table by key: ``{"i1": {"category": "cats"}}``.
 Table = Mapping[str, Mapping[str, Any]]
@@ -63,7 +68,9 @@ def event(
             raise ConfigurationError(f"event time {ts!r} has no time zone; use tz=UTC")
         ts = round(ts.timestamp() * 1000)
     return Event(
-        event_id=event_id if event_id is not None else f"test-{next(_ids)}",
+        event_id=event_id
+        if event_id is not None
+        else _event_id(user_id, item_id, action, surface, ts),
         user_id=user_id,
         item_id=item_id,
         action=action,
@@ -71,6 +78,15 @@ def event(
         ts=ts,
         attrs=dict(attrs) if attrs is not None else None,
     )
+
+
+def _event_id(user_id: str, item_id: str, action: str, surface: str, ts: int) -> str:
+    """The event's content, then its number among the events of equal content made so far:
+    an answer that orders equal times by the id's CRC then depends on the test alone, not
+    on how many events the tests before it made."""
+    content = (user_id, item_id, action, surface, ts)
+    _made[content] += 1
+    return f"test:{user_id}:{item_id}:{action}:{surface}:{ts}#{_made[content]}"
 
 
 class Answers(Mapping[str, Mapping[str, Any]]):
@@ -85,7 +101,9 @@ class Answers(Mapping[str, Mapping[str, Any]]):
         self.report = report
 
     def __getitem__(self, user_id: str) -> Mapping[str, Any]:
-        return {name: result.value for name, result in self._results[user_id].items()}
+        return {
+            name: _as_served(name, result.value) for name, result in self._results[user_id].items()
+        }
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._results)
@@ -95,6 +113,15 @@ class Answers(Mapping[str, Mapping[str, Any]]):
 
     def result(self, user_id: str, signal: str) -> SignalResult:
         return self._results[user_id][signal]
+
+
+def _as_served(name: str, value: Any) -> Any:
+    """``value`` as the API serves it: through its JSON encoder (integer keys become
+    strings; a value the encoder refuses, a numpy scalar say, fails here as in the API)."""
+    try:
+        return _json_decode(_json_encode(value))
+    except TypeError as exc:
+        raise TypeError(f"signal {name!r} answered a value the API cannot serve: {exc}") from exc
 
 
 def _check(events: Sequence[Event]) -> None:
@@ -143,7 +170,9 @@ def run_signals(
         users = list(dict.fromkeys(e.user_id for e in events))
         newest = max((e.ts for e in events), default=0)
         read = _context(context, newest)
-        answers = SignalReader(registry, store).read_many(users, None, read)
+        # Every version, shadow ones too (by name@version), as a request naming them reads.
+        every = [registry.label(signal) for signal in registry.computed]
+        answers = SignalReader(registry, store).read_many(users, every, read)
     finally:
         store.close()
     return Answers({answer.user_id: answer.signals for answer in answers}, report)
@@ -171,7 +200,8 @@ def assert_signal(
             )
         user_id = users[0]
     answers = run_signals([signal], events, tables=tables, context=context)
-    got = answers[user_id][signal.name] if user_id in answers else None
+    label = SignalRegistry([signal]).label(signal)  # name@version for a shadow version
+    got = answers[user_id][label] if user_id in answers else None
     if not got == expected:
         raise AssertionError(
             f"signal {signal.name!r} for user {user_id!r}:\n"

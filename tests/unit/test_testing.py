@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -152,3 +153,55 @@ def test_an_event_the_service_would_dead_letter_is_refused(
 
 def _far_future() -> int:
     return int(datetime.now(UTC).timestamp() * 1000) + 400 * 86_400_000
+
+
+# -- the author's loop (found by the signal-author trial) -----------------------------------
+
+
+def test_event_ids_do_not_depend_on_the_events_made_before() -> None:
+    """Equal times are ordered by the CRC of the event id: ids counted across the whole
+    process made a test's answer depend on the tests that ran before it. An id is now the
+    event's content, numbered only among events of equal content."""
+    made = [event("u2", "i1", "click", ts=NOW), event("u2", "i2", "click", ts=NOW)]
+    for _ in range(3):  # another test's events
+        event("u9", "i9", "save", ts=NOW)
+    again = [event("u2", "i1", "click", ts=NOW), event("u2", "i2", "click", ts=NOW)]
+    content = [e.event_id.rsplit("#", 1)[0] for e in made]
+    assert content == [e.event_id.rsplit("#", 1)[0] for e in again]
+    assert [e.event_id for e in made] != [e.event_id for e in again]  # still distinct ids
+
+
+def test_shadow_versions_are_answered_under_their_name_at_version() -> None:
+    v2 = Signal(name="clicks", version=2, where=action.eq("click"), aggregate=Count(),
+                shadow=True)  # fmt: skip
+    events = [event("u1", "i1", "click", ts=NOW)]
+    answers = run_signals([clicks, v2], events)
+    assert answers["u1"]["clicks"] == {"total": 1, "by": {"home": 1}}
+    assert answers["u1"]["clicks@2"] == {"total": 1, "by": {"click": 1}}
+    assert run_signals([v2], events)["u1"]["clicks@2"] == {"total": 1, "by": {"click": 1}}
+    assert_signal(v2, events, {"total": 1, "by": {"click": 1}})
+
+
+def test_answers_are_the_values_as_served_in_json() -> None:
+    """A user-defined read answering ``{7: total}`` is served as ``{"7": total}``, and a
+    value JSON cannot carry fails the test, as it fails the API."""
+    from test_signal_failures import Dwell, DwellRuntime
+
+    class ByKey(DwellRuntime):
+        def read(self, state: Any, context: Any) -> Any:
+            from usersignals.aggregations import ReadOut
+
+            return ReadOut({7: state[0], "odd": self.odd}, state[1])
+
+        odd: Any = 1
+
+    class KeyedDwell(Dwell):
+        def compile(self, resolve: Any, retention_ms: int) -> ByKey:
+            return ByKey(resolve("attrs.dwell_ms"), self.fail)
+
+    signal = Signal(name="dwell", version=1, aggregate=KeyedDwell("none"))
+    events = [event("u1", "i1", "click", ts=NOW, attrs={"dwell_ms": 5})]
+    assert run_signals([signal], events)["u1"]["dwell"] == {"7": 5, "odd": 1}
+    ByKey.odd = object()  # what a numpy scalar is to the API's encoder
+    with pytest.raises(TypeError, match="cannot serve"):
+        run_signals([signal], events)["u1"]["dwell"]
