@@ -523,6 +523,18 @@ def test_load_module_from_a_file_path(tmp_path: Path) -> None:
     assert registry.get("saves").key == "saves@2"
 
 
+def test_a_module_loaded_by_path_imports_the_modules_beside_it(tmp_path: Path) -> None:
+    """As ``python signals_main.py`` would: an author keeps an aggregation in its own file."""
+    (tmp_path / "my_windows.py").write_text("WINDOW = '7d'\n")
+    main = tmp_path / "signals_main.py"
+    main.write_text(
+        "from my_windows import WINDOW\n"
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count(), retention=WINDOW)\n"
+    )
+    assert [signal.key for signal in signals_of(load_module(str(main)))] == ["clicks@1"]
+
+
 def test_signals_list_takes_precedence_over_module_level_signals(tmp_path: Path) -> None:
     module_file = write_module(
         tmp_path / "listed.py",

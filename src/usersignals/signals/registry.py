@@ -115,6 +115,11 @@ def load_module(target: str) -> ModuleType:
                 raise ConfigurationError(f"cannot load {target!r} as a Python module")
             module = importlib.util.module_from_spec(spec)
             module.__dict__[_SHOWN_AS] = target
+            # As `python path/to/module.py` does: the modules beside it are importable (an
+            # author keeps an aggregation in a file of its own).
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.append(folder)
             sys.modules[name] = module
             spec.loader.exec_module(module)
             return module
