@@ -130,20 +130,33 @@ class AsOfError(ContextError):
     http_status = 422
     http_code = "as_of_unavailable"
 
-    def __init__(self, signal: str, as_of_ms: int, earliest_ms: int | None, why: str) -> None:
+    def __init__(
+        self,
+        signal: str,
+        as_of_ms: int,
+        earliest_ms: int | None,
+        why: str,
+        parameter: str = "as_of",
+    ) -> None:
+        """``parameter``: ``until`` when the view ends before newer events by an ``until``
+        alone (no ``as_of``); ``as_of_ms`` is then the view's end."""
         self.signal = signal
         self.as_of_ms = as_of_ms
         self.earliest_ms = earliest_ms
         self.why = why
         earliest = (
-            "" if earliest_ms is None else f"; the earliest as_of it answers is {earliest_ms}"
+            "" if earliest_ms is None else f"; the earliest {parameter} it answers is {earliest_ms}"
         )
+        at = "as of" if parameter == "as_of" else "until"
         super().__init__(
-            "as_of", f"signal {signal!r} cannot answer exactly as of {as_of_ms}: {why}{earliest}"
+            parameter,
+            f"signal {signal!r} cannot answer exactly {at} {as_of_ms}: {why}{earliest}",
         )
 
-    def for_signal(self, signal: str) -> AsOfError:
-        return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why)
+    def for_signal(self, signal: str, parameter: str | None = None) -> AsOfError:
+        """This refusal for ``signal`` (and for ``parameter``, when given)."""
+        named = self.parameter if parameter is None else parameter
+        return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why, named)
 
 
 class InvalidEventError(UserSignalsError):

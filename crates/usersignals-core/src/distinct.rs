@@ -181,17 +181,17 @@ impl DistinctSpec {
             return Ok((0, None)); // after the check, as the tiles' read
         }
         let straddled = end - end.rem_euclid(self.bucket_ms);
-        if times.as_of_ms.is_some()
-            && view < newest
+        if end < newest
             && end < straddled + self.bucket_ms - 1
             && state.buckets.contains_key(&straddled)
         {
-            // The bucket holding the view's end may hold events after it: the answer served
-            // then did not count them, and this one cannot leave them out.
+            // The view ends (as_of, or until) before newer events, inside a bucket that may
+            // hold some of them: an answer then did not count them, and this one cannot
+            // leave them out.
             return Err(Refusal {
-                view_ms: view,
+                view_ms: if times.as_of_ms.is_some() { view } else { end },
                 earliest_ms: straddled + self.bucket_ms - 1,
-                why: "events later than as_of may share its bucket",
+                why: "events later than the view's end may share its bucket",
             });
         }
         let mut union = vec![0u8; self.registers()];

@@ -104,6 +104,12 @@ class ReadContext:
         return start
 
     @property
+    def refused_parameter(self) -> str:
+        """The parameter a refusal (:class:`AsOfError`) names: a state refuses only a view
+        that ends before its newer events, by ``as_of``, or by ``until`` alone."""
+        return "as_of" if self.as_of_ms is not None else "until"
+
+    @property
     def reference_ms(self) -> int:
         """:meth:`view_time` for a state with no events after the wall clock."""
         return self.view_time()

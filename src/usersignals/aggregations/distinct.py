@@ -178,16 +178,13 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         if not state.buckets:  # after the check, as Count/Sum's read (windowed.py)
             return ReadOut({"estimate": 0}, None)
         straddled = end - end % self.bucket_ms
-        if (
-            context.as_of_ms is not None
-            and view < newest
-            and end < straddled + self.bucket_ms - 1
-            and straddled in state.buckets
-        ):
-            # The bucket holding the view's end may hold events after it: the answer served
-            # then did not count them, and this one cannot leave them out.
-            earliest = straddled + self.bucket_ms - 1
-            raise AsOfError("", view, earliest, "events later than as_of may share its bucket")
+        if end < newest and end < straddled + self.bucket_ms - 1 and straddled in state.buckets:
+            # The view ends (as_of, or until) before newer events, inside a bucket that may
+            # hold some of them: an answer then did not count them, and this one cannot
+            # leave them out.
+            asked = view if context.as_of_ms is not None else end
+            why = "events later than the view's end may share its bucket"
+            raise AsOfError("", asked, straddled + self.bucket_ms - 1, why)
         chosen = [
             registers for bucket, registers in state.buckets.items() if start <= bucket <= end
         ]

@@ -269,7 +269,7 @@ class NativeSignals:
             raise StateCodecError(key, f"{signal.key}: {exc}") from exc
         if refusal is not None:
             view_ms, earliest_ms, why = refusal
-            raise AsOfError(signal.name, view_ms, earliest_ms, why)
+            raise AsOfError(signal.name, view_ms, earliest_ms, why, context.refused_parameter)
         return answer
 
     def _read_decayed(

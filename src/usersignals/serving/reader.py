@@ -166,7 +166,8 @@ class SignalReader:
         if out is None or isinstance(out, bytes):
             return out
         slot, (view_ms, earliest_ms, why) = out
-        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why)
+        parameter = query.context.refused_parameter
+        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why, parameter)
 
     def _body_query(self, query: Query) -> BodyQuery | None:
         """``query`` as the core keeps it between requests (``None``: a signal asked is not
@@ -226,7 +227,7 @@ def read_answer(
     try:
         return runtime.read(state, context)
     except AsOfError as exc:
-        raise exc.for_signal(signal.name) from None
+        raise exc.for_signal(signal.name, context.refused_parameter) from None
 
 
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:

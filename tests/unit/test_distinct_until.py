@@ -1,0 +1,75 @@
+"""Distinct read up to an ``until`` inside a bucket that later events share: refused, as an
+``as_of`` there is, never counted with the events after ``until``.
+
+Found by a hostile-client trial: one save at 00:30 and 59 saves (59 creators) at 13:00, read
+with ``until=01:00`` under day buckets, answered an estimate of 58 while Count and LastN
+answered 1 event; only ``as_of`` had the check. The refusal names ``until`` (HTTP 422
+``as_of_unavailable``, parameter ``until``) and the ``until`` that is answered: the bucket's
+last millisecond. Checked on the Python reference, on the core's read of a stored state and
+on the GET route's core-written body.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from usersignals import AsOfError, Distinct, ReadContext, Signal, SignalRegistry
+from usersignals.serving.queries import resolve
+from usersignals.serving.reader import SignalReader
+from usersignals.testing import event, run_signals
+
+DAY = 86_400_000
+MIDNIGHT = 1_767_225_600_000  # a UTC day's start: a bucket's
+creators = Signal(name="creators", version=1, aggregate=Distinct(of="item_id"))
+EVENTS = [event("u1", "i0", "save", ts=MIDNIGHT + DAY // 48)] + [
+    event("u1", f"i{n}", "save", ts=MIDNIGHT + 13 * DAY // 24) for n in range(1, 60)
+]
+UNTIL = MIDNIGHT + DAY // 24  # 01:00, in the bucket of the 13:00 events
+NOW = MIDNIGHT + DAY - 1
+
+
+def reference_state() -> object:
+    runtime = creators.compiled.runtime
+    return runtime.apply(None, [(one, ()) for one in EVENTS]).state
+
+
+def test_the_reference_refuses() -> None:
+    with pytest.raises(AsOfError) as info:
+        creators.compiled.runtime.read(reference_state(), ReadContext(until_ms=UNTIL, now_ms=NOW))
+    assert info.value.earliest_ms == MIDNIGHT + DAY - 1
+
+
+def test_the_core_refuses_naming_until() -> None:
+    with pytest.raises(AsOfError) as info:
+        run_signals([creators], EVENTS, context={"until": str(UNTIL)})
+    assert info.value.parameter == "until"
+    assert "until" in str(info.value)
+    assert info.value.earliest_ms == MIDNIGHT + DAY - 1
+
+
+def test_the_route_body_refuses_naming_until() -> None:
+    from usersignals import Engine, MicroBatch, Position
+    from usersignals.offline import MemoryStore
+
+    registry = SignalRegistry([creators])
+    store = MemoryStore()
+    Engine(registry, store).process(
+        MicroBatch(EVENTS, [Position("p", i) for i in range(len(EVENTS))])
+    )
+    query = resolve(registry, f"until={UNTIL}".encode())
+    with pytest.raises(AsOfError) as info:
+        SignalReader(registry, store).read_body("u1", query, NOW)
+    assert info.value.parameter == "until"
+
+
+@pytest.mark.parametrize("until", [MIDNIGHT - 1, MIDNIGHT + DAY - 1])
+def test_an_until_on_a_bucket_edge_is_answered(until: int) -> None:
+    answers = run_signals([creators], EVENTS, context={"until": str(until)})
+    whole_day = run_signals([creators], EVENTS)["u1"]["creators"]["estimate"]
+    assert answers["u1"]["creators"]["estimate"] == (0 if until < MIDNIGHT else whole_day)
+
+
+def test_without_later_events_in_its_bucket_until_is_answered() -> None:
+    early = EVENTS[:1]
+    answer = run_signals([creators], early, context={"until": str(UNTIL)})
+    assert answer["u1"]["creators"] == {"estimate": 1}
