@@ -6,7 +6,9 @@ the app's exception handlers answer.
 
 from __future__ import annotations
 
+import asyncio
 import time
+from functools import partial
 
 import msgspec
 from starlette.requests import Request
@@ -26,6 +28,9 @@ from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 
 _batch_decoder = msgspec.json.Decoder(BatchRequest)
+_encode = msgspec.json.Encoder().encode
+#: Users a batch reads and encodes between two turns of the event loop.
+BATCH_SLICE_USERS = 50
 
 
 async def user_signals(request: Request) -> Response:
@@ -54,9 +59,19 @@ async def batch(request: Request) -> Response:
     check_users(body.users, state.max_user_id_chars)
     plan = batch_plan(state.registry, body)
     check_writer(state)
-    reader, users = state.reader, body.users
-    results = await state.reads.run(lambda: reader.read_each(users, plan))
-    return json_response({"results": results})
+    reader = state.reader
+    answers: dict[str, bytes] = {}  # a user repeated in the request is read once
+    unique = list(dict.fromkeys(body.users))
+    async with state.batch_slots:
+        for start in range(0, len(unique), BATCH_SLICE_USERS):
+            users = unique[start : start + BATCH_SLICE_USERS]
+            results = await state.reads.run(partial(reader.read_each, users, plan))
+            answers.update(zip(users, map(_encode, results), strict=True))
+            # The event loop's turn between slices: a batch of 1,000 users was 0.6 s of CPU
+            # in one piece, and 40 of them kept /healthz waiting 23 s.
+            await asyncio.sleep(0)
+    content = b'{"results":[' + b",".join(answers[user] for user in body.users) + b"]}"
+    return Response(content, media_type="application/json")
 
 
 def batch_plan(registry: SignalRegistry, body: BatchRequest) -> ReadPlan:

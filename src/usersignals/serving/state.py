@@ -7,6 +7,7 @@ from there: handlers are plain functions of the request.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from dataclasses import dataclass, field
@@ -23,6 +24,9 @@ from usersignals.serving.identity import WriterCheck
 from usersignals.serving.queries import Queries
 from usersignals.serving.reader import Reader
 from usersignals.signals.registry import SignalRegistry
+
+#: Batch requests a worker reads at once (the event loop takes turns between their slices).
+BATCHES_AT_ONCE = 2
 
 
 @dataclass
@@ -48,6 +52,10 @@ class ServingState:
 
     def __post_init__(self) -> None:
         self.reads = StoreReads(self.front.read_timeout_s, self.front.offload_reads)
+        #: Batch reads a worker runs at once; the others wait their turn, so requests queued
+        #: behind them (``/healthz`` among them) wait for a few slices of users, not for every
+        #: batch (see ``read_routes.batch``).
+        self.batch_slots = asyncio.Semaphore(BATCHES_AT_ONCE)
         self.queries = Queries(self.registry)
         self.http = HttpMetrics(self.metrics)
 
