@@ -26,7 +26,7 @@ from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
-from usersignals.signals.identity import signals_identity
+from usersignals.signals.identity import changed_definitions, signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
 
@@ -59,6 +59,16 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             keep_raw_events=settings.processing.keep_raw_events,
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
+        # A version's state holds what its definition computed: another definition under the
+        # same version would mix two meanings in it, silently.
+        recorded = store.get_many([SIGNALS_KEY])[0]
+        changed = changed_definitions(recorded, registry) if recorded else []
+        if changed:
+            raise SignalsMismatchError(
+                f"signals {', '.join(changed)} are defined otherwise than when this store's "
+                "states were computed: bump its version to change what a signal computes "
+                "(`usersignals signals plan` shows the change)"
+            )
         # Record which signals write this store: readers refuse to serve other ones.
         store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:

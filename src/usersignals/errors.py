@@ -62,7 +62,9 @@ class InvalidSettingError(ConfigurationError):
 
 class SignalsMismatchError(ConfigurationError):
     """The store is written with other signals (module, definitions or versions) than the
-    ones this reader was configured with: it is refused rather than misread."""
+    ones this reader was configured with: it is refused rather than misread. A processor
+    refuses it too when a version it computes is defined otherwise than when its states
+    were computed."""
 
     def __init__(self, problem: str) -> None:
         self.problem = problem

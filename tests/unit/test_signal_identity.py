@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from usersignals import Count, Signal, SignalRegistry, days
 from usersignals.signals.identity import identity_problem, signals_identity
 
@@ -43,3 +45,29 @@ def test_an_unreadable_record_is_refused() -> None:
     problem = identity_problem(b"\xff not json", "mine.py", SignalRegistry([clicks(1)]))
     assert problem is not None
     assert "cannot read" in problem
+
+
+def test_a_processor_refuses_a_definition_changed_under_the_same_version(tmp_path: Path) -> None:
+    """Found by the signal-author trial: `replay`/`run` with a signal edited but not
+    re-versioned mixed the old and the new meaning in its stored state, silently; only
+    readers refused the store afterwards. The processor now refuses at start."""
+    import pytest
+
+    from usersignals.app import build_processor
+    from usersignals.config import Settings
+    from usersignals.errors import ConfigurationError
+
+    def settings(by: str, version: int = 1) -> Settings:
+        module = tmp_path / f"signals_{by}_{version}.py"
+        module.write_text(
+            "from usersignals import Count, Signal\n"
+            f"SIGNALS = [Signal(name='clicks', version={version}, aggregate=Count(by={by!r}))]\n"
+        )
+        overrides = {"signals": str(module), "store": {"path": str(tmp_path / "store")}}
+        return Settings.load(environ={}, overrides=overrides)
+
+    build_processor(settings("action")).close()
+    build_processor(settings("action")).close()  # the same definitions: fine
+    with pytest.raises(ConfigurationError, match=r"clicks@1.*bump its version"):
+        build_processor(settings("surface"))
+    build_processor(settings("surface", version=2)).close()  # a new version: fine

@@ -32,6 +32,20 @@ def signals_identity(module: str, registry: SignalRegistry) -> bytes:
     ).encode()
 
 
+def changed_definitions(recorded: bytes, registry: SignalRegistry) -> list[str]:
+    """The versions ``registry`` computes whose definition differs from the one the store's
+    writer recorded under the same ``name@version`` (none when it recorded nothing usable)."""
+    try:
+        theirs = json.loads(recorded)
+    except ValueError:
+        return []
+    written = theirs.get("signals") if isinstance(theirs, dict) else None
+    if not isinstance(written, dict):
+        return []
+    ours = definition_digests(registry)
+    return sorted(key for key in ours.keys() & written.keys() if ours[key] != written[key])
+
+
 def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> str | None:
     """Why a reader configured with ``module`` must not read a store whose writer recorded
     ``recorded``; ``None`` when it may."""
