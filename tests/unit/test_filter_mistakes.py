@@ -73,3 +73,28 @@ def test_a_one_field_parameter_given_something_else_is_a_definition_error(make: 
 
 def test_count_still_takes_a_tuple_of_fields() -> None:
     assert Signal(name="s", version=1, aggregate=Count(by=("action", "surface")))
+
+
+# -- a user-defined aggregation's contract, checked where the signal is defined ---------------
+
+
+def _uda(**overrides: Any) -> Any:
+    from test_signal_failures import Dwell
+
+    return type("Custom", (Dwell,), overrides)()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "fragment"),
+    [
+        ({"kind": None}, "kind"),
+        ({"kind": ""}, "kind"),
+        ({"context_parameters": lambda self: ["window"]}, "context_parameters"),
+        ({"context_parameters": lambda self: frozenset({"windw"})}, "windw"),
+    ],
+)
+def test_a_user_defined_aggregation_breaking_its_contract_is_a_definition_error(
+    overrides: dict[str, Any], fragment: str
+) -> None:
+    with pytest.raises(SignalDefinitionError, match=fragment):
+        Signal(name="s", version=1, aggregate=_uda(**overrides))

@@ -9,6 +9,7 @@ from functools import cached_property
 from typing import Any
 
 from usersignals.aggregations.base import Aggregation, AggregationRuntime
+from usersignals.aggregations.context import CONTEXT_PARAMETERS
 from usersignals.aggregations.rows import Getter
 from usersignals.durations import (
     DAY_MS,
@@ -95,6 +96,8 @@ class Signal:
         if self.where is not None and not isinstance(self.where, Predicate):
             problems.append("where must be a predicate such as action.isin({...})")
         aggregate_problems = aggregate.problems() if aggregate is not None else []
+        if aggregate is not None and not aggregate_problems:
+            aggregate_problems = _contract_problems(aggregate)
         problems += aggregate_problems
         provided: dict[str, str] = {}
         for enrichment in self.enrich:
@@ -228,3 +231,25 @@ def validate_signals(signals: Sequence[Signal]) -> None:
                 )
     if problems:
         raise SignalDefinitionError("", problems)  # of the set, not of one signal
+
+
+def _contract_problems(aggregate: Aggregation) -> list[str]:
+    """What a user-defined aggregation must declare, checked where its signal is defined
+    rather than met as a traceback in a replay or a 500 in a request."""
+    problems = []
+    name = type(aggregate).__name__
+    kind = getattr(aggregate, "kind", None)
+    if not isinstance(kind, str) or not kind:
+        problems.append(f"{name} must name its kind: a class attribute such as kind = 'my_kind'")
+    parameters = aggregate.context_parameters()
+    if not isinstance(parameters, frozenset | set):
+        problems.append(
+            f"{name}.context_parameters() must return a frozenset of parameter names, "
+            f"not {type(parameters).__name__}"
+        )
+    elif unknown := sorted(set(parameters) - set(CONTEXT_PARAMETERS), key=str):
+        problems.append(
+            f"{name}.context_parameters() names unknown parameters {unknown}; "
+            f"known: {', '.join(CONTEXT_PARAMETERS)}"
+        )
+    return problems
