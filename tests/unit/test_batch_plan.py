@@ -60,3 +60,12 @@ def test_a_context_for_a_signal_not_requested_is_refused() -> None:
     with pytest.raises(ContextError) as info:
         batch_plan(registry(), body)
     assert "not requested" in str(info.value)
+
+
+def test_the_get_route_lists_names_among_its_known_parameters() -> None:
+    from usersignals.serving.queries import resolve
+
+    with pytest.raises(ContextError) as info:
+        resolve(registry(), b"name=counts")
+    assert info.value.parameter == "name"
+    assert "known: names, window" in str(info.value)

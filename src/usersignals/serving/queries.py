@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import msgspec
 from starlette.datastructures import QueryParams
 
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import CONTEXT_PARAMETERS, ReadContext
 from usersignals.errors import ContextError
 from usersignals.serving.guards import distinct_names
 from usersignals.serving.inputs import names_of
@@ -55,6 +55,10 @@ def resolve(registry: SignalRegistry, query_string: bytes) -> Query:
         if len(query.getlist(name)) > 1:  # a dict would keep the last value, silently
             raise ContextError(name, "given more than once")
     params = dict(query)
+    for name in params:  # before the context's own check, which does not know `names`
+        if name != "names" and name not in CONTEXT_PARAMETERS:
+            known = ", ".join(("names", *CONTEXT_PARAMETERS))
+            raise ContextError(name, f"unknown parameter; known: {known}")
     given = dict(params)
     names = names_of(params.pop("names", None))
     if names:
