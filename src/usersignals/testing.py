@@ -67,6 +67,11 @@ def event(
         if ts.tzinfo is None:
             raise ConfigurationError(f"event time {ts!r} has no time zone; use tz=UTC")
         ts = round(ts.timestamp() * 1000)
+    if isinstance(ts, bool) or not isinstance(ts, int):
+        raise ConfigurationError(
+            f"event time ts={ts!r}: give whole milliseconds since the epoch (an int) or an "
+            "aware datetime"
+        )
     return Event(
         event_id=event_id
         if event_id is not None
@@ -144,6 +149,7 @@ def run_signals(
     tables: Mapping[str, Table | KeyValueTable] | None = None,
     context: ReadContext | Mapping[str, str] | None = None,
     batch_size: int | None = None,
+    users: Sequence[str] = (),
 ) -> Answers:
     """Process ``events`` for ``signals`` in memory and read back every user's answers.
 
@@ -151,7 +157,8 @@ def run_signals(
     records by key, or a table already loaded (``usersignals.enrich.tables.load_table``).
     ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``),
     read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
-    the events into micro-batches (default: one), as a processor would.
+    the events into micro-batches (default: one), as a processor would. ``users`` are
+    answered too, events or not (as the API answers a user it has none of).
     """
     _check(events)
     registry = SignalRegistry(list(signals))
@@ -167,7 +174,7 @@ def run_signals(
             chunk = list(events[start : start + size])
             positions = [Position(_PARTITION, start + i + 1) for i in range(len(chunk))]
             report.add(engine.process(MicroBatch(chunk, positions)))
-        users = list(dict.fromkeys(e.user_id for e in events))
+        users = list(dict.fromkeys([*(e.user_id for e in events), *users]))
         newest = max((e.ts for e in events), default=0)
         read = _context(context, newest)
         # Every version, shadow ones too (by name@version), as a request naming them reads.
@@ -199,7 +206,7 @@ def assert_signal(
                 "say which with user_id="
             )
         user_id = users[0]
-    answers = run_signals([signal], events, tables=tables, context=context)
+    answers = run_signals([signal], events, tables=tables, context=context, users=[user_id])
     label = SignalRegistry([signal]).label(signal)  # name@version for a shadow version
     got = answers[user_id][label] if user_id in answers else None
     if not got == expected:
@@ -228,6 +235,11 @@ def _materializer(
         if isinstance(given, KeyValueTable):
             sources[name] = TableSource(name, given)
             continue
+        if not isinstance(given, Mapping):
+            raise ConfigurationError(
+                f"table {name!r} must be its records by key, {{key: {{field: value}}}}, "
+                f"not a {type(given).__name__}"
+            )
         table = store.table(name)
         table.write({key.encode(): encode_table_record(record) for key, record in given.items()})
         sources[name] = TableSource(name, table)

@@ -205,3 +205,19 @@ def test_answers_are_the_values_as_served_in_json() -> None:
     ByKey.odd = object()  # what a numpy scalar is to the API's encoder
     with pytest.raises(TypeError, match="cannot serve"):
         run_signals([signal], events)["u1"]["dwell"]
+
+
+def test_a_user_without_events_is_answered_as_the_api_answers() -> None:
+    assert_signal(clicks, [event("u1", "i1", "click", ts=NOW)], {"total": 0, "by": {}},
+                  user_id="u2")  # fmt: skip
+
+
+def test_a_time_that_is_not_whole_milliseconds_is_refused_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="ts"):
+        event("u1", "i1", "click", ts=1.5e12)  # type: ignore[arg-type]
+
+
+def test_a_table_that_is_not_records_by_key_is_refused_by_name() -> None:
+    with pytest.raises(ConfigurationError, match="items"):
+        run_signals([saves], [event("u1", "i1", "save", ts=NOW)],
+                    tables={"items": [{"item_id": "i1"}]})  # type: ignore[dict-item]  # fmt: skip
