@@ -98,3 +98,48 @@ def test_a_user_defined_aggregation_breaking_its_contract_is_a_definition_error(
 ) -> None:
     with pytest.raises(SignalDefinitionError, match=fragment):
         Signal(name="s", version=1, aggregate=_uda(**overrides))
+
+
+# -- a module's or an enrichment's shape ----------------------------------------------------
+
+
+def test_an_enrichment_that_is_not_a_list_of_lookup_fields_is_a_definition_error() -> None:
+    from usersignals import Lookup
+
+    items = Lookup("items", key="item_id", provides=("category",))
+    for enrich in (items.fields("category"), [items], ["category"]):
+        with pytest.raises(SignalDefinitionError, match="enrich must be a list"):
+            Signal(name="s", version=1, aggregate=Count(), enrich=enrich)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("source", "fragment"),
+    [
+        ("SIGNALS = [clicks, 'saves']", "SIGNALS holds a str"),
+        ("SIGNALS = clicks", "SIGNALS must be a list"),
+    ],
+)
+def test_a_module_s_signals_list_of_the_wrong_shape_says_what_is_wrong(
+    tmp_path: Any, source: str, fragment: str
+) -> None:
+    from usersignals.errors import ConfigurationError
+    from usersignals.signals import load_module, signals_of
+
+    module = tmp_path / "mine.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count())\n" + source + "\n"
+    )
+    with pytest.raises(ConfigurationError, match=fragment):
+        signals_of(load_module(str(module)))
+
+
+def test_a_module_level_alias_of_a_signal_is_one_signal(tmp_path: Any) -> None:
+    from usersignals.signals import load_module, signals_of
+
+    module = tmp_path / "aliased.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "clicks = Signal(name='clicks', version=1, aggregate=Count())\nalso = clicks\n"
+    )
+    assert [signal.key for signal in signals_of(load_module(str(module)))] == ["clicks@1"]

@@ -99,6 +99,13 @@ class Signal:
         if aggregate is not None and not aggregate_problems:
             aggregate_problems = _contract_problems(aggregate)
         problems += aggregate_problems
+        if not isinstance(self.enrich, list | tuple) or not all(
+            isinstance(enrichment, Enrichment) for enrichment in self.enrich
+        ):
+            problems.append(
+                "enrich must be a list of lookup fields, such as [items.fields('category')]"
+            )
+            return problems
         provided: dict[str, str] = {}
         for enrichment in self.enrich:
             problems += enrichment.problems()

@@ -165,11 +165,25 @@ def shown_name(module: ModuleType) -> str:
 
 def signals_of(module: ModuleType) -> list[Signal]:
     """A module's signals: its ``SIGNALS`` list if it has one, else every module-level Signal."""
+    name = shown_name(module)
     declared = getattr(module, "SIGNALS", None)
     if declared is not None:
+        if not isinstance(declared, list | tuple):
+            raise ConfigurationError(
+                f"signals module {name!r}: SIGNALS must be a list of Signal, "
+                f"not a {type(declared).__name__}"
+            )
+        for value in declared:
+            if not isinstance(value, Signal):
+                raise ConfigurationError(
+                    f"signals module {name!r}: SIGNALS holds a {type(value).__name__} "
+                    f"({value!r}), not a Signal"
+                )
         signals = list(declared)
     else:
-        signals = [value for value in vars(module).values() if isinstance(value, Signal)]
-    if not signals or not all(isinstance(signal, Signal) for signal in signals):
-        raise ConfigurationError(f"signals module {shown_name(module)!r} defines no Signal")
+        # Each Signal once: a module-level alias (`also = clicks`) is not a second one.
+        found = (value for value in vars(module).values() if isinstance(value, Signal))
+        signals = list({id(signal): signal for signal in found}.values())
+    if not signals:
+        raise ConfigurationError(f"signals module {name!r} defines no Signal")
     return signals
