@@ -106,21 +106,8 @@ class Signal:
                 "enrich must be a list of lookup fields, such as [items.fields('category')]"
             )
             return problems
-        provided: dict[str, str] = {}
-        for enrichment in self.enrich:
-            problems += enrichment.problems()
-            key = enrichment.lookup.key
-            if key not in BASE_FIELDS and not key.startswith(ATTR_PREFIX):
-                problems.append(
-                    f"lookup {enrichment.lookup.name!r} must be keyed by an event field or "
-                    f"attribute, not {key!r}"
-                )
-            for name in enrichment.names:
-                if name in BASE_FIELDS or name.startswith(ATTR_PREFIX):
-                    problems.append(f"enriched field {name!r} shadows an event field")
-                elif name in provided and provided[name] != enrichment.lookup.name:
-                    problems.append(f"enriched field {name!r} comes from two sources")
-                provided[name] = enrichment.lookup.name
+        provided: dict[str, str] = {}  # enriched field -> its source
+        problems += _enrichment_problems(self.enrich, provided)
         # An aggregation with problems may not name its fields (a `by` that is no name).
         fine = aggregate is not None and not aggregate_problems
         used = set(aggregate.fields()) if fine else set()
@@ -238,6 +225,26 @@ def validate_signals(signals: Sequence[Signal]) -> None:
                 )
     if problems:
         raise SignalDefinitionError("", problems)  # of the set, not of one signal
+
+
+def _enrichment_problems(enrich: Sequence[Enrichment], provided: dict[str, str]) -> list[str]:
+    """The enrichments' problems; the fields they provide go into ``provided``."""
+    problems = []
+    for enrichment in enrich:
+        problems += enrichment.problems()
+        key = enrichment.lookup.key
+        if key not in BASE_FIELDS and not key.startswith(ATTR_PREFIX):
+            problems.append(
+                f"lookup {enrichment.lookup.name!r} must be keyed by an event field or "
+                f"attribute, not {key!r}"
+            )
+        for name in enrichment.names:
+            if name in BASE_FIELDS or name.startswith(ATTR_PREFIX):
+                problems.append(f"enriched field {name!r} shadows an event field")
+            elif name in provided and provided[name] != enrichment.lookup.name:
+                problems.append(f"enriched field {name!r} comes from two sources")
+            provided[name] = enrichment.lookup.name
+    return problems
 
 
 def _contract_problems(aggregate: Aggregation) -> list[str]:
