@@ -71,3 +71,45 @@ def test_a_processor_refuses_a_definition_changed_under_the_same_version(tmp_pat
     with pytest.raises(ConfigurationError, match=r"clicks@1.*bump its version"):
         build_processor(settings("surface"))
     build_processor(settings("surface", version=2)).close()  # a new version: fine
+
+
+def described(text: str, shadow: bool = False) -> Signal:
+    return Signal(name="clicks", version=1, aggregate=Count(by="action"), retention=days(7),
+                  description=text, shadow=shadow)  # fmt: skip
+
+
+def test_a_description_or_shadow_flag_is_no_change_of_meaning() -> None:
+    """Found by the signal-author trial: adding a description made `plan` say `changed`,
+    `apply` refuse, and readers refuse the store; so would promoting a shadow version by
+    editing the module (shadow is how a version is deployed, not what it computes)."""
+    from usersignals.offline.plan import make_plan
+    from usersignals.signals.identity import changed_definitions
+    from usersignals.state.versions import VersionTable
+
+    for before, after in [(described(""), described("Clicks by action.")),
+                          (described("", shadow=True), described(""))]:  # fmt: skip
+        recorded = signals_identity("m.py", SignalRegistry([before]))
+        assert identity_problem(recorded, "m.py", SignalRegistry([after])) is None
+        assert changed_definitions(recorded, SignalRegistry([after])) == []
+        table = VersionTable()
+        table.applied = {before.key: definition_text(before)}
+        plan = make_plan(SignalRegistry([after]), table, set())
+        assert [change.kind for change in plan.changes] == ["unchanged"]
+
+
+def test_a_digest_recorded_by_the_previous_release_still_matches() -> None:
+    """Stores written before: digests of the whole compiled definition (description and
+    shadow flag included) are still recognised."""
+    import hashlib
+    import json
+
+    signal = described("Clicks by action.")
+    legacy = hashlib.sha256(json.dumps(signal.to_json(), sort_keys=True).encode()).hexdigest()
+    recorded = json.dumps({"module": "m.py", "signals": {signal.key: legacy}}).encode()
+    assert identity_problem(recorded, "m.py", SignalRegistry([signal])) is None
+
+
+def definition_text(signal: Signal) -> str:
+    from usersignals.offline.plan import definition_text as text
+
+    return text(signal)

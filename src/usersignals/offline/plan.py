@@ -60,6 +60,18 @@ def definition_text(signal: Signal) -> str:
     return json.dumps(signal.definition_json(), sort_keys=True, separators=(",", ":"))
 
 
+def same_meaning(recorded: str, signal: Signal) -> bool:
+    """Whether ``recorded`` (a :func:`definition_text`) defines what ``signal`` computes: an
+    edited description is no change."""
+    try:
+        applied = json.loads(recorded)
+    except ValueError:
+        return False
+    if isinstance(applied, dict):
+        applied.pop("description", None)
+    return bool(applied == json.loads(json.dumps(signal.meaning_json())))  # as JSON reads
+
+
 def stored_state_keys(store: StateStore, sample: int = SAMPLE_RECORDS) -> set[str]:
     """The state keys held by the first ``sample`` user records of the store."""
     keys: set[str] = set()
@@ -78,7 +90,7 @@ def make_plan(registry: SignalRegistry, table: VersionTable, stored: set[str]) -
             warm = signal.key in stored
             detail = "state already in the store" if warm else "starts empty: backfill it"
             plan.changes.append(Change(signal.key, "new", not warm, serving, detail))
-        elif recorded != definition_text(signal):
+        elif not same_meaning(recorded, signal):
             detail = "definition changed under the same version: bump the version"
             plan.changes.append(Change(signal.key, "changed", True, serving, detail))
         else:

@@ -147,6 +147,13 @@ class Signal:
             "retention": format_duration(self.retention_ms),
         }
 
+    def meaning_json(self) -> dict[str, Any]:
+        """What a version's stored state depends on: :meth:`definition_json` without the
+        ``description`` (an edited description changes no state)."""
+        meaning = self.definition_json()
+        del meaning["description"]
+        return meaning
+
     @cached_property
     def compiled(self) -> CompiledSignal:
         return CompiledSignal(self)

@@ -16,14 +16,33 @@ import json
 from usersignals.signals.registry import SignalRegistry
 
 
+def _digest(definition: dict[str, object]) -> str:
+    return hashlib.sha256(json.dumps(definition, sort_keys=True).encode()).hexdigest()
+
+
 def definition_digests(registry: SignalRegistry) -> dict[str, str]:
-    """``name@version`` → a digest of that version's compiled definition."""
-    return {
-        signal.key: hashlib.sha256(
-            json.dumps(signal.to_json(), sort_keys=True).encode()
-        ).hexdigest()
-        for signal in registry.computed
-    }
+    """``name@version`` → a digest of what that version's state depends on (its meaning:
+    not its description, nor whether it is deployed in shadow)."""
+    return {signal.key: _digest(signal.meaning_json()) for signal in registry.computed}
+
+
+def _accepted(registry: SignalRegistry) -> dict[str, set[str]]:
+    """Per version, the digests that mean its definition: this release's, and the previous
+    release's (the whole compiled definition, description and shadow flag included), so a
+    store written before still matches."""
+    accepted = {}
+    for signal in registry.computed:
+        whole = signal.definition_json()
+        legacy = {_digest(whole), _digest({**whole, "shadow": True})}
+        accepted[signal.key] = {_digest(signal.meaning_json()), *legacy}
+    return accepted
+
+
+def _changed(written: dict[str, str], registry: SignalRegistry) -> list[str]:
+    accepted = _accepted(registry)
+    return sorted(
+        key for key in accepted.keys() & written.keys() if written[key] not in accepted[key]
+    )
 
 
 def signals_identity(module: str, registry: SignalRegistry) -> bytes:
@@ -42,8 +61,7 @@ def changed_definitions(recorded: bytes, registry: SignalRegistry) -> list[str]:
     written = theirs.get("signals") if isinstance(theirs, dict) else None
     if not isinstance(written, dict):
         return []
-    ours = definition_digests(registry)
-    return sorted(key for key in ours.keys() & written.keys() if ours[key] != written[key])
+    return _changed({str(key): str(value) for key, value in written.items()}, registry)
 
 
 def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> str | None:
@@ -62,8 +80,7 @@ def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> 
         )
     written_by = str(theirs.get("module"))
     written = {str(key): str(value) for key, value in theirs["signals"].items()}
-    ours = definition_digests(registry)
-    changed = sorted(key for key in ours.keys() & written.keys() if ours[key] != written[key])
+    changed = _changed(written, registry)
     missing = sorted(signal.key for signal in registry if signal.key not in written)
     if not changed and not missing:
         return None
