@@ -183,3 +183,37 @@ def test_the_testing_helpers_raise_the_signal_s_error() -> None:
     assert info.value.signal == "dwell@1"
     assert isinstance(info.value.__cause__, ValueError)
     assert "dwell 99999 too large" in str(info.value)
+
+
+# -- reads ------------------------------------------------------------------------------------
+
+
+class FailingRead(DwellRuntime):
+    answer: Any = "raise"
+
+    def read(self, state: list[int] | None, context: ReadContext) -> ReadOut:
+        if self.answer == "raise":
+            raise ZeroDivisionError("division by zero")
+        return ReadOut(self.answer, None)
+
+
+@dataclass(frozen=True)
+class FailingDwell(Dwell):
+    def compile(self, resolve: Any, retention_ms: int) -> DwellRuntime:
+        return FailingRead(resolve("attrs.dwell_ms"), self.fail)
+
+
+@pytest.mark.parametrize("answer", ["raise", object()])  # an object: what JSON cannot carry
+def test_a_read_that_fails_answers_that_signal_only(answer: Any) -> None:
+    """Found by the signal-author trial: a user-defined read that raised, or answered a
+    numpy scalar, was a 500 for the whole request, the built-in signals with it."""
+    FailingRead.answer = answer
+    dwell = Signal(name="dwell", version=1, aggregate=FailingDwell("none"))
+    registry = SignalRegistry([signals("none")[0], dwell])
+    store = MemoryStore()
+    Engine(registry, store).process(MicroBatch(EVENTS[:1], [Position("p", 0)]))
+    read = SignalReader(registry, store).read("u1", None, ReadContext(now_ms=NOW + 10))
+    assert read.signals["clicks"].value == {"total": 1, "by": {"click": 1}}
+    failed = read.signals["dwell"]
+    assert (failed.value, failed.error) == (None, "signal_failed")
+    assert b'"error":"signal_failed"' in msgspec.json.encode(read)

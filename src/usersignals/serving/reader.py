@@ -8,6 +8,7 @@ context can be sent for many signals at once).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
@@ -17,8 +18,9 @@ import msgspec
 from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
-from usersignals.errors import AsOfError, ContextError
+from usersignals.errors import AsOfError, ContextError, UserSignalsError
 from usersignals.processing.native import NativeSignals, plan_json
+from usersignals.processing.python_signals import SIGNAL_FAILED
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
 MAX_QUERIES = 256
 
 _encode = msgspec.json.encode
+logger = logging.getLogger(__name__)
 
 
 def valid_user_id(user_id: str, max_chars: int) -> bool:
@@ -62,6 +65,9 @@ class SignalResult(msgspec.Struct, omit_defaults=True):
     newest_event_time: str | None
     age_ms: int | None
     ignored: list[str] = []
+    #: ``signal_failed`` when a user-defined aggregation's read raised or answered what JSON
+    #: cannot carry (``value`` is then null; the other signals are answered as usual).
+    error: str | None = None
 
 
 class UserSignals(msgspec.Struct):
@@ -120,6 +126,7 @@ class SignalReader:
         self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(registry.computed)
+        self._native_keys = frozenset(self.native.keys)
         # The GET route's bodies (read_body): the same plans, and each query prepared once.
         self._plans = NativePlans([plan_json(signal) for signal in self.native.signals])
         self._plan_index = {signal.key: i for i, signal in enumerate(self.native.signals)}
@@ -193,7 +200,20 @@ class SignalReader:
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
-        return result_of(signal, self.answer(signal, record, context, key), context)
+        if signal.key in self._native_keys:
+            return result_of(signal, self.answer(signal, record, context, key), context)
+        # A user-defined aggregation's own code: its failure fails its answer, not the others.
+        try:
+            answer = self.answer(signal, record, context, key)
+            _encode(answer.value)  # what the response's encoder will meet
+        except UserSignalsError:  # ours: a refused as_of, a state no codec reads...
+            raise
+        except Exception as exc:
+            logger.warning("signal %s failed to read: %s: %s", signal.key, type(exc).__name__, exc)
+            failed = result_of(signal, ReadOut(None, None), context)
+            failed.error = SIGNAL_FAILED
+            return failed
+        return result_of(signal, answer, context)
 
     def answer(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
