@@ -179,7 +179,8 @@ def run_signals(
         read = _context(context, newest)
         # Every version, shadow ones too (by name@version), as a request naming them reads.
         every = [registry.label(signal) for signal in registry.computed]
-        answers = SignalReader(registry, store).read_many(users, every, read)
+        reader = SignalReader(registry, store, contain_failures=False)
+        answers = reader.read_many(users, every, read)
     finally:
         store.close()
     return Answers({answer.user_id: answer.signals for answer in answers}, report)

@@ -119,14 +119,22 @@ def plan_of(
 
 class SignalReader:
     def __init__(
-        self, registry: SignalRegistry, store: StateStore, cache_bytes: int = 256 << 20
+        self,
+        registry: SignalRegistry,
+        store: StateStore,
+        cache_bytes: int = 256 << 20,
+        contain_failures: bool = True,
     ) -> None:
+        """``contain_failures=False``: a user-defined read's failure raises, unanswered
+        (the testing helpers, where the author wants its traceback)."""
         self.registry = registry
         self.store = store
         self.cache = DecodedStateCache(min_bytes=512, max_bytes=cache_bytes)
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(registry.computed)
-        self._native_keys = frozenset(self.native.keys)
+        # The signals whose reads run their author's code: contained unless told otherwise.
+        contained = registry.computed if contain_failures else []
+        self._contained = frozenset(s.key for s in contained) - frozenset(self.native.keys)
         # The GET route's bodies (read_body): the same plans, and each query prepared once.
         self._plans = NativePlans([plan_json(signal) for signal in self.native.signals])
         self._plan_index = {signal.key: i for i, signal in enumerate(self.native.signals)}
@@ -200,7 +208,7 @@ class SignalReader:
     def _read(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
-        if signal.key in self._native_keys:
+        if signal.key not in self._contained:
             return result_of(signal, self.answer(signal, record, context, key), context)
         # A user-defined aggregation's own code: its failure fails its answer, not the others.
         try:
