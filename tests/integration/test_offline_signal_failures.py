@@ -80,3 +80,36 @@ def test_the_training_set_dead_letters_it_and_reads_the_rest(tmp_path: Path) -> 
     assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
     row = pq.read_table(out).to_pylist()[0]
     assert json.loads(row["dwell"]) == 300  # the events it did not fail on
+
+
+def test_a_context_the_api_refuses_at_a_label_time_is_null_not_the_end_of_the_job(
+    tmp_path: Path,
+) -> None:
+    """Found by the offline differential fuzz: with --context until=T, a LastSeen that had an
+    event after T (and before the label) is refused by the API at the label's time (a newer
+    event hides the latest one before T); the training set ended with that error and wrote
+    nothing. The value is null (as the API served none), counted in the summary."""
+    module = tmp_path / "seen.py"
+    module.write_text(
+        "from usersignals import LastSeen, Signal\n"
+        "SIGNALS = [Signal(name='last_seen', version=1, aggregate=LastSeen(by='action'),"
+        " retention='14d')]\n"
+    )
+    events = tmp_path / "events.jsonl"
+    base = {"user_id": "u1", "item_id": "i1", "action": "click", "surface": "home"}
+    events.write_text(
+        "".join(
+            json.dumps({**base, "event_id": f"e{n}", "ts": NOW + n * 3_600_000}) + "\n"
+            for n in range(2)
+        )
+    )
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["u1", "u1"], "ts": [NOW + 10, NOW + 3_600_000]}), labels)
+    overrides = {"signals": str(module), "store": {"path": str(tmp_path / "store")}}
+    job = TrainingJob(labels, str(events), Settings.load(environ={}, overrides=overrides),
+                      tmp_path / "f.parquet", contexts=(f"until={NOW + 1_800_000}",))  # fmt: skip
+    summary = training_set(job)
+    assert summary.refused == 1
+    rows = pq.read_table(tmp_path / "f.parquet").to_pylist()
+    assert json.loads(rows[0]["last_seen"]) == {"click": NOW}  # the first label: answered
+    assert rows[1]["last_seen"] in (None, "null")

@@ -242,6 +242,12 @@ def training_set_command(
     )
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
     _warn_of_signal_failures(summary.signal_failed)
+    if summary.refused:
+        console.print(
+            f"warning: {summary.refused:,} values are null: the API refuses them at their "
+            "label's time too (a context's until before the user's newer events)",
+            markup=False,
+        )
     if summary.rows_without_values:
         console.print(
             f"warning: {summary.rows_without_values:,} label rows have no user or no time: "

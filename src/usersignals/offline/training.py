@@ -34,7 +34,7 @@ from usersignals._core import plan_labels
 from usersignals.aggregations.context import ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, ContextError
+from usersignals.errors import AsOfError, ConfigurationError, ContextError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -119,6 +119,8 @@ class TrainingSummary:
     bad: int = 0
     #: Events a signal's own code failed on: dead-lettered, left out of that signal only.
     signal_failed: int = 0
+    #: Values the API refuses at their label's time (an ``until`` before newer events): null.
+    refused: int = 0
     seconds: float = 0.0
 
     @property
@@ -265,6 +267,8 @@ class FeatureEngine:
     #: Events a signal's own code failed on (dead letters ``signal_failed``), at their
     #: places in the archive.
     rejected: list[BadEvent] = field(default_factory=list)
+    #: One entry per value the API's own rules refuse at its label's time (null in the file).
+    refused: list[int] = field(default_factory=list)
 
     @classmethod
     def build(
@@ -415,12 +419,16 @@ def _in_rounds(
             if bad.position is not None
         )
         for user, (_, group) in current:
-            out.extend(_read_group(reader, columns, user, group))
+            out.extend(_read_group(reader, columns, user, group, parts.refused))
     return out
 
 
 def _read_group(
-    reader: SignalReader, columns: Sequence[FeatureColumn], user: str, group: Sequence[Label]
+    reader: SignalReader,
+    columns: Sequence[FeatureColumn],
+    user: str,
+    group: Sequence[Label],
+    refused: list[int],
 ) -> list[tuple[int, list[bytes]]]:
     """The columns' values for labels of one user that read the same state: one store read,
     then each column with "now" and ``as_of`` at each label's time."""
@@ -436,7 +444,14 @@ def _read_group(
             if context is None:
                 context = dataclasses.replace(column.context, as_of_ms=ts, now_ms=ts)
                 at[id(column.context)] = context
-            answer = reader.answer(column.signal, record, context, key)
+            try:
+                answer = reader.answer(column.signal, record, context, key)
+            except AsOfError:
+                # The API refused this view at the label's time too (an `until` before the
+                # user's newer events): it served no value, so none is made up here.
+                refused.append(1)
+                values.append(b"null")
+                continue
             values.append(_encoder.encode(answer.value))
         out.append((row, values))
     return out
@@ -492,6 +507,7 @@ def _merged_and_written(
         summary.events += result.events
         summary.bad += result.bad
         summary.signal_failed += len(result.rejected)
+        summary.refused += result.refused
         if job.dead_letter is not None:  # after the archive's bad records
             DeadLetterFile(job.dead_letter).write(result.rejected)
     names = [column.name for column in columns]
@@ -530,6 +546,8 @@ class _ShardResult:
     text_columns_file: bool = False
     #: Events a signal's own code failed on (:attr:`FeatureEngine.rejected`).
     rejected: list[BadEvent] = field(default_factory=list)
+    #: Values refused at their label's time (:attr:`FeatureEngine.refused`).
+    refused: int = 0
 
 
 def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
@@ -575,7 +593,8 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             )
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_values(parts, columns, events, mine)
-        result = _ShardResult(valid, bad, share.bad_places, rejected=parts.rejected)
+        result = _ShardResult(valid, bad, share.bad_places)
+        result.rejected, result.refused = parts.rejected, len(parts.refused)
         if shard.index == 0:  # ShardPool.run runs the first task in the calling process
             result.values = values.table() if isinstance(values, TextColumns) else values
         elif isinstance(values, TextColumns):
