@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from usersignals import AsOfError, Distinct, ReadContext, Signal, SignalRegistry
+from usersignals import AsOfError, Distinct, LastN, ReadContext, Signal, SignalRegistry
 from usersignals.serving.queries import resolve
 from usersignals.serving.reader import SignalReader
 from usersignals.testing import event, run_signals
@@ -73,3 +73,32 @@ def test_without_later_events_in_its_bucket_until_is_answered() -> None:
     early = EVENTS[:1]
     answer = run_signals([creators], early, context={"until": str(UNTIL)})
     assert answer["u1"]["creators"] == {"estimate": 1}
+
+
+# -- LastN: entries after `until` may have pushed out what the read needs ----------------------
+
+HOUR = 3_600_000
+recent = Signal(name="recent", version=1, aggregate=LastN(3, keep=("item_id",)))
+ITEMS = ["i0", "i1", "i2", "i0"]
+FOUR = [event("u1", item, "click", ts=MIDNIGHT + 10 * n * HOUR) for n, item in enumerate(ITEMS)]
+
+
+def test_last_n_refuses_an_until_whose_entries_newer_events_pushed_out() -> None:
+    """Found by the offline differential fuzz: with four events (the state keeps three), a
+    read until 14:00 answered [i1] where the events up to then were [i1, i0]: the oldest had
+    been pushed out by events after `until`, and nothing said so."""
+    with pytest.raises(AsOfError) as info:
+        run_signals([recent], FOUR, context={"until": str(MIDNIGHT + 14 * HOUR)})
+    assert info.value.parameter == "until"
+    reference = recent.compiled.runtime
+    state = reference.apply(None, [(one, ()) for one in FOUR]).state
+    context = ReadContext(until_ms=MIDNIGHT + 14 * HOUR, now_ms=MIDNIGHT + 30 * HOUR)
+    with pytest.raises(AsOfError):
+        reference.read(state, context)
+
+
+def test_last_n_answers_an_until_its_limit_fills_before_the_pushed_out_ones() -> None:
+    answers = run_signals(
+        [recent], FOUR, context={"until": str(MIDNIGHT + 24 * HOUR), "limit": "1"}
+    )
+    assert [entry["item_id"] for entry in answers["u1"]["recent"]] == ["i2"]

@@ -179,15 +179,16 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
         limit = context.limit or self.spec.n
         out: list[dict[str, Any]] = []
         newest: int | None = None
-        later = 0  # entries after the view time: they may have pushed older ones out
+        # Entries after the view's end (its as_of, or an until): they may have pushed older
+        # ones out.
+        later = 0
         keep = self.spec.keep
         matches = self._matcher(context)
         complete = False
         for entry in entries:
             ts = entry[0]
-            if ts > view:
-                later += 1
             if ts > end:
+                later += 1
                 continue
             if newest is None:
                 newest = ts

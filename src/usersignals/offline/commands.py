@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -20,6 +20,9 @@ from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
+
+if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
+    from usersignals.offline.training import TrainingSummary
 
 console = Console(stderr=True)
 
@@ -242,6 +245,10 @@ def training_set_command(
     )
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
     _warn_of_signal_failures(summary.signal_failed)
+    _warn_of_nulls(summary)
+
+
+def _warn_of_nulls(summary: TrainingSummary) -> None:
     if summary.refused:
         console.print(
             f"warning: {summary.refused:,} values are null: the API refuses them at their "

@@ -206,8 +206,9 @@ impl<'a> LastNView<'a> {
         };
         let mut out = Vec::new();
         let mut newest = None;
-        // Entries after the view time: they may have pushed older ones out.
-        let later = self.ts.iter().take_while(|ts| **ts > view).count();
+        // Entries after the view's end (its as_of, or an until): they may have pushed older
+        // ones out.
+        let later = self.ts.iter().take_while(|ts| **ts > end).count();
         let mut complete = false;
         for (row, ts) in self.ts.iter().enumerate() {
             if *ts > end {
