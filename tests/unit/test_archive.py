@@ -205,3 +205,29 @@ def test_a_glob_of_partition_directories_reads_the_files_in_them(tmp_path: Path)
         ("e1", Position("archive:dt=2026-01-11/part.jsonl", 1)),
         ("e2", Position("archive:dt=2026-01-12/part.jsonl", 1)),
     ]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        json.dumps({**EVENT, "event_id": "e0"}).encode().replace(b'"i1"', b'"i\xff"'),  # not UTF-8
+        b"[" * 3000 + b"]" * 3000,  # nested deeper than the decoder goes
+        b'{"topic": "t", "partition": 0, "offset": 1, "value": {',  # a truncated envelope
+    ],
+)
+@pytest.mark.parametrize("envelopes", [False, True])
+def test_a_bad_first_record_is_a_dead_letter_and_the_file_is_read_as_its_shape(
+    tmp_path: Path, first: bytes, envelopes: bool
+) -> None:
+    """Found by the offline differential fuzz: a first line that was not UTF-8, or nested
+    too deeply, ended backfill and training-set with a traceback (the shape check caught
+    only msgspec's DecodeError); a malformed first record of a Kafka export made every
+    envelope after it a dead letter. The shape is decided by the first record that reads."""
+    good = {**EVENT, "event_id": "e2"}
+    line = {"topic": "t", "partition": 0, "offset": 2, "value": good} if envelopes else good
+    (tmp_path / "a.jsonl").write_bytes(first + b"\n" + json.dumps(line).encode() + b"\n")
+    pairs = read(tmp_path / "a.jsonl", tmp_path / "dead.jsonl")
+    assert [event.event_id for event, _ in pairs] == ["e2"]
+    assert pairs[0][1] == (Position("t/0", 2) if envelopes else Position("archive:a.jsonl", 2))
+    dead = [json.loads(row) for row in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert len(dead) == 1
