@@ -12,6 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from usersignals import ReadContext
 from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
@@ -113,3 +114,40 @@ def test_a_context_the_api_refuses_at_a_label_time_is_null_not_the_end_of_the_jo
     rows = pq.read_table(tmp_path / "f.parquet").to_pylist()
     assert json.loads(rows[0]["last_seen"]) == {"click": NOW}  # the first label: answered
     assert rows[1]["last_seen"] in (None, "null")
+
+
+def test_the_training_set_judges_repeats_in_archive_order_across_files(tmp_path: Path) -> None:
+    """Found by the offline differential fuzz: without Kafka coordinates, a multi-file
+    archive's files were merged by event time as if they were partitions, so a copy of e1
+    in b.jsonl landed beside its original and was dropped as a repeat, where backfill and
+    replay (archive order: files by name, then row) met it days later, beyond the dedupe
+    horizon, and counted it. The training set now reads the archive's order too."""
+    module = tmp_path / "counts.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "SIGNALS = [Signal(name='counts', version=1, aggregate=Count(by='action'),"
+        " retention='28d')]\n"
+    )
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    base = {"user_id": "u1", "item_id": "i1", "surface": "home"}
+    first = json.dumps({**base, "event_id": "e1", "action": "save", "ts": NOW})
+    later = json.dumps({**base, "event_id": "e2", "action": "click", "ts": NOW + 3 * 86_400_000})
+    (archive / "a.jsonl").write_text(first + "\n" + later + "\n")
+    (archive / "b.jsonl").write_text(first + "\n")
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [NOW + 3 * 86_400_000]}), labels)
+    overrides = {"signals": str(module), "store": {"path": str(tmp_path / "store")}}
+    settings = Settings.load(environ={}, overrides=overrides)
+    out = tmp_path / "f.parquet"
+    training_set(TrainingJob(labels, str(archive), settings, out))
+    assert json.loads(pq.read_table(out).to_pylist()[0]["counts"])["total"] == 3
+    backfill(BackfillJob(str(archive), settings, until_ms=NOW + 4 * 86_400_000))
+    from usersignals.app import open_store_reader
+
+    reader = open_store_reader(settings)
+    try:
+        answer = reader.read("u1", ["counts"], ReadContext(as_of_ms=NOW + 3 * 86_400_000))
+    finally:
+        reader.store.close()
+    assert answer.signals["counts"].value["total"] == 3

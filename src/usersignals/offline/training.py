@@ -38,6 +38,7 @@ from usersignals.errors import AsOfError, ConfigurationError, ContextError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
+from usersignals.offline.boundary import ARCHIVE_PREFIX, is_kafka
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
@@ -337,11 +338,12 @@ class LabelPlan:
     ) -> LabelPlan:
         events, positions = zip(*pairs, strict=True) if pairs else ((), ())
         rows, label_users, times = zip(*labels, strict=True) if labels else ((), (), ())
+        partitions, offsets = _arrival_places(positions)
         order, users, label_order = plan_labels(
             [event.user_id for event in events],
             [event.ts for event in events],
-            [position.partition for position in positions],
-            [position.offset for position in positions],
+            partitions,
+            offsets,
             [event.event_id for event in events],
             label_users,
             times,
@@ -364,6 +366,29 @@ class LabelPlan:
             by_user[user] = [pairs[self.order[place]] for place in places]
             groups[user] = mine
         return by_user, groups
+
+
+#: An archive row's place in one sequence: its file's rank (by name) above its row number.
+_ROW_BITS = 40
+
+
+def _arrival_places(positions: Sequence[Position]) -> tuple[list[str], list[int]]:
+    """Where each event arrived, as the plan's arrival order reads it: a Kafka coordinate as
+    it is, and every archive row (no coordinates) in one sequence, the archive's order (files
+    by their relative name, then row), as backfill and replay meet them; their files are no
+    partitions to merge by event time."""
+    names = sorted({p.partition for p in positions if not is_kafka(p)})
+    rank = {name: index for index, name in enumerate(names)}
+    partitions, offsets = [], []
+    for position in positions:
+        file = rank.get(position.partition)
+        if file is None:
+            partitions.append(position.partition)
+            offsets.append(position.offset)
+        else:
+            partitions.append(ARCHIVE_PREFIX)
+            offsets.append(file << _ROW_BITS | position.offset)
+    return partitions, offsets
 
 
 def _in_core(
