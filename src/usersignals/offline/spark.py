@@ -115,7 +115,9 @@ def _decode_files(settings: Settings, shards: int) -> Any:
     def run(files: Iterator[tuple[str, str]]) -> Iterator[tuple[Any, ...]]:
         decoder = build_decoder(settings)
         # Built here, in the task: closures travel by value, and an encoder does not pickle.
-        pack = msgspec.msgpack.Encoder().encode
+        # JSON, not msgpack: an attribute may hold an integer beyond 64 bits, which msgpack
+        # cannot carry and the live path applies.
+        pack = msgspec.json.Encoder().encode
         for path, name in files:
             for block in file_blocks(ArchiveFile(Path(path), name), settings.processing.batch_size):
                 result = decoder.decode_block(block.lines, block.positions)
@@ -172,7 +174,7 @@ def _boundary(frame: Any, until_ms: int | None) -> Boundary:
 
 
 def _events_of(batch: Any) -> tuple[list[Event], list[Position]]:
-    unpack = msgspec.msgpack.Decoder(Event).decode
+    unpack = msgspec.json.Decoder(Event).decode
     columns = batch.to_pydict()
     events = [unpack(payload) for payload in columns["payload"]]
     positions = [
@@ -287,7 +289,7 @@ def _training_partition(job: TrainingJob) -> Any:
         columns = feature_columns(registry, job.contexts)
         events: list[tuple[Event, Position]] = []
         labels: list[tuple[int, str, int]] = []
-        unpack = msgspec.msgpack.Decoder(Event).decode
+        unpack = msgspec.json.Decoder(Event).decode
         for batch in batches:
             data = batch.to_pydict()
             for kind, user, ts, source, offset, payload, row in zip(
