@@ -16,6 +16,7 @@ from usersignals import ReadContext
 from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
+from usersignals.serving.reader import SignalReader
 
 NOW = 1_767_225_600_000
 UNIT_TESTS = Path(__file__).resolve().parent.parent / "unit"
@@ -151,3 +152,56 @@ def test_the_training_set_judges_repeats_in_archive_order_across_files(tmp_path:
     finally:
         reader.store.close()
     assert answer.signals["counts"].value["total"] == 3
+
+
+def test_an_only_backfill_leaves_a_user_the_stream_has_not_met_to_the_stream(
+    tmp_path: Path,
+) -> None:
+    """Found by the offline differential fuzz: the stream applied offset 0 (u1) with
+    `counts`; an export up to offset 1 (u2, not yet met by the stream) was backfilled
+    --only saves, which wrote u2's record with progress at offset 1; the stream, resuming at
+    offset 1 with counts and saves, then skipped u2's event for every signal, and u2's counts
+    stayed 0. An --only backfill into a store the stream writes now leaves a user without a
+    record to the stream (it meets their events anyway): every signal gets them once."""
+    from usersignals import Count, Engine, MicroBatch, Position, Signal, SignalRegistry
+    from usersignals.state.rocks import RocksStore
+
+    counts = "Signal(name='counts', version=1, aggregate=Count(by='action'), retention='28d')"
+    saves = ("Signal(name='saves', version=1, where=action.eq('save'), "
+             "aggregate=Count(by='surface'), retention='28d')")  # fmt: skip
+    module = tmp_path / "both.py"
+    module.write_text(
+        f"from usersignals import Count, Signal, action\nSIGNALS = [{counts}, {saves}]\n"
+    )
+    base = {"item_id": "i1", "surface": "home", "action": "save"}
+    first = {**base, "event_id": "e1", "user_id": "u1", "ts": NOW}
+    second = {**base, "event_id": "e2", "user_id": "u2", "ts": NOW + 1}
+    export = tmp_path / "export.jsonl"
+    export.write_text("".join(
+        json.dumps({"topic": "eng", "partition": 0, "offset": n, "value": value}) + "\n"
+        for n, value in enumerate([first, second])
+    ))  # fmt: skip
+    store_path = tmp_path / "store"
+    store = RocksStore(store_path)
+    old = SignalRegistry([Signal(name="counts", version=1, aggregate=Count(by="action"),
+                                 retention="28d")])  # fmt: skip
+    from usersignals import Event
+
+    Engine(old, store).process(MicroBatch([Event(**first)], [Position("eng/0", 0)]))
+    store.close()
+    settings = Settings.load(
+        environ={}, overrides={"signals": str(module), "store": {"path": str(store_path)}}
+    )
+    backfill(BackfillJob(str(export), settings, only=("saves",)))
+    store = RocksStore(store_path)
+    try:
+        engine = Engine(SignalRegistry.from_module(str(module)), store)
+        engine.process(MicroBatch([Event(**second)], [Position("eng/0", 1)]))  # the stream
+        reader = SignalReader(SignalRegistry.from_module(str(module)), store)
+        context = ReadContext(now_ms=NOW + 10)
+        for user in ("u1", "u2"):
+            answer = reader.read(user, None, context).signals
+            assert answer["counts"].value["total"] == 1, user
+            assert answer["saves"].value["total"] == 1, user
+    finally:
+        store.close()

@@ -327,7 +327,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         share = ArchiveShare(archive, shard.index, shard.shards, dead_letters, shard.assigned)
         # Whose stored records to respect and merge with: none when the store has no users.
         stored_users = existing if existing is not None and _may_hold_users(existing) else None
-        taker = Taker(shard.boundary, stored_users)
+        taker = Taker(shard.boundary, stored_users, leaves_new_users(job, stored_users))
         for block in share.results(decoder):
             taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
@@ -373,9 +373,16 @@ class Taker:
     """Selects a shard's events: up to a user's stored progress where the store has one (so
     every state of the record covers the same events), else inside the boundary."""
 
-    def __init__(self, boundary: Boundary, existing: StateStore | None) -> None:
+    def __init__(
+        self, boundary: Boundary, existing: StateStore | None, leaves_new_users: bool = False
+    ) -> None:
+        """``leaves_new_users`` (:func:`leaves_new_users`): a user without a record in the
+        store is left to the stream, whose events at Kafka coordinates it meets anyway."""
         self.boundary = boundary
         self.existing = existing
+        self.leaves_new_users = leaves_new_users and existing is not None
+        #: Users of the events given whose record the store does not hold.
+        self._unrecorded: set[str] = set()
         self.summary = BackfillSummary()
         #: The highest offset per Kafka partition of the valid events given, and of those taken.
         self.ends: dict[str, int] = {}
@@ -409,6 +416,10 @@ class Taker:
                 # The stream stands at ``applied`` for this user: the states must cover
                 # exactly the events up to it, whatever --until says.
                 if position.offset > applied:
+                    self.summary.left_to_stream += 1
+                    continue
+            elif self.leaves_new_users and event.user_id in self._unrecorded:
+                if is_kafka(position):
                     self.summary.left_to_stream += 1
                     continue
             elif not boundary.includes(event, position):
@@ -469,6 +480,19 @@ class Taker:
         keys = [user_key(user) for user in new]
         for user, key, raw in zip(new, keys, self.existing.get_many(keys), strict=True):
             self._progress[user] = decode_record(key, raw).progress if raw else {}
+            if not raw:
+                self._unrecorded.add(user)
+
+
+def leaves_new_users(job: BackfillJob, existing: StateStore | None) -> bool:
+    """Whether a user without a record is left to the stream: when some of the module's
+    signals are backfilled (``--only``) into a store the stream writes (it holds users). A
+    record written for such a user would claim every signal applied their events (the
+    progress is the record's), and the stream would skip them for the signals not
+    backfilled. (Checked with one scan, also for Redis: only ``--only`` backfills pay it.)"""
+    if not job.only or existing is None:
+        return False
+    return next(existing.scan(USER_PREFIX), None) is not None
 
 
 def _may_hold_users(store: StateStore) -> bool:

@@ -44,6 +44,7 @@ from usersignals.offline.backfill import (
     Taker,
     count_behind,
     drain,
+    leaves_new_users,
     with_progress,
 )
 from usersignals.offline.boundary import ARCHIVE_PREFIX, Boundary
@@ -195,7 +196,7 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, in
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            taker = Taker(boundary, existing)
+            taker = Taker(boundary, existing, leaves_new_users(job, existing))
             for batch in batches:
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
