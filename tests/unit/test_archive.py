@@ -231,3 +231,34 @@ def test_a_bad_first_record_is_a_dead_letter_and_the_file_is_read_as_its_shape(
     assert pairs[0][1] == (Position("t/0", 2) if envelopes else Position("archive:a.jsonl", 2))
     dead = [json.loads(row) for row in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert len(dead) == 1
+
+
+def test_envelopes_without_a_value_are_dead_letters_with_the_live_reasons(tmp_path: Path) -> None:
+    """Found by the offline differential fuzz: an export envelope whose value was "" or
+    blank was skipped silently, and a null value was a `wrong_type`; the live Kafka path
+    dead-letters them as `empty_value` and `null_value`."""
+    values: list[object] = [EVENT, "", "   ", None, {**EVENT, "event_id": "e2"}]
+    lines = [{"topic": "t", "partition": 0, "offset": n, "value": v} for n, v in enumerate(values)]
+    (tmp_path / "export.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    pairs = read(tmp_path / "export.jsonl", tmp_path / "dead.jsonl")
+    assert [(e.event_id, p.offset) for e, p in pairs] == [("e1", 0), ("e2", 4)]
+    dead = [json.loads(row) for row in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(d["reason"], d["partition"], d["offset"]) for d in dead] == [
+        ("empty_value", "t/0", 1),
+        ("empty_value", "t/0", 2),
+        ("null_value", "t/0", 3),
+    ]
+
+
+def test_parquet_rows_without_a_value_are_dead_letters_with_the_live_reasons(
+    tmp_path: Path,
+) -> None:
+    rows = [
+        {"topic": "t", "partition": 0, "offset": n, "value": value}
+        for n, value in enumerate([json.dumps(EVENT).encode(), b"", None])
+    ]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "export.parquet")
+    pairs = read(tmp_path / "export.parquet", tmp_path / "dead.jsonl")
+    assert [(e.event_id, p.offset) for e, p in pairs] == [("e1", 0)]
+    dead = [json.loads(row) for row in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(d["reason"], d["offset"]) for d in dead] == [("empty_value", 1), ("null_value", 2)]

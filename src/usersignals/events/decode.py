@@ -29,6 +29,15 @@ REASON_INVALID_UTF8 = "invalid_utf8"
 REASON_EMPTY_VALUE = "empty_value"
 REASON_NULL_VALUE = "null_value"
 
+
+def not_an_event(value: bytes | None, position: Position) -> BadEvent:
+    """The dead letter of a message whose value is null (a tombstone), empty or blank: a
+    Kafka message as it arrives, or as an export's envelope holds it."""
+    if value is None:
+        return BadEvent(REASON_NULL_VALUE, "the message has no value (null)", b"", position)
+    return BadEvent(REASON_EMPTY_VALUE, "the message value is empty", value, position)
+
+
 REASONS = (
     REASON_OVERSIZED,
     REASON_MALFORMED,

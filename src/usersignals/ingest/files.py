@@ -9,20 +9,22 @@ files with the same name need distinct ``source_id`` values.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from usersignals.errors import ConfigurationError
-from usersignals.events.model import Position
+from usersignals.events.model import BadEvent, Position
 from usersignals.input_files import check_input_file
 
 
 @dataclass
 class RawBlock:
-    """Raw event lines and their positions."""
+    """Raw event lines and their positions; ``bad``: records rejected as they were read
+    (an export's envelope without a value), dead letters as they are."""
 
     lines: list[bytes]
     positions: list[Position]
+    bad: list[BadEvent] = field(default_factory=list)
 
 
 class JsonlSource:

@@ -19,7 +19,7 @@ from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-def
 
 from usersignals.config import KafkaSettings
 from usersignals.errors import BrokerError, ConfigurationError
-from usersignals.events.decode import REASON_EMPTY_VALUE, REASON_NULL_VALUE
+from usersignals.events.decode import not_an_event
 from usersignals.events.model import BadEvent, Position, partition_id
 
 logger = logging.getLogger(__name__)
@@ -40,13 +40,6 @@ class KafkaBatch:
     first_received: float = 0.0
     #: Messages that carry no event at all (an empty or null value): dead letters as they are.
     bad: list[BadEvent] = field(default_factory=list)
-
-
-def _not_an_event(value: bytes | None, position: Position) -> BadEvent:
-    """The dead letter of a message whose value is null, empty or blank."""
-    if value is None:
-        return BadEvent(REASON_NULL_VALUE, "the message has no value (null)", b"", position)
-    return BadEvent(REASON_EMPTY_VALUE, "the message value is empty", value, position)
 
 
 def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
@@ -195,7 +188,7 @@ class KafkaSource:
             value = message.value()
             if not value or value.isspace():
                 # Not an event, but not to be skipped silently either: the producer has a bug.
-                batch.bad.append(_not_an_event(value, position))
+                batch.bad.append(not_an_event(value, position))
                 continue
             lines.append(value)
             positions.append(position)

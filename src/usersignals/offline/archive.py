@@ -31,8 +31,8 @@ from typing import Any
 import msgspec
 
 from usersignals.errors import ConfigurationError
-from usersignals.events.decode import DecodeResult, EventDecoder
-from usersignals.events.model import Position, partition_id
+from usersignals.events.decode import DecodeResult, EventDecoder, not_an_event
+from usersignals.events.model import BadEvent, Position, partition_id
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import RawBlock
 
@@ -85,6 +85,7 @@ class EventArchive:
         """Validated blocks; bad records go to ``dead_letters`` with their reason."""
         for block in self.blocks():
             result = decoder.decode_block(block.lines, block.positions)
+            result.bad += block.bad
             if result.bad and dead_letters is not None:
                 dead_letters.write(result.bad)
             yield result
@@ -158,6 +159,7 @@ def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
     source = f"archive:{file.name}"
     lines: list[bytes] = []
     positions: list[Position] = []
+    bad: list[BadEvent] = []  # envelopes without a value
     envelope: bool | None = None
     last = 0  # the number of the last line read
     # Not much more than a block at a time: a sample reads only a file's first block.
@@ -179,17 +181,21 @@ def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
                     if not line.strip():
                         continue
                     if envelope:
-                        raw, position = _open_envelope(line, source, number)
-                        lines.append(raw)
-                        positions.append(position)
+                        opened = _open_envelope(line, source, number)
+                        if isinstance(opened, BadEvent):
+                            bad.append(opened)
+                            continue
+                        lines.append(opened[0])
+                        positions.append(opened[1])
                     else:
                         lines.append(line)
                         positions.append(Position(source, number))
             while len(lines) >= block_size:
-                yield RawBlock(lines[:block_size], positions[:block_size])
+                yield RawBlock(lines[:block_size], positions[:block_size], bad)
                 del lines[:block_size], positions[:block_size]
-    if lines:
-        yield RawBlock(lines, positions)
+                bad = []
+    if lines or bad:
+        yield RawBlock(lines, positions, bad)
 
 
 #: What a line that is no JSON can raise while decoded: msgspec's error, a string that is not
@@ -207,18 +213,24 @@ def _shape(line: bytes) -> bool | None:
     return isinstance(record, dict) and "value" in record and "offset" in record
 
 
-def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Position]:
+def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Position] | BadEvent:
     """The message bytes and Kafka position; an unreadable envelope is passed on as it is,
-    positioned by file and line, so that the decoder rejects it with a reason."""
+    positioned by file and line, so that the decoder rejects it with a reason. A message
+    without a value (null, empty or blank) is the live path's dead letter as it is."""
     try:
         envelope = msgspec.json.decode(line, type=_Envelope)
     except _UNREADABLE:
         return line, Position(source, number)
+    position = Position(partition_id(envelope.topic, envelope.partition), envelope.offset)
     value = bytes(envelope.value)
+    if value == b"null":
+        return not_an_event(None, position)
     if value.startswith(b'"'):
         # The message bytes exported as a JSON string.
         value = msgspec.json.decode(value, type=str).encode()
-    return value, Position(partition_id(envelope.topic, envelope.partition), envelope.offset)
+    if not value.strip():
+        return not_an_event(value, position)
+    return value, position
 
 
 def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
@@ -234,16 +246,22 @@ def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
         rows = batch.to_pylist()
         lines: list[bytes] = []
         positions: list[Position] = []
+        bad: list[BadEvent] = []  # messages without a value
         for record in rows:
             row += 1
-            lines.append(_row_bytes(record, coordinates))
             if coordinates and _has_coordinates(record):
-                positions.append(
-                    Position(partition_id(record["topic"], record["partition"]), record["offset"])
+                position = Position(
+                    partition_id(record["topic"], record["partition"]), record["offset"]
                 )
             else:
-                positions.append(Position(source, row))
-        yield RawBlock(lines, positions)
+                position = Position(source, row)
+            raw = _row_bytes(record, coordinates)
+            if raw is None or ("value" in record and not raw.strip()):
+                bad.append(not_an_event(raw, position))
+                continue
+            lines.append(raw)
+            positions.append(position)
+        yield RawBlock(lines, positions, bad)
 
 
 def _has_coordinates(record: dict[str, Any]) -> bool:
@@ -254,11 +272,12 @@ def _has_coordinates(record: dict[str, Any]) -> bool:
     )
 
 
-def _row_bytes(record: dict[str, Any], coordinates: bool) -> bytes:
-    """A Parquet row as the JSON event the live path would have received."""
+def _row_bytes(record: dict[str, Any], coordinates: bool) -> bytes | None:
+    """A Parquet row as the JSON event the live path would have received (``None``: its
+    ``value`` is null, a message without one)."""
     if "value" in record:
         value = record["value"]
-        if isinstance(value, bytes):
+        if value is None or isinstance(value, bytes):
             return value
         if isinstance(value, str):
             return value.encode()

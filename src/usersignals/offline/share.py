@@ -78,22 +78,28 @@ class ArchiveShare:
     def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
         end = 0  # the places in the archive of the records before this block
         for block in self.archive.blocks():
-            first, end = end, end + len(block.lines)
+            # A block's records rejected as read (no user: the first shard's) take the
+            # places after its lines, so every shard numbers the archive alike.
+            first, end = end, end + len(block.lines) + len(block.bad)
             places: Sequence[int]
             if self.shards == 1:  # every record is this shard's: none is read twice
-                lines, positions, places = block.lines, block.positions, range(first, end)
+                lines, positions = block.lines, block.positions
+                places = range(first, first + len(lines))
             else:
                 lines, positions, places = self._route(decoder, block.lines, block.positions, first)
-            if not lines:
+            read_bad = block.bad if self.index == 0 else []
+            if not lines and not read_bad:
                 continue
             result = decoder.decode_block(lines, positions)
-            self.decoded += len(result.events) + len(result.bad)
-            if result.bad:
+            self.decoded += len(result.events) + len(result.bad) + len(read_bad)
+            if result.bad or read_bad:
                 # decode_block hands back each bad record's own Position object.
                 at = {
                     id(position): place for position, place in zip(positions, places, strict=True)
                 }
                 self.bad_places.extend(at[id(bad.position)] for bad in result.bad)
+                self.bad_places.extend(range(end - len(read_bad), end))
+                result.bad += read_bad
                 if self.dead_letters is not None:
                     self.dead_letters.write(result.bad)
             yield result

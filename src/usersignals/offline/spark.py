@@ -122,6 +122,7 @@ def _decode_files(settings: Settings, shards: int) -> Any:
         for path, name in files:
             for block in file_blocks(ArchiveFile(Path(path), name), settings.processing.batch_size):
                 result = decoder.decode_block(block.lines, block.positions)
+                result.bad += block.bad
                 for event, position in zip(result.events, result.positions, strict=True):
                     yield (
                         shard_of(event.user_id, shards), _EVENT, event.user_id, event.ts,
