@@ -185,3 +185,25 @@ def test_an_unknown_source_is_a_configuration_error() -> None:
         m.lookup("nope", ["a"])
     with pytest.raises(ConfigurationError, match="no lookup source configured for other"):
         m.require(["items", "other"])
+
+
+def test_a_field_no_fetched_record_has_is_warned_of_once(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the signal-author trial: a Lookup providing `topic` over a table whose
+    records say `category` answered nothing for everyone, without a word."""
+    from usersignals.enrich import materializer as module
+    from usersignals.values import SCALAR
+
+    monkeypatch.setattr(module, "UNSEEN_FIELD_RECORDS", 25)
+    records = {f"i{n}": {"category": "cats"} for n in range(30)}
+    m = materializer(CountingSource(records), Clock())
+    m.expect("items", {"topic": [SCALAR], "category": [SCALAR]})
+    with caplog.at_level("WARNING", logger="usersignals.enrich.materializer"):
+        for start in (0, 10, 20):
+            m.lookup("items", [f"i{n}" for n in range(start, start + 10)])
+    warnings = [r.getMessage() for r in caplog.records if "topic" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "'items'" in warnings[0]
+    assert "30 records" in warnings[0]
+    assert not [r for r in caplog.records if "'category'" in r.getMessage()]

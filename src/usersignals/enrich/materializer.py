@@ -22,6 +22,8 @@ from usersignals.errors import ConfigurationError, EnrichmentError
 from usersignals.values import NOT_AN_OBJECT, FieldKind
 
 logger = logging.getLogger(__name__)
+#: Records fetched without a field the signals read before a warning says so.
+UNSEEN_FIELD_RECORDS = 1_000
 
 
 @dataclass(frozen=True)
@@ -79,6 +81,9 @@ class Materializer:
         }
         self.stats = MaterializerStats()
         self._expected: dict[str, dict[str, tuple[FieldKind, ...]]] = {}
+        #: Per (source, field) the signals read, the records fetched without it so far; a
+        #: field leaves once a record has it (then it costs nothing more).
+        self._unseen: dict[tuple[str, str], int] = {}
 
     def expect(self, source: str, kinds: Mapping[str, Sequence[FieldKind]]) -> None:
         """Check ``source``'s records for these field kinds as they are fetched.
@@ -91,6 +96,7 @@ class Materializer:
         merged = self._expected.setdefault(source, {})
         for name, field_kinds in kinds.items():
             merged[name] = tuple(dict.fromkeys((*merged.get(name, ()), *field_kinds)))
+            self._unseen.setdefault((source, name), 0)
 
     def require(self, names: Iterable[str]) -> None:
         """Fail early, at start-up, when a signal needs a source nobody configured."""
@@ -127,6 +133,8 @@ class Materializer:
             if fetched is None:  # failed under the "missing" policy: nothing to cache
                 stats.keys_failed += len(fetch)
                 return records
+            if fetched:
+                self._look_for_fields(source, fetched)
             if remember:
                 cache.put_many(fetched, [key for key in fetch if key not in fetched])
             records.update(fetched)
@@ -201,6 +209,23 @@ class Materializer:
                 out[key] = {k: v for k, v in record.items() if k != name}
                 self._count_bad(source, name, found)
         return out
+
+    def _look_for_fields(self, source: str, fetched: Mapping[str, Record]) -> None:
+        """Warn, once, of a field the signals read that no record fetched so far has: a
+        `Lookup` whose `provides` names it otherwise than the table answers nothing."""
+        for (from_source, name), count in list(self._unseen.items()):
+            if from_source != source:
+                continue
+            if any(name in record for record in fetched.values()):
+                del self._unseen[(source, name)]
+                continue
+            self._unseen[(source, name)] = count + len(fetched)
+            if count < UNSEEN_FIELD_RECORDS <= count + len(fetched):
+                logger.warning(
+                    "lookup source %r: none of the %d records fetched so far has field %r, "
+                    "which signals read (does the table name it otherwise?)",
+                    source, count + len(fetched), name,
+                )  # fmt: skip
 
     def _count_bad(self, source: str, name: str, reason: str) -> None:
         bad = self.stats.bad_fields
