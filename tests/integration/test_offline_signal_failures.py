@@ -205,3 +205,26 @@ def test_an_only_backfill_leaves_a_user_the_stream_has_not_met_to_the_stream(
             assert answer["saves"].value["total"] == 1, user
     finally:
         store.close()
+
+
+def test_leaving_new_users_to_the_stream_keeps_the_time_boundary_for_rows() -> None:
+    """Found by the review: for a user without a record, an event without coordinates in a
+    block that also has Kafka positions was taken past --until (the new branch matched it
+    and skipped the boundary check)."""
+    from usersignals import Event, Position
+    from usersignals.offline.backfill import Taker
+    from usersignals.offline.boundary import Boundary
+    from usersignals.offline.memory import MemoryStore
+    from usersignals.state.codec import UserRecord, encode_record
+    from usersignals.state.keys import user_key
+
+    store = MemoryStore()
+    store.write({user_key("u1"): encode_record(UserRecord({"eng/0": 3}, {}))})
+    base = {"user_id": "u2", "item_id": "i1", "action": "save", "surface": "home"}
+    kafka = Event(**base, event_id="k", ts=NOW)
+    late = Event(**base, event_id="late", ts=NOW + 10_000)
+    taker = Taker(Boundary(until_ms=NOW + 100), store, leaves_new_users=True)
+    taker.take([kafka, late], [Position("eng/0", 5), Position("archive:x.parquet", 2)])
+    assert [event.event_id for event in taker.events] == []
+    assert taker.summary.after_boundary == 1
+    assert taker.summary.left_to_stream == 1

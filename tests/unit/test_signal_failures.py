@@ -217,3 +217,35 @@ def test_a_read_that_fails_answers_that_signal_only(answer: Any) -> None:
     failed = read.signals["dwell"]
     assert (failed.value, failed.error) == (None, "signal_failed")
     assert b'"error":"signal_failed"' in msgspec.json.encode(read)
+
+
+def test_a_state_its_own_decode_refuses_is_never_written() -> None:
+    """Found by the review: only the one-by-one path checked that the encoded state decodes
+    again. A sum taking 1.5 wrote a float its decode (list[int]) refuses, and every later
+    batch of the user failed on it. Now the event that makes it so is dead-lettered."""
+    events = [dwell_event("u1", 1, 5), dwell_event("u1", 2, 0)]
+    odd = event("u1", "i9", "click", ts=NOW + 9, event_id="u1-9", attrs={"dwell_ms": 1.5})
+    store, rejected = run("none", [events[:1], [odd], events[1:]])
+    assert [msgspec.json.decode(bad.raw)["event_id"] for bad in rejected] == ["u1-9"]
+    assert answers(store, "none")["dwell"] == 5
+
+
+def test_the_processor_s_running_stats_keep_counts_not_the_rejected_events() -> None:
+    """Found by the review: every signal_failed event stayed in the pipeline's cumulative
+    report for as long as the processor ran."""
+
+    class Sink:
+        def write(self, bad: list[BadEvent]) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+    step = PipelineStep(Engine(SignalRegistry(signals("apply")), MemoryStore()),
+                        EventDecoder(EventPolicy()), Sink())  # fmt: skip
+    for block in range(5):
+        failing = [dwell_event(f"u{block}", n, 99_999) for n in range(10)]
+        lines = [msgspec.json.encode(one) for one in failing]
+        step.apply(step.decode(lines, [Position("p", block * 10 + i) for i in range(10)]))
+    assert step.stats.bad_by_reason == {"signal_failed": 50}
+    assert step.stats.report.rejected == []

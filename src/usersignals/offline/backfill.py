@@ -133,6 +133,9 @@ class _Shard:
     directory: Path
     #: The users the job places on a shard (see :mod:`usersignals.offline.balance`).
     assigned: dict[str, int]
+    #: :func:`leaves_new_users`, decided once before any shard starts (the first shard's
+    #: load puts users into the store while the others run).
+    leaves_new_users: bool = False
 
 
 @dataclass
@@ -168,13 +171,18 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         archive = EventArchive(job.archive, settings.processing.batch_size)
         boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
         assigned = plan_user_shards(archive, shards)
-        summary = _shards_loaded(job, shards, pool, boundary, assigned)
+        summary = _shards_loaded(job, shards, pool, boundary, assigned, leaves_new_users(job))
     summary.seconds = time.perf_counter() - started
     return summary
 
 
 def _shards_loaded(
-    job: BackfillJob, shards: int, pool: ShardPool, boundary: Boundary, assigned: dict[str, int]
+    job: BackfillJob,
+    shards: int,
+    pool: ShardPool,
+    boundary: Boundary,
+    assigned: dict[str, int],
+    leaves: bool,
 ) -> BackfillSummary:
     """Every shard computed (the first in this process) and merged into the store."""
     settings = job.settings
@@ -182,7 +190,7 @@ def _shards_loaded(
         prefix=".usersignals-backfill-", dir=_scratch_parent(settings)
     ) as scratch:
         tasks = [
-            _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}", assigned)
+            _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}", assigned, leaves)
             for i in range(shards)
         ]
         loader = _Loader(settings)
@@ -327,7 +335,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         share = ArchiveShare(archive, shard.index, shard.shards, dead_letters, shard.assigned)
         # Whose stored records to respect and merge with: none when the store has no users.
         stored_users = existing if existing is not None and _may_hold_users(existing) else None
-        taker = Taker(shard.boundary, stored_users, leaves_new_users(job, stored_users))
+        taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
         for block in share.results(decoder):
             taker.summary.bad += len(block.bad)
             taker.take(block.events, block.positions)
@@ -418,10 +426,9 @@ class Taker:
                 if position.offset > applied:
                     self.summary.left_to_stream += 1
                     continue
-            elif self.leaves_new_users and event.user_id in self._unrecorded:
-                if is_kafka(position):
-                    self.summary.left_to_stream += 1
-                    continue
+            elif self.leaves_new_users and is_kafka(position) and event.user_id in self._unrecorded:
+                self.summary.left_to_stream += 1
+                continue
             elif not boundary.includes(event, position):
                 self.summary.after_boundary += 1
                 continue
@@ -484,15 +491,21 @@ class Taker:
                 self._unrecorded.add(user)
 
 
-def leaves_new_users(job: BackfillJob, existing: StateStore | None) -> bool:
+def leaves_new_users(job: BackfillJob) -> bool:
     """Whether a user without a record is left to the stream: when some of the module's
     signals are backfilled (``--only``) into a store the stream writes (it holds users). A
     record written for such a user would claim every signal applied their events (the
     progress is the record's), and the stream would skip them for the signals not
     backfilled. (Checked with one scan, also for Redis: only ``--only`` backfills pay it.)"""
-    if not job.only or existing is None:
+    if not job.only:
         return False
-    return next(existing.scan(USER_PREFIX), None) is not None
+    existing = open_existing(job.settings)
+    if existing is None:
+        return False
+    try:
+        return next(existing.scan(USER_PREFIX), None) is not None
+    finally:
+        existing.close()
 
 
 def _may_hold_users(store: StateStore) -> bool:

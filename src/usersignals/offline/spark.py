@@ -186,7 +186,9 @@ def _events_of(batch: Any) -> tuple[list[Event], list[Position]]:
     return events, positions
 
 
-def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, int]) -> Any:
+def _backfill_partition(
+    job: BackfillJob, boundary: Boundary, ends: dict[str, int], leaves: bool
+) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
 
@@ -197,7 +199,7 @@ def _backfill_partition(job: BackfillJob, boundary: Boundary, ends: dict[str, in
         store = MemoryStore()
         try:
             engine, _ = build_engine(settings, registry, store, lookups)
-            taker = Taker(boundary, existing, leaves_new_users(job, existing))
+            taker = Taker(boundary, existing, leaves)
             for batch in batches:
                 taker.take(*_events_of(batch))
                 drain(engine, taker, job.batch_size)
@@ -256,7 +258,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         .sortWithinPartitions("user_id", "source", "offset")
     )
     records = events.mapInArrow(
-        _backfill_partition(job, boundary, ends), "key binary, value binary"
+        _backfill_partition(job, boundary, ends, leaves_new_users(job)), "key binary, value binary"
     )
     records.write.mode("overwrite").parquet(str(states_dir))
     frame.unpersist()

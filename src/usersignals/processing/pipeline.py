@@ -18,6 +18,7 @@ block of lines is the same, and lives here once:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -182,7 +183,9 @@ class PipelineStep:
         )
         if report.rejected:
             self.stats.count_bad(report.rejected)
-        self.stats.report.add(report)
+        # The running total keeps counts only: a processor's rejected events would pile up
+        # for as long as it runs (``bad_kept`` keeps the first ones for display).
+        self.stats.report.add(dataclasses.replace(report, rejected=[]))
         return report
 
     def delete_user(

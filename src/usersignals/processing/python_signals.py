@@ -59,9 +59,12 @@ def apply_signal(
             state = runtime.decode(stored)
         outcome = runtime.apply(state, rows)
         encoded = _checked_bytes(runtime.encode(outcome.state))
+        # Bytes its own decode refuses would make every later batch of this user fail:
+        # checked here, and the decoded copy is what the engine's cache keeps.
+        decoded = runtime.decode(encoded)
     except Exception:  # the signal's own code: find the events it fails on
         return _one_by_one(key, runtime, stored, rows, contain)
-    return Applied(encoded, outcome.state, len(rows) - outcome.expired, outcome.expired)
+    return Applied(encoded, decoded, len(rows) - outcome.expired, outcome.expired)
 
 
 def _one_by_one(
