@@ -113,3 +113,19 @@ def definition_text(signal: Signal) -> str:
     from usersignals.offline.plan import definition_text as text
 
     return text(signal)
+
+
+def test_a_reader_of_the_previous_release_still_serves_what_this_release_writes() -> None:
+    """Found by the review: the new digests alone made every reader not yet upgraded refuse
+    the store (503) as soon as a processor was. The record keeps the previous release's
+    digests under `signals` (what such a reader compares) beside this release's."""
+    import hashlib
+    import json
+
+    signal = described("Clicks by action.")
+    record = json.loads(signals_identity("m.py", SignalRegistry([signal])))
+    previous = hashlib.sha256(json.dumps(signal.to_json(), sort_keys=True).encode()).hexdigest()
+    assert record["signals"] == {signal.key: previous}
+    # And this release compares the meanings: a description edit is no change.
+    recorded = json.dumps(record).encode()
+    assert identity_problem(recorded, "m.py", SignalRegistry([described("Other words.")])) is None

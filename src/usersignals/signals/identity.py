@@ -38,17 +38,28 @@ def _accepted(registry: SignalRegistry) -> dict[str, set[str]]:
     return accepted
 
 
-def _changed(written: dict[str, str], registry: SignalRegistry) -> list[str]:
+def _changed(theirs: dict[str, object], registry: SignalRegistry) -> list[str]:
+    """The versions whose recorded definition differs from ``registry``'s: by the meanings
+    when the writer recorded them, else by the previous release's digests."""
+    meanings = theirs.get("meanings")
+    if isinstance(meanings, dict):
+        ours = definition_digests(registry)
+        shared = ours.keys() & meanings.keys()
+        return sorted(key for key in shared if str(meanings[key]) != ours[key])
+    recorded = theirs.get("signals")
+    written = {str(k): str(v) for k, v in recorded.items()} if isinstance(recorded, dict) else {}
     accepted = _accepted(registry)
-    return sorted(
-        key for key in accepted.keys() & written.keys() if written[key] not in accepted[key]
-    )
+    shared = accepted.keys() & written.keys()
+    return sorted(key for key in shared if written[key] not in accepted[key])
 
 
 def signals_identity(module: str, registry: SignalRegistry) -> bytes:
-    return json.dumps(
-        {"module": module, "signals": definition_digests(registry)}, sort_keys=True
-    ).encode()
+    """The writer's record: ``meanings`` (this release's digests, which a reader of this
+    release compares) and ``signals``, the previous release's digests of the whole compiled
+    definition, kept so that a reader not yet upgraded goes on serving."""
+    legacy = {signal.key: _digest(signal.to_json()) for signal in registry.computed}
+    record = {"module": module, "signals": legacy, "meanings": definition_digests(registry)}
+    return json.dumps(record, sort_keys=True).encode()
 
 
 def changed_definitions(recorded: bytes, registry: SignalRegistry) -> list[str]:
@@ -58,10 +69,9 @@ def changed_definitions(recorded: bytes, registry: SignalRegistry) -> list[str]:
         theirs = json.loads(recorded)
     except ValueError:
         return []
-    written = theirs.get("signals") if isinstance(theirs, dict) else None
-    if not isinstance(written, dict):
+    if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
         return []
-    return _changed({str(key): str(value) for key, value in written.items()}, registry)
+    return _changed(theirs, registry)
 
 
 def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> str | None:
@@ -80,7 +90,7 @@ def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> 
         )
     written_by = str(theirs.get("module"))
     written = {str(key): str(value) for key, value in theirs["signals"].items()}
-    changed = _changed(written, registry)
+    changed = _changed(theirs, registry)
     missing = sorted(signal.key for signal in registry if signal.key not in written)
     if not changed and not missing:
         return None
