@@ -219,6 +219,12 @@ def consistency(
             f"{report.unreadable[0]})",
             markup=False,
         )
+    if report.outdated:
+        console.print(
+            f"warning: {report.outdated:,} logged requests have a context this release "
+            "refuses (an empty value, a time in seconds): not compared",
+            markup=False,
+        )
     out.print(
         f"{report.answers:,} answers from {report.records:,} logged requests "
         f"({report.skipped:,} with as_of skipped): {report.exact_share:.2%} exact, "

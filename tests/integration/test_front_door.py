@@ -79,7 +79,7 @@ def test_a_batch_body_that_is_not_utf8_is_a_400_naming_the_body(service: Service
         ("window", "106751991168d"),
         ("window", "9223372036854775808ms"),
         ("window", ""),  # empty: refused, never read as "no window"
-        ("actions", ""),
+        ("actions", ""),  # an empty exclude excludes nothing: answered (test_context.py)
     ],
 )
 def test_times_out_of_range_are_a_400_naming_the_parameter(

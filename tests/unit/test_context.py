@@ -126,7 +126,14 @@ def test_missing_values_mean_not_given() -> None:
     assert context == ReadContext(now_ms=NOW)
 
 
-@pytest.mark.parametrize("parameter", CONTEXT_PARAMETERS)
+def test_an_empty_exclusion_list_excludes_nothing() -> None:
+    """The Python client sends `exclude=` for `exclude=[]`: a caller whose list is
+    sometimes empty means "exclude nothing", not a mistake (found by the review)."""
+    assert parse(exclude="").exclude == frozenset()
+    assert parse(exclude=" ").given() == set()
+
+
+@pytest.mark.parametrize("parameter", [p for p in CONTEXT_PARAMETERS if p != "exclude"])
 def test_an_empty_value_is_refused_not_read_as_not_given(parameter: str) -> None:
     # `actions=` (or a JSON `[]`) read as "every action" answered what was not asked.
     error = parse_error(**{parameter: ""})
@@ -296,3 +303,14 @@ def test_without_as_of_the_view_time_is_now_or_a_newer_event() -> None:
     assert context.start(NOW + 5) == NOW + 5 - HOUR
     explicit = ReadContext(as_of_ms=NOW - DAY, now_ms=NOW)
     assert explicit.view_time(NOW + 5) == NOW - DAY
+
+
+def test_consistency_leaves_out_a_logged_context_this_release_refuses() -> None:
+    """A feature log written by an older worker may hold `actions=` or a time in seconds,
+    which this release refuses: `consistency` counts such requests apart (outdated) rather
+    than ending on the first one (found by the review)."""
+    from usersignals.offline.consistency import _still_parses
+
+    assert _still_parses({"names": "counts", "window": "1h"})
+    assert not _still_parses({"actions": ""})
+    assert not _still_parses({"since": "1795780000"})

@@ -172,7 +172,8 @@ class ReadContext:
             until_ms=until,
             limit=_optional(params, "limit", _parse_limit),
             dedupe=_optional(params, "dedupe", _parse_bool) or False,
-            exclude=_optional(params, "exclude", _parse_set) or frozenset(),
+            # An empty exclusion list excludes nothing, unlike an empty filter: no refusal.
+            exclude=_optional(params, "exclude", _parse_set, nothing=frozenset()) or frozenset(),
             as_of_ms=as_of,
             now_ms=now,
         )
@@ -192,10 +193,19 @@ def check_view_time(name: str, ms: int) -> None:
         raise ContextError(name, f"must not be after the year 9999 ({ms})")
 
 
-def _optional(params: Mapping[str, str | None], name: str, parse: Callable[[str], _T]) -> _T | None:
+def _optional(
+    params: Mapping[str, str | None],
+    name: str,
+    parse: Callable[[str], _T],
+    nothing: _T | None = None,
+) -> _T | None:
+    """``name``'s value parsed; ``None`` when not given. An empty value is refused, unless
+    the parameter says what it means (``nothing``)."""
     raw = params.get(name)
     if raw is None:
         return None
+    if not raw.strip() and nothing is not None:
+        return nothing
     if not raw.strip():
         # `actions=` (or a JSON `[]`) taken as "not given" answered for every action: what
         # a client with an empty filter did not ask.

@@ -27,7 +27,7 @@ from usersignals.aggregations.decayed import DecayedScores, MeanVector
 from usersignals.aggregations.distinct import Distinct
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, ContextError
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import open_lookup_store
@@ -59,6 +59,9 @@ class ConsistencyReport:
     within_error: int = 0
     per_signal: dict[str, SignalAgreement] = field(default_factory=dict)
     mismatches: list[dict[str, Any]] = field(default_factory=list)
+    #: Logged requests whose context this release refuses (an empty value, a time in
+    #: seconds): not compared.
+    outdated: int = 0
     #: Log lines skipped, and the first of them (:data:`_SHOWN_UNREADABLE`), each
     #: ``FILE:LINE: reason``.
     unreadable_lines: int = 0
@@ -89,6 +92,7 @@ class ConsistencyReport:
         return {
             "records": self.records,
             "skipped": self.skipped,
+            "outdated": self.outdated,
             "answers": self.answers,
             "exact": self.exact,
             "within_error": self.within_error,
@@ -130,6 +134,9 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     )
     usable = [record for record in records if "as_of" not in record.params]
     report.skipped = len(records) - len(usable)
+    parsed = [record for record in usable if _still_parses(record.params)]
+    report.outdated = len(usable) - len(parsed)
+    usable = parsed
     if not usable:
         raise ConfigurationError(
             f"none of the {len(records):,} logged requests could be compared: each named an "
@@ -235,3 +242,13 @@ def _close(online: Any, offline: Any, tolerance: float) -> bool:
             online[k] == offline[k] or _close(online[k], offline[k], tolerance) for k in online
         )
     return bool(online == offline)
+
+
+def _still_parses(params: dict[str, str]) -> bool:
+    """Whether a logged request's context is one this release takes (an older worker may
+    have answered one it now refuses)."""
+    try:
+        ReadContext.parse({k: v for k, v in params.items() if k != "names"}, now_ms=0)
+    except ContextError:
+        return False
+    return True
