@@ -211,6 +211,7 @@ def newest(events: Sequence[Event]) -> int:
     context=contexts,
     dedupe_kind=st.booleans(),
     shift=as_of_shifts,
+    until_shift=st.one_of(st.none(), st.integers(-3 * 86_400_000, 86_400_000)),
 )
 def test_last_n_read_matches_reference(
     events: list[Event],
@@ -218,21 +219,25 @@ def test_last_n_read_matches_reference(
     context: ReadContext,
     dedupe_kind: bool,
     shift: int | None,
+    until_shift: int | None,
 ) -> None:
     """Whenever LastN answers, its answer is the exact one; it always answers when no event
-    is later than the view time."""
+    is later than the view's end (its as_of, or an until)."""
     signal = SIGNALS["last_n_dedupe" if dedupe_kind else "last_n"]
     spec = signal.aggregate
     assert isinstance(spec, LastN)
     state = apply_in_batches(signal, events, cuts)
     context = with_as_of(context, events, shift)
     m = newest(events)
+    if until_shift is not None:
+        context = dataclasses.replace(context, until_ms=m + until_shift)
     view, end, window_start = context.view_time(m), context.end(m), context.start(m)
 
-    # Reference: the last n events at or before the view time, within the retention back from
-    # it, by (ts, crc32(event id)) (the newest per item when deduping); then the context.
+    # Reference: the last n events at or before the view's end E = min(V, until), within the
+    # retention back from the view time V, by (ts, crc32(event id)) (the newest per item when
+    # deduping); then the context.
     kept = sorted(
-        (e for e in events if view - signal.retention <= e.ts <= view),
+        (e for e in events if view - signal.retention <= e.ts <= end),
         key=lambda e: (e.ts, zlib.crc32(e.event_id.encode())),
         reverse=True,
     )
@@ -265,7 +270,7 @@ def test_last_n_read_matches_reference(
     try:
         got = signal.compiled.runtime.read(state, context)
     except AsOfError:
-        assert m > view, "refused although no event is later than the view time"
+        assert m > end, "refused although no event is later than the view's end"
         return
     assert got.value == expected
 

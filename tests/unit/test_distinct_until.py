@@ -102,3 +102,18 @@ def test_last_n_answers_an_until_its_limit_fills_before_the_pushed_out_ones() ->
         [recent], FOUR, context={"until": str(MIDNIGHT + 24 * HOUR), "limit": "1"}
     )
     assert [entry["item_id"] for entry in answers["u1"]["recent"]] == ["i2"]
+
+
+@pytest.mark.parametrize("signal", [creators, recent], ids=["distinct", "last_n"])
+def test_a_refusal_names_the_parameter_that_ended_the_view_and_its_time(signal: Signal) -> None:
+    """Found by the review: with an as_of after the newest event and an until before it,
+    the refusal named as_of and told the client to use the as_of it had used; LastN's named
+    the wall clock as the time refused."""
+    events = EVENTS if signal is creators else FOUR
+    until = UNTIL if signal is creators else MIDNIGHT + 14 * HOUR
+    context = {"as_of": str(MIDNIGHT + 2 * DAY - 1), "until": str(until)}
+    with pytest.raises(AsOfError) as info:
+        run_signals([signal], events, context=context)
+    assert info.value.parameter == "until"
+    assert info.value.as_of_ms == until
+    assert f"until {until}" in str(info.value)

@@ -189,7 +189,7 @@ impl DistinctSpec {
             // hold some of them: an answer then did not count them, and this one cannot
             // leave them out.
             return Err(Refusal {
-                view_ms: if times.as_of_ms.is_some() { view } else { end },
+                view_ms: end, // the view's end: its as_of or until
                 earliest_ms: straddled + self.bucket_ms - 1,
                 why: "events later than the view's end may share its bucket",
             });

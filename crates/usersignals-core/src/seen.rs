@@ -108,7 +108,7 @@ impl SeenSpec {
             .max()
         {
             return Err(Refusal {
-                view_ms: view,
+                view_ms: end, // the view's end: its as_of or until
                 earliest_ms: later,
                 why: "a newer event hides the latest one before it",
             });

@@ -106,8 +106,10 @@ class ReadContext:
     @property
     def refused_parameter(self) -> str:
         """The parameter a refusal (:class:`AsOfError`) names: a state refuses only a view
-        that ends before its newer events, by ``as_of``, or by ``until`` alone."""
-        return "as_of" if self.as_of_ms is not None else "until"
+        that ends before its newer events, and the view ends at ``until`` when it is given
+        and earlier than ``as_of`` (or without one), else at ``as_of``."""
+        until, as_of = self.until_ms, self.as_of_ms
+        return "until" if until is not None and (as_of is None or until < as_of) else "as_of"
 
     @property
     def reference_ms(self) -> int:

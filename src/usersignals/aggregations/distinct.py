@@ -182,9 +182,8 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
             # The view ends (as_of, or until) before newer events, inside a bucket that may
             # hold some of them: an answer then did not count them, and this one cannot
             # leave them out.
-            asked = view if context.as_of_ms is not None else end
             why = "events later than the view's end may share its bucket"
-            raise AsOfError("", asked, straddled + self.bucket_ms - 1, why)
+            raise AsOfError("", end, straddled + self.bucket_ms - 1, why)
         chosen = [
             registers for bucket, registers in state.buckets.items() if start <= bucket <= end
         ]

@@ -204,11 +204,11 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
                 complete = True
                 break
         if later and (not complete or self.spec.dedupe_by is not None):
-            self._check_nothing_dropped(entries, view, start, newest_ts)
+            self._check_nothing_dropped(entries, end, start, newest_ts)
         return ReadOut(out, newest)
 
     def _check_nothing_dropped(
-        self, entries: list[Entry], view: int, start: int, newest_ts: int
+        self, entries: list[Entry], end: int, start: int, newest_ts: int
     ) -> None:
         """Raise AsOfError when events this read needs may have been dropped.
 
@@ -219,7 +219,7 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
         dropped_by_age = start < newest_ts - self.retention_ms - AS_OF_LOOKBACK_MS
         if dropped_by_room or dropped_by_age:
             why = "newer events took the room of older ones it needs"
-            raise AsOfError("", view, newest_ts, why)
+            raise AsOfError("", end, newest_ts, why)  # the view's end: its as_of or until
 
     def _matcher(self, context: ReadContext) -> Callable[[Entry], bool]:
         """The context's filters (actions, surfaces, exclude, dedupe) as one predicate."""

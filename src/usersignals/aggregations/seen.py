@@ -133,7 +133,7 @@ class SeenRuntime(AggregationRuntime[SeenState]):
         later = [ts for ts in wanted.values() if ts > end]
         if later:
             why = "a newer event hides the latest one before it"
-            raise AsOfError("", view, max(later), why)
+            raise AsOfError("", end, max(later), why)  # the view's end: its as_of or until
         if view - self.retention_ms < state.newest - self.retention_ms - AS_OF_LOOKBACK_MS:
             earliest = state.newest - AS_OF_LOOKBACK_MS
             raise AsOfError("", view, earliest, "its retention reaches past the look-back")

@@ -245,7 +245,7 @@ impl<'a> LastNView<'a> {
             }
         }
         if later > 0 && (!complete || spec.dedupe_by.is_some()) {
-            self.check_nothing_dropped(spec, retention_ms, view, start)?;
+            self.check_nothing_dropped(spec, retention_ms, end, start)?;
         }
         Ok((out, newest))
     }
@@ -258,7 +258,7 @@ impl<'a> LastNView<'a> {
         &self,
         spec: &LastNSpec,
         retention_ms: i64,
-        view: i64,
+        end: i64,
         start: i64,
     ) -> Result<(), Refusal> {
         let newest_ts = self.ts.first().copied().unwrap_or(0);
@@ -268,7 +268,7 @@ impl<'a> LastNView<'a> {
             .saturating_sub(AS_OF_LOOKBACK_MS);
         if dropped_by_room || start < kept_from {
             return Err(Refusal {
-                view_ms: view,
+                view_ms: end, // the view's end: its as_of or until
                 earliest_ms: newest_ts,
                 why: "newer events took the room of older ones it needs",
             });
