@@ -18,6 +18,7 @@ seconds, an empty id: :meth:`EventDecoder.check`'s rules, with the default polic
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections import Counter
@@ -46,8 +47,8 @@ __all__ = ["Answers", "MemoryStore", "assert_signal", "event", "run_signals"]
 _PARTITION = "testing"
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
-#: How many events of each content ``event`` made: the number in the id of the next one.
-_made: Counter[tuple[str, str, str, str, int]] = Counter()
+#: The prefix of the ids ``event()`` makes.
+_MADE = "test:"
 
 #: Records of an enrichment table by key: ``{"i1": {"category": "cats"}}``.
 Table = Mapping[str, Mapping[str, Any]]
@@ -86,12 +87,25 @@ def event(
 
 
 def _event_id(user_id: str, item_id: str, action: str, surface: str, ts: int) -> str:
-    """The event's content, then its number among the events of equal content made so far:
-    an answer that orders equal times by the id's CRC then depends on the test alone, not
-    on how many events the tests before it made."""
-    content = (user_id, item_id, action, surface, ts)
-    _made[content] += 1
-    return f"test:{user_id}:{item_id}:{action}:{surface}:{ts}#{_made[content]}"
+    """A digest of the event's content (bounded in length whatever the ids): an answer that
+    orders equal times by the id's CRC depends on the test alone. Events of equal content
+    are told apart by ``run_signals``, by their order in its call (:func:`_numbered`)."""
+    content = json.dumps([user_id, item_id, action, surface, ts]).encode()
+    return f"{_MADE}{hashlib.sha256(content).hexdigest()[:24]}"
+
+
+def _numbered(events: Sequence[Event]) -> list[Event]:
+    """``events`` with the ids ``event()`` made numbered among equal ones (``#2``, ``#3``),
+    in the order of this call: two events of equal content stay two events."""
+    seen: Counter[str] = Counter()
+    out = []
+    for one in events:
+        if one.event_id.startswith(_MADE):
+            seen[one.event_id] += 1
+            if seen[one.event_id] > 1:
+                one = msgspec.structs.replace(one, event_id=f"{one.event_id}#{seen[one.event_id]}")
+        out.append(one)
+    return out
 
 
 class Answers(Mapping[str, Mapping[str, Any]]):
@@ -160,6 +174,7 @@ def run_signals(
     the events into micro-batches (default: one), as a processor would. ``users`` are
     answered too, events or not (as the API answers a user it has none of).
     """
+    events = _numbered(events)
     _check(events)
     registry = SignalRegistry(list(signals))
     store = MemoryStore()
