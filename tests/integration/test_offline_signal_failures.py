@@ -228,3 +228,18 @@ def test_leaving_new_users_to_the_stream_keeps_the_time_boundary_for_rows() -> N
     assert [event.event_id for event in taker.events] == []
     assert taker.summary.after_boundary == 1
     assert taker.summary.left_to_stream == 1
+
+
+def test_a_user_cut_across_shards_has_its_failing_event_dead_lettered_once(
+    tmp_path: Path,
+) -> None:
+    """Found by the review: a training-set user cut across two shards had its events applied
+    in both, and both dead-lettered the event the aggregation failed on."""
+    labels = tmp_path / "labels.parquet"
+    times = [NOW + 3 + n for n in range(6)]
+    pq.write_table(pa.table({"user_id": ["u1"] * 6, "ts": times}), labels)
+    job = TrainingJob(labels, str(archive(tmp_path)), settings(tmp_path), tmp_path / "f.parquet",
+                      workers=2, dead_letter=tmp_path / "dead.jsonl")  # fmt: skip
+    summary = training_set(job)
+    assert summary.signal_failed == 1
+    assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]

@@ -58,7 +58,7 @@ from usersignals.offline.features_file import (
 )
 from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
-from usersignals.offline.share import ArchiveShare, merge_dead_letters
+from usersignals.offline.share import ArchiveShare, merge_dead_letters, route
 from usersignals.processing.batch import MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.engine import Engine
@@ -575,6 +575,14 @@ class _ShardResult:
     refused: int = 0
 
 
+def _owned(rejected: list[BadEvent], borrowed: frozenset[str]) -> list[BadEvent]:
+    """The rejected events of the users this shard owns: a user cut across shards has
+    their events applied in each, and only the owner dead-letters them."""
+    if not borrowed or not rejected:
+        return rejected
+    return [bad for bad in rejected if route(bad.raw, 1)[1] not in borrowed]
+
+
 def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
     """A shard's value table: the first's as it came back, the others' from their files."""
     if result.values is not None:
@@ -619,7 +627,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
         values = compute_values(parts, columns, events, mine)
         result = _ShardResult(valid, bad, share.bad_places)
-        result.rejected, result.refused = parts.rejected, len(parts.refused)
+        result.rejected, result.refused = _owned(parts.rejected, shard.borrowed), len(parts.refused)
         if shard.index == 0:  # ShardPool.run runs the first task in the calling process
             result.values = values.table() if isinstance(values, TextColumns) else values
         elif isinstance(values, TextColumns):
