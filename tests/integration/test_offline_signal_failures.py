@@ -69,6 +69,10 @@ def test_backfill_dead_letters_the_event_a_signal_fails_on(tmp_path: Path, worke
     assert summary.events == 3
     assert [bad.reason for bad in summary.report.rejected] == ["signal_failed"]
     assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
+    # At the event's own place in the archive (the review found the backfill's feeding
+    # order there), whatever the shards.
+    (record,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert (record["partition"], record["offset"]) == ("archive:events.jsonl", 2)
 
 
 def test_the_training_set_dead_letters_it_and_reads_the_rest(tmp_path: Path) -> None:

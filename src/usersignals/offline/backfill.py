@@ -35,12 +35,14 @@ from itertools import islice, repeat
 from pathlib import Path
 from typing import cast
 
+import msgspec
+
 from usersignals._core import CoreError, replace_progress
 from usersignals.aggregations.context import check_view_time
 from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.errors import StateCodecError
-from usersignals.events.model import Event, Position
+from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
@@ -373,7 +375,9 @@ def _run_shard(shard: _Shard) -> _ShardResult:
 def drain(engine: Engine, taker: Taker, at_least: int) -> None:
     if len(taker.events) >= at_least:
         batch = taker.take_batch()
-        taker.summary.report.add(engine.process(batch))
+        report = engine.process(batch)
+        report.rejected = [taker.origin_of(bad) for bad in report.rejected]
+        taker.summary.report.add(report)
         taker.summary.events += len(batch)
 
 
@@ -397,6 +401,12 @@ class Taker:
         self.highest: dict[str, int] = {}
         self.events: list[Event] = []
         self.positions: list[Position] = []
+        #: Where each event taken came from (the archive's row or Kafka coordinate), index
+        #: for index with ``positions`` (the feeding order): what a dead letter names.
+        self.origins: list[Position] = []
+        #: The batch last taken: its first feeding number, its events' origins (as taken)
+        #: and the arrival order it was fed in (``None``: as taken).
+        self.taken_origins: tuple[int, list[Position], list[int] | None] = (0, [], None)
         #: The Kafka coordinates of the events taken, index for index (while all have them).
         self._arrivals: list[tuple[str, int]] = []
         self._progress: dict[str, dict[str, int]] = {}
@@ -408,7 +418,7 @@ class Taker:
     def take(self, events: list[Event], positions: list[Position]) -> None:
         if not any(map(is_kafka, positions)):
             self._load_progress(events)  # for count_behind
-            self._take_rows(events)
+            self._take_rows(events, positions)
             return
         boundary = self.boundary
         for position in positions:
@@ -441,6 +451,7 @@ class Taker:
             # tracked here and written into the records as they are loaded.
             self._sequence += 1
             self.positions.append(Position(_SEQUENCE, self._sequence))
+            self.origins.append(position)
             if is_kafka(position):
                 partition, offset = position.partition, position.offset
                 self.highest[partition] = max(self.highest.get(partition, -1), offset)
@@ -455,19 +466,38 @@ class Taker:
         what arrived before it. Exact when a shard's events fit in one batch
         (``BackfillJob.batch_size``); between batches, archive order."""
         events = self.events
+        order: list[int] | None = None
         if len(self._arrivals) == len(events):
             spread = {user for user, partitions in self.progress.items() if len(partitions) > 1}
             order = arrival_order(events, self._arrivals, spread)
             events = [events[i] for i in order]
+        first = self.positions[0].offset if self.positions else 0
+        self.taken_origins = (first, self.origins, order)
         batch = MicroBatch(events, self.positions)
-        self.events, self.positions, self._arrivals = [], [], []
+        self.events, self.positions, self._arrivals, self.origins = [], [], [], []
         return batch
 
-    def _take_rows(self, events: list[Event]) -> None:
+    def origin_of(self, bad: BadEvent) -> BadEvent:
+        """A dead letter of the batch last taken, at the event's own place (the engine saw
+        the feeding order; the batch may be in arrival order, ``order``)."""
+        first, origins, order = self.taken_origins
+        if bad.position is None or bad.position.partition != _SEQUENCE:
+            return bad
+        index = bad.position.offset - first
+        return msgspec.structs.replace(
+            bad, position=origins[index if order is None else order[index]]
+        )
+
+    def _take_rows(self, events: list[Event], positions: list[Position]) -> None:
         """``take`` for a block without Kafka coordinates (an archive's rows): no stored
         progress applies, only the time boundary (in C-level loops; a backfill's hot path)."""
         until = self.boundary.until_ms
-        taken = events if until is None else [event for event in events if event.ts <= until]
+        if until is None:
+            taken, origins = events, positions
+        else:
+            kept = [i for i, event in enumerate(events) if event.ts <= until]
+            taken, origins = [events[i] for i in kept], [positions[i] for i in kept]
+        self.origins.extend(origins)
         self.summary.after_boundary += len(events) - len(taken)
         first = self._sequence + 1
         self._sequence += len(taken)
