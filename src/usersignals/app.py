@@ -66,8 +66,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
         if changed:
             raise SignalsMismatchError(
                 f"signals {', '.join(changed)} are defined otherwise than when this store's "
-                "states were computed: bump its version to change what a signal computes "
-                "(`usersignals signals plan` shows the change)"
+                "states were computed: bump its version to change what a signal computes"
             )
         # Record which signals write this store: readers refuse to serve other ones.
         store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})

@@ -115,8 +115,10 @@ def load_module(target: str) -> ModuleType:
                 raise ConfigurationError(f"cannot load {target!r} as a Python module")
             module = importlib.util.module_from_spec(spec)
             module.__dict__[_SHOWN_AS] = target
-            # As `python path/to/module.py` does: the modules beside it are importable (an
-            # author keeps an aggregation in a file of its own).
+            # The modules beside it are importable (an author keeps an aggregation in a file
+            # of its own), as for `python path/to/module.py`; but appended, where Python puts
+            # the folder first, so that a file there never shadows an installed library (a
+            # library of the same name shadows the file instead).
             folder = str(path.resolve().parent)
             if folder not in sys.path:
                 sys.path.append(folder)
