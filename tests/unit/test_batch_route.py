@@ -67,3 +67,27 @@ def test_health_is_answered_while_a_large_batch_is_read(make_app: Any) -> None: 
     assert (status, health_status) == (200, 200)
     assert len(answer["results"]) == 1_000
     assert done == ["health", "batch"]
+
+
+def test_a_cut_over_between_slices_leaves_the_labels_of_the_first(make_app: Any) -> None:  # noqa: F811
+    """Found by the review: with the reads in slices, a cut-over (the store's refresh runs on
+    the loop between them) could rename a signal half-way through one answer. Every slice is
+    labelled as the first was."""
+    app = make_app()
+    state = app.state.serving
+    registry, read_each = state.registry, state.reader.read_each
+    calls = []
+
+    def cut_over_after_the_first(users: Any, plan: Any) -> Any:
+        calls.append(len(users))
+        if len(calls) == 1:  # the refresh met a cut-over: the served mapping is replaced
+            registry.serve({name: s.version for name, s in registry.served.items()})
+        return read_each(users, plan)
+
+    state.reader.read_each = cut_over_after_the_first
+    users = [USERS[n % 2] for n in range(120)] + [f"nobody-{n}" for n in range(60)]
+    body = msgspec.json.encode({"users": users, "signals": ["action_counts"]})
+    status, answer = asyncio.run(post(app, "/v1/signals/batch", body, [], "batch"))
+    assert status == 200
+    assert len(calls) > 1
+    assert {name for result in answer["results"] for name in result["signals"]} == {"action_counts"}
