@@ -117,3 +117,29 @@ def test_a_refusal_names_the_parameter_that_ended_the_view_and_its_time(signal: 
     assert info.value.parameter == "until"
     assert info.value.as_of_ms == until
     assert f"until {until}" in str(info.value)
+
+
+# -- a view that ends before it starts is empty: answered, never refused ----------------------
+
+
+def test_an_until_before_the_retention_s_start_is_an_empty_answer_not_a_refusal() -> None:
+    """Found by the offline differential fuzz's second run: with the view's end (an until)
+    before its start (the retention back from the view time), no event can count and later
+    events cannot change that; Distinct, a full LastN and LastSeen refused such a read, and
+    the training set held null where the answer is 0, [] or {}."""
+    from usersignals import LastSeen
+
+    seven = "7d"
+    signals = [
+        Signal(name="creators", version=1, aggregate=Distinct(of="item_id"), retention=seven),
+        Signal(name="recent", version=1, aggregate=LastN(2, keep=("item_id",)), retention=seven),
+        Signal(name="seen", version=1, aggregate=LastSeen(by="action"), retention=seven),
+    ]
+    events = [
+        event("u1", "i0", "click", ts=MIDNIGHT + 10 * HOUR),
+        event("u1", "i1", "click", ts=MIDNIGHT + 12 * HOUR),
+        event("u1", "i2", "click", ts=MIDNIGHT + 10 * DAY + 10 * HOUR),
+    ]
+    context = {"as_of": str(MIDNIGHT + 10 * DAY + 11 * HOUR), "until": str(MIDNIGHT + 11 * HOUR)}
+    answers = run_signals(signals, events, context=context)["u1"]
+    assert answers == {"creators": {"estimate": 0}, "recent": [], "seen": {}}

@@ -182,6 +182,7 @@ impl DistinctSpec {
         }
         let straddled = end - end.rem_euclid(self.bucket_ms);
         if end < newest
+            && start <= straddled // a bucket starting before the view is not counted
             && end < straddled + self.bucket_ms - 1
             && state.buckets.contains_key(&straddled)
         {

@@ -101,6 +101,11 @@ impl SeenSpec {
             return Ok((values.map(|(g, t)| (g.clone(), *t)).collect(), newest));
         }
         let view = times.view_time(state.newest);
+        let cutoff = view - retention_ms;
+        if end < cutoff {
+            // A view that ends before it starts holds nothing, whatever came later.
+            return Ok((Default::default(), newest));
+        }
         if let Some(later) = wanted
             .clone()
             .map(|(_, ts)| *ts)
@@ -120,7 +125,6 @@ impl SeenSpec {
                 why: "its retention reaches past the look-back",
             });
         }
-        let cutoff = view - retention_ms;
         let values = wanted.filter(|(_, ts)| **ts >= cutoff);
         Ok((values.map(|(g, t)| (g.clone(), *t)).collect(), newest))
     }

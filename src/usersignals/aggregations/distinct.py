@@ -178,7 +178,12 @@ class DistinctRuntime(AggregationRuntime[DistinctState]):
         if not state.buckets:  # after the check, as Count/Sum's read (windowed.py)
             return ReadOut({"estimate": 0}, None)
         straddled = end - end % self.bucket_ms
-        if end < newest and end < straddled + self.bucket_ms - 1 and straddled in state.buckets:
+        if (
+            end < newest
+            and start <= straddled  # a bucket starting before the view is not counted
+            and end < straddled + self.bucket_ms - 1
+            and straddled in state.buckets
+        ):
             # The view ends (as_of, or until) before newer events, inside a bucket that may
             # hold some of them: an answer then did not count them, and this one cannot
             # leave them out.

@@ -203,7 +203,8 @@ class LastNRuntime(AggregationRuntime[list[Entry]]):
             if len(out) >= limit:
                 complete = True
                 break
-        if later and (not complete or self.spec.dedupe_by is not None):
+        # A view that ends before it starts holds nothing, whatever came later.
+        if later and end >= start and (not complete or self.spec.dedupe_by is not None):
             self._check_nothing_dropped(entries, end, start, newest_ts)
         return ReadOut(out, newest)
 

@@ -130,6 +130,9 @@ class SeenRuntime(AggregationRuntime[SeenState]):
             values = {group: ts for group, ts in wanted.items() if ts <= end}
             return ReadOut(values, min(state.newest, end))
         view = context.view_time(state.newest)
+        cutoff = view - self.retention_ms
+        if end < cutoff:  # a view that ends before it starts holds nothing
+            return ReadOut({}, min(state.newest, end))
         later = [ts for ts in wanted.values() if ts > end]
         if later:
             why = "a newer event hides the latest one before it"
@@ -137,7 +140,6 @@ class SeenRuntime(AggregationRuntime[SeenState]):
         if view - self.retention_ms < state.newest - self.retention_ms - AS_OF_LOOKBACK_MS:
             earliest = state.newest - AS_OF_LOOKBACK_MS
             raise AsOfError("", view, earliest, "its retention reaches past the look-back")
-        cutoff = view - self.retention_ms
         values = {group: ts for group, ts in wanted.items() if ts >= cutoff}
         return ReadOut(values, min(state.newest, end))
 

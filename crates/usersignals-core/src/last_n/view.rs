@@ -244,7 +244,8 @@ impl<'a> LastNView<'a> {
                 break;
             }
         }
-        if later > 0 && (!complete || spec.dedupe_by.is_some()) {
+        // A view that ends before it starts holds nothing, whatever came later.
+        if later > 0 && end >= start && (!complete || spec.dedupe_by.is_some()) {
             self.check_nothing_dropped(spec, retention_ms, end, start)?;
         }
         Ok((out, newest))
