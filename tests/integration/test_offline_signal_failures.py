@@ -158,8 +158,9 @@ def test_the_training_set_judges_repeats_in_archive_order_across_files(tmp_path:
     assert answer.signals["counts"].value["total"] == 3
 
 
+@pytest.mark.parametrize("stream_met_u1", [True, False])
 def test_an_only_backfill_leaves_a_user_the_stream_has_not_met_to_the_stream(
-    tmp_path: Path,
+    tmp_path: Path, stream_met_u1: bool
 ) -> None:
     """Found by the offline differential fuzz: the stream applied offset 0 (u1) with
     `counts`; an export up to offset 1 (u2, not yet met by the stream) was backfilled
@@ -191,8 +192,18 @@ def test_an_only_backfill_leaves_a_user_the_stream_has_not_met_to_the_stream(
                                  retention="28d")])  # fmt: skip
     from usersignals import Event
 
-    Engine(old, store).process(MicroBatch([Event(**first)], [Position("eng/0", 0)]))
+    if stream_met_u1:
+        Engine(old, store).process(MicroBatch([Event(**first)], [Position("eng/0", 0)]))
     store.close()
+    if not stream_met_u1:
+        # The second fuzz run's variant: the processor has run (offset 0 was a bad line it
+        # dead-lettered), so the store holds no user yet, only the processor's record.
+        from usersignals.app import build_processor
+
+        old_module = tmp_path / "counts_only.py"
+        old_module.write_text(f"from usersignals import Count, Signal\nSIGNALS = [{counts}]\n")
+        overrides = {"signals": str(old_module), "store": {"path": str(store_path)}}
+        build_processor(Settings.load(environ={}, overrides=overrides)).close()
     settings = Settings.load(
         environ={}, overrides={"signals": str(module), "store": {"path": str(store_path)}}
     )
@@ -203,7 +214,7 @@ def test_an_only_backfill_leaves_a_user_the_stream_has_not_met_to_the_stream(
         engine.process(MicroBatch([Event(**second)], [Position("eng/0", 1)]))  # the stream
         reader = SignalReader(SignalRegistry.from_module(str(module)), store)
         context = ReadContext(now_ms=NOW + 10)
-        for user in ("u1", "u2"):
+        for user in ("u1", "u2") if stream_met_u1 else ("u2",):
             answer = reader.read(user, None, context).signals
             assert answer["counts"].value["total"] == 1, user
             assert answer["saves"].value["total"] == 1, user

@@ -66,6 +66,7 @@ from usersignals.offline.scratch import ScratchStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
+from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import USER_PREFIX, user_key, user_of
@@ -336,7 +337,9 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         archive = EventArchive(job.archive, settings.processing.batch_size)
         share = ArchiveShare(archive, shard.index, shard.shards, dead_letters, shard.assigned)
         # Whose stored records to respect and merge with: none when the store has no users.
-        stored_users = existing if existing is not None and _may_hold_users(existing) else None
+        # (Read too when users are left to the stream: it tells which have no record.)
+        reads_users = shard.leaves_new_users or (existing is not None and _may_hold_users(existing))
+        stored_users = existing if reads_users else None
         taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
         for block in share.results(decoder):
             taker.summary.bad += len(block.bad)
@@ -523,7 +526,8 @@ class Taker:
 
 def leaves_new_users(job: BackfillJob) -> bool:
     """Whether a user without a record is left to the stream: when some of the module's
-    signals are backfilled (``--only``) into a store the stream writes (it holds users). A
+    signals are backfilled (``--only``) into a store the stream writes — a processor has
+    recorded its signals there (it may have met no valid event yet), or it holds users. A
     record written for such a user would claim every signal applied their events (the
     progress is the record's), and the stream would skip them for the signals not
     backfilled. (Checked with one scan, also for Redis: only ``--only`` backfills pay it.)"""
@@ -533,6 +537,8 @@ def leaves_new_users(job: BackfillJob) -> bool:
     if existing is None:
         return False
     try:
+        if existing.get_many([SIGNALS_KEY])[0] is not None:
+            return True
         return next(existing.scan(USER_PREFIX), None) is not None
     finally:
         existing.close()
