@@ -10,6 +10,7 @@ import msgspec
 from usersignals._core import packed_records
 from usersignals.enrich.packed import PackedRecord
 from usersignals.errors import EnrichmentError, StoreError
+from usersignals.events.decode import UNDECODABLE
 from usersignals.state.store import KeyValueTable
 
 Record = Mapping[str, Any]
@@ -168,7 +169,7 @@ class HttpBatchSource:
             return self._decoder.decode(response.content).records
         except httpx.HTTPError as exc:
             raise EnrichmentError(self.name, str(exc), type(exc).__name__) from exc
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        except UNDECODABLE as exc:
             # The answer as a whole breaks the contract: the service is broken, not one record.
             message = f"the answer breaks the batch contract: {exc}"
             raise EnrichmentError(self.name, message, "InvalidAnswer") from exc

@@ -29,6 +29,10 @@ REASON_INVALID_UTF8 = "invalid_utf8"
 REASON_EMPTY_VALUE = "empty_value"
 REASON_NULL_VALUE = "null_value"
 
+#: What decoding bytes that are no JSON can raise: msgspec's error, a string that is not
+#: UTF-8, a nesting deeper than the decoder's stack.
+UNDECODABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
+
 
 def not_an_event(value: bytes | None, position: Position) -> BadEvent:
     """The dead letter of a message whose value is null (a tombstone), empty or blank: a

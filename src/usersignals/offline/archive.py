@@ -31,7 +31,7 @@ from typing import Any
 import msgspec
 
 from usersignals.errors import ConfigurationError
-from usersignals.events.decode import DecodeResult, EventDecoder, not_an_event
+from usersignals.events.decode import UNDECODABLE, DecodeResult, EventDecoder, not_an_event
 from usersignals.events.model import BadEvent, Position, partition_id
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import RawBlock
@@ -198,17 +198,12 @@ def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
         yield RawBlock(lines, positions, bad)
 
 
-#: What a line that is no JSON can raise while decoded: msgspec's error, a string that is not
-#: UTF-8, a nesting deeper than the decoder's stack.
-_UNREADABLE = (msgspec.DecodeError, UnicodeDecodeError, RecursionError)
-
-
 def _shape(line: bytes) -> bool | None:
     """Whether the record is a Kafka export's envelope; ``None`` when it does not read (the
     decoder dead-letters it; the next record decides)."""
     try:
         record = msgspec.json.decode(line)
-    except _UNREADABLE:
+    except UNDECODABLE:
         return None
     return isinstance(record, dict) and "value" in record and "offset" in record
 
@@ -219,7 +214,7 @@ def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Positi
     without a value (null, empty or blank) is the live path's dead letter as it is."""
     try:
         envelope = msgspec.json.decode(line, type=_Envelope)
-    except _UNREADABLE:
+    except UNDECODABLE:
         return line, Position(source, number)
     position = Position(partition_id(envelope.topic, envelope.partition), envelope.offset)
     value = bytes(envelope.value)

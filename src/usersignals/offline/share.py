@@ -25,7 +25,7 @@ from pathlib import Path
 import msgspec
 
 from usersignals._core import ShareRouter
-from usersignals.events.decode import DecodeResult, EventDecoder
+from usersignals.events.decode import UNDECODABLE, DecodeResult, EventDecoder
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -46,7 +46,7 @@ def route(
     stable hash), or 0 when it names no readable user — and that user id."""
     try:
         user = _user_only(line).user_id
-    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+    except UNDECODABLE:
         return 0, None
     if assigned is not None and user in assigned:
         return assigned[user], user
