@@ -173,3 +173,42 @@ def test_spark_takes_an_event_whose_attribute_is_beyond_64_bits(
         results.append((stored(path)[0], summary.events))
     assert results[0] == results[1]
     assert results[1][1] == 2
+
+
+@pytest.mark.parametrize("envelope", [False, True], ids=["rows", "kafka-export"])
+def test_spark_forgets_a_deleted_users_events_as_the_local_runner_does(
+    tmp_path: Path, spark: object, envelope: bool
+) -> None:
+    """An archive's deletion record (tests/integration/test_offline_deletions.py): the
+    same states and the same training file as locally, and no dead letter for it."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_offline_deletions import HISTORY, HOUR, NOW, served, settings, write_archive
+
+    from usersignals.offline.spark import backfill_spark, training_set_spark
+
+    archive = str(write_archive(tmp_path / "history.jsonl", HISTORY, envelope))
+    labels = tmp_path / "labels.parquet"
+    times = [NOW + hours * HOUR for hours in (1, 3, 4, 6, 9)]
+    pq.write_table(pa.table({"user_id": ["u1"] * 5 + ["u2"], "ts": [*times, times[-1]]}), labels)
+    answers, files, counts = [], [], []
+    for runner in ("local", "spark"):
+        config, dead = settings(tmp_path, runner), tmp_path / f"{runner}-dead.jsonl"
+        job = BackfillJob(archive, config, workers=2, dead_letter=dead)
+        out = tmp_path / f"{runner}.parquet"
+        training = TrainingJob(labels, archive, config, out, workers=2, dead_letter=dead)
+        if runner == "local":
+            summaries = backfill(job), training_set(training)
+        else:
+            summaries = (
+                backfill_spark(spark, job, tmp_path / "states"),
+                training_set_spark(spark, training),
+            )
+        answers.append(served(config))
+        files.append(out.read_bytes())
+        counts.append([(s.bad, s.deletions) for s in summaries])
+        assert not dead.exists()
+    assert answers[0] == answers[1]
+    assert answers[1]["u1"]["counts"]["total"] == 3
+    assert files[0] == files[1]
+    assert counts == [[(0, 1), (0, 1)]] * 2

@@ -117,6 +117,9 @@ class BackfillSummary:
     #: the backfilled signals to miss them.
     behind_stream: int = 0
     users: int = 0
+    #: User deletions in the archive (``{"op": "delete"}`` records), applied in place: the
+    #: user's events before one are forgotten, as the stream forgot them.
+    deletions: int = 0
     seconds: float = 0.0
     #: Per Kafka partition, the next offset the stream must apply.
     offsets: dict[str, int] = field(default_factory=dict)
@@ -297,6 +300,7 @@ def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary
         summary.events += part.events
         summary.bad += part.bad
         summary.decoded += part.decoded
+        summary.deletions += part.deletions
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
         summary.report.add(part.report)
@@ -341,12 +345,15 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         reads_users = shard.leaves_new_users or (existing is not None and _may_hold_users(existing))
         stored_users = existing if reads_users else None
         taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
-        for block in share.results(decoder):
-            taker.summary.bad += len(block.bad)
-            taker.take(block.events, block.positions)
+        for segment in share.results(decoder):
+            taker.summary.bad += len(segment.decoded.bad)
+            taker.take(segment.decoded.events, segment.decoded.positions)
+            if segment.control is not None:
+                forget_user(engine, taker, segment.control.user_id)
             drain(engine, taker, job.batch_size)
         drain(engine, taker, 1)
         taker.summary.decoded = share.decoded
+        taker.summary.deletions = share.deletions
         beyond = [
             (partition, offset)
             for partition, offset in taker.stored_progress()
@@ -382,6 +389,13 @@ def drain(engine: Engine, taker: Taker, at_least: int) -> None:
         report.rejected = [taker.origin_of(bad) for bad in report.rejected]
         taker.summary.report.add(report)
         taker.summary.events += len(batch)
+
+
+def forget_user(engine: Engine, taker: Taker, user_id: str) -> None:
+    """A deletion record, applied as the stream applies it: the events taken before it are
+    written, then the user's record is dropped; their later events start it again."""
+    drain(engine, taker, 1)
+    engine.delete_users([user_id])
 
 
 class Taker:

@@ -138,12 +138,20 @@ def _run_backfill(job: BackfillJob, spark: str | None) -> BackfillSummary:
         session.stop()
 
 
+def _deleted(deletions: int) -> str:
+    """The deletion records applied, when the archive has any."""
+    if not deletions:
+        return ""
+    return f"; {deletions:,} user deletions applied (their earlier events left out)"
+
+
 def _print_backfill(summary: BackfillSummary) -> None:
     console.print(
         f"backfilled {summary.events:,} events into {summary.users:,} users in "
         f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
         f"{summary.after_boundary:,} after the boundary and {summary.left_to_stream:,} past the "
-        f"stored progress left to the stream; {summary.bad:,} bad",
+        f"stored progress left to the stream; {summary.bad:,} bad"
+        f"{_deleted(summary.deletions)}",
         markup=False,
     )
     _warn_of_signal_failures(len(summary.report.rejected))
@@ -240,7 +248,7 @@ def training_set_command(
         wait_for_workers()
     console.print(
         f"wrote {summary.rows:,} label rows to {out} in {summary.seconds:.1f} s "
-        f"({summary.events:,} events, {summary.bad:,} bad)",
+        f"({summary.events:,} events, {summary.bad:,} bad{_deleted(summary.deletions)})",
         markup=False,
     )
     _warn_if_nothing_valid(summary.events, summary.bad, dead)

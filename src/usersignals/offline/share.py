@@ -25,11 +25,13 @@ from pathlib import Path
 import msgspec
 
 from usersignals._core import ShareRouter
-from usersignals.events.decode import UNDECODABLE, DecodeResult, EventDecoder
+from usersignals.events.decode import UNDECODABLE, EventDecoder
 from usersignals.events.model import Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import shard_of
+from usersignals.offline.deletions import Deletions
+from usersignals.processing.pipeline import Segment, decode_segments
 
 
 class _UserOnly(msgspec.Struct):
@@ -73,9 +75,15 @@ class ArchiveShare:
     decoded: int = 0
     bad_places: list[int] = field(default_factory=list)
     borrowed_events: list[tuple[Event, Position]] = field(default_factory=list)
+    #: The borrowed users' deletion records (counted by their own shard).
+    borrowed_deletions: Deletions = field(default_factory=Deletions)
+    #: Deletion records of the share's users (the borrowed users' are their shard's).
+    deletions: int = 0
     _router: ShareRouter | None = field(default=None, init=False, repr=False)
 
-    def results(self, decoder: EventDecoder) -> Iterator[DecodeResult]:
+    def results(self, decoder: EventDecoder) -> Iterator[Segment]:
+        """The share's records block by block, decoded and cut at each deletion record (a
+        segment's ``control``: the deletion after its events)."""
         end = 0  # the places in the archive of the records before this block
         for block in self.archive.blocks():
             # A block's records rejected as read (no user: the first shard's) take the
@@ -90,19 +98,21 @@ class ArchiveShare:
             read_bad = block.bad if self.index == 0 else []
             if not lines and not read_bad:
                 continue
-            result = decoder.decode_block(lines, positions)
-            self.decoded += len(result.events) + len(result.bad) + len(read_bad)
-            if result.bad or read_bad:
+            segments = decode_segments(decoder, lines, positions)
+            bad = [event for segment in segments for event in segment.decoded.bad]
+            self.deletions += len(segments) - 1
+            self.decoded += sum(len(s.decoded.events) for s in segments) + len(bad) + len(read_bad)
+            if bad or read_bad:
                 # decode_block hands back each bad record's own Position object.
                 at = {
                     id(position): place for position, place in zip(positions, places, strict=True)
                 }
-                self.bad_places.extend(at[id(bad.position)] for bad in result.bad)
+                self.bad_places.extend(at[id(event.position)] for event in bad)
                 self.bad_places.extend(range(end - len(read_bad), end))
-                result.bad += read_bad
+                segments[-1].decoded.bad += read_bad
                 if self.dead_letters is not None:
-                    self.dead_letters.write(result.bad)
-            yield result
+                    self.dead_letters.write(bad + read_bad)
+            yield from segments
 
     def _route(
         self,
@@ -128,10 +138,16 @@ class ArchiveShare:
             mine.sort()
             borrowing.sort()
         if borrowing:
-            valid = decoder.decode_block(
-                [block_lines[i] for i in borrowing], [block_positions[i] for i in borrowing]
+            segments = decode_segments(
+                decoder,
+                [block_lines[i] for i in borrowing],
+                [block_positions[i] for i in borrowing],
             )
-            self.borrowed_events.extend(zip(valid.events, valid.positions, strict=True))
+            for segment in segments:
+                valid = segment.decoded
+                self.borrowed_events.extend(zip(valid.events, valid.positions, strict=True))
+                if segment.control is not None and segment.control_position is not None:
+                    self.borrowed_deletions.add(segment.control.user_id, segment.control_position)
         lines = [block_lines[i] for i in mine]
         positions = [block_positions[i] for i in mine]
         return lines, positions, [first + i for i in mine]

@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +44,7 @@ from usersignals.offline.backfill import (
     Taker,
     count_behind,
     drain,
+    forget_user,
     leaves_new_users,
     with_progress,
 )
@@ -56,6 +57,7 @@ from usersignals.offline.common import (
     select_signals,
     shard_of,
 )
+from usersignals.offline.deletions import Deletions
 from usersignals.offline.features_file import (
     ROW,
     read_parts,
@@ -76,13 +78,14 @@ from usersignals.offline.training import (
     read_labels,
     with_served_versions,
 )
+from usersignals.processing.pipeline import Segment, decode_segments
 from usersignals.signals.registry import SignalRegistry
 
 EVENT_SCHEMA = (
     "shard int, kind int, user_id string, ts long, source string, offset long, "
     "payload binary, row long, reason string, detail string"
 )
-_EVENT, _LABEL, _BAD = 0, 1, 2
+_EVENT, _LABEL, _BAD, _DELETE = 0, 1, 2, 3
 #: Label rows per Arrow batch a training task hands to its executor: bounded, whatever the
 #: partition's size (a value can be tens of KB of JSON).
 _VALUE_BATCH_ROWS = 1_024
@@ -121,22 +124,37 @@ def _decode_files(settings: Settings, shards: int) -> Any:
         pack = msgspec.json.Encoder().encode
         for path, name in files:
             for block in file_blocks(ArchiveFile(Path(path), name), settings.processing.batch_size):
-                result = decoder.decode_block(block.lines, block.positions)
-                result.bad += block.bad
-                for event, position in zip(result.events, result.positions, strict=True):
-                    yield (
-                        shard_of(event.user_id, shards), _EVENT, event.user_id, event.ts,
-                        position.partition, position.offset, pack(event), None,
-                        None, None,
-                    )  # fmt: skip
-                for bad in result.bad:
-                    where = bad.position or Position("", -1)
-                    yield (
-                        -1, _BAD, None, None, where.partition, where.offset, bad.raw, None,
-                        bad.reason, bad.detail,
-                    )  # fmt: skip
+                segments = decode_segments(decoder, block.lines, block.positions)
+                segments[-1].decoded.bad += block.bad
+                for segment in segments:
+                    yield from _segment_rows(segment, shards, pack)
 
     return run
+
+
+def _segment_rows(
+    segment: Segment, shards: int, pack: Callable[[Event], bytes]
+) -> Iterator[tuple[Any, ...]]:
+    """A decoded segment of an archive file as :data:`EVENT_SCHEMA` rows: its events, its
+    bad records, and the deletion after them (a row without payload)."""
+    result = segment.decoded
+    for event, position in zip(result.events, result.positions, strict=True):
+        yield (
+            shard_of(event.user_id, shards), _EVENT, event.user_id, event.ts,
+            position.partition, position.offset, pack(event), None, None, None,
+        )  # fmt: skip
+    for bad in result.bad:
+        where = bad.position or Position("", -1)
+        yield (
+            -1, _BAD, None, None, where.partition, where.offset, bad.raw, None,
+            bad.reason, bad.detail,
+        )  # fmt: skip
+    if segment.control is not None and segment.control_position is not None:
+        user, at = segment.control.user_id, segment.control_position
+        yield (
+            shard_of(user, shards), _DELETE, user, None, at.partition, at.offset, None, None,
+            None, None,
+        )  # fmt: skip
 
 
 def archive_frame(spark: Any, location: str, settings: Settings, shards: int) -> Any:
@@ -175,15 +193,25 @@ def _boundary(frame: Any, until_ms: int | None) -> Boundary:
     return Boundary(until_ms, {row.source: row.cut for row in rows})
 
 
-def _events_of(batch: Any) -> tuple[list[Event], list[Position]]:
+def _segments_of(batch: Any) -> Iterator[tuple[list[Event], list[Position], str | None]]:
+    """A batch of a partition's rows, in their order, as runs of events, each with the user
+    whose deletion follows it (``None`` for the last run)."""
     unpack = msgspec.json.Decoder(Event).decode
     columns = batch.to_pydict()
-    events = [unpack(payload) for payload in columns["payload"]]
-    positions = [
-        Position(source, offset)
-        for source, offset in zip(columns["source"], columns["offset"], strict=True)
-    ]
-    return events, positions
+    events: list[Event] = []
+    positions: list[Position] = []
+    rows = zip(
+        columns["kind"], columns["user_id"], columns["payload"], columns["source"],
+        columns["offset"], strict=True,
+    )  # fmt: skip
+    for kind, user, payload, source, offset in rows:
+        if kind == _DELETE:
+            yield events, positions, user
+            events, positions = [], []
+        else:
+            events.append(unpack(payload))
+            positions.append(Position(source, offset))
+    yield events, positions, None
 
 
 def _backfill_partition(
@@ -201,7 +229,10 @@ def _backfill_partition(
             engine, _ = build_engine(settings, registry, store, lookups)
             taker = Taker(boundary, existing, leaves)
             for batch in batches:
-                taker.take(*_events_of(batch))
+                for events, positions, deleted in _segments_of(batch):
+                    taker.take(events, positions)
+                    if deleted is not None:
+                        forget_user(engine, taker, deleted)
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
@@ -252,8 +283,10 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         row.source: row.end
         for row in kafka.groupBy("source").agg(f.max("offset").alias("end")).collect()
     }
+    summary.deletions = frame.filter(f.col("kind") == _DELETE).count()
+    # A user's deletions sort among their events by position: applied in place, as locally.
     events = (
-        frame.filter(f.col("kind") == _EVENT)
+        frame.filter(f.col("kind").isin(_EVENT, _DELETE))
         .repartition(shards, "shard")
         .sortWithinPartitions("user_id", "source", "offset")
     )
@@ -293,6 +326,7 @@ def _training_partition(job: TrainingJob) -> Any:
         columns = feature_columns(registry, job.contexts)
         events: list[tuple[Event, Position]] = []
         labels: list[tuple[int, str, int]] = []
+        deletions = Deletions()
         unpack = msgspec.json.Decoder(Event).decode
         for batch in batches:
             data = batch.to_pydict()
@@ -302,12 +336,14 @@ def _training_partition(job: TrainingJob) -> Any:
             ):  # fmt: skip
                 if kind == _LABEL:
                     labels.append((row, user, ts))
+                elif kind == _DELETE:
+                    deletions.add(user, Position(source, offset))
                 else:
                     events.append((unpack(payload), Position(source, offset)))
         lookups = open_lookup_store(settings, registry)
         try:
             parts = FeatureEngine.build(settings, registry, lookups)
-            values = compute_features(parts, columns, events, labels)
+            values = compute_features(parts, columns, deletions.kept(events), labels)
         finally:
             if lookups is not None:
                 lookups.close()
@@ -335,9 +371,12 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
         bad=_dead_letters(frame, job.dead_letter),
     )
     summary.events = frame.filter(f.col("kind") == _EVENT).count()
+    summary.deletions = frame.filter(f.col("kind") == _DELETE).count()
     label_frame = spark.createDataFrame(_label_rows(labels, shards))
     users = label_frame.select("user_id").distinct()
-    events = frame.filter(f.col("kind") == _EVENT).join(f.broadcast(users), "user_id", "left_semi")
+    events = frame.filter(f.col("kind").isin(_EVENT, _DELETE)).join(
+        f.broadcast(users), "user_id", "left_semi"
+    )
     both = events.unionByName(label_frame, allowMissingColumns=True)
     names = ", ".join(f"{name} string" for name in value_names(len(columns)))
     values = (

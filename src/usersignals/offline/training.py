@@ -46,6 +46,7 @@ from usersignals.offline.common import (
     open_existing,
     open_lookup_store,
 )
+from usersignals.offline.deletions import Deletions
 from usersignals.offline.features_file import (
     TextColumns,
     in_row_order,
@@ -118,6 +119,9 @@ class TrainingSummary:
     #: Valid events in the archive.
     events: int = 0
     bad: int = 0
+    #: User deletions in the archive (``{"op": "delete"}`` records): the user's events before
+    #: one are left out, as the stream forgot them.
+    deletions: int = 0
     #: Events a signal's own code failed on: dead-lettered, left out of that signal only.
     signal_failed: int = 0
     #: Values the API refuses at their label's time (an ``until`` before newer events): null.
@@ -531,6 +535,7 @@ def _merged_and_written(
     for result in results:
         summary.events += result.events
         summary.bad += result.bad
+        summary.deletions += result.deletions
         summary.signal_failed += len(result.rejected)
         summary.refused += result.refused
         if job.dead_letter is not None:  # after the archive's bad records
@@ -564,6 +569,8 @@ class _ShardResult:
     events: int
     bad: int
     bad_places: list[int]
+    #: Deletion records of the shard's users.
+    deletions: int = 0
     #: The first shard's value table: :meth:`ShardPool.run` runs it in this process, so its
     #: table stays in memory (the others come back through their files).
     values: Any = None
@@ -615,8 +622,10 @@ def _training_shard(shard: _Shard) -> _ShardResult:
             archive, shard.index, shard.shards, dead_letters, shard.owner, shard.borrowed
         )
         events: list[tuple[Event, Position]] = []
+        deletions = Deletions()
         valid = bad = 0
-        for block in share.results(decoder):
+        for segment in share.results(decoder):
+            block = segment.decoded
             bad += len(block.bad)
             valid += len(block.events)
             events.extend(
@@ -624,9 +633,12 @@ def _training_shard(shard: _Shard) -> _ShardResult:
                 for event, position in zip(block.events, block.positions, strict=True)
                 if event.user_id in users
             )
+            if segment.control is not None and segment.control_position is not None:
+                deletions.add(segment.control.user_id, segment.control_position)
         events.extend(share.borrowed_events)  # a cut user's, owned by another shard
-        values = compute_values(parts, columns, events, mine)
-        result = _ShardResult(valid, bad, share.bad_places)
+        deletions.update(share.borrowed_deletions)
+        values = compute_values(parts, columns, deletions.kept(events), mine)
+        result = _ShardResult(valid, bad, share.bad_places, share.deletions)
         result.rejected, result.refused = _owned(parts.rejected, shard.borrowed), len(parts.refused)
         if shard.index == 0:  # ShardPool.run runs the first task in the calling process
             result.values = values.table() if isinstance(values, TextColumns) else values

@@ -83,6 +83,8 @@ class Segment:
     decoded: DecodeResult
     end: int
     control: DeleteUser | None = None
+    #: Where the deletion was read (``positions[end]``), when there is one.
+    control_position: Position | None = None
 
 
 @dataclass
@@ -99,6 +101,26 @@ class Block:
     @property
     def events(self) -> list[Event]:
         return [event for segment in self.segments for event in segment.decoded.events]
+
+
+def decode_segments(
+    decoder: EventDecoder, lines: Sequence[bytes], positions: Sequence[Position]
+) -> list[Segment]:
+    """``lines`` decoded and cut at every deletion record (the live path's, and an archive's:
+    a topic export holds them too); the last segment may be empty."""
+    segments: list[Segment] = []
+    start = 0
+    # A deletion names its op; the few lines that do are parsed (most events never are).
+    for index in [index for index, line in enumerate(lines) if b'"op"' in line]:
+        control = parse_control(lines[index])
+        if control is not None:
+            decoded = decoder.decode_block(lines[start:index], positions[start:index])
+            segments.append(Segment(decoded, index, control, positions[index]))
+            start = index + 1
+    if start:
+        lines, positions = lines[start:], positions[start:]
+    segments.append(Segment(decoder.decode_block(lines, positions), start + len(lines)))
+    return segments
 
 
 #: Deletes a user after the events before it: the runner decides what it writes with it.
@@ -133,18 +155,10 @@ class PipelineStep:
 
     def decode(self, lines: list[bytes], positions: list[Position]) -> Block:
         """Decode ``lines``, cut at every deletion record; the last segment may be empty."""
-        segments: list[Segment] = []
-        start = 0
         if self.deletions:
-            for index, line in enumerate(lines):
-                control = parse_control(line)
-                if control is not None:
-                    decoded = self.decoder.decode_block(lines[start:index], positions[start:index])
-                    segments.append(Segment(decoded, index, control))
-                    start = index + 1
-        tail = self.decoder.decode_block(lines[start:], positions[start:])
-        segments.append(Segment(tail, len(lines)))
-        return Block(segments, len(lines))
+            return Block(decode_segments(self.decoder, lines, positions), len(lines))
+        decoded = self.decoder.decode_block(lines, positions)
+        return Block([Segment(decoded, len(lines))], len(lines))
 
     def apply(
         self,
