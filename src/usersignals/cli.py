@@ -568,6 +568,7 @@ def _replay_document(summary: PipelineStats, dead_letter: Path) -> dict[str, Any
         "user_writes": report.users,
         "expired": {k: v for k, v in report.expired.items() if v},
         "missing_enrichment": report.missing_enrichment,
+        "signal_seconds": {k: round(v, 3) for k, v in report.signal_seconds.items()},
         "bad": summary.bad,
         "bad_by_reason": summary.bad_by_reason,
         "bad_events": [
@@ -592,6 +593,8 @@ def _print_replay(summary: PipelineStats, dead_letter: Path) -> None:
         f"{report.users:,} user writes, {summary.bad:,} bad, "
         f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )
+    if report.signal_seconds:
+        console.print(f"time in signals: {report.time_in_signals()}", markup=False)
     expired = {k: v for k, v in report.expired.items() if v}
     if expired:
         console.print(f"older than retention, dropped: {expired}", markup=False)

@@ -18,6 +18,12 @@ class MicroBatch:
         return len(self.events)
 
 
+#: The key of the native core's batch call in :attr:`BatchReport.signal_seconds`, and its name
+#: for people.
+NATIVE_TIMING_KEY = "native"
+NATIVE_TIMING = "native core"
+
+
 @dataclass
 class BatchReport:
     """What one micro-batch did.
@@ -37,6 +43,11 @@ class BatchReport:
     missing_enrichment: dict[str, int] = field(default_factory=dict)
     newest_event_ms: int | None = None
     rejected: list[BadEvent] = field(default_factory=list)
+    #: Seconds spent in each signal's own code (decoding, applying and encoding its
+    #: states), by key for the signals that run in Python, the native core's batch call for
+    #: all the others under ``native``: where a slow user-defined aggregation shows. A
+    #: measurement, not an outcome: reports compare equal without it.
+    signal_seconds: dict[str, float] = field(default_factory=dict, compare=False)
 
     def add(self, other: BatchReport) -> None:
         self.events += other.events
@@ -51,5 +62,15 @@ class BatchReport:
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
         self.rejected.extend(other.rejected)
+        for key, seconds in other.signal_seconds.items():
+            self.signal_seconds[key] = self.signal_seconds.get(key, 0.0) + seconds
         if other.newest_event_ms is not None:
             self.newest_event_ms = max(self.newest_event_ms or 0, other.newest_event_ms)
+
+    def time_in_signals(self) -> str:
+        """:attr:`signal_seconds` for people, the slowest first ("" when none ran)."""
+        ranked = sorted(self.signal_seconds.items(), key=lambda item: -item[1])
+        return ", ".join(
+            f"{NATIVE_TIMING if key == NATIVE_TIMING_KEY else key} {seconds:.2f} s"
+            for key, seconds in ranked
+        )

@@ -35,7 +35,7 @@ from usersignals.enrich.materializer import Materializer
 from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import BadEvent, Event, Position
-from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.batch import NATIVE_TIMING_KEY, BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
@@ -75,6 +75,7 @@ class _Tally:
     applied: dict[str, int]  # events applied, per signal key
     expired: dict[str, int]  # events older than the retention, per signal key
     rejected: list[BadEvent] = field(default_factory=list)  # events a signal failed on
+    seconds: dict[str, float] = field(default_factory=dict)  # in each signal's code
 
 
 class _Plan:
@@ -239,19 +240,21 @@ class Engine:
         records = self._lookups([events[i] for _, _, fresh in work for i in fresh])
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
-        native_states: list[list[bytes | None]] = []
-        if self._native:
-            missing_native = report.missing_enrichment if self._native_counts_misses else None
-            native_states, native_applied, native_expired = self._native.apply(
-                events, work, records, missing_native
-            )
-            applied.update(native_applied)
-            expired.update(native_expired)
         joins = {
             plan.layout: [(name, records[name], plan.lookup_keys[name]) for name in plan.layout]
             for plan in self._plans
         }
         tally = _Tally(joins, report.missing_enrichment, applied, expired)
+        native_states: list[list[bytes | None]] = []
+        if self._native:
+            missing_native = report.missing_enrichment if self._native_counts_misses else None
+            started = time.perf_counter()
+            native_states, native_applied, native_expired = self._native.apply(
+                events, work, records, missing_native
+            )
+            tally.seconds[NATIVE_TIMING_KEY] = time.perf_counter() - started
+            applied.update(native_applied)
+            expired.update(native_expired)
         newest = 0
         for index, (key, record, fresh) in enumerate(work):
             user_events = [events[i] for i in fresh]
@@ -266,6 +269,7 @@ class Engine:
         report.applied = applied
         report.expired = expired
         report.newest_event_ms = newest
+        report.signal_seconds = tally.seconds
         if tally.rejected:
             report.rejected += tally.rejected
             _log_failures(tally.rejected)
@@ -288,10 +292,13 @@ class Engine:
             rows = layout_rows if accepts is None else [row for row in layout_rows if accepts(row)]
             if not rows:
                 continue
+            started = time.perf_counter()
             raw_state = states.get(plan.key)
             state = self._hot.get(key, plan.key, raw_state)
             stored = None if raw_state is None else bytes(raw_state)
             step = apply_signal(plan.key, plan.runtime, stored, state, rows, self._contain)
+            spent = time.perf_counter() - started
+            tally.seconds[plan.key] = tally.seconds.get(plan.key, 0.0) + spent
             if step.failed:
                 self._hot.discard(key, plan.key)
                 failed = [(rows[i][0], why) for i, why in step.failed]

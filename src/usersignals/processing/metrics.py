@@ -73,9 +73,20 @@ class ProcessorMetrics:
             "usersignals_spool_files_retired", "Spool files applied in full and deleted",
             registry=self.registry,
         )  # fmt: skip
+        self._timings()
+
+    def _timings(self) -> None:
+        from prometheus_client import Counter, Histogram
+
         self.write_seconds = Histogram(
             "usersignals_batch_seconds", "Time to process and write one micro-batch",
             registry=self.registry,
+        )  # fmt: skip
+        self.signal_seconds = Counter(
+            "usersignals_signal_seconds",
+            "Seconds in each signal's own code (decoding, applying and encoding its states): "
+            "by key for signals written in Python, signal=\"native\" for the native core's "
+            "batch call that runs all the others", ["signal"], registry=self.registry,
         )  # fmt: skip
 
     def set_store_available(self, available: bool) -> None:
@@ -92,12 +103,15 @@ class ProcessorMetrics:
                     self.lag.labels(partition).set(max(0, high - position))
 
     def observe_report(self, report: BatchReport) -> None:
-        """What the engine reports of a batch: repeated event ids dropped, and the events a
-        signal's own code failed on (dead-lettered as ``signal_failed``)."""
+        """What the engine reports of a batch: repeated event ids dropped, the events a
+        signal's own code failed on (dead-lettered as ``signal_failed``), and the time in
+        each signal's code."""
         if report.repeats:
             self.repeats.inc(report.repeats)
         for rejected in report.rejected:
             self.dead_letters.labels(rejected.reason).inc()
+        for key, seconds in report.signal_seconds.items():
+            self.signal_seconds.labels(key).inc(seconds)
 
     def observe_batch(
         self, events: Sequence[Event], bad: Sequence[BadEvent], seconds: float

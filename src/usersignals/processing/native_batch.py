@@ -10,6 +10,7 @@ lookups, and migrating states an older release wrote in the Python codec.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from usersignals._core import BatchSession, CoreError, CoreStateError, label_row
 from usersignals.enrich.sources import Record
 from usersignals.errors import NativeCoreError, StateCodecError
 from usersignals.events.model import Event
-from usersignals.processing.batch import BatchReport, MicroBatch
+from usersignals.processing.batch import NATIVE_TIMING_KEY, BatchReport, MicroBatch
 from usersignals.processing.dedupe import horizon_hours
 from usersignals.processing.native import NativeSignals
 from usersignals.state.keys import USER_PREFIX, user_key
@@ -65,7 +66,9 @@ class NativeBatches:
             records = lookups(live) if live else {}
             missing = report.missing_enrichment if self._counts_misses else None
             columns = self._native.live_columns(live, records, missing)
+            started = time.perf_counter()
             puts, (applied, expired, newest) = session.apply(columns, *versions)
+            report.signal_seconds[NATIVE_TIMING_KEY] = time.perf_counter() - started
         except CoreStateError as exc:
             user_index, plan, message = exc.args
             detail = f"{plan}: {message}" if plan else message
