@@ -12,6 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -32,7 +33,8 @@ Fraction = Annotated[float, msgspec.Meta(ge=0, le=1)]
 
 class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: "rocksdb" (embedded, the default), "redis" or "redis-cluster" (shared by processors
-    #: and serving replicas; ``redis_url`` names one node of the cluster).
+    #: and serving replicas; ``redis_url`` names one or more nodes of the cluster, separated
+    #: by commas: a process starts while any of them answers).
     backend: Literal["rocksdb", "redis", "redis-cluster"] = "rocksdb"
     path: str = "data/store"
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -216,6 +218,7 @@ class Settings(msgspec.Struct, forbid_unknown_fields=True):
         _merge(data, dict(overrides or {}))
         settings = convert_settings(data, cls)
         check_feature_log(settings)
+        check_redis_urls(settings)
         return settings
 
 
@@ -271,3 +274,42 @@ def check_feature_log(settings: Settings) -> None:
             serving.feature_log_buffer_rows,
             f"at most serving.feature_log_rows_per_file ({serving.feature_log_rows_per_file})",
         )
+
+
+#: What a Redis URL setting takes, for the message that refuses one.
+REDIS_URLS = (
+    "a URL such as redis://HOST:PORT/0 (redis://, rediss:// or unix:// for one server; for "
+    "redis-cluster, one or more nodes redis://HOST:PORT separated by commas)"
+)
+
+
+def check_redis_urls(settings: Settings) -> None:
+    """The Redis URLs a backend or a lookup source will connect to: refused at load, naming
+    the setting, rather than as a client library's traceback when the command starts."""
+    store = settings.store
+    if store.backend != "rocksdb":
+        _check_redis_url("store.redis_url", store.redis_url, store.backend == "redis-cluster")
+    for name, source in settings.enrich.sources.items():
+        if source.kind == "redis":
+            _check_redis_url(f"enrich.sources.{name}.url", source.url, cluster=False)
+
+
+def redis_nodes(url: str) -> list[str]:
+    """The node URLs of a ``redis_url`` setting (a cluster's may list several)."""
+    return [part.strip() for part in url.split(",")]
+
+
+def _check_redis_url(setting: str, url: str, cluster: bool) -> None:
+    nodes = redis_nodes(url)
+    if len(nodes) > 1 and not cluster:
+        raise InvalidSettingError(setting, url, REDIS_URLS)
+    schemes = ("redis", "rediss") if cluster else ("redis", "rediss", "unix")
+    for node in nodes:
+        try:
+            parts = urlsplit(node)
+            _ = parts.port  # raises ValueError when the port is no number
+        except ValueError:
+            raise InvalidSettingError(setting, url, REDIS_URLS) from None
+        where = parts.path if parts.scheme == "unix" else parts.hostname
+        if parts.scheme not in schemes or not where:
+            raise InvalidSettingError(setting, url, REDIS_URLS)

@@ -156,3 +156,20 @@ def test_a_cluster_that_does_not_cover_every_slot_gives_store_errors() -> None:
                 store.write({b"u1": b"y"})
         finally:
             store.close()
+
+
+def test_a_cluster_store_starts_while_any_of_its_listed_nodes_answers(
+    redis_cluster_url: str,
+) -> None:
+    """Found by the operator's trial: with the one node ``store.redis_url`` named down (a
+    primary failed over), every new processor or server failed to start, though the cluster
+    was healthy. The setting now lists several nodes, and any one that answers will do."""
+    down = f"redis://127.0.0.1:{free_port()}"
+    store = RedisClusterStore(f"{down}, {redis_cluster_url}", namespace="seeds", wait_replicas=0)
+    try:
+        store.write({b"u1": b"x"})
+        assert store.get_many([b"u1"]) == [b"x"]
+    finally:
+        store.close()
+    with pytest.raises(StoreError, match=down):
+        RedisClusterStore(down, namespace="seeds", wait_replicas=0)

@@ -323,3 +323,47 @@ def test_allowed_surfaces_and_user_id_limit_reach_the_decoder() -> None:
     defaults = build_decoder(Settings.load(environ={})).policy
     assert defaults.allowed_surfaces is None
     assert defaults.max_user_id_chars == 128
+
+
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ("redis", "127.0.0.1:26379"),  # no scheme: found by the operator's trial (a traceback)
+        ("redis", "http://127.0.0.1:6379"),
+        ("redis", "redis://a:1,redis://b:2"),  # several nodes: a cluster's
+        ("redis-cluster", "redis://127.0.0.1:7000,127.0.0.1:7001"),
+        ("redis-cluster", "unix:///tmp/redis.sock"),
+        ("redis-cluster", "redis://:7000"),
+        ("redis", "redis://h:port"),
+    ],
+)
+def test_a_redis_url_that_cannot_work_is_refused_naming_the_setting(backend: str, url: str) -> None:
+    with pytest.raises(InvalidSettingError) as info:
+        Settings.load(environ={}, overrides={"store": {"backend": backend, "redis_url": url}})
+    assert info.value.setting == "store.redis_url"
+    assert "redis://HOST:PORT" in info.value.allowed
+
+
+@pytest.mark.parametrize(
+    ("backend", "url"),
+    [
+        ("redis", "redis://127.0.0.1:6379/0"),
+        ("redis", "rediss://user:secret@cache.internal:6380/2"),
+        ("redis", "unix:///run/redis.sock"),
+        ("redis-cluster", "redis://10.0.0.1:7000"),
+        ("redis-cluster", "redis://10.0.0.1:7000, redis://10.0.0.2:7000,redis://10.0.0.3:7000"),
+        ("rocksdb", "not used by the embedded store"),
+    ],
+)
+def test_redis_urls_that_can_work_are_taken(backend: str, url: str) -> None:
+    settings = Settings.load(
+        environ={}, overrides={"store": {"backend": backend, "redis_url": url}}
+    )
+    assert settings.store.redis_url == url
+
+
+def test_a_redis_lookup_source_url_is_checked_too() -> None:
+    sources = {"items": {"kind": "redis", "url": "localhost:6379"}}
+    with pytest.raises(InvalidSettingError) as info:
+        Settings.load(environ={}, overrides={"enrich": {"sources": sources}})
+    assert info.value.setting == "enrich.sources.items.url"

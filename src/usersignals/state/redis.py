@@ -17,6 +17,7 @@ import redis
 from redis.backoff import ExponentialBackoff
 from redis.retry import Retry
 
+from usersignals.config import redis_nodes
 from usersignals.errors import StoreError
 
 _BACKEND = "redis"
@@ -234,19 +235,26 @@ class RedisClusterStore(_ClusterTable):
         wait_replicas: int = 1,
         wait_ms: int = 1_000,
     ) -> None:
-        from redis.cluster import RedisCluster
+        from redis.cluster import ClusterNode, RedisCluster
+        from redis.connection import parse_url
 
         self.url = url
         self.namespace = namespace
         try:
-            client = RedisCluster.from_url(
-                url,
+            # Several nodes may be listed: the client starts from any that answers (the one
+            # node a setting named may be the primary that just failed over). Credentials
+            # and TLS come from the first URL.
+            nodes = [parse_url(node) for node in redis_nodes(url)]
+            options = {k: v for k, v in nodes[0].items() if k not in ("host", "port", "db")}
+            client = RedisCluster(
+                startup_nodes=[ClusterNode(n["host"], n.get("port", 6379)) for n in nodes],
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 # One retry of a call (and of a whole pipeline), as for a single server: the
                 # processor's StoreRetry waits out outages and reports them; eight retries
                 # here, multiplied by reconnects and socket timeouts, hid a hung shard.
                 retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=1),
+                **options,
             )
             client.ping()
         except _CLUSTER_ERRORS as exc:
