@@ -10,8 +10,9 @@ metadata, ``<namespace>:t:<table>:<key>`` for enrichment tables.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
+from urllib.parse import urlsplit
 
 import redis
 from redis.backoff import ExponentialBackoff
@@ -236,25 +237,27 @@ class RedisClusterStore(_ClusterTable):
         wait_ms: int = 1_000,
     ) -> None:
         from redis.cluster import ClusterNode, RedisCluster
-        from redis.connection import parse_url
 
         self.url = url
         self.namespace = namespace
+        # Several nodes may be listed: the client starts from any that answers (the one node
+        # a setting named may be the primary that just failed over). Credentials and TLS
+        # come from the first URL.
+        nodes = [urlsplit(node) for node in redis_nodes(url)]
+        node = cast("Callable[[str | None, int], Any]", ClusterNode)  # untyped in redis-py
+        first = nodes[0]
         try:
-            # Several nodes may be listed: the client starts from any that answers (the one
-            # node a setting named may be the primary that just failed over). Credentials
-            # and TLS come from the first URL.
-            nodes = [parse_url(node) for node in redis_nodes(url)]
-            options = {k: v for k, v in nodes[0].items() if k not in ("host", "port", "db")}
             client = RedisCluster(
-                startup_nodes=[ClusterNode(n["host"], n.get("port", 6379)) for n in nodes],
+                startup_nodes=[node(n.hostname, n.port or 6379) for n in nodes],
+                ssl=first.scheme == "rediss",
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 # One retry of a call (and of a whole pipeline), as for a single server: the
                 # processor's StoreRetry waits out outages and reports them; eight retries
                 # here, multiplied by reconnects and socket timeouts, hid a hung shard.
                 retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=1),
-                **options,
+                username=first.username,
+                password=first.password,
             )
             client.ping()
         except _CLUSTER_ERRORS as exc:
