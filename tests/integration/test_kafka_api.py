@@ -6,7 +6,10 @@ Real Tansu broker, real ``usersignals serve --kafka`` (two workers) and
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import httpx
@@ -117,6 +120,40 @@ def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) 
             wait_for(accepted, 60, "a post to be acknowledged by the restarted broker")
             assert set(codes) <= {202, 503}, codes
             assert status(f"{url}/readyz") == 200
+        finally:
+            stop(server)
+    finally:
+        own.stop()
+
+
+def test_the_api_produces_again_after_a_broker_that_hung(tmp_path: Path) -> None:
+    """Found by the operator's trial: a broker frozen (SIGSTOP) while a post was in flight,
+    then resumed, fenced the API's idempotent producer. librdkafka reports that per message
+    (PRODUCER_FENCED in each delivery report), not as a fatal error from poll(), so the
+    producer was never replaced: every post was a 503 until the server was restarted, while
+    a fresh producer on the same broker was acknowledged at once."""
+    own = LocalBroker().start()
+    topic = "api-hung"
+    try:
+        create_topic(own.bootstrap, topic, 1)
+        env = environment(tmp_path, USERSIGNALS_KAFKA__PRODUCE_TIMEOUT_MS="2000")
+        url, server = start_server(env, "--kafka", own.bootstrap, "--topic", topic)
+        try:
+            assert post(url, event_body("u1", "first", 3)).status_code == 202
+            os.kill(own.pid, signal.SIGSTOP)
+            try:
+                assert post(url, event_body("u1", "hung", 3)).status_code == 503
+                time.sleep(3)
+            finally:
+                os.kill(own.pid, signal.SIGCONT)
+            codes: list[int] = []
+
+            def accepted() -> bool:
+                codes.append(post(url, event_body("u1", f"back-{len(codes)}", 3)).status_code)
+                return codes[-1] == 202
+
+            wait_for(accepted, 30, "a post to be acknowledged by the broker that hung")
+            assert set(codes) <= {202, 503}, codes
         finally:
             stop(server)
     finally:

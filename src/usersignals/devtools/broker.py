@@ -88,6 +88,13 @@ class LocalBroker:
             process.kill()
             process.wait()
 
+    @property
+    def pid(self) -> int:
+        """The broker's process id (a test freezes it to play a hung broker)."""
+        if self._process is None:
+            raise ConfigurationError("the broker is not running")
+        return self._process.pid
+
     def __enter__(self) -> LocalBroker:
         return self.start()
 

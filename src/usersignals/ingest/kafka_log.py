@@ -12,8 +12,10 @@ was lost); a client that retries it sends the same ``event_id``s again.
 
 An idempotent producer can fail for good: a broker restarted without its state no longer
 knows the producer's id, and librdkafka raises a *fatal* error, after which that producer
-never produces again. The request that meets it is a 503 like any other broker failure, and
-a new producer replaces the dead one, so the API recovers once the broker is back.
+never produces again; a broker that hung while a request was in flight may fence it, which
+librdkafka reports in each message's delivery report instead (``PRODUCER_FENCED``). The
+request that meets either is a 503 like any other broker failure, and a new producer
+replaces the dead one, so the API recovers once the broker is back.
 """
 
 from __future__ import annotations
@@ -38,19 +40,34 @@ _encode_event = msgspec.json.Encoder().encode
 _RETRY_AFTER_S = 5
 
 
+#: Delivery errors after which an idempotent producer never delivers again: the broker
+#: fenced it, or no longer knows its id or sequence (librdkafka retries none of them).
+_PRODUCER_DEAD = frozenset(
+    {
+        KafkaError.PRODUCER_FENCED,
+        KafkaError.INVALID_PRODUCER_EPOCH,
+        KafkaError.UNKNOWN_PRODUCER_ID,
+        KafkaError.INVALID_PRODUCER_ID_MAPPING,
+        KafkaError.OUT_OF_ORDER_SEQUENCE_NUMBER,
+        KafkaError._FENCED,
+        KafkaError._FATAL,
+    }
+)
+
+
 class _Pending:
     """The deliveries one request waits for."""
 
     def __init__(self, count: int) -> None:
         self.remaining = count
-        self.errors: list[str] = []
+        self.errors: list[KafkaError] = []
         self.done = threading.Event()
         self._lock = threading.Lock()
 
     def delivered(self, error: KafkaError | None, message: Message) -> None:
         with self._lock:
             if error is not None:
-                self.errors.append(str(error))
+                self.errors.append(error)
             self.remaining -= 1
             if self.remaining <= 0:
                 self.done.set()
@@ -103,16 +120,18 @@ class KafkaLog:
         if not pending.done.is_set():
             self._refuse(f"the broker did not acknowledge within {self.timeout_s:.1f} s")
         if pending.errors:
+            if any(e.fatal() or e.code() in _PRODUCER_DEAD for e in pending.errors):
+                self._replace(producer)
             self._refuse(f"the broker refused the events: {pending.errors[0]}")
         self._failed_at = -1e9  # acknowledged: the broker is back, whatever failed before
 
     def _replace(self, dead: Producer) -> None:
-        """A new producer in place of ``dead`` (failed fatally), unless another request has
-        replaced it already. What ``dead`` still held is not delivered: those requests
+        """A new producer in place of ``dead`` (failed fatally, or fenced), unless another
+        request has replaced it already. What ``dead`` still held is not delivered: those requests
         answer 503, and their clients retry."""
         with self._replacing:
             if self._producer is dead:
-                logger.error("the Kafka producer failed fatally: starting a new one")
+                logger.error("the Kafka producer can no longer deliver: starting a new one")
                 self._producer = Producer(self._config)
 
     def _refuse(self, message: str) -> None:
