@@ -65,6 +65,7 @@ class KafkaRunner(PipelineRunner):
         self._in_flight = 0
         self._drained = threading.Condition()
         self._failure: BaseException | None = None
+        self._next_positions = 0.0  # when the lag metrics are due again
 
     def wait_for_drain(self, timeout_s: float = 30.0) -> None:
         """On the fetch thread: wait until every fetched batch is written, then commit them."""
@@ -108,16 +109,13 @@ class KafkaRunner(PipelineRunner):
 
     def _fetch(self, stop: threading.Event) -> None:
         try:
-            next_positions = 0.0
             while not stop.is_set() and self._failure is None:
                 self._wait_for_room(stop)
                 self._commit_written()  # what was written meanwhile, before the next fetch
                 if stop.is_set() or self._failure is not None:
                     break
                 batch = self.source.next_batch()
-                if time.monotonic() >= next_positions:  # lag metrics, once a second
-                    self.metrics.observe_positions(self.source.positions())
-                    next_positions = time.monotonic() + 1.0
+                self._observe_positions()
                 if not batch.lines and not batch.bad:
                     continue
                 block = self.step.decode(batch.lines, batch.positions)
@@ -142,6 +140,17 @@ class KafkaRunner(PipelineRunner):
         with self._drained:
             while self._in_flight > 1 and not stop.is_set() and self._failure is None:
                 self._drained.wait(timeout=0.1)
+                # A write held up (a store outage, a lookup source on hold) holds the fetch
+                # here: the lag must still grow with the events that keep arriving, or an
+                # alert on it never fires during the outage (the consumer keeps fetching in
+                # the background, so the broker's watermarks it reports stay current).
+                self._observe_positions()
+
+    def _observe_positions(self) -> None:
+        """The lag metrics, once a second (from the fetch thread, the consumer's owner)."""
+        if time.monotonic() >= self._next_positions:
+            self.metrics.observe_positions(self.source.positions())
+            self._next_positions = time.monotonic() + 1.0
 
     def _apply(self, batch: KafkaBatch, block: Block) -> None:
         started = time.perf_counter()

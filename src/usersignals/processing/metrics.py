@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
@@ -49,6 +50,7 @@ class ProcessorMetrics:
             "Partitions assigned to this processor by its consumer group",
             registry=self.registry,
         )
+        self._exported: set[str] = set()  # partitions with position and lag series
         self.position = Gauge(
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
@@ -95,7 +97,15 @@ class ProcessorMetrics:
         self.store_available.set(1 if available else 0)
 
     def observe_positions(self, positions: dict[str, tuple[int, int]]) -> None:
+        """The assigned partitions' positions and lag; a partition no longer assigned (a
+        rebalance gave it to another processor) has its series removed, so that a sum over
+        the processors counts each partition once."""
         self.assigned.set(len(positions))
+        for partition in self._exported - positions.keys():
+            for gauge in (self.position, self.lag):
+                with contextlib.suppress(KeyError):  # never set: its position was unknown
+                    gauge.remove(partition)
+        self._exported = set(positions)
         for partition, (position, high) in positions.items():
             if position >= 0:
                 self.position.labels(partition).set(position)
