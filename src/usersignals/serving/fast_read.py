@@ -93,9 +93,12 @@ class FastRead:
         if state.writer is not None and state.writer.problem is not None:
             return None
         log = state.feature_log
-        if log is not None and log.sampled():
-            scope[SAMPLED] = True  # the logged answer needs the objects: the route's path
-            return None
+        if log is not None:
+            # Recorded either way: a request handed over for another reason must not be
+            # drawn again by the route (that logged 1-(1-r)^2 of them).
+            scope[SAMPLED] = log.sampled()
+            if scope[SAMPLED]:  # the logged answer needs the objects: the route's path
+                return None
         try:
             return state.reader.read_body(user_id, query, time.time_ns() // 1_000_000)
         except Exception:  # as above

@@ -40,8 +40,12 @@ async def user_signals(request: Request) -> Response:
     check_writer(state)
     now_ms = time.time_ns() // 1_000_000
     reader, log = state.reader, state.feature_log
-    # Drawn once: by the fast path, which then hands the request over, or here.
-    sampled = request.scope.get(SAMPLED) or (log is not None and log.sampled())
+    # Drawn once: by the fast path, which may hand the request over whatever it drew, or
+    # here when the fast path did not look at it.
+    sampled = False
+    if log is not None:
+        drawn: bool | None = request.scope.get(SAMPLED)
+        sampled = log.sampled() if drawn is None else drawn
     if not sampled:  # the logged answer needs the objects
         body = await state.reads.run(lambda: reader.read_body(user_id, query, now_ms))
         if body is not None:
