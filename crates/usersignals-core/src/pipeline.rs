@@ -286,39 +286,124 @@ impl Selection {
         &self,
         user: usize,
         data: &[u8],
-        plans: &[Plan],
+        keys: &PlanKeys<'_>,
         new: &[Option<Vec<u8>>],
         versions: &Versions,
     ) -> Vec<u8> {
         let applied = !self.fresh[user].is_empty();
-        let mut states: Vec<(&[u8], StateBytes<'_>)> = Vec::with_capacity(plans.len() + 2);
-        if applied {
-            for (plan, state) in plans.iter().zip(new) {
-                if let Some(state) = state {
-                    states.push((plan.key.as_bytes(), StateBytes::Native(state)));
-                }
-            }
-        }
-        // The stored ones last to first: of a key stored twice the last counts, as in a
-        // decoded map.
-        for state in self.stored_states[user].iter().rev() {
-            states.push((
-                state.key(data),
-                StateBytes::Value(&data[state.value.clone()]),
-            ));
-        }
-        // A new state comes before the stored one of its key, and the first given stays.
-        record::in_key_order(&mut states);
-        if applied {
-            // Keys are UTF-8 (the record's parse read them as text).
-            states
-                .retain(|(key, _)| !std::str::from_utf8(key).is_ok_and(|key| versions.stale(key)));
-        }
+        let stored = &self.stored_states[user];
+        let states = match keys.merge(data, stored, applied.then_some(new), versions) {
+            Some(states) => states,
+            None => slow_states(data, stored, keys.plans, applied.then_some(new), versions),
+        };
         record::encode_parts(
             &self.records[user].progress,
             &states,
             &self.records[user].seen,
         )
+    }
+}
+
+/// [`Selection::encode_user`]'s states in any case: the new ones (`new`, `None` when the
+/// user had no events to apply) and the stored ones, put in key order by a sort, each key
+/// once, stale versions dropped when there were new ones.
+fn slow_states<'s>(
+    data: &'s [u8],
+    stored: &[StoredState],
+    plans: &'s [Plan],
+    new: Option<&'s [Option<Vec<u8>>]>,
+    versions: &Versions,
+) -> Vec<(&'s [u8], StateBytes<'s>)> {
+    let mut states: Vec<(&[u8], StateBytes<'_>)> = Vec::with_capacity(plans.len() + 2);
+    for (plan, state) in plans.iter().zip(new.unwrap_or_default()) {
+        if let Some(state) = state {
+            states.push((plan.key.as_bytes(), StateBytes::Native(state)));
+        }
+    }
+    // The stored ones last to first: of a key stored twice the last counts, as in a
+    // decoded map.
+    for state in stored.iter().rev() {
+        states.push((
+            state.key(data),
+            StateBytes::Value(&data[state.value.clone()]),
+        ));
+    }
+    // A new state comes before the stored one of its key, and the first given stays.
+    record::in_key_order(&mut states);
+    if new.is_some() {
+        states.retain(|(key, _)| !is_stale(key, versions));
+    }
+    states
+}
+
+/// Whether a stored key is a stale version (keys are UTF-8: the record's parse read them as
+/// text).
+fn is_stale(key: &[u8], versions: &Versions) -> bool {
+    std::str::from_utf8(key).is_ok_and(|key| versions.stale(key))
+}
+
+/// The plans' keys as a batch's records are written: in key order, each with whether it is
+/// a stale version. Worked out once a batch, so that a record whose stored keys are in
+/// order (as written) is merged with its new states, not sorted and checked key by key.
+struct PlanKeys<'p> {
+    plans: &'p [Plan],
+    /// Plan indices by key; `None` when two plans share a key (then every record is sorted).
+    sorted: Option<Vec<usize>>,
+    stale: Vec<bool>,
+}
+
+impl<'p> PlanKeys<'p> {
+    fn new(plans: &'p [Plan], versions: &Versions) -> Self {
+        let mut sorted: Vec<usize> = (0..plans.len()).collect();
+        sorted.sort_by(|a, b| plans[*a].key.cmp(&plans[*b].key));
+        let distinct = (sorted.windows(2)).all(|w| plans[w[0]].key != plans[w[1]].key);
+        PlanKeys {
+            plans,
+            sorted: distinct.then_some(sorted),
+            stale: plans.iter().map(|plan| versions.stale(&plan.key)).collect(),
+        }
+    }
+
+    /// What [`slow_states`] gives, by a merge of the plans' keys and the stored ones; `None`
+    /// (use `slow_states`) unless the stored keys are strictly increasing.
+    fn merge<'s>(
+        &'s self,
+        data: &'s [u8],
+        stored: &[StoredState],
+        new: Option<&'s [Option<Vec<u8>>]>,
+        versions: &Versions,
+    ) -> Option<Vec<(&'s [u8], StateBytes<'s>)>> {
+        let sorted = self.sorted.as_ref()?;
+        if !(stored.windows(2)).all(|w| w[0].key(data) < w[1].key(data)) {
+            return None;
+        }
+        let mut states = Vec::with_capacity(self.plans.len() + stored.len());
+        let value = |state: &StoredState| StateBytes::Value(&data[state.value.clone()]);
+        let mut rest = stored.iter().peekable();
+        for &p in sorted {
+            let key = self.plans[p].key.as_bytes();
+            // Stored states of keys no plan has (other signals, retired versions).
+            while let Some(state) = rest.next_if(|state| state.key(data) < key) {
+                if new.is_none() || !is_stale(state.key(data), versions) {
+                    states.push((state.key(data), value(state)));
+                }
+            }
+            let old = rest.next_if(|state| state.key(data) == key);
+            if new.is_some() && self.stale[p] {
+                continue;
+            }
+            match (new.and_then(|new| new[p].as_deref()), old) {
+                (Some(state), _) => states.push((key, StateBytes::Native(state))),
+                (None, Some(state)) => states.push((key, value(state))),
+                (None, None) => {}
+            }
+        }
+        for state in rest {
+            if new.is_none() || !is_stale(state.key(data), versions) {
+                states.push((state.key(data), value(state)));
+            }
+        }
+        Some(states)
     }
 }
 
@@ -343,13 +428,14 @@ pub fn finish(
     selection.check_stored(stored)?;
     let batch = live_batch(arrivals, selection, columns);
     let executed = execute(plans, &batch, &selection.stored_states(plans, stored)?)?;
+    let keys = PlanKeys::new(plans, versions);
     let puts = (executed.states.iter().enumerate())
         .filter(|(user, _)| selection.changed[*user])
         .map(|(user, new)| {
             let data = stored[user].unwrap_or_default();
             (
                 user,
-                selection.encode_user(user, data, plans, new, versions),
+                selection.encode_user(user, data, &keys, new, versions),
             )
         })
         .collect();
@@ -402,3 +488,7 @@ fn live_batch(arrivals: &Arrivals, selection: &Selection, columns: LiveColumns) 
         vectors: columns.vectors,
     }
 }
+
+#[cfg(test)]
+#[path = "pipeline_tests.rs"]
+mod tests;
