@@ -40,6 +40,8 @@ const PREFIXED: u8 = 2;
 const DIGITS: u8 = 3;
 const PACKED: u8 = 4;
 const MAX_BYTE_CODES: usize = 256;
+/// The distinct values a column's dictionary has room for before it grows.
+const VOCABULARY_ROOM: usize = 32;
 /// Digits a u64 always holds (10^19 - 1 < 2^64).
 const MAX_DIGITS: usize = 19;
 
@@ -197,8 +199,11 @@ fn encoded_len(value: &Value) -> usize {
 /// soon as the distinct values alone take more than `beat` bytes: both dictionary forms
 /// are larger than that, so neither could be chosen over a form of `beat` bytes.
 fn vocabulary<'v>(values: &[&'v Value], beat: usize) -> Option<Vocabulary<'v>> {
-    let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::new();
-    let mut order: Vec<&Value> = Vec::new();
+    // Room for a column of a few distinct values (actions, surfaces) without regrowing;
+    // grown from empty, the map's rehashes were a fifth of the column's encoding.
+    let room = values.len().min(VOCABULARY_ROOM);
+    let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::with_capacity(room);
+    let mut order: Vec<&Value> = Vec::with_capacity(room);
     let mut codes = Vec::with_capacity(values.len());
     // The form byte and at least a byte of size, then the distinct values.
     let mut least = 2;
