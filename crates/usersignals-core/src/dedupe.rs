@@ -27,54 +27,223 @@ pub fn fingerprint(event_id: &str) -> u32 {
 /// by position in `events`; `seen` becomes the user's new fingerprints.
 pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<usize> {
     let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
-    // Fingerprint → the newest hour it was applied in (hours ascend, so later ones win).
-    // Rebuilt for every touched user of every batch: foldhash, not SipHash.
-    let mut known: HashMap<u32, i64> = HashMap::new();
-    for (hour, blob) in seen.iter() {
-        for fingerprint in unpack(blob) {
-            known.insert(fingerprint, *hour);
-        }
-    }
+    let mut known = Known::of(seen, events.len());
     let mut admitted = Vec::with_capacity(events.len());
-    let mut added: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
+    // (hour, fingerprint) of the events admitted within the horizon, in arrival order.
+    let mut added: Vec<(i64, u32)> = Vec::with_capacity(events.len());
     for (index, &(ts, fingerprint)) in events.iter().enumerate() {
         let hour = ts.div_euclid(HOUR_MS);
         let first = newest_hour - horizon_hours;
         if hour >= first {
-            let have = known.get(&fingerprint).copied();
+            let have = known.newest(fingerprint, &added);
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
             }
-            if have.is_none_or(|h| h < hour) {
-                known.insert(fingerprint, hour);
-            }
-            added.entry(hour).or_default().insert(fingerprint);
+            known.apply(fingerprint, hour);
+            added.push((hour, fingerprint));
         }
         admitted.push(index);
         newest_hour = newest_hour.max(hour);
     }
-    if added.is_empty() && seen.is_empty() {
-        return admitted;
-    }
     let first = newest_hour - horizon_hours;
-    let mut merged = Seen::new();
-    let hours: BTreeSet<i64> = seen.keys().chain(added.keys()).copied().collect();
-    for hour in hours.into_iter().filter(|h| *h >= first) {
-        let blob = seen.remove(&hour).unwrap_or_default();
-        let Some(fresh) = added.get_mut(&hour) else {
-            merged.insert(hour, blob); // unchanged: already sorted and distinct
+    seen.retain(|hour, _| *hour >= first);
+    added.sort_unstable();
+    added.dedup();
+    for fresh in added.chunk_by(|a, b| a.0 == b.0) {
+        let hour = fresh[0].0;
+        if hour < first {
             continue;
+        }
+        let fresh = fresh.iter().map(|(_, fingerprint)| *fingerprint);
+        let blob = seen.entry(hour).or_default();
+        *blob = if is_sorted(blob) {
+            merge(fresh, blob)
+        } else {
+            let all: BTreeSet<u32> = fresh.chain(unpack(blob)).collect();
+            all.iter().flat_map(|f| f.to_be_bytes()).collect()
         };
-        fresh.extend(unpack(&blob));
-        merged.insert(hour, fresh.iter().flat_map(|f| f.to_be_bytes()).collect());
     }
-    *seen = merged;
     admitted
+}
+
+/// Events a user's batch may have for `admit` to look their fingerprints up in the stored
+/// hours (a binary search in each) rather than in a map of every stored fingerprint: a map
+/// rebuilt for every touched user of every batch, which was most of `admit`'s time for the
+/// many users with an event or two (callgrind, bench/engine.py).
+const SEARCHED_EVENTS: usize = 16;
+
+/// Fingerprint → the newest hour it was applied in, as `admit` asks.
+enum Known<'s> {
+    /// Built from every stored fingerprint (hours ascend, so later ones win), then kept up
+    /// to date: foldhash, not SipHash.
+    Map(HashMap<u32, i64>),
+    /// The stored hours, each sorted (as written), searched; then what `admit` added.
+    Search(&'s Seen),
+}
+
+impl<'s> Known<'s> {
+    fn of(seen: &'s Seen, events: usize) -> Self {
+        if events <= SEARCHED_EVENTS && seen.values().all(|blob| is_sorted(blob)) {
+            return Known::Search(seen);
+        }
+        let mut known = HashMap::new();
+        for (hour, blob) in seen.iter() {
+            for fingerprint in unpack(blob) {
+                known.insert(fingerprint, *hour);
+            }
+        }
+        Known::Map(known)
+    }
+
+    /// The newest hour `fingerprint` was applied in, stored or `added` by this batch.
+    fn newest(&self, fingerprint: u32, added: &[(i64, u32)]) -> Option<i64> {
+        let seen = match self {
+            Known::Map(known) => return known.get(&fingerprint).copied(),
+            Known::Search(seen) => seen,
+        };
+        let stored = (seen.iter().rev())
+            .find(|(_, blob)| contains(blob, fingerprint))
+            .map(|(hour, _)| *hour);
+        let fresh = (added.iter())
+            .filter(|(_, added)| *added == fingerprint)
+            .map(|(hour, _)| *hour)
+            .max();
+        stored.max(fresh)
+    }
+
+    /// `fingerprint` applied in `hour` (a `Search` finds it in `admit`'s additions).
+    fn apply(&mut self, fingerprint: u32, hour: i64) {
+        if let Known::Map(known) = self {
+            let newest = known.entry(fingerprint).or_insert(hour);
+            *newest = (*newest).max(hour);
+        }
+    }
+}
+
+/// Whether a stored hour's fingerprints are strictly ascending, as they are written.
+fn is_sorted(blob: &[u8]) -> bool {
+    let mut previous = None;
+    unpack(blob).all(|fingerprint| {
+        let ascending = previous.is_none_or(|previous| previous < fingerprint);
+        previous = Some(fingerprint);
+        ascending
+    })
+}
+
+/// Whether a strictly ascending hour holds `fingerprint`.
+fn contains(blob: &[u8], fingerprint: u32) -> bool {
+    let (mut low, mut high) = (0, blob.len() / 4);
+    while low < high {
+        let middle = (low + high) / 2;
+        let at = &blob[middle * 4..middle * 4 + 4];
+        match u32::from_be_bytes([at[0], at[1], at[2], at[3]]).cmp(&fingerprint) {
+            std::cmp::Ordering::Less => low = middle + 1,
+            std::cmp::Ordering::Greater => high = middle,
+            std::cmp::Ordering::Equal => return true,
+        }
+    }
+    false
+}
+
+/// The hour's bytes with `fresh` added: two ascending runs merged, each fingerprint once
+/// (`fresh` and the old `blob` strictly ascending).
+fn merge(fresh: impl ExactSizeIterator<Item = u32>, blob: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(blob.len() + 4 * fresh.len());
+    let mut old = unpack(blob).peekable();
+    for fingerprint in fresh {
+        while let Some(stored) = old.next_if(|stored| *stored < fingerprint) {
+            out.extend_from_slice(&stored.to_be_bytes());
+        }
+        old.next_if_eq(&fingerprint);
+        out.extend_from_slice(&fingerprint.to_be_bytes());
+    }
+    old.for_each(|stored| out.extend_from_slice(&stored.to_be_bytes()));
+    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// `admit` as it was before its search path and merge: a map of every stored
+    /// fingerprint, and each touched hour re-sorted in a set.
+    fn reference(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<usize> {
+        let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
+        let mut known: HashMap<u32, i64> = HashMap::new();
+        for (hour, blob) in seen.iter() {
+            for fingerprint in unpack(blob) {
+                known.insert(fingerprint, *hour);
+            }
+        }
+        let mut admitted = Vec::new();
+        let mut added: BTreeMap<i64, BTreeSet<u32>> = BTreeMap::new();
+        for (index, &(ts, fingerprint)) in events.iter().enumerate() {
+            let hour = ts.div_euclid(HOUR_MS);
+            let first = newest_hour - horizon_hours;
+            if hour >= first {
+                let have = known.get(&fingerprint).copied();
+                if have.is_some_and(|h| h >= first) {
+                    continue;
+                }
+                if have.is_none_or(|h| h < hour) {
+                    known.insert(fingerprint, hour);
+                }
+                added.entry(hour).or_default().insert(fingerprint);
+            }
+            admitted.push(index);
+            newest_hour = newest_hour.max(hour);
+        }
+        if added.is_empty() && seen.is_empty() {
+            return admitted;
+        }
+        let first = newest_hour - horizon_hours;
+        let mut merged = Seen::new();
+        let hours: BTreeSet<i64> = seen.keys().chain(added.keys()).copied().collect();
+        for hour in hours.into_iter().filter(|h| *h >= first) {
+            let blob = seen.remove(&hour).unwrap_or_default();
+            let Some(fresh) = added.get_mut(&hour) else {
+                merged.insert(hour, blob);
+                continue;
+            };
+            fresh.extend(unpack(&blob));
+            merged.insert(hour, fresh.iter().flat_map(|f| f.to_be_bytes()).collect());
+        }
+        *seen = merged;
+        admitted
+    }
+
+    fn arb_seen() -> impl Strategy<Value = Seen> {
+        // Hours of a few small fingerprints (so events repeat them), mostly as written
+        // (ascending, distinct), sometimes not.
+        let hour = (prop::collection::vec(0u32..12, 0..8), any::<bool>()).prop_map(
+            |(mut fingerprints, as_written)| {
+                if as_written {
+                    fingerprints.sort_unstable();
+                    fingerprints.dedup();
+                }
+                fingerprints
+                    .iter()
+                    .flat_map(|f| f.to_be_bytes())
+                    .collect::<Vec<u8>>()
+            },
+        );
+        prop::collection::btree_map(0i64..60, hour, 0..5)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+        #[test]
+        fn admitting_is_the_reference(
+            seen in arb_seen(),
+            events in prop::collection::vec((0..60 * HOUR_MS, 0u32..12), 0..40),
+            horizon in 1i64..30,
+        ) {
+            let (mut mine, mut theirs) = (seen.clone(), seen);
+            prop_assert_eq!(admit(horizon, &mut mine, &events), reference(horizon, &mut theirs, &events));
+            prop_assert_eq!(mine, theirs);
+        }
+    }
 
     #[test]
     fn a_repeat_within_the_horizon_is_dropped_and_a_later_one_is_not() {
