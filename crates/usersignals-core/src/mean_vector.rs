@@ -105,17 +105,21 @@ pub struct VectorRow<'a> {
 /// The reference's `_quantize`: `round(ldexp(component, 16))` per component, or `None`
 /// where it adds nothing (wrong length, not finite).
 pub fn quantize(vector: &[f64], dim: usize) -> Option<Vec<i128>> {
-    if vector.len() != dim {
-        return None;
-    }
-    vector
-        .iter()
-        .map(|c| {
-            let q = (c * 2f64.powi(COMPONENT_BITS)).round_ties_even();
-            // Below 2^62 in magnitude, so exact as i64 (a float to i128 cast is a software routine).
-            (q.abs() < MAX_QUANTIZED).then_some(i128::from(q as i64))
-        })
-        .collect()
+    quantizable(vector, dim).then(|| vector.iter().map(|c| quantized(*c)).collect())
+}
+
+/// Whether [`quantize`] takes `vector`: of length `dim`, every component counted.
+fn quantizable(vector: &[f64], dim: usize) -> bool {
+    vector.len() == dim
+        && (vector.iter())
+            .all(|c| (c * 2f64.powi(COMPONENT_BITS)).round_ties_even().abs() < MAX_QUANTIZED)
+}
+
+/// A component's `round(ldexp(component, 16))`, of a vector [`quantizable`] takes.
+fn quantized(component: f64) -> i128 {
+    let q = (component * 2f64.powi(COMPONENT_BITS)).round_ties_even();
+    // Below 2^62 in magnitude, so exact as i64 (a float to i128 cast is a software routine).
+    i128::from(q as i64)
 }
 
 impl MeanVectorSpec {
@@ -133,7 +137,9 @@ impl MeanVectorSpec {
     ) -> (VectorState, usize) {
         let decay = self.buckets(retention_ms);
         decay.fold(&self.decay, state, rows, |state, row, bucket, weight| {
-            let Some(quantized) = row.vector.and_then(|v| quantize(v, self.dim)) else {
+            // Checked, then quantized component by component into the sums: no vector of
+            // quantized components per event (an allocation each, callgrind).
+            let Some(vector) = row.vector.filter(|v| quantizable(v, self.dim)) else {
                 return false;
             };
             let scale = decay.term(weight, row.ts, bucket, SCALE_BITS);
@@ -143,8 +149,8 @@ impl MeanVectorSpec {
                 .or_insert_with(|| vec![0; self.dim + 1]);
             // Saturating: beyond i128 needs 2^22 events of extreme components in one bucket.
             sums[0] = sums[0].saturating_add(scale);
-            for (sum, q) in sums[1..].iter_mut().zip(&quantized) {
-                *sum = sum.saturating_add(q.saturating_mul(scale));
+            for (sum, component) in sums[1..].iter_mut().zip(vector) {
+                *sum = sum.saturating_add(quantized(*component).saturating_mul(scale));
             }
             true
         })
