@@ -142,6 +142,14 @@ fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
 /// choice, so the bytes stay canonical). Each form's size is worked out first and only the
 /// chosen one is written.
 fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
+    if values.len() <= 1 {
+        // Plain is then the smallest form or tied with the prefixed one (a single text is
+        // its own prefix), and earliest: no other form is worked out. Most touched states
+        // of a batch are users' first entries, whose columns took most of LastN's encoding.
+        out.push(PLAIN);
+        values.iter().for_each(|v| v.encode(out));
+        return;
+    }
     // One shared prefix for the two forms that use it; one dictionary for the other two,
     // built last, as far as it could still beat the others.
     let texts = strings(values);

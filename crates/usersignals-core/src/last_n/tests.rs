@@ -501,6 +501,16 @@ proptest! {
         prop_assert_eq!(&out, &every_form_then_the_smallest(&refs));
         prop_assert_eq!(decode_values(&mut Reader::new(&out), values.len()).unwrap(), values);
     }
+
+    #[test]
+    fn a_column_of_one_entry_or_none_is_written_as_all_its_forms_chose(
+        values in arb_column().prop_map(|column| column.into_iter().take(2).collect::<Vec<_>>()),
+    ) {
+        let refs: Vec<&Value> = values.iter().collect();
+        let mut out = Vec::new();
+        encode_refs(&mut out, &refs);
+        prop_assert_eq!(&out, &every_form_then_the_smallest(&refs));
+    }
 }
 
 /// `unpack_codes` as it was: every code unpacked as a 128-bit value, then checked.
