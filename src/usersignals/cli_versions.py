@@ -184,6 +184,28 @@ def _print_plan(plan: Any, as_json: bool) -> None:
     out.print(table)
 
 
+def _print_mismatches(mismatches: list[dict[str, Any]]) -> None:
+    """The first answers that differ, each with what `usersignals get` needs to read it
+    again (the user, the time as --as-of, the request's context)."""
+    if not mismatches:
+        return
+    out.print(f"the first {len(mismatches)} answers that differ:", markup=False)
+    for shown in mismatches:
+        context = ",".join(f"{k}={v}" for k, v in sorted(shown["context"].items()))
+        lines = (
+            f"  {shown['signal']}, {shown['where']} (context: {context or 'none'})",
+            f"    online:  {_abridged(shown['online'])}",
+            f"    offline: {_abridged(shown['offline'])}",
+        )
+        for line in lines:
+            out.print(line, markup=False, soft_wrap=True)
+
+
+def _abridged(value: Any, limit: int = 120) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 @app.command()
 def consistency(
     log: Annotated[Path, typer.Option("--log", help="A JSONL or Parquet log, or a folder.")],
@@ -213,6 +235,7 @@ def consistency(
             key, f"{agreement.answers:,}", f"{agreement.exact:,}", f"{agreement.within_error:,}"
         )
     out.print(table)
+    _print_mismatches(report.mismatches)
     if report.unreadable_lines:
         console.print(
             f"warning: {report.unreadable_lines:,} log lines unreadable, skipped (the first "

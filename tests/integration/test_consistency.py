@@ -83,6 +83,31 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     (shown,) = tampered["mismatches"]
     assert shown["signal"] == "action_counts@1"
     assert shown["online"]["total"] == shown["offline"]["total"] + 1
+    # Found by the consistency trial: a mismatch must be reproducible with `usersignals get`
+    # (the request's context with it), and the table shows it too, not only --json.
+    assert (shown["user_id"], shown["ts"]) == (first["user_id"], first["ts"])
+    assert shown["context"] == first["params"]
+    table = run_consistency(log, events, service.store, as_json=False)
+    assert table.returncode == 0, table.stderr
+    said = " ".join(table.stdout.split())
+    assert f"{first['user_id']} at {first['ts']}" in said
+    assert "action_counts@1" in said
+
+    # Found by the consistency trial: a module that changed a definition under the same
+    # version recomputes something else than what was served; refused, as serve and get
+    # refuse such a store, rather than reported as drift.
+    edited = tmp_path / "edited_signals.py"
+    edited.write_text(
+        "import dataclasses\n"
+        "from usersignals.examples import reference as r\n"
+        "from usersignals import days\n"
+        "interest = dataclasses.replace(r.category_interest, aggregate=dataclasses.replace("
+        "r.category_interest.aggregate, half_life=days(5)))\n"
+        "SIGNALS = [interest if s is r.category_interest else s for s in r.SIGNALS]\n"
+    )
+    refused = run_consistency(log, events, service.store, signals=str(edited))
+    assert refused.returncode == 2, refused.stderr
+    assert "category_interest@1" in refused.stderr
 
     # A line that is no record, and a last line cut short (a crash mid-write): skipped and
     # counted, the rest read as before.
@@ -111,11 +136,14 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     assert "none of the 1 logged requests could be compared" in done.stderr
 
 
-def run_consistency(log: Path, events: Path, store: Path) -> subprocess.CompletedProcess[str]:
+def run_consistency(
+    log: Path, events: Path, store: Path, as_json: bool = True, signals: str | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
             str(BIN), "consistency", "--log", str(log), "--events", str(events),
-            "--store", str(store), "--json",
+            "--store", str(store), *(["--json"] if as_json else []),
+            *(["--signals", signals] if signals else []),
         ],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip

@@ -27,15 +27,17 @@ from usersignals.aggregations.decayed import DecayedScores, MeanVector
 from usersignals.aggregations.distinct import Distinct
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, ContextError
+from usersignals.errors import ConfigurationError, ContextError, SignalsMismatchError
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.common import open_lookup_store
+from usersignals.offline.common import open_existing, open_lookup_store
 from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import Label
 from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_features
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
+from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.signals.definition import Signal
+from usersignals.signals.identity import changed_definitions
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
 
@@ -67,7 +69,9 @@ class ConsistencyReport:
     unreadable_lines: int = 0
     unreadable: list[str] = field(default_factory=list)
 
-    def add(self, key: str, online: Any, offline: Any, tolerance: float, where: str) -> None:
+    def add(
+        self, key: str, online: Any, offline: Any, tolerance: float, record: FeatureLogRecord
+    ) -> None:
         agreement = self.per_signal.setdefault(key, SignalAgreement())
         exact = online == offline
         close = exact or _close(online, offline, tolerance)
@@ -76,9 +80,15 @@ class ConsistencyReport:
             counts.exact += exact
             counts.within_error += close
         if not exact and len(self.mismatches) < _SHOWN_MISMATCHES:
+            # With the request's context: `usersignals get` with it (and --as-of the time)
+            # reads the same view again.
             self.mismatches.append(
-                {"signal": key, "where": where, "online": online, "offline": offline}
-            )
+                {
+                    "signal": key, "where": f"{record.user_id} at {record.ts}",
+                    "user_id": record.user_id, "ts": record.ts, "context": record.params,
+                    "online": online, "offline": offline,
+                }
+            )  # fmt: skip
 
     @property
     def exact_share(self) -> float:
@@ -127,6 +137,7 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
             message += f" ({len(unreadable):,} unreadable lines, the first {unreadable[0]})"
         raise ConfigurationError(message)
     registry = SignalRegistry.from_module(settings.signals)
+    _refuse_other_definitions(settings, registry)
     report = ConsistencyReport(
         records=len(records),
         unreadable_lines=len(unreadable),
@@ -201,14 +212,27 @@ def _check_group(
                     if a.name == signal.name and a.version == signal.version
                 ]
                 for answer in logged:
-                    where = f"{record.user_id} at {record.ts}"
-                    report.add(
-                        signal.key,
-                        answer.value,
-                        msgspec.json.decode(text),
-                        stated_error(signal),
-                        where,
-                    )
+                    offline = msgspec.json.decode(text)
+                    report.add(signal.key, answer.value, offline, stated_error(signal), record)
+
+
+def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> None:
+    """The logged answers were computed by the definitions the store records: a module that
+    defines a signal otherwise under the same version would recompute something else, and
+    every difference would pass for drift. Refused, as ``serve`` and ``get`` refuse it."""
+    store = open_existing(settings)
+    if store is None:
+        return
+    try:
+        recorded = store.get_many([SIGNALS_KEY])[0]
+    finally:
+        store.close()
+    changed = changed_definitions(recorded, registry) if recorded else []
+    if changed:
+        raise SignalsMismatchError(
+            f"signals {', '.join(changed)} are defined otherwise than when the store's states "
+            "(the answers logged) were computed: recompute with the module the service ran"
+        )
 
 
 def _archive_events(
