@@ -266,6 +266,7 @@ def serve(
     (read by `usersignals run --kafka`), acknowledged before the API answers 202.
     """
     from usersignals.app import open_store_reader
+    from usersignals.serving.feature_log import check_feature_log_sink
 
     overrides: dict[str, Any] = {"store": store}
     serving = {"host": host, "port": port, "workers": workers, "mode": mode}
@@ -276,6 +277,7 @@ def serve(
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
     open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    check_feature_log_sink(settings)  # here, not in every worker's start
     if not settings.kafka.bootstrap_servers:  # every worker appends to the spool
         Path(settings.spool.path).mkdir(parents=True, exist_ok=True)
     front = settings.serving

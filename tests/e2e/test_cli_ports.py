@@ -19,6 +19,8 @@ from pathlib import Path
 import pytest
 from test_cli import CLI, good_event, ok, run
 
+from usersignals.devtools.broker import free_port
+
 
 @pytest.fixture
 def taken_port() -> Iterator[int]:
@@ -118,3 +120,45 @@ def test_serve_with_a_spool_path_that_is_a_file_refuses(store: Path, tmp_path: P
         api_port = free.getsockname()[1]
     result = serve("--store", store, "--port", str(api_port), "--spool", "afile", cwd=tmp_path)
     one_line(result, "error: File exists: 'afile'")
+
+
+@pytest.mark.parametrize(
+    ("env", "starts"),
+    [
+        (
+            {"USERSIGNALS_SERVING__FEATURE_LOG_PATH": "/etc/hostname/feature-log"},
+            "error: setting serving.feature_log_path = '/etc/hostname/feature-log' is not allowed",
+        ),
+        (
+            {
+                "USERSIGNALS_SERVING__FEATURE_LOG_SINK": "kafka",
+                "USERSIGNALS_SERVING__FEATURE_LOG_TOPIC": "features",
+                "USERSIGNALS_SERVING__FEATURE_LOG_BOOTSTRAP_SERVERS": "127.0.0.1:9",
+                "USERSIGNALS_KAFKA__PRODUCER__NO_SUCH_PROPERTY": "1",
+            },
+            "error: kafka.producer: No such configuration property",
+        ),
+    ],
+    ids=["unwritable-path", "unknown-producer-property"],
+)
+def test_a_feature_log_that_cannot_work_stops_serve_in_one_line(
+    store: Path, tmp_path: Path, env: dict[str, str], starts: str
+) -> None:
+    """Found by the consistency trial: both crashed every worker at its start (a traceback,
+    then granian's "crash loop detected"), after "serving on": a sampled log took the
+    whole API down."""
+    port = free_port()
+    result = serve("--store", store, "--port", str(port), cwd=tmp_path, env=env)
+    one_line(result, starts)
+    assert "serving on" not in result.stdout
+
+
+def test_a_producer_setting_written_with_underscores_is_taken(tmp_path: Path) -> None:
+    """As `kafka.consumer` already was: an environment variable cannot hold dots, so
+    KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS means message.timeout.ms (found by the same trial)."""
+    from usersignals.config import Settings
+    from usersignals.serving.feature_sinks import KafkaSink
+
+    settings = Settings.load(environ={"USERSIGNALS_KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS": "8000"})
+    sink = KafkaSink("127.0.0.1:9", "features", settings.kafka.producer)
+    sink.close()

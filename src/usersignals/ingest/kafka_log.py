@@ -29,9 +29,10 @@ import msgspec
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from usersignals.config import KafkaSettings
-from usersignals.errors import IngestUnavailableError
+from usersignals.errors import ConfigurationError, IngestUnavailableError
 from usersignals.events.model import Event
 from usersignals.ingest.accepted import LogStatus
+from usersignals.ingest.kafka import librdkafka_settings
 from usersignals.ingest.spool import encode_delete
 
 logger = logging.getLogger(__name__)
@@ -84,9 +85,12 @@ class KafkaLog:
             "linger.ms": 2,
             # librdkafka gives up on a message after this: the request's 503.
             "message.timeout.ms": settings.produce_timeout_ms,
-            **settings.producer,
+            **librdkafka_settings(settings.producer),
         }
-        self._producer = Producer(self._config)
+        try:
+            self._producer = Producer(self._config)
+        except KafkaException as exc:  # an unknown or invalid property
+            raise ConfigurationError(f"kafka.producer: {exc.args[0].str()}") from exc
         self._replacing = threading.Lock()
         self._failed_at = -1e9
 

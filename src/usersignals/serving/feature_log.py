@@ -11,6 +11,7 @@ a request: what a sink cannot write is counted and logged.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, InvalidSettingError
 from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
 from usersignals.serving.feature_sinks import FeatureSink, JsonlSink, KafkaSink, ParquetSink
 from usersignals.serving.reader import UserSignals
@@ -87,6 +88,31 @@ def build_sink(settings: Settings) -> FeatureSink | None:
             directory, serving.feature_log_buffer_rows, serving.feature_log_rows_per_file
         )
     return JsonlSink(directory)
+
+
+def check_feature_log_sink(settings: Settings) -> None:
+    """Refuse, before any worker starts, a sink that cannot work: every worker builds its
+    own at start, and one that raised there crashed them all in a loop (a sampled log took
+    the API down). A directory it cannot create or write; a producer setting librdkafka
+    does not know."""
+    serving = settings.serving
+    if serving.feature_log_rate == 0:
+        return
+    if serving.feature_log_sink == "kafka":
+        servers = serving.feature_log_bootstrap_servers or settings.kafka.bootstrap_servers
+        KafkaSink(servers, serving.feature_log_topic, settings.kafka.producer).close()
+        return
+    if not serving.feature_log_path:
+        return
+    directory = Path(serving.feature_log_path)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        writable = os.access(directory, os.W_OK | os.X_OK)
+    except OSError:
+        writable = False
+    if not writable:
+        allowed = "a directory this process can create and write"
+        raise InvalidSettingError("serving.feature_log_path", serving.feature_log_path, allowed)
 
 
 def read_feature_log(path: Path, unreadable: list[str] | None = None) -> list[FeatureLogRecord]:

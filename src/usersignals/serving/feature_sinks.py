@@ -266,21 +266,25 @@ class KafkaSink:
         producer: Mapping[str, str],
         close_timeout_s: float = 5.0,
     ) -> None:
-        from confluent_kafka import Producer
+        from confluent_kafka import KafkaException, Producer
+
+        from usersignals.ingest.kafka import librdkafka_settings
 
         self.topic = topic
         self.close_timeout_s = close_timeout_s
         self.counts = LogCounts("kafka")
-        self._producer = Producer(
-            {
-                "bootstrap.servers": bootstrap_servers,
-                # Sampled answers, batched: throughput over latency, bounded memory.
-                "linger.ms": 100,
-                "queue.buffering.max.messages": 100_000,
-                "message.timeout.ms": 30_000,
-                **producer,
-            }
-        )
+        config = {
+            "bootstrap.servers": bootstrap_servers,
+            # Sampled answers, batched: throughput over latency, bounded memory.
+            "linger.ms": 100,
+            "queue.buffering.max.messages": 100_000,
+            "message.timeout.ms": 30_000,
+            **librdkafka_settings(dict(producer)),
+        }
+        try:
+            self._producer = Producer(config)
+        except KafkaException as exc:  # an unknown or invalid property
+            raise ConfigurationError(f"kafka.producer: {exc.args[0].str()}") from exc
 
     def write(self, record: FeatureLogRecord, line: bytes) -> None:
         from confluent_kafka import KafkaException
