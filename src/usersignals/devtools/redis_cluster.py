@@ -8,7 +8,6 @@ Debian's redis-server in cluster mode, one process per node, each in its own dir
 
 from __future__ import annotations
 
-import contextlib
 import random
 import shutil
 import signal
@@ -192,10 +191,16 @@ class LocalRedisCluster:
 
 
 def main() -> None:
+    stops = {signal.SIGINT, signal.SIGTERM}
     with LocalRedisCluster() as cluster:
-        print(f"Redis Cluster on {', '.join(map(str, cluster.ports))}; stop with Ctrl-C")
-        with contextlib.suppress(KeyboardInterrupt):
-            signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Blocked, so that sigwait takes them: unblocked, SIGTERM's default action killed
+        # this process on the spot and left the nodes running. Only now: the nodes inherit
+        # the mask of the moment they start, and keep the default one.
+        signal.pthread_sigmask(signal.SIG_BLOCK, stops)
+        print(
+            f"Redis Cluster on {', '.join(map(str, cluster.ports))}; stop with Ctrl-C", flush=True
+        )
+        signal.sigwait(stops)
 
 
 if __name__ == "__main__":
