@@ -26,7 +26,7 @@ def registry() -> SignalRegistry:
 
 
 def windows(body: BatchRequest) -> dict[str, int | None]:
-    return {signal.key: context.window_ms for signal, context in batch_plan(registry(), body)}
+    return {signal.key: context.window_ms for signal, context in batch_plan(registry(), body)[0]}
 
 
 @pytest.mark.parametrize("key", ["interests", "interests@1"])

@@ -67,9 +67,9 @@ def resolve(registry: SignalRegistry, query_string: bytes) -> Query:
     context = ReadContext.parse(params, now_ms=0)
     parameters = context.given()
     heads, tails = [], []
-    for signal in signals:
+    for signal, label in zip(signals, registry.labels(names or None, signals), strict=True):
         heads.append(
-            _encode(registry.label(signal))
+            _encode(label)
             + b':{"name":'
             + _encode(signal.name)
             + b',"version":'

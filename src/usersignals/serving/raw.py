@@ -53,19 +53,27 @@ class RawRecomputer:
         serve_stored_versions(self.registry, self.store)
 
     def read(self, user_id: str, names: Sequence[str] | None, context: ReadContext) -> UserSignals:
-        return self.read_each([user_id], plan_of(self.registry, names, context))[0]
+        plan = plan_of(self.registry, names, context)
+        labels = self.registry.labels(names or None, [signal for signal, _ in plan])
+        return self.read_each([user_id], plan, labels)[0]
 
     def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
         """Always ``None``: raw mode recomputes on the object path."""
         return None
 
-    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
+    def read_each(
+        self, user_ids: Sequence[str], plan: ReadPlan, labels: Sequence[str] | None = None
+    ) -> list[UserSignals]:
         """Each user's events read once, then every signal recomputed with its context."""
+        named = labels or [self.registry.label(signal) for signal, _ in plan]
         out = []
         for user_id in user_ids:
             scan = self._raw.scan(raw_events_prefix(user_id))
             events = [_decoder.decode(value) for _, value in scan]
-            answers = {self.registry.label(s): self._recompute(s, events, c) for s, c in plan}
+            answers = {
+                label: self._recompute(s, events, c)
+                for label, (s, c) in zip(named, plan, strict=True)
+            }
             out.append(UserSignals(user_id, answers))
         return out
 

@@ -94,8 +94,11 @@ class Reader(Protocol):
         self, user_id: str, names: Sequence[str] | None, context: ReadContext
     ) -> UserSignals: ...
 
-    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
-        """Many users, a context per signal."""
+    def read_each(
+        self, user_ids: Sequence[str], plan: ReadPlan, labels: Sequence[str] | None = None
+    ) -> list[UserSignals]:
+        """Many users, a context per signal; answers under ``labels`` (as the request named
+        the signals: :meth:`SignalRegistry.labels`), else each signal's default label."""
         ...
 
     def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
@@ -153,21 +156,25 @@ class SignalReader:
         self, user_ids: Sequence[str], names: Sequence[str] | None, context: ReadContext
     ) -> list[UserSignals]:
         """Many users, one context, one batched store read."""
-        return self.read_each(user_ids, plan_of(self.registry, names, context))
+        plan = plan_of(self.registry, names, context)
+        labels = self.registry.labels(names or None, [signal for signal, _ in plan])
+        return self.read_each(user_ids, plan, labels)
 
-    def read_each(self, user_ids: Sequence[str], plan: ReadPlan) -> list[UserSignals]:
+    def read_each(
+        self, user_ids: Sequence[str], plan: ReadPlan, labels: Sequence[str] | None = None
+    ) -> list[UserSignals]:
         """Many users, a context per signal, one batched store read."""
+        named = labels or [self.registry.label(signal) for signal, _ in plan]
         keys = [user_key(user_id) for user_id in user_ids]
         stored = self.store.get_many(keys)
         out = []
         for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
             record = decode_record(key, raw) if raw else None
-            out.append(
-                UserSignals(
-                    user_id,
-                    {self.registry.label(s): self._read(s, record, c, key) for s, c in plan},
-                )
-            )
+            answers = {
+                label: self._read(s, record, c, key)
+                for label, (s, c) in zip(named, plan, strict=True)
+            }
+            out.append(UserSignals(user_id, answers))
         return out
 
     def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:

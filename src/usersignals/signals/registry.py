@@ -74,8 +74,21 @@ class SignalRegistry:
         return found
 
     def label(self, signal: Signal) -> str:
-        """How answers name ``signal``: its name when it is served by default, else its key."""
+        """How answers name ``signal`` when the request names none: its name when it is served
+        by default, else its key."""
         return signal.name if self._served.get(signal.name) is signal else signal.key
+
+    def labels(self, names: Sequence[str] | None, signals: Sequence[Signal]) -> list[str]:
+        """How answers name ``signals``, resolved from ``names`` (``None``: every signal, by
+        :meth:`label`). A signal asked for as ``name@version`` is answered under that key,
+        whichever version is served by default (a client pinning a version keeps reading
+        its key across a cut-over); by its name alone, under the name."""
+        if names is None:
+            return [self.label(signal) for signal in signals]
+        return [
+            signal.key if "@" in name else signal.name
+            for name, signal in zip(names, signals, strict=True)
+        ]
 
     def serve(self, versions: Mapping[str, int]) -> None:
         """Serve these versions by default (name → version) over the module's defaults;
