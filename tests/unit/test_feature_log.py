@@ -3,6 +3,7 @@ reader gives back, and settings that only make sense together."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -49,18 +50,19 @@ def test_parquet_files_rotate_by_rows_and_hold_at_most_the_buffer_in_memory(
 ) -> None:
     sink = ParquetSink(tmp_path, buffer_rows=3, rows_per_file=5)
     log = FeatureLog(sink, rate=1.0)
-    for chunk in (range(0, 6), range(6, 12), range(12, 14)):
+    for chunk, done in ((range(0, 6), 5), (range(6, 12), 10), (range(12, 14), 10)):
         log_answers(log, chunk)
         # The writer thread is handed each full buffer (of 3); requests never wait for it.
-        done = min(chunk.stop, 12)
+        # Rows count as written once their file is finished (5 a file).
         wait_for(lambda done=done: sink.counts.written == done, 10, "the rows written")
+    wait_for(lambda: list(tmp_path.glob("*.parquet.tmp")), 10, "the third file")
     # Written at 3, 6, 9, 12 rows: two files of 5 finished, 2 rows in an unfinished file
     # (not read: no footer yet), 2 in memory.
     finished = sorted(tmp_path.glob("*.parquet"))
     assert len(finished) == 2
     assert len(list(tmp_path.glob("*.parquet.tmp"))) == 1
     assert read_feature_log(tmp_path) == [expected(n) for n in range(10)]
-    assert (sink.counts.written, sink.counts.failed) == (12, 0)
+    assert (sink.counts.written, sink.counts.failed) == (10, 0)
     log.close()
     assert not list(tmp_path.glob("*.tmp"))
     assert read_feature_log(tmp_path) == [expected(n) for n in range(14)]
@@ -144,3 +146,31 @@ def test_feature_log_settings_that_cannot_work_are_refused_by_name(
     with pytest.raises(InvalidSettingError) as caught:
         settings(**serving)
     assert caught.value.setting == setting
+
+
+def test_rows_a_full_disk_loses_are_counted_failed_and_leave_no_file(tmp_path: Path) -> None:
+    """Found by the consistency trial, on a full disk: a file's row groups were counted
+    written, then the file could not be finished (no footer: unreadable), so its rows were
+    lost yet counted written; and every failed buffer left an empty ``.parquet.tmp``. Rows
+    count as written once their file is finished; a file that cannot be is deleted."""
+    sink = ParquetSink(tmp_path, buffer_rows=2, rows_per_file=4)
+    for number in range(1, 4):  # every file this sink opens is a full disk
+        (tmp_path / f"{sink._stem}-{number:05d}.parquet.tmp").symlink_to("/dev/full")
+    log = FeatureLog(sink, rate=1.0)
+    log_answers(log, range(6))
+    log.close()
+    assert (sink.counts.written, sink.counts.failed) == (0, 6)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_jsonl_sink_on_a_full_disk_counts_each_lost_record_and_closes_quietly(
+    tmp_path: Path,
+) -> None:
+    """Found by the same trial: a failed line stayed in the file's buffer (counted failed,
+    written later by the next flush), and closing the sink raised at shutdown."""
+    (tmp_path / f"features-{os.getpid()}.jsonl").symlink_to("/dev/full")
+    sink = JsonlSink(tmp_path)
+    log = FeatureLog(sink, rate=1.0)
+    log_answers(log, range(3))
+    log.close()  # never raises
+    assert (sink.counts.written, sink.counts.failed) == (0, 3)

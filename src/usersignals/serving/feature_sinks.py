@@ -94,22 +94,28 @@ class JsonlSink:
         directory.mkdir(parents=True, exist_ok=True)
         self.path = directory / f"features-{os.getpid()}.jsonl"
         self.counts = LogCounts("jsonl")
-        self._file = self.path.open("ab")
+        # Unbuffered: a line is one write of its own. Through a buffer, a line that failed
+        # (a full disk) stayed in it, counted failed, and the next flush wrote it after all;
+        # and the close's flush raised at shutdown.
+        self._file = self.path.open("ab", buffering=0)
         self._lock = threading.Lock()
 
     def write(self, record: FeatureLogRecord, line: bytes) -> None:
+        data = line + b"\n"
         try:
             with self._lock:
-                self._file.write(line + b"\n")
-                self._file.flush()
+                written = self._file.write(data)
         except (OSError, ValueError) as exc:  # ValueError: written after close
             self.counts.count_failed(1, exc)
+            return
+        if written != len(data):  # part of it (the disk filled up): a torn line, skipped
+            self.counts.count_failed(1, f"{written} of {len(data)} bytes written")
             return
         self.counts.count_written()
 
     def close(self) -> None:
         with self._lock:
-            self._file.close()
+            self._file.close()  # nothing buffered: nothing to fail here
 
 
 class ParquetSink:
@@ -193,7 +199,7 @@ class ParquetSink:
                 # or close() would wait on it forever; the rows are counted and it is logged.
                 logger.exception("feature log: writing %d Parquet rows failed", len(rows))
                 self.counts.count_failed(len(rows), "unexpected error")
-                self._abandon()
+                self._abandon("unexpected error")
         self._finish()
 
     def _write_rows(self, rows: list[FeatureLogRecord]) -> None:
@@ -204,9 +210,8 @@ class ParquetSink:
                 self._write_group(part)
             except self._write_errors as exc:
                 self.counts.count_failed(len(part) + len(rows), exc)
-                self._abandon()
+                self._abandon(exc)
                 return
-            self.counts.count_written(len(part))
             if self._in_file >= self.rows_per_file:
                 self._finish()
 
@@ -230,23 +235,33 @@ class ParquetSink:
         self._in_file += len(rows)
 
     def _finish(self) -> None:
-        """Close the current file and give it its final name."""
+        """Close the current file and give it its final name. Its rows count as written only
+        now: until its footer is written, a file cannot be read (a full disk at this point
+        lost rows the count had already called written)."""
         if self._writer is None or self._path is None:
             return
         try:
             self._writer.close()
             self._path.rename(self._path.with_suffix(""))
-        except self._write_errors as exc:  # its rows were counted as written: say so
-            logger.warning("feature log file %s could not be finished: %s", self._path, exc)
+        except self._write_errors as exc:
+            self._abandon(exc)
+            return
+        self.counts.count_written(self._in_file)
         self._writer, self._path, self._in_file = None, None, 0
 
-    def _abandon(self) -> None:
-        """After a failed write the file may be unreadable: leave it as ``.tmp``, start anew."""
+    def _abandon(self, why: object) -> None:
+        """After a failed write the file cannot be read (it has no footer): its rows are
+        counted failed, it is deleted (an empty ``.tmp`` was left behind per failed buffer
+        on a full disk), and the next rows start a new one."""
         if self._writer is not None:
             try:
                 self._writer.close()
-            except self._write_errors:  # already failing; the rows were counted
+            except self._write_errors:  # already failing; the rows are counted below
                 logger.debug("closing a failed feature log file", exc_info=True)
+        if self._in_file:
+            self.counts.count_failed(self._in_file, why)
+        if self._path is not None:
+            self._path.unlink(missing_ok=True)
         self._writer, self._path, self._in_file = None, None, 0
 
 
