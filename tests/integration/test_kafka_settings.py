@@ -4,14 +4,19 @@
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import msgspec
 import pytest
 from test_kafka import produce
 
 from usersignals.config import Settings
-from usersignals.devtools.broker import LocalBroker
+from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.errors import ConfigurationError
 from usersignals.ingest.kafka import (
     FETCH_WAIT_MAX_MS,
@@ -20,6 +25,8 @@ from usersignals.ingest.kafka import (
     consumer_config,
     librdkafka_settings,
 )
+
+BIN = Path(sys.executable).parent
 
 
 def topic_settings(broker: LocalBroker, topic: str, **kafka: str) -> Settings:
@@ -157,3 +164,24 @@ def test_a_batch_behind_the_stream_fills_up_from_what_is_fetched_past_its_wait(
         assert size(source.next_batch()) == min(25_000, 60_000 - taken)
     finally:
         source.close()
+
+
+def test_a_broker_that_cannot_be_reached_is_said_once_a_minute_not_twenty_times_a_second(
+    tmp_path: Path,
+) -> None:
+    """Found by the operator's and the consistency trials: with no broker at the address,
+    librdkafka wrote "Connect ... failed: Connection refused" to stderr about 20 times a
+    second (118 lines in 6 s), where the project's own warnings say an outage once a minute.
+    Its log now goes through the `usersignals.kafka.client` logger, each kind of line at most
+    once a minute."""
+    process = subprocess.Popen(
+        [str(BIN / "usersignals"), "run", "--kafka", f"127.0.0.1:{free_port()}",
+         "--store", str(tmp_path / "store")],
+        stderr=subprocess.PIPE, text=True,
+        env={k: v for k, v in os.environ.items() if not k.startswith("USERSIGNALS_")},
+    )  # fmt: skip
+    time.sleep(6)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=60)
+    refused = [line for line in stderr.splitlines() if "Connection refused" in line]
+    assert 0 < len(refused) <= 4, stderr  # a line for each client (consumer, producers)

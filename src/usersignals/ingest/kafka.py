@@ -13,6 +13,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
@@ -21,6 +22,7 @@ from usersignals.config import KafkaSettings
 from usersignals.errors import BrokerError, ConfigurationError
 from usersignals.events.decode import not_an_event
 from usersignals.events.model import BadEvent, Position, partition_id
+from usersignals.ingest.kafka_logging import client_logger
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +77,7 @@ def consumer_config(settings: KafkaSettings) -> dict[str, object]:
         "fetch.queue.backoff.ms": 10,
         "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
         "partition.assignment.strategy": "cooperative-sticky",
+        "logger": client_logger(),
         **librdkafka_settings(settings.consumer),
     }
 
@@ -262,7 +265,9 @@ class DeadLetterTopic:
 
     def __init__(self, bootstrap_servers: str, topic: str) -> None:
         self.topic = topic
-        self._producer = Producer({"bootstrap.servers": bootstrap_servers, "linger.ms": 20})
+        self._producer = Producer(
+            {"bootstrap.servers": bootstrap_servers, "linger.ms": 20, "logger": client_logger()}
+        )
 
     def write(self, bad: list[BadEvent]) -> None:
         for event in bad:
@@ -328,7 +333,8 @@ def create_topic(
 ) -> None:
     """Create a topic (no-op if it exists). ``retention.ms`` is set explicitly: some brokers
     report no default, and clients that read it (Quix Streams) then fail."""
-    admin = AdminClient({"bootstrap.servers": bootstrap})
+    config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_logger()}
+    admin = AdminClient(config)
     topic = NewTopic(
         name,
         num_partitions=partitions,

@@ -33,6 +33,7 @@ from usersignals.errors import ConfigurationError, IngestUnavailableError
 from usersignals.events.model import Event
 from usersignals.ingest.accepted import LogStatus
 from usersignals.ingest.kafka import librdkafka_settings
+from usersignals.ingest.kafka_logging import client_logger
 from usersignals.ingest.spool import encode_delete
 
 logger = logging.getLogger(__name__)
@@ -85,6 +86,7 @@ class KafkaLog:
             "linger.ms": 2,
             # librdkafka gives up on a message after this: the request's 503.
             "message.timeout.ms": settings.produce_timeout_ms,
+            "logger": client_logger(),
             **librdkafka_settings(settings.producer),
         }
         try:

@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from usersignals.config import KafkaSettings
 from usersignals.errors import ConfigurationError, HandoverError
+from usersignals.ingest.kafka_logging import client_logger
 
 
 def commit_backfill_offsets(kafka: KafkaSettings, offsets: Mapping[str, int]) -> bool:
@@ -34,6 +35,7 @@ def commit_backfill_offsets(kafka: KafkaSettings, offsets: Mapping[str, int]) ->
             "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": kafka.group_id,
             "enable.auto.commit": False,
+            "logger": client_logger(),
         }
     )
     try:

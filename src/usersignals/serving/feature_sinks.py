@@ -284,6 +284,7 @@ class KafkaSink:
         from confluent_kafka import KafkaException, Producer
 
         from usersignals.ingest.kafka import librdkafka_settings
+        from usersignals.ingest.kafka_logging import client_logger
 
         self.topic = topic
         self.close_timeout_s = close_timeout_s
@@ -294,6 +295,7 @@ class KafkaSink:
             "linger.ms": 100,
             "queue.buffering.max.messages": 100_000,
             "message.timeout.ms": 30_000,
+            "logger": client_logger(),
             **librdkafka_settings(dict(producer)),
         }
         try:
