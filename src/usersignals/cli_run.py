@@ -106,10 +106,10 @@ def _runner(
             ]
         return runner, (
             f"consuming {settings.kafka.topic} from {settings.kafka.bootstrap_servers} "
-            f"into {settings.store.path}; stop with Ctrl-C"
+            f"into {settings.store.where()}; stop with Ctrl-C"
         )
     return build_spool_runner(processor, metrics), (
-        f"processing {settings.spool.path} into {settings.store.path} "
+        f"processing {settings.spool.path} into {settings.store.where()} "
         f"(signals: {settings.signals}); stop with Ctrl-C"
     )
 

@@ -44,6 +44,15 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: fsync every write: survives a machine crash, not only a process crash.
     sync: bool = False
 
+    def where(self) -> str:
+        """The store for people (a start line): its path, or its backend and nodes without
+        their credentials."""
+        if self.backend == "rocksdb":
+            return self.path
+        nodes = [urlsplit(node) for node in redis_nodes(self.redis_url)]
+        shown = [f"{n.scheme}://{n.hostname}:{n.port or 6379}{n.path}" for n in nodes]
+        return f"{self.backend} {','.join(shown)}"
+
 
 class EventSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Accept only these actions (empty: any action).

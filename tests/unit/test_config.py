@@ -367,3 +367,11 @@ def test_a_redis_lookup_source_url_is_checked_too() -> None:
     with pytest.raises(InvalidSettingError) as info:
         Settings.load(environ={}, overrides={"enrich": {"sources": sources}})
     assert info.value.setting == "enrich.sources.items.url"
+
+
+def test_the_store_is_named_for_people_without_its_credentials() -> None:
+    """Found by the operator's trial: `run` said "into data/store" with a Redis store."""
+    cluster = {"backend": "redis-cluster", "redis_url": "redis://u:secret@a:7000,redis://b:7001"}
+    settings = Settings.load(environ={}, overrides={"store": cluster})
+    assert settings.store.where() == "redis-cluster redis://a:7000,redis://b:7001"
+    assert Settings.load(environ={}).store.where() == "data/store"
