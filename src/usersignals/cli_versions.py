@@ -254,3 +254,13 @@ def consistency(
         f"{report.within_error_share:.2%} within the stated error",
         markup=False,
     )
+    differences = report.differences
+    if sum(differences.values()):
+        out.print(
+            f"of the {sum(differences.values()):,} answers that differ: "
+            f"{differences['behind']:,} behind (the archive holds an event of the user at or "
+            "before the request that is newer than the answer's newest: not applied yet when "
+            f"served), {differences['ahead']:,} ahead (the answer counted an event stamped "
+            f"after the request), {differences['unexplained']:,} unexplained",
+            markup=False,
+        )

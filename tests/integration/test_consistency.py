@@ -48,6 +48,14 @@ def test_logged_answers_recomputed_offline_agree_exactly(
         stop_service(service)
     records = read_feature_log(log)
     assert len(records) == requests  # rate 1: every answer is logged
+    # Each answer is logged with how fresh it was, as the API said it (the busiest user's
+    # answers all counted events).
+    assert all(
+        answer.newest_event_ms is not None
+        for record in records
+        if record.user_id == service.busiest_user
+        for answer in record.signals.values()
+    )
 
     report = consistency(log, events, service.store)
     assert report["records"] == requests
@@ -108,6 +116,32 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     refused = run_consistency(log, events, service.store, signals=str(edited))
     assert refused.returncode == 2, refused.stderr
     assert "category_interest@1" in refused.stderr
+
+    assert tampered["differences"] == {"behind": 0, "ahead": 0, "unexplained": 1}
+
+    # Found by the consistency trial: a difference from an event the served state did not
+    # hold yet (it arrived just before the request) could not be told from a bug. The log
+    # keeps each answer's newest event: an archive event of the user newer than it and at or
+    # before the request's time says the served state was behind.
+    path.write_text("\n".join(lines) + "\n")  # untampered again
+    late = {**json.loads(events.read_text().splitlines()[0]), "user_id": first["user_id"],
+            "event_id": "arrived-late", "action": "click", "ts": first["ts"] - 1}  # fmt: skip
+    behind_archive = tmp_path / "behind.jsonl"
+    behind_archive.write_text(events.read_text() + json.dumps(late) + "\n")
+    behind = consistency(log, behind_archive, service.store)
+    differing = behind["answers"] - behind["exact"]
+    assert differing > 0
+    assert behind["differences"] == {"behind": differing, "ahead": 0, "unexplained": 0}
+    assert {shown["why"] for shown in behind["mismatches"]} == {"behind"}
+    # One served with an event stamped after the request (a producer's clock ahead).
+    ahead = json.loads(lines[0])
+    ahead["signals"]["action_counts"]["value"]["total"] += 1
+    ahead["signals"]["action_counts"]["newest_event_ms"] = ahead["ts"] + 60_000
+    path.write_text("\n".join([json.dumps(ahead), *lines[1:]]) + "\n")
+    assert consistency(log, events, service.store)["differences"] == {
+        "behind": 0, "ahead": 1, "unexplained": 0,
+    }  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
 
     # A line that is no record, and a last line cut short (a crash mid-write): skipped and
     # counted, the rest read as before.

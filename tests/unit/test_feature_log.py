@@ -34,7 +34,10 @@ def answer(number: int) -> UserSignals:
 
 def expected(number: int) -> FeatureLogRecord:
     served = answer(number)
-    signals = {k: LoggedAnswer(v.name, v.version, v.value) for k, v in served.signals.items()}
+    signals = {
+        k: LoggedAnswer(v.name, v.version, v.value, v.newest_event_ms)
+        for k, v in served.signals.items()
+    }
     params = {"window": "7d", "as_of": str(number)} if number % 2 else {}
     return FeatureLogRecord(served.user_id, 1_700_000_000_000 + number, params, signals)
 

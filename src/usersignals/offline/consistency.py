@@ -15,8 +15,10 @@ as of the request's time, which is what they asked only when ``as_of`` was absen
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import bisect
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +37,7 @@ from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import Label
 from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_features
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
+from usersignals.serving.feature_records import LoggedAnswer
 from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.signals.definition import Signal
 from usersignals.signals.identity import changed_definitions
@@ -43,6 +46,14 @@ from usersignals.state.store import StateStore
 
 _SHOWN_MISMATCHES = 5
 _SHOWN_UNREADABLE = 20
+
+#: Why an answer differs from its recomputation, as far as the log and the archive tell.
+#: ``behind``: the archive holds an event of the user at or before the request's time that
+#: is newer than every event the answer counted (the served state had not applied it yet:
+#: freshness, not a bug); ``ahead``: the answer counted an event stamped after the request
+#: (a producer's clock ahead: the API's view moves to it, a recomputation at the request's
+#: time leaves it out); anything else is ``unexplained``.
+BEHIND, AHEAD, UNEXPLAINED = "behind", "ahead", "unexplained"
 
 
 @dataclass
@@ -68,10 +79,21 @@ class ConsistencyReport:
     #: ``FILE:LINE: reason``.
     unreadable_lines: int = 0
     unreadable: list[str] = field(default_factory=list)
+    #: The answers that differ, by what the log and the archive say of why (:func:`why`).
+    differences: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys((BEHIND, AHEAD, UNEXPLAINED), 0)
+    )
 
     def add(
-        self, key: str, online: Any, offline: Any, tolerance: float, record: FeatureLogRecord
+        self,
+        key: str,
+        online: Any,
+        offline: Any,
+        tolerance: float,
+        record: FeatureLogRecord,
+        cause: Callable[[], str],
     ) -> None:
+        """One answer compared; ``cause`` says why it differs, when it does."""
         agreement = self.per_signal.setdefault(key, SignalAgreement())
         exact = online == offline
         close = exact or _close(online, offline, tolerance)
@@ -79,14 +101,18 @@ class ConsistencyReport:
             counts.answers += 1
             counts.exact += exact
             counts.within_error += close
-        if not exact and len(self.mismatches) < _SHOWN_MISMATCHES:
+        if exact:
+            return
+        found = cause()
+        self.differences[found] += 1
+        if len(self.mismatches) < _SHOWN_MISMATCHES:
             # With the request's context: `usersignals get` with it (and --as-of the time)
             # reads the same view again.
             self.mismatches.append(
                 {
                     "signal": key, "where": f"{record.user_id} at {record.ts}",
                     "user_id": record.user_id, "ts": record.ts, "context": record.params,
-                    "online": online, "offline": offline,
+                    "online": online, "offline": offline, "why": found,
                 }
             )  # fmt: skip
 
@@ -110,9 +136,22 @@ class ConsistencyReport:
             "within_error_share": round(self.within_error_share, 6),
             "per_signal": {key: vars(value) for key, value in sorted(self.per_signal.items())},
             "mismatches": self.mismatches,
+            "differences": self.differences,
             "unreadable_lines": self.unreadable_lines,
             "unreadable": self.unreadable,
         }
+
+
+def why(answer: LoggedAnswer, request_ms: int, user_times: Sequence[int]) -> str:
+    """Why ``answer`` (served at ``request_ms``) differs; ``user_times``: the user's event
+    times in the archive, ascending."""
+    newest = answer.newest_event_ms
+    if newest is not None and newest > request_ms:
+        return AHEAD
+    before = bisect.bisect_right(user_times, request_ms)
+    if before and user_times[before - 1] > (newest if newest is not None else -1):
+        return BEHIND
+    return UNEXPLAINED
 
 
 def stated_error(signal: Signal) -> float:
@@ -156,6 +195,11 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     lookups = open_lookup_store(settings, registry)
     try:
         events = _archive_events(archive, settings, {record.user_id for record in usable})
+        times: dict[str, list[int]] = {}
+        for event, _ in events:
+            times.setdefault(event.user_id, []).append(event.ts)
+        for user_times in times.values():
+            user_times.sort()
         groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
         for index, record in enumerate(usable):
             context = tuple(sorted((k, v) for k, v in record.params.items() if k != "names"))
@@ -166,7 +210,7 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
                 registry,
                 settings,
                 lookups,
-                events,
+                (events, times),
                 dict(context),
                 [usable[i] for i in indices],
             )
@@ -181,12 +225,14 @@ def _check_group(
     registry: SignalRegistry,
     settings: Settings,
     lookups: StateStore | None,
-    events: Sequence[tuple[Event, Position]],
+    archive: tuple[Sequence[tuple[Event, Position]], Mapping[str, Sequence[int]]],
     params: dict[str, str],
     records: Sequence[FeatureLogRecord],
 ) -> None:
     """Records read with one context. A request may have named two versions of a signal;
-    each pass serves one version of each name, so the reader answers every column by name."""
+    each pass serves one version of each name, so the reader answers every column by name.
+    ``archive``: the users' events, and each user's event times ascending."""
+    events, times = archive
     versions: dict[str, set[int]] = {}
     for record in records:
         for answer in record.signals.values():
@@ -213,7 +259,10 @@ def _check_group(
                 ]
                 for answer in logged:
                     offline = msgspec.json.decode(text)
-                    report.add(signal.key, answer.value, offline, stated_error(signal), record)
+                    cause = partial(why, answer, record.ts, times.get(record.user_id, ()))
+                    report.add(
+                        signal.key, answer.value, offline, stated_error(signal), record, cause
+                    )
 
 
 def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> None:

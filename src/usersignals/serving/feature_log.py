@@ -52,7 +52,7 @@ class FeatureLog:
 
     def record(self, params: Mapping[str, str], now_ms: int, answer: UserSignals) -> None:
         signals = {
-            label: LoggedAnswer(result.name, result.version, result.value)
+            label: LoggedAnswer(result.name, result.version, result.value, result.newest_event_ms)
             for label, result in answer.signals.items()
         }
         record = FeatureLogRecord(answer.user_id, now_ms, dict(params), signals)

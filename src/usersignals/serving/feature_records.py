@@ -11,6 +11,9 @@ class LoggedAnswer(msgspec.Struct):
     name: str
     version: int
     value: Any
+    #: The newest event the answer counted, as the API said (``None`` in logs written
+    #: before it was kept): what tells a served state that was behind from a bug.
+    newest_event_ms: int | None = None
 
 
 class FeatureLogRecord(msgspec.Struct):
