@@ -443,3 +443,33 @@ def test_the_same_events_on_two_partitions_are_applied_once(
         clean.close()
     got = {key: decode_record(key, raw).states for key, raw in records(store).items()}
     assert got == expected
+
+
+def test_a_processor_that_holds_no_partition_says_for_how_long(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Found by the operator's trial: a consumer group stuck rebalancing left both
+    processors without a partition for 9 minutes, while /readyz said ready and no lag series
+    existed, so nothing could alert. `usersignals_consumer_unassigned_seconds` says how long
+    a processor has held no partition (0 while it holds one): a group that holds fewer
+    partitions than the topic has, for minutes, is an alert. Here two processors share a
+    topic of one partition: one of them holds it, the other none."""
+    topic = "one-partition"
+    create_topic(broker.bootstrap, topic, 1)
+    ports = [free_port(), free_port()]
+    processes = []
+    for number, port in enumerate(ports):
+        store = tmp_path / f"store-{number}"
+        extra = ("--metrics-port", str(port))
+        processes.append(start_processor(broker.bootstrap, topic, f"g-{topic}", store, *extra))
+    try:
+
+        def split() -> bool:
+            held = [metric(port, "usersignals_consumer_assigned_partitions") for port in ports]
+            idle = [metric(port, "usersignals_consumer_unassigned_seconds") for port in ports]
+            return sorted(held) == [0, 1] and max(idle) >= 3 and min(idle) == 0
+
+        wait_for(split, 60, "one processor to hold the partition, the other none for 3 s")
+    finally:
+        for process in processes:
+            stop(process)

@@ -51,6 +51,13 @@ class ProcessorMetrics:
             registry=self.registry,
         )
         self._exported: set[str] = set()  # partitions with position and lag series
+        self.unassigned = Gauge(
+            "usersignals_consumer_unassigned_seconds",
+            "Seconds this processor has held no partition (0 while it holds one): a group "
+            "holding fewer partitions than the topic has, for minutes, is stuck",
+            registry=self.registry,
+        )
+        self._unassigned_since: float | None = None
         self.position = Gauge(
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
@@ -101,6 +108,14 @@ class ProcessorMetrics:
         rebalance gave it to another processor) has its series removed, so that a sum over
         the processors counts each partition once."""
         self.assigned.set(len(positions))
+        if positions:
+            self._unassigned_since = None
+            self.unassigned.set(0)
+        else:
+            now = time.monotonic()
+            if self._unassigned_since is None:
+                self._unassigned_since = now
+            self.unassigned.set(now - self._unassigned_since)
         for partition in self._exported - positions.keys():
             for gauge in (self.position, self.lag):
                 with contextlib.suppress(KeyError):  # never set: its position was unknown
