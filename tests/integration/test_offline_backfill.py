@@ -227,6 +227,7 @@ def test_only_adds_one_signal_to_a_running_deployment(
     )  # fmt: skip
     assert summary.left_to_stream > 0
     assert summary.behind_stream == 0
+    assert summary.uncovered_partitions == {}  # the whole topic is in the archive
     store = RocksStore(tmp_path / "store")
     try:
         after = user_states(store)
@@ -385,3 +386,33 @@ def test_a_store_with_only_its_tables_holds_no_users(tmp_path: Path) -> None:
         assert _may_hold_users(store)
     finally:
         store.close()
+
+
+def test_an_archive_missing_a_partition_the_store_has_progress_on_is_said(
+    tmp_path: Path, history: History
+) -> None:
+    """Found by the operator's trial: an --only backfill from an export that lacked one
+    partition left that partition's users without the new version, silently (exit 0, no
+    warning): the stream never fills it in, their events being below their stored
+    progress. The users whose stored progress names a partition the archive holds nothing
+    of are now counted, with the partitions, and the command warns."""
+    registry = SignalRegistry.from_module(REFERENCE)
+    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
+    store = new_store(tmp_path / "store", history)
+    try:
+        stream(store, history, 89, registry=four)
+    finally:
+        store.close()
+    kept = [i for i, p in enumerate(history.positions) if p.partition != "engagements/1"]
+    partial = History(
+        history.spec,
+        [history.events[i] for i in kept],
+        [history.positions[i] for i in kept],
+        history.items,
+    )
+    archive = write_parquet_archive(tmp_path / "archive", partial)
+    job = BackfillJob(str(archive), settings_for(tmp_path / "store"), only=("category_interest@1",))
+    summary = backfill(job)
+    missing = {e.user_id for e, p in zip(history.events, history.positions, strict=True)
+               if p.partition == "engagements/1"}  # fmt: skip
+    assert summary.uncovered_partitions == {"engagements/1": len(missing)}

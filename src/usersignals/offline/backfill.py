@@ -117,6 +117,10 @@ class BackfillSummary:
     #: the backfilled signals to miss them.
     behind_stream: int = 0
     users: int = 0
+    #: Per Kafka partition the store's progress names and the archive holds no event of,
+    #: the users whose progress names it (:func:`uncovered_partitions`): their backfilled
+    #: signals miss those events. Export the whole topic.
+    uncovered_partitions: dict[str, int] = field(default_factory=dict)
     #: User deletions in the archive (``{"op": "delete"}`` records), applied in place: the
     #: user's events before one are forgotten, as the stream forgot them.
     deletions: int = 0
@@ -219,6 +223,9 @@ def _shards_loaded(
             summary.users = loader.users
         finally:
             loader.close()
+    if leaves:  # an --only backfill into a store the stream writes
+        archived = {partition for result in results for partition in result.ends}
+        summary.uncovered_partitions = uncovered_partitions(settings, archived)
     return summary
 
 
@@ -310,6 +317,26 @@ def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary
     summary.offsets.update({p: cut for p, cut in boundary.cuts.items() if p not in highest})
     summary.behind_stream = count_behind((pair for r in results for pair in r.beyond), ends)
     return summary
+
+
+def uncovered_partitions(settings: Settings, archived: set[str]) -> dict[str, int]:
+    """Per Kafka partition of the archive's topics that the archive holds no event of, the
+    stored users whose progress names it: the backfilled signals miss those users' events
+    there, and the stream, past them, never applies them (an export that lacks a partition).
+    One pass over the store's records, for an ``--only`` backfill from a Kafka export."""
+    topics = {partition.rpartition("/")[0] for partition in archived if "/" in partition}
+    store = open_existing(settings) if topics else None
+    if store is None:
+        return {}
+    uncovered: dict[str, int] = {}
+    try:
+        for key, raw in store.scan(USER_PREFIX):
+            for partition in decode_record(key, raw).progress:
+                if partition not in archived and partition.rpartition("/")[0] in topics:
+                    uncovered[partition] = uncovered.get(partition, 0) + 1
+    finally:
+        store.close()
+    return uncovered
 
 
 def count_behind(progress: Iterable[tuple[str, int]], ends: dict[str, int]) -> int:

@@ -162,6 +162,17 @@ def _print_backfill(summary: BackfillSummary) -> None:
             "(export more history to close the gap)",
             markup=False,
         )
+    if summary.uncovered_partitions:
+        listing = ", ".join(
+            f"{partition} ({users:,} users)"
+            for partition, users in sorted(summary.uncovered_partitions.items())
+        )
+        console.print(
+            f"warning: the store's progress names partitions the archive holds no event of: "
+            f"{listing}; the backfilled signals miss those users' events there, and the stream "
+            "will not apply them (export the whole topic)",
+            markup=False,
+        )
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)
