@@ -78,11 +78,11 @@ def test_a_cut_over_between_slices_leaves_the_labels_of_the_first(make_app: Any)
     registry, read_each = state.registry, state.reader.read_each
     calls = []
 
-    def cut_over_after_the_first(users: Any, plan: Any) -> Any:
+    def cut_over_after_the_first(users: Any, plan: Any, labels: Any = None) -> Any:
         calls.append(len(users))
         if len(calls) == 1:  # the refresh met a cut-over: the served mapping is replaced
             registry.serve({name: s.version for name, s in registry.served.items()})
-        return read_each(users, plan)
+        return read_each(users, plan, labels)
 
     state.reader.read_each = cut_over_after_the_first
     users = [USERS[n % 2] for n in range(120)] + [f"nobody-{n}" for n in range(60)]

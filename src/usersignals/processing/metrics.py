@@ -40,6 +40,33 @@ class ProcessorMetrics:
             "usersignals_dead_letters", "Rejected events, by reason", ["reason"],
             registry=self.registry,
         )  # fmt: skip
+        self._consumer()
+        self.repeats = Counter(
+            "usersignals_repeated_event_ids",
+            "Events dropped because the user applied their event_id within the dedupe horizon",
+            registry=self.registry,
+        )
+        self.store_available = Gauge(
+            "usersignals_store_available",
+            "1 while state store writes succeed, 0 while they fail and are being retried",
+            registry=self.registry,
+        )
+        self.store_up = True
+        self.store_available.set(1)
+        self.store_failures = Counter(
+            "usersignals_store_failures", "Failed state store operations (each retried)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.spool_retired = Counter(
+            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
+            registry=self.registry,
+        )  # fmt: skip
+        self._timings()
+
+    def _consumer(self) -> None:
+        """The consumer group's: partitions held, positions and lag."""
+        from prometheus_client import Gauge
+
         self.lag = Gauge(
             "usersignals_consumer_lag",
             "Events behind the partition's high watermark (a lower bound where the broker "
@@ -62,27 +89,6 @@ class ProcessorMetrics:
             "usersignals_consumer_position", "Next offset to consume", ["partition"],
             registry=self.registry,
         )  # fmt: skip
-        self.repeats = Counter(
-            "usersignals_repeated_event_ids",
-            "Events dropped because the user applied their event_id within the dedupe horizon",
-            registry=self.registry,
-        )
-        self.store_available = Gauge(
-            "usersignals_store_available",
-            "1 while state store writes succeed, 0 while they fail and are being retried",
-            registry=self.registry,
-        )
-        self.store_up = True
-        self.store_available.set(1)
-        self.store_failures = Counter(
-            "usersignals_store_failures", "Failed state store operations (each retried)",
-            registry=self.registry,
-        )  # fmt: skip
-        self.spool_retired = Counter(
-            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
-            registry=self.registry,
-        )  # fmt: skip
-        self._timings()
 
     def _timings(self) -> None:
         from prometheus_client import Counter, Histogram
