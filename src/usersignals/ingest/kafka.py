@@ -9,6 +9,7 @@ Nothing here is specific to one broker: the same settings work against Apache Ka
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -242,17 +243,23 @@ class KafkaSource:
             # in the store makes that re-read change nothing. Not worth stopping for.
             logger.warning("offset commit failed (rebalance?): %s", exc)
 
-    def positions(self) -> dict[str, tuple[int, int]]:
+    def positions(self, ask: bool = False) -> dict[str, tuple[int, int]]:
         """Per assigned partition: (next offset to consume, high watermark).
 
         The watermark comes from the fetch responses (no extra request); some brokers report it
         a little low, so the lag computed from it is a lower bound and the position is
-        exported too.
+        exported too. ``ask``: also ask the broker (a request per partition, a short wait),
+        for while nothing is consumed: the background fetches that keep the cached figure
+        current then stop for some partitions (seen with Tansu during a store outage).
         """
         out: dict[str, tuple[int, int]] = {}
         assignment = self._consumer.assignment()
         for p in self._consumer.position(assignment) if assignment else []:
             _, high = self._consumer.get_watermark_offsets(p, cached=True)
+            if ask:
+                with contextlib.suppress(KafkaException):  # the cached figure will do
+                    _, asked = self._consumer.get_watermark_offsets(p, timeout=0.2)
+                    high = max(high, asked)
             out[partition_id(p.topic, p.partition)] = (p.offset, high)
         return out
 

@@ -41,6 +41,10 @@ from usersignals.processing.store_retry import StoreRetry
 logger = logging.getLogger(__name__)
 
 
+#: How long a batch's write may hold the fetch before the lag is asked of the broker.
+_HELD_UP_S = 5.0
+
+
 class KafkaRunner(PipelineRunner):
     """Consumes the topic into the store until stopped; it owns its consumer too."""
 
@@ -137,19 +141,23 @@ class KafkaRunner(PipelineRunner):
         two. bench/ingest.py's freshness step alone at 45,000 events/s: the probes took
         0.4-0.7 s over the first 20 s before, 0.3-0.5 s after (and grew later either way:
         the processor does not keep up at that rate beside the bench on 2 cores)."""
-        with self._drained:
-            while self._in_flight > 1 and not stop.is_set() and self._failure is None:
+        since = time.monotonic()
+        while True:
+            with self._drained:
+                if self._in_flight <= 1 or stop.is_set() or self._failure is not None:
+                    return
                 self._drained.wait(timeout=0.1)
-                # A write held up (a store outage, a lookup source on hold) holds the fetch
-                # here: the lag must still grow with the events that keep arriving, or an
-                # alert on it never fires during the outage (the consumer keeps fetching in
-                # the background, so the broker's watermarks it reports stay current).
-                self._observe_positions()
+            # A write held up (a store outage, a lookup source on hold) holds the fetch here:
+            # the lag must still grow with the events that keep arriving, or an alert on it
+            # never fires during the outage. Past a few seconds the broker is asked for the
+            # watermarks (the cached ones stop moving for some partitions while nothing is
+            # consumed). Outside the lock: the write that ends the wait takes it.
+            self._observe_positions(ask=time.monotonic() - since > _HELD_UP_S)
 
-    def _observe_positions(self) -> None:
+    def _observe_positions(self, ask: bool = False) -> None:
         """The lag metrics, once a second (from the fetch thread, the consumer's owner)."""
         if time.monotonic() >= self._next_positions:
-            self.metrics.observe_positions(self.source.positions())
+            self.metrics.observe_positions(self.source.positions(ask))
             self._next_positions = time.monotonic() + 1.0
 
     def _apply(self, batch: KafkaBatch, block: Block) -> None:
