@@ -6,10 +6,12 @@ Real Tansu broker, real ``usersignals serve --kafka`` (two workers) and
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -74,24 +76,14 @@ def test_events_and_deletions_posted_in_kafka_mode_are_applied_in_order(
 
 
 def test_a_broker_that_does_not_acknowledge_makes_the_request_a_503(tmp_path: Path) -> None:
-    own = LocalBroker().start()
-    try:
-        topic = "api-down"
-        create_topic(own.bootstrap, topic, 1)
-        env = environment(tmp_path, USERSIGNALS_KAFKA__PRODUCE_TIMEOUT_MS="2000")
-        url, server = start_server(env, "--kafka", own.bootstrap, "--topic", topic)
-        try:
-            assert post(url, event_body("u1", "ok", 3)).status_code == 202
-            own.stop()
-            refused = post(url, event_body("u1", "lost", 3))
-            assert refused.status_code == 503
-            assert refused.json()["error"] == "broker_unavailable"
-            assert int(refused.headers["retry-after"]) > 0
-            assert status(f"{url}/readyz") == 503
-        finally:
-            stop(server)
-    finally:
+    with api_on_a_broker_of_its_own(tmp_path, "api-down") as (own, url):
+        assert post(url, event_body("u1", "ok", 3)).status_code == 202
         own.stop()
+        refused = post(url, event_body("u1", "lost", 3))
+        assert refused.status_code == 503
+        assert refused.json()["error"] == "broker_unavailable"
+        assert int(refused.headers["retry-after"]) > 0
+        assert status(f"{url}/readyz") == 503
 
 
 def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) -> None:
@@ -111,14 +103,7 @@ def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) 
             assert post(url, event_body("u1", "down", 3)).status_code == 503
             own = LocalBroker(own.port).start()
             create_topic(own.bootstrap, topic, 1)
-            codes: list[int] = []
-
-            def accepted() -> bool:
-                codes.append(post(url, event_body("u1", f"back-{len(codes)}", 3)).status_code)
-                return codes[-1] == 202
-
-            wait_for(accepted, 60, "a post to be acknowledged by the restarted broker")
-            assert set(codes) <= {202, 503}, codes
+            posts_accepted_again(url, 60, "the restarted broker")
             assert status(f"{url}/readyz") == 200
         finally:
             stop(server)
@@ -132,32 +117,44 @@ def test_the_api_produces_again_after_a_broker_that_hung(tmp_path: Path) -> None
     (PRODUCER_FENCED in each delivery report), not as a fatal error from poll(), so the
     producer was never replaced: every post was a 503 until the server was restarted, while
     a fresh producer on the same broker was acknowledged at once."""
+    with api_on_a_broker_of_its_own(tmp_path, "api-hung") as (own, url):
+        assert post(url, event_body("u1", "first", 3)).status_code == 202
+        os.kill(own.pid, signal.SIGSTOP)
+        try:
+            assert post(url, event_body("u1", "hung", 3)).status_code == 503
+            time.sleep(3)
+        finally:
+            os.kill(own.pid, signal.SIGCONT)
+        posts_accepted_again(url, 30, "the broker that hung")
+
+
+@contextlib.contextmanager
+def api_on_a_broker_of_its_own(root: Path, topic: str) -> Iterator[tuple[LocalBroker, str]]:
+    """`serve --kafka` producing to ``topic`` on a broker only this test uses (it stops or
+    freezes it), a short produce timeout; the broker and the API's URL."""
     own = LocalBroker().start()
-    topic = "api-hung"
     try:
         create_topic(own.bootstrap, topic, 1)
-        env = environment(tmp_path, USERSIGNALS_KAFKA__PRODUCE_TIMEOUT_MS="2000")
+        env = environment(root, USERSIGNALS_KAFKA__PRODUCE_TIMEOUT_MS="2000")
         url, server = start_server(env, "--kafka", own.bootstrap, "--topic", topic)
         try:
-            assert post(url, event_body("u1", "first", 3)).status_code == 202
-            os.kill(own.pid, signal.SIGSTOP)
-            try:
-                assert post(url, event_body("u1", "hung", 3)).status_code == 503
-                time.sleep(3)
-            finally:
-                os.kill(own.pid, signal.SIGCONT)
-            codes: list[int] = []
-
-            def accepted() -> bool:
-                codes.append(post(url, event_body("u1", f"back-{len(codes)}", 3)).status_code)
-                return codes[-1] == 202
-
-            wait_for(accepted, 30, "a post to be acknowledged by the broker that hung")
-            assert set(codes) <= {202, 503}, codes
+            yield own, url
         finally:
             stop(server)
     finally:
         own.stop()
+
+
+def posts_accepted_again(url: str, timeout_s: float, broker: str) -> None:
+    """Post until one is acknowledged; every answer meanwhile a 503 (never a 500)."""
+    codes: list[int] = []
+
+    def accepted() -> bool:
+        codes.append(post(url, event_body("u1", f"back-{len(codes)}", 3)).status_code)
+        return codes[-1] == 202
+
+    wait_for(accepted, timeout_s, f"a post to be acknowledged by {broker}")
+    assert set(codes) <= {202, 503}, codes
 
 
 def test_the_processor_waits_for_a_topic_that_does_not_exist_yet(

@@ -91,13 +91,25 @@ def served(config: Settings) -> dict[str, Any]:
         store.close()
 
 
-@pytest.mark.parametrize("envelope", [False, True], ids=["rows", "kafka-export"])
-@pytest.mark.parametrize("workers", [1, 2])
+def both_archives(root: Path, envelope: bool) -> tuple[Path, Path]:
+    """The history as an archive, and what the stream kept of it as another."""
+    return (
+        write_archive(root / "history.jsonl", HISTORY, envelope),
+        write_archive(root / "kept" / "history.jsonl", KEPT, envelope),
+    )
+
+
+#: Plain event rows, and a Kafka export's envelopes; one process and two.
+SHAPES = pytest.mark.parametrize("envelope", [False, True], ids=["rows", "kafka-export"])
+WORKERS = pytest.mark.parametrize("workers", [1, 2])
+
+
+@SHAPES
+@WORKERS
 def test_backfill_forgets_the_events_before_a_deletion(
     tmp_path: Path, workers: int, envelope: bool
 ) -> None:
-    archive = write_archive(tmp_path / "history.jsonl", HISTORY, envelope)
-    expected = write_archive(tmp_path / "kept" / "history.jsonl", KEPT, envelope)
+    archive, expected = both_archives(tmp_path, envelope)
     config, reference = settings(tmp_path, "store"), settings(tmp_path, "reference")
     dead = tmp_path / "dead.jsonl"
     summary = backfill(BackfillJob(str(archive), config, workers=workers, dead_letter=dead))
@@ -110,13 +122,12 @@ def test_backfill_forgets_the_events_before_a_deletion(
     assert values["u1"]["counts"]["total"] == 3  # e6, e2 again, e7
 
 
-@pytest.mark.parametrize("envelope", [False, True], ids=["rows", "kafka-export"])
-@pytest.mark.parametrize("workers", [1, 2])
+@SHAPES
+@WORKERS
 def test_the_training_set_forgets_them_at_every_label_time(
     tmp_path: Path, workers: int, envelope: bool
 ) -> None:
-    archive = write_archive(tmp_path / "history.jsonl", HISTORY, envelope)
-    expected = write_archive(tmp_path / "kept" / "history.jsonl", KEPT, envelope)
+    archive, expected = both_archives(tmp_path, envelope)
     labels = tmp_path / "labels.parquet"
     times = [NOW + hours * HOUR for hours in (1, 3, 4, 6, 9)]
     pq.write_table(pa.table({"user_id": ["u1"] * 5 + ["u2"], "ts": [*times, NOW + 9 * HOUR]}),
