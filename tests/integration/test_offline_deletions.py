@@ -172,3 +172,30 @@ def test_the_command_says_how_many_deletions_it_applied(tmp_path: Path) -> None:
     done = subprocess.run(command, capture_output=True, text=True, timeout=120, check=True)
     said = " ".join(done.stderr.split())  # the console wraps long lines
     assert "0 bad; 1 user deletions applied (their earlier events left out)" in said
+
+
+def test_an_event_exported_after_its_deletion_in_a_later_file_stays_forgotten(
+    tmp_path: Path,
+) -> None:
+    """Found by the review: an export laid out by event time put e1 (offset 0, stamped
+    late) in a file after the one holding u1's deletion (offset 1); the backfill applied the
+    deletion at its place in the archive, then e1, so the deleted event came back. A
+    deletion forgets the events of its partition at lower offsets wherever the archive
+    holds them."""
+    late = {**event(1, "u1"), "ts": NOW + 20 * HOUR}
+    records = [
+        ("h01.jsonl", [(1, deletion("u1")), (2, event(6, "u1"))]),
+        ("h05.jsonl", [(0, late)]),
+    ]
+    root = tmp_path / "archive"
+    root.mkdir()
+    for name, rows in records:
+        lines = [
+            json.dumps({"topic": "t", "partition": 0, "offset": offset, "value": value})
+            for offset, value in rows
+        ]
+        (root / name).write_text("\n".join(lines) + "\n")
+    config = settings(tmp_path, "store")
+    summary = backfill(BackfillJob(str(root), config, workers=1))
+    assert summary.deletions == 1
+    assert served(config)["u1"]["counts"]["total"] == 1  # e6 only

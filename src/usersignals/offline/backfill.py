@@ -62,6 +62,7 @@ from usersignals.offline.common import (
     open_lookup_store,
     select_signals,
 )
+from usersignals.offline.deletions import Deletions
 from usersignals.offline.scratch import ScratchStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
@@ -372,10 +373,12 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         reads_users = shard.leaves_new_users or (existing is not None and _may_hold_users(existing))
         stored_users = existing if reads_users else None
         taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
+        deletions = Deletions()  # met so far: an event met later may be one they forget
         for segment in share.results(decoder):
             taker.summary.bad += len(segment.decoded.bad)
-            taker.take(segment.decoded.events, segment.decoded.positions)
-            if segment.control is not None:
+            taker.take(*deletions.kept_columns(segment.decoded.events, segment.decoded.positions))
+            if segment.control is not None and segment.control_position is not None:
+                deletions.add(segment.control.user_id, segment.control_position)
                 forget_user(engine, taker, segment.control.user_id)
             drain(engine, taker, job.batch_size)
         drain(engine, taker, 1)

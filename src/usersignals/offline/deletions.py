@@ -3,9 +3,16 @@
 A topic export holds the ``{"op": "delete", "user_id": ...}`` records the stream applies
 (``ingest/spool.py``): the processor wrote the events before one, then dropped the user's
 record, and their later events started it again. A backfill applies them the same way, in
-place (:func:`usersignals.offline.backfill.forget_user`); a training set, which reads each
-user's whole history at once, leaves out the events a deletion of their user comes after
-(:class:`Deletions`).
+place (:func:`usersignals.offline.backfill.forget_user`), and leaves out the events met later
+that a deletion met before forgets (an export laid out by event time can hold a user's
+earlier offsets in a later file); a training set, which reads each user's whole history at
+once, leaves out every event a deletion of their user forgets (:class:`Deletions`).
+
+A local backfill meets the archive once, in its order: an event met *before* a deletion
+that comes *after* it in its partition (a higher offset in an earlier file) is forgotten
+with the user's record all the same. Exact when each partition is exported in offset order
+(a file per partition, or files written in offset order), as Spark's backfill always is
+(it sorts each user's events by partition and offset).
 
 "After" is the order the stream delivered them in, as far as the archive tells it
 (:mod:`usersignals.offline.arrival`): in the deletion's Kafka partition, a higher offset;
@@ -48,6 +55,15 @@ class Deletions:
         if not self._by_user:
             return list(events)
         return [pair for pair in events if not self._forgotten(*pair)]
+
+    def kept_columns(
+        self, events: Sequence[Event], positions: Sequence[Position]
+    ) -> tuple[list[Event], list[Position]]:
+        """:meth:`kept` for events and their positions side by side."""
+        if not self._by_user:
+            return list(events), list(positions)
+        pairs = [pair for pair in zip(events, positions, strict=True) if not self._forgotten(*pair)]
+        return [event for event, _ in pairs], [position for _, position in pairs]
 
     def _forgotten(self, event: Event, position: Position) -> bool:
         deletions: Iterable[Position] = self._by_user.get(event.user_id, ())
