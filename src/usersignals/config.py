@@ -49,8 +49,11 @@ class StoreSettings(msgspec.Struct, forbid_unknown_fields=True):
         their credentials."""
         if self.backend == "rocksdb":
             return self.path
-        nodes = [urlsplit(node) for node in redis_nodes(self.redis_url)]
-        shown = [f"{n.scheme}://{n.hostname}:{n.port or 6379}{n.path}" for n in nodes]
+        urls = redis_nodes(self.redis_url) if self.backend == "redis-cluster" else [self.redis_url]
+        shown = []
+        for node in map(urlsplit, urls):
+            where = node.netloc.rpartition("@")[2]  # without credentials, [IPv6] kept
+            shown.append(f"{node.scheme}://{where}{node.path}")
         return f"{self.backend} {','.join(shown)}"
 
 
@@ -309,9 +312,8 @@ def redis_nodes(url: str) -> list[str]:
 
 
 def _check_redis_url(setting: str, url: str, cluster: bool) -> None:
-    nodes = redis_nodes(url)
-    if len(nodes) > 1 and not cluster:
-        raise InvalidSettingError(setting, url, REDIS_URLS)
+    # Only a cluster's setting lists nodes: a single server's password may hold a comma.
+    nodes = redis_nodes(url) if cluster else [url]
     schemes = ("redis", "rediss") if cluster else ("redis", "rediss", "unix")
     for node in nodes:
         try:

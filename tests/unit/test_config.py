@@ -375,3 +375,38 @@ def test_the_store_is_named_for_people_without_its_credentials() -> None:
     settings = Settings.load(environ={}, overrides={"store": cluster})
     assert settings.store.where() == "redis-cluster redis://a:7000,redis://b:7001"
     assert Settings.load(environ={}).store.where() == "data/store"
+
+
+def test_a_single_servers_password_may_hold_a_comma() -> None:
+    """Found by the review: only a cluster's setting lists nodes; a comma in a single
+    server's password was refused as a second node."""
+    url = "redis://:pa,ss@cache.internal:6379/0"
+    settings = Settings.load(
+        environ={}, overrides={"store": {"backend": "redis", "redis_url": url}}
+    )
+    assert settings.store.redis_url == url
+
+
+def test_a_store_is_named_with_brackets_and_socket_paths_kept() -> None:
+    for url, shown in [
+        ("redis://[::1]:7000", "redis redis://[::1]:7000"),
+        ("unix:///tmp/redis.sock", "redis unix:///tmp/redis.sock"),
+    ]:
+        store = Settings.load(
+            environ={}, overrides={"store": {"backend": "redis", "redis_url": url}}
+        )
+        assert store.store.where() == shown
+
+
+def test_a_cluster_nodes_credentials_are_url_decoded_and_its_options_kept() -> None:
+    """Found by the review: an encoded password (p%40ss) was sent as written, and the
+    first URL's query options (ssl_ca_certs...) were dropped."""
+    from usersignals.state.redis import cluster_options
+
+    nodes, options = cluster_options(
+        "rediss://u%3Ax:p%40ss@a:7000/?ssl_cert_reqs=none, redis://b:7001"
+    )
+    assert nodes == [("a", 7000), ("b", 7001)]
+    assert options["username"] == "u:x"
+    assert options["password"] == "p@ss"
+    assert options["ssl_cert_reqs"] == "none"

@@ -222,6 +222,30 @@ class _ClusterTable(_RedisTable):
             raise StoreError(_BACKEND_CLUSTER, "scan", str(exc)) from exc
 
 
+def cluster_options(url: str) -> tuple[list[tuple[str, int]], dict[str, Any]]:
+    """A cluster setting's seed nodes, and the client options its first URL gives.
+
+    Several nodes may be listed: the client starts from any that answers (the one node a
+    setting named may be the primary that just failed over). Credentials (URL-decoded), TLS
+    and the query's options (``ssl_ca_certs``...) come from the first URL, read as redis-py
+    reads one."""
+    from redis.connection import SSLConnection, parse_url
+
+    read = cast("Callable[[str], dict[str, Any]]", parse_url)  # untyped in redis-py
+    urls = redis_nodes(url)
+    first = read(urls[0])
+    options = {
+        k: v for k, v in first.items() if k not in ("host", "port", "db", "connection_class")
+    }
+    if first.get("connection_class") is SSLConnection:
+        options["ssl"] = True
+    nodes = []
+    for node in urls:
+        parts = urlsplit(node)
+        nodes.append((parts.hostname or "", parts.port or 6379))
+    return nodes, options
+
+
 class RedisClusterStore(_ClusterTable):
     """User states in Redis Cluster; MOVED/ASK redirections and failovers are retried by the
     client. ``wait_replicas`` (default 1) makes each batch wait for replica acknowledgement."""
@@ -240,24 +264,18 @@ class RedisClusterStore(_ClusterTable):
 
         self.url = url
         self.namespace = namespace
-        # Several nodes may be listed: the client starts from any that answers (the one node
-        # a setting named may be the primary that just failed over). Credentials and TLS
-        # come from the first URL.
-        nodes = [urlsplit(node) for node in redis_nodes(url)]
-        node = cast("Callable[[str | None, int], Any]", ClusterNode)  # untyped in redis-py
-        first = nodes[0]
+        nodes, options = cluster_options(url)
+        node = cast("Callable[[str, int], Any]", ClusterNode)  # untyped in redis-py
         try:
             client = RedisCluster(
-                startup_nodes=[node(n.hostname, n.port or 6379) for n in nodes],
-                ssl=first.scheme == "rediss",
+                startup_nodes=[node(host, port) for host, port in nodes],
                 socket_timeout=timeout_s,
                 socket_connect_timeout=timeout_s,
                 # One retry of a call (and of a whole pipeline), as for a single server: the
                 # processor's StoreRetry waits out outages and reports them; eight retries
                 # here, multiplied by reconnects and socket timeouts, hid a hung shard.
                 retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), retries=1),
-                username=first.username,
-                password=first.password,
+                **options,
             )
             client.ping()
         except _CLUSTER_ERRORS as exc:
