@@ -146,6 +146,8 @@ def why(answer: LoggedAnswer, request_ms: int, user_times: Sequence[int]) -> str
     """Why ``answer`` (served at ``request_ms``) differs; ``user_times``: the user's event
     times in the archive, ascending."""
     newest = answer.newest_event_ms
+    if newest is msgspec.UNSET:  # a log written before answers kept it: nothing to go by
+        return UNEXPLAINED
     if newest is not None and newest > request_ms:
         return AHEAD
     before = bisect.bisect_right(user_times, request_ms)

@@ -11,9 +11,10 @@ class LoggedAnswer(msgspec.Struct):
     name: str
     version: int
     value: Any
-    #: The newest event the answer counted, as the API said (``None`` in logs written
-    #: before it was kept): what tells a served state that was behind from a bug.
-    newest_event_ms: int | None = None
+    #: The newest event the answer counted, as the API said (``None``: it counted none;
+    #: unset in logs written before it was kept): what tells a served state that was
+    #: behind from a bug.
+    newest_event_ms: int | None | msgspec.UnsetType = msgspec.UNSET
 
 
 class FeatureLogRecord(msgspec.Struct):
