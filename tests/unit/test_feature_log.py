@@ -4,9 +4,12 @@ reader gives back, and settings that only make sense together."""
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import signal
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from usersignals.config import Settings
@@ -177,3 +180,40 @@ def test_a_jsonl_sink_on_a_full_disk_counts_each_lost_record_and_closes_quietly(
     log_answers(log, range(3))
     log.close()  # never raises
     assert (sink.counts.written, sink.counts.failed) == (0, 3)
+
+
+def test_a_line_cut_short_is_taken_back_so_the_next_one_reads(tmp_path: Path) -> None:
+    """Found by the review: a line cut short (the disk filled up mid-write) stayed in the
+    file without its newline, and the next line, glued to it, was lost with it though
+    counted written. A file-size limit plays the full disk: the write stops at it."""
+    sink = JsonlSink(tmp_path)
+    log = FeatureLog(sink, rate=1.0)
+    log_answers(log, range(1))
+    limit = sink.path.stat().st_size + 10
+    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+    previous = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    try:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
+        log_answers(log, range(1, 2))
+    finally:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+        signal.signal(signal.SIGXFSZ, previous)
+    log_answers(log, range(2, 3))
+    log.close()
+    assert read_feature_log(tmp_path) == [expected(0), expected(2)]
+    assert (sink.counts.written, sink.counts.failed) == (2, 1)
+
+
+def test_a_finished_file_that_cannot_be_renamed_is_kept(tmp_path: Path) -> None:
+    """Found by the review: a file whose footer was written but whose rename failed was
+    deleted, and its readable rows counted failed. It is kept (as ``.tmp``)."""
+    sink = ParquetSink(tmp_path, buffer_rows=2, rows_per_file=2)
+    taken = tmp_path / f"{sink._stem}-00001.parquet"
+    taken.mkdir()
+    (taken / "something").write_text("x")  # a rename onto it fails
+    log = FeatureLog(sink, rate=1.0)
+    log_answers(log, range(2))
+    log.close()
+    assert (sink.counts.written, sink.counts.failed) == (2, 0)
+    (kept,) = tmp_path.glob("*.parquet.tmp")
+    assert pq.read_table(kept).column("user_id").to_pylist() == ["u0", "u1"]  # whole

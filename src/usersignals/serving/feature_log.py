@@ -104,6 +104,8 @@ def check_feature_log_sink(settings: Settings) -> None:
         return
     if not serving.feature_log_path:
         return
+    if serving.feature_log_sink == "parquet":
+        ParquetSink.check_requirements()
     directory = Path(serving.feature_log_path)
     try:
         directory.mkdir(parents=True, exist_ok=True)

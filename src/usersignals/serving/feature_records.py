@@ -14,7 +14,7 @@ class LoggedAnswer(msgspec.Struct):
     #: The newest event the answer counted, as the API said (``None``: it counted none;
     #: unset in logs written before it was kept): what tells a served state that was
     #: behind from a bug.
-    newest_event_ms: int | None | msgspec.UnsetType = msgspec.UNSET
+    newest_event_ms: int | msgspec.UnsetType | None = msgspec.UNSET
 
 
 class FeatureLogRecord(msgspec.Struct):

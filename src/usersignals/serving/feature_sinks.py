@@ -104,11 +104,15 @@ class JsonlSink:
         data = line + b"\n"
         try:
             with self._lock:
+                start = self._file.tell()
                 written = self._file.write(data)
+                if written != len(data):  # part of it (the disk filled up): taken back,
+                    # or the next line, glued to the torn one, would be lost with it
+                    self._file.truncate(start)
         except (OSError, ValueError) as exc:  # ValueError: written after close
             self.counts.count_failed(1, exc)
             return
-        if written != len(data):  # part of it (the disk filled up): a torn line, skipped
+        if written != len(data):
             self.counts.count_failed(1, f"{written} of {len(data)} bytes written")
             return
         self.counts.count_written()
@@ -131,16 +135,24 @@ class ParquetSink:
     strings) and ``signals`` (the answers as JSON text, as in a JSONL line: any JSON values).
     """
 
-    def __init__(self, directory: Path, buffer_rows: int, rows_per_file: int) -> None:
+    @staticmethod
+    def check_requirements() -> None:
+        """pyarrow, or a clear error: checked by ``serve`` before its workers start, and at
+        each worker's start (not at the first sampled answer)."""
         try:
-            import pyarrow as pa
-            import pyarrow.parquet as pq
-            # Both imported here: a missing pyarrow fails at the worker's start, not later.
+            import pyarrow
+            import pyarrow.parquet  # noqa: F401
         except ModuleNotFoundError:
             raise ConfigurationError(
                 "serving.feature_log_sink = 'parquet' needs pyarrow: "
                 "pip install 'usersignals[parquet]'"
             ) from None
+
+    def __init__(self, directory: Path, buffer_rows: int, rows_per_file: int) -> None:
+        self.check_requirements()
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
         directory.mkdir(parents=True, exist_ok=True)
         self.directory = directory
         self.buffer_rows = buffer_rows
@@ -242,10 +254,13 @@ class ParquetSink:
             return
         try:
             self._writer.close()
-            self._path.rename(self._path.with_suffix(""))
         except self._write_errors as exc:
             self._abandon(exc)
             return
+        try:
+            self._path.rename(self._path.with_suffix(""))
+        except OSError as exc:  # the file is whole (its footer written): kept, as .tmp
+            logger.warning("feature log file %s could not be renamed: %s", self._path, exc)
         self.counts.count_written(self._in_file)
         self._writer, self._path, self._in_file = None, None, 0
 
