@@ -157,8 +157,12 @@ def test_a_producer_setting_written_with_underscores_is_taken(tmp_path: Path) ->
     """As `kafka.consumer` already was: an environment variable cannot hold dots, so
     KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS means message.timeout.ms (found by the same trial)."""
     from usersignals.config import Settings
+    from usersignals.errors import ConfigurationError
     from usersignals.serving.feature_sinks import KafkaSink
 
     settings = Settings.load(environ={"USERSIGNALS_KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS": "8000"})
-    sink = KafkaSink("127.0.0.1:9", "features", settings.kafka.producer)
-    sink.close()
+    KafkaSink("127.0.0.1:9", "features", settings.kafka.producer).close()
+    # Its value reaches librdkafka under the dotted name, which checks it there.
+    settings = Settings.load(environ={"USERSIGNALS_KAFKA__PRODUCER__MESSAGE_TIMEOUT_MS": "soon"})
+    with pytest.raises(ConfigurationError, match=r"message\.timeout\.ms"):
+        KafkaSink("127.0.0.1:9", "features", settings.kafka.producer)

@@ -188,3 +188,32 @@ def consistency(log: Path, events: Path, store: Path) -> dict[str, Any]:
     assert done.returncode == 0, done.stderr
     report: dict[str, Any] = json.loads(done.stdout)
     return report
+
+
+def test_a_store_that_does_not_answer_skips_the_definition_check_only(tmp_path: Path) -> None:
+    """Found by the review: the definition check made `consistency` need a reachable store
+    (Redis) where the recomputation needs only the log and the archive. It warns and goes
+    on."""
+    from usersignals.config import Settings
+    from usersignals.devtools.broker import free_port
+    from usersignals.offline.consistency import check_consistency
+
+    module = tmp_path / "counts.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(), retention='7d')]\n"
+    )
+    ts = 1_767_225_600_000
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": ts}  # fmt: skip
+    archive = tmp_path / "events.jsonl"
+    archive.write_text(json.dumps(event) + "\n")
+    answer = {"name": "clicks", "version": 1, "value": {"total": 1, "by": {"click": 1}},
+              "newest_event_ms": ts}  # fmt: skip
+    log = tmp_path / "log.jsonl"
+    log.write_text(json.dumps({"user_id": "u1", "ts": ts + 1, "params": {},
+                               "signals": {"clicks": answer}}) + "\n")  # fmt: skip
+    store = {"backend": "redis", "redis_url": f"redis://127.0.0.1:{free_port()}/0"}
+    settings = Settings.load(environ={}, overrides={"signals": str(module), "store": store})
+    report = check_consistency(log, str(archive), settings)
+    assert (report.answers, report.exact) == (1, 1), report.mismatches

@@ -16,6 +16,7 @@ as of the request's time, which is what they asked only when ``as_of`` was absen
 from __future__ import annotations
 
 import bisect
+import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -29,7 +30,12 @@ from usersignals.aggregations.decayed import DecayedScores, MeanVector
 from usersignals.aggregations.distinct import Distinct
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, ContextError, SignalsMismatchError
+from usersignals.errors import (
+    ConfigurationError,
+    ContextError,
+    SignalsMismatchError,
+    StoreError,
+)
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import open_existing, open_lookup_store
@@ -43,6 +49,8 @@ from usersignals.signals.definition import Signal
 from usersignals.signals.identity import changed_definitions
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
+
+logger = logging.getLogger(__name__)
 
 _SHOWN_MISMATCHES = 5
 _SHOWN_UNREADABLE = 20
@@ -271,13 +279,17 @@ def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> N
     """The logged answers were computed by the definitions the store records: a module that
     defines a signal otherwise under the same version would recompute something else, and
     every difference would pass for drift. Refused, as ``serve`` and ``get`` refuse it."""
-    store = open_existing(settings)
-    if store is None:
-        return
     try:
-        recorded = store.get_many([SIGNALS_KEY])[0]
-    finally:
-        store.close()
+        store = open_existing(settings)
+        if store is None:
+            return
+        try:
+            recorded = store.get_many([SIGNALS_KEY])[0]
+        finally:
+            store.close()
+    except StoreError as exc:  # the check needs the store; the recomputation does not
+        logger.warning("the store does not answer (%s): signal definitions not checked", exc)
+        return
     changed = changed_definitions(recorded, registry) if recorded else []
     if changed:
         raise SignalsMismatchError(
