@@ -61,6 +61,8 @@ def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
 #: each event's freshness. Measured against it at 33,000 events/s (bench/kafka_fetch_wait.py,
 #: a bare consumer): produce -> consume p50 142 ms, p99 262 ms at 500 ms; 11 ms, 63 ms at 50 ms.
 FETCH_WAIT_MAX_MS = 50
+#: How long :meth:`KafkaSource.positions` may spend asking the broker, for all partitions.
+_ASK_WATERMARKS_S = 1.0
 #: Messages asked of the consumer per call while a batch fills.
 _CONSUME_CHUNK = 10_000
 
@@ -254,11 +256,14 @@ class KafkaSource:
         """
         out: dict[str, tuple[int, int]] = {}
         assignment = self._consumer.assignment()
+        # Asking stops at a deadline for all the partitions: the fetch thread waits here.
+        deadline = time.monotonic() + _ASK_WATERMARKS_S
         for p in self._consumer.position(assignment) if assignment else []:
             _, high = self._consumer.get_watermark_offsets(p, cached=True)
-            if ask:
+            left = deadline - time.monotonic()
+            if ask and left > 0:
                 with contextlib.suppress(KafkaException):  # the cached figure will do
-                    _, asked = self._consumer.get_watermark_offsets(p, timeout=0.2)
+                    _, asked = self._consumer.get_watermark_offsets(p, timeout=min(left, 0.2))
                     high = max(high, asked)
             out[partition_id(p.topic, p.partition)] = (p.offset, high)
         return out
