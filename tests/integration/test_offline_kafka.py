@@ -106,7 +106,7 @@ def logged(number: int) -> tuple[UserSignals, FeatureLogRecord]:
     counts = {"total": number, "by": {"save": number}}
     result = SignalResult("action_counts", 1, "count", counts, None, None, None)
     answer = UserSignals(f"u{number % 3}", {"action_counts": result})
-    signals = {"action_counts": LoggedAnswer("action_counts", 1, counts)}
+    signals = {"action_counts": LoggedAnswer("action_counts", 1, counts, None)}
     params = {"window": "7d"} if number % 2 else {}
     return answer, FeatureLogRecord(answer.user_id, 1_700_000_000_000 + number, params, signals)
 

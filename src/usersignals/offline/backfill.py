@@ -67,6 +67,7 @@ from usersignals.offline.scratch import ScratchStore
 from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
+from usersignals.processing.pipeline import Segment
 from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
@@ -373,15 +374,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         reads_users = shard.leaves_new_users or (existing is not None and _may_hold_users(existing))
         stored_users = existing if reads_users else None
         taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
-        deletions = Deletions()  # met so far: an event met later may be one they forget
-        for segment in share.results(decoder):
-            taker.summary.bad += len(segment.decoded.bad)
-            taker.take(*deletions.kept_columns(segment.decoded.events, segment.decoded.positions))
-            if segment.control is not None and segment.control_position is not None:
-                deletions.add(segment.control.user_id, segment.control_position)
-                forget_user(engine, taker, segment.control.user_id)
-            drain(engine, taker, job.batch_size)
-        drain(engine, taker, 1)
+        _apply_share(share.results(decoder), engine, taker, job.batch_size)
         taker.summary.decoded = share.decoded
         taker.summary.deletions = share.deletions
         beyond = [
@@ -410,6 +403,21 @@ def _run_shard(shard: _Shard) -> _ShardResult:
             lookups.close()
         if dead_letters is not None:
             dead_letters.close()
+
+
+def _apply_share(
+    segments: Iterable[Segment], engine: Engine, taker: Taker, batch_size: int
+) -> None:
+    """A shard's archive segments through the engine, each deletion in its place."""
+    deletions = Deletions()  # met so far: an event met later may be one they forget
+    for segment in segments:
+        taker.summary.bad += len(segment.decoded.bad)
+        taker.take(*deletions.kept_columns(segment.decoded.events, segment.decoded.positions))
+        if segment.control is not None and segment.control_position is not None:
+            deletions.add(segment.control.user_id, segment.control_position)
+            forget_user(engine, taker, segment.control.user_id)
+        drain(engine, taker, batch_size)
+    drain(engine, taker, 1)
 
 
 def drain(engine: Engine, taker: Taker, at_least: int) -> None:
