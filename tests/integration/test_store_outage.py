@@ -97,6 +97,15 @@ def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
         wait_for(lambda: status(readyz) == 503, 60, "/readyz to report the outage", alive=process)
         # Found by the operator's trial: the lag metrics froze while the writes were held
         # up, so an alert on the lag never fired during a store outage.
+        # From once the position has settled (the last batches before the outage were still
+        # being fetched): read earlier, the lag was that of a position already passed.
+        seen: list[float] = []
+
+        def settled() -> bool:
+            seen.append(metric(port, "usersignals_consumer_position"))
+            return len(seen) >= 3 and seen[-1] == seen[-3]
+
+        wait_for(settled, 30, "the position to settle", poll_s=1.0, alive=process)
         lag_before = metric(port, "usersignals_consumer_lag")
         for partition, end in produce(broker.bootstrap, topic, during).items():
             ends[partition] = max(ends.get(partition, 0), end)
