@@ -217,3 +217,19 @@ def test_a_finished_file_that_cannot_be_renamed_is_kept(tmp_path: Path) -> None:
     assert (sink.counts.written, sink.counts.failed) == (2, 0)
     (kept,) = tmp_path.glob("*.parquet.tmp")
     assert pq.read_table(kept).column("user_id").to_pylist() == ["u0", "u1"]  # whole
+
+
+def test_serve_refuses_a_parquet_log_without_pyarrow_before_its_workers_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found by the review: serve's check passed a Parquet sink without pyarrow, and every
+    worker then failed at its start (the crash loop the check is there to prevent). Here
+    pyarrow is made unimportable for the check."""
+    import sys
+
+    from usersignals.serving.feature_log import check_feature_log_sink
+
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    configured = settings(feature_log_path=str(tmp_path), feature_log_sink="parquet")
+    with pytest.raises(ConfigurationError, match="needs pyarrow"):
+        check_feature_log_sink(configured)

@@ -44,9 +44,8 @@ from usersignals.offline.label_shards import Label
 from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_features
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
 from usersignals.serving.feature_records import LoggedAnswer
-from usersignals.serving.identity import SIGNALS_KEY
+from usersignals.serving.identity import SIGNALS_KEY, mismatch
 from usersignals.signals.definition import Signal
-from usersignals.signals.identity import changed_definitions
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
 
@@ -278,7 +277,8 @@ def _check_group(
 def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> None:
     """The logged answers were computed by the definitions the store records: a module that
     defines a signal otherwise under the same version would recompute something else, and
-    every difference would pass for drift. Refused, as ``serve`` and ``get`` refuse it."""
+    every difference would pass for drift. Refused by the check ``serve`` and ``get`` make
+    (:func:`usersignals.serving.identity.mismatch`)."""
     try:
         store = open_existing(settings)
         if store is None:
@@ -290,12 +290,9 @@ def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> N
     except StoreError as exc:  # the check needs the store; the recomputation does not
         logger.warning("the store does not answer (%s): signal definitions not checked", exc)
         return
-    changed = changed_definitions(recorded, registry) if recorded else []
-    if changed:
-        raise SignalsMismatchError(
-            f"signals {', '.join(changed)} are defined otherwise than when the store's states "
-            "(the answers logged) were computed: recompute with the module the service ran"
-        )
+    problem = mismatch(recorded, settings.signals, registry)
+    if problem is not None:
+        raise SignalsMismatchError(f"{problem}; the recomputation would be of other signals")
 
 
 def _archive_events(

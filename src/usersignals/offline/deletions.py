@@ -57,11 +57,12 @@ class Deletions:
         return [pair for pair in events if not self._forgotten(*pair)]
 
     def kept_columns(
-        self, events: Sequence[Event], positions: Sequence[Position]
+        self, events: list[Event], positions: list[Position]
     ) -> tuple[list[Event], list[Position]]:
-        """:meth:`kept` for events and their positions side by side."""
+        """:meth:`kept` for events and their positions side by side (the lists as they are
+        while no deletion was met: a backfill calls it per block)."""
         if not self._by_user:
-            return list(events), list(positions)
+            return events, positions
         pairs = [pair for pair in zip(events, positions, strict=True) if not self._forgotten(*pair)]
         return [event for event, _ in pairs], [position for _, position in pairs]
 
