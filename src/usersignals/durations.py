@@ -13,7 +13,7 @@ apart from ``retention=days(90)`` and refused with a message that says how to wr
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 SECOND_MS = 1_000
 MINUTE_MS = 60 * SECOND_MS
@@ -115,3 +115,8 @@ def format_duration(ms: int) -> str:
         if ms and ms % size == 0:
             return f"{ms // size}{unit}"
     return f"{ms}ms"
+
+
+def iso_utc(ms: int) -> str:
+    """An epoch time in milliseconds as ISO 8601 in UTC, as answers and messages show times."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")

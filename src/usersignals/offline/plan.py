@@ -8,28 +8,37 @@ the compiled definition that was applied. Against it, each version the module de
   unless a sample of stored records already holds it (a deployment from before the table);
 - ``changed``: applied with another definition under the same key. The stored state would mix
   two meanings: ``apply`` refuses it, bump the version instead;
+- ``readded``: applied once, then recorded removed by an ``apply``. What is left of its state
+  is partial (dropped user by user as events arrived, and missing every event since), yet it
+  would look warm: ``apply`` refuses it too, declare a new version and backfill it;
 - ``unchanged``;
 
 and each recorded version the module no longer declares is ``removed``: the engine drops its
-state as users' events arrive.
+state as users' events arrive. The removal is recorded for good
+(:data:`~usersignals.state.versions.REMOVED_KEY`).
 """
 
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
+from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import USER_PREFIX
 from usersignals.state.store import StateStore
-from usersignals.state.versions import VersionTable, load_versions, save_versions
+from usersignals.state.versions import VersionTable, load_removed, load_versions, save_versions
 
-Kind = Literal["new", "changed", "unchanged", "removed"]
+Kind = Literal["new", "changed", "readded", "unchanged", "removed"]
+#: The kinds ``apply`` refuses: the stored state under the key would not mean what it says.
+REFUSED: frozenset[Kind] = frozenset({"changed", "readded"})
 #: How many stored user records ``plan`` looks at to see which states exist already.
 SAMPLE_RECORDS = 1_000
 
@@ -50,7 +59,7 @@ class Plan:
 
     @property
     def refused(self) -> list[Change]:
-        return [change for change in self.changes if change.kind == "changed"]
+        return [change for change in self.changes if change.kind in REFUSED]
 
     def to_json(self) -> dict[str, Any]:
         return {"changes": [asdict(change) for change in self.changes]}
@@ -80,13 +89,25 @@ def stored_state_keys(store: StateStore, sample: int = SAMPLE_RECORDS) -> set[st
     return keys
 
 
-def make_plan(registry: SignalRegistry, table: VersionTable, stored: set[str]) -> Plan:
+def make_plan(
+    registry: SignalRegistry,
+    table: VersionTable,
+    stored: set[str],
+    removed: Mapping[str, int] | None = None,
+) -> Plan:
+    """``removed``: the versions an earlier ``apply`` recorded removed, and when."""
     registry.serve(table.served)
     plan = Plan()
     for signal in registry.computed:
         serving = "default" if registry.label(signal) == signal.name else "shadow"
         recorded = table.applied.get(signal.key)
-        if recorded is None:
+        if recorded is None and removed and signal.key in removed:
+            detail = (
+                f"removed at {iso_utc(removed[signal.key])}: its state left in the store is "
+                "partial; declare a new version and backfill it"
+            )
+            plan.changes.append(Change(signal.key, "readded", True, serving, detail))
+        elif recorded is None:
             warm = signal.key in stored
             detail = "state already in the store" if warm else "starts empty: backfill it"
             plan.changes.append(Change(signal.key, "new", not warm, serving, detail))
@@ -106,13 +127,13 @@ def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
     """Record the module's definitions in the version table (one write); refuses a plan
     that changes a definition under an existing version."""
     table = load_versions(store)
-    plan = make_plan(registry, table, stored_state_keys(store))
+    removed = load_removed(store)
+    plan = make_plan(registry, table, stored_state_keys(store), removed)
     if plan.refused:
-        keys = ", ".join(change.key for change in plan.refused)
-        raise ConfigurationError(
-            f"signals {keys} changed their definition without a new version: stored state "
-            "would mix both meanings; bump the version (and backfill it) instead"
-        )
+        reasons = "; ".join(f"{change.key}: {change.detail}" for change in plan.refused)
+        raise ConfigurationError(f"signals apply refused, stored state would mislead: {reasons}")
+    now = time.time_ns() // 1_000_000
+    removed.update({c.key: now for c in plan.changes if c.kind == "removed"})
     table.applied = {signal.key: definition_text(signal) for signal in registry.computed}
-    save_versions(store, table)
+    save_versions(store, table, removed)
     return plan

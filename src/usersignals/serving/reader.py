@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import msgspec
@@ -18,6 +17,7 @@ import msgspec
 from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
+from usersignals.durations import iso_utc
 from usersignals.errors import AsOfError, ContextError, UserSignalsError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.processing.python_signals import SIGNAL_FAILED
@@ -283,6 +283,4 @@ def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalRe
 
 
 def _iso(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    return None if ms is None else iso_utc(ms)

@@ -14,6 +14,7 @@ import time
 
 import msgspec
 
+from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -21,6 +22,10 @@ from usersignals.state.keys import meta_key
 from usersignals.state.store import StateStore
 
 VERSIONS_KEY = meta_key("signal_versions")
+#: ``name@version`` → when (ms) ``signals apply`` recorded it removed from the module. A key
+#: of its own, not a field of the table: readers of the previous release refuse a table
+#: with fields they do not know, and a removal must not stop them.
+REMOVED_KEY = meta_key("removed_versions")
 
 
 class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -37,6 +42,7 @@ class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
 
 
 _decoder = msgspec.json.Decoder(VersionTable)
+_removed_decoder = msgspec.json.Decoder(dict[str, int])
 
 
 def load_versions(store: StateStore) -> VersionTable:
@@ -49,8 +55,25 @@ def load_versions(store: StateStore) -> VersionTable:
         raise ConfigurationError(f"the store's version table cannot be read: {exc}") from exc
 
 
-def save_versions(store: StateStore, table: VersionTable) -> None:
-    store.write({VERSIONS_KEY: msgspec.json.encode(table)})
+def save_versions(
+    store: StateStore, table: VersionTable, removed: dict[str, int] | None = None
+) -> None:
+    """The table, and with it (in the same write) the removals when given."""
+    puts = {VERSIONS_KEY: msgspec.json.encode(table)}
+    if removed is not None:
+        puts[REMOVED_KEY] = msgspec.json.encode(removed)
+    store.write(puts)
+
+
+def load_removed(store: StateStore) -> dict[str, int]:
+    """The versions ``signals apply`` recorded removed (see :data:`REMOVED_KEY`)."""
+    raw = store.get_many([REMOVED_KEY])[0]
+    if raw is None:
+        return {}
+    try:
+        return _removed_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(f"the store's removed versions cannot be read: {exc}") from exc
 
 
 def cut_over(
@@ -71,6 +94,13 @@ def cut_over(
     table = load_versions(store)
     registry.serve(table.served)
     previous = registry.get(target.name) if target.name in registry.names else None
+    if target.key in table.expired(now):
+        dropped = iso_utc(table.retired[target.key])
+        raise ConfigurationError(
+            f"cannot cut over to {target.key}: its grace period was over at {dropped}, and "
+            "since then its state is no longer computed and is dropped user by user: "
+            "declare a new version, backfill it, then cut over to that"
+        )
     table.served[target.name] = target.version
     table.retired.pop(target.key, None)  # cutting back to a retired version keeps it
     if previous is not None and previous is not target:
