@@ -91,3 +91,24 @@ def test_a_cut_over_between_slices_leaves_the_labels_of_the_first(make_app: Any)
     assert status == 200
     assert len(calls) > 1
     assert {name for result in answer["results"] for name in result["signals"]} == {"action_counts"}
+
+
+def test_a_key_given_twice_in_the_body_is_a_400_naming_it(make_app: Any) -> None:  # noqa: F811
+    """A GET refuses a parameter given twice; the batch body kept the last of two
+    ``window`` keys without a word (the JSON decoder's rule), answering a window the
+    client may not have meant."""
+    app = make_app()
+    bodies = {
+        "context.window": b'{"users": ["%s"], "context": {"window": "1d", "window": "7d"}}',
+        "users": b'{"users": ["%s"], "users": ["nobody"]}',
+        "contexts.action_counts.limit": (
+            b'{"users": ["%s"], "contexts": {"action_counts": {"limit": 1, "limit": 2}}}'
+        ),
+    }
+    for where, body in bodies.items():
+        status, answer = asyncio.run(
+            post(app, "/v1/signals/batch", body % USERS[0].encode(), [], "batch")
+        )
+        assert status == 400, where
+        assert answer["parameter"] == where
+        assert "given more than once" in answer["message"]

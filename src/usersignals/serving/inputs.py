@@ -7,6 +7,8 @@ exception handlers map it), never by answering itself.
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -68,3 +70,49 @@ async def body_of(request: Request, timeout_s: float = 10.0) -> bytes:
     if not body.strip():
         raise ContextError("body", "is empty")
     return body
+
+
+class _Repeated(dict[str, Any]):
+    """A JSON object of a body that gave ``key`` twice (the decoder keeps the last)."""
+
+    key = ""
+
+
+def check_unrepeated_keys(body: bytes) -> None:
+    """Refuse a JSON body (already decoded, so valid) that gives a key twice in an object,
+    naming its path (``context.window``): as a GET refuses a repeated parameter, rather
+    than answer with the last of two values the client may not have meant. The standard
+    library's decoder, the only one that shows each pair: a tenth of a millisecond for a
+    batch of 1,000 users, whose reads take hundreds."""
+    repeats = False
+
+    def pairs(given: list[tuple[str, Any]]) -> dict[str, Any]:
+        nonlocal repeats
+        built = dict(given)
+        if len(built) == len(given):
+            return built
+        repeats = True
+        repeated = _Repeated(built)
+        seen: set[str] = set()
+        for key, _ in given:
+            if key in seen:
+                repeated.key = key
+                break
+            seen.add(key)
+        return repeated
+
+    found = json.loads(body, object_pairs_hook=pairs)
+    if repeats:
+        raise ContextError(_repeated_path(found) or "body", "given more than once")
+
+
+def _repeated_path(value: Any) -> str | None:
+    """Where the first repeated key is, as ``outer.inner.key``."""
+    if isinstance(value, _Repeated):
+        return value.key
+    inner = value.items() if isinstance(value, dict) else ()
+    for key, below in inner:
+        path = _repeated_path(below)
+        if path is not None:
+            return f"{key}.{path}"
+    return None

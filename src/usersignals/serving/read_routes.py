@@ -19,7 +19,7 @@ from usersignals.errors import ContextError
 from usersignals.serving.error_handlers import json_response
 from usersignals.serving.fast_read import SAMPLED
 from usersignals.serving.guards import check_reads, distinct_names
-from usersignals.serving.inputs import body_of, check_users, user_id_of
+from usersignals.serving.inputs import body_of, check_unrepeated_keys, check_users, user_id_of
 from usersignals.serving.reader import ReadPlan
 from usersignals.serving.refresh import check_writer
 from usersignals.serving.schemas import BatchRequest, ContextValue, context_strings
@@ -59,7 +59,9 @@ async def user_signals(request: Request) -> Response:
 
 async def batch(request: Request) -> Response:
     state = serving_state(request)
-    body = _batch_decoder.decode(await body_of(request, state.front.body_timeout_s))
+    raw = await body_of(request, state.front.body_timeout_s)
+    body = _batch_decoder.decode(raw)
+    check_unrepeated_keys(raw)
     check_users(body.users, state.max_user_id_chars)
     plan, labels = batch_plan(state.registry, body)
     check_writer(state)
