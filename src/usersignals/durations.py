@@ -117,6 +117,7 @@ def format_duration(ms: int) -> str:
     return f"{ms}ms"
 
 
-def iso_utc(ms: int) -> str:
-    """An epoch time in milliseconds as ISO 8601 in UTC, as answers and messages show times."""
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec="milliseconds")
+def iso_utc(ms: int, timespec: str = "milliseconds") -> str:
+    """An epoch time in milliseconds as ISO 8601 in UTC, as answers and messages show times
+    (``timespec="seconds"`` where a person reads it)."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).isoformat(timespec=timespec)

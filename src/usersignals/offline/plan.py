@@ -102,9 +102,10 @@ def make_plan(
         serving = "default" if registry.label(signal) == signal.name else "shadow"
         recorded = table.applied.get(signal.key)
         if recorded is None and removed and signal.key in removed:
+            when = iso_utc(removed[signal.key], "seconds")
             detail = (
-                f"removed at {iso_utc(removed[signal.key])}: its state left in the store is "
-                "partial; declare a new version and backfill it"
+                f"removed at {when}: its state left in the store is partial; declare a new "
+                "version and backfill it"
             )
             plan.changes.append(Change(signal.key, "readded", True, serving, detail))
         elif recorded is None:

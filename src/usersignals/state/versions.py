@@ -95,7 +95,7 @@ def cut_over(
     registry.serve(table.served)
     previous = registry.get(target.name) if target.name in registry.names else None
     if target.key in table.expired(now):
-        dropped = iso_utc(table.retired[target.key])
+        dropped = iso_utc(table.retired[target.key], "seconds")
         raise ConfigurationError(
             f"cannot cut over to {target.key}: its grace period was over at {dropped}, and "
             "since then its state is no longer computed and is dropped user by user: "
