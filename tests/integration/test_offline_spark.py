@@ -212,3 +212,38 @@ def test_spark_forgets_a_deleted_users_events_as_the_local_runner_does(
     assert answers[1]["u1"]["counts"]["total"] == 3
     assert files[0] == files[1]
     assert counts == [[(0, 1), (0, 1)]] * 2
+
+
+def test_spark_dead_letters_the_event_a_signal_fails_on_as_the_local_runner_does(
+    tmp_path: Path, spark: object
+) -> None:
+    """A user-defined aggregation that fails on an event: Spark left the event out of that
+    signal without a dead letter or a count (documented as a gap), where the local runners
+    dead-letter it with reason ``signal_failed``: bad input lost without a trace."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from test_offline_signal_failures import NOW, archive, dead_letters, settings
+
+    from usersignals.offline.spark import backfill_spark, training_set_spark
+
+    events = str(archive(tmp_path))
+    job = BackfillJob(events, settings(tmp_path), until_ms=NOW + 10, workers=2,
+                      dead_letter=tmp_path / "dead.jsonl")  # fmt: skip
+    summary = backfill_spark(spark, job, tmp_path / "states")
+    assert summary.events == 3
+    assert [bad.reason for bad in summary.report.rejected] == ["signal_failed"]
+    assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
+    (record,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert (record["partition"], record["offset"]) == ("archive:events.jsonl", 2)
+
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [NOW + 10]}), labels)
+    out = tmp_path / "features.parquet"
+    training = TrainingJob(labels, events, settings(tmp_path), out, workers=2,
+                           dead_letter=tmp_path / "training-dead.jsonl")  # fmt: skip
+    done = training_set_spark(spark, training)
+    assert done.signal_failed == 1
+    assert dead_letters(tmp_path / "training-dead.jsonl") == [("signal_failed", "e1")]
+    assert json.loads(pq.read_table(out).to_pylist()[0]["dwell"]) == 300

@@ -28,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -215,7 +216,7 @@ def _segments_of(batch: Any) -> Iterator[tuple[list[Event], list[Position], str 
 
 
 def _backfill_partition(
-    job: BackfillJob, boundary: Boundary, ends: dict[str, int], leaves: bool
+    job: BackfillJob, boundary: Boundary, ends: dict[str, int], leaves: bool, failed: Path
 ) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         import pyarrow as pa
@@ -236,6 +237,7 @@ def _backfill_partition(
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
+            keep_failed(failed, taker.summary.report.rejected)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
                 opened.close()
@@ -290,11 +292,14 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         .repartition(shards, "shard")
         .sortWithinPartitions("user_id", "source", "offset")
     )
-    records = events.mapInArrow(
-        _backfill_partition(job, boundary, ends, leaves_new_users(job)), "key binary, value binary"
-    )
-    records.write.mode("overwrite").parquet(str(states_dir))
+    with _failed_dir(states_dir.parent) as failed:
+        run = _backfill_partition(job, boundary, ends, leaves_new_users(job), failed)
+        records = events.mapInArrow(run, "key binary, value binary")
+        records.write.mode("overwrite").parquet(str(states_dir))
+        summary.report.rejected = failed_events(failed)
     frame.unpersist()
+    if job.dead_letter is not None:  # after the archive's bad records, as locally
+        DeadLetterFile(job.dead_letter).write(summary.report.rejected)
     highest: dict[str, int] = {}
     for key, value in state_files(states_dir):
         if key:
@@ -319,7 +324,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
     return summary
 
 
-def _training_partition(job: TrainingJob) -> Any:
+def _training_partition(job: TrainingJob, failed: Path) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         settings = job.settings
         registry = job_registry(job)
@@ -344,6 +349,7 @@ def _training_partition(job: TrainingJob) -> Any:
         try:
             parts = FeatureEngine.build(settings, registry, lookups)
             values = compute_features(parts, columns, deletions.kept(events), labels)
+            keep_failed(failed, parts.rejected)
         finally:
             if lookups is not None:
                 lookups.close()
@@ -379,22 +385,67 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     )
     both = events.unionByName(label_frame, allowMissingColumns=True)
     names = ", ".join(f"{name} string" for name in value_names(len(columns)))
-    values = (
-        both.repartition(shards, "shard")
-        .sortWithinPartitions("user_id", "ts", "kind")
-        .mapInArrow(_training_partition(job), f"{ROW} long, {names}")
-    )
     job.out.parent.mkdir(parents=True, exist_ok=True)
     # Beside the output: a path the executors and the driver both reach.
     parts = Path(tempfile.mkdtemp(prefix=f".{job.out.name}.parts-", dir=job.out.parent))
     try:
-        values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
+        with _failed_dir(job.out.parent) as failed:
+            values = (
+                both.repartition(shards, "shard")
+                .sortWithinPartitions("user_id", "ts", "kind")
+                .mapInArrow(_training_partition(job, failed), f"{ROW} long, {names}")
+            )
+            values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
+            rejected = failed_events(failed)
         frame.unpersist()
+        summary.signal_failed = len(rejected)
+        if job.dead_letter is not None:  # after the archive's bad records, as locally
+            DeadLetterFile(job.dead_letter).write(rejected)
         write_features(table, [c.name for c in columns], read_parts(parts), job.out)
     finally:
         shutil.rmtree(parts, ignore_errors=True)
     summary.seconds = time.perf_counter() - started
     return summary
+
+
+@contextmanager
+def _failed_dir(parent: Path) -> Iterator[Path]:
+    """A directory for the partitions' ``signal_failed`` events (:func:`keep_failed`), in
+    ``parent``: a path the executors and the driver both reach."""
+    parent.mkdir(parents=True, exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix=".signal-failed-", dir=parent))
+    try:
+        yield directory
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+def keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
+    """A partition's events a signal failed on, for the driver to dead-letter and count
+    (:func:`failed_events`). A file named by the partition, replaced whole: a task that runs
+    again (a retry, a speculative copy, the sampling pass of an ``orderBy``) computes the
+    same events and replaces the file, so each is dead-lettered once."""
+    if not rejected:
+        return
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    path = directory / f"part-{context.partitionId() if context else 0:05d}.msgpack"
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    scratch.write_bytes(msgspec.msgpack.encode(rejected))
+    os.replace(scratch, path)
+
+
+def failed_events(directory: Path) -> list[BadEvent]:
+    """Every partition's :func:`keep_failed` events, in archive order (their positions)."""
+    found: list[BadEvent] = []
+    for path in directory.glob("part-*.msgpack"):
+        found += msgspec.msgpack.decode(path.read_bytes(), type=list[BadEvent])
+    return sorted(found, key=_archive_place)
+
+
+def _archive_place(bad: BadEvent) -> tuple[str, int]:
+    return ("", -1) if bad.position is None else (bad.position.partition, bad.position.offset)
 
 
 def _label_rows(labels: list[Label], shards: int) -> Any:
