@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import bisect
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -39,9 +39,11 @@ from usersignals.errors import (
 from usersignals.events.model import Event, Position
 from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import open_existing, open_lookup_store
+from usersignals.offline.deletions import Deletions
 from usersignals.offline.features_file import value_rows
 from usersignals.offline.label_shards import Label
 from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_features
+from usersignals.processing.pipeline import decode_segments
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
 from usersignals.serving.feature_records import LoggedAnswer
 from usersignals.serving.identity import SIGNALS_KEY, mismatch
@@ -203,12 +205,7 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
         )
     lookups = open_lookup_store(settings, registry)
     try:
-        events = _archive_events(archive, settings, {record.user_id for record in usable})
-        times: dict[str, list[int]] = {}
-        for event, _ in events:
-            times.setdefault(event.user_id, []).append(event.ts)
-        for user_times in times.values():
-            user_times.sort()
+        history = _History.of(archive, settings, {record.user_id for record in usable})
         groups: dict[tuple[tuple[str, str], ...], list[int]] = {}
         for index, record in enumerate(usable):
             context = tuple(sorted((k, v) for k, v in record.params.items() if k != "names"))
@@ -216,10 +213,8 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
         for context, indices in groups.items():
             _check_group(
                 report,
-                registry,
-                settings,
-                lookups,
-                (events, times),
+                (registry, settings, lookups),
+                history,
                 dict(context),
                 [usable[i] for i in indices],
             )
@@ -229,25 +224,49 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     return report
 
 
+@dataclass(frozen=True)
+class _History:
+    """The logged users' archive: their events, each user's event times ascending, and,
+    for the users it deletes, their events once every deletion is applied."""
+
+    events: list[tuple[Event, Position]]
+    times: dict[str, list[int]]
+    deleted: frozenset[str]
+    after_deletions: list[tuple[Event, Position]]
+
+    @classmethod
+    def of(cls, archive: str, settings: Settings, users: set[str]) -> _History:
+        events, deletions = _archive_events(archive, settings, users)
+        times: dict[str, list[int]] = {}
+        for event, _ in events:
+            times.setdefault(event.user_id, []).append(event.ts)
+        for user_times in times.values():
+            user_times.sort()
+        deleted = deletions.users()
+        after = deletions.kept([pair for pair in events if pair[0].user_id in deleted])
+        return cls(events, times, deleted, after)
+
+
 def _check_group(
     report: ConsistencyReport,
-    registry: SignalRegistry,
-    settings: Settings,
-    lookups: StateStore | None,
-    archive: tuple[Sequence[tuple[Event, Position]], Mapping[str, Sequence[int]]],
+    deployment: tuple[SignalRegistry, Settings, StateStore | None],
+    history: _History,
     params: dict[str, str],
     records: Sequence[FeatureLogRecord],
 ) -> None:
     """Records read with one context. A request may have named two versions of a signal;
     each pass serves one version of each name, so the reader answers every column by name.
-    ``archive``: the users' events, and each user's event times ascending."""
-    events, times = archive
+
+    The archive does not say when a user's deletion was applied: their answers are
+    recomputed from their events with and without it, and agree with either."""
+    registry = deployment[0]
     versions: dict[str, set[int]] = {}
     for record in records:
         for answer in record.signals.values():
             versions.setdefault(answer.name, set()).add(answer.version)
     passes = max((len(found) for found in versions.values()), default=0)
     labels: list[Label] = [(row, record.user_id, record.ts) for row, record in enumerate(records)]
+    deleted = [label for label in labels if label[1] in history.deleted]
     for number in range(passes):
         served = {
             name: sorted(found)[number] for name, found in versions.items() if number < len(found)
@@ -256,22 +275,39 @@ def _check_group(
         context = ReadContext.parse(params, now_ms=0)
         signals = [registry.get(f"{name}@{version}") for name, version in served.items()]
         columns = [FeatureColumn(signal.name, signal, context) for signal in signals]
-        parts = FeatureEngine.build(settings, registry, lookups)
-        rows = value_rows(compute_features(parts, columns, events, labels))
+        rows = _recomputed(deployment, columns, history.events, labels)
+        after = _recomputed(deployment, columns, history.after_deletions, deleted)
         for row, record in enumerate(records):
-            for column, text in zip(columns, rows[row], strict=True):
+            for index, column in enumerate(columns):
                 signal = column.signal
-                logged = [
-                    a
-                    for a in record.signals.values()
-                    if a.name == signal.name and a.version == signal.version
-                ]
-                for answer in logged:
-                    offline = msgspec.json.decode(text)
-                    cause = partial(why, answer, record.ts, times.get(record.user_id, ()))
-                    report.add(
-                        signal.key, answer.value, offline, stated_error(signal), record, cause
-                    )
+                tolerance = stated_error(signal)
+                for answer in record.signals.values():
+                    if answer.name != signal.name or answer.version != signal.version:
+                        continue
+                    offline = msgspec.json.decode(rows[row][index])
+                    if row in after:  # without the deletion, unless it is the answer after it
+                        deletion_applied = msgspec.json.decode(after[row][index])
+                        online = answer.value
+                        if online == deletion_applied or _close(
+                            online, deletion_applied, tolerance
+                        ):
+                            offline = deletion_applied
+                    cause = partial(why, answer, record.ts, history.times.get(record.user_id, ()))
+                    report.add(signal.key, answer.value, offline, tolerance, record, cause)
+
+
+def _recomputed(
+    deployment: tuple[SignalRegistry, Settings, StateStore | None],
+    columns: list[FeatureColumn],
+    events: list[tuple[Event, Position]],
+    labels: list[Label],
+) -> dict[int, list[str]]:
+    """The columns' values (JSON texts) at each label, by label row."""
+    if not labels:
+        return {}
+    registry, settings, lookups = deployment
+    parts = FeatureEngine.build(settings, registry, lookups)
+    return value_rows(compute_features(parts, columns, events, labels))
 
 
 def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> None:
@@ -297,16 +333,23 @@ def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> N
 
 def _archive_events(
     archive: str, settings: Settings, users: set[str]
-) -> list[tuple[Event, Position]]:
+) -> tuple[list[tuple[Event, Position]], Deletions]:
+    """The valid events of ``users`` in the archive, and their deletion records."""
     decoder = build_decoder(settings)
     events: list[tuple[Event, Position]] = []
-    for block in EventArchive(archive, settings.processing.batch_size).decoded(decoder, None):
-        events.extend(
-            (event, position)
-            for event, position in zip(block.events, block.positions, strict=True)
-            if event.user_id in users
-        )
-    return events
+    deletions = Deletions()
+    for block in EventArchive(archive, settings.processing.batch_size).blocks():
+        for segment in decode_segments(decoder, block.lines, block.positions):
+            valid = segment.decoded
+            events.extend(
+                (event, position)
+                for event, position in zip(valid.events, valid.positions, strict=True)
+                if event.user_id in users
+            )
+            deleted, place = segment.control, segment.control_position
+            if deleted is not None and place is not None and deleted.user_id in users:
+                deletions.add(deleted.user_id, place)
+    return events, deletions
 
 
 def _close(online: Any, offline: Any, tolerance: float) -> bool:

@@ -66,6 +66,10 @@ class Deletions:
         pairs = [pair for pair in zip(events, positions, strict=True) if not self._forgotten(*pair)]
         return [event for event, _ in pairs], [position for _, position in pairs]
 
+    def users(self) -> frozenset[str]:
+        """The users with a deletion met."""
+        return frozenset(self._by_user)
+
     def _forgotten(self, event: Event, position: Position) -> bool:
         deletions: Iterable[Position] = self._by_user.get(event.user_id, ())
         return any(forgets(deletion, position) for deletion in deletions)
