@@ -237,7 +237,7 @@ def _backfill_partition(
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
-            keep_failed(failed, taker.summary.report.rejected)
+            _keep_failed(failed, taker.summary.report.rejected)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
                 opened.close()
@@ -296,7 +296,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         run = _backfill_partition(job, boundary, ends, leaves_new_users(job), failed)
         records = events.mapInArrow(run, "key binary, value binary")
         records.write.mode("overwrite").parquet(str(states_dir))
-        summary.report.rejected = failed_events(failed)
+        summary.report.rejected = _failed_events(failed)
     frame.unpersist()
     if job.dead_letter is not None:  # after the archive's bad records, as locally
         DeadLetterFile(job.dead_letter).write(summary.report.rejected)
@@ -349,7 +349,7 @@ def _training_partition(job: TrainingJob, failed: Path) -> Any:
         try:
             parts = FeatureEngine.build(settings, registry, lookups)
             values = compute_features(parts, columns, deletions.kept(events), labels)
-            keep_failed(failed, parts.rejected)
+            _keep_failed(failed, parts.rejected)
         finally:
             if lookups is not None:
                 lookups.close()
@@ -396,7 +396,7 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
                 .mapInArrow(_training_partition(job, failed), f"{ROW} long, {names}")
             )
             values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
-            rejected = failed_events(failed)
+            rejected = _failed_events(failed)
         frame.unpersist()
         summary.signal_failed = len(rejected)
         if job.dead_letter is not None:  # after the archive's bad records, as locally
@@ -410,7 +410,7 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
 
 @contextmanager
 def _failed_dir(parent: Path) -> Iterator[Path]:
-    """A directory for the partitions' ``signal_failed`` events (:func:`keep_failed`), in
+    """A directory for the partitions' ``signal_failed`` events (:func:`_keep_failed`), in
     ``parent``: a path the executors and the driver both reach."""
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=".signal-failed-", dir=parent))
@@ -420,9 +420,9 @@ def _failed_dir(parent: Path) -> Iterator[Path]:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
+def _keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
     """A partition's events a signal failed on, for the driver to dead-letter and count
-    (:func:`failed_events`). A file named by the partition, replaced whole: a task that runs
+    (:func:`_failed_events`). A file named by the partition, replaced whole: a task that runs
     again (a retry, a speculative copy, the sampling pass of an ``orderBy``) computes the
     same events and replaces the file, so each is dead-lettered once."""
     if not rejected:
@@ -436,8 +436,8 @@ def keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
     os.replace(scratch, path)
 
 
-def failed_events(directory: Path) -> list[BadEvent]:
-    """Every partition's :func:`keep_failed` events, in archive order (their positions)."""
+def _failed_events(directory: Path) -> list[BadEvent]:
+    """Every partition's :func:`_keep_failed` events, in archive order (their positions)."""
     found: list[BadEvent] = []
     for path in directory.glob("part-*.msgpack"):
         found += msgspec.msgpack.decode(path.read_bytes(), type=list[BadEvent])
