@@ -37,7 +37,12 @@ def test_start_freezes_the_heap_and_turns_off_automatic_old_collections() -> Non
     policy = GcPolicy(GcSettings(young_threshold=12_345, full_interval_ms=1_000), registry)
     policy.start()
     assert gc.get_freeze_count() > 10_000
-    assert frozen_gauge(registry) == gc.get_freeze_count()
+    # The gauge reads the count when scraped. Frozen objects another thread lets go of
+    # leave the count between two reads (once 2 of 213,133, under load): it lies between.
+    before = gc.get_freeze_count()
+    gauge = frozen_gauge(registry)
+    assert gauge is not None
+    assert before >= gauge >= gc.get_freeze_count()
     assert gc.get_threshold() == (12_345, NEVER, NEVER)
     policy.stop()
 
