@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge
 from starlette.requests import Request
 
 from usersignals.events.decode import EventDecoder
@@ -23,6 +23,12 @@ from usersignals.serving.guards import FrontDoor, StoreReads
 from usersignals.serving.identity import WriterCheck
 from usersignals.serving.queries import Queries
 from usersignals.serving.reader import Reader
+from usersignals.serving.route_series import (
+    CounterSeries,
+    HistogramSeries,
+    RequestCounter,
+    RequestHistogram,
+)
 from usersignals.signals.registry import SignalRegistry
 
 #: Batch requests a worker reads at once (the event loop takes turns between their slices).
@@ -76,13 +82,15 @@ class HttpMetrics:
             ["route"],
             registry=registry,
         )
-        self.requests = Counter(
+        # Recorded on every request: series cheaper to record than prometheus_client's,
+        # exposed as those are (serving/route_series.py).
+        self.requests = RequestCounter(
             "usersignals_http_requests",
             "HTTP requests by route and status",
             ["route", "status"],
             registry=registry,
         )
-        self.latency = Histogram(
+        self.latency = RequestHistogram(
             "usersignals_http_request_seconds",
             "HTTP request latency by route",
             ["route"],
@@ -92,7 +100,7 @@ class HttpMetrics:
         # The handler's own cost, apart from the server's sending, during which the event
         # loop runs other requests' work: from the request reaching the app to its answer
         # built, taken when the answer starts.
-        self.built = Histogram(
+        self.built = RequestHistogram(
             "usersignals_http_answer_built_seconds",
             "Time from a request reaching the app to its answer built (before the server "
             "sends it), by route",
@@ -122,27 +130,36 @@ class HttpMetrics:
             registry=registry,
         )
         # Each (route, status)'s series, found once: ``labels()`` costs microseconds a request.
-        self._series: dict[tuple[str, int], tuple[Counter, Histogram]] = {}
-        self._built: dict[str, Histogram] = {}
+        self._series: dict[tuple[str, int], tuple[CounterSeries, HistogramSeries]] = {}
+        self._built: dict[str, HistogramSeries] = {}
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         """Count an answer of ``route`` and its latency."""
+        requests, latency = self.answer_series(route, status)
+        requests.inc()
+        latency.observe(seconds)
+
+    def answer_series(self, route: str, status: int) -> tuple[CounterSeries, HistogramSeries]:
+        """``route``'s count of ``status`` answers and its latency: what :meth:`answered`
+        records, for a caller that keeps them (the read route's fast path)."""
         series = self._series.get((route, status))
         if series is None:
             series = self._series[(route, status)] = (
                 self.requests.labels(route, str(status)),
                 self.latency.labels(route),
             )
-        requests, latency = series
-        requests.inc()
-        latency.observe(seconds)
+        return series
 
     def answer_built(self, route: str, seconds: float) -> None:
         """The time ``route`` took to build an answer, before it was sent."""
+        self.built_series(route).observe(seconds)
+
+    def built_series(self, route: str) -> HistogramSeries:
+        """``route``'s series of :meth:`answer_built`."""
         series = self._built.get(route)
         if series is None:
             series = self._built[route] = self.built.labels(route)
-        series.observe(seconds)
+        return series
 
 
 def serving_state(request: Request) -> ServingState:
