@@ -465,7 +465,7 @@ fn decode_header(r: &mut Reader<'_>, columns: usize) -> Result<(usize, Vec<i64>)
         let mut ts = r.i64()?;
         times.push(ts);
         for _ in 1..count {
-            ts = ts.wrapping_sub(r.u64()? as i64);
+            ts = ts.wrapping_sub(r.u64_in_loop()? as i64);
             times.push(ts);
         }
     }

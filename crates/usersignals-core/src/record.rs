@@ -39,6 +39,13 @@ struct Parts<'a> {
 }
 
 fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
+    parts_keeping(data, true)
+}
+
+/// [`parts`], the progress and the seen event ids kept only with `all` (else checked and
+/// left: a serving read needs the states alone, and a busy user's record holds fingerprints
+/// for many hours).
+fn parts_keeping(data: &[u8], all: bool) -> Result<Parts<'_>, CoreError> {
     match data.first() {
         Some(v) if READABLE.contains(v) => {}
         other => {
@@ -60,16 +67,25 @@ fn parts(data: &[u8]) -> Result<Parts<'_>, CoreError> {
     };
     for _ in 0..cursor.map_len()? {
         let partition = cursor.text()?;
-        parts.progress.push((partition, cursor.int()?));
+        let offset = cursor.int()?;
+        if all {
+            parts.progress.push((partition, offset));
+        }
     }
-    for _ in 0..cursor.map_len()? {
+    let states = cursor.map_len()?;
+    // Sized once (an entry takes two bytes at least, so the bytes left bound a bad count).
+    parts.states.reserve(states.min(cursor.rest.len() / 2));
+    for _ in 0..states {
         let key = cursor.text()?;
         parts.states.push((key, cursor.value()?));
     }
     if fields == 3 {
         for _ in 0..cursor.map_len()? {
             let hour = cursor.int()?;
-            parts.seen.push((hour, cursor.bin()?));
+            let seen = cursor.bin()?;
+            if all {
+                parts.seen.push((hour, seen));
+            }
         }
     }
     if !cursor.rest.is_empty() {
@@ -166,7 +182,7 @@ pub fn decode_in_place(data: &[u8]) -> Result<(UserRecord, Vec<StoredState>), Co
 /// A record's states keyed by `name@version`, borrowed from its bytes (the whole record is
 /// checked as `decode` checks it): what a serving read answers from, no state copied.
 pub fn states_of(data: &[u8]) -> Result<Vec<(&str, &[u8])>, CoreError> {
-    Ok(parts(data)?.states)
+    Ok(parts_keeping(data, false)?.states)
 }
 
 /// A state as [`encode_parts`] writes it into a record.
@@ -306,6 +322,33 @@ mod tests {
                 .collect();
             prop_assert_eq!(found, states);
             prop_assert_eq!(in_place, UserRecord { states: BTreeMap::new(), ..record });
+        }
+
+        #[test]
+        fn states_of_refuses_what_decode_refuses(
+            record in record(),
+            cut in any::<prop::sample::Index>(),
+            flip in any::<prop::sample::Index>(),
+            byte in any::<u8>(),
+        ) {
+            // A record cut short, or with one byte changed: the serving read keeps neither the
+            // progress nor the seen ids, and must still refuse every record `decode` refuses,
+            // with the same error.
+            let bytes = encode(&record);
+            let mut changed = bytes.clone();
+            changed[flip.index(bytes.len())] = byte;
+            for damaged in [&bytes[..cut.index(bytes.len())], &changed[..]] {
+                match (states_of(damaged), decode(damaged)) {
+                    (Ok(states), Ok(decoded)) => {
+                        let owned: BTreeMap<String, Vec<u8>> = (states.iter())
+                            .map(|(k, v)| (k.to_string(), v.to_vec()))
+                            .collect();
+                        prop_assert_eq!(owned, decoded.states);
+                    }
+                    (Err(a), Err(b)) => prop_assert_eq!(a, b),
+                    (a, b) => prop_assert!(false, "states_of {:?}, decode {:?}", a.is_ok(), b.is_ok()),
+                }
+            }
         }
 
         #[test]

@@ -148,7 +148,7 @@ impl<'a> LastNView<'a> {
                 let (prefix, width) = super::digits_header(r)?;
                 let limit = 10u64.pow(width as u32);
                 let numbers = collect_n(count, || {
-                    let number = r.u64()?;
+                    let number = r.u64_in_loop()?;
                     if number >= limit {
                         return Err(CoreError::Codec(format!(
                             "{number} does not fit {width} digits"
