@@ -87,6 +87,9 @@ pub struct BatchSession {
     /// ranges of these, read again when the batch is applied (no copy of them is made).
     stored: Vec<Option<Py<PyBytes>>>,
     selection: Selection,
+    /// The batch's distinct user ids (indexed as `Arrivals::user`): `apply` hands the records
+    /// back in their order, which is their keys' order.
+    users: Vec<String>,
 }
 
 impl BatchSession {
@@ -151,6 +154,7 @@ impl BatchSession {
                 .map(|data| data.map(Bound::unbind))
                 .collect(),
             selection,
+            users,
         };
         Ok((session, keys))
     }
@@ -195,7 +199,11 @@ impl BatchSession {
 
     /// Apply the plans to the live events (`columns` aligned with `live()`), drop stale
     /// versions (of `names`, not in `declared` or in `expired`), and encode: `(puts as
-    /// (user, record bytes), applied per plan, expired per plan, newest event time)`.
+    /// (user, record bytes), applied per plan, expired per plan, newest event time)`. The
+    /// puts come in their keys' order (the users' ids share the keys' prefix), the order the
+    /// RocksDB store writes them in: Python's sort of a batch's keys in random order was
+    /// 39 M of 2,109 M instructions (callgrind, bench/engine.py at 50,000 events in batches
+    /// of 10,000); on keys in order it is one pass.
     fn apply<'py>(
         &self,
         py: Python<'py>,
@@ -225,13 +233,28 @@ impl BatchSession {
                 )
             })
             .map_err(raise)?;
-        let puts = outcome
-            .puts
-            .iter()
-            .map(|(user, data)| (*user, PyBytes::new(py, data)))
+        let users = &self.users;
+        // Most comparisons are of the ids' first 8 bytes as one integer.
+        let mut ordered: Vec<(u64, &(usize, Vec<u8>))> = (outcome.puts.iter())
+            .map(|put| (id_head(&users[put.0]), put))
+            .collect();
+        ordered.sort_unstable_by(|(head_a, a), (head_b, b)| {
+            (head_a.cmp(head_b)).then_with(|| users[a.0].cmp(&users[b.0]))
+        });
+        let puts = (ordered.into_iter())
+            .map(|(_, (user, data))| (*user, PyBytes::new(py, data)))
             .collect();
         Ok((puts, (outcome.applied, outcome.expired, outcome.newest_ms)))
     }
+}
+
+/// An id's first 8 bytes, big-endian, padded with zeros: ids in the order of their heads,
+/// equal heads in the order of the whole ids, are in the ids' (bytewise) order.
+fn id_head(id: &str) -> u64 {
+    let mut head = [0u8; 8];
+    let n = id.len().min(8);
+    head[..n].copy_from_slice(&id.as_bytes()[..n]);
+    u64::from_be_bytes(head)
 }
 
 /// User records' bytes with their progress replaced, record for record (a backfill hands the
@@ -254,4 +277,33 @@ pub fn replace_progress<'py>(
             Ok(PyBytes::new(py, &replaced))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::id_head;
+
+    #[test]
+    fn ids_by_head_then_whole_are_in_byte_order() {
+        let mut ids = vec![
+            "u0057279",
+            "u0057279x",
+            "u005727",
+            "",
+            "a",
+            "ab\u{0}",
+            "ab",
+            "ab\u{0}\u{1}",
+            "é",
+            "e\u{301}",
+            "zzzzzzzzzzzz",
+            "zzzzzzzzzzza",
+            "u1",
+            "u0",
+        ];
+        let mut expected = ids.clone();
+        expected.sort_unstable();
+        ids.sort_unstable_by(|a, b| (id_head(a).cmp(&id_head(b))).then_with(|| a.cmp(b)));
+        assert_eq!(ids, expected);
+    }
 }
