@@ -27,6 +27,9 @@ enum Origin {
     /// A field of the record the `source`-th join found for the event (`None` on a miss),
     /// by name as Python and as the core reads it.
     Record(usize, Py<PyString>, String),
+    /// The value the `join`-th join read as the event's key (a column of the same event
+    /// field, such as LastN's `item_id`): read once per event, not twice.
+    JoinKey(usize),
 }
 
 /// How a column hands its values to the core.
@@ -117,6 +120,7 @@ impl ColumnReader {
         columns: Vec<(String, String, OriginArg)>,
         joins: Vec<(String, OriginArg, bool)>,
     ) -> PyResult<Self> {
+        let keys: Vec<OriginArg> = joins.iter().map(|(_, key, _)| key.clone()).collect();
         let joins = (joins.into_iter())
             .map(|(source, key, text)| {
                 Ok(Join {
@@ -128,7 +132,10 @@ impl ColumnReader {
             .collect::<PyResult<Vec<_>>>()?;
         let columns = (columns.into_iter())
             .map(|(name, rendering, from)| {
-                let origin = origin(py, from)?;
+                let origin = match keys.iter().position(|key| *key == from) {
+                    Some(join) => Origin::JoinKey(join),
+                    None => origin(py, from)?,
+                };
                 if matches!(origin, Origin::Record(join, ..) if join >= joins.len()) {
                     return Err(CoreError::new_err(format!("{name}: no such join")));
                 }
@@ -166,12 +173,16 @@ impl ColumnReader {
             .map(|column| Sink::new(column.render, live.len()))
             .collect();
         let mut rows: Vec<Option<Row<'py>>> = Vec::with_capacity(self.joins.len());
+        let mut keys: Vec<Bound<'py, PyAny>> = Vec::with_capacity(self.joins.len());
         for event in live.iter() {
             rows.clear();
+            keys.clear();
             for ((join, table), missed) in self.joins.iter().zip(&tables).zip(&mut misses) {
-                let row = join_row(py, &event, join, table.as_ref())?;
+                let key = read_origin(py, &event, &join.key)?;
+                let row = join_row(&key, join, table.as_ref())?;
                 *missed += u64::from(row.is_none());
                 rows.push(row);
+                keys.push(key);
             }
             for (column, sink) in self.columns.iter().zip(&mut sinks) {
                 match &column.origin {
@@ -183,6 +194,7 @@ impl ColumnReader {
                         )?,
                         None => sink.push(py.None().into_bound(py))?,
                     },
+                    Origin::JoinKey(join) => sink.push(keys[*join].clone())?,
                     other => sink.push(read_origin(py, &event, other)?)?,
                 }
             }
@@ -302,19 +314,17 @@ enum Row<'py> {
     Packed(Bound<'py, PackedFields>),
 }
 
-/// The record `join` finds for `event` in `table`, if any.
+/// The record `join` finds in `table` for an event whose key field holds `key`, if any.
 fn join_row<'py>(
-    py: Python<'py>,
-    event: &Bound<'py, PyAny>,
+    key: &Bound<'py, PyAny>,
     join: &Join,
     table: Option<&Bound<'py, PyDict>>,
 ) -> PyResult<Option<Row<'py>>> {
     let Some(table) = table else {
         return Ok(None);
     };
-    let key = read_origin(py, event, &join.key)?;
     let key = if join.text {
-        key
+        key.clone()
     } else if key.is_none() {
         return Ok(None); // "" is never fetched
     } else {
@@ -352,7 +362,9 @@ fn read_origin<'py>(
             }
             Ok(node)
         }
-        Origin::Record(..) => Err(CoreError::new_err("a record field is not an event's")),
+        Origin::Record(..) | Origin::JoinKey(_) => {
+            Err(CoreError::new_err("a record field is not an event's"))
+        }
     }
 }
 
