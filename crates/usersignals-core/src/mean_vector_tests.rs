@@ -78,6 +78,32 @@ fn raw_rows() -> impl Strategy<Value = Vec<Raw>> {
     )
 }
 
+/// Floats about the places rounding can go wrong: halves, the 2^52 edge, tiny values.
+fn roundable() -> impl Strategy<Value = f64> {
+    prop_oneof![
+        any::<f64>(),
+        (-1e7f64..1e7),
+        (-(1i64 << 53)..(1i64 << 53)).prop_map(|n| n as f64 / 2.0),
+        (-8i64..8).prop_map(|d| INTEGRAL + d as f64 * 0.5),
+        (-8i64..8).prop_map(|d| -INTEGRAL + d as f64 * 0.5),
+        (-1e-300f64..1e-300),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn rounding_without_libm_is_rounding_ties_to_even(x in roundable()) {
+        let (ours, std) = (round_ties_even(x), x.round_ties_even());
+        prop_assert!(ours == std || (ours.is_nan() && std.is_nan()), "{x}: {ours} vs {std}");
+        prop_assert_eq!(ours as i64, std as i64);
+        let scaled = x * 2f64.powi(COMPONENT_BITS);
+        prop_assert_eq!(
+            scaled.abs() < MAX_QUANTIZED,
+            scaled.round_ties_even().abs() < MAX_QUANTIZED
+        );
+    }
+}
+
 proptest! {
     #[test]
     fn any_batching_gives_the_same_bytes(
