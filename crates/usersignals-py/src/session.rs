@@ -38,6 +38,10 @@ fn arrivals_of(
         partition: Vec::with_capacity(count),
         offset: Vec::with_capacity(count),
     };
+    // The partition's text object the last position held, and its index: a batch's
+    // positions mostly share one object per partition, and the same object is the same text
+    // (held here, so its address is not reused), which then is not hashed again.
+    let mut last_partition: Option<(Bound<'_, PyAny>, u32)> = None;
     for (event, position) in events.iter().zip(positions.iter()) {
         let user = event.getattr(intern!(py, "user_id"))?;
         arrivals
@@ -49,10 +53,15 @@ fn arrivals_of(
         let event_id = event.getattr(intern!(py, "event_id"))?;
         (arrivals.fingerprint).push(fingerprint(event_id.cast::<PyString>()?.to_str()?));
         let partition = position.getattr(intern!(py, "partition"))?;
-        let partition = partition.cast::<PyString>()?.to_str()?;
-        arrivals
-            .partition
-            .push(index_of(&mut partitions, partition));
+        let index = match &last_partition {
+            Some((known, index)) if known.is(&partition) => *index,
+            _ => {
+                let index = index_of(&mut partitions, partition.cast::<PyString>()?.to_str()?);
+                last_partition = Some((partition, index));
+                index
+            }
+        };
+        arrivals.partition.push(index);
         arrivals
             .offset
             .push(position.getattr(intern!(py, "offset"))?.extract()?);
@@ -68,10 +77,14 @@ fn index_of(names: &mut HashMap<String, u32>, name: &str) -> u32 {
     *names.entry_ref(name).or_insert(next)
 }
 
+/// The names by their indices (`0..len`, each once, as `index_of` gives them): each put in
+/// its place, no sort.
 fn in_index_order(names: HashMap<String, u32>) -> Vec<String> {
-    let mut ordered: Vec<(String, u32)> = names.into_iter().collect();
-    ordered.sort_unstable_by_key(|(_, index)| *index);
-    ordered.into_iter().map(|(name, _)| name).collect()
+    let mut ordered = vec![String::new(); names.len()];
+    for (name, index) in names {
+        ordered[index as usize] = name;
+    }
+    ordered
 }
 
 /// Per plan key: (applied, expired) events, and the newest event time applied.
