@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from usersignals import Event, Position, hours
 from usersignals.offline.arrival import arrival_order
 from usersignals.offline.label_shards import Label
-from usersignals.offline.training import LabelPlan
+from usersignals.offline.training import LabelPlan, _arrival_places
 from usersignals.processing.dedupe import EventIdDedupe, users_with_repeats
 
 Pairs = list[tuple[Event, Position]]
@@ -114,3 +114,35 @@ def test_the_core_plans_what_the_python_steps_planned(
 def test_a_plan_of_nothing_is_empty() -> None:
     plan = LabelPlan.of([], [], EventIdDedupe(hours(1)))
     assert (plan.order, plan.users, plan.label_order) == ([], [], [])
+
+
+def arrival_places_reference(positions: Sequence[Position]) -> tuple[list[str], list[int]]:
+    """The per-event steps ``_arrival_places`` replaced: archive rows in one sequence, files
+    ranked by name above their row numbers; Kafka coordinates as they are."""
+    names = sorted({p.partition for p in positions if p.partition.startswith("archive:")})
+    rank = {name: index for index, name in enumerate(names)}
+    partitions, offsets = [], []
+    for position in positions:
+        file = rank.get(position.partition)
+        if file is None:
+            partitions.append(position.partition)
+            offsets.append(position.offset)
+        else:
+            partitions.append("archive:")
+            offsets.append(file << 40 | position.offset)
+    return partitions, offsets
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["archive:b.jsonl", "archive:a/x.jsonl", "archive:c.pq", *PARTITIONS]),
+            st.integers(0, 2**39),
+        ),
+        max_size=30,
+    )
+)
+def test_arrival_places_are_those_judged_event_by_event(places: list[tuple[str, int]]) -> None:
+    positions = [Position(partition, offset) for partition, offset in places]
+    assert _arrival_places(positions) == arrival_places_reference(positions)

@@ -38,7 +38,7 @@ from usersignals.errors import AsOfError, ConfigurationError, ContextError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
-from usersignals.offline.boundary import ARCHIVE_PREFIX, is_kafka
+from usersignals.offline.boundary import ARCHIVE_PREFIX
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
@@ -340,18 +340,19 @@ class LabelPlan:
         labels: Sequence[Label],
         repeats: EventIdDedupe | None,
     ) -> LabelPlan:
-        events, positions = zip(*pairs, strict=True) if pairs else ((), ())
-        rows, label_users, times = zip(*labels, strict=True) if labels else ((), (), ())
-        partitions, offsets = _arrival_places(positions)
+        # Columns by comprehensions, not ``zip(*pairs)``: unpacking 110,000 pairs as the
+        # arguments of one call took 0.06-0.1 s of a shard's plan, these a fifth of that.
+        events = [event for event, _ in pairs]
+        partitions, offsets = _arrival_places([position for _, position in pairs])
         order, users, label_order = plan_labels(
             [event.user_id for event in events],
             [event.ts for event in events],
             partitions,
             offsets,
             [event.event_id for event in events],
-            label_users,
-            times,
-            rows,
+            [user for _, user, _ in labels],
+            [ts for _, _, ts in labels],
+            [row for row, _, _ in labels],
             repeats.horizon_hours if repeats is not None else None,
         )
         return cls(order, users, label_order)
@@ -380,19 +381,30 @@ def _arrival_places(positions: Sequence[Position]) -> tuple[list[str], list[int]
     """Where each event arrived, as the plan's arrival order reads it: a Kafka coordinate as
     it is, and every archive row (no coordinates) in one sequence, the archive's order (files
     by their relative name, then row), as backfill and replay meet them; their files are no
-    partitions to merge by event time."""
-    names = sorted({p.partition for p in positions if not is_kafka(p)})
-    rank = {name: index for index, name in enumerate(names)}
-    partitions, offsets = [], []
-    for position in positions:
-        file = rank.get(position.partition)
-        if file is None:
-            partitions.append(position.partition)
-            offsets.append(position.offset)
-        else:
-            partitions.append(ARCHIVE_PREFIX)
-            offsets.append(file << _ROW_BITS | position.offset)
-    return partitions, offsets
+    partitions to merge by event time.
+
+    Judged per distinct partition, not per event, and in C-level loops: a Python loop per
+    event (``is_kafka`` and a branch each) took 0.021 s for a shard's 109,000 events of the
+    200,000-event bench archive, these 0.005 s (timed alone, five runs each)."""
+    partitions = [position.partition for position in positions]
+    offsets = [position.offset for position in positions]
+    names = set(partitions)
+    files = sorted(name for name in names if name.startswith(ARCHIVE_PREFIX))
+    if not files:  # Kafka coordinates only: as they are
+        return partitions, offsets
+    shifts = [rank << _ROW_BITS for rank in range(len(files))]
+    if len(files) == len(names):  # archive rows only: one sequence
+        if len(files) > 1:  # the first file's rank is 0: its rows keep their numbers
+            shift = dict(zip(files, shifts, strict=True))
+            pairs = zip(partitions, offsets, strict=True)
+            offsets = [shift[name] | offset for name, offset in pairs]
+        return [ARCHIVE_PREFIX] * len(partitions), offsets
+    rank = dict(zip(files, shifts, strict=True))
+    mixed = [
+        (name, offset) if (step := rank.get(name)) is None else (ARCHIVE_PREFIX, step | offset)
+        for name, offset in zip(partitions, offsets, strict=True)
+    ]
+    return [name for name, _ in mixed], [offset for _, offset in mixed]
 
 
 def _in_core(
