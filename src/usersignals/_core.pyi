@@ -224,6 +224,11 @@ class ShareRouter:
         and of the records the core cannot read for sure (routed by
         ``usersignals.offline.share.route``), each ascending."""
 
+def count_users(lines: list[bytes]) -> tuple[dict[str, int], list[int]]:
+    """Each user's record count among ``lines``, for the users the core reads for sure, and
+    the indices of the records it cannot read for sure (for
+    ``usersignals.offline.share.route``), ascending."""
+
 CHECK_UNSURE: str
 
 def check_records(

@@ -3,15 +3,17 @@ is split across shards), and the shards' dead letters merge back into archive or
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import msgspec
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from usersignals._core import ShareRouter
+from usersignals._core import ShareRouter, count_users
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Event
+from usersignals.offline.balance import sample_counts
 from usersignals.offline.common import shard_of
 from usersignals.offline.share import merge_dead_letters, route
 
@@ -127,3 +129,16 @@ def test_no_dead_letters_make_no_file(tmp_path: Path) -> None:
     out = tmp_path / "sub" / "dead.jsonl"
     merge_dead_letters([(tmp_path / "a", []), (tmp_path / "b", [])], out)
     assert not out.parent.exists()
+
+
+@settings(max_examples=200, deadline=None)
+@example(lines=SKIPPED_UNLIKE_THE_REFERENCE)
+@given(lines=st.lists(records(), max_size=12))
+def test_the_sample_counts_users_as_the_reference_reads_them(lines: list[bytes]) -> None:
+    expected = Counter(user for _, user in (route(raw, 1) for raw in lines) if user)
+    assert sample_counts(lines) == expected
+    counted, unsure = count_users(lines)
+    assert unsure == sorted(unsure)
+    # Every record the core counts is one the reference reads a user from.
+    assert sum(counted.values()) == len(lines) - len(unsure)
+    assert all(route(raw, 1)[1] is not None for at, raw in enumerate(lines) if at not in unsure)

@@ -662,6 +662,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<record_cache::RecordCache>()?;
     m.add_class::<training::TextBuffer>()?;
     m.add_class::<routing::ShareRouter>()?;
+    m.add_function(wrap_pyfunction!(routing::count_users, m)?)?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;

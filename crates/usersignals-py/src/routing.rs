@@ -4,7 +4,7 @@
 use hashbrown::{HashMap, HashSet};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyList};
-use usersignals_core::route::{Route, Router};
+use usersignals_core::route::{user_of, Route, Router};
 
 /// One shard's split of the job's users: by the stable hash, except the users the job
 /// `assigned` to a shard; `borrowed` users (another shard's) are needed here too.
@@ -50,4 +50,26 @@ impl ShareRouter {
         }
         Ok((mine, borrowed, unsure))
     }
+}
+
+/// Each user's record count among `lines`, for the users the core reads for sure, and the
+/// indices of the records it cannot read for sure (Python reads those with the reference),
+/// ascending: a local backfill's sample of the archive (`usersignals.offline.balance`).
+#[pyfunction]
+pub fn count_users(lines: &Bound<'_, PyList>) -> PyResult<(HashMap<String, u64>, Vec<usize>)> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    let mut unsure = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let line = line.cast::<PyBytes>()?;
+        match user_of(line.as_bytes()) {
+            Some(user) => match counts.get_mut(&*user) {
+                Some(count) => *count += 1,
+                None => {
+                    counts.insert(user.into_owned(), 1);
+                }
+            },
+            None => unsure.push(index),
+        }
+    }
+    Ok((counts, unsure))
 }

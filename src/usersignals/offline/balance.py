@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping
 
+from usersignals._core import count_users
 from usersignals.offline.archive import EventArchive, file_blocks
 from usersignals.offline.common import shard_of
 from usersignals.offline.share import route
@@ -41,9 +42,21 @@ def plan_user_shards(archive: EventArchive, shards: int) -> dict[str, int]:
     counts: Counter[str] = Counter()
     for file in files:
         for block in file_blocks(file, per_file):
-            counts.update(user for _, user in (route(line, 1) for line in block.lines) if user)
+            counts.update(sample_counts(block.lines))
             break  # the file's first records only
     return balanced(counts, shards)
+
+
+def sample_counts(lines: list[bytes]) -> Counter[str]:
+    """Each user's records among ``lines``, read as the shards' routers read them: the core
+    counts the records it reads for sure, the reference (:func:`route`) reads the rest. The
+    parent plans before any shard starts, and reading each record in Python was 0.11 s of a
+    1.26 s two-process backfill of 200,000 events (50,000 records sampled)."""
+    counted, unsure = count_users(lines)
+    counted.pop("", None)  # no user to place (the decoder refuses an empty id)
+    counts = Counter(counted)
+    counts.update(user for _, user in (route(lines[index], 1) for index in unsure) if user)
+    return counts
 
 
 def balanced(counts: Mapping[str, int], shards: int) -> dict[str, int]:
