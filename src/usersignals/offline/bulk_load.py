@@ -74,6 +74,9 @@ def merged(
 ) -> Iterator[tuple[bytes, bytes]]:
     """Each computed ``(user key, record)`` merged into what ``store`` holds for the user
     (read a chunk of users at a time), in the order given."""
+    if store is None:  # nothing stored to merge with: the records as they are
+        yield from records
+        return
     pending = iter(records)
     while chunk := list(islice(pending, _CHUNK)):
         keys = [key for key, _ in chunk]
