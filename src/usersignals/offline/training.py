@@ -237,26 +237,28 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
             f"label column {time_column!r} must be a timestamp or ms since the epoch, "
             f"not {times.type}"
         )
-    _check_label_times(path, time_column, times)
+    label_times = times.to_pylist()
+    _check_label_times(path, time_column, label_times)
     users = table.column(user_column).to_pylist()
     labels = [
         (row, str(user), int(ts))
-        for row, (user, ts) in enumerate(zip(users, times.to_pylist(), strict=True))
+        for row, (user, ts) in enumerate(zip(users, label_times, strict=True))
         if user is not None and ts is not None
     ]
     return table, labels
 
 
-def _check_label_times(path: Path, column: str, times: Any) -> None:
-    """Label times are those a request's ``as_of`` may name (:func:`check_view_time`)."""
-    import pyarrow.compute as pc
-
-    for value in pc.min_max(times).values():
-        if (ms := value.as_py()) is not None:
-            try:
-                check_view_time(column, ms)
-            except ContextError as exc:
-                raise ConfigurationError(f"labels {str(path)!r}: {exc}") from None
+def _check_label_times(path: Path, column: str, times: list[int | None]) -> None:
+    """Label times are those a request's ``as_of`` may name (:func:`check_view_time`): the
+    earliest and the latest checked. In Python, not ``pyarrow.compute.min_max``: importing
+    ``pyarrow.compute`` took 0.04 s of the job's start (nothing else in a local training
+    set over integer times needs it)."""
+    known = [ms for ms in times if ms is not None]
+    for ms in (min(known), max(known)) if known else ():
+        try:
+            check_view_time(column, ms)
+        except ContextError as exc:
+            raise ConfigurationError(f"labels {str(path)!r}: {exc}") from None
 
 
 @dataclass(frozen=True)
