@@ -116,6 +116,15 @@ def test_the_shards_balance_the_labelled_users() -> None:
     assert sorted(loads) == [28 + 6 + 1, 21 + 15]
 
 
+def test_one_shard_takes_every_label_in_row_order() -> None:
+    counts = {"busy": 40, "b": 6, "c": 5}
+    labels = labelled(counts)
+    plan = plan_label_shards(list(reversed(labels)), 1)
+    assert plan.owner == dict.fromkeys(counts, 0)
+    assert plan.labels == [sorted(labels)]
+    assert plan.borrowed == [frozenset()]
+
+
 def test_a_user_who_outweighs_the_rest_is_cut_by_label_time() -> None:
     """The busiest user's labels are cut into one run per shard, of about equal work (later
     labels cost more: the state has grown), each run on its own shard; the first run's shard
