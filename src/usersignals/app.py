@@ -29,6 +29,7 @@ from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import changed_definitions, signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.store import StateStore
+from usersignals.state.versions import readded
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -68,6 +69,12 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
                 f"signals {', '.join(changed)} are defined otherwise than when this store's "
                 "states were computed: bump its version to change what a signal computes"
             )
+        # A version `signals apply` recorded removed: computing it again would build on
+        # what is left of its state (dropped user by user, missing every event since).
+        refused = readded(store, [signal.key for signal in registry.computed])
+        if refused:
+            reasons = "; ".join(f"{key}: {why}" for key, why in refused.items())
+            raise SignalsMismatchError(f"signals declared again after their removal: {reasons}")
         # Record which signals write this store: readers refuse to serve other ones.
         store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:

@@ -65,7 +65,8 @@ def signals_apply(
 ) -> None:
     """Record the module's definitions in the store's version table.
 
-    Refused when a definition changed without a new version.
+    Refused when a definition changed without a new version, or a removed version is
+    declared again.
     """
     from usersignals.offline.plan import apply_plan
 

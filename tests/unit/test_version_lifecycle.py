@@ -4,10 +4,15 @@ or computing on top of it again would answer from some users' history and not ot
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from usersignals import Count, Signal, SignalRegistry, days
-from usersignals.errors import ConfigurationError
+from usersignals.app import build_processor
+from usersignals.assembly import open_store
+from usersignals.config import Settings
+from usersignals.errors import ConfigurationError, SignalsMismatchError
 from usersignals.offline.plan import apply_plan, make_plan
 from usersignals.state.memory import MemoryStore
 from usersignals.state.versions import cut_over, load_removed, load_versions
@@ -70,3 +75,52 @@ def test_cutting_back_to_a_version_whose_grace_period_is_over_is_refused() -> No
     with pytest.raises(ConfigurationError, match=r"clicks@1.*grace period.*over"):
         cut_over(store, registry, registry.get("clicks@1"), grace_ms=HOUR_MS, now_ms=10 * HOUR_MS)
     assert load_versions(store) == before  # nothing written
+
+
+def test_a_removed_version_declared_again_is_neither_cut_over_to_nor_computed(
+    tmp_path: Path,
+) -> None:
+    """Found by the review: only ``apply`` refused it; ``cutover`` served it and a processor
+    started with the module computed it again, on top of the partial state."""
+    store = MemoryStore()
+    both = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True), views()])
+    apply_plan(store, both)
+    apply_plan(store, SignalRegistry([clicks(2, by="surface"), views()]))
+    with pytest.raises(ConfigurationError, match=r"clicks@1: removed at .*new version"):
+        cut_over(store, both, both.get("clicks@1"), grace_ms=HOUR_MS)
+
+    module = tmp_path / "signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal, days\n"
+        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(by='action'),"
+        " retention=days(7))]\n"
+    )
+    settings = Settings.load(
+        environ={}, overrides={"signals": str(module), "store": {"path": str(tmp_path / "s")}}
+    )
+    rocks = open_store(settings)
+    try:
+        apply_plan(rocks, SignalRegistry([clicks(1), views()]))
+        apply_plan(rocks, SignalRegistry([views()]))
+    finally:
+        rocks.close()
+    with pytest.raises(SignalsMismatchError, match=r"clicks@1: removed at .*new version"):
+        build_processor(settings)
+
+
+def test_a_version_never_applied_beside_applied_ones_is_not_taken_for_warm() -> None:
+    """Found by the review: a removal by the release before this one left no record, so the
+    version declared again read "state already in the store". Once ``apply`` is in use, a
+    version it never applied has state from a deployment that skipped it, or left by such a
+    removal: either way not a backfilled history."""
+    store = MemoryStore()
+    apply_plan(store, SignalRegistry([views()]))
+    planned = make_plan(
+        SignalRegistry([clicks(1), views()]), load_versions(store), {"clicks@1"}, {}
+    )
+    new = planned.changes[0]
+    assert (new.key, new.kind, new.needs_backfill) == ("clicks@1", "new", True)
+    assert "never applied" in new.detail
+    # Before the table (nothing applied yet): the deployed signals' state is warm.
+    fresh = make_plan(SignalRegistry([clicks(1)]), load_versions(MemoryStore()), {"clicks@1"})
+    assert fresh.changes[0].needs_backfill is False

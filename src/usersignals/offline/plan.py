@@ -27,14 +27,19 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import USER_PREFIX
 from usersignals.state.store import StateStore
-from usersignals.state.versions import VersionTable, load_removed, load_versions, save_versions
+from usersignals.state.versions import (
+    VersionTable,
+    load_removed,
+    load_versions,
+    readded_detail,
+    save_versions,
+)
 
 Kind = Literal["new", "changed", "readded", "unchanged", "removed"]
 #: The kinds ``apply`` refuses: the stored state under the key would not mean what it says.
@@ -102,16 +107,10 @@ def make_plan(
         serving = "default" if registry.label(signal) == signal.name else "shadow"
         recorded = table.applied.get(signal.key)
         if recorded is None and removed and signal.key in removed:
-            when = iso_utc(removed[signal.key], "seconds")
-            detail = (
-                f"removed at {when}: its state left in the store is partial; declare a new "
-                "version and backfill it"
-            )
+            detail = readded_detail(removed[signal.key])
             plan.changes.append(Change(signal.key, "readded", True, serving, detail))
         elif recorded is None:
-            warm = signal.key in stored
-            detail = "state already in the store" if warm else "starts empty: backfill it"
-            plan.changes.append(Change(signal.key, "new", not warm, serving, detail))
+            plan.changes.append(_new(signal.key, serving, signal.key in stored, table))
         elif not same_meaning(recorded, signal):
             detail = "definition changed under the same version: bump the version"
             plan.changes.append(Change(signal.key, "changed", True, serving, detail))
@@ -124,9 +123,23 @@ def make_plan(
     return plan
 
 
+def _new(key: str, serving: str, in_store: bool, table: VersionTable) -> Change:
+    """A version ``apply`` never recorded. Its state in the store is warm only for a
+    deployment from before the version table (nothing applied yet); once ``apply`` is in use,
+    such state started when a deployment skipped ``apply``, or outlived a removal by a
+    release that did not record removals: not a history either way."""
+    if not in_store:
+        return Change(key, "new", True, serving, "starts empty: backfill it")
+    if not table.applied:
+        return Change(key, "new", False, serving, "state already in the store")
+    detail = "state in the store, but never applied: partial history; backfill it"
+    return Change(key, "new", True, serving, detail)
+
+
 def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
-    """Record the module's definitions in the version table (one write); refuses a plan
-    that changes a definition under an existing version."""
+    """Record the module's definitions, and its removals, in the version table (one write);
+    refuses a plan that changes a definition under an existing version or declares a removed
+    version again (the kinds in :data:`REFUSED`)."""
     table = load_versions(store)
     removed = load_removed(store)
     plan = make_plan(registry, table, stored_state_keys(store), removed)

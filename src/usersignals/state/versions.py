@@ -11,6 +11,7 @@ and Redis alike), and the processor on its next micro-batch. The module declares
 from __future__ import annotations
 
 import time
+from collections.abc import Iterable
 
 import msgspec
 
@@ -65,6 +66,30 @@ def save_versions(
     store.write(puts)
 
 
+def readded(
+    store: StateStore, keys: Iterable[str], table: VersionTable | None = None
+) -> dict[str, str]:
+    """Of ``keys``, the versions ``signals apply`` recorded removed, each with why it must
+    not be computed or served again (:func:`readded_detail`)."""
+    removed = load_removed(store)
+    if not removed:
+        return {}
+    applied = (table if table is not None else load_versions(store)).applied
+    return {
+        key: readded_detail(removed[key]) for key in keys if key in removed and key not in applied
+    }
+
+
+def readded_detail(removed_ms: int) -> str:
+    """Why a removed version declared again is refused: the engine dropped its state user by
+    user as their events arrived, and the rest missed every event since."""
+    when = iso_utc(removed_ms, "seconds")
+    return (
+        f"removed at {when}: its state left in the store is partial; declare a new version "
+        "and backfill it"
+    )
+
+
 def load_removed(store: StateStore) -> dict[str, int]:
     """The versions ``signals apply`` recorded removed (see :data:`REMOVED_KEY`)."""
     raw = store.get_many([REMOVED_KEY])[0]
@@ -94,6 +119,9 @@ def cut_over(
     table = load_versions(store)
     registry.serve(table.served)
     previous = registry.get(target.name) if target.name in registry.names else None
+    refused = readded(store, [target.key], table)
+    if refused:
+        raise ConfigurationError(f"cannot cut over to {target.key}: {refused[target.key]}")
     if target.key in table.expired(now):
         dropped = iso_utc(table.retired[target.key], "seconds")
         raise ConfigurationError(
