@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from usersignals.offline.consistency import AHEAD, BEHIND, UNEXPLAINED, why
+from usersignals.offline.consistency import AHEAD, BEHIND, UNEXPLAINED, nearest, why
 from usersignals.serving.feature_records import LoggedAnswer
 
 TIMES = [100, 500, 900]
@@ -22,3 +22,13 @@ def test_a_log_written_before_answers_kept_their_newest_event_says_nothing_of_wh
     "counted no event", so every difference of a user with events passed for freshness."""
     old = msgspec.json.decode(b'{"name": "s", "version": 1, "value": 1}', type=LoggedAnswer)
     assert why(old, 1_000, TIMES) == UNEXPLAINED
+
+
+def test_an_answer_is_compared_with_the_recomputation_it_equals_before_one_it_is_close_to() -> None:
+    """Found by the review: a deleted user's answer equal to the recomputation without the
+    deletion, and within a sketch's error of the one with it, was compared with the latter
+    and counted as a difference."""
+    assert nearest(100, [100, 101], 0.05) == 100
+    assert nearest(101, [100, 101], 0.05) == 101
+    assert nearest(102, [90, 101], 0.05) == 101
+    assert nearest(50, [90, 101], 0.05) == 90

@@ -284,14 +284,10 @@ def _check_group(
                 for answer in record.signals.values():
                     if answer.name != signal.name or answer.version != signal.version:
                         continue
-                    offline = msgspec.json.decode(rows[row][index])
-                    if row in after:  # without the deletion, unless it is the answer after it
-                        deletion_applied = msgspec.json.decode(after[row][index])
-                        online = answer.value
-                        if online == deletion_applied or _close(
-                            online, deletion_applied, tolerance
-                        ):
-                            offline = deletion_applied
+                    texts = [rows[row][index], *([after[row][index]] if row in after else [])]
+                    offline = nearest(
+                        answer.value, [msgspec.json.decode(t) for t in texts], tolerance
+                    )
                     cause = partial(why, answer, record.ts, history.times.get(record.user_id, ()))
                     report.add(signal.key, answer.value, offline, tolerance, record, cause)
 
@@ -350,6 +346,16 @@ def _archive_events(
             if deleted is not None and place is not None and deleted.user_id in users:
                 deletions.add(deleted.user_id, place)
     return events, deletions
+
+
+def nearest(online: Any, recomputed: Sequence[Any], tolerance: float) -> Any:
+    """The recomputation to compare ``online`` with, of several equally possible ones (a
+    deleted user's, without and with the deletion): the first equal to it, else the first
+    within ``tolerance``, else the first."""
+    for candidate in recomputed:
+        if candidate == online:
+            return candidate
+    return next((c for c in recomputed if _close(online, c, tolerance)), recomputed[0])
 
 
 def _close(online: Any, offline: Any, tolerance: float) -> bool:
