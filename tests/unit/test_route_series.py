@@ -59,3 +59,18 @@ def test_a_registry_refuses_a_second_series_of_the_same_name() -> None:
     RequestCounter("requests", "Requests", ["route"], registry=registry)
     with pytest.raises(ValueError, match="Duplicated timeseries"):
         Counter("requests", "Requests", ["route"], registry=registry)
+
+
+def test_a_wrong_label_count_is_refused_at_the_call_not_at_every_scrape() -> None:
+    """Found by the review: a series made with too few label values was kept, and every
+    later scrape of /metrics failed on it; prometheus_client refuses it at the call."""
+    registry = CollectorRegistry()
+    counter = RequestCounter("requests", "Requests.", ["route", "status"], registry)
+    histogram = RequestHistogram("latency", "Latency.", ["route"], [0.1, 1.0], registry)
+    with pytest.raises(ValueError, match="incorrect label count"):
+        counter.labels("read")
+    with pytest.raises(ValueError, match="incorrect label count"):
+        histogram.labels("read", "200")
+    counter.labels("read", "200").inc()
+    histogram.labels("read").observe(0.5)
+    assert b'requests_total{route="read",status="200"} 1.0' in generate_latest(registry)

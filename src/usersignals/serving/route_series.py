@@ -86,6 +86,13 @@ class _Family(Collector):
     def describe(self) -> Iterable[Metric]:
         return [Metric(self.name, self.documentation, self.kind)]
 
+    def _checked(self, values: tuple[object, ...]) -> tuple[str, ...]:
+        """A new series' label values, refused at the call as prometheus_client refuses
+        them (a wrong count would otherwise fail every later scrape of ``/metrics``)."""
+        if len(values) != len(self.labelnames):
+            raise ValueError(f"{self.name}: incorrect label count")
+        return tuple(str(value) for value in values)
+
     def _labelled(self, values: tuple[str, ...]) -> dict[str, str]:
         return dict(zip(self.labelnames, values, strict=True))
 
@@ -104,6 +111,7 @@ class RequestCounter(_Family):
     def labels(self, *values: str) -> CounterSeries:
         series = self._series.get(values)
         if series is None:
+            values = self._checked(values)
             with self._lock:
                 series = self._series.setdefault(values, CounterSeries())
         return series
@@ -149,6 +157,7 @@ class RequestHistogram(_Family):
     def labels(self, *values: str) -> HistogramSeries:
         series = self._series.get(values)
         if series is None:
+            values = self._checked(values)
             with self._lock:
                 series = self._series.setdefault(values, HistogramSeries(self._bounds))
         return series
