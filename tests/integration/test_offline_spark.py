@@ -226,24 +226,42 @@ def test_spark_dead_letters_the_event_a_signal_fails_on_as_the_local_runner_does
     import pyarrow.parquet as pq
     from test_offline_signal_failures import NOW, archive, dead_letters, settings
 
+    from usersignals.offline.common import shard_of
     from usersignals.offline.spark import backfill_spark, training_set_spark
 
-    events = str(archive(tmp_path))
+    # The failing events of two users, one in each shard: each partition's file is merged.
+    path = archive(tmp_path)
+    lines = path.read_text().splitlines()
+    other = [
+        line.replace('"u1"', '"u3"').replace('"event_id": "e', '"event_id": "f') for line in lines
+    ]
+    path.write_text("\n".join(lines + other) + "\n")
+    assert {shard_of("u1", 2), shard_of("u3", 2)} == {0, 1}
+    events = str(path)
     job = BackfillJob(events, settings(tmp_path), until_ms=NOW + 10, workers=2,
                       dead_letter=tmp_path / "dead.jsonl")  # fmt: skip
     summary = backfill_spark(spark, job, tmp_path / "states")
-    assert summary.events == 3
-    assert [bad.reason for bad in summary.report.rejected] == ["signal_failed"]
-    assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
-    (record,) = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
-    assert (record["partition"], record["offset"]) == ("archive:events.jsonl", 2)
+    assert summary.events == 6
+    assert [bad.reason for bad in summary.report.rejected] == ["signal_failed"] * 2
+    assert dead_letters(tmp_path / "dead.jsonl") == [
+        ("signal_failed", "e1"),
+        ("signal_failed", "f1"),
+    ]
+    records = [json.loads(line) for line in (tmp_path / "dead.jsonl").read_text().splitlines()]
+    assert [(r["partition"], r["offset"]) for r in records] == [
+        ("archive:events.jsonl", 2),
+        ("archive:events.jsonl", 5),
+    ]
 
     labels = tmp_path / "labels.parquet"
-    pq.write_table(pa.table({"user_id": ["u1"], "ts": [NOW + 10]}), labels)
+    pq.write_table(pa.table({"user_id": ["u1", "u3"], "ts": [NOW + 10] * 2}), labels)
     out = tmp_path / "features.parquet"
     training = TrainingJob(labels, events, settings(tmp_path), out, workers=2,
                            dead_letter=tmp_path / "training-dead.jsonl")  # fmt: skip
     done = training_set_spark(spark, training)
-    assert done.signal_failed == 1
-    assert dead_letters(tmp_path / "training-dead.jsonl") == [("signal_failed", "e1")]
-    assert json.loads(pq.read_table(out).to_pylist()[0]["dwell"]) == 300
+    assert done.signal_failed == 2
+    assert dead_letters(tmp_path / "training-dead.jsonl") == [
+        ("signal_failed", "e1"),
+        ("signal_failed", "f1"),
+    ]
+    assert [json.loads(row["dwell"]) for row in pq.read_table(out).to_pylist()] == [300, 300]

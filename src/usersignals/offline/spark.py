@@ -430,7 +430,9 @@ def _keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
     from pyspark import TaskContext
 
     context = TaskContext.get()
-    path = directory / f"part-{context.partitionId() if context else 0:05d}.msgpack"
+    if context is None:  # every partition would write the same file
+        raise RuntimeError("signal failures kept outside a Spark task")
+    path = directory / f"part-{context.partitionId():05d}.msgpack"
     scratch = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     scratch.write_bytes(msgspec.msgpack.encode(rejected))
     os.replace(scratch, path)
