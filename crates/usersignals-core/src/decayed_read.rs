@@ -15,7 +15,7 @@ use crate::decay::{get_bucket, get_run_form_into, scale_down, to_f64, unzigzag, 
 use crate::error::CoreError;
 use crate::last_n::view::column_refs;
 use crate::value::{Value, ValueRef};
-use crate::varint::Reader;
+use crate::varint::{self, Reader};
 
 /// A read's answer over the stored bytes: `(key, score)`, best first, keys borrowed.
 pub type StoredProfile<'a> = Vec<(ValueRef<'a>, f64)>;
@@ -177,7 +177,7 @@ impl Buckets<'_> {
     fn value(&self, stored: u128) -> Result<f64, CoreError> {
         if let Ok(small) = u64::try_from(stored) {
             return Ok(match self.signed {
-                true => (((small >> 1) as i64) ^ -((small & 1) as i64)) as f64,
+                true => varint::unzigzag(small) as f64,
                 false => small as f64,
             });
         }

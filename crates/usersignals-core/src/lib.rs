@@ -13,6 +13,7 @@
 //!
 //! The Python implementations in `usersignals.aggregations` are the reference model this
 //! crate is property-tested against.
+#![forbid(unsafe_code)]
 
 pub mod batch;
 pub mod context;

@@ -13,7 +13,7 @@ use crate::decay::{
     get_bucket, get_i128, get_run_into, get_u128, scale_down, to_f64, DecayBuckets,
 };
 use crate::error::CoreError;
-use crate::varint::Reader;
+use crate::varint::{self, Reader};
 
 impl MeanVectorSpec {
     /// `read` straight from the stored bytes. A state that does not decode is an error, as
@@ -107,8 +107,7 @@ impl MeanVectorSpec {
 
 /// A stored quotient (zigzag) that fits 64 bits, as the `i64` it stands for.
 fn unzigzag64(quotient: u128) -> Option<i64> {
-    let z = u64::try_from(quotient).ok()?;
-    Some(((z >> 1) as i64) ^ -((z & 1) as i64))
+    u64::try_from(quotient).ok().map(varint::unzigzag)
 }
 
 /// Adds each component's sum (`component_sum` of its quotient and the bucket's divisor `d`)

@@ -15,6 +15,12 @@ pub fn varint_len(v: u64) -> usize {
     (64 - v.leading_zeros()).max(1).div_ceil(7) as usize
 }
 
+/// A zigzag-coded 64-bit value decoded (`0, 1, 2, 3` → `0, -1, 1, -2`).
+#[inline]
+pub fn unzigzag(z: u64) -> i64 {
+    ((z >> 1) as i64) ^ -((z & 1) as i64)
+}
+
 pub fn put_i64(out: &mut Vec<u8>, v: i64) {
     put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
 }
@@ -244,8 +250,7 @@ impl<'a> Reader<'a> {
     }
 
     pub fn i64(&mut self) -> Result<i64, CoreError> {
-        let v = self.u64()?;
-        Ok(((v >> 1) as i64) ^ -((v & 1) as i64))
+        Ok(unzigzag(self.u64()?))
     }
 
     /// A count that must be plausible for the bytes left (guards allocations on bad input).
