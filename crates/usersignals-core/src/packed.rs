@@ -244,6 +244,7 @@ fn skip(c: &mut Cursor<'_>, marker: Marker, depth: usize) -> Result<(), CoreErro
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use rmp::encode;
 
     /// Writes one field's value.
@@ -326,6 +327,46 @@ mod tests {
         })]);
         cut.pop();
         assert!(PackedFields::parse(&cut).is_err());
+    }
+
+    proptest! {
+        /// Any list of float 64s and small integers, each kind read as the general path
+        /// reads it: every float bit for bit (NaNs and signed zeros included).
+        #[test]
+        fn any_float_list_is_read_bit_for_bit(
+            items in proptest::collection::vec(
+                prop_oneof![
+                    proptest::num::f64::ANY.prop_map(Ok),
+                    (-1000i64..1000).prop_map(Err),
+                ],
+                0..48,
+            )
+        ) {
+            let write = |o: &mut Vec<u8>| {
+                encode::write_array_len(o, items.len() as u32).unwrap();
+                for item in &items {
+                    match item {
+                        Ok(float) => encode::write_f64(o, *float).unwrap(),
+                        Err(int) => {
+                            encode::write_sint(o, *int).unwrap();
+                        }
+                    }
+                }
+            };
+            let fields = PackedFields::parse(&map(&[("v", &write)])).unwrap();
+            let Some(Field::Numbers(read)) = fields.get("v") else {
+                panic!("not numbers: {:?}", fields.get("v"));
+            };
+            let expected: Vec<u64> = items
+                .iter()
+                .map(|item| match item {
+                    Ok(float) => float.to_bits(),
+                    Err(int) => (*int as f64).to_bits(),
+                })
+                .collect();
+            let got: Vec<u64> = read.iter().map(|x| x.to_bits()).collect();
+            prop_assert_eq!(got, expected);
+        }
     }
 
     #[test]

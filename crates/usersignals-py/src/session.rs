@@ -295,6 +295,21 @@ pub fn replace_progress<'py>(
 #[cfg(test)]
 mod tests {
     use super::id_head;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Any ids (any Unicode, shared prefixes, ids shorter than 8 bytes): by head, then
+        /// whole, is the byte order the store keeps keys in.
+        #[test]
+        fn any_ids_by_head_then_whole_are_in_byte_order(
+            mut ids in proptest::collection::vec("(u00|ab|)\\PC{0,10}", 0..40)
+        ) {
+            let mut expected = ids.clone();
+            expected.sort_unstable();
+            ids.sort_unstable_by(|a, b| (id_head(a).cmp(&id_head(b))).then_with(|| a.cmp(b)));
+            prop_assert_eq!(ids, expected);
+        }
+    }
 
     #[test]
     fn ids_by_head_then_whole_are_in_byte_order() {
