@@ -18,6 +18,7 @@ import threading
 import time
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import Metric
@@ -69,7 +70,10 @@ class HistogramSeries:
             self.sum += amount
 
 
-class _Family(Collector):
+_Series = TypeVar("_Series", "CounterSeries", "HistogramSeries")
+
+
+class _Family(Collector, Generic[_Series]):
     """What a counter and a histogram share: a name, labels and series by label values."""
 
     kind = ""
@@ -81,7 +85,19 @@ class _Family(Collector):
         self.documentation = documentation
         self.labelnames = tuple(labelnames)
         self._lock = threading.Lock()
+        self._series: dict[tuple[str, ...], _Series] = {}
         registry.register(self)
+
+    def labels(self, *values: str) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            values = self._checked(values)
+            with self._lock:
+                series = self._series.setdefault(values, self._new_series())
+        return series
+
+    def _new_series(self) -> _Series:
+        raise NotImplementedError
 
     def describe(self) -> Iterable[Metric]:
         return [Metric(self.name, self.documentation, self.kind)]
@@ -93,43 +109,33 @@ class _Family(Collector):
             raise ValueError(f"{self.name}: incorrect label count")
         return tuple(str(value) for value in values)
 
-    def _labelled(self, values: tuple[str, ...]) -> dict[str, str]:
-        return dict(zip(self.labelnames, values, strict=True))
+    def _labelled_series(self) -> list[tuple[dict[str, str], _Series]]:
+        """Each series with its labels by name, as they stand (a copy: scrapes do not hold
+        the lock while they write)."""
+        with self._lock:
+            series = list(self._series.items())
+        return [(dict(zip(self.labelnames, values, strict=True)), one) for values, one in series]
 
 
-class RequestCounter(_Family):
+class RequestCounter(_Family[CounterSeries]):
     """A counter by label values (``Counter(name, documentation, labelnames)``)."""
 
     kind = "counter"
 
-    def __init__(
-        self, name: str, documentation: str, labelnames: Sequence[str], registry: CollectorRegistry
-    ) -> None:
-        self._series: dict[tuple[str, ...], CounterSeries] = {}
-        super().__init__(name, documentation, labelnames, registry)
-
-    def labels(self, *values: str) -> CounterSeries:
-        series = self._series.get(values)
-        if series is None:
-            values = self._checked(values)
-            with self._lock:
-                series = self._series.setdefault(values, CounterSeries())
-        return series
+    def _new_series(self) -> CounterSeries:
+        return CounterSeries()
 
     def collect(self) -> Iterable[Metric]:
         metric = Metric(self.name, self.documentation, self.kind)
         created = _use_created()
-        with self._lock:
-            series = list(self._series.items())
-        for values, one in series:
-            labels = self._labelled(values)
+        for labels, one in self._labelled_series():
             metric.add_sample(self.name + "_total", labels, one.value)
             if created:
                 metric.add_sample(self.name + "_created", labels, one.created)
         return [metric]
 
 
-class RequestHistogram(_Family):
+class RequestHistogram(_Family[HistogramSeries]):
     """A histogram by label values (``Histogram(name, documentation, labelnames, buckets)``;
     buckets ascending, ``+Inf`` added as prometheus_client adds it)."""
 
@@ -151,24 +157,15 @@ class RequestHistogram(_Family):
         self._bounds = bounds
         # Each bound's `le` label, as prometheus_client writes it (written once).
         self._les = [_go_float(bound) for bound in bounds]
-        self._series: dict[tuple[str, ...], HistogramSeries] = {}
         super().__init__(name, documentation, labelnames, registry)
 
-    def labels(self, *values: str) -> HistogramSeries:
-        series = self._series.get(values)
-        if series is None:
-            values = self._checked(values)
-            with self._lock:
-                series = self._series.setdefault(values, HistogramSeries(self._bounds))
-        return series
+    def _new_series(self) -> HistogramSeries:
+        return HistogramSeries(self._bounds)
 
     def collect(self) -> Iterable[Metric]:
         metric = Metric(self.name, self.documentation, self.kind)
         created = _use_created()
-        with self._lock:
-            series = list(self._series.items())
-        for values, one in series:
-            labels = self._labelled(values)
+        for labels, one in self._labelled_series():
             with one.lock:  # one observation's bucket and sum together
                 counts, total = list(one.counts), one.sum
             cumulative = 0.0
