@@ -16,6 +16,7 @@ import math
 import os
 import threading
 import time
+from abc import abstractmethod
 from bisect import bisect_left
 from collections.abc import Callable, Iterable, Sequence
 from typing import Generic, TypeVar
@@ -96,8 +97,9 @@ class _Family(Collector, Generic[_Series]):
                 series = self._series.setdefault(values, self._new_series())
         return series
 
+    @abstractmethod
     def _new_series(self) -> _Series:
-        raise NotImplementedError
+        """An empty series of this family's kind."""
 
     def describe(self) -> Iterable[Metric]:
         return [Metric(self.name, self.documentation, self.kind)]
