@@ -124,7 +124,7 @@ class FastRead:
 
     def _first_series(self) -> _Series:
         http = self.state.http
-        self._series = (*http.answer_series(ROUTE, 200), http.built_series(ROUTE))
+        self._series = (*http.answer_series(ROUTE, 200), http.built.labels(ROUTE))
         return self._series
 
     async def _send(self, body: bytes, send: Send, started: float, series: _Series) -> None:

@@ -129,9 +129,6 @@ class HttpMetrics:
             ["reason"],
             registry=registry,
         )
-        # Each (route, status)'s series, found once: ``labels()`` costs microseconds a request.
-        self._series: dict[tuple[str, int], tuple[CounterSeries, HistogramSeries]] = {}
-        self._built: dict[str, HistogramSeries] = {}
 
     def answered(self, route: str, status: int, seconds: float) -> None:
         """Count an answer of ``route`` and its latency."""
@@ -142,24 +139,11 @@ class HttpMetrics:
     def answer_series(self, route: str, status: int) -> tuple[CounterSeries, HistogramSeries]:
         """``route``'s count of ``status`` answers and its latency: what :meth:`answered`
         records, for a caller that keeps them (the read route's fast path)."""
-        series = self._series.get((route, status))
-        if series is None:
-            series = self._series[(route, status)] = (
-                self.requests.labels(route, str(status)),
-                self.latency.labels(route),
-            )
-        return series
+        return self.requests.labels(route, str(status)), self.latency.labels(route)
 
     def answer_built(self, route: str, seconds: float) -> None:
         """The time ``route`` took to build an answer, before it was sent."""
-        self.built_series(route).observe(seconds)
-
-    def built_series(self, route: str) -> HistogramSeries:
-        """``route``'s series of :meth:`answer_built`."""
-        series = self._built.get(route)
-        if series is None:
-            series = self._built[route] = self.built.labels(route)
-        return series
+        self.built.labels(route).observe(seconds)
 
 
 def serving_state(request: Request) -> ServingState:
