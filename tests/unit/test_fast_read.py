@@ -204,6 +204,37 @@ def test_a_read_token_is_checked_as_the_full_stack_checks_it(
     assert by_app[0] == status
 
 
+@pytest.mark.parametrize("method", ["GET", "DELETE"])
+def test_a_user_id_whose_escapes_are_not_utf8_is_a_400_not_another_users_answer(
+    make_app: Any, method: str
+) -> None:
+    # granian decodes %FF%FE with replacement characters: without a look at the raw path,
+    # the request read (or deleted) the user "\ufffd\ufffd", whom ingest accepts.
+    app = make_app()
+    scope = scope_of("/v1/users/\ufffd\ufffd/signals", method=method)
+    scope["raw_path"] = b"/v1/users/%FF%FE/signals"
+    if method == "DELETE":
+        scope["path"] = scope["path"].removesuffix("/signals")
+        scope["raw_path"] = scope["raw_path"].removesuffix(b"/signals")
+    answered, by_app, by_stack = both(app, scope)
+    assert not answered
+    assert by_app == by_stack
+    assert by_app[0] == 400
+    assert by_app[2]["parameter"] == "user_id"
+    assert "UTF-8" in by_app[2]["message"]
+
+
+def test_a_replacement_character_sent_as_utf8_is_an_ordinary_user_id(make_app: Any) -> None:
+    app = make_app()
+    scope = scope_of("/v1/users/\ufffd/signals")
+    scope["raw_path"] = b"/v1/users/%EF%BF%BD/signals"
+    answered, by_app, by_stack = both(app, scope)
+    assert answered
+    assert by_app == by_stack
+    assert by_app[0] == 200
+    assert by_app[2]["user_id"] == "\ufffd"
+
+
 def samples(text: str, family: str, labels: dict[str, str]) -> float:
     from prometheus_client.parser import text_string_to_metric_families
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import Any
+from urllib.parse import unquote_to_bytes
 
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
+from starlette.types import Scope
 
 from usersignals.errors import ContextError
 from usersignals.serving.reader import check_user_id, valid_user_id
@@ -24,8 +26,27 @@ MAX_BATCH_USERS = 1_000
 def user_id_of(request: Request, max_chars: int) -> str:
     """The ``user_id`` path parameter, refused as ingest refuses it (in code points)."""
     user_id: str = request.path_params["user_id"]
+    if not path_is_utf8(request.scope, user_id):
+        raise ContextError("user_id", "is not valid UTF-8 (its percent-escapes hold other bytes)")
     check_user_id(user_id, max_chars)
     return user_id
+
+
+def path_is_utf8(scope: Scope, decoded: str) -> bool:
+    """Whether the path's percent-escapes, of which ``decoded`` is a part, are UTF-8.
+
+    The server decodes them with replacement characters: ``%FF`` arrives as ``"\ufffd"``,
+    an id ingest accepts (it refuses the byte), so a read or a deletion would reach
+    another user. Only a path holding one is looked at again, in its raw bytes.
+    """
+    raw = scope.get("raw_path")
+    if "\ufffd" not in decoded or raw is None:
+        return True
+    try:
+        unquote_to_bytes(raw).decode()
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def check_users(users: list[str], max_chars: int) -> None:
