@@ -171,3 +171,18 @@ def test_a_path_of_the_wrong_kind_is_one_line(tmp_path: Path) -> None:
         errors = [line for line in result.stderr.splitlines() if line.startswith("error: ")]
         assert len(errors) == 1, (args, result.stderr)
         assert named in errors[0], (args, errors[0])
+
+
+def test_get_with_a_user_id_that_is_not_utf8_prints_one_line(tmp_path: Path) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n")
+    store = tmp_path / "store"
+    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    # The byte 0xFF on the command line: Python hands it over as the lone surrogate \udcff.
+    result = run("get", "u-\udcff", "--signal", "action_counts", "--store", store, cwd=tmp_path)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: user_id: ")
+    assert "UTF-8" in lines[0]

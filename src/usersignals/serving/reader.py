@@ -52,6 +52,11 @@ def check_user_id(user_id: str, max_chars: int) -> None:
     ``get`` command) answers such an id the same way."""
     if not valid_user_id(user_id, max_chars):
         raise ContextError("user_id", f"must be 1 to {max_chars} characters")
+    if not user_id.isascii():
+        try:
+            user_id.encode()
+        except UnicodeEncodeError:  # a byte that is not UTF-8, as Python hands over argv
+            raise ContextError("user_id", "is not valid UTF-8") from None
 
 
 class SignalResult(msgspec.Struct, omit_defaults=True):
