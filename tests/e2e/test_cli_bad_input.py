@@ -186,3 +186,24 @@ def test_get_with_a_user_id_that_is_not_utf8_prints_one_line(tmp_path: Path) -> 
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: user_id: ")
     assert "UTF-8" in lines[0]
+
+
+@pytest.mark.parametrize(
+    ("option", "parameter"), [("--exclude", "exclude"), ("--actions", "actions")]
+)
+def test_get_with_a_list_value_that_is_not_utf8_prints_one_line(
+    tmp_path: Path, option: str, parameter: str
+) -> None:
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n")
+    store = tmp_path / "store"
+    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    result = run(
+        "get", "u-bad", "--signal", "recent_engagements", option, "i1,\udcff", "--store", store,
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {parameter}: ")

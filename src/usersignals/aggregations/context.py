@@ -257,6 +257,11 @@ def _parse_set(text: str) -> frozenset[str]:
         raise ValueError("must list at least one value, comma-separated")
     if len(values) > MAX_LIST_ITEMS:
         raise ValueError(f"at most {MAX_LIST_ITEMS} values")
+    if not text.isascii():
+        try:
+            text.encode()
+        except UnicodeEncodeError:  # a byte of argv that is not UTF-8: the core takes UTF-8
+            raise ValueError("is not valid UTF-8") from None
     return values
 
 
