@@ -43,6 +43,22 @@ def test_a_shadow_version_s_context_is_keyed_by_its_name_at_version() -> None:
     assert windows(body) == {"interests@2": 3_600_000, "interests@1": None}
 
 
+def test_a_signal_named_twice_gets_each_names_own_context_only() -> None:
+    # Named by its name and its name@version, one signal is answered under both keys; the
+    # context keyed by one of them was applied to both answers.
+    contexts = {"interests@1": {"window": "1h"}}
+    body = BatchRequest(users=["u1"], signals=["interests@1", "interests"], contexts=contexts)
+    plan, labels = batch_plan(registry(), body)
+    assert labels == ["interests@1", "interests"]
+    assert [context.window_ms for _, context in plan] == [3_600_000, None]
+    body = BatchRequest(
+        users=["u1"],
+        signals=["interests", "interests@1"],
+        contexts={"interests": {"window": "1h"}, "interests@1": {"window": "2h"}},
+    )
+    assert [c.window_ms for _, c in batch_plan(registry(), body)[0]] == [3_600_000, 7_200_000]
+
+
 def test_one_signal_s_context_given_under_both_keys_is_refused() -> None:
     body = BatchRequest(
         users=["u1"],

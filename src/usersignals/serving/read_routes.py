@@ -89,33 +89,44 @@ def batch_plan(registry: SignalRegistry, body: BatchRequest) -> tuple[ReadPlan, 
     names = distinct_names(body.signals, "signals") if body.signals else None
     signals = [registry.get(name) for name in names] if names else list(registry)
     check_reads(len(body.users), len(signals))
-    own = _own_contexts(registry, signals, body.contexts)
+    labels = registry.labels(names, signals)
+    own = _own_contexts(registry, signals, labels, body.contexts)
     now_ms = time.time_ns() // 1_000_000
     shared = context_strings(body.context)
     plan = [
-        (signal, ReadContext.parse({**shared, **context_strings(own.get(signal.key, {}))}, now_ms))
-        for signal in signals
+        (signal, ReadContext.parse({**shared, **context_strings(context)}, now_ms))
+        for signal, context in zip(signals, own, strict=True)
     ]
-    return plan, registry.labels(names, signals)
+    return plan, labels
 
 
 def _own_contexts(
-    registry: SignalRegistry, signals: list[Signal], contexts: dict[str, dict[str, ContextValue]]
-) -> dict[str, dict[str, ContextValue]]:
-    """``contexts`` by signal key. A signal's context is keyed as its answer is (a shadow
-    version by its name@version) or by its name@version always: a client that pins versions
-    keys them as it names them, whichever version is served by default."""
-    keys = {registry.label(signal): signal.key for signal in signals}
-    keys.update((signal.key, signal.key) for signal in signals)
-    unknown = set(contexts) - set(keys)
+    registry: SignalRegistry,
+    signals: list[Signal],
+    labels: list[str],
+    contexts: dict[str, dict[str, ContextValue]],
+) -> list[dict[str, ContextValue]]:
+    """Each requested signal's own context, from ``contexts``. A signal's context is keyed
+    as its answer is (a shadow version by its name@version) or by its other name (its
+    name@version always, its name while served by default): a client that pins versions
+    keys them as it names them, whichever version is served by default. The other name
+    counts only when the request is not answered under it too: a signal named twice (as
+    ``name`` and ``name@version``) gets under each key its own context, not both."""
+    answered = set(labels)
+    used: set[str] = set()
+    out: list[dict[str, ContextValue]] = []
+    for signal, label in zip(signals, labels, strict=True):
+        others = (registry.label(signal), signal.key)
+        keys = dict.fromkeys([label, *(k for k in others if k not in answered)])
+        given = [key for key in keys if key in contexts]
+        if len(given) > 1:
+            raise ContextError("contexts", f"gives {signal.key}'s context twice, by two names")
+        used.update(given)
+        out.append(contexts[given[0]] if given else {})
+    unknown = set(contexts) - used
     if unknown:
         raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
-    own: dict[str, dict[str, ContextValue]] = {}
-    for given, context in contexts.items():
-        if keys[given] in own:
-            raise ContextError("contexts", f"gives {keys[given]}'s context twice, by two names")
-        own[keys[given]] = context
-    return own
+    return out
 
 
 async def list_signals(request: Request) -> Response:
