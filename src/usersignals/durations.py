@@ -23,7 +23,8 @@ WEEK_MS = 7 * DAY_MS
 
 _UNITS = {"ms": 1, "s": SECOND_MS, "m": MINUTE_MS, "h": HOUR_MS, "d": DAY_MS, "w": WEEK_MS}
 # "ms" before "m" so that "90ms" is 90 milliseconds, not 90 minutes and a stray "s".
-_PART = r"(\d+)(ms|s|m|h|d|w)"
+# ASCII digits only: "\d" also matches other scripts' digits, which int() reads too.
+_PART = r"([0-9]+)(ms|s|m|h|d|w)"
 _PATTERN = re.compile(rf"^(?:{_PART})+$")
 _PARTS = re.compile(_PART)
 _FORMS = 'a whole number and a unit (ms, s, m, h, d, w), e.g. "90s", "15m", "1h30m", "7d"'

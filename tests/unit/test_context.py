@@ -184,6 +184,15 @@ def test_parse_without_now_uses_the_wall_clock() -> None:
         ("actions", ",", "at least one value"),
         ("surfaces", " , ", "at least one value"),
         ("exclude", ",,", "at least one value"),
+        # Digits other than ASCII's, and Python's literal forms: int() reads them, a client
+        # that sent them meant something else (found trying the API as a new user).
+        ("limit", "\u0663", "not a whole number"),  # ARABIC-INDIC DIGIT THREE
+        ("limit", "1_0", "not a whole number"),
+        ("limit", "\uff15", "not a whole number"),  # FULLWIDTH DIGIT FIVE
+        ("as_of", "\u00b2", "is not a time"),  # SUPERSCRIPT TWO: isdigit() but not int()
+        ("as_of", "\u0663" * 13, "is not a time"),
+        ("since", "1_767_225_600_000", "is not a time"),
+        ("window", "\u0663h", "is not a duration"),
     ],
 )
 def test_bad_value_names_the_parameter(parameter: str, text: str, fragment: str) -> None:

@@ -8,6 +8,7 @@ CLI and the HTTP API reject bad input with the same message naming the parameter
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -30,6 +31,9 @@ CONTEXT_PARAMETERS = (
 )
 MAX_LIMIT = 10_000
 MAX_LIST_ITEMS = 1_000
+#: A whole number in ASCII digits: int() also reads other scripts' digits and "1_0", which
+#: a client that sent them meant as something else.
+_WHOLE_NUMBER = re.compile(r"-?[0-9]+")
 
 _T = TypeVar("_T")
 
@@ -230,7 +234,7 @@ def _parse_window(text: str) -> int:
 
 def _parse_time(text: str) -> int:
     """Milliseconds since the epoch, or an ISO-8601 time that names its time zone."""
-    if text.lstrip("-").isdigit():
+    if _WHOLE_NUMBER.fullmatch(text):
         return _in_range(int(text))
     try:
         moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
@@ -266,10 +270,9 @@ def _parse_set(text: str) -> frozenset[str]:
 
 
 def _parse_limit(text: str) -> int:
-    try:
-        limit = int(text)
-    except ValueError:
-        raise ValueError(f"{text!r} is not a whole number") from None
+    if not _WHOLE_NUMBER.fullmatch(text.strip()):
+        raise ValueError(f"{text!r} is not a whole number")
+    limit = int(text)
     if not 1 <= limit <= MAX_LIMIT:
         raise ValueError(f"must be between 1 and {MAX_LIMIT}")
     return limit
