@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -273,4 +274,40 @@ def _contract_problems(aggregate: Aggregation) -> list[str]:
             f"{name}.context_parameters() names unknown parameters {unknown}; "
             f"known: {', '.join(CONTEXT_PARAMETERS)}"
         )
+    return problems + _params_problems(name, aggregate.params())
+
+
+def _params_problems(name: str, params: object) -> list[str]:
+    """What is wrong with ``params()``: it is the version's identity (the compiled JSON and
+    the digests ``plan`` and ``serve`` compare), so anything JSON cannot hold exactly would end
+    those commands in the encoder, and a ``kind`` of its own would rename the aggregation."""
+    if not isinstance(params, dict):
+        return [f"{name}.params() must return a dict of JSON-ready values, not {_type(params)}"]
+    problems = []
+    if "kind" in params:
+        problems.append(f"{name}.params() must not hold 'kind': the class's kind names it")
+    wrong = _not_json(params)
+    if wrong:
+        problems.append(f"{name}.params() {wrong}")
     return problems
+
+
+def _not_json(value: object) -> str | None:
+    """Why ``value`` is not JSON-ready (str-keyed dicts, lists, strings, finite numbers, bools
+    and None), or None when it is."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "holds a value not JSON-ready (a NaN or infinite number)"
+    if value is None or isinstance(value, str | bool | int | float):
+        return None
+    if isinstance(value, list | tuple):
+        return next((wrong for item in value if (wrong := _not_json(item))), None)
+    if isinstance(value, dict):
+        keys = [key for key in value if not isinstance(key, str)]
+        if keys:
+            return f"keys must be strings, not {keys!r}"
+        return next((wrong for item in value.values() if (wrong := _not_json(item))), None)
+    return f"holds a value not JSON-ready ({_type(value)}): write it as text or numbers"
+
+
+def _type(value: object) -> str:
+    return type(value).__name__

@@ -1,0 +1,67 @@
+"""A user-defined aggregation's ``params()`` is its definition: a mistake in it is a problem.
+
+``params()`` is what a version's identity is made of (``signals compile``, the digests that
+``plan``, ``replay`` and ``serve`` compare). One that returned a list, a ``timedelta`` or a set,
+or put a ``kind`` of its own over the class's, was accepted when the signal was defined and
+then ended ``signals compile`` and ``replay`` with a traceback from the JSON encoder (or, for
+``kind``, silently renamed the aggregation). Now the signal's definition names the problem.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from usersignals import Signal, SignalDefinitionError
+from usersignals.aggregations import Aggregation, AggregationRuntime
+
+
+@dataclass(frozen=True)
+class Custom(Aggregation):
+    """An aggregation whose ``params()`` answers whatever the test gives it."""
+
+    answer: Any = None
+    kind = "custom"
+
+    def problems(self) -> list[str]:
+        return []
+
+    def fields(self) -> set[str]:
+        return {"action"}
+
+    def context_parameters(self) -> frozenset[str]:
+        return frozenset()
+
+    def params(self) -> Any:
+        return self.answer
+
+    def compile(self, resolve: Any, retention_ms: int) -> AggregationRuntime[Any]:
+        raise AssertionError("not compiled in these tests")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        (["window"], "Custom.params() must return a dict of JSON-ready values, not list"),
+        (None, "Custom.params() must return a dict of JSON-ready values, not NoneType"),
+        ({"window": timedelta(days=1)}, "not JSON-ready (timedelta)"),
+        ({"ids": {1, 2}}, "not JSON-ready (set)"),
+        ({"x": object()}, "not JSON-ready (object)"),
+        ({"x": float("nan")}, "not JSON-ready (a NaN or infinite number)"),
+        ({1: "a"}, "Custom.params() keys must be strings, not [1]"),
+        ({"kind": "other"}, "Custom.params() must not hold 'kind'"),
+    ],
+)
+def test_a_params_mistake_is_a_definition_problem(answer: Any, expected: str) -> None:
+    with pytest.raises(SignalDefinitionError) as caught:
+        Signal(name="custom", version=1, aggregate=Custom(answer))
+    assert any(expected in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_json_ready_params_define_the_signal() -> None:
+    answer = {"window": "1d", "weights": {"save": 2.5}, "keys": ["a", "b"], "on": True}
+    signal = Signal(name="custom", version=1, aggregate=Custom(answer))
+    assert signal.to_json()["aggregate"] == {"kind": "custom", **answer}
