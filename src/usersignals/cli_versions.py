@@ -41,16 +41,13 @@ def signals_plan(
 
     Compared with what `signals apply` last recorded in the store's version table.
     """
-    from usersignals.offline.plan import make_plan, stored_state_keys
-    from usersignals.state.versions import load_removed, load_versions
+    from usersignals.offline.plan import stored_plan
 
     settings = _settings(config, store=store, signals=signals)
     registry = SignalRegistry.from_module(settings.signals)
     state = open_store(settings, read_only=True)
     try:
-        plan = make_plan(
-            registry, load_versions(state), stored_state_keys(state), load_removed(state)
-        )
+        plan = stored_plan(state, registry)
     finally:
         state.close()
     _print_plan(plan, as_json)

@@ -9,10 +9,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from offline_helpers import History, new_store, random_history, stream
+from offline_helpers import (
+    History,
+    new_store,
+    random_history,
+    settings_for,
+    stream,
+    write_jsonl_archive,
+)
 from test_versions import module
 
 from usersignals import SignalRegistry
+from usersignals.offline import BackfillJob, backfill
 
 BIN = Path(sys.executable).parent / "usersignals"
 V1 = 'SIGNALS = [clicks, interests(1, "7d")]\n'
@@ -121,3 +129,29 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     assert [entry["key"] for entry in served["value"]] == [
         entry["key"] for entry in report["examples"][0]["new"]
     ]
+
+
+def test_a_version_backfilled_before_apply_is_not_planned_for_another_backfill(
+    tmp_path: Path, history: History
+) -> None:
+    """The README's order: plan, backfill the new version, then apply. Once ``apply`` was in
+    use, the backfilled state used to read "never applied: partial history; backfill it"
+    (needs backfill: yes) in plan and apply, whatever the author backfilled."""
+    v1 = module(tmp_path, "v1", V1)
+    shadowed = module(tmp_path, "shadowed", SHADOWED)
+    store = streamed(tmp_path / "store", history, v1)
+    cli("signals", "apply", "--signals", v1, "--store", str(store))
+    assert plan(store, shadowed)["interests@2"]["needs_backfill"] is True
+
+    settings = settings_for(store)
+    settings.signals = shadowed
+    archive = write_jsonl_archive(tmp_path / "archive", history)
+    backfill(BackfillJob(str(archive), settings, only=("interests@2",)))
+    backfilled = plan(store, shadowed)["interests@2"]
+    assert (backfilled["kind"], backfilled["needs_backfill"]) == ("new", False)
+    assert "backfilled" in backfilled["detail"]
+    # Backfilled under another definition (edited since, without a new version): no history.
+    edited = module(tmp_path, "edited", SHADOWED.replace('"3d", True', '"2d", True'))
+    assert plan(store, edited)["interests@2"]["needs_backfill"] is True
+    cli("signals", "apply", "--signals", shadowed, "--store", str(store))
+    assert {c["kind"] for c in plan(store, shadowed).values()} == {"unchanged"}

@@ -58,6 +58,7 @@ from usersignals.offline.common import (
     ShardPool,
     build_engine,
     check_workers,
+    note_backfilled,
     open_existing,
     open_lookup_store,
     select_signals,
@@ -176,7 +177,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     started = time.perf_counter()
     settings = job.settings
     # Fail early, in this process, on an unknown module or --only name.
-    select_signals(SignalRegistry.from_module(settings.signals), job.only)
+    selected = select_signals(SignalRegistry.from_module(settings.signals), job.only)
     shards = job.workers
     # The workers start now: they start up while this process samples the archive.
     with ShardPool(shards, __name__) as pool:
@@ -184,6 +185,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
         assigned = plan_user_shards(archive, shards)
         summary = _shards_loaded(job, shards, pool, boundary, assigned, leaves_new_users(job))
+    note_backfilled(settings, selected)
     summary.seconds = time.perf_counter() - started
     return summary
 

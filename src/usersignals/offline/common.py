@@ -20,6 +20,7 @@ from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
+from usersignals.offline.plan import record_backfill
 from usersignals.offline.stopping import start_worker
 from usersignals.processing.engine import Engine
 from usersignals.processing.gc_tuning import collector_tuned
@@ -201,6 +202,16 @@ def select_signals(registry: SignalRegistry, only: Sequence[str]) -> SignalRegis
             )
         chosen.append(signal)
     return SignalRegistry(chosen)
+
+
+def note_backfilled(settings: Settings, registry: SignalRegistry) -> None:
+    """Record that a backfill computed ``registry``'s versions, once their states are in:
+    ``signals plan`` and ``apply`` then take that state for a history, not a leftover."""
+    store = open_store(settings)
+    try:
+        record_backfill(store, registry)
+    finally:
+        store.close()
 
 
 def open_existing(settings: Settings) -> StateStore | None:

@@ -35,9 +35,11 @@ from usersignals.state.keys import USER_PREFIX
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
     VersionTable,
+    load_backfilled,
     load_removed,
     load_versions,
     readded_detail,
+    record_backfilled,
     save_versions,
 )
 
@@ -99,8 +101,10 @@ def make_plan(
     table: VersionTable,
     stored: set[str],
     removed: Mapping[str, int] | None = None,
+    backfilled: Mapping[str, str] | None = None,
 ) -> Plan:
-    """``removed``: the versions an earlier ``apply`` recorded removed, and when."""
+    """``removed``: the versions an earlier ``apply`` recorded removed, and when;
+    ``backfilled``: the versions a backfill computed, and under which definition."""
     registry.serve(table.served)
     plan = Plan()
     for signal in registry.computed:
@@ -110,7 +114,8 @@ def make_plan(
             detail = readded_detail(removed[signal.key])
             plan.changes.append(Change(signal.key, "readded", True, serving, detail))
         elif recorded is None:
-            plan.changes.append(_new(signal.key, serving, signal.key in stored, table))
+            warm = backfilled is not None and _backfilled_as(backfilled, signal)
+            plan.changes.append(_new(signal.key, serving, signal.key in stored, table, warm))
         elif not same_meaning(recorded, signal):
             detail = "definition changed under the same version: bump the version"
             plan.changes.append(Change(signal.key, "changed", True, serving, detail))
@@ -123,17 +128,51 @@ def make_plan(
     return plan
 
 
-def _new(key: str, serving: str, in_store: bool, table: VersionTable) -> Change:
-    """A version ``apply`` never recorded. Its state in the store is warm only for a
-    deployment from before the version table (nothing applied yet); once ``apply`` is in use,
-    such state started when a deployment skipped ``apply``, or outlived a removal by a
-    release that did not record removals: not a history either way."""
+def _backfilled_as(backfilled: Mapping[str, str], signal: Signal) -> bool:
+    """Whether a backfill computed ``signal`` under the definition it has now."""
+    recorded = backfilled.get(signal.key)
+    return recorded is not None and same_meaning(recorded, signal)
+
+
+def _new(
+    key: str, serving: str, in_store: bool, table: VersionTable, backfilled: bool = False
+) -> Change:
+    """A version ``apply`` never recorded. Its state in the store is warm for a deployment
+    from before the version table (nothing applied yet), or when a backfill computed it
+    under its definition (the README's order: backfill, then apply); otherwise, once
+    ``apply`` is in use, such state started when a deployment skipped ``apply``, or outlived
+    a removal by a release that did not record removals: not a history either way."""
     if not in_store:
         return Change(key, "new", True, serving, "starts empty: backfill it")
+    if backfilled:
+        return Change(key, "new", False, serving, "backfilled: state already in the store")
     if not table.applied:
         return Change(key, "new", False, serving, "state already in the store")
     detail = "state in the store, but never applied: partial history; backfill it"
     return Change(key, "new", True, serving, detail)
+
+
+def stored_plan(
+    store: StateStore,
+    registry: SignalRegistry,
+    table: VersionTable | None = None,
+    removed: Mapping[str, int] | None = None,
+) -> Plan:
+    """:func:`make_plan` against what ``store`` holds (its version table, removals, backfills
+    and a sample of its records)."""
+    return make_plan(
+        registry,
+        load_versions(store) if table is None else table,
+        stored_state_keys(store),
+        load_removed(store) if removed is None else removed,
+        load_backfilled(store),
+    )
+
+
+def record_backfill(store: StateStore, registry: SignalRegistry) -> None:
+    """Record that a backfill computed ``registry``'s versions, under their definitions now
+    (:data:`~usersignals.state.versions.BACKFILLED_KEY`)."""
+    record_backfilled(store, {signal.key: definition_text(signal) for signal in registry.computed})
 
 
 def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
@@ -142,7 +181,7 @@ def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
     version again (the kinds in :data:`REFUSED`)."""
     table = load_versions(store)
     removed = load_removed(store)
-    plan = make_plan(registry, table, stored_state_keys(store), removed)
+    plan = stored_plan(store, registry, table, removed)
     if plan.refused:
         reasons = "; ".join(f"{change.key}: {change.detail}" for change in plan.refused)
         raise ConfigurationError(f"signals apply refused, stored state would mislead: {reasons}")

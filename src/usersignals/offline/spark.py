@@ -68,6 +68,7 @@ from usersignals.offline.features_file import (
 )
 from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
+from usersignals.offline.plan import record_backfill
 from usersignals.offline.training import (
     FeatureEngine,
     TrainingJob,
@@ -275,7 +276,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
     from pyspark.sql import functions as f
 
     started = time.perf_counter()
-    select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
+    selected = select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
     shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
@@ -318,6 +319,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         users = ((key, value) for key, value in state_files(states_dir) if key)
         horizon_ms = job.settings.processing.dedupe_horizon_ms
         summary.users = load_states(users, store, horizon_ms, summary.offsets)
+        record_backfill(store, selected)
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started

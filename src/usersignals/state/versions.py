@@ -27,6 +27,10 @@ VERSIONS_KEY = meta_key("signal_versions")
 #: of its own, not a field of the table: readers of the previous release refuse a table
 #: with fields they do not know, and a removal must not stop them.
 REMOVED_KEY = meta_key("removed_versions")
+#: ``name@version`` → the compiled definition a backfill computed its states under: the
+#: README's order is plan, backfill, then apply, so a backfilled version's state is a history
+#: before ``signals apply`` records it. A key of its own, for the same reason as removals.
+BACKFILLED_KEY = meta_key("backfilled_versions")
 
 
 class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
@@ -44,6 +48,7 @@ class VersionTable(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tru
 
 _decoder = msgspec.json.Decoder(VersionTable)
 _removed_decoder = msgspec.json.Decoder(dict[str, int])
+_backfilled_decoder = msgspec.json.Decoder(dict[str, str])
 
 
 def load_versions(store: StateStore) -> VersionTable:
@@ -99,6 +104,23 @@ def load_removed(store: StateStore) -> dict[str, int]:
         return _removed_decoder.decode(raw)
     except msgspec.DecodeError as exc:
         raise ConfigurationError(f"the store's removed versions cannot be read: {exc}") from exc
+
+
+def load_backfilled(store: StateStore) -> dict[str, str]:
+    """The versions a backfill computed, each with its definition (:data:`BACKFILLED_KEY`)."""
+    raw = store.get_many([BACKFILLED_KEY])[0]
+    if raw is None:
+        return {}
+    try:
+        return _backfilled_decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(f"the store's backfilled versions cannot be read: {exc}") from exc
+
+
+def record_backfilled(store: StateStore, definitions: dict[str, str]) -> None:
+    """Add ``definitions`` (``name@version`` → compiled definition) to the versions a
+    backfill computed: a later backfill under another definition replaces the entry."""
+    store.write({BACKFILLED_KEY: msgspec.json.encode({**load_backfilled(store), **definitions})})
 
 
 def cut_over(
