@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
@@ -217,6 +218,46 @@ def test_a_read_that_fails_answers_that_signal_only(answer: Any) -> None:
     failed = read.signals["dwell"]
     assert (failed.value, failed.error) == (None, "signal_failed")
     assert b'"error":"signal_failed"' in msgspec.json.encode(read)
+
+
+class OddRead(DwellRuntime):
+    answer: Any = None
+
+    def read(self, state: list[int] | None, context: ReadContext) -> Any:
+        return self.answer
+
+
+@dataclass(frozen=True)
+class OddDwell(Dwell):
+    def compile(self, resolve: Any, retention_ms: int) -> DwellRuntime:
+        return OddRead(resolve("attrs.dwell_ms"), self.fail)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        ReadOut(5, "2026-01-01"),  # the newest event's time as text
+        ReadOut(5, datetime(2026, 1, 1, tzinfo=UTC)),
+        ReadOut(5, True),
+        5,  # the value alone, not a ReadOut
+    ],
+)
+def test_a_read_that_answers_no_read_out_answers_that_signal_only(answer: Any) -> None:
+    """Found by the signal-author trial: a read whose ReadOut carried its newest event's time
+    as text or a datetime got past the containment and made the request a 500 (and a
+    traceback from `usersignals get`), the built-in signals with it."""
+    OddRead.answer = answer
+    dwell = Signal(name="dwell", version=1, aggregate=OddDwell("none"))
+    registry = SignalRegistry([signals("none")[0], dwell])
+    store = MemoryStore()
+    Engine(registry, store).process(MicroBatch(EVENTS[:1], [Position("p", 0)]))
+    read = SignalReader(registry, store).read("u1", None, ReadContext(now_ms=NOW + 10))
+    assert read.signals["clicks"].value == {"total": 1, "by": {"click": 1}}
+    failed = read.signals["dwell"]
+    assert (failed.value, failed.error, failed.newest_event_ms) == (None, "signal_failed", None)
+    # The testing helpers name the mistake rather than fail somewhere in the reader.
+    with pytest.raises(TypeError, match=r"dwell@1: read\(\) must return ReadOut"):
+        SignalReader(registry, store, contain_failures=False).read("u1", None, ReadContext())
 
 
 def test_a_state_its_own_decode_refuses_is_never_written() -> None:

@@ -141,8 +141,8 @@ class SignalReader:
         # Native signals are read by the core straight from the stored bytes.
         self.native = NativeSignals(registry.computed)
         # The signals whose reads run their author's code: contained unless told otherwise.
-        contained = registry.computed if contain_failures else []
-        self._contained = frozenset(s.key for s in contained) - frozenset(self.native.keys)
+        self._python = frozenset(s.key for s in registry.computed) - frozenset(self.native.keys)
+        self._contained = self._python if contain_failures else frozenset()
         # The GET route's bodies (read_body): the same plans, and each query prepared once.
         self._plans = NativePlans([plan_json(signal) for signal in self.native.signals])
         self._plan_index = {signal.key: i for i, signal in enumerate(self.native.signals)}
@@ -221,10 +221,13 @@ class SignalReader:
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
         if signal.key not in self._contained:
-            return result_of(signal, self.answer(signal, record, context, key), context)
+            answer = self.answer(signal, record, context, key)
+            if signal.key in self._python:
+                _check_answer(signal, answer)
+            return result_of(signal, answer, context)
         # A user-defined aggregation's own code: its failure fails its answer, not the others.
         try:
-            answer = self.answer(signal, record, context, key)
+            answer = _check_answer(signal, self.answer(signal, record, context, key))
             _encode(answer.value)  # what the response's encoder will meet
         except UserSignalsError:  # ours: a refused as_of, a state no codec reads...
             raise
@@ -268,6 +271,22 @@ def read_answer(
         return runtime.read(state, context)
     except AsOfError as exc:
         raise exc.for_signal(signal.name, context.refused_parameter) from None
+
+
+def _check_answer(signal: Signal, answer: object) -> ReadOut:
+    """``answer`` if it is what a read must return; a user-defined read's mistake (the value
+    alone, the newest time as text or a datetime) would otherwise fail later, in the
+    freshness the reader adds, where nothing contains it."""
+    if isinstance(answer, ReadOut) and _is_time(answer.newest_ms):
+        return answer
+    raise TypeError(
+        f"{signal.key}: read() must return ReadOut(value, newest_ms), newest_ms the newest "
+        f"event's time in ms (an int) or None; it returned {answer!r}"
+    )
+
+
+def _is_time(ms: object) -> bool:
+    return ms is None or (isinstance(ms, int) and not isinstance(ms, bool))
 
 
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:
