@@ -185,6 +185,21 @@ class SignalFailedError(UserSignalsError):
         super().__init__(f"signal {signal} failed on event {event_id!r}: {detail}")
 
 
+class SignalReadError(UserSignalsError):
+    """A user-defined aggregation's ``read`` failed where its answer cannot be left out: a
+    training set's value. (The API answers that signal ``"error": "signal_failed"`` and the
+    others as usual.)"""
+
+    def __init__(self, signal: str, user_id: str, as_of_ms: int, detail: str) -> None:
+        self.signal = signal
+        self.user_id = user_id
+        self.as_of_ms = as_of_ms
+        self.detail = detail
+        super().__init__(
+            f"signal {signal} failed to read user {user_id!r} as of {as_of_ms}: {detail}"
+        )
+
+
 class StateCodecError(UserSignalsError):
     """Stored bytes could not be decoded into a state (corrupt or from an unknown codec)."""
 

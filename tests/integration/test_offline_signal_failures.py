@@ -12,7 +12,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from usersignals import ReadContext
+from usersignals import ReadContext, SignalReadError
 from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
 from usersignals.offline.training import TrainingJob, training_set
@@ -258,3 +258,36 @@ def test_a_user_cut_across_shards_has_its_failing_event_dead_lettered_once(
     summary = training_set(job)
     assert summary.signal_failed == 1
     assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_user_defined_read_that_fails_stops_the_training_set_naming_it(
+    tmp_path: Path, workers: int
+) -> None:
+    """Found by the signal-author trial: a user-defined read that raised ended the
+    training set with the read's traceback (from a worker process, with two). It cannot leave
+    the value out, as the API does (signal_failed): it stops, naming signal, user and time."""
+    module = tmp_path / "failing_read.py"
+    module.write_text(
+        f"import sys\nsys.path.insert(0, {str(UNIT_TESTS)!r})\n"
+        "from test_signal_failures import FailingDwell, FailingRead, signals\n"
+        "from usersignals import Signal\n"
+        "FailingRead.answer = 'raise'\n"
+        "SIGNALS = [signals('none')[0], Signal(name='dwell', version=1,"
+        " aggregate=FailingDwell('none'))]\n"
+    )
+    labels = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [NOW + 10]}), labels)
+    overrides = {"signals": str(module), "store": {"path": str(tmp_path / "store")}}
+    job = TrainingJob(
+        labels, str(archive(tmp_path)), Settings.load(environ={}, overrides=overrides),
+        out=tmp_path / "features.parquet", workers=workers,
+    )  # fmt: skip
+    with pytest.raises(SignalReadError) as caught:
+        training_set(job)
+    assert (caught.value.signal, caught.value.user_id, caught.value.as_of_ms) == (
+        "dwell@1",
+        "u1",
+        NOW + 10,
+    )
+    assert "ZeroDivisionError: division by zero" in str(caught.value)

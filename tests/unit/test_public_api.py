@@ -69,6 +69,7 @@ def test_errors_are_exported() -> None:
         "SignalDefinitionError",
         "SignalFailedError",
         "SignalNotFoundError",
+        "SignalReadError",
         "SignalsMismatchError",
         "SpoolWriteError",
         "StateCodecError",

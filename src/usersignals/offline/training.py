@@ -34,7 +34,13 @@ from usersignals._core import plan_labels
 from usersignals.aggregations.context import ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
-from usersignals.errors import AsOfError, ConfigurationError, ContextError
+from usersignals.errors import (
+    AsOfError,
+    ConfigurationError,
+    ContextError,
+    SignalReadError,
+    UserSignalsError,
+)
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.offline.archive import EventArchive
@@ -477,13 +483,19 @@ def _read_group(
                 at[id(column.context)] = context
             try:
                 answer = reader.answer(column.signal, record, context, key)
+                values.append(_encoder.encode(answer.value))
             except AsOfError:
                 # The API refused this view at the label's time too (an `until` before the
                 # user's newer events): it served no value, so none is made up here.
                 refused.append(1)
                 values.append(b"null")
-                continue
-            values.append(_encoder.encode(answer.value))
+            except Exception as exc:
+                if isinstance(exc, UserSignalsError) or reader.is_native(column.signal):
+                    raise
+                # The author's read: a training set cannot leave the value out, as the API
+                # does (signal_failed); stop on it in one line, naming it.
+                detail = f"{type(exc).__name__}: {exc}"
+                raise SignalReadError(column.signal.key, user, ts, detail) from exc
         out.append((row, values))
     return out
 

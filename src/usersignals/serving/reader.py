@@ -221,13 +221,10 @@ class SignalReader:
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
         if signal.key not in self._contained:
-            answer = self.answer(signal, record, context, key)
-            if signal.key in self._python:
-                _check_answer(signal, answer)
-            return result_of(signal, answer, context)
+            return result_of(signal, self.answer(signal, record, context, key), context)
         # A user-defined aggregation's own code: its failure fails its answer, not the others.
         try:
-            answer = _check_answer(signal, self.answer(signal, record, context, key))
+            answer = self.answer(signal, record, context, key)
             _encode(answer.value)  # what the response's encoder will meet
         except UserSignalsError:  # ours: a refused as_of, a state no codec reads...
             raise
@@ -246,8 +243,13 @@ class SignalReader:
         raw = record.states.get(signal.key) if record is not None else None
         answer = self.native.read(signal, raw, context, key)
         if answer is None:
-            return read_answer(signal, record, context, key, self.cache)
+            return _check_answer(signal, read_answer(signal, record, context, key, self.cache))
         return answer
+
+    def is_native(self, signal: Signal) -> bool:
+        """Whether ``signal`` is read by the core: else by its Python runtime (a
+        user-defined aggregation's own code, whose failures are the author's)."""
+        return signal.key not in self._python
 
 
 def read_answer(
