@@ -13,9 +13,12 @@ sees it in a unit test.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,6 +31,7 @@ from usersignals import (
     Position,
     Signal,
     SignalFailedError,
+    SignalReadError,
     SignalRegistry,
 )
 from usersignals.aggregations import Aggregation, AggregationRuntime, ApplyOut, ReadContext, ReadOut
@@ -255,9 +259,35 @@ def test_a_read_that_answers_no_read_out_answers_that_signal_only(answer: Any) -
     assert read.signals["clicks"].value == {"total": 1, "by": {"click": 1}}
     failed = read.signals["dwell"]
     assert (failed.value, failed.error, failed.newest_event_ms) == (None, "signal_failed", None)
-    # The testing helpers name the mistake rather than fail somewhere in the reader.
-    with pytest.raises(TypeError, match=r"dwell@1: read\(\) must return ReadOut"):
+    # The testing helpers (and `signals preview`) name the mistake, in one line.
+    with pytest.raises(SignalReadError, match=r"dwell@1 failed to read user 'u1'") as caught:
         SignalReader(registry, store, contain_failures=False).read("u1", None, ReadContext())
+    assert "read() must return ReadOut" in str(caught.value)
+    assert isinstance(caught.value.__cause__, TypeError)
+
+
+def test_a_read_that_raises_is_one_line_in_signals_preview(tmp_path: Path) -> None:
+    """Found by the signal-author trial: `signals preview` of a module whose read raised
+    printed the read's traceback (its apply's failure was one line already)."""
+    module = tmp_path / "failing_read.py"
+    module.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_signal_failures import FailingDwell, FailingRead\n"
+        "from usersignals import Signal\n"
+        "FailingRead.answer = 'raise'\n"
+        "dwell = Signal(name='dwell', version=1, aggregate=FailingDwell('none'))\n"
+    )
+    sample = tmp_path / "events.jsonl"
+    sample.write_bytes(msgspec.json.encode(EVENTS[0]) + b"\n")
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "usersignals"), "signals", "preview", str(module),
+         "--events", str(sample)],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("error: signal dwell@1 failed to read user 'u1' as of ")
+    assert "ZeroDivisionError: division by zero" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_a_state_its_own_decode_refuses_is_never_written() -> None:

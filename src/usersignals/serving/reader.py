@@ -18,14 +18,14 @@ from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import ReadContext
 from usersignals.durations import iso_utc
-from usersignals.errors import AsOfError, ContextError, UserSignalsError
+from usersignals.errors import AsOfError, ContextError, SignalReadError, UserSignalsError
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.processing.python_signals import SIGNAL_FAILED
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record
-from usersignals.state.keys import user_key
+from usersignals.state.keys import user_key, user_of
 from usersignals.state.store import StateStore
 from usersignals.state.versions import load_versions
 
@@ -221,7 +221,7 @@ class SignalReader:
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
     ) -> SignalResult:
         if signal.key not in self._contained:
-            return result_of(signal, self.answer(signal, record, context, key), context)
+            return result_of(signal, self._uncontained(signal, record, context, key), context)
         # A user-defined aggregation's own code: its failure fails its answer, not the others.
         try:
             answer = self.answer(signal, record, context, key)
@@ -234,6 +234,22 @@ class SignalReader:
             failed.error = SIGNAL_FAILED
             return failed
         return result_of(signal, answer, context)
+
+    def _uncontained(
+        self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
+    ) -> ReadOut:
+        """The answer, where a user-defined read's failure is raised (the testing helpers,
+        ``signals preview``): as a :class:`SignalReadError` naming it, from its own error."""
+        if signal.key not in self._python:
+            return self.answer(signal, record, context, key)
+        try:
+            return self.answer(signal, record, context, key)
+        except UserSignalsError:
+            raise
+        except Exception as exc:
+            at = context.as_of_ms if context.as_of_ms is not None else context.now_ms
+            detail = f"{type(exc).__name__}: {exc}"
+            raise SignalReadError(signal.key, user_of(key), at, detail) from exc
 
     def answer(
         self, signal: Signal, record: UserRecord | None, context: ReadContext, key: bytes
