@@ -405,7 +405,13 @@ def signals_compile(
 @signals_app.command("preview")
 def signals_preview(
     module: Annotated[str, typer.Argument(help="Dotted module name or .py file.")],
-    events: Annotated[Path, typer.Option("--events", help="A JSONL file of sample events.")],
+    events: Annotated[
+        Path,
+        typer.Option(
+            "--events",
+            help="Sample events: a JSONL or Parquet file, a directory or a glob (as backfill).",
+        ),
+    ],
     user: Annotated[
         list[str] | None,
         typer.Option("--user", "-u", help="Show this user (repeatable) [default: the busiest]."),

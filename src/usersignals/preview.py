@@ -1,8 +1,9 @@
 """``usersignals signals preview``: a module's signals over a sample of events, in memory.
 
-A signal author sees what a change does before it is deployed: the events of a JSONL file
-(bad ones counted, not fatal) go through the real engine into a memory store, and each
-user's answers are read back as of the newest event, with an optional request context.
+A signal author sees what a change does before it is deployed: the events of an archive as
+backfill reads it (a JSONL or Parquet file, a directory or a glob; bad ones counted, not
+fatal) go through the real engine into a memory store, and each user's answers are read
+back as of the newest event, with an optional request context.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from usersignals.enrich.tables import load_table
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Event
-from usersignals.ingest.files import JsonlSource
+from usersignals.ingest.archive import EventArchive
 from usersignals.serving.reader import SignalResult
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.memory import MemoryStore
@@ -71,11 +72,11 @@ def _read_events(path: Path, max_events: int) -> tuple[list[Event], dict[str, in
     decoder = EventDecoder()
     events: list[Event] = []
     bad: Counter[str] = Counter()
-    for block, _ in JsonlSource(path).blocks():
+    for block in EventArchive(path).blocks():
         room = max_events - len(events)
         result = decoder.decode_block(block.lines[:room], block.positions[:room])
         events += result.events
-        bad.update(item.reason for item in result.bad)
+        bad.update(item.reason for item in result.bad + block.bad)
         if len(events) >= max_events:
             break
     return events, dict(bad)

@@ -132,3 +132,28 @@ def test_bad_options_exit_2_with_one_line(sample: Path, args: tuple[str, ...], s
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert says in result.stderr
+
+
+def test_preview_reads_the_archives_backfill_reads(sample: Path) -> None:
+    # A Parquet export (and a directory of files) as backfill and training-set read them:
+    # preview read every file as JSONL and called each row malformed_json.
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = [json.loads(text) for text in (sample / "events.jsonl").read_text().splitlines()]
+    good = [row for row in rows if "event_id" in row]
+    archive = sample / "archive" / "dt=2026-01-01"
+    archive.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(good), archive / "part-0.parquet")
+    for events in (archive / "part-0.parquet", sample / "archive"):
+        result = subprocess.run(
+            [
+                str(CLI), "signals", "preview", str(sample / "signals.py"),
+                "--events", str(events), "--table", f"items={sample / 'items.jsonl'}", "--json",
+            ],
+            capture_output=True, text=True, timeout=120, check=False, env={"NO_COLOR": "1"},
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        document = json.loads(result.stdout)
+        assert (document["events"], document["bad"]) == (4, {})
+        assert values(document, "u1")["clicks"] == {"total": 2, "by": {"home": 1, "search": 1}}

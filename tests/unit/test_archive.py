@@ -14,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usersignals import ConfigurationError, Event, EventDecoder, Position
+from usersignals.ingest import archive
+from usersignals.ingest.archive import ArchiveFile, EventArchive, file_blocks
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline import archive
-from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
 
 TS = 1_767_225_600_000
 EVENT = {

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import msgspec
 
-from usersignals.offline.archive import EventArchive
+from usersignals.ingest.archive import EventArchive
 from usersignals.offline.balance import balanced, plan_user_shards
 from usersignals.offline.common import shard_of
 

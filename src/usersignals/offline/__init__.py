@@ -3,7 +3,7 @@
 The same signal definitions and the same engine as the service, run over history.
 """
 
-from usersignals.offline.archive import EventArchive
+from usersignals.ingest.archive import EventArchive
 from usersignals.offline.backfill import BackfillJob, BackfillSummary, backfill
 from usersignals.offline.boundary import Boundary
 from usersignals.offline.memory import MemoryStore

@@ -43,8 +43,8 @@ from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.errors import StateCodecError
 from usersignals.events.model import BadEvent, Event, Position
+from usersignals.ingest.archive import EventArchive
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline.archive import EventArchive
 from usersignals.offline.arrival import arrival_order
 from usersignals.offline.balance import plan_user_shards
 from usersignals.offline.boundary import Boundary, find_boundary, is_kafka

@@ -20,7 +20,7 @@ from collections import Counter
 from collections.abc import Mapping
 
 from usersignals._core import count_users
-from usersignals.offline.archive import EventArchive, file_blocks
+from usersignals.ingest.archive import EventArchive, file_blocks
 from usersignals.offline.common import shard_of
 from usersignals.offline.share import route
 

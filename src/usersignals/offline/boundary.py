@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Event, Position
-from usersignals.offline.archive import EventArchive
+from usersignals.ingest.archive import EventArchive
 
 ARCHIVE_PREFIX = "archive:"
 

@@ -37,7 +37,7 @@ from usersignals.errors import (
     StoreError,
 )
 from usersignals.events.model import Event, Position
-from usersignals.offline.archive import EventArchive
+from usersignals.ingest.archive import EventArchive
 from usersignals.offline.common import open_existing, open_lookup_store
 from usersignals.offline.deletions import Deletions
 from usersignals.offline.features_file import value_rows

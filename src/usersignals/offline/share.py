@@ -27,8 +27,8 @@ import msgspec
 from usersignals._core import ShareRouter
 from usersignals.events.decode import UNDECODABLE, EventDecoder
 from usersignals.events.model import Event, Position
+from usersignals.ingest.archive import EventArchive
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline.archive import EventArchive
 from usersignals.offline.common import shard_of
 from usersignals.offline.deletions import Deletions
 from usersignals.processing.pipeline import Segment, decode_segments

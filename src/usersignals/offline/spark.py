@@ -37,8 +37,8 @@ import msgspec
 from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
 from usersignals.events.model import BadEvent, Event, Position
+from usersignals.ingest.archive import ArchiveFile, EventArchive, file_blocks
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline.archive import ArchiveFile, EventArchive, file_blocks
 from usersignals.offline.backfill import (
     BackfillJob,
     BackfillSummary,

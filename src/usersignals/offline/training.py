@@ -42,8 +42,8 @@ from usersignals.errors import (
     UserSignalsError,
 )
 from usersignals.events.model import BadEvent, Event, Position
+from usersignals.ingest.archive import EventArchive
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.offline.archive import EventArchive
 from usersignals.offline.boundary import ARCHIVE_PREFIX
 from usersignals.offline.common import (
     ShardPool,
