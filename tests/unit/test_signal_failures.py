@@ -13,6 +13,7 @@ sees it in a unit test.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -82,6 +83,10 @@ class DwellRuntime(AggregationRuntime[list[int]]):
             if self.fail == "apply" and value > 9000:
                 raise ValueError(f"dwell {value} too large for my model")
             total = [total[0] + value, max(total[1], row[0].ts)]
+        if self.fail == "bare":
+            return total  # type: ignore[return-value]  # the author's mistake: no ApplyOut
+        if self.fail == "negative":
+            return ApplyOut(total, -1)
         return ApplyOut(total, 0)
 
     def merge(self, a: list[int], b: list[int]) -> list[int]:
@@ -188,6 +193,21 @@ def test_the_testing_helpers_raise_the_signal_s_error() -> None:
     assert info.value.signal == "dwell@1"
     assert isinstance(info.value.__cause__, ValueError)
     assert "dwell 99999 too large" in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fail", "says"),
+    [("bare", "apply returned list, not ApplyOut(state, expired)"), ("negative", "expired -1")],
+)
+def test_an_apply_that_answers_no_proper_apply_out_is_named_so(fail: str, says: str) -> None:
+    # An apply that returned the bare state dead-lettered every event with "AttributeError:
+    # 'list' object has no attribute 'state'", which names neither apply nor ApplyOut; a
+    # negative expired count was added to the counts as it was.
+    with pytest.raises(SignalFailedError, match=re.escape(says)):
+        run_signals(signals(fail), EVENTS)
+    _, rejected = run(fail, [EVENTS])
+    assert len(rejected) == len(EVENTS)
+    assert all(says in (bad.detail or "") for bad in rejected)
 
 
 # -- reads ------------------------------------------------------------------------------------

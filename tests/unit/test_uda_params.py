@@ -1,4 +1,5 @@
-"""A user-defined aggregation's ``params()`` is its definition: a mistake in it is a problem.
+"""A user-defined aggregation's ``params()`` and ``fields()`` are its definition: a mistake in
+either is a problem.
 
 ``params()`` is what a version's identity is made of (``signals compile``, the digests that
 ``plan``, ``replay`` and ``serve`` compare). One that returned a list, a ``timedelta`` or a set,
@@ -65,3 +66,44 @@ def test_json_ready_params_define_the_signal() -> None:
     answer = {"window": "1d", "weights": {"save": 2.5}, "keys": ["a", "b"], "on": True}
     signal = Signal(name="custom", version=1, aggregate=Custom(answer))
     assert signal.to_json()["aggregate"] == {"kind": "custom", **answer}
+
+
+@dataclass(frozen=True)
+class NamesFields(Custom):
+    """An aggregation whose ``fields()`` answers whatever the test gives it."""
+
+    named: Any = None
+
+    def fields(self) -> Any:
+        return self.named
+
+    def params(self) -> Any:
+        return {}
+
+
+@pytest.mark.parametrize(
+    ("named", "expected"),
+    [
+        ("action", "NamesFields.fields() must return a set of field names, not str"),
+        (["action"], "NamesFields.fields() must return a set of field names, not list"),
+        (
+            {"action", 3},
+            "NamesFields.fields() must return a set of field names, not a set holding int",
+        ),
+    ],
+)
+def test_a_fields_mistake_is_one_problem_not_one_per_letter(named: Any, expected: str) -> None:
+    # fields() = "action" was read as the fields "a", "c", "t", ...: six problems, each an
+    # "unknown field" that the author never wrote.
+    with pytest.raises(SignalDefinitionError) as caught:
+        Signal(name="custom", version=1, aggregate=NamesFields(named=named))
+    assert list(caught.value.problems) == [expected]
+
+
+@pytest.mark.parametrize("name", ["attrs..x", "attrs.x.", "attrs.x..y"])
+def test_an_attribute_path_with_an_empty_step_is_a_problem(name: str) -> None:
+    from usersignals import Count, field
+
+    with pytest.raises(SignalDefinitionError) as caught:
+        Signal(name="custom", version=1, where=field(name).eq("a"), aggregate=Count())
+    assert list(caught.value.problems) == [f"field {name!r}: an attribute path has no empty step"]

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from usersignals.aggregations.base import AggregationRuntime
+from usersignals.aggregations.base import AggregationRuntime, ApplyOut
 from usersignals.aggregations.rows import Row
 from usersignals.errors import SignalFailedError
 
@@ -57,7 +57,7 @@ def apply_signal(
     try:
         if state is None and stored is not None:
             state = runtime.decode(stored)
-        outcome = runtime.apply(state, rows)
+        outcome = _checked_outcome(runtime.apply(state, rows), len(rows))
         encoded = _checked_bytes(runtime.encode(outcome.state))
         # Bytes its own decode refuses would make every later batch of this user fail:
         # checked here, and the decoded copy is what the engine's cache keeps.
@@ -86,7 +86,8 @@ def _one_by_one(
     last = stored
     for index, row in enumerate(rows):
         try:
-            outcome = runtime.apply(None if last is None else runtime.decode(last), [row])
+            state = None if last is None else runtime.decode(last)
+            outcome = _checked_outcome(runtime.apply(state, [row]), 1)
             encoded = _checked_bytes(runtime.encode(outcome.state))
             state = runtime.decode(encoded)  # what the next step and the cache start from
         except Exception as exc:
@@ -97,6 +98,21 @@ def _one_by_one(
         out.applied += 1 - outcome.expired
         out.expired += outcome.expired
     return out
+
+
+def _checked_outcome(outcome: object, rows: int) -> ApplyOut[Any]:
+    """``apply``'s answer, if it is one: the bare state (a common slip) would otherwise fail
+    as an ``AttributeError`` that names neither ``apply`` nor ``ApplyOut``, and an expired
+    count out of range would be added to the counts as it is."""
+    if not isinstance(outcome, ApplyOut):
+        raise TypeError(f"apply returned {type(outcome).__name__}, not ApplyOut(state, expired)")
+    expired = outcome.expired
+    if not isinstance(expired, int) or isinstance(expired, bool) or not 0 <= expired <= rows:
+        raise ValueError(
+            f"apply returned expired {expired!r}: it counts the events given that were too "
+            f"old for the retention, 0 to {rows}"
+        )
+    return outcome
 
 
 def _checked_bytes(encoded: object) -> bytes:

@@ -119,6 +119,8 @@ class Signal:
             if name in BASE_FIELDS or name in provided:
                 continue
             if name.startswith(ATTR_PREFIX) and len(name) > len(ATTR_PREFIX):
+                if "" in name[len(ATTR_PREFIX) :].split("."):
+                    problems.append(f"field {name!r}: an attribute path has no empty step")
                 continue
             problems.append(
                 f"field {name!r} is neither an event field ({', '.join(BASE_FIELDS)}), "
@@ -274,7 +276,23 @@ def _contract_problems(aggregate: Aggregation) -> list[str]:
             f"{name}.context_parameters() names unknown parameters {unknown}; "
             f"known: {', '.join(CONTEXT_PARAMETERS)}"
         )
-    return problems + _params_problems(name, aggregate.params())
+    return (
+        problems
+        + _fields_problems(name, aggregate.fields())
+        + _params_problems(name, aggregate.params())
+    )
+
+
+def _fields_problems(name: str, fields: object) -> list[str]:
+    """What is wrong with ``fields()``: a string there was taken for a set of its letters,
+    each then reported as an unknown field the author never wrote."""
+    if not isinstance(fields, set | frozenset):
+        return [f"{name}.fields() must return a set of field names, not {_type(fields)}"]
+    wrong = sorted({_type(field) for field in fields if not isinstance(field, str)})
+    if wrong:
+        holding = ", ".join(wrong)
+        return [f"{name}.fields() must return a set of field names, not a set holding {holding}"]
+    return []
 
 
 def _params_problems(name: str, params: object) -> list[str]:
