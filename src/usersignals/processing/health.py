@@ -27,6 +27,15 @@ class _QuietHandler(WSGIRequestHandler):
         """Probes every few seconds would flood stderr; metrics count what matters."""
 
 
+#: The metrics' path on a metrics port (the processor's, and the API's own when it has one).
+METRICS_PATH = "/metrics"
+
+
+def not_found_body(path: str, served: str) -> bytes:
+    """A metrics port's 404: the path asked for, and what the port serves."""
+    return f"no {path} on this port: it serves {served}\n".encode()
+
+
 class HealthServer:
     """Serves the processor's metrics and readiness on ``host:port`` in a daemon thread."""
 
@@ -72,6 +81,10 @@ class HealthServer:
                 if holds():
                     return _json(respond, "503 Service Unavailable", {"status": status})
             return _json(respond, "200 OK", {"status": "ready"})
+        if path != METRICS_PATH:  # a 404, not the metrics: a probe of a wrong path must fail
+            body = not_found_body(path, f"{METRICS_PATH}, /healthz and /readyz")
+            respond("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [body]
         result: Iterable[bytes] = self._metrics_app(environ, respond)
         return result
 
