@@ -629,3 +629,16 @@ def test_a_parameter_of_the_wrong_type_is_a_definition_problem(
     float or True, a plan the core refused when events came."""
     with pytest.raises(SignalDefinitionError, match=re.escape(named)):
         Signal(name="a", version=1, aggregate=make())
+
+
+def test_a_distinct_bucket_longer_than_the_retention_is_a_problem() -> None:
+    # Distinct counts the buckets that start within the retention: with 30-day buckets and a
+    # day's retention, two distinct items in the last hour were answered 0 (found by a
+    # new-user trial). A bucket up to the retention keeps the documented edge error.
+    with pytest.raises(SignalDefinitionError) as caught:
+        Signal(name="d", version=1, aggregate=Distinct(of="item_id", bucket="30d"), retention="1d")
+    assert list(caught.value.problems) == [
+        "Distinct bucket 30d must not be longer than the signal's retention (1d): the "
+        "buckets counted start within it"
+    ]
+    Signal(name="d", version=1, aggregate=Distinct(of="item_id", bucket="1d"), retention="1d")

@@ -82,6 +82,11 @@ class Aggregation(ABC):
     def problems(self) -> list[str]:
         """Every problem of this definition (empty when valid)."""
 
+    def retention_problems(self, retention_ms: int) -> list[str]:
+        """What is wrong with this definition under the signal's retention (asked once
+        :meth:`problems` is empty): a time step the retention cannot hold, say."""
+        return []
+
     @abstractmethod
     def fields(self) -> set[str]:
         """The event / attribute / enriched fields this aggregation reads."""

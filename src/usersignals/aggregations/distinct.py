@@ -85,6 +85,17 @@ class Distinct(Aggregation):
             problems.append(wrong_of)
         return problems
 
+    def retention_problems(self, retention_ms: int) -> list[str]:
+        # The buckets counted start within the retention: one that started before it is
+        # never counted, so a bucket longer than the retention answers 0 or nearly.
+        if self.bucket_ms <= retention_ms:
+            return []
+        return [
+            f"Distinct bucket {format_duration(self.bucket_ms)} must not be longer than the "
+            f"signal's retention ({format_duration(retention_ms)}): the buckets counted start "
+            "within it"
+        ]
+
     def fields(self) -> set[str]:
         return {self.of}
 

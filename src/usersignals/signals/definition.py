@@ -99,6 +99,8 @@ class Signal:
         aggregate_problems = aggregate.problems() if aggregate is not None else []
         if aggregate is not None and not aggregate_problems:
             aggregate_problems = _contract_problems(aggregate)
+        if aggregate is not None and not aggregate_problems and not unreadable:
+            aggregate_problems = aggregate.retention_problems(self.retention_ms)
         problems += aggregate_problems
         if not isinstance(self.enrich, list | tuple) or not all(
             isinstance(enrichment, Enrichment) for enrichment in self.enrich
