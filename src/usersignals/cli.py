@@ -481,9 +481,12 @@ def demo(
     with live_service(directory, port, rate, seed) as live:
         _print_demo_ready(live.base_url, user, rate, directory, time.perf_counter() - started)
         _watch_live(live, user, stop, duration)
-        produced, applied = live.produced[0], live.runner.stats.report.events
+    # Read once the processor and the producer have stopped: both counts are final.
+    produced, applied = live.produced[0], live.runner.stats.report.events
+    waiting = produced - applied
     console.print(
-        f"stopped: {produced:,} live events produced, {applied:,} applied by the processor",
+        f"stopped: {produced:,} live events produced, {applied:,} applied by the processor"
+        + (f" ({waiting:,} were still in the spool at the stop)" if waiting > 0 else ""),
         markup=False,
     )
 

@@ -689,7 +689,15 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
             process.kill()
             process.wait()
     assert "Traceback" not in stopped
-    assert "live events produced" in stopped
+    # Every event produced is applied or still waiting in the spool: the line says which.
+    counts = re.search(
+        r"stopped: ([\d,]+) live events produced, ([\d,]+) applied by the processor"
+        r"(?: \(([\d,]+) were still in the spool at the stop\))?",
+        " ".join(stopped.split()),  # as the console wrapped it
+    )
+    assert counts, stopped
+    produced, applied, waiting = (int((n or "0").replace(",", "")) for n in counts.groups())
+    assert produced == applied + waiting
     assert f"{user}: the busiest user, everything" in rest
     # The replay's progress says what it counts (bytes of the file, as MB read).
     assert re.search(r"^replay .* [\d.]+/[\d.]+ MB read *$", output, flags=re.MULTILINE), output
