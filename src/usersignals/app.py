@@ -13,7 +13,8 @@ from usersignals.errors import SignalsMismatchError
 from usersignals.events.decode import EventDecoder
 from usersignals.ingest.accepted import AcceptedLog, SpoolLimits, SpoolLog
 from usersignals.ingest.dead_letter import DeadLetterFile
-from usersignals.ingest.kafka import DeadLetterTopic, KafkaSource
+from usersignals.ingest.kafka import KafkaSource
+from usersignals.ingest.kafka_dead_letter import DeadLetterTopic
 from usersignals.ingest.spool import SpoolReader, SpoolWriter, decode_mark, mark_key
 from usersignals.processing.engine import Engine
 from usersignals.processing.kafka_runner import KafkaRunner

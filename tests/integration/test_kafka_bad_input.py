@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, Message
+from confluent_kafka import Consumer, Message, Producer
 from test_kafka import (
     prepare_store,
     produce,
@@ -22,7 +22,7 @@ from test_kafka import (
     wait_caught_up,
 )
 
-from usersignals.devtools.broker import LocalBroker, free_port
+from usersignals.devtools.broker import LocalBroker, create_topic, free_port
 
 
 def dead_letters(bootstrap: str, topic: str, count: int) -> list[Message]:
@@ -77,3 +77,40 @@ def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
     assert by_reason["invalid_utf8"].value() == not_utf8
     for message in letters:
         assert int(dict(message.headers())["source.offset"]) >= 0
+
+
+def test_a_value_too_large_to_dead_letter_whole_is_truncated_and_processing_goes_on(
+    broker: LocalBroker, tmp_path: Path
+) -> None:
+    """Found by the operator's trial: a value of about 1 MB (the broker took it) is an
+    ``oversized`` event, but its dead letter — the value plus the reason headers — was over
+    the producer's 1,000,000-byte limit. The processor exited with MSG_SIZE_TOO_LARGE, and
+    again at every restart on the same message: one bad message stopped the stream for good.
+    Its dead letter now carries the value's start and its full length."""
+    topic = "huge"
+    values, items = reference_values(200, seed=11)
+    huge = b'{"pad":"' + b"x" * 999_950 + b'"}'
+    create_topic(broker.bootstrap, topic, 1)
+    producer = Producer({"bootstrap.servers": broker.bootstrap, "message.max.bytes": 2_000_000})
+    for key, value in [*values[:100], (b"u-huge", huge), *values[100:]]:
+        producer.produce(topic, key=key, value=value)
+    assert producer.flush(30) == 0
+    store = tmp_path / "store"
+    prepare_store(store, items)
+    process = start_processor(broker.bootstrap, topic, "g-huge", store)
+    try:
+        wait_caught_up(broker.bootstrap, "g-huge", topic, {0: 201}, timeout_s=30)
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+    assert "200 events" in err
+    assert "1 dead letters" in err
+    assert {key[2:] for key in records(store)} == {key for key, _ in values}
+    [letter] = dead_letters(broker.bootstrap, f"{topic}.dead", 1)
+    headers = dict(letter.headers())
+    assert headers["reason"] == b"oversized"
+    assert headers["value.length"] == str(len(huge)).encode()
+    value = letter.value()
+    assert value
+    assert huge.startswith(value)
+    assert len(value) < len(huge)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from usersignals.config import KafkaSettings
@@ -270,43 +270,6 @@ class KafkaSource:
 
     def close(self) -> None:
         self._consumer.close()
-
-
-class DeadLetterTopic:
-    """Bad events to a topic: the raw value, the reason, and where it came from in headers."""
-
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.topic = topic
-        self._producer = Producer(
-            {"bootstrap.servers": bootstrap_servers, "linger.ms": 20, "logger": client_logger()}
-        )
-
-    def write(self, bad: list[BadEvent]) -> None:
-        for event in bad:
-            headers: list[tuple[str, str | bytes | None]] = [
-                ("reason", event.reason.encode()),
-                ("detail", event.detail.encode()),
-            ]
-            if event.position is not None:
-                topic, _, partition = event.position.partition.rpartition("/")
-                headers += [
-                    ("source.topic", topic.encode()),
-                    ("source.partition", partition.encode()),
-                    ("source.offset", str(event.position.offset).encode()),
-                ]
-            try:
-                self._producer.produce(self.topic, value=event.raw, headers=headers)
-            except KafkaException as exc:
-                raise broker_error("produce dead letter", exc.args[0]) from exc
-        # Durable before the batch's offsets are committed: a dead letter is never lost.
-        remaining = self._producer.flush(30)
-        if remaining:
-            raise BrokerError(
-                "produce dead letter", "_TIMED_OUT", f"{remaining} not delivered in 30 s", True
-            )
-
-    def close(self) -> None:
-        self._producer.flush(30)
 
 
 #: The librdkafka properties that say how to reach and authenticate to the brokers.

@@ -32,7 +32,8 @@ from collections.abc import Sequence
 
 from usersignals.closing import SupportsClose
 from usersignals.events.decode import EventDecoder
-from usersignals.ingest.kafka import DeadLetterTopic, KafkaBatch, KafkaSource
+from usersignals.ingest.kafka import KafkaBatch, KafkaSource
+from usersignals.ingest.kafka_dead_letter import DeadLetterTopic
 from usersignals.processing.engine import Engine
 from usersignals.processing.metrics import ProcessorMetrics
 from usersignals.processing.pipeline import Block, PipelineRunner, PipelineStep
