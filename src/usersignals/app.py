@@ -125,7 +125,7 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
             processor.engine,
             processor.decoder,
             source,
-            DeadLetterTopic(kafka.bootstrap_servers, kafka.dead_letter_topic),
+            DeadLetterTopic(kafka),
             metrics,
             StoreRetry(metrics=metrics),
             owns=[processor],

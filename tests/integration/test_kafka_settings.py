@@ -18,6 +18,7 @@ from test_kafka import produce
 from usersignals.config import Settings
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.errors import ConfigurationError
+from usersignals.ingest import kafka_dead_letter
 from usersignals.ingest.kafka import (
     FETCH_WAIT_MAX_MS,
     KafkaBatch,
@@ -185,3 +186,35 @@ def test_a_broker_that_cannot_be_reached_is_said_once_a_minute_not_twenty_times_
     _, stderr = process.communicate(timeout=60)
     refused = [line for line in stderr.splitlines() if "Connection refused" in line]
     assert 0 < len(refused) <= 4, stderr  # a line for each client (consumer, producers)
+
+
+def test_the_dead_letter_producer_connects_with_the_consumers_tls_and_sasl_settings(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Found by the operator's trial: on a secured cluster (``kafka.consumer`` holding the
+    TLS/SASL settings, as the README says), the processor's dead-letter producer was given the
+    bootstrap servers alone. It could not connect: the first bad event's flush timed out after
+    30 s and the processor exited, again at every restart on the same event."""
+    configs: list[dict[str, object]] = []
+
+    class Recorded:
+        def __init__(self, config: dict[str, object]) -> None:
+            configs.append(config)
+
+    monkeypatch.setattr(kafka_dead_letter, "Producer", Recorded)
+    settings = Settings.load(
+        environ={
+            "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": "kafka-0.internal:9093",
+            "USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC": "bad-events",
+            "USERSIGNALS_KAFKA__CONSUMER__SECURITY_PROTOCOL": "sasl_ssl",
+            "USERSIGNALS_KAFKA__CONSUMER__SASL_MECHANISM": "PLAIN",
+            "USERSIGNALS_KAFKA__CONSUMER__FETCH_MAX_BYTES": "1048576",
+        }
+    )
+    letters = kafka_dead_letter.DeadLetterTopic(settings.kafka)
+    [config] = configs
+    assert letters.topic == "bad-events"
+    assert config["bootstrap.servers"] == "kafka-0.internal:9093"
+    assert config["security.protocol"] == "sasl_ssl"
+    assert config["sasl.mechanism"] == "PLAIN"
+    assert "fetch.max.bytes" not in config  # a consumer's setting, not a producer's

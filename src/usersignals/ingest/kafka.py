@@ -276,6 +276,17 @@ class KafkaSource:
 _CONNECTION_PREFIXES = ("security.", "sasl.", "ssl.", "socket.", "broker.", "client.")
 
 
+def connection_settings(settings: KafkaSettings) -> dict[str, str]:
+    """The consumer's settings that the processor's other clients (the broker probe, the
+    dead-letter producer) need too: how to reach and authenticate to the brokers (TLS,
+    SASL). Its fetch and group settings are not theirs."""
+    return {
+        name: value
+        for name, value in librdkafka_settings(settings.consumer).items()
+        if name.startswith(_CONNECTION_PREFIXES)
+    }
+
+
 class BrokerProbe:
     """Whether a broker answers, for the processor's ``/readyz``: a metadata request for the
     topic on a client of its own. (Asked on the consumer's handle from the health thread,
@@ -284,13 +295,8 @@ class BrokerProbe:
 
     def __init__(self, settings: KafkaSettings) -> None:
         self._topic = settings.topic
-        # The consumer's connection settings (TLS, SASL): without them a secured cluster
-        # never answers the probe. Its fetch and group settings are not a client's.
-        connection = {
-            name: value
-            for name, value in librdkafka_settings(settings.consumer).items()
-            if name.startswith(_CONNECTION_PREFIXES)
-        }
+        # Without the connection settings a secured cluster never answers the probe.
+        connection = connection_settings(settings)
         self._admin = AdminClient(
             {**connection, "bootstrap.servers": settings.bootstrap_servers, "log_level": 0}
         )

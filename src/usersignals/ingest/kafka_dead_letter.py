@@ -12,9 +12,10 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
+from usersignals.config import KafkaSettings
 from usersignals.errors import BrokerError
 from usersignals.events.model import BadEvent
-from usersignals.ingest.kafka import broker_error
+from usersignals.ingest.kafka import broker_error, connection_settings
 from usersignals.ingest.kafka_logging import client_logger
 
 #: How much of a value too large to dead-letter whole is kept: enough to tell what it was.
@@ -45,10 +46,17 @@ def _too_large(error: KafkaError) -> bool:
 class DeadLetterTopic:
     """Bad events to a topic: the raw value, the reason, and where it came from in headers."""
 
-    def __init__(self, bootstrap_servers: str, topic: str) -> None:
-        self.topic = topic
+    def __init__(self, settings: KafkaSettings) -> None:
+        self.topic = settings.dead_letter_topic
+        # The consumer's TLS/SASL settings: without them, on a secured cluster, the first
+        # bad event's flush would time out and stop the processor.
         self._producer = Producer(
-            {"bootstrap.servers": bootstrap_servers, "linger.ms": 20, "logger": client_logger()}
+            {
+                **connection_settings(settings),
+                "bootstrap.servers": settings.bootstrap_servers,
+                "linger.ms": 20,
+                "logger": client_logger(),
+            }
         )
 
     def write(self, bad: list[BadEvent]) -> None:
