@@ -8,15 +8,18 @@ reads the store — imports neither the Kafka client nor the serving stack.
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from usersignals.config import Settings, SourceSettings
 from usersignals.enrich.cache import RecordCache
 from usersignals.enrich.materializer import Materializer, SourcePolicy
 from usersignals.enrich.metrics import EnrichmentMetrics
 from usersignals.enrich.sources import HttpBatchSource, LookupSource, RedisHashSource, TableSource
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, StoreError
 from usersignals.events.decode import EventDecoder, EventPolicy
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.rocks import RocksStore
@@ -24,6 +27,13 @@ from usersignals.state.store import StateStore
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Seconds between tries to open a networked store that is down when a process starts:
+#: doubling from the first, up to the last.
+STORE_WAIT_S = (0.5, 10.0)
 
 
 def open_store(settings: Settings, read_only: bool = False) -> StateStore:
@@ -98,3 +108,36 @@ def build_decoder(settings: Settings) -> EventDecoder:
             max_future_ms=events.max_future_ms,
         )
     )
+
+
+def once_the_store_answers(
+    settings: Settings, attempt: Callable[[], T], stop: threading.Event | None = None
+) -> T | None:
+    """``attempt()`` (which opens the store), tried again until a networked store answers;
+    ``None`` if ``stop`` is set first. A Redis store that is down when a process starts is
+    waited for, as an outage later is: a processor or a serving worker started (or
+    restarted) during one would otherwise stay down, and granian stops the whole server when
+    a respawned worker exits at once. RocksDB's failures to open are mistakes to fix (a path,
+    a lock), and so is a store that refuses us (a password): those raise."""
+    delay, longest = STORE_WAIT_S
+    stopped = stop or threading.Event()
+    while True:
+        try:
+            return attempt()
+        except StoreError as exc:
+            if settings.store.backend == "rocksdb" or _refused_us(exc):
+                raise
+            logger.warning(
+                "the state store does not answer (%s); trying again in %.1f s", exc, delay
+            )
+        if stopped.wait(delay):
+            return None
+        delay = min(delay * 2, longest)
+
+
+def _refused_us(error: StoreError) -> bool:
+    """Whether the store answered and refused this client (a password): a mistake to fix,
+    not an outage to wait out."""
+    from redis.exceptions import AuthenticationError
+
+    return isinstance(error.__cause__, AuthenticationError)

@@ -266,6 +266,7 @@ def serve(
     (read by `usersignals run --kafka`), acknowledged before the API answers 202.
     """
     from usersignals.app import open_store_reader
+    from usersignals.assembly import once_the_store_answers
     from usersignals.serving.feature_log import check_feature_log_sink
 
     overrides: dict[str, Any] = {"store": store}
@@ -276,7 +277,13 @@ def serve(
     kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
     overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
     settings = _settings(config, **overrides)
-    open_store_reader(settings).store.close()  # fail here, clearly, if there is no store
+    # Fail here, clearly, if there is no store or it holds other signals; wait for a Redis
+    # that does not answer yet, as `run` does.
+    stop = _stop_on_signals()
+    reader = once_the_store_answers(settings, lambda: open_store_reader(settings), stop)
+    if reader is None:  # stopped while waiting
+        return
+    reader.store.close()
     check_feature_log_sink(settings)  # here, not in every worker's start
     if not settings.kafka.bootstrap_servers:  # every worker appends to the spool
         Path(settings.spool.path).mkdir(parents=True, exist_ok=True)
@@ -292,7 +299,8 @@ def serve(
         f"{accepted}); docs at /docs",
         markup=False,
     )
-    os.execve(arguments[0], arguments, _serving_environment(settings, config))
+    if not stop.is_set():  # granian handles the signals from here
+        os.execve(arguments[0], arguments, _serving_environment(settings, config))
 
 
 def _serving_environment(settings: Settings, config: Path | None) -> dict[str, str]:

@@ -6,7 +6,6 @@ Imported by :mod:`usersignals.cli`, whose ``app`` it joins.
 
 from __future__ import annotations
 
-import logging
 import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -14,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from usersignals.app import build_processor
+from usersignals.assembly import once_the_store_answers
 from usersignals.cli import (
     ConfigOption,
     SignalsOption,
@@ -24,7 +24,6 @@ from usersignals.cli import (
     console,
 )
 from usersignals.config import Settings
-from usersignals.errors import StoreError
 from usersignals.listening import check_can_listen
 
 if TYPE_CHECKING:
@@ -34,8 +33,6 @@ if TYPE_CHECKING:
     from usersignals.processing.metrics import ProcessorMetrics
     from usersignals.processing.pipeline import PipelineStats
     from usersignals.processing.runner import SpoolRunner
-
-logger = logging.getLogger(__name__)
 
 
 @app.command()
@@ -114,50 +111,25 @@ def _runner(
     )
 
 
-#: Seconds between tries to open a networked store that is down when `run` starts: doubling
-#: from the first, up to the last.
-STORE_WAIT_S = (0.5, 10.0)
-
-
 def _processor_once_the_store_answers(
     settings: Settings, stop: threading.Event, health: HealthServer | None
 ) -> tuple[Processor, ProcessorMetrics] | None:
     """The processor and its metrics, once its store opens; ``None`` if ``stop`` is set
-    first. A Redis store that is down at start is waited for, as an outage later is (a
-    processor restarted during one would otherwise stay down); RocksDB's failures to open
-    are mistakes to fix (a path, a lock), and end the command. Each try has metrics of its
-    own: a try that failed after the Materializer registered its metrics (Redis answered
+    first (see :func:`usersignals.assembly.once_the_store_answers`). Each try has metrics of
+    its own: a try that failed after the Materializer registered its metrics (Redis answered
     the ping, then refused the first write) would otherwise register them twice."""
     from usersignals.processing.metrics import ProcessorMetrics
 
-    delay, longest = STORE_WAIT_S
-    while True:
+    def attempt() -> tuple[Processor, ProcessorMetrics]:
         metrics = ProcessorMetrics()
         metrics.set_store_available(False)  # until it opens: /readyz says store_unavailable
         if health is not None:
             health.watch(metrics)
-        try:
-            processor = build_processor(settings, metrics.registry)
-        except StoreError as exc:
-            if settings.store.backend == "rocksdb" or _refused_us(exc):
-                raise
-            logger.warning(
-                "the state store does not answer (%s); trying again in %.1f s", exc, delay
-            )
-        else:
-            metrics.set_store_available(True)
-            return processor, metrics
-        if stop.wait(delay):
-            return None
-        delay = min(delay * 2, longest)
+        processor = build_processor(settings, metrics.registry)
+        metrics.set_store_available(True)
+        return processor, metrics
 
-
-def _refused_us(error: StoreError) -> bool:
-    """Whether the store answered and refused this client (a password): a mistake to fix,
-    not an outage to wait out."""
-    from redis.exceptions import AuthenticationError
-
-    return isinstance(error.__cause__, AuthenticationError)
+    return once_the_store_answers(settings, attempt, stop)
 
 
 def _run_settings(

@@ -147,3 +147,57 @@ def test_a_worker_goes_not_ready_when_other_signals_start_writing_its_store(
         assert wait_status(f"{base}/readyz", 200, timeout_s=30).status_code == 200
     finally:
         stop_process(server)
+
+
+def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
+    """The serving workers: the children of granian's main process (``serve`` became it)."""
+    children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text()
+    return [int(pid) for pid in children.split()]
+
+
+def post_event(base: str, event_id: str) -> int:
+    now = time.time_ns() // 1_000_000
+    event = {"event_id": event_id, "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": now}  # fmt: skip
+    return httpx.post(f"{base}/v1/events", json=event, timeout=10).status_code
+
+
+def test_a_worker_that_dies_while_redis_is_down_is_replaced_not_the_server_stopped(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Found by the operator's trial: a serving worker that died (an OOM kill, a crash)
+    during a Redis outage was respawned by granian, but the new worker could not open the
+    store and exited at once; granian took that for a crash loop and stopped the whole
+    server. The surviving workers went with it: no /healthz, and no spool ingest, which the
+    outage is documented to leave accepting. Now a worker waits for the store to answer, as
+    `run` does, and the others keep serving meanwhile."""
+    store = StoreSettings(backend="redis", redis_url=redis_server.url)
+    build_processor(Settings(store=store)).close()  # the reference signals write the store
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    server = subprocess.Popen(
+        [str(BIN / "usersignals"), "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        cwd=tmp_path,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        assert wait_status(f"{base}/readyz", 200, timeout_s=30).status_code == 200
+        redis_server.kill()
+        os.kill(worker_pids(server)[0], signal.SIGKILL)
+        time.sleep(8)  # past granian's crash-loop guard (a death within 5.5 s of a respawn)
+        assert server.poll() is None, "the server stopped"
+        assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+        assert post_event(base, "during-the-outage") == 202
+        redis_server.start()
+        read = wait_status(f"{base}/v1/users/u1/signals?names=action_counts", 200, 30)
+        assert read.status_code == 200
+        assert len(worker_pids(server)) == 2
+    finally:
+        stop_process(server)
