@@ -46,6 +46,13 @@ class ProcessorMetrics:
             "Events dropped because the user applied their event_id within the dedupe horizon",
             registry=self.registry,
         )
+        self.already_applied = Counter(
+            "usersignals_already_applied_events",
+            "Events skipped because their user's progress for the partition is at or past "
+            "their offset: replays after a restart; rising with no restart, a topic's offsets "
+            "went backwards (recreated, or a broker that lost its log)",
+            registry=self.registry,
+        )
         self.store_available = Gauge(
             "usersignals_store_available",
             "1 while state store writes succeed, 0 while they fail and are being retried",
@@ -134,11 +141,13 @@ class ProcessorMetrics:
                     self.lag.labels(partition).set(max(0, high - position))
 
     def observe_report(self, report: BatchReport) -> None:
-        """What the engine reports of a batch: repeated event ids dropped, the events a
-        signal's own code failed on (dead-lettered as ``signal_failed``), and the time in
-        each signal's code."""
+        """What the engine reports of a batch: events already applied and repeated event ids
+        dropped, the events a signal's own code failed on (dead-lettered as
+        ``signal_failed``), and the time in each signal's code."""
         if report.repeats:
             self.repeats.inc(report.repeats)
+        if report.duplicates:
+            self.already_applied.inc(report.duplicates)
         for rejected in report.rejected:
             self.dead_letters.labels(rejected.reason).inc()
         for key, seconds in report.signal_seconds.items():
