@@ -267,6 +267,27 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
         assert headers["source.topic"] == topic.encode()
         assert int(headers["source.offset"]) >= 0
 
+    # Restarted on the caught-up topic, the processor reports every partition it holds, lag
+    # 0, before any new message: librdkafka's position is unknown until one is consumed, and
+    # the series were missing (an alert on an absent lag series fired on every restart).
+    process = start_processor(
+        broker.bootstrap, topic, "g-consume", store, "--metrics-port", str(metrics_port)
+    )
+    lags = [f'usersignals_consumer_lag{{partition="{topic}/{p}"}} 0.0' for p in ends]
+
+    def every_lag_reported() -> str | None:
+        try:
+            text = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).text
+        except httpx.TransportError:  # not listening yet
+            return None
+        return text if all(lag in text for lag in lags + positions) else None
+
+    try:
+        wait_for(every_lag_reported, 30, "every partition's lag after a restart")
+    finally:
+        code, err = stop(process)
+    assert code == 0, err
+
 
 def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
     broker: LocalBroker, tmp_path: Path

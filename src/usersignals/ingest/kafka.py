@@ -115,6 +115,9 @@ class KafkaSource:
         self.awaiting_topic = False
         self._looked_at = -_LOOK_FOR_TOPIC_EVERY_S
         self._assigned_partitions = 0
+        #: Per partition held, its committed offset (negative: none), asked once while
+        #: librdkafka knows no position for it (see :meth:`positions`).
+        self._committed: dict[tuple[str, int], int] = {}
         self._consumer.subscribe(
             [settings.topic], on_assign=self._assigned, on_revoke=self._revoked,
             on_lost=self._revoked,
@@ -124,6 +127,7 @@ class KafkaSource:
         names = [partition_id(p.topic, p.partition) for p in partitions]
         logger.info("assigned %s", names)
         self._assigned_partitions += len(partitions)
+        self._committed.clear()  # a group's commits may have moved while others held them
         if self._on_assign is not None:
             self._on_assign(names)
 
@@ -131,6 +135,7 @@ class KafkaSource:
         names = [partition_id(p.topic, p.partition) for p in partitions]
         logger.info("revoked %s", names)
         self._assigned_partitions = max(self._assigned_partitions - len(partitions), 0)
+        self._committed.clear()
         if self._on_revoke is not None:
             self._on_revoke(names)
 
@@ -246,7 +251,8 @@ class KafkaSource:
             logger.warning("offset commit failed (rebalance?): %s", exc)
 
     def positions(self, ask: bool = False) -> dict[str, tuple[int, int]]:
-        """Per assigned partition: (next offset to consume, high watermark).
+        """Per assigned partition: (next offset to consume, high watermark). Before anything
+        is consumed from a partition, the next offset is the group's committed one.
 
         The watermark comes from the fetch responses (no extra request); some brokers report it
         a little low, so the lag computed from it is a lower bound and the position is
@@ -258,7 +264,13 @@ class KafkaSource:
         assignment = self._consumer.assignment()
         # Asking stops at a deadline for all the partitions: the fetch thread waits here.
         deadline = time.monotonic() + _ASK_WATERMARKS_S
-        for p in self._consumer.position(assignment) if assignment else []:
+        held = self._consumer.position(assignment) if assignment else []
+        unknown = [p for p in held if p.offset < 0]
+        if unknown:
+            self._ask_committed(unknown)
+        for p in held:
+            if p.offset < 0:
+                p.offset = self._committed.get((p.topic, p.partition), p.offset)
             _, high = self._consumer.get_watermark_offsets(p, cached=True)
             left = deadline - time.monotonic()
             if ask and left > 0:
@@ -267,6 +279,20 @@ class KafkaSource:
                     high = max(high, asked)
             out[partition_id(p.topic, p.partition)] = (p.offset, high)
         return out
+
+    def _ask_committed(self, partitions: list[TopicPartition]) -> None:
+        """Remember the committed offsets of ``partitions`` not asked for yet: librdkafka
+        knows a partition's position only once it consumed from it, so a processor restarted
+        on a caught-up topic exported no position or lag for it until a new message came."""
+        ask = [p for p in partitions if (p.topic, p.partition) not in self._committed]
+        if not ask:
+            return
+        try:
+            found = self._consumer.committed(ask, timeout=_ASK_WATERMARKS_S)
+        except KafkaException:
+            return  # asked again at the next observation
+        for p in found:
+            self._committed[(p.topic, p.partition)] = p.offset if p.error is None else -1
 
     def close(self) -> None:
         self._consumer.close()
