@@ -269,14 +269,8 @@ def serve(
     from usersignals.assembly import once_the_store_answers
     from usersignals.serving.feature_log import check_feature_log_sink
 
-    overrides: dict[str, Any] = {"store": store}
     serving = {"host": host, "port": port, "workers": workers, "mode": mode}
-    overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
-    if spool is not None:
-        overrides["spool"] = {"path": spool}
-    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
-    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
-    settings = _settings(config, **overrides)
+    settings = _serve_settings(config, store, serving, spool, kafka, topic)
     # Fail here, clearly, if there is no store or it holds other signals; wait for a Redis
     # that does not answer yet, as `run` does.
     stop = _stop_on_signals()
@@ -301,6 +295,24 @@ def serve(
     )
     if not stop.is_set():  # granian handles the signals from here
         os.execve(arguments[0], arguments, _serving_environment(settings, config))
+
+
+def _serve_settings(
+    config: Path | None,
+    store: str | None,
+    serving: dict[str, Any],
+    spool: str | None,
+    kafka: str | None,
+    topic: str | None,
+) -> Settings:
+    """``serve``'s settings: the config file's, with the options given on the command line."""
+    overrides: dict[str, Any] = {"store": store}
+    overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
+    if spool is not None:
+        overrides["spool"] = {"path": spool}
+    kafka_overrides = {"bootstrap_servers": kafka, "topic": topic}
+    overrides["kafka"] = {k: v for k, v in kafka_overrides.items() if v is not None}
+    return _settings(config, **overrides)
 
 
 def _serving_environment(settings: Settings, config: Path | None) -> dict[str, str]:

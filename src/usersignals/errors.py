@@ -107,6 +107,26 @@ class SignalNotFoundError(UserSignalsError):
         return str(self)
 
 
+class SignalRetiredError(SignalNotFoundError):
+    """A caller asked for a version whose grace period after a cut-over is over: its state
+    is no longer computed and is dropped user by user, so an answer would mix stale and
+    empty values."""
+
+    http_status = 410
+    http_code = "retired_signal"
+
+    def __init__(
+        self, name: str, dropped_at: str, served: str | None, known: Sequence[str]
+    ) -> None:
+        self.dropped_at = dropped_at
+        super().__init__(name, known)
+        instead = f"; read {served} instead" if served else ""
+        self.args = (
+            f"signal {name!r} was retired: its grace period was over at {dropped_at}, and its "
+            f"state is no longer kept{instead}",
+        )
+
+
 class ContextError(UserSignalsError):
     """A request-time context parameter is invalid; ``parameter`` names it."""
 

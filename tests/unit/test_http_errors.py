@@ -16,6 +16,7 @@ from usersignals.errors import (
     IngestUnavailableError,
     NativeCoreError,
     SignalNotFoundError,
+    SignalRetiredError,
     SignalsMismatchError,
     StoreError,
     UserSignalsError,
@@ -31,6 +32,11 @@ INTERNAL = "Error 111 connecting to 10.1.2.3:6379. Connection refused."
         (ContextError("window", "bad"), 400, "invalid_parameter"),
         (AsOfError("s", 5, 9, "newer events"), 422, "as_of_unavailable"),
         (SignalNotFoundError("x", ["a"]), 404, "unknown_signal"),
+        (
+            SignalRetiredError("x@1", "2026-01-01T00:00:00Z", "'x' (x@2)", ["x"]),
+            410,
+            "retired_signal",
+        ),
         (StoreError("redis", "read", INTERNAL), 503, "unavailable"),
         (IngestUnavailableError("disk_full", f"spool /var/lib/x: {INTERNAL}"), 503, "unavailable"),
         (SignalsMismatchError("the store is written by signals of m.py"), 503, "unavailable"),
@@ -50,7 +56,7 @@ def test_the_request_errors_are_4xx_and_everything_else_is_503() -> None:
         if isinstance(obj, type) and issubclass(obj, UserSignalsError)
     ]
     client_side = {c.__name__ for c in classes if c.http_status < 500}
-    assert client_side == {"ContextError", "AsOfError", "SignalNotFoundError"}
+    assert client_side == {"ContextError", "AsOfError", "SignalNotFoundError", "SignalRetiredError"}
     assert {c.http_status for c in classes if c.__name__ not in client_side} == {503}
 
 

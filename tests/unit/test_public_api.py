@@ -70,6 +70,7 @@ def test_errors_are_exported() -> None:
         "SignalFailedError",
         "SignalNotFoundError",
         "SignalReadError",
+        "SignalRetiredError",
         "SignalsMismatchError",
         "SpoolWriteError",
         "StateCodecError",

@@ -124,3 +124,36 @@ def test_a_version_never_applied_beside_applied_ones_is_not_taken_for_warm() -> 
     # Before the table (nothing applied yet): the deployed signals' state is warm.
     fresh = make_plan(SignalRegistry([clicks(1)]), load_versions(MemoryStore()), {"clicks@1"})
     assert fresh.changes[0].needs_backfill is False
+
+
+def test_a_version_whose_grace_period_is_over_is_not_answered() -> None:
+    """Found by an operations trial: after ``cutover counts@2 --grace 1s`` expired, a request
+    for ``counts@1`` still answered 200: 0 for users with events since (their state was
+    dropped), frozen old totals for the others. A client pinned to it read a mix; now it
+    gets a 410 naming the version served instead."""
+    from usersignals.aggregations import ReadContext
+    from usersignals.errors import SignalNotFoundError, SignalRetiredError
+    from usersignals.serving.reader import SignalReader
+
+    store = MemoryStore()
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    reader = SignalReader(registry, store)
+    context = ReadContext(now_ms=1_000)
+    assert reader.read("u1", ["clicks@1"], context).signals["clicks@1"].error is None
+    now = 1_767_225_600_000
+    cut_over(store, registry, registry.get("clicks@2"), grace_ms=HOUR_MS, now_ms=now - 2 * HOUR_MS)
+    reader.refresh()
+    with pytest.raises(SignalRetiredError) as retired:
+        reader.read("u1", ["clicks@1"], context)
+    assert retired.value.http_status == 410
+    assert isinstance(retired.value, SignalNotFoundError)  # every caller that handles those
+    assert "'clicks@1' was retired" in str(retired.value)
+    assert "read 'clicks' (clicks@2) instead" in str(retired.value)
+    assert "clicks@1" not in registry.known
+    assert reader.read("u1", ["clicks@2"], context).signals["clicks@2"].error is None
+    assert list(reader.read("u1", None, context).signals) == ["clicks"]
+    # Within the grace period it is answered still (cutting back is instant).
+    fresh = MemoryStore()
+    again = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    cut_over(fresh, again, again.get("clicks@2"), grace_ms=HOUR_MS, now_ms=now + 10**12)
+    assert SignalReader(again, fresh).read("u1", ["clicks@1"], context).signals["clicks@1"]

@@ -30,6 +30,8 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         401: "Missing bearer token.",
         403: "Wrong bearer token, or the endpoint is disabled.",
         404: "Unknown signal.",
+        410: "A signal version retired by a cut-over, its grace period over: its state is no "
+        "longer kept (retired_signal: names the version to read instead).",
         413: "Body too large.",
         422: "The body does not match its schema, no event was valid, or a signal cannot "
         "answer the as_of exactly (as_of_unavailable: names the signal and the earliest "
@@ -110,7 +112,7 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [user_path, *_query(names)],
                 "responses": {
                     "200": {"description": "The signals", "content": _json_content("UserSignals")},
-                    **_error_responses(400, 404, 422),
+                    **_error_responses(400, 404, 410, 422),
                 },
             }
         },
@@ -120,7 +122,7 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "requestBody": {"required": True, "content": _json_content("BatchRequest")},
                 "responses": {
                     "200": {"description": "One result per user, in order"},
-                    **_error_responses(400, 404, 413, 422),
+                    **_error_responses(400, 404, 410, 413, 422),
                 },
             }
         },

@@ -9,6 +9,7 @@ context can be sent for many signals at once).
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -113,8 +114,12 @@ class Reader(Protocol):
 
 
 def serve_stored_versions(registry: SignalRegistry, store: StateStore) -> None:
-    """Serve by default the versions a cut-over recorded in the store."""
-    registry.serve(load_versions(store).served)
+    """Serve by default the versions a cut-over recorded in the store, and refuse the ones
+    it retired whose grace period is over (their state is dropped user by user)."""
+    table = load_versions(store)
+    registry.serve(table.served)
+    expired = table.expired(time.time_ns() // 1_000_000)
+    registry.retire({key: table.retired[key] for key in expired})
 
 
 def plan_of(

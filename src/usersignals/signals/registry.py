@@ -12,7 +12,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
-from usersignals.errors import ConfigurationError, SignalNotFoundError, UserSignalsError
+from usersignals.durations import iso_utc
+from usersignals.errors import (
+    ConfigurationError,
+    SignalNotFoundError,
+    SignalRetiredError,
+    UserSignalsError,
+)
 from usersignals.input_files import check_input_file
 from usersignals.signals.definition import Signal, validate_signals
 
@@ -34,6 +40,8 @@ class SignalRegistry:
         self._by_key = {signal.key: signal for signal in signals}
         self._declared = {signal.name: signal for signal in signals if not signal.shadow}
         self._served = self._order(self._declared)
+        #: ``name@version`` → when (ms) its grace period after a cut-over was over.
+        self._retired: dict[str, int] = {}
 
     def _order(self, chosen: dict[str, Signal]) -> dict[str, Signal]:
         """``chosen`` in the module's order of names (a name's first version decides)."""
@@ -64,13 +72,25 @@ class SignalRegistry:
     @property
     def known(self) -> list[str]:
         """What a request may name: the served names and every ``name@version``."""
-        return self.names + [key for key in self._by_key if self.label(self._by_key[key]) == key]
+        return self.names + [
+            key
+            for key, signal in self._by_key.items()
+            if self.label(signal) == key and key not in self._retired
+        ]
 
     def get(self, name: str) -> Signal:
         """The served version of ``name``, or exactly ``name@version``."""
         found = self._by_key.get(name) if "@" in name else self._served.get(name)
         if found is None:
             raise SignalNotFoundError(name, self.known)
+        if found.key in self._retired:
+            served = self._served.get(found.name)
+            raise SignalRetiredError(
+                found.key,
+                iso_utc(self._retired[found.key], "seconds"),
+                f"{served.name!r} ({served.key})" if served is not None else None,
+                self.known,
+            )
         return found
 
     def label(self, signal: Signal) -> str:
@@ -105,6 +125,17 @@ class SignalRegistry:
             return  # unchanged: keep the mapping, which caches of served queries key on
         # One assignment: a reader thread sees the old or the new mapping, never a mix.
         self._served = served
+
+    def retire(self, dropped: Mapping[str, int]) -> None:
+        """Refuse the versions whose grace period after a cut-over is over (``name@version``
+        → when, ms): :meth:`get` raises :class:`SignalRetiredError` for them. A change
+        replaces the served mapping with an equal one, so that the caches keyed on it (the
+        resolved queries) resolve their names again."""
+        retired = {key: at for key, at in dropped.items() if key in self._by_key}
+        if retired == self._retired:
+            return
+        self._retired = retired
+        self._served = dict(self._served)
 
     def to_json(self) -> str:
         """Every signal's compiled definition, as stable, diffable JSON text."""
