@@ -33,6 +33,7 @@ from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.rocks import RocksStore
+from usersignals.state.versions import load_backfilled
 
 
 @pytest.fixture(scope="module", params=[11, 12])
@@ -228,6 +229,7 @@ def test_only_adds_one_signal_to_a_running_deployment(
     assert summary.left_to_stream > 0
     assert summary.behind_stream == 0
     assert summary.uncovered_partitions == {}  # the whole topic is in the archive
+    assert set(backfilled(tmp_path / "store")) == {"category_interest@1"}
     store = RocksStore(tmp_path / "store")
     try:
         after = user_states(store)
@@ -309,6 +311,15 @@ def test_backfill_into_redis_cluster_equals_streaming(
         store.close()
 
 
+def backfilled(path: Path) -> dict[str, str]:
+    """The versions recorded as backfilled in the store at ``path`` (``signals plan``)."""
+    store = RocksStore(path)
+    try:
+        return load_backfilled(store)
+    finally:
+        store.close()
+
+
 def test_an_archive_that_ends_before_the_stream_is_reported(
     tmp_path: Path, history: History
 ) -> None:
@@ -332,6 +343,8 @@ def test_an_archive_that_ends_before_the_stream_is_reported(
     early_users = {event.user_id for event in short.events}
     assert summary.behind_stream == len({(u, p) for u, p in late_users if u in early_users})
     assert summary.behind_stream > 0
+    # Short of the stream: not recorded as the version's history (found in review).
+    assert backfilled(tmp_path / "store") == {}
 
 
 def test_two_processes_decode_each_record_once_and_give_what_one_gives(
@@ -416,3 +429,4 @@ def test_an_archive_missing_a_partition_the_store_has_progress_on_is_said(
     missing = {e.user_id for e, p in zip(history.events, history.positions, strict=True)
                if p.partition == "engagements/1"}  # fmt: skip
     assert summary.uncovered_partitions == {"engagements/1": len(missing)}
+    assert backfilled(tmp_path / "store") == {}  # a partition short: not the history

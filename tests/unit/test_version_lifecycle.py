@@ -157,3 +157,30 @@ def test_a_version_whose_grace_period_is_over_is_not_answered() -> None:
     again = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
     cut_over(fresh, again, again.get("clicks@2"), grace_ms=HOUR_MS, now_ms=now + 10**12)
     assert SignalReader(again, fresh).read("u1", ["clicks@1"], context).signals["clicks@1"]
+
+
+def test_a_backfilled_version_whose_state_the_sample_misses_is_warm() -> None:
+    """Found in review: ``plan`` looks for a version's state in a sample of the store's
+    records (the first 1,000); a rare signal (only users who bought) backfilled in full has
+    none there, and was planned "starts empty: backfill it" once more."""
+    from usersignals import Engine, Event, MicroBatch, Position, action
+    from usersignals.offline.plan import record_backfill, stored_plan
+
+    store = MemoryStore()
+    apply_plan(store, SignalRegistry([clicks(1)]))
+    buys = Signal(name="buys", version=1, aggregate=Count(), where=action.isin({"buy"}))
+    both = SignalRegistry([clicks(1), buys])
+    events = [
+        Event(event_id=f"e{n}", user_id=f"u{n:05d}", item_id="i", action="click",
+              surface="home", ts=1_767_225_600_000)
+        for n in range(1_500)
+    ]  # fmt: skip
+    events.append(
+        Event(event_id="b", user_id="u99999", item_id="i", action="buy", surface="home",
+              ts=1_767_225_600_000)
+    )  # fmt: skip
+    Engine(both, store).process(MicroBatch(events, [Position("p", n) for n in range(len(events))]))
+    record_backfill(store, SignalRegistry([buys]))
+    change = next(c for c in stored_plan(store, both).changes if c.key == "buys@1")
+    assert (change.kind, change.needs_backfill) == ("new", False)
+    assert change.detail == "backfilled: its history is in the store"

@@ -128,6 +128,14 @@ class BackfillSummary:
     #: user's events before one are forgotten, as the stream forgot them.
     deletions: int = 0
     seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        """Whether the states hold every event up to where the stream continues: no user's
+        progress beyond the archive, no partition the archive lacks. Only then is the
+        backfill recorded as the versions' history (``signals plan``: warm)."""
+        return not self.behind_stream and not self.uncovered_partitions
+
     #: Per Kafka partition, the next offset the stream must apply.
     offsets: dict[str, int] = field(default_factory=dict)
     report: BatchReport = field(default_factory=BatchReport)
@@ -185,7 +193,8 @@ def backfill(job: BackfillJob) -> BackfillSummary:
         boundary = find_boundary(archive, build_decoder(settings), job.until_ms)
         assigned = plan_user_shards(archive, shards)
         summary = _shards_loaded(job, shards, pool, boundary, assigned, leaves_new_users(job))
-    note_backfilled(settings, selected)
+    if summary.complete:
+        note_backfilled(settings, selected)
     summary.seconds = time.perf_counter() - started
     return summary
 

@@ -173,6 +173,11 @@ def _print_backfill(summary: BackfillSummary) -> None:
             "will not apply them (export the whole topic)",
             markup=False,
         )
+    if not summary.complete:
+        console.print(
+            "not recorded as the versions' history: `signals plan` still asks for a backfill",
+            markup=False,
+        )
     if summary.offsets:
         listing = ", ".join(f"{p}@{o}" for p, o in sorted(summary.offsets.items()))
         console.print(f"the stream continues at: {listing}", markup=False)

@@ -142,10 +142,12 @@ def _new(
     under its definition (the README's order: backfill, then apply); otherwise, once
     ``apply`` is in use, such state started when a deployment skipped ``apply``, or outlived
     a removal by a release that did not record removals: not a history either way."""
+    # Before the sample's answer: a rare signal's backfilled state may not be in the
+    # records the plan samples (the first 1,000).
+    if backfilled:
+        return Change(key, "new", False, serving, "backfilled: its history is in the store")
     if not in_store:
         return Change(key, "new", True, serving, "starts empty: backfill it")
-    if backfilled:
-        return Change(key, "new", False, serving, "backfilled: state already in the store")
     if not table.applied:
         return Change(key, "new", False, serving, "state already in the store")
     detail = "state in the store, but never applied: partial history; backfill it"

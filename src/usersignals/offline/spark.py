@@ -319,7 +319,8 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         users = ((key, value) for key, value in state_files(states_dir) if key)
         horizon_ms = job.settings.processing.dedupe_horizon_ms
         summary.users = load_states(users, store, horizon_ms, summary.offsets)
-        record_backfill(store, selected)
+        if summary.complete:
+            record_backfill(store, selected)
     finally:
         store.close()
     summary.seconds = time.perf_counter() - started
