@@ -137,7 +137,13 @@ def once_the_store_answers(
 
 def _refused_us(error: StoreError) -> bool:
     """Whether the store answered and refused this client (a password): a mistake to fix,
-    not an outage to wait out."""
+    not an outage to wait out. Anywhere in the chain of causes: the cluster client wraps
+    the refusal in an error of its own."""
     from redis.exceptions import AuthenticationError
 
-    return isinstance(error.__cause__, AuthenticationError)
+    cause: BaseException | None = error.__cause__
+    while cause is not None:
+        if isinstance(cause, AuthenticationError):
+            return True
+        cause = cause.__cause__ or cause.__context__
+    return False

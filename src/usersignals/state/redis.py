@@ -30,6 +30,17 @@ _CHUNK = 5_000
 _GLOB_SPECIAL = b"*?[]\\"
 
 
+def shown_url(url: str) -> str:
+    """``url`` as an error may show it: the password masked (errors reach logs, and a store
+    that is down is retried with a warning per try)."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    user = f"{parts.username}:" if parts.username else ":"
+    host = parts.netloc.rpartition("@")[2]
+    return parts._replace(netloc=f"{user}***@{host}").geturl()
+
+
 def _escape_glob(prefix: bytes) -> bytes:
     return b"".join(b"\\" + bytes([c]) if c in _GLOB_SPECIAL else bytes([c]) for c in prefix)
 
@@ -100,7 +111,7 @@ class RedisStore(_RedisTable):
             )
             client.ping()
         except redis.RedisError as exc:
-            raise StoreError(_BACKEND, "open", f"{url}: {exc}") from exc
+            raise StoreError(_BACKEND, "open", f"{shown_url(url)}: {exc}") from exc
         super().__init__(client, f"{namespace}:s:".encode())
 
     def table(self, name: str) -> _RedisTable:
@@ -279,7 +290,7 @@ class RedisClusterStore(_ClusterTable):
             )
             client.ping()
         except _CLUSTER_ERRORS as exc:
-            raise StoreError(_BACKEND_CLUSTER, "open", f"{url}: {exc}") from exc
+            raise StoreError(_BACKEND_CLUSTER, "open", f"{shown_url(url)}: {exc}") from exc
         super().__init__(client, f"{namespace}:s:".encode(), wait_replicas, wait_ms)
 
     def table(self, name: str) -> _ClusterTable:
