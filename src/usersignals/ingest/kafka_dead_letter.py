@@ -5,7 +5,9 @@ batch fails: a dead letter is never lost. A value the broker took on the events 
 still be too large to go on as a dead letter (the reason's headers come on top of it, and
 the producer's limit may be lower than the broker's): such a value goes on cut to its first
 :data:`TRUNCATED_VALUE_BYTES`, with its full length in a ``value.length`` header. Refusing it
-whole would stop the processor on that message at every restart.
+whole would stop the processor on that message at every restart. The reason's detail is
+cut to :data:`DETAIL_HEADER_CHARS` always (its full length in ``detail.length``), so the
+headers alone never go over.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from usersignals.ingest.kafka_logging import client_logger
 
 #: How much of a value too large to dead-letter whole is kept: enough to tell what it was.
 TRUNCATED_VALUE_BYTES = 64 * 1024
+#: How much of a reason's detail goes in its header, always: a detail is a sentence, but
+#: ``signal_failed``'s is its author's exception text, which may hold a whole state.
+DETAIL_HEADER_CHARS = 2_000
 _FLUSH_S = 30
 
 Headers = list[tuple[str, str | bytes | None]]
 
 
 def _headers(event: BadEvent, cut_from: int | None) -> Headers:
-    headers: Headers = [("reason", event.reason.encode()), ("detail", event.detail.encode())]
+    detail = event.detail[:DETAIL_HEADER_CHARS]
+    headers: Headers = [("reason", event.reason.encode()), ("detail", detail.encode())]
+    if len(detail) < len(event.detail):
+        headers.append(("detail.length", str(len(event.detail)).encode()))
     if event.position is not None:
         topic, _, partition = event.position.partition.rpartition("/")
         headers += [
