@@ -264,6 +264,8 @@ class OddDwell(Dwell):
         ReadOut(5, datetime(2026, 1, 1, tzinfo=UTC)),
         ReadOut(5, True),
         5,  # the value alone, not a ReadOut
+        ReadOut(5, 10**20),  # a time no calendar holds (found in review: a 500 still)
+        ReadOut(5, -(10**16)),
     ],
 )
 def test_a_read_that_answers_no_read_out_answers_that_signal_only(answer: Any) -> None:

@@ -17,7 +17,7 @@ import msgspec
 
 from usersignals._core import BodyQuery, NativePlans, read_record_body
 from usersignals.aggregations.base import ReadOut
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import MAX_TIME_MS, ReadContext
 from usersignals.durations import iso_utc
 from usersignals.errors import AsOfError, ContextError, SignalReadError, UserSignalsError
 from usersignals.processing.native import NativeSignals, plan_json
@@ -304,12 +304,16 @@ def _check_answer(signal: Signal, answer: object) -> ReadOut:
         return answer
     raise TypeError(
         f"{signal.key}: read() must return ReadOut(value, newest_ms), newest_ms the newest "
-        f"event's time in ms (an int) or None; it returned {answer!r}"
+        f"event's time in ms (an int, 1970 to 9999) or None; it returned {answer!r}"
     )
 
 
 def _is_time(ms: object) -> bool:
-    return ms is None or (isinstance(ms, int) and not isinstance(ms, bool))
+    """None, or ms since the epoch within the years a context names (the freshness shown
+    with the answer is written as a date)."""
+    if ms is None:
+        return True
+    return isinstance(ms, int) and not isinstance(ms, bool) and 0 <= ms <= MAX_TIME_MS
 
 
 def result_of(signal: Signal, answer: ReadOut, context: ReadContext) -> SignalResult:
