@@ -156,7 +156,37 @@ def test_a_version_whose_grace_period_is_over_is_not_answered() -> None:
     fresh = MemoryStore()
     again = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
     cut_over(fresh, again, again.get("clicks@2"), grace_ms=HOUR_MS, now_ms=now + 10**12)
-    assert SignalReader(again, fresh).read("u1", ["clicks@1"], context).signals["clicks@1"]
+    assert (
+        SignalReader(again, fresh).read("u1", ["clicks@1"], context).signals["clicks@1"].error
+        is None
+    )
+
+
+def test_a_retired_version_is_refused_by_the_cached_query_and_the_batch_route() -> None:
+    """The GET route resolves each query string once and keeps it while the served versions
+    stay the same object: a query for ``clicks@1`` resolved before its grace period ended
+    must not go on answering after it (found in review: untested)."""
+    from usersignals.errors import SignalRetiredError
+    from usersignals.serving.queries import Queries
+    from usersignals.serving.read_routes import batch_plan
+    from usersignals.serving.reader import SignalReader
+    from usersignals.serving.schemas import BatchRequest
+
+    store = MemoryStore()
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    reader = SignalReader(registry, store)
+    queries = Queries(registry)
+    cut_over(store, registry, registry.get("clicks@2"), grace_ms=10**12)  # in its grace
+    reader.refresh()
+    assert [s.key for s in queries.get(b"names=clicks@1").signals] == ["clicks@1"]
+    # The grace period ends while the served versions stay as they are (what a refresh
+    # finds once the time has come).
+    registry.retire({"clicks@1": 1_767_225_600_000})
+    with pytest.raises(SignalRetiredError):
+        queries.get(b"names=clicks@1")
+    with pytest.raises(SignalRetiredError):
+        batch_plan(registry, BatchRequest(users=["u1"], signals=["clicks@1"]))
+    assert [s.key for s in queries.get(b"").signals] == ["clicks@2"]
 
 
 def test_a_backfilled_version_whose_state_the_sample_misses_is_warm() -> None:
