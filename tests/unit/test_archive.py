@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pyarrow as pa
@@ -262,3 +263,24 @@ def test_parquet_rows_without_a_value_are_dead_letters_with_the_live_reasons(
     assert [(e.event_id, p.offset) for e, p in pairs] == [("e1", 0)]
     dead = [json.loads(row) for row in (tmp_path / "dead.jsonl").read_text().splitlines()]
     assert [(d["reason"], d["offset"]) for d in dead] == [("empty_value", 1), ("null_value", 2)]
+
+
+def test_a_parquet_archive_without_pyarrow_says_what_to_install(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # pyarrow is an optional dependency (usersignals[parquet]); found in review: signals
+    # preview, which now reads archives, ended in a ModuleNotFoundError traceback.
+    import builtins
+
+    real_import = builtins.__import__
+
+    def without_pyarrow(name: str, *args: Any, **kwargs: Any) -> Any:
+        if name.startswith("pyarrow"):
+            raise ModuleNotFoundError(name)
+        return real_import(name, *args, **kwargs)
+
+    path = tmp_path / "events.parquet"
+    path.write_bytes(b"PAR1")
+    monkeypatch.setattr(builtins, "__import__", without_pyarrow)
+    with pytest.raises(ConfigurationError, match=r"pip install 'usersignals\[parquet\]'"):
+        list(EventArchive(path).blocks())

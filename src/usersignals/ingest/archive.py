@@ -229,7 +229,13 @@ def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Positi
 
 
 def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
-    import pyarrow.parquet as pq
+    try:
+        import pyarrow.parquet as pq
+    except ModuleNotFoundError:  # an optional dependency: the install that brings it
+        raise ConfigurationError(
+            f"reading the Parquet file {file.name} needs pyarrow: "
+            "pip install 'usersignals[parquet]'"
+        ) from None
 
     source = f"archive:{file.name}"
     row = 0
