@@ -201,3 +201,37 @@ def test_a_worker_that_dies_while_redis_is_down_is_replaced_not_the_server_stopp
         assert len(worker_pids(server)) == 2
     finally:
         stop_process(server)
+
+
+def test_serve_started_while_redis_is_down_waits_for_it(
+    redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """``serve`` checks its store before its workers start; with Redis down it used to end at
+    once (exit 2), and a supervisor restarting it was the only way back. It now waits, as
+    `run` does, and serves once Redis answers (found in review: untested)."""
+    store = StoreSettings(backend="redis", redis_url=redis_server.url)
+    build_processor(Settings(store=store)).close()
+    redis_server.kill()
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    log = tmp_path / "serve.log"
+    with log.open("wb") as errors:
+        server = subprocess.Popen(
+            [str(BIN / "usersignals"), "serve", "--port", str(port)],
+            env=env,
+            cwd=tmp_path,
+            stderr=errors,
+        )
+        try:
+            time.sleep(2)
+            assert server.poll() is None, "serve ended while its store was down"
+            redis_server.start()
+            assert wait_status(f"http://127.0.0.1:{port}/readyz", 200, 30).status_code == 200
+        finally:
+            stop_process(server)
+    assert b"the state store does not answer" in log.read_bytes()
