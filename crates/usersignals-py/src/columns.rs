@@ -15,6 +15,7 @@ use usersignals_core::packed::Field;
 use usersignals_core::pipeline::LiveColumns;
 use usersignals_core::Value;
 
+use crate::attrs::Attr;
 use crate::packed::PackedFields;
 use crate::{to_value, to_vector, CoreError};
 
@@ -174,17 +175,25 @@ impl ColumnReader {
             .collect();
         let mut rows: Vec<Option<Row<'py>>> = Vec::with_capacity(self.joins.len());
         let mut keys: Vec<Bound<'py, PyAny>> = Vec::with_capacity(self.joins.len());
+        let mut join_attrs: Vec<Attr<'py>> = (self.joins.iter())
+            .map(|join| origin_attr(py, &join.key))
+            .collect();
+        let mut column_attrs: Vec<Attr<'py>> = (self.columns.iter())
+            .map(|column| origin_attr(py, &column.origin))
+            .collect();
         for event in live.iter() {
             rows.clear();
             keys.clear();
-            for ((join, table), missed) in self.joins.iter().zip(&tables).zip(&mut misses) {
-                let key = read_origin(py, &event, &join.key)?;
+            let joins = self.joins.iter().zip(&tables).zip(&mut misses);
+            for (((join, table), missed), attr) in joins.zip(&mut join_attrs) {
+                let key = read_origin(py, &event, &join.key, attr)?;
                 let row = join_row(&key, join, table.as_ref())?;
                 *missed += u64::from(row.is_none());
                 rows.push(row);
                 keys.push(key);
             }
-            for (column, sink) in self.columns.iter().zip(&mut sinks) {
+            let columns = self.columns.iter().zip(&mut sinks).zip(&mut column_attrs);
+            for ((column, sink), attr) in columns {
                 match &column.origin {
                     Origin::Record(join, name, field) => match &rows[*join] {
                         Some(Row::Packed(record)) => sink.push_packed(record, name, field)?,
@@ -195,10 +204,18 @@ impl ColumnReader {
                         None => sink.push(py.None().into_bound(py))?,
                     },
                     Origin::JoinKey(join) => sink.push(keys[*join].clone())?,
-                    other => sink.push(read_origin(py, &event, other)?)?,
+                    other => sink.push(read_origin(py, &event, other, attr)?)?,
                 }
             }
         }
+        let columns = Some(self.live_columns(sinks));
+        Ok((Columns { columns }, misses))
+    }
+}
+
+impl ColumnReader {
+    /// The filled columns, named, as the core takes them.
+    fn live_columns(&self, sinks: Vec<Sink<'_>>) -> LiveColumns {
         let mut out = LiveColumns {
             names: Vec::new(),
             columns: Vec::new(),
@@ -213,7 +230,7 @@ impl ColumnReader {
                 }
             }
         }
-        Ok((Columns { columns: Some(out) }, misses))
+        out
     }
 }
 
@@ -342,16 +359,27 @@ fn join_row<'py>(
     })
 }
 
-/// An event-side origin's value (`None` where an attribute path is absent).
+/// The event attribute an origin reads (`attrs` for a path into it; a record's field or a
+/// join's key is read otherwise, by no attribute of the event).
+fn origin_attr<'py>(py: Python<'py>, origin: &Origin) -> Attr<'py> {
+    Attr::new(match origin {
+        Origin::Event(name) => name.bind(py).clone(),
+        _ => intern!(py, "attrs").clone(),
+    })
+}
+
+/// An event-side origin's value (`None` where an attribute path is absent); `attr` is the
+/// origin's (`origin_attr`), which reads the event's structs' fields by their descriptors.
 fn read_origin<'py>(
     py: Python<'py>,
     event: &Bound<'py, PyAny>,
     origin: &Origin,
+    attr: &mut Attr<'py>,
 ) -> PyResult<Bound<'py, PyAny>> {
     match origin {
-        Origin::Event(name) => event.getattr(name.bind(py)),
+        Origin::Event(_) => attr.get(event),
         Origin::Attrs(path) => {
-            let mut node = event.getattr(intern!(py, "attrs"))?;
+            let mut node = attr.get(event)?;
             for part in path {
                 let Ok(object) = node.cast::<PyDict>() else {
                     return Ok(py.None().into_bound(py));

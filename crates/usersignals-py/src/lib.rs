@@ -6,6 +6,7 @@
 //! (`usersignals.processing.native`) wraps into the project's error tree.
 
 mod allocator;
+mod attrs;
 mod columns;
 mod packed;
 mod reads;

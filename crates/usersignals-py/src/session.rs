@@ -13,14 +13,15 @@ use usersignals_core::dedupe::fingerprint;
 use usersignals_core::pipeline::{finish, select, Arrivals, Selection, Versions};
 use usersignals_core::record;
 
+use crate::attrs::Attr;
 use crate::columns::Columns;
 use crate::{raise, CoreError, NativePlans};
 
 /// A batch's arrivals read from its `Event` and `Position` objects, and its distinct user
 /// ids (indexed by `Arrivals::user`, in order of first appearance).
-fn arrivals_of(
-    events: &Bound<'_, PyList>,
-    positions: &Bound<'_, PyList>,
+fn arrivals_of<'py>(
+    events: &Bound<'py, PyList>,
+    positions: &Bound<'py, PyList>,
 ) -> PyResult<(Arrivals, Vec<String>)> {
     let py = events.py();
     if events.len() != positions.len() {
@@ -41,18 +42,22 @@ fn arrivals_of(
     // The partition's text object the last position held, and its index: a batch's
     // positions mostly share one object per partition, and the same object is the same text
     // (held here, so its address is not reused), which then is not hashed again.
-    let mut last_partition: Option<(Bound<'_, PyAny>, u32)> = None;
+    let mut last_partition: Option<(Bound<'py, PyAny>, u32)> = None;
+    // Each read through the member descriptor of the structs' fields (see `attrs`).
+    let attr = |name: &Bound<'py, PyString>| Attr::new(name.clone());
+    let (mut user_attr, mut ts_attr) = (attr(intern!(py, "user_id")), attr(intern!(py, "ts")));
+    let mut event_id_attr = attr(intern!(py, "event_id"));
+    let mut partition_attr = attr(intern!(py, "partition"));
+    let mut offset_attr = attr(intern!(py, "offset"));
     for (event, position) in events.iter().zip(positions.iter()) {
-        let user = event.getattr(intern!(py, "user_id"))?;
+        let user = user_attr.get(&event)?;
         arrivals
             .user
             .push(index_of(&mut users, user.cast::<PyString>()?.to_str()?));
-        arrivals
-            .ts
-            .push(event.getattr(intern!(py, "ts"))?.extract()?);
-        let event_id = event.getattr(intern!(py, "event_id"))?;
+        arrivals.ts.push(ts_attr.get(&event)?.extract()?);
+        let event_id = event_id_attr.get(&event)?;
         (arrivals.fingerprint).push(fingerprint(event_id.cast::<PyString>()?.to_str()?));
-        let partition = position.getattr(intern!(py, "partition"))?;
+        let partition = partition_attr.get(&position)?;
         let index = match &last_partition {
             Some((known, index)) if known.is(&partition) => *index,
             _ => {
@@ -62,9 +67,7 @@ fn arrivals_of(
             }
         };
         arrivals.partition.push(index);
-        arrivals
-            .offset
-            .push(position.getattr(intern!(py, "offset"))?.extract()?);
+        arrivals.offset.push(offset_attr.get(&position)?.extract()?);
     }
     arrivals.users = users.len();
     arrivals.partitions = in_index_order(partitions);
