@@ -89,9 +89,19 @@ class ColumnReader:
         columns: Sequence[tuple[str, str, Origin]],
         joins: Sequence[tuple[str, Origin, bool]],
     ) -> None: ...
+    def join_keys(self, live: list[Any]) -> tuple[JoinKeys, list[list[str]]] | None:
+        """Per join, the keys of ``live``: for ``read`` of the same list, and the distinct
+        texts to look up (in order of first appearance, no ``""``); ``None`` when a text
+        key field holds something else than a ``str``."""
     def read(
-        self, live: list[Any], records: dict[str, Mapping[str, Any]]
+        self,
+        live: list[Any],
+        records: dict[str, Mapping[str, Any]],
+        keys: JoinKeys | None = None,
     ) -> tuple[Columns, list[int]]: ...
+
+class JoinKeys:
+    """A batch's lookup keys as ``ColumnReader.join_keys`` read them."""
 
 class NativePlans:
     """The compiled plans of the native signals, parsed once."""

@@ -16,6 +16,7 @@ use usersignals_core::pipeline::LiveColumns;
 use usersignals_core::Value;
 
 use crate::attrs::Attr;
+use crate::join_keys::{self, JoinKeys, KeyReader, NO_KEY};
 use crate::packed::PackedFields;
 use crate::{to_value, to_vector, CoreError};
 
@@ -150,17 +151,51 @@ impl ColumnReader {
         Ok(ColumnReader { columns, joins })
     }
 
+    /// Per join, the keys of `live` (the events to apply, in order): `(keys, texts)`, the
+    /// keys for `read` of the same list, and per join the distinct texts to look up, in
+    /// order of first appearance (no `""`, which no record has; a `None` key has no text).
+    /// `None` when a text field's key is not a `str` (the lookups then read the keys).
+    fn join_keys<'py>(
+        &self,
+        live: &Bound<'py, PyList>,
+    ) -> PyResult<Option<(JoinKeys, Vec<Bound<'py, PyList>>)>> {
+        let py = live.py();
+        let mut attrs: Vec<Attr<'py>> = (self.joins.iter())
+            .map(|join| origin_attr(py, &join.key))
+            .collect();
+        let mut readers: Vec<KeyReader> = (self.joins.iter())
+            .map(|join| KeyReader::new(join.text, live.len()))
+            .collect();
+        for event in live.iter() {
+            let joins = self.joins.iter().zip(&mut attrs).zip(&mut readers);
+            for ((join, attr), reader) in joins {
+                if !reader.push(read_origin(py, &event, &join.key, attr)?)? {
+                    return Ok(None);
+                }
+            }
+        }
+        let (joins, texts) = (readers.into_iter())
+            .map(|reader| reader.finish(py))
+            .collect::<PyResult<(Vec<_>, Vec<_>)>>()?;
+        let live = live.clone().unbind();
+        Ok(Some((JoinKeys { live, joins }, texts)))
+    }
+
     /// The columns of `live` (the events to apply, in order), with `records` (per source,
-    /// the records by key), and per join the events whose key found no record.
+    /// the records by key), and per join the events whose key found no record; `keys`, if
+    /// given, are `join_keys` of the same `live` list (read once: each distinct key's
+    /// record is found once, not an event's key read and looked up per event).
     ///
     /// One pass over the events, each read whole (its joins, then every column) while it is
     /// in cache: `live` comes user by user, so consecutive events lie far apart in memory,
     /// and a pass per column missed the cache on every event again (a 200,000-event
     /// backfill batch: 0.61-0.62 s a pass per column, 0.38-0.41 s read whole).
+    #[pyo3(signature = (live, records, keys=None))]
     fn read<'py>(
         &self,
         live: &Bound<'py, PyList>,
         records: &Bound<'py, PyDict>,
+        keys: Option<&Bound<'py, JoinKeys>>,
     ) -> PyResult<(Columns, Vec<u64>)> {
         let py = live.py();
         let tables = (self.joins.iter())
@@ -169,33 +204,19 @@ impl ColumnReader {
                 Ok(table.and_then(|t| t.cast_into::<PyDict>().ok()))
             })
             .collect::<PyResult<Vec<_>>>()?;
-        let mut misses = vec![0u64; self.joins.len()];
+        let mut joined = Joined::new(self, live, tables, keys)?;
         let mut sinks: Vec<Sink<'py>> = (self.columns.iter())
             .map(|column| Sink::new(column.render, live.len()))
-            .collect();
-        let mut rows: Vec<Option<Row<'py>>> = Vec::with_capacity(self.joins.len());
-        let mut keys: Vec<Bound<'py, PyAny>> = Vec::with_capacity(self.joins.len());
-        let mut join_attrs: Vec<Attr<'py>> = (self.joins.iter())
-            .map(|join| origin_attr(py, &join.key))
             .collect();
         let mut column_attrs: Vec<Attr<'py>> = (self.columns.iter())
             .map(|column| origin_attr(py, &column.origin))
             .collect();
-        for event in live.iter() {
-            rows.clear();
-            keys.clear();
-            let joins = self.joins.iter().zip(&tables).zip(&mut misses);
-            for (((join, table), missed), attr) in joins.zip(&mut join_attrs) {
-                let key = read_origin(py, &event, &join.key, attr)?;
-                let row = join_row(&key, join, table.as_ref())?;
-                *missed += u64::from(row.is_none());
-                rows.push(row);
-                keys.push(key);
-            }
+        for (at, event) in live.iter().enumerate() {
+            joined.read(self, at, &event)?;
             let columns = self.columns.iter().zip(&mut sinks).zip(&mut column_attrs);
             for ((column, sink), attr) in columns {
                 match &column.origin {
-                    Origin::Record(join, name, field) => match &rows[*join] {
+                    Origin::Record(join, name, field) => match &joined.rows[*join] {
                         Some(Row::Packed(record)) => sink.push_packed(record, name, field)?,
                         Some(Row::Dict(record)) => sink.push(
                             (record.get_item(name.bind(py))?)
@@ -203,13 +224,13 @@ impl ColumnReader {
                         )?,
                         None => sink.push(py.None().into_bound(py))?,
                     },
-                    Origin::JoinKey(join) => sink.push(keys[*join].clone())?,
+                    Origin::JoinKey(join) => sink.push(joined.keys[*join].clone())?,
                     other => sink.push(read_origin(py, &event, other, attr)?)?,
                 }
             }
         }
         let columns = Some(self.live_columns(sinks));
-        Ok((Columns { columns }, misses))
+        Ok((Columns { columns }, joined.misses))
     }
 }
 
@@ -231,6 +252,105 @@ impl ColumnReader {
             }
         }
         out
+    }
+}
+
+/// Each event's joins, as `read` takes them: its records and key values, and the misses.
+struct Joined<'py> {
+    /// Per join, the current event's record and key value.
+    rows: Vec<Option<Row<'py>>>,
+    keys: Vec<Bound<'py, PyAny>>,
+    /// Per join, the events whose key found no record.
+    misses: Vec<u64>,
+    from: JoinedFrom<'py>,
+}
+
+enum JoinedFrom<'py> {
+    /// Each event's key read by its origin and looked up in its join's table.
+    Events {
+        attrs: Vec<Attr<'py>>,
+        tables: Vec<Option<Bound<'py, PyDict>>>,
+    },
+    /// `JoinKeys`: per join, each distinct key's record, found once.
+    Keys {
+        keys: Bound<'py, JoinKeys>,
+        rows: Vec<Vec<Option<Row<'py>>>>,
+    },
+}
+
+impl<'py> Joined<'py> {
+    fn new(
+        reader: &ColumnReader,
+        live: &Bound<'py, PyList>,
+        tables: Vec<Option<Bound<'py, PyDict>>>,
+        keys: Option<&Bound<'py, JoinKeys>>,
+    ) -> PyResult<Self> {
+        let py = live.py();
+        let from = match keys {
+            None => JoinedFrom::Events {
+                attrs: (reader.joins.iter())
+                    .map(|join| origin_attr(py, &join.key))
+                    .collect(),
+                tables,
+            },
+            Some(keys) => {
+                let given = keys.get();
+                if !given.live.bind(py).is(live) || given.joins.len() != reader.joins.len() {
+                    return Err(CoreError::new_err("these keys are of other events"));
+                }
+                let rows = (given.joins.iter().zip(&tables))
+                    .map(|(join, table)| {
+                        let found = join_keys::found(join, table.as_ref())?;
+                        Ok(found.into_iter().map(|r| r.and_then(as_row)).collect())
+                    })
+                    .collect::<PyResult<_>>()?;
+                JoinedFrom::Keys {
+                    keys: keys.clone(),
+                    rows,
+                }
+            }
+        };
+        Ok(Joined {
+            rows: Vec::with_capacity(reader.joins.len()),
+            keys: Vec::with_capacity(reader.joins.len()),
+            misses: vec![0; reader.joins.len()],
+            from,
+        })
+    }
+
+    /// The joins of `event`, the `at`-th of `live`.
+    fn read(
+        &mut self,
+        reader: &ColumnReader,
+        at: usize,
+        event: &Bound<'py, PyAny>,
+    ) -> PyResult<()> {
+        let py = event.py();
+        self.rows.clear();
+        self.keys.clear();
+        for (j, join) in reader.joins.iter().enumerate() {
+            let (key, row) = match &mut self.from {
+                JoinedFrom::Events { attrs, tables } => {
+                    let key = read_origin(py, event, &join.key, &mut attrs[j])?;
+                    let row = join_row(&key, join, tables[j].as_ref())?;
+                    (key, row)
+                }
+                JoinedFrom::Keys { keys, rows } => {
+                    let keys = &keys.get().joins[j];
+                    let index = keys.index[at];
+                    let row = if index == NO_KEY {
+                        None
+                    } else {
+                        rows[j][index as usize].clone()
+                    };
+                    (keys.values[at].bind(py).clone(), row)
+                }
+            };
+            self.misses[j] += u64::from(row.is_none());
+            self.rows.push(row);
+            self.keys.push(key);
+        }
+        Ok(())
     }
 }
 
@@ -326,6 +446,7 @@ impl<'py> Sink<'py> {
 }
 
 /// A record a join found: a dict as a source returned it, or packed bytes the core parsed.
+#[derive(Clone)]
 enum Row<'py> {
     Dict(Bound<'py, PyDict>),
     Packed(Bound<'py, PackedFields>),
@@ -347,16 +468,18 @@ fn join_row<'py>(
     } else {
         key.str()?.into_any()
     };
-    let Some(record) = table.get_item(key)? else {
-        return Ok(None);
-    };
-    Ok(match record.cast_into::<PyDict>() {
+    Ok(table.get_item(key)?.and_then(as_row))
+}
+
+/// A record as the reader reads it: a dict, or a packed record; anything else is none.
+fn as_row(record: Bound<'_, PyAny>) -> Option<Row<'_>> {
+    match record.cast_into::<PyDict>() {
         Ok(record) => Some(Row::Dict(record)),
         Err(other) => (other.into_inner())
             .cast_into::<PackedFields>()
             .ok()
             .map(Row::Packed),
-    })
+    }
 }
 
 /// The event attribute an origin reads (`attrs` for a path into it; a record's field or a

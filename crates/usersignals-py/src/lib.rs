@@ -8,6 +8,7 @@
 mod allocator;
 mod attrs;
 mod columns;
+mod join_keys;
 mod packed;
 mod reads;
 mod record_cache;
@@ -658,6 +659,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<session::BatchSession>()?;
     m.add_class::<columns::ColumnReader>()?;
     m.add_class::<columns::Columns>()?;
+    m.add_class::<join_keys::JoinKeys>()?;
     m.add_class::<packed::PackedFields>()?;
     m.add_function(wrap_pyfunction!(packed::packed_records, m)?)?;
     m.add_class::<record_cache::RecordCache>()?;

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from operator import attrgetter
@@ -340,26 +340,36 @@ class Engine:
                 work.append((key, record, fresh))
         return work, puts_only_progress
 
-    def _lookups(self, live: list[Event], remember: bool = True) -> dict[str, dict[str, Record]]:
+    def _lookups(
+        self,
+        live: list[Event],
+        keys: Mapping[str, list[str]] | None = None,
+        remember: bool = True,
+    ) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that the ``live`` events (the
         ones to apply) carry, where a signal interested in them reads the source; through
-        the Materializer's cache unless not ``remember``."""
+        the Materializer's cache unless not ``remember``. ``keys``: per source, the distinct
+        keys of all the ``live`` events, read already (by the core's column reader, see
+        ``NativeBatches``), for the sources whose signals do not filter first."""
         records: dict[str, dict[str, Record]] = {}
         for source in self._sources:
             plans = [plan for plan in self._plans if source in plan.layout]
             field_name = plans[0].lookup_keys[source]  # one key per source (validated)
             checks = [plan.accepts for plan in plans if plan.prefilter and plan.accepts]
-            candidates = live
+            wanted: Iterable[str]
+            distinct = False
             if len(checks) == len(plans):  # every signal filters on event fields first
                 candidates = [e for e in live if any(check((e, ())) for check in checks)]
-            if field_name in TEXT_FIELDS:  # the common case: a tight loop in C
-                wanted = set(map(attrgetter(field_name), candidates))
-                wanted.discard("")
+                wanted = _key_set(candidates, field_name)
+            elif keys is not None and source in keys:
+                wanted, distinct = keys[source], True  # in order of first appearance
             else:
-                wanted = {v for event in candidates if (v := _key_value(event, field_name))}
+                wanted = _key_set(live, field_name)
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
-            records[source] = self.materializer.lookup(source, wanted, remember=remember)
+            records[source] = self.materializer.lookup(
+                source, wanted, remember=remember, distinct=distinct
+            )
         return records
 
     def delete_users(
@@ -487,6 +497,16 @@ def _unapplied(
     if not progress:
         return list(indices)
     return [i for i in indices if positions[i].offset > progress.get(positions[i].partition, -1)]
+
+
+def _key_set(events: list[Event], field_name: str) -> set[str]:
+    """The distinct lookup keys of ``events`` in ``field_name``; ``""`` (an absent key)
+    finds nothing and is left out."""
+    if field_name in TEXT_FIELDS:  # the common case: a tight loop in C
+        wanted = set(map(attrgetter(field_name), events))
+        wanted.discard("")
+        return wanted
+    return {v for event in events if (v := _key_value(event, field_name))}
 
 
 def _key_value(event: Event, field_name: str) -> str | None:

@@ -34,6 +34,7 @@ from usersignals._core import (
     Columns,
     CoreError,
     CoreStateError,
+    JoinKeys,
     NativePlans,
 )
 from usersignals.aggregations.base import ReadOut
@@ -198,16 +199,27 @@ class NativeSignals:
             dict(zip(self.keys, expired, strict=True)),
         )
 
+    def join_keys(self, live: list[Event]) -> tuple[JoinKeys | None, dict[str, list[str]] | None]:
+        """The lookup keys of ``live``, read by the core once: for ``live_columns`` of the
+        same list, and per source the distinct keys (in order of first appearance, no
+        ``""``); ``(None, None)`` when a text key field holds something else than text."""
+        read = self._columns.join_keys(live)
+        if read is None:
+            return None, None
+        keys, distinct = read
+        return keys, dict(zip(self._joins, distinct, strict=True))
+
     def live_columns(
         self,
         live: list[Event],
         records: Mapping[str, Mapping[str, Record]],
         missing: Counts | None = None,
+        keys: JoinKeys | None = None,
     ) -> Columns:
         """The columns the plans read, aligned with ``live``, read by the core; with
         ``missing``, the lookup misses of the native signals' sources are counted into it
-        (once per event and source)."""
-        columns, misses = self._columns.read(live, dict(records))
+        (once per event and source). ``keys``: ``join_keys(live)``'s, if read."""
+        columns, misses = self._columns.read(live, dict(records), keys)
         if missing is not None:
             for source, count in zip(self._joins, misses, strict=True):
                 if count:

@@ -11,8 +11,8 @@ lookups, and migrating states an older release wrote in the Python codec.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from usersignals._core import BatchSession, CoreError, CoreStateError, label_rows
 from usersignals.enrich.sources import Record
@@ -27,8 +27,14 @@ from usersignals.state.store import StateStore
 if TYPE_CHECKING:
     from usersignals._core import LabelColumn, LabelledUser, TextBuffer
 
-#: The engine's lookups: the live events in, per source the records of their keys out.
-Lookups = Callable[[list[Event]], dict[str, dict[str, Record]]]
+
+class Lookups(Protocol):
+    """The engine's lookups: the live events in (and, per source, their distinct keys when
+    read already), per source the records of their keys out."""
+
+    def __call__(
+        self, live: list[Event], keys: Mapping[str, list[str]] | None = None
+    ) -> dict[str, dict[str, Record]]: ...
 
 
 class NativeBatches:
@@ -63,9 +69,11 @@ class NativeBatches:
             report.duplicates, report.repeats = session.dropped()
             self._migrate(session, keys)
             live = session.live(events)
-            records = lookups(live) if live else {}
+            # The lookup keys read once, for the lookups and the columns alike.
+            joined, distinct = self._native.join_keys(live) if live else (None, None)
+            records = lookups(live, distinct) if live else {}
             missing = report.missing_enrichment if self._counts_misses else None
-            columns = self._native.live_columns(live, records, missing)
+            columns = self._native.live_columns(live, records, missing, joined)
             started = time.perf_counter()
             puts, (applied, expired, newest) = session.apply(columns, *versions)
             report.signal_seconds[NATIVE_TIMING_KEY] = time.perf_counter() - started
