@@ -40,6 +40,12 @@ impl<'a> Cursor<'a> {
         Ok(n as usize)
     }
 
+    /// A text's bytes, not checked to be UTF-8.
+    pub fn text_bytes(&mut self) -> Result<&'a [u8], CoreError> {
+        let n = decode::read_str_len(&mut self.rest).map_err(|e| self.fail(e))? as usize;
+        self.take(n)
+    }
+
     pub fn text(&mut self) -> Result<&'a str, CoreError> {
         let n = decode::read_str_len(&mut self.rest).map_err(|e| self.fail(e))? as usize;
         let bytes = self.take(n)?;

@@ -419,23 +419,27 @@ impl<'py> Sink<'py> {
         let py = record.py();
         let python = || record.as_any().get_item(name.bind(py));
         match self {
-            Sink::Values { rendering, values } => values.push(match record.get().field(field) {
-                None | Some(Field::Scalar(Value::Null)) => Value::Null,
-                Some(Field::Scalar(value)) => match (*rendering, value) {
-                    (Render::Value, value) | (Render::Text, value @ Value::Str(_)) => value.clone(),
-                    (Render::Text, Value::Int(i)) => Value::Str(i.to_string()),
-                    (Render::Text, Value::Bool(b)) => {
-                        Value::Str(if *b { "True" } else { "False" }.to_owned())
-                    }
-                    // A float in a text column: Python's `str()` of it, built by Python.
-                    (_, value) => as_value(&crate::to_py(py, value)?, *rendering)?,
-                },
-                // A list of numbers, or what the core leaves to Python (a nested map, bytes,
-                // an integer past i64): never a value (as `to_value`); its text is Python's.
-                Some(_) if matches!(rendering, Render::Value) => Value::Null,
-                Some(_) => as_value(&python()?, *rendering)?,
-            }),
-            Sink::Vectors { vectors, .. } => vectors.push(match record.get().field(field) {
+            Sink::Values { rendering, values } => {
+                values.push(match record.get().field(py, field) {
+                    None | Some(Field::Scalar(Value::Null)) => Value::Null,
+                    Some(Field::Scalar(value)) => match (*rendering, value) {
+                        (Render::Value, value) | (Render::Text, value @ Value::Str(_)) => {
+                            value.clone()
+                        }
+                        (Render::Text, Value::Int(i)) => Value::Str(i.to_string()),
+                        (Render::Text, Value::Bool(b)) => {
+                            Value::Str(if *b { "True" } else { "False" }.to_owned())
+                        }
+                        // A float in a text column: Python's `str()` of it, built by Python.
+                        (_, value) => as_value(&crate::to_py(py, value)?, *rendering)?,
+                    },
+                    // A list of numbers, or what the core leaves to Python (a nested map, bytes,
+                    // an integer past i64): never a value (as `to_value`); its text is Python's.
+                    Some(_) if matches!(rendering, Render::Value) => Value::Null,
+                    Some(_) => as_value(&python()?, *rendering)?,
+                })
+            }
+            Sink::Vectors { vectors, .. } => vectors.push(match record.get().field(py, field) {
                 Some(Field::Numbers(numbers)) => Some(numbers.clone()),
                 None | Some(Field::Scalar(_)) => None,
                 Some(Field::Other) => to_vector(&python()?).map(SharedVector::from),

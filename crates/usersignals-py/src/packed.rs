@@ -17,8 +17,8 @@ pub struct PackedFields {
 
 impl PackedFields {
     /// The field `name`, if the record has it.
-    pub(crate) fn field(&self, name: &str) -> Option<&Field> {
-        self.fields.get(name)
+    pub(crate) fn field(&self, py: Python<'_>, name: &str) -> Option<&Field> {
+        self.fields.get(self.data.as_bytes(py), name)
     }
 }
 

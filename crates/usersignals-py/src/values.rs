@@ -127,7 +127,7 @@ pub fn check_records<'py>(
     for (index, record) in records.iter().enumerate() {
         if let Ok(packed) = record.cast::<PackedFields>() {
             for ((name, kinds), text) in expected.iter().zip(&texts) {
-                let Some(field) = text.and_then(|n| packed.get().field(n)) else {
+                let Some(field) = text.and_then(|n| packed.get().field(packed.py(), n)) else {
                     continue;
                 };
                 if matches!(field, Field::Scalar(Value::Null)) {
