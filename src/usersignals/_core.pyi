@@ -72,7 +72,7 @@ class BatchSession:
         declared: set[str],
         expired: set[str],
         names: set[str],
-    ) -> tuple[list[tuple[int, bytes]], tuple[list[int], list[int], int | None]]: ...
+    ) -> tuple[dict[bytes, bytes], tuple[list[int], list[int], int | None]]: ...
 
 class Columns:
     """A batch's live columns as ``ColumnReader.read`` built them; applied once."""

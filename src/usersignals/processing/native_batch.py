@@ -88,7 +88,7 @@ class NativeBatches:
             report.expired = dict(zip(self._native.keys, expired, strict=True))
             report.newest_event_ms = newest
         # In the keys' order, as the core hands them: the store's sort of them is one pass.
-        return {keys[user_index]: data for user_index, data in puts}
+        return puts
 
     def label_rows(
         self,
