@@ -150,14 +150,21 @@ fn run<S: Clone>(
         applied: vec![0; plans.len()],
         expired: vec![0; plans.len()],
     };
+    // One buffer of a user's accepted rows for every user and plan (and `scratch`, of the
+    // rows `apply` builds from them): a `Vec` each was an allocation per touched state, about
+    // 190,000 a 50,000-event bench/engine.py run: 1,877.1 → 1,867.4 M engine-only
+    // instructions (callgrind).
+    let mut rows: Vec<usize> = Vec::new();
+    let mut scratch = Scratch::default();
     for group in order.chunk_by(|a, b| batch.user[*a] == batch.user[*b]) {
         let user = batch.user[group[0]] as usize;
         for (p, b) in bound.iter().enumerate() {
-            let rows: Vec<usize> = group.iter().copied().filter(|&i| accepted[p][i]).collect();
+            rows.clear();
+            rows.extend(group.iter().copied().filter(|&i| accepted[p][i]));
             if rows.is_empty() {
                 continue;
             }
-            let mut step = |old| apply(b, batch, old, &rows);
+            let mut step = |old| apply(b, batch, old, &rows, &mut scratch);
             let (state, expired) = each(user, p, &mut step).map_err(|e| CoreError::UserState {
                 user,
                 plan: b.plan.key.clone(),
@@ -241,13 +248,75 @@ macro_rules! picked {
     };
 }
 
+/// The rows `apply` hands an aggregation, in buffers kept across users and plans (cleared
+/// before each use): a `Vec` of them per touched state was an allocation each.
+#[derive(Default)]
+struct Scratch<'b> {
+    distinct: Vec<(i64, Option<&'b str>)>,
+    scores: Vec<ScoresRow<'b>>,
+    vectors: Vec<VectorRow<'b>>,
+}
+
+impl<'b> Scratch<'b> {
+    /// Distinct's rows: each event's time and its text column's text (`None` if not text).
+    fn distinct(
+        &mut self,
+        batch: &'b Batch,
+        text: usize,
+        rows: &[usize],
+    ) -> &[(i64, Option<&'b str>)] {
+        let text = &batch.columns[text];
+        self.distinct.clear();
+        self.distinct.extend(rows.iter().map(|&i| match &text[i] {
+            Value::Str(s) => (batch.ts[i], Some(s.as_str())),
+            _ => (batch.ts[i], None),
+        }));
+        &self.distinct
+    }
+
+    /// DecayedScores' rows, from its `(key, action)` columns.
+    fn scores(
+        &mut self,
+        batch: &'b Batch,
+        (key, action): (usize, usize),
+        rows: &[usize],
+    ) -> &[ScoresRow<'b>] {
+        let (key, action) = (&batch.columns[key], &batch.columns[action]);
+        self.scores.clear();
+        self.scores.extend(rows.iter().map(|&i| ScoresRow {
+            ts: batch.ts[i],
+            key: &key[i],
+            action: &action[i],
+        }));
+        &self.scores
+    }
+
+    /// MeanVector's rows, from its action column and its vector column.
+    fn vectors(
+        &mut self,
+        batch: &'b Batch,
+        (action, vectors): (usize, usize),
+        rows: &[usize],
+    ) -> &[VectorRow<'b>] {
+        let (action, vectors) = (&batch.columns[action], &batch.vectors[vectors].1);
+        self.vectors.clear();
+        self.vectors.extend(rows.iter().map(|&i| VectorRow {
+            ts: batch.ts[i],
+            action: &action[i],
+            vector: vectors[i].as_deref(),
+        }));
+        &self.vectors
+    }
+}
+
 /// `old` (of the plan's aggregation, `None` for no state yet) with the accepted `rows`
 /// applied, and how many of them were already older than the retention.
-fn apply(
+fn apply<'b>(
     bound: &Bound<'_>,
-    batch: &Batch,
+    batch: &'b Batch,
     old: Option<Decoded>,
     rows: &[usize],
+    scratch: &mut Scratch<'b>,
 ) -> Result<(Decoded, usize), CoreError> {
     let plan = bound.plan;
     let retention_ms = plan.retention_ms;
@@ -272,15 +341,8 @@ fn apply(
         }
         Aggregation::Distinct(spec, _) => {
             let old = picked!(plan, old, Decoded::Distinct)?;
-            let text = &batch.columns[bound.columns[0]];
-            let rows: Vec<(i64, Option<&str>)> = rows
-                .iter()
-                .map(|&i| match &text[i] {
-                    Value::Str(s) => (batch.ts[i], Some(s.as_str())),
-                    _ => (batch.ts[i], None),
-                })
-                .collect();
-            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            let rows = scratch.distinct(batch, bound.columns[0], rows);
+            let (state, expired) = spec.apply(retention_ms, old, rows);
             (Decoded::Distinct(state), expired)
         }
         Aggregation::Tiles(spec) => {
@@ -295,34 +357,14 @@ fn apply(
         }
         Aggregation::DecayedScores(spec) => {
             let old = picked!(plan, old, Decoded::Scores)?;
-            let (key, action) = (
-                &batch.columns[bound.columns[0]],
-                &batch.columns[bound.columns[1]],
-            );
-            let rows: Vec<ScoresRow<'_>> = rows
-                .iter()
-                .map(|&i| ScoresRow {
-                    ts: batch.ts[i],
-                    key: &key[i],
-                    action: &action[i],
-                })
-                .collect();
-            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            let rows = scratch.scores(batch, (bound.columns[0], bound.columns[1]), rows);
+            let (state, expired) = spec.apply(retention_ms, old, rows);
             (Decoded::Scores(state), expired)
         }
         Aggregation::MeanVector(spec) => {
             let old = picked!(plan, old, Decoded::Vector)?;
-            let action = &batch.columns[bound.columns[0]];
-            let vectors = &batch.vectors[bound.columns[1]].1;
-            let rows: Vec<VectorRow<'_>> = rows
-                .iter()
-                .map(|&i| VectorRow {
-                    ts: batch.ts[i],
-                    action: &action[i],
-                    vector: vectors[i].as_deref(),
-                })
-                .collect();
-            let (state, expired) = spec.apply(retention_ms, old, &rows);
+            let rows = scratch.vectors(batch, (bound.columns[0], bound.columns[1]), rows);
+            let (state, expired) = spec.apply(retention_ms, old, rows);
             (Decoded::Vector(state), expired)
         }
     })

@@ -231,3 +231,47 @@ fn a_decoded_state_of_another_aggregation_is_refused() {
     let error = apply_decoded(&plans, &batch, &mut decoded).unwrap_err();
     assert!(error.to_string().contains("another aggregation"), "{error}");
 }
+
+/// `column` without the items whose `keep` is false.
+fn kept<T>(column: &mut Vec<T>, keep: &[bool]) {
+    let mut keep = keep.iter();
+    column.retain(|_| *keep.next().unwrap());
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(48))]
+
+    /// The executor keeps its row buffers from user to user and plan to plan: each user's
+    /// states and counts out of a batch of several users are those of the user's events
+    /// executed alone (fresh buffers), so nothing of one user's rows reaches another's.
+    #[test]
+    fn each_user_of_a_batch_ends_as_its_events_alone_end(
+        events in proptest::collection::vec(arb_event(), 1..60),
+    ) {
+        let plans: Vec<Plan> = PLANS.iter().map(|p| Plan::from_json(p).unwrap()).collect();
+        let users = 3;
+        let none = vec![vec![None; plans.len()]; users];
+        let together = execute(&plans, &batch_of(&events, users, 0), &none).unwrap();
+        let mut applied = vec![0; plans.len()];
+        for user in 0..users as u32 {
+            // The user's events alone, with their batch-wide event ids (the ties).
+            let mut alone = batch_of(&events, users, 0);
+            let keep: Vec<bool> = events.iter().map(|e| e.0 == user).collect();
+            kept(&mut alone.user, &keep);
+            kept(&mut alone.ts, &keep);
+            kept(&mut alone.fingerprint, &keep);
+            for column in &mut alone.columns {
+                kept(column, &keep);
+            }
+            for (_, column) in &mut alone.vectors {
+                kept(column, &keep);
+            }
+            let out = execute(&plans, &alone, &none).unwrap();
+            prop_assert_eq!(&out.states[user as usize], &together.states[user as usize]);
+            for (total, count) in applied.iter_mut().zip(&out.applied) {
+                *total += count;
+            }
+        }
+        prop_assert_eq!(applied, together.applied);
+    }
+}
