@@ -157,10 +157,7 @@ pub fn select_records(
     horizon_hours: Option<i64>,
 ) -> Result<Selection, CoreError> {
     arrivals.check(records.len())?;
-    let mut by_user: Vec<Vec<usize>> = vec![Vec::new(); arrivals.users];
-    for (i, &u) in arrivals.user.iter().enumerate() {
-        by_user[u as usize].push(i);
-    }
+    let by_user = by_user(arrivals);
     let mut out = Selection {
         records: Vec::with_capacity(arrivals.users),
         stored_states: vec![Vec::new(); arrivals.users],
@@ -168,7 +165,9 @@ pub fn select_records(
         changed: Vec::with_capacity(arrivals.users),
         ..Selection::default()
     };
-    for (events, mut record) in by_user.into_iter().zip(records) {
+    // Kept across users: a `Vec` of each user's keys was an allocation per user.
+    let mut keys: Vec<(i64, u32)> = Vec::new();
+    for (events, mut record) in by_user.chunks().zip(records) {
         let unapplied: Vec<usize> = events
             .iter()
             .copied()
@@ -179,10 +178,12 @@ pub fn select_records(
         out.changed.push(!unapplied.is_empty());
         let mut fresh = match horizon_hours {
             Some(hours) if !unapplied.is_empty() => {
-                let keys: Vec<(i64, u32)> = unapplied
-                    .iter()
-                    .map(|&i| (arrivals.ts[i], arrivals.fingerprint[i]))
-                    .collect();
+                keys.clear();
+                keys.extend(
+                    unapplied
+                        .iter()
+                        .map(|&i| (arrivals.ts[i], arrivals.fingerprint[i])),
+                );
                 let admitted = dedupe::admit(hours, &mut record.seen, &keys);
                 out.repeats += (unapplied.len() - admitted.len()) as u64;
                 admitted.into_iter().map(|k| unapplied[k]).collect()
@@ -194,6 +195,40 @@ pub fn select_records(
         out.fresh.push(fresh);
     }
     Ok(out)
+}
+
+/// The batch's events grouped by user, each user's in arrival order: one list of event
+/// indices and where each user's start. A `Vec` per user was an allocation or two each,
+/// 26,831 users a 50,000-event bench/engine.py run; with the keys' buffer below, `select`
+/// 57.2 → 52.3 M instructions (callgrind).
+struct ByUser {
+    events: Vec<usize>,
+    /// `starts[u]..starts[u + 1]`: user `u`'s events in `events`.
+    starts: Vec<usize>,
+}
+
+impl ByUser {
+    fn chunks(&self) -> impl Iterator<Item = &[usize]> + '_ {
+        self.starts.windows(2).map(|w| &self.events[w[0]..w[1]])
+    }
+}
+
+/// A counting sort of the events by user, stable (arrival order within a user).
+fn by_user(arrivals: &Arrivals) -> ByUser {
+    let mut starts = vec![0usize; arrivals.users + 1];
+    for &u in &arrivals.user {
+        starts[u as usize + 1] += 1;
+    }
+    for u in 0..arrivals.users {
+        starts[u + 1] += starts[u];
+    }
+    let mut next = starts.clone();
+    let mut events = vec![0usize; arrivals.user.len()];
+    for (i, &u) in arrivals.user.iter().enumerate() {
+        events[next[u as usize]] = i;
+        next[u as usize] += 1;
+    }
+    ByUser { events, starts }
 }
 
 /// (batch user, plan, the state's stored value).

@@ -67,3 +67,27 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    /// Any batch's events grouped by user by the counting sort are what a `Vec` per user
+    /// gathered (the code it replaces): each user's events, in arrival order, users in
+    /// index order, users without events empty.
+    #[test]
+    fn events_grouped_by_user_as_a_vec_per_user_groups_them(
+        users in 0usize..6,
+        picks in proptest::collection::vec(0usize..6, 0..40),
+    ) {
+        let user: Vec<u32> = if users == 0 {
+            Vec::new()
+        } else {
+            picks.iter().map(|p| (p % users) as u32).collect()
+        };
+        let arrivals = Arrivals { users, user, ..Arrivals::default() };
+        let mut expected: Vec<Vec<usize>> = vec![Vec::new(); users];
+        for (i, &u) in arrivals.user.iter().enumerate() {
+            expected[u as usize].push(i);
+        }
+        let grouped: Vec<Vec<usize>> = by_user(&arrivals).chunks().map(<[usize]>::to_vec).collect();
+        prop_assert_eq!(grouped, expected);
+    }
+}
