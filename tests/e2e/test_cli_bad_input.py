@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 from test_cli import END_MS, good_event, ok, run
+
+
+def assert_one_error_line(result: subprocess.CompletedProcess[str], parameter: str) -> None:
+    """Exit 2 and one line naming ``parameter``: no traceback."""
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"error: {parameter}: ")
 
 
 def test_replay_dead_letters_a_line_that_is_not_utf8_and_applies_the_rest(
@@ -51,11 +61,7 @@ def test_get_with_a_time_out_of_range_prints_one_line(
         "get", "u-bad", "--signal", "category_interest", option, value, "--store", store,
         cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: {parameter}: ")
+    assert_one_error_line(result, parameter)
     decayed = run(
         "get", "u-bad", "--signal", "category_interest", "--as-of", "2000-01-01T00:00:00Z",
         "--store", store, cwd=tmp_path,
@@ -202,8 +208,4 @@ def test_get_with_a_list_value_that_is_not_utf8_prints_one_line(
         "get", "u-bad", "--signal", "recent_engagements", option, "i1,\udcff", "--store", store,
         cwd=tmp_path,
     )  # fmt: skip
-    assert result.returncode == 2
-    assert "Traceback" not in result.stderr
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith(f"error: {parameter}: ")
+    assert_one_error_line(result, parameter)

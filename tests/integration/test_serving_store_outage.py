@@ -112,18 +112,23 @@ def test_a_hung_store_gives_503s_within_the_timeout_and_healthz_stays_free(
         stop_process(server)
 
 
+def serve_env(redis_server: RedisServer, tmp_path: Path) -> dict[str, str]:
+    """``usersignals serve``'s environment: this Redis as its store, a spool of the test's."""
+    return {
+        **os.environ,
+        "USERSIGNALS_STORE__BACKEND": "redis",
+        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+
+
 def test_a_worker_goes_not_ready_when_other_signals_start_writing_its_store(
     redis_server: RedisServer, tmp_path: Path
 ) -> None:
     store = StoreSettings(backend="redis", redis_url=redis_server.url)
     build_processor(Settings(store=store)).close()  # the reference signals write the store
     port = free_port()
-    env = {
-        **os.environ,
-        "USERSIGNALS_STORE__BACKEND": "redis",
-        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
-        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
-    }
+    env = serve_env(redis_server, tmp_path)
     server = subprocess.Popen(
         [str(BIN / "usersignals"), "serve", "--port", str(port)], env=env, cwd=tmp_path
     )
@@ -174,12 +179,7 @@ def test_a_worker_that_dies_while_redis_is_down_is_replaced_not_the_server_stopp
     store = StoreSettings(backend="redis", redis_url=redis_server.url)
     build_processor(Settings(store=store)).close()  # the reference signals write the store
     port = free_port()
-    env = {
-        **os.environ,
-        "USERSIGNALS_STORE__BACKEND": "redis",
-        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
-        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
-    }
+    env = serve_env(redis_server, tmp_path)
     server = subprocess.Popen(
         [str(BIN / "usersignals"), "serve", "--port", str(port), "--workers", "2"],
         env=env,
@@ -213,12 +213,7 @@ def test_serve_started_while_redis_is_down_waits_for_it(
     build_processor(Settings(store=store)).close()
     redis_server.kill()
     port = free_port()
-    env = {
-        **os.environ,
-        "USERSIGNALS_STORE__BACKEND": "redis",
-        "USERSIGNALS_STORE__REDIS_URL": redis_server.url,
-        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
-    }
+    env = serve_env(redis_server, tmp_path)
     log = tmp_path / "serve.log"
     with log.open("wb") as errors:
         server = subprocess.Popen(

@@ -228,16 +228,24 @@ class FailingDwell(Dwell):
         return FailingRead(resolve("attrs.dwell_ms"), self.fail)
 
 
+def read_beside_clicks(aggregate: Dwell) -> tuple[SignalRegistry, MemoryStore, Any]:
+    """``aggregate`` as the signal ``dwell`` beside a built-in count, one event applied, and
+    u1's answers read (contained, as the API reads them)."""
+    registry = SignalRegistry(
+        [signals("none")[0], Signal(name="dwell", version=1, aggregate=aggregate)]
+    )
+    store = MemoryStore()
+    Engine(registry, store).process(MicroBatch(EVENTS[:1], [Position("p", 0)]))
+    read = SignalReader(registry, store).read("u1", None, ReadContext(now_ms=NOW + 10))
+    return registry, store, read
+
+
 @pytest.mark.parametrize("answer", ["raise", object()])  # an object: what JSON cannot carry
 def test_a_read_that_fails_answers_that_signal_only(answer: Any) -> None:
     """Found by the signal-author trial: a user-defined read that raised, or answered a
     numpy scalar, was a 500 for the whole request, the built-in signals with it."""
     FailingRead.answer = answer
-    dwell = Signal(name="dwell", version=1, aggregate=FailingDwell("none"))
-    registry = SignalRegistry([signals("none")[0], dwell])
-    store = MemoryStore()
-    Engine(registry, store).process(MicroBatch(EVENTS[:1], [Position("p", 0)]))
-    read = SignalReader(registry, store).read("u1", None, ReadContext(now_ms=NOW + 10))
+    _, _, read = read_beside_clicks(FailingDwell("none"))
     assert read.signals["clicks"].value == {"total": 1, "by": {"click": 1}}
     failed = read.signals["dwell"]
     assert (failed.value, failed.error) == (None, "signal_failed")
@@ -273,11 +281,7 @@ def test_a_read_that_answers_no_read_out_answers_that_signal_only(answer: Any) -
     as text or a datetime got past the containment and made the request a 500 (and a
     traceback from `usersignals get`), the built-in signals with it."""
     OddRead.answer = answer
-    dwell = Signal(name="dwell", version=1, aggregate=OddDwell("none"))
-    registry = SignalRegistry([signals("none")[0], dwell])
-    store = MemoryStore()
-    Engine(registry, store).process(MicroBatch(EVENTS[:1], [Position("p", 0)]))
-    read = SignalReader(registry, store).read("u1", None, ReadContext(now_ms=NOW + 10))
+    registry, store, read = read_beside_clicks(OddDwell("none"))
     assert read.signals["clicks"].value == {"total": 1, "by": {"click": 1}}
     failed = read.signals["dwell"]
     assert (failed.value, failed.error, failed.newest_event_ms) == (None, "signal_failed", None)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from typing import TypeVar
 
 import msgspec
 
@@ -21,6 +22,8 @@ from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import meta_key
 from usersignals.state.store import StateStore
+
+T = TypeVar("T")
 
 VERSIONS_KEY = meta_key("signal_versions")
 #: ``name@version`` → when (ms) ``signals apply`` recorded it removed from the module. A key
@@ -97,24 +100,26 @@ def readded_detail(removed_ms: int) -> str:
 
 def load_removed(store: StateStore) -> dict[str, int]:
     """The versions ``signals apply`` recorded removed (see :data:`REMOVED_KEY`)."""
-    raw = store.get_many([REMOVED_KEY])[0]
-    if raw is None:
-        return {}
-    try:
-        return _removed_decoder.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise ConfigurationError(f"the store's removed versions cannot be read: {exc}") from exc
+    return _load_meta(store, REMOVED_KEY, _removed_decoder, "removed versions")
 
 
 def load_backfilled(store: StateStore) -> dict[str, str]:
     """The versions a backfill computed, each with its definition (:data:`BACKFILLED_KEY`)."""
-    raw = store.get_many([BACKFILLED_KEY])[0]
+    return _load_meta(store, BACKFILLED_KEY, _backfilled_decoder, "backfilled versions")
+
+
+def _load_meta(
+    store: StateStore, key: bytes, decoder: msgspec.json.Decoder[dict[str, T]], what: str
+) -> dict[str, T]:
+    """A meta record of the version lifecycle (empty when absent), or one line saying it
+    cannot be read."""
+    raw = store.get_many([key])[0]
     if raw is None:
         return {}
     try:
-        return _backfilled_decoder.decode(raw)
+        return decoder.decode(raw)
     except msgspec.DecodeError as exc:
-        raise ConfigurationError(f"the store's backfilled versions cannot be read: {exc}") from exc
+        raise ConfigurationError(f"the store's {what} cannot be read: {exc}") from exc
 
 
 def record_backfilled(store: StateStore, definitions: dict[str, str]) -> None:
