@@ -10,6 +10,15 @@ import pytest
 from test_cli import END_MS, good_event, ok, run
 
 
+def replayed_store(tmp_path: Path) -> Path:
+    """A store holding one good event, replayed by the command line."""
+    events = tmp_path / "events.jsonl"
+    events.write_text(json.dumps(good_event()) + "\n")
+    store = tmp_path / "store"
+    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    return store
+
+
 def assert_one_error_line(result: subprocess.CompletedProcess[str], parameter: str) -> None:
     """Exit 2 and one line naming ``parameter``: no traceback."""
     assert result.returncode == 2
@@ -53,10 +62,7 @@ def test_replay_dead_letters_a_line_that_is_not_utf8_and_applies_the_rest(
 def test_get_with_a_time_out_of_range_prints_one_line(
     tmp_path: Path, option: str, value: str, parameter: str
 ) -> None:
-    events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps(good_event()) + "\n")
-    store = tmp_path / "store"
-    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    store = replayed_store(tmp_path)
     result = run(
         "get", "u-bad", "--signal", "category_interest", option, value, "--store", store,
         cwd=tmp_path,
@@ -180,10 +186,7 @@ def test_a_path_of_the_wrong_kind_is_one_line(tmp_path: Path) -> None:
 
 
 def test_get_with_a_user_id_that_is_not_utf8_prints_one_line(tmp_path: Path) -> None:
-    events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps(good_event()) + "\n")
-    store = tmp_path / "store"
-    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    store = replayed_store(tmp_path)
     # The byte 0xFF on the command line: Python hands it over as the lone surrogate \udcff.
     result = run("get", "u-\udcff", "--signal", "action_counts", "--store", store, cwd=tmp_path)
     assert result.returncode == 2
@@ -200,10 +203,7 @@ def test_get_with_a_user_id_that_is_not_utf8_prints_one_line(tmp_path: Path) -> 
 def test_get_with_a_list_value_that_is_not_utf8_prints_one_line(
     tmp_path: Path, option: str, parameter: str
 ) -> None:
-    events = tmp_path / "events.jsonl"
-    events.write_text(json.dumps(good_event()) + "\n")
-    store = tmp_path / "store"
-    ok(run("replay", events, "--store", store, cwd=tmp_path))
+    store = replayed_store(tmp_path)
     result = run(
         "get", "u-bad", "--signal", "recent_engagements", option, "i1,\udcff", "--store", store,
         cwd=tmp_path,
