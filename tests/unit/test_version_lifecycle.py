@@ -214,3 +214,18 @@ def test_a_backfilled_version_whose_state_the_sample_misses_is_warm() -> None:
     change = next(c for c in stored_plan(store, both).changes if c.key == "buys@1")
     assert (change.kind, change.needs_backfill) == ("new", False)
     assert change.detail == "backfilled: its history is in the store"
+
+
+def test_the_signal_catalogue_says_which_versions_are_retired() -> None:
+    """``GET /v1/signals`` listed a retired version like any other, though naming it answers
+    410 (found in review)."""
+    import json
+
+    from usersignals.serving.read_routes import signals_document
+
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    assert json.loads(signals_document(registry))["retired"] == {}
+    registry.retire({"clicks@1": 1_767_225_600_000})
+    document = json.loads(signals_document(registry))
+    assert [s["version"] for s in document["signals"]] == [1, 2]  # the definitions, as compiled
+    assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}

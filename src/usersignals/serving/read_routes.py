@@ -7,6 +7,7 @@ the app's exception handlers answer.
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from functools import partial
 
@@ -15,6 +16,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from usersignals.aggregations.context import ReadContext
+from usersignals.durations import iso_utc
 from usersignals.errors import ContextError
 from usersignals.serving.error_handlers import json_response
 from usersignals.serving.fast_read import SAMPLED
@@ -130,5 +132,13 @@ def _own_contexts(
 
 
 async def list_signals(request: Request) -> Response:
-    registry = serving_state(request).registry
-    return Response(registry.to_json(), media_type="application/json")
+    document = signals_document(serving_state(request).registry)
+    return Response(document, media_type="application/json")
+
+
+def signals_document(registry: SignalRegistry) -> bytes:
+    """``GET /v1/signals``: every declared version's compiled definition, and the versions
+    retired by a cut-over whose grace period is over (naming one answers 410), with when."""
+    retired = {key: iso_utc(at, "seconds") for key, at in sorted(registry.retired.items())}
+    compiled = json.loads(registry.to_json())
+    return json.dumps({**compiled, "retired": retired}, indent=2, sort_keys=True).encode()

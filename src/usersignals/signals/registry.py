@@ -126,6 +126,11 @@ class SignalRegistry:
         # One assignment: a reader thread sees the old or the new mapping, never a mix.
         self._served = served
 
+    @property
+    def retired(self) -> dict[str, int]:
+        """The versions :meth:`retire` refuses, with when (ms) their grace period was over."""
+        return dict(self._retired)
+
     def retire(self, dropped: Mapping[str, int]) -> None:
         """Refuse the versions whose grace period after a cut-over is over (``name@version``
         → when, ms): :meth:`get` raises :class:`SignalRetiredError` for them. A change
