@@ -129,7 +129,12 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
         "/v1/signals": {
             "get": {
                 "summary": "The registered signals and their compiled definitions",
-                "responses": {"200": {"description": "Compiled definitions"}},
+                "responses": {
+                    "200": {
+                        "description": "Compiled definitions (signals), and the versions "
+                        "retired by a cut-over with when their grace period was over (retired)"
+                    }
+                },
             }
         },
     }
