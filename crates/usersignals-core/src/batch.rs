@@ -255,6 +255,8 @@ struct Scratch<'b> {
     distinct: Vec<(i64, Option<&'b str>)>,
     scores: Vec<ScoresRow<'b>>,
     vectors: Vec<VectorRow<'b>>,
+    /// The tiles' group key of the event at hand.
+    tile_key: Vec<u8>,
 }
 
 impl<'b> Scratch<'b> {
@@ -347,7 +349,8 @@ fn apply<'b>(
         }
         Aggregation::Tiles(spec) => {
             let old = picked!(plan, old, Decoded::Tiles)?;
-            let (state, expired) = tiles::apply_rows(spec, old, &bound.user_rows(batch, rows));
+            let user = bound.user_rows(batch, rows);
+            let (state, expired) = tiles::apply_rows(spec, old, &user, &mut scratch.tile_key);
             (Decoded::Tiles(state), expired)
         }
         Aggregation::Seen(spec) => {

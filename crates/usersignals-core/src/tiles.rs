@@ -187,6 +187,19 @@ impl TileSpec {
         rows: &[TileRow],
     ) -> (TileState, usize) {
         let last = rows.last().map_or(0, |row| row.ts);
+        self.fold(retention_ms, state, last, rows.iter(), &mut Vec::new())
+    }
+
+    /// [`TileSpec::apply`] over rows that write their group key into `key` (a buffer the
+    /// caller keeps): `last` is the newest row's time.
+    fn fold<R: GroupedRow>(
+        &self,
+        retention_ms: i64,
+        state: Option<TileState>,
+        last: i64,
+        rows: impl Iterator<Item = R>,
+        key: &mut Vec<u8>,
+    ) -> (TileState, usize) {
         let newest = state.as_ref().map_or(0, |s| s.newest).max(last);
         let bucketer = self.bucketer(newest, retention_ms);
         let mut state = self.settle(state.unwrap_or_default(), newest, &bucketer);
@@ -200,10 +213,11 @@ impl TileSpec {
         let exact_from = newest - EXACT_SPAN_MS;
         let mut expired = 0;
         for row in rows {
-            let target = if row.ts >= exact_from {
-                (row.ts, &mut state.exact)
+            let ts = row.ts();
+            let target = if ts >= exact_from {
+                (ts, &mut state.exact)
             } else {
-                match bucketer.bucket(row.ts) {
+                match bucketer.bucket(ts) {
                     Some(bucket) => (bucket, &mut state.cells),
                     None => {
                         expired += 1;
@@ -211,15 +225,16 @@ impl TileSpec {
                     }
                 }
             };
-            let Some(value) = row.value else { continue };
-            // Looked up before inserting: a key is cloned once per new group, not per event.
-            let h = hash(&row.group);
-            let group = match index.find(h, |j| state.groups[*j as usize] == row.group) {
+            let Some(value) = row.value() else { continue };
+            let group_bytes = row.group(key);
+            // Looked up before inserting: a key is copied once per new group, not per event.
+            let h = hash(group_bytes);
+            let group = match index.find(h, |j| state.groups[*j as usize] == group_bytes) {
                 Some(group) => *group,
                 None => {
                     let group = state.groups.len() as u32;
                     index.insert_unique(h, group, |j| hash(&state.groups[*j as usize]));
-                    state.groups.push(row.group.clone());
+                    state.groups.push(group_bytes.to_vec());
                     group
                 }
             };
@@ -431,29 +446,79 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
     })
 }
 
+/// A row [`TileSpec::fold`] reads: its time, its value, and its group key's bytes.
+trait GroupedRow {
+    fn ts(&self) -> i64;
+    fn value(&self) -> Option<i64>;
+    /// The group key: the row's own, or written into `key` (cleared first).
+    fn group<'k>(&'k self, key: &'k mut Vec<u8>) -> &'k [u8];
+}
+
+impl GroupedRow for &TileRow {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+
+    fn value(&self) -> Option<i64> {
+        self.value
+    }
+
+    fn group<'k>(&'k self, _: &'k mut Vec<u8>) -> &'k [u8] {
+        &self.group
+    }
+}
+
+/// An event of the batch: its `by` values are encoded only when it counts, into the
+/// executor's key buffer.
+struct EventRow<'u, 'b> {
+    ts: i64,
+    value: Option<i64>,
+    by: &'u [&'b [Value]],
+    event: usize,
+}
+
+impl GroupedRow for EventRow<'_, '_> {
+    fn ts(&self) -> i64 {
+        self.ts
+    }
+
+    fn value(&self) -> Option<i64> {
+        self.value
+    }
+
+    fn group<'k>(&'k self, key: &'k mut Vec<u8>) -> &'k [u8] {
+        key.clear();
+        self.by
+            .iter()
+            .for_each(|column| column[self.event].encode(key));
+        key
+    }
+}
+
 /// The batch executor's step for one user and plan: apply the accepted `rows` (indices
 /// into the batch, sorted by time) to the decoded state. `columns` are the `by` columns,
-/// then the summed one.
+/// then the summed one. `key` is a buffer kept across users: a `TileRow` per event, each
+/// with a group key `Vec` of its own, cost 7.9 M instructions of the 1,856.9 M engine-only
+/// (callgrind, bench/engine.py --events 50000 --batch 10000).
 pub fn apply_rows(
     spec: &TileSpec,
     old: Option<TileState>,
     user: &UserRows<'_>,
+    key: &mut Vec<u8>,
 ) -> (TileState, usize) {
     let (ts, columns, retention_ms) = (user.ts, &user.columns, user.retention_ms);
     let (by, measured) = columns.split_at(spec.by.len());
-    let rows: Vec<TileRow> = user
-        .rows
-        .iter()
-        .map(|&i| TileRow {
-            ts: ts[i],
-            group: group_key(by.iter().map(|column| &column[i])),
-            value: match measured.first() {
-                Some(column) => measure(spec.scale, &column[i]),
-                None => Some(1),
-            },
-        })
-        .collect();
-    spec.apply(retention_ms, old, &rows)
+    let rows = user.rows.iter().map(|&i| EventRow {
+        ts: ts[i],
+        value: match measured.first() {
+            Some(column) => measure(spec.scale, &column[i]),
+            None => Some(1),
+        },
+        by,
+        event: i,
+    });
+    let last = user.rows.last().map_or(0, |&i| ts[i]);
+    spec.fold(retention_ms, old, last, rows, key)
 }
 
 /// The group key of values (the value codec's bytes, concatenated).

@@ -233,3 +233,66 @@ fn a_busy_user_state_stays_small() {
     );
     assert!(bytes.len() < 2_000, "{} bytes", bytes.len());
 }
+
+fn value_strategy() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::Bool),
+        (-3i64..4).prop_map(Value::Int),
+        prop::sample::select(vec![0.5, 1.0, -2.25, f64::NAN]).prop_map(Value::Float),
+        prop::sample::select(vec!["click", "save", "a-much-longer-text-than-32-bytes-x"])
+            .prop_map(|s| Value::Str(s.into())),
+    ]
+}
+
+proptest! {
+    /// The executor's step (each event's key written into a buffer kept across users) gives
+    /// the bytes of `TileRow`s with a key each, as it built them before.
+    #[test]
+    fn apply_rows_equals_rows_with_keys_of_their_own(
+        events in prop::collection::vec(
+            ((0i64..12 * 24 * 12), value_strategy(), value_strategy(), value_strategy()),
+            1..60,
+        ),
+        sum in any::<bool>(),
+        cut in any::<usize>(),
+    ) {
+        let spec = TileSpec {
+            of: sum.then(|| "value".to_owned()),
+            scale: if sum { 100 } else { 1 },
+            ..spec()
+        };
+        let mut events = events;
+        events.sort_by_key(|e| e.0);
+        let ts: Vec<i64> = events.iter().map(|e| 1_000 * DAY + e.0 * 5 * MINUTE).collect();
+        let column = |k: usize| -> Vec<Value> {
+            events.iter().map(|e| [&e.1, &e.2, &e.3][k].clone()).collect()
+        };
+        let (action, surface, value) = (column(0), column(1), column(2));
+        let mut columns: Vec<&[Value]> = vec![&action, &surface];
+        if sum {
+            columns.push(&value);
+        }
+        // Two batches, the second onto the first's state, the buffer dirty from the first.
+        let cut = cut % (events.len() + 1);
+        let all: Vec<usize> = (0..events.len()).collect();
+        let mut key = b"left over".to_vec();
+        let (mut got_state, mut want_state) = (None, None);
+        for rows in [&all[..cut], &all[cut..]] {
+            let user = UserRows { retention_ms: RETENTION, ts: &ts, columns: columns.clone(), rows };
+            let (got, got_expired) = apply_rows(&spec, got_state, &user, &mut key);
+            let before: Vec<TileRow> = rows
+                .iter()
+                .map(|&i| TileRow {
+                    ts: ts[i],
+                    group: group_key([&action[i], &surface[i]]),
+                    value: if sum { measure(spec.scale, &value[i]) } else { Some(1) },
+                })
+                .collect();
+            let (want, want_expired) = spec.apply(RETENTION, want_state, &before);
+            prop_assert_eq!(got_expired, want_expired);
+            prop_assert_eq!(encode(&spec, &got), encode(&spec, &want));
+            (got_state, want_state) = (Some(got), Some(want));
+        }
+    }
+}
