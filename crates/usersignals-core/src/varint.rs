@@ -27,12 +27,45 @@ pub fn put_i64(out: &mut Vec<u8>, v: i64) {
 
 /// Writes `values` at `width` bits each (value n's bit i at bit n·width + i, least
 /// significant first) into `out`, which holds enough zeroed bytes. Widths up to 64 go
-/// through a 128-bit accumulator a whole value at a time; wider ones a byte's worth of
-/// bits at a time.
+/// through a 64-bit accumulator a whole value at a time; wider ones a byte's worth of bits
+/// at a time.
 pub fn pack_bits(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
     if width > 64 {
         return pack_wide(out, values, width);
     }
+    pack_u64(out, values, width);
+}
+
+/// `pack_bits` for widths up to 64 in 64-bit arithmetic, 8 bytes stored at once: the bytes
+/// of the 128-bit accumulator it replaces (a 128-bit shift per value and another per byte).
+/// `decay::put_run`, a MeanVector bucket's quotients, went from 50.9 M to 31.5 M
+/// instructions (callgrind, bench/engine.py --events 50000 --batch 10000).
+fn pack_u64(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
+    let mask = low_mask(width) as u64;
+    // `filled` (the bits waiting in `acc`) stays below 64.
+    let (mut acc, mut filled, mut at) = (0u64, 0u32, 0usize);
+    for v in values {
+        let v = v as u64 & mask;
+        acc |= v << filled;
+        let end = filled + width;
+        if end < 64 {
+            filled = end;
+            continue;
+        }
+        out[at..at + 8].copy_from_slice(&acc.to_le_bytes());
+        at += 8;
+        // The value's bits past the 64 stored (none when it started them).
+        acc = if filled == 0 { 0 } else { v >> (64 - filled) };
+        filled = end - 64;
+    }
+    let left = filled.div_ceil(8) as usize;
+    out[at..at + left].copy_from_slice(&acc.to_le_bytes()[..left]);
+}
+
+/// `pack_bits` for widths up to 64 as it was, through a 128-bit accumulator: the reference
+/// `pack_u64` is held to.
+#[cfg(test)]
+fn pack_u128(out: &mut [u8], values: impl IntoIterator<Item = u128>, width: u32) {
     let mask = low_mask(width);
     let (mut acc, mut filled, mut at) = (0u128, 0u32, 0usize);
     for v in values {
@@ -272,6 +305,25 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The 64-bit packing writes the bytes of the 128-bit one it takes over from.
+        #[test]
+        fn u64_packing_equals_the_128_bit_packing(
+            width in 0u32..=64,
+            raw in prop::collection::vec(any::<u128>(), 0..70),
+            garbage in any::<bool>(),
+        ) {
+            // Masked to the width, or not (bits above it are dropped either way).
+            let values: Vec<u128> = raw
+                .iter()
+                .map(|v| if garbage { *v } else { v & low_mask(width) })
+                .collect();
+            let len = (values.len() * width as usize).div_ceil(8);
+            let (mut narrow, mut wide) = (vec![0u8; len], vec![0u8; len]);
+            pack_u64(&mut narrow, values.iter().copied(), width);
+            pack_u128(&mut wide, values.iter().copied(), width);
+            prop_assert_eq!(narrow, wide);
+        }
+
         #[test]
         fn the_loops_u64_reads_as_u64(
             bytes in prop_oneof![
