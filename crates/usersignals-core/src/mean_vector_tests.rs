@@ -265,3 +265,25 @@ proptest! {
         prop_assert_eq!(u128::from(binary_gcd(a, b)), euclid(u128::from(a), u128::from(b)));
     }
 }
+
+proptest! {
+    /// The 64-bit product is the 128-bit saturating one it takes over from, at the edges
+    /// too (products past i64, scales past i64, saturation).
+    #[test]
+    fn scaled_equals_the_128_bit_saturating_product(
+        q in prop_oneof![
+            -(1i64 << 62)..(1i64 << 62),
+            prop::sample::select(vec![0, 1, -1, (1 << 62) - 1, -(1 << 62) + 1]),
+        ],
+        scale in prop_oneof![
+            -(1i128 << 50)..(1i128 << 50),
+            any::<i64>().prop_map(i128::from),
+            any::<i128>(),
+            prop::sample::select(vec![i128::MAX, i128::MIN, i128::from(i64::MAX) + 1]),
+        ],
+    ) {
+        let q = i128::from(q);
+        let narrow = i64::try_from(scale).ok();
+        prop_assert_eq!(scaled(q, scale, narrow), q.saturating_mul(scale));
+    }
+}
