@@ -294,6 +294,48 @@ fn divide(sum: i128, d: u128) -> i128 {
     }
 }
 
+/// A bucket's common divisor of `sums`, and their quotients (zigzag) into `quotients`.
+fn quotients_into(sums: &[i128], quotients: &mut Vec<u128>) -> u128 {
+    quotients.clear();
+    // Most sums fit 63 bits: then in 64-bit arithmetic throughout (no 128-bit test per
+    // step): mean_vector::encode went from 43.9 M to 32.9 M instructions (callgrind,
+    // bench/engine.py --events 50000 --batch 10000).
+    let narrow = |sum: &i128| i64::try_from(*sum).is_ok_and(|s| s != i64::MIN);
+    if sums.iter().all(narrow) {
+        let d = common_divisor_u64(sums.iter().map(|sum| *sum as i64));
+        let zigzag = |q: i64| u128::from(((q << 1) ^ (q >> 63)) as u64);
+        // d is at most the largest |sum| < 2^63: it fits i64, and d > 1 divides every sum.
+        quotients.extend(sums.iter().map(|sum| match d {
+            0 | 1 => zigzag(*sum as i64),
+            _ => zigzag(*sum as i64 / d as i64),
+        }));
+        return u128::from(d);
+    }
+    let d = common_divisor(sums);
+    // d divides every sum; a quotient of d > 1 always fits i128.
+    quotients.extend(
+        sums.iter()
+            .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum })),
+    );
+    d
+}
+
+/// `common_divisor` of sums that fit i64.
+fn common_divisor_u64(sums: impl Iterator<Item = i64>) -> u64 {
+    let mut d = 0;
+    for sum in sums {
+        let sum = sum.unsigned_abs();
+        if d > 1 && sum % d == 0 {
+            continue;
+        }
+        d = binary_gcd(d, sum);
+        if d == 1 {
+            break;
+        }
+    }
+    d
+}
+
 /// The stored bytes of `state` (tops as offsets from their `bucket_ms`-wide bucket).
 pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
     // Most sums take 2-3 bytes; one buffer of quotients serves every bucket.
@@ -309,15 +351,8 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         put_bucket(&mut out, previous, *bucket, top - bucket * bucket_ms);
         previous = Some(*bucket);
         put_i128(&mut out, sums[0]);
-        let d = common_divisor(&sums[1..]);
+        let d = quotients_into(&sums[1..], &mut quotients);
         put_u128(&mut out, d);
-        // d divides every sum; a quotient of d > 1 always fits i128.
-        quotients.clear();
-        quotients.extend(
-            sums[1..]
-                .iter()
-                .map(|sum| zigzag(if d > 1 { divide(*sum, d) } else { *sum })),
-        );
         put_run(&mut out, &quotients);
     }
     out

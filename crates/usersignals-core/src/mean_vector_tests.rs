@@ -287,3 +287,27 @@ proptest! {
         prop_assert_eq!(scaled(q, scale, narrow), q.saturating_mul(scale));
     }
 }
+
+proptest! {
+    /// A bucket's divisor and quotients as `encode` worked them out before, in 128 bits.
+    #[test]
+    fn quotients_equal_the_128_bit_ones(
+        base in prop::collection::vec(any::<i64>(), 0..40),
+        factor in prop_oneof![Just(1i128), 1i128..5000, Just(1i128 << 40)],
+        wide in any::<bool>(),
+    ) {
+        let mut sums: Vec<i128> = base.iter().map(|b| (i128::from(*b) >> 20) * factor).collect();
+        if wide {
+            sums.push(i128::from(i64::MIN));
+        }
+        let mut got = Vec::new();
+        let d = quotients_into(&sums, &mut got);
+        let want_d = common_divisor(&sums);
+        let want: Vec<u128> = sums
+            .iter()
+            .map(|sum| zigzag(if want_d > 1 { divide(*sum, want_d) } else { *sum }))
+            .collect();
+        prop_assert_eq!(d, want_d);
+        prop_assert_eq!(got, want);
+    }
+}
