@@ -20,6 +20,7 @@ from redis_server import RedisServer
 from usersignals import Event, MicroBatch, Position
 from usersignals.app import build_processor
 from usersignals.config import Settings, StoreSettings
+from waiting import wait_for
 
 READ_TIMEOUT_MS = 300
 
@@ -160,6 +161,17 @@ def worker_pids(server: subprocess.Popen[bytes]) -> list[int]:
     return [int(pid) for pid in children.split()]
 
 
+def listening_sockets(port: int) -> int:
+    """The sockets listening on ``port`` (each granian worker binds one, SO_REUSEPORT)."""
+    lines = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    # Columns: sl, local address (hex ip:port), remote address, state (0A: LISTEN), ...
+    return sum(
+        1
+        for line in lines
+        if (fields := line.split())[1].endswith(f":{port:04X}") and fields[3] == "0A"
+    )
+
+
 def post_event(base: str, event_id: str) -> int:
     now = time.time_ns() // 1_000_000
     event = {"event_id": event_id, "user_id": "u1", "item_id": "i1", "action": "click",
@@ -189,6 +201,9 @@ def test_a_worker_that_dies_while_redis_is_down_is_replaced_not_the_server_stopp
     base = f"http://127.0.0.1:{port}"
     try:
         assert wait_status(f"{base}/readyz", 200, timeout_s=30).status_code == 200
+        # Both workers serving before the outage: one still starting would wait for the store
+        # too, and with the other killed nothing would listen (a loaded machine's flake).
+        wait_for(lambda: listening_sockets(port) == 2, 30, "both workers listening", alive=server)
         redis_server.kill()
         os.kill(worker_pids(server)[0], signal.SIGKILL)
         time.sleep(8)  # past granian's crash-loop guard (a death within 5.5 s of a respawn)
