@@ -525,15 +525,7 @@ mod tests {
     proptest! {
         #[test]
         fn u128_varints_read_as_the_128_bit_reference(
-            bytes in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..24),
-                // Runs of continuation bytes, so every length up to 20 and beyond is met.
-                (0usize..22, any::<u8>()).prop_map(|(n, last)| {
-                    let mut bytes = vec![0xFFu8; n];
-                    bytes.push(last);
-                    bytes
-                }),
-            ]
+            bytes in crate::varint::varint_like_bytes(24, 22)
         ) {
             let (mut fast, mut reference) = (Reader::new(&bytes), Reader::new(&bytes));
             prop_assert_eq!(get_u128(&mut fast), u128_by_groups(&mut reference));

@@ -299,6 +299,25 @@ impl<'a> Reader<'a> {
     }
 }
 
+/// Bytes for varint readers' proptests: any bytes shorter than `any_below`, or a run of
+/// continuation bytes shorter than `runs_below` and one last byte, so that every varint
+/// length, and every length past the readers' limits, is met.
+#[cfg(test)]
+pub(crate) fn varint_like_bytes(
+    any_below: usize,
+    runs_below: usize,
+) -> impl proptest::strategy::Strategy<Value = Vec<u8>> {
+    use proptest::prelude::*;
+    prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..any_below),
+        (0..runs_below, any::<u8>()).prop_map(|(n, last)| {
+            let mut bytes = vec![0xFFu8; n];
+            bytes.push(last);
+            bytes
+        }),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,15 +345,7 @@ mod tests {
 
         #[test]
         fn the_loops_u64_reads_as_u64(
-            bytes in prop_oneof![
-                prop::collection::vec(any::<u8>(), 0..16),
-                // Runs of continuation bytes: every length up to 10 and beyond.
-                (0usize..13, any::<u8>()).prop_map(|(n, last)| {
-                    let mut bytes = vec![0xFFu8; n];
-                    bytes.push(last);
-                    bytes
-                }),
-            ],
+            bytes in varint_like_bytes(16, 13),
             start in 0usize..4,
         ) {
             let start = start.min(bytes.len());
