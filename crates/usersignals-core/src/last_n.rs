@@ -28,7 +28,7 @@ use crate::error::CoreError;
 use crate::plan::LastNSpec;
 use crate::value::{ExactKey, PyKey, Value};
 use crate::varint::{
-    for_each_narrow, pack_bits, put_i64, put_u64, unpack_bits, varint_len, Reader,
+    for_each_narrow, pack_bits, put_i64, put_u64, unpack_bits, varint_len, zigzag64, Reader,
 };
 
 pub const FORMAT_VERSION: u8 = 0x02;
@@ -196,7 +196,7 @@ fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
 fn encoded_len(value: &Value) -> usize {
     match value {
         Value::Null | Value::Bool(_) => 1,
-        Value::Int(i) => 1 + varint_len(((i << 1) ^ (i >> 63)) as u64),
+        Value::Int(i) => 1 + varint_len(zigzag64(*i)),
         Value::Float(_) => 9,
         Value::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
     }

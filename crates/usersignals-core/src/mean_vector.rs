@@ -31,7 +31,7 @@ use crate::decay::{scale_down, DecayBuckets, DecayParams, DecayedRow, DecayedSta
 use crate::decay::{unzigzag, zigzag};
 use crate::error::CoreError;
 use crate::value::Value;
-use crate::varint::{put_i64, put_u64, Reader};
+use crate::varint::{put_i64, put_u64, zigzag64, Reader};
 use std::collections::BTreeMap;
 
 pub const FORMAT_VERSION: u8 = 0x01;
@@ -303,7 +303,7 @@ fn quotients_into(sums: &[i128], quotients: &mut Vec<u128>) -> u128 {
     let narrow = |sum: &i128| i64::try_from(*sum).is_ok_and(|s| s != i64::MIN);
     if sums.iter().all(narrow) {
         let d = common_divisor_u64(sums.iter().map(|sum| *sum as i64));
-        let zigzag = |q: i64| u128::from(((q << 1) ^ (q >> 63)) as u64);
+        let zigzag = |q: i64| u128::from(zigzag64(q));
         // d is at most the largest |sum| < 2^63: it fits i64, and d > 1 divides every sum.
         quotients.extend(sums.iter().map(|sum| match d {
             0 | 1 => zigzag(*sum as i64),

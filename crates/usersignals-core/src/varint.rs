@@ -21,8 +21,15 @@ pub fn unzigzag(z: u64) -> i64 {
     ((z >> 1) as i64) ^ -((z & 1) as i64)
 }
 
+/// A 64-bit value zigzag-coded (`0, -1, 1, -2` → `0, 1, 2, 3`): small magnitudes, small
+/// varints.
+#[inline]
+pub fn zigzag64(v: i64) -> u64 {
+    ((v << 1) ^ (v >> 63)) as u64
+}
+
 pub fn put_i64(out: &mut Vec<u8>, v: i64) {
-    put_u64(out, ((v << 1) ^ (v >> 63)) as u64);
+    put_u64(out, zigzag64(v));
 }
 
 /// Writes `values` at `width` bits each (value n's bit i at bit n·width + i, least
