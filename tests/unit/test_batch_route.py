@@ -112,3 +112,26 @@ def test_a_key_given_twice_in_the_body_is_a_400_naming_it(make_app: Any) -> None
         assert status == 400, where
         assert answer["parameter"] == where
         assert "given more than once" in answer["message"]
+
+
+def test_a_list_for_a_single_valued_parameter_is_a_400_naming_it(make_app: Any) -> None:  # noqa: F811
+    """Found by a new-user trial: ``"window": ["1h"]`` was read as ``"1h"`` (a list joined
+    with commas), and ``"limit": ["1", "0"]`` was refused as the limit ``1,0``. Only
+    ``actions``, ``surfaces`` and ``exclude`` take several values; a list for any other
+    parameter is refused naming it, in the shared context and in a signal's own."""
+    app = make_app()
+    bodies = {
+        "window": {"context": {"window": ["1h"]}},
+        "limit": {"contexts": {"recent_engagements": {"limit": ["5"]}}},
+        "as_of": {"context": {"as_of": []}},
+    }
+    for name, extra in bodies.items():
+        body = msgspec.json.encode({"users": [USERS[0]], **extra})
+        status, answer = asyncio.run(post(app, "/v1/signals/batch", body, [], "batch"))
+        assert status == 400, name
+        assert answer["parameter"] == name
+        assert "one value, not a list" in answer["message"]
+    listed = {"context": {"actions": ["save"], "exclude": [], "surfaces": ["home", "search"]}}
+    body = msgspec.json.encode({"users": [USERS[0]], **listed})
+    status, answer = asyncio.run(post(app, "/v1/signals/batch", body, [], "batch"))
+    assert status == 200, answer

@@ -29,6 +29,8 @@ CONTEXT_PARAMETERS = (
     "exclude",
     "as_of",
 )
+#: The parameters that take several values (comma-separated in a query, a list in JSON).
+LIST_PARAMETERS = frozenset({"actions", "surfaces", "exclude"})
 MAX_LIMIT = 10_000
 MAX_LIST_ITEMS = 1_000
 #: A whole number in ASCII digits: int() also reads other scripts' digits and "1_0", which

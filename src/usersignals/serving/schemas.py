@@ -6,6 +6,9 @@ from typing import Any
 
 import msgspec
 
+from usersignals.aggregations.context import CONTEXT_PARAMETERS, LIST_PARAMETERS
+from usersignals.errors import ContextError
+
 ContextValue = str | int | float | bool | list[str]
 
 
@@ -45,12 +48,16 @@ class DeleteResponse(msgspec.Struct):
 
 
 def context_strings(values: dict[str, Any]) -> dict[str, str | None]:
-    """JSON context values as the strings ``ReadContext.parse`` reads (as query params are)."""
+    """JSON context values as the strings ``ReadContext.parse`` reads (as query params are).
+    A list is refused for a parameter that takes one value: joined, ``["1h"]`` read as
+    ``1h`` and ``["1", "0"]`` as the limit ``1,0``."""
     out: dict[str, str | None] = {}
     for name, value in values.items():
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
         elif isinstance(value, list):
+            if name in CONTEXT_PARAMETERS and name not in LIST_PARAMETERS:  # others: unknown
+                raise ContextError(name, "takes one value, not a list")
             out[name] = ",".join(value)
         else:
             out[name] = str(value)
