@@ -150,8 +150,10 @@ def _run_settings(
 
 
 def _stopped(stats: PipelineStats, kafka: bool) -> str:
+    rewound = stats.report.rewound
+    taken = f", {rewound:,} below their users' progress taken as new" if rewound else ""
     common = (
-        f"({stats.report.duplicates:,} already applied), {stats.bad:,} "
+        f"({stats.report.duplicates:,} already applied{taken}), {stats.bad:,} "
         f"{'dead letters' if kafka else 'bad'}, {stats.report.repeats:,} repeated event ids "
         f"dropped, {stats.deleted_users:,} users deleted"
     )

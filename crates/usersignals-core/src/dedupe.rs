@@ -66,6 +66,22 @@ pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<
     admitted
 }
 
+/// Whether an event (`ts`, `fingerprint`) at or below its user's progress for its partition
+/// was met before: its fingerprint is kept (applied, or dropped as a repeat of one kept).
+/// Outside what the record keeps (an hour behind the horizon, or no fingerprints at all)
+/// the progress is trusted, as before. The reference model is
+/// `EventIdDedupe.applied_before`.
+pub fn applied_before(horizon_hours: i64, seen: &Seen, ts: i64, fingerprint: u32) -> bool {
+    let Some(&newest_hour) = seen.keys().next_back() else {
+        return true;
+    };
+    if ts.div_euclid(HOUR_MS) < newest_hour - horizon_hours {
+        return true;
+    }
+    // A scan: asked only of events at or below their user's progress (replays, mostly).
+    (seen.values()).any(|blob| unpack(blob).any(|kept| kept == fingerprint))
+}
+
 /// Events a user's batch may have for `admit` to look their fingerprints up in the stored
 /// hours (a binary search in each) rather than in a map of every stored fingerprint: a map
 /// rebuilt for every touched user of every batch, which was most of `admit`'s time for the

@@ -3,7 +3,8 @@
 //! reference model), in two calls per batch with the enrichment lookups in between.
 //!
 //! 1. [`select`]: decode each user's record, drop the events their progress shows as
-//!    applied (a replay) and the repeats of applied event ids ([`crate::dedupe`]), advance
+//!    applied (a replay, unless the id was never met: offsets that went backwards) and
+//!    the repeats of applied event ids ([`crate::dedupe`]), advance
 //!    the progress, and order each user's remaining events by time (stable).
 //! 2. [`finish`]: run the plans over those events ([`crate::batch::execute`]), place the new
 //!    states, forget stale versions, and encode every record that changed.
@@ -51,6 +52,9 @@ pub struct Selection {
     pub duplicates: u64,
     /// Events whose `event_id` the user applied within the dedupe horizon.
     pub repeats: u64,
+    /// Events at or below the user's progress whose id was never met: their partition's
+    /// offsets went backwards ([`dedupe::applied_before`]); taken as new events.
+    pub rewound: u64,
     /// Native states that the Python codec wrote, re-encoded by the glue (user, plan).
     pub migrated: HashMap<(usize, usize), Vec<u8>>,
 }
@@ -168,11 +172,23 @@ pub fn select_records(
     // Kept across users: a `Vec` of each user's keys was an allocation per user.
     let mut keys: Vec<(i64, u32)> = Vec::new();
     for (events, mut record) in by_user.chunks().zip(records) {
-        let unapplied: Vec<usize> = events
-            .iter()
-            .copied()
-            .filter(|&i| arrivals.not_applied(i, &record.progress))
+        let mut rewound = 0;
+        let unapplied: Vec<usize> = (events.iter().copied())
+            .filter(|&i| {
+                if arrivals.not_applied(i, &record.progress) {
+                    return true;
+                }
+                // At or below the progress: a replay, unless the id was never met (the
+                // partition's offsets went backwards). Without a horizon no id is kept.
+                let never = horizon_hours.is_some_and(|hours| {
+                    let (ts, fingerprint) = (arrivals.ts[i], arrivals.fingerprint[i]);
+                    !dedupe::applied_before(hours, &record.seen, ts, fingerprint)
+                });
+                rewound += u64::from(never);
+                never
+            })
             .collect();
+        out.rewound += rewound;
         out.duplicates += (events.len() - unapplied.len()) as u64;
         arrivals.advance(&mut record.progress, &unapplied);
         out.changed.push(!unapplied.is_empty());

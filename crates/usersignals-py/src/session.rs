@@ -190,9 +190,11 @@ impl BatchSession {
         PyList::new(events.py(), taken)
     }
 
-    /// (already applied, repeated event ids) among the batch's events.
-    fn dropped(&self) -> (u64, u64) {
-        (self.selection.duplicates, self.selection.repeats)
+    /// (already applied, repeated event ids, taken though at or below their user's
+    /// progress) among the batch's events.
+    fn dropped(&self) -> (u64, u64, u64) {
+        let selection = &self.selection;
+        (selection.duplicates, selection.repeats, selection.rewound)
     }
 
     /// `(user, plan, stored value)` of the states the Python codec wrote, for the glue to

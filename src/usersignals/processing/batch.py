@@ -30,6 +30,9 @@ class BatchReport:
 
     ``duplicates`` were already applied (a replay: offset not above the user's progress);
     ``repeats`` carried an ``event_id`` the user had applied within the dedupe horizon.
+    ``rewound`` were at or below the user's progress, yet their id was never met (it is not
+    among the ones the record keeps): the partition's offsets went backwards, and they were
+    taken as new events.
     ``rejected``: events a signal's own code failed on (reason ``signal_failed``), for the
     dead-letter destination; the other signals applied them.
     """
@@ -37,6 +40,7 @@ class BatchReport:
     events: int = 0
     duplicates: int = 0
     repeats: int = 0
+    rewound: int = 0
     users: int = 0
     applied: dict[str, int] = field(default_factory=dict)
     expired: dict[str, int] = field(default_factory=dict)
@@ -53,6 +57,7 @@ class BatchReport:
         self.events += other.events
         self.duplicates += other.duplicates
         self.repeats += other.repeats
+        self.rewound += other.rewound
         self.users += other.users
         for mine, theirs in (
             (self.applied, other.applied),

@@ -13,6 +13,13 @@ collide: a new event is taken for a repeat with probability ``k / 2**32`` when t
 ``k`` events within the horizon (2.3e-7 for 1,000 events a day, 2.3e-5 for a bot's 100,000).
 A repeat of an event older than the horizon (behind the newest event seen before it) is not
 recognised and is applied again.
+
+The same fingerprints tell a replay from a partition whose offsets went backwards (a topic
+made again, a broker that lost its log): an event at or below its user's progress for its
+partition was met before only if its id is among the ones kept
+(:meth:`EventIdDedupe.applied_before`). Skipped on the offset alone, every new event below
+the old offsets was lost. (A replay of a repeat whose first event has since left the horizon
+is applied then, as any repeat older than the horizon is.)
 """
 
 from __future__ import annotations
@@ -74,6 +81,19 @@ class EventIdDedupe:
 
     def __init__(self, horizon_ms: int) -> None:
         self.horizon_hours = horizon_hours(horizon_ms)
+
+    def applied_before(self, seen: Seen, event: Event) -> bool:
+        """Whether ``event``, at or below its user's progress for its partition, was met
+        before: its id is among those kept (applied, or dropped as a repeat of one kept).
+        Outside what the record keeps (an hour behind the horizon, or no fingerprints at
+        all) the progress is trusted, as before: a replay of those cannot be told from a
+        new event."""
+        if not seen:
+            return True
+        if event.ts // HOUR_MS < max(seen) - self.horizon_hours:
+            return True
+        key = fingerprint(event.event_id)
+        return any(key in _unpack(blob) for blob in seen.values())
 
     def admit(
         self, seen: Seen, events: Sequence[Event], indices: Sequence[int]

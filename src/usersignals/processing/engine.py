@@ -36,7 +36,7 @@ from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.processing.batch import NATIVE_TIMING_KEY, BatchReport, MicroBatch
-from usersignals.processing.dedupe import EventIdDedupe
+from usersignals.processing.dedupe import EventIdDedupe, Seen
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
 from usersignals.processing.python_signals import SIGNAL_FAILED, apply_signal
@@ -141,6 +141,7 @@ class Engine:
         # The processor's budget for busy users' decoded states (about what 2,000 large users
         # took when the cache counted entries); serving workers set their own.
         self._hot = DecodedStateCache(max_bytes=256 << 20)
+        self._rewound_warning = _RewoundWarning()
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry.computed}
         #: Retired versions past their grace period (state/versions.py), read per batch.
@@ -179,6 +180,8 @@ class Engine:
         else:
             puts = self._process_per_user(batch, report)
         report.users = len(puts)
+        if report.rewound:
+            self._rewound_warning.say(report.rewound)
         if report.rejected and on_rejected is not None:
             on_rejected(report.rejected)
         if marks:
@@ -327,6 +330,10 @@ class Engine:
         for key, raw, user in zip(keys, stored, users, strict=True):
             record = decode_record(key, raw) if raw else UserRecord({}, {})
             fresh = _unapplied(by_user[user], positions, record.progress)
+            if len(fresh) < len(by_user[user]) and self._dedupe is not None:
+                rewound = _rewound(self._dedupe, by_user[user], fresh, events, record.seen)
+                report.rewound += len(rewound)
+                fresh = sorted(fresh + rewound)  # arrival order, as the dedupe judges it
             report.duplicates += len(by_user[user]) - len(fresh)
             if fresh and self._dedupe is not None:
                 admitted, record.seen = self._dedupe.admit(record.seen, events, fresh)
@@ -489,6 +496,42 @@ def _advance(progress: dict[str, int], positions: Sequence[Position], indices: l
         position = positions[i]
         if position.offset > progress.get(position.partition, -1):
             progress[position.partition] = position.offset
+
+
+class _RewoundWarning:
+    """Says, at most once a minute, that events below their users' progress were taken as
+    new (``BatchReport.rewound``): the operator must learn that a partition's offsets went
+    backwards, and that events older than the dedupe horizon may have been skipped."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._said_at = -self.EVERY_S
+        self._unsaid = 0
+
+    def say(self, count: int) -> None:
+        self._unsaid += count
+        now = time.monotonic()
+        if now - self._said_at < self.EVERY_S:
+            return
+        logger.warning(
+            "%d events were at or below their users' progress for their partition, yet their "
+            "ids were never met: the partition's offsets went backwards (a topic made "
+            "again, a broker that lost its log). They were applied as new events; events older "
+            "than the dedupe horizon (processing.dedupe_horizon_ms) cannot be told from replays "
+            "and were skipped",
+            self._unsaid,
+        )
+        self._said_at, self._unsaid = now, 0
+
+
+def _rewound(
+    dedupe: EventIdDedupe, indices: list[int], fresh: list[int], events: list[Event], seen: Seen
+) -> list[int]:
+    """Of a user's events (``indices``) at or below its progress (not in ``fresh``), those
+    whose id was never met: their partition's offsets went backwards (``applied_before``)."""
+    taken = set(fresh)
+    return [i for i in indices if i not in taken and not dedupe.applied_before(seen, events[i])]
 
 
 def _unapplied(

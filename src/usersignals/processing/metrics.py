@@ -49,8 +49,14 @@ class ProcessorMetrics:
         self.already_applied = Counter(
             "usersignals_already_applied_events",
             "Events skipped because their user's progress for the partition is at or past "
-            "their offset: replays after a restart; rising with no restart, a topic's offsets "
-            "went backwards (recreated, or a broker that lost its log)",
+            "their offset and their event_id was applied: replays after a restart",
+            registry=self.registry,
+        )
+        self.rewound = Counter(
+            "usersignals_rewound_events",
+            "Events at or below their user's progress for the partition whose event_id was "
+            "never met, so applied now: the partition's offsets went backwards (a topic "
+            "made again, a broker that lost its log)",
             registry=self.registry,
         )
         self.store_available = Gauge(
@@ -142,12 +148,15 @@ class ProcessorMetrics:
 
     def observe_report(self, report: BatchReport) -> None:
         """What the engine reports of a batch: events already applied and repeated event ids
-        dropped, the events a signal's own code failed on (dead-lettered as
-        ``signal_failed``), and the time in each signal's code."""
+        dropped, events taken though below their user's progress, the events a signal's own
+        code failed on (dead-lettered as ``signal_failed``), and the time in each signal's
+        code."""
         if report.repeats:
             self.repeats.inc(report.repeats)
         if report.duplicates:
             self.already_applied.inc(report.duplicates)
+        if report.rewound:
+            self.rewound.inc(report.rewound)
         for rejected in report.rejected:
             self.dead_letters.labels(rejected.reason).inc()
         for key, seconds in report.signal_seconds.items():

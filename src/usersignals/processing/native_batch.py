@@ -66,7 +66,7 @@ class NativeBatches:
                 store.get_many,
                 self._horizon_hours,
             )
-            report.duplicates, report.repeats = session.dropped()
+            report.duplicates, report.repeats, report.rewound = session.dropped()
             self._migrate(session, keys)
             live = session.live(events)
             # The lookup keys read once, for the lookups and the columns alike.

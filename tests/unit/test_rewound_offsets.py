@@ -1,0 +1,126 @@
+"""A partition whose offsets went backwards (a topic made again, a broker that lost its log):
+the new events below the users' progress are applied, replays still are not.
+
+Found by an operations trial: every new event at or below a user's stored progress for its
+partition was skipped as already applied (220 of 2,617 events lost). An event there is now
+skipped only when its id is among the ones the user's record keeps (the dedupe's
+fingerprints): a replay's always is, a new event's is not. The native pipeline and the
+Python steps (its reference model) are held to each other and to one pass over the events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_native_pipeline import ITEMS, open_engine, run
+
+from usersignals import Event, Position
+from usersignals.processing.batch import BatchReport
+from usersignals.state.codec import decode_record
+
+BASE = 1_767_225_600_000
+WEEK_MS = 7 * 86_400_000
+
+
+def event(rng: random.Random, event_id: str) -> Event:
+    return Event(
+        event_id=event_id,
+        user_id=f"u{rng.randrange(4)}",
+        item_id=rng.choice(ITEMS),
+        action=rng.choice(["click", "save", "view"]),
+        surface=rng.choice(["home", "search"]),
+        ts=BASE + rng.randrange(2 * 86_400_000),
+        attrs={"dwell": rng.choice([1, 2.5, None])},
+    )
+
+
+def two_logs(seed: int, first: int, second: int) -> tuple[list[Event], list[Event], list[Event]]:
+    """The first log's events; the second log's (new ids, some of the first log's events
+    produced again); and replays of the first log's last events in between (a restart)."""
+    rng = random.Random(seed)
+    old = [event(rng, f"a{n}") for n in range(first)]
+    new: list[Event] = [event(rng, f"b{n}") for n in range(second)]
+    for _ in range(second // 4):
+        if old:
+            new.insert(rng.randrange(len(new) + 1), rng.choice(old))
+    replayed = old[-rng.randrange(len(old) + 1) :] if old else []
+    return old, replayed, new
+
+
+def positioned(events: list[Event], start: int = 0) -> list[tuple[Event, Position]]:
+    return [(e, Position("t/0", start + n)) for n, e in enumerate(events)]
+
+
+def states_and_seen(engine_store: object) -> dict[bytes, object]:
+    records = dict(engine_store.scan(b"u:"))  # type: ignore[attr-defined]
+    out: dict[bytes, object] = {}
+    for key, raw in records.items():
+        record = decode_record(key, raw)
+        out[key] = (record.states, record.seen)
+    return out
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    first=st.integers(0, 60),
+    second=st.integers(1, 60),
+    cuts=st.lists(st.integers(1, 150), max_size=6),
+)
+def test_new_events_below_the_progress_are_applied_and_replays_are_not(
+    seed: int, first: int, second: int, cuts: list[int]
+) -> None:
+    old, replayed, new = two_logs(seed, first, second)
+    # The first log at offsets 0.., its last events again (a restart), then the second log
+    # from offset 0 again.
+    stream = positioned(old) + positioned(replayed, first - len(replayed)) + positioned(new)
+    native, python = open_engine(True, WEEK_MS), open_engine(False, WEEK_MS)
+    reports = run(native, stream, cuts)
+    assert reports == run(python, stream, cuts)
+    assert dict(native.store.scan(b"u:")) == dict(python.store.scan(b"u:"))
+
+    # One pass over the same events on a log that never went back.
+    once = open_engine(True, WEEK_MS)
+    run(once, positioned(old + new), [])
+    assert states_and_seen(native.store) == states_and_seen(once.store)
+
+    total = BatchReport()
+    for report in reports:
+        total.add(report)
+    assert (total.duplicates, total.rewound) == expected_counts(stream, cuts)
+
+
+def expected_counts(stream: list[tuple[Event, Position]], cuts: list[int]) -> tuple[int, int]:
+    """(duplicates, rewound) as the rule says, batch by batch: an event at or below its
+    user's progress (as stored before its batch) is a replay if its id was met in an earlier
+    batch, rewound otherwise (every event is within the horizon here)."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
+    progress: dict[str, int] = {}
+    met: dict[str, set[str]] = {}
+    duplicates = rewound = 0
+    for a, b in itertools.pairwise(bounds):
+        batch = stream[a:b]
+        for e, position in batch:
+            if position.offset <= progress.get(e.user_id, -1):
+                if e.event_id in met.get(e.user_id, set()):
+                    duplicates += 1
+                else:
+                    rewound += 1
+        for e, position in batch:
+            progress[e.user_id] = max(progress.get(e.user_id, -1), position.offset)
+            met.setdefault(e.user_id, set()).add(e.event_id)
+    return duplicates, rewound
+
+
+def test_without_a_dedupe_horizon_the_progress_is_trusted_as_before() -> None:
+    """No fingerprints are kept, so a replay cannot be told from a new event: skipped."""
+    rng = random.Random(3)
+    old = [event(rng, f"a{n}") for n in range(20)]
+    new = [event(rng, f"b{n}") for n in range(10)]
+    engine = open_engine(True, None)
+    reports = run(engine, positioned(old) + positioned(new), [20])
+    assert reports[1].rewound == 0
+    assert reports[1].duplicates == 10
