@@ -40,6 +40,7 @@ from usersignals.processing.dedupe import EventIdDedupe, Seen
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
 from usersignals.processing.python_signals import SIGNAL_FAILED, apply_signal
+from usersignals.processing.read_ahead import ReadAhead, ReadRecords, RecordReadAhead
 from usersignals.signals.definition import CompiledSignal, Signal
 from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
 from usersignals.signals.registry import SignalRegistry
@@ -142,6 +143,8 @@ class Engine:
         # took when the cache counted entries); serving workers set their own.
         self._hot = DecodedStateCache(max_bytes=256 << 20)
         self._rewound_warning = _RewoundWarning()
+        #: The fetch thread's reads of the next block's records (processing/read_ahead.py).
+        self.read_ahead = RecordReadAhead(store)
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry.computed}
         #: Retired versions past their grace period (state/versions.py), read per batch.
@@ -162,23 +165,26 @@ class Engine:
         batch: MicroBatch,
         marks: Mapping[bytes, bytes] | None = None,
         on_rejected: Callable[[list[BadEvent]], None] | None = None,
+        ahead: ReadAhead | None = None,
     ) -> BatchReport:
         """Apply ``batch``; ``marks`` (source read positions) are written atomically with it.
 
         ``on_rejected`` gets the events a signal's own code failed on (``report.rejected``)
         before anything is written: once the batch's progress is written they are never met
-        again, so their dead letters must be out first."""
+        again, so their dead letters must be out first. ``ahead``: its users' records as
+        :attr:`read_ahead` read them on another thread (those not written since are used)."""
         report = BatchReport(events=len(batch.events))
         if not batch.events:
             if marks:
-                self.store.write(dict(marks))
+                self._write(dict(marks))
             return report
         self._expired = load_versions(self.store).expired(time.time_ns() // 1_000_000)
+        read = partial(self.read_ahead.get_many, ahead=ahead)
         if self._batches is not None:
             versions = (self._keys, self._expired, self._names)
-            puts = self._batches.process(batch, self.store, self._lookups, versions, report)
+            puts = self._batches.process(batch, read, self._lookups, versions, report)
         else:
-            puts = self._process_per_user(batch, report)
+            puts = self._process_per_user(batch, read, report)
         report.users = len(puts)
         if report.rewound:
             self._rewound_warning.say(report.rewound)
@@ -187,8 +193,16 @@ class Engine:
         if marks:
             puts.update(marks)
         if puts:
-            self.store.write(puts)
+            self._write(puts)
         return report
+
+    def _write(self, puts: dict[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
+        """Every write of users' records: what was read ahead of them is stale after it (or
+        after a failed attempt, which may have written some on a Redis Cluster)."""
+        try:
+            self.store.write(puts, deletes=deletes)
+        finally:
+            self.read_ahead.written([*puts, *deletes])
 
     def label_rows(
         self,
@@ -209,10 +223,12 @@ class Engine:
             events, partial(self._lookups, remember=False), users, specs
         )
 
-    def _process_per_user(self, batch: MicroBatch, report: BatchReport) -> dict[bytes, bytes]:
+    def _process_per_user(
+        self, batch: MicroBatch, read: ReadRecords, report: BatchReport
+    ) -> dict[bytes, bytes]:
         """The per-user Python steps (the reference model of the native pipeline): the
         records to write, counts into ``report``."""
-        work, puts_only_progress = self._select(batch, report)
+        work, puts_only_progress = self._select(batch, read, report)
         puts = {key: encode_record(record) for key, record in puts_only_progress}
         if work:
             self._keep_raw(batch.events, work)
@@ -314,7 +330,7 @@ class Engine:
             tally.expired[plan.key] += step.expired
 
     def _select(
-        self, batch: MicroBatch, report: BatchReport
+        self, batch: MicroBatch, read: ReadRecords, report: BatchReport
     ) -> tuple[list[_Work], list[tuple[bytes, UserRecord]]]:
         """Each user's record and new events (by event time); and the users whose new events
         were all repeats of applied event ids (only their progress and fingerprints change)."""
@@ -324,7 +340,7 @@ class Engine:
             by_user.setdefault(event.user_id, []).append(index)
         users = list(by_user)
         keys = [user_key(user) for user in users]
-        stored = self.store.get_many(keys)
+        stored = read(keys)
         work: list[_Work] = []
         puts_only_progress: list[tuple[bytes, UserRecord]] = []
         for key, raw, user in zip(keys, stored, users, strict=True):
@@ -397,7 +413,7 @@ class Engine:
             tombstone = encode_record(UserRecord(dict(applied_before), {}))
             puts.update(dict.fromkeys(deletes, tombstone))
             deletes = []
-        self.store.write(puts, deletes=deletes)
+        self._write(puts, deletes)
         if self._raw is not None:
             for user in user_ids:
                 keys = [key for key, _ in self._raw.scan(raw_events_prefix(user))]

@@ -21,8 +21,8 @@ from usersignals.events.model import Event
 from usersignals.processing.batch import NATIVE_TIMING_KEY, BatchReport, MicroBatch
 from usersignals.processing.dedupe import horizon_hours
 from usersignals.processing.native import NativeSignals
+from usersignals.processing.read_ahead import ReadRecords
 from usersignals.state.keys import USER_PREFIX, user_key
-from usersignals.state.store import StateStore
 
 if TYPE_CHECKING:
     from usersignals._core import LabelColumn, LabelledUser, TextBuffer
@@ -48,13 +48,14 @@ class NativeBatches:
     def process(
         self,
         batch: MicroBatch,
-        store: StateStore,
+        read: ReadRecords,
         lookups: Lookups,
         versions: tuple[set[str], set[str], set[str]],
         report: BatchReport,
     ) -> dict[bytes, bytes]:
-        """The records to write for ``batch`` (counts go into ``report``); ``versions`` is
-        (declared keys, expired keys, signal names), for dropping stale versions."""
+        """The records to write for ``batch`` (counts go into ``report``); ``read`` reads the
+        users' records; ``versions`` is (declared keys, expired keys, signal names), for
+        dropping stale versions."""
         events = batch.events
         try:
             # The core reads the events and positions itself, and asks for the records.
@@ -63,7 +64,7 @@ class NativeBatches:
                 events,
                 batch.positions,
                 USER_PREFIX,
-                store.get_many,
+                read,
                 self._horizon_hours,
             )
             report.duplicates, report.repeats, report.rewound = session.dropped()

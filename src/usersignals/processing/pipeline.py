@@ -29,6 +29,7 @@ from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.spool import DeleteUser, parse_control
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
+from usersignals.processing.read_ahead import ReadAhead
 from usersignals.processing.store_retry import StoreRetry
 
 T = TypeVar("T")
@@ -89,10 +90,12 @@ class Segment:
 
 @dataclass
 class Block:
-    """A block of raw lines, decoded and cut at its deletions; ``lines`` counts them all."""
+    """A block of raw lines, decoded and cut at its deletions; ``lines`` counts them all.
+    ``ahead``: its users' records, read ahead on the thread that decoded it (Kafka)."""
 
     segments: list[Segment]
     lines: int
+    ahead: ReadAhead | None = None
 
     @property
     def bad(self) -> list[BadEvent]:
@@ -174,17 +177,25 @@ class PipelineStep:
             self.stats.count_bad(bad)
         report = BatchReport()
         last = len(block.segments) - 1
-        for index, segment in enumerate(block.segments):
-            written = marks() if marks is not None and index == last else None
-            report.add(self.write(segment.decoded, written))
-            if segment.control is not None:
-                (delete or self.delete_user)(segment)
+        try:
+            for index, segment in enumerate(block.segments):
+                written = marks() if marks is not None and index == last else None
+                report.add(self.write(segment.decoded, written, block.ahead))
+                if segment.control is not None:
+                    (delete or self.delete_user)(segment)
+        finally:
+            self.engine.read_ahead.done(block.ahead)
         self.stats.batches += 1
         self.stats.lines += block.lines
         self.stats.blank += sum(segment.decoded.blank for segment in block.segments)
         return report
 
-    def write(self, decoded: DecodeResult, marks: Mapping[bytes, bytes] | None) -> BatchReport:
+    def write(
+        self,
+        decoded: DecodeResult,
+        marks: Mapping[bytes, bytes] | None,
+        ahead: ReadAhead | None = None,
+    ) -> BatchReport:
         """One engine write, retried through a store outage; an empty segment without marks
         writes nothing."""
         if not decoded.events and not marks:
@@ -193,7 +204,8 @@ class PipelineStep:
         # Events a signal's own code failed on (the others applied them) are dead-lettered
         # before the batch is written; a retry after a store outage may write them twice.
         report = self._call(
-            lambda: self.engine.process(batch, marks, self.dead_letters.write), "writing a batch"
+            lambda: self.engine.process(batch, marks, self.dead_letters.write, ahead),
+            "writing a batch",
         )
         if report.rejected:
             self.stats.count_bad(report.rejected)

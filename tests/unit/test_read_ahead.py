@@ -1,0 +1,92 @@
+"""Reading the next batch's user records ahead (processing/read_ahead.py) changes nothing
+that is written: a record read ahead and written since is read again.
+
+The Kafka runner reads block N+1's records on its fetch thread while block N is applied and
+written; here that interleaving is played in one thread, the read-ahead of each batch taken
+before the batch before it is written (so every user in both is stale), with deletions
+between batches, and the stores compared byte for byte with batches applied without it.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_native_pipeline import open_engine, stream
+
+from usersignals import Engine, Event, MicroBatch, Position
+from usersignals.processing.read_ahead import ReadAhead
+
+
+def batches(
+    pairs: list[tuple[Event, Position]], cuts: list[int]
+) -> list[tuple[list[Event], list[Position]]]:
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(pairs)}), len(pairs)]
+    return [
+        ([e for e, _ in pairs[a:b]], [p for _, p in pairs[a:b]])
+        for a, b in itertools.pairwise(bounds)
+    ]
+
+
+def play(
+    engine: Engine,
+    parts: Sequence[tuple[list[Event], list[Position]]],
+    deleted: set[int],
+    read_ahead: bool,
+) -> None:
+    """Each batch applied (the user ``u0`` deleted after the batches in ``deleted``); with
+    ``read_ahead``, the next batch's records read before this one is written."""
+    ahead: ReadAhead | None = engine.read_ahead.read(parts[0][0]) if read_ahead else None
+    for index, (events, positions) in enumerate(parts):
+        following = None
+        if read_ahead and index + 1 < len(parts):
+            following = engine.read_ahead.read(parts[index + 1][0])
+        engine.process(MicroBatch(events, positions), ahead=ahead)
+        if index in deleted:
+            engine.delete_users(["u0"])
+        engine.read_ahead.done(ahead)
+        ahead = following
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 10_000),
+    size=st.integers(1, 120),
+    cuts=st.lists(st.integers(1, 150), max_size=6),
+    deleted=st.sets(st.integers(0, 6), max_size=2),
+    native=st.booleans(),
+)
+def test_what_is_written_is_the_same_with_and_without_reading_ahead(
+    seed: int, size: int, cuts: list[int], deleted: set[int], native: bool
+) -> None:
+    parts = batches(stream(seed, size), cuts)
+    with_ahead, without = open_engine(native, 3_600_000), open_engine(native, 3_600_000)
+    play(with_ahead, parts, deleted, read_ahead=True)
+    play(without, parts, deleted, read_ahead=False)
+    assert dict(with_ahead.store.scan(b"u:")) == dict(without.store.scan(b"u:"))
+
+
+def test_records_read_ahead_and_not_written_since_are_not_read_again() -> None:
+    engine = open_engine(True, 3_600_000)
+    parts = batches(stream(5, 80), [40])
+    engine.process(MicroBatch(*parts[0]))
+    reads: list[bytes] = []
+    get_many = engine.store.get_many
+
+    def counted(keys: Sequence[bytes]) -> list[bytes | None]:
+        reads.extend(key for key in keys if key.startswith(b"u:"))
+        return get_many(keys)
+
+    ahead = engine.read_ahead.read(parts[1][0])
+    engine.store.get_many = counted  # type: ignore[method-assign]
+    engine.process(MicroBatch(*parts[1]), ahead=ahead)
+    assert reads == []  # every user's record came from the read-ahead
+
+    engine.store.get_many = get_many  # type: ignore[method-assign]
+    ahead = engine.read_ahead.read(parts[1][0])
+    engine.delete_users(["u1"])  # written since the read: read again
+    engine.store.get_many = counted  # type: ignore[method-assign]
+    engine.process(MicroBatch(*parts[1]), ahead=ahead)
+    assert reads == [b"u:u1"]
