@@ -284,3 +284,16 @@ def test_a_parquet_archive_without_pyarrow_says_what_to_install(
     monkeypatch.setattr(builtins, "__import__", without_pyarrow)
     with pytest.raises(ConfigurationError, match=r"pip install 'usersignals\[parquet\]'"):
         list(EventArchive(path).blocks())
+
+
+@pytest.mark.parametrize("content", [b"not parquet", b"PAR1" + b"\0" * 8])
+def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path: Path, content: bytes) -> None:
+    """A ``.parquet`` file that pyarrow cannot open (a partial upload, another format) is one
+    line naming the file, not pyarrow's traceback from the middle of a job."""
+    folder = tmp_path / "dt=2026-01-01"
+    folder.mkdir()
+    pq.write_table(pa.table({k: [v] for k, v in EVENT.items()}), folder / "a.parquet")
+    (folder / "b.parquet").write_bytes(content)
+    with pytest.raises(ConfigurationError, match=r"dt=2026-01-01/b\.parquet") as caught:
+        read(tmp_path)
+    assert "\n" not in str(caught.value)

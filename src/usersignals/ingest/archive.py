@@ -239,10 +239,13 @@ def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
 
     source = f"archive:{file.name}"
     row = 0
-    handle = pq.ParquetFile(file.path)
+    try:
+        handle = pq.ParquetFile(file.path)
+    except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+        raise _unreadable(file, exc) from exc
     names = set(handle.schema_arrow.names)
     coordinates = all(name in names for name in COORDINATES)
-    for batch in handle.iter_batches(batch_size=block_size):
+    for batch in _batches(handle, file, block_size):
         batch = _times_as_ms(batch)
         rows = batch.to_pylist()
         lines: list[bytes] = []
@@ -263,6 +266,25 @@ def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
             lines.append(raw)
             positions.append(position)
         yield RawBlock(lines, positions, bad)
+
+
+def _batches(handle: Any, file: ArchiveFile, block_size: int) -> Iterator[Any]:
+    """The file's record batches; a file cut short or corrupt past its footer is refused
+    like one whose footer does not read, naming the file."""
+    try:
+        yield from handle.iter_batches(batch_size=block_size)
+    except (OSError, ValueError) as exc:
+        raise _unreadable(file, exc) from exc
+
+
+def _unreadable(file: ArchiveFile, exc: Exception) -> ConfigurationError:
+    """One line naming the file: pyarrow's own words say what is wrong with it, but not
+    which of the archive's files it is (a partial upload, another format named .parquet)."""
+    detail = " ".join(str(exc).split())
+    return ConfigurationError(
+        f"cannot read the event archive's Parquet file {file.name}: {detail} "
+        "(move it out of the archive, or export it again)"
+    )
 
 
 def _has_coordinates(record: dict[str, Any]) -> bool:
