@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.table import Table
@@ -28,6 +28,9 @@ from usersignals.cli import (
     signals_app,
 )
 from usersignals.signals.registry import SignalRegistry
+
+if TYPE_CHECKING:  # the command imports the check itself, when run
+    from usersignals.offline.consistency import ConsistencyReport
 
 
 @signals_app.command("plan")
@@ -236,18 +239,7 @@ def consistency(
         )
     out.print(table)
     _print_mismatches(report.mismatches)
-    if report.unreadable_lines:
-        console.print(
-            f"warning: {report.unreadable_lines:,} log lines unreadable, skipped (the first "
-            f"{report.unreadable[0]})",
-            markup=False,
-        )
-    if report.outdated:
-        console.print(
-            f"warning: {report.outdated:,} logged requests have a context this release "
-            "refuses (an empty value, a time in seconds): not compared",
-            markup=False,
-        )
+    _warn_of_uncompared(report)
     out.print(
         f"{report.answers:,} answers from {report.records:,} logged requests "
         f"({report.skipped:,} with as_of skipped): {report.exact_share:.2%} exact, "
@@ -262,5 +254,28 @@ def consistency(
             "before the request that is newer than the answer's newest: not applied yet when "
             f"served), {differences['ahead']:,} ahead (the answer counted an event stamped "
             f"after the request), {differences['unexplained']:,} unexplained",
+            markup=False,
+        )
+
+
+def _warn_of_uncompared(report: ConsistencyReport) -> None:
+    """What the log held that was not compared, and why: so a share is read with its base."""
+    if report.unreadable_lines:
+        console.print(
+            f"warning: {report.unreadable_lines:,} log lines unreadable, skipped (the first "
+            f"{report.unreadable[0]})",
+            markup=False,
+        )
+    if report.outdated:
+        console.print(
+            f"warning: {report.outdated:,} logged requests have a context this release "
+            "refuses (an empty value, a time in seconds): not compared",
+            markup=False,
+        )
+    if report.undeclared:
+        listing = ", ".join(f"{key} ({n:,})" for key, n in sorted(report.undeclared.items()))
+        console.print(
+            f"warning: {sum(report.undeclared.values()):,} logged answers of signal versions "
+            f"the module does not declare, not compared: {listing}",
             markup=False,
         )

@@ -259,3 +259,48 @@ def test_an_answer_served_after_the_users_deletion_agrees_with_the_archive(
     log.write_text(logged(ts + 20, ts + 10).replace('"total": 1', '"total": 3') + "\n")
     report = check_consistency(log, str(archive), Settings.load(environ={}, overrides=overrides))
     assert (report.answers, report.exact) == (1, 0)
+
+
+def test_answers_of_versions_the_module_no_longer_declares_are_counted_apart(
+    tmp_path: Path,
+) -> None:
+    """Found in a newcomer's trial: after a cut-over the README has the old version deleted
+    from the module, and then one logged answer of it made `consistency` refuse the whole
+    log ("unknown signal 'clicks@1'"), the new version's answers with it. They are counted
+    apart, by name@version, and the rest compared; a log of none of the module's signals
+    (another deployment's) is still refused, naming what it holds."""
+    from usersignals.config import Settings
+    from usersignals.errors import ConfigurationError
+    from usersignals.offline.consistency import check_consistency
+
+    module = tmp_path / "counts.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        "SIGNALS = [Signal(name='clicks', version=2, aggregate=Count(), retention='7d')]\n"
+    )
+    ts = 1_767_225_600_000
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": ts}  # fmt: skip
+    archive = tmp_path / "events.jsonl"
+    archive.write_text(json.dumps(event) + "\n")
+
+    def logged(*versions: int) -> str:
+        answers = {
+            f"clicks@{version}": {"name": "clicks", "version": version, "newest_event_ms": ts,
+                                  "value": {"total": 1, "by": {"click": 1}}}
+            for version in versions
+        }  # fmt: skip
+        return json.dumps({"user_id": "u1", "ts": ts + 1, "params": {}, "signals": answers})
+
+    log = tmp_path / "log.jsonl"
+    log.write_text(logged(1) + "\n" + logged(1, 2) + "\n" + logged(2) + "\n")
+    overrides = {"signals": str(module), "store": {"path": str(tmp_path / "store")}}
+    settings = Settings.load(environ={}, overrides=overrides)
+    report = check_consistency(log, str(archive), settings)
+    assert (report.answers, report.exact) == (2, 2), report.mismatches
+    assert report.undeclared == {"clicks@1": 2}
+    assert report.to_json()["undeclared"] == {"clicks@1": 2}
+
+    log.write_text(logged(1) + "\n")
+    with pytest.raises(ConfigurationError, match=r"clicks@1.*declares clicks@2"):
+        check_consistency(log, str(archive), settings)

@@ -88,6 +88,9 @@ class ConsistencyReport:
     #: ``FILE:LINE: reason``.
     unreadable_lines: int = 0
     unreadable: list[str] = field(default_factory=list)
+    #: Logged answers of versions the module does not declare (``name@version`` → how
+    #: many; a version deleted after a cut-over, say): nothing to recompute them with.
+    undeclared: dict[str, int] = field(default_factory=dict)
     #: The answers that differ, by what the log and the archive say of why (:func:`why`).
     differences: dict[str, int] = field(
         default_factory=lambda: dict.fromkeys((BEHIND, AHEAD, UNEXPLAINED), 0)
@@ -148,6 +151,7 @@ class ConsistencyReport:
             "differences": self.differences,
             "unreadable_lines": self.unreadable_lines,
             "unreadable": self.unreadable,
+            "undeclared": dict(sorted(self.undeclared.items())),
         }
 
 
@@ -197,7 +201,7 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     report.skipped = len(records) - len(usable)
     parsed = [record for record in usable if _still_parses(record.params)]
     report.outdated = len(usable) - len(parsed)
-    usable = parsed
+    usable = _declared_only(parsed, registry, report.undeclared)
     if not usable:
         raise ConfigurationError(
             f"none of the {len(records):,} logged requests could be compared: each named an "
@@ -304,6 +308,34 @@ def _recomputed(
     registry, settings, lookups = deployment
     parts = FeatureEngine.build(settings, registry, lookups)
     return value_rows(compute_features(parts, columns, events, labels))
+
+
+def _declared_only(
+    records: list[FeatureLogRecord], registry: SignalRegistry, undeclared: dict[str, int]
+) -> list[FeatureLogRecord]:
+    """``records`` with only the answers of versions the module declares; the others are
+    counted in ``undeclared``. A log outlives versions (the README deletes the old one from
+    the module after a cut-over): one such answer must not keep the rest from being
+    compared. A log holding none of the module's versions is another deployment's."""
+    declared = {signal.key for signal in registry.computed}
+    kept = []
+    for record in records:
+        answers = {}
+        for label, answer in record.signals.items():
+            key = f"{answer.name}@{answer.version}"
+            if key in declared:
+                answers[label] = answer
+            else:
+                undeclared[key] = undeclared.get(key, 0) + 1
+        if answers:
+            kept.append(msgspec.structs.replace(record, signals=answers))
+    if records and not kept:
+        raise ConfigurationError(
+            f"none of the logged answers is of a signal version the module declares: the log "
+            f"holds {', '.join(sorted(undeclared))}, the module declares "
+            f"{', '.join(sorted(declared))} (another deployment's log, or --signals)"
+        )
+    return kept
 
 
 def _refuse_other_definitions(settings: Settings, registry: SignalRegistry) -> None:
