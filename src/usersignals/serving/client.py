@@ -52,11 +52,11 @@ class Client(Closing):
         self._admin = _bearer(admin_token)
 
     def signals(
-        self, user_id: str, names: Sequence[str] | None = None, **context: ContextValue
+        self, user_id: str, names: str | Sequence[str] | None = None, **context: ContextValue
     ) -> UserSignals:
         params = _query(context)
         if names:
-            params["names"] = ",".join(names)
+            params["names"] = ",".join(_several(names))
         response = self._http.get(
             f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
         )
@@ -64,14 +64,14 @@ class Client(Closing):
 
     def batch(
         self,
-        users: Sequence[str],
-        names: Sequence[str] | None = None,
+        users: str | Sequence[str],
+        names: str | Sequence[str] | None = None,
         context: Mapping[str, ContextValue] | None = None,
         contexts: Mapping[str, Mapping[str, ContextValue]] | None = None,
     ) -> list[UserSignals]:
         body = {
-            "users": list(users),
-            "signals": list(names) if names else None,
+            "users": _several(users),
+            "signals": _several(names) if names else None,
             "context": dict(context or {}),
             "contexts": {name: dict(c) for name, c in (contexts or {}).items()},
         }
@@ -111,6 +111,13 @@ class Client(Closing):
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _several(value: str | Sequence[str]) -> list[str]:
+    """One user id or signal name as one, not as its letters: a ``str`` is a
+    ``Sequence[str]`` to the type checker, so ``batch("u1", ...)`` would ask for users "u"
+    and "1", and be answered (as the DSL takes ``Count(by="surface")``)."""
+    return [value] if isinstance(value, str) else list(value)
 
 
 def _bearer(token: str | None) -> dict[str, str]:

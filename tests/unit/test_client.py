@@ -1,0 +1,49 @@
+"""The Python client's requests, as the server receives them (no server: httpx's mock
+transport answers)."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+
+from usersignals import Client
+
+EMPTY = {"user_id": "u1", "signals": {}}
+
+
+def recording_client(seen: list[httpx.Request]) -> Client:
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        if request.url.path == "/v1/signals/batch":
+            users = json.loads(request.content)["users"]
+            return httpx.Response(200, json={"results": [{**EMPTY, "user_id": u} for u in users]})
+        return httpx.Response(200, json=EMPTY)
+
+    client = Client("http://api.test")
+    client._http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
+    return client
+
+
+def test_one_signal_or_one_user_may_be_given_as_a_string() -> None:
+    """Found in a newcomer's trial: a string is a Sequence[str] to the type checker, so
+    ``batch("u1", ...)`` passed it and asked for users "u" and "1" (answered, empty: no
+    error to notice), and ``signals("u1", "clicks")`` for signals c, l, i, c, k, s (a 404
+    naming 'c'). One name is one name, as ``Count(by="surface")`` takes it."""
+    seen: list[httpx.Request] = []
+    with recording_client(seen) as client:
+        client.signals("u1", "clicks", window="1h")
+        answers = client.batch("u1", "clicks")
+    assert seen[0].url.params["names"] == "clicks"
+    assert json.loads(seen[1].content)["users"] == ["u1"]
+    assert json.loads(seen[1].content)["signals"] == ["clicks"]
+    assert [answer.user_id for answer in answers] == ["u1"]
+
+
+def test_sequences_of_names_and_users_are_sent_as_they_are() -> None:
+    seen: list[httpx.Request] = []
+    with recording_client(seen) as client:
+        client.signals("u1", ["clicks", "recent"])
+        client.batch(("u1", "u2"), ["clicks"])
+    assert seen[0].url.params["names"] == "clicks,recent"
+    assert json.loads(seen[1].content)["users"] == ["u1", "u2"]
