@@ -7,6 +7,13 @@ letters (which once reported one error per letter).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+#: What a definition's constructor takes where its field holds a tuple of names: one name,
+#: or a sequence of them. The constructors the type checker reads say so (written out under
+#: ``TYPE_CHECKING``: a dataclass's own would take the field's type, the stored tuple).
+FieldNames = str | Sequence[str]
+
 
 def coerce_names(value: object) -> object:
     """A string → a one-name tuple, a list or tuple → a tuple; anything else unchanged."""

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, pairwise
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -35,7 +35,7 @@ from usersignals.aggregations.context import AS_OF_LOOKBACK_MS, ReadContext
 from usersignals.aggregations.params import whole_number_problem
 from usersignals.aggregations.rows import FieldResolver, Row
 from usersignals.errors import AsOfError
-from usersignals.field_names import coerce_names, names_problem
+from usersignals.field_names import FieldNames, coerce_names, names_problem
 from usersignals.values import KEY, FieldKind
 
 Entry = tuple[Any, ...]  # (ts, tie, *kept values)
@@ -53,6 +53,15 @@ class LastN(Aggregation):
     dedupe_by: str | None = None
 
     kind = "last_n"
+
+    if TYPE_CHECKING:  # `keep` takes one name as a string too (coerced below)
+
+        def __init__(
+            self,
+            n: int,
+            keep: FieldNames = ("item_id", "action", "surface"),
+            dedupe_by: str | None = None,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "keep", coerce_names(self.keep))

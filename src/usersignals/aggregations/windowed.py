@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
@@ -54,7 +54,7 @@ from usersignals.aggregations.tiles import (
 )
 from usersignals.durations import DAY_MS, MINUTE_MS
 from usersignals.errors import AsOfError
-from usersignals.field_names import coerce_names, names_problem
+from usersignals.field_names import FieldNames, coerce_names, names_problem
 from usersignals.values import KEY, NUMBER, FieldKind
 
 #: Events this recent (before the newest) keep their exact times: two days, so that a window
@@ -96,6 +96,10 @@ class Count(Aggregation):
     tiles: TileLayout = field(default_factory=TileLayout)
 
     kind = "count"
+
+    if TYPE_CHECKING:  # `by` takes one name as a string too (coerced below)
+
+        def __init__(self, by: FieldNames = ("action",), tiles: TileLayout = ...) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by", coerce_names(self.by))
@@ -140,6 +144,16 @@ class Sum(Count):
     decimals: int = 3
 
     kind = "sum"
+
+    if TYPE_CHECKING:  # as Count's
+
+        def __init__(
+            self,
+            by: FieldNames = ("action",),
+            tiles: TileLayout = ...,
+            of: str = "",
+            decimals: int = 3,
+        ) -> None: ...
 
     def problems(self) -> list[str]:
         problems = super().problems()

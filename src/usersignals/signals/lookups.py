@@ -8,9 +8,9 @@ needs fields of one source shares that source's one batched lookup per micro-bat
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from usersignals.field_names import coerce_names, names_problem
+from usersignals.field_names import FieldNames, coerce_names, names_problem
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,10 @@ class Lookup:
     name: str
     key: str
     provides: tuple[str, ...]
+
+    if TYPE_CHECKING:  # `provides` takes one name as a string too (coerced below)
+
+        def __init__(self, name: str, key: str, provides: FieldNames) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "provides", coerce_names(self.provides))
