@@ -190,3 +190,27 @@ def test_an_archive_with_no_valid_event_is_said_so(tmp_path: Path) -> None:
     said = " ".join(done.stderr.split())
     assert "warning: no record of the archive was a valid event (2 bad" in said
     assert "dead-letter.jsonl" in said
+
+
+def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: `replay` of an archive says "31 repeated event ids
+    dropped"; the backfill of the same archive said "backfilled 3,031 events" and nothing
+    of the 31 it did not apply, so the two summaries could not be squared."""
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    other = {**event, "event_id": "e2", "ts": event["ts"] + 1}
+    lines = [json.dumps(e) for e in (event, other, event)]  # e1 redelivered
+    (tmp_path / "events.jsonl").write_text("\n".join(lines) + "\n")
+    (tmp_path / "counts.py").write_text(
+        "from usersignals import Count, Signal\n"
+        'SIGNALS = [Signal(name="n", version=1, aggregate=Count(by="action"), retention="7d")]\n'
+    )
+    done = run(
+        [str(BIN / "usersignals"), "backfill", "--events", str(tmp_path / "events.jsonl"),
+         "--signals", str(tmp_path / "counts.py"), "--store", str(tmp_path / "s"),
+         "--workers", "1"],
+        tmp_path,
+    )  # fmt: skip
+    said = " ".join(done.stderr.split())
+    assert "backfilled 3 events into 1 users" in said
+    assert "1 repeated event ids dropped" in said

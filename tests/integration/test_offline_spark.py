@@ -14,6 +14,7 @@ from offline_helpers import (
     History,
     new_store,
     random_history,
+    redelivered,
     settings_for,
     user_states,
     write_jsonl_archive,
@@ -89,6 +90,28 @@ def test_spark_backfill_equals_local(tmp_path: Path, history: History, spark: ob
     assert (tmp_path / "local-dead.jsonl").read_bytes() == (
         tmp_path / "spark-dead.jsonl"
     ).read_bytes()
+
+
+def test_spark_counts_the_repeats_it_drops_as_the_local_runner_does(
+    tmp_path: Path, history: History, spark: object
+) -> None:
+    """The summary's repeated event ids (which the command prints, as `replay` does): the
+    Spark runner's partitions dropped them but did not say how many."""
+    from usersignals.offline.spark import backfill_spark
+
+    retried = redelivered(history, 40, later=5)
+    archive = write_parquet_archive(tmp_path / "archive", retried, period="%Y-%m")
+    repeats = []
+    for runner in ("local", "spark"):
+        path = tmp_path / runner
+        new_store(path, retried).close()
+        job = BackfillJob(str(archive), settings_for(path), workers=3)
+        if runner == "local":
+            summary = backfill(job)
+        else:
+            summary = backfill_spark(spark, job, tmp_path / "states")
+        repeats.append(summary.report.repeats)
+    assert repeats[0] == repeats[1] > 0
 
 
 def test_spark_training_set_is_the_local_file_byte_for_byte(

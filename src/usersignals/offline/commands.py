@@ -138,6 +138,12 @@ def _run_backfill(job: BackfillJob, spark: str | None) -> BackfillSummary:
         session.stop()
 
 
+def _repeated(repeats: int) -> str:
+    """The repeated event ids dropped (counted among the events read, as `replay` counts
+    them), when there were any."""
+    return f"; {repeats:,} repeated event ids dropped" if repeats else ""
+
+
 def _deleted(deletions: int) -> str:
     """The deletion records applied, when the archive has any."""
     if not deletions:
@@ -151,7 +157,7 @@ def _print_backfill(summary: BackfillSummary) -> None:
         f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
         f"{summary.after_boundary:,} after the boundary and {summary.left_to_stream:,} past the "
         f"stored progress left to the stream; {summary.bad:,} bad"
-        f"{_deleted(summary.deletions)}",
+        f"{_repeated(summary.report.repeats)}{_deleted(summary.deletions)}",
         markup=False,
     )
     _warn_of_signal_failures(len(summary.report.rejected))

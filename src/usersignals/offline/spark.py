@@ -261,12 +261,15 @@ class _PartSummary(msgspec.Struct):
     left_to_stream: int
     behind_stream: int
     highest: dict[str, int]
+    #: Repeated event ids the partition's engine dropped: the command says how many, as
+    #: the local runner's summary does.
+    repeats: int = 0
 
 
 def _summary_bytes(summary: BackfillSummary, taker: Taker) -> bytes:
     part = _PartSummary(
         summary.events, summary.after_boundary, summary.left_to_stream, summary.behind_stream,
-        taker.highest,
+        taker.highest, summary.report.repeats,
     )  # fmt: skip
     return msgspec.msgpack.encode(part)
 
@@ -310,6 +313,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
         summary.behind_stream += part.behind_stream
+        summary.report.repeats += part.repeats
         for partition, offset in part.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
     summary.offsets = {p: boundary.cuts.get(p, o + 1) for p, o in highest.items()}
