@@ -157,6 +157,19 @@ def _check(events: Sequence[Event]) -> None:
             raise InvalidEventError(reason, f"{detail} ({shown})")
 
 
+def _check_batch_size(batch_size: object) -> None:
+    """A micro-batch size is a whole number of events, at least 1 (``None``: one batch).
+    A negative one made no batch at all, and every user was answered as having no events:
+    a test of an empty answer passed on events never applied."""
+    if batch_size is None:
+        return
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigurationError(
+            f"batch_size={batch_size!r}: give a whole number of events, at least 1 "
+            "(or None: one batch)"
+        )
+
+
 def run_signals(
     signals: Sequence[Signal],
     events: Sequence[Event],
@@ -174,6 +187,7 @@ def run_signals(
     the events into micro-batches (default: one), as a processor would. ``users`` are
     answered too, events or not (as the API answers a user it has none of).
     """
+    _check_batch_size(batch_size)
     events = _numbered(events)
     _check(events)
     registry = SignalRegistry(list(signals))

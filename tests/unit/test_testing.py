@@ -225,3 +225,13 @@ def test_a_table_that_is_not_records_by_key_is_refused_by_name() -> None:
     with pytest.raises(ConfigurationError, match="items"):
         run_signals([saves], [event("u1", "i1", "save", ts=NOW)],
                     tables={"items": [{"item_id": "i1"}]})  # type: ignore[dict-item]  # fmt: skip
+
+
+@pytest.mark.parametrize("size", [0, -1, True])
+def test_a_batch_size_that_is_not_a_positive_count_is_refused_by_name(size: int) -> None:
+    """Found in a newcomer's trial: ``batch_size=-1`` made no micro-batch at all, and every
+    user was answered as having no events (``{"total": 0}``): a test of an empty answer
+    passed on events never applied; ``0`` meant one batch."""
+    events = [event("u1", "i1", "click", ts=NOW)]
+    with pytest.raises(ConfigurationError, match=r"batch_size"):
+        run_signals([clicks], events, batch_size=size)
