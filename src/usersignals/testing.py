@@ -37,6 +37,7 @@ from usersignals.events.model import AttrValue, Event, Position
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.serving.reader import SignalReader, SignalResult
+from usersignals.serving.schemas import ContextValue, context_strings
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.memory import MemoryStore
@@ -174,7 +175,7 @@ def run_signals(
     signals: Sequence[Signal],
     events: Sequence[Event],
     tables: Mapping[str, Table | KeyValueTable] | None = None,
-    context: ReadContext | Mapping[str, str] | None = None,
+    context: ReadContext | Mapping[str, ContextValue] | None = None,
     batch_size: int | None = None,
     users: Sequence[str] = (),
 ) -> Answers:
@@ -182,7 +183,8 @@ def run_signals(
 
     ``tables`` holds the enrichment tables the signals' lookups name, by source name: the
     records by key, or a table already loaded (``usersignals.enrich.tables.load_table``).
-    ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``),
+    ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``,
+    ``{"limit": 5, "actions": ["save"]}``),
     read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
     the events into micro-batches (default: one), as a processor would. ``users`` are
     answered too, events or not (as the API answers a user it has none of).
@@ -221,7 +223,7 @@ def assert_signal(
     expected: Any,
     user_id: str | None = None,
     tables: Mapping[str, Table | KeyValueTable] | None = None,
-    context: ReadContext | Mapping[str, str] | None = None,
+    context: ReadContext | Mapping[str, ContextValue] | None = None,
 ) -> None:
     """Assert that ``signal``'s answer for ``user_id`` is ``expected``.
 
@@ -276,10 +278,12 @@ def _materializer(
     return Materializer(sources)
 
 
-def _context(context: ReadContext | Mapping[str, str] | None, newest: int) -> ReadContext:
+def _context(context: ReadContext | Mapping[str, ContextValue] | None, newest: int) -> ReadContext:
     if isinstance(context, ReadContext):
         return context
-    return ReadContext.parse(dict(context or {}), now_ms=newest)
+    # The values a client call or a batch request's JSON takes (``{"limit": 5}``), as the
+    # API reads them: the parser reads strings.
+    return ReadContext.parse(context_strings(dict(context or {})), now_ms=newest)
 
 
 def _show(value: Any) -> str:

@@ -235,3 +235,20 @@ def test_a_batch_size_that_is_not_a_positive_count_is_refused_by_name(size: int)
     events = [event("u1", "i1", "click", ts=NOW)]
     with pytest.raises(ConfigurationError, match=r"batch_size"):
         run_signals([clicks], events, batch_size=size)
+
+
+def test_the_context_takes_the_values_the_client_and_the_batch_api_take() -> None:
+    """Found in a newcomer's trial: ``context={"limit": 1}`` (as the README's client call
+    and a batch request's JSON write it) ended in ``AttributeError: 'int' object has no
+    attribute 'strip'`` from deep in the parser, outside the error tree."""
+    events = [
+        event("u1", "i1", "click", ts=NOW - 60_000, surface="search"),
+        event("u1", "i2", "click", ts=NOW),
+        event("u1", "i2", "save", ts=NOW - 1),
+    ]
+    context = {"limit": 1, "dedupe": True, "surfaces": ["home"], "window": "1h"}
+    answers = run_signals([clicks, saves], events, tables=TABLES, context=context)
+    assert answers["u1"]["clicks"] == {"total": 1, "by": {"home": 1}}
+    assert [entry["item_id"] for entry in answers["u1"]["saves"]] == ["i2"]
+    assert_signal(clicks, events, {"total": 1, "by": {"home": 1}}, context={"limit": 1,
+                  "surfaces": ["home"]})  # fmt: skip
