@@ -81,7 +81,9 @@ class Client(Closing):
         return _batch.decode(_checked(response))["results"]
 
     def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> IngestResponse:
-        """Send events; the answer lists the rejected ones. Raises only if none was valid."""
+        """Send events; the answer lists the rejected ones, also when none was valid (the
+        API's 422: ``accepted`` is then 0). Raises :class:`ApiError` when the API takes none
+        for another reason (a missing token, a 503 with the backlog full)."""
         response = self._http.post(
             "/v1/events", content=_encode(list(events)), headers=self._ingest
         )
