@@ -122,19 +122,21 @@ def test_spark_training_set_is_the_local_file_byte_for_byte(
     new_store(tmp_path / "store", history).close()
     archive = write_jsonl_archive(tmp_path / "archive", history, files=2)
     write_labels(tmp_path / "labels.parquet", history, 50, seed=5)
-    outputs = []
+    # An `until` before many users' later events: values the API refuses at their label's
+    # time too, null in the file, and counted (the command warns of them).
+    until = sorted(event.ts for event in history.events)[len(history.events) * 3 // 10]
+    outputs, refused = [], []
     for runner in ("local", "spark"):
         out = tmp_path / f"{runner}.parquet"
         job = TrainingJob(
             tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
-            contexts=CONTEXTS, workers=2,
+            contexts=(*CONTEXTS, f"until={until}"), workers=2,
         )  # fmt: skip
-        if runner == "local":
-            training_set(job)
-        else:
-            training_set_spark(spark, job)
+        summary = training_set(job) if runner == "local" else training_set_spark(spark, job)
         outputs.append(out.read_bytes())
+        refused.append(summary.refused)
     assert outputs[0] == outputs[1]
+    assert refused[0] == refused[1] > 0
 
 
 def test_spark_training_set_values_never_pass_through_the_driver(

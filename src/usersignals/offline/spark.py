@@ -357,6 +357,7 @@ def _training_partition(job: TrainingJob, failed: Path) -> Any:
             parts = FeatureEngine.build(settings, registry, lookups)
             values = compute_features(parts, columns, deletions.kept(events), labels)
             _keep_failed(failed, parts.rejected)
+            _keep_refused(failed, len(parts.refused))
         finally:
             if lookups is not None:
                 lookups.close()
@@ -404,6 +405,7 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
             )
             values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
             rejected = _failed_events(failed)
+            summary.refused = _refused_values(failed)
         frame.unpersist()
         summary.signal_failed = len(rejected)
         if job.dead_letter is not None:  # after the archive's bad records, as locally
@@ -417,8 +419,9 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
 
 @contextmanager
 def _failed_dir(parent: Path) -> Iterator[Path]:
-    """A directory for the partitions' ``signal_failed`` events (:func:`_keep_failed`), in
-    ``parent``: a path the executors and the driver both reach."""
+    """A directory for the partitions' ``signal_failed`` events (:func:`_keep_failed`) and
+    refused values (:func:`_keep_refused`), in ``parent``: a path the executors and the
+    driver both reach."""
     parent.mkdir(parents=True, exist_ok=True)
     directory = Path(tempfile.mkdtemp(prefix=".signal-failed-", dir=parent))
     try:
@@ -442,6 +445,34 @@ def _keep_failed(directory: Path, rejected: list[BadEvent]) -> None:
     path = directory / f"part-{context.partitionId():05d}.msgpack"
     scratch = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
     scratch.write_bytes(msgspec.msgpack.encode(rejected))
+    os.replace(scratch, path)
+
+
+def _keep_refused(directory: Path, refused: int) -> None:
+    """How many of a partition's values the API's own rules refuse at their label's time
+    (null in the file), for the driver to count as the local runner does: the command warns
+    of them. A file per partition, replaced whole, as :func:`_keep_failed`'s."""
+    if not refused:
+        return
+    _replace_partition_file(directory / f"refused-{_partition_id():05d}.txt", str(refused))
+
+
+def _refused_values(directory: Path) -> int:
+    return sum(int(path.read_text()) for path in directory.glob("refused-*.txt"))
+
+
+def _partition_id() -> int:
+    from pyspark import TaskContext
+
+    context = TaskContext.get()
+    if context is None:  # every partition would write the same file
+        raise RuntimeError("a partition's file written outside a Spark task")
+    return int(context.partitionId())
+
+
+def _replace_partition_file(path: Path, text: str) -> None:
+    scratch = path.with_name(f".{path.name}.{os.getpid()}.{time.monotonic_ns()}")
+    scratch.write_text(text)
     os.replace(scratch, path)
 
 
