@@ -278,6 +278,15 @@ class ApiError(UserSignalsError):
         super().__init__(f"HTTP {status} {code}: {message}")
 
 
+class ServiceUnreachableError(UserSignalsError):
+    """The HTTP API could not be reached (raised by :class:`usersignals.Client`): the
+    connection was refused or timed out, or the URL is not one it can use."""
+
+    def __init__(self, url: str, detail: str) -> None:
+        self.url = url
+        super().__init__(f"cannot reach the usersignals API at {url}: {detail}")
+
+
 class SpoolWriteError(UserSignalsError):
     """Appending to the HTTP spool failed; the append was rolled back.
 

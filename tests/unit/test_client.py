@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 
 import httpx
+import pytest
 
-from usersignals import Client
+from usersignals import Client, ServiceUnreachableError, UserSignalsError
+from usersignals.devtools.broker import free_port
 
 EMPTY = {"user_id": "u1", "signals": {}}
 
@@ -47,3 +49,31 @@ def test_sequences_of_names_and_users_are_sent_as_they_are() -> None:
         client.batch(("u1", "u2"), ["clicks"])
     assert seen[0].url.params["names"] == "clicks,recent"
     assert json.loads(seen[1].content)["users"] == ["u1", "u2"]
+
+
+def test_a_service_it_cannot_reach_is_an_error_of_the_project_tree() -> None:
+    """Found in a newcomer's trial: a refused connection raised ``httpx.ConnectError`` and a
+    URL without a scheme ``httpx.UnsupportedProtocol``, so ``except UserSignalsError`` in a
+    notebook or a job missed them. Both are now :class:`ServiceUnreachableError`, naming the
+    URL (on loopback: a port nothing listens on)."""
+    port = free_port()
+    with Client(f"http://127.0.0.1:{port}", timeout=1.0) as client:
+        with pytest.raises(ServiceUnreachableError, match=f"127.0.0.1:{port}") as caught:
+            client.signals("u1")
+        assert isinstance(caught.value, UserSignalsError)
+        with pytest.raises(ServiceUnreachableError):
+            client.batch(["u1"])
+        assert client.ready() is False
+    with Client(f"127.0.0.1:{port}") as client, pytest.raises(ServiceUnreachableError):
+        client.definitions()
+
+
+def test_a_context_parameter_given_as_none_is_left_out() -> None:
+    """``limit=None`` went out as the string "None" and came back a 400; in a notebook it
+    is the natural way to say "no limit"."""
+    seen: list[httpx.Request] = []
+    with recording_client(seen) as client:
+        client.signals("u1", "clicks", limit=None, window="1h")  # type: ignore[arg-type]
+        client.batch(["u1"], context={"limit": None, "window": "1h"})  # type: ignore[dict-item]
+    assert "limit" not in seen[0].url.params
+    assert json.loads(seen[1].content)["context"] == {"window": "1h"}

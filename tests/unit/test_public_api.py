@@ -66,6 +66,7 @@ def test_errors_are_exported() -> None:
         "InvalidEventError",
         "InvalidSettingError",
         "NativeCoreError",
+        "ServiceUnreachableError",
         "SignalDefinitionError",
         "SignalFailedError",
         "SignalNotFoundError",

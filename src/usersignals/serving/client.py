@@ -10,7 +10,7 @@ import httpx
 import msgspec
 
 from usersignals.closing import Closing
-from usersignals.errors import ApiError
+from usersignals.errors import ApiError, ServiceUnreachableError
 from usersignals.events.model import Event
 from usersignals.serving.reader import UserSignals
 from usersignals.serving.schemas import ContextValue, DeleteResponse, IngestResponse
@@ -26,7 +26,8 @@ class Client(Closing):
     """``Client("http://127.0.0.1:8080").signals("u1", ["recent_engagements"], window="1h")``.
 
     One pooled HTTP/1.1 connection set per client; ``timeout`` (seconds) bounds each call.
-    Errors come back as :class:`usersignals.ApiError` with the server's code and parameter.
+    Errors come back as :class:`usersignals.ApiError` with the server's code and parameter,
+    a service it cannot reach as :class:`usersignals.ServiceUnreachableError`.
     The tokens are the server's (``serving.read_token``, ``ingest_token``, ``admin_token``):
     each is sent as a bearer token with the calls it guards, none when not given.
     """
@@ -40,6 +41,7 @@ class Client(Closing):
         read_token: str | None = None,
         ingest_token: str | None = None,
     ) -> None:
+        self._base_url = base_url
         self._http = httpx.Client(
             base_url=base_url,
             timeout=timeout,
@@ -57,8 +59,8 @@ class Client(Closing):
         params = _query(context)
         if names:
             params["names"] = ",".join(_several(names))
-        response = self._http.get(
-            f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
+        response = self._send(
+            "GET", f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
         )
         return _user_signals.decode(_checked(response))
 
@@ -72,20 +74,21 @@ class Client(Closing):
         body = {
             "users": _several(users),
             "signals": _several(names) if names else None,
-            "context": dict(context or {}),
-            "contexts": {name: dict(c) for name, c in (contexts or {}).items()},
+            "context": _given(context or {}),
+            "contexts": {name: _given(c) for name, c in (contexts or {}).items()},
         }
-        response = self._http.post(
-            "/v1/signals/batch", content=_encode(body), headers={**_JSON_HEADERS, **self._read}
-        )
+        response = self._send(
+            "POST", "/v1/signals/batch", content=_encode(body),
+            headers={**_JSON_HEADERS, **self._read},
+        )  # fmt: skip
         return _batch.decode(_checked(response))["results"]
 
     def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> IngestResponse:
         """Send events; the answer lists the rejected ones, also when none was valid (the
         API's 422: ``accepted`` is then 0). Raises :class:`ApiError` when the API takes none
         for another reason (a missing token, a 503 with the backlog full)."""
-        response = self._http.post(
-            "/v1/events", content=_encode(list(events)), headers=self._ingest
+        response = self._send(
+            "POST", "/v1/events", content=_encode(list(events)), headers=self._ingest
         )
         if response.status_code == 422:
             decoded = msgspec.json.decode(response.content)
@@ -94,19 +97,27 @@ class Client(Closing):
         return _ingest.decode(_checked(response))
 
     def delete_user(self, user_id: str) -> DeleteResponse:
-        response = self._http.delete(f"/v1/users/{_path(user_id)}", headers=self._admin)
+        response = self._send("DELETE", f"/v1/users/{_path(user_id)}", headers=self._admin)
         return _delete.decode(_checked(response))
 
     def definitions(self) -> dict[str, Any]:
-        answer = self._http.get("/v1/signals", headers=self._read)
+        answer = self._send("GET", "/v1/signals", headers=self._read)
         result: dict[str, Any] = msgspec.json.decode(_checked(answer))
         return result
 
     def ready(self) -> bool:
         try:
-            return self._http.get("/readyz").status_code == 200
-        except httpx.HTTPError:
+            return self._send("GET", "/readyz").status_code == 200
+        except ServiceUnreachableError:
             return False
+
+    def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
+        """One request; not reaching the service (refused, timed out, a URL httpx cannot
+        use) is a :class:`ServiceUnreachableError`, in the project's error tree."""
+        try:
+            return self._http.request(method, path, **request)
+        except (httpx.TransportError, httpx.InvalidURL) as exc:
+            raise ServiceUnreachableError(self._base_url, str(exc) or type(exc).__name__) from exc
 
     def close(self) -> None:
         self._http.close()
@@ -134,9 +145,15 @@ def _path(user_id: str) -> str:
     return quote(user_id, safe="")
 
 
+def _given(context: Mapping[str, ContextValue]) -> dict[str, ContextValue]:
+    """``context`` less the parameters given as ``None``: left out, as a notebook means
+    ``limit=None`` (sent, it was the text "None", a 400)."""
+    return {name: value for name, value in context.items() if value is not None}
+
+
 def _query(context: Mapping[str, ContextValue]) -> dict[str, str]:
     out: dict[str, str] = {}
-    for name, value in context.items():
+    for name, value in _given(context).items():
         if isinstance(value, bool):
             out[name] = "true" if value else "false"
         elif isinstance(value, list | tuple | set | frozenset):
