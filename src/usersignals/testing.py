@@ -183,9 +183,10 @@ def run_signals(
 
     ``tables`` holds the enrichment tables the signals' lookups name, by source name: the
     records by key, or a table already loaded (``usersignals.enrich.tables.load_table``).
-    ``context`` is a :class:`ReadContext` or the API's parameters (``{"window": "1h"}``,
-    ``{"limit": 5, "actions": ["save"]}``),
-    read as of the newest event unless it sets ``now_ms``/``as_of``. ``batch_size`` splits
+    ``context`` is the API's parameters (``{"window": "1h"}``, ``{"limit": 5, "actions":
+    ["save"]}``), read as of the newest event unless they set ``as_of``; or a
+    :class:`ReadContext`, read as it is: its ``now_ms`` is the wall clock unless set, as in
+    the API (so give ``now_ms`` or ``as_of_ms`` for events of another day). ``batch_size`` splits
     the events into micro-batches (default: one), as a processor would. ``users`` are
     answered too, events or not (as the API answers a user it has none of).
     """
