@@ -19,6 +19,7 @@ from usersignals.aggregations import (
     Sum,
     TileLayout,
 )
+from usersignals.enrich import Materializer, TableSource
 from usersignals.errors import (
     ApiError,
     AsOfError,
@@ -45,6 +46,7 @@ from usersignals.errors import (
 )
 from usersignals.events import BadEvent, Event, EventDecoder, EventPolicy, Position
 from usersignals.processing import BatchReport, Engine, MicroBatch
+from usersignals.serving.reader import SignalReader
 from usersignals.signals import (
     Lookup,
     Signal,
@@ -106,6 +108,7 @@ __all__ = [
     "LastN",
     "LastSeen",
     "Lookup",
+    "Materializer",
     "MeanVector",
     "MicroBatch",
     "NativeCoreError",
@@ -118,6 +121,7 @@ __all__ = [
     "SignalFailedError",
     "SignalNotFoundError",
     "SignalReadError",
+    "SignalReader",
     "SignalRegistry",
     "SignalRetiredError",
     "SignalsMismatchError",
@@ -126,6 +130,7 @@ __all__ = [
     "StateStore",
     "StoreError",
     "Sum",
+    "TableSource",
     "TileLayout",
     "UserSignalsError",
     "__version__",

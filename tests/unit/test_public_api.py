@@ -135,3 +135,16 @@ def test_errors_carry_structured_fields() -> None:
 
 def test_version_matches_the_installed_distribution() -> None:
     assert usersignals.__version__ == importlib.metadata.version("usersignals")
+
+
+def test_the_embedded_graph_the_readme_shows_is_importable_from_the_package() -> None:
+    """Found in a new-user trial: the README's "Processing and reading on an embedded store"
+    builds ``Engine(SignalRegistry([...]), RocksStore(path), Materializer({...}))`` and reads
+    with ``SignalReader``, but the last two had to be found in their sub-packages."""
+    namespace: dict[str, object] = {}
+    exec(  # the behaviour under test: the import a README reader writes
+        "from usersignals import Engine, Materializer, RocksStore, SignalReader, "
+        "SignalRegistry, TableSource",
+        namespace,
+    )
+    assert {"Materializer", "SignalReader", "TableSource"} <= set(PUBLIC)
