@@ -60,6 +60,7 @@ class BatchSession:
         key_prefix: bytes,
         get_many: Callable[[list[bytes]], Sequence[bytes | None]],
         horizon_hours: int | None,
+        rewinds: bool = False,
     ) -> tuple[BatchSession, list[bytes]]: ...
     def live(self, events: list[_Event]) -> list[_Event]:
         """The events to apply, taken from the batch's ``events``, in ``apply``'s order."""

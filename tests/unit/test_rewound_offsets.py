@@ -13,11 +13,12 @@ from __future__ import annotations
 import itertools
 import random
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_pipeline import ITEMS, open_engine, run
+from test_native_pipeline import ITEMS, open_engine
 
-from usersignals import Event, Position
+from usersignals import Engine, Event, MicroBatch, Position
 from usersignals.processing.batch import BatchReport
 from usersignals.state.codec import decode_record
 
@@ -48,6 +49,19 @@ def two_logs(seed: int, first: int, second: int) -> tuple[list[Event], list[Even
             new.insert(rng.randrange(len(new) + 1), rng.choice(old))
     replayed = old[-rng.randrange(len(old) + 1) :] if old else []
     return old, replayed, new
+
+
+def run(
+    engine: Engine, pairs: list[tuple[Event, Position]], cuts: list[int], rewinds: bool = True
+) -> list[BatchReport]:
+    """The batches as a Kafka runner writes them (its topic's offsets may go backwards)."""
+    bounds = [0, *sorted({c for c in cuts if 0 < c < len(pairs)}), len(pairs)]
+    return [
+        engine.process(
+            MicroBatch([e for e, _ in pairs[a:b]], [p for _, p in pairs[a:b]]), rewinds=rewinds
+        )
+        for a, b in itertools.pairwise(bounds)
+    ]
 
 
 def positioned(events: list[Event], start: int = 0) -> list[tuple[Event, Position]]:
@@ -113,6 +127,24 @@ def expected_counts(stream: list[tuple[Event, Position]], cuts: list[int]) -> tu
             progress[e.user_id] = max(progress.get(e.user_id, -1), position.offset)
             met.setdefault(e.user_id, set()).add(e.event_id)
     return duplicates, rewound
+
+
+def test_a_spool_deletion_keeps_the_events_acknowledged_before_it_out() -> None:
+    """The spool's deletion leaves the user a record of the progress of the events it had
+    acknowledged before it in other files, with no ids. Once the user has new events,
+    those older events must still count as applied, not as a partition gone back: the
+    spool's offsets never go backwards, and its runner trusts the progress."""
+    rng = random.Random(9)
+    later = [event(rng, f"b{n}") for n in range(3)]
+    late = event(rng, "a0")
+    user = later[0].user_id
+    later = [msgspec.structs.replace(e, user_id=user) for e in later]
+    late = msgspec.structs.replace(late, user_id=user)
+    engine = open_engine(True, WEEK_MS)
+    engine.delete_users([user], applied_before={"spool:other": 5})
+    engine.process(MicroBatch(later, [Position("spool:mine", n) for n in range(3)]))
+    report = engine.process(MicroBatch([late], [Position("spool:other", 2)]))
+    assert (report.duplicates, report.rewound) == (1, 0)
 
 
 def test_without_a_dedupe_horizon_the_progress_is_trusted_as_before() -> None:

@@ -33,6 +33,12 @@ pub struct Arrivals {
     pub partitions: Vec<String>,
     pub partition: Vec<u32>,
     pub offset: Vec<i64>,
+    /// Whether the partitions' offsets may go backwards (Kafka: a topic made again, a broker
+    /// that lost its log): an event at or below its user's progress is then applied unless
+    /// its id was met ([`dedupe::applied_before`]). Off, the progress alone decides, as a
+    /// spool's progress must: a deletion's record keeps only the progress of the events it
+    /// acknowledged before it, with no ids, so they never bring the user back.
+    pub rewinds: bool,
 }
 
 /// What [`select`] found, kept for [`finish`].
@@ -180,10 +186,11 @@ pub fn select_records(
                 }
                 // At or below the progress: a replay, unless the id was never met (the
                 // partition's offsets went backwards). Without a horizon no id is kept.
-                let never = horizon_hours.is_some_and(|hours| {
-                    let (ts, fingerprint) = (arrivals.ts[i], arrivals.fingerprint[i]);
-                    !dedupe::applied_before(hours, &record.seen, ts, fingerprint)
-                });
+                let never = arrivals.rewinds
+                    && horizon_hours.is_some_and(|hours| {
+                        let (ts, fingerprint) = (arrivals.ts[i], arrivals.fingerprint[i]);
+                        !dedupe::applied_before(hours, &record.seen, ts, fingerprint)
+                    });
                 rewound += u64::from(never);
                 never
             })

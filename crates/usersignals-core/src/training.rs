@@ -89,6 +89,7 @@ fn arrivals_of(events: &TrainingEvents<'_>, span: &[usize], first: usize) -> Arr
         partitions: vec!["training".into()],
         partition: vec![0; span.len()],
         offset: (first..first + span.len()).map(|k| k as i64).collect(),
+        rewinds: false,
     }
 }
 

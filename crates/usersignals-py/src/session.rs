@@ -38,6 +38,7 @@ fn arrivals_of<'py>(
         partitions: Vec::new(),
         partition: Vec::with_capacity(count),
         offset: Vec::with_capacity(count),
+        rewinds: false,
     };
     // The partition's text object the last position held, and its index: a batch's
     // positions mostly share one object per partition, and the same object is the same text
@@ -124,20 +125,23 @@ impl BatchSession {
     /// `Event` and `Position`, in one pass), fetch the users' records with `get_many` (their
     /// keys: `key_prefix` + user id, distinct users in order of first appearance), decode
     /// them, drop applied events and repeated event ids (`horizon_hours`: `None` turns that
-    /// off), and advance the progress. Returns the session and the users' keys. See
+    /// off), and advance the progress; `rewinds`: the positions' offsets may go backwards
+    /// (`Arrivals::rewinds`). Returns the session and the users' keys. See
     /// `usersignals.processing.native_batch`.
     #[staticmethod]
-    #[pyo3(signature = (plans, events, positions, key_prefix, get_many, horizon_hours))]
+    #[pyo3(signature = (plans, events, positions, key_prefix, get_many, horizon_hours, rewinds = false))]
     fn select<'py>(
-        py: Python<'py>,
         plans: Py<NativePlans>,
         events: &Bound<'py, PyList>,
         positions: &Bound<'py, PyList>,
         key_prefix: &[u8],
         get_many: &Bound<'py, PyAny>,
         horizon_hours: Option<i64>,
+        rewinds: bool,
     ) -> PyResult<(Self, Bound<'py, PyList>)> {
-        let (arrivals, users) = arrivals_of(events, positions)?;
+        let py = events.py();
+        let (mut arrivals, users) = arrivals_of(events, positions)?;
+        arrivals.rewinds = rewinds;
         let keys = PyList::new(
             py,
             users

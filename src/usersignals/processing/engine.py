@@ -166,13 +166,18 @@ class Engine:
         marks: Mapping[bytes, bytes] | None = None,
         on_rejected: Callable[[list[BadEvent]], None] | None = None,
         ahead: ReadAhead | None = None,
+        rewinds: bool = False,
     ) -> BatchReport:
         """Apply ``batch``; ``marks`` (source read positions) are written atomically with it.
 
         ``on_rejected`` gets the events a signal's own code failed on (``report.rejected``)
         before anything is written: once the batch's progress is written they are never met
         again, so their dead letters must be out first. ``ahead``: its users' records as
-        :attr:`read_ahead` read them on another thread (those not written since are used)."""
+        :attr:`read_ahead` read them on another thread (those not written since are used).
+        ``rewinds``: the positions' offsets may go backwards (Kafka: a topic made again, a
+        broker that lost its log), so an event at or below its user's progress is applied
+        unless its id was met; off, the progress alone decides, as the spool's must (a
+        deletion keeps the progress of the events acknowledged before it, with no ids)."""
         report = BatchReport(events=len(batch.events))
         if not batch.events:
             if marks:
@@ -182,9 +187,9 @@ class Engine:
         read = partial(self.read_ahead.get_many, ahead=ahead)
         if self._batches is not None:
             versions = (self._keys, self._expired, self._names)
-            puts = self._batches.process(batch, read, self._lookups, versions, report)
+            puts = self._batches.process(batch, read, self._lookups, versions, report, rewinds)
         else:
-            puts = self._process_per_user(batch, read, report)
+            puts = self._process_per_user(batch, read, report, rewinds)
         report.users = len(puts)
         if report.rewound:
             self._rewound_warning.say(report.rewound)
@@ -224,11 +229,11 @@ class Engine:
         )
 
     def _process_per_user(
-        self, batch: MicroBatch, read: ReadRecords, report: BatchReport
+        self, batch: MicroBatch, read: ReadRecords, report: BatchReport, rewinds: bool
     ) -> dict[bytes, bytes]:
         """The per-user Python steps (the reference model of the native pipeline): the
         records to write, counts into ``report``."""
-        work, puts_only_progress = self._select(batch, read, report)
+        work, puts_only_progress = self._select(batch, read, report, rewinds)
         puts = {key: encode_record(record) for key, record in puts_only_progress}
         if work:
             self._keep_raw(batch.events, work)
@@ -330,7 +335,7 @@ class Engine:
             tally.expired[plan.key] += step.expired
 
     def _select(
-        self, batch: MicroBatch, read: ReadRecords, report: BatchReport
+        self, batch: MicroBatch, read: ReadRecords, report: BatchReport, rewinds: bool
     ) -> tuple[list[_Work], list[tuple[bytes, UserRecord]]]:
         """Each user's record and new events (by event time); and the users whose new events
         were all repeats of applied event ids (only their progress and fingerprints change)."""
@@ -346,7 +351,7 @@ class Engine:
         for key, raw, user in zip(keys, stored, users, strict=True):
             record = decode_record(key, raw) if raw else UserRecord({}, {})
             fresh = _unapplied(by_user[user], positions, record.progress)
-            if len(fresh) < len(by_user[user]) and self._dedupe is not None:
+            if rewinds and len(fresh) < len(by_user[user]) and self._dedupe is not None:
                 rewound = _rewound(self._dedupe, by_user[user], fresh, events, record.seen)
                 report.rewound += len(rewound)
                 fresh = sorted(fresh + rewound)  # arrival order, as the dedupe judges it

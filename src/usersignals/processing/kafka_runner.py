@@ -61,7 +61,8 @@ class KafkaRunner(PipelineRunner):
         owns: Sequence[SupportsClose] = (),
     ) -> None:
         self.retry = retry or StoreRetry(metrics=metrics)
-        step = PipelineStep(engine, decoder, dead_letters, self.retry)
+        # A topic's offsets can go backwards (made again, a broker that lost its log).
+        step = PipelineStep(engine, decoder, dead_letters, self.retry, rewinds=True)
         super().__init__(step, [source, *owns])
         self.engine = engine
         self.source = source

@@ -52,10 +52,11 @@ class NativeBatches:
         lookups: Lookups,
         versions: tuple[set[str], set[str], set[str]],
         report: BatchReport,
+        rewinds: bool = False,
     ) -> dict[bytes, bytes]:
         """The records to write for ``batch`` (counts go into ``report``); ``read`` reads the
         users' records; ``versions`` is (declared keys, expired keys, signal names), for
-        dropping stale versions."""
+        dropping stale versions; ``rewinds``: see ``Engine.process``."""
         events = batch.events
         try:
             # The core reads the events and positions itself, and asks for the records.
@@ -66,6 +67,7 @@ class NativeBatches:
                 USER_PREFIX,
                 read,
                 self._horizon_hours,
+                rewinds,
             )
             report.duplicates, report.repeats, report.rewound = session.dropped()
             self._migrate(session, keys)

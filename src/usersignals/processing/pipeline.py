@@ -138,7 +138,8 @@ class PipelineStep:
     ``deletions``: whether the stream carries deletion records (the spool and Kafka do); in a
     file replay such a line is an event like any other, and rejected as one if malformed.
     ``retry``: how a runner rides out a store outage; without one (a one-off replay) a store
-    error propagates at once.
+    error propagates at once. ``rewinds``: the source's offsets may go backwards (Kafka; see
+    ``Engine.process``).
     """
 
     def __init__(
@@ -148,12 +149,14 @@ class PipelineStep:
         dead_letters: DeadLetterSink,
         retry: StoreRetry | None = None,
         deletions: bool = True,
+        rewinds: bool = False,
     ) -> None:
         self.engine = engine
         self.decoder = decoder
         self.dead_letters = dead_letters
         self.retry = retry
         self.deletions = deletions
+        self.rewinds = rewinds
         self.stats = PipelineStats()
 
     def decode(self, lines: list[bytes], positions: list[Position]) -> Block:
@@ -204,7 +207,7 @@ class PipelineStep:
         # Events a signal's own code failed on (the others applied them) are dead-lettered
         # before the batch is written; a retry after a store outage may write them twice.
         report = self._call(
-            lambda: self.engine.process(batch, marks, self.dead_letters.write, ahead),
+            lambda: self.engine.process(batch, marks, self.dead_letters.write, ahead, self.rewinds),
             "writing a batch",
         )
         if report.rejected:
