@@ -115,6 +115,8 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
 
     def revoked(partitions: list[str]) -> None:
         if holder:
+            # Another processor may write these users now, before a block in hand is.
+            holder[0].engine.read_ahead.drop_all()
             holder[0].wait_for_drain()
 
     owned: list[SupportsClose] = [processor]  # closed here if the runner cannot be built

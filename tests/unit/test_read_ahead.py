@@ -11,12 +11,27 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_pipeline import open_engine, stream
+from test_native_pipeline import SIGNALS, open_engine, stream
 
-from usersignals import Engine, Event, MicroBatch, Position
+from usersignals import (
+    Engine,
+    Event,
+    EventDecoder,
+    Materializer,
+    MicroBatch,
+    Position,
+    SignalRegistry,
+    TableSource,
+)
+from usersignals.errors import StoreError
+from usersignals.events.decode import DecodeResult
+from usersignals.ingest.dead_letter import DeadLetterFile
+from usersignals.processing.pipeline import PipelineStep
 from usersignals.processing.read_ahead import ReadAhead
 
 
@@ -90,3 +105,47 @@ def test_records_read_ahead_and_not_written_since_are_not_read_again() -> None:
     engine.store.get_many = counted  # type: ignore[method-assign]
     engine.process(MicroBatch(*parts[1]), ahead=ahead)
     assert reads == [b"u:u1"]
+
+
+def test_a_revocation_drops_what_was_read_ahead() -> None:
+    """From a review: only this engine's writes marked a read-ahead stale. After a
+    revocation (a drain that gave up, a lost assignment) another processor may write the
+    users of a block still in hand; written over a record read before that, the other's
+    later events were undone, and it had committed past them. The runner now drops every
+    open read-ahead on a revocation."""
+    ours = open_engine(True, 3_600_000)
+    theirs = Engine(
+        SignalRegistry(SIGNALS),
+        ours.store,
+        Materializer({"items": TableSource("items", ours.store.table("items"))}),
+        dedupe_horizon_ms=3_600_000,
+    )
+    first, held, later = batches(stream(11, 90), [30, 60])
+    ours.process(MicroBatch(*first))
+    ahead = ours.read_ahead.read(held[0])  # the block in hand
+    theirs.process(MicroBatch(*held))  # the new owner, past the block and beyond
+    theirs.process(MicroBatch(*later))
+    expected = dict(ours.store.scan(b"u:"))
+    ours.read_ahead.drop_all()  # the revocation
+    ours.process(MicroBatch(*held), ahead=ahead)  # the old owner's block, late
+    assert dict(ours.store.scan(b"u:")) == expected  # every event of it already applied
+
+
+def test_a_failed_write_attempt_drops_the_blocks_read_ahead(tmp_path: Path) -> None:
+    """The failure may be an outage long enough for another processor to take the
+    partition over: the attempts after it read the records again."""
+    engine = open_engine(True, 3_600_000)
+    (events, positions), *_ = batches(stream(12, 20), [])
+    ahead = engine.read_ahead.read(events)
+    write = engine.store.write
+
+    def failing(*args: object, **kwargs: object) -> None:
+        raise StoreError("memory", "write", "down")
+
+    engine.store.write = failing  # type: ignore[method-assign]
+    step = PipelineStep(engine, EventDecoder(), DeadLetterFile(tmp_path / "dead.jsonl"))
+    decoded = DecodeResult(events=events, positions=positions)
+    with pytest.raises(StoreError):
+        step.write(decoded, None, ahead)
+    assert ahead.dropped
+    engine.store.write = write  # type: ignore[method-assign]

@@ -174,13 +174,13 @@ class PipelineStep:
     ) -> BatchReport:
         """Dead letters first, then each segment and its deletion, in order; the marks go
         with the last segment, so they never claim a line whose effect is not written."""
-        bad = block.bad
-        if bad:
-            self.dead_letters.write(bad)
-            self.stats.count_bad(bad)
         report = BatchReport()
         last = len(block.segments) - 1
         try:
+            bad = block.bad
+            if bad:
+                self.dead_letters.write(bad)
+                self.stats.count_bad(bad)
             for index, segment in enumerate(block.segments):
                 written = marks() if marks is not None and index == last else None
                 report.add(self.write(segment.decoded, written, block.ahead))
@@ -206,16 +206,25 @@ class PipelineStep:
         batch = MicroBatch(decoded.events, decoded.positions)
         # Events a signal's own code failed on (the others applied them) are dead-lettered
         # before the batch is written; a retry after a store outage may write them twice.
-        report = self._call(
-            lambda: self.engine.process(batch, marks, self.dead_letters.write, ahead, self.rewinds),
-            "writing a batch",
-        )
+        report = self._call(lambda: self._process(batch, marks, ahead), "writing a batch")
         if report.rejected:
             self.stats.count_bad(report.rejected)
         # The running total keeps counts only: a processor's rejected events would pile up
         # for as long as it runs (``bad_kept`` keeps the first ones for display).
         self.stats.report.add(dataclasses.replace(report, rejected=[]))
         return report
+
+    def _process(
+        self, batch: MicroBatch, marks: Mapping[bytes, bytes] | None, ahead: ReadAhead | None
+    ) -> BatchReport:
+        """One attempt at writing ``batch``. A failed one drops the read-ahead: the failure
+        may be an outage long enough for another processor to take the partition over."""
+        try:
+            return self.engine.process(batch, marks, self.dead_letters.write, ahead, self.rewinds)
+        except BaseException:
+            if ahead is not None:
+                ahead.dropped = True
+            raise
 
     def delete_user(
         self,

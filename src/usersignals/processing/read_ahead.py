@@ -10,9 +10,11 @@ What keeps it right: a record read ahead is used only if no write of the engine 
 key since the read began. Every write marks its keys stale in every read-ahead still open
 (after the write, whether it succeeded or not: a read that began before the mark may have
 seen the record either way); a stale key, or one not read ahead, is read when the batch is
-applied, as without a read-ahead. The engine is the only writer of its users' records (one
-processor per partition, deletions in stream order through the same engine), so nothing
-else can make a record read ahead stale.
+applied, as without a read-ahead. While this processor holds a partition, its engine is the
+only writer of the partition's users (deletions come in stream order through the same
+engine). Once it may not hold them (a revocation, a lost assignment: another processor may
+write those users before a block in hand is written), every open read-ahead is dropped
+(:meth:`RecordReadAhead.drop_all`), and so is a block's after a failed write attempt.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ class ReadAhead:
     def __init__(self) -> None:
         self.values: dict[bytes, bytes | None] = {}
         self.stale: set[bytes] = set()
+        #: Dropped: every record is read when the block is applied.
+        self.dropped = False
 
 
 class RecordReadAhead:
@@ -62,8 +66,19 @@ class RecordReadAhead:
         except StoreError as exc:
             logger.debug("reading ahead failed; read when applied: %s", exc)
             return ahead
+        except BaseException:
+            self.done(ahead)
+            raise
         ahead.values = dict(zip(keys, values, strict=True))
         return ahead
+
+    def drop_all(self) -> None:
+        """Every open read-ahead dropped: its block's records are read when it is applied.
+        For a revocation or a lost assignment, after which another processor may write the
+        users of a block still in hand."""
+        with self._lock:
+            for ahead in self._open:
+                ahead.dropped = True
 
     def written(self, keys: Iterable[bytes]) -> None:
         """After each write of the engine (even a failed one): ``keys`` are stale in every
@@ -77,10 +92,12 @@ class RecordReadAhead:
     def get_many(self, keys: Sequence[bytes], ahead: ReadAhead | None) -> list[bytes | None]:
         """``keys``' records: from ``ahead`` where it holds a record not written since, from
         the store for the others."""
-        if ahead is None or not ahead.values:
+        if ahead is None:
             return self._store.get_many(keys)
         with self._lock:
-            stale = set(ahead.stale)
+            dropped, stale = ahead.dropped, set(ahead.stale)
+        if dropped or not ahead.values:
+            return self._store.get_many(keys)
         values, missing = ahead.values, []
         out: list[bytes | None] = []
         for key in keys:
