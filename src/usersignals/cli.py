@@ -617,12 +617,10 @@ def _replay_document(summary: PipelineStats, dead_letter: Path) -> dict[str, Any
 
 def _print_replay(summary: PipelineStats, dead_letter: Path) -> None:
     report = summary.report
-    rewound = report.rewound
-    taken = f"{rewound:,} below their users' progress taken as new, " if rewound else ""
     console.print(
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
-        f"{report.events:,} good events, {report.duplicates:,} already applied, {taken}"
+        f"{report.events:,} good events, {report.duplicates:,} already applied, "
         f"{report.users:,} user writes, {summary.bad:,} bad, "
         f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )

@@ -279,12 +279,20 @@ class ApiError(UserSignalsError):
 
 
 class ServiceUnreachableError(UserSignalsError):
-    """The HTTP API could not be reached (raised by :class:`usersignals.Client`): the
-    connection was refused or timed out, or the URL is not one it can use."""
+    """The HTTP API could not be reached or did not answer (raised by
+    :class:`usersignals.Client`). ``sent``: False when the request never left (refused, a
+    connect timeout, a URL it cannot use); True when it was sent and no answer came (a read
+    timeout, a dropped connection): then an ingest or a deletion may have been carried out."""
 
-    def __init__(self, url: str, detail: str) -> None:
+    def __init__(self, url: str, detail: str, sent: bool = False) -> None:
         self.url = url
-        super().__init__(f"cannot reach the usersignals API at {url}: {detail}")
+        self.sent = sent
+        if sent:
+            what = f"no answer from the usersignals API at {url} (the request may have been "
+            message = what + f"carried out): {detail}"
+        else:
+            message = f"cannot reach the usersignals API at {url}: {detail}"
+        super().__init__(message)
 
 
 class SpoolWriteError(UserSignalsError):

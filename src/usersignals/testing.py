@@ -283,8 +283,15 @@ def _context(context: ReadContext | Mapping[str, ContextValue] | None, newest: i
     if isinstance(context, ReadContext):
         return context
     # The values a client call or a batch request's JSON takes (``{"limit": 5}``), as the
-    # API reads them: the parser reads strings.
-    return ReadContext.parse(context_strings(dict(context or {})), now_ms=newest)
+    # API reads them: the parser reads strings. As the client does, a tuple or a set is a
+    # list, and a parameter given as None is left out.
+    given: dict[str, Any] = {}
+    for name, value in (context or {}).items():
+        if isinstance(value, tuple | set | frozenset):
+            value = sorted(value) if isinstance(value, set | frozenset) else list(value)
+        if value is not None:
+            given[name] = value
+    return ReadContext.parse(context_strings(given), now_ms=newest)
 
 
 def _show(value: Any) -> str:

@@ -4,6 +4,7 @@ transport answers)."""
 from __future__ import annotations
 
 import json
+import socket
 
 import httpx
 import pytest
@@ -77,3 +78,21 @@ def test_a_context_parameter_given_as_none_is_left_out() -> None:
         client.batch(["u1"], context={"limit": None, "window": "1h"})  # type: ignore[dict-item]
     assert "limit" not in seen[0].url.params
     assert json.loads(seen[1].content)["context"] == {"window": "1h"}
+
+
+def test_no_answer_to_a_sent_request_says_it_may_have_been_carried_out() -> None:
+    """From a review: a read timeout was reported as "cannot reach", which invites a blind
+    retry of an ingest or a deletion that may have been carried out. On loopback: a server
+    that accepts the connection and never answers."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+        with Client(f"http://127.0.0.1:{port}", timeout=0.3) as client:
+            with pytest.raises(ServiceUnreachableError, match="may have been carried out") as e:
+                client.ingest([{"event_id": "e1"}])
+            assert e.value.sent
+    with Client(f"http://127.0.0.1:{free_port()}", timeout=0.3) as client:
+        with pytest.raises(ServiceUnreachableError, match="cannot reach") as refused:
+            client.delete_user("u1")
+        assert not refused.value.sent

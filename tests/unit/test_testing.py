@@ -252,3 +252,17 @@ def test_the_context_takes_the_values_the_client_and_the_batch_api_take() -> Non
     assert [entry["item_id"] for entry in answers["u1"]["saves"]] == ["i2"]
     assert_signal(clicks, events, {"total": 1, "by": {"home": 1}}, context={"limit": 1,
                   "surfaces": ["home"]})  # fmt: skip
+
+
+def test_the_context_takes_a_tuple_or_a_set_and_leaves_none_out_as_the_client_does() -> None:
+    """From a review: ``{"surfaces": ("home",)}`` filtered on ``"('home'"`` and ``")"`` (the
+    tuple's text, split at its comma), an empty answer, and ``{"limit": None}`` was refused,
+    where the client leaves it out."""
+    events = [
+        event("u1", "i1", "click", ts=NOW - 60_000, surface="search"),
+        event("u1", "i2", "click", ts=NOW),
+    ]
+    for surfaces in (("home",), {"home"}, frozenset({"home"}), ["home"]):
+        context = {"surfaces": surfaces, "limit": None}
+        answers = run_signals([clicks], events, tables=TABLES, context=context)  # type: ignore[arg-type]
+        assert answers["u1"]["clicks"] == {"total": 1, "by": {"home": 1}}, surfaces

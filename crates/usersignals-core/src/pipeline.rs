@@ -35,7 +35,7 @@ pub struct Arrivals {
     pub offset: Vec<i64>,
     /// Whether the partitions' offsets may go backwards (Kafka: a topic made again, a broker
     /// that lost its log): an event at or below its user's progress is then applied unless
-    /// its id was met ([`dedupe::applied_before`]). Off, the progress alone decides, as a
+    /// its id was met ([`dedupe::Kept`]). Off, the progress alone decides, as a
     /// spool's progress must: a deletion's record keeps only the progress of the events it
     /// acknowledged before it, with no ids, so they never bring the user back.
     pub rewinds: bool,
@@ -59,7 +59,7 @@ pub struct Selection {
     /// Events whose `event_id` the user applied within the dedupe horizon.
     pub repeats: u64,
     /// Events at or below the user's progress whose id was never met: their partition's
-    /// offsets went backwards ([`dedupe::applied_before`]); taken as new events.
+    /// offsets went backwards ([`dedupe::Kept`]); taken as new events.
     pub rewound: u64,
     /// Native states that the Python codec wrote, re-encoded by the glue (user, plan).
     pub migrated: HashMap<(usize, usize), Vec<u8>>,
@@ -179,18 +179,23 @@ pub fn select_records(
     let mut keys: Vec<(i64, u32)> = Vec::new();
     for (events, mut record) in by_user.chunks().zip(records) {
         let mut rewound = 0;
+        // What the record keeps of the ids it met, once a user has an event at or below
+        // its progress (`None` inside: it keeps none, the progress alone decides).
+        let mut kept: Option<Option<dedupe::Kept>> = None;
         let unapplied: Vec<usize> = (events.iter().copied())
             .filter(|&i| {
                 if arrivals.not_applied(i, &record.progress) {
                     return true;
                 }
-                // At or below the progress: a replay, unless the id was never met (the
-                // partition's offsets went backwards). Without a horizon no id is kept.
-                let never = arrivals.rewinds
-                    && horizon_hours.is_some_and(|hours| {
-                        let (ts, fingerprint) = (arrivals.ts[i], arrivals.fingerprint[i]);
-                        !dedupe::applied_before(hours, &record.seen, ts, fingerprint)
-                    });
+                // At or below the progress: a replay, unless the partition's offsets went
+                // backwards and the id was never met. Without a horizon no id is kept.
+                let Some(hours) = horizon_hours.filter(|_| arrivals.rewinds) else {
+                    return false;
+                };
+                let kept = kept.get_or_insert_with(|| dedupe::Kept::of(hours, &record.seen));
+                let never = kept
+                    .as_ref()
+                    .is_some_and(|kept| !kept.met(arrivals.ts[i], arrivals.fingerprint[i]));
                 rewound += u64::from(never);
                 never
             })

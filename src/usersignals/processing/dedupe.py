@@ -16,10 +16,10 @@ recognised and is applied again.
 
 The same fingerprints tell a replay from a partition whose offsets went backwards (a topic
 made again, a broker that lost its log): an event at or below its user's progress for its
-partition was met before only if its id is among the ones kept
-(:meth:`EventIdDedupe.applied_before`). Skipped on the offset alone, every new event below
-the old offsets was lost. (A replay of a repeat whose first event has since left the horizon
-is applied then, as any repeat older than the horizon is.)
+partition was met before only if its id is among the ones kept (:class:`KeptIds`); asked by
+the Kafka processor only, whose topics can go back. Skipped on the offset alone, every new
+event below the old offsets was lost. (A replay of a repeat whose first event has since left
+the horizon is applied then, as any repeat older than the horizon is.)
 """
 
 from __future__ import annotations
@@ -76,24 +76,38 @@ def users_with_repeats(events: Iterable[Event]) -> set[str]:
     return twice
 
 
+class KeptIds:
+    """Whether an event at or below its user's progress for its partition was met before:
+    its id is among those the record keeps (applied, or dropped as a repeat of one kept).
+    Before ``trusted_before`` (the older of the first hour kept, and the horizon back from
+    the newest) the record cannot tell, and the progress is trusted, as before: fingerprints
+    pruned under a shorter horizon, or not kept while the dedupe was off, are not missed.
+    Built once per user: scanned per event, a bot's replay took seconds."""
+
+    def __init__(self, trusted_before: int, fingerprints: set[int]) -> None:
+        self.trusted_before = trusted_before
+        self.fingerprints = fingerprints
+
+    def met(self, event: Event) -> bool:
+        return (
+            event.ts // HOUR_MS < self.trusted_before
+            or fingerprint(event.event_id) in self.fingerprints
+        )
+
+
 class EventIdDedupe:
     """Drops repeated event ids of one user; see the module docstring for the guarantees."""
 
     def __init__(self, horizon_ms: int) -> None:
         self.horizon_hours = horizon_hours(horizon_ms)
 
-    def applied_before(self, seen: Seen, event: Event) -> bool:
-        """Whether ``event``, at or below its user's progress for its partition, was met
-        before: its id is among those kept (applied, or dropped as a repeat of one kept).
-        Outside what the record keeps (an hour behind the horizon, or no fingerprints at
-        all) the progress is trusted, as before: a replay of those cannot be told from a
-        new event."""
+    def kept(self, seen: Seen) -> KeptIds | None:
+        """What a user's record keeps of the ids it met (:class:`KeptIds`), for its events at
+        or below its progress; ``None`` when it keeps none: the progress alone decides."""
         if not seen:
-            return True
-        if event.ts // HOUR_MS < max(seen) - self.horizon_hours:
-            return True
-        key = fingerprint(event.event_id)
-        return any(key in _unpack(blob) for blob in seen.values())
+            return None
+        trusted_before = max(min(seen), max(seen) - self.horizon_hours)
+        return KeptIds(trusted_before, set().union(*map(_unpack, seen.values())))
 
     def admit(
         self, seen: Seen, events: Sequence[Event], indices: Sequence[int]

@@ -142,7 +142,6 @@ class Engine:
         # The processor's budget for busy users' decoded states (about what 2,000 large users
         # took when the cache counted entries); serving workers set their own.
         self._hot = DecodedStateCache(max_bytes=256 << 20)
-        self._rewound_warning = _RewoundWarning()
         #: The fetch thread's reads of the next block's records (processing/read_ahead.py).
         self.read_ahead = RecordReadAhead(store)
         self._keys = {plan.key for plan in self._plans}
@@ -191,8 +190,6 @@ class Engine:
         else:
             puts = self._process_per_user(batch, read, report, rewinds)
         report.users = len(puts)
-        if report.rewound:
-            self._rewound_warning.say(report.rewound)
         if report.rejected and on_rejected is not None:
             on_rejected(report.rejected)
         if marks:
@@ -519,40 +516,16 @@ def _advance(progress: dict[str, int], positions: Sequence[Position], indices: l
             progress[position.partition] = position.offset
 
 
-class _RewoundWarning:
-    """Says, at most once a minute, that events below their users' progress were taken as
-    new (``BatchReport.rewound``): the operator must learn that a partition's offsets went
-    backwards, and that events older than the dedupe horizon may have been skipped."""
-
-    EVERY_S = 60.0
-
-    def __init__(self) -> None:
-        self._said_at = -self.EVERY_S
-        self._unsaid = 0
-
-    def say(self, count: int) -> None:
-        self._unsaid += count
-        now = time.monotonic()
-        if now - self._said_at < self.EVERY_S:
-            return
-        logger.warning(
-            "%d events were at or below their users' progress for their partition, yet their "
-            "ids were never met: the partition's offsets went backwards (a topic made "
-            "again, a broker that lost its log). They were applied as new events; events older "
-            "than the dedupe horizon (processing.dedupe_horizon_ms) cannot be told from replays "
-            "and were skipped",
-            self._unsaid,
-        )
-        self._said_at, self._unsaid = now, 0
-
-
 def _rewound(
     dedupe: EventIdDedupe, indices: list[int], fresh: list[int], events: list[Event], seen: Seen
 ) -> list[int]:
     """Of a user's events (``indices``) at or below its progress (not in ``fresh``), those
-    whose id was never met: their partition's offsets went backwards (``applied_before``)."""
+    whose id was never met: their partition's offsets went backwards (``KeptIds``)."""
+    kept = dedupe.kept(seen)
+    if kept is None:
+        return []
     taken = set(fresh)
-    return [i for i in indices if i not in taken and not dedupe.applied_before(seen, events[i])]
+    return [i for i in indices if i not in taken and not kept.met(events[i])]
 
 
 def _unapplied(

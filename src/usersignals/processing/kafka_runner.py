@@ -73,6 +73,7 @@ class KafkaRunner(PipelineRunner):
         self._drained = threading.Condition()
         self._failure: BaseException | None = None
         self._next_positions = 0.0  # when the lag metrics are due again
+        self._rewound = RewoundWarning()
 
     def wait_for_drain(self, timeout_s: float = 30.0) -> None:
         """On the fetch thread: wait until every fetched batch is written, then commit them."""
@@ -111,6 +112,7 @@ class KafkaRunner(PipelineRunner):
         finally:
             stop.set()
             fetcher.join()
+            self._rewound.flush()
         if self._failure is not None:
             raise self._failure
 
@@ -166,9 +168,44 @@ class KafkaRunner(PipelineRunner):
 
     def _apply(self, batch: KafkaBatch, block: Block) -> None:
         started = time.perf_counter()
-        self.metrics.observe_report(self.step.apply(block))
+        report = self.step.apply(block)
+        self.metrics.observe_report(report)
+        if report.rewound:
+            self._rewound.say(report.rewound)
         self._written.put(batch.next_offsets)  # committed by the fetch thread
         self.metrics.observe_batch(block.events, block.bad, time.perf_counter() - started)
         with self._drained:
             self._in_flight -= 1
             self._drained.notify_all()
+
+
+class RewoundWarning:
+    """Says, at most once a minute, how many events were taken though at or below their
+    users' progress (``BatchReport.rewound``): the operator must learn that a partition's
+    offsets went backwards, and that events of it older than the dedupe horizon may have
+    been skipped (they cannot be told from replays). What is left when the runner stops is
+    said then."""
+
+    EVERY_S = 60.0
+
+    def __init__(self) -> None:
+        self._said_at = -self.EVERY_S
+        self._unsaid = 0
+
+    def say(self, count: int) -> None:
+        self._unsaid += count
+        if time.monotonic() - self._said_at >= self.EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self._unsaid:
+            return
+        logger.warning(
+            "%d events were at or below their users' progress for their partition, yet their "
+            "ids were never met: the partition's offsets went backwards (a topic made again, a "
+            "broker that lost its log). They were applied as new events; events of it older "
+            "than the ids a user's record keeps (processing.dedupe_horizon_ms) cannot be told "
+            "from replays, and may have been skipped",
+            self._unsaid,
+        )
+        self._said_at, self._unsaid = time.monotonic(), 0

@@ -49,7 +49,9 @@ class ProcessorMetrics:
         self.already_applied = Counter(
             "usersignals_already_applied_events",
             "Events skipped because their user's progress for the partition is at or past "
-            "their offset and their event_id was applied: replays after a restart",
+            "their offset: replays after a restart (on Kafka, those whose event_id the user's "
+            "record keeps, or older than what it keeps); rising with no restart, a partition "
+            "whose offsets went backwards had events older than the ids kept",
             registry=self.registry,
         )
         self.rewound = Counter(

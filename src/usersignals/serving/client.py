@@ -108,22 +108,38 @@ class Client(Closing):
     def ready(self) -> bool:
         try:
             return self._send("GET", "/readyz").status_code == 200
-        except ServiceUnreachableError:
+        except (ServiceUnreachableError, httpx.HTTPError):
             return False
 
     def _send(self, method: str, path: str, **request: Any) -> httpx.Response:
-        """One request; not reaching the service (refused, timed out, a URL httpx cannot
-        use) is a :class:`ServiceUnreachableError`, in the project's error tree."""
+        """One request; not reaching the service, or no answer to it, is a
+        :class:`ServiceUnreachableError` (in the project's error tree), saying whether the
+        request was sent (an ingest or a deletion then may have been carried out)."""
         try:
             return self._http.request(method, path, **request)
         except (httpx.TransportError, httpx.InvalidURL) as exc:
-            raise ServiceUnreachableError(self._base_url, str(exc) or type(exc).__name__) from exc
+            detail = str(exc) or type(exc).__name__
+            raise ServiceUnreachableError(self._base_url, detail, _sent(exc)) from exc
 
     def close(self) -> None:
         self._http.close()
 
 
 _JSON_HEADERS = {"content-type": "application/json"}
+
+
+def _sent(error: Exception) -> bool:
+    """Whether the request may have reached the service: not for a refused connection, a
+    connect or pool timeout, a URL or proxy httpx cannot use."""
+    unsent = (
+        httpx.ConnectError,
+        httpx.ConnectTimeout,
+        httpx.PoolTimeout,
+        httpx.UnsupportedProtocol,
+        httpx.ProxyError,
+        httpx.InvalidURL,
+    )
+    return not isinstance(error, unsent)
 
 
 def _several(value: str | Sequence[str]) -> list[str]:
