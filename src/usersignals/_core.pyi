@@ -177,38 +177,48 @@ LabelColumn = tuple[int, Times, Filters]
 # group (in time order) how many of those events it includes and its labels' times.
 LabelledUser = tuple[Sequence[int], Sequence[tuple[int, Sequence[int]]]]
 
+class PlannedLabels:
+    """A shard's plan (``plan_labels``), kept native for ``label_rows``."""
+
+    @property
+    def order(self) -> list[int]:
+        """The events' indices (into the pairs planned) in feeding order, users one after
+        another."""
+    @property
+    def users(self) -> list[LabelledUser]:
+        """Per labelled user: their events (places in ``order``), their label groups (events
+        included, the labels' times)."""
+    @property
+    def label_order(self) -> list[int]:
+        """The labels' indices in the order the groups list them."""
+
 def plan_labels(
-    user_id: Sequence[str],
-    ts: Sequence[int],
-    partition: Sequence[str],
-    offset: Sequence[int],
-    event_id: Sequence[str],
+    pairs: list[tuple[Any, Any]],
     label_user: Sequence[str],
     label_ts: Sequence[int],
     label_row: Sequence[int],
     horizon_hours: int | None,
-) -> tuple[list[int], list[LabelledUser], list[int]]:
+    archive_prefix: str,
+) -> PlannedLabels:
     """A training set's plan: per labelled user (in order of their first label by time, then
     row), their events less the repeats an event-id dedupe of ``horizon_hours`` drops
-    (judged in arrival order), by time, partition and offset; and their labels in time order,
-    grouped where no event falls between. Returns the events' indices in feeding order,
-    users one after another; per user, ``label_rows``' argument (events as places in that
-    order; groups with the events they include and the labels' times); and the labels'
-    indices in the order the groups list them."""
+    (judged in arrival order: archive rows, partitions starting with ``archive_prefix``, in
+    one sequence, their files by name, then row), by time, partition and offset; and their
+    labels in time order, grouped where no event falls between. The events' fields are read
+    from the pairs (``Event``, ``Position``)."""
 
 def label_rows(
     plans: NativePlans,
-    ts: Sequence[int],
-    event_id: Sequence[str],
+    planned: PlannedLabels,
     columns: Columns,
-    users: Sequence[LabelledUser],
     horizon_hours: int | None,
     label_columns_arg: Sequence[LabelColumn],
 ) -> list[tuple[bytes, TextBuffer]] | None:
-    """The training set's loop: each user's events applied group by group through the
-    pipeline's steps, each label read in between. Per column, its values as JSON text in an
-    Arrow string column's buffers: (labels + 1 native-endian int64 offsets, the texts one
-    after another, lent without a copy); None when a label is for the object path to read."""
+    """The training set's loop: each planned user's events applied group by group through
+    the pipeline's steps, each label read in between; ``columns``: the field columns of the
+    plan's events in its feeding order. Per column, its values as JSON text in an Arrow
+    string column's buffers: (labels + 1 native-endian int64 offsets, the texts one after
+    another, lent without a copy); None when a label is for the object path to read."""
 
 def take_texts(chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer) -> tuple[bytes, TextBuffer]:
     """A text column's chunks (each a ``large_string`` array's buffers: exactly its

@@ -2,9 +2,11 @@
 what the Python steps it replaced give: the reference model below, for random events over
 several partitions with redelivered ids, random dedupe horizons and random labels.
 
-The reference: each user's events less the repeats ``EventIdDedupe`` drops, judged in
-``arrival_order``; then sorted by time, partition and offset; each user's labels, by time
-then row, grouped where no event of the user falls between them.
+The reference: each event placed where it arrived (an archive's rows in one sequence, its
+files ranked by name above their row numbers; Kafka coordinates as they are); each user's
+events less the repeats ``EventIdDedupe`` drops, judged in ``arrival_order``; then sorted by
+time, partition and offset; each user's labels, by time then row, grouped where no event of
+the user falls between them.
 """
 
 from __future__ import annotations
@@ -18,14 +20,14 @@ from hypothesis import strategies as st
 from usersignals import Event, Position, hours
 from usersignals.offline.arrival import arrival_order
 from usersignals.offline.label_shards import Label
-from usersignals.offline.training import LabelPlan, _arrival_places
+from usersignals.offline.training import LabelPlan
 from usersignals.processing.dedupe import EventIdDedupe, users_with_repeats
 
 Pairs = list[tuple[Event, Position]]
 Groups = dict[str, list[tuple[int, list[Label]]]]
 
 USERS = ["u1", "u2", "u3"]
-PARTITIONS = ["a/1", "a/0", "b/0"]
+PARTITIONS = ["a/1", "a/0", "b/0", "archive:b.jsonl", "archive:a/x.jsonl"]
 
 
 def without_repeats(pairs: Pairs, dedupe: EventIdDedupe) -> Pairs:
@@ -57,15 +59,24 @@ def label_groups(by_user: dict[str, Pairs], labels: Sequence[Label]) -> Groups:
 def reference(
     pairs: Pairs, labels: Sequence[Label], dedupe: EventIdDedupe | None
 ) -> tuple[dict[str, Pairs], Groups]:
+    names, offsets = arrival_places_reference([position for _, position in pairs])
+    placed = [
+        (event, Position(name, offset))
+        for (event, _), name, offset in zip(pairs, names, offsets, strict=True)
+    ]
+    original = {id(position): pair for (_, position), pair in zip(placed, pairs, strict=True)}
     by_user: dict[str, Pairs] = {}
-    for event, position in pairs:
+    for event, position in placed:
         by_user.setdefault(event.user_id, []).append((event, position))
     for user, user_events in by_user.items():
         if dedupe is not None:
             user_events = by_user[user] = without_repeats(user_events, dedupe)
         user_events.sort(key=lambda pair: (pair[0].ts, pair[1].partition, pair[1].offset))
     groups = label_groups(by_user, labels)
-    return {user: by_user.get(user, []) for user in groups}, groups
+    in_pairs = {
+        user: [original[id(position)] for _, position in by_user.get(user, [])] for user in groups
+    }
+    return in_pairs, groups
 
 
 raw_events = st.lists(
@@ -117,7 +128,7 @@ def test_a_plan_of_nothing_is_empty() -> None:
 
 
 def arrival_places_reference(positions: Sequence[Position]) -> tuple[list[str], list[int]]:
-    """The per-event steps ``_arrival_places`` replaced: archive rows in one sequence, files
+    """Where each event arrived, as the plan judges it: archive rows in one sequence, files
     ranked by name above their row numbers; Kafka coordinates as they are."""
     names = sorted({p.partition for p in positions if p.partition.startswith("archive:")})
     rank = {name: index for index, name in enumerate(names)}
@@ -131,18 +142,3 @@ def arrival_places_reference(positions: Sequence[Position]) -> tuple[list[str], 
             partitions.append("archive:")
             offsets.append(file << 40 | position.offset)
     return partitions, offsets
-
-
-@settings(max_examples=300, deadline=None)
-@given(
-    st.lists(
-        st.tuples(
-            st.sampled_from(["archive:b.jsonl", "archive:a/x.jsonl", "archive:c.pq", *PARTITIONS]),
-            st.integers(0, 2**39),
-        ),
-        max_size=30,
-    )
-)
-def test_arrival_places_are_those_judged_event_by_event(places: list[tuple[str, int]]) -> None:
-    positions = [Position(partition, offset) for partition, offset in places]
-    assert _arrival_places(positions) == arrival_places_reference(positions)

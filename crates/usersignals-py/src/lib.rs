@@ -9,6 +9,7 @@ mod allocator;
 mod attrs;
 mod columns;
 mod join_keys;
+mod label_plan;
 mod packed;
 mod reads;
 mod record_cache;
@@ -670,7 +671,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reads::read_record_body, m)?)?;
     m.add_class::<reads::BodyQuery>()?;
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
-    m.add_function(wrap_pyfunction!(training::plan_labels, m)?)?;
+    m.add_function(wrap_pyfunction!(label_plan::plan_labels, m)?)?;
+    m.add_class::<label_plan::PlannedLabels>()?;
     m.add_function(wrap_pyfunction!(training::take_texts, m)?)?;
     m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
     m.add("CHECK_UNSURE", values::UNSURE)?;

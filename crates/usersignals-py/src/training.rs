@@ -7,26 +7,21 @@
 use std::borrow::Cow;
 use std::os::raw::{c_int, c_void};
 
-use hashbrown::HashMap;
 use pyo3::buffer::PyUntypedBuffer;
 use pyo3::ffi;
 use pyo3::prelude::*;
-use pyo3::pybacked::PyBackedStr;
 use pyo3::types::PyBytes;
-use usersignals_core::dedupe::fingerprint;
 use usersignals_core::json_body::{JsonColumns, LabelColumn};
-use usersignals_core::label_plan::{self, PlanEvents, PlanLabels};
 use usersignals_core::text_column::{gather, TextChunk};
-use usersignals_core::training::{self, LabelledUser, TrainingEvents};
+use usersignals_core::training::{self, TrainingEvents};
 
 use crate::columns::Columns;
+use crate::label_plan::PlannedLabels;
 use crate::{raise, read_context, FiltersArg, NativePlans, TimesArg};
 
 /// A column of the training set: (plan index, the context's times, whose `as_of` and "now"
 /// each label sets, and its filters).
 type ColumnArg = (usize, TimesArg, FiltersArg);
-/// A labelled user: their events (indices), their label groups (events included, times).
-type UserArg = (Vec<usize>, Vec<(usize, Vec<i64>)>);
 /// Per column: the offsets of its labels' values (`labels + 1` native-endian i64s), and the
 /// values' JSON texts one after another (an Arrow string column's buffers).
 type LabelValues<'py> = Vec<(Bound<'py, PyBytes>, Bound<'py, TextBuffer>)>;
@@ -176,127 +171,42 @@ pub fn take_texts<'py>(
     ))
 }
 
-/// The labels of `users` (each: their events as indices into `ts`, `event_id` and
-/// `columns`, in feeding order; their label groups as (events included, label times)),
-/// per label in that order, as column buffers (`None` when a label is for the object path).
-/// `columns` are the plans' field columns of every event, as the engine's pipeline builds
+/// The labels of a shard's plan (`plan_labels`: its users, their events in feeding order
+/// and label groups, the events' times and event ids), per label in the plan's order, as
+/// column buffers (`None` when a label is for the object path). `columns` are the plans'
+/// field columns of the plan's events in feeding order, as the engine's pipeline builds
 /// them for its live events.
 #[pyfunction]
-#[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (plans, ts, event_id, columns, users, horizon_hours, label_columns_arg))]
+#[pyo3(signature = (plans, planned, columns, horizon_hours, label_columns_arg))]
 pub fn label_rows<'py>(
     py: Python<'py>,
     plans: PyRef<'py, NativePlans>,
-    ts: Vec<i64>,
-    event_id: Vec<String>,
+    planned: PyRef<'py, PlannedLabels>,
     mut columns: PyRefMut<'py, Columns>,
-    users: Vec<UserArg>,
     horizon_hours: Option<i64>,
     label_columns_arg: Vec<ColumnArg>,
 ) -> PyResult<Option<LabelValues<'py>>> {
     let columns = columns.take()?;
-    let users: Vec<LabelledUser> = (users.into_iter())
-        .map(|(events, groups)| LabelledUser { events, groups })
-        .collect();
-    if users.iter().flat_map(|u| &u.events).any(|&i| i >= ts.len()) {
+    let count = planned.ts.len();
+    if columns.columns.iter().any(|column| column.len() != count)
+        || columns
+            .vectors
+            .iter()
+            .any(|(_, column)| column.len() != count)
+    {
         return Err(raise(usersignals_core::CoreError::Batch(
-            "an event index is out of range".into(),
+            "field columns of another length than the plan's events".into(),
         )));
     }
     let mut wanted = label_columns(label_columns_arg);
     let events = TrainingEvents {
-        ts: &ts,
-        fingerprint: &event_id
-            .iter()
-            .map(|id| fingerprint(id))
-            .collect::<Vec<_>>(),
+        ts: &planned.ts,
+        fingerprint: &planned.fingerprint,
         columns: &columns,
     };
-    let plans = &plans.plans;
+    let (plans, users) = (&plans.plans, &planned.users);
     let values = py
-        .detach(|| training::label_rows(plans, &events, &users, horizon_hours, &mut wanted))
+        .detach(|| training::label_rows(plans, &events, users, horizon_hours, &mut wanted))
         .map_err(raise)?;
     values.map(|values| values_out(py, values)).transpose()
-}
-
-/// A training set's plan (`plan_labels`): the event indices in feeding order, users one
-/// after another; per labelled user, `label_rows`' argument (their events as places in that
-/// order, their label groups with the labels' times); and the labels (indices into the
-/// call's) in the order the groups list them.
-type PlanOut = (Vec<usize>, Vec<UserArg>, Vec<usize>);
-
-/// Each text's index among the distinct texts, and how many there are: in ascending order
-/// of the texts when `sorted`, else of first appearance.
-fn indexed<'t>(texts: impl Iterator<Item = &'t str>, sorted: bool) -> (Vec<usize>, usize) {
-    let texts: Vec<&str> = texts.collect();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for &text in &texts {
-        let next = index.len();
-        index.entry(text).or_insert(next);
-    }
-    if sorted {
-        let mut names: Vec<&str> = index.keys().copied().collect();
-        names.sort_unstable();
-        for (rank, name) in names.into_iter().enumerate() {
-            index.insert(name, rank);
-        }
-    }
-    (texts.iter().map(|text| index[text]).collect(), index.len())
-}
-
-/// Which events feed each labelled user, in what order, and where the labels fall among
-/// them (see `usersignals_core::label_plan`): the events' users, times, partitions,
-/// offsets and ids; the labels' users, times and rows; the event-id dedupe's horizon in
-/// hours (`None`: no dedupe).
-#[pyfunction]
-#[allow(clippy::too_many_arguments)]
-#[pyo3(signature = (user_id, ts, partition, offset, event_id, label_user, label_ts, label_row, horizon_hours))]
-pub fn plan_labels(
-    py: Python<'_>,
-    user_id: Vec<PyBackedStr>,
-    ts: Vec<i64>,
-    partition: Vec<PyBackedStr>,
-    offset: Vec<i64>,
-    event_id: Vec<PyBackedStr>,
-    label_user: Vec<PyBackedStr>,
-    label_ts: Vec<i64>,
-    label_row: Vec<i64>,
-    horizon_hours: Option<i64>,
-) -> PyResult<PlanOut> {
-    let all_users = user_id.iter().chain(&label_user).map(|u| &**u);
-    let (users, count) = indexed(all_users, false);
-    let (event_user, label_user) = users.split_at(user_id.len());
-    let (partition, _) = indexed(partition.iter().map(|p| &**p), true);
-    let fingerprints: Vec<u32> = event_id.iter().map(|id| fingerprint(id)).collect();
-    let events = PlanEvents {
-        user: event_user,
-        ts: &ts,
-        partition: &partition,
-        offset: &offset,
-        fingerprint: &fingerprints,
-    };
-    let labels = PlanLabels {
-        user: label_user,
-        ts: &label_ts,
-        row: &label_row,
-    };
-    let planned = py
-        .detach(|| label_plan::plan_labels(count, &events, &labels, horizon_hours))
-        .map_err(raise)?;
-    let mut order = Vec::with_capacity(ts.len());
-    let mut label_order = Vec::with_capacity(label_ts.len());
-    let mut users_out = Vec::with_capacity(planned.len());
-    for user in planned {
-        let first = order.len();
-        order.extend(&user.events);
-        let groups = (user.groups.into_iter())
-            .map(|(end, group)| {
-                let times = group.iter().map(|&k| label_ts[k]).collect();
-                label_order.extend(group);
-                (end, times)
-            })
-            .collect();
-        users_out.push(((first..order.len()).collect(), groups));
-    }
-    Ok((order, users_out, label_order))
 }

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from usersignals._core import plan_labels
+from usersignals._core import PlannedLabels, plan_labels
 from usersignals.aggregations.context import ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
@@ -327,19 +327,16 @@ def compute_values(
 @dataclass(frozen=True)
 class LabelPlan:
     """Which events feed each labelled user, in what order, and where the user's labels
-    fall among them (``usersignals._core.plan_labels``): each user's events less the
-    repeats the processor drops, judged in the order the stream delivered them
-    (:mod:`usersignals.offline.arrival`), then by time, partition and offset; their labels
+    fall among them (``usersignals._core.plan_labels``, which reads the events' fields
+    itself and keeps the plan native for ``Engine.label_rows``): each user's events less
+    the repeats the processor drops, judged in the order the stream delivered them
+    (:mod:`usersignals.offline.arrival`; an archive's rows in one sequence, its files by
+    their relative name, then row, as backfill and replay meet them: its files are no
+    partitions to merge by event time), then by time, partition and offset; their labels
     grouped where no event falls between (they read the same state). Users come in the
     order of their first label."""
 
-    #: The events' indices in feeding order, users one after another.
-    order: list[int]
-    #: Per user: their events (places in ``order``), their label groups (the events each
-    #: includes, its labels' times), as ``Engine.label_rows`` takes them.
-    users: list[LabelledUser]
-    #: The labels' indices in the order the groups list them.
-    label_order: list[int]
+    planned: PlannedLabels
 
     @classmethod
     def of(
@@ -348,22 +345,31 @@ class LabelPlan:
         labels: Sequence[Label],
         repeats: EventIdDedupe | None,
     ) -> LabelPlan:
-        # Columns by comprehensions, not ``zip(*pairs)``: unpacking 110,000 pairs as the
-        # arguments of one call took 0.06-0.1 s of a shard's plan, these a fifth of that.
-        events = [event for event, _ in pairs]
-        partitions, offsets = _arrival_places([position for _, position in pairs])
-        order, users, label_order = plan_labels(
-            [event.user_id for event in events],
-            [event.ts for event in events],
-            partitions,
-            offsets,
-            [event.event_id for event in events],
+        planned = plan_labels(
+            pairs if isinstance(pairs, list) else list(pairs),
             [user for _, user, _ in labels],
             [ts for _, _, ts in labels],
             [row for row, _, _ in labels],
             repeats.horizon_hours if repeats is not None else None,
+            ARCHIVE_PREFIX,
         )
-        return cls(order, users, label_order)
+        return cls(planned)
+
+    @property
+    def order(self) -> list[int]:
+        """The events' indices in feeding order, users one after another."""
+        return self.planned.order
+
+    @property
+    def users(self) -> list[LabelledUser]:
+        """Per user: their events (places in ``order``), their label groups (the events
+        each includes, its labels' times)."""
+        return self.planned.users
+
+    @property
+    def label_order(self) -> list[int]:
+        """The labels' indices in the order the groups list them."""
+        return self.planned.label_order
 
     def rounds(
         self, pairs: Sequence[tuple[Event, Position]], labels: Sequence[Label]
@@ -373,34 +379,13 @@ class LabelPlan:
         by_user: dict[str, list[tuple[Event, Position]]] = {}
         groups: dict[str, list[tuple[int, list[Label]]]] = {}
         listed = iter(self.label_order)
+        order = self.order
         for places, user_groups in self.users:
             mine = [(end, [labels[next(listed)] for _ in times]) for end, times in user_groups]
             user = mine[0][1][0][1]
-            by_user[user] = [pairs[self.order[place]] for place in places]
+            by_user[user] = [pairs[order[place]] for place in places]
             groups[user] = mine
         return by_user, groups
-
-
-#: An archive row's place in one sequence: its file's rank (by name) above its row number.
-_ROW_BITS = 40
-
-
-def _arrival_places(positions: Sequence[Position]) -> tuple[list[str], list[int]]:
-    """Where each event arrived, as the plan's arrival order reads it: a Kafka coordinate as
-    it is, and every archive row (no coordinates) in one sequence, the archive's order (files
-    by their relative name, then row), as backfill and replay meet them; their files are no
-    partitions to merge by event time.
-
-    The files are ranked once, per distinct partition; each event is one dictionary look-up.
-    """
-    files = sorted({p.partition for p in positions if p.partition.startswith(ARCHIVE_PREFIX)})
-    shift = {name: rank << _ROW_BITS for rank, name in enumerate(files)}
-    placed = [
-        (p.partition, p.offset) if (rank := shift.get(p.partition)) is None
-        else (ARCHIVE_PREFIX, rank | p.offset)
-        for p in positions
-    ]  # fmt: skip
-    return [name for name, _ in placed], [offset for _, offset in placed]
 
 
 def _in_core(
@@ -414,7 +399,7 @@ def _in_core(
     not, or when the core leaves a label to the object path (then the rounds answer all)."""
     flat = [pairs[index][0] for index in plan.order]
     asked = [(column.signal, column.context) for column in columns]
-    values = engine.label_rows(flat, plan.users, asked)
+    values = engine.label_rows(flat, plan.planned, asked)
     if values is None:
         return None
     return TextColumns([labels[index][0] for index in plan.label_order], values)

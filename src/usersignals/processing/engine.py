@@ -52,7 +52,7 @@ from usersignals.state.versions import load_versions
 from usersignals.values import SCALAR, FieldKind
 
 if TYPE_CHECKING:
-    from usersignals._core import LabelledUser, TextBuffer
+    from usersignals._core import PlannedLabels, TextBuffer
 
 logger = logging.getLogger(__name__)
 
@@ -209,20 +209,20 @@ class Engine:
     def label_rows(
         self,
         events: list[Event],
-        users: Sequence[LabelledUser],
+        planned: PlannedLabels,
         columns: Sequence[tuple[Signal, ReadContext]],
     ) -> list[tuple[bytes, TextBuffer]] | None:
         """A training set's labels computed and read by the core's pipeline in one call
-        (see ``NativeBatches.label_rows``), or ``None`` when a signal runs in Python or a
-        label is for the object path: then the training set feeds the engine round by
-        round. The store is not touched."""
+        (see ``NativeBatches.label_rows``; ``events`` in the plan's feeding order), or
+        ``None`` when a signal runs in Python or a label is for the object path: then the
+        training set feeds the engine round by round. The store is not touched."""
         specs = self._native.label_columns(columns)
         if self._batches is None or specs is None:
             return None
         # Once, for every event of the shard: no later batch reads a cached record. (When a
         # label is left to the object path, the rounds that follow look the keys up again.)
         return self._batches.label_rows(
-            events, partial(self._lookups, remember=False), users, specs
+            events, partial(self._lookups, remember=False), planned, specs
         )
 
     def _process_per_user(

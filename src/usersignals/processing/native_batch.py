@@ -25,7 +25,7 @@ from usersignals.processing.read_ahead import ReadRecords
 from usersignals.state.keys import USER_PREFIX, user_key
 
 if TYPE_CHECKING:
-    from usersignals._core import LabelColumn, LabelledUser, TextBuffer
+    from usersignals._core import LabelColumn, PlannedLabels, TextBuffer
 
 
 class Lookups(Protocol):
@@ -97,26 +97,19 @@ class NativeBatches:
         self,
         events: list[Event],
         lookups: Lookups,
-        users: Sequence[LabelledUser],
+        planned: PlannedLabels,
         columns: Sequence[LabelColumn],
     ) -> list[tuple[bytes, TextBuffer]] | None:
         """A training set's labels (``usersignals.offline.training``), computed and read in
-        one core call: ``users`` index ``events`` (each user's in feeding order) and group
-        them by label; ``columns`` as ``NativeSignals.label_columns`` gives them. The
-        lookups run once, for all the events. Per column, the values' buffers (see
-        ``usersignals._core.label_rows``); ``None`` when a label is for the object path."""
+        one core call: ``events`` are the plan's (``usersignals._core.plan_labels``) in its
+        feeding order, which holds their times, event ids and label groups; ``columns`` as
+        ``NativeSignals.label_columns`` gives them. The lookups run once, for all the
+        events. Per column, the values' buffers (see ``usersignals._core.label_rows``);
+        ``None`` when a label is for the object path."""
         records = lookups(events) if events else {}
         fields = self._native.live_columns(events, records)
         try:
-            return label_rows(
-                self._native.plans,
-                [event.ts for event in events],
-                [event.event_id for event in events],
-                fields,
-                users,
-                self._horizon_hours,
-                columns,
-            )
+            return label_rows(self._native.plans, planned, fields, self._horizon_hours, columns)
         except CoreError as exc:
             raise NativeCoreError("training", str(exc)) from exc
 
