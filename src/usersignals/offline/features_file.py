@@ -319,7 +319,7 @@ class _RowCursor:
             # Every row has values, in order (rows ascend without repeats): the columns are
             # the answer as they are. The common case, and ``take`` copied every JSON text
             # (a tenth of a training set's time, measured with py-spy).
-            return [values.column(name).chunk(0).cast(pa.string()) for name in value_names(columns)]
+            return [_as_string(values.column(name).chunk(0)) for name in value_names(columns)]
         # Where each label row's values are, or -1 (a null in ``take``) for none.
         where = np.full(count, -1, dtype=np.int64)
         where[rows - start] = np.arange(len(rows), dtype=np.int64)
@@ -344,6 +344,30 @@ class _RowCursor:
             if cut < batch.num_rows:
                 self._pending = batch.slice(cut)
                 return taken
+
+
+def _as_string(texts: Any) -> Any:
+    """A ``large_string`` array as ``string``, the texts' buffer shared: only the offsets
+    are narrowed, by NumPy. Not ``cast``: its first call imported ``pyarrow.compute``,
+    about 190 M instructions (callgrind), a training set's only use of it. A ``string``
+    array (Spark's parts) is the answer as it is; one with nulls or of another type, or
+    with more than 2 GiB of texts (where the cast raises), takes the cast."""
+    import numpy as np
+    import pyarrow as pa
+
+    if texts.type == pa.string():
+        return texts
+    if texts.type != pa.large_string():
+        return texts.cast(pa.string())
+    _, offsets_buffer, data = texts.buffers()
+    offsets = np.frombuffer(offsets_buffer, np.int64, len(texts) + 1, 8 * texts.offset)
+    if texts.null_count or data is None or int(offsets[-1] - offsets[0]) > np.iinfo(np.int32).max:
+        return texts.cast(pa.string())
+    narrowed = (offsets - offsets[0]).astype(np.int32)
+    texts_buffer = data.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+    return pa.Array.from_buffers(
+        pa.string(), len(texts), [None, pa.py_buffer(narrowed), texts_buffer]
+    )
 
 
 def _row_numbers(rows: Any) -> Any:
