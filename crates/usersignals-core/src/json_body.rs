@@ -501,11 +501,14 @@ fn empty_answer(aggregate: &Aggregation) -> &'static [u8] {
 
 /// LastN entries as `{"ts": …, <kept field>: …}`, newest first.
 fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut Vec<u8>) {
+    // Each kept field's `,"key":` written once per call, copied once per row: a training
+    // set writes every entry again for each of its user's labels.
     let keys: Vec<Vec<u8>> = keep
         .iter()
         .map(|k| {
-            let mut key = Vec::new();
+            let mut key = vec![b','];
             write_text(k, &mut key);
+            key.push(b':');
             key
         })
         .collect();
@@ -518,9 +521,7 @@ fn write_rows(view: &LastNView<'_>, keep: &[String], rows: &[usize], out: &mut V
         out.extend_from_slice(b"{\"ts\":");
         write_int(view.ts[*row], out);
         for (column, key) in keys.iter().enumerate() {
-            out.push(b',');
             out.extend_from_slice(key);
-            out.push(b':');
             write_ref(view.get(column, *row), &mut text, out);
         }
         out.push(b'}');
@@ -618,6 +619,7 @@ fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
         ValueRef::Bool(b) => out.extend_from_slice(if b { b"true" } else { b"false" }),
         ValueRef::Int(i) => write_int(i, out),
         ValueRef::Float(f) => write_float(f, out),
+        ValueRef::Str(s) => write_text(s, out), // most texts: no call to `text` first
         // An id of a digits column: its prefix, then the number, which needs no escape.
         ValueRef::Digits(prefix, width, number) if plain(prefix) => {
             out.push(b'"');
@@ -661,7 +663,28 @@ fn write_text(s: &str, out: &mut Vec<u8>) {
 /// Whether serde_json writes `s` as it is: no control character, quote or backslash (it
 /// leaves the rest of UTF-8 unescaped).
 fn plain(s: &str) -> bool {
-    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    // Eight bytes at a time (a LastN's texts are mostly ids and short names, read again for
+    // every answer they are in), the rest one by one.
+    let mut words = s.as_bytes().chunks_exact(8);
+    for word in &mut words {
+        if needs_escape(u64::from_le_bytes(word.try_into().expect("chunks of 8"))) {
+            return false;
+        }
+    }
+    (words.remainder().iter()).all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
+/// Whether a byte of `word` is a control character, a quote or a backslash: the exact
+/// tests "has a byte less than n" (n <= 128) and "has a zero byte" of Bit Twiddling Hacks
+/// (bytes of UTF-8 from 0x80 up are never flagged by the first).
+fn needs_escape(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let has_zero = |w: u64| w.wrapping_sub(ONES) & !w & HIGH != 0;
+    let has_control = word.wrapping_sub(ONES * 0x20) & !word & HIGH != 0;
+    has_control
+        || has_zero(word ^ (ONES * u64::from(b'"')))
+        || has_zero(word ^ (ONES * u64::from(b'\\')))
 }
 
 #[cfg(test)]

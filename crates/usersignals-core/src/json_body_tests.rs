@@ -115,7 +115,7 @@ proptest::proptest! {
     /// Strings as serde_json writes them; digits ids as their text would be.
     #[test]
     fn texts_are_written_as_serde_json_writes_them(
-        s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é]{0,6}",
+        s in "[a-z\"\\\\\u{0}-\u{1f}\u{7f}é]{0,6}|[a-zé\u{80}-\u{7ff}]{0,24}[\"\\\\\u{0}-\u{1f}]?[a-z]{0,9}",
         number in proptest::prelude::any::<u64>(),
         width in 0usize..22,
     ) {
@@ -126,6 +126,15 @@ proptest::proptest! {
         write_ref(ValueRef::Digits(&s, width, number), &mut text, &mut out);
         let expected = serde_json::to_vec(&format!("{s}{number:0width$}")).unwrap();
         proptest::prop_assert_eq!(out, expected);
+    }
+}
+
+proptest::proptest! {
+    /// Eight bytes at a time, the same verdict as byte by byte.
+    #[test]
+    fn a_word_needs_an_escape_when_one_of_its_bytes_does(bytes in proptest::prelude::any::<[u8; 8]>()) {
+        let expected = bytes.iter().any(|&b| b < 0x20 || b == b'"' || b == b'\\');
+        proptest::prop_assert_eq!(needs_escape(u64::from_le_bytes(bytes)), expected);
     }
 }
 
