@@ -1,5 +1,5 @@
-//! The training set's binding: a shard's plan (`plan_labels`, `usersignals_core::label_plan`),
-//! then its labelled users computed and read in one call (`label_rows`,
+//! The training set's binding: a shard's labelled users, as its plan lists them (`plan_labels`
+//! in `label_plan`, which stays native), computed and read in one call (`label_rows`,
 //! `usersignals_core::training`). Each column's value is written as JSON text
 //! by the serving path's kernels (`json_body`) into one buffer per column: no Python object
 //! per entry, nor per value.
