@@ -287,8 +287,9 @@ def _warn_of_nulls(summary: TrainingSummary) -> None:
         )
     if summary.rows_without_values:
         console.print(
-            f"warning: {summary.rows_without_values:,} label rows have no user or no time: "
-            "their features are null",
+            f"warning: {summary.rows_without_values:,} label rows have no user (or one the API "
+            "refuses: empty, or longer than events.max_user_id_chars) or no time: their "
+            "features are null",
             markup=False,
         )
 

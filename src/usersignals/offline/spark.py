@@ -375,7 +375,9 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     job = with_served_versions(job)
     registry = job_registry(job)
     columns = feature_columns(registry, job.contexts)
-    table, labels = read_labels(job.labels, job.user_column, job.time_column)
+    table, labels = read_labels(
+        job.labels, job.user_column, job.time_column, job.settings.events.max_user_id_chars
+    )
     check_label_columns(job.labels, table, columns)
     shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from usersignals._core import PlannedLabels, plan_labels
-from usersignals.aggregations.context import ReadContext, check_view_time
+from usersignals.aggregations.context import CONTEXT_PARAMETERS, ReadContext, check_view_time
 from usersignals.assembly import build_decoder
 from usersignals.config import Settings
 from usersignals.errors import (
@@ -41,6 +41,7 @@ from usersignals.errors import (
     SignalReadError,
     UserSignalsError,
 )
+from usersignals.events.decode import EventPolicy
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.archive import EventArchive
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -120,7 +121,7 @@ class TrainingJob:
 class TrainingSummary:
     #: Label rows written: every row of the label file.
     rows: int = 0
-    #: Of them, rows without a user or a time: their features are null.
+    #: Of them, rows without a user (or one the API refuses) or a time: features null.
     rows_without_values: int = 0
     #: Valid events in the archive.
     events: int = 0
@@ -193,6 +194,10 @@ def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[F
         params = parse_context_option(text)
         if "as_of" in params:
             raise ContextError("as_of", "is each label row's time; do not set it in --context")
+        taken = [name for name in CONTEXT_PARAMETERS if name != "as_of"]
+        for name in params:
+            if name not in taken:  # named here: the parser's list has as_of, refused above
+                raise ContextError(name, f"unknown parameter; known: {', '.join(taken)}")
         parsed.append((text, ReadContext.parse(params, now_ms=0)))
     seen: set[str] = set()
     for text, _ in parsed:
@@ -216,8 +221,14 @@ def check_label_columns(path: Path, table: Any, columns: Sequence[FeatureColumn]
         )
 
 
-def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, list[Label]]:
-    """The label table as read, and its valid rows; rows without a user or time get nulls."""
+def read_labels(
+    path: Path,
+    user_column: str,
+    time_column: str,
+    max_user_id_chars: int = EventPolicy.max_user_id_chars,
+) -> tuple[Any, list[Label]]:
+    """The label table as read, and its valid rows; rows without a user or time get nulls,
+    and so do rows whose user id the API refuses (empty, or over ``max_user_id_chars``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -245,13 +256,39 @@ def read_labels(path: Path, user_column: str, time_column: str) -> tuple[Any, li
         )
     label_times = times.to_pylist()
     _check_label_times(path, time_column, label_times)
-    users = table.column(user_column).to_pylist()
+    users = _label_users(path, user_column, table.column(user_column))
     labels = [
-        (row, str(user), int(ts))
+        (row, user, int(ts))
         for row, (user, ts) in enumerate(zip(users, label_times, strict=True))
-        if user is not None and ts is not None
+        if user and len(user) <= max_user_id_chars and ts is not None
     ]
     return table, labels
+
+
+def _label_users(path: Path, column: str, values: Any) -> list[str | None]:
+    """The user ids of a label column as the API reads them: text; UTF-8 bytes (as Hive and
+    Spark exports hold them) decoded; integers as their digits. Others are refused: read
+    with ``str()``, ``b"u001"`` was the user ``"b'u001'"`` and ``1.0`` the user ``"1.0"``,
+    labels of no one, answered empty without a word."""
+    import pyarrow as pa
+
+    kind = values.type
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        return list(values.to_pylist())
+    if pa.types.is_integer(kind):
+        return [None if user is None else str(user) for user in values.to_pylist()]
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        try:
+            return [None if user is None else user.decode() for user in values.to_pylist()]
+        except UnicodeDecodeError as exc:
+            raise ConfigurationError(
+                f"labels {str(path)!r}: column {column!r} holds a user id that is not UTF-8 "
+                f"text ({exc.object[:40]!r})"
+            ) from None
+    raise ConfigurationError(
+        f"labels {str(path)!r}: column {column!r} must hold user ids as text (or integers, "
+        f"or UTF-8 bytes), not {kind}"
+    )
 
 
 def _check_label_times(path: Path, column: str, times: list[int | None]) -> None:
@@ -494,7 +531,9 @@ def training_set(job: TrainingJob) -> TrainingSummary:
         job = with_served_versions(job)
         registry = job_registry(job)
         columns = feature_columns(registry, job.contexts)
-        table, labels = read_labels(job.labels, job.user_column, job.time_column)
+        table, labels = read_labels(
+            job.labels, job.user_column, job.time_column, job.settings.events.max_user_id_chars
+        )
         check_label_columns(job.labels, table, columns)
         # Planned here, once: a shard in a process of its own then reads no label file
         # (nor imports pyarrow to read it).
