@@ -210,6 +210,37 @@ def test_all_bad_events_get_a_422_and_bodies_are_bounded(service: Service) -> No
     assert huge.status_code == 413
 
 
+def test_an_event_giving_a_key_twice_is_rejected_naming_it(service: Service) -> None:
+    """Found in a new-user trial: ``{"user_id": "a", ..., "user_id": "b"}`` was accepted as
+    user b (the JSON decoder keeps the last), an event the client may have meant for a. A
+    GET refuses a parameter given twice and the batch route a key given twice; an event
+    now is rejected (``malformed_json``), naming the key, and the others in the request
+    are taken."""
+    ts = now_ms()
+    twice = (
+        b'{"event_id": "twice-%d", "user_id": "a", "item_id": "i1", "action": "click", '
+        b'"surface": "home", "ts": %d, "user_id": "b"}' % (ts, ts)
+    )
+    nested = (
+        b'{"event_id": "n-%d", "user_id": "a", "item_id": "i1", "action": "click", '
+        b'"surface": "home", "ts": %d, "attrs": {"dwell_ms": 1, "dwell_ms": 2}}' % (ts, ts)
+    )
+    good = (
+        b'{"event_id": "once-%d", "user_id": "a", "item_id": "i1", "action": "click", '
+        b'"surface": "home", "ts": %d}' % (ts, ts)
+    )
+    body = b"[" + b", ".join([twice, nested, good]) + b"]"
+    response = httpx.post(service.base_url + "/v1/events", content=body, timeout=5)
+    assert response.status_code == 202
+    rejected = response.json()["rejected"]
+    assert [(r["index"], r["reason"]) for r in rejected] == [
+        (0, "malformed_json"),
+        (1, "malformed_json"),
+    ]
+    assert "user_id" in rejected[0]["detail"]
+    assert "attrs.dwell_ms" in rejected[1]["detail"]
+
+
 def test_delete_needs_the_admin_token_and_forgets_the_user(service: Service) -> None:
     user = f"forget-{now_ms()}"
     event = {"event_id": f"{user}-1", "user_id": user, "item_id": "i1", "action": "click",

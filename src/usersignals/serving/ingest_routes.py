@@ -11,9 +11,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from usersignals.errors import ContextError
+from usersignals.events.decode import REASON_MALFORMED
 from usersignals.events.model import BadEvent, Event
 from usersignals.serving.error_handlers import json_response
-from usersignals.serving.inputs import MAX_EVENTS_PER_REQUEST, body_of
+from usersignals.serving.inputs import MAX_EVENTS_PER_REQUEST, body_of, event_repeated_key
 from usersignals.serving.schemas import IngestResponse, Rejected
 from usersignals.serving.state import ServingState, serving_state
 
@@ -42,7 +43,7 @@ async def _take(state: ServingState, raws: list[msgspec.Raw]) -> tuple[int, list
     bad: list[BadEvent] = []
     now_ms = time.time_ns() // 1_000_000
     for index, raw in enumerate(raws):
-        outcome = state.decoder.decode_one(bytes(raw), now_ms)
+        outcome = _decoded(state, bytes(raw), now_ms)
         if isinstance(outcome, Event):
             accepted.append(outcome)
         else:
@@ -57,3 +58,17 @@ async def _take(state: ServingState, raws: list[msgspec.Raw]) -> tuple[int, list
         await asyncio.to_thread(state.log.append_events, accepted)
         state.http.events_accepted.inc(len(accepted))
     return len(accepted), rejected
+
+
+def _decoded(state: ServingState, raw: bytes, now_ms: int) -> Event | BadEvent:
+    """One event of the request, or why it is rejected. A key given twice is refused here,
+    as a GET refuses a parameter given twice: the decoder keeps the last, so
+    ``{"user_id": "a", ..., "user_id": "b"}`` was taken as b's. (The Kafka and file paths
+    keep the decoder's rule: this check costs, per event, what the API can pay.)"""
+    outcome = state.decoder.decode_one(raw, now_ms)
+    if isinstance(outcome, Event):
+        path = event_repeated_key(raw, outcome)
+        if path is not None:
+            detail = f"the key {path or 'at the top'!r} is given more than once"
+            return BadEvent(REASON_MALFORMED, detail, raw)
+    return outcome

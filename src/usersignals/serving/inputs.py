@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -16,6 +17,7 @@ from starlette.requests import Request
 from starlette.types import Scope
 
 from usersignals.errors import ContextError
+from usersignals.events.model import Event
 from usersignals.serving.reader import check_user_id, valid_user_id
 
 MAX_BODY_BYTES = 1 << 20
@@ -102,9 +104,17 @@ class _Repeated(dict[str, Any]):
 def check_unrepeated_keys(body: bytes) -> None:
     """Refuse a JSON body (already decoded, so valid) that gives a key twice in an object,
     naming its path (``context.window``): as a GET refuses a repeated parameter, rather
-    than answer with the last of two values the client may not have meant. The standard
-    library's decoder, the only one that shows each pair: a tenth of a millisecond for a
-    batch of 1,000 users, whose reads take hundreds."""
+    than answer with the last of two values the client may not have meant."""
+    path = repeated_key_path(body)
+    if path is not None:
+        raise ContextError(path or "body", "given more than once")
+
+
+def repeated_key_path(body: bytes) -> str | None:
+    """Where a valid JSON ``body`` first gives a key twice in an object (``context.window``;
+    ``""`` at the top), or ``None``. The standard library's decoder, the only one that shows
+    each pair: a tenth of a millisecond for a batch of 1,000 users, whose reads take
+    hundreds."""
     repeats = False
 
     def pairs(given: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -123,8 +133,34 @@ def check_unrepeated_keys(body: bytes) -> None:
         return repeated
 
     found = json.loads(body, object_pairs_hook=pairs)
-    if repeats:
-        raise ContextError(_repeated_path(found) or "body", "given more than once")
+    return (_repeated_path(found) or "") if repeats else None
+
+
+#: A key of a JSON object: a closing quote, then the colon (a string value holding one
+#: counts too, which only costs the full check).
+_KEY_END = re.compile(rb'"\s*:')
+
+
+def event_repeated_key(raw: bytes, event: Event) -> str | None:
+    """The path of a key the JSON of ``event`` (decoded, valid) gives twice, or ``None``.
+    Counted first: with no more key ends in ``raw`` than the event has keys, none is given
+    twice, and the full check (:func:`repeated_key_path`, about 10 µs) is left out."""
+    if len(_KEY_END.findall(raw)) <= _EVENT_KEYS + _count_keys(event.attrs, 1):
+        return None
+    return repeated_key_path(raw)
+
+
+#: The keys every valid event has (``Event``'s required fields).
+_EVENT_KEYS = 6
+
+
+def _count_keys(value: Any, own: int = 0) -> int:
+    """How many object keys ``value`` holds, nested ones too; ``own`` for its own key."""
+    if isinstance(value, dict):
+        return own + sum(1 + _count_keys(inner) for inner in value.values())
+    if isinstance(value, list):
+        return own + sum(_count_keys(inner) for inner in value)
+    return own if value is not None else 0
 
 
 def _repeated_path(value: Any) -> str | None:
