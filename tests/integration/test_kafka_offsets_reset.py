@@ -11,12 +11,14 @@ fingerprints): a replay's always is, a new event's is not.
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from test_kafka import (
+    BIN,
     metric,
     prepare_store,
     produce,
@@ -63,15 +65,18 @@ def signal_values(store_path: Path, users: set[str], now_ms: int) -> dict[str, o
 def expected_values(
     tmp_path: Path, values: list[tuple[bytes, bytes]], items: list[dict], now_ms: int
 ) -> dict[str, object]:
-    """What one processor over all the events on a broker that kept its log answers."""
+    """What one pass over all the events answers: ``usersignals replay`` of them as a file
+    (the same engine and signals; no second broker to start)."""
     users = {key.decode() for key, _ in values}
-    with LocalBroker() as clean_broker:
-        store = tmp_path / "clean"
-        prepare_store(store, items)
-        ends = produce(clean_broker.bootstrap, "clean", values)
-        process = start_processor(clean_broker.bootstrap, "clean", "clean", store)
-        wait_caught_up(clean_broker.bootstrap, "clean", "clean", ends, timeout_s=120)
-        assert stop(process)[0] == 0
+    store = tmp_path / "clean"
+    prepare_store(store, items)
+    events = tmp_path / "all.jsonl"
+    events.write_bytes(b"".join(value + b"\n" for _, value in values))
+    done = subprocess.run(
+        [str(BIN / "usersignals"), "replay", str(events), "--store", str(store)],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
     return signal_values(store, users, now_ms)
 
 
