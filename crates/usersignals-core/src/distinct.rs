@@ -213,7 +213,11 @@ impl DistinctSpec {
 }
 
 pub fn encode(state: &DistinctState) -> Vec<u8> {
-    let mut out = vec![FORMAT_VERSION];
+    // At most: the version, two 10-byte varints, and two more per bucket with its registers
+    // (grown from one byte, the buffer was reallocated about three times a state).
+    let registers: usize = state.buckets.values().map(Vec::len).sum();
+    let mut out = Vec::with_capacity(21 + 20 * state.buckets.len() + registers);
+    out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, state.buckets.len() as u64);
     let mut previous: Option<i64> = None;

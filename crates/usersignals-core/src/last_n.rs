@@ -113,7 +113,14 @@ pub fn combine(
 }
 
 pub fn encode(entries: &[Entry], columns: usize) -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 + entries.len() * 8);
+    // A single entry's columns are plain (see `encode_refs`): its exact size is known, and
+    // most touched states of a batch are a user's first entry, whose buffer was otherwise
+    // reallocated as its values were written.
+    let capacity = match entries {
+        [entry] => 25 + (entry.values.iter().map(|v| 1 + encoded_len(v))).sum::<usize>(),
+        _ => 16 + entries.len() * 8,
+    };
+    let mut out = Vec::with_capacity(capacity);
     out.push(FORMAT_VERSION);
     put_u64(&mut out, columns as u64);
     put_u64(&mut out, entries.len() as u64);
