@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use crate::decayed::ScoresRow;
 use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
-use crate::last_n::{self, Entry};
+use crate::last_n::{self, Entry, NewRows};
 use crate::mean_vector::{SharedVector, VectorRow};
 use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
@@ -86,8 +86,11 @@ pub fn execute(
 ) -> Result<BatchOutput, CoreError> {
     batch.check(stored, plans.len())?;
     run(plans, batch, |user, p, step| {
+        if let Some(applied) = step.stored(stored[user][p]) {
+            return applied;
+        }
         let old = (stored[user][p].map(|bytes| Decoded::decode(&plans[p], bytes))).transpose()?;
-        let (state, expired) = step(old)?;
+        let (state, expired) = step.decoded(old)?;
         Ok((state.encode(&plans[p])?, expired))
     })
 }
@@ -104,15 +107,49 @@ pub fn apply_decoded(
 ) -> Result<BatchOutput<()>, CoreError> {
     batch.check(states, plans.len())?;
     run(plans, batch, |user, p, step| {
-        let (state, expired) = step(states[user][p].take())?;
+        let (state, expired) = step.decoded(states[user][p].take())?;
         states[user][p] = Some(state);
         Ok(((), expired))
     })
 }
 
-/// The one application step [`run`] hands its caller: the old decoded state in, the new one
-/// and the count of expired events out.
-type Step<'s> = &'s mut dyn FnMut(Option<Decoded>) -> Result<(Decoded, usize), CoreError>;
+/// The application step [`run`] hands its caller: one user's accepted events for one plan.
+struct Step<'s, 'b> {
+    bound: &'s Bound<'s>,
+    batch: &'b Batch,
+    rows: &'s [usize],
+    scratch: &'s mut Scratch<'b>,
+}
+
+impl Step<'_, '_> {
+    /// The old decoded state in, the new one and the count of expired events out.
+    fn decoded(&mut self, old: Option<Decoded>) -> Result<(Decoded, usize), CoreError> {
+        apply(self.bound, self.batch, old, self.rows, self.scratch)
+    }
+
+    /// The old state's bytes in, the new state's bytes and the count of expired events out,
+    /// for an aggregation applied over its bytes (LastN, whose decoded entries cost an
+    /// allocation per text value); `None` for the others.
+    fn stored(&self, old: Option<&[u8]>) -> Option<Result<(Vec<u8>, usize), CoreError>> {
+        let Aggregation::LastN(spec) = &self.bound.plan.aggregate else {
+            return None;
+        };
+        let new = NewRows {
+            ts: &self.batch.ts,
+            tie: &self.batch.fingerprint,
+            columns: (self.bound.columns.iter())
+                .map(|&c| &self.batch.columns[c][..])
+                .collect(),
+            rows: self.rows,
+        };
+        Some(last_n::apply_stored(
+            spec,
+            self.bound.plan.retention_ms,
+            old,
+            &new,
+        ))
+    }
+}
 
 /// Groups the events by user and applies them in event-time order, user by user and plan by
 /// plan. `each(user, plan, step)` gets the old state, runs `step` on it and gives the new
@@ -121,7 +158,7 @@ type Step<'s> = &'s mut dyn FnMut(Option<Decoded>) -> Result<(Decoded, usize), C
 fn run<S: Clone>(
     plans: &[Plan],
     batch: &Batch,
-    mut each: impl FnMut(usize, usize, Step<'_>) -> Result<(S, usize), CoreError>,
+    mut each: impl FnMut(usize, usize, &mut Step<'_, '_>) -> Result<(S, usize), CoreError>,
 ) -> Result<BatchOutput<S>, CoreError> {
     let names: HashMap<&str, usize> = batch
         .names
@@ -164,7 +201,12 @@ fn run<S: Clone>(
             if rows.is_empty() {
                 continue;
             }
-            let mut step = |old| apply(b, batch, old, &rows, &mut scratch);
+            let mut step = Step {
+                bound: b,
+                batch,
+                rows: &rows,
+                scratch: &mut scratch,
+            };
             let (state, expired) = each(user, p, &mut step).map_err(|e| CoreError::UserState {
                 user,
                 plan: b.plan.key.clone(),

@@ -52,7 +52,12 @@ pub struct Entry {
     pub values: Vec<Value>,
 }
 
-impl Entry {
+/// An entry as the merge orders it: by `(ts, tie)`.
+pub(crate) trait Timed {
+    fn order(&self) -> (i64, u32);
+}
+
+impl Timed for Entry {
     fn order(&self) -> (i64, u32) {
         (self.ts, self.tie)
     }
@@ -64,24 +69,39 @@ pub fn combine(
     spec: &LastNSpec,
     retention_ms: i64,
     old: Vec<Entry>,
-    mut new: Vec<Entry>,
+    new: Vec<Entry>,
 ) -> (Vec<Entry>, usize) {
+    combine_by(spec, retention_ms, old, new, |merged, index| {
+        first_of_each(merged.iter().map(|e| e.values[index].py_key()))
+    })
+}
+
+/// [`combine`] over any entries: `dedupe(merged, field)` flags the merged entries to keep
+/// under `dedupe_by` (see [`first_of_each`]).
+pub(crate) fn combine_by<E: Timed>(
+    spec: &LastNSpec,
+    retention_ms: i64,
+    old: Vec<E>,
+    mut new: Vec<E>,
+    dedupe: impl Fn(&[E], usize) -> Vec<bool>,
+) -> (Vec<E>, usize) {
     if new.is_empty() {
         return (old, 0);
     }
-    let newest_new = new.iter().map(|e| e.ts).max().unwrap_or(i64::MIN);
-    let newest = old.first().map_or(newest_new, |e| e.ts.max(newest_new));
+    let ts = |e: &E| e.order().0;
+    let newest_new = new.iter().map(ts).max().unwrap_or(i64::MIN);
+    let newest = old.first().map_or(newest_new, |e| ts(e).max(newest_new));
     // Expiry is by each event's own time against the newest time seen: the same result
     // whichever batch an old event arrives in. The look-back keeps what an earlier `as_of`
     // needs.
     let cutoff = newest.saturating_sub(retention_ms.saturating_add(AS_OF_LOOKBACK_MS));
     let arrived = new.len();
-    new.retain(|e| e.ts >= cutoff);
+    new.retain(|e| ts(e) >= cutoff);
     let expired = arrived - new.len();
     // Stable: entries equal in (ts, tie) keep arrival order, as the Python reference does.
     new.sort_by_key(|e| std::cmp::Reverse(e.order()));
     let mut merged = Vec::with_capacity(old.len() + new.len());
-    let mut old = old.into_iter().filter(|e| e.ts >= cutoff).peekable();
+    let mut old = old.into_iter().filter(|e| ts(e) >= cutoff).peekable();
     let mut new = new.into_iter().peekable();
     loop {
         // Old first among equals: Python's stable sort of `old + fresh`.
@@ -98,57 +118,69 @@ pub fn combine(
         }
     }
     if let Some(index) = spec.dedupe_by {
-        let keep: Vec<bool> = {
-            let mut seen: HashSet<PyKey<'_>> = HashSet::new();
-            merged
-                .iter()
-                .map(|e| seen.insert(e.values[index].py_key()))
-                .collect()
-        };
-        let mut flags = keep.into_iter();
+        let mut flags = dedupe(&merged, index).into_iter();
         merged.retain(|_| flags.next().unwrap_or(false));
     }
     merged.truncate(spec.n);
     (merged, expired)
 }
 
+/// Whether each key is the first of its equals (newest first: the entry `dedupe_by` keeps).
+pub(crate) fn first_of_each<'k>(keys: impl Iterator<Item = PyKey<'k>>) -> Vec<bool> {
+    let mut seen: HashSet<PyKey<'_>> = HashSet::new();
+    keys.map(|key| seen.insert(key)).collect()
+}
+
 pub fn encode(entries: &[Entry], columns: usize) -> Vec<u8> {
+    encode_slots(entries, columns, |column, values| {
+        values.extend(entries.iter().map(|e| Flat::of(&e.values[column])));
+    })
+}
+
+/// The stored bytes of `slots` (newest first) with `columns` kept fields, field `c`'s
+/// values (one per slot, in order) appended to a buffer by `column(c, buffer)`.
+fn encode_slots<'v, E: Timed>(
+    slots: &[E],
+    columns: usize,
+    mut column: impl FnMut(usize, &mut Vec<Flat<'v>>),
+) -> Vec<u8> {
+    let n = slots.len();
+    let mut values = Vec::with_capacity(n * columns);
+    (0..columns).for_each(|c| column(c, &mut values));
     // A single entry's columns are plain (see `encode_refs`): its exact size is known, and
     // most touched states of a batch are a user's first entry, whose buffer was otherwise
     // reallocated as its values were written.
-    let capacity = match entries {
-        [entry] => 25 + (entry.values.iter().map(|v| 1 + encoded_len(v))).sum::<usize>(),
-        _ => 16 + entries.len() * 8,
+    let capacity = match n {
+        1 => 25 + values.iter().map(|v| 1 + encoded_len(v)).sum::<usize>(),
+        _ => 16 + n * 8,
     };
     let mut out = Vec::with_capacity(capacity);
     out.push(FORMAT_VERSION);
     put_u64(&mut out, columns as u64);
-    put_u64(&mut out, entries.len() as u64);
-    if let Some(first) = entries.first() {
-        put_i64(&mut out, first.ts);
-        for pair in entries.windows(2) {
+    put_u64(&mut out, n as u64);
+    if let Some(first) = slots.first() {
+        put_i64(&mut out, first.order().0);
+        for pair in slots.windows(2) {
             // Newest first, so every gap is >= 0: one byte per gap under 128 ms.
-            put_u64(&mut out, pair[0].ts.wrapping_sub(pair[1].ts) as u64);
+            put_u64(
+                &mut out,
+                pair[0].order().0.wrapping_sub(pair[1].order().0) as u64,
+            );
         }
-        for entry in entries {
-            out.extend_from_slice(&entry.tie.to_le_bytes());
+        for slot in slots {
+            out.extend_from_slice(&slot.order().1.to_le_bytes());
         }
     }
-    for column in 0..columns {
-        encode_column(&mut out, entries, column);
+    for c in 0..columns {
+        encode_refs(&mut out, &values[c * n..(c + 1) * n]);
     }
     out
-}
-
-fn encode_column(out: &mut Vec<u8>, entries: &[Entry], column: usize) {
-    let values: Vec<&Value> = entries.iter().map(|e| &e.values[column]).collect();
-    encode_refs(out, &values);
 }
 
 /// One column in the smallest of its forms (the earliest on a tie: a deterministic
 /// choice, so the bytes stay canonical). Each form's size is worked out first and only the
 /// chosen one is written.
-fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
+pub(crate) fn encode_refs(out: &mut Vec<u8>, values: &[Flat<'_>]) {
     if values.len() <= 1 {
         // Plain is then the smallest form or tied with the prefixed one (a single text is
         // its own prefix), and earliest: no other form is worked out. Most touched states
@@ -200,12 +232,12 @@ fn encode_refs(out: &mut Vec<u8>, values: &[&Value]) {
 }
 
 /// The bytes `Value::encode` writes for `value`.
-fn encoded_len(value: &Value) -> usize {
+fn encoded_len(value: &Flat<'_>) -> usize {
     match value {
-        Value::Null | Value::Bool(_) => 1,
-        Value::Int(i) => 1 + varint_len(zigzag64(*i)),
-        Value::Float(_) => 9,
-        Value::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        Flat::Null | Flat::Bool(_) => 1,
+        Flat::Int(i) => 1 + varint_len(zigzag64(*i)),
+        Flat::Float(_) => 9,
+        Flat::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
     }
 }
 
@@ -213,18 +245,18 @@ fn encoded_len(value: &Value) -> usize {
 /// every value is distinct (a dictionary is then never smaller than plain values), or as
 /// soon as the distinct values alone take more than `beat` bytes: both dictionary forms
 /// are larger than that, so neither could be chosen over a form of `beat` bytes.
-fn vocabulary<'v>(values: &[&'v Value], beat: usize) -> Option<Vocabulary<'v>> {
+fn vocabulary<'v>(values: &[Flat<'v>], beat: usize) -> Option<Vocabulary<'v>> {
     // Room for a column of a few distinct values (actions, surfaces) without regrowing;
     // grown from empty, the map's rehashes were a fifth of the column's encoding.
     let room = values.len().min(VOCABULARY_ROOM);
     let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::with_capacity(room);
-    let mut order: Vec<&Value> = Vec::with_capacity(room);
+    let mut order: Vec<Flat<'v>> = Vec::with_capacity(room);
     let mut codes = Vec::with_capacity(values.len());
     // The form byte and at least a byte of size, then the distinct values.
     let mut least = 2;
     for v in values {
         let code = *vocab.entry(v.exact_key()).or_insert_with(|| {
-            order.push(v);
+            order.push(*v);
             least += encoded_len(v);
             order.len() - 1
         });
@@ -240,10 +272,10 @@ fn vocabulary<'v>(values: &[&'v Value], beat: usize) -> Option<Vocabulary<'v>> {
 }
 
 /// A column's distinct values in order of first appearance, and each entry's code.
-type Vocabulary<'v> = (Vec<&'v Value>, Vec<usize>);
+type Vocabulary<'v> = (Vec<Flat<'v>>, Vec<usize>);
 
 /// The dictionary forms' shared head: the form byte, the size and the values.
-fn vocabulary_len(order: &[&Value]) -> usize {
+fn vocabulary_len(order: &[Flat<'_>]) -> usize {
     1 + varint_len(order.len() as u64) + order.iter().map(|v| encoded_len(v)).sum::<usize>()
 }
 
@@ -373,12 +405,23 @@ fn digits_form(out: &mut Vec<u8>, texts: &[&str], shared: usize, width: usize) {
 
 /// The digits form's text of `number`, checked to fit `width` (else it would misread).
 fn digits_text(prefix: &str, width: usize, number: u64) -> Result<String, CoreError> {
+    let mut text = String::with_capacity(prefix.len() + width);
+    push_digits_text(&mut text, prefix, width, number)?;
+    Ok(text)
+}
+
+/// [`digits_text`] appended to `text`.
+fn push_digits_text(
+    text: &mut String,
+    prefix: &str,
+    width: usize,
+    number: u64,
+) -> Result<(), CoreError> {
     if number >= 10u64.pow(width as u32) {
         return Err(CoreError::Codec(format!(
             "{number} does not fit {width} digits"
         )));
     }
-    let mut text = String::with_capacity(prefix.len() + width);
     text.push_str(prefix);
     let mut digits = [b'0'; MAX_DIGITS];
     let mut rest = number;
@@ -387,7 +430,7 @@ fn digits_text(prefix: &str, width: usize, number: u64) -> Result<String, CoreEr
         rest /= 10;
     }
     text.extend(digits[..width].iter().map(|d| char::from(*d)));
-    Ok(text)
+    Ok(())
 }
 
 /// Read the digits form's prefix and width.
@@ -403,11 +446,11 @@ fn digits_header<'r>(r: &mut Reader<'r>) -> Result<(&'r str, usize), CoreError> 
     Ok((prefix, width as usize))
 }
 
-fn strings<'v>(values: &[&'v Value]) -> Option<Vec<&'v str>> {
+fn strings<'v>(values: &[Flat<'v>]) -> Option<Vec<&'v str>> {
     values
         .iter()
         .map(|v| match v {
-            Value::Str(s) => Some(s.as_str()),
+            Flat::Str(s) => Some(*s),
             _ => None,
         })
         .collect()
@@ -564,7 +607,7 @@ fn decode_column(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreErr
 /// `values` in the smallest of the column forms above: also the DecayedScores key dictionary
 /// (category ids `c001`, `c002` … as numbers, like LastN's item ids).
 pub(crate) fn encode_values(out: &mut Vec<u8>, values: &[Value]) {
-    encode_refs(out, &values.iter().collect::<Vec<_>>());
+    encode_refs(out, &values.iter().map(Flat::of).collect::<Vec<_>>());
 }
 
 /// Reads `count` values written by `encode_values`.
@@ -591,7 +634,10 @@ impl ReadFields {
     }
 }
 
+mod stored;
 pub mod view;
+
+pub(crate) use stored::{apply_stored, Flat, NewRows};
 
 #[cfg(test)]
 mod tests;

@@ -26,7 +26,7 @@ fn entry(ts: i64, id: u32, item: u8, action: &str, score: Value) -> Entry {
     }
 }
 
-fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
+pub(super) fn arb_events() -> impl Strategy<Value = Vec<Entry>> {
     let score = prop_oneof![
         Just(Value::Null),
         any::<i64>().prop_map(Value::Int),
@@ -321,7 +321,7 @@ fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
         .collect();
     assert_eq!(viewed(&bytes, entries.len()), texts);
     // Digits: prefix and width once, then a varint of at most 3 bytes per id (< 2^21).
-    let values: Vec<&Value> = entries.iter().map(|e| &e.values[0]).collect();
+    let values: Vec<Flat<'_>> = entries.iter().map(|e| Flat::of(&e.values[0])).collect();
     let texts = strings(&values).unwrap();
     let shared = shared_prefix(&texts).unwrap();
     let (_, width, _) = digits_width(&texts, shared).unwrap();
@@ -329,7 +329,7 @@ fn digit_ids_and_small_dictionaries_take_the_compact_forms() {
     digits_form(&mut digits, &texts, shared, width);
     assert!(digits.len() <= 1 + 1 + 5 + 1 + 40 * 3, "{}", digits.len());
     // Three actions: 2 bits each, 10 bytes for 40 entries after the vocabulary.
-    let actions: Vec<&Value> = entries.iter().map(|e| &e.values[1]).collect();
+    let actions: Vec<Flat<'_>> = entries.iter().map(|e| Flat::of(&e.values[1])).collect();
     let vocab = vocabulary(&actions, usize::MAX).unwrap();
     let mut packed = Vec::new();
     packed_form(&mut packed, &vocab);
@@ -434,7 +434,7 @@ fn a_digits_column_last_in_the_state_decodes() {
 /// The column encoder as it was first written: every applicable form written out, then
 /// the smallest (the earliest on a tie). The reference for `encode_refs`, which sizes the
 /// forms first and writes only the chosen one.
-fn every_form_then_the_smallest(values: &[&Value]) -> Vec<u8> {
+fn every_form_then_the_smallest(values: &[Flat<'_>]) -> Vec<u8> {
     let mut best = vec![PLAIN];
     values.iter().for_each(|v| v.encode(&mut best));
     let written = |write: &dyn Fn(&mut Vec<u8>)| {
@@ -469,7 +469,7 @@ fn every_form_then_the_smallest(values: &[&Value]) -> Vec<u8> {
 
 /// Columns that reach each form: fixed-width ids (digits), ids of varied width (prefixed),
 /// a few distinct values (dictionary, packed), anything (plain), and a little of each.
-fn arb_column() -> impl Strategy<Value = Vec<Value>> {
+pub(super) fn arb_column() -> impl Strategy<Value = Vec<Value>> {
     let text = |f: fn(u64) -> String| (0u64..100_000).prop_map(move |n| Value::Str(f(n)));
     let mixed = prop_oneof![
         text(|n| format!("i{n:06}")),
@@ -495,7 +495,7 @@ proptest! {
     fn sizing_the_forms_first_chooses_and_writes_what_writing_them_all_did(
         values in arb_column(),
     ) {
-        let refs: Vec<&Value> = values.iter().collect();
+        let refs: Vec<Flat<'_>> = values.iter().map(Flat::of).collect();
         let mut out = Vec::new();
         encode_refs(&mut out, &refs);
         prop_assert_eq!(&out, &every_form_then_the_smallest(&refs));
@@ -506,7 +506,7 @@ proptest! {
     fn a_column_of_one_entry_or_none_is_written_as_all_its_forms_chose(
         values in arb_column().prop_map(|column| column.into_iter().take(2).collect::<Vec<_>>()),
     ) {
-        let refs: Vec<&Value> = values.iter().collect();
+        let refs: Vec<Flat<'_>> = values.iter().map(Flat::of).collect();
         let mut out = Vec::new();
         encode_refs(&mut out, &refs);
         prop_assert_eq!(&out, &every_form_then_the_smallest(&refs));
@@ -553,7 +553,10 @@ fn encode_reference(entries: &[Entry], columns: usize) -> Vec<u8> {
         }
     }
     for column in 0..columns {
-        let values: Vec<&Value> = entries.iter().map(|e| &e.values[column]).collect();
+        let values: Vec<Flat<'_>> = entries
+            .iter()
+            .map(|e| Flat::of(&e.values[column]))
+            .collect();
         encode_refs(&mut out, &values);
     }
     out
