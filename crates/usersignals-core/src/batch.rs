@@ -121,7 +121,21 @@ struct Step<'s, 'b> {
     scratch: &'s mut Scratch<'b>,
 }
 
-impl Step<'_, '_> {
+impl<'s, 'b> Step<'s, 'b> {
+    fn new(
+        bound: &'s Bound<'s>,
+        batch: &'b Batch,
+        rows: &'s [usize],
+        scratch: &'s mut Scratch<'b>,
+    ) -> Self {
+        Step {
+            bound,
+            batch,
+            rows,
+            scratch,
+        }
+    }
+
     /// The old decoded state in, the new one and the count of expired events out.
     fn decoded(&mut self, old: Option<Decoded>) -> Result<(Decoded, usize), CoreError> {
         apply(self.bound, self.batch, old, self.rows, self.scratch)
@@ -201,12 +215,7 @@ fn run<S: Clone>(
             if rows.is_empty() {
                 continue;
             }
-            let mut step = Step {
-                bound: b,
-                batch,
-                rows: &rows,
-                scratch: &mut scratch,
-            };
+            let mut step = Step::new(b, batch, &rows, &mut scratch);
             let (state, expired) = each(user, p, &mut step).map_err(|e| CoreError::UserState {
                 user,
                 plan: b.plan.key.clone(),
