@@ -42,6 +42,8 @@ const PACKED: u8 = 4;
 const MAX_BYTE_CODES: usize = 256;
 /// The distinct values a column's dictionary has room for before it grows.
 const VOCABULARY_ROOM: usize = 32;
+/// The distinct values a column's dictionary finds by a scan rather than a map.
+const SCANNED_VOCABULARY: usize = 8;
 /// Digits a u64 always holds (10^19 - 1 < 2^64).
 const MAX_DIGITS: usize = 19;
 
@@ -246,29 +248,57 @@ fn encoded_len(value: &Flat<'_>) -> usize {
 /// soon as the distinct values alone take more than `beat` bytes: both dictionary forms
 /// are larger than that, so neither could be chosen over a form of `beat` bytes.
 fn vocabulary<'v>(values: &[Flat<'v>], beat: usize) -> Option<Vocabulary<'v>> {
-    // Room for a column of a few distinct values (actions, surfaces) without regrowing;
-    // grown from empty, the map's rehashes were a fifth of the column's encoding.
     let room = values.len().min(VOCABULARY_ROOM);
-    let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::with_capacity(room);
+    // A few distinct values (actions, surfaces) are found by a scan of those seen so far;
+    // a map is built only once there are more than `SCANNED_VOCABULARY`. Hashing every
+    // value, and a map allocated per column, cost more than such a scan.
+    let mut vocab: Option<HashMap<ExactKey<'v>, usize>> = None;
     let mut order: Vec<Flat<'v>> = Vec::with_capacity(room);
     let mut codes = Vec::with_capacity(values.len());
     // The form byte and at least a byte of size, then the distinct values.
     let mut least = 2;
     for v in values {
-        let code = *vocab.entry(v.exact_key()).or_insert_with(|| {
-            order.push(*v);
-            least += encoded_len(v);
-            order.len() - 1
-        });
-        if least > beat {
-            return None;
-        }
+        let key = v.exact_key();
+        let seen = match &vocab {
+            None => order.iter().position(|o| o.exact_key() == key),
+            Some(map) => map.get(&key).copied(),
+        };
+        let code = match seen {
+            Some(code) => code,
+            None => {
+                order.push(*v);
+                least += encoded_len(v);
+                if least > beat {
+                    return None;
+                }
+                let code = order.len() - 1;
+                match &mut vocab {
+                    Some(map) => drop(map.insert(key, code)),
+                    None if order.len() > SCANNED_VOCABULARY => vocab = Some(map_of(&order)),
+                    None => {}
+                }
+                code
+            }
+        };
         codes.push(code);
     }
     if order.len() == values.len() && values.len() > 1 {
         return None;
     }
     Some((order, codes))
+}
+
+/// The codes of `order`'s values, with room for a column of a few dozen distinct values.
+fn map_of<'v>(order: &[Flat<'v>]) -> HashMap<ExactKey<'v>, usize> {
+    // Grown from empty, the map's rehashes were a fifth of the column's encoding.
+    let mut map = HashMap::with_capacity(VOCABULARY_ROOM.max(2 * order.len()));
+    map.extend(
+        order
+            .iter()
+            .enumerate()
+            .map(|(code, v)| (v.exact_key(), code)),
+    );
+    map
 }
 
 /// A column's distinct values in order of first appearance, and each entry's code.

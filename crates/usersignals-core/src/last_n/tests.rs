@@ -582,3 +582,45 @@ proptest! {
         prop_assert_eq!(encode(&entries, 0), encode_reference(&entries, 0));
     }
 }
+
+/// `vocabulary` as it was: every value's code found in a map.
+fn vocabulary_reference<'v>(values: &[Flat<'v>], beat: usize) -> Option<Vocabulary<'v>> {
+    let room = values.len().min(VOCABULARY_ROOM);
+    let mut vocab: HashMap<ExactKey<'_>, usize> = HashMap::with_capacity(room);
+    let mut order: Vec<Flat<'v>> = Vec::with_capacity(room);
+    let mut codes = Vec::with_capacity(values.len());
+    let mut least = 2;
+    for v in values {
+        let code = *vocab.entry(v.exact_key()).or_insert_with(|| {
+            order.push(*v);
+            least += encoded_len(v);
+            order.len() - 1
+        });
+        if least > beat {
+            return None;
+        }
+        codes.push(code);
+    }
+    if order.len() == values.len() && values.len() > 1 {
+        return None;
+    }
+    Some((order, codes))
+}
+
+proptest! {
+    #[test]
+    fn a_vocabulary_found_by_a_scan_first_is_what_a_map_found(
+        values in arb_column(),
+        beat in prop_oneof![Just(usize::MAX), 0usize..400],
+        distinct in 1u64..40,
+    ) {
+        // Also few distinct values of every kind (the scan, then the map past eight).
+        let few: Vec<Value> = (values.iter().enumerate())
+            .map(|(i, v)| if i % 2 == 0 { v.clone() } else { Value::Int((i as u64 % distinct) as i64) })
+            .collect();
+        for column in [&values, &few] {
+            let flats: Vec<Flat<'_>> = column.iter().map(Flat::of).collect();
+            prop_assert_eq!(vocabulary(&flats, beat), vocabulary_reference(&flats, beat));
+        }
+    }
+}
