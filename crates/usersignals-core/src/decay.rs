@@ -15,8 +15,6 @@
 //! differ); `ldexp` by a constant is a multiplication by an exact power of two; `round` is
 //! round-half-even in both; integer → float conversion rounds to nearest-even in both.
 
-use std::collections::BTreeMap;
-
 use hashbrown::HashMap;
 
 use serde_json::Value as Json;
@@ -35,8 +33,77 @@ const I64_LIMIT: f64 = 9_223_372_036_854_775_808.0;
 /// A bucket spans at most this many half-lives (so each term's growth is below 2^16).
 const MAX_BUCKET_HALF_LIVES: i64 = 16;
 
-/// Bucket index → the newest event time in it.
-pub type Tops = BTreeMap<i64, i64>;
+/// Bucket index → the newest event time in it, buckets ascending.
+///
+/// A state has a few buckets (a day each, up to the retention): a sorted vector holds them
+/// in one allocation, which a user's first event makes. A `BTreeMap` allocated a node there
+/// too, and its inserts, searches and drops cost more than a vector's.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Tops(Vec<(i64, i64)>);
+
+impl Tops {
+    pub fn new() -> Self {
+        Tops(Vec::new())
+    }
+
+    pub fn get(&self, bucket: &i64) -> Option<&i64> {
+        let at = self.0.binary_search_by_key(bucket, |(b, _)| *b).ok()?;
+        Some(&self.0[at].1)
+    }
+
+    /// Sets `bucket`'s newest time, and gives the one it replaces.
+    pub fn insert(&mut self, bucket: i64, top: i64) -> Option<i64> {
+        // Decoding inserts buckets in ascending order: a push.
+        if self.0.last().is_none_or(|(last, _)| *last < bucket) {
+            self.0.push((bucket, top));
+            return None;
+        }
+        match self.0.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(at) => Some(std::mem::replace(&mut self.0[at].1, top)),
+            Err(at) => {
+                self.0.insert(at, (bucket, top));
+                None
+            }
+        }
+    }
+
+    /// Raises `bucket`'s newest time to `ts` (or sets it, for a new bucket).
+    pub fn raise(&mut self, bucket: i64, ts: i64) {
+        match self.0.binary_search_by_key(&bucket, |(b, _)| *b) {
+            Ok(at) => self.0[at].1 = self.0[at].1.max(ts),
+            Err(at) => self.0.insert(at, (bucket, ts)),
+        }
+    }
+
+    /// Keeps the buckets before `first` and gives the others (as `BTreeMap::split_off`).
+    pub fn split_off(&mut self, first: &i64) -> Self {
+        let at = self.0.partition_point(|(b, _)| b < first);
+        Tops(self.0.split_off(at))
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// `(bucket, newest time)`, buckets ascending.
+    pub fn iter(&self) -> impl Iterator<Item = (i64, i64)> + '_ {
+        self.0.iter().copied()
+    }
+}
+
+impl FromIterator<(i64, i64)> for Tops {
+    fn from_iter<I: IntoIterator<Item = (i64, i64)>>(pairs: I) -> Self {
+        let mut tops = Tops::new();
+        for (bucket, top) in pairs {
+            tops.insert(bucket, top);
+        }
+        tops
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DecayBuckets {
@@ -149,8 +216,7 @@ impl DecayBuckets {
             if weight == 0.0 || !add(&mut state, row, bucket, weight) {
                 continue;
             }
-            let top = state.tops_mut().entry(bucket).or_insert(row.ts());
-            *top = (*top).max(row.ts());
+            state.tops_mut().raise(bucket, row.ts());
         }
         (state, expired)
     }
@@ -599,6 +665,47 @@ mod tests {
         #[test]
         fn bad_varints_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..24)) {
             let _ = get_i128(&mut Reader::new(&bytes));
+        }
+    }
+
+    /// A step on `Tops` and on the `BTreeMap` it replaces.
+    #[derive(Debug, Clone)]
+    enum TopsStep {
+        Insert(i64, i64),
+        Raise(i64, i64),
+        SplitOff(i64),
+    }
+
+    proptest! {
+        #[test]
+        fn tops_hold_what_the_map_they_replace_held(
+            steps in prop::collection::vec(prop_oneof![
+                (-5i64..20, any::<i64>()).prop_map(|(b, t)| TopsStep::Insert(b, t)),
+                (-5i64..20, any::<i64>()).prop_map(|(b, t)| TopsStep::Raise(b, t)),
+                (-5i64..20).prop_map(TopsStep::SplitOff),
+            ], 0..40),
+        ) {
+            let mut tops = Tops::new();
+            let mut map = std::collections::BTreeMap::new();
+            for step in steps {
+                match step {
+                    TopsStep::Insert(b, t) => prop_assert_eq!(tops.insert(b, t), map.insert(b, t)),
+                    TopsStep::Raise(b, t) => {
+                        tops.raise(b, t);
+                        let top = map.entry(b).or_insert(t);
+                        *top = (*top).max(t);
+                    }
+                    TopsStep::SplitOff(b) => {
+                        let (rest, rest_map) = (tops.split_off(&b), map.split_off(&b));
+                        prop_assert!(rest.iter().eq(rest_map.into_iter()));
+                    }
+                }
+                prop_assert!(tops.iter().eq(map.iter().map(|(b, t)| (*b, *t))));
+                prop_assert_eq!(tops.len(), map.len());
+                for b in -6i64..21 {
+                    prop_assert_eq!(tops.get(&b), map.get(&b));
+                }
+            }
         }
     }
 }

@@ -273,7 +273,9 @@ fn vocabulary<'v>(values: &[Flat<'v>], beat: usize) -> Option<Vocabulary<'v>> {
                 }
                 let code = order.len() - 1;
                 match &mut vocab {
-                    Some(map) => drop(map.insert(key, code)),
+                    Some(map) => {
+                        map.insert(key, code);
+                    }
                     None if order.len() > SCANNED_VOCABULARY => vocab = Some(map_of(&order)),
                     None => {}
                 }

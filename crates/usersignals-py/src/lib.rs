@@ -549,7 +549,7 @@ impl NativePlans {
         for (key, bucket, sum) in state.cells() {
             cells.push((to_py(py, key)?, bucket, sum));
         }
-        Ok((state.newest, cells, state.tops))
+        Ok((state.newest, cells, state.tops.iter().collect()))
     }
 
     /// The stored bytes of a reference DecayedScores state (migration of the old codec).
@@ -563,7 +563,7 @@ impl NativePlans {
         let (newest, cells, tops) = parts;
         let mut state = ScoresState {
             newest,
-            tops,
+            tops: tops.into_iter().collect(),
             ..ScoresState::default()
         };
         for (key, bucket, sum) in cells {
@@ -576,7 +576,7 @@ impl NativePlans {
     fn decode_mean_vector(&self, plan: usize, state: &[u8]) -> PyResult<VectorParts> {
         let (_, spec, bucket_ms) = self.mean_vector(plan)?;
         let state = mean_vector::decode(state, spec.dim, bucket_ms).map_err(raise)?;
-        Ok((state.newest, state.buckets, state.tops))
+        Ok((state.newest, state.buckets, state.tops.iter().collect()))
     }
 
     /// The stored bytes of a reference MeanVector state (migration of the old codec).
@@ -594,7 +594,7 @@ impl NativePlans {
         let state = VectorState {
             newest,
             buckets,
-            tops,
+            tops: tops.into_iter().collect(),
         };
         Ok(PyBytes::new(
             py,
