@@ -41,9 +41,16 @@ const MAX_BUCKET_HALF_LIVES: i64 = 16;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Tops(Vec<(i64, i64)>);
 
+/// The buckets a new state's tops have room for before they grow.
+const TOPS_ROOM: usize = 4;
+
 impl Tops {
     pub fn new() -> Self {
         Tops(Vec::new())
+    }
+
+    pub fn with_capacity(buckets: usize) -> Self {
+        Tops(Vec::with_capacity(buckets))
     }
 
     pub fn get(&self, bucket: &i64) -> Option<&i64> {
@@ -69,6 +76,11 @@ impl Tops {
 
     /// Raises `bucket`'s newest time to `ts` (or sets it, for a new bucket).
     pub fn raise(&mut self, bucket: i64, ts: i64) {
+        if self.0.capacity() == 0 {
+            // A new state's: allocated directly with room for a few buckets (an insert
+            // into an empty vector takes the general growth path, about 130 instructions).
+            self.0 = Vec::with_capacity(TOPS_ROOM);
+        }
         match self.0.binary_search_by_key(&bucket, |(b, _)| *b) {
             Ok(at) => self.0[at].1 = self.0[at].1.max(ts),
             Err(at) => self.0.insert(at, (bucket, ts)),

@@ -433,8 +433,10 @@ fn py_repr(value: &Value) -> String {
 /// only the chosen ones are written.
 pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
     let cells: usize = state.buckets.iter().map(|c| c.keys.len()).sum();
+    // Room for what is usually written (a key of a few characters, 3-byte sums): too little
+    // was a reallocation or two per state.
     let mut out =
-        Vec::with_capacity(16 + 6 * state.keys.len() + 8 * state.buckets.len() + 4 * cells);
+        Vec::with_capacity(24 + 16 * state.keys.len() + 12 * state.buckets.len() + 6 * cells);
     out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, state.keys.len() as u64);
@@ -521,7 +523,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         newest,
         keys,
         buckets: Vec::with_capacity(bucket_count),
-        tops: Tops::new(),
+        tops: Tops::with_capacity(bucket_count),
     };
     let mut previous = None;
     for _ in 0..bucket_count {

@@ -406,6 +406,7 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
     }
     // A bucket is at least 5 bytes: gap, newest, scale, divisor, and a run (1 when packed 0).
     let count = r.len(5)?;
+    state.tops = Tops::with_capacity(count);
     let mut previous = None;
     for _ in 0..count {
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
