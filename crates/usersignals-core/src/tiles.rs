@@ -554,14 +554,12 @@ pub fn measure(scale: i64, raw: &Value) -> Option<i64> {
     }
 }
 
-/// Entries in the canonical order: newest time first, then by group bytes.
-fn canonical(cells: &Cells, rank: &[u32]) -> Vec<(i64, u32, i64)> {
-    let mut out: Vec<(i64, u32, i64)> = cells
-        .iter()
-        .map(|((t, g), v)| (*t, rank[*g as usize], *v))
-        .collect();
+/// `cells`' entries into `out` (cleared first) in the canonical order: newest time first,
+/// then by group bytes (`rank`).
+fn canonical(cells: &Cells, rank: &[u32], out: &mut Vec<(i64, u32, i64)>) {
+    out.clear();
+    out.extend(cells.iter().map(|((t, g), v)| (*t, rank[*g as usize], *v)));
     out.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
-    out
 }
 
 /// The group index shifted left once, its low bit set when the value is 1 (then omitted):
@@ -575,16 +573,31 @@ fn put_group_value(out: &mut Vec<u8>, group: u32, value: i64) {
 }
 
 pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
-    // Only the groups still referenced, ordered by their bytes: one form for equal states.
-    let mut referenced = vec![false; state.groups.len()];
+    // A state's groups (its `by` values seen) are usually a few dozen at most: their ranks
+    // and order are then worked out on the stack, and one buffer serves both kinds of
+    // entries. Six allocations an encode were about a fifth of its instructions.
+    let n = state.groups.len();
+    let (mut rank_room, mut used_room) = ([u32::MAX; SMALL_GROUPS], [0u32; SMALL_GROUPS]);
+    let (mut rank_heap, mut used_heap) = (Vec::new(), Vec::new());
+    let (rank, used_all) = if n <= SMALL_GROUPS {
+        (&mut rank_room[..n], &mut used_room[..n])
+    } else {
+        rank_heap.resize(n, u32::MAX);
+        used_heap.resize(n, 0);
+        (&mut rank_heap[..], &mut used_heap[..])
+    };
+    // Only the groups still referenced (ranked 0 for now), ordered by their bytes: one form
+    // for equal states.
     for (_, g) in state.cells.keys().chain(state.exact.keys()) {
-        referenced[*g as usize] = true;
+        rank[*g as usize] = 0;
     }
-    let mut used: Vec<u32> = (0..state.groups.len() as u32)
-        .filter(|g| referenced[*g as usize])
-        .collect();
+    let mut count = 0;
+    for g in (0..n as u32).filter(|g| rank[*g as usize] == 0) {
+        used_all[count] = g;
+        count += 1;
+    }
+    let used = &mut used_all[..count];
     used.sort_by(|a, b| state.groups[*a as usize].cmp(&state.groups[*b as usize]));
-    let mut rank = vec![u32::MAX; state.groups.len()];
     used.iter()
         .enumerate()
         .for_each(|(r, g)| rank[*g as usize] = r as u32);
@@ -593,28 +606,32 @@ pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, used.len() as u64);
-    for g in &used {
+    for g in used.iter() {
         out.extend_from_slice(&state.groups[*g as usize]);
     }
+    let mut sorted = Vec::with_capacity(state.cells.len().max(state.exact.len()));
     let finest = spec.finest();
     let mut previous = floor(state.newest, finest);
-    let cells = canonical(&state.cells, &rank);
-    put_u64(&mut out, cells.len() as u64);
-    for (start, group, value) in cells {
+    canonical(&state.cells, rank, &mut sorted);
+    put_u64(&mut out, sorted.len() as u64);
+    for &(start, group, value) in &sorted {
         put_u64(&mut out, (previous.wrapping_sub(start) / finest) as u64);
         put_group_value(&mut out, group, value);
         previous = start;
     }
-    let exact = canonical(&state.exact, &rank);
-    put_u64(&mut out, exact.len() as u64);
+    canonical(&state.exact, rank, &mut sorted);
+    put_u64(&mut out, sorted.len() as u64);
     previous = state.newest;
-    for (ts, group, value) in exact {
+    for &(ts, group, value) in &sorted {
         put_u64(&mut out, previous.wrapping_sub(ts) as u64);
         put_group_value(&mut out, group, value);
         previous = ts;
     }
     out
 }
+
+/// The groups [`encode`] ranks on the stack.
+const SMALL_GROUPS: usize = 64;
 
 pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
     let parsed = parse(spec, data)?;

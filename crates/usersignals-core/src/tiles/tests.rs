@@ -296,3 +296,81 @@ proptest! {
         }
     }
 }
+
+/// `encode` as it was: ranks, referenced groups and each kind of entries in vectors of
+/// their own.
+fn encode_reference(spec: &TileSpec, state: &TileState) -> Vec<u8> {
+    let mut referenced = vec![false; state.groups.len()];
+    for (_, g) in state.cells.keys().chain(state.exact.keys()) {
+        referenced[*g as usize] = true;
+    }
+    let mut used: Vec<u32> = (0..state.groups.len() as u32)
+        .filter(|g| referenced[*g as usize])
+        .collect();
+    used.sort_by(|a, b| state.groups[*a as usize].cmp(&state.groups[*b as usize]));
+    let mut rank = vec![u32::MAX; state.groups.len()];
+    used.iter()
+        .enumerate()
+        .for_each(|(r, g)| rank[*g as usize] = r as u32);
+    let mut out = vec![FORMAT_VERSION];
+    put_i64(&mut out, state.newest);
+    put_u64(&mut out, used.len() as u64);
+    for g in &used {
+        out.extend_from_slice(&state.groups[*g as usize]);
+    }
+    let finest = spec.finest();
+    let sorted = |cells: &Cells| {
+        let mut entries: Vec<(i64, u32, i64)> = cells
+            .iter()
+            .map(|((t, g), v)| (*t, rank[*g as usize], *v))
+            .collect();
+        entries.sort_unstable_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        entries
+    };
+    let mut previous = floor(state.newest, finest);
+    let cells = sorted(&state.cells);
+    put_u64(&mut out, cells.len() as u64);
+    for (start, group, value) in cells {
+        put_u64(&mut out, (previous.wrapping_sub(start) / finest) as u64);
+        put_group_value(&mut out, group, value);
+        previous = start;
+    }
+    let exact = sorted(&state.exact);
+    put_u64(&mut out, exact.len() as u64);
+    previous = state.newest;
+    for (ts, group, value) in exact {
+        put_u64(&mut out, previous.wrapping_sub(ts) as u64);
+        put_group_value(&mut out, group, value);
+        previous = ts;
+    }
+    out
+}
+
+proptest! {
+    #[test]
+    fn a_state_encodes_as_it_did(
+        rows in prop::collection::vec(
+            (
+                (0i64..12 * 24 * 12).prop_map(|t| 1_000 * DAY + t * 5 * MINUTE + 7),
+                0u32..45,
+                0u32..3,
+                prop::option::of(-3i64..5),
+            ),
+            1..200,
+        ),
+        later in 0i64..(12 * DAY),
+    ) {
+        // Up to 135 groups (past the ones ranked on the stack), some no longer referenced
+        // once a later event expires their entries.
+        let spec = spec();
+        let mut rows: Vec<TileRow> = (rows.into_iter())
+            .map(|(ts, a, s, v)| row(ts, &format!("a{a}"), &format!("s{s}"), v))
+            .collect();
+        rows.sort_by_key(|r| r.ts);
+        let (state, _) = spec.apply(RETENTION, None, &rows);
+        prop_assert_eq!(encode(&spec, &state), encode_reference(&spec, &state));
+        let last = [row(state.newest + later, "a0", "s0", Some(1))];
+        let (state, _) = spec.apply(RETENTION, Some(state), &last);
+        prop_assert_eq!(encode(&spec, &state), encode_reference(&spec, &state));
+    }
+}
