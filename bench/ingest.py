@@ -421,6 +421,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--freshness-seconds", type=int, default=20)
+    parser.add_argument("--freshness-rate", type=float, default=None,
+                        help="the feed's events/s (default: half usersignals')")  # fmt: skip
     names = [framework.name for framework in FRAMEWORKS]
     parser.add_argument("--skip", action="append", default=[], choices=names, metavar="NAME",
                         help=f"leave out a framework ({', '.join(names)}); repeatable")  # fmt: skip
@@ -445,15 +447,15 @@ def main() -> None:
             if rate is not None:
                 rates[framework.name] = rate
                 print(f"{framework.label}: {rate:,.0f} events/s", flush=True)
-        latencies, run = freshness(
-            root, broker.bootstrap, rates["usersignals"] / 2, args.freshness_seconds
-        )
+        feed_rate = args.freshness_rate or rates["usersignals"] / 2
+        latencies, run = freshness(root, broker.bootstrap, feed_rate, args.freshness_seconds)
         latencies.sort()
     print_rates(rates)
     if latencies:
         p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))]
         print(
-            f"freshness at {rates['usersignals'] / 2:,.0f} events/s (half of usersignals'), "
+            f"freshness at {run.events / run.seconds:,.0f} events/s "
+            f"({'as asked' if args.freshness_rate else 'half of usersignals'}), "
             f"produce -> visible to a reader, {len(latencies)} probes "
             f"({run.late_probes} not visible within {PROBE_GIVE_UP_S:.0f} s, counted as such): "
             f"p50 {statistics.median(latencies) * 1000:.0f} ms, "
