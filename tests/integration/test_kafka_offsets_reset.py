@@ -80,21 +80,30 @@ def expected_values(
     return signal_values(store, users, now_ms)
 
 
+def first_run(
+    broker: LocalBroker, tmp_path: Path, seed: int, metrics_port: int | None = None
+) -> tuple[list[tuple[bytes, bytes]], list[dict], Path, subprocess.Popen[str]]:
+    """900 reference events (their items in a new store), the first 600 on the topic, and a
+    processor that has committed them: the events, items, store and the processor."""
+    values, items = reference_values(900, seed=seed)
+    store = tmp_path / "store"
+    prepare_store(store, items)
+    ends = produce(broker.bootstrap, TOPIC, values[:600])
+    extra = ("--metrics-port", str(metrics_port)) if metrics_port else ()
+    process = start_processor(broker.bootstrap, TOPIC, "g", store, *extra)
+    wait_caught_up(broker.bootstrap, "g", TOPIC, ends, timeout_s=120)
+    return values, items, store, process
+
+
 def test_a_broker_restarted_without_its_log_between_two_runs_loses_nothing(
     restartable_broker: LocalBroker, tmp_path: Path
 ) -> None:
-    values, items = reference_values(900, seed=31)
-    first, second = values[:600], values[600:]
-    store = tmp_path / "store"
-    prepare_store(store, items)
-    ends = produce(restartable_broker.bootstrap, TOPIC, first)
-    process = start_processor(restartable_broker.bootstrap, TOPIC, "g", store)
-    wait_caught_up(restartable_broker.bootstrap, "g", TOPIC, ends, timeout_s=120)
+    values, items, store, process = first_run(restartable_broker, tmp_path, seed=31)
     assert stop(process)[0] == 0
 
     restartable_broker.stop()  # its log is in memory: gone, offsets from 0 again
     restartable_broker.start()
-    ends = produce(restartable_broker.bootstrap, TOPIC, second)
+    ends = produce(restartable_broker.bootstrap, TOPIC, values[600:])
     port = free_port()
     process = start_processor(
         restartable_broker.bootstrap, TOPIC, "g", store, "--metrics-port", str(port)
@@ -116,20 +125,12 @@ def test_a_broker_restarted_without_its_log_between_two_runs_loses_nothing(
 def test_a_broker_restarted_without_its_log_under_a_running_processor_loses_nothing(
     restartable_broker: LocalBroker, tmp_path: Path
 ) -> None:
-    values, items = reference_values(900, seed=32)
-    first, second = values[:600], values[600:]
-    store = tmp_path / "store"
-    prepare_store(store, items)
-    ends = produce(restartable_broker.bootstrap, TOPIC, first)
     port = free_port()
-    process = start_processor(
-        restartable_broker.bootstrap, TOPIC, "g", store, "--metrics-port", str(port)
-    )
-    wait_caught_up(restartable_broker.bootstrap, "g", TOPIC, ends, timeout_s=120)
+    values, items, store, process = first_run(restartable_broker, tmp_path, 32, port)
 
     restartable_broker.stop()
     restartable_broker.start()
-    produce(restartable_broker.bootstrap, TOPIC, second)
+    produce(restartable_broker.bootstrap, TOPIC, values[600:])
     wait_for(
         lambda: metric(port, "usersignals_events_processed_total") >= len(values),
         120,

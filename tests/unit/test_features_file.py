@@ -117,37 +117,34 @@ print("pandas" in sys.modules, "pyarrow.compute" in sys.modules)
 """
 
 
+def imported_by_a_write(tmp_path: Path) -> list[str]:
+    """Whether pandas and pyarrow.compute were imported by writing a features file, in a
+    fresh process (``PANDAS_PROBE``); the file is checked too."""
+    source, out = tmp_path / "labels.parquet", tmp_path / "out.parquet"
+    pq.write_table(labels(3), source)
+    probe = subprocess.run(
+        [sys.executable, "-c", PANDAS_PROBE, str(source), str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert pq.read_table(out).column("f").to_pylist() == ["2", "3", "1"]
+    return probe.stdout.split()
+
+
 def test_writing_a_training_set_leaves_pandas_unimported(tmp_path: Path) -> None:
     """pyarrow imports pandas, when installed, at its first conversion of a Python sequence
     or to NumPy: 0.35 s in each process of a training set, measured. The native path's
     writer steps (a shard's value table from the core's buffers, the merge, the file) make
     none (the object path's ``value_batch`` still converts Python lists)."""
     pytest.importorskip("pandas")  # without pandas installed, this would prove nothing
-    source, out = tmp_path / "labels.parquet", tmp_path / "out.parquet"
-    pq.write_table(labels(3), source)
-    probe = subprocess.run(
-        [sys.executable, "-c", PANDAS_PROBE, str(source), str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert probe.stdout.split()[0] == "False", probe.stderr
-    assert pq.read_table(out).column("f").to_pylist() == ["2", "3", "1"]
+    assert imported_by_a_write(tmp_path)[0] == "False"
 
 
 def test_writing_a_training_set_leaves_pyarrow_compute_unimported(tmp_path: Path) -> None:
     """Its import was about 190 M instructions (callgrind) of a training set, for the one
     ``cast`` of each value column to ``string``; the native path's writer steps make none."""
-    source, out = tmp_path / "labels.parquet", tmp_path / "out.parquet"
-    pq.write_table(labels(3), source)
-    probe = subprocess.run(
-        [sys.executable, "-c", PANDAS_PROBE, str(source), str(out)],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    assert probe.stdout.split()[1] == "False", probe.stderr
-    assert pq.read_table(out).column("f").to_pylist() == ["2", "3", "1"]
+    assert imported_by_a_write(tmp_path)[1] == "False"
 
 
 @settings(max_examples=100, deadline=None)

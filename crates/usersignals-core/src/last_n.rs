@@ -578,6 +578,23 @@ pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
     Ok(entries)
 }
 
+/// A dictionary column's next code, checked against the dictionary's `size`: a byte each
+/// while the dictionary has at most `MAX_BYTE_CODES` values, a varint past that.
+#[inline]
+fn read_code(r: &mut Reader<'_>, size: usize) -> Result<u32, CoreError> {
+    let code = if size <= MAX_BYTE_CODES {
+        u64::from(r.u8()?)
+    } else {
+        r.u64()?
+    };
+    if code >= size as u64 {
+        return Err(CoreError::Codec(format!(
+            "code {code} outside a dictionary of {size}"
+        )));
+    }
+    Ok(code as u32)
+}
+
 /// One column of `count` entries, in whichever form it was written.
 fn decode_column(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreError> {
     let mut values = Vec::with_capacity(count);
@@ -588,15 +605,7 @@ fn decode_column(r: &mut Reader<'_>, count: usize) -> Result<Vec<Value>, CoreErr
                 .map(|_| Value::decode(r))
                 .collect::<Result<_, _>>()?;
             for _ in 0..count {
-                let code = if size <= MAX_BYTE_CODES {
-                    u64::from(r.u8()?)
-                } else {
-                    r.u64()?
-                };
-                let value = vocab.get(code as usize).ok_or_else(|| {
-                    CoreError::Codec(format!("code {code} outside a dictionary of {size}"))
-                })?;
-                values.push(value.clone());
+                values.push(vocab[read_code(r, size)? as usize].clone());
             }
         }
         PLAIN => {

@@ -12,7 +12,7 @@
 
 use super::{
     combine_by, decode_header, digits_header, encode_slots, first_of_each, push_digits_text,
-    unpack_codes, Timed, DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED,
+    read_code, unpack_codes, Timed, DICTIONARY, DIGITS, PACKED, PLAIN, PREFIXED,
 };
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
@@ -216,17 +216,7 @@ fn parse_column<'a>(r: &mut Reader<'a>, count: usize) -> Result<Column<'a>, Core
             let size = vocab.len();
             let mut codes = Vec::with_capacity(count);
             for _ in 0..count {
-                let code = if size <= MAX_BYTE_CODES {
-                    u64::from(r.u8()?)
-                } else {
-                    r.u64()?
-                };
-                if code >= size as u64 {
-                    return Err(CoreError::Codec(format!(
-                        "code {code} outside a dictionary of {size}"
-                    )));
-                }
-                codes.push(code as u32);
+                codes.push(read_code(r, size)?);
             }
             Column::Coded(vocab, codes)
         }

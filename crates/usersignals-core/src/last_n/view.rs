@@ -9,7 +9,7 @@
 
 use std::collections::HashSet;
 
-use super::{Entry, DICTIONARY, DIGITS, MAX_BYTE_CODES, PACKED, PLAIN, PREFIXED};
+use super::{read_code, Entry, DICTIONARY, DIGITS, PACKED, PLAIN, PREFIXED};
 use crate::context::{NameSet, ReadContext, Refusal, AS_OF_LOOKBACK_MS};
 use crate::error::CoreError;
 use crate::plan::LastNSpec;
@@ -119,19 +119,7 @@ impl<'a> LastNView<'a> {
             DICTIONARY => {
                 let size = r.len(1)?;
                 let vocab = collect_n(size, || ValueRef::decode(r))?;
-                let codes = collect_n(count, || {
-                    let code = if size <= MAX_BYTE_CODES {
-                        u64::from(r.u8()?)
-                    } else {
-                        r.u64()?
-                    };
-                    if code >= size as u64 {
-                        return Err(CoreError::Codec(format!(
-                            "code {code} outside a dictionary of {size}"
-                        )));
-                    }
-                    Ok(code as u32)
-                })?;
+                let codes = collect_n(count, || read_code(r, size))?;
                 Column::Dictionary { vocab, codes }
             }
             PLAIN => Column::Plain(collect_n(count, || ValueRef::decode(r))?),
