@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from itertools import chain
 from operator import attrgetter
 from typing import TYPE_CHECKING, Any
 
@@ -204,7 +205,7 @@ class Engine:
         try:
             self.store.write(puts, deletes=deletes)
         finally:
-            self.read_ahead.written([*puts, *deletes])
+            self.read_ahead.written(chain(puts, deletes))  # a set only while one is open
 
     def label_rows(
         self,
