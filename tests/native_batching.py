@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import pytest
@@ -22,6 +22,7 @@ from usersignals.errors import AsOfError, StateCodecError
 from usersignals.processing.native import NativeSignals
 from usersignals.state.codec import UserRecord
 
+T = TypeVar("T")
 Table = Mapping[str, Mapping[str, Any]]
 BASE = 1_767_225_600_000  # 2026-01-01T00:00Z
 
@@ -36,8 +37,9 @@ def category_table(items: Sequence[str]) -> dict[str, dict[str, Any]]:
     }
 
 
-def batches(events: Sequence[Event], cuts: Sequence[int]) -> list[list[Event]]:
-    """``events`` split at the positions in ``cuts`` (out-of-range cuts are ignored)."""
+def batches(events: Sequence[T], cuts: Sequence[int]) -> list[list[T]]:
+    """``events`` (or any items: (event, position) pairs) split at the positions in
+    ``cuts`` (out-of-range cuts are ignored)."""
     bounds = [0, *sorted({c for c in cuts if 0 < c < len(events)}), len(events)]
     return [list(events[a:b]) for a, b in itertools.pairwise(bounds)]
 

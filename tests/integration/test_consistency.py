@@ -25,6 +25,27 @@ CONTEXTS = [
 ]
 
 
+def clicks_module(tmp_path: Path, version: int) -> Path:
+    """A signals module of one count, ``clicks@version``."""
+    module = tmp_path / "counts.py"
+    module.write_text(
+        "from usersignals import Count, Signal\n"
+        f"SIGNALS = [Signal(name='clicks', version={version}, aggregate=Count(), "
+        "retention='7d')]\n"
+    )
+    return module
+
+
+def clicks_and_one_click(tmp_path: Path, version: int) -> tuple[Path, Path, int]:
+    """:func:`clicks_module`, an archive of one click of ``u1``, and its time."""
+    ts = 1_767_225_600_000
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": ts}  # fmt: skip
+    archive = tmp_path / "events.jsonl"
+    archive.write_text(json.dumps(event) + "\n")
+    return clicks_module(tmp_path, version), archive, ts
+
+
 def test_logged_answers_recomputed_offline_agree_exactly(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -198,16 +219,7 @@ def test_a_store_that_does_not_answer_skips_the_definition_check_only(tmp_path: 
     from usersignals.devtools.broker import free_port
     from usersignals.offline.consistency import check_consistency
 
-    module = tmp_path / "counts.py"
-    module.write_text(
-        "from usersignals import Count, Signal\n"
-        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(), retention='7d')]\n"
-    )
-    ts = 1_767_225_600_000
-    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
-             "surface": "home", "ts": ts}  # fmt: skip
-    archive = tmp_path / "events.jsonl"
-    archive.write_text(json.dumps(event) + "\n")
+    module, archive, ts = clicks_and_one_click(tmp_path, version=1)
     answer = {"name": "clicks", "version": 1, "value": {"total": 1, "by": {"click": 1}},
               "newest_event_ms": ts}  # fmt: skip
     log = tmp_path / "log.jsonl"
@@ -229,11 +241,7 @@ def test_an_answer_served_after_the_users_deletion_agrees_with_the_archive(
     from usersignals.config import Settings
     from usersignals.offline.consistency import check_consistency
 
-    module = tmp_path / "counts.py"
-    module.write_text(
-        "from usersignals import Count, Signal\n"
-        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(), retention='7d')]\n"
-    )
+    module = clicks_module(tmp_path, version=1)
     ts = 1_767_225_600_000
     base = {"user_id": "u1", "item_id": "i1", "action": "click", "surface": "home"}
     archive = tmp_path / "events.jsonl"
@@ -273,16 +281,7 @@ def test_answers_of_versions_the_module_no_longer_declares_are_counted_apart(
     from usersignals.errors import ConfigurationError
     from usersignals.offline.consistency import check_consistency
 
-    module = tmp_path / "counts.py"
-    module.write_text(
-        "from usersignals import Count, Signal\n"
-        "SIGNALS = [Signal(name='clicks', version=2, aggregate=Count(), retention='7d')]\n"
-    )
-    ts = 1_767_225_600_000
-    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
-             "surface": "home", "ts": ts}  # fmt: skip
-    archive = tmp_path / "events.jsonl"
-    archive.write_text(json.dumps(event) + "\n")
+    module, archive, ts = clicks_and_one_click(tmp_path, version=2)
 
     def logged(*versions: int) -> str:
         answers = {

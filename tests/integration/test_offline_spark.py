@@ -22,7 +22,7 @@ from offline_helpers import (
 )
 from test_offline_training import CONTEXTS, write_labels
 
-from usersignals.offline import BackfillJob, backfill
+from usersignals.offline import BackfillJob, BackfillSummary, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.offline.training import TrainingJob, training_set
 from usersignals.state.rocks import RocksStore
@@ -61,24 +61,44 @@ def stored(path: Path) -> tuple[dict[bytes, bytes], dict[str, int]]:
         store.close()
 
 
-def test_spark_backfill_equals_local(tmp_path: Path, history: History, spark: object) -> None:
+def backfilled_both(
+    spark: object,
+    tmp_path: Path,
+    history: History,
+    archive: Path | str,
+    workers: int,
+    until_ms: int | None = None,
+    dead_letters: bool = False,
+) -> list[tuple[Path, BackfillSummary]]:
+    """The same backfill of ``archive`` by the local runner and on Spark, each into a new
+    store of ``history``'s items (``tmp_path/local``, ``tmp_path/spark``; dead letters to
+    ``tmp_path/RUNNER-dead.jsonl`` when asked): each store and summary."""
     from usersignals.offline.spark import backfill_spark
 
-    archive = write_parquet_archive(tmp_path / "archive", history, BAD, period="%Y-%m")
-    until = sorted(event.ts for event in history.events)[900]
-    results = []
+    done = []
     for runner in ("local", "spark"):
         path = tmp_path / runner
         new_store(path, history).close()
-        job = BackfillJob(
-            str(archive), settings_for(path), until_ms=until, workers=3,
-            dead_letter=tmp_path / f"{runner}-dead.jsonl",
-        )  # fmt: skip
-        if runner == "local":
-            summary = backfill(job)
-        else:
-            summary = backfill_spark(spark, job, tmp_path / "states")
-        results.append((stored(path), summary.events, summary.bad, summary.after_boundary))
+        dead = tmp_path / f"{runner}-dead.jsonl" if dead_letters else None
+        job = BackfillJob(str(archive), settings_for(path), until_ms=until_ms, workers=workers,
+                          dead_letter=dead)  # fmt: skip
+        local = runner == "local"
+        done.append(
+            (path, backfill(job) if local else backfill_spark(spark, job, tmp_path / "states"))
+        )
+    return done
+
+
+def test_spark_backfill_equals_local(tmp_path: Path, history: History, spark: object) -> None:
+
+    archive = write_parquet_archive(tmp_path / "archive", history, BAD, period="%Y-%m")
+    until = sorted(event.ts for event in history.events)[900]
+    results = [
+        (stored(path), summary.events, summary.bad, summary.after_boundary)
+        for path, summary in backfilled_both(
+            spark, tmp_path, history, archive, workers=3, until_ms=until, dead_letters=True
+        )
+    ]
     assert results[0] == results[1]
     (states, offsets), events, bad, after = results[1]
     assert 0 < len(states) <= len({e.user_id for e in history.events})
@@ -97,20 +117,13 @@ def test_spark_counts_the_repeats_it_drops_as_the_local_runner_does(
 ) -> None:
     """The summary's repeated event ids (which the command prints, as `replay` does): the
     Spark runner's partitions dropped them but did not say how many."""
-    from usersignals.offline.spark import backfill_spark
 
     retried = redelivered(history, 40, later=5)
     archive = write_parquet_archive(tmp_path / "archive", retried, period="%Y-%m")
-    repeats = []
-    for runner in ("local", "spark"):
-        path = tmp_path / runner
-        new_store(path, retried).close()
-        job = BackfillJob(str(archive), settings_for(path), workers=3)
-        if runner == "local":
-            summary = backfill(job)
-        else:
-            summary = backfill_spark(spark, job, tmp_path / "states")
-        repeats.append(summary.report.repeats)
+    repeats = [
+        summary.report.repeats
+        for _, summary in backfilled_both(spark, tmp_path, retried, archive, workers=3)
+    ]
     assert repeats[0] == repeats[1] > 0
 
 
@@ -177,8 +190,6 @@ def test_spark_takes_an_event_whose_attribute_is_beyond_64_bits(
     an OverflowError (the events crossed the shuffle as msgpack, which stops at 64 bits)."""
     import json
 
-    from usersignals.offline.spark import backfill_spark
-
     base = {"user_id": "u1", "item_id": "i1", "surface": "home", "ts": history.spec.start_ms}
     lines = [
         {**base, "event_id": "big", "action": "click", "attrs": {"dwell": 10**20}},
@@ -186,16 +197,10 @@ def test_spark_takes_an_event_whose_attribute_is_beyond_64_bits(
     ]
     archive = tmp_path / "events.jsonl"
     archive.write_text("".join(json.dumps(line) + "\n" for line in lines))
-    results = []
-    for runner in ("local", "spark"):
-        path = tmp_path / runner
-        new_store(path, history).close()
-        job = BackfillJob(str(archive), settings_for(path), workers=1)
-        if runner == "local":
-            summary = backfill(job)
-        else:
-            summary = backfill_spark(spark, job, tmp_path / "states")
-        results.append((stored(path)[0], summary.events))
+    results = [
+        (stored(path)[0], summary.events)
+        for path, summary in backfilled_both(spark, tmp_path, history, archive, workers=1)
+    ]
     assert results[0] == results[1]
     assert results[1][1] == 2
 

@@ -7,15 +7,14 @@ bytes and every batch reports the same counts.
 from __future__ import annotations
 
 import importlib
-import itertools
 import random
-from typing import Any
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from native_batching import batches
 from usersignals import (
     Count,
     DecayedScores,
@@ -118,13 +117,14 @@ def stream(seed: int, size: int) -> list[tuple[Event, Position]]:
     return out
 
 
-def run(engine: Engine, pairs: list[tuple[Event, Position]], cuts: list[int]) -> list[Any]:
-    reports: list[BatchReport] = []
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(pairs)}), len(pairs)]
-    for a, b in itertools.pairwise(bounds):
-        part = pairs[a:b]
-        reports.append(engine.process(MicroBatch([e for e, _ in part], [p for _, p in part])))
-    return reports
+def run(
+    engine: Engine, pairs: list[tuple[Event, Position]], cuts: list[int], rewinds: bool = False
+) -> list[BatchReport]:
+    """The pairs in batches split at ``cuts``; ``rewinds`` as the Kafka runner asks."""
+    return [
+        engine.process(MicroBatch([e for e, _ in part], [p for _, p in part]), rewinds=rewinds)
+        for part in batches(pairs, cuts)
+    ]
 
 
 @settings(max_examples=40, deadline=None)

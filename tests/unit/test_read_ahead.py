@@ -9,7 +9,6 @@ between batches, and the stores compared byte for byte with batches applied with
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_native_pipeline import SIGNALS, open_engine, stream
 
+from native_batching import batches as split_at
 from usersignals import (
     Engine,
     Event,
@@ -38,11 +38,8 @@ from usersignals.processing.read_ahead import ReadAhead
 def batches(
     pairs: list[tuple[Event, Position]], cuts: list[int]
 ) -> list[tuple[list[Event], list[Position]]]:
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(pairs)}), len(pairs)]
-    return [
-        ([e for e, _ in pairs[a:b]], [p for _, p in pairs[a:b]])
-        for a, b in itertools.pairwise(bounds)
-    ]
+    """The (events, positions) of each batch of ``pairs`` split at ``cuts``."""
+    return [([e for e, _ in part], [p for _, p in part]) for part in split_at(pairs, cuts)]
 
 
 def play(

@@ -10,15 +10,15 @@ Python steps (its reference model) are held to each other and to one pass over t
 
 from __future__ import annotations
 
-import itertools
 import random
 
 import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_native_pipeline import ITEMS, open_engine
+from test_native_pipeline import ITEMS, open_engine, run
 
+from native_batching import batches
 from usersignals import Engine, Event, MicroBatch, Position
 from usersignals.durations import HOUR_MS
 from usersignals.processing.batch import BatchReport
@@ -54,19 +54,6 @@ def two_logs(seed: int, first: int, second: int) -> tuple[list[Event], list[Even
     return old, replayed, new
 
 
-def run(
-    engine: Engine, pairs: list[tuple[Event, Position]], cuts: list[int], rewinds: bool = True
-) -> list[BatchReport]:
-    """The batches as a Kafka runner writes them (its topic's offsets may go backwards)."""
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(pairs)}), len(pairs)]
-    return [
-        engine.process(
-            MicroBatch([e for e, _ in pairs[a:b]], [p for _, p in pairs[a:b]]), rewinds=rewinds
-        )
-        for a, b in itertools.pairwise(bounds)
-    ]
-
-
 def positioned(events: list[Event], start: int = 0) -> list[tuple[Event, Position]]:
     return [(e, Position("t/0", start + n)) for n, e in enumerate(events)]
 
@@ -95,13 +82,13 @@ def test_new_events_below_the_progress_are_applied_and_replays_are_not(
     # from offset 0 again.
     stream = positioned(old) + positioned(replayed, first - len(replayed)) + positioned(new)
     native, python = open_engine(True, WEEK_MS), open_engine(False, WEEK_MS)
-    reports = run(native, stream, cuts)
-    assert reports == run(python, stream, cuts)
+    reports = run(native, stream, cuts, rewinds=True)
+    assert reports == run(python, stream, cuts, rewinds=True)
     assert dict(native.store.scan(b"u:")) == dict(python.store.scan(b"u:"))
 
     # One pass over the same events on a log that never went back.
     once = open_engine(True, WEEK_MS)
-    run(once, positioned(old + new), [])
+    run(once, positioned(old + new), [], rewinds=True)
     assert states_and_seen(native.store) == states_and_seen(once.store)
 
     total = BatchReport()
@@ -116,14 +103,13 @@ def expected_counts(stream: list[tuple[Event, Position]], cuts: list[int]) -> tu
     when its hour is before the first hour kept (the horizon, a week, reaches past every
     event here), or when its id was met; otherwise it is rewound and applied. The record
     keeps the ids and hours of the events it admits (not repeats)."""
-    bounds = [0, *sorted({c for c in cuts if 0 < c < len(stream)}), len(stream)]
     progress: dict[str, int] = {}
     met: dict[str, set[str]] = {}
     hours: dict[str, set[int]] = {}
     duplicates = rewound = 0
-    for a, b in itertools.pairwise(bounds):
+    for batch in batches(stream, cuts):
         taken: list[tuple[Event, Position]] = []
-        for e, position in stream[a:b]:
+        for e, position in batch:
             user = e.user_id
             if position.offset > progress.get(user, -1):
                 taken.append((e, position))
@@ -175,7 +161,7 @@ def test_a_replay_after_the_horizon_was_raised_is_not_applied_twice() -> None:
     events = [event(rng, f"a{n}") for n in range(40)]
     pairs = positioned(events)
     short = open_engine(True, 3_600_000)
-    run(short, pairs, [20])
+    run(short, pairs, [20], rewinds=True)
     raised = Engine(
         short.registry,
         short.store,
@@ -183,7 +169,7 @@ def test_a_replay_after_the_horizon_was_raised_is_not_applied_twice() -> None:
         dedupe_horizon_ms=86_400_000,
     )
     before = dict(short.store.scan(b"u:"))
-    reports = run(raised, pairs[20:], [])
+    reports = run(raised, pairs[20:], [], rewinds=True)
     assert (reports[0].duplicates, reports[0].rewound) == (20, 0)
     assert dict(raised.store.scan(b"u:")) == before
 
@@ -194,6 +180,6 @@ def test_without_a_dedupe_horizon_the_progress_is_trusted_as_before() -> None:
     old = [event(rng, f"a{n}") for n in range(20)]
     new = [event(rng, f"b{n}") for n in range(10)]
     engine = open_engine(True, None)
-    reports = run(engine, positioned(old) + positioned(new), [20])
+    reports = run(engine, positioned(old) + positioned(new), [20], rewinds=True)
     assert reports[1].rewound == 0
     assert reports[1].duplicates == 10
