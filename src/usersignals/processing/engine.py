@@ -200,12 +200,15 @@ class Engine:
         return report
 
     def _write(self, puts: dict[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
-        """Every write of users' records: what was read ahead of them is stale after it (or
-        after a failed attempt, which may have written some on a Redis Cluster)."""
+        """Every write of users' records: what was read ahead of them is replaced by what was
+        written, or stale after a failed attempt (which may have written some on a Redis
+        Cluster)."""
         try:
             self.store.write(puts, deletes=deletes)
-        finally:
-            self.read_ahead.written(chain(puts, deletes))  # a set only while one is open
+        except BaseException:
+            self.read_ahead.failed(chain(puts, deletes))  # a set only while one is open
+            raise
+        self.read_ahead.written(puts, deletes)
 
     def label_rows(
         self,

@@ -6,14 +6,18 @@ users' multi-get was 22 % of the main thread's samples (py-spy, 60,000 events/s,
 15,000-20,000): time in which nothing else of the batch can go on. The fetch thread has room:
 it only assembles and decodes.
 
-What keeps it right: a record read ahead is used only if no write of the engine touched its
-key since the read began. Every write marks its keys stale in every read-ahead still open
-(after the write, whether it succeeded or not: a read that began before the mark may have
-seen the record either way); a stale key, or one not read ahead, is read when the batch is
-applied, as without a read-ahead. While this processor holds a partition, its engine is the
-only writer of the partition's users (deletions come in stream order through the same
-engine). Once it may not hold them (a revocation, a lost assignment: another processor may
-write those users before a block in hand is written), every open read-ahead is dropped
+What keeps it right: while this processor holds a partition, its engine is the only writer
+of the partition's users (deletions come in stream order through the same engine), so after
+each of its writes the store holds what it wrote. Every write that succeeded hands its
+records (and deletions, as absent) to every read-ahead still open, which serves them in place
+of what it read: a read that began before the write may have seen the record either way. A
+write that failed (or may have written part: a Redis Cluster) marks its keys stale instead;
+a stale key, or one not read ahead, is read when the batch is applied, as without a
+read-ahead. Why the written records: in a processor keeping up, the users of a batch are
+mostly those of the batch before, written while the read-ahead ran; re-read on the main
+thread they were 9 % of its samples (py-spy, 60,000 events/s). Once this processor may not
+hold its users (a revocation, a lost assignment: another processor may write them before a
+block in hand is written), every open read-ahead is dropped
 (:meth:`RecordReadAhead.drop_all`), and so is a block's after a failed write attempt.
 """
 
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from usersignals.errors import StoreError
 from usersignals.events.model import Event
@@ -35,10 +39,15 @@ ReadRecords = Callable[[Sequence[bytes]], list[bytes | None]]
 
 
 class ReadAhead:
-    """One block's user records as read ahead, and the keys written since the read began."""
+    """One block's user records as read ahead, and what was written since the read began."""
 
-    def __init__(self) -> None:
+    def __init__(self, keys: Iterable[bytes] = ()) -> None:
+        #: The block's users' keys: only their records are kept of a write.
+        self.keys = frozenset(keys)
         self.values: dict[bytes, bytes | None] = {}
+        #: The records this engine wrote since (``None``: deleted); they win over ``values``.
+        self.written: dict[bytes, bytes | None] = {}
+        #: Keys a failed write touched since: read when the block is applied.
         self.stale: set[bytes] = set()
         #: Dropped: every record is read when the block is applied.
         self.dropped = False
@@ -57,10 +66,10 @@ class RecordReadAhead:
     def read(self, events: Sequence[Event]) -> ReadAhead:
         """The records of ``events``' users, as stored now. A store error leaves them to be
         read when the block is applied (where a store outage is ridden out)."""
-        ahead = ReadAhead()
-        with self._lock:  # open before the read: a write during it marks its keys stale
-            self._open.append(ahead)
         keys = [user_key(user) for user in {event.user_id: None for event in events}]
+        ahead = ReadAhead(keys)
+        with self._lock:  # open before the read: a write during it reaches the block
+            self._open.append(ahead)
         try:
             values = self._store.get_many(keys)
         except StoreError as exc:
@@ -80,14 +89,27 @@ class RecordReadAhead:
             for ahead in self._open:
                 ahead.dropped = True
 
-    def written(self, keys: Iterable[bytes]) -> None:
-        """After each write of the engine (even a failed one): ``keys`` are stale in every
-        read-ahead still open."""
+    def written(self, puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
+        """After each write of the engine that succeeded: what it wrote is what the store
+        holds, in every read-ahead still open."""
+        with self._lock:
+            for ahead in self._open:
+                for key in ahead.keys.intersection(puts):
+                    ahead.written[key] = puts[key]
+                for key in ahead.keys.intersection(deletes):
+                    ahead.written[key] = None
+                ahead.stale.difference_update(ahead.written)
+
+    def failed(self, keys: Iterable[bytes]) -> None:
+        """After a write of the engine that failed: it may have written some of ``keys``, so
+        they are stale in every read-ahead still open."""
         with self._lock:
             if self._open:
-                written = set(keys)
+                failed = set(keys)
                 for ahead in self._open:
-                    ahead.stale |= written
+                    ahead.stale |= failed
+                    for key in failed:
+                        ahead.written.pop(key, None)
 
     def get_many(self, keys: Sequence[bytes], ahead: ReadAhead | None) -> list[bytes | None]:
         """``keys``' records: from ``ahead`` where it holds a record not written since, from
@@ -95,13 +117,15 @@ class RecordReadAhead:
         if ahead is None:
             return self._store.get_many(keys)
         with self._lock:
-            dropped, stale = ahead.dropped, set(ahead.stale)
-        if dropped or not ahead.values:
+            dropped, stale, written = ahead.dropped, set(ahead.stale), dict(ahead.written)
+        if dropped or not (ahead.values or written):
             return self._store.get_many(keys)
         values, missing = ahead.values, []
         out: list[bytes | None] = []
         for key in keys:
-            if key in values and key not in stale:
+            if key in written:
+                out.append(written[key])
+            elif key in values and key not in stale:
                 out.append(values[key])
             else:
                 missing.append(len(out))
