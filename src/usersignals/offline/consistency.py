@@ -84,8 +84,9 @@ class ConsistencyReport:
     #: Logged requests whose context this release refuses (an empty value, a time in
     #: seconds): not compared.
     outdated: int = 0
-    #: Log lines skipped, and the first of them (:data:`_SHOWN_UNREADABLE`), each
-    #: ``FILE:LINE: reason``.
+    #: Log lines skipped (a JSONL line, a Parquet row, or a whole Parquet file that cannot
+    #: be read, each counted once), and the first of them (:data:`_SHOWN_UNREADABLE`), each
+    #: ``FILE:LINE: reason`` (``FILE: reason`` for a file).
     unreadable_lines: int = 0
     unreadable: list[str] = field(default_factory=list)
     #: Logged answers of versions the module does not declare (``name@version`` → how
@@ -188,7 +189,8 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
     if not records:
         message = f"no logged answers in {str(log)!r}"
         if unreadable:
-            message += f" ({len(unreadable):,} unreadable lines, the first {unreadable[0]})"
+            shown = f"{len(unreadable):,} unreadable lines or files, the first {unreadable[0]}"
+            message += f" ({shown})"
         raise ConfigurationError(message)
     registry = SignalRegistry.from_module(settings.signals)
     _refuse_other_definitions(settings, registry)

@@ -122,7 +122,9 @@ def read_feature_log(path: Path, unreadable: list[str] | None = None) -> list[Fe
     directory (a Parquet file still being written, ``*.parquet.tmp``, is not read).
 
     A JSONL line that is no record (a last line cut short by a crash, say) is skipped and
-    named in ``unreadable`` (``FILE:LINE: reason``); without that list, it is an error."""
+    named in ``unreadable`` (``FILE:LINE: reason``), and so are a Parquet file that cannot
+    be read (``FILE: reason``: a copy cut short) and a Parquet row whose answers are not
+    JSON (``FILE:ROW: reason``, rows counted from 1); without that list, each is an error."""
     if path.is_dir():
         files = sorted([*path.glob("*.jsonl"), *path.glob("*.parquet")])
     elif path.exists():
@@ -132,7 +134,7 @@ def read_feature_log(path: Path, unreadable: list[str] | None = None) -> list[Fe
     records: list[FeatureLogRecord] = []
     for file in files:
         if file.suffix == ".parquet":
-            records.extend(_parquet_records(file))
+            records.extend(_parquet_records(file, unreadable))
         else:
             records.extend(_jsonl_records(file, unreadable))
     return records
@@ -154,7 +156,7 @@ def _jsonl_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogR
     return records
 
 
-def _parquet_records(file: Path) -> list[FeatureLogRecord]:
+def _parquet_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogRecord]:
     try:
         import pyarrow as pa
         import pyarrow.parquet as pq
@@ -166,16 +168,26 @@ def _parquet_records(file: Path) -> list[FeatureLogRecord]:
     try:
         table = pq.read_table(file, columns=["user_id", "ts", "params", "signals"])
     except (OSError, pa.ArrowException) as exc:
-        raise ConfigurationError(f"cannot read the feature log {str(file)!r}: {exc}") from exc
+        if unreadable is None:
+            raise ConfigurationError(f"cannot read the feature log {str(file)!r}: {exc}") from exc
+        unreadable.append(f"{file.name}: {exc}")
+        return []
     times = table.column("ts").cast(pa.int64()).to_pylist()
     signals = msgspec.json.Decoder(dict[str, LoggedAnswer])
-    return [
-        FeatureLogRecord(user, ts, dict(params), signals.decode(answers))
-        for user, ts, params, answers in zip(
-            table.column("user_id").to_pylist(),
-            times,
-            table.column("params").to_pylist(),
-            table.column("signals").to_pylist(),
-            strict=True,
-        )
-    ]
+    records: list[FeatureLogRecord] = []
+    rows = zip(
+        table.column("user_id").to_pylist(),
+        times,
+        table.column("params").to_pylist(),
+        table.column("signals").to_pylist(),
+        strict=True,
+    )
+    for number, (user, ts, params, answers) in enumerate(rows, start=1):
+        try:
+            records.append(FeatureLogRecord(user, ts, dict(params), signals.decode(answers)))
+        except msgspec.DecodeError as exc:  # (a ValidationError too)
+            if unreadable is None:
+                where = f"feature log {str(file)!r}, row {number}"
+                raise ConfigurationError(f"{where}: {exc}") from None
+            unreadable.append(f"{file.name}:{number}: {exc}")
+    return records
