@@ -340,3 +340,13 @@ class HandoverError(UserSignalsError):
     def __init__(self, group: str, message: str) -> None:
         self.group = group
         super().__init__(f"consumer group {group!r}: {message}")
+
+
+class SparkTaskError(UserSignalsError):
+    """A Spark task of an offline job failed on one of the package's own errors (a bad
+    archive file, say), raised in an executor: ``kind`` is its class name, the message its
+    own, as the local runner would have said it."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        self.kind = kind
+        super().__init__(message)

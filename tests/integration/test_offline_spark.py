@@ -295,3 +295,29 @@ def test_spark_dead_letters_the_event_a_signal_fails_on_as_the_local_runner_does
         ("signal_failed", "f1"),
     ]
     assert [json.loads(row["dwell"]) for row in pq.read_table(out).to_pylist()] == [300, 300]
+
+
+def test_a_task_that_fails_on_a_bad_archive_file_says_so_in_one_line(
+    tmp_path: Path, history: History, spark: object
+) -> None:
+    """From the trial: a Spark job that met a file it cannot read exited after about 240
+    lines of JVM log and traceback, the one line that says which file among them. Now the
+    driver raises the executor's own error (the command prints it as the local runner's),
+    and in local mode the JVM's three echoes of the failed task are off."""
+    from usersignals.errors import SparkTaskError
+    from usersignals.offline.spark import backfill_spark
+
+    path = write_jsonl_archive(tmp_path / "archive", history, files=2)
+    (path / "b.parquet").write_bytes(b"PAR1 not a Parquet file")
+    job = BackfillJob(str(path), settings_for(tmp_path / "store"), workers=2)
+    new_store(tmp_path / "store", history).close()
+    with pytest.raises(SparkTaskError) as caught:
+        backfill_spark(spark, job, tmp_path / "states")
+    assert caught.value.kind == "ConfigurationError"
+    assert str(caught.value).startswith("cannot read the event archive's Parquet file b.parquet")
+    assert "\n" not in str(caught.value)
+    jvm = spark._jvm  # type: ignore[attr-defined]
+    executor = jvm.org.apache.logging.log4j.LogManager.getLogger(
+        "org.apache.spark.executor.Executor"
+    )
+    assert executor.getLevel().toString() == "OFF"

@@ -73,6 +73,7 @@ def test_errors_are_exported() -> None:
         "SignalReadError",
         "SignalRetiredError",
         "SignalsMismatchError",
+        "SparkTaskError",
         "SpoolWriteError",
         "StateCodecError",
         "StoreError",
@@ -129,6 +130,8 @@ def test_errors_carry_structured_fields() -> None:
     assert as_of.parameter == "as_of"
     handover = usersignals.HandoverError("usersignals", "broker down")
     assert handover.group == "usersignals"
+    task = usersignals.SparkTaskError("ConfigurationError", "cannot read b.parquet")
+    assert (task.kind, str(task)) == ("ConfigurationError", "cannot read b.parquet")
     not_found = usersignals.SignalNotFoundError("x", ["a", "b"])
     assert (not_found.name, not_found.known) == ("x", ("a", "b"))
 

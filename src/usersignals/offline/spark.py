@@ -69,6 +69,7 @@ from usersignals.offline.features_file import (
 from usersignals.offline.label_shards import Label
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.plan import record_backfill
+from usersignals.offline.spark_errors import quiet_task_failures, raises_task_errors
 from usersignals.offline.training import (
     FeatureEngine,
     TrainingJob,
@@ -105,7 +106,7 @@ def spark_session(
     builder = SparkSession.builder
     for key, value in (conf or {}).items():
         builder = builder.config(key, value)
-    return (
+    spark = (
         builder.master(master)
         .appName("usersignals-offline")
         .config("spark.ui.enabled", "false")
@@ -115,6 +116,8 @@ def spark_session(
         .config("spark.sql.execution.arrow.pyspark.enabled", "true")
         .getOrCreate()
     )
+    quiet_task_failures(spark, master)
+    return spark
 
 
 def _decode_files(settings: Settings, shards: int) -> Any:
@@ -274,6 +277,7 @@ def _summary_bytes(summary: BackfillSummary, taker: Taker) -> bytes:
     return msgspec.msgpack.encode(part)
 
 
+@raises_task_errors
 def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSummary:
     """The backfill on Spark: states as Parquet files in ``states_dir``, then bulk-loaded."""
     from pyspark.sql import functions as f
@@ -366,6 +370,7 @@ def _training_partition(job: TrainingJob, failed: Path) -> Any:
     return run
 
 
+@raises_task_errors
 def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     """The training set on Spark: the executors write the values, sorted by label row, as
     Parquet parts beside ``job.out``; the driver streams them into the file."""
