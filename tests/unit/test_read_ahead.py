@@ -116,7 +116,7 @@ def test_records_read_ahead_and_not_written_since_are_not_read_again() -> None:
 def test_records_written_since_the_read_began_come_from_the_write() -> None:
     """In a processor keeping up, the users of one batch are mostly those of the next, whose
     records were read ahead while that batch was written: each of them was read again on the
-    main thread (9 % of its samples at 60,000 events/s). What this engine wrote is what the
+    main thread (3 % of its samples at 60,000 events/s). What this engine wrote is what the
     store holds, so the read-ahead takes the written bytes (and a deletion's absence)."""
     engine = open_engine(True, 3_600_000)
     first, second, third = batches(stream(5, 90), [30, 60])

@@ -15,7 +15,7 @@ write that failed (or may have written part: a Redis Cluster) marks its keys sta
 a stale key, or one not read ahead, is read when the batch is applied, as without a
 read-ahead. Why the written records: in a processor keeping up, the users of a batch are
 mostly those of the batch before, written while the read-ahead ran; re-read on the main
-thread they were 9 % of its samples (py-spy, 60,000 events/s). Once this processor may not
+thread they were 3 % of its samples (py-spy, 60,000 events/s). Once this processor may not
 hold its users (a revocation, a lost assignment: another processor may write them before a
 block in hand is written), every open read-ahead is dropped
 (:meth:`RecordReadAhead.drop_all`), and so is a block's after a failed write attempt.
