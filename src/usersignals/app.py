@@ -61,6 +61,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             keep_raw_events=settings.processing.keep_raw_events,
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
+        engine.large_records.limit_bytes = settings.processing.large_record_bytes
         # A version's state holds what its definition computed: another definition under the
         # same version would mix two meanings in it, silently.
         recorded = store.get_many([SIGNALS_KEY])[0]

@@ -76,6 +76,9 @@ class ProcessingSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: A repeat of an ``event_id`` within this many milliseconds (behind the user's newest
     #: event) is dropped and counted; 0 turns the check off. See processing/dedupe.py.
     dedupe_horizon_ms: Milliseconds = 86_400_000
+    #: A user record written larger than this is counted and named in a warning, once a
+    #: minute (0: off): it is rewritten whole in every batch. See processing/large_records.py.
+    large_record_bytes: Count = 1 << 20
 
 
 class SpoolSettings(msgspec.Struct, forbid_unknown_fields=True):

@@ -35,6 +35,9 @@ class BatchReport:
     taken as new events.
     ``rejected``: events a signal's own code failed on (reason ``signal_failed``), for the
     dead-letter destination; the other signals applied them.
+    ``large_records``: user records written larger than ``processing.large_record_bytes``,
+    and ``largest_record`` the largest of them (user id, bytes): see
+    processing/large_records.py.
     """
 
     events: int = 0
@@ -47,6 +50,8 @@ class BatchReport:
     missing_enrichment: dict[str, int] = field(default_factory=dict)
     newest_event_ms: int | None = None
     rejected: list[BadEvent] = field(default_factory=list)
+    large_records: int = 0
+    largest_record: tuple[str, int] | None = None
     #: Seconds spent in each signal's own code (decoding, applying and encoding its
     #: states), by key for the signals that run in Python, the native core's batch call for
     #: all the others under ``native``: where a slow user-defined aggregation shows. A
@@ -67,6 +72,9 @@ class BatchReport:
             for key, value in theirs.items():
                 mine[key] = mine.get(key, 0) + value
         self.rejected.extend(other.rejected)
+        self.large_records += other.large_records
+        if other.largest_record and other.largest_record[1] > (self.largest_record or ("", 0))[1]:
+            self.largest_record = other.largest_record
         for key, seconds in other.signal_seconds.items():
             self.signal_seconds[key] = self.signal_seconds.get(key, 0.0) + seconds
         if other.newest_event_ms is not None:

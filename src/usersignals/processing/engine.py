@@ -38,6 +38,7 @@ from usersignals.errors import ConfigurationError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.processing.batch import NATIVE_TIMING_KEY, BatchReport, MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe, Seen
+from usersignals.processing.large_records import LargeRecords
 from usersignals.processing.native import NativeSignals
 from usersignals.processing.native_batch import NativeBatches
 from usersignals.processing.python_signals import SIGNAL_FAILED, apply_signal
@@ -145,6 +146,8 @@ class Engine:
         self._hot = DecodedStateCache(max_bytes=256 << 20)
         #: The fetch thread's reads of the next block's records (processing/read_ahead.py).
         self.read_ahead = RecordReadAhead(store)
+        #: Records written over ``processing.large_record_bytes``, counted and named.
+        self.large_records = LargeRecords()
         self._keys = {plan.key for plan in self._plans}
         self._names = {signal.name for signal in registry.computed}
         #: Retired versions past their grace period (state/versions.py), read per batch.
@@ -191,6 +194,7 @@ class Engine:
         else:
             puts = self._process_per_user(batch, read, report, rewinds)
         report.users = len(puts)
+        report.large_records, report.largest_record = self.large_records.check(puts)
         if report.rejected and on_rejected is not None:
             on_rejected(report.rejected)
         if marks:

@@ -41,6 +41,28 @@ class ProcessorMetrics:
             registry=self.registry,
         )  # fmt: skip
         self._consumer()
+        self._engine_reports()
+        self.store_available = Gauge(
+            "usersignals_store_available",
+            "1 while state store writes succeed, 0 while they fail and are being retried",
+            registry=self.registry,
+        )
+        self.store_up = True
+        self.store_available.set(1)
+        self.store_failures = Counter(
+            "usersignals_store_failures", "Failed state store operations (each retried)",
+            registry=self.registry,
+        )  # fmt: skip
+        self.spool_retired = Counter(
+            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
+            registry=self.registry,
+        )  # fmt: skip
+        self._timings()
+
+    def _engine_reports(self) -> None:
+        """What the engine reports of each batch (:meth:`observe_report`)."""
+        from prometheus_client import Counter
+
         self.repeats = Counter(
             "usersignals_repeated_event_ids",
             "Events dropped because the user applied their event_id within the dedupe horizon",
@@ -61,22 +83,13 @@ class ProcessorMetrics:
             "made again, a broker that lost its log)",
             registry=self.registry,
         )
-        self.store_available = Gauge(
-            "usersignals_store_available",
-            "1 while state store writes succeed, 0 while they fail and are being retried",
+        self.large_records = Counter(
+            "usersignals_large_records",
+            "User records written larger than processing.large_record_bytes (a user with "
+            "that many events within the dedupe horizon, a bot?): the largest is named in "
+            "the log, once a minute",
             registry=self.registry,
         )
-        self.store_up = True
-        self.store_available.set(1)
-        self.store_failures = Counter(
-            "usersignals_store_failures", "Failed state store operations (each retried)",
-            registry=self.registry,
-        )  # fmt: skip
-        self.spool_retired = Counter(
-            "usersignals_spool_files_retired", "Spool files applied in full and deleted",
-            registry=self.registry,
-        )  # fmt: skip
-        self._timings()
 
     def _consumer(self) -> None:
         """The consumer group's: partitions held, positions and lag."""
@@ -159,6 +172,8 @@ class ProcessorMetrics:
             self.already_applied.inc(report.duplicates)
         if report.rewound:
             self.rewound.inc(report.rewound)
+        if report.large_records:
+            self.large_records.inc(report.large_records)
         for rejected in report.rejected:
             self.dead_letters.labels(rejected.reason).inc()
         for key, seconds in report.signal_seconds.items():
