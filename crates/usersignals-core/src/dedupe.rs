@@ -35,7 +35,7 @@ pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<
         let hour = ts.div_euclid(HOUR_MS);
         let first = newest_hour - horizon_hours;
         if hour >= first {
-            let have = known.newest(fingerprint, &added);
+            let have = known.newest(fingerprint);
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
             }
@@ -103,21 +103,35 @@ impl Kept {
 /// many users with an event or two (callgrind, bench/engine.py).
 const SEARCHED_EVENTS: usize = 16;
 
+/// Past `SEARCHED_EVENTS`, the stored hours are still searched while they hold at least this
+/// many fingerprints per event and hour: a bot's record of 260,000 fingerprints (the top
+/// user of a minute of bench/ingest.py's freshness feed) was made a map of them in every
+/// batch for its few thousand events there, where about 18 steps of a binary search per
+/// event and hour do.
+const SEARCHED_PER_EVENT_HOUR: usize = 8;
+
 /// Fingerprint → the newest hour it was applied in, as `admit` asks.
 enum Known<'s> {
     /// Built from every stored fingerprint (hours ascend, so later ones win), then kept up
     /// to date: foldhash, not SipHash.
     Map(HashMap<u32, i64>),
-    /// The stored hours, each sorted (as written), searched; then what `admit` added.
-    Search(&'s Seen),
+    /// The stored hours, each sorted (as written), searched; and what `admit` added, by
+    /// fingerprint (its newest hour).
+    Search(&'s Seen, HashMap<u32, i64>),
 }
 
 impl<'s> Known<'s> {
     fn of(seen: &'s Seen, events: usize) -> Self {
-        if events <= SEARCHED_EVENTS && seen.values().all(|blob| is_sorted(blob)) {
-            return Known::Search(seen);
+        let stored: usize = seen.values().map(|blob| blob.len() / 4).sum();
+        let few = events <= SEARCHED_EVENTS
+            || events
+                .saturating_mul(seen.len())
+                .saturating_mul(SEARCHED_PER_EVENT_HOUR)
+                <= stored;
+        if few && seen.values().all(|blob| is_sorted(blob)) {
+            return Known::Search(seen, HashMap::new());
         }
-        let mut known = HashMap::new();
+        let mut known = HashMap::with_capacity(stored);
         for (hour, blob) in seen.iter() {
             for fingerprint in unpack(blob) {
                 known.insert(fingerprint, *hour);
@@ -126,28 +140,26 @@ impl<'s> Known<'s> {
         Known::Map(known)
     }
 
-    /// The newest hour `fingerprint` was applied in, stored or `added` by this batch.
-    fn newest(&self, fingerprint: u32, added: &[(i64, u32)]) -> Option<i64> {
-        let seen = match self {
+    /// The newest hour `fingerprint` was applied in, stored or added by this batch.
+    fn newest(&self, fingerprint: u32) -> Option<i64> {
+        let (seen, added) = match self {
             Known::Map(known) => return known.get(&fingerprint).copied(),
-            Known::Search(seen) => seen,
+            Known::Search(seen, added) => (seen, added),
         };
         let stored = (seen.iter().rev())
             .find(|(_, blob)| contains(blob, fingerprint))
             .map(|(hour, _)| *hour);
-        let fresh = (added.iter())
-            .filter(|(_, added)| *added == fingerprint)
-            .map(|(hour, _)| *hour)
-            .max();
-        stored.max(fresh)
+        stored.max(added.get(&fingerprint).copied())
     }
 
-    /// `fingerprint` applied in `hour` (a `Search` finds it in `admit`'s additions).
+    /// `fingerprint` applied in `hour`.
     fn apply(&mut self, fingerprint: u32, hour: i64) {
-        if let Known::Map(known) = self {
-            let newest = known.entry(fingerprint).or_insert(hour);
-            *newest = (*newest).max(hour);
-        }
+        let known = match self {
+            Known::Map(known) => known,
+            Known::Search(_, added) => added,
+        };
+        let newest = known.entry(fingerprint).or_insert(hour);
+        *newest = (*newest).max(hour);
     }
 }
 
@@ -269,6 +281,31 @@ mod tests {
             seen in arb_seen(),
             events in prop::collection::vec((0..60 * HOUR_MS, 0u32..12), 0..40),
             horizon in 1i64..30,
+        ) {
+            let (mut mine, mut theirs) = (seen.clone(), seen);
+            prop_assert_eq!(admit(horizon, &mut mine, &events), reference(horizon, &mut theirs, &events));
+            prop_assert_eq!(mine, theirs);
+        }
+    }
+
+    /// A few hours of many fingerprints, as written, and events that repeat some of them:
+    /// the stored hours searched though the batch has more than `SEARCHED_EVENTS` events.
+    fn arb_large_seen() -> impl Strategy<Value = Seen> {
+        let hour = prop::collection::btree_set(0u32..4_000, 0..2_000).prop_map(|set| {
+            set.iter()
+                .flat_map(|f| f.to_be_bytes())
+                .collect::<Vec<u8>>()
+        });
+        prop::collection::btree_map(0i64..4, hour, 0..3)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(128))]
+        #[test]
+        fn admitting_a_busy_users_batch_is_the_reference(
+            seen in arb_large_seen(),
+            events in prop::collection::vec((0..4 * HOUR_MS, 0u32..4_000), 17..120),
+            horizon in 1i64..3,
         ) {
             let (mut mine, mut theirs) = (seen.clone(), seen);
             prop_assert_eq!(admit(horizon, &mut mine, &events), reference(horizon, &mut theirs, &events));
