@@ -310,6 +310,7 @@ class RecordCache:
     def get_many(
         self, keys: Iterable[str], now: float
     ) -> tuple[dict[str, Any], set[str], list[str]]: ...
+    def missing(self, keys: Iterable[str], now: float) -> list[str]: ...
     def put_many(
         self,
         records: Mapping[str, Any],

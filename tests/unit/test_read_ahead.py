@@ -51,11 +51,11 @@ def play(
 ) -> None:
     """Each batch applied (the user ``u0`` deleted after the batches in ``deleted``); with
     ``read_ahead``, the next batch's records read before this one is written."""
-    ahead: ReadAhead | None = engine.read_ahead.read(parts[0][0]) if read_ahead else None
+    ahead: ReadAhead | None = engine.read_block_ahead(parts[0][0]) if read_ahead else None
     for index, (events, positions) in enumerate(parts):
         following = None
         if read_ahead and index + 1 < len(parts):
-            following = engine.read_ahead.read(parts[index + 1][0])
+            following = engine.read_block_ahead(parts[index + 1][0])
         engine.process(MicroBatch(events, positions), ahead=ahead)
         if index in deleted:
             engine.delete_users(["u0"])

@@ -64,6 +64,13 @@ impl<V> RecordCache<V> {
         }
     }
 
+    /// Whether `key` has a live entry at time `now` (a record, or known absent), without
+    /// making it the most recently used: asked from another thread than the lookups', for
+    /// what to fetch ahead of them, it must not reorder what they will evict.
+    pub fn is_live(&self, key: &str, now: f64) -> bool {
+        matches!(self.entries.get(key), Some(entry) if entry.expires > now)
+    }
+
     /// `key`'s record (`None`: absent from the source) until `expires`, as the most recently
     /// used entry. The cache may hold more than its capacity until [`RecordCache::evict`].
     pub fn put(&mut self, key: String, record: Option<V>, expires: f64) {
@@ -118,6 +125,12 @@ mod tests {
             }
         }
 
+        fn is_live(&self, key: &str, now: f64) -> bool {
+            self.entries
+                .iter()
+                .any(|(k, expires, _)| k == key && *expires > now)
+        }
+
         fn put(&mut self, key: &str, record: Option<u32>, expires: f64) {
             self.entries.retain(|(k, ..)| k != key);
             self.entries.push((key.to_string(), expires, record));
@@ -127,6 +140,7 @@ mod tests {
     #[derive(Debug, Clone)]
     enum Op {
         Lookup(u8),
+        IsLive(u8),
         Put(u8, Option<u32>, u8),
         Evict,
         Tick(u8),
@@ -135,6 +149,7 @@ mod tests {
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
             (0u8..12).prop_map(Op::Lookup),
+            (0u8..12).prop_map(Op::IsLive),
             (0u8..12, proptest::option::of(0u32..100), 0u8..20)
                 .prop_map(|(k, r, ttl)| Op::Put(k, r, ttl)),
             Just(Op::Evict),
@@ -156,6 +171,10 @@ mod tests {
                     Op::Lookup(key) => {
                         let key = format!("k{key}");
                         prop_assert_eq!(cache.lookup(&key, now), model.lookup(&key, now));
+                    }
+                    Op::IsLive(key) => {
+                        let key = format!("k{key}");
+                        prop_assert_eq!(cache.is_live(&key, now), model.is_live(&key, now));
                     }
                     Op::Put(key, record, ttl) => {
                         let key = format!("k{key}");

@@ -65,6 +65,19 @@ impl RecordCache {
         Ok((found, absent, fetch))
     }
 
+    /// The text `keys` without a live entry at time `now` (what a lookup would fetch), in
+    /// their order; the cache's use order is left as it is.
+    fn missing<'py>(&self, keys: &Bound<'py, PyAny>, now: f64) -> PyResult<Bound<'py, PyList>> {
+        let missing = PyList::empty(keys.py());
+        for key in keys.try_iter()? {
+            let key = key?;
+            if !self.cache.is_live(key.cast::<PyString>()?.to_str()?, now) {
+                missing.append(&key)?;
+            }
+        }
+        Ok(missing)
+    }
+
     /// Caches `records` (text key → record) until `expires` and the `absent` keys until
     /// `absent_expires`, then evicts the least recently used down to the capacity.
     fn put_many(

@@ -39,6 +39,11 @@ class RecordCache:
         """(records found, keys known to be missing, keys to fetch)."""
         return self._entries.get_many(keys, self.clock())
 
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        """The keys a lookup would fetch now, leaving the use order as it is (for reading
+        ahead from another thread: processing/read_ahead.py)."""
+        return self._entries.missing(keys, self.clock())
+
     def put_many(self, records: Mapping[str, Any], missing: Iterable[str]) -> None:
         now = self.clock()
         self._entries.put_many(records, missing, now + self.ttl_s, now + self.negative_ttl_s)

@@ -24,6 +24,12 @@ class LookupSource(Protocol):
     :class:`~usersignals.enrich.packed.PackedRecord` (msgpack bytes the core reads without
     decoding them into Python objects); any other value is passed on as it is: the
     Materializer counts it and treats the key as absent.
+
+    A source may say ``reads_ahead = True`` when its ``fetch`` is safe to call from another
+    thread than the lookups' and cheap to call for keys that end up unused: the Kafka
+    processor then fetches its next block's keys ahead, on its fetch thread
+    (:meth:`~usersignals.enrich.materializer.Materializer.read_ahead`). The embedded table
+    does; a remote source, whose failures the lookups' policy rides out, does not.
     """
 
     name: str
@@ -43,6 +49,10 @@ class TableSource:
     """An embedded table in the state store (loaded with ``usersignals tables load``); its
     records come as :class:`~usersignals.enrich.packed.PackedRecord` where the core reads
     them, else decoded into dicts."""
+
+    #: The store's reads are thread-safe (RocksDB's; Redis's through a connection pool), and
+    #: one multi-get of a batch's keys cheap (see LookupSource).
+    reads_ahead = True
 
     def __init__(self, name: str, table: KeyValueTable) -> None:
         self.name = name

@@ -32,7 +32,7 @@ import msgspec
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.aggregations.rows import Row
-from usersignals.enrich.materializer import Materializer
+from usersignals.enrich.materializer import LookupsAhead, Materializer
 from usersignals.enrich.sources import Record
 from usersignals.errors import ConfigurationError
 from usersignals.events.model import BadEvent, Event, Position
@@ -163,6 +163,23 @@ class Engine:
             for source, kinds in enriched_field_kinds(registry).items():
                 materializer.expect(source, kinds)
 
+    def read_block_ahead(self, events: list[Event]) -> ReadAhead:
+        """What the Kafka processor's fetch thread reads of its next block while this engine
+        applies the block before: the users' records (:attr:`read_ahead`) and, where the
+        core runs the batch, the lookup keys its events carry that the cache lacks
+        (``Materializer.read_ahead``; the keys of a source whose signals all filter events
+        first are left to the lookup: which it needs, only the filters tell)."""
+        ahead = self.read_ahead.read(events)
+        if self._batches is None or self.materializer is None or not events:
+            return ahead
+        keys = {}
+        for source in self._sources:
+            plans = [plan for plan in self._plans if source in plan.layout]
+            if not all(plan.prefilter and plan.accepts for plan in plans):
+                keys[source] = _key_set(events, plans[0].lookup_keys[source])
+        ahead.lookups = self.materializer.read_ahead(keys)
+        return ahead
+
     def process(
         self,
         batch: MicroBatch,
@@ -190,7 +207,10 @@ class Engine:
         read = partial(self.read_ahead.get_many, ahead=ahead)
         if self._batches is not None:
             versions = (self._keys, self._expired, self._names)
-            puts = self._batches.process(batch, read, self._lookups, versions, report, rewinds)
+            lookups = self._lookups
+            if ahead is not None and ahead.lookups is not None:
+                lookups = partial(self._lookups, ahead=ahead.lookups)
+            puts = self._batches.process(batch, read, lookups, versions, report, rewinds)
         else:
             puts = self._process_per_user(batch, read, report, rewinds)
         report.users = len(puts)
@@ -378,12 +398,14 @@ class Engine:
         live: list[Event],
         keys: Mapping[str, list[str]] | None = None,
         remember: bool = True,
+        ahead: LookupsAhead | None = None,
     ) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that the ``live`` events (the
         ones to apply) carry, where a signal interested in them reads the source; through
         the Materializer's cache unless not ``remember``. ``keys``: per source, the distinct
         keys of all the ``live`` events, read already (by the core's column reader, see
-        ``NativeBatches``), for the sources whose signals do not filter first."""
+        ``NativeBatches``), for the sources whose signals do not filter first. ``ahead``:
+        what :meth:`read_block_ahead` fetched of them."""
         records: dict[str, dict[str, Record]] = {}
         for source in self._sources:
             plans = [plan for plan in self._plans if source in plan.layout]
@@ -401,7 +423,7 @@ class Engine:
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
             records[source] = self.materializer.lookup(
-                source, wanted, remember=remember, distinct=distinct
+                source, wanted, remember=remember, distinct=distinct, ahead=ahead
             )
         return records
 

@@ -1,8 +1,8 @@
 """The Kafka processor: fetch and decode in one thread, apply and commit in another.
 
 The fetch thread assembles and decodes the next micro-batch, and reads its users' records
-ahead (processing/read_ahead.py), while the main thread writes the current one (a queue of one
-batch: backpressure). For each batch, in order: bad events to the
+and its lookup keys ahead (``Engine.read_block_ahead``), while the main thread writes the
+current one (a queue of one batch: backpressure). For each batch, in order: bad events to the
 dead-letter topic (flushed), the engine's atomic state write, then the offset commit. So a
 crash at any point leaves offsets at or behind the state; the re-delivered events are found
 in each user's progress and change nothing: an exactly-once effect.
@@ -129,7 +129,7 @@ class KafkaRunner(PipelineRunner):
                     continue
                 block = self.step.decode(batch.lines, batch.positions)
                 block.segments[0].decoded.bad[:0] = batch.bad  # empty and null values
-                block.ahead = self.engine.read_ahead.read(block.events)
+                block.ahead = self.engine.read_block_ahead(block.events)
                 with self._drained:
                     self._in_flight += 1
                 self._queue.put((batch, block))

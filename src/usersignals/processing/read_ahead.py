@@ -27,6 +27,7 @@ import logging
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
+from usersignals.enrich.materializer import LookupsAhead
 from usersignals.errors import StoreError
 from usersignals.events.model import Event
 from usersignals.state.keys import user_key
@@ -51,6 +52,9 @@ class ReadAhead:
         self.stale: set[bytes] = set()
         #: Dropped: every record is read when the block is applied.
         self.dropped = False
+        #: The block's lookup keys fetched ahead (``Engine.read_block_ahead``), if any:
+        #: records of a source, not of the users, so a revocation leaves them.
+        self.lookups: LookupsAhead | None = None
 
 
 class RecordReadAhead:
