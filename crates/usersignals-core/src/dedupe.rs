@@ -35,7 +35,7 @@ pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<
         let hour = ts.div_euclid(HOUR_MS);
         let first = newest_hour - horizon_hours;
         if hour >= first {
-            let have = known.newest(fingerprint);
+            let have = known.newest(fingerprint, &added);
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
             }
@@ -115,21 +115,29 @@ enum Known<'s> {
     /// Built from every stored fingerprint (hours ascend, so later ones win), then kept up
     /// to date: foldhash, not SipHash.
     Map(HashMap<u32, i64>),
-    /// The stored hours, each sorted (as written), searched; and what `admit` added, by
-    /// fingerprint (its newest hour).
-    Search(&'s Seen, HashMap<u32, i64>),
+    /// The stored hours, each sorted (as written), searched; what `admit` added scanned (a
+    /// batch of at most `SEARCHED_EVENTS` of the user's events: no allocation).
+    Search(&'s Seen),
+    /// The stored hours searched, and what `admit` added by fingerprint (its newest hour):
+    /// a busy user's many events.
+    SearchMapped(&'s Seen, HashMap<u32, i64>),
 }
 
 impl<'s> Known<'s> {
     fn of(seen: &'s Seen, events: usize) -> Self {
         let stored: usize = seen.values().map(|blob| blob.len() / 4).sum();
-        let few = events <= SEARCHED_EVENTS
+        let few = events <= SEARCHED_EVENTS;
+        let searched = few
             || events
                 .saturating_mul(seen.len())
                 .saturating_mul(SEARCHED_PER_EVENT_HOUR)
                 <= stored;
-        if few && seen.values().all(|blob| is_sorted(blob)) {
-            return Known::Search(seen, HashMap::new());
+        if searched && seen.values().all(|blob| is_sorted(blob)) {
+            return if few {
+                Known::Search(seen)
+            } else {
+                Known::SearchMapped(seen, HashMap::with_capacity(events))
+            };
         }
         let mut known = HashMap::with_capacity(stored);
         for (hour, blob) in seen.iter() {
@@ -140,23 +148,32 @@ impl<'s> Known<'s> {
         Known::Map(known)
     }
 
-    /// The newest hour `fingerprint` was applied in, stored or added by this batch.
-    fn newest(&self, fingerprint: u32) -> Option<i64> {
-        let (seen, added) = match self {
+    /// The newest hour `fingerprint` was applied in, stored or `added` by this batch.
+    fn newest(&self, fingerprint: u32, added: &[(i64, u32)]) -> Option<i64> {
+        let (seen, fresh) = match self {
             Known::Map(known) => return known.get(&fingerprint).copied(),
-            Known::Search(seen, added) => (seen, added),
+            Known::Search(seen) => (seen, Self::scanned(fingerprint, added)),
+            Known::SearchMapped(seen, mapped) => (seen, mapped.get(&fingerprint).copied()),
         };
         let stored = (seen.iter().rev())
             .find(|(_, blob)| contains(blob, fingerprint))
             .map(|(hour, _)| *hour);
-        stored.max(added.get(&fingerprint).copied())
+        stored.max(fresh)
     }
 
-    /// `fingerprint` applied in `hour`.
+    /// The newest hour `fingerprint` was added in, found in `added`.
+    fn scanned(fingerprint: u32, added: &[(i64, u32)]) -> Option<i64> {
+        (added.iter())
+            .filter(|(_, added)| *added == fingerprint)
+            .map(|(hour, _)| *hour)
+            .max()
+    }
+
+    /// `fingerprint` applied in `hour` (a `Search` finds it in `admit`'s additions).
     fn apply(&mut self, fingerprint: u32, hour: i64) {
         let known = match self {
-            Known::Map(known) => known,
-            Known::Search(_, added) => added,
+            Known::Map(known) | Known::SearchMapped(_, known) => known,
+            Known::Search(_) => return,
         };
         let newest = known.entry(fingerprint).or_insert(hour);
         *newest = (*newest).max(hour);
