@@ -26,16 +26,31 @@ pub fn fingerprint(event_id: &str) -> u32 {
 /// The events (`(ts, fingerprint of the event_id)` in arrival order) that are not repeats,
 /// by position in `events`; `seen` becomes the user's new fingerprints.
 pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<usize> {
+    let mut admitted = Vec::with_capacity(events.len());
+    admit_into(horizon_hours, seen, events, &mut admitted, &mut Vec::new());
+    admitted
+}
+
+/// [`admit`] into `admitted` (cleared first), with `added` a buffer of its own (its content
+/// is of no use after): a caller admitting user after user keeps both, not two allocations
+/// per user.
+pub fn admit_into(
+    horizon_hours: i64,
+    seen: &mut Seen,
+    events: &[(i64, u32)],
+    admitted: &mut Vec<usize>,
+    added: &mut Vec<(i64, u32)>,
+) {
     let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
     let mut known = Known::of(seen, events.len());
-    let mut admitted = Vec::with_capacity(events.len());
+    admitted.clear();
     // (hour, fingerprint) of the events admitted within the horizon, in arrival order.
-    let mut added: Vec<(i64, u32)> = Vec::with_capacity(events.len());
+    added.clear();
     for (index, &(ts, fingerprint)) in events.iter().enumerate() {
         let hour = ts.div_euclid(HOUR_MS);
         let first = newest_hour - horizon_hours;
         if hour >= first {
-            let have = known.newest(fingerprint, &added);
+            let have = known.newest(fingerprint, added);
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
             }
@@ -63,7 +78,6 @@ pub fn admit(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<
             all.iter().flat_map(|f| f.to_be_bytes()).collect()
         };
     }
-    admitted
 }
 
 /// What a user's record keeps of the ids it met, asked of its events at or below its
@@ -338,6 +352,25 @@ mod tests {
             horizon in 1i64..3,
         ) {
             same_as_reference(horizon, seen, &events)?;
+        }
+
+        /// `admit_into` with buffers kept from user to user (left as the last user left
+        /// them) admits what `admit` admits, and leaves the same fingerprints.
+        #[test]
+        fn admitting_into_kept_buffers_is_admitting(
+            users in prop::collection::vec(
+                (arb_seen(), prop::collection::vec((0..60 * HOUR_MS, 0u32..12), 0..20)),
+                1..6,
+            ),
+            horizon in 1i64..30,
+        ) {
+            let (mut admitted, mut added) = (vec![7usize; 3], vec![(1i64, 2u32); 5]);
+            for (seen, events) in users {
+                let (mut mine, mut theirs) = (seen.clone(), seen);
+                admit_into(horizon, &mut mine, &events, &mut admitted, &mut added);
+                prop_assert_eq!(&admitted, &admit(horizon, &mut theirs, &events));
+                prop_assert_eq!(mine, theirs);
+            }
         }
     }
 

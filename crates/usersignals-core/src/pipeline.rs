@@ -142,18 +142,22 @@ pub fn select(
     horizon_hours: Option<i64>,
 ) -> Result<Selection, CoreError> {
     arrivals.check(stored.len())?;
-    let (records, states): (Vec<UserRecord>, Vec<Vec<StoredState>>) = (stored.iter())
-        .enumerate()
-        .map(|(user, raw)| match raw {
+    // Sized up front: collected through a `Result`, the pairs' vector grew by doubling.
+    // With the buffers `select_records` keeps across users: `select` 79.1 → 66.8 M
+    // instructions (callgrind, bench/engine.py --events 50000 --batch 10000).
+    let mut records: Vec<UserRecord> = Vec::with_capacity(stored.len());
+    let mut states: Vec<Vec<StoredState>> = Vec::with_capacity(stored.len());
+    for (user, raw) in stored.iter().enumerate() {
+        let (record, stored_states) = match raw {
             Some(data) => record::decode_in_place(data).map_err(|e| CoreError::UserRecord {
                 user,
                 message: e.to_string(),
-            }),
-            None => Ok((UserRecord::default(), Vec::new())),
-        })
-        .collect::<Result<Vec<_>, _>>()?
-        .into_iter()
-        .unzip();
+            })?,
+            None => (UserRecord::default(), Vec::new()),
+        };
+        records.push(record);
+        states.push(stored_states);
+    }
     let mut selection = select_records(arrivals, records, horizon_hours)?;
     selection.stored_states = states;
     Ok(selection)
@@ -175,31 +179,32 @@ pub fn select_records(
         changed: Vec::with_capacity(arrivals.users),
         ..Selection::default()
     };
-    // Kept across users: a `Vec` of each user's keys was an allocation per user.
+    // Kept across users: a `Vec` of each user's keys was an allocation per user, and so
+    // were the unapplied events, the admitted ones and the dedupe's additions.
     let mut keys: Vec<(i64, u32)> = Vec::new();
+    let (mut unapplied, mut admitted, mut added) = (Vec::new(), Vec::new(), Vec::new());
     for (events, mut record) in by_user.chunks().zip(records) {
         let mut rewound = 0;
         // What the record keeps of the ids it met, once a user has an event at or below
         // its progress (`None` inside: it keeps none, the progress alone decides).
         let mut kept: Option<Option<dedupe::Kept>> = None;
-        let unapplied: Vec<usize> = (events.iter().copied())
-            .filter(|&i| {
-                if arrivals.not_applied(i, &record.progress) {
-                    return true;
-                }
-                // At or below the progress: a replay, unless the partition's offsets went
-                // backwards and the id was never met. Without a horizon no id is kept.
-                let Some(hours) = horizon_hours.filter(|_| arrivals.rewinds) else {
-                    return false;
-                };
-                let kept = kept.get_or_insert_with(|| dedupe::Kept::of(hours, &record.seen));
-                let never = kept
-                    .as_ref()
-                    .is_some_and(|kept| !kept.met(arrivals.ts[i], arrivals.fingerprint[i]));
-                rewound += u64::from(never);
-                never
-            })
-            .collect();
+        unapplied.clear();
+        unapplied.extend((events.iter().copied()).filter(|&i| {
+            if arrivals.not_applied(i, &record.progress) {
+                return true;
+            }
+            // At or below the progress: a replay, unless the partition's offsets went
+            // backwards and the id was never met. Without a horizon no id is kept.
+            let Some(hours) = horizon_hours.filter(|_| arrivals.rewinds) else {
+                return false;
+            };
+            let kept = kept.get_or_insert_with(|| dedupe::Kept::of(hours, &record.seen));
+            let never = kept
+                .as_ref()
+                .is_some_and(|kept| !kept.met(arrivals.ts[i], arrivals.fingerprint[i]));
+            rewound += u64::from(never);
+            never
+        }));
         out.rewound += rewound;
         out.duplicates += (events.len() - unapplied.len()) as u64;
         arrivals.advance(&mut record.progress, &unapplied);
@@ -212,11 +217,11 @@ pub fn select_records(
                         .iter()
                         .map(|&i| (arrivals.ts[i], arrivals.fingerprint[i])),
                 );
-                let admitted = dedupe::admit(hours, &mut record.seen, &keys);
+                dedupe::admit_into(hours, &mut record.seen, &keys, &mut admitted, &mut added);
                 out.repeats += (unapplied.len() - admitted.len()) as u64;
-                admitted.into_iter().map(|k| unapplied[k]).collect()
+                admitted.iter().map(|&k| unapplied[k]).collect()
             }
-            _ => unapplied,
+            _ => unapplied.clone(),
         };
         fresh.sort_by_key(|&i| arrivals.ts[i]);
         out.records.push(record);
