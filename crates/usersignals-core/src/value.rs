@@ -374,6 +374,32 @@ mod tests {
             let back = Value::decode(&mut Reader::new(&out)).unwrap();
             prop_assert_eq!(back.exact_key(), v.exact_key());
         }
+
+        /// Any bytes (values written, then perhaps cut or damaged): decoded borrowed and
+        /// written again, they give what decoding them owned and writing again gives, or
+        /// the same error (`tiles::parse` re-writes its group keys the borrowed way).
+        #[test]
+        fn borrowed_values_write_again_as_owned_ones(
+            values in prop::collection::vec(any_value(), 0..4),
+            cut in any::<prop::sample::Index>(),
+            damage in prop::option::of((any::<prop::sample::Index>(), any::<u8>())),
+        ) {
+            let mut data = Vec::new();
+            values.iter().for_each(|v| v.encode(&mut data));
+            if let Some((at, byte)) = damage.filter(|_| !data.is_empty()) {
+                let at = at.index(data.len());
+                data[at] = byte;
+            }
+            let data = &data[..cut.index(data.len() + 1)];
+            let (mut owned, mut borrowed) = (Reader::new(data), Reader::new(data));
+            let (mut by_owned, mut by_borrowed) = (Vec::new(), Vec::new());
+            for _ in 0..values.len() {
+                let a = Value::decode(&mut owned).map(|v| v.encode(&mut by_owned));
+                let b = ValueRef::decode(&mut borrowed).map(|v| v.encode(&mut by_borrowed));
+                prop_assert_eq!(a.map_err(|e| e.to_string()), b.map_err(|e| e.to_string()));
+                prop_assert_eq!(&by_owned, &by_borrowed);
+            }
+        }
     }
 
     #[test]
