@@ -184,28 +184,7 @@ pub fn select_records(
     let mut keys: Vec<(i64, u32)> = Vec::new();
     let (mut unapplied, mut admitted, mut added) = (Vec::new(), Vec::new(), Vec::new());
     for (events, mut record) in by_user.chunks().zip(records) {
-        let mut rewound = 0;
-        // What the record keeps of the ids it met, once a user has an event at or below
-        // its progress (`None` inside: it keeps none, the progress alone decides).
-        let mut kept: Option<Option<dedupe::Kept>> = None;
-        unapplied.clear();
-        unapplied.extend((events.iter().copied()).filter(|&i| {
-            if arrivals.not_applied(i, &record.progress) {
-                return true;
-            }
-            // At or below the progress: a replay, unless the partition's offsets went
-            // backwards and the id was never met. Without a horizon no id is kept.
-            let Some(hours) = horizon_hours.filter(|_| arrivals.rewinds) else {
-                return false;
-            };
-            let kept = kept.get_or_insert_with(|| dedupe::Kept::of(hours, &record.seen));
-            let never = kept
-                .as_ref()
-                .is_some_and(|kept| !kept.met(arrivals.ts[i], arrivals.fingerprint[i]));
-            rewound += u64::from(never);
-            never
-        }));
-        out.rewound += rewound;
+        out.rewound += unapplied_into(arrivals, events, &record, horizon_hours, &mut unapplied);
         out.duplicates += (events.len() - unapplied.len()) as u64;
         arrivals.advance(&mut record.progress, &unapplied);
         out.changed.push(!unapplied.is_empty());
@@ -228,6 +207,39 @@ pub fn select_records(
         out.fresh.push(fresh);
     }
     Ok(out)
+}
+
+/// A user's `events` that its record shows as not applied yet, into `unapplied` (cleared
+/// first); the count of those taken though at or below the progress (rewound).
+fn unapplied_into(
+    arrivals: &Arrivals,
+    events: &[usize],
+    record: &UserRecord,
+    horizon_hours: Option<i64>,
+    unapplied: &mut Vec<usize>,
+) -> u64 {
+    let mut rewound = 0;
+    // What the record keeps of the ids it met, once a user has an event at or below its
+    // progress (`None` inside: it keeps none, the progress alone decides).
+    let mut kept: Option<Option<dedupe::Kept>> = None;
+    unapplied.clear();
+    unapplied.extend((events.iter().copied()).filter(|&i| {
+        if arrivals.not_applied(i, &record.progress) {
+            return true;
+        }
+        // At or below the progress: a replay, unless the partition's offsets went backwards
+        // and the id was never met. Without a horizon no id is kept.
+        let Some(hours) = horizon_hours.filter(|_| arrivals.rewinds) else {
+            return false;
+        };
+        let kept = kept.get_or_insert_with(|| dedupe::Kept::of(hours, &record.seen));
+        let never = kept
+            .as_ref()
+            .is_some_and(|kept| !kept.met(arrivals.ts[i], arrivals.fingerprint[i]));
+        rewound += u64::from(never);
+        never
+    }));
+    rewound
 }
 
 /// The batch's events grouped by user, each user's in arrival order: one list of event
