@@ -235,21 +235,26 @@ pub struct UserRows<'b> {
     /// The batch's event times, by event index.
     pub ts: &'b [i64],
     /// The aggregation's columns (`Aggregation::columns`), by event index.
-    pub columns: Vec<&'b [Value]>,
+    pub columns: &'b [&'b [Value]],
     /// The user's accepted events (indices), sorted by time.
     pub rows: &'b [usize],
 }
 
 impl Bound<'_> {
-    fn user_rows<'b>(&self, batch: &'b Batch, rows: &'b [usize]) -> UserRows<'b> {
+    /// The user's rows, with this plan's columns listed into `columns` (a buffer kept
+    /// across users: a `Vec` each was an allocation per user and plan).
+    fn user_rows<'s, 'b: 's>(
+        &self,
+        batch: &'b Batch,
+        rows: &'s [usize],
+        columns: &'s mut Vec<&'b [Value]>,
+    ) -> UserRows<'s> {
+        columns.clear();
+        columns.extend(self.columns.iter().map(|&c| &batch.columns[c][..]));
         UserRows {
             retention_ms: self.plan.retention_ms,
             ts: &batch.ts,
-            columns: self
-                .columns
-                .iter()
-                .map(|&c| &batch.columns[c][..])
-                .collect(),
+            columns,
             rows,
         }
     }
@@ -308,6 +313,8 @@ struct Scratch<'b> {
     vectors: Vec<VectorRow<'b>>,
     /// The tiles' group key of the event at hand.
     tile_key: Vec<u8>,
+    /// A tiles or seen plan's columns (`UserRows::columns`).
+    columns: Vec<&'b [Value]>,
 }
 
 impl<'b> Scratch<'b> {
@@ -400,13 +407,14 @@ fn apply<'b>(
         }
         Aggregation::Tiles(spec) => {
             let old = picked!(plan, old, Decoded::Tiles)?;
-            let user = bound.user_rows(batch, rows);
+            let user = bound.user_rows(batch, rows, &mut scratch.columns);
             let (state, expired) = tiles::apply_rows(spec, old, &user, &mut scratch.tile_key);
             (Decoded::Tiles(state), expired)
         }
         Aggregation::Seen(spec) => {
             let old = picked!(plan, old, Decoded::Seen)?;
-            let (state, expired) = seen::apply_rows(spec, old, &bound.user_rows(batch, rows));
+            let user = bound.user_rows(batch, rows, &mut scratch.columns);
+            let (state, expired) = seen::apply_rows(spec, old, &user);
             (Decoded::Seen(state), expired)
         }
         Aggregation::DecayedScores(spec) => {

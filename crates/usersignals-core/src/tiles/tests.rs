@@ -279,7 +279,7 @@ proptest! {
         let mut key = b"left over".to_vec();
         let (mut got_state, mut want_state) = (None, None);
         for rows in [&all[..cut], &all[cut..]] {
-            let user = UserRows { retention_ms: RETENTION, ts: &ts, columns: columns.clone(), rows };
+            let user = UserRows { retention_ms: RETENTION, ts: &ts, columns: &columns, rows };
             let (got, got_expired) = apply_rows(&spec, got_state, &user, &mut key);
             let before: Vec<TileRow> = rows
                 .iter()
