@@ -292,9 +292,12 @@ def wait_until_caught_up(
     return time.monotonic(), False
 
 
-def start_processor(root: Path, bootstrap: str, topic: str, feed: Feed) -> subprocess.Popen[bytes]:
+def start_processor(
+    root: Path, bootstrap: str, topic: str, feed: Feed, metrics_port: int = 0
+) -> subprocess.Popen[bytes]:
     """``usersignals run`` on a store holding the feed's items, in its own process, as
-    deployed (not sharing this process's GIL)."""
+    deployed (not sharing this process's GIL); its metrics served on ``metrics_port`` (0:
+    none)."""
     store = root / "store-f"
     table_store = RocksStore(store)
     load_table(table_store.table("items"), feed.items, key="item_id")
@@ -308,7 +311,7 @@ def start_processor(root: Path, bootstrap: str, topic: str, feed: Feed) -> subpr
     }
     return subprocess.Popen(
         [str(Path(sys.executable).parent / "usersignals"), "run", "--kafka", bootstrap,
-         "--topic", topic, "--store", str(store)],
+         "--topic", topic, "--store", str(store), "--metrics-port", str(metrics_port)],
         env=env, stderr=subprocess.DEVNULL,
     )  # fmt: skip
 
