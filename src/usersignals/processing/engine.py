@@ -44,7 +44,13 @@ from usersignals.processing.native_batch import NativeBatches
 from usersignals.processing.python_signals import SIGNAL_FAILED, apply_signal
 from usersignals.processing.read_ahead import ReadAhead, ReadRecords, RecordReadAhead
 from usersignals.signals.definition import CompiledSignal, Signal
-from usersignals.signals.fields import ATTR_PREFIX, BASE_FIELDS, TEXT_FIELDS, attrs_reader
+from usersignals.signals.fields import (
+    ATTR_PREFIX,
+    BASE_FIELDS,
+    TEXT_FIELDS,
+    RowPredicate,
+    attrs_reader,
+)
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.cache import DecodedStateCache
 from usersignals.state.codec import UserRecord, decode_record, encode_record
@@ -153,6 +159,7 @@ class Engine:
         #: Retired versions past their grace period (state/versions.py), read per batch.
         self._expired: set[str] = set()
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
+        self._joins = {source: _SourceJoin.of(source, self._plans) for source in self._sources}
         if self._sources:
             if materializer is None:
                 raise ConfigurationError(
@@ -172,11 +179,11 @@ class Engine:
         ahead = self.read_ahead.read(events)
         if self._batches is None or self.materializer is None or not events:
             return ahead
-        keys = {}
-        for source in self._sources:
-            plans = [plan for plan in self._plans if source in plan.layout]
-            if not all(plan.prefilter and plan.accepts for plan in plans):
-                keys[source] = _key_set(events, plans[0].lookup_keys[source])
+        keys = {
+            source: _key_set(events, join.field_name)
+            for source, join in self._joins.items()
+            if join.filters is None
+        }
         ahead.lookups = self.materializer.read_ahead(keys)
         return ahead
 
@@ -407,19 +414,17 @@ class Engine:
         ``NativeBatches``), for the sources whose signals do not filter first. ``ahead``:
         what :meth:`read_block_ahead` fetched of them."""
         records: dict[str, dict[str, Record]] = {}
-        for source in self._sources:
-            plans = [plan for plan in self._plans if source in plan.layout]
-            field_name = plans[0].lookup_keys[source]  # one key per source (validated)
-            checks = [plan.accepts for plan in plans if plan.prefilter and plan.accepts]
+        for source, join in self._joins.items():
             wanted: Iterable[str]
             distinct = False
-            if len(checks) == len(plans):  # every signal filters on event fields first
-                candidates = [e for e in live if any(check((e, ())) for check in checks)]
-                wanted = _key_set(candidates, field_name)
+            if join.filters is not None:  # every signal filters on event fields first
+                filters = join.filters
+                candidates = [e for e in live if any(check((e, ())) for check in filters)]
+                wanted = _key_set(candidates, join.field_name)
             elif keys is not None and source in keys:
                 wanted, distinct = keys[source], True  # in order of first appearance
             else:
-                wanted = _key_set(live, field_name)
+                wanted = _key_set(live, join.field_name)
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
             records[source] = self.materializer.lookup(
@@ -564,6 +569,23 @@ def _unapplied(
     if not progress:
         return list(indices)
     return [i for i in indices if positions[i].offset > progress.get(positions[i].partition, -1)]
+
+
+@dataclass(frozen=True)
+class _SourceJoin:
+    """How a lookup source joins onto events: the event field holding its key (one per
+    source, validated), and the filters of its signals when every one of them filters on
+    event fields first (only the events one accepts are looked up), else ``None``."""
+
+    field_name: str
+    filters: tuple[RowPredicate, ...] | None
+
+    @classmethod
+    def of(cls, source: str, plans: Sequence[_Plan]) -> _SourceJoin:
+        reading = [plan for plan in plans if source in plan.layout]
+        filters = tuple(plan.accepts for plan in reading if plan.prefilter and plan.accepts)
+        every = len(filters) == len(reading)
+        return cls(reading[0].lookup_keys[source], filters if every else None)
 
 
 def _key_set(events: list[Event], field_name: str) -> set[str]:
