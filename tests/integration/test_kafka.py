@@ -20,6 +20,7 @@ import httpx
 import msgspec
 import pytest
 from confluent_kafka import (
+    OFFSET_BEGINNING,
     Consumer,
     ConsumerGroupTopicPartitions,
     Message,
@@ -210,6 +211,20 @@ def records(path: Path) -> dict[bytes, bytes]:
         store.close()
 
 
+def read_topic(bootstrap: str, topic: str, count: int, timeout_s: float = 30) -> list[Message]:
+    """At least ``count`` messages of ``topic`` from its start (fewer after ``timeout_s``),
+    its partitions assigned: joining a consumer group took the local broker about 24 s."""
+    reader = Consumer({"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader"})
+    partitions = reader.list_topics(topic, timeout=10).topics[topic].partitions
+    reader.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout_s
+    while len(messages) < count and time.monotonic() < deadline:
+        messages += [m for m in reader.consume(10, 0.2) if m.error() is None]
+    reader.close()
+    return messages
+
+
 def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
@@ -251,14 +266,7 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
     stored = records(store)
     assert {key[2:] for key in stored} == users  # every user with a good event has state
 
-    dead = Consumer({"bootstrap.servers": broker.bootstrap, "group.id": "dlq-reader",
-                     "auto.offset.reset": "earliest"})  # fmt: skip
-    dead.subscribe([f"{topic}.dead"])
-    letters: list[Message] = []
-    deadline = time.monotonic() + 30
-    while len(letters) < 3 and time.monotonic() < deadline:
-        letters += [m for m in dead.consume(10, 1.0) if m.error() is None]
-    dead.close()
+    letters = read_topic(broker.bootstrap, f"{topic}.dead", 3)
     assert sorted(m.value() for m in letters) == sorted(value for _, value in bad)
     reasons = sorted(dict(m.headers())["reason"].decode() for m in letters)
     assert reasons == ["malformed_json", "missing_field", "wrong_type"]

@@ -7,14 +7,14 @@ good events around them must be applied.
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import httpx
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Producer
 from test_kafka import (
     prepare_store,
     produce,
+    read_topic,
     records,
     reference_values,
     start_processor,
@@ -23,20 +23,6 @@ from test_kafka import (
 )
 
 from usersignals.devtools.broker import LocalBroker, create_topic, free_port
-
-
-def dead_letters(bootstrap: str, topic: str, count: int) -> list[Message]:
-    reader = Consumer(
-        {"bootstrap.servers": bootstrap, "group.id": f"{topic}-reader",
-         "auto.offset.reset": "earliest"}
-    )  # fmt: skip
-    reader.subscribe([topic])
-    letters: list[Message] = []
-    deadline = time.monotonic() + 30
-    while len(letters) < count and time.monotonic() < deadline:
-        letters += [m for m in reader.consume(10, 1.0) if m.error() is None]
-    reader.close()
-    return letters
 
 
 def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
@@ -71,7 +57,7 @@ def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
         assert f'usersignals_dead_letters_total{{reason="{reason}"}} {count}.0' in metrics
     assert {key[2:] for key in records(store)} == {key for key, _ in values}
 
-    letters = dead_letters(broker.bootstrap, f"{topic}.dead", 4)
+    letters = read_topic(broker.bootstrap, f"{topic}.dead", 4)
     by_reason = {dict(m.headers())["reason"].decode(): m for m in letters}
     assert sorted(by_reason) == ["empty_value", "invalid_utf8", "null_value"]
     assert by_reason["invalid_utf8"].value() == not_utf8
@@ -106,7 +92,7 @@ def test_a_value_too_large_to_dead_letter_whole_is_truncated_and_processing_goes
     assert "200 events" in err
     assert "1 dead letters" in err
     assert {key[2:] for key in records(store)} == {key for key, _ in values}
-    [letter] = dead_letters(broker.bootstrap, f"{topic}.dead", 1)
+    [letter] = read_topic(broker.bootstrap, f"{topic}.dead", 1)
     headers = dict(letter.headers())
     assert headers["reason"] == b"oversized"
     assert headers["value.length"] == str(len(huge)).encode()
