@@ -7,6 +7,7 @@ import random
 from pathlib import Path
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -23,7 +24,7 @@ from usersignals import (
     SignalRegistry,
     days,
 )
-from usersignals.processing.dedupe import EventIdDedupe, merge_seen
+from usersignals.processing.dedupe import IDS_PER_HOUR, EventIdDedupe, merge_seen
 from usersignals.state.codec import UserRecord, decode_record, encode_record
 from usersignals.state.keys import user_key
 
@@ -128,16 +129,47 @@ def test_old_fingerprints_are_pruned_so_memory_stays_bounded() -> None:
     assert all(len(blob) == 4 for blob in seen.values())
 
 
+@pytest.mark.parametrize("native", [True, False], ids=["native", "python"])
+def test_a_bots_hour_keeps_at_most_its_cap_of_ids_and_its_replay_applies_nothing(
+    tmp_path: Path, native: bool
+) -> None:
+    """Found with bench/processor_feed.py: the feed's top user (4,200 events a second) grew a
+    record of a MB of fingerprints a minute, rewritten whole in each batch of theirs. An hour
+    now keeps IDS_PER_HOUR: a repeat of a recorded id is dropped, of one past the cap applied;
+    replayed at or below the progress (a Kafka restart), the full hour's events are skipped."""
+    engine = Engine(
+        SignalRegistry(SIGNALS), RocksStore(tmp_path), dedupe_horizon_ms=24 * HOUR,
+        native_pipeline=native,
+    )  # fmt: skip
+    try:
+        bot = [event(f"e{n}", BASE + n) for n in range(IDS_PER_HOUR + 300)]
+        engine.process(batch(bot[:5_000]))
+        engine.process(batch(bot[5_000:], first_offset=5_000))
+        stored = engine.store.get_many([user_key("u1")])[0] or b""
+        assert [len(blob) for blob in decode_record(user_key("u1"), stored).seen.values()] == [
+            4 * IDS_PER_HOUR
+        ]
+        again = [event("e0", BASE), event(f"e{len(bot) - 1}", BASE + len(bot) - 1)]
+        assert engine.process(batch(again, first_offset=len(bot))).repeats == 1
+        replay = engine.process(batch(bot), rewinds=True)
+        assert (replay.duplicates, replay.rewound) == (len(bot), 0)
+        assert total_clicks(engine, doubles=True) == len(bot) + 1
+    finally:
+        engine.store.close()
+
+
 @settings(max_examples=60, deadline=None)
 @given(
     st.lists(st.tuples(st.integers(0, 30), st.integers(0, 40 * HOUR)), min_size=1, max_size=40),
     st.lists(st.integers(1, 39), max_size=5),
+    st.sampled_from([1, 3, IDS_PER_HOUR]),
 )
 def test_dedupe_state_is_canonical_whatever_the_batch_split(
-    lines: list[tuple[int, int]], cuts: list[int]
+    lines: list[tuple[int, int]], cuts: list[int], ids_per_hour: int
 ) -> None:
-    """Same lines in arrival order, any split: the same admitted events, the same bytes."""
-    dedupe = EventIdDedupe(6 * HOUR)
+    """Same lines in arrival order, any split: the same admitted events, the same bytes;
+    whatever the cap of ids an hour keeps."""
+    dedupe = EventIdDedupe(6 * HOUR, ids_per_hour)
     # A repeated id is a repeated line: the same event, so the same time.
     times: dict[int, int] = {}
     events = [event(f"e{n}", BASE + times.setdefault(n, ts)) for n, ts in lines]

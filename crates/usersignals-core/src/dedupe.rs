@@ -2,12 +2,21 @@
 //! reference model; its docstring states the guarantees). A user's record keeps, per hour of
 //! event time, the sorted distinct CRC-32 fingerprints of the ids applied in that hour, as
 //! big-endian u32s; an event whose fingerprint was applied within the horizon is a repeat.
+//! An hour keeps at most [`IDS_PER_HOUR`] of them: a bot's record stays bounded.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use hashbrown::{HashMap, HashSet};
 
 pub const HOUR_MS: i64 = 3_600_000;
+
+/// The fingerprints an hour of a user's record keeps at most (32 KiB): the ids applied once
+/// it is full are not recorded (a repeat of one is applied again), and the hour's events at
+/// or below the progress are taken as replays (the progress decides, as without a dedupe).
+/// A bench's top user (4,200 events a second) grew a record of a MB a minute, rewritten in
+/// every batch of theirs. Part of the record format: a smaller cap would leave hours full
+/// under the old one looking open. The reference is `usersignals.processing.dedupe`.
+pub const IDS_PER_HOUR: usize = 8_192;
 
 /// Hour → sorted distinct big-endian fingerprints.
 pub type Seen = BTreeMap<i64, Vec<u8>>;
@@ -41,8 +50,21 @@ pub fn admit_into(
     admitted: &mut Vec<usize>,
     added: &mut Vec<(i64, u32)>,
 ) {
+    admit_capped(horizon_hours, IDS_PER_HOUR, seen, events, admitted, added);
+}
+
+/// [`admit_into`] with hours of at most `ids_per_hour` fingerprints (tests try small caps).
+fn admit_capped(
+    horizon_hours: i64,
+    ids_per_hour: usize,
+    seen: &mut Seen,
+    events: &[(i64, u32)],
+    admitted: &mut Vec<usize>,
+    added: &mut Vec<(i64, u32)>,
+) {
     let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
     let mut known = Known::of(seen, events.len());
+    let mut filled = Filled::default();
     admitted.clear();
     // (hour, fingerprint) of the events admitted within the horizon, in arrival order.
     added.clear();
@@ -54,8 +76,11 @@ pub fn admit_into(
             if have.is_some_and(|h| h >= first) {
                 continue; // a repeat within the horizon
             }
-            known.apply(fingerprint, hour);
-            added.push((hour, fingerprint));
+            if !filled.full(ids_per_hour, seen, added, hour) {
+                known.apply(fingerprint, hour);
+                added.push((hour, fingerprint));
+                filled.recorded(hour);
+            }
         }
         admitted.push(index);
         newest_hour = newest_hour.max(hour);
@@ -80,6 +105,48 @@ pub fn admit_into(
     }
 }
 
+/// Whether an hour holds `ids_per_hour` fingerprints, stored and added by `admit`: counted
+/// per hour only once a user's stored hour and batch could reach the cap, so the many users
+/// far from it pay nothing.
+#[derive(Default)]
+struct Filled {
+    /// Per hour (a user's batch touches one or two), the fingerprints `admit` added.
+    counts: Option<Vec<(i64, usize)>>,
+}
+
+impl Filled {
+    fn full(&mut self, ids_per_hour: usize, seen: &Seen, added: &[(i64, u32)], hour: i64) -> bool {
+        let stored = seen.get(&hour).map_or(0, |blob| blob.len() / 4);
+        if stored + added.len() < ids_per_hour {
+            return false;
+        }
+        let counts = self.counts.get_or_insert_with(|| {
+            let mut counts = Vec::new();
+            added.iter().for_each(|(hour, _)| bump(&mut counts, *hour));
+            counts
+        });
+        let fresh = counts
+            .iter()
+            .find(|(h, _)| *h == hour)
+            .map_or(0, |(_, n)| *n);
+        stored + fresh >= ids_per_hour
+    }
+
+    /// One fingerprint added in `hour` (counted once the counts exist).
+    fn recorded(&mut self, hour: i64) {
+        if let Some(counts) = &mut self.counts {
+            bump(counts, hour);
+        }
+    }
+}
+
+fn bump(counts: &mut Vec<(i64, usize)>, hour: i64) {
+    match counts.iter_mut().find(|(h, _)| *h == hour) {
+        Some((_, count)) => *count += 1,
+        None => counts.push((hour, 1)),
+    }
+}
+
 /// What a user's record keeps of the ids it met, asked of its events at or below its
 /// progress for their partition (replays, or a partition whose offsets went backwards):
 /// built once per such user, not scanned per event (a bot's replay of 40,000 events over
@@ -91,6 +158,9 @@ pub struct Kept {
     /// the dedupe was on) and the horizon back from the newest hour.
     trusted_before: i64,
     fingerprints: HashSet<u32>,
+    /// Hours of [`IDS_PER_HOUR`] fingerprints: their later ids were not recorded, so the
+    /// progress decides for their events too.
+    full: Vec<i64>,
 }
 
 impl Kept {
@@ -100,14 +170,21 @@ impl Kept {
         Some(Kept {
             trusted_before: oldest.max(newest - horizon_hours),
             fingerprints: seen.values().flat_map(|blob| unpack(blob)).collect(),
+            full: (seen.iter())
+                .filter(|(_, blob)| blob.len() / 4 >= IDS_PER_HOUR)
+                .map(|(hour, _)| *hour)
+                .collect(),
         })
     }
 
     /// Whether the event (`ts`, `fingerprint`) was met before: its fingerprint is kept
-    /// (applied, or dropped as a repeat of one kept); outside what the record keeps, the
-    /// progress is trusted, as before.
+    /// (applied, or dropped as a repeat of one kept); outside what the record keeps (and in
+    /// a full hour), the progress is trusted, as before.
     pub fn met(&self, ts: i64, fingerprint: u32) -> bool {
-        ts.div_euclid(HOUR_MS) < self.trusted_before || self.fingerprints.contains(&fingerprint)
+        let hour = ts.div_euclid(HOUR_MS);
+        hour < self.trusted_before
+            || self.full.contains(&hour)
+            || self.fingerprints.contains(&fingerprint)
     }
 }
 
@@ -241,8 +318,14 @@ mod tests {
     use proptest::prelude::*;
 
     /// `admit` as it was before its search path and merge: a map of every stored
-    /// fingerprint, and each touched hour re-sorted in a set.
-    fn reference(horizon_hours: i64, seen: &mut Seen, events: &[(i64, u32)]) -> Vec<usize> {
+    /// fingerprint, and each touched hour re-sorted in a set; an hour records no more
+    /// fingerprints once it holds `cap`, stored and added.
+    fn reference(
+        horizon_hours: i64,
+        cap: usize,
+        seen: &mut Seen,
+        events: &[(i64, u32)],
+    ) -> Vec<usize> {
         let mut newest_hour = seen.keys().next_back().copied().unwrap_or(-(1 << 62));
         let mut known: HashMap<u32, i64> = HashMap::new();
         for (hour, blob) in seen.iter() {
@@ -260,10 +343,14 @@ mod tests {
                 if have.is_some_and(|h| h >= first) {
                     continue;
                 }
-                if have.is_none_or(|h| h < hour) {
-                    known.insert(fingerprint, hour);
+                let stored = seen.get(&hour).map_or(0, |blob| blob.len() / 4);
+                let fresh = added.get(&hour).map_or(0, BTreeSet::len);
+                if stored + fresh < cap {
+                    if have.is_none_or(|h| h < hour) {
+                        known.insert(fingerprint, hour);
+                    }
+                    added.entry(hour).or_default().insert(fingerprint);
                 }
-                added.entry(hour).or_default().insert(fingerprint);
             }
             admitted.push(index);
             newest_hour = newest_hour.max(hour);
@@ -305,17 +392,25 @@ mod tests {
         prop::collection::btree_map(0i64..60, hour, 0..5)
     }
 
-    /// `admit` and `reference` admit the same events and keep the same fingerprints.
+    /// `admit` under the cap `cap` and `reference` admit the same events and keep the same
+    /// fingerprints.
     fn same_as_reference(
         horizon: i64,
+        cap: usize,
         seen: Seen,
         events: &[(i64, u32)],
     ) -> Result<(), TestCaseError> {
         let (mut mine, mut theirs) = (seen.clone(), seen);
-        prop_assert_eq!(
-            admit(horizon, &mut mine, events),
-            reference(horizon, &mut theirs, events)
+        let mut admitted = Vec::new();
+        admit_capped(
+            horizon,
+            cap,
+            &mut mine,
+            events,
+            &mut admitted,
+            &mut Vec::new(),
         );
+        prop_assert_eq!(admitted, reference(horizon, cap, &mut theirs, events));
         prop_assert_eq!(mine, theirs);
         Ok(())
     }
@@ -327,8 +422,9 @@ mod tests {
             seen in arb_seen(),
             events in prop::collection::vec((0..60 * HOUR_MS, 0u32..12), 0..40),
             horizon in 1i64..30,
+            cap in prop_oneof![1usize..12, Just(IDS_PER_HOUR)],
         ) {
-            same_as_reference(horizon, seen, &events)?;
+            same_as_reference(horizon, cap, seen, &events)?;
         }
     }
 
@@ -350,8 +446,9 @@ mod tests {
             seen in arb_large_seen(),
             events in prop::collection::vec((0..4 * HOUR_MS, 0u32..4_000), 17..120),
             horizon in 1i64..3,
+            cap in prop_oneof![1_500usize..2_100, Just(IDS_PER_HOUR)],
         ) {
-            same_as_reference(horizon, seen, &events)?;
+            same_as_reference(horizon, cap, seen, &events)?;
         }
 
         /// `admit_into` with buffers kept from user to user (left as the last user left
@@ -372,6 +469,21 @@ mod tests {
                 prop_assert_eq!(mine, theirs);
             }
         }
+    }
+
+    #[test]
+    fn a_full_hour_records_no_more_ids_and_its_replays_are_met() {
+        let ids: Vec<(i64, u32)> = (0..IDS_PER_HOUR as u32 + 100).map(|i| (5, i)).collect();
+        let mut seen = Seen::new();
+        assert_eq!(admit(24, &mut seen, &ids).len(), ids.len());
+        assert_eq!(seen[&0].len(), 4 * IDS_PER_HOUR);
+        // A repeat of a recorded id is dropped; one of an id past the cap is applied again.
+        let last = ids.len() as u32 - 1;
+        assert_eq!(admit(24, &mut seen, &[(6, 0), (6, last)]), vec![1]);
+        // Replayed at or below the progress, the full hour's events are all met.
+        let kept = Kept::of(24, &seen).expect("fingerprints kept");
+        assert!(kept.met(7, 0) && kept.met(7, last));
+        assert!(!kept.met(HOUR_MS, last));
     }
 
     #[test]
