@@ -203,6 +203,8 @@ _PLACEHOLDER_TS = b'"ts":%d' % _PLACEHOLDER_MS
 #: Seconds of events the feed holds; it sends them over again, round after round, for as
 #: long as the step runs (the catch-up's length is not known beforehand).
 FEED_ROUND_S = 20
+#: The freshness processor's store, under the feed's directory.
+FEED_STORE = "store-f"
 #: How every feed event's id begins (the seed's), made another in each round after the
 #: first: the same id twice is dropped by the users' de-duplication, less work than an event.
 _FEED_ID = b'"event_id":"e21-'
@@ -298,7 +300,7 @@ def start_processor(
     """``usersignals run`` on a store holding the feed's items, in its own process, as
     deployed (not sharing this process's GIL); its metrics served on ``metrics_port`` (0:
     none)."""
-    store = root / "store-f"
+    store = root / FEED_STORE
     table_store = RocksStore(store)
     load_table(table_store.table("items"), feed.items, key="item_id")
     table_store.close()
@@ -404,7 +406,7 @@ def freshness(
     probes_from, caught_up = wait_until_caught_up(
         bootstrap, topic, "fresh", rate, lambda: feeder.sent
     )
-    latencies, late = probe(root / "store-f", producer, topic, seconds)
+    latencies, late = probe(root / FEED_STORE, producer, topic, seconds)
     feeder.stopping.set()
     feeder.join()
     run = FreshnessRun(

@@ -9,13 +9,15 @@ processor wrote since the last line and their rate, its main thread's CPU per ev
 thread that applies and writes: it sets the pace) and its other threads' (the fetch thread
 decoding and reading ahead, RocksDB's, librdkafka's), the lookup cache's hits and fetches,
 and the user records written over ``processing.large_record_bytes``. At the end: the events
-sent, and how far behind the processor's committed offsets were.
+sent, how far behind the processor's committed offsets were, and the stored records: their
+count, median and total bytes, and the largest few with each part's bytes (the event-id
+fingerprints, each signal's state).
 
     .venv/bin/python bench/processor_feed.py --rate 60000 --seconds 60
 
-What it showed (docs/performance.md, the stop from 03:50 UTC on 2026-11-28): the rate falls
-as the feed goes on, with its busiest users' records (their event ids' fingerprints within
-the dedupe horizon).
+What it showed (docs/performance.md, the stops from 03:50 and 06:30 UTC on 2026-11-28): the
+rate falls as the feed goes on, with its busiest users' records (their event ids'
+fingerprints within the dedupe horizon, capped since; their windowed counts' exact times).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import argparse
 import os
 import shutil
 import signal
+import statistics
 import tempfile
 import time
 import urllib.request
@@ -32,9 +35,11 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from ingest import FEED_ROUND_S, PARTITIONS, Feeder, encoded_feed, start_processor
+from ingest import FEED_ROUND_S, FEED_STORE, PARTITIONS, Feeder, encoded_feed, start_processor
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.ingest.kafka import create_topic
+from usersignals.state import RocksStore
+from usersignals.state.codec import decode_record
 
 TOPIC, GROUP = "fresh", "fresh"  # the group start_processor's processor joins
 _COUNTERS = {
@@ -98,6 +103,29 @@ def committed(bootstrap: str) -> int:
         consumer.close()
 
 
+def records_summary(store_path: Path, largest: int = 5) -> str:
+    """The stored user records: how many, their median and total bytes, and the largest
+    ones with each part's bytes (fingerprints, then each signal's state)."""
+    store = RocksStore(store_path)
+    try:
+        sized = sorted(((len(data), key, data) for key, data in store.scan(b"u:")), reverse=True)
+    finally:
+        store.close()
+    if not sized:
+        return "no user records"
+    lines = [
+        f"{len(sized):,} user records, median {statistics.median(n for n, _, _ in sized):,.0f}"
+        f" bytes, {sum(n for n, _, _ in sized) / 1e6:,.1f} MB in all; the largest:"
+    ]
+    for size, key, data in sized[:largest]:
+        record = decode_record(key, data)
+        parts = {"fingerprints": sum(map(len, record.seen.values()))}
+        parts |= {name: len(bytes(state)) for name, state in record.states.items()}
+        detail = ", ".join(f"{name} {n:,}" for name, n in parts.items())
+        lines.append(f"  {key.decode(errors='replace')} {size:,} bytes: {detail}")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rate", type=float, default=60_000)
@@ -132,6 +160,7 @@ def main() -> None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(timeout=60)
             print(f"sent {feeder.sent:,} events; the processor's commits {behind:,} behind")
+        print(records_summary(root / FEED_STORE))
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
