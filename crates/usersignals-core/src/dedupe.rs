@@ -14,7 +14,7 @@ pub const HOUR_MS: i64 = 3_600_000;
 /// it is full are not recorded (a repeat of one is applied again), and the hour's events at
 /// or below the progress are taken as replays (the progress decides, as without a dedupe).
 /// A bench's top user (4,200 events a second) grew a record of a MB a minute, rewritten in
-/// every batch of theirs. Part of the record format: a smaller cap would leave hours full
+/// every batch of theirs. Part of the record format: a larger cap would leave hours full
 /// under the old one looking open. The reference is `usersignals.processing.dedupe`.
 pub const IDS_PER_HOUR: usize = 8_192;
 

@@ -38,7 +38,7 @@ from usersignals.events.model import Event
 
 Seen = dict[int, bytes]  # hour (ts // 1 h) -> sorted distinct 4-byte big-endian fingerprints
 #: The fingerprints an hour of a user's record keeps at most (32 KiB). Part of the record
-#: format, as the core's ``dedupe::IDS_PER_HOUR``: a smaller cap would leave hours full under
+#: format, as the core's ``dedupe::IDS_PER_HOUR``: a larger cap would leave hours full under
 #: the old one looking open to :class:`KeptIds`.
 IDS_PER_HOUR = 8_192
 _SWAP = sys.byteorder == "little"
