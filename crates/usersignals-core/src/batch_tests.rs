@@ -275,3 +275,60 @@ proptest! {
         prop_assert_eq!(applied, together.applied);
     }
 }
+
+/// `run`'s filter flags as they were: one pass of each plan's filter, per plan.
+fn accepted_per_plan(bound: &[Bound<'_>], batch: &Batch) -> Vec<Vec<bool>> {
+    bound
+        .iter()
+        .map(|b| match &b.filter {
+            None => vec![true; batch.ts.len()],
+            Some(f) => (0..batch.ts.len())
+                .map(|row| f.accepts(&batch.columns, row))
+                .collect(),
+        })
+        .collect()
+}
+
+/// Filters the plans may take, some the same but for one operand (a float's sign, a value
+/// more or less, another field).
+const FILTERS: [&str; 7] = [
+    "null",
+    r#"{"field": "action", "op": "in", "value": ["click", "save"]}"#,
+    r#"{"field": "action", "op": "in", "value": ["click", "save", "hide"]}"#,
+    r#"{"field": "surface", "op": "in", "value": ["click", "save"]}"#,
+    r#"{"field": "item_id", "op": ">", "value": 0.0}"#,
+    r#"{"field": "item_id", "op": ">", "value": -0.0}"#,
+    r#"{"not": {"field": "action", "op": "==", "value": "hide"}}"#,
+];
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Plans whose filters are the same share their flags, and every plan's flags are what
+    /// its own pass of its filter gives.
+    #[test]
+    fn shared_filter_flags_are_each_plans_own(
+        events in proptest::collection::vec(arb_event(), 0..60),
+        filters in proptest::collection::vec(0usize..FILTERS.len(), 5),
+    ) {
+        let plans: Vec<Plan> = (PLANS[..5].iter().zip(&filters))
+            .map(|(plan, &filter)| {
+                let mut json: serde_json::Value = serde_json::from_str(plan).unwrap();
+                json["where"] = serde_json::from_str(FILTERS[filter]).unwrap();
+                Plan::from_json(&json.to_string()).unwrap()
+            })
+            .collect();
+        let batch = batch_of(&events, 3, 0);
+        let names: HashMap<&str, usize> =
+            (batch.names.iter().enumerate()).map(|(i, n)| (n.as_str(), i)).collect();
+        let bound: Vec<Bound<'_>> =
+            plans.iter().map(|plan| bind(plan, &names, &batch).unwrap()).collect();
+        let (flags, flags_of) = accepted(&bound, &batch);
+        let expected = accepted_per_plan(&bound, &batch);
+        for (p, own) in expected.iter().enumerate() {
+            prop_assert_eq!(&flags[flags_of[p]], own);
+        }
+        let distinct: std::collections::HashSet<usize> = filters.iter().copied().collect();
+        prop_assert_eq!(flags.len(), distinct.len());
+    }
+}
