@@ -97,6 +97,24 @@ impl PackedFields {
             .map(|(_, _, field)| field)
     }
 
+    /// [`Self::get`] starting with the field at `hint`, which is set to where `name` is
+    /// found: a caller that reads the same names from record after record of one table
+    /// (the same fields, in the same order) finds each at its hint, where the scan compared
+    /// the names before it. Parse keeps one field per name, so it is the field `get` finds.
+    /// The column reader's 150,000 reads took 14.1 M instructions with `get`, 9.6 M so
+    /// (callgrind, bench/engine.py --events 50000 --batch 10000).
+    pub fn get_hinted(&self, data: &[u8], name: &str, hint: &mut usize) -> Option<&Field> {
+        if let Some((start, end, field)) = self.fields.get(*hint) {
+            if span(data, *start, *end) == name.as_bytes() {
+                return Some(field);
+            }
+        }
+        let at = (self.fields.iter())
+            .position(|(start, end, _)| span(data, *start, *end) == name.as_bytes())?;
+        *hint = at;
+        Some(&self.fields[at].2)
+    }
+
     pub fn len(&self) -> usize {
         self.fields.len()
     }
@@ -303,6 +321,38 @@ mod tests {
             write(&mut out);
         }
         out
+    }
+
+    proptest! {
+        /// Any record (names repeated in the map: the last value counts), any names asked
+        /// in any order from any hint: the hinted read finds the field `get` finds, and
+        /// leaves its hint on it.
+        #[test]
+        fn a_hinted_read_finds_what_get_finds(
+            fields in proptest::collection::vec(("[a-e]{1,2}", any::<i64>()), 0..12),
+            asked in proptest::collection::vec(("[a-e]{1,2}", 0usize..14), 0..20),
+        ) {
+            let data = {
+                let mut out = Vec::new();
+                encode::write_map_len(&mut out, fields.len() as u32).unwrap();
+                for (name, value) in &fields {
+                    encode::write_str(&mut out, name).unwrap();
+                    encode::write_sint(&mut out, *value).unwrap();
+                }
+                out
+            };
+            let record = PackedFields::parse(&data).unwrap();
+            for (name, start) in &asked {
+                let mut hint = *start;
+                let found = record.get_hinted(&data, name, &mut hint);
+                prop_assert_eq!(found, record.get(&data, name));
+                if found.is_some() {
+                    prop_assert_eq!(record.get_hinted(&data, name, &mut hint.clone()), found);
+                    let (start, end, _) = &record.fields[hint];
+                    prop_assert_eq!(span(&data, *start, *end), name.as_bytes());
+                }
+            }
+        }
     }
 
     #[test]

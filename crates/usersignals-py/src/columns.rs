@@ -211,13 +211,17 @@ impl ColumnReader {
         let mut column_attrs: Vec<Attr<'py>> = (self.columns.iter())
             .map(|column| origin_attr(py, &column.origin))
             .collect();
+        // Per column, where its field was in the last packed record read (see
+        // `PackedFields::get_hinted`).
+        let mut hints = vec![0usize; self.columns.len()];
         for (at, event) in live.iter().enumerate() {
             joined.read(self, at, &event)?;
-            let columns = self.columns.iter().zip(&mut sinks).zip(&mut column_attrs);
-            for ((column, sink), attr) in columns {
+            let columns =
+                (self.columns.iter().zip(&mut sinks)).zip(column_attrs.iter_mut().zip(&mut hints));
+            for ((column, sink), (attr, hint)) in columns {
                 match &column.origin {
                     Origin::Record(join, name, field) => match &joined.rows[*join] {
-                        Some(Row::Packed(record)) => sink.push_packed(record, name, field)?,
+                        Some(Row::Packed(record)) => sink.push_packed(record, name, field, hint)?,
                         Some(Row::Dict(record)) => sink.push(
                             (record.get_item(name.bind(py))?)
                                 .unwrap_or_else(|| py.None().into_bound(py)),
@@ -415,12 +419,13 @@ impl<'py> Sink<'py> {
         record: &Bound<'py, PackedFields>,
         name: &Py<PyString>,
         field: &str,
+        hint: &mut usize,
     ) -> PyResult<()> {
         let py = record.py();
         let python = || record.as_any().get_item(name.bind(py));
         match self {
             Sink::Values { rendering, values } => {
-                values.push(match record.get().field(py, field) {
+                values.push(match record.get().field_hinted(py, field, hint) {
                     None | Some(Field::Scalar(Value::Null)) => Value::Null,
                     Some(Field::Scalar(value)) => match (*rendering, value) {
                         (Render::Value, value) | (Render::Text, value @ Value::Str(_)) => {
@@ -439,11 +444,13 @@ impl<'py> Sink<'py> {
                     Some(_) => as_value(&python()?, *rendering)?,
                 })
             }
-            Sink::Vectors { vectors, .. } => vectors.push(match record.get().field(py, field) {
-                Some(Field::Numbers(numbers)) => Some(numbers.clone()),
-                None | Some(Field::Scalar(_)) => None,
-                Some(Field::Other) => to_vector(&python()?).map(SharedVector::from),
-            }),
+            Sink::Vectors { vectors, .. } => {
+                vectors.push(match record.get().field_hinted(py, field, hint) {
+                    Some(Field::Numbers(numbers)) => Some(numbers.clone()),
+                    None | Some(Field::Scalar(_)) => None,
+                    Some(Field::Other) => to_vector(&python()?).map(SharedVector::from),
+                })
+            }
         }
         Ok(())
     }

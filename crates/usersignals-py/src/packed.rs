@@ -20,6 +20,16 @@ impl PackedFields {
     pub(crate) fn field(&self, py: Python<'_>, name: &str) -> Option<&Field> {
         self.fields.get(self.data.as_bytes(py), name)
     }
+
+    /// The field `name`, looked for first where `hint` says (see `PackedFields::get_hinted`).
+    pub(crate) fn field_hinted(
+        &self,
+        py: Python<'_>,
+        name: &str,
+        hint: &mut usize,
+    ) -> Option<&Field> {
+        self.fields.get_hinted(self.data.as_bytes(py), name, hint)
+    }
 }
 
 #[pymethods]
