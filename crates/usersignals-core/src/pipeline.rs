@@ -295,10 +295,25 @@ impl Selection {
         stored: &[Option<&'s [u8]>],
     ) -> Result<Vec<PlanState<'s>>, CoreError> {
         self.check_stored(stored)?;
+        // Whether a value is native first, and only then which plan's it is: almost every
+        // state is native, and finding each one's plan first (its key compared with each
+        // plan's) was half the call: `foreign_states` 6.35 -> 3.33 M instructions
+        // (callgrind, bench/engine.py --events 50000 --batch 10000).
         let mut out = Vec::new();
-        for (user, p, value) in self.plan_states(plans, stored) {
-            if record::unwrap_native(value).is_none() {
-                out.push((user, p, value));
+        for (user, states) in self.stored_states.iter().enumerate() {
+            if self.fresh[user].is_empty() || states.is_empty() {
+                continue;
+            }
+            let data = stored[user].unwrap_or_default();
+            for state in states {
+                let value = &data[state.value.clone()];
+                if record::unwrap_native(value).is_some() {
+                    continue;
+                }
+                let key = state.key(data);
+                if let Some(p) = plans.iter().position(|plan| plan.key.as_bytes() == key) {
+                    out.push((user, p, value));
+                }
             }
         }
         Ok(out)

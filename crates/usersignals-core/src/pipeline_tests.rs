@@ -93,3 +93,65 @@ proptest! {
         prop_assert_eq!(grouped, expected);
     }
 }
+
+/// `Selection::foreign_states` as it was: every stored state of a plan found first, then
+/// those not native kept.
+fn foreign_states_of_plan_states<'s>(
+    selection: &Selection,
+    plans: &[Plan],
+    stored: &[Option<&'s [u8]>],
+) -> Vec<PlanState<'s>> {
+    (selection.plan_states(plans, stored).into_iter())
+        .filter(|(_, _, value)| record::unwrap_native(value).is_none())
+        .collect()
+}
+
+proptest! {
+    /// Any users' stored states (keys of the plans or not, some twice; native or in the
+    /// Python codec's form), with events to apply or not, records or none: the states to
+    /// migrate are the ones the code it replaces finds, in its order.
+    #[test]
+    fn foreign_states_are_the_plans_states_not_native(
+        users in proptest::collection::vec(
+            (
+                proptest::collection::vec((key(), any::<bool>(), any::<u8>()), 0..6),
+                any::<bool>(),
+                any::<bool>(),
+            ),
+            0..5,
+        ),
+        plan_keys in proptest::collection::vec(key(), 0..4),
+    ) {
+        let plans: Vec<Plan> = plan_keys.iter().map(|key| plan(key)).collect();
+        let mut datas = Vec::new();
+        let mut selection = Selection::default();
+        for (states, fresh, has_record) in &users {
+            // A native state is a bin; a Python one any other msgpack value (an int here).
+            let stored: Vec<(String, Vec<u8>)> = (states.iter())
+                .map(|(key, native, byte)| (key.clone(), vec![*byte; usize::from(*native)]))
+                .collect();
+            let (data, ranges) = if *has_record {
+                let states: Vec<(&[u8], StateBytes<'_>)> = (stored.iter())
+                    .map(|(key, state)| match state.is_empty() {
+                        true => (key.as_bytes(), StateBytes::Value(&[0x07][..])),
+                        false => (key.as_bytes(), StateBytes::Native(state)),
+                    })
+                    .collect();
+                let data = record::encode_parts(&BTreeMap::new(), &states, &BTreeMap::new());
+                let (_, ranges) = record::decode_in_place(&data).unwrap();
+                (Some(data), ranges)
+            } else {
+                (None, Vec::new())
+            };
+            datas.push(data);
+            selection.records.push(UserRecord::default());
+            selection.stored_states.push(ranges);
+            selection.fresh.push(if *fresh { vec![0] } else { Vec::new() });
+        }
+        let stored: Vec<Option<&[u8]>> = datas.iter().map(Option::as_deref).collect();
+        prop_assert_eq!(
+            selection.foreign_states(&plans, &stored).unwrap(),
+            foreign_states_of_plan_states(&selection, &plans, &stored)
+        );
+    }
+}
