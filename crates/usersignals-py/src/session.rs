@@ -28,7 +28,9 @@ fn arrivals_of<'py>(
         return Err(CoreError::new_err("events and positions differ in length"));
     }
     let count = events.len();
-    let mut users: HashMap<String, u32> = HashMap::new();
+    // Room for every event's user up front, not grown from empty by rehashes: `index_of`
+    // 9.2 -> 6.8 M instructions (callgrind, bench/engine.py --events 50000 --batch 10000).
+    let mut users: HashMap<String, u32> = HashMap::with_capacity(count);
     let mut partitions: HashMap<String, u32> = HashMap::new();
     let mut arrivals = Arrivals {
         users: 0,
@@ -309,7 +311,8 @@ pub fn replace_progress<'py>(
 
 #[cfg(test)]
 mod tests {
-    use super::id_head;
+    use super::{id_head, in_index_order, index_of};
+    use hashbrown::HashMap;
     use proptest::prelude::*;
 
     proptest! {
@@ -323,6 +326,23 @@ mod tests {
             expected.sort_unstable();
             ids.sort_unstable_by(|a, b| (id_head(a).cmp(&id_head(b))).then_with(|| a.cmp(b)));
             prop_assert_eq!(ids, expected);
+        }
+    }
+
+    proptest! {
+        /// Any ids, in any order, some repeated: a map made with room for them all numbers
+        /// them as the map grown from empty did (the code it replaces), and hands them back
+        /// in the same order.
+        #[test]
+        fn a_map_with_room_numbers_ids_as_a_grown_one(
+            ids in proptest::collection::vec("[a-d]{0,3}", 0..200),
+        ) {
+            let mut grown: HashMap<String, u32> = HashMap::new();
+            let mut roomy: HashMap<String, u32> = HashMap::with_capacity(ids.len());
+            for id in &ids {
+                prop_assert_eq!(index_of(&mut roomy, id), index_of(&mut grown, id));
+            }
+            prop_assert_eq!(in_index_order(roomy), in_index_order(grown));
         }
     }
 
