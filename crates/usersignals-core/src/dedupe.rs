@@ -110,8 +110,9 @@ fn admit_capped(
 /// far from it pay nothing.
 #[derive(Default)]
 struct Filled {
-    /// Per hour (a user's batch touches one or two), the fingerprints `admit` added.
-    counts: Option<Vec<(i64, usize)>>,
+    /// Per hour, the fingerprints `admit` added: a map, as a training set's plan admits a
+    /// user's whole history at once (hundreds of hours).
+    counts: Option<HashMap<i64, usize>>,
 }
 
 impl Filled {
@@ -121,29 +122,20 @@ impl Filled {
             return false;
         }
         let counts = self.counts.get_or_insert_with(|| {
-            let mut counts = Vec::new();
-            added.iter().for_each(|(hour, _)| bump(&mut counts, *hour));
+            let mut counts = HashMap::new();
+            for (hour, _) in added {
+                *counts.entry(*hour).or_default() += 1;
+            }
             counts
         });
-        let fresh = counts
-            .iter()
-            .find(|(h, _)| *h == hour)
-            .map_or(0, |(_, n)| *n);
-        stored + fresh >= ids_per_hour
+        stored + counts.get(&hour).copied().unwrap_or(0) >= ids_per_hour
     }
 
     /// One fingerprint added in `hour` (counted once the counts exist).
     fn recorded(&mut self, hour: i64) {
         if let Some(counts) = &mut self.counts {
-            bump(counts, hour);
+            *counts.entry(hour).or_default() += 1;
         }
-    }
-}
-
-fn bump(counts: &mut Vec<(i64, usize)>, hour: i64) {
-    match counts.iter_mut().find(|(h, _)| *h == hour) {
-        Some((_, count)) => *count += 1,
-        None => counts.push((hour, 1)),
     }
 }
 
