@@ -179,3 +179,32 @@ def test_a_worker_warming_up_dies_with_its_killed_parent(tmp_path: Path) -> None
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     assert left == []
+
+
+HALF_OPEN = """
+import sys, tempfile
+from usersignals.offline.common import _in_worker
+
+class HalfOpen:
+    def __init__(self, scratch):
+        self.reader = tempfile.TemporaryDirectory(prefix="half-", dir=scratch)
+        raise SystemExit(143)  # SIGTERM's unwinding (offline/stopping.py), mid-open
+
+_in_worker(HalfOpen, sys.argv[1])
+"""
+
+
+def test_a_worker_stopped_mid_open_leaves_no_scratch(tmp_path: Path) -> None:
+    """Found under load (tests/e2e/test_offline_stop.py with three pytest workers): a SIGTERM
+    that landed while a shard opened its read-only store left the store's temporary
+    directory behind. The worker ends with os._exit, which runs no finalizer, and the
+    half-made store was still held by the stop's traceback."""
+    script = tmp_path / "worker.py"
+    script.write_text(HALF_OPEN)
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, str(script), str(scratch)], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 143, done.stderr
+    assert list(scratch.iterdir()) == []

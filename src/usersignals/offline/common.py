@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib
 import multiprocessing
 import os
@@ -165,11 +166,18 @@ def _main_not_rerun() -> Iterator[None]:
 def _in_worker(run: Callable[[Task], Result], task: Task) -> Result:
     """A task in a worker. Told to stop (SIGTERM, as :func:`start_worker` has it), the
     worker ends once the task has unwound: the pool would otherwise send the stop back as
-    the task's error and wait for another task, from a parent that may be gone."""
+    the task's error and wait for another task, from a parent that may be gone.
+
+    ``os._exit`` runs no finalizer, so the end waits until the stop's traceback is gone
+    and the collector has run: an object the signal left half-made (a read-only store whose
+    open it interrupted) is then finalized, its temporary directory removed. Ended inside
+    the handler, the traceback held it, and the directory stayed (seen under load)."""
     try:
         return _tuned(run, task)
     except SystemExit as stop:
-        os._exit(stop.code if isinstance(stop.code, int) else 1)
+        code = stop.code if isinstance(stop.code, int) else 1
+    gc.collect()
+    os._exit(code)
 
 
 def _tuned(run: Callable[[Task], Result], task: Task) -> Result:
