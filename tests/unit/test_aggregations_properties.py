@@ -81,6 +81,14 @@ SIGNALS = {
     # Tiers longer than the retention: the retention cuts them short.
     "count_short": _signal(Count(by=("action",)), days(1)),
     "sum": _signal(Sum(by=("surface",), of="attrs.dwell", decimals=2, tiles=SMALL_TILES), days(5)),
+    # A few exact times: the newest kept exact, the older tiled although within two days.
+    "count_capped": _signal(
+        Count(by=("action", "surface"), tiles=SMALL_TILES, exact_times=3), days(5)
+    ),
+    "sum_capped": _signal(
+        Sum(by=("surface",), of="attrs.dwell", decimals=2, tiles=SMALL_TILES, exact_times=4),
+        days(5),
+    ),
     "scores": _signal(
         DecayedScores(key="category", half_life=hours(20), weights=WEIGHTS, top_k=3), days(4)
     ),
@@ -197,6 +205,28 @@ def test_merge_equals_applying_everything(events: list[Event], cut: int, name: s
     assert runtime.encode(merged) == runtime.encode(apply_in_batches(signal, events, []))
 
 
+@settings(max_examples=100, deadline=None)
+@given(
+    events=event_lists(),
+    cuts=splits,
+    cut=st.integers(1, 39),
+    name=st.sampled_from(["count_capped", "sum_capped"]),
+)
+def test_a_count_capped_to_a_few_exact_times_is_canonical_and_mergeable(
+    events: list[Event], cuts: list[int], cut: int, name: str
+) -> None:
+    """Which times stay exact depends on all the events: the same bytes in any batches, and
+    merged from two halves."""
+    signal = SIGNALS[name]
+    runtime = signal.compiled.runtime
+    once = runtime.encode(apply_in_batches(signal, events, []))
+    assert runtime.encode(apply_in_batches(signal, events, cuts)) == once
+    left, right = events[:cut], events[cut:]
+    if left and right:
+        halves = [apply_in_batches(signal, half, []) for half in (left, right)]
+        assert runtime.encode(runtime.merge(*halves)) == once
+
+
 # ----------------------------------------------------------------------- reads vs reference
 
 
@@ -293,6 +323,20 @@ def tile_width(tiles: TileLayout, m: int, ts: int) -> int:
     return tiers[-1][0]
 
 
+def exact_boundary(events: Sequence[Event], m: int, exact_times: int, use_sum: bool) -> int:
+    """As documented: the tiles hold only events before the oldest of the newest
+    ``exact_times`` distinct times within two days of the newest event (of the events that
+    add a value), or before the two days when there are fewer."""
+    times = {
+        e.ts
+        for e in events
+        if e.ts >= m - EXACT_SPAN and (not use_sum or (e.attrs or {}).get("dwell") is not None)
+    }
+    if len(times) < exact_times:
+        return m - EXACT_SPAN
+    return sorted(times, reverse=True)[exact_times - 1]
+
+
 def window_of(signal: Signal, events: Sequence[Event], context: ReadContext) -> tuple[int, int]:
     """[start, end] of a windowed read: the window within the retention of the view time."""
     spec = signal.aggregate
@@ -317,13 +361,20 @@ def oldest_kept(signal: Signal, events: Sequence[Event]) -> int:
 
 
 @settings(max_examples=80, deadline=None)
-@given(events=event_lists(), cuts=splits, context=contexts, use_sum=st.booleans())
+@given(
+    events=event_lists(),
+    cuts=splits,
+    context=contexts,
+    use_sum=st.booleans(),
+    capped=st.booleans(),
+)
 def test_windowed_read_matches_reference(
-    events: list[Event], cuts: list[int], context: ReadContext, use_sum: bool
+    events: list[Event], cuts: list[int], context: ReadContext, use_sum: bool, capped: bool
 ) -> None:
-    """Exact when the window starts within the exact span; else never below the exact value
-    and above it by at most the events of the tiles straddling the window's edges."""
-    signal = SIGNALS["sum" if use_sum else "count"]
+    """Exact when the window starts at or after the exact boundary; else never below the
+    exact value and above it by at most the events of the tiles straddling the window's
+    edges."""
+    signal = SIGNALS[("sum" if use_sum else "count") + ("_capped" if capped else "")]
     spec = signal.aggregate
     assert isinstance(spec, Count)
     state = apply_in_batches(signal, events, cuts)
@@ -355,7 +406,8 @@ def test_windowed_read_matches_reference(
             by[label(e)] = by.get(label(e), 0) + value
     scale = 100 if use_sum else 1
     m = newest(events)
-    if start >= m - EXACT_SPAN:
+    boundary = exact_boundary(events, m, spec.exact_times, use_sum)
+    if start >= boundary:
         assert got["total"] * scale == pytest.approx(total)
         assert {k: v * scale for k, v in got["by"].items()} == pytest.approx(by)
         return
@@ -367,7 +419,7 @@ def test_windowed_read_matches_reference(
         value = wanted(e)
         if value is None:
             continue
-        if start - w_start <= e.ts < start or end < e.ts < min(end + w_end, m - EXACT_SPAN):
+        if start - w_start <= e.ts < start or end < e.ts < min(end + w_end, boundary):
             slack += abs(value)
     assert total - 1e-9 <= got["total"] * scale or use_sum  # sums may hold negative values
     assert abs(got["total"] * scale - total) <= slack + 1e-6

@@ -5,10 +5,11 @@ and summed values), random tile layouts, filters, batch splits and request-time 
 (windows, since/until, actions/surfaces, as_of earlier than the newest events):
 
 - the state the core builds through ``NativeSignals.apply`` holds exactly the reference's
-  cells and exact entries, and its bytes do not depend on the batches;
+  cells and exact entries, and its bytes do not depend on the batches (with the real cap of
+  exact times and with a few);
 - the core's read equals the reference's (values, types, refusals), and a naive recompute
-  from the raw events bounds it: never less, and equal when the window starts within the
-  exact span.
+  from the raw events bounds it: never less, and equal when the window starts at or after
+  the exact boundary.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ from usersignals import (
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import retention_start
-from usersignals.aggregations.windowed import EXACT_SPAN_MS
+from usersignals.aggregations.windowed import exact_boundary
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -72,6 +73,9 @@ AGGREGATES: list[Any] = [
     lambda tiles: Count(by=("category", "action"), tiles=tiles),
     lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles),
     lambda tiles: Sum(of="attrs.amount", decimals=0, by=("action", "category"), tiles=tiles),
+    # A few exact times: most states tile some of their last two days.
+    lambda tiles: Count(by=("action", "surface"), tiles=tiles, exact_times=2),
+    lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles, exact_times=5),
 ]
 FILTERS: list[Predicate | None] = [None, action.isin({"click", "save"})]
 
@@ -225,8 +229,8 @@ def test_native_read_equals_the_reference_and_bounds_the_naive_count(
             # int for Count, float for Sum (JSON shows 0 and 0.0 apart), as the reference's
             assert type(got.value["total"]) is type(expected.value["total"])
             assert {type(v) for v in got.value["by"].values()} <= {type(got.value["total"])}
-    # Without the group filters, against the raw events: a window that starts within the
-    # exact span is exact; older, the tiles straddling its start can only add events.
+    # Without the group filters, against the raw events: a window that starts at or after
+    # the exact boundary is exact; older, the tiles straddling its start can only add events.
     plain = replace(context, actions=None, surfaces=None)
     answers = reads(signal, [events], plain, USERS, TABLE)
     for user, (_, got) in zip(USERS, answers, strict=True):
@@ -243,7 +247,7 @@ def test_native_read_equals_the_reference_and_bounds_the_naive_count(
         # Sum adds negative amounts.
         if not any(_amount(e) < 0 for e in events if e.user_id == user):
             assert total >= exact
-        if start >= newest - EXACT_SPAN_MS:
+        if start >= exact_boundary(reference, signal.aggregate.exact_times):
             assert total == exact
 
 

@@ -1,10 +1,12 @@
 //! `Count` / `Sum` over time tiles, grouped by fields: combine, codec and read kernel.
 //!
 //! Mirrors `usersignals.aggregations.windowed` and `usersignals.aggregations.tiles` (the
-//! reference models) cell for cell. The state is the newest event time `M`, the events of the
-//! last [`EXACT_SPAN_MS`] before `M` at their exact times, and older events in integer cells
-//! `(bucket start, group)` whose layout is a function of the event time and `M` alone, so the
-//! state is the same whatever the batches. `Sum` keeps integers scaled by `10^decimals`.
+//! reference models) cell for cell. The state is the newest event time `M`, the events
+//! within [`EXACT_SPAN_MS`] before `M` and among the newest `exact_times` distinct times at
+//! their exact times, and older events in integer cells `(bucket start, group)` whose layout
+//! is a function of the event time and `M` alone, so the state is the same whatever the
+//! batches (which times are the newest is settled after each batch's events are added).
+//! `Sum` keeps integers scaled by `10^decimals`.
 //!
 //! Stored format (version byte first):
 //!
@@ -38,6 +40,9 @@ use crate::varint::{put_i64, put_u64, Reader};
 pub const FORMAT_VERSION: u8 = 0x01;
 /// Events this recent (before the newest) keep their exact times (`EXACT_SPAN_MS` in Python).
 pub const EXACT_SPAN_MS: i64 = 2 * 86_400_000;
+/// The distinct times kept exact unless the plan says otherwise (`EXACT_TIMES` in Python,
+/// which says why): a state is read with the cap it was written with.
+pub const EXACT_TIMES: usize = 2_048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TileSpec {
@@ -48,6 +53,8 @@ pub struct TileSpec {
     pub of: Option<String>,
     /// `10^decimals` for `Sum`, 1 for `Count`.
     pub scale: i64,
+    /// How many of the newest distinct event times keep exact entries.
+    pub exact_times: usize,
 }
 
 /// A group: its `by` values in the value codec's bytes (exact identity, orderable).
@@ -248,7 +255,50 @@ impl TileSpec {
             let slot = target.1.entry((target.0, group)).or_insert(0);
             *slot = slot.wrapping_add(value);
         }
+        self.trim(&mut state, &bucketer);
         (state, expired)
+    }
+
+    /// Moves the exact entries older than the newest `exact_times` distinct times into their
+    /// tiles: after a batch's events are added, as which times are the newest depends on all
+    /// of them.
+    fn trim(&self, state: &mut TileState, bucketer: &Bucketer) {
+        if state.exact.len() <= self.exact_times {
+            return; // no more entries than the cap: no more distinct times either
+        }
+        let mut times: Vec<i64> = state.exact.keys().map(|(ts, _)| *ts).collect();
+        times.sort_unstable_by(|a, b| b.cmp(a));
+        times.dedup();
+        let Some(&keep_from) = times.get(self.exact_times - 1) else {
+            return;
+        };
+        for ((ts, group), value) in state.exact.extract_if(|(ts, _), _| *ts < keep_from) {
+            if let Some(bucket) = bucketer.bucket(ts) {
+                let sum = state.cells.entry((bucket, group)).or_insert(0);
+                *sum = sum.wrapping_add(value);
+            }
+        }
+    }
+
+    /// [`TileSpec::exact_boundary`] of a decoded state.
+    fn state_boundary(&self, state: &TileState) -> i64 {
+        if state.exact.len() < self.exact_times {
+            return state.newest - EXACT_SPAN_MS; // fewer entries than the cap: fewer times
+        }
+        let mut times: Vec<i64> = state.exact.keys().map(|(ts, _)| *ts).collect();
+        times.sort_unstable();
+        times.dedup();
+        self.exact_boundary(state.newest, times.len(), times.first().copied())
+    }
+
+    /// The time from which every event is an exact entry (`exact_boundary` in Python): the
+    /// oldest exact time when `times` distinct times are kept (events before it within the
+    /// span may have been tiled: the state cannot tell), else two days before the newest.
+    fn exact_boundary(&self, newest: i64, times: usize, oldest: Option<i64>) -> i64 {
+        match oldest {
+            Some(oldest) if times >= self.exact_times => oldest,
+            _ => newest - EXACT_SPAN_MS,
+        }
     }
 
     /// The view's `[start, end]`, the start no earlier than the retention edge (rounded up
@@ -284,6 +334,7 @@ impl TileSpec {
     ) -> Result<TileAnswer, Refusal> {
         let entries = EntriesRef {
             newest: state.newest,
+            exact_from: self.state_boundary(state),
             groups: &state.groups,
             exact: state.exact.iter().map(|((t, g), v)| (*t, *g, *v)),
             cells: state.cells.iter().map(|((t, g), v)| (*t, *g, *v)),
@@ -316,8 +367,8 @@ impl TileSpec {
             }
         }
         let bucketer = self.bucketer(state.newest, retention_ms);
-        // Tiles hold only events older than the exact span: that bounds their last time.
-        let exact_from = state.newest - EXACT_SPAN_MS;
+        // Tiles hold only events before the exact boundary: that bounds their last time.
+        let exact_from = state.exact_from;
         // An as_of before the newest event: a tile straddling the view's edges may hold
         // events after as_of, or another share before the start than the finer tile the
         // answer served at as_of counted; such a read is refused, the others are exact.
@@ -445,11 +496,21 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
         }
         _ => (None, 1),
     };
+    // Set only by a signal that changes it (`Count(exact_times=...)`).
+    let exact_times = match json.get("exact_times") {
+        None => EXACT_TIMES,
+        Some(times) => times
+            .as_u64()
+            .filter(|times| *times > 0)
+            .and_then(|times| usize::try_from(times).ok())
+            .ok_or_else(|| missing("exact_times"))?,
+    };
     Ok(TileSpec {
         tiers,
         by,
         of,
         scale,
+        exact_times,
     })
 }
 
@@ -675,6 +736,8 @@ struct Parsed {
 /// What `read_entries` reads: a state's newest time, its groups and its entries.
 struct EntriesRef<'a, E, C> {
     newest: i64,
+    /// The exact boundary: the tiles hold only events before it.
+    exact_from: i64,
     groups: &'a [GroupKey],
     exact: E,
     cells: C,

@@ -1,21 +1,29 @@
 """``Count`` and ``Sum`` grouped by fields, over any window the tiles cover.
 
-State: the newest event time ``M``; the events of the last :data:`EXACT_SPAN_MS` before ``M``
-at their exact times, ``(time, group) -> value``; and older events in integer tile cells
-``(bucket start, group) -> value`` laid out by :mod:`usersignals.aggregations.tiles`. ``Sum``
-stores its values as integers scaled by ``10**decimals``: integer addition is associative, so
-the total never depends on the order in which batches arrive (float addition would, in its
-last bits).
+State: the newest event time ``M``; the recent events at their exact times, ``(time, group)
+-> value``; and older events in integer tile cells ``(bucket start, group) -> value`` laid out
+by :mod:`usersignals.aggregations.tiles`. An event keeps its exact time while it is within
+:data:`EXACT_SPAN_MS` of ``M`` *and* among the newest ``exact_times`` distinct event times
+(:data:`EXACT_TIMES` unless the signal says otherwise): a user with an event nearly every
+millisecond would otherwise keep an entry per event for two days, rewritten in each of their
+batches. Both conditions only ever turn an entry from exact to tiled as events arrive (a newer
+event pushes the others down, a late one lands below them), so the state is the same
+whatever the batches. The tiles hold only events before the *exact boundary*
+(:func:`exact_boundary`): the oldest exact time when ``exact_times`` distinct times are
+kept, else ``M - EXACT_SPAN_MS``. ``Sum`` stores its values as integers scaled by
+``10**decimals``: integer addition is associative, so the total never depends on the order in
+which batches arrive (float addition would, in its last bits).
 
 Reading a window ``[S, E]`` (both edges included; ``S`` no earlier than the retention edge,
 ``as_of - retention`` rounded up to the coarsest tile) sums the exact entries inside it and
 every tile that overlaps it, for the groups that pass the context's ``actions`` / ``surfaces``
 filters (when those are grouping fields). Hence:
 
-- exact whenever ``S`` is within :data:`EXACT_SPAN_MS` of ``M`` — every window of at most one
-  day read at any ``as_of`` at or after ``M - 1 day``;
+- exact whenever ``S`` is at or after the exact boundary — for a user with fewer than
+  ``exact_times`` distinct event times in the last two days, every window of at most one day
+  read at any ``as_of`` at or after ``M - 1 day``;
 - otherwise never less than the exact value, and more by at most the events of the tile that
-  straddles ``S`` (and of the one that straddles ``E`` when ``E`` is older than the exact span):
+  straddles ``S`` (and of the one that straddles ``E`` when ``E`` is before the boundary):
   never 0 when the window holds events;
 - with an ``as_of`` before ``M`` (the state holds later events), refused (:class:`AsOfError`)
   when a tile straddling ``S`` or ``E`` holds events the filters want: it may hold events
@@ -33,6 +41,7 @@ associative and saturating addition is not, and the state must not depend on the
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -60,6 +69,13 @@ from usersignals.values import KEY, NUMBER, FieldKind
 #: Events this recent (before the newest) keep their exact times: two days, so that a window
 #: of up to one day read at any ``as_of`` within the last day is exact.
 EXACT_SPAN_MS = 2 * DAY_MS
+#: At most this many distinct event times (the newest) keep exact entries, unless a signal
+#: sets ``exact_times``: a Count's record then stays within about 3 bytes a time for a user
+#: with an event every millisecond (an entry per time and group). Part of the stored form
+#: when a signal leaves it unset: a state is read with the cap it was written with.
+EXACT_TIMES = 2_048
+#: The most a signal may set: past it a record would outgrow what the cap is for.
+MAX_EXACT_TIMES = 1_000_000
 #: The largest scaled magnitude (``|value| * 10**decimals``) of a ``Sum`` value that counts.
 MAX_SUM_SCALED = 2**53
 
@@ -90,16 +106,28 @@ class _Encoded(msgspec.Struct, array_like=True):
 
 @dataclass(frozen=True)
 class Count(Aggregation):
-    """Number of events per group, over request-time windows."""
+    """Number of events per group, over request-time windows.
+
+    ``exact_times``: how many of the newest distinct event times (within two days) keep
+    exact entries; a window starting before the oldest of them counts its straddling tile
+    whole. More makes the windows of very active users exact further back, for about 3
+    bytes of record a time.
+    """
 
     by: tuple[str, ...] = ("action",)
     tiles: TileLayout = field(default_factory=TileLayout)
+    exact_times: int = EXACT_TIMES
 
     kind = "count"
 
     if TYPE_CHECKING:  # `by` takes one name as a string too (coerced below)
 
-        def __init__(self, by: FieldNames = ("action",), tiles: TileLayout = ...) -> None: ...
+        def __init__(
+            self,
+            by: FieldNames = ("action",),
+            tiles: TileLayout = ...,
+            exact_times: int = EXACT_TIMES,
+        ) -> None: ...
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by", coerce_names(self.by))
@@ -113,6 +141,11 @@ class Count(Aggregation):
             problems.append(f"{type(self).__name__} by lists a field twice")
         if self.tiles.tiers and self.tiles.tiers[0][0] % MINUTE_MS:
             problems.append("the finest tile resolution must be a whole number of minutes")
+        wrong_times = whole_number_problem(
+            f"{type(self).__name__} exact_times", self.exact_times, 1, MAX_EXACT_TIMES
+        )
+        if wrong_times:
+            problems.append(wrong_times)
         return problems
 
     def fields(self) -> set[str]:
@@ -130,7 +163,11 @@ class Count(Aggregation):
         return frozenset(names)
 
     def params(self) -> dict[str, Any]:
-        return {"by": list(self.by), "tiles": self.tiles.to_json()}
+        params: dict[str, Any] = {"by": list(self.by), "tiles": self.tiles.to_json()}
+        if self.exact_times != EXACT_TIMES:
+            # Only when set: the definitions written before the cap existed keep their form.
+            params["exact_times"] = self.exact_times
+        return params
 
     def compile(self, resolve: FieldResolver, retention_ms: int) -> TileRuntime:
         return TileRuntime(self, resolve, retention_ms, measure=None, scale=1)
@@ -151,6 +188,7 @@ class Sum(Count):
             self,
             by: FieldNames = ("action",),
             tiles: TileLayout = ...,
+            exact_times: int = EXACT_TIMES,
             of: str = "",
             decimals: int = 3,
         ) -> None: ...
@@ -197,6 +235,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         self._group_getters = [resolve(name) for name in spec.by]
         self._measure = measure
         self._scale = scale
+        self._exact_times = spec.exact_times
         self._action_at = spec.by.index("action") if "action" in spec.by else None
         self._surface_at = spec.by.index("surface") if "surface" in spec.by else None
         self._encoder = msgspec.msgpack.Encoder()
@@ -253,7 +292,23 @@ class TileRuntime(AggregationRuntime[TileState]):
                 expired += 1
             elif value is not None:
                 cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
+        self._trim(cells, exact, newest)
         return ApplyOut(TileState(newest, cells, exact), expired)
+
+    def _trim(self, cells: Cells, exact: Exact, newest: int) -> None:
+        """Moves the exact entries older than the newest ``exact_times`` distinct times into
+        their tiles. After the events are added, not as they come: which times are the
+        newest depends on all of them, whatever the batches."""
+        times = {ts for ts, _ in exact}
+        if len(times) <= self._exact_times:
+            return
+        keep_from = heapq.nlargest(self._exact_times, times)[-1]
+        bucket_of = self._bucketers.get(newest).bucket
+        for ts, group in [entry for entry in exact if entry[0] < keep_from]:
+            value = exact.pop((ts, group))
+            bucket = bucket_of(ts)
+            if bucket is not None:
+                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
 
     def merge(self, a: TileState, b: TileState) -> TileState:
         newest = max(a.newest, b.newest)
@@ -263,6 +318,7 @@ class TileRuntime(AggregationRuntime[TileState]):
             cells[key] = wrapped(cells.get(key, 0) + value)
         for entry, value in other_exact.items():
             exact[entry] = wrapped(exact.get(entry, 0) + value)
+        self._trim(cells, exact, newest)
         return TileState(newest, cells, exact)
 
     def _wanted(self, group: Group, context: ReadContext) -> bool:
@@ -309,8 +365,8 @@ class TileRuntime(AggregationRuntime[TileState]):
                 by[label] = by.get(label, 0) + value
         if state.cells:
             bucketer = self._bucketers.get(state.newest)
-            # Tiles hold only events older than the exact span: that bounds their last time.
-            exact_from = state.newest - EXACT_SPAN_MS
+            # Tiles hold only events before the exact boundary: that bounds their last time.
+            exact_from = exact_boundary(state, self._exact_times)
             pairs = bucketer.pairs
             earlier = context.as_of_ms is not None and context.view_time(state.newest) < (
                 state.newest
@@ -384,6 +440,16 @@ class TileRuntime(AggregationRuntime[TileState]):
             ts -= flat[i]
             exact[ts, groups[flat[i + 1]]] = flat[i + 2]
         return TileState(encoded.newest, cells, exact)
+
+
+def exact_boundary(state: TileState, exact_times: int) -> int:
+    """The time from which every event is an exact entry: the oldest exact time when the
+    state keeps ``exact_times`` of them (older events within the span may have been tiled:
+    the state cannot tell), else two days before the newest event."""
+    times = {ts for ts, _ in state.exact}
+    if len(times) >= exact_times:
+        return min(times)
+    return state.newest - EXACT_SPAN_MS
 
 
 def _canonical_order(cells: dict[tuple[int, Group], int]) -> list[tuple[tuple[int, Group], int]]:
