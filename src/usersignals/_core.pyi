@@ -29,6 +29,7 @@ LAST_N_FORMAT_VERSION: int
 LAST_N_READABLE_VERSIONS: list[int]
 DISTINCT_FORMAT_VERSION: int
 TILES_FORMAT_VERSION: int
+TILES_READABLE_VERSIONS: list[int]
 SEEN_FORMAT_VERSION: int
 # A Count/Sum entry as the reference holds it: (time or bucket start, group values, value).
 TileEntry = tuple[int, tuple[object, ...], int]
@@ -142,13 +143,14 @@ class NativePlans:
     ) -> tuple[dict[str, object], int | None, Refusal | None]: ...
     def decode_tiles(
         self, plan: int, state: bytes
-    ) -> tuple[int, list[TileEntry], list[TileEntry]]: ...
+    ) -> tuple[int, list[TileEntry], list[TileEntry], int]: ...
     def encode_tiles(
         self,
         plan: int,
         newest: int,
         cells: Sequence[tuple[int, tuple[object, ...], int]],
         exact: Sequence[tuple[int, tuple[object, ...], int]],
+        exact_from: int,
     ) -> bytes: ...
     def decode_seen(self, plan: int, state: bytes) -> tuple[int, dict[str, int]]: ...
     def encode_seen(self, plan: int, newest: int, times: dict[str, int]) -> bytes: ...

@@ -81,12 +81,12 @@ SIGNALS = {
     # Tiers longer than the retention: the retention cuts them short.
     "count_short": _signal(Count(by=("action",)), days(1)),
     "sum": _signal(Sum(by=("surface",), of="attrs.dwell", decimals=2, tiles=SMALL_TILES), days(5)),
-    # A few exact times: the newest kept exact, the older tiled although within two days.
+    # A few exact entries: the newest kept exact, the older tiled although within two days.
     "count_capped": _signal(
-        Count(by=("action", "surface"), tiles=SMALL_TILES, exact_times=3), days(5)
+        Count(by=("action", "surface"), tiles=SMALL_TILES, exact_entries=3), days(5)
     ),
     "sum_capped": _signal(
-        Sum(by=("surface",), of="attrs.dwell", decimals=2, tiles=SMALL_TILES, exact_times=4),
+        Sum(by=("surface",), of="attrs.dwell", decimals=2, tiles=SMALL_TILES, exact_entries=4),
         days(5),
     ),
     "scores": _signal(
@@ -212,14 +212,19 @@ def test_merge_equals_applying_everything(events: list[Event], cut: int, name: s
     cut=st.integers(1, 39),
     name=st.sampled_from(["count_capped", "sum_capped"]),
 )
-def test_a_count_capped_to_a_few_exact_times_is_canonical_and_mergeable(
+def test_a_count_capped_to_a_few_exact_entries_is_canonical_and_mergeable(
     events: list[Event], cuts: list[int], cut: int, name: str
 ) -> None:
-    """Which times stay exact depends on all the events: the same bytes in any batches, and
-    merged from two halves."""
+    """Which entries stay exact depends on all the events: the same bytes in any batches,
+    and merged from two halves; the boundary the documented one."""
     signal = SIGNALS[name]
+    spec = signal.aggregate
+    assert isinstance(spec, Count)
     runtime = signal.compiled.runtime
-    once = runtime.encode(apply_in_batches(signal, events, []))
+    state = apply_in_batches(signal, events, [])
+    use_sum = isinstance(spec, Sum)
+    assert state.exact_from == exact_boundary(events, newest(events), spec.exact_entries, use_sum)
+    once = runtime.encode(state)
     assert runtime.encode(apply_in_batches(signal, events, cuts)) == once
     left, right = events[:cut], events[cut:]
     if left and right:
@@ -323,18 +328,18 @@ def tile_width(tiles: TileLayout, m: int, ts: int) -> int:
     return tiers[-1][0]
 
 
-def exact_boundary(events: Sequence[Event], m: int, exact_times: int, use_sum: bool) -> int:
-    """As documented: the tiles hold only events before the oldest of the newest
-    ``exact_times`` distinct times within two days of the newest event (of the events that
-    add a value), or before the two days when there are fewer."""
-    times = {
-        e.ts
+def exact_boundary(events: Sequence[Event], m: int, exact_entries: int, use_sum: bool) -> int:
+    """As documented: two days before the newest event, or, when the events from there on
+    make more than ``exact_entries`` entries (a distinct time and group, of the events that
+    add a value), just after the time of the first entry past the cap from the newest."""
+    entries = {
+        (e.ts, e.surface if use_sum else (e.action, e.surface))
         for e in events
         if e.ts >= m - EXACT_SPAN and (not use_sum or (e.attrs or {}).get("dwell") is not None)
     }
-    if len(times) < exact_times:
+    if len(entries) <= exact_entries:
         return m - EXACT_SPAN
-    return sorted(times, reverse=True)[exact_times - 1]
+    return sorted((ts for ts, _ in entries), reverse=True)[exact_entries] + 1
 
 
 def window_of(signal: Signal, events: Sequence[Event], context: ReadContext) -> tuple[int, int]:
@@ -406,7 +411,7 @@ def test_windowed_read_matches_reference(
             by[label(e)] = by.get(label(e), 0) + value
     scale = 100 if use_sum else 1
     m = newest(events)
-    boundary = exact_boundary(events, m, spec.exact_times, use_sum)
+    boundary = exact_boundary(events, m, spec.exact_entries, use_sum)
     if start >= boundary:
         assert got["total"] * scale == pytest.approx(total)
         assert {k: v * scale for k, v in got["by"].items()} == pytest.approx(by)

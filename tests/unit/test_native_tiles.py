@@ -6,7 +6,7 @@ and summed values), random tile layouts, filters, batch splits and request-time 
 
 - the state the core builds through ``NativeSignals.apply`` holds exactly the reference's
   cells and exact entries, and its bytes do not depend on the batches (with the real cap of
-  exact times and with a few);
+  exact entries and with a few);
 - the core's read equals the reference's (values, types, refusals), and a naive recompute
   from the raw events bounds it: never less, and equal when the window starts at or after
   the exact boundary.
@@ -49,7 +49,6 @@ from usersignals import (
 )
 from usersignals.aggregations.base import ReadOut
 from usersignals.aggregations.context import retention_start
-from usersignals.aggregations.windowed import exact_boundary
 from usersignals.processing.native import NativeSignals, plan_json
 from usersignals.signals.fields import Predicate
 from usersignals.state.codec import UserRecord
@@ -73,9 +72,9 @@ AGGREGATES: list[Any] = [
     lambda tiles: Count(by=("category", "action"), tiles=tiles),
     lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles),
     lambda tiles: Sum(of="attrs.amount", decimals=0, by=("action", "category"), tiles=tiles),
-    # A few exact times: most states tile some of their last two days.
-    lambda tiles: Count(by=("action", "surface"), tiles=tiles, exact_times=2),
-    lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles, exact_times=5),
+    # A few exact entries: most states tile some of their last two days.
+    lambda tiles: Count(by=("action", "surface"), tiles=tiles, exact_entries=2),
+    lambda tiles: Sum(of="attrs.amount", decimals=2, by=("surface",), tiles=tiles, exact_entries=5),
 ]
 FILTERS: list[Predicate | None] = [None, action.isin({"click", "save"})]
 
@@ -156,8 +155,8 @@ def test_native_state_equals_the_reference_whatever_the_batches(
     plans = core.NativePlans([plan_json(signal)])
     for _, reference, stored in states_whatever_the_batches(signal, events, cuts, USERS, TABLE):
         assert stored[0] == core.TILES_FORMAT_VERSION
-        newest, cells, exact = plans.decode_tiles(0, stored)
-        assert newest == reference.newest
+        newest, cells, exact, exact_from = plans.decode_tiles(0, stored)
+        assert (newest, exact_from) == (reference.newest, reference.exact_from)
         assert cells_of(cells) == typed_cells(reference.cells)
         assert cells_of(exact) == typed_cells(reference.exact)
 
@@ -247,7 +246,7 @@ def test_native_read_equals_the_reference_and_bounds_the_naive_count(
         # Sum adds negative amounts.
         if not any(_amount(e) < 0 for e in events if e.user_id == user):
             assert total >= exact
-        if start >= exact_boundary(reference, signal.aggregate.exact_times):
+        if start >= reference.exact_from:
             assert total == exact
 
 
@@ -258,8 +257,9 @@ def test_a_tiles_state_of_the_python_codec_is_migrated() -> None:
         Event(f"e{i}", "u1", ITEMS[i], "click", "home", BASE + i * hours(9)) for i in range(10)
     ]
     rows = [(e, (TABLE.get(e.item_id, {}),)) for e in events[:7]]
-    legacy = runtime.encode(runtime.apply(None, rows).state)
-    assert legacy[0] in (0x93, 0x94)  # a msgpack array: the old form
+    fields = msgspec.msgpack.decode(runtime.encode(runtime.apply(None, rows).state))
+    # A msgpack array of four fields: the old form, before the exact boundary was kept.
+    legacy = msgspec.msgpack.encode(fields[:4])
     native = NativeSignals([signal])
     context = ReadContext(window_ms=days(2), now_ms=BASE + days(4))
     assert native.read(signal, legacy, context, b"u1") == runtime.read(

@@ -620,8 +620,8 @@ def test_filters_and_aggregations_read_nested_attrs_by_path() -> None:
         (lambda: Count(by=5), "Count by"),  # type: ignore[arg-type]
         (lambda: Count(by=None), "Count by"),  # type: ignore[arg-type]
         (lambda: Sum(of="attrs.v", decimals=2.5), "Sum decimals"),  # type: ignore[arg-type]
-        (lambda: Count(exact_times=0), "Count exact_times"),
-        (lambda: Sum(of="attrs.v", exact_times=2.5), "Sum exact_times"),  # type: ignore[arg-type]
+        (lambda: Count(exact_entries=0), "Count exact_entries"),
+        (lambda: Sum(of="attrs.v", exact_entries=2.5), "Sum exact_entries"),  # type: ignore[arg-type]
     ],
 )
 def test_a_parameter_of_the_wrong_type_is_a_definition_problem(

@@ -325,7 +325,7 @@ fn readable(aggregate: &Aggregation, version: u8) -> bool {
     match aggregate {
         Aggregation::LastN(_) => last_n::READABLE_VERSIONS.contains(&version),
         Aggregation::Distinct(..) => version == distinct::FORMAT_VERSION,
-        Aggregation::Tiles(_) => version == tiles::FORMAT_VERSION,
+        Aggregation::Tiles(_) => tiles::READABLE_VERSIONS.contains(&version),
         Aggregation::Seen(_) => version == seen::FORMAT_VERSION,
         Aggregation::DecayedScores(_) => version == decayed::FORMAT_VERSION,
         Aggregation::MeanVector(_) => version == mean_vector::FORMAT_VERSION,

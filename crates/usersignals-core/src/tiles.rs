@@ -1,17 +1,19 @@
 //! `Count` / `Sum` over time tiles, grouped by fields: combine, codec and read kernel.
 //!
 //! Mirrors `usersignals.aggregations.windowed` and `usersignals.aggregations.tiles` (the
-//! reference models) cell for cell. The state is the newest event time `M`, the events
-//! within [`EXACT_SPAN_MS`] before `M` and among the newest `exact_times` distinct times at
-//! their exact times, and older events in integer cells `(bucket start, group)` whose layout
-//! is a function of the event time and `M` alone, so the state is the same whatever the
-//! batches (which times are the newest is settled after each batch's events are added).
-//! `Sum` keeps integers scaled by `10^decimals`.
+//! reference models) cell for cell. The state is the newest event time `M`, the exact
+//! boundary `B` (at least [`EXACT_SPAN_MS`] before `M`; later once the events from there on
+//! make more than `exact_entries` entries, settled after each batch's events are added), the
+//! events from `B` on at their exact times, and older events in integer cells `(bucket
+//! start, group)` whose layout is a function of the event time and `M` alone, so the state
+//! is the same whatever the batches. `Sum` keeps integers scaled by `10^decimals`.
 //!
-//! Stored format (version byte first):
+//! Stored format (version byte first; format 1, without the boundary, is read with `B` two
+//! days before `M`, which it always was):
 //!
 //! ```text
-//! 0x01 | zigzag newest | varint group count | per group (ordered by its encoded bytes):
+//! 0x02 | zigzag newest | zigzag gap from B to newest
+//!      | varint group count | per group (ordered by its encoded bytes):
 //!      its `by` values (tagged, see `value.rs`)
 //!      | varint cell count | per cell, newest start first, then by group:
 //!          varint gap to the previous start in finest resolutions (the first from `M`
@@ -37,12 +39,14 @@ use crate::plan::missing;
 use crate::value::{Value, ValueRef};
 use crate::varint::{put_i64, put_u64, Reader};
 
-pub const FORMAT_VERSION: u8 = 0x01;
+pub const FORMAT_VERSION: u8 = 0x02;
+/// The formats read: 1 has no exact boundary (two days before the newest event, always).
+pub const READABLE_VERSIONS: [u8; 2] = [0x01, 0x02];
 /// Events this recent (before the newest) keep their exact times (`EXACT_SPAN_MS` in Python).
 pub const EXACT_SPAN_MS: i64 = 2 * 86_400_000;
-/// The distinct times kept exact unless the plan says otherwise (`EXACT_TIMES` in Python,
-/// which says why): a state is read with the cap it was written with.
-pub const EXACT_TIMES: usize = 2_048;
+/// The exact entries kept unless the plan says otherwise (`EXACT_ENTRIES` in Python, which
+/// says why).
+pub const EXACT_ENTRIES: usize = 2_048;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TileSpec {
@@ -53,8 +57,8 @@ pub struct TileSpec {
     pub of: Option<String>,
     /// `10^decimals` for `Sum`, 1 for `Count`.
     pub scale: i64,
-    /// How many of the newest distinct event times keep exact entries.
-    pub exact_times: usize,
+    /// How many of the newest entries (a distinct time and group) stay exact.
+    pub exact_entries: usize,
 }
 
 /// A group: its `by` values in the value codec's bytes (exact identity, orderable).
@@ -70,6 +74,8 @@ pub struct TileState {
     pub groups: Vec<GroupKey>,
     pub cells: Cells,
     pub exact: Cells,
+    /// The exact boundary: the tiles hold only events before it, `exact` every one from it.
+    pub exact_from: i64,
 }
 
 /// One accepted event: its time, group and value (`None`: a missing or non-numeric measure).
@@ -153,11 +159,20 @@ impl TileSpec {
         Bucketer { pairs }
     }
 
-    /// The state's cells and exact entries laid out for a new newest time `newest`.
-    fn settle(&self, state: TileState, newest: i64, bucketer: &Bucketer) -> TileState {
+    /// The state's cells and exact entries laid out for a new newest time `newest`; a state
+    /// with no events yet gets the boundary two days before it.
+    fn settle(&self, state: Option<TileState>, newest: i64, bucketer: &Bucketer) -> TileState {
+        let span_from = newest - EXACT_SPAN_MS;
+        let Some(state) = state else {
+            return TileState {
+                newest,
+                exact_from: span_from,
+                ..TileState::default()
+            };
+        };
         let granule = self.granule();
         let unchanged = state.newest.div_euclid(granule) == newest.div_euclid(granule);
-        let mut cells = if unchanged {
+        let cells = if unchanged {
             state.cells
         } else {
             let mut moved = Cells::with_capacity(state.cells.len());
@@ -169,21 +184,16 @@ impl TileSpec {
             }
             moved
         };
-        let exact_from = newest - EXACT_SPAN_MS;
-        // In place: only the entries that left the exact span move (most stay).
-        let mut exact = state.exact;
-        for ((ts, group), value) in exact.extract_if(|(ts, _), _| *ts < exact_from) {
-            if let Some(bucket) = bucketer.bucket(ts) {
-                let sum = cells.entry((bucket, group)).or_insert(0);
-                *sum = sum.wrapping_add(value);
-            }
-        }
-        TileState {
+        let exact_from = state.exact_from.max(span_from);
+        let mut settled = TileState {
             newest,
             groups: state.groups,
             cells,
-            exact,
-        }
+            exact: state.exact,
+            exact_from,
+        };
+        tile_before(&mut settled, exact_from, bucketer);
+        settled
     }
 
     /// Fold `rows` (sorted by time) into `state`; also how many were past the retention.
@@ -209,7 +219,7 @@ impl TileSpec {
     ) -> (TileState, usize) {
         let newest = state.as_ref().map_or(0, |s| s.newest).max(last);
         let bucketer = self.bucketer(newest, retention_ms);
-        let mut state = self.settle(state.unwrap_or_default(), newest, &bucketer);
+        let mut state = self.settle(state, newest, &bucketer);
         // Group bytes -> index, as a table of indices into `state.groups` (no key copied).
         let hasher = DefaultHashBuilder::default();
         let hash = |group: &[u8]| hasher.hash_one(group);
@@ -224,7 +234,7 @@ impl TileSpec {
         for (i, group) in state.groups.iter().enumerate() {
             index.insert_unique(hash(group), i as u32, |j| hash(&state.groups[*j as usize]));
         }
-        let exact_from = newest - EXACT_SPAN_MS;
+        let exact_from = state.exact_from;
         let mut expired = 0;
         for row in rows {
             let ts = row.ts();
@@ -259,46 +269,21 @@ impl TileSpec {
         (state, expired)
     }
 
-    /// Moves the exact entries older than the newest `exact_times` distinct times into their
-    /// tiles: after a batch's events are added, as which times are the newest depends on all
-    /// of them.
+    /// Past `exact_entries` entries, moves those of the time of the first entry past the cap
+    /// (counting from the newest) and older into their tiles, and moves the boundary after
+    /// that time. After a batch's events are added, as which entries are the newest depends
+    /// on all of them.
     fn trim(&self, state: &mut TileState, bucketer: &Bucketer) {
-        if state.exact.len() <= self.exact_times {
-            return; // no more entries than the cap: no more distinct times either
-        }
-        let mut times: Vec<i64> = state.exact.keys().map(|(ts, _)| *ts).collect();
-        times.sort_unstable_by(|a, b| b.cmp(a));
-        times.dedup();
-        let Some(&keep_from) = times.get(self.exact_times - 1) else {
+        let cap = self.exact_entries;
+        if state.exact.len() <= cap {
             return;
-        };
-        for ((ts, group), value) in state.exact.extract_if(|(ts, _), _| *ts < keep_from) {
-            if let Some(bucket) = bucketer.bucket(ts) {
-                let sum = state.cells.entry((bucket, group)).or_insert(0);
-                *sum = sum.wrapping_add(value);
-            }
-        }
-    }
-
-    /// [`TileSpec::exact_boundary`] of a decoded state.
-    fn state_boundary(&self, state: &TileState) -> i64 {
-        if state.exact.len() < self.exact_times {
-            return state.newest - EXACT_SPAN_MS; // fewer entries than the cap: fewer times
         }
         let mut times: Vec<i64> = state.exact.keys().map(|(ts, _)| *ts).collect();
-        times.sort_unstable();
-        times.dedup();
-        self.exact_boundary(state.newest, times.len(), times.first().copied())
-    }
-
-    /// The time from which every event is an exact entry (`exact_boundary` in Python): the
-    /// oldest exact time when `times` distinct times are kept (events before it within the
-    /// span may have been tiled: the state cannot tell), else two days before the newest.
-    fn exact_boundary(&self, newest: i64, times: usize, oldest: Option<i64>) -> i64 {
-        match oldest {
-            Some(oldest) if times >= self.exact_times => oldest,
-            _ => newest - EXACT_SPAN_MS,
-        }
+        // The time of the first entry past the cap, newest first: linear, not a sort.
+        let (_, past, _) = times.select_nth_unstable_by(cap, |a, b| b.cmp(a));
+        let exact_from = *past + 1;
+        state.exact_from = exact_from;
+        tile_before(state, exact_from, bucketer);
     }
 
     /// The view's `[start, end]`, the start no earlier than the retention edge (rounded up
@@ -334,7 +319,7 @@ impl TileSpec {
     ) -> Result<TileAnswer, Refusal> {
         let entries = EntriesRef {
             newest: state.newest,
-            exact_from: self.state_boundary(state),
+            exact_from: state.exact_from,
             groups: &state.groups,
             exact: state.exact.iter().map(|((t, g), v)| (*t, *g, *v)),
             cells: state.cells.iter().map(|((t, g), v)| (*t, *g, *v)),
@@ -456,6 +441,16 @@ impl TileSpec {
     }
 }
 
+/// Moves the exact entries before `exact_from` into their tiles (in place: most stay).
+fn tile_before(state: &mut TileState, exact_from: i64, bucketer: &Bucketer) {
+    for ((ts, group), value) in state.exact.extract_if(|(ts, _), _| *ts < exact_from) {
+        if let Some(bucket) = bucketer.bucket(ts) {
+            let sum = state.cells.entry((bucket, group)).or_insert(0);
+            *sum = sum.wrapping_add(value);
+        }
+    }
+}
+
 /// Whether two first values are one group label: exact identity, as the group keys are.
 fn same(a: &Option<Value>, b: &Option<Value>) -> bool {
     match (a, b) {
@@ -496,21 +491,21 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
         }
         _ => (None, 1),
     };
-    // Set only by a signal that changes it (`Count(exact_times=...)`).
-    let exact_times = match json.get("exact_times") {
-        None => EXACT_TIMES,
+    // Set only by a signal that changes it (`Count(exact_entries=...)`).
+    let exact_entries = match json.get("exact_entries") {
+        None => EXACT_ENTRIES,
         Some(times) => times
             .as_u64()
             .filter(|times| *times > 0)
             .and_then(|times| usize::try_from(times).ok())
-            .ok_or_else(|| missing("exact_times"))?,
+            .ok_or_else(|| missing("exact_entries"))?,
     };
     Ok(TileSpec {
         tiers,
         by,
         of,
         scale,
-        exact_times,
+        exact_entries,
     })
 }
 
@@ -673,6 +668,7 @@ pub fn encode(spec: &TileSpec, state: &TileState) -> Vec<u8> {
     let mut out = Vec::with_capacity(16 + 16 * used.len() + 4 * entries);
     out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
+    put_i64(&mut out, state.newest.wrapping_sub(state.exact_from));
     put_u64(&mut out, used.len() as u64);
     for g in used.iter() {
         out.extend_from_slice(&state.groups[*g as usize]);
@@ -718,7 +714,26 @@ pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
         groups: parsed.groups,
         cells: cells(parsed.cells),
         exact: cells(parsed.exact),
+        exact_from: parsed.exact_from,
     })
+}
+
+/// A stored state's version, newest time and exact boundary (format 1 has none: two days
+/// before the newest event, which it always was).
+fn read_header(r: &mut Reader<'_>) -> Result<(i64, i64), CoreError> {
+    let version = r.u8()?;
+    if !READABLE_VERSIONS.contains(&version) {
+        return Err(CoreError::Codec(format!(
+            "tiles format version {version}, expected one of {READABLE_VERSIONS:?}"
+        )));
+    }
+    let newest = r.i64()?;
+    let gap = if version == 1 {
+        EXACT_SPAN_MS
+    } else {
+        r.i64()?
+    };
+    Ok((newest, newest.wrapping_sub(gap)))
 }
 
 /// A stored entry: `(time or tile start, group index, value)`.
@@ -728,6 +743,7 @@ type Entry = (i64, u32, i64);
 /// first). `decode` collects them into maps; `read_stored` reads them as they are.
 struct Parsed {
     newest: i64,
+    exact_from: i64,
     groups: Vec<GroupKey>,
     cells: Vec<Entry>,
     exact: Vec<Entry>,
@@ -745,8 +761,7 @@ struct EntriesRef<'a, E, C> {
 
 fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     let mut r = Reader::new(data);
-    r.expect_version("tiles", FORMAT_VERSION)?;
-    let newest = r.i64()?;
+    let (newest, exact_from) = read_header(&mut r)?;
     let count = r.len(spec.by.len())?;
     let mut groups = Vec::with_capacity(count);
     for _ in 0..count {
@@ -785,6 +800,7 @@ fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     }
     Ok(Parsed {
         newest,
+        exact_from,
         groups,
         cells,
         exact,

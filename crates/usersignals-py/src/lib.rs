@@ -443,14 +443,14 @@ impl NativePlans {
         }
     }
 
-    /// A stored Count/Sum state as the reference's `(newest, cells, exact)`, each entry
-    /// `(time or bucket start, group tuple, value)`, newest first.
+    /// A stored Count/Sum state as the reference's `(newest, cells, exact, exact_from)`,
+    /// each entry `(time or bucket start, group tuple, value)`, newest first.
     fn decode_tiles<'py>(
         &self,
         py: Python<'py>,
         plan: usize,
         state: &[u8],
-    ) -> PyResult<(i64, Bound<'py, PyList>, Bound<'py, PyList>)> {
+    ) -> PyResult<tiles_seen::PyTiles<'py>> {
         tiles_seen::decode_tiles(py, self.tiles(plan)?.1, state)
     }
 
@@ -462,8 +462,10 @@ impl NativePlans {
         newest: i64,
         cells: Vec<(i64, Bound<'py, PyTuple>, i64)>,
         exact: Vec<(i64, Bound<'py, PyTuple>, i64)>,
+        exact_from: i64,
     ) -> PyResult<Bound<'py, PyBytes>> {
-        let data = tiles_seen::encode_tiles(self.tiles(plan)?.1, newest, cells, exact)?;
+        let spec = self.tiles(plan)?.1;
+        let data = tiles_seen::encode_tiles(spec, (newest, exact_from), cells, exact)?;
         Ok(PyBytes::new(py, &data))
     }
 
@@ -686,6 +688,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     )?;
     m.add("DISTINCT_FORMAT_VERSION", distinct::FORMAT_VERSION)?;
     m.add("TILES_FORMAT_VERSION", tiles::FORMAT_VERSION)?;
+    m.add("TILES_READABLE_VERSIONS", tiles::READABLE_VERSIONS.to_vec())?;
     m.add("SEEN_FORMAT_VERSION", seen::FORMAT_VERSION)?;
     m.add("DECAYED_SCORES_FORMAT_VERSION", decayed::FORMAT_VERSION)?;
     m.add("MEAN_VECTOR_FORMAT_VERSION", mean_vector::FORMAT_VERSION)?;

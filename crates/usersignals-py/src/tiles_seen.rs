@@ -71,25 +71,25 @@ fn entries_to_py<'py>(
     Ok(out)
 }
 
-pub fn decode_tiles<'py>(
-    py: Python<'py>,
-    spec: &TileSpec,
-    data: &[u8],
-) -> PyResult<(i64, Bound<'py, PyList>, Bound<'py, PyList>)> {
+/// A decoded Count/Sum state: its newest time, cells, exact entries and exact boundary.
+pub type PyTiles<'py> = (i64, Bound<'py, PyList>, Bound<'py, PyList>, i64);
+
+pub fn decode_tiles<'py>(py: Python<'py>, spec: &TileSpec, data: &[u8]) -> PyResult<PyTiles<'py>> {
     let state = tiles::decode(spec, data).map_err(raise)?;
     let cells = entries_to_py(py, spec, &state.groups, &state.cells)?;
     let exact = entries_to_py(py, spec, &state.groups, &state.exact)?;
-    Ok((state.newest, cells, exact))
+    Ok((state.newest, cells, exact, state.exact_from))
 }
 
 pub fn encode_tiles(
     spec: &TileSpec,
-    newest: i64,
+    (newest, exact_from): (i64, i64),
     cells: PyEntries<'_>,
     exact: PyEntries<'_>,
 ) -> PyResult<Vec<u8>> {
     let mut state = TileState {
         newest,
+        exact_from,
         ..TileState::default()
     };
     let mut index: BTreeMap<GroupKey, u32> = BTreeMap::new();

@@ -1,29 +1,31 @@
 """``Count`` and ``Sum`` grouped by fields, over any window the tiles cover.
 
 State: the newest event time ``M``; the recent events at their exact times, ``(time, group)
--> value``; and older events in integer tile cells ``(bucket start, group) -> value`` laid out
-by :mod:`usersignals.aggregations.tiles`. An event keeps its exact time while it is within
-:data:`EXACT_SPAN_MS` of ``M`` *and* among the newest ``exact_times`` distinct event times
-(:data:`EXACT_TIMES` unless the signal says otherwise): a user with an event nearly every
-millisecond would otherwise keep an entry per event for two days, rewritten in each of their
-batches. Both conditions only ever turn an entry from exact to tiled as events arrive (a newer
-event pushes the others down, a late one lands below them), so the state is the same
-whatever the batches. The tiles hold only events before the *exact boundary*
-(:func:`exact_boundary`): the oldest exact time when ``exact_times`` distinct times are
-kept, else ``M - EXACT_SPAN_MS``. ``Sum`` stores its values as integers scaled by
-``10**decimals``: integer addition is associative, so the total never depends on the order in
-which batches arrive (float addition would, in its last bits).
+-> value``; older events in integer tile cells ``(bucket start, group) -> value`` laid out by
+:mod:`usersignals.aggregations.tiles`; and the *exact boundary* ``B`` between them: the tiles
+hold only events before ``B``, the exact entries every event from ``B`` on. ``B`` is two days
+(:data:`EXACT_SPAN_MS`) before ``M``, or later when the events from there on make more than
+``exact_entries`` entries (:data:`EXACT_ENTRIES` unless the signal says otherwise): then just
+after the time of the first entry past the cap, counting from the newest, so that a time's
+entries are all exact or all tiled. Without the cap a user with an event nearly every
+millisecond kept an entry per event for two days, rewritten in each of their batches. ``B``
+only moves forward as events arrive (a newer event pushes the others down, a late one lands
+below them), and the cap is applied after each batch's events are added, so the state is the
+same whatever the batches. ``B`` is stored: from the entries alone a state with fewer entries
+than the cap could not tell whether its older times were tiled. ``Sum`` stores its values as
+integers scaled by ``10**decimals``: integer addition is associative, so the total never
+depends on the order in which batches arrive (float addition would, in its last bits).
 
 Reading a window ``[S, E]`` (both edges included; ``S`` no earlier than the retention edge,
 ``as_of - retention`` rounded up to the coarsest tile) sums the exact entries inside it and
 every tile that overlaps it, for the groups that pass the context's ``actions`` / ``surfaces``
 filters (when those are grouping fields). Hence:
 
-- exact whenever ``S`` is at or after the exact boundary — for a user with fewer than
-  ``exact_times`` distinct event times in the last two days, every window of at most one day
+- exact whenever ``S`` is at or after ``B`` — for a user with at most ``exact_entries``
+  entries (distinct time and group) in the last two days, every window of at most one day
   read at any ``as_of`` at or after ``M - 1 day``;
 - otherwise never less than the exact value, and more by at most the events of the tile that
-  straddles ``S`` (and of the one that straddles ``E`` when ``E`` is before the boundary):
+  straddles ``S`` (and of the one that straddles ``E`` when ``E`` is before ``B``):
   never 0 when the window holds events;
 - with an ``as_of`` before ``M`` (the state holds later events), refused (:class:`AsOfError`)
   when a tile straddling ``S`` or ``E`` holds events the filters want: it may hold events
@@ -66,16 +68,16 @@ from usersignals.errors import AsOfError
 from usersignals.field_names import FieldNames, coerce_names, names_problem
 from usersignals.values import KEY, NUMBER, FieldKind
 
-#: Events this recent (before the newest) keep their exact times: two days, so that a window
-#: of up to one day read at any ``as_of`` within the last day is exact.
+#: Events this recent (before the newest) keep their exact times, at most EXACT_ENTRIES of
+#: their entries: two days, so that a window of up to one day read at any ``as_of`` within
+#: the last day is exact.
 EXACT_SPAN_MS = 2 * DAY_MS
-#: At most this many distinct event times (the newest) keep exact entries, unless a signal
-#: sets ``exact_times``: a Count's record then stays within about 3 bytes a time for a user
-#: with an event every millisecond (an entry per time and group). Part of the stored form
-#: when a signal leaves it unset: a state is read with the cap it was written with.
-EXACT_TIMES = 2_048
+#: At most this many exact entries (distinct time and group, the newest) unless a signal sets
+#: ``exact_entries``: a Count's state then stays within a few KB for a user with an event
+#: every millisecond (2 to 3 bytes an entry).
+EXACT_ENTRIES = 2_048
 #: The most a signal may set: past it a record would outgrow what the cap is for.
-MAX_EXACT_TIMES = 1_000_000
+MAX_EXACT_ENTRIES = 1_000_000
 #: The largest scaled magnitude (``|value| * 10**decimals``) of a ``Sum`` value that counts.
 MAX_SUM_SCALED = 2**53
 
@@ -83,14 +85,16 @@ Exact = dict[tuple[int, Group], int]  # (event time, group) -> value
 
 
 class TileState(msgspec.Struct, gc=False):
-    """The newest event time, the recent exact entries and the older tile cells.
+    """The newest event time, the older tile cells, the recent exact entries and the exact
+    boundary between them (``B`` above).
 
     ``newest`` is 0 only for an empty state.
     """
 
     newest: int
     cells: Cells
-    exact: Exact = {}
+    exact: Exact
+    exact_from: int
 
 
 class _Encoded(msgspec.Struct, array_like=True):
@@ -102,21 +106,24 @@ class _Encoded(msgspec.Struct, array_like=True):
     # Format 2: the exact entries as flat triples (time gap in ms from the previous entry,
     # group index, value), newest first. Format 1 records have none (read as empty).
     exact: list[int] = []
+    # Format 3: the exact boundary's gap before the newest event. Earlier records have none:
+    # their boundary was always two days before it.
+    exact_gap: int = EXACT_SPAN_MS
 
 
 @dataclass(frozen=True)
 class Count(Aggregation):
     """Number of events per group, over request-time windows.
 
-    ``exact_times``: how many of the newest distinct event times (within two days) keep
-    exact entries; a window starting before the oldest of them counts its straddling tile
-    whole. More makes the windows of very active users exact further back, for about 3
-    bytes of record a time.
+    ``exact_entries``: how many of the newest entries (a distinct time and group, within
+    two days) stay at their exact times; a window starting before them counts its
+    straddling tile whole. More makes the windows of very active users exact further back,
+    for 2 to 3 bytes of record an entry.
     """
 
     by: tuple[str, ...] = ("action",)
     tiles: TileLayout = field(default_factory=TileLayout)
-    exact_times: int = EXACT_TIMES
+    exact_entries: int = EXACT_ENTRIES
 
     kind = "count"
 
@@ -126,7 +133,7 @@ class Count(Aggregation):
             self,
             by: FieldNames = ("action",),
             tiles: TileLayout = ...,
-            exact_times: int = EXACT_TIMES,
+            exact_entries: int = EXACT_ENTRIES,
         ) -> None: ...
 
     def __post_init__(self) -> None:
@@ -141,11 +148,11 @@ class Count(Aggregation):
             problems.append(f"{type(self).__name__} by lists a field twice")
         if self.tiles.tiers and self.tiles.tiers[0][0] % MINUTE_MS:
             problems.append("the finest tile resolution must be a whole number of minutes")
-        wrong_times = whole_number_problem(
-            f"{type(self).__name__} exact_times", self.exact_times, 1, MAX_EXACT_TIMES
+        wrong_entries = whole_number_problem(
+            f"{type(self).__name__} exact_entries", self.exact_entries, 1, MAX_EXACT_ENTRIES
         )
-        if wrong_times:
-            problems.append(wrong_times)
+        if wrong_entries:
+            problems.append(wrong_entries)
         return problems
 
     def fields(self) -> set[str]:
@@ -164,9 +171,9 @@ class Count(Aggregation):
 
     def params(self) -> dict[str, Any]:
         params: dict[str, Any] = {"by": list(self.by), "tiles": self.tiles.to_json()}
-        if self.exact_times != EXACT_TIMES:
+        if self.exact_entries != EXACT_ENTRIES:
             # Only when set: the definitions written before the cap existed keep their form.
-            params["exact_times"] = self.exact_times
+            params["exact_entries"] = self.exact_entries
         return params
 
     def compile(self, resolve: FieldResolver, retention_ms: int) -> TileRuntime:
@@ -188,7 +195,7 @@ class Sum(Count):
             self,
             by: FieldNames = ("action",),
             tiles: TileLayout = ...,
-            exact_times: int = EXACT_TIMES,
+            exact_entries: int = EXACT_ENTRIES,
             of: str = "",
             decimals: int = 3,
         ) -> None: ...
@@ -235,7 +242,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         self._group_getters = [resolve(name) for name in spec.by]
         self._measure = measure
         self._scale = scale
-        self._exact_times = spec.exact_times
+        self._exact_entries = spec.exact_entries
         self._action_at = spec.by.index("action") if "action" in spec.by else None
         self._surface_at = spec.by.index("surface") if "surface" in spec.by else None
         self._encoder = msgspec.msgpack.Encoder()
@@ -252,30 +259,31 @@ class TileRuntime(AggregationRuntime[TileState]):
             return None  # too large to hold exactly: adds nothing, as a non-number
         return round(scaled)
 
-    def _settle(self, state: TileState | None, newest: int) -> tuple[Cells, Exact]:
-        """``state``'s cells and exact entries laid out for ``newest``."""
+    def _settle(self, state: TileState | None, newest: int, exact_from: int) -> tuple[Cells, Exact]:
+        """``state``'s cells and exact entries laid out for ``newest``, the exact entries
+        before ``exact_from`` (at or after the state's own boundary) moved into their tiles."""
         if state is None:
             return {}, {}
         bucketers = self._bucketers
         bucketer = bucketers.get(newest)
         unchanged = bucketers.key(state.newest) == bucketers.key(newest)
         cells = dict(state.cells) if unchanged else rebucket(state.cells, bucketer)
-        exact_from = newest - EXACT_SPAN_MS
         exact: Exact = {}
         for (ts, group), value in state.exact.items():
             if ts >= exact_from:
                 exact[ts, group] = value
                 continue
-            bucket = bucketer.bucket(ts)  # aged out of the exact span: into its tile
+            bucket = bucketer.bucket(ts)  # before the boundary now: into its tile
             if bucket is not None:
                 cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
         return cells, exact
 
     def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
         newest = max(state.newest if state else 0, rows[-1][0].ts)
-        cells, exact = self._settle(state, newest)
+        span_from = newest - EXACT_SPAN_MS
+        exact_from = max(state.exact_from, span_from) if state else span_from
+        cells, exact = self._settle(state, newest, exact_from)
         bucket_of = self._bucketers.get(newest).bucket
-        exact_from = newest - EXACT_SPAN_MS
         getters = self._group_getters
         single = getters[0] if len(getters) == 1 else None
         expired = 0
@@ -292,34 +300,37 @@ class TileRuntime(AggregationRuntime[TileState]):
                 expired += 1
             elif value is not None:
                 cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
-        self._trim(cells, exact, newest)
-        return ApplyOut(TileState(newest, cells, exact), expired)
+        exact_from = self._trim(cells, exact, newest, exact_from)
+        return ApplyOut(TileState(newest, cells, exact, exact_from), expired)
 
-    def _trim(self, cells: Cells, exact: Exact, newest: int) -> None:
-        """Moves the exact entries older than the newest ``exact_times`` distinct times into
-        their tiles. After the events are added, not as they come: which times are the
-        newest depends on all of them, whatever the batches."""
-        times = {ts for ts, _ in exact}
-        if len(times) <= self._exact_times:
-            return
-        keep_from = heapq.nlargest(self._exact_times, times)[-1]
+    def _trim(self, cells: Cells, exact: Exact, newest: int, exact_from: int) -> int:
+        """Past ``exact_entries`` entries, moves those of the time of the first entry past
+        the cap (counting from the newest) and older into their tiles; the new boundary.
+        After the events are added, not as they come: which entries are the newest depends
+        on all of them, whatever the batches."""
+        if len(exact) <= self._exact_entries:
+            return exact_from
+        times = heapq.nlargest(self._exact_entries + 1, [ts for ts, _ in exact])
+        exact_from = times[-1] + 1  # the first entry past the cap, and its time's others
         bucket_of = self._bucketers.get(newest).bucket
-        for ts, group in [entry for entry in exact if entry[0] < keep_from]:
+        for ts, group in [entry for entry in exact if entry[0] < exact_from]:
             value = exact.pop((ts, group))
             bucket = bucket_of(ts)
             if bucket is not None:
                 cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
+        return exact_from
 
     def merge(self, a: TileState, b: TileState) -> TileState:
         newest = max(a.newest, b.newest)
-        cells, exact = self._settle(a, newest)
-        other_cells, other_exact = self._settle(b, newest)
+        exact_from = max(a.exact_from, b.exact_from, newest - EXACT_SPAN_MS)
+        cells, exact = self._settle(a, newest, exact_from)
+        other_cells, other_exact = self._settle(b, newest, exact_from)
         for key, value in other_cells.items():
             cells[key] = wrapped(cells.get(key, 0) + value)
         for entry, value in other_exact.items():
             exact[entry] = wrapped(exact.get(entry, 0) + value)
-        self._trim(cells, exact, newest)
-        return TileState(newest, cells, exact)
+        exact_from = self._trim(cells, exact, newest, exact_from)
+        return TileState(newest, cells, exact, exact_from)
 
     def _wanted(self, group: Group, context: ReadContext) -> bool:
         action_at, surface_at = self._action_at, self._surface_at
@@ -366,7 +377,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         if state.cells:
             bucketer = self._bucketers.get(state.newest)
             # Tiles hold only events before the exact boundary: that bounds their last time.
-            exact_from = exact_boundary(state, self._exact_times)
+            exact_from = state.exact_from
             pairs = bucketer.pairs
             earlier = context.as_of_ms is not None and context.view_time(state.newest) < (
                 state.newest
@@ -419,7 +430,8 @@ class TileRuntime(AggregationRuntime[TileState]):
             exact += (previous - ts, index, value)
             previous = ts
         groups = [list(group) for group in group_index]
-        return self._encoder.encode(_Encoded(state.newest, groups, triples, exact))
+        gap = state.newest - state.exact_from
+        return self._encoder.encode(_Encoded(state.newest, groups, triples, exact, gap))
 
     def decode(self, data: bytes) -> TileState:
         encoded = self._decoder.decode(data)
@@ -439,17 +451,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         for i in range(0, len(flat), 3):
             ts -= flat[i]
             exact[ts, groups[flat[i + 1]]] = flat[i + 2]
-        return TileState(encoded.newest, cells, exact)
-
-
-def exact_boundary(state: TileState, exact_times: int) -> int:
-    """The time from which every event is an exact entry: the oldest exact time when the
-    state keeps ``exact_times`` of them (older events within the span may have been tiled:
-    the state cannot tell), else two days before the newest event."""
-    times = {ts for ts, _ in state.exact}
-    if len(times) >= exact_times:
-        return min(times)
-    return state.newest - EXACT_SPAN_MS
+        return TileState(encoded.newest, cells, exact, encoded.newest - encoded.exact_gap)
 
 
 def _canonical_order(cells: dict[tuple[int, Group], int]) -> list[tuple[tuple[int, Group], int]]:

@@ -29,7 +29,7 @@ from usersignals._core import (
     LAST_N_READABLE_VERSIONS,
     MEAN_VECTOR_FORMAT_VERSION,
     SEEN_FORMAT_VERSION,
-    TILES_FORMAT_VERSION,
+    TILES_READABLE_VERSIONS,
     ColumnReader,
     Columns,
     CoreError,
@@ -65,8 +65,8 @@ Work = Sequence[tuple[bytes, UserRecord, list[int]]]
 _READABLE = {
     LastN: frozenset(LAST_N_READABLE_VERSIONS),
     Distinct: frozenset({DISTINCT_FORMAT_VERSION}),
-    Count: frozenset({TILES_FORMAT_VERSION}),
-    Sum: frozenset({TILES_FORMAT_VERSION}),
+    Count: frozenset(TILES_READABLE_VERSIONS),
+    Sum: frozenset(TILES_READABLE_VERSIONS),
     FirstSeen: frozenset({SEEN_FORMAT_VERSION}),
     LastSeen: frozenset({SEEN_FORMAT_VERSION}),
     DecayedScores: frozenset({DECAYED_SCORES_FORMAT_VERSION}),
@@ -343,7 +343,7 @@ class NativeSignals:
         if isinstance(state, TileState):
             cells = [(start, group, value) for (start, group), value in state.cells.items()]
             exact = [(ts, group, value) for (ts, group), value in state.exact.items()]
-            return self._core.encode_tiles(index, state.newest, cells, exact)
+            return self._core.encode_tiles(index, state.newest, cells, exact, state.exact_from)
         if isinstance(state, SeenState):
             return self._core.encode_seen(index, state.newest, state.times)
         if isinstance(state, ScoresState):

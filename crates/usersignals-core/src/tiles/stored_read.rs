@@ -5,7 +5,7 @@
 //! answer's groups, go into one buffer), and each entry is added to its group's sum as it
 //! is read, so no entry is kept.
 
-use super::{floor, TileAnswer, TileSpec, EXACT_SPAN_MS, FORMAT_VERSION};
+use super::{floor, read_header, TileAnswer, TileSpec};
 use crate::context::{NameSet, Refusal, Times};
 use crate::error::CoreError;
 use crate::value::ValueRef;
@@ -25,19 +25,12 @@ struct Group<'a> {
 struct View {
     /// `[start, end]`, or the refusal of a view whose tiles expired.
     span: Result<(i64, i64), Refusal>,
-    /// Two days before the newest event: the exact boundary is at or after it.
-    span_from: i64,
+    /// The exact boundary: the tiles hold only events before it.
+    exact_from: i64,
     /// Whether a straddling tile refuses the read (an as_of before the newest event).
     earlier: bool,
     straddled: bool,
-    /// The exact entries' distinct times so far, and the oldest of them (newest first).
-    exact_times: usize,
-    oldest_exact: Option<i64>,
 }
-
-/// A tile that reaches into the exact span: `(bucket, width, group index, value)`, judged
-/// once the exact entries (stored after the tiles) give the exact boundary.
-type Pending = (i64, i64, usize, i64);
 
 impl TileSpec {
     /// `read` straight from the stored bytes. A state that does not decode is an error, as
@@ -53,48 +46,29 @@ impl TileSpec {
         surfaces: Option<&NameSet>,
     ) -> Result<Result<TileAnswer, Refusal>, CoreError> {
         let mut r = Reader::new(data);
-        r.expect_version("tiles", FORMAT_VERSION)?;
-        let newest = r.i64()?;
+        let (newest, exact_from) = read_header(&mut r)?;
         let mut keys = Vec::new();
         let mut groups = self.read_groups(&mut r, &mut keys, actions, surfaces)?;
         let view = times.view_time(newest);
         let mut state = View {
             span: self.span(retention_ms, newest, times),
-            span_from: newest - EXACT_SPAN_MS,
+            exact_from,
             earlier: view < newest,
             straddled: false,
-            exact_times: 0,
-            oldest_exact: None,
         };
         let bucketer = self.bucketer(newest, retention_ms);
         let finest = self.finest();
-        let mut pending: Vec<Pending> = Vec::new();
         let cells = read_entries(
             &mut r,
             (floor(newest, finest), finest),
             &mut groups,
-            |at, index, group, value| {
-                let width = bucketer.width(at);
-                if at + width <= state.span_from {
-                    return state.count_tile(at, width, state.span_from, group);
-                }
-                pending.push((at, width, index, value));
-                false
-            },
+            |at, g| state.count_tile(at, bucketer.width(at), g),
         )?;
-        let exact = read_entries(&mut r, (newest, 1), &mut groups, |ts, _, group, _| {
-            state.count_exact(ts, group)
+        let exact = read_entries(&mut r, (newest, 1), &mut groups, |ts, g| {
+            state.count_exact(ts, g)
         })?;
         if !r.is_done() {
             return Err(CoreError::Codec("trailing bytes after tiles state".into()));
-        }
-        let tiles_end = self.exact_boundary(newest, state.exact_times, state.oldest_exact);
-        for (at, width, index, value) in pending {
-            let group = &mut groups[index];
-            if state.count_tile(at, width, tiles_end, group) {
-                let sum = group.sum.get_or_insert(0);
-                *sum = sum.wrapping_add(value);
-            }
         }
         let (_, end) = match state.span {
             Ok(span) => span,
@@ -163,19 +137,15 @@ impl TileSpec {
 }
 
 impl View {
-    /// An exact entry: counted when inside the view. Also counts the distinct times.
+    /// An exact entry: counted when inside the view.
     fn count_exact(&mut self, ts: i64, group: &Group<'_>) -> bool {
-        if self.oldest_exact != Some(ts) {
-            self.exact_times += 1;
-            self.oldest_exact = Some(ts);
-        }
         matches!(self.span, Ok((start, end)) if start <= ts && ts <= end && group.wanted)
     }
 
-    /// A tile of `width` from `bucket`, holding events before `tiles_end`: counted when it
-    /// overlaps the view; a tile that straddles its edges refuses a read before the newest
-    /// event (noted, not returned: the rest of the bytes must still decode).
-    fn count_tile(&mut self, bucket: i64, width: i64, tiles_end: i64, group: &Group<'_>) -> bool {
+    /// A tile of `width` from `bucket`: counted when it overlaps the view; a tile that
+    /// straddles its edges refuses a read before the newest event (noted, not returned:
+    /// the rest of the bytes must still decode).
+    fn count_tile(&mut self, bucket: i64, width: i64, group: &Group<'_>) -> bool {
         let Ok((start, end)) = self.span else {
             return false;
         };
@@ -183,7 +153,7 @@ impl View {
             return false;
         }
         // Tiles hold only events before the exact boundary: that bounds their last time.
-        let last = (bucket + width).min(tiles_end) - 1;
+        let last = (bucket + width).min(self.exact_from) - 1;
         if last < start {
             return false;
         }
@@ -196,13 +166,12 @@ impl View {
 
 /// Reads one list of entries (a count, then per entry its gap in `unit`s from the
 /// previous time, the first from `first`, and its group and value), checks their order,
-/// and adds each that `counts` (given its time, group index, group and value) to its
-/// group's sum. Returns how many entries there were.
+/// and adds each that `counts` to its group's sum. Returns how many entries there were.
 fn read_entries(
     r: &mut Reader<'_>,
     (first, unit): (i64, i64),
     groups: &mut [Group<'_>],
-    mut counts: impl FnMut(i64, usize, &Group<'_>, i64) -> bool,
+    mut counts: impl FnMut(i64, &Group<'_>) -> bool,
 ) -> Result<usize, CoreError> {
     let n = r.len(2)?;
     let mut previous = first;
@@ -221,7 +190,7 @@ fn read_entries(
         }
         last = Some((at, index));
         previous = at;
-        if counts(at, index as usize, group, value) {
+        if counts(at, group) {
             // As the decoded state's sums add: modulo 2^64.
             let sum = group.sum.get_or_insert(0);
             *sum = sum.wrapping_add(value);

@@ -18,7 +18,7 @@ fn spec() -> TileSpec {
         by: vec!["action".into(), "surface".into()],
         of: None,
         scale: 1,
-        exact_times: EXACT_TIMES,
+        exact_entries: EXACT_ENTRIES,
     }
 }
 
@@ -31,18 +31,18 @@ fn row(ts: i64, action: &str, surface: &str, value: Option<i64>) -> TileRow {
     }
 }
 
-/// The spec keeping `exact_times` exact times.
-fn capped(exact_times: usize) -> TileSpec {
+/// The spec keeping `exact_entries` exact entries.
+fn capped(exact_entries: usize) -> TileSpec {
     TileSpec {
-        exact_times,
+        exact_entries,
         ..spec()
     }
 }
 
-/// A cap of a few exact times (most states then tile some of their last two days), or the
+/// A cap of a few exact entries (most states then tile some of their last two days), or the
 /// real one.
 fn caps() -> impl Strategy<Value = usize> {
-    prop_oneof![1usize..6, Just(EXACT_TIMES)]
+    prop_oneof![1usize..6, Just(EXACT_ENTRIES)]
 }
 
 fn in_batches(spec: &TileSpec, rows: &[TileRow], cuts: &[usize]) -> Vec<u8> {
@@ -81,9 +81,9 @@ proptest! {
     fn any_batching_gives_the_same_bytes(
         rows in rows_strategy(),
         cuts in prop::collection::vec(any::<usize>(), 0..5),
-        exact_times in caps(),
+        exact_entries in caps(),
     ) {
-        let spec = capped(exact_times);
+        let spec = capped(exact_entries);
         prop_assert_eq!(in_batches(&spec, &rows, &cuts), in_batches(&spec, &rows, &[]));
     }
 
@@ -94,26 +94,28 @@ proptest! {
         rows in rows_strategy(),
         window in prop::sample::select(vec![HOUR, DAY]),
         back in 0i64..DAY,
-        exact_times in caps(),
+        exact_entries in caps(),
     ) {
-        let spec = capped(exact_times);
+        let spec = capped(exact_entries);
         let mut sorted = rows.clone();
         sorted.sort_by_key(|r| r.ts);
         let (state, _) = spec.apply(RETENTION, None, &sorted);
         let as_of = state.newest - back;
         let times = Times { as_of_ms: Some(as_of), now_ms: as_of, window_ms: Some(window), ..Times::default() };
-        // The naive boundary: the newest `exact_times` distinct times of the rows that add.
-        let mut added: Vec<i64> = sorted
+        // The naive boundary: just after the time of the first entry (a distinct time and
+        // group of the rows that add) past the cap, newest first; else two days back.
+        let mut entries: Vec<(i64, &[u8])> = sorted
             .iter()
             .filter(|r| r.value.is_some() && r.ts >= state.newest - EXACT_SPAN_MS)
-            .map(|r| r.ts)
+            .map(|r| (r.ts, r.group.as_slice()))
             .collect();
-        added.sort_unstable_by(|a, b| b.cmp(a));
-        added.dedup();
-        let boundary = match added.get(exact_times - 1) {
-            Some(&oldest) => oldest,
+        entries.sort_unstable_by(|a, b| b.cmp(a));
+        entries.dedup();
+        let boundary = match entries.get(exact_entries) {
+            Some(&(past, _)) => past + 1,
             None => state.newest - EXACT_SPAN_MS,
         };
+        prop_assert_eq!(state.exact_from, boundary);
         let answer = spec.read(RETENTION, &state, &times, None, None);
         let inside = sorted.iter().filter(|r| (as_of - window..=as_of).contains(&r.ts));
         let expected: i64 = inside.filter_map(|r| r.value).sum();
@@ -129,9 +131,9 @@ proptest! {
         as_of in any::<bool>(),
         window in prop::option::of(prop::sample::select(vec![HOUR, DAY, 7 * DAY])),
         actions in prop::option::of(prop::sample::select(vec!["click", "save"])),
-        exact_times in caps(),
+        exact_entries in caps(),
     ) {
-        let spec = capped(exact_times);
+        let spec = capped(exact_entries);
         let bytes = in_batches(&spec, &rows, &[]);
         let state = decode(&spec, &bytes).unwrap();
         let at = state.newest + view_offset;
@@ -346,6 +348,7 @@ fn encode_reference(spec: &TileSpec, state: &TileState) -> Vec<u8> {
         .for_each(|(r, g)| rank[*g as usize] = r as u32);
     let mut out = vec![FORMAT_VERSION];
     put_i64(&mut out, state.newest);
+    put_i64(&mut out, state.newest - state.exact_from);
     put_u64(&mut out, used.len() as u64);
     for g in &used {
         out.extend_from_slice(&state.groups[*g as usize]);
@@ -405,4 +408,47 @@ proptest! {
         let (state, _) = spec.apply(RETENTION, Some(state), &last);
         prop_assert_eq!(encode(&spec, &state), encode_reference(&spec, &state));
     }
+}
+
+/// A state of format 1 (before the exact boundary was stored): read, decoded and read from
+/// its bytes with the boundary two days before its newest event, which it always was.
+#[test]
+fn a_format_1_state_reads_with_its_boundary_two_days_back() {
+    let spec = spec();
+    let rows: Vec<TileRow> = (0..40)
+        .map(|i| {
+            row(
+                1_000 * DAY + i * 3 * HOUR,
+                ["click", "save"][i as usize % 2],
+                "home",
+                Some(1),
+            )
+        })
+        .collect();
+    let (state, _) = spec.apply(RETENTION, None, &rows);
+    assert_eq!(state.exact_from, state.newest - EXACT_SPAN_MS);
+    let current = encode(&spec, &state);
+    // Format 1: the same bytes without the boundary's gap (two days, a 4-byte zigzag varint).
+    let mut gap = Vec::new();
+    put_i64(&mut gap, EXACT_SPAN_MS);
+    let header = 1 + current[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+    assert_eq!(&current[header..header + gap.len()], gap.as_slice());
+    let mut old = vec![0x01];
+    old.extend_from_slice(&current[1..header]);
+    old.extend_from_slice(&current[header + gap.len()..]);
+    assert_eq!(
+        decode(&spec, &old).unwrap(),
+        decode(&spec, &current).unwrap()
+    );
+    let times = Times {
+        now_ms: state.newest,
+        window_ms: Some(3 * DAY),
+        ..Times::default()
+    };
+    assert_eq!(
+        spec.read_stored(RETENTION, &old, &times, None, None)
+            .unwrap(),
+        spec.read(RETENTION, &state, &times, None, None)
+    );
+    assert_eq!(encode(&spec, &decode(&spec, &old).unwrap()), current);
 }
