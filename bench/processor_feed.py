@@ -17,7 +17,8 @@ fingerprints, each signal's state).
 
 What it showed (docs/performance.md, the stops from 03:50 and 06:30 UTC on 2026-11-28): the
 rate falls as the feed goes on, with its busiest users' records (their event ids'
-fingerprints within the dedupe horizon, capped since; their windowed counts' exact times).
+fingerprints within the dedupe horizon; their windowed counts' exact entries: both capped
+since).
 """
 
 from __future__ import annotations
