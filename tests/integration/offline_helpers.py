@@ -203,8 +203,8 @@ def write_jsonl_archive(root: Path, history: History, files: int = 3) -> Path:
     return root
 
 
-def settings_for(store: Path, **processing: object) -> Settings:
+def settings_for(store: Path, signals: str = REFERENCE, **processing: object) -> Settings:
     return Settings.load(
         environ={},
-        overrides={"signals": REFERENCE, "store": {"path": str(store)}, "processing": processing},
+        overrides={"signals": signals, "store": {"path": str(store)}, "processing": processing},
     )

@@ -33,7 +33,10 @@ BASE = 1_767_225_600_000
 HOUR = 3_600_000
 ITEMS = [f"i{n:08d}" for n in range(1, 25)]
 TABLE = list(item_records(WorkloadSpec(seed=3, users=10, items=100), ITEMS))
-REGISTRY = SignalRegistry.from_module(REFERENCE)
+# The reference signals, and windowed counts that reach their cap of exact entries with a few
+# events (the state's exact boundary moves off two days before the newest event).
+MODULES = {"reference": REFERENCE, "capped": str(Path(__file__).with_name("capped_signals.py"))}
+REGISTRIES = {name: SignalRegistry.from_module(module) for name, module in MODULES.items()}
 CONTEXTS = st.sampled_from(
     ["", "window=1h", "window=2d,actions=save,click", "limit=3,dedupe=true", "surfaces=home",
      "since=1767225600000,exclude=i00000001"]
@@ -71,14 +74,18 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def streamed(
-    events: list[Event], sizes: list[int], upto: int | None = None, horizon_ms: int = 86_400_000
+    registry: SignalRegistry,
+    events: list[Event],
+    sizes: list[int],
+    upto: int | None = None,
+    horizon_ms: int = 86_400_000,
 ) -> MemoryStore:
     """The live path: stream order, the given micro-batch sizes, every event ≤ ``upto``, the
     event-id dedupe horizon ``horizon_ms`` (0: off)."""
     store = MemoryStore()
     load_items(store, TABLE)
     materializer = Materializer({"items": TableSource("items", store.table("items"))})
-    engine = Engine(REGISTRY, store, materializer, dedupe_horizon_ms=horizon_ms)
+    engine = Engine(registry, store, materializer, dedupe_horizon_ms=horizon_ms)
     chosen = [(e, Position("t/0", i)) for i, e in enumerate(events) if upto is None or e.ts <= upto]
     start, turn = 0, 0
     while start < len(chosen):
@@ -101,6 +108,7 @@ def fresh(root: Path, name: str) -> Path:
     return path
 
 
+@pytest.mark.parametrize("signals", sorted(MODULES))
 @settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
@@ -111,19 +119,26 @@ def fresh(root: Path, name: str) -> Path:
     data=st.data(),
 )
 def test_streaming_backfill_and_training_agree(
-    root: Path, events: list[Event], sizes: list[int], backfill_batch: int, data: st.DataObject
+    root: Path,
+    signals: str,
+    events: list[Event],
+    sizes: list[int],
+    backfill_batch: int,
+    data: st.DataObject,
 ) -> None:
+    registry, module = REGISTRIES[signals], MODULES[signals]
     case = root / f"case-{len(list(root.iterdir()))}"
     case.mkdir()
     archive = case / "events.jsonl"
     archive.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in events))
     # (a) streaming vs (b) backfill: the same records, byte for byte.
     store_path = fresh(case, "store")
-    backfill(BackfillJob(str(archive), settings_for(store_path), batch_size=backfill_batch))
+    job = BackfillJob(str(archive), settings_for(store_path, module), batch_size=backfill_batch)
+    backfill(job)
     stored = RocksStore(store_path)
     backfilled = user_states(stored)
     stored.close()
-    expected = user_states(streamed(events, sizes))
+    expected = user_states(streamed(registry, events, sizes))
     # States only: a JSONL archive has no Kafka coordinates, so no progress is kept.
     assert {k: states_of(k, v) for k, v in backfilled.items()} == {
         k: states_of(k, v) for k, v in expected.items()
@@ -152,7 +167,7 @@ def test_streaming_backfill_and_training_agree(
         TrainingJob(
             case / "labels.parquet",
             str(archive),
-            settings_for(store_path),
+            settings_for(store_path, module),
             case / "f.parquet",
             contexts=(context,),
         )
@@ -165,7 +180,7 @@ def test_streaming_backfill_and_training_agree(
     applied = [events[i] for i in applied_by_the_stream(events, positions, TABLE, 86_400_000)]
     for row, user, ts in zip(rows, users, label_times, strict=True):
         at = dataclasses.replace(parsed, as_of_ms=ts, now_ms=ts)
-        served = streamed(applied, sizes, upto=ts, horizon_ms=0)
-        answer = SignalReader(REGISTRY, served).read(user, None, at)
-        for signal in REGISTRY:
+        served = streamed(registry, applied, sizes, upto=ts, horizon_ms=0)
+        answer = SignalReader(registry, served).read(user, None, at)
+        for signal in registry:
             assert json.loads(row[signal.name]) == answer.signals[signal.name].value, signal.name
