@@ -418,6 +418,16 @@ pub fn get_run_into(
     values: &mut Vec<u128>,
 ) -> Result<(), CoreError> {
     let width = r.u8()?;
+    get_run_of_width(r, count, width, values)
+}
+
+/// The rest of a run whose first byte, `width` (or the varints' marker), was read.
+fn get_run_of_width(
+    r: &mut Reader<'_>,
+    count: usize,
+    width: u8,
+    values: &mut Vec<u128>,
+) -> Result<(), CoreError> {
     if width == RUN_OF_VARINTS {
         values.clear();
         for _ in 0..count {
@@ -426,6 +436,32 @@ pub fn get_run_into(
         return Ok(());
     }
     unpack_run_into(r, count, width, values)
+}
+
+/// A run of values as `put_run` wrote it, read as far as a caller can use it without
+/// unpacking: a packed run of at most 56 bits left as its bytes (each value then one load,
+/// a shift and a mask: `varint::for_each_narrow`), any other run in `values`.
+pub enum RunRead<'a> {
+    /// `count` values packed at `width` (0 to 56) bits in `bytes`.
+    Narrow { bytes: &'a [u8], width: u32 },
+    /// The values are in the caller's buffer, as `get_run_into` leaves them.
+    Unpacked,
+}
+
+/// `get_run_into`, but a packed run of at most 56 bits is not unpacked ([`RunRead`]): a
+/// MeanVector read adds each component as it is read, without storing it as a `u128` and
+/// reading it back (callgrind, bench/read_kernels.py).
+pub fn get_run_or_narrow<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+    values: &mut Vec<u128>,
+) -> Result<RunRead<'a>, CoreError> {
+    let width = r.u8()?;
+    if width == RUN_OF_VARINTS {
+        get_run_of_width(r, count, width, values)?;
+        return Ok(RunRead::Unpacked);
+    }
+    narrow_or_unpacked(r, count, width, values)
 }
 
 /// `put_run`'s smaller form of a run, chosen from the values' sizes alone (nothing is
@@ -497,6 +533,40 @@ pub fn get_run_form_into(
     }
     let width = r.u8()?;
     unpack_run_into(r, count, width, values)
+}
+
+/// `get_run_form_into`, but a packed run of at most 56 bits is not unpacked ([`RunRead`]).
+pub fn get_run_form_or_narrow<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+    packed: bool,
+    values: &mut Vec<u128>,
+) -> Result<RunRead<'a>, CoreError> {
+    if !packed {
+        get_run_form_into(r, count, packed, values)?;
+        return Ok(RunRead::Unpacked);
+    }
+    let width = r.u8()?;
+    narrow_or_unpacked(r, count, width, values)
+}
+
+/// A packed run of `width` bits (not the varints' marker) left as its bytes when the width
+/// is at most 56, else unpacked into `values`.
+fn narrow_or_unpacked<'a>(
+    r: &mut Reader<'a>,
+    count: usize,
+    width: u8,
+    values: &mut Vec<u128>,
+) -> Result<RunRead<'a>, CoreError> {
+    if width > 56 {
+        unpack_run_into(r, count, width, values)?;
+        return Ok(RunRead::Unpacked);
+    }
+    let bytes = r.bytes(count.saturating_mul(usize::from(width)).div_ceil(8))?;
+    Ok(RunRead::Narrow {
+        bytes,
+        width: u32::from(width),
+    })
 }
 
 #[cfg(test)]

@@ -11,7 +11,8 @@ use std::cmp::Ordering;
 use super::{decode_key_indices_into, top_k, ClassRef, DecayedSpec};
 use super::{FORMAT_VERSION, SCORE_BITS, SIGNED_SUMS};
 use crate::context::{NameSet, Refusal, Times};
-use crate::decay::{get_bucket, get_run_form_into, scale_down, to_f64, unzigzag, DecayBuckets};
+use crate::decay::{get_bucket, get_run_form_or_narrow, scale_down, to_f64, unzigzag};
+use crate::decay::{DecayBuckets, RunRead};
 use crate::error::CoreError;
 use crate::last_n::view::column_refs;
 use crate::value::{Value, ValueRef};
@@ -147,7 +148,7 @@ impl Buckets<'_> {
             let header = r.u64()?;
             let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
             decode_key_indices_into(r, count, header & 1 == 1, self.key_count, &mut indices)?;
-            get_run_form_into(r, count, header & 2 == 2, &mut sums)?;
+            let run = get_run_form_or_narrow(r, count, header & 2 == 2, &mut sums)?;
             let factor = match self.range {
                 Some((first, last)) if first <= bucket && bucket <= last => {
                     if bucket == last {
@@ -158,14 +159,47 @@ impl Buckets<'_> {
                 }
                 _ => None,
             };
-            for (index, sum) in indices.iter().zip(&sums) {
+            self.add_cells(run, &indices, &sums, factor, &mut scores)?;
+        }
+        Ok((scores, last_top))
+    }
+
+    /// A bucket's cells (its keys' indices, its sums' run as `get_run_form_or_narrow` read
+    /// it): each sum converted (an error past i128) and, when the bucket is counted, added
+    /// times `factor` to its key's score. A run packed in at most 56 bits is added as it is
+    /// unpacked; its sums convert without error, so a bucket not counted has nothing to do.
+    fn add_cells(
+        &self,
+        run: RunRead<'_>,
+        indices: &[u32],
+        sums: &[u128],
+        factor: Option<f64>,
+        scores: &mut [Option<f64>],
+    ) -> Result<(), CoreError> {
+        let RunRead::Narrow { bytes, width } = run else {
+            for (index, sum) in indices.iter().zip(sums) {
                 let sum = self.value(*sum)?;
                 if let Some(factor) = factor {
                     *scores[*index as usize].get_or_insert(0.0) += sum * factor;
                 }
             }
-        }
-        Ok((scores, last_top))
+            return Ok(());
+        };
+        let Some(factor) = factor else {
+            return Ok(());
+        };
+        let mut cells = indices.iter();
+        varint::for_each_narrow(bytes, indices.len(), width, |stored| {
+            // `value` of a sum of 64 bits.
+            let sum = match self.signed {
+                true => varint::unzigzag(stored) as f64,
+                false => stored as f64,
+            };
+            if let Some(index) = cells.next() {
+                *scores[*index as usize].get_or_insert(0.0) += sum * factor;
+            }
+        });
+        Ok(())
     }
 }
 
@@ -278,6 +312,60 @@ mod tests {
             };
             let got = buckets.value(stored).map(f64::to_bits);
             prop_assert_eq!(got, expected.map(|sum| to_f64(sum).to_bits()));
+        }
+
+        /// A bucket's sums read by `get_run_form_or_narrow` and `add_cells` give the scores
+        /// (and the error, and leave the reader where) `get_run_form_into` and the loop
+        /// over the unpacked sums did: packed runs narrow and wide, varint runs, truncated
+        /// ones, buckets counted or not.
+        #[test]
+        fn cells_add_in_place_as_unpacked(
+            cells in prop::collection::vec((0u32..6, prop_oneof![
+                0u128..1 << 20,
+                0u128..1 << 56,
+                (0u128..1 << 56).prop_map(|q| q | 1 << 55),
+                any::<u64>().prop_map(u128::from),
+                any::<u128>(),
+            ]), 0..12),
+            signed in any::<bool>(),
+            factor in prop::option::of(prop_oneof![Just(1.0), 1e-12f64..1e3]),
+            cut in prop::option::of(0usize..64),
+        ) {
+            let (indices, stored): (Vec<u32>, Vec<u128>) = cells.into_iter().unzip();
+            let form = crate::decay::RunForm::of(stored.iter().copied());
+            let mut bytes = Vec::new();
+            form.write(&mut bytes, stored.iter().copied());
+            if let Some(cut) = cut {
+                bytes.truncate(cut.min(bytes.len()));
+            }
+            let decay = DecayBuckets::new(3_600_000, 86_400_000);
+            let buckets = Buckets { decay: &decay, key_count: 6, signed, view: 0, range: None };
+            let start: Vec<Option<f64>> = (0..6).map(|i| (i % 2 == 0).then_some(i as f64)).collect();
+            let mut expected_scores = start.clone();
+            let mut r = Reader::new(&bytes);
+            let mut sums = Vec::new();
+            let expected = crate::decay::get_run_form_into(&mut r, stored.len(), form.packed, &mut sums)
+                .and_then(|()| {
+                    for (index, sum) in indices.iter().zip(&sums) {
+                        let sum = buckets.value(*sum)?;
+                        if let Some(factor) = factor {
+                            *expected_scores[*index as usize].get_or_insert(0.0) += sum * factor;
+                        }
+                    }
+                    Ok(())
+                });
+            let expected_left = r.left();
+            let mut scores = start;
+            let mut r = Reader::new(&bytes);
+            let mut buffer = Vec::new();
+            let got = get_run_form_or_narrow(&mut r, stored.len(), form.packed, &mut buffer)
+                .and_then(|run| buckets.add_cells(run, &indices, &buffer, factor, &mut scores));
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(r.left(), expected_left);
+            if got.is_ok() {
+                let bits = |v: &[Option<f64>]| v.iter().map(|f| f.map(f64::to_bits)).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&scores), bits(&expected_scores));
+            }
         }
     }
 }

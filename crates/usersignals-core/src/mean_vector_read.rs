@@ -10,7 +10,7 @@ use super::FORMAT_VERSION;
 use super::{component_sum, MeanAnswer, MeanVectorSpec, COMPONENT_BITS, SCALE_BITS};
 use crate::context::{Refusal, Times};
 use crate::decay::{
-    get_bucket, get_i128, get_run_into, get_u128, scale_down, to_f64, DecayBuckets,
+    get_bucket, get_i128, get_run_or_narrow, get_u128, scale_down, to_f64, DecayBuckets, RunRead,
 };
 use crate::error::CoreError;
 use crate::varint::{self, Reader};
@@ -83,7 +83,7 @@ impl MeanVectorSpec {
             let scale = get_i128(r)?;
             let d = i128::try_from(get_u128(r)?)
                 .map_err(|_| CoreError::Codec("divisor out of range".into()))?;
-            get_run_into(r, self.dim, &mut quotients)?;
+            let run = get_run_or_narrow(r, self.dim, &mut quotients)?;
             let factor = match range {
                 Some((first, last)) if first <= bucket && bucket <= last => {
                     if bucket == last {
@@ -93,16 +93,60 @@ impl MeanVectorSpec {
                 }
                 _ => None,
             };
-            let Some(factor) = factor else {
-                // Not counted: only checked.
-                check_components(&quotients, d)?;
-                continue;
-            };
-            totals[0] += to_f64(scale) * factor;
-            add_components(&mut totals[1..], &quotients, d, factor)?;
+            if let Some(factor) = factor {
+                totals[0] += to_f64(scale) * factor;
+            }
+            read_components(run, d, factor, &mut totals[1..], &mut quotients)?;
         }
         Ok(last_top)
     }
+}
+
+/// A bucket's components (its quotients' run, as `get_run_or_narrow` read it, and its
+/// divisor `d`): added times `factor` to `totals` when the bucket is counted, else only
+/// checked, as `add_components` and `check_components` do over the unpacked quotients.
+/// A run packed in at most 56 bits with a divisor of 64 bits (nearly every bucket) is
+/// added as it is unpacked: its products fit i128, so there is nothing to check.
+fn read_components(
+    run: RunRead<'_>,
+    d: i128,
+    factor: Option<f64>,
+    totals: &mut [f64],
+    quotients: &mut Vec<u128>,
+) -> Result<(), CoreError> {
+    if let (RunRead::Narrow { bytes, width }, Ok(d64)) = (&run, i64::try_from(d)) {
+        if let Some(factor) = factor {
+            add_narrow(totals, bytes, *width, d64, factor);
+        }
+        return Ok(());
+    }
+    if let RunRead::Narrow { bytes, width } = run {
+        varint::unpack_bits_into(bytes, totals.len(), width, quotients);
+    }
+    match factor {
+        Some(factor) => add_components(totals, quotients, d, factor),
+        None => check_components(quotients, d), // not counted: only checked
+    }
+}
+
+/// `add_components` of quotients packed in `width` (at most 56) bits, read in place: each
+/// quotient unzigzagged is below 2^55 in size, so its product with `d` (64 bits) is the
+/// `i64` one or, past 64 bits, the `i128` one `component_sum` makes (never an error).
+fn add_narrow(totals: &mut [f64], bytes: &[u8], width: u32, d: i64, factor: f64) {
+    let mut slots = totals.iter_mut();
+    varint::for_each_narrow(bytes, slots.len(), width, |quotient| {
+        let q = varint::unzigzag(quotient);
+        let sum = match d <= 1 {
+            true => q as f64,
+            false => match q.checked_mul(d) {
+                Some(sum) => sum as f64,
+                None => to_f64(i128::from(q) * i128::from(d)),
+            },
+        };
+        if let Some(total) = slots.next() {
+            *total += sum * factor;
+        }
+    });
 }
 
 /// A stored quotient (zigzag) that fits 64 bits, as the `i64` it stands for.
@@ -205,6 +249,49 @@ mod tests {
             }
             let checked = quotients.iter().try_for_each(|q| component_sum(*q, d).map(|_| ()));
             prop_assert_eq!(check_components(&quotients, d), checked);
+        }
+
+        /// A run read by `get_run_or_narrow` and `read_components` adds the floats (and
+        /// fails where, leaving the reader where) `get_run_into` then `add_components`, or
+        /// `check_components` for a bucket not counted, do: packed runs narrow and wide,
+        /// varint runs, and truncated ones.
+        #[test]
+        fn components_read_in_place_as_unpacked(
+            quotients in prop::collection::vec(prop_oneof![
+                0u128..1 << 20,
+                0u128..1 << 56,
+                (0u128..1 << 56).prop_map(|q| q | 1 << 55),
+                quotient(),
+            ], 0..12),
+            d in divisor(),
+            factor in prop::option::of(prop_oneof![Just(1.0), 1e-12f64..1e3]),
+            cut in prop::option::of(0usize..64),
+        ) {
+            let mut bytes = Vec::new();
+            crate::decay::put_run(&mut bytes, &quotients);
+            if let Some(cut) = cut {
+                bytes.truncate(cut.min(bytes.len()));
+            }
+            let start: Vec<f64> = (0..quotients.len()).map(|i| i as f64 * 0.5).collect();
+            let (mut expected_totals, mut totals) = (start.clone(), start);
+            let mut r = Reader::new(&bytes);
+            let mut unpacked = Vec::new();
+            let expected = crate::decay::get_run_into(&mut r, quotients.len(), &mut unpacked)
+                .and_then(|()| match factor {
+                    Some(f) => add_components(&mut expected_totals, &unpacked, d, f),
+                    None => check_components(&unpacked, d),
+                });
+            let expected_left = r.left();
+            let mut r = Reader::new(&bytes);
+            let mut buffer = Vec::new();
+            let got = get_run_or_narrow(&mut r, quotients.len(), &mut buffer)
+                .and_then(|run| read_components(run, d, factor, &mut totals, &mut buffer));
+            prop_assert_eq!(&got, &expected);
+            prop_assert_eq!(r.left(), expected_left);
+            if got.is_ok() {
+                let bits = |v: &[f64]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                prop_assert_eq!(bits(&totals), bits(&expected_totals));
+            }
         }
     }
 }
