@@ -130,6 +130,22 @@ proptest::proptest! {
 }
 
 proptest::proptest! {
+    /// Zero-padded numbers as the zeros pushed one by one wrote them, and as `format!` does.
+    #[test]
+    fn padded_numbers_are_written_as_before(
+        number in proptest::prop_oneof![0u64..1_000, proptest::prelude::any::<u64>()],
+        width in proptest::prop_oneof![0usize..5, 0usize..45],
+    ) {
+        let (mut out, mut before) = (b"x".to_vec(), b"x".to_vec());
+        write_padded(number, width, &mut out);
+        write_padded_by_pushes(number, width, &mut before);
+        proptest::prop_assert_eq!(&out, &before);
+        let formatted = format!("{number:0width$}");
+        proptest::prop_assert_eq!(&out[1..], formatted.as_bytes());
+    }
+}
+
+proptest::proptest! {
     /// Eight bytes at a time, the same verdict as byte by byte.
     #[test]
     fn a_word_needs_an_escape_when_one_of_its_bytes_does(bytes in proptest::prelude::any::<[u8; 8]>()) {
