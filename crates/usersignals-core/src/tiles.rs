@@ -494,10 +494,10 @@ pub fn spec_from_json(json: &serde_json::Value) -> Result<TileSpec, CoreError> {
     // Set only by a signal that changes it (`Count(exact_entries=...)`).
     let exact_entries = match json.get("exact_entries") {
         None => EXACT_ENTRIES,
-        Some(times) => times
+        Some(entries) => entries
             .as_u64()
-            .filter(|times| *times > 0)
-            .and_then(|times| usize::try_from(times).ok())
+            .filter(|entries| *entries > 0)
+            .and_then(|entries| usize::try_from(entries).ok())
             .ok_or_else(|| missing("exact_entries"))?,
     };
     Ok(TileSpec {
