@@ -1,6 +1,8 @@
 use proptest::prelude::*;
 
+use super::codec::put_group_value;
 use super::*;
+use crate::varint::{put_i64, put_u64};
 
 const MINUTE: i64 = 60_000;
 const HOUR: i64 = 60 * MINUTE;
