@@ -143,49 +143,10 @@ impl Aggregation {
 
     fn from_json(json: &Json) -> Result<Aggregation, CoreError> {
         match json["kind"].as_str() {
-            Some("last_n") => {
-                let n = json["n"]
-                    .as_u64()
-                    .filter(|n| *n >= 1)
-                    .ok_or_else(|| missing("n"))?;
-                let keep: Vec<String> = json["keep"]
-                    .as_array()
-                    .ok_or_else(|| missing("keep"))?
-                    .iter()
-                    .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| missing("keep")))
-                    .collect::<Result<_, _>>()?;
-                let dedupe_by = match &json["dedupe_by"] {
-                    Json::Null => None,
-                    Json::String(name) => {
-                        Some(keep.iter().position(|k| k == name).ok_or_else(|| {
-                            CoreError::Plan(format!("dedupe_by {name:?} not kept"))
-                        })?)
-                    }
-                    _ => return Err(missing("dedupe_by")),
-                };
-                Ok(Aggregation::LastN(LastNSpec {
-                    n: n as usize,
-                    keep,
-                    dedupe_by,
-                }))
-            }
+            Some("last_n") => last_n_from_json(json).map(Aggregation::LastN),
             Some("distinct") => {
                 let of = json["of"].as_str().ok_or_else(|| missing("of"))?.to_owned();
-                let precision = json["precision"]
-                    .as_u64()
-                    .filter(|p| (4..=16).contains(p))
-                    .ok_or_else(|| missing("precision"))?;
-                let bucket_ms = json["bucket_ms"]
-                    .as_i64()
-                    .filter(|b| *b > 0)
-                    .ok_or_else(|| missing("bucket_ms"))?;
-                Ok(Aggregation::Distinct(
-                    DistinctSpec {
-                        precision: precision as u32,
-                        bucket_ms,
-                    },
-                    of,
-                ))
+                Ok(Aggregation::Distinct(distinct_from_json(json)?, of))
             }
             Some("count" | "sum") => crate::tiles::spec_from_json(json).map(Aggregation::Tiles),
             Some(kind @ ("first_seen" | "last_seen")) => {
@@ -221,6 +182,51 @@ impl Aggregation {
             ))),
         }
     }
+}
+
+/// A `LastN` plan from its `to_json()`.
+fn last_n_from_json(json: &Json) -> Result<LastNSpec, CoreError> {
+    let n = json["n"]
+        .as_u64()
+        .filter(|n| *n >= 1)
+        .ok_or_else(|| missing("n"))?;
+    let keep: Vec<String> = json["keep"]
+        .as_array()
+        .ok_or_else(|| missing("keep"))?
+        .iter()
+        .map(|v| v.as_str().map(str::to_owned).ok_or_else(|| missing("keep")))
+        .collect::<Result<_, _>>()?;
+    let dedupe_by = match &json["dedupe_by"] {
+        Json::Null => None,
+        Json::String(name) => Some(
+            keep.iter()
+                .position(|k| k == name)
+                .ok_or_else(|| CoreError::Plan(format!("dedupe_by {name:?} not kept")))?,
+        ),
+        _ => return Err(missing("dedupe_by")),
+    };
+    Ok(LastNSpec {
+        n: n as usize,
+        keep,
+        dedupe_by,
+    })
+}
+
+/// A `Distinct` plan's registers and buckets from its `to_json()` (with `bucket_ms`, which
+/// the glue adds).
+fn distinct_from_json(json: &Json) -> Result<DistinctSpec, CoreError> {
+    let precision = json["precision"]
+        .as_u64()
+        .filter(|p| (4..=16).contains(p))
+        .ok_or_else(|| missing("precision"))?;
+    let bucket_ms = json["bucket_ms"]
+        .as_i64()
+        .filter(|b| *b > 0)
+        .ok_or_else(|| missing("bucket_ms"))?;
+    Ok(DistinctSpec {
+        precision: precision as u32,
+        bucket_ms,
+    })
 }
 
 impl Predicate<String> {

@@ -377,27 +377,9 @@ impl TileSpec {
             let sum = sums[group as usize].get_or_insert(0);
             *sum = sum.wrapping_add(value);
         }
-        let mut by: Vec<(Option<Value>, i64)> = Vec::new();
-        let mut total: i64 = 0;
-        let mut groups: Vec<(&GroupKey, u32, i64)> = sums
-            .iter()
-            .enumerate()
-            .filter_map(|(g, sum)| Some((&state.groups[g], g as u32, (*sum)?)))
-            .collect();
-        groups.sort();
-        for (_, group, amount) in groups {
-            total = total.wrapping_add(amount);
-            let label = &labels[group as usize].0;
-            match by.last_mut() {
-                Some((last, sum)) if same(last, label) => *sum = sum.wrapping_add(amount),
-                _ => by.push((label.clone(), amount)),
-            }
-        }
-        Ok(TileAnswer {
-            total,
-            by,
-            newest: Some(state.newest.min(end)),
-        })
+        let mut answer = answer_of(state.groups, &labels, &sums);
+        answer.newest = Some(state.newest.min(end));
+        Ok(answer)
     }
 
     /// Per group: its first `by` value (its label) and whether the context's filters want it.
@@ -438,6 +420,36 @@ impl TileSpec {
             return Err(CoreError::Codec("trailing bytes after a group".into()));
         }
         Ok(values)
+    }
+}
+
+/// The total and the sum per label of the groups' `sums` (by group index), groups in key
+/// order and equal labels merged; `labels` as [`TileSpec::labels`] gives them.
+fn answer_of(
+    groups: &[GroupKey],
+    labels: &[(Option<Value>, bool)],
+    sums: &[Option<i64>],
+) -> TileAnswer {
+    let mut by: Vec<(Option<Value>, i64)> = Vec::new();
+    let mut total: i64 = 0;
+    let mut summed: Vec<(&GroupKey, u32, i64)> = sums
+        .iter()
+        .enumerate()
+        .filter_map(|(g, sum)| Some((&groups[g], g as u32, (*sum)?)))
+        .collect();
+    summed.sort();
+    for (_, group, amount) in summed {
+        total = total.wrapping_add(amount);
+        let label = &labels[group as usize].0;
+        match by.last_mut() {
+            Some((last, sum)) if same(last, label) => *sum = sum.wrapping_add(amount),
+            _ => by.push((label.clone(), amount)),
+        }
+    }
+    TileAnswer {
+        total,
+        by,
+        newest: None,
     }
 }
 
