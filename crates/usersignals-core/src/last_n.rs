@@ -529,12 +529,7 @@ fn common_prefix(a: &str, b: &str) -> usize {
 
 /// Version, field count and entry count, then the times: what `decode` and the view share.
 fn decode_header(r: &mut Reader<'_>, columns: usize) -> Result<(usize, Vec<i64>), CoreError> {
-    let version = r.u8()?;
-    if !READABLE_VERSIONS.contains(&version) {
-        return Err(CoreError::Codec(format!(
-            "LastN format version {version}, expected one of {READABLE_VERSIONS:?}"
-        )));
-    }
+    r.readable_version("LastN", &READABLE_VERSIONS)?;
     let stored_columns = r.u64()?;
     if stored_columns != columns as u64 {
         return Err(CoreError::Codec(format!(

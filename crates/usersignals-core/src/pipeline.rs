@@ -299,24 +299,8 @@ impl Selection {
         // state is native, and finding each one's plan first (its key compared with each
         // plan's) was half the call: `foreign_states` 6.35 -> 3.33 M instructions
         // (callgrind, bench/engine.py --events 50000 --batch 10000).
-        let mut out = Vec::new();
-        for (user, states) in self.stored_states.iter().enumerate() {
-            if self.fresh[user].is_empty() || states.is_empty() {
-                continue;
-            }
-            let data = stored[user].unwrap_or_default();
-            for state in states {
-                let value = &data[state.value.clone()];
-                if record::unwrap_native(value).is_some() {
-                    continue;
-                }
-                let key = state.key(data);
-                if let Some(p) = plans.iter().position(|plan| plan.key.as_bytes() == key) {
-                    out.push((user, p, value));
-                }
-            }
-        }
-        Ok(out)
+        let foreign = |value: &[u8]| record::unwrap_native(value).is_none();
+        Ok(self.plan_states(plans, stored, foreign))
     }
 
     /// `stored` holds a record for each user, each long enough for its stored states: the
@@ -334,9 +318,14 @@ impl Selection {
         Ok(())
     }
 
-    /// (user, plan, stored value) of every stored state of `plans`, for users with events
-    /// to apply; `stored` checked.
-    fn plan_states<'s>(&self, plans: &[Plan], stored: &[Option<&'s [u8]>]) -> Vec<PlanState<'s>> {
+    /// (user, plan, stored value) of every stored state of `plans` whose value `wanted`
+    /// accepts, for users with events to apply; `stored` checked.
+    fn plan_states<'s>(
+        &self,
+        plans: &[Plan],
+        stored: &[Option<&'s [u8]>],
+        wanted: impl Fn(&[u8]) -> bool,
+    ) -> Vec<PlanState<'s>> {
         let mut out = Vec::new();
         for (user, states) in self.stored_states.iter().enumerate() {
             if self.fresh[user].is_empty() || states.is_empty() {
@@ -344,9 +333,13 @@ impl Selection {
             }
             let data = stored[user].unwrap_or_default();
             for state in states {
+                let value = &data[state.value.clone()];
+                if !wanted(value) {
+                    continue; // looked at before the key: cheaper than finding the plan
+                }
                 let key = state.key(data);
                 if let Some(p) = plans.iter().position(|plan| plan.key.as_bytes() == key) {
-                    out.push((user, p, &data[state.value.clone()]));
+                    out.push((user, p, value));
                 }
             }
         }
@@ -360,7 +353,7 @@ impl Selection {
         stored: &[Option<&'s [u8]>],
     ) -> Result<Vec<Vec<Option<&'s [u8]>>>, CoreError> {
         let mut out = vec![vec![None; plans.len()]; self.records.len()];
-        for (user, p, value) in self.plan_states(plans, stored) {
+        for (user, p, value) in self.plan_states(plans, stored, |_| true) {
             let native = match self.migrated.get(&(user, p)) {
                 Some(state) => state.as_slice(),
                 None => record::unwrap_native(value).ok_or_else(|| CoreError::UserState {

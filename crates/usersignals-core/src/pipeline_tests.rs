@@ -101,7 +101,7 @@ fn foreign_states_of_plan_states<'s>(
     plans: &[Plan],
     stored: &[Option<&'s [u8]>],
 ) -> Vec<PlanState<'s>> {
-    (selection.plan_states(plans, stored).into_iter())
+    (selection.plan_states(plans, stored, |_| true).into_iter())
         .filter(|(_, _, value)| record::unwrap_native(value).is_none())
         .collect()
 }

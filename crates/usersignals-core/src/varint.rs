@@ -217,6 +217,18 @@ impl<'a> Reader<'a> {
         Ok(())
     }
 
+    /// A state's leading format version byte, which must be one of `readable` (a state
+    /// whose format changed reads its earlier ones too); `what` names the state in the error.
+    pub fn readable_version(&mut self, what: &str, readable: &[u8]) -> Result<u8, CoreError> {
+        let version = self.u8()?;
+        if !readable.contains(&version) {
+            return Err(CoreError::Codec(format!(
+                "{what} format version {version}, expected one of {readable:?}"
+            )));
+        }
+        Ok(version)
+    }
+
     pub fn u8(&mut self) -> Result<u8, CoreError> {
         let b = *self
             .data

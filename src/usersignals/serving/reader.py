@@ -190,10 +190,7 @@ class SignalReader:
     def read_body(self, user_id: str, query: Query, now_ms: int) -> bytes | None:
         """The core writes the body when every signal asked is native, in one call from the
         user's stored record (``read_record_body``); its JSON equals ``read``'s, encoded."""
-        cached = self._bodies.get(id(query))  # `_body_query`'s hit, without its call
-        prepared = cached[1] if cached is not None and cached[0] is query else None
-        if prepared is None:
-            prepared = self._body_query(query)
+        prepared = self._body_query(query)
         if prepared is None:
             return None
         raw = self.store.get_many([user_key(user_id)])[0]

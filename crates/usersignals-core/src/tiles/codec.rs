@@ -110,12 +110,7 @@ pub fn decode(spec: &TileSpec, data: &[u8]) -> Result<TileState, CoreError> {
 /// A stored state's version, newest time and exact boundary (format 1 has none: two days
 /// before the newest event, which it always was).
 pub(super) fn read_header(r: &mut Reader<'_>) -> Result<(i64, i64), CoreError> {
-    let version = r.u8()?;
-    if !READABLE_VERSIONS.contains(&version) {
-        return Err(CoreError::Codec(format!(
-            "tiles format version {version}, expected one of {READABLE_VERSIONS:?}"
-        )));
-    }
+    let version = r.readable_version("tiles", &READABLE_VERSIONS)?;
     let newest = r.i64()?;
     let gap = if version == 1 {
         EXACT_SPAN_MS
