@@ -5,10 +5,11 @@ Method: a local Kafka-protocol broker (Tansu) on 127.0.0.1, a topic of 6 partiti
 seed, every event stamped at its send, round after round with new event ids), and
 ``usersignals run`` on it in its own process, as bench/ingest.py's freshness step starts it
 (batches of at most 100 ms), its metrics served. Every ``--every`` seconds: the events the
-processor wrote since the last line and their rate, its main thread's CPU per event (the
-thread that applies and writes: it sets the pace) and its other threads' (the fetch thread
-decoding and reading ahead, RocksDB's, librdkafka's), the lookup cache's hits and fetches,
-and the user records written over ``processing.large_record_bytes``. At the end: the events
+processor wrote since the last line, their rate and the mean events a micro-batch, its main
+thread's CPU per event (the thread that applies and writes: it sets the pace) and its other
+threads' (the fetch thread decoding and reading ahead, RocksDB's, librdkafka's), the lookup
+cache's hits and fetches, and the user records written over
+``processing.large_record_bytes``. At the end: the events
 sent, how far behind the processor's committed offsets were, and the stored records: their
 count, median and total bytes, and the largest few with each part's bytes (the event-id
 fingerprints, each signal's state).
@@ -45,6 +46,7 @@ from usersignals.state.codec import decode_record
 TOPIC, GROUP = "fresh", "fresh"  # the group start_processor's processor joins
 _COUNTERS = {
     "usersignals_batch_events_sum": "events",
+    "usersignals_batch_events_count": "batches",
     "usersignals_lookup_cache_hits_total": "cache hits",
     "usersignals_lookup_keys_fetched_total": "keys fetched",
     "usersignals_large_records_total": "large records",
@@ -83,11 +85,13 @@ def report(before: Sample, after: Sample) -> str:
     def micros(cpu: float) -> str:
         return f"{cpu * 1e6 / events:.1f}" if events else "-"
 
+    batches = after.counters["batches"] - before.counters["batches"]
     hits = after.counters["cache hits"] - before.counters["cache hits"]
     fetched = after.counters["keys fetched"] - before.counters["keys fetched"]
     return (
         f"{after.seconds:5.0f} s  {events:>9,.0f} events  "
         f"{events / (after.seconds - before.seconds):>8,.0f}/s  "
+        f"{events / batches if batches else 0:>7,.0f} a batch  "
         f"main {micros(after.main_cpu - before.main_cpu):>5} µs/event  "
         f"others {micros(after.other_cpu - before.other_cpu):>5} µs/event  "
         f"cache hits {hits:>7,.0f} fetched {fetched:>7,.0f}  "

@@ -8,6 +8,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -100,6 +101,30 @@ READER = textwrap.dedent(
     reader.close()
     """
 )
+
+
+def test_the_metadata_lock_has_one_holder_at_a_time(store: StateStore) -> None:
+    """A second command asking for the lock waits until the first lets it go, on threads
+    of their own (Redis: as two processes would, each its own lock token)."""
+    events: list[str] = []
+    holding = threading.Event()
+
+    def first() -> None:
+        with store.metadata_lock():
+            events.append("first in")
+            holding.set()
+            time.sleep(0.3)
+            events.append("first out")
+
+    thread = threading.Thread(target=first)
+    thread.start()
+    assert holding.wait(10)
+    with store.metadata_lock():
+        events.append("second in")
+    thread.join()
+    assert events == ["first in", "first out", "second in"]
+    with store.metadata_lock():  # and it is free again
+        pass
 
 
 def test_a_reader_in_another_process_sees_new_writes_quickly(tmp_path: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
 
+from usersignals.state.store import ThreadMetadataLock
+
 
 class _MemoryTable:
     def __init__(self) -> None:
@@ -31,7 +33,7 @@ class _MemoryTable:
         return len(self._data)
 
 
-class MemoryStore(_MemoryTable):
+class MemoryStore(ThreadMetadataLock, _MemoryTable):
     """User records in a dict; side tables in dicts of their own."""
 
     backend = "memory"

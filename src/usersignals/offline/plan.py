@@ -180,15 +180,19 @@ def record_backfill(store: StateStore, registry: SignalRegistry) -> None:
 def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
     """Record the module's definitions, and its removals, in the version table (one write);
     refuses a plan that changes a definition under an existing version or declares a removed
-    version again (the kinds in :data:`REFUSED`)."""
-    table = load_versions(store)
-    removed = load_removed(store)
-    plan = stored_plan(store, registry, table, removed)
-    if plan.refused:
-        reasons = "; ".join(f"{change.key}: {change.detail}" for change in plan.refused)
-        raise ConfigurationError(f"signals apply refused, stored state would mislead: {reasons}")
-    now = time.time_ns() // 1_000_000
-    removed.update({c.key: now for c in plan.changes if c.kind == "removed"})
-    table.applied = {signal.key: definition_text(signal) for signal in registry.computed}
-    save_versions(store, table, removed)
+    version again (the kinds in :data:`REFUSED`). Under the store's metadata lock: a
+    cut-over at the same time keeps its change, and this its own."""
+    with store.metadata_lock():
+        table = load_versions(store)
+        removed = load_removed(store)
+        plan = stored_plan(store, registry, table, removed)
+        if plan.refused:
+            reasons = "; ".join(f"{change.key}: {change.detail}" for change in plan.refused)
+            raise ConfigurationError(
+                f"signals apply refused, stored state would mislead: {reasons}"
+            )
+        now = time.time_ns() // 1_000_000
+        removed.update({c.key: now for c in plan.changes if c.kind == "removed"})
+        table.applied = {signal.key: definition_text(signal) for signal in registry.computed}
+        save_versions(store, table, removed)
     return plan

@@ -17,13 +17,13 @@ from pathlib import Path
 
 from usersignals.offline.memory import MemoryStore
 from usersignals.state.rocks import RocksStore
-from usersignals.state.store import KeyValueTable
+from usersignals.state.store import KeyValueTable, ThreadMetadataLock
 
 #: The records' bytes (keys and values, as last written) held in memory at most.
 MEMORY_BUDGET_BYTES = 256 << 20
 
 
-class ScratchStore:
+class ScratchStore(ThreadMetadataLock):
     """The :class:`~usersignals.state.store.StateStore` of one shard's computed records."""
 
     backend = "scratch"

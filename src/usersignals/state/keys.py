@@ -36,6 +36,11 @@ def meta_key(name: str) -> bytes:
     return META_PREFIX + name.encode()
 
 
+#: Held by a command while it changes the store's metadata (``StateStore.metadata_lock``),
+#: where the store is shared by processes (Redis).
+METADATA_LOCK_KEY = meta_key("lock")
+
+
 def table_column(name: str) -> str:
     """The column family (RocksDB) or key namespace of an enrichment table."""
     return TABLE_PREFIX + name

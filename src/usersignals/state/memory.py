@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping, Sequence
 
 from usersignals.errors import StoreError
+from usersignals.state.store import ThreadMetadataLock
 
 _BACKEND = "memory"
 
@@ -46,7 +47,7 @@ class _MemoryTable:
             yield key, self._data[key]
 
 
-class MemoryStore(_MemoryTable):
+class MemoryStore(ThreadMetadataLock, _MemoryTable):
     """User states in the default table; enrichment tables by name beside them."""
 
     backend = _BACKEND

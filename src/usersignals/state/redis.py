@@ -10,6 +10,7 @@ metadata, ``<namespace>:t:<table>:<key>`` for enrichment tables.
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, cast
 from urllib.parse import urlsplit
@@ -20,6 +21,9 @@ from redis.retry import Retry
 
 from usersignals.config import redis_nodes
 from usersignals.errors import StoreError
+from usersignals.state.keys import METADATA_LOCK_KEY
+
+logger = logging.getLogger(__name__)
 
 _BACKEND = "redis"
 _BACKEND_CLUSTER = "redis-cluster"
@@ -28,6 +32,13 @@ _BACKEND_CLUSTER = "redis-cluster"
 _CLUSTER_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 _CHUNK = 5_000
 _GLOB_SPECIAL = b"*?[]\\"
+#: How long a command waits for the metadata lock another holds, and how long a hold lasts
+#: at most: a command that died holding it (killed, its host gone) keeps the others waiting
+#: this long and no longer. A metadata change holds it for milliseconds.
+METADATA_LOCK_WAIT_S = 30.0
+METADATA_LOCK_EXPIRY_S = 60.0
+#: How often a command waiting for it asks again (redis-py polls; 0.1 s by default).
+_METADATA_LOCK_POLL_S = 0.02
 
 
 def shown_url(url: str) -> str:
@@ -39,6 +50,39 @@ def shown_url(url: str) -> str:
     user = f"{parts.username}:" if parts.username else ":"
     host = parts.netloc.rpartition("@")[2]
     return parts._replace(netloc=f"{user}***@{host}").geturl()
+
+
+@contextlib.contextmanager
+def _held(client: Any, name: bytes, backend: str) -> Iterator[None]:
+    """The store's metadata lock (``StateStore.metadata_lock``): redis-py's lock, a key set
+    only when absent, with an expiry, and released only by its holder (a script)."""
+    lock = client.lock(
+        name,
+        timeout=METADATA_LOCK_EXPIRY_S,
+        sleep=_METADATA_LOCK_POLL_S,
+        blocking_timeout=METADATA_LOCK_WAIT_S,
+    )
+    try:
+        acquired = lock.acquire()
+    except _CLUSTER_ERRORS as exc:
+        raise StoreError(backend, "lock", str(exc)) from exc
+    if not acquired:
+        raise StoreError(
+            backend,
+            "lock",
+            f"another command has held the store's metadata lock ({name.decode()}) for over "
+            f"{METADATA_LOCK_WAIT_S:g} s; a command that died holding it holds it "
+            f"{METADATA_LOCK_EXPIRY_S:g} s at most: try again",
+        )
+    try:
+        yield
+    finally:
+        try:
+            lock.release()
+        except _CLUSTER_ERRORS as exc:
+            # Written already: the lock expired while held (or cannot be reached), and
+            # another command may have started meanwhile. Said, not raised.
+            logger.warning("the store's metadata lock was not released: %s", exc)
 
 
 def _escape_glob(prefix: bytes) -> bytes:
@@ -116,6 +160,9 @@ class RedisStore(_RedisTable):
 
     def table(self, name: str) -> _RedisTable:
         return _RedisTable(self._client, f"{self.namespace}:t:{name}:".encode())
+
+    def metadata_lock(self) -> contextlib.AbstractContextManager[object]:
+        return _held(self._client, self._prefix + METADATA_LOCK_KEY, self.backend)
 
     def refresh(self) -> None:
         """Nothing to catch up with: every reader sees each write when it is acknowledged."""
@@ -298,6 +345,9 @@ class RedisClusterStore(_ClusterTable):
             self._client, f"{self.namespace}:t:{name}:".encode(), self._wait_replicas,
             self._wait_ms,
         )  # fmt: skip
+
+    def metadata_lock(self) -> contextlib.AbstractContextManager[object]:
+        return _held(self._client, self._key(METADATA_LOCK_KEY), self.backend)
 
     def refresh(self) -> None:
         """Nothing to catch up with: reads go to the primaries."""

@@ -33,6 +33,7 @@ from rocksdict import (
 
 from usersignals.errors import StoreError
 from usersignals.state.keys import table_column
+from usersignals.state.store import ThreadMetadataLock
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +184,7 @@ def write_sorted_file(path: Path, records: Iterable[tuple[bytes, bytes]]) -> int
     return count
 
 
-class RocksStore(_RocksTable):
+class RocksStore(ThreadMetadataLock, _RocksTable):
     """User states in the default column family; enrichment tables in their own families."""
 
     backend = _BACKEND

@@ -2,14 +2,18 @@
 
 The engine reads every user of a micro-batch with one ``get_many`` and writes every changed
 user with one atomic ``write``; the store knows nothing of signals. A backend also offers named
-*tables* (for enrichment data) and, for readers in other processes, ``refresh`` to catch up
-with what the writer has committed.
+*tables* (for enrichment data), for readers in other processes ``refresh`` to catch up
+with what the writer has committed, and for the admin commands that change the store's
+metadata (``signals apply``, ``signals cutover``, a backfill's record) a lock held from their
+read to their write.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Protocol, runtime_checkable
+from contextlib import AbstractContextManager
+from typing import ClassVar, Protocol, runtime_checkable
 
 
 @runtime_checkable
@@ -38,4 +42,21 @@ class StateStore(KeyValueTable, Protocol):
     def refresh(self) -> None:
         """For a reader: make the writer's latest committed writes visible."""
 
+    def metadata_lock(self) -> AbstractContextManager[object]:
+        """Held while a command reads the store's metadata (the version lifecycle's records,
+        ``state/versions.py``), changes it and writes it back: by one holder at a time among
+        all the processes and threads that share the store, so that no command's change is
+        overwritten by another's written from an older read."""
+
     def close(self) -> None: ...
+
+
+class ThreadMetadataLock:
+    """``metadata_lock`` of a store that one process writes (RocksDB's lock file keeps out
+    every other writer process; a dict lives in its process): a lock among this process's
+    threads. One for all such stores: metadata changes are rare and take milliseconds."""
+
+    _metadata_lock: ClassVar[threading.Lock] = threading.Lock()
+
+    def metadata_lock(self) -> AbstractContextManager[object]:
+        return self._metadata_lock

@@ -125,7 +125,9 @@ def _load_meta(
 def record_backfilled(store: StateStore, definitions: dict[str, str]) -> None:
     """Add ``definitions`` (``name@version`` → compiled definition) to the versions a
     backfill computed: a later backfill under another definition replaces the entry."""
-    store.write({BACKFILLED_KEY: msgspec.json.encode({**load_backfilled(store), **definitions})})
+    with store.metadata_lock():  # two backfills ending together each keep their entries
+        recorded = {**load_backfilled(store), **definitions}
+        store.write({BACKFILLED_KEY: msgspec.json.encode(recorded)})
 
 
 def cut_over(
@@ -138,11 +140,22 @@ def cut_over(
     """Serve ``target`` by default from now on, in one write; the version served until now is
     retired: computed for ``grace_ms`` more (a cut-over back is still instant), then dropped.
 
-    Returns the version served before, and the new table.
+    Returns the version served before, and the new table. Under the store's metadata
+    lock: two cut-overs at once (of two signals) each keep the other's change.
     """
     if grace_ms < 0:
         raise ConfigurationError("the grace period must not be negative")
     now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    with store.metadata_lock():
+        previous, table = _cut_over_locked(store, registry, target, grace_ms, now)
+    registry.serve(table.served)
+    return previous, table
+
+
+def _cut_over_locked(
+    store: StateStore, registry: SignalRegistry, target: Signal, grace_ms: int, now: int
+) -> tuple[Signal | None, VersionTable]:
+    """:func:`cut_over`'s read of the table, its checks and its write."""
     table = load_versions(store)
     registry.serve(table.served)
     previous = registry.get(target.name) if target.name in registry.names else None
@@ -161,5 +174,4 @@ def cut_over(
     if previous is not None and previous is not target:
         table.retired[previous.key] = now + grace_ms
     save_versions(store, table)
-    registry.serve(table.served)
     return previous, table
