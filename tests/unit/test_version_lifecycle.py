@@ -4,6 +4,7 @@ or computing on top of it again would answer from some users' history and not ot
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from usersignals import Count, Signal, SignalRegistry, days
 from usersignals.app import build_processor
 from usersignals.assembly import open_store
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, SignalsMismatchError
+from usersignals.errors import ConfigurationError, SignalsMismatchError, StoreError
 from usersignals.offline.plan import apply_plan, make_plan
 from usersignals.state.memory import MemoryStore
 from usersignals.state.versions import cut_over, load_removed, load_versions
@@ -229,3 +230,37 @@ def test_the_signal_catalogue_says_which_versions_are_retired() -> None:
     document = json.loads(signals_document(registry))
     assert [s["version"] for s in document["signals"]] == [1, 2]  # the definitions, as compiled
     assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}
+
+
+class _KeyByKeyStore(MemoryStore):
+    """A write applied key by key, failing after ``fail_after`` keys: what a Redis Cluster
+    write does when its keys are in two slots and one slot's primary fails mid-write (the
+    version table and the removals are two keys, in two slots)."""
+
+    fail_after: int | None = None
+
+    def write(self, puts: Mapping[bytes, bytes], deletes: Sequence[bytes] = ()) -> None:
+        for key, value in puts.items():
+            if self.fail_after == 0:
+                raise StoreError("redis-cluster", "write", "a primary failed mid-write")
+            super().write({key: value})
+            if self.fail_after is not None:
+                self.fail_after -= 1
+        super().write({}, deletes)
+
+
+def test_a_removal_survives_an_apply_that_failed_part_way() -> None:
+    """The table and the removals were one write: on a Redis Cluster one slot's key could
+    be written and not the other's. Table first: ``apply`` failed, and run again it no
+    longer saw the removal (the table no longer named the version), so the removal was never
+    recorded and a later re-declaration was taken for warm state."""
+    store = _KeyByKeyStore()
+    apply_plan(store, SignalRegistry([clicks(1), views()]))
+    store.fail_after = 1
+    with pytest.raises(StoreError):
+        apply_plan(store, SignalRegistry([views()]))
+    store.fail_after = None
+    apply_plan(store, SignalRegistry([views()]))  # run again, as the operator would
+    assert "clicks@1" in load_removed(store)
+    with pytest.raises(ConfigurationError, match="clicks@1: removed at"):
+        apply_plan(store, SignalRegistry([clicks(1), views()]))

@@ -178,10 +178,11 @@ def record_backfill(store: StateStore, registry: SignalRegistry) -> None:
 
 
 def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
-    """Record the module's definitions, and its removals, in the version table (one write);
-    refuses a plan that changes a definition under an existing version or declares a removed
-    version again (the kinds in :data:`REFUSED`). Under the store's metadata lock: a
-    cut-over at the same time keeps its change, and this its own."""
+    """Record the module's definitions in the version table, and its removals
+    (:func:`~usersignals.state.versions.save_versions`); refuses a plan that changes a
+    definition under an existing version or declares a removed version again (the kinds in
+    :data:`REFUSED`). Under the store's metadata lock: a cut-over at the same time keeps its
+    change, and this its own."""
     with store.metadata_lock():
         table = load_versions(store)
         removed = load_removed(store)

@@ -67,11 +67,16 @@ def load_versions(store: StateStore) -> VersionTable:
 def save_versions(
     store: StateStore, table: VersionTable, removed: dict[str, int] | None = None
 ) -> None:
-    """The table, and with it (in the same write) the removals when given."""
-    puts = {VERSIONS_KEY: msgspec.json.encode(table)}
+    """The table, and before it the removals when given.
+
+    Two writes, removals first: the two keys are in two slots of a Redis Cluster, where one
+    write of both could reach one slot's primary and not the other's. With the table written
+    and not the removals, ``apply`` run again saw no removal (the table no longer names the
+    version), and the removal was never recorded; the other way round, it finds the removed
+    version in the table still and records it again."""
     if removed is not None:
-        puts[REMOVED_KEY] = msgspec.json.encode(removed)
-    store.write(puts)
+        store.write({REMOVED_KEY: msgspec.json.encode(removed)})
+    store.write({VERSIONS_KEY: msgspec.json.encode(table)})
 
 
 def readded(
