@@ -53,7 +53,7 @@ def shown_url(url: str) -> str:
 
 
 @contextlib.contextmanager
-def _held(client: Any, name: bytes, backend: str) -> Iterator[None]:
+def _hold_metadata_lock(client: Any, name: bytes, backend: str) -> Iterator[None]:
     """The store's metadata lock (``StateStore.metadata_lock``): redis-py's lock, a key set
     only when absent, with an expiry, and released only by its holder (a script)."""
     lock = client.lock(
@@ -162,7 +162,7 @@ class RedisStore(_RedisTable):
         return _RedisTable(self._client, f"{self.namespace}:t:{name}:".encode())
 
     def metadata_lock(self) -> contextlib.AbstractContextManager[object]:
-        return _held(self._client, self._prefix + METADATA_LOCK_KEY, self.backend)
+        return _hold_metadata_lock(self._client, self._prefix + METADATA_LOCK_KEY, self.backend)
 
     def refresh(self) -> None:
         """Nothing to catch up with: every reader sees each write when it is acknowledged."""
@@ -347,7 +347,7 @@ class RedisClusterStore(_ClusterTable):
         )  # fmt: skip
 
     def metadata_lock(self) -> contextlib.AbstractContextManager[object]:
-        return _held(self._client, self._key(METADATA_LOCK_KEY), self.backend)
+        return _hold_metadata_lock(self._client, self._key(METADATA_LOCK_KEY), self.backend)
 
     def refresh(self) -> None:
         """Nothing to catch up with: reads go to the primaries."""
