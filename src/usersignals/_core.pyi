@@ -1,6 +1,6 @@
 """Type stubs of the native extension ``usersignals._core`` (crates/usersignals-py).
 
-Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_core.py`` checks
+Keep in sync with crates/usersignals-py/src/lib.rs: ``tests/unit/test_native_last_n.py`` checks
 that every name declared here exists in the built module.
 """
 
@@ -8,6 +8,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from typing_extensions import Buffer
+
+from usersignals.events.model import Event
 
 _Event = TypeVar("_Event")
 
@@ -263,6 +265,25 @@ def check_records(
     2 number, 3 vector; the dimension): (index, "*", "not_an_object") for a record that is not
     a dict or a PackedFields, (index, field, first reason) for a field that does not fit,
     CHECK_UNSURE where Python's check must decide."""
+
+class EventChecks:
+    """``EventPolicy``'s rules for the block path of ``EventDecoder.decode_block``."""
+
+    def __new__(
+        cls,
+        max_id_chars: int,
+        max_user_id_chars: int,
+        allowed_actions: frozenset[str] | None,
+        allowed_surfaces: frozenset[str] | None,
+        min_ts_ms: int,
+        max_future_ms: int,
+    ) -> EventChecks: ...
+    def all_pass(self, events: list[Event], now_ms: int) -> bool:
+        """Whether ``EventDecoder.check(event, now_ms)`` finds nothing wrong with any of
+        ``events`` (False too for what only the reference can judge)."""
+
+def lines_holding(lines: list[bytes], needle: bytes) -> list[int]:
+    """The indexes of the ``lines`` that hold ``needle``, in order."""
 
 class BodyQuery:
     """A GET route's query as the core keeps it between requests: per signal (plan index,

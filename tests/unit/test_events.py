@@ -329,6 +329,7 @@ _BLOCK_LINES = [
     raw_event(event_id="c", surface="search", ts=NOW_MS + DAY_MS) + b"\r\n",
     raw_event(event_id="d", item_id="i" * 16, ts=YEAR_2000_MS, attrs={"x": [1, {"y": ""}]}),
     raw_event(event_id="é" * 16),
+    raw_event(event_id="f", user_id="é" * 12),  # at the limit in code points, not in bytes
     b"",
     b"\n",
     b" \t\r\n",
@@ -340,6 +341,7 @@ _BLOCK_LINES = [
     raw_event(ts=YEAR_2000_MS - 1),
     raw_event(ts=NOW_MS + DAY_MS + 1),
     raw_event(ts="x"),
+    raw_event(ts=2**63),  # past 64 signed bits: the core leaves it to the reference
     without("user_id"),
     b'{"event_id": ',
     b"[]",

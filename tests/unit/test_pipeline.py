@@ -10,8 +10,11 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from usersignals import Count, Event, ReadContext, Signal, SignalRegistry
+from usersignals._core import lines_holding
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Position
 from usersignals.ingest.dead_letter import DeadLetterFile
@@ -114,3 +117,11 @@ def test_an_event_with_an_op_field_is_an_event_not_a_deletion(
     assert clicks(registry, store, "u1") == 2
     assert step.stats.deleted_users == 0
     assert step.stats.bad == 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.binary(max_size=40) | st.sampled_from([b'{"op":"delete"}', b'"op"', b'"o'])))
+def test_the_deletion_pre_scan_finds_the_lines_python_finds(lines: list[bytes]) -> None:
+    """The core's scan (one SIMD search per line) against Python's ``in``."""
+    expected = [index for index, line in enumerate(lines) if b'"op"' in line]
+    assert lines_holding(lines, b'"op"') == expected

@@ -8,8 +8,10 @@
 mod allocator;
 mod attrs;
 mod columns;
+mod event_checks;
 mod join_keys;
 mod label_plan;
+mod line_scan;
 mod packed;
 mod reads;
 mod record_cache;
@@ -677,6 +679,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<label_plan::PlannedLabels>()?;
     m.add_function(wrap_pyfunction!(training::take_texts, m)?)?;
     m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
+    m.add_class::<event_checks::EventChecks>()?;
+    m.add_function(wrap_pyfunction!(line_scan::lines_holding, m)?)?;
     m.add("CHECK_UNSURE", values::UNSURE)?;
     m.add("PACKED_MAX_FIELDS", usersignals_core::packed::MAX_FIELDS)?;
     m.add("CoreError", m.py().get_type::<CoreError>())?;

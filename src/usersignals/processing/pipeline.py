@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from usersignals._core import lines_holding
 from usersignals.closing import Closing, SupportsClose, close_all
 from usersignals.events.decode import DecodeResult, EventDecoder
 from usersignals.events.model import BadEvent, Event, Position
@@ -114,7 +115,8 @@ def decode_segments(
     segments: list[Segment] = []
     start = 0
     # A deletion names its op; the few lines that do are parsed (most events never are).
-    for index in [index for index, line in enumerate(lines) if b'"op"' in line]:
+    scanned = lines if isinstance(lines, list) else list(lines)
+    for index in lines_holding(scanned, b'"op"'):
         control = parse_control(lines[index])
         if control is not None:
             decoded = decoder.decode_block(lines[start:index], positions[start:index])
