@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 from typing_extensions import Buffer
 
+from usersignals.events.decode import EventPolicy
 from usersignals.events.model import Event
 
 _Event = TypeVar("_Event")
@@ -269,15 +270,7 @@ def check_records(
 class EventChecks:
     """``EventPolicy``'s rules for the block path of ``EventDecoder.decode_block``."""
 
-    def __new__(
-        cls,
-        max_id_chars: int,
-        max_user_id_chars: int,
-        allowed_actions: frozenset[str] | None,
-        allowed_surfaces: frozenset[str] | None,
-        min_ts_ms: int,
-        max_future_ms: int,
-    ) -> EventChecks: ...
+    def __new__(cls, policy: EventPolicy) -> EventChecks: ...
     def all_pass(self, events: list[Event], now_ms: int) -> bool:
         """Whether ``EventDecoder.check(event, now_ms)`` finds nothing wrong with any of
         ``events`` (False too for what only the reference can judge)."""

@@ -20,54 +20,48 @@ const USER_FIELD: usize = 1;
 const ACTION_FIELD: usize = 3;
 const SURFACE_FIELD: usize = 4;
 
-/// `EventPolicy`'s rules, as the block path asks them.
-#[pyclass(frozen, module = "usersignals._core")]
-pub struct EventChecks {
+/// `EventPolicy`'s rules, read from its attributes (the names are the policy's).
+#[derive(FromPyObject)]
+struct Policy {
     max_id_chars: usize,
     max_user_id_chars: usize,
+    /// `None` accepts any name.
     allowed_actions: Option<HashSet<String>>,
     allowed_surfaces: Option<HashSet<String>>,
     min_ts_ms: i64,
     max_future_ms: i64,
 }
 
+/// An `EventPolicy`'s rules, as the block path asks them.
+#[pyclass(frozen, module = "usersignals._core")]
+pub struct EventChecks {
+    policy: Policy,
+}
+
 #[pymethods]
 impl EventChecks {
-    /// The policy's fields; `None` for an allowed set accepts any name.
     #[new]
-    fn new(
-        max_id_chars: usize,
-        max_user_id_chars: usize,
-        allowed_actions: Option<HashSet<String>>,
-        allowed_surfaces: Option<HashSet<String>>,
-        min_ts_ms: i64,
-        max_future_ms: i64,
-    ) -> Self {
-        EventChecks {
-            max_id_chars,
-            max_user_id_chars,
-            allowed_actions,
-            allowed_surfaces,
-            min_ts_ms,
-            max_future_ms,
-        }
+    fn new(policy: Policy) -> Self {
+        EventChecks { policy }
     }
 
     /// Whether `EventDecoder.check(event, now_ms)` finds nothing wrong with any of
     /// `events`. False as well for what the reference must look at itself: a time outside
-    /// 64 bits, a name that is not text UTF-8 can hold (a lone surrogate).
+    /// 64 bits, a name UTF-8 cannot hold (a lone surrogate: msgspec decodes none, but an
+    /// `Event` made in Python may hold one).
     fn all_pass(&self, events: &Bound<'_, PyList>, now_ms: i64) -> PyResult<bool> {
         let py = events.py();
         let mut fields = ID_FIELDS.map(|name| Attr::new(PyString::intern(py, name)));
         let mut ts = Attr::new(PyString::intern(py, "ts"));
-        let max_ts = now_ms.saturating_add(self.max_future_ms);
+        let policy = &self.policy;
+        let max_ts = now_ms.saturating_add(policy.max_future_ms);
         for event in events.iter() {
             for (index, field) in fields.iter_mut().enumerate() {
                 let value = field.get(&event)?;
                 let limit = if index == USER_FIELD {
-                    self.max_user_id_chars
+                    policy.max_user_id_chars
                 } else {
-                    self.max_id_chars
+                    policy.max_id_chars
                 };
                 // `len()` of a str: code points, as Python's rule counts them.
                 let chars = value.len()?;
@@ -78,7 +72,7 @@ impl EventChecks {
             let Ok(time) = ts.get(&event)?.extract::<i64>() else {
                 return Ok(false);
             };
-            if time < self.min_ts_ms || time > max_ts {
+            if time < policy.min_ts_ms || time > max_ts {
                 return Ok(false);
             }
         }
@@ -91,8 +85,8 @@ impl EventChecks {
     /// names them (the action's and the surface's).
     fn allowed(&self, index: usize, value: &Bound<'_, PyAny>) -> bool {
         let allowed = match index {
-            ACTION_FIELD => &self.allowed_actions,
-            SURFACE_FIELD => &self.allowed_surfaces,
+            ACTION_FIELD => &self.policy.allowed_actions,
+            SURFACE_FIELD => &self.policy.allowed_surfaces,
             _ => return true,
         };
         let Some(allowed) = allowed else {

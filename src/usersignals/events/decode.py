@@ -99,17 +99,10 @@ class EventDecoder:
     """Decodes raw JSON events and validates them against an :class:`EventPolicy`."""
 
     def __init__(self, policy: EventPolicy | None = None) -> None:
-        self.policy = policy = policy or EventPolicy()
+        self.policy = policy or EventPolicy()
         self._decoder = msgspec.json.Decoder(Event)
         # check()'s rules for a whole block at once (the block path), in the core.
-        self._block_checks = EventChecks(
-            policy.max_id_chars,
-            policy.max_user_id_chars,
-            policy.allowed_actions,
-            policy.allowed_surfaces,
-            policy.min_ts_ms,
-            policy.max_future_ms,
-        )
+        self._block_checks = EventChecks(self.policy)
 
     def decode_one(self, raw: bytes, now_ms: int | None = None) -> Event | BadEvent:
         """Decode one event; return the event, or a :class:`BadEvent` naming what is wrong."""
