@@ -270,7 +270,7 @@ def check_records(
 class EventChecks:
     """``EventPolicy``'s rules for the block path of ``EventDecoder.decode_block``."""
 
-    def __new__(cls, policy: EventPolicy) -> EventChecks: ...
+    def __new__(cls, policy: EventPolicy, id_fields: list[str]) -> EventChecks: ...
     def all_pass(self, events: list[Event], now_ms: int) -> bool:
         """Whether ``EventDecoder.check(event, now_ms)`` finds nothing wrong with any of
         ``events`` (False too for what only the reference can judge)."""

@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 from usersignals import RocksStore, StateStore
+from usersignals.errors import StoreError
+from usersignals.state import store as state_store
 from usersignals.state.memory import MemoryStore
 from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.store import KeyValueTable
@@ -125,6 +127,31 @@ def test_the_metadata_lock_has_one_holder_at_a_time(store: StateStore) -> None:
     assert events == ["first in", "first out", "second in"]
     with store.metadata_lock():  # and it is free again
         pass
+
+
+def test_a_command_that_cannot_get_the_metadata_lock_fails_naming_it(
+    store: StateStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.2)
+    holding, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.metadata_lock():
+            holding.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(10)
+        with (
+            pytest.raises(StoreError, match=r"metadata lock .* for over 0\.2 s"),
+            store.metadata_lock(),
+        ):
+            pass
+    finally:
+        done.set()
+        thread.join()
 
 
 def test_a_reader_in_another_process_sees_new_writes_quickly(tmp_path: Path) -> None:

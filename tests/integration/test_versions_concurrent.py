@@ -16,7 +16,8 @@ import pytest
 
 from usersignals import SignalRegistry
 from usersignals.errors import StoreError
-from usersignals.state import redis as redis_store
+from usersignals.offline.plan import apply_plan
+from usersignals.state import store as state_store
 from usersignals.state.redis import RedisClusterStore, RedisStore
 from usersignals.state.store import StateStore
 from usersignals.state.versions import cut_over, load_backfilled, load_versions, record_backfilled
@@ -98,6 +99,10 @@ def test_cut_overs_at_the_same_time_are_all_kept(
             store.close()
 
 
+def _apply(store: StateStore, signals: SignalRegistry) -> None:
+    apply_plan(store, signals)
+
+
 def _cut(store: StateStore, signals: SignalRegistry, key: str) -> None:
     cut_over(store, signals, signals.get(key), grace_ms=HOUR_MS)
 
@@ -123,7 +128,7 @@ def test_backfills_recorded_at_the_same_time_are_all_kept(
 def test_a_cut_over_that_cannot_get_the_lock_fails_and_changes_nothing(
     open_store: Callable[[], StateStore], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(redis_store, "METADATA_LOCK_WAIT_S", 0.2)
+    monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.2)
     holder, store = open_store(), open_store()
     signals = registry(tmp_path)
     held, done = threading.Event(), threading.Event()
@@ -145,3 +150,24 @@ def test_a_cut_over_that_cannot_get_the_lock_fails_and_changes_nothing(
         thread.join()
         holder.close()
         store.close()
+
+
+def test_an_apply_beside_cut_overs_keeps_theirs_and_its_own(
+    open_store: Callable[[], StateStore], tmp_path: Path
+) -> None:
+    stores = [open_store() for _ in range(SIGNALS)]
+    registries = [registry(tmp_path) for _ in range(SIGNALS)]
+    try:
+        tasks: list[Callable[[], None]] = [lambda: _apply(stores[0], registries[0])]
+        tasks += [
+            lambda store=store, signals=signals, key=f"s{i}@2": _cut(store, signals, key)
+            for i, (store, signals) in enumerate(zip(stores, registries, strict=True))
+            if i
+        ]
+        all_at_once(tasks)
+        table = load_versions(stores[0])
+        assert table.served == {f"s{i}": 2 for i in range(1, SIGNALS)}
+        assert set(table.applied) == {signal.key for signal in registries[0].computed}
+    finally:
+        for store in stores:
+            store.close()

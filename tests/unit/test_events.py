@@ -468,3 +468,14 @@ def test_decode_block_counts_blank_lines() -> None:
     assert [event.event_id for event in result.events] == ["a"]
     assert len(result.bad) == 1
     assert result.blank == 3
+
+
+def test_the_block_path_leaves_a_time_bound_past_64_bits_to_the_reference() -> None:
+    """``now + max_future_ms`` below the 64-bit range: the core cannot compute the bound,
+    and must not take the block as valid (the reference rejects the event)."""
+    policy = EventPolicy(min_ts_ms=-(2**63), max_future_ms=-1)
+    lines = [raw_event(ts=-(2**63))]
+    decoder = EventDecoder(policy)
+    result = decoder.decode_block(lines, now_ms=-(2**63))
+    assert result == decoder._decode_each(lines, None, -(2**63))
+    assert [bad.reason for bad in result.bad] == ["time_out_of_range"]

@@ -4,6 +4,7 @@ or computing on top of it again would answer from some users' history and not ot
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -14,7 +15,8 @@ from usersignals.app import build_processor
 from usersignals.assembly import open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, SignalsMismatchError, StoreError
-from usersignals.offline.plan import apply_plan, make_plan
+from usersignals.offline.plan import apply_plan, make_plan, record_backfill
+from usersignals.state import store as state_store
 from usersignals.state.memory import MemoryStore
 from usersignals.state.versions import cut_over, load_removed, load_versions
 
@@ -264,3 +266,28 @@ def test_a_removal_survives_an_apply_that_failed_part_way() -> None:
     assert "clicks@1" in load_removed(store)
     with pytest.raises(ConfigurationError, match="clicks@1: removed at"):
         apply_plan(store, SignalRegistry([clicks(1), views()]))
+
+
+def test_a_backfill_record_that_cannot_get_the_lock_says_its_states_are_in(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The record comes after the states were written: its failure must not read as if the
+    backfill changed nothing."""
+    monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.1)
+    store = MemoryStore()
+    held, done = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.metadata_lock():
+            held.set()
+            done.wait(10)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert held.wait(10)
+        with pytest.raises(StoreError, match="states are in the store, but its record"):
+            record_backfill(store, SignalRegistry([clicks(1)]))
+    finally:
+        done.set()
+        thread.join()

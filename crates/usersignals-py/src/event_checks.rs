@@ -14,11 +14,25 @@ use pyo3::types::{PyList, PyString};
 
 use crate::attrs::Attr;
 
-/// The text fields that must be non-empty and within a length, as `decode._ID_FIELDS`.
-const ID_FIELDS: [&str; 5] = ["event_id", "user_id", "item_id", "action", "surface"];
-const USER_FIELD: usize = 1;
-const ACTION_FIELD: usize = 3;
-const SURFACE_FIELD: usize = 4;
+/// The id fields the policy names a rule of its own for (the others: non-empty and within
+/// `max_id_chars`).
+const USER_FIELD: &str = "user_id";
+const ACTION_FIELD: &str = "action";
+const SURFACE_FIELD: &str = "surface";
+
+/// What one id field must be: non-empty, at most `limit` code points, among `allowed`.
+struct IdRule {
+    name: String,
+    limit: usize,
+    /// Which of the policy's allowed sets holds its names, if any.
+    allowed: Option<Allowed>,
+}
+
+#[derive(Clone, Copy)]
+enum Allowed {
+    Actions,
+    Surfaces,
+}
 
 /// `EventPolicy`'s rules, read from its attributes (the names are the policy's).
 #[derive(FromPyObject)]
@@ -36,13 +50,31 @@ struct Policy {
 #[pyclass(frozen, module = "usersignals._core")]
 pub struct EventChecks {
     policy: Policy,
+    ids: Vec<IdRule>,
 }
 
 #[pymethods]
 impl EventChecks {
+    /// `id_fields`: the text fields `check` holds to the id rules (`decode._ID_FIELDS`).
     #[new]
-    fn new(policy: Policy) -> Self {
-        EventChecks { policy }
+    fn new(policy: Policy, id_fields: Vec<String>) -> Self {
+        let ids = id_fields
+            .into_iter()
+            .map(|name| IdRule {
+                limit: if name == USER_FIELD {
+                    policy.max_user_id_chars
+                } else {
+                    policy.max_id_chars
+                },
+                allowed: match name.as_str() {
+                    ACTION_FIELD => Some(Allowed::Actions),
+                    SURFACE_FIELD => Some(Allowed::Surfaces),
+                    _ => None,
+                },
+                name,
+            })
+            .collect();
+        EventChecks { policy, ids }
     }
 
     /// Whether `EventDecoder.check(event, now_ms)` finds nothing wrong with any of
@@ -51,21 +83,21 @@ impl EventChecks {
     /// `Event` made in Python may hold one).
     fn all_pass(&self, events: &Bound<'_, PyList>, now_ms: i64) -> PyResult<bool> {
         let py = events.py();
-        let mut fields = ID_FIELDS.map(|name| Attr::new(PyString::intern(py, name)));
+        let mut fields: Vec<Attr> = (self.ids.iter())
+            .map(|rule| Attr::new(PyString::intern(py, &rule.name)))
+            .collect();
         let mut ts = Attr::new(PyString::intern(py, "ts"));
         let policy = &self.policy;
-        let max_ts = now_ms.saturating_add(policy.max_future_ms);
+        // Past 64 bits either way, the reference decides (Python's ints do not overflow).
+        let Some(max_ts) = now_ms.checked_add(policy.max_future_ms) else {
+            return Ok(false);
+        };
         for event in events.iter() {
-            for (index, field) in fields.iter_mut().enumerate() {
+            for (rule, field) in self.ids.iter().zip(fields.iter_mut()) {
                 let value = field.get(&event)?;
-                let limit = if index == USER_FIELD {
-                    policy.max_user_id_chars
-                } else {
-                    policy.max_id_chars
-                };
                 // `len()` of a str: code points, as Python's rule counts them.
                 let chars = value.len()?;
-                if chars == 0 || chars > limit || !self.allowed(index, &value) {
+                if chars == 0 || chars > rule.limit || !self.allowed(rule.allowed, &value) {
                     return Ok(false);
                 }
             }
@@ -81,13 +113,13 @@ impl EventChecks {
 }
 
 impl EventChecks {
-    /// Whether the `index`-th id field's `value` is among its allowed names, if the policy
-    /// names them (the action's and the surface's).
-    fn allowed(&self, index: usize, value: &Bound<'_, PyAny>) -> bool {
-        let allowed = match index {
-            ACTION_FIELD => &self.policy.allowed_actions,
-            SURFACE_FIELD => &self.policy.allowed_surfaces,
-            _ => return true,
+    /// Whether an id field's `value` is among its allowed names, if the policy names them
+    /// (the action's and the surface's).
+    fn allowed(&self, which: Option<Allowed>, value: &Bound<'_, PyAny>) -> bool {
+        let allowed = match which {
+            Some(Allowed::Actions) => &self.policy.allowed_actions,
+            Some(Allowed::Surfaces) => &self.policy.allowed_surfaces,
+            None => return true,
         };
         let Some(allowed) = allowed else {
             return true;

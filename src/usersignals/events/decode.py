@@ -54,8 +54,8 @@ REASONS = (
     REASON_UNKNOWN_SURFACE,
 )
 
-#: The text fields :meth:`EventDecoder.check` requires non-empty and within a length (the
-#: block path's checks in the core, crates/usersignals-py/src/event_checks.rs, name the same).
+#: The text fields :meth:`EventDecoder.check` requires non-empty and within a length (and
+#: the block path's checks in the core, which take this list).
 _ID_FIELDS = ("event_id", "user_id", "item_id", "action", "surface")
 _YEAR_2000_MS = 946_684_800_000
 _DAY_MS = 86_400_000
@@ -99,10 +99,15 @@ class EventDecoder:
     """Decodes raw JSON events and validates them against an :class:`EventPolicy`."""
 
     def __init__(self, policy: EventPolicy | None = None) -> None:
-        self.policy = policy or EventPolicy()
+        self._policy = policy or EventPolicy()
         self._decoder = msgspec.json.Decoder(Event)
         # check()'s rules for a whole block at once (the block path), in the core.
-        self._block_checks = EventChecks(self.policy)
+        self._block_checks = EventChecks(self._policy, list(_ID_FIELDS))
+
+    @property
+    def policy(self) -> EventPolicy:
+        """What counts as valid (read-only: the block path's checks hold its rules)."""
+        return self._policy
 
     def decode_one(self, raw: bytes, now_ms: int | None = None) -> Event | BadEvent:
         """Decode one event; return the event, or a :class:`BadEvent` naming what is wrong."""

@@ -324,9 +324,13 @@ def spool_files(directory: Path) -> dict[str, int]:
     return sizes
 
 
+#: What every control record's line holds (its ``"op"`` key): a line without it is an event.
+CONTROL_MARK = b'"op"'
+
+
 def parse_control(line: bytes) -> DeleteUser | None:
     """The control record on ``line``, or ``None`` when it is an event (the common case)."""
-    if b'"op"' not in line:
+    if CONTROL_MARK not in line:
         return None
     try:
         return msgspec.json.decode(line, type=DeleteUser)

@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, StoreError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
@@ -159,13 +159,14 @@ def stored_plan(
     registry: SignalRegistry,
     table: VersionTable | None = None,
     removed: Mapping[str, int] | None = None,
+    stored: set[str] | None = None,
 ) -> Plan:
     """:func:`make_plan` against what ``store`` holds (its version table, removals, backfills
-    and a sample of its records)."""
+    and a sample of its records: ``stored``, when read already)."""
     return make_plan(
         registry,
         load_versions(store) if table is None else table,
-        stored_state_keys(store),
+        stored_state_keys(store) if stored is None else stored,
         load_removed(store) if removed is None else removed,
         load_backfilled(store),
     )
@@ -173,8 +174,19 @@ def stored_plan(
 
 def record_backfill(store: StateStore, registry: SignalRegistry) -> None:
     """Record that a backfill computed ``registry``'s versions, under their definitions now
-    (:data:`~usersignals.state.versions.BACKFILLED_KEY`)."""
-    record_backfilled(store, {signal.key: definition_text(signal) for signal in registry.computed})
+    (:data:`~usersignals.state.versions.BACKFILLED_KEY`). A failure here comes after the
+    states were written: it says so."""
+    try:
+        record_backfilled(
+            store, {signal.key: definition_text(signal) for signal in registry.computed}
+        )
+    except StoreError as exc:
+        raise StoreError(
+            exc.backend,
+            "record",
+            f"the backfill's states are in the store, but its record of them is not ({exc}):"
+            " run the backfill again, or `signals plan` calls them partial history",
+        ) from exc
 
 
 def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
@@ -183,10 +195,13 @@ def apply_plan(store: StateStore, registry: SignalRegistry) -> Plan:
     definition under an existing version or declares a removed version again (the kinds in
     :data:`REFUSED`). Under the store's metadata lock: a cut-over at the same time keeps its
     change, and this its own."""
+    # The records' sample first, outside the lock: it only says what needs a backfill, and
+    # a store's scan takes longer the more users it holds (Redis scans every key).
+    stored = stored_state_keys(store)
     with store.metadata_lock():
         table = load_versions(store)
         removed = load_removed(store)
-        plan = stored_plan(store, registry, table, removed)
+        plan = stored_plan(store, registry, table, removed, stored)
         if plan.refused:
             reasons = "; ".join(f"{change.key}: {change.detail}" for change in plan.refused)
             raise ConfigurationError(

@@ -27,7 +27,7 @@ from usersignals._core import lines_holding
 from usersignals.closing import Closing, SupportsClose, close_all
 from usersignals.events.decode import DecodeResult, EventDecoder
 from usersignals.events.model import BadEvent, Event, Position
-from usersignals.ingest.spool import DeleteUser, parse_control
+from usersignals.ingest.spool import CONTROL_MARK, DeleteUser, parse_control
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.read_ahead import ReadAhead
@@ -115,8 +115,9 @@ def decode_segments(
     segments: list[Segment] = []
     start = 0
     # A deletion names its op; the few lines that do are parsed (most events never are).
+    # The core's scan takes a list; another sequence is copied into one.
     scanned = lines if isinstance(lines, list) else list(lines)
-    for index in lines_holding(scanned, b'"op"'):
+    for index in lines_holding(scanned, CONTROL_MARK):
         control = parse_control(lines[index])
         if control is not None:
             decoded = decoder.decode_block(lines[start:index], positions[start:index])

@@ -21,6 +21,7 @@ from redis.retry import Retry
 
 from usersignals.config import redis_nodes
 from usersignals.errors import StoreError
+from usersignals.state import store as state_store
 from usersignals.state.keys import METADATA_LOCK_KEY
 
 logger = logging.getLogger(__name__)
@@ -32,12 +33,8 @@ _BACKEND_CLUSTER = "redis-cluster"
 _CLUSTER_ERRORS = (redis.RedisError, redis.exceptions.RedisClusterException)
 _CHUNK = 5_000
 _GLOB_SPECIAL = b"*?[]\\"
-#: How long a command waits for the metadata lock another holds, and how long a hold lasts
-#: at most: a command that died holding it (killed, its host gone) keeps the others waiting
-#: this long and no longer. A metadata change holds it for milliseconds.
-METADATA_LOCK_WAIT_S = 30.0
-METADATA_LOCK_EXPIRY_S = 60.0
-#: How often a command waiting for it asks again (redis-py polls; 0.1 s by default).
+#: How often a command waiting for the metadata lock asks again (redis-py polls; 0.1 s by
+#: default).
 _METADATA_LOCK_POLL_S = 0.02
 
 
@@ -58,22 +55,16 @@ def _hold_metadata_lock(client: Any, name: bytes, backend: str) -> Iterator[None
     only when absent, with an expiry, and released only by its holder (a script)."""
     lock = client.lock(
         name,
-        timeout=METADATA_LOCK_EXPIRY_S,
+        timeout=state_store.METADATA_LOCK_EXPIRY_S,
         sleep=_METADATA_LOCK_POLL_S,
-        blocking_timeout=METADATA_LOCK_WAIT_S,
+        blocking_timeout=state_store.METADATA_LOCK_WAIT_S,
     )
     try:
         acquired = lock.acquire()
     except _CLUSTER_ERRORS as exc:
         raise StoreError(backend, "lock", str(exc)) from exc
     if not acquired:
-        raise StoreError(
-            backend,
-            "lock",
-            f"another command has held the store's metadata lock ({name.decode()}) for over "
-            f"{METADATA_LOCK_WAIT_S:g} s; a command that died holding it holds it "
-            f"{METADATA_LOCK_EXPIRY_S:g} s at most: try again",
-        )
+        raise state_store.lock_wait_failed(backend, name.decode())
     try:
         yield
     finally:

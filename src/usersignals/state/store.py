@@ -10,10 +10,21 @@ read to their write.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from typing import ClassVar, Protocol, runtime_checkable
+
+from usersignals.errors import StoreError
+
+#: How long a hold of a shared store's metadata lock lasts at most (a Redis key's expiry): a
+#: command that died holding it (killed, its host gone) keeps the others waiting this long.
+METADATA_LOCK_EXPIRY_S = 60.0
+#: How long a command waits for the lock before it fails, changing nothing: longer than a
+#: dead holder's hold, so only other commands taking it again and again for this long make
+#: it fail. A metadata change holds it for a few reads and a write.
+METADATA_LOCK_WAIT_S = 90.0
 
 
 @runtime_checkable
@@ -51,12 +62,31 @@ class StateStore(KeyValueTable, Protocol):
     def close(self) -> None: ...
 
 
+def lock_wait_failed(backend: str, lock: str) -> StoreError:
+    """The error of a command that waited :data:`METADATA_LOCK_WAIT_S` for the lock."""
+    return StoreError(
+        backend,
+        "lock",
+        f"other commands have held the store's metadata lock ({lock}) for over "
+        f"{METADATA_LOCK_WAIT_S:g} s (a command that died holding it holds it "
+        f"{METADATA_LOCK_EXPIRY_S:g} s at most): try again",
+    )
+
+
 class ThreadMetadataLock:
     """``metadata_lock`` of a store that one process writes (RocksDB's lock file keeps out
     every other writer process; a dict lives in its process): a lock among this process's
-    threads. One for all such stores: metadata changes are rare and take milliseconds."""
+    threads, waited for as long as a shared store's. One for all such stores: metadata
+    changes are rare and short."""
 
+    backend: str
     _metadata_lock: ClassVar[threading.Lock] = threading.Lock()
 
-    def metadata_lock(self) -> AbstractContextManager[object]:
-        return self._metadata_lock
+    @contextlib.contextmanager
+    def metadata_lock(self) -> Iterator[None]:
+        if not self._metadata_lock.acquire(timeout=METADATA_LOCK_WAIT_S):
+            raise lock_wait_failed(self.backend, "a lock of this process")
+        try:
+            yield
+        finally:
+            self._metadata_lock.release()
