@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from lock_holder import metadata_lock_held
 from usersignals import RocksStore, StateStore
 from usersignals.errors import StoreError
 from usersignals.state import store as state_store
@@ -133,25 +134,12 @@ def test_a_command_that_cannot_get_the_metadata_lock_fails_naming_it(
     store: StateStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.2)
-    holding, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.metadata_lock():
-            holding.set()
-            done.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert holding.wait(10)
-        with (
-            pytest.raises(StoreError, match=r"metadata lock .* for over 0\.2 s"),
-            store.metadata_lock(),
-        ):
-            pass
-    finally:
-        done.set()
-        thread.join()
+    with (
+        metadata_lock_held(store),
+        pytest.raises(StoreError, match=r"metadata lock .* for over 0\.2 s"),
+        store.metadata_lock(),
+    ):
+        pass
 
 
 def test_a_reader_in_another_process_sees_new_writes_quickly(tmp_path: Path) -> None:

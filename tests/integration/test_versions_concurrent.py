@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from lock_holder import metadata_lock_held
 from usersignals import SignalRegistry
 from usersignals.errors import StoreError
 from usersignals.offline.plan import apply_plan
@@ -131,23 +132,12 @@ def test_a_cut_over_that_cannot_get_the_lock_fails_and_changes_nothing(
     monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.2)
     holder, store = open_store(), open_store()
     signals = registry(tmp_path)
-    held, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with holder.metadata_lock():
-            held.set()
-            done.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
     try:
-        assert held.wait(10)
-        with pytest.raises(StoreError, match=r"metadata lock .* for over 0\.2 s"):
-            cut_over(store, signals, signals.get("s0@2"), grace_ms=HOUR_MS)
-        assert load_versions(store).served == {}
+        with metadata_lock_held(holder):
+            with pytest.raises(StoreError, match=r"metadata lock .* for over 0\.2 s"):
+                cut_over(store, signals, signals.get("s0@2"), grace_ms=HOUR_MS)
+            assert load_versions(store).served == {}
     finally:
-        done.set()
-        thread.join()
         holder.close()
         store.close()
 

@@ -4,12 +4,12 @@ or computing on top of it again would answer from some users' history and not ot
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
+from lock_holder import metadata_lock_held
 from usersignals import Count, Signal, SignalRegistry, days
 from usersignals.app import build_processor
 from usersignals.assembly import open_store
@@ -275,19 +275,8 @@ def test_a_backfill_record_that_cannot_get_the_lock_says_its_states_are_in(
     backfill changed nothing."""
     monkeypatch.setattr(state_store, "METADATA_LOCK_WAIT_S", 0.1)
     store = MemoryStore()
-    held, done = threading.Event(), threading.Event()
-
-    def hold() -> None:
-        with store.metadata_lock():
-            held.set()
-            done.wait(10)
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    try:
-        assert held.wait(10)
-        with pytest.raises(StoreError, match="states are in the store, but its record"):
-            record_backfill(store, SignalRegistry([clicks(1)]))
-    finally:
-        done.set()
-        thread.join()
+    with (
+        metadata_lock_held(store),
+        pytest.raises(StoreError, match="states are in the store, but its record"),
+    ):
+        record_backfill(store, SignalRegistry([clicks(1)]))
