@@ -544,11 +544,7 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
             .collect::<Result<Vec<i128>, CoreError>>()?;
         state.buckets.push(Cells { bucket, keys, sums });
     }
-    if !r.is_done() {
-        return Err(CoreError::Codec(
-            "trailing bytes after DecayedScores state".into(),
-        ));
-    }
+    r.expect_done("DecayedScores state")?;
     Ok(state)
 }
 

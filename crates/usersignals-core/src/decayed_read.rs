@@ -56,11 +56,7 @@ impl DecayedSpec {
             range: counted.as_ref().ok().copied(),
         };
         let (scores, last_top) = buckets.sum(&mut r)?;
-        if !r.is_done() {
-            return Err(CoreError::Codec(
-                "trailing bytes after DecayedScores state".into(),
-            ));
-        }
+        r.expect_done("DecayedScores state")?;
         if let Err(refusal) = counted.and_then(|_| DecayBuckets::check_last_top(last_top, view)) {
             return Ok(Err(refusal));
         }

@@ -271,11 +271,7 @@ pub fn decode(data: &[u8], spec: &DistinctSpec) -> Result<DistinctState, CoreErr
         }
         buckets.insert(bucket, packed);
     }
-    if !r.is_done() {
-        return Err(CoreError::Codec(
-            "trailing bytes after Distinct state".into(),
-        ));
-    }
+    r.expect_done("Distinct state")?;
     Ok(DistinctState { newest, buckets })
 }
 

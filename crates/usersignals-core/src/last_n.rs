@@ -556,9 +556,7 @@ pub fn decode(data: &[u8], columns: usize) -> Result<Vec<Entry>, CoreError> {
     let columns = (0..columns)
         .map(|_| decode_column(&mut r, count))
         .collect::<Result<Vec<_>, _>>()?;
-    if !r.is_done() {
-        return Err(CoreError::Codec("trailing bytes after LastN state".into()));
-    }
+    r.expect_done("LastN state")?;
     // Column by column as stored, then entry by entry: each value moves, none is copied.
     let mut columns: Vec<_> = columns.into_iter().map(Vec::into_iter).collect();
     let entries = times

@@ -421,11 +421,7 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
         }
         state.buckets.insert(bucket, sums);
     }
-    if !r.is_done() {
-        return Err(CoreError::Codec(
-            "trailing bytes after MeanVector state".into(),
-        ));
-    }
+    r.expect_done("MeanVector state")?;
     Ok(state)
 }
 

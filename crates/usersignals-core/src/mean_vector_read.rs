@@ -42,11 +42,7 @@ impl MeanVectorSpec {
         let mut totals = vec![0.0f64; self.dim + 1];
         let range = counted.as_ref().ok().copied();
         let last_top = self.sum(&mut r, count, &decay, view, range, &mut totals)?;
-        if !r.is_done() {
-            return Err(CoreError::Codec(
-                "trailing bytes after MeanVector state".into(),
-            ));
-        }
+        r.expect_done("MeanVector state")?;
         if let Err(refusal) = counted.and_then(|_| DecayBuckets::check_last_top(last_top, view)) {
             return Ok(Err(refusal));
         }

@@ -184,9 +184,7 @@ pub fn decode(data: &[u8]) -> Result<SeenState, CoreError> {
             .map_err(|e| CoreError::Codec(format!("group is not UTF-8: {e}")))?;
         times.insert(group.to_owned(), newest.wrapping_sub(r.i64()?));
     }
-    if !r.is_done() {
-        return Err(CoreError::Codec("trailing bytes after seen state".into()));
-    }
+    r.expect_done("seen state")?;
     Ok(SeenState { newest, times })
 }
 

@@ -416,9 +416,7 @@ impl TileSpec {
         let values = (0..self.by.len())
             .map(|_| Value::decode(&mut r))
             .collect::<Result<Vec<_>, _>>()?;
-        if !r.is_done() {
-            return Err(CoreError::Codec("trailing bytes after a group".into()));
-        }
+        r.expect_done("a group")?;
         Ok(values)
     }
 }

@@ -205,6 +205,14 @@ impl<'a> Reader<'a> {
         self.pos == self.data.len()
     }
 
+    /// The end of a state: no bytes after it; `what` names the state in the error.
+    pub fn expect_done(&self, what: &str) -> Result<(), CoreError> {
+        if !self.is_done() {
+            return Err(CoreError::Codec(format!("trailing bytes after {what}")));
+        }
+        Ok(())
+    }
+
     /// A state's leading format version byte, which must be `expected`; `what` names the
     /// state in the error.
     pub fn expect_version(&mut self, what: &str, expected: u8) -> Result<(), CoreError> {

@@ -183,9 +183,7 @@ impl<'a> Stored<'a> {
         let columns = (0..columns)
             .map(|_| parse_column(&mut r, count))
             .collect::<Result<Vec<_>, _>>()?;
-        if !r.is_done() {
-            return Err(CoreError::Codec("trailing bytes after LastN state".into()));
-        }
+        r.expect_done("LastN state")?;
         Ok(Stored {
             times,
             ties,

@@ -97,9 +97,7 @@ impl<'a> LastNView<'a> {
         let columns = (0..columns)
             .map(|_| Self::column(&mut r, count))
             .collect::<Result<Vec<_>, _>>()?;
-        if !r.is_done() {
-            return Err(CoreError::Codec("trailing bytes after LastN state".into()));
-        }
+        r.expect_done("LastN state")?;
         Ok(LastNView { ts, columns })
     }
 

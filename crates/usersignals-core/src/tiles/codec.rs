@@ -166,9 +166,7 @@ fn parse(spec: &TileSpec, data: &[u8]) -> Result<Parsed, CoreError> {
     };
     let cells = read_entries(floor(newest, finest), finest)?;
     let exact = read_entries(newest, 1)?;
-    if !r.is_done() {
-        return Err(CoreError::Codec("trailing bytes after tiles state".into()));
-    }
+    r.expect_done("tiles state")?;
     Ok(Parsed {
         newest,
         exact_from,

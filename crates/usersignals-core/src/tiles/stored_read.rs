@@ -67,9 +67,7 @@ impl TileSpec {
         let exact = read_entries(&mut r, (newest, 1), &mut groups, |ts, g| {
             state.count_exact(ts, g)
         })?;
-        if !r.is_done() {
-            return Err(CoreError::Codec("trailing bytes after tiles state".into()));
-        }
+        r.expect_done("tiles state")?;
         let (_, end) = match state.span {
             Ok(span) => span,
             Err(refusal) => return Ok(Err(refusal)),
