@@ -47,7 +47,7 @@ import heapq
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import msgspec
 
@@ -82,6 +82,7 @@ MAX_EXACT_ENTRIES = 1_000_000
 MAX_SUM_SCALED = 2**53
 
 Exact = dict[tuple[int, Group], int]  # (event time, group) -> value
+_Key = TypeVar("_Key")
 
 
 class TileState(msgspec.Struct, gc=False):
@@ -224,6 +225,18 @@ class Sum(Count):
         )
 
 
+def _add(table: dict[_Key, int], key: _Key, value: int) -> None:
+    """``value`` added to ``table[key]`` (0 when absent), wrapped as stored values are."""
+    table[key] = wrapped(table.get(key, 0) + value)
+
+
+def _into_tile(cells: Cells, bucket: int | None, group: Group, value: int) -> None:
+    """An exact entry's ``value`` added to its tile's cell; nothing when its time is past
+    the retention (``bucket`` ``None``)."""
+    if bucket is not None:
+        _add(cells, (bucket, group), value)
+
+
 class TileRuntime(AggregationRuntime[TileState]):
     def __init__(
         self,
@@ -273,9 +286,7 @@ class TileRuntime(AggregationRuntime[TileState]):
             if ts >= exact_from:
                 exact[ts, group] = value
                 continue
-            bucket = bucketer.bucket(ts)  # before the boundary now: into its tile
-            if bucket is not None:
-                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
+            _into_tile(cells, bucketer.bucket(ts), group, value)  # before the boundary now
         return cells, exact
 
     def apply(self, state: TileState | None, rows: Sequence[Row]) -> ApplyOut[TileState]:
@@ -293,13 +304,13 @@ class TileRuntime(AggregationRuntime[TileState]):
             group = (single(row),) if single is not None else tuple([get(row) for get in getters])
             if ts >= exact_from:
                 if value is not None:
-                    exact[ts, group] = wrapped(exact.get((ts, group), 0) + value)
+                    _add(exact, (ts, group), value)
                 continue
             bucket = bucket_of(ts)
             if bucket is None:
                 expired += 1
             elif value is not None:
-                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
+                _add(cells, (bucket, group), value)
         exact_from = self._trim(cells, exact, newest, exact_from)
         return ApplyOut(TileState(newest, cells, exact, exact_from), expired)
 
@@ -314,10 +325,7 @@ class TileRuntime(AggregationRuntime[TileState]):
         exact_from = times[-1] + 1  # the first entry past the cap, and its time's others
         bucket_of = self._bucketers.get(newest).bucket
         for ts, group in [entry for entry in exact if entry[0] < exact_from]:
-            value = exact.pop((ts, group))
-            bucket = bucket_of(ts)
-            if bucket is not None:
-                cells[bucket, group] = wrapped(cells.get((bucket, group), 0) + value)
+            _into_tile(cells, bucket_of(ts), group, exact.pop((ts, group)))
         return exact_from
 
     def merge(self, a: TileState, b: TileState) -> TileState:
@@ -326,9 +334,9 @@ class TileRuntime(AggregationRuntime[TileState]):
         cells, exact = self._settle(a, newest, exact_from)
         other_cells, other_exact = self._settle(b, newest, exact_from)
         for key, value in other_cells.items():
-            cells[key] = wrapped(cells.get(key, 0) + value)
+            _add(cells, key, value)
         for entry, value in other_exact.items():
-            exact[entry] = wrapped(exact.get(entry, 0) + value)
+            _add(exact, entry, value)
         exact_from = self._trim(cells, exact, newest, exact_from)
         return TileState(newest, cells, exact, exact_from)
 
