@@ -225,12 +225,20 @@ def label_rows(
     string column's buffers: (labels + 1 native-endian int64 offsets, the texts one after
     another, lent without a copy); None when a label is for the object path to read."""
 
-def take_texts(chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer) -> tuple[bytes, TextBuffer]:
-    """A text column's chunks (each a ``large_string`` array's buffers: exactly its
-    ``len + 1`` int64 offsets, and its texts) read as one column, gathered in the order of
-    ``order`` (an int64 buffer of indices into that column): the new offsets and texts, as
-    ``label_rows`` returns a column. Raises ``CoreError`` on an index out of range or
-    offsets that do not fit the texts."""
+class TextGather:
+    """Gathers text columns into a new order, one column of a row group a call, into the
+    memory of the ``TextBuffer`` objects it made before that nothing refers to any more
+    (``keep`` of them at most: a row group's columns); freed with the last of it."""
+
+    def __init__(self, keep: int) -> None: ...
+    def take(
+        self, chunks: Sequence[tuple[Buffer, Buffer]], order: Buffer
+    ) -> tuple[bytes, TextBuffer]:
+        """A text column's chunks (each a ``large_string`` array's buffers: exactly its
+        ``len + 1`` int64 offsets, and its texts) read as one column, gathered in the order
+        of ``order`` (an int64 buffer of indices into that column): the new offsets and
+        texts, as ``label_rows`` returns a column. Raises ``CoreError`` on an index out of
+        range or offsets that do not fit the texts."""
 
 class TextBuffer(Buffer):
     """Read-only bytes lent through the buffer protocol (``memoryview``, ``pyarrow.py_buffer``;

@@ -17,6 +17,7 @@ mod reads;
 mod record_cache;
 mod routing;
 mod session;
+mod text_buffers;
 mod tiles_seen;
 mod training;
 mod values;
@@ -668,7 +669,8 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<packed::PackedFields>()?;
     m.add_function(wrap_pyfunction!(packed::packed_records, m)?)?;
     m.add_class::<record_cache::RecordCache>()?;
-    m.add_class::<training::TextBuffer>()?;
+    m.add_class::<text_buffers::TextBuffer>()?;
+    m.add_class::<text_buffers::TextGather>()?;
     m.add_class::<routing::ShareRouter>()?;
     m.add_function(wrap_pyfunction!(routing::count_users, m)?)?;
     m.add_function(wrap_pyfunction!(session::replace_progress, m)?)?;
@@ -677,7 +679,6 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(training::label_rows, m)?)?;
     m.add_function(wrap_pyfunction!(label_plan::plan_labels, m)?)?;
     m.add_class::<label_plan::PlannedLabels>()?;
-    m.add_function(wrap_pyfunction!(training::take_texts, m)?)?;
     m.add_function(wrap_pyfunction!(values::check_records, m)?)?;
     m.add_class::<event_checks::EventChecks>()?;
     m.add_function(wrap_pyfunction!(line_scan::lines_holding, m)?)?;
