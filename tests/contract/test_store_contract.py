@@ -5,6 +5,7 @@ Backends are listed in the ``store`` fixture; each test gets a fresh, empty stor
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
@@ -82,10 +83,13 @@ def test_tables_are_separate_namespaces(store: StateStore) -> None:
 
 
 def test_large_batches_round_trip(store: StateStore) -> None:
+    """A read of many keys, out of order and absent ones among them (a store may read them
+    in several calls), answers each in its place."""
     puts = {f"u:{i:06d}".encode(): f"{i}".encode() * 10 for i in range(20_000)}
     store.write(puts)
-    keys = list(puts)
-    assert store.get_many(keys) == [puts[key] for key in keys]
+    keys = [*puts, *(f"u:absent{i}".encode() for i in range(3_000))]
+    random.Random(5).shuffle(keys)
+    assert store.get_many(keys) == [puts.get(key) for key in keys]
 
 
 READER = textwrap.dedent(
