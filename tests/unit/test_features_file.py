@@ -7,6 +7,7 @@ import itertools
 import subprocess
 import sys
 from array import array
+from collections.abc import Iterator
 from pathlib import Path
 
 import pyarrow as pa
@@ -17,6 +18,7 @@ from hypothesis import strategies as st
 
 from usersignals.offline.features_file import (
     _as_string,
+    _RowCursor,
     in_row_order,
     read_parts,
     value_batch,
@@ -221,3 +223,22 @@ def test_text_columns_come_back_from_their_file_as_written(
     path = tmp_path_factory.mktemp("values") / "values-1"
     write_text_columns(TextColumns(rows, written), path)
     assert read_text_columns(path).equals(TextColumns(rows, written).table())
+
+
+def test_a_row_group_is_assembled_without_reading_the_next_batch() -> None:
+    """A group whose rows end where a batch does takes nothing more from the stream: the next
+    batch is gathered only when the group after needs it (so that it can be written into the
+    memory of the group written before, see ``_sorted_batches``)."""
+    batches = split(values_of(list(range(6))), [3])
+    pulled: list[int] = []
+
+    def stream() -> Iterator[pa.RecordBatch]:
+        for index, batch in enumerate(batches):
+            pulled.append(index)
+            yield batch
+
+    cursor = _RowCursor(stream())
+    assert cursor.aligned(0, 3, len(NAMES))[0].to_pylist() == ["0:0", "0:1", "0:2"]
+    assert pulled == [0]
+    assert cursor.aligned(3, 3, len(NAMES))[1].to_pylist() == ["1:3", "1:4", "1:5"]
+    assert pulled == [0, 1]

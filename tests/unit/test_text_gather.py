@@ -14,15 +14,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from usersignals._core import CoreError, TextGather
-from usersignals.offline.features_file import _RowCursor, value_batch
+
+
+def offsets_of(texts: list[bytes], first: int = 0) -> bytes:
+    """The int64 offsets of ``texts`` laid end to end from ``first``."""
+    offsets = array("q", [first])
+    for text in texts:
+        offsets.append(offsets[-1] + len(text))
+    return offsets.tobytes()
 
 
 def chunk(texts: list[bytes], first: int = 0) -> tuple[pa.Buffer, pa.Buffer]:
     """A ``large_string`` array's buffers for ``texts``, its offsets starting at ``first``."""
-    offsets = array("q", [first])
-    for text in texts:
-        offsets.append(offsets[-1] + len(text))
-    return pa.py_buffer(offsets.tobytes()), pa.py_buffer(b"#" * first + b"".join(texts))
+    data = b"#" * first + b"".join(texts)
+    return pa.py_buffer(offsets_of(texts, first)), pa.py_buffer(data)
 
 
 def texts_of(offsets: bytes, data: object) -> list[bytes]:
@@ -33,13 +38,6 @@ def texts_of(offsets: bytes, data: object) -> list[bytes]:
 
 def address(data: object) -> int:
     return int(np.frombuffer(data, np.uint8).__array_interface__["data"][0])  # type: ignore[call-overload]
-
-
-def offsets_for(texts: list[bytes]) -> bytes:
-    offsets = array("q", [0])
-    for text in texts:
-        offsets.append(offsets[-1] + len(text))
-    return offsets.tobytes()
 
 
 def order_of(indices: list[int]) -> memoryview:
@@ -76,7 +74,7 @@ def test_each_take_gives_the_texts_asked_for_and_leaves_held_ones_as_they_were(
             held.append((pa.py_buffer(data), expected))  # only Arrow's view keeps it
         del data
         for view, texts in held:
-            assert texts_of(offsets_for(texts), view) == texts
+            assert texts_of(offsets_of(texts), view) == texts
 
 
 def test_memory_is_lent_again_only_when_nothing_refers_to_it() -> None:
@@ -86,17 +84,32 @@ def test_memory_is_lent_again_only_when_nothing_refers_to_it() -> None:
     where = address(first)
     view = pa.py_buffer(first)
     del first
-    _, second = gather.take(chunks, order_of([1, 0]))
+    _, second = gather.take(chunks, order_of([0, 1]))
     assert address(second) != where  # Arrow's buffer still holds the first
     assert view.to_pybytes() == b"defgabc"
-    del view, second
+    assert bytes(memoryview(second)) == b"abcdefg"
+    del view  # the first's last reference: its memory is kept (the second's is then freed)
+    del second
     _, third = gather.take(chunks, order_of([2, 1]))
+    assert address(third) == where  # let go of, and large enough: lent again
     assert bytes(memoryview(third)) == b"hidefg"
-    again = address(third)
-    del third
-    _, fourth = gather.take(chunks, order_of([0]))
-    assert address(fourth) == again  # let go of, and large enough: lent again
-    assert bytes(memoryview(fourth)) == b"abc"
+
+
+def test_larger_memory_let_go_of_takes_the_place_of_smaller() -> None:
+    """A gather keeping one vector keeps the larger of two let go of: with texts growing
+    from one row group to the next, the next large group finds its memory."""
+    small, large = [chunk([b"x"])], [chunk([b"y" * 100_000])]
+    gather, other = TextGather(1), TextGather(1)
+    _, tiny = gather.take(small, order_of([0]))
+    del tiny  # kept: the only one
+    _, big = gather.take(large, order_of([0]))
+    where = address(big)
+    del big  # kept in place of the small one
+    # Another gather's texts of that size, held: memory freed above would be lent to it.
+    _, elsewhere = other.take(large, order_of([0]))
+    _, again = gather.take(large, order_of([0]))
+    assert address(again) == where
+    assert bytes(memoryview(again)) == bytes(memoryview(elsewhere)) == b"y" * 100_000
 
 
 def test_a_bad_order_or_bad_offsets_raise() -> None:
@@ -108,34 +121,15 @@ def test_a_bad_order_or_bad_offsets_raise() -> None:
         gather.take([(offsets, pa.py_buffer(b"abc"))], order_of([0]))
 
 
-def test_a_writable_buffer_is_read_as_it_is() -> None:
-    """Buffers Python may write to (``bytearray``) are read with the GIL held: the same
-    answer."""
+def test_any_buffer_is_read_as_it_is() -> None:
+    """Writable buffers (``bytearray``) and unaligned offsets (copied, not borrowed) give the
+    same texts."""
     offsets, data = chunk([b"xy", b"z"])
+    unaligned = memoryview(b"\0" + offsets.to_pybytes())[1:]
     _, texts = TextGather(1).take(
         [(bytearray(offsets.to_pybytes()), bytearray(data.to_pybytes()))],
         bytearray(array("q", [1, 0]).tobytes()),
     )
     assert bytes(memoryview(texts)) == b"zxy"
-
-
-def test_a_row_group_is_assembled_without_reading_the_next_batch() -> None:
-    """A group whose rows end where a batch does takes nothing more from the stream: the next
-    batch is gathered only when the group after needs it (so it can reuse the memory of the
-    group written before it)."""
-    rows = list(range(6))
-    batches = [value_batch([(row, [str(row).encode()]) for row in rows[:3]], 1),
-               value_batch([(row, [str(row).encode()]) for row in rows[3:]], 1)]  # fmt: skip
-    pulled: list[int] = []
-
-    def stream():  # type: ignore[no-untyped-def]
-        for index, batch in enumerate(batches):
-            pulled.append(index)
-            yield batch
-
-    cursor = _RowCursor(stream())
-    first = cursor.aligned(0, 3, 1)
-    assert pulled == [0]
-    assert first[0].to_pylist() == ["0", "1", "2"]
-    assert cursor.aligned(3, 3, 1)[0].to_pylist() == ["3", "4", "5"]
-    assert pulled == [0, 1]
+    _, texts = TextGather(1).take([(unaligned, data)], order_of([0, 1]))
+    assert bytes(memoryview(texts)) == b"xyz"

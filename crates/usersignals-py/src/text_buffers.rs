@@ -2,8 +2,9 @@
 //! by Arrow without a copy), and their gathering into the label file's row order
 //! (`TextGather`, `usersignals.offline.features_file`), in memory that a `TextGather` lends
 //! again once Python is done with it: a row group's texts (about 240 MB of `LastN` answers
-//! at 16,384 labels) written into new memory were mostly page faults, the system mapping
-//! and zeroing every page first. See `usersignals_core::text_column`.
+//! at 16,384 labels of the reference workload) written into new memory were mostly page
+//! faults, the system mapping and zeroing every page first. See
+//! `usersignals_core::text_column`.
 
 use std::borrow::Cow;
 use std::os::raw::{c_int, c_void};
@@ -77,7 +78,7 @@ impl TextBuffer {
 }
 
 /// The text vectors of a `TextGather`'s buffers that Python let go of, kept to be written
-/// again: at most `keep` of them (a row group's columns), the rest freed.
+/// again: at most `keep` of them (a row group's columns), the largest when there are more.
 struct Spares {
     vectors: Mutex<Vec<Vec<u8>>>,
     keep: usize,
@@ -87,21 +88,34 @@ impl Spares {
     /// A vector for `size` bytes: the smallest kept one with room for them, else a new one
     /// (a kept one too small is not grown: that would copy its old bytes for nothing).
     fn room(&self, size: usize) -> Vec<u8> {
-        let mut vectors = self.vectors.lock().unwrap_or_else(PoisonError::into_inner);
-        let fitting = (vectors.iter().enumerate())
-            .filter(|(_, vector)| vector.capacity() >= size)
-            .min_by_key(|(_, vector)| vector.capacity())
-            .map(|(at, _)| at);
-        match fitting {
-            Some(at) => vectors.swap_remove(at),
-            None => Vec::with_capacity(size),
+        if size == 0 {
+            return Vec::new(); // an empty column keeps no one's memory from the next
         }
+        let kept = {
+            let mut vectors = self.vectors.lock().unwrap_or_else(PoisonError::into_inner);
+            let fitting = (vectors.iter().enumerate())
+                .filter(|(_, vector)| vector.capacity() >= size)
+                .min_by_key(|(_, vector)| vector.capacity())
+                .map(|(at, _)| at);
+            fitting.map(|at| vectors.swap_remove(at))
+        };
+        kept.unwrap_or_else(|| Vec::with_capacity(size))
     }
 
+    /// Keeps `vector` when there is room, or in place of a smaller one: as the groups'
+    /// texts grow, the larger memory is what the next ones fit in.
     fn take_back(&self, vector: Vec<u8>) {
+        if vector.capacity() == 0 {
+            return;
+        }
         let mut vectors = self.vectors.lock().unwrap_or_else(PoisonError::into_inner);
-        if vector.capacity() > 0 && vectors.len() < self.keep {
+        if vectors.len() < self.keep {
             vectors.push(vector);
+            return;
+        }
+        let smallest = (vectors.iter_mut()).min_by_key(|kept| kept.capacity());
+        if let Some(smallest) = smallest.filter(|kept| kept.capacity() < vector.capacity()) {
+            *smallest = vector; // the smaller one is freed here
         }
     }
 }
@@ -131,8 +145,8 @@ impl TextGather {
     /// `order` (an int64 buffer of indices into the chunks read as one column) gives: the
     /// new offsets (from 0) and the texts, as `label_rows` returns a column. Only the
     /// picked texts' offsets are read and checked, so a call costs what it gathers. The
-    /// GIL is let go of while the texts are copied when every buffer is read-only (Arrow's
-    /// and `bytes` are): the writer of the row group before runs meanwhile.
+    /// GIL stays held: a buffer may be written to by Python (a read-only view says nothing
+    /// of the memory under it), and without page faults the copy is short.
     fn take<'py>(
         &self,
         py: Python<'py>,
@@ -145,7 +159,6 @@ impl TextGather {
             exports.push(PyUntypedBuffer::get(data)?);
         }
         exports.push(PyUntypedBuffer::get(&order)?);
-        let read_only = exports.iter().all(PyUntypedBuffer::readonly);
         let bytes = (exports.iter())
             .map(|export| buffer_bytes(export, py))
             .collect::<PyResult<Vec<_>>>()?;
@@ -157,15 +170,8 @@ impl TextGather {
             .map(|(offsets, data)| TextChunk { offsets, data })
             .collect();
         let order = int64s(order)?;
-        let spares = &self.spares;
-        let gather = || gather_with(&texts, &order, |size| spares.room(size));
-        // SAFETY of the slices without the GIL: see `buffer_bytes`; read-only buffers
-        // change under no one.
-        let (offsets, data) = match read_only {
-            true => py.detach(gather),
-            false => gather(),
-        }
-        .map_err(raise)?;
+        let (offsets, data) =
+            gather_with(&texts, &order, |size| self.spares.room(size)).map_err(raise)?;
         let buffer = TextBuffer {
             data,
             lender: Some(Arc::clone(&self.spares)),
@@ -185,7 +191,7 @@ pub fn offsets_bytes<'py>(py: Python<'py>, offsets: &[i64]) -> PyResult<Bound<'p
 }
 
 /// A buffer's bytes (any object with the buffer protocol, a `pyarrow.Buffer` say), while
-/// `buffer` holds the export.
+/// `buffer` holds the export and the caller holds the GIL.
 fn buffer_bytes<'b>(buffer: &'b PyUntypedBuffer, _gil: Python<'_>) -> PyResult<&'b [u8]> {
     if !buffer.is_c_contiguous() {
         return Err(crate::CoreError::new_err("a buffer that is not contiguous"));
@@ -195,8 +201,8 @@ fn buffer_bytes<'b>(buffer: &'b PyUntypedBuffer, _gil: Python<'_>) -> PyResult<&
     }
     // SAFETY: a contiguous buffer's `len_bytes` bytes start at `buf_ptr` and stay there
     // while the export is held. A writable buffer could change under the slice only
-    // through code that runs while this thread holds the GIL, and none does: `take` keeps
-    // the GIL unless every buffer is read-only.
+    // through code that runs while this thread holds the GIL, and none does: `take` never
+    // lets the GIL go.
     Ok(unsafe { std::slice::from_raw_parts(buffer.buf_ptr() as *const u8, buffer.len_bytes()) })
 }
 
