@@ -21,7 +21,7 @@ from rich.text import Text
 # typer (pinned) carries its own copy of click, whose exceptions its commands raise.
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
-from usersignals.aggregations.context import ReadContext
+from usersignals.aggregations.context import ReadContext, parse_time_option
 from usersignals.app import build_processor, open_store_reader
 from usersignals.config import Settings
 from usersignals.errors import UserSignalsError
@@ -94,8 +94,11 @@ def generate(
     events: Annotated[int, typer.Option(min=0, help="Number of events.")] = 1_000_000,
     seed: SeedOption = 7,
     end: Annotated[
-        int | None,
-        typer.Option(help="Event time of the end, ms since the epoch [default: now]."),
+        str | None,
+        typer.Option(
+            help="Event time of the end: ISO 8601 with a zone, or ms since the epoch "
+            "[default: now]."
+        ),
     ] = None,
 ) -> None:
     """Write the seeded reference workload: events.jsonl and items.jsonl."""
@@ -104,7 +107,7 @@ def generate(
     from usersignals.demo import workload_spec
     from usersignals.ingest.synthetic import write_workload
 
-    spec = workload_spec(events, seed, end)
+    spec = workload_spec(events, seed, None if end is None else parse_time_option("end", end))
     with _progress() as progress:
         task = progress.add_task("generate", total=events)
         files = write_workload(spec, out_dir, progress=lambda n: progress.update(task, completed=n))

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -245,6 +246,20 @@ def test_generate_is_deterministic(workload: Workload, tmp_path: Path) -> None:
     ok(run("generate", "--events", EVENTS, "--out", tmp_path, "--end", END_MS, cwd=tmp_path))
     assert (tmp_path / "events.jsonl").read_bytes() == workload.events_path.read_bytes()
     assert (tmp_path / "items.jsonl").read_bytes() == workload.items_path.read_bytes()
+
+
+def test_generate_takes_its_end_as_iso_8601_too(workload: Workload, tmp_path: Path) -> None:
+    """As every other time option: ``--end`` in ISO 8601 with a zone is the same time in ms;
+    a time it cannot read exits 2 naming the option."""
+    end = datetime.fromtimestamp(int(END_MS) / 1000, tz=UTC).isoformat(timespec="milliseconds")
+    ok(run("generate", "--events", EVENTS, "--out", tmp_path, "--end", end, cwd=tmp_path))
+    assert (tmp_path / "events.jsonl").read_bytes() == workload.events_path.read_bytes()
+    done = run("generate", "--events", EVENTS, "--out", tmp_path, "--end", "tomorrow", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "error: end: 'tomorrow' is not a time; use milliseconds since the epoch or ISO 8601 "
+        "with a zone, e.g. 2026-11-25T10:00:00Z"
+    ]
 
 
 def test_tables_load_reports_every_item(replayed: Replayed) -> None:

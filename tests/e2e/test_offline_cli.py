@@ -41,13 +41,16 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
 
 def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
     commands = readme_commands()
-    assert [c[1] for c in commands] == ["generate", "tables", "backfill", "get", "training-set"]
+    names = [c[1] if Path(c[0]).name == "usersignals" else c[0] for c in commands]
+    assert names == [
+        "generate", "tables", "backfill", "get", str(BIN / "python"), "training-set"
+    ]  # fmt: skip
     run(commands[0], tmp_path)
     run(commands[1], tmp_path)
     backfilled = run(commands[2], tmp_path)
     events = [
         msgspec.json.decode(line)
-        for line in (tmp_path / "history/events.jsonl").read_bytes().splitlines()
+        for line in (tmp_path / "data/history/events.jsonl").read_bytes().splitlines()
     ]
     taken = sum(1 for event in events if event["ts"] <= UNTIL_MS)
     assert f"backfilled {taken:,} events" in backfilled.stderr
@@ -62,6 +65,11 @@ def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
     assert counts["newest_event_ms"] == max(e["ts"] for e in mine if e["ts"] <= UNTIL_MS)
     assert len(week) * 0.8 <= counts["value"]["total"] <= len(week) + 0.2 * len(week) + 1
 
+    run(commands[4], tmp_path)  # the README's labels, as a reader writes them first
+    readme_labels = pq.read_table(tmp_path / "data/labels.parquet")
+    assert readme_labels.column_names == ["user_id", "ts", "clicked"]
+    assert set(readme_labels.column("ts").to_pylist()) == {UNTIL_MS}
+    # Then labels of this smaller workload's busiest user, in their place.
     labels = [(user, UNTIL_MS, 1), ("nobody", UNTIL_MS, 0), (user, UNTIL_MS - 86_400_000, 0)]
     pq.write_table(
         pa.table(
@@ -71,10 +79,10 @@ def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
                 "clicked": [c for _, _, c in labels],
             }
         ),
-        tmp_path / "labels.parquet",
+        tmp_path / "data/labels.parquet",
     )
-    run(commands[4], tmp_path)
-    features = pq.read_table(tmp_path / "features.parquet")
+    run(commands[5], tmp_path)
+    features = pq.read_table(tmp_path / "data/features.parquet")
     assert features.column_names[:3] == ["user_id", "ts", "clicked"]
     assert "action_counts" in features.column_names
     rows = features.to_pylist()
@@ -159,6 +167,17 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
         ),
         ([cli, "backfill", "--events", str(tmp_path), "--workers", "-1", *reference], "workers"),
     ]  # fmt: skip
+    # Without pyarrow (an optional dependency): the install that brings it, not a traceback.
+    no_pyarrow = [
+        sys.executable,
+        "-c",
+        "import sys; sys.modules['pyarrow'] = None; "
+        "from usersignals.cli import main; sys.argv[0] = 'usersignals'; main()",
+    ]
+    cases.append(
+        ([*no_pyarrow, *training[1:], "--labels", str(tmp_path / "ok.parquet"), *out],
+         "pip install 'usersignals[parquet]'")
+    )  # fmt: skip
     for command, message in cases:
         done = subprocess.run(
             command, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"},

@@ -234,6 +234,15 @@ def _parse_window(text: str) -> int:
     return window
 
 
+def parse_time_option(name: str, text: str) -> int:
+    """A command's time option (``name``) as ms since the epoch: ms as they are, or ISO 8601
+    with a zone; a :class:`ContextError` naming the option otherwise."""
+    try:
+        return _parse_time(text)
+    except ValueError as exc:
+        raise ContextError(name, str(exc)) from None
+
+
 def _parse_time(text: str) -> int:
     """Milliseconds since the epoch, or an ISO-8601 time that names its time zone."""
     if _WHOLE_NUMBER.fullmatch(text):

@@ -16,6 +16,7 @@ from rich.console import Console
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.config import Settings
+from usersignals.errors import ConfigurationError
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import wait_for_workers
@@ -249,6 +250,7 @@ def training_set_command(
     """Each label row's signals as they would have been served at its time (point in time)."""
     from usersignals.offline.training import TrainingJob, training_set
 
+    _check_parquet_installed()
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
@@ -301,3 +303,15 @@ def _warn_of_signal_failures(count: int) -> None:
             "signal only, dead-lettered as signal_failed (--dead-letter keeps them)",
             markup=False,
         )
+
+
+def _check_parquet_installed() -> None:
+    """A training set reads its labels and writes its features as Parquet: without pyarrow
+    (an optional dependency) it stops with the install that brings it, not a traceback."""
+    try:
+        import pyarrow.parquet  # noqa: F401
+    except ModuleNotFoundError:
+        raise ConfigurationError(
+            "a training set reads and writes Parquet, which needs pyarrow: "
+            "pip install 'usersignals[parquet]'"
+        ) from None
