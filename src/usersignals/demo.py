@@ -164,6 +164,7 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
         threading.Thread(
             target=feed_spool,
             args=(Path(settings.spool.path), rate, seed, stop, produced),
+            kwargs={"items": processor.store.table("items")},
             name="producer",
             daemon=True,
         ),
