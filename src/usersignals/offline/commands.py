@@ -248,9 +248,9 @@ def training_set_command(
     config: ConfigOption = None,
 ) -> None:
     """Each label row's signals as they would have been served at its time (point in time)."""
+    _check_parquet_installed()
     from usersignals.offline.training import TrainingJob, training_set
 
-    _check_parquet_installed()
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
