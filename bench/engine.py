@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -111,12 +112,14 @@ def main() -> None:
             profiler = Profiler()
             profiler.start()
         total = BatchReport()
+        usage = resource.getrusage(resource.RUSAGE_SELF)
         started = time.perf_counter()
         cpu_started = time.process_time()
         for batch in batches:
             total.add(engine.process(batch))
         seconds = time.perf_counter() - started
         cpu = time.process_time() - cpu_started
+        after = resource.getrusage(resource.RUSAGE_SELF)
         if profiler is not None:
             profiler.stop()
             print(profiler.output_text(unicode=True, color=False, show_all=False))
@@ -124,6 +127,14 @@ def main() -> None:
         print(
             f"engine: {len(events):,} events in {seconds:.2f} s wall ({cpu:.2f} s CPU), "
             f"batches of {args.batch:,}: {len(events) / seconds:,.0f} events/s"
+        )
+        # The kernel's share and the page faults: on a virtual machine a fault costs a few
+        # µs, and memory freshly mapped each batch showed in them (docs/performance.md).
+        system = after.ru_stime - usage.ru_stime
+        faults = after.ru_minflt - usage.ru_minflt + after.ru_majflt - usage.ru_majflt
+        print(
+            f"  of the CPU time, in the kernel {system:.2f} s; page faults "
+            f"{faults:,} ({faults / len(events):.2f} an event)"
         )
         print(f"  user writes: {total.users:,}; applied per signal: {total.applied}")
         print(f"  expired: {total.expired}; missing enrichment: {total.missing_enrichment}")
