@@ -23,12 +23,13 @@ from usersignals.processing.runner import SpoolRunner
 from usersignals.processing.store_retry import StoreRetry
 from usersignals.serving.feature_log import FeatureLog, build_sink
 from usersignals.serving.guards import FrontDoor, Tokens
-from usersignals.serving.identity import SIGNALS_KEY, WriterCheck, mismatch
+from usersignals.serving.identity import WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import changed_definitions, signals_identity
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
 from usersignals.state.versions import readded
 

@@ -1,18 +1,22 @@
-"""The README's version workflow (plan → backfill → apply → diff → cut-over) runs as written:
-its module is the file the commands use, and its commands run against a store replayed from
-the reference workload by the deployed version alone."""
+"""The README's version workflow (plan → backfill → apply → run → diff → cut-over) runs as
+written: its module is the file the commands use, and its commands run against a store
+replayed from the reference workload by the deployed version alone."""
 
 from __future__ import annotations
 
 import json
 import re
 import shlex
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+from usersignals import RocksStore
 from usersignals.config import Settings
 from usersignals.offline import BackfillJob, backfill
+from usersignals.state.keys import SIGNALS_KEY
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
@@ -26,6 +30,32 @@ def run(command: list[str], cwd: Path) -> str:
     done = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{command}: {done.stderr}"
     return done.stdout
+
+
+def run_in_shadow(command: list[str], cwd: Path) -> None:
+    """``usersignals run`` as a reader runs it: started, left until it has recorded the
+    versions it computes (the new one among them), then stopped (SIGTERM) for the cut-over."""
+    log = cwd / "run.log"
+    with log.open("w") as errors, subprocess.Popen(command, cwd=cwd, stderr=errors) as processor:
+        try:
+            deadline = time.monotonic() + 60
+            while not recorded(cwd / "data" / "store", "interests@2"):
+                assert processor.poll() is None, log.read_text()
+                assert time.monotonic() < deadline, "the processor did not record its signals"
+                time.sleep(0.2)
+        finally:
+            processor.send_signal(signal.SIGTERM)
+            assert processor.wait(timeout=60) == 0, log.read_text()
+
+
+def recorded(store: Path, key: str) -> bool:
+    """Whether the processor writing ``store`` has recorded that it computes ``key``."""
+    reader = RocksStore(store, read_only=True)
+    try:
+        record = reader.get_many([SIGNALS_KEY])[0]
+    finally:
+        reader.close()
+    return record is not None and key in json.loads(record)["signals"]
 
 
 def test_the_version_workflow_runs_as_the_readme_shows(tmp_path: Path) -> None:
@@ -49,8 +79,11 @@ def test_the_version_workflow_runs_as_the_readme_shows(tmp_path: Path) -> None:
 
     outputs: dict[str, str] = {}
     for line in commands.strip().splitlines():
-        argv = shlex.split(line)
+        argv = shlex.split(line, comments=True)
         assert argv[0] == "usersignals"
+        if argv[1] == "run":
+            run_in_shadow([str(BIN / argv[0]), *argv[1:]], tmp_path)
+            continue
         if argv[1] == "backfill":
             # `usersignals backfill` is the offline part's command; its library call, with the
             # README's arguments, until both land on one branch.

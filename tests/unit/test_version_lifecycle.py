@@ -16,7 +16,9 @@ from usersignals.assembly import open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, SignalsMismatchError, StoreError
 from usersignals.offline.plan import apply_plan, make_plan, record_backfill
+from usersignals.signals.identity import signals_identity
 from usersignals.state import store as state_store
+from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.memory import MemoryStore
 from usersignals.state.versions import cut_over, load_removed, load_versions
 
@@ -280,3 +282,28 @@ def test_a_backfill_record_that_cannot_get_the_lock_says_its_states_are_in(
         pytest.raises(StoreError, match="states are in the store, but its record"),
     ):
         record_backfill(store, SignalRegistry([clicks(1)]))
+
+
+def test_a_cut_over_to_a_version_the_processor_does_not_compute_is_refused() -> None:
+    """Found in a newcomer's trial: cut over to a version the processor writing the store
+    does not compute (its module declares only the old one), and every serving worker,
+    reading with the new module, went not-ready: every read of every signal answered 503
+    until the processor restarted. Now the cut-over is refused and says what to do; a
+    version the processor computes (in shadow) is cut over to."""
+    store = MemoryStore()
+    old = SignalRegistry([clicks(1), views()])
+    new = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True), views()])
+    store.write({SIGNALS_KEY: signals_identity("app.signals", old)})
+    before = load_versions(store)
+    with pytest.raises(
+        ConfigurationError,
+        match=r"cannot cut over to clicks@2: the processor writing this store \(module "
+        r"'app.signals'\) does not compute it.*run the processor with a module",
+    ):
+        cut_over(store, new, new.get("clicks@2"), grace_ms=HOUR_MS)
+    assert load_versions(store) == before  # nothing written
+    store.write({SIGNALS_KEY: signals_identity("app.signals", new)})  # the shadow computed
+    previous, table = cut_over(store, new, new.get("clicks@2"), grace_ms=HOUR_MS)
+    assert previous is not None
+    assert previous.key == "clicks@1"
+    assert table.served["clicks"] == 2

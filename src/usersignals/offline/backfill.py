@@ -69,10 +69,9 @@ from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
 from usersignals.processing.pipeline import Segment
-from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
-from usersignals.state.keys import USER_PREFIX, user_key, user_of
+from usersignals.state.keys import SIGNALS_KEY, USER_PREFIX, user_key, user_of
 from usersignals.state.rocks import RocksStore, write_sorted_file
 from usersignals.state.store import StateStore
 

@@ -46,9 +46,10 @@ from usersignals.offline.training import FeatureColumn, FeatureEngine, compute_f
 from usersignals.processing.pipeline import decode_segments
 from usersignals.serving.feature_log import FeatureLogRecord, read_feature_log
 from usersignals.serving.feature_records import LoggedAnswer
-from usersignals.serving.identity import SIGNALS_KEY, mismatch
+from usersignals.serving.identity import mismatch
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
 
 logger = logging.getLogger(__name__)

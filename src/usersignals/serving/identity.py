@@ -15,9 +15,6 @@ from dataclasses import dataclass
 
 from usersignals.signals.identity import identity_problem
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import meta_key
-
-SIGNALS_KEY = meta_key("signals")
 
 
 def mismatch(recorded: bytes | None, module: str, registry: SignalRegistry) -> str | None:

@@ -7,8 +7,8 @@ import logging
 import time
 
 from usersignals.errors import SignalsMismatchError, UserSignalsError
-from usersignals.serving.identity import SIGNALS_KEY
 from usersignals.serving.state import ServingState
+from usersignals.state.keys import SIGNALS_KEY
 
 logger = logging.getLogger(__name__)
 

@@ -105,3 +105,19 @@ def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> 
         "serve the signals the "
         "processor runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
     )
+
+
+def not_computed_by_writer(recorded: bytes | None, key: str) -> str | None:
+    """Why the processor that recorded ``recorded`` does not compute the version ``key``
+    (``name@version``); ``None`` when it does, or when no processor has recorded what it
+    computes in a form this release reads (nothing to go by)."""
+    try:
+        theirs = json.loads(recorded) if recorded is not None else None
+    except ValueError:
+        return None
+    if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
+        return None
+    if key in theirs["signals"]:
+        return None
+    module = str(theirs.get("module"))
+    return f"the processor writing this store (module {module!r}) does not compute it"

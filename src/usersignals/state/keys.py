@@ -39,6 +39,8 @@ def meta_key(name: str) -> bytes:
 #: Held by a command while it changes the store's metadata (``StateStore.metadata_lock``),
 #: where the store is shared by processes (Redis).
 METADATA_LOCK_KEY = meta_key("lock")
+#: The processor's record of the signals it computes (``usersignals.signals.identity``).
+SIGNALS_KEY = meta_key("signals")
 
 
 def table_column(name: str) -> str:

@@ -19,8 +19,9 @@ import msgspec
 from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError
 from usersignals.signals.definition import Signal
+from usersignals.signals.identity import not_computed_by_writer
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import meta_key
+from usersignals.state.keys import SIGNALS_KEY, meta_key
 from usersignals.state.store import StateStore
 
 T = TypeVar("T")
@@ -167,6 +168,15 @@ def _cut_over_locked(
     refused = readded(store, [target.key], table)
     if refused:
         raise ConfigurationError(f"cannot cut over to {target.key}: {refused[target.key]}")
+    uncomputed = not_computed_by_writer(store.get_many([SIGNALS_KEY])[0], target.key)
+    if uncomputed is not None:
+        # Every reader serving it would find the writer not computing what it serves, and
+        # go not-ready: every read of every signal answered 503 until a restart.
+        raise ConfigurationError(
+            f"cannot cut over to {target.key}: {uncomputed}, so every reader serving it "
+            "would stop answering; run the processor with a module that declares it (as a "
+            "shadow version it is computed beside the one served), then cut over"
+        )
     if target.key in table.expired(now):
         dropped = iso_utc(table.retired[target.key], "seconds")
         raise ConfigurationError(
