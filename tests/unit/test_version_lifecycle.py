@@ -236,6 +236,23 @@ def test_the_signal_catalogue_says_which_versions_are_retired() -> None:
     assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}
 
 
+def test_the_signal_catalogue_says_which_version_each_name_serves() -> None:
+    """Found in a newcomer's trial: after a cut-over ``GET /v1/signals`` still listed the new
+    version as declared (``"shadow": true``) and nothing said which version a name served.
+    The compiled definitions stay as declared; ``served`` names each signal's default."""
+    import json
+
+    from usersignals.serving.read_routes import signals_document
+
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True), views()])
+    assert json.loads(signals_document(registry))["served"] == {
+        "clicks": "clicks@1",
+        "views": "views@1",
+    }
+    registry.serve({"clicks": 2})  # a cut-over, as the workers' refresh applies it
+    assert json.loads(signals_document(registry))["served"]["clicks"] == "clicks@2"
+
+
 class _KeyByKeyStore(MemoryStore):
     """A write applied key by key, failing after ``fail_after`` keys: what a Redis Cluster
     write does when its keys are in two slots and one slot's primary fails mid-write (the

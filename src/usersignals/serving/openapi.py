@@ -131,7 +131,8 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "summary": "The registered signals and their compiled definitions",
                 "responses": {
                     "200": {
-                        "description": "Compiled definitions (signals), and the versions "
+                        "description": "Compiled definitions as declared (signals), the "
+                        "version each name serves by default now (served), and the versions "
                         "retired by a cut-over with when their grace period was over (retired)"
                     }
                 },
