@@ -167,6 +167,15 @@ def signals_diff(
         f"{report.only_old:,}, only in {report.new}: {report.only_new:,}",
         markup=False,
     )
+    if report.examples:
+        users = ", ".join(example["user_id"] for example in report.examples)
+        out.print(f"changed users to look at (both values in --json): {users}", markup=False)
+    for key, names in report.ignored.items():
+        console.print(
+            f"warning: {key} ignores {', '.join(names)} (its aggregation does not take it): "
+            "compared without",
+            markup=False,
+        )
     if report.users and report.empty_in_both == report.users:
         console.print(
             "warning: every sampled user's answers are empty in both versions at this view "

@@ -27,3 +27,37 @@ def test_every_reference_signal_reads_empty_for_a_user_without_events() -> None:
 )  # fmt: skip
 def test_an_answer_with_anything_in_it_is_not_empty(value: object) -> None:
     assert not is_empty(value)
+
+
+def test_two_different_signals_are_not_diffed() -> None:
+    """Found in a newcomer's trial: ``signals diff category_interest@1 action_counts@1`` ran
+    and reported every user changed. It compares two versions of one signal."""
+    from usersignals.errors import ConfigurationError
+    from usersignals.offline.diff import diff_signals
+
+    registry = SignalRegistry.from_module("usersignals.examples.reference")
+    reader = SignalReader(registry, MemoryStore())
+    with pytest.raises(ConfigurationError, match="two versions of one signal"):
+        diff_signals(
+            reader,
+            registry.get("category_interest"),
+            registry.get("action_counts"),
+            10,
+            ReadContext.parse({}),
+        )
+
+
+def test_a_diff_says_which_context_parameters_each_version_ignores() -> None:
+    """Found in a newcomer's trial: the README's own example diffs a DecayedScores signal
+    with ``--context window=7d``, which it ignores; the diff said nothing (``get`` lists
+    it under ``ignored``)."""
+    from usersignals.offline.diff import diff_signals
+
+    registry = SignalRegistry.from_module("usersignals.examples.reference")
+    reader = SignalReader(registry, MemoryStore())
+    interests = registry.get("category_interest")
+    report = diff_signals(
+        reader, interests, interests, 10, ReadContext.parse({"window": "7d", "limit": "5"})
+    )
+    assert report.ignored == {"category_interest@1": ["window"]}
+    assert report.to_json()["ignored"] == {"category_interest@1": ["window"]}

@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Any
 
 from usersignals.aggregations.context import ReadContext
+from usersignals.errors import ConfigurationError
 from usersignals.serving.reader import SignalReader
 from usersignals.signals.definition import Signal
 from usersignals.state.codec import decode_record
@@ -44,6 +45,9 @@ class DiffReport:
     #: Users whose answer is empty in both versions (:func:`is_empty`; a view time past
     #: their events' windows, say): a sample of only those compares nothing.
     empty_in_both: int
+    #: Per version, the context's parameters its aggregation ignores (as ``get`` lists them
+    #: under ``ignored``); versions that take them all are left out.
+    ignored: dict[str, list[str]]
 
     @property
     def changed_share(self) -> float:
@@ -67,6 +71,17 @@ def sample_users(reader: SignalReader, signals: list[Signal], sample: int) -> li
 def diff_signals(
     reader: SignalReader, old: Signal, new: Signal, sample: int, context: ReadContext
 ) -> DiffReport:
+    if old.name != new.name:
+        raise ConfigurationError(
+            f"signals diff compares two versions of one signal: {old.key} and {new.key} are "
+            "two signals"
+        )
+    given = context.given()
+    ignored = {
+        signal.key: sorted(given - signal.aggregate.context_parameters())
+        for signal in (old, new)
+        if given - signal.aggregate.context_parameters()
+    }
     users = sample_users(reader, [old, new], sample)
     answers = reader.read_each(users, [(old, context), (new, context)])
     old_label, new_label = reader.registry.label(old), reader.registry.label(new)
@@ -104,6 +119,7 @@ def diff_signals(
         distribution(new_sizes),
         examples,
         empty,
+        ignored,
     )
 
 
