@@ -96,7 +96,7 @@ def signals_cutover(
     """
     from usersignals.durations import parse_duration
     from usersignals.errors import ConfigurationError
-    from usersignals.state.versions import cut_over
+    from usersignals.state.versions import cut_over, load_backfilled
 
     if "@" not in target:
         raise ConfigurationError(f"cutover {target!r}: name the version, e.g. {target}@2")
@@ -110,8 +110,16 @@ def signals_cutover(
     state = open_store(settings)
     try:
         previous, table = cut_over(state, registry, signal, grace_ms)
+        backfilled = signal.key in load_backfilled(state)
     finally:
         state.close()
+    if not backfilled:
+        console.print(
+            f"warning: {signal.key} was never backfilled: its state holds the events since "
+            "the processor began computing it; if its retention reaches further back, its "
+            "answers miss the rest (backfill it, then cut over again)",
+            markup=False,
+        )
     old = previous.key if previous is not None and previous is not signal else None
     document = {
         "served": signal.key,

@@ -128,9 +128,10 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
         "--store", str(store),
     ]  # fmt: skip
     assert json.loads(cli(*get).stdout)["signals"]["interests"]["version"] == 1
-    moved = json.loads(
-        cli("signals", "cutover", "interests@2", "--grace", "1h", *common[:-1]).stdout
-    )
+    cutover = cli("signals", "cutover", "interests@2", "--grace", "1h", *common[:-1])
+    # Streamed, never backfilled: said, as the cut-over is not refused for it.
+    assert "warning: interests@2 was never backfilled" in cutover.stderr
+    moved = json.loads(cutover.stdout)
     assert moved["served"] == "interests@2"
     assert moved["previous"] == "interests@1"
     served = json.loads(cli(*get).stdout)["signals"]["interests"]
