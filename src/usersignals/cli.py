@@ -59,7 +59,13 @@ app.command("training-set")(training_set_command)
 
 console = Console(stderr=True)
 logger = logging.getLogger(__name__)
+#: Tables on stdout. Printed to a file or a pipe (a CI log, a review tool), rich takes 80
+#: columns and wrapped or cut cells short ("recent_engagement…"): there a table gets the
+#: room it needs (it is only as wide as its content), unless COLUMNS says otherwise.
+PIPED_WIDTH = 240
 out = Console()
+if not out.is_terminal and "COLUMNS" not in os.environ:
+    out = Console(width=PIPED_WIDTH)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (see the README).")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -166,3 +167,22 @@ def test_a_version_backfilled_before_apply_is_not_planned_for_another_backfill(
     assert plan(store, edited)["interests@2"]["needs_backfill"] is True
     cli("signals", "apply", "--signals", shadowed, "--store", str(store))
     assert {c["kind"] for c in plan(store, shadowed).values()} == {"unchanged"}
+
+
+def test_a_plan_printed_to_a_pipe_is_not_cut_short(tmp_path: Path, history: History) -> None:
+    """Found in a newcomer's trial: piped or redirected (a CI log, a review tool), the plan's
+    table was cut to 80 columns ("recent_engagement…"); a table is as wide as its content."""
+    v1 = module(tmp_path, "v1", V1)
+    store = streamed(tmp_path / "store", history, v1)
+    cli("signals", "apply", "--signals", v1, "--store", str(store))
+    edited = module(tmp_path, "edited", 'SIGNALS = [interests(1, "5d")]\n')
+    env = {key: value for key, value in os.environ.items() if key != "COLUMNS"}
+    done = subprocess.run(
+        [str(BIN), "signals", "plan", "--signals", edited, "--store", str(store)],
+        capture_output=True, text=True, timeout=120, env=env,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "…" not in done.stdout
+    rows = {line.split("│")[1].strip(): line for line in done.stdout.splitlines() if "@1" in line}
+    assert "definition changed under the same version: bump the version" in rows["interests@1"]
+    assert "no longer declared: its state is dropped as users' events arrive" in rows["clicks@1"]
