@@ -159,6 +159,12 @@ def signals_diff(
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
         return
+    _print_diff(report)
+
+
+def _print_diff(report: Any) -> None:
+    """A diff's report as a table of the two versions' sizes, its counts, a few changed users
+    to look at, and its warnings (ignored parameters; a sample empty on both sides)."""
     table = Table("", report.old, report.new)
     for label, a, b in (
         ("users", report.old_distribution.users, report.new_distribution.users),

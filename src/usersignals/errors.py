@@ -116,14 +116,14 @@ class SignalRetiredError(SignalNotFoundError):
     http_code = "retired_signal"
 
     def __init__(
-        self, name: str, dropped_at: str, served: str | None, known: Sequence[str]
+        self, name: str, dropped_at: str, advice: str | None, known: Sequence[str]
     ) -> None:
         self.dropped_at = dropped_at
         super().__init__(name, known)
-        instead = f"; read {served} instead" if served else ""
+        then = f"; {advice}" if advice else ""
         self.args = (
             f"signal {name!r} was retired: its grace period was over at {dropped_at}, and its "
-            f"state is no longer kept{instead}",
+            f"state is no longer kept{then}",
         )
 
 

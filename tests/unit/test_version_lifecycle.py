@@ -14,7 +14,12 @@ from usersignals import Count, Signal, SignalRegistry, days
 from usersignals.app import build_processor
 from usersignals.assembly import open_store
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError, SignalsMismatchError, StoreError
+from usersignals.errors import (
+    ConfigurationError,
+    SignalRetiredError,
+    SignalsMismatchError,
+    StoreError,
+)
 from usersignals.offline.plan import apply_plan, make_plan, record_backfill
 from usersignals.signals.identity import signals_identity
 from usersignals.state import store as state_store
@@ -324,3 +329,59 @@ def test_a_cut_over_to_a_version_the_processor_does_not_compute_is_refused() -> 
     assert previous is not None
     assert previous.key == "clicks@1"
     assert table.served["clicks"] == 2
+
+
+def test_a_module_rolled_back_past_a_cut_over_is_refused_and_said_so(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: after a cut-over to clicks@2 (clicks@1's grace period
+    over), a module declaring only clicks@1 was planned "unchanged", applied, and run; every
+    read then answered 410 with "read 'clicks' (clicks@1) instead", the retired version
+    itself. The processor now refuses such a module, naming the version the store serves,
+    and a reader's 410 says what is wrong."""
+    module = tmp_path / "signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal, days\n"
+        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(by='action'),"
+        " retention=days(7))]\n"
+    )
+    settings = Settings.load(
+        environ={}, overrides={"signals": str(module), "store": {"path": str(tmp_path / "s")}}
+    )
+    both = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    rocks = open_store(settings)
+    try:
+        rocks.write({SIGNALS_KEY: signals_identity("both", both)})
+        cut_over(rocks, both, both.get("clicks@2"), grace_ms=HOUR_MS, now_ms=1_000)
+    finally:
+        rocks.close()
+    with pytest.raises(
+        SignalsMismatchError,
+        match=r"the store serves clicks@2 by default \(a cut-over\), which this module does "
+        r"not declare",
+    ):
+        build_processor(settings)
+
+    rolled_back = SignalRegistry([clicks(1)])
+    rolled_back.serve({"clicks": 2})
+    rolled_back.retire({"clicks@1": 1_000 + HOUR_MS})
+    with pytest.raises(SignalRetiredError) as refused:
+        rolled_back.get("clicks")
+    assert "read 'clicks'" not in str(refused.value)
+    assert "the store serves clicks@2 by default, which this module does not declare" in str(
+        refused.value
+    )
+
+
+def test_a_plan_refuses_a_module_rolled_back_past_a_cut_over() -> None:
+    """The same rolled-back module, planned: the version the store serves, undeclared, is a
+    refused row, and ``apply`` refuses the module (it was planned "unchanged" and applied)."""
+    store = MemoryStore()
+    both = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    apply_plan(store, both)
+    cut_over(store, both, both.get("clicks@2"), grace_ms=HOUR_MS, now_ms=1_000)
+    rolled_back = SignalRegistry([clicks(1)])
+    planned = make_plan(rolled_back, load_versions(store), set(), load_removed(store))
+    row = next(change for change in planned.changes if change.key == "clicks@2")
+    assert (row.kind, row.serving) == ("undeclared", "default")
+    assert planned.refused == [row]
+    with pytest.raises(ConfigurationError, match=r"clicks@2: served by default .*not declared"):
+        apply_plan(store, rolled_back)

@@ -15,7 +15,10 @@ the compiled definition that was applied. Against it, each version the module de
 
 and each recorded version the module no longer declares is ``removed``: the engine drops its
 state as users' events arrive. The removal is recorded for good
-(:data:`~usersignals.state.versions.REMOVED_KEY`).
+(:data:`~usersignals.state.versions.REMOVED_KEY`). A version the store serves by default (a
+cut-over's) that the module, declaring its signal, does not declare is ``undeclared``: a
+module rolled back past a cut-over, which ``apply`` refuses (its readers would serve another
+version in its place, perhaps a retired one).
 """
 
 from __future__ import annotations
@@ -41,11 +44,12 @@ from usersignals.state.versions import (
     readded_detail,
     record_backfilled,
     save_versions,
+    served_undeclared,
 )
 
-Kind = Literal["new", "changed", "readded", "unchanged", "removed"]
+Kind = Literal["new", "changed", "readded", "unchanged", "removed", "undeclared"]
 #: The kinds ``apply`` refuses: the stored state under the key would not mean what it says.
-REFUSED: frozenset[Kind] = frozenset({"changed", "readded"})
+REFUSED: frozenset[Kind] = frozenset({"changed", "readded", "undeclared"})
 #: How many stored user records ``plan`` looks at to see which states exist already.
 SAMPLE_RECORDS = 1_000
 
@@ -122,9 +126,13 @@ def make_plan(
         else:
             plan.changes.append(Change(signal.key, "unchanged", False, serving))
     declared = {signal.key for signal in registry.computed}
-    for key in sorted(table.applied.keys() - declared):
+    undeclared = served_undeclared(table, registry)
+    for key in sorted(table.applied.keys() - declared - set(undeclared)):
         detail = "no longer declared: its state is dropped as users' events arrive"
         plan.changes.append(Change(key, "removed", False, "", detail))
+    for key in undeclared:
+        detail = "served by default (a cut-over), but not declared: deploy the module declaring it"
+        plan.changes.append(Change(key, "undeclared", False, "default", detail))
     return plan
 
 

@@ -42,6 +42,8 @@ class SignalRegistry:
         self._served = self._order(self._declared)
         #: ``name@version`` → when (ms) its grace period after a cut-over was over.
         self._retired: dict[str, int] = {}
+        #: Name → the version the store serves by default that this module does not declare.
+        self._undeclared: dict[str, str] = {}
 
     def _order(self, chosen: dict[str, Signal]) -> dict[str, Signal]:
         """``chosen`` in the module's order of names (a name's first version decides)."""
@@ -85,11 +87,15 @@ class SignalRegistry:
             raise SignalNotFoundError(name, self.known)
         if found.key in self._retired:
             served = self._served.get(found.name)
+            instead = f"read {served.name!r} ({served.key}) instead" if served else None
+            if served is found or served is None:  # the module's default is the retired one
+                undeclared = self._undeclared.get(found.name)
+                instead = undeclared and (
+                    f"the store serves {undeclared} by default, which this module does not "
+                    "declare: deploy the module that declares it"
+                )
             raise SignalRetiredError(
-                found.key,
-                iso_utc(self._retired[found.key], "seconds"),
-                f"{served.name!r} ({served.key})" if served is not None else None,
-                self.known,
+                found.key, iso_utc(self._retired[found.key], "seconds"), instead, self.known
             )
         return found
 
@@ -114,10 +120,14 @@ class SignalRegistry:
         """Serve these versions by default (name → version) over the module's defaults;
         versions the module does not declare are ignored, so an old table cannot break it."""
         chosen = dict(self._declared)
+        undeclared = {}
         for name, version in versions.items():
             signal = self._by_key.get(f"{name}@{version}")
             if signal is not None:
                 chosen[name] = signal
+            elif name in self._declared:
+                undeclared[name] = f"{name}@{version}"
+        self._undeclared = undeclared
         served = self._order(chosen)
         if served.keys() == self._served.keys() and all(
             served[name] is self._served[name] for name in served

@@ -94,6 +94,16 @@ def readded(
     }
 
 
+def served_undeclared(table: VersionTable, registry: SignalRegistry) -> list[str]:
+    """The versions the store serves by default (a cut-over's) that ``registry`` does not
+    declare, of the signals it declares: a module rolled back past a cut-over. Signals it
+    does not declare at all are not its business."""
+    names = {signal.name for signal in registry.computed}
+    keys = {signal.key for signal in registry.computed}
+    served = (f"{name}@{version}" for name, version in sorted(table.served.items()))
+    return [key for key in served if key.split("@")[0] in names and key not in keys]
+
+
 def readded_detail(removed_ms: int) -> str:
     """Why a removed version declared again is refused: the engine dropped its state user by
     user as their events arrived, and the rest missed every event since."""
