@@ -385,3 +385,20 @@ def test_a_plan_refuses_a_module_rolled_back_past_a_cut_over() -> None:
     assert planned.refused == [row]
     with pytest.raises(ConfigurationError, match=r"clicks@2: served by default .*not declared"):
         apply_plan(store, rolled_back)
+
+
+def test_a_retired_version_deleted_from_the_module_still_answers_410() -> None:
+    """Found in a newcomer's trial: once v1 (retired by a cut-over, its grace period over)
+    was deleted from the module, as the README says to do, a request naming clicks@1 got
+    404 ``unknown_signal`` and the catalogue's ``retired`` was empty: a pinned client lost
+    the "read clicks (clicks@2) instead"."""
+    import json
+
+    from usersignals.serving.read_routes import signals_document
+
+    registry = SignalRegistry([clicks(2, by="surface")])
+    registry.retire({"clicks@1": 1_767_225_600_000})
+    with pytest.raises(SignalRetiredError, match=r"read 'clicks' \(clicks@2\) instead"):
+        registry.get("clicks@1")
+    document = json.loads(signals_document(registry))
+    assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}

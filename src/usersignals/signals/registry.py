@@ -44,6 +44,8 @@ class SignalRegistry:
         self._retired: dict[str, int] = {}
         #: Name → the version the store serves by default that this module does not declare.
         self._undeclared: dict[str, str] = {}
+        #: Retired versions the module no longer declares, with when.
+        self._gone: dict[str, int] = {}
 
     def _order(self, chosen: dict[str, Signal]) -> dict[str, Signal]:
         """``chosen`` in the module's order of names (a name's first version decides)."""
@@ -84,20 +86,31 @@ class SignalRegistry:
         """The served version of ``name``, or exactly ``name@version``."""
         found = self._by_key.get(name) if "@" in name else self._served.get(name)
         if found is None:
-            raise SignalNotFoundError(name, self.known)
+            gone = self._gone.get(name)
+            if gone is None:
+                raise SignalNotFoundError(name, self.known)
+            advice = self._instead(name.split("@")[0], None)
+            raise SignalRetiredError(name, iso_utc(gone, "seconds"), advice, self.known)
         if found.key in self._retired:
-            served = self._served.get(found.name)
-            instead = f"read {served.name!r} ({served.key}) instead" if served else None
-            if served is found or served is None:  # the module's default is the retired one
-                undeclared = self._undeclared.get(found.name)
-                instead = undeclared and (
-                    f"the store serves {undeclared} by default, which this module does not "
-                    "declare: deploy the module that declares it"
-                )
-            raise SignalRetiredError(
-                found.key, iso_utc(self._retired[found.key], "seconds"), instead, self.known
-            )
+            advice = self._instead(found.name, found)
+            at = iso_utc(self._retired[found.key], "seconds")
+            raise SignalRetiredError(found.key, at, advice, self.known)
         return found
+
+    def _instead(self, name: str, retired: Signal | None) -> str | None:
+        """What a request for a retired version of ``name`` is to read instead: the version
+        served by default, unless that is the retired one itself (a module rolled back past
+        a cut-over, the store serving a version it does not declare)."""
+        served = self._served.get(name)
+        if served is not None and served is not retired:
+            return f"read {served.name!r} ({served.key}) instead"
+        undeclared = self._undeclared.get(name)
+        if undeclared is None:
+            return None
+        return (
+            f"the store serves {undeclared} by default, which this module does not declare: "
+            "deploy the module that declares it"
+        )
 
     def label(self, signal: Signal) -> str:
         """How answers name ``signal`` when the request names none: its name when it is served
@@ -138,8 +151,9 @@ class SignalRegistry:
 
     @property
     def retired(self) -> dict[str, int]:
-        """The versions :meth:`retire` refuses, with when (ms) their grace period was over."""
-        return dict(self._retired)
+        """The versions :meth:`retire` refuses, with when (ms) their grace period was over:
+        the module's, and those it no longer declares."""
+        return {**self._gone, **self._retired}
 
     def retire(self, dropped: Mapping[str, int]) -> None:
         """Refuse the versions whose grace period after a cut-over is over (``name@version``
@@ -147,6 +161,9 @@ class SignalRegistry:
         replaces the served mapping with an equal one, so that the caches keyed on it (the
         resolved queries) resolve their names again."""
         retired = {key: at for key, at in dropped.items() if key in self._by_key}
+        # Deleted from the module since (as the README says to, once cut over): still a 410
+        # naming the version to read, not an unknown signal.
+        self._gone = {key: at for key, at in dropped.items() if key not in self._by_key}
         if retired == self._retired:
             return
         self._retired = retired
