@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
@@ -21,6 +20,7 @@ from rich.text import Text
 # typer (pinned) carries its own copy of click, whose exceptions its commands raise.
 from typer._click.exceptions import NoArgsIsHelpError, UsageError
 
+from usersignals import consoles
 from usersignals.aggregations.context import ReadContext, parse_time_option
 from usersignals.app import build_processor, open_store_reader
 from usersignals.config import Settings
@@ -57,15 +57,9 @@ app.add_typer(tables_app, name="tables")
 app.command("backfill")(backfill_command)
 app.command("training-set")(training_set_command)
 
-console = Console(stderr=True)
+console = consoles.console(stderr=True)
 logger = logging.getLogger(__name__)
-#: Tables on stdout. Printed to a file or a pipe (a CI log, a review tool), rich takes 80
-#: columns and wrapped or cut cells short ("recent_engagement…"): there a table gets the
-#: room it needs (it is only as wide as its content), unless COLUMNS says otherwise.
-PIPED_WIDTH = 240
-out = Console()
-if not out.is_terminal and "COLUMNS" not in os.environ:
-    out = Console(width=PIPED_WIDTH)
+out = consoles.console()
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="A TOML settings file (see the README).")

@@ -29,8 +29,9 @@ from usersignals.cli import (
 )
 from usersignals.signals.registry import SignalRegistry
 
-if TYPE_CHECKING:  # the command imports the check itself, when run
+if TYPE_CHECKING:  # the commands import the checks themselves, when run
     from usersignals.offline.consistency import ConsistencyReport
+    from usersignals.offline.diff import DiffReport
 
 
 @signals_app.command("plan")
@@ -96,7 +97,7 @@ def signals_cutover(
     """
     from usersignals.durations import parse_duration
     from usersignals.errors import ConfigurationError
-    from usersignals.state.versions import cut_over, load_backfilled
+    from usersignals.state.versions import cut_over, load_backfilled, load_versions
 
     if "@" not in target:
         raise ConfigurationError(f"cutover {target!r}: name the version, e.g. {target}@2")
@@ -109,11 +110,15 @@ def signals_cutover(
     signal = registry.get(target)
     state = open_store(settings)
     try:
-        previous, table = cut_over(state, registry, signal, grace_ms)
+        # Read before the cut-over: once it is written, a failed read must not hide it.
+        before = load_versions(state)
         backfilled = signal.key in load_backfilled(state)
+        previous, table = cut_over(state, registry, signal, grace_ms)
     finally:
         state.close()
-    if not backfilled:
+    # A cut back (within the grace period), or to the version served already: nothing new.
+    served_before = before.served.get(signal.name) == signal.version
+    if not backfilled and not served_before and signal.key not in before.retired:
         console.print(
             f"warning: {signal.key} was never backfilled: its state holds the events since "
             "the processor began computing it; if its retention reaches further back, its "
@@ -162,7 +167,7 @@ def signals_diff(
     _print_diff(report)
 
 
-def _print_diff(report: Any) -> None:
+def _print_diff(report: DiffReport) -> None:
     """A diff's report as a table of the two versions' sizes, its counts, a few changed users
     to look at, and its warnings (ignored parameters; a sample empty on both sides)."""
     table = Table("", report.old, report.new)

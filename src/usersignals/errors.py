@@ -110,7 +110,7 @@ class SignalNotFoundError(UserSignalsError):
 class SignalRetiredError(SignalNotFoundError):
     """A caller asked for a version whose grace period after a cut-over is over: its state
     is no longer computed and is dropped user by user, so an answer would mix stale and
-    empty values."""
+    empty values. ``advice``: what to do instead (the version to read), if anything."""
 
     http_status = 410
     http_code = "retired_signal"

@@ -260,6 +260,12 @@ def test_generate_takes_its_end_as_iso_8601_too(workload: Workload, tmp_path: Pa
         "error: end: 'tomorrow' is not a time; use milliseconds since the epoch or ISO 8601 "
         "with a zone, e.g. 2026-11-25T10:00:00Z"
     ]
+    # A time in seconds (found by the review: it wrote events of 1970) is refused as
+    # every other time option refuses it.
+    seconds = str(int(END_MS) // 1000)
+    done = run("generate", "--events", EVENTS, "--out", tmp_path, "--end", seconds, cwd=tmp_path)
+    assert done.returncode == 2
+    assert "end: must not be before 2000-01-01" in done.stderr
 
 
 def test_tables_load_reports_every_item(replayed: Replayed) -> None:

@@ -141,6 +141,10 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     assert [entry["key"] for entry in served["value"]] == [
         entry["key"] for entry in report["examples"][0]["new"]
     ]
+    # A cut back within the grace period warns of nothing: v1 was served until just now.
+    back = cli("signals", "cutover", "interests@1", "--grace", "1h", *common[:-1])
+    assert "never backfilled" not in back.stderr
+    assert json.loads(back.stdout)["served"] == "interests@1"
 
 
 def test_a_version_backfilled_before_apply_is_not_planned_for_another_backfill(

@@ -33,7 +33,7 @@ INTERNAL = "Error 111 connecting to 10.1.2.3:6379. Connection refused."
         (AsOfError("s", 5, 9, "newer events"), 422, "as_of_unavailable"),
         (SignalNotFoundError("x", ["a"]), 404, "unknown_signal"),
         (
-            SignalRetiredError("x@1", "2026-01-01T00:00:00Z", "'x' (x@2)", ["x"]),
+            SignalRetiredError("x@1", "2026-01-01T00:00:00Z", "read 'x' (x@2) instead", ["x"]),
             410,
             "retired_signal",
         ),

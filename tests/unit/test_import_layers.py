@@ -21,7 +21,7 @@ PACKAGE = Path(usersignals.__file__).parent
 FOUNDATION = frozenset(
     {"_core", "_version", "backoff", "closing", "config", "config_validation"}
     | {"durations", "errors", "field_names", "input_files", "libc", "listening"}
-    | {"malloc_tuning", "values"}
+    | {"consoles", "malloc_tuning", "values"}
 )
 
 #: Bottom to top. A unit is a sub-package (``state``) or a top-level module (``config``).
@@ -41,7 +41,17 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
     # example signal modules that import it the way a user's module does.
     (
         "entry points",
-        frozenset({"cli", "cli_run", "cli_versions", "demo", "devtools", "examples", "__init__"}),
+        frozenset(
+            {
+                "cli",
+                "cli_run",
+                "cli_versions",
+                "demo",
+                "devtools",
+                "examples",
+                "__init__",
+            }
+        ),
     ),
 ]
 

@@ -402,3 +402,15 @@ def test_a_retired_version_deleted_from_the_module_still_answers_410() -> None:
         registry.get("clicks@1")
     document = json.loads(signals_document(registry))
     assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}
+
+
+def test_a_deleted_retired_version_is_not_told_to_read_another_retired_one() -> None:
+    """Found by the review: a version deleted from the module, retired, was told to read the
+    module's default, itself retired (a module rolled back past a cut-over)."""
+    registry = SignalRegistry([clicks(1)])
+    registry.serve({"clicks": 3})
+    registry.retire({"clicks@1": 10, "clicks@2": 20})
+    with pytest.raises(SignalRetiredError) as refused:
+        registry.get("clicks@2")
+    assert "read 'clicks'" not in str(refused.value)
+    assert "the store serves clicks@3 by default" in str(refused.value)

@@ -236,11 +236,14 @@ def _parse_window(text: str) -> int:
 
 def parse_time_option(name: str, text: str) -> int:
     """A command's time option (``name``) as ms since the epoch: ms as they are, or ISO 8601
-    with a zone; a :class:`ContextError` naming the option otherwise."""
+    with a zone; a :class:`ContextError` naming the option otherwise, or for a time no view
+    can be read at (:func:`check_view_time`: a time in seconds, say)."""
     try:
-        return _parse_time(text)
+        ms = _parse_time(text)
     except ValueError as exc:
         raise ContextError(name, str(exc)) from None
+    check_view_time(name, ms)
+    return ms
 
 
 def _parse_time(text: str) -> int:

@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
 
-from usersignals.aggregations.context import ReadContext
+from usersignals import consoles
+from usersignals.aggregations.context import parse_time_option
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.malloc_tuning import no_huge_pages
@@ -25,7 +25,7 @@ from usersignals.offline.stopping import terminated_as_interrupted
 if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
     from usersignals.offline.training import TrainingSummary
 
-console = Console(stderr=True)
+console = consoles.console(stderr=True)
 
 EventsOption = Annotated[
     str,
@@ -111,7 +111,7 @@ def backfill_command(
     """Compute signals' states from an event archive and merge them into the store."""
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
-    until_ms = ReadContext.parse({"until": until}).until_ms if until else None
+    until_ms = parse_time_option("until", until) if until else None
     dead = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
     job = BackfillJob(events, settings, tuple(only or ()), until_ms, _workers(workers), dead)
     with terminated_as_interrupted():

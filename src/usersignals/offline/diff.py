@@ -77,11 +77,8 @@ def diff_signals(
             "two signals"
         )
     given = context.given()
-    ignored = {
-        signal.key: sorted(given - signal.aggregate.context_parameters())
-        for signal in (old, new)
-        if given - signal.aggregate.context_parameters()
-    }
+    unused = {signal.key: given - signal.aggregate.context_parameters() for signal in (old, new)}
+    ignored = {key: sorted(names) for key, names in unused.items() if names}
     users = sample_users(reader, [old, new], sample)
     answers = reader.read_each(users, [(old, context), (new, context)])
     old_label, new_label = reader.registry.label(old), reader.registry.label(new)

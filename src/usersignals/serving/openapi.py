@@ -31,7 +31,7 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         403: "Wrong bearer token, or the endpoint is disabled.",
         404: "Unknown signal.",
         410: "A signal version retired by a cut-over, its grace period over: its state is no "
-        "longer kept (retired_signal: names the version to read instead).",
+        "longer kept (retired_signal: names the version to read instead, or what is wrong).",
         413: "Body too large.",
         422: "The body does not match its schema, no event was valid, or a signal cannot "
         "answer the as_of exactly (as_of_unavailable: names the signal and the earliest "

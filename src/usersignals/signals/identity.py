@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from typing import Any
 
 from usersignals.signals.registry import SignalRegistry
 
@@ -65,24 +66,16 @@ def signals_identity(module: str, registry: SignalRegistry) -> bytes:
 def changed_definitions(recorded: bytes, registry: SignalRegistry) -> list[str]:
     """The versions ``registry`` computes whose definition differs from the one the store's
     writer recorded under the same ``name@version`` (none when it recorded nothing usable)."""
-    try:
-        theirs = json.loads(recorded)
-    except ValueError:
-        return []
-    if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
-        return []
-    return _changed(theirs, registry)
+    theirs = _writer_record(recorded)
+    return _changed(theirs, registry) if theirs is not None else []
 
 
 def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> str | None:
     """Why a reader configured with ``module`` must not read a store whose writer recorded
     ``recorded``; ``None`` when it may."""
-    try:
-        theirs = json.loads(recorded)
-    except ValueError:
-        theirs = None
-    if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
-        written_by = theirs.get("module") if isinstance(theirs, dict) else None
+    theirs = _writer_record(recorded)
+    if theirs is None:
+        written_by = _module_named(recorded)
         return (
             f"the store was written with module {written_by!r}, whose record of its signal "
             f"definitions this version cannot read; this reader is configured with module "
@@ -111,13 +104,30 @@ def not_computed_by_writer(recorded: bytes | None, key: str) -> str | None:
     """Why the processor that recorded ``recorded`` does not compute the version ``key``
     (``name@version``); ``None`` when it does, or when no processor has recorded what it
     computes in a form this release reads (nothing to go by)."""
+    theirs = _writer_record(recorded) if recorded is not None else None
+    if theirs is None or key in theirs["signals"]:
+        return None
+    module = theirs.get("module")
+    by = f" (module {str(module)!r})" if module else ""
+    return f"the processor writing this store{by} does not compute it"
+
+
+def _writer_record(recorded: bytes) -> dict[str, Any] | None:
+    """The writer's record as this release reads it (a JSON object with its ``signals``), or
+    ``None`` when it is not one."""
     try:
-        theirs = json.loads(recorded) if recorded is not None else None
+        theirs = json.loads(recorded)
     except ValueError:
         return None
     if not isinstance(theirs, dict) or not isinstance(theirs.get("signals"), dict):
         return None
-    if key in theirs["signals"]:
+    return theirs
+
+
+def _module_named(recorded: bytes) -> object:
+    """The module an unreadable record names, if it names one (for the message)."""
+    try:
+        theirs = json.loads(recorded)
+    except ValueError:
         return None
-    module = str(theirs.get("module"))
-    return f"the processor writing this store (module {module!r}) does not compute it"
+    return theirs.get("module") if isinstance(theirs, dict) else None

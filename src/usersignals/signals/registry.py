@@ -89,20 +89,20 @@ class SignalRegistry:
             gone = self._gone.get(name)
             if gone is None:
                 raise SignalNotFoundError(name, self.known)
-            advice = self._instead(name.split("@")[0], None)
+            advice = self._instead(name.split("@")[0])
             raise SignalRetiredError(name, iso_utc(gone, "seconds"), advice, self.known)
         if found.key in self._retired:
-            advice = self._instead(found.name, found)
+            advice = self._instead(found.name)
             at = iso_utc(self._retired[found.key], "seconds")
             raise SignalRetiredError(found.key, at, advice, self.known)
         return found
 
-    def _instead(self, name: str, retired: Signal | None) -> str | None:
+    def _instead(self, name: str) -> str | None:
         """What a request for a retired version of ``name`` is to read instead: the version
-        served by default, unless that is the retired one itself (a module rolled back past
-        a cut-over, the store serving a version it does not declare)."""
+        served by default, unless that is retired too (a module rolled back past a cut-over,
+        the store serving a version it does not declare)."""
         served = self._served.get(name)
-        if served is not None and served is not retired:
+        if served is not None and served.key not in self._retired:
             return f"read {served.name!r} ({served.key}) instead"
         undeclared = self._undeclared.get(name)
         if undeclared is None:
@@ -130,8 +130,11 @@ class SignalRegistry:
         ]
 
     def serve(self, versions: Mapping[str, int]) -> None:
-        """Serve these versions by default (name → version) over the module's defaults;
-        versions the module does not declare are ignored, so an old table cannot break it."""
+        """Serve these versions by default (name → version) over the module's defaults. A
+        version the module does not declare is not served (the module's default is); of a
+        name the module declares, it is remembered for a retired version's 410
+        (:meth:`get`), and the processor refuses such a module
+        (:func:`~usersignals.state.versions.served_undeclared`)."""
         chosen = dict(self._declared)
         undeclared = {}
         for name, version in versions.items():
