@@ -13,6 +13,7 @@ import msgspec
 from usersignals.enrich.sources import encode_table_record
 from usersignals.errors import ConfigurationError
 from usersignals.input_files import check_input_file
+from usersignals.optional_deps import require_pyarrow
 from usersignals.state.store import KeyValueTable
 
 _BATCH = 10_000
@@ -136,11 +137,8 @@ def _json_cell(text: str, what: str) -> Any:
 
 
 def _parquet(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        import pyarrow.parquet as parquet
-    except ModuleNotFoundError:
-        raise ConfigurationError(
-            "loading Parquet needs pyarrow: pip install 'usersignals[parquet]'"
-        ) from None
+    require_pyarrow("loading Parquet")
+    import pyarrow.parquet as parquet
+
     for batch in parquet.ParquetFile(path).iter_batches(batch_size=_BATCH):
         yield from batch.to_pylist()

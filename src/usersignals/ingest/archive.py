@@ -35,6 +35,7 @@ from usersignals.events.decode import UNDECODABLE, DecodeResult, EventDecoder, n
 from usersignals.events.model import BadEvent, Position, partition_id
 from usersignals.ingest.dead_letter import DeadLetterFile
 from usersignals.ingest.files import RawBlock
+from usersignals.optional_deps import require_pyarrow
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -229,13 +230,8 @@ def _open_envelope(line: bytes, source: str, number: int) -> tuple[bytes, Positi
 
 
 def _parquet_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
-    try:
-        import pyarrow.parquet as pq
-    except ModuleNotFoundError:  # an optional dependency: the install that brings it
-        raise ConfigurationError(
-            f"reading the Parquet file {file.name} needs pyarrow: "
-            "pip install 'usersignals[parquet]'"
-        ) from None
+    require_pyarrow(f"reading the Parquet file {file.name}")
+    import pyarrow.parquet as pq
 
     source = f"archive:{file.name}"
     row = 0

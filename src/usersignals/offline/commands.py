@@ -16,11 +16,11 @@ import typer
 from usersignals import consoles
 from usersignals.aggregations.context import parse_time_option
 from usersignals.config import Settings
-from usersignals.errors import ConfigurationError
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
+from usersignals.optional_deps import require_pyarrow
 
 if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
     from usersignals.offline.training import TrainingSummary
@@ -308,10 +308,4 @@ def _warn_of_signal_failures(count: int) -> None:
 def _check_parquet_installed() -> None:
     """A training set reads its labels and writes its features as Parquet: without pyarrow
     (an optional dependency) it stops with the install that brings it, not a traceback."""
-    try:
-        import pyarrow.parquet  # noqa: F401
-    except ModuleNotFoundError:
-        raise ConfigurationError(
-            "a training set reads and writes Parquet, which needs pyarrow: "
-            "pip install 'usersignals[parquet]'"
-        ) from None
+    require_pyarrow("a training set (it reads and writes Parquet)")

@@ -21,6 +21,7 @@ from prometheus_client import CollectorRegistry
 
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError, InvalidSettingError
+from usersignals.optional_deps import require_pyarrow
 from usersignals.serving.feature_records import FeatureLogRecord, LoggedAnswer
 from usersignals.serving.feature_sinks import FeatureSink, JsonlSink, KafkaSink, ParquetSink
 from usersignals.serving.reader import UserSignals
@@ -157,14 +158,10 @@ def _jsonl_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogR
 
 
 def _parquet_records(file: Path, unreadable: list[str] | None) -> list[FeatureLogRecord]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ModuleNotFoundError:
-        raise ConfigurationError(
-            f"reading the Parquet feature log {str(file)!r} needs pyarrow: "
-            "pip install 'usersignals[parquet]'"
-        ) from None
+    require_pyarrow(f"reading the Parquet feature log {str(file)!r}")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     try:
         table = pq.read_table(file, columns=["user_id", "ts", "params", "signals"])
     except (OSError, pa.ArrowException) as exc:

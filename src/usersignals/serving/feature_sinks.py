@@ -21,6 +21,7 @@ import msgspec
 from prometheus_client import CollectorRegistry, Counter
 
 from usersignals.errors import ConfigurationError
+from usersignals.optional_deps import require_pyarrow
 from usersignals.serving.feature_records import FeatureLogRecord
 
 logger = logging.getLogger(__name__)
@@ -139,14 +140,7 @@ class ParquetSink:
     def check_requirements() -> None:
         """pyarrow, or a clear error: checked by ``serve`` before its workers start, and at
         each worker's start (not at the first sampled answer)."""
-        try:
-            import pyarrow
-            import pyarrow.parquet  # noqa: F401
-        except ModuleNotFoundError:
-            raise ConfigurationError(
-                "serving.feature_log_sink = 'parquet' needs pyarrow: "
-                "pip install 'usersignals[parquet]'"
-            ) from None
+        require_pyarrow("serving.feature_log_sink = 'parquet'")
 
     def __init__(self, directory: Path, buffer_rows: int, rows_per_file: int) -> None:
         self.check_requirements()
