@@ -40,6 +40,20 @@ def views() -> Signal:
     return Signal(name="views", version=1, aggregate=Count(), retention=days(1))
 
 
+def clicks_v1_deployment(tmp_path: Path) -> Settings:
+    """Settings of a deployment whose module declares clicks@1 alone, its store under
+    ``tmp_path``."""
+    module = tmp_path / "signals.py"
+    module.write_text(
+        "from usersignals import Count, Signal, days\n"
+        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(by='action'),"
+        " retention=days(7))]\n"
+    )
+    return Settings.load(
+        environ={}, overrides={"signals": str(module), "store": {"path": str(tmp_path / "s")}}
+    )
+
+
 def test_re_declaring_a_removed_version_is_refused_not_taken_for_warm_state() -> None:
     """Found in the offline trials and left open until now: ``plan`` called a re-added
     version "state already in the store" (no backfill needed) while that state missed every
@@ -99,15 +113,7 @@ def test_a_removed_version_declared_again_is_neither_cut_over_to_nor_computed(
     with pytest.raises(ConfigurationError, match=r"clicks@1: removed at .*new version"):
         cut_over(store, both, both.get("clicks@1"), grace_ms=HOUR_MS)
 
-    module = tmp_path / "signals.py"
-    module.write_text(
-        "from usersignals import Count, Signal, days\n"
-        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(by='action'),"
-        " retention=days(7))]\n"
-    )
-    settings = Settings.load(
-        environ={}, overrides={"signals": str(module), "store": {"path": str(tmp_path / "s")}}
-    )
+    settings = clicks_v1_deployment(tmp_path)
     rocks = open_store(settings)
     try:
         apply_plan(rocks, SignalRegistry([clicks(1), views()]))
@@ -337,15 +343,7 @@ def test_a_module_rolled_back_past_a_cut_over_is_refused_and_said_so(tmp_path: P
     read then answered 410 with "read 'clicks' (clicks@1) instead", the retired version
     itself. The processor now refuses such a module, naming the version the store serves,
     and a reader's 410 says what is wrong."""
-    module = tmp_path / "signals.py"
-    module.write_text(
-        "from usersignals import Count, Signal, days\n"
-        "SIGNALS = [Signal(name='clicks', version=1, aggregate=Count(by='action'),"
-        " retention=days(7))]\n"
-    )
-    settings = Settings.load(
-        environ={}, overrides={"signals": str(module), "store": {"path": str(tmp_path / "s")}}
-    )
+    settings = clicks_v1_deployment(tmp_path)
     both = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
     rocks = open_store(settings)
     try:
