@@ -31,7 +31,7 @@ from usersignals.signals.identity import changed_definitions, signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
-from usersignals.state.versions import load_versions, readded, served_undeclared
+from usersignals.state.versions import load_versions, readded, refuse_served_undeclared
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -80,12 +80,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             raise SignalsMismatchError(f"signals declared again after their removal: {reasons}")
         # A module rolled back past a cut-over: its readers would serve the module's own
         # default (retired, or not what the store serves) in its place.
-        undeclared = served_undeclared(load_versions(store), registry)
-        if undeclared:
-            raise SignalsMismatchError(
-                f"the store serves {', '.join(undeclared)} by default (a cut-over), which this "
-                "module does not declare: deploy the module that declares it"
-            )
+        refuse_served_undeclared(load_versions(store).served, registry)
         # Record which signals write this store: readers refuse to serve other ones.
         store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:

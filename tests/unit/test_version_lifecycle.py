@@ -4,6 +4,7 @@ or computing on top of it again would answer from some users' history and not ot
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -412,3 +413,23 @@ def test_a_deleted_retired_version_is_not_told_to_read_another_retired_one() -> 
         registry.get("clicks@2")
     assert "read 'clicks'" not in str(refused.value)
     assert "the store serves clicks@3 by default" in str(refused.value)
+
+
+def test_a_training_set_refuses_a_module_rolled_back_past_a_cut_over(tmp_path: Path) -> None:
+    """Found by the review: a training set with such a module computed the module's own
+    default (perhaps retired) under the signal's name, where the API serves another version:
+    features that are not what was served, without a word."""
+    from usersignals.offline.training import TrainingJob, job_registry
+
+    settings = clicks_v1_deployment(tmp_path)
+    job = TrainingJob(
+        tmp_path / "labels.parquet", "archive", settings, tmp_path / "out.parquet",
+        served={"clicks": 2},
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigurationError,
+        match=r"the store serves clicks@2 by default \(a cut-over\), which this module does "
+        r"not declare",
+    ):
+        job_registry(job)
+    assert job_registry(dataclasses.replace(job, served={"clicks": 1})).get("clicks").version == 1

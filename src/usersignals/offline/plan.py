@@ -126,7 +126,7 @@ def make_plan(
         else:
             plan.changes.append(Change(signal.key, "unchanged", False, serving))
     declared = {signal.key for signal in registry.computed}
-    undeclared = served_undeclared(table, registry)
+    undeclared = served_undeclared(table.served, registry)
     for key in sorted(table.applied.keys() - declared - set(undeclared)):
         detail = "no longer declared: its state is dropped as users' events arrive"
         plan.changes.append(Change(key, "removed", False, "", detail))

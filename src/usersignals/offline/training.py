@@ -76,7 +76,7 @@ from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
-from usersignals.state.versions import load_versions
+from usersignals.state.versions import load_versions, refuse_served_undeclared
 
 if TYPE_CHECKING:
     from usersignals._core import LabelledUser
@@ -162,6 +162,7 @@ def with_served_versions(job: TrainingJob) -> TrainingJob:
 def job_registry(job: TrainingJob) -> SignalRegistry:
     """The job's signals, each name's column holding the version the API serves."""
     registry = SignalRegistry.from_module(job.settings.signals)
+    refuse_served_undeclared(job.served or {}, registry)
     registry.serve(job.served or {})
     return registry
 

@@ -11,13 +11,13 @@ and Redis alike), and the processor on its next micro-batch. The module declares
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 import msgspec
 
 from usersignals.durations import iso_utc
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, SignalsMismatchError
 from usersignals.signals.definition import Signal
 from usersignals.signals.identity import not_computed_by_writer
 from usersignals.signals.registry import SignalRegistry
@@ -94,14 +94,28 @@ def readded(
     }
 
 
-def served_undeclared(table: VersionTable, registry: SignalRegistry) -> list[str]:
-    """The versions the store serves by default (a cut-over's) that ``registry`` does not
-    declare, of the signals it declares: a module rolled back past a cut-over. Signals it
-    does not declare at all are not its business."""
+def served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> list[str]:
+    """The versions the store serves by default (``served``, a cut-over's choice) that
+    ``registry`` does not declare, of the signals it declares: a module rolled back past a
+    cut-over. Signals it does not declare at all are not its business."""
     names = {signal.name for signal in registry.computed}
     keys = {signal.key for signal in registry.computed}
-    served = (f"{name}@{version}" for name, version in sorted(table.served.items()))
-    return [key for key in served if key.split("@")[0] in names and key not in keys]
+    return [
+        f"{name}@{version}"
+        for name, version in sorted(served.items())
+        if name in names and f"{name}@{version}" not in keys
+    ]
+
+
+def refuse_served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> None:
+    """:func:`served_undeclared`, refused: its readers, or a training set, would serve another
+    version under the signal's name (perhaps a retired one)."""
+    undeclared = served_undeclared(served, registry)
+    if undeclared:
+        raise SignalsMismatchError(
+            f"the store serves {', '.join(undeclared)} by default (a cut-over), which this "
+            "module does not declare: deploy the module that declares it"
+        )
 
 
 def readded_detail(removed_ms: int) -> str:
