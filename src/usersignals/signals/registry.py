@@ -141,8 +141,8 @@ class SignalRegistry:
             signal = self._by_key.get(f"{name}@{version}")
             if signal is not None:
                 chosen[name] = signal
-            elif name in self._declared:
-                undeclared[name] = f"{name}@{version}"
+            elif any(signal.name == name for signal in self._by_key.values()):
+                undeclared[name] = f"{name}@{version}"  # as `served_undeclared` reads it
         self._undeclared = undeclared
         served = self._order(chosen)
         if served.keys() == self._served.keys() and all(
