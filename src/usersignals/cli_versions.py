@@ -79,6 +79,12 @@ def signals_apply(
     finally:
         state.close()
     _print_plan(plan, as_json)
+    removed = sum(change.kind == "removed" for change in plan.changes)
+    console.print(
+        f"applied: the store's version table records this module's {len(registry.computed):,} "
+        f"version(s), and {removed:,} removal(s)",
+        markup=False,
+    )
 
 
 @signals_app.command("cutover")
@@ -95,7 +101,7 @@ def signals_cutover(
 
     The old version is still computed for the grace period, then its state is dropped.
     """
-    from usersignals.durations import parse_duration
+    from usersignals.durations import iso_utc, parse_duration
     from usersignals.errors import ConfigurationError
     from usersignals.state.versions import cut_over, load_backfilled, load_versions
 
@@ -126,10 +132,12 @@ def signals_cutover(
             markup=False,
         )
     old = previous.key if previous is not None and previous is not signal else None
+    drop_after_ms = table.retired.get(old or "")
     document = {
         "served": signal.key,
         "previous": old,
-        "drop_after_ms": table.retired.get(old or ""),
+        "drop_after_ms": drop_after_ms,
+        "drop_after": None if drop_after_ms is None else iso_utc(drop_after_ms, "seconds"),
     }
     sys.stdout.write(json.dumps(document) + "\n")
 

@@ -63,7 +63,11 @@ def test_plan_and_apply_show_and_record_what_a_module_change_does(
     assert first["clicks@1"]["kind"] == "new"
     assert first["clicks@1"]["needs_backfill"] is False
     assert first["interests@1"]["serving"] == "default"
-    cli("signals", "apply", "--signals", v1, "--store", str(store))
+    applied = cli("signals", "apply", "--signals", v1, "--store", str(store))
+    # Said, not only the plan's table again (found in a newcomer's trial).
+    assert "applied: the store's version table records this module's 2 version(s)" in (
+        " ".join(applied.stderr.split())
+    )
     assert {c["kind"] for c in plan(store, v1).values()} == {"unchanged"}
 
     shadowed = plan(store, module(tmp_path, "shadowed", SHADOWED))
@@ -135,6 +139,7 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     moved = json.loads(cutover.stdout)
     assert moved["served"] == "interests@2"
     assert moved["previous"] == "interests@1"
+    assert moved["drop_after"].endswith("+00:00")  # the ms, readable too
     served = json.loads(cli(*get).stdout)["signals"]["interests"]
     assert served["version"] == 2
     # The same profile as v2 in the diff.
