@@ -136,14 +136,11 @@ class SignalRegistry:
         (:meth:`get`), and the processor refuses such a module
         (:func:`~usersignals.state.versions.served_undeclared`)."""
         chosen = dict(self._declared)
-        undeclared = {}
         for name, version in versions.items():
             signal = self._by_key.get(f"{name}@{version}")
             if signal is not None:
                 chosen[name] = signal
-            elif any(signal.name == name for signal in self._by_key.values()):
-                undeclared[name] = f"{name}@{version}"  # as `served_undeclared` reads it
-        self._undeclared = undeclared
+        self._undeclared = self.undeclared(versions)
         served = self._order(chosen)
         if served.keys() == self._served.keys() and all(
             served[name] is self._served[name] for name in served
@@ -151,6 +148,17 @@ class SignalRegistry:
             return  # unchanged: keep the mapping, which caches of served queries key on
         # One assignment: a reader thread sees the old or the new mapping, never a mix.
         self._served = served
+
+    def undeclared(self, versions: Mapping[str, int]) -> dict[str, str]:
+        """Of ``versions`` (name → version, a cut-over's choice), the ones of a name this
+        module declares (shadow only, too) in a version it does not: name → ``name@version``.
+        A module rolled back past a cut-over."""
+        names = {signal.name for signal in self._by_key.values()}
+        return {
+            name: f"{name}@{version}"
+            for name, version in sorted(versions.items())
+            if name in names and f"{name}@{version}" not in self._by_key
+        }
 
     @property
     def retired(self) -> dict[str, int]:

@@ -98,13 +98,7 @@ def served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> li
     """The versions the store serves by default (``served``, a cut-over's choice) that
     ``registry`` does not declare, of the signals it declares: a module rolled back past a
     cut-over. Signals it does not declare at all are not its business."""
-    names = {signal.name for signal in registry.computed}
-    keys = {signal.key for signal in registry.computed}
-    return [
-        f"{name}@{version}"
-        for name, version in sorted(served.items())
-        if name in names and f"{name}@{version}" not in keys
-    ]
+    return list(registry.undeclared(served).values())
 
 
 def refuse_served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> None:
