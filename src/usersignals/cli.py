@@ -209,12 +209,18 @@ def replay(
 
 
 def _stop_on_signals() -> threading.Event:
-    """An event set by SIGTERM or Ctrl-C: the runner finishes the batch in hand, then stops."""
+    """An event set by SIGTERM or Ctrl-C: the runner finishes the batch in hand, then stops.
+
+    SIGUSR1 prints every thread's stack to stderr and changes nothing else: how to find
+    where a process that does not stop (or does not move) is waiting, without stopping it.
+    """
+    import faulthandler
     import signal as signals_module
 
     stop = threading.Event()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
         signals_module.signal(name, lambda *_: stop.set())
+    faulthandler.register(signals_module.SIGUSR1, all_threads=True)
     return stop
 
 

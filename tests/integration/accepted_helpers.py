@@ -6,7 +6,6 @@ Signals: one ``Count`` (``clicks``), so "applied exactly once" is a number to co
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from pathlib import Path
 import httpx
 import msgspec
 
+from stopping import sigterm_and_wait
 from usersignals import Event
 from usersignals.devtools.broker import free_port
 from usersignals.state import RocksStore
@@ -75,14 +75,7 @@ def start_processor(env: dict[str, str], *args: str) -> subprocess.Popen[bytes]:
 
 
 def stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return sigterm_and_wait(process, timeout_s=30)
 
 
 def event_body(user: str, prefix: str, count: int) -> bytes:

@@ -7,7 +7,6 @@ the server are the real commands, started as subprocesses and stopped after the 
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -17,6 +16,7 @@ from pathlib import Path
 
 import httpx
 
+from stopping import sigterm_and_wait
 from usersignals.app import build_processor
 from usersignals.config import Settings, SpoolSettings, StoreSettings
 from usersignals.demo import workload_spec
@@ -49,14 +49,7 @@ class Service:
 
 
 def _stop(process: subprocess.Popen[bytes]) -> int:
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-    return process.returncode
+    return sigterm_and_wait(process, timeout_s=15)
 
 
 def start_service(

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -29,6 +28,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from stopping import sigterm_and_communicate
 from usersignals.demo import workload_spec
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.enrich.tables import load_table
@@ -182,9 +182,7 @@ def failed_store_operations(port: int) -> float:
 
 
 def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
-    process.send_signal(signal.SIGTERM)
-    _, err = process.communicate(timeout=60)
-    return process.returncode, err
+    return sigterm_and_communicate(process, timeout_s=60)
 
 
 def clean_replay(

@@ -103,3 +103,37 @@ def test_sigterm_finishes_writes_exits_zero_and_a_restart_resumes(tmp_path: Path
     writer.close()
     second = run_until_idle(501)
     assert "1 lines, 1 events applied (0 already applied" in second
+
+
+def test_sigusr1_prints_every_threads_stack_and_the_processor_goes_on(tmp_path: Path) -> None:
+    """A processor that seems stuck is asked where it is: SIGUSR1 prints each thread's
+    stack to stderr (Python's faulthandler) and the processor keeps running; SIGTERM still
+    stops it cleanly. Before, SIGUSR1's default action killed it."""
+    store, spool = tmp_path / "store", tmp_path / "spool"
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__PATH": str(store),
+        "USERSIGNALS_SPOOL__PATH": str(spool),
+    }
+    now = time.time_ns() // 1_000_000
+    writer = SpoolWriter(spool, "w1")
+    writer.append([msgspec.json.encode(Event("e1", "u1", "i1", "click", "home", now))])
+    writer.close()
+    with subprocess.Popen(
+        [str(BIN / "usersignals"), "run"], env=env, stderr=subprocess.PIPE, text=True
+    ) as process:
+        try:
+            wait_for(lambda: events_applied(store, ["u1"], now + 1) == 1, 60, "the event applied",
+                     poll_s=0.1, alive=process)  # fmt: skip
+            process.send_signal(signal.SIGUSR1)
+            time.sleep(0.5)
+            assert process.poll() is None, "SIGUSR1 ended the processor"
+            process.send_signal(signal.SIGTERM)
+            _, err = process.communicate(timeout=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert process.returncode == 0, err
+    assert "Current thread" in err, err
+    assert "cli_run.py" in err, err
+    assert "1 lines, 1 events applied" in err

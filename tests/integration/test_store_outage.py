@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
@@ -35,6 +34,7 @@ from test_kafka import (
 )
 
 from redis_server import RedisServer
+from stopping import sigterm_and_communicate, sigterm_and_wait
 from usersignals import Event, ReadContext, SignalRegistry
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.enrich.tables import load_table
@@ -243,8 +243,7 @@ def test_a_processor_started_while_redis_is_down_waits_for_it(tmp_path: Path) ->
         wait_for(lambda: applied() == 20, 60, "the spooled events to be applied")
         assert status(f"{health}/readyz") == 200
         store.close()
-        processor.send_signal(signal.SIGTERM)
-        assert processor.wait(timeout=30) == 0
+        assert sigterm_and_wait(processor, timeout_s=30) == 0
     finally:
         if processor.poll() is None:
             processor.kill()
@@ -285,9 +284,8 @@ def test_a_processor_started_on_a_redis_that_refuses_writes_waits_for_it(
         client.replicaof("NO", "ONE")  # writable again
         wait_for(lambda: client.exists(b"m:signals") or bool(client.keys("*signals*")), 60,
                  "the processor to start and record its signals")  # fmt: skip
-        processor.send_signal(signal.SIGTERM)
-        _, stderr = processor.communicate(timeout=30)  # and closes the pipe
-        assert processor.returncode == 0, stderr
+        code, stderr = sigterm_and_communicate(processor, timeout_s=30)  # closes the pipe
+        assert code == 0, stderr
         assert "Traceback" not in stderr
     finally:
         if processor.poll() is None:
