@@ -433,3 +433,29 @@ def test_a_training_set_refuses_a_module_rolled_back_past_a_cut_over(tmp_path: P
     ):
         job_registry(job)
     assert job_registry(dataclasses.replace(job, served={"clicks": 1})).get("clicks").version == 1
+
+
+def test_a_plan_says_a_version_is_retired_and_when_its_state_goes() -> None:
+    """After a cut-over the old version, still declared, showed in ``signals plan`` as an
+    unchanged shadow version, as if it would go on being computed: it is retired, computed
+    until its grace period ends, then no longer computed, its state dropped and its reads
+    answered 410."""
+    store = MemoryStore()
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    apply_plan(store, registry)
+    cut_over(store, registry, registry.get("clicks@2"), grace_ms=HOUR_MS, now_ms=1_000)
+
+    def change(now_ms: int) -> tuple[str, str, str]:
+        planned = make_plan(registry, load_versions(store), set(), now_ms=now_ms)
+        (old,) = [c for c in planned.changes if c.key == "clicks@1"]
+        assert not planned.refused
+        return old.kind, old.serving, old.detail
+
+    kind, serving, detail = change(now_ms=2_000)
+    assert (kind, serving) == ("unchanged", "retired")
+    assert "computed until 1970-01-01T01:00:01" in detail
+    assert "signals cutover clicks@1" in detail  # the way back, while it lasts
+    kind, serving, detail = change(now_ms=2 * HOUR_MS)
+    assert (kind, serving) == ("unchanged", "retired")
+    assert "no longer computed" in detail
+    assert "remove it from the module" in detail

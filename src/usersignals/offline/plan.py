@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 from itertools import islice
 from typing import Any, Literal
 
+from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError, StoreError
 from usersignals.signals.definition import Signal
 from usersignals.signals.registry import SignalRegistry
@@ -59,7 +60,9 @@ class Change:
     key: str
     kind: Kind
     needs_backfill: bool
-    #: How the version is served: "default", "shadow" (only by name@version) or "" (removed).
+    #: How the version is served: "default", "shadow" (only by name@version), "retired" (a
+    #: cut-over's old version: as a shadow until its grace period ends, then not) or ""
+    #: (removed).
     serving: str
     detail: str = ""
 
@@ -106,13 +109,19 @@ def make_plan(
     stored: set[str],
     removed: Mapping[str, int] | None = None,
     backfilled: Mapping[str, str] | None = None,
+    now_ms: int | None = None,
 ) -> Plan:
     """``removed``: the versions an earlier ``apply`` recorded removed, and when;
-    ``backfilled``: the versions a backfill computed, and under which definition."""
+    ``backfilled``: the versions a backfill computed, and under which definition; ``now_ms``:
+    the time a retired version's grace period is compared with (the wall clock)."""
     registry.serve(table.served)
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
     plan = Plan()
     for signal in registry.computed:
         serving = "default" if registry.label(signal) == signal.name else "shadow"
+        if signal.key in table.retired:
+            plan.changes.append(_retired(signal, table.retired[signal.key], now))
+            continue
         recorded = table.applied.get(signal.key)
         if recorded is None and removed and signal.key in removed:
             detail = readded_detail(removed[signal.key])
@@ -134,6 +143,23 @@ def make_plan(
         detail = "served by default (a cut-over), but not declared: deploy the module declaring it"
         plan.changes.append(Change(key, "undeclared", False, "default", detail))
     return plan
+
+
+def _retired(signal: Signal, drop_at_ms: int, now_ms: int) -> Change:
+    """A version a cut-over retired, still declared: computed (and served when named)
+    until its grace period ends, then neither, its state dropped as users' events arrive."""
+    when = iso_utc(drop_at_ms, "seconds")
+    if drop_at_ms > now_ms:
+        detail = (
+            f"retired by a cut-over: computed until {when}, then its state is dropped; "
+            f"until then `signals cutover {signal.key}` serves it again"
+        )
+    else:
+        detail = (
+            f"retired by a cut-over: no longer computed since {when}, its state dropped and "
+            "its reads answered 410; remove it from the module"
+        )
+    return Change(signal.key, "unchanged", False, "retired", detail)
 
 
 def _backfilled_as(backfilled: Mapping[str, str], signal: Signal) -> bool:
