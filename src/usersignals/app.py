@@ -219,6 +219,8 @@ def open_store_reader(settings: Settings, signals: str | None = None) -> SignalR
         problem = mismatch(store.get_many([SIGNALS_KEY])[0], module, registry)
         if problem is not None:
             raise SignalsMismatchError(problem)
+        # As the processor does: it would answer the name with another version.
+        refuse_served_undeclared(load_versions(store).served, registry)
     except Exception:
         store.close()
         raise

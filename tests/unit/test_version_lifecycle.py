@@ -459,3 +459,39 @@ def test_a_plan_says_a_version_is_retired_and_when_its_state_goes() -> None:
     assert (kind, serving) == ("unchanged", "retired")
     assert "no longer computed" in detail
     assert "remove it from the module" in detail
+
+
+def test_a_reader_with_a_module_rolled_back_past_a_cut_over_does_not_serve_the_old_version(
+    tmp_path: Path,
+) -> None:
+    """A serving worker (or ``usersignals get``) whose module does not declare the version a
+    cut-over serves answered the signal's name with the module's own default — within the
+    old version's grace period silently the old version, the store serving another. It is
+    now refused at start, as the processor is, and a worker that sees the cut-over while it
+    runs goes not-ready with the same reason (its reads answer 503)."""
+    from usersignals.app import open_store_reader
+    from usersignals.serving.identity import WriterCheck
+
+    settings = clicks_v1_deployment(tmp_path)
+    both = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    rocks = open_store(settings)
+    try:
+        rocks.write({SIGNALS_KEY: signals_identity("both", both)})
+        reader = open_store_reader(settings)  # before the cut-over: the module matches
+        reader.store.close()
+        cut_over(rocks, both, both.get("clicks@2"), grace_ms=HOUR_MS)
+        recorded = rocks.get_many([SIGNALS_KEY])[0]
+    finally:
+        rocks.close()
+    undeclared = r"the store serves clicks@2 by default \(a cut-over\), which this module"
+    with pytest.raises(SignalsMismatchError, match=undeclared):
+        open_store_reader(settings)
+
+    running = SignalRegistry([clicks(1)])
+    check = WriterCheck("v1_module", running)
+    check.observe(recorded)
+    assert check.problem is None
+    running.serve({"clicks": 2})  # the worker's refresh reads the cut-over
+    check.observe(recorded)
+    assert check.problem is not None
+    assert "serves clicks@2 by default" in check.problem

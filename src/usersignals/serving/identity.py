@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from usersignals.signals.identity import identity_problem
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.versions import undeclared_problem
 
 
 def mismatch(recorded: bytes | None, module: str, registry: SignalRegistry) -> str | None:
@@ -34,4 +35,9 @@ class WriterCheck:
     problem: str | None = None
 
     def observe(self, recorded: bytes | None) -> None:
-        self.problem = mismatch(recorded, self.module, self.registry)
+        """``recorded``: the writer's record of its signals. The registry's served versions
+        are the store's as of the worker's last refresh: a cut-over to a version this module
+        does not declare is a problem too (it would answer the name with another version)."""
+        self.problem = mismatch(recorded, self.module, self.registry) or undeclared_problem(
+            self.registry.served_undeclared
+        )

@@ -161,6 +161,12 @@ class SignalRegistry:
         }
 
     @property
+    def served_undeclared(self) -> list[str]:
+        """The versions (``name@version``) the store serves by default, as :meth:`serve` was
+        last told, that this module does not declare: see :meth:`undeclared`."""
+        return list(self._undeclared.values())
+
+    @property
     def retired(self) -> dict[str, int]:
         """The versions :meth:`retire` refuses, with when (ms) their grace period was over:
         the module's, and those it no longer declares."""

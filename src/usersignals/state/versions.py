@@ -11,7 +11,7 @@ and Redis alike), and the processor on its next micro-batch. The module declares
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
 
 import msgspec
@@ -104,12 +104,20 @@ def served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> li
 def refuse_served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> None:
     """:func:`served_undeclared`, refused: its readers, or a training set, would serve another
     version under the signal's name (perhaps a retired one)."""
-    undeclared = served_undeclared(served, registry)
-    if undeclared:
-        raise SignalsMismatchError(
-            f"the store serves {', '.join(undeclared)} by default (a cut-over), which this "
-            "module does not declare: deploy the module that declares it"
-        )
+    problem = undeclared_problem(served_undeclared(served, registry))
+    if problem is not None:
+        raise SignalsMismatchError(problem)
+
+
+def undeclared_problem(undeclared: Sequence[str]) -> str | None:
+    """What is wrong with a module that does not declare the ``undeclared`` versions the
+    store serves by default; ``None`` when there are none."""
+    if not undeclared:
+        return None
+    return (
+        f"the store serves {', '.join(undeclared)} by default (a cut-over), which this "
+        "module does not declare: deploy the module that declares it"
+    )
 
 
 def readded_detail(removed_ms: int) -> str:
