@@ -215,11 +215,23 @@ def _stop_on_signals() -> threading.Event:
     where a process that does not stop (or does not move) is waiting, without stopping it.
     """
     import faulthandler
+    import os
     import signal as signals_module
 
     stop = threading.Event()
+    # The handler only writes a byte to a pipe, and a thread of its own sets the event:
+    # Python runs a handler in the main thread wherever it is, and one calling stop.set()
+    # there deadlocked when that thread held the event's lock (Event.wait() holds it around
+    # each wait; tests/unit/test_stop_on_signals.py).
+    read_end, write_end = os.pipe()
+
+    def set_when_signalled() -> None:
+        os.read(read_end, 1)
+        stop.set()
+
+    threading.Thread(target=set_when_signalled, name="stop-on-signal", daemon=True).start()
     for name in (signals_module.SIGTERM, signals_module.SIGINT):
-        signals_module.signal(name, lambda *_: stop.set())
+        signals_module.signal(name, lambda *_: os.write(write_end, b"\0"))
     faulthandler.register(signals_module.SIGUSR1, all_threads=True)
     return stop
 
