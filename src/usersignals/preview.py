@@ -15,7 +15,7 @@ from pathlib import Path
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.enrich.tables import load_table
-from usersignals.errors import ConfigurationError
+from usersignals.errors import ConfigurationError, SignalReadError
 from usersignals.events.decode import EventDecoder
 from usersignals.events.model import Event
 from usersignals.ingest.archive import EventArchive
@@ -23,7 +23,7 @@ from usersignals.serving.reader import SignalResult
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.memory import MemoryStore
 from usersignals.state.store import KeyValueTable
-from usersignals.testing import run_signals
+from usersignals.testing import Answers, as_served, run_signals
 
 
 @dataclass
@@ -52,20 +52,41 @@ def preview(
     registry = SignalRegistry.from_module(module)
     events, bad = _read_events(events_path, max_events)
     store = MemoryStore()
-    try:
-        loaded = _load_tables(registry, tables, store)
-        answers = run_signals(list(registry), events, tables=loaded, context=context)
-    finally:
-        store.close()
     busiest = Counter(event.user_id for event in events).most_common(top_users)
     shown = list(users) or [user for user, _ in busiest]
+    with_events = {event.user_id for event in events}
+    try:
+        loaded = _load_tables(registry, tables, store)
+        # Only the users shown are read: another's answer may be one the API refuses (a 422
+        # at this as_of), which would fail the whole preview.
+        answers = run_signals(
+            list(registry),
+            events,
+            tables=loaded,
+            context=context,
+            read_users=[user for user in shown if user in with_events],
+        )
+    finally:
+        store.close()
     results = {
-        user: {name: answers.result(user, name) for name in registry.names}
+        user: {name: _servable(registry, user, name, answers) for name in registry.names}
         if user in answers
         else {}
         for user in shown
     }
     return Preview(results, len(events), bad)
+
+
+def _servable(registry: SignalRegistry, user: str, name: str, answers: Answers) -> SignalResult:
+    """``user``'s answer of ``name``, refused as the read's failure (one line, naming the
+    signal and the user) when the API could not serve it: not JSON, say."""
+    result = answers.result(user, name)
+    try:
+        as_served(name, result.value)
+    except TypeError as exc:
+        key = registry.get(name).key
+        raise SignalReadError(key, user, answers.at_ms, str(exc)) from exc
+    return result
 
 
 def _read_events(path: Path, max_events: int) -> tuple[list[Event], dict[str, int]]:

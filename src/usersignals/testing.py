@@ -116,14 +116,24 @@ class Answers(Mapping[str, Mapping[str, Any]]):
     context parameters); ``answers.report`` is what the engine did with the events.
     """
 
-    def __init__(self, results: Mapping[str, Mapping[str, SignalResult]], report: BatchReport):
+    def __init__(
+        self,
+        results: Mapping[str, Mapping[str, SignalResult]],
+        report: BatchReport,
+        at_ms: int = 0,
+    ):
         self._results = results
         self.report = report
+        #: The time the answers were read as of (the context's ``as_of``, else its now).
+        self.at_ms = at_ms
 
     def __getitem__(self, user_id: str) -> Mapping[str, Any]:
         return {
-            name: _as_served(name, result.value) for name, result in self._results[user_id].items()
+            name: as_served(name, result.value) for name, result in self._results[user_id].items()
         }
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._results  # without encoding the user's answers
 
     def __iter__(self) -> Iterator[str]:
         return iter(self._results)
@@ -135,7 +145,7 @@ class Answers(Mapping[str, Mapping[str, Any]]):
         return self._results[user_id][signal]
 
 
-def _as_served(name: str, value: Any) -> Any:
+def as_served(name: str, value: Any) -> Any:
     """``value`` as the API serves it: through its JSON encoder (integer keys become
     strings; a value the encoder refuses, a numpy scalar say, fails here as in the API)."""
     try:
@@ -178,6 +188,7 @@ def run_signals(
     context: ReadContext | Mapping[str, ContextValue] | None = None,
     batch_size: int | None = None,
     users: Sequence[str] = (),
+    read_users: Sequence[str] | None = None,
 ) -> Answers:
     """Process ``events`` for ``signals`` in memory and read back every user's answers.
 
@@ -188,7 +199,9 @@ def run_signals(
     :class:`ReadContext`, read as it is: its ``now_ms`` is the wall clock unless set, as in
     the API (so give ``now_ms`` or ``as_of_ms`` for events of another day). ``batch_size`` splits
     the events into micro-batches (default: one), as a processor would. ``users`` are
-    answered too, events or not (as the API answers a user it has none of).
+    answered too, events or not (as the API answers a user it has none of). ``read_users``,
+    when given, are the only users read (every event is applied all the same): a view one
+    of the others cannot answer (a 422 of the API) then fails nothing.
     """
     _check_batch_size(batch_size)
     events = _numbered(events)
@@ -206,7 +219,10 @@ def run_signals(
             chunk = list(events[start : start + size])
             positions = [Position(_PARTITION, start + i + 1) for i in range(len(chunk))]
             report.add(engine.process(MicroBatch(chunk, positions)))
-        users = list(dict.fromkeys([*(e.user_id for e in events), *users]))
+        if read_users is None:
+            users = list(dict.fromkeys([*(e.user_id for e in events), *users]))
+        else:
+            users = list(dict.fromkeys(read_users))
         newest = max((e.ts for e in events), default=0)
         read = _context(context, newest)
         # Every version, shadow ones too (by name@version), as a request naming them reads.
@@ -215,7 +231,8 @@ def run_signals(
         answers = reader.read_many(users, every, read)
     finally:
         store.close()
-    return Answers({answer.user_id: answer.signals for answer in answers}, report)
+    at = read.as_of_ms if read.as_of_ms is not None else read.now_ms
+    return Answers({answer.user_id: answer.signals for answer in answers}, report, at)
 
 
 def assert_signal(

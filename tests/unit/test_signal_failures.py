@@ -346,3 +346,49 @@ def test_the_processor_s_running_stats_keep_counts_not_the_rejected_events() -> 
         step.apply(step.decode(lines, [Position("p", block * 10 + i) for i in range(10)]))
     assert step.stats.bad_by_reason == {"signal_failed": 50}
     assert step.stats.report.rejected == []
+
+
+def test_a_read_json_cannot_carry_is_one_error_naming_it_in_signals_preview(
+    tmp_path: Path,
+) -> None:
+    """Found in a newcomer's trial: a read answering what JSON cannot carry (an object)
+    ended `signals preview` with a TypeError traceback; a read that raised was one line."""
+    from usersignals.preview import preview
+
+    module = tmp_path / "odd_read.py"
+    module.write_text(
+        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
+        "from test_signal_failures import FailingDwell, FailingRead\n"
+        "from usersignals import Signal\n"
+        "FailingRead.answer = {'x': object()}\n"
+        "dwell = Signal(name='dwell', version=1, aggregate=FailingDwell('none'))\n"
+    )
+    sample = tmp_path / "events.jsonl"
+    sample.write_bytes(msgspec.json.encode(EVENTS[0]) + b"\n")
+    with pytest.raises(SignalReadError, match=r"dwell@1 failed to read user 'u1' as of ") as caught:
+        preview(str(module), sample, {})
+    assert "a value the API cannot serve" in str(caught.value)
+
+
+def test_signals_preview_reads_only_the_users_it_shows(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: `preview --user u1 --context as_of=T` failed with a 422
+    of another user (one with an event after T in a bucket the view cuts): preview read
+    every user and showed one."""
+    from usersignals.preview import preview
+
+    module = tmp_path / "clicks.py"
+    module.write_text(
+        "from usersignals import LastN, Signal\n"
+        "recent = Signal(name='recent', version=1, aggregate=LastN(5), retention='7d')\n"
+        "from usersignals import Distinct\n"
+        "creators = Signal(name='creators', version=1, aggregate=Distinct(of='item_id'),"
+        " retention='7d')\n"
+    )
+    early = event("u1", "i1", "click", ts=NOW, event_id="u1-1")
+    late = event("u2", "i2", "click", ts=NOW + 60_000, event_id="u2-1")
+    sample = tmp_path / "events.jsonl"
+    sample.write_bytes(b"".join(msgspec.json.encode(e) + b"\n" for e in (early, late)))
+    as_of = {"as_of": str(NOW + 1)}  # before u2's event, in the same day bucket
+    shown = preview(str(module), sample, {}, users=["u1"], context=as_of)
+    assert list(shown.users) == ["u1"]
+    assert shown.users["u1"]["recent"].value[0]["item_id"] == "i1"

@@ -107,3 +107,45 @@ def test_an_attribute_path_with_an_empty_step_is_a_problem(name: str) -> None:
     with pytest.raises(SignalDefinitionError) as caught:
         Signal(name="custom", version=1, where=field(name).eq("a"), aggregate=Count())
     assert list(caught.value.problems) == [f"field {name!r}: an attribute path has no empty step"]
+
+
+@dataclass(frozen=True)
+class Compiles(Custom):
+    """An aggregation whose ``compile()`` resolves ``field``, or raises ``error``."""
+
+    field: str = "action"
+    error: Exception | None = None
+
+    def params(self) -> Any:
+        return {}
+
+    def compile(self, resolve: Any, retention_ms: int) -> AggregationRuntime[Any]:
+        if self.error is not None:
+            raise self.error
+        resolve(self.field)
+        raise NotImplementedError("never reached in these tests")
+
+
+def test_a_compile_that_resolves_an_undeclared_field_is_a_definition_problem() -> None:
+    """Found in a newcomer's trial: ``resolve("actoin")`` passed ``signals compile`` and
+    ended ``preview``, ``replay`` and ``run`` with a ``KeyError`` traceback; a server
+    answered every read of the signal ``signal_failed``. The registry compiles each signal
+    and names the field."""
+    from usersignals import SignalRegistry
+
+    signal = Signal(name="custom", version=1, aggregate=Compiles(field="actoin"))
+    with pytest.raises(SignalDefinitionError) as caught:
+        SignalRegistry([signal])
+    (problem,) = caught.value.problems
+    assert "'actoin'" in problem
+    assert "Compiles.fields()" in problem
+
+
+def test_a_compile_that_raises_is_a_definition_problem() -> None:
+    from usersignals import SignalRegistry
+
+    signal = Signal(name="custom", version=1, aggregate=Compiles(error=ValueError("no table")))
+    with pytest.raises(SignalDefinitionError) as caught:
+        SignalRegistry([signal])
+    assert caught.value.signal == "custom"
+    assert caught.value.problems == ("Compiles.compile() failed: ValueError: no table",)

@@ -20,7 +20,7 @@ from usersignals.durations import (
     format_duration,
     to_duration,
 )
-from usersignals.errors import SignalDefinitionError
+from usersignals.errors import SignalDefinitionError, UserSignalsError
 from usersignals.signals.fields import (
     ATTR_PREFIX,
     BASE_FIELDS,
@@ -182,9 +182,20 @@ class CompiledSignal:
         self.accepts: RowPredicate | None = (
             signal.where.compile(self.getter) if signal.where is not None else None
         )
-        self.runtime: AggregationRuntime[Any] = signal.aggregate.compile(
-            self.getter, signal.retention_ms
-        )
+        self.runtime: AggregationRuntime[Any] = self._compile_aggregate()
+
+    def _compile_aggregate(self) -> AggregationRuntime[Any]:
+        """The aggregation's runtime. A user-defined ``compile()`` that fails is a problem
+        of the signal's definition, named as one when the registry is built (``signals
+        compile`` included), not a traceback in the first command that runs it."""
+        signal = self.signal
+        try:
+            return signal.aggregate.compile(self.getter, signal.retention_ms)
+        except UserSignalsError:
+            raise
+        except Exception as exc:
+            problem = f"{type(signal.aggregate).__name__}.compile() failed: {type(exc).__name__}"
+            raise SignalDefinitionError(signal.name, [f"{problem}: {exc}"]) from exc
 
     def getter(self, name: str) -> Getter:
         """A fast accessor for a field by name (see :mod:`usersignals.signals.fields`)."""
@@ -193,7 +204,17 @@ class CompiledSignal:
         if name.startswith(ATTR_PREFIX):
             read_attrs = attrs_reader(name[len(ATTR_PREFIX) :])
             return lambda row: read_attrs(row[0].attrs)
-        position = self._source_of[name]
+        position = self._source_of.get(name)
+        if position is None:  # the filters' fields are checked when the signal is defined
+            aggregation = type(self.signal.aggregate).__name__
+            raise SignalDefinitionError(
+                self.signal.name,
+                [
+                    f"{aggregation}.compile() resolves field {name!r}, which is not an event "
+                    f"field, an attrs path or an enriched field of the signal: is it in "
+                    f"{aggregation}.fields()?"
+                ],
+            )
         return lambda row: row[1][position].get(name)
 
 

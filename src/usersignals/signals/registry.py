@@ -37,6 +37,8 @@ class SignalRegistry:
 
     def __init__(self, signals: Sequence[Signal]) -> None:
         validate_signals(signals)
+        for signal in signals:
+            signal.compiled  # noqa: B018 - a user-defined compile() that fails, said here
         self._by_key = {signal.key: signal for signal in signals}
         self._declared = {signal.name: signal for signal in signals if not signal.shadow}
         self._served = self._order(self._declared)
