@@ -158,17 +158,28 @@ class Engine:
         self._names = {signal.name for signal in registry.computed}
         #: Retired versions past their grace period (state/versions.py), read per batch.
         self._expired: set[str] = set()
+        self._set_up_lookups(registry, materializer)
+
+    def _set_up_lookups(self, registry: SignalRegistry, materializer: Materializer | None) -> None:
+        """The lookup sources the signals join, how each is joined, and the Materializer's
+        promise to serve them with the fields' kinds."""
         self._sources = sorted({name for plan in self._plans for name in plan.layout})
         self._joins = {source: _SourceJoin.of(source, self._plans) for source in self._sources}
-        if self._sources:
-            if materializer is None:
-                raise ConfigurationError(
-                    f"signals need lookup sources {', '.join(self._sources)} but no "
-                    "materializer was given"
-                )
-            materializer.require(self._sources)
-            for source, kinds in enriched_field_kinds(registry).items():
-                materializer.expect(source, kinds)
+        # A source looked up only for the events its signals' filters accept has its misses
+        # counted at the lookup, among those events; the joins count the others' misses.
+        self._native.misses_counted_apart = self._filtered_sources = frozenset(
+            source for source, join in self._joins.items() if join.filters is not None
+        )
+        if not self._sources:
+            return
+        if materializer is None:
+            raise ConfigurationError(
+                f"signals need lookup sources {', '.join(self._sources)} but no "
+                "materializer was given"
+            )
+        materializer.require(self._sources)
+        for source, kinds in enriched_field_kinds(registry).items():
+            materializer.expect(source, kinds)
 
     def read_block_ahead(self, events: list[Event]) -> ReadAhead:
         """What the Kafka processor's fetch thread reads of its next block while this engine
@@ -293,7 +304,9 @@ class Engine:
         """Enrich, then apply each user's new events to every signal; the records to write go
         into ``puts`` and the counts into ``report``."""
         events, positions = batch.events, batch.positions
-        records = self._lookups([events[i] for _, _, fresh in work for i in fresh])
+        records = self._lookups(
+            [events[i] for _, _, fresh in work for i in fresh], missing=report.missing_enrichment
+        )
         applied = {plan.key: 0 for plan in self._plans}
         expired = {plan.key: 0 for plan in self._plans}
         joins = {
@@ -342,7 +355,7 @@ class Engine:
             layout_rows = rows_by_layout.get(plan.layout)
             if layout_rows is None:
                 layout_rows = rows_by_layout[plan.layout] = _join(
-                    user_events, tally.joins[plan.layout], tally.missing
+                    user_events, tally.joins[plan.layout], tally.missing, self._filtered_sources
                 )
             accepts = plan.accepts
             rows = layout_rows if accepts is None else [row for row in layout_rows if accepts(row)]
@@ -406,17 +419,21 @@ class Engine:
         keys: Mapping[str, list[str]] | None = None,
         remember: bool = True,
         ahead: LookupsAhead | None = None,
+        missing: dict[str, int] | None = None,
     ) -> dict[str, dict[str, Record]]:
         """One batched lookup per source, of the distinct keys that the ``live`` events (the
         ones to apply) carry, where a signal interested in them reads the source; through
         the Materializer's cache unless not ``remember``. ``keys``: per source, the distinct
         keys of all the ``live`` events, read already (by the core's column reader, see
         ``NativeBatches``), for the sources whose signals do not filter first. ``ahead``:
-        what :meth:`read_block_ahead` fetched of them."""
+        what :meth:`read_block_ahead` fetched of them. ``missing``: where the misses of the
+        sources looked up for the events a filter accepts are counted (those events whose
+        key found no record)."""
         records: dict[str, dict[str, Record]] = {}
         for source, join in self._joins.items():
             wanted: Iterable[str]
             distinct = False
+            candidates: list[Event] | None = None
             if join.filters is not None:  # every signal filters on event fields first
                 filters = join.filters
                 candidates = [e for e in live if any(check((e, ())) for check in filters)]
@@ -427,9 +444,15 @@ class Engine:
                 wanted = _key_set(live, join.field_name)
             if self.materializer is None:  # __init__ refuses this; kept for the type checker
                 raise ConfigurationError(f"no materializer for lookup source {source!r}")
-            records[source] = self.materializer.lookup(
+            found = records[source] = self.materializer.lookup(
                 source, wanted, remember=remember, distinct=distinct, ahead=ahead
             )
+            if candidates is not None and missing is not None:
+                misses = sum(
+                    1 for e in candidates if (_key_value(e, join.field_name) or "") not in found
+                )
+                if misses:
+                    missing[source] = missing.get(source, 0) + misses
         return records
 
     def delete_users(
@@ -490,8 +513,11 @@ def _join(
     events: list[Event],
     joins: list[tuple[str, dict[str, Record], str]],
     missing: dict[str, int],
+    counted_apart: frozenset[str] = frozenset(),
 ) -> list[Row]:
-    """Rows of ``events`` with the record of each lookup joined on (an empty dict if none)."""
+    """Rows of ``events`` with the record of each lookup joined on (an empty dict if none);
+    the misses counted into ``missing``, but for the sources ``counted_apart`` (at their
+    lookup)."""
     rows: list[Row]
     if not joins:
         return [(event, ()) for event in events]
@@ -500,9 +526,10 @@ def _join(
         name, table, field_name = joins[0]
         key_of = attrgetter(field_name)
         rows = [(event, (table.get(key_of(event)) or _MISSING,)) for event in events]
-        misses = sum(1 for row in rows if row[1][0] is _MISSING)
-        if misses:
-            missing[name] = missing.get(name, 0) + misses
+        if name not in counted_apart:
+            misses = sum(1 for row in rows if row[1][0] is _MISSING)
+            if misses:
+                missing[name] = missing.get(name, 0) + misses
         return rows
     rows = []
     for event in events:
@@ -511,7 +538,8 @@ def _join(
             record = table.get(_key_value(event, field_name) or "")
             if record is None:
                 # Signals see the fields as missing (None); the miss is counted.
-                missing[name] = missing.get(name, 0) + 1
+                if name not in counted_apart:
+                    missing[name] = missing.get(name, 0) + 1
                 record = _MISSING
             joined.append(record)
         rows.append((event, tuple(joined)))

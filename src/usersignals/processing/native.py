@@ -141,6 +141,8 @@ class NativeSignals:
         fields = sorted({name for names in self._core.fields() for name in names})
         # ``_joins``: the sources the columns join, in the order the reader counts misses.
         self._columns, self._joins = _column_reader(fields, self._enriched)
+        #: The sources whose misses the engine counts at their lookup (see Engine._lookups).
+        self.misses_counted_apart: frozenset[str] = frozenset()
 
     def _claim_fields(self, signal: Signal) -> bool:
         """Record where the signal's enriched fields come from; False on a clash with an
@@ -222,7 +224,7 @@ class NativeSignals:
         columns, misses = self._columns.read(live, dict(records), keys)
         if missing is not None:
             for source, count in zip(self._joins, misses, strict=True):
-                if count:
+                if count and source not in self.misses_counted_apart:
                     missing[source] = missing.get(source, 0) + count
         return columns
 

@@ -33,7 +33,11 @@ class Lookups(Protocol):
     read already), per source the records of their keys out."""
 
     def __call__(
-        self, live: list[Event], keys: Mapping[str, list[str]] | None = None
+        self,
+        live: list[Event],
+        keys: Mapping[str, list[str]] | None = None,
+        *,
+        missing: dict[str, int] | None = None,
     ) -> dict[str, dict[str, Record]]: ...
 
 
@@ -74,8 +78,8 @@ class NativeBatches:
             live = session.live(events)
             # The lookup keys read once, for the lookups and the columns alike.
             joined, distinct = self._native.join_keys(live) if live else (None, None)
-            records = lookups(live, distinct) if live else {}
             missing = report.missing_enrichment if self._counts_misses else None
+            records = lookups(live, distinct, missing=missing) if live else {}
             columns = self._native.live_columns(live, records, missing, joined)
             started = time.perf_counter()
             puts, (applied, expired, newest) = session.apply(columns, *versions)
