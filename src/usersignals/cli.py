@@ -642,7 +642,7 @@ def _print_replay(summary: PipelineStats, dead_letter: Path) -> None:
         f"replayed {summary.lines:,} lines in {summary.seconds:.1f} s "
         f"({summary.events_per_second:,.0f} events/s, decode + process + write): "
         f"{report.events:,} good events, {report.duplicates:,} already applied, "
-        f"{report.users:,} user writes, {summary.bad:,} bad, "
+        f"{report.users:,} user writes, {summary.bad_said()}, "
         f"{report.repeats:,} repeated event ids dropped, {summary.blank:,} blank lines skipped"
     )
     if report.signal_seconds:

@@ -153,9 +153,10 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
     rewound = stats.report.rewound
     taken = f", {rewound:,} below their users' progress taken as new" if rewound else ""
     common = (
-        f"({stats.report.duplicates:,} already applied{taken}), {stats.bad:,} "
-        f"{'dead letters' if kafka else 'bad'}, {stats.report.repeats:,} repeated event ids "
-        f"dropped, {stats.deleted_users:,} users deleted"
+        f"({stats.report.duplicates:,} already applied{taken}), "
+        f"{stats.bad_said('dead letters' if kafka else 'bad')}, "
+        f"{stats.report.repeats:,} repeated event ids dropped, "
+        f"{stats.deleted_users:,} users deleted"
     )
     if kafka:
         return f"stopped: {stats.report.events:,} events in {stats.batches:,} batches {common}"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import textwrap
 from collections.abc import Callable
 from datetime import timedelta
@@ -558,6 +559,23 @@ def test_load_module_from_a_missing_file(tmp_path: Path) -> None:
 def test_load_missing_dotted_module() -> None:
     with pytest.raises(ConfigurationError, match="cannot import signals module"):
         load_module("usersignals.examples.no_such_module")
+
+
+def test_a_module_named_without_its_py_beside_its_file_says_to_name_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in a newcomer's trial: `signals compile my_signals` beside my_signals.py said
+    only "No module named 'my_signals'"; `my_signals.txt` said the same."""
+    monkeypatch.chdir(tmp_path)
+    # As for the `usersignals` command: the current directory is not on the Python path
+    # (`python -m pytest` puts it there).
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".")])
+    write_module(tmp_path / "beside_me.py", "VALUE = 1\n")
+    (tmp_path / "beside_me.txt").write_text("not python")
+    with pytest.raises(ConfigurationError, match=r"give the file: beside_me\.py"):
+        load_module("beside_me")
+    with pytest.raises(ConfigurationError, match=r"'beside_me\.txt' is a file, not a \.py file"):
+        load_module("beside_me.txt")
 
 
 def test_module_without_signals(tmp_path: Path) -> None:

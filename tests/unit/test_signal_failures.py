@@ -392,3 +392,19 @@ def test_signals_preview_reads_only_the_users_it_shows(tmp_path: Path) -> None:
     shown = preview(str(module), sample, {}, users=["u1"], context=as_of)
     assert list(shown.users) == ["u1"]
     assert shown.users["u1"]["recent"].value[0]["item_id"] == "i1"
+
+
+def test_a_summary_says_which_bad_events_are_good_events_a_signal_failed_on() -> None:
+    """Found in a newcomer's trial: `replay` printed "9 good events ... 2 bad" for nine
+    events of which two failed one signal's own code: they were counted both ways with
+    nothing to say so."""
+    from usersignals.processing.pipeline import PipelineStats
+
+    stats = PipelineStats()
+    stats.count_bad([BadEvent("missing_field", "no ts", b"{}")])
+    assert stats.bad_said() == "1 bad"
+    stats.count_bad([BadEvent("signal_failed", "dwell@1: ZeroDivisionError", b"{}")] * 2)
+    assert stats.bad_said("dead letters") == (
+        "3 dead letters (2 of them good events a signal's own code failed on: applied to the "
+        "other signals)"
+    )

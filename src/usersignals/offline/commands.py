@@ -117,7 +117,7 @@ def backfill_command(
     with terminated_as_interrupted():
         summary = _run_backfill(job, spark)
         wait_for_workers()
-    _print_backfill(summary)
+    _print_backfill(summary, dead)
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
     if commit_offsets:
         _hand_over(settings, summary, kafka)
@@ -152,7 +152,7 @@ def _deleted(deletions: int) -> str:
     return f"; {deletions:,} user deletions applied (their earlier events left out)"
 
 
-def _print_backfill(summary: BackfillSummary) -> None:
+def _print_backfill(summary: BackfillSummary, dead_letter: Path) -> None:
     console.print(
         f"backfilled {summary.events:,} events into {summary.users:,} users in "
         f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
@@ -161,7 +161,7 @@ def _print_backfill(summary: BackfillSummary) -> None:
         f"{_repeated(summary.report.repeats)}{_deleted(summary.deletions)}",
         markup=False,
     )
-    _warn_of_signal_failures(len(summary.report.rejected))
+    _warn_of_signal_failures(len(summary.report.rejected), dead_letter)
     if summary.behind_stream:
         console.print(
             f"warning: for {summary.behind_stream:,} users the stored progress is beyond the "
@@ -276,7 +276,7 @@ def training_set_command(
         markup=False,
     )
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
-    _warn_of_signal_failures(summary.signal_failed)
+    _warn_of_signal_failures(summary.signal_failed, dead)
     _warn_of_nulls(summary)
 
 
@@ -296,11 +296,11 @@ def _warn_of_nulls(summary: TrainingSummary) -> None:
         )
 
 
-def _warn_of_signal_failures(count: int) -> None:
+def _warn_of_signal_failures(count: int, dead_letter: Path) -> None:
     if count:
         console.print(
             f"warning: a signal's own code failed on {count:,} events: each left out of that "
-            "signal only, dead-lettered as signal_failed (--dead-letter keeps them)",
+            f"signal only, dead-lettered as signal_failed into {dead_letter}",
             markup=False,
         )
 

@@ -30,6 +30,7 @@ from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.spool import CONTROL_MARK, DeleteUser, parse_control
 from usersignals.processing.batch import BatchReport, MicroBatch
 from usersignals.processing.engine import Engine
+from usersignals.processing.python_signals import SIGNAL_FAILED
 from usersignals.processing.read_ahead import ReadAhead
 from usersignals.processing.store_retry import StoreRetry
 
@@ -65,6 +66,17 @@ class PipelineStats:
     @property
     def events_per_second(self) -> float:
         return self.lines / self.seconds if self.seconds else 0.0
+
+    def bad_said(self, noun: str = "bad") -> str:
+        """``bad`` for a summary line: the events a signal's own code failed on are good
+        events too (applied to the other signals), so they are said apart."""
+        failed = self.bad_by_reason.get(SIGNAL_FAILED, 0)
+        if not failed:
+            return f"{self.bad:,} {noun}"
+        return (
+            f"{self.bad:,} {noun} ({failed:,} of them good events a signal's own code failed "
+            "on: applied to the other signals)"
+        )
 
     def count_bad(self, bad: list[BadEvent], keep: int = KEEP_BAD) -> None:
         self.bad += len(bad)

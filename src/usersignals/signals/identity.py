@@ -95,8 +95,8 @@ def identity_problem(recorded: bytes, module: str, registry: SignalRegistry) -> 
     return (
         f"the store was written with module {written_by!r}, and this reader, configured with "
         f"module {module!r}, does not match its signal definitions ({'; '.join(reasons)}); "
-        "serve the signals the "
-        "processor runs (set `signals` / USERSIGNALS_SIGNALS to the same module and version)"
+        "serve the signals the processor runs (give the same module: a command's --signals, "
+        "`signals` in the configuration or USERSIGNALS_SIGNALS)"
     )
 
 

@@ -224,7 +224,9 @@ def load_module(target: str) -> ModuleType:
     except UserSignalsError:  # ours, a signal's definition say: already says what is wrong
         raise
     except ModuleNotFoundError as exc:
-        raise ConfigurationError(f"cannot import signals module {target!r}: {exc}") from exc
+        raise ConfigurationError(
+            f"cannot import signals module {target!r}: {exc}{_file_hint(target)}"
+        ) from exc
     except SyntaxError as exc:
         raise ConfigurationError(
             f"signals module {target!r} has a syntax error: {exc.msg} "
@@ -236,6 +238,16 @@ def load_module(target: str) -> ModuleType:
             f"signals module {target!r} failed to import: {type(exc).__name__}: {exc}"
             f"{_line_in(exc, target)}"
         ) from exc
+
+
+def _file_hint(target: str) -> str:
+    """What a dotted name that failed to import may have meant: a file of the current
+    directory (a module name is looked up on the Python path, not there)."""
+    if Path(target).is_file():
+        return f" ({target!r} is a file, not a .py file)"
+    if Path(f"{target}.py").is_file():
+        return f" (to load the file here, give the file: {target}.py)"
+    return ""
 
 
 #: The name a module loaded from a file is imported under (a file has no dotted name).
