@@ -662,3 +662,29 @@ def test_a_distinct_bucket_longer_than_the_retention_is_a_problem() -> None:
         "buckets counted start within it"
     ]
     Signal(name="d", version=1, aggregate=Distinct(of="item_id", bucket="1d"), retention="1d")
+
+
+@pytest.mark.parametrize(
+    ("make", "says"),
+    [
+        (lambda: action.eq(5), "action is text: eq(5) matches no event; compare with text"),
+        (lambda: action.isin([1, "click"]), "action is text: isin(['click', 1]) matches no event"),
+        (lambda: action.gt(5), "action is text: gt() compares numbers and matches no event"),
+        (lambda: field("ts").eq("2026"), "ts is a whole number: eq('2026') matches no event"),
+    ],
+)
+def test_a_filter_that_can_match_no_event_by_its_types_is_a_definition_problem(
+    make: Any, says: str
+) -> None:
+    """Found in a newcomer's trial: `action.eq(5)` and `action.gt(5)` compiled, and the
+    signal counted nothing, silently."""
+    with pytest.raises(SignalDefinitionError) as caught:
+        make()
+    assert any(says in problem for problem in caught.value.problems), caught.value.problems
+
+
+def test_filters_of_the_fields_types_and_of_attrs_are_accepted() -> None:
+    assert action.isin(["click", "save"]).fields() == {"action"}
+    assert field("ts").ge(1_767_225_600_000).fields() == {"ts"}
+    assert attr("dwell_ms").eq(5).fields() == {"attrs.dwell_ms"}  # any JSON value
+    assert field("category").eq(3).fields() == {"category"}  # an enriched field: any value

@@ -88,10 +88,10 @@ class Field:
         return _Compare(self.name, "not_in", _values(self.name, "notin", values))
 
     def eq(self, value: AttrValue) -> Predicate:
-        return _Compare(self.name, "==", value)
+        return _Compare(self.name, "==", _typed(self.name, "eq", value))
 
     def ne(self, value: AttrValue) -> Predicate:
-        return _Compare(self.name, "!=", value)
+        return _Compare(self.name, "!=", _typed(self.name, "ne", value))
 
     def gt(self, value: float) -> Predicate:
         return _Compare(self.name, ">", _number(self.name, "gt", value))
@@ -114,7 +114,33 @@ def _values(name: str, method: str, values: Iterable[AttrValue]) -> frozenset[At
         raise SignalDefinitionError(
             "", [f"{name}.{method}() takes a list of values, e.g. {method}([{values!r}])"]
         )
-    return frozenset(values)
+    chosen = frozenset(values)
+    if any(_never_of_type(name, value) for value in chosen):
+        shown = sorted(chosen, key=repr)
+        raise SignalDefinitionError("", [_mistyped(name, f"{method}({shown!r})")])
+    return chosen
+
+
+def _typed(name: str, method: str, value: AttrValue) -> AttrValue:
+    """``value``, when an event's ``name`` can equal it: an event field's type is known
+    (text, or the whole number ``ts``); attrs and enriched fields hold any JSON value."""
+    if _never_of_type(name, value):
+        raise SignalDefinitionError("", [_mistyped(name, f"{method}({value!r})")])
+    return value
+
+
+def _never_of_type(name: str, value: object) -> bool:
+    if name in TEXT_FIELDS:
+        return not isinstance(value, str)
+    if name == "ts":
+        return isinstance(value, bool) or not isinstance(value, int)
+    return False
+
+
+def _mistyped(name: str, call: str) -> str:
+    if name == "ts":
+        return f"ts is a whole number: {call} matches no event; compare with ms since the epoch"
+    return f"{name} is text: {call} matches no event; compare with text"
 
 
 def _number(name: str, method: str, value: object) -> float:
@@ -122,6 +148,10 @@ def _number(name: str, method: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise SignalDefinitionError(
             "", [f"{name}.{method}() compares with a number, not {value!r}"]
+        )
+    if name in TEXT_FIELDS:
+        raise SignalDefinitionError(
+            "", [f"{name} is text: {method}() compares numbers and matches no event"]
         )
     return value
 
