@@ -12,6 +12,7 @@ apart from ``retention=days(90)`` and refused with a message that says how to wr
 
 from __future__ import annotations
 
+import itertools
 import re
 from datetime import UTC, datetime, timedelta
 
@@ -66,7 +67,14 @@ def parse_duration(text: str) -> int:
     compact = text.strip().replace(" ", "")
     if not _PATTERN.match(compact):
         raise ValueError(f"{text!r} is not a duration; use {_FORMS}")
-    return sum(int(n) * _UNITS[unit] for n, unit in _PARTS.findall(compact))
+    parts = [(int(n), _UNITS[unit]) for n, unit in _PARTS.findall(compact)]
+    # "30m1h" or "1d1d" is a slip more likely than a sum: each unit once, largest first.
+    if any(later >= earlier for (_, earlier), (_, later) in itertools.pairwise(parts)):
+        raise ValueError(
+            f"{text!r} is not a duration: its units go from the largest to the smallest, each "
+            f"once; use {_FORMS}"
+        )
+    return sum(n * unit for n, unit in parts)
 
 
 def to_duration(value: object) -> Duration:

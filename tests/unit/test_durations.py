@@ -54,7 +54,7 @@ def test_duration_strings(text: str, ms: int) -> None:
     assert to_duration(text) == ms
 
 
-@pytest.mark.parametrize("text", ["", "7", "d", "1.5h", "-1h", "1y", "h1"])
+@pytest.mark.parametrize("text", ["", "7", "d", "1.5h", "-1h", "1y", "h1", "30m1h", "1d1d"])
 def test_bad_duration_strings_say_how_to_write_one(text: str) -> None:
     with pytest.raises(ValueError, match=r'e\.g\. "90s", "15m", "1h30m", "7d"'):
         parse_duration(text)
