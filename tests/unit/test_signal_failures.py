@@ -292,19 +292,26 @@ def test_a_read_that_answers_no_read_out_answers_that_signal_only(answer: Any) -
     assert isinstance(caught.value.__cause__, TypeError)
 
 
-def test_a_read_that_raises_is_one_line_in_signals_preview(tmp_path: Path) -> None:
-    """Found by the signal-author trial: `signals preview` of a module whose read raised
-    printed the read's traceback (its apply's failure was one line already)."""
+def failing_read_module(tmp_path: Path, answer: str) -> tuple[Path, Path]:
+    """A module whose signal ``dwell`` reads ``answer`` (Python source; ``'raise'``: its read
+    raises), and a file of one event of u1."""
     module = tmp_path / "failing_read.py"
     module.write_text(
         f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
         "from test_signal_failures import FailingDwell, FailingRead\n"
         "from usersignals import Signal\n"
-        "FailingRead.answer = 'raise'\n"
+        f"FailingRead.answer = {answer}\n"
         "dwell = Signal(name='dwell', version=1, aggregate=FailingDwell('none'))\n"
     )
     sample = tmp_path / "events.jsonl"
     sample.write_bytes(msgspec.json.encode(EVENTS[0]) + b"\n")
+    return module, sample
+
+
+def test_a_read_that_raises_is_one_line_in_signals_preview(tmp_path: Path) -> None:
+    """Found by the signal-author trial: `signals preview` of a module whose read raised
+    printed the read's traceback (its apply's failure was one line already)."""
+    module, sample = failing_read_module(tmp_path, "'raise'")
     done = subprocess.run(
         [str(Path(sys.executable).parent / "usersignals"), "signals", "preview", str(module),
          "--events", str(sample)],
@@ -355,16 +362,7 @@ def test_a_read_json_cannot_carry_is_one_error_naming_it_in_signals_preview(
     ended `signals preview` with a TypeError traceback; a read that raised was one line."""
     from usersignals.preview import preview
 
-    module = tmp_path / "odd_read.py"
-    module.write_text(
-        f"import sys\nsys.path.insert(0, {str(Path(__file__).parent)!r})\n"
-        "from test_signal_failures import FailingDwell, FailingRead\n"
-        "from usersignals import Signal\n"
-        "FailingRead.answer = {'x': object()}\n"
-        "dwell = Signal(name='dwell', version=1, aggregate=FailingDwell('none'))\n"
-    )
-    sample = tmp_path / "events.jsonl"
-    sample.write_bytes(msgspec.json.encode(EVENTS[0]) + b"\n")
+    module, sample = failing_read_module(tmp_path, "{'x': object()}")
     with pytest.raises(SignalReadError, match=r"dwell@1 failed to read user 'u1' as of ") as caught:
         preview(str(module), sample, {})
     assert "a value the API cannot serve" in str(caught.value)
