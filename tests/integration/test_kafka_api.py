@@ -111,6 +111,24 @@ def test_the_api_produces_again_once_a_restarted_broker_is_back(tmp_path: Path) 
         own.stop()
 
 
+def test_the_api_produces_again_to_a_restarted_broker_that_lost_its_topic(
+    tmp_path: Path,
+) -> None:
+    """Found by the operator's trial: after a broker restarted without its state (the
+    topic gone with it), every post was a 503 for as long as it was tried (10 minutes, and
+    235 s in a probe), each message timing out in the producer, while a new `serve`
+    was acknowledged at once (its producer's first request makes the broker create the
+    topic). A producer that has delivered nothing for a while is replaced now."""
+    with api_on_a_broker_of_its_own(tmp_path, "api-lost-topic") as (own, url):
+        assert post(url, event_body("u1", "first", 3)).status_code == 202
+        own.stop()
+        restarted = LocalBroker(own.port).start()
+        try:
+            posts_accepted_again(url, 90, "the broker restarted without the topic")
+        finally:
+            restarted.stop()
+
+
 def test_the_api_produces_again_after_a_broker_that_hung(tmp_path: Path) -> None:
     """Found by the operator's trial: a broker frozen (SIGSTOP) while a post was in flight,
     then resumed, fenced the API's idempotent producer. librdkafka reports that per message

@@ -15,7 +15,11 @@ knows the producer's id, and librdkafka raises a *fatal* error, after which that
 never produces again; a broker that hung while a request was in flight may fence it, which
 librdkafka reports in each message's delivery report instead (``PRODUCER_FENCED``). The
 request that meets either is a 503 like any other broker failure, and a new producer
-replaces the dead one, so the API recovers once the broker is back.
+replaces the dead one, so the API recovers once the broker is back. A producer can also
+stall without an error of its own: after a broker restarted without its state (the topic
+gone with it), every message timed out in it for as long as it was tried, while a new
+producer was acknowledged at once. So a producer that has delivered nothing for
+:data:`STALLED_AFTER_S` (or twice the produce timeout, if longer) is replaced too.
 """
 
 from __future__ import annotations
@@ -40,6 +44,10 @@ logger = logging.getLogger(__name__)
 
 _encode_event = msgspec.json.Encoder().encode
 _RETRY_AFTER_S = 5
+#: How long a producer may go without an acknowledgement before it is replaced: a real
+#: outage is not shortened by it (a new producer waits for the broker as the old one did),
+#: and replacing it no more often keeps an outage from churning producers.
+STALLED_AFTER_S = 15.0
 
 
 #: Delivery errors after which an idempotent producer never delivers again: the broker
@@ -95,6 +103,9 @@ class KafkaLog:
             raise ConfigurationError(f"kafka.producer: {exc.args[0].str()}") from exc
         self._replacing = threading.Lock()
         self._failed_at = -1e9
+        self._stalled_after_s = max(STALLED_AFTER_S, 2 * self.timeout_s)
+        #: When the producer in use last delivered, or was made (monotonic).
+        self._delivered_at = time.monotonic()
 
     def check(self) -> LogStatus:
         """Nothing to refuse ahead: the broker's acknowledgement is the check."""
@@ -124,12 +135,21 @@ class KafkaLog:
                 self._replace(producer)
             self._refuse(f"cannot queue the events for the broker: {exc}")
         if not pending.done.is_set():
+            self._replace_if_stalled(producer)
             self._refuse(f"the broker did not acknowledge within {self.timeout_s:.1f} s")
         if pending.errors:
             if any(e.fatal() or e.code() in _PRODUCER_DEAD for e in pending.errors):
                 self._replace(producer)
+            else:
+                self._replace_if_stalled(producer)
             self._refuse(f"the broker refused the events: {pending.errors[0]}")
         self._failed_at = -1e9  # acknowledged: the broker is back, whatever failed before
+        self._delivered_at = time.monotonic()
+
+    def _replace_if_stalled(self, producer: Producer) -> None:
+        """:meth:`_replace` ``producer`` if it has delivered nothing for the stall period."""
+        if time.monotonic() - self._delivered_at >= self._stalled_after_s:
+            self._replace(producer)
 
     def _replace(self, dead: Producer) -> None:
         """A new producer in place of ``dead`` (failed fatally, or fenced), unless another
@@ -139,6 +159,7 @@ class KafkaLog:
             if self._producer is dead:
                 logger.error("the Kafka producer can no longer deliver: starting a new one")
                 self._producer = Producer(self._config)
+                self._delivered_at = time.monotonic()
 
     def _refuse(self, message: str) -> None:
         self._failed_at = time.monotonic()
