@@ -35,6 +35,11 @@ if TYPE_CHECKING:
     from usersignals.processing.runner import SpoolRunner
 
 
+#: Where the processor's metrics and health endpoint listens unless ``--metrics-host``
+#: says otherwise: loopback, as a port only the monitoring network should reach.
+HEALTH_HOST = "127.0.0.1"
+
+
 @app.command()
 def run(
     store: StoreOption = None,
@@ -50,6 +55,10 @@ def run(
         int,
         typer.Option(help="Serve Prometheus metrics on this port (0: off).", min=0, max=65_535),
     ] = 0,
+    metrics_host: Annotated[
+        str,
+        typer.Option(help="The address --metrics-port listens on (0.0.0.0: every interface)."),
+    ] = HEALTH_HOST,
     signals: SignalsOption = None,
     config: ConfigOption = None,
 ) -> None:
@@ -65,7 +74,7 @@ def run(
     settings = _run_settings(config, store, signals, spool, kafka, topic)
     # /metrics, /healthz and /readyz (503 while the store, a source or the broker is down),
     # from before the store opens: a processor waiting for Redis is alive, not ready.
-    health = _health_server(metrics_port) if metrics_port else None
+    health = _health_server(metrics_host, metrics_port) if metrics_port else None
     built = _processor_once_the_store_answers(settings, stop, health)
     if built is None:  # stopped while waiting for the store
         return
@@ -163,14 +172,10 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
     return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
 
 
-#: Where the processor's metrics and health endpoint listens (``run --metrics-port``).
-HEALTH_HOST = "127.0.0.1"
-
-
-def _health_server(port: int) -> HealthServer:
+def _health_server(host: str, port: int) -> HealthServer:
     """The processor's health endpoint, started; it serves the metrics `run` hands it."""
     from usersignals.processing.health import HealthServer
     from usersignals.processing.metrics import ProcessorMetrics
 
-    check_can_listen(HEALTH_HOST, port, "--metrics-port")
-    return HealthServer(ProcessorMetrics(), HEALTH_HOST, port).start()
+    check_can_listen(host, port, "--metrics-port")
+    return HealthServer(ProcessorMetrics(), host, port).start()

@@ -13,7 +13,9 @@ import httpx
 import msgspec
 from service_helpers import Service, start_server, stop_process
 
+from stopping import sigterm_and_communicate
 from usersignals import Event, ReadContext, RocksStore, SignalRegistry
+from usersignals.devtools.broker import free_port
 from usersignals.ingest.spool import SpoolWriter
 from usersignals.serving.reader import SignalReader
 from waiting import wait_for
@@ -137,3 +139,36 @@ def test_sigusr1_prints_every_threads_stack_and_the_processor_goes_on(tmp_path: 
     assert "Current thread" in err, err
     assert "cli_run.py" in err, err
     assert "1 lines, 1 events applied" in err
+
+
+def test_the_processors_metrics_listen_on_the_host_asked_for(tmp_path: Path) -> None:
+    """Found by the operator's trial: `run --metrics-port` listened on 127.0.0.1 alone, with
+    no way to change it, so no scraper or probe on another machine could reach it. The
+    host is `--metrics-host` now (127.0.0.1 unless given; this test stays on loopback by
+    naming it `localhost`)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "USERSIGNALS_STORE__PATH": str(tmp_path / "store"),
+        "USERSIGNALS_SPOOL__PATH": str(tmp_path / "spool"),
+    }
+    with subprocess.Popen(
+        [str(BIN / "usersignals"), "run", "--metrics-host", "localhost",
+         "--metrics-port", str(port)],
+        env=env, stderr=subprocess.PIPE, text=True,
+    ) as process:  # fmt: skip
+        try:
+            wait_for(lambda: _answers(f"http://localhost:{port}/healthz"), 30, "/healthz",
+                     alive=process)  # fmt: skip
+            code, err = sigterm_and_communicate(process, timeout_s=20)
+        finally:
+            if process.poll() is None:
+                process.kill()
+    assert code == 0, err
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
