@@ -218,3 +218,19 @@ def test_the_dead_letter_producer_connects_with_the_consumers_tls_and_sasl_setti
     assert config["security.protocol"] == "sasl_ssl"
     assert config["sasl.mechanism"] == "PLAIN"
     assert "fetch.max.bytes" not in config  # a consumer's setting, not a producer's
+
+
+def test_a_topic_that_cannot_be_created_for_want_of_a_broker_says_so() -> None:
+    """Found by the operator's trial: `produce` to a broker nobody listens on ended in
+    "error: cannot create topic 'zz': " and nothing after it (the wait's TimeoutError has
+    no text)."""
+    from usersignals.devtools.broker import free_port
+    from usersignals.errors import ConfigurationError
+    from usersignals.ingest.kafka import create_topic
+
+    bootstrap = f"127.0.0.1:{free_port()}"
+    with pytest.raises(ConfigurationError) as caught:
+        create_topic(bootstrap, "zz", 1, wait_s=1.0)
+    assert str(caught.value) == (
+        f"cannot create topic 'zz': no broker at {bootstrap} answered within 1 s"
+    )

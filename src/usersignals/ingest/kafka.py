@@ -336,10 +336,15 @@ class BrokerProbe:
 
 
 def create_topic(
-    bootstrap: str, name: str, partitions: int, retention_ms: int = 7 * 86_400_000
+    bootstrap: str,
+    name: str,
+    partitions: int,
+    retention_ms: int = 7 * 86_400_000,
+    wait_s: float = 10.0,
 ) -> None:
-    """Create a topic (no-op if it exists). ``retention.ms`` is set explicitly: some brokers
-    report no default, and clients that read it (Quix Streams) then fail."""
+    """Create a topic (no-op if it exists), waiting ``wait_s`` for the broker's answer.
+    ``retention.ms`` is set explicitly: some brokers report no default, and clients that
+    read it (Quix Streams) then fail."""
     config: dict[str, Any] = {"bootstrap.servers": bootstrap, "logger": client_logger()}
     admin = AdminClient(config)
     topic = NewTopic(
@@ -350,7 +355,12 @@ def create_topic(
     )
     for future in admin.create_topics([topic]).values():
         try:
-            future.result(timeout=10)
+            future.result(timeout=wait_s)
+        except TimeoutError as exc:  # it has no text of its own
+            raise ConfigurationError(
+                f"cannot create topic {name!r}: no broker at {bootstrap} answered within "
+                f"{wait_s:g} s"
+            ) from exc
         except Exception as exc:  # already exists is fine; anything else is not
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
                 raise ConfigurationError(f"cannot create topic {name!r}: {exc}") from exc
