@@ -379,3 +379,21 @@ def test_a_started_worker_has_frozen_its_heap(service: Service) -> None:
     # The registry, the app, the imported modules: tens of thousands of objects, not a few.
     assert float(frozen.group(1)) > 10_000
     assert "# TYPE usersignals_gc_pause_seconds histogram" in metrics
+
+
+def test_a_delete_on_a_server_without_an_admin_token_says_the_endpoint_is_disabled(
+    service: Service,
+) -> None:
+    """Found by the operator's trial: with no admin token configured, a DELETE without a
+    token was a 401 "missing bearer token", inviting a token no token could satisfy; only
+    a request with one learned that the endpoint is disabled."""
+    from service_helpers import start_server, stop_process
+
+    url, server = start_server(service, "stateful")  # no admin token in its environment
+    try:
+        for headers in ({}, {"authorization": "Bearer anything"}):
+            answer = httpx.delete(f"{url}/v1/users/u1", headers=headers, timeout=10)
+            assert answer.status_code == 403, answer.text
+            assert "disabled (no admin token)" in answer.json()["message"]
+    finally:
+        stop_process(server)

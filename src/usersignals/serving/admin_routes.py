@@ -21,11 +21,12 @@ async def delete_user(request: Request) -> Response:
     """Queue a user's deletion; needs the admin token, and no admin token disables it."""
     state = serving_state(request)
     user_id = user_id_of(request, state.max_user_id_chars)
+    # Disabled first: a 401 would invite a token that no token can satisfy.
+    if not state.admin_token:
+        return error_response(403, "forbidden", "the admin endpoint is disabled (no admin token)")
     if not request.headers.get("authorization"):
         headers = {"WWW-Authenticate": "Bearer"}
         return error_response(401, "unauthorized", "missing bearer token", headers)
-    if not state.admin_token:
-        return error_response(403, "forbidden", "the admin endpoint is disabled (no admin token)")
     problem = given_token_problem(bearer(request), state.admin_token, "admin")
     if problem is not None:
         return unauthorized(*problem)
