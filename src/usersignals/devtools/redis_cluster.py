@@ -8,6 +8,7 @@ Debian's redis-server in cluster mode, one process per node, each in its own dir
 
 from __future__ import annotations
 
+import argparse
 import random
 import shutil
 import signal
@@ -191,6 +192,10 @@ class LocalRedisCluster:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(
+        description="Run a local Redis Cluster (3 primaries, a replica each) for development."
+    )
+    parser.parse_args()  # no options: --help says what it does, anything else is refused
     stops = {signal.SIGINT, signal.SIGTERM}
     with LocalRedisCluster() as cluster:
         # Blocked, so that sigwait takes them: unblocked, SIGTERM's default action killed
@@ -198,7 +203,10 @@ def main() -> None:
         # the mask of the moment they start, and keep the default one.
         signal.pthread_sigmask(signal.SIG_BLOCK, stops)
         print(
-            f"Redis Cluster on {', '.join(map(str, cluster.ports))}; stop with Ctrl-C", flush=True
+            f"Redis Cluster on {', '.join(map(str, cluster.ports))}: "
+            f"USERSIGNALS_STORE__BACKEND=redis-cluster USERSIGNALS_STORE__REDIS_URL={cluster.url}"
+            "; stop with Ctrl-C",
+            flush=True,
         )
         signal.sigwait(stops)
 
