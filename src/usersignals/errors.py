@@ -159,26 +159,36 @@ class AsOfError(ContextError):
         earliest_ms: int | None,
         why: str,
         parameter: str = "as_of",
+        user: str | None = None,
     ) -> None:
         """``parameter``: ``until`` when the view ends before newer events by an ``until``
-        alone (no ``as_of``); ``as_of_ms`` is then the view's end."""
+        alone (no ``as_of``); ``as_of_ms`` is then the view's end. ``user``: whose state
+        refuses, when a read of many users names them (the reader fills it in)."""
         self.signal = signal
         self.as_of_ms = as_of_ms
         self.earliest_ms = earliest_ms
         self.why = why
+        self.user = user
         earliest = (
             "" if earliest_ms is None else f"; the earliest {parameter} it answers is {earliest_ms}"
         )
         at = "as of" if parameter == "as_of" else "until"
+        whose = "" if user is None else f" for user {user!r}"
         super().__init__(
             parameter,
-            f"signal {signal!r} cannot answer exactly {at} {as_of_ms}: {why}{earliest}",
+            f"signal {signal!r} cannot answer exactly {at} {as_of_ms}{whose}: {why}{earliest}",
         )
 
     def for_signal(self, signal: str, parameter: str | None = None) -> AsOfError:
         """This refusal for ``signal`` (and for ``parameter``, when given)."""
         named = self.parameter if parameter is None else parameter
-        return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why, named)
+        return AsOfError(signal, self.as_of_ms, self.earliest_ms, self.why, named, self.user)
+
+    def for_user(self, user: str) -> AsOfError:
+        """This refusal, naming the user whose state refuses."""
+        return AsOfError(
+            self.signal, self.as_of_ms, self.earliest_ms, self.why, self.parameter, user
+        )
 
 
 class InvalidEventError(UserSignalsError):

@@ -62,6 +62,7 @@ def error_body(exc: UserSignalsError) -> ErrorBody:
     if isinstance(exc, AsOfError):
         body.signal = exc.signal
         body.earliest_as_of_ms = exc.earliest_ms
+        body.user = exc.user
     if isinstance(exc, SignalNotFoundError):
         body.known = list(exc.known)
     return body

@@ -34,8 +34,8 @@ def _error_responses(*codes: int) -> dict[str, Any]:
         "longer kept (retired_signal: names the version to read instead, or what is wrong).",
         413: "Body too large.",
         422: "The body does not match its schema, no event was valid, or a signal cannot "
-        "answer the as_of exactly (as_of_unavailable: names the signal and the earliest "
-        "as_of it answers).",
+        "answer the as_of exactly (as_of_unavailable: names the signal, the user and the "
+        "earliest as_of it answers for them).",
     }
     return {
         str(code): {

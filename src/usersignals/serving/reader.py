@@ -180,10 +180,13 @@ class SignalReader:
         out = []
         for user_id, key, raw in zip(user_ids, keys, stored, strict=True):
             record = decode_record(key, raw) if raw else None
-            answers = {
-                label: self._read(s, record, c, key)
-                for label, (s, c) in zip(named, plan, strict=True)
-            }
+            try:
+                answers = {
+                    label: self._read(s, record, c, key)
+                    for label, (s, c) in zip(named, plan, strict=True)
+                }
+            except AsOfError as exc:  # of many users, the one to look at (or leave out)
+                raise exc.for_user(user_id) from None
             out.append(UserSignals(user_id, answers))
         return out
 
@@ -199,7 +202,7 @@ class SignalReader:
             return out
         slot, (view_ms, earliest_ms, why) = out
         parameter = query.context.refused_parameter
-        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why, parameter)
+        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why, parameter, user_id)
 
     def _body_query(self, query: Query) -> BodyQuery | None:
         """``query`` as the core keeps it between requests (``None``: a signal asked is not

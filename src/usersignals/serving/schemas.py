@@ -37,9 +37,11 @@ class ErrorBody(msgspec.Struct, omit_defaults=True):
     message: str
     parameter: str | None = None
     known: list[str] | None = None
-    #: An ``as_of`` a signal cannot answer exactly: which signal, and the earliest it can.
+    #: An ``as_of`` a signal cannot answer exactly: which signal, and the earliest it can,
+    #: for which user.
     signal: str | None = None
     earliest_as_of_ms: int | None = None
+    user: str | None = None
 
 
 class DeleteResponse(msgspec.Struct):
