@@ -7,6 +7,7 @@ calls the library (local processes by default, Spark with ``--spark MASTER``).
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -16,6 +17,7 @@ import typer
 from usersignals import consoles
 from usersignals.aggregations.context import parse_time_option
 from usersignals.config import Settings
+from usersignals.errors import ConfigurationError
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import wait_for_workers
@@ -71,6 +73,23 @@ def _workers(given: int | None) -> int:
     return given if given is not None else os.cpu_count() or 1
 
 
+#: The master URLs Spark takes (its SparkContext's forms); anything else it refuses only
+#: once its JVM is up, in a page of Java and Python tracebacks.
+_SPARK_MASTER = re.compile(
+    r"local(\[(\*|[1-9]\d*)(,[1-9]\d*)?\])?|local-cluster\[\d+,\d+,\d+\]"
+    r"|spark://[^/,:]+:\d+(,[^/,:]+:\d+)*|yarn|k8s://\S+|mesos://\S+"
+)
+
+
+def check_spark_master(master: str) -> None:
+    """Refuse a ``--spark`` master Spark cannot parse, before any work."""
+    if _SPARK_MASTER.fullmatch(master) is None:
+        raise ConfigurationError(
+            f"--spark {master!r} is not a Spark master: give local[N], local[*], "
+            "spark://HOST:PORT, yarn or k8s://URL"
+        )
+
+
 def _spark(master: str, partitions: int) -> Any:
     from usersignals.offline.spark import spark_session
 
@@ -109,6 +128,8 @@ def backfill_command(
     config: ConfigOption = None,
 ) -> None:
     """Compute signals' states from an event archive and merge them into the store."""
+    if spark is not None:
+        check_spark_master(spark)
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     until_ms = parse_time_option("until", until) if until else None
@@ -248,6 +269,8 @@ def training_set_command(
     config: ConfigOption = None,
 ) -> None:
     """Each label row's signals as they would have been served at its time (point in time)."""
+    if spark is not None:
+        check_spark_master(spark)
     _check_parquet_installed()
     from usersignals.offline.training import TrainingJob, training_set
 
