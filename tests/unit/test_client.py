@@ -21,6 +21,9 @@ def recording_client(seen: list[httpx.Request]) -> Client:
         if request.url.path == "/v1/signals/batch":
             users = json.loads(request.content)["users"]
             return httpx.Response(200, json={"results": [{**EMPTY, "user_id": u} for u in users]})
+        if request.url.path == "/v1/events":
+            events = json.loads(request.content)
+            return httpx.Response(202, json={"accepted": len(events), "rejected": []})
         return httpx.Response(200, json=EMPTY)
 
     client = Client("http://api.test")
@@ -96,3 +99,54 @@ def test_no_answer_to_a_sent_request_says_it_may_have_been_carried_out() -> None
         with pytest.raises(ServiceUnreachableError, match="cannot reach") as refused:
             client.delete_user("u1")
         assert not refused.value.sent
+
+
+def answering(status: int, content: bytes) -> Client:
+    """A client whose every call is answered ``status`` with ``content``."""
+    client = Client("http://api.test")
+    transport = httpx.MockTransport(lambda request: httpx.Response(status, content=content))
+    client._http = httpx.Client(base_url="http://api.test", transport=transport)
+    return client
+
+
+def test_a_url_httpx_cannot_use_is_an_error_of_the_project_tree() -> None:
+    """Found in a newcomer's trial: a bad port raised httpx.InvalidURL from the constructor."""
+    for url in ("http://127.0.0.1:abc", "http://[::1"):
+        with pytest.raises(ServiceUnreachableError):
+            Client(url)
+
+
+@pytest.mark.parametrize("status", [200, 202, 422])
+def test_an_answer_that_is_not_the_apis_json_is_an_api_error(status: int) -> None:
+    """Found in a newcomer's trial: a 200 of HTML (a proxy, another service on the port)
+    raised msgspec.DecodeError from every call, outside the project's error tree."""
+    from usersignals import ApiError
+
+    with answering(status, b"<html>hello</html>") as client:
+        calls = [
+            lambda: client.signals("u1"),
+            lambda: client.batch("u1"),
+            lambda: client.ingest([{"event_id": "e1"}]),
+            lambda: client.delete_user("u1"),
+            lambda: client.definitions(),
+        ]
+        for call in calls:
+            with pytest.raises(ApiError) as caught:
+                call()
+            assert caught.value.status == status
+            if status < 400:  # an error status is an ApiError of its own, HTML or not
+                assert "not the API's JSON" in str(caught.value)
+
+
+def test_one_event_given_alone_is_sent_as_one_event() -> None:
+    """Found in a newcomer's trial: ``ingest({...})`` sent the dict's keys as six events
+    (each rejected: wrong_type), where the API takes one object as one event."""
+    from usersignals import Event
+
+    seen: list[httpx.Request] = []
+    one = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+           "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    with recording_client(seen) as client:
+        answers = [client.ingest(single).accepted for single in (one, Event(**one))]
+    assert [json.loads(request.content) for request in seen] == [[one], [{**one, "attrs": None}]]
+    assert answers == [1, 1]

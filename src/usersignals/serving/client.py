@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx
@@ -19,6 +19,7 @@ _user_signals = msgspec.json.Decoder(UserSignals)
 _batch = msgspec.json.Decoder(dict[str, list[UserSignals]])
 _ingest = msgspec.json.Decoder(IngestResponse)
 _delete = msgspec.json.Decoder(DeleteResponse)
+_any = msgspec.json.Decoder()
 _encode = msgspec.json.Encoder().encode
 
 
@@ -42,13 +43,16 @@ class Client(Closing):
         ingest_token: str | None = None,
     ) -> None:
         self._base_url = base_url
-        self._http = httpx.Client(
-            base_url=base_url,
-            timeout=timeout,
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
-        )
+        try:
+            self._http = httpx.Client(
+                base_url=base_url,
+                timeout=timeout,
+                limits=httpx.Limits(
+                    max_connections=max_connections, max_keepalive_connections=max_connections
+                ),
+            )
+        except httpx.InvalidURL as exc:  # a port that is not a number, say
+            raise ServiceUnreachableError(base_url, str(exc), sent=False) from exc
         self._read = _bearer(read_token)
         self._ingest = {**_JSON_HEADERS, **_bearer(ingest_token)}
         self._admin = _bearer(admin_token)
@@ -62,7 +66,7 @@ class Client(Closing):
         response = self._send(
             "GET", f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
         )
-        return _user_signals.decode(_checked(response))
+        return _decoded(_user_signals, response)
 
     def batch(
         self,
@@ -81,28 +85,31 @@ class Client(Closing):
             "POST", "/v1/signals/batch", content=_encode(body),
             headers={**_JSON_HEADERS, **self._read},
         )  # fmt: skip
-        return _batch.decode(_checked(response))["results"]
+        return _decoded(_batch, response)["results"]
 
-    def ingest(self, events: Iterable[Event | Mapping[str, Any]]) -> IngestResponse:
-        """Send events; the answer lists the rejected ones, also when none was valid (the
-        API's 422: ``accepted`` is then 0). Raises :class:`ApiError` when the API takes none
-        for another reason (a missing token, a 503 with the backlog full)."""
-        response = self._send(
-            "POST", "/v1/events", content=_encode(list(events)), headers=self._ingest
-        )
+    def ingest(
+        self, events: Event | Mapping[str, Any] | Iterable[Event | Mapping[str, Any]]
+    ) -> IngestResponse:
+        """Send events (or one); the answer lists the rejected ones, also when none was
+        valid (the API's 422: ``accepted`` is then 0). Raises :class:`ApiError` when the API
+        takes none for another reason (a missing token, a 503 with the backlog full)."""
+        # One event as one: a dict iterates over its keys.
+        batch = [events] if isinstance(events, Event | Mapping) else list(events)
+        response = self._send("POST", "/v1/events", content=_encode(batch), headers=self._ingest)
         if response.status_code == 422:
-            decoded = msgspec.json.decode(response.content)
-            if isinstance(decoded, dict) and "rejected" in decoded:
-                return _ingest.decode(response.content)
-        return _ingest.decode(_checked(response))
+            try:
+                return _ingest.decode(response.content)  # none valid: the rejections
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                pass  # another 422 (a body refused whole): an ApiError below
+        return _decoded(_ingest, response)
 
     def delete_user(self, user_id: str) -> DeleteResponse:
         response = self._send("DELETE", f"/v1/users/{_path(user_id)}", headers=self._admin)
-        return _delete.decode(_checked(response))
+        return _decoded(_delete, response)
 
     def definitions(self) -> dict[str, Any]:
         answer = self._send("GET", "/v1/signals", headers=self._read)
-        result: dict[str, Any] = msgspec.json.decode(_checked(answer))
+        result: dict[str, Any] = _decoded(_any, answer)
         return result
 
     def ready(self) -> bool:
@@ -177,6 +184,24 @@ def _query(context: Mapping[str, ContextValue]) -> dict[str, str]:
         else:
             out[name] = str(value)
     return out
+
+
+T = TypeVar("T")
+
+
+def _decoded(decoder: msgspec.json.Decoder[T], response: httpx.Response) -> T:
+    """The answer decoded, or an :class:`ApiError` (an error answer, or one that is not the
+    API's JSON: another service on the port, a proxy's page)."""
+    content = _checked(response)
+    try:
+        return decoder.decode(content)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ApiError(
+            response.status_code,
+            "invalid_answer",
+            f"the answer is not the API's JSON (another service, or a proxy?): {exc}; "
+            f"it began {response.text[:80]!r}",
+        ) from exc
 
 
 def _checked(response: httpx.Response) -> bytes:
