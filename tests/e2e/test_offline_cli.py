@@ -141,6 +141,10 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
             [*training, "--labels", str(tmp_path / "clash.parquet"), *out],
             "column 'action_counts'",
         ),
+        (  # found in a newcomer's trial: refused only once the work was done, in errno's words
+            [*training, "--labels", str(tmp_path / "ok.parquet"), "--out", str(tmp_path)],
+            "is a directory: give the file to write",
+        ),
         (
             [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--context",
              "window=7d", "--context", "window=7d"],

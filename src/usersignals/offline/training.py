@@ -115,6 +115,10 @@ class TrainingJob:
             raise ConfigurationError(
                 f"the output {str(self.out)!r} is the labels file: write the features elsewhere"
             )
+        if self.out.is_dir():  # else refused by the writer, once the work is done
+            raise ConfigurationError(
+                f"the output {str(self.out)!r} is a directory: give the file to write"
+            )
 
 
 @dataclass
