@@ -279,12 +279,33 @@ class BrokerError(UserSignalsError):
 
 
 class ApiError(UserSignalsError):
-    """The HTTP API answered with an error (raised by :class:`usersignals.Client`)."""
+    """The HTTP API answered with an error (raised by :class:`usersignals.Client`): its
+    status and code, and what the answer gives a client to act on — the ``parameter`` to
+    change, the ``known`` signals (404), the ``signal``, ``user`` and ``earliest_as_of_ms``
+    of an ``as_of`` refused (422), the seconds to wait before trying again (``Retry-After``
+    of a 503)."""
 
-    def __init__(self, status: int, code: str, message: str, parameter: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        parameter: str | None = None,
+        *,
+        known: list[str] | None = None,
+        signal: str | None = None,
+        user: str | None = None,
+        earliest_as_of_ms: int | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
         self.status = status
         self.code = code
         self.parameter = parameter
+        self.known = known
+        self.signal = signal
+        self.user = user
+        self.earliest_as_of_ms = earliest_as_of_ms
+        self.retry_after_s = retry_after_s
         super().__init__(f"HTTP {status} {code}: {message}")
 
 

@@ -150,3 +150,37 @@ def test_one_event_given_alone_is_sent_as_one_event() -> None:
         answers = [client.ingest(single).accepted for single in (one, Event(**one))]
     assert [json.loads(request.content) for request in seen] == [[one], [{**one, "attrs": None}]]
     assert answers == [1, 1]
+
+
+def test_an_api_error_keeps_what_the_answer_says_a_client_may_act_on() -> None:
+    """Found in a newcomer's trial: the 422's signal, user and earliest as_of, a 404's known
+    signals and a 503's Retry-After were dropped: a caller parsed the message again."""
+    from usersignals import ApiError
+
+    refused = {
+        "error": "as_of_unavailable",
+        "message": "...",
+        "parameter": "as_of",
+        "signal": "clicks",
+        "user": "u2",
+        "earliest_as_of_ms": 1_767_225_600_999,
+    }
+    with answering(422, json.dumps(refused).encode()) as client, pytest.raises(ApiError) as caught:
+        client.signals("u2")
+    error = caught.value
+    assert (error.signal, error.user, error.earliest_as_of_ms) == (
+        "clicks",
+        "u2",
+        1_767_225_600_999,
+    )
+    unknown = {"error": "signal_not_found", "message": "...", "known": ["a", "b"]}
+    with answering(404, json.dumps(unknown).encode()) as client, pytest.raises(ApiError) as caught:
+        client.signals("u1", "c")
+    assert caught.value.known == ["a", "b"]
+    full = httpx.Response(503, headers={"retry-after": "5"}, json={"error": "backlog_full"})
+    client = Client("http://api.test")
+    transport = httpx.MockTransport(lambda request: full)
+    client._http = httpx.Client(base_url="http://api.test", transport=transport)
+    with client, pytest.raises(ApiError) as caught:
+        client.ingest([])
+    assert caught.value.retry_after_s == 5

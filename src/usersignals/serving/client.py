@@ -213,9 +213,15 @@ def _checked(response: httpx.Response) -> bytes:
         body = {}
     if not isinstance(body, dict):
         body = {}
+    retry_after = response.headers.get("retry-after", "")
     raise ApiError(
         response.status_code,
         str(body.get("error", "http_error")),
         str(body.get("message", response.text[:200])),
         body.get("parameter"),
+        known=body.get("known"),
+        signal=body.get("signal"),
+        user=body.get("user"),
+        earliest_as_of_ms=body.get("earliest_as_of_ms"),
+        retry_after_s=int(retry_after) if retry_after.isdigit() else None,
     )
