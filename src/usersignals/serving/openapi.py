@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from usersignals._version import __version__
+from usersignals.events.model import Event
 from usersignals.serving.reader import UserSignals
 from usersignals.serving.schemas import BatchRequest, DeleteResponse, ErrorBody, IngestResponse
 from usersignals.signals.registry import SignalRegistry
@@ -24,26 +25,51 @@ _CONTEXT_DOCS = {
 }
 
 
-def _error_responses(*codes: int) -> dict[str, Any]:
-    reasons = {
-        400: "A parameter or the body is invalid; the message names it.",
-        401: "Missing bearer token.",
-        403: "Wrong bearer token, or the endpoint is disabled.",
-        404: "Unknown signal.",
-        410: "A signal version retired by a cut-over, its grace period over: its state is no "
-        "longer kept (retired_signal: names the version to read instead, or what is wrong).",
-        413: "Body too large.",
-        422: "The body does not match its schema, no event was valid, or a signal cannot "
-        "answer the as_of exactly (as_of_unavailable: names the signal, the user and the "
-        "earliest as_of it answers for them).",
-    }
+_REASONS = {
+    400: "A parameter or the body is invalid; the message names it.",
+    401: "Missing bearer token (the route's token is configured).",
+    403: "Wrong bearer token, or the endpoint is disabled.",
+    404: "Unknown signal.",
+    410: "A signal version retired by a cut-over, its grace period over: its state is no "
+    "longer kept (retired_signal: names the version to read instead, or what is wrong).",
+    413: "Body too large.",
+    422: "A signal cannot answer the as_of exactly (as_of_unavailable: names the signal, the "
+    "user and the earliest as_of it answers for them), or the body does not match its schema.",
+    503: "Not ready: the store does not answer in time, or the processor writing it runs "
+    "other signals (the message says which).",
+}
+#: Where a route's answer means something else than in :data:`_REASONS`.
+_INGEST_REASONS = {
+    422: "No event was valid (each rejection listed with its reason), or the body does not "
+    "match its schema.",
+    503: "Not kept (Retry-After): the spool's backlog or disk is full, or the broker did not "
+    "acknowledge.",
+}
+
+
+def _error_responses(*codes: int, reasons: dict[int, str] | None = None) -> dict[str, Any]:
+    said = {**_REASONS, **(reasons or {})}
     return {
         str(code): {
-            "description": reasons[code],
+            "description": said[code],
             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
         }
         for code in codes
     }
+
+
+_BATCH_ANSWER = {
+    "type": "object",
+    "properties": {
+        "results": {"type": "array", "items": {"$ref": "#/components/schemas/UserSignals"}}
+    },
+}
+_EVENTS = {
+    "oneOf": [
+        {"$ref": "#/components/schemas/Event"},
+        {"type": "array", "items": {"$ref": "#/components/schemas/Event"}},
+    ]
+}
 
 
 def _json_content(name: str) -> dict[str, Any]:
@@ -53,7 +79,7 @@ def _json_content(name: str) -> dict[str, Any]:
 def openapi_document(registry: SignalRegistry, max_user_id_chars: int = 128) -> dict[str, Any]:
     """The document; user ids are bounded as ingest bounds them (``events.max_user_id_chars``)."""
     (_, components) = msgspec.json.schema_components(
-        [UserSignals, BatchRequest, ErrorBody, IngestResponse, DeleteResponse],
+        [UserSignals, BatchRequest, ErrorBody, IngestResponse, DeleteResponse, Event],
         ref_template="#/components/schemas/{name}",
     )
     user_path = {
@@ -112,7 +138,7 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "parameters": [user_path, *_query(names)],
                 "responses": {
                     "200": {"description": "The signals", "content": _json_content("UserSignals")},
-                    **_error_responses(400, 404, 410, 422),
+                    **_error_responses(400, 401, 403, 404, 410, 422, 503),
                 },
             }
         },
@@ -121,8 +147,11 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Many users x many signals, one context or one per signal",
                 "requestBody": {"required": True, "content": _json_content("BatchRequest")},
                 "responses": {
-                    "200": {"description": "One result per user, in order"},
-                    **_error_responses(400, 404, 410, 413, 422),
+                    "200": {
+                        "description": "One result per user, in order",
+                        "content": {"application/json": {"schema": _BATCH_ANSWER}},
+                    },
+                    **_error_responses(400, 401, 403, 404, 410, 413, 422, 503),
                 },
             }
         },
@@ -134,7 +163,8 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                         "description": "Compiled definitions as declared (signals), the "
                         "version each name serves by default now (served), and the versions "
                         "retired by a cut-over with when their grace period was over (retired)"
-                    }
+                    },
+                    **_error_responses(401, 403),
                 },
             }
         },
@@ -148,11 +178,11 @@ def _write_paths(user_path: dict[str, Any]) -> dict[str, Any]:
                 "summary": "Ingest one event or an array of events (durable before 202)",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": {}}},
+                    "content": {"application/json": {"schema": _EVENTS}},
                 },
                 "responses": {
                     "202": {"description": "Accepted", "content": _json_content("IngestResponse")},
-                    **_error_responses(400, 413, 422),
+                    **_error_responses(400, 401, 403, 413, 422, 503, reasons=_INGEST_REASONS),
                 },
             }
         },
@@ -163,7 +193,7 @@ def _write_paths(user_path: dict[str, Any]) -> dict[str, Any]:
                 "security": [{"bearer": []}],
                 "responses": {
                     "202": {"description": "Queued", "content": _json_content("DeleteResponse")},
-                    **_error_responses(400, 401, 403),
+                    **_error_responses(400, 401, 403, 503, reasons=_INGEST_REASONS),
                 },
             }
         },

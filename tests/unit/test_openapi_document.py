@@ -1,0 +1,24 @@
+"""The OpenAPI document lists what each route answers. Found in a newcomer's trial: the read
+routes left out their 401/403 (a read token) and 503 (a store outage), `/v1/events` its 503
+(the spool full, the broker down) and its body's shape, the batch its 200's shape, and the
+batch's 422 spoke of events."""
+
+from __future__ import annotations
+
+from usersignals import SignalRegistry
+from usersignals.serving.openapi import openapi_document
+
+
+def test_every_route_lists_its_answers_and_shapes() -> None:
+    paths = openapi_document(SignalRegistry.from_module("usersignals.examples.reference"))["paths"]
+    read = paths["/v1/users/{user_id}/signals"]["get"]["responses"]
+    batch = paths["/v1/signals/batch"]["post"]["responses"]
+    events = paths["/v1/events"]["post"]
+    assert {"401", "403", "503"} <= read.keys()
+    assert {"401", "403", "503"} <= batch.keys()
+    assert {"401", "403"} <= paths["/v1/signals"]["get"]["responses"].keys()
+    assert {"401", "403", "503"} <= events["responses"].keys()
+    results = batch["200"]["content"]["application/json"]["schema"]["properties"]["results"]
+    assert results["items"] == {"$ref": "#/components/schemas/UserSignals"}
+    assert "event" not in batch["422"]["description"]
+    assert events["requestBody"]["content"]["application/json"]["schema"] != {}
