@@ -61,7 +61,7 @@ class Client(Closing):
         self, user_id: str, names: str | Sequence[str] | None = None, **context: ContextValue
     ) -> UserSignals:
         params = _query(context)
-        if names:
+        if names is not None:  # an empty list is sent, and refused: None asks for every signal
             params["names"] = ",".join(_several(names))
         response = self._send(
             "GET", f"/v1/users/{_path(user_id)}/signals", params=params, headers=self._read
@@ -77,7 +77,7 @@ class Client(Closing):
     ) -> list[UserSignals]:
         body = {
             "users": _several(users),
-            "signals": _several(names) if names else None,
+            "signals": _several(names) if names is not None else None,
             "context": _given(context or {}),
             "contexts": {name: _given(c) for name, c in (contexts or {}).items()},
         }

@@ -63,8 +63,10 @@ def check_users(users: list[str], max_chars: int) -> None:
 
 
 def names_of(text: str | None) -> list[str] | None:
-    """The comma-separated ``names`` parameter; ``None`` (every signal) when absent."""
-    if text is None or text == "":
+    """The comma-separated ``names`` parameter; ``None`` (every signal) when absent. Given
+    empty, it is refused as any empty parameter is: a caller whose list came out empty
+    would otherwise read every signal."""
+    if text is None:
         return None
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:

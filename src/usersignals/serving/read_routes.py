@@ -88,6 +88,8 @@ async def batch(request: Request) -> Response:
 def batch_plan(registry: SignalRegistry, body: BatchRequest) -> tuple[ReadPlan, list[str]]:
     """Each requested signal with its context (the shared one, overridden per signal), and
     the keys they are answered under."""
+    if body.signals == []:
+        raise ContextError("signals", "is empty: name at least one signal, or leave it out for all")
     names = distinct_names(body.signals, "signals") if body.signals else None
     signals = [registry.get(name) for name in names] if names else list(registry)
     check_reads(len(body.users), len(signals))
