@@ -459,6 +459,10 @@ def test_a_plan_says_a_version_is_retired_and_when_its_state_goes() -> None:
     assert (kind, serving) == ("unchanged", "retired")
     assert "no longer computed" in detail
     assert "remove it from the module" in detail
+    # Its definition edited all the same: a change, refused, retired or not.
+    edited = SignalRegistry([clicks(1, by="surface"), clicks(2, by="surface", shadow=True)])
+    planned = make_plan(edited, load_versions(store), set(), now_ms=2_000)
+    assert [c.key for c in planned.refused] == ["clicks@1"]
 
 
 def test_a_reader_with_a_module_rolled_back_past_a_cut_over_does_not_serve_the_old_version(

@@ -119,19 +119,18 @@ def make_plan(
     plan = Plan()
     for signal in registry.computed:
         serving = "default" if registry.label(signal) == signal.name else "shadow"
-        if signal.key in table.retired:
-            plan.changes.append(_retired(signal, table.retired[signal.key], now))
-            continue
         recorded = table.applied.get(signal.key)
-        if recorded is None and removed and signal.key in removed:
+        if recorded is not None and not same_meaning(recorded, signal):
+            detail = "definition changed under the same version: bump the version"
+            plan.changes.append(Change(signal.key, "changed", True, serving, detail))
+        elif signal.key in table.retired:
+            plan.changes.append(_retired(signal, table.retired[signal.key], now))
+        elif recorded is None and removed and signal.key in removed:
             detail = readded_detail(removed[signal.key])
             plan.changes.append(Change(signal.key, "readded", True, serving, detail))
         elif recorded is None:
             warm = backfilled is not None and _backfilled_as(backfilled, signal)
             plan.changes.append(_new(signal.key, serving, signal.key in stored, table, warm))
-        elif not same_meaning(recorded, signal):
-            detail = "definition changed under the same version: bump the version"
-            plan.changes.append(Change(signal.key, "changed", True, serving, detail))
         else:
             plan.changes.append(Change(signal.key, "unchanged", False, serving))
     declared = {signal.key for signal in registry.computed}
