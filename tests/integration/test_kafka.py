@@ -272,6 +272,9 @@ def test_consumes_into_the_store_dead_letters_bad_events_and_stops_cleanly(
         headers = dict(message.headers())
         assert headers["source.topic"] == topic.encode()
         assert int(headers["source.offset"]) >= 0
+        # Its message's key, kept (found in an operator's trial: None, a value that cannot
+        # be parsed then named no user).
+        assert message.key() == b"u-bad"
 
     # Restarted on the caught-up topic, the processor reports every partition it holds, lag
     # 0, before any new message: librdkafka's position is unknown until one is consumed, and

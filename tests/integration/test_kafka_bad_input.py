@@ -63,6 +63,7 @@ def test_undecodable_empty_and_null_values_are_dead_lettered_with_their_reason(
     assert by_reason["invalid_utf8"].value() == not_utf8
     for message in letters:
         assert int(dict(message.headers())["source.offset"]) >= 0
+        assert message.key() == b"u-bad"  # kept, as for an event that does not decode
 
 
 def test_a_value_too_large_to_dead_letter_whole_is_truncated_and_processing_goes_on(

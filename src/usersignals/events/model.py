@@ -45,9 +45,12 @@ def partition_id(topic: str, partition: int) -> str:
 
 
 class BadEvent(msgspec.Struct, frozen=True):
-    """An input record that was rejected, with a machine-readable reason and a human detail."""
+    """An input record that was rejected, with a machine-readable reason and a human detail;
+    ``key``: its Kafka message's key (the user id, as producers key events), which its dead
+    letter keeps: a value that cannot be parsed names no user otherwise."""
 
     reason: str
     detail: str
     raw: bytes
     position: Position | None = None
+    key: bytes | None = None

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
@@ -43,6 +44,39 @@ class KafkaBatch:
     first_received: float = 0.0
     #: Messages that carry no event at all (an empty or null value): dead letters as they are.
     bad: list[BadEvent] = field(default_factory=list)
+    #: The messages taken, as consumed: the keys of the lines that turn out bad are read
+    #: from them (:meth:`keyed`), not from every message (a call each, on the hot path).
+    consumed: list[list[Message]] = field(default_factory=list)
+
+    def keyed(self, bad: list[BadEvent]) -> list[BadEvent]:
+        """``bad`` (this batch's lines' dead letters), each with its message's key."""
+        wanted = {_place(event.position) for event in bad if event.position is not None}
+        if not wanted:
+            return bad
+        keys: dict[tuple[str, int], bytes | None] = {}
+        for messages in self.consumed:
+            for message in messages:
+                topic, partition, offset = message.topic(), message.partition(), message.offset()
+                if topic is None or partition is None or offset is None:
+                    continue
+                place = (partition_id(topic, partition), offset)
+                if place in wanted:
+                    keys[place] = _key_of(message)
+        return [
+            event
+            if event.position is None
+            else msgspec.structs.replace(event, key=keys.get(_place(event.position)))
+            for event in bad
+        ]
+
+
+def _place(position: Position) -> tuple[str, int]:
+    return position.partition, position.offset
+
+
+def _key_of(message: Message) -> bytes | None:
+    key = message.key()
+    return key.encode() if isinstance(key, str) else key
 
 
 def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
@@ -178,6 +212,7 @@ class KafkaSource:
         it (its engine thread sets the pace); the CPU beside the engine is what it saves."""
         ids = self._partition_ids
         lines, positions, next_offsets = batch.lines, batch.positions, batch.next_offsets
+        batch.consumed.append(messages)
         for message in messages:
             error = message.error()
             if error is not None:
@@ -199,7 +234,8 @@ class KafkaSource:
             value = message.value()
             if not value or value.isspace():
                 # Not an event, but not to be skipped silently either: the producer has a bug.
-                batch.bad.append(not_an_event(value, position))
+                bad = not_an_event(value, position)
+                batch.bad.append(msgspec.structs.replace(bad, key=_key_of(message)))
                 continue
             lines.append(value)
             positions.append(position)

@@ -97,7 +97,9 @@ class DeadLetterTopic:
                 failed.append((event, error))
 
         try:
-            self._producer.produce(self.topic, value=value, headers=headers, on_delivery=delivered)
+            self._producer.produce(
+                self.topic, key=event.key, value=value, headers=headers, on_delivery=delivered
+            )
         except KafkaException as exc:
             if not (whole and _too_large(exc.args[0])):
                 raise broker_error("produce dead letter", exc.args[0]) from exc

@@ -128,6 +128,10 @@ class KafkaRunner(PipelineRunner):
                 if not batch.lines and not batch.bad:
                     continue
                 block = self.step.decode(batch.lines, batch.positions)
+                for segment in block.segments:  # each dead letter keeps its message's key
+                    if segment.decoded.bad:
+                        segment.decoded.bad = batch.keyed(segment.decoded.bad)
+                batch.consumed = []  # the messages, kept for their keys until now
                 block.segments[0].decoded.bad[:0] = batch.bad  # empty and null values
                 block.ahead = self.engine.read_block_ahead(block.events)
                 with self._drained:
