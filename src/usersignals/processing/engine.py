@@ -433,11 +433,12 @@ class Engine:
         for source, join in self._joins.items():
             wanted: Iterable[str]
             distinct = False
-            candidates: list[Event] | None = None
+            looked_for: list[str] | None = None  # a filtered source's keys, event by event
             if join.filters is not None:  # every signal filters on event fields first
                 filters = join.filters
                 candidates = [e for e in live if any(check((e, ())) for check in filters)]
-                wanted = _key_set(candidates, join.field_name)
+                looked_for = _keys_of(candidates, join.field_name)
+                wanted = set(looked_for) - {""}
             elif keys is not None and source in keys:
                 wanted, distinct = keys[source], True  # in order of first appearance
             else:
@@ -447,10 +448,8 @@ class Engine:
             found = records[source] = self.materializer.lookup(
                 source, wanted, remember=remember, distinct=distinct, ahead=ahead
             )
-            if candidates is not None and missing is not None:
-                misses = sum(
-                    1 for e in candidates if (_key_value(e, join.field_name) or "") not in found
-                )
+            if looked_for is not None and missing is not None:
+                misses = sum(1 for key in looked_for if key not in found)
                 if misses:
                     missing[source] = missing.get(source, 0) + misses
         return records
@@ -619,11 +618,18 @@ class _SourceJoin:
 def _key_set(events: list[Event], field_name: str) -> set[str]:
     """The distinct lookup keys of ``events`` in ``field_name``; ``""`` (an absent key)
     finds nothing and is left out."""
+    # Straight into the set for an event field (the read-ahead's whole block): no list.
+    keys = map(attrgetter(field_name), events) if field_name in TEXT_FIELDS else None
+    wanted = set(keys if keys is not None else _keys_of(events, field_name))
+    wanted.discard("")
+    return wanted
+
+
+def _keys_of(events: list[Event], field_name: str) -> list[str]:
+    """Each event's lookup key in ``field_name``, ``""`` where it has none."""
     if field_name in TEXT_FIELDS:  # the common case: a tight loop in C
-        wanted = set(map(attrgetter(field_name), events))
-        wanted.discard("")
-        return wanted
-    return {v for event in events if (v := _key_value(event, field_name))}
+        return list(map(attrgetter(field_name), events))
+    return [_key_value(event, field_name) or "" for event in events]
 
 
 def _key_value(event: Event, field_name: str) -> str | None:
