@@ -618,9 +618,10 @@ class _SourceJoin:
 def _key_set(events: list[Event], field_name: str) -> set[str]:
     """The distinct lookup keys of ``events`` in ``field_name``; ``""`` (an absent key)
     finds nothing and is left out."""
-    # Straight into the set for an event field (the read-ahead's whole block): no list.
-    keys = map(attrgetter(field_name), events) if field_name in TEXT_FIELDS else None
-    wanted = set(keys if keys is not None else _keys_of(events, field_name))
+    if field_name in TEXT_FIELDS:  # straight into the set (the read-ahead's whole block)
+        wanted = set(map(attrgetter(field_name), events))
+    else:
+        wanted = set(_keys_of(events, field_name))
     wanted.discard("")
     return wanted
 
