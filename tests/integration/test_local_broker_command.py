@@ -43,3 +43,15 @@ def test_the_command_stops_what_it_started(stop: signal.Signals, tool: str) -> N
             process.kill()
             process.wait(timeout=30)
         process.stdout.close()
+
+
+@pytest.mark.parametrize("tool", sorted(COMMANDS))
+def test_help_says_what_the_command_does_and_starts_nothing(tool: str) -> None:
+    """Found by the operator's trial: `redis_cluster --help` started a cluster of 6 nodes."""
+    module = COMMANDS[tool][0][0]
+    done = subprocess.run(
+        [sys.executable, "-m", module, "--help"], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: ")
+    assert "stop with Ctrl-C" not in done.stdout
