@@ -122,9 +122,9 @@ def signals_cutover(
         previous, table = cut_over(state, registry, signal, grace_ms)
     finally:
         state.close()
-    # A cut back (within the grace period), or to the version served already: nothing new.
-    served_before = before.served.get(signal.name) == signal.version
-    if not backfilled and not served_before and signal.key not in before.retired:
+    # A cut back (within the grace period), or to the version served already (the cut-over's
+    # or the module's default): nothing new.
+    if not backfilled and previous is not signal and signal.key not in before.retired:
         console.print(
             f"warning: {signal.key} was never backfilled: its state holds the events since "
             "the processor began computing it; if its retention reaches further back, its "

@@ -133,6 +133,11 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
         "--store", str(store),
     ]  # fmt: skip
     assert json.loads(cli(*get).stdout)["signals"]["interests"]["version"] == 1
+    # To the version served already (the module's default, never cut over to): nothing is
+    # new, nothing to warn of (found in review: it warned that v1 was never backfilled).
+    same = cli("signals", "cutover", "interests@1", "--grace", "1h", *common[:-1])
+    assert "never backfilled" not in same.stderr
+    assert json.loads(same.stdout)["previous"] is None
     cutover = cli("signals", "cutover", "interests@2", "--grace", "1h", *common[:-1])
     # Streamed, never backfilled: said, as the cut-over is not refused for it.
     assert "warning: interests@2 was never backfilled" in cutover.stderr
