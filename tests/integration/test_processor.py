@@ -130,12 +130,11 @@ def test_sigusr1_prints_every_threads_stack_and_the_processor_goes_on(tmp_path: 
             process.send_signal(signal.SIGUSR1)
             time.sleep(0.5)
             assert process.poll() is None, "SIGUSR1 ended the processor"
-            process.send_signal(signal.SIGTERM)
-            _, err = process.communicate(timeout=20)
+            code, err = sigterm_and_communicate(process, timeout_s=20)
         finally:
             if process.poll() is None:
                 process.kill()
-    assert process.returncode == 0, err
+    assert code == 0, err
     assert "Current thread" in err, err
     assert "cli_run.py" in err, err
     assert "1 lines, 1 events applied" in err
@@ -165,6 +164,15 @@ def test_the_processors_metrics_listen_on_the_host_asked_for(tmp_path: Path) -> 
             if process.poll() is None:
                 process.kill()
     assert code == 0, err
+    # The host is the one asked for, not loopback whatever is asked: an address of no
+    # interface here cannot be bound (nothing is sent anywhere; TEST-NET-3, RFC 5737).
+    refused = subprocess.run(
+        [str(BIN / "usersignals"), "run", "--metrics-host", "203.0.113.1",
+         "--metrics-port", str(port)],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    assert f"--metrics-port {port}: cannot listen on 203.0.113.1" in refused.stderr
 
 
 def _answers(url: str) -> bool:
