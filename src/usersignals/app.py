@@ -31,7 +31,12 @@ from usersignals.signals.identity import changed_definitions, signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
-from usersignals.state.versions import load_versions, readded, refuse_served_undeclared
+from usersignals.state.versions import (
+    load_versions,
+    readded,
+    refuse_served_undeclared,
+    undeclared_problem,
+)
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
@@ -74,13 +79,14 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             )
         # A version `signals apply` recorded removed: computing it again would build on
         # what is left of its state (dropped user by user, missing every event since).
-        refused = readded(store, [signal.key for signal in registry.computed])
+        table = load_versions(store)
+        refused = readded(store, [signal.key for signal in registry.computed], table)
         if refused:
             reasons = "; ".join(f"{key}: {why}" for key, why in refused.items())
             raise SignalsMismatchError(f"signals declared again after their removal: {reasons}")
         # A module rolled back past a cut-over: its readers would serve the module's own
         # default (retired, or not what the store serves) in its place.
-        refuse_served_undeclared(load_versions(store).served, registry)
+        refuse_served_undeclared(table.served, registry)
         # Record which signals write this store: readers refuse to serve other ones.
         store.write({SIGNALS_KEY: signals_identity(settings.signals, registry)})
     except Exception:
@@ -219,9 +225,14 @@ def open_store_reader(settings: Settings, signals: str | None = None) -> SignalR
         problem = mismatch(store.get_many([SIGNALS_KEY])[0], module, registry)
         if problem is not None:
             raise SignalsMismatchError(problem)
-        # As the processor does: it would answer the name with another version.
-        refuse_served_undeclared(load_versions(store).served, registry)
+        # Made, the reader serves the store's versions (a cut-over's choice): refused, as the
+        # processor is, when the module does not declare one (it would answer its name with
+        # another version).
+        reader = SignalReader(registry, store, cache_bytes=settings.serving.state_cache_bytes)
+        problem = undeclared_problem(registry.served_undeclared)
+        if problem is not None:
+            raise SignalsMismatchError(problem)
     except Exception:
         store.close()
         raise
-    return SignalReader(registry, store, cache_bytes=settings.serving.state_cache_bytes)
+    return reader

@@ -10,6 +10,7 @@ Nothing here is specific to one broker: the same settings work against Apache Ka
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
@@ -54,14 +55,15 @@ class KafkaBatch:
         if not wanted:
             return bad
         keys: dict[tuple[str, int], bytes | None] = {}
-        for messages in self.consumed:
-            for message in messages:
-                topic, partition, offset = message.topic(), message.partition(), message.offset()
-                if topic is None or partition is None or offset is None:
-                    continue
-                place = (partition_id(topic, partition), offset)
-                if place in wanted:
-                    keys[place] = _key_of(message)
+        for message in itertools.chain.from_iterable(self.consumed):
+            topic, partition, offset = message.topic(), message.partition(), message.offset()
+            if topic is None or partition is None or offset is None:
+                continue
+            place = (partition_id(topic, partition), offset)
+            if place in wanted:
+                keys[place] = _key_of(message)
+                if len(keys) == len(wanted):
+                    break
         return [
             event
             if event.position is None

@@ -45,7 +45,6 @@ from usersignals.state.versions import (
     readded_detail,
     record_backfilled,
     save_versions,
-    served_undeclared,
 )
 
 Kind = Literal["new", "changed", "readded", "unchanged", "removed", "undeclared"]
@@ -134,7 +133,7 @@ def make_plan(
         else:
             plan.changes.append(Change(signal.key, "unchanged", False, serving))
     declared = {signal.key for signal in registry.computed}
-    undeclared = served_undeclared(table.served, registry)
+    undeclared = list(registry.undeclared(table.served).values())
     for key in sorted(table.applied.keys() - declared - set(undeclared)):
         detail = "no longer declared: its state is dropped as users' events arrive"
         plan.changes.append(Change(key, "removed", False, "", detail))

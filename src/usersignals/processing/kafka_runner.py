@@ -128,10 +128,7 @@ class KafkaRunner(PipelineRunner):
                 if not batch.lines and not batch.bad:
                     continue
                 block = self.step.decode(batch.lines, batch.positions)
-                for segment in block.segments:  # each dead letter keeps its message's key
-                    if segment.decoded.bad:
-                        segment.decoded.bad = batch.keyed(segment.decoded.bad)
-                batch.consumed = []  # the messages, kept for their keys until now
+                _keep_keys(block, batch)
                 block.segments[0].decoded.bad[:0] = batch.bad  # empty and null values
                 block.ahead = self.engine.read_block_ahead(block.events)
                 with self._drained:
@@ -213,3 +210,14 @@ class RewoundWarning:
             self._unsaid,
         )
         self._said_at, self._unsaid = time.monotonic(), 0
+
+
+def _keep_keys(block: Block, batch: KafkaBatch) -> None:
+    """Each of ``block``'s dead letters with its message's key, read in one pass over the
+    batch's messages, which are let go of then."""
+    faulty = [segment.decoded for segment in block.segments if segment.decoded.bad]
+    if faulty:
+        keyed = iter(batch.keyed([event for decoded in faulty for event in decoded.bad]))
+        for decoded in faulty:
+            decoded.bad = [next(keyed) for _ in decoded.bad]
+    batch.consumed = []

@@ -94,17 +94,12 @@ def readded(
     }
 
 
-def served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> list[str]:
-    """The versions the store serves by default (``served``, a cut-over's choice) that
-    ``registry`` does not declare, of the signals it declares: a module rolled back past a
-    cut-over. Signals it does not declare at all are not its business."""
-    return list(registry.undeclared(served).values())
-
-
 def refuse_served_undeclared(served: Mapping[str, int], registry: SignalRegistry) -> None:
-    """:func:`served_undeclared`, refused: its readers, or a training set, would serve another
-    version under the signal's name (perhaps a retired one)."""
-    problem = undeclared_problem(served_undeclared(served, registry))
+    """The versions the store serves by default (``served``, a cut-over's choice) that
+    ``registry`` does not declare (:meth:`SignalRegistry.undeclared`: a module rolled back
+    past a cut-over), refused: its readers, or a training set, would serve another version
+    under the signal's name (perhaps a retired one)."""
+    problem = undeclared_problem(list(registry.undeclared(served).values()))
     if problem is not None:
         raise SignalsMismatchError(problem)
 
