@@ -204,6 +204,11 @@ def run_signals(
     of the others cannot answer (a 422 of the API) then fails nothing.
     """
     _check_batch_size(batch_size)
+    if read_users is not None and users:
+        raise ConfigurationError(
+            "give users (answered besides those with events) or read_users (the only ones "
+            "read), not both"
+        )
     events = _numbered(events)
     _check(events)
     registry = SignalRegistry(list(signals))

@@ -266,3 +266,12 @@ def test_the_context_takes_a_tuple_or_a_set_and_leaves_none_out_as_the_client_do
         context = {"surfaces": surfaces, "limit": None}
         answers = run_signals([clicks], events, tables=TABLES, context=context)  # type: ignore[arg-type]
         assert answers["u1"]["clicks"] == {"total": 1, "by": {"home": 1}}, surfaces
+
+
+def test_users_and_read_users_are_not_given_together() -> None:
+    """``read_users`` reads only those users; with ``users`` beside it, ``users`` was
+    silently ignored (found in review)."""
+    from usersignals.errors import ConfigurationError
+
+    with pytest.raises(ConfigurationError, match="not both"):
+        run_signals([clicks], [], users=["u1"], read_users=["u2"])

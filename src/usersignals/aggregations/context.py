@@ -162,14 +162,10 @@ class ReadContext:
                 )
         now = now_ms if now_ms is not None else time.time_ns() // 1_000_000
         window = _optional(params, "window", _parse_window)
-        since = _optional(params, "since", _parse_time)
-        until = _optional(params, "until", _parse_time)
-        as_of = _optional(params, "as_of", _parse_time)
-        # A time in seconds read as ms lands in 1970: refused for all three alike, never
-        # answered as "everything since 1970" or "nothing before January 21st, 1970".
-        for name, moment in (("since", since), ("until", until), ("as_of", as_of)):
-            if moment is not None:
-                check_view_time(name, moment)
+        # A time in seconds read as ms lands in 1970: refused for all three alike (by
+        # parse_time_option), never answered as "everything since 1970" or "nothing before
+        # January 21st, 1970".
+        since, until, as_of = (_view_time(params, name) for name in ("since", "until", "as_of"))
         if since is not None and until is not None and since > until:
             raise ContextError("since", "must not be after `until`")
         return cls(
@@ -185,6 +181,13 @@ class ReadContext:
             as_of_ms=as_of,
             now_ms=now,
         )
+
+
+def _view_time(params: Mapping[str, str | None], name: str) -> int | None:
+    """The time parameter ``name``, as a command's time option is read; ``None`` when not
+    given (an empty one is refused, as any)."""
+    text = _optional(params, name, str)
+    return None if text is None else parse_time_option(name, text)
 
 
 def check_view_time(name: str, ms: int) -> None:
