@@ -487,19 +487,38 @@ def test_a_processor_that_holds_no_partition_says_for_how_long(
     topic = "one-partition"
     create_topic(broker.bootstrap, topic, 1)
     ports = [free_port(), free_port()]
-    processes = []
-    for number, port in enumerate(ports):
-        store = tmp_path / f"store-{number}"
-        extra = ("--metrics-port", str(port))
+    processes: list[subprocess.Popen[str]] = []
+    seen: list[tuple[list[float], list[float]]] = []
+
+    def observed() -> tuple[list[float], list[float]]:
+        held = [metric(port, "usersignals_consumer_assigned_partitions") for port in ports]
+        idle = [metric(port, "usersignals_consumer_unassigned_seconds") for port in ports]
+        seen.append((held, idle))
+        return held, idle
+
+    def start(number: int) -> subprocess.Popen[str]:
+        store, extra = tmp_path / f"store-{number}", ("--metrics-port", str(ports[number]))
         processes.append(start_processor(broker.bootstrap, topic, f"g-{topic}", store, *extra))
+        return processes[-1]
+
+    # One after the other: the first holds the partition before the second joins, as when a
+    # processor is added to a running group (two members joining at once is a race the
+    # rebalance test covers; here the metric is under test).
+    split_up = False
     try:
+        first = start(0)
+        wait_for(lambda: observed()[0][0] == 1, 60, "the first processor to hold it", alive=first)
+        second = start(1)
 
         def split() -> bool:
-            held = [metric(port, "usersignals_consumer_assigned_partitions") for port in ports]
-            idle = [metric(port, "usersignals_consumer_unassigned_seconds") for port in ports]
-            return sorted(held) == [0, 1] and max(idle) >= 3 and min(idle) == 0
+            held, idle = observed()
+            return held == [1, 0] and idle[1] >= 3 and idle[0] == 0
 
-        wait_for(split, 60, "one processor to hold the partition, the other none for 3 s")
+        wait_for(split, 60, "the second processor to hold none for 3 s", alive=second)
+        split_up = True
     finally:
-        for process in processes:
-            stop(process)
+        logs = [stop(process)[1] for process in processes]
+        if not split_up:  # what the processors saw and said, to tell a stuck group apart
+            print("held and idle seconds, last seen:", seen[-3:])
+            for number, log in enumerate(logs):
+                print(f"processor {number} said:\n{log[-4000:]}")
