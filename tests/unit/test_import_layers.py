@@ -21,7 +21,7 @@ PACKAGE = Path(usersignals.__file__).parent
 FOUNDATION = frozenset(
     {"_core", "_version", "backoff", "closing", "config", "config_validation"}
     | {"durations", "errors", "field_names", "input_files", "libc", "listening"}
-    | {"consoles", "malloc_tuning", "optional_deps", "values"}
+    | {"consoles", "malloc_tuning", "optional_deps", "uninterrupted", "values"}
 )
 
 #: Bottom to top. A unit is a sub-package (``state``) or a top-level module (``config``).

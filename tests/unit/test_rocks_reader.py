@@ -3,7 +3,10 @@ writer's memory report, a scratch store."""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 from usersignals import RocksStore
@@ -58,3 +61,44 @@ def test_a_scratch_store_skips_the_log_and_keeps_its_writes_once_closed(tmp_path
         assert reopened.table("t").get(b"k") == b"v"
     finally:
         reopened.close()
+
+
+# A SIGTERM that lands just after the reader's private directory is made: in
+# TemporaryDirectory's constructor, before it has registered the finalizer that removes the
+# directory; under an offline job's handling of SIGTERM (SystemExit, unwinding).
+SIGTERM_AS_THE_DIRECTORY_IS_MADE = """
+import signal, sys, tempfile
+from pathlib import Path
+from usersignals import RocksStore
+from usersignals.offline.stopping import terminated_as_interrupted
+
+made = tempfile.mkdtemp
+
+def mkdtemp(*args, **kwargs):
+    path = made(*args, **kwargs)
+    signal.raise_signal(signal.SIGTERM)  # the handler runs before the next bytecode
+    return path
+
+tempfile.mkdtemp = mkdtemp
+with terminated_as_interrupted():
+    RocksStore(Path(sys.argv[1]), read_only=True)
+"""
+
+
+def test_a_reader_stopped_as_it_opens_leaves_no_directory(tmp_path: Path) -> None:
+    """An offline job told to stop (SIGTERM) while a reader of the store opened left the
+    reader's directory in the temp dir (seen once in the suite, under load): a stop landing
+    inside ``TemporaryDirectory()``, after the directory is made and before its finalizer
+    is, removes nothing. The reader makes it with the stop signals held back."""
+    RocksStore(tmp_path / "store").close()
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    done = subprocess.run(
+        [sys.executable, "-c", SIGTERM_AS_THE_DIRECTORY_IS_MADE, str(tmp_path / "store")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "TMPDIR": str(scratch)},
+    )
+    assert done.returncode == 143, done.stderr
+    assert list(scratch.iterdir()) == []

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from usersignals.libc import prctl
+from usersignals.uninterrupted import raise_stop
 
 _PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
 
@@ -49,12 +50,12 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     # a shard's result ends as soon as they have.
     for worker in multiprocessing.active_children():
         worker.terminate()
-    raise SystemExit(128 + signum)
+    raise_stop(SystemExit(128 + signum))
 
 
 def _unwind(signum: int, frame: FrameType | None) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    raise SystemExit(128 + signum)
+    raise_stop(SystemExit(128 + signum))
 
 
 def start_worker(parent: int) -> None:

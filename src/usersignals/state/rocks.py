@@ -34,6 +34,7 @@ from rocksdict import (
 from usersignals.errors import StoreError
 from usersignals.state.keys import table_column
 from usersignals.state.store import ThreadMetadataLock
+from usersignals.uninterrupted import uninterrupted
 
 logger = logging.getLogger(__name__)
 
@@ -219,7 +220,9 @@ class RocksStore(ThreadMetadataLock, _RocksTable):
             if read_only:
                 # A secondary instance follows a live writer; it needs a private directory
                 # for its own info log.
-                self._secondary_dir = tempfile.TemporaryDirectory(prefix="usersignals-reader-")
+                # A stop landing inside the constructor could leave the directory behind.
+                with uninterrupted():
+                    self._secondary_dir = tempfile.TemporaryDirectory(prefix="usersignals-reader-")
                 access = AccessType.secondary(self._secondary_dir.name)
                 db = Rdict(str(self.path), _reader_options(), access_type=access)
                 db.try_catch_up_with_primary()

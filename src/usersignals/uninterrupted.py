@@ -1,0 +1,47 @@
+"""Sections of code that a stop raised from a signal handler must not cut in two.
+
+An offline job stops on SIGTERM by raising ``SystemExit`` from its handler, which Python runs
+in the main thread between any two bytecodes. A few steps are not safe to cut anywhere: a
+``tempfile.TemporaryDirectory()`` cut after its directory is made and before its finalizer
+is registered leaves the directory behind for good. Within :func:`uninterrupted`, a stop
+raised through :func:`raise_stop` waits for the section's end.
+
+Blocking the signal (``pthread_sigmask``) would not do it: the kernel hands a signal the main
+thread blocks to another thread (RocksDB's own), and Python still runs the handler in the
+main thread at its next bytecode.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+_depth = 0
+_pending: BaseException | None = None
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """Within (in the main thread, where handlers run): a stop waits until the end."""
+    global _depth, _pending
+    if threading.current_thread() is not threading.main_thread():
+        yield  # a handler interrupts the main thread, never this one
+        return
+    _depth += 1
+    try:
+        yield
+    finally:
+        _depth -= 1
+        stop, _pending = (_pending, None) if _depth == 0 else (None, _pending)
+        if stop is not None:
+            raise stop
+
+
+def raise_stop(stop: BaseException) -> None:
+    """From a signal handler: raise ``stop`` now, or at the end of the section it landed in."""
+    global _pending
+    if _depth:
+        _pending = _pending or stop
+        return
+    raise stop
