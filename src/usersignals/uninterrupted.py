@@ -13,9 +13,11 @@ main thread at its next bytecode.
 
 from __future__ import annotations
 
+import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 _depth = 0
 _pending: BaseException | None = None
@@ -36,6 +38,15 @@ def uninterrupted() -> Iterator[None]:
         stop, _pending = (_pending, None) if _depth == 0 else (None, _pending)
         if stop is not None:
             raise stop
+
+
+def temporary_directory(
+    prefix: str, parent: Path | None = None
+) -> tempfile.TemporaryDirectory[str]:
+    """``tempfile.TemporaryDirectory(prefix=..., dir=parent)``, made whole before a stop is
+    raised: the stop's unwinding then removes it (its finalizer, or the ``with`` it is in)."""
+    with uninterrupted():
+        return tempfile.TemporaryDirectory(prefix=prefix, dir=parent)
 
 
 def raise_stop(stop: BaseException) -> None:

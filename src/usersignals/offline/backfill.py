@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -74,6 +73,7 @@ from usersignals.state.codec import decode_record
 from usersignals.state.keys import SIGNALS_KEY, USER_PREFIX, user_key, user_of
 from usersignals.state.rocks import RocksStore, write_sorted_file
 from usersignals.state.store import StateStore
+from usersignals.uninterrupted import temporary_directory
 
 logger = logging.getLogger(__name__)
 
@@ -208,9 +208,7 @@ def _shards_loaded(
 ) -> BackfillSummary:
     """Every shard computed (the first in this process) and merged into the store."""
     settings = job.settings
-    with tempfile.TemporaryDirectory(
-        prefix=".usersignals-backfill-", dir=_scratch_parent(settings)
-    ) as scratch:
+    with temporary_directory(".usersignals-backfill-", _scratch_parent(settings)) as scratch:
         tasks = [
             _Shard(job, i, shards, boundary, Path(scratch) / f"shard-{i}", assigned, leaves)
             for i in range(shards)

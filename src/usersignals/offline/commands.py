@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -23,6 +22,7 @@ from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
 from usersignals.optional_deps import require_pyarrow
+from usersignals.uninterrupted import temporary_directory
 
 if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
     from usersignals.offline.training import TrainingSummary
@@ -154,7 +154,7 @@ def _run_backfill(job: BackfillJob, spark: str | None) -> BackfillSummary:
 
     session = _spark(spark, job.workers)
     try:
-        with tempfile.TemporaryDirectory(prefix="usersignals-states-") as states:
+        with temporary_directory("usersignals-states-") as states:
             return backfill_spark(session, job, Path(states) / "states")
     finally:
         session.stop()

@@ -23,9 +23,7 @@ sources the settings name.
 from __future__ import annotations
 
 import os
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -83,6 +81,7 @@ from usersignals.offline.training import (
 )
 from usersignals.processing.pipeline import Segment, decode_segments
 from usersignals.signals.registry import SignalRegistry
+from usersignals.uninterrupted import temporary_directory
 
 EVENT_SCHEMA = (
     "shard int, kind int, user_id string, ts long, source string, offset long, "
@@ -402,24 +401,21 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
     names = ", ".join(f"{name} string" for name in value_names(len(columns)))
     job.out.parent.mkdir(parents=True, exist_ok=True)
     # Beside the output: a path the executors and the driver both reach.
-    parts = Path(tempfile.mkdtemp(prefix=f".{job.out.name}.parts-", dir=job.out.parent))
-    try:
+    with temporary_directory(f".{job.out.name}.parts-", job.out.parent) as parts:
         with _failed_dir(job.out.parent) as failed:
             values = (
                 both.repartition(shards, "shard")
                 .sortWithinPartitions("user_id", "ts", "kind")
                 .mapInArrow(_training_partition(job, failed), f"{ROW} long, {names}")
             )
-            values.orderBy(ROW).write.mode("overwrite").parquet(str(parts))
+            values.orderBy(ROW).write.mode("overwrite").parquet(parts)
             rejected = _failed_events(failed)
             summary.refused = _refused_values(failed)
         frame.unpersist()
         summary.signal_failed = len(rejected)
         if job.dead_letter is not None:  # after the archive's bad records, as locally
             DeadLetterFile(job.dead_letter).write(rejected)
-        write_features(table, [c.name for c in columns], read_parts(parts), job.out)
-    finally:
-        shutil.rmtree(parts, ignore_errors=True)
+        write_features(table, [c.name for c in columns], read_parts(Path(parts)), job.out)
     summary.seconds = time.perf_counter() - started
     return summary
 
@@ -430,11 +426,8 @@ def _failed_dir(parent: Path) -> Iterator[Path]:
     refused values (:func:`_keep_refused`), in ``parent``: a path the executors and the
     driver both reach."""
     parent.mkdir(parents=True, exist_ok=True)
-    directory = Path(tempfile.mkdtemp(prefix=".signal-failed-", dir=parent))
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
+    with temporary_directory(".signal-failed-", parent) as directory:
+        yield Path(directory)
 
 
 def _keep_failed(directory: Path, rejected: list[BadEvent]) -> None:

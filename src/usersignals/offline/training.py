@@ -21,7 +21,6 @@ write with :func:`~usersignals.offline.features_file.write_features`: the same b
 from __future__ import annotations
 
 import dataclasses
-import tempfile
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -77,6 +76,7 @@ from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.store import StateStore
 from usersignals.state.versions import load_versions, refuse_served_undeclared
+from usersignals.uninterrupted import temporary_directory
 
 if TYPE_CHECKING:
     from usersignals._core import LabelledUser
@@ -543,7 +543,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
         # Planned here, once: a shard in a process of its own then reads no label file
         # (nor imports pyarrow to read it).
         plan = plan_label_shards(labels, shards)
-        with tempfile.TemporaryDirectory(prefix="usersignals-training-") as scratch:
+        with temporary_directory("usersignals-training-") as scratch:
             tasks = [
                 _Shard(
                     job, i, shards, _shard_dead_letters(job, i, Path(scratch)),

@@ -34,7 +34,7 @@ from rocksdict import (
 from usersignals.errors import StoreError
 from usersignals.state.keys import table_column
 from usersignals.state.store import ThreadMetadataLock
-from usersignals.uninterrupted import uninterrupted
+from usersignals.uninterrupted import temporary_directory
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,7 @@ class RocksStore(ThreadMetadataLock, _RocksTable):
             if read_only:
                 # A secondary instance follows a live writer; it needs a private directory
                 # for its own info log.
-                # A stop landing inside the constructor could leave the directory behind.
-                with uninterrupted():
-                    self._secondary_dir = tempfile.TemporaryDirectory(prefix="usersignals-reader-")
+                self._secondary_dir = temporary_directory("usersignals-reader-")
                 access = AccessType.secondary(self._secondary_dir.name)
                 db = Rdict(str(self.path), _reader_options(), access_type=access)
                 db.try_catch_up_with_primary()
