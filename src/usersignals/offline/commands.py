@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -90,6 +91,31 @@ def check_spark_master(master: str) -> None:
         )
 
 
+#: How long a standalone master's port is tried, per host.
+_MASTER_CONNECT_S = 3.0
+
+
+def check_spark_master_answers(master: str) -> None:
+    """Refuse a standalone master (``spark://HOST:PORT[,HOST:PORT]``) at none of whose hosts
+    anything listens, before any work: Spark's driver retries one for about 70 s, printing
+    each connection error, before the job fails. Other masters are Spark's to reach."""
+    if not master.startswith("spark://"):
+        return
+    hosts = master.removeprefix("spark://").split(",")
+    problems = []
+    for host in hosts:
+        name, _, port = host.rpartition(":")
+        try:
+            with socket.create_connection((name, int(port)), timeout=_MASTER_CONNECT_S):
+                return
+        except OSError as exc:
+            problems.append(f"{host} ({exc.strerror or exc})")
+    raise ConfigurationError(
+        f"--spark {master!r}: no Spark master answers at {', '.join(problems)}: "
+        "is it running, and is the address its web UI shows the one given?"
+    )
+
+
 def _spark(master: str, partitions: int) -> Any:
     from usersignals.offline.spark import spark_session
 
@@ -130,6 +156,7 @@ def backfill_command(
     """Compute signals' states from an event archive and merge them into the store."""
     if spark is not None:
         check_spark_master(spark)
+        check_spark_master_answers(spark)
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     until_ms = parse_time_option("until", until) if until else None
@@ -271,6 +298,7 @@ def training_set_command(
     """Each label row's signals as they would have been served at its time (point in time)."""
     if spark is not None:
         check_spark_master(spark)
+        check_spark_master_answers(spark)
     _check_parquet_installed()
     from usersignals.offline.training import TrainingJob, training_set
 
