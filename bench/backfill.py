@@ -51,7 +51,7 @@ from usersignals.ingest.files import JsonlSource
 from usersignals.ingest.synthetic import WorkloadFiles, WorkloadSpec, write_workload
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline import BackfillJob, backfill
-from usersignals.offline.training import TrainingJob, training_set
+from usersignals.offline.training import TrainingJob, training_inputs, training_set
 from usersignals.processing.gc_tuning import collector_tuned
 from usersignals.processing.replay import replay_file
 
@@ -283,7 +283,7 @@ def run_spark(
                 labels, archive, settings, root / f"spark-features-{run}.parquet",
                 contexts=("window=7d",), workers=args.workers,
             )  # fmt: skip
-            result = training_set_spark(spark, training)
+            result = training_set_spark(spark, training_inputs(training))
             what = f"training set on Spark, run {run} of 2"
             rate = measured(what, args.workers, result.events, result.seconds, None)
         rates.append(rate)

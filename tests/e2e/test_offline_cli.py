@@ -170,6 +170,11 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
             "before 2000-01-01",
         ),
         ([cli, "backfill", "--events", str(tmp_path), "--workers", "-1", *reference], "workers"),
+        (  # found in a newcomer's trial: after Spark's JVM had started, with its log lines
+            [*training, "--labels", str(tmp_path / "labels.parquet"), *out, "--spark",
+             "local[1]"],
+            "no column 'user_id'",
+        ),
     ]  # fmt: skip
     # Without pyarrow (an optional dependency): the install that brings it, not a traceback.
     no_pyarrow = [

@@ -24,7 +24,7 @@ from test_offline_training import CONTEXTS, write_labels
 
 from usersignals.offline import BackfillJob, BackfillSummary, backfill
 from usersignals.offline.bulk_load import read_backfill_offsets
-from usersignals.offline.training import TrainingJob, training_set
+from usersignals.offline.training import TrainingJob, training_inputs, training_set
 from usersignals.state.rocks import RocksStore
 
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
@@ -145,7 +145,10 @@ def test_spark_training_set_is_the_local_file_byte_for_byte(
             tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
             contexts=(*CONTEXTS, f"until={until}"), workers=2,
         )  # fmt: skip
-        summary = training_set(job) if runner == "local" else training_set_spark(spark, job)
+        if runner == "local":
+            summary = training_set(job)
+        else:
+            summary = training_set_spark(spark, training_inputs(job))
         outputs.append(out.read_bytes())
         refused.append(summary.refused)
     assert outputs[0] == outputs[1]
@@ -170,7 +173,7 @@ def test_spark_training_set_values_never_pass_through_the_driver(
         tmp_path / "labels.parquet", str(archive), settings_for(tmp_path / "store"), out,
         contexts=CONTEXTS, workers=2,
     )  # fmt: skip
-    summary = training_set_spark(spark, job)
+    summary = training_set_spark(spark, training_inputs(job))
     table = pq.read_table(out)
     features = table.column_names[3:]
     size = sum(len(value or "") for name in features for value in table.column(name).to_pylist())
@@ -232,7 +235,7 @@ def test_spark_forgets_a_deleted_users_events_as_the_local_runner_does(
         else:
             summaries = (
                 backfill_spark(spark, job, tmp_path / "states"),
-                training_set_spark(spark, training),
+                training_set_spark(spark, training_inputs(training)),
             )
         answers.append(served(config))
         files.append(out.read_bytes())
@@ -288,7 +291,7 @@ def test_spark_dead_letters_the_event_a_signal_fails_on_as_the_local_runner_does
     out = tmp_path / "features.parquet"
     training = TrainingJob(labels, events, settings(tmp_path), out, workers=2,
                            dead_letter=tmp_path / "training-dead.jsonl")  # fmt: skip
-    done = training_set_spark(spark, training)
+    done = training_set_spark(spark, training_inputs(training))
     assert done.signal_failed == 2
     assert dead_letters(tmp_path / "training-dead.jsonl") == [
         ("signal_failed", "e1"),

@@ -300,7 +300,7 @@ def training_set_command(
         check_spark_master(spark)
         check_spark_master_answers(spark)
     _check_parquet_installed()
-    from usersignals.offline.training import TrainingJob, training_set
+    from usersignals.offline.training import TrainingJob, training_inputs, training_set
 
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
@@ -315,9 +315,10 @@ def training_set_command(
         else:
             from usersignals.offline.spark import training_set_spark
 
+            inputs = training_inputs(job)  # refused before Spark's JVM starts, if at all
             session = _spark(spark, job.workers)
             try:
-                summary = training_set_spark(session, job)
+                summary = training_set_spark(session, inputs)
             finally:
                 session.stop()
         wait_for_workers()

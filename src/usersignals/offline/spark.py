@@ -70,14 +70,12 @@ from usersignals.offline.plan import record_backfill
 from usersignals.offline.spark_errors import quiet_task_failures, raises_task_errors
 from usersignals.offline.training import (
     FeatureEngine,
+    TrainingInputs,
     TrainingJob,
     TrainingSummary,
-    check_label_columns,
     compute_features,
     feature_columns,
     job_registry,
-    read_labels,
-    with_served_versions,
 )
 from usersignals.processing.pipeline import Segment, decode_segments
 from usersignals.signals.registry import SignalRegistry
@@ -370,19 +368,13 @@ def _training_partition(job: TrainingJob, failed: Path) -> Any:
 
 
 @raises_task_errors
-def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
-    """The training set on Spark: the executors write the values, sorted by label row, as
-    Parquet parts beside ``job.out``; the driver streams them into the file."""
+def training_set_spark(spark: Any, inputs: TrainingInputs) -> TrainingSummary:
+    """The training set on Spark (of ``inputs``, read before its JVM started): the executors
+    write the values, sorted by label row, as Parquet parts beside the output; the driver
+    streams them into the file."""
     from pyspark.sql import functions as f
 
-    started = time.perf_counter()
-    job = with_served_versions(job)
-    registry = job_registry(job)
-    columns = feature_columns(registry, job.contexts)
-    table, labels = read_labels(
-        job.labels, job.user_column, job.time_column, job.settings.events.max_user_id_chars
-    )
-    check_label_columns(job.labels, table, columns)
+    job, columns, table, labels = inputs.job, inputs.columns, inputs.table, inputs.labels
     shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = TrainingSummary(
@@ -416,7 +408,7 @@ def training_set_spark(spark: Any, job: TrainingJob) -> TrainingSummary:
         if job.dead_letter is not None:  # after the archive's bad records, as locally
             DeadLetterFile(job.dead_letter).write(rejected)
         write_features(table, [c.name for c in columns], read_parts(Path(parts)), job.out)
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - inputs.started
     return summary
 
 

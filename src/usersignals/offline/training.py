@@ -270,6 +270,32 @@ def read_labels(
     return table, labels
 
 
+@dataclass(frozen=True)
+class TrainingInputs:
+    """What a training set reads before its work: the job with the served versions, its
+    feature columns, the label table and its valid rows, and when the job started."""
+
+    job: TrainingJob
+    columns: list[FeatureColumn]
+    table: Any
+    labels: list[Label]
+    started: float
+
+
+def training_inputs(job: TrainingJob) -> TrainingInputs:
+    """The job's inputs read and checked: every refusal a label file or a context can earn
+    comes from here, before a shard (or Spark's JVM) starts."""
+    started = time.perf_counter()
+    job = with_served_versions(job)
+    columns = feature_columns(job_registry(job), job.contexts)
+    settings = job.settings
+    table, labels = read_labels(
+        job.labels, job.user_column, job.time_column, settings.events.max_user_id_chars
+    )
+    check_label_columns(job.labels, table, columns)
+    return TrainingInputs(job, columns, table, labels, started)
+
+
 def _label_users(path: Path, column: str, values: Any) -> list[str | None]:
     """The user ids of a label column as the API reads them: text; UTF-8 bytes (as Hive and
     Spark exports hold them) decoded; integers as their digits. Others are refused: read
@@ -529,17 +555,11 @@ def _read_group(
 
 def training_set(job: TrainingJob) -> TrainingSummary:
     """Write ``job.out``: the label rows with each signal's point-in-time value."""
-    started = time.perf_counter()
     shards = job.workers
     # The workers start now: they start up while this process reads the labels and plans.
     with ShardPool(shards, __name__) as pool:
-        job = with_served_versions(job)
-        registry = job_registry(job)
-        columns = feature_columns(registry, job.contexts)
-        table, labels = read_labels(
-            job.labels, job.user_column, job.time_column, job.settings.events.max_user_id_chars
-        )
-        check_label_columns(job.labels, table, columns)
+        inputs = training_inputs(job)
+        job, columns, table, labels = inputs.job, inputs.columns, inputs.table, inputs.labels
         # Planned here, once: a shard in a process of its own then reads no label file
         # (nor imports pyarrow to read it).
         plan = plan_label_shards(labels, shards)
@@ -553,7 +573,7 @@ def training_set(job: TrainingJob) -> TrainingSummary:
             ]  # fmt: skip
             results = pool.run(_training_shard, tasks)
             summary = _merged_and_written(job, table, len(labels), columns, tasks, results)
-    summary.seconds = time.perf_counter() - started
+    summary.seconds = time.perf_counter() - inputs.started
     return summary
 
 
