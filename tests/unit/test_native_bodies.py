@@ -141,3 +141,37 @@ def test_a_bad_query_string_is_refused_every_time() -> None:
     for _ in range(2):
         with pytest.raises(Exception, match="limit"):
             queries.get(b"limit=0")
+
+
+def test_a_kept_list_object_or_big_integer_is_served_as_it_came() -> None:
+    """Found in a ranking engineer's trial: a LastN keeping ``attrs.device`` answered null
+    for ``{"os": "ios"}`` and ``attrs.pos`` null for ``[1, 2]`` (the core held scalars
+    only), while the README says attrs may hold nested objects and lists. Such a value is
+    kept as its JSON text now, in both the body the core writes and the object path; its
+    state says so in its format version (3), which a build reading version 2 refuses."""
+    import usersignals._core as core
+    from usersignals import LastN
+
+    values: list[Any] = [{"os": "ios", "v": [1.5, {"a": True}]}, [1, "two", None], 2**70, {}]
+    signal = Signal(
+        name="recent", version=1, aggregate=LastN(10, keep=("item_id", "attrs.x")),
+        retention=days(3),
+    )  # fmt: skip
+    events = [
+        Event(f"e{n}", "u1", f"i{n}", "click", "home", BASE + n, {"x": value})
+        for n, value in enumerate(values)
+    ]
+    stored = native_states(signal, [events], ["u1"], {})["u1"]
+    assert msgspec.msgpack.decode(stored)[0] == core.LAST_N_JSON_VALUES_VERSION == 3
+    store = MemoryStore()
+    store.write({user_key("u1"): encode_record(UserRecord({}, {signal.key: msgspec.Raw(stored)}))})
+    reader = SignalReader(SignalRegistry([signal]), store)
+    query = resolve(reader.registry, b"")
+    written = outcome(lambda: reader.read_body("u1", query, BASE + 10))
+    answer = written["signals"]["recent"]["value"]
+    assert [entry["attrs.x"] for entry in answer] == values[::-1]  # newest first
+    encoded = outcome(lambda: msgspec.json.encode(reader.read("u1", None, query.at(BASE + 10))))
+    assert written == encoded
+    scalars = Event("s", "u1", "i9", "click", "home", BASE, {"x": "text"})
+    plain = native_states(signal, [[scalars]], ["u1"], {})["u1"]
+    assert msgspec.msgpack.decode(plain)[0] == core.LAST_N_FORMAT_VERSION

@@ -60,7 +60,7 @@ FILTERS: list[Predicate | None] = [
 
 
 def signal_for(n: int, dedupe: bool, where: Predicate | None, retention: int) -> Signal:
-    keep = ("item_id", "action", "surface", "category", "attrs.dwell")
+    keep = ("item_id", "action", "surface", "category", "attrs.dwell", "attrs.extra")
     return Signal(
         name="recent",
         version=1,
@@ -72,6 +72,9 @@ def signal_for(n: int, dedupe: bool, where: Predicate | None, retention: int) ->
 
 
 _STEPS = [0, 3_600_000, 86_400_000, 3 * 86_400_000]
+# (Not integers beyond 64 bits: the reference's msgpack codec cannot hold them.)
+_EXTRAS: list[Any] = ["x", 7, [1, "two", None], {"os": "ios", "v": [1.5, {"a": True}]}, [], {},
+                      {"é": "ü"}]  # fmt: skip
 
 
 @st.composite
@@ -84,6 +87,11 @@ def event_lists(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
         late = draw(st.sampled_from([0, 0, 0, 1]))
         ts = clock - late * draw(st.one_of(st.integers(0, 3 * 86_400_000), st.sampled_from(_STEPS)))
         dwell = draw(st.one_of(st.none(), st.integers(-5, 50), st.floats(0, 99, allow_nan=False)))
+        # Kept as they came: lists and objects (once stored as null by the core).
+        extra = draw(st.one_of(st.none(), st.sampled_from(_EXTRAS)))
+        attrs = {
+            name: value for name, value in (("dwell", dwell), ("extra", extra)) if value is not None
+        }
         events.append(
             Event(
                 event_id=draw(st.sampled_from([f"e{i}", f"e{i}", "dup"])),
@@ -92,7 +100,7 @@ def event_lists(draw: st.DrawFn, max_size: int = 60) -> list[Event]:
                 action=draw(st.sampled_from(ACTIONS)),
                 surface=draw(st.sampled_from(SURFACES)),
                 ts=ts,
-                attrs={"dwell": dwell} if dwell is not None else None,
+                attrs=attrs or None,
             )
         )
     return events
@@ -129,7 +137,8 @@ def naive(signal: Signal, events: Sequence[Event], user: str) -> list[tuple[Any,
     assert isinstance(spec, LastN)
     mine = [
         (e.ts, zlib.crc32(e.event_id.encode()), e.item_id, e.action, e.surface,
-         TABLE.get(e.item_id, {}).get("category"), (e.attrs or {}).get("dwell"))
+         TABLE.get(e.item_id, {}).get("category"), (e.attrs or {}).get("dwell"),
+         (e.attrs or {}).get("extra"))
         for e in sorted(events, key=lambda e: e.ts)
         if e.user_id == user and (accepts is None or accepts((e, (TABLE.get(e.item_id, {}),))))
     ]  # fmt: skip

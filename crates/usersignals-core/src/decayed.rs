@@ -92,6 +92,7 @@ impl<'a> ClassRef<'a> {
                 ClassRef::Float(bits ^ ((((bits >> 63) as u64) >> 1) as i64))
             }
             Value::Str(s) => ClassRef::Str(s),
+            Value::Json(_) => return None, // a list or an object is no key
         })
     }
 }
@@ -398,6 +399,7 @@ fn py_repr(value: &Value) -> String {
         Value::Bool(false) => "False".into(),
         Value::Int(i) => i.to_string(),
         Value::Float(f) => format!("{f:?}"),
+        Value::Json(s) => s.clone(), // never a key (`ClassRef::of`)
         Value::Str(s) => {
             let quote = if s.contains('\'') && !s.contains('"') {
                 '"'

@@ -605,7 +605,7 @@ fn python_str(value: &Value) -> Option<Cow<'_, str>> {
         Value::Bool(true) => Cow::Borrowed("True"),
         Value::Bool(false) => Cow::Borrowed("False"),
         Value::Int(i) => Cow::Owned(i.to_string()),
-        Value::Float(_) => return None,
+        Value::Float(_) | Value::Json(_) => return None,
         Value::Str(s) => Cow::Borrowed(s),
     })
 }
@@ -645,6 +645,7 @@ fn write_ref(value: ValueRef<'_>, text: &mut String, out: &mut Vec<u8>) {
         ValueRef::Int(i) => write_int(i, out),
         ValueRef::Float(f) => write_float(f, out),
         ValueRef::Str(s) => write_text(s, out), // most texts: no call to `text` first
+        ValueRef::Json(s) => out.extend_from_slice(s.as_bytes()), // compact JSON already
         // An id of a digits column: its prefix, then the number, which needs no escape.
         ValueRef::Digits(prefix, width, number) if plain(prefix) => {
             out.push(b'"');

@@ -19,7 +19,10 @@
 //! ```
 //!
 //! Version 1 is version 2 without forms 3 and 4: it is still read, and written as version
-//! 2 the next time a batch touches the state.
+//! 2 the next time a batch touches the state. Version 3 is version 2 whose values may be
+//! JSON texts (`Value::Json`: a kept list, object or integer beyond 64 bits, tag 6): written
+//! only for a state holding one, so that every other state stays readable by a build that
+//! knows version 2 alone, and one holding one is refused by it, never misread.
 
 use hashbrown::{HashMap, HashSet};
 
@@ -32,8 +35,10 @@ use crate::varint::{
 };
 
 pub const FORMAT_VERSION: u8 = 0x02;
+/// The version of a state holding a JSON value (see the module's documentation).
+pub const JSON_VALUES_VERSION: u8 = 0x03;
 /// The format versions `decode` reads: 1 lacks the digits and packed dictionary forms.
-pub const READABLE_VERSIONS: [u8; 2] = [0x01, 0x02];
+pub const READABLE_VERSIONS: [u8; 3] = [0x01, 0x02, 0x03];
 const DICTIONARY: u8 = 0;
 const PLAIN: u8 = 1;
 const PREFIXED: u8 = 2;
@@ -157,7 +162,12 @@ fn encode_slots<'v, E: Timed>(
         _ => 16 + n * 8,
     };
     let mut out = Vec::with_capacity(capacity);
-    out.push(FORMAT_VERSION);
+    let json = values.iter().any(|v| matches!(v, Flat::Json(_)));
+    out.push(if json {
+        JSON_VALUES_VERSION
+    } else {
+        FORMAT_VERSION
+    });
     put_u64(&mut out, columns as u64);
     put_u64(&mut out, n as u64);
     if let Some(first) = slots.first() {
@@ -239,7 +249,7 @@ fn encoded_len(value: &Flat<'_>) -> usize {
         Flat::Null | Flat::Bool(_) => 1,
         Flat::Int(i) => 1 + varint_len(zigzag64(*i)),
         Flat::Float(_) => 9,
-        Flat::Str(s) => 1 + varint_len(s.len() as u64) + s.len(),
+        Flat::Str(s) | Flat::Json(s) => 1 + varint_len(s.len() as u64) + s.len(),
     }
 }
 

@@ -2,6 +2,10 @@
 //!
 //! Filters and dedupe must agree with the Python reference, where `1 == 1.0 == True` and
 //! comparing a string with a number is "no match" rather than an error.
+//!
+//! A value the scalars cannot hold (a list, an object, an integer beyond 64 bits: what an
+//! event's `attrs` may carry) is kept as its JSON text (`Json`): a kept field gives it back
+//! as it came, where it was once stored as null.
 
 use std::cmp::Ordering;
 
@@ -15,6 +19,8 @@ pub enum Value {
     Int(i64),
     Float(f64),
     Str(String),
+    /// A list, an object or an integer beyond 64 bits, as compact JSON text.
+    Json(String),
 }
 
 /// A hashable key under Python's equality: numbers that compare equal share a key.
@@ -26,6 +32,8 @@ pub enum PyKey<'a> {
     Str(&'a str),
     /// A string of a digits column (see `ValueRef::Digits`), by its number.
     Digits(u64),
+    /// A `Json` value, by its text (never equal to a string or a number).
+    Json(&'a str),
 }
 
 /// A hashable key under exact identity (type and bits): what the codec's dictionaries use,
@@ -37,6 +45,7 @@ pub enum ExactKey<'a> {
     Int(i64),
     Float(u64),
     Str(&'a str),
+    Json(&'a str),
 }
 
 const TAG_NULL: u8 = 0;
@@ -45,6 +54,8 @@ const TAG_TRUE: u8 = 2;
 const TAG_INT: u8 = 3;
 const TAG_FLOAT: u8 = 4;
 const TAG_STR: u8 = 5;
+/// A `Json` value: varint length, UTF-8 JSON text (LastN format version 3 and later).
+const TAG_JSON: u8 = 6;
 
 impl Value {
     pub fn py_key(&self) -> PyKey<'_> {
@@ -54,6 +65,7 @@ impl Value {
             Value::Int(i) => PyKey::Num(*i),
             Value::Float(f) => float_key(*f),
             Value::Str(s) => PyKey::Str(s),
+            Value::Json(s) => PyKey::Json(s),
         }
     }
 
@@ -64,6 +76,7 @@ impl Value {
             Value::Int(i) => ExactKey::Int(*i),
             Value::Float(f) => ExactKey::Float(f.to_bits()),
             Value::Str(s) => ExactKey::Str(s),
+            Value::Json(s) => ExactKey::Json(s),
         }
     }
 
@@ -111,6 +124,7 @@ impl Value {
             Value::Int(i) => ValueRef::Int(*i),
             Value::Float(f) => ValueRef::Float(*f),
             Value::Str(s) => ValueRef::Str(s),
+            Value::Json(s) => ValueRef::Json(s),
         }
     }
 
@@ -124,14 +138,15 @@ impl Value {
                 let bytes: [u8; 8] = r.bytes(8)?.try_into().expect("8 bytes were read");
                 Value::Float(f64::from_le_bytes(bytes))
             }
-            TAG_STR => {
-                let n = r.len(1)?;
-                let text = std::str::from_utf8(r.bytes(n)?)
-                    .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?;
-                Value::Str(text.to_owned())
-            }
+            TAG_STR => Value::Str(utf8(r)?.to_owned()),
+            TAG_JSON => Value::Json(utf8(r)?.to_owned()),
             tag => return Err(CoreError::Codec(format!("unknown value tag {tag}"))),
         })
+    }
+
+    /// Whether the value needs a format that knows `Json` (LastN version 3).
+    pub fn is_json(&self) -> bool {
+        matches!(self, Value::Json(_))
     }
 
     pub fn from_json(json: &serde_json::Value) -> Result<Value, CoreError> {
@@ -146,6 +161,13 @@ impl Value {
             other => return Err(CoreError::Plan(format!("not a scalar value: {other}"))),
         })
     }
+}
+
+/// A varint-length UTF-8 text of a tagged value.
+fn utf8<'a>(r: &mut Reader<'a>) -> Result<&'a str, CoreError> {
+    let n = r.len(1)?;
+    std::str::from_utf8(r.bytes(n)?)
+        .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))
 }
 
 fn float_key(f: f64) -> PyKey<'static> {
@@ -165,6 +187,7 @@ pub enum ValueRef<'a> {
     Int(i64),
     Float(f64),
     Str(&'a str),
+    Json(&'a str),
     /// A string of a prefixed column: the column's shared prefix and this entry's suffix.
     Prefixed(&'a str, &'a str),
     /// A string of a digits column: the column's shared prefix, then this entry's number
@@ -184,13 +207,8 @@ impl<'a> ValueRef<'a> {
                 let bytes: [u8; 8] = r.bytes(8)?.try_into().expect("8 bytes were read");
                 ValueRef::Float(f64::from_le_bytes(bytes))
             }
-            TAG_STR => {
-                let n = r.len(1)?;
-                ValueRef::Str(
-                    std::str::from_utf8(r.bytes(n)?)
-                        .map_err(|e| CoreError::Codec(format!("string is not UTF-8: {e}")))?,
-                )
-            }
+            TAG_STR => ValueRef::Str(utf8(r)?),
+            TAG_JSON => ValueRef::Json(utf8(r)?),
             tag => return Err(CoreError::Codec(format!("unknown value tag {tag}"))),
         })
     }
@@ -214,6 +232,11 @@ impl<'a> ValueRef<'a> {
                 put_u64(out, s.len() as u64);
                 out.extend_from_slice(s.as_bytes());
             }
+            ValueRef::Json(s) => {
+                out.push(TAG_JSON);
+                put_u64(out, s.len() as u64);
+                out.extend_from_slice(s.as_bytes());
+            }
             ValueRef::Prefixed(..) | ValueRef::Digits(..) => self.to_value().encode(out),
         }
     }
@@ -229,6 +252,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Float(f) => float_key(f),
             ValueRef::Str(s) | ValueRef::Prefixed(_, s) => PyKey::Str(s),
             ValueRef::Digits(_, _, number) => PyKey::Digits(number),
+            ValueRef::Json(s) => PyKey::Json(s),
         }
     }
 
@@ -240,6 +264,7 @@ impl<'a> ValueRef<'a> {
             ValueRef::Int(i) => Value::Int(i),
             ValueRef::Float(f) => Value::Float(f),
             ValueRef::Str(s) => Value::Str(s.to_owned()),
+            ValueRef::Json(s) => Value::Json(s.to_owned()),
             ValueRef::Prefixed(prefix, suffix) => Value::Str([prefix, suffix].concat()),
             ValueRef::Digits(prefix, width, number) => {
                 let mut text = String::with_capacity(prefix.len() + width.max(1));

@@ -439,8 +439,8 @@ impl<'py> Sink<'py> {
                         (_, value) => as_value(&crate::to_py(py, value)?, *rendering)?,
                     },
                     // A list of numbers, or what the core leaves to Python (a nested map, bytes,
-                    // an integer past i64): never a value (as `to_value`); its text is Python's.
-                    Some(_) if matches!(rendering, Render::Value) => Value::Null,
+                    // an integer past i64): its Python value read as `to_value` reads a dict
+                    // record's (JSON text), its text Python's.
                     Some(_) => as_value(&python()?, *rendering)?,
                 })
             }

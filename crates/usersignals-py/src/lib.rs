@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use pyo3::create_exception;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
+use pyo3::sync::PyOnceLock;
 use pyo3::types::{PyBool, PyBytes, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use usersignals_core::batch::{execute, Batch};
 use usersignals_core::context::{NameSet, ReadContext, Refusal, Times};
@@ -114,8 +115,9 @@ pub(crate) fn raise(error: Error) -> PyErr {
     }
 }
 
-/// A Python scalar as a core value. Values the core cannot hold (lists, maps, integers
-/// beyond 64 bits) become null: documented in docs/native.md.
+/// A Python value as a core value: a scalar as itself; a list, a map or an integer beyond 64
+/// bits (what an event's `attrs` may hold) as its JSON text, `Value::Json`. Only a value
+/// JSON cannot carry (a set, an object of the caller's) becomes null.
 fn to_value(obj: &Bound<'_, PyAny>) -> Value {
     if obj.is_none() {
         Value::Null
@@ -124,12 +126,36 @@ fn to_value(obj: &Bound<'_, PyAny>) -> Value {
     } else if let Ok(b) = obj.cast::<PyBool>() {
         Value::Bool(b.is_true())
     } else if obj.is_instance_of::<PyInt>() {
-        obj.extract::<i64>().map_or(Value::Null, Value::Int)
+        obj.extract::<i64>()
+            .map_or_else(|_| json_value(obj), Value::Int)
     } else if let Ok(f) = obj.cast::<PyFloat>() {
         Value::Float(f.value())
     } else {
-        Value::Null
+        json_value(obj)
     }
+}
+
+static JSON_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+static JSON_DECODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
+
+/// `obj` as compact JSON text, written by msgspec as it reads events (so a kept object
+/// comes back as it came); null when JSON cannot carry it.
+fn json_value(obj: &Bound<'_, PyAny>) -> Value {
+    let py = obj.py();
+    let encoded = (JSON_ENCODE.import(py, "msgspec.json", "encode"))
+        .and_then(|encode| encode.call1((obj,)))
+        .and_then(|bytes| Ok(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec()));
+    match encoded.map(String::from_utf8) {
+        Ok(Ok(text)) => Value::Json(text),
+        _ => Value::Null,
+    }
+}
+
+/// A `Value::Json`'s text as the Python value it was.
+fn json_to_py<'py>(py: Python<'py>, text: &str) -> PyResult<Bound<'py, PyAny>> {
+    JSON_DECODE
+        .import(py, "msgspec.json", "decode")?
+        .call1((PyBytes::new(py, text.as_bytes()),))
 }
 
 pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, PyAny>> {
@@ -139,6 +165,7 @@ pub(crate) fn to_py<'py>(py: Python<'py>, value: &Value) -> PyResult<Bound<'py, 
         Value::Int(i) => i.into_pyobject(py)?.into_any(),
         Value::Float(f) => PyFloat::new(py, *f).into_any(),
         Value::Str(s) => PyString::new(py, s).into_any(),
+        Value::Json(s) => json_to_py(py, s)?,
     })
 }
 
@@ -152,6 +179,7 @@ fn ref_to_py<'py>(
         ValueRef::Bool(b) => PyBool::new(py, b).to_owned().into_any(),
         ValueRef::Int(i) => i.into_pyobject(py)?.into_any(),
         ValueRef::Float(f) => PyFloat::new(py, f).into_any(),
+        ValueRef::Json(s) => json_to_py(py, s)?,
         other => PyString::new(py, other.text(text).unwrap_or_default()).into_any(),
     })
 }
@@ -687,6 +715,7 @@ fn _core(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("CoreError", m.py().get_type::<CoreError>())?;
     m.add("CoreStateError", m.py().get_type::<CoreStateError>())?;
     m.add("LAST_N_FORMAT_VERSION", FORMAT_VERSION)?;
+    m.add("LAST_N_JSON_VALUES_VERSION", last_n::JSON_VALUES_VERSION)?;
     m.add(
         "LAST_N_READABLE_VERSIONS",
         last_n::READABLE_VERSIONS.to_vec(),

@@ -27,6 +27,7 @@ pub(crate) enum Flat<'a> {
     Int(i64),
     Float(f64),
     Str(&'a str),
+    Json(&'a str),
 }
 
 impl<'a> Flat<'a> {
@@ -37,6 +38,7 @@ impl<'a> Flat<'a> {
             Value::Int(i) => Flat::Int(*i),
             Value::Float(f) => Flat::Float(*f),
             Value::Str(s) => Flat::Str(s),
+            Value::Json(s) => Flat::Json(s),
         }
     }
 
@@ -47,6 +49,7 @@ impl<'a> Flat<'a> {
             Flat::Int(i) => ValueRef::Int(i),
             Flat::Float(f) => ValueRef::Float(f),
             Flat::Str(s) => ValueRef::Str(s),
+            Flat::Json(s) => ValueRef::Json(s),
         }
     }
 
@@ -58,6 +61,7 @@ impl<'a> Flat<'a> {
             ValueRef::Int(i) => Flat::Int(i),
             ValueRef::Float(f) => Flat::Float(f),
             ValueRef::Str(s) => Flat::Str(s),
+            ValueRef::Json(s) => Flat::Json(s),
             // `ValueRef::decode` reads a string whole: the split forms are a view's.
             other => return Err(CoreError::Codec(format!("unexpected value {other:?}"))),
         })
@@ -75,6 +79,7 @@ impl<'a> Flat<'a> {
             Flat::Int(i) => ExactKey::Int(i),
             Flat::Float(f) => ExactKey::Float(f.to_bits()),
             Flat::Str(s) => ExactKey::Str(s),
+            Flat::Json(s) => ExactKey::Json(s),
         }
     }
 

@@ -388,6 +388,44 @@ fn a_state_of_format_version_1_is_read() {
     assert_eq!(decode(&again, 3).unwrap(), entries);
 }
 
+#[test]
+fn json_values_round_trip_in_version_3_and_only_there() {
+    // A kept list, object or big integer (as JSON text) in plain and dictionary columns.
+    let json = |text: &str| Value::Json(text.into());
+    let values = [
+        json("{\"os\":\"ios\"}"),
+        json("[1,2]"),
+        json("{\"os\":\"ios\"}"),
+    ];
+    let entries: Vec<Entry> = (values.iter().enumerate())
+        .map(|(n, v)| Entry {
+            ts: 1_000 - n as i64,
+            tie: n as u32,
+            values: vec![
+                v.clone(),
+                json("1180591620717411303424"),
+                Value::Str("x".into()),
+            ],
+        })
+        .collect();
+    let bytes = encode(&entries, 3);
+    assert_eq!(bytes[0], JSON_VALUES_VERSION);
+    assert_eq!(decode(&bytes, 3).unwrap(), entries);
+    let view = view::LastNView::parse(&bytes, 3).unwrap();
+    assert_eq!(view.get(0, 1), crate::value::ValueRef::Json("[1,2]"));
+    // A build that reads version 2 alone refuses it, rather than misreading tag 6.
+    let mut r = Reader::new(&bytes);
+    assert!(r.readable_version("LastN", &[0x01, 0x02]).is_err());
+    // Scalars alone: version 2, as before.
+    let plain: Vec<Entry> = (entries.iter())
+        .map(|e| Entry {
+            values: vec![Value::Int(1); 3],
+            ..e.clone()
+        })
+        .collect();
+    assert_eq!(encode(&plain, 3)[0], FORMAT_VERSION);
+}
+
 proptest! {
     #[test]
     fn text_columns_round_trip_through_every_form(
