@@ -109,13 +109,15 @@ class ReadContext:
             start = window_start if start is None else max(start, window_start)
         return start
 
-    @property
-    def refused_parameter(self) -> str:
-        """The parameter a refusal (:class:`AsOfError`) names: a state refuses only a view
-        that ends before its newer events, and the view ends at ``until`` when it is given
-        and earlier than ``as_of`` (or without one), else at ``as_of``."""
+    def refused_parameter(self, reads: frozenset[str]) -> str:
+        """The parameter a refusal (:class:`AsOfError`) names, for a signal reading the
+        parameters ``reads``: a state refuses only a view that ends before its newer events,
+        and the view ends at ``until`` when the signal reads it and it is given and earlier
+        than ``as_of`` (or without one), else at ``as_of``."""
         until, as_of = self.until_ms, self.as_of_ms
-        return "until" if until is not None and (as_of is None or until < as_of) else "as_of"
+        if "until" in reads and until is not None and (as_of is None or until < as_of):
+            return "until"
+        return "as_of"
 
     @property
     def reference_ms(self) -> int:

@@ -283,7 +283,8 @@ class NativeSignals:
             raise StateCodecError(key, f"{signal.key}: {exc}") from exc
         if refusal is not None:
             view_ms, earliest_ms, why = refusal
-            raise AsOfError(signal.name, view_ms, earliest_ms, why, context.refused_parameter)
+            parameter = context.refused_parameter(signal.aggregate.context_parameters())
+            raise AsOfError(signal.name, view_ms, earliest_ms, why, parameter)
         return answer
 
     def _read_decayed(

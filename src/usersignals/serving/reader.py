@@ -201,8 +201,9 @@ class SignalReader:
         if out is None or isinstance(out, bytes):
             return out
         slot, (view_ms, earliest_ms, why) = out
-        parameter = query.context.refused_parameter
-        raise AsOfError(query.signals[slot].name, view_ms, earliest_ms, why, parameter, user_id)
+        signal = query.signals[slot]
+        parameter = query.context.refused_parameter(signal.aggregate.context_parameters())
+        raise AsOfError(signal.name, view_ms, earliest_ms, why, parameter, user_id)
 
     def _body_query(self, query: Query) -> BodyQuery | None:
         """``query`` as the core keeps it between requests (``None``: a signal asked is not
@@ -296,7 +297,8 @@ def read_answer(
     try:
         return runtime.read(state, context)
     except AsOfError as exc:
-        raise exc.for_signal(signal.name, context.refused_parameter) from None
+        parameter = context.refused_parameter(signal.aggregate.context_parameters())
+        raise exc.for_signal(signal.name, parameter) from None
 
 
 def _check_answer(signal: Signal, answer: object) -> ReadOut:
