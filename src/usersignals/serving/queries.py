@@ -50,7 +50,13 @@ class Query:
 def resolve(registry: SignalRegistry, query_string: bytes) -> Query:
     """Parse and check a query string as the GET route always has: an unknown signal name
     (404) before a bad context parameter (400)."""
-    query = QueryParams(query_string)  # as Starlette's request.query_params
+    try:
+        # Text, as the path's: given bytes, Starlette reads them as Latin-1, and an unescaped
+        # `surfaces=首页` became 'é¦\x96é¡µ', a filter matching nothing.
+        text = query_string.decode()
+    except UnicodeDecodeError:
+        raise ContextError("query string", "not UTF-8: escape other bytes (%XX)") from None
+    query = QueryParams(text)  # as Starlette's request.query_params, read as UTF-8
     for name in query:
         if len(query.getlist(name)) > 1:  # a dict would keep the last value, silently
             raise ContextError(name, "given more than once")
