@@ -22,3 +22,16 @@ def test_every_route_lists_its_answers_and_shapes() -> None:
     assert results["items"] == {"$ref": "#/components/schemas/UserSignals"}
     assert "event" not in batch["422"]["description"]
     assert events["requestBody"]["content"]["application/json"]["schema"] != {}
+
+
+def test_the_ingest_422_is_the_ingest_answer_and_no_internal_note_shows() -> None:
+    """Found in a ranking engineer's trial: `POST /v1/events` answered 422 (no event valid)
+    with an `IngestResponse`, each rejection and its reason, while the document said
+    `ErrorBody` (a generated client failed to parse it); and the `Event` schema's
+    description carried a note on the garbage collector, meant for the code's readers."""
+    document = openapi_document(SignalRegistry.from_module("usersignals.examples.reference"))
+    refused = document["paths"]["/v1/events"]["post"]["responses"]["422"]
+    schemas = refused["content"]["application/json"]["schema"]["oneOf"]
+    assert {"$ref": "#/components/schemas/IngestResponse"} in schemas
+    assert {"$ref": "#/components/schemas/ErrorBody"} in schemas  # a body not the schema's
+    assert "gc" not in document["components"]["schemas"]["Event"]["description"]

@@ -72,6 +72,20 @@ _EVENTS = {
 }
 
 
+#: A 422 of ``POST /v1/events``: no event was valid (the ingest answer), or the body is not
+#: the schema's.
+_INGEST_REFUSED = {
+    "application/json": {
+        "schema": {
+            "oneOf": [
+                {"$ref": "#/components/schemas/IngestResponse"},
+                {"$ref": "#/components/schemas/ErrorBody"},
+            ]
+        }
+    }
+}
+
+
 def _json_content(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
 
@@ -183,6 +197,8 @@ def _write_paths(user_path: dict[str, Any]) -> dict[str, Any]:
                 "responses": {
                     "202": {"description": "Accepted", "content": _json_content("IngestResponse")},
                     **_error_responses(400, 401, 403, 413, 422, 503, reasons=_INGEST_REASONS),
+                    # No event valid: the ingest answer, each rejection with its reason.
+                    "422": {"description": _INGEST_REASONS[422], "content": _INGEST_REFUSED},
                 },
             }
         },
