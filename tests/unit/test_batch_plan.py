@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from usersignals import ContextError, Count, DecayedScores, Signal, SignalRegistry
+from usersignals.errors import SignalNotFoundError
 from usersignals.serving.read_routes import batch_plan
 from usersignals.serving.schemas import BatchRequest
 
@@ -85,3 +86,17 @@ def test_the_get_route_lists_names_among_its_known_parameters() -> None:
         resolve(registry(), b"name=counts")
     assert info.value.parameter == "name"
     assert "known: names, window" in str(info.value)
+
+
+def test_a_context_for_a_signal_nobody_has_is_an_unknown_signal() -> None:
+    """Found in a ranking engineer's trial: with every signal requested, a context keyed by
+    a misspelt name was refused as 'names signals not requested', which every signal was;
+    it is the 404 an unknown name gets in `names`, listing the known ones."""
+    body = BatchRequest(users=["u1"], signals=None, contexts={"nope": {"window": "1h"}})
+    with pytest.raises(SignalNotFoundError) as caught:
+        batch_plan(registry(), body)
+    assert "nope" in str(caught.value)
+    # A signal the registry has, not asked for: still the 400 naming it.
+    body = BatchRequest(users=["u1"], signals=["counts"], contexts={"interests": {"window": "1h"}})
+    with pytest.raises(ContextError, match="not requested"):
+        batch_plan(registry(), body)

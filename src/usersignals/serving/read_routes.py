@@ -128,6 +128,8 @@ def _own_contexts(
         used.update(given)
         out.append(contexts[given[0]] if given else {})
     unknown = set(contexts) - used
+    for key in sorted(unknown):
+        registry.get(key)  # a name no signal has: the 404 `names` gets, the known listed
     if unknown:
         raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
     return out
