@@ -3,6 +3,8 @@ items 9, 10 and 11), against real granian workers on loopback."""
 
 from __future__ import annotations
 
+import gzip
+import json
 import socket
 import time
 from collections.abc import Iterator
@@ -72,6 +74,21 @@ def test_ingest_needs_the_ingest_token_not_the_read_token(guarded: tuple[Service
     assert httpx.post(url, json=event("g1"), timeout=5).status_code == 401
     assert httpx.post(url, json=event("g1"), headers=auth(READ_TOKEN), timeout=5).status_code == 403
     accepted = httpx.post(url, json=event("g1"), headers=auth(INGEST_TOKEN), timeout=5)
+    assert accepted.status_code == 202, accepted.text
+
+
+def test_a_compressed_body_is_a_415_naming_its_encoding(guarded: tuple[Service, int]) -> None:
+    """Found in a ranking engineer's trial: a gzipped batch of events was read as JSON and
+    refused as malformed ("invalid character (byte 0)"), which sent the caller looking for a
+    bad event. A body in an encoding the service does not decode is a 415 saying so."""
+    service, _ = guarded
+    body = gzip.compress(json.dumps([event("gz1")]).encode())
+    headers = {**auth(INGEST_TOKEN), "Content-Encoding": "gzip", "Content-Type": "application/json"}
+    refused = httpx.post(f"{service.base_url}/v1/events", content=body, headers=headers, timeout=5)
+    assert refused.status_code == 415, refused.text
+    assert "gzip" in refused.json()["message"]
+    plain = {**auth(INGEST_TOKEN), "Content-Encoding": "identity"}
+    accepted = httpx.post(f"{service.base_url}/v1/events", json=event("gz2"), headers=plain)
     assert accepted.status_code == 202, accepted.text
 
 

@@ -75,7 +75,12 @@ def names_of(text: str | None) -> list[str] | None:
 
 
 async def body_of(request: Request, timeout_s: float = 10.0) -> bytes:
-    """The whole body: at most :data:`MAX_BODY_BYTES`, arrived within ``timeout_s``."""
+    """The whole body: at most :data:`MAX_BODY_BYTES`, arrived within ``timeout_s``, not
+    compressed (a gzipped body was read as JSON, and refused as malformed)."""
+    encoding = request.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in ("", "identity"):
+        raise HTTPException(415, f"Content-Encoding {encoding!r} is not accepted: send the body "
+                            "uncompressed")  # fmt: skip
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
         raise HTTPException(413, f"body larger than {MAX_BODY_BYTES} bytes")

@@ -33,6 +33,7 @@ _REASONS = {
     410: "A signal version retired by a cut-over, its grace period over: its state is no "
     "longer kept (retired_signal: names the version to read instead, or what is wrong).",
     413: "Body too large.",
+    415: "A compressed body (Content-Encoding other than identity): send it uncompressed.",
     422: "A signal cannot answer the as_of exactly (as_of_unavailable: names the signal, the "
     "user and the earliest as_of it answers for them), or the body does not match its schema.",
     503: "Not ready: the store does not answer in time, or the processor writing it runs "
@@ -165,7 +166,7 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                         "description": "One result per user, in order",
                         "content": {"application/json": {"schema": _BATCH_ANSWER}},
                     },
-                    **_error_responses(400, 401, 403, 404, 410, 413, 422, 503),
+                    **_error_responses(400, 401, 403, 404, 410, 413, 415, 422, 503),
                 },
             }
         },
@@ -196,7 +197,7 @@ def _write_paths(user_path: dict[str, Any]) -> dict[str, Any]:
                 },
                 "responses": {
                     "202": {"description": "Accepted", "content": _json_content("IngestResponse")},
-                    **_error_responses(400, 401, 403, 413, 422, 503, reasons=_INGEST_REASONS),
+                    **_error_responses(400, 401, 403, 413, 415, 422, 503, reasons=_INGEST_REASONS),
                     # No event valid: the ingest answer, each rejection with its reason.
                     "422": {"description": _INGEST_REASONS[422], "content": _INGEST_REFUSED},
                 },
