@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -314,6 +315,25 @@ def test_the_python_client(service: Service) -> None:
         # (`/v1/users/../signals` is `/v1/signals`): ids the ingest accepts.
         for dots in (".", ".."):
             assert client.signals(dots, ["action_counts"]).user_id == dots
+
+
+def test_the_client_takes_a_timedelta_and_a_datetime_as_the_definitions_do(
+    service: Service,
+) -> None:
+    """Found in a ranking engineer's trial: `window=timedelta(hours=1)` was sent as
+    '1:00:00' (a 400), while signal definitions take a timedelta and `as_of` a datetime."""
+    user, now = service.busiest_user, datetime.now(UTC)
+    with Client(service.base_url, timeout=5) as client:
+        for read in (
+            lambda **c: client.signals(user, ["action_counts"], **c).signals["action_counts"],
+            lambda **c: client.batch([user], ["action_counts"], context=c)[0].signals[
+                "action_counts"
+            ],
+        ):
+            by_text = read(window="14d", as_of=now.isoformat())
+            by_objects = read(window=timedelta(days=14), as_of=now)
+            assert by_objects.value == by_text.value
+            assert by_objects.value["total"] > 0
 
 
 def test_a_client_retrying_a_post_counts_once(service: Service) -> None:

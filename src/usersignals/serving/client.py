@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 from urllib.parse import quote
 
@@ -14,6 +15,10 @@ from usersignals.errors import ApiError, ServiceUnreachableError
 from usersignals.events.model import Event
 from usersignals.serving.reader import UserSignals
 from usersignals.serving.schemas import ContextValue, DeleteResponse, IngestResponse
+
+#: A context parameter as the client takes it: as the API does, or a ``timedelta`` (a
+#: duration: ``window``) or a ``datetime`` (a time: ``as_of``, ``since``, ``until``).
+ContextArgument = ContextValue | timedelta | datetime | None
 
 _user_signals = msgspec.json.Decoder(UserSignals)
 _batch = msgspec.json.Decoder(dict[str, list[UserSignals]])
@@ -58,7 +63,7 @@ class Client(Closing):
         self._admin = _bearer(admin_token)
 
     def signals(
-        self, user_id: str, names: str | Sequence[str] | None = None, **context: ContextValue
+        self, user_id: str, names: str | Sequence[str] | None = None, **context: ContextArgument
     ) -> UserSignals:
         params = _query(context)
         if names is not None:  # an empty list is sent, and refused: None asks for every signal
@@ -72,8 +77,8 @@ class Client(Closing):
         self,
         users: str | Sequence[str],
         names: str | Sequence[str] | None = None,
-        context: Mapping[str, ContextValue] | None = None,
-        contexts: Mapping[str, Mapping[str, ContextValue]] | None = None,
+        context: Mapping[str, ContextArgument] | None = None,
+        contexts: Mapping[str, Mapping[str, ContextArgument]] | None = None,
     ) -> list[UserSignals]:
         body = {
             "users": _several(users),
@@ -168,13 +173,23 @@ def _path(user_id: str) -> str:
     return quote(user_id, safe="")
 
 
-def _given(context: Mapping[str, ContextValue]) -> dict[str, ContextValue]:
-    """``context`` less the parameters given as ``None``: left out, as a notebook means
-    ``limit=None`` (sent, it was the text "None", a 400)."""
-    return {name: value for name, value in context.items() if value is not None}
+def _given(context: Mapping[str, ContextArgument]) -> dict[str, ContextValue]:
+    """``context`` as the API takes it: the parameters given as ``None`` left out, as a
+    notebook means ``limit=None`` (sent, it was the text "None", a 400); a ``timedelta`` as
+    whole milliseconds and a ``datetime`` as ISO 8601, as signal definitions take them
+    (``str()`` of them sent '1:00:00' and a space for the ``T``)."""
+    out: dict[str, ContextValue] = {}
+    for name, value in context.items():
+        if isinstance(value, timedelta):
+            out[name] = f"{value // timedelta(milliseconds=1)}ms"
+        elif isinstance(value, datetime):
+            out[name] = value.isoformat()
+        elif value is not None:
+            out[name] = value
+    return out
 
 
-def _query(context: Mapping[str, ContextValue]) -> dict[str, str]:
+def _query(context: Mapping[str, ContextArgument]) -> dict[str, str]:
     out: dict[str, str] = {}
     for name, value in _given(context).items():
         if isinstance(value, bool):
