@@ -149,6 +149,29 @@ def test_bad_batch_bodies_get_a_4xx(service: Service, body: bytes, status: int) 
     assert response.json()["error"]
 
 
+@pytest.mark.parametrize(
+    ("context", "parameter"),
+    [
+        (b'"context": {"window": null}', "context.window"),
+        (b'"context": {"limit": {"a": 1}}', "context.limit"),
+        (b'"contexts": {"action_counts": {"actions": [1]}}', "contexts.action_counts.actions"),
+    ],
+)
+def test_a_batch_context_value_of_a_wrong_type_is_named(
+    service: Service, context: bytes, parameter: str
+) -> None:
+    """Found in a ranking engineer's trial: `"context": {"window": null}` was a 422 saying
+    "Expected `bool | int | float | str | array`, got `null` - at `$.context[...]`": no key,
+    no `parameter`. It is a 400 naming the parameter, as a bad value of the right type is."""
+    body = b'{"users": ["u1"], ' + context + b"}"
+    response = httpx.post(service.base_url + "/v1/signals/batch", content=body, timeout=5)
+    assert response.status_code == 400, response.text
+    assert (response.json()["error"], response.json()["parameter"]) == (
+        "invalid_parameter",
+        parameter,
+    )
+
+
 def test_reads_refuse_a_user_id_that_ingest_would_refuse_naming_it(service: Service) -> None:
     # events.max_user_id_chars (128 code points by default) bounds reads as it bounds ingest.
     longest, too_long = "é" * 128, "é" * 129

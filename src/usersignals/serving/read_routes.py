@@ -62,7 +62,7 @@ async def user_signals(request: Request) -> Response:
 async def batch(request: Request) -> Response:
     state = serving_state(request)
     raw = await body_of(request, state.front.body_timeout_s)
-    body = _batch_decoder.decode(raw)
+    body = _batch_request(raw)
     check_unrepeated_keys(raw)
     check_users(body.users, state.max_user_id_chars)
     plan, labels = batch_plan(state.registry, body)
@@ -83,6 +83,39 @@ async def batch(request: Request) -> Response:
             await asyncio.sleep(0)
     content = b'{"results":[' + b",".join(answers[user] for user in body.users) + b"]}"
     return Response(content, media_type="application/json")
+
+
+def _batch_request(raw: bytes) -> BatchRequest:
+    """The body decoded. A context value of a wrong type is named by its parameter: the
+    decoder's own message stops at ``$.context[...]``, naming no key."""
+    try:
+        return _batch_decoder.decode(raw)
+    except msgspec.ValidationError:
+        _refuse_a_wrong_context_value(raw)
+        raise
+
+
+def _refuse_a_wrong_context_value(raw: bytes) -> None:
+    """A :class:`ContextError` for the first context value that is no ``ContextValue``."""
+    try:
+        body = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return
+    if not isinstance(body, dict):
+        return
+    contexts = [("context", body.get("context"))]
+    if isinstance(body.get("contexts"), dict):
+        contexts += [(f"contexts.{name}", c) for name, c in body["contexts"].items()]
+    for prefix, context in contexts:
+        for key, value in context.items() if isinstance(context, dict) else ():
+            if value is None:
+                raise ContextError(f"{prefix}.{key}", "is null: give a value or leave it out")
+            if isinstance(value, list) and not all(isinstance(v, str) for v in value):
+                raise ContextError(f"{prefix}.{key}", "a list holds texts only")
+            if not isinstance(value, bool | int | float | str | list):
+                raise ContextError(
+                    f"{prefix}.{key}", "must be a text, a number, a boolean or a list of texts"
+                )
 
 
 def batch_plan(registry: SignalRegistry, body: BatchRequest) -> tuple[ReadPlan, list[str]]:
