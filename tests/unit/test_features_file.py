@@ -93,6 +93,26 @@ def test_the_same_values_in_other_batches_make_the_same_bytes(tmp_path: Path) ->
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
 
+def test_a_write_stopped_midway_leaves_the_file_before_it_whole(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: Ctrl-C while a training set was rewritten left, at
+    `--out`, a valid Parquet file of the row groups written so far (16,384 of 150,000 rows)
+    in place of the complete one: the writer closed the file on the way out. The file is
+    written beside `--out` and moved over it once complete."""
+    out = tmp_path / "out.parquet"
+    items = values_of(list(range(12)))
+    write_features(labels(12), NAMES, [value_batch(items, 2)], out, row_group_rows=4)
+    complete = out.read_bytes()
+
+    def stopped_after_one_group() -> Iterator[pa.RecordBatch]:
+        yield value_batch(items[:4], 2)
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        write_features(labels(12), NAMES, stopped_after_one_group(), out, row_group_rows=4)
+    assert out.read_bytes() == complete
+    assert [path.name for path in tmp_path.iterdir()] == ["out.parquet"]
+
+
 def test_parts_are_read_in_row_order_whatever_their_names(tmp_path: Path) -> None:
     # As an orderBy writes them: each part a range of rows, sorted; names say nothing of it.
     ranges = {"part-00000-b.parquet": [7, 8, 11], "part-00001-a.parquet": [0, 1, 5]}

@@ -13,6 +13,7 @@ for byte.
 
 from __future__ import annotations
 
+import os
 from array import array
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -292,14 +293,21 @@ def write_features(
 
     out.parent.mkdir(parents=True, exist_ok=True)
     starts = range(0, table.num_rows, row_group_rows)
-    # One thread: the cursor walks the batches in order, so the groups are made in order.
-    with pq.ParquetWriter(out, schema) as writer, ThreadPoolExecutor(1) as assembler:
-        pending = deque(assembler.submit(group, start) for start in starts[:1])
-        for following in starts[1:]:
-            pending.append(assembler.submit(group, following))  # made while this one writes
-            writer.write_table(pending.popleft().result(), row_group_size=row_group_rows)
-        for last in pending:
-            writer.write_table(last.result(), row_group_size=row_group_rows)
+    # Written beside `out` and moved over it once whole: a job stopped midway (Ctrl-C) left
+    # at `out` a valid file of the groups written so far, in place of the complete one.
+    partial = out.with_name(f".{out.name}.partial-{os.getpid()}")
+    try:
+        # One thread: the cursor walks the batches in order, so the groups come in order.
+        with pq.ParquetWriter(partial, schema) as writer, ThreadPoolExecutor(1) as assembler:
+            pending = deque(assembler.submit(group, start) for start in starts[:1])
+            for following in starts[1:]:
+                pending.append(assembler.submit(group, following))  # made while one writes
+                writer.write_table(pending.popleft().result(), row_group_size=row_group_rows)
+            for last in pending:
+                writer.write_table(last.result(), row_group_size=row_group_rows)
+        os.replace(partial, out)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 class _RowCursor:
