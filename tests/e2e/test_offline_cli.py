@@ -92,25 +92,27 @@ def test_readme_offline_workflow_runs(tmp_path: Path) -> None:
 
 
 def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> None:
-    (tmp_path / "events.jsonl").write_text("")
+    archive = tmp_path / "archive"  # beside the store: a dead-letter file inside is refused
+    archive.mkdir()
+    (archive / "events.jsonl").write_text("")
     pq.write_table(pa.table({"user": ["u1"], "ts": [1]}), tmp_path / "labels.parquet")
     cli = str(BIN / "usersignals")
     reference = ["--signals", "usersignals.examples.reference", "--store", str(tmp_path / "s")]
     cases = [
-        ([cli, "backfill", "--events", str(tmp_path), "--until", "soon", *reference], "until:"),
-        ([cli, "backfill", "--events", str(tmp_path), "--only", "nope@1", *reference], "nope"),
+        ([cli, "backfill", "--events", str(archive), "--until", "soon", *reference], "until:"),
+        ([cli, "backfill", "--events", str(archive), "--only", "nope@1", *reference], "nope"),
         (
-            [cli, "backfill", "--events", str(tmp_path), "--only", "action_counts@9", *reference],
+            [cli, "backfill", "--events", str(archive), "--only", "action_counts@9", *reference],
             "defines action_counts@1, not version 9",
         ),
         (
             [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
-             str(tmp_path), "--out", str(tmp_path / "f.parquet"), *reference],
+             str(archive), "--out", str(tmp_path / "f.parquet"), *reference],
             "no column 'user_id'",
         ),
         (
             [cli, "training-set", "--labels", str(tmp_path / "labels.parquet"), "--events",
-             str(tmp_path), "--out", str(tmp_path / "f.parquet"), "--user-column", "user",
+             str(archive), "--out", str(tmp_path / "f.parquet"), "--user-column", "user",
              "--context", "window=soon", *reference],
             "window:",
         ),
@@ -121,7 +123,7 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
     )
     pq.write_table(pa.table({"user_id": ["u1"], "ts": [UNTIL_MS // 1000]}), tmp_path / "s.parquet")
     pq.write_table(pa.table({"user_id": ["u1"], "ts": [UNTIL_MS]}), tmp_path / "ok.parquet")
-    training = [cli, "training-set", "--events", str(tmp_path), *reference]
+    training = [cli, "training-set", "--events", str(archive), *reference]
     out = ["--out", str(tmp_path / "f.parquet")]
     cases += [
         (
@@ -165,11 +167,26 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
             "before 2000-01-01",
         ),
         (
-            [cli, "backfill", "--events", str(tmp_path), "--until", str(UNTIL_MS // 1000),
+            [cli, "backfill", "--events", str(archive), "--until", str(UNTIL_MS // 1000),
              *reference],
             "before 2000-01-01",
         ),
-        ([cli, "backfill", "--events", str(tmp_path), "--workers", "-1", *reference], "workers"),
+        ([cli, "backfill", "--events", str(archive), "--workers", "-1", *reference], "workers"),
+        (  # found in an ML engineer's trial: the labels file got the dead letters appended
+            [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--dead-letter",
+             str(tmp_path / "ok.parquet")],
+            "is the labels file",
+        ),
+        (  # ...and one inside the archive is read as events by the next job
+            [*training, "--labels", str(tmp_path / "ok.parquet"), *out, "--dead-letter",
+             str(archive / "dead.jsonl")],
+            "inside the event archive",
+        ),
+        (
+            [cli, "backfill", "--events", str(archive), "--dead-letter",
+             str(archive / "dead.jsonl"), *reference],
+            "inside the event archive",
+        ),
         (  # found in a newcomer's trial: after Spark's JVM had started, with its log lines
             [*training, "--labels", str(tmp_path / "labels.parquet"), *out, "--spark",
              "local[1]"],
@@ -218,6 +235,30 @@ def test_an_archive_with_no_valid_event_is_said_so(tmp_path: Path) -> None:
     said = " ".join(done.stderr.split())
     assert "warning: no record of the archive was a valid event (2 bad" in said
     assert "dead-letter.jsonl" in said
+
+
+def test_a_training_set_run_again_replaces_its_dead_letters(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: each run of the same training set appended its bad
+    records to `OUT.dead-letter.jsonl` (5 lines after three runs of an archive with 2 bad
+    records, while the summary said 2). The default file is the output's: replaced."""
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    (archive / "events.jsonl").write_text(json.dumps(event) + '\n{"nope": 1}\n')
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": [event["ts"]]}), tmp_path / "labels.parquet")
+    (tmp_path / "counts.py").write_text(
+        "from usersignals import Count, Signal\n"
+        'SIGNALS = [Signal(name="n", version=1, aggregate=Count(by="action"), retention="7d")]\n'
+    )
+    labels = str(tmp_path / "labels.parquet")
+    command = [str(BIN / "usersignals"), "training-set", "--labels", labels,
+               "--events", str(archive), "--signals", str(tmp_path / "counts.py"),
+               "--store", str(tmp_path / "s"), "--out", str(tmp_path / "f.parquet")]  # fmt: skip
+    for _ in range(2):
+        done = run(command, tmp_path)
+        assert done.returncode == 0, done.stderr
+    assert len((tmp_path / "f.dead-letter.jsonl").read_text().splitlines()) == 1
 
 
 def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path) -> None:

@@ -56,6 +56,7 @@ from usersignals.offline.bulk_load import (
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
+    check_dead_letter,
     check_workers,
     note_backfilled,
     open_existing,
@@ -99,6 +100,7 @@ class BackfillJob:
 
     def __post_init__(self) -> None:
         check_workers(self.workers)
+        check_dead_letter(self.dead_letter, self.archive)
         if self.until_ms is not None:
             check_view_time("until", self.until_ms)
 

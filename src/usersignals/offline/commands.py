@@ -309,6 +309,8 @@ def training_set_command(
         labels, events, settings, out, tuple(context or ()), _workers(workers),
         user_column, time_column, dead,
     )  # fmt: skip
+    if dead_letter is None:  # the output's own (OUT.dead-letter.jsonl): replaced, as it is
+        dead.unlink(missing_ok=True)
     with terminated_as_interrupted():
         if spark is None:
             summary = training_set(job)

@@ -41,6 +41,27 @@ def check_workers(workers: int) -> None:
         raise ConfigurationError(f"workers: must be at least 1, not {workers}")
 
 
+def check_dead_letter(dead_letter: Path | None, archive: str, **files: Path) -> None:
+    """Refuse a dead-letter file that is one of the job's ``files`` (by what they are: the
+    labels file, the output), which appending to would corrupt, or inside the event archive,
+    where the next job would read its lines as events."""
+    if dead_letter is None:
+        return
+    where = dead_letter.resolve()
+    for what, path in files.items():
+        if where == path.resolve():
+            raise ConfigurationError(
+                f"--dead-letter {str(dead_letter)!r} is the {what} file: give another path"
+            )
+    read = Path(archive).resolve()
+    if where == read or (read.is_dir() and where.is_relative_to(read)):
+        raise ConfigurationError(
+            f"the dead-letter file {str(dead_letter)!r} is inside the event archive "
+            f"{archive!r}: the next job would read it as events; give --dead-letter a path "
+            "outside it"
+        )
+
+
 Task = TypeVar("Task")
 Result = TypeVar("Result")
 

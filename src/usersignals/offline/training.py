@@ -48,6 +48,7 @@ from usersignals.offline.boundary import ARCHIVE_PREFIX
 from usersignals.offline.common import (
     ShardPool,
     build_engine,
+    check_dead_letter,
     check_workers,
     open_existing,
     open_lookup_store,
@@ -115,6 +116,7 @@ class TrainingJob:
             raise ConfigurationError(
                 f"the output {str(self.out)!r} is the labels file: write the features elsewhere"
             )
+        check_dead_letter(self.dead_letter, self.archive, labels=self.labels, output=self.out)
         if self.out.is_dir():  # else refused by the writer, once the work is done
             raise ConfigurationError(
                 f"the output {str(self.out)!r} is a directory: give the file to write"
