@@ -283,3 +283,32 @@ def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path
     said = " ".join(done.stderr.split())
     assert "backfilled 3 events into 1 users" in said
     assert "1 repeated event ids dropped" in said
+
+
+def test_a_backfill_of_a_definition_changed_under_its_version_is_refused(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: `signals apply` and `run` refuse a module whose
+    signal changed under the same name@version, but `backfill` merged its states in (rc 0),
+    and the store then served them under the recorded definition (a score of 55.69 where
+    the recorded half-life gives 52.71)."""
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    (tmp_path / "events.jsonl").write_text(json.dumps(event) + "\n")
+    for name, half_life in (("a.py", "3d"), ("b.py", "2d")):
+        (tmp_path / name).write_text(
+            "from usersignals import DecayedScores, Signal\n"
+            'SIGNALS = [Signal(name="interest", version=1, retention="7d", aggregate='
+            f'DecayedScores(key="surface", half_life="{half_life}"))]\n'
+        )
+    cli, store = str(BIN / "usersignals"), ["--store", str(tmp_path / "s")]
+    events = ["--events", str(tmp_path / "events.jsonl"), "--workers", "1"]
+    run([cli, "backfill", *events, "--signals", str(tmp_path / "a.py"), *store], tmp_path)
+    run([cli, "signals", "apply", "--signals", str(tmp_path / "a.py"), *store], tmp_path)
+    refused = subprocess.run(
+        [cli, "backfill", *events, "--signals", str(tmp_path / "b.py"), *store],
+        cwd=tmp_path, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "interest@1 defined otherwise" in said
+    assert "bump the version" in said

@@ -61,6 +61,7 @@ from usersignals.offline.common import (
     note_backfilled,
     open_existing,
     open_lookup_store,
+    refuse_changed_definitions,
     select_signals,
 )
 from usersignals.offline.deletions import Deletions
@@ -187,6 +188,7 @@ def backfill(job: BackfillJob) -> BackfillSummary:
     settings = job.settings
     # Fail early, in this process, on an unknown module or --only name.
     selected = select_signals(SignalRegistry.from_module(settings.signals), job.only)
+    refuse_changed_definitions(settings, selected)
     shards = job.workers
     # The workers start now: they start up while this process samples the archive.
     with ShardPool(shards, __name__) as pool:

@@ -21,7 +21,7 @@ from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
-from usersignals.offline.plan import record_backfill
+from usersignals.offline.plan import changed_since_computed, record_backfill
 from usersignals.offline.stopping import start_worker
 from usersignals.processing.engine import Engine
 from usersignals.processing.gc_tuning import collector_tuned
@@ -241,6 +241,25 @@ def note_backfilled(settings: Settings, registry: SignalRegistry) -> None:
         record_backfill(store, registry)
     finally:
         store.close()
+
+
+def refuse_changed_definitions(settings: Settings, registry: SignalRegistry) -> None:
+    """Refuse to backfill a version defined otherwise than when the store's states of it
+    were computed (:func:`~usersignals.offline.plan.changed_since_computed`), as ``signals
+    apply`` and ``run`` refuse it."""
+    existing = open_existing(settings)
+    if existing is None:
+        return
+    try:
+        changed = changed_since_computed(existing, registry)
+    finally:
+        existing.close()
+    if changed:
+        raise ConfigurationError(
+            f"backfill refused: {', '.join(changed)} defined otherwise than when the store's "
+            "states were computed; merged in, its states would mix two meanings: bump the "
+            "version to change what a signal computes"
+        )
 
 
 def open_existing(settings: Settings) -> StateStore | None:

@@ -33,9 +33,10 @@ from typing import Any, Literal
 from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError, StoreError
 from usersignals.signals.definition import Signal
+from usersignals.signals.identity import changed_definitions
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
-from usersignals.state.keys import USER_PREFIX
+from usersignals.state.keys import SIGNALS_KEY, USER_PREFIX
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
     VersionTable,
@@ -92,6 +93,19 @@ def same_meaning(recorded: str, signal: Signal) -> bool:
     if isinstance(applied, dict):
         applied.pop("description", None)
     return bool(applied == json.loads(json.dumps(signal.meaning_json())))  # as JSON reads
+
+
+def changed_since_computed(store: StateStore, registry: SignalRegistry) -> list[str]:
+    """The versions ``registry`` computes whose definition differs from the one the store's
+    states of them were computed with, as ``apply`` recorded it (the version table) or the
+    processor writing the store did: merged in, new states would mix two meanings."""
+    recorded = store.get_many([SIGNALS_KEY])[0]
+    changed = set(changed_definitions(recorded, registry)) if recorded else set()
+    applied = load_versions(store).applied
+    for signal in registry.computed:
+        if signal.key in applied and not same_meaning(applied[signal.key], signal):
+            changed.add(signal.key)
+    return sorted(changed)
 
 
 def stored_state_keys(store: StateStore, sample: int = SAMPLE_RECORDS) -> set[str]:
