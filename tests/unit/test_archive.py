@@ -297,3 +297,28 @@ def test_a_file_that_is_not_parquet_is_refused_naming_it(tmp_path: Path, content
     with pytest.raises(ConfigurationError, match=r"dt=2026-01-01/b\.parquet") as caught:
         read(tmp_path)
     assert "\n" not in str(caught.value)
+
+
+def test_gzipped_jsonl_is_read_and_a_file_of_another_kind_is_refused(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: a day's part gzipped (`.jsonl.gz`) was skipped
+    without a word, and the training set counted 10 events where there were 20 (rc 0).
+    A JSONL file compressed with gzip is read; a file of a kind the archive does not read
+    is refused, named (Spark's and Hadoop's `_SUCCESS`, `.crc` and dot files stay skipped)."""
+    import gzip
+
+    (tmp_path / "day1.jsonl").write_text(json.dumps(EVENT) + "\n")
+    (tmp_path / "day2.jsonl.gz").write_bytes(
+        gzip.compress((json.dumps({**EVENT, "event_id": "e2"}) + "\n").encode())
+    )
+    (tmp_path / "_SUCCESS").write_text("")
+    (tmp_path / ".part.crc").write_text("")
+    pairs = read(tmp_path)
+    assert [(e.event_id, p) for e, p in pairs] == [
+        ("e1", Position("archive:day1.jsonl", 1)),
+        ("e2", Position("archive:day2.jsonl.gz", 1)),
+    ]
+    (tmp_path / "day3.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    (tmp_path / "notes.txt").write_text("")
+    with pytest.raises(ConfigurationError) as caught:
+        EventArchive(tmp_path)
+    assert "day3.jsonl.zst, notes.txt" in str(caught.value)

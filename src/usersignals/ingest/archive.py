@@ -22,11 +22,12 @@ The archive yields raw JSON lines: validation is the live path's own
 from __future__ import annotations
 
 import glob
+import gzip
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 import msgspec
 
@@ -39,6 +40,8 @@ from usersignals.optional_deps import require_pyarrow
 
 JSONL_SUFFIXES = (".jsonl", ".json", ".ndjson")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+#: A JSONL file compressed with gzip (``events.jsonl.gz``), as exports often are.
+GZIP_SUFFIX = ".gz"
 COORDINATES = ("topic", "partition", "offset")
 #: Bytes of a JSONL file read at a time at most, in whole lines (``readlines``' hint).
 _READ_BYTES = 1 << 20
@@ -119,11 +122,8 @@ def _resolve(location: str) -> list[ArchiveFile]:
         # A match may be a directory: a Hive partition (``dt=2026-01-1*``) holds the files.
         found = (p.rglob("*") if p.is_dir() else [p] for p in matches)
         candidates = list(dict.fromkeys(p for paths in found for p in paths if p.is_file()))
-    files = [
-        ArchiveFile(p, p.relative_to(root).as_posix())
-        for p in candidates
-        if p.suffix.lower() in JSONL_SUFFIXES + PARQUET_SUFFIXES and not _hidden(p, root)
-    ]
+    shown = [p for p in candidates if not _hidden(p, root)]
+    files = [ArchiveFile(p, p.relative_to(root).as_posix()) for p in shown if _readable(p)]
     # The archive's order is its files' names, as text: so a row's position (``archive:``
     # name, row) sorts in archive order, the order the training set judges repeats in.
     files.sort(key=lambda file: file.name)
@@ -131,7 +131,30 @@ def _resolve(location: str) -> list[ArchiveFile]:
         raise ConfigurationError(
             f"event archive {location!r} has no .jsonl, .json, .ndjson or .parquet files"
         )
+    unread = sorted(p.relative_to(root).as_posix() for p in shown if not _readable(p))
+    if unread:  # skipped, they left a gzipped day out of a training set without a word
+        listed = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
+        raise ConfigurationError(
+            f"event archive {location!r} holds files it does not read: {listed}. It reads "
+            ".jsonl, .json and .ndjson (gzipped too: .jsonl.gz) and .parquet; move the others "
+            "out, or choose the files with a glob"
+        )
     return files
+
+
+def _open_bytes(path: Path) -> BinaryIO:
+    """A JSONL file's bytes, decompressed when gzipped."""
+    if path.suffix.lower() == GZIP_SUFFIX:
+        return cast(BinaryIO, gzip.open(path, "rb"))
+    return path.open("rb")
+
+
+def _readable(path: Path) -> bool:
+    """A file of a kind the archive reads: JSONL (plain or gzipped) or Parquet."""
+    suffixes = [suffix.lower() for suffix in path.suffixes[-2:]]
+    if suffixes[-1:] == [GZIP_SUFFIX]:
+        return len(suffixes) == 2 and suffixes[0] in JSONL_SUFFIXES
+    return bool(suffixes) and suffixes[-1] in JSONL_SUFFIXES + PARQUET_SUFFIXES
 
 
 def _is_glob(location: str) -> bool:
@@ -165,7 +188,7 @@ def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
     last = 0  # the number of the last line read
     # Not much more than a block at a time: a sample reads only a file's first block.
     hint = min(_READ_BYTES, block_size * _LINE_BYTES)
-    with file.path.open("rb") as handle:
+    with _open_bytes(file.path) as handle:
         while chunk := handle.readlines(hint):
             first, last = last + 1, last + len(chunk)
             if envelope is None:  # the first record that reads decides
