@@ -27,11 +27,12 @@ from usersignals.serving.identity import WriterCheck, mismatch
 from usersignals.serving.raw import RawRecomputer
 from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
-from usersignals.signals.identity import changed_definitions, signals_identity
+from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
+    changed_since_computed,
     load_versions,
     readded,
     refuse_served_undeclared,
@@ -70,8 +71,10 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
         engine.large_records.limit_bytes = settings.processing.large_record_bytes
         # A version's state holds what its definition computed: another definition under the
         # same version would mix two meanings in it, silently.
+        # As `signals apply` recorded them (the version table) or the last processor did.
         recorded = store.get_many([SIGNALS_KEY])[0]
-        changed = changed_definitions(recorded, registry) if recorded else []
+        table = load_versions(store)
+        changed = changed_since_computed(recorded, table, registry)
         if changed:
             raise SignalsMismatchError(
                 f"signals {', '.join(changed)} are defined otherwise than when this store's "
@@ -79,7 +82,6 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             )
         # A version `signals apply` recorded removed: computing it again would build on
         # what is left of its state (dropped user by user, missing every event since).
-        table = load_versions(store)
         refused = readded(store, [signal.key for signal in registry.computed], table)
         if refused:
             reasons = "; ".join(f"{key}: {why}" for key, why in refused.items())

@@ -312,3 +312,31 @@ def test_a_backfill_of_a_definition_changed_under_its_version_is_refused(tmp_pat
     said = " ".join(refused.stderr.split())
     assert "interest@1 defined otherwise" in said
     assert "bump the version" in said
+
+
+def test_a_processor_refuses_a_definition_changed_since_apply(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: after `signals apply` recorded a definition, the same
+    name@version defined otherwise was refused by `plan` and `apply`, yet `run` and
+    `replay` started and applied events (the processor compared the module only with the
+    one the last processor recorded): the store mixed two definitions."""
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    (tmp_path / "events.jsonl").write_text(json.dumps(event) + "\n")
+    for name, half_life in (("a.py", "3d"), ("b.py", "2d")):
+        (tmp_path / name).write_text(
+            "from usersignals import DecayedScores, Signal\n"
+            'SIGNALS = [Signal(name="interest", version=1, retention="7d", aggregate='
+            f'DecayedScores(key="surface", half_life="{half_life}"))]\n'
+        )
+    cli, store = str(BIN / "usersignals"), ["--store", str(tmp_path / "s")]
+    run([cli, "signals", "apply", "--signals", str(tmp_path / "a.py"), *store], tmp_path)
+    refused = subprocess.run(
+        [cli, "replay", str(tmp_path / "events.jsonl"), "--signals", str(tmp_path / "b.py"),
+         *store],
+        cwd=tmp_path, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stderr
+    said = " ".join(refused.stderr.split())
+    assert "interest@1" in said
+    assert "bump its version" in said

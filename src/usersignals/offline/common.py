@@ -21,12 +21,14 @@ from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
-from usersignals.offline.plan import changed_since_computed, record_backfill
+from usersignals.offline.plan import record_backfill
 from usersignals.offline.stopping import start_worker
 from usersignals.processing.engine import Engine
 from usersignals.processing.gc_tuning import collector_tuned
 from usersignals.signals.registry import SignalRegistry
+from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
+from usersignals.state.versions import changed_since_computed, load_versions
 
 
 def shard_of(user_id: str, shards: int) -> int:
@@ -251,7 +253,8 @@ def refuse_changed_definitions(settings: Settings, registry: SignalRegistry) -> 
     if existing is None:
         return
     try:
-        changed = changed_since_computed(existing, registry)
+        recorded = existing.get_many([SIGNALS_KEY])[0]
+        changed = changed_since_computed(recorded, load_versions(existing), registry)
     finally:
         existing.close()
     if changed:

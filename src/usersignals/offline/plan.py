@@ -23,7 +23,6 @@ version in its place, perhaps a retired one).
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -33,18 +32,19 @@ from typing import Any, Literal
 from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError, StoreError
 from usersignals.signals.definition import Signal
-from usersignals.signals.identity import changed_definitions
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.codec import decode_record
-from usersignals.state.keys import SIGNALS_KEY, USER_PREFIX
+from usersignals.state.keys import USER_PREFIX
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
     VersionTable,
+    definition_text,
     load_backfilled,
     load_removed,
     load_versions,
     readded_detail,
     record_backfilled,
+    same_meaning,
     save_versions,
 )
 
@@ -77,35 +77,6 @@ class Plan:
 
     def to_json(self) -> dict[str, Any]:
         return {"changes": [asdict(change) for change in self.changes]}
-
-
-def definition_text(signal: Signal) -> str:
-    return json.dumps(signal.definition_json(), sort_keys=True, separators=(",", ":"))
-
-
-def same_meaning(recorded: str, signal: Signal) -> bool:
-    """Whether ``recorded`` (a :func:`definition_text`) defines what ``signal`` computes: an
-    edited description is no change."""
-    try:
-        applied = json.loads(recorded)
-    except ValueError:
-        return False
-    if isinstance(applied, dict):
-        applied.pop("description", None)
-    return bool(applied == json.loads(json.dumps(signal.meaning_json())))  # as JSON reads
-
-
-def changed_since_computed(store: StateStore, registry: SignalRegistry) -> list[str]:
-    """The versions ``registry`` computes whose definition differs from the one the store's
-    states of them were computed with, as ``apply`` recorded it (the version table) or the
-    processor writing the store did: merged in, new states would mix two meanings."""
-    recorded = store.get_many([SIGNALS_KEY])[0]
-    changed = set(changed_definitions(recorded, registry)) if recorded else set()
-    applied = load_versions(store).applied
-    for signal in registry.computed:
-        if signal.key in applied and not same_meaning(applied[signal.key], signal):
-            changed.add(signal.key)
-    return sorted(changed)
 
 
 def stored_state_keys(store: StateStore, sample: int = SAMPLE_RECORDS) -> set[str]:

@@ -10,6 +10,7 @@ and Redis alike), and the processor on its next micro-batch. The module declares
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TypeVar
@@ -19,7 +20,7 @@ import msgspec
 from usersignals.durations import iso_utc
 from usersignals.errors import ConfigurationError, SignalsMismatchError
 from usersignals.signals.definition import Signal
-from usersignals.signals.identity import not_computed_by_writer
+from usersignals.signals.identity import changed_definitions, not_computed_by_writer
 from usersignals.signals.registry import SignalRegistry
 from usersignals.state.keys import SIGNALS_KEY, meta_key
 from usersignals.state.store import StateStore
@@ -78,6 +79,37 @@ def save_versions(
     if removed is not None:
         store.write({REMOVED_KEY: msgspec.json.encode(removed)})
     store.write({VERSIONS_KEY: msgspec.json.encode(table)})
+
+
+def definition_text(signal: Signal) -> str:
+    return json.dumps(signal.definition_json(), sort_keys=True, separators=(",", ":"))
+
+
+def same_meaning(recorded: str, signal: Signal) -> bool:
+    """Whether ``recorded`` (a :func:`definition_text`) defines what ``signal`` computes: an
+    edited description is no change."""
+    try:
+        applied = json.loads(recorded)
+    except ValueError:
+        return False
+    if isinstance(applied, dict):
+        applied.pop("description", None)
+    return bool(applied == json.loads(json.dumps(signal.meaning_json())))  # as JSON reads
+
+
+def changed_since_computed(
+    recorded: bytes | None, table: VersionTable, registry: SignalRegistry
+) -> list[str]:
+    """The versions ``registry`` computes whose definition differs from the one the store's
+    states of them were computed with, as ``apply`` recorded it (``table``) or the processor
+    writing the store did (``recorded``, its record of its signals): computed on, or merged
+    in, their states would mix two meanings under one name@version."""
+    changed = set(changed_definitions(recorded, registry)) if recorded else set()
+    applied = table.applied
+    for signal in registry.computed:
+        if signal.key in applied and not same_meaning(applied[signal.key], signal):
+            changed.add(signal.key)
+    return sorted(changed)
 
 
 def readded(
