@@ -203,6 +203,12 @@ def _print_diff(report: DiffReport) -> None:
             "compared without",
             markup=False,
         )
+    if report.refused:
+        console.print(
+            f"warning: {report.refused:,} sampled users cannot be answered exactly at this "
+            f"view time (the API's 422), left out; one: {report.refusal}",
+            markup=False,
+        )
     if report.users and report.empty_in_both == report.users:
         console.print(
             "warning: every sampled user's answers are empty in both versions at this view "

@@ -61,3 +61,39 @@ def test_a_diff_says_which_context_parameters_each_version_ignores() -> None:
     )
     assert report.ignored == {"category_interest@1": ["window"]}
     assert report.to_json()["ignored"] == {"category_interest@1": ["window"]}
+
+
+def test_users_that_cannot_answer_the_as_of_are_counted_not_fatal() -> None:
+    """Found in an ML engineer's trial: `signals diff --context as_of=...`, as the README
+    suggests, ended in an error at the first sampled user whose state cannot answer that
+    time exactly (events later in the same day's bucket), with no result. Such users are
+    counted apart, one reason shown; the others are compared. And users empty in both
+    versions are not counted as having the same first entry (they have none)."""
+    from usersignals import DecayedScores, Engine, MicroBatch, Position, Signal
+    from usersignals.offline.diff import diff_signals
+    from usersignals.testing import event
+
+    day, hour = 86_400_000, 3_600_000
+    base = 1_767_225_600_000
+    v1 = Signal(name="interests", version=1, aggregate=DecayedScores(key="surface"))
+    v2 = Signal(name="interests", version=2, aggregate=DecayedScores(key="action"), shadow=True)
+    registry = SignalRegistry([v1, v2])
+    store = MemoryStore()
+    events = [
+        event("early", "i1", "click", ts=base + hour),  # all before the as_of
+        event("late", "i1", "click", ts=base + hour),
+        event("late", "i2", "save", ts=base + 20 * hour),  # later the same day: refused
+        event("quiet", "i1", "click", ts=base - 400 * day),  # long expired: empty in both
+    ]
+    Engine(registry, store).process(
+        MicroBatch(events, [Position("p", n) for n in range(len(events))])
+    )
+    report = diff_signals(
+        SignalReader(registry, store), v1, v2, 10,
+        ReadContext.parse({"as_of": str(base + 2 * hour)}),
+    )  # fmt: skip
+    assert (report.users, report.refused) == (2, 1)  # compared, and refused
+    assert "late" in report.refusal
+    assert report.changed == 1  # "early": by surface against by action
+    assert report.empty_in_both == 1
+    assert report.same_first_entry == 0  # "quiet" has no first entry in either

@@ -10,8 +10,8 @@ from itertools import islice
 from typing import Any
 
 from usersignals.aggregations.context import ReadContext
-from usersignals.errors import ConfigurationError
-from usersignals.serving.reader import SignalReader
+from usersignals.errors import AsOfError, ConfigurationError
+from usersignals.serving.reader import ReadPlan, SignalReader, UserSignals
 from usersignals.signals.definition import Signal
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import USER_PREFIX, user_of
@@ -48,6 +48,10 @@ class DiffReport:
     #: Per version, the context's parameters its aggregation ignores (as ``get`` lists them
     #: under ``ignored``); versions that take them all are left out.
     ignored: dict[str, list[str]]
+    #: Users whose state cannot answer the view exactly (an ``as_of`` before newer events
+    #: in its bucket: the API's 422), left out of the comparison; one of the reasons.
+    refused: int = 0
+    refusal: str | None = None
 
     @property
     def changed_share(self) -> float:
@@ -80,7 +84,7 @@ def diff_signals(
     unused = {signal.key: given - signal.aggregate.context_parameters() for signal in (old, new)}
     ignored = {key: sorted(names) for key, names in unused.items() if names}
     users = sample_users(reader, [old, new], sample)
-    answers = reader.read_each(users, [(old, context), (new, context)])
+    answers, refusals = _answered(reader, users, [(old, context), (new, context)])
     old_label, new_label = reader.registry.label(old), reader.registry.label(new)
     changed = only_old = only_new = same_first = empty = 0
     old_sizes: list[float] = []
@@ -95,8 +99,9 @@ def diff_signals(
             only_new += 1
         elif after.newest_event_ms is None and before.newest_event_ms is not None:
             only_old += 1
-        empty += is_empty(before.value) and is_empty(after.value)
-        if first_entry(before.value) == first_entry(after.value):
+        nothing = is_empty(before.value) and is_empty(after.value)
+        empty += nothing
+        if not nothing and first_entry(before.value) == first_entry(after.value):
             same_first += 1
         if before.value != after.value:
             changed += 1
@@ -107,7 +112,7 @@ def diff_signals(
     return DiffReport(
         old.key,
         new.key,
-        len(users),
+        len(answers),  # compared: the sample less the refused
         changed,
         only_old,
         only_new,
@@ -117,7 +122,28 @@ def diff_signals(
         examples,
         empty,
         ignored,
+        len(refusals),
+        refusals[0] if refusals else None,
     )
+
+
+def _answered(
+    reader: SignalReader, users: list[str], plan: ReadPlan
+) -> tuple[list[UserSignals], list[str]]:
+    """The users' answers, and the refusals of those whose state cannot answer the view
+    (read one by one once a refusal is met: one user's 422 ended the whole diff)."""
+    try:
+        return reader.read_each(users, plan), []
+    except AsOfError:
+        pass
+    answers: list[UserSignals] = []
+    refusals: list[str] = []
+    for user in users:
+        try:
+            answers.extend(reader.read_each([user], plan))
+        except AsOfError as exc:
+            refusals.append(str(exc))
+    return answers, refusals
 
 
 def magnitude(value: Any) -> float:
