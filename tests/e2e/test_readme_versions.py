@@ -1,10 +1,11 @@
-"""The README's version workflow (plan → backfill → apply → run → diff → cut-over) runs as
-written: its module is the file the commands use, and its commands run against a store
-replayed from the reference workload by the deployed version alone."""
+"""The README's version workflow (plan → backfill → apply → run → serve → diff → cut-over)
+runs as written: its module is the file the commands use, and its commands run, line by line,
+over the offline section's history (generated as that section does, smaller)."""
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import signal
@@ -12,11 +13,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
+
+import httpx
 
 from usersignals import RocksStore
-from usersignals.config import Settings
-from usersignals.offline import BackfillJob, backfill
-from usersignals.state.keys import SIGNALS_KEY
+from usersignals.devtools.broker import free_port
+from usersignals.state.keys import SIGNALS_KEY, USER_PREFIX, user_of
+from waiting import wait_for
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 BIN = Path(sys.executable).parent
@@ -32,20 +36,48 @@ def run(command: list[str], cwd: Path) -> str:
     return done.stdout
 
 
-def run_in_shadow(command: list[str], cwd: Path) -> None:
+def run_in_shadow(command: list[str], cwd: Path, store: Path) -> None:
     """``usersignals run`` as a reader runs it: started, left until it has recorded the
     versions it computes (the new one among them), then stopped (SIGTERM) for the cut-over."""
     log = cwd / "run.log"
     with log.open("w") as errors, subprocess.Popen(command, cwd=cwd, stderr=errors) as processor:
         try:
             deadline = time.monotonic() + 60
-            while not recorded(cwd / "data" / "store", "interests@2"):
+            while not recorded(store, "interests@2"):
                 assert processor.poll() is None, log.read_text()
                 assert time.monotonic() < deadline, "the processor did not record its signals"
                 time.sleep(0.2)
         finally:
             processor.send_signal(signal.SIGTERM)
             assert processor.wait(timeout=60) == 0, log.read_text()
+
+
+def serve_once(command: list[str], env: dict[str, str], cwd: Path, name: str) -> Any:
+    """``usersignals serve`` as the README starts it (on a free port, not 8080): started,
+    asked for ``name`` for the busiest stored user once ready, then stopped."""
+    port = free_port()
+    with subprocess.Popen([*command, "--port", str(port)], cwd=cwd, env=env) as server:
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(lambda: ready(base), 60, "the server to be ready", alive=server)
+            store = RocksStore(cwd / command[command.index("--store") + 1], read_only=True)
+            try:
+                user = user_of(next(key for key, _ in store.scan(USER_PREFIX)))
+            finally:
+                store.close()
+            answer = httpx.get(f"{base}/v1/users/{user}/signals?names={name}", timeout=5)
+            assert answer.status_code == 200, answer.text
+            return answer.json()["signals"][name]
+        finally:
+            server.send_signal(signal.SIGTERM)
+            server.wait(timeout=60)
+
+
+def ready(base: str) -> bool:
+    try:
+        return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+    except httpx.TransportError:
+        return False
 
 
 def recorded(store: Path, key: str) -> bool:
@@ -63,58 +95,37 @@ def test_the_version_workflow_runs_as_the_readme_shows(tmp_path: Path) -> None:
     (module,) = re.findall(r"```python\n(.*?)```", text, flags=re.DOTALL)
     (commands,) = re.findall(r"```bash\n(.*?)```", text, flags=re.DOTALL)
     (tmp_path / "my_signals.py").write_text(module)
-    deployed = module.replace("SIGNALS = [interests_v1, interests_v2]", "SIGNALS = [interests_v1]")
-    assert deployed != module
-    (tmp_path / "deployed.py").write_text(deployed)
     usersignals = str(BIN / "usersignals")
-    run([usersignals, "generate", "--out", "data/workload", "--events", "3000"], tmp_path)
-    store = ["--store", "data/store"]
-    run([usersignals, "tables", "load", "items", "data/workload/items.jsonl", *store], tmp_path)
-    replay = [usersignals, "replay", "data/workload/events.jsonl", "--signals", "deployed.py"]
-    run([*replay, *store], tmp_path)
-    (tmp_path / "data" / "archive").mkdir()
-    (tmp_path / "data" / "workload" / "events.jsonl").rename(
-        tmp_path / "data" / "archive" / "events.jsonl"
-    )
-
+    history = ["--out", "data/history", "--end", "2026-01-15T00:00:00Z"]
+    run([usersignals, "generate", *history, "--events", "3000"], tmp_path)
     outputs: dict[str, str] = {}
     for line in commands.strip().splitlines():
         argv = shlex.split(line, comments=True)
-        assert argv[0] == "usersignals"
+        settings = {}
+        while "=" in argv[0]:  # VAR=value before the command, as a shell takes it
+            name, _, value = argv.pop(0).partition("=")
+            settings[name] = value
+        assert argv[0] == ".venv/bin/usersignals", line
+        argv[0] = usersignals
+        store = tmp_path / argv[argv.index("--store") + 1]
         if argv[1] == "run":
-            run_in_shadow([str(BIN / argv[0]), *argv[1:]], tmp_path)
-            continue
-        if argv[1] == "backfill":
-            # `usersignals backfill` is the offline part's command; its library call, with the
-            # README's arguments, until both land on one branch.
-            options = dict(zip(argv[2::2], argv[3::2], strict=True))
-            settings = Settings.load(
-                environ={},
-                overrides={
-                    "signals": str(tmp_path / options["--signals"]),
-                    "store": {"path": str(tmp_path / options["--store"])},
-                },
-            )
-            summary = backfill(
-                BackfillJob(
-                    str(tmp_path / options["--events"]), settings, only=(options["--only"],)
-                )
-            )
-            assert summary.events > 0
-            continue
-        outputs[argv[2]] = run([str(BIN / argv[0]), *argv[1:]], tmp_path)
+            run_in_shadow(argv, tmp_path, store)
+        elif argv[1] == "serve":
+            shadow = serve_once(argv, {**os.environ, **settings}, tmp_path, "interests@2")
+            assert shadow["version"] == 2  # the new version, served when named
+        else:
+            outputs[" ".join(argv[1:3])] = run(argv, tmp_path)
 
-    assert "interests@2" in outputs["plan"]
-    assert "yes" in outputs["plan"]  # needs backfill
-    diff = json.loads(outputs["diff"])
+    assert "interests@2" in outputs["signals plan"]
+    assert "yes" in outputs["signals plan"]  # needs backfill
+    diff = json.loads(outputs["signals diff"])
     assert diff["users"] > 0
+    assert diff["refused"] == 0  # as of the history's end: every user answers
     assert diff["changed"] > 0  # a 3-day half-life scores differently from a 7-day one
-    assert json.loads(outputs["cutover"])["previous"] == "interests@1"
+    assert json.loads(outputs["signals cutover"])["previous"] == "interests@1"
     user = diff["examples"][0]["user_id"]
-    get = [usersignals, "get", user, "--signal", "interests", "--signals", "my_signals.py"]
-    served = json.loads(run([*get, *store], tmp_path))["signals"]["interests"]
+    get = [usersignals, "get", user, "--signal", "interests", "--signals", "my_signals.py",
+           "--as-of", "2026-01-15T00:00:00Z", "--store", "data/versions"]  # fmt: skip
+    served = json.loads(run(get, tmp_path))["signals"]["interests"]
     assert served["version"] == 2
-    # The same profile as v2 in the diff (scores decay with the clock between the two reads).
-    assert [entry["key"] for entry in served["value"]] == [
-        entry["key"] for entry in diff["examples"][0]["new"]
-    ]
+    assert served["value"] == diff["examples"][0]["new"]
