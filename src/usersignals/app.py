@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from usersignals.assembly import build_decoder, build_materializer, build_registry, open_store
+from usersignals.assembly import (
+    build_decoder,
+    build_materializer,
+    build_registry,
+    open_store,
+    warn_of_empty_tables,
+)
 from usersignals.closing import Closing, SupportsClose, close_all
 from usersignals.config import Settings
 from usersignals.errors import SignalsMismatchError
@@ -69,6 +75,7 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
         engine.large_records.limit_bytes = settings.processing.large_record_bytes
+        warn_of_empty_tables(settings, registry, store)
         # A version's state holds what its definition computed: another definition under the
         # same version would mix two meanings in it, silently.
         # As `signals apply` recorded them (the version table) or the last processor did.

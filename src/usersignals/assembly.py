@@ -93,6 +93,24 @@ def build_materializer(
     )
 
 
+def warn_of_empty_tables(settings: Settings, registry: SignalRegistry, store: StateStore) -> None:
+    """Say which embedded tables the signals enrich from hold nothing: their events would be
+    applied with every enriched field missing, without a word (an embedded store only:
+    asking Redis for one key of a prefix may walk its whole keyspace)."""
+    if settings.store.backend != "rocksdb":
+        return
+    names = {lookup.name for signal in registry.computed for lookup in signal.lookups}
+    for name in sorted(names):
+        config = settings.enrich.sources.get(name, SourceSettings())
+        if config.kind == "table" and next(store.table(name).scan(), None) is None:
+            logger.warning(
+                "the signals enrich from table %r, which holds no record in %s: every event "
+                "is applied with its fields missing; load it first "
+                "(usersignals tables load %s FILE --store %s)",
+                name, settings.store.path, name, settings.store.path,
+            )  # fmt: skip
+
+
 def build_registry(settings: Settings) -> SignalRegistry:
     return SignalRegistry.from_module(settings.signals)
 
