@@ -289,6 +289,7 @@ def serve(
     from usersignals.app import open_store_reader
     from usersignals.assembly import once_the_store_answers
     from usersignals.serving.feature_log import check_feature_log_sink
+    from usersignals.serving.raw import check_raw_events
 
     serving = {"host": host, "port": port, "workers": workers, "mode": mode}
     settings = _serve_settings(config, store, serving, spool, kafka, topic)
@@ -298,7 +299,11 @@ def serve(
     reader = once_the_store_answers(settings, lambda: open_store_reader(settings), stop)
     if reader is None:  # stopped while waiting
         return
-    reader.store.close()
+    try:
+        if settings.serving.mode == "raw":
+            check_raw_events(reader.registry, reader.store)  # else each worker fails on it
+    finally:
+        reader.store.close()
     check_feature_log_sink(settings)  # here, not in every worker's start
     if not settings.kafka.bootstrap_servers:  # every worker appends to the spool
         Path(settings.spool.path).mkdir(parents=True, exist_ok=True)

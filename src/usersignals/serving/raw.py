@@ -15,6 +15,7 @@ import msgspec
 
 from usersignals.aggregations.context import ReadContext
 from usersignals.enrich.sources import TableSource
+from usersignals.errors import ConfigurationError, StoreError
 from usersignals.events.model import Event
 from usersignals.serving.reader import (
     ReadPlan,
@@ -33,6 +34,19 @@ if TYPE_CHECKING:
     from usersignals.serving.queries import Query
 
 _decoder = msgspec.msgpack.Decoder(Event)
+
+
+def check_raw_events(registry: SignalRegistry, store: StateStore) -> None:
+    """Refuse raw mode over a store that keeps no raw events, in one line (``serve`` checks
+    before its workers start: each failed on it, in a loop of tracebacks)."""
+    try:
+        RawRecomputer(registry, store)
+    except StoreError as exc:
+        raise ConfigurationError(
+            f"serve --mode raw recomputes from the raw events, and the store has none ({exc}):"
+            " run the processor with processing.keep_raw_events = true "
+            "(USERSIGNALS_PROCESSING__KEEP_RAW_EVENTS=true) first"
+        ) from exc
 
 
 class RawRecomputer:
