@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import msgspec
 
 from usersignals.assembly import (
     build_decoder,
@@ -35,7 +38,7 @@ from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import SIGNALS_KEY
+from usersignals.state.keys import BACKFILL_OFFSETS_KEY, SIGNALS_KEY
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
     changed_since_computed,
@@ -47,6 +50,8 @@ from usersignals.state.versions import (
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -125,12 +130,32 @@ def build_spool_runner(
         raise
 
 
+def warn_of_another_topic(store: StateStore, topic: str) -> None:
+    """Say so when the store's backfill hand-over names other topics than ``topic``: the
+    users' progress is per ``topic/partition``, so the events of both are applied twice but
+    for the repeats the event-id dedupe drops (within its horizon)."""
+    raw = store.get_many([BACKFILL_OFFSETS_KEY])[0]
+    if not raw:
+        return
+    offsets = msgspec.json.decode(raw, type=dict[str, int])
+    topics = sorted({name.rpartition("/")[0] for name in offsets})
+    if topics and topic not in topics:
+        logger.warning(
+            "the store's backfill handed over at the offsets of topic(s) %s, and this processor "
+            "consumes %r: if it holds the same events, they are applied twice (but for repeats "
+            "within processing.dedupe_horizon_ms); consume the exported topic, or backfill "
+            "this one's export",
+            ", ".join(map(repr, topics)), topic,
+        )  # fmt: skip
+
+
 def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> KafkaRunner:
     """The Kafka processor; it takes ``processor`` over and closes it when closed.
 
     A revocation waits for the batches in flight to be committed.
     """
     kafka = processor.settings.kafka
+    warn_of_another_topic(processor.store, kafka.topic)
     holder: list[KafkaRunner] = []
 
     def revoked(partitions: list[str]) -> None:

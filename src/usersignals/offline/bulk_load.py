@@ -18,11 +18,10 @@ import msgspec
 
 from usersignals.processing.dedupe import merge_seen
 from usersignals.state.codec import UserRecord, decode_record, encode_record
-from usersignals.state.keys import USER_PREFIX, meta_key
+from usersignals.state.keys import BACKFILL_OFFSETS_KEY, USER_PREFIX
 from usersignals.state.store import StateStore
 
 #: Per Kafka partition, the next offset after what the last backfill covered.
-BACKFILL_OFFSETS_KEY = meta_key("backfill_offsets")
 _CHUNK = 5_000
 
 

@@ -41,6 +41,9 @@ def meta_key(name: str) -> bytes:
 METADATA_LOCK_KEY = meta_key("lock")
 #: The processor's record of the signals it computes (``usersignals.signals.identity``).
 SIGNALS_KEY = meta_key("signals")
+#: A backfill's hand-over offsets, ``topic/partition`` → the next offset, as JSON: where the
+#: stream continues from (``usersignals.offline.bulk_load``).
+BACKFILL_OFFSETS_KEY = meta_key("backfill_offsets")
 
 
 def table_column(name: str) -> str:
