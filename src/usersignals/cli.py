@@ -518,6 +518,9 @@ def demo(
 
     from usersignals.demo import live_service
 
+    # First: a port another server holds (a demo left running) had the demo read that
+    # server, and print its answers as its own.
+    check_can_listen("127.0.0.1", port, "--port")
     if directory.exists():
         shutil.rmtree(directory)
     started = time.perf_counter()

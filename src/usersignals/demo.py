@@ -185,7 +185,8 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
             thread.start()
         with Client(base_url, timeout=1.0) as client:
             deadline = time.monotonic() + 30
-            while not client.ready():
+            # Its own server, alive, answers: not another one on the port.
+            while server.poll() is not None or not client.ready():
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise ConfigurationError(f"the demo server did not start on port {port}")
                 time.sleep(0.1)

@@ -784,3 +784,21 @@ def test_no_command_shows_the_help() -> None:
     assert done.returncode == 2
     assert said.startswith("Usage: usersignals")  # the help itself, not an error line
     assert "backfill" in said
+
+
+def test_a_demo_on_a_port_another_server_holds_says_so_at_once(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: a demo on the port of a server left running printed
+    "The API is serving on ..." and then read that other server's answers as its own."""
+    import socket
+    import subprocess
+
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        command = [str(Path(sys.executable).parent / "usersignals"), "demo", "--events", "10",
+                   "--dir", str(tmp_path / "demo"), "--port", str(port)]  # fmt: skip
+        done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert f"--port {port}: cannot listen" in done.stderr
+    assert not (tmp_path / "demo").exists()  # nothing replayed first
