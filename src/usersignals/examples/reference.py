@@ -1,4 +1,4 @@
-"""The five reference signals of the reference workload (see the README and DESIGN.md).
+"""The five reference signals of the reference workload (see the README).
 
 Used by the quick start, the tests and every benchmark. Copy this module to start your own:
 ``usersignals signals compile usersignals.examples.reference`` shows what it compiles to.
