@@ -67,3 +67,18 @@ def test_an_unknown_context_parameter_lists_those_a_training_set_takes() -> None
     with pytest.raises(ContextError, match="known: window") as refused:
         feature_columns(registry, ["foo=1"])
     assert "as_of" not in str(refused.value)
+
+
+def test_the_columns_pandas_writes_are_read(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: a pandas `category` user column (Arrow dictionary)
+    was refused, and so was a ms column with a missing value (pandas makes it float64), so
+    the documented "a row without a time gets nulls" could not be reached that way."""
+    users = pa.array(["u1", "u2", "u1", None]).dictionary_encode()
+    times = pa.array([float(T), None, float(T + 1), float(T)], pa.float64())
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.table({"user_id": users, "ts": times}), path)
+    _, labels = read_labels(path, "user_id", "ts")
+    assert labels == [(0, "u1", T), (2, "u1", T + 1)]
+    pq.write_table(pa.table({"user_id": ["u1"], "ts": pa.array([T + 0.5])}), path)
+    with pytest.raises(ConfigurationError, match="whole milliseconds"):
+        read_labels(path, "user_id", "ts")

@@ -256,6 +256,8 @@ def read_labels(
     times = table.column(time_column)
     if pa.types.is_timestamp(times.type):
         times = times.cast(pa.timestamp("ms", tz=times.type.tz)).cast(pa.int64())
+    elif pa.types.is_floating(times.type):  # pandas' int column with a missing value
+        times = _whole_ms(path, time_column, times)
     elif not pa.types.is_integer(times.type):
         raise ConfigurationError(
             f"label column {time_column!r} must be a timestamp or ms since the epoch, "
@@ -298,6 +300,20 @@ def training_inputs(job: TrainingJob) -> TrainingInputs:
     return TrainingInputs(job, columns, table, labels, started)
 
 
+def _whole_ms(path: Path, column: str, times: Any) -> Any:
+    """Float label times (pandas writes an integer column with a missing value as float64)
+    as whole milliseconds, the missing ones null; a fraction is refused."""
+    import pyarrow as pa
+
+    values = [None if t is None or t != t else t for t in times.to_pylist()]  # NaN: missing
+    if any(t is not None and not float(t).is_integer() for t in values):
+        raise ConfigurationError(
+            f"labels {str(path)!r}: column {column!r} must hold whole milliseconds since the "
+            "epoch (floats with a fraction are not)"
+        )
+    return pa.array([None if t is None else int(t) for t in values], pa.int64())
+
+
 def _label_users(path: Path, column: str, values: Any) -> list[str | None]:
     """The user ids of a label column as the API reads them: text; UTF-8 bytes (as Hive and
     Spark exports hold them) decoded; integers as their digits. Others are refused: read
@@ -306,6 +322,9 @@ def _label_users(path: Path, column: str, values: Any) -> list[str | None]:
     import pyarrow as pa
 
     kind = values.type
+    if pa.types.is_dictionary(kind):  # pandas' category column
+        values = values.cast(kind.value_type)
+        kind = values.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
         return list(values.to_pylist())
     if pa.types.is_integer(kind):
