@@ -185,8 +185,7 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
             thread.start()
         with Client(base_url, timeout=1.0) as client:
             deadline = time.monotonic() + 30
-            # Its own server, alive, answers: not another one on the port.
-            while server.poll() is not None or not client.ready():
+            while server.poll() is not None or not client.ready():  # its own server, alive
                 if server.poll() is not None or time.monotonic() > deadline:
                     raise ConfigurationError(f"the demo server did not start on port {port}")
                 time.sleep(0.1)
