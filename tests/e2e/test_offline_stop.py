@@ -48,8 +48,12 @@ def job(kind: str, archive: Path, work: Path) -> list[str]:
             "--out", str(work / "features.parquet"), *store]  # fmt: skip
 
 
-def start(command: list[str], work: Path) -> tuple[subprocess.Popen[bytes], set[int]]:
-    """The job, once its worker runs; and its worker processes."""
+def start(
+    command: list[str], work: Path, session: bool = False, settle_s: float = 0.3
+) -> tuple[subprocess.Popen[bytes], set[int]]:
+    """The job, once its worker runs (``settle_s`` later); and its worker processes.
+    ``session``: in a process group of its own, as a terminal runs it (Ctrl-C reaches the
+    whole group)."""
     scratch = work / "tmp"
     scratch.mkdir()
     items = command[command.index("--events") + 1].replace("events.jsonl", "items.jsonl")
@@ -57,10 +61,12 @@ def start(command: list[str], work: Path) -> tuple[subprocess.Popen[bytes], set[
     load = [CLI, "tables", "load", "items", items, "--key", "item_id", "--store", store]
     subprocess.run(load, check=True, capture_output=True, timeout=120)
     env = {**os.environ, "TMPDIR": str(scratch)}
-    process = subprocess.Popen(command, cwd=work, env=env, stderr=subprocess.PIPE)
+    process = subprocess.Popen(
+        command, cwd=work, env=env, stderr=subprocess.PIPE, start_new_session=session
+    )
     try:
         wait_for(lambda: children_of(process.pid), 60, "a worker process", alive=process)
-        time.sleep(0.3)  # into the shards' work
+        time.sleep(settle_s)  # into the shards' work
         if process.poll() is not None:
             raise AssertionError(f"the job ended before it could be stopped: {process.stderr}")
         return process, children_of(process.pid)
@@ -116,4 +122,26 @@ def test_a_killed_job_takes_its_workers_with_it(archive: Path, tmp_path: Path) -
     finally:
         kill_left(workers)
         assert process.stderr is not None
+        process.stderr.close()
+
+
+@pytest.mark.parametrize("kind", ["backfill", "training-set"])
+def test_ctrl_c_stops_the_job_and_its_workers_without_a_traceback(
+    kind: str, archive: Path, tmp_path: Path
+) -> None:
+    """Found in an ML engineer's trial: Ctrl-C (SIGINT to the terminal's process group) on a
+    job with `--workers 2` printed a worker's KeyboardInterrupt traceback."""
+    # At once: the worker is still starting (importing), before its handlers are set.
+    process, workers = start(job(kind, archive, tmp_path), tmp_path, session=True, settle_s=0)
+    try:
+        os.killpg(process.pid, signal.SIGINT)
+        process.wait(timeout=60)
+        wait_for(lambda: not any(alive(pid) for pid in workers), 10, "the workers to exit")
+        assert process.stderr is not None
+        stderr = process.stderr.read().decode()
+        assert process.returncode == 130, stderr
+        assert "Traceback" not in stderr, stderr
+        assert left_behind(tmp_path) == []
+    finally:
+        kill_left(workers)
         process.stderr.close()

@@ -22,7 +22,7 @@ from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
 from usersignals.offline.plan import record_backfill
-from usersignals.offline.stopping import start_worker
+from usersignals.offline.stopping import start_worker, take_stops, workers_start_held
 from usersignals.processing.engine import Engine
 from usersignals.processing.gc_tuning import collector_tuned
 from usersignals.signals.registry import SignalRegistry
@@ -97,7 +97,8 @@ class ShardPool:
                 initargs=(os.getpid(),),
             )
             try:
-                with _main_not_rerun():  # each submit starts a worker while none is idle
+                # Each submit starts a worker while none is idle; started with the stops held.
+                with _main_not_rerun(), workers_start_held():
                     for _ in range(self._workers):
                         self._pool.submit(_in_worker, _warm_up, self._module)
             except BaseException:
@@ -133,7 +134,7 @@ class ShardPool:
         others: list[Future[Result]] = []
         try:
             if self._pool is not None:
-                with _main_not_rerun():  # should a worker start only now
+                with _main_not_rerun(), workers_start_held():  # should a worker start only now
                     others = [self._pool.submit(_in_worker, compute, task) for task in tasks[1:]]
             first = _tuned(compute, tasks[0])
             if then is not None:
@@ -196,6 +197,7 @@ def _in_worker(run: Callable[[Task], Result], task: Task) -> Result:
     open it interrupted) is then finalized, its temporary directory removed. Ended inside
     the handler, the traceback held it, and the directory stayed (seen under load)."""
     try:
+        take_stops()  # here, where a stop unwinds the task cleanly
         return _tuned(run, task)
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 1

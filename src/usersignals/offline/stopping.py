@@ -58,6 +58,29 @@ def _unwind(signum: int, frame: FrameType | None) -> None:
     raise_stop(SystemExit(128 + signum))
 
 
+#: The signals that stop a job: a worker starts with them blocked (:func:`workers_start_held`).
+STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
+
+
+@contextmanager
+def workers_start_held() -> Iterator[None]:
+    """Within: the workers started (spawned) start with SIGINT and SIGTERM blocked, as this
+    thread has them (a new process inherits its starter's mask), until a worker unblocks
+    them where a stop unwinds it cleanly (:func:`take_stops`). A Ctrl-C reaching a worker
+    while it still imported the package printed its KeyboardInterrupt traceback. This
+    process still stops: Python runs its handlers whichever thread the kernel chose."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
+
+
+def take_stops() -> None:
+    """In a worker, where a stop unwinds it: the stops that came while it started, now."""
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPS)
+
+
 def start_worker(parent: int) -> None:
     """A worker's first call: SIGTERM unwinds it as it does the parent (its store closed,
     its scratch removed), and the kernel sends it SIGTERM when its parent dies (Linux;
@@ -66,6 +89,7 @@ def start_worker(parent: int) -> None:
     Without the second, a parent that dies without stopping its workers (SIGKILL, a crash)
     left them running their shards to the end, for nobody."""
     signal.signal(signal.SIGTERM, _unwind)
+    signal.signal(signal.SIGINT, _unwind)  # as SIGTERM: no KeyboardInterrupt traceback
     prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     if os.getppid() != parent:  # the parent died before the request took effect
         os._exit(128 + signal.SIGTERM)  # nothing to unwind yet
