@@ -184,6 +184,12 @@ def test_logged_answers_recomputed_offline_agree_exactly(
     done = run_consistency(tmp_path / "empty-log", events, service.store)
     assert done.returncode == 2, done.stderr
     assert "no logged answers" in done.stderr
+    # Found in an ML engineer's trial: the Parquet files of a server still running (still
+    # being written, `.parquet.tmp`) are not read; the refusal says so.
+    (tmp_path / "empty-log" / "answers-00000.parquet.tmp").write_bytes(b"PAR1")
+    done = run_consistency(tmp_path / "empty-log", events, service.store)
+    assert done.returncode == 2, done.stderr
+    assert "1 file still being written" in " ".join(done.stderr.split())
     as_of = tmp_path / "as-of-log.jsonl"
     as_of.write_text(json.dumps({**json.loads(lines[0]), "params": {"as_of": "1"}}) + "\n")
     done = run_consistency(as_of, events, service.store)

@@ -192,6 +192,13 @@ def check_consistency(log: Path, archive: str, settings: Settings) -> Consistenc
         if unreadable:
             shown = f"{len(unreadable):,} unreadable lines or files, the first {unreadable[0]}"
             message += f" ({shown})"
+        writing = sorted(log.glob("*.tmp")) if log.is_dir() else []
+        if writing:  # a running server's Parquet files, readable once finished
+            message += (
+                f"; {len(writing):,} file{'s' if len(writing) > 1 else ''} still being written "
+                f"(*.tmp, such as {writing[0].name}): read once finished, when the server "
+                "finishes the file (after serving.feature_log_rows_per_file rows) or stops"
+            )
         raise ConfigurationError(message)
     registry = SignalRegistry.from_module(settings.signals)
     _refuse_other_definitions(settings, registry)
