@@ -285,11 +285,8 @@ def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path
     assert "1 repeated event ids dropped" in said
 
 
-def test_a_backfill_of_a_definition_changed_under_its_version_is_refused(tmp_path: Path) -> None:
-    """Found in an ML engineer's trial: `signals apply` and `run` refuse a module whose
-    signal changed under the same name@version, but `backfill` merged its states in (rc 0),
-    and the store then served them under the recorded definition (a score of 55.69 where
-    the recorded half-life gives 52.71)."""
+def two_definitions_of_one_version(tmp_path: Path) -> tuple[Path, Path]:
+    """One event, and two modules defining `interest@1` with two half-lives."""
     event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
              "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
     (tmp_path / "events.jsonl").write_text(json.dumps(event) + "\n")
@@ -299,17 +296,30 @@ def test_a_backfill_of_a_definition_changed_under_its_version_is_refused(tmp_pat
             'SIGNALS = [Signal(name="interest", version=1, retention="7d", aggregate='
             f'DecayedScores(key="surface", half_life="{half_life}"))]\n'
         )
-    cli, store = str(BIN / "usersignals"), ["--store", str(tmp_path / "s")]
-    events = ["--events", str(tmp_path / "events.jsonl"), "--workers", "1"]
-    run([cli, "backfill", *events, "--signals", str(tmp_path / "a.py"), *store], tmp_path)
-    run([cli, "signals", "apply", "--signals", str(tmp_path / "a.py"), *store], tmp_path)
-    refused = subprocess.run(
-        [cli, "backfill", *events, "--signals", str(tmp_path / "b.py"), *store],
-        cwd=tmp_path, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
+    return tmp_path / "a.py", tmp_path / "b.py"
+
+
+def refused(command: list[str], cwd: Path) -> str:
+    """A command expected to be refused (exit 2): what it said, on one line."""
+    done = subprocess.run(
+        command, cwd=cwd, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
         timeout=120,
     )  # fmt: skip
-    assert refused.returncode == 2, refused.stderr
-    said = " ".join(refused.stderr.split())
+    assert done.returncode == 2, done.stderr
+    return " ".join(done.stderr.split())
+
+
+def test_a_backfill_of_a_definition_changed_under_its_version_is_refused(tmp_path: Path) -> None:
+    """Found in an ML engineer's trial: `signals apply` and `run` refuse a module whose
+    signal changed under the same name@version, but `backfill` merged its states in (rc 0),
+    and the store then served them under the recorded definition (a score of 55.69 where
+    the recorded half-life gives 52.71)."""
+    first, edited = two_definitions_of_one_version(tmp_path)
+    cli, store = str(BIN / "usersignals"), ["--store", str(tmp_path / "s")]
+    events = ["--events", str(tmp_path / "events.jsonl"), "--workers", "1"]
+    run([cli, "backfill", *events, "--signals", str(first), *store], tmp_path)
+    run([cli, "signals", "apply", "--signals", str(first), *store], tmp_path)
+    said = refused([cli, "backfill", *events, "--signals", str(edited), *store], tmp_path)
     assert "interest@1 defined otherwise" in said
     assert "bump the version" in said
 
@@ -319,24 +329,10 @@ def test_a_processor_refuses_a_definition_changed_since_apply(tmp_path: Path) ->
     name@version defined otherwise was refused by `plan` and `apply`, yet `run` and
     `replay` started and applied events (the processor compared the module only with the
     one the last processor recorded): the store mixed two definitions."""
-    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
-             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
-    (tmp_path / "events.jsonl").write_text(json.dumps(event) + "\n")
-    for name, half_life in (("a.py", "3d"), ("b.py", "2d")):
-        (tmp_path / name).write_text(
-            "from usersignals import DecayedScores, Signal\n"
-            'SIGNALS = [Signal(name="interest", version=1, retention="7d", aggregate='
-            f'DecayedScores(key="surface", half_life="{half_life}"))]\n'
-        )
+    first, edited = two_definitions_of_one_version(tmp_path)
     cli, store = str(BIN / "usersignals"), ["--store", str(tmp_path / "s")]
-    run([cli, "signals", "apply", "--signals", str(tmp_path / "a.py"), *store], tmp_path)
-    refused = subprocess.run(
-        [cli, "replay", str(tmp_path / "events.jsonl"), "--signals", str(tmp_path / "b.py"),
-         *store],
-        cwd=tmp_path, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
-        timeout=120,
-    )  # fmt: skip
-    assert refused.returncode == 2, refused.stderr
-    said = " ".join(refused.stderr.split())
+    run([cli, "signals", "apply", "--signals", str(first), *store], tmp_path)
+    replay = [cli, "replay", str(tmp_path / "events.jsonl"), "--signals", str(edited)]
+    said = refused([*replay, *store], tmp_path)
     assert "interest@1" in said
     assert "bump its version" in said
