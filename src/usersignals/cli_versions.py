@@ -171,13 +171,14 @@ def signals_diff(
         reader.store.close()
     if as_json:
         sys.stdout.write(json.dumps(report.to_json(), sort_keys=True) + "\n")
-        return
-    _print_diff(report)
+    else:
+        _print_diff(report)
+    _warn_of_diff(report)  # on stderr, with --json too
 
 
 def _print_diff(report: DiffReport) -> None:
-    """A diff's report as a table of the two versions' sizes, its counts, a few changed users
-    to look at, and its warnings (ignored parameters; a sample empty on both sides)."""
+    """A diff's report as a table of the two versions' sizes, its counts, and a few changed
+    users to look at."""
     table = Table("", report.old, report.new)
     for label, a, b in (
         ("users", report.old_distribution.users, report.new_distribution.users),
@@ -197,6 +198,10 @@ def _print_diff(report: DiffReport) -> None:
     if report.examples:
         users = ", ".join(example["user_id"] for example in report.examples)
         out.print(f"changed users to look at (both values in --json): {users}", markup=False)
+
+
+def _warn_of_diff(report: DiffReport) -> None:
+    """What the diff could not compare: ignored parameters, refused users, an empty sample."""
     for key, names in report.ignored.items():
         console.print(
             f"warning: {key} ignores {', '.join(names)} (its aggregation does not take it): "
