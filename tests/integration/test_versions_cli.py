@@ -116,6 +116,9 @@ def test_diff_compares_two_versions_over_stored_users_then_cutover_serves_the_ne
     # and a comparison of nothing says so rather than "0 changed".
     now = cli("signals", "diff", "interests@1", "interests@2", *common[:-1])
     assert "every sampled user's answers are empty in both" in " ".join(now.stderr.split())
+    # With --json too, on stderr (found in a newcomer's trial: JSON said nothing of it).
+    now = cli("signals", "diff", "interests@1", "interests@2", *common)
+    assert "every sampled user's answers are empty in both" in " ".join(now.stderr.split())
     # The table names a few changed users to look at, and warns of an ignored parameter.
     table = cli(
         "signals", "diff", "interests@1", "interests@2", "--context", f"as_of={end}",
