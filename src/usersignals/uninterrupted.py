@@ -55,4 +55,7 @@ def raise_stop(stop: BaseException) -> None:
     if _depth:
         _pending = _pending or stop
         return
+    # Raised now, it supersedes one a section's end had yet to raise (a stop landing between
+    # the section's last step and its raise): none is left to surface later, stale.
+    _pending = None
     raise stop

@@ -187,7 +187,7 @@ def test_files_are_read_in_the_order_of_their_names(tmp_path: Path, glob: bool) 
 
 
 def test_an_archive_without_event_files_is_refused(tmp_path: Path) -> None:
-    (tmp_path / "notes.txt").write_text("")
+    (tmp_path / "_SUCCESS").write_text("")  # skipped, as Spark's markers are
     with pytest.raises(ConfigurationError, match=r"no \.jsonl"):
         EventArchive(tmp_path)
     with pytest.raises(ConfigurationError, match=r"matches nothing"):
@@ -322,3 +322,35 @@ def test_gzipped_jsonl_is_read_and_a_file_of_another_kind_is_refused(tmp_path: P
     with pytest.raises(ConfigurationError) as caught:
         EventArchive(tmp_path)
     assert "day3.jsonl.zst, notes.txt" in str(caught.value)
+
+
+@pytest.mark.parametrize("content", [b"", b"not gzip at all\n"])
+def test_a_gzipped_file_cut_short_or_not_gzip_is_refused_naming_it(
+    tmp_path: Path, content: bytes
+) -> None:
+    """A review's find: gzip's own error (EOFError, BadGzipFile) named no file and was not
+    the package's; the Parquet path already named the file in one line."""
+    import gzip
+
+    whole = gzip.compress((json.dumps(EVENT) + "\n").encode() * 1000)
+    (tmp_path / "day.jsonl.gz").write_bytes(content or whole[: len(whole) // 2])
+    with pytest.raises(ConfigurationError, match=r"cannot read the event archive's file day"):
+        read(tmp_path)
+
+
+def test_an_archive_of_only_unread_kinds_names_them(tmp_path: Path) -> None:
+    (tmp_path / "day.jsonl.zst").write_bytes(b"\x28\xb5\x2f\xfd")
+    with pytest.raises(ConfigurationError, match=r"does not read: day\.jsonl\.zst"):
+        EventArchive(tmp_path)
+
+
+@pytest.mark.parametrize("location", ["events", "events/*.jsonl", "events/dt=*", "events/a.jsonl"])
+def test_a_path_inside_an_archive_is_known_for_one(tmp_path: Path, location: str) -> None:
+    """The dead-letter guard's question, for a directory, globs and a file (a review's find:
+    a glob archive let the dead letters be written where the next job reads them)."""
+    (tmp_path / "events").mkdir()
+    (tmp_path / "events" / "a.jsonl").write_text(json.dumps(EVENT) + "\n")
+    where = str(tmp_path / location)
+    inside = tmp_path / "events" / ("a.jsonl" if location.endswith("a.jsonl") else "dead.jsonl")
+    assert archive.inside_archive(where, inside)
+    assert not archive.inside_archive(where, tmp_path / "dead.jsonl")

@@ -89,7 +89,7 @@ def test_a_reader_stopped_as_it_opens_leaves_no_directory(tmp_path: Path) -> Non
     """An offline job told to stop (SIGTERM) while a reader of the store opened left the
     reader's directory in the temp dir (seen once in the suite, under load): a stop landing
     inside ``TemporaryDirectory()``, after the directory is made and before its finalizer
-    is, removes nothing. The reader makes it with the stop signals held back."""
+    is, removes nothing. The stop now waits for the directory to be whole."""
     RocksStore(tmp_path / "store").close()
     scratch = tmp_path / "tmp"
     scratch.mkdir()

@@ -110,7 +110,7 @@ def test_a_digest_recorded_by_the_previous_release_still_matches() -> None:
 
 
 def definition_text(signal: Signal) -> str:
-    from usersignals.offline.plan import definition_text as text
+    from usersignals.state.versions import definition_text as text
 
     return text(signal)
 

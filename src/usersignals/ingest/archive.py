@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import glob
 import gzip
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from itertools import repeat
@@ -127,11 +128,11 @@ def _resolve(location: str) -> list[ArchiveFile]:
     # The archive's order is its files' names, as text: so a row's position (``archive:``
     # name, row) sorts in archive order, the order the training set judges repeats in.
     files.sort(key=lambda file: file.name)
-    if not files:
+    unread = sorted(p.relative_to(root).as_posix() for p in shown if not _readable(p))
+    if not files and not unread:
         raise ConfigurationError(
             f"event archive {location!r} has no .jsonl, .json, .ndjson or .parquet files"
         )
-    unread = sorted(p.relative_to(root).as_posix() for p in shown if not _readable(p))
     if unread:  # skipped, they left a gzipped day out of a training set without a word
         listed = ", ".join(unread[:5]) + (f" and {len(unread) - 5} more" if len(unread) > 5 else "")
         raise ConfigurationError(
@@ -155,6 +156,17 @@ def _readable(path: Path) -> bool:
     if suffixes[-1:] == [GZIP_SUFFIX]:
         return len(suffixes) == 2 and suffixes[0] in JSONL_SUFFIXES
     return bool(suffixes) and suffixes[-1] in JSONL_SUFFIXES + PARQUET_SUFFIXES
+
+
+def inside_archive(location: str, path: Path) -> bool:
+    """Whether ``path`` is, or would be once written, part of the archive at ``location``:
+    the archive's file itself, or any file in its directory or under its glob's fixed part
+    (generously; a file there the archive does not read is refused by the next job)."""
+    where = path.resolve()
+    if not _is_glob(location) and not Path(location).is_dir():
+        return where == Path(location).resolve()
+    root = Path(_glob_root(location) if _is_glob(location) else location).resolve()
+    return where.is_relative_to(root)
 
 
 def _is_glob(location: str) -> bool:
@@ -189,7 +201,7 @@ def _jsonl_blocks(file: ArchiveFile, block_size: int) -> Iterator[RawBlock]:
     # Not much more than a block at a time: a sample reads only a file's first block.
     hint = min(_READ_BYTES, block_size * _LINE_BYTES)
     with _open_bytes(file.path) as handle:
-        while chunk := handle.readlines(hint):
+        while chunk := _read_lines(handle, hint, file):
             first, last = last + 1, last + len(chunk)
             if envelope is None:  # the first record that reads decides
                 shapes = (_shape(line) for line in chunk if line.strip())
@@ -296,12 +308,23 @@ def _batches(handle: Any, file: ArchiveFile, block_size: int) -> Iterator[Any]:
         raise _unreadable(file, exc) from exc
 
 
+def _read_lines(handle: BinaryIO, hint: int, file: ArchiveFile) -> list[bytes]:
+    """The next whole lines, about ``hint`` bytes; a gzipped file cut short or not gzip at
+    all raised gzip's own error, naming no file."""
+    try:
+        return handle.readlines(hint)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise _unreadable(file, exc) from exc
+
+
 def _unreadable(file: ArchiveFile, exc: Exception) -> ConfigurationError:
-    """One line naming the file: pyarrow's own words say what is wrong with it, but not
-    which of the archive's files it is (a partial upload, another format named .parquet)."""
+    """One line naming the file: pyarrow's (or gzip's) own words say what is wrong with it,
+    but not which of the archive's files it is (a partial upload, another format named
+    .parquet or .gz)."""
     detail = " ".join(str(exc).split())
+    kind = "Parquet " if file.is_parquet else ""
     return ConfigurationError(
-        f"cannot read the event archive's Parquet file {file.name}: {detail} "
+        f"cannot read the event archive's {kind}file {file.name}: {detail} "
         "(move it out of the archive, or export it again)"
     )
 

@@ -21,6 +21,7 @@ from usersignals.assembly import build_decoder, build_materializer, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
+from usersignals.ingest.archive import inside_archive
 from usersignals.offline.plan import record_backfill
 from usersignals.offline.stopping import start_worker, take_stops, workers_start_held
 from usersignals.processing.engine import Engine
@@ -55,12 +56,11 @@ def check_dead_letter(dead_letter: Path | None, archive: str, **files: Path) -> 
             raise ConfigurationError(
                 f"--dead-letter {str(dead_letter)!r} is the {what} file: give another path"
             )
-    read = Path(archive).resolve()
-    if where == read or (read.is_dir() and where.is_relative_to(read)):
+    if inside_archive(archive, dead_letter):
         raise ConfigurationError(
             f"the dead-letter file {str(dead_letter)!r} is inside the event archive "
             f"{archive!r}: the next job would read it as events; give --dead-letter a path "
-            "outside it"
+            "outside it (or, for the training set's own, --out)"
         )
 
 
@@ -249,7 +249,7 @@ def note_backfilled(settings: Settings, registry: SignalRegistry) -> None:
 
 def refuse_changed_definitions(settings: Settings, registry: SignalRegistry) -> None:
     """Refuse to backfill a version defined otherwise than when the store's states of it
-    were computed (:func:`~usersignals.offline.plan.changed_since_computed`), as ``signals
+    were computed (:func:`~usersignals.state.versions.changed_since_computed`), as ``signals
     apply`` and ``run`` refuse it."""
     existing = open_existing(settings)
     if existing is None:

@@ -1,12 +1,15 @@
 """How an offline job stops when it is told to from outside.
 
-Ctrl-C reaches the job's whole process group: every process raises ``KeyboardInterrupt``,
-and each cleans up on its way out. SIGTERM (what ``kill``, a scheduler or a container
-runtime sends) reaches the command's process alone; by default it died on the spot,
-leaving its scratch directories behind and its workers running on as orphans, holding its
-output pipes open. :func:`terminated_as_interrupted` makes SIGTERM stop the job as Ctrl-C
-does; :func:`start_worker`, run first in each worker, has it stop the same way, and also when
-the command dies without a word (killed with SIGKILL, or crashing).
+Ctrl-C reaches the job's whole process group: the command raises ``KeyboardInterrupt``, its
+workers ``SystemExit``, and each cleans up on its way out. SIGTERM (what ``kill``, a
+scheduler or a container runtime sends) reaches the command's process alone; by default it
+died on the spot, leaving its scratch directories behind and its workers running on as
+orphans, holding its output pipes open. :func:`terminated_as_interrupted` makes SIGTERM stop
+the job as Ctrl-C does; :func:`start_worker`, run first in each worker, has it stop the same
+way, and also when the command dies without a word (killed with SIGKILL, or crashing). Both
+stops go through :func:`~usersignals.uninterrupted.raise_stop`, so a section that must not
+be cut (a temporary directory being made) finishes first; a second stop ends a process at
+once, rather than raising again in the middle of the cleanup the first one started.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from usersignals.libc import prctl
 from usersignals.uninterrupted import raise_stop
 
 _PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
+#: The signals that stop a job: a worker starts with them blocked (:func:`workers_start_held`).
+STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 @contextmanager
@@ -31,21 +36,30 @@ def terminated_as_interrupted() -> Iterator[None]:
     the way out runs (scratch directories removed, stores closed). Only in the main thread,
     where Python runs signal handlers; elsewhere nothing changes."""
     try:
-        previous = signal.signal(signal.SIGTERM, _stop)
+        previous = {
+            signal.SIGTERM: signal.signal(signal.SIGTERM, _stop),
+            signal.SIGINT: signal.signal(signal.SIGINT, _interrupted),
+        }
     except ValueError:  # not the main thread
         yield
         return
     try:
         yield
     finally:
-        if previous is not None:  # None: a handler not set from Python, which stays
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            if handler is not None:  # None: a handler not set from Python, which stays
+                signal.signal(signum, handler)
+
+
+def _stops_end_at_once() -> None:
+    """A second stop (some schedulers repeat SIGTERM; a user presses Ctrl-C twice) ends the
+    process at once, rather than raising again in the middle of the first one's cleanup."""
+    for signum in STOPS:
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def _stop(signum: int, frame: FrameType | None) -> None:
-    # A second SIGTERM (some schedulers repeat it) ends the process at once, rather than
-    # raising again in the middle of the cleanup this one starts.
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stops_end_at_once()
     # The workers first: they stop as this process does (see start_worker), and waiting for
     # a shard's result ends as soon as they have.
     for worker in multiprocessing.active_children():
@@ -53,13 +67,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise_stop(SystemExit(128 + signum))
 
 
+def _interrupted(signum: int, frame: FrameType | None) -> None:
+    # Python's own Ctrl-C, through raise_stop (the workers have it too: the process group).
+    _stops_end_at_once()
+    raise_stop(KeyboardInterrupt())
+
+
 def _unwind(signum: int, frame: FrameType | None) -> None:
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    _stops_end_at_once()
     raise_stop(SystemExit(128 + signum))
-
-
-#: The signals that stop a job: a worker starts with them blocked (:func:`workers_start_held`).
-STOPS = frozenset({signal.SIGINT, signal.SIGTERM})
 
 
 @contextmanager
