@@ -259,6 +259,13 @@ def test_a_training_set_run_again_replaces_its_dead_letters(tmp_path: Path) -> N
         done = run(command, tmp_path)
         assert done.returncode == 0, done.stderr
     assert len((tmp_path / "f.dead-letter.jsonl").read_text().splitlines()) == 1
+    # A run refused keeps the pair the last one wrote (a review's find: deleted up front).
+    said = refused([*command, "--context", "window=soon"], tmp_path)
+    assert "window" in said
+    assert len((tmp_path / "f.dead-letter.jsonl").read_text().splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir() if "dead-letter" in p.name) == [
+        "f.dead-letter.jsonl"
+    ]
 
 
 def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path) -> None:

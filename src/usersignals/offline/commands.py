@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -26,7 +28,7 @@ from usersignals.optional_deps import require_pyarrow
 from usersignals.uninterrupted import temporary_directory
 
 if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
-    from usersignals.offline.training import TrainingSummary
+    from usersignals.offline.training import TrainingJob, TrainingSummary
 
 console = consoles.console(stderr=True)
 
@@ -300,30 +302,20 @@ def training_set_command(
         check_spark_master(spark)
         check_spark_master_answers(spark)
     _check_parquet_installed()
-    from usersignals.offline.training import TrainingJob, training_inputs, training_set
+    from usersignals.offline.training import TrainingJob
 
     no_huge_pages()  # before the shards start: they inherit it
     settings = _settings(config, store, signals)
     dead = dead_letter or out.with_suffix(".dead-letter.jsonl")
-    job = TrainingJob(
-        labels, events, settings, out, tuple(context or ()), _workers(workers),
-        user_column, time_column, dead,
-    )  # fmt: skip
-    if dead_letter is None:  # the output's own (OUT.dead-letter.jsonl): replaced, as it is
-        dead.unlink(missing_ok=True)
-    with terminated_as_interrupted():
-        if spark is None:
-            summary = training_set(job)
-        else:
-            from usersignals.offline.spark import training_set_spark
-
-            inputs = training_inputs(job)  # refused before Spark's JVM starts, if at all
-            session = _spark(spark, job.workers)
-            try:
-                summary = training_set_spark(session, inputs)
-            finally:
-                session.stop()
-        wait_for_workers()
+    # The output's own dead letters are replaced with it; a file given is appended to.
+    with nullcontext(dead) if dead_letter else _replaced_with_the_output(dead) as writing:
+        job = TrainingJob(
+            labels, events, settings, out, tuple(context or ()), _workers(workers),
+            user_column, time_column, writing,
+        )  # fmt: skip
+        with terminated_as_interrupted():
+            summary = _run_training(job, spark)
+            wait_for_workers()
     console.print(
         f"wrote {summary.rows:,} label rows to {out} in {summary.seconds:.1f} s "
         f"({summary.events:,} events, {summary.bad:,} bad{_deleted(summary.deletions)})",
@@ -332,6 +324,40 @@ def training_set_command(
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
     _warn_of_signal_failures(summary.signal_failed, dead)
     _warn_of_nulls(summary)
+
+
+def _run_training(job: TrainingJob, spark: str | None) -> TrainingSummary:
+    """The training set in this process's workers, or on a Spark cluster when one is named
+    (its inputs read and checked before Spark's JVM starts)."""
+    from usersignals.offline.training import training_inputs, training_set
+
+    if spark is None:
+        return training_set(job)
+    from usersignals.offline.spark import training_set_spark
+
+    inputs = training_inputs(job)
+    session = _spark(spark, job.workers)
+    try:
+        return training_set_spark(session, inputs)
+    finally:
+        session.stop()
+
+
+@contextmanager
+def _replaced_with_the_output(dead_letters: Path) -> Iterator[Path]:
+    """Where a training set writes its own dead letters (``OUT.dead-letter.jsonl``): beside
+    it, moved over it when the job ends well, as the features file is; a run refused or
+    stopped leaves the previous run's pair as it was. (Deleted up front, a refused run lost
+    the dead letters of the output it kept.)"""
+    partial = dead_letters.with_name(f".{dead_letters.name}.partial-{os.getpid()}")
+    try:
+        yield partial
+        if partial.exists():
+            os.replace(partial, dead_letters)
+        else:  # no bad record this run
+            dead_letters.unlink(missing_ok=True)
+    finally:
+        partial.unlink(missing_ok=True)
 
 
 def _warn_of_nulls(summary: TrainingSummary) -> None:
