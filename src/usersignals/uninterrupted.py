@@ -41,12 +41,15 @@ def uninterrupted() -> Iterator[None]:
 
 
 def temporary_directory(
-    prefix: str, parent: Path | None = None
+    prefix: str, parent: Path | None = None, ignore_cleanup_errors: bool = False
 ) -> tempfile.TemporaryDirectory[str]:
     """``tempfile.TemporaryDirectory(prefix=..., dir=parent)``, made whole before a stop is
-    raised: the stop's unwinding then removes it (its finalizer, or the ``with`` it is in)."""
+    raised: the stop's unwinding then removes it (its finalizer, or the ``with`` it is in).
+    ``ignore_cleanup_errors``: for a directory others write into (Spark's executors)."""
     with uninterrupted():
-        return tempfile.TemporaryDirectory(prefix=prefix, dir=parent)
+        return tempfile.TemporaryDirectory(
+            prefix=prefix, dir=parent, ignore_cleanup_errors=ignore_cleanup_errors
+        )
 
 
 def raise_stop(stop: BaseException) -> None:

@@ -53,7 +53,6 @@ from usersignals.offline.common import (
     build_engine,
     open_existing,
     open_lookup_store,
-    refuse_changed_definitions,
     select_signals,
     shard_of,
 )
@@ -282,7 +281,6 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
 
     started = time.perf_counter()
     selected = select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
-    refuse_changed_definitions(job.settings, selected)
     shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
@@ -395,7 +393,10 @@ def training_set_spark(spark: Any, inputs: TrainingInputs) -> TrainingSummary:
     names = ", ".join(f"{name} string" for name in value_names(len(columns)))
     job.out.parent.mkdir(parents=True, exist_ok=True)
     # Beside the output: a path the executors and the driver both reach.
-    with temporary_directory(f".{job.out.name}.parts-", job.out.parent) as parts:
+    # Written by the executors (another user on a cluster, NFS's .nfs files): a cleanup's
+    # error must not turn a training set already written into a traceback.
+    parts_dir = temporary_directory(f".{job.out.name}.parts-", job.out.parent, True)
+    with parts_dir as parts:
         with _failed_dir(job.out.parent) as failed:
             values = (
                 both.repartition(shards, "shard")
@@ -420,7 +421,7 @@ def _failed_dir(parent: Path) -> Iterator[Path]:
     refused values (:func:`_keep_refused`), in ``parent``: a path the executors and the
     driver both reach."""
     parent.mkdir(parents=True, exist_ok=True)
-    with temporary_directory(".signal-failed-", parent) as directory:
+    with temporary_directory(".signal-failed-", parent, ignore_cleanup_errors=True) as directory:
         yield Path(directory)
 
 
