@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import msgspec
 from starlette.datastructures import QueryParams
@@ -51,12 +52,13 @@ def resolve(registry: SignalRegistry, query_string: bytes) -> Query:
     """Parse and check a query string as the GET route always has: an unknown signal name
     (404) before a bad context parameter (400)."""
     try:
-        # Text, as the path's: given bytes, Starlette reads them as Latin-1, and an unescaped
-        # `surfaces=首页` became 'é¦\x96é¡µ', a filter matching nothing.
-        text = query_string.decode()
+        # UTF-8, escaped or not, as the path is read: given bytes, Starlette reads them as
+        # Latin-1 (an unescaped `surfaces=首页` became 'é¦\x96é¡µ', a filter matching
+        # nothing), and replaces an escaped byte that is not UTF-8 with U+FFFD.
+        pairs = parse_qsl(query_string.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
-        raise ContextError("query string", "not UTF-8: escape other bytes (%XX)") from None
-    query = QueryParams(text)  # as Starlette's request.query_params, read as UTF-8
+        raise ContextError("query string", "not UTF-8, escaped or not") from None
+    query = QueryParams(pairs)  # as Starlette's request.query_params
     for name in query:
         if len(query.getlist(name)) > 1:  # a dict would keep the last value, silently
             raise ContextError(name, "given more than once")
