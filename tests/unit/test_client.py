@@ -9,7 +9,7 @@ import socket
 import httpx
 import pytest
 
-from usersignals import Client, ServiceUnreachableError, UserSignalsError
+from usersignals import Client, ContextError, ServiceUnreachableError, UserSignalsError
 from usersignals.devtools.broker import free_port
 
 EMPTY = {"user_id": "u1", "signals": {}}
@@ -81,6 +81,20 @@ def test_a_context_parameter_given_as_none_is_left_out() -> None:
         client.batch(["u1"], context={"limit": None, "window": "1h"})  # type: ignore[dict-item]
     assert "limit" not in seen[0].url.params
     assert json.loads(seen[1].content)["context"] == {"window": "1h"}
+
+
+def test_a_timedelta_or_datetime_that_the_api_would_refuse_is_refused_here() -> None:
+    """A review's find: a naive datetime went out without a zone (the API's 400), and a
+    timedelta of 500 µs as "0ms"."""
+    from datetime import datetime, timedelta
+
+    seen: list[httpx.Request] = []
+    with recording_client(seen) as client:
+        with pytest.raises(ContextError, match="no time zone"):
+            client.signals("u1", as_of=datetime(2026, 1, 1))
+        with pytest.raises(ContextError, match="whole number of milliseconds"):
+            client.signals("u1", window=timedelta(microseconds=500))
+    assert seen == []
 
 
 def test_no_answer_to_a_sent_request_says_it_may_have_been_carried_out() -> None:

@@ -11,7 +11,7 @@ import httpx
 import msgspec
 
 from usersignals.closing import Closing
-from usersignals.errors import ApiError, ServiceUnreachableError
+from usersignals.errors import ApiError, ContextError, ServiceUnreachableError
 from usersignals.events.model import Event
 from usersignals.serving.reader import UserSignals
 from usersignals.serving.schemas import ContextValue, DeleteResponse, IngestResponse
@@ -181,8 +181,13 @@ def _given(context: Mapping[str, ContextArgument]) -> dict[str, ContextValue]:
     out: dict[str, ContextValue] = {}
     for name, value in context.items():
         if isinstance(value, timedelta):
-            out[name] = f"{value // timedelta(milliseconds=1)}ms"
+            ms, rest = divmod(value, timedelta(milliseconds=1))
+            if rest:
+                raise ContextError(name, f"{value!r} is not a whole number of milliseconds")
+            out[name] = f"{ms}ms"
         elif isinstance(value, datetime):
+            if value.tzinfo is None:  # the API refuses it: which zone it meant is a guess
+                raise ContextError(name, f"{value!r} has no time zone; use tz=UTC")
             out[name] = value.isoformat()
         elif value is not None:
             out[name] = value
