@@ -144,11 +144,6 @@ impl Value {
         })
     }
 
-    /// Whether the value needs a format that knows `Json` (LastN version 3).
-    pub fn is_json(&self) -> bool {
-        matches!(self, Value::Json(_))
-    }
-
     pub fn from_json(json: &serde_json::Value) -> Result<Value, CoreError> {
         Ok(match json {
             serde_json::Value::Null => Value::Null,
@@ -366,6 +361,7 @@ mod tests {
             any::<i64>().prop_map(Value::Int),
             any::<f64>().prop_map(Value::Float),
             ".{0,12}".prop_map(Value::Str),
+            ".{0,12}".prop_map(|text| Value::Json(format!("[{text:?}]"))),
         ]
     }
 

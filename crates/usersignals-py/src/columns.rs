@@ -534,8 +534,8 @@ fn read_origin<'py>(
 fn as_value(value: &Bound<'_, PyAny>, rendering: Render) -> PyResult<Value> {
     Ok(match rendering {
         Render::Text if !value.is_none() && !value.is_instance_of::<PyString>() => {
-            to_value(value.str()?.as_any())
+            to_value(value.str()?.as_any())?
         }
-        _ => to_value(value),
+        _ => to_value(value)?,
     })
 }

@@ -115,39 +115,50 @@ pub(crate) fn raise(error: Error) -> PyErr {
     }
 }
 
-/// A Python value as a core value: a scalar as itself; a list, a map or an integer beyond 64
-/// bits (what an event's `attrs` may hold) as its JSON text, `Value::Json`. Only a value
-/// JSON cannot carry (a set, an object of the caller's) becomes null.
-fn to_value(obj: &Bound<'_, PyAny>) -> Value {
-    if obj.is_none() {
+/// A Python value as a core value: a scalar as itself; a list, a tuple, a dict or an integer
+/// beyond 64 bits (what an event's `attrs` may hold, decoded from JSON) as its JSON text,
+/// `Value::Json`. Anything else (a set, bytes, a datetime, an object of the caller's: never
+/// in a decoded event) is null, as before: JSON would change its type on the way back.
+pub(crate) fn to_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
+    Ok(if obj.is_none() {
         Value::Null
     } else if let Ok(s) = obj.cast::<PyString>() {
         s.to_str().map_or(Value::Null, |s| Value::Str(s.to_owned()))
     } else if let Ok(b) = obj.cast::<PyBool>() {
         Value::Bool(b.is_true())
     } else if obj.is_instance_of::<PyInt>() {
-        obj.extract::<i64>()
-            .map_or_else(|_| json_value(obj), Value::Int)
+        match obj.extract::<i64>() {
+            Ok(i) => Value::Int(i),
+            Err(_) => json_value(obj)?,
+        }
     } else if let Ok(f) = obj.cast::<PyFloat>() {
         Value::Float(f.value())
+    } else if obj.is_instance_of::<PyList>()
+        || obj.is_instance_of::<PyDict>()
+        || obj.is_instance_of::<PyTuple>()
+    {
+        json_value(obj)?
     } else {
-        json_value(obj)
-    }
+        Value::Null
+    })
 }
 
 static JSON_ENCODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 static JSON_DECODE: PyOnceLock<Py<PyAny>> = PyOnceLock::new();
 
 /// `obj` as compact JSON text, written by msgspec as it reads events (so a kept object
-/// comes back as it came); null when JSON cannot carry it.
-fn json_value(obj: &Bound<'_, PyAny>) -> Value {
+/// comes back as it came); null when JSON cannot carry it (a set inside a list, say: the
+/// encoder's TypeError). Any other error (a stop raised by a signal handler) propagates.
+fn json_value(obj: &Bound<'_, PyAny>) -> PyResult<Value> {
     let py = obj.py();
-    let encoded = (JSON_ENCODE.import(py, "msgspec.json", "encode"))
-        .and_then(|encode| encode.call1((obj,)))
-        .and_then(|bytes| Ok(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec()));
-    match encoded.map(String::from_utf8) {
-        Ok(Ok(text)) => Value::Json(text),
-        _ => Value::Null,
+    let encode = JSON_ENCODE.import(py, "msgspec.json", "encode")?;
+    match encode.call1((obj,)) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes.cast_into::<PyBytes>()?.as_bytes().to_vec());
+            Ok(text.map_or(Value::Null, Value::Json))
+        }
+        Err(err) if err.is_instance_of::<pyo3::exceptions::PyTypeError>(py) => Ok(Value::Null),
+        Err(err) => Err(err),
     }
 }
 
@@ -600,7 +611,7 @@ impl NativePlans {
             ..ScoresState::default()
         };
         for (key, bucket, sum) in cells {
-            state.add(&to_value(&key), bucket, sum);
+            state.add(&to_value(&key)?, bucket, sum);
         }
         Ok(PyBytes::new(py, &decayed::encode(&state, bucket_ms)))
     }
@@ -674,7 +685,7 @@ impl NativePlans {
                         "entry length differs from the plan's keep",
                     ));
                 }
-                let values = (2..columns + 2).map(|i| Ok(to_value(&t.get_item(i)?)));
+                let values = (2..columns + 2).map(|i| to_value(&t.get_item(i)?));
                 Ok(Entry {
                     ts: t.get_item(0)?.extract()?,
                     tie: t.get_item(1)?.extract()?,

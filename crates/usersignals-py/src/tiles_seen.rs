@@ -100,7 +100,7 @@ pub fn encode_tiles(
                     "group length differs from the plan's by",
                 ));
             }
-            let values: Vec<Value> = group.iter().map(|v| to_value(&v)).collect();
+            let values = (group.iter().map(|v| to_value(&v))).collect::<PyResult<Vec<Value>>>()?;
             let key = tiles::group_key(&values);
             let next = index.len() as u32;
             let id = *index.entry(key.clone()).or_insert_with(|| {
