@@ -7,8 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import msgspec
-
 from usersignals.assembly import (
     build_decoder,
     build_materializer,
@@ -38,11 +36,12 @@ from usersignals.serving.reader import Reader, SignalReader
 from usersignals.serving.state import ServingState, worker_name
 from usersignals.signals.identity import signals_identity
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import BACKFILL_OFFSETS_KEY, SIGNALS_KEY
+from usersignals.state.keys import SIGNALS_KEY
 from usersignals.state.store import StateStore
 from usersignals.state.versions import (
     changed_since_computed,
     load_versions,
+    read_backfill_offsets,
     readded,
     refuse_served_undeclared,
     undeclared_problem,
@@ -134,11 +133,7 @@ def warn_of_another_topic(store: StateStore, topic: str) -> None:
     """Say so when the store's backfill hand-over names other topics than ``topic``: the
     users' progress is per ``topic/partition``, so the events of both are applied twice but
     for the repeats the event-id dedupe drops (within its horizon)."""
-    raw = store.get_many([BACKFILL_OFFSETS_KEY])[0]
-    if not raw:
-        return
-    offsets = msgspec.json.decode(raw, type=dict[str, int])
-    topics = sorted({name.rpartition("/")[0] for name in offsets})
+    topics = sorted({name.rpartition("/")[0] for name in read_backfill_offsets(store)})
     if topics and topic not in topics:
         logger.warning(
             "the store's backfill handed over at the offsets of topic(s) %s, and this processor "

@@ -29,11 +29,10 @@ from usersignals.assembly import open_store
 from usersignals.config import Settings
 from usersignals.enrich import Materializer, TableSource
 from usersignals.offline import BackfillJob, backfill
-from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.state.codec import decode_record
 from usersignals.state.keys import user_key
 from usersignals.state.rocks import RocksStore
-from usersignals.state.versions import load_backfilled
+from usersignals.state.versions import load_backfilled, read_backfill_offsets
 
 
 @pytest.fixture(scope="module", params=[11, 12])

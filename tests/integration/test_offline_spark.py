@@ -23,9 +23,9 @@ from offline_helpers import (
 from test_offline_training import CONTEXTS, write_labels
 
 from usersignals.offline import BackfillJob, BackfillSummary, backfill
-from usersignals.offline.bulk_load import read_backfill_offsets
 from usersignals.offline.training import TrainingJob, training_inputs, training_set
 from usersignals.state.rocks import RocksStore
+from usersignals.state.versions import read_backfill_offsets
 
 JAVA_17 = Path("/usr/lib/jvm/java-17-openjdk-amd64")
 pyspark = pytest.importorskip("pyspark")

@@ -85,8 +85,9 @@ def merged(
 
 
 def write_backfill_offsets(store: StateStore, offsets: Mapping[str, int]) -> None:
-    """The backfill's hand-over offsets (:func:`read_backfill_offsets`), written alone: after
-    the last shard's table file is in (:func:`load_states` writes them with its last batch)."""
+    """The backfill's hand-over offsets, written alone (read by
+    :func:`~usersignals.state.versions.read_backfill_offsets`): after the last shard's table
+    file is in (:func:`load_states` writes them with its last batch)."""
     store.write({BACKFILL_OFFSETS_KEY: _offsets_value(offsets)})
 
 
@@ -108,8 +109,3 @@ def state_files(directory: Path) -> Iterator[tuple[bytes, bytes]]:
         yield from zip(
             table.column("key").to_pylist(), table.column("value").to_pylist(), strict=True
         )
-
-
-def read_backfill_offsets(store: StateStore) -> dict[str, int]:
-    raw = store.get_many([BACKFILL_OFFSETS_KEY])[0]
-    return msgspec.json.decode(raw, type=dict[str, int]) if raw else {}

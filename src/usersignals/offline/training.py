@@ -286,10 +286,11 @@ class TrainingInputs:
     started: float
 
 
-def training_inputs(job: TrainingJob) -> TrainingInputs:
+def training_inputs(job: TrainingJob, started: float | None = None) -> TrainingInputs:
     """The job's inputs read and checked: every refusal a label file or a context can earn
-    comes from here, before a shard (or Spark's JVM) starts."""
-    started = time.perf_counter()
+    comes from here, before a shard (or Spark's JVM) starts. ``started``: when the job did
+    (its workers may start first); now, if not given."""
+    started = time.perf_counter() if started is None else started
     job = with_served_versions(job)
     columns = feature_columns(job_registry(job), job.contexts)
     settings = job.settings
@@ -576,10 +577,11 @@ def _read_group(
 
 def training_set(job: TrainingJob) -> TrainingSummary:
     """Write ``job.out``: the label rows with each signal's point-in-time value."""
+    started = time.perf_counter()
     shards = job.workers
     # The workers start now: they start up while this process reads the labels and plans.
     with ShardPool(shards, __name__) as pool:
-        inputs = training_inputs(job)
+        inputs = training_inputs(job, started)
         job, columns, table, labels = inputs.job, inputs.columns, inputs.table, inputs.labels
         # Planned here, once: a shard in a process of its own then reads no label file
         # (nor imports pyarrow to read it).

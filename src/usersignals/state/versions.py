@@ -22,7 +22,7 @@ from usersignals.errors import ConfigurationError, SignalsMismatchError
 from usersignals.signals.definition import Signal
 from usersignals.signals.identity import changed_definitions, not_computed_by_writer
 from usersignals.signals.registry import SignalRegistry
-from usersignals.state.keys import SIGNALS_KEY, meta_key
+from usersignals.state.keys import BACKFILL_OFFSETS_KEY, SIGNALS_KEY, meta_key
 from usersignals.state.store import StateStore
 
 T = TypeVar("T")
@@ -243,3 +243,10 @@ def _cut_over_locked(
         table.retired[previous.key] = now + grace_ms
     save_versions(store, table)
     return previous, table
+
+
+def read_backfill_offsets(store: StateStore) -> dict[str, int]:
+    """A backfill's hand-over offsets (``topic/partition`` → the next offset; empty when no
+    backfill with Kafka coordinates wrote any)."""
+    raw = store.get_many([BACKFILL_OFFSETS_KEY])[0]
+    return msgspec.json.decode(raw, type=dict[str, int]) if raw else {}
