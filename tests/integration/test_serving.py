@@ -172,6 +172,17 @@ def test_a_batch_context_value_of_a_wrong_type_is_named(
     )
 
 
+@pytest.mark.parametrize("path", ["/v1/users/u1/signals/", "/v1/users/u1"])
+def test_a_read_path_gone_astray_is_a_404_saying_where_reads_are(
+    service: Service, path: str
+) -> None:
+    """Found in a ranking engineer's trial: a trailing slash got `405 method_not_allowed`
+    (the admin DELETE route takes every path under /v1/users/)."""
+    response = get(service, path)
+    assert response.status_code == 404, response.text
+    assert "GET /v1/users/{user_id}/signals" in response.json()["message"]
+
+
 def test_reads_refuse_a_user_id_that_ingest_would_refuse_naming_it(service: Service) -> None:
     # events.max_user_id_chars (128 code points by default) bounds reads as it bounds ingest.
     longest, too_long = "é" * 128, "é" * 129
