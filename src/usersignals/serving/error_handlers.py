@@ -115,10 +115,11 @@ async def http_error(request: Request, exc: Exception) -> Response:
 
 
 def _a_read_path_gone_astray(request: Request) -> bool:
-    """A read under ``/v1/users/`` that no read route took (``.../signals/``, the user's path
-    alone): the admin route ``DELETE /v1/users/{user_id}`` takes every such path, and a 405
-    ("method not allowed") sent the reader looking for another method."""
-    return request.method != "DELETE" and request.url.path.startswith("/v1/users/")
+    """A GET under ``/v1/users/`` that the read route did not take (``.../signals/``, the
+    user's path alone): the admin route ``DELETE /v1/users/{user_id}`` takes every such path,
+    and a 405 ("method not allowed") sent the reader looking for another method. (Another
+    method on the read route's own path stays a 405: GET is allowed there.)"""
+    return request.method in ("GET", "HEAD") and request.url.path.startswith("/v1/users/")
 
 
 async def client_disconnected(request: Request, exc: Exception) -> Response:
