@@ -69,7 +69,7 @@ def build_materializer(
     sources: dict[str, LookupSource] = {}
     policies: dict[str, SourcePolicy] = {}
     caches: dict[str, SourceSettings] = {}
-    for name in sorted({lookup.name for signal in registry.computed for lookup in signal.lookups}):
+    for name in registry.lookup_sources:
         config = settings.enrich.sources.get(name, SourceSettings())
         timeout = config.timeout_ms / 1000
         if config.kind == "table":
@@ -99,16 +99,25 @@ def warn_of_empty_tables(settings: Settings, registry: SignalRegistry, store: St
     asking Redis for one key of a prefix may walk its whole keyspace)."""
     if settings.store.backend != "rocksdb":
         return
-    names = {lookup.name for signal in registry.computed for lookup in signal.lookups}
-    for name in sorted(names):
-        config = settings.enrich.sources.get(name, SourceSettings())
-        if config.kind == "table" and next(store.table(name).scan(), None) is None:
+    for name in embedded_tables(settings, registry):
+        if next(store.table(name).scan(), None) is None:
             logger.warning(
                 "the signals enrich from table %r, which holds no record in %s: every event "
                 "is applied with its fields missing; load it first "
                 "(usersignals tables load %s FILE --store %s)",
                 name, settings.store.path, name, settings.store.path,
             )  # fmt: skip
+
+
+def embedded_tables(settings: Settings, registry: SignalRegistry) -> list[str]:
+    """The lookup sources the signals enrich from that are tables of the store (the kind of
+    a source not configured), sorted."""
+    sources = settings.enrich.sources
+    return [
+        name
+        for name in registry.lookup_sources
+        if sources.get(name, SourceSettings()).kind == "table"
+    ]
 
 
 def build_registry(settings: Settings) -> SignalRegistry:

@@ -275,7 +275,7 @@ def assert_signal(
 def _materializer(
     registry: SignalRegistry, store: MemoryStore, tables: Mapping[str, Table | KeyValueTable]
 ) -> Materializer | None:
-    needed = sorted({lookup.name for signal in registry.computed for lookup in signal.lookups})
+    needed = registry.lookup_sources
     missing = [name for name in needed if name not in tables]
     if missing:
         raise ConfigurationError(

@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import xxhash
 
-from usersignals.assembly import build_decoder, build_materializer, open_store
+from usersignals.assembly import build_decoder, build_materializer, embedded_tables, open_store
 from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.events.decode import EventDecoder
@@ -280,13 +280,7 @@ def _store_exists(settings: Settings) -> bool:
 
 def open_lookup_store(settings: Settings, registry: SignalRegistry) -> StateStore | None:
     """The deployment's store, read-only, when the signals enrich from its embedded tables."""
-    tables = [
-        lookup.name
-        for signal in registry.computed
-        for lookup in signal.lookups
-        if settings.enrich.sources.get(lookup.name) is None
-        or settings.enrich.sources[lookup.name].kind == "table"
-    ]
+    tables = embedded_tables(settings, registry)
     if not tables:
         return None
     if not _store_exists(settings):

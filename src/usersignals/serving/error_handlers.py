@@ -105,21 +105,8 @@ async def nested_too_deeply(request: Request, exc: Exception) -> Response:
 
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    if exc.status_code == 405 and _a_read_path_gone_astray(request):
-        return error_response(
-            404, "not_found", f"no route {request.method} {request.url.path}: a user's "
-            "signals are GET /v1/users/{user_id}/signals (no trailing slash)",
-        )  # fmt: skip
     code = _HTTP_CODES.get(exc.status_code, "http_error")
     return error_response(exc.status_code, code, str(exc.detail), dict(exc.headers or {}))
-
-
-def _a_read_path_gone_astray(request: Request) -> bool:
-    """A GET under ``/v1/users/`` that the read route did not take (``.../signals/``, the
-    user's path alone): the admin route ``DELETE /v1/users/{user_id}`` takes every such path,
-    and a 405 ("method not allowed") sent the reader looking for another method. (Another
-    method on the read route's own path stays a 405: GET is allowed there.)"""
-    return request.method in ("GET", "HEAD") and request.url.path.startswith("/v1/users/")
 
 
 async def client_disconnected(request: Request, exc: Exception) -> Response:

@@ -82,6 +82,8 @@ def routes(front: FrontDoor) -> list[Route]:
     ]
     table += [
         Route("/v1/users/{user_id:path}", admin_routes.delete_user, methods=["DELETE"]),
+        # After the read route: a GET it did not take (a trailing slash) is told where reads are.
+        Route("/v1/users/{user_id:path}", read_routes.no_read_here, methods=["GET"]),
         Route("/healthz", admin_routes.healthz, methods=["GET"]),
         Route("/readyz", admin_routes.readyz, methods=["GET"]),
         Route("/openapi.json", admin_routes.openapi, methods=["GET"]),

@@ -18,7 +18,7 @@ from starlette.responses import Response
 from usersignals.aggregations.context import ReadContext
 from usersignals.durations import iso_utc
 from usersignals.errors import ContextError
-from usersignals.serving.error_handlers import json_response
+from usersignals.serving.error_handlers import error_response, json_response
 from usersignals.serving.fast_read import SAMPLED
 from usersignals.serving.guards import check_reads, distinct_names
 from usersignals.serving.inputs import body_of, check_unrepeated_keys, check_users, user_id_of
@@ -166,6 +166,17 @@ def _own_contexts(
     if unknown:
         raise ContextError("contexts", f"names signals not requested: {sorted(unknown)}")
     return out
+
+
+async def no_read_here(request: Request) -> Response:
+    """A GET under ``/v1/users/`` that the read route did not take (``.../signals/``, the
+    user's path alone). The admin route ``DELETE /v1/users/{user_id}`` takes every such
+    path, so without this one such a read got its 405, which sent the reader looking for
+    another method."""
+    return error_response(
+        404, "not_found", f"no route GET {request.url.path}: a user's signals are "
+        "GET /v1/users/{user_id}/signals (no trailing slash)",
+    )  # fmt: skip
 
 
 async def list_signals(request: Request) -> Response:

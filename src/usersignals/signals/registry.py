@@ -163,6 +163,11 @@ class SignalRegistry:
         }
 
     @property
+    def lookup_sources(self) -> list[str]:
+        """The lookup sources the computed signals enrich from, by name, sorted."""
+        return sorted({lookup.name for signal in self.computed for lookup in signal.lookups})
+
+    @property
     def served_undeclared(self) -> list[str]:
         """The versions (``name@version``) the store serves by default, as :meth:`serve` was
         last told, that this module does not declare: see :meth:`undeclared`."""
