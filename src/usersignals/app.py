@@ -66,6 +66,11 @@ class Processor(Closing):
     def close(self) -> None:
         self.store.close()
 
+    def warn_of_empty_tables(self) -> None:
+        """Said as processing starts, not when built: a caller may load the tables through
+        this processor's store in between (`./dev demo` does)."""
+        warn_of_empty_tables(self.settings, self.registry, self.store)
+
 
 def build_processor(settings: Settings, metrics: CollectorRegistry | None = None) -> Processor:
     registry = build_registry(settings)
@@ -79,7 +84,6 @@ def build_processor(settings: Settings, metrics: CollectorRegistry | None = None
             dedupe_horizon_ms=settings.processing.dedupe_horizon_ms,
         )
         engine.large_records.limit_bytes = settings.processing.large_record_bytes
-        warn_of_empty_tables(settings, registry, store)
         # A version's state holds what its definition computed: another definition under the
         # same version would mix two meanings in it, silently.
         # As `signals apply` recorded them (the version table) or the last processor did.
@@ -115,6 +119,7 @@ def build_spool_runner(
     settings = processor.settings
     spool = Path(settings.spool.path)
     try:
+        processor.warn_of_empty_tables()
         return SpoolRunner(
             processor.engine,
             processor.decoder,
@@ -150,6 +155,7 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
     A revocation waits for the batches in flight to be committed.
     """
     kafka = processor.settings.kafka
+    processor.warn_of_empty_tables()
     warn_of_another_topic(processor.store, kafka.topic)
     holder: list[KafkaRunner] = []
 

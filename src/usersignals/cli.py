@@ -186,6 +186,7 @@ def replay(
         # As `run` does once built: a replay is the processor's work on a file (200,000
         # reference events: 62,743 -> 70,786 events/s in bench/backfill.py's yardstick).
         tune_collector()
+        processor.warn_of_empty_tables()
         task = progress.add_task("replay", total=source.size_bytes)
         summary = replay_file(
             source,
