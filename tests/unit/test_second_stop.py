@@ -32,9 +32,7 @@ _JOB = textwrap.dedent(
 @pytest.mark.parametrize(
     ("first", "second"), [("SIGTERM", "SIGTERM"), ("SIGINT", "SIGINT"), ("SIGTERM", "SIGINT")]
 )
-def test_a_second_stop_during_the_cleanup_ends_the_process_at_once(
-    first: str, second: str
-) -> None:
+def test_a_second_stop_during_the_cleanup_ends_the_process_at_once(first: str, second: str) -> None:
     job = subprocess.run(
         [sys.executable, "-c", _JOB.format(first=first, second=second)],
         capture_output=True,

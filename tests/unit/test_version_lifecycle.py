@@ -15,6 +15,7 @@ from usersignals import Count, Signal, SignalRegistry, days
 from usersignals.app import build_processor
 from usersignals.assembly import open_store
 from usersignals.config import Settings
+from usersignals.durations import iso_utc
 from usersignals.errors import (
     ConfigurationError,
     SignalRetiredError,
@@ -246,6 +247,28 @@ def test_the_signal_catalogue_says_which_versions_are_retired() -> None:
     document = json.loads(signals_document(registry))
     assert [s["version"] for s in document["signals"]] == [1, 2]  # the definitions, as compiled
     assert document["retired"] == {"clicks@1": "2026-01-01T00:00:00+00:00"}
+
+
+def test_the_signal_catalogue_says_until_when_a_replaced_version_is_served() -> None:
+    """Noticed in a trial: after a cut-over, ``GET /v1/signals`` said nothing of the version
+    it replaced until its grace period was over (then ``retired``): a client pinned to it
+    could not learn from the API until when it would be answered."""
+    import json
+
+    from usersignals.serving.read_routes import signals_document
+    from usersignals.serving.reader import SignalReader
+
+    store = MemoryStore()
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True)])
+    reader = SignalReader(registry, store)
+    cut_over(store, registry, registry.get("clicks@2"), grace_ms=10**12)  # in its grace
+    reader.refresh()
+    document = json.loads(signals_document(registry))
+    (until,) = document["retiring"].values()
+    assert list(document["retiring"]) == ["clicks@1"]
+    assert until == iso_utc(load_versions(store).retired["clicks@1"], "seconds")
+    assert document["retired"] == {}
+    assert document["served"] == {"clicks": "clicks@2"}
 
 
 def test_the_signal_catalogue_says_which_version_each_name_serves() -> None:

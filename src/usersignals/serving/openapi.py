@@ -176,8 +176,9 @@ def _read_paths(names: list[str], user_path: dict[str, Any]) -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "Compiled definitions as declared (signals), the "
-                        "version each name serves by default now (served), and the versions "
-                        "retired by a cut-over with when their grace period was over (retired)"
+                        "version each name serves by default now (served), the versions a "
+                        "cut-over replaced with until when they are answered (retiring), and "
+                        "those whose grace period is over, with when (retired)"
                     },
                     **_error_responses(401, 403),
                 },

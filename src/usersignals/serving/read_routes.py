@@ -187,10 +187,19 @@ async def list_signals(request: Request) -> Response:
 def signals_document(registry: SignalRegistry) -> bytes:
     """``GET /v1/signals``: every declared version's compiled definition (as the module
     declares it: ``shadow`` is the module's flag), the version each name serves by default
-    now (after a cut-over, the one cut over to), and the versions retired by a cut-over whose
-    grace period is over (naming one answers 410), with when."""
-    retired = {key: iso_utc(at, "seconds") for key, at in sorted(registry.retired.items())}
+    now (after a cut-over, the one cut over to), the versions a cut-over replaced that are in
+    their grace period (still answered when named), with until when, and those whose grace
+    period is over (naming one answers 410), with when."""
+
+    def times(versions: dict[str, int]) -> dict[str, str]:
+        return {key: iso_utc(at, "seconds") for key, at in sorted(versions.items())}
+
     served = {name: signal.key for name, signal in registry.served.items()}
     compiled = json.loads(registry.to_json())
-    document = {**compiled, "served": served, "retired": retired}
+    document = {
+        **compiled,
+        "served": served,
+        "retiring": times(registry.retiring),
+        "retired": times(registry.retired),
+    }
     return json.dumps(document, indent=2, sort_keys=True).encode()

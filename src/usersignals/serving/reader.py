@@ -119,7 +119,10 @@ def serve_stored_versions(registry: SignalRegistry, store: StateStore) -> None:
     table = load_versions(store)
     registry.serve(table.served)
     expired = table.expired(time.time_ns() // 1_000_000)
-    registry.retire({key: table.retired[key] for key in expired})
+    registry.retire(
+        {key: at for key, at in table.retired.items() if key in expired},
+        {key: at for key, at in table.retired.items() if key not in expired},
+    )
 
 
 def plan_of(

@@ -44,6 +44,9 @@ class SignalRegistry:
         self._served = self._order(self._declared)
         #: ``name@version`` → when (ms) its grace period after a cut-over was over.
         self._retired: dict[str, int] = {}
+        #: ``name@version`` → when (ms) its grace period after a cut-over is over: a version
+        #: replaced by a cut-over and still served when named.
+        self._retiring: dict[str, int] = {}
         #: Name → the version the store serves by default that this module does not declare.
         self._undeclared: dict[str, str] = {}
         #: Retired versions the module no longer declares, with when.
@@ -179,11 +182,19 @@ class SignalRegistry:
         the module's, and those it no longer declares."""
         return {**self._gone, **self._retired}
 
-    def retire(self, dropped: Mapping[str, int]) -> None:
+    @property
+    def retiring(self) -> dict[str, int]:
+        """The versions a cut-over replaced that are in their grace period, with when (ms)
+        it is over: served still when named (and cutting back to them is instant)."""
+        return dict(self._retiring)
+
+    def retire(self, dropped: Mapping[str, int], retiring: Mapping[str, int] | None = None) -> None:
         """Refuse the versions whose grace period after a cut-over is over (``name@version``
         → when, ms): :meth:`get` raises :class:`SignalRetiredError` for them. A change
         replaces the served mapping with an equal one, so that the caches keyed on it (the
-        resolved queries) resolve their names again."""
+        resolved queries) resolve their names again. ``retiring``: the versions replaced
+        whose grace period is not over yet (those the module declares are listed as such)."""
+        self._retiring = {key: at for key, at in (retiring or {}).items() if key in self._by_key}
         retired = {key: at for key, at in dropped.items() if key in self._by_key}
         # Deleted from the module since (as the README says to, once cut over): still a 410
         # naming the version to read, not an unknown signal.
