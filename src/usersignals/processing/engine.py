@@ -134,9 +134,17 @@ class Engine:
         self._raw = store.table(RAW_EVENTS_TABLE) if keep_raw_events else None
         # Every declared version, shadow versions included (signals/registry.py).
         self._plans = [_Plan(signal.compiled) for signal in registry.computed]
+        # The lookup sources the signals join, and how each is joined.
+        self._sources = sorted({name for plan in self._plans for name in plan.layout})
+        self._joins = {source: _SourceJoin.of(source, self._plans) for source in self._sources}
+        # A source looked up only for the events its signals' filters accept has its misses
+        # counted at the lookup, among those events; the joins count the others' misses.
+        self._filtered_sources = frozenset(
+            source for source, join in self._joins.items() if join.filters is not None
+        )
         # The signals the native core runs, one call per batch (processing/native.py); the
         # others, user-defined aggregations included, stay on the per-user Python path.
-        self._native = NativeSignals(registry.computed)
+        self._native = NativeSignals(registry.computed, self._filtered_sources)
         self._python_plans = [plan for plan in self._plans if plan.key not in self._native.keys]
         python_layouts = {plan.layout for plan in self._python_plans}
         self._native_counts_misses = bool(self._native.layouts - python_layouts)
@@ -158,18 +166,10 @@ class Engine:
         self._names = {signal.name for signal in registry.computed}
         #: Retired versions past their grace period (state/versions.py), read per batch.
         self._expired: set[str] = set()
-        self._set_up_lookups(registry, materializer)
+        self._require_lookups(registry, materializer)
 
-    def _set_up_lookups(self, registry: SignalRegistry, materializer: Materializer | None) -> None:
-        """The lookup sources the signals join, how each is joined, and the Materializer's
-        promise to serve them with the fields' kinds."""
-        self._sources = sorted({name for plan in self._plans for name in plan.layout})
-        self._joins = {source: _SourceJoin.of(source, self._plans) for source in self._sources}
-        # A source looked up only for the events its signals' filters accept has its misses
-        # counted at the lookup, among those events; the joins count the others' misses.
-        self._native.misses_counted_apart = self._filtered_sources = frozenset(
-            source for source, join in self._joins.items() if join.filters is not None
-        )
+    def _require_lookups(self, registry: SignalRegistry, materializer: Materializer | None) -> None:
+        """The Materializer's promise to serve the lookup sources with the fields' kinds."""
         if not self._sources:
             return
         if materializer is None:

@@ -122,9 +122,14 @@ class _Enriched:
 
 
 class NativeSignals:
-    """The native signals of a registry: one core call per batch, one per state read."""
+    """The native signals of a registry: one core call per batch, one per state read.
 
-    def __init__(self, signals: Sequence[Signal]) -> None:
+    ``misses_counted_apart``: the lookup sources whose misses the engine counts itself (where
+    it looks up only the events the signals' filters accept); a reader counts none."""
+
+    def __init__(
+        self, signals: Sequence[Signal], misses_counted_apart: frozenset[str] = frozenset()
+    ) -> None:
         self.signals: list[Signal] = []
         self._enriched: dict[str, _Enriched] = {}
         for signal in signals:
@@ -142,7 +147,7 @@ class NativeSignals:
         # ``_joins``: the sources the columns join, in the order the reader counts misses.
         self._columns, self._joins = _column_reader(fields, self._enriched)
         #: The sources whose misses the engine counts at their lookup (see Engine._lookups).
-        self.misses_counted_apart: frozenset[str] = frozenset()
+        self.misses_counted_apart = misses_counted_apart
 
     def _claim_fields(self, signal: Signal) -> bool:
         """Record where the signal's enriched fields come from; False on a clash with an
