@@ -155,8 +155,6 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
     A revocation waits for the batches in flight to be committed.
     """
     kafka = processor.settings.kafka
-    processor.warn_of_empty_tables()
-    warn_of_another_topic(processor.store, kafka.topic)
     holder: list[KafkaRunner] = []
 
     def revoked(partitions: list[str]) -> None:
@@ -167,6 +165,8 @@ def build_kafka_runner(processor: Processor, metrics: ProcessorMetrics) -> Kafka
 
     owned: list[SupportsClose] = [processor]  # closed here if the runner cannot be built
     try:
+        processor.warn_of_empty_tables()
+        warn_of_another_topic(processor.store, kafka.topic)
         source = KafkaSource(kafka, on_revoke=revoked)
         owned.insert(0, source)
         runner = KafkaRunner(
