@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -49,6 +50,10 @@ _CREATOR_ZIPF = 1.0
 _CATEGORY_ZIPF = 1.0
 _ITEM_BLOCK = 65_536
 _MERGE_EVERY = 32  # chunks of distinct item numbers to accumulate before compacting them
+#: The events drawn at a time, whatever the chunks they are handed out in: the stream drawn
+#: in chunks made `generate` (100,000) and `produce` (20,000) write two streams of one spec.
+#: The size the default chunks had, which keeps every workload written before as it was.
+_DRAW_EVENTS = 100_000
 
 _U64 = np.uint64
 _GOLDEN = _U64(0x9E3779B97F4A7C15)
@@ -121,6 +126,32 @@ class _Columns:
     positions: NDArray[np.int64]
     dwell_ms: NDArray[np.int64]
 
+    def __len__(self) -> int:
+        return int(self.users.shape[0])
+
+    def slice(self, begin: int, end: int) -> _Columns:
+        """Events ``begin`` to ``end`` of this chunk (positions in it)."""
+        return _Columns(
+            self.start + begin,
+            *(column[begin:end] for column in self._columns()),
+        )
+
+    def then(self, following: _Columns) -> _Columns:
+        """This chunk followed by ``following``, the events after it."""
+        return _Columns(
+            self.start,
+            *(
+                np.concatenate([mine, theirs])
+                for mine, theirs in zip(self._columns(), following._columns(), strict=True)
+            ),
+        )
+
+    def _columns(self) -> tuple[NDArray[Any], ...]:
+        return (
+            self.users, self.items, self.actions, self.surfaces, self.ts, self.positions,
+            self.dwell_ms,
+        )  # fmt: skip
+
 
 @lru_cache(maxsize=8)
 def _zipf_cdf(n: int, exponent: float) -> NDArray[np.float64]:
@@ -186,14 +217,31 @@ def _format_ids(prefix: str, width: int, numbers: NDArray[np.int64]) -> list[str
 
 
 def _iter_columns(spec: WorkloadSpec, chunk_size: int) -> Iterator[_Columns]:
+    """The stream in chunks of ``chunk_size`` (the last one shorter): the same events
+    whatever the size, cut from the blocks :func:`_drawn_columns` draws."""
     if chunk_size < 1:
         raise ConfigurationError(f"chunk_size must be >= 1, got {chunk_size}")
+    pending: _Columns | None = None
+    for block in _drawn_columns(spec):
+        pending = block if pending is None or not len(pending) else pending.then(block)
+        taken = 0
+        while len(pending) - taken >= chunk_size:
+            yield pending.slice(taken, taken + chunk_size)
+            taken += chunk_size
+        pending = pending.slice(taken, len(pending)) if taken else pending
+    if pending is not None and len(pending):
+        yield pending
+
+
+def _drawn_columns(spec: WorkloadSpec) -> Iterator[_Columns]:
+    """The stream as drawn: blocks of :data:`_DRAW_EVENTS` events, each column of a block
+    drawn in turn from one generator."""
     rng = np.random.default_rng([spec.seed, _STREAM_EVENTS])
     user_cdf = _zipf_cdf(spec.users, spec.user_zipf)
     item_cdf = _zipf_cdf(spec.items, spec.item_zipf)
     step_ms = spec.span_ms / max(spec.events, 1)
-    for start in range(0, spec.events, chunk_size):
-        n = min(chunk_size, spec.events - start)
+    for start in range(0, spec.events, _DRAW_EVENTS):
+        n = min(_DRAW_EVENTS, spec.events - start)
         user_ranks = _zipf_ranks(user_cdf, rng.random(n))
         item_ranks = _zipf_ranks(item_cdf, rng.random(n))
         actions = _categorical(REFERENCE_ACTION_PROBABILITIES, rng.random(n))
@@ -253,7 +301,7 @@ def iter_event_chunks(
 ) -> Iterator[list[dict[str, object]]]:
     """Yield the workload's events, in event-number order, as lists of at most chunk_size dicts.
 
-    The stream is deterministic for a given (spec, chunk_size).
+    The stream is deterministic for a given spec, whatever the chunk size.
     """
     for cols in _iter_columns(spec, chunk_size):
         yield _event_dicts(spec, cols)
@@ -262,7 +310,7 @@ def iter_event_chunks(
 def iter_event_json_lines(spec: WorkloadSpec, chunk_size: int = 100_000) -> Iterator[bytes]:
     """Yield the events as large blocks of newline-terminated JSON lines, one block per chunk.
 
-    Same events as :func:`iter_event_chunks` with the same chunk_size, byte for byte.
+    Same events as :func:`iter_event_chunks`, byte for byte.
     """
     for cols in _iter_columns(spec, chunk_size):
         yield _ENCODER.encode_lines(_event_dicts(spec, cols))
