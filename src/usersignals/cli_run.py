@@ -28,6 +28,7 @@ from usersignals.listening import check_can_listen
 
 if TYPE_CHECKING:
     from usersignals.app import Processor
+    from usersignals.processing.batch import BatchReport
     from usersignals.processing.health import HealthServer
     from usersignals.processing.kafka_runner import KafkaRunner
     from usersignals.processing.metrics import ProcessorMetrics
@@ -165,11 +166,20 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
         f"({stats.report.duplicates:,} already applied{taken}), "
         f"{stats.bad_said('dead letters' if kafka else 'bad')}, "
         f"{stats.report.repeats:,} repeated event ids dropped, "
-        f"{stats.deleted_users:,} users deleted"
+        f"{stats.deleted_users:,} users deleted{_missing_enrichment(stats.report)}"
     )
     if kafka:
         return f"stopped: {stats.report.events:,} events in {stats.batches:,} batches {common}"
     return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
+
+
+def _missing_enrichment(report: BatchReport) -> str:
+    """The events applied with no record of their lookup key, for the stop line."""
+    missing = report.missing_enrichment
+    if not any(missing.values()):
+        return ""
+    by_source = ", ".join(f"{source}: {count:,}" for source, count in missing.items())
+    return f", {sum(missing.values()):,} events with no enrichment record ({by_source})"
 
 
 def _health_server(host: str, port: int) -> HealthServer:

@@ -192,6 +192,8 @@ class Materializer:
             stats.fetch_calls += 1
             stats.keys_fetched += len(fetch)
             stats.keys_missing += len(fetch) - len(fetched)
+            if self.metrics is not None and len(fetch) > len(fetched):
+                self.metrics.keys_missing.labels(source).inc(len(fetch) - len(fetched))
         stats.by_source[source] = stats.by_source.get(source, 0) + len(unique)
         return records
 

@@ -21,6 +21,12 @@ class EnrichmentMetrics:
             "usersignals_lookup_keys_fetched", "Keys fetched from the source (cache misses)",
             ["source"], registry=registry,
         )  # fmt: skip
+        self.keys_missing = Counter(
+            "usersignals_lookup_keys_missing",
+            "Keys fetched that the source holds no record for (the events carrying them are "
+            "applied with the source's fields missing)",
+            ["source"], registry=registry,
+        )  # fmt: skip
         self.cache_hits = Counter(
             "usersignals_lookup_cache_hits", "Keys served by the cache", ["source"],
             registry=registry,

@@ -83,6 +83,13 @@ class ProcessorMetrics:
             "made again, a broker that lost its log)",
             registry=self.registry,
         )
+        self.missing_enrichment = Counter(
+            "usersignals_events_missing_enrichment",
+            "Events applied with no record of their lookup key in the source (its fields "
+            "missing for them: a table not loaded, or loaded from another workload?)",
+            ["source"],
+            registry=self.registry,
+        )
         self.large_records = Counter(
             "usersignals_large_records",
             "User records written larger than processing.large_record_bytes (a user with "
@@ -163,7 +170,8 @@ class ProcessorMetrics:
 
     def observe_report(self, report: BatchReport) -> None:
         """What the engine reports of a batch: events already applied and repeated event ids
-        dropped, events taken though below their user's progress, the events a signal's own
+        dropped, events taken though below their user's progress, events with no record of
+        their lookup key, the events a signal's own
         code failed on (dead-lettered as ``signal_failed``), and the time in each signal's
         code."""
         if report.repeats:
@@ -174,6 +182,8 @@ class ProcessorMetrics:
             self.rewound.inc(report.rewound)
         if report.large_records:
             self.large_records.inc(report.large_records)
+        for source, count in report.missing_enrichment.items():
+            self.missing_enrichment.labels(source).inc(count)
         for rejected in report.rejected:
             self.dead_letters.labels(rejected.reason).inc()
         for key, seconds in report.signal_seconds.items():
