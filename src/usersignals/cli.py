@@ -506,12 +506,15 @@ def demo(
     directory: Annotated[Path, typer.Option("--dir", help="Working directory.")] = Path(
         "data/demo"
     ),
-    events: Annotated[int, typer.Option(min=0, help="Reference events to replay first.")] = 200_000,
+    events: Annotated[int, typer.Option(min=1, help="Reference events to replay first.")] = 200_000,
     seed: SeedOption = 7,
     port: Annotated[int, typer.Option(min=1, max=65_535, help="HTTP port of the API.")] = 8080,
-    rate: Annotated[int, typer.Option(min=0, help="Live events per second while serving.")] = 1_000,
+    rate: Annotated[
+        int, typer.Option(min=0, help="Live events per second while serving (0: none).")
+    ] = 1_000,
     duration: Annotated[
-        float | None, typer.Option(help="Stop after this many seconds [default: Ctrl-C].")
+        float | None,
+        typer.Option(min=0, help="Stop after this many seconds [default: Ctrl-C]."),
     ] = None,
 ) -> None:
     """The quick start: replay the reference workload, then serve it with live events flowing."""
@@ -529,14 +532,16 @@ def demo(
     user = result.samples[0][2].user_id
     stop = _stop_on_signals()
     with live_service(directory, port, rate, seed) as live:
-        _print_demo_ready(live.base_url, user, rate, directory, time.perf_counter() - started)
+        ready_in = time.perf_counter() - started
+        _print_demo_ready(live.base_url, user, rate, directory, ready_in, duration)
         _watch_live(live, user, stop, duration)
     # Read once the processor and the producer have stopped: both counts are final.
     produced, applied = live.produced[0], live.runner.stats.report.events
     waiting = produced - applied
     console.print(
         f"stopped: {produced:,} live events produced, {applied:,} applied by the processor"
-        + (f" ({waiting:,} were still in the spool at the stop)" if waiting > 0 else ""),
+        + (f" ({waiting:,} were still in the spool at the stop)" if waiting > 0 else "")
+        + (f" ({-waiting:,} of them posted to the API)" if waiting < 0 else ""),
         markup=False,
     )
 
@@ -569,10 +574,14 @@ def _demo_replay(directory: Path, events: int, seed: int) -> DemoResult:
     return result
 
 
-def _print_demo_ready(base: str, user: str, rate: int, directory: Path, seconds: float) -> None:
+def _print_demo_ready(
+    base: str, user: str, rate: int, directory: Path, seconds: float, duration: float | None
+) -> None:
+    flowing = f"while {rate:,} reference events/s flow in" if rate else "(no live events)"
+    stopping = "Stop with Ctrl-C." if duration is None else f"Stops in {duration:g} s, or Ctrl-C."
     console.print(
         f"\nready in {seconds:.1f} s. The API is serving on {base} "
-        f"(docs: {base}/docs) while {rate:,} reference events/s flow in. Try:\n"
+        f"(docs: {base}/docs) {flowing}. Try:\n"
         f"  curl '{base}/v1/users/{user}/signals?names=action_counts&window=1h'\n"
         f"  curl '{base}/v1/users/{user}/signals?names=recent_engagements"
         f"&actions=save,click&surfaces=search&dedupe=true&limit=5'\n"
@@ -582,7 +591,7 @@ def _print_demo_ready(base: str, user: str, rate: int, directory: Path, seconds:
         f"  curl '{base}/v1/users/me/signals?names=recent_engagements'\n"
         f"  .venv/bin/usersignals get {user} --store {directory / 'store'} "
         f"--signal action_counts --window 1h\n"
-        f"Stop with Ctrl-C.",
+        f"{stopping}",
         markup=False,
         soft_wrap=True,
     )

@@ -157,28 +157,18 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
     )
     processor = build_processor(settings)
     runner = build_spool_runner(processor)
-    stop = threading.Event()
+    stop, feed_stop = threading.Event(), threading.Event()
     produced = [0]
-    threads = [
-        threading.Thread(target=runner.run, args=(stop,), name="processor", daemon=True),
-        threading.Thread(
-            target=feed_spool,
-            args=(Path(settings.spool.path), rate, seed, stop, produced),
-            kwargs={"items": processor.store.table("items")},
-            name="producer",
-            daemon=True,
-        ),
-    ]
-    server = subprocess.Popen(
-        [
-            str(Path(sys.executable).parent / "usersignals"),
-            "serve",
-            "--store", settings.store.path,
-            "--spool", settings.spool.path,
-            "--port", str(port),
-        ],
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+    applying = threading.Thread(target=runner.run, args=(stop,), name="processor", daemon=True)
+    feed = threading.Thread(
+        target=feed_spool,
+        args=(Path(settings.spool.path), rate, seed, feed_stop, produced),
+        kwargs={"items": processor.store.table("items")},
+        name="producer",
+        daemon=True,
+    )
+    threads = [applying, feed] if rate else [applying]  # --rate 0: no live events
+    server = _start_server(settings, port)
     base_url = f"http://127.0.0.1:{port}"
     try:
         for thread in threads:
@@ -191,13 +181,46 @@ def live_service(directory: Path, port: int, rate: int, seed: int) -> Iterator[L
                 time.sleep(0.1)
         yield LiveService(base_url, produced, runner)
     finally:
-        stop.set()
+        # What was fed or posted before the stop is applied before the processor closes:
+        # the feed and the API first, then the processor, then what is left in the spool.
+        feed_stop.set()
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)
             try:
                 server.wait(timeout=15)
             except subprocess.TimeoutExpired:
                 server.kill()
-        for thread in threads:
-            thread.join(timeout=15)
+        if feed.ident is not None:  # started
+            feed.join(timeout=15)
+        stop.set()
+        if applying.ident is not None:
+            applying.join(timeout=15)
+        if not applying.is_alive():
+            _drain(runner)
         runner.close()  # its dead letters and the processor it took over
+
+
+def _start_server(settings: Settings, port: int) -> subprocess.Popen[bytes]:
+    """``usersignals serve`` of the demo's store and spool, in a process of its own."""
+    return subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "usersignals"),
+            "serve",
+            "--store", settings.store.path,
+            "--spool", settings.spool.path,
+            "--port", str(port),
+        ],
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+#: How many times the demo's stop reads the spool for events left in it (each read takes up
+#: to a batch, 50,000 lines by default; a demo leaves a few hundred).
+_DRAIN_READS = 20
+
+
+def _drain(runner: SpoolRunner) -> None:
+    """Apply what the spool still holds, in this thread (the processor's has ended)."""
+    for _ in range(_DRAIN_READS):
+        if not runner.run_once():
+            return

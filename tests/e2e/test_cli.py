@@ -683,7 +683,7 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
         lines: list[str] = []
         for line in process.stderr:
             lines.append(line)
-            if line.startswith("Stop with Ctrl-C"):
+            if line.startswith("Stops in 12 s, or Ctrl-C."):  # as --duration says
                 break
         output = "".join(lines)
         assert "generated 20,000 events" in output
@@ -710,15 +710,16 @@ def test_demo_replays_then_serves_live_and_its_hints_work(tmp_path: Path) -> Non
             process.kill()
             process.wait()
     assert "Traceback" not in stopped
-    # Every event produced is applied or still waiting in the spool: the line says which.
+    # Every event produced is applied: the stop applies what the spool still holds (a
+    # newcomer's trial found 50 left there, lost to the next demo, which starts afresh).
     counts = re.search(
-        r"stopped: ([\d,]+) live events produced, ([\d,]+) applied by the processor"
-        r"(?: \(([\d,]+) were still in the spool at the stop\))?",
+        r"stopped: ([\d,]+) live events produced, ([\d,]+) applied by the processor",
         " ".join(stopped.split()),  # as the console wrapped it
     )
     assert counts, stopped
-    produced, applied, waiting = (int((n or "0").replace(",", "")) for n in counts.groups())
-    assert produced == applied + waiting
+    assert "still in the spool" not in stopped
+    produced, applied = (int(n.replace(",", "")) for n in counts.groups())
+    assert produced == applied > 0
     assert f"{user}: the busiest user, everything" in rest
     # The replay's progress says what it counts (bytes of the file, as MB read).
     assert re.search(r"^replay .* [\d.]+/[\d.]+ MB read *$", output, flags=re.MULTILINE), output
@@ -784,6 +785,43 @@ def test_no_command_shows_the_help() -> None:
     assert done.returncode == 2
     assert said.startswith("Usage: usersignals")  # the help itself, not an error line
     assert "backfill" in said
+
+
+@pytest.mark.parametrize(
+    ("option", "value"), [("--events", "0"), ("--duration", "-1"), ("--rate", "-5")]
+)
+def test_a_demo_option_out_of_range_is_one_line(tmp_path: Path, option: str, value: str) -> None:
+    """Found in a newcomer's trial: `demo --events 0` (its help said x>=0) replayed nothing
+    and ended in a traceback finding no busiest user; `--duration -1` was taken."""
+    command = [str(Path(sys.executable).parent / "usersignals"), "demo", option, value,
+               "--dir", str(tmp_path / "demo")]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert option in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "demo").exists()
+
+
+def test_a_demo_without_live_events_serves_the_replay(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: `demo --rate 0` (its help said x>=0) crashed its feed
+    thread on a division by zero, printed the traceback and said "while 0 reference
+    events/s flow in"."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [str(Path(sys.executable).parent / "usersignals"), "demo", "--events", "2000",
+               "--rate", "0", "--duration", "1", "--port", str(port),
+               "--dir", str(tmp_path / "demo")]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    said = " ".join((done.stdout + done.stderr).split())
+    assert done.returncode == 0, said
+    assert "Traceback" not in said
+    assert "Exception" not in said
+    assert f"serving on http://127.0.0.1:{port}" in said
+    assert "(no live events)" in said
+    assert "stopped: 0 live events produced, 0 applied by the processor" in said
 
 
 def test_a_demo_on_a_port_another_server_holds_says_so_at_once(tmp_path: Path) -> None:
