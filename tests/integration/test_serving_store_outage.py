@@ -238,10 +238,16 @@ def test_serve_started_while_redis_is_down_waits_for_it(
             stderr=errors,
         )
         try:
-            time.sleep(2)
+            # Until it has said it waits (not a fixed 2 s: on a loaded machine its start
+            # took longer, and Redis was back before serve first asked it).
+            deadline = time.monotonic() + 60
+            while b"the state store does not answer" not in log.read_bytes():
+                assert server.poll() is None, "serve ended while its store was down"
+                assert time.monotonic() < deadline, log.read_bytes()
+                time.sleep(0.1)
+            time.sleep(0.5)
             assert server.poll() is None, "serve ended while its store was down"
             redis_server.start()
             assert wait_status(f"http://127.0.0.1:{port}/readyz", 200, 30).status_code == 200
         finally:
             stop_process(server)
-    assert b"the state store does not answer" in log.read_bytes()
