@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
+from usersignals.durations import iso_utc
+
 #: What a client reads of an error that is not about its request: the server log has the rest.
 UNAVAILABLE_MESSAGE = "the service cannot answer now; try again later"
 
@@ -170,13 +172,16 @@ class AsOfError(ContextError):
         self.why = why
         self.user = user
         earliest = (
-            "" if earliest_ms is None else f"; the earliest {parameter} it answers is {earliest_ms}"
+            ""
+            if earliest_ms is None
+            else f"; the earliest {parameter} it answers is {_with_date(earliest_ms)}"
         )
         at = "as of" if parameter == "as_of" else "until"
         whose = "" if user is None else f" for user {user!r}"
         super().__init__(
             parameter,
-            f"signal {signal!r} cannot answer exactly {at} {as_of_ms}{whose}: {why}{earliest}",
+            f"signal {signal!r} cannot answer exactly {at} {_with_date(as_of_ms)}{whose}: "
+            f"{why}{earliest}",
         )
 
     def for_signal(self, signal: str, parameter: str | None = None) -> AsOfError:
@@ -381,3 +386,11 @@ class SparkTaskError(UserSignalsError):
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind
         super().__init__(message)
+
+
+def _with_date(ms: int) -> str:
+    """An epoch time in ms, and the date it is (as answers show times) when it has one."""
+    try:
+        return f"{ms} ({iso_utc(ms)})"
+    except (OverflowError, OSError, ValueError):  # past what datetime holds
+        return str(ms)

@@ -192,6 +192,21 @@ def test_time_too_old() -> None:
     assert "before" in bad.detail
 
 
+def test_a_time_in_seconds_is_told_times_are_milliseconds() -> None:
+    """Found in a newcomer's trial: an event stamped in seconds was refused with "ts
+    1795902151 is before 946684800000", two numbers to compare by eye; the training set's
+    label check said "(times are ms since the epoch)"."""
+    seconds = NOW_MS // 1000 - 3_600
+    bad = rejected(raw_event(ts=seconds))
+    assert bad.detail == (
+        f"ts {seconds} is before 946684800000 (2000-01-01T00:00:00.000+00:00): seconds? "
+        "times are ms since the epoch"
+    )
+    older = rejected(raw_event(ts=YEAR_2000_MS // 1000 - 1))  # not a time in seconds either
+    assert "seconds?" not in older.detail
+    assert "(2000-01-01T00:00:00.000+00:00)" in older.detail
+
+
 def test_time_too_old_with_a_custom_minimum() -> None:
     policy = EventPolicy(min_ts_ms=NOW_MS - DAY_MS)
     bad = rejected(raw_event(ts=NOW_MS - DAY_MS - 1), policy)

@@ -105,6 +105,17 @@ def test_request_errors_name_the_problem_and_its_fields() -> None:
     )
 
 
+def test_an_as_of_refusal_says_its_times_as_dates_too() -> None:
+    """Found in a newcomer's trial: the 422 said "the earliest as_of it answers is
+    1795902195541", a time to convert before it could be read (or sent as an ISO time)."""
+    refusal = AsOfError("interests", 1_767_225_600_000, 1_767_229_200_000, "newer events")
+    assert str(refusal) == (
+        "as_of: signal 'interests' cannot answer exactly as of 1767225600000 "
+        "(2026-01-01T00:00:00.000+00:00): newer events; the earliest as_of it answers is "
+        "1767229200000 (2026-01-01T01:00:00.000+00:00)"
+    )
+
+
 def test_the_mismatch_message_is_for_clients_too() -> None:
     status, body = answer(SignalsMismatchError("the store is written by signals of next.py"))
     assert (status, body["message"]) == (503, "the store is written by signals of next.py")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from usersignals._core import EventChecks
+from usersignals.durations import DAY_MS, iso_utc
 from usersignals.events.model import BadEvent, Event, Position
 
 # Reasons are stable identifiers: they label metrics and dead-letter records.
@@ -153,7 +154,7 @@ class EventDecoder:
             allowed = ", ".join(sorted(policy.allowed_surfaces))
             return REASON_UNKNOWN_SURFACE, f"surface {event.surface!r} is not one of: {allowed}"
         if event.ts < policy.min_ts_ms:
-            return REASON_TIME_OUT_OF_RANGE, f"ts {event.ts} is before {policy.min_ts_ms}"
+            return REASON_TIME_OUT_OF_RANGE, _too_early(event.ts, policy.min_ts_ms, now_ms)
         if event.ts > now_ms + policy.max_future_ms:
             return (
                 REASON_TIME_OUT_OF_RANGE,
@@ -263,3 +264,12 @@ def encode_events(events: Iterable[Event]) -> bytes:
 
 def _wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def _too_early(ts: int, min_ts_ms: int, now_ms: int) -> str:
+    """Why ``ts`` is refused as too early; a time that reads as seconds is said to be one
+    (the most common cause)."""
+    said = f"ts {ts} is before {min_ts_ms} ({iso_utc(min_ts_ms)})"
+    if min_ts_ms <= ts * 1000 <= now_ms + DAY_MS:
+        said += ": seconds? times are ms since the epoch"
+    return said
