@@ -96,12 +96,13 @@ def signals_cutover(
     signals: SignalsOption = None,
     store: StoreOption = None,
     config: ConfigOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a sentence.")] = False,
 ) -> None:
     """Serve NAME@VERSION by default from now on: one write, seen by every reader.
 
     The old version is still computed for the grace period, then its state is dropped.
     """
-    from usersignals.durations import iso_utc, parse_duration
+    from usersignals.durations import parse_duration
     from usersignals.errors import ConfigurationError
     from usersignals.state.versions import cut_over, load_backfilled, load_versions
 
@@ -132,14 +133,32 @@ def signals_cutover(
             markup=False,
         )
     old = previous.key if previous is not None and previous is not signal else None
-    drop_after_ms = table.retired.get(old or "")
-    document = {
-        "served": signal.key,
-        "previous": old,
-        "drop_after_ms": drop_after_ms,
-        "drop_after": None if drop_after_ms is None else iso_utc(drop_after_ms, "seconds"),
-    }
-    sys.stdout.write(json.dumps(document) + "\n")
+    _say_cut_over(signal.key, old, table.retired.get(old or ""), as_json)
+
+
+def _say_cut_over(served: str, old: str | None, drop_after_ms: int | None, as_json: bool) -> None:
+    """What ``cutover`` did: ``served`` by default, in place of ``old`` (``None``: it was
+    served already), whose grace period ends at ``drop_after_ms``."""
+    from usersignals.durations import iso_utc
+
+    drop_after = None if drop_after_ms is None else iso_utc(drop_after_ms, "seconds")
+    if as_json:
+        document = {
+            "served": served,
+            "previous": old,
+            "drop_after_ms": drop_after_ms,
+            "drop_after": drop_after,
+        }
+        sys.stdout.write(json.dumps(document) + "\n")
+    elif old is None:
+        # The version served already (a grace period asked for changes nothing).
+        sys.stdout.write(f"{served} was served by default already: nothing changed\n")
+    else:
+        sys.stdout.write(
+            f"{served} is served by default now, in place of {old}, which is computed "
+            f"and answered when named until {drop_after}, then retired (its state dropped); "
+            f"until then `signals cutover {old}` serves it again\n"
+        )
 
 
 @signals_app.command("diff")

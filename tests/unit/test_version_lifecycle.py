@@ -271,6 +271,22 @@ def test_the_signal_catalogue_says_until_when_a_replaced_version_is_served() -> 
     assert document["served"] == {"clicks": "clicks@2"}
 
 
+def test_an_unknown_signal_lists_every_version_of_a_name_with_several() -> None:
+    """Found in a newcomer's trial: the 404 listed "interests, interests@2", and
+    ``interests@1``, the version the name served, was answered all the same. A name of
+    one version is listed alone, as before."""
+    from usersignals.errors import SignalNotFoundError
+
+    registry = SignalRegistry([clicks(1), clicks(2, by="surface", shadow=True), views()])
+    assert registry.known == ["clicks", "views", "clicks@1", "clicks@2"]
+    registry.serve({"clicks": 2})
+    assert registry.known == ["clicks", "views", "clicks@1", "clicks@2"]
+    registry.retire({"clicks@1": 1_000})
+    assert registry.known == ["clicks", "views", "clicks@2"]
+    with pytest.raises(SignalNotFoundError, match=r"known signals: clicks, views, clicks@2$"):
+        registry.get("click")
+
+
 def test_the_signal_catalogue_says_which_version_each_name_serves() -> None:
     """Found in a newcomer's trial: after a cut-over ``GET /v1/signals`` still listed the new
     version as declared (``"shadow": true``) and nothing said which version a name served.
@@ -475,8 +491,10 @@ def test_a_plan_says_a_version_is_retired_and_when_its_state_goes() -> None:
         return old.kind, old.serving, old.detail
 
     kind, serving, detail = change(now_ms=2_000)
-    assert (kind, serving) == ("unchanged", "retired")
-    assert "computed until 1970-01-01T01:00:01" in detail
+    # "retiring" in its grace period, as GET /v1/signals says (a trial found `plan` saying
+    # "retired" where the API's "retired" was empty).
+    assert (kind, serving) == ("unchanged", "retiring")
+    assert "computed (and answered when named) until 1970-01-01T01:00:01" in detail
     assert "signals cutover clicks@1" in detail  # the way back, while it lasts
     kind, serving, detail = change(now_ms=2 * HOUR_MS)
     assert (kind, serving) == ("unchanged", "retired")

@@ -60,9 +60,9 @@ class Change:
     key: str
     kind: Kind
     needs_backfill: bool
-    #: How the version is served: "default", "shadow" (only by name@version), "retired" (a
-    #: cut-over's old version: as a shadow until its grace period ends, then not) or ""
-    #: (removed).
+    #: How the version is served: "default", "shadow" (only by name@version), "retiring" (a
+    #: cut-over's old version in its grace period: as a shadow), "retired" (its grace period
+    #: over: not at all) or "" (removed).
     serving: str
     detail: str = ""
 
@@ -134,14 +134,15 @@ def _retired(signal: Signal, drop_at_ms: int, now_ms: int) -> Change:
     when = iso_utc(drop_at_ms, "seconds")
     if drop_at_ms > now_ms:
         detail = (
-            f"retired by a cut-over: computed until {when}, then its state is dropped; "
-            f"until then `signals cutover {signal.key}` serves it again"
+            f"replaced by a cut-over: computed (and answered when named) until {when}, then "
+            f"retired, its state dropped; until then `signals cutover {signal.key}` serves "
+            "it again"
         )
-    else:
-        detail = (
-            f"retired by a cut-over: no longer computed since {when}, its state dropped and "
-            "its reads answered 410; remove it from the module"
-        )
+        return Change(signal.key, "unchanged", False, "retiring", detail)
+    detail = (
+        f"retired by a cut-over: no longer computed since {when}, its state dropped and "
+        "its reads answered 410; remove it from the module"
+    )
     return Change(signal.key, "unchanged", False, "retired", detail)
 
 

@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import traceback
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
@@ -80,11 +81,14 @@ class SignalRegistry:
 
     @property
     def known(self) -> list[str]:
-        """What a request may name: the served names and every ``name@version``."""
+        """What a request may name: the served names, and each ``name@version`` not
+        retired that is not served under its name alone (every version of a name declared
+        in several: each may be named)."""
+        versions = Counter(signal.name for signal in self._by_key.values())
         return self.names + [
             key
             for key, signal in self._by_key.items()
-            if self.label(signal) == key and key not in self._retired
+            if key not in self._retired and (self.label(signal) == key or versions[signal.name] > 1)
         ]
 
     def get(self, name: str) -> Signal:
