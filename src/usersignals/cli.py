@@ -172,15 +172,44 @@ def replay(
 ) -> None:
     """Process a file of events into the store; bad events are reported and dead-lettered."""
     from usersignals.malloc_tuning import return_large_blocks
-    from usersignals.processing.gc_tuning import tune_collector
 
     return_large_blocks()  # as `run` does, before the store opens
     settings = _settings(config, store=store, batch=batch, signals=signals)
     source = JsonlSource(events, source_id, block_size=settings.processing.batch_size)
     path = dead_letter or Path(settings.store.path) / "dead-letter.jsonl"
+    try:
+        summary, failed = _replayed(settings, source, path)
+    except KeyboardInterrupt:
+        # Each batch is one write with its progress in the file: a replay again takes up
+        # where this one stopped.
+        console.print(
+            "interrupted: every batch written before the stop is applied; replay the file "
+            "again to go on (its applied events are skipped)",
+            markup=False,
+        )
+        raise
+    if as_json:
+        document = {**_replay_document(summary, path), "lookup_failures": failed}
+        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
+    else:
+        _print_replay(summary, path)
+        if failed:  # else a source that failed reads as one that lacked the records
+            console.print(
+                f"lookup source failures (retries included; fields left missing): {failed}",
+                markup=False,
+            )
+
+
+def _replayed(
+    settings: Settings, source: JsonlSource, dead_letter: Path
+) -> tuple[PipelineStats, dict[str, int]]:
+    """``source`` replayed into the store with a progress bar: what it did, and the lookup
+    sources' failures (retries included)."""
+    from usersignals.processing.gc_tuning import tune_collector
+
     with (
         build_processor(settings) as processor,
-        DeadLetterFile(path) as dead_letters,
+        DeadLetterFile(dead_letter) as dead_letters,
         _progress(bytes_=True) as progress,
     ):
         # As `run` does once built: a replay is the processor's work on a file (200,000
@@ -196,17 +225,7 @@ def replay(
             progress=lambda done: progress.update(task, completed=done),
         )
     lookups = processor.engine.materializer
-    failed = lookups.stats.failures_by_source if lookups is not None else {}
-    if as_json:
-        document = {**_replay_document(summary, path), "lookup_failures": failed}
-        sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
-    else:
-        _print_replay(summary, path)
-        if failed:  # else a source that failed reads as one that lacked the records
-            console.print(
-                f"lookup source failures (retries included; fields left missing): {failed}",
-                markup=False,
-            )
+    return summary, lookups.stats.failures_by_source if lookups is not None else {}
 
 
 def _stop_on_signals() -> threading.Event:
@@ -396,7 +415,10 @@ def _granian_arguments(settings: Settings) -> list[str]:
 def get(
     user: Annotated[str, typer.Argument(help="The user id.")],
     signal: Annotated[
-        list[str] | None, typer.Option("--signal", "-s", help="Signal name (repeatable).")
+        list[str] | None,
+        typer.Option(
+            "--signal", "-s", help="Signal name (repeatable, or names separated by commas)."
+        ),
     ] = None,
     window: Annotated[str | None, typer.Option(help="e.g. 1h, 7d.")] = None,
     actions: Annotated[str | None, typer.Option(help="Comma-separated actions.")] = None,
@@ -429,7 +451,9 @@ def get(
     check_user_id(user, settings.events.max_user_id_chars)
     reader = open_store_reader(settings, signals)
     try:
-        result = reader.read(user, signal or None, context)
+        # As the API's `names=a,b`: a trial's `--signal a,b` was "unknown signal 'a,b'".
+        names = [name.strip() for given in signal or [] for name in given.split(",")]
+        result = reader.read(user, [name for name in names if name] or None, context)
     finally:
         reader.store.close()
     out.print_json(msgspec.json.encode(result).decode())

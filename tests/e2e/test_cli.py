@@ -349,11 +349,52 @@ def test_replaying_again_changes_nothing(replayed: Replayed) -> None:
         assert strip_age(replayed.after[user]) == strip_age(replayed.before[user]), user
 
 
+def test_a_replay_stopped_with_ctrl_c_says_how_to_go_on(tmp_path: Path) -> None:
+    """Found in a newcomer's trial: Ctrl-C during `replay` exited 130 without a word, and
+    whether the store was left half-written was anybody's guess."""
+    events = tmp_path / "events.jsonl"
+    events.write_text(
+        '{"event_id":"e1","user_id":"u1","item_id":"i1","action":"save","surface":"home",'
+        '"ts":1767225600000}\n'
+    )
+    stopped_midway = (
+        "import sys\n"
+        "import usersignals.cli as cli\n"
+        "def interrupted(*args, **kwargs):\n"
+        "    raise KeyboardInterrupt\n"
+        "cli.replay_file = interrupted\n"
+        f"sys.argv = ['usersignals', 'replay', {str(events)!r}, '--store', 's']\n"
+        "cli.main()\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", stopped_midway],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 130, done.stderr
+    said = " ".join(done.stderr.split())
+    assert "Traceback" not in said
+    assert (
+        "interrupted: every batch written before the stop is applied; replay the file again "
+        "to go on (its applied events are skipped)"
+    ) in said
+
+
 # -- get --------------------------------------------------------------------------------------
 
 
 def get(replayed: Replayed, *args: str | int) -> subprocess.CompletedProcess[str]:
     return run("get", *map(str, args), "--store", replayed.store, cwd=replayed.workload.root)
+
+
+def test_get_takes_names_separated_by_commas_as_the_api_does(replayed: Replayed) -> None:
+    """Found in a newcomer's trial: `--signal action_counts,category_interest` was "unknown
+    signal 'action_counts,category_interest'", where the API's `names=` takes commas."""
+    user = replayed.workload.events[-1]["user_id"]
+    both = ok(get(replayed, user, "--signal", "action_counts,category_interest"))
+    assert list(json.loads(both.stdout)["signals"]) == ["action_counts", "category_interest"]
 
 
 def naive_counts(events: list[dict[str, Any]], user: str, start: int, end: int) -> Counter[str]:
