@@ -517,7 +517,9 @@ def signals_preview(
         sys.stdout.write(msgspec.json.encode(document).decode() + "\n")
         return
     bad = sum(result.bad.values())
-    console.print(f"{result.events:,} events read ({bad:,} bad: {result.bad}); as of the newest")
+    reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(result.bad.items()))
+    said = f"{bad:,} bad: {reasons}" if bad else "none bad"
+    console.print(f"{result.events:,} events read ({said}); as of the newest", markup=False)
     for user_id, answers in result.users.items():
         if not answers:
             console.print(f"{user_id}: no events in the sample", markup=False)
