@@ -288,7 +288,7 @@ def test_the_backfill_says_how_many_repeated_event_ids_it_dropped(tmp_path: Path
         tmp_path,
     )  # fmt: skip
     said = " ".join(done.stderr.split())
-    assert "backfilled 3 events into 1 users" in said
+    assert "backfilled 3 events into 1 users (n@1) in" in said  # which version: said
     assert "1 repeated event ids dropped" in said
 
 

@@ -168,7 +168,9 @@ def backfill_command(
     with terminated_as_interrupted():
         summary = _run_backfill(job, spark)
         wait_for_workers()
-    _print_backfill(summary, dead)
+    # Named: `--only NAME` backfills the name's default version, which the user may not know.
+    chosen = select_signals(SignalRegistry.from_module(settings.signals), job.only)
+    _print_backfill(summary, dead, [signal.key for signal in chosen.computed])
     _warn_if_nothing_valid(summary.events, summary.bad, dead)
     if commit_offsets:
         _hand_over(settings, summary, kafka)
@@ -206,9 +208,10 @@ def _deleted(deletions: int) -> str:
     return f"; {deletions:,} user deletions applied (their earlier events left out)"
 
 
-def _print_backfill(summary: BackfillSummary, dead_letter: Path) -> None:
+def _print_backfill(summary: BackfillSummary, dead_letter: Path, keys: list[str]) -> None:
     console.print(
-        f"backfilled {summary.events:,} events into {summary.users:,} users in "
+        f"backfilled {summary.events:,} events into {summary.users:,} users "
+        f"({', '.join(keys)}) in "
         f"{summary.seconds:.1f} s ({summary.events_per_second:,.0f} events/s); "
         f"{summary.after_boundary:,} after the boundary and {summary.left_to_stream:,} past the "
         f"stored progress left to the stream; {summary.bad:,} bad"
