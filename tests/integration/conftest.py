@@ -11,9 +11,11 @@ from usersignals.devtools.broker import LocalBroker
 
 
 @pytest.fixture(scope="module")
-def broker() -> Iterator[LocalBroker]:
-    """A real Kafka-protocol broker (Tansu) on a loopback port, for one test module."""
-    with LocalBroker() as running:
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A real Kafka-protocol broker (Tansu) on a loopback port, for one test module; what it
+    says is in ``broker.log``, for a test to print when it fails."""
+    log = tmp_path_factory.mktemp("broker") / "broker.log"
+    with LocalBroker(log=log) as running:
         yield running
 
 

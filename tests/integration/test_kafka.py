@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -475,6 +476,20 @@ def test_the_same_events_on_two_partitions_are_applied_once(
     assert got == expected
 
 
+def group_log(broker: LocalBroker, group: str, lines: int = 40) -> str:
+    """The broker's last ``lines`` about consumer group ``group`` (its joins and syncs, their
+    members and error codes), each cut to 600 characters, the terminal's colours left out."""
+    if broker.log is None:
+        return "(not logged)"
+    said = re.sub(r"\x1b\[[0-9;]*m", "", broker.log.read_text(errors="replace")).splitlines()
+    about = [
+        line[:600]
+        for line in said
+        if f'group_id="{group}"' in line and not re.search(r" (new|enter|exit|close.*)$", line)
+    ]
+    return "\n".join(about[-lines:])
+
+
 def test_a_processor_that_holds_no_partition_says_for_how_long(
     broker: LocalBroker, tmp_path: Path
 ) -> None:
@@ -522,3 +537,4 @@ def test_a_processor_that_holds_no_partition_says_for_how_long(
             print("held and idle seconds, last seen:", seen[-3:])
             for number, log in enumerate(logs):
                 print(f"processor {number} said:\n{log[-4000:]}")
+            print(f"the broker said of the group:\n{group_log(broker, f'g-{topic}')}")

@@ -43,30 +43,39 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-class LocalBroker:
-    """Starts and stops one Tansu broker listening on 127.0.0.1."""
+#: What the broker logs into ``log``: its warnings, and its group coordinator's joins, syncs
+#: and evictions (a consumer group that does not settle is told apart by them).
+LOG_FILTER = "warn,tansu_broker::coordinator::group=info"
 
-    def __init__(self, port: int | None = None) -> None:
+
+class LocalBroker:
+    """Starts and stops one Tansu broker listening on 127.0.0.1; with ``log``, what it says
+    goes to that file (appended), else nowhere."""
+
+    def __init__(self, port: int | None = None, log: Path | None = None) -> None:
         self.port = port or free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
+        self.log = log
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self, timeout_s: float = 10.0) -> LocalBroker:
         url = f"tcp://{self.bootstrap}"
-        self._process = subprocess.Popen(
-            [
-                str(tansu_binary()),
-                "broker",
-                "--listener-url",
-                url,
-                "--advertised-listener-url",
-                url,
-                "--storage-engine",
-                "memory://tansu/",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        command = [
+            str(tansu_binary()), "broker", "--listener-url", url,
+            "--advertised-listener-url", url, "--storage-engine", "memory://tansu/",
+        ]  # fmt: skip
+        if self.log is None:
+            self._process = subprocess.Popen(
+                command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            )
+        else:
+            with self.log.open("ab") as said:  # the child holds its own descriptor
+                self._process = subprocess.Popen(
+                    command,
+                    stdout=said,
+                    stderr=subprocess.STDOUT,
+                    env={**os.environ, "RUST_LOG": LOG_FILTER},
+                )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
