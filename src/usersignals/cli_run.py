@@ -175,8 +175,8 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
 
 def _missing_enrichment(report: BatchReport) -> str:
     """The events applied with no record of their lookup key, for the stop line."""
-    missing = report.missing_enrichment
-    if not any(missing.values()):
+    missing = {source: count for source, count in report.missing_enrichment.items() if count}
+    if not missing:
         return ""
     by_source = ", ".join(f"{source}: {count:,}" for source, count in missing.items())
     return f", {sum(missing.values()):,} events with no enrichment record ({by_source})"

@@ -23,7 +23,7 @@ from usersignals.state.rocks import RocksStore
 def test_the_run_stop_line_says_the_events_with_no_enrichment_record() -> None:
     stats = PipelineStats(batches=2, report=BatchReport(events=100))
     assert "enrichment" not in _stopped(stats, kafka=True)
-    stats.report.missing_enrichment = {"items": 17, "creators": 2}
+    stats.report.missing_enrichment = {"items": 17, "boards": 0, "creators": 2}
     for kafka in (True, False):
         said = _stopped(stats, kafka=kafka)
         assert "19 events with no enrichment record (items: 17, creators: 2)" in said, said
