@@ -130,6 +130,13 @@ def test_a_url_httpx_cannot_use_is_an_error_of_the_project_tree() -> None:
             Client(url)
 
 
+def test_a_port_out_of_range_is_said_to_be_one() -> None:
+    """Found in a newcomer's trial: `Client("http://127.0.0.1:99999")` was taken, and every
+    call said "Connection refused", as if nothing listened there."""
+    with pytest.raises(ServiceUnreachableError, match=r"port 99999 is out of range \(1-65535\)"):
+        Client("http://127.0.0.1:99999")
+
+
 @pytest.mark.parametrize("status", [200, 202, 422])
 def test_an_answer_that_is_not_the_apis_json_is_an_api_error(status: int) -> None:
     """Found in a newcomer's trial: a 200 of HTML (a proxy, another service on the port)

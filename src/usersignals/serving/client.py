@@ -58,6 +58,12 @@ class Client(Closing):
             )
         except httpx.InvalidURL as exc:  # a port that is not a number, say
             raise ServiceUnreachableError(base_url, str(exc), sent=False) from exc
+        port = self._http.base_url.port
+        if port is not None and not 0 < port < 65_536:  # httpx takes it; connects would fail
+            self._http.close()
+            raise ServiceUnreachableError(
+                base_url, f"port {port} is out of range (1-65535)", sent=False
+            )
         self._read = _bearer(read_token)
         self._ingest = {**_JSON_HEADERS, **_bearer(ingest_token)}
         self._admin = _bearer(admin_token)
