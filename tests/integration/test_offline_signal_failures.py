@@ -260,6 +260,27 @@ def test_a_user_cut_across_shards_has_its_failing_event_dead_lettered_once(
     assert dead_letters(tmp_path / "dead.jsonl") == [("signal_failed", "e1")]
 
 
+def test_a_user_cut_across_shards_has_every_failing_event_dead_lettered(
+    tmp_path: Path,
+) -> None:
+    """Found in a signal author's trial: with two workers a cut user's failing events that
+    only the other shard's labels reach (events after the owner's last label) were dropped:
+    5 failures counted and dead-lettered of the 25 one worker counts. Here the owner's
+    piece (the first 7 of 10 labels, all before e1) fails on nothing, the other's on e1."""
+    labels = tmp_path / "labels.parquet"
+    times = [NOW] * 8 + [NOW + 5] * 2
+    pq.write_table(pa.table({"user_id": ["u1"] * 10, "ts": times}), labels)
+    counted = {}
+    for workers in (1, 2):
+        dead = tmp_path / f"dead-{workers}.jsonl"
+        job = TrainingJob(labels, str(archive(tmp_path)), settings(tmp_path),
+                          tmp_path / f"f-{workers}.parquet", workers=workers,
+                          dead_letter=dead)  # fmt: skip
+        summary = training_set(job)
+        counted[workers] = (summary.signal_failed, dead_letters(dead) if dead.exists() else [])
+    assert counted[2] == counted[1] == (1, [("signal_failed", "e1")])
+
+
 @pytest.mark.parametrize("workers", [1, 2])
 def test_a_user_defined_read_that_fails_stops_the_training_set_naming_it(
     tmp_path: Path, workers: int

@@ -66,7 +66,7 @@ from usersignals.offline.features_file import (
 )
 from usersignals.offline.label_shards import Label, plan_label_shards
 from usersignals.offline.memory import MemoryStore
-from usersignals.offline.share import ArchiveShare, merge_dead_letters, route
+from usersignals.offline.share import ArchiveShare, merge_dead_letters
 from usersignals.processing.batch import MicroBatch
 from usersignals.processing.dedupe import EventIdDedupe
 from usersignals.processing.engine import Engine
@@ -622,10 +622,12 @@ def _merged_and_written(
         summary.events += result.events
         summary.bad += result.bad
         summary.deletions += result.deletions
-        summary.signal_failed += len(result.rejected)
         summary.refused += result.refused
-        if job.dead_letter is not None:  # after the archive's bad records
-            DeadLetterFile(job.dead_letter).write(result.rejected)
+    rejected = _each_once([bad for result in results for bad in result.rejected])
+    summary.signal_failed = len(rejected)
+    if job.dead_letter is not None and rejected:  # after the archive's bad records
+        with DeadLetterFile(job.dead_letter) as dead_letters:
+            dead_letters.write(rejected)
     names = [column.name for column in columns]
     values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
     write_features(table, names, values, job.out)
@@ -668,12 +670,19 @@ class _ShardResult:
     refused: int = 0
 
 
-def _owned(rejected: list[BadEvent], borrowed: frozenset[str]) -> list[BadEvent]:
-    """The rejected events of the users this shard owns: a user cut across shards has
-    their events applied in each, and only the owner dead-letters them."""
-    if not borrowed or not rejected:
-        return rejected
-    return [bad for bad in rejected if route(bad.raw, 1)[1] not in borrowed]
+def _each_once(rejected: list[BadEvent]) -> list[BadEvent]:
+    """The shards' rejected events, each once: a user cut across shards has the events up to
+    each piece's last label applied in that piece's shard, so an event one piece fails on,
+    a later piece fails on again (and only a later piece reaches the events after an
+    earlier one's labels). An event is known by its place in the archive."""
+    seen: set[tuple[str, int] | bytes] = set()
+    once: list[BadEvent] = []
+    for bad in rejected:
+        place = bad.raw if bad.position is None else (bad.position.partition, bad.position.offset)
+        if place not in seen:
+            seen.add(place)
+            once.append(bad)
+    return once
 
 
 def _shard_values(shard: _Shard, result: _ShardResult) -> Any:
@@ -725,7 +734,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
         deletions.update(share.borrowed_deletions)
         values = compute_values(parts, columns, deletions.kept(events), mine)
         result = _ShardResult(valid, bad, share.bad_places, share.deletions)
-        result.rejected, result.refused = _owned(parts.rejected, shard.borrowed), len(parts.refused)
+        result.rejected, result.refused = parts.rejected, len(parts.refused)
         if shard.index == 0:  # ShardPool.run runs the first task in the calling process
             result.values = values.table() if isinstance(values, TextColumns) else values
         elif isinstance(values, TextColumns):
