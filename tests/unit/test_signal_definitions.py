@@ -578,6 +578,26 @@ def test_a_module_named_without_its_py_beside_its_file_says_to_name_the_file(
         load_module("beside_me.txt")
 
 
+def test_a_module_whose_own_import_is_missing_names_it_without_a_file_hint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Found in a signal author's trial: a module importing a package not installed was
+    told "('bad_import.py' is a file, not a .py file)", and by dotted name "give the file:
+    bad_import.py", which led back to the first: hints for a module not found, given for a
+    dependency of a module found."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [str(tmp_path), *sys.path])
+    write_module(tmp_path / "bad_import.py", "import nonexistent_pkg_xyz\n")
+    for target in ("bad_import.py", "bad_import"):
+        with pytest.raises(ConfigurationError) as info:
+            load_module(target)
+        said = str(info.value)
+        assert "imports 'nonexistent_pkg_xyz', which is not installed" in said, said
+        assert "(line 1)" in said or target == "bad_import", said
+        assert "is a file" not in said
+        assert "give the file" not in said
+
+
 def test_module_without_signals(tmp_path: Path) -> None:
     module_file = write_module(tmp_path / "empty.py", "VALUE = 1\n")
     with pytest.raises(ConfigurationError, match="defines no Signal"):

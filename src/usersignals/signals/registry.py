@@ -244,9 +244,7 @@ def load_module(target: str) -> ModuleType:
     except UserSignalsError:  # ours, a signal's definition say: already says what is wrong
         raise
     except ModuleNotFoundError as exc:
-        raise ConfigurationError(
-            f"cannot import signals module {target!r}: {exc}{_file_hint(target)}"
-        ) from exc
+        raise ConfigurationError(_not_found(target, exc)) from exc
     except SyntaxError as exc:
         raise ConfigurationError(
             f"signals module {target!r} has a syntax error: {exc.msg} "
@@ -258,6 +256,19 @@ def load_module(target: str) -> ModuleType:
             f"signals module {target!r} failed to import: {type(exc).__name__}: {exc}"
             f"{_line_in(exc, target)}"
         ) from exc
+
+
+def _not_found(target: str, error: ModuleNotFoundError) -> str:
+    """Why ``target`` did not import: it is not found itself (a dotted name, perhaps meant
+    as a file), or a module it imports is not."""
+    missing = error.name or ""
+    is_file = target.endswith(".py") or "/" in target
+    if not is_file and (target == missing or target.startswith(f"{missing}.")):
+        return f"cannot import signals module {target!r}: {error}{_file_hint(target)}"
+    return (
+        f"signals module {target!r} imports {missing!r}, which is not installed (or not on "
+        f"the Python path){_line_in(error, target)}"
+    )
 
 
 def _file_hint(target: str) -> str:
