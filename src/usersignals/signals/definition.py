@@ -235,17 +235,22 @@ def validate_signals(signals: Sequence[Signal]) -> None:
     name served by default (the others ``shadow=True``), one meaning per lookup source name."""
     problems: list[str] = []
     keys: dict[str, int] = {}
-    served: dict[str, int] = {}
+    served: dict[str, set[int]] = {}  # the versions of each name not marked shadow
     for signal in signals:
         keys[signal.key] = keys.get(signal.key, 0) + 1
         if not signal.shadow:
-            served[signal.name] = served.get(signal.name, 0) + 1
-    problems += [f"signal {key!r} is defined {n} times" for key, n in keys.items() if n > 1]
+            served.setdefault(signal.name, set()).add(signal.version)
     problems += [
-        f"signal name {name!r} is served by default {n} times: mark all versions but one "
-        "shadow=True"
-        for name, n in served.items()
+        f"signal {key!r} is defined {n} times: give each definition a name of its own (or a "
+        "version of its own, another version of a name marked shadow=True)"
+        for key, n in keys.items()
         if n > 1
+    ]
+    problems += [
+        f"signal name {name!r} is served by default {len(versions)} times: mark all versions "
+        "but one shadow=True"
+        for name, versions in served.items()
+        if len(versions) > 1
     ]
     sources: dict[str, Lookup] = {}
     for signal in signals:
