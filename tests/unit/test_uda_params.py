@@ -149,3 +149,36 @@ def test_a_compile_that_raises_is_a_definition_problem() -> None:
         SignalRegistry([signal])
     assert caught.value.signal == "custom"
     assert caught.value.problems == ("Compiles.compile() failed: ValueError: no table",)
+
+
+@dataclass(frozen=True)
+class CallsItselfCount(Custom):
+    """A user-defined aggregation that took a built-in kind's name."""
+
+    kind = "count"
+
+    def params(self) -> Any:
+        return {}
+
+
+def test_a_built_in_kind_taken_by_another_aggregation_is_a_problem() -> None:
+    """Found in a signal author's trial: an aggregation of its own declaring kind = "count"
+    compiled, and `GET /v1/signals` and every answer called it a "count" while it answered
+    its own values: clients and reviewers reading the kind were misled."""
+    with pytest.raises(SignalDefinitionError) as caught:
+        Signal(name="custom", version=1, aggregate=CallsItselfCount())
+    assert list(caught.value.problems) == [
+        "CallsItselfCount's kind 'count' is a built-in aggregation's (Count): give it a kind "
+        "of its own"
+    ]
+
+
+def test_a_subclass_of_a_built_in_aggregation_keeps_its_kind() -> None:
+    from usersignals import LastN
+
+    @dataclass(frozen=True)
+    class MyLastN(LastN):
+        pass
+
+    signal = Signal(name="mine", version=1, aggregate=MyLastN(5))
+    assert signal.to_json()["aggregate"]["kind"] == "last_n"

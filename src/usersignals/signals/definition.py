@@ -9,6 +9,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
+from usersignals.aggregations import (
+    Count,
+    DecayedScores,
+    Distinct,
+    FirstSeen,
+    LastN,
+    LastSeen,
+    MeanVector,
+    Sum,
+)
 from usersignals.aggregations.base import Aggregation, AggregationRuntime
 from usersignals.aggregations.context import CONTEXT_PARAMETERS
 from usersignals.aggregations.rows import Getter
@@ -285,6 +295,13 @@ def _enrichment_problems(enrich: Sequence[Enrichment], provided: dict[str, str])
     return problems
 
 
+#: The built-in aggregations by kind (a subclass of one keeps its kind).
+_BUILT_IN_KINDS: dict[str, type[Aggregation]] = {
+    cls.kind: cls
+    for cls in (LastN, Count, Sum, Distinct, DecayedScores, MeanVector, FirstSeen, LastSeen)
+}
+
+
 def _contract_problems(aggregate: Aggregation) -> list[str]:
     """What a user-defined aggregation must declare, checked where its signal is defined
     rather than met as a traceback in a replay or a 500 in a request."""
@@ -293,6 +310,12 @@ def _contract_problems(aggregate: Aggregation) -> list[str]:
     kind = getattr(aggregate, "kind", None)
     if not isinstance(kind, str) or not kind:
         problems.append(f"{name} must name its kind: a class attribute such as kind = 'my_kind'")
+    elif (built_in := _BUILT_IN_KINDS.get(kind)) and not isinstance(aggregate, built_in):
+        # Clients and reviewers read an answer's kind as the built-in's meaning.
+        problems.append(
+            f"{name}'s kind {kind!r} is a built-in aggregation's ({built_in.__name__}): give "
+            "it a kind of its own"
+        )
     parameters = aggregate.context_parameters()
     if not isinstance(parameters, frozenset | set):
         problems.append(
