@@ -13,6 +13,7 @@ sees it in a unit test.
 
 from __future__ import annotations
 
+import logging
 import re
 import subprocess
 import sys
@@ -250,6 +251,15 @@ def test_a_read_that_fails_answers_that_signal_only(answer: Any) -> None:
     failed = read.signals["dwell"]
     assert (failed.value, failed.error) == (None, "signal_failed")
     assert b'"error":"signal_failed"' in msgspec.json.encode(read)
+
+
+def test_a_read_that_fails_is_logged_naming_the_user(caplog: pytest.LogCaptureFixture) -> None:
+    """Found in a signal author's trial: the worker's log said "signal badread@1 failed to
+    read: ZeroDivisionError" and not whose state it failed on, to reproduce it with."""
+    FailingRead.answer = "raise"
+    with caplog.at_level(logging.WARNING):
+        read_beside_clicks(FailingDwell("none"))
+    assert "signal dwell@1 failed to read user 'u1': " in caplog.text, caplog.text
 
 
 class OddRead(DwellRuntime):

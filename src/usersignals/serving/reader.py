@@ -241,7 +241,10 @@ class SignalReader:
         except UserSignalsError:  # ours: a refused as_of, a state no codec reads...
             raise
         except Exception as exc:
-            logger.warning("signal %s failed to read: %s: %s", signal.key, type(exc).__name__, exc)
+            logger.warning(
+                "signal %s failed to read user %r: %s: %s",
+                signal.key, user_of(key), type(exc).__name__, exc,
+            )  # fmt: skip
             failed = result_of(signal, ReadOut(None, None), context)
             failed.error = SIGNAL_FAILED
             return failed
