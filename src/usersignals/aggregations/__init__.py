@@ -14,7 +14,13 @@ from usersignals.aggregations.seen import FirstSeen, LastSeen
 from usersignals.aggregations.tiles import TileLayout
 from usersignals.aggregations.windowed import Count, Sum
 
+#: The aggregations usersignals ships (each its own kind; the core runs them natively).
+BUILT_IN_AGGREGATIONS: tuple[type[Aggregation], ...] = (
+    LastN, Count, Sum, Distinct, DecayedScores, MeanVector, FirstSeen, LastSeen,
+)  # fmt: skip
+
 __all__ = [
+    "BUILT_IN_AGGREGATIONS",
     "CONTEXT_PARAMETERS",
     "Aggregation",
     "AggregationRuntime",

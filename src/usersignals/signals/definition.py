@@ -9,16 +9,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from usersignals.aggregations import (
-    Count,
-    DecayedScores,
-    Distinct,
-    FirstSeen,
-    LastN,
-    LastSeen,
-    MeanVector,
-    Sum,
-)
+from usersignals.aggregations import BUILT_IN_AGGREGATIONS
 from usersignals.aggregations.base import Aggregation, AggregationRuntime
 from usersignals.aggregations.context import CONTEXT_PARAMETERS
 from usersignals.aggregations.rows import Getter
@@ -296,10 +287,7 @@ def _enrichment_problems(enrich: Sequence[Enrichment], provided: dict[str, str])
 
 
 #: The built-in aggregations by kind (a subclass of one keeps its kind).
-_BUILT_IN_KINDS: dict[str, type[Aggregation]] = {
-    cls.kind: cls
-    for cls in (LastN, Count, Sum, Distinct, DecayedScores, MeanVector, FirstSeen, LastSeen)
-}
+_BUILT_IN_KINDS: dict[str, type[Aggregation]] = {cls.kind: cls for cls in BUILT_IN_AGGREGATIONS}
 
 
 def _contract_problems(aggregate: Aggregation) -> list[str]:
