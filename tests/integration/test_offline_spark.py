@@ -324,3 +324,43 @@ def test_a_task_that_fails_on_a_bad_archive_file_says_so_in_one_line(
         "org.apache.spark.executor.Executor"
     )
     assert executor.getLevel().toString() == "OFF"
+
+
+def test_spark_backfill_refuses_a_definition_changed_under_its_version(
+    tmp_path: Path, spark: object
+) -> None:
+    """The local ``backfill()`` refuses a version defined otherwise than when the store's
+    states of it were computed; ``backfill_spark`` as a library function did not (only the
+    command checked, before calling it), and merged the two meanings into one state."""
+    import json
+
+    from usersignals.config import Settings
+    from usersignals.errors import ConfigurationError
+    from usersignals.offline.plan import apply_plan
+    from usersignals.offline.spark import backfill_spark
+    from usersignals.signals.registry import SignalRegistry
+
+    event = {"event_id": "e1", "user_id": "u1", "item_id": "i1", "action": "click",
+             "surface": "home", "ts": 1_767_225_600_000}  # fmt: skip
+    (tmp_path / "events.jsonl").write_text(json.dumps(event) + "\n")
+    modules = {}
+    for name, half_life in (("a.py", "3d"), ("b.py", "2d")):
+        modules[name] = tmp_path / name
+        modules[name].write_text(
+            "from usersignals import DecayedScores, Signal\n"
+            'SIGNALS = [Signal(name="interest", version=1, retention="7d", aggregate='
+            f'DecayedScores(key="surface", half_life="{half_life}"))]\n'
+        )
+
+    def settings(module: Path) -> Settings:
+        overrides = {"signals": str(module), "store": {"path": str(tmp_path / "s")}}
+        return Settings.load(environ={}, overrides=overrides)
+
+    applied = RocksStore(tmp_path / "s")
+    try:
+        apply_plan(applied, SignalRegistry.from_module(str(modules["a.py"])))
+    finally:
+        applied.close()
+    job = BackfillJob(str(tmp_path / "events.jsonl"), settings(modules["b.py"]), workers=1)
+    with pytest.raises(ConfigurationError, match="interest@1 defined otherwise"):
+        backfill_spark(spark, job, tmp_path / "states")

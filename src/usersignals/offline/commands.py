@@ -22,7 +22,7 @@ from usersignals.config import Settings
 from usersignals.errors import ConfigurationError
 from usersignals.malloc_tuning import no_huge_pages
 from usersignals.offline.backfill import BackfillJob, BackfillSummary
-from usersignals.offline.common import refuse_changed_definitions, select_signals, wait_for_workers
+from usersignals.offline.common import select_signals, wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
 from usersignals.optional_deps import require_pyarrow
 from usersignals.signals.registry import SignalRegistry
@@ -184,9 +184,6 @@ def _run_backfill(job: BackfillJob, spark: str | None) -> BackfillSummary:
         return backfill(job)
     from usersignals.offline.spark import backfill_spark
 
-    settings = job.settings  # refused before Spark's JVM starts, if at all
-    selected = select_signals(SignalRegistry.from_module(settings.signals), job.only)
-    refuse_changed_definitions(settings, selected)
     session = _spark(spark, job.workers)
     try:
         with temporary_directory("usersignals-states-") as states:

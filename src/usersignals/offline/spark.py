@@ -53,6 +53,7 @@ from usersignals.offline.common import (
     build_engine,
     open_existing,
     open_lookup_store,
+    refuse_changed_definitions,
     select_signals,
     shard_of,
 )
@@ -281,6 +282,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
 
     started = time.perf_counter()
     selected = select_signals(SignalRegistry.from_module(job.settings.signals), job.only)
+    refuse_changed_definitions(job.settings, selected)  # as backfill() does, before any job
     shards = job.workers
     frame = archive_frame(spark, job.archive, job.settings, shards).cache()
     summary = BackfillSummary(bad=_dead_letters(frame, job.dead_letter))
