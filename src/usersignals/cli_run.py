@@ -136,6 +136,7 @@ def _processor_once_the_store_answers(
         if health is not None:
             health.watch(metrics)
         processor = build_processor(settings, metrics.registry)
+        metrics.name_sources(processor.registry.lookup_sources)
         metrics.set_store_available(True)
         return processor, metrics
 

@@ -53,3 +53,51 @@ def test_a_lookup_source_counts_the_keys_it_holds_no_record_for(tmp_path: Path) 
         assert sample("usersignals_lookup_keys_fetched_total", {"source": "items"}) == 3
     finally:
         store.close()
+
+
+def test_each_sources_series_is_exported_at_zero_before_its_first_miss(tmp_path: Path) -> None:
+    """A series that appears only at the first miss leaves an alert on its rate with nothing
+    to compute from until then (and a dashboard with no line): each source the signals look
+    up is exported at 0 from the start."""
+    metrics = ProcessorMetrics()
+    metrics.name_sources(["items", "creators"])
+    sample = metrics.registry.get_sample_value
+    for source in ("items", "creators"):
+        assert sample("usersignals_events_missing_enrichment_total", {"source": source}) == 0
+    store = RocksStore(tmp_path / "store")
+    try:
+        registry = CollectorRegistry()
+        Materializer(
+            {"items": TableSource("items", store.table("items"))},
+            metrics=EnrichmentMetrics(registry),
+        )
+        for name in ("requested", "fetched", "missing"):
+            value = registry.get_sample_value(
+                f"usersignals_lookup_keys_{name}_total", {"source": "items"}
+            )
+            assert value == 0, name
+        assert (
+            registry.get_sample_value("usersignals_lookup_cache_hits_total", {"source": "items"})
+            == 0
+        )
+    finally:
+        store.close()
+
+
+def test_run_names_its_signals_lookup_sources(tmp_path: Path) -> None:
+    import threading
+
+    from usersignals.cli_run import _processor_once_the_store_answers
+    from usersignals.config import Settings
+
+    overrides = {"signals": "usersignals.examples.reference", "store": {"path": str(tmp_path)}}
+    settings = Settings.load(environ={}, overrides=overrides)
+    built = _processor_once_the_store_answers(settings, threading.Event(), None)
+    assert built is not None
+    processor, metrics = built
+    try:
+        sample = metrics.registry.get_sample_value
+        assert sample("usersignals_events_missing_enrichment_total", {"source": "items"}) == 0
+        assert sample("usersignals_lookup_keys_missing_total", {"source": "items"}) == 0
+    finally:
+        processor.close()

@@ -88,6 +88,8 @@ class Materializer:
         metrics: EnrichmentMetrics | None = None,
     ) -> None:
         self.metrics = metrics
+        if metrics is not None:
+            metrics.name_sources(sources)
         #: Sources whose failure is being held (retried until they recover): the processor
         #: reports not-ready meanwhile, as it does while its store is down.
         self.holding: set[str] = set()

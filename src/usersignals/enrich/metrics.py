@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -45,3 +46,10 @@ class EnrichmentMetrics:
             "usersignals_lookup_failures", "Failed fetches, by kind", ["source", "kind"],
             registry=registry,
         )  # fmt: skip
+
+    def name_sources(self, sources: Iterable[str]) -> None:
+        """Each source's counted series exported at 0 from the start: one that appears only
+        at its first count leaves an alert on its rate nothing to compute from until then."""
+        for counter in (self.keys_requested, self.keys_fetched, self.keys_missing, self.cache_hits):
+            for source in sources:
+                counter.labels(source)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 from usersignals.events.model import BadEvent, Event
@@ -167,6 +167,12 @@ class ProcessorMetrics:
                 self.position.labels(partition).set(position)
                 if high >= 0:
                     self.lag.labels(partition).set(max(0, high - position))
+
+    def name_sources(self, sources: Iterable[str]) -> None:
+        """The lookup sources' series of events missing enrichment, exported at 0 from the
+        start (as ``EnrichmentMetrics.name_sources`` does the sources' own)."""
+        for source in sources:
+            self.missing_enrichment.labels(source)
 
     def observe_report(self, report: BatchReport) -> None:
         """What the engine reports of a batch: events already applied and repeated event ids
