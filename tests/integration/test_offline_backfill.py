@@ -429,3 +429,56 @@ def test_an_archive_missing_a_partition_the_store_has_progress_on_is_said(
                if p.partition == "engagements/1"}  # fmt: skip
     assert summary.uncovered_partitions == {"engagements/1": len(missing)}
     assert backfilled(tmp_path / "store") == {}  # a partition short: not the history
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_an_archive_without_coordinates_that_ends_before_the_stream_is_said(
+    tmp_path: Path, history: History, workers: int
+) -> None:
+    """Found by an author's trial: a new version backfilled from an export without Kafka
+    coordinates, into a store whose stream had applied later events, missed those events
+    silently (the summary said nothing, ``signals plan`` called it warm, the cut-over served
+    it). With no offsets to compare, a user's newest event-id fingerprint hour tells: one
+    that starts after the user's newest archived event is an event the stream applied and
+    the backfill never saw. Those users are counted, and the backfill is not recorded as the
+    version's history."""
+    hour = 3_600_000
+    registry = SignalRegistry.from_module(REFERENCE)
+    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
+    store = new_store(tmp_path / "store", history)
+    try:
+        stream(store, history, 89, registry=four)
+    finally:
+        store.close()
+    cut = sorted(event.ts for event in history.events)[len(history.events) // 2]
+    kept = [i for i, event in enumerate(history.events) if event.ts <= cut]
+    short = History(
+        history.spec,
+        [history.events[i] for i in kept],
+        [history.positions[i] for i in kept],
+        history.items,
+    )
+    archived: dict[str, int] = {}
+    for event in short.events:
+        archived[event.user_id] = max(archived.get(event.user_id, event.ts), event.ts)
+    ahead = {
+        event.user_id
+        for event in history.events
+        if event.user_id in archived and event.ts // hour * hour > archived[event.user_id]
+    }
+    assert ahead  # the stream is past the archive for some of its users
+    job = BackfillJob(
+        str(write_jsonl_archive(tmp_path / "short", short)),
+        settings_for(tmp_path / "store"),
+        only=("category_interest@1",),
+        workers=workers,
+    )
+    summary = backfill(job)
+    assert summary.stream_ahead == len(ahead)
+    assert not summary.complete
+    assert backfilled(tmp_path / "store") == {}
+    # The whole history exported: nothing said, and the version's history is in the store.
+    whole = write_jsonl_archive(tmp_path / "whole", history)
+    summary = backfill(BackfillJob(str(whole), job.settings, only=job.only, workers=workers))
+    assert summary.stream_ahead == 0
+    assert set(backfilled(tmp_path / "store")) == {"category_interest@1"}

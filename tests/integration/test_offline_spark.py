@@ -364,3 +364,33 @@ def test_spark_backfill_refuses_a_definition_changed_under_its_version(
     job = BackfillJob(str(tmp_path / "events.jsonl"), settings(modules["b.py"]), workers=1)
     with pytest.raises(ConfigurationError, match="interest@1 defined otherwise"):
         backfill_spark(spark, job, tmp_path / "states")
+
+
+def test_spark_says_an_archive_without_coordinates_ends_before_the_stream(
+    tmp_path: Path, history: History, spark: object
+) -> None:
+    """As the local runner does (test_offline_backfill's test of it): the users whose stored
+    fingerprints are newer than the archive's events for them are counted."""
+    from offline_helpers import stream
+
+    from usersignals.offline.spark import backfill_spark
+
+    cut = sorted(event.ts for event in history.events)[len(history.events) // 2]
+    short = History(
+        history.spec,
+        [event for event in history.events if event.ts <= cut],
+        [p for e, p in zip(history.events, history.positions, strict=True) if e.ts <= cut],
+        history.items,
+    )
+    archive = write_jsonl_archive(tmp_path / "archive", short)
+    counted = []
+    for runner in ("local", "spark"):
+        store = new_store(tmp_path / runner, history)
+        try:
+            stream(store, history, 89)
+        finally:
+            store.close()
+        job = BackfillJob(str(archive), settings_for(tmp_path / runner), workers=2)
+        summary = backfill(job) if runner == "local" else backfill_spark(spark, job, tmp_path / "s")
+        counted.append(summary.stream_ahead)
+    assert counted[0] == counted[1] > 0

@@ -40,6 +40,7 @@ from usersignals._core import CoreError, replace_progress
 from usersignals.aggregations.context import check_view_time
 from usersignals.assembly import build_decoder, open_store
 from usersignals.config import Settings
+from usersignals.durations import HOUR_MS
 from usersignals.errors import StateCodecError
 from usersignals.events.model import BadEvent, Event, Position
 from usersignals.ingest.archive import EventArchive
@@ -121,6 +122,10 @@ class BackfillSummary:
     #: events in between are in no state the backfill wrote. Export more history, or expect
     #: the backfilled signals to miss them.
     behind_stream: int = 0
+    #: Users whose stored record holds an event the stream applied after the archive's last
+    #: event for them, by the hour of its event-id fingerprint (an archive without Kafka
+    #: coordinates: no offsets to compare): the backfilled states miss it. Export more history.
+    stream_ahead: int = 0
     users: int = 0
     #: Per Kafka partition the store's progress names and the archive holds no event of,
     #: the users whose progress names it (:func:`uncovered_partitions`): their backfilled
@@ -134,9 +139,9 @@ class BackfillSummary:
     @property
     def complete(self) -> bool:
         """Whether the states hold every event up to where the stream continues: no user's
-        progress beyond the archive, no partition the archive lacks. Only then is the
+        progress or fingerprint beyond the archive, no partition the archive lacks. Only then is the
         backfill recorded as the versions' history (``signals plan``: warm)."""
-        return not self.behind_stream and not self.uncovered_partitions
+        return not (self.behind_stream or self.stream_ahead or self.uncovered_partitions)
 
     #: Per Kafka partition, the next offset the stream must apply.
     offsets: dict[str, int] = field(default_factory=dict)
@@ -324,6 +329,7 @@ def _combine(results: list[_ShardResult], boundary: Boundary) -> BackfillSummary
         summary.deletions += part.deletions
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
+        summary.stream_ahead += part.stream_ahead
         summary.report.add(part.report)
         for partition, offset in result.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
@@ -388,6 +394,7 @@ def _run_shard(shard: _Shard) -> _ShardResult:
         taker = Taker(shard.boundary, stored_users, shard.leaves_new_users)
         _apply_share(share.results(decoder), engine, taker, job.batch_size)
         taker.summary.decoded = share.decoded
+        taker.summary.stream_ahead = taker.ahead_of_archive()
         taker.summary.deletions = share.deletions
         beyond = [
             (partition, offset)
@@ -480,6 +487,11 @@ class Taker:
         #: Per user, the highest offset taken per Kafka partition: the progress the load
         #: writes into the user's record.
         self.progress: dict[str, dict[str, int]] = {}
+        #: Per user with a stored record, the start of the newest hour its event-id
+        #: fingerprints hold, and the newest event time taken for them from an archive
+        #: without coordinates (:meth:`ahead_of_archive`).
+        self._stream_newest: dict[str, int] = {}
+        self._taken_newest: dict[str, int] = {}
         self._sequence = 0
 
     def take(self, events: list[Event], positions: list[Position]) -> None:
@@ -496,6 +508,8 @@ class Taker:
         for event, position in zip(events, positions, strict=True):
             applied = None
             if is_kafka(position):
+                # Handed over by the offsets, not by the fingerprints' times.
+                self._stream_newest.pop(event.user_id, None)
                 applied = self._progress.get(event.user_id, {}).get(position.partition)
             if applied is not None:
                 # The stream stands at ``applied`` for this user: the states must cover
@@ -565,11 +579,28 @@ class Taker:
             kept = [i for i, event in enumerate(events) if event.ts <= until]
             taken, origins = [events[i] for i in kept], [positions[i] for i in kept]
         self.origins.extend(origins)
+        if self._stream_newest:
+            self._note_newest(taken)
         self.summary.after_boundary += len(events) - len(taken)
         first = self._sequence + 1
         self._sequence += len(taken)
         self.events.extend(taken)
         self.positions.extend(map(Position, repeat(_SEQUENCE), range(first, self._sequence + 1)))
+
+    def _note_newest(self, taken: list[Event]) -> None:
+        watched, newest = self._stream_newest, self._taken_newest
+        for event in taken:
+            user = event.user_id
+            if user in watched and event.ts > newest.get(user, -1):
+                newest[user] = event.ts
+
+    def ahead_of_archive(self) -> int:
+        """The users seen whose record holds an event the stream applied after the newest
+        event taken for them from an archive without coordinates: a fingerprint hour starting
+        later (events inside that hour cannot be told apart; a deployment without a dedupe
+        horizon keeps no fingerprints, so none is counted)."""
+        taken = self._taken_newest
+        return sum(1 for user, hour in self._stream_newest.items() if hour > taken.get(user, -1))
 
     def stored_progress(self) -> Iterator[tuple[str, int]]:
         """The stored progress of the users seen, per partition (see :func:`count_behind`)."""
@@ -583,9 +614,14 @@ class Taker:
         new = sorted({event.user_id for event in events} - self._progress.keys())
         keys = [user_key(user) for user in new]
         for user, key, raw in zip(new, keys, self.existing.get_many(keys), strict=True):
-            self._progress[user] = decode_record(key, raw).progress if raw else {}
             if not raw:
+                self._progress[user] = {}
                 self._unrecorded.add(user)
+                continue
+            record = decode_record(key, raw)
+            self._progress[user] = record.progress
+            if record.seen:
+                self._stream_newest[user] = max(record.seen) * HOUR_MS
 
 
 def leaves_new_users(job: BackfillJob) -> bool:

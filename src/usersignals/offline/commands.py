@@ -223,6 +223,14 @@ def _print_backfill(summary: BackfillSummary, dead_letter: Path, keys: list[str]
             "(export more history to close the gap)",
             markup=False,
         )
+    if summary.stream_ahead:
+        console.print(
+            f"warning: for {summary.stream_ahead:,} users the store holds events the stream "
+            "applied after the archive's last event for them (by their event-id "
+            "fingerprints): the backfilled states miss those events (export more history, "
+            "with Kafka coordinates to hand over exactly)",
+            markup=False,
+        )
     if summary.uncovered_partitions:
         listing = ", ".join(
             f"{partition} ({users:,} users)"

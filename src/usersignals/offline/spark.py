@@ -239,6 +239,7 @@ def _backfill_partition(
                 drain(engine, taker, job.batch_size)
             drain(engine, taker, 1)
             taker.summary.behind_stream = count_behind(taker.stored_progress(), ends)
+            taker.summary.stream_ahead = taker.ahead_of_archive()
             _keep_failed(failed, taker.summary.report.rejected)
         finally:
             for opened in {id(s): s for s in (lookups, existing) if s is not None}.values():
@@ -265,12 +266,13 @@ class _PartSummary(msgspec.Struct):
     #: Repeated event ids the partition's engine dropped: the command says how many, as
     #: the local runner's summary does.
     repeats: int = 0
+    stream_ahead: int = 0
 
 
 def _summary_bytes(summary: BackfillSummary, taker: Taker) -> bytes:
     part = _PartSummary(
         summary.events, summary.after_boundary, summary.left_to_stream, summary.behind_stream,
-        taker.highest, summary.report.repeats,
+        taker.highest, summary.report.repeats, summary.stream_ahead,
     )  # fmt: skip
     return msgspec.msgpack.encode(part)
 
@@ -316,6 +318,7 @@ def backfill_spark(spark: Any, job: BackfillJob, states_dir: Path) -> BackfillSu
         summary.after_boundary += part.after_boundary
         summary.left_to_stream += part.left_to_stream
         summary.behind_stream += part.behind_stream
+        summary.stream_ahead += part.stream_ahead
         summary.report.repeats += part.repeats
         for partition, offset in part.highest.items():
             highest[partition] = max(highest.get(partition, -1), offset)
