@@ -32,7 +32,7 @@ from usersignals.offline.commands import backfill_command, training_set_command
 from usersignals.processing.pipeline import PipelineStats
 from usersignals.processing.replay import replay_file
 from usersignals.serving.reader import UserSignals, check_user_id
-from usersignals.signals.registry import SignalRegistry
+from usersignals.signals.registry import SignalRegistry, listed_names
 
 if TYPE_CHECKING:
     from usersignals.demo import DemoResult, LiveService
@@ -451,9 +451,7 @@ def get(
     check_user_id(user, settings.events.max_user_id_chars)
     reader = open_store_reader(settings, signals)
     try:
-        # As the API's `names=a,b`: a trial's `--signal a,b` was "unknown signal 'a,b'".
-        names = [name.strip() for given in signal or [] for name in given.split(",")]
-        result = reader.read(user, [name for name in names if name] or None, context)
+        result = reader.read(user, listed_names(signal or []) or None, context)
     finally:
         reader.store.close()
     out.print_json(msgspec.json.encode(result).decode())

@@ -38,11 +38,12 @@ from service_helpers import BIN, _stop, free_port, wait_ready
 
 from usersignals import Engine, MicroBatch, Position, ReadContext, SignalRegistry
 from usersignals.enrich import Materializer, TableSource
-from usersignals.errors import ContextError
+from usersignals.errors import ConfigurationError, ContextError, SignalNotFoundError
 from usersignals.offline.label_shards import plan_label_shards
 from usersignals.offline.memory import MemoryStore
 from usersignals.offline.training import (
     TrainingJob,
+    feature_columns,
     parse_context_option,
     read_labels,
     training_set,
@@ -522,3 +523,84 @@ def test_labels_in_a_directory_of_parts_read_as_the_one_file(
     from_parts = read_labels(tmp_path / "parts", "user_id", "ts")
     assert from_parts[1] == from_file[1]
     assert from_parts[0].to_pylist() == from_file[0].to_pylist() == whole.to_pylist()
+
+
+SHADOWED = """
+from usersignals import DecayedScores, Signal, days
+from usersignals.examples.reference import INTEREST_WEIGHTS, SIGNALS, items
+
+category_interest_v2 = Signal(
+    name="category_interest",
+    version=2,
+    shadow={shadow},
+    enrich=[items.fields("category")],
+    aggregate=DecayedScores(key="category", half_life=days(1), weights=INTEREST_WEIGHTS, top_k=5),
+)
+SIGNALS = [*(s for s in SIGNALS if {shadow} or s.name != "category_interest"), category_interest_v2]
+"""
+
+
+def test_a_training_set_of_chosen_versions_a_shadow_one_included(
+    tmp_path: Path, history: History
+) -> None:
+    """Found by an author's trial: a training set held every signal's default version and
+    nothing else, so a shadow version (the one to try before a cut-over) could not be
+    trained on, and the file did not say which version a column held. ``signals`` chooses
+    the columns (a name: its served version; ``name@version``: exactly that one, a column of
+    that name), and each feature field's metadata names its version and context."""
+    write_labels(tmp_path / "labels.parquet", history, 40, seed=5)
+    archive = write_parquet_archive(tmp_path / "archive", history)
+    tables = {}
+    for shadow in (True, False):
+        module = tmp_path / f"shadowed_{shadow}.py"
+        module.write_text(SHADOWED.format(shadow=shadow))
+        store = tmp_path / f"store_{shadow}"
+        new_store(store, history).close()
+        chosen = ("category_interest", "category_interest@2") if shadow else ()
+        out = tmp_path / f"features_{shadow}.parquet"
+        job = TrainingJob(
+            tmp_path / "labels.parquet", str(archive), settings_for(store, signals=str(module)),
+            out, contexts=("window=7d",), signals=chosen,
+        )  # fmt: skip
+        training_set(job)
+        tables[shadow] = pq.read_table(out)
+    shadowed, served = tables[True], tables[False]
+    assert shadowed.column_names == ["user_id", "ts", "label", "category_interest",
+                                     "category_interest@2"]  # fmt: skip
+    # The shadow version's column is what the version gives once it is served.
+    assert shadowed["category_interest@2"] == served["category_interest"]
+    assert shadowed["category_interest"] != shadowed["category_interest@2"]
+    fields = {field.name: field.metadata for field in shadowed.schema}
+    assert fields["category_interest"] == {
+        b"usersignals.signal": b"category_interest@1",
+        b"usersignals.context": b"window=7d",
+    }
+    assert fields["category_interest@2"][b"usersignals.signal"] == b"category_interest@2"
+    assert fields["user_id"] is None
+
+
+def test_chosen_signals_are_checked(tmp_path: Path) -> None:
+    registry = SignalRegistry.from_module(REFERENCE)
+    with pytest.raises(SignalNotFoundError, match="category_intrest"):
+        feature_columns(registry, (), ("category_intrest",))
+    with pytest.raises(ConfigurationError, match="action_counts@1 chosen twice"):
+        feature_columns(registry, (), ("action_counts", "action_counts@1"))
+    columns = feature_columns(registry, ("window=1d", "window=7d"), ("action_counts@1",))
+    assert [c.name for c in columns] == ["action_counts@1[window=1d]", "action_counts@1[window=7d]"]
+
+
+def test_the_command_takes_the_signals_to_write(tmp_path: Path, history: History) -> None:
+    write_labels(tmp_path / "labels.parquet", history, 10, seed=6)
+    new_store(tmp_path / "store", history).close()
+    out = tmp_path / "features.parquet"
+    done = subprocess.run(
+        [str(BIN / "usersignals"), "training-set", "--labels", str(tmp_path / "labels.parquet"),
+         "--events", str(write_parquet_archive(tmp_path / "archive", history)), "--out", str(out),
+         "--signal", "category_interest@1,action_counts", "-s", "taste_embedding",
+         "--workers", "1", "--store", str(tmp_path / "store"), "--signals", REFERENCE],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    names = pq.read_schema(out).names
+    assert names == ["user_id", "ts", "label", "category_interest@1", "action_counts",
+                     "taste_embedding"]  # fmt: skip

@@ -26,6 +26,8 @@ from usersignals.offline.features_file import (
 )
 
 NAMES = ["count", "recent[window=7d]"]
+#: Each feature column as written: its name and its field's metadata.
+COLUMNS = [(name, {"usersignals.signal": name.split("[")[0] + "@1"}) for name in NAMES]
 
 
 def labels(rows: int) -> pa.Table:
@@ -65,7 +67,7 @@ def test_values_land_on_their_rows_whatever_the_batches_and_row_groups(
     valued = sorted(keep.draw(st.sets(st.integers(0, max(rows - 1, 0)))) if rows else [])
     out = tmp_path_factory.mktemp("features") / "out.parquet"
     table = labels(rows)
-    write_features(table, NAMES, split(values_of(valued), cuts), out, row_group_rows=group)
+    write_features(table, COLUMNS, split(values_of(valued), cuts), out, row_group_rows=group)
     written = pq.read_table(out)
     assert written.column_names == ["user_id", "ts", *NAMES]
     assert written.select(["user_id", "ts"]).equals(table)
@@ -79,7 +81,7 @@ def test_rows_that_all_have_values_are_written_as_they_came(
 ) -> None:
     """The common case (every label row has values, in order), which skips the row lookup."""
     out = tmp_path / "out.parquet"
-    write_features(labels(rows), NAMES, split(values_of(list(range(rows))), cuts), out, group)
+    write_features(labels(rows), COLUMNS, split(values_of(list(range(rows))), cuts), out, group)
     written = pq.read_table(out)
     assert {name: written.column(name).to_pylist() for name in NAMES} == expected(
         rows, list(range(rows))
@@ -88,8 +90,8 @@ def test_rows_that_all_have_values_are_written_as_they_came(
 
 def test_the_same_values_in_other_batches_make_the_same_bytes(tmp_path: Path) -> None:
     items = values_of([0, 2, 3, 4, 9, 10, 11])
-    write_features(labels(12), NAMES, [value_batch(items, 2)], tmp_path / "a", row_group_rows=5)
-    write_features(labels(12), NAMES, split(items, [1, 2, 5]), tmp_path / "b", row_group_rows=5)
+    write_features(labels(12), COLUMNS, [value_batch(items, 2)], tmp_path / "a", row_group_rows=5)
+    write_features(labels(12), COLUMNS, split(items, [1, 2, 5]), tmp_path / "b", row_group_rows=5)
     assert (tmp_path / "a").read_bytes() == (tmp_path / "b").read_bytes()
 
 
@@ -100,7 +102,7 @@ def test_a_write_stopped_midway_leaves_the_file_before_it_whole(tmp_path: Path) 
     written beside `--out` and moved over it once complete."""
     out = tmp_path / "out.parquet"
     items = values_of(list(range(12)))
-    write_features(labels(12), NAMES, [value_batch(items, 2)], out, row_group_rows=4)
+    write_features(labels(12), COLUMNS, [value_batch(items, 2)], out, row_group_rows=4)
     complete = out.read_bytes()
 
     def stopped_after_one_group() -> Iterator[pa.RecordBatch]:
@@ -108,7 +110,7 @@ def test_a_write_stopped_midway_leaves_the_file_before_it_whole(tmp_path: Path) 
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        write_features(labels(12), NAMES, stopped_after_one_group(), out, row_group_rows=4)
+        write_features(labels(12), COLUMNS, stopped_after_one_group(), out, row_group_rows=4)
     assert out.read_bytes() == complete
     assert [path.name for path in tmp_path.iterdir()] == ["out.parquet"]
 
@@ -134,7 +136,7 @@ from usersignals.offline.features_file import TextColumns, in_row_order, write_f
 labels = pq.ParquetFile(sys.argv[1]).read()
 offsets = array("q", [0, 1, 2, 3]).tobytes()
 values = TextColumns([2, 0, 1], [(offsets, b"123")]).table()
-write_features(labels, ["f"], in_row_order([values]), Path(sys.argv[2]))
+write_features(labels, [("f", {})], in_row_order([values]), Path(sys.argv[2]))
 print("pandas" in sys.modules, "pyarrow.compute" in sys.modules)
 """
 

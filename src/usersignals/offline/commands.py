@@ -25,7 +25,7 @@ from usersignals.offline.backfill import BackfillJob, BackfillSummary
 from usersignals.offline.common import select_signals, wait_for_workers
 from usersignals.offline.stopping import terminated_as_interrupted
 from usersignals.optional_deps import require_pyarrow
-from usersignals.signals.registry import SignalRegistry
+from usersignals.signals.registry import SignalRegistry, listed_names
 from usersignals.uninterrupted import temporary_directory
 
 if TYPE_CHECKING:  # imported when the command runs: it brings pyarrow
@@ -301,6 +301,15 @@ def training_set_command(
             "--context", help="Request context, e.g. window=7d,actions=save (repeatable)."
         ),
     ] = None,
+    signal: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--signal",
+            "-s",
+            help="A column per signal: NAME (its served version) or NAME@VERSION (a shadow "
+            "version too); repeatable, or separated by commas. Default: every served signal.",
+        ),
+    ] = None,
     user_column: Annotated[str, typer.Option(help="The labels' user id column.")] = "user_id",
     time_column: Annotated[str, typer.Option(help="The labels' time column.")] = "ts",
     workers: WorkersOption = None,
@@ -323,7 +332,7 @@ def training_set_command(
     with nullcontext(dead) if dead_letter else _replaced_with_the_output(dead) as writing:
         job = TrainingJob(
             labels, events, settings, out, tuple(context or ()), _workers(workers),
-            user_column, time_column, writing,
+            user_column, time_column, writing, signals=tuple(listed_names(signal or [])),
         )  # fmt: skip
         with terminated_as_interrupted():
             summary = _run_training(job, spark)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from array import array
 from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -263,13 +263,13 @@ def in_row_order(tables: Sequence[Any], group_rows: int = ROW_GROUP_ROWS) -> Ite
 
 def write_features(
     table: Any,
-    names: Sequence[str],
+    columns: Sequence[tuple[str, Mapping[str, str]]],
     batches: Iterable[Any],
     out: Path,
     row_group_rows: int = ROW_GROUP_ROWS,
 ) -> None:
-    """The label table with a JSON text column per feature (``names``), in the label file's
-    row order.
+    """The label table with a JSON text column per feature (``columns``: each its name and
+    its field's metadata), in the label file's row order.
 
     ``batches`` hold each valid label's values (see :func:`value_batch`), rows ascending;
     a row without values (no user or no time in the label file) gets nulls.
@@ -282,7 +282,8 @@ def write_features(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    fields = [pa.field(name, pa.string()) for name in names]
+    fields = [pa.field(name, pa.string(), metadata=dict(meta)) for name, meta in columns]
+    names = [name for name, _ in columns]
     schema = pa.schema([*table.schema, *fields], metadata=table.schema.metadata)
     cursor = _RowCursor(iter(batches))
 

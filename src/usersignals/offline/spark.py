@@ -341,7 +341,7 @@ def _training_partition(job: TrainingJob, failed: Path) -> Any:
     def run(batches: Iterator[Any]) -> Iterator[Any]:
         settings = job.settings
         registry = job_registry(job)
-        columns = feature_columns(registry, job.contexts)
+        columns = feature_columns(registry, job.contexts, job.signals)
         events: list[tuple[Event, Position]] = []
         labels: list[tuple[int, str, int]] = []
         deletions = Deletions()
@@ -415,7 +415,9 @@ def training_set_spark(spark: Any, inputs: TrainingInputs) -> TrainingSummary:
         summary.signal_failed = len(rejected)
         if job.dead_letter is not None:  # after the archive's bad records, as locally
             DeadLetterFile(job.dead_letter).write(rejected)
-        write_features(table, [c.name for c in columns], read_parts(Path(parts)), job.out)
+        write_features(
+            table, [(c.name, c.metadata) for c in columns], read_parts(Path(parts)), job.out
+        )
     summary.seconds = time.perf_counter() - inputs.started
     return summary
 

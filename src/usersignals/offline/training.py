@@ -92,6 +92,13 @@ class FeatureColumn:
     name: str
     signal: Signal
     context: ReadContext
+    #: The ``--context`` text it was read with ("" for none): the field's metadata says it.
+    context_text: str = ""
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """What the file says of the column: the version it holds, and its context."""
+        return {"usersignals.signal": self.signal.key, "usersignals.context": self.context_text}
 
 
 @dataclass(frozen=True)
@@ -109,6 +116,9 @@ class TrainingJob:
     #: default; ``None``: read from the deployment's store when the job starts (a cut-over's
     #: choice, else the module's defaults). See :func:`served_versions`.
     served: Mapping[str, int] | None = None
+    #: The signals to write, each a column: a name (its served version) or ``name@version``
+    #: (exactly that one, a shadow version too); none given: every served signal.
+    signals: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check_workers(self.workers)
@@ -194,8 +204,11 @@ def parse_context_option(text: str) -> dict[str, str]:
     return params
 
 
-def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[FeatureColumn]:
-    """A column per signal and context; named by the signal alone when there is one context."""
+def feature_columns(
+    registry: SignalRegistry, contexts: Sequence[str], chosen: Sequence[str] = ()
+) -> list[FeatureColumn]:
+    """A column per signal and context; named by the signal alone when there is one context.
+    ``chosen``: the signals, as named (``name`` or ``name@version``); else every served one."""
     parsed: list[tuple[str, ReadContext]] = []
     for text in contexts or ("",):
         params = parse_context_option(text)
@@ -211,11 +224,29 @@ def feature_columns(registry: SignalRegistry, contexts: Sequence[str]) -> list[F
         if text in seen:
             raise ContextError(text, "given twice: each --context makes its own columns")
         seen.add(text)
+    signals = _chosen_signals(registry, chosen)
     return [
-        FeatureColumn(signal.name if len(parsed) == 1 else f"{signal.name}[{text}]", signal, ctx)
+        FeatureColumn(name if len(parsed) == 1 else f"{name}[{text}]", signal, ctx, text)
         for text, ctx in parsed
-        for signal in registry
+        for name, signal in signals
     ]
+
+
+def _chosen_signals(registry: SignalRegistry, chosen: Sequence[str]) -> list[tuple[str, Signal]]:
+    """Each column's name and signal: as ``chosen`` names them, else every served signal."""
+    if not chosen:
+        return [(signal.name, signal) for signal in registry]
+    named: dict[str, str] = {}
+    signals = []
+    for name in chosen:
+        signal = registry.get(name)  # unknown or retired: refused, naming the known ones
+        if signal.key in named:
+            raise ConfigurationError(
+                f"{signal.key} chosen twice (as {named[signal.key]!r} and {name!r})"
+            )
+        named[signal.key] = name
+        signals.append((name, signal))
+    return signals
 
 
 def check_label_columns(path: Path, table: Any, columns: Sequence[FeatureColumn]) -> None:
@@ -292,7 +323,7 @@ def training_inputs(job: TrainingJob, started: float | None = None) -> TrainingI
     (its workers may start first); now, if not given."""
     started = time.perf_counter() if started is None else started
     job = with_served_versions(job)
-    columns = feature_columns(job_registry(job), job.contexts)
+    columns = feature_columns(job_registry(job), job.contexts, job.signals)
     settings = job.settings
     table, labels = read_labels(
         job.labels, job.user_column, job.time_column, settings.events.max_user_id_chars
@@ -628,9 +659,8 @@ def _merged_and_written(
     if job.dead_letter is not None and rejected:  # after the archive's bad records
         with DeadLetterFile(job.dead_letter) as dead_letters:
             dead_letters.write(rejected)
-    names = [column.name for column in columns]
     values = in_row_order([_shard_values(t, r) for t, r in zip(tasks, results, strict=True)])
-    write_features(table, names, values, job.out)
+    write_features(table, [(c.name, c.metadata) for c in columns], values, job.out)
     return summary
 
 
@@ -704,7 +734,7 @@ def _training_shard(shard: _Shard) -> _ShardResult:
     job = shard.job
     settings = job.settings
     registry = job_registry(job)
-    columns = feature_columns(registry, job.contexts)
+    columns = feature_columns(registry, job.contexts, job.signals)
     mine = shard.labels
     users = {label[1] for label in mine}
     lookups = open_lookup_store(settings, registry)

@@ -19,6 +19,7 @@ from starlette.types import Scope
 from usersignals.errors import ContextError
 from usersignals.events.model import Event
 from usersignals.serving.reader import check_user_id, valid_user_id
+from usersignals.signals.registry import listed_names
 
 MAX_BODY_BYTES = 1 << 20
 MAX_EVENTS_PER_REQUEST = 10_000
@@ -68,7 +69,7 @@ def names_of(text: str | None) -> list[str] | None:
     would otherwise read every signal."""
     if text is None:
         return None
-    names = [name.strip() for name in text.split(",") if name.strip()]
+    names = listed_names([text])
     if not names:
         raise ContextError("names", "must list at least one signal name, comma-separated")
     return names

@@ -9,7 +9,7 @@ import logging
 import sys
 import traceback
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import ModuleType
 
@@ -216,6 +216,13 @@ class SignalRegistry:
     @classmethod
     def from_module(cls, target: str) -> SignalRegistry:
         return cls(signals_of(load_module(target)))
+
+
+def listed_names(texts: Iterable[str]) -> list[str]:
+    """Signal names as a caller lists them, each text comma-separated (``names=a,b``,
+    ``--signal a,b --signal c``), blanks dropped: a trial's ``--signal a,b`` was once
+    "unknown signal 'a,b'"."""
+    return [name.strip() for text in texts for name in text.split(",") if name.strip()]
 
 
 def load_module(target: str) -> ModuleType:
