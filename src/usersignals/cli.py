@@ -293,6 +293,7 @@ def serve(
         str | None, typer.Option(help="stateful (default) or raw (recompute, for comparison).")
     ] = None,
     store: StoreOption = None,
+    signals: SignalsOption = None,
     spool: Annotated[str | None, typer.Option(help="The HTTP ingest spool directory.")] = None,
     kafka: Annotated[
         str | None,
@@ -312,7 +313,7 @@ def serve(
     from usersignals.serving.raw import check_raw_events
 
     serving = {"host": host, "port": port, "workers": workers, "mode": mode}
-    settings = _serve_settings(config, store, serving, spool, kafka, topic)
+    settings = _serve_settings(config, store, serving, spool, kafka, topic, signals)
     # Fail here, clearly, if there is no store or it holds other signals; wait for a Redis
     # that does not answer yet, as `run` does.
     stop = _stop_on_signals()
@@ -350,9 +351,10 @@ def _serve_settings(
     spool: str | None,
     kafka: str | None,
     topic: str | None,
+    signals: str | None = None,
 ) -> Settings:
     """``serve``'s settings: the config file's, with the options given on the command line."""
-    overrides: dict[str, Any] = {"store": store}
+    overrides: dict[str, Any] = {"store": store, "signals": signals}
     overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
     if spool is not None:
         overrides["spool"] = {"path": spool}
@@ -369,6 +371,7 @@ def _serving_environment(settings: Settings, config: Path | None) -> dict[str, s
         environment["USERSIGNALS_CONFIG"] = str(config.resolve())
     environment.update(
         {
+            "USERSIGNALS_SIGNALS": _module_for_workers(settings.signals),
             "USERSIGNALS_STORE__PATH": str(Path(settings.store.path).resolve()),
             "USERSIGNALS_SPOOL__PATH": str(Path(settings.spool.path).resolve()),
             "USERSIGNALS_SERVING__MODE": settings.serving.mode,
@@ -378,6 +381,12 @@ def _serving_environment(settings: Settings, config: Path | None) -> dict[str, s
         }
     )
     return environment
+
+
+def _module_for_workers(signals: str) -> str:
+    """A module's file given by a relative path, made absolute; a dotted name as it is."""
+    path = Path(signals)
+    return str(path.resolve()) if signals.endswith(".py") and path.is_file() else signals
 
 
 #: Seconds a serving worker has to stop on SIGTERM before granian kills it (its requests
@@ -517,7 +526,7 @@ def signals_preview(
     bad = sum(result.bad.values())
     reasons = ", ".join(f"{reason} {count:,}" for reason, count in sorted(result.bad.items()))
     said = f"{bad:,} bad: {reasons}" if bad else "none bad"
-    console.print(f"{result.events:,} events read ({said}); as of the newest", markup=False)
+    console.print(f"{result.events:,} good events read ({said}); as of the newest", markup=False)
     for user_id, answers in result.users.items():
         if not answers:
             console.print(f"{user_id}: no events in the sample", markup=False)

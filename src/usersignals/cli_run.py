@@ -171,7 +171,9 @@ def _stopped(stats: PipelineStats, kafka: bool) -> str:
     )
     if kafka:
         return f"stopped: {stats.report.events:,} events in {stats.batches:,} batches {common}"
-    return f"stopped: {stats.lines:,} lines, {stats.report.events:,} events applied {common}"
+    report = stats.report
+    applied = report.events - report.duplicates - report.repeats  # the rewound ones are applied
+    return f"stopped: {stats.lines:,} lines, {applied:,} events applied {common}"
 
 
 def _missing_enrichment(report: BatchReport) -> str:

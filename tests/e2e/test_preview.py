@@ -91,7 +91,7 @@ def test_the_preview_says_its_bad_events_in_words(sample: Path) -> None:
     """Found in a newcomer's trial: a clean sample read "(0 bad: {})", a dict for people."""
     said = preview(sample, "--table", f"items={sample / 'items.jsonl'}")
     assert said.returncode == 0, said.stderr
-    assert "4 events read (1 bad: missing_field 1); as of the newest" in said.stderr
+    assert "4 good events read (1 bad: missing_field 1); as of the newest" in said.stderr
     (sample / "clean.jsonl").write_text(
         "".join(line + "\n" for line in (sample / "events.jsonl").read_text().splitlines()
                 if "event_id" in line)
@@ -103,7 +103,7 @@ def test_the_preview_says_its_bad_events_in_words(sample: Path) -> None:
         "--table",
         f"items={sample / 'items.jsonl'}",
     )
-    assert "4 events read (none bad); as of the newest" in clean.stderr, clean.stderr
+    assert "4 good events read (none bad); as of the newest" in clean.stderr, clean.stderr
 
 
 def test_preview_prints_every_signals_answer_for_the_busiest_users(sample: Path) -> None:

@@ -26,10 +26,12 @@ def serve(root: Path, signals: str, workers: int) -> tuple[str, subprocess.Popen
         **os.environ,
         "USERSIGNALS_STORE__PATH": str(root / "store"),
         "USERSIGNALS_SPOOL__PATH": str(root / "spool"),
-        "USERSIGNALS_SIGNALS": signals,
         "USERSIGNALS_SERVING__REFRESH_INTERVAL_MS": "50",
     }
+    # The module given as `run` takes it: every worker serves it (a trial looked for the
+    # option, which `serve` alone lacked).
     command = [str(BIN), "serve", "--port", str(port), "--workers", str(workers)]
+    command += ["--signals", signals]
     return wait_ready(port, subprocess.Popen(command, env=env, cwd=root))
 
 

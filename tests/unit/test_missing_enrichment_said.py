@@ -101,3 +101,12 @@ def test_run_names_its_signals_lookup_sources(tmp_path: Path) -> None:
         assert sample("usersignals_lookup_keys_missing_total", {"source": "items"}) == 0
     finally:
         processor.close()
+
+
+def test_the_spool_stop_line_counts_only_the_events_applied() -> None:
+    """Found by an author's trial: four events posted, one a repeat of another's event id,
+    and `run` said "4 events applied" beside "1 repeated event ids dropped"."""
+    stats = PipelineStats(lines=6, report=BatchReport(events=6, duplicates=2, repeats=1))
+    said = _stopped(stats, kafka=False)
+    assert "6 lines, 3 events applied (2 already applied)" in said, said
+    assert "1 repeated event ids dropped" in said
