@@ -312,8 +312,8 @@ def serve(
     from usersignals.serving.feature_log import check_feature_log_sink
     from usersignals.serving.raw import check_raw_events
 
-    serving = {"host": host, "port": port, "workers": workers, "mode": mode}
-    settings = _serve_settings(config, store, serving, spool, kafka, topic, signals)
+    serving = {"host": host, "port": port, "workers": workers, "mode": mode, "signals": signals}
+    settings = _serve_settings(config, store, serving, spool, kafka, topic)
     # Fail here, clearly, if there is no store or it holds other signals; wait for a Redis
     # that does not answer yet, as `run` does.
     stop = _stop_on_signals()
@@ -326,12 +326,7 @@ def serve(
     finally:
         reader.store.close()
     check_feature_log_sink(settings)  # here, not in every worker's start
-    if not settings.kafka.bootstrap_servers:  # every worker appends to the spool
-        Path(settings.spool.path).mkdir(parents=True, exist_ok=True)
-    front = settings.serving
-    check_can_listen(front.host, front.port, "serving.port")
-    if front.metrics_port:
-        check_can_listen(front.host, front.metrics_port, "serving.metrics_port")
+    _prepare_serving_places(settings)
     arguments = _granian_arguments(settings)
     accepted = settings.kafka.topic if settings.kafka.bootstrap_servers else settings.spool.path
     console.print(
@@ -344,6 +339,17 @@ def serve(
         os.execve(arguments[0], arguments, _serving_environment(settings, config))
 
 
+def _prepare_serving_places(settings: Settings) -> None:
+    """The spool directory made (every worker appends to it) and the ports checked free,
+    before the workers start: one clear line here, not a failure in each worker."""
+    if not settings.kafka.bootstrap_servers:
+        Path(settings.spool.path).mkdir(parents=True, exist_ok=True)
+    front = settings.serving
+    check_can_listen(front.host, front.port, "serving.port")
+    if front.metrics_port:
+        check_can_listen(front.host, front.metrics_port, "serving.metrics_port")
+
+
 def _serve_settings(
     config: Path | None,
     store: str | None,
@@ -351,10 +357,11 @@ def _serve_settings(
     spool: str | None,
     kafka: str | None,
     topic: str | None,
-    signals: str | None = None,
 ) -> Settings:
-    """``serve``'s settings: the config file's, with the options given on the command line."""
-    overrides: dict[str, Any] = {"store": store, "signals": signals}
+    """``serve``'s settings: the config file's, with the options given on the command line
+    (``serving``'s ``signals``: the module)."""
+    serving = dict(serving)
+    overrides: dict[str, Any] = {"store": store, "signals": serving.pop("signals", None)}
     overrides["serving"] = {k: v for k, v in serving.items() if v is not None}
     if spool is not None:
         overrides["spool"] = {"path": spool}
