@@ -70,7 +70,9 @@ class RecordReadAhead:
     def read(self, events: Sequence[Event]) -> ReadAhead:
         """The records of ``events``' users, as stored now. A store error leaves them to be
         read when the block is applied (where a store outage is ridden out)."""
-        keys = [user_key(user) for user in {event.user_id: None for event in events}]
+        # In key order, as the core's own reads of them (session.rs, `read_in_key_order`):
+        # a call's keys then share the store's cache lines.
+        keys = sorted(user_key(user) for user in {event.user_id: None for event in events})
         ahead = ReadAhead(keys)
         with self._lock:  # open before the read: a write during it reaches the block
             self._open.append(ahead)
