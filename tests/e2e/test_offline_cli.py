@@ -9,6 +9,7 @@ import re
 import shlex
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import msgspec
@@ -204,16 +205,31 @@ def test_bad_options_exit_2_with_one_line_naming_the_problem(tmp_path: Path) -> 
         ([*no_pyarrow, *training[1:], "--labels", str(tmp_path / "ok.parquet"), *out],
          "pip install 'usersignals[parquet]'")
     )  # fmt: skip
-    for command, message in cases:
-        done = subprocess.run(
-            command, cwd=tmp_path, env={**os.environ, "COLUMNS": "400"},
-            capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+    # Each case a process of its own, as a user runs it, three at a time: one after the other
+    # they were 30 s of waiting on interpreter and JVM start-ups, one of the suite's slowest
+    # tests. So that no case can be refused for another's lock on the store, or see a store
+    # another made, each names a store of its own.
+    shared_store = reference[-1]
+    commands = [
+        [f"{part}-{n}" if part == shared_store else part for part in command]
+        for n, (command, _) in enumerate(cases)
+    ]
+    with ThreadPoolExecutor(max_workers=3) as pool:
+        results = list(pool.map(lambda command: run_refused(command, tmp_path), commands))
+    for command, (_, message), done in zip(commands, cases, results, strict=True):
         assert done.returncode == 2, (command, done.stderr)
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1, done.stderr
         assert lines[0].startswith("error: ")
         assert message in lines[0]
+
+
+def run_refused(command: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``command`` run to its end, whatever its exit status."""
+    return subprocess.run(
+        command, cwd=cwd, env={**os.environ, "COLUMNS": "400"}, capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
 
 
 def test_an_archive_with_no_valid_event_is_said_so(tmp_path: Path) -> None:
