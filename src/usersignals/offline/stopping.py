@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from types import FrameType
 
 from usersignals.libc import prctl
-from usersignals.uninterrupted import raise_stop
+from usersignals.uninterrupted import raise_stop, uninterrupted
 
 _PR_SET_PDEATHSIG = 1  # prctl's option number (linux/prctl.h)
 #: The signals that stop a job: a worker starts with them blocked (:func:`workers_start_held`).
@@ -84,10 +84,14 @@ def workers_start_held() -> Iterator[None]:
     thread has them (a new process inherits its starter's mask), until a worker unblocks
     them where a stop unwinds it cleanly (:func:`take_stops`). A Ctrl-C reaching a worker
     while it still imported the package printed its KeyboardInterrupt traceback. This
-    process still stops: Python runs its handlers whichever thread the kernel chose."""
+    process still stops, Python runs its handlers whichever thread the kernel chose, but
+    only once the section is over (:func:`~usersignals.uninterrupted.uninterrupted`): cut
+    between spawning a worker and writing it its instructions, it left the worker to die on
+    the short read with a traceback (``EOFError: Ran out of input``, seen under load)."""
     held = signal.pthread_sigmask(signal.SIG_BLOCK, STOPS)
     try:
-        yield
+        with uninterrupted():
+            yield
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
