@@ -245,6 +245,18 @@ def test_only_adds_one_signal_to_a_running_deployment(
         store.close()
 
 
+def stream_four_signals(path: Path, history: History) -> None:
+    """A store at ``path`` the stream wrote ``history`` into with four of the reference
+    signals, ``category_interest`` not deployed yet (an ``--only`` backfill adds it)."""
+    registry = SignalRegistry.from_module(REFERENCE)
+    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
+    store = new_store(path, history)
+    try:
+        stream(store, history, 89, registry=four)
+    finally:
+        store.close()
+
+
 def test_a_repeat_after_a_backfill_is_still_dropped(tmp_path: Path, history: History) -> None:
     """A backfill merged into users the stream has records of keeps their event-id
     fingerprints: an event redelivered afterwards (the same id at a new offset, as a producer
@@ -408,13 +420,7 @@ def test_an_archive_missing_a_partition_the_store_has_progress_on_is_said(
     warning): the stream never fills it in, their events being below their stored
     progress. The users whose stored progress names a partition the archive holds nothing
     of are now counted, with the partitions, and the command warns."""
-    registry = SignalRegistry.from_module(REFERENCE)
-    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
-    store = new_store(tmp_path / "store", history)
-    try:
-        stream(store, history, 89, registry=four)
-    finally:
-        store.close()
+    stream_four_signals(tmp_path / "store", history)
     kept = [i for i, p in enumerate(history.positions) if p.partition != "engagements/1"]
     partial = History(
         history.spec,
@@ -443,13 +449,7 @@ def test_an_archive_without_coordinates_that_ends_before_the_stream_is_said(
     the backfill never saw. Those users are counted, and the backfill is not recorded as the
     version's history."""
     hour = 3_600_000
-    registry = SignalRegistry.from_module(REFERENCE)
-    four = SignalRegistry([s for s in registry if s.name != "category_interest"])
-    store = new_store(tmp_path / "store", history)
-    try:
-        stream(store, history, 89, registry=four)
-    finally:
-        store.close()
+    stream_four_signals(tmp_path / "store", history)
     cut = sorted(event.ts for event in history.events)[len(history.events) // 2]
     kept = [i for i, event in enumerate(history.events) if event.ts <= cut]
     short = History(

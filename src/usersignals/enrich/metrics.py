@@ -50,6 +50,7 @@ class EnrichmentMetrics:
     def name_sources(self, sources: Iterable[str]) -> None:
         """Each source's counted series exported at 0 from the start: one that appears only
         at its first count leaves an alert on its rate nothing to compute from until then."""
+        names = list(sources)  # read once per counter
         for counter in (self.keys_requested, self.keys_fetched, self.keys_missing, self.cache_hits):
-            for source in sources:
+            for source in names:
                 counter.labels(source)
