@@ -13,9 +13,9 @@ import httpx
 import msgspec
 import redis
 from test_kafka import (
-    clean_replay,
     committed_total,
     metric,
+    prepare_store,
     produce,
     records,
     reference_values,
@@ -40,7 +40,10 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
     topic = "fault"
     values, items = reference_values(120_000, seed=23)
     ends = produce(broker.bootstrap, topic, values)
-    clean_store = clean_replay(broker, topic, "g-clean-f", tmp_path / "clean", items, ends)
+    # The reference runs beside the faults (a group and a store of its own), not before them.
+    clean_store = tmp_path / "clean"
+    prepare_store(clean_store, items)
+    clean = start_processor(broker.bootstrap, topic, "g-clean-f", clean_store)
 
     with LocalRedisCluster() as cluster:
         store = RedisClusterStore(cluster.url, namespace="fault")
@@ -84,6 +87,8 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
         wait_caught_up(broker.bootstrap, "g-fault", topic, ends, timeout_s=300)
         code, err = stop(second)
         assert code == 0, err
+        wait_caught_up(broker.bootstrap, "g-clean-f", topic, ends, timeout_s=300)
+        assert stop(clean)[0] == 0
 
         expected = records(clean_store)
         got = dict(store.scan(b"u:"))
