@@ -21,9 +21,9 @@ import redis
 from accepted_helpers import status
 from redis.crc import key_slot
 from test_kafka import (
-    clean_replay,
     committed_total,
     failed_store_operations,
+    prepare_store,
     produce,
     records,
     start_processor,
@@ -78,7 +78,10 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
     topic = f"shard-{fault}"
     values, items = few_item_values(40_000, seed=37)
     ends = produce(broker.bootstrap, topic, values)
-    clean_store = clean_replay(broker, topic, f"g-clean-{topic}", tmp_path / "clean", items, ends)
+    # The reference runs beside the outage (a group and a store of its own), not before it.
+    clean_store = tmp_path / "clean"
+    prepare_store(clean_store, items)
+    clean = start_processor(broker.bootstrap, topic, f"g-clean-{topic}", clean_store)
 
     with LocalRedisCluster(persistent=True) as cluster:
         store = RedisClusterStore(cluster.url, namespace="shard")
@@ -131,6 +134,8 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
         assert code == 0, err
         got = dict(store.scan(b"u:"))
         store.close()
+    wait_caught_up(broker.bootstrap, f"g-clean-{topic}", topic, ends, timeout_s=300)
+    assert stop(clean)[0] == 0
     expected = records(clean_store)
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
