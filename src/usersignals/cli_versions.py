@@ -214,6 +214,13 @@ def _print_diff(report: DiffReport) -> None:
         f"{report.only_old:,}, only in {report.new}: {report.only_new:,}",
         markup=False,
     )
+    if report.newer_in_old or report.newer_in_new:
+        out.print(
+            f"newest event later in {report.old} for {report.newer_in_old:,} users, in "
+            f"{report.new} for {report.newer_in_new:,} (a version backfilled from an archive "
+            "that ends before the stream misses the stream's later events)",
+            markup=False,
+        )
     if report.examples:
         users = ", ".join(example["user_id"] for example in report.examples)
         out.print(f"changed users to look at (both values in --json): {users}", markup=False)

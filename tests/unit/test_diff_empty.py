@@ -97,3 +97,32 @@ def test_users_that_cannot_answer_the_as_of_are_counted_not_fatal() -> None:
     assert report.changed == 1  # "early": by surface against by action
     assert report.empty_in_both == 1
     assert report.same_first_entry == 0  # "quiet" has no first entry in either
+
+
+def test_a_diff_counts_the_users_whose_versions_saw_different_newest_events() -> None:
+    """Found in an author's trial: a new version backfilled from an archive that ended
+    before the stream, cut over, and diffed first: the diff said "changed", nothing of the
+    new version missing the old one's latest events. It counts the users whose answer in
+    one version reflects a later event than in the other (here the new version's filter
+    leaves u1's latest event out, as a short backfill would)."""
+    from usersignals import Count, Engine, Event, MicroBatch, Position, Signal, action, days
+    from usersignals.offline.diff import diff_signals
+
+    old = Signal(name="clicks", version=1, aggregate=Count(by="action"), retention=days(7))
+    new = Signal(
+        name="clicks", version=2, aggregate=Count(by="action"), retention=days(7),
+        where=action.eq("click"), shadow=True,
+    )  # fmt: skip
+    both = SignalRegistry([old, new])
+    now = 1_767_225_600_000
+    events = [
+        Event("e1", "u1", "i1", "click", "home", now - 60_000),
+        Event("e2", "u2", "i1", "click", "home", now - 60_000),
+        Event("e3", "u1", "i1", "save", "home", now),
+    ]
+    store = MemoryStore()
+    Engine(both, store).process(MicroBatch(events, [Position("t/0", n) for n in range(3)]))
+    reader = SignalReader(both, store)
+    context = ReadContext.parse({"as_of": str(now)})
+    report = diff_signals(reader, both.get("clicks@1"), both.get("clicks@2"), 10, context)
+    assert (report.newer_in_old, report.newer_in_new) == (1, 0)

@@ -52,6 +52,10 @@ class DiffReport:
     #: in its bucket: the API's 422), left out of the comparison; one of the reasons.
     refused: int = 0
     refusal: str | None = None
+    #: Users whose answer in one version reflects a later event than in the other (a
+    #: version backfilled from an archive that ends before the stream, a filter of its own).
+    newer_in_old: int = 0
+    newer_in_new: int = 0
 
     @property
     def changed_share(self) -> float:
@@ -86,7 +90,7 @@ def diff_signals(
     users = sample_users(reader, [old, new], sample)
     answers, refusals = _answered(reader, users, [(old, context), (new, context)])
     old_label, new_label = reader.registry.label(old), reader.registry.label(new)
-    changed = only_old = only_new = same_first = empty = 0
+    changed = only_old = only_new = same_first = empty = newer_in_old = newer_in_new = 0
     old_sizes: list[float] = []
     new_sizes: list[float] = []
     examples: list[dict[str, Any]] = []
@@ -99,6 +103,9 @@ def diff_signals(
             only_new += 1
         elif after.newest_event_ms is None and before.newest_event_ms is not None:
             only_old += 1
+        elif before.newest_event_ms is not None and after.newest_event_ms is not None:
+            newer_in_old += before.newest_event_ms > after.newest_event_ms
+            newer_in_new += after.newest_event_ms > before.newest_event_ms
         nothing = is_empty(before.value) and is_empty(after.value)
         empty += nothing
         if not nothing and first_entry(before.value) == first_entry(after.value):
@@ -124,6 +131,8 @@ def diff_signals(
         ignored,
         len(refusals),
         refusals[0] if refusals else None,
+        newer_in_old,
+        newer_in_new,
     )
 
 
