@@ -21,11 +21,10 @@ import redis
 from accepted_helpers import status
 from redis.crc import key_slot
 from test_kafka import (
+    CleanReplay,
     committed_total,
     failed_store_operations,
-    prepare_store,
     produce,
-    records,
     start_processor,
     stop,
     stop_leftover_processors,  # noqa: F401 (an autouse fixture: stops what a failure leaves)
@@ -79,9 +78,7 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
     values, items = few_item_values(40_000, seed=37)
     ends = produce(broker.bootstrap, topic, values)
     # The reference runs beside the outage (a group and a store of its own), not before it.
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, f"g-clean-{topic}", clean_store)
+    clean = CleanReplay(broker, topic, f"g-clean-{topic}", tmp_path / "clean", items)
 
     with LocalRedisCluster(persistent=True) as cluster:
         store = RedisClusterStore(cluster.url, namespace="shard")
@@ -134,9 +131,7 @@ def test_kafka_processor_survives_a_cluster_shard_outage_with_nothing_lost_or_do
         assert code == 0, err
         got = dict(store.scan(b"u:"))
         store.close()
-    wait_caught_up(broker.bootstrap, f"g-clean-{topic}", topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
-    expected = records(clean_store)
+    expected = clean.records(ends)
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"

@@ -186,6 +186,25 @@ def stop(process: subprocess.Popen[str]) -> tuple[int, str]:
     return sigterm_and_communicate(process, timeout_s=60)
 
 
+class CleanReplay:
+    """One uninterrupted processor over the whole topic, in a group and a store of its own:
+    the reference result. Started beside a test's faults, it runs while they wait (for a
+    killed member's session to end, a store to come back)."""
+
+    def __init__(
+        self, broker: LocalBroker, topic: str, group: str, store: Path, items: list[dict]
+    ) -> None:
+        self.bootstrap, self.topic, self.group, self.store = broker.bootstrap, topic, group, store
+        prepare_store(store, items)
+        self._process = start_processor(broker.bootstrap, topic, group, store)
+
+    def records(self, ends: dict[int, int]) -> dict[bytes, bytes]:
+        """Its users' records once it has applied the topic up to ``ends``; it is stopped."""
+        wait_caught_up(self.bootstrap, self.group, self.topic, ends, timeout_s=300)
+        assert stop(self._process)[0] == 0
+        return records(self.store)
+
+
 def clean_replay(
     broker: LocalBroker,
     topic: str,
@@ -194,11 +213,8 @@ def clean_replay(
     items: list[dict],
     ends: dict[int, int],
 ) -> Path:
-    """One uninterrupted processor over the whole topic: the reference result."""
-    prepare_store(store, items)
-    clean = start_processor(broker.bootstrap, topic, group, store)
-    wait_caught_up(broker.bootstrap, group, topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
+    """The reference result, run alone: its store."""
+    CleanReplay(broker, topic, group, store, items).records(ends)
     return store
 
 
@@ -308,9 +324,7 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
     # The reference runs beside the crashes (a group and a store of its own): they spend
     # most of their time waiting for the group to drop each killed member (its session
     # timeout), and the test took 50 s one after the other.
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, "g-clean", clean_store)
+    clean = CleanReplay(broker, topic, "g-clean", tmp_path / "clean", items)
 
     crash_store = tmp_path / "crashed"
     prepare_store(crash_store, items)
@@ -333,10 +347,8 @@ def test_sigkill_at_random_points_then_catch_up_equals_one_clean_replay(
     survivor = start_processor(broker.bootstrap, topic, "g-crash", crash_store)
     wait_caught_up(broker.bootstrap, "g-crash", topic, ends, timeout_s=300)
     assert stop(survivor)[0] == 0
-    wait_caught_up(broker.bootstrap, "g-clean", topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
 
-    expected, got = records(clean_store), records(crash_store)
+    expected, got = clean.records(ends), records(crash_store)
     assert len(got) == len(expected)
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]

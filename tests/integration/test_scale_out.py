@@ -13,11 +13,10 @@ import httpx
 import msgspec
 import redis
 from test_kafka import (
+    CleanReplay,
     committed_total,
     metric,
-    prepare_store,
     produce,
-    records,
     reference_values,
     start_processor,
     stop,
@@ -41,9 +40,7 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
     values, items = reference_values(120_000, seed=23)
     ends = produce(broker.bootstrap, topic, values)
     # The reference runs beside the faults (a group and a store of its own), not before them.
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, "g-clean-f", clean_store)
+    clean = CleanReplay(broker, topic, "g-clean-f", tmp_path / "clean", items)
 
     with LocalRedisCluster() as cluster:
         store = RedisClusterStore(cluster.url, namespace="fault")
@@ -87,10 +84,7 @@ def test_processor_crash_and_primary_failover_mid_stream_equal_one_clean_replay(
         wait_caught_up(broker.bootstrap, "g-fault", topic, ends, timeout_s=300)
         code, err = stop(second)
         assert code == 0, err
-        wait_caught_up(broker.bootstrap, "g-clean-f", topic, ends, timeout_s=300)
-        assert stop(clean)[0] == 0
-
-        expected = records(clean_store)
+        expected = clean.records(ends)
         got = dict(store.scan(b"u:"))
         store.close()
     assert got.keys() == expected.keys()

@@ -21,12 +21,11 @@ import pytest
 import redis
 from accepted_helpers import BIN, status
 from test_kafka import (
+    CleanReplay,
     committed,
     failed_store_operations,
     metric,
-    prepare_store,
     produce,
-    records,
     reference_values,
     start_processor,
     stop,
@@ -66,9 +65,7 @@ def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
     first, during = values[:55_000], values[55_000:]
     ends = produce(broker.bootstrap, topic, first)
     # The reference runs beside the outage (a group and a store of its own), not after it.
-    clean_store = tmp_path / "clean"
-    prepare_store(clean_store, items)
-    clean = start_processor(broker.bootstrap, topic, f"g-clean-{topic}", clean_store)
+    clean = CleanReplay(broker, topic, f"g-clean-{topic}", tmp_path / "clean", items)
 
     server = RedisServer(persistent=True)
     process = None
@@ -143,9 +140,7 @@ def test_kafka_processor_survives_a_redis_outage_with_nothing_lost_or_doubled(
             process.kill()  # only on a failure above: the happy path stopped it
             process.communicate(timeout=30)
         server.stop()
-    wait_caught_up(broker.bootstrap, f"g-clean-{topic}", topic, ends, timeout_s=300)
-    assert stop(clean)[0] == 0
-    expected = records(clean_store)
+    expected = clean.records(ends)
     assert got.keys() == expected.keys()
     different = [key for key in expected if got[key] != expected[key]]
     assert different == [], f"{len(different)} users differ, e.g. {different[:3]}"
