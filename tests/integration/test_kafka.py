@@ -28,6 +28,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 from confluent_kafka.admin import AdminClient
+from kafka_groups import QUICK_GROUP_ENV
 
 from stopping import sigterm_and_communicate
 from usersignals.demo import workload_spec
@@ -125,7 +126,7 @@ def start_processor(
         **os.environ,
         **(env_extra or {}),
         "USERSIGNALS_KAFKA__GROUP_ID": group,
-        "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+        **QUICK_GROUP_ENV,
         "USERSIGNALS_KAFKA__BATCH_MAX_EVENTS": "5000",
         "USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC": f"{topic}.dead",
     }

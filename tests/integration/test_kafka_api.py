@@ -26,6 +26,7 @@ from accepted_helpers import (
     status,
     stop,
 )
+from kafka_groups import QUICK_GROUP_ENV
 
 from usersignals.devtools.broker import LocalBroker, free_port
 from usersignals.ingest.kafka import create_topic
@@ -40,7 +41,7 @@ def test_events_and_deletions_posted_in_kafka_mode_are_applied_in_order(
     env = environment(
         tmp_path,
         USERSIGNALS_KAFKA__GROUP_ID="g-api",
-        USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
+        **QUICK_GROUP_ENV,
         USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
     )
     processor = start_processor(env, "--kafka", broker.bootstrap, "--topic", topic)
@@ -228,7 +229,7 @@ def start_watched_processor(
     env = environment(
         root,
         USERSIGNALS_KAFKA__GROUP_ID=f"g-{topic}",
-        USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS="6000",
+        **QUICK_GROUP_ENV,
         USERSIGNALS_KAFKA__DEAD_LETTER_TOPIC=f"{topic}.dead",
     )
     port = free_port()

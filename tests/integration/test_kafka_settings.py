@@ -13,6 +13,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from kafka_groups import QUICK_GROUP_ENV
 from test_kafka import produce
 
 from usersignals.config import Settings
@@ -38,7 +39,7 @@ def topic_settings(broker: LocalBroker, topic: str, **kafka: str) -> Settings:
             "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "USERSIGNALS_KAFKA__TOPIC": topic,
             "USERSIGNALS_KAFKA__GROUP_ID": f"g-{topic}",
-            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            **QUICK_GROUP_ENV,
             **{f"USERSIGNALS_KAFKA__{name.upper()}": value for name, value in kafka.items()},
         }
     )
@@ -79,6 +80,7 @@ def test_consumer_settings_from_environment_variables_reach_librdkafka(
         consumer__client_id="usersignals-env-test",
     )
     assert settings.kafka.consumer == {
+        "heartbeat_interval_ms": "400",  # QUICK_GROUP_ENV's
         "fetch_max_bytes": "1048576",
         "client_id": "usersignals-env-test",
     }
@@ -122,7 +124,7 @@ def test_a_topic_that_does_not_exist_yet_is_waited_for_and_said_once(
         environ={
             "USERSIGNALS_KAFKA__BOOTSTRAP_SERVERS": broker.bootstrap,
             "USERSIGNALS_KAFKA__TOPIC": "no-such-topic",
-            "USERSIGNALS_KAFKA__SESSION_TIMEOUT_MS": "6000",
+            **QUICK_GROUP_ENV,
             "USERSIGNALS_KAFKA__BATCH_MAX_WAIT_MS": "500",
         }
     )
