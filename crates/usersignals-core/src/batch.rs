@@ -13,7 +13,7 @@ use crate::decayed::ScoresRow;
 use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
 use crate::last_n::{self, Entry, NewRows};
-use crate::mean_vector::{SharedVector, VectorRow};
+use crate::mean_vector::{self, SharedVector, VectorRow};
 use crate::plan::{vector_column, Aggregation, Plan, Predicate};
 use crate::value::Value;
 use crate::{seen, tiles};
@@ -142,26 +142,30 @@ impl<'s, 'b> Step<'s, 'b> {
     }
 
     /// The old state's bytes in, the new state's bytes and the count of expired events out,
-    /// for an aggregation applied over its bytes (LastN, whose decoded entries cost an
-    /// allocation per text value); `None` for the others.
-    fn stored(&self, old: Option<&[u8]>) -> Option<Result<(Vec<u8>, usize), CoreError>> {
-        let Aggregation::LastN(spec) = &self.bound.plan.aggregate else {
-            return None;
-        };
-        let new = NewRows {
-            ts: &self.batch.ts,
-            tie: &self.batch.fingerprint,
-            columns: (self.bound.columns.iter())
-                .map(|&c| &self.batch.columns[c][..])
-                .collect(),
-            rows: self.rows,
-        };
-        Some(last_n::apply_stored(
-            spec,
-            self.bound.plan.retention_ms,
-            old,
-            &new,
-        ))
+    /// for an aggregation applied over its bytes: LastN, whose decoded entries cost an
+    /// allocation per text value, and MeanVector, whose buckets the rows do not reach are
+    /// carried as stored; `None` for the others.
+    fn stored(&mut self, old: Option<&[u8]>) -> Option<Result<(Vec<u8>, usize), CoreError>> {
+        let retention_ms = self.bound.plan.retention_ms;
+        match &self.bound.plan.aggregate {
+            Aggregation::LastN(spec) => {
+                let new = NewRows {
+                    ts: &self.batch.ts,
+                    tie: &self.batch.fingerprint,
+                    columns: (self.bound.columns.iter())
+                        .map(|&c| &self.batch.columns[c][..])
+                        .collect(),
+                    rows: self.rows,
+                };
+                Some(last_n::apply_stored(spec, retention_ms, old, &new))
+            }
+            Aggregation::MeanVector(spec) => {
+                let columns = (self.bound.columns[0], self.bound.columns[1]);
+                let rows = self.scratch.vectors(self.batch, columns, self.rows);
+                Some(mean_vector::apply_spliced(spec, retention_ms, old, rows))
+            }
+            _ => None,
+        }
     }
 }
 

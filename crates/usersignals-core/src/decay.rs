@@ -411,6 +411,24 @@ pub fn get_run(r: &mut Reader<'_>, count: usize) -> Result<Vec<u128>, CoreError>
     Ok(values)
 }
 
+/// Passes over a run of `count` values written by `put_run`, reading only what tells its
+/// length: the checks `get_run` makes of the form (a width past 128 bits, a varint too long,
+/// bytes that run out), not the values.
+pub fn skip_run(r: &mut Reader<'_>, count: usize) -> Result<(), CoreError> {
+    let width = r.u8()?;
+    if width == RUN_OF_VARINTS {
+        for _ in 0..count {
+            get_u128(r)?;
+        }
+        return Ok(());
+    }
+    if width > 128 {
+        return Err(CoreError::Codec(format!("packed width {width}")));
+    }
+    r.bytes(count.saturating_mul(usize::from(width)).div_ceil(8))?;
+    Ok(())
+}
+
 /// `get_run` into `values` (cleared first): a read reuses one buffer for every run.
 pub fn get_run_into(
     r: &mut Reader<'_>,

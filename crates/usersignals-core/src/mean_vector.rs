@@ -350,12 +350,33 @@ pub fn encode(state: &VectorState, dim: usize, bucket_ms: i64) -> Vec<u8> {
         let top = state.tops.get(bucket).copied().unwrap_or(0);
         put_bucket(&mut out, previous, *bucket, top - bucket * bucket_ms);
         previous = Some(*bucket);
-        put_i128(&mut out, sums[0]);
-        let d = quotients_into(&sums[1..], &mut quotients);
-        put_u128(&mut out, d);
-        put_run(&mut out, &quotients);
+        put_sums(&mut out, sums, &mut quotients);
     }
     out
+}
+
+/// A bucket's sums as stored after its header: `Σ scale`, the divisor, the quotients' run
+/// (`quotients` a buffer the caller reuses across buckets).
+fn put_sums(out: &mut Vec<u8>, sums: &[i128], quotients: &mut Vec<u128>) {
+    put_i128(out, sums[0]);
+    let d = quotients_into(&sums[1..], quotients);
+    put_u128(out, d);
+    put_run(out, quotients);
+}
+
+/// What [`put_sums`] wrote, `dim` components.
+fn get_sums(r: &mut Reader<'_>, dim: usize) -> Result<Vec<i128>, CoreError> {
+    let mut sums = Vec::with_capacity(dim + 1);
+    sums.push(get_i128(r)?);
+    let d = divisor(get_u128(r)?)?;
+    for quotient in get_run(r, dim)? {
+        sums.push(component_sum(quotient, d)?);
+    }
+    Ok(sums)
+}
+
+fn divisor(stored: u128) -> Result<i128, CoreError> {
+    i128::try_from(stored).map_err(|_| CoreError::Codec("divisor out of range".into()))
 }
 
 /// `apply` over stored bytes: decode `old`, fold in `rows`, encode (the batch executor's arm).
@@ -412,14 +433,7 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
         let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
         previous = Some(bucket);
         state.tops.insert(bucket, top);
-        let mut sums = Vec::with_capacity(dim + 1);
-        sums.push(get_i128(&mut r)?);
-        let d = i128::try_from(get_u128(&mut r)?)
-            .map_err(|_| CoreError::Codec("divisor out of range".into()))?;
-        for quotient in get_run(&mut r, dim)? {
-            sums.push(component_sum(quotient, d)?);
-        }
-        state.buckets.insert(bucket, sums);
+        state.buckets.insert(bucket, get_sums(&mut r, dim)?);
     }
     r.expect_done("MeanVector state")?;
     Ok(state)
@@ -427,6 +441,10 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
 
 #[path = "mean_vector_read.rs"]
 mod stored_read;
+
+#[path = "mean_vector_splice.rs"]
+mod splice;
+pub use splice::apply_spliced;
 
 #[cfg(test)]
 #[path = "mean_vector_tests.rs"]
