@@ -412,13 +412,11 @@ fn component_sum(quotient: u128, d: i128) -> Result<i128, CoreError> {
         .ok_or_else(|| CoreError::Codec("sum out of range".into()))
 }
 
-pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, CoreError> {
-    let mut r = Reader::new(data);
+/// A stored state's header, up to its buckets: its newest time and how many buckets follow
+/// (a state of another version or dimension refused).
+fn read_header(r: &mut Reader<'_>, dim: usize) -> Result<(i64, usize), CoreError> {
     r.expect_version("MeanVector", FORMAT_VERSION)?;
-    let mut state = VectorState {
-        newest: r.i64()?,
-        ..VectorState::default()
-    };
+    let newest = r.i64()?;
     let stored_dim = r.u64()?;
     if stored_dim != dim as u64 {
         return Err(CoreError::Codec(format!(
@@ -427,6 +425,16 @@ pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, Co
     }
     // A bucket is at least 5 bytes: gap, newest, scale, divisor, and a run (1 when packed 0).
     let count = r.len(5)?;
+    Ok((newest, count))
+}
+
+pub fn decode(data: &[u8], dim: usize, bucket_ms: i64) -> Result<VectorState, CoreError> {
+    let mut r = Reader::new(data);
+    let (newest, count) = read_header(&mut r, dim)?;
+    let mut state = VectorState {
+        newest,
+        ..VectorState::default()
+    };
     state.tops = Tops::with_capacity(count);
     let mut previous = None;
     for _ in 0..count {

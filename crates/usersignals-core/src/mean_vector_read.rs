@@ -6,7 +6,6 @@
 //! 64-bit arithmetic where the values fit (a 128-bit multiply or conversion to float is a
 //! software routine).
 
-use super::FORMAT_VERSION;
 use super::{component_sum, MeanAnswer, MeanVectorSpec, COMPONENT_BITS, SCALE_BITS};
 use crate::context::{Refusal, Times};
 use crate::decay::{
@@ -26,17 +25,7 @@ impl MeanVectorSpec {
     ) -> Result<Result<(MeanAnswer, Option<i64>), Refusal>, CoreError> {
         let decay = self.buckets(retention_ms);
         let mut r = Reader::new(data);
-        r.expect_version("MeanVector", FORMAT_VERSION)?;
-        let newest = r.i64()?;
-        let stored_dim = r.u64()?;
-        if stored_dim != self.dim as u64 {
-            return Err(CoreError::Codec(format!(
-                "MeanVector of dimension {stored_dim}, expected {}",
-                self.dim
-            )));
-        }
-        // As `decode`: a bucket is at least 5 bytes.
-        let count = r.len(5)?;
+        let (newest, count) = super::read_header(&mut r, self.dim)?;
         let view = times.view_time(newest);
         let counted = decay.counted_range(newest, view);
         let mut totals = vec![0.0f64; self.dim + 1];

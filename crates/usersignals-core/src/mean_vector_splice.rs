@@ -16,8 +16,8 @@
 
 use std::ops::Range;
 
-use super::FORMAT_VERSION;
-use super::{apply_stored, get_sums, put_sums, MeanVectorSpec, VectorRow, VectorState};
+use super::{apply_stored, get_sums, put_sums, read_header, FORMAT_VERSION};
+use super::{MeanVectorSpec, VectorRow, VectorState};
 use crate::decay::{get_bucket, get_u128, put_bucket, skip_run, DecayBuckets, Tops};
 use crate::error::CoreError;
 use crate::varint::{put_i64, put_u64, Reader};
@@ -117,16 +117,7 @@ fn reached_buckets(decay: &DecayBuckets, rows: &[VectorRow<'_>]) -> Vec<i64> {
 /// lengths, nothing after the last bucket).
 fn scan(data: &[u8], dim: usize, bucket_ms: i64) -> Result<(i64, Vec<StoredBucket>), CoreError> {
     let mut r = Reader::new(data);
-    r.expect_version("MeanVector", FORMAT_VERSION)?;
-    let newest = r.i64()?;
-    let stored_dim = r.u64()?;
-    if stored_dim != dim as u64 {
-        return Err(CoreError::Codec(format!(
-            "MeanVector of dimension {stored_dim}, expected {dim}"
-        )));
-    }
-    // As `decode`: a bucket is at least 5 bytes.
-    let count = r.len(5)?;
+    let (newest, count) = read_header(&mut r, dim)?;
     let mut buckets = Vec::with_capacity(count);
     let mut previous = None;
     for _ in 0..count {
