@@ -2,8 +2,9 @@
 
 Each line is one event; its position is ``(source id, line number)``. The source id defaults
 to ``file:<file name>``, so replaying the same file into the same store changes nothing, and
-lines appended to it later are new events (their line numbers are higher). Two different
-files with the same name need distinct ``source_id`` values.
+lines appended to it later are new events (their line numbers are higher). Another file of
+the same name replayed into the same store gets a source id of its own (see
+``usersignals.ingest.file_sources``); a ``source_id`` given is used as it is.
 """
 
 from __future__ import annotations
@@ -33,8 +34,19 @@ class JsonlSource:
         if block_size < 1:
             raise ConfigurationError("block size must be at least 1")
         self.path = path
+        #: Whether the caller named the source; else the replay may give it another id.
+        self.named = source_id is not None
         self.source_id = source_id or f"file:{path.name}"
         self.block_size = block_size
+
+    def first_line(self) -> bytes | None:
+        """The file's first line that is not blank, without its line end (``None`` for a
+        file of blank lines only): what tells this file from another of its name."""
+        with self.path.open("rb") as handle:
+            for line in handle:
+                if line.strip():
+                    return line.rstrip(b"\r\n")
+        return None
 
     @property
     def size_bytes(self) -> int:

@@ -1,7 +1,9 @@
 """Replaying a file of events through the engine: the pipeline step over a file's blocks.
 
 A file has no commit of its own: each user's progress, written with their states, is what
-makes a second replay of the same file change nothing.
+makes a second replay of the same file change nothing (and the store's record of which file
+a source id is, ``usersignals.ingest.file_sources``, what keeps another file of its name
+from being taken for it).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import time
 from collections.abc import Callable
 
 from usersignals.events.decode import EventDecoder
+from usersignals.ingest.file_sources import claim_source_id
 from usersignals.ingest.files import JsonlSource
 from usersignals.processing.engine import Engine
 from usersignals.processing.pipeline import DeadLetterSink, PipelineStats, PipelineStep
@@ -31,6 +34,7 @@ def replay_file(
     # malformed event, not carried out.
     step = PipelineStep(engine, decoder, dead_letters, deletions=False)
     started = time.perf_counter()
+    source.source_id = claim_source_id(engine.store, source)
     for block, consumed in source.blocks():
         step.apply(step.decode(block.lines, block.positions))
         if progress is not None:

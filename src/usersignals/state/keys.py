@@ -44,6 +44,10 @@ SIGNALS_KEY = meta_key("signals")
 #: A backfill's hand-over offsets, ``topic/partition`` → the next offset, as JSON: where the
 #: stream continues from (``usersignals.offline.bulk_load``).
 BACKFILL_OFFSETS_KEY = meta_key("backfill_offsets")
+#: The files replayed into the store, ``file:`` source id → the fingerprint of the file's
+#: first line, as JSON: which file a source id's progress belongs to
+#: (``usersignals.ingest.file_sources``).
+FILE_SOURCES_KEY = meta_key("file_sources")
 
 
 def table_column(name: str) -> str:
