@@ -240,6 +240,23 @@ def test_empty_id_is_an_invalid_value_naming_the_field(name: str) -> None:
     assert "empty" in bad.detail
 
 
+def test_a_user_id_holding_a_nul_is_an_invalid_value_alone_and_in_a_block() -> None:
+    """Found in an operator's trial: a user's raw events are keyed by the user id and a NUL,
+    so a user id holding a NUL made another user's raw events part of this user's (raw mode
+    answered "ua" with the events of "ua\\0x")."""
+    raw = raw_event(user_id="ua\u0000x")
+    bad = rejected(raw)
+    assert bad.reason == "invalid_value"
+    assert "`user_id`" in bad.detail
+    assert "NUL" in bad.detail
+    good = raw_event(user_id="ua")
+    result = EventDecoder().decode_block([good, raw, good], now_ms=NOW_MS)
+    assert [event.user_id for event in result.events] == ["ua", "ua"]
+    assert [b.reason for b in result.bad] == ["invalid_value"]
+    # Any other id may hold one: only the user id is a key's prefix.
+    assert isinstance(decode(raw_event(item_id="i\u0000x")), Event)
+
+
 def test_overlong_id_is_an_invalid_value() -> None:
     policy = EventPolicy(max_id_chars=8)
     assert isinstance(decode(raw_event(item_id="i" * 8), policy), Event)

@@ -20,12 +20,15 @@ const USER_FIELD: &str = "user_id";
 const ACTION_FIELD: &str = "action";
 const SURFACE_FIELD: &str = "surface";
 
-/// What one id field must be: non-empty, at most `limit` code points, among `allowed`.
+/// What one id field must be: non-empty, at most `limit` code points, among `allowed`, and
+/// (the user id) without a NUL.
 struct IdRule {
     name: String,
     limit: usize,
     /// Which of the policy's allowed sets holds its names, if any.
     allowed: Option<Allowed>,
+    /// The user id: a user's raw events are keyed by it and a NUL, so it may hold none.
+    nul_free: bool,
 }
 
 #[derive(Clone, Copy)]
@@ -71,6 +74,7 @@ impl EventChecks {
                     SURFACE_FIELD => Some(Allowed::Surfaces),
                     _ => None,
                 },
+                nul_free: name == USER_FIELD,
                 name,
             })
             .collect();
@@ -100,6 +104,9 @@ impl EventChecks {
                 if chars == 0 || chars > rule.limit || !self.allowed(rule.allowed, &value) {
                     return Ok(false);
                 }
+                if rule.nul_free && !holds_no_nul(&value) {
+                    return Ok(false);
+                }
             }
             let Ok(time) = ts.get(&event)?.extract::<i64>() else {
                 return Ok(false);
@@ -110,6 +117,16 @@ impl EventChecks {
         }
         Ok(true)
     }
+}
+
+/// Whether a text holds no NUL; false as well for what is not text UTF-8 can hold (the
+/// reference decides).
+fn holds_no_nul(value: &Bound<'_, PyAny>) -> bool {
+    let Ok(text) = value.cast::<PyString>() else {
+        return false;
+    };
+    text.to_str()
+        .is_ok_and(|text| memchr::memchr(0, text.as_bytes()).is_none())
 }
 
 impl EventChecks {

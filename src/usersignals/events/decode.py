@@ -147,6 +147,10 @@ class EventDecoder:
             limit = policy.max_user_id_chars if name == "user_id" else policy.max_id_chars
             if len(value) > limit:  # len() of a str counts code points
                 return REASON_INVALID_VALUE, f"`{name}` longer than {limit} code points"
+        if "\x00" in event.user_id:
+            # A user's raw events are keyed by the user id and a NUL (state/keys.py): one
+            # holding a NUL would put its events under another user's prefix.
+            return REASON_INVALID_VALUE, "`user_id` must not hold a NUL character (U+0000)"
         if policy.allowed_actions is not None and event.action not in policy.allowed_actions:
             allowed = ", ".join(sorted(policy.allowed_actions))
             return REASON_UNKNOWN_ACTION, f"action {event.action!r} is not one of: {allowed}"
