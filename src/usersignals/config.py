@@ -120,6 +120,12 @@ class EnrichSettings(msgspec.Struct, forbid_unknown_fields=True):
     sources: dict[str, SourceSettings] = {}
 
 
+#: A librdkafka property's value: librdkafka takes each as text, and a TOML file may write a
+#: number or a boolean as itself (``"fetch.max.bytes" = 1048576``); ``librdkafka_settings``
+#: gives the text.
+LibrdkafkaValue = str | int | float | bool
+
+
 class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     #: Empty: no Kafka; ``usersignals run`` then processes the HTTP spool only. Set for
     #: ``usersignals serve`` too: the API then produces accepted events to ``topic``.
@@ -139,11 +145,11 @@ class KafkaSettings(msgspec.Struct, forbid_unknown_fields=True):
     batch_max_wait_ms: PositiveMilliseconds = 250
     session_timeout_ms: PositiveMilliseconds = 10_000
     #: Any other librdkafka consumer settings (security, fetch sizes...).
-    consumer: dict[str, str] = {}
+    consumer: dict[str, LibrdkafkaValue] = {}
     #: The API (in Kafka mode) answers 503 when the broker has not acknowledged by then.
     produce_timeout_ms: PositiveMilliseconds = 5_000
     #: Any other librdkafka settings of the API's producer.
-    producer: dict[str, str] = {}
+    producer: dict[str, LibrdkafkaValue] = {}
 
 
 class GcSettings(msgspec.Struct, forbid_unknown_fields=True):

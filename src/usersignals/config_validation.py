@@ -100,7 +100,23 @@ def describe(info: mi.Type) -> str:
     if isinstance(info, mi.IntType | mi.FloatType):
         noun = "an integer" if isinstance(info, mi.IntType) else "a number"
         return noun + _bounds(info)
+    if isinstance(info, mi.DictType):
+        return f"a table of names to {_plural(info.value_type)}"
     return _PLAIN.get(type(info), "a value of the documented form")
+
+
+def _plural(info: mi.Type) -> str:
+    """What a table's values may be, in the plural: ``texts, numbers or true/false``."""
+    if isinstance(info, mi.UnionType):
+        kinds = list(dict.fromkeys(_plural(member) for member in info.types))
+        return ", ".join(kinds[:-1]) + " or " + kinds[-1] if len(kinds) > 1 else kinds[0]
+    if isinstance(info, mi.StrType):
+        return "texts"
+    if isinstance(info, mi.IntType | mi.FloatType):
+        return "numbers"
+    if isinstance(info, mi.BoolType):
+        return "true/false"
+    return "values"
 
 
 def _bounds(info: mi.IntType | mi.FloatType) -> str:
@@ -117,5 +133,4 @@ _PLAIN: dict[type, str] = {
     mi.BoolType: "true or false",
     mi.StrType: "a string",
     mi.ListType: "a list (comma-separated in an environment variable)",
-    mi.DictType: "a table of names to values",
 }

@@ -17,6 +17,7 @@ from usersignals.config import (
     StoreSettings,
 )
 from usersignals.errors import InvalidSettingError
+from usersignals.ingest.kafka import librdkafka_settings
 
 FULL_FILE = """\
 signals = "my_project.signals"
@@ -61,6 +62,28 @@ def test_load_from_toml_file(tmp_path: Path) -> None:
         ),
         processing=ProcessingSettings(batch_size=500),
     )
+
+
+def test_librdkafka_settings_in_toml_may_be_numbers_and_booleans(tmp_path: Path) -> None:
+    """Found in an operator's trial: `"fetch.max.bytes" = 1048576` was refused as "not a
+    table of names to values" (only strings were taken); librdkafka takes every property as
+    text, so a TOML number or boolean is its text."""
+    text = (
+        '[kafka.consumer]\n"fetch.max.bytes" = 1048576\n"enable.partition.eof" = false\n'
+        '"client.id" = "c"\n[kafka.producer]\n"linger.ms" = 5\n"batch.size" = 1.5e4\n'
+    )
+    settings = Settings.load(write(tmp_path, text), environ={})
+    assert librdkafka_settings(settings.kafka.consumer) == {
+        "fetch.max.bytes": "1048576",
+        "enable.partition.eof": "false",
+        "client.id": "c",
+    }
+    assert librdkafka_settings(settings.kafka.producer) == {
+        "linger.ms": "5",
+        "batch.size": "15000.0",
+    }
+    with pytest.raises(InvalidSettingError, match="a table of names to texts, numbers or"):
+        Settings.load(write(tmp_path, '[kafka.consumer]\n"a" = [1]\n'), environ={})
 
 
 def test_partial_file_keeps_the_other_defaults(tmp_path: Path) -> None:

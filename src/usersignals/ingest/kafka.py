@@ -13,7 +13,7 @@ import contextlib
 import itertools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +21,7 @@ import msgspec
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from usersignals.config import KafkaSettings
+from usersignals.config import KafkaSettings, LibrdkafkaValue
 from usersignals.errors import BrokerError, ConfigurationError
 from usersignals.events.decode import not_an_event
 from usersignals.events.model import BadEvent, Position, partition_id
@@ -81,14 +81,21 @@ def _key_of(message: Message) -> bytes | None:
     return key.encode() if isinstance(key, str) else key
 
 
-def librdkafka_settings(consumer: dict[str, str]) -> dict[str, str]:
-    """``kafka.consumer`` as librdkafka property names: ``fetch_max_bytes`` → ``fetch.max.bytes``.
+def librdkafka_settings(consumer: Mapping[str, LibrdkafkaValue]) -> dict[str, str]:
+    """``kafka.consumer`` as librdkafka property names: ``fetch_max_bytes`` → ``fetch.max.bytes``,
+    and each value as the text librdkafka takes (``true``/``false`` for a boolean).
 
     Environment variable names cannot hold dots, so ``USERSIGNALS_KAFKA__CONSUMER__FETCH_MAX_BYTES``
     arrives as ``fetch_max_bytes``; librdkafka's names use dots and never underscores, so every
     underscore is a dot. Dotted names (from a TOML file) pass unchanged.
     """
-    return {name.replace("_", "."): value for name, value in consumer.items()}
+    return {name.replace("_", "."): _property_text(value) for name, value in consumer.items()}
+
+
+def _property_text(value: LibrdkafkaValue) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 #: How long a broker may hold a fetch that has no data yet (librdkafka's default: 500 ms).

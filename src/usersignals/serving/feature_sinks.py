@@ -20,6 +20,7 @@ from typing import Any, Protocol
 import msgspec
 from prometheus_client import CollectorRegistry, Counter
 
+from usersignals.config import LibrdkafkaValue
 from usersignals.errors import ConfigurationError
 from usersignals.optional_deps import require_pyarrow
 from usersignals.serving.feature_records import FeatureLogRecord
@@ -287,7 +288,7 @@ class KafkaSink:
         self,
         bootstrap_servers: str,
         topic: str,
-        producer: Mapping[str, str],
+        producer: Mapping[str, LibrdkafkaValue],
         close_timeout_s: float = 5.0,
     ) -> None:
         from confluent_kafka import KafkaException, Producer
@@ -305,7 +306,7 @@ class KafkaSink:
             "queue.buffering.max.messages": 100_000,
             "message.timeout.ms": 30_000,
             "logger": client_logger(),
-            **librdkafka_settings(dict(producer)),
+            **librdkafka_settings(producer),
         }
         try:
             self._producer = Producer(config)
