@@ -29,7 +29,7 @@ def convert_settings(data: Mapping[str, Any], cls: type[_S]) -> _S:
     checked = _check_struct(data, cls, "")
     try:
         return msgspec.convert(checked, cls, strict=False)
-    except msgspec.ValidationError as exc:  # unknown fields: named by msgspec itself
+    except msgspec.ValidationError as exc:  # a shape no field check saw (a section not a table)
         raise ConfigurationError(f"invalid settings: {exc}") from exc
 
 
@@ -40,8 +40,22 @@ def _check_struct(data: Mapping[str, Any], cls: type[msgspec.Struct], prefix: st
     out: dict[str, Any] = {}
     for key, value in data.items():
         field = fields.get(key)
+        if field is None and cls.__struct_config__.forbid_unknown_fields:
+            raise _unknown_setting(prefix + key, fields)
         out[key] = value if field is None else _check_value(value, field.type, prefix + key)
     return out
+
+
+def _unknown_setting(setting: str, known: Mapping[str, object]) -> ConfigurationError:
+    """A setting no section has, named as a file and as the environment write it (a typo
+    in an environment variable's name was reported as a field without the variable)."""
+    variable = "USERSIGNALS_" + setting.upper().replace(".", "__")
+    section, _, _ = setting.rpartition(".")
+    names = ", ".join(sorted(known))
+    where = f"{section} has" if section else "the settings have"
+    return ConfigurationError(
+        f"unknown setting {setting} ({variable} in the environment): {where} {names}"
+    )
 
 
 def _check_value(value: Any, annotation: Any, setting: str) -> Any:
