@@ -65,6 +65,15 @@ _PRODUCER_DEAD = frozenset(
 )
 
 
+def delivery_failure(error: KafkaError) -> str:
+    """What a failed delivery report says happened: a message that timed out in the
+    producer's queue was never acknowledged (no broker took it: it may be down), which is
+    not a broker refusing it."""
+    if error.code() == KafkaError._MSG_TIMED_OUT:
+        return f"no broker acknowledged the events within message.timeout.ms ({error.str()})"
+    return f"the broker refused the events: {error.str()}"
+
+
 class _Pending:
     """The deliveries one request waits for."""
 
@@ -142,7 +151,7 @@ class KafkaLog:
                 self._replace(producer)
             else:
                 self._replace_if_stalled(producer)
-            self._refuse(f"the broker refused the events: {pending.errors[0]}")
+            self._refuse(delivery_failure(pending.errors[0]))
         self._failed_at = -1e9  # acknowledged: the broker is back, whatever failed before
         self._delivered_at = time.monotonic()
 
