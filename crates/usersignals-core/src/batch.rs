@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 
-use crate::decayed::ScoresRow;
+use crate::decayed::{self, ScoresRow};
 use crate::decoded::{mismatch, Decoded};
 use crate::error::CoreError;
 use crate::last_n::{self, Entry, NewRows};
@@ -143,8 +143,8 @@ impl<'s, 'b> Step<'s, 'b> {
 
     /// The old state's bytes in, the new state's bytes and the count of expired events out,
     /// for an aggregation applied over its bytes: LastN, whose decoded entries cost an
-    /// allocation per text value, and MeanVector, whose buckets the rows do not reach are
-    /// carried as stored; `None` for the others.
+    /// allocation per text value, and MeanVector and DecayedScores, whose buckets the rows do
+    /// not reach are carried as stored; `None` for the others.
     fn stored(&mut self, old: Option<&[u8]>) -> Option<Result<(Vec<u8>, usize), CoreError>> {
         let retention_ms = self.bound.plan.retention_ms;
         match &self.bound.plan.aggregate {
@@ -163,6 +163,11 @@ impl<'s, 'b> Step<'s, 'b> {
                 let columns = (self.bound.columns[0], self.bound.columns[1]);
                 let rows = self.scratch.vectors(self.batch, columns, self.rows);
                 Some(mean_vector::apply_spliced(spec, retention_ms, old, rows))
+            }
+            Aggregation::DecayedScores(spec) => {
+                let columns = (self.bound.columns[0], self.bound.columns[1]);
+                let rows = self.scratch.scores(self.batch, columns, self.rows);
+                Some(decayed::apply_spliced(spec, retention_ms, old, rows))
             }
             _ => None,
         }

@@ -247,6 +247,33 @@ impl DecayedRow for ScoresRow<'_> {
     }
 }
 
+/// Whether `key` is a key whose class `keys` (a dictionary in class order) lacks; false
+/// for a value that is no key (a row the fold skips).
+fn is_new_key(keys: &[Value], key: &Value) -> bool {
+    let class = ClassRef::of(key);
+    class.is_some()
+        && keys
+            .binary_search_by(|k| ClassRef::of(k).cmp(&class))
+            .is_err()
+}
+
+/// One row's term added to its cell; false for a row the reference skips (a missing key;
+/// the fold skips a zero weight).
+fn add_row(
+    decay: &DecayBuckets,
+    state: &mut ScoresState,
+    row: &ScoresRow<'_>,
+    bucket: i64,
+    weight: f64,
+) -> bool {
+    if ClassRef::of(row.key).is_none() {
+        return false;
+    }
+    let term = decay.term(weight, row.ts, bucket, SCORE_BITS);
+    state.add(row.key, bucket, term);
+    true
+}
+
 /// A read's answer: `(key, score)`, best first.
 pub type Profile = Vec<(Value, f64)>;
 
@@ -281,15 +308,7 @@ impl DecayedSpec {
             &self.decay,
             Some(state),
             rows,
-            |state, row, bucket, weight| {
-                // The reference skips a missing key (and, in the fold, a zero weight).
-                if ClassRef::of(row.key).is_none() {
-                    return false;
-                }
-                let term = decay.term(weight, row.ts, bucket, SCORE_BITS);
-                state.add(row.key, bucket, term);
-                true
-            },
+            |state, row, bucket, weight| add_row(&decay, state, row, bucket, weight),
         )
     }
 
@@ -443,7 +462,7 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
     put_i64(&mut out, state.newest);
     put_u64(&mut out, state.keys.len() as u64);
     last_n::encode_values(&mut out, &state.keys);
-    let signed = state.buckets.iter().any(|c| c.sums.iter().any(|v| *v < 0));
+    let signed = holds_negative(&state.buckets);
     out.push(if signed { SIGNED_SUMS } else { 0 });
     put_u64(&mut out, state.buckets.len() as u64);
     let bitmap_len = state.keys.len().div_ceil(8);
@@ -453,29 +472,40 @@ pub fn encode(state: &ScoresState, bucket_ms: i64) -> Vec<u8> {
         let top = state.tops.get(&bucket).copied().unwrap_or(0);
         put_bucket(&mut out, previous, bucket, top - bucket * bucket_ms);
         previous = Some(bucket);
-        let gaps_len: usize = key_gaps(&cells.keys).map(varint_len).sum();
-        let bitmap = bitmap_len < gaps_len;
-        let sums = || {
-            cells
-                .sums
-                .iter()
-                .map(move |v| if signed { zigzag(*v) } else { *v as u128 })
-        };
-        let form = RunForm::of(sums());
-        let flags = u64::from(form.packed) << 1 | u64::from(bitmap);
-        put_u64(&mut out, ((cells.keys.len() as u64) << 2) | flags);
-        if bitmap {
-            let start = out.len();
-            out.resize(start + bitmap_len, 0);
-            for i in &cells.keys {
-                out[start + *i as usize / 8] |= 1 << (i % 8);
-            }
-        } else {
-            key_gaps(&cells.keys).for_each(|gap| put_u64(&mut out, gap));
-        }
-        form.write(&mut out, sums());
+        put_cells(&mut out, cells, signed, bitmap_len);
     }
     out
+}
+
+/// Whether any of the state's sums is negative: then every sum is stored zigzag.
+fn holds_negative(buckets: &[Cells]) -> bool {
+    buckets.iter().any(|c| c.sums.iter().any(|v| *v < 0))
+}
+
+/// A bucket's cells as stored after its header: the cell count and forms, the keys (a
+/// bitmap of `bitmap_len` bytes over the dictionary, or gaps) and the sums.
+fn put_cells(out: &mut Vec<u8>, cells: &Cells, signed: bool, bitmap_len: usize) {
+    let gaps_len: usize = key_gaps(&cells.keys).map(varint_len).sum();
+    let bitmap = bitmap_len < gaps_len;
+    let sums = || {
+        cells
+            .sums
+            .iter()
+            .map(move |v| if signed { zigzag(*v) } else { *v as u128 })
+    };
+    let form = RunForm::of(sums());
+    let flags = u64::from(form.packed) << 1 | u64::from(bitmap);
+    put_u64(out, ((cells.keys.len() as u64) << 2) | flags);
+    if bitmap {
+        let start = out.len();
+        out.resize(start + bitmap_len, 0);
+        for i in &cells.keys {
+            out[start + *i as usize / 8] |= 1 << (i % 8);
+        }
+    } else {
+        key_gaps(&cells.keys).for_each(|gap| put_u64(out, gap));
+    }
+    form.write(out, sums());
 }
 
 /// The gaps between ascending key indices, as stored: the first from 0, each next from
@@ -502,12 +532,19 @@ pub fn apply_stored(
     Ok((encode(&state, bucket_ms), expired))
 }
 
-pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
-    let mut r = Reader::new(data);
+/// A stored state's header, up to its buckets.
+struct Header {
+    newest: i64,
+    keys: Vec<Value>,
+    signed: bool,
+    bucket_count: usize,
+}
+
+fn read_header(r: &mut Reader<'_>) -> Result<Header, CoreError> {
     r.expect_version("DecayedScores", FORMAT_VERSION)?;
     let newest = r.i64()?;
     let key_count = r.len(1)?;
-    let keys = last_n::decode_values(&mut r, key_count)?;
+    let keys = last_n::decode_values(r, key_count)?;
     let mut previous_class = None;
     for value in &keys {
         let class = ClassRef::of(value)
@@ -521,6 +558,33 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
         flags => return Err(CoreError::Codec(format!("unknown flags {flags}"))),
     };
     let bucket_count = r.len(3)?;
+    Ok(Header {
+        newest,
+        keys,
+        signed,
+        bucket_count,
+    })
+}
+
+pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
+    let mut r = Reader::new(data);
+    let header = read_header(&mut r)?;
+    read_buckets(&mut r, header, bucket_ms)
+}
+
+/// The state whose `header` was read from `r`: its buckets, read to the end.
+fn read_buckets(
+    r: &mut Reader<'_>,
+    header: Header,
+    bucket_ms: i64,
+) -> Result<ScoresState, CoreError> {
+    let Header {
+        newest,
+        keys,
+        signed,
+        bucket_count,
+    } = header;
+    let key_count = keys.len();
     let mut state = ScoresState {
         newest,
         keys,
@@ -529,25 +593,33 @@ pub fn decode(data: &[u8], bucket_ms: i64) -> Result<ScoresState, CoreError> {
     };
     let mut previous = None;
     for _ in 0..bucket_count {
-        let (bucket, top) = get_bucket(&mut r, previous, bucket_ms)?;
+        let (bucket, top) = get_bucket(r, previous, bucket_ms)?;
         previous = Some(bucket);
         state.tops.insert(bucket, top);
-        let header = r.u64()?;
-        let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
-        let keys = decode_key_indices(&mut r, count, header & 1 == 1, key_count)?;
-        let sums = get_run_form(&mut r, count, header & 2 == 2)?
-            .into_iter()
-            .map(|sum| match signed {
-                true => Ok(unzigzag(sum)),
-                false => {
-                    i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into()))
-                }
-            })
-            .collect::<Result<Vec<i128>, CoreError>>()?;
-        state.buckets.push(Cells { bucket, keys, sums });
+        state.buckets.push(get_cells(r, bucket, key_count, signed)?);
     }
     r.expect_done("DecayedScores state")?;
     Ok(state)
+}
+
+/// One bucket's cells as [`put_cells`] wrote them, under a dictionary of `key_count` keys.
+fn get_cells(
+    r: &mut Reader<'_>,
+    bucket: i64,
+    key_count: usize,
+    signed: bool,
+) -> Result<Cells, CoreError> {
+    let header = r.u64()?;
+    let count = usize::try_from(header >> 2).unwrap_or(usize::MAX);
+    let keys = decode_key_indices(r, count, header & 1 == 1, key_count)?;
+    let sums = get_run_form(r, count, header & 2 == 2)?
+        .into_iter()
+        .map(|sum| match signed {
+            true => Ok(unzigzag(sum)),
+            false => i128::try_from(sum).map_err(|_| CoreError::Codec("sum out of range".into())),
+        })
+        .collect::<Result<Vec<i128>, CoreError>>()?;
+    Ok(Cells { bucket, keys, sums })
 }
 
 /// A bucket's `count` key indices: a bitmap over the `key_count` keys, or varint gaps.
@@ -612,6 +684,10 @@ pub(crate) fn decode_key_indices_into(
 #[path = "decayed_read.rs"]
 mod stored_read;
 pub use stored_read::StoredProfile;
+
+#[path = "decayed_splice.rs"]
+mod splice;
+pub use splice::apply_spliced;
 
 #[cfg(test)]
 #[path = "decayed_tests.rs"]

@@ -298,3 +298,109 @@ fn a_busy_profile_is_compact() {
     assert!(bytes.len() < 92 * 40 * 5, "{}", bytes.len());
     assert_eq!(decode(&bytes, DAY).unwrap(), state);
 }
+
+/// Keys Python holds equal across kinds (`1 == 1.0 == True`) beside text and missing ones:
+/// the dictionary's value for a class changes with the kinds met, its indices do not.
+fn mixed_rows() -> impl Strategy<Value = Vec<Raw>> {
+    let key = prop_oneof![
+        Just(Value::Null),
+        (0i64..4).prop_map(Value::Int),
+        (0i64..4).prop_map(|k| Value::Float(k as f64)),
+        Just(Value::Bool(true)),
+        "[ab]{1,2}".prop_map(Value::Str),
+    ];
+    let action =
+        prop::sample::select(vec!["click", "hide", "view"]).prop_map(|a| Value::Str(a.to_owned()));
+    prop::collection::vec(
+        ((0i64..400).prop_map(|h| BASE + h * HOUR), key, action),
+        1..60,
+    )
+}
+
+proptest! {
+    /// Applying over the stored bytes while re-encoding only the reached buckets, where the
+    /// dictionary and the sums' form allow it, writes the bytes that decoding and encoding
+    /// every bucket writes, and counts the same expired rows.
+    #[test]
+    fn splicing_the_reached_buckets_equals_encoding_them_all(
+        before in prop_oneof![mixed_rows(), many_keys_rows()],
+        after in mixed_rows(),
+        shift in -(20 * DAY)..(30 * DAY),
+        half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
+        retention in prop::sample::select(vec![DAY, 10 * DAY, 90 * DAY]),
+    ) {
+        let spec = spec(half_life);
+        let old = apply_in_batches(&spec, retention, &before, &[]);
+        let mut later: Vec<Raw> = after.into_iter().map(|(ts, k, a)| (ts + shift, k, a)).collect();
+        later.sort_by_key(|r| r.0);
+        let rows = rows_of(&later);
+        prop_assert_eq!(
+            apply_spliced(&spec, retention, Some(&old), &rows).unwrap(),
+            apply_stored(&spec, retention, Some(&old), &rows).unwrap()
+        );
+    }
+
+    /// Whatever the stored bytes (a state with a byte changed, or cut short), splicing does
+    /// not panic, and where decoding them all succeeds it writes a state of the same cells
+    /// (a damaged bucket no row reaches may still decode, and is carried as it was).
+    #[test]
+    fn splicing_damaged_bytes_never_panics(
+        before in mixed_rows(),
+        after in mixed_rows(),
+        at in any::<usize>(),
+        byte in any::<u8>(),
+        cut in any::<bool>(),
+    ) {
+        let spec = spec(7 * DAY);
+        let mut bytes = apply_in_batches(&spec, 90 * DAY, &before, &[]);
+        let at = at % bytes.len();
+        if cut { bytes.truncate(at) } else { bytes[at] = byte }
+        let mut later = after;
+        later.sort_by_key(|r| r.0);
+        let rows = rows_of(&later);
+        let spliced = apply_spliced(&spec, 90 * DAY, Some(&bytes), &rows);
+        if let Ok((stored, expired)) = apply_stored(&spec, 90 * DAY, Some(&bytes), &rows) {
+            let (spliced, spliced_expired) = spliced.unwrap();
+            prop_assert_eq!(spliced_expired, expired);
+            let (spliced, stored) = (decode(&spliced, DAY).unwrap(), decode(&stored, DAY).unwrap());
+            // The same cells: a damaged dictionary's unused keys are dropped by a full
+            // application only when a bucket expires (a canonical state holds none).
+            prop_assert_eq!(spliced.cells().collect::<Vec<_>>(), stored.cells().collect::<Vec<_>>());
+            prop_assert_eq!((spliced.newest, spliced.tops), (stored.newest, stored.tops));
+        }
+    }
+}
+
+/// A day's new events for known keys, of the same sign, into a state of ten days: the
+/// splice is taken (not the full path), and writes the full path's bytes.
+#[test]
+fn a_live_batch_into_a_state_with_history_takes_the_splice() {
+    let spec = spec(7 * DAY);
+    let history: Vec<Raw> = (0..240)
+        .map(|h| {
+            (
+                BASE + h * HOUR,
+                Value::Str(["a", "b", "c"][h as usize % 3].into()),
+                Value::Str("click".into()),
+            )
+        })
+        .collect();
+    let old = apply_in_batches(&spec, 90 * DAY, &history, &[]);
+    let live: Vec<Raw> = (0..5)
+        .map(|i| {
+            (
+                BASE + 240 * HOUR + i * 60_000,
+                Value::Str("b".into()),
+                Value::Str("view".into()),
+            )
+        })
+        .collect();
+    let rows = rows_of(&live);
+    let before = splice::SPLICED.with(|s| s.get());
+    let spliced = apply_spliced(&spec, 90 * DAY, Some(&old), &rows).unwrap();
+    assert_eq!(splice::SPLICED.with(|s| s.get()), before + 1);
+    assert_eq!(
+        spliced,
+        apply_stored(&spec, 90 * DAY, Some(&old), &rows).unwrap()
+    );
+}
