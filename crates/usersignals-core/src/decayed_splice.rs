@@ -11,36 +11,33 @@
 //! when a reached bucket still holds a negative sum; one that was not, when none does). Any
 //! other batch takes the full path, [`apply_stored`]. The bytes are the full path's (a
 //! proptest holds them equal), for states this codec wrote.
-
-use std::ops::Range;
+//!
+//! A carried bucket's cells are not decoded, so a stored state whose cells are damaged (a
+//! key index out of range, a sum out of range) is refused only when a batch reaches that
+//! bucket, or a read or a full application decodes it; its structure is checked
+//! throughout.
 
 use super::{add_row, apply_stored, encode, get_cells, holds_negative, is_new_key};
 use super::{put_cells, read_buckets, read_header};
 use super::{Cells, DecayedSpec, ScoresRow, ScoresState, FORMAT_VERSION, SIGNED_SUMS};
-use crate::decay::{get_bucket, get_u128, put_bucket, DecayBuckets, DecayedState, Tops};
+use crate::decay::{get_bucket, get_u128, DecayBuckets, DecayedState, Tops};
 use crate::error::CoreError;
 use crate::last_n;
+use crate::splice::{self, StoredBucket};
 use crate::value::Value;
 use crate::varint::{put_i64, put_u64, Reader};
 
-/// A stored bucket as the scan found it: its index, newest event time, and where its cells
-/// lie in the stored bytes.
-struct StoredBucket {
-    bucket: i64,
-    top: i64,
-    cells: Range<usize>,
-    /// Whether a sum of it is negative (known of a signed state's buckets only).
+/// A stored bucket as the scan found it, and whether a sum of it is negative (known of a
+/// signed state's buckets only).
+struct Scanned {
+    stored: StoredBucket,
     negative: bool,
 }
 
-impl StoredBucket {
+impl Scanned {
     fn decoded(&self, data: &[u8], key_count: usize, signed: bool) -> Result<Cells, CoreError> {
-        get_cells(
-            &mut Reader::new(&data[self.cells.clone()]),
-            self.bucket,
-            key_count,
-            signed,
-        )
+        let mut body = Reader::new(&data[self.stored.body.clone()]);
+        get_cells(&mut body, self.stored.bucket, key_count, signed)
     }
 }
 
@@ -97,10 +94,9 @@ pub fn apply_spliced(
         .max(rows.last().map_or(0, |row| row.ts))
         .max(0);
     // A bucket that expires may take keys out of the dictionary: every bucket decoded.
-    let whole = (stored.first()).is_some_and(|b| b.bucket < decay.first_kept(newest));
-    let mut reached: Vec<i64> = rows.iter().map(|row| decay.bucket_of(row.ts)).collect();
-    reached.dedup();
-    let reaches = |b: &&StoredBucket| reached.binary_search(&b.bucket).is_ok();
+    let whole = (stored.first()).is_some_and(|b| b.stored.bucket < decay.first_kept(newest));
+    let reached = splice::reached(&decay, rows);
+    let reaches = |b: &&Scanned| reached.binary_search(&b.stored.bucket).is_ok();
     let mut state = ScoresState {
         newest: header.newest,
         keys: header.keys,
@@ -111,7 +107,7 @@ pub fn apply_spliced(
         state
             .buckets
             .push(bucket.decoded(data, key_count, header.signed)?);
-        state.tops.insert(bucket.bucket, bucket.top);
+        state.tops.insert(bucket.stored.bucket, bucket.stored.top);
     }
     if whole {
         return Ok(applied_whole(spec, retention_ms, state, rows));
@@ -126,7 +122,7 @@ pub fn apply_spliced(
         // Not met: the rows' keys were looked for in the dictionary.
         return apply_stored(spec, retention_ms, old, rows);
     }
-    let carried: Vec<&StoredBucket> = stored.iter().filter(|b| !reaches(b)).collect();
+    let carried: Vec<&Scanned> = stored.iter().filter(|b| !reaches(b)).collect();
     let signed = holds_negative(&state.buckets) || carried.iter().any(|b| b.negative);
     if signed != header.signed {
         // Every sum's form changes: the carried buckets decoded too, and all encoded.
@@ -134,13 +130,14 @@ pub fn apply_spliced(
             state
                 .buckets
                 .push(bucket.decoded(data, key_count, header.signed)?);
-            state.tops.insert(bucket.bucket, bucket.top);
+            state.tops.insert(bucket.stored.bucket, bucket.stored.top);
         }
         state.buckets.sort_unstable_by_key(|cells| cells.bucket);
         return Ok((encode(&state, decay.bucket_ms), expired));
     }
     #[cfg(test)]
     SPLICED.with(|spliced| spliced.set(spliced.get() + 1));
+    let carried: Vec<&StoredBucket> = carried.iter().map(|b| &b.stored).collect();
     Ok((merged(data, &state, &carried, signed, &decay), expired))
 }
 
@@ -180,7 +177,7 @@ fn merged(
     signed: bool,
     decay: &DecayBuckets,
 ) -> Vec<u8> {
-    let carried_bytes: usize = carried.iter().map(|b| b.cells.len() + 8).sum();
+    let carried_bytes: usize = carried.iter().map(|b| b.body.len() + 8).sum();
     let mut out = Vec::with_capacity(32 + 16 * state.keys.len() + carried_bytes);
     out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
@@ -189,38 +186,24 @@ fn merged(
     out.push(if signed { SIGNED_SUMS } else { 0 });
     put_u64(&mut out, (state.buckets.len() + carried.len()) as u64);
     let bitmap_len = state.keys.len().div_ceil(8);
-    let mut previous = None;
-    let put_applied = |out: &mut Vec<u8>, previous: &mut Option<i64>, cells: &Cells| {
+    let applied = (state.buckets.iter()).map(|cells| {
         let top = state.tops.get(&cells.bucket).copied().unwrap_or(0);
-        put_bucket(
-            out,
-            *previous,
-            cells.bucket,
-            top - cells.bucket * decay.bucket_ms,
-        );
-        put_cells(out, cells, signed, bitmap_len);
-        *previous = Some(cells.bucket);
-    };
-    // Both lists are ascending and disjoint.
-    let mut applied = state.buckets.iter().peekable();
-    for stored in carried {
-        while let Some(cells) = applied.next_if(|cells| cells.bucket < stored.bucket) {
-            put_applied(&mut out, &mut previous, cells);
-        }
-        let top_offset = stored.top - stored.bucket * decay.bucket_ms;
-        put_bucket(&mut out, previous, stored.bucket, top_offset);
-        out.extend_from_slice(&data[stored.cells.clone()]);
-        previous = Some(stored.bucket);
-    }
-    for cells in applied {
-        put_applied(&mut out, &mut previous, cells);
-    }
+        (cells.bucket, top, cells)
+    });
+    splice::put_buckets(
+        &mut out,
+        data,
+        decay.bucket_ms,
+        applied,
+        carried,
+        |out, cells| put_cells(out, cells, signed, bitmap_len),
+    );
     out
 }
 
 /// The stored buckets after the header (`r` over the whole state, `total` bytes long), their
 /// cells passed over, with the checks `decode` makes of the structure (the bucket order,
-/// the lengths, nothing after the last bucket); of a `signed` state's buckets, whether they
+/// the lengths, nothing after the last bucket; not the key indices' range nor the sums'); of a `signed` state's buckets, whether they
 /// hold a negative sum.
 fn scan(
     r: &mut Reader<'_>,
@@ -229,7 +212,7 @@ fn scan(
     key_count: usize,
     signed: bool,
     bucket_ms: i64,
-) -> Result<Vec<StoredBucket>, CoreError> {
+) -> Result<Vec<Scanned>, CoreError> {
     let mut buckets = Vec::with_capacity(count);
     let mut previous = None;
     for _ in 0..count {
@@ -237,13 +220,9 @@ fn scan(
         previous = Some(bucket);
         let start = total - r.left();
         let negative = skip_cells(r, key_count, signed)?;
-        let cells = start..total - r.left();
-        buckets.push(StoredBucket {
-            bucket,
-            top,
-            cells,
-            negative,
-        });
+        let body = start..total - r.left();
+        let stored = StoredBucket { bucket, top, body };
+        buckets.push(Scanned { stored, negative });
     }
     r.expect_done("DecayedScores state")?;
     Ok(buckets)

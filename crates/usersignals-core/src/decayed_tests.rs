@@ -94,11 +94,15 @@ fn many_keys_rows() -> impl Strategy<Value = Vec<Raw>> {
 }
 
 fn raw_rows() -> impl Strategy<Value = Vec<Raw>> {
-    let key = prop_oneof![
+    rows_with(prop_oneof![
         Just(Value::Null),
         (0i64..4).prop_map(Value::Int),
         "[ab]{1,2}".prop_map(Value::Str),
-    ];
+    ])
+}
+
+/// Up to 60 rows over 400 hours, of these keys and three actions (one of negative weight).
+fn rows_with(key: impl Strategy<Value = Value>) -> impl Strategy<Value = Vec<Raw>> {
     let action =
         prop::sample::select(vec!["click", "hide", "view"]).prop_map(|a| Value::Str(a.to_owned()));
     prop::collection::vec(
@@ -302,19 +306,13 @@ fn a_busy_profile_is_compact() {
 /// Keys Python holds equal across kinds (`1 == 1.0 == True`) beside text and missing ones:
 /// the dictionary's value for a class changes with the kinds met, its indices do not.
 fn mixed_rows() -> impl Strategy<Value = Vec<Raw>> {
-    let key = prop_oneof![
+    rows_with(prop_oneof![
         Just(Value::Null),
         (0i64..4).prop_map(Value::Int),
         (0i64..4).prop_map(|k| Value::Float(k as f64)),
         Just(Value::Bool(true)),
         "[ab]{1,2}".prop_map(Value::Str),
-    ];
-    let action =
-        prop::sample::select(vec!["click", "hide", "view"]).prop_map(|a| Value::Str(a.to_owned()));
-    prop::collection::vec(
-        ((0i64..400).prop_map(|h| BASE + h * HOUR), key, action),
-        1..60,
-    )
+    ])
 }
 
 proptest! {
@@ -368,6 +366,32 @@ proptest! {
             prop_assert_eq!(spliced.cells().collect::<Vec<_>>(), stored.cells().collect::<Vec<_>>());
             prop_assert_eq!((spliced.newest, spliced.tops), (stored.newest, stored.tops));
         }
+    }
+}
+
+proptest! {
+    /// The same, for rows aimed at the splice: keys the state holds, near its newest time,
+    /// some of them `hide`s that may change the sums' form (most cases take the splice).
+    #[test]
+    fn splicing_rows_of_known_keys_near_the_newest_equals_encoding_them_all(
+        before in rows_with("[ab]".prop_map(Value::Str)),
+        after in rows_with("[ab]".prop_map(Value::Str)),
+        shift in -(4 * DAY)..DAY,
+        retention in prop::sample::select(vec![10 * DAY, 90 * DAY]),
+    ) {
+        let spec = spec(7 * DAY);
+        let old = apply_in_batches(&spec, retention, &before, &[]);
+        let newest = before.iter().map(|r| r.0).max().unwrap_or(BASE);
+        let mut later: Vec<Raw> = after
+            .into_iter()
+            .map(|(ts, k, a)| (newest + shift + (ts - BASE) / 100, k, a))
+            .collect();
+        later.sort_by_key(|r| r.0);
+        let rows = rows_of(&later);
+        prop_assert_eq!(
+            apply_spliced(&spec, retention, Some(&old), &rows).unwrap(),
+            apply_stored(&spec, retention, Some(&old), &rows).unwrap()
+        );
     }
 }
 

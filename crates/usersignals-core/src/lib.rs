@@ -35,6 +35,7 @@ pub mod record;
 pub mod record_cache;
 pub mod route;
 pub mod seen;
+pub mod splice;
 pub mod text_column;
 pub mod tiles;
 pub mod training;

@@ -14,21 +14,12 @@
 //! is refused only when a batch reaches that bucket (or a read does); its structure is
 //! checked throughout, as `decode` checks it.
 
-use std::ops::Range;
-
 use super::{apply_stored, get_sums, put_sums, read_header, FORMAT_VERSION};
 use super::{MeanVectorSpec, VectorRow, VectorState};
-use crate::decay::{get_bucket, get_u128, put_bucket, skip_run, DecayBuckets, Tops};
+use crate::decay::{get_bucket, get_u128, skip_run, DecayBuckets, Tops};
 use crate::error::CoreError;
+use crate::splice::{self, StoredBucket};
 use crate::varint::{put_i64, put_u64, Reader};
-
-/// A stored bucket as the scan found it: its index, newest event time, and where its sums
-/// lie in the stored bytes.
-struct StoredBucket {
-    bucket: i64,
-    top: i64,
-    sums: Range<usize>,
-}
 
 /// `apply_stored`'s answer (the new state's bytes, the rows older than the buckets it
 /// keeps), decoding and encoding only the buckets `rows` fall in.
@@ -43,7 +34,7 @@ pub fn apply_spliced(
     };
     let decay = spec.buckets(retention_ms);
     let (newest, stored) = scan(data, spec.dim, decay.bucket_ms)?;
-    let reached = reached_buckets(&decay, rows);
+    let reached = splice::reached(&decay, rows);
     let mut partial = VectorState {
         newest,
         tops: Tops::with_capacity(reached.len()),
@@ -53,7 +44,7 @@ pub fn apply_spliced(
         .iter()
         .filter(|b| reached.binary_search(&b.bucket).is_ok())
     {
-        let sums = get_sums(&mut Reader::new(&data[bucket.sums.clone()]), spec.dim)?;
+        let sums = get_sums(&mut Reader::new(&data[bucket.body.clone()]), spec.dim)?;
         partial.buckets.insert(bucket.bucket, sums);
         partial.tops.insert(bucket.bucket, bucket.top);
     }
@@ -74,42 +65,26 @@ fn merged(
     dim: usize,
     decay: &DecayBuckets,
 ) -> Vec<u8> {
-    let carried_bytes: usize = carried.iter().map(|b| b.sums.len() + 8).sum();
+    let carried_bytes: usize = carried.iter().map(|b| b.body.len() + 8).sum();
     let mut out = Vec::with_capacity(16 + carried_bytes + state.buckets.len() * (8 + 3 * dim));
     out.push(FORMAT_VERSION);
     put_i64(&mut out, state.newest);
     put_u64(&mut out, dim as u64);
     put_u64(&mut out, (state.buckets.len() + carried.len()) as u64);
     let mut quotients = Vec::with_capacity(dim);
-    let mut previous = None;
-    let mut put_applied = |out: &mut Vec<u8>, previous: &mut Option<i64>, bucket: i64| {
-        let top = state.tops.get(&bucket).copied().unwrap_or(0);
-        put_bucket(out, *previous, bucket, top - bucket * decay.bucket_ms);
-        put_sums(out, &state.buckets[&bucket], &mut quotients);
-        *previous = Some(bucket);
-    };
-    // Both lists are ascending and disjoint.
-    let mut applied = state.buckets.keys().copied().peekable();
-    for stored in carried {
-        while let Some(bucket) = applied.next_if(|bucket| *bucket < stored.bucket) {
-            put_applied(&mut out, &mut previous, bucket);
-        }
-        let top_offset = stored.top - stored.bucket * decay.bucket_ms;
-        put_bucket(&mut out, previous, stored.bucket, top_offset);
-        out.extend_from_slice(&data[stored.sums.clone()]);
-        previous = Some(stored.bucket);
-    }
-    for bucket in applied {
-        put_applied(&mut out, &mut previous, bucket);
-    }
+    let applied = (state.buckets.iter()).map(|(bucket, sums)| {
+        let top = state.tops.get(bucket).copied().unwrap_or(0);
+        (*bucket, top, sums)
+    });
+    splice::put_buckets(
+        &mut out,
+        data,
+        decay.bucket_ms,
+        applied,
+        carried,
+        |out, sums| put_sums(out, sums, &mut quotients),
+    );
     out
-}
-
-/// The buckets `rows` (sorted by time) fall in, ascending, each once.
-fn reached_buckets(decay: &DecayBuckets, rows: &[VectorRow<'_>]) -> Vec<i64> {
-    let mut reached: Vec<i64> = rows.iter().map(|row| decay.bucket_of(row.ts)).collect();
-    reached.dedup();
-    reached
 }
 
 /// The stored state's newest time and its buckets, their sums passed over, with the checks
@@ -127,8 +102,8 @@ fn scan(data: &[u8], dim: usize, bucket_ms: i64) -> Result<(i64, Vec<StoredBucke
         get_u128(&mut r)?; // Σ scale
         super::divisor(get_u128(&mut r)?)?;
         skip_run(&mut r, dim)?;
-        let sums = start..data.len() - r.left();
-        buckets.push(StoredBucket { bucket, top, sums });
+        let body = start..data.len() - r.left();
+        buckets.push(StoredBucket { bucket, top, body });
     }
     r.expect_done("MeanVector state")?;
     Ok((newest, buckets))
