@@ -165,7 +165,11 @@ def replay(
         typer.Option(help="Where bad events go [default: STORE/dead-letter.jsonl]."),
     ] = None,
     source_id: Annotated[
-        str | None, typer.Option(help="Source id for idempotent replays [default: file:NAME].")
+        str | None,
+        typer.Option(
+            help="Source id for idempotent replays [default: file:NAME, or file:NAME#<crc of "
+            "its first line> for another file of a name replayed before]."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
     config: ConfigOption = None,

@@ -41,18 +41,25 @@ def _check_struct(data: Mapping[str, Any], cls: type[msgspec.Struct], prefix: st
     for key, value in data.items():
         field = fields.get(key)
         if field is None and cls.__struct_config__.forbid_unknown_fields:
-            raise _unknown_setting(prefix + key, fields)
+            raise _unknown_setting(prefix.rstrip("."), key, fields)
         out[key] = value if field is None else _check_value(value, field.type, prefix + key)
     return out
 
 
-def _unknown_setting(setting: str, known: Mapping[str, object]) -> ConfigurationError:
+def _unknown_setting(section: str, key: str, known: Mapping[str, object]) -> ConfigurationError:
     """A setting no section has, named as a file and as the environment write it (a typo
-    in an environment variable's name was reported as a field without the variable)."""
-    variable = "USERSIGNALS_" + setting.upper().replace(".", "__")
-    section, _, _ = setting.rpartition(".")
-    names = ", ".join(sorted(known))
+    in an environment variable's name was reported as a field without the variable); a
+    name with dots is no setting at all, but a property of a table such as
+    ``[kafka.consumer]``, which no environment variable spells."""
+    setting = f"{section}.{key}" if section else key
     where = f"{section} has" if section else "the settings have"
+    names = ", ".join(sorted(known))
+    if "." in key:
+        return ConfigurationError(
+            f"unknown setting {key!r} in {section or 'the settings'}: {where} {names} "
+            "(a librdkafka property goes in [kafka.consumer] or [kafka.producer])"
+        )
+    variable = "USERSIGNALS_" + setting.upper().replace(".", "__")
     return ConfigurationError(
         f"unknown setting {setting} ({variable} in the environment): {where} {names}"
     )

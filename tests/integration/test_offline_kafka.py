@@ -161,3 +161,21 @@ def test_feature_log_on_a_kafka_topic_is_a_jsonl_log_and_counts_what_it_could_no
     assert gone.counts.failed >= 3  # the queue holds two; the others failed at once
     unsent.close()
     assert (gone.counts.written, gone.counts.failed) == (0, 5)
+
+
+def test_the_handover_takes_consumer_settings_as_the_processor_does(broker: LocalBroker) -> None:
+    """Found in review: the backfill's handover gave `kafka.consumer` to librdkafka as it
+    was, so a setting from the environment (`USERSIGNALS_KAFKA__CONSUMER__HEARTBEAT_INTERVAL_MS`
+    arrives as `heartbeat_interval_ms`) was "No such configuration property"."""
+    from usersignals.config import KafkaSettings
+    from usersignals.offline.handover import commit_backfill_offsets
+
+    topic = "handover-names"
+    create_topic(broker.bootstrap, topic, 1)
+    kafka = KafkaSettings(
+        bootstrap_servers=broker.bootstrap,
+        topic=topic,
+        group_id="g-handover-names",
+        consumer={"heartbeat_interval_ms": "400", "session.timeout.ms": 6000},
+    )
+    assert commit_backfill_offsets(kafka, {f"{topic}/0": 0}) is True

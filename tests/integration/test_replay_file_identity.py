@@ -3,7 +3,10 @@ file replayed again (or grown since) is the same source."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
+
+import pytest
 
 from usersignals import Engine, Event, RocksStore, SignalRegistry
 from usersignals.events import EventDecoder, EventPolicy, encode_events
@@ -12,6 +15,7 @@ from usersignals.ingest.files import JsonlSource
 from usersignals.processing.pipeline import PipelineStats
 from usersignals.processing.replay import replay_file
 from usersignals.state.codec import decode_record
+from usersignals.state.keys import FILE_SOURCES_KEY
 
 BASE = 1_767_225_600_000
 HOUR = 3_600_000
@@ -97,3 +101,43 @@ def test_a_file_grown_since_its_replay_applies_only_its_new_lines(tmp_path: Path
     finally:
         grown.store.close()
         whole.store.close()
+
+
+def test_a_first_line_still_being_written_is_not_taken_for_the_files_identity(
+    tmp_path: Path,
+) -> None:
+    """Found in review: a replay while the writer was still at the first line fingerprinted
+    the part written so far, so the finished file was another source, replayed in full."""
+    all_events = events()
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(encode_events(all_events[:1]).rstrip(b"\n"))  # no line end yet
+    grown, whole = Replayer(tmp_path / "grown"), Replayer(tmp_path / "whole")
+    try:
+        assert grown.replay(path).report.applied == {"c@1": 1}
+        with path.open("ab") as handle:
+            handle.write(b"\n" + encode_events(all_events[1:]))
+        again = grown.replay(path)
+        assert (again.report.duplicates, again.report.applied) == (1, {"c@1": 399})
+        whole.replay(write(tmp_path / "whole" / "events.jsonl", all_events))
+        assert states(grown.store) == states(whole.store)
+    finally:
+        grown.store.close()
+        whole.store.close()
+
+
+def test_a_store_with_users_and_no_record_of_its_files_says_what_it_assumes(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A store replayed into before it kept its files' identities: the first file of a name
+    is taken to be the one replayed then, which the replay cannot tell, so it says so."""
+    all_events = events()
+    replayer = Replayer(tmp_path)
+    try:
+        replayer.replay(write(tmp_path / "d1" / "events.jsonl", all_events[:200]))
+        replayer.store.write({}, deletes=[FILE_SOURCES_KEY])  # as an older release left it
+        with caplog.at_level(logging.WARNING, logger="usersignals.ingest.file_sources"):
+            replayer.replay(write(tmp_path / "d2" / "events.jsonl", all_events[200:]))
+        assert "no record of the files replayed into it" in caplog.text
+        assert "--source-id" in caplog.text
+    finally:
+        replayer.store.close()

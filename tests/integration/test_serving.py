@@ -200,6 +200,11 @@ def test_reads_refuse_a_user_id_that_ingest_would_refuse_naming_it(service: Serv
     )
     assert batch.status_code == 400
     assert (batch.json()["parameter"], "128" in batch.json()["message"]) == ("users", True)
+    # Nor a NUL, which ingest refuses too (a user's raw events are keyed by the id and a NUL).
+    nul = get(service, "/v1/users/ua%00x/signals")
+    assert nul.status_code == 400
+    assert nul.json()["parameter"] == "user_id"
+    assert "NUL" in nul.json()["message"]
 
 
 def test_ingested_events_are_visible_within_the_freshness_budget(service: Service) -> None:

@@ -181,6 +181,20 @@ def test_unknown_environment_variable_is_named_as_it_was_set() -> None:
         Settings.load(environ={"USERSIGNALS_BOGUS": "1"})
 
 
+def test_a_dotted_name_in_a_section_is_named_as_written_with_where_it_belongs(
+    tmp_path: Path,
+) -> None:
+    """Found in review: `"fetch.max.bytes"` under `[kafka]` was named as section
+    `kafka.fetch.max` and a variable no environment can hold."""
+    path = write(tmp_path, '[kafka]\n"fetch.max.bytes" = 1048576\n')
+    with pytest.raises(ConfigurationError) as raised:
+        Settings.load(path, environ={})
+    message = str(raised.value)
+    assert message.startswith("unknown setting 'fetch.max.bytes' in kafka: kafka has ")
+    assert "[kafka.consumer]" in message
+    assert "USERSIGNALS_" not in message
+
+
 def test_unknown_override() -> None:
     with pytest.raises(ConfigurationError, match="unknown setting colour"):
         Settings.load(environ={}, overrides={"colour": "blue"})

@@ -15,6 +15,12 @@ def test_a_delivery_that_timed_out_is_not_called_a_refusal() -> None:
     assert message.startswith("no broker acknowledged the events within message.timeout.ms")
 
 
+def test_librdkafkas_own_errors_are_not_called_refusals() -> None:
+    for code in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT, KafkaError._PURGE_QUEUE):
+        message = delivery_failure(KafkaError(code))
+        assert message.startswith("the events were not delivered to a broker: "), message
+
+
 def test_a_broker_error_is_a_refusal_naming_it() -> None:
     message = delivery_failure(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
     assert message.startswith("the broker refused the events: ")

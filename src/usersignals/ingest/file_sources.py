@@ -12,7 +12,8 @@ replayed under it (the first line, because a file that grew since keeps it). A f
 first line matches is the same file; another file of the name is replayed under an id of
 its own, ``file:<name>#<fingerprint>``, kept the same way, so it too can be replayed again
 or grow. A store whose files were replayed before these records existed has none: the
-first file replayed under a name after the upgrade is taken to be the one replayed before.
+first file replayed under a name after the upgrade is taken to be the one replayed before,
+and the replay says so (it cannot tell).
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ import zlib
 
 import msgspec
 
+from usersignals.errors import ConfigurationError
 from usersignals.ingest.files import JsonlSource
-from usersignals.state.keys import FILE_SOURCES_KEY
+from usersignals.state.keys import FILE_SOURCES_KEY, USER_PREFIX
 from usersignals.state.store import StateStore
 
 logger = logging.getLogger(__name__)
@@ -35,15 +37,23 @@ def claim_source_id(store: StateStore, source: JsonlSource) -> str:
     """The source id ``source``'s lines are positioned under in ``store``, recorded there
     with the file's fingerprint; a ``source_id`` its caller gave is used as it is."""
     first = source.first_line()
-    if source.named or first is None:  # a file of blank lines positions no event
+    if source.named or first is None:  # no event yet, or one still being written
         return source.source_id
     fingerprint = f"{zlib.crc32(first):08x}"
     with store.metadata_lock():
         raw = store.get_many([FILE_SOURCES_KEY])[0]
-        known = _decoder.decode(raw) if raw else {}
-        source_id = source.source_id
+        known = _known(raw)
+        if raw is None and next(iter(store.scan(USER_PREFIX)), None) is not None:
+            logger.warning(
+                "this store holds users but no record of the files replayed into it (it was "
+                "written before such records were kept, or by a stream only): %s is taken to "
+                "be any file named %s replayed into it before (its lines already applied are "
+                "skipped); if it is another file, replay it with --source-id",
+                source.path, source.path.name,
+            )  # fmt: skip
+        source_id = source.default_id
         if known.get(source_id, fingerprint) != fingerprint:
-            source_id = f"{source.source_id}#{fingerprint}"
+            source_id = f"{source.default_id}#{fingerprint}"
             logger.warning(
                 "%s: another file named %s was replayed into this store before (its first "
                 "line differs): this one's progress is kept apart, as %s",
@@ -53,3 +63,14 @@ def claim_source_id(store: StateStore, source: JsonlSource) -> str:
             known[source_id] = fingerprint
             store.write({FILE_SOURCES_KEY: msgspec.json.encode(known)})
     return source_id
+
+
+def _known(raw: bytes | None) -> dict[str, str]:
+    if raw is None:
+        return {}
+    try:
+        return _decoder.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise ConfigurationError(
+            f"the store's record of replayed files cannot be read: {exc}"
+        ) from exc

@@ -36,16 +36,20 @@ class JsonlSource:
         self.path = path
         #: Whether the caller named the source; else the replay may give it another id.
         self.named = source_id is not None
-        self.source_id = source_id or f"file:{path.name}"
+        #: The source id the name gives (``file:<name>``), whatever the replay chose.
+        self.default_id = f"file:{path.name}"
+        self.source_id = source_id or self.default_id
         self.block_size = block_size
 
     def first_line(self) -> bytes | None:
-        """The file's first line that is not blank, without its line end (``None`` for a
-        file of blank lines only): what tells this file from another of its name."""
+        """The file's first line that is not blank, without its line end: what tells this
+        file from another of its name. ``None`` for a file of blank lines only, or whose
+        first such line is not finished (no line end yet: a writer still at it, whose line
+        would end otherwise)."""
         with self.path.open("rb") as handle:
             for line in handle:
                 if line.strip():
-                    return line.rstrip(b"\r\n")
+                    return line.rstrip(b"\r\n") if line.endswith(b"\n") else None
         return None
 
     @property

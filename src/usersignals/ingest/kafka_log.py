@@ -66,11 +66,14 @@ _PRODUCER_DEAD = frozenset(
 
 
 def delivery_failure(error: KafkaError) -> str:
-    """What a failed delivery report says happened: a message that timed out in the
-    producer's queue was never acknowledged (no broker took it: it may be down), which is
-    not a broker refusing it."""
+    """What a failed delivery report says happened. librdkafka's own errors (negative codes:
+    a message that timed out in the producer's queue, all brokers down, a queue purged when
+    the producer was replaced) mean no broker took the events, which is not a broker
+    refusing them; a broker's error code is its refusal."""
     if error.code() == KafkaError._MSG_TIMED_OUT:
         return f"no broker acknowledged the events within message.timeout.ms ({error.str()})"
+    if error.code() < 0:
+        return f"the events were not delivered to a broker: {error.str()}"
     return f"the broker refused the events: {error.str()}"
 
 

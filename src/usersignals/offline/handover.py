@@ -15,6 +15,7 @@ from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from usersignals.config import KafkaSettings
 from usersignals.errors import ConfigurationError, HandoverError
+from usersignals.ingest.kafka import librdkafka_settings
 from usersignals.ingest.kafka_logging import client_logger
 
 
@@ -31,7 +32,7 @@ def commit_backfill_offsets(kafka: KafkaSettings, offsets: Mapping[str, int]) ->
         return False
     consumer = Consumer(
         {
-            **kafka.consumer,
+            **librdkafka_settings(kafka.consumer),
             "bootstrap.servers": kafka.bootstrap_servers,
             "group.id": kafka.group_id,
             "enable.auto.commit": False,

@@ -44,13 +44,16 @@ logger = logging.getLogger(__name__)
 
 
 def valid_user_id(user_id: str, max_chars: int) -> bool:
-    """An id ingest would accept: 1 to ``max_chars`` code points (``events.max_user_id_chars``)."""
-    return 0 < len(user_id) <= max_chars
+    """An id ingest would accept: 1 to ``max_chars`` code points (``events.max_user_id_chars``),
+    no NUL (a user's raw events are keyed by the id and a NUL)."""
+    return 0 < len(user_id) <= max_chars and "\x00" not in user_id
 
 
 def check_user_id(user_id: str, max_chars: int) -> None:
     """Refuses, naming ``user_id``, an id ingest would refuse: every read path (HTTP, the
     ``get`` command) answers such an id the same way."""
+    if "\x00" in user_id:
+        raise ContextError("user_id", "must not hold a NUL character (U+0000)")
     if not valid_user_id(user_id, max_chars):
         raise ContextError("user_id", f"must be 1 to {max_chars} characters")
     if not user_id.isascii():
