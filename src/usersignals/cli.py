@@ -36,6 +36,7 @@ from usersignals.signals.registry import SignalRegistry, listed_names
 
 if TYPE_CHECKING:
     from usersignals.demo import DemoResult, LiveService
+    from usersignals.serving.reader import SignalReader
 
 # Help texts are plain text, never markup: they say "[default: data/store]", which rich's
 # markup took for a tag and dropped.
@@ -311,8 +312,6 @@ def serve(
     Accepted events go to the spool (read by `usersignals run`), or with --kafka to the topic
     (read by `usersignals run --kafka`), acknowledged before the API answers 202.
     """
-    from usersignals.app import open_store_reader
-    from usersignals.assembly import once_the_store_answers
     from usersignals.serving.feature_log import check_feature_log_sink
     from usersignals.serving.raw import check_raw_events
 
@@ -321,7 +320,7 @@ def serve(
     # Fail here, clearly, if there is no store or it holds other signals; wait for a Redis
     # that does not answer yet, as `run` does.
     stop = _stop_on_signals()
-    reader = once_the_store_answers(settings, lambda: open_store_reader(settings), stop)
+    reader = _serving_reader(settings, stop)
     if reader is None:  # stopped while waiting
         return
     try:
@@ -341,6 +340,25 @@ def serve(
     )
     if not stop.is_set():  # granian handles the signals from here
         os.execve(arguments[0], arguments, _serving_environment(settings, config))
+
+
+def _serving_reader(settings: Settings, stop: threading.Event) -> SignalReader | None:
+    """A reader of the store, for `serve`'s checks, once the store answers (``None`` if
+    stopped first). While a networked store does not answer, a standby server answers
+    health checks on the API's port (``serving/standby.py``): a liveness probe must not
+    restart a server that is only waiting."""
+    from usersignals.app import open_store_reader
+    from usersignals.assembly import once_the_store_answers
+    from usersignals.errors import StoreError
+    from usersignals.serving.standby import Standby
+
+    try:
+        return open_store_reader(settings)
+    except StoreError:
+        if settings.store.backend == "rocksdb":
+            raise  # a path or a lock to fix, not an outage to wait out
+    with Standby(settings.serving.host, settings.serving.port):
+        return once_the_store_answers(settings, lambda: open_store_reader(settings), stop)
 
 
 def _prepare_serving_places(settings: Settings) -> None:

@@ -247,7 +247,14 @@ def test_serve_started_while_redis_is_down_waits_for_it(
                 time.sleep(0.1)
             time.sleep(0.5)
             assert server.poll() is None, "serve ended while its store was down"
+            # Found in an operator's trial: nothing listened while it waited, so a liveness
+            # probe's /healthz was refused and a supervisor would restart a waiting server.
+            base = f"http://127.0.0.1:{port}"
+            assert httpx.get(f"{base}/healthz", timeout=5).status_code == 200
+            waiting = httpx.get(f"{base}/readyz", timeout=5)
+            assert (waiting.status_code, waiting.json()["error"]) == (503, "store_unavailable")
+            assert int(waiting.headers["retry-after"]) > 0
             redis_server.start()
-            assert wait_status(f"http://127.0.0.1:{port}/readyz", 200, 30).status_code == 200
+            assert wait_status(f"{base}/readyz", 200, 30).status_code == 200
         finally:
             stop_process(server)
