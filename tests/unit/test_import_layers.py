@@ -45,6 +45,7 @@ LAYERS: list[tuple[str, frozenset[str]]] = [
             {
                 "cli",
                 "cli_run",
+                "cli_serve",
                 "cli_versions",
                 "demo",
                 "devtools",
