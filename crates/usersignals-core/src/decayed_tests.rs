@@ -327,15 +327,8 @@ proptest! {
         half_life in prop::sample::select(vec![HOUR, 7 * DAY]),
         retention in prop::sample::select(vec![DAY, 10 * DAY, 90 * DAY]),
     ) {
-        let spec = spec(half_life);
-        let old = apply_in_batches(&spec, retention, &before, &[]);
-        let mut later: Vec<Raw> = after.into_iter().map(|(ts, k, a)| (ts + shift, k, a)).collect();
-        later.sort_by_key(|r| r.0);
-        let rows = rows_of(&later);
-        prop_assert_eq!(
-            apply_spliced(&spec, retention, Some(&old), &rows).unwrap(),
-            apply_stored(&spec, retention, Some(&old), &rows).unwrap()
-        );
+        let later = after.into_iter().map(|(ts, k, a)| (ts + shift, k, a)).collect();
+        spliced_equals_full(&spec(half_life), retention, &before, later)?;
     }
 
     /// Whatever the stored bytes (a state with a byte changed, or cut short), splicing does
@@ -379,20 +372,31 @@ proptest! {
         shift in -(4 * DAY)..DAY,
         retention in prop::sample::select(vec![10 * DAY, 90 * DAY]),
     ) {
-        let spec = spec(7 * DAY);
-        let old = apply_in_batches(&spec, retention, &before, &[]);
         let newest = before.iter().map(|r| r.0).max().unwrap_or(BASE);
-        let mut later: Vec<Raw> = after
+        let later = after
             .into_iter()
             .map(|(ts, k, a)| (newest + shift + (ts - BASE) / 100, k, a))
             .collect();
-        later.sort_by_key(|r| r.0);
-        let rows = rows_of(&later);
-        prop_assert_eq!(
-            apply_spliced(&spec, retention, Some(&old), &rows).unwrap(),
-            apply_stored(&spec, retention, Some(&old), &rows).unwrap()
-        );
+        spliced_equals_full(&spec(7 * DAY), retention, &before, later)?;
     }
+}
+
+/// `later` (sorted here) applied to the state `before` made, spliced and in full: the same
+/// bytes and the same count of expired rows.
+fn spliced_equals_full(
+    spec: &DecayedSpec,
+    retention: i64,
+    before: &[Raw],
+    mut later: Vec<Raw>,
+) -> Result<(), TestCaseError> {
+    let old = apply_in_batches(spec, retention, before, &[]);
+    later.sort_by_key(|r| r.0);
+    let rows = rows_of(&later);
+    prop_assert_eq!(
+        apply_spliced(spec, retention, Some(&old), &rows).unwrap(),
+        apply_stored(spec, retention, Some(&old), &rows).unwrap()
+    );
+    Ok(())
 }
 
 /// A day's new events for known keys, of the same sign, into a state of ten days: the
