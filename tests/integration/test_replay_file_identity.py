@@ -104,20 +104,23 @@ def test_a_file_grown_since_its_replay_applies_only_its_new_lines(tmp_path: Path
 
 
 def test_a_first_line_still_being_written_is_not_taken_for_the_files_identity(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Found in review: a replay while the writer was still at the first line fingerprinted
-    the part written so far, so the finished file was another source, replayed in full."""
+    the part written so far, so the finished file was taken for another file of its name
+    (said so in a warning, and kept under a second source id)."""
     all_events = events()
+    lines = encode_events(all_events)
     path = tmp_path / "events.jsonl"
-    path.write_bytes(encode_events(all_events[:1]).rstrip(b"\n"))  # no line end yet
+    path.write_bytes(lines[:20])  # the writer part-way through its first line
     grown, whole = Replayer(tmp_path / "grown"), Replayer(tmp_path / "whole")
     try:
-        assert grown.replay(path).report.applied == {"c@1": 1}
-        with path.open("ab") as handle:
-            handle.write(b"\n" + encode_events(all_events[1:]))
-        again = grown.replay(path)
-        assert (again.report.duplicates, again.report.applied) == (1, {"c@1": 399})
+        assert grown.replay(path).bad == 1  # not an event yet: a dead letter
+        path.write_bytes(lines)
+        with caplog.at_level(logging.WARNING, logger="usersignals.ingest.file_sources"):
+            again = grown.replay(path)
+        assert "another file named" not in caplog.text
+        assert (again.report.duplicates, again.report.applied) == (0, {"c@1": 400})
         whole.replay(write(tmp_path / "whole" / "events.jsonl", all_events))
         assert states(grown.store) == states(whole.store)
     finally:
